@@ -1,0 +1,87 @@
+//! The crate's error type. Every variant names what it is about: a file, a reference
+//! or a digest, so that a CLI message alone tells the user where to look.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest { digest: String, reason: String },
+
+    #[error("invalid reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+
+    #[error("{what} in {location}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, location: String, expected: String, actual: String },
+
+    #[error("{what} in {location}: size {actual} != descriptor {expected}")]
+    SizeMismatch { what: String, location: String, expected: u64, actual: u64 },
+
+    #[error("{what} not found in {location}")]
+    NotFound { what: String, location: String },
+
+    #[error("malformed {what} in {location}: {reason}")]
+    Malformed { what: String, location: String, reason: String },
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("registry {registry}: authentication failed: {reason}")]
+    Auth { registry: String, reason: String },
+
+    #[error("registry {registry}: {method} {path}: {status}{detail}")]
+    Registry { registry: String, method: String, path: String, status: u16, detail: String },
+
+    #[error("registry {registry}: {reason}")]
+    Network { registry: String, reason: String },
+
+    #[error("unsafe path {path:?} in {location}: {reason}")]
+    UnsafePath { path: String, location: String, reason: String },
+
+    #[error("{0}")]
+    Unsupported(String),
+
+    #[error("{0}")]
+    Other(String),
+
+    /// An error shared by several waiters (e.g. one blob needed by two manifests).
+    #[error("{0}")]
+    Shared(std::sync::Arc<Error>),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn malformed(what: impl Into<String>, location: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Malformed { what: what.into(), location: location.into(), reason: reason.to_string() }
+    }
+    pub fn not_found(what: impl Into<String>, location: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into(), location: location.into() }
+    }
+    /// Exit code for the CLI: 2 usage/input, 3 not found, 4 auth, 5 integrity, 1 other.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidDigest { .. } | Error::InvalidReference { .. } | Error::Malformed { .. } => 2,
+            Error::UnsafePath { .. } | Error::Unsupported(_) => 2,
+            Error::NotFound { .. } => 3,
+            Error::Auth { .. } => 4,
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => 5,
+            Error::Shared(inner) => inner.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// Attach a path to an `std::io::Error`.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

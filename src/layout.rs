@@ -1,0 +1,498 @@
+//! OCI image layout directory as a content-addressed store: `oci-layout`, `index.json`,
+//! `blobs/<alg>/<hex>`. Blobs are written to a temp file, verified, fsynced and renamed;
+//! index.json is rewritten under an exclusive lock. Writers hold a shared lock on the
+//! layout for their whole session so `gc` (exclusive) never races a copy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::descriptor::Descriptor;
+use crate::digest::Digest;
+use crate::document::Document;
+use crate::error::{Error, IoContext, Result};
+use crate::media;
+use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+
+const TMP_DIR: &str = ".hoist/tmp";
+const SESSION_LOCK: &str = ".hoist/session.lock";
+const INDEX_LOCK: &str = ".hoist/index.lock";
+const COPY_BUF: usize = 1 << 20;
+
+/// An OCI image layout on disk.
+pub struct Layout {
+    root: PathBuf,
+    _session: Option<File>,
+}
+
+impl Layout {
+    /// Open an existing layout for reading.
+    pub fn open(root: impl AsRef<Path>) -> Result<Layout> {
+        let root = root.as_ref().to_path_buf();
+        let marker = root.join("oci-layout");
+        let text = fs::read(&marker).at(&marker)?;
+        let v: Value = serde_json::from_slice(&text).map_err(|e| Error::malformed("oci-layout", root.display().to_string(), e))?;
+        if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            return Err(Error::malformed("oci-layout", root.display().to_string(), "missing imageLayoutVersion"));
+        }
+        Ok(Layout { root, _session: None })
+    }
+
+    /// Open a layout for writing, creating it when missing, and take the shared session lock.
+    pub fn create(root: impl AsRef<Path>) -> Result<Layout> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(root.join("blobs/sha256")).at(&root)?;
+        fs::create_dir_all(root.join(TMP_DIR)).at(&root)?;
+        let marker = root.join("oci-layout");
+        if !marker.exists() {
+            write_atomic(&root, &marker, format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).as_bytes())?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            let _g = lock_file(&root.join(INDEX_LOCK), true)?;
+            if !index.exists() {
+                write_atomic(&root, &index, empty_index().as_bytes())?;
+            }
+        }
+        let session = lock_file(&root.join(SESSION_LOCK), false)?;
+        Ok(Layout { root, _session: Some(session) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path_of(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
+    }
+
+    fn loc(&self) -> String {
+        format!("oci:{}", self.root.display())
+    }
+
+    /// The raw index.json entries, in file order.
+    pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
+        let path = self.root.join("index.json");
+        let raw = fs::read(&path).at(&path)?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
+        let manifests = v.get("manifests").cloned().unwrap_or(Value::Array(vec![]));
+        serde_json::from_value(manifests).map_err(|e| Error::malformed("index.json", self.loc(), e))
+    }
+
+    /// Update index.json under the exclusive index lock: `f` edits the `manifests` array.
+    pub fn update_index(&self, f: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
+        let _g = lock_file(&self.root.join(INDEX_LOCK), true)?;
+        let path = self.root.join("index.json");
+        let raw = fs::read(&path).at(&path)?;
+        let mut doc: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
+        let obj = doc.as_object_mut().ok_or_else(|| Error::malformed("index.json", self.loc(), "not an object"))?;
+        let mut manifests = match obj.remove("manifests") {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => vec![],
+            Some(_) => return Err(Error::malformed("index.json", self.loc(), "manifests is not an array")),
+        };
+        f(&mut manifests)?;
+        let mut out = serde_json::Map::new();
+        out.insert("schemaVersion".into(), obj.remove("schemaVersion").unwrap_or(Value::from(2)));
+        out.insert("mediaType".into(), obj.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
+        out.insert("manifests".into(), Value::Array(manifests));
+        for (k, v) in std::mem::take(obj) {
+            out.insert(k, v);
+        }
+        let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomic(&self.root, &path, &bytes)
+    }
+
+    /// Point `tag` at `desc` (replacing any entry with that tag).
+    pub fn set_tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
+        let mut entry = desc.clone();
+        entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
+        let entry = serde_json::to_value(&entry).map_err(|e| Error::Other(e.to_string()))?;
+        self.update_index(|m| {
+            m.retain(|e| ref_name(e) != Some(tag));
+            m.push(entry);
+            Ok(())
+        })
+    }
+
+    /// Add an untagged root entry unless the digest is already a root.
+    pub fn add_untagged(&self, desc: &Descriptor) -> Result<()> {
+        let entry = serde_json::to_value(desc).map_err(|e| Error::Other(e.to_string()))?;
+        let digest = desc.digest.to_string();
+        self.update_index(|m| {
+            if !m.iter().any(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str())) {
+                m.push(entry);
+            }
+            Ok(())
+        })
+    }
+
+    /// Remove the entry tagged `tag`.
+    pub fn untag(&self, tag: &str) -> Result<bool> {
+        let mut found = false;
+        self.update_index(|m| {
+            let before = m.len();
+            m.retain(|e| ref_name(e) != Some(tag));
+            found = m.len() != before;
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Store in-memory bytes as a blob (verified, atomic).
+    pub fn write_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path_of(&desc.digest);
+        if blob_ok(&path, desc.size) {
+            return Ok(());
+        }
+        let actual = desc.digest.same_alg_of(bytes);
+        if actual != desc.digest || bytes.len() as u64 != desc.size {
+            return Err(Error::DigestMismatch {
+                what: "blob".into(),
+                location: self.loc(),
+                expected: format!("{} ({} bytes)", desc.digest, desc.size),
+                actual: format!("{} ({} bytes)", actual, bytes.len()),
+            });
+        }
+        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
+        write_atomic(&self.root, &path, bytes)
+    }
+
+    /// Store a stream as a blob: hashed while written to a temp file, renamed only when
+    /// size and digest match.
+    pub async fn write_blob_stream(&self, desc: &Descriptor, stream: BlobStream, progress: &dyn Progress) -> Result<()> {
+        let path = self.blob_path_of(&desc.digest);
+        if blob_ok(&path, desc.size) {
+            return Ok(());
+        }
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+        let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
+        let (std_file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let mut reader = VerifyReader::new(stream, desc, self.loc());
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| unwrap_io_error(e, &path))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).await.at(&*tmp_path)?;
+            progress.advance(desc, n as u64);
+        }
+        file.flush().await.at(&*tmp_path)?;
+        file.sync_all().await.at(&*tmp_path)?;
+        drop(file);
+        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
+        tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        sync_dir(path.parent().expect("blob dir"));
+        Ok(())
+    }
+
+    /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
+    pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
+        let entries = self.index_entries()?;
+        match reference {
+            None => match entries.len() {
+                1 => Ok(entries.into_iter().next().expect("one")),
+                0 => Err(Error::not_found("any manifest", self.loc())),
+                n => Err(Error::InvalidReference {
+                    reference: self.loc(),
+                    reason: format!(
+                        "layout has {n} manifests; name one with :TAG or @DIGEST (tags: {})",
+                        entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
+                    ),
+                }),
+            },
+            Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
+                let digest: Digest = r.parse()?;
+                if let Some(d) = entries.into_iter().find(|d| d.digest == digest) {
+                    return Ok(d);
+                }
+                let path = self.blob_path_of(&digest);
+                let bytes = read_limited(&path, media::MAX_MANIFEST_SIZE)?;
+                let doc = Document::parse(Bytes::from(bytes), digest, None, &self.loc())?;
+                if doc.digest.same_alg_of(&doc.bytes) != doc.digest {
+                    return Err(Error::DigestMismatch { what: "manifest".into(), location: self.loc(), expected: doc.digest.to_string(), actual: doc.digest.same_alg_of(&doc.bytes).to_string() });
+                }
+                Ok(doc.descriptor())
+            }
+            Some(tag) => {
+                // An exact ref.name wins; BuildKit writes full references (`docker.io/x/y:tag`).
+                let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
+                let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
+                match exact.or_else(by_tag) {
+                    Some(i) => Ok(entries[i].clone()),
+                    None => Err(Error::not_found(format!("tag {tag:?}"), self.loc())),
+                }
+            }
+        }
+    }
+
+    /// Every digest reachable from index.json, with the descriptor that names it.
+    pub async fn reachable(&self) -> Result<(BTreeMap<Digest, Descriptor>, Vec<String>)> {
+        let mut seen: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut stack = self.index_entries()?;
+        while let Some(d) = stack.pop() {
+            if seen.contains_key(&d.digest) {
+                continue;
+            }
+            seen.insert(d.digest.clone(), d.clone());
+            if media::is_document(&d.media_type) {
+                match self.fetch_document(&d).await {
+                    Ok(doc) => stack.extend(doc.children()),
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+        }
+        Ok((seen, problems))
+    }
+
+    /// Check every reference and every blob; returns the problems found.
+    pub async fn fsck(&self) -> Result<Vec<String>> {
+        let (reachable, mut problems) = self.reachable().await?;
+        for (digest, desc) in &reachable {
+            let path = self.blob_path_of(digest);
+            match fs::metadata(&path) {
+                Err(_) => problems.push(format!("missing blob {digest} ({})", desc.media_type)),
+                Ok(m) if m.len() != desc.size => problems.push(format!("blob {digest}: size {} != descriptor {}", m.len(), desc.size)),
+                Ok(_) => {}
+            }
+        }
+        for (digest, path) in self.all_blobs()? {
+            let root = self.root.clone();
+            let d2 = digest.clone();
+            let actual = tokio::task::spawn_blocking(move || hash_file(&path, d2.algorithm()))
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?;
+            match actual {
+                Ok(a) if a != digest => problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", root.display())),
+                Ok(_) => {}
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Every blob file present, with its digest (files with invalid names are skipped).
+    pub fn all_blobs(&self) -> Result<Vec<(Digest, PathBuf)>> {
+        let mut out = Vec::new();
+        let blobs = self.root.join("blobs");
+        let Ok(algs) = fs::read_dir(&blobs) else { return Ok(out) };
+        for alg in algs.flatten() {
+            let alg_name = alg.file_name().to_string_lossy().to_string();
+            let Ok(files) = fs::read_dir(alg.path()) else { continue };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                if let Ok(d) = format!("{alg_name}:{name}").parse::<Digest>() {
+                    out.push((d, f.path()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove unreferenced blobs and stale temp files. Waits for running writers.
+    pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        let _excl = lock_file(&self.root.join(SESSION_LOCK), true)?;
+        let (reachable, problems) = self.reachable().await?;
+        if !problems.is_empty() {
+            return Err(Error::Other(format!("refusing gc of {}: {}", self.loc(), problems.join("; "))));
+        }
+        let mut report = GcReport::default();
+        let keep: BTreeSet<&Digest> = reachable.keys().collect();
+        for (digest, path) in self.all_blobs()? {
+            if !keep.contains(&digest) {
+                report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.removed.push(digest);
+                if !dry_run {
+                    fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.root.join(TMP_DIR)) {
+            for f in rd.flatten() {
+                report.temp_files += 1;
+                if !dry_run {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub removed: Vec<Digest>,
+    pub bytes: u64,
+    pub temp_files: usize,
+}
+
+/// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
+pub fn tag_of_ref_name(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        Some((_, t)) if !t.contains('/') && name.contains('/') => t,
+        _ => name,
+    }
+}
+
+fn ref_name(entry: &Value) -> Option<&str> {
+    entry.get("annotations")?.get(media::ANNOTATION_REF_NAME)?.as_str()
+}
+
+fn empty_index() -> String {
+    format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_INDEX)
+}
+
+fn blob_ok(path: &Path, size: u64) -> bool {
+    fs::metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
+}
+
+fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).at(p)?;
+    }
+    let f = OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path).at(path)?;
+    if exclusive { f.lock() } else { f.lock_shared() }.at(path)?;
+    Ok(f)
+}
+
+/// Read a file refusing anything larger than `limit`.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(path).at(path)?;
+    let mut out = Vec::new();
+    f.take(limit + 1).read_to_end(&mut out).at(path)?;
+    if out.len() as u64 > limit {
+        return Err(Error::malformed(path.display().to_string(), path.display().to_string(), format!("larger than {limit} bytes")));
+    }
+    Ok(out)
+}
+
+/// Hash a file with `alg` (blocking).
+pub fn hash_file(path: &Path, alg: crate::digest::Algorithm) -> Result<Digest> {
+    let mut f = File::open(path).at(path)?;
+    let mut h = alg.hasher();
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+/// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.
+pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp_dir = root.join(TMP_DIR);
+    fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+    let mut tmp = tempfile::Builder::new().prefix("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
+    tmp.write_all(bytes).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[async_trait]
+impl Source for Layout {
+    fn location(&self) -> String {
+        self.loc()
+    }
+
+    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+        self.resolve_sync(reference)
+    }
+
+    async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+        if desc.size > media::MAX_MANIFEST_SIZE {
+            return Err(Error::malformed(format!("manifest {}", desc.digest), self.loc(), format!("descriptor size {} exceeds the manifest limit", desc.size)));
+        }
+        let path = self.blob_path_of(&desc.digest);
+        if !path.exists() {
+            return Err(Error::not_found(format!("manifest {}", desc.digest), self.loc()));
+        }
+        Ok(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?))
+    }
+
+    async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+        let path = self.blob_path_of(&desc.digest);
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("blob {}", desc.digest), self.loc()))
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if offset > 0 {
+            f.seek(std::io::SeekFrom::Start(offset)).await.at(&path)?;
+        }
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(COPY_BUF, f)))
+    }
+
+    fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
+        Some(self.blob_path_of(&desc.digest))
+    }
+
+    async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
+        Ok(self.index_entries()?.into_iter().map(|d| { let t = d.ref_name().map(str::to_string); (d, t) }).collect())
+    }
+}
+
+#[async_trait]
+impl Destination for Layout {
+    fn location(&self) -> String {
+        self.loc()
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(blob_ok(&self.blob_path_of(&desc.digest), desc.size))
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(blob_ok(&self.blob_path_of(&desc.digest), desc.size))
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
+        if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
+            return Ok(BlobOutcome::Existed);
+        }
+        let stream = src.open_blob(desc, 0).await?;
+        self.write_blob_stream(desc, stream, progress).await?;
+        Ok(BlobOutcome::Uploaded)
+    }
+
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+        self.write_blob_bytes(desc, &bytes)?;
+        if let Some(t) = tag {
+            let mut d = desc.clone();
+            d.annotations.remove(media::ANNOTATION_REF_NAME);
+            self.set_tag(&d, t)?;
+        }
+        Ok(())
+    }
+
+    async fn add_root(&self, desc: &Descriptor) -> Result<()> {
+        let mut d = desc.clone();
+        d.annotations.remove(media::ANNOTATION_REF_NAME);
+        self.add_untagged(&d)
+    }
+}

@@ -1,0 +1,20 @@
+//! hoist: build, store and ship OCI images and artifacts without a daemon.
+//!
+//! Content model (`digest`, `descriptor`, `document`, `media`), one trait set for every
+//! transport (`target`), the transports (`layout`, `registry`, ...) and the one graph
+//! copy that moves content between any two of them (`copy`).
+
+pub mod copy;
+pub mod descriptor;
+pub mod digest;
+pub mod document;
+pub mod error;
+pub mod layout;
+pub mod media;
+pub mod reference;
+pub mod target;
+
+pub use descriptor::{Descriptor, Platform};
+pub use digest::Digest;
+pub use document::Document;
+pub use error::{Error, Result};

@@ -1,0 +1,173 @@
+//! Registry references: `[host[:port]/]repository[:tag][@digest]`, as docker and
+//! skopeo read them (`docker.io` default, `library/` for single-name repositories).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl Reference {
+    /// The tag or digest string used in `/v2/<repo>/manifests/<ref>`; `latest` when neither.
+    pub fn target(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+    /// Same repository, another tag or digest.
+    pub fn with_target(&self, target: &str) -> Result<Reference> {
+        let mut r = Reference { tag: None, digest: None, ..self.clone() };
+        if target.contains(':') {
+            r.digest = Some(target.parse()?);
+        } else {
+            check_tag(target, target)?;
+            r.tag = Some(target.to_string());
+        }
+        Ok(r)
+    }
+    /// `host/repo` without tag or digest.
+    pub fn repo_ref(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+pub fn check_tag(tag: &str, whole: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidReference { reference: whole.to_string(), reason: format!("invalid tag {tag:?}") })
+    }
+}
+
+fn check_repo_component(c: &str) -> bool {
+    // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
+    if c.is_empty() || !c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit()) {
+        return false;
+    }
+    if !c.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit()) {
+        return false;
+    }
+    let b = c.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let ch = b[i];
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+impl FromStr for Reference {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
+        if s.is_empty() || s.len() > 4096 {
+            return Err(bad("empty or too long"));
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
+            None => (s, None),
+        };
+        // tag: after the last ':' that comes after the last '/'
+        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            None => (rest, None),
+        };
+        if let Some(t) = &tag {
+            check_tag(t, s)?;
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, remainder))
+                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+            {
+                (first.to_string(), remainder.to_string())
+            }
+            _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
+        };
+        let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        if repository.is_empty() || repository.len() > 255 {
+            return Err(bad("empty or too long repository"));
+        }
+        if !repository.split('/').all(check_repo_component) {
+            return Err(bad("repository must be lowercase components [a-z0-9] separated by '/', '.', '_', '-'"));
+        }
+        if registry.is_empty() || registry.contains(|c: char| c.is_whitespace() || c == '@' || c == '?' || c == '#') {
+            return Err(bad("invalid registry host"));
+        }
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
+            DEFAULT_REGISTRY.to_string()
+        } else {
+            registry
+        };
+        Ok(Reference { registry, repository, tag, digest })
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let r: Reference = "alpine".parse().unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/alpine");
+        assert_eq!(r.target(), "latest");
+        let r: Reference = "127.0.0.1:5000/a/b:v1".parse().unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "a/b", Some("v1")));
+        let r: Reference =
+            "localhost/x@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse().unwrap();
+        assert!(r.digest.is_some() && r.tag.is_none());
+        assert_eq!(r.registry, "localhost");
+    }
+
+    #[test]
+    fn rejects_bad() {
+        for s in ["", "UPPER/case", "host:5000/repo:bad tag", "a/../b", "r@sha256:123", "repo:-x", "a//b"] {
+            assert!(s.parse::<Reference>().is_err(), "{s}");
+        }
+    }
+}
