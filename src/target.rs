@@ -90,6 +90,11 @@ pub trait Destination: Send + Sync {
         Ok(())
     }
 
+    /// Upper bound on concurrent blob pushes (archives write one entry at a time: 1).
+    fn max_jobs(&self) -> Option<usize> {
+        None
+    }
+
     /// Finish the write (archives write their trailer here).
     async fn finish(&self) -> Result<()> {
         Ok(())
