@@ -12,7 +12,9 @@ pub mod error;
 pub mod layout;
 pub mod media;
 pub mod reference;
+pub mod registry;
 pub mod target;
+pub mod transport;
 
 pub use descriptor::{Descriptor, Platform};
 pub use digest::Digest;

@@ -1,1 +1,7 @@
-fn main(){}
+//! The `hoist` command line: parses arguments, shows progress, maps errors to exit codes.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::run());
+}

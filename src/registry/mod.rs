@@ -1,0 +1,1418 @@
+//! Registry transport: an OCI Distribution client written for hoist on reqwest/rustls.
+//! Auth (anonymous, basic, bearer tokens), retries with backoff, streaming blob upload
+//! (monolithic, falling back to resumable chunks) and download (resuming with Range).
+
+pub mod auth;
+pub mod credentials;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+    RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use crate::descriptor::Descriptor;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::media;
+use crate::reference::Reference;
+use crate::target::{BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+
+use auth::{parse_challenge, Challenge, TokenResponse};
+use credentials::Credential;
+
+/// How blobs are uploaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UploadMode {
+    /// One streaming PUT; switch to chunks after a 413 or a broken upload.
+    #[default]
+    Auto,
+    Monolithic,
+    Chunked,
+}
+
+/// Retry policy for requests: exponential backoff with jitter, bounded in count and time.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Upper bound for a server's Retry-After.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(self.max_delay);
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        capped.mul_f64(jitter)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Registries allowed over plain HTTP (loopback hosts always are, after HTTPS fails).
+    pub insecure: Vec<String>,
+    /// Use plain HTTP for every registry.
+    pub plain_http: bool,
+    /// Verify TLS certificates (default true).
+    pub tls_verify: bool,
+    /// Extra CA certificates (PEM).
+    pub ca_files: Vec<PathBuf>,
+    /// Explicit credentials (instead of auth files).
+    pub credential: Option<Credential>,
+    /// Don't read auth files at all.
+    pub anonymous: bool,
+    pub retry: RetryPolicy,
+    pub upload: UploadMode,
+    pub chunk_size: u64,
+    /// No bytes for this long on a transfer counts as a stall.
+    pub read_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: vec![],
+            plain_http: false,
+            tls_verify: true,
+            ca_files: vec![],
+            credential: None,
+            anonymous: false,
+            retry: RetryPolicy::default(),
+            upload: UploadMode::Auto,
+            chunk_size: 16 << 20,
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Host {
+    name: String,
+    base: String,
+    challenge: Challenge,
+    credential: Option<Credential>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// A registry client shared by every repository it talks to.
+pub struct Client {
+    http: reqwest::Client,
+    opts: RegistryOptions,
+    hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
+}
+
+fn api_host(registry: &str) -> &str {
+    if registry == crate::reference::DEFAULT_REGISTRY {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+fn net_err(registry: &str, e: &reqwest::Error) -> Error {
+    // reqwest errors carry the URL; ours never holds credentials, but strip it anyway.
+    let mut msg = e.without_url_ref().to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Error::Network {
+        registry: registry.to_string(),
+        reason: msg,
+    }
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let kind = if self.is_connect() {
+            "connection failed"
+        } else if self.is_timeout() {
+            "timed out"
+        } else if self.is_body() {
+            "body transfer failed"
+        } else if self.is_request() {
+            "request failed"
+        } else if self.is_decode() {
+            "bad response body"
+        } else {
+            "HTTP error"
+        };
+        kind.to_string()
+    }
+}
+
+fn retriable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Read an error body (bounded) into a short detail string.
+async fn error_detail(resp: Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 4096 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_str::<Errs>(&text) {
+        let parts: Vec<String> = e
+            .errors
+            .into_iter()
+            .map(|x| {
+                format!(
+                    "{} {}",
+                    x.code.unwrap_or_default(),
+                    x.message.unwrap_or_default()
+                )
+                .trim()
+                .to_string()
+            })
+            .collect();
+        if !parts.is_empty() {
+            return format!(": {}", parts.join("; "));
+        }
+    }
+    let t = text.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", t.chars().take(300).collect::<String>())
+    }
+}
+
+impl Client {
+    pub fn new(opts: RegistryOptions) -> Result<Arc<Client>> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(opts.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true);
+        for f in &opts.ca_files {
+            let pem = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::malformed("CA certificate", f.display().to_string(), e))?;
+            if certs.is_empty() {
+                return Err(Error::malformed(
+                    "CA certificate",
+                    f.display().to_string(),
+                    "no PEM certificate found",
+                ));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if !opts.tls_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b
+            .build()
+            .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Client {
+            http,
+            opts,
+            hosts: tokio::sync::Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
+    /// Ping `registry` once (cached): pick the scheme and learn the auth challenge.
+    async fn host(&self, registry: &str) -> Result<Arc<Host>> {
+        let mut hosts = self.hosts.lock().await;
+        if let Some(h) = hosts.get(registry) {
+            return Ok(h.clone());
+        }
+        let api = api_host(registry);
+        let plain = self.opts.plain_http || self.opts.insecure.iter().any(|i| i == registry);
+        let schemes: &[&str] = if plain {
+            &["http"]
+        } else if is_loopback(registry) {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let mut last_err = None;
+        let mut found = None;
+        for scheme in schemes {
+            let base = format!("{scheme}://{api}");
+            match self.http.get(format!("{base}/v2/")).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let challenge = if status == StatusCode::UNAUTHORIZED {
+                        resp.headers()
+                            .get(WWW_AUTHENTICATE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(parse_challenge)
+                            .unwrap_or(Challenge::None)
+                    } else {
+                        Challenge::None
+                    };
+                    if !(status.is_success()
+                        || status == StatusCode::UNAUTHORIZED
+                        || status == StatusCode::NOT_FOUND)
+                    {
+                        last_err = Some(Error::Registry {
+                            registry: registry.to_string(),
+                            method: "GET".into(),
+                            path: "/v2/".into(),
+                            status: status.as_u16(),
+                            detail: String::new(),
+                        });
+                        continue;
+                    }
+                    found = Some((base, challenge));
+                    break;
+                }
+                Err(e) => last_err = Some(net_err(registry, &e)),
+            }
+        }
+        let (base, challenge) = match found {
+            Some(f) => f,
+            None => {
+                return Err(last_err
+                    .unwrap_or_else(|| Error::Other(format!("registry {registry}: unreachable"))))
+            }
+        };
+        let credential = match (&self.opts.credential, self.opts.anonymous, &challenge) {
+            (Some(c), _, _) => Some(c.clone()),
+            (None, true, _) | (None, _, Challenge::None) => None,
+            (None, false, _) => {
+                let r = registry.to_string();
+                let job = tokio::task::spawn_blocking(move || credentials::lookup_blocking(&r));
+                match tokio::time::timeout(Duration::from_secs(60), job).await {
+                    Ok(Ok(res)) => res?,
+                    Ok(Err(e)) => return Err(Error::Other(e.to_string())),
+                    Err(_) => {
+                        return Err(Error::Auth {
+                            registry: registry.to_string(),
+                            reason: "credential lookup timed out".into(),
+                        })
+                    }
+                }
+            }
+        };
+        tracing::debug!(registry, %base, ?challenge, "registry pinged");
+        let host = Arc::new(Host {
+            name: registry.to_string(),
+            base,
+            challenge,
+            credential,
+            tokens: Mutex::new(HashMap::new()),
+        });
+        hosts.insert(registry.to_string(), host.clone());
+        Ok(host)
+    }
+
+    /// Authorization header value for `scopes` on `host`, fetching a token when needed.
+    async fn authorization(
+        &self,
+        host: &Host,
+        scopes: &[String],
+        refresh: bool,
+    ) -> Result<Option<String>> {
+        match &host.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic { .. } => match &host.credential {
+                Some(Credential::Basic { username, password }) => Ok(Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ))),
+                Some(Credential::IdentityToken { .. }) => Err(Error::Auth {
+                    registry: host.name.clone(),
+                    reason: "registry wants basic auth but only an identity token is stored".into(),
+                }),
+                None => Ok(None),
+            },
+            Challenge::Bearer { realm, service, .. } => {
+                let key = scopes.join(" ");
+                if !refresh {
+                    if let Some(t) = host.tokens.lock().expect("lock").get(&key) {
+                        return Ok(Some(format!("Bearer {t}")));
+                    }
+                }
+                let token = self
+                    .fetch_token(host, realm, service.as_deref(), scopes)
+                    .await?;
+                host.tokens.lock().expect("lock").insert(key, token.clone());
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        host: &Host,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String> {
+        let mut url = url::Url::parse(realm).map_err(|e| Error::Auth {
+            registry: host.name.clone(),
+            reason: format!("bad token realm: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let req = match &host.credential {
+                Some(Credential::IdentityToken { token, .. }) => {
+                    let mut form = vec![
+                        ("grant_type", "refresh_token".to_string()),
+                        ("refresh_token", token.clone()),
+                        ("client_id", "hoist".to_string()),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s.to_string()));
+                    }
+                    form.push(("scope", scopes.join(" ")));
+                    self.http.post(realm).form(&form)
+                }
+                Some(Credential::Basic { username, password }) => self
+                    .http
+                    .get(url.clone())
+                    .basic_auth(username, Some(password)),
+                None => self.http.get(url.clone()),
+            };
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let body = resp.bytes().await.map_err(|e| net_err(&host.name, &e))?;
+                    let t: TokenResponse =
+                        serde_json::from_slice(&body).map_err(|_| Error::Auth {
+                            registry: host.name.clone(),
+                            reason: "token endpoint answered without a JSON token".into(),
+                        })?;
+                    return t.into_token().ok_or_else(|| Error::Auth {
+                        registry: host.name.clone(),
+                        reason: "token endpoint returned an empty token".into(),
+                    });
+                }
+                Ok(resp)
+                    if retriable_status(resp.status())
+                        && attempt + 1 < self.opts.retry.max_attempts =>
+                {
+                    let wait = retry_after(resp.headers())
+                        .map(|d| d.min(self.opts.retry.max_retry_after))
+                        .unwrap_or_else(|| self.opts.retry.backoff(attempt));
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    return Err(Error::Auth {
+                        registry: host.name.clone(),
+                        reason: format!(
+                            "token request denied ({status}){}",
+                            if host.credential.is_some() {
+                                ": check the username and password"
+                            } else {
+                                ": no credentials found; run `hoist login`"
+                            }
+                        ),
+                    });
+                }
+                Err(e) if attempt + 1 < self.opts.retry.max_attempts => {
+                    tracing::debug!("token request failed: {}", e.without_url_ref());
+                    tokio::time::sleep(self.opts.retry.backoff(attempt)).await;
+                }
+                Err(e) => return Err(net_err(&host.name, &e)),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Send a request built by `mk` (called again for each attempt), with auth, one
+    /// token refresh on 401, and retries on connection errors, 408, 429 and 5xx.
+    async fn send(
+        &self,
+        host: &Host,
+        scopes: &[String],
+        method: &Method,
+        path: &str,
+        mk: &(dyn Fn() -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            let mut req = mk();
+            if let Some(a) = self.authorization(host, scopes, false).await? {
+                req = req.header(AUTHORIZATION, a);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status == StatusCode::UNAUTHORIZED {
+                        if !refreshed && matches!(host.challenge, Challenge::Bearer { .. }) {
+                            refreshed = true;
+                            self.authorization(host, scopes, true).await?;
+                            continue;
+                        }
+                        let reason = match &host.credential {
+                            Some(_) => "401 Unauthorized: the registry rejected the credentials".to_string(),
+                            None => "401 Unauthorized: credentials required; run `hoist login` or pass --creds".to_string(),
+                        };
+                        return Err(Error::Auth {
+                            registry: host.name.clone(),
+                            reason,
+                        });
+                    }
+                    if retriable_status(status) && attempt + 1 < self.opts.retry.max_attempts {
+                        let wait = retry_after(resp.headers())
+                            .map(|d| d.min(self.opts.retry.max_retry_after))
+                            .unwrap_or_else(|| self.opts.retry.backoff(attempt));
+                        tracing::info!(registry = %host.name, %method, path, %status, ?wait, "retrying");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+                Err(e)
+                    if attempt + 1 < self.opts.retry.max_attempts
+                        && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) =>
+                {
+                    let wait = self.opts.retry.backoff(attempt);
+                    tracing::info!(registry = %host.name, %method, path, error = %e.without_url_ref(), ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(net_err(&host.name, &e)),
+            }
+        }
+    }
+
+    /// Open a repository on a registry (pings the registry on first use).
+    pub fn repository(self: &Arc<Self>, reference: &Reference) -> Repository {
+        Repository {
+            client: self.clone(),
+            registry: reference.registry.clone(),
+            repo: reference.repository.clone(),
+            manifest_cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Check that the registry accepts our credentials (used by `hoist login`).
+    pub async fn check_login(&self, registry: &str, repository_hint: Option<&str>) -> Result<()> {
+        let host = self.host(registry).await?;
+        let scopes: Vec<String> = repository_hint
+            .map(|r| vec![format!("repository:{r}:pull")])
+            .unwrap_or_default();
+        let url = format!("{}/v2/", host.base);
+        let resp = self
+            .send(&host, &scopes, &Method::GET, "/v2/", &|| {
+                self.http.get(&url)
+            })
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Auth {
+                registry: registry.to_string(),
+                reason: format!("login check answered {}", resp.status()),
+            })
+        }
+    }
+}
+
+/// One repository on a registry: a `Source` and a `Destination`.
+#[derive(Clone)]
+pub struct Repository {
+    client: Arc<Client>,
+    registry: String,
+    repo: String,
+    manifest_cache: Arc<Mutex<HashMap<Digest, (String, Bytes)>>>,
+}
+
+impl Repository {
+    fn loc(&self) -> String {
+        format!("docker://{}/{}", self.registry, self.repo)
+    }
+    fn scopes_pull(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull", self.repo)]
+    }
+    fn scopes_push(&self) -> Vec<String> {
+        vec![format!("repository:{}:pull,push", self.repo)]
+    }
+    async fn host(&self) -> Result<Arc<Host>> {
+        self.client.host(&self.registry).await
+    }
+
+    fn registry_error(
+        &self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        detail: String,
+    ) -> Error {
+        if status == StatusCode::NOT_FOUND && method != Method::POST && method != Method::PUT {
+            return Error::not_found(
+                path.rsplit('/').next().unwrap_or(path).to_string(),
+                self.loc(),
+            );
+        }
+        Error::Registry {
+            registry: self.registry.clone(),
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+
+    /// Resolve an upload `Location` against the registry; refuse other hosts.
+    fn upload_url(&self, host: &Host, resp: &Response) -> Result<url::Url> {
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Registry {
+                registry: self.registry.clone(),
+                method: "POST".into(),
+                path: "blobs/uploads".into(),
+                status: resp.status().as_u16(),
+                detail: ": no Location header".into(),
+            })?;
+        let base =
+            url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Other(e.to_string()))?;
+        let url = base.join(loc).map_err(|e| {
+            Error::Other(format!(
+                "registry {}: bad upload Location: {e}",
+                self.registry
+            ))
+        })?;
+        if url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+            || url.scheme() != base.scheme()
+        {
+            return Err(Error::Network {
+                registry: self.registry.clone(),
+                reason: format!(
+                    "upload Location points to another host ({}); refusing to send data there",
+                    url.host_str().unwrap_or("?")
+                ),
+            });
+        }
+        Ok(url)
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        push: bool,
+        configure: &(dyn Fn(RequestBuilder) -> RequestBuilder + Send + Sync),
+    ) -> Result<Response> {
+        let host = self.host().await?;
+        let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
+        let scopes = if push {
+            self.scopes_push()
+        } else {
+            self.scopes_pull()
+        };
+        let http = &self.client.http;
+        let m = method.clone();
+        self.client
+            .send(&host, &scopes, &method, path, &|| {
+                configure(http.request(m.clone(), &url))
+            })
+            .await
+    }
+
+    /// GET a manifest by tag or digest: (media type, bytes), at most 4 MiB.
+    pub async fn get_manifest(&self, target: &str) -> Result<(String, Bytes)> {
+        let path = format!("manifests/{target}");
+        let resp = self
+            .request(Method::GET, &path, false, &|r| {
+                r.header(ACCEPT, media::MANIFEST_ACCEPT)
+            })
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let detail = error_detail(resp).await;
+            return Err(self.registry_error(&Method::GET, &path, status, detail));
+        }
+        let mt = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
+            .unwrap_or_default();
+        if let Some(len) = resp.content_length() {
+            if len > media::MAX_MANIFEST_SIZE {
+                return Err(Error::malformed(
+                    format!("manifest {target}"),
+                    self.loc(),
+                    format!("{len} bytes exceeds the manifest limit"),
+                ));
+            }
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| net_err(&self.registry, &e))?;
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > media::MAX_MANIFEST_SIZE {
+                return Err(Error::malformed(
+                    format!("manifest {target}"),
+                    self.loc(),
+                    "exceeds the manifest limit",
+                ));
+            }
+        }
+        Ok((mt, Bytes::from(body)))
+    }
+
+    /// Tags of the repository (follows `Link` pagination).
+    pub async fn tags(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut path = "tags/list?n=1000".to_string();
+        loop {
+            let resp = self.request(Method::GET, &path, false, &|r| r).await?;
+            let status = resp.status();
+            if !status.is_success() {
+                let detail = error_detail(resp).await;
+                return Err(self.registry_error(&Method::GET, &path, status, detail));
+            }
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| {
+                    let start = l.find('<')? + 1;
+                    let end = l.find('>')?;
+                    let target = &l[start..end];
+                    target
+                        .split_once(&format!("/v2/{}/", self.repo))
+                        .map(|(_, p)| p.to_string())
+                });
+            #[derive(serde::Deserialize)]
+            struct Tags {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| net_err(&self.registry, &e))?;
+            let t: Tags = serde_json::from_slice(&body)
+                .map_err(|e| Error::malformed("tag list", self.loc(), e))?;
+            out.extend(t.tags.unwrap_or_default());
+            match next {
+                Some(n) => path = n,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn head_status(&self, path: &str, accept: Option<&'static str>) -> Result<bool> {
+        let resp = self
+            .request(Method::HEAD, path, false, &|r| match accept {
+                Some(a) => r.header(ACCEPT, a),
+                None => r,
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.registry_error(&Method::HEAD, path, s, String::new())),
+        }
+    }
+
+    /// Start an upload, trying a cross-repository mount first when `from` is given.
+    /// Ok(None) means the mount succeeded.
+    async fn start_upload(
+        &self,
+        desc: &Descriptor,
+        from: Option<&str>,
+    ) -> Result<Option<url::Url>> {
+        let host = self.host().await?;
+        let mut scopes = self.scopes_push();
+        let path = match from {
+            Some(f) => {
+                scopes.push(format!("repository:{f}:pull"));
+                format!("blobs/uploads/?mount={}&from={}", desc.digest, f)
+            }
+            None => "blobs/uploads/".to_string(),
+        };
+        let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
+        let http = &self.client.http;
+        let resp = self
+            .client
+            .send(&host, &scopes, &Method::POST, &path, &|| {
+                http.post(&url).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED if from.is_some() => Ok(None),
+            StatusCode::ACCEPTED | StatusCode::CREATED => Ok(Some(self.upload_url(&host, &resp)?)),
+            s => {
+                let detail = error_detail(resp).await;
+                Err(self.registry_error(&Method::POST, &path, s, detail))
+            }
+        }
+    }
+
+    /// Ask the registry how much of an upload it holds (`Range: 0-N`): returns N+1.
+    async fn upload_offset(&self, url: &url::Url) -> Result<Option<(u64, url::Url)>> {
+        let host = self.host().await?;
+        let http = &self.client.http;
+        let u = url.clone();
+        let resp = self
+            .client
+            .send(
+                &host,
+                &self.scopes_push(),
+                &Method::GET,
+                "blobs/uploads/<id>",
+                &|| http.get(u.clone()),
+            )
+            .await?;
+        if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
+            return Ok(None);
+        }
+        let next = self
+            .upload_url(&host, &resp)
+            .unwrap_or_else(|_| url.clone());
+        let range = resp
+            .headers()
+            .get(RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let offset = match range {
+            Some(r) => r
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .map(|n| n + 1)
+                .unwrap_or(0),
+            None => 0,
+        };
+        Ok(Some((offset, next)))
+    }
+
+    fn with_digest(url: &url::Url, digest: &Digest) -> url::Url {
+        let mut u = url.clone();
+        u.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        u
+    }
+
+    /// One streaming PUT of the whole blob. Err(true) = worth resuming in chunks.
+    async fn put_monolithic(
+        &self,
+        url: &url::Url,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<std::result::Result<(), (bool, Error)>> {
+        let host = self.host().await?;
+        let stream = src.open_blob(desc, 0).await?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let body = counting_body(
+            VerifyReader::new(stream, desc, src.location()),
+            counter.clone(),
+        );
+        let mut req = self
+            .client
+            .http
+            .put(Self::with_digest(url, &desc.digest))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, desc.size)
+            .body(body);
+        if let Some(a) = self
+            .client
+            .authorization(&host, &self.scopes_push(), false)
+            .await?
+        {
+            req = req.header(AUTHORIZATION, a);
+        }
+        match send_counting(req, &counter, desc, progress).await {
+            Ok(resp) if resp.status() == StatusCode::CREATED || resp.status().is_success() => {
+                Ok(Ok(()))
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let detail = error_detail(resp).await;
+                let retry = retriable_status(status)
+                    || status == StatusCode::PAYLOAD_TOO_LARGE
+                    || status == StatusCode::UNAUTHORIZED;
+                Ok(Err((
+                    retry,
+                    self.registry_error(
+                        &Method::PUT,
+                        &format!("blobs/uploads ({})", desc.digest),
+                        status,
+                        detail,
+                    ),
+                )))
+            }
+            Err(e) => {
+                // A source that failed verification surfaces as a body error: not retriable.
+                if let Some(inner) = find_crate_error(&e) {
+                    return Err(inner);
+                }
+                Ok(Err((true, net_err(&self.registry, &e))))
+            }
+        }
+    }
+
+    /// Upload the rest of a blob in chunks from `offset`, resuming from the registry's
+    /// `Range` after failures; shrinks the chunk after failures that made no progress.
+    async fn put_chunked(
+        &self,
+        mut url: url::Url,
+        mut offset: u64,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let host = self.host().await?;
+        let mut chunk = self.client.opts.chunk_size.max(64 * 1024);
+        let mut failures = 0u32;
+        let min_chunk = 256 * 1024;
+        loop {
+            if offset == desc.size && desc.size > 0 {
+                break;
+            }
+            let len = chunk.min(desc.size - offset);
+            let end = offset + len;
+            let stream = src.open_blob(desc, offset).await?;
+            let limited = stream.take(len);
+            progress.reset(desc, offset);
+            let counter = Arc::new(AtomicU64::new(0));
+            let body = counting_body(limited, counter.clone());
+            let mut req = self
+                .client
+                .http
+                .patch(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, len)
+                .header(
+                    CONTENT_RANGE,
+                    format!("{}-{}", offset, end.saturating_sub(1)),
+                )
+                .body(body);
+            if let Some(a) = self
+                .client
+                .authorization(&host, &self.scopes_push(), failures > 0)
+                .await?
+            {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED || resp.status().is_success() => {
+                    url = self.upload_url(&host, &resp)?;
+                    let reported = resp
+                        .headers()
+                        .get(RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
+                        .map(|n| n + 1);
+                    offset = reported.unwrap_or(end);
+                    failures = 0;
+                    if let Some(min) = resp
+                        .headers()
+                        .get("OCI-Chunk-Min-Length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        chunk = chunk.max(min);
+                    }
+                    continue;
+                }
+                Ok(resp) => {
+                    let s = resp.status();
+                    let detail = error_detail(resp).await;
+                    if s == StatusCode::PAYLOAD_TOO_LARGE {
+                        chunk = (chunk / 2).max(min_chunk);
+                    }
+                    if !(retriable_status(s)
+                        || s == StatusCode::PAYLOAD_TOO_LARGE
+                        || s == StatusCode::UNAUTHORIZED
+                        || s == StatusCode::RANGE_NOT_SATISFIABLE)
+                    {
+                        return Err(self.registry_error(
+                            &Method::PATCH,
+                            "blobs/uploads/<id>",
+                            s,
+                            detail,
+                        ));
+                    }
+                    Err(self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail))
+                }
+                Err(e) => Err(net_err(&self.registry, &e)),
+            };
+            if let Err(e) = outcome {
+                failures += 1;
+                if failures >= self.client.opts.retry.max_attempts * 2 {
+                    return Err(e);
+                }
+                tracing::info!(digest = %desc.digest, offset, error = %e, "chunk failed; asking the registry where to resume");
+                tokio::time::sleep(self.client.opts.retry.backoff(failures.min(4))).await;
+                match self.upload_offset(&url).await? {
+                    Some((o, next)) if o <= desc.size => {
+                        if o <= offset {
+                            chunk = (chunk / 2).max(min_chunk);
+                        }
+                        offset = o;
+                        url = next;
+                    }
+                    _ => {
+                        // The session is gone: start a new one from zero.
+                        url = self.start_upload(desc, None).await?.expect("plain upload");
+                        offset = 0;
+                    }
+                }
+            }
+        }
+        // Close the upload with the digest.
+        let put_url = Self::with_digest(&url, &desc.digest);
+        let http = &self.client.http;
+        let resp = self
+            .client
+            .send(
+                &host,
+                &self.scopes_push(),
+                &Method::PUT,
+                "blobs/uploads/<id>",
+                &|| {
+                    http.put(put_url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, 0)
+                },
+            )
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            let s = resp.status();
+            let detail = error_detail(resp).await;
+            Err(self.registry_error(
+                &Method::PUT,
+                &format!("blobs/uploads ({})", desc.digest),
+                s,
+                detail,
+            ))
+        }
+    }
+}
+
+fn find_crate_error(e: &reqwest::Error) -> Option<Error> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+                return Some(clone_verify_error(inner));
+            }
+        }
+        if let Some(inner) = s.downcast_ref::<Error>() {
+            return Some(clone_verify_error(inner));
+        }
+        src = s.source();
+    }
+    None
+}
+
+fn clone_verify_error(e: &Error) -> Error {
+    match e {
+        Error::DigestMismatch {
+            what,
+            location,
+            expected,
+            actual,
+        } => Error::DigestMismatch {
+            what: what.clone(),
+            location: location.clone(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        Error::SizeMismatch {
+            what,
+            location,
+            expected,
+            actual,
+        } => Error::SizeMismatch {
+            what: what.clone(),
+            location: location.clone(),
+            expected: *expected,
+            actual: *actual,
+        },
+        other => Error::Other(other.to_string()),
+    }
+}
+
+/// A request body that counts the bytes it hands out.
+fn counting_body<R: tokio::io::AsyncRead + Send + 'static>(
+    reader: R,
+    counter: Arc<AtomicU64>,
+) -> reqwest::Body {
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map_ok(
+        move |chunk: Bytes| {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            chunk
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Send `req`, reporting the body's progress from `counter` while waiting.
+async fn send_counting(
+    req: RequestBuilder,
+    counter: &AtomicU64,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> reqwest::Result<Response> {
+    let fut = req.send();
+    tokio::pin!(fut);
+    let mut reported = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            res = &mut fut => {
+                let now = counter.load(Ordering::Relaxed);
+                if now > reported {
+                    progress.advance(desc, now - reported);
+                }
+                return res;
+            }
+            _ = tick.tick() => {
+                let now = counter.load(Ordering::Relaxed);
+                if now > reported {
+                    progress.advance(desc, now - reported);
+                    reported = now;
+                }
+            }
+        }
+    }
+}
+
+/// A blob download that resumes with `Range` after a dropped connection.
+fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::spawn(async move {
+        let mut offset = start;
+        let mut failures = 0u32;
+        let max = repo.client.opts.retry.max_attempts;
+        let path = format!("blobs/{}", desc.digest);
+        loop {
+            let range = offset;
+            let resp = repo
+                .request(Method::GET, &path, false, &|r| {
+                    if range > 0 {
+                        r.header(RANGE, format!("bytes={range}-"))
+                    } else {
+                        r
+                    }
+                })
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            let status = resp.status();
+            if !status.is_success() {
+                let detail = error_detail(resp).await;
+                let e = repo.registry_error(&Method::GET, &path, status, detail);
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+            let mut skip = if offset > 0 && status != StatusCode::PARTIAL_CONTENT {
+                offset
+            } else {
+                0
+            };
+            let mut stream = resp.bytes_stream();
+            let mut broke = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(mut chunk) => {
+                        if skip > 0 {
+                            let n = skip.min(chunk.len() as u64) as usize;
+                            chunk = chunk.slice(n..);
+                            skip -= n as u64;
+                            if chunk.is_empty() {
+                                continue;
+                            }
+                        }
+                        offset += chunk.len() as u64;
+                        failures = 0;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
+            }
+            match broke {
+                None => return,
+                Some(e) => {
+                    failures += 1;
+                    if failures >= max || offset >= desc.size {
+                        let _ = tx
+                            .send(Err(std::io::Error::other(net_err(&repo.registry, &e))))
+                            .await;
+                        return;
+                    }
+                    tracing::info!(digest = %desc.digest, offset, "download interrupted; resuming");
+                    tokio::time::sleep(repo.client.opts.retry.backoff(failures)).await;
+                }
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Box::pin(tokio_util::io::StreamReader::new(stream))
+}
+
+#[async_trait]
+impl Source for Repository {
+    fn location(&self) -> String {
+        self.loc()
+    }
+
+    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+        let target = reference.unwrap_or("latest");
+        let (mt, bytes) = self.get_manifest(target).await?;
+        let digest = match target.parse::<Digest>() {
+            Ok(d) => d,
+            Err(_) => Digest::sha256_of(&bytes),
+        };
+        let doc = crate::document::Document::parse(
+            bytes.clone(),
+            digest.clone(),
+            Some(&mt),
+            &self.loc(),
+        )?;
+        let actual = digest.same_alg_of(&bytes);
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {target}"),
+                location: self.loc(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        self.manifest_cache
+            .lock()
+            .expect("lock")
+            .insert(digest.clone(), (doc.media_type.clone(), bytes));
+        Ok(doc.descriptor())
+    }
+
+    async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+        if let Some((_, b)) = self.manifest_cache.lock().expect("lock").get(&desc.digest) {
+            return Ok(b.clone());
+        }
+        if desc.size > media::MAX_MANIFEST_SIZE {
+            return Err(Error::malformed(
+                format!("manifest {}", desc.digest),
+                self.loc(),
+                format!("descriptor size {} exceeds the manifest limit", desc.size),
+            ));
+        }
+        let (_, bytes) = self.get_manifest(&desc.digest.to_string()).await?;
+        Ok(bytes)
+    }
+
+    async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+        Ok(resuming_download(self.clone(), desc.clone(), offset))
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        self.tags().await
+    }
+
+    fn registry_repo(&self) -> Option<(String, String)> {
+        Some((self.registry.clone(), self.repo.clone()))
+    }
+}
+
+#[async_trait]
+impl Destination for Repository {
+    fn location(&self) -> String {
+        self.loc()
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.head_status(&format!("blobs/{}", desc.digest), None)
+            .await
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        self.head_status(
+            &format!("manifests/{}", desc.digest),
+            Some(media::MANIFEST_ACCEPT),
+        )
+        .await
+    }
+
+    async fn push_blob(
+        &self,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<BlobOutcome> {
+        let from = match src.registry_repo() {
+            Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
+            _ => None,
+        };
+        let url = match self.start_upload(desc, from.as_deref()).await? {
+            None => {
+                tracing::info!(digest = %desc.digest, from = ?from, "mounted");
+                return Ok(BlobOutcome::Mounted);
+            }
+            Some(u) => u,
+        };
+        let mode = self.client.opts.upload;
+        if mode == UploadMode::Chunked {
+            self.put_chunked(url, 0, desc, src, progress).await?;
+            return Ok(BlobOutcome::Uploaded);
+        }
+        let mut attempt = 0;
+        let mut url = url;
+        loop {
+            match self.put_monolithic(&url, desc, src, progress).await? {
+                Ok(()) => return Ok(BlobOutcome::Uploaded),
+                Err((retry, e)) => {
+                    attempt += 1;
+                    if !retry || attempt >= self.client.opts.retry.max_attempts {
+                        return Err(e);
+                    }
+                    tracing::info!(digest = %desc.digest, error = %e, "upload failed");
+                    if self.has_blob(desc).await.unwrap_or(false) {
+                        return Ok(BlobOutcome::Uploaded);
+                    }
+                    if mode == UploadMode::Auto {
+                        // Resume where the registry stopped, in chunks.
+                        let (offset, next) = match self.upload_offset(&url).await.ok().flatten() {
+                            Some(x) => x,
+                            None => (
+                                0,
+                                self.start_upload(desc, None).await?.expect("plain upload"),
+                            ),
+                        };
+                        progress.reset(desc, offset);
+                        tracing::info!(digest = %desc.digest, offset, "continuing in chunks");
+                        self.put_chunked(next, offset.min(desc.size), desc, src, progress)
+                            .await?;
+                        return Ok(BlobOutcome::Uploaded);
+                    }
+                    tokio::time::sleep(self.client.opts.retry.backoff(attempt)).await;
+                    progress.reset(desc, 0);
+                    url = self.start_upload(desc, None).await?.expect("plain upload");
+                }
+            }
+        }
+    }
+
+    async fn push_manifest(
+        &self,
+        desc: &Descriptor,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<()> {
+        let target = tag
+            .map(str::to_string)
+            .unwrap_or_else(|| desc.digest.to_string());
+        let path = format!("manifests/{target}");
+        let mt = desc.media_type.clone();
+        let resp = self
+            .request(Method::PUT, &path, true, &|r| {
+                r.header(CONTENT_TYPE, mt.as_str()).body(bytes.clone())
+            })
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let detail = error_detail(resp).await;
+            return Err(self.registry_error(&Method::PUT, &path, status, detail));
+        }
+        if let Some(d) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            if d != desc.digest.to_string()
+                && desc.digest.algorithm() == crate::digest::Algorithm::Sha256
+            {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest pushed as {target}"),
+                    location: self.loc(),
+                    expected: desc.digest.to_string(),
+                    actual: d.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

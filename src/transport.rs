@@ -1,0 +1,228 @@
+//! Transport names as users type them: `oci:DIR[:TAG|@DIGEST]`,
+//! `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REPO:TAG]`, `docker://REF` and bare
+//! registry references. Opens the matching `Source` or `Destination`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::reference::{check_tag, Reference};
+use crate::registry::Client;
+use crate::target::{Destination, Source};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OCI layout directory; reference is a tag or digest.
+    Layout {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    OciArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    /// docker-archive; reference is `repo:tag` (or an index/digest when reading).
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    Registry(Reference),
+}
+
+fn split_path_ref(spec: &str, whole: &str) -> Result<(PathBuf, Option<String>)> {
+    if spec.is_empty() {
+        return Err(Error::InvalidReference {
+            reference: whole.into(),
+            reason: "empty path".into(),
+        });
+    }
+    if let Some((p, d)) = spec.rsplit_once('@') {
+        if d.contains(':') {
+            d.parse::<crate::digest::Digest>()?;
+            return Ok((PathBuf::from(p), Some(d.to_string())));
+        }
+    }
+    if let Some((p, t)) = spec.rsplit_once(':') {
+        if !p.is_empty() && !t.contains('/') {
+            check_tag(t, whole)?;
+            return Ok((PathBuf::from(p), Some(t.to_string())));
+        }
+    }
+    Ok((PathBuf::from(spec), None))
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, reference) = split_path_ref(rest, s)?;
+            return Ok(Endpoint::Layout { path, reference });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, reference) = split_path_ref(rest, s)?;
+            return Ok(Endpoint::OciArchive { path, reference });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, reference) = match rest.split_once(':') {
+                Some((p, r)) if !r.is_empty() => (p, Some(r.to_string())),
+                _ => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(Error::InvalidReference {
+                    reference: s.into(),
+                    reason: "empty path".into(),
+                });
+            }
+            return Ok(Endpoint::DockerArchive {
+                path: PathBuf::from(path),
+                reference,
+            });
+        }
+        let r = s.strip_prefix("docker://").unwrap_or(s);
+        Ok(Endpoint::Registry(r.parse()?))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = |r: &str| {
+            if r.contains(':') && !r.starts_with("sha") {
+                ":"
+            } else if r.contains(':') {
+                "@"
+            } else {
+                ":"
+            }
+        };
+        match self {
+            Endpoint::Layout { path, reference } => {
+                write!(f, "oci:{}", path.display())?;
+                if let Some(r) = reference {
+                    write!(f, "{}{r}", sep(r))?;
+                }
+                Ok(())
+            }
+            Endpoint::OciArchive { path, reference } => {
+                write!(f, "oci-archive:{}", path.display())?;
+                if let Some(r) = reference {
+                    write!(f, "{}{r}", sep(r))?;
+                }
+                Ok(())
+            }
+            Endpoint::DockerArchive { path, reference } => {
+                write!(f, "docker-archive:{}", path.display())?;
+                if let Some(r) = reference {
+                    write!(f, ":{r}")?;
+                }
+                Ok(())
+            }
+            Endpoint::Registry(r) => write!(f, "docker://{r}"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The tag or digest named, if any.
+    pub fn reference(&self) -> Option<String> {
+        match self {
+            Endpoint::Layout { reference, .. }
+            | Endpoint::OciArchive { reference, .. }
+            | Endpoint::DockerArchive { reference, .. } => reference.clone(),
+            Endpoint::Registry(r) => r
+                .digest
+                .as_ref()
+                .map(|d| d.to_string())
+                .or_else(|| r.tag.clone()),
+        }
+    }
+
+    /// The tag named (not a digest).
+    pub fn tag(&self) -> Option<String> {
+        self.reference()
+            .filter(|r| r.parse::<crate::digest::Digest>().is_err())
+    }
+}
+
+/// Open `ep` for reading.
+pub fn open_source(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Source>> {
+    Ok(match ep {
+        Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::open(path)?),
+        Endpoint::Registry(r) => Box::new(client.repository(r)),
+        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => {
+            return open_archive_source(ep)
+        }
+    })
+}
+
+/// Open `ep` for writing.
+pub fn open_destination(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Destination>> {
+    Ok(match ep {
+        Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::create(path)?),
+        Endpoint::Registry(r) => Box::new(client.repository(r)),
+        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => {
+            return open_archive_destination(ep)
+        }
+    })
+}
+
+fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
+    Err(Error::Unsupported(format!(
+        "{ep}: archive transports are not available in this build"
+    )))
+}
+
+fn open_archive_destination(ep: &Endpoint) -> Result<Box<dyn Destination>> {
+    Err(Error::Unsupported(format!(
+        "{ep}: archive transports are not available in this build"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_transports() {
+        assert_eq!(
+            "oci:./out:v1".parse::<Endpoint>().unwrap(),
+            Endpoint::Layout {
+                path: "./out".into(),
+                reference: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            "oci:/a/b".parse::<Endpoint>().unwrap(),
+            Endpoint::Layout {
+                path: "/a/b".into(),
+                reference: None
+            }
+        );
+        let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        assert_eq!(
+            format!("oci:x@{d}").parse::<Endpoint>().unwrap(),
+            Endpoint::Layout {
+                path: "x".into(),
+                reference: Some(d.into())
+            }
+        );
+        assert!(matches!(
+            "localhost:5000/a:b".parse::<Endpoint>().unwrap(),
+            Endpoint::Registry(_)
+        ));
+        assert!(matches!(
+            "docker://localhost:5000/a".parse::<Endpoint>().unwrap(),
+            Endpoint::Registry(_)
+        ));
+        assert_eq!(
+            "docker-archive:x.tar:repo/a:v1"
+                .parse::<Endpoint>()
+                .unwrap(),
+            Endpoint::DockerArchive {
+                path: "x.tar".into(),
+                reference: Some("repo/a:v1".into())
+            }
+        );
+        assert!("oci:dir:bad tag".parse::<Endpoint>().is_err());
+    }
+}
