@@ -52,8 +52,7 @@ fn main() -> anyhow::Result<()> {
             writeln!(out, "{addr}")?;
             out.flush()?;
         }
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = serve(listener, state.clone()) => r?,
             _ = tokio::signal::ctrl_c() => {}

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -47,6 +48,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long a request body is still read (and thrown away) after an injected error response,
 /// so that the client gets to read that response (like nginx's lingering close).
 const LINGER: Duration = Duration::from_secs(30);
+
+/// How long a cut response waits before breaking the connection, so that the head and the
+/// first bytes reach the client first.
+const CUT_FLUSH: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------------------------
 // Rules
@@ -91,7 +96,7 @@ impl When {
         match self {
             When::Always => true,
             When::Nth(k) => n == k,
-            When::EveryNth(k) => k != 0 && n % k == 0,
+            When::EveryNth(k) => k != 0 && n.is_multiple_of(k),
             When::FirstN(k) => n <= k,
             When::AfterN(k) => n > k,
         }
@@ -142,7 +147,9 @@ impl Rule {
     ///
     /// Panics on an invalid expression (this is test code); [`Rule::from_str`] reports it.
     pub fn path_regex(mut self, re: &str) -> Self {
-        self.path = Some(PathMatch::Regex(regex::Regex::new(re).expect("valid path regex")));
+        self.path = Some(PathMatch::Regex(
+            regex::Regex::new(re).expect("valid path regex"),
+        ));
         self
     }
 
@@ -261,7 +268,9 @@ impl FromStr for Rule {
             };
             let mut set_when = |w: When| {
                 if when_set {
-                    return Err(format!("rule {s:?}: more than one of nth/every/times/after"));
+                    return Err(format!(
+                        "rule {s:?}: more than one of nth/every/times/after"
+                    ));
                 }
                 when_set = true;
                 rule.when = w;
@@ -612,12 +621,16 @@ fn parse_upstream(s: &str) -> Result<String, String> {
     };
     let url = url::Url::parse(&with_scheme).map_err(|e| format!("upstream {s:?}: {e}"))?;
     if url.scheme() != "http" {
-        return Err(format!("upstream {s:?}: only http:// upstreams are supported"));
+        return Err(format!(
+            "upstream {s:?}: only http:// upstreams are supported"
+        ));
     }
     if url.path() != "/" || url.query().is_some() {
         return Err(format!("upstream {s:?}: must be an origin without path"));
     }
-    let host = url.host_str().ok_or_else(|| format!("upstream {s:?}: no host"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("upstream {s:?}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     Ok(format!("http://{host}:{port}"))
 }
@@ -659,7 +672,8 @@ enum BodyKind {
         inner: Incoming,
         remaining: u64,
         limit: u64,
-        cut: bool,
+        /// Set once cut: the error comes when it fires.
+        cut: Option<Pin<Box<tokio::time::Sleep>>>,
         note: Option<(Arc<ProxyState>, usize, usize)>,
     },
 }
@@ -698,8 +712,14 @@ impl Body for ProxyBody {
                 cut,
                 note,
             } => {
-                if *cut {
-                    return Poll::Ready(Some(Err("response body cut by fault rule".into())));
+                if let Some(timer) = cut {
+                    // let hyper flush what was sent so far, then break the connection
+                    return match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err("response body cut by fault rule".into())))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
                 match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -710,13 +730,16 @@ impl Body for ProxyBody {
                         Ok(data) => {
                             let head = data.slice(..*remaining as usize);
                             *remaining = 0;
-                            *cut = true;
+                            let mut timer = Box::pin(tokio::time::sleep(CUT_FLUSH));
                             if let Some((state, rule, ex)) = note.take() {
                                 state.fire(rule, ex, Fault::ResponseCut(*limit));
                             }
                             if head.is_empty() {
-                                Poll::Ready(Some(Err("response body cut by fault rule".into())))
+                                let _ = timer.as_mut().poll(cx); // registers the waker
+                                *cut = Some(timer);
+                                Poll::Pending
                             } else {
+                                *cut = Some(timer);
                                 Poll::Ready(Some(Ok(Frame::data(head))))
                             }
                         }
@@ -734,7 +757,7 @@ impl Body for ProxyBody {
             BodyKind::Full(b) => b.is_none(),
             BodyKind::Channel { hint, done, .. } => *done || hint.exact() == Some(0),
             BodyKind::Upstream(inner) => inner.is_end_stream(),
-            BodyKind::Cut { inner, cut, .. } => !*cut && inner.is_end_stream(),
+            BodyKind::Cut { inner, cut, .. } => cut.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -742,7 +765,7 @@ impl Body for ProxyBody {
         match &self.0 {
             BodyKind::Empty => SizeHint::with_exact(0),
             BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            BodyKind::Channel { hint, .. } => hint.clone(),
+            BodyKind::Channel { hint, .. } => *hint,
             BodyKind::Upstream(inner) | BodyKind::Cut { inner, .. } => inner.size_hint(),
         }
     }
@@ -774,9 +797,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ProxyState>) ->
         let state = state.clone();
         let client = client.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(state.clone(), client.clone(), req)
-            });
+            let svc =
+                hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
@@ -878,7 +900,10 @@ fn error_response(status: StatusCode, code: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert("x-hoist-faultproxy", HeaderValue::from_static("injected"));
     resp
 }
@@ -978,7 +1003,9 @@ async fn pump(
                 verdict.store(TOO_LARGE, Ordering::SeqCst);
                 state.fire(rule, limits.exchange, Fault::TooLarge);
                 if let Some(t) = tx.take() {
-                    let _ = t.send(Err("request body too large (fault rule)".into())).await;
+                    let _ = t
+                        .send(Err("request body too large (fault rule)".into()))
+                        .await;
                 }
                 continue;
             }
@@ -1051,7 +1078,14 @@ async fn handle(
             drop_after: plan.drop_request,
             exchange: ex,
         };
-        tokio::spawn(pump(body, tx, state.clone(), limits, verdict.clone(), done_tx));
+        tokio::spawn(pump(
+            body,
+            tx,
+            state.clone(),
+            limits,
+            verdict.clone(),
+            done_tx,
+        ));
         pump_state = Some((verdict, done_rx));
         ProxyBody(BodyKind::Channel {
             rx,
@@ -1101,7 +1135,7 @@ async fn handle(
             inner: body,
             remaining: n,
             limit: n,
-            cut: false,
+            cut: None,
             note: Some((state.clone(), rule, ex)),
         }),
         None => ProxyBody(BodyKind::Upstream(body)),
@@ -1281,8 +1315,14 @@ mod tests {
 
     #[test]
     fn upstream_forms() {
-        assert_eq!(parse_upstream("127.0.0.1:5000").unwrap(), "http://127.0.0.1:5000");
-        assert_eq!(parse_upstream("http://localhost:80/").unwrap(), "http://localhost:80");
+        assert_eq!(
+            parse_upstream("127.0.0.1:5000").unwrap(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            parse_upstream("http://localhost:80/").unwrap(),
+            "http://localhost:80"
+        );
         assert!(parse_upstream("https://127.0.0.1:5000").is_err());
         assert!(parse_upstream("http://127.0.0.1:5000/v2/").is_err());
     }
@@ -1301,7 +1341,10 @@ mod tests {
         );
         // another port is another host: untouched
         let mut h = HeaderMap::new();
-        h.insert(header::LOCATION, HeaderValue::from_static("http://127.0.0.1:50001/v2/"));
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://127.0.0.1:50001/v2/"),
+        );
         rewrite_location(&mut h, "http://127.0.0.1:5000", Some("127.0.0.1:7000"));
         assert_eq!(h[header::LOCATION], "http://127.0.0.1:50001/v2/");
     }
