@@ -688,3 +688,72 @@ fn faultproxy_binary_serves_and_reports() {
     assert_eq!(v["rules"][0]["fired"], 1);
     assert_eq!(v["exchanges"][1], serde_json::json!(["GET", "/v2/", 429]));
 }
+
+/// A one-layer OCI image layout written by hand, for skopeo to push.
+fn tiny_oci_layout(dir: &std::path::Path) {
+    use std::io::Write as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let d = digest_of(data);
+        std::fs::write(blobs.join(&d["sha256:".len()..]), data).unwrap();
+        d
+    };
+    let tar = vec![0u8; 1024]; // an empty tar archive
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(&tar)]},
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": put(&layer), "size": layer.len()}],
+    })
+    .to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": put(manifest.as_bytes()), "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "v1"}}],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn skopeo_pushes_with_registry_args() {
+    if !require("skopeo") {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    tiny_oci_layout(src.path());
+    for opts in [
+        RegistryOpts::plain(),
+        RegistryOpts::auth("u", "p").with_tls(),
+    ] {
+        let reg = TestRegistry::start(opts);
+        let dest = format!("docker://{}/harness/tiny:v1", reg.host());
+        let mut args = vec!["copy".to_owned()];
+        args.extend(reg.skopeo_args("dest"));
+        args.push(format!("oci:{}:v1", src.path().display()));
+        args.push(dest.clone());
+        assert_success("skopeo copy", &skopeo(&args));
+
+        let mut args = vec!["inspect".to_owned(), "--raw".to_owned()];
+        args.extend(reg.skopeo_args(""));
+        args.push(dest);
+        let raw = assert_success("skopeo inspect", &skopeo(&args));
+        assert!(
+            raw.contains("application/vnd.oci.image.manifest.v1+json"),
+            "{raw}"
+        );
+        assert!(reg.count("PUT", "/manifests/v1") >= 1);
+    }
+}

@@ -203,17 +203,23 @@ impl TestRegistry {
         self.dir().join("certs.d")
     }
 
-    /// skopeo flags to reach this registry as `side` ("src" or "dest"): TLS verification
-    /// off for plain HTTP, the cert dir for TLS, and `--{side}-creds` with auth.
+    /// skopeo flags to reach this registry as `side`: "src" or "dest" for `copy`/`sync`, ""
+    /// for `inspect`/`delete`/`list-tags`. TLS verification off for plain HTTP, the cert dir
+    /// for TLS, and the credentials with auth.
     pub fn skopeo_args(&self, side: &str) -> Vec<String> {
+        let p = if side.is_empty() {
+            "--".to_owned()
+        } else {
+            format!("--{side}-")
+        };
         let mut v = Vec::new();
         if self.opts.tls {
-            v.push(format!("--{side}-cert-dir={}", self.cert_dir().display()));
+            v.push(format!("{p}cert-dir={}", self.cert_dir().display()));
         } else {
-            v.push(format!("--{side}-tls-verify=false"));
+            v.push(format!("{p}tls-verify=false"));
         }
-        if let Some((u, p)) = self.credentials() {
-            v.push(format!("--{side}-creds={u}:{p}"));
+        if let Some((u, pass)) = self.credentials() {
+            v.push(format!("{p}creds={u}:{pass}"));
         }
         v
     }
