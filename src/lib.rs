@@ -20,3 +20,6 @@ pub use descriptor::{Descriptor, Platform};
 pub use digest::Digest;
 pub use document::Document;
 pub use error::{Error, Result};
+
+#[cfg(feature = "testing")]
+pub mod testing;
