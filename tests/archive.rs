@@ -23,7 +23,11 @@ fn layer_tar() -> Vec<u8> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_mtime(0);
         b.append_data(&mut h, path, data).unwrap();
     };
@@ -59,7 +63,9 @@ fn make_layout(dir: &Path) -> (Descriptor, Descriptor) {
     .unwrap();
     let mdesc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest);
     layout.write_blob_bytes(&layer, &gz).unwrap();
-    layout.write_blob_bytes(&config_desc, config.as_bytes()).unwrap();
+    layout
+        .write_blob_bytes(&config_desc, config.as_bytes())
+        .unwrap();
     layout.write_blob_bytes(&mdesc, &manifest).unwrap();
     layout.set_tag(&mdesc, "v1").unwrap();
 
@@ -81,7 +87,12 @@ fn make_layout(dir: &Path) -> (Descriptor, Descriptor) {
     (mdesc, adesc)
 }
 
-async fn copy_tagged(src: &dyn Source, dst: &dyn Destination, reference: &str, tags: &[&str]) -> hoist::Result<Descriptor> {
+async fn copy_tagged(
+    src: &dyn Source,
+    dst: &dyn Destination,
+    reference: &str,
+    tags: &[&str],
+) -> hoist::Result<Descriptor> {
     let root = src.resolve(Some(reference)).await?;
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     copy::graph(src, dst, &root, &tags, &CopyOptions::default(), &NoProgress).await?;
@@ -90,7 +101,11 @@ async fn copy_tagged(src: &dyn Source, dst: &dyn Destination, reference: &str, t
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("SKIP: {tool} is not installed");
     }
@@ -99,7 +114,12 @@ fn have(tool: &str) -> bool {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -153,7 +173,13 @@ async fn oci_archive_round_trip_is_byte_stable() {
     assert_eq!(root.digest, mdesc.digest);
     assert_eq!(ar.roots().await.unwrap().len(), 1);
     assert_eq!(ar.resolve(None).await.unwrap().digest, mdesc.digest);
-    assert_eq!(ar.resolve(Some(&mdesc.digest.to_string())).await.unwrap().digest, mdesc.digest);
+    assert_eq!(
+        ar.resolve(Some(&mdesc.digest.to_string()))
+            .await
+            .unwrap()
+            .digest,
+        mdesc.digest
+    );
 
     let back = Layout::create(t.path().join("back")).unwrap();
     copy_tagged(&ar, &back, "v1", &["v1"]).await.unwrap();
@@ -173,16 +199,33 @@ async fn oci_archive_is_read_by_skopeo_and_umoci() {
     let w = OciArchiveWriter::create(&file).await.unwrap();
     copy_tagged(&src, &w, "v1", &["v1"]).await.unwrap();
 
-    let inspect = run(Command::new("skopeo").arg("inspect").arg("--raw").arg(format!("oci-archive:{}", file.display())));
+    let inspect = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci-archive:{}", file.display())));
     assert_eq!(hoist::Digest::sha256_of(inspect.as_bytes()), mdesc.digest);
-    run(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", file.display())));
+    run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", file.display())));
     let dir = t.path().join("fromskopeo");
-    run(Command::new("skopeo").arg("copy").arg(format!("oci-archive:{}", file.display())).arg(format!("oci:{}:v1", dir.display())));
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci-archive:{}", file.display()))
+        .arg(format!("oci:{}:v1", dir.display())));
 
     let bundle = t.path().join("bundle");
-    run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:v1", dir.display())).arg(&bundle));
-    assert_eq!(std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(), HELLO);
-    assert_eq!(std::fs::read(bundle.join("rootfs/sub/data.txt")).unwrap(), DATA);
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", dir.display()))
+        .arg(&bundle));
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(),
+        HELLO
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/sub/data.txt")).unwrap(),
+        DATA
+    );
 }
 
 #[tokio::test]
@@ -194,7 +237,9 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
     let file = t.path().join("docker.tar");
-    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None).await.unwrap();
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
+        .await
+        .unwrap();
     copy_tagged(&src, &w, "v1", &[]).await.unwrap();
 
     let names: Vec<String> = tar::Archive::new(std::fs::File::open(&file).unwrap())
@@ -202,15 +247,27 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().any(|n| n == "manifest.json") && names.iter().any(|n| n == "index.json"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "manifest.json") && names.iter().any(|n| n == "index.json"),
+        "{names:?}"
+    );
 
     let arg = format!("docker-archive:{}", file.display());
     run(Command::new("skopeo").arg("inspect").arg(&arg));
     let dir = t.path().join("fromskopeo");
-    run(Command::new("skopeo").arg("copy").arg(&arg).arg(format!("oci:{}:v1", dir.display())));
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(&arg)
+        .arg(format!("oci:{}:v1", dir.display())));
     let bundle = t.path().join("bundle");
-    run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:v1", dir.display())).arg(&bundle));
-    assert_eq!(std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(), HELLO);
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", dir.display()))
+        .arg(&bundle));
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(),
+        HELLO
+    );
 
     // hoist reads its own docker-archive through index.json: digests round-trip.
     let ar = DockerArchive::open(&file).unwrap();
@@ -228,22 +285,35 @@ async fn docker_archive_is_loaded_by_podman() {
     make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
     let file = t.path().join("docker.tar");
-    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None).await.unwrap();
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
+        .await
+        .unwrap();
     copy_tagged(&src, &w, "v1", &[]).await.unwrap();
 
     let podman = |args: &[&str]| {
         let mut c = Command::new("podman");
-        c.arg("--root").arg(t.path().join("root")).arg("--runroot").arg(t.path().join("run")).args(["--storage-driver", "vfs"]);
+        c.arg("--root")
+            .arg(t.path().join("root"))
+            .arg("--runroot")
+            .arg(t.path().join("run"))
+            .args(["--storage-driver", "vfs"]);
         c.args(args);
         c.output().unwrap()
     };
     let probe = podman(&["images"]);
     if !probe.status.success() {
-        eprintln!("SKIP: podman cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
+        eprintln!(
+            "SKIP: podman cannot run here: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
         return;
     }
     let out = podman(&["load", "-i", file.to_str().unwrap()]);
-    assert!(out.status.success(), "podman load: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "podman load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let listed = String::from_utf8_lossy(&images.stdout);
     assert!(listed.contains("example.com/hoist/test:v1"), "{listed}");
@@ -260,7 +330,10 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     run(Command::new("skopeo")
         .arg("copy")
         .arg(format!("oci:{}:v1", t.path().join("src").display()))
-        .arg(format!("docker-archive:{}:example.com/hoist/test:v1", file.display())));
+        .arg(format!(
+            "docker-archive:{}:example.com/hoist/test:v1",
+            file.display()
+        )));
 
     let ar = DockerArchive::open(&file).unwrap();
     assert!(!ar.is_oci());
@@ -271,7 +344,9 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     assert_eq!(root.media_type, media::DOCKER_MANIFEST);
 
     let dst = Layout::create(t.path().join("dst")).unwrap();
-    copy_tagged(&ar, &dst, "example.com/hoist/test:v1", &["v1"]).await.unwrap();
+    copy_tagged(&ar, &dst, "example.com/hoist/test:v1", &["v1"])
+        .await
+        .unwrap();
     assert!(dst.fsck().await.unwrap().is_empty());
     let got = dst.resolve_sync(Some("v1")).unwrap();
     assert_eq!(got.digest, root.digest);
@@ -282,7 +357,9 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     let raw = std::fs::read(dst.blob_path_of(&layer.digest)).unwrap();
     let plain = if layer.media_type == media::DOCKER_LAYER_GZIP {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
         out
     } else {
         raw
@@ -323,10 +400,15 @@ async fn corrupt_blob_leaves_no_archive() {
         let e = copy_tagged(&src, &w, "v1", &["v1"]).await.unwrap_err();
         assert_eq!(e.exit_code(), 5, "{e}");
         assert!(e.to_string().contains(&layer.digest.to_string()), "{e}");
-        assert!(w.finish().await.is_err(), "finish after a failed blob must fail");
+        assert!(
+            w.finish().await.is_err(),
+            "finish after a failed blob must fail"
+        );
     }
     {
-        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None).await.unwrap();
+        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None)
+            .await
+            .unwrap();
         let e = copy_tagged(&src, &w, "v1", &[]).await.unwrap_err();
         assert_eq!(e.exit_code(), 5, "{e}");
     }
@@ -341,10 +423,15 @@ async fn artifact_to_docker_archive_is_refused() {
     let out = t.path().join("out");
     std::fs::create_dir(&out).unwrap();
     {
-        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None).await.unwrap();
+        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None)
+            .await
+            .unwrap();
         let e = copy_tagged(&src, &w, "art", &[]).await.unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
-        assert!(e.to_string().contains("application/vnd.example.thing"), "{e}");
+        assert!(
+            e.to_string().contains("application/vnd.example.thing"),
+            "{e}"
+        );
     }
     assert_eq!(leftovers(&out, &[]), Vec::<PathBuf>::new());
 
