@@ -465,3 +465,258 @@ async fn unsafe_and_compressed_archives_are_refused() {
     let e = OciArchive::open(&gz).err().expect("refused");
     assert!(e.to_string().contains("gzip-compressed"), "{e}");
 }
+
+/// containerd on a private socket and state dir: `ctr images import` of our docker-archive.
+/// Skips when containerd cannot start here (it needs root).
+#[tokio::test]
+async fn docker_archive_is_imported_by_containerd() {
+    if !have("containerd") || !have("ctr") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (mdesc, _) = make_layout(&t.path().join("src"));
+    let src = Layout::open(t.path().join("src")).unwrap();
+    let file = t.path().join("docker.tar");
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
+        .await
+        .unwrap();
+    copy_tagged(&src, &w, "v1", &[]).await.unwrap();
+
+    let c = t.path().join("c");
+    let sock = c.join("c.sock");
+    let config = c.join("config.toml");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n",
+            c.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(c.join("log")).unwrap();
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut up = false;
+    for _ in 0..50 {
+        if sock.exists() && ctr(&["version"]).status.success() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if !up {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        eprintln!(
+            "SKIP: containerd cannot start here: {}",
+            std::fs::read_to_string(c.join("log")).unwrap_or_default()
+        );
+        return;
+    }
+    let import = ctr(&["images", "import", "--no-unpack", file.to_str().unwrap()]);
+    let list = ctr(&["images", "ls"]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        import.status.success(),
+        "ctr import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("example.com/hoist/test:v1"), "{listed}");
+    assert!(listed.contains(&mdesc.digest.to_string()), "{listed}");
+}
+
+/// Adds an index tagged `multi` holding the `v1` image as linux/amd64 and a linux/arm64
+/// variant (same layer, its own config); returns (amd64 config, arm64 config) digests.
+fn add_multi_platform(dir: &Path, v1: &Descriptor) -> (hoist::Digest, hoist::Digest) {
+    let layout = Layout::create(dir).unwrap();
+    let doc = futures::executor::block_on(layout.fetch_document(v1)).unwrap();
+    let children = doc.children();
+    let amd_config = children[0].clone();
+    let config = std::fs::read(layout.blob_path_of(&amd_config.digest)).unwrap();
+    let arm_config_bytes = String::from_utf8(config)
+        .unwrap()
+        .replace("\"amd64\"", "\"arm64\"");
+    let arm_config = Descriptor::of_bytes(media::OCI_CONFIG, arm_config_bytes.as_bytes());
+    layout
+        .write_blob_bytes(&arm_config, arm_config_bytes.as_bytes())
+        .unwrap();
+    let arm = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": arm_config,
+        "layers": [children[1]],
+    }))
+    .unwrap();
+    let mut arm_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &arm);
+    layout.write_blob_bytes(&arm_desc, &arm).unwrap();
+    arm_desc.platform = hoist::Platform::parse("linux/arm64");
+    let mut amd_desc = v1.clone();
+    amd_desc.annotations.clear();
+    amd_desc.platform = hoist::Platform::parse("linux/amd64");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": [arm_desc, amd_desc],
+    }))
+    .unwrap();
+    let idesc = Descriptor::of_bytes(media::OCI_INDEX, &index);
+    layout.write_blob_bytes(&idesc, &index).unwrap();
+    layout.set_tag(&idesc, "multi").unwrap();
+    (amd_config.digest, arm_config.digest)
+}
+
+fn manifest_json_of(file: &Path) -> (serde_json::Value, Vec<String>) {
+    let mut names = Vec::new();
+    let mut manifest = None;
+    for e in tar::Archive::new(std::fs::File::open(file).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.json" {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            manifest = Some(serde_json::from_str(&s).unwrap());
+        }
+        names.push(name);
+    }
+    (manifest.expect("manifest.json"), names)
+}
+
+#[tokio::test]
+async fn docker_archive_picks_one_platform_of_an_index() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("src");
+    let (v1, _) = make_layout(&dir);
+    let (amd, arm) = add_multi_platform(&dir, &v1);
+    let src = Layout::open(&dir).unwrap();
+    for (platform, want, other) in [
+        (None, &amd, &arm),
+        (hoist::Platform::parse("linux/arm64"), &arm, &amd),
+    ] {
+        let file = t.path().join("docker.tar");
+        let w = DockerArchiveWriter::create(&file, vec!["example.com/multi:1".into()], platform)
+            .await
+            .unwrap();
+        copy_tagged(&src, &w, "multi", &[]).await.unwrap();
+        let (m, names) = manifest_json_of(&file);
+        assert_eq!(m[0]["Config"], format!("blobs/sha256/{}", want.hex()));
+        assert_eq!(m[0]["RepoTags"], serde_json::json!(["example.com/multi:1"]));
+        assert!(
+            !names.iter().any(|n| n.ends_with(other.hex())),
+            "other platform's config copied: {names:?}"
+        );
+        if have("skopeo") {
+            run(Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("docker-archive:{}", file.display())));
+        }
+    }
+}
+
+/// The pre-OCI `docker save` layout: `<id>/layer.tar`, a duplicate layer as a symlink.
+#[tokio::test]
+async fn legacy_docker_save_layout_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    let tar_bytes = layer_tar();
+    let diff = hoist::Digest::sha256_of(&tar_bytes);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}","{diff}"]}}}}"#
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut file = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    file("abc.json", config.as_bytes());
+    file("aaa/layer.tar", &tar_bytes);
+    file("manifest.json", br#"[{"Config":"abc.json","RepoTags":["legacy:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#);
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bbb/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    let path = t.path().join("legacy.tar");
+    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+
+    let ar = DockerArchive::open(&path).unwrap();
+    let root = ar.resolve(Some("1")).await.unwrap();
+    let doc = ar.fetch_document(&root).await.unwrap();
+    let children = doc.children();
+    assert_eq!(children.len(), 3);
+    assert_eq!(children[1].digest, diff);
+    assert_eq!(children[1].media_type, media::DOCKER_LAYER_TAR);
+    let dst = Layout::create(t.path().join("dst")).unwrap();
+    copy_tagged(&ar, &dst, "legacy:1", &["1"]).await.unwrap();
+    assert!(dst.fsck().await.unwrap().is_empty());
+
+    // hoist's docker-archive writer re-exports it (diff_ids verified on the way).
+    let out = t.path().join("again.tar");
+    let w = DockerArchiveWriter::create(&out, vec!["legacy:2".into()], None)
+        .await
+        .unwrap();
+    copy_tagged(&dst, &w, "1", &[]).await.unwrap();
+    if have("skopeo") {
+        run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", path.display())));
+        run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", out.display())));
+    }
+}
+
+/// A config whose diff_ids name the compressed layer (a common mistake) is refused.
+#[tokio::test]
+async fn wrong_diff_ids_are_refused_by_docker_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("src");
+    let (v1, _) = make_layout(&dir);
+    let layout = Layout::create(&dir).unwrap();
+    let doc = layout.fetch_document(&v1).await.unwrap();
+    let layer = doc.children()[1].clone();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        layer.digest
+    );
+    let cdesc = Descriptor::of_bytes(media::OCI_CONFIG, config.as_bytes());
+    layout.write_blob_bytes(&cdesc, config.as_bytes()).unwrap();
+    let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": cdesc, "layers": [layer]})).unwrap();
+    let mdesc = Descriptor::of_bytes(media::OCI_MANIFEST, &m);
+    layout.write_blob_bytes(&mdesc, &m).unwrap();
+    layout.set_tag(&mdesc, "bad").unwrap();
+    drop(layout);
+
+    let src = Layout::open(&dir).unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    {
+        let w = DockerArchiveWriter::create(out.join("d.tar"), vec![], None)
+            .await
+            .unwrap();
+        let e = copy_tagged(&src, &w, "bad", &[]).await.unwrap_err();
+        assert!(e.to_string().contains("diff_id"), "{e}");
+    }
+    assert_eq!(leftovers(&out, &[]), Vec::<PathBuf>::new());
+}
