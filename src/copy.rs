@@ -142,7 +142,12 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
             root.media_type
         )));
     }
-    let doc = ctx.src.fetch_document(&root).await?;
+    let mut doc = ctx.src.fetch_document(&root).await?;
+    if let Some(chosen) = ctx.dst.select_root(ctx.src, &doc).await? {
+        root = chosen;
+        root.annotations.remove(media::ANNOTATION_REF_NAME);
+        doc = ctx.src.fetch_document(&root).await?;
+    }
     if !ctx.dst.has_manifest(&root).await? {
         copy_children(ctx, &doc.children(), doc.is_index()).await?;
         if tags.is_empty() {

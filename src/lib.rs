@@ -4,9 +4,11 @@
 //! transport (`target`), the transports (`layout`, `registry`, ...) and the one graph
 //! copy that moves content between any two of them (`copy`).
 
+pub mod archive;
 pub mod copy;
 pub mod descriptor;
 pub mod digest;
+pub mod docker_archive;
 pub mod document;
 pub mod error;
 pub mod layout;

@@ -99,6 +99,13 @@ pub trait Destination: Send + Sync {
     async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>)
         -> Result<()>;
 
+    /// Called once per root, before anything of it is copied. A destination that holds only
+    /// some kinds of content refuses here, before writing anything (docker-archive: images
+    /// only), or names a child of an index to copy instead (one platform); default: copy `root`.
+    async fn select_root(&self, _src: &dyn Source, _root: &Document) -> Result<Option<Descriptor>> {
+        Ok(None)
+    }
+
     /// Record `desc` as an untagged root (layouts keep it in index.json); default no-op.
     async fn add_root(&self, _desc: &Descriptor) -> Result<()> {
         Ok(())

@@ -1,0 +1,930 @@
+//! docker-archive transport (the `docker save` / `docker load` tar). Writing stores blobs at
+//! `blobs/sha256/<hex>` as they arrive and, at `finish`, `manifest.json` plus `oci-layout`
+//! and `index.json` so docker, podman and containerd all load it. Reading synthesizes a
+//! Docker v2 schema 2 manifest from `manifest.json`, or reads hoist's own output as OCI.
+//! Images only: artifacts are refused before anything is written.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::archive::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
+use crate::descriptor::{Descriptor, Platform};
+use crate::digest::{Digest, Hasher};
+use crate::document::{Document, ManifestView, View};
+use crate::error::{Error, IoContext, Result};
+use crate::media;
+use crate::target::{BlobOutcome, BlobStream, Destination, Progress, Source};
+
+/// Largest image config read into memory.
+const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+/// Annotation containerd uses for the image name in index.json.
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Whether `media_type` is an image config docker and podman can load.
+fn is_image_config(media_type: &str) -> bool {
+    media_type == media::OCI_CONFIG || media_type == media::DOCKER_CONFIG
+}
+
+/// Whether `media_type` names an image layer (OCI or Docker, any compression).
+fn is_layer(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+}
+
+/// The manifest view of `doc` when it is a container image, else `Error::Unsupported`
+/// naming what it is.
+fn image_view<'a>(doc: &'a Document, location: &str) -> Result<&'a ManifestView> {
+    match &doc.view {
+        View::Manifest(m) if is_image_config(&m.config.media_type) => Ok(m),
+        View::Manifest(m) => {
+            let kind = m
+                .artifact_type
+                .clone()
+                .unwrap_or_else(|| m.config.media_type.clone());
+            Err(Error::Unsupported(format!(
+                "{location} holds container images only: manifest {} is an artifact of type {kind}",
+                doc.digest
+            )))
+        }
+        View::Index(_) => Err(Error::Unsupported(format!(
+            "{location}: nested index {} is not an image",
+            doc.digest
+        ))),
+    }
+}
+
+/// Pick the manifest for `want`, else linux/amd64, else the only image in an index.
+pub fn pick_platform(
+    manifests: &[Descriptor],
+    want: Option<&Platform>,
+    location: &str,
+) -> Result<Descriptor> {
+    let images: Vec<&Descriptor> = manifests
+        .iter()
+        .filter(|d| media::is_manifest(&d.media_type))
+        .filter(|d| {
+            !d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+        })
+        .collect();
+    let matches = |p: &Platform, d: &Descriptor| {
+        d.platform.as_ref().is_some_and(|q| {
+            q.os == p.os
+                && q.architecture == p.architecture
+                && (p.variant.is_none() || q.variant == p.variant)
+        })
+    };
+    let listed = || {
+        images
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(p) = want {
+        return images
+            .iter()
+            .find(|d| matches(p, d))
+            .map(|d| (*d).clone())
+            .ok_or_else(|| {
+                Error::not_found(format!("platform {p} (index has: {})", listed()), location)
+            });
+    }
+    let amd64 = Platform::parse("linux/amd64").expect("valid platform");
+    if let Some(d) = images.iter().find(|d| matches(&amd64, d)) {
+        return Ok((*d).clone());
+    }
+    match images.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::Unsupported(format!(
+            "{location}: index has no image manifest"
+        ))),
+        _ => Err(Error::InvalidReference {
+            reference: location.to_string(),
+            reason: format!("index has several platforms ({}); choose one", listed()),
+        }),
+    }
+}
+
+/// `repo:tag` when `s` names a repository and a tag.
+fn split_repo_tag(s: &str) -> Option<(&str, &str)> {
+    s.rsplit_once(':')
+        .filter(|(repo, tag)| !repo.is_empty() && !tag.is_empty() && !tag.contains('/'))
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing.
+// ---------------------------------------------------------------------------------------
+
+/// A `Write` that hashes what it is given.
+struct HashWriter(Hasher);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes the uncompressed content of a layer as it streams by (the layer's diff_id):
+/// sniffs gzip/zstd from the first bytes and decompresses push-style, in constant memory.
+enum DiffHasher {
+    Sniff(Vec<u8>),
+    Plain(Hasher),
+    Gzip(Box<flate2::write::MultiGzDecoder<HashWriter>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, HashWriter>>),
+}
+
+impl DiffHasher {
+    fn new() -> Self {
+        DiffHasher::Sniff(Vec::with_capacity(4))
+    }
+
+    fn decide(head: &[u8]) -> std::io::Result<DiffHasher> {
+        let h = crate::digest::Algorithm::Sha256.hasher();
+        Ok(match head {
+            [0x1f, 0x8b, ..] => {
+                DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashWriter(h))))
+            }
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+                DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(HashWriter(h))?))
+            }
+            _ => DiffHasher::Plain(h),
+        })
+    }
+
+    fn update(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
+        if let DiffHasher::Sniff(head) = self {
+            let take = (4 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if head.len() < 4 {
+                return Ok(());
+            }
+            let head = std::mem::take(head);
+            *self = DiffHasher::decide(&head)?;
+            self.update(&head)?;
+        }
+        match self {
+            DiffHasher::Sniff(_) => unreachable!("decided above"),
+            DiffHasher::Plain(h) => {
+                h.update(chunk);
+                Ok(())
+            }
+            DiffHasher::Gzip(d) => d.write_all(chunk),
+            DiffHasher::Zstd(d) => d.write_all(chunk),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<Digest> {
+        match self {
+            DiffHasher::Sniff(head) => {
+                let mut d = DiffHasher::decide(&head)?;
+                if !matches!(d, DiffHasher::Sniff(_)) {
+                    d.update(&head)?;
+                }
+                d.finish()
+            }
+            DiffHasher::Plain(h) => Ok(h.finish()),
+            DiffHasher::Gzip(d) => Ok(d.finish()?.0.finish()),
+            DiffHasher::Zstd(mut d) => {
+                d.flush()?;
+                Ok(d.into_inner().0.finish())
+            }
+        }
+    }
+}
+
+/// An image whose manifest was pushed: what manifest.json needs.
+struct ImageEntry {
+    config: Digest,
+    layers: Vec<Digest>,
+}
+
+#[derive(Default)]
+struct DockerState {
+    configs: HashMap<Digest, Vec<u8>>,
+    diff_ids: HashMap<Digest, Digest>,
+    images: HashMap<Digest, ImageEntry>,
+    indexes: HashMap<Digest, Vec<Descriptor>>,
+}
+
+/// One `manifest.json` entry, in docker's field order.
+#[derive(Serialize, Deserialize)]
+struct ManifestJsonEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// A docker-archive being written. Nothing appears at the path until `finish` succeeds.
+pub struct DockerArchiveWriter {
+    inner: Mutex<(WriterCore, DockerState)>,
+    location: String,
+    repo_tags: Vec<String>,
+    platform: Option<Platform>,
+}
+
+impl DockerArchiveWriter {
+    /// Start a docker-archive at `path` (or stdout for `-`). `repo_tags` (`repo:tag`) name the
+    /// first image in manifest.json; `platform` picks the image of an index (default
+    /// linux/amd64, or the only one).
+    pub async fn create(
+        path: impl AsRef<Path>,
+        repo_tags: Vec<String>,
+        platform: Option<Platform>,
+    ) -> Result<DockerArchiveWriter> {
+        let path = path.as_ref();
+        let location = format!("docker-archive:{}", path.display());
+        for t in &repo_tags {
+            if split_repo_tag(t).is_none() {
+                return Err(Error::InvalidReference {
+                    reference: t.clone(),
+                    reason: "docker-archive tags are repo:tag".into(),
+                });
+            }
+        }
+        let core = WriterCore::create(path, location.clone()).await?;
+        Ok(DockerArchiveWriter {
+            inner: Mutex::new((core, DockerState::default())),
+            location,
+            repo_tags,
+            platform,
+        })
+    }
+
+    /// Check a pushed image manifest against its config's diff_ids and record it.
+    fn accept_manifest(&self, state: &mut DockerState, doc: &Document) -> Result<()> {
+        match &doc.view {
+            View::Index(i) => {
+                state
+                    .indexes
+                    .insert(doc.digest.clone(), i.manifests.clone());
+                Ok(())
+            }
+            View::Manifest(_) => {
+                let m = image_view(doc, &self.location)?;
+                let config = state.configs.get(&m.config.digest).ok_or_else(|| {
+                    Error::not_found(
+                        format!(
+                            "config {} of manifest {} (not copied into this archive)",
+                            m.config.digest, doc.digest
+                        ),
+                        &self.location,
+                    )
+                })?;
+                #[derive(Deserialize)]
+                struct RootFs {
+                    #[serde(default)]
+                    diff_ids: Vec<Digest>,
+                }
+                #[derive(Deserialize)]
+                struct Config {
+                    rootfs: RootFs,
+                }
+                let what = format!("config {}", m.config.digest);
+                let cfg: Config = serde_json::from_slice(config)
+                    .map_err(|e| Error::malformed(&what, &self.location, e))?;
+                if cfg.rootfs.diff_ids.len() != m.layers.len() {
+                    return Err(Error::malformed(
+                        &what,
+                        &self.location,
+                        format!(
+                            "{} diff_ids for {} layers of manifest {}",
+                            cfg.rootfs.diff_ids.len(),
+                            m.layers.len(),
+                            doc.digest
+                        ),
+                    ));
+                }
+                for (layer, want) in m.layers.iter().zip(&cfg.rootfs.diff_ids) {
+                    let got = state.diff_ids.get(&layer.digest).ok_or_else(|| {
+                        Error::not_found(format!("layer {}", layer.digest), &self.location)
+                    })?;
+                    if got != want {
+                        return Err(Error::DigestMismatch {
+                            what: format!("uncompressed layer {} (diff_id)", layer.digest),
+                            location: self.location.clone(),
+                            expected: want.to_string(),
+                            actual: got.to_string(),
+                        });
+                    }
+                }
+                let entry = ImageEntry {
+                    config: m.config.digest.clone(),
+                    layers: m.layers.iter().map(|l| l.digest.clone()).collect(),
+                };
+                state.images.insert(doc.digest.clone(), entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// manifest.json and index.json entries for the roots pushed.
+    fn plan(
+        &self,
+        core: &WriterCore,
+        state: &DockerState,
+    ) -> Result<(Vec<ManifestJsonEntry>, Vec<Descriptor>)> {
+        // Roots in first-seen order, with every tag pushed for them.
+        let mut order: Vec<(Descriptor, Vec<String>)> = Vec::new();
+        for r in &core.roots {
+            let tag = r.ref_name().map(str::to_string);
+            let mut d = r.clone();
+            d.annotations.remove(media::ANNOTATION_REF_NAME);
+            match order.iter_mut().find(|(o, _)| o.digest == d.digest) {
+                Some((_, tags)) => tags.extend(tag),
+                None => order.push((d, tag.into_iter().collect())),
+            }
+        }
+        let mut manifest_json = Vec::new();
+        let mut index = Vec::new();
+        for (i, (root, tags)) in order.into_iter().enumerate() {
+            let root = match state.indexes.get(&root.digest) {
+                Some(children) => pick_platform(children, self.platform.as_ref(), &self.location)?,
+                None => root,
+            };
+            let image = state.images.get(&root.digest).ok_or_else(|| {
+                Error::not_found(format!("image manifest {}", root.digest), &self.location)
+            })?;
+            let mut repo_tags: Vec<String> = if i == 0 {
+                self.repo_tags.clone()
+            } else {
+                Vec::new()
+            };
+            let mut bare = Vec::new();
+            for t in tags {
+                if split_repo_tag(&t).is_some() {
+                    repo_tags.push(t);
+                } else {
+                    bare.push(t);
+                }
+            }
+            let mut seen = BTreeSet::new();
+            repo_tags.retain(|t| seen.insert(t.clone()));
+            for rt in &repo_tags {
+                let tag = split_repo_tag(rt).map(|(_, t)| t).unwrap_or(rt);
+                index.push(
+                    root.clone()
+                        .with_annotation(ANNOTATION_CONTAINERD_NAME, rt.clone())
+                        .with_annotation(media::ANNOTATION_REF_NAME, tag.to_string()),
+                );
+            }
+            for t in &bare {
+                index.push(
+                    root.clone()
+                        .with_annotation(media::ANNOTATION_REF_NAME, t.clone()),
+                );
+            }
+            if repo_tags.is_empty() && bare.is_empty() {
+                index.push(root.clone());
+            }
+            manifest_json.push(ManifestJsonEntry {
+                config: blob_name(&image.config),
+                repo_tags: Some(repo_tags),
+                layers: image.layers.iter().map(blob_name).collect(),
+            });
+        }
+        if manifest_json.is_empty() {
+            return Err(Error::Other(format!(
+                "{}: no image was copied; nothing to write",
+                self.location
+            )));
+        }
+        Ok((manifest_json, index))
+    }
+}
+
+#[async_trait]
+impl Destination for DockerArchiveWriter {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.inner.lock().await.0.has(&desc.digest))
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.inner.lock().await.0.has(&desc.digest))
+    }
+
+    async fn select_root(&self, src: &dyn Source, root: &Document) -> Result<Option<Descriptor>> {
+        let r = async {
+            match &root.view {
+                View::Index(i) => {
+                    let child =
+                        pick_platform(&i.manifests, self.platform.as_ref(), &src.location())?;
+                    let doc = src.fetch_document(&child).await?;
+                    image_view(&doc, &self.location)?;
+                    Ok(Some(child))
+                }
+                View::Manifest(_) => image_view(root, &self.location).map(|_| None),
+            }
+        }
+        .await;
+        if let Err(e) = &r {
+            self.inner.lock().await.0.poison(e);
+        }
+        r
+    }
+
+    async fn push_blob(
+        &self,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<BlobOutcome> {
+        let mut guard = self.inner.lock().await;
+        let (core, state) = &mut *guard;
+        if core.has(&desc.digest) {
+            return Ok(BlobOutcome::Existed);
+        }
+        let r = if is_image_config(&desc.media_type) {
+            if desc.size > MAX_CONFIG_SIZE {
+                Err(Error::malformed(
+                    format!("config {}", desc.digest),
+                    &self.location,
+                    format!("larger than {MAX_CONFIG_SIZE} bytes"),
+                ))
+            } else {
+                let mut bytes = Vec::with_capacity(desc.size as usize);
+                let r = core
+                    .write_blob(desc, src, progress, &mut |c| {
+                        bytes.extend_from_slice(c);
+                        Ok(())
+                    })
+                    .await;
+                if r.is_ok() {
+                    state.configs.insert(desc.digest.clone(), bytes);
+                }
+                r
+            }
+        } else if is_layer(&desc.media_type) {
+            let mut diff = Some(DiffHasher::new());
+            let what = format!("layer {} in {}", desc.digest, src.location());
+            let r = core
+                .write_blob(desc, src, progress, &mut |c| {
+                    diff.as_mut()
+                        .expect("hasher")
+                        .update(c)
+                        .map_err(|e| Error::malformed(&what, "decompression", e))
+                })
+                .await;
+            match r {
+                Ok(o) => match diff.take().expect("hasher").finish() {
+                    Ok(d) => {
+                        state.diff_ids.insert(desc.digest.clone(), d);
+                        Ok(o)
+                    }
+                    Err(e) => Err(Error::malformed(
+                        format!("layer {}", desc.digest),
+                        src.location(),
+                        e,
+                    )),
+                },
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(Error::Unsupported(format!(
+                "{} holds container images only: blob {} has media type {}, neither an image config nor a layer",
+                self.location, desc.digest, desc.media_type
+            )))
+        };
+        if let Err(e) = &r {
+            core.poison(e);
+        }
+        r
+    }
+
+    async fn push_manifest(
+        &self,
+        desc: &Descriptor,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<()> {
+        let mut guard = self.inner.lock().await;
+        let (core, state) = &mut *guard;
+        let r = async {
+            if !core.has(&desc.digest) {
+                let doc = Document::from_fetched(desc, bytes.clone(), &self.location)?;
+                self.accept_manifest(state, &doc)?;
+                core.write_blob_bytes(desc, &bytes).await?;
+            }
+            if let Some(t) = tag {
+                let mut d = desc.clone();
+                d.annotations.remove(media::ANNOTATION_REF_NAME);
+                core.set_tag(&d, t);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = &r {
+            core.poison(e);
+        }
+        r
+    }
+
+    async fn add_root(&self, desc: &Descriptor) -> Result<()> {
+        self.inner.lock().await.0.add_untagged(desc);
+        Ok(())
+    }
+
+    fn max_jobs(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    async fn finish(&self) -> Result<()> {
+        let mut guard = self.inner.lock().await;
+        let (core, state) = &mut *guard;
+        let planned = self.plan(core, state);
+        let (manifest_json, index) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                core.poison(&e);
+                return Err(e);
+            }
+        };
+        let manifest_json =
+            serde_json::to_vec(&manifest_json).map_err(|e| Error::Other(e.to_string()))?;
+        core.finish(&index, &[("manifest.json", manifest_json)])
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading.
+// ---------------------------------------------------------------------------------------
+
+/// Descriptor in a Docker v2 schema 2 manifest, in docker's field order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Descriptor {
+    media_type: &'static str,
+    size: u64,
+    digest: Digest,
+}
+
+/// The Docker v2 schema 2 manifest hoist synthesizes for a docker-archive image.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Manifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: V2Descriptor,
+    layers: Vec<V2Descriptor>,
+}
+
+/// One image of a docker-archive, as a synthesized manifest.
+struct DockerImage {
+    desc: Descriptor,
+    manifest: Bytes,
+    repo_tags: Vec<String>,
+}
+
+struct DockerImages {
+    index: TarIndex,
+    images: Vec<DockerImage>,
+    blobs: HashMap<Digest, TarEntry>,
+}
+
+enum Inner {
+    Oci(OciArchive),
+    Docker(DockerImages),
+}
+
+/// A docker-archive opened for reading.
+pub struct DockerArchive {
+    inner: Inner,
+    location: String,
+}
+
+/// Hash an entry's bytes and sniff its compression (blocking).
+fn hash_entry(index: &TarIndex, e: TarEntry) -> Result<(Digest, [u8; 4])> {
+    let mut f = std::fs::File::open(&index.path).at(&index.path)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(e.offset)).at(&index.path)?;
+    let mut r = f.take(e.size);
+    let mut h = crate::digest::Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = [0u8; 4];
+    let mut seen = 0u64;
+    loop {
+        let n = r.read(&mut buf).at(&index.path)?;
+        if n == 0 {
+            break;
+        }
+        if seen < 4 {
+            for (i, b) in buf[..n].iter().enumerate().take(4 - seen as usize) {
+                head[seen as usize + i] = *b;
+            }
+        }
+        seen += n as u64;
+        h.update(&buf[..n]);
+    }
+    if seen != e.size {
+        return Err(Error::malformed(
+            "tar",
+            &index.location,
+            "archive truncated",
+        ));
+    }
+    Ok((h.finish(), head))
+}
+
+/// Synthesize the Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
+fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
+    let m = V2Manifest {
+        schema_version: 2,
+        media_type: media::DOCKER_MANIFEST,
+        config: V2Descriptor {
+            media_type: media::DOCKER_CONFIG,
+            size: config.1,
+            digest: config.0,
+        },
+        layers: layers
+            .iter()
+            .map(|(d, s, mt)| V2Descriptor {
+                media_type: mt,
+                size: *s,
+                digest: d.clone(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&m).expect("manifest serializes")
+}
+
+impl DockerArchive {
+    /// Open a docker-archive (blocking: indexes the tar and hashes every layer once). A tar
+    /// that also holds `oci-layout` and `index.json` is read as an OCI layout.
+    pub fn open(path: impl AsRef<Path>) -> Result<DockerArchive> {
+        let path = path.as_ref();
+        let location = format!("docker-archive:{}", path.display());
+        let index = TarIndex::open_blocking(path, &location)?;
+        if index.get("oci-layout").is_some() && index.get("index.json").is_some() {
+            return Ok(DockerArchive {
+                inner: Inner::Oci(OciArchive::from_index(index)?),
+                location,
+            });
+        }
+        if index.get("manifest.json").is_none() {
+            return Err(Error::Unsupported(format!(
+                "{location} has no manifest.json (the pre-1.10 docker save format is not supported)"
+            )));
+        }
+        let raw = index.read_entry_blocking("manifest.json", media::MAX_MANIFEST_SIZE)?;
+        let entries: Vec<ManifestJsonEntry> = serde_json::from_slice(&raw)
+            .map_err(|e| Error::malformed("manifest.json", &location, e))?;
+        let mut blobs: HashMap<Digest, TarEntry> = HashMap::new();
+        let mut hashed: HashMap<String, (Digest, u64, &'static str)> = HashMap::new();
+        let mut images = Vec::new();
+        for entry in entries {
+            let lookup = |p: &str| -> Result<(String, TarEntry)> {
+                let name = normalize_tar_path(p, &location)?;
+                let e = index.get(&name).ok_or_else(|| {
+                    Error::not_found(format!("{p} (named in manifest.json)"), &location)
+                })?;
+                Ok((name, e))
+            };
+            let (cname, ce) = lookup(&entry.config)?;
+            let config = index.read_entry_blocking(&cname, MAX_CONFIG_SIZE)?;
+            let cdigest = Digest::sha256_of(&config);
+            blobs.insert(cdigest.clone(), ce);
+            let mut layers = Vec::new();
+            for l in &entry.layers {
+                let (lname, le) = lookup(l)?;
+                if let Some(h) = hashed.get(&lname) {
+                    layers.push(h.clone());
+                    continue;
+                }
+                let (digest, head) = hash_entry(&index, le)?;
+                let mt = match head {
+                    [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
+                    [0x28, 0xb5, 0x2f, 0xfd] => {
+                        return Err(Error::Unsupported(format!(
+                            "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
+                        )))
+                    }
+                    _ => media::DOCKER_LAYER_TAR,
+                };
+                blobs.insert(digest.clone(), le);
+                hashed.insert(lname, (digest.clone(), le.size, mt));
+                layers.push((digest, le.size, mt));
+            }
+            let manifest = synthesize_manifest((cdigest, ce.size), &layers);
+            let desc = Descriptor::of_bytes(media::DOCKER_MANIFEST, &manifest);
+            images.push(DockerImage {
+                desc,
+                manifest: Bytes::from(manifest),
+                repo_tags: entry.repo_tags.unwrap_or_default(),
+            });
+        }
+        Ok(DockerArchive {
+            inner: Inner::Docker(DockerImages {
+                index,
+                images,
+                blobs,
+            }),
+            location,
+        })
+    }
+
+    /// Whether the archive was read through its OCI `index.json`.
+    pub fn is_oci(&self) -> bool {
+        matches!(self.inner, Inner::Oci(_))
+    }
+}
+
+impl DockerImages {
+    fn resolve(&self, reference: Option<&str>, location: &str) -> Result<Descriptor> {
+        let found = match reference {
+            None => match self.images.as_slice() {
+                [one] => Some(one),
+                [] => None,
+                _ => {
+                    return Err(Error::InvalidReference {
+                        reference: location.to_string(),
+                        reason: format!(
+                            "archive has {} images; name one with :TAG or @DIGEST (tags: {})",
+                            self.images.len(),
+                            self.images
+                                .iter()
+                                .flat_map(|i| i.repo_tags.iter().cloned())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })
+                }
+            },
+            Some(r) if r.parse::<Digest>().is_ok() => {
+                self.images.iter().find(|i| i.desc.digest.to_string() == r)
+            }
+            Some(tag) => self
+                .images
+                .iter()
+                .find(|i| i.repo_tags.iter().any(|t| t == tag))
+                .or_else(|| {
+                    self.images.iter().find(|i| {
+                        i.repo_tags
+                            .iter()
+                            .any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == tag))
+                    })
+                }),
+        };
+        found.map(|i| i.desc.clone()).ok_or_else(|| {
+            Error::not_found(format!("image {:?}", reference.unwrap_or("")), location)
+        })
+    }
+}
+
+#[async_trait]
+impl Source for DockerArchive {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+        match &self.inner {
+            Inner::Oci(o) => o.resolve(reference).await,
+            Inner::Docker(d) => d.resolve(reference, &self.location),
+        }
+    }
+
+    async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+        match &self.inner {
+            Inner::Oci(o) => o.fetch_manifest_bytes(desc).await,
+            Inner::Docker(d) => d
+                .images
+                .iter()
+                .find(|i| i.desc.digest == desc.digest)
+                .map(|i| i.manifest.clone())
+                .ok_or_else(|| {
+                    Error::not_found(format!("manifest {}", desc.digest), &self.location)
+                }),
+        }
+    }
+
+    async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+        match &self.inner {
+            Inner::Oci(o) => o.open_blob(desc, offset).await,
+            Inner::Docker(d) => {
+                let e = d.blobs.get(&desc.digest).ok_or_else(|| {
+                    Error::not_found(format!("blob {}", desc.digest), &self.location)
+                })?;
+                d.index.open_entry(*e, offset).await
+            }
+        }
+    }
+
+    async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
+        match &self.inner {
+            Inner::Oci(o) => o.roots().await,
+            Inner::Docker(d) => Ok(d
+                .images
+                .iter()
+                .flat_map(|i| {
+                    if i.repo_tags.is_empty() {
+                        vec![(i.desc.clone(), None)]
+                    } else {
+                        i.repo_tags
+                            .iter()
+                            .map(|t| (i.desc.clone(), Some(t.clone())))
+                            .collect()
+                    }
+                })
+                .collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_synthesized_manifest() {
+        let config = Digest::sha256_of(b"{}");
+        let layer = Digest::sha256_of(b"");
+        let bytes = synthesize_manifest((config, 2), &[(layer, 0, media::DOCKER_LAYER_GZIP)]);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            concat!(
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","#,
+                r#""config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"#,
+                r#""digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"#,
+                r#""layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":0,"#,
+                r#""digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn diff_hasher_sees_through_compression() {
+        let plain = b"hello layer contents".repeat(100);
+        let want = Digest::sha256_of(&plain);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&plain[..], 3).unwrap();
+        for data in [plain.clone(), gz, zs, b"ab".to_vec()] {
+            let mut h = DiffHasher::new();
+            for c in data.chunks(3) {
+                h.update(c).unwrap();
+            }
+            let got = h.finish().unwrap();
+            if data == b"ab" {
+                assert_eq!(got, Digest::sha256_of(b"ab"));
+            } else {
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn platform_choice() {
+        let d = |p: &str| {
+            let mut d = Descriptor::of_bytes(media::OCI_MANIFEST, p.as_bytes());
+            d.platform = Platform::parse(p);
+            d
+        };
+        let all = vec![d("linux/arm64"), d("linux/amd64"), d("unknown/unknown")];
+        assert_eq!(
+            pick_platform(&all, None, "t")
+                .unwrap()
+                .platform
+                .unwrap()
+                .to_string(),
+            "linux/amd64"
+        );
+        let arm = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(
+            pick_platform(&all, Some(&arm), "t")
+                .unwrap()
+                .platform
+                .unwrap()
+                .to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            pick_platform(&[d("linux/s390x"), d("unknown/unknown")], None, "t")
+                .unwrap()
+                .platform
+                .unwrap()
+                .to_string(),
+            "linux/s390x"
+        );
+        assert!(pick_platform(&[d("linux/s390x"), d("linux/arm64")], None, "t").is_err());
+    }
+}
