@@ -4,6 +4,7 @@
 //! transport (`target`), the transports (`layout`, `registry`, ...) and the one graph
 //! copy that moves content between any two of them (`copy`).
 
+pub mod build;
 pub mod copy;
 pub mod descriptor;
 pub mod digest;
