@@ -362,3 +362,46 @@ async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> R
         layers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_file_parses_and_resolves_sources() {
+        let text = r#"
+tag = "t"
+platforms = ["linux/arm64/v8"]
+compression = "zstd:19"
+entrypoint = ["/app/run"]
+[env]
+A = "1"
+[[layers]]
+files = [{ source = "app", target = "/app" }, { source = "/abs/run.sh", target = "/usr/local/bin/", mode = 0o755, uid = 1000 }]
+"#;
+        let spec = BuildFile::parse(text, Path::new("/ctx"), "hoist.toml").unwrap();
+        assert_eq!(spec.compression, Compression::Zstd { level: 19 });
+        assert_eq!(spec.layers[0].files[0].source, PathBuf::from("/ctx/app"));
+        assert_eq!(spec.layers[0].files[1].source, PathBuf::from("/abs/run.sh"));
+        assert_eq!(spec.layers[0].files[1].mode, Some(0o755));
+        assert!(BuildFile::parse("tga = 1", Path::new("/"), "x").is_err());
+        assert!(BuildFile::parse("platforms = [\"linux\"]", Path::new("/"), "x").is_err());
+    }
+
+    #[test]
+    fn run_config_merges_over_base() {
+        let mut cfg = ImageConfig::default();
+        cfg.config.env = vec!["PATH=/bin".into(), "A=old".into()];
+        cfg.config.cmd = Some(vec!["sh".into()]);
+        let spec = ImageSpec {
+            entrypoint: Some(vec!["/run".into()]),
+            env: BTreeMap::from([("A".into(), "new".into()), ("B".into(), "2".into())]),
+            exposed_ports: vec!["80".into()],
+            ..Default::default()
+        };
+        merge_run_config(&mut cfg, &spec);
+        assert_eq!(cfg.config.env, vec!["PATH=/bin", "A=new", "B=2"]);
+        assert_eq!(cfg.config.cmd, None);
+        assert!(cfg.config.exposed_ports.contains_key("80/tcp"));
+    }
+}
