@@ -18,8 +18,7 @@ pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar
 
 /// The empty JSON config blob `{}` used by artifacts.
 pub const EMPTY_JSON: &[u8] = b"{}";
-pub const EMPTY_JSON_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+pub const EMPTY_JSON_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
@@ -36,9 +35,7 @@ pub fn is_index(media_type: &str) -> bool {
 }
 
 pub fn is_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST
-        || media_type == DOCKER_MANIFEST
-        || media_type == "application/vnd.oci.artifact.manifest.v1+json"
+    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST || media_type == "application/vnd.oci.artifact.manifest.v1+json"
 }
 
 /// Manifests and indexes are "documents": fetched whole, parsed for children.
