@@ -24,9 +24,7 @@ use crate::document::Document;
 use crate::error::{Error, IoContext, Result};
 use crate::layout::tag_of_ref_name;
 use crate::media;
-use crate::target::{
-    unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader,
-};
+use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 const COPY_BUF: usize = 1 << 20;
 const BLOCK: u64 = 512;
@@ -137,37 +135,25 @@ impl TarIndex {
         let mut soft = Vec::new();
         for entry in archive.entries_with_seek().map_err(bad)? {
             let entry = entry.map_err(bad)?;
-            let raw = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| {
-                Error::UnsafePath {
-                    path: "<non-UTF-8 name>".into(),
-                    location: location.into(),
-                    reason: "not UTF-8".into(),
-                }
+            let raw = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| Error::UnsafePath {
+                path: "<non-UTF-8 name>".into(),
+                location: location.into(),
+                reason: "not UTF-8".into(),
             })?;
             let name = normalize_tar_path(&raw, location)?;
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    entries.insert(
-                        name,
-                        TarEntry {
-                            offset: entry.raw_file_position(),
-                            size: entry.size(),
-                        },
-                    );
+                    entries.insert(name, TarEntry { offset: entry.raw_file_position(), size: entry.size() });
                 }
                 tar::EntryType::Link => {
-                    let target = link.ok_or_else(|| {
-                        Error::malformed("tar", location, format!("hard link {raw} has no target"))
-                    })?;
+                    let target = link
+                        .ok_or_else(|| Error::malformed("tar", location, format!("hard link {raw} has no target")))?;
                     hard.push((name, normalize_tar_path(&target, location)?));
                 }
                 tar::EntryType::Symlink => {
-                    let target = link.ok_or_else(|| {
-                        Error::malformed("tar", location, format!("symlink {raw} has no target"))
-                    })?;
+                    let target =
+                        link.ok_or_else(|| Error::malformed("tar", location, format!("symlink {raw} has no target")))?;
                     let resolved = join_link(&name, &target, location)?;
                     soft.push((name, resolved));
                 }
@@ -193,11 +179,7 @@ impl TarIndex {
                 entries.insert(name.clone(), e);
             }
         }
-        Ok(TarIndex {
-            path: path.to_path_buf(),
-            location: location.to_string(),
-            entries,
-        })
+        Ok(TarIndex { path: path.to_path_buf(), location: location.to_string(), entries })
     }
 
     pub fn get(&self, name: &str) -> Option<TarEntry> {
@@ -206,9 +188,7 @@ impl TarIndex {
 
     /// Read a whole entry, refusing anything larger than `limit` (blocking).
     pub fn read_entry_blocking(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
-        let e = self
-            .get(name)
-            .ok_or_else(|| Error::not_found(name.to_string(), &self.location))?;
+        let e = self.get(name).ok_or_else(|| Error::not_found(name.to_string(), &self.location))?;
         if e.size > limit {
             return Err(Error::malformed(
                 name,
@@ -229,16 +209,9 @@ impl TarIndex {
     /// Stream `entry` from `offset` within it.
     pub async fn open_entry(&self, entry: TarEntry, offset: u64) -> Result<BlobStream> {
         let mut f = tokio::fs::File::open(&self.path).await.at(&self.path)?;
-        f.seek(std::io::SeekFrom::Start(
-            entry.offset + offset.min(entry.size),
-        ))
-        .await
-        .at(&self.path)?;
+        f.seek(std::io::SeekFrom::Start(entry.offset + offset.min(entry.size))).await.at(&self.path)?;
         let rest = entry.size.saturating_sub(offset);
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(
-            COPY_BUF,
-            f.take(rest),
-        )))
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(COPY_BUF, f.take(rest))))
     }
 }
 
@@ -263,11 +236,7 @@ pub(crate) fn resolve_in_index(
                 reference: location.to_string(),
                 reason: format!(
                     "archive has {n} manifests; name one with :TAG or @DIGEST (tags: {})",
-                    entries
-                        .iter()
-                        .filter_map(|d| d.ref_name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
                 ),
             }),
         },
@@ -276,8 +245,8 @@ pub(crate) fn resolve_in_index(
             if let Some(d) = entries.iter().find(|d| d.digest == digest) {
                 return Ok(d.clone());
             }
-            let bytes = manifest_by_digest(&digest)?
-                .ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
+            let bytes =
+                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
             let actual = digest.same_alg_of(&bytes);
             if actual != digest {
                 return Err(Error::DigestMismatch {
@@ -291,11 +260,7 @@ pub(crate) fn resolve_in_index(
         }
         Some(tag) => {
             let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-            let by_tag = || {
-                entries
-                    .iter()
-                    .position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag))
-            };
+            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
             match exact.or_else(by_tag) {
                 Some(i) => Ok(entries[i].clone()),
                 None => Err(Error::not_found(format!("tag {tag:?}"), location)),
@@ -326,24 +291,16 @@ impl OciArchive {
     /// Read an already indexed tar as an OCI layout; fails unless it has `oci-layout`.
     pub(crate) fn from_index(index: TarIndex) -> Result<OciArchive> {
         let marker = index.read_entry_blocking("oci-layout", 64 * 1024)?;
-        let v: Value = serde_json::from_slice(&marker)
-            .map_err(|e| Error::malformed("oci-layout", &index.location, e))?;
-        if v.get("imageLayoutVersion")
-            .and_then(Value::as_str)
-            .is_none()
-        {
-            return Err(Error::malformed(
-                "oci-layout",
-                &index.location,
-                "missing imageLayoutVersion",
-            ));
+        let v: Value =
+            serde_json::from_slice(&marker).map_err(|e| Error::malformed("oci-layout", &index.location, e))?;
+        if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            return Err(Error::malformed("oci-layout", &index.location, "missing imageLayoutVersion"));
         }
         let raw = index.read_entry_blocking("index.json", media::MAX_MANIFEST_SIZE)?;
-        let v: Value = serde_json::from_slice(&raw)
-            .map_err(|e| Error::malformed("index.json", &index.location, e))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", &index.location, e))?;
         let manifests = v.get("manifests").cloned().unwrap_or(Value::Array(vec![]));
-        let roots = serde_json::from_value(manifests)
-            .map_err(|e| Error::malformed("index.json", &index.location, e))?;
+        let roots =
+            serde_json::from_value(manifests).map_err(|e| Error::malformed("index.json", &index.location, e))?;
         Ok(OciArchive { index, roots })
     }
 
@@ -368,10 +325,7 @@ impl Source for OciArchive {
             if self.entry_of(d).is_none() {
                 return Ok(None);
             }
-            Ok(Some(Bytes::from(self.index.read_entry_blocking(
-                &blob_name(d),
-                media::MAX_MANIFEST_SIZE,
-            )?)))
+            Ok(Some(Bytes::from(self.index.read_entry_blocking(&blob_name(d), media::MAX_MANIFEST_SIZE)?)))
         })
     }
 
@@ -384,15 +338,9 @@ impl Source for OciArchive {
             ));
         }
         if self.entry_of(&desc.digest).is_none() {
-            return Err(Error::not_found(
-                format!("manifest {}", desc.digest),
-                self.location(),
-            ));
+            return Err(Error::not_found(format!("manifest {}", desc.digest), self.location()));
         }
-        Ok(Bytes::from(self.index.read_entry_blocking(
-            &blob_name(&desc.digest),
-            media::MAX_MANIFEST_SIZE,
-        )?))
+        Ok(Bytes::from(self.index.read_entry_blocking(&blob_name(&desc.digest), media::MAX_MANIFEST_SIZE)?))
     }
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
@@ -403,11 +351,7 @@ impl Source for OciArchive {
     }
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
-        Ok(self
-            .roots
-            .iter()
-            .map(|d| (d.clone(), d.ref_name().map(str::to_string)))
-            .collect())
+        Ok(self.roots.iter().map(|d| (d.clone(), d.ref_name().map(str::to_string))).collect())
     }
 }
 
@@ -435,10 +379,7 @@ pub(crate) struct TarSink {
 
 /// The timestamp written in every header: `SOURCE_DATE_EPOCH` when set, else 0.
 pub(crate) fn header_mtime() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Header block(s) for one entry (a GNU long-name entry first when the name is long).
@@ -447,11 +388,7 @@ pub(crate) fn header_bytes(name: &str, size: u64, kind: tar::EntryType, mtime: u
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_size(size);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(mtime);
@@ -466,11 +403,7 @@ pub(crate) fn header_bytes(name: &str, size: u64, kind: tar::EntryType, mtime: u
         old.name[..n].copy_from_slice(&name_bytes[..n]);
     }
     if name_bytes.len() > 100 {
-        let mut long = base(
-            tar::EntryType::GNULongName,
-            name_bytes.len() as u64 + 1,
-            mtime,
-        );
+        let mut long = base(tar::EntryType::GNULongName, name_bytes.len() as u64 + 1, mtime);
         long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
         long.set_cksum();
         out.extend_from_slice(long.as_bytes());
@@ -489,46 +422,21 @@ impl TarSink {
         let mtime = header_mtime();
         if path == Path::new("-") {
             let out = Out::Stdout(BufWriter::with_capacity(COPY_BUF, tokio::io::stdout()));
-            return Ok(TarSink {
-                out: Some(out),
-                tmp: None,
-                dest: None,
-                location,
-                mtime,
-                poisoned: None,
-            });
+            return Ok(TarSink { out: Some(out), tmp: None, dest: None, location, mtime, poisoned: None });
         }
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "archive".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}.tmp-"))
-            .tempfile_in(&parent)
-            .at(&parent)?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
+        let tmp = tempfile::Builder::new().prefix(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
         let (file, tmp) = tmp.into_parts();
-        let out = Out::File(BufWriter::with_capacity(
-            COPY_BUF,
-            tokio::fs::File::from_std(file),
-        ));
-        Ok(TarSink {
-            out: Some(out),
-            tmp: Some(tmp),
-            dest: Some(path.to_path_buf()),
-            location,
-            mtime,
-            poisoned: None,
-        })
+        let out = Out::File(BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(file)));
+        Ok(TarSink { out: Some(out), tmp: Some(tmp), dest: Some(path.to_path_buf()), location, mtime, poisoned: None })
     }
 
     fn io_path(&self) -> PathBuf {
-        self.dest
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("<stdout>"))
+        self.dest.clone().unwrap_or_else(|| PathBuf::from("<stdout>"))
     }
 
     fn check(&self) -> Result<()> {
@@ -539,10 +447,7 @@ impl TarSink {
             )));
         }
         if self.out.is_none() {
-            return Err(Error::Other(format!(
-                "{}: archive already finished",
-                self.location
-            )));
+            return Err(Error::Other(format!("{}: archive already finished", self.location)));
         }
         Ok(())
     }
@@ -559,12 +464,7 @@ impl TarSink {
         let r = match self.out.as_mut() {
             Some(Out::File(w)) => w.write_all(bytes).await,
             Some(Out::Stdout(w)) => w.write_all(bytes).await,
-            None => {
-                return Err(Error::Other(format!(
-                    "{}: archive already finished",
-                    self.location
-                )))
-            }
+            None => return Err(Error::Other(format!("{}: archive already finished", self.location))),
         };
         r.at(path)
     }
@@ -572,8 +472,7 @@ impl TarSink {
     async fn pad(&mut self, size: u64) -> Result<()> {
         let rem = (size % BLOCK) as usize;
         if rem != 0 {
-            self.raw_write(&[0u8; BLOCK as usize][..BLOCK as usize - rem])
-                .await?;
+            self.raw_write(&[0u8; BLOCK as usize][..BLOCK as usize - rem]).await?;
         }
         Ok(())
     }
@@ -589,12 +488,7 @@ impl TarSink {
     /// Append a regular file from memory.
     pub async fn file_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         self.check()?;
-        let h = header_bytes(
-            name,
-            bytes.len() as u64,
-            tar::EntryType::Regular,
-            self.mtime,
-        );
+        let h = header_bytes(name, bytes.len() as u64, tar::EntryType::Regular, self.mtime);
         let mut r = self.raw_write(&h).await;
         if r.is_ok() {
             r = self.raw_write(bytes).await;
@@ -631,10 +525,8 @@ impl TarSink {
         let mut buf = vec![0u8; COPY_BUF.min(size.max(1) as usize)];
         let mut seen = 0u64;
         loop {
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| unwrap_io_error(e, format!("{} ({name})", self.location)))?;
+            let n =
+                reader.read(&mut buf).await.map_err(|e| unwrap_io_error(e, format!("{} ({name})", self.location)))?;
             if n == 0 {
                 break;
             }
@@ -704,21 +596,13 @@ struct IndexOut<'a> {
 
 /// `index.json` bytes for `manifests`.
 pub(crate) fn index_json(manifests: &[Descriptor]) -> Vec<u8> {
-    serde_json::to_vec(&IndexOut {
-        schema_version: 2,
-        media_type: media::OCI_INDEX,
-        manifests,
-    })
-    .expect("descriptors serialize")
+    serde_json::to_vec(&IndexOut { schema_version: 2, media_type: media::OCI_INDEX, manifests })
+        .expect("descriptors serialize")
 }
 
 /// `oci-layout` bytes.
 pub(crate) fn oci_layout_json() -> Vec<u8> {
-    format!(
-        "{{\"imageLayoutVersion\":\"{}\"}}",
-        media::OCI_LAYOUT_VERSION
-    )
-    .into_bytes()
+    format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).into_bytes()
 }
 
 /// State shared by the OCI and docker archive writers: the sink, the blobs written
@@ -740,13 +624,7 @@ impl WriterCore {
             sink.dir(d).await?;
             dirs.insert(d.to_string());
         }
-        Ok(WriterCore {
-            sink,
-            location,
-            blobs: BTreeSet::new(),
-            dirs,
-            roots: Vec::new(),
-        })
+        Ok(WriterCore { sink, location, blobs: BTreeSet::new(), dirs, roots: Vec::new() })
     }
 
     pub fn has(&self, digest: &Digest) -> bool {
@@ -788,14 +666,7 @@ impl WriterCore {
             progress.advance(desc, chunk.len() as u64);
             Ok(())
         };
-        self.sink
-            .file_stream(
-                &blob_name(&desc.digest),
-                desc.size,
-                reader,
-                &mut tap_progress,
-            )
-            .await?;
+        self.sink.file_stream(&blob_name(&desc.digest), desc.size, reader, &mut tap_progress).await?;
         self.blobs.insert(desc.digest.clone());
         Ok(BlobOutcome::Uploaded)
     }
@@ -815,9 +686,7 @@ impl WriterCore {
             });
         }
         self.ensure_dir(&desc.digest).await?;
-        self.sink
-            .file_bytes(&blob_name(&desc.digest), bytes)
-            .await?;
+        self.sink.file_bytes(&blob_name(&desc.digest), bytes).await?;
         self.blobs.insert(desc.digest.clone());
         Ok(())
     }
@@ -825,9 +694,7 @@ impl WriterCore {
     /// Point `tag` at `desc`, replacing an entry with that tag (like `Layout::set_tag`).
     pub fn set_tag(&mut self, desc: &Descriptor, tag: &str) {
         let mut entry = desc.clone();
-        entry
-            .annotations
-            .insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
+        entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
         self.roots.retain(|e| e.ref_name() != Some(tag));
         self.roots.push(entry);
     }
@@ -847,12 +714,8 @@ impl WriterCore {
         for (name, bytes) in extra {
             self.sink.file_bytes(name, bytes).await?;
         }
-        self.sink
-            .file_bytes("oci-layout", &oci_layout_json())
-            .await?;
-        self.sink
-            .file_bytes("index.json", &index_json(index))
-            .await?;
+        self.sink.file_bytes("oci-layout", &oci_layout_json()).await?;
+        self.sink.file_bytes("index.json", &index_json(index)).await?;
         self.sink.finish().await
     }
 
@@ -878,10 +741,7 @@ impl OciArchiveWriter {
         let path = path.as_ref();
         let location = format!("oci-archive:{}", path.display());
         let core = WriterCore::create(path, location.clone()).await?;
-        Ok(OciArchiveWriter {
-            core: Mutex::new(core),
-            location,
-        })
+        Ok(OciArchiveWriter { core: Mutex::new(core), location })
     }
 }
 
@@ -899,25 +759,11 @@ impl Destination for OciArchiveWriter {
         Ok(self.core.lock().await.has(&desc.digest))
     }
 
-    async fn push_blob(
-        &self,
-        desc: &Descriptor,
-        src: &dyn Source,
-        progress: &dyn Progress,
-    ) -> Result<BlobOutcome> {
-        self.core
-            .lock()
-            .await
-            .write_blob(desc, src, progress, &mut |_| Ok(()))
-            .await
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
+        self.core.lock().await.write_blob(desc, src, progress, &mut |_| Ok(())).await
     }
 
-    async fn push_manifest(
-        &self,
-        desc: &Descriptor,
-        bytes: Bytes,
-        tag: Option<&str>,
-    ) -> Result<()> {
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         let mut core = self.core.lock().await;
         core.write_blob_bytes(desc, &bytes).await?;
         if let Some(t) = tag {
@@ -950,16 +796,10 @@ mod tests {
 
     #[test]
     fn tar_paths() {
-        assert_eq!(
-            normalize_tar_path("./blobs//sha256/ab", "t").unwrap(),
-            "blobs/sha256/ab"
-        );
+        assert_eq!(normalize_tar_path("./blobs//sha256/ab", "t").unwrap(), "blobs/sha256/ab");
         assert!(normalize_tar_path("/etc/passwd", "t").is_err());
         assert!(normalize_tar_path("blobs/../../x", "t").is_err());
-        assert_eq!(
-            join_link("a/b/layer.tar", "../c/layer.tar", "t").unwrap(),
-            "a/c/layer.tar"
-        );
+        assert_eq!(join_link("a/b/layer.tar", "../c/layer.tar", "t").unwrap(), "a/c/layer.tar");
         assert!(join_link("a/layer.tar", "../../x", "t").is_err());
         assert!(join_link("a/layer.tar", "/x", "t").is_err());
     }

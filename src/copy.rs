@@ -75,11 +75,7 @@ pub async fn graph(
         src,
         dst,
         progress,
-        sem: Semaphore::new(
-            dst.max_jobs()
-                .map_or(opts.jobs, |m| m.min(opts.jobs))
-                .max(1),
-        ),
+        sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
         blobs: Mutex::new(HashMap::new()),
         done_docs: Mutex::new(HashMap::new()),
         counters: Counters::default(),
@@ -108,11 +104,7 @@ pub async fn graph_many(
         src,
         dst,
         progress,
-        sem: Semaphore::new(
-            dst.max_jobs()
-                .map_or(opts.jobs, |m| m.min(opts.jobs))
-                .max(1),
-        ),
+        sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
         blobs: Mutex::new(HashMap::new()),
         done_docs: Mutex::new(HashMap::new()),
         counters: Counters::default(),
@@ -151,39 +143,25 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
     if !ctx.dst.has_manifest(&root).await? {
         copy_children(ctx, &doc.children(), doc.is_index()).await?;
         if tags.is_empty() {
-            ctx.dst
-                .push_manifest(&root, doc.bytes.clone(), None)
-                .await?;
+            ctx.dst.push_manifest(&root, doc.bytes.clone(), None).await?;
         }
-        ctx.counters
-            .manifests_pushed
-            .fetch_add(1, Ordering::Relaxed);
+        ctx.counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
     } else {
-        ctx.counters
-            .manifests_existed
-            .fetch_add(1, Ordering::Relaxed);
+        ctx.counters.manifests_existed.fetch_add(1, Ordering::Relaxed);
     }
     if tags.is_empty() {
         ctx.dst.add_root(&root).await?;
     }
     for t in tags {
-        ctx.dst
-            .push_manifest(&root, doc.bytes.clone(), Some(t))
-            .await?;
+        ctx.dst.push_manifest(&root, doc.bytes.clone(), Some(t)).await?;
     }
     Ok(())
 }
 
-async fn copy_children(
-    ctx: &Ctx<'_>,
-    children: &[Descriptor],
-    parent_is_index: bool,
-) -> Result<()> {
+async fn copy_children(ctx: &Ctx<'_>, children: &[Descriptor], parent_is_index: bool) -> Result<()> {
     let futs = children.iter().map(|c| {
         if media::is_document(&c.media_type)
-            || (parent_is_index
-                && c.media_type.ends_with("+json")
-                && c.media_type.contains("manifest"))
+            || (parent_is_index && c.media_type.ends_with("+json") && c.media_type.contains("manifest"))
         {
             copy_document(ctx, c.clone())
         } else {
@@ -196,36 +174,19 @@ async fn copy_children(
 
 fn copy_document<'a>(ctx: &'a Ctx<'a>, desc: Descriptor) -> BoxFuture<'a, Result<()>> {
     async move {
-        if ctx
-            .done_docs
-            .lock()
-            .expect("lock")
-            .contains_key(&desc.digest)
-        {
+        if ctx.done_docs.lock().expect("lock").contains_key(&desc.digest) {
             return Ok(());
         }
         if ctx.dst.has_manifest(&desc).await? {
-            ctx.counters
-                .manifests_existed
-                .fetch_add(1, Ordering::Relaxed);
-            ctx.done_docs
-                .lock()
-                .expect("lock")
-                .insert(desc.digest.clone(), ());
+            ctx.counters.manifests_existed.fetch_add(1, Ordering::Relaxed);
+            ctx.done_docs.lock().expect("lock").insert(desc.digest.clone(), ());
             return Ok(());
         }
         let doc = ctx.src.fetch_document(&desc).await?;
         copy_children(ctx, &doc.children(), doc.is_index()).await?;
-        ctx.dst
-            .push_manifest(&desc, doc.bytes.clone(), None)
-            .await?;
-        ctx.counters
-            .manifests_pushed
-            .fetch_add(1, Ordering::Relaxed);
-        ctx.done_docs
-            .lock()
-            .expect("lock")
-            .insert(desc.digest.clone(), ());
+        ctx.dst.push_manifest(&desc, doc.bytes.clone(), None).await?;
+        ctx.counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
+        ctx.done_docs.lock().expect("lock").insert(desc.digest.clone(), ());
         Ok(())
     }
     .boxed()

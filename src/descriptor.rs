@@ -48,9 +48,7 @@ impl Descriptor {
     }
     /// The tag stored in a layout index entry, if any.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations
-            .get(crate::media::ANNOTATION_REF_NAME)
-            .map(String::as_str)
+        self.annotations.get(crate::media::ANNOTATION_REF_NAME).map(String::as_str)
     }
     pub fn with_annotation(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.annotations.insert(k.into(), v.into());
@@ -62,17 +60,9 @@ impl Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
-    #[serde(
-        rename = "os.features",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -90,14 +80,7 @@ impl Platform {
         if it.next().is_some() {
             return None;
         }
-        Some(Platform {
-            architecture,
-            os,
-            os_version: None,
-            os_features: None,
-            variant,
-            features: None,
-        })
+        Some(Platform { architecture, os, os_version: None, os_features: None, variant, features: None })
     }
 }
 
@@ -117,9 +100,8 @@ mod tests {
 
     #[test]
     fn golden_descriptor_bytes() {
-        let d = Descriptor::of_bytes(crate::media::OCI_EMPTY, b"{}")
-            .with_annotation("z", "1")
-            .with_annotation("a", "2");
+        let d =
+            Descriptor::of_bytes(crate::media::OCI_EMPTY, b"{}").with_annotation("z", "1").with_annotation("a", "2");
         assert_eq!(
             serde_json::to_string(&d).unwrap(),
             r#"{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"annotations":{"a":"2","z":"1"}}"#

@@ -84,10 +84,7 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::InvalidDigest {
-            digest: s.chars().take(200).collect(),
-            reason: why.to_string(),
-        };
+        let bad = |why: &str| Error::InvalidDigest { digest: s.chars().take(200).collect(), reason: why.to_string() };
         let (alg, hex) = s.split_once(':').ok_or_else(|| bad("missing ':'"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
@@ -97,16 +94,10 @@ impl FromStr for Digest {
         if hex.len() != algorithm.hex_len() {
             return Err(bad("wrong length"));
         }
-        if !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(bad("not lowercase hex"));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_string() })
     }
 }
 
@@ -139,14 +130,8 @@ impl Hasher {
     }
     pub fn finish(self) -> Digest {
         match self {
-            Hasher::Sha256(h) => Digest {
-                algorithm: Algorithm::Sha256,
-                hex: hex::encode(&h.finalize()[..]),
-            },
-            Hasher::Sha512(h) => Digest {
-                algorithm: Algorithm::Sha512,
-                hex: hex::encode(&h.finalize()[..]),
-            },
+            Hasher::Sha256(h) => Digest { algorithm: Algorithm::Sha256, hex: hex::encode(&h.finalize()[..]) },
+            Hasher::Sha512(h) => Digest { algorithm: Algorithm::Sha512, hex: hex::encode(&h.finalize()[..]) },
         }
     }
 }

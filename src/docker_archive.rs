@@ -43,59 +43,36 @@ fn image_view<'a>(doc: &'a Document, location: &str) -> Result<&'a ManifestView>
     match &doc.view {
         View::Manifest(m) if is_image_config(&m.config.media_type) => Ok(m),
         View::Manifest(m) => {
-            let kind = m
-                .artifact_type
-                .clone()
-                .unwrap_or_else(|| m.config.media_type.clone());
+            let kind = m.artifact_type.clone().unwrap_or_else(|| m.config.media_type.clone());
             Err(Error::Unsupported(format!(
                 "{location} holds container images only: manifest {} is an artifact of type {kind}",
                 doc.digest
             )))
         }
-        View::Index(_) => Err(Error::Unsupported(format!(
-            "{location}: nested index {} is not an image",
-            doc.digest
-        ))),
+        View::Index(_) => Err(Error::Unsupported(format!("{location}: nested index {} is not an image", doc.digest))),
     }
 }
 
 /// Pick the manifest for `want`, else linux/amd64, else the only image in an index.
-pub fn pick_platform(
-    manifests: &[Descriptor],
-    want: Option<&Platform>,
-    location: &str,
-) -> Result<Descriptor> {
+pub fn pick_platform(manifests: &[Descriptor], want: Option<&Platform>, location: &str) -> Result<Descriptor> {
     let images: Vec<&Descriptor> = manifests
         .iter()
         .filter(|d| media::is_manifest(&d.media_type))
-        .filter(|d| {
-            !d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
-        })
+        .filter(|d| !d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown"))
         .collect();
     let matches = |p: &Platform, d: &Descriptor| {
         d.platform.as_ref().is_some_and(|q| {
-            q.os == p.os
-                && q.architecture == p.architecture
-                && (p.variant.is_none() || q.variant == p.variant)
+            q.os == p.os && q.architecture == p.architecture && (p.variant.is_none() || q.variant == p.variant)
         })
     };
-    let listed = || {
-        images
-            .iter()
-            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let listed =
+        || images.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect::<Vec<_>>().join(", ");
     if let Some(p) = want {
         return images
             .iter()
             .find(|d| matches(p, d))
             .map(|d| (*d).clone())
-            .ok_or_else(|| {
-                Error::not_found(format!("platform {p} (index has: {})", listed()), location)
-            });
+            .ok_or_else(|| Error::not_found(format!("platform {p} (index has: {})", listed()), location));
     }
     let amd64 = Platform::parse("linux/amd64").expect("valid platform");
     if let Some(d) = images.iter().find(|d| matches(&amd64, d)) {
@@ -103,9 +80,7 @@ pub fn pick_platform(
     }
     match images.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(Error::Unsupported(format!(
-            "{location}: index has no image manifest"
-        ))),
+        [] => Err(Error::Unsupported(format!("{location}: index has no image manifest"))),
         _ => Err(Error::InvalidReference {
             reference: location.to_string(),
             reason: format!("index has several platforms ({}); choose one", listed()),
@@ -115,8 +90,7 @@ pub fn pick_platform(
 
 /// `repo:tag` when `s` names a repository and a tag.
 fn split_repo_tag(s: &str) -> Option<(&str, &str)> {
-    s.rsplit_once(':')
-        .filter(|(repo, tag)| !repo.is_empty() && !tag.is_empty() && !tag.contains('/'))
+    s.rsplit_once(':').filter(|(repo, tag)| !repo.is_empty() && !tag.is_empty() && !tag.contains('/'))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -153,9 +127,7 @@ impl DiffHasher {
     fn decide(head: &[u8]) -> std::io::Result<DiffHasher> {
         let h = crate::digest::Algorithm::Sha256.hasher();
         Ok(match head {
-            [0x1f, 0x8b, ..] => {
-                DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashWriter(h))))
-            }
+            [0x1f, 0x8b, ..] => DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashWriter(h)))),
             [0x28, 0xb5, 0x2f, 0xfd, ..] => {
                 DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(HashWriter(h))?))
             }
@@ -258,31 +230,21 @@ impl DockerArchiveWriter {
             }
         }
         let core = WriterCore::create(path, location.clone()).await?;
-        Ok(DockerArchiveWriter {
-            inner: Mutex::new((core, DockerState::default())),
-            location,
-            repo_tags,
-            platform,
-        })
+        Ok(DockerArchiveWriter { inner: Mutex::new((core, DockerState::default())), location, repo_tags, platform })
     }
 
     /// Check a pushed image manifest against its config's diff_ids and record it.
     fn accept_manifest(&self, state: &mut DockerState, doc: &Document) -> Result<()> {
         match &doc.view {
             View::Index(i) => {
-                state
-                    .indexes
-                    .insert(doc.digest.clone(), i.manifests.clone());
+                state.indexes.insert(doc.digest.clone(), i.manifests.clone());
                 Ok(())
             }
             View::Manifest(_) => {
                 let m = image_view(doc, &self.location)?;
                 let config = state.configs.get(&m.config.digest).ok_or_else(|| {
                     Error::not_found(
-                        format!(
-                            "config {} of manifest {} (not copied into this archive)",
-                            m.config.digest, doc.digest
-                        ),
+                        format!("config {} of manifest {} (not copied into this archive)", m.config.digest, doc.digest),
                         &self.location,
                     )
                 })?;
@@ -296,8 +258,8 @@ impl DockerArchiveWriter {
                     rootfs: RootFs,
                 }
                 let what = format!("config {}", m.config.digest);
-                let cfg: Config = serde_json::from_slice(config)
-                    .map_err(|e| Error::malformed(&what, &self.location, e))?;
+                let cfg: Config =
+                    serde_json::from_slice(config).map_err(|e| Error::malformed(&what, &self.location, e))?;
                 if cfg.rootfs.diff_ids.len() != m.layers.len() {
                     return Err(Error::malformed(
                         &what,
@@ -311,9 +273,10 @@ impl DockerArchiveWriter {
                     ));
                 }
                 for (layer, want) in m.layers.iter().zip(&cfg.rootfs.diff_ids) {
-                    let got = state.diff_ids.get(&layer.digest).ok_or_else(|| {
-                        Error::not_found(format!("layer {}", layer.digest), &self.location)
-                    })?;
+                    let got = state
+                        .diff_ids
+                        .get(&layer.digest)
+                        .ok_or_else(|| Error::not_found(format!("layer {}", layer.digest), &self.location))?;
                     if got != want {
                         return Err(Error::DigestMismatch {
                             what: format!("uncompressed layer {} (diff_id)", layer.digest),
@@ -334,11 +297,7 @@ impl DockerArchiveWriter {
     }
 
     /// manifest.json and index.json entries for the roots pushed.
-    fn plan(
-        &self,
-        core: &WriterCore,
-        state: &DockerState,
-    ) -> Result<(Vec<ManifestJsonEntry>, Vec<Descriptor>)> {
+    fn plan(&self, core: &WriterCore, state: &DockerState) -> Result<(Vec<ManifestJsonEntry>, Vec<Descriptor>)> {
         // Roots in first-seen order, with every tag pushed for them.
         let mut order: Vec<(Descriptor, Vec<String>)> = Vec::new();
         for r in &core.roots {
@@ -357,14 +316,11 @@ impl DockerArchiveWriter {
                 Some(children) => pick_platform(children, self.platform.as_ref(), &self.location)?,
                 None => root,
             };
-            let image = state.images.get(&root.digest).ok_or_else(|| {
-                Error::not_found(format!("image manifest {}", root.digest), &self.location)
-            })?;
-            let mut repo_tags: Vec<String> = if i == 0 {
-                self.repo_tags.clone()
-            } else {
-                Vec::new()
-            };
+            let image = state
+                .images
+                .get(&root.digest)
+                .ok_or_else(|| Error::not_found(format!("image manifest {}", root.digest), &self.location))?;
+            let mut repo_tags: Vec<String> = if i == 0 { self.repo_tags.clone() } else { Vec::new() };
             let mut bare = Vec::new();
             for t in tags {
                 if split_repo_tag(&t).is_some() {
@@ -384,10 +340,7 @@ impl DockerArchiveWriter {
                 );
             }
             for t in &bare {
-                index.push(
-                    root.clone()
-                        .with_annotation(media::ANNOTATION_REF_NAME, t.clone()),
-                );
+                index.push(root.clone().with_annotation(media::ANNOTATION_REF_NAME, t.clone()));
             }
             if repo_tags.is_empty() && bare.is_empty() {
                 index.push(root.clone());
@@ -399,10 +352,7 @@ impl DockerArchiveWriter {
             });
         }
         if manifest_json.is_empty() {
-            return Err(Error::Other(format!(
-                "{}: no image was copied; nothing to write",
-                self.location
-            )));
+            return Err(Error::Other(format!("{}: no image was copied; nothing to write", self.location)));
         }
         Ok((manifest_json, index))
     }
@@ -426,8 +376,7 @@ impl Destination for DockerArchiveWriter {
         let r = async {
             match &root.view {
                 View::Index(i) => {
-                    let child =
-                        pick_platform(&i.manifests, self.platform.as_ref(), &src.location())?;
+                    let child = pick_platform(&i.manifests, self.platform.as_ref(), &src.location())?;
                     let doc = src.fetch_document(&child).await?;
                     image_view(&doc, &self.location)?;
                     Ok(Some(child))
@@ -442,12 +391,7 @@ impl Destination for DockerArchiveWriter {
         r
     }
 
-    async fn push_blob(
-        &self,
-        desc: &Descriptor,
-        src: &dyn Source,
-        progress: &dyn Progress,
-    ) -> Result<BlobOutcome> {
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
         let mut guard = self.inner.lock().await;
         let (core, state) = &mut *guard;
         if core.has(&desc.digest) {
@@ -478,10 +422,7 @@ impl Destination for DockerArchiveWriter {
             let what = format!("layer {} in {}", desc.digest, src.location());
             let r = core
                 .write_blob(desc, src, progress, &mut |c| {
-                    diff.as_mut()
-                        .expect("hasher")
-                        .update(c)
-                        .map_err(|e| Error::malformed(&what, "decompression", e))
+                    diff.as_mut().expect("hasher").update(c).map_err(|e| Error::malformed(&what, "decompression", e))
                 })
                 .await;
             match r {
@@ -490,11 +431,7 @@ impl Destination for DockerArchiveWriter {
                         state.diff_ids.insert(desc.digest.clone(), d);
                         Ok(o)
                     }
-                    Err(e) => Err(Error::malformed(
-                        format!("layer {}", desc.digest),
-                        src.location(),
-                        e,
-                    )),
+                    Err(e) => Err(Error::malformed(format!("layer {}", desc.digest), src.location(), e)),
                 },
                 Err(e) => Err(e),
             }
@@ -510,12 +447,7 @@ impl Destination for DockerArchiveWriter {
         r
     }
 
-    async fn push_manifest(
-        &self,
-        desc: &Descriptor,
-        bytes: Bytes,
-        tag: Option<&str>,
-    ) -> Result<()> {
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         let mut guard = self.inner.lock().await;
         let (core, state) = &mut *guard;
         let r = async {
@@ -558,10 +490,8 @@ impl Destination for DockerArchiveWriter {
                 return Err(e);
             }
         };
-        let manifest_json =
-            serde_json::to_vec(&manifest_json).map_err(|e| Error::Other(e.to_string()))?;
-        core.finish(&index, &[("manifest.json", manifest_json)])
-            .await
+        let manifest_json = serde_json::to_vec(&manifest_json).map_err(|e| Error::Other(e.to_string()))?;
+        core.finish(&index, &[("manifest.json", manifest_json)]).await
     }
 }
 
@@ -635,11 +565,7 @@ fn hash_entry(index: &TarIndex, e: TarEntry) -> Result<(Digest, [u8; 4])> {
         h.update(&buf[..n]);
     }
     if seen != e.size {
-        return Err(Error::malformed(
-            "tar",
-            &index.location,
-            "archive truncated",
-        ));
+        return Err(Error::malformed("tar", &index.location, "archive truncated"));
     }
     Ok((h.finish(), head))
 }
@@ -649,19 +575,8 @@ fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static s
     let m = V2Manifest {
         schema_version: 2,
         media_type: media::DOCKER_MANIFEST,
-        config: V2Descriptor {
-            media_type: media::DOCKER_CONFIG,
-            size: config.1,
-            digest: config.0,
-        },
-        layers: layers
-            .iter()
-            .map(|(d, s, mt)| V2Descriptor {
-                media_type: mt,
-                size: *s,
-                digest: d.clone(),
-            })
-            .collect(),
+        config: V2Descriptor { media_type: media::DOCKER_CONFIG, size: config.1, digest: config.0 },
+        layers: layers.iter().map(|(d, s, mt)| V2Descriptor { media_type: mt, size: *s, digest: d.clone() }).collect(),
     };
     serde_json::to_vec(&m).expect("manifest serializes")
 }
@@ -674,10 +589,7 @@ impl DockerArchive {
         let location = format!("docker-archive:{}", path.display());
         let index = TarIndex::open_blocking(path, &location)?;
         if index.get("oci-layout").is_some() && index.get("index.json").is_some() {
-            return Ok(DockerArchive {
-                inner: Inner::Oci(OciArchive::from_index(index)?),
-                location,
-            });
+            return Ok(DockerArchive { inner: Inner::Oci(OciArchive::from_index(index)?), location });
         }
         if index.get("manifest.json").is_none() {
             return Err(Error::Unsupported(format!(
@@ -685,17 +597,17 @@ impl DockerArchive {
             )));
         }
         let raw = index.read_entry_blocking("manifest.json", media::MAX_MANIFEST_SIZE)?;
-        let entries: Vec<ManifestJsonEntry> = serde_json::from_slice(&raw)
-            .map_err(|e| Error::malformed("manifest.json", &location, e))?;
+        let entries: Vec<ManifestJsonEntry> =
+            serde_json::from_slice(&raw).map_err(|e| Error::malformed("manifest.json", &location, e))?;
         let mut blobs: HashMap<Digest, TarEntry> = HashMap::new();
         let mut hashed: HashMap<String, (Digest, u64, &'static str)> = HashMap::new();
         let mut images = Vec::new();
         for entry in entries {
             let lookup = |p: &str| -> Result<(String, TarEntry)> {
                 let name = normalize_tar_path(p, &location)?;
-                let e = index.get(&name).ok_or_else(|| {
-                    Error::not_found(format!("{p} (named in manifest.json)"), &location)
-                })?;
+                let e = index
+                    .get(&name)
+                    .ok_or_else(|| Error::not_found(format!("{p} (named in manifest.json)"), &location))?;
                 Ok((name, e))
             };
             let (cname, ce) = lookup(&entry.config)?;
@@ -712,11 +624,9 @@ impl DockerArchive {
                 let (digest, head) = hash_entry(&index, le)?;
                 let mt = match head {
                     [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
-                    [0x28, 0xb5, 0x2f, 0xfd] => {
-                        return Err(Error::Unsupported(format!(
-                            "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
-                        )))
-                    }
+                    [0x28, 0xb5, 0x2f, 0xfd] => return Err(Error::Unsupported(format!(
+                        "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
+                    ))),
                     _ => media::DOCKER_LAYER_TAR,
                 };
                 blobs.insert(digest.clone(), le);
@@ -731,14 +641,7 @@ impl DockerArchive {
                 repo_tags: entry.repo_tags.unwrap_or_default(),
             });
         }
-        Ok(DockerArchive {
-            inner: Inner::Docker(DockerImages {
-                index,
-                images,
-                blobs,
-            }),
-            location,
-        })
+        Ok(DockerArchive { inner: Inner::Docker(DockerImages { index, images, blobs }), location })
     }
 
     /// Whether the archive was read through its OCI `index.json`.
@@ -759,33 +662,21 @@ impl DockerImages {
                         reason: format!(
                             "archive has {} images; name one with :TAG or @DIGEST (tags: {})",
                             self.images.len(),
-                            self.images
-                                .iter()
-                                .flat_map(|i| i.repo_tags.iter().cloned())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            self.images.iter().flat_map(|i| i.repo_tags.iter().cloned()).collect::<Vec<_>>().join(", ")
                         ),
                     })
                 }
             },
-            Some(r) if r.parse::<Digest>().is_ok() => {
-                self.images.iter().find(|i| i.desc.digest.to_string() == r)
-            }
-            Some(tag) => self
-                .images
-                .iter()
-                .find(|i| i.repo_tags.iter().any(|t| t == tag))
-                .or_else(|| {
-                    self.images.iter().find(|i| {
-                        i.repo_tags
-                            .iter()
-                            .any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == tag))
-                    })
-                }),
+            Some(r) if r.parse::<Digest>().is_ok() => self.images.iter().find(|i| i.desc.digest.to_string() == r),
+            Some(tag) => self.images.iter().find(|i| i.repo_tags.iter().any(|t| t == tag)).or_else(|| {
+                self.images
+                    .iter()
+                    .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == tag)))
+            }),
         };
-        found.map(|i| i.desc.clone()).ok_or_else(|| {
-            Error::not_found(format!("image {:?}", reference.unwrap_or("")), location)
-        })
+        found
+            .map(|i| i.desc.clone())
+            .ok_or_else(|| Error::not_found(format!("image {:?}", reference.unwrap_or("")), location))
     }
 }
 
@@ -810,9 +701,7 @@ impl Source for DockerArchive {
                 .iter()
                 .find(|i| i.desc.digest == desc.digest)
                 .map(|i| i.manifest.clone())
-                .ok_or_else(|| {
-                    Error::not_found(format!("manifest {}", desc.digest), &self.location)
-                }),
+                .ok_or_else(|| Error::not_found(format!("manifest {}", desc.digest), &self.location)),
         }
     }
 
@@ -820,9 +709,10 @@ impl Source for DockerArchive {
         match &self.inner {
             Inner::Oci(o) => o.open_blob(desc, offset).await,
             Inner::Docker(d) => {
-                let e = d.blobs.get(&desc.digest).ok_or_else(|| {
-                    Error::not_found(format!("blob {}", desc.digest), &self.location)
-                })?;
+                let e = d
+                    .blobs
+                    .get(&desc.digest)
+                    .ok_or_else(|| Error::not_found(format!("blob {}", desc.digest), &self.location))?;
                 d.index.open_entry(*e, offset).await
             }
         }
@@ -838,10 +728,7 @@ impl Source for DockerArchive {
                     if i.repo_tags.is_empty() {
                         vec![(i.desc.clone(), None)]
                     } else {
-                        i.repo_tags
-                            .iter()
-                            .map(|t| (i.desc.clone(), Some(t.clone())))
-                            .collect()
+                        i.repo_tags.iter().map(|t| (i.desc.clone(), Some(t.clone()))).collect()
                     }
                 })
                 .collect()),
@@ -900,29 +787,11 @@ mod tests {
             d
         };
         let all = vec![d("linux/arm64"), d("linux/amd64"), d("unknown/unknown")];
-        assert_eq!(
-            pick_platform(&all, None, "t")
-                .unwrap()
-                .platform
-                .unwrap()
-                .to_string(),
-            "linux/amd64"
-        );
+        assert_eq!(pick_platform(&all, None, "t").unwrap().platform.unwrap().to_string(), "linux/amd64");
         let arm = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(pick_platform(&all, Some(&arm), "t").unwrap().platform.unwrap().to_string(), "linux/arm64");
         assert_eq!(
-            pick_platform(&all, Some(&arm), "t")
-                .unwrap()
-                .platform
-                .unwrap()
-                .to_string(),
-            "linux/arm64"
-        );
-        assert_eq!(
-            pick_platform(&[d("linux/s390x"), d("unknown/unknown")], None, "t")
-                .unwrap()
-                .platform
-                .unwrap()
-                .to_string(),
+            pick_platform(&[d("linux/s390x"), d("unknown/unknown")], None, "t").unwrap().platform.unwrap().to_string(),
             "linux/s390x"
         );
         assert!(pick_platform(&[d("linux/s390x"), d("linux/arm64")], None, "t").is_err());

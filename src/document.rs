@@ -88,21 +88,12 @@ impl Document {
 
     /// Parse bytes whose digest is already known to be `digest`.
     /// `hint` is the media type from the parent descriptor or a Content-Type header.
-    pub fn parse(
-        bytes: Bytes,
-        digest: Digest,
-        hint: Option<&str>,
-        location: &str,
-    ) -> Result<Document> {
+    pub fn parse(bytes: Bytes, digest: Digest, hint: Option<&str>, location: &str) -> Result<Document> {
         if bytes.len() as u64 > media::MAX_MANIFEST_SIZE {
             return Err(Error::malformed(
                 format!("manifest {digest}"),
                 location,
-                format!(
-                    "{} bytes exceeds the {} byte limit",
-                    bytes.len(),
-                    media::MAX_MANIFEST_SIZE
-                ),
+                format!("{} bytes exceeds the {} byte limit", bytes.len(), media::MAX_MANIFEST_SIZE),
             ));
         }
         #[derive(Deserialize)]
@@ -116,20 +107,13 @@ impl Document {
             config: Option<serde_json::Value>,
         }
         let what = format!("manifest {digest}");
-        let probe: Probe =
-            serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?;
+        let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?;
         let media_type = match (probe.media_type.as_deref(), hint) {
             (Some(mt), _) if !mt.is_empty() => mt.to_string(),
             (_, Some(h)) if media::is_document(h) => h.to_string(),
             _ if probe.manifests.is_some() => media::OCI_INDEX.to_string(),
             _ if probe.config.is_some() => media::OCI_MANIFEST.to_string(),
-            _ => {
-                return Err(Error::malformed(
-                    &what,
-                    location,
-                    "neither a manifest nor an index",
-                ))
-            }
+            _ => return Err(Error::malformed(&what, location, "neither a manifest nor an index")),
         };
         if let (Some(inner), Some(h)) = (probe.media_type.as_deref(), hint) {
             if media::is_document(h) && media::is_document(inner) && inner != h {
@@ -141,35 +125,18 @@ impl Document {
             }
         }
         let view = if media::is_index(&media_type) {
-            View::Index(
-                serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?,
-            )
+            View::Index(serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?)
         } else if media::is_manifest(&media_type) {
-            View::Manifest(
-                serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?,
-            )
+            View::Manifest(serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, location, e))?)
         } else {
-            return Err(Error::malformed(
-                &what,
-                location,
-                format!("unsupported media type {media_type}"),
-            ));
+            return Err(Error::malformed(&what, location, format!("unsupported media type {media_type}")));
         };
-        Ok(Document {
-            bytes,
-            digest,
-            media_type,
-            view,
-        })
+        Ok(Document { bytes, digest, media_type, view })
     }
 
     /// Descriptor of this document (no annotations, no platform).
     pub fn descriptor(&self) -> Descriptor {
-        let mut d = Descriptor::new(
-            self.media_type.clone(),
-            self.digest.clone(),
-            self.bytes.len() as u64,
-        );
+        let mut d = Descriptor::new(self.media_type.clone(), self.digest.clone(), self.bytes.len() as u64);
         d.artifact_type = self.artifact_type();
         d
     }

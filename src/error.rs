@@ -14,58 +14,31 @@ pub enum Error {
     InvalidReference { reference: String, reason: String },
 
     #[error("{what} in {location}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        location: String,
-        expected: String,
-        actual: String,
-    },
+    DigestMismatch { what: String, location: String, expected: String, actual: String },
 
     #[error("{what} in {location}: size {actual} != descriptor {expected}")]
-    SizeMismatch {
-        what: String,
-        location: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, location: String, expected: u64, actual: u64 },
 
     #[error("{what} not found in {location}")]
     NotFound { what: String, location: String },
 
     #[error("malformed {what} in {location}: {reason}")]
-    Malformed {
-        what: String,
-        location: String,
-        reason: String,
-    },
+    Malformed { what: String, location: String, reason: String },
 
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("registry {registry}: authentication failed: {reason}")]
     Auth { registry: String, reason: String },
 
     #[error("registry {registry}: {method} {path}: {status}{detail}")]
-    Registry {
-        registry: String,
-        method: String,
-        path: String,
-        status: u16,
-        detail: String,
-    },
+    Registry { registry: String, method: String, path: String, status: u16, detail: String },
 
     #[error("registry {registry}: {reason}")]
     Network { registry: String, reason: String },
 
     #[error("unsafe path {path:?} in {location}: {reason}")]
-    UnsafePath {
-        path: String,
-        location: String,
-        reason: String,
-    },
+    UnsafePath { path: String, location: String, reason: String },
 
     #[error("{0}")]
     Unsupported(String),
@@ -80,34 +53,18 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
-    pub fn malformed(
-        what: impl Into<String>,
-        location: impl Into<String>,
-        reason: impl ToString,
-    ) -> Self {
-        Error::Malformed {
-            what: what.into(),
-            location: location.into(),
-            reason: reason.to_string(),
-        }
+    pub fn malformed(what: impl Into<String>, location: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Malformed { what: what.into(), location: location.into(), reason: reason.to_string() }
     }
     pub fn not_found(what: impl Into<String>, location: impl Into<String>) -> Self {
-        Error::NotFound {
-            what: what.into(),
-            location: location.into(),
-        }
+        Error::NotFound { what: what.into(), location: location.into() }
     }
     /// Exit code for the CLI: 2 usage/input, 3 not found, 4 auth, 5 integrity, 1 other.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::InvalidDigest { .. }
-            | Error::InvalidReference { .. }
-            | Error::Malformed { .. } => 2,
+            Error::InvalidDigest { .. } | Error::InvalidReference { .. } | Error::Malformed { .. } => 2,
             Error::UnsafePath { .. } | Error::Unsupported(_) => 2,
             Error::NotFound { .. } => 3,
             Error::Auth { .. } => 4,

@@ -18,9 +18,7 @@ use crate::digest::Digest;
 use crate::document::Document;
 use crate::error::{Error, IoContext, Result};
 use crate::media;
-use crate::target::{
-    unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader,
-};
+use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 const TMP_DIR: &str = ".hoist/tmp";
 const SESSION_LOCK: &str = ".hoist/session.lock";
@@ -39,22 +37,12 @@ impl Layout {
         let root = root.as_ref().to_path_buf();
         let marker = root.join("oci-layout");
         let text = fs::read(&marker).at(&marker)?;
-        let v: Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::malformed("oci-layout", root.display().to_string(), e))?;
-        if v.get("imageLayoutVersion")
-            .and_then(Value::as_str)
-            .is_none()
-        {
-            return Err(Error::malformed(
-                "oci-layout",
-                root.display().to_string(),
-                "missing imageLayoutVersion",
-            ));
+        let v: Value =
+            serde_json::from_slice(&text).map_err(|e| Error::malformed("oci-layout", root.display().to_string(), e))?;
+        if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            return Err(Error::malformed("oci-layout", root.display().to_string(), "missing imageLayoutVersion"));
         }
-        Ok(Layout {
-            root,
-            _session: None,
-        })
+        Ok(Layout { root, _session: None })
     }
 
     /// Open a layout for writing, creating it when missing, and take the shared session lock.
@@ -67,11 +55,7 @@ impl Layout {
             write_atomic(
                 &root,
                 &marker,
-                format!(
-                    "{{\"imageLayoutVersion\":\"{}\"}}",
-                    media::OCI_LAYOUT_VERSION
-                )
-                .as_bytes(),
+                format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).as_bytes(),
             )?;
         }
         let index = root.join("index.json");
@@ -82,10 +66,7 @@ impl Layout {
             }
         }
         let session = lock_file(&root.join(SESSION_LOCK), false)?;
-        Ok(Layout {
-            root,
-            _session: Some(session),
-        })
+        Ok(Layout { root, _session: Some(session) })
     }
 
     pub fn root(&self) -> &Path {
@@ -93,10 +74,7 @@ impl Layout {
     }
 
     pub fn blob_path_of(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex())
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
 
     fn loc(&self) -> String {
@@ -107,8 +85,7 @@ impl Layout {
     pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
         let path = self.root.join("index.json");
         let raw = fs::read(&path).at(&path)?;
-        let v: Value = serde_json::from_slice(&raw)
-            .map_err(|e| Error::malformed("index.json", self.loc(), e))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
         let manifests = v.get("manifests").cloned().unwrap_or(Value::Array(vec![]));
         serde_json::from_value(manifests).map_err(|e| Error::malformed("index.json", self.loc(), e))
     }
@@ -118,48 +95,29 @@ impl Layout {
         let _g = lock_file(&self.root.join(INDEX_LOCK), true)?;
         let path = self.root.join("index.json");
         let raw = fs::read(&path).at(&path)?;
-        let mut doc: Value = serde_json::from_slice(&raw)
-            .map_err(|e| Error::malformed("index.json", self.loc(), e))?;
-        let obj = doc
-            .as_object_mut()
-            .ok_or_else(|| Error::malformed("index.json", self.loc(), "not an object"))?;
+        let mut doc: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
+        let obj = doc.as_object_mut().ok_or_else(|| Error::malformed("index.json", self.loc(), "not an object"))?;
         let mut manifests = match obj.remove("manifests") {
             Some(Value::Array(a)) => a,
             None | Some(Value::Null) => vec![],
-            Some(_) => {
-                return Err(Error::malformed(
-                    "index.json",
-                    self.loc(),
-                    "manifests is not an array",
-                ))
-            }
+            Some(_) => return Err(Error::malformed("index.json", self.loc(), "manifests is not an array")),
         };
         f(&mut manifests)?;
         let mut out = serde_json::Map::new();
-        out.insert(
-            "schemaVersion".into(),
-            obj.remove("schemaVersion").unwrap_or(Value::from(2)),
-        );
-        out.insert(
-            "mediaType".into(),
-            obj.remove("mediaType")
-                .unwrap_or(Value::from(media::OCI_INDEX)),
-        );
+        out.insert("schemaVersion".into(), obj.remove("schemaVersion").unwrap_or(Value::from(2)));
+        out.insert("mediaType".into(), obj.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
         out.insert("manifests".into(), Value::Array(manifests));
         for (k, v) in std::mem::take(obj) {
             out.insert(k, v);
         }
-        let bytes =
-            serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))?;
+        let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))?;
         write_atomic(&self.root, &path, &bytes)
     }
 
     /// Point `tag` at `desc` (replacing any entry with that tag).
     pub fn set_tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
         let mut entry = desc.clone();
-        entry
-            .annotations
-            .insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
+        entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
         let entry = serde_json::to_value(&entry).map_err(|e| Error::Other(e.to_string()))?;
         self.update_index(|m| {
             m.retain(|e| ref_name(e) != Some(tag));
@@ -173,10 +131,7 @@ impl Layout {
         let entry = serde_json::to_value(desc).map_err(|e| Error::Other(e.to_string()))?;
         let digest = desc.digest.to_string();
         self.update_index(|m| {
-            if !m
-                .iter()
-                .any(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str()))
-            {
+            if !m.iter().any(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str())) {
                 m.push(entry);
             }
             Ok(())
@@ -228,19 +183,13 @@ impl Layout {
         }
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&tmp_dir)
-            .at(&tmp_dir)?;
+        let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
         let mut reader = VerifyReader::new(stream, desc, self.loc());
         let mut buf = vec![0u8; COPY_BUF];
         loop {
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| unwrap_io_error(e, &path))?;
+            let n = reader.read(&mut buf).await.map_err(|e| unwrap_io_error(e, &path))?;
             if n == 0 {
                 break;
             }
@@ -251,9 +200,7 @@ impl Layout {
         file.sync_all().await.at(&*tmp_path)?;
         drop(file);
         fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
-        tmp_path
-            .persist(&path)
-            .map_err(|e| Error::io(&path, e.error))?;
+        tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
         sync_dir(path.parent().expect("blob dir"));
         Ok(())
     }
@@ -262,21 +209,17 @@ impl Layout {
     pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
         let entries = self.index_entries()?;
         match reference {
-            None => {
-                match entries.len() {
-                    1 => Ok(entries.into_iter().next().expect("one")),
-                    0 => Err(Error::not_found("any manifest", self.loc())),
-                    n => {
-                        Err(Error::InvalidReference {
-                            reference: self.loc(),
-                            reason: format!(
+            None => match entries.len() {
+                1 => Ok(entries.into_iter().next().expect("one")),
+                0 => Err(Error::not_found("any manifest", self.loc())),
+                n => Err(Error::InvalidReference {
+                    reference: self.loc(),
+                    reason: format!(
                         "layout has {n} manifests; name one with :TAG or @DIGEST (tags: {})",
                         entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
                     ),
-                        })
-                    }
-                }
-            }
+                }),
+            },
             Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
                 let digest: Digest = r.parse()?;
                 if let Some(d) = entries.into_iter().find(|d| d.digest == digest) {
@@ -298,11 +241,7 @@ impl Layout {
             Some(tag) => {
                 // An exact ref.name wins; BuildKit writes full references (`docker.io/x/y:tag`).
                 let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-                let by_tag = || {
-                    entries
-                        .iter()
-                        .position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag))
-                };
+                let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
                 match exact.or_else(by_tag) {
                     Some(i) => Ok(entries[i].clone()),
                     None => Err(Error::not_found(format!("tag {tag:?}"), self.loc())),
@@ -338,11 +277,9 @@ impl Layout {
             let path = self.blob_path_of(digest);
             match fs::metadata(&path) {
                 Err(_) => problems.push(format!("missing blob {digest} ({})", desc.media_type)),
-                Ok(m) if m.len() != desc.size => problems.push(format!(
-                    "blob {digest}: size {} != descriptor {}",
-                    m.len(),
-                    desc.size
-                )),
+                Ok(m) if m.len() != desc.size => {
+                    problems.push(format!("blob {digest}: size {} != descriptor {}", m.len(), desc.size))
+                }
                 Ok(_) => {}
             }
         }
@@ -353,10 +290,9 @@ impl Layout {
                 .await
                 .map_err(|e| Error::Other(e.to_string()))?;
             match actual {
-                Ok(a) if a != digest => problems.push(format!(
-                    "blob {digest} in oci:{}: content hashes to {a}",
-                    root.display()
-                )),
+                Ok(a) if a != digest => {
+                    problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", root.display()))
+                }
                 Ok(_) => {}
                 Err(e) => problems.push(e.to_string()),
             }
@@ -392,11 +328,7 @@ impl Layout {
         let _excl = lock_file(&self.root.join(SESSION_LOCK), true)?;
         let (reachable, problems) = self.reachable().await?;
         if !problems.is_empty() {
-            return Err(Error::Other(format!(
-                "refusing gc of {}: {}",
-                self.loc(),
-                problems.join("; ")
-            )));
+            return Err(Error::Other(format!("refusing gc of {}: {}", self.loc(), problems.join("; "))));
         }
         let mut report = GcReport::default();
         let keep: BTreeSet<&Digest> = reachable.keys().collect();
@@ -437,36 +369,22 @@ pub fn tag_of_ref_name(name: &str) -> &str {
 }
 
 fn ref_name(entry: &Value) -> Option<&str> {
-    entry
-        .get("annotations")?
-        .get(media::ANNOTATION_REF_NAME)?
-        .as_str()
+    entry.get("annotations")?.get(media::ANNOTATION_REF_NAME)?.as_str()
 }
 
 fn empty_index() -> String {
-    format!(
-        "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}",
-        media::OCI_INDEX
-    )
+    format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_INDEX)
 }
 
 fn blob_ok(path: &Path, size: u64) -> bool {
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.len() == size)
-        .unwrap_or(false)
+    fs::metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
 }
 
 fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(path)
-        .at(path)?;
+    let f = OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path).at(path)?;
     if exclusive { f.lock() } else { f.lock_shared() }.at(path)?;
     Ok(f)
 }
@@ -505,10 +423,7 @@ pub fn hash_file(path: &Path, alg: crate::digest::Algorithm) -> Result<Digest> {
 pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp_dir = root.join(TMP_DIR);
     fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix("w-")
-        .tempfile_in(&tmp_dir)
-        .at(&tmp_dir)?;
+    let mut tmp = tempfile::Builder::new().prefix("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
@@ -544,10 +459,7 @@ impl Source for Layout {
         }
         let path = self.blob_path_of(&desc.digest);
         if !path.exists() {
-            return Err(Error::not_found(
-                format!("manifest {}", desc.digest),
-                self.loc(),
-            ));
+            return Err(Error::not_found(format!("manifest {}", desc.digest), self.loc()));
         }
         Ok(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?))
     }
@@ -557,10 +469,7 @@ impl Source for Layout {
         let mut f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(
-                    format!("blob {}", desc.digest),
-                    self.loc(),
-                ))
+                return Err(Error::not_found(format!("blob {}", desc.digest), self.loc()))
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
@@ -600,12 +509,7 @@ impl Destination for Layout {
         Ok(blob_ok(&self.blob_path_of(&desc.digest), desc.size))
     }
 
-    async fn push_blob(
-        &self,
-        desc: &Descriptor,
-        src: &dyn Source,
-        progress: &dyn Progress,
-    ) -> Result<BlobOutcome> {
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
         if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(BlobOutcome::Existed);
         }
@@ -614,12 +518,7 @@ impl Destination for Layout {
         Ok(BlobOutcome::Uploaded)
     }
 
-    async fn push_manifest(
-        &self,
-        desc: &Descriptor,
-        bytes: Bytes,
-        tag: Option<&str>,
-    ) -> Result<()> {
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         self.write_blob_bytes(desc, &bytes)?;
         if let Some(t) = tag {
             let mut d = desc.clone();

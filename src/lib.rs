@@ -5,6 +5,7 @@
 //! copy that moves content between any two of them (`copy`).
 
 pub mod archive;
+pub mod build;
 pub mod copy;
 pub mod descriptor;
 pub mod digest;

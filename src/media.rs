@@ -18,8 +18,7 @@ pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar
 
 /// The empty JSON config blob `{}` used by artifacts.
 pub const EMPTY_JSON: &[u8] = b"{}";
-pub const EMPTY_JSON_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+pub const EMPTY_JSON_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
@@ -45,3 +44,29 @@ pub fn is_manifest(media_type: &str) -> bool {
 pub fn is_document(media_type: &str) -> bool {
     is_index(media_type) || is_manifest(media_type)
 }
+
+pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// Default media type of an artifact file layer.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Base64 of `{}`: the `data` field of the empty descriptor.
+pub const EMPTY_JSON_DATA: &str = "e30=";
+
+// CNCF ModelPack (https://github.com/modelpack/model-spec).
+pub const MODEL_ARTIFACT: &str = "application/vnd.cncf.model.manifest.v1+json";
+pub const MODEL_CONFIG: &str = "application/vnd.cncf.model.config.v1+json";
+/// Prefix of every ModelPack layer media type: `<prefix><kind>.v1.<format>`.
+pub const MODEL_LAYER_PREFIX: &str = "application/vnd.cncf.model.";
+/// The older CNAI prefix, read when unpacking.
+pub const MODEL_LAYER_PREFIX_CNAI: &str = "application/vnd.cnai.model.";
+pub const MODEL_WEIGHT_RAW: &str = "application/vnd.cncf.model.weight.v1.raw";
+pub const MODEL_WEIGHT_CONFIG_RAW: &str = "application/vnd.cncf.model.weight.config.v1.raw";
+pub const MODEL_DOC_RAW: &str = "application/vnd.cncf.model.doc.v1.raw";
+pub const MODEL_CODE_RAW: &str = "application/vnd.cncf.model.code.v1.raw";
+pub const MODEL_DATASET_RAW: &str = "application/vnd.cncf.model.dataset.v1.raw";
+pub const ANNOTATION_MODEL_FILEPATH: &str = "org.cncf.model.filepath";
+pub const ANNOTATION_MODEL_FILE_METADATA: &str = "org.cncf.model.file.metadata+json";
+pub const ANNOTATION_MODEL_FILEPATH_CNAI: &str = "org.cnai.model.filepath";
+pub const ANNOTATION_MODEL_FILE_METADATA_CNAI: &str = "org.cnai.model.file.metadata+json";

@@ -28,11 +28,7 @@ impl Reference {
     }
     /// Same repository, another tag or digest.
     pub fn with_target(&self, target: &str) -> Result<Reference> {
-        let mut r = Reference {
-            tag: None,
-            digest: None,
-            ..self.clone()
-        };
+        let mut r = Reference { tag: None, digest: None, ..self.clone() };
         if target.contains(':') {
             r.digest = Some(target.parse()?);
         } else {
@@ -50,20 +46,12 @@ impl Reference {
 pub fn check_tag(tag: &str, whole: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidReference {
-            reference: whole.to_string(),
-            reason: format!("invalid tag {tag:?}"),
-        })
+        Err(Error::InvalidReference { reference: whole.to_string(), reason: format!("invalid tag {tag:?}") })
     }
 }
 
@@ -98,10 +86,7 @@ fn check_repo_component(c: &str) -> bool {
 impl FromStr for Reference {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::InvalidReference {
-            reference: s.to_string(),
-            reason: why.to_string(),
-        };
+        let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
         if s.is_empty() || s.len() > 4096 {
             return Err(bad("empty or too long"));
         }
@@ -112,10 +97,7 @@ impl FromStr for Reference {
         // tag: after the last ':' that comes after the last '/'
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (
-                &rest[..last_slash + i],
-                Some(rest[last_slash + i + 1..].to_string()),
-            ),
+            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
             None => (rest, None),
         };
         if let Some(t) = &tag {
@@ -123,10 +105,7 @@ impl FromStr for Reference {
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.')
-                    || first.contains(':')
-                    || first == "localhost"
-                    || first.starts_with('[') =>
+                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
             {
                 (first.to_string(), remainder.to_string())
             }
@@ -141,13 +120,9 @@ impl FromStr for Reference {
             return Err(bad("empty or too long repository"));
         }
         if !repository.split('/').all(check_repo_component) {
-            return Err(bad(
-                "repository must be lowercase components [a-z0-9] separated by '/', '.', '_', '-'",
-            ));
+            return Err(bad("repository must be lowercase components [a-z0-9] separated by '/', '.', '_', '-'"));
         }
-        if registry.is_empty()
-            || registry.contains(|c: char| c.is_whitespace() || c == '@' || c == '?' || c == '#')
-        {
+        if registry.is_empty() || registry.contains(|c: char| c.is_whitespace() || c == '@' || c == '?' || c == '#') {
             return Err(bad("invalid registry host"));
         }
         let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
@@ -155,12 +130,7 @@ impl FromStr for Reference {
         } else {
             registry
         };
-        Ok(Reference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Reference { registry, repository, tag, digest })
     }
 }
 
@@ -192,24 +162,14 @@ mod tests {
             ("127.0.0.1:5000", "a/b", Some("v1"))
         );
         let r: Reference =
-            "localhost/x@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-                .parse()
-                .unwrap();
+            "localhost/x@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse().unwrap();
         assert!(r.digest.is_some() && r.tag.is_none());
         assert_eq!(r.registry, "localhost");
     }
 
     #[test]
     fn rejects_bad() {
-        for s in [
-            "",
-            "UPPER/case",
-            "host:5000/repo:bad tag",
-            "a/../b",
-            "r@sha256:123",
-            "repo:-x",
-            "a//b",
-        ] {
+        for s in ["", "UPPER/case", "host:5000/repo:bad tag", "a/../b", "r@sha256:123", "repo:-x", "a//b"] {
             assert!(s.parse::<Reference>().is_err(), "{s}");
         }
     }

@@ -47,20 +47,12 @@ pub trait Source: Send + Sync {
 
     /// Every root this source holds with its tag, if it can enumerate them (layouts, archives).
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
-        Err(Error::Unsupported(format!(
-            "{} cannot list its roots; name a tag or digest",
-            self.location()
-        )))
+        Err(Error::Unsupported(format!("{} cannot list its roots; name a tag or digest", self.location())))
     }
 
     /// Tags known to this source.
     async fn list_tags(&self) -> Result<Vec<String>> {
-        Ok(self
-            .roots()
-            .await?
-            .into_iter()
-            .filter_map(|(_, t)| t)
-            .collect())
+        Ok(self.roots().await?.into_iter().filter_map(|(_, t)| t).collect())
     }
 
     /// Registry host and repository, for cross-repository mounts.
@@ -88,16 +80,10 @@ pub trait Destination: Send + Sync {
 
     /// Store a blob read from `src`. The destination checks size and digest before
     /// the blob becomes visible, and may mount it instead when `src` allows.
-    async fn push_blob(
-        &self,
-        desc: &Descriptor,
-        src: &dyn Source,
-        progress: &dyn Progress,
-    ) -> Result<BlobOutcome>;
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome>;
 
     /// Store a manifest or index by digest and, when `tag` is set, tag it.
-    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>)
-        -> Result<()>;
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()>;
 
     /// Called once per root, before anything of it is copied. A destination that holds only
     /// some kinds of content refuses here, before writing anything (docker-archive: images
@@ -160,20 +146,8 @@ impl<R> VerifyReader<R> {
     }
 
     /// Continue verifying from `offset` with a hasher already holding the bytes before it.
-    pub fn resume(
-        inner: R,
-        desc: &Descriptor,
-        location: impl Into<String>,
-        hasher: Hasher,
-        offset: u64,
-    ) -> Self {
-        VerifyReader {
-            inner,
-            hasher: Some(hasher),
-            desc: desc.clone(),
-            location: location.into(),
-            seen: offset,
-        }
+    pub fn resume(inner: R, desc: &Descriptor, location: impl Into<String>, hasher: Hasher, offset: u64) -> Self {
+        VerifyReader { inner, hasher: Some(hasher), desc: desc.clone(), location: location.into(), seen: offset }
     }
 }
 
@@ -182,11 +156,7 @@ fn verify_err(e: Error) -> std::io::Error {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for VerifyReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -265,36 +235,15 @@ mod tests {
     async fn verify_reader_refuses_wrong_bytes() {
         let desc = Descriptor::of_bytes("x", b"hello world");
         let mut ok = Vec::new();
-        VerifyReader::new(&b"hello world"[..], &desc, "t")
-            .read_to_end(&mut ok)
-            .await
-            .unwrap();
+        VerifyReader::new(&b"hello world"[..], &desc, "t").read_to_end(&mut ok).await.unwrap();
         assert_eq!(ok, b"hello world");
         let mut out = Vec::new();
-        let e = VerifyReader::new(&b"hello WORLD"[..], &desc, "t")
-            .read_to_end(&mut out)
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            unwrap_io_error(e, "t"),
-            Error::DigestMismatch { .. }
-        ));
+        let e = VerifyReader::new(&b"hello WORLD"[..], &desc, "t").read_to_end(&mut out).await.unwrap_err();
+        assert!(matches!(unwrap_io_error(e, "t"), Error::DigestMismatch { .. }));
         assert_ne!(out, b"hello WORLD");
-        let e = VerifyReader::new(&b"hello world!"[..], &desc, "t")
-            .read_to_end(&mut Vec::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            unwrap_io_error(e, "t"),
-            Error::SizeMismatch { .. }
-        ));
-        let e = VerifyReader::new(&b"hello"[..], &desc, "t")
-            .read_to_end(&mut Vec::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            unwrap_io_error(e, "t"),
-            Error::SizeMismatch { .. }
-        ));
+        let e = VerifyReader::new(&b"hello world!"[..], &desc, "t").read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
+        let e = VerifyReader::new(&b"hello"[..], &desc, "t").read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
     }
 }

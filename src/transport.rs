@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::descriptor::Platform;
 use crate::error::{Error, Result};
 use crate::reference::{check_tag, Reference};
 use crate::registry::Client;
@@ -32,10 +33,7 @@ pub enum Endpoint {
 
 fn split_path_ref(spec: &str, whole: &str) -> Result<(PathBuf, Option<String>)> {
     if spec.is_empty() {
-        return Err(Error::InvalidReference {
-            reference: whole.into(),
-            reason: "empty path".into(),
-        });
+        return Err(Error::InvalidReference { reference: whole.into(), reason: "empty path".into() });
     }
     if let Some((p, d)) = spec.rsplit_once('@') {
         if d.contains(':') {
@@ -69,15 +67,9 @@ impl FromStr for Endpoint {
                 _ => (rest, None),
             };
             if path.is_empty() {
-                return Err(Error::InvalidReference {
-                    reference: s.into(),
-                    reason: "empty path".into(),
-                });
+                return Err(Error::InvalidReference { reference: s.into(), reason: "empty path".into() });
             }
-            return Ok(Endpoint::DockerArchive {
-                path: PathBuf::from(path),
-                reference,
-            });
+            return Ok(Endpoint::DockerArchive { path: PathBuf::from(path), reference });
         }
         let r = s.strip_prefix("docker://").unwrap_or(s);
         Ok(Endpoint::Registry(r.parse()?))
@@ -129,18 +121,23 @@ impl Endpoint {
             Endpoint::Layout { reference, .. }
             | Endpoint::OciArchive { reference, .. }
             | Endpoint::DockerArchive { reference, .. } => reference.clone(),
-            Endpoint::Registry(r) => r
-                .digest
-                .as_ref()
-                .map(|d| d.to_string())
-                .or_else(|| r.tag.clone()),
+            Endpoint::Registry(r) => r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tag.clone()),
+        }
+    }
+
+    /// The tag or digest to resolve in the source (docker-archive names are `repo:tag`).
+    pub fn source_reference(&self) -> Option<String> {
+        match self {
+            Endpoint::DockerArchive { reference: Some(r), .. } if r.parse::<crate::digest::Digest>().is_err() => {
+                Some(r.clone())
+            }
+            _ => self.reference(),
         }
     }
 
     /// The tag named (not a digest).
     pub fn tag(&self) -> Option<String> {
-        self.reference()
-            .filter(|r| r.parse::<crate::digest::Digest>().is_err())
+        self.reference().filter(|r| r.parse::<crate::digest::Digest>().is_err())
     }
 }
 
@@ -149,33 +146,46 @@ pub fn open_source(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Source
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => {
-            return open_archive_source(ep)
-        }
+        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep),
     })
 }
 
-/// Open `ep` for writing.
-pub fn open_destination(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Destination>> {
+/// Open `ep` for writing. `platform` picks the image a docker-archive gets from an index.
+pub async fn open_destination(
+    ep: &Endpoint,
+    client: &Arc<Client>,
+    platform: Option<&Platform>,
+) -> Result<Box<dyn Destination>> {
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::create(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => {
-            return open_archive_destination(ep)
+        Endpoint::OciArchive { path, .. } => Box::new(crate::archive::OciArchiveWriter::create(path).await?),
+        Endpoint::DockerArchive { path, reference } => {
+            let tags = reference.iter().map(|r| docker_repo_tag(r, &ep.to_string())).collect::<Result<Vec<_>>>()?;
+            Box::new(crate::docker_archive::DockerArchiveWriter::create(path, tags, platform.cloned()).await?)
         }
     })
 }
 
-fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
-    Err(Error::Unsupported(format!(
-        "{ep}: archive transports are not available in this build"
-    )))
+/// `repo[:tag]` as docker's RepoTags want it (`:latest` added when missing).
+fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
+    let bad = |why: String| Error::InvalidReference { reference: whole.to_string(), reason: why };
+    let parsed: Reference = r.parse().map_err(|_| bad(format!("{r:?} is not REPO[:TAG]")))?;
+    if parsed.digest.is_some() {
+        return Err(bad("docker-archive names take a tag, not a digest".into()));
+    }
+    let tag = parsed.tag.clone().unwrap_or_else(|| "latest".into());
+    // Keep the name as typed (docker shows `foo`, not `docker.io/library/foo`).
+    let name = r.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(r, |(n, _)| n);
+    Ok(format!("{name}:{tag}"))
 }
 
-fn open_archive_destination(ep: &Endpoint) -> Result<Box<dyn Destination>> {
-    Err(Error::Unsupported(format!(
-        "{ep}: archive transports are not available in this build"
-    )))
+fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
+    Ok(match ep {
+        Endpoint::OciArchive { path, .. } => Box::new(crate::archive::OciArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => Box::new(crate::docker_archive::DockerArchive::open(path)?),
+        _ => return Err(Error::Other(format!("{ep} is not an archive"))),
+    })
 }
 
 #[cfg(test)]
@@ -186,42 +196,19 @@ mod tests {
     fn parses_transports() {
         assert_eq!(
             "oci:./out:v1".parse::<Endpoint>().unwrap(),
-            Endpoint::Layout {
-                path: "./out".into(),
-                reference: Some("v1".into())
-            }
+            Endpoint::Layout { path: "./out".into(), reference: Some("v1".into()) }
         );
-        assert_eq!(
-            "oci:/a/b".parse::<Endpoint>().unwrap(),
-            Endpoint::Layout {
-                path: "/a/b".into(),
-                reference: None
-            }
-        );
+        assert_eq!("oci:/a/b".parse::<Endpoint>().unwrap(), Endpoint::Layout { path: "/a/b".into(), reference: None });
         let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
         assert_eq!(
             format!("oci:x@{d}").parse::<Endpoint>().unwrap(),
-            Endpoint::Layout {
-                path: "x".into(),
-                reference: Some(d.into())
-            }
+            Endpoint::Layout { path: "x".into(), reference: Some(d.into()) }
         );
-        assert!(matches!(
-            "localhost:5000/a:b".parse::<Endpoint>().unwrap(),
-            Endpoint::Registry(_)
-        ));
-        assert!(matches!(
-            "docker://localhost:5000/a".parse::<Endpoint>().unwrap(),
-            Endpoint::Registry(_)
-        ));
+        assert!(matches!("localhost:5000/a:b".parse::<Endpoint>().unwrap(), Endpoint::Registry(_)));
+        assert!(matches!("docker://localhost:5000/a".parse::<Endpoint>().unwrap(), Endpoint::Registry(_)));
         assert_eq!(
-            "docker-archive:x.tar:repo/a:v1"
-                .parse::<Endpoint>()
-                .unwrap(),
-            Endpoint::DockerArchive {
-                path: "x.tar".into(),
-                reference: Some("repo/a:v1".into())
-            }
+            "docker-archive:x.tar:repo/a:v1".parse::<Endpoint>().unwrap(),
+            Endpoint::DockerArchive { path: "x.tar".into(), reference: Some("repo/a:v1".into()) }
         );
         assert!("oci:dir:bad tag".parse::<Endpoint>().is_err());
     }

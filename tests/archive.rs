@@ -23,11 +23,7 @@ fn layer_tar() -> Vec<u8> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
         h.set_mtime(0);
         b.append_data(&mut h, path, data).unwrap();
     };
@@ -63,9 +59,7 @@ fn make_layout(dir: &Path) -> (Descriptor, Descriptor) {
     .unwrap();
     let mdesc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest);
     layout.write_blob_bytes(&layer, &gz).unwrap();
-    layout
-        .write_blob_bytes(&config_desc, config.as_bytes())
-        .unwrap();
+    layout.write_blob_bytes(&config_desc, config.as_bytes()).unwrap();
     layout.write_blob_bytes(&mdesc, &manifest).unwrap();
     layout.set_tag(&mdesc, "v1").unwrap();
 
@@ -101,11 +95,7 @@ async fn copy_tagged(
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("SKIP: {tool} is not installed");
     }
@@ -173,13 +163,7 @@ async fn oci_archive_round_trip_is_byte_stable() {
     assert_eq!(root.digest, mdesc.digest);
     assert_eq!(ar.roots().await.unwrap().len(), 1);
     assert_eq!(ar.resolve(None).await.unwrap().digest, mdesc.digest);
-    assert_eq!(
-        ar.resolve(Some(&mdesc.digest.to_string()))
-            .await
-            .unwrap()
-            .digest,
-        mdesc.digest
-    );
+    assert_eq!(ar.resolve(Some(&mdesc.digest.to_string())).await.unwrap().digest, mdesc.digest);
 
     let back = Layout::create(t.path().join("back")).unwrap();
     copy_tagged(&ar, &back, "v1", &["v1"]).await.unwrap();
@@ -199,14 +183,10 @@ async fn oci_archive_is_read_by_skopeo_and_umoci() {
     let w = OciArchiveWriter::create(&file).await.unwrap();
     copy_tagged(&src, &w, "v1", &["v1"]).await.unwrap();
 
-    let inspect = run(Command::new("skopeo")
-        .arg("inspect")
-        .arg("--raw")
-        .arg(format!("oci-archive:{}", file.display())));
+    let inspect =
+        run(Command::new("skopeo").arg("inspect").arg("--raw").arg(format!("oci-archive:{}", file.display())));
     assert_eq!(hoist::Digest::sha256_of(inspect.as_bytes()), mdesc.digest);
-    run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci-archive:{}", file.display())));
+    run(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", file.display())));
     let dir = t.path().join("fromskopeo");
     run(Command::new("skopeo")
         .arg("copy")
@@ -218,14 +198,8 @@ async fn oci_archive_is_read_by_skopeo_and_umoci() {
         .args(["unpack", "--rootless", "--image"])
         .arg(format!("{}:v1", dir.display()))
         .arg(&bundle));
-    assert_eq!(
-        std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(),
-        HELLO
-    );
-    assert_eq!(
-        std::fs::read(bundle.join("rootfs/sub/data.txt")).unwrap(),
-        DATA
-    );
+    assert_eq!(std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(), HELLO);
+    assert_eq!(std::fs::read(bundle.join("rootfs/sub/data.txt")).unwrap(), DATA);
 }
 
 #[tokio::test]
@@ -237,9 +211,7 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
     let file = t.path().join("docker.tar");
-    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
-        .await
-        .unwrap();
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None).await.unwrap();
     copy_tagged(&src, &w, "v1", &[]).await.unwrap();
 
     let names: Vec<String> = tar::Archive::new(std::fs::File::open(&file).unwrap())
@@ -247,27 +219,18 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        names.iter().any(|n| n == "manifest.json") && names.iter().any(|n| n == "index.json"),
-        "{names:?}"
-    );
+    assert!(names.iter().any(|n| n == "manifest.json") && names.iter().any(|n| n == "index.json"), "{names:?}");
 
     let arg = format!("docker-archive:{}", file.display());
     run(Command::new("skopeo").arg("inspect").arg(&arg));
     let dir = t.path().join("fromskopeo");
-    run(Command::new("skopeo")
-        .arg("copy")
-        .arg(&arg)
-        .arg(format!("oci:{}:v1", dir.display())));
+    run(Command::new("skopeo").arg("copy").arg(&arg).arg(format!("oci:{}:v1", dir.display())));
     let bundle = t.path().join("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
         .arg(format!("{}:v1", dir.display()))
         .arg(&bundle));
-    assert_eq!(
-        std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(),
-        HELLO
-    );
+    assert_eq!(std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(), HELLO);
 
     // hoist reads its own docker-archive through index.json: digests round-trip.
     let ar = DockerArchive::open(&file).unwrap();
@@ -285,9 +248,7 @@ async fn docker_archive_is_loaded_by_podman() {
     make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
     let file = t.path().join("docker.tar");
-    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
-        .await
-        .unwrap();
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None).await.unwrap();
     copy_tagged(&src, &w, "v1", &[]).await.unwrap();
 
     let podman = |args: &[&str]| {
@@ -302,18 +263,11 @@ async fn docker_archive_is_loaded_by_podman() {
     };
     let probe = podman(&["images"]);
     if !probe.status.success() {
-        eprintln!(
-            "SKIP: podman cannot run here: {}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
+        eprintln!("SKIP: podman cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
         return;
     }
     let out = podman(&["load", "-i", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "podman load: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "podman load: {}", String::from_utf8_lossy(&out.stderr));
     let images = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let listed = String::from_utf8_lossy(&images.stdout);
     assert!(listed.contains("example.com/hoist/test:v1"), "{listed}");
@@ -330,10 +284,7 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     run(Command::new("skopeo")
         .arg("copy")
         .arg(format!("oci:{}:v1", t.path().join("src").display()))
-        .arg(format!(
-            "docker-archive:{}:example.com/hoist/test:v1",
-            file.display()
-        )));
+        .arg(format!("docker-archive:{}:example.com/hoist/test:v1", file.display())));
 
     let ar = DockerArchive::open(&file).unwrap();
     assert!(!ar.is_oci());
@@ -344,9 +295,7 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     assert_eq!(root.media_type, media::DOCKER_MANIFEST);
 
     let dst = Layout::create(t.path().join("dst")).unwrap();
-    copy_tagged(&ar, &dst, "example.com/hoist/test:v1", &["v1"])
-        .await
-        .unwrap();
+    copy_tagged(&ar, &dst, "example.com/hoist/test:v1", &["v1"]).await.unwrap();
     assert!(dst.fsck().await.unwrap().is_empty());
     let got = dst.resolve_sync(Some("v1")).unwrap();
     assert_eq!(got.digest, root.digest);
@@ -357,9 +306,7 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     let raw = std::fs::read(dst.blob_path_of(&layer.digest)).unwrap();
     let plain = if layer.media_type == media::DOCKER_LAYER_GZIP {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
         out
     } else {
         raw
@@ -400,15 +347,10 @@ async fn corrupt_blob_leaves_no_archive() {
         let e = copy_tagged(&src, &w, "v1", &["v1"]).await.unwrap_err();
         assert_eq!(e.exit_code(), 5, "{e}");
         assert!(e.to_string().contains(&layer.digest.to_string()), "{e}");
-        assert!(
-            w.finish().await.is_err(),
-            "finish after a failed blob must fail"
-        );
+        assert!(w.finish().await.is_err(), "finish after a failed blob must fail");
     }
     {
-        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None)
-            .await
-            .unwrap();
+        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None).await.unwrap();
         let e = copy_tagged(&src, &w, "v1", &[]).await.unwrap_err();
         assert_eq!(e.exit_code(), 5, "{e}");
     }
@@ -423,15 +365,10 @@ async fn artifact_to_docker_archive_is_refused() {
     let out = t.path().join("out");
     std::fs::create_dir(&out).unwrap();
     {
-        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None)
-            .await
-            .unwrap();
+        let w = DockerArchiveWriter::create(out.join("docker.tar"), vec![], None).await.unwrap();
         let e = copy_tagged(&src, &w, "art", &[]).await.unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
-        assert!(
-            e.to_string().contains("application/vnd.example.thing"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("application/vnd.example.thing"), "{e}");
     }
     assert_eq!(leftovers(&out, &[]), Vec::<PathBuf>::new());
 
@@ -477,9 +414,7 @@ async fn docker_archive_is_imported_by_containerd() {
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
     let file = t.path().join("docker.tar");
-    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None)
-        .await
-        .unwrap();
+    let w = DockerArchiveWriter::create(&file, vec!["example.com/hoist/test:v1".into()], None).await.unwrap();
     copy_tagged(&src, &w, "v1", &[]).await.unwrap();
 
     let c = t.path().join("c");
@@ -503,14 +438,7 @@ async fn docker_archive_is_imported_by_containerd() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let ctr = |args: &[&str]| {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&sock)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let ctr = |args: &[&str]| Command::new("ctr").arg("--address").arg(&sock).args(args).output().unwrap();
     let mut up = false;
     for _ in 0..50 {
         if sock.exists() && ctr(&["version"]).status.success() {
@@ -522,21 +450,14 @@ async fn docker_archive_is_imported_by_containerd() {
     if !up {
         let _ = daemon.kill();
         let _ = daemon.wait();
-        eprintln!(
-            "SKIP: containerd cannot start here: {}",
-            std::fs::read_to_string(c.join("log")).unwrap_or_default()
-        );
+        eprintln!("SKIP: containerd cannot start here: {}", std::fs::read_to_string(c.join("log")).unwrap_or_default());
         return;
     }
     let import = ctr(&["images", "import", "--no-unpack", file.to_str().unwrap()]);
     let list = ctr(&["images", "ls"]);
     let _ = daemon.kill();
     let _ = daemon.wait();
-    assert!(
-        import.status.success(),
-        "ctr import: {}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    assert!(import.status.success(), "ctr import: {}", String::from_utf8_lossy(&import.stderr));
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(listed.contains("example.com/hoist/test:v1"), "{listed}");
     assert!(listed.contains(&mdesc.digest.to_string()), "{listed}");
@@ -550,13 +471,9 @@ fn add_multi_platform(dir: &Path, v1: &Descriptor) -> (hoist::Digest, hoist::Dig
     let children = doc.children();
     let amd_config = children[0].clone();
     let config = std::fs::read(layout.blob_path_of(&amd_config.digest)).unwrap();
-    let arm_config_bytes = String::from_utf8(config)
-        .unwrap()
-        .replace("\"amd64\"", "\"arm64\"");
+    let arm_config_bytes = String::from_utf8(config).unwrap().replace("\"amd64\"", "\"arm64\"");
     let arm_config = Descriptor::of_bytes(media::OCI_CONFIG, arm_config_bytes.as_bytes());
-    layout
-        .write_blob_bytes(&arm_config, arm_config_bytes.as_bytes())
-        .unwrap();
+    layout.write_blob_bytes(&arm_config, arm_config_bytes.as_bytes()).unwrap();
     let arm = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
@@ -585,10 +502,7 @@ fn add_multi_platform(dir: &Path, v1: &Descriptor) -> (hoist::Digest, hoist::Dig
 fn manifest_json_of(file: &Path) -> (serde_json::Value, Vec<String>) {
     let mut names = Vec::new();
     let mut manifest = None;
-    for e in tar::Archive::new(std::fs::File::open(file).unwrap())
-        .entries()
-        .unwrap()
-    {
+    for e in tar::Archive::new(std::fs::File::open(file).unwrap()).entries().unwrap() {
         let mut e = e.unwrap();
         let name = e.path().unwrap().to_string_lossy().into_owned();
         if name == "manifest.json" {
@@ -608,26 +522,16 @@ async fn docker_archive_picks_one_platform_of_an_index() {
     let (v1, _) = make_layout(&dir);
     let (amd, arm) = add_multi_platform(&dir, &v1);
     let src = Layout::open(&dir).unwrap();
-    for (platform, want, other) in [
-        (None, &amd, &arm),
-        (hoist::Platform::parse("linux/arm64"), &arm, &amd),
-    ] {
+    for (platform, want, other) in [(None, &amd, &arm), (hoist::Platform::parse("linux/arm64"), &arm, &amd)] {
         let file = t.path().join("docker.tar");
-        let w = DockerArchiveWriter::create(&file, vec!["example.com/multi:1".into()], platform)
-            .await
-            .unwrap();
+        let w = DockerArchiveWriter::create(&file, vec!["example.com/multi:1".into()], platform).await.unwrap();
         copy_tagged(&src, &w, "multi", &[]).await.unwrap();
         let (m, names) = manifest_json_of(&file);
         assert_eq!(m[0]["Config"], format!("blobs/sha256/{}", want.hex()));
         assert_eq!(m[0]["RepoTags"], serde_json::json!(["example.com/multi:1"]));
-        assert!(
-            !names.iter().any(|n| n.ends_with(other.hex())),
-            "other platform's config copied: {names:?}"
-        );
+        assert!(!names.iter().any(|n| n.ends_with(other.hex())), "other platform's config copied: {names:?}");
         if have("skopeo") {
-            run(Command::new("skopeo")
-                .arg("inspect")
-                .arg(format!("docker-archive:{}", file.display())));
+            run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", file.display())));
         }
     }
 }
@@ -650,13 +554,15 @@ async fn legacy_docker_save_layout_is_read() {
     };
     file("abc.json", config.as_bytes());
     file("aaa/layer.tar", &tar_bytes);
-    file("manifest.json", br#"[{"Config":"abc.json","RepoTags":["legacy:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#);
+    file(
+        "manifest.json",
+        br#"[{"Config":"abc.json","RepoTags":["legacy:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#,
+    );
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
     h.set_mode(0o777);
-    b.append_link(&mut h, "bbb/layer.tar", "../aaa/layer.tar")
-        .unwrap();
+    b.append_link(&mut h, "bbb/layer.tar", "../aaa/layer.tar").unwrap();
     let path = t.path().join("legacy.tar");
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
 
@@ -673,17 +579,11 @@ async fn legacy_docker_save_layout_is_read() {
 
     // hoist's docker-archive writer re-exports it (diff_ids verified on the way).
     let out = t.path().join("again.tar");
-    let w = DockerArchiveWriter::create(&out, vec!["legacy:2".into()], None)
-        .await
-        .unwrap();
+    let w = DockerArchiveWriter::create(&out, vec!["legacy:2".into()], None).await.unwrap();
     copy_tagged(&dst, &w, "1", &[]).await.unwrap();
     if have("skopeo") {
-        run(Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("docker-archive:{}", path.display())));
-        run(Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("docker-archive:{}", out.display())));
+        run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", path.display())));
+        run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", out.display())));
     }
 }
 
@@ -702,7 +602,10 @@ async fn wrong_diff_ids_are_refused_by_docker_archive() {
     );
     let cdesc = Descriptor::of_bytes(media::OCI_CONFIG, config.as_bytes());
     layout.write_blob_bytes(&cdesc, config.as_bytes()).unwrap();
-    let m = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": cdesc, "layers": [layer]})).unwrap();
+    let m = serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": cdesc, "layers": [layer]}),
+    )
+    .unwrap();
     let mdesc = Descriptor::of_bytes(media::OCI_MANIFEST, &m);
     layout.write_blob_bytes(&mdesc, &m).unwrap();
     layout.set_tag(&mdesc, "bad").unwrap();
@@ -712,9 +615,7 @@ async fn wrong_diff_ids_are_refused_by_docker_archive() {
     let out = t.path().join("out");
     std::fs::create_dir(&out).unwrap();
     {
-        let w = DockerArchiveWriter::create(out.join("d.tar"), vec![], None)
-            .await
-            .unwrap();
+        let w = DockerArchiveWriter::create(out.join("d.tar"), vec![], None).await.unwrap();
         let e = copy_tagged(&src, &w, "bad", &[]).await.unwrap_err();
         assert!(e.to_string().contains("diff_id"), "{e}");
     }

@@ -17,9 +17,7 @@ use sha2::{Digest as _, Sha256};
 const REPO: &str = "harness/blobs";
 
 fn blob(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 fn digest_of(data: &[u8]) -> String {
@@ -37,11 +35,7 @@ fn resolve(base: &str, location: &str) -> String {
 
 /// POST an upload session at `base`; returns the absolute upload URL.
 async fn start_upload(client: &reqwest::Client, base: &str) -> String {
-    let resp = client
-        .post(format!("{base}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .expect("POST upload");
+    let resp = client.post(format!("{base}/v2/{REPO}/blobs/uploads/")).send().await.expect("POST upload");
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let loc = resp.headers()[LOCATION].to_str().unwrap().to_owned();
     resolve(base, &loc)
@@ -65,18 +59,12 @@ async fn upload_blob(client: &reqwest::Client, base: &str, data: &[u8]) -> reqwe
 }
 
 async fn head_blob(client: &reqwest::Client, base: &str, digest: &str) -> StatusCode {
-    client
-        .head(format!("{base}/v2/{REPO}/blobs/{digest}"))
-        .send()
-        .await
-        .expect("HEAD blob")
-        .status()
+    client.head(format!("{base}/v2/{REPO}/blobs/{digest}")).send().await.expect("HEAD blob").status()
 }
 
 /// A body reqwest sends chunked (no Content-Length).
 fn chunked_body(data: Vec<u8>) -> reqwest::Body {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        data.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures::stream::iter(chunks))
 }
 
@@ -92,11 +80,7 @@ async fn registry_plain_answers_v2() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(reg.data_dir().is_dir());
     let reqs = reg.requests();
-    assert!(
-        reqs.iter()
-            .any(|r| r.method == "GET" && r.path == "/v2/" && r.status == 200),
-        "{reqs:?}"
-    );
+    assert!(reqs.iter().any(|r| r.method == "GET" && r.path == "/v2/" && r.status == 200), "{reqs:?}");
 }
 
 #[tokio::test]
@@ -109,19 +93,9 @@ async fn registry_auth_wants_basic_credentials() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let challenge = resp.headers()[WWW_AUTHENTICATE].to_str().unwrap();
     assert!(challenge.starts_with("Basic realm="), "{challenge}");
-    let resp = client
-        .get(&url)
-        .basic_auth("alice", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(&url).basic_auth("alice", Some("s3cret")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = client
-        .get(&url)
-        .basic_auth("alice", Some("wrong"))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(&url).basic_auth("alice", Some("wrong")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -129,10 +103,8 @@ async fn registry_auth_wants_basic_credentials() {
 async fn registry_tls_verifies_with_its_ca() {
     let reg = TestRegistry::start(RegistryOpts::tls());
     assert!(reg.url().starts_with("https://127.0.0.1:"));
-    let names: Vec<_> = std::fs::read_dir(reg.cert_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<_> =
+        std::fs::read_dir(reg.cert_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names, ["ca.crt"]);
 
     let pem = std::fs::read(reg.ca_pem_path()).unwrap();
@@ -142,29 +114,13 @@ async fn registry_tls_verifies_with_its_ca() {
         .build()
         .unwrap();
     for host in [reg.host(), format!("localhost:{}", reg.port())] {
-        let resp = client
-            .get(format!("https://{host}/v2/"))
-            .send()
-            .await
-            .unwrap();
+        let resp = client.get(format!("https://{host}/v2/")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{host}");
     }
-    assert_eq!(
-        reg.http_client()
-            .get(format!("{}/v2/", reg.url()))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(reg.http_client().get(format!("{}/v2/", reg.url())).send().await.unwrap().status(), StatusCode::OK);
     // without the CA: not trusted
     let untrusted = reqwest::Client::new();
-    assert!(untrusted
-        .get(format!("{}/v2/", reg.url()))
-        .send()
-        .await
-        .is_err());
+    assert!(untrusted.get(format!("{}/v2/", reg.url())).send().await.is_err());
 }
 
 #[tokio::test]
@@ -173,19 +129,11 @@ async fn registry_tls_with_auth() {
     let client = reg.http_client();
     let url = format!("{}/v2/", reg.url());
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
-    let resp = client
-        .get(&url)
-        .basic_auth("u", Some("p"))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(&url).basic_auth("u", Some("p")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
         reg.skopeo_args("dest"),
-        [
-            format!("--dest-cert-dir={}", reg.cert_dir().display()),
-            "--dest-creds=u:p".to_owned()
-        ]
+        [format!("--dest-cert-dir={}", reg.cert_dir().display()), "--dest-creds=u:p".to_owned()]
     );
 }
 
@@ -206,16 +154,9 @@ fn access_log_lines_parse() {
     let l = r#"127.0.0.1 - - [24/Nov/2026:05:26:20 +0000] "GET /v2/foo/blobs/uploads/?x=1&y=2 HTTP/1.1" 404 88 "" "curl/7.88.1""#;
     assert_eq!(
         parse_access_line(l),
-        Some(LoggedRequest {
-            method: "GET".into(),
-            path: "/v2/foo/blobs/uploads/?x=1&y=2".into(),
-            status: 404
-        })
+        Some(LoggedRequest { method: "GET".into(), path: "/v2/foo/blobs/uploads/?x=1&y=2".into(), status: 404 })
     );
-    assert_eq!(
-        parse_access_line(r#"time="x" level=info msg="response completed""#),
-        None
-    );
+    assert_eq!(parse_access_line(r#"time="x" level=info msg="response completed""#), None);
 }
 
 #[test]
@@ -242,10 +183,7 @@ async fn proxy_passes_blob_upload_through() {
     let digest = digest_of(&data);
 
     let upload = start_upload(&client, &proxy.url()).await;
-    assert!(
-        upload.starts_with(&format!("{}/v2/{REPO}/blobs/uploads/", proxy.url())),
-        "{upload}"
-    );
+    assert!(upload.starts_with(&format!("{}/v2/{REPO}/blobs/uploads/", proxy.url())), "{upload}");
     let resp = client
         .put(with_digest(&upload, &digest))
         .header(CONTENT_TYPE, "application/octet-stream")
@@ -254,26 +192,13 @@ async fn proxy_passes_blob_upload_through() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let resp = client
-        .head(format!("{}/v2/{REPO}/blobs/{digest}", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.head(format!("{}/v2/{REPO}/blobs/{digest}", proxy.url())).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        resp.headers()[CONTENT_LENGTH],
-        data.len().to_string().as_str()
-    );
+    assert_eq!(resp.headers()[CONTENT_LENGTH], data.len().to_string().as_str());
 
     // and the content is right: GET through the proxy
-    let got = client
-        .get(format!("{}/v2/{REPO}/blobs/{digest}", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got =
+        client.get(format!("{}/v2/{REPO}/blobs/{digest}", proxy.url())).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(digest_of(&got), digest);
 
     assert_eq!(proxy.request_body_bytes(), data.len() as u64);
@@ -283,27 +208,13 @@ async fn proxy_passes_blob_upload_through() {
     assert_eq!(proxy.method_count("GET"), 1);
     let ex = proxy.exchanges();
     let statuses: Vec<_> = ex.iter().map(|e| (e.method.as_str(), e.status)).collect();
-    assert_eq!(
-        statuses,
-        [
-            ("POST", Some(202)),
-            ("PUT", Some(201)),
-            ("HEAD", Some(200)),
-            ("GET", Some(200)),
-        ]
-    );
+    assert_eq!(statuses, [("POST", Some(202)), ("PUT", Some(201)), ("HEAD", Some(200)), ("GET", Some(200)),]);
     assert!(ex.iter().all(|e| e.faults.is_empty()));
     // the registry saw the same
-    let puts: Vec<_> = reg
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PUT")
-        .collect();
+    let puts: Vec<_> = reg.requests().into_iter().filter(|r| r.method == "PUT").collect();
     assert_eq!(puts.len(), 1);
     assert!(
-        puts[0]
-            .path
-            .contains(&format!("digest={digest}").replace(':', "%3A"))
+        puts[0].path.contains(&format!("digest={digest}").replace(':', "%3A"))
             || puts[0].path.contains(&format!("digest={digest}"))
     );
     assert_eq!(puts[0].status, 201);
@@ -327,50 +238,29 @@ async fn proxy_streams_chunked_bodies() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let next = resolve(&proxy.url(), resp.headers()[LOCATION].to_str().unwrap());
-    let resp = client
-        .put(with_digest(&next, &digest))
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        client.put(with_digest(&next, &digest)).header(CONTENT_TYPE, "application/octet-stream").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert_eq!(
-        head_blob(&client, &proxy.url(), &digest).await,
-        StatusCode::OK
-    );
+    assert_eq!(head_blob(&client, &proxy.url(), &digest).await, StatusCode::OK);
     assert_eq!(proxy.request_body_bytes(), data.len() as u64);
 }
 
 #[tokio::test]
 async fn status_rule_fires_on_nth_request_only() {
     let reg = TestRegistry::plain();
-    let proxy = FaultProxy::start(
-        &reg.url(),
-        vec![Rule::new().method("GET").path("/v2/").nth(3).status(503)],
-    )
-    .unwrap();
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().method("GET").path("/v2/").nth(3).status(503)]).unwrap();
     let client = reqwest::Client::new();
     let before = reg.count("GET", "/v2/"); // the start-up probes
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let resp = client
-            .get(format!("{}/v2/", proxy.url()))
-            .send()
-            .await
-            .unwrap();
+        let resp = client.get(format!("{}/v2/", proxy.url())).send().await.unwrap();
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             assert_eq!(resp.headers()[RETRY_AFTER], "1");
         }
         seen.push(resp.status().as_u16());
     }
     assert_eq!(seen, [200, 200, 503, 200, 200]);
-    assert_eq!(
-        proxy.rule_stats(0),
-        RuleStats {
-            matched: 5,
-            fired: 1
-        }
-    );
+    assert_eq!(proxy.rule_stats(0), RuleStats { matched: 5, fired: 1 });
     assert_eq!(proxy.exchanges()[2].faults, [Fault::Status(503)]);
     // the injected one never reached the registry
     assert_eq!(reg.count("GET", "/v2/") - before, 4);
@@ -383,11 +273,7 @@ async fn status_rules_every_times_after_and_401() {
         &reg.url(),
         vec![
             Rule::new().path("/v2/a").every(2).status(500),
-            Rule::new()
-                .path("/v2/b")
-                .times(2)
-                .status(429)
-                .retry_after(3),
+            Rule::new().path("/v2/b").times(2).status(429).retry_after(3),
             Rule::new().path("/v2/c").after(1).status(401),
         ],
     )
@@ -418,34 +304,15 @@ async fn status_rules_every_times_after_and_401() {
     let stats = proxy.state().all_rule_stats();
     assert_eq!(
         stats,
-        [
-            RuleStats {
-                matched: 4,
-                fired: 2
-            },
-            RuleStats {
-                matched: 4,
-                fired: 2
-            },
-            RuleStats {
-                matched: 4,
-                fired: 3
-            },
-        ]
+        [RuleStats { matched: 4, fired: 2 }, RuleStats { matched: 4, fired: 2 }, RuleStats { matched: 4, fired: 3 },]
     );
 }
 
 #[tokio::test]
 async fn drop_request_rule_cuts_the_body() {
     let reg = TestRegistry::plain();
-    let proxy = FaultProxy::start(
-        &reg.url(),
-        vec![Rule::new()
-            .method("PUT")
-            .times(1)
-            .drop_request_after(100_000)],
-    )
-    .unwrap();
+    let proxy =
+        FaultProxy::start(&reg.url(), vec![Rule::new().method("PUT").times(1).drop_request_after(100_000)]).unwrap();
     let client = reqwest::Client::new();
     let data = blob(1 << 20, 9);
     let digest = digest_of(&data);
@@ -457,15 +324,8 @@ async fn drop_request_rule_cuts_the_body() {
         .send()
         .await;
     assert!(result.is_err(), "connection should be dropped: {result:?}");
-    assert_eq!(
-        head_blob(&client, &proxy.url(), &digest).await,
-        StatusCode::NOT_FOUND
-    );
-    let put = proxy
-        .exchanges()
-        .into_iter()
-        .find(|e| e.method == "PUT")
-        .unwrap();
+    assert_eq!(head_blob(&client, &proxy.url(), &digest).await, StatusCode::NOT_FOUND);
+    let put = proxy.exchanges().into_iter().find(|e| e.method == "PUT").unwrap();
     assert_eq!(put.status, None);
     assert_eq!(put.faults, [Fault::RequestCut(100_000)]);
     assert_eq!(proxy.rule_stats(0).fired, 1);
@@ -473,10 +333,7 @@ async fn drop_request_rule_cuts_the_body() {
     // the rule was for one time only: the retry goes through
     let resp = upload_blob(&client, &proxy.url(), &data).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert_eq!(
-        head_blob(&client, &proxy.url(), &digest).await,
-        StatusCode::OK
-    );
+    assert_eq!(head_blob(&client, &proxy.url(), &digest).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -486,22 +343,11 @@ async fn drop_response_rule_cuts_the_body() {
     let client = reqwest::Client::new();
     let data = blob(256 << 10, 1);
     let digest = digest_of(&data);
-    assert_eq!(
-        upload_blob(&client, &proxy.url(), &data).await.status(),
-        StatusCode::CREATED
-    );
-    proxy.set_rules(vec![Rule::new()
-        .method("GET")
-        .path("/blobs/sha256:")
-        .nth(1)
-        .drop_response_after(1000)]);
+    assert_eq!(upload_blob(&client, &proxy.url(), &data).await.status(), StatusCode::CREATED);
+    proxy.set_rules(vec![Rule::new().method("GET").path("/blobs/sha256:").nth(1).drop_response_after(1000)]);
     let url = format!("{}/v2/{REPO}/blobs/{digest}", proxy.url());
     let resp = client.get(&url).send().await.unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::OK,
-        "head passes, the body is cut"
-    );
+    assert_eq!(resp.status(), StatusCode::OK, "head passes, the body is cut");
     let mut resp = resp;
     let mut received = 0;
     let end = loop {
@@ -516,14 +362,7 @@ async fn drop_response_rule_cuts_the_body() {
     let cut = proxy.exchanges().pop().unwrap();
     assert_eq!(cut.faults, [Fault::ResponseCut(1000)]);
     // second GET is whole
-    let got = client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = client.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.len(), data.len());
 }
 
@@ -537,10 +376,7 @@ async fn max_body_rule_answers_413() {
     let big = blob(1 << 20, 5);
     let resp = upload_blob(&client, &proxy.url(), &big).await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        head_blob(&client, &proxy.url(), &digest_of(&big)).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(head_blob(&client, &proxy.url(), &digest_of(&big)).await, StatusCode::NOT_FOUND);
 
     // chunked over the limit: noticed while streaming
     let upload = start_upload(&client, &proxy.url()).await;
@@ -558,45 +394,26 @@ async fn max_body_rule_answers_413() {
     let resp = upload_blob(&client, &proxy.url(), &small).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 
-    let too_large = proxy
-        .exchanges()
-        .iter()
-        .filter(|e| e.faults == [Fault::TooLarge] && e.status == Some(413))
-        .count();
+    let too_large = proxy.exchanges().iter().filter(|e| e.faults == [Fault::TooLarge] && e.status == Some(413)).count();
     assert_eq!(too_large, 2);
     assert_eq!(proxy.rule_stats(0).fired, 2);
     // the big PUT never reached the registry; the chunked PATCH began to, and was aborted
     assert_eq!(reg.count("PUT", "digest="), 1);
-    let patches: Vec<_> = reg
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH")
-        .collect();
+    let patches: Vec<_> = reg.requests().into_iter().filter(|r| r.method == "PATCH").collect();
     assert!(patches.iter().all(|r| r.status != 202), "{patches:?}");
 }
 
 #[tokio::test]
 async fn stall_rule_delays() {
     let reg = TestRegistry::plain();
-    let proxy = FaultProxy::start(
-        &reg.url(),
-        vec![Rule::new().nth(1).stall(Duration::from_millis(400))],
-    )
-    .unwrap();
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().nth(1).stall(Duration::from_millis(400))]).unwrap();
     let client = reqwest::Client::new();
     let t = Instant::now();
-    let resp = client
-        .get(format!("{}/v2/", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(format!("{}/v2/", proxy.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(t.elapsed() >= Duration::from_millis(400));
     assert_eq!(proxy.rule_stats(0).fired, 1);
-    assert_eq!(
-        proxy.exchanges()[0].faults,
-        [Fault::Stall(Duration::from_millis(400))]
-    );
+    assert_eq!(proxy.exchanges()[0].faults, [Fault::Stall(Duration::from_millis(400))]);
 }
 
 /// A one-shot upstream that answers with an absolute Location naming itself, as a registry
@@ -623,36 +440,19 @@ async fn location_pointing_at_upstream_is_rewritten() {
         String::from_utf8_lossy(&buf).into_owned()
     });
     let proxy = FaultProxy::start(&format!("http://{up}"), vec![]).unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v2/x/blobs/uploads/", proxy.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = reqwest::Client::new().post(format!("{}/v2/x/blobs/uploads/", proxy.url())).send().await.unwrap();
     assert_eq!(resp.status(), 202);
-    assert_eq!(
-        resp.headers()[LOCATION],
-        format!("{}/v2/x/blobs/uploads/u1?_state=s", proxy.url()).as_str()
-    );
+    assert_eq!(resp.headers()[LOCATION], format!("{}/v2/x/blobs/uploads/u1?_state=s", proxy.url()).as_str());
     let head = server.await.unwrap();
     // the Host header is passed as the client sent it
-    assert!(
-        head.to_ascii_lowercase()
-            .contains(&format!("host: {}", proxy.host())),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains(&format!("host: {}", proxy.host())), "{head}");
 }
 
 #[test]
 fn faultproxy_binary_serves_and_reports() {
     let reg = TestRegistry::plain();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoist-faultproxy"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &reg.url(),
-            "--log-requests",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--upstream", &reg.url(), "--log-requests"])
         .args(["--rules", "method=GET path=/v2/ nth=2 status=429"])
         .stdout(Stdio::piped())
         .spawn()
@@ -734,10 +534,7 @@ fn skopeo_pushes_with_registry_args() {
     }
     let src = tempfile::tempdir().unwrap();
     tiny_oci_layout(src.path());
-    for opts in [
-        RegistryOpts::plain(),
-        RegistryOpts::auth("u", "p").with_tls(),
-    ] {
+    for opts in [RegistryOpts::plain(), RegistryOpts::auth("u", "p").with_tls()] {
         let reg = TestRegistry::start(opts);
         let dest = format!("docker://{}/harness/tiny:v1", reg.host());
         let mut args = vec!["copy".to_owned()];
@@ -750,10 +547,7 @@ fn skopeo_pushes_with_registry_args() {
         args.extend(reg.skopeo_args(""));
         args.push(dest);
         let raw = assert_success("skopeo inspect", &skopeo(&args));
-        assert!(
-            raw.contains("application/vnd.oci.image.manifest.v1+json"),
-            "{raw}"
-        );
+        assert!(raw.contains("application/vnd.oci.image.manifest.v1+json"), "{raw}");
         assert!(reg.count("PUT", "/manifests/v1") >= 1);
     }
 }

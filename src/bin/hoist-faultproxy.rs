@@ -40,10 +40,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rules = parse_rules(&args.rules).map_err(anyhow::Error::msg)?;
     let state = ProxyState::new(&args.upstream, rules).map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
@@ -60,11 +57,8 @@ fn main() -> anyhow::Result<()> {
         }
         let mut summary = state.summary_json();
         if args.log_requests {
-            let reqs: Vec<_> = state
-                .exchanges()
-                .into_iter()
-                .map(|e| serde_json::json!([e.method, e.path, e.status]))
-                .collect();
+            let reqs: Vec<_> =
+                state.exchanges().into_iter().map(|e| serde_json::json!([e.method, e.path, e.status])).collect();
             summary["exchanges"] = serde_json::Value::Array(reqs);
         }
         let mut out = std::io::stdout().lock();

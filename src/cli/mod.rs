@@ -21,11 +21,7 @@ use hoist::Descriptor;
 use progress::{human, CliProgress};
 
 #[derive(Parser)]
-#[command(
-    name = "hoist",
-    version,
-    about = "Build, store and ship OCI images and artifacts without a daemon"
-)]
+#[command(name = "hoist", version, about = "Build, store and ship OCI images and artifacts without a daemon")]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -71,6 +67,9 @@ struct Global {
     /// Chunk size for chunked uploads, in MiB.
     #[arg(long, global = true, default_value_t = 16)]
     chunk_size_mib: u64,
+    /// Platform (os/arch[/variant]) to pick from an index where one image is needed.
+    #[arg(long, global = true)]
+    platform: Option<String>,
     /// Seconds without data before a transfer counts as stalled.
     #[arg(long, global = true, default_value_t = 60)]
     read_timeout: u64,
@@ -156,15 +155,8 @@ pub fn run() -> i32 {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hoist={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hoist: cannot start runtime: {e}");
@@ -189,13 +181,8 @@ struct Ctx {
 fn client_for(g: &Global) -> Result<Arc<Client>> {
     let credential = match &g.creds {
         Some(c) => {
-            let (u, p) = c
-                .split_once(':')
-                .ok_or_else(|| Error::Other("--creds must be USER:PASSWORD".into()))?;
-            Some(Credential::Basic {
-                username: u.to_string(),
-                password: p.to_string(),
-            })
+            let (u, p) = c.split_once(':').ok_or_else(|| Error::Other("--creds must be USER:PASSWORD".into()))?;
+            Some(Credential::Basic { username: u.to_string(), password: p.to_string() })
         }
         None => None,
     };
@@ -205,10 +192,7 @@ fn client_for(g: &Global) -> Result<Arc<Client>> {
         tls_verify: g.tls_verify,
         ca_files: g.ca_file.clone(),
         credential,
-        retry: hoist::registry::RetryPolicy {
-            max_attempts: g.retries.max(1),
-            ..Default::default()
-        },
+        retry: hoist::registry::RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
         upload: match g.upload {
             Upload::Auto => UploadMode::Auto,
             Upload::Monolithic => UploadMode::Monolithic,
@@ -219,6 +203,13 @@ fn client_for(g: &Global) -> Result<Arc<Client>> {
         ..Default::default()
     };
     Client::new(opts)
+}
+
+fn parse_platform(s: &str) -> Result<hoist::Platform> {
+    hoist::Platform::parse(s).ok_or_else(|| Error::InvalidReference {
+        reference: s.to_string(),
+        reason: "platform must be os/arch[/variant]".into(),
+    })
 }
 
 /// A bare path (existing directory, or starting with `.`/`/`) means an OCI layout.
@@ -248,11 +239,7 @@ fn endpoint(s: &str) -> Result<Endpoint> {
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     let client = client_for(&cli.global)?;
-    let ctx = Ctx {
-        progress: CliProgress::new(cli.global.quiet),
-        client,
-        global: cli.global,
-    };
+    let ctx = Ctx { progress: CliProgress::new(cli.global.quiet), client, global: cli.global };
     match cli.command {
         Command::Copy { src, dst } => transfer(&ctx, &endpoint(&src)?, &endpoint(&dst)?).await,
         Command::Push { layout, reference } => {
@@ -265,9 +252,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             if !matches!(dst, Endpoint::Registry(_)) {
                 return Err(Error::InvalidReference {
                     reference,
-                    reason:
-                        "push needs a registry reference; use `hoist copy` for other destinations"
-                            .into(),
+                    reason: "push needs a registry reference; use `hoist copy` for other destinations".into(),
                 });
             }
             transfer(&ctx, &src, &dst).await
@@ -280,11 +265,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             };
             transfer(&ctx, &src, &dst).await
         }
-        Command::Inspect {
-            reference,
-            raw,
-            config,
-        } => inspect(&ctx, &endpoint(&reference)?, raw, config).await,
+        Command::Inspect { reference, raw, config } => inspect(&ctx, &endpoint(&reference)?, raw, config).await,
         Command::Tags { reference } => {
             let ep = endpoint(&reference)?;
             let src = open_source(&ep, &ctx.client)?;
@@ -298,26 +279,15 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Login {
-            registry,
-            username,
-            password,
-            password_stdin,
-        } => {
+        Command::Login { registry, username, password, password_stdin } => {
             let password = match (password, password_stdin) {
                 (Some(p), false) => p,
                 (None, true) => {
                     let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .map_err(|e| Error::io("<stdin>", e))?;
+                    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io("<stdin>", e))?;
                     s.trim_end_matches(['\n', '\r']).to_string()
                 }
-                _ => {
-                    return Err(Error::Other(
-                        "give exactly one of --password or --password-stdin".into(),
-                    ))
-                }
+                _ => return Err(Error::Other("give exactly one of --password or --password-stdin".into())),
             };
             let registry = registry
                 .strip_prefix("https://")
@@ -333,10 +303,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let path = tokio::task::spawn_blocking(move || credentials::store_blocking(&r, &u, &p))
                 .await
                 .map_err(|e| Error::Other(e.to_string()))??;
-            ctx.progress.line(&format!(
-                "Login succeeded for {registry} (saved in {})",
-                path.display()
-            ));
+            ctx.progress.line(&format!("Login succeeded for {registry} (saved in {})", path.display()));
             Ok(0)
         }
         Command::Logout { registry } => {
@@ -345,8 +312,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 .await
                 .map_err(|e| Error::Other(e.to_string()))??;
             if removed {
-                ctx.progress
-                    .line(&format!("Removed credentials for {registry}"));
+                ctx.progress.line(&format!("Removed credentials for {registry}"));
                 Ok(0)
             } else {
                 Err(Error::not_found(
@@ -359,10 +325,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;
             if ctx.global.format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "layout": dir, "problems": problems })
-                );
+                println!("{}", serde_json::json!({ "layout": dir, "problems": problems }));
             } else {
                 for p in &problems {
                     println!("{p}");
@@ -372,11 +335,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 ctx.progress.line(&format!("oci:{}: ok", dir.display()));
                 Ok(0)
             } else {
-                eprintln!(
-                    "hoist: oci:{}: {} problem(s)",
-                    dir.display(),
-                    problems.len()
-                );
+                eprintln!("hoist: oci:{}: {} problem(s)", dir.display(), problems.len());
                 Ok(5)
             }
         }
@@ -409,15 +368,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
 /// of a layout or archive with its own tag.
 async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32> {
     let src = open_source(src_ep, &ctx.client)?;
-    let dst = open_destination(dst_ep, &ctx.client)?;
+    let platform = ctx.global.platform.as_deref().map(parse_platform).transpose()?;
+    let dst = open_destination(dst_ep, &ctx.client, platform.as_ref()).await?;
     let mut plan: Vec<(Descriptor, Vec<String>)> = Vec::new();
     let dst_is_registry = matches!(dst_ep, Endpoint::Registry(_));
     let dst_digest = match dst_ep {
         Endpoint::Registry(r) => r.digest.clone(),
         _ => dst_ep.reference().and_then(|r| r.parse().ok()),
     };
-    let explicit_dst_tag = dst_ep.tag();
-    let src_ref = src_ep.reference();
+    // docker-archive names (repo:tag) go into manifest.json when the writer is created.
+    let explicit_dst_tag = if matches!(dst_ep, Endpoint::DockerArchive { .. }) { None } else { dst_ep.tag() };
+    let src_ref = src_ep.source_reference();
     let roots: Vec<(Descriptor, Option<String>)> = match (&src_ref, src_ep) {
         (Some(r), _) => vec![(src.resolve(Some(r)).await?, src_ep.tag())],
         (None, Endpoint::Registry(_)) => {
@@ -428,13 +389,10 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
             if roots.is_empty() {
                 return Err(Error::not_found("any manifest", src.location()));
             }
-            roots
-                .into_iter()
-                .map(|(d, t)| (d, t.map(|t| tag_of_ref_name(&t).to_string())))
-                .collect()
+            roots.into_iter().map(|(d, t)| (d, t.map(|t| tag_of_ref_name(&t).to_string()))).collect()
         }
     };
-    if roots.len() > 1 && (explicit_dst_tag.is_some() || dst_digest.is_some()) {
+    if roots.len() > 1 && (dst_ep.reference().is_some() || dst_digest.is_some()) {
         return Err(Error::InvalidReference {
             reference: src_ep.to_string(),
             reason: format!(
@@ -465,9 +423,7 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
         };
         plan.push((desc, tags));
     }
-    let opts = CopyOptions {
-        jobs: ctx.global.jobs,
-    };
+    let opts = CopyOptions { jobs: ctx.global.jobs };
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
     print_result(ctx, src.as_ref(), dst.as_ref(), &plan, &report);
@@ -508,7 +464,7 @@ fn print_result(
 
 async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i32> {
     let src = open_source(ep, &ctx.client)?;
-    let reference = ep.reference();
+    let reference = ep.source_reference();
     let desc = match (&reference, ep) {
         (None, Endpoint::Registry(_)) => src.resolve(Some("latest")).await?,
         (r, _) => src.resolve(r.as_deref()).await?,
@@ -517,17 +473,11 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
     let mut out = std::io::stdout().lock();
     if config {
         let View::Manifest(m) = &doc.view else {
-            return Err(Error::Unsupported(format!(
-                "{ep} is an index; pick a manifest by digest to see its config"
-            )));
+            return Err(Error::Unsupported(format!("{ep} is an index; pick a manifest by digest to see its config")));
         };
         let mut stream = src.open_blob(&m.config, 0).await?;
         if m.config.size > hoist::media::MAX_MANIFEST_SIZE {
-            return Err(Error::malformed(
-                "config",
-                src.location(),
-                "config larger than 4 MiB",
-            ));
+            return Err(Error::malformed("config", src.location(), "config larger than 4 MiB"));
         }
         let mut buf = Vec::new();
         let mut verify = hoist::target::VerifyReader::new(&mut stream, &m.config, src.location());
@@ -541,8 +491,8 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
         let _ = out.write_all(&doc.bytes);
         return Ok(0);
     }
-    let parsed: serde_json::Value = serde_json::from_slice(&doc.bytes)
-        .map_err(|e| Error::malformed("manifest", src.location(), e))?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&doc.bytes).map_err(|e| Error::malformed("manifest", src.location(), e))?;
     if ctx.global.format == Format::Json {
         let v = serde_json::json!({
             "reference": ep.to_string(),
@@ -552,11 +502,7 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
             "artifactType": doc.artifact_type(),
             "manifest": parsed,
         });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
     let _ = writeln!(out, "Reference:  {ep}");
@@ -576,44 +522,17 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
         View::Index(i) => {
             let _ = writeln!(out, "Manifests:");
             for m in &i.manifests {
-                let plat = m
-                    .platform
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "-".into());
-                let _ = writeln!(
-                    out,
-                    "  {}  {:<16} {} {}",
-                    m.digest,
-                    plat,
-                    human(m.size),
-                    m.media_type
-                );
+                let plat = m.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(out, "  {}  {:<16} {} {}", m.digest, plat, human(m.size), m.media_type);
             }
         }
         View::Manifest(m) => {
-            let _ = writeln!(
-                out,
-                "Config:     {} {} ({})",
-                m.config.digest,
-                human(m.config.size),
-                m.config.media_type
-            );
+            let _ = writeln!(out, "Config:     {} {} ({})", m.config.digest, human(m.config.size), m.config.media_type);
             let _ = writeln!(out, "Layers:");
             for l in &m.layers {
-                let title = l
-                    .annotations
-                    .get(hoist::media::ANNOTATION_TITLE)
-                    .map(|t| format!("  {t}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {}  {:>10}  {}{}",
-                    l.digest,
-                    human(l.size),
-                    l.media_type,
-                    title
-                );
+                let title =
+                    l.annotations.get(hoist::media::ANNOTATION_TITLE).map(|t| format!("  {t}")).unwrap_or_default();
+                let _ = writeln!(out, "  {}  {:>10}  {}{}", l.digest, human(l.size), l.media_type, title);
             }
         }
     }

@@ -48,11 +48,7 @@ impl CliProgress {
             Mode::Bars => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             _ => MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
         };
-        CliProgress {
-            mode,
-            multi,
-            bars: Mutex::new(HashMap::new()),
-        }
+        CliProgress { mode, multi, bars: Mutex::new(HashMap::new()) }
     }
 
     pub fn line(&self, msg: &str) {
@@ -71,17 +67,12 @@ impl Progress for CliProgress {
         if let Mode::Bars = self.mode {
             let pb = self.multi.add(ProgressBar::new(desc.size));
             pb.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             pb.set_prefix(desc.digest.short());
-            self.bars
-                .lock()
-                .expect("lock")
-                .insert(desc.digest.clone(), pb);
+            self.bars.lock().expect("lock").insert(desc.digest.clone(), pb);
         }
     }
     fn advance(&self, desc: &Descriptor, n: u64) {
@@ -104,12 +95,7 @@ impl Progress for CliProgress {
             BlobOutcome::Existed => "exists",
             BlobOutcome::Mounted => "mounted",
         };
-        self.line(&format!(
-            "{what:>7} {} ({}, {})",
-            desc.digest.short(),
-            human(desc.size),
-            desc.media_type
-        ));
+        self.line(&format!("{what:>7} {} ({}, {})", desc.digest.short(), human(desc.size), desc.media_type));
     }
     fn message(&self, msg: &str) {
         self.line(msg);

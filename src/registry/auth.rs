@@ -7,34 +7,20 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
     None,
-    Basic {
-        realm: String,
-    },
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scope: Option<String>,
-    },
+    Basic { realm: String },
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
 /// Parse `Scheme k="v", k2=v2`. Unknown schemes give `Challenge::None`.
 pub fn parse_challenge(header: &str) -> Challenge {
     let header = header.trim();
-    let (scheme, rest) = header
-        .split_once(char::is_whitespace)
-        .unwrap_or((header, ""));
+    let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
     let params = parse_params(rest);
     let get = |k: &str| params.get(k).cloned();
     match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Challenge::Basic {
-            realm: get("realm").unwrap_or_default(),
-        },
+        "basic" => Challenge::Basic { realm: get("realm").unwrap_or_default() },
         "bearer" => match get("realm") {
-            Some(realm) => Challenge::Bearer {
-                realm,
-                service: get("service"),
-                scope: get("scope"),
-            },
+            Some(realm) => Challenge::Bearer { realm, service: get("service"), scope: get("scope") },
             None => Challenge::None,
         },
         _ => Challenge::None,
@@ -94,9 +80,7 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     pub fn into_token(self) -> Option<String> {
-        self.token
-            .filter(|t| !t.is_empty())
-            .or(self.access_token.filter(|t| !t.is_empty()))
+        self.token.filter(|t| !t.is_empty()).or(self.access_token.filter(|t| !t.is_empty()))
     }
 }
 
@@ -117,10 +101,7 @@ mod tests {
                 scope: Some("repository:library/alpine:pull".into())
             }
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="x""#),
-            Challenge::Basic { realm: "x".into() }
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="x""#), Challenge::Basic { realm: "x".into() });
         assert_eq!(parse_challenge("Negotiate"), Challenge::None);
     }
 }

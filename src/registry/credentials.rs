@@ -73,9 +73,7 @@ pub fn docker_config_path() -> PathBuf {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
         return PathBuf::from(d).join("config.json");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
     home.join(".docker/config.json")
 }
 
@@ -121,56 +119,29 @@ fn parse_entry(entry: &Value, registry: &str) -> Result<Option<Credential>> {
         registry: registry.to_string(),
         reason: format!("stored credentials unreadable: {why}"),
     };
-    if let Some(tok) = entry
-        .get("identitytoken")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        let username = entry
-            .get("username")
-            .and_then(Value::as_str)
-            .unwrap_or("<token>")
-            .to_string();
-        return Ok(Some(Credential::IdentityToken {
-            username,
-            token: tok.to_string(),
-        }));
+    if let Some(tok) = entry.get("identitytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        let username = entry.get("username").and_then(Value::as_str).unwrap_or("<token>").to_string();
+        return Ok(Some(Credential::IdentityToken { username, token: tok.to_string() }));
     }
-    if let Some(auth) = entry
-        .get("auth")
-        .and_then(Value::as_str)
-        .filter(|a| !a.is_empty())
-    {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .map_err(|_| bad("auth is not base64"))?;
+    if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+        let raw =
+            base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| bad("auth is not base64"))?;
         let s = String::from_utf8(raw).map_err(|_| bad("auth is not UTF-8"))?;
-        let (u, p) = s
-            .split_once(':')
-            .ok_or_else(|| bad("auth is not user:password"))?;
-        return Ok(Some(Credential::Basic {
-            username: u.to_string(),
-            password: p.to_string(),
-        }));
+        let (u, p) = s.split_once(':').ok_or_else(|| bad("auth is not user:password"))?;
+        return Ok(Some(Credential::Basic { username: u.to_string(), password: p.to_string() }));
     }
-    if let (Some(u), Some(p)) = (
-        entry.get("username").and_then(Value::as_str),
-        entry.get("password").and_then(Value::as_str),
-    ) {
-        return Ok(Some(Credential::Basic {
-            username: u.to_string(),
-            password: p.to_string(),
-        }));
+    if let (Some(u), Some(p)) =
+        (entry.get("username").and_then(Value::as_str), entry.get("password").and_then(Value::as_str))
+    {
+        return Ok(Some(Credential::Basic { username: u.to_string(), password: p.to_string() }));
     }
     Ok(None)
 }
 
 fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>> {
     let prog = format!("docker-credential-{helper}");
-    let err = |why: String| Error::Auth {
-        registry: server.to_string(),
-        reason: format!("credential helper {prog}: {why}"),
-    };
+    let err =
+        |why: String| Error::Auth { registry: server.to_string(), reason: format!("credential helper {prog}: {why}") };
     let mut child = Command::new(&prog)
         .arg("get")
         .stdin(Stdio::piped())
@@ -199,57 +170,34 @@ fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>> {
         // "credentials not found in native keychain" is not an error for us.
         return Ok(None);
     }
-    let v: Value =
-        serde_json::from_slice(&out.stdout).map_err(|_| err("output is not JSON".into()))?;
-    let user = v
-        .get("Username")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let secret = v
-        .get("Secret")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| err("output is not JSON".into()))?;
+    let user = v.get("Username").and_then(Value::as_str).unwrap_or_default().to_string();
+    let secret = v.get("Secret").and_then(Value::as_str).unwrap_or_default().to_string();
     if secret.is_empty() {
         return Ok(None);
     }
     if user == "<token>" {
-        return Ok(Some(Credential::IdentityToken {
-            username: user,
-            token: secret,
-        }));
+        return Ok(Some(Credential::IdentityToken { username: user, token: secret }));
     }
-    Ok(Some(Credential::Basic {
-        username: user,
-        password: secret,
-    }))
+    Ok(Some(Credential::Basic { username: user, password: secret }))
 }
 
 /// The file `login`/`logout` write: `REGISTRY_AUTH_FILE` when set, else docker's config.json.
 pub fn login_file() -> PathBuf {
-    std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(docker_config_path)
+    std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from).unwrap_or_else(docker_config_path)
 }
 
 /// Store `user:password` for `registry` in the login file (atomic write, mode 0600).
 pub fn store_blocking(registry: &str, username: &str, password: &str) -> Result<PathBuf> {
     let path = login_file();
     let mut cfg = read_json(&path).unwrap_or_else(|| Value::Object(Map::new()));
-    let obj = cfg.as_object_mut().ok_or_else(|| {
-        Error::malformed("auth file", path.display().to_string(), "not a JSON object")
-    })?;
-    let auths = obj
-        .entry("auths")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let auths = auths.as_object_mut().ok_or_else(|| {
-        Error::malformed(
-            "auth file",
-            path.display().to_string(),
-            "auths is not an object",
-        )
-    })?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| Error::malformed("auth file", path.display().to_string(), "not a JSON object"))?;
+    let auths = obj.entry("auths").or_insert_with(|| Value::Object(Map::new()));
+    let auths = auths
+        .as_object_mut()
+        .ok_or_else(|| Error::malformed("auth file", path.display().to_string(), "auths is not an object"))?;
     let key = keys_for(registry).remove(0);
     let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     let mut entry = Map::new();
@@ -282,13 +230,8 @@ fn write_private(path: &Path, cfg: &Value) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".auth-")
-        .tempfile_in(dir)
-        .at(dir)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .at(tmp.path())?;
+    let mut tmp = tempfile::Builder::new().prefix(".auth-").tempfile_in(dir).at(dir)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600)).at(tmp.path())?;
     let bytes = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?;
     tmp.write_all(&bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
@@ -302,10 +245,7 @@ mod tests {
 
     #[test]
     fn debug_hides_secret() {
-        let c = Credential::Basic {
-            username: "u".into(),
-            password: "hunter2".into(),
-        };
+        let c = Credential::Basic { username: "u".into(), password: "hunter2".into() };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

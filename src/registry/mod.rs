@@ -16,8 +16,8 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{
-    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
-    RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
@@ -126,10 +126,7 @@ pub struct Client {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let h = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
+    let h = host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(host, |(h, _)| h);
     h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
 }
 
@@ -150,10 +147,7 @@ fn net_err(registry: &str, e: &reqwest::Error) -> Error {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    Error::Network {
-        registry: registry.to_string(),
-        reason: msg,
-    }
+    Error::Network { registry: registry.to_string(), reason: msg }
 }
 
 trait WithoutUrl {
@@ -211,15 +205,7 @@ async fn error_detail(resp: Response) -> String {
         let parts: Vec<String> = e
             .errors
             .into_iter()
-            .map(|x| {
-                format!(
-                    "{} {}",
-                    x.code.unwrap_or_default(),
-                    x.message.unwrap_or_default()
-                )
-                .trim()
-                .to_string()
-            })
+            .map(|x| format!("{} {}", x.code.unwrap_or_default(), x.message.unwrap_or_default()).trim().to_string())
             .collect();
         if !parts.is_empty() {
             return format!(": {}", parts.join("; "));
@@ -247,11 +233,7 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::malformed("CA certificate", f.display().to_string(), e))?;
             if certs.is_empty() {
-                return Err(Error::malformed(
-                    "CA certificate",
-                    f.display().to_string(),
-                    "no PEM certificate found",
-                ));
+                return Err(Error::malformed("CA certificate", f.display().to_string(), "no PEM certificate found"));
             }
             for c in certs {
                 b = b.add_root_certificate(c);
@@ -260,14 +242,8 @@ impl Client {
         if !opts.tls_verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        let http = b
-            .build()
-            .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
-        Ok(Arc::new(Client {
-            http,
-            opts,
-            hosts: tokio::sync::Mutex::new(HashMap::new()),
-        }))
+        let http = b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Client { http, opts, hosts: tokio::sync::Mutex::new(HashMap::new()) }))
     }
 
     pub fn options(&self) -> &RegistryOptions {
@@ -305,10 +281,7 @@ impl Client {
                     } else {
                         Challenge::None
                     };
-                    if !(status.is_success()
-                        || status == StatusCode::UNAUTHORIZED
-                        || status == StatusCode::NOT_FOUND)
-                    {
+                    if !(status.is_success() || status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
                         last_err = Some(Error::Registry {
                             registry: registry.to_string(),
                             method: "GET".into(),
@@ -326,10 +299,7 @@ impl Client {
         }
         let (base, challenge) = match found {
             Some(f) => f,
-            None => {
-                return Err(last_err
-                    .unwrap_or_else(|| Error::Other(format!("registry {registry}: unreachable"))))
-            }
+            None => return Err(last_err.unwrap_or_else(|| Error::Other(format!("registry {registry}: unreachable")))),
         };
         let credential = match (&self.opts.credential, self.opts.anonymous, &challenge) {
             (Some(c), _, _) => Some(c.clone()),
@@ -362,19 +332,13 @@ impl Client {
     }
 
     /// Authorization header value for `scopes` on `host`, fetching a token when needed.
-    async fn authorization(
-        &self,
-        host: &Host,
-        scopes: &[String],
-        refresh: bool,
-    ) -> Result<Option<String>> {
+    async fn authorization(&self, host: &Host, scopes: &[String], refresh: bool) -> Result<Option<String>> {
         match &host.challenge {
             Challenge::None => Ok(None),
             Challenge::Basic { .. } => match &host.credential {
                 Some(Credential::Basic { username, password }) => Ok(Some(format!(
                     "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{password}"))
+                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
                 ))),
                 Some(Credential::IdentityToken { .. }) => Err(Error::Auth {
                     registry: host.name.clone(),
@@ -389,26 +353,16 @@ impl Client {
                         return Ok(Some(format!("Bearer {t}")));
                     }
                 }
-                let token = self
-                    .fetch_token(host, realm, service.as_deref(), scopes)
-                    .await?;
+                let token = self.fetch_token(host, realm, service.as_deref(), scopes).await?;
                 host.tokens.lock().expect("lock").insert(key, token.clone());
                 Ok(Some(format!("Bearer {token}")))
             }
         }
     }
 
-    async fn fetch_token(
-        &self,
-        host: &Host,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &[String],
-    ) -> Result<String> {
-        let mut url = url::Url::parse(realm).map_err(|e| Error::Auth {
-            registry: host.name.clone(),
-            reason: format!("bad token realm: {e}"),
-        })?;
+    async fn fetch_token(&self, host: &Host, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<String> {
+        let mut url = url::Url::parse(realm)
+            .map_err(|e| Error::Auth { registry: host.name.clone(), reason: format!("bad token realm: {e}") })?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -433,29 +387,24 @@ impl Client {
                     form.push(("scope", scopes.join(" ")));
                     self.http.post(realm).form(&form)
                 }
-                Some(Credential::Basic { username, password }) => self
-                    .http
-                    .get(url.clone())
-                    .basic_auth(username, Some(password)),
+                Some(Credential::Basic { username, password }) => {
+                    self.http.get(url.clone()).basic_auth(username, Some(password))
+                }
                 None => self.http.get(url.clone()),
             };
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let body = resp.bytes().await.map_err(|e| net_err(&host.name, &e))?;
-                    let t: TokenResponse =
-                        serde_json::from_slice(&body).map_err(|_| Error::Auth {
-                            registry: host.name.clone(),
-                            reason: "token endpoint answered without a JSON token".into(),
-                        })?;
+                    let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| Error::Auth {
+                        registry: host.name.clone(),
+                        reason: "token endpoint answered without a JSON token".into(),
+                    })?;
                     return t.into_token().ok_or_else(|| Error::Auth {
                         registry: host.name.clone(),
                         reason: "token endpoint returned an empty token".into(),
                     });
                 }
-                Ok(resp)
-                    if retriable_status(resp.status())
-                        && attempt + 1 < self.opts.retry.max_attempts =>
-                {
+                Ok(resp) if retriable_status(resp.status()) && attempt + 1 < self.opts.retry.max_attempts => {
                     let wait = retry_after(resp.headers())
                         .map(|d| d.min(self.opts.retry.max_retry_after))
                         .unwrap_or_else(|| self.opts.retry.backoff(attempt));
@@ -513,12 +462,11 @@ impl Client {
                         }
                         let reason = match &host.credential {
                             Some(_) => "401 Unauthorized: the registry rejected the credentials".to_string(),
-                            None => "401 Unauthorized: credentials required; run `hoist login` or pass --creds".to_string(),
+                            None => {
+                                "401 Unauthorized: credentials required; run `hoist login` or pass --creds".to_string()
+                            }
                         };
-                        return Err(Error::Auth {
-                            registry: host.name.clone(),
-                            reason,
-                        });
+                        return Err(Error::Auth { registry: host.name.clone(), reason });
                     }
                     if retriable_status(status) && attempt + 1 < self.opts.retry.max_attempts {
                         let wait = retry_after(resp.headers())
@@ -558,15 +506,9 @@ impl Client {
     /// Check that the registry accepts our credentials (used by `hoist login`).
     pub async fn check_login(&self, registry: &str, repository_hint: Option<&str>) -> Result<()> {
         let host = self.host(registry).await?;
-        let scopes: Vec<String> = repository_hint
-            .map(|r| vec![format!("repository:{r}:pull")])
-            .unwrap_or_default();
+        let scopes: Vec<String> = repository_hint.map(|r| vec![format!("repository:{r}:pull")]).unwrap_or_default();
         let url = format!("{}/v2/", host.base);
-        let resp = self
-            .send(&host, &scopes, &Method::GET, "/v2/", &|| {
-                self.http.get(&url)
-            })
-            .await?;
+        let resp = self.send(&host, &scopes, &Method::GET, "/v2/", &|| self.http.get(&url)).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -601,18 +543,9 @@ impl Repository {
         self.client.host(&self.registry).await
     }
 
-    fn registry_error(
-        &self,
-        method: &Method,
-        path: &str,
-        status: StatusCode,
-        detail: String,
-    ) -> Error {
+    fn registry_error(&self, method: &Method, path: &str, status: StatusCode, detail: String) -> Error {
         if status == StatusCode::NOT_FOUND && method != Method::POST && method != Method::PUT {
-            return Error::not_found(
-                path.rsplit('/').next().unwrap_or(path).to_string(),
-                self.loc(),
-            );
+            return Error::not_found(path.rsplit('/').next().unwrap_or(path).to_string(), self.loc());
         }
         Error::Registry {
             registry: self.registry.clone(),
@@ -625,25 +558,17 @@ impl Repository {
 
     /// Resolve an upload `Location` against the registry; refuse other hosts.
     fn upload_url(&self, host: &Host, resp: &Response) -> Result<url::Url> {
-        let loc = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Registry {
-                registry: self.registry.clone(),
-                method: "POST".into(),
-                path: "blobs/uploads".into(),
-                status: resp.status().as_u16(),
-                detail: ": no Location header".into(),
-            })?;
-        let base =
-            url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Other(e.to_string()))?;
-        let url = base.join(loc).map_err(|e| {
-            Error::Other(format!(
-                "registry {}: bad upload Location: {e}",
-                self.registry
-            ))
+        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| Error::Registry {
+            registry: self.registry.clone(),
+            method: "POST".into(),
+            path: "blobs/uploads".into(),
+            status: resp.status().as_u16(),
+            detail: ": no Location header".into(),
         })?;
+        let base = url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Other(e.to_string()))?;
+        let url = base
+            .join(loc)
+            .map_err(|e| Error::Other(format!("registry {}: bad upload Location: {e}", self.registry)))?;
         if url.host_str() != base.host_str()
             || url.port_or_known_default() != base.port_or_known_default()
             || url.scheme() != base.scheme()
@@ -668,28 +593,16 @@ impl Repository {
     ) -> Result<Response> {
         let host = self.host().await?;
         let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
-        let scopes = if push {
-            self.scopes_push()
-        } else {
-            self.scopes_pull()
-        };
+        let scopes = if push { self.scopes_push() } else { self.scopes_pull() };
         let http = &self.client.http;
         let m = method.clone();
-        self.client
-            .send(&host, &scopes, &method, path, &|| {
-                configure(http.request(m.clone(), &url))
-            })
-            .await
+        self.client.send(&host, &scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
     }
 
     /// GET a manifest by tag or digest: (media type, bytes), at most 4 MiB.
     pub async fn get_manifest(&self, target: &str) -> Result<(String, Bytes)> {
         let path = format!("manifests/{target}");
-        let resp = self
-            .request(Method::GET, &path, false, &|r| {
-                r.header(ACCEPT, media::MANIFEST_ACCEPT)
-            })
-            .await?;
+        let resp = self.request(Method::GET, &path, false, &|r| r.header(ACCEPT, media::MANIFEST_ACCEPT)).await?;
         let status = resp.status();
         if !status.is_success() {
             let detail = error_detail(resp).await;
@@ -716,11 +629,7 @@ impl Repository {
             let chunk = chunk.map_err(|e| net_err(&self.registry, &e))?;
             body.extend_from_slice(&chunk);
             if body.len() as u64 > media::MAX_MANIFEST_SIZE {
-                return Err(Error::malformed(
-                    format!("manifest {target}"),
-                    self.loc(),
-                    "exceeds the manifest limit",
-                ));
+                return Err(Error::malformed(format!("manifest {target}"), self.loc(), "exceeds the manifest limit"));
             }
         }
         Ok((mt, Bytes::from(body)))
@@ -737,29 +646,19 @@ impl Repository {
                 let detail = error_detail(resp).await;
                 return Err(self.registry_error(&Method::GET, &path, status, detail));
             }
-            let next = resp
-                .headers()
-                .get("link")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| {
-                    let start = l.find('<')? + 1;
-                    let end = l.find('>')?;
-                    let target = &l[start..end];
-                    target
-                        .split_once(&format!("/v2/{}/", self.repo))
-                        .map(|(_, p)| p.to_string())
-                });
+            let next = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(|l| {
+                let start = l.find('<')? + 1;
+                let end = l.find('>')?;
+                let target = &l[start..end];
+                target.split_once(&format!("/v2/{}/", self.repo)).map(|(_, p)| p.to_string())
+            });
             #[derive(serde::Deserialize)]
             struct Tags {
                 #[serde(default)]
                 tags: Option<Vec<String>>,
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| net_err(&self.registry, &e))?;
-            let t: Tags = serde_json::from_slice(&body)
-                .map_err(|e| Error::malformed("tag list", self.loc(), e))?;
+            let body = resp.bytes().await.map_err(|e| net_err(&self.registry, &e))?;
+            let t: Tags = serde_json::from_slice(&body).map_err(|e| Error::malformed("tag list", self.loc(), e))?;
             out.extend(t.tags.unwrap_or_default());
             match next {
                 Some(n) => path = n,
@@ -785,11 +684,7 @@ impl Repository {
 
     /// Start an upload, trying a cross-repository mount first when `from` is given.
     /// Ok(None) means the mount succeeded.
-    async fn start_upload(
-        &self,
-        desc: &Descriptor,
-        from: Option<&str>,
-    ) -> Result<Option<url::Url>> {
+    async fn start_upload(&self, desc: &Descriptor, from: Option<&str>) -> Result<Option<url::Url>> {
         let host = self.host().await?;
         let mut scopes = self.scopes_push();
         let path = match from {
@@ -803,9 +698,7 @@ impl Repository {
         let http = &self.client.http;
         let resp = self
             .client
-            .send(&host, &scopes, &Method::POST, &path, &|| {
-                http.post(&url).header(CONTENT_LENGTH, 0)
-            })
+            .send(&host, &scopes, &Method::POST, &path, &|| http.post(&url).header(CONTENT_LENGTH, 0))
             .await?;
         match resp.status() {
             StatusCode::CREATED if from.is_some() => Ok(None),
@@ -824,32 +717,15 @@ impl Repository {
         let u = url.clone();
         let resp = self
             .client
-            .send(
-                &host,
-                &self.scopes_push(),
-                &Method::GET,
-                "blobs/uploads/<id>",
-                &|| http.get(u.clone()),
-            )
+            .send(&host, &self.scopes_push(), &Method::GET, "blobs/uploads/<id>", &|| http.get(u.clone()))
             .await?;
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             return Ok(None);
         }
-        let next = self
-            .upload_url(&host, &resp)
-            .unwrap_or_else(|_| url.clone());
-        let range = resp
-            .headers()
-            .get(RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let next = self.upload_url(&host, &resp).unwrap_or_else(|_| url.clone());
+        let range = resp.headers().get(RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
         let offset = match range {
-            Some(r) => r
-                .rsplit('-')
-                .next()
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .map(|n| n + 1)
-                .unwrap_or(0),
+            Some(r) => r.rsplit('-').next().and_then(|n| n.trim().parse::<u64>().ok()).map(|n| n + 1).unwrap_or(0),
             None => 0,
         };
         Ok(Some((offset, next)))
@@ -857,8 +733,7 @@ impl Repository {
 
     fn with_digest(url: &url::Url, digest: &Digest) -> url::Url {
         let mut u = url.clone();
-        u.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
+        u.query_pairs_mut().append_pair("digest", &digest.to_string());
         u
     }
 
@@ -873,10 +748,7 @@ impl Repository {
         let host = self.host().await?;
         let stream = src.open_blob(desc, 0).await?;
         let counter = Arc::new(AtomicU64::new(0));
-        let body = counting_body(
-            VerifyReader::new(stream, desc, src.location()),
-            counter.clone(),
-        );
+        let body = counting_body(VerifyReader::new(stream, desc, src.location()), counter.clone());
         let mut req = self
             .client
             .http
@@ -884,17 +756,11 @@ impl Repository {
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, desc.size)
             .body(body);
-        if let Some(a) = self
-            .client
-            .authorization(&host, &self.scopes_push(), false)
-            .await?
-        {
+        if let Some(a) = self.client.authorization(&host, &self.scopes_push(), false).await? {
             req = req.header(AUTHORIZATION, a);
         }
         match send_counting(req, &counter, desc, progress).await {
-            Ok(resp) if resp.status() == StatusCode::CREATED || resp.status().is_success() => {
-                Ok(Ok(()))
-            }
+            Ok(resp) if resp.status() == StatusCode::CREATED || resp.status().is_success() => Ok(Ok(())),
             Ok(resp) => {
                 let status = resp.status();
                 let detail = error_detail(resp).await;
@@ -903,12 +769,7 @@ impl Repository {
                     || status == StatusCode::UNAUTHORIZED;
                 Ok(Err((
                     retry,
-                    self.registry_error(
-                        &Method::PUT,
-                        &format!("blobs/uploads ({})", desc.digest),
-                        status,
-                        detail,
-                    ),
+                    self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, detail),
                 )))
             }
             Err(e) => {
@@ -952,16 +813,9 @@ impl Repository {
                 .patch(url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, len)
-                .header(
-                    CONTENT_RANGE,
-                    format!("{}-{}", offset, end.saturating_sub(1)),
-                )
+                .header(CONTENT_RANGE, format!("{}-{}", offset, end.saturating_sub(1)))
                 .body(body);
-            if let Some(a) = self
-                .client
-                .authorization(&host, &self.scopes_push(), failures > 0)
-                .await?
-            {
+            if let Some(a) = self.client.authorization(&host, &self.scopes_push(), failures > 0).await? {
                 req = req.header(AUTHORIZATION, a);
             }
             let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
@@ -996,12 +850,7 @@ impl Repository {
                         || s == StatusCode::UNAUTHORIZED
                         || s == StatusCode::RANGE_NOT_SATISFIABLE)
                     {
-                        return Err(self.registry_error(
-                            &Method::PATCH,
-                            "blobs/uploads/<id>",
-                            s,
-                            detail,
-                        ));
+                        return Err(self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail));
                     }
                     Err(self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail))
                 }
@@ -1035,29 +884,16 @@ impl Repository {
         let http = &self.client.http;
         let resp = self
             .client
-            .send(
-                &host,
-                &self.scopes_push(),
-                &Method::PUT,
-                "blobs/uploads/<id>",
-                &|| {
-                    http.put(put_url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, 0)
-                },
-            )
+            .send(&host, &self.scopes_push(), &Method::PUT, "blobs/uploads/<id>", &|| {
+                http.put(put_url.clone()).header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, 0)
+            })
             .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
             let s = resp.status();
             let detail = error_detail(resp).await;
-            Err(self.registry_error(
-                &Method::PUT,
-                &format!("blobs/uploads ({})", desc.digest),
-                s,
-                detail,
-            ))
+            Err(self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), s, detail))
         }
     }
 }
@@ -1080,43 +916,25 @@ fn find_crate_error(e: &reqwest::Error) -> Option<Error> {
 
 fn clone_verify_error(e: &Error) -> Error {
     match e {
-        Error::DigestMismatch {
-            what,
-            location,
-            expected,
-            actual,
-        } => Error::DigestMismatch {
+        Error::DigestMismatch { what, location, expected, actual } => Error::DigestMismatch {
             what: what.clone(),
             location: location.clone(),
             expected: expected.clone(),
             actual: actual.clone(),
         },
-        Error::SizeMismatch {
-            what,
-            location,
-            expected,
-            actual,
-        } => Error::SizeMismatch {
-            what: what.clone(),
-            location: location.clone(),
-            expected: *expected,
-            actual: *actual,
-        },
+        Error::SizeMismatch { what, location, expected, actual } => {
+            Error::SizeMismatch { what: what.clone(), location: location.clone(), expected: *expected, actual: *actual }
+        }
         other => Error::Other(other.to_string()),
     }
 }
 
 /// A request body that counts the bytes it hands out.
-fn counting_body<R: tokio::io::AsyncRead + Send + 'static>(
-    reader: R,
-    counter: Arc<AtomicU64>,
-) -> reqwest::Body {
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map_ok(
-        move |chunk: Bytes| {
-            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            chunk
-        },
-    );
+fn counting_body<R: tokio::io::AsyncRead + Send + 'static>(reader: R, counter: Arc<AtomicU64>) -> reqwest::Body {
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map_ok(move |chunk: Bytes| {
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        chunk
+    });
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -1184,11 +1002,7 @@ fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStre
                 let _ = tx.send(Err(std::io::Error::other(e))).await;
                 return;
             }
-            let mut skip = if offset > 0 && status != StatusCode::PARTIAL_CONTENT {
-                offset
-            } else {
-                0
-            };
+            let mut skip = if offset > 0 && status != StatusCode::PARTIAL_CONTENT { offset } else { 0 };
             let mut stream = resp.bytes_stream();
             let mut broke = None;
             while let Some(item) = stream.next().await {
@@ -1219,9 +1033,7 @@ fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStre
                 Some(e) => {
                     failures += 1;
                     if failures >= max || offset >= desc.size {
-                        let _ = tx
-                            .send(Err(std::io::Error::other(net_err(&repo.registry, &e))))
-                            .await;
+                        let _ = tx.send(Err(std::io::Error::other(net_err(&repo.registry, &e)))).await;
                         return;
                     }
                     tracing::info!(digest = %desc.digest, offset, "download interrupted; resuming");
@@ -1230,8 +1042,7 @@ fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStre
             }
         }
     });
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Box::pin(tokio_util::io::StreamReader::new(stream))
 }
 
@@ -1248,12 +1059,7 @@ impl Source for Repository {
             Ok(d) => d,
             Err(_) => Digest::sha256_of(&bytes),
         };
-        let doc = crate::document::Document::parse(
-            bytes.clone(),
-            digest.clone(),
-            Some(&mt),
-            &self.loc(),
-        )?;
+        let doc = crate::document::Document::parse(bytes.clone(), digest.clone(), Some(&mt), &self.loc())?;
         let actual = digest.same_alg_of(&bytes);
         if actual != digest {
             return Err(Error::DigestMismatch {
@@ -1263,10 +1069,7 @@ impl Source for Repository {
                 actual: actual.to_string(),
             });
         }
-        self.manifest_cache
-            .lock()
-            .expect("lock")
-            .insert(digest.clone(), (doc.media_type.clone(), bytes));
+        self.manifest_cache.lock().expect("lock").insert(digest.clone(), (doc.media_type.clone(), bytes));
         Ok(doc.descriptor())
     }
 
@@ -1305,24 +1108,14 @@ impl Destination for Repository {
     }
 
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        self.head_status(&format!("blobs/{}", desc.digest), None)
-            .await
+        self.head_status(&format!("blobs/{}", desc.digest), None).await
     }
 
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
-        self.head_status(
-            &format!("manifests/{}", desc.digest),
-            Some(media::MANIFEST_ACCEPT),
-        )
-        .await
+        self.head_status(&format!("manifests/{}", desc.digest), Some(media::MANIFEST_ACCEPT)).await
     }
 
-    async fn push_blob(
-        &self,
-        desc: &Descriptor,
-        src: &dyn Source,
-        progress: &dyn Progress,
-    ) -> Result<BlobOutcome> {
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
         let from = match src.registry_repo() {
             Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
             _ => None,
@@ -1357,15 +1150,11 @@ impl Destination for Repository {
                         // Resume where the registry stopped, in chunks.
                         let (offset, next) = match self.upload_offset(&url).await.ok().flatten() {
                             Some(x) => x,
-                            None => (
-                                0,
-                                self.start_upload(desc, None).await?.expect("plain upload"),
-                            ),
+                            None => (0, self.start_upload(desc, None).await?.expect("plain upload")),
                         };
                         progress.reset(desc, offset);
                         tracing::info!(digest = %desc.digest, offset, "continuing in chunks");
-                        self.put_chunked(next, offset.min(desc.size), desc, src, progress)
-                            .await?;
+                        self.put_chunked(next, offset.min(desc.size), desc, src, progress).await?;
                         return Ok(BlobOutcome::Uploaded);
                     }
                     tokio::time::sleep(self.client.opts.retry.backoff(attempt)).await;
@@ -1376,35 +1165,20 @@ impl Destination for Repository {
         }
     }
 
-    async fn push_manifest(
-        &self,
-        desc: &Descriptor,
-        bytes: Bytes,
-        tag: Option<&str>,
-    ) -> Result<()> {
-        let target = tag
-            .map(str::to_string)
-            .unwrap_or_else(|| desc.digest.to_string());
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+        let target = tag.map(str::to_string).unwrap_or_else(|| desc.digest.to_string());
         let path = format!("manifests/{target}");
         let mt = desc.media_type.clone();
         let resp = self
-            .request(Method::PUT, &path, true, &|r| {
-                r.header(CONTENT_TYPE, mt.as_str()).body(bytes.clone())
-            })
+            .request(Method::PUT, &path, true, &|r| r.header(CONTENT_TYPE, mt.as_str()).body(bytes.clone()))
             .await?;
         let status = resp.status();
         if !status.is_success() {
             let detail = error_detail(resp).await;
             return Err(self.registry_error(&Method::PUT, &path, status, detail));
         }
-        if let Some(d) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-        {
-            if d != desc.digest.to_string()
-                && desc.digest.algorithm() == crate::digest::Algorithm::Sha256
-            {
+        if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            if d != desc.digest.to_string() && desc.digest.algorithm() == crate::digest::Algorithm::Sha256 {
                 return Err(Error::DigestMismatch {
                     what: format!("manifest pushed as {target}"),
                     location: self.loc(),

@@ -147,9 +147,7 @@ impl Rule {
     ///
     /// Panics on an invalid expression (this is test code); [`Rule::from_str`] reports it.
     pub fn path_regex(mut self, re: &str) -> Self {
-        self.path = Some(PathMatch::Regex(
-            regex::Regex::new(re).expect("valid path regex"),
-        ));
+        self.path = Some(PathMatch::Regex(regex::Regex::new(re).expect("valid path regex")));
         self
     }
 
@@ -229,8 +227,7 @@ impl Rule {
     }
 
     fn matches(&self, method: &Method, path: &str) -> bool {
-        self.method.as_ref().is_none_or(|m| m == method)
-            && self.path.as_ref().is_none_or(|p| p.is_match(path))
+        self.method.as_ref().is_none_or(|m| m == method) && self.path.as_ref().is_none_or(|p| p.is_match(path))
     }
 
     fn stall_only(&self) -> bool {
@@ -258,19 +255,12 @@ impl FromStr for Rule {
         let mut when_set = false;
         let mut has_action = false;
         for token in s.split_whitespace() {
-            let (key, value) = token
-                .split_once('=')
-                .ok_or_else(|| format!("rule token {token:?}: expected key=value"))?;
-            let num = || {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| format!("rule token {token:?}: {value:?} is not a number"))
-            };
+            let (key, value) =
+                token.split_once('=').ok_or_else(|| format!("rule token {token:?}: expected key=value"))?;
+            let num = || value.parse::<u64>().map_err(|_| format!("rule token {token:?}: {value:?} is not a number"));
             let mut set_when = |w: When| {
                 if when_set {
-                    return Err(format!(
-                        "rule {s:?}: more than one of nth/every/times/after"
-                    ));
+                    return Err(format!("rule {s:?}: more than one of nth/every/times/after"));
                 }
                 when_set = true;
                 rule.when = w;
@@ -284,8 +274,7 @@ impl FromStr for Rule {
                 }
                 "path" => rule.path = Some(PathMatch::Contains(value.to_owned())),
                 "path-re" => {
-                    let re = regex::Regex::new(value)
-                        .map_err(|e| format!("rule token {token:?}: {e}"))?;
+                    let re = regex::Regex::new(value).map_err(|e| format!("rule token {token:?}: {e}"))?;
                     rule.path = Some(PathMatch::Regex(re));
                 }
                 "nth" => set_when(When::Nth(num()?))?,
@@ -302,9 +291,8 @@ impl FromStr for Rule {
                 }
                 "retry-after" => rule.retry_after = Some(num()?),
                 "header" => {
-                    let (n, v) = value
-                        .split_once(':')
-                        .ok_or_else(|| format!("rule token {token:?}: expected Name:Value"))?;
+                    let (n, v) =
+                        value.split_once(':').ok_or_else(|| format!("rule token {token:?}: expected Name:Value"))?;
                     rule.headers.push((n.to_owned(), v.to_owned()));
                 }
                 "max-body" => {
@@ -327,9 +315,7 @@ impl FromStr for Rule {
             }
         }
         if !has_action {
-            return Err(format!(
-                "rule {s:?}: no action (status, max-body, drop-request, drop-response, stall)"
-            ));
+            return Err(format!("rule {s:?}: no action (status, max-body, drop-request, drop-response, stall)"));
         }
         Ok(rule)
     }
@@ -337,10 +323,7 @@ impl FromStr for Rule {
 
 /// Parses `;`-separated rules (see [`Rule::from_str`]); empty parts are skipped.
 pub fn parse_rules(s: &str) -> Result<Vec<Rule>, String> {
-    s.split(';')
-        .filter(|part| !part.trim().is_empty())
-        .map(Rule::from_str)
-        .collect()
+    s.split(';').filter(|part| !part.trim().is_empty()).map(Rule::from_str).collect()
 }
 
 /// `123`, `64k`, `1M`, `2g` (binary multiples; an optional trailing `b`/`ib` is accepted).
@@ -353,11 +336,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('g') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("bad size {s:?}"))
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("bad size {s:?}"))
 }
 
 /// `250ms`, `2s`, `1.5s`, `1m`.
@@ -459,13 +438,7 @@ impl ProxyState {
     }
 
     fn slots(rules: Vec<Rule>) -> Vec<RuleSlot> {
-        rules
-            .into_iter()
-            .map(|rule| RuleSlot {
-                rule,
-                stats: RuleStats::default(),
-            })
-            .collect()
+        rules.into_iter().map(|rule| RuleSlot { rule, stats: RuleStats::default() }).collect()
     }
 
     /// The upstream origin, `http://HOST:PORT`.
@@ -500,10 +473,7 @@ impl ProxyState {
 
     /// How many requests had this method.
     pub fn method_count(&self, method: &str) -> usize {
-        lock(&self.exchanges)
-            .iter()
-            .filter(|e| e.method.eq_ignore_ascii_case(method))
-            .count()
+        lock(&self.exchanges).iter().filter(|e| e.method.eq_ignore_ascii_case(method)).count()
     }
 
     /// Requests per method.
@@ -517,10 +487,7 @@ impl ProxyState {
 
     /// Counters of rule `index` (in the order given); zero for an unknown index.
     pub fn rule_stats(&self, index: usize) -> RuleStats {
-        lock(&self.rules)
-            .get(index)
-            .map(|s| s.stats)
-            .unwrap_or_default()
+        lock(&self.rules).get(index).map(|s| s.stats).unwrap_or_default()
     }
 
     /// Counters of every rule, in order.
@@ -530,11 +497,8 @@ impl ProxyState {
 
     /// Counters as JSON (for the `hoist-faultproxy` binary and for logs).
     pub fn summary_json(&self) -> serde_json::Value {
-        let rules: Vec<_> = self
-            .all_rule_stats()
-            .iter()
-            .map(|s| serde_json::json!({"matched": s.matched, "fired": s.fired}))
-            .collect();
+        let rules: Vec<_> =
+            self.all_rule_stats().iter().map(|s| serde_json::json!({"matched": s.matched, "fired": s.fired})).collect();
         serde_json::json!({
             "request_body_bytes": self.request_body_bytes(),
             "requests": lock(&self.exchanges).len(),
@@ -563,12 +527,8 @@ impl ProxyState {
             }
             if plan.status.is_none() {
                 if let Some(status) = r.status {
-                    plan.status = Some(StatusPlan {
-                        rule: i,
-                        status,
-                        retry_after: r.retry_after,
-                        headers: r.headers.clone(),
-                    });
+                    plan.status =
+                        Some(StatusPlan { rule: i, status, retry_after: r.retry_after, headers: r.headers.clone() });
                 }
             }
             min_limit(&mut plan.max_body, i, r.max_body);
@@ -580,11 +540,7 @@ impl ProxyState {
             method: method.as_str().to_owned(),
             path: path.to_owned(),
             status: None,
-            faults: if plan.stall.is_zero() {
-                Vec::new()
-            } else {
-                vec![Fault::Stall(plan.stall)]
-            },
+            faults: if plan.stall.is_zero() { Vec::new() } else { vec![Fault::Stall(plan.stall)] },
         });
         (plan, exchanges.len() - 1)
     }
@@ -614,23 +570,15 @@ fn min_limit(slot: &mut Option<(usize, u64)>, rule: usize, limit: Option<u64>) {
 }
 
 fn parse_upstream(s: &str) -> Result<String, String> {
-    let with_scheme = if s.contains("://") {
-        s.to_owned()
-    } else {
-        format!("http://{s}")
-    };
+    let with_scheme = if s.contains("://") { s.to_owned() } else { format!("http://{s}") };
     let url = url::Url::parse(&with_scheme).map_err(|e| format!("upstream {s:?}: {e}"))?;
     if url.scheme() != "http" {
-        return Err(format!(
-            "upstream {s:?}: only http:// upstreams are supported"
-        ));
+        return Err(format!("upstream {s:?}: only http:// upstreams are supported"));
     }
     if url.path() != "/" || url.query().is_some() {
         return Err(format!("upstream {s:?}: must be an origin without path"));
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| format!("upstream {s:?}: no host"))?;
+    let host = url.host_str().ok_or_else(|| format!("upstream {s:?}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     Ok(format!("http://{host}:{port}"))
 }
@@ -688,10 +636,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             BodyKind::Empty => Poll::Ready(None),
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -702,22 +647,12 @@ impl Body for ProxyBody {
                 }
                 other => other,
             },
-            BodyKind::Upstream(inner) => Pin::new(inner)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(Into::into))),
-            BodyKind::Cut {
-                inner,
-                remaining,
-                limit,
-                cut,
-                note,
-            } => {
+            BodyKind::Upstream(inner) => Pin::new(inner).poll_frame(cx).map(|o| o.map(|r| r.map_err(Into::into))),
+            BodyKind::Cut { inner, remaining, limit, cut, note } => {
                 if let Some(timer) = cut {
                     // let hyper flush what was sent so far, then break the connection
                     return match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
-                            Poll::Ready(Some(Err("response body cut by fault rule".into())))
-                        }
+                        Poll::Ready(()) => Poll::Ready(Some(Err("response body cut by fault rule".into()))),
                         Poll::Pending => Poll::Pending,
                     };
                 }
@@ -780,9 +715,8 @@ type UpstreamClient = Client<HttpConnector, ProxyBody>;
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ProxyState>) -> io::Result<()> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: UpstreamClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
+    let client: UpstreamClient =
+        Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -797,8 +731,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ProxyState>) ->
         let state = state.clone();
         let client = client.clone();
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
@@ -807,15 +740,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ProxyState>) ->
     }
 }
 
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
+const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect"];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // headers named in Connection: are hop-by-hop too
@@ -863,28 +788,17 @@ fn injected(plan: &StatusPlan) -> Response<ProxyBody> {
     };
     let mut resp = error_response(plan.status, code);
     let h = resp.headers_mut();
-    let retry = plan
-        .retry_after
-        .or(matches!(plan.status.as_u16(), 429 | 503).then_some(1));
+    let retry = plan.retry_after.or(matches!(plan.status.as_u16(), 429 | 503).then_some(1));
     if let Some(secs) = retry {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if plan.status == StatusCode::UNAUTHORIZED
-        && !plan
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+        && !plan.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
     {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"hoist-faultproxy\""),
-        );
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"hoist-faultproxy\""));
     }
     for (n, v) in &plan.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
             h.append(n, v);
         }
     }
@@ -900,18 +814,14 @@ fn error_response(status: StatusCode, code: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert("x-hoist-faultproxy", HeaderValue::from_static("injected"));
     resp
 }
 
 fn too_large() -> Response<ProxyBody> {
     let mut resp = error_response(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID");
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -920,9 +830,7 @@ async fn drain(mut body: Incoming, state: &ProxyState) {
     let _ = tokio::time::timeout(LINGER, async {
         while let Some(Ok(frame)) = body.frame().await {
             if let Some(d) = frame.data_ref() {
-                state
-                    .request_body_bytes
-                    .fetch_add(d.len() as u64, Ordering::SeqCst);
+                state.request_body_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
             }
         }
     })
@@ -1003,9 +911,7 @@ async fn pump(
                 verdict.store(TOO_LARGE, Ordering::SeqCst);
                 state.fire(rule, limits.exchange, Fault::TooLarge);
                 if let Some(t) = tx.take() {
-                    let _ = t
-                        .send(Err("request body too large (fault rule)".into()))
-                        .await;
+                    let _ = t.send(Err("request body too large (fault rule)".into())).await;
                 }
                 continue;
             }
@@ -1026,10 +932,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let path = req.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
     let (plan, ex) = state.begin(&method, &path);
     if !plan.stall.is_zero() {
         tokio::time::sleep(plan.stall).await;
@@ -1057,11 +960,7 @@ async fn handle(
         }
     }
 
-    let proxy_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let proxy_host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
 
@@ -1073,33 +972,14 @@ async fn handle(
         let hint = body.size_hint();
         let verdict = Arc::new(AtomicU8::new(GO_ON));
         let (done_tx, done_rx) = oneshot::channel();
-        let limits = PumpLimits {
-            max_body: plan.max_body,
-            drop_after: plan.drop_request,
-            exchange: ex,
-        };
-        tokio::spawn(pump(
-            body,
-            tx,
-            state.clone(),
-            limits,
-            verdict.clone(),
-            done_tx,
-        ));
+        let limits = PumpLimits { max_body: plan.max_body, drop_after: plan.drop_request, exchange: ex };
+        tokio::spawn(pump(body, tx, state.clone(), limits, verdict.clone(), done_tx));
         pump_state = Some((verdict, done_rx));
-        ProxyBody(BodyKind::Channel {
-            rx,
-            hint,
-            done: false,
-        })
+        ProxyBody(BodyKind::Channel { rx, hint, done: false })
     };
 
     let uri = format!("{}{}", state.upstream, path);
-    let mut up_req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .version(Version::HTTP_11)
-        .body(up_body)?;
+    let mut up_req = Request::builder().method(method).uri(uri).version(Version::HTTP_11).body(up_body)?;
     *up_req.headers_mut() = headers;
     let result = client.request(up_req).await;
 
@@ -1157,10 +1037,7 @@ pub struct FaultProxy {
 
 impl fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultProxy")
-            .field("addr", &self.addr)
-            .field("state", &self.state)
-            .finish()
+        f.debug_struct("FaultProxy").field("addr", &self.addr).field("state", &self.state).finish()
     }
 }
 
@@ -1172,40 +1049,30 @@ impl FaultProxy {
 
     /// Starts a proxy listening on `listen`.
     pub fn start_on(listen: SocketAddr, upstream: &str, rules: Vec<Rule>) -> io::Result<Self> {
-        let state = ProxyState::new(upstream, rules)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let state = ProxyState::new(upstream, rules).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (shutdown, stop) = oneshot::channel::<()>();
         let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("faultproxy-{}", addr.port()))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("faultproxy: {e}");
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        _ = serve(listener, st) => {}
-                        _ = stop => {}
+        let thread = std::thread::Builder::new().name(format!("faultproxy-{}", addr.port())).spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("faultproxy: {e}");
+                        return;
                     }
-                });
-                // dropping the runtime here cancels the connection tasks
-            })?;
-        Ok(FaultProxy {
-            addr,
-            state,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        })
+                };
+                tokio::select! {
+                    _ = serve(listener, st) => {}
+                    _ = stop => {}
+                }
+            });
+            // dropping the runtime here cancels the connection tasks
+        })?;
+        Ok(FaultProxy { addr, state, shutdown: Some(shutdown), thread: Some(thread) })
     }
 
     /// Listening address.
@@ -1315,14 +1182,8 @@ mod tests {
 
     #[test]
     fn upstream_forms() {
-        assert_eq!(
-            parse_upstream("127.0.0.1:5000").unwrap(),
-            "http://127.0.0.1:5000"
-        );
-        assert_eq!(
-            parse_upstream("http://localhost:80/").unwrap(),
-            "http://localhost:80"
-        );
+        assert_eq!(parse_upstream("127.0.0.1:5000").unwrap(), "http://127.0.0.1:5000");
+        assert_eq!(parse_upstream("http://localhost:80/").unwrap(), "http://localhost:80");
         assert!(parse_upstream("https://127.0.0.1:5000").is_err());
         assert!(parse_upstream("http://127.0.0.1:5000/v2/").is_err());
     }
@@ -1330,21 +1191,12 @@ mod tests {
     #[test]
     fn location_rewrite() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::LOCATION,
-            HeaderValue::from_static("http://127.0.0.1:5000/v2/x/blobs/uploads/u?_state=a"),
-        );
+        h.insert(header::LOCATION, HeaderValue::from_static("http://127.0.0.1:5000/v2/x/blobs/uploads/u?_state=a"));
         rewrite_location(&mut h, "http://127.0.0.1:5000", Some("127.0.0.1:7000"));
-        assert_eq!(
-            h[header::LOCATION],
-            "http://127.0.0.1:7000/v2/x/blobs/uploads/u?_state=a"
-        );
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:7000/v2/x/blobs/uploads/u?_state=a");
         // another port is another host: untouched
         let mut h = HeaderMap::new();
-        h.insert(
-            header::LOCATION,
-            HeaderValue::from_static("http://127.0.0.1:50001/v2/"),
-        );
+        h.insert(header::LOCATION, HeaderValue::from_static("http://127.0.0.1:50001/v2/"));
         rewrite_location(&mut h, "http://127.0.0.1:5000", Some("127.0.0.1:7000"));
         assert_eq!(h[header::LOCATION], "http://127.0.0.1:50001/v2/");
     }

@@ -30,10 +30,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    hoist_cmd()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", hoist_bin().display()))
+    hoist_cmd().args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", hoist_bin().display()))
 }
 
 /// A `Command` for skopeo with `--insecure-policy` (no /etc/containers/policy.json needed).
@@ -49,19 +46,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    skopeo_cmd()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run skopeo: {e}"))
+    skopeo_cmd().args(args).output().unwrap_or_else(|e| panic!("cannot run skopeo: {e}"))
 }
 
 /// Whether `tool` is an executable on `PATH` (or an executable path).
 pub fn have(tool: &str) -> bool {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
     };
     if tool.contains('/') {
         return is_exec(Path::new(tool));

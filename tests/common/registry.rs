@@ -32,18 +32,12 @@ impl RegistryOpts {
 
     /// Basic auth with `user`/`pass`.
     pub fn auth(user: &str, pass: &str) -> Self {
-        Self {
-            auth: Some((user.to_owned(), pass.to_owned())),
-            tls: false,
-        }
+        Self { auth: Some((user.to_owned(), pass.to_owned())), tls: false }
     }
 
     /// HTTPS, no auth.
     pub fn tls() -> Self {
-        Self {
-            auth: None,
-            tls: true,
-        }
+        Self { auth: None, tls: true }
     }
 
     /// Also serve HTTPS.
@@ -74,10 +68,7 @@ pub struct TestRegistry {
 
 impl std::fmt::Debug for TestRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRegistry")
-            .field("url", &self.url())
-            .field("dir", &self.dir.path())
-            .finish()
+        f.debug_struct("TestRegistry").field("url", &self.url()).field("dir", &self.dir.path()).finish()
     }
 }
 
@@ -87,28 +78,16 @@ impl TestRegistry {
     /// Starts a registry and waits until `GET /v2/` answers 200 or 401. Panics (with the
     /// registry's log) if it cannot.
     pub fn start(opts: RegistryOpts) -> TestRegistry {
-        let dir = tempfile::Builder::new()
-            .prefix("hoist-registry.")
-            .tempdir()
-            .expect("temp dir for registry");
+        let dir = tempfile::Builder::new().prefix("hoist-registry.").tempdir().expect("temp dir for registry");
         let root = dir.path().to_owned();
         fs::create_dir_all(root.join("data")).expect("registry data dir");
         if let Some((user, pass)) = &opts.auth {
-            run(Command::new("htpasswd")
-                .arg("-Bbc")
-                .arg(root.join("htpasswd"))
-                .arg(user)
-                .arg(pass));
+            run(Command::new("htpasswd").arg("-Bbc").arg(root.join("htpasswd")).arg(user).arg(pass));
         }
         if opts.tls {
             make_certs(&root);
         }
-        let mut reg = TestRegistry {
-            dir,
-            port: 0,
-            opts,
-            child: None,
-        };
+        let mut reg = TestRegistry { dir, port: 0, opts, child: None };
         // the free port may be taken between probe and bind: try a few
         let mut last_err = String::new();
         for _ in 0..5 {
@@ -166,10 +145,7 @@ impl TestRegistry {
 
     /// User and password, when started with auth.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.opts
-            .auth
-            .as_ref()
-            .map(|(u, p)| (u.as_str(), p.as_str()))
+        self.opts.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// The state dir (config.yml, data/, log, tls/, certs.d/, htpasswd).
@@ -189,10 +165,7 @@ impl TestRegistry {
 
     /// PEM of the CA that signed the server certificate. Panics without TLS.
     pub fn ca_pem_path(&self) -> PathBuf {
-        assert!(
-            self.opts.tls,
-            "ca_pem_path: registry was started without TLS"
-        );
+        assert!(self.opts.tls, "ca_pem_path: registry was started without TLS");
         self.dir().join("tls/ca.pem")
     }
 
@@ -207,11 +180,7 @@ impl TestRegistry {
     /// for `inspect`/`delete`/`list-tags`. TLS verification off for plain HTTP, the cert dir
     /// for TLS, and the credentials with auth.
     pub fn skopeo_args(&self, side: &str) -> Vec<String> {
-        let p = if side.is_empty() {
-            "--".to_owned()
-        } else {
-            format!("--{side}-")
-        };
+        let p = if side.is_empty() { "--".to_owned() } else { format!("--{side}-") };
         let mut v = Vec::new();
         if self.opts.tls {
             v.push(format!("{p}cert-dir={}", self.cert_dir().display()));
@@ -267,10 +236,7 @@ impl TestRegistry {
 
     /// How many logged requests had `method` and a path containing `path_part`.
     pub fn count(&self, method: &str, path_part: &str) -> usize {
-        self.requests()
-            .iter()
-            .filter(|r| r.method == method && r.path.contains(path_part))
-            .count()
+        self.requests().iter().filter(|r| r.method == method && r.path.contains(path_part)).count()
     }
 
     fn config_yaml(&self) -> String {
@@ -317,21 +283,14 @@ http:
             );
         }
         if self.opts.auth.is_some() {
-            let _ = write!(
-                y,
-                "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n",
-                root.join("htpasswd").display()
-            );
+            let _ =
+                write!(y, "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n", root.join("htpasswd").display());
         }
         y
     }
 
     fn spawn(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open registry log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open registry log");
         let log2 = log.try_clone().expect("dup registry log");
         // sh keeps the registry's exit status visible to try_wait(); the subshell holds our
         // stdin pipe and kills the registry when it reads EOF, i.e. when this process dies
@@ -368,9 +327,7 @@ wait $p"#;
             match probe(&url, ca.as_deref()) {
                 Ok(200 | 401) => return Ok(()),
                 Ok(code) => return Err(format!("GET {url} answered {code}")),
-                Err(_) if start.elapsed() < READY_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Err(_) if start.elapsed() < READY_TIMEOUT => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => return Err(format!("GET {url}: {e} (after {READY_TIMEOUT:?})")),
             }
         }
@@ -412,10 +369,7 @@ fn probe(url: &str, ca: Option<&Path>) -> Result<u16, String> {
     let url = url.to_owned();
     let ca = ca.map(Path::to_owned);
     std::thread::spawn(move || -> Result<u16, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         rt.block_on(async move {
             let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
             if let Some(ca) = ca {
@@ -424,11 +378,7 @@ fn probe(url: &str, ca: Option<&Path>) -> Result<u16, String> {
                 b = b.add_root_certificate(cert);
             }
             let client = b.build().map_err(|e| e.to_string())?;
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let resp = client.get(&url).send().await.map_err(|e| format!("{e:?}"))?;
             Ok(resp.status().as_u16())
         })
     })
@@ -437,23 +387,13 @@ fn probe(url: &str, ca: Option<&Path>) -> Result<u16, String> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 
 #[track_caller]
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
 /// A throwaway CA and a leaf signed by it (CA:FALSE, EKU serverAuth, SAN 127.0.0.1 and
@@ -463,9 +403,7 @@ fn make_certs(root: &Path) {
     let tls = root.join("tls");
     fs::create_dir_all(&tls).expect("tls dir");
     let ossl = |args: &str| {
-        run(Command::new("openssl")
-            .args(args.split_whitespace())
-            .current_dir(&tls));
+        run(Command::new("openssl").args(args.split_whitespace()).current_dir(&tls));
     };
     ossl(
         "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 30 \
@@ -508,9 +446,5 @@ pub fn parse_access_line(line: &str) -> Option<LoggedRequest> {
         return None;
     }
     let status = rest.trim_start().split(' ').next()?.parse().ok()?;
-    Some(LoggedRequest {
-        method,
-        path,
-        status,
-    })
+    Some(LoggedRequest { method, path, status })
 }

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "$GREETING from hoist"
+cat /app/hello.txt

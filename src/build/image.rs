@@ -1,0 +1,349 @@
+//! Container images from files: an `ImageSpec` (layers, run settings, platforms,
+//! optional base image) becomes one manifest per platform, plus an index when there are
+//! several, written into a `Layout` and tagged. Same inputs give the same digests: every
+//! timestamp comes from `SOURCE_DATE_EPOCH` (0 when unset).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use super::layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
+use super::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
+use super::{rfc3339, source_date_epoch, store_bytes};
+use crate::descriptor::{Descriptor, Platform};
+use crate::document::View;
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Layout;
+use crate::media;
+use crate::target::{unwrap_io_error, Destination, NoProgress, Source, VerifyReader};
+
+/// Largest base image config hoist reads.
+const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+
+/// One layer of the image: a set of files, written as one tar.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    pub files: Vec<LayerEntry>,
+    /// Text for this layer's `history` entry (default `hoist build`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What to build. This is also the format of `hoist.toml` (see `docs/build-file.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Base image reference; the caller resolves it and passes a `BaseImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Tag to set in the layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `os/arch[/variant]` strings; default `linux/amd64`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub layers: Vec<LayerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `8080`, `8080/tcp`, `53/udp`.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
+    /// Manifest annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Overrides `SOURCE_DATE_EPOCH` for this build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
+}
+
+/// A `hoist.toml` build file.
+pub struct BuildFile;
+
+impl BuildFile {
+    /// Parse a build file; relative `source` paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<ImageSpec> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base, &path.display().to_string())
+    }
+
+    /// Parse build-file text; `base_dir` anchors relative sources, `location` names it in errors.
+    pub fn parse(text: &str, base_dir: &Path, location: &str) -> Result<ImageSpec> {
+        let mut spec: ImageSpec = toml::from_str(text).map_err(|e| Error::malformed("build file", location, e))?;
+        for l in &mut spec.layers {
+            for f in &mut l.files {
+                if f.source.is_relative() {
+                    f.source = base_dir.join(&f.source);
+                }
+            }
+        }
+        for p in &spec.platforms {
+            Platform::parse(p).ok_or_else(|| {
+                Error::malformed("build file", location, format!("platform {p:?} is not os/arch[/variant]"))
+            })?;
+        }
+        Ok(spec)
+    }
+}
+
+/// The base image to build on: where to read it and its root (manifest or index).
+pub struct BaseImage<'a> {
+    pub source: &'a dyn Source,
+    pub root: Descriptor,
+    /// Reference recorded in `org.opencontainers.image.base.name`.
+    pub name: Option<String>,
+}
+
+struct Base {
+    manifest: Descriptor,
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+}
+
+/// Build the image described by `spec` into `layout`; returns the root descriptor (the
+/// manifest, or the index when several platforms are built). Tags it with `spec.tag`
+/// (otherwise records it as an untagged root).
+pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseImage<'_>>) -> Result<Descriptor> {
+    let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
+    let created = rfc3339(epoch);
+    let platforms = if spec.platforms.is_empty() { vec!["linux/amd64".to_string()] } else { spec.platforms.clone() };
+    let platforms = platforms
+        .iter()
+        .map(|p| {
+            Platform::parse(p).ok_or_else(|| Error::Unsupported(format!("platform {p:?} is not os/arch[/variant]")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut layers: Vec<LayerBlob> = Vec::new();
+    for l in &spec.layers {
+        let root = layout.root().to_path_buf();
+        let files = l.files.clone();
+        let compression = spec.compression;
+        let blob = tokio::task::spawn_blocking(move || {
+            build_layer_blocking(&Layout::open(&root)?, &files, compression, epoch)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("layer builder: {e}")))??;
+        layers.push(blob);
+    }
+
+    let mut manifests = Vec::new();
+    for platform in &platforms {
+        let base_img = match &base {
+            Some(b) => Some(load_base(layout, b, platform).await?),
+            None => None,
+        };
+        let mut config = base_img.as_ref().map(|b| b.config.clone()).unwrap_or_default();
+        config.created = Some(created.clone());
+        if spec.author.is_some() {
+            config.author = spec.author.clone();
+        }
+        config.architecture = platform.architecture.clone();
+        config.os = platform.os.clone();
+        config.variant = platform.variant.clone();
+        merge_run_config(&mut config, spec);
+        if config.rootfs.kind.is_empty() {
+            config.rootfs = RootFs::layers(vec![]);
+        }
+        for (l, blob) in spec.layers.iter().zip(&layers) {
+            config.rootfs.diff_ids.push(blob.diff_id.clone());
+            config.history.push(History {
+                created: Some(created.clone()),
+                created_by: Some(l.comment.clone().unwrap_or_else(|| "hoist build".into())),
+                ..Default::default()
+            });
+        }
+        let config_desc = store_bytes(layout, media::OCI_CONFIG, &config.to_bytes()?)?;
+        let mut all_layers: Vec<Descriptor> = base_img.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
+        all_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
+        let mut manifest = ImageManifest::new(config_desc, all_layers);
+        manifest.annotations = spec.annotations.clone();
+        if let (Some(b), Some(bi)) = (&base, &base_img) {
+            manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), bi.manifest.digest.to_string());
+            if let Some(n) = &b.name {
+                manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n.clone());
+            }
+        }
+        let mut desc = store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
+        desc.platform = Some(platform.clone());
+        manifests.push(desc);
+    }
+
+    let root = if manifests.len() == 1 {
+        let mut d = manifests.pop().expect("one manifest");
+        d.platform = None;
+        d
+    } else {
+        let mut index = ImageIndex::new(manifests);
+        index.annotations = spec.annotations.clone();
+        store_bytes(layout, media::OCI_INDEX, &index.to_bytes()?)?
+    };
+    match &spec.tag {
+        Some(t) => layout.set_tag(&root, t)?,
+        None => layout.add_untagged(&root)?,
+    }
+    Ok(root)
+}
+
+/// Apply the spec's run settings over the base image's: set values win, env and labels
+/// merge by key, a new entrypoint clears the base's cmd unless `cmd` is set too.
+fn merge_run_config(config: &mut ImageConfig, spec: &ImageSpec) {
+    let c = &mut config.config;
+    if let Some(u) = &spec.user {
+        c.user = Some(u.clone());
+    }
+    if let Some(w) = &spec.workdir {
+        c.working_dir = Some(w.clone());
+    }
+    if let Some(e) = &spec.entrypoint {
+        c.entrypoint = Some(e.clone());
+        c.cmd = None;
+    }
+    if let Some(cmd) = &spec.cmd {
+        c.cmd = Some(cmd.clone());
+    }
+    for (k, v) in &spec.env {
+        let entry = format!("{k}={v}");
+        match c.env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+            Some(slot) => *slot = entry,
+            None => c.env.push(entry),
+        }
+    }
+    c.labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for p in &spec.exposed_ports {
+        let p = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+        c.exposed_ports.insert(p, Empty {});
+    }
+}
+
+fn platform_matches(want: &Platform, have: &Platform) -> bool {
+    let norm = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
+        ("arm64", Some("v8")) => None,
+        (_, v) => v.map(str::to_string),
+    };
+    want.os == have.os && want.architecture == have.architecture && (want.variant.is_none() || norm(want) == norm(have))
+}
+
+/// Pick the base manifest for `platform`, read its config and copy its layers into `layout`.
+async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
+    let loc = b.source.location();
+    let root = b.source.fetch_document(&b.root).await?;
+    let (manifest_desc, doc) = match &root.view {
+        View::Index(i) => {
+            let d = i
+                .manifests
+                .iter()
+                .find(|d| {
+                    media::is_manifest(&d.media_type)
+                        && d.platform.as_ref().is_some_and(|p| platform_matches(platform, p))
+                })
+                .ok_or_else(|| {
+                    Error::not_found(format!("platform {platform} in base image {}", b.root.digest), loc.clone())
+                })?
+                .clone();
+            let doc = b.source.fetch_document(&d).await?;
+            (d, doc)
+        }
+        View::Manifest(_) => (b.root.clone(), root.clone()),
+    };
+    let View::Manifest(m) = &doc.view else {
+        return Err(Error::malformed(format!("manifest {}", manifest_desc.digest), loc, "expected an image manifest"));
+    };
+    if m.config.size > MAX_CONFIG_SIZE {
+        return Err(Error::malformed(format!("config {}", m.config.digest), loc, "config too large"));
+    }
+    let stream = b.source.open_blob(&m.config, 0).await?;
+    let mut raw = Vec::new();
+    VerifyReader::new(stream, &m.config, loc.clone())
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| unwrap_io_error(e, PathBuf::from(&loc)))?;
+    let config: ImageConfig = serde_json::from_slice(&raw)
+        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
+    if config.os != platform.os || config.architecture != platform.architecture {
+        return Err(Error::Unsupported(format!(
+            "base image {} in {loc} is {}/{}, not {platform}",
+            manifest_desc.digest, config.os, config.architecture
+        )));
+    }
+    futures::stream::iter(m.layers.iter().map(|l| async move { layout.push_blob(l, b.source, &NoProgress).await }))
+        .buffer_unordered(4)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let layers = m
+        .layers
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l.media_type = match l.media_type.as_str() {
+                media::DOCKER_LAYER_GZIP => media::OCI_LAYER_GZIP.into(),
+                media::DOCKER_LAYER_TAR => media::OCI_LAYER_TAR.into(),
+                other => other.into(),
+            };
+            l
+        })
+        .collect();
+    Ok(Base { manifest: manifest_desc, config, layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_file_parses_and_resolves_sources() {
+        let text = r#"
+tag = "t"
+platforms = ["linux/arm64/v8"]
+compression = "zstd:19"
+entrypoint = ["/app/run"]
+[env]
+A = "1"
+[[layers]]
+files = [{ source = "app", target = "/app" }, { source = "/abs/run.sh", target = "/usr/local/bin/", mode = 0o755, uid = 1000 }]
+"#;
+        let spec = BuildFile::parse(text, Path::new("/ctx"), "hoist.toml").unwrap();
+        assert_eq!(spec.compression, Compression::Zstd { level: 19 });
+        assert_eq!(spec.layers[0].files[0].source, PathBuf::from("/ctx/app"));
+        assert_eq!(spec.layers[0].files[1].source, PathBuf::from("/abs/run.sh"));
+        assert_eq!(spec.layers[0].files[1].mode, Some(0o755));
+        assert!(BuildFile::parse("tga = 1", Path::new("/"), "x").is_err());
+        assert!(BuildFile::parse("platforms = [\"linux\"]", Path::new("/"), "x").is_err());
+    }
+
+    #[test]
+    fn run_config_merges_over_base() {
+        let mut cfg = ImageConfig::default();
+        cfg.config.env = vec!["PATH=/bin".into(), "A=old".into()];
+        cfg.config.cmd = Some(vec!["sh".into()]);
+        let spec = ImageSpec {
+            entrypoint: Some(vec!["/run".into()]),
+            env: BTreeMap::from([("A".into(), "new".into()), ("B".into(), "2".into())]),
+            exposed_ports: vec!["80".into()],
+            ..Default::default()
+        };
+        merge_run_config(&mut cfg, &spec);
+        assert_eq!(cfg.config.env, vec!["PATH=/bin", "A=new", "B=2"]);
+        assert_eq!(cfg.config.cmd, None);
+        assert!(cfg.config.exposed_ports.contains_key("80/tcp"));
+    }
+}

@@ -1,0 +1,476 @@
+//! Deterministic layer tars: walk the given sources ourselves, sort every entry by its
+//! path in the image, normalize headers (uid/gid 0 unless overridden, no user/group
+//! names, one mtime), and stream tar → compressor → temp file while hashing both the
+//! uncompressed (diff_id) and compressed (blob digest) bytes in the same pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HashWriter, TempBlob, BUF};
+use crate::descriptor::Descriptor;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Layout;
+use crate::media;
+
+/// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
+const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
+
+/// One source path (file or directory) and where it goes in the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerEntry {
+    /// File or directory on disk. A directory is copied with its contents; a symlink
+    /// named here is followed (symlinks inside a directory are kept as symlinks).
+    pub source: PathBuf,
+    /// Path in the image (`/app`, `usr/local/bin/tool`). For a directory source, the
+    /// directory itself becomes this path; `/` copies its contents to the root.
+    /// A file source with a target ending in `/` keeps its file name.
+    pub target: String,
+    /// Permission bits for files and directories (default: as on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u64>,
+}
+
+impl LayerEntry {
+    pub fn new(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
+        LayerEntry { source: source.into(), target: target.into(), mode: None, uid: None, gid: None }
+    }
+}
+
+/// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 6 }
+    }
+}
+
+impl Compression {
+    /// Media type of an image layer with this compression.
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::None => media::OCI_LAYER_TAR,
+            Compression::Gzip { .. } => media::OCI_LAYER_GZIP,
+            Compression::Zstd { .. } => media::OCI_LAYER_ZSTD,
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        let bad = || Error::Unsupported(format!("compression {s:?}: expected none, gzip[:0-9] or zstd[:1-22]"));
+        match (name, level) {
+            ("none", None) => Ok(Compression::None),
+            ("gzip", None) => Ok(Compression::Gzip { level: 6 }),
+            ("gzip", Some(l)) => {
+                l.parse().ok().filter(|l| *l <= 9).map(|level| Compression::Gzip { level }).ok_or_else(bad)
+            }
+            ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
+            ("zstd", Some(l)) => {
+                l.parse().ok().filter(|l| (1..=22).contains(l)).map(|level| Compression::Zstd { level }).ok_or_else(bad)
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => write!(f, "none"),
+            Compression::Gzip { level } => write!(f, "gzip:{level}"),
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
+impl Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A layer stored in the layout: its descriptor and the digest of the uncompressed tar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Dir,
+    File { src: PathBuf, size: u64, link_key: Option<(u64, u64)> },
+    Symlink { target: String },
+    Hardlink { target: String },
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    kind: Kind,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+}
+
+/// Build one layer from `entries` and store it in `layout`. Blocking: run it on a
+/// blocking thread from async code. `mtime` (seconds) is written on every entry.
+pub fn build_layer_blocking(
+    layout: &Layout,
+    entries: &[LayerEntry],
+    compression: Compression,
+    mtime: i64,
+) -> Result<LayerBlob> {
+    let items = collect(entries)?;
+    let tmp = TempBlob::new(layout)?;
+    let sink = HashWriter::new(BufWriter::with_capacity(BUF, tmp.file()));
+    let mut enc = HashWriter::new(Encoder::new(sink, compression).at(tmp.path())?);
+    write_tar(&items, mtime.max(0) as u64, &mut enc)?;
+    let (enc, diff_id, _) = enc.finish();
+    let sink = enc.finish().at(tmp.path())?;
+    let (mut file, digest, size) = sink.finish();
+    file.flush().at(tmp.path())?;
+    drop(file);
+    tmp.commit(layout, &digest, size)?;
+    Ok(LayerBlob { descriptor: Descriptor::new(compression.layer_media_type(), digest, size), diff_id })
+}
+
+/// Write the deterministic tar of `entries` to `w` (no compression). Returns nothing but
+/// the bytes; used by tests and by callers that hash themselves.
+pub fn write_tar_blocking(entries: &[LayerEntry], mtime: i64, w: &mut impl Write) -> Result<()> {
+    let items = collect(entries)?;
+    write_tar(&items, mtime.max(0) as u64, w)
+}
+
+fn unsafe_path(path: impl AsRef<Path>, reason: impl Into<String>) -> Error {
+    Error::UnsafePath { path: path.as_ref().display().to_string(), location: "layer".into(), reason: reason.into() }
+}
+
+/// Normalize a path in the image: relative, `/`-separated, no `.` or empty components.
+/// `..` anywhere is refused. The image root is the empty string.
+pub fn normalize_target(target: &str) -> Result<String> {
+    let mut parts = Vec::new();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(unsafe_path(target, "`..` in a path inside the image")),
+            c if c.contains('\0') => return Err(unsafe_path(target, "NUL byte in path")),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn join(base: &str, rel: &str) -> String {
+    match (base.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_string(),
+        (_, true) => base.to_string(),
+        _ => format!("{base}/{rel}"),
+    }
+}
+
+fn utf8(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", path.display())))
+}
+
+fn collect(entries: &[LayerEntry]) -> Result<BTreeMap<String, Item>> {
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let target = normalize_target(&e.target)?;
+        let meta = fs::metadata(&e.source).at(&e.source)?;
+        let uid = e.uid.unwrap_or(0);
+        let gid = e.gid.unwrap_or(0);
+        let mode_of = |m: &fs::Metadata| e.mode.unwrap_or(m.permissions().mode() & 0o7777);
+        if meta.is_dir() {
+            if !target.is_empty() {
+                out.insert(target.clone(), Item { kind: Kind::Dir, mode: mode_of(&meta), uid, gid });
+            }
+            for w in walkdir::WalkDir::new(&e.source).follow_links(false).min_depth(1).sort_by_file_name() {
+                let w = w.map_err(|err| {
+                    let p = err.path().unwrap_or(&e.source).to_path_buf();
+                    Error::io(p, err.into())
+                })?;
+                let rel = w.path().strip_prefix(&e.source).expect("walkdir yields children");
+                let rel_s = utf8(rel)?;
+                let path_in_image = join(&target, &normalize_target(rel_s)?);
+                let m = w.path().symlink_metadata().at(w.path())?;
+                let ft = m.file_type();
+                let item = if ft.is_dir() {
+                    Item { kind: Kind::Dir, mode: mode_of(&m), uid, gid }
+                } else if ft.is_file() {
+                    let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
+                    Item {
+                        kind: Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key },
+                        mode: mode_of(&m),
+                        uid,
+                        gid,
+                    }
+                } else if ft.is_symlink() {
+                    let link = fs::read_link(w.path()).at(w.path())?;
+                    check_symlink(w.path(), rel, &link)?;
+                    Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
+                } else {
+                    return Err(Error::Unsupported(format!(
+                        "{}: sockets, devices and fifos cannot go into a layer",
+                        w.path().display()
+                    )));
+                };
+                out.insert(path_in_image, item);
+            }
+        } else if meta.is_file() {
+            let target = if e.target.ends_with('/') || target.is_empty() {
+                let name = e.source.file_name().ok_or_else(|| unsafe_path(&e.source, "source has no file name"))?;
+                join(&target, utf8(Path::new(name))?)
+            } else {
+                target
+            };
+            let link_key = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            out.insert(
+                target,
+                Item {
+                    kind: Kind::File { src: e.source.clone(), size: meta.len(), link_key },
+                    mode: mode_of(&meta),
+                    uid,
+                    gid,
+                },
+            );
+        } else {
+            return Err(Error::Unsupported(format!(
+                "{}: sockets, devices and fifos cannot go into a layer",
+                e.source.display()
+            )));
+        }
+    }
+    // Hardlinks inside the layer: the first path (in sorted order) holds the data.
+    let mut first: HashMap<(u64, u64), String> = HashMap::new();
+    for (path, item) in out.iter_mut() {
+        if let Kind::File { link_key: Some(key), .. } = &item.kind {
+            match first.get(key) {
+                Some(target) => item.kind = Kind::Hardlink { target: target.clone() },
+                None => {
+                    first.insert(*key, path.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuse a symlink whose target leaves the directory tree it was found in.
+fn check_symlink(path: &Path, rel: &Path, link: &Path) -> Result<()> {
+    if link.is_absolute() {
+        return Err(unsafe_path(path, format!("symlink to absolute path {} escapes the source tree", link.display())));
+    }
+    let mut depth: i64 = rel.components().count() as i64 - 1;
+    for c in link.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return Err(unsafe_path(path, format!("symlink target {} is not relative", link.display()))),
+        }
+        if depth < 0 {
+            return Err(unsafe_path(path, format!("symlink target {} escapes the source tree", link.display())));
+        }
+    }
+    Ok(())
+}
+
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    loop {
+        let candidate = len.to_string().len() + body.len();
+        if candidate == len {
+            break;
+        }
+        len = candidate;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+fn put_name(field: &mut [u8], value: &str) {
+    let bytes = value.as_bytes();
+    let mut n = bytes.len().min(field.len());
+    while !value.is_char_boundary(n) {
+        n -= 1;
+    }
+    field[..n].copy_from_slice(&bytes[..n]);
+}
+
+const ZEROS: [u8; 1024] = [0u8; 1024];
+
+fn pad(w: &mut impl Write, len: u64) -> io::Result<()> {
+    let rem = (len % 512) as usize;
+    if rem != 0 {
+        w.write_all(&ZEROS[..512 - rem])?;
+    }
+    Ok(())
+}
+
+fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> Result<()> {
+    let out = PathBuf::from("<layer stream>");
+    for (path, item) in items {
+        let name = if matches!(item.kind, Kind::Dir) { format!("{path}/") } else { path.clone() };
+        let (entry_type, size, link) = match &item.kind {
+            Kind::Dir => (tar::EntryType::Directory, 0, None),
+            Kind::File { size, .. } => (tar::EntryType::Regular, *size, None),
+            Kind::Symlink { target } => (tar::EntryType::Symlink, 0, Some(target.as_str())),
+            Kind::Hardlink { target } => (tar::EntryType::Link, 0, Some(target.as_str())),
+        };
+        let mut pax = Vec::new();
+        if let Some(l) = link.filter(|l| l.len() > 100) {
+            pax.extend(pax_record("linkpath", l));
+        }
+        if name.len() > 100 {
+            pax.extend(pax_record("path", &name));
+        }
+        if size > USTAR_MAX_SIZE {
+            pax.extend(pax_record("size", &size.to_string()));
+        }
+        if !pax.is_empty() {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XHeader);
+            put_name(&mut h.as_old_mut().name, "PaxHeaders.0/entry");
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(mtime);
+            h.set_size(pax.len() as u64);
+            h.set_cksum();
+            w.write_all(h.as_bytes()).at(&out)?;
+            w.write_all(&pax).at(&out)?;
+            pad(w, pax.len() as u64).at(&out)?;
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(entry_type);
+        put_name(&mut h.as_old_mut().name, &name);
+        if let Some(l) = link {
+            put_name(&mut h.as_old_mut().linkname, l);
+        }
+        h.set_mode(item.mode);
+        h.set_uid(item.uid);
+        h.set_gid(item.gid);
+        h.set_mtime(mtime);
+        h.set_size(size);
+        h.set_cksum();
+        w.write_all(h.as_bytes()).at(&out)?;
+        if let Kind::File { src, size, .. } = &item.kind {
+            let f = File::open(src).at(src)?;
+            let mut r = f.take(*size);
+            let copied = super::copy_stream(&mut r, w, src, &out)?;
+            if copied != *size {
+                return Err(Error::Other(format!(
+                    "{}: file shrank from {size} to {copied} bytes while building the layer",
+                    src.display()
+                )));
+            }
+            pad(w, *size).at(&out)?;
+        }
+    }
+    w.write_all(&ZEROS).at(&out)?;
+    Ok(())
+}
+
+/// Compressor over a writer; `finish` flushes the trailer and returns the writer.
+enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(w: W, c: Compression) -> io::Result<Self> {
+        Ok(match c {
+            Compression::None => Encoder::Plain(w),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::new(level)))
+            }
+            Compression::Zstd { level } => {
+                let mut e = zstd::stream::write::Encoder::new(w, level)?;
+                e.multithread(2)?;
+                Encoder::Zstd(e)
+            }
+        })
+    }
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        assert_eq!(pax_record("path", "a"), b"9 path=a\n");
+        let long = "x".repeat(95);
+        let r = pax_record("path", &long);
+        assert_eq!(r.len().to_string(), String::from_utf8(r.clone()).unwrap().split(' ').next().unwrap());
+    }
+
+    #[test]
+    fn targets_are_normalized_and_dotdot_refused() {
+        assert_eq!(normalize_target("/usr//local/./bin/").unwrap(), "usr/local/bin");
+        assert_eq!(normalize_target("/").unwrap(), "");
+        assert!(matches!(normalize_target("a/../../etc"), Err(Error::UnsafePath { .. })));
+    }
+
+    #[test]
+    fn compression_parses() {
+        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 6 });
+        assert!("gzip:10".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+    }
+}

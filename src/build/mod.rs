@@ -1,0 +1,208 @@
+//! Builders: turn files on disk into images, artifacts and model packs inside a local
+//! `Layout`, and return the root descriptor. They never name a transport; the CLI moves
+//! the result anywhere with `copy::graph`.
+
+pub mod artifact;
+pub mod image;
+pub mod layer;
+pub mod model;
+pub mod write;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::descriptor::Descriptor;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Layout;
+
+pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
+pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
+pub use layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
+pub use model::{build_model, unpack_model, ModelFileKind, ModelLayerFormat, ModelSpec};
+
+/// Same directory as the layout's own temp files (`gc` clears it; writers hold the
+/// shared session lock so it never races us).
+const LAYOUT_TMP: &str = ".hoist/tmp";
+const BUF: usize = 1 << 20;
+
+/// `SOURCE_DATE_EPOCH` from the environment, 0 when unset or not a number.
+pub fn source_date_epoch() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// RFC 3339 UTC timestamp (`1970-01-01T00:00:00Z`) of seconds since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Serialize a document hoist writes: compact JSON from its own ordered structs.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Other(format!("serialize document: {e}")))
+}
+
+/// Store in-memory JSON as a blob and return its descriptor.
+pub(crate) fn store_bytes(layout: &Layout, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
+    let desc = Descriptor::of_bytes(media_type, bytes);
+    layout.write_blob_bytes(&desc, bytes)?;
+    Ok(desc)
+}
+
+/// A writer that hashes and counts what passes through it.
+pub(crate) struct HashWriter<W> {
+    pub inner: W,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter { inner, hasher: Algorithm::Sha256.hasher(), count: 0 }
+    }
+    pub fn finish(self) -> (W, Digest, u64) {
+        (self.inner, self.hasher.finish(), self.count)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A blob being written into the layout's temp dir; becomes visible only in `commit`.
+pub(crate) struct TempBlob {
+    tmp: tempfile::NamedTempFile,
+}
+
+impl TempBlob {
+    pub fn new(layout: &Layout) -> Result<TempBlob> {
+        let dir = layout.root().join(LAYOUT_TMP);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let tmp = tempfile::Builder::new().prefix("build-").tempfile_in(&dir).at(&dir)?;
+        Ok(TempBlob { tmp })
+    }
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+    /// fsync and rename to `blobs/<alg>/<hex>` (keeping an existing blob of that size).
+    pub fn commit(self, layout: &Layout, digest: &Digest, size: u64) -> Result<PathBuf> {
+        let path = layout.blob_path_of(digest);
+        let actual = self.tmp.as_file().metadata().at(self.tmp.path())?.len();
+        if actual != size {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {digest}"),
+                location: self.tmp.path().display().to_string(),
+                expected: size,
+                actual,
+            });
+        }
+        if fs::metadata(&path).map(|m| m.is_file() && m.len() == size).unwrap_or(false) {
+            return Ok(path);
+        }
+        self.tmp.as_file().sync_all().at(self.tmp.path())?;
+        let parent = path.parent().expect("blob dir").to_path_buf();
+        fs::create_dir_all(&parent).at(&parent)?;
+        self.tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        if let Ok(d) = File::open(&parent) {
+            let _ = d.sync_all();
+        }
+        Ok(path)
+    }
+}
+
+/// Store a file as a raw blob with one read of the source: reflink (FICLONE) into the
+/// temp dir and hash the clone, or copy while hashing. Never hardlinks: a later edit of
+/// the source would change the stored blob behind its digest.
+pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str) -> Result<Descriptor> {
+    let mut input = File::open(src).at(src)?;
+    let tmp = TempBlob::new(layout)?;
+    let (digest, size) = if reflink(&input, tmp.file()) {
+        hash_reader(File::open(tmp.path()).at(tmp.path())?, tmp.path())?
+    } else {
+        let mut w = HashWriter::new(io::BufWriter::with_capacity(BUF, tmp.file()));
+        copy_stream(&mut input, &mut w, src, tmp.path())?;
+        let (mut bw, digest, size) = w.finish();
+        bw.flush().at(tmp.path())?;
+        (digest, size)
+    };
+    tmp.commit(layout, &digest, size)?;
+    Ok(Descriptor::new(media_type, digest, size))
+}
+
+fn hash_reader(mut r: impl Read, path: &Path) -> Result<(Digest, u64)> {
+    let mut h = Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; BUF];
+    let mut n_total = 0u64;
+    loop {
+        let n = r.read(&mut buf).at(path)?;
+        if n == 0 {
+            return Ok((h.finish(), n_total));
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+}
+
+/// Copy all of `r` into `w`, naming the failing side in errors.
+pub(crate) fn copy_stream(r: &mut impl Read, w: &mut impl Write, from: &Path, to: &Path) -> Result<u64> {
+    let mut buf = vec![0u8; BUF];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).at(from)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n]).at(to)?;
+        total += n as u64;
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn reflink(src: &File, dst: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    // FICLONE = _IOW(0x94, 9, int)
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: both descriptors are open files owned by the caller for the whole call.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reflink(_src: &File, _dst: &File) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,561 @@
+//! CNCF ModelPack artifacts (<https://github.com/modelpack/model-spec>): one layer per
+//! file of a model directory, classified by name (weight, weight config, doc, code,
+//! dataset), with the ModelPack config and per-file annotations; and `unpack_model`,
+//! which restores the files from such an artifact.
+//!
+//! Raw layers (the default) are the files themselves. A file is stored by reflink
+//! (FICLONE) when the filesystem supports it and by copy otherwise, and hashed from the
+//! stored copy. It is never hardlinked: a later edit of the source would silently change
+//! a blob behind its digest.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::layer::{build_layer_blocking, Compression, LayerEntry};
+use super::write::ImageManifest;
+use super::{rfc3339, source_date_epoch, store_bytes, store_file_blocking};
+use crate::descriptor::Descriptor;
+use crate::digest::Digest;
+use crate::document::View;
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Layout;
+use crate::media;
+use crate::target::{unwrap_io_error, Source, VerifyReader};
+
+/// What a model file is, which picks its layer media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFileKind {
+    Weight,
+    WeightConfig,
+    Doc,
+    Code,
+    Dataset,
+}
+
+impl ModelFileKind {
+    fn media_name(self) -> &'static str {
+        match self {
+            ModelFileKind::Weight => "weight",
+            ModelFileKind::WeightConfig => "weight.config",
+            ModelFileKind::Doc => "doc",
+            ModelFileKind::Code => "code",
+            ModelFileKind::Dataset => "dataset",
+        }
+    }
+
+    /// Classify a file by its name. Unknown files return `None`.
+    pub fn classify(path: &str) -> Option<ModelFileKind> {
+        let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+        let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+        const WEIGHT_CONFIG: &[&str] = &[
+            "config.json",
+            "generation_config.json",
+            "tokenizer.model",
+            "merges.txt",
+            "special_tokens_map.json",
+            "added_tokens.json",
+            "preprocessor_config.json",
+            "chat_template.json",
+        ];
+        if WEIGHT_CONFIG.contains(&name.as_str())
+            || (name.starts_with("tokenizer") && name.ends_with(".json"))
+            || name.starts_with("vocab")
+            || name.ends_with(".index.json")
+        {
+            return Some(ModelFileKind::WeightConfig);
+        }
+        const WEIGHT: &[&str] = &[
+            "safetensors",
+            "bin",
+            "gguf",
+            "ggml",
+            "pt",
+            "pth",
+            "onnx",
+            "h5",
+            "ckpt",
+            "pb",
+            "tflite",
+            "msgpack",
+            "npz",
+            "keras",
+            "mlmodel",
+            "engine",
+            "plan",
+        ];
+        if WEIGHT.contains(&ext) {
+            return Some(ModelFileKind::Weight);
+        }
+        if name.starts_with("readme")
+            || name.starts_with("license")
+            || name.starts_with("notice")
+            || ["md", "rst", "pdf"].contains(&ext)
+        {
+            return Some(ModelFileKind::Doc);
+        }
+        const CODE: &[&str] = &[
+            "py", "sh", "ipynb", "js", "ts", "go", "rs", "c", "cc", "cpp", "h", "hpp", "java", "jinja", "cu", "yaml",
+            "yml", "toml",
+        ];
+        if CODE.contains(&ext) {
+            return Some(ModelFileKind::Code);
+        }
+        const DATASET: &[&str] = &["csv", "tsv", "jsonl", "parquet", "arrow"];
+        if DATASET.contains(&ext) {
+            return Some(ModelFileKind::Dataset);
+        }
+        None
+    }
+}
+
+/// How each file becomes a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelLayerFormat {
+    /// The file itself is the blob.
+    #[default]
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "tar")]
+    Tar,
+    #[serde(rename = "tar+gzip")]
+    TarGzip,
+    #[serde(rename = "tar+zstd")]
+    TarZstd,
+}
+
+impl ModelLayerFormat {
+    fn suffix(self) -> &'static str {
+        match self {
+            ModelLayerFormat::Raw => "raw",
+            ModelLayerFormat::Tar => "tar",
+            ModelLayerFormat::TarGzip => "tar+gzip",
+            ModelLayerFormat::TarZstd => "tar+zstd",
+        }
+    }
+    fn from_suffix(s: &str) -> Option<Self> {
+        [ModelLayerFormat::Raw, ModelLayerFormat::Tar, ModelLayerFormat::TarGzip, ModelLayerFormat::TarZstd]
+            .into_iter()
+            .find(|f| f.suffix() == s)
+    }
+}
+
+/// Layer media type for a file kind and format, e.g. `application/vnd.cncf.model.weight.v1.raw`.
+pub fn layer_media_type(kind: ModelFileKind, format: ModelLayerFormat) -> String {
+    format!("{}{}.v1.{}", media::MODEL_LAYER_PREFIX, kind.media_name(), format.suffix())
+}
+
+/// What to pack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Model directory; every file under it except hidden ones (`.git`, ...) is packed.
+    /// Symlinks to files are followed (Hugging Face caches are symlink farms).
+    pub dir: PathBuf,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub family: Option<String>,
+    pub authors: Vec<String>,
+    pub licenses: Vec<String>,
+    pub description: Option<String>,
+    pub architecture: Option<String>,
+    /// e.g. `safetensors`, `gguf`, `onnx`.
+    pub format: Option<String>,
+    /// e.g. `8b`.
+    pub param_size: Option<String>,
+    pub precision: Option<String>,
+    pub quantization: Option<String>,
+    pub layer_format: ModelLayerFormat,
+    /// Kind for specific relative paths, overriding classification.
+    pub kinds: BTreeMap<String, ModelFileKind>,
+    /// Kind of files classification does not recognise.
+    pub default_kind: ModelFileKind,
+    pub annotations: BTreeMap<String, String>,
+    pub source_date_epoch: Option<i64>,
+    pub tag: Option<String>,
+}
+
+impl ModelSpec {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ModelSpec {
+            dir: dir.into(),
+            name: None,
+            version: None,
+            family: None,
+            authors: vec![],
+            licenses: vec![],
+            description: None,
+            architecture: None,
+            format: None,
+            param_size: None,
+            precision: None,
+            quantization: None,
+            layer_format: ModelLayerFormat::Raw,
+            kinds: BTreeMap::new(),
+            default_kind: ModelFileKind::Code,
+            annotations: BTreeMap::new(),
+            source_date_epoch: None,
+            tag: None,
+        }
+    }
+}
+
+/// ModelPack config document, field order as in model-spec's Go types.
+#[derive(Serialize)]
+struct ModelConfigDoc {
+    descriptor: ModelDescriptorDoc,
+    modelfs: ModelFs,
+    config: ModelRunConfig,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelDescriptorDoc {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    authors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    licenses: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<Digest>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelRunConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    architecture: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantization: Option<String>,
+}
+
+/// `org.cncf.model.file.metadata+json`, as modctl writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMetadata {
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: String,
+    pub typeflag: u8,
+}
+
+/// Pack `spec.dir` into `layout`; returns the manifest descriptor (artifactType set).
+pub async fn build_model(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
+    let root = layout.root().to_path_buf();
+    let spec2 = spec.clone();
+    let desc = tokio::task::spawn_blocking(move || build_model_blocking(&Layout::open(&root)?, &spec2))
+        .await
+        .map_err(|e| Error::Other(format!("model builder: {e}")))??;
+    match &spec.tag {
+        Some(t) => layout.set_tag(&desc, t)?,
+        None => layout.add_untagged(&desc)?,
+    }
+    Ok(desc)
+}
+
+fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(dir).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
+    for w in walker.filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.')) {
+        let w = w.map_err(|err| Error::io(err.path().unwrap_or(dir).to_path_buf(), err.into()))?;
+        let meta = fs::metadata(w.path()).at(w.path())?;
+        if w.file_type().is_dir() {
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(Error::Unsupported(format!(
+                "{}: only regular files (or symlinks to them) go into a model",
+                w.path().display()
+            )));
+        }
+        let rel = w.path().strip_prefix(dir).expect("child of dir");
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", w.path().display())))?;
+        out.push((rel.to_string(), w.path().to_path_buf()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
+    let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
+    let created = rfc3339(epoch);
+    let files = list_files(&spec.dir)?;
+    if files.is_empty() {
+        return Err(Error::not_found("any file", spec.dir.display().to_string()));
+    }
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (rel, path) in files {
+        let kind = spec.kinds.get(&rel).copied().or_else(|| ModelFileKind::classify(&rel)).unwrap_or(spec.default_kind);
+        let mt = layer_media_type(kind, spec.layer_format);
+        let meta = fs::metadata(&path).at(&path)?;
+        let (mut desc, diff_id) = match spec.layer_format {
+            ModelLayerFormat::Raw => {
+                let d = store_file_blocking(layout, &path, &mt)?;
+                let id = d.digest.clone();
+                (d, id)
+            }
+            f => {
+                let compression = match f {
+                    ModelLayerFormat::TarGzip => Compression::Gzip { level: 6 },
+                    ModelLayerFormat::TarZstd => Compression::Zstd { level: 3 },
+                    _ => Compression::None,
+                };
+                let blob = build_layer_blocking(layout, &[LayerEntry::new(&path, rel.clone())], compression, epoch)?;
+                let mut d = blob.descriptor;
+                d.media_type = mt;
+                (d, blob.diff_id)
+            }
+        };
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        let fm = FileMetadata {
+            name: name.clone(),
+            mode: meta.permissions().mode() & 0o7777,
+            uid: 0,
+            gid: 0,
+            size: meta.len(),
+            mtime: created.clone(),
+            typeflag: b'0',
+        };
+        desc.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), rel.clone());
+        desc.annotations.insert(
+            media::ANNOTATION_MODEL_FILE_METADATA.into(),
+            String::from_utf8(super::to_json(&fm)?).expect("json is utf-8"),
+        );
+        desc.annotations.insert(media::ANNOTATION_TITLE.into(), name);
+        layers.push(desc);
+        diff_ids.push(diff_id);
+    }
+    let config = ModelConfigDoc {
+        descriptor: ModelDescriptorDoc {
+            created_at: Some(created),
+            authors: spec.authors.clone(),
+            family: spec.family.clone(),
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            licenses: spec.licenses.clone(),
+            description: spec.description.clone(),
+        },
+        modelfs: ModelFs { kind: "layers", diff_ids },
+        config: ModelRunConfig {
+            architecture: spec.architecture.clone(),
+            format: spec.format.clone(),
+            param_size: spec.param_size.clone(),
+            precision: spec.precision.clone(),
+            quantization: spec.quantization.clone(),
+        },
+    };
+    let config_desc = store_bytes(layout, media::MODEL_CONFIG, &super::to_json(&config)?)?;
+    let mut manifest = ImageManifest::new(config_desc, layers);
+    manifest.artifact_type = Some(media::MODEL_ARTIFACT.into());
+    manifest.annotations = spec.annotations.clone();
+    let mut desc = store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
+    desc.artifact_type = manifest.artifact_type;
+    Ok(desc)
+}
+
+/// A relative path inside the output directory: no root, no `..`, not empty.
+fn safe_rel(path: &str, location: &str) -> Result<PathBuf> {
+    let bad = |reason: &str| Error::UnsafePath {
+        path: path.to_string(),
+        location: location.to_string(),
+        reason: reason.into(),
+    };
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(bad("`..` would leave the output directory")),
+            Component::RootDir | Component::Prefix(_) => return Err(bad("absolute path")),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(bad("empty path"));
+    }
+    Ok(out)
+}
+
+/// Split a ModelPack (or older CNAI) layer media type into kind name and format.
+fn parse_layer_media_type(mt: &str) -> Option<(&str, ModelLayerFormat)> {
+    let rest =
+        mt.strip_prefix(media::MODEL_LAYER_PREFIX).or_else(|| mt.strip_prefix(media::MODEL_LAYER_PREFIX_CNAI))?;
+    let (kind, format) = rest.split_once(".v1.")?;
+    Some((kind, ModelLayerFormat::from_suffix(format)?))
+}
+
+/// Restore the files of the model artifact `root` from `source` into `dir`. Every blob
+/// is verified while it is written; files appear only complete (temp file + rename).
+/// Returns the relative paths written.
+pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) -> Result<Vec<PathBuf>> {
+    let loc = source.location();
+    let doc = source.fetch_document(root).await?;
+    let View::Manifest(m) = &doc.view else {
+        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
+    };
+    fs::create_dir_all(dir).at(dir)?;
+    let mut written = Vec::new();
+    for layer in &m.layers {
+        let Some((_, format)) = parse_layer_media_type(&layer.media_type) else {
+            continue;
+        };
+        let filepath = layer
+            .annotations
+            .get(media::ANNOTATION_MODEL_FILEPATH)
+            .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILEPATH_CNAI));
+        let metadata: Option<FileMetadata> = layer
+            .annotations
+            .get(media::ANNOTATION_MODEL_FILE_METADATA)
+            .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILE_METADATA_CNAI))
+            .and_then(|s| serde_json::from_str(s).ok());
+        // Download (verified) next to its destination, so the final rename stays on one filesystem.
+        let tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(dir).at(dir)?;
+        let (std_file, tmp_path) = tmp.into_parts();
+        let mut out = tokio::fs::File::from_std(std_file);
+        let mut reader = VerifyReader::new(source.open_blob(layer, 0).await?, layer, loc.clone());
+        tokio::io::copy(&mut reader, &mut out).await.map_err(|e| unwrap_io_error(e, &*tmp_path))?;
+        tokio::io::AsyncWriteExt::flush(&mut out).await.at(&*tmp_path)?;
+        out.sync_all().await.at(&*tmp_path)?;
+        drop(out);
+        match format {
+            ModelLayerFormat::Raw => {
+                let rel_s = filepath.ok_or_else(|| {
+                    Error::malformed(
+                        format!("layer {}", layer.digest),
+                        loc.clone(),
+                        "raw model layer without org.cncf.model.filepath",
+                    )
+                })?;
+                let rel = safe_rel(rel_s, &loc)?;
+                let dest = dir.join(&rel);
+                if let Some(p) = dest.parent() {
+                    fs::create_dir_all(p).at(p)?;
+                }
+                if let Some(md) = &metadata {
+                    fs::set_permissions(&tmp_path, fs::Permissions::from_mode(md.mode & 0o7777)).at(&*tmp_path)?;
+                }
+                tmp_path.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+                written.push(rel);
+            }
+            f => {
+                let dir2 = dir.to_path_buf();
+                let loc2 = loc.clone();
+                let files = tokio::task::spawn_blocking(move || extract_tar_blocking(&tmp_path, f, &dir2, &loc2))
+                    .await
+                    .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
+                written.extend(files);
+            }
+        }
+    }
+    Ok(written)
+}
+
+fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: &str) -> Result<Vec<PathBuf>> {
+    let file = fs::File::open(blob).at(blob)?;
+    let reader: Box<dyn std::io::Read> = match format {
+        ModelLayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(file)),
+        ModelLayerFormat::TarZstd => Box::new(zstd::stream::read::Decoder::new(file).at(blob)?),
+        _ => Box::new(file),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut written = Vec::new();
+    for entry in archive.entries().at(blob)? {
+        let mut entry = entry.at(blob)?;
+        let raw_path = entry.path().at(blob)?.to_string_lossy().to_string();
+        let rel = safe_rel(&raw_path, loc)?;
+        let dest = dir.join(&rel);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => fs::create_dir_all(&dest).at(&dest)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let parent = dest.parent().expect("joined path has a parent");
+                fs::create_dir_all(parent).at(parent)?;
+                let mut tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(parent).at(parent)?;
+                let tmp_path = tmp.path().to_path_buf();
+                super::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
+                tmp.as_file_mut().flush().at(&tmp_path)?;
+                let mode = entry.header().mode().at(blob)? & 0o7777;
+                fs::set_permissions(&tmp_path, fs::Permissions::from_mode(mode)).at(&tmp_path)?;
+                tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
+                written.push(rel);
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{raw_path} in {loc}: tar entry type {other:?} is not allowed in a model layer"
+                )));
+            }
+        }
+    }
+    let _ = fs::remove_file(blob);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_files() {
+        use ModelFileKind::*;
+        for (name, kind) in [
+            ("model.safetensors", Some(Weight)),
+            ("sub/pytorch_model-00001.bin", Some(Weight)),
+            ("model.safetensors.index.json", Some(WeightConfig)),
+            ("config.json", Some(WeightConfig)),
+            ("tokenizer_config.json", Some(WeightConfig)),
+            ("tokenizer.model", Some(WeightConfig)),
+            ("vocab.txt", Some(WeightConfig)),
+            ("README.md", Some(Doc)),
+            ("LICENSE", Some(Doc)),
+            ("run.py", Some(Code)),
+            ("train.parquet", Some(Dataset)),
+            ("weird.xyz", None),
+        ] {
+            assert_eq!(ModelFileKind::classify(name), kind, "{name}");
+        }
+        assert_eq!(
+            layer_media_type(WeightConfig, ModelLayerFormat::TarZstd),
+            "application/vnd.cncf.model.weight.config.v1.tar+zstd"
+        );
+        assert_eq!(
+            parse_layer_media_type("application/vnd.cnai.model.weight.v1.raw"),
+            Some(("weight", ModelLayerFormat::Raw))
+        );
+    }
+
+    #[test]
+    fn unpack_paths_are_confined() {
+        assert!(safe_rel("a/b.txt", "t").is_ok());
+        for p in ["../x", "/etc/passwd", "a/../../x", ""] {
+            assert!(matches!(safe_rel(p, "t"), Err(Error::UnsafePath { .. })), "{p}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The documents hoist writes (image manifest, image index, image config), as structs
+//! with a fixed field order and sorted maps: the same values always give the same bytes.
+//! Reading other tools' documents goes through `document`; these structs only write
+//! (the config also reads a base image's config, keeping unknown fields in `extra`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::Descriptor;
+use crate::error::Result;
+use crate::media;
+
+/// OCI image manifest (also used for artifacts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    pub schema_version: u32,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ImageManifest {
+    pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        ImageManifest {
+            schema_version: 2,
+            media_type: media::OCI_MANIFEST.into(),
+            artifact_type: None,
+            config,
+            layers,
+            subject: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        super::to_json(self)
+    }
+}
+
+/// OCI image index.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIndex {
+    pub schema_version: u32,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ImageIndex {
+    pub fn new(manifests: Vec<Descriptor>) -> Self {
+        ImageIndex {
+            schema_version: 2,
+            media_type: media::OCI_INDEX.into(),
+            artifact_type: None,
+            manifests,
+            subject: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        super::to_json(self)
+    }
+}
+
+/// An empty JSON object, the value type of `ExposedPorts` / `Volumes` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// OCI image config (`application/vnd.oci.image.config.v1+json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: ContainerConfig,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+    /// Fields of a base image's config hoist does not model, written back sorted.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ImageConfig {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        super::to_json(self)
+    }
+}
+
+/// The `config` object of an image config: how to run the container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub exposed_ports: BTreeMap<String, Empty>,
+    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub env: Vec<String>,
+    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(
+        rename = "Volumes",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub volumes: BTreeMap<String, Empty>,
+    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(
+        rename = "Labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub labels: BTreeMap<String, String>,
+    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Docker-specific fields of a base config (Healthcheck, Shell, ...), kept sorted.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `rootfs`: the layers' uncompressed digests, bottom first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<crate::digest::Digest>,
+}
+
+impl RootFs {
+    pub fn layers(diff_ids: Vec<crate::digest::Digest>) -> Self {
+        RootFs { kind: "layers".into(), diff_ids }
+    }
+}
+
+/// One `history` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_layer: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn layer() -> Descriptor {
+        Descriptor::of_bytes(media::OCI_LAYER_GZIP, b"layer")
+    }
+
+    #[test]
+    fn golden_manifest() {
+        let mut m = ImageManifest::new(Descriptor::of_bytes(media::OCI_CONFIG, b"{}"), vec![layer()]);
+        m.annotations.insert("z".into(), "1".into());
+        m.annotations.insert("a".into(), "2".into());
+        assert_eq!(
+            String::from_utf8(m.to_bytes().unwrap()).unwrap(),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:dac1d7cfa95021764849fd102524e141488c5e3a90f861dbb5a12d9ac8584f85","size":5}],"annotations":{"a":"2","z":"1"}}"#
+        );
+    }
+
+    #[test]
+    fn golden_artifact_manifest_with_subject() {
+        let mut cfg = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
+        cfg.data = Some("e30=".into());
+        let mut m = ImageManifest::new(cfg, vec![]);
+        m.artifact_type = Some("application/x.test".into());
+        m.subject = Some(Descriptor::of_bytes(media::OCI_MANIFEST, b"subject"));
+        assert_eq!(
+            String::from_utf8(m.to_bytes().unwrap()).unwrap(),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.test","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"data":"e30="},"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a9491f4c1bf7b0cffbadcba2db8f028e4b3f2867cb59e1f3a0bc1968f3c51242","size":7}}"#
+        );
+    }
+
+    #[test]
+    fn golden_index() {
+        let mut d = Descriptor::of_bytes(media::OCI_MANIFEST, b"m");
+        d.platform = crate::Platform::parse("linux/arm64/v8");
+        let i = ImageIndex::new(vec![d]);
+        assert_eq!(
+            String::from_utf8(i.to_bytes().unwrap()).unwrap(),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3abd63c5a","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#
+        );
+    }
+
+    #[test]
+    fn golden_config() {
+        let mut c = ImageConfig {
+            created: Some("1970-01-01T00:00:00Z".into()),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        c.config.env = vec!["PATH=/usr/bin".into()];
+        c.config.entrypoint = Some(vec!["/app/run.sh".into()]);
+        c.config.exposed_ports.insert("8080/tcp".into(), Empty {});
+        c.config.labels.insert("b".into(), "2".into());
+        c.config.labels.insert("a".into(), "1".into());
+        c.config.working_dir = Some("/app".into());
+        c.config.user = Some("1000:1000".into());
+        c.rootfs = RootFs::layers(vec![Digest::sha256_of(b"")]);
+        c.history.push(History {
+            created: Some("1970-01-01T00:00:00Z".into()),
+            created_by: Some("hoist build".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            String::from_utf8(c.to_bytes().unwrap()).unwrap(),
+            r#"{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{"User":"1000:1000","ExposedPorts":{"8080/tcp":{}},"Env":["PATH=/usr/bin"],"Entrypoint":["/app/run.sh"],"WorkingDir":"/app","Labels":{"a":"1","b":"2"}},"rootfs":{"type":"layers","diff_ids":["sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hoist build"}]}"#
+        );
+    }
+
+    #[test]
+    fn base_config_round_trip_keeps_unknown_fields() {
+        let raw = r#"{"architecture":"amd64","os":"linux","config":{"Env":null,"Healthcheck":{"Test":["NONE"]}},"rootfs":{"type":"layers","diff_ids":[]},"container":"abc"}"#;
+        let c: ImageConfig = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            String::from_utf8(c.to_bytes().unwrap()).unwrap(),
+            r#"{"architecture":"amd64","os":"linux","config":{"Healthcheck":{"Test":["NONE"]}},"rootfs":{"type":"layers","diff_ids":[]},"container":"abc"}"#
+        );
+    }
+}
