@@ -624,9 +624,11 @@ impl DockerArchive {
                 let (digest, head) = hash_entry(&index, le)?;
                 let mt = match head {
                     [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
-                    [0x28, 0xb5, 0x2f, 0xfd] => return Err(Error::Unsupported(format!(
+                    [0x28, 0xb5, 0x2f, 0xfd] => {
+                        return Err(Error::Unsupported(format!(
                         "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
-                    ))),
+                    )))
+                    }
                     _ => media::DOCKER_LAYER_TAR,
                 };
                 blobs.insert(digest.clone(), le);

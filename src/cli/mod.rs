@@ -30,59 +30,59 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct Global {
+pub(crate) struct Global {
     /// More logs on stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    pub verbose: u8,
     /// No progress output.
     #[arg(short, long, global = true)]
-    quiet: bool,
+    pub quiet: bool,
     /// Output format for results on stdout.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    pub format: Format,
     /// Allow plain HTTP for this registry (repeatable). Loopback registries fall back to HTTP by themselves.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
-    insecure: Vec<String>,
+    pub insecure: Vec<String>,
     /// Use plain HTTP for every registry.
     #[arg(long, global = true)]
-    plain_http: bool,
+    pub plain_http: bool,
     /// Verify TLS certificates.
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    tls_verify: bool,
+    pub tls_verify: bool,
     /// Extra CA certificate (PEM) to trust (repeatable).
     #[arg(long = "ca-file", global = true)]
-    ca_file: Vec<PathBuf>,
+    pub ca_file: Vec<PathBuf>,
     /// Credentials USER:PASSWORD instead of the auth files.
     #[arg(long, global = true, env = "HOIST_CREDS", hide_env_values = true)]
-    creds: Option<String>,
+    pub creds: Option<String>,
     /// Blobs transferred at once.
     #[arg(short, long, global = true, default_value_t = 4)]
-    jobs: usize,
+    pub jobs: usize,
     /// Attempts per request before giving up.
     #[arg(long, global = true, default_value_t = 6)]
-    retries: u32,
+    pub retries: u32,
     /// Blob upload strategy.
     #[arg(long, global = true, value_enum, default_value_t = Upload::Auto)]
-    upload: Upload,
+    pub upload: Upload,
     /// Chunk size for chunked uploads, in MiB.
     #[arg(long, global = true, default_value_t = 16)]
-    chunk_size_mib: u64,
+    pub chunk_size_mib: u64,
     /// Platform (os/arch[/variant]) to pick from an index where one image is needed.
     #[arg(long, global = true)]
-    platform: Option<String>,
+    pub platform: Option<String>,
     /// Seconds without data before a transfer counts as stalled.
     #[arg(long, global = true, default_value_t = 60)]
-    read_timeout: u64,
+    pub read_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Upload {
+pub(crate) enum Upload {
     Auto,
     Monolithic,
     Chunked,
@@ -172,10 +172,20 @@ pub fn run() -> i32 {
     }
 }
 
-struct Ctx {
-    global: Global,
-    client: Arc<Client>,
-    progress: CliProgress,
+/// What every command gets: global flags, the registry client, progress output.
+pub(crate) struct Ctx {
+    pub global: Global,
+    pub client: Arc<Client>,
+    pub progress: CliProgress,
+}
+
+impl Ctx {
+    pub fn copy_options(&self) -> CopyOptions {
+        CopyOptions { jobs: self.global.jobs }
+    }
+    pub fn json(&self) -> bool {
+        self.global.format == Format::Json
+    }
 }
 
 fn client_for(g: &Global) -> Result<Arc<Client>> {
@@ -205,7 +215,7 @@ fn client_for(g: &Global) -> Result<Arc<Client>> {
     Client::new(opts)
 }
 
-fn parse_platform(s: &str) -> Result<hoist::Platform> {
+pub(crate) fn parse_platform(s: &str) -> Result<hoist::Platform> {
     hoist::Platform::parse(s).ok_or_else(|| Error::InvalidReference {
         reference: s.to_string(),
         reason: "platform must be os/arch[/variant]".into(),
@@ -213,7 +223,7 @@ fn parse_platform(s: &str) -> Result<hoist::Platform> {
 }
 
 /// A bare path (existing directory, or starting with `.`/`/`) means an OCI layout.
-fn endpoint(s: &str) -> Result<Endpoint> {
+pub(crate) fn endpoint(s: &str) -> Result<Endpoint> {
     let looks_local = s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == ".";
     if !s.contains("://")
         && !s.starts_with("oci:")
@@ -270,7 +280,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let ep = endpoint(&reference)?;
             let src = open_source(&ep, &ctx.client)?;
             let tags = src.list_tags().await?;
-            if ctx.global.format == Format::Json {
+            if ctx.json() {
                 println!("{}", serde_json::json!({ "tags": tags }));
             } else {
                 for t in tags {
@@ -324,7 +334,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Layout(LayoutCmd::Fsck { dir }) => {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;
-            if ctx.global.format == Format::Json {
+            if ctx.json() {
                 println!("{}", serde_json::json!({ "layout": dir, "problems": problems }));
             } else {
                 for p in &problems {
@@ -343,7 +353,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let layout = Layout::create(&dir).and_then(|_| Layout::open(&dir))?;
             let report = layout.gc(dry_run).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            if ctx.global.format == Format::Json {
+            if ctx.json() {
                 println!(
                     "{}",
                     serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "dryRun": dry_run})
@@ -423,7 +433,7 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
         };
         plan.push((desc, tags));
     }
-    let opts = CopyOptions { jobs: ctx.global.jobs };
+    let opts = ctx.copy_options();
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
     print_result(ctx, src.as_ref(), dst.as_ref(), &plan, &report);
