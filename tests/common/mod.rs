@@ -12,6 +12,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[allow(unused_imports)]
 pub use registry::{LoggedRequest, RegistryOpts, TestRegistry};
 
 /// The `hoist` binary cargo built for this test run.
