@@ -14,6 +14,7 @@ pub mod document;
 pub mod error;
 pub mod layout;
 pub mod media;
+pub mod memory;
 pub mod output;
 pub mod reference;
 pub mod registry;

@@ -331,9 +331,10 @@ fn corrupt_blob_is_refused_on_push_and_pull() {
     assert_eq!(leftovers, 0, "temp files left behind");
 }
 
-/// Peak RSS (KiB) of a child, from wait4's rusage.
+/// Peak RSS (KiB) of a child, from wait4's rusage (wait4 reaps the child).
+#[allow(clippy::zombie_processes)]
 fn run_measuring_rss(cmd: &mut Command) -> (i32, i64) {
-    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
