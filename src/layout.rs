@@ -534,3 +534,33 @@ impl Destination for Layout {
         self.add_untagged(&d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_name_tags() {
+        assert_eq!(tag_of_ref_name("v1"), "v1");
+        assert_eq!(tag_of_ref_name("docker.io/library/alpine:3.20"), "3.20");
+        assert_eq!(tag_of_ref_name("localhost:5000/a/b:latest"), "latest");
+        assert_eq!(tag_of_ref_name("localhost:5000/a/b"), "localhost:5000/a/b");
+    }
+
+    #[tokio::test]
+    async fn tags_replace_and_resolve_buildkit_names() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Layout::create(t.path()).unwrap();
+        let a = Descriptor::of_bytes(media::OCI_MANIFEST, b"a");
+        let b = Descriptor::of_bytes(media::OCI_MANIFEST, b"b");
+        l.set_tag(&a, "docker.io/library/app:v1").unwrap();
+        l.set_tag(&b, "v2").unwrap();
+        assert_eq!(l.resolve_sync(Some("v1")).unwrap().digest, a.digest);
+        l.set_tag(&a, "v2").unwrap();
+        assert_eq!(l.resolve_sync(Some("v2")).unwrap().digest, a.digest);
+        assert_eq!(l.index_entries().unwrap().len(), 2);
+        l.add_untagged(&a).unwrap();
+        assert_eq!(l.index_entries().unwrap().len(), 2, "untagged root not duplicated");
+        assert!(l.resolve_sync(None).is_err(), "two roots: must name one");
+    }
+}

@@ -417,3 +417,47 @@ fn pushing_a_1gib_blob_stays_under_64mib_rss() {
     assert!(rss_kib < 64 * 1024, "pull peak RSS {} KiB >= 64 MiB", rss_kib);
     assert_eq!(fs::metadata(dst.join("blobs/sha256").join(&hex)).unwrap().len(), size);
 }
+
+#[test]
+fn credentials_from_helper_and_podman_auth_file() {
+    let reg = TestRegistry::start(RegistryOpts::auth("bob", "helper-pw"));
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = sample_layout();
+    let src = format!("{}:artifact", layout.display());
+
+    // docker config.json naming a credential helper for this registry.
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-hoisttest");
+    fs::write(&helper, "#!/bin/sh\nread server\necho \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"bob\\\",\\\"Secret\\\":\\\"helper-pw\\\"}\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let docker_cfg = tmp.path().join("docker");
+    fs::create_dir_all(&docker_cfg).unwrap();
+    fs::write(docker_cfg.join("config.json"), format!(r#"{{"credHelpers":{{"{}":"hoisttest"}}}}"#, reg.host()))
+        .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = hoist_cmd()
+        .env("PATH", &path)
+        .env("DOCKER_CONFIG", &docker_cfg)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .args(["push", &src, &format!("{}/helper/app:v1", reg.host())])
+        .output()
+        .unwrap();
+    assert_success("push with credential helper", &out);
+
+    // podman's auth.json via REGISTRY_AUTH_FILE wins over an empty docker config.
+    let auth = tmp.path().join("auth.json");
+    use base64::Engine;
+    let enc = base64::engine::general_purpose::STANDARD.encode("bob:helper-pw");
+    fs::write(&auth, format!(r#"{{"auths":{{"{}":{{"auth":"{enc}"}}}}}}"#, reg.host())).unwrap();
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = hoist_cmd()
+        .env("DOCKER_CONFIG", &empty)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["push", &src, &format!("{}/podman/app:v1", reg.host())])
+        .output()
+        .unwrap();
+    assert_success("push with REGISTRY_AUTH_FILE", &out);
+}
