@@ -71,25 +71,7 @@ pub async fn graph(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
-    let ctx = Ctx {
-        src,
-        dst,
-        progress,
-        sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
-        blobs: Mutex::new(HashMap::new()),
-        done_docs: Mutex::new(HashMap::new()),
-        counters: Counters::default(),
-    };
-    copy_root(&ctx, root, tags).await?;
-    let c = &ctx.counters;
-    Ok(CopyReport {
-        blobs_uploaded: c.blobs_uploaded.load(Ordering::Relaxed),
-        blobs_existed: c.blobs_existed.load(Ordering::Relaxed),
-        blobs_mounted: c.blobs_mounted.load(Ordering::Relaxed),
-        bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
-        manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
-        manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
-    })
+    graph_many(src, dst, &[(root.clone(), tags.to_vec())], opts, progress).await
 }
 
 /// Copy several roots (e.g. a whole layout) sharing one blob cache.
