@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hoist::error::{Error, Result};
-use hoist::layout::{tag_of_ref_name, Layout};
+use hoist::layout::Layout;
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
 use hoist::target::Source;
 use hoist::transport::{open_source, Endpoint};
@@ -59,7 +59,9 @@ pub(crate) fn default_store() -> PathBuf {
 /// Outputs writing to a layout or OCI archive without a name get `default_tag` (the tag
 /// part of `--tag`), so `--tag v1 --output type=local-layout,dest=DIR` gives `oci:DIR:v1`.
 pub(crate) fn apply_default_tag(outputs: &mut [OutputSpec], default_tag: Option<&str>) {
-    let Some(tag) = default_tag.map(tag_of_ref_name).filter(|t| !t.is_empty()) else {
+    // `sample:latest` and `reg/sample:latest` give `latest`; a bare `v1` stays `v1`.
+    let tag_part = |n: &str| n.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(n, |(_, t)| t).to_string();
+    let Some(tag) = default_tag.map(tag_part).filter(|t| !t.is_empty()) else {
         return;
     };
     for o in outputs {
