@@ -452,3 +452,60 @@ fn unsafe_build_inputs_fail_with_exit_2_and_write_nothing() {
         assert!(leftovers.is_empty());
     }
 }
+
+#[test]
+fn every_push_path_maintains_the_fallback() {
+    // `hoist push` of a layout holding an image index and an artifact that refers to it.
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let layout = examples().join("sample-layout");
+    let demo = format!("{}/demo", reg.host());
+    ok("push", hoist_in(&store, &["push", layout.to_str().unwrap(), &demo]));
+    let text = ok("referrers", hoist_in(&store, &["referrers", &format!("{demo}:multi")]));
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(
+            "sha256:a28dfe12ffee2c5eb12351310057987044132243b89f831ca0cf19778b6064ef  application/vnd.hoist.sample.v1"
+        ),
+        "{text}"
+    );
+    // The layout scan finds the same referrer.
+    let local = ok("referrers in layout", hoist_in(&store, &["referrers", &format!("oci:{}:multi", layout.display())]));
+    assert_eq!(local, text);
+}
+
+#[test]
+fn build_on_a_base_image_from_a_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let file = examples().join("hoist.toml");
+    let base = format!("oci:{}:multi", examples().join("sample-layout").display());
+    let dir = t.join("out");
+    let digest = ok(
+        "build --base",
+        hoist_in(
+            &t.join("store"),
+            &[
+                "build",
+                "-f",
+                file.to_str().unwrap(),
+                "--base",
+                &base,
+                "--platform",
+                "linux/amd64",
+                "--tag",
+                "v2",
+                "--output",
+                &format!("type=local-layout,dest={}", dir.display()),
+            ],
+        ),
+    );
+    let v = json(&ok(
+        "inspect",
+        hoist_in(&t.join("store"), &["inspect", "--format", "json", &format!("oci:{}:v2", dir.display())]),
+    ));
+    assert_eq!(v["digest"], Value::from(digest));
+    assert_eq!(v["manifest"]["annotations"]["org.opencontainers.image.base.name"], Value::from(base));
+    assert!(v["manifest"]["layers"].as_array().unwrap().len() >= 2, "base layers come first: {v}");
+}
