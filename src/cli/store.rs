@@ -93,6 +93,11 @@ pub(crate) async fn deliver(
             reason: "only one output can write to stdout (dest=-)".into(),
         });
     }
+    // `type=image` without push: the store is the image store; name the result there.
+    for name in outputs.iter().filter(|o| o.local_only).flat_map(|o| o.names.iter()) {
+        store.set_tag(root, name)?;
+        ctx.progress.line(&format!("tagged {name} in oci:{}", store.root().display()));
+    }
     let platform = ctx.global.platform.as_deref().filter(|p| !p.contains(',')).map(parse_platform).transpose()?;
     let results =
         export(store, root, outputs, &ctx.client, platform.as_ref(), &ctx.copy_options(), &ctx.progress).await?;

@@ -178,7 +178,14 @@ pub(super) async fn after_push_manifest(
     if !bytes.windows(9).any(|w| w == b"\"subject\"") {
         return Ok(());
     }
-    let doc = Document::parse(bytes.clone(), desc.digest.clone(), Some(&desc.media_type), &repo.loc())?;
+    let doc = match Document::parse(bytes.clone(), desc.digest.clone(), Some(&desc.media_type), &repo.loc()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            // The registry took it; a document hoist cannot read is not indexed here.
+            tracing::warn!(digest = %desc.digest, error = %e, "not recording referrer");
+            return Ok(());
+        }
+    };
     let Some(subject) = doc.subject().cloned() else {
         return Ok(());
     };
