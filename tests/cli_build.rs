@@ -509,3 +509,56 @@ fn build_on_a_base_image_from_a_layout() {
     assert_eq!(v["manifest"]["annotations"]["org.opencontainers.image.base.name"], Value::from(base));
     assert!(v["manifest"]["layers"].as_array().unwrap().len() >= 2, "base layers come first: {v}");
 }
+
+#[test]
+fn artifact_pack_with_config_and_annotation_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (cfg, data, ann) = (t.join("cfg.json"), t.join("data.bin"), t.join("ann.json"));
+    fs::write(&cfg, "{\"k\":1}").unwrap();
+    fs::write(&data, [0u8, 1, 2, 3]).unwrap();
+    fs::write(&ann, r#"{"$manifest":{"m":"1"},"$config":{"c":"2"},"data.bin":{"f":"3"}}"#).unwrap();
+    let out = t.join("out");
+    let digest = ok(
+        "artifact pack",
+        hoist_in(
+            &t.join("store"),
+            &[
+                "artifact",
+                "pack",
+                data.to_str().unwrap(),
+                "--config",
+                &format!("{}:application/vnd.example.config+json", cfg.display()),
+                "--artifact-type",
+                "application/vnd.example",
+                "--annotation-file",
+                ann.to_str().unwrap(),
+                "--annotation",
+                "extra=4",
+                "--tag",
+                "v1",
+                "--output",
+                &format!("type=local-layout,dest={}", out.display()),
+                "--output",
+                "type=image,name=example.com/local:v9",
+            ],
+        ),
+    );
+    let v = json(&ok(
+        "inspect",
+        hoist_in(&t.join("store"), &["inspect", "--format", "json", &format!("oci:{}:v1", out.display())]),
+    ));
+    assert_eq!(v["digest"], Value::from(digest.clone()));
+    let m = &v["manifest"];
+    assert_eq!(m["artifactType"], "application/vnd.example");
+    assert_eq!(m["config"]["mediaType"], "application/vnd.example.config+json");
+    assert_eq!(m["config"]["annotations"]["c"], "2");
+    assert_eq!(m["annotations"]["m"], "1");
+    assert_eq!(m["annotations"]["extra"], "4");
+    assert_eq!(m["layers"][0]["mediaType"], "application/octet-stream");
+    assert_eq!(m["layers"][0]["annotations"]["f"], "3");
+    assert_eq!(m["layers"][0]["annotations"]["org.opencontainers.image.title"], "data.bin");
+    // type=image without push: named in the store only.
+    let tags = ok("tags", hoist_in(&t.join("store"), &["tags", t.join("store").to_str().unwrap()]));
+    assert!(tags.lines().any(|l| l == "example.com/local:v9"), "{tags}");
+}
