@@ -70,3 +70,8 @@ pub const ANNOTATION_MODEL_FILEPATH: &str = "org.cncf.model.filepath";
 pub const ANNOTATION_MODEL_FILE_METADATA: &str = "org.cncf.model.file.metadata+json";
 pub const ANNOTATION_MODEL_FILEPATH_CNAI: &str = "org.cnai.model.filepath";
 pub const ANNOTATION_MODEL_FILE_METADATA_CNAI: &str = "org.cnai.model.file.metadata+json";
+
+/// Config media type of an artifact whose config file has no type given (as oras uses).
+pub const UNKNOWN_CONFIG: &str = "application/vnd.unknown.config.v1+json";
+/// Response header of a manifest PUT on a registry that indexed its `subject`.
+pub const HEADER_OCI_SUBJECT: &str = "oci-subject";

@@ -1,6 +1,11 @@
 //! Argument parsing and dispatch. Data goes to stdout, progress and logs to stderr.
 
+mod artifact;
+mod build;
+mod model;
 mod progress;
+mod referrers;
+mod store;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -132,6 +137,16 @@ enum Command {
     /// Maintain a local OCI layout.
     #[command(subcommand)]
     Layout(LayoutCmd),
+    /// Build an image from a hoist.toml build file (the global --platform takes a list here).
+    Build(build::BuildArgs),
+    /// Push or pack OCI artifacts made of files.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCmd),
+    /// Pack a model directory as a ModelPack artifact, or unpack one.
+    #[command(subcommand)]
+    Model(model::ModelCmd),
+    /// List the manifests whose subject is REF.
+    Referrers(referrers::ReferrersArgs),
 }
 
 #[derive(Subcommand)]
@@ -331,6 +346,10 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 ))
             }
         }
+        Command::Build(args) => build::run(&ctx, args).await,
+        Command::Artifact(cmd) => artifact::run(&ctx, cmd).await,
+        Command::Model(cmd) => model::run(&ctx, cmd).await,
+        Command::Referrers(args) => referrers::run(&ctx, args).await,
         Command::Layout(LayoutCmd::Fsck { dir }) => {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod credentials;
+pub mod referrers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -500,6 +501,7 @@ impl Client {
             registry: reference.registry.clone(),
             repo: reference.repository.clone(),
             manifest_cache: Arc::new(Mutex::new(HashMap::new())),
+            referrers_api: Default::default(),
         }
     }
 
@@ -527,6 +529,7 @@ pub struct Repository {
     registry: String,
     repo: String,
     manifest_cache: Arc<Mutex<HashMap<Digest, (String, Bytes)>>>,
+    referrers_api: referrers::ApiCache,
 }
 
 impl Repository {
@@ -1177,6 +1180,7 @@ impl Destination for Repository {
             let detail = error_detail(resp).await;
             return Err(self.registry_error(&Method::PUT, &path, status, detail));
         }
+        let oci_subject = resp.headers().contains_key(media::HEADER_OCI_SUBJECT);
         if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
             if d != desc.digest.to_string() && desc.digest.algorithm() == crate::digest::Algorithm::Sha256 {
                 return Err(Error::DigestMismatch {
@@ -1187,6 +1191,6 @@ impl Destination for Repository {
                 });
             }
         }
-        Ok(())
+        referrers::after_push_manifest(self, desc, &bytes, oci_subject).await
     }
 }

@@ -1,0 +1,63 @@
+//! `hoist build`: build an image from a `hoist.toml` build file into the local store,
+//! then write it to each `--output`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hoist::build::{build_image, BaseImage, BuildFile, Compression};
+use hoist::error::Result;
+
+use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::Ctx;
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// Build file (see docs/build-file.md).
+    #[arg(short = 'f', long = "file", default_value = "hoist.toml")]
+    pub file: PathBuf,
+    /// Tag in the store (overrides `tag`); its tag part also names unnamed layout/OCI outputs.
+    #[arg(short, long)]
+    pub tag: Option<String>,
+    /// Layer compression: none, gzip[:0-9], zstd[:1-22] (overrides `compression`).
+    #[arg(long, value_name = "ALG[:LEVEL]")]
+    pub compression: Option<Compression>,
+    /// Base image in any transport (overrides `base`).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
+    let mut spec = BuildFile::load(&args.file)?;
+    if let Some(t) = &args.tag {
+        spec.tag = Some(t.clone());
+    }
+    if let Some(c) = args.compression {
+        spec.compression = c;
+    }
+    if let Some(b) = &args.base {
+        spec.base = Some(b.clone());
+    }
+    // The global --platform takes a comma-separated list here.
+    if let Some(p) = &ctx.global.platform {
+        spec.platforms = p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        for p in &spec.platforms {
+            super::parse_platform(p)?;
+        }
+    }
+    let mut outputs = args.out.parse()?;
+    apply_default_tag(&mut outputs, spec.tag.as_deref());
+    let store = args.out.open_store()?;
+    let root = match &spec.base {
+        Some(b) => {
+            let (_, src, base_root) = resolve_any(ctx, b).await?;
+            ctx.progress.line(&format!("base {b}: {}", base_root.digest));
+            let base = BaseImage { source: src.as_ref(), root: base_root, name: Some(b.clone()) };
+            build_image(&store, &spec, Some(base)).await?
+        }
+        None => build_image(&store, &spec, None).await?,
+    };
+    ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
+    deliver(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref()).await
+}

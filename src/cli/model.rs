@@ -1,0 +1,83 @@
+//! `hoist model pack|unpack`: CNCF ModelPack artifacts from a model directory and back.
+
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+use hoist::build::{build_model, unpack_model, ModelLayerFormat, ModelSpec};
+use hoist::error::Result;
+
+use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::Ctx;
+
+/// How each file becomes a layer (`--layer-format`; `--format` is the global output format).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LayerFormat {
+    Raw,
+    Tar,
+    #[value(name = "tar+gzip")]
+    TarGzip,
+    #[value(name = "tar+zstd")]
+    TarZstd,
+}
+
+impl From<LayerFormat> for ModelLayerFormat {
+    fn from(f: LayerFormat) -> Self {
+        match f {
+            LayerFormat::Raw => ModelLayerFormat::Raw,
+            LayerFormat::Tar => ModelLayerFormat::Tar,
+            LayerFormat::TarGzip => ModelLayerFormat::TarGzip,
+            LayerFormat::TarZstd => ModelLayerFormat::TarZstd,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModelCmd {
+    /// Pack a model directory as a ModelPack artifact (like `modctl build`).
+    Pack {
+        dir: PathBuf,
+        /// Model name (config `descriptor.name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Layer format of every file.
+        #[arg(long, value_enum, default_value = "raw")]
+        layer_format: LayerFormat,
+        /// Tag in the store; its tag part also names unnamed layout/OCI outputs.
+        #[arg(short, long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Restore the files of a model artifact (any transport) into DIR.
+    Unpack { reference: String, dir: PathBuf },
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
+    match cmd {
+        ModelCmd::Pack { dir, name, layer_format, tag, out } => {
+            let mut outputs = out.parse()?;
+            apply_default_tag(&mut outputs, tag.as_deref());
+            let mut spec = ModelSpec::new(dir);
+            spec.name = name;
+            spec.layer_format = layer_format.into();
+            spec.tag = tag;
+            let store = out.open_store()?;
+            let root = build_model(&store, &spec).await?;
+            ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
+            deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
+        }
+        ModelCmd::Unpack { reference, dir } => {
+            let (_, src, root) = resolve_any(ctx, &reference).await?;
+            let written = unpack_model(src.as_ref(), &root, &dir).await?;
+            if ctx.json() {
+                println!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
+            } else {
+                for p in &written {
+                    println!("{}", p.display());
+                }
+            }
+            ctx.progress.line(&format!("{reference}: {} file(s) written to {}", written.len(), dir.display()));
+            Ok(0)
+        }
+    }
+}
