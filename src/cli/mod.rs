@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch. Data goes to stdout, progress and logs to stderr.
 
+mod index;
 mod progress;
 
 use std::io::{Read, Write};
@@ -132,6 +133,12 @@ enum Command {
     /// Maintain a local OCI layout.
     #[command(subcommand)]
     Layout(LayoutCmd),
+    /// Make image indexes from manifests and indexes anywhere (multi-node builds).
+    #[command(subcommand)]
+    Index(index::IndexCmd),
+    /// Make and read CNAB bundles stored as OCI indexes.
+    #[command(subcommand)]
+    Bundle(index::BundleCmd),
 }
 
 #[derive(Subcommand)]
@@ -331,6 +338,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 ))
             }
         }
+        Command::Index(cmd) => index::run_index(&ctx, cmd).await,
+        Command::Bundle(cmd) => index::run_bundle(&ctx, cmd).await,
         Command::Layout(LayoutCmd::Fsck { dir }) => {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;
