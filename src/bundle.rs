@@ -327,9 +327,9 @@ mod tests {
             text,
             concat!(
                 r#"{"description":"A demo","images":{"#,
-                r#""db":{"contentDigest":"sha256:b7568a8ee3a28fe1bbb4f9cb2a6dc94b5c1aed03a8ad2b9de8a0f1d2a0785b13","image":"r.example/b@sha256:b7568a8ee3a28fe1bbb4f9cb2a6dc94b5c1aed03a8ad2b9de8a0f1d2a0785b13","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":2},"#,
-                r#""web":{"contentDigest":"sha256:8fbbd5f5e7ee0ed0c4a0e1c0dbd0a7a8a22dfcd9fbef0ec9c35b54d08a0cc74e","image":"r.example/b@sha256:8fbbd5f5e7ee0ed0c4a0e1c0dbd0a7a8a22dfcd9fbef0ec9c35b54d08a0cc74e","imageType":"oci","mediaType":"application/vnd.oci.image.index.v1+json","size":3}},"#,
-                r#""invocationImages":[{"contentDigest":"sha256:0e1b6d2e4d4ad7a5d7bb20b6df0ee4a1b1e3ee78db6c6c0d4f32b2d4c0bd6a0f","image":"r.example/b@sha256:0e1b6d2e4d4ad7a5d7bb20b6df0ee4a1b1e3ee78db6c6c0d4f32b2d4c0bd6a0f","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":10}],"#,
+                r#""db":{"contentDigest":"sha256:7bdc25d1694ef984782a16f6f1710c1c6bc83ba7a131b515baf532bea021d011","image":"r.example/b@sha256:7bdc25d1694ef984782a16f6f1710c1c6bc83ba7a131b515baf532bea021d011","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":2},"#,
+                r#""web":{"contentDigest":"sha256:4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2","image":"r.example/b@sha256:4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2","imageType":"oci","mediaType":"application/vnd.oci.image.index.v1+json","size":3}},"#,
+                r#""invocationImages":[{"contentDigest":"sha256:40493fe6739aee8019fcd0c22c87b5811255e4ac5e09fb895119c4de495226a8","image":"r.example/b@sha256:40493fe6739aee8019fcd0c22c87b5811255e4ac5e09fb895119c4de495226a8","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":10}],"#,
                 r#""name":"demo","schemaVersion":"v1.0.0","version":"0.1.0"}"#
             )
         );

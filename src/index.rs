@@ -69,7 +69,8 @@ impl AnnotationSpec {
             if let Some(rest) = rest.strip_prefix(':') {
                 (Selector::AllManifests, rest)
             } else if let Some(rest) = rest.strip_prefix('[') {
-                let (inner, rest) = rest.split_once("]:").ok_or_else(|| bad("expected manifest[SELECTOR]:KEY=VALUE"))?;
+                let (inner, rest) =
+                    rest.split_once("]:").ok_or_else(|| bad("expected manifest[SELECTOR]:KEY=VALUE"))?;
                 let sel = if inner.contains(':') {
                     Selector::Digest(inner.parse()?)
                 } else {
@@ -223,10 +224,11 @@ impl<'a> Collector<'a> {
             return Ok(());
         }
         if let Some(p) = child.desc.platform.as_ref().filter(|_| !is_attestation(&child.desc)) {
-            let clash = self
-                .children
-                .iter()
-                .find(|c| !is_attestation(&c.desc) && c.desc.platform.as_ref() == Some(p) && media::is_manifest(&c.desc.media_type));
+            let clash = self.children.iter().find(|c| {
+                !is_attestation(&c.desc)
+                    && c.desc.platform.as_ref() == Some(p)
+                    && media::is_manifest(&c.desc.media_type)
+            });
             if let Some(prev) = clash.filter(|_| media::is_manifest(&child.desc.media_type)) {
                 if !self.allow_conflicts {
                     return Err(Error::InvalidReference {

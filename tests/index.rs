@@ -73,7 +73,7 @@ fn merges_pushed_platform_manifests_into_one_index() {
     if !require("skopeo") {
         return;
     }
-    let reg = TestRegistry::plain();
+    let reg = TestRegistry::start(RegistryOpts::plain());
     let host = reg.host();
     let t = two_platforms();
     let (a, b) = (&t.amd.1.digest, &t.arm.1.digest);
@@ -144,7 +144,7 @@ fn merges_pushed_platform_manifests_into_one_index() {
 
 #[test]
 fn children_from_another_repository_are_mounted_and_layouts_copied() {
-    let reg = TestRegistry::plain();
+    let reg = TestRegistry::start(RegistryOpts::plain());
     let host = reg.host();
     let t = two_platforms();
     let (a, b) = (&t.amd.1.digest, &t.arm.1.digest);
@@ -168,10 +168,12 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
     // one shared layer and two configs
     assert_eq!(report["blobs_mounted"], 3, "{v}");
     assert_eq!(report["blobs_uploaded"], 0, "{v}");
-    let reqs: Vec<_> = reg.requests().into_iter().skip(before).collect();
+    let reqs: Vec<LoggedRequest> = reg.requests().into_iter().skip(before).collect();
     let mounts: Vec<_> = reqs.iter().filter(|r| r.method == "POST" && r.path.contains("mount=")).collect();
     assert_eq!(mounts.len(), 3, "{reqs:#?}");
-    assert!(mounts.iter().all(|r| r.status == 201 && r.path.starts_with("/v2/app/") && r.path.contains("from=builds/node")));
+    assert!(mounts
+        .iter()
+        .all(|r| r.status == 201 && r.path.starts_with("/v2/app/") && r.path.contains("from=builds/node")));
     let blob_puts = reqs.iter().filter(|r| r.method == "PUT" && r.path.contains("/blobs/")).count();
     assert_eq!(blob_puts, 0, "no blob uploaded: {reqs:#?}");
     // children before the index
@@ -199,7 +201,7 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
 
 #[test]
 fn conflicts_duplicates_and_dry_run() {
-    let reg = TestRegistry::plain();
+    let reg = TestRegistry::start(RegistryOpts::plain());
     let host = reg.host();
     let t = two_platforms();
     let tmp = tempfile::tempdir().unwrap();
@@ -236,13 +238,14 @@ fn conflicts_duplicates_and_dry_run() {
     let listed = run_ok(&["--format", "json", "inspect", &format!("{host}/app:v1")]);
     let v: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(v["digest"].as_str().unwrap(), out.trim());
-    let ds: Vec<&str> = v["manifest"]["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let ds: Vec<&str> =
+        v["manifest"]["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
     assert_eq!(ds, vec![t.amd.1.digest.to_string(), t.arm.1.digest.to_string()]);
 }
 
 #[test]
 fn bundle_round_trips_registry_archive_registry() {
-    let reg = TestRegistry::plain();
+    let reg = TestRegistry::start(RegistryOpts::plain());
     let host = reg.host();
     let t = two_platforms();
     push(&t.amd.0, &t.amd.1, &format!("{host}/tools/invoker:v1"));
@@ -312,9 +315,14 @@ fn bundle_round_trips_registry_archive_registry() {
     let text = run_ok(&["bundle", "inspect", &format!("{host}/b2:v1")]);
     assert!(text.contains("demo 0.1.0"), "{text}");
     assert!(text.contains("web") && text.contains("api") && text.contains("linux/arm64/v8"), "{text}");
-    let info: Value =
-        serde_json::from_str(&run_ok(&["--format", "json", "bundle", "inspect", &format!("oci-archive:{}", tar.display())]))
-            .unwrap();
+    let info: Value = serde_json::from_str(&run_ok(&[
+        "--format",
+        "json",
+        "bundle",
+        "inspect",
+        &format!("oci-archive:{}", tar.display()),
+    ]))
+    .unwrap();
     assert_eq!(info["name"], "demo");
     let names: Vec<&str> = info["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["invocation", "api", "web"]);
@@ -335,9 +343,14 @@ fn bundle_round_trips_registry_archive_registry() {
         "--invocation",
         &format!("oci:{}:v1", t.amd.0.display()),
     ]);
-    let info: Value =
-        serde_json::from_str(&run_ok(&["--format", "json", "bundle", "inspect", &format!("oci-archive:{}:v1", y.display())]))
-            .unwrap();
+    let info: Value = serde_json::from_str(&run_ok(&[
+        "--format",
+        "json",
+        "bundle",
+        "inspect",
+        &format!("oci-archive:{}:v1", y.display()),
+    ]))
+    .unwrap();
     assert_eq!(info["components"][0]["digest"], t.amd.1.digest.to_string());
 }
 

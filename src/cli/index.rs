@@ -122,7 +122,11 @@ async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened>
                     let tags: Vec<&str> = many.iter().filter_map(|(_, t)| t.as_deref()).map(tag_of_ref_name).collect();
                     return Err(Error::InvalidReference {
                         reference: label,
-                        reason: format!("holds {} roots ({}); name one with :TAG or @DIGEST", many.len(), tags.join(", ")),
+                        reason: format!(
+                            "holds {} roots ({}); name one with :TAG or @DIGEST",
+                            many.len(),
+                            tags.join(", ")
+                        ),
                     });
                 }
             }
@@ -132,7 +136,7 @@ async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened>
 }
 
 /// The source a metadata file names: `<repo of image.name>@<containerimage.digest>`.
-async fn open_metadata(ctx: &Ctx, path: &PathBuf) -> Result<Opened> {
+async fn open_metadata(ctx: &Ctx, path: &std::path::Path) -> Result<Opened> {
     let (desc, names) = read_metadata(path)?;
     let name = names.first().ok_or_else(|| {
         Error::malformed("metadata file", path.display().to_string(), "no image.name to find the image by")
@@ -326,10 +330,14 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 comps.push((name.to_string(), open_resolved(ctx, endpoint(src)?, src.to_string()).await?));
             }
             let repo = target_repo.as_deref();
-            let spec = BundleSpec { name: a.name.clone(), version: a.version.clone(), description: a.description.clone() };
-            let plan =
-                bundle::plan(&spec, input(&inv, repo), comps.iter().map(|(n, o)| (n.clone(), input(o, repo))).collect())
-                    .await?;
+            let spec =
+                BundleSpec { name: a.name.clone(), version: a.version.clone(), description: a.description.clone() };
+            let plan = bundle::plan(
+                &spec,
+                input(&inv, repo),
+                comps.iter().map(|(n, o)| (n.clone(), input(o, repo))).collect(),
+            )
+            .await?;
             ship(ctx, &plan, &a.targets, &specs).await
         }
         BundleCmd::Inspect { reference } => {
