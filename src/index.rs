@@ -487,6 +487,114 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::write::ImageManifest;
+
+    /// Blobs and manifests in memory, by digest.
+    #[derive(Default)]
+    struct Mem(HashMap<Digest, Bytes>);
+
+    impl Mem {
+        fn put(&mut self, media_type: &str, bytes: &[u8]) -> Descriptor {
+            let d = Descriptor::of_bytes(media_type, bytes);
+            self.0.insert(d.digest.clone(), Bytes::copy_from_slice(bytes));
+            d
+        }
+        /// An image manifest whose config says `arch`.
+        fn image(&mut self, arch: &str, variant: Option<&str>) -> Descriptor {
+            let v = variant.map(|v| format!(r#","variant":"{v}""#)).unwrap_or_default();
+            let cfg =
+                format!(r#"{{"architecture":"{arch}","os":"linux"{v},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#);
+            let cfg = self.put(media::OCI_CONFIG, cfg.as_bytes());
+            let m = ImageManifest::new(cfg, vec![]).to_bytes().unwrap();
+            self.put(media::OCI_MANIFEST, &m)
+        }
+    }
+
+    #[async_trait]
+    impl Source for Mem {
+        fn location(&self) -> String {
+            "mem".into()
+        }
+        async fn resolve(&self, _r: Option<&str>) -> Result<Descriptor> {
+            Err(Error::Unsupported("mem".into()))
+        }
+        async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+            self.0.get(&desc.digest).cloned().ok_or_else(|| Error::not_found(desc.digest.to_string(), "mem"))
+        }
+        async fn open_blob(&self, desc: &Descriptor, _offset: u64) -> Result<BlobStream> {
+            let b = self.fetch_manifest_bytes(desc).await?;
+            Ok(Box::pin(std::io::Cursor::new(b)))
+        }
+    }
+
+    fn input<'a>(src: &'a Mem, desc: &Descriptor, label: &str) -> Input<'a> {
+        Input { source: src, desc: desc.clone(), label: label.into() }
+    }
+
+    #[tokio::test]
+    async fn golden_index_from_two_platforms() {
+        let mut mem = Mem::default();
+        let amd = mem.image("amd64", None);
+        let arm = mem.image("arm64", Some("v8"));
+        let opts = IndexOptions {
+            annotations: vec![
+                AnnotationSpec::parse("org.example.z=1").unwrap(),
+                AnnotationSpec::parse("index:org.example.a=2").unwrap(),
+                AnnotationSpec::parse("manifest[linux/arm64]:org.example.arch=arm").unwrap(),
+            ],
+            artifact_type: Some("application/x.example".into()),
+            ..Default::default()
+        };
+        let plan = plan(&[input(&mem, &amd, "amd"), input(&mem, &arm, "arm"), input(&mem, &amd, "again")], opts)
+            .await
+            .unwrap();
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(plan.notes[0].contains("dropped the duplicate"));
+        let text = String::from_utf8(plan.bytes.to_vec()).unwrap();
+        let expected = format!(
+            concat!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/x.example","manifests":["#,
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},"#,
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.example.arch":"arm"}},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}],"#,
+                r#""annotations":{{"org.example.a":"2","org.example.z":"1"}}}}"#
+            ),
+            amd.digest, amd.size, arm.digest, arm.size
+        );
+        assert_eq!(text, expected);
+        assert_eq!(plan.desc.digest, Digest::sha256_of(expected.as_bytes()));
+        assert_eq!(plan.desc.artifact_type.as_deref(), Some("application/x.example"));
+    }
+
+    #[tokio::test]
+    async fn refuses_conflicting_platforms_unless_allowed() {
+        let mut mem = Mem::default();
+        let a = mem.image("amd64", None);
+        // Same config as `a` (same platform), different manifest.
+        let cfg = serde_json::from_slice::<ConfigOnly>(&mem.0[&a.digest]).unwrap().config;
+        let mut m2 = ImageManifest::new(cfg, vec![]);
+        m2.annotations.insert("k".into(), "v".into());
+        let b = mem.put(media::OCI_MANIFEST, &m2.to_bytes().unwrap());
+        let err = plan(&[input(&mem, &a, "one"), input(&mem, &b, "two")], IndexOptions::default())
+            .await
+            .err()
+            .expect("conflict");
+        let msg = err.to_string();
+        assert!(msg.contains("conflicting platform linux/amd64"), "{msg}");
+        assert!(msg.contains(&a.digest.to_string()) && msg.contains(&b.digest.to_string()), "{msg}");
+        let opts = IndexOptions { allow_conflicts: true, ..Default::default() };
+        let p = plan(&[input(&mem, &a, "one"), input(&mem, &b, "two")], opts).await.unwrap();
+        assert_eq!(p.children.len(), 2);
+        let bad = IndexOptions {
+            annotations: vec![AnnotationSpec::parse("manifest[linux/s390x]:k=v").unwrap()],
+            ..Default::default()
+        };
+        assert!(plan(&[input(&mem, &a, "one")], bad).await.is_err(), "a selector that matches nothing is an error");
+    }
+
+    #[derive(Deserialize)]
+    struct ConfigOnly {
+        config: Descriptor,
+    }
 
     #[test]
     fn parses_annotations() {

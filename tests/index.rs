@@ -197,6 +197,28 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
     let v2: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v2["outputs"][0]["report"]["blobs_uploaded"], 3, "{v2}");
     assert_eq!(v2["digest"], v["digest"], "same children, same index");
+
+    // Mixed sources: an archive and a registry; an index as a source is flattened (same
+    // entries, so the very same index) unless --keep-nested.
+    let tar = t._tmp.path().join("amd64.tar");
+    run_ok(&["-q", "copy", &format!("oci:{}:v1", t.amd.0.display()), &format!("oci-archive:{}:v1", tar.display())]);
+    let mixed = run_ok(&[
+        "-q",
+        "index",
+        "create",
+        "--dry-run",
+        &format!("oci-archive:{}:v1", tar.display()),
+        &format!("{host}/builds/node@{b}"),
+    ]);
+    let index_digest = v["digest"].as_str().unwrap();
+    assert_eq!(hoist::Digest::sha256_of(mixed.trim_end().as_bytes()).to_string(), index_digest);
+    let flat = run_ok(&["-q", "index", "create", "--dry-run", &format!("{host}/app:v1")]);
+    assert_eq!(flat, mixed);
+    let nested = run_ok(&["-q", "index", "create", "--dry-run", "--keep-nested", &format!("{host}/app:v1")]);
+    let ms = manifests(nested.as_bytes());
+    assert_eq!(ms.len(), 1);
+    assert_eq!(ms[0]["digest"], index_digest);
+    assert_eq!(ms[0]["mediaType"], hoist::media::OCI_INDEX);
 }
 
 #[test]
