@@ -119,7 +119,7 @@ pub struct IndexOptions<'a> {
     pub allow_conflicts: bool,
     pub annotations: Vec<AnnotationSpec>,
     pub artifact_type: Option<String>,
-    /// Entries (and annotations, artifact type) to start from.
+    /// Entries (and annotations, artifact type) to start from; a manifest there is the first entry.
     pub base: Option<Base<'a>>,
 }
 
@@ -273,18 +273,20 @@ pub async fn plan<'a>(inputs: &[Input<'a>], opts: IndexOptions<'a>) -> Result<Pl
     let mut annotations = BTreeMap::new();
     let mut artifact_type = None;
     if let Some(base) = &opts.base {
-        let View::Index(i) = &base.document.view else {
-            return Err(Error::Unsupported(format!(
-                "{} in {} is a manifest, not an index; cannot append to it",
-                base.document.digest,
-                base.source.location()
-            )));
-        };
-        annotations = i.annotations.clone();
-        artifact_type = i.artifact_type.clone();
-        for m in &i.manifests {
-            let label = format!("{}@{}", base.source.location(), base.document.digest);
-            col.add(Child { source: base.source, desc: m.clone(), label })?;
+        let label = format!("{}@{}", base.source.location(), base.document.digest);
+        match &base.document.view {
+            View::Index(i) => {
+                annotations = i.annotations.clone();
+                artifact_type = i.artifact_type.clone();
+                for m in &i.manifests {
+                    col.add(Child { source: base.source, desc: m.clone(), label: label.clone() })?;
+                }
+            }
+            // A single manifest at the target becomes the first entry.
+            View::Manifest(_) => {
+                let d = with_platform(base.source, base.document.descriptor()).await?;
+                col.add(Child { source: base.source, desc: d, label })?;
+            }
         }
     }
     for input in inputs {

@@ -263,6 +263,12 @@ fn conflicts_duplicates_and_dry_run() {
     let ds: Vec<&str> =
         v["manifest"]["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
     assert_eq!(ds, vec![t.amd.1.digest.to_string(), t.arm.1.digest.to_string()]);
+
+    // Appending to a tag that holds one manifest turns it into an index of two.
+    push(&t.amd.0, &t.amd.1, &format!("{host}/single:v1"));
+    let out = run_ok(&["-q", "index", "create", "--append", "--tag", &format!("{host}/single:v1"), &b]);
+    let dry = run_ok(&["-q", "index", "create", "--dry-run", &a, &b]);
+    assert_eq!(out.trim(), hoist::Digest::sha256_of(dry.trim_end().as_bytes()).to_string());
 }
 
 #[test]
