@@ -6,12 +6,14 @@
 
 pub mod archive;
 pub mod build;
+pub mod bundle;
 pub mod copy;
 pub mod descriptor;
 pub mod digest;
 pub mod docker_archive;
 pub mod document;
 pub mod error;
+pub mod index;
 pub mod layout;
 pub mod media;
 pub mod memory;

@@ -75,3 +75,15 @@ pub const ANNOTATION_MODEL_FILE_METADATA_CNAI: &str = "org.cnai.model.file.metad
 pub const UNKNOWN_CONFIG: &str = "application/vnd.unknown.config.v1+json";
 /// Response header of a manifest PUT on a registry that indexed its `subject`.
 pub const HEADER_OCI_SUBJECT: &str = "oci-subject";
+// CNAB bundles stored the cnab-to-oci way (https://github.com/cnabio/cnab-to-oci).
+pub const CNAB_CONFIG: &str = "application/vnd.cnab.config.v1+json";
+/// Value of `org.opencontainers.artifactType` on a bundle index.
+pub const CNAB_MANIFEST_ARTIFACT: &str = "application/vnd.cnab.manifest.v1";
+pub const CNAB_SCHEMA_VERSION: &str = "v1.0.0";
+pub const CNAB_RUNTIME_VERSION: &str = "v1.0.0";
+pub const ANNOTATION_CNAB_RUNTIME_VERSION: &str = "io.cnab.runtime_version";
+pub const ANNOTATION_CNAB_MANIFEST_TYPE: &str = "io.cnab.manifest.type";
+pub const ANNOTATION_CNAB_COMPONENT_NAME: &str = "io.cnab.component.name";
+pub const ANNOTATION_ARTIFACT_TYPE: &str = "org.opencontainers.artifactType";
+pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
+pub const ANNOTATION_DESCRIPTION: &str = "org.opencontainers.image.description";

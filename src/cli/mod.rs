@@ -3,6 +3,7 @@
 mod artifact;
 mod build;
 mod model;
+mod index;
 mod progress;
 mod referrers;
 mod store;
@@ -147,6 +148,12 @@ enum Command {
     Model(model::ModelCmd),
     /// List the manifests whose subject is REF.
     Referrers(referrers::ReferrersArgs),
+    /// Make image indexes from manifests and indexes anywhere (multi-node builds).
+    #[command(subcommand)]
+    Index(index::IndexCmd),
+    /// Make and read CNAB bundles stored as OCI indexes.
+    #[command(subcommand)]
+    Bundle(index::BundleCmd),
 }
 
 #[derive(Subcommand)]
@@ -350,6 +357,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Artifact(cmd) => artifact::run(&ctx, cmd).await,
         Command::Model(cmd) => model::run(&ctx, cmd).await,
         Command::Referrers(args) => referrers::run(&ctx, args).await,
+        Command::Index(cmd) => index::run_index(&ctx, cmd).await,
+        Command::Bundle(cmd) => index::run_bundle(&ctx, cmd).await,
         Command::Layout(LayoutCmd::Fsck { dir }) => {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;

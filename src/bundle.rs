@@ -1,0 +1,340 @@
+//! CNAB bundles as cnab-to-oci stores them: an index whose entries are a config manifest
+//! (its config blob is the canonical-JSON bundle.json), the invocation image and the
+//! component images, each referenced by digest. `plan` makes it, `index::write` ships it.
+//!
+//! Not for: running bundles, or bundle.json fields beyond images (actions, parameters, …).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::build::write::{ImageIndex, ImageManifest};
+use crate::descriptor::{Descriptor, Platform};
+use crate::document::View;
+use crate::error::{Error, Result};
+use crate::index::{platform_of, read_blob, Child, Created, Plan};
+use crate::media;
+use crate::target::Source;
+
+/// One image in bundle.json. Fields in sorted order: the struct serializes as canonical JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleImage {
+    #[serde(rename = "contentDigest")]
+    pub content_digest: String,
+    pub image: String,
+    #[serde(rename = "imageType")]
+    pub image_type: String,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+}
+
+impl BundleImage {
+    /// An OCI image `image` (`REPO@DIGEST`) with descriptor `desc`.
+    pub fn oci(image: impl Into<String>, desc: &Descriptor) -> Self {
+        BundleImage {
+            content_digest: desc.digest.to_string(),
+            image: image.into(),
+            image_type: "oci".into(),
+            media_type: desc.media_type.clone(),
+            size: desc.size,
+        }
+    }
+}
+
+/// bundle.json, the part hoist writes. Fields in sorted order, maps sorted, compact output:
+/// CNAB's canonical JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BundleJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub images: BTreeMap<String, BundleImage>,
+    #[serde(rename = "invocationImages")]
+    pub invocation_images: Vec<BundleImage>,
+    pub name: String,
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: String,
+    pub version: String,
+}
+
+impl BundleJson {
+    pub fn to_canonical_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Other(format!("serialize bundle.json: {e}")))
+    }
+}
+
+/// Name, version and description of a bundle.
+#[derive(Clone, Debug, Default)]
+pub struct BundleSpec {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+}
+
+/// An image to put in a bundle: where it is, its root, and the name bundle.json records
+/// for it (`REPO@DIGEST`, normally in the bundle's own repository).
+pub struct BundleInput<'a> {
+    pub source: &'a dyn Source,
+    pub desc: Descriptor,
+    pub image: String,
+    pub label: String,
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.chars().any(|c| c.is_control()) {
+        return Err(Error::InvalidReference { reference: s.to_string(), reason: format!("invalid {what}") });
+    }
+    Ok(())
+}
+
+/// The index entry of a bundle image: media type from its document, platform from its config.
+async fn image_entry(input: &BundleInput<'_>) -> Result<Descriptor> {
+    let mut d = input.desc.clone();
+    d.annotations.clear();
+    let doc = input.source.fetch_document(&d).await?;
+    d.media_type = doc.media_type.clone();
+    if d.artifact_type.is_none() {
+        d.artifact_type = doc.artifact_type();
+    }
+    if d.platform.is_none() && !doc.is_index() {
+        d.platform = platform_of(input.source, &d).await?;
+    }
+    Ok(d)
+}
+
+/// Plan the bundle index: config manifest (bundle.json), invocation image, components
+/// (sorted by name). The images are copied by `index::write` before the index.
+pub async fn plan<'a>(
+    spec: &BundleSpec,
+    invocation: BundleInput<'a>,
+    components: Vec<(String, BundleInput<'a>)>,
+) -> Result<Plan<'a>> {
+    check_name("bundle name", &spec.name)?;
+    check_name("bundle version", &spec.version)?;
+    let mut comps: BTreeMap<String, BundleInput<'a>> = BTreeMap::new();
+    for (name, c) in components {
+        check_name("component name", &name)?;
+        if comps.contains_key(&name) {
+            return Err(Error::InvalidReference { reference: name, reason: "component named twice".into() });
+        }
+        comps.insert(name, c);
+    }
+    let inv_desc = image_entry(&invocation).await?;
+    let mut comp_descs = BTreeMap::new();
+    for (name, c) in &comps {
+        comp_descs.insert(name.clone(), image_entry(c).await?);
+    }
+    let bundle = BundleJson {
+        description: spec.description.clone().filter(|d| !d.is_empty()),
+        images: comps.iter().map(|(n, c)| (n.clone(), BundleImage::oci(&c.image, &comp_descs[n]))).collect(),
+        invocation_images: vec![BundleImage::oci(&invocation.image, &inv_desc)],
+        name: spec.name.clone(),
+        schema_version: media::CNAB_SCHEMA_VERSION.into(),
+        version: spec.version.clone(),
+    };
+    let bundle_bytes = Bytes::from(bundle.to_canonical_bytes()?);
+    let config = Descriptor::of_bytes(media::CNAB_CONFIG, &bundle_bytes);
+    let manifest = ImageManifest::new(config.clone(), vec![]);
+    let manifest_bytes = Bytes::from(manifest.to_bytes()?);
+    let manifest_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest_bytes);
+
+    let typed = |d: &Descriptor, ty: &str| d.clone().with_annotation(media::ANNOTATION_CNAB_MANIFEST_TYPE, ty);
+    let mut entries = vec![typed(&manifest_desc, "config"), typed(&inv_desc, "invocation")];
+    let mut children = vec![Child { source: invocation.source, desc: inv_desc.clone(), label: invocation.label }];
+    for (name, c) in comps {
+        let d = typed(&comp_descs[&name], "component").with_annotation(media::ANNOTATION_CNAB_COMPONENT_NAME, &name);
+        entries.push(d.clone());
+        children.push(Child { source: c.source, desc: d, label: c.label });
+    }
+    let mut index = ImageIndex::new(entries);
+    let a = &mut index.annotations;
+    a.insert(media::ANNOTATION_CNAB_RUNTIME_VERSION.into(), media::CNAB_RUNTIME_VERSION.into());
+    a.insert(media::ANNOTATION_ARTIFACT_TYPE.into(), media::CNAB_MANIFEST_ARTIFACT.into());
+    a.insert(media::ANNOTATION_TITLE.into(), spec.name.clone());
+    a.insert(media::ANNOTATION_VERSION.into(), spec.version.clone());
+    if let Some(d) = bundle.description.as_ref() {
+        a.insert(media::ANNOTATION_DESCRIPTION.into(), d.clone());
+    }
+    let bytes = Bytes::from(index.to_bytes()?);
+    let desc = Descriptor::of_bytes(media::OCI_INDEX, &bytes);
+    Ok(Plan {
+        desc,
+        bytes,
+        children,
+        created: vec![
+            Created { desc: config, bytes: bundle_bytes },
+            Created { desc: manifest_desc, bytes: manifest_bytes },
+        ],
+        notes: Vec::new(),
+    })
+}
+
+/// One image of a bundle as `inspect` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentInfo {
+    /// `invocation` or the component name.
+    pub name: String,
+    /// `invocation` or `component`.
+    pub role: String,
+    pub digest: String,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Where bundle.json says the image is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// What a bundle holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct BundleInfo {
+    pub digest: String,
+    pub name: String,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: String,
+    pub components: Vec<ComponentInfo>,
+}
+
+#[derive(Deserialize)]
+struct BundleView {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(rename = "schemaVersion", default)]
+    schema_version: String,
+    #[serde(default)]
+    images: BTreeMap<String, BundleImageView>,
+    #[serde(rename = "invocationImages", default)]
+    invocation_images: Vec<BundleImageView>,
+}
+
+#[derive(Deserialize)]
+struct BundleImageView {
+    #[serde(default)]
+    image: String,
+    #[serde(rename = "contentDigest", default)]
+    content_digest: Option<String>,
+}
+
+/// Read the bundle rooted at `desc` in `src`: bundle.json from the config manifest, images
+/// from the index entries (by their `io.cnab.*` annotations).
+pub async fn inspect(src: &dyn Source, desc: &Descriptor) -> Result<BundleInfo> {
+    let doc = src.fetch_document(desc).await?;
+    let not_bundle = |why: &str| Error::malformed(format!("bundle {}", desc.digest), src.location(), why);
+    let View::Index(index) = &doc.view else {
+        return Err(not_bundle("a manifest, not a bundle index"));
+    };
+    let kind = |d: &Descriptor| d.annotations.get(media::ANNOTATION_CNAB_MANIFEST_TYPE).cloned().unwrap_or_default();
+    let config_entry =
+        index.manifests.iter().find(|d| kind(d) == "config").ok_or_else(|| not_bundle("no config manifest entry"))?;
+    let config_doc = src.fetch_document(config_entry).await?;
+    let View::Manifest(m) = &config_doc.view else {
+        return Err(not_bundle("config entry is not a manifest"));
+    };
+    if m.config.media_type != media::CNAB_CONFIG {
+        return Err(not_bundle(&format!("config media type {} is not {}", m.config.media_type, media::CNAB_CONFIG)));
+    }
+    let raw = read_blob(src, &m.config, media::MAX_MANIFEST_SIZE).await?;
+    let b: BundleView = serde_json::from_slice(&raw)
+        .map_err(|e| Error::malformed(format!("bundle.json {}", m.config.digest), src.location(), e))?;
+    let image_of = |digest: &str, named: Option<&str>| {
+        let from_named = named.and_then(|n| b.images.get(n)).map(|i| i.image.clone());
+        from_named.or_else(|| {
+            b.invocation_images
+                .iter()
+                .chain(b.images.values())
+                .find(|i| i.content_digest.as_deref() == Some(digest))
+                .map(|i| i.image.clone())
+        })
+    };
+    let mut components = Vec::new();
+    for d in &index.manifests {
+        let (name, role) = match kind(d).as_str() {
+            "invocation" => ("invocation".to_string(), "invocation"),
+            "component" => (
+                d.annotations.get(media::ANNOTATION_CNAB_COMPONENT_NAME).cloned().unwrap_or_else(|| "?".into()),
+                "component",
+            ),
+            _ => continue,
+        };
+        let digest = d.digest.to_string();
+        let image = image_of(&digest, (role == "component").then_some(name.as_str()));
+        components.push(ComponentInfo {
+            name,
+            role: role.into(),
+            digest,
+            media_type: d.media_type.clone(),
+            size: d.size,
+            platform: d.platform.clone(),
+            image,
+        });
+    }
+    Ok(BundleInfo {
+        digest: desc.digest.to_string(),
+        name: b.name,
+        version: b.version,
+        description: b.description,
+        schema_version: b.schema_version,
+        components,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted_keys(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                let keys: Vec<&String> = m.keys().collect();
+                keys.windows(2).all(|w| w[0] < w[1]) && m.values().all(sorted_keys)
+            }
+            serde_json::Value::Array(a) => a.iter().all(sorted_keys),
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn golden_bundle_json() {
+        let inv = Descriptor::of_bytes(media::OCI_MANIFEST, b"invocation");
+        let web = Descriptor::of_bytes(media::OCI_INDEX, b"web");
+        let db = Descriptor::of_bytes(media::OCI_MANIFEST, b"db");
+        let b = BundleJson {
+            description: Some("A demo".into()),
+            images: [
+                ("web".to_string(), BundleImage::oci(format!("r.example/b@{}", web.digest), &web)),
+                ("db".to_string(), BundleImage::oci(format!("r.example/b@{}", db.digest), &db)),
+            ]
+            .into_iter()
+            .collect(),
+            invocation_images: vec![BundleImage::oci(format!("r.example/b@{}", inv.digest), &inv)],
+            name: "demo".into(),
+            schema_version: media::CNAB_SCHEMA_VERSION.into(),
+            version: "0.1.0".into(),
+        };
+        let bytes = b.to_canonical_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"description":"A demo","images":{"#,
+                r#""db":{"contentDigest":"sha256:7bdc25d1694ef984782a16f6f1710c1c6bc83ba7a131b515baf532bea021d011","image":"r.example/b@sha256:7bdc25d1694ef984782a16f6f1710c1c6bc83ba7a131b515baf532bea021d011","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":2},"#,
+                r#""web":{"contentDigest":"sha256:4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2","image":"r.example/b@sha256:4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2","imageType":"oci","mediaType":"application/vnd.oci.image.index.v1+json","size":3}},"#,
+                r#""invocationImages":[{"contentDigest":"sha256:40493fe6739aee8019fcd0c22c87b5811255e4ac5e09fb895119c4de495226a8","image":"r.example/b@sha256:40493fe6739aee8019fcd0c22c87b5811255e4ac5e09fb895119c4de495226a8","imageType":"oci","mediaType":"application/vnd.oci.image.manifest.v1+json","size":10}],"#,
+                r#""name":"demo","schemaVersion":"v1.0.0","version":"0.1.0"}"#
+            )
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(sorted_keys(&v), "bundle.json keys must be sorted (canonical JSON)");
+        assert!(!text.contains(' ') || text.contains("A demo"));
+    }
+}

@@ -1,0 +1,364 @@
+//! `hoist index create` (merge per-platform manifests into one index) and `hoist bundle
+//! create|inspect` (CNAB bundles). Both plan with the library, then write each target with
+//! `index::write`: children first (mounted within a registry), the index last.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use hoist::bundle::{self, BundleInput, BundleSpec};
+use hoist::error::{Error, Result};
+use hoist::index::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
+use hoist::layout::tag_of_ref_name;
+use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
+use hoist::reference::Reference;
+use hoist::target::Source;
+use hoist::transport::{open_destination, open_source, Endpoint};
+use hoist::Descriptor;
+
+use super::{endpoint, Ctx};
+
+#[derive(Subcommand)]
+pub(crate) enum IndexCmd {
+    /// Merge manifests and indexes (by tag or digest, from registries, layouts or archives)
+    /// into one image index; copy every child to the target, then push the index.
+    Create(IndexCreate),
+}
+
+/// Where the result goes: `--tag` and `--output`.
+#[derive(Args)]
+pub(crate) struct Targets {
+    /// Target of the index: REGISTRY/REPO:TAG, or any destination transport (oci:DIR:TAG, ...).
+    #[arg(short, long)]
+    tag: Option<String>,
+    /// Also (or instead) write to this output (buildx syntax or a transport; repeatable).
+    #[arg(short, long = "output")]
+    outputs: Vec<String>,
+    /// Print the index JSON to stdout and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write buildx-style metadata of the result to FILE.
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct IndexCreate {
+    #[command(flatten)]
+    targets: Targets,
+    /// Manifests or indexes: REF[:TAG|@DIGEST], oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], ...
+    sources: Vec<String>,
+    /// Add a source from a buildx/hoist --metadata-file (its image name and digest; repeatable).
+    #[arg(long = "from-metadata", value_name = "FILE")]
+    from_metadata: Vec<PathBuf>,
+    /// `k=v` or `index:k=v` for the index; `manifest:k=v` or `manifest[DIGEST|os/arch]:k=v` for entries.
+    #[arg(long = "annotation", value_name = "[index:|manifest[SEL]:]K=V")]
+    annotations: Vec<String>,
+    /// artifactType of the index.
+    #[arg(long)]
+    artifact_type: Option<String>,
+    /// Keep source indexes as nested entries instead of taking their manifests.
+    #[arg(long)]
+    keep_nested: bool,
+    /// Keep two different manifests for the same platform instead of failing.
+    #[arg(long)]
+    allow_conflicts: bool,
+    /// Add to the index already at --tag (keeping its entries and annotations).
+    #[arg(long)]
+    append: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BundleCmd {
+    /// Make a CNAB bundle (cnab-to-oci layout): bundle.json, invocation image, components.
+    Create(BundleCreate),
+    /// List a bundle's name, version and images.
+    Inspect {
+        /// Bundle reference (any source transport).
+        reference: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct BundleCreate {
+    #[command(flatten)]
+    targets: Targets,
+    /// Bundle name.
+    #[arg(long)]
+    name: String,
+    /// Bundle version.
+    #[arg(long)]
+    version: String,
+    #[arg(long)]
+    description: Option<String>,
+    /// The invocation image (any source transport).
+    #[arg(long, value_name = "SRC")]
+    invocation: String,
+    /// A component image NAME=SRC (repeatable).
+    #[arg(long = "component", value_name = "NAME=SRC")]
+    components: Vec<String>,
+}
+
+/// A source the user named, opened and resolved.
+struct Opened {
+    source: Box<dyn Source>,
+    endpoint: Endpoint,
+    desc: Descriptor,
+    label: String,
+}
+
+async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened> {
+    let source = open_source(&ep, &ctx.client)?;
+    let desc = match (ep.source_reference(), &ep) {
+        (Some(r), _) => source.resolve(Some(&r)).await?,
+        (None, Endpoint::Registry(_)) => source.resolve(Some("latest")).await?,
+        (None, _) => {
+            let roots = source.roots().await?;
+            match roots.as_slice() {
+                [(d, _)] => d.clone(),
+                [] => return Err(Error::not_found("any manifest", source.location())),
+                many => {
+                    let tags: Vec<&str> = many.iter().filter_map(|(_, t)| t.as_deref()).map(tag_of_ref_name).collect();
+                    return Err(Error::InvalidReference {
+                        reference: label,
+                        reason: format!(
+                            "holds {} roots ({}); name one with :TAG or @DIGEST",
+                            many.len(),
+                            tags.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    };
+    Ok(Opened { source, endpoint: ep, desc, label })
+}
+
+/// The source a metadata file names: `<repo of image.name>@<containerimage.digest>`.
+async fn open_metadata(ctx: &Ctx, path: &std::path::Path) -> Result<Opened> {
+    let (desc, names) = read_metadata(path)?;
+    let name = names.first().ok_or_else(|| {
+        Error::malformed("metadata file", path.display().to_string(), "no image.name to find the image by")
+    })?;
+    let r: Reference = name.parse()?;
+    let r = r.with_target(&desc.digest.to_string())?;
+    let label = format!("{}@{}", r.repo_ref(), desc.digest);
+    let mut o = open_resolved(ctx, Endpoint::Registry(r), label).await?;
+    if o.desc.platform.is_none() {
+        o.desc.platform = desc.platform.clone();
+    }
+    Ok(o)
+}
+
+impl Targets {
+    /// `--tag` and `--output` as outputs; a registry `--tag` without a tag means `latest`.
+    fn specs(&self) -> Result<Vec<OutputSpec>> {
+        let mut v = Vec::new();
+        if let Some(t) = &self.tag {
+            let mut ep = endpoint(t)?;
+            if let Endpoint::Registry(r) = &mut ep {
+                if r.digest.is_some() {
+                    return Err(Error::InvalidReference {
+                        reference: t.clone(),
+                        reason: "--tag takes a tag, not a digest".into(),
+                    });
+                }
+                r.tag.get_or_insert_with(|| "latest".into());
+            }
+            let names = match &ep {
+                Endpoint::Registry(r) => vec![r.to_string()],
+                _ => vec![],
+            };
+            v.push(OutputSpec { tags: ep.tag().into_iter().collect(), endpoint: ep, names, local_only: false });
+        }
+        for o in &self.outputs {
+            v.push(parse_output(o)?);
+        }
+        if v.is_empty() && !self.dry_run {
+            return Err(Error::Other("give --tag REF or --output to say where the result goes".into()));
+        }
+        Ok(v)
+    }
+}
+
+/// Print (dry run) or write the plan to every target, then report.
+async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec]) -> Result<i32> {
+    if !ctx.global.quiet {
+        for n in &plan.notes {
+            eprintln!("hoist: note: {n}");
+        }
+    }
+    if targets.dry_run {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&plan.bytes);
+        let _ = out.write_all(b"\n");
+        return Ok(0);
+    }
+    let opts = ctx.copy_options();
+    let mut results = Vec::new();
+    for spec in specs.iter().filter(|s| !s.local_only) {
+        let dst = open_destination(&spec.endpoint, &ctx.client, None).await?;
+        let report = index::write(plan, dst.as_ref(), &spec.tags, &opts, &ctx.progress).await?;
+        dst.finish().await?;
+        ctx.progress.line(&format!(
+            "{}: index {} with {} entries; {} blob(s) copied, {} mounted, {} existed; {} manifest(s) written",
+            dst.location(),
+            plan.desc.digest.short(),
+            plan.children.len() + plan.created.iter().filter(|c| hoist::media::is_document(&c.desc.media_type)).count(),
+            report.blobs_uploaded,
+            report.blobs_mounted,
+            report.blobs_existed,
+            report.manifests_pushed
+        ));
+        results.push(ExportResult { destination: dst.location(), report });
+    }
+    if let Some(path) = &targets.metadata_file {
+        write_metadata(path, &plan.desc, specs, &BTreeMap::new())?;
+    }
+    if ctx.json() {
+        let v = serde_json::json!({
+            "digest": plan.desc.digest.to_string(),
+            "mediaType": plan.desc.media_type,
+            "size": plan.desc.size,
+            "manifests": plan.children.iter().map(|c| c.desc.digest.to_string()).collect::<Vec<_>>(),
+            "notes": plan.notes,
+            "outputs": results,
+        });
+        println!("{v}");
+    } else {
+        println!("{}", plan.desc.digest);
+    }
+    Ok(0)
+}
+
+pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
+    let IndexCmd::Create(a) = cmd;
+    let specs = a.targets.specs()?;
+    let mut opened = Vec::new();
+    for s in &a.sources {
+        opened.push(open_resolved(ctx, endpoint(s)?, s.clone()).await?);
+    }
+    for m in &a.from_metadata {
+        opened.push(open_metadata(ctx, m).await?);
+    }
+    if opened.is_empty() && !a.append {
+        return Err(Error::Other("name at least one source (SRC or --from-metadata FILE)".into()));
+    }
+    let annotations = a.annotations.iter().map(|s| AnnotationSpec::parse(s)).collect::<Result<Vec<_>>>()?;
+    // --append: the index now at --tag is where we start from.
+    let mut base_src: Option<(Box<dyn Source>, String)> = None;
+    if a.append {
+        let t = a.targets.tag.as_ref().ok_or_else(|| Error::Other("--append needs --tag".into()))?;
+        let spec = specs.first().expect("--tag gives a spec");
+        let tag = spec.tags.first().cloned();
+        match open_source(&spec.endpoint, &ctx.client) {
+            Ok(src) => base_src = Some((src, tag.unwrap_or_else(|| "latest".into()))),
+            Err(Error::Io { .. }) | Err(Error::NotFound { .. }) => {
+                ctx.progress.line(&format!("{t}: nothing there yet; creating a new index"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut base = None;
+    if let Some((src, tag)) = &base_src {
+        match src.resolve(Some(tag)).await {
+            Ok(d) => {
+                let document = src.fetch_document(&d).await?;
+                base = Some(Base { source: src.as_ref(), document });
+            }
+            Err(Error::NotFound { .. }) => {
+                ctx.progress.line(&format!("{}:{tag}: nothing there yet; creating a new index", src.location()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let inputs: Vec<Input<'_>> = opened
+        .iter()
+        .map(|o| Input { source: o.source.as_ref(), desc: o.desc.clone(), label: o.label.clone() })
+        .collect();
+    let opts = IndexOptions {
+        keep_nested: a.keep_nested,
+        allow_conflicts: a.allow_conflicts,
+        annotations,
+        artifact_type: a.artifact_type.clone(),
+        base,
+    };
+    let plan = index::plan(&inputs, opts).await?;
+    ship(ctx, &plan, &a.targets, &specs).await
+}
+
+/// What bundle.json calls an image: `REPO@DIGEST` in the bundle's registry repository when
+/// there is one (the images are copied there), else where it was read from.
+fn image_name(target_repo: Option<&str>, o: &Opened) -> String {
+    let digest = o.desc.digest.to_string();
+    if let Some(repo) = target_repo {
+        return format!("{repo}@{digest}");
+    }
+    match &o.endpoint {
+        Endpoint::Registry(r) => format!("{}@{digest}", r.repo_ref()),
+        Endpoint::Layout { path, .. } => format!("oci:{}@{digest}", path.display()),
+        Endpoint::OciArchive { path, .. } => format!("oci-archive:{}@{digest}", path.display()),
+        Endpoint::DockerArchive { path, .. } => format!("docker-archive:{}@{digest}", path.display()),
+    }
+}
+
+fn input<'a>(o: &'a Opened, target_repo: Option<&str>) -> BundleInput<'a> {
+    BundleInput {
+        source: o.source.as_ref(),
+        desc: o.desc.clone(),
+        image: image_name(target_repo, o),
+        label: o.label.clone(),
+    }
+}
+
+pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
+    match cmd {
+        BundleCmd::Create(a) => {
+            let specs = a.targets.specs()?;
+            let target_repo = specs.iter().find_map(|s| match &s.endpoint {
+                Endpoint::Registry(r) => Some(r.repo_ref()),
+                _ => None,
+            });
+            let inv = open_resolved(ctx, endpoint(&a.invocation)?, a.invocation.clone()).await?;
+            let mut comps = Vec::new();
+            for c in &a.components {
+                let (name, src) = c.split_once('=').ok_or_else(|| Error::InvalidReference {
+                    reference: c.clone(),
+                    reason: "--component takes NAME=SRC".into(),
+                })?;
+                comps.push((name.to_string(), open_resolved(ctx, endpoint(src)?, src.to_string()).await?));
+            }
+            let repo = target_repo.as_deref();
+            let spec =
+                BundleSpec { name: a.name.clone(), version: a.version.clone(), description: a.description.clone() };
+            let plan = bundle::plan(
+                &spec,
+                input(&inv, repo),
+                comps.iter().map(|(n, o)| (n.clone(), input(o, repo))).collect(),
+            )
+            .await?;
+            ship(ctx, &plan, &a.targets, &specs).await
+        }
+        BundleCmd::Inspect { reference } => {
+            let o = open_resolved(ctx, endpoint(&reference)?, reference.clone()).await?;
+            let info = bundle::inspect(o.source.as_ref(), &o.desc).await?;
+            let mut out = std::io::stdout().lock();
+            if ctx.json() {
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+                return Ok(0);
+            }
+            let _ = writeln!(out, "Bundle:      {} {}", info.name, info.version);
+            let _ = writeln!(out, "Digest:      {}", info.digest);
+            if let Some(d) = &info.description {
+                let _ = writeln!(out, "Description: {d}");
+            }
+            let _ = writeln!(out, "Images:");
+            for c in &info.components {
+                let plat = c.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(out, "  {:<11} {:<20} {}  {}", c.role, c.name, c.digest, plat);
+            }
+            Ok(0)
+        }
+    }
+}
