@@ -20,9 +20,7 @@ use tokio::sync::Mutex;
 
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
-use crate::document::Document;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::tag_of_ref_name;
 use crate::media;
 use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
@@ -220,55 +218,6 @@ pub(crate) fn blob_name(digest: &Digest) -> String {
     format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
 }
 
-/// Resolve `reference` against index.json entries the way `Layout::resolve_sync` does:
-/// None is the only root, a digest is an entry or any manifest blob, else a tag.
-pub(crate) fn resolve_in_index(
-    entries: &[Descriptor],
-    reference: Option<&str>,
-    location: &str,
-    manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
-) -> Result<Descriptor> {
-    match reference {
-        None => match entries.len() {
-            1 => Ok(entries[0].clone()),
-            0 => Err(Error::not_found("any manifest", location)),
-            n => Err(Error::InvalidReference {
-                reference: location.to_string(),
-                reason: format!(
-                    "archive has {n} manifests; name one with :TAG or @DIGEST (tags: {})",
-                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
-                ),
-            }),
-        },
-        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
-            let digest: Digest = r.parse()?;
-            if let Some(d) = entries.iter().find(|d| d.digest == digest) {
-                return Ok(d.clone());
-            }
-            let bytes =
-                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
-            let actual = digest.same_alg_of(&bytes);
-            if actual != digest {
-                return Err(Error::DigestMismatch {
-                    what: "manifest".into(),
-                    location: location.into(),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            Ok(Document::parse(bytes, digest, None, location)?.descriptor())
-        }
-        Some(tag) => {
-            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
-            match exact.or_else(by_tag) {
-                Some(i) => Ok(entries[i].clone()),
-                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // OciArchive: Source.
 // ---------------------------------------------------------------------------------------
@@ -321,7 +270,7 @@ impl Source for OciArchive {
     }
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        resolve_in_index(&self.roots, reference, &self.index.location, |d| {
+        crate::layout::resolve_in_index(&self.roots, reference, &self.index.location, |d| {
             if self.entry_of(d).is_none() {
                 return Ok(None);
             }

@@ -208,46 +208,13 @@ impl Layout {
     /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
     pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
         let entries = self.index_entries()?;
-        match reference {
-            None => match entries.len() {
-                1 => Ok(entries.into_iter().next().expect("one")),
-                0 => Err(Error::not_found("any manifest", self.loc())),
-                n => Err(Error::InvalidReference {
-                    reference: self.loc(),
-                    reason: format!(
-                        "layout has {n} manifests; name one with :TAG or @DIGEST (tags: {})",
-                        entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
-                    ),
-                }),
-            },
-            Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
-                let digest: Digest = r.parse()?;
-                if let Some(d) = entries.into_iter().find(|d| d.digest == digest) {
-                    return Ok(d);
-                }
-                let path = self.blob_path_of(&digest);
-                let bytes = read_limited(&path, media::MAX_MANIFEST_SIZE)?;
-                let doc = Document::parse(Bytes::from(bytes), digest, None, &self.loc())?;
-                if doc.digest.same_alg_of(&doc.bytes) != doc.digest {
-                    return Err(Error::DigestMismatch {
-                        what: "manifest".into(),
-                        location: self.loc(),
-                        expected: doc.digest.to_string(),
-                        actual: doc.digest.same_alg_of(&doc.bytes).to_string(),
-                    });
-                }
-                Ok(doc.descriptor())
+        resolve_in_index(&entries, reference, &self.loc(), |digest| {
+            let path = self.blob_path_of(digest);
+            if !path.exists() {
+                return Ok(None);
             }
-            Some(tag) => {
-                // An exact ref.name wins; BuildKit writes full references (`docker.io/x/y:tag`).
-                let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-                let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
-                match exact.or_else(by_tag) {
-                    Some(i) => Ok(entries[i].clone()),
-                    None => Err(Error::not_found(format!("tag {tag:?}"), self.loc())),
-                }
-            }
-        }
+            Ok(Some(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?)))
+        })
     }
 
     /// Every digest reachable from index.json, with the descriptor that names it.
@@ -358,6 +325,56 @@ pub struct GcReport {
     pub removed: Vec<Digest>,
     pub bytes: u64,
     pub temp_files: usize,
+}
+
+/// Resolve `reference` against index.json entries (layouts and archives alike): None is
+/// the only root, a digest is an entry or any manifest blob, else a tag (`ref.name`, or the
+/// tag of a full reference as BuildKit writes it).
+pub(crate) fn resolve_in_index(
+    entries: &[Descriptor],
+    reference: Option<&str>,
+    location: &str,
+    manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
+) -> Result<Descriptor> {
+    match reference {
+        None => match entries.len() {
+            1 => Ok(entries[0].clone()),
+            0 => Err(Error::not_found("any manifest", location)),
+            n => Err(Error::InvalidReference {
+                reference: location.to_string(),
+                reason: format!(
+                    "{location} holds {n} manifests; name one with :TAG or @DIGEST (tags: {})",
+                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        },
+        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
+            let digest: Digest = r.parse()?;
+            if let Some(d) = entries.iter().find(|d| d.digest == digest) {
+                return Ok(d.clone());
+            }
+            let bytes =
+                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
+            let actual = digest.same_alg_of(&bytes);
+            if actual != digest {
+                return Err(Error::DigestMismatch {
+                    what: "manifest".into(),
+                    location: location.into(),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            Ok(Document::parse(bytes, digest, None, location)?.descriptor())
+        }
+        Some(tag) => {
+            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
+            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
+            match exact.or_else(by_tag) {
+                Some(i) => Ok(entries[i].clone()),
+                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
+            }
+        }
+    }
 }
 
 /// The tag part of a layout `ref.name`: itself, or the tag of a full reference.

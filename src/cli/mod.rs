@@ -2,8 +2,8 @@
 
 mod artifact;
 mod build;
-mod model;
 mod index;
+mod model;
 mod progress;
 mod referrers;
 mod store;
