@@ -23,7 +23,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
 use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::media;
 use crate::reference::Reference;
@@ -864,9 +864,17 @@ impl Repository {
         let mut failures = 0u32;
         let mut restarts = 0u32;
         let max = self.client.opts.retry.max_attempts;
+        // The source is verified as it goes out, as in the monolithic PUT: `verified` is the
+        // hash state of bytes [0, n) that the registry holds; the last chunk goes through a
+        // `VerifyReader`, which fails before handing out its last byte when the digest is
+        // wrong, so a blob hoist did not verify never completes.
+        let mut verified: (u64, Hasher) = (0, desc.digest.algorithm().hasher());
         loop {
             if offset >= desc.size {
                 break;
+            }
+            if verified.0 != offset {
+                verified = self.hash_prefix(src, desc, verified, offset).await?;
             }
             let len = chunk.min(desc.size - offset);
             let end = offset + len;
@@ -874,7 +882,13 @@ impl Repository {
             let limited = stream.take(len);
             progress.reset(desc, offset);
             let counter = Arc::new(AtomicU64::new(0));
-            let body = counting_body(limited, counter.clone());
+            let chunk_hash = Arc::new(Mutex::new(verified.1.clone()));
+            let body = if end == desc.size {
+                let v = VerifyReader::resume(limited, desc, src.location(), verified.1.clone(), offset);
+                counting_body(v, counter.clone())
+            } else {
+                counting_body(HashingReader { inner: limited, hasher: chunk_hash.clone() }, counter.clone())
+            };
             let mut req = self
                 .client
                 .http
@@ -892,6 +906,9 @@ impl Repository {
                     url = self.upload_url(&host, &resp)?;
                     // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
                     offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
+                    if offset == end {
+                        verified = (end, chunk_hash.lock().expect("lock").clone());
+                    }
                     failures = 0;
                     if let Some(min) = resp
                         .headers()
@@ -924,6 +941,10 @@ impl Repository {
                     Err(e)
                 }
                 Err(e) => {
+                    // A source that failed verification surfaces as a body error: final.
+                    if let Some(inner) = find_crate_error(&e) {
+                        return Err(inner);
+                    }
                     // The body was cut: learn how much gets through before a drop (what we
                     // handed the socket overstates it by the socket buffers; halving covers
                     // that, and repeated cuts keep halving).
@@ -973,6 +994,41 @@ impl Repository {
         }
     }
 
+    /// Hash state of the source's bytes [0, upto), continuing from `from` when it is behind
+    /// (a resume further on) and starting over when it is ahead (a restart).
+    async fn hash_prefix(
+        &self,
+        src: &dyn Source,
+        desc: &Descriptor,
+        from: (u64, Hasher),
+        upto: u64,
+    ) -> Result<(u64, Hasher)> {
+        let (start, mut h) = if from.0 <= upto { from } else { (0, desc.digest.algorithm().hasher()) };
+        if start == upto {
+            return Ok((upto, h));
+        }
+        let mut r = src.open_blob(desc, start).await?.take(upto - start);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = start;
+        loop {
+            let n = r.read(&mut buf).await.map_err(|e| Error::io(src.location(), e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            n_total += n as u64;
+        }
+        if n_total != upto {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {}", desc.digest),
+                location: src.location(),
+                expected: desc.size,
+                actual: n_total,
+            });
+        }
+        Ok((upto, h))
+    }
+
     /// The upload session is lost (see `put_chunked`): open a new one, a bounded number of times.
     async fn restart_upload(&self, desc: &Descriptor, restarts: &mut u32, why: Error) -> Result<url::Url> {
         *restarts += 1;
@@ -981,6 +1037,27 @@ impl Repository {
         }
         tracing::warn!(digest = %desc.digest, error = %why, "upload session lost; starting the blob again");
         Ok(self.start_upload(desc, None).await?.expect("plain upload"))
+    }
+}
+
+/// A reader that hashes what passes through (one chunk of an upload).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Hasher>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &res {
+            self.hasher.lock().expect("lock").update(&buf.filled()[before..]);
+        }
+        res
     }
 }
 
