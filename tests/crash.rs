@@ -2,6 +2,7 @@
 //! moments must leave a layout that `hoist layout fsck` finds consistent (a tag never points
 //! at a missing blob), and whose leftovers `hoist layout gc` removes. Also two writers at once.
 
+#[allow(unused_imports)] // not every test file uses every re-export
 mod common;
 mod support;
 

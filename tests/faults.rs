@@ -7,6 +7,7 @@
 //! start again in a new session. Error *answers* (503, 429, 401, 413) leave the session intact
 //! and hoist resumes at the registry's `Range`.
 
+#[allow(unused_imports)] // not every test file uses every re-export
 mod common;
 mod support;
 

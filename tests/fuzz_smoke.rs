@@ -114,20 +114,20 @@ fn run(target: &str, body: fn(&[u8]), mutations: usize) {
 
 #[test]
 fn fuzz_reference() {
-    run("reference", bodies::reference, 4000);
+    run("reference", bodies::reference, 20_000);
 }
 
 #[test]
 fn fuzz_document() {
-    run("document", bodies::document, 3000);
+    run("document", bodies::document, 15_000);
 }
 
 #[test]
 fn fuzz_digest() {
-    run("digest", bodies::digest, 4000);
+    run("digest", bodies::digest, 20_000);
 }
 
 #[test]
 fn fuzz_tar() {
-    run("tar", bodies::tar, 1500);
+    run("tar", bodies::tar, 4000);
 }

@@ -950,7 +950,7 @@ impl Repository {
                     // that, and repeated cuts keep halving).
                     let sent = counter.load(Ordering::Relaxed);
                     let through = if sent > 0 { (sent / 2).max(MIN_CHUNK) } else { chunk };
-                    chunk = (chunk / 2).min(through).max(MIN_CHUNK).max(registry_min) & !(64 * 1024 - 1);
+                    chunk = ((chunk / 2).min(through) & !(64 * 1024 - 1)).max(MIN_CHUNK).max(registry_min);
                     Err(net_err(&self.registry, &e))
                 }
             };
@@ -1377,5 +1377,28 @@ impl Destination for Repository {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn upload_range_reads_distribution_answers() {
+        // distribution 2.8.2 answers `0-0` for an empty session (and for a 1-byte one)
+        assert_eq!(upload_range_len(&range("0-0"), 0), Some(0));
+        assert_eq!(upload_range_len(&range("0-0"), 1), Some(1));
+        assert_eq!(upload_range_len(&range("0-999"), 0), Some(1000));
+        assert_eq!(upload_range_len(&range("bytes=0-4095"), 0), Some(4096));
+        assert_eq!(upload_range_len(&range("5-10"), 0), None);
+        assert_eq!(upload_range_len(&range("0-x"), 0), None);
+        assert_eq!(upload_range_len(&HeaderMap::new(), 0), None);
     }
 }
