@@ -155,6 +155,15 @@ impl TarIndex {
                     let resolved = join_link(&name, &target, location)?;
                     soft.push((name, resolved));
                 }
+                // An image archive has no business holding device nodes or fifos: refuse the
+                // archive rather than skip them silently (hostile or broken input).
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    return Err(Error::UnsafePath {
+                        path: raw,
+                        location: location.into(),
+                        reason: "device file or fifo".into(),
+                    });
+                }
                 _ => {}
             }
         }

@@ -50,6 +50,16 @@ impl Layout {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join("blobs/sha256")).at(&root)?;
         fs::create_dir_all(root.join(TMP_DIR)).at(&root)?;
+        let session = lock_file(&root.join(SESSION_LOCK), false)?;
+        // index.json before the `oci-layout` marker: a writer killed in between leaves a
+        // directory that is not (yet) a layout, never a layout without an index.
+        let index = root.join("index.json");
+        if !index.exists() {
+            let _g = lock_file(&root.join(INDEX_LOCK), true)?;
+            if !index.exists() {
+                write_atomic(&root, &index, empty_index().as_bytes())?;
+            }
+        }
         let marker = root.join("oci-layout");
         if !marker.exists() {
             write_atomic(
@@ -58,14 +68,6 @@ impl Layout {
                 format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).as_bytes(),
             )?;
         }
-        let index = root.join("index.json");
-        if !index.exists() {
-            let _g = lock_file(&root.join(INDEX_LOCK), true)?;
-            if !index.exists() {
-                write_atomic(&root, &index, empty_index().as_bytes())?;
-            }
-        }
-        let session = lock_file(&root.join(SESSION_LOCK), false)?;
         Ok(Layout { root, _session: Some(session) })
     }
 

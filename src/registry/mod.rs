@@ -24,7 +24,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
 use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::media;
 use crate::reference::Reference;
@@ -182,6 +182,22 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     v.parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// Bytes an upload holds according to its `Range: 0-<last>` header. `last` is inclusive, so
+/// `0-N` means N+1 bytes, except that distribution (2.8.2) also answers `0-0` for an empty
+/// session: `0-0` is read as `if_zero_zero` (0, unless the caller knows a 1-byte upload
+/// happened). Getting this wrong is silent: 2.8.2 ignores `Content-Range` and appends a PATCH
+/// wherever the session is, so a wrong offset only shows as a digest error at the final PUT.
+fn upload_range_len(headers: &HeaderMap, if_zero_zero: u64) -> Option<u64> {
+    let v = headers.get(RANGE)?.to_str().ok()?.trim();
+    let v = v.strip_prefix("bytes=").unwrap_or(v);
+    let (start, last) = v.split_once('-')?;
+    let (start, last) = (start.trim().parse::<u64>().ok()?, last.trim().parse::<u64>().ok()?);
+    if start != 0 {
+        return None;
+    }
+    Some(if last == 0 { if_zero_zero } else { last + 1 })
+}
+
 /// Read an error body (bounded) into a short detail string.
 async fn error_detail(resp: Response) -> String {
     let mut body = Vec::new();
@@ -270,7 +286,27 @@ impl Client {
         let mut found = None;
         for scheme in schemes {
             let base = format!("{scheme}://{api}");
-            match self.http.get(format!("{base}/v2/")).send().await {
+            // The ping is retried like any request (a 503 or a dropped connection on the first
+            // request must not end the run), but only when the scheme answered at all.
+            let mut attempt = 0u32;
+            let ping = loop {
+                let res = self.http.get(format!("{base}/v2/")).send().await;
+                let wait = match &res {
+                    Ok(r) if retriable_status(r.status()) => {
+                        retry_after(r.headers()).map(|d| d.min(self.opts.retry.max_retry_after))
+                    }
+                    Err(e) if e.is_timeout() || (e.is_request() && !e.is_connect()) => None,
+                    _ => break res,
+                };
+                attempt += 1;
+                if attempt >= self.opts.retry.max_attempts {
+                    break res;
+                }
+                let wait = wait.unwrap_or_else(|| self.opts.retry.backoff(attempt));
+                tracing::info!(registry, ?wait, "ping failed; retrying");
+                tokio::time::sleep(wait).await;
+            };
+            match ping {
                 Ok(resp) => {
                     let status = resp.status();
                     let challenge = if status == StatusCode::UNAUTHORIZED {
@@ -456,9 +492,15 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     if status == StatusCode::UNAUTHORIZED {
-                        if !refreshed && matches!(host.challenge, Challenge::Bearer { .. }) {
+                        // One more try: a bearer token may have expired (fetch a new one), and
+                        // a proxy or a registry restarting may answer one spurious 401 even to
+                        // good basic credentials. A second 401 in a row is final.
+                        if !refreshed {
                             refreshed = true;
-                            self.authorization(host, scopes, true).await?;
+                            if matches!(host.challenge, Challenge::Bearer { .. }) {
+                                self.authorization(host, scopes, true).await?;
+                            }
+                            tracing::info!(registry = %host.name, %method, path, "401; trying once more");
                             continue;
                         }
                         let reason = match &host.credential {
@@ -725,13 +767,15 @@ impl Repository {
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             return Ok(None);
         }
+        // The answer's Location carries the session state (distribution signs the offset into
+        // `_state`); only that newest Location is valid for the next PATCH.
         let next = self.upload_url(&host, &resp).unwrap_or_else(|_| url.clone());
-        let range = resp.headers().get(RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let offset = match range {
-            Some(r) => r.rsplit('-').next().and_then(|n| n.trim().parse::<u64>().ok()).map(|n| n + 1).unwrap_or(0),
-            None => 0,
-        };
-        Ok(Some((offset, next)))
+        match upload_range_len(resp.headers(), 0) {
+            Some(offset) => Ok(Some((offset, next))),
+            // A status answer without a usable Range: no safe offset, so start over.
+            None if resp.headers().contains_key(RANGE) => Ok(None),
+            None => Ok(Some((0, next))),
+        }
     }
 
     fn with_digest(url: &url::Url, digest: &Digest) -> url::Url {
@@ -740,14 +784,14 @@ impl Repository {
         u
     }
 
-    /// One streaming PUT of the whole blob. Err(true) = worth resuming in chunks.
+    /// One streaming PUT of the whole blob.
     async fn put_monolithic(
         &self,
         url: &url::Url,
         desc: &Descriptor,
         src: &dyn Source,
         progress: &dyn Progress,
-    ) -> Result<std::result::Result<(), (bool, Error)>> {
+    ) -> Result<std::result::Result<(), UploadFailure>> {
         let host = self.host().await?;
         let stream = src.open_blob(desc, 0).await?;
         let counter = Arc::new(AtomicU64::new(0));
@@ -766,27 +810,45 @@ impl Repository {
             Ok(resp) if resp.status() == StatusCode::CREATED || resp.status().is_success() => Ok(Ok(())),
             Ok(resp) => {
                 let status = resp.status();
+                let wait = retry_after(resp.headers());
                 let detail = error_detail(resp).await;
                 let retry = retriable_status(status)
                     || status == StatusCode::PAYLOAD_TOO_LARGE
                     || status == StatusCode::UNAUTHORIZED;
-                Ok(Err((
-                    retry,
-                    self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, detail),
-                )))
+                let error =
+                    self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, detail);
+                Ok(Err(UploadFailure { retry, error, cut_after: None, too_large: status.as_u16() == 413, wait }))
             }
             Err(e) => {
                 // A source that failed verification surfaces as a body error: not retriable.
                 if let Some(inner) = find_crate_error(&e) {
                     return Err(inner);
                 }
-                Ok(Err((true, net_err(&self.registry, &e))))
+                let sent = counter.load(Ordering::Relaxed);
+                let error = net_err(&self.registry, &e);
+                Ok(Err(UploadFailure { retry: true, error, cut_after: Some(sent), too_large: false, wait: None }))
             }
         }
     }
 
     /// Upload the rest of a blob in chunks from `offset`, resuming from the registry's
-    /// `Range` after failures; shrinks the chunk after failures that made no progress.
+    /// `Range` after failures.
+    ///
+    /// What distribution 2.8.2 does, and why this loop looks the way it does:
+    /// - an error *answer* (429, 5xx, 401, 413 from the registry or a proxy in front of it)
+    ///   leaves the session as it was: ask `GET <Location>` for `Range` and continue there;
+    /// - a body cut mid-way (connection dropped) is different: the registry keeps the partial
+    ///   bytes in its upload file, but the session's offset lives in the HMAC-signed `_state`
+    ///   of the Location it last handed out. That no longer matches the file, so every later
+    ///   request on the session (GET, PATCH, PUT) answers `404 BLOB_UPLOAD_INVALID` ("upload
+    ///   resumed at wrong offset"): the session and all its earlier chunks are lost and the
+    ///   blob restarts from zero in a new session;
+    /// - it ignores `Content-Range` and appends, so the offset must be exactly right.
+    ///
+    /// So resuming saves the bytes across error answers, and against cuts the only defence is
+    /// chunks that get through: after a cut, the chunk shrinks below the amount that got
+    /// through before the cut (and halves on every further cut), so a link that drops every
+    /// few MiB still makes progress and the total sent stays a small multiple of the blob.
     async fn put_chunked(
         &self,
         mut url: url::Url,
@@ -794,14 +856,28 @@ impl Repository {
         desc: &Descriptor,
         src: &dyn Source,
         progress: &dyn Progress,
+        first_chunk: Option<u64>,
     ) -> Result<()> {
         let host = self.host().await?;
-        let mut chunk = self.client.opts.chunk_size.max(64 * 1024);
+        const MIN_CHUNK: u64 = 256 * 1024;
+        let mut chunk = first_chunk.unwrap_or(self.client.opts.chunk_size).max(MIN_CHUNK);
+        // The registry's minimum chunk (OCI-Chunk-Min-Length), once it names one.
+        let mut registry_min = 0u64;
+        // Consecutive failures without a successful chunk, and sessions lost: both bounded.
         let mut failures = 0u32;
-        let min_chunk = 256 * 1024;
+        let mut restarts = 0u32;
+        let max = self.client.opts.retry.max_attempts;
+        // The source is verified as it goes out, as in the monolithic PUT: `verified` is the
+        // hash state of bytes [0, n) that the registry holds; the last chunk goes through a
+        // `VerifyReader`, which fails before handing out its last byte when the digest is
+        // wrong, so a blob hoist did not verify never completes.
+        let mut verified: (u64, Hasher) = (0, desc.digest.algorithm().hasher());
         loop {
-            if offset == desc.size && desc.size > 0 {
+            if offset >= desc.size {
                 break;
+            }
+            if verified.0 != offset {
+                verified = self.hash_prefix(src, desc, verified, offset).await?;
             }
             let len = chunk.min(desc.size - offset);
             let end = offset + len;
@@ -809,7 +885,13 @@ impl Repository {
             let limited = stream.take(len);
             progress.reset(desc, offset);
             let counter = Arc::new(AtomicU64::new(0));
-            let body = counting_body(limited, counter.clone());
+            let chunk_hash = Arc::new(Mutex::new(verified.1.clone()));
+            let body = if end == desc.size {
+                let v = VerifyReader::resume(limited, desc, src.location(), verified.1.clone(), offset);
+                counting_body(v, counter.clone())
+            } else {
+                counting_body(HashingReader { inner: limited, hasher: chunk_hash.clone() }, counter.clone())
+            };
             let mut req = self
                 .client
                 .http
@@ -821,16 +903,15 @@ impl Repository {
             if let Some(a) = self.client.authorization(&host, &self.scopes_push(), failures > 0).await? {
                 req = req.header(AUTHORIZATION, a);
             }
+            let mut wait = None;
             let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED || resp.status().is_success() => {
                     url = self.upload_url(&host, &resp)?;
-                    let reported = resp
-                        .headers()
-                        .get(RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
-                        .map(|n| n + 1);
-                    offset = reported.unwrap_or(end);
+                    // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
+                    offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
+                    if offset == end {
+                        verified = (end, chunk_hash.lock().expect("lock").clone());
+                    }
                     failures = 0;
                     if let Some(min) = resp
                         .headers()
@@ -838,45 +919,61 @@ impl Repository {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                     {
+                        registry_min = min;
                         chunk = chunk.max(min);
                     }
                     continue;
                 }
                 Ok(resp) => {
                     let s = resp.status();
+                    wait = retry_after(resp.headers());
                     let detail = error_detail(resp).await;
+                    let e = self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail);
                     if s == StatusCode::PAYLOAD_TOO_LARGE {
-                        chunk = (chunk / 2).max(min_chunk);
+                        chunk = (chunk / 2).max(MIN_CHUNK).max(registry_min);
                     }
-                    if !(retriable_status(s)
-                        || s == StatusCode::PAYLOAD_TOO_LARGE
-                        || s == StatusCode::UNAUTHORIZED
-                        || s == StatusCode::RANGE_NOT_SATISFIABLE)
-                    {
-                        return Err(self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail));
+                    if s == StatusCode::RANGE_NOT_SATISFIABLE {
+                        // Our offset is not the registry's: only a new session is safe.
+                        url = self.restart_upload(desc, &mut restarts, e).await?;
+                        offset = 0;
+                        continue;
                     }
-                    Err(self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, detail))
+                    if !(retriable_status(s) || s == StatusCode::PAYLOAD_TOO_LARGE || s == StatusCode::UNAUTHORIZED) {
+                        return Err(e);
+                    }
+                    Err(e)
                 }
-                Err(e) => Err(net_err(&self.registry, &e)),
+                Err(e) => {
+                    // A source that failed verification surfaces as a body error: final.
+                    if let Some(inner) = find_crate_error(&e) {
+                        return Err(inner);
+                    }
+                    // The body was cut: learn how much gets through before a drop (what we
+                    // handed the socket overstates it by the socket buffers; halving covers
+                    // that, and repeated cuts keep halving).
+                    let sent = counter.load(Ordering::Relaxed);
+                    let through = if sent > 0 { (sent / 2).max(MIN_CHUNK) } else { chunk };
+                    chunk = ((chunk / 2).min(through) & !(64 * 1024 - 1)).max(MIN_CHUNK).max(registry_min);
+                    Err(net_err(&self.registry, &e))
+                }
             };
             if let Err(e) = outcome {
                 failures += 1;
-                if failures >= self.client.opts.retry.max_attempts * 2 {
+                if failures >= max * 2 {
                     return Err(e);
                 }
-                tracing::info!(digest = %desc.digest, offset, error = %e, "chunk failed; asking the registry where to resume");
-                tokio::time::sleep(self.client.opts.retry.backoff(failures.min(4))).await;
+                let wait = wait
+                    .map(|d| d.min(self.client.opts.retry.max_retry_after))
+                    .unwrap_or_else(|| self.client.opts.retry.backoff(failures.min(4)));
+                tracing::info!(digest = %desc.digest, offset, chunk, error = %e, ?wait, "chunk failed; asking the registry where to resume");
+                tokio::time::sleep(wait).await;
                 match self.upload_offset(&url).await? {
                     Some((o, next)) if o <= desc.size => {
-                        if o <= offset {
-                            chunk = (chunk / 2).max(min_chunk);
-                        }
                         offset = o;
                         url = next;
                     }
                     _ => {
-                        // The session is gone: start a new one from zero.
-                        url = self.start_upload(desc, None).await?.expect("plain upload");
+                        url = self.restart_upload(desc, &mut restarts, e).await?;
                         offset = 0;
                     }
                 }
@@ -899,6 +996,83 @@ impl Repository {
             Err(self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), s, detail))
         }
     }
+
+    /// Hash state of the source's bytes [0, upto), continuing from `from` when it is behind
+    /// (a resume further on) and starting over when it is ahead (a restart).
+    async fn hash_prefix(
+        &self,
+        src: &dyn Source,
+        desc: &Descriptor,
+        from: (u64, Hasher),
+        upto: u64,
+    ) -> Result<(u64, Hasher)> {
+        let (start, mut h) = if from.0 <= upto { from } else { (0, desc.digest.algorithm().hasher()) };
+        if start == upto {
+            return Ok((upto, h));
+        }
+        let mut r = src.open_blob(desc, start).await?.take(upto - start);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = start;
+        loop {
+            let n = r.read(&mut buf).await.map_err(|e| Error::io(src.location(), e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            n_total += n as u64;
+        }
+        if n_total != upto {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {}", desc.digest),
+                location: src.location(),
+                expected: desc.size,
+                actual: n_total,
+            });
+        }
+        Ok((upto, h))
+    }
+
+    /// The upload session is lost (see `put_chunked`): open a new one, a bounded number of times.
+    async fn restart_upload(&self, desc: &Descriptor, restarts: &mut u32, why: Error) -> Result<url::Url> {
+        *restarts += 1;
+        if *restarts > self.client.opts.retry.max_attempts * 2 {
+            return Err(why);
+        }
+        tracing::warn!(digest = %desc.digest, error = %why, "upload session lost; starting the blob again");
+        Ok(self.start_upload(desc, None).await?.expect("plain upload"))
+    }
+}
+
+/// A reader that hashes what passes through (one chunk of an upload).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Hasher>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &res {
+            self.hasher.lock().expect("lock").update(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+/// Why one upload request failed, and what it tells about the next try.
+struct UploadFailure {
+    retry: bool,
+    error: Error,
+    /// The connection broke after this many body bytes were handed to it.
+    cut_after: Option<u64>,
+    too_large: bool,
+    /// The server's Retry-After.
+    wait: Option<Duration>,
 }
 
 fn find_crate_error(e: &reqwest::Error) -> Option<Error> {
@@ -1132,7 +1306,7 @@ impl Destination for Repository {
         };
         let mode = self.client.opts.upload;
         if mode == UploadMode::Chunked {
-            self.put_chunked(url, 0, desc, src, progress).await?;
+            self.put_chunked(url, 0, desc, src, progress, None).await?;
             return Ok(BlobOutcome::Uploaded);
         }
         let mut attempt = 0;
@@ -1140,27 +1314,42 @@ impl Destination for Repository {
         loop {
             match self.put_monolithic(&url, desc, src, progress).await? {
                 Ok(()) => return Ok(BlobOutcome::Uploaded),
-                Err((retry, e)) => {
+                Err(f) => {
                     attempt += 1;
-                    if !retry || attempt >= self.client.opts.retry.max_attempts {
-                        return Err(e);
+                    if !f.retry || attempt >= self.client.opts.retry.max_attempts {
+                        return Err(f.error);
                     }
-                    tracing::info!(digest = %desc.digest, error = %e, "upload failed");
+                    tracing::info!(digest = %desc.digest, error = %f.error, "upload failed");
                     if self.has_blob(desc).await.unwrap_or(false) {
                         return Ok(BlobOutcome::Uploaded);
                     }
                     if mode == UploadMode::Auto {
-                        // Resume where the registry stopped, in chunks.
+                        // Continue in chunks: where the registry stopped after an error answer,
+                        // from zero in a new session after a cut (see `put_chunked`). A cut or
+                        // a 413 also says how big a request gets through.
                         let (offset, next) = match self.upload_offset(&url).await.ok().flatten() {
                             Some(x) => x,
                             None => (0, self.start_upload(desc, None).await?.expect("plain upload")),
                         };
+                        let chunk = self.client.opts.chunk_size;
+                        let first_chunk = match (f.cut_after, f.too_large) {
+                            (Some(sent), _) if sent > 0 => Some(chunk.min(sent / 2)),
+                            (_, true) => Some(chunk.min(desc.size / 2)),
+                            _ => None,
+                        };
+                        if let Some(w) = f.wait {
+                            tokio::time::sleep(w.min(self.client.opts.retry.max_retry_after)).await;
+                        }
                         progress.reset(desc, offset);
-                        tracing::info!(digest = %desc.digest, offset, "continuing in chunks");
-                        self.put_chunked(next, offset.min(desc.size), desc, src, progress).await?;
+                        tracing::info!(digest = %desc.digest, offset, ?first_chunk, "continuing in chunks");
+                        self.put_chunked(next, offset.min(desc.size), desc, src, progress, first_chunk).await?;
                         return Ok(BlobOutcome::Uploaded);
                     }
-                    tokio::time::sleep(self.client.opts.retry.backoff(attempt)).await;
+                    let wait = f
+                        .wait
+                        .map(|w| w.min(self.client.opts.retry.max_retry_after))
+                        .unwrap_or_else(|| self.client.opts.retry.backoff(attempt));
+                    tokio::time::sleep(wait).await;
                     progress.reset(desc, 0);
                     url = self.start_upload(desc, None).await?.expect("plain upload");
                 }
@@ -1192,5 +1381,28 @@ impl Destination for Repository {
             }
         }
         referrers::after_push_manifest(self, desc, &bytes, oci_subject).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn upload_range_reads_distribution_answers() {
+        // distribution 2.8.2 answers `0-0` for an empty session (and for a 1-byte one)
+        assert_eq!(upload_range_len(&range("0-0"), 0), Some(0));
+        assert_eq!(upload_range_len(&range("0-0"), 1), Some(1));
+        assert_eq!(upload_range_len(&range("0-999"), 0), Some(1000));
+        assert_eq!(upload_range_len(&range("bytes=0-4095"), 0), Some(4096));
+        assert_eq!(upload_range_len(&range("5-10"), 0), None);
+        assert_eq!(upload_range_len(&range("0-x"), 0), None);
+        assert_eq!(upload_range_len(&HeaderMap::new(), 0), None);
     }
 }

@@ -1,0 +1,63 @@
+//! The bodies of hoist's fuzz targets, shared by the cargo-fuzz binaries in
+//! `fuzz_targets/` and by the cheap `tests/fuzz_smoke.rs` (which includes this file).
+//! Each body must not panic on any input; errors are fine.
+
+use std::io::Write;
+use std::str::FromStr;
+
+/// References and transport endpoints (`hoist::reference::Reference`, `hoist::transport::Endpoint`).
+pub fn reference(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Ok(r) = hoist::reference::Reference::from_str(s) {
+        // what parses must print and parse again
+        let again = r.to_string();
+        let _ = hoist::reference::Reference::from_str(&again);
+    }
+    if let Ok(e) = hoist::transport::Endpoint::from_str(s) {
+        let _ = e.to_string();
+        let _ = e.tag();
+        let _ = e.reference();
+        let _ = e.source_reference();
+    }
+}
+
+/// Manifests and indexes (`hoist::document::Document::parse`), with and without a media type hint.
+pub fn document(data: &[u8]) {
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    let digest = hoist::Digest::sha256_of(data);
+    for hint in [
+        None,
+        Some(hoist::media::OCI_MANIFEST),
+        Some(hoist::media::OCI_INDEX),
+        Some(hoist::media::DOCKER_MANIFEST),
+        Some(hoist::media::DOCKER_MANIFEST_LIST),
+    ] {
+        if let Ok(doc) = hoist::document::Document::parse(bytes.clone(), digest.clone(), hint, "fuzz") {
+            let _ = doc.children();
+            let _ = doc.descriptor();
+            let _ = doc.artifact_type();
+            let _ = doc.subject();
+        }
+    }
+}
+
+/// Digests (`hoist::Digest` FromStr).
+pub fn digest(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    if let Ok(d) = hoist::Digest::from_str(s) {
+        let printed = d.to_string();
+        let again = hoist::Digest::from_str(&printed).expect("a printed digest parses");
+        assert_eq!(again, d);
+        let _ = d.hex();
+    }
+}
+
+/// Tar reading (`hoist::archive::OciArchive::open` on a temp file).
+pub fn tar(data: &[u8]) {
+    let Ok(mut f) = tempfile::NamedTempFile::new() else { return };
+    if f.write_all(data).is_err() {
+        return;
+    }
+    let _ = hoist::archive::OciArchive::open(f.path());
+    let _ = hoist::docker_archive::DockerArchive::open(f.path());
+}
