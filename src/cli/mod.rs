@@ -417,11 +417,9 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
     // docker-archive names (repo:tag) go into manifest.json when the writer is created.
     let explicit_dst_tag = if matches!(dst_ep, Endpoint::DockerArchive { .. }) { None } else { dst_ep.tag() };
     let src_ref = src_ep.source_reference();
-    let roots: Vec<(Descriptor, Option<String>)> = match (&src_ref, src_ep) {
+    let found: Vec<(Descriptor, Option<String>)> = match (&src_ref, src_ep) {
         (Some(r), _) => vec![(src.resolve(Some(r)).await?, src_ep.tag())],
-        (None, Endpoint::Registry(_)) => {
-            vec![(src.resolve(None).await?, Some("latest".to_string()))]
-        }
+        (None, Endpoint::Registry(_)) => vec![(src.resolve(None).await?, Some("latest".to_string()))],
         (None, _) => {
             let roots = src.roots().await?;
             if roots.is_empty() {
@@ -430,6 +428,14 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
             roots.into_iter().map(|(d, t)| (d, t.map(|t| tag_of_ref_name(&t).to_string()))).collect()
         }
     };
+    // One root per digest, with all the tags the source gives it.
+    let mut roots: Vec<(Descriptor, Vec<String>)> = Vec::new();
+    for (desc, tag) in found {
+        match roots.iter_mut().find(|(d, _)| d.digest == desc.digest) {
+            Some((_, tags)) => tags.extend(tag.filter(|t| !tags.contains(t))),
+            None => roots.push((desc, tag.into_iter().collect())),
+        }
+    }
     if roots.len() > 1 && (dst_ep.reference().is_some() || dst_digest.is_some()) {
         return Err(Error::InvalidReference {
             reference: src_ep.to_string(),
@@ -440,7 +446,7 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
             ),
         });
     }
-    for (desc, src_tag) in roots {
+    for (desc, src_tags) in roots {
         if let Some(d) = &dst_digest {
             if *d != desc.digest {
                 return Err(Error::DigestMismatch {
@@ -454,10 +460,8 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
         let tags = match (&explicit_dst_tag, &dst_digest) {
             (Some(t), _) => vec![t.clone()],
             (None, Some(_)) => vec![],
-            (None, None) if dst_is_registry => {
-                vec![src_tag.unwrap_or_else(|| "latest".to_string())]
-            }
-            (None, None) => src_tag.into_iter().collect(),
+            (None, None) if dst_is_registry && src_tags.is_empty() => vec!["latest".to_string()],
+            (None, None) => src_tags,
         };
         plan.push((desc, tags));
     }
