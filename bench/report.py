@@ -124,9 +124,11 @@ def main():
         check("%s: within 1.15x of curl" % case, h and c and h["median"] <= 1.15 * c["median"],
               "%.2fx (hoist %.2f s, curl %.2f s)" % (h["median"] / c["median"], h["median"], c["median"])
               if h and c else "")
-    h, s = med("pack", "hoist"), med("pack", "sha256sum")
-    check("pack raw weights within 1.1x of hashing once", h and s and h["median"] <= 1.1 * s["median"],
-          "%.2fx (hoist %.2f s, sha256sum %.2f s)" % (h["median"] / s["median"], h["median"], s["median"])
+    h = med("pack", "hoist")
+    s = min((v for v in (med("pack", "sha256sum"), med("pack", "openssl")) if v), key=lambda v: v["median"],
+            default=None)
+    check("pack raw weights within 1.1x of hashing once (fastest hasher)", h and s and h["median"] <= 1.1 * s["median"],
+          "%.2fx (hoist %.2f s, hashing %.2f s)" % (h["median"] / s["median"], h["median"], s["median"])
           if h and s else "")
     h = med("push-warm", "hoist")
     check("warm push < 0.2 s", h and h["median"] < 0.2, "%.3f s" % h["median"] if h else "")

@@ -26,7 +26,7 @@ START_REGISTRY=${START_REGISTRY:-/work/shared/testbed/start-registry.sh}
 log() { echo "[bench] $*" >&2; }
 has() { case " $CASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
-for t in skopeo umoci curl zstd gzip sha256sum python3 docker-registry; do
+for t in skopeo umoci curl zstd gzip sha256sum openssl python3 docker-registry; do
   command -v "$t" >/dev/null || { log "missing tool: $t"; exit 1; }
 done
 [ -x /usr/bin/time ] || { log "missing /usr/bin/time (apt-get install -y time)"; exit 1; }
@@ -110,6 +110,7 @@ if has pack; then
   log "== pack: model dir (${SIZE} MiB raw weights) into a layout"
   measure pack hoist "rm -rf $OUT/model-layout" "$PACK model $DATA/model $OUT/model-layout"
   measure pack "sha256sum (hash once)" "" "sha256sum $WEIGHTS"
+  measure pack "openssl sha256 (hash once, SHA-NI)" "" "openssl dgst -sha256 $WEIGHTS"
   measure pack "tee copy | sha256sum + fsync" "rm -f $OUT/weights.copy" \
     "tee $OUT/weights.copy < $WEIGHTS | sha256sum && sync $OUT/weights.copy"
   measure pack "tar | sha256sum" "" "tar -C $DATA -cf - model | sha256sum"
@@ -158,7 +159,7 @@ fi
 if has pull; then
   log "== pull: registry -> layout"
   measure pull hoist "rm -rf $OUT/pull" "$HQ pull $REG/bench/hoist:v1 $OUT/pull"
-  measure pull skopeo "rm -rf $OUT/pull" "$SK copy -q --src-tls-verify=false docker://$REG/bench/hoist:v1 oci:$OUT/pull:v1"
+  measure pull skopeo "rm -rf $OUT/pull" "$SK copy -q --preserve-digests --src-tls-verify=false docker://$REG/bench/hoist:v1 oci:$OUT/pull:v1"
   measure pull "curl GET (ceiling)" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
     "curl -sfL -o $OUT/pull/blob http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
   rm -rf "$OUT/pull"
