@@ -29,7 +29,8 @@ async fn main() -> ExitCode {
 
 async fn run(args: &[String]) -> Result<String, Box<dyn std::error::Error>> {
     let usage = "usage: bench_pack model DIR LAYOUT | bench_pack layer DIR LAYOUT COMPRESSION";
-    let open = |p: &str| if std::path::Path::new(p).join("oci-layout").exists() { Layout::open(p) } else { Layout::create(p) };
+    let open =
+        |p: &str| if std::path::Path::new(p).join("oci-layout").exists() { Layout::open(p) } else { Layout::create(p) };
     match args {
         [mode, dir, layout] if mode == "model" => {
             let layout = open(layout)?;
