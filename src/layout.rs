@@ -427,25 +427,19 @@ fn empty_index() -> String {
 fn read_blocks_blocking(mut f: File) -> BlobStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_BLOCKS);
     tokio::task::spawn_blocking(move || loop {
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut n = 0;
-        while n < COPY_BUF {
-            match f.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+        // read_to_end fills the spare capacity: no zeroing of each new block.
+        let mut buf = Vec::with_capacity(COPY_BUF);
+        match (&mut f).take(COPY_BUF as u64).read_to_end(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return;
                 }
             }
-        }
-        if n == 0 {
-            return;
-        }
-        buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return;
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
