@@ -97,13 +97,14 @@ def main():
         L.append("| tool | median s | min s | max s | CPU s | CPU/wall | peak RSS MiB | ratio hoist/tool |")
         L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for t, v in tools.items():
+            name = t.replace("|", "\\|")
             if not v:
-                L.append("| %s | failed | | | | | | |" % t)
+                L.append("| %s | failed | | | | | | |" % name)
                 continue
             ratio = "" if t.startswith("hoist") or not hoist else "%.2f" % (hoist["median"] / max(v["median"], 1e-3))
             fail = " (%d/%d failed)" % (v["failed"], v["n"]) if v["failed"] else ""
             L.append("| %s%s | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %s |" % (
-                t, fail, v["median"], v["min"], v["max"], v["cpu"], v["cpu"] / max(v["median"], 1e-3), v["rss"], ratio))
+                name, fail, v["median"], v["min"], v["max"], v["cpu"], v["cpu"] / max(v["median"], 1e-3), v["rss"], ratio))
         L.append("")
 
     def med(case, prefix):

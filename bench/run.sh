@@ -94,13 +94,14 @@ export SKOPEO_HOME=$WORK/skopeo-home
 SK="env HOME=$SKOPEO_HOME skopeo"
 export SK
 
-# curl ceiling: POST + one monolithic PUT of the layer blob (config and manifest are noise)
+# curl ceiling: POST + one monolithic PUT of the layer blob (config and manifest are noise).
+# -T streams the file (--data-binary @file reads it into memory and refuses 1 GiB).
 curl_push() {
   local repo=$1 loc
   loc=$(curl -sf -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
   case "$loc" in http*) ;; *) loc="http://$REG$loc";; esac
   case "$loc" in *\?*) loc="$loc&digest=$LAYER_DIGEST";; *) loc="$loc?digest=$LAYER_DIGEST";; esac
-  curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$DATA/sys.tar" -o /dev/null "$loc"
+  curl -sf -X PUT -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$DATA/sys.tar" -o /dev/null "$loc"
 }
 export -f curl_push
 

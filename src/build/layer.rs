@@ -340,6 +340,7 @@ fn pad(w: &mut impl Write, len: u64) -> io::Result<()> {
 
 fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> Result<()> {
     let out = PathBuf::from("<layer stream>");
+    let mut buf = vec![0u8; BUF];
     for (path, item) in items {
         let name = if matches!(item.kind, Kind::Dir) { format!("{path}/") } else { path.clone() };
         let (entry_type, size, link) = match &item.kind {
@@ -388,7 +389,7 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
         if let Kind::File { src, size, .. } = &item.kind {
             let f = File::open(src).at(src)?;
             let mut r = f.take(*size);
-            let copied = super::copy_stream(&mut r, w, src, &out)?;
+            let copied = super::copy_stream_buf(&mut r, w, src, &out, &mut buf)?;
             if copied != *size {
                 return Err(Error::Other(format!(
                     "{}: file shrank from {size} to {copied} bytes while building the layer",

@@ -254,10 +254,21 @@ fn hash_reader(mut r: impl Read, path: &Path) -> Result<(Digest, u64)> {
 
 /// Copy all of `r` into `w`, naming the failing side in errors.
 pub(crate) fn copy_stream(r: &mut impl Read, w: &mut impl Write, from: &Path, to: &Path) -> Result<u64> {
-    let mut buf = vec![0u8; BUF];
+    copy_stream_buf(r, w, from, to, &mut vec![0u8; BUF])
+}
+
+/// `copy_stream` with the caller's buffer (a fresh zeroed 1 MiB per small file cost a
+/// 1 MiB memset each: 15% of a 20k-file layer build).
+pub(crate) fn copy_stream_buf(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    from: &Path,
+    to: &Path,
+    buf: &mut [u8],
+) -> Result<u64> {
     let mut total = 0u64;
     loop {
-        let n = r.read(&mut buf).at(from)?;
+        let n = r.read(buf).at(from)?;
         if n == 0 {
             return Ok(total);
         }
