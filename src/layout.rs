@@ -5,13 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
@@ -24,6 +24,10 @@ const TMP_DIR: &str = ".hoist/tmp";
 const SESSION_LOCK: &str = ".hoist/session.lock";
 const INDEX_LOCK: &str = ".hoist/index.lock";
 const COPY_BUF: usize = 1 << 20;
+/// Blocks queued for the blob writer thread.
+const WRITE_BLOCKS: usize = 2;
+/// Blocks a blob reader thread reads ahead.
+const READ_BLOCKS: usize = 2;
 
 /// An OCI image layout on disk.
 pub struct Layout {
@@ -187,20 +191,61 @@ impl Layout {
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
         let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(std_file);
         let mut reader = VerifyReader::new(stream, desc, self.loc());
-        let mut buf = vec![0u8; COPY_BUF];
-        loop {
-            let n = reader.read(&mut buf).await.map_err(|e| unwrap_io_error(e, &path))?;
-            if n == 0 {
-                break;
+        // Whole COPY_BUF blocks go to one blocking thread writing with std::fs; buffers
+        // come back for reuse. tokio's File would hand every network-sized chunk to the
+        // blocking pool (a thread wake-up and a copy each) and allocate fresh buffers.
+        let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
+        let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            let mut file = std_file;
+            while let Some(buf) = full_rx.blocking_recv() {
+                file.write_all(&buf)?;
+                let _ = empty_tx.try_send(buf);
             }
-            file.write_all(&buf[..n]).await.at(&*tmp_path)?;
-            progress.advance(desc, n as u64);
+            Ok(file)
+        });
+        let mut allocated = 0;
+        let read_result: Result<()> = async {
+            loop {
+                let mut buf = match empty_rx.try_recv() {
+                    Ok(b) => b,
+                    Err(_) if allocated <= WRITE_BLOCKS => {
+                        allocated += 1;
+                        Vec::with_capacity(COPY_BUF)
+                    }
+                    Err(_) => match empty_rx.recv().await {
+                        Some(b) => b,
+                        None => return Ok(()), // writer failed; its error is reported below
+                    },
+                };
+                buf.clear();
+                let mut eof = false;
+                while buf.len() < COPY_BUF {
+                    let n = reader.read_buf(&mut buf).await.map_err(|e| unwrap_io_error(e, &path))?;
+                    if n == 0 {
+                        eof = true;
+                        break;
+                    }
+                    progress.advance(desc, n as u64);
+                }
+                if !buf.is_empty() && full_tx.send(buf).await.is_err() {
+                    return Ok(()); // writer failed
+                }
+                if eof {
+                    return Ok(());
+                }
+            }
         }
-        file.flush().await.at(&*tmp_path)?;
-        file.sync_all().await.at(&*tmp_path)?;
-        drop(file);
+        .await;
+        drop(full_tx);
+        let file = writer.await.map_err(|e| Error::Other(format!("blob writer: {e}")))?.at(&*tmp_path);
+        read_result?;
+        let file = file?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| Error::Other(format!("blob writer: {e}")))?
+            .at(&*tmp_path)?;
         fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
         tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
         sync_dir(path.parent().expect("blob dir"));
@@ -395,6 +440,31 @@ fn empty_index() -> String {
     format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_INDEX)
 }
 
+/// A file as a stream read in COPY_BUF blocks by one blocking thread with std::fs, a few
+/// blocks ahead of the consumer (tokio's File would copy every read once more and wake a
+/// blocking-pool thread per read).
+fn read_blocks_blocking(mut f: File) -> BlobStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_BLOCKS);
+    tokio::task::spawn_blocking(move || loop {
+        // read_to_end fills the spare capacity: no zeroing of each new block.
+        let mut buf = Vec::with_capacity(COPY_BUF);
+        match (&mut f).take(COPY_BUF as u64).read_to_end(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Box::pin(tokio_util::io::StreamReader::new(stream))
+}
+
 fn blob_ok(path: &Path, size: u64) -> bool {
     fs::metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
 }
@@ -485,7 +555,7 @@ impl Source for Layout {
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
         let path = self.blob_path_of(&desc.digest);
-        let mut f = match tokio::fs::File::open(&path).await {
+        let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::not_found(format!("blob {}", desc.digest), self.loc()))
@@ -493,9 +563,9 @@ impl Source for Layout {
             Err(e) => return Err(Error::io(&path, e)),
         };
         if offset > 0 {
-            f.seek(std::io::SeekFrom::Start(offset)).await.at(&path)?;
+            f.seek(std::io::SeekFrom::Start(offset)).at(&path)?;
         }
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(COPY_BUF, f)))
+        Ok(read_blocks_blocking(f))
     }
 
     fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {

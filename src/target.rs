@@ -163,11 +163,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for VerifyReader<R> {
             Poll::Ready(Ok(())) => {
                 let chunk = &buf.filled()[before..];
                 let n = chunk.len() as u64;
-                let what = format!("blob {}", this.desc.digest);
+                // Only errors need it: no allocation per read on the hot path.
+                let what = || format!("blob {}", this.desc.digest);
                 if n == 0 {
                     if this.seen != this.desc.size {
                         let e = Error::SizeMismatch {
-                            what,
+                            what: what(),
                             location: this.location.clone(),
                             expected: this.desc.size,
                             actual: this.seen,
@@ -179,7 +180,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for VerifyReader<R> {
                 if this.seen + n > this.desc.size {
                     buf.set_filled(before);
                     let e = Error::SizeMismatch {
-                        what,
+                        what: what(),
                         location: this.location.clone(),
                         expected: this.desc.size,
                         actual: this.seen + n,
@@ -196,7 +197,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for VerifyReader<R> {
                         if actual != this.desc.digest {
                             buf.set_filled(before);
                             let e = Error::DigestMismatch {
-                                what,
+                                what: what(),
                                 location: this.location.clone(),
                                 expected: this.desc.digest.to_string(),
                                 actual: actual.to_string(),

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HashWriter, TempBlob, BUF};
+use super::{HashWriter, PipeWriter, TempBlob, BUF};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -151,11 +151,13 @@ pub fn build_layer_blocking(
 ) -> Result<LayerBlob> {
     let items = collect(entries)?;
     let tmp = TempBlob::new(layout)?;
-    let sink = HashWriter::new(BufWriter::with_capacity(BUF, tmp.file()));
-    let mut enc = HashWriter::new(Encoder::new(sink, compression).at(tmp.path())?);
-    write_tar(&items, mtime.max(0) as u64, &mut enc)?;
-    let (enc, diff_id, _) = enc.finish();
-    let sink = enc.finish().at(tmp.path())?;
+    let out = tmp.file().try_clone().at(tmp.path())?;
+    let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
+    // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
+    let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));
+    write_tar(&items, mtime.max(0) as u64, &mut pipe)?;
+    let (pipe, diff_id, _) = pipe.finish();
+    let sink = pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
     let (mut file, digest, size) = sink.finish();
     file.flush().at(tmp.path())?;
     drop(file);
@@ -338,6 +340,7 @@ fn pad(w: &mut impl Write, len: u64) -> io::Result<()> {
 
 fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> Result<()> {
     let out = PathBuf::from("<layer stream>");
+    let mut buf = vec![0u8; BUF];
     for (path, item) in items {
         let name = if matches!(item.kind, Kind::Dir) { format!("{path}/") } else { path.clone() };
         let (entry_type, size, link) = match &item.kind {
@@ -386,7 +389,7 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
         if let Kind::File { src, size, .. } = &item.kind {
             let f = File::open(src).at(src)?;
             let mut r = f.take(*size);
-            let copied = super::copy_stream(&mut r, w, src, &out)?;
+            let copied = super::copy_stream_buf(&mut r, w, src, &out, &mut buf)?;
             if copied != *size {
                 return Err(Error::Other(format!(
                     "{}: file shrank from {size} to {copied} bytes while building the layer",
@@ -416,7 +419,8 @@ impl<W: Write> Encoder<W> {
             }
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
-                e.multithread(2)?;
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+                e.multithread(cores.max(2))?;
                 Encoder::Zstd(e)
             }
         })

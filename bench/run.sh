@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# bench/run.sh - hoist side by side with skopeo, umoci, coreutils and curl (the hardware ceiling).
+#
+#   bench/run.sh                      # full run: 1 GiB data, 3 runs per case, writes bench/RESULTS.md
+#   BENCH_SIZE_MIB=128 BENCH_RUNS=1 bench/run.sh   # quick run
+#
+# Env: BENCH_RUNS (3), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
+#      BENCH_CASES (all: "pack layer push pull copy"), BENCH_NO_BUILD=1 (skip cargo build).
+# Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+RUNS=${BENCH_RUNS:-3}
+SIZE=${BENCH_SIZE_MIB:-1024}
+FILES=${BENCH_FILES:-$((20000 * SIZE / 1024 > 500 ? 20000 * SIZE / 1024 : 500))}
+CASES=${BENCH_CASES:-pack layer push pull copy}
+WORK=$HERE/work
+DATA=$WORK/data
+OUT=$WORK/out
+RES=$WORK/results.tsv
+REGDIR=$WORK/registry
+START_REGISTRY=${START_REGISTRY:-/work/shared/testbed/start-registry.sh}
+[ -x "$START_REGISTRY" ] || START_REGISTRY="$ROOT/.ci/start-registry.sh"
+
+log() { echo "[bench] $*" >&2; }
+has() { case " $CASES " in *" $1 "*) return 0;; *) return 1;; esac; }
+
+for t in skopeo umoci curl zstd gzip sha256sum openssl python3 docker-registry; do
+  command -v "$t" >/dev/null || { log "missing tool: $t"; exit 1; }
+done
+[ -x /usr/bin/time ] || { log "missing /usr/bin/time (apt-get install -y time)"; exit 1; }
+
+# ---- build
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  log "cargo build --release (hoist, examples/bench_pack)"
+  (cd "$ROOT" && cargo build --release --quiet --bin hoist --example bench_pack)
+fi
+HOIST=$ROOT/target/release/hoist
+PACK=$ROOT/target/release/examples/bench_pack
+export HOIST PACK
+
+# ---- data
+mkdir -p "$WORK" "$OUT"
+log "preparing data: ${SIZE} MiB weights, ~${SIZE} MiB system tar, ${FILES} small files (cached)"
+python3 "$HERE/prepare.py" "$DATA" "$SIZE" "$FILES"
+# shellcheck disable=SC1091
+. "$DATA/layer.env"
+TREE_MIB=$(du -sm --apparent-size "$DATA/tree" | cut -f1)
+WEIGHTS=$DATA/model/model.safetensors
+export DATA OUT WORK LAYER_DIGEST
+
+# ---- machine state
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+OTHERS=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 20 {print $2}' | sort | uniq -c | awk '{printf "%s%s(%d)", sep, $2, $1; sep=", "}')
+: > "$RES"
+
+# ---- measurement: measure CASE TOOL PREP CMD  (PREP untimed before each run; RUN=1..N exported)
+measure() {
+  local case=$1 tool=$2 prep=$3 cmd=$4 i
+  for i in $(seq 1 "$RUNS"); do
+    export RUN=$i
+    bash -c "$prep" >/dev/null 2>&1 || { log "prep failed: $case/$tool: $prep"; }
+    if /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" bash -c "$cmd" >/dev/null 2>"$WORK/last.err"; then
+      read -r e u s m < <(tail -n1 "$WORK/time.out")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$i" "$e" "$u" "$s" "$m" >> "$RES"
+      log "$case  $tool  run $i: ${e}s wall, $(awk "BEGIN{print $u + $s}")s cpu, $((m / 1024)) MiB"
+    else
+      printf '%s\t%s\t%s\tFAIL\t0\t0\t0\n' "$case" "$tool" "$i" >> "$RES"
+      log "$case  $tool  run $i FAILED:"; tail -n5 "$WORK/last.err" >&2
+    fi
+  done
+}
+
+# ---- registry (own state dir, quiet log, 127.0.0.1)
+REG_PORT=""
+registry_fresh() {
+  [ -f "$REGDIR/pid" ] && "$START_REGISTRY" --stop "$REGDIR" >/dev/null 2>&1
+  rm -rf "$REGDIR/data"
+  local env
+  env=$("$START_REGISTRY" --dir "$REGDIR" --quiet-log ${REG_PORT:+--port "$REG_PORT"} 2>/dev/null)
+  eval "$env"
+  REG_PORT=${REGISTRY_HOST##*:}
+  REG=$REGISTRY_HOST
+  export REG REG_PORT
+}
+registry_stop() { [ -f "$REGDIR/pid" ] && "$START_REGISTRY" --stop "$REGDIR" >/dev/null 2>&1 || true; }
+trap registry_stop EXIT
+export -f registry_fresh registry_stop log
+export START_REGISTRY REGDIR
+
+# skopeo: private blob-info cache so runs do not learn from each other's registries
+export SKOPEO_HOME=$WORK/skopeo-home
+SK="env HOME=$SKOPEO_HOME skopeo"
+export SK
+
+# curl ceiling: POST + one monolithic PUT of the layer blob (config and manifest are noise).
+# -T streams the file (--data-binary @file reads it into memory and refuses 1 GiB).
+curl_push() {
+  local repo=$1 loc
+  loc=$(curl -sf -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+  case "$loc" in http*) ;; *) loc="http://$REG$loc";; esac
+  case "$loc" in *\?*) loc="$loc&digest=$LAYER_DIGEST";; *) loc="$loc?digest=$LAYER_DIGEST";; esac
+  curl -sf -X PUT -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$DATA/sys.tar" -o /dev/null "$loc"
+}
+export -f curl_push
+
+HQ="$HOIST --quiet"
+
+if has pack; then
+  log "== pack: model dir (${SIZE} MiB raw weights) into a layout"
+  measure pack hoist "rm -rf $OUT/model-layout" "$PACK model $DATA/model $OUT/model-layout"
+  measure pack "sha256sum (hash once)" "" "sha256sum $WEIGHTS"
+  measure pack "openssl sha256 (hash once, SHA-NI)" "" "openssl dgst -sha256 $WEIGHTS"
+  measure pack "tee copy | sha256sum + fsync" "rm -f $OUT/weights.copy" \
+    "tee $OUT/weights.copy < $WEIGHTS | sha256sum && sync $OUT/weights.copy"
+  measure pack "tar | sha256sum" "" "tar -C $DATA -cf - model | sha256sum"
+fi
+
+if has layer; then
+  log "== layer: image layer from ${FILES} files (${TREE_MIB} MiB)"
+  for c in gzip zstd; do
+    if [ $c = gzip ]; then lvl=gzip:1; else lvl=zstd:3; fi
+    measure "layer-$c" "hoist ($lvl)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout $lvl"
+  done
+  measure layer-gzip "hoist (gzip:6, default)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout gzip"
+  measure layer-gzip "tar | gzip -1" "" "tar -C $DATA/tree -cf - . | gzip -1 > $OUT/tree.tar.gz"
+  measure layer-gzip "umoci insert" \
+    "rm -rf $OUT/umoci && umoci init --layout $OUT/umoci && umoci new --image $OUT/umoci:bench" \
+    "umoci insert --image $OUT/umoci:bench $DATA/tree /"
+  measure layer-gzip "umoci repack" \
+    "rm -rf $OUT/umoci $OUT/bundle && umoci init --layout $OUT/umoci && umoci new --image $OUT/umoci:bench && umoci unpack --image $OUT/umoci:bench $OUT/bundle && cp -a $DATA/tree/. $OUT/bundle/rootfs/" \
+    "umoci repack --image $OUT/umoci:bench $OUT/bundle"
+  measure layer-zstd "tar | zstd -3 -T0" "" "tar -C $DATA/tree -cf - . | zstd -q -3 -T0 > $OUT/tree.tar.zst"
+  rm -rf "$OUT/umoci" "$OUT/bundle"
+fi
+
+if has push || has pull || has copy; then
+  registry_fresh
+  log "registry at $REG"
+fi
+
+if has push; then
+  log "== push: ${SIZE} MiB layout, cold (fresh registry each run) and warm"
+  measure push-cold hoist "registry_fresh" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
+  measure push-cold skopeo "registry_fresh" \
+    "$SK copy -q --preserve-digests --dest-tls-verify=false oci:$DATA/img-layout:bench docker://$REG/bench/skopeo:v1"
+  measure push-cold "curl POST+PUT (ceiling)" "registry_fresh" "curl_push bench/curl"
+  # leave both images in place for warm push, pull and copy
+  $HQ push "$DATA/img-layout:bench" "$REG/bench/hoist:v1" >/dev/null
+  $SK copy -q --preserve-digests --dest-tls-verify=false "oci:$DATA/img-layout:bench" "docker://$REG/bench/skopeo:v1" >/dev/null
+  measure push-warm hoist "" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
+  measure push-warm skopeo "" \
+    "$SK copy -q --preserve-digests --dest-tls-verify=false oci:$DATA/img-layout:bench docker://$REG/bench/skopeo:v1"
+  measure push-warm "curl HEAD (ceiling)" "" "curl -sf -I http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
+elif has pull || has copy; then
+  $HQ push "$DATA/img-layout:bench" "$REG/bench/hoist:v1" >/dev/null
+fi
+
+if has pull; then
+  log "== pull: registry -> layout"
+  measure pull hoist "rm -rf $OUT/pull" "$HQ pull $REG/bench/hoist:v1 $OUT/pull"
+  measure pull skopeo "rm -rf $OUT/pull" "$SK copy -q --preserve-digests --src-tls-verify=false docker://$REG/bench/hoist:v1 oci:$OUT/pull:v1"
+  measure pull "curl GET (ceiling)" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
+    "curl -sfL -o $OUT/pull/blob http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
+  rm -rf "$OUT/pull"
+fi
+
+if has copy; then
+  log "== copy: registry -> registry (other repo, same registry)"
+  measure copy hoist "" "$HQ copy $REG/bench/hoist:v1 $REG/bench/copy-hoist-\$RUN:v1"
+  measure copy skopeo "" \
+    "$SK copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false docker://$REG/bench/hoist:v1 docker://$REG/bench/copy-skopeo-\$RUN:v1"
+fi
+
+registry_stop
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+python3 "$HERE/report.py" "$RES" "$HERE/RESULTS.md" \
+  "runs=$RUNS" "size_mib=$SIZE" "files=$FILES" "tree_mib=$TREE_MIB" \
+  "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" "others=$OTHERS" \
+  "commit=$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src || echo +dirty)"
+log "wrote $HERE/RESULTS.md"
