@@ -1108,7 +1108,7 @@ fn clone_verify_error(e: &Error) -> Error {
 
 /// A request body that counts the bytes it hands out.
 fn counting_body<R: tokio::io::AsyncRead + Send + 'static>(reader: R, counter: Arc<AtomicU64>) -> reqwest::Body {
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map_ok(move |chunk: Bytes| {
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map_ok(move |chunk: Bytes| {
         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         chunk
     });
