@@ -172,9 +172,9 @@ fn wrong_password_is_exit_4_names_the_registry_and_hides_the_password() {
 
 #[test]
 fn expired_tokens_are_refreshed_on_401() {
-    // Tokens the registry accepts for 2 s, and a proxy that holds every manifest PUT and
-    // every blob HEAD for 2.5 s before passing it on: each of those arrives with a token
-    // that was good when fetched and has expired since.
+    // Tokens the registry accepts for 2 s, and a proxy that holds a few requests for 2.5 s
+    // before passing them on: each of those arrives with a token that was good when fetched
+    // and has expired since, as on a long push. The retry after the 401 is not held.
     let mut opts = TokenOpts::new(USER, PASS);
     opts.effective_ttl = Some(Duration::from_secs(2));
     let reg = TestRegistry::start(RegistryOpts::token_with(opts));
@@ -183,21 +183,31 @@ fn expired_tokens_are_refreshed_on_401() {
     let proxy = FaultProxy::start(
         &reg.url(),
         vec![
-            Rule::new().method("PUT").path("/manifests/").stall(stall),
-            Rule::new().method("HEAD").path("/blobs/").every(4).stall(stall),
+            // a pull-scope request (through `send`)
+            Rule::new().method("HEAD").path("/blobs/").nth(1).stall(stall),
+            // a blob upload's monolithic PUT (its own 401 handling: continues in chunks)
+            Rule::new().method("PUT").path("/blobs/uploads/").nth(2).stall(stall),
+            // a manifest PUT
+            Rule::new().method("PUT").path("/manifests/").nth(1).stall(stall),
         ],
     )
     .unwrap();
     let layout = sample_layout();
-    hoist_ok(
-        "push with expiring tokens",
-        &["-j", "2", "push", &format!("{}:multi", layout.display()), &format!("{}/app:multi", proxy.host())],
-    );
+    let src = format!("{}:multi", layout.display());
+    hoist_ok("push with expiring tokens", &["-j", "2", "push", &src, &format!("{}/app:multi", proxy.host())]);
+    let fired: Vec<_> = (0..3).map(|i| proxy.state().rule_stats(i).fired).collect();
+    assert_eq!(fired, [1, 1, 1], "not every stall fired");
     let reqs = ts.requests();
     assert_all_for_service(&reqs);
-    let unauthorized = reg.requests().iter().filter(|r| r.status == 401 && r.path != "/v2/").count();
-    assert!(unauthorized > 0, "no request was rejected with an expired token; the test proves nothing");
-    assert!(reqs.len() > 2, "tokens were not refreshed: {reqs:#?}");
+    let log = reg.requests();
+    let rejected: Vec<_> = log.iter().filter(|r| r.status == 401 && r.path != "/v2/").collect();
+    for (method, part) in [("HEAD", "/blobs/"), ("PUT", "/blobs/uploads/"), ("PUT", "/manifests/")] {
+        assert!(
+            rejected.iter().any(|r| r.method == method && r.path.contains(part)),
+            "no {method} {part} was rejected with an expired token: {rejected:#?}"
+        );
+    }
+    assert!(reqs.len() >= 4, "tokens were not refreshed: {reqs:#?}");
     let raw = hoist_ok("inspect", &["inspect", "--raw", &format!("{}/app:multi", reg.host())]);
     assert_eq!(raw.as_bytes(), layout_blob(&layout, &layout_tag_digest(&layout, "multi")));
 }

@@ -9,7 +9,6 @@
 //! Each token is signed by `openssl dgst -sha256 -sign` (a few ms; tests fetch few tokens).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
