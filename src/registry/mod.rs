@@ -117,6 +117,9 @@ struct Host {
     challenge: Challenge,
     credential: Option<Credential>,
     tokens: Mutex<HashMap<String, String>>,
+    /// Held while fetching a token, so that concurrent first uses of a scope set (one per
+    /// blob with `--jobs`) fetch one token and share it instead of each fetching their own.
+    token_fetch: tokio::sync::Mutex<()>,
 }
 
 /// A registry client shared by every repository it talks to.
@@ -363,6 +366,7 @@ impl Client {
             challenge,
             credential,
             tokens: Mutex::new(HashMap::new()),
+            token_fetch: tokio::sync::Mutex::new(()),
         });
         hosts.insert(registry.to_string(), host.clone());
         Ok(host)
@@ -385,9 +389,17 @@ impl Client {
             },
             Challenge::Bearer { realm, service, .. } => {
                 let key = scopes.join(" ");
+                let cached = || host.tokens.lock().expect("lock").get(&key).map(|t| format!("Bearer {t}"));
                 if !refresh {
-                    if let Some(t) = host.tokens.lock().expect("lock").get(&key) {
-                        return Ok(Some(format!("Bearer {t}")));
+                    if let Some(t) = cached() {
+                        return Ok(Some(t));
+                    }
+                }
+                // One fetch at a time; whoever waited finds the token the first one fetched.
+                let _fetching = host.token_fetch.lock().await;
+                if !refresh {
+                    if let Some(t) = cached() {
+                        return Ok(Some(t));
                     }
                 }
                 let token = self.fetch_token(host, realm, service.as_deref(), scopes).await?;

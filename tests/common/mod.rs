@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod token;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::process::{Command, Output};
 
 #[allow(unused_imports)]
 pub use registry::{LoggedRequest, RegistryOpts, TestRegistry};
+#[allow(unused_imports)]
+pub use token::{TokenOpts, TokenRequest, TokenServer, TOKEN_SERVICE};
 
 /// The `hoist` binary cargo built for this test run.
 pub fn hoist_bin() -> PathBuf {

@@ -1,6 +1,7 @@
 //! A throwaway CNCF distribution registry (Debian's `docker-registry`, 2.8.2) for one test:
-//! own temp dir, config, free port on 127.0.0.1, optional htpasswd auth and TLS; stopped on
-//! drop, and also when the test process dies (a watchdog reads our end of a pipe).
+//! own temp dir, config, free port on 127.0.0.1, optional htpasswd auth, bearer token auth
+//! (with a [`TokenServer`]) and TLS; stopped on drop, and also when the test process dies (a
+//! watchdog reads our end of a pipe).
 //!
 //! Not for: registries elsewhere; only what `docker-registry serve` can do.
 
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::token::{TokenOpts, TokenServer};
+
 /// How to start a [`TestRegistry`].
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOpts {
@@ -22,6 +25,8 @@ pub struct RegistryOpts {
     pub auth: Option<(String, String)>,
     /// Serve HTTPS with a throwaway CA and a leaf certificate for 127.0.0.1 / localhost.
     pub tls: bool,
+    /// Bearer token auth: a [`TokenServer`] started with these options issues the tokens.
+    pub token: Option<TokenOpts>,
 }
 
 impl RegistryOpts {
@@ -32,12 +37,22 @@ impl RegistryOpts {
 
     /// Basic auth with `user`/`pass`.
     pub fn auth(user: &str, pass: &str) -> Self {
-        Self { auth: Some((user.to_owned(), pass.to_owned())), tls: false }
+        Self { auth: Some((user.to_owned(), pass.to_owned())), ..Self::default() }
     }
 
     /// HTTPS, no auth.
     pub fn tls() -> Self {
-        Self { auth: None, tls: true }
+        Self { tls: true, ..Self::default() }
+    }
+
+    /// Bearer token auth: tokens for `user`/`pass` from a [`TokenServer`].
+    pub fn token(user: &str, pass: &str) -> Self {
+        Self::token_with(TokenOpts::new(user, pass))
+    }
+
+    /// Bearer token auth from a [`TokenServer`] started with `opts`.
+    pub fn token_with(opts: TokenOpts) -> Self {
+        Self { token: Some(opts), ..Self::default() }
     }
 
     /// Also serve HTTPS.
@@ -63,6 +78,7 @@ pub struct TestRegistry {
     dir: TempDir,
     port: u16,
     opts: RegistryOpts,
+    token: Option<TokenServer>,
     child: Option<Child>,
 }
 
@@ -87,7 +103,8 @@ impl TestRegistry {
         if opts.tls {
             make_certs(&root);
         }
-        let mut reg = TestRegistry { dir, port: 0, opts, child: None };
+        let token = opts.token.clone().map(TokenServer::start);
+        let mut reg = TestRegistry { dir, port: 0, opts, token, child: None };
         // the free port may be taken between probe and bind: try a few
         let mut last_err = String::new();
         for _ in 0..5 {
@@ -143,9 +160,15 @@ impl TestRegistry {
         self.opts.tls
     }
 
-    /// User and password, when started with auth.
+    /// User and password, when started with basic or token auth.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.opts.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+        let token = self.opts.token.as_ref().map(|t| (t.user.as_str(), t.pass.as_str()));
+        self.opts.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str())).or(token)
+    }
+
+    /// The token server, when started with token auth.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     /// The state dir (config.yml, data/, log, tls/, certs.d/, htpasswd).
@@ -285,6 +308,8 @@ http:
         if self.opts.auth.is_some() {
             let _ =
                 write!(y, "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n", root.join("htpasswd").display());
+        } else if let Some(t) = &self.token {
+            y.push_str(&t.registry_auth_yaml());
         }
         y
     }

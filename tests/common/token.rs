@@ -1,0 +1,305 @@
+//! A Docker/OCI bearer token server for one test: checks HTTP basic credentials, records every
+//! token request, and answers with an RS256 JWT that CNCF distribution 2.8.2 (`auth: token:`)
+//! accepts, granting exactly the scopes asked for.
+//!
+//! Not for: OAuth2 POST (identity-token) grants, or registries other than [`super::registry`].
+//!
+//! The signing key and its self-signed certificate are made with `openssl` in a temp dir; the
+//! certificate is the registry's `rootcertbundle` and travels in each token's `x5c` header.
+//! Each token is signed by `openssl dgst -sha256 -sign` (a few ms; tests fetch few tokens).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use tempfile::TempDir;
+
+/// `service` the registry is configured with (the token's `aud`).
+pub const TOKEN_SERVICE: &str = "test-registry";
+/// `issuer` the registry trusts (the token's `iss`).
+pub const TOKEN_ISSUER: &str = "hoist-test-issuer";
+
+/// distribution accepts a token up to this long after its `exp` (`token.Leeway`).
+const REGISTRY_LEEWAY_SECS: i64 = 60;
+
+/// How to start a [`TokenServer`].
+#[derive(Clone, Debug)]
+pub struct TokenOpts {
+    /// The one user and password that get tokens.
+    pub user: String,
+    pub pass: String,
+    /// Requests without credentials get tokens too, with only the `pull` actions they asked for.
+    pub anonymous_pull: bool,
+    /// How long the registry will accept a token, counted from when it was issued. The `exp`
+    /// claim is set so that distribution's 60 s leeway is included: `Some(2s)` makes tokens
+    /// the registry rejects 2 s after issue. `None`: `exp` is 300 s after issue.
+    pub effective_ttl: Option<Duration>,
+}
+
+impl TokenOpts {
+    /// Tokens for `user`/`pass` only, valid 300 s.
+    pub fn new(user: &str, pass: &str) -> Self {
+        TokenOpts { user: user.to_owned(), pass: pass.to_owned(), anonymous_pull: false, effective_ttl: None }
+    }
+}
+
+/// One request the token server answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The `service` query parameter.
+    pub service: Option<String>,
+    /// Every `scope` (parameters repeated, and space-separated within one), in order.
+    pub scopes: Vec<String>,
+    /// The basic-auth user, when credentials came.
+    pub user: Option<String>,
+    /// HTTP status answered: 200 with a token, 401 for bad credentials, 400 for a bad request.
+    pub status: u16,
+}
+
+/// A running token server on `127.0.0.1:<free port>`; stops on drop.
+pub struct TokenServer {
+    dir: TempDir,
+    port: u16,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TokenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServer").field("realm", &self.realm()).finish()
+    }
+}
+
+/// What a connection thread needs.
+struct Issuer {
+    opts: TokenOpts,
+    key: PathBuf,
+    /// base64 (standard, padded) DER of the certificate, for `x5c`.
+    cert_b64: String,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
+}
+
+impl TokenServer {
+    /// Makes a key and certificate and starts serving. Panics if it cannot.
+    pub fn start(opts: TokenOpts) -> TokenServer {
+        let dir = tempfile::Builder::new().prefix("hoist-token.").tempdir().expect("temp dir for token server");
+        let root = dir.path();
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30"])
+            .args(["-subj", "/CN=hoist-test-token-issuer", "-keyout", "key.pem", "-out", "cert.pem"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,digitalSignature,keyCertSign"])
+            .current_dir(root));
+        let der = run(Command::new("openssl").args(["x509", "-in", "cert.pem", "-outform", "DER"]).current_dir(root));
+        let cert_b64 = base64::engine::general_purpose::STANDARD.encode(der);
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
+        let port = listener.local_addr().expect("token server addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let issuer = Arc::new(Issuer { opts, key: root.join("key.pem"), cert_b64, requests: requests.clone() });
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("token-server-{port}"))
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop2.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let issuer = issuer.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve_connection(conn, &issuer);
+                    });
+                }
+            })
+            .expect("spawn token server thread");
+        TokenServer { dir, port, requests, stop, thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT/token`, the registry's `realm`.
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// The PEM certificate the registry must trust (`rootcertbundle`).
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// The `auth:` section of a distribution config for this server.
+    pub fn registry_auth_yaml(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    \
+             rootcertbundle: {}\n",
+            self.realm(),
+            self.cert_path().display()
+        )
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.requests.lock().expect("token requests lock").clone()
+    }
+
+    /// Forget the requests so far.
+    pub fn clear(&self) {
+        self.requests.lock().expect("token requests lock").clear();
+    }
+
+    /// The tokens issued so far (requests answered 200).
+    pub fn issued(&self) -> Vec<TokenRequest> {
+        self.requests().into_iter().filter(|r| r.status == 200).collect()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // wake the accept loop so it sees the flag
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request per connection (`Connection: close`): enough for a token endpoint.
+fn serve_connection(conn: TcpStream, issuer: &Issuer) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let (status, body) = answer(issuer, &line, &target, &headers);
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Bad Request",
+    };
+    let mut w = conn;
+    write!(
+        w,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{body}",
+        body.len(),
+        if status == 401 { "WWW-Authenticate: Basic realm=\"hoist-test-token\"\r\n" } else { "" },
+    )?;
+    w.flush()
+}
+
+fn answer(issuer: &Issuer, line: &str, target: &str, headers: &BTreeMap<String, String>) -> (u16, String) {
+    let url = match url::Url::parse(&format!("http://token{target}")) {
+        Ok(u) if line.starts_with("GET ") && u.path() == "/token" => u,
+        _ => return (400, r#"{"errors":[{"code":"UNSUPPORTED","message":"GET /token only"}]}"#.to_owned()),
+    };
+    let mut service = None;
+    let mut scopes = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "service" => service = Some(v.into_owned()),
+            "scope" => scopes.extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+            _ => {}
+        }
+    }
+    let creds = headers
+        .get("authorization")
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
+    let user = creds.as_ref().map(|(u, _)| u.clone());
+    let authed = creds.as_ref().is_some_and(|(u, p)| *u == issuer.opts.user && *p == issuer.opts.pass);
+    let anonymous = creds.is_none() && issuer.opts.anonymous_pull;
+    let (status, body) = if !authed && !anonymous {
+        (401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_owned())
+    } else {
+        let access = access_claims(&scopes, anonymous);
+        match sign_token(issuer, user.as_deref().unwrap_or(""), service.as_deref().unwrap_or(""), access) {
+            Ok(jwt) => (200, serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300}).to_string()),
+            Err(e) => (400, serde_json::json!({"errors": [{"code": "SIGN", "message": e}]}).to_string()),
+        }
+    };
+    issuer.requests.lock().expect("token requests lock").push(TokenRequest { service, scopes, user, status });
+    (status, body)
+}
+
+/// `repository:NAME:a,b` → `{"type":"repository","name":NAME,"actions":[a,b]}` (pull only when
+/// anonymous). NAME may not hold `:`, but a type may carry a class (`repository(plugin)`).
+fn access_claims(scopes: &[String], pull_only: bool) -> Vec<serde_json::Value> {
+    scopes
+        .iter()
+        .filter_map(|s| {
+            let (ty, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            let actions: Vec<&str> =
+                actions.split(',').filter(|a| !a.is_empty() && (!pull_only || *a == "pull")).collect();
+            Some(serde_json::json!({"type": ty, "name": name, "actions": actions}))
+        })
+        .collect()
+}
+
+fn sign_token(issuer: &Issuer, sub: &str, aud: &str, access: Vec<serde_json::Value>) -> Result<String, String> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let exp = match issuer.opts.effective_ttl {
+        Some(ttl) => now + ttl.as_secs() as i64 - REGISTRY_LEEWAY_SECS,
+        None => now + 300,
+    };
+    let jti: [u8; 12] = rand::random();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [issuer.cert_b64]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER,
+        "sub": sub,
+        "aud": aud,
+        "exp": exp,
+        "nbf": now - 1,
+        "iat": now,
+        "jti": hex::encode(jti),
+        "access": access,
+    });
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let sig = sign_rs256(&issuer.key, input.as_bytes())?;
+    Ok(format!("{input}.{}", b64(&sig)))
+}
+
+/// RSASSA-PKCS1-v1_5 with SHA-256: what `openssl dgst -sha256 -sign` makes with an RSA key.
+fn sign_rs256(key: &Path, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("openssl: {e}"))?;
+    child.stdin.take().expect("stdin").write_all(data).map_err(|e| format!("openssl stdin: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("openssl dgst: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(out.stdout)
+}
+
+#[track_caller]
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
