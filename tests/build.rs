@@ -1,6 +1,8 @@
 //! Builders judged by independent tools (umoci, skopeo, GNU tar) and by re-hashing
 //! their output, not only by hoist reading back what it wrote.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -32,25 +34,6 @@ fn json(layout: &Layout, d: &Descriptor) -> Value {
 
 fn desc(v: &Value) -> Descriptor {
     serde_json::from_value(v.clone()).unwrap()
-}
-
-/// Copy a tree keeping modes and symlinks, and give every file a different mtime.
-fn copy_tree(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for e in walkdir::WalkDir::new(src).min_depth(1) {
-        let e = e.unwrap();
-        let to = dst.join(e.path().strip_prefix(src).unwrap());
-        let ft = e.file_type();
-        if ft.is_symlink() {
-            symlink(fs::read_link(e.path()).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            fs::create_dir_all(&to).unwrap();
-            fs::set_permissions(&to, e.metadata().unwrap().permissions()).unwrap();
-        } else {
-            fs::copy(e.path(), &to).unwrap();
-            filetime::set_file_mtime(&to, filetime::FileTime::from_unix_time(1_234_567_890, 0)).unwrap();
-        }
-    }
 }
 
 /// Relative path → (kind, mode, content or link target) for every entry under `root`.
@@ -88,7 +71,7 @@ async fn same_inputs_give_same_digests() {
 
     // Same files copied elsewhere with other mtimes, epoch given explicitly.
     let b = tempfile::tempdir().unwrap();
-    copy_tree(&examples().join("sample-image"), &b.path().join("src/sample-image"));
+    common::copy_tree(&examples().join("sample-image"), &b.path().join("src/sample-image"));
     fs::copy(examples().join("hoist.toml"), b.path().join("src/hoist.toml")).unwrap();
     let mut spec = BuildFile::load(&b.path().join("src/hoist.toml")).unwrap();
     spec.source_date_epoch = Some(epoch);
@@ -369,7 +352,7 @@ async fn pack_and_unpack(format: ModelLayerFormat) {
     let t = tempfile::tempdir().unwrap();
     let layout = Layout::create(t.path().join("oci")).unwrap();
     let src = t.path().join("model");
-    copy_tree(&examples().join("sample-model"), &src);
+    common::copy_tree(&examples().join("sample-model"), &src);
     fs::create_dir_all(src.join("scripts")).unwrap();
     fs::write(src.join("scripts/run.py"), b"print('hi')\n").unwrap();
     fs::set_permissions(src.join("scripts/run.py"), fs::Permissions::from_mode(0o750)).unwrap();

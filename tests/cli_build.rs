@@ -54,26 +54,6 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Copy a tree keeping modes and symlinks, with a new mtime on every file.
-fn copy_tree(src: &Path, dst: &Path) {
-    use std::os::unix::fs::symlink;
-    fs::create_dir_all(dst).unwrap();
-    for e in walkdir::WalkDir::new(src).min_depth(1) {
-        let e = e.unwrap();
-        let to = dst.join(e.path().strip_prefix(src).unwrap());
-        let ft = e.file_type();
-        if ft.is_symlink() {
-            symlink(fs::read_link(e.path()).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            fs::create_dir_all(&to).unwrap();
-            fs::set_permissions(&to, e.metadata().unwrap().permissions()).unwrap();
-        } else {
-            fs::copy(e.path(), &to).unwrap();
-            filetime::set_file_mtime(&to, filetime::FileTime::from_unix_time(1_234_567_890, 0)).unwrap();
-        }
-    }
-}
-
 #[test]
 fn build_writes_every_output_and_metadata() {
     if !require("skopeo") {
@@ -171,7 +151,7 @@ fn build_is_reproducible_over_time() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     // Another directory, other mtimes: neither may matter.
     let copy = t.join("ctx");
-    copy_tree(&examples().join("sample-image"), &copy.join("sample-image"));
+    common::copy_tree(&examples().join("sample-image"), &copy.join("sample-image"));
     fs::copy(&file, copy.join("hoist.toml")).unwrap();
     let file2 = copy.join("hoist.toml");
     let b = ok(

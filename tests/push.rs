@@ -18,19 +18,6 @@ fn sample_layout() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(from).unwrap();
-        let dst = to.join(rel);
-        if e.file_type().is_dir() {
-            fs::create_dir_all(&dst).unwrap();
-        } else {
-            fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
 fn blob(layout: &Path, digest: &str) -> Vec<u8> {
     let hex = digest.strip_prefix("sha256:").unwrap();
     fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
@@ -277,7 +264,7 @@ fn corrupt_blob_is_refused_on_push_and_pull() {
     let reg = TestRegistry::plain();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
-    copy_dir(&sample_layout(), &layout);
+    common::copy_tree(&sample_layout(), &layout);
     // Corrupt the weights layer of the artifact (same size, other bytes).
     let art_digest = index_entries(&layout)
         .into_iter()

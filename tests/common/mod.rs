@@ -88,3 +88,25 @@ pub fn assert_success(what: &str, out: &Output) -> String {
     );
     stdout
 }
+
+/// Copy a tree keeping modes and symlinks, giving every file the same fixed mtime (so a
+/// copy differs from its source in timestamps, which reproducible builds must ignore).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    fs::create_dir_all(dst).unwrap();
+    for e in walkdir::WalkDir::new(src).min_depth(1) {
+        let e = e.unwrap();
+        let to = dst.join(e.path().strip_prefix(src).unwrap());
+        let ft = e.file_type();
+        if ft.is_symlink() {
+            symlink(fs::read_link(e.path()).unwrap(), &to).unwrap();
+        } else if ft.is_dir() {
+            fs::create_dir_all(&to).unwrap();
+            fs::set_permissions(&to, e.metadata().unwrap().permissions()).unwrap();
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+            filetime::set_file_mtime(&to, filetime::FileTime::from_unix_time(1_234_567_890, 0)).unwrap();
+        }
+    }
+}
