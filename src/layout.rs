@@ -189,7 +189,7 @@ impl Layout {
         }
         let tmp_dir = self.root.join(TMP_DIR);
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-        let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
+        let tmp = public_temp("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
         let mut reader = VerifyReader::new(stream, desc, self.loc());
         // Whole COPY_BUF blocks go to one blocking thread writing with std::fs; buffers
@@ -508,11 +508,20 @@ pub fn hash_file(path: &Path, alg: crate::digest::Algorithm) -> Result<Digest> {
     Ok(h.finish())
 }
 
+/// A temp-file builder for content that becomes visible by rename: mode 0644 (less the
+/// umask) like files other tools write, not tempfile's private 0600.
+pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).permissions(std::fs::Permissions::from_mode(0o644));
+    b
+}
+
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.
 pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp_dir = root.join(TMP_DIR);
     fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-    let mut tmp = tempfile::Builder::new().prefix("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
+    let mut tmp = public_temp("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

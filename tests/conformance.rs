@@ -297,6 +297,21 @@ fn no_temp_files(dir: &Path) -> bool {
 async fn layout_conformance() {
     let t = tempfile::tempdir().unwrap();
     run_conformance(&LayoutH(t.path().join("a"))).await;
+    // Blobs and index.json are readable like files other tools write (0644 less the umask).
+    use std::os::unix::fs::PermissionsExt;
+    let umask = unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    };
+    let want = 0o644 & !(umask as u32);
+    for f in std::fs::read_dir(t.path().join("a/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([t.path().join("a/index.json")])
+    {
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, want, "{}", f.display());
+    }
     run_refusal(&LayoutH(t.path().join("b"))).await;
 }
 

@@ -48,6 +48,9 @@ impl LayerEntry {
     }
 }
 
+/// zstd multithreaded job size (bytes); part of what makes zstd layers reproducible.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -421,6 +424,10 @@ impl<W: Write> Encoder<W> {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
                 e.multithread(cores.max(2))?;
+                // 2 MiB jobs instead of zstd's default (4x the window, 8 MiB at level 3): each
+                // worker holds a job's input and output, so this keeps peak memory well under
+                // 64 MiB. Output still does not depend on the number of workers.
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Encoder::Zstd(e)
             }
         })

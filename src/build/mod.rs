@@ -182,7 +182,7 @@ impl TempBlob {
     pub fn new(layout: &Layout) -> Result<TempBlob> {
         let dir = layout.root().join(LAYOUT_TMP);
         fs::create_dir_all(&dir).at(&dir)?;
-        let tmp = tempfile::Builder::new().prefix("build-").tempfile_in(&dir).at(&dir)?;
+        let tmp = crate::layout::public_temp("build-").tempfile_in(&dir).at(&dir)?;
         Ok(TempBlob { tmp })
     }
     pub fn path(&self) -> &Path {
