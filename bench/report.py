@@ -119,12 +119,18 @@ def main():
         targets.append((name, "n/a" if ok is None else ("met" if ok else "**missed**"), detail))
 
     for case in ("push-cold", "pull"):
-        h, s, c = med(case, "hoist"), med(case, "skopeo"), med(case, "curl")
+        h, s = med(case, "hoist"), med(case, "skopeo")
+        c = next((v for t, v in st.get(case, {}).items() if t.startswith("curl") and "ceiling" in t and v), None)
         check("%s: speed >= 1.0x skopeo" % case, h and s and h["median"] <= s["median"],
               "hoist %.2f s vs skopeo %.2f s" % (h["median"], s["median"]) if h and s else "")
         check("%s: within 1.15x of curl" % case, h and c and h["median"] <= 1.15 * c["median"],
               "%.2fx (hoist %.2f s, curl %.2f s)" % (h["median"] / c["median"], h["median"], c["median"])
               if h and c else "")
+    h, c = med("pull", "hoist"), med("pull", "curl GET + fsync")
+    if h and c:
+        targets.append(("pull vs curl GET + fsync (like for like: hoist hashes and fsyncs)", "info",
+                        "%.2fx (hoist %.2f s, curl + fsync %.2f s)" % (h["median"] / c["median"], h["median"],
+                                                                      c["median"])))
     h = med("pack", "hoist")
     s = min((v for v in (med("pack", "sha256sum"), med("pack", "openssl")) if v), key=lambda v: v["median"],
             default=None)

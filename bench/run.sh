@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # bench/run.sh - hoist side by side with skopeo, umoci, coreutils and curl (the hardware ceiling).
 #
-#   bench/run.sh                      # full run: 1 GiB data, 3 runs per case, writes bench/RESULTS.md
+#   bench/run.sh                      # full run: 1 GiB data, 5 runs per case, writes bench/RESULTS.md
 #   BENCH_SIZE_MIB=128 BENCH_RUNS=1 bench/run.sh   # quick run
 #
-# Env: BENCH_RUNS (3), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
+# Env: BENCH_RUNS (5), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
 #      BENCH_CASES (all: "pack layer push pull copy"), BENCH_NO_BUILD=1 (skip cargo build).
 # Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 SIZE=${BENCH_SIZE_MIB:-1024}
 FILES=${BENCH_FILES:-$((20000 * SIZE / 1024 > 500 ? 20000 * SIZE / 1024 : 500))}
 CASES=${BENCH_CASES:-pack layer push pull copy}
@@ -55,21 +55,30 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHERS=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 20 {print $2}' | sort | uniq -c | awk '{printf "%s%s(%d)", sep, $2, $1; sep=", "}')
 : > "$RES"
 
-# ---- measurement: measure CASE TOOL PREP CMD  (PREP untimed before each run; RUN=1..N exported)
-measure() {
-  local case=$1 tool=$2 prep=$3 cmd=$4 i
+# ---- measurement
+# queue CASE TOOL PREP CMD   adds a tool to the case being measured (PREP runs untimed before each run)
+# measure_queued             runs the queued tools round-robin: run 1 of every tool, then run 2, ...
+#                            so slow drifts of a shared machine hit every tool alike; RUN=1..N exported
+Q_CASE=() Q_TOOL=() Q_PREP=() Q_CMD=()
+queue() { Q_CASE+=("$1"); Q_TOOL+=("$2"); Q_PREP+=("$3"); Q_CMD+=("$4"); }
+measure_queued() {
+  local i k case tool e u s m
   for i in $(seq 1 "$RUNS"); do
     export RUN=$i
-    bash -c "$prep" >/dev/null 2>&1 || { log "prep failed: $case/$tool: $prep"; }
-    if /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" bash -c "$cmd" >/dev/null 2>"$WORK/last.err"; then
-      read -r e u s m < <(tail -n1 "$WORK/time.out")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$i" "$e" "$u" "$s" "$m" >> "$RES"
-      log "$case  $tool  run $i: ${e}s wall, $(awk "BEGIN{print $u + $s}")s cpu, $((m / 1024)) MiB"
-    else
-      printf '%s\t%s\t%s\tFAIL\t0\t0\t0\n' "$case" "$tool" "$i" >> "$RES"
-      log "$case  $tool  run $i FAILED:"; tail -n5 "$WORK/last.err" >&2
-    fi
+    for k in "${!Q_CMD[@]}"; do
+      case=${Q_CASE[$k]} tool=${Q_TOOL[$k]}
+      bash -c "${Q_PREP[$k]}" >/dev/null 2>&1 || { log "prep failed: $case/$tool: ${Q_PREP[$k]}"; }
+      if /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" bash -c "${Q_CMD[$k]}" >/dev/null 2>"$WORK/last.err"; then
+        read -r e u s m < <(tail -n1 "$WORK/time.out")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$i" "$e" "$u" "$s" "$m" >> "$RES"
+        log "$case  $tool  run $i: ${e}s wall, $(awk "BEGIN{print $u + $s}")s cpu, $((m / 1024)) MiB"
+      else
+        printf '%s\t%s\t%s\tFAIL\t0\t0\t0\n' "$case" "$tool" "$i" >> "$RES"
+        log "$case  $tool  run $i FAILED:"; tail -n5 "$WORK/last.err" >&2
+      fi
+    done
   done
+  Q_CASE=() Q_TOOL=() Q_PREP=() Q_CMD=()
 }
 
 # ---- registry (own state dir, quiet log, 127.0.0.1)
@@ -109,29 +118,31 @@ HQ="$HOIST --quiet"
 
 if has pack; then
   log "== pack: model dir (${SIZE} MiB raw weights) into a layout"
-  measure pack hoist "rm -rf $OUT/model-layout" "$PACK model $DATA/model $OUT/model-layout"
-  measure pack "sha256sum (hash once)" "" "sha256sum $WEIGHTS"
-  measure pack "openssl sha256 (hash once, SHA-NI)" "" "openssl dgst -sha256 $WEIGHTS"
-  measure pack "tee copy | sha256sum + fsync" "rm -f $OUT/weights.copy" \
+  queue pack hoist "rm -rf $OUT/model-layout" "$PACK model $DATA/model $OUT/model-layout"
+  queue pack "sha256sum (hash once)" "" "sha256sum $WEIGHTS"
+  queue pack "openssl sha256 (hash once, SHA-NI)" "" "openssl dgst -sha256 $WEIGHTS"
+  queue pack "tee copy | sha256sum + fsync" "rm -f $OUT/weights.copy" \
     "tee $OUT/weights.copy < $WEIGHTS | sha256sum && sync $OUT/weights.copy"
-  measure pack "tar | sha256sum" "" "tar -C $DATA -cf - model | sha256sum"
+  queue pack "tar | sha256sum" "" "tar -C $DATA -cf - model | sha256sum"
+  measure_queued
 fi
 
 if has layer; then
   log "== layer: image layer from ${FILES} files (${TREE_MIB} MiB)"
   for c in gzip zstd; do
     if [ $c = gzip ]; then lvl=gzip:1; else lvl=zstd:3; fi
-    measure "layer-$c" "hoist ($lvl)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout $lvl"
+    queue "layer-$c" "hoist ($lvl)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout $lvl"
   done
-  measure layer-gzip "hoist (gzip:6, default)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout gzip"
-  measure layer-gzip "tar | gzip -1" "" "tar -C $DATA/tree -cf - . | gzip -1 > $OUT/tree.tar.gz"
-  measure layer-gzip "umoci insert" \
+  queue layer-gzip "hoist (gzip:6, default)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout gzip"
+  queue layer-gzip "tar | gzip -1" "" "tar -C $DATA/tree -cf - . | gzip -1 > $OUT/tree.tar.gz"
+  queue layer-gzip "umoci insert" \
     "rm -rf $OUT/umoci && umoci init --layout $OUT/umoci && umoci new --image $OUT/umoci:bench" \
     "umoci insert --image $OUT/umoci:bench $DATA/tree /"
-  measure layer-gzip "umoci repack" \
+  queue layer-gzip "umoci repack" \
     "rm -rf $OUT/umoci $OUT/bundle && umoci init --layout $OUT/umoci && umoci new --image $OUT/umoci:bench && umoci unpack --image $OUT/umoci:bench $OUT/bundle && cp -a $DATA/tree/. $OUT/bundle/rootfs/" \
     "umoci repack --image $OUT/umoci:bench $OUT/bundle"
-  measure layer-zstd "tar | zstd -3 -T0" "" "tar -C $DATA/tree -cf - . | zstd -q -3 -T0 > $OUT/tree.tar.zst"
+  queue layer-zstd "tar | zstd -3 -T0" "" "tar -C $DATA/tree -cf - . | zstd -q -3 -T0 > $OUT/tree.tar.zst"
+  measure_queued
   rm -rf "$OUT/umoci" "$OUT/bundle"
 fi
 
@@ -142,35 +153,41 @@ fi
 
 if has push; then
   log "== push: ${SIZE} MiB layout, cold (fresh registry each run) and warm"
-  measure push-cold hoist "registry_fresh" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
-  measure push-cold skopeo "registry_fresh" \
+  queue push-cold hoist "registry_fresh" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
+  queue push-cold skopeo "registry_fresh" \
     "$SK copy -q --preserve-digests --dest-tls-verify=false oci:$DATA/img-layout:bench docker://$REG/bench/skopeo:v1"
-  measure push-cold "curl POST+PUT (ceiling)" "registry_fresh" "curl_push bench/curl"
+  queue push-cold "curl POST+PUT (ceiling)" "registry_fresh" "curl_push bench/curl"
+  measure_queued
   # leave both images in place for warm push, pull and copy
   $HQ push "$DATA/img-layout:bench" "$REG/bench/hoist:v1" >/dev/null
   $SK copy -q --preserve-digests --dest-tls-verify=false "oci:$DATA/img-layout:bench" "docker://$REG/bench/skopeo:v1" >/dev/null
-  measure push-warm hoist "" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
-  measure push-warm skopeo "" \
+  queue push-warm hoist "" "$HQ push $DATA/img-layout:bench $REG/bench/hoist:v1"
+  queue push-warm skopeo "" \
     "$SK copy -q --preserve-digests --dest-tls-verify=false oci:$DATA/img-layout:bench docker://$REG/bench/skopeo:v1"
-  measure push-warm "curl HEAD (ceiling)" "" "curl -sf -I http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
+  queue push-warm "curl HEAD (ceiling)" "" "curl -sf -I http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
+  measure_queued
 elif has pull || has copy; then
   $HQ push "$DATA/img-layout:bench" "$REG/bench/hoist:v1" >/dev/null
 fi
 
 if has pull; then
   log "== pull: registry -> layout"
-  measure pull hoist "rm -rf $OUT/pull" "$HQ pull $REG/bench/hoist:v1 $OUT/pull"
-  measure pull skopeo "rm -rf $OUT/pull" "$SK copy -q --preserve-digests --src-tls-verify=false docker://$REG/bench/hoist:v1 oci:$OUT/pull:v1"
-  measure pull "curl GET (ceiling)" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
+  queue pull hoist "rm -rf $OUT/pull" "$HQ pull $REG/bench/hoist:v1 $OUT/pull"
+  queue pull skopeo "rm -rf $OUT/pull" "$SK copy -q --preserve-digests --src-tls-verify=false docker://$REG/bench/hoist:v1 oci:$OUT/pull:v1"
+  queue pull "curl GET (ceiling)" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
     "curl -sfL -o $OUT/pull/blob http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST"
+  queue pull "curl GET + fsync" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
+    "curl -sfL -o $OUT/pull/blob http://$REG/v2/bench/hoist/blobs/$LAYER_DIGEST && sync $OUT/pull/blob"
+  measure_queued
   rm -rf "$OUT/pull"
 fi
 
 if has copy; then
   log "== copy: registry -> registry (other repo, same registry)"
-  measure copy hoist "" "$HQ copy $REG/bench/hoist:v1 $REG/bench/copy-hoist-\$RUN:v1"
-  measure copy skopeo "" \
+  queue copy hoist "" "$HQ copy $REG/bench/hoist:v1 $REG/bench/copy-hoist-\$RUN:v1"
+  queue copy skopeo "" \
     "$SK copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false docker://$REG/bench/hoist:v1 docker://$REG/bench/copy-skopeo-\$RUN:v1"
+  measure_queued
 fi
 
 registry_stop

@@ -198,19 +198,12 @@ impl Layout {
         let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
         let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let mut file = std_file;
-            let mut written = 0u64;
-            let mut flushed = 0u64;
+            let mut file = WritebackFile::new(std_file);
             while let Some(buf) = full_rx.blocking_recv() {
                 file.write_all(&buf)?;
-                written += buf.len() as u64;
                 let _ = empty_tx.try_send(buf);
-                if written - flushed >= WRITEBACK_WINDOW {
-                    start_writeback(&file, flushed, written - flushed);
-                    flushed = written;
-                }
             }
-            Ok(file)
+            Ok(file.into_inner())
         });
         let mut allocated = 0;
         let read_result: Result<()> = async {
@@ -541,6 +534,40 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (file, offset, len);
+}
+
+/// A file written front to back that asks the kernel to start writeback of every
+/// `WRITEBACK_WINDOW` bytes as soon as they are written (`start_writeback`): disk writes
+/// then overlap hashing and reading instead of all waiting for the final fsync. Every
+/// writer of a large blob (pull, pack, layer builds) goes through it.
+pub(crate) struct WritebackFile {
+    file: File,
+    written: u64,
+    flushed: u64,
+}
+
+impl WritebackFile {
+    pub fn new(file: File) -> Self {
+        WritebackFile { file, written: 0, flushed: 0 }
+    }
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_WINDOW {
+            start_writeback(&self.file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.

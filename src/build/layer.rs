@@ -16,7 +16,7 @@ use super::{HashWriter, PipeWriter, TempBlob, BUF};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
+use crate::layout::{Layout, WritebackFile};
 use crate::media;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
@@ -154,7 +154,7 @@ pub fn build_layer_blocking(
 ) -> Result<LayerBlob> {
     let items = collect(entries)?;
     let tmp = TempBlob::new(layout)?;
-    let out = tmp.file().try_clone().at(tmp.path())?;
+    let out = WritebackFile::new(tmp.file().try_clone().at(tmp.path())?);
     let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
     // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
     let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));

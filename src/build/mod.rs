@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::descriptor::Descriptor;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
+use crate::layout::{Layout, WritebackFile};
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
@@ -227,7 +227,7 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
         hash_reader(File::open(tmp.path()).at(tmp.path())?, tmp.path())?
     } else {
         // Read and hash here, write on a second thread.
-        let out = tmp.file().try_clone().at(tmp.path())?;
+        let out = WritebackFile::new(tmp.file().try_clone().at(tmp.path())?);
         let mut w = HashWriter::new(PipeWriter::new(out));
         copy_stream(&mut input, &mut w, src, tmp.path())?;
         let (pipe, digest, size) = w.finish();
