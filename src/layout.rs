@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
+use crate::blobfile::BlobFile;
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::document::Document;
@@ -191,6 +192,7 @@ impl Layout {
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
         let tmp = public_temp("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
+        let size = desc.size;
         let mut reader = VerifyReader::new(stream, desc, self.loc());
         // Whole COPY_BUF blocks go to one blocking thread writing with std::fs; buffers
         // come back for reuse. tokio's File would hand every network-sized chunk to the
@@ -198,12 +200,12 @@ impl Layout {
         let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
         let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
         let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let mut file = WritebackFile::new(std_file);
+            let mut file = BlobFile::for_size(std_file, size);
             while let Some(buf) = full_rx.blocking_recv() {
                 file.write_all(&buf)?;
                 let _ = empty_tx.try_send(buf);
             }
-            Ok(file.into_inner())
+            file.finish()
         });
         let mut allocated = 0;
         let read_result: Result<()> = async {
@@ -515,59 +517,6 @@ pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
     let mut b = tempfile::Builder::new();
     b.prefix(prefix).permissions(std::fs::Permissions::from_mode(0o644));
     b
-}
-
-/// Bytes written before the kernel is asked to start writing them back (see `start_writeback`).
-const WRITEBACK_WINDOW: u64 = 8 << 20;
-
-/// Ask the kernel to start writing back `len` bytes at `offset` now (Linux
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`, a hint that does not wait), so the fsync that
-/// makes a blob durable at the end finds little left to flush. The fsync still decides.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on an fd we own; errors only lose the hint.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
-
-/// A file written front to back that asks the kernel to start writeback of every
-/// `WRITEBACK_WINDOW` bytes as soon as they are written (`start_writeback`): disk writes
-/// then overlap hashing and reading instead of all waiting for the final fsync. Every
-/// writer of a large blob (pull, pack, layer builds) goes through it.
-pub(crate) struct WritebackFile {
-    file: File,
-    written: u64,
-    flushed: u64,
-}
-
-impl WritebackFile {
-    pub fn new(file: File) -> Self {
-        WritebackFile { file, written: 0, flushed: 0 }
-    }
-    pub fn into_inner(self) -> File {
-        self.file
-    }
-}
-
-impl Write for WritebackFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.flushed >= WRITEBACK_WINDOW {
-            start_writeback(&self.file, self.flushed, self.written - self.flushed);
-            self.flushed = self.written;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
 }
 
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.

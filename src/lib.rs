@@ -5,6 +5,7 @@
 //! copy that moves content between any two of them (`copy`).
 
 pub mod archive;
+mod blobfile;
 pub mod build;
 pub mod bundle;
 pub mod copy;

@@ -13,10 +13,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{HashWriter, PipeWriter, TempBlob, BUF};
+use crate::blobfile::BlobFile;
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{Layout, WritebackFile};
+use crate::layout::Layout;
 use crate::media;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
@@ -154,16 +155,17 @@ pub fn build_layer_blocking(
 ) -> Result<LayerBlob> {
     let items = collect(entries)?;
     let tmp = TempBlob::new(layout)?;
-    let out = WritebackFile::new(tmp.file().try_clone().at(tmp.path())?);
+    // Layers are written direct: their size is unknown until the end, and small ones only
+    // pay one short extra write for the tail.
+    let out = BlobFile::new(tmp.file().try_clone().at(tmp.path())?, true);
     let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
     // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
     let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));
     write_tar(&items, mtime.max(0) as u64, &mut pipe)?;
     let (pipe, diff_id, _) = pipe.finish();
     let sink = pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
-    let (mut file, digest, size) = sink.finish();
-    file.flush().at(tmp.path())?;
-    drop(file);
+    let (file, digest, size) = sink.finish();
+    file.into_inner().map_err(|e| e.into_error()).at(tmp.path())?.finish().at(tmp.path())?;
     tmp.commit(layout, &digest, size)?;
     Ok(LayerBlob { descriptor: Descriptor::new(compression.layer_media_type(), digest, size), diff_id })
 }

@@ -12,10 +12,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::blobfile::BlobFile;
 use crate::descriptor::Descriptor;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{Layout, WritebackFile};
+use crate::layout::Layout;
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
@@ -227,11 +228,12 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
         hash_reader(File::open(tmp.path()).at(tmp.path())?, tmp.path())?
     } else {
         // Read and hash here, write on a second thread.
-        let out = WritebackFile::new(tmp.file().try_clone().at(tmp.path())?);
+        let len = input.metadata().at(src)?.len();
+        let out = BlobFile::for_size(tmp.file().try_clone().at(tmp.path())?, len);
         let mut w = HashWriter::new(PipeWriter::new(out));
         copy_stream(&mut input, &mut w, src, tmp.path())?;
         let (pipe, digest, size) = w.finish();
-        pipe.finish().at(tmp.path())?;
+        pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
         (digest, size)
     };
     tmp.commit(layout, &digest, size)?;
