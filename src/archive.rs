@@ -650,7 +650,9 @@ impl WriterCore {
         Ok(())
     }
 
-    /// Point `tag` at `desc`, replacing an entry with that tag (like `Layout::set_tag`).
+    /// Point `tag` at `desc`, replacing an entry with that tag (like `Layout::set_tag`). The
+    /// entry's `ref.name` is `tag` whatever `ref.name` `desc` carried (the tag it had in its
+    /// source, which may be a BuildKit full reference): callers pass a source's descriptor as is.
     pub fn set_tag(&mut self, desc: &Descriptor, tag: &str) {
         let mut entry = desc.clone();
         entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
@@ -726,9 +728,7 @@ impl Destination for OciArchiveWriter {
         let mut core = self.core.lock().await;
         core.write_blob_bytes(desc, &bytes).await?;
         if let Some(t) = tag {
-            let mut d = desc.clone();
-            d.annotations.remove(media::ANNOTATION_REF_NAME);
-            core.set_tag(&d, t);
+            core.set_tag(desc, t);
         }
         Ok(())
     }
@@ -761,6 +761,21 @@ mod tests {
         assert_eq!(join_link("a/b/layer.tar", "../c/layer.tar", "t").unwrap(), "a/c/layer.tar");
         assert!(join_link("a/layer.tar", "../../x", "t").is_err());
         assert!(join_link("a/layer.tar", "/x", "t").is_err());
+    }
+
+    #[tokio::test]
+    async fn set_tag_replaces_the_source_ref_name() {
+        let t = tempfile::tempdir().unwrap();
+        let mut core = WriterCore::create(&t.path().join("a.tar"), "oci-archive:a.tar".into()).await.unwrap();
+        let from_source = Descriptor::of_bytes(media::OCI_MANIFEST, b"{}")
+            .with_annotation(media::ANNOTATION_REF_NAME, "docker.io/library/alpine:3.20")
+            .with_annotation("keep", "me");
+        core.set_tag(&from_source, "v1");
+        core.set_tag(&from_source, "v2");
+        core.set_tag(&from_source, "v1");
+        let tags: Vec<_> = core.roots.iter().map(|r| r.ref_name()).collect();
+        assert_eq!(tags, [Some("v2"), Some("v1")]);
+        assert!(core.roots.iter().all(|r| r.annotations.get("keep").map(String::as_str) == Some("me")));
     }
 
     #[test]

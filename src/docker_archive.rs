@@ -457,9 +457,7 @@ impl Destination for DockerArchiveWriter {
                 core.write_blob_bytes(desc, &bytes).await?;
             }
             if let Some(t) = tag {
-                let mut d = desc.clone();
-                d.annotations.remove(media::ANNOTATION_REF_NAME);
-                core.set_tag(&d, t);
+                core.set_tag(desc, t);
             }
             Ok(())
         }

@@ -121,7 +121,8 @@ impl Layout {
         write_atomic(&self.root, &path, &bytes)
     }
 
-    /// Point `tag` at `desc` (replacing any entry with that tag).
+    /// Point `tag` at `desc` (replacing any entry with that tag). The entry's `ref.name` is
+    /// `tag` whatever `ref.name` `desc` carried (the tag it had in its source).
     pub fn set_tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
         let mut entry = desc.clone();
         entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
@@ -621,9 +622,7 @@ impl Destination for Layout {
     async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         self.write_blob_bytes(desc, &bytes)?;
         if let Some(t) = tag {
-            let mut d = desc.clone();
-            d.annotations.remove(media::ANNOTATION_REF_NAME);
-            self.set_tag(&d, t)?;
+            self.set_tag(desc, t)?;
         }
         Ok(())
     }
@@ -662,5 +661,17 @@ mod tests {
         l.add_untagged(&a).unwrap();
         assert_eq!(l.index_entries().unwrap().len(), 2, "untagged root not duplicated");
         assert!(l.resolve_sync(None).is_err(), "two roots: must name one");
+    }
+
+    #[tokio::test]
+    async fn push_manifest_tags_replace_the_source_ref_name() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Layout::create(t.path()).unwrap();
+        let bytes = Bytes::from_static(b"{}");
+        let from_source = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes)
+            .with_annotation(media::ANNOTATION_REF_NAME, "docker.io/library/alpine:3.20");
+        l.push_manifest(&from_source, bytes, Some("v1")).await.unwrap();
+        let tags: Vec<_> = l.index_entries().unwrap().iter().map(|e| e.ref_name().map(str::to_owned)).collect();
+        assert_eq!(tags, [Some("v1".to_owned())]);
     }
 }

@@ -454,3 +454,86 @@ async fn model_unpack_refuses_traversal_and_reads_cnai_types() {
         assert!(fs::read_dir(&out).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".hoist")));
     }
 }
+
+/// Pack a 0640 file and a setuid+setgid 06755 script with a fixed source date epoch, unpack,
+/// and check each file has its mode (without the setuid/setgid bits) and the epoch as mtime.
+async fn unpack_restores_mode_and_mtime(format: ModelLayerFormat) {
+    const EPOCH: i64 = 1_700_000_000;
+    let t = tempfile::tempdir().unwrap();
+    let layout = Layout::create(t.path().join("oci")).unwrap();
+    let src = t.path().join("model");
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::write(src.join("model.safetensors"), b"weights").unwrap();
+    fs::set_permissions(src.join("model.safetensors"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(src.join("bin/run.sh"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("bin/run.sh"), fs::Permissions::from_mode(0o6755)).unwrap();
+    let packed_mode = fs::metadata(src.join("bin/run.sh")).unwrap().permissions().mode() & 0o7777;
+    let mut spec = ModelSpec::new(&src);
+    spec.layer_format = format;
+    spec.source_date_epoch = Some(EPOCH);
+    let root = build_model(&layout, &spec).await.unwrap();
+    let out = t.path().join("out");
+    unpack_model(&layout, &root, &out).await.unwrap();
+    for (path, mode) in [("model.safetensors", 0o640), ("bin/run.sh", 0o755)] {
+        let m = fs::metadata(out.join(path)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{path} ({format:?}, packed as {packed_mode:o})");
+        assert_eq!(filetime::FileTime::from_last_modification_time(&m).unix_seconds(), EPOCH, "{path} ({format:?})");
+    }
+}
+
+#[tokio::test]
+async fn model_unpack_restores_mode_and_mtime_of_raw_layers() {
+    unpack_restores_mode_and_mtime(ModelLayerFormat::Raw).await;
+}
+
+#[tokio::test]
+async fn model_unpack_restores_mode_and_mtime_of_tar_layers() {
+    unpack_restores_mode_and_mtime(ModelLayerFormat::Tar).await;
+    unpack_restores_mode_and_mtime(ModelLayerFormat::TarGzip).await;
+}
+
+#[tokio::test]
+async fn model_unpack_takes_modctl_mtimes_and_ignores_bad_metadata() {
+    // Hand-made manifests, as modctl or another tool writes them: Go's RFC3339Nano with an
+    // offset is understood; an mtime or a whole annotation that does not parse is no error
+    // (the file keeps the time it was written, and a bad annotation its default mode).
+    let t = tempfile::tempdir().unwrap();
+    let layout = Layout::create(t.path().join("oci")).unwrap();
+    let data = b"payload";
+    let config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
+    layout.write_blob_bytes(&config, media::EMPTY_JSON).unwrap();
+    let metadata = |mtime: &str| {
+        format!(r#"{{"name":"w.bin","mode":33184,"uid":0,"gid":0,"size":7,"mtime":"{mtime}","typeflag":48}}"#)
+    };
+    let cases = [
+        ("go.bin", metadata("2023-11-14T23:13:20.25+01:00"), Some(0o640), Some(1_700_000_000)),
+        ("bad-time.bin", metadata("last tuesday"), Some(0o640), None),
+        ("bad-json.bin", "{not json".to_owned(), None, None),
+    ];
+    let mut layers = Vec::new();
+    for (path, md, _, _) in &cases {
+        let l = Descriptor::of_bytes(layer_media_type(ModelFileKind::Weight, ModelLayerFormat::Raw), data)
+            .with_annotation(media::ANNOTATION_MODEL_FILEPATH, *path)
+            .with_annotation(media::ANNOTATION_MODEL_FILE_METADATA, md.as_str());
+        layers.push(l);
+    }
+    layout.write_blob_bytes(&layers[0], data).unwrap();
+    let bytes = hoist::build::write::ImageManifest::new(config, layers).to_bytes().unwrap();
+    let root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    layout.write_blob_bytes(&root, &bytes).unwrap();
+    let out = t.path().join("out");
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    unpack_model(&layout, &root, &out).await.unwrap();
+    for (path, _, mode, mtime) in cases {
+        let m = fs::metadata(out.join(path)).unwrap();
+        assert_eq!(fs::read(out.join(path)).unwrap(), data);
+        if let Some(mode) = mode {
+            assert_eq!(m.permissions().mode() & 0o7777, mode, "{path}");
+        }
+        let got = filetime::FileTime::from_last_modification_time(&m);
+        match mtime {
+            Some(secs) => assert_eq!((got.unix_seconds(), got.nanoseconds()), (secs, 250_000_000), "{path}"),
+            None => assert!(m.modified().unwrap() > before, "{path}: mtime {got:?} is not the time it was written"),
+        }
+    }
+}

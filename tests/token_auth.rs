@@ -218,3 +218,56 @@ fn expired_tokens_are_refreshed_on_401() {
     let raw = hoist_ok("inspect", &["inspect", "--raw", &format!("{}/app:multi", reg.host())]);
     assert_eq!(raw.as_bytes(), layout_blob(&layout, &layout_tag_digest(&layout, "multi")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_401s_share_one_token_refresh() {
+    use hoist::target::Destination as _;
+    // Tokens the registry accepts for 2 s. One request caches a token; once it has expired,
+    // 16 requests go out together with it and are all refused. The first to take the fetch
+    // lock gets a new token; the other 15 must take that one, not fetch 15 more.
+    const N: usize = 16;
+    let mut opts = TokenOpts::new(USER, PASS);
+    opts.effective_ttl = Some(Duration::from_secs(2));
+    let reg = tokio::task::spawn_blocking(move || TestRegistry::start(RegistryOpts::token_with(opts))).await.unwrap();
+    let ts = token_server(&reg);
+    let client = hoist::registry::Client::new(hoist::registry::RegistryOptions {
+        insecure: vec![reg.host()],
+        credential: Some(hoist::registry::credentials::Credential::Basic {
+            username: USER.to_owned(),
+            password: PASS.to_owned(),
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let reference: hoist::reference::Reference = format!("{}/app/single-flight:v1", reg.host()).parse().unwrap();
+    let repo = client.repository(&reference);
+    // Blobs the registry does not have: each HEAD answers 404 (false) once authorized.
+    let blob = |i: usize| hoist::Descriptor::of_bytes("application/octet-stream", format!("blob {i}").as_bytes());
+
+    assert!(!repo.has_blob(&blob(N)).await.unwrap());
+    assert_eq!(ts.issued().len(), 1, "first use: one token");
+    let head_401s = || {
+        reg.requests().iter().filter(|r| r.method == "HEAD" && r.path.contains("/blobs/") && r.status == 401).count()
+    };
+    assert_eq!(head_401s(), 0, "the first token was refused at once");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    ts.clear();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let repo = repo.clone();
+        set.spawn(async move { repo.has_blob(&blob(i)).await });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(!r.unwrap().unwrap(), "HEAD of a blob never pushed answered true");
+    }
+
+    let refused = head_401s();
+    assert!(refused >= 2, "only {refused} requests met the expired token: the test did not set up concurrent 401s");
+    let issued = ts.issued();
+    assert_eq!(issued.len(), 1, "{refused} concurrent 401s fetched {} tokens: {issued:#?}", issued.len());
+    assert_all_for_service(&ts.requests());
+    // Every request was answered after its one retry with the new token.
+    let answered = reg.requests().iter().filter(|r| r.method == "HEAD" && r.status == 404).count();
+    assert_eq!(answered, N + 1);
+}

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layer::{build_layer_blocking, Compression, LayerEntry};
 use super::write::ImageManifest;
-use super::{rfc3339, source_date_epoch, store_bytes, store_file_blocking};
+use super::{parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_blocking};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::document::View;
@@ -414,8 +414,10 @@ fn parse_layer_media_type(mt: &str) -> Option<(&str, ModelLayerFormat)> {
 }
 
 /// Restore the files of the model artifact `root` from `source` into `dir`. Every blob
-/// is verified while it is written; files appear only complete (temp file + rename).
-/// Returns the relative paths written.
+/// is verified while it is written; files appear only complete (temp file + rename), with
+/// the permission bits and mtime the artifact recorded: a raw layer's from its
+/// `org.cncf.model.file.metadata+json` annotation (when there is one that parses), a tar
+/// layer's from its entries' headers. Returns the relative paths written.
 pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) -> Result<Vec<PathBuf>> {
     let loc = source.location();
     let doc = source.fetch_document(root).await?;
@@ -461,7 +463,7 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
                     fs::create_dir_all(p).at(p)?;
                 }
                 if let Some(md) = &metadata {
-                    fs::set_permissions(&tmp_path, fs::Permissions::from_mode(md.mode & 0o7777)).at(&*tmp_path)?;
+                    restore_mode_and_mtime(&tmp_path, md.mode, parse_rfc3339(&md.mtime))?;
                 }
                 tmp_path.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
                 written.push(rel);
@@ -477,6 +479,19 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
         }
     }
     Ok(written)
+}
+
+/// Give an unpacked file (still at its temp path: the rename keeps both) the permission bits
+/// and mtime the artifact recorded, so that `make`-style tools and caches keyed on mtime see
+/// the packed file, and a pack-unpack round trip is faithful. Only the rwx bits: a setuid,
+/// setgid or sticky bit from a pulled artifact is not something to recreate on disk.
+/// `mtime` is seconds and nanoseconds since the epoch; without one the file keeps "now".
+fn restore_mode_and_mtime(path: &Path, mode: u32, mtime: Option<(i64, u32)>) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777)).at(path)?;
+    if let Some((secs, nanos)) = mtime {
+        filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos)).at(path)?;
+    }
+    Ok(())
 }
 
 fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: &str) -> Result<Vec<PathBuf>> {
@@ -502,8 +517,9 @@ fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: 
                 let tmp_path = tmp.path().to_path_buf();
                 super::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
                 tmp.as_file_mut().flush().at(&tmp_path)?;
-                let mode = entry.header().mode().at(blob)? & 0o7777;
-                fs::set_permissions(&tmp_path, fs::Permissions::from_mode(mode)).at(&tmp_path)?;
+                let header = entry.header();
+                let mtime = header.mtime().ok().and_then(|t| i64::try_from(t).ok()).map(|t| (t, 0));
+                restore_mode_and_mtime(&tmp_path, header.mode().at(blob)?, mtime)?;
                 tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
                 written.push(rel);
             }

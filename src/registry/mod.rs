@@ -118,7 +118,9 @@ struct Host {
     credential: Option<Credential>,
     tokens: Mutex<HashMap<String, String>>,
     /// Held while fetching a token, so that concurrent first uses of a scope set (one per
-    /// blob with `--jobs`) fetch one token and share it instead of each fetching their own.
+    /// blob with `--jobs`) fetch one token and share it instead of each fetching their own;
+    /// likewise when several requests are refused the same expired token at once (see
+    /// [`Client::authorization`]).
     token_fetch: tokio::sync::Mutex<()>,
 }
 
@@ -373,7 +375,13 @@ impl Client {
     }
 
     /// Authorization header value for `scopes` on `host`, fetching a token when needed.
-    async fn authorization(&self, host: &Host, scopes: &[String], refresh: bool) -> Result<Option<String>> {
+    ///
+    /// `rejected` is the header value the registry just refused (a 401), when the caller wants
+    /// a new token. Refreshing is single-flight: with `--jobs 8`, all eight requests in flight
+    /// when a token expires get their 401 together; the first to take the fetch lock replaces
+    /// the token, and the others, finding a token that is no longer the one they were refused,
+    /// use it instead of each fetching (and each replacing) another one.
+    async fn authorization(&self, host: &Host, scopes: &[String], rejected: Option<&str>) -> Result<Option<String>> {
         match &host.challenge {
             Challenge::None => Ok(None),
             Challenge::Basic { .. } => match &host.credential {
@@ -389,18 +397,21 @@ impl Client {
             },
             Challenge::Bearer { realm, service, .. } => {
                 let key = scopes.join(" ");
-                let cached = || host.tokens.lock().expect("lock").get(&key).map(|t| format!("Bearer {t}"));
-                if !refresh {
-                    if let Some(t) = cached() {
-                        return Ok(Some(t));
-                    }
+                // The cached token, unless it is the one the registry refused. Tokens are
+                // compared by value: a token server hands out a new string each time (fresh
+                // `jti`, `iat`), so an equal string is the very token that was refused.
+                let usable = || {
+                    let t = host.tokens.lock().expect("lock").get(&key).map(|t| format!("Bearer {t}"))?;
+                    (rejected != Some(t.as_str())).then_some(t)
+                };
+                if let Some(t) = usable() {
+                    return Ok(Some(t));
                 }
-                // One fetch at a time; whoever waited finds the token the first one fetched.
+                // One fetch at a time; whoever waited finds the token the first one fetched
+                // (for a first use, or a refresh after the same refused token).
                 let _fetching = host.token_fetch.lock().await;
-                if !refresh {
-                    if let Some(t) = cached() {
-                        return Ok(Some(t));
-                    }
+                if let Some(t) = usable() {
+                    return Ok(Some(t));
                 }
                 let token = self.fetch_token(host, realm, service.as_deref(), scopes).await?;
                 host.tokens.lock().expect("lock").insert(key, token.clone());
@@ -497,20 +508,22 @@ impl Client {
         let mut refreshed = false;
         loop {
             let mut req = mk();
-            if let Some(a) = self.authorization(host, scopes, false).await? {
+            let auth = self.authorization(host, scopes, None).await?;
+            if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a);
             }
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     if status == StatusCode::UNAUTHORIZED {
-                        // One more try: a bearer token may have expired (fetch a new one), and
-                        // a proxy or a registry restarting may answer one spurious 401 even to
-                        // good basic credentials. A second 401 in a row is final.
+                        // One more try: a bearer token may have expired (fetch a new one, or
+                        // take the one a concurrent request fetched), and a proxy or a registry
+                        // restarting may answer one spurious 401 even to good basic
+                        // credentials. A second 401 in a row is final.
                         if !refreshed {
                             refreshed = true;
                             if matches!(host.challenge, Challenge::Bearer { .. }) {
-                                self.authorization(host, scopes, true).await?;
+                                self.authorization(host, scopes, auth.as_deref()).await?;
                             }
                             tracing::info!(registry = %host.name, %method, path, "401; trying once more");
                             continue;
@@ -815,7 +828,7 @@ impl Repository {
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, desc.size)
             .body(body);
-        if let Some(a) = self.client.authorization(&host, &self.scopes_push(), false).await? {
+        if let Some(a) = self.client.authorization(&host, &self.scopes_push(), None).await? {
             req = req.header(AUTHORIZATION, a);
         }
         match send_counting(req, &counter, desc, progress).await {
@@ -884,6 +897,9 @@ impl Repository {
         // `VerifyReader`, which fails before handing out its last byte when the digest is
         // wrong, so a blob hoist did not verify never completes.
         let mut verified: (u64, Hasher) = (0, desc.digest.algorithm().hasher());
+        // The Authorization the registry last answered 401 to: the next chunk asks for a
+        // token other than that one.
+        let mut refused: Option<String> = None;
         loop {
             if offset >= desc.size {
                 break;
@@ -912,7 +928,8 @@ impl Repository {
                 .header(CONTENT_LENGTH, len)
                 .header(CONTENT_RANGE, format!("{}-{}", offset, end.saturating_sub(1)))
                 .body(body);
-            if let Some(a) = self.client.authorization(&host, &self.scopes_push(), failures > 0).await? {
+            let auth = self.client.authorization(&host, &self.scopes_push(), refused.take().as_deref()).await?;
+            if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a);
             }
             let mut wait = None;
@@ -950,7 +967,9 @@ impl Repository {
                         offset = 0;
                         continue;
                     }
-                    if !(retriable_status(s) || s == StatusCode::PAYLOAD_TOO_LARGE || s == StatusCode::UNAUTHORIZED) {
+                    if s == StatusCode::UNAUTHORIZED {
+                        refused = auth;
+                    } else if !(retriable_status(s) || s == StatusCode::PAYLOAD_TOO_LARGE) {
                         return Err(e);
                     }
                     Err(e)
