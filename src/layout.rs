@@ -193,62 +193,7 @@ impl Layout {
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
         let tmp = public_temp("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
-        let size = desc.size;
-        let mut reader = VerifyReader::new(stream, desc, self.loc());
-        // Whole COPY_BUF blocks go to one blocking thread writing with std::fs; buffers
-        // come back for reuse. tokio's File would hand every network-sized chunk to the
-        // blocking pool (a thread wake-up and a copy each) and allocate fresh buffers.
-        let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
-        let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let mut file = BlobFile::for_size(std_file, size);
-            while let Some(buf) = full_rx.blocking_recv() {
-                file.write_all(&buf)?;
-                let _ = empty_tx.try_send(buf);
-            }
-            file.finish()
-        });
-        let mut allocated = 0;
-        let read_result: Result<()> = async {
-            loop {
-                let mut buf = match empty_rx.try_recv() {
-                    Ok(b) => b,
-                    Err(_) if allocated <= WRITE_BLOCKS => {
-                        allocated += 1;
-                        Vec::with_capacity(COPY_BUF)
-                    }
-                    Err(_) => match empty_rx.recv().await {
-                        Some(b) => b,
-                        None => return Ok(()), // writer failed; its error is reported below
-                    },
-                };
-                buf.clear();
-                let mut eof = false;
-                while buf.len() < COPY_BUF {
-                    let n = reader.read_buf(&mut buf).await.map_err(|e| unwrap_io_error(e, &path))?;
-                    if n == 0 {
-                        eof = true;
-                        break;
-                    }
-                    progress.advance(desc, n as u64);
-                }
-                if !buf.is_empty() && full_tx.send(buf).await.is_err() {
-                    return Ok(()); // writer failed
-                }
-                if eof {
-                    return Ok(());
-                }
-            }
-        }
-        .await;
-        drop(full_tx);
-        let file = writer.await.map_err(|e| Error::Other(format!("blob writer: {e}")))?.at(&*tmp_path);
-        read_result?;
-        let file = file?;
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(|e| Error::Other(format!("blob writer: {e}")))?
-            .at(&*tmp_path)?;
+        write_verified(std_file, &path, desc, stream, self.loc(), progress).await?;
         fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
         tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
         sync_dir(path.parent().expect("blob dir"));
@@ -441,6 +386,76 @@ fn ref_name(entry: &Value) -> Option<&str> {
 
 fn empty_index() -> String {
     format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_INDEX)
+}
+
+/// Write `stream` into `file` while checking it against `desc` (size and digest), then fsync.
+/// The caller renames the file into place only on success; errors name `path`.
+///
+/// Whole COPY_BUF blocks go to one blocking thread writing with std::fs (through `BlobFile`:
+/// direct writes for large blobs); buffers come back for reuse. tokio's File would hand every
+/// network-sized chunk to the blocking pool (a thread wake-up and a copy each) and allocate
+/// fresh buffers.
+pub(crate) async fn write_verified(
+    file: File,
+    path: &Path,
+    desc: &Descriptor,
+    stream: BlobStream,
+    location: String,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let size = desc.size;
+    let mut reader = VerifyReader::new(stream, desc, location);
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
+    let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+        let mut file = BlobFile::for_size(file, size);
+        while let Some(buf) = full_rx.blocking_recv() {
+            file.write_all(&buf)?;
+            let _ = empty_tx.try_send(buf);
+        }
+        file.finish()
+    });
+    let mut allocated = 0;
+    let read_result: Result<()> = async {
+        loop {
+            let mut buf = match empty_rx.try_recv() {
+                Ok(b) => b,
+                Err(_) if allocated <= WRITE_BLOCKS => {
+                    allocated += 1;
+                    Vec::with_capacity(COPY_BUF)
+                }
+                Err(_) => match empty_rx.recv().await {
+                    Some(b) => b,
+                    None => return Ok(()), // writer failed; its error is reported below
+                },
+            };
+            buf.clear();
+            let mut eof = false;
+            while buf.len() < COPY_BUF {
+                let n = reader.read_buf(&mut buf).await.map_err(|e| unwrap_io_error(e, path))?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                progress.advance(desc, n as u64);
+            }
+            if !buf.is_empty() && full_tx.send(buf).await.is_err() {
+                return Ok(()); // writer failed
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(full_tx);
+    let file = writer.await.map_err(|e| Error::Other(format!("blob writer: {e}")))?.at(path);
+    read_result?;
+    let file = file?;
+    tokio::task::spawn_blocking(move || file.sync_all())
+        .await
+        .map_err(|e| Error::Other(format!("blob writer: {e}")))?
+        .at(path)
 }
 
 /// A file as a stream read in COPY_BUF blocks by one blocking thread with std::fs, a few

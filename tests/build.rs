@@ -455,6 +455,38 @@ async fn model_unpack_refuses_traversal_and_reads_cnai_types() {
     }
 }
 
+/// A 20 MiB weights file (large enough for direct writes) whose blob is flipped in the
+/// store after packing: unpack refuses it with a digest mismatch naming the blob, and leaves
+/// neither the file nor a temp file behind. Untouched, the same model unpacks byte for byte.
+#[tokio::test]
+async fn model_unpack_refuses_a_tampered_large_blob() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = Layout::create(t.path().join("oci")).unwrap();
+    let src = t.path().join("model");
+    fs::create_dir_all(&src).unwrap();
+    let weights: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::write(src.join("model.safetensors"), &weights).unwrap();
+    let mut spec = ModelSpec::new(&src);
+    spec.source_date_epoch = Some(0);
+    let root = build_model(&layout, &spec).await.unwrap();
+    let m = json(&layout, &root);
+    let layer = desc(&m["layers"][0]);
+    let out = t.path().join("good");
+    unpack_model(&layout, &root, &out).await.unwrap();
+    assert!(fs::read(out.join("model.safetensors")).unwrap() == weights);
+
+    let blob_path = layout.blob_path_of(&layer.digest);
+    let mut bytes = fs::read(&blob_path).unwrap();
+    bytes[12 << 20] ^= 1;
+    fs::set_permissions(&blob_path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob_path, &bytes).unwrap();
+    let out = t.path().join("bad");
+    let err = unpack_model(&layout, &root, &out).await.unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains(&layer.digest.to_string()), "{err}");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "nothing left in the output dir");
+}
+
 /// Pack a 0640 file and a setuid+setgid 06755 script with a fixed source date epoch, unpack,
 /// and check each file has its mode (without the setuid/setgid bits) and the epoch as mtime.
 async fn unpack_restores_mode_and_mtime(format: ModelLayerFormat) {

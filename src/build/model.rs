@@ -23,9 +23,9 @@ use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::document::View;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
+use crate::layout::{write_verified, Layout};
 use crate::media;
-use crate::target::{unwrap_io_error, Source, VerifyReader};
+use crate::target::{NoProgress, Source};
 
 /// What a model file is, which picks its layer media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -442,12 +442,8 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
         // Download (verified) next to its destination, so the final rename stays on one filesystem.
         let tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(dir).at(dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
-        let mut out = tokio::fs::File::from_std(std_file);
-        let mut reader = VerifyReader::new(source.open_blob(layer, 0).await?, layer, loc.clone());
-        tokio::io::copy(&mut reader, &mut out).await.map_err(|e| unwrap_io_error(e, &*tmp_path))?;
-        tokio::io::AsyncWriteExt::flush(&mut out).await.at(&*tmp_path)?;
-        out.sync_all().await.at(&*tmp_path)?;
-        drop(out);
+        let stream = source.open_blob(layer, 0).await?;
+        write_verified(std_file, &tmp_path, layer, stream, loc.clone(), &NoProgress).await?;
         match format {
             ModelLayerFormat::Raw => {
                 let rel_s = filepath.ok_or_else(|| {
