@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::pgzip::ParGzEncoder;
 use super::{HashWriter, PipeWriter, TempBlob, BUF};
 use crate::blobfile::BlobFile;
 use crate::descriptor::Descriptor;
@@ -411,7 +412,8 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
 /// Compressor over a writer; `finish` flushes the trailer and returns the writer.
 enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    /// Parallel, thread-count-independent gzip (see `pgzip`): flate2's `GzEncoder` uses one core.
+    Gzip(ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -419,9 +421,7 @@ impl<W: Write> Encoder<W> {
     fn new(w: W, c: Compression) -> io::Result<Self> {
         Ok(match c {
             Compression::None => Encoder::Plain(w),
-            Compression::Gzip { level } => {
-                Encoder::Gzip(flate2::write::GzEncoder::new(w, flate2::Compression::new(level)))
-            }
+            Compression::Gzip { level } => Encoder::Gzip(ParGzEncoder::new(w, flate2::Compression::new(level))),
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(w, level)?;
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;

@@ -6,6 +6,7 @@ pub mod artifact;
 pub mod image;
 pub mod layer;
 pub mod model;
+mod pgzip;
 pub mod write;
 
 use std::fs::{self, File};
