@@ -305,9 +305,8 @@ fn answer_post(issuer: &Issuer, target: &str, headers: &BTreeMap<String, String>
     };
     let is_form = headers.get("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let oauth_err = |code: &str| serde_json::json!({"error": code}).to_string();
-    let (status, body) = if target.split('?').next() != Some("/token") || !is_form {
-        (400, oauth_err("invalid_request"))
-    } else if rec.service.is_none() || rec.client_id.as_deref().unwrap_or("").is_empty() {
+    let complete = rec.service.is_some() && rec.client_id.as_deref().is_some_and(|c| !c.is_empty());
+    let (status, body) = if target.split('?').next() != Some("/token") || !is_form || !complete {
         (400, oauth_err("invalid_request"))
     } else if rec.grant_type.as_deref() != Some("refresh_token") {
         (401, oauth_err("unsupported_grant_type"))
