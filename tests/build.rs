@@ -620,3 +620,141 @@ async fn model_unpack_takes_modctl_mtimes_and_ignores_bad_metadata() {
         }
     }
 }
+
+/// A writer that keeps only what is not zero: each non-zero 64 KiB piece of a write, with
+/// its offset in the stream, and the stream's length. An 8 GiB tar of a sparse file is
+/// then a few headers and data pieces, which written back at their offsets into a file of
+/// `len` bytes (the rest left as holes) give the very same stream.
+#[derive(Default)]
+struct NonZeroPieces {
+    pieces: Vec<(u64, Vec<u8>)>,
+    len: u64,
+}
+
+impl std::io::Write for NonZeroPieces {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        const PIECE: usize = 64 * 1024;
+        static ZERO: [u8; PIECE] = [0; PIECE];
+        let mut off = self.len;
+        for piece in buf.chunks(PIECE) {
+            // slice equality is a memcmp: fast even in this crate's debug build
+            if piece != &ZERO[..piece.len()] {
+                self.pieces.push((off, piece.to_vec()));
+                assert!(self.pieces.len() < 256, "far more non-zero data than written into the sparse file");
+            }
+            off += piece.len() as u64;
+        }
+        self.len = off;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn files_over_8_gib_get_a_pax_size_record() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    // One byte more than ustar's 11 octal digits hold. Sparse: no 8 GiB on disk, and reading
+    // it back is the kernel handing out zero pages (a few seconds).
+    const SIZE: u64 = 8 << 30 | 1;
+    const SMALL: &[u8] = b"after the big one\n";
+    let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = fs::File::create(src.join("big.bin")).unwrap();
+    big.set_len(SIZE).unwrap();
+    big.write_all_at(b"HEAD", 0).unwrap();
+    big.write_all_at(b"TAIL", SIZE - 4).unwrap();
+    drop(big);
+    if fs::metadata(src.join("big.bin")).unwrap().blocks() * 512 > 64 << 20 {
+        eprintln!("SKIP: {} does not keep sparse files sparse", t.path().display());
+        return;
+    }
+    // A file after the big one: its header is only where a reader looks if the big one's
+    // data was padded right.
+    fs::write(src.join("z.txt"), SMALL).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut tar = NonZeroPieces::default();
+    write_tar_blocking(&[LayerEntry::new(&src, "/")], 1_700_000_000, &mut tar).unwrap();
+    eprintln!("8 GiB tar written in {:?}", started.elapsed());
+
+    // PAX header + its record (one block) + ustar header + data padded to 512 + the small
+    // file's header and data + the two zero blocks that end the archive.
+    let data_at: u64 = 3 * 512;
+    let small_at = data_at + SIZE.div_ceil(512) * 512;
+    assert_eq!(tar.len, small_at + 512 + 512 + 1024, "tar length");
+    let layer = t.path().join("layer.tar");
+    let f = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&layer).unwrap();
+    for (off, piece) in &tar.pieces {
+        f.write_all_at(piece, *off).unwrap();
+    }
+    f.set_len(tar.len).unwrap();
+    let read_at = |off: u64, len: usize| {
+        let mut b = vec![0; len];
+        f.read_exact_at(&mut b, off).unwrap();
+        b
+    };
+
+    // The PAX extended header and its one record.
+    let record = b"19 size=8589934593\n";
+    let x = read_at(0, 512);
+    let x = tar::Header::from_byte_slice(&x);
+    assert_eq!(x.entry_type(), tar::EntryType::XHeader);
+    assert_eq!(x.entry_size().unwrap(), record.len() as u64);
+    assert_eq!(read_at(512, 512), [&record[..], &[0; 512 - 19]].concat(), "PAX record block");
+    // The ustar header: the size in GNU's base-256 form (0x80, then big-endian), which GNU
+    // tar, Go and the tar crate read, and a reader that knows neither takes the PAX record.
+    let h = read_at(1024, 512);
+    assert_eq!(&h[124..136], &[[0x80, 0, 0, 0].as_slice(), &SIZE.to_be_bytes()].concat()[..], "ustar size field");
+    let h = tar::Header::from_byte_slice(&h);
+    assert_eq!(h.path().unwrap(), Path::new("big.bin"));
+    assert_eq!((h.entry_type(), h.entry_size().unwrap()), (tar::EntryType::Regular, SIZE));
+    assert_eq!(h.as_ustar().map(|u| &u.magic), Some(b"ustar\0"));
+    assert_eq!(
+        h.cksum().unwrap(),
+        h.as_bytes().iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u32 }).sum::<u32>()
+    );
+    // The data, the padding after it, and the small file.
+    assert_eq!(read_at(data_at, 4), b"HEAD");
+    assert_eq!(read_at(data_at + SIZE - 4, 4), b"TAIL");
+    assert_eq!(read_at(data_at + SIZE, (small_at - data_at - SIZE) as usize), vec![0; 511], "padding");
+    let s = read_at(small_at, 512);
+    assert_eq!(tar::Header::from_byte_slice(&s).path().unwrap(), Path::new("z.txt"));
+    assert_eq!(read_at(small_at + 512, SMALL.len()), SMALL);
+    // And nothing else that is not zero: no stray bytes in the 8 GiB of holes.
+    let allowed = [0..data_at + 4, data_at + SIZE - 4..data_at + SIZE, small_at..small_at + 512 + SMALL.len() as u64];
+    for (off, piece) in &tar.pieces {
+        for (i, b) in piece.iter().enumerate() {
+            let at = off + i as u64;
+            assert!(*b == 0 || allowed.iter().any(|r| r.contains(&at)), "non-zero byte {b:#x} at offset {at}");
+        }
+    }
+
+    // Readers: the tar crate (seeking over the data) and GNU tar.
+    let mut archive = tar::Archive::new(fs::File::open(&layer).unwrap());
+    let mut entries = archive.entries_with_seek().unwrap();
+    let mut e = entries.next().unwrap().unwrap();
+    assert_eq!((e.path().unwrap().into_owned(), e.size()), (PathBuf::from("big.bin"), SIZE));
+    assert_eq!(e.raw_file_position(), data_at);
+    let mut head = [0; 4];
+    e.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HEAD");
+    drop(e);
+    let mut e = entries.next().unwrap().unwrap();
+    assert_eq!(e.path().unwrap(), Path::new("z.txt"));
+    let mut small = Vec::new();
+    e.read_to_end(&mut small).unwrap();
+    assert_eq!(small, SMALL);
+    drop(e);
+    assert!(entries.next().is_none(), "more than two entries");
+    let out = Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(&layer).output().unwrap();
+    assert!(out.status.success(), "GNU tar: {}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert!(lines[0].contains(&format!(" {SIZE} ")) && lines[0].ends_with(" big.bin"), "{listing}");
+    assert!(lines[1].contains(&format!(" {} ", SMALL.len())) && lines[1].ends_with(" z.txt"), "{listing}");
+    eprintln!("whole test {:?}", started.elapsed());
+}

@@ -271,3 +271,150 @@ async fn concurrent_401s_share_one_token_refresh() {
     let answered = reg.requests().iter().filter(|r| r.method == "HEAD" && r.status == 404).count();
     assert_eq!(answered, N + 1);
 }
+
+/// The refresh token the token server accepts in the identity-token tests.
+const IDENTITY: &str = "idtok-7f3a9c-refresh";
+
+/// A registry whose token server takes `USER`/`PASS` (GET) and [`IDENTITY`] (OAuth2 POST).
+fn identity_registry() -> TestRegistry {
+    TestRegistry::start(RegistryOpts::token_with(TokenOpts::new(USER, PASS).with_refresh_token(IDENTITY)))
+}
+
+/// A `DOCKER_CONFIG` dir whose config.json is `config`.
+fn docker_config_dir(config: serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    dir
+}
+
+/// `hoist -vv ARGS` with credentials from `DOCKER_CONFIG=config` only: no `--creds`, and no
+/// podman auth file (`REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`) of the
+/// machine running the tests in the way.
+fn hoist_with_docker_config(config: &Path, path_prefix: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = hoist_cmd();
+    cmd.arg("-vv").args(args);
+    cmd.env("DOCKER_CONFIG", config).env("HOME", config).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR");
+    if let Some(dir) = path_prefix {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)));
+        cmd.env("PATH", joined.unwrap());
+    }
+    cmd.output().unwrap()
+}
+
+/// Every token request was an OAuth2 refresh-token POST for our service, answered 200: no GET
+/// with basic auth (or none) ever went to the token server.
+#[track_caller]
+fn assert_all_refresh_token_grants(reqs: &[TokenRequest]) {
+    assert!(!reqs.is_empty(), "no token requests");
+    for r in reqs {
+        assert_eq!(r.method, "POST", "{r:?}");
+        assert_eq!(r.grant_type.as_deref(), Some("refresh_token"), "{r:?}");
+        assert!(r.client_id.as_deref().is_some_and(|c| !c.is_empty()), "no client_id: {r:?}");
+        assert_eq!(r.service.as_deref(), Some(TOKEN_SERVICE), "{r:?}");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
+#[test]
+fn identity_token_from_docker_config_gets_tokens_by_refresh_token_grant() {
+    let reg = identity_registry();
+    let ts = token_server(&reg);
+    let host = reg.host();
+    let layout = sample_layout();
+    // As docker stores it: the identity token, and beside it an `auth` that is no use on its
+    // own (here a wrong password): the identity token must win, or the GET with this basic
+    // auth is refused and the push fails.
+    let config = docker_config_dir(serde_json::json!({
+        "auths": {
+            host.clone(): {
+                "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:not-the-pw")),
+                "identitytoken": IDENTITY,
+            }
+        }
+    }));
+
+    let push =
+        hoist_with_docker_config(config.path(), None, &["push", layout.to_str().unwrap(), &format!("{host}/app")]);
+    let push_out = assert_success("push with identity token", &push);
+    let push_err = String::from_utf8_lossy(&push.stderr);
+    assert!(!push_out.contains(IDENTITY) && !push_err.contains(IDENTITY), "identity token printed: {push_err}");
+    let push_tokens = ts.requests();
+    assert_all_refresh_token_grants(&push_tokens);
+    assert!(
+        push_tokens.iter().any(|r| grants(&r.scopes, "app", &["pull", "push"])),
+        "no refresh-token grant for repository:app:pull,push: {push_tokens:#?}"
+    );
+    assert!(reg.count("PUT", "/manifests/") >= 2, "manifests not pushed");
+
+    ts.clear();
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("pulled");
+    let pull =
+        hoist_with_docker_config(config.path(), None, &["pull", &format!("{host}/app:multi"), dst.to_str().unwrap()]);
+    assert_success("pull with identity token", &pull);
+    let pull_tokens = ts.requests();
+    assert_all_refresh_token_grants(&pull_tokens);
+    assert!(pull_tokens.iter().any(|r| grants(&r.scopes, "app", &["pull"])), "{pull_tokens:#?}");
+    let digest = layout_tag_digest(&layout, "multi");
+    assert_eq!(layout_tag_digest(&dst, "multi"), digest);
+    for f in fs::read_dir(dst.join("blobs/sha256")).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().to_string_lossy().into_owned();
+        assert_eq!(fs::read(f.path()).unwrap(), layout_blob(&layout, &format!("sha256:{name}")), "blob {name}");
+    }
+
+    // The same token from a credential helper (`credHelpers`): docker's helpers hand an
+    // identity token back as Username `<token>`.
+    ts.clear();
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-hoisttest");
+    fs::write(
+        &helper,
+        format!("#!/bin/sh\ncat >/dev/null\necho '{{\"Username\":\"<token>\",\"Secret\":\"{IDENTITY}\"}}'\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let helper_config = docker_config_dir(serde_json::json!({"credHelpers": {host.clone(): "hoisttest"}}));
+    let inspect = hoist_with_docker_config(
+        helper_config.path(),
+        Some(bin.path()),
+        &["inspect", "--raw", &format!("{host}/app:multi")],
+    );
+    let raw = assert_success("inspect with identity token from a credential helper", &inspect);
+    assert_eq!(raw.as_bytes(), layout_blob(&layout, &digest));
+    let helper_tokens = ts.requests();
+    assert_all_refresh_token_grants(&helper_tokens);
+}
+
+#[test]
+fn wrong_identity_token_is_exit_4_names_the_registry_and_hides_the_token() {
+    let reg = identity_registry();
+    let ts = token_server(&reg);
+    let layout = sample_layout();
+    let host = reg.host();
+    let bad = "idtok-wrong-0b1d";
+    let config = docker_config_dir(serde_json::json!({"auths": {host.clone(): {"identitytoken": bad}}}));
+    for args in [
+        vec!["push".to_owned(), format!("{}:multi", layout.display()), format!("{host}/app:multi")],
+        vec!["inspect".to_owned(), format!("{host}/app:multi")],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = hoist_with_docker_config(config.path(), None, &args);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {all}");
+        assert!(all.contains(&host), "error does not name {host}: {all}");
+        assert!(all.contains("identity token"), "error does not say the identity token was refused: {all}");
+        assert!(!all.contains(bad), "identity token leaked: {all}");
+    }
+    let reqs = ts.requests();
+    assert!(!reqs.is_empty(), "no token requests");
+    for r in &reqs {
+        assert_eq!(
+            (r.method.as_str(), r.grant_type.as_deref(), r.status),
+            ("POST", Some("refresh_token"), 401),
+            "{r:?}"
+        );
+    }
+    assert_eq!(reg.count("PUT", "/manifests/"), 0);
+}

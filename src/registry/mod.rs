@@ -435,6 +435,9 @@ impl Client {
         let mut attempt = 0;
         loop {
             let req = match &host.credential {
+                // An identity token is an OAuth2 refresh token: distribution's OAuth2 token spec
+                // wants it POSTed as a form, scopes space-separated in one `scope` field, to
+                // the realm itself (no query); the answer names the token `access_token`.
                 Some(Credential::IdentityToken { token, .. }) => {
                     let mut form = vec![
                         ("grant_type", "refresh_token".to_string()),
@@ -444,7 +447,9 @@ impl Client {
                     if let Some(s) = service {
                         form.push(("service", s.to_string()));
                     }
-                    form.push(("scope", scopes.join(" ")));
+                    if !scopes.is_empty() {
+                        form.push(("scope", scopes.join(" ")));
+                    }
                     self.http.post(realm).form(&form)
                 }
                 Some(Credential::Basic { username, password }) => {
@@ -476,7 +481,9 @@ impl Client {
                         registry: host.name.clone(),
                         reason: format!(
                             "token request denied ({status}){}",
-                            if host.credential.is_some() {
+                            if let Some(Credential::IdentityToken { .. }) = host.credential {
+                                ": the stored identity token was refused; log in again (`hoist login`, `docker login`)"
+                            } else if host.credential.is_some() {
                                 ": check the username and password"
                             } else {
                                 ": no credentials found; run `hoist login`"

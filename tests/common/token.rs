@@ -1,15 +1,17 @@
-//! A Docker/OCI bearer token server for one test: checks HTTP basic credentials, records every
-//! token request, and answers with an RS256 JWT that CNCF distribution 2.8.2 (`auth: token:`)
-//! accepts, granting exactly the scopes asked for.
+//! A Docker/OCI bearer token server for one test: checks HTTP basic credentials (`GET /token`)
+//! or an OAuth2 refresh token (`POST /token`, `grant_type=refresh_token`, what docker's
+//! `identitytoken` is used for), records every token request, and answers with an RS256 JWT
+//! that CNCF distribution 2.8.2 (`auth: token:`) accepts, granting exactly the scopes asked for.
 //!
-//! Not for: OAuth2 POST (identity-token) grants, or registries other than [`super::registry`].
+//! Not for: the OAuth2 `password` grant (issuing refresh tokens), or registries other than
+//! [`super::registry`].
 //!
 //! The signing key and its self-signed certificate are made with `openssl` in a temp dir; the
 //! certificate is the registry's `rootcertbundle` and travels in each token's `x5c` header.
 //! Each token is signed by `openssl dgst -sha256 -sign` (a few ms; tests fetch few tokens).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,23 +42,45 @@ pub struct TokenOpts {
     /// claim is set so that distribution's 60 s leeway is included: `Some(2s)` makes tokens
     /// the registry rejects 2 s after issue. `None`: `exp` is 300 s after issue.
     pub effective_ttl: Option<Duration>,
+    /// The one OAuth2 refresh token (docker `identitytoken`) that `POST /token` with
+    /// `grant_type=refresh_token` accepts, on behalf of `user`. `None`: every POST is refused.
+    pub refresh_token: Option<String>,
 }
 
 impl TokenOpts {
     /// Tokens for `user`/`pass` only, valid 300 s.
     pub fn new(user: &str, pass: &str) -> Self {
-        TokenOpts { user: user.to_owned(), pass: pass.to_owned(), anonymous_pull: false, effective_ttl: None }
+        TokenOpts {
+            user: user.to_owned(),
+            pass: pass.to_owned(),
+            anonymous_pull: false,
+            effective_ttl: None,
+            refresh_token: None,
+        }
+    }
+
+    /// Also accept the OAuth2 refresh token `token` (for `user`) in a `POST /token`.
+    pub fn with_refresh_token(mut self, token: &str) -> Self {
+        self.refresh_token = Some(token.to_owned());
+        self
     }
 }
 
 /// One request the token server answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRequest {
-    /// The `service` query parameter.
+    /// `GET` (basic auth or anonymous) or `POST` (OAuth2 form).
+    pub method: String,
+    /// The form's `grant_type` of a POST (`refresh_token`, ...); `None` for a GET.
+    pub grant_type: Option<String>,
+    /// The form's `client_id` of a POST.
+    pub client_id: Option<String>,
+    /// The `service` query parameter (GET) or form field (POST).
     pub service: Option<String>,
     /// Every `scope` (parameters repeated, and space-separated within one), in order.
     pub scopes: Vec<String>,
-    /// The basic-auth user, when credentials came.
+    /// The basic-auth user, when credentials came; for an accepted refresh token, the user it
+    /// stands for.
     pub user: Option<String>,
     /// HTTP status answered: 200 with a token, 401 for bad credentials, 400 for a bad request.
     pub status: u16,
@@ -188,7 +212,15 @@ fn serve_connection(conn: TcpStream, issuer: &Issuer) -> std::io::Result<()> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
-    let (status, body) = answer(issuer, &line, &target, &headers);
+    // A POST's form (small: a token request); a GET has no body.
+    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let mut form = vec![0u8; len.min(64 * 1024)];
+    reader.read_exact(&mut form)?;
+    let (status, body) = if line.starts_with("POST ") {
+        answer_post(issuer, &target, &headers, &form)
+    } else {
+        answer(issuer, &line, &target, &headers)
+    };
     let reason = match status {
         200 => "OK",
         401 => "Unauthorized",
@@ -207,7 +239,7 @@ fn serve_connection(conn: TcpStream, issuer: &Issuer) -> std::io::Result<()> {
 fn answer(issuer: &Issuer, line: &str, target: &str, headers: &BTreeMap<String, String>) -> (u16, String) {
     let url = match url::Url::parse(&format!("http://token{target}")) {
         Ok(u) if line.starts_with("GET ") && u.path() == "/token" => u,
-        _ => return (400, r#"{"errors":[{"code":"UNSUPPORTED","message":"GET /token only"}]}"#.to_owned()),
+        _ => return (400, r#"{"errors":[{"code":"UNSUPPORTED","message":"GET or POST /token only"}]}"#.to_owned()),
     };
     let mut service = None;
     let mut scopes = Vec::new();
@@ -236,7 +268,63 @@ fn answer(issuer: &Issuer, line: &str, target: &str, headers: &BTreeMap<String, 
             Err(e) => (400, serde_json::json!({"errors": [{"code": "SIGN", "message": e}]}).to_string()),
         }
     };
-    issuer.requests.lock().expect("token requests lock").push(TokenRequest { service, scopes, user, status });
+    issuer.requests.lock().expect("token requests lock").push(TokenRequest {
+        method: "GET".to_owned(),
+        grant_type: None,
+        client_id: None,
+        service,
+        scopes,
+        user,
+        status,
+    });
+    (status, body)
+}
+
+/// `POST /token` as in distribution's OAuth2 spec (docs/spec/auth/oauth.md): a form with
+/// `grant_type=refresh_token`, `refresh_token`, `service`, `client_id` (all required) and
+/// optional space-separated `scope`. Only the configured refresh token gets a token (401
+/// otherwise, as does any other grant); the answer carries `access_token` only, no `token`,
+/// as an OAuth2 server's does, so a client reading just `token` fails.
+fn answer_post(issuer: &Issuer, target: &str, headers: &BTreeMap<String, String>, form: &[u8]) -> (u16, String) {
+    let mut field = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(form) {
+        field.insert(k.into_owned(), v.into_owned());
+    }
+    let scopes: Vec<String> = field
+        .get("scope")
+        .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut rec = TokenRequest {
+        method: "POST".to_owned(),
+        grant_type: field.get("grant_type").cloned(),
+        client_id: field.get("client_id").cloned(),
+        service: field.get("service").cloned(),
+        scopes,
+        user: None,
+        status: 400,
+    };
+    let is_form = headers.get("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let oauth_err = |code: &str| serde_json::json!({"error": code}).to_string();
+    let complete = rec.service.is_some() && rec.client_id.as_deref().is_some_and(|c| !c.is_empty());
+    let (status, body) = if target.split('?').next() != Some("/token") || !is_form || !complete {
+        (400, oauth_err("invalid_request"))
+    } else if rec.grant_type.as_deref() != Some("refresh_token") {
+        (401, oauth_err("unsupported_grant_type"))
+    } else if issuer.opts.refresh_token.is_none() || field.get("refresh_token") != issuer.opts.refresh_token.as_ref() {
+        (401, oauth_err("invalid_grant"))
+    } else {
+        rec.user = Some(issuer.opts.user.clone());
+        let access = access_claims(&rec.scopes, false);
+        match sign_token(issuer, &issuer.opts.user, rec.service.as_deref().unwrap_or(""), access) {
+            Ok(jwt) => (
+                200,
+                serde_json::json!({"access_token": jwt, "scope": rec.scopes.join(" "), "expires_in": 300}).to_string(),
+            ),
+            Err(e) => (400, serde_json::json!({"error": "server_error", "error_description": e}).to_string()),
+        }
+    };
+    rec.status = status;
+    issuer.requests.lock().expect("token requests lock").push(rec);
     (status, body)
 }
 
