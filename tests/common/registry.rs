@@ -172,6 +172,11 @@ impl TestRegistry {
     }
 
     /// The state dir (config.yml, data/, log, tls/, certs.d/, htpasswd).
+    /// The registry's process group id (its shell wrapper leads the group).
+    pub fn process_group(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
