@@ -28,7 +28,7 @@ const WRITEBACK_WINDOW: u64 = 8 << 20;
 pub(crate) struct BlobFile {
     file: File,
     /// Some while writing with `O_DIRECT`: the block being filled.
-    block: Option<AlignedBlock>,
+    block: Option<IoBlock>,
     /// The file is in O_DIRECT mode.
     direct: bool,
     written: u64,
@@ -38,8 +38,7 @@ pub(crate) struct BlobFile {
 impl BlobFile {
     /// `direct`: the blob is large enough for `O_DIRECT` to pay (see `DIRECT_MIN`).
     pub fn new(file: File, direct: bool) -> Self {
-        let block = if direct && direct_allowed() { AlignedBlock::new() } else { None };
-        let block = block.filter(|_| set_direct(&file, true));
+        let block = (direct && direct_allowed() && set_direct(&file, true)).then(IoBlock::new);
         BlobFile { direct: block.is_some(), file, block, written: 0, flushed: 0 }
     }
 
@@ -63,6 +62,20 @@ impl BlobFile {
             }
         }
         Ok(self.file)
+    }
+
+    /// Write a block filled by a reader: whole aligned blocks go straight to the device from
+    /// `block` (no copy into our own block); anything else takes the `Write` path.
+    pub fn write_block(&mut self, block: &IoBlock) -> io::Result<()> {
+        let ours_empty = self.block.as_ref().is_some_and(|b| b.len == 0);
+        if self.direct && ours_empty && block.len > 0 && block.len.is_multiple_of(DIRECT_ALIGN) {
+            let result = self.write_direct(block.filled());
+            if !self.direct {
+                self.block = None;
+            }
+            return result;
+        }
+        self.write_all(block.filled())
     }
 
     /// One direct write. A file system that turns out to refuse it (EINVAL) gets the rest
@@ -124,27 +137,40 @@ fn direct_allowed() -> bool {
     *ALLOWED.get_or_init(|| std::env::var_os("HOIST_DIRECT_IO").is_none_or(|v| v != "0"))
 }
 
-/// `DIRECT_BLOCK` bytes aligned to `DIRECT_ALIGN`, as `O_DIRECT` requires.
-struct AlignedBlock {
+/// `DIRECT_BLOCK` bytes aligned to `DIRECT_ALIGN`, as `O_DIRECT` requires. Readers fill one
+/// directly (`spare_mut`, `advance`) and hand it to `BlobFile::write_block`, which writes a
+/// whole block straight from it: no copy between the network and the device.
+pub(crate) struct IoBlock {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 // SAFETY: the block owns its allocation; nothing else points into it.
-unsafe impl Send for AlignedBlock {}
+unsafe impl Send for IoBlock {}
 
-impl AlignedBlock {
+impl IoBlock {
     fn layout() -> MemLayout {
         MemLayout::from_size_align(DIRECT_BLOCK, DIRECT_ALIGN).expect("valid block layout")
     }
-    fn new() -> Option<Self> {
+    /// A zeroed block (zeroed so `spare_mut` can hand out initialized memory).
+    pub fn new() -> Self {
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc(Self::layout()) };
-        NonNull::new(ptr).map(|ptr| AlignedBlock { ptr, len: 0 })
+        let ptr = unsafe { alloc::alloc_zeroed(Self::layout()) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(Self::layout()));
+        IoBlock { ptr, len: 0 }
     }
-    fn filled(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were written by `push`.
+    pub fn filled(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes are initialized (zeroed at allocation, then written).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+    /// The unfilled rest of the block, to read into; `advance` by what was read.
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        // SAFETY: inside the allocation, initialized, and exclusively borrowed through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), DIRECT_BLOCK - self.len) }
+    }
+    pub fn advance(&mut self, n: usize) {
+        assert!(self.len + n <= DIRECT_BLOCK, "advance past the end of the block");
+        self.len += n;
     }
     fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(DIRECT_BLOCK - self.len);
@@ -153,15 +179,15 @@ impl AlignedBlock {
         self.len += n;
         n
     }
-    fn is_full(&self) -> bool {
+    pub fn is_full(&self) -> bool {
         self.len == DIRECT_BLOCK
     }
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.len = 0;
     }
 }
 
-impl Drop for AlignedBlock {
+impl Drop for IoBlock {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with the same layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout()) }
@@ -245,6 +271,36 @@ mod tests {
                 File::open(&path).unwrap().read_to_end(&mut back).unwrap();
                 assert!(back == data, "{len} bytes, direct {direct}: content differs");
             }
+        }
+    }
+
+    /// Blocks filled by a reader (full ones written straight from the reader's block, a
+    /// partial last one copied) and plain writes mixed give the same bytes in both modes.
+    #[test]
+    fn reader_blocks_and_plain_writes_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        for direct in [true, false] {
+            let data = pattern(3 * DIRECT_BLOCK + 777);
+            let path = dir.path().join(format!("mixed-{direct}"));
+            let mut w = BlobFile::new(File::create(&path).unwrap(), direct);
+            let mut block = IoBlock::new();
+            // two full reader blocks, 10 plain bytes, a full block, then a partial block
+            for piece in [&data[..DIRECT_BLOCK], &data[DIRECT_BLOCK..2 * DIRECT_BLOCK]] {
+                block.spare_mut()[..piece.len()].copy_from_slice(piece);
+                block.advance(piece.len());
+                assert!(block.is_full());
+                w.write_block(&block).unwrap();
+                block.clear();
+            }
+            w.write_all(&data[2 * DIRECT_BLOCK..2 * DIRECT_BLOCK + 10]).unwrap();
+            for piece in [&data[2 * DIRECT_BLOCK + 10..3 * DIRECT_BLOCK + 10], &data[3 * DIRECT_BLOCK + 10..]] {
+                block.spare_mut()[..piece.len()].copy_from_slice(piece);
+                block.advance(piece.len());
+                w.write_block(&block).unwrap();
+                block.clear();
+            }
+            w.finish().unwrap().sync_all().unwrap();
+            assert!(std::fs::read(&path).unwrap() == data, "direct {direct}: content differs");
         }
     }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use crate::blobfile::BlobFile;
+use crate::blobfile::{BlobFile, IoBlock};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::document::Document;
@@ -391,8 +391,8 @@ fn empty_index() -> String {
 /// Write `stream` into `file` while checking it against `desc` (size and digest), then fsync.
 /// The caller renames the file into place only on success; errors name `path`.
 ///
-/// Whole COPY_BUF blocks go to one blocking thread writing with std::fs (through `BlobFile`:
-/// direct writes for large blobs); buffers come back for reuse. tokio's File would hand every
+/// Whole 1 MiB `IoBlock`s go to one blocking thread writing with std::fs (through `BlobFile`:
+/// straight from the block for large blobs); blocks come back for reuse. tokio's File would hand every
 /// network-sized chunk to the blocking pool (a thread wake-up and a copy each) and allocate
 /// fresh buffers.
 pub(crate) async fn write_verified(
@@ -405,41 +405,42 @@ pub(crate) async fn write_verified(
 ) -> Result<()> {
     let size = desc.size;
     let mut reader = VerifyReader::new(stream, desc, location);
-    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS);
-    let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_BLOCKS + 1);
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<IoBlock>(WRITE_BLOCKS);
+    let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<IoBlock>(WRITE_BLOCKS + 1);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
         let mut file = BlobFile::for_size(file, size);
-        while let Some(buf) = full_rx.blocking_recv() {
-            file.write_all(&buf)?;
-            let _ = empty_tx.try_send(buf);
+        while let Some(block) = full_rx.blocking_recv() {
+            file.write_block(&block)?;
+            let _ = empty_tx.try_send(block);
         }
         file.finish()
     });
     let mut allocated = 0;
     let read_result: Result<()> = async {
         loop {
-            let mut buf = match empty_rx.try_recv() {
+            let mut block = match empty_rx.try_recv() {
                 Ok(b) => b,
                 Err(_) if allocated <= WRITE_BLOCKS => {
                     allocated += 1;
-                    Vec::with_capacity(COPY_BUF)
+                    IoBlock::new()
                 }
                 Err(_) => match empty_rx.recv().await {
                     Some(b) => b,
                     None => return Ok(()), // writer failed; its error is reported below
                 },
             };
-            buf.clear();
+            block.clear();
             let mut eof = false;
-            while buf.len() < COPY_BUF {
-                let n = reader.read_buf(&mut buf).await.map_err(|e| unwrap_io_error(e, path))?;
+            while !block.is_full() {
+                let n = reader.read(block.spare_mut()).await.map_err(|e| unwrap_io_error(e, path))?;
                 if n == 0 {
                     eof = true;
                     break;
                 }
+                block.advance(n);
                 progress.advance(desc, n as u64);
             }
-            if !buf.is_empty() && full_tx.send(buf).await.is_err() {
+            if !block.filled().is_empty() && full_tx.send(block).await.is_err() {
                 return Ok(()); // writer failed
             }
             if eof {
