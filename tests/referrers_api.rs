@@ -52,6 +52,10 @@ fn push_artifact(tmp: &Path, dest: &str, ty: &str, content: &str, subject: &str,
     ok("artifact push", hoist_in(&tmp.join("store"), &args))
 }
 
+fn json_of(r: reqwest::blocking::Response) -> Value {
+    serde_json::from_slice(&r.bytes().unwrap()).unwrap()
+}
+
 fn fallback_tag(subject: &str) -> String {
     subject.replacen(':', "-", 1)
 }
@@ -179,4 +183,101 @@ fn referrers_are_listed_from_the_api() {
     let ex = proxy.exchanges();
     assert!(ex.iter().any(|e| e.path == format!("/v2/r/img/referrers/{lonely}") && e.status == Some(200)), "{ex:#?}");
     assert!(!ex.iter().any(|e| e.path.contains("/manifests/sha256-")), "fallback read: {ex:#?}");
+}
+
+/// A `Repository` asks the referrers API once it knows the registry lacks it no more, but
+/// keeps asking one that has it (the list, unlike the capability, changes).
+#[test]
+fn repository_remembers_whether_the_api_exists() {
+    let reg = TestRegistry::plain();
+    let proxy = FaultProxy::start(&reg.url(), vec![]).unwrap();
+    proxy.emulate_referrers_api(true);
+    let tmp = tempfile::tempdir().unwrap();
+    let subject: hoist::Digest = push_image(tmp.path(), &reg.host(), "c/img:v1", 7).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = hoist::registry::Client::new(Default::default()).unwrap();
+    let list_twice = |host: String| {
+        let repo = client.repository(&format!("{host}/c/img:v1").parse().unwrap());
+        rt.block_on(async {
+            for _ in 0..2 {
+                assert!(repo.referrers(&subject, None).await.unwrap().is_empty());
+            }
+        })
+    };
+    list_twice(reg.host());
+    assert_eq!(reg.count("GET", "/referrers/"), 1, "asked a registry without the API twice");
+    assert_eq!(reg.count("GET", &format!("/manifests/{}", fallback_tag(&subject.to_string()))), 2);
+    list_twice(proxy.host());
+    let api_gets = proxy.exchanges().iter().filter(|e| e.path.contains("/referrers/") && e.status == Some(200)).count();
+    assert_eq!(api_gets, 2);
+}
+
+/// The emulation itself, over plain HTTP: `OCI-Subject` only on manifests with a subject,
+/// the descriptor the spec asks for, the filter and its header, nothing of it when off.
+#[test]
+fn proxy_emulates_the_referrers_api() {
+    let reg = TestRegistry::plain();
+    let proxy = FaultProxy::start(&reg.url(), vec![]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let subject = push_image(t, &reg.host(), "e/img:v1", 8);
+    let direct = format!("{}/e/img", reg.host());
+    let art = push_artifact(t, &format!("{direct}:a"), SIG, "a", &format!("{direct}:v1"), Some("k=v"));
+    let http = reqwest::blocking::Client::new();
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let get = |url: String| http.get(url).header("accept", accept).send().unwrap();
+    let art_bytes = get(format!("{}/v2/e/img/manifests/a", reg.url())).bytes().unwrap();
+    let img_bytes = get(format!("{}/v2/e/img/manifests/v1", reg.url())).bytes().unwrap();
+    assert_eq!(digest_of(&art_bytes), art);
+    let referrers = |q: &str| get(format!("{}/v2/e/img/referrers/{subject}{q}", proxy.url()));
+
+    // off: referrers requests reach distribution 2.8.2, which has no such route
+    let upstream_before = reg.count("GET", "/referrers/");
+    assert_eq!(referrers("").status().as_u16(), 404);
+    proxy.emulate_referrers_api(true);
+    let put = |tag: &str, body: &bytes::Bytes| {
+        let r = http
+            .put(format!("{}/v2/e/img/manifests/{tag}", proxy.url()))
+            .header("content-type", accept)
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        assert_eq!(r.headers()["docker-content-digest"], digest_of(body).as_str(), "body changed on the way");
+        r.headers().get("oci-subject").map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(put("img-again", &img_bytes), None, "OCI-Subject on a manifest without subject");
+    assert_eq!(put("a-again", &art_bytes), Some(subject.clone()));
+    assert_eq!(put("a-third", &art_bytes), Some(subject.clone()));
+
+    let r = referrers("");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/vnd.oci.image.index.v1+json");
+    assert!(r.headers().get("oci-filters-applied").is_none());
+    let v = json_of(r);
+    assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let want = serde_json::json!([{"mediaType": accept, "digest": art, "size": art_bytes.len(),
+                                   "artifactType": SIG, "annotations": {"k": "v"}}]);
+    assert_eq!(v["manifests"], want, "one entry however often pushed");
+
+    let r = referrers(&format!(
+        "?artifactType={}",
+        url::form_urlencoded::byte_serialize(SBOM.as_bytes()).collect::<String>()
+    ));
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    assert_eq!(json_of(r)["manifests"], serde_json::json!([]));
+    let r = referrers(&format!(
+        "?artifactType={}",
+        url::form_urlencoded::byte_serialize(SIG.as_bytes()).collect::<String>()
+    ));
+    assert_eq!(json_of(r)["manifests"], want);
+    // another repository's referrers are its own
+    let other = get(format!("{}/v2/other/referrers/{subject}", proxy.url()));
+    let other = json_of(other);
+    assert_eq!(other["manifests"], serde_json::json!([]));
+    assert_eq!(
+        reg.count("GET", "/referrers/"),
+        upstream_before + 1,
+        "only the request made while off reached the registry"
+    );
 }
