@@ -31,6 +31,10 @@ struct Args {
     /// Fault rules (see below); none = plain pass-through with counters.
     #[arg(long, default_value = "")]
     rules: String,
+    /// Emulate the OCI referrers API in front of an upstream without it (OCI-Subject on
+    /// manifest PUTs with a subject, GET /v2/<repo>/referrers/<digest> answered by the proxy).
+    #[arg(long)]
+    referrers_api: bool,
     /// On exit, also list every request as [method, path, status].
     #[arg(long)]
     log_requests: bool,
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rules = parse_rules(&args.rules).map_err(anyhow::Error::msg)?;
     let state = ProxyState::new(&args.upstream, rules).map_err(anyhow::Error::msg)?;
+    state.emulate_referrers_api(args.referrers_api);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;

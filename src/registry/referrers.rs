@@ -47,17 +47,37 @@ impl Repository {
     /// Manifests in this repository whose `subject` is `subject`, optionally only those
     /// of `artifact_type`. Uses the referrers API when the registry answers it with an
     /// OCI index; otherwise reads the `sha256-<hex>` fallback index (none: empty list).
+    /// A registry already known to lack the API is not asked again.
+    ///
+    /// The filter goes to the API as `?artifactType=` and is also applied here: a registry
+    /// MAY ignore it (it then omits `OCI-Filters-Applied`), the fallback index is never
+    /// filtered, and filtering a filtered list again changes nothing, so the header need not
+    /// be read.
     pub async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
-        let list = match self.referrers_api_get(subject).await? {
+        let api = match self.referrers_api.0.get() {
+            Some(false) => None,
+            _ => self.referrers_api_get(subject, artifact_type).await?,
+        };
+        let list = match api {
             Some(list) => list,
             None => self.read_fallback(subject).await?.map(|(_, l)| l).unwrap_or_default(),
         };
         Ok(list.into_iter().filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t))).collect())
     }
 
-    /// `GET referrers/<digest>`: Some(list) only for a 200 with an OCI index body.
-    async fn referrers_api_get(&self, subject: &Digest) -> Result<Option<Vec<Descriptor>>> {
-        let path = format!("referrers/{subject}");
+    /// `GET referrers/<digest>[?artifactType=<t>]`: Some(list) only for a 200 with an OCI
+    /// index body. Either way the answer is remembered as whether the registry has the API.
+    async fn referrers_api_get(
+        &self,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<Descriptor>>> {
+        let mut path = format!("referrers/{subject}");
+        if let Some(t) = artifact_type {
+            // media types hold `+` and `/`: a raw `+` would reach the registry as a space
+            path.push_str("?artifactType=");
+            path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
+        }
         let resp = self.request(Method::GET, &path, false, &|r| r.header(ACCEPT, media::OCI_INDEX)).await?;
         let status = resp.status();
         let ct = resp
@@ -88,7 +108,7 @@ impl Repository {
         if let Some(v) = self.referrers_api.0.get() {
             return Ok(*v);
         }
-        Ok(self.referrers_api_get(subject).await?.is_some())
+        Ok(self.referrers_api_get(subject, None).await?.is_some())
     }
 
     /// The fallback index for `subject`: (its digest, its manifests), None when the tag is missing.

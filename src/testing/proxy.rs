@@ -19,6 +19,10 @@
 //!
 //! Rules can also be written as text (see [`parse_rules`]), which is what the
 //! `hoist-faultproxy` binary takes.
+//!
+//! One mode goes beyond faults: [`ProxyState::emulate_referrers_api`] makes a registry without
+//! the OCI referrers API (distribution 2.8.2) look like one that has it, so that clients'
+//! API branch can be tested against real storage.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -411,6 +415,9 @@ pub struct ProxyState {
     rules: Mutex<Vec<RuleSlot>>,
     request_body_bytes: AtomicU64,
     exchanges: Mutex<Vec<Exchange>>,
+    referrers_api: AtomicBool,
+    /// (repository, subject digest) → referrer descriptors, in push order.
+    referrers: Mutex<BTreeMap<(String, String), Vec<serde_json::Value>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -434,6 +441,8 @@ impl ProxyState {
             rules: Mutex::new(Self::slots(rules)),
             request_body_bytes: AtomicU64::new(0),
             exchanges: Mutex::new(Vec::new()),
+            referrers_api: AtomicBool::new(false),
+            referrers: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -449,6 +458,60 @@ impl ProxyState {
     /// Replaces the rules; their counters start from zero.
     pub fn set_rules(&self, rules: Vec<Rule>) {
         *lock(&self.rules) = Self::slots(rules);
+    }
+
+    /// Emulate the OCI referrers API (distribution spec 1.1) in front of an upstream without it.
+    ///
+    /// On: a `PUT /v2/<repo>/manifests/<ref>` is read whole (fault rules' body limits do not
+    /// apply to it) and forwarded; when its JSON has a `subject` and the upstream answers 2xx,
+    /// the answer gets `OCI-Subject: <subject digest>` and the proxy remembers the manifest's
+    /// descriptor (mediaType, digest and size of the body, `artifactType` or else the config's
+    /// mediaType, annotations) under (repo, subject). `GET /v2/<repo>/referrers/<digest>` is then
+    /// answered by the proxy itself: 200 with an OCI index of those descriptors, possibly empty,
+    /// filtered by `?artifactType=` (with `OCI-Filters-Applied: artifactType`). The upstream
+    /// never sees referrers requests. Deletes are not tracked; what was remembered stays when
+    /// the mode is turned off.
+    ///
+    /// Off (the default): referrers requests go upstream like any other.
+    pub fn emulate_referrers_api(&self, on: bool) {
+        self.referrers_api.store(on, Ordering::SeqCst);
+    }
+
+    /// The descriptors the referrers API emulation holds for `subject` in `repo`.
+    pub fn referrers_of(&self, repo: &str, subject: &str) -> Vec<serde_json::Value> {
+        lock(&self.referrers).get(&(repo.to_owned(), subject.to_owned())).cloned().unwrap_or_default()
+    }
+
+    fn remember_referrer(&self, repo: String, subject: String, desc: serde_json::Value) {
+        let mut map = lock(&self.referrers);
+        let list = map.entry((repo, subject)).or_default();
+        // one entry per manifest, however often it is pushed (by tag and by digest, again)
+        if !list.iter().any(|d| d["digest"] == desc["digest"]) {
+            list.push(desc);
+        }
+    }
+
+    /// The referrers API answer for `GET /v2/<repo>/referrers/<subject>?<query>`.
+    fn referrers_response(&self, repo: &str, subject: &str, query: &str) -> Response<ProxyBody> {
+        let filter = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "artifactType").map(|(_, v)| v);
+        let manifests: Vec<serde_json::Value> = self
+            .referrers_of(repo, subject)
+            .into_iter()
+            .filter(|d| filter.as_deref().is_none_or(|t| d["artifactType"].as_str() == Some(t)))
+            .collect();
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": REFERRERS_INDEX,
+            "manifests": manifests,
+        })
+        .to_string();
+        let mut resp = Response::new(ProxyBody::full(body));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(REFERRERS_INDEX));
+        if filter.is_some() {
+            h.insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+        }
+        resp
     }
 
     /// Forgets all exchanges and zeroes all counters (rules stay).
@@ -581,6 +644,41 @@ fn parse_upstream(s: &str) -> Result<String, String> {
     let host = url.host_str().ok_or_else(|| format!("upstream {s:?}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     Ok(format!("http://{host}:{port}"))
+}
+
+/// Media type of a referrers API answer.
+const REFERRERS_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `/v2/<repo>/<kind>/<ref>[?query]` → (repo, ref, query); `<repo>` may contain slashes.
+fn split_v2_path<'a>(path: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let (p, query) = path.split_once('?').unwrap_or((path, ""));
+    let (repo, reference) = p.strip_prefix("/v2/")?.rsplit_once(&format!("/{kind}/"))?;
+    (!repo.is_empty() && !reference.is_empty() && !reference.contains('/')).then_some((repo, reference, query))
+}
+
+/// For a manifest body with a `subject`: (subject digest, the descriptor a referrers list holds
+/// for it), as the distribution spec says: mediaType, digest, size, `artifactType` (the
+/// manifest's, else its config's mediaType; none for an index without one) and annotations.
+/// Written here from the spec rather than with hoist's own code, which it is meant to judge.
+fn referrer_entry(body: &[u8], content_type: Option<&str>) -> Option<(String, serde_json::Value)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let subject = v.get("subject")?.get("digest")?.as_str()?.to_owned();
+    let media_type = v.get("mediaType").and_then(|m| m.as_str()).or(content_type)?;
+    let mut desc = serde_json::json!({
+        "mediaType": media_type,
+        "digest": crate::digest::Digest::sha256_of(body).to_string(),
+        "size": body.len(),
+    });
+    let non_empty = |x: Option<&serde_json::Value>| x.filter(|x| x.as_str().is_some_and(|s| !s.is_empty())).cloned();
+    let artifact_type =
+        non_empty(v.get("artifactType")).or_else(|| non_empty(v.get("config").and_then(|c| c.get("mediaType"))));
+    if let Some(t) = artifact_type {
+        desc["artifactType"] = t;
+    }
+    if let Some(a) = v.get("annotations").filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
+        desc["annotations"] = a.clone();
+    }
+    Some((subject, desc))
 }
 
 #[derive(Default)]
@@ -946,6 +1044,15 @@ async fn handle(
         return Ok(injected(sp));
     }
 
+    let emulate = state.referrers_api.load(Ordering::SeqCst);
+    if emulate && method == Method::GET {
+        if let Some((repo, subject, query)) = split_v2_path(&path, "referrers") {
+            drain(body, &state).await;
+            state.finish(ex, Some(200));
+            return Ok(state.referrers_response(repo, subject, query));
+        }
+    }
+
     let content_length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -965,7 +1072,18 @@ async fn handle(
     strip_hop_by_hop(&mut headers);
 
     let mut pump_state = None;
-    let up_body = if body.is_end_stream() {
+    // (repo, subject digest, descriptor) of a manifest PUT the referrers API emulation indexes
+    let mut referrer = None;
+    let manifest_put = (emulate && method == Method::PUT).then(|| split_v2_path(&path, "manifests")).flatten();
+    let up_body = if let Some((repo, _, _)) = manifest_put {
+        // manifests are small (registries cap them at a few MiB): read it whole to see its subject
+        let bytes = body.collect().await?.to_bytes();
+        state.request_body_bytes.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let ct = ct.map(|c| c.split(';').next().unwrap_or(c).trim());
+        referrer = referrer_entry(&bytes, ct).map(|(subject, desc)| (repo.to_owned(), subject, desc));
+        ProxyBody::full(bytes)
+    } else if body.is_end_stream() {
         ProxyBody(BodyKind::Empty)
     } else {
         let (tx, rx) = mpsc::channel(4);
@@ -1009,6 +1127,12 @@ async fn handle(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     rewrite_location(&mut parts.headers, &state.upstream, proxy_host.as_deref());
+    if let Some((repo, subject, desc)) = referrer.filter(|_| parts.status.is_success()) {
+        if let Ok(v) = HeaderValue::from_str(&subject) {
+            parts.headers.insert("oci-subject", v);
+        }
+        state.remember_referrer(repo, subject, desc);
+    }
     state.finish(ex, Some(parts.status.as_u16()));
     let body = match plan.drop_response {
         Some((rule, n)) => ProxyBody(BodyKind::Cut {
@@ -1119,6 +1243,16 @@ impl FaultProxy {
     pub fn rule_stats(&self, index: usize) -> RuleStats {
         self.state.rule_stats(index)
     }
+
+    /// See [`ProxyState::emulate_referrers_api`].
+    pub fn emulate_referrers_api(&self, on: bool) {
+        self.state.emulate_referrers_api(on)
+    }
+
+    /// See [`ProxyState::referrers_of`].
+    pub fn referrers_of(&self, repo: &str, subject: &str) -> Vec<serde_json::Value> {
+        self.state.referrers_of(repo, subject)
+    }
 }
 
 impl Drop for FaultProxy {
@@ -1186,6 +1320,41 @@ mod tests {
         assert_eq!(parse_upstream("http://localhost:80/").unwrap(), "http://localhost:80");
         assert!(parse_upstream("https://127.0.0.1:5000").is_err());
         assert!(parse_upstream("http://127.0.0.1:5000/v2/").is_err());
+    }
+
+    #[test]
+    fn v2_paths() {
+        assert_eq!(
+            split_v2_path("/v2/a/b/referrers/sha256:ab?artifactType=x%2Fy", "referrers"),
+            Some(("a/b", "sha256:ab", "artifactType=x%2Fy"))
+        );
+        assert_eq!(split_v2_path("/v2/a/manifests/v1", "manifests"), Some(("a", "v1", "")));
+        assert_eq!(split_v2_path("/v2/a/blobs/uploads/u", "manifests"), None);
+        assert_eq!(split_v2_path("/v2/a/manifests/", "manifests"), None);
+        assert_eq!(split_v2_path("/x/a/manifests/v1", "manifests"), None);
+    }
+
+    #[test]
+    fn referrer_entries_follow_the_spec() {
+        let subject =
+            r#""subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1}"#;
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.x.config","digest":"sha256:bb","size":2}},"layers":[],{subject},"annotations":{{"k":"v"}}}}"#
+        );
+        let (s, d) = referrer_entry(m.as_bytes(), None).unwrap();
+        assert_eq!(s, "sha256:aa");
+        assert_eq!(d["artifactType"], "application/vnd.x.config", "config media type when no artifactType");
+        assert_eq!(d["annotations"]["k"], "v");
+        assert_eq!(d["size"], m.len());
+        assert_eq!(d["digest"], crate::digest::Digest::sha256_of(m.as_bytes()).to_string());
+        // an index without mediaType or artifactType: the Content-Type, no artifactType
+        let i = format!(r#"{{"schemaVersion":2,"manifests":[],{subject}}}"#);
+        let (_, d) = referrer_entry(i.as_bytes(), Some("application/vnd.oci.image.index.v1+json")).unwrap();
+        assert_eq!(d["mediaType"], "application/vnd.oci.image.index.v1+json");
+        assert!(d.get("artifactType").is_none() && d.get("annotations").is_none(), "{d}");
+        let with_type = i.replace("\"manifests\"", "\"artifactType\":\"application/vnd.x\",\"manifests\"");
+        assert_eq!(referrer_entry(with_type.as_bytes(), Some("x/y")).unwrap().1["artifactType"], "application/vnd.x");
+        assert!(referrer_entry(br#"{"schemaVersion":2,"layers":[]}"#, None).is_none(), "no subject");
     }
 
     #[test]
