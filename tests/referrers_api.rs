@@ -185,6 +185,41 @@ fn referrers_are_listed_from_the_api() {
     assert!(!ex.iter().any(|e| e.path.contains("/manifests/sha256-")), "fallback read: {ex:#?}");
 }
 
+/// A registry that pages its referrers answer (`Link: <…>; rel="next"`): hoist follows the
+/// links and lists every referrer, filtered pages included.
+#[test]
+fn paginated_referrers_answers_are_followed() {
+    let reg = TestRegistry::plain();
+    let proxy = FaultProxy::start(&reg.url(), vec![]).unwrap();
+    proxy.emulate_referrers_api(true);
+    proxy.paginate_referrers(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let store = t.join("store");
+    push_image(t, &reg.host(), "p/img:v1", 7);
+    let api = format!("{}/p/img", proxy.host());
+    let subject = format!("{api}:v1");
+    let mut want = vec![
+        push_artifact(t, &format!("{api}:a"), SIG, "sig a", &subject, None),
+        push_artifact(t, &format!("{api}:b"), SBOM, "sbom b", &subject, None),
+        push_artifact(t, &format!("{api}:c"), SIG, "sig c", &subject, None),
+    ];
+
+    proxy.state().reset();
+    let out = ok("referrers paged", hoist_in(&store, &["--format", "json", "referrers", &subject]));
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut got: Vec<String> =
+        v["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every page listed: {v}");
+    let pages = proxy.exchanges().iter().filter(|e| e.path.contains("/referrers/") && e.status == Some(200)).count();
+    assert_eq!(pages, 3, "one GET per page of one");
+
+    let text = ok("referrers paged filtered", hoist_in(&store, &["referrers", "--artifact-type", SIG, &subject]));
+    assert_eq!(text.lines().count(), 2, "both signatures, over two pages: {text}");
+}
+
 /// A `Repository` asks the referrers API once it knows the registry lacks it no more, but
 /// keeps asking one that has it (the list, unlike the capability, changes).
 #[test]

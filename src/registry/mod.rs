@@ -712,6 +712,15 @@ impl Repository {
         Ok((mt, Bytes::from(body)))
     }
 
+    /// The path (below `/v2/<repo>/`) of the next page a paginated answer links to with
+    /// `Link: <…>; rel="next"` (tags list, referrers API).
+    pub(crate) fn next_page(&self, resp: &Response) -> Option<String> {
+        let link = resp.headers().get("link").and_then(|v| v.to_str().ok())?;
+        let next = link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))?;
+        let target = &next[next.find('<')? + 1..next.find('>')?];
+        target.split_once(&format!("/v2/{}/", self.repo)).map(|(_, p)| p.to_string())
+    }
+
     /// Tags of the repository (follows `Link` pagination).
     pub async fn tags(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -723,12 +732,7 @@ impl Repository {
                 let detail = error_detail(resp).await;
                 return Err(self.registry_error(&Method::GET, &path, status, detail));
             }
-            let next = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(|l| {
-                let start = l.find('<')? + 1;
-                let end = l.find('>')?;
-                let target = &l[start..end];
-                target.split_once(&format!("/v2/{}/", self.repo)).map(|(_, p)| p.to_string())
-            });
+            let next = self.next_page(&resp);
             #[derive(serde::Deserialize)]
             struct Tags {
                 #[serde(default)]

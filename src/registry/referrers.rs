@@ -19,6 +19,9 @@ use crate::media;
 /// Rounds of read-modify-write of the fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 5;
 
+/// Pages of one referrers API answer hoist follows before calling the answer malformed.
+const MAX_REFERRERS_PAGES: usize = 1000;
+
 /// Whether a repository serves the referrers API, learnt once per `Repository`.
 #[derive(Clone, Default)]
 pub(crate) struct ApiCache(std::sync::Arc<OnceCell<bool>>);
@@ -91,16 +94,40 @@ impl Repository {
             let _ = self.referrers_api.0.set(false);
             return Ok(None);
         }
-        let body = resp.bytes().await.map_err(|e| super::net_err(&self.registry, &e))?;
-        if body.len() as u64 > media::MAX_MANIFEST_SIZE {
-            return Err(Error::malformed(format!("referrers of {subject}"), self.loc(), "exceeds the manifest limit"));
-        }
-        let doc = Document::parse(body.clone(), Digest::sha256_of(&body), Some(media::OCI_INDEX), &self.loc())?;
-        let View::Index(i) = doc.view else {
-            return Err(Error::malformed(format!("referrers of {subject}"), self.loc(), "not an index"));
-        };
         let _ = self.referrers_api.0.set(true);
-        Ok(Some(i.manifests))
+        // The answer may come in pages chained by `Link: <…>; rel="next"`.
+        let mut list = Vec::new();
+        let mut resp = resp;
+        for page in 1.. {
+            let next = self.next_page(&resp);
+            let body = resp.bytes().await.map_err(|e| super::net_err(&self.registry, &e))?;
+            if body.len() as u64 > media::MAX_MANIFEST_SIZE {
+                return Err(Error::malformed(
+                    format!("referrers of {subject}"),
+                    self.loc(),
+                    "exceeds the manifest limit",
+                ));
+            }
+            let doc = Document::parse(body.clone(), Digest::sha256_of(&body), Some(media::OCI_INDEX), &self.loc())?;
+            let View::Index(i) = doc.view else {
+                return Err(Error::malformed(format!("referrers of {subject}"), self.loc(), "not an index"));
+            };
+            list.extend(i.manifests);
+            let Some(next) = next else { break };
+            if page >= MAX_REFERRERS_PAGES {
+                return Err(Error::malformed(
+                    format!("referrers of {subject}"),
+                    self.loc(),
+                    format!("more than {MAX_REFERRERS_PAGES} pages"),
+                ));
+            }
+            resp = self.request(Method::GET, &next, false, &|r| r.header(ACCEPT, media::OCI_INDEX)).await?;
+            if resp.status() != StatusCode::OK {
+                let status = resp.status();
+                return Err(self.registry_error(&Method::GET, &next, status, super::error_detail(resp).await));
+            }
+        }
+        Ok(Some(list))
     }
 
     /// Whether the registry serves the referrers API (asked once per repository).

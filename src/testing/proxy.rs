@@ -416,6 +416,8 @@ pub struct ProxyState {
     request_body_bytes: AtomicU64,
     exchanges: Mutex<Vec<Exchange>>,
     referrers_api: AtomicBool,
+    /// Referrers API answers hold at most this many descriptors per page (0: one page).
+    referrers_page: AtomicU64,
     /// (repository, subject digest) → referrer descriptors, in push order.
     referrers: Mutex<BTreeMap<(String, String), Vec<serde_json::Value>>>,
 }
@@ -442,6 +444,7 @@ impl ProxyState {
             request_body_bytes: AtomicU64::new(0),
             exchanges: Mutex::new(Vec::new()),
             referrers_api: AtomicBool::new(false),
+            referrers_page: AtomicU64::new(0),
             referrers: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -477,6 +480,12 @@ impl ProxyState {
         self.referrers_api.store(on, Ordering::SeqCst);
     }
 
+    /// Split referrers API answers into pages of `n` descriptors chained by `Link: <…>;
+    /// rel="next"` headers, as the spec allows registries to do (0: everything in one answer).
+    pub fn paginate_referrers(&self, n: u64) {
+        self.referrers_page.store(n, Ordering::SeqCst);
+    }
+
     /// The descriptors the referrers API emulation holds for `subject` in `repo`.
     pub fn referrers_of(&self, repo: &str, subject: &str) -> Vec<serde_json::Value> {
         lock(&self.referrers).get(&(repo.to_owned(), subject.to_owned())).cloned().unwrap_or_default()
@@ -494,11 +503,30 @@ impl ProxyState {
     /// The referrers API answer for `GET /v2/<repo>/referrers/<subject>?<query>`.
     fn referrers_response(&self, repo: &str, subject: &str, query: &str) -> Response<ProxyBody> {
         let filter = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "artifactType").map(|(_, v)| v);
-        let manifests: Vec<serde_json::Value> = self
+        let mut manifests: Vec<serde_json::Value> = self
             .referrers_of(repo, subject)
             .into_iter()
             .filter(|d| filter.as_deref().is_none_or(|t| d["artifactType"].as_str() == Some(t)))
             .collect();
+        let page_size = self.referrers_page.load(Ordering::SeqCst) as usize;
+        let mut next = None;
+        if page_size > 0 {
+            let page: usize = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "page")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let start = (page * page_size).min(manifests.len());
+            let end = (start + page_size).min(manifests.len());
+            if end < manifests.len() {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                q.append_pair("page", &(page + 1).to_string());
+                if let Some(t) = &filter {
+                    q.append_pair("artifactType", t);
+                }
+                next = Some(format!("</v2/{repo}/referrers/{subject}?{}>; rel=\"next\"", q.finish()));
+            }
+            manifests = manifests[start..end].to_vec();
+        }
         let body = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": REFERRERS_INDEX,
@@ -510,6 +538,9 @@ impl ProxyState {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(REFERRERS_INDEX));
         if filter.is_some() {
             h.insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+        }
+        if let Some(link) = next.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            h.insert(header::LINK, link);
         }
         resp
     }
@@ -1247,6 +1278,11 @@ impl FaultProxy {
     /// See [`ProxyState::emulate_referrers_api`].
     pub fn emulate_referrers_api(&self, on: bool) {
         self.state.emulate_referrers_api(on)
+    }
+
+    /// See [`ProxyState::paginate_referrers`].
+    pub fn paginate_referrers(&self, n: u64) {
+        self.state.paginate_referrers(n)
     }
 
     /// See [`ProxyState::referrers_of`].
