@@ -506,7 +506,7 @@ async fn model_unpack_refuses_traversal_and_reads_cnai_types() {
     }
 }
 
-/// A 20 MiB weights file (large enough for direct writes) whose blob is flipped in the
+/// A 20 MiB (and a bit: a partial last block) weights file (large enough for direct writes) whose blob is flipped in the
 /// store after packing: unpack refuses it with a digest mismatch naming the blob, and leaves
 /// neither the file nor a temp file behind. Untouched, the same model unpacks byte for byte.
 #[tokio::test]
@@ -515,7 +515,7 @@ async fn model_unpack_refuses_a_tampered_large_blob() {
     let layout = Layout::create(t.path().join("oci")).unwrap();
     let src = t.path().join("model");
     fs::create_dir_all(&src).unwrap();
-    let weights: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let weights: Vec<u8> = (0..(20u32 << 20) + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     fs::write(src.join("model.safetensors"), &weights).unwrap();
     let mut spec = ModelSpec::new(&src);
     spec.source_date_epoch = Some(0);

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::blobfile::BlobFile;
+use crate::blobfile::{BlobFile, IoBlock};
 use crate::descriptor::Descriptor;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
@@ -296,17 +296,87 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
     let (digest, size) = if reflink(&input, tmp.file()) {
         hash_reader(File::open(tmp.path()).at(tmp.path())?, tmp.path())?
     } else {
-        // Read and hash here, write on a second thread.
         let len = input.metadata().at(src)?.len();
         let out = BlobFile::for_size(tmp.file().try_clone().at(tmp.path())?, len);
-        let mut w = HashWriter::new(PipeWriter::new(out));
-        copy_stream(&mut input, &mut w, src, tmp.path())?;
-        let (pipe, digest, size) = w.finish();
-        pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
-        (digest, size)
+        copy_hashing(&mut input, out, src, tmp.path())?
     };
     tmp.commit(layout, &digest, size)?;
     Ok(Descriptor::new(media_type, digest, size))
+}
+
+/// Copy `input` into `out` and hash it, touching each byte once in user space: this thread
+/// reads straight into aligned `IoBlock`s, a second thread hashes them, a third writes them
+/// as they are (direct writes need no copy of their own). Reading, hashing and the device
+/// overlap, so the copy costs about what hashing alone does. Blocks come back for reuse.
+fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path) -> Result<(Digest, u64)> {
+    const BLOCKS: usize = 4;
+    let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
+    let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
+    let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+    let hasher = spawn("hoist-hash")
+        .spawn(move || {
+            let mut hasher = Algorithm::Sha256.hasher();
+            let mut total = 0u64;
+            for block in read_rx {
+                hasher.update(block.filled());
+                total += block.filled().len() as u64;
+                if hashed_tx.send(block).is_err() {
+                    break; // writer failed; its error is reported
+                }
+            }
+            (hasher.finish(), total)
+        })
+        .expect("spawn hash thread");
+    let writer = spawn("hoist-write")
+        .spawn(move || -> io::Result<File> {
+            let mut out = out;
+            for block in hashed_rx {
+                out.write_block(&block)?;
+                let _ = spare_tx.try_send(block);
+            }
+            out.finish()
+        })
+        .expect("spawn writer thread");
+    let mut allocated = 0;
+    let read_result = (|| -> Result<()> {
+        loop {
+            let mut block = match spare_rx.try_recv() {
+                Ok(b) => b,
+                Err(_) if allocated < BLOCKS => {
+                    allocated += 1;
+                    IoBlock::new()
+                }
+                Err(_) => match spare_rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => return Ok(()), // writer failed; its error is reported below
+                },
+            };
+            block.clear();
+            let mut eof = false;
+            while !block.is_full() {
+                let n = input.read(block.spare_mut()).at(src)?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                block.advance(n);
+            }
+            if !block.filled().is_empty() && read_tx.send(block).is_err() {
+                return Ok(()); // hasher gone after a writer failure
+            }
+            if eof {
+                return Ok(());
+            }
+        }
+    })();
+    drop(read_tx);
+    let panicked = |what: &str| Error::Other(format!("{what} thread panicked"));
+    let (digest, total) = hasher.join().map_err(|_| panicked("hash"))?;
+    let written = writer.join().map_err(|_| panicked("blob writer"))?;
+    read_result?;
+    written.at(dst)?;
+    Ok((digest, total))
 }
 
 fn hash_reader(mut r: impl Read, path: &Path) -> Result<(Digest, u64)> {
