@@ -294,7 +294,8 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
     let mut input = File::open(src).at(src)?;
     let tmp = TempBlob::new(layout)?;
     let (digest, size) = if reflink(&input, tmp.file()) {
-        hash_reader(File::open(tmp.path()).at(tmp.path())?, tmp.path())?
+        let size = tmp.file().metadata().at(tmp.path())?.len();
+        (crate::layout::hash_file(tmp.path(), Algorithm::Sha256)?, size)
     } else {
         let len = input.metadata().at(src)?.len();
         let out = BlobFile::for_size(tmp.file().try_clone().at(tmp.path())?, len);
@@ -377,20 +378,6 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path) -> Resu
     read_result?;
     written.at(dst)?;
     Ok((digest, total))
-}
-
-fn hash_reader(mut r: impl Read, path: &Path) -> Result<(Digest, u64)> {
-    let mut h = Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; BUF];
-    let mut n_total = 0u64;
-    loop {
-        let n = r.read(&mut buf).at(path)?;
-        if n == 0 {
-            return Ok((h.finish(), n_total));
-        }
-        h.update(&buf[..n]);
-        n_total += n as u64;
-    }
 }
 
 /// Copy all of `r` into `w`, naming the failing side in errors.
