@@ -40,11 +40,16 @@ fn big_blob_push_survives_drops_and_resumes() {
     let src = tempfile::tempdir().unwrap();
     let size = 256 * MIB;
     let digest = image_layout(src.path(), "v1", &[size], 7);
+    // The layer's digest, to aim the first rule at its PUT: the config blob is uploaded
+    // concurrently, and whichever PUT came first would otherwise take the rule's one shot.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.path().join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    let layer_hex = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
     let proxy = FaultProxy::start(
         &reg.url(),
         vec![
-            // the first monolithic PUT is cut after 6 MiB
-            Rule::new().method("PUT").path("/blobs/uploads/").nth(1).drop_request_after(6 << 20),
+            // the layer's first monolithic PUT is cut after 6 MiB
+            Rule::new().method("PUT").path(&layer_hex).nth(1).drop_request_after(6 << 20),
             // every 4th PATCH larger than 3 MiB is cut after 3 MiB
             Rule::new().method("PATCH").path("/blobs/uploads/").every(4).drop_request_after(3 << 20),
             // and every 9th larger than 1 MiB after 1 MiB: a second, tighter limit to adapt to
