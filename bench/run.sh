@@ -5,8 +5,10 @@
 #   BENCH_SIZE_MIB=128 BENCH_RUNS=1 bench/run.sh   # quick run
 #
 # Env: BENCH_RUNS (5), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
-#      BENCH_CASES (all: "pack layer push pull copy"), BENCH_NO_BUILD=1 (skip cargo build).
+#      BENCH_CASES (all: "pack layer push pull copy"), BENCH_NO_BUILD=1 (skip cargo build),
+#      BENCH_WORK (bench/work: data, layouts, registry).
 # Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
+# Missing Debian packages (docker-registry, skopeo, umoci, zstd, curl, time) are installed first.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -15,30 +17,41 @@ RUNS=${BENCH_RUNS:-5}
 SIZE=${BENCH_SIZE_MIB:-1024}
 FILES=${BENCH_FILES:-$((20000 * SIZE / 1024 > 500 ? 20000 * SIZE / 1024 : 500))}
 CASES=${BENCH_CASES:-pack layer push pull copy}
-WORK=$HERE/work
+WORK=${BENCH_WORK:-$HERE/work}
 DATA=$WORK/data
 OUT=$WORK/out
 RES=$WORK/results.tsv
 REGDIR=$WORK/registry
-START_REGISTRY=${START_REGISTRY:-/work/shared/testbed/start-registry.sh}
-[ -x "$START_REGISTRY" ] || START_REGISTRY="$ROOT/.ci/start-registry.sh"
+REGISTRY_SH=$HERE/registry.sh
 
 log() { echo "[bench] $*" >&2; }
 has() { case " $CASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
-for t in skopeo umoci curl zstd gzip sha256sum openssl python3 docker-registry; do
+need=()
+for tool in skopeo:skopeo umoci:umoci curl:curl zstd:zstd openssl:openssl docker-registry:docker-registry \
+  /usr/bin/time:time; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+    $SUDO apt-get update >/dev/null 2>&1
+    $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
+  }
+fi
+for t in gzip sha256sum python3 tar; do
   command -v "$t" >/dev/null || { log "missing tool: $t"; exit 1; }
 done
-[ -x /usr/bin/time ] || { log "missing /usr/bin/time (apt-get install -y time)"; exit 1; }
 
 # ---- build
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-  log "cargo build --release (hoist, examples/bench_pack)"
-  (cd "$ROOT" && cargo build --release --quiet --bin hoist --example bench_pack)
+  log "cargo build --release --bin hoist"
+  (cd "$ROOT" && cargo build --release --quiet --bin hoist)
 fi
 HOIST=$ROOT/target/release/hoist
-PACK=$ROOT/target/release/examples/bench_pack
-export HOIST PACK
+export HOIST
 
 # ---- data
 mkdir -p "$WORK" "$OUT"
@@ -84,19 +97,16 @@ measure_queued() {
 # ---- registry (own state dir, quiet log, 127.0.0.1)
 REG_PORT=""
 registry_fresh() {
-  [ -f "$REGDIR/pid" ] && "$START_REGISTRY" --stop "$REGDIR" >/dev/null 2>&1
+  "$REGISTRY_SH" stop "$REGDIR"
   rm -rf "$REGDIR/data"
-  local env
-  env=$("$START_REGISTRY" --dir "$REGDIR" --quiet-log ${REG_PORT:+--port "$REG_PORT"} 2>/dev/null)
-  eval "$env"
-  REG_PORT=${REGISTRY_HOST##*:}
-  REG=$REGISTRY_HOST
+  eval "$("$REGISTRY_SH" start "$REGDIR" $REG_PORT)"
+  REG_PORT=${REG##*:}
   export REG REG_PORT
 }
-registry_stop() { [ -f "$REGDIR/pid" ] && "$START_REGISTRY" --stop "$REGDIR" >/dev/null 2>&1 || true; }
+registry_stop() { "$REGISTRY_SH" stop "$REGDIR"; }
 trap registry_stop EXIT
 export -f registry_fresh registry_stop log
-export START_REGISTRY REGDIR
+export REGISTRY_SH REGDIR
 
 # skopeo: private blob-info cache so runs do not learn from each other's registries
 export SKOPEO_HOME=$WORK/skopeo-home
@@ -118,7 +128,8 @@ HQ="$HOIST --quiet"
 
 if has pack; then
   log "== pack: model dir (${SIZE} MiB raw weights) into a layout"
-  queue pack hoist "rm -rf $OUT/model-layout" "$PACK model $DATA/model $OUT/model-layout"
+  queue pack hoist "rm -rf $OUT/model-layout" \
+    "$HQ model pack $DATA/model --name bench --tag bench --store $OUT/model-layout"
   queue pack "sha256sum (hash once)" "" "sha256sum $WEIGHTS"
   queue pack "openssl sha256 (hash once, SHA-NI)" "" "openssl dgst -sha256 $WEIGHTS"
   queue pack "tee copy | sha256sum + fsync" "rm -f $OUT/weights.copy" \
@@ -129,11 +140,14 @@ fi
 
 if has layer; then
   log "== layer: image layer from ${FILES} files (${TREE_MIB} MiB)"
+  # one layer holding the tree, built by the CLI into a fresh store
+  printf '[[layers]]\nfiles = [{ source = "%s", target = "/" }]\n' "$DATA/tree" > "$WORK/layer.toml"
+  build="$HQ build -f $WORK/layer.toml --tag bench --store $OUT/layer-layout --compression"
   for c in gzip zstd; do
     if [ $c = gzip ]; then lvl=gzip:1; else lvl=zstd:3; fi
-    queue "layer-$c" "hoist ($lvl)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout $lvl"
+    queue "layer-$c" "hoist ($lvl)" "rm -rf $OUT/layer-layout" "$build $lvl"
   done
-  queue layer-gzip "hoist (gzip:6, default)" "rm -rf $OUT/layer-layout" "$PACK layer $DATA/tree $OUT/layer-layout gzip"
+  queue layer-gzip "hoist (gzip:6, default)" "rm -rf $OUT/layer-layout" "$build gzip:6"
   queue layer-gzip "tar | gzip -1" "" "tar -C $DATA/tree -cf - . | gzip -1 > $OUT/tree.tar.gz"
   queue layer-gzip "umoci insert" \
     "rm -rf $OUT/umoci && umoci init --layout $OUT/umoci && umoci new --image $OUT/umoci:bench" \
