@@ -15,6 +15,8 @@ TITLES = {
     "push-warm": "Push again, warm (every blob exists)",
     "pull": "Pull back into a layout",
     "copy": "Copy registry -> registry (other repository, same registry)",
+    "push-tls": "Push over HTTPS, cold (distribution offers HTTP/2)",
+    "pull-tls": "Pull over HTTPS",
 }
 ORDER = list(TITLES)
 
@@ -118,7 +120,9 @@ def main():
     def check(name, ok, detail):
         targets.append((name, "n/a" if ok is None else ("met" if ok else "**missed**"), detail))
 
-    for case in ("push-cold", "pull"):
+    for case in ("push-cold", "pull", "push-tls", "pull-tls"):
+        if case not in st:
+            continue
         h, s = med(case, "hoist"), med(case, "skopeo")
         c = next((v for t, v in st.get(case, {}).items() if t.startswith("curl") and "ceiling" in t and v), None)
         check("%s: speed >= 1.0x skopeo" % case, h and s and h["median"] <= s["median"],

@@ -5,7 +5,7 @@
 #   BENCH_SIZE_MIB=128 BENCH_RUNS=1 bench/run.sh   # quick run
 #
 # Env: BENCH_RUNS (5), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
-#      BENCH_CASES (all: "pack layer push pull copy"), BENCH_NO_BUILD=1 (skip cargo build),
+#      BENCH_CASES (all: "pack layer push pull copy tls"), BENCH_NO_BUILD=1 (skip cargo build),
 #      BENCH_WORK (bench/work: data, layouts, registry).
 # Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
 # Missing Debian packages (docker-registry, skopeo, umoci, zstd, curl, time) are installed first.
@@ -16,7 +16,7 @@ ROOT=$(dirname "$HERE")
 RUNS=${BENCH_RUNS:-5}
 SIZE=${BENCH_SIZE_MIB:-1024}
 FILES=${BENCH_FILES:-$((20000 * SIZE / 1024 > 500 ? 20000 * SIZE / 1024 : 500))}
-CASES=${BENCH_CASES:-pack layer push pull copy}
+CASES=${BENCH_CASES:-pack layer push pull copy tls}
 WORK=${BENCH_WORK:-$HERE/work}
 DATA=$WORK/data
 OUT=$WORK/out
@@ -103,10 +103,21 @@ registry_fresh() {
   REG_PORT=${REG##*:}
   export REG REG_PORT
 }
-registry_stop() { "$REGISTRY_SH" stop "$REGDIR"; }
+registry_stop() { "$REGISTRY_SH" stop "$REGDIR"; "$REGISTRY_SH" stop "$REGDIR_TLS"; }
+# the HTTPS one (case tls): REGS=127.0.0.1:PORT, CA (PEM), CERTDIR (skopeo)
+REGDIR_TLS=$WORK/registry-tls
+REGS_PORT=""
+tls_registry_fresh() {
+  "$REGISTRY_SH" stop "$REGDIR_TLS"
+  rm -rf "$REGDIR_TLS/data"
+  local REG
+  eval "$("$REGISTRY_SH" start-tls "$REGDIR_TLS" $REGS_PORT)"
+  REGS=$REG REGS_PORT=${REG##*:}
+  export REGS REGS_PORT CA CERTDIR
+}
 trap registry_stop EXIT
-export -f registry_fresh registry_stop log
-export REGISTRY_SH REGDIR
+export -f registry_fresh tls_registry_fresh registry_stop log
+export REGISTRY_SH REGDIR REGDIR_TLS
 
 # skopeo: private blob-info cache so runs do not learn from each other's registries
 export SKOPEO_HOME=$WORK/skopeo-home
@@ -115,12 +126,16 @@ export SK
 
 # curl ceiling: POST + one monolithic PUT of the layer blob (config and manifest are noise).
 # -T streams the file (--data-binary @file reads it into memory and refuses 1 GiB).
+# curl_push REPO [SCHEME HOST CURL-ARGS...] (default http and $REG); HTTP/1.1 like hoist.
 curl_push() {
-  local repo=$1 loc
-  loc=$(curl -sf -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
-  case "$loc" in http*) ;; *) loc="http://$REG$loc";; esac
+  local repo=$1 scheme=${2:-http} host=${3:-$REG} loc
+  shift $(($# < 3 ? $# : 3))
+  loc=$(curl -sf --http1.1 "$@" -X POST -D - -o /dev/null "$scheme://$host/v2/$repo/blobs/uploads/" |
+    tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+  case "$loc" in http*) ;; *) loc="$scheme://$host$loc";; esac
   case "$loc" in *\?*) loc="$loc&digest=$LAYER_DIGEST";; *) loc="$loc?digest=$LAYER_DIGEST";; esac
-  curl -sf -X PUT -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$DATA/sys.tar" -o /dev/null "$loc"
+  curl -sf --http1.1 "$@" -X PUT -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$DATA/sys.tar" \
+    -o /dev/null "$loc"
 }
 export -f curl_push
 
@@ -202,6 +217,29 @@ if has copy; then
   queue copy skopeo "" \
     "$SK copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false docker://$REG/bench/hoist:v1 docker://$REG/bench/copy-skopeo-\$RUN:v1"
   measure_queued
+fi
+
+if has tls; then
+  log "== tls: ${SIZE} MiB over HTTPS (distribution offers h2): push cold, then pull"
+  tls_registry_fresh
+  HS="$HQ --ca-file $CA"
+  queue push-tls "hoist (HTTP/1.1, default)" "tls_registry_fresh" "$HS push $DATA/img-layout:bench $REGS/bench/hoist:v1"
+  queue push-tls "hoist --http2" "tls_registry_fresh" "$HS --http2 push $DATA/img-layout:bench $REGS/bench/hoist:v1"
+  queue push-tls skopeo "tls_registry_fresh" \
+    "$SK copy -q --preserve-digests --dest-cert-dir $CERTDIR oci:$DATA/img-layout:bench docker://$REGS/bench/skopeo:v1"
+  queue push-tls "curl POST+PUT --http1.1 (ceiling)" "tls_registry_fresh" "curl_push bench/curl https $REGS --cacert $CA"
+  measure_queued
+  $HS push "$DATA/img-layout:bench" "$REGS/bench/hoist:v1" >/dev/null
+  queue pull-tls "hoist (HTTP/1.1, default)" "rm -rf $OUT/pull" "$HS pull $REGS/bench/hoist:v1 $OUT/pull"
+  queue pull-tls "hoist --http2" "rm -rf $OUT/pull" "$HS --http2 pull $REGS/bench/hoist:v1 $OUT/pull"
+  queue pull-tls skopeo "rm -rf $OUT/pull" \
+    "$SK copy -q --preserve-digests --src-cert-dir $CERTDIR docker://$REGS/bench/hoist:v1 oci:$OUT/pull:v1"
+  for v in 1.1 2; do
+    queue pull-tls "curl GET --http$v (ceiling)" "rm -rf $OUT/pull && mkdir -p $OUT/pull" \
+      "curl -sf --http$v --cacert $CA -o $OUT/pull/blob https://$REGS/v2/bench/hoist/blobs/$LAYER_DIGEST"
+  done
+  measure_queued
+  rm -rf "$OUT/pull"
 fi
 
 registry_stop

@@ -162,7 +162,12 @@ fn access_log_lines_parse() {
     let l = r#"127.0.0.1 - - [24/Nov/2026:05:26:20 +0000] "GET /v2/foo/blobs/uploads/?x=1&y=2 HTTP/1.1" 404 88 "" "curl/7.88.1""#;
     assert_eq!(
         parse_access_line(l),
-        Some(LoggedRequest { method: "GET".into(), path: "/v2/foo/blobs/uploads/?x=1&y=2".into(), status: 404 })
+        Some(LoggedRequest {
+            method: "GET".into(),
+            path: "/v2/foo/blobs/uploads/?x=1&y=2".into(),
+            proto: "HTTP/1.1".into(),
+            status: 404
+        })
     );
     assert_eq!(parse_access_line(r#"time="x" level=info msg="response completed""#), None);
 }

@@ -259,6 +259,39 @@ fn tls_with_ca_file_and_refusal_without() {
     }
 }
 
+/// Blobs go over HTTP/1.1 to a TLS registry that offers h2 (distribution does), a connection
+/// per blob in flight; `--http2` negotiates h2. Judged from the registry's access log.
+#[test]
+fn tls_registry_gets_http1_unless_http2_is_asked_for() {
+    let reg = TestRegistry::start(RegistryOpts::tls());
+    let ca = reg.ca_pem_path();
+    let src = format!("{}:artifact", sample_layout().display());
+    let protos = |extra: &[&str], repo: &str| {
+        let target = format!("{}/{repo}:artifact", reg.host());
+        let mut args = vec!["--ca-file", ca.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        assert_success("push", &hoist(args.iter().copied().chain(["push", src.as_str(), target.as_str()])));
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("pulled");
+        assert_success("pull", &hoist(args.iter().copied().chain(["pull", target.as_str(), dest.to_str().unwrap()])));
+        let mut seen: Vec<(String, String)> = reg
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(&format!("/v2/{repo}/blobs/")))
+            .map(|r| (r.method, r.proto))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    let h1 = protos(&[], "proto/one");
+    assert!(h1.iter().any(|(m, _)| m == "GET") && h1.iter().any(|(m, _)| m == "PUT"), "{h1:?}");
+    assert!(h1.iter().all(|(_, p)| p == "HTTP/1.1"), "{h1:?}");
+    let h2 = protos(&["--http2"], "proto/two");
+    assert!(h2.iter().any(|(m, _)| m == "GET"), "{h2:?}");
+    assert!(h2.iter().all(|(_, p)| p == "HTTP/2.0"), "{h2:?}");
+}
+
 #[test]
 fn corrupt_blob_is_refused_on_push_and_pull() {
     let reg = TestRegistry::plain();

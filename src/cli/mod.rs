@@ -79,6 +79,9 @@ pub(crate) struct Global {
     /// Seconds without data before a transfer counts as stalled.
     #[arg(long, global = true, default_value_t = 60)]
     pub read_timeout: u64,
+    /// Offer HTTP/2 to TLS registries (default: HTTP/1.1, a connection per blob in flight).
+    #[arg(long, global = true)]
+    pub http2: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -232,6 +235,7 @@ fn client_for(g: &Global) -> Result<Arc<Client>> {
         },
         chunk_size: g.chunk_size_mib.max(1) << 20,
         read_timeout: Duration::from_secs(g.read_timeout.max(1)),
+        http2: g.http2,
         ..Default::default()
     };
     Client::new(opts)

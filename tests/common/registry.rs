@@ -69,6 +69,8 @@ pub struct LoggedRequest {
     pub method: String,
     /// Path and query, as requested.
     pub path: String,
+    /// `HTTP/1.1`, `HTTP/2.0`
+    pub proto: String,
     /// Response status.
     pub status: u16,
 }
@@ -472,9 +474,7 @@ pub fn parse_access_line(line: &str) -> Option<LoggedRequest> {
     let mut parts = request.split(' ');
     let method = parts.next()?.to_owned();
     let path = parts.next()?.to_owned();
-    if !parts.next()?.starts_with("HTTP/") {
-        return None;
-    }
+    let proto = parts.next().filter(|p| p.starts_with("HTTP/"))?.to_owned();
     let status = rest.trim_start().split(' ').next()?.parse().ok()?;
-    Some(LoggedRequest { method, path, status })
+    Some(LoggedRequest { method, path, proto, status })
 }
