@@ -78,7 +78,8 @@ def main():
     L.append("| date | %s |" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     L.append("| CPU | %s, nproc %s |" % (cpu, nproc))
     L.append("| memory | %s (data sets fit in the page cache: reads are warm, writes are fsynced by hoist) |" % mem)
-    L.append("| kernel | %s %s, file system %s (no reflinks) |" % (platform.system(), platform.release(), fs))
+    reflinks = {"xfs": " (reflinks)", "btrfs": " (reflinks)"}.get(fs, " (no reflinks)")
+    L.append("| kernel | %s %s, file system %s%s |" % (platform.system(), platform.release(), fs, reflinks))
     L.append("| hoist | commit %s, release build |" % meta.get("commit", "?"))
     L.append("| data | %s MiB random weights; %s MiB tar of /usr/lib,/usr/share; %s files (%s MiB) |" % (
         meta.get("size_mib"), meta.get("size_mib"), meta.get("files"), meta.get("tree_mib")))

@@ -63,6 +63,10 @@ TREE_MIB=$(du -sm --apparent-size "$DATA/tree" | cut -f1)
 WEIGHTS=$DATA/model/model.safetensors
 export DATA OUT WORK LAYER_DIGEST
 
+# ---- page cache: every input read once, so the first timed run is as warm as the others
+cat "$WEIGHTS" "$DATA/sys.tar" > /dev/null
+tar -C "$DATA" -cf - tree img-layout > /dev/null
+
 # ---- machine state
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 OTHERS=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 > 20 {print $2}' | sort | uniq -c | awk '{printf "%s%s(%d)", sep, $2, $1; sep=", "}')

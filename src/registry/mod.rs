@@ -271,7 +271,7 @@ impl Client {
         // window. Over one h2 connection, parallel blobs share one congestion window and
         // hyper's flow-control windows (2 MiB a stream, 5 MiB in all: at 50 ms RTT, 100 MB/s
         // for everything), and against distribution over TLS a 1 GiB pull took 3.4 s on h2
-        // and 2.4 s on HTTP/1.1, a push 1.9x the client CPU (bench/NOTES.md).
+        // and 2.4 s on HTTP/1.1 (bench/NOTES.md).
         b = if opts.http2 { b.http2_adaptive_window(true) } else { b.http1_only() };
         let http = b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
         Ok(Arc::new(Client { http, opts, hosts: tokio::sync::Mutex::new(HashMap::new()) }))
