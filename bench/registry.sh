@@ -58,26 +58,8 @@ stop
 port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 mkdir -p "$dir/data"
 secret=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat > "$dir/config.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-  secret: $secret
-YAML
+sed -e "s|@LEVEL@|error|; s|@ACCESSLOG_OFF@|true|; s|@DATA@|$dir/data|; s|@PORT@|$port|; s|@SECRET@|$secret|" \
+  "$(dirname "$0")/../tests/common/registry-config.yml" > "$dir/config.yml"
 if [ $scheme = https ]; then
   printf '  tls:\n    certificate: %s\n    key: %s\n' "$dir/tls/cert.pem" "$dir/tls/key.pem" >> "$dir/config.yml"
 fi

@@ -278,32 +278,12 @@ impl TestRegistry {
                 s
             })
         };
-        let mut y = format!(
-            "version: 0.1
-log:
-  level: info
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
-  secret: {secret}
-  headers:
-    X-Content-Type-Options: [nosniff]
-",
-            data = root.join("data").display(),
-            port = self.port,
-        );
+        let mut y = include_str!("registry-config.yml")
+            .replace("@LEVEL@", "info")
+            .replace("@ACCESSLOG_OFF@", "false")
+            .replace("@DATA@", &root.join("data").display().to_string())
+            .replace("@PORT@", &self.port.to_string())
+            .replace("@SECRET@", &secret);
         if self.opts.tls {
             let _ = write!(
                 y,
