@@ -1197,10 +1197,11 @@ async fn send_counting(
     }
 }
 
-/// A blob download that resumes with `Range` after a dropped connection. The body is polled
-/// by the reader itself (no task and channel in between: one wake-up per chunk, not three).
+/// A blob download that resumes with `Range` after a dropped connection. The reader polls the
+/// response body itself: no task and channel in between.
 fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStream {
-    let download = Download { repo, desc, offset: start, failures: 0, body: None, skip: 0, done: false };
+    let path = format!("blobs/{}", desc.digest);
+    let download = Download { repo, desc, path, offset: start, failures: 0, body: None, skip: 0, done: false };
     let stream = futures::stream::unfold(download, |mut d| async move {
         if d.done {
             return None;
@@ -1223,6 +1224,8 @@ type BodyStream = futures::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 struct Download {
     repo: Repository,
     desc: Descriptor,
+    /// `blobs/<digest>`
+    path: String,
     offset: u64,
     failures: u32,
     body: Option<BodyStream>,
@@ -1235,10 +1238,9 @@ impl Download {
     /// The next piece of the blob; `None` at its end. Reconnects (with `Range`) after a
     /// broken body, up to the retry policy's attempts in a row without progress.
     async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let path = format!("blobs/{}", self.desc.digest);
         loop {
             if self.body.is_none() {
-                let body = self.connect(&path).await?;
+                let body = self.connect().await?;
                 self.body = Some(body);
             }
             let next = self.body.as_mut().expect("connected").next().await;
@@ -1271,8 +1273,8 @@ impl Download {
     }
 
     /// GET the blob from the current offset.
-    async fn connect(&mut self, path: &str) -> Result<BodyStream> {
-        let range = self.offset;
+    async fn connect(&mut self) -> Result<BodyStream> {
+        let (range, path) = (self.offset, self.path.as_str());
         let resp = self
             .repo
             .request(Method::GET, path, false, &|r| {
