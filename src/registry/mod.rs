@@ -1201,20 +1201,14 @@ async fn send_counting(
 /// response body itself: no task and channel in between.
 fn resuming_download(repo: Repository, desc: Descriptor, start: u64) -> BlobStream {
     let path = format!("blobs/{}", desc.digest);
-    let download = Download { repo, desc, path, offset: start, failures: 0, body: None, skip: 0, done: false };
-    let stream = futures::stream::unfold(download, |mut d| async move {
-        if d.done {
-            return None;
-        }
-        match d.next_chunk().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), d)),
-            Ok(None) => None,
-            Err(e) => {
-                d.done = true;
-                Some((Err(std::io::Error::other(e)), d))
-            }
-        }
-    });
+    let download = Download { repo, desc, path, offset: start, failures: 0, body: None, skip: 0 };
+    // try_unfold ends the stream after the first error.
+    let stream =
+        futures::stream::try_unfold(
+            download,
+            |mut d| async move { Ok::<_, Error>(d.next_chunk().await?.map(|c| (c, d))) },
+        )
+        .map_err(std::io::Error::other);
     Box::pin(tokio_util::io::StreamReader::new(stream))
 }
 
@@ -1231,7 +1225,6 @@ struct Download {
     body: Option<BodyStream>,
     /// Bytes still to drop from the body: a registry that ignored `Range` sends from 0.
     skip: u64,
-    done: bool,
 }
 
 impl Download {
