@@ -27,20 +27,8 @@ REGISTRY_SH=$HERE/registry.sh
 log() { echo "[bench] $*" >&2; }
 has() { case " $CASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
-need=()
-for tool in skopeo:skopeo umoci:umoci curl:curl zstd:zstd openssl:openssl docker-registry:docker-registry \
-  /usr/bin/time:time; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing: ${need[*]}"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
-    $SUDO apt-get update >/dev/null 2>&1
-    $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
-  }
-fi
+bash "$ROOT/.ci/install-missing.sh" skopeo:skopeo umoci:umoci curl:curl zstd:zstd openssl:openssl \
+  docker-registry:docker-registry /usr/bin/time:time
 for t in gzip sha256sum python3 tar; do
   command -v "$t" >/dev/null || { log "missing tool: $t"; exit 1; }
 done
