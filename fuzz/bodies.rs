@@ -5,13 +5,13 @@
 use std::io::Write;
 use std::str::FromStr;
 
-/// References and transport endpoints (`hoist::reference::Reference`, `hoist::transport::Endpoint`).
+/// References and transport endpoints (`hoist::model::reference::Reference`, `hoist::transport::Endpoint`).
 pub fn reference(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(r) = hoist::reference::Reference::from_str(s) {
+    if let Ok(r) = hoist::model::reference::Reference::from_str(s) {
         // what parses must print and parse again
         let again = r.to_string();
-        let _ = hoist::reference::Reference::from_str(&again);
+        let _ = hoist::model::reference::Reference::from_str(&again);
     }
     if let Ok(e) = hoist::transport::Endpoint::from_str(s) {
         let _ = e.to_string();
@@ -21,18 +21,18 @@ pub fn reference(data: &[u8]) {
     }
 }
 
-/// Manifests and indexes (`hoist::document::Document::parse`), with and without a media type hint.
+/// Manifests and indexes (`hoist::model::document::Document::parse`), with and without a media type hint.
 pub fn document(data: &[u8]) {
     let bytes = bytes::Bytes::copy_from_slice(data);
     let digest = hoist::Digest::sha256_of(data);
     for hint in [
         None,
-        Some(hoist::media::OCI_MANIFEST),
-        Some(hoist::media::OCI_INDEX),
-        Some(hoist::media::DOCKER_MANIFEST),
-        Some(hoist::media::DOCKER_MANIFEST_LIST),
+        Some(hoist::model::media::OCI_MANIFEST),
+        Some(hoist::model::media::OCI_INDEX),
+        Some(hoist::model::media::DOCKER_MANIFEST),
+        Some(hoist::model::media::DOCKER_MANIFEST_LIST),
     ] {
-        if let Ok(doc) = hoist::document::Document::parse(bytes.clone(), digest.clone(), hint, "fuzz") {
+        if let Ok(doc) = hoist::model::document::Document::parse(bytes.clone(), digest.clone(), hint, "fuzz") {
             let _ = doc.children();
             let _ = doc.descriptor();
             let _ = doc.artifact_type();
@@ -52,12 +52,12 @@ pub fn digest(data: &[u8]) {
     }
 }
 
-/// Tar reading (`hoist::archive::OciArchive::open` on a temp file).
+/// Tar reading (`hoist::transport::archive::oci::OciArchive::open` on a temp file).
 pub fn tar(data: &[u8]) {
     let Ok(mut f) = tempfile::NamedTempFile::new() else { return };
     if f.write_all(data).is_err() {
         return;
     }
-    let _ = hoist::archive::OciArchive::open(f.path());
-    let _ = hoist::docker_archive::DockerArchive::open(f.path());
+    let _ = hoist::transport::archive::oci::OciArchive::open(f.path());
+    let _ = hoist::transport::archive::docker::DockerArchive::open(f.path());
 }

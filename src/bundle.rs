@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::build::write::{ImageIndex, ImageManifest};
-use crate::descriptor::{Descriptor, Platform};
-use crate::document::View;
+use crate::model::write::{ImageIndex, ImageManifest};
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::document::View;
 use crate::error::{Error, Result};
-use crate::index::{platform_of, read_blob, Child, Created, Plan};
-use crate::media;
-use crate::target::Source;
+use crate::merge::{platform_of, read_blob, Child, Created, Plan};
+use crate::model::media;
+use crate::transport::Source;
 
 /// One image in bundle.json. Fields in sorted order: the struct serializes as canonical JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,11 +10,11 @@ use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
 use crate::error::{Error, Result};
-use crate::media;
-use crate::target::{BlobOutcome, Destination, Progress, Source};
+use crate::model::media;
+use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
 #[derive(Clone, Debug)]
 pub struct CopyOptions {

@@ -40,6 +40,11 @@ pub enum Error {
     #[error("unsafe path {path:?} in {location}: {reason}")]
     UnsafePath { path: String, location: String, reason: String },
 
+    /// The command line itself is wrong (a bad flag value, flags that exclude each other):
+    /// exit code 2, like clap's own usage errors.
+    #[error("{0}")]
+    Usage(String),
+
     #[error("{0}")]
     Unsupported(String),
 
@@ -65,7 +70,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::InvalidDigest { .. } | Error::InvalidReference { .. } | Error::Malformed { .. } => 2,
-            Error::UnsafePath { .. } | Error::Unsupported(_) => 2,
+            Error::UnsafePath { .. } | Error::Unsupported(_) | Error::Usage(_) => 2,
             Error::NotFound { .. } => 3,
             Error::Auth { .. } => 4,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => 5,

@@ -1,33 +1,25 @@
 //! hoist: build, store and ship OCI images and artifacts without a daemon.
 //!
-//! Content model (`digest`, `descriptor`, `document`, `media`), one trait set for every
-//! transport (`target`), the transports (`layout`, `registry`, ...) and the one graph
-//! copy that moves content between any two of them (`copy`).
+//! The crate is layered; each layer uses only the ones above it in this list:
+//! - [`model`]: the content model (digests, descriptors, documents kept as their exact bytes,
+//!   media types, references, platforms, and the deterministic documents hoist writes);
+//! - [`transport`]: the `Source`/`Destination` trait set and every transport implementing it
+//!   (OCI layout, OCI and docker archives, in-memory, registry), plus endpoint parsing;
+//! - operations on any two transports: [`copy`] (the one graph copy), [`merge`] (indexes made
+//!   from many roots), [`bundle`] (CNAB), [`output`] (buildx-style `--output`);
+//! - [`build`]: images, artifacts and ModelPack models built into a local layout.
 
-pub mod archive;
-mod blobfile;
 pub mod build;
 pub mod bundle;
 pub mod copy;
-pub mod descriptor;
-pub mod digest;
-pub mod docker_archive;
-pub mod document;
 pub mod error;
-pub mod index;
-pub mod layout;
-pub mod media;
-pub mod memory;
+pub mod merge;
+pub mod model;
 pub mod output;
-pub mod reference;
-pub mod registry;
-pub mod target;
 pub mod transport;
 
-pub use descriptor::{Descriptor, Platform};
-pub use digest::Digest;
-pub use document::Document;
 pub use error::{Error, Result};
+pub use model::{Descriptor, Digest, Document, Platform};
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::copy::{self, CopyOptions, CopyReport};
-use crate::descriptor::{Descriptor, Platform};
+use crate::model::descriptor::{Descriptor, Platform};
 use crate::error::{Error, Result};
-use crate::reference::Reference;
-use crate::registry::Client;
-use crate::target::{Progress, Source};
+use crate::model::reference::Reference;
+use crate::transport::registry::Client;
+use crate::transport::{Progress, Source};
 use crate::transport::{open_destination, Endpoint};
 
 /// One parsed `--output`.
@@ -177,7 +177,7 @@ pub fn write_metadata(
 ) -> Result<()> {
     let mut m = serde_json::Map::new();
     let mut d = root.clone();
-    d.annotations.remove(crate::media::ANNOTATION_REF_NAME);
+    d.annotations.remove(crate::model::media::ANNOTATION_REF_NAME);
     m.insert("containerimage.digest".into(), serde_json::Value::from(d.digest.to_string()));
     m.insert("containerimage.descriptor".into(), serde_json::to_value(&d).map_err(|e| Error::Other(e.to_string()))?);
     let names: Vec<String> = outputs.iter().flat_map(|o| o.names.iter().cloned()).collect();
@@ -191,7 +191,7 @@ pub fn write_metadata(
     }
     let bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = crate::layout::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = crate::transport::layout::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())

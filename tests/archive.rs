@@ -6,12 +6,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist::archive::{OciArchive, OciArchiveWriter};
+use hoist::transport::archive::oci::{OciArchive, OciArchiveWriter};
 use hoist::copy::{self, CopyOptions};
-use hoist::docker_archive::{DockerArchive, DockerArchiveWriter};
-use hoist::layout::Layout;
-use hoist::media;
-use hoist::target::{Destination, NoProgress, Source};
+use hoist::transport::archive::docker::{DockerArchive, DockerArchiveWriter};
+use hoist::transport::layout::Layout;
+use hoist::model::media;
+use hoist::transport::{Destination, NoProgress, Source};
 use hoist::{Descriptor, Error};
 
 const HELLO: &[u8] = b"hello from hoist\n";

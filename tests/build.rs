@@ -16,8 +16,9 @@ use hoist::build::{
     build_artifact, build_image, build_model, load_annotation_file, unpack_model, ArtifactFile, ArtifactSpec,
     BuildFile, Compression, ImageSpec, LayerEntry, LayerSpec, ModelLayerFormat, ModelSpec,
 };
-use hoist::layout::Layout;
-use hoist::{media, Descriptor, Digest, Error};
+use hoist::transport::layout::Layout;
+use hoist::model::media;
+use hoist::{Descriptor, Digest, Error};
 use serde_json::Value;
 
 fn examples() -> PathBuf {
@@ -489,7 +490,7 @@ async fn model_unpack_refuses_traversal_and_reads_cnai_types() {
     layout.write_blob_bytes(&config, media::EMPTY_JSON).unwrap();
     for (path, ok) in [("weights/w.bin", true), ("../escape.bin", false), ("/abs.bin", false)] {
         let l = layer.clone().with_annotation(media::ANNOTATION_MODEL_FILEPATH_CNAI, path);
-        let manifest = hoist::build::write::ImageManifest::new(config.clone(), vec![l]);
+        let manifest = hoist::model::write::ImageManifest::new(config.clone(), vec![l]);
         let bytes = manifest.to_bytes().unwrap();
         let root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
         layout.write_blob_bytes(&root, &bytes).unwrap();
@@ -601,7 +602,7 @@ async fn model_unpack_takes_modctl_mtimes_and_ignores_bad_metadata() {
         layers.push(l);
     }
     layout.write_blob_bytes(&layers[0], data).unwrap();
-    let bytes = hoist::build::write::ImageManifest::new(config, layers).to_bytes().unwrap();
+    let bytes = hoist::model::write::ImageManifest::new(config, layers).to_bytes().unwrap();
     let root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
     layout.write_blob_bytes(&root, &bytes).unwrap();
     let out = t.path().join("out");

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hoist::copy::{self, CopyOptions};
-use hoist::layout::Layout;
-use hoist::target::{BlobStream, Destination, NoProgress, Source};
+use hoist::transport::layout::Layout;
+use hoist::transport::{BlobStream, Destination, NoProgress, Source};
 use hoist::{Descriptor, Digest, Error};
 use tokio::io::AsyncReadExt;
 
@@ -74,7 +74,7 @@ async fn walk(src: &dyn Source, desc: &Descriptor, docs: &mut Vec<(Digest, Bytes
     let doc = src.fetch_document(desc).await.unwrap();
     docs.push((doc.digest.clone(), doc.bytes.clone()));
     for c in doc.children() {
-        if hoist::media::is_document(&c.media_type) {
+        if hoist::model::media::is_document(&c.media_type) {
             Box::pin(walk(src, &c, docs, blobs)).await;
         } else {
             blobs.push(c);
@@ -171,10 +171,10 @@ impl Harness for OciArchiveH {
         "oci-archive"
     }
     async fn destination(&self) -> Box<dyn Destination> {
-        Box::new(hoist::archive::OciArchiveWriter::create(&self.0).await.unwrap())
+        Box::new(hoist::transport::archive::oci::OciArchiveWriter::create(&self.0).await.unwrap())
     }
     async fn reopen(&self) -> Box<dyn Source> {
-        Box::new(hoist::archive::OciArchive::open(&self.0).unwrap())
+        Box::new(hoist::transport::archive::oci::OciArchive::open(&self.0).unwrap())
     }
     async fn is_untouched(&self, _: &Descriptor) -> bool {
         !self.0.exists() && no_temp_files(self.0.parent().unwrap())
@@ -193,13 +193,13 @@ impl Harness for DockerArchiveH {
     async fn destination(&self) -> Box<dyn Destination> {
         let p = hoist::Platform::parse("linux/amd64");
         Box::new(
-            hoist::docker_archive::DockerArchiveWriter::create(&self.0, vec!["example.com/conf:v1".into()], p)
+            hoist::transport::archive::docker::DockerArchiveWriter::create(&self.0, vec!["example.com/conf:v1".into()], p)
                 .await
                 .unwrap(),
         )
     }
     async fn reopen(&self) -> Box<dyn Source> {
-        Box::new(hoist::docker_archive::DockerArchive::open(&self.0).unwrap())
+        Box::new(hoist::transport::archive::docker::DockerArchive::open(&self.0).unwrap())
     }
     fn tags(&self) -> Vec<&'static str> {
         vec![]
@@ -212,8 +212,8 @@ impl Harness for DockerArchiveH {
     }
 }
 
-struct MemoryH(Arc<hoist::memory::Memory>);
-struct MemRef(Arc<hoist::memory::Memory>);
+struct MemoryH(Arc<hoist::transport::memory::Memory>);
+struct MemRef(Arc<hoist::transport::memory::Memory>);
 #[async_trait]
 impl Source for MemRef {
     fn location(&self) -> String {
@@ -244,8 +244,8 @@ impl Destination for MemRef {
         &self,
         d: &Descriptor,
         s: &dyn Source,
-        p: &dyn hoist::target::Progress,
-    ) -> hoist::Result<hoist::target::BlobOutcome> {
+        p: &dyn hoist::transport::Progress,
+    ) -> hoist::Result<hoist::transport::BlobOutcome> {
         self.0.push_blob(d, s, p).await
     }
     async fn push_manifest(&self, d: &Descriptor, b: Bytes, t: Option<&str>) -> hoist::Result<()> {
@@ -269,8 +269,8 @@ impl Harness for MemoryH {
 }
 
 struct RegistryH {
-    client: Arc<hoist::registry::Client>,
-    reference: hoist::reference::Reference,
+    client: Arc<hoist::transport::registry::Client>,
+    reference: hoist::model::reference::Reference,
 }
 #[async_trait]
 impl Harness for RegistryH {
@@ -346,14 +346,14 @@ async fn docker_archive_conformance() {
 
 #[tokio::test]
 async fn memory_conformance() {
-    run_conformance(&MemoryH(Arc::new(hoist::memory::Memory::new()))).await;
-    run_refusal(&MemoryH(Arc::new(hoist::memory::Memory::new()))).await;
+    run_conformance(&MemoryH(Arc::new(hoist::transport::memory::Memory::new()))).await;
+    run_refusal(&MemoryH(Arc::new(hoist::transport::memory::Memory::new()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_conformance() {
     let reg = tokio::task::spawn_blocking(common::TestRegistry::plain).await.unwrap();
-    let client = hoist::registry::Client::new(Default::default()).unwrap();
+    let client = hoist::transport::registry::Client::new(Default::default()).unwrap();
     let h = RegistryH { client: client.clone(), reference: format!("{}/conf/a", reg.host()).parse().unwrap() };
     run_conformance(&h).await;
     let h = RegistryH { client, reference: format!("{}/conf/b", reg.host()).parse().unwrap() };

@@ -142,7 +142,7 @@ fn pull_resumes_dropped_downloads() {
     assert_success("fsck", &hoist(["layout", "fsck", layout.to_str().unwrap()]));
     let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(idx["manifests"][0]["digest"], digest);
-    for (d, _) in hoist::layout::Layout::open(&layout).unwrap().all_blobs().unwrap() {
+    for (d, _) in hoist::transport::layout::Layout::open(&layout).unwrap().all_blobs().unwrap() {
         assert_eq!(
             std::fs::read(blob_path(&layout, &d.to_string())).unwrap(),
             std::fs::read(blob_path(src.path(), &d.to_string())).unwrap()
@@ -272,7 +272,7 @@ fn retries_are_bounded() {
 /// ends at the size; no more than `jobs` blobs move at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_stays_correct_across_retries_and_jobs_bound_concurrency() {
-    use hoist::target::{BlobOutcome, Progress};
+    use hoist::transport::{BlobOutcome, Progress};
     #[derive(Default)]
     struct Rec {
         pos: Mutex<std::collections::HashMap<String, u64>>,
@@ -318,15 +318,15 @@ async fn progress_stays_correct_across_retries_and_jobs_bound_concurrency() {
         ],
     )
     .unwrap();
-    let client = hoist::registry::Client::new(hoist::registry::RegistryOptions {
+    let client = hoist::transport::registry::Client::new(hoist::transport::registry::RegistryOptions {
         insecure: vec![proxy.host()],
         chunk_size: 1 << 20,
         ..Default::default()
     })
     .unwrap();
-    let reference: hoist::reference::Reference = format!("{}/prog/img:v1", proxy.host()).parse().unwrap();
+    let reference: hoist::model::reference::Reference = format!("{}/prog/img:v1", proxy.host()).parse().unwrap();
     let dst = client.repository(&reference);
-    let layout = hoist::layout::Layout::open(src.path()).unwrap();
+    let layout = hoist::transport::layout::Layout::open(src.path()).unwrap();
     let root = layout.resolve_sync(Some("v1")).unwrap();
     let rec = Arc::new(Rec::default());
     let opts = hoist::copy::CopyOptions { jobs: 2 };

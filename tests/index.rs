@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use hoist::build::{build_image, BuildFile, ImageSpec};
-use hoist::layout::Layout;
+use hoist::transport::layout::Layout;
 use hoist::output::{parse_output, write_metadata};
 use hoist::Descriptor;
 use serde_json::Value;
@@ -106,7 +106,7 @@ fn merges_pushed_platform_manifests_into_one_index() {
     assert!(ms[0].get("annotations").is_none());
     let v: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(v["annotations"]["org.opencontainers.image.description"], "multi-node");
-    assert_eq!(v["mediaType"], hoist::media::OCI_INDEX);
+    assert_eq!(v["mediaType"], hoist::model::media::OCI_INDEX);
 
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["copy".to_string(), "--all".to_string()];
@@ -218,7 +218,7 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
     let ms = manifests(nested.as_bytes());
     assert_eq!(ms.len(), 1);
     assert_eq!(ms[0]["digest"], index_digest);
-    assert_eq!(ms[0]["mediaType"], hoist::media::OCI_INDEX);
+    assert_eq!(ms[0]["mediaType"], hoist::model::media::OCI_INDEX);
 }
 
 #[test]

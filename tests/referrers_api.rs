@@ -230,7 +230,7 @@ fn repository_remembers_whether_the_api_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let subject: hoist::Digest = push_image(tmp.path(), &reg.host(), "c/img:v1", 7).parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = hoist::registry::Client::new(Default::default()).unwrap();
+    let client = hoist::transport::registry::Client::new(Default::default()).unwrap();
     let list_twice = |host: String| {
         let repo = client.repository(&format!("{host}/c/img:v1").parse().unwrap());
         rt.block_on(async {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hoist::build::{build_model, ModelSpec};
-use hoist::layout::Layout;
+use hoist::transport::layout::Layout;
 use hoist::{Descriptor, Digest};
 use serde_json::Value;
 

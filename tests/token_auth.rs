@@ -221,7 +221,7 @@ fn expired_tokens_are_refreshed_on_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_401s_share_one_token_refresh() {
-    use hoist::target::Destination as _;
+    use hoist::transport::Destination as _;
     // Tokens the registry accepts for 2 s. One request caches a token; once it has expired,
     // 16 requests go out together with it and are all refused. The first to take the fetch
     // lock gets a new token; the other 15 must take that one, not fetch 15 more.
@@ -230,16 +230,16 @@ async fn concurrent_401s_share_one_token_refresh() {
     opts.effective_ttl = Some(Duration::from_secs(2));
     let reg = tokio::task::spawn_blocking(move || TestRegistry::start(RegistryOpts::token_with(opts))).await.unwrap();
     let ts = token_server(&reg);
-    let client = hoist::registry::Client::new(hoist::registry::RegistryOptions {
+    let client = hoist::transport::registry::Client::new(hoist::transport::registry::RegistryOptions {
         insecure: vec![reg.host()],
-        credential: Some(hoist::registry::credentials::Credential::Basic {
+        credential: Some(hoist::transport::registry::credentials::Credential::Basic {
             username: USER.to_owned(),
             password: PASS.to_owned(),
         }),
         ..Default::default()
     })
     .unwrap();
-    let reference: hoist::reference::Reference = format!("{}/app/single-flight:v1", reg.host()).parse().unwrap();
+    let reference: hoist::model::reference::Reference = format!("{}/app/single-flight:v1", reg.host()).parse().unwrap();
     let repo = client.repository(&reference);
     // Blobs the registry does not have: each HEAD answers 404 (false) once authorized.
     let blob = |i: usize| hoist::Descriptor::of_bytes("application/octet-stream", format!("blob {i}").as_bytes());

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::write::ImageManifest;
+use crate::model::write::ImageManifest;
 use super::{store_bytes, store_file_blocking};
-use crate::descriptor::Descriptor;
+use crate::model::descriptor::Descriptor;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
-use crate::media;
+use crate::transport::layout::Layout;
+use crate::model::media;
 
 /// One file of an artifact.
 #[derive(Clone, Debug, PartialEq, Eq)]

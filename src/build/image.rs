@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
-use super::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
+use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
 use super::{rfc3339, source_date_epoch, store_bytes};
-use crate::descriptor::{Descriptor, Platform};
-use crate::document::View;
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::document::View;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
-use crate::media;
-use crate::target::{unwrap_io_error, Destination, NoProgress, Source, VerifyReader};
+use crate::transport::layout::Layout;
+use crate::model::media;
+use crate::transport::{unwrap_io_error, Destination, NoProgress, Source, VerifyReader};
 
 /// Largest base image config hoist reads.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;

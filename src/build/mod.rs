@@ -7,17 +7,16 @@ pub mod image;
 pub mod layer;
 pub mod model;
 mod pgzip;
-pub mod write;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::blobfile::{BlobFile, IoBlock};
-use crate::descriptor::Descriptor;
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::transport::layout::blobfile::{BlobFile, IoBlock};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::Layout;
+use crate::transport::layout::Layout;
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
@@ -117,11 +116,6 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset, nanos))
-}
-
-/// Serialize a document hoist writes: compact JSON from its own ordered structs.
-pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Other(format!("serialize document: {e}")))
 }
 
 /// Store in-memory JSON as a blob and return its descriptor.
@@ -252,7 +246,7 @@ impl TempBlob {
     pub fn new(layout: &Layout) -> Result<TempBlob> {
         let dir = layout.root().join(LAYOUT_TMP);
         fs::create_dir_all(&dir).at(&dir)?;
-        let tmp = crate::layout::public_temp("build-").tempfile_in(&dir).at(&dir)?;
+        let tmp = crate::transport::layout::public_temp("build-").tempfile_in(&dir).at(&dir)?;
         Ok(TempBlob { tmp })
     }
     pub fn path(&self) -> &Path {
@@ -295,7 +289,7 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
     let tmp = TempBlob::new(layout)?;
     let (digest, size) = if reflink(&input, tmp.file()) {
         let size = tmp.file().metadata().at(tmp.path())?.len();
-        (crate::layout::hash_file(tmp.path(), Algorithm::Sha256)?, size)
+        (crate::transport::layout::hash_file(tmp.path(), Algorithm::Sha256)?, size)
     } else {
         let len = input.metadata().at(src)?.len();
         let out = BlobFile::for_size(tmp.file().try_clone().at(tmp.path())?, len);

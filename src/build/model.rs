@@ -17,15 +17,15 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::layer::{build_layer_blocking, Compression, LayerEntry};
-use super::write::ImageManifest;
+use crate::model::write::ImageManifest;
 use super::{parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_blocking};
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
-use crate::document::View;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::View;
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{write_verified, Layout};
-use crate::media;
-use crate::target::{NoProgress, Source};
+use crate::transport::layout::{write_verified, Layout};
+use crate::model::media;
+use crate::transport::{NoProgress, Source};
 
 /// What a model file is, which picks its layer media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -349,7 +349,7 @@ fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor>
         desc.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), rel.clone());
         desc.annotations.insert(
             media::ANNOTATION_MODEL_FILE_METADATA.into(),
-            String::from_utf8(super::to_json(&fm)?).expect("json is utf-8"),
+            String::from_utf8(crate::model::write::to_json(&fm)?).expect("json is utf-8"),
         );
         desc.annotations.insert(media::ANNOTATION_TITLE.into(), name);
         layers.push(desc);
@@ -374,7 +374,7 @@ fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor>
             quantization: spec.quantization.clone(),
         },
     };
-    let config_desc = store_bytes(layout, media::MODEL_CONFIG, &super::to_json(&config)?)?;
+    let config_desc = store_bytes(layout, media::MODEL_CONFIG, &crate::model::write::to_json(&config)?)?;
     let mut manifest = ImageManifest::new(config_desc, layers);
     manifest.artifact_type = Some(media::MODEL_ARTIFACT.into());
     manifest.annotations = spec.annotations.clone();

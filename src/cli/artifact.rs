@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use hoist::build::{build_artifact, load_annotation_file, ArtifactFile, ArtifactSpec};
 use hoist::copy;
 use hoist::error::{Error, Result};
-use hoist::media;
+use hoist::model::media;
 use hoist::transport::{open_destination, Endpoint};
 
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};

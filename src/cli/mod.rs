@@ -2,7 +2,7 @@
 
 mod artifact;
 mod build;
-mod index;
+mod merge;
 mod model;
 mod progress;
 mod referrers;
@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hoist::copy::{self, CopyOptions, CopyReport};
-use hoist::document::View;
+use hoist::model::document::View;
 use hoist::error::{Error, Result};
-use hoist::layout::{tag_of_ref_name, Layout};
-use hoist::registry::credentials::{self, Credential};
-use hoist::registry::{Client, RegistryOptions, UploadMode};
-use hoist::target::{Destination, Source};
+use hoist::transport::layout::{tag_of_ref_name, Layout};
+use hoist::transport::registry::credentials::{self, Credential};
+use hoist::transport::registry::{Client, RegistryOptions, UploadMode};
+use hoist::transport::{Destination, Source};
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
@@ -153,10 +153,10 @@ enum Command {
     Referrers(referrers::ReferrersArgs),
     /// Make image indexes from manifests and indexes anywhere (multi-node builds).
     #[command(subcommand)]
-    Index(index::IndexCmd),
+    Index(merge::IndexCmd),
     /// Make and read CNAB bundles stored as OCI indexes.
     #[command(subcommand)]
-    Bundle(index::BundleCmd),
+    Bundle(merge::BundleCmd),
 }
 
 #[derive(Subcommand)]
@@ -227,7 +227,7 @@ fn client_for(g: &Global) -> Result<Arc<Client>> {
         tls_verify: g.tls_verify,
         ca_files: g.ca_file.clone(),
         credential,
-        retry: hoist::registry::RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
+        retry: hoist::transport::registry::RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
         upload: match g.upload {
             Upload::Auto => UploadMode::Auto,
             Upload::Monolithic => UploadMode::Monolithic,
@@ -361,8 +361,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Artifact(cmd) => artifact::run(&ctx, cmd).await,
         Command::Model(cmd) => model::run(&ctx, cmd).await,
         Command::Referrers(args) => referrers::run(&ctx, args).await,
-        Command::Index(cmd) => index::run_index(&ctx, cmd).await,
-        Command::Bundle(cmd) => index::run_bundle(&ctx, cmd).await,
+        Command::Index(cmd) => merge::run_index(&ctx, cmd).await,
+        Command::Bundle(cmd) => merge::run_bundle(&ctx, cmd).await,
         Command::Layout(LayoutCmd::Fsck { dir }) => {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;
@@ -522,14 +522,14 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
             return Err(Error::Unsupported(format!("{ep} is an index; pick a manifest by digest to see its config")));
         };
         let mut stream = src.open_blob(&m.config, 0).await?;
-        if m.config.size > hoist::media::MAX_MANIFEST_SIZE {
+        if m.config.size > hoist::model::media::MAX_MANIFEST_SIZE {
             return Err(Error::malformed("config", src.location(), "config larger than 4 MiB"));
         }
         let mut buf = Vec::new();
-        let mut verify = hoist::target::VerifyReader::new(&mut stream, &m.config, src.location());
+        let mut verify = hoist::transport::VerifyReader::new(&mut stream, &m.config, src.location());
         tokio::io::AsyncReadExt::read_to_end(&mut verify, &mut buf)
             .await
-            .map_err(|e| hoist::target::unwrap_io_error(e, "config"))?;
+            .map_err(|e| hoist::transport::unwrap_io_error(e, "config"))?;
         let _ = out.write_all(&buf);
         return Ok(0);
     }
@@ -577,7 +577,7 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
             let _ = writeln!(out, "Layers:");
             for l in &m.layers {
                 let title =
-                    l.annotations.get(hoist::media::ANNOTATION_TITLE).map(|t| format!("  {t}")).unwrap_or_default();
+                    l.annotations.get(hoist::model::media::ANNOTATION_TITLE).map(|t| format!("  {t}")).unwrap_or_default();
                 let _ = writeln!(out, "  {}  {:>10}  {}{}", l.digest, human(l.size), l.media_type, title);
             }
         }

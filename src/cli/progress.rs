@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use hoist::target::{BlobOutcome, Progress};
+use hoist::transport::{BlobOutcome, Progress};
 use hoist::{Descriptor, Digest};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 

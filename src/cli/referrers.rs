@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 
 use clap::Args;
-use hoist::document::View;
+use hoist::model::document::View;
 use hoist::error::Result;
-use hoist::registry::referrers::referrer_descriptor;
-use hoist::target::Source;
+use hoist::transport::registry::referrers::referrer_descriptor;
+use hoist::transport::Source;
 use hoist::transport::Endpoint;
-use hoist::{media, Descriptor, Digest};
+use hoist::model::media;
+use hoist::{Descriptor, Digest};
 
 use super::store::resolve_any;
 use super::Ctx;

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hoist::error::{Error, Result};
-use hoist::layout::Layout;
+use hoist::transport::layout::Layout;
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
-use hoist::target::Source;
+use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
@@ -139,6 +139,6 @@ pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint,
         (r, _) => r,
     };
     let mut desc = src.resolve(r.as_deref()).await?;
-    desc.annotations.remove(hoist::media::ANNOTATION_REF_NAME);
+    desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
     Ok((ep, src, desc))
 }

@@ -697,7 +697,7 @@ fn referrer_entry(body: &[u8], content_type: Option<&str>) -> Option<(String, se
     let media_type = v.get("mediaType").and_then(|m| m.as_str()).or(content_type)?;
     let mut desc = serde_json::json!({
         "mediaType": media_type,
-        "digest": crate::digest::Digest::sha256_of(body).to_string(),
+        "digest": crate::model::digest::Digest::sha256_of(body).to_string(),
         "size": body.len(),
     });
     let non_empty = |x: Option<&serde_json::Value>| x.filter(|x| x.as_str().is_some_and(|s| !s.is_empty())).cloned();
@@ -1382,7 +1382,7 @@ mod tests {
         assert_eq!(d["artifactType"], "application/vnd.x.config", "config media type when no artifactType");
         assert_eq!(d["annotations"]["k"], "v");
         assert_eq!(d["size"], m.len());
-        assert_eq!(d["digest"], crate::digest::Digest::sha256_of(m.as_bytes()).to_string());
+        assert_eq!(d["digest"], crate::model::digest::Digest::sha256_of(m.as_bytes()).to_string());
         // an index without mediaType or artifactType: the Content-Type, no artifactType
         let i = format!(r#"{{"schemaVersion":2,"manifests":[],{subject}}}"#);
         let (_, d) = referrer_entry(i.as_bytes(), Some("application/vnd.oci.image.index.v1+json")).unwrap();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";

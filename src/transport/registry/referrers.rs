@@ -9,12 +9,12 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::{error_detail, Repository};
-use crate::build::write::ImageIndex;
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
-use crate::document::{Document, View};
+use crate::model::write::ImageIndex;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::{Document, View};
 use crate::error::{Error, Result};
-use crate::media;
+use crate::model::media;
 
 /// Rounds of read-modify-write of the fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 5;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::descriptor::Platform;
+use crate::model::descriptor::Platform;
 use crate::error::{Error, Result};
-use crate::reference::{check_tag, Reference};
-use crate::registry::Client;
-use crate::target::{Destination, Source};
+use crate::model::reference::{check_tag, Reference};
+use crate::transport::registry::Client;
+use crate::transport::{Destination, Source};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -37,7 +37,7 @@ fn split_path_ref(spec: &str, whole: &str) -> Result<(PathBuf, Option<String>)> 
     }
     if let Some((p, d)) = spec.rsplit_once('@') {
         if d.contains(':') {
-            d.parse::<crate::digest::Digest>()?;
+            d.parse::<crate::model::digest::Digest>()?;
             return Ok((PathBuf::from(p), Some(d.to_string())));
         }
     }
@@ -128,7 +128,7 @@ impl Endpoint {
     /// The tag or digest to resolve in the source (docker-archive names are `repo:tag`).
     pub fn source_reference(&self) -> Option<String> {
         match self {
-            Endpoint::DockerArchive { reference: Some(r), .. } if r.parse::<crate::digest::Digest>().is_err() => {
+            Endpoint::DockerArchive { reference: Some(r), .. } if r.parse::<crate::model::digest::Digest>().is_err() => {
                 Some(r.clone())
             }
             _ => self.reference(),
@@ -137,14 +137,14 @@ impl Endpoint {
 
     /// The tag named (not a digest).
     pub fn tag(&self) -> Option<String> {
-        self.reference().filter(|r| r.parse::<crate::digest::Digest>().is_err())
+        self.reference().filter(|r| r.parse::<crate::model::digest::Digest>().is_err())
     }
 }
 
 /// Open `ep` for reading.
 pub fn open_source(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Source>> {
     Ok(match ep {
-        Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::open(path)?),
+        Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
         Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep),
     })
@@ -157,12 +157,12 @@ pub async fn open_destination(
     platform: Option<&Platform>,
 ) -> Result<Box<dyn Destination>> {
     Ok(match ep {
-        Endpoint::Layout { path, .. } => Box::new(crate::layout::Layout::create(path)?),
+        Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::create(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { path, .. } => Box::new(crate::archive::OciArchiveWriter::create(path).await?),
+        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchiveWriter::create(path).await?),
         Endpoint::DockerArchive { path, reference } => {
             let tags = reference.iter().map(|r| docker_repo_tag(r, &ep.to_string())).collect::<Result<Vec<_>>>()?;
-            Box::new(crate::docker_archive::DockerArchiveWriter::create(path, tags, platform.cloned()).await?)
+            Box::new(crate::transport::archive::docker::DockerArchiveWriter::create(path, tags, platform.cloned()).await?)
         }
     })
 }
@@ -182,8 +182,8 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
 
 fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
     Ok(match ep {
-        Endpoint::OciArchive { path, .. } => Box::new(crate::archive::OciArchive::open(path)?),
-        Endpoint::DockerArchive { path, .. } => Box::new(crate::docker_archive::DockerArchive::open(path)?),
+        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => Box::new(crate::transport::archive::docker::DockerArchive::open(path)?),
         _ => return Err(Error::Other(format!("{ep} is not an archive"))),
     })
 }

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use hoist::bundle::{self, BundleInput, BundleSpec};
 use hoist::error::{Error, Result};
-use hoist::index::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
-use hoist::layout::tag_of_ref_name;
+use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
+use hoist::transport::layout::tag_of_ref_name;
 use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
-use hoist::reference::Reference;
-use hoist::target::Source;
+use hoist::model::reference::Reference;
+use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
@@ -199,13 +199,13 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
     let mut results = Vec::new();
     for spec in specs.iter().filter(|s| !s.local_only) {
         let dst = open_destination(&spec.endpoint, &ctx.client, None).await?;
-        let report = index::write(plan, dst.as_ref(), &spec.tags, &opts, &ctx.progress).await?;
+        let report = merge::write(plan, dst.as_ref(), &spec.tags, &opts, &ctx.progress).await?;
         dst.finish().await?;
         ctx.progress.line(&format!(
             "{}: index {} with {} entries; {} blob(s) copied, {} mounted, {} existed; {} manifest(s) written",
             dst.location(),
             plan.desc.digest.short(),
-            plan.children.len() + plan.created.iter().filter(|c| hoist::media::is_document(&c.desc.media_type)).count(),
+            plan.children.len() + plan.created.iter().filter(|c| hoist::model::media::is_document(&c.desc.media_type)).count(),
             report.blobs_uploaded,
             report.blobs_mounted,
             report.blobs_existed,
@@ -284,7 +284,7 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
         artifact_type: a.artifact_type.clone(),
         base,
     };
-    let plan = index::plan(&inputs, opts).await?;
+    let plan = merge::plan(&inputs, opts).await?;
     ship(ctx, &plan, &a.targets, &specs).await
 }
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
 use crate::error::{Error, Result};
-use crate::media;
+use crate::model::media;
 
 /// Read-only view of an image manifest (OCI or Docker v2 schema 2).
 #[derive(Clone, Debug, Deserialize)]

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
 use crate::error::{Error, Result};
-use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 #[derive(Default)]
 struct State {
@@ -132,7 +132,7 @@ impl Destination for Memory {
     }
 
     async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
-        let doc = crate::document::Document::from_fetched(desc, bytes.clone(), LOC)?;
+        let doc = crate::model::document::Document::from_fetched(desc, bytes.clone(), LOC)?;
         let mut st = self.state.lock().expect("lock");
         let mut d = doc.descriptor();
         d.media_type = desc.media_type.clone();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::model::digest::Digest;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,7 +48,7 @@ impl Descriptor {
     }
     /// The tag stored in a layout index entry, if any.
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.get(crate::media::ANNOTATION_REF_NAME).map(String::as_str)
+        self.annotations.get(crate::model::media::ANNOTATION_REF_NAME).map(String::as_str)
     }
     pub fn with_annotation(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.annotations.insert(k.into(), v.into());
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn golden_descriptor_bytes() {
         let d =
-            Descriptor::of_bytes(crate::media::OCI_EMPTY, b"{}").with_annotation("z", "1").with_annotation("a", "2");
+            Descriptor::of_bytes(crate::model::media::OCI_EMPTY, b"{}").with_annotation("z", "1").with_annotation("a", "2");
         assert_eq!(
             serde_json::to_string(&d).unwrap(),
             r#"{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"annotations":{"a":"2","z":"1"}}"#

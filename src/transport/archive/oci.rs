@@ -18,11 +18,11 @@ use tempfile::TempPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::Mutex;
 
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::media;
-use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::model::media;
+use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 const COPY_BUF: usize = 1 << 20;
 const BLOCK: u64 = 512;
@@ -279,7 +279,7 @@ impl Source for OciArchive {
     }
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        crate::layout::resolve_in_index(&self.roots, reference, &self.index.location, |d| {
+        crate::transport::layout::resolve_in_index(&self.roots, reference, &self.index.location, |d| {
             if self.entry_of(d).is_none() {
                 return Ok(None);
             }
@@ -388,7 +388,7 @@ impl TarSink {
         };
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
         std::fs::create_dir_all(&parent).at(&parent)?;
-        let tmp = crate::layout::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
+        let tmp = crate::transport::layout::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
         let (file, tmp) = tmp.into_parts();
         let out = Out::File(BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(file)));
         Ok(TarSink { out: Some(out), tmp: Some(tmp), dest: Some(path.to_path_buf()), location, mtime, poisoned: None })

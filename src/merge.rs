@@ -14,14 +14,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::build::write::ImageIndex;
+use crate::model::write::ImageIndex;
 use crate::copy::{self, CopyOptions, CopyReport};
-use crate::descriptor::{Descriptor, Platform};
-use crate::digest::Digest;
-use crate::document::{Document, View};
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::digest::Digest;
+use crate::model::document::{Document, View};
 use crate::error::{Error, Result};
-use crate::media;
-use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::model::media;
+use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 /// Largest image config read to find a manifest's platform.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
@@ -489,7 +489,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::write::ImageManifest;
+    use crate::model::write::ImageManifest;
 
     /// Blobs and manifests in memory, by digest.
     #[derive(Default)]

@@ -7,9 +7,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::descriptor::Descriptor;
-use crate::error::Result;
-use crate::media;
+use crate::model::descriptor::Descriptor;
+use crate::error::{Error, Result};
+use crate::model::media;
+
+/// Serialize a document hoist writes: compact JSON from its own ordered structs.
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Other(format!("serialize document: {e}")))
+}
 
 /// OCI image manifest (also used for artifacts).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,7 +45,7 @@ impl ImageManifest {
         }
     }
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        super::to_json(self)
+        to_json(self)
     }
 }
 
@@ -71,7 +76,7 @@ impl ImageIndex {
         }
     }
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        super::to_json(self)
+        to_json(self)
     }
 }
 
@@ -106,7 +111,7 @@ pub struct ImageConfig {
 
 impl ImageConfig {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        super::to_json(self)
+        to_json(self)
     }
 }
 
@@ -164,11 +169,11 @@ where
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    pub diff_ids: Vec<crate::digest::Digest>,
+    pub diff_ids: Vec<crate::model::digest::Digest>,
 }
 
 impl RootFs {
-    pub fn layers(diff_ids: Vec<crate::digest::Digest>) -> Self {
+    pub fn layers(diff_ids: Vec<crate::model::digest::Digest>) -> Self {
         RootFs { kind: "layers".into(), diff_ids }
     }
 }
@@ -191,7 +196,7 @@ pub struct History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
+    use crate::model::digest::Digest;
 
     fn layer() -> Descriptor {
         Descriptor::of_bytes(media::OCI_LAYER_GZIP, b"layer")

@@ -23,12 +23,12 @@ use reqwest::header::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
-use crate::descriptor::Descriptor;
-use crate::digest::{Digest, Hasher};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::media;
-use crate::reference::Reference;
-use crate::target::{BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::model::media;
+use crate::model::reference::Reference;
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 use auth::{parse_challenge, Challenge, TokenResponse};
 use credentials::Credential;
@@ -140,7 +140,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 fn api_host(registry: &str) -> &str {
-    if registry == crate::reference::DEFAULT_REGISTRY {
+    if registry == crate::model::reference::DEFAULT_REGISTRY {
         "registry-1.docker.io"
     } else {
         registry
@@ -1301,7 +1301,7 @@ impl Source for Repository {
             Ok(d) => d,
             Err(_) => Digest::sha256_of(&bytes),
         };
-        let doc = crate::document::Document::parse(bytes.clone(), digest.clone(), Some(&mt), &self.loc())?;
+        let doc = crate::model::document::Document::parse(bytes.clone(), digest.clone(), Some(&mt), &self.loc())?;
         let actual = digest.same_alg_of(&bytes);
         if actual != digest {
             return Err(Error::DigestMismatch {
@@ -1436,7 +1436,7 @@ impl Destination for Repository {
         }
         let oci_subject = resp.headers().contains_key(media::HEADER_OCI_SUBJECT);
         if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-            if d != desc.digest.to_string() && desc.digest.algorithm() == crate::digest::Algorithm::Sha256 {
+            if d != desc.digest.to_string() && desc.digest.algorithm() == crate::model::digest::Algorithm::Sha256 {
                 return Err(Error::DigestMismatch {
                     what: format!("manifest pushed as {target}"),
                     location: self.loc(),

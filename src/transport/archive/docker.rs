@@ -13,13 +13,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::archive::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
-use crate::descriptor::{Descriptor, Platform};
-use crate::digest::{Digest, Hasher};
-use crate::document::{Document, ManifestView, View};
+use crate::transport::archive::oci::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::digest::{Digest, Hasher};
+use crate::model::document::{Document, ManifestView, View};
 use crate::error::{Error, IoContext, Result};
-use crate::media;
-use crate::target::{BlobOutcome, BlobStream, Destination, Progress, Source};
+use crate::model::media;
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
@@ -125,7 +125,7 @@ impl DiffHasher {
     }
 
     fn decide(head: &[u8]) -> std::io::Result<DiffHasher> {
-        let h = crate::digest::Algorithm::Sha256.hasher();
+        let h = crate::model::digest::Algorithm::Sha256.hasher();
         Ok(match head {
             [0x1f, 0x8b, ..] => DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashWriter(h)))),
             [0x28, 0xb5, 0x2f, 0xfd, ..] => {
@@ -545,7 +545,7 @@ fn hash_entry(index: &TarIndex, e: TarEntry) -> Result<(Digest, [u8; 4])> {
     let mut f = std::fs::File::open(&index.path).at(&index.path)?;
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(e.offset)).at(&index.path)?;
     let mut r = f.take(e.size);
-    let mut h = crate::digest::Algorithm::Sha256.hasher();
+    let mut h = crate::model::digest::Algorithm::Sha256.hasher();
     let mut buf = vec![0u8; 1 << 20];
     let mut head = [0u8; 4];
     let mut seen = 0u64;

@@ -1,6 +1,14 @@
 //! The trait set every transport implements: a `Source` content is read from and a
-//! `Destination` content is written to. `copy::graph` is the only code that moves
-//! content between them; transports never call each other.
+//! `Destination` content is written to, and the transports themselves. `copy::graph` is the
+//! only code that moves content between them; transports never call each other.
+
+pub mod archive;
+pub mod endpoint;
+pub mod layout;
+pub mod memory;
+pub mod registry;
+
+pub use endpoint::{open_destination, open_source, Endpoint};
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -11,9 +19,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::descriptor::Descriptor;
-use crate::digest::Hasher;
-use crate::document::Document;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Hasher;
+use crate::model::document::Document;
 use crate::error::{Error, Result};
 
 /// A stream of blob bytes.

@@ -3,6 +3,8 @@
 //! index.json is rewritten under an exclusive lock. Writers hold a shared lock on the
 //! layout for their whole session so `gc` (exclusive) never races a copy.
 
+pub(crate) mod blobfile;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -13,13 +15,13 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use crate::blobfile::{BlobFile, IoBlock};
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
-use crate::document::Document;
+use crate::transport::layout::blobfile::{BlobFile, IoBlock};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::Document;
 use crate::error::{Error, IoContext, Result};
-use crate::media;
-use crate::target::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::model::media;
+use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 const TMP_DIR: &str = ".hoist/tmp";
 const SESSION_LOCK: &str = ".hoist/session.lock";
@@ -513,7 +515,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 }
 
 /// Hash a file with `alg` (blocking).
-pub fn hash_file(path: &Path, alg: crate::digest::Algorithm) -> Result<Digest> {
+pub fn hash_file(path: &Path, alg: crate::model::digest::Algorithm) -> Result<Digest> {
     let mut f = File::open(path).at(path)?;
     let mut h = alg.hasher();
     let mut buf = vec![0u8; COPY_BUF];

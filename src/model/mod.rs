@@ -1,0 +1,16 @@
+//! The content model: validated digests, deterministic descriptors, documents kept as the
+//! exact bytes that were hashed (with a read-only parsed view), media types and annotation
+//! keys, references, platforms, and the documents hoist writes itself.
+//!
+//! Not for: moving content (`transport`, `copy`). Nothing here does I/O.
+
+pub mod descriptor;
+pub mod digest;
+pub mod document;
+pub mod media;
+pub mod reference;
+pub mod write;
+
+pub use descriptor::{Descriptor, Platform};
+pub use digest::Digest;
+pub use document::Document;
