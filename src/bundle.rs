@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::model::write::{ImageIndex, ImageManifest};
-use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::document::View;
 use crate::error::{Error, Result};
 use crate::merge::{platform_of, read_blob, Child, Created, Plan};
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::document::View;
 use crate::model::media;
+use crate::model::write::{ImageIndex, ImageManifest};
 use crate::transport::Source;
 
 /// One image in bundle.json. Fields in sorted order: the struct serializes as canonical JSON.

@@ -90,3 +90,23 @@ impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
         self.map_err(|e| Error::io(path, e))
     }
 }
+
+/// `s` with control characters escaped (`\u{1b}`, `\n`, ...), for text that came from outside
+/// (a registry's tags, annotations, error bodies) before it reaches a terminal or a log: no
+/// raw ESC or BEL from a hostile server gets to move the cursor or retitle the window.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
+                if c.is_control() {
+                    Box::new(c.escape_default())
+                } else {
+                    Box::new(std::iter::once(c))
+                }
+            })
+            .collect(),
+    )
+}

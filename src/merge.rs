@@ -14,13 +14,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::model::write::ImageIndex;
 use crate::copy::{self, CopyOptions, CopyReport};
+use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
-use crate::error::{Error, Result};
 use crate::model::media;
+use crate::model::write::ImageIndex;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 /// Largest image config read to find a manifest's platform.

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::copy::{self, CopyOptions, CopyReport};
-use crate::model::descriptor::{Descriptor, Platform};
 use crate::error::{Error, Result};
+use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::reference::Reference;
 use crate::transport::registry::Client;
-use crate::transport::{Progress, Source};
 use crate::transport::{open_destination, Endpoint};
+use crate::transport::{Progress, Source};
 
 /// One parsed `--output`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,7 +191,8 @@ pub fn write_metadata(
     }
     let bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = crate::transport::layout::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp =
+        crate::transport::layout::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())

@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist::transport::archive::oci::{OciArchive, OciArchiveWriter};
 use hoist::copy::{self, CopyOptions};
-use hoist::transport::archive::docker::{DockerArchive, DockerArchiveWriter};
-use hoist::transport::layout::Layout;
 use hoist::model::media;
+use hoist::transport::archive::docker::{DockerArchive, DockerArchiveWriter};
+use hoist::transport::archive::oci::{OciArchive, OciArchiveWriter};
+use hoist::transport::layout::Layout;
 use hoist::transport::{Destination, NoProgress, Source};
 use hoist::{Descriptor, Error};
 

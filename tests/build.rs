@@ -16,8 +16,8 @@ use hoist::build::{
     build_artifact, build_image, build_model, load_annotation_file, unpack_model, ArtifactFile, ArtifactSpec,
     BuildFile, Compression, ImageSpec, LayerEntry, LayerSpec, ModelLayerFormat, ModelSpec,
 };
-use hoist::transport::layout::Layout;
 use hoist::model::media;
+use hoist::transport::layout::Layout;
 use hoist::{Descriptor, Digest, Error};
 use serde_json::Value;
 

@@ -193,9 +193,13 @@ impl Harness for DockerArchiveH {
     async fn destination(&self) -> Box<dyn Destination> {
         let p = hoist::Platform::parse("linux/amd64");
         Box::new(
-            hoist::transport::archive::docker::DockerArchiveWriter::create(&self.0, vec!["example.com/conf:v1".into()], p)
-                .await
-                .unwrap(),
+            hoist::transport::archive::docker::DockerArchiveWriter::create(
+                &self.0,
+                vec!["example.com/conf:v1".into()],
+                p,
+            )
+            .await
+            .unwrap(),
         )
     }
     async fn reopen(&self) -> Box<dyn Source> {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use hoist::build::{build_image, BuildFile, ImageSpec};
-use hoist::transport::layout::Layout;
 use hoist::output::{parse_output, write_metadata};
+use hoist::transport::layout::Layout;
 use hoist::Descriptor;
 use serde_json::Value;
 

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::model::write::ImageManifest;
 use super::{store_bytes, store_file_blocking};
-use crate::model::descriptor::Descriptor;
 use crate::error::{Error, IoContext, Result};
-use crate::transport::layout::Layout;
+use crate::model::descriptor::Descriptor;
 use crate::model::media;
+use crate::model::write::ImageManifest;
+use crate::transport::layout::Layout;
 
 /// One file of an artifact.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
-use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
 use super::{rfc3339, source_date_epoch, store_bytes};
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::document::View;
-use crate::error::{Error, IoContext, Result};
-use crate::transport::layout::Layout;
 use crate::model::media;
+use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
+use crate::transport::layout::Layout;
 use crate::transport::{unwrap_io_error, Destination, NoProgress, Source, VerifyReader};
 
 /// Largest base image config hoist reads.

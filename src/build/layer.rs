@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParGzEncoder;
 use super::{HashWriter, PipeWriter, TempBlob, BUF};
-use crate::transport::layout::blobfile::BlobFile;
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::transport::layout::Layout;
 use crate::model::media;
+use crate::transport::layout::blobfile::BlobFile;
+use crate::transport::layout::Layout;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
 const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;

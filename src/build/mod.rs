@@ -12,10 +12,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::transport::layout::blobfile::{BlobFile, IoBlock};
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Algorithm, Digest, Hasher};
-use crate::error::{Error, IoContext, Result};
+use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::layout::Layout;
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};

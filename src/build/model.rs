@@ -17,14 +17,14 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::layer::{build_layer_blocking, Compression, LayerEntry};
-use crate::model::write::ImageManifest;
 use super::{parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_blocking};
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
-use crate::error::{Error, IoContext, Result};
-use crate::transport::layout::{write_verified, Layout};
 use crate::model::media;
+use crate::model::write::ImageManifest;
+use crate::transport::layout::{write_verified, Layout};
 use crate::transport::{NoProgress, Source};
 
 /// What a model file is, which picks its layer media type.

@@ -10,9 +10,9 @@ use clap::{Args, Subcommand};
 use hoist::bundle::{self, BundleInput, BundleSpec};
 use hoist::error::{Error, Result};
 use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
-use hoist::transport::layout::tag_of_ref_name;
-use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
 use hoist::model::reference::Reference;
+use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
+use hoist::transport::layout::tag_of_ref_name;
 use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
@@ -205,7 +205,8 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
             "{}: index {} with {} entries; {} blob(s) copied, {} mounted, {} existed; {} manifest(s) written",
             dst.location(),
             plan.desc.digest.short(),
-            plan.children.len() + plan.created.iter().filter(|c| hoist::model::media::is_document(&c.desc.media_type)).count(),
+            plan.children.len()
+                + plan.created.iter().filter(|c| hoist::model::media::is_document(&c.desc.media_type)).count(),
             report.blobs_uploaded,
             report.blobs_mounted,
             report.blobs_existed,

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hoist::copy::{self, CopyOptions, CopyReport};
-use hoist::model::document::View;
 use hoist::error::{Error, Result};
+use hoist::model::document::View;
 use hoist::transport::layout::{tag_of_ref_name, Layout};
 use hoist::transport::registry::credentials::{self, Credential};
 use hoist::transport::registry::{Client, RegistryOptions, UploadMode};
-use hoist::transport::{Destination, Source};
 use hoist::transport::{open_destination, open_source, Endpoint};
+use hoist::transport::{Destination, Source};
 use hoist::Descriptor;
 
 use progress::{human, CliProgress};
@@ -576,8 +576,11 @@ async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i3
             let _ = writeln!(out, "Config:     {} {} ({})", m.config.digest, human(m.config.size), m.config.media_type);
             let _ = writeln!(out, "Layers:");
             for l in &m.layers {
-                let title =
-                    l.annotations.get(hoist::model::media::ANNOTATION_TITLE).map(|t| format!("  {t}")).unwrap_or_default();
+                let title = l
+                    .annotations
+                    .get(hoist::model::media::ANNOTATION_TITLE)
+                    .map(|t| format!("  {t}"))
+                    .unwrap_or_default();
                 let _ = writeln!(out, "  {}  {:>10}  {}{}", l.digest, human(l.size), l.media_type, title);
             }
         }

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use clap::Args;
-use hoist::model::document::View;
 use hoist::error::Result;
-use hoist::transport::registry::referrers::referrer_descriptor;
-use hoist::transport::Source;
-use hoist::transport::Endpoint;
+use hoist::model::document::View;
 use hoist::model::media;
+use hoist::transport::registry::referrers::referrer_descriptor;
+use hoist::transport::Endpoint;
+use hoist::transport::Source;
 use hoist::{Descriptor, Digest};
 
 use super::store::resolve_any;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use hoist::error::{Error, Result};
-use hoist::transport::layout::Layout;
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
+use hoist::transport::layout::Layout;
 use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;

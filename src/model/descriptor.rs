@@ -100,8 +100,9 @@ mod tests {
 
     #[test]
     fn golden_descriptor_bytes() {
-        let d =
-            Descriptor::of_bytes(crate::model::media::OCI_EMPTY, b"{}").with_annotation("z", "1").with_annotation("a", "2");
+        let d = Descriptor::of_bytes(crate::model::media::OCI_EMPTY, b"{}")
+            .with_annotation("z", "1")
+            .with_annotation("a", "2");
         assert_eq!(
             serde_json::to_string(&d).unwrap(),
             r#"{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2,"annotations":{"a":"2","z":"1"}}"#

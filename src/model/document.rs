@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::error::{Error, Result};
 use crate::model::media;
 
 /// Read-only view of an image manifest (OCI or Docker v2 schema 2).

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::model::digest::Digest;
 use crate::error::{Error, Result};
+use crate::model::digest::Digest;
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::descriptor::Descriptor;
 use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
 use crate::model::media;
 
 /// Serialize a document hoist writes: compact JSON from its own ordered structs.

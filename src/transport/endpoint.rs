@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::model::descriptor::Platform;
 use crate::error::{Error, Result};
+use crate::model::descriptor::Platform;
 use crate::model::reference::{check_tag, Reference};
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
@@ -128,7 +128,9 @@ impl Endpoint {
     /// The tag or digest to resolve in the source (docker-archive names are `repo:tag`).
     pub fn source_reference(&self) -> Option<String> {
         match self {
-            Endpoint::DockerArchive { reference: Some(r), .. } if r.parse::<crate::model::digest::Digest>().is_err() => {
+            Endpoint::DockerArchive { reference: Some(r), .. }
+                if r.parse::<crate::model::digest::Digest>().is_err() =>
+            {
                 Some(r.clone())
             }
             _ => self.reference(),
@@ -159,10 +161,14 @@ pub async fn open_destination(
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::create(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchiveWriter::create(path).await?),
+        Endpoint::OciArchive { path, .. } => {
+            Box::new(crate::transport::archive::oci::OciArchiveWriter::create(path).await?)
+        }
         Endpoint::DockerArchive { path, reference } => {
             let tags = reference.iter().map(|r| docker_repo_tag(r, &ep.to_string())).collect::<Result<Vec<_>>>()?;
-            Box::new(crate::transport::archive::docker::DockerArchiveWriter::create(path, tags, platform.cloned()).await?)
+            Box::new(
+                crate::transport::archive::docker::DockerArchiveWriter::create(path, tags, platform.cloned()).await?,
+            )
         }
     })
 }

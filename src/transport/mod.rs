@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Hasher;
 use crate::model::document::Document;
-use crate::error::{Error, Result};
 
 /// A stream of blob bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;

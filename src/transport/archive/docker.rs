@@ -13,12 +13,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::transport::archive::oci::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
-use crate::error::{Error, IoContext, Result};
 use crate::model::media;
+use crate::transport::archive::oci::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.

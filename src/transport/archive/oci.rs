@@ -18,9 +18,9 @@ use tempfile::TempPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::Mutex;
 
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::error::{Error, IoContext, Result};
 use crate::model::media;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
@@ -388,7 +388,8 @@ impl TarSink {
         };
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
         std::fs::create_dir_all(&parent).at(&parent)?;
-        let tmp = crate::transport::layout::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
+        let tmp =
+            crate::transport::layout::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
         let (file, tmp) = tmp.into_parts();
         let out = Out::File(BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(file)));
         Ok(TarSink { out: Some(out), tmp: Some(tmp), dest: Some(path.to_path_buf()), location, mtime, poisoned: None })

@@ -15,12 +15,12 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use crate::transport::layout::blobfile::{BlobFile, IoBlock};
+use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::Document;
-use crate::error::{Error, IoContext, Result};
 use crate::model::media;
+use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 const TMP_DIR: &str = ".hoist/tmp";

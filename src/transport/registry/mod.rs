@@ -23,9 +23,9 @@ use reqwest::header::{
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
+use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Digest, Hasher};
-use crate::error::{Error, Result};
 use crate::model::media;
 use crate::model::reference::Reference;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};

@@ -9,12 +9,12 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::{error_detail, Repository};
-use crate::model::write::ImageIndex;
+use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
-use crate::error::{Error, Result};
 use crate::model::media;
+use crate::model::write::ImageIndex;
 
 /// Rounds of read-modify-write of the fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 5;

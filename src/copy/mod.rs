@@ -10,9 +10,9 @@ use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::error::{Error, Result};
 use crate::model::media;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
