@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use crate::copy::{self, CopyOptions, CopyReport};
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::platform::is_attestation;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
@@ -25,9 +26,6 @@ use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Pr
 
 /// Largest image config read to find a manifest's platform.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
-
-/// Annotation buildx puts on attestation manifests; they share `unknown/unknown`.
-const ANNOTATION_DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 
 /// One root to put into the index: where it lives and its descriptor (from `resolve`).
 pub struct Input<'a> {
@@ -97,9 +95,7 @@ impl AnnotationSpec {
             Selector::Index => false,
             Selector::AllManifests => true,
             Selector::Digest(dg) => d.digest == *dg,
-            Selector::Platform(p) => d.platform.as_ref().is_some_and(|dp| {
-                dp.os == p.os && dp.architecture == p.architecture && (p.variant.is_none() || dp.variant == p.variant)
-            }),
+            Selector::Platform(p) => p.matches_entry(d),
         }
     }
 }
@@ -200,11 +196,6 @@ pub async fn read_blob(src: &dyn Source, desc: &Descriptor, limit: u64) -> Resul
         .await
         .map_err(|e| unwrap_io_error(e, format!("blob {}", desc.digest)))?;
     Ok(buf)
-}
-
-fn is_attestation(d: &Descriptor) -> bool {
-    d.annotations.contains_key(ANNOTATION_DOCKER_REFERENCE_TYPE)
-        || d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
 
 /// Entries collected so far, with duplicate and platform-conflict checks.

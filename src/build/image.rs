@@ -235,14 +235,6 @@ fn merge_run_config(config: &mut ImageConfig, spec: &ImageSpec) {
     }
 }
 
-fn platform_matches(want: &Platform, have: &Platform) -> bool {
-    let norm = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
-        ("arm64", Some("v8")) => None,
-        (_, v) => v.map(str::to_string),
-    };
-    want.os == have.os && want.architecture == have.architecture && (want.variant.is_none() || norm(want) == norm(have))
-}
-
 /// Pick the base manifest for `platform`, read its config and copy its layers into `layout`.
 async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
     let loc = b.source.location();
@@ -252,10 +244,7 @@ async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> R
             let d = i
                 .manifests
                 .iter()
-                .find(|d| {
-                    media::is_manifest(&d.media_type)
-                        && d.platform.as_ref().is_some_and(|p| platform_matches(platform, p))
-                })
+                .find(|d| media::is_manifest(&d.media_type) && platform.matches_entry(d))
                 .ok_or_else(|| {
                     Error::not_found(format!("platform {platform} in base image {}", b.root.digest), loc.clone())
                 })?

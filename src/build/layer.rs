@@ -13,7 +13,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParGzEncoder;
-use super::{HashWriter, PipeWriter, TempBlob, BUF};
+use super::{PipeWriter, TempBlob, BUF};
+use crate::model::verify::HashWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
-use crate::model::digest::{Algorithm, Digest, Hasher};
+use crate::model::digest::{Algorithm, Digest};
 use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::layout::Layout;
 
@@ -125,33 +125,6 @@ pub(crate) fn store_bytes(layout: &Layout, media_type: &str, bytes: &[u8]) -> Re
     Ok(desc)
 }
 
-/// A writer that hashes and counts what passes through it.
-pub(crate) struct HashWriter<W> {
-    pub inner: W,
-    hasher: Hasher,
-    count: u64,
-}
-
-impl<W: Write> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Algorithm::Sha256.hasher(), count: 0 }
-    }
-    pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, self.hasher.finish(), self.count)
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// A writer that hands whole `BUF` blocks to a thread of its own, which writes them into
 /// the inner writer: what the caller does before `write` (reading, tar, hashing) and what

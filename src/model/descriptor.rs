@@ -1,4 +1,4 @@
-//! Descriptors and platforms, serialized with a fixed field order and sorted maps so
+//! Descriptors, serialized with a fixed field order and sorted maps so
 //! that documents hoist writes are byte-stable. Unknown fields read from other tools'
 //! documents are kept in `extra` and written back after the known ones.
 
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::digest::Digest;
+pub use crate::model::platform::Platform;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,44 +57,6 @@ impl Descriptor {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
-    pub os_features: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub features: Option<Vec<String>>,
-}
-
-impl Platform {
-    /// Parse `os/arch[/variant]`, e.g. `linux/arm64/v8`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let mut it = s.split('/');
-        let os = it.next().filter(|x| !x.is_empty())?.to_string();
-        let architecture = it.next().filter(|x| !x.is_empty())?.to_string();
-        let variant = it.next().map(str::to_string);
-        if it.next().is_some() {
-            return None;
-        }
-        Some(Platform { architecture, os, os_version: None, os_features: None, variant, features: None })
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,10 +79,4 @@ mod tests {
         assert_eq!(serde_json::to_string(&d).unwrap(), s);
     }
 
-    #[test]
-    fn platform_parse() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert!(Platform::parse("linux").is_none());
-    }
 }

@@ -8,9 +8,12 @@ pub mod descriptor;
 pub mod digest;
 pub mod document;
 pub mod media;
+pub mod platform;
 pub mod reference;
+pub mod verify;
 pub mod write;
 
-pub use descriptor::{Descriptor, Platform};
+pub use descriptor::Descriptor;
+pub use platform::Platform;
 pub use digest::Digest;
 pub use document::Document;

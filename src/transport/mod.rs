@@ -9,19 +9,18 @@ pub mod memory;
 pub mod registry;
 
 pub use endpoint::{open_destination, open_source, Endpoint};
+pub use crate::model::verify::{unwrap_io_error, VerifyReader};
 
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
-use crate::model::digest::Hasher;
 use crate::model::document::Document;
 
 /// A stream of blob bytes.
@@ -131,128 +130,5 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// Wraps a stream, hashes it and fails as soon as it can tell the bytes do not match
-/// the descriptor: on overflow, or at the last byte when the digest differs. The failing
-/// read returns an error instead of the last bytes, so no consumer sees a complete body.
-pub struct VerifyReader<R> {
-    inner: R,
-    hasher: Option<Hasher>,
-    desc: Descriptor,
-    location: String,
-    seen: u64,
-}
-
-impl<R> VerifyReader<R> {
-    pub fn new(inner: R, desc: &Descriptor, location: impl Into<String>) -> Self {
-        VerifyReader {
-            inner,
-            hasher: Some(desc.digest.algorithm().hasher()),
-            desc: desc.clone(),
-            location: location.into(),
-            seen: 0,
-        }
-    }
-
-    /// Continue verifying from `offset` with a hasher already holding the bytes before it.
-    pub fn resume(inner: R, desc: &Descriptor, location: impl Into<String>, hasher: Hasher, offset: u64) -> Self {
-        VerifyReader { inner, hasher: Some(hasher), desc: desc.clone(), location: location.into(), seen: offset }
-    }
-}
-
-fn verify_err(e: Error) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for VerifyReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let chunk = &buf.filled()[before..];
-                let n = chunk.len() as u64;
-                // Only errors need it: no allocation per read on the hot path.
-                let what = || format!("blob {}", this.desc.digest);
-                if n == 0 {
-                    if this.seen != this.desc.size {
-                        let e = Error::SizeMismatch {
-                            what: what(),
-                            location: this.location.clone(),
-                            expected: this.desc.size,
-                            actual: this.seen,
-                        };
-                        return Poll::Ready(Err(verify_err(e)));
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                if this.seen + n > this.desc.size {
-                    buf.set_filled(before);
-                    let e = Error::SizeMismatch {
-                        what: what(),
-                        location: this.location.clone(),
-                        expected: this.desc.size,
-                        actual: this.seen + n,
-                    };
-                    return Poll::Ready(Err(verify_err(e)));
-                }
-                if let Some(h) = this.hasher.as_mut() {
-                    h.update(chunk);
-                }
-                this.seen += n;
-                if this.seen == this.desc.size {
-                    if let Some(h) = this.hasher.take() {
-                        let actual = h.finish();
-                        if actual != this.desc.digest {
-                            buf.set_filled(before);
-                            let e = Error::DigestMismatch {
-                                what: what(),
-                                location: this.location.clone(),
-                                expected: this.desc.digest.to_string(),
-                                actual: actual.to_string(),
-                            };
-                            return Poll::Ready(Err(verify_err(e)));
-                        }
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
-
-/// Turn an io error produced by `VerifyReader` back into the crate error it carries.
-pub fn unwrap_io_error(e: std::io::Error, path: impl Into<PathBuf>) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Ok(inner) = e.into_inner().expect("checked").downcast::<Error>() {
-            return *inner;
-        }
-        unreachable!()
-    }
-    Error::io(path, e)
-}
-
 /// Shared handle to a progress sink.
 pub type SharedProgress = Arc<dyn Progress>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn verify_reader_refuses_wrong_bytes() {
-        let desc = Descriptor::of_bytes("x", b"hello world");
-        let mut ok = Vec::new();
-        VerifyReader::new(&b"hello world"[..], &desc, "t").read_to_end(&mut ok).await.unwrap();
-        assert_eq!(ok, b"hello world");
-        let mut out = Vec::new();
-        let e = VerifyReader::new(&b"hello WORLD"[..], &desc, "t").read_to_end(&mut out).await.unwrap_err();
-        assert!(matches!(unwrap_io_error(e, "t"), Error::DigestMismatch { .. }));
-        assert_ne!(out, b"hello WORLD");
-        let e = VerifyReader::new(&b"hello world!"[..], &desc, "t").read_to_end(&mut Vec::new()).await.unwrap_err();
-        assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
-        let e = VerifyReader::new(&b"hello"[..], &desc, "t").read_to_end(&mut Vec::new()).await.unwrap_err();
-        assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
-    }
-}
