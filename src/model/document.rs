@@ -64,6 +64,19 @@ pub struct Document {
 }
 
 impl Document {
+    /// The descriptor a referrers list gives this document: its media type, digest, size,
+    /// annotations and artifact type (a manifest without `artifactType` has its config's
+    /// media type, as the distribution spec says).
+    pub fn referrer_descriptor(&self) -> Descriptor {
+        let mut d = Descriptor::new(self.media_type.clone(), self.digest.clone(), self.bytes.len() as u64);
+        d.artifact_type = self.artifact_type().or_else(|| match &self.view {
+            View::Manifest(m) => Some(m.config.media_type.clone()),
+            View::Index(_) => None,
+        });
+        d.annotations = self.annotations().clone();
+        d
+    }
+
     /// Parse bytes fetched for `desc`, verifying size and digest first.
     pub fn from_fetched(desc: &Descriptor, bytes: Bytes, location: &str) -> Result<Document> {
         if bytes.len() as u64 != desc.size {

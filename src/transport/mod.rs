@@ -11,6 +11,7 @@ pub mod registry;
 pub use endpoint::{open_destination, open_source, Endpoint};
 pub use crate::model::verify::{unwrap_io_error, VerifyReader};
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use tokio::io::AsyncRead;
 
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
-use crate::model::document::Document;
+use crate::model::digest::Digest;
+use crate::model::document::{Document, View};
+use crate::model::media;
 
 /// A stream of blob bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -66,6 +69,42 @@ pub trait Source: Send + Sync {
     fn registry_repo(&self) -> Option<(String, String)> {
         None
     }
+
+    /// Manifests whose `subject` is `subject`, only those of `artifact_type` when given.
+    /// Default: a scan of the roots and of the manifests their indexes list (layouts,
+    /// archives); registries ask the referrers API or its tag fallback.
+    async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        scan_referrers(self, subject, artifact_type).await
+    }
+}
+
+/// Referrers of `subject` among the roots of `src` and the manifests their indexes list,
+/// each document read once.
+pub async fn scan_referrers<S: Source + ?Sized>(
+    src: &S,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Vec<Descriptor>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
+    queue.reverse();
+    while let Some(d) = queue.pop() {
+        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let doc = src.fetch_document(&d).await?;
+        if doc.subject().is_some_and(|s| &s.digest == subject) {
+            let r = doc.referrer_descriptor();
+            if artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)) {
+                out.push(r);
+            }
+        }
+        if let View::Index(i) = &doc.view {
+            queue.extend(i.manifests.iter().rev().cloned());
+        }
+    }
+    Ok(out)
 }
 
 /// What happened to one blob during a copy.
@@ -132,3 +171,76 @@ impl Progress for NoProgress {}
 
 /// Shared handle to a progress sink.
 pub type SharedProgress = Arc<dyn Progress>;
+
+/// `&T`, `Box<T>` and `Arc<T>` of a source or destination are one too, so a caller can hand
+/// over whatever handle it holds.
+macro_rules! forward {
+    ($($wrapper:ty),*) => {$(
+        #[async_trait]
+        impl<T: Source + ?Sized> Source for $wrapper {
+            fn location(&self) -> String {
+                (**self).location()
+            }
+            async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+                (**self).resolve(reference).await
+            }
+            async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+                (**self).fetch_manifest_bytes(desc).await
+            }
+            async fn fetch_document(&self, desc: &Descriptor) -> Result<Document> {
+                (**self).fetch_document(desc).await
+            }
+            async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+                (**self).open_blob(desc, offset).await
+            }
+            fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
+                (**self).blob_path(desc)
+            }
+            async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
+                (**self).roots().await
+            }
+            async fn list_tags(&self) -> Result<Vec<String>> {
+                (**self).list_tags().await
+            }
+            fn registry_repo(&self) -> Option<(String, String)> {
+                (**self).registry_repo()
+            }
+            async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+                (**self).referrers(subject, artifact_type).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: Destination + ?Sized> Destination for $wrapper {
+            fn location(&self) -> String {
+                (**self).location()
+            }
+            async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+                (**self).has_blob(desc).await
+            }
+            async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+                (**self).has_manifest(desc).await
+            }
+            async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
+                (**self).push_blob(desc, src, progress).await
+            }
+            async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+                (**self).push_manifest(desc, bytes, tag).await
+            }
+            async fn select_root(&self, src: &dyn Source, root: &Document) -> Result<Option<Descriptor>> {
+                (**self).select_root(src, root).await
+            }
+            async fn add_root(&self, desc: &Descriptor) -> Result<()> {
+                (**self).add_root(desc).await
+            }
+            fn max_jobs(&self) -> Option<usize> {
+                (**self).max_jobs()
+            }
+            async fn finish(&self) -> Result<()> {
+                (**self).finish().await
+            }
+        }
+    )*};
+}
+
+forward!(&T, Box<T>, Arc<T>);
