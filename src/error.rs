@@ -25,8 +25,13 @@ pub enum Error {
     #[error("malformed {what} in {location}: {reason}")]
     Malformed { what: String, location: String, reason: String },
 
+    /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// A stream that is not a file failed: a blob body, standard input, a pipe.
+    #[error("reading {what}: {source}")]
+    Read { what: String, source: std::io::Error },
 
     #[error("registry {registry}: authentication failed: {reason}")]
     Auth { registry: String, reason: String },
@@ -50,13 +55,57 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+}
 
-    /// An error shared by several waiters (e.g. one blob needed by two manifests).
-    #[error("{0}")]
-    Shared(std::sync::Arc<Error>),
+/// Errors are cloned when several waiters share one failure (one blob needed by two
+/// manifests): an io error is re-made with its kind and message.
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            Error::InvalidDigest { digest, reason } => Error::InvalidDigest { digest: digest.clone(), reason: reason.clone() },
+            Error::InvalidReference { reference, reason } => {
+                Error::InvalidReference { reference: reference.clone(), reason: reason.clone() }
+            }
+            Error::DigestMismatch { what, location, expected, actual } => Error::DigestMismatch {
+                what: what.clone(),
+                location: location.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Error::SizeMismatch { what, location, expected, actual } => {
+                Error::SizeMismatch { what: what.clone(), location: location.clone(), expected: *expected, actual: *actual }
+            }
+            Error::NotFound { what, location } => Error::NotFound { what: what.clone(), location: location.clone() },
+            Error::Malformed { what, location, reason } => {
+                Error::Malformed { what: what.clone(), location: location.clone(), reason: reason.clone() }
+            }
+            Error::Io { path, source } => Error::Io { path: path.clone(), source: io(source) },
+            Error::Read { what, source } => Error::Read { what: what.clone(), source: io(source) },
+            Error::Auth { registry, reason } => Error::Auth { registry: registry.clone(), reason: reason.clone() },
+            Error::Registry { registry, method, path, status, detail } => Error::Registry {
+                registry: registry.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                status: *status,
+                detail: detail.clone(),
+            },
+            Error::Network { registry, reason } => Error::Network { registry: registry.clone(), reason: reason.clone() },
+            Error::UnsafePath { path, location, reason } => {
+                Error::UnsafePath { path: path.clone(), location: location.clone(), reason: reason.clone() }
+            }
+            Error::Usage(m) => Error::Usage(m.clone()),
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::Other(m) => Error::Other(m.clone()),
+        }
+    }
 }
 
 impl Error {
+    /// A failed read of a stream that is not a file (`what`: "blob sha256:…", "standard input").
+    pub fn read(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Read { what: what.into(), source }
+    }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
@@ -74,7 +123,6 @@ impl Error {
             Error::NotFound { .. } => 3,
             Error::Auth { .. } => 4,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => 5,
-            Error::Shared(inner) => inner.exit_code(),
             _ => 1,
         }
     }

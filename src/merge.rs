@@ -446,15 +446,6 @@ impl Destination for ChildrenOnly<'_> {
     }
 }
 
-fn add_report(total: &mut CopyReport, r: CopyReport) {
-    total.blobs_uploaded += r.blobs_uploaded;
-    total.blobs_existed += r.blobs_existed;
-    total.blobs_mounted += r.blobs_mounted;
-    total.bytes_uploaded += r.bytes_uploaded;
-    total.manifests_pushed += r.manifests_pushed;
-    total.manifests_existed += r.manifests_existed;
-}
-
 /// Write a planned index to `dst`: each entry's graph from its own source first (so a
 /// registry mounts blobs from another repository of the same registry), then the created
 /// documents and the index, tagged with `tags`. The caller calls `dst.finish()`.
@@ -469,11 +460,11 @@ pub async fn write(
     let children_only = ChildrenOnly(dst);
     for c in &plan.children {
         let r = copy::graph(c.source, &children_only, &c.desc, &[], opts, progress).await?;
-        add_report(&mut total, r);
+        total += r;
     }
     let src = PlanSource::new(plan);
     let r = copy::graph(&src, dst, &plan.desc, tags, opts, progress).await?;
-    add_report(&mut total, r);
+    total += r;
     Ok(total)
 }
 

@@ -329,7 +329,7 @@ async fn progress_stays_correct_across_retries_and_jobs_bound_concurrency() {
     let layout = hoist::transport::layout::Layout::open(src.path()).unwrap();
     let root = layout.resolve_sync(Some("v1")).unwrap();
     let rec = Arc::new(Rec::default());
-    let opts = hoist::copy::CopyOptions { jobs: 2 };
+    let opts = hoist::copy::CopyOptions { jobs: 2, ..Default::default() };
     hoist::copy::graph(&layout, &dst, &root, &["v1".to_string()], &opts, rec.as_ref()).await.unwrap();
     assert!(rec.resets.load(Ordering::SeqCst) > 0);
     assert_eq!(rec.over.load(Ordering::SeqCst), 0, "progress went past a blob's size");

@@ -4,7 +4,7 @@
 //! timestamp comes from `SOURCE_DATE_EPOCH` (0 when unset).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -265,7 +265,7 @@ async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> R
     VerifyReader::new(stream, &m.config, loc.clone())
         .read_to_end(&mut raw)
         .await
-        .map_err(|e| unwrap_io_error(e, PathBuf::from(&loc)))?;
+        .map_err(|e| unwrap_io_error(e, format!("config {} from {loc}", m.config.digest)))?;
     let config: ImageConfig = serde_json::from_slice(&raw)
         .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
     if config.os != platform.os || config.architecture != platform.architecture {
@@ -297,6 +297,7 @@ async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn build_file_parses_and_resolves_sources() {

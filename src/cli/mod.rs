@@ -206,7 +206,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn copy_options(&self) -> CopyOptions {
-        CopyOptions { jobs: self.global.jobs }
+        CopyOptions { jobs: self.global.jobs, ..Default::default() }
     }
     pub fn json(&self) -> bool {
         self.global.format == Format::Json

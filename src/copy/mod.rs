@@ -1,6 +1,11 @@
 //! The graph copy: the only code that moves content between transports. It walks
 //! index → manifests → blobs, pushes children before parents, copies blobs concurrently
-//! (bounded), skips what the destination has, and tags last. Bytes are never rewritten.
+//! (bounded), skips what the destination has, and tags last. Bytes are never rewritten,
+//! except where a copy option asks for it (`platforms` on an index), and the report says so.
+//!
+//! Bounded for hostile graphs: every document and blob is fetched once however many parents
+//! name it (a DAG with 2^40 paths costs one fetch per node), manifest fetches in flight are
+//! bounded like blobs (`jobs`), and nesting deeper than [`MAX_DEPTH`] is refused.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,32 +16,79 @@ use futures::FutureExt;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::error::{Error, Result};
+use bytes::Bytes;
+
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
+use crate::model::document::{Document, View};
+use crate::model::platform::Platform;
 use crate::model::media;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
+/// Deepest nesting of indexes copied (root = 1). OCI sets no bound; real images nest two or
+/// three levels (index → manifest, or CNAB index → bundle index → manifest), so 32 is far
+/// beyond any real graph and keeps a hostile chain of thousands of indexes from running away.
+pub const MAX_DEPTH: usize = 32;
+
+/// What to copy and how, decided by the library for every caller (the CLI only fills it in).
 #[derive(Clone, Debug)]
 pub struct CopyOptions {
-    /// Blobs transferred at once.
+    /// Blobs (and manifest fetches) in flight at once.
     pub jobs: usize,
+    /// Only these platforms of an index root (empty: all of it). One platform copies that
+    /// image's manifest as the root; several copy a new index listing only those entries (a
+    /// new digest, reported in [`CopyReport::rewritten`]). A manifest root is copied as is.
+    pub platforms: Vec<Platform>,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { jobs: 4 }
+        CopyOptions { jobs: 4, platforms: Vec::new() }
     }
+}
+
+/// A root written under another digest than the source's, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewritten {
+    /// The source's root.
+    pub from: Digest,
+    /// What the destination got instead.
+    pub to: Digest,
+    /// Why, for the user.
+    pub reason: String,
 }
 
 /// Counters of one copy.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CopyReport {
+    /// Blobs written to the destination.
     pub blobs_uploaded: u64,
+    /// Blobs the destination had already.
     pub blobs_existed: u64,
+    /// Blobs mounted from another repository of the same registry.
     pub blobs_mounted: u64,
+    /// Bytes of the blobs written.
     pub bytes_uploaded: u64,
+    /// Manifests and indexes written.
     pub manifests_pushed: u64,
+    /// Manifests and indexes the destination had already.
     pub manifests_existed: u64,
+    /// Roots written under another digest (a platform filter); empty for a byte-exact copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewritten: Vec<Rewritten>,
+}
+
+impl std::ops::AddAssign for CopyReport {
+    fn add_assign(&mut self, r: CopyReport) {
+        self.blobs_uploaded += r.blobs_uploaded;
+        self.blobs_existed += r.blobs_existed;
+        self.blobs_mounted += r.blobs_mounted;
+        self.bytes_uploaded += r.bytes_uploaded;
+        self.manifests_pushed += r.manifests_pushed;
+        self.manifests_existed += r.manifests_existed;
+        self.rewritten.extend(r.rewritten);
+    }
 }
 
 #[derive(Default)]
@@ -49,16 +101,21 @@ struct Counters {
     manifests_existed: AtomicU64,
 }
 
-type BlobCell = Arc<OnceCell<std::result::Result<BlobOutcome, Arc<Error>>>>;
+type Cell<T> = Arc<OnceCell<Result<T>>>;
 
 struct Ctx<'a> {
     src: &'a dyn Source,
     dst: &'a dyn Destination,
     progress: &'a dyn Progress,
+    /// Blob transfers in flight.
     sem: Semaphore,
-    blobs: Mutex<HashMap<Digest, BlobCell>>,
-    done_docs: Mutex<HashMap<Digest, ()>>,
+    /// Manifest fetches in flight (held for the fetch only, never while children copy).
+    doc_sem: Semaphore,
+    blobs: Mutex<HashMap<Digest, Cell<BlobOutcome>>>,
+    docs: Mutex<HashMap<Digest, Cell<()>>>,
     counters: Counters,
+    rewritten: Mutex<Vec<Rewritten>>,
+    platforms: &'a [Platform],
 }
 
 /// Copy the graph rooted at `root` from `src` to `dst`; tag it with each of `tags`
@@ -87,9 +144,12 @@ pub async fn graph_many(
         dst,
         progress,
         sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
+        doc_sem: Semaphore::new(opts.jobs.max(1)),
         blobs: Mutex::new(HashMap::new()),
-        done_docs: Mutex::new(HashMap::new()),
+        docs: Mutex::new(HashMap::new()),
         counters: Counters::default(),
+        rewritten: Mutex::new(Vec::new()),
+        platforms: &opts.platforms,
     };
     for (root, tags) in roots {
         copy_root(&ctx, root, tags).await?;
@@ -102,6 +162,7 @@ pub async fn graph_many(
         bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
         manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
         manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
+        rewritten: ctx.rewritten.into_inner().expect("lock"),
     })
 }
 
@@ -117,13 +178,16 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
         )));
     }
     let mut doc = ctx.src.fetch_document(&root).await?;
+    if doc.is_index() && !ctx.platforms.is_empty() {
+        (root, doc) = filter_platforms(ctx, &root, doc).await?;
+    }
     if let Some(chosen) = ctx.dst.select_root(ctx.src, &doc).await? {
         root = chosen;
         root.annotations.remove(media::ANNOTATION_REF_NAME);
         doc = ctx.src.fetch_document(&root).await?;
     }
     if !ctx.dst.has_manifest(&root).await? {
-        copy_children(ctx, &doc.children(), doc.is_index()).await?;
+        copy_children(ctx, &doc.children(), doc.is_index(), 1).await?;
         if tags.is_empty() {
             ctx.dst.push_manifest(&root, doc.bytes.clone(), None).await?;
         }
@@ -140,12 +204,57 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
     Ok(())
 }
 
-async fn copy_children(ctx: &Ctx<'_>, children: &[Descriptor], parent_is_index: bool) -> Result<()> {
+/// The index root narrowed to `ctx.platforms`: the one matching manifest for one platform, a
+/// new index of the matching entries (same fields, same order otherwise) for several.
+async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Result<(Descriptor, Document)> {
+    let loc = ctx.src.location();
+    let View::Index(index) = &doc.view else { return Ok((root.clone(), doc)) };
+    let keep: Vec<&Descriptor> =
+        index.manifests.iter().filter(|d| ctx.platforms.iter().any(|p| p.matches_entry(d))).collect();
+    let wanted = || ctx.platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ");
+    if keep.is_empty() {
+        let has = index.manifests.iter().filter_map(|d| d.platform.as_ref().map(Platform::to_string));
+        return Err(Error::not_found(
+            format!("platform {} (index {} has: {})", wanted(), root.digest, has.collect::<Vec<_>>().join(", ")),
+            loc,
+        ));
+    }
+    if let [one] = keep.as_slice() {
+        let mut chosen = (*one).clone();
+        chosen.platform = None;
+        let child = ctx.src.fetch_document(&chosen).await?;
+        return Ok((chosen, child));
+    }
+    if keep.len() == index.manifests.len() {
+        return Ok((root.clone(), doc));
+    }
+    // Drop the other entries from the exact bytes' JSON: every other field keeps its order.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&doc.bytes).map_err(|e| Error::malformed(format!("index {}", root.digest), &loc, e))?;
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|m| {
+            serde_json::from_value::<Descriptor>(m.clone())
+                .is_ok_and(|d| ctx.platforms.iter().any(|p| p.matches_entry(&d)))
+        });
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?);
+    let mut desc = Descriptor::of_bytes(doc.media_type.clone(), &bytes);
+    desc.annotations = root.annotations.clone();
+    let filtered = Document::from_fetched(&desc, bytes, &loc)?;
+    ctx.rewritten.lock().expect("lock").push(Rewritten {
+        from: root.digest.clone(),
+        to: desc.digest.clone(),
+        reason: format!("index filtered to {}", wanted()),
+    });
+    Ok((desc, filtered))
+}
+
+async fn copy_children(ctx: &Ctx<'_>, children: &[Descriptor], parent_is_index: bool, depth: usize) -> Result<()> {
     let futs = children.iter().map(|c| {
         if media::is_document(&c.media_type)
             || (parent_is_index && c.media_type.ends_with("+json") && c.media_type.contains("manifest"))
         {
-            copy_document(ctx, c.clone())
+            copy_document(ctx, c.clone(), depth + 1)
         } else {
             copy_blob(ctx, c.clone()).boxed()
         }
@@ -154,22 +263,35 @@ async fn copy_children(ctx: &Ctx<'_>, children: &[Descriptor], parent_is_index: 
     Ok(())
 }
 
-fn copy_document<'a>(ctx: &'a Ctx<'a>, desc: Descriptor) -> BoxFuture<'a, Result<()>> {
+/// Copy one child document and its graph, once per digest: a second parent waits for the
+/// first copy and shares its result.
+fn copy_document<'a>(ctx: &'a Ctx<'a>, desc: Descriptor, depth: usize) -> BoxFuture<'a, Result<()>> {
     async move {
-        if ctx.done_docs.lock().expect("lock").contains_key(&desc.digest) {
-            return Ok(());
+        if depth > MAX_DEPTH {
+            return Err(Error::malformed(
+                format!("manifest {}", desc.digest),
+                ctx.src.location(),
+                format!("indexes nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
-        if ctx.dst.has_manifest(&desc).await? {
-            ctx.counters.manifests_existed.fetch_add(1, Ordering::Relaxed);
-            ctx.done_docs.lock().expect("lock").insert(desc.digest.clone(), ());
-            return Ok(());
-        }
-        let doc = ctx.src.fetch_document(&desc).await?;
-        copy_children(ctx, &doc.children(), doc.is_index()).await?;
-        ctx.dst.push_manifest(&desc, doc.bytes.clone(), None).await?;
-        ctx.counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
-        ctx.done_docs.lock().expect("lock").insert(desc.digest.clone(), ());
-        Ok(())
+        let cell = ctx.docs.lock().expect("lock").entry(desc.digest.clone()).or_default().clone();
+        let res = cell
+            .get_or_init(|| async {
+                let doc = {
+                    let _permit = ctx.doc_sem.acquire().await.expect("semaphore open");
+                    if ctx.dst.has_manifest(&desc).await? {
+                        ctx.counters.manifests_existed.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    ctx.src.fetch_document(&desc).await?
+                };
+                copy_children(ctx, &doc.children(), doc.is_index(), depth).await?;
+                ctx.dst.push_manifest(&desc, doc.bytes.clone(), None).await?;
+                ctx.counters.manifests_pushed.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+            .await;
+        res.clone()
     }
     .boxed()
 }
@@ -206,12 +328,119 @@ async fn copy_blob(ctx: &Ctx<'_>, desc: Descriptor) -> Result<()> {
                     ctx.progress.done(&desc, o);
                     Ok(o)
                 }
-                Err(e) => Err(Arc::new(e)),
+                Err(e) => Err(e),
             }
         })
         .await;
-    match res {
-        Ok(_) => Ok(()),
-        Err(e) => Err(Error::Shared(e.clone())),
+    res.as_ref().map(|_| ()).map_err(Error::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::model::write::{ImageIndex, ImageManifest};
+    use crate::transport::memory::Memory;
+    use crate::transport::{BlobStream, NoProgress};
+
+    /// A memory source that counts manifest fetches.
+    struct Counting {
+        inner: Memory,
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Source for Counting {
+        fn location(&self) -> String {
+            "counting".into()
+        }
+        async fn resolve(&self, r: Option<&str>) -> Result<Descriptor> {
+            self.inner.resolve(r).await
+        }
+        async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.inner.fetch_manifest_bytes(desc).await
+        }
+        async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+            self.inner.open_blob(desc, offset).await
+        }
+    }
+
+    async fn put(m: &Memory, media_type: &str, bytes: Vec<u8>) -> Descriptor {
+        let d = Descriptor::of_bytes(media_type, &bytes);
+        m.push_manifest(&d, Bytes::from(bytes), None).await.unwrap();
+        d
+    }
+
+    /// An image manifest with an empty config, and on top of it `levels` indexes that each
+    /// list the level below twice: 2^levels paths to the image.
+    async fn diamond_chain(m: &Memory, levels: usize) -> Descriptor {
+        let config = Descriptor::of_bytes(media::OCI_EMPTY, b"{}");
+        m.insert_blob(&config, Bytes::from_static(b"{}")).unwrap();
+        let mut top = put(m, media::OCI_MANIFEST, ImageManifest::new(config, vec![]).to_bytes().unwrap()).await;
+        for i in 0..levels {
+            let mut a = top.clone();
+            a.annotations.insert("n".into(), format!("{i}a"));
+            let mut b = top.clone();
+            b.annotations.insert("n".into(), format!("{i}b"));
+            top = put(m, media::OCI_INDEX, ImageIndex::new(vec![a, b]).to_bytes().unwrap()).await;
+        }
+        top
+    }
+
+    #[tokio::test]
+    async fn dag_costs_one_fetch_per_document() {
+        let src = Counting { inner: Memory::new(), fetches: AtomicUsize::new(0) };
+        let root = diamond_chain(&src.inner, 30).await;
+        let dst = Memory::new();
+        let report = graph(&src, &dst, &root, &[], &CopyOptions::default(), &NoProgress).await.unwrap();
+        assert_eq!(report.manifests_pushed, 31);
+        assert_eq!(src.fetches.load(Ordering::SeqCst), 31, "each document fetched once");
+        assert_eq!(report.blobs_uploaded, 1);
+    }
+
+    #[tokio::test]
+    async fn deep_chain_is_refused() {
+        let src = Memory::new();
+        let root = diamond_chain(&src, MAX_DEPTH + 5).await;
+        let e = graph(&src, &Memory::new(), &root, &[], &CopyOptions::default(), &NoProgress).await.unwrap_err();
+        assert!(e.to_string().contains("nested deeper"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn platforms_narrow_an_index() {
+        let src = Memory::new();
+        let config = Descriptor::of_bytes(media::OCI_EMPTY, b"{}");
+        src.insert_blob(&config, Bytes::from_static(b"{}")).unwrap();
+        let mut entries = Vec::new();
+        for (i, p) in ["linux/amd64", "linux/arm64/v8", "linux/s390x"].iter().enumerate() {
+            let mut m = ImageManifest::new(config.clone(), vec![]);
+            m.annotations.insert("i".into(), i.to_string());
+            let mut d = put(&src, media::OCI_MANIFEST, m.to_bytes().unwrap()).await;
+            d.platform = Platform::parse(p);
+            entries.push(d);
+        }
+        let root = put(&src, media::OCI_INDEX, ImageIndex::new(entries.clone()).to_bytes().unwrap()).await;
+        let one = CopyOptions { platforms: vec![Platform::parse("linux/arm64").unwrap()], ..Default::default() };
+        let dst = Memory::new();
+        let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
+        assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
+        assert!(r.rewritten.is_empty());
+        let two = CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
+        let dst = Memory::new();
+        let r = graph(&src, &dst, &root, &["v1".into()], &two, &NoProgress).await.unwrap();
+        let tagged = dst.resolve(Some("v1")).await.unwrap();
+        assert_eq!(r.rewritten.len(), 1);
+        assert_eq!(r.rewritten[0].to, tagged.digest);
+        let doc = dst.fetch_document(&tagged).await.unwrap();
+        let kept: Vec<_> = doc.children().into_iter().map(|d| d.digest).collect();
+        assert_eq!(kept, vec![entries[0].digest.clone(), entries[2].digest.clone()]);
+        assert!(!dst.has_manifest(&entries[1]).await.unwrap());
+        let none = CopyOptions { platforms: vec![Platform::parse("windows/amd64").unwrap()], ..Default::default() };
+        let e = graph(&src, &Memory::new(), &root, &[], &none, &NoProgress).await.unwrap_err();
+        assert!(e.to_string().contains("linux/s390x"), "{e}");
     }
 }

@@ -33,6 +33,21 @@ impl Memory {
         Memory::default()
     }
 
+    /// Store `bytes` as the blob `desc`, checked against its size and digest.
+    pub fn insert_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
+        let actual = Descriptor::of_bytes(desc.media_type.clone(), &bytes);
+        if actual.size != desc.size || actual.digest != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", desc.digest),
+                location: LOC.into(),
+                expected: desc.digest.to_string(),
+                actual: actual.digest.to_string(),
+            });
+        }
+        self.state.lock().expect("lock").blobs.insert(desc.digest.clone(), bytes);
+        Ok(())
+    }
+
     /// Number of blobs held (manifests excluded).
     pub fn blob_count(&self) -> usize {
         self.state.lock().expect("lock").blobs.len()

@@ -406,6 +406,7 @@ pub(crate) async fn write_verified(
     progress: &dyn Progress,
 ) -> Result<()> {
     let size = desc.size;
+    let what = format!("blob {} from {location}", desc.digest);
     let mut reader = VerifyReader::new(stream, desc, location);
     let (full_tx, mut full_rx) = tokio::sync::mpsc::channel::<IoBlock>(WRITE_BLOCKS);
     let (empty_tx, mut empty_rx) = tokio::sync::mpsc::channel::<IoBlock>(WRITE_BLOCKS + 1);
@@ -434,7 +435,7 @@ pub(crate) async fn write_verified(
             block.clear();
             let mut eof = false;
             while !block.is_full() {
-                let n = reader.read(block.spare_mut()).await.map_err(|e| unwrap_io_error(e, path))?;
+                let n = reader.read(block.spare_mut()).await.map_err(|e| unwrap_io_error(e, what.as_str()))?;
                 if n == 0 {
                     eof = true;
                     break;

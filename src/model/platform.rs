@@ -1,0 +1,108 @@
+//! Platforms (`os/arch[/variant]`) and the one rule for matching them, used by every place
+//! that picks a manifest from an index: base images, docker-archive output, `index create`
+//! selectors, copy filters. Also the one test for attestation entries, which buildx lists in
+//! an index beside the images with platform `unknown/unknown`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::descriptor::Descriptor;
+
+/// Annotation buildx puts on attestation manifests in an index (`attestation-manifest`).
+pub const ANNOTATION_DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// The platform of an image, as an index entry or an image config states it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+}
+
+impl Platform {
+    /// Whether an image for `have` serves a request for `self`: same os and architecture, and
+    /// the same variant when `self` names one. Variants are normalized as containerd does:
+    /// `arm64/v8` is plain `arm64`, so `linux/arm64/v8` and `linux/arm64` match either way.
+    pub fn matches(&self, have: &Platform) -> bool {
+        let variant = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm64", Some("v8")) => None,
+            (_, v) => v.map(str::to_string),
+        };
+        self.os == have.os
+            && self.architecture == have.architecture
+            && (self.variant.is_none() || variant(self) == variant(have))
+    }
+
+    /// Whether the index entry `d` is an image for this platform (attestations never are).
+    pub fn matches_entry(&self, d: &Descriptor) -> bool {
+        !is_attestation(d) && d.platform.as_ref().is_some_and(|have| self.matches(have))
+    }
+
+    /// Parse a comma-separated list, e.g. `linux/amd64,linux/arm64`; `None` if any is not
+    /// `os/arch[/variant]`.
+    pub fn parse_list(s: &str) -> Option<Vec<Platform>> {
+        s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(Platform::parse).collect()
+    }
+
+    /// Parse `os/arch[/variant]`, e.g. `linux/arm64/v8`.
+    pub fn parse(s: &str) -> Option<Platform> {
+        let mut it = s.split('/');
+        let os = it.next().filter(|x| !x.is_empty())?.to_string();
+        let architecture = it.next().filter(|x| !x.is_empty())?.to_string();
+        let variant = it.next().map(str::to_string);
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Platform { architecture, os, os_version: None, os_features: None, variant, features: None })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the index entry `d` is an attestation (buildx's provenance/SBOM manifests), not an
+/// image: it carries `vnd.docker.reference.type`, or the platform `unknown/unknown`.
+pub fn is_attestation(d: &Descriptor) -> bool {
+    d.annotations.contains_key(ANNOTATION_DOCKER_REFERENCE_TYPE)
+        || d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_parse() {
+        let p = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!(Platform::parse("linux").is_none());
+        assert_eq!(Platform::parse_list("linux/amd64, linux/arm64").unwrap().len(), 2);
+        assert!(Platform::parse_list("linux/amd64,bad").is_none());
+    }
+
+    #[test]
+    fn one_matching_rule() {
+        let p = |s| Platform::parse(s).unwrap();
+        assert!(p("linux/arm64").matches(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").matches(&p("linux/arm64")));
+        assert!(p("linux/arm/v7").matches(&p("linux/arm/v7")));
+        assert!(!p("linux/arm/v7").matches(&p("linux/arm/v6")));
+        assert!(p("linux/arm").matches(&p("linux/arm/v6")));
+        assert!(!p("linux/amd64").matches(&p("linux/arm64")));
+        let att = Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
+        assert!(is_attestation(&att));
+    }
+}
