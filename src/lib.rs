@@ -9,6 +9,8 @@
 //!   from many roots), [`bundle`] (CNAB), [`output`] (buildx-style `--output`);
 //! - [`build`]: images, artifacts and ModelPack models built into a local layout.
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod bundle;
 pub mod copy;
