@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hoist::testing::proxy::{Fault, FaultProxy, Rule};
+use hoist_testkit::proxy::{Fault, FaultProxy, Rule};
 use support::*;
 
 const MIB: usize = 1 << 20;

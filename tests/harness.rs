@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::registry::parse_access_line;
 use common::*;
-use hoist::testing::proxy::{Fault, FaultProxy, Rule, RuleStats};
+use hoist_testkit::proxy::{Fault, FaultProxy, Rule, RuleStats};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Output;
 
 use common::*;
-use hoist::testing::proxy::FaultProxy;
+use hoist_testkit::proxy::FaultProxy;
 use serde_json::Value;
 use support::*;
 

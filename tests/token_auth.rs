@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use hoist::testing::proxy::{FaultProxy, Rule};
+use hoist_testkit::proxy::{FaultProxy, Rule};
 
 const USER: &str = "tok-user";
 const PASS: &str = "tok-s3cret-pw";

@@ -2,8 +2,7 @@
 //! `hoist` binary, and the independent tools (skopeo, ...) that judge what hoist did.
 //!
 //! Use from a test file with `mod common;` and `use common::*;`. The fault-injecting proxy is
-//! `hoist::testing::proxy` (the crate's `testing` feature, enabled for tests through the
-//! self dev-dependency in Cargo.toml).
+//! `hoist_testkit::proxy` (the workspace crate `crates/hoist-testkit`, a dev-dependency).
 #![allow(dead_code)]
 
 pub mod registry;

@@ -1,4 +1,4 @@
-//! hoist-faultproxy: the fault-injecting HTTP/1.1 reverse proxy of `hoist::testing::proxy` as a
+//! hoist-faultproxy: the fault-injecting HTTP/1.1 reverse proxy of `hoist_testkit::proxy` as a
 //! program, for shell tests and benchmarks.
 //!
 //! Prints the listen address (`127.0.0.1:PORT`) as the first line on stdout; on SIGINT or
@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use hoist::testing::proxy::{parse_rules, serve, ProxyState};
+use hoist_testkit::proxy::{parse_rules, serve, ProxyState};
 
 #[derive(Parser, Debug)]
 #[command(
