@@ -37,10 +37,6 @@ fn skopeo_ok(reg: &TestRegistry, args: &[&str]) -> String {
     assert_success(&format!("skopeo {}", a.join(" ")), &out)
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hoist::Digest::sha256_of(bytes).to_string()
-}
-
 /// Relative path → content of every file under `root`.
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -56,9 +52,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn build_writes_every_output_and_metadata() {
-    if !require("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let reg = TestRegistry::start(RegistryOpts::plain());
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -107,9 +101,7 @@ fn build_writes_every_output_and_metadata() {
 
 #[test]
 fn build_oci_dir_unpacks_with_umoci() {
-    if !require("umoci") {
-        return;
-    }
+    hoist_testkit::require!("umoci");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let dir = t.join("oci");
@@ -201,9 +193,7 @@ fn model_pack_push_unpack_round_trip() {
 
 #[test]
 fn artifact_push_and_referrers_on_registry() {
-    if !require("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let reg = TestRegistry::start(RegistryOpts::plain());
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

@@ -1,5 +1,6 @@
-//! One conformance suite every transport runs: what goes in comes out byte for byte,
-//! corrupt blobs are refused and leave nothing visible, and a second copy moves nothing.
+//! The conformance suite of the test kit (`hoist_testkit::conformance`: what goes in comes out
+//! byte for byte, corrupt blobs are refused and leave nothing visible, and a second copy moves
+//! nothing), run for every transport.
 
 mod common;
 
@@ -11,138 +12,8 @@ use bytes::Bytes;
 use hoist::copy::{self, CopyOptions};
 use hoist::transport::layout::Layout;
 use hoist::transport::{BlobStream, Destination, NoProgress, Source};
-use hoist::{Descriptor, Digest, Error};
-use tokio::io::AsyncReadExt;
-
-fn sample() -> Layout {
-    Layout::open(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout")).unwrap()
-}
-
-/// How a transport under test is made: a fresh destination, and a way to read it back.
-#[async_trait]
-trait Harness: Send + Sync {
-    fn name(&self) -> &str;
-    async fn destination(&self) -> Box<dyn Destination>;
-    async fn reopen(&self) -> Box<dyn Source>;
-    /// Tags the transport can hold (docker-archive holds only images).
-    fn tags(&self) -> Vec<&'static str> {
-        vec!["multi", "artifact"]
-    }
-    /// Whether anything of a failed write may be visible (archives: the file must not exist).
-    async fn is_untouched(&self, corrupt: &Descriptor) -> bool;
-    /// Re-copying into the same destination is meaningful (not for write-once archives).
-    fn rewritable(&self) -> bool {
-        true
-    }
-}
-
-/// Same as the sample layout, but one blob's bytes are altered (same size).
-struct Corrupting {
-    inner: Layout,
-    target: Digest,
-}
-
-#[async_trait]
-impl Source for Corrupting {
-    fn location(&self) -> String {
-        Source::location(&self.inner)
-    }
-    async fn resolve(&self, r: Option<&str>) -> hoist::Result<Descriptor> {
-        self.inner.resolve(r).await
-    }
-    async fn fetch_manifest_bytes(&self, d: &Descriptor) -> hoist::Result<Bytes> {
-        self.inner.fetch_manifest_bytes(d).await
-    }
-    async fn open_blob(&self, d: &Descriptor, offset: u64) -> hoist::Result<BlobStream> {
-        let mut s = self.inner.open_blob(d, offset).await?;
-        if d.digest != self.target {
-            return Ok(s);
-        }
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        buf[0] ^= 0x55;
-        Ok(Box::pin(std::io::Cursor::new(buf)))
-    }
-}
-
-async fn root(src: &dyn Source, tag: &str) -> Descriptor {
-    src.resolve(Some(tag)).await.unwrap()
-}
-
-/// Every document and blob digest under `desc`, documents with their bytes.
-async fn walk(src: &dyn Source, desc: &Descriptor, docs: &mut Vec<(Digest, Bytes)>, blobs: &mut Vec<Descriptor>) {
-    let doc = src.fetch_document(desc).await.unwrap();
-    docs.push((doc.digest.clone(), doc.bytes.clone()));
-    for c in doc.children() {
-        if hoist::model::media::is_document(&c.media_type) {
-            Box::pin(walk(src, &c, docs, blobs)).await;
-        } else {
-            blobs.push(c);
-        }
-    }
-}
-
-async fn run_conformance(h: &dyn Harness) {
-    let src = sample();
-    let opts = CopyOptions::default();
-
-    // 1. Round trip: same digests, same document bytes, same blob bytes.
-    let dst = h.destination().await;
-    let mut plan = Vec::new();
-    for tag in h.tags() {
-        plan.push((root(&src, tag).await, vec![tag.to_string()]));
-    }
-    let first = copy::graph_many(&src, dst.as_ref(), &plan, &opts, &NoProgress).await.unwrap();
-    dst.finish().await.unwrap();
-    drop(dst);
-    assert!(first.blobs_uploaded > 0, "{}: nothing uploaded", h.name());
-    let back = h.reopen().await;
-    for tag in h.tags() {
-        let want = root(&src, tag).await;
-        let got = back.resolve(Some(tag)).await.unwrap_or_else(|e| panic!("{}: resolve {tag}: {e}", h.name()));
-        assert_eq!(got.digest, want.digest, "{}: tag {tag}", h.name());
-        let (mut want_docs, mut want_blobs) = (Vec::new(), Vec::new());
-        walk(&src, &want, &mut want_docs, &mut want_blobs).await;
-        let (mut got_docs, mut got_blobs) = (Vec::new(), Vec::new());
-        walk(back.as_ref(), &got, &mut got_docs, &mut got_blobs).await;
-        assert_eq!(got_docs, want_docs, "{}: documents under {tag}", h.name());
-        assert_eq!(got_blobs, want_blobs, "{}: blob descriptors under {tag}", h.name());
-        for b in &got_blobs {
-            let mut s = back.open_blob(b, 0).await.unwrap();
-            let mut bytes = Vec::new();
-            s.read_to_end(&mut bytes).await.unwrap();
-            assert_eq!(b.digest.same_alg_of(&bytes), b.digest, "{}: blob {}", h.name(), b.digest);
-        }
-    }
-
-    // 2. A second copy into the same destination moves no blob.
-    if h.rewritable() {
-        let dst = h.destination().await;
-        let second = copy::graph_many(&src, dst.as_ref(), &plan, &opts, &NoProgress).await.unwrap();
-        dst.finish().await.unwrap();
-        assert_eq!(second.blobs_uploaded, 0, "{}: second copy uploaded blobs", h.name());
-    }
-}
-
-async fn run_refusal(h: &dyn Harness) {
-    let src = sample();
-    let art = root(&src, "multi").await;
-    let (mut docs, mut blobs) = (Vec::new(), Vec::new());
-    walk(&src, &art, &mut docs, &mut blobs).await;
-    let victim = blobs.iter().find(|b| b.media_type.contains("layer")).unwrap().clone();
-    let bad = Corrupting { inner: sample(), target: victim.digest.clone() };
-    let dst = h.destination().await;
-    let err = copy::graph(&bad, dst.as_ref(), &art, &["multi".into()], &CopyOptions::default(), &NoProgress).await;
-    let err = err.expect_err("corrupt blob accepted");
-    let inner = match &err {
-        Error::Shared(e) => e.as_ref(),
-        e => e,
-    };
-    assert!(matches!(inner, Error::DigestMismatch { .. }), "{}: {err}", h.name());
-    assert!(err.to_string().contains(&victim.digest.to_string()), "{}: error names the digest: {err}", h.name());
-    drop(dst);
-    assert!(h.is_untouched(&victim).await, "{}: corrupt content visible", h.name());
-}
+use hoist::Descriptor;
+use hoist_testkit::conformance::{self, root, sample, Harness};
 
 // ---- transports ----
 
@@ -300,7 +171,7 @@ fn no_temp_files(dir: &Path) -> bool {
 #[tokio::test]
 async fn layout_conformance() {
     let t = tempfile::tempdir().unwrap();
-    run_conformance(&LayoutH(t.path().join("a"))).await;
+    conformance::round_trip(&LayoutH(t.path().join("a"))).await;
     // Blobs and index.json are readable like files other tools write (0644 less the umask).
     use std::os::unix::fs::PermissionsExt;
     let umask = unsafe {
@@ -316,16 +187,16 @@ async fn layout_conformance() {
     {
         assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, want, "{}", f.display());
     }
-    run_refusal(&LayoutH(t.path().join("b"))).await;
+    conformance::refusal(&LayoutH(t.path().join("b"))).await;
 }
 
 #[tokio::test]
 async fn oci_archive_conformance() {
     let t = tempfile::tempdir().unwrap();
-    run_conformance(&OciArchiveH(t.path().join("a/x.tar"))).await;
+    conformance::round_trip(&OciArchiveH(t.path().join("a/x.tar"))).await;
     let d = t.path().join("b");
     std::fs::create_dir_all(&d).unwrap();
-    run_refusal(&OciArchiveH(d.join("x.tar"))).await;
+    conformance::refusal(&OciArchiveH(d.join("x.tar"))).await;
 }
 
 #[tokio::test]
@@ -345,13 +216,12 @@ async fn docker_archive_conformance() {
     assert_eq!(got.digest, amd64.digest, "docker-archive keeps the manifest digest");
     let d = t.path().join("b");
     std::fs::create_dir_all(&d).unwrap();
-    run_refusal(&DockerArchiveH(d.join("x.tar"))).await;
+    conformance::refusal(&DockerArchiveH(d.join("x.tar"))).await;
 }
 
 #[tokio::test]
 async fn memory_conformance() {
-    run_conformance(&MemoryH(Arc::new(hoist::transport::memory::Memory::new()))).await;
-    run_refusal(&MemoryH(Arc::new(hoist::transport::memory::Memory::new()))).await;
+    conformance::run(|| MemoryH(Arc::new(hoist::transport::memory::Memory::new()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,8 +229,8 @@ async fn registry_conformance() {
     let reg = tokio::task::spawn_blocking(common::TestRegistry::plain).await.unwrap();
     let client = hoist::transport::registry::Client::new(Default::default()).unwrap();
     let h = RegistryH { client: client.clone(), reference: format!("{}/conf/a", reg.host()).parse().unwrap() };
-    run_conformance(&h).await;
+    conformance::round_trip(&h).await;
     let h = RegistryH { client, reference: format!("{}/conf/b", reg.host()).parse().unwrap() };
-    run_refusal(&h).await;
+    conformance::refusal(&h).await;
     tokio::task::spawn_blocking(move || drop(reg)).await.unwrap();
 }

@@ -3,25 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::registry::parse_access_line;
 use common::*;
 use hoist_testkit::proxy::{Fault, FaultProxy, Rule, RuleStats};
+use hoist_testkit::tools::sha256 as digest_of;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
-use sha2::{Digest as _, Sha256};
 
 const REPO: &str = "harness/blobs";
 
 fn blob(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// `base` + a Location that may be absolute or relative.
@@ -461,47 +455,6 @@ async fn location_pointing_at_upstream_is_rewritten() {
     assert!(head.to_ascii_lowercase().contains(&format!("host: {}", proxy.host())), "{head}");
 }
 
-#[test]
-fn faultproxy_binary_serves_and_reports() {
-    let reg = TestRegistry::plain();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hoist-faultproxy"))
-        .args(["--listen", "127.0.0.1:0", "--upstream", &reg.url(), "--log-requests"])
-        .args(["--rules", "method=GET path=/v2/ nth=2 status=429"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut addr = String::new();
-    out.read_line(&mut addr).unwrap();
-    let addr = addr.trim().to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-
-    let codes: Vec<u16> = (0..3)
-        .map(|_| {
-            let o = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-                .arg(format!("http://{addr}/v2/"))
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).parse().unwrap()
-        })
-        .collect();
-    assert_eq!(codes, [200, 429, 200]);
-
-    // SAFETY: SIGTERM to the child we spawned and have not reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let mut summary = String::new();
-    out.read_line(&mut summary).unwrap();
-    assert!(child.wait().unwrap().success());
-    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    assert_eq!(v["requests"], 3);
-    assert_eq!(v["methods"]["GET"], 3);
-    assert_eq!(v["rules"][0]["fired"], 1);
-    assert_eq!(v["exchanges"][1], serde_json::json!(["GET", "/v2/", 429]));
-}
-
 /// A one-layer OCI image layout written by hand, for skopeo to push.
 fn tiny_oci_layout(dir: &std::path::Path) {
     use std::io::Write as _;
@@ -542,9 +495,7 @@ fn tiny_oci_layout(dir: &std::path::Path) {
 
 #[test]
 fn skopeo_pushes_with_registry_args() {
-    if !require("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let src = tempfile::tempdir().unwrap();
     tiny_oci_layout(src.path());
     for opts in [RegistryOpts::plain(), RegistryOpts::auth("u", "p").with_tls()] {

@@ -39,15 +39,6 @@ fn push(dir: &Path, desc: &Descriptor, dst: &str) {
     run_ok(&["-q", "push", &format!("{}@{}", dir.display(), desc.digest), dst]);
 }
 
-fn skopeo_raw(reg: &TestRegistry, reference: &str) -> Vec<u8> {
-    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
-    args.extend(reg.skopeo_args(""));
-    args.push(format!("docker://{reference}"));
-    let out = skopeo(&args);
-    assert_success("skopeo inspect --raw", &out);
-    out.stdout
-}
-
 fn manifests(index: &[u8]) -> Vec<Value> {
     let v: Value = serde_json::from_slice(index).unwrap();
     v["manifests"].as_array().unwrap().clone()
@@ -70,9 +61,7 @@ fn two_platforms() -> Two {
 
 #[test]
 fn merges_pushed_platform_manifests_into_one_index() {
-    if !require("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let reg = TestRegistry::start(RegistryOpts::plain());
     let host = reg.host();
     let t = two_platforms();

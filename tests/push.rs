@@ -10,10 +10,6 @@ use std::process::Command;
 use common::*;
 use sha2::Digest as _;
 
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
-}
-
 fn sample_layout() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout")
 }
@@ -28,13 +24,9 @@ fn index_entries(layout: &Path) -> Vec<serde_json::Value> {
     v["manifests"].as_array().cloned().unwrap_or_default()
 }
 
+/// The raw manifest `reference` (`REPO:TAG`, `REPO@DIGEST`) on `reg`, read by skopeo.
 fn skopeo_raw(reg: &TestRegistry, reference: &str) -> Vec<u8> {
-    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
-    args.extend(reg.skopeo_args(""));
-    args.push(format!("docker://{}/{reference}", reg.host()));
-    let out = skopeo(&args);
-    assert_success("skopeo inspect --raw", &out);
-    out.stdout
+    common::skopeo_raw(reg, &format!("{}/{reference}", reg.host()))
 }
 
 /// Every manifest/index digest reachable from a layout root, with its raw bytes.
@@ -58,9 +50,7 @@ fn blob_uploads(reg: &TestRegistry) -> usize {
 
 #[test]
 fn pushes_oci11_artifact_and_index_byte_for_byte() {
-    if !require("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let reg = TestRegistry::plain();
     let layout = sample_layout();
     let out = hoist(["push", layout.to_str().unwrap(), &format!("{}/sample/app", reg.host())]);
@@ -110,9 +100,7 @@ fn pushes_oci11_artifact_and_index_byte_for_byte() {
 
 #[test]
 fn pushes_layouts_made_by_umoci_and_skopeo() {
-    if !require("skopeo") || !require("umoci") {
-        return;
-    }
+    hoist_testkit::require!("skopeo", "umoci");
     let reg = TestRegistry::plain();
     let tmp = tempfile::tempdir().unwrap();
     let um = tmp.path().join("umoci");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::token::{TokenOpts, TokenServer};
+use crate::token::{TokenOpts, TokenServer};
 
 /// How to start a [`TestRegistry`].
 #[derive(Clone, Debug, Default)]
@@ -173,12 +173,12 @@ impl TestRegistry {
         self.token.as_ref()
     }
 
-    /// The state dir (config.yml, data/, log, tls/, certs.d/, htpasswd).
     /// The registry's process group id (its shell wrapper leads the group).
     pub fn process_group(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
+    /// The state dir (config.yml, data/, log, tls/, certs.d/, htpasswd).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -4,7 +4,7 @@
 //! that CNCF distribution 2.8.2 (`auth: token:`) accepts, granting exactly the scopes asked for.
 //!
 //! Not for: the OAuth2 `password` grant (issuing refresh tokens), or registries other than
-//! [`super::registry`].
+//! [`crate::registry`].
 //!
 //! The signing key and its self-signed certificate are made with `openssl` in a temp dir; the
 //! certificate is the registry's `rootcertbundle` and travels in each token's `x5c` header.
@@ -33,8 +33,9 @@ const REGISTRY_LEEWAY_SECS: i64 = 60;
 /// How to start a [`TokenServer`].
 #[derive(Clone, Debug)]
 pub struct TokenOpts {
-    /// The one user and password that get tokens.
+    /// The one user that gets tokens.
     pub user: String,
+    /// That user's password.
     pub pass: String,
     /// Requests without credentials get tokens too, with only the `pull` actions they asked for.
     pub anonymous_pull: bool,
