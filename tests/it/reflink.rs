@@ -4,7 +4,7 @@
 //! blob (and its digest) untouched. Needs root, loop devices and mkfs.xfs (`.ci/run`
 //! installs xfsprogs); without them the test says why and passes without checking.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};

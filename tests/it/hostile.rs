@@ -2,8 +2,8 @@
 //! file/reference/digest) and that the destination was not touched (no new blobs or tags).
 
 #[allow(unused_imports)] // not every test file uses every re-export
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write as _;

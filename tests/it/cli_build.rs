@@ -1,7 +1,7 @@
 //! The producing commands (`build`, `artifact`, `model`, `referrers`) end to end against a
 //! real registry, judged by skopeo, umoci and tar rather than by hoist reading back.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! `hoist index create` and `hoist bundle` against a real registry, judged by skopeo and by
 //! the registry's own access log (mounts vs uploads), not only by hoist reading back.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Byte-exact push/pull/copy of layouts made by other tools, against the real registry,
 //! judged by skopeo; auth and TLS; refusal of corrupt blobs; constant memory for big blobs.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Builders judged by independent tools (umoci, skopeo, GNU tar) and by re-hashing
 //! their output, not only by hoist reading back what it wrote.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

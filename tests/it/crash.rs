@@ -3,8 +3,8 @@
 //! at a missing blob), and whose leftovers `hoist layout gc` removes. Also two writers at once.
 
 #[allow(unused_imports)] // not every test file uses every re-export
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! byte for byte, corrupt blobs are refused and leave nothing visible, and a second copy moves
 //! nothing), run for every transport.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Tests of the test infrastructure itself: the real registry (plain, auth, TLS) and the
 //! fault-injecting proxy in front of it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

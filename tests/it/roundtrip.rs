@@ -3,7 +3,7 @@
 //! tool (no index.json, uncompressed layers) cannot: the manifest is re-made and the layers
 //! are the uncompressed tars, while the config is kept byte for byte.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

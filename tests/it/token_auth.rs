@@ -2,7 +2,7 @@
 //! `auth: token:` and a test token server ([`common::token`]) that grants exactly the scopes
 //! asked for, so a client asking for the wrong scopes gets a 401 from the registry.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

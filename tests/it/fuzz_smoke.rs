@@ -2,7 +2,7 @@
 //! target body over its seed corpus and a few thousand mutated inputs from a fixed seed.
 //! Passing means no panic.
 
-#[path = "../fuzz/bodies.rs"]
+#[path = "../../fuzz/bodies.rs"]
 mod bodies;
 
 use std::path::Path;

@@ -8,8 +8,8 @@
 //! and hoist resumes at the registry's `Range`.
 
 #[allow(unused_imports)] // not every test file uses every re-export
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

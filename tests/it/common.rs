@@ -2,8 +2,8 @@
 //! what the test kit (`crates/hoist-testkit`) offers: a real registry per test, token
 //! servers, and the independent tools (skopeo, ...) that judge what hoist did.
 //!
-//! Use from a test file with `mod common;` and `use common::*;`. The fault-injecting proxy is
-//! `hoist_testkit::proxy`.
+//! Use from a test module with `use crate::common;` and `use common::*;`. The fault-injecting
+//! proxy is `hoist_testkit::proxy`.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;

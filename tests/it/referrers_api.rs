@@ -6,8 +6,8 @@
 //!
 //! `hoist copy` is not tested here: the graph copy does not look for referrers of what it copies.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;
