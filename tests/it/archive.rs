@@ -94,14 +94,6 @@ async fn copy_tagged(
     Ok(root)
 }
 
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP: {tool} is not installed");
-    }
-    ok
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -173,9 +165,7 @@ async fn oci_archive_round_trip_is_byte_stable() {
 
 #[tokio::test]
 async fn oci_archive_is_read_by_skopeo_and_umoci() {
-    if !have("skopeo") || !have("umoci") {
-        return;
-    }
+    hoist_testkit::require!("skopeo", "umoci");
     let t = tempfile::tempdir().unwrap();
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
@@ -204,9 +194,7 @@ async fn oci_archive_is_read_by_skopeo_and_umoci() {
 
 #[tokio::test]
 async fn docker_archive_is_read_by_skopeo_and_hoist() {
-    if !have("skopeo") || !have("umoci") {
-        return;
-    }
+    hoist_testkit::require!("skopeo", "umoci");
     let t = tempfile::tempdir().unwrap();
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
@@ -241,9 +229,7 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
 /// podman in a private vfs store; containerd is not tried (it needs root and a daemon).
 #[tokio::test]
 async fn docker_archive_is_loaded_by_podman() {
-    if !have("podman") {
-        return;
-    }
+    hoist_testkit::require!("podman");
     let t = tempfile::tempdir().unwrap();
     make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
@@ -263,8 +249,7 @@ async fn docker_archive_is_loaded_by_podman() {
     };
     let probe = podman(&["images"]);
     if !probe.status.success() {
-        eprintln!("SKIP: podman cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
-        return;
+        hoist_testkit::skip!("podman cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
     }
     let out = podman(&["load", "-i", file.to_str().unwrap()]);
     assert!(out.status.success(), "podman load: {}", String::from_utf8_lossy(&out.stderr));
@@ -275,9 +260,7 @@ async fn docker_archive_is_loaded_by_podman() {
 
 #[tokio::test]
 async fn docker_archive_from_skopeo_reads_into_a_layout() {
-    if !have("skopeo") {
-        return;
-    }
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     make_layout(&t.path().join("src"));
     let file = t.path().join("skopeo.tar");
@@ -407,9 +390,7 @@ async fn unsafe_and_compressed_archives_are_refused() {
 /// Skips when containerd cannot start here (it needs root).
 #[tokio::test]
 async fn docker_archive_is_imported_by_containerd() {
-    if !have("containerd") || !have("ctr") {
-        return;
-    }
+    hoist_testkit::require!("containerd", "ctr");
     let t = tempfile::tempdir().unwrap();
     let (mdesc, _) = make_layout(&t.path().join("src"));
     let src = Layout::open(t.path().join("src")).unwrap();
@@ -450,8 +431,10 @@ async fn docker_archive_is_imported_by_containerd() {
     if !up {
         let _ = daemon.kill();
         let _ = daemon.wait();
-        eprintln!("SKIP: containerd cannot start here: {}", std::fs::read_to_string(c.join("log")).unwrap_or_default());
-        return;
+        hoist_testkit::skip!(
+            "containerd cannot start here: {}",
+            std::fs::read_to_string(c.join("log")).unwrap_or_default()
+        );
     }
     let import = ctr(&["images", "import", "--no-unpack", file.to_str().unwrap()]);
     let list = ctr(&["images", "ls"]);
@@ -530,7 +513,7 @@ async fn docker_archive_picks_one_platform_of_an_index() {
         assert_eq!(m[0]["Config"], format!("blobs/sha256/{}", want.hex()));
         assert_eq!(m[0]["RepoTags"], serde_json::json!(["example.com/multi:1"]));
         assert!(!names.iter().any(|n| n.ends_with(other.hex())), "other platform's config copied: {names:?}");
-        if have("skopeo") {
+        if hoist_testkit::optional!("skopeo") {
             run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", file.display())));
         }
     }
@@ -581,7 +564,7 @@ async fn legacy_docker_save_layout_is_read() {
     let out = t.path().join("again.tar");
     let w = DockerArchiveWriter::create(&out, vec!["legacy:2".into()], None).await.unwrap();
     copy_tagged(&dst, &w, "1", &[]).await.unwrap();
-    if have("skopeo") {
+    if hoist_testkit::optional!("skopeo") {
         run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", path.display())));
         run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", out.display())));
     }

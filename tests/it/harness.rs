@@ -172,7 +172,7 @@ fn tools_and_binaries() {
     assert!(have("docker-registry"));
     assert!(have("sh"));
     assert!(!have("surely-no-such-tool-here"));
-    if have("skopeo") {
+    if hoist_testkit::optional!("skopeo") {
         let out = skopeo(["--version"]);
         assert!(assert_success("skopeo --version", &out).contains("skopeo"));
     }

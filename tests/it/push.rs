@@ -209,7 +209,7 @@ fn basic_auth_works_and_bad_password_is_clear_and_secret() {
     let mut args = vec!["inspect".to_string(), "--raw".to_string()];
     args.extend(reg.skopeo_args(""));
     args.push(format!("docker://{target}"));
-    if have("skopeo") {
+    if hoist_testkit::optional!("skopeo") {
         assert_success("skopeo inspect with creds", &skopeo(&args));
     }
     let out = hoist_cmd().env("DOCKER_CONFIG", tmp.path()).args(["logout", &reg.host()]).output().unwrap();
@@ -228,7 +228,7 @@ fn tls_with_ca_file_and_refusal_without() {
     assert!(!out.status.success(), "push to an untrusted TLS registry must fail");
     let out = hoist(["--ca-file", reg.ca_pem_path().to_str().unwrap(), "push", &src, &target]);
     assert_success("push with --ca-file", &out);
-    if have("skopeo") {
+    if hoist_testkit::optional!("skopeo") {
         assert_eq!(
             skopeo_raw(&reg, "secure/app:artifact"),
             fs::read(

@@ -97,7 +97,7 @@ fn oci_subject_header_skips_the_fallback_tag() {
     // OCI-Subject alone told hoist: no probe of the API
     assert!(!ex.iter().any(|e| e.path.contains("/referrers/")), "{ex:#?}");
     // the artifact is on the registry with its subject (judged by skopeo)
-    if have("skopeo") {
+    if hoist_testkit::optional!("skopeo") {
         let mut args = vec!["inspect".to_string(), "--raw".to_string()];
         args.extend(reg.skopeo_args(""));
         args.push(format!("docker://{}/api/img:sig", reg.host()));

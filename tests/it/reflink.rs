@@ -70,10 +70,7 @@ fn extents_shared(path: &Path) -> bool {
 async fn raw_weights_are_reflinked_and_independent_of_later_edits() {
     let mnt = match XfsMount::new() {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIP raw_weights_are_reflinked_and_independent_of_later_edits: {why}");
-            return;
-        }
+        Err(why) => hoist_testkit::skip!("{why}"),
     };
     let src = mnt.dir.join("model");
     fs::create_dir(&src).unwrap();

@@ -56,18 +56,31 @@ pub fn require(test: &str, tool: &str) -> bool {
     ok
 }
 
-/// `module::path::test_name` from the `type_name` of an item declared inside the test (what
-/// [`test_name!`](crate::test_name) passes): drops the item and any `{{closure}}` (async tests).
+/// `have(tool)`, for a check that is one part of a test; when the tool is missing, prints
+/// `SKIP part of <test>: <tool> not found (<why>)`. Tests use it through
+/// [`optional!`](crate::optional).
+pub fn optional(test: &str, tool: &str) -> bool {
+    let ok = have(tool);
+    if !ok {
+        eprintln!("SKIP part of {test}: {tool} not found (not on PATH; apt-get install {})", package_of(tool));
+    }
+    ok
+}
+
+/// The test's name as libtest prints it (`module::test_name`, what `cargo test FILTER` takes)
+/// from the `type_name` of an item declared inside the test (what
+/// [`test_name!`](crate::test_name) passes): drops the crate, the item and any `{{closure}}`
+/// (async tests).
 pub fn test_name_of(type_name: &str) -> &str {
     let mut name = type_name.strip_suffix("::__here").unwrap_or(type_name);
     while let Some(outer) = name.strip_suffix("::{{closure}}") {
         name = outer;
     }
-    name
+    name.split_once("::").map_or(name, |(_crate, path)| path)
 }
 
-/// The path of the function this is written in (`archive::docker_archive_is_loaded_by_podman`),
-/// for skip notes.
+/// The path of the function this is written in, without the crate
+/// (`archive::docker_archive_is_loaded_by_podman`), for skip notes.
 #[macro_export]
 macro_rules! test_name {
     () => {{
@@ -89,6 +102,15 @@ macro_rules! require {
                 return;
             }
         )+
+    };
+}
+
+/// Whether `tool` is installed, for one part of a test: `if optional!("skopeo") { ... }`; says
+/// `SKIP part of <test>: ...` when it is not.
+#[macro_export]
+macro_rules! optional {
+    ($tool:expr) => {
+        $crate::tools::optional($crate::test_name!(), $tool)
     };
 }
 
@@ -159,11 +181,11 @@ mod tests {
 
     #[test]
     fn names_the_test() {
-        assert_eq!(crate::test_name!(), "hoist_testkit::tools::tests::names_the_test");
+        assert_eq!(crate::test_name!(), "tools::tests::names_the_test");
         let in_async = async { crate::test_name!() };
         let name = block_on(in_async);
-        assert_eq!(name, "hoist_testkit::tools::tests::names_the_test");
-        assert_eq!(test_name_of("a::b::{{closure}}::{{closure}}::__here"), "a::b");
+        assert_eq!(name, "tools::tests::names_the_test");
+        assert_eq!(test_name_of("it::a::b::{{closure}}::{{closure}}::__here"), "a::b");
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -175,6 +197,8 @@ mod tests {
         assert!(have("sh"));
         assert!(!have("surely-no-such-tool-here"));
         assert!(!require("tools::finds_tools", "surely-no-such-tool-here"));
+        assert!(!crate::optional!("surely-no-such-tool-here"));
+        assert!(crate::optional!("sh"));
     }
 
     #[test]
