@@ -353,6 +353,8 @@ fn run_measuring_rss(cmd: &mut Command) -> (i32, i64) {
 
 #[test]
 fn pushing_a_1gib_blob_stays_under_64mib_rss() {
+    // hoist's peak RSS, not this test binary's: see in_own_process!
+    hoist_testkit::in_own_process!();
     let reg = TestRegistry::plain();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("big");

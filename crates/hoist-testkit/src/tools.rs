@@ -124,6 +124,45 @@ macro_rules! skip {
     }};
 }
 
+/// The environment variable that tells a re-run test binary which test it runs for
+/// [`in_own_process!`](crate::in_own_process).
+pub const OWN_PROCESS_ENV: &str = "HOIST_TESTKIT_OWN_PROCESS";
+
+/// Whether the test named `test` is to run its body in this process: yes in the process
+/// [`in_own_process!`](crate::in_own_process) started for it; otherwise this runs the test
+/// binary again for that one test (`--exact`), passes its output on, panics unless it passed,
+/// and says no.
+pub fn run_in_own_process(test: &str) -> bool {
+    if std::env::var(OWN_PROCESS_ENV).is_ok_and(|t| t == test) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let out = Command::new(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS_ENV, test)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{test} in its own process failed ({})", out.status);
+    assert!(stdout.contains(" 1 passed;"), "{test}: the test binary run for it did not run it");
+    false
+}
+
+/// Runs the rest of the test in a process of its own (the test binary run again for this one
+/// test), for a test that measures processes it starts: a child's peak RSS (`ru_maxrss`)
+/// includes the peak of the process that spawned it, and the one test binary's peak is
+/// whatever its other tests used.
+#[macro_export]
+macro_rules! in_own_process {
+    () => {
+        if !$crate::tools::run_in_own_process($crate::test_name!()) {
+            return;
+        }
+    };
+}
+
 /// A `Command` for skopeo with `--insecure-policy` (no /etc/containers/policy.json needed).
 pub fn skopeo_cmd() -> Command {
     let mut c = Command::new("skopeo");
