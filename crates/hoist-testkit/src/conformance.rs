@@ -5,8 +5,10 @@
 //! A transport joins by implementing [`Harness`] (a fresh destination, a way to read it back,
 //! a check that a failed write left nothing) and running the suite in one line:
 //!
-//! ```ignore
-//! hoist_testkit::conformance::run(|| MyHarness::new()).await;
+//! ```no_run
+//! # async fn example<MyHarness: hoist_testkit::conformance::Harness>(new: fn() -> MyHarness) {
+//! hoist_testkit::conformance::run(|| new()).await;
+//! # }
 //! ```
 //!
 //! The copy goes through `hoist::copy`, the one graph copy every pair of transports uses.
