@@ -8,7 +8,7 @@
 #   bench/registry.sh stop DIR              # stops the registry started with DIR
 #
 # Without PORT a free one is picked. Not for tests: they start theirs from
-# tests/common/registry.rs (auth, token servers, access log).
+# crates/hoist-testkit/src/registry.rs (auth, token servers, access log).
 set -euo pipefail
 
 cmd=${1:-}; dir=${2:-}
@@ -59,7 +59,7 @@ port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 mkdir -p "$dir/data"
 secret=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 sed -e "s|@LEVEL@|error|; s|@ACCESSLOG_OFF@|true|; s|@DATA@|$dir/data|; s|@PORT@|$port|; s|@SECRET@|$secret|" \
-  "$(dirname "$0")/../tests/common/registry-config.yml" > "$dir/config.yml"
+  "$(dirname "$0")/../crates/hoist-testkit/src/registry-config.yml" > "$dir/config.yml"
 if [ $scheme = https ]; then
   printf '  tls:\n    certificate: %s\n    key: %s\n' "$dir/tls/cert.pem" "$dir/tls/key.pem" >> "$dir/config.yml"
 fi

@@ -1,5 +1,5 @@
 //! The bodies of hoist's fuzz targets, shared by the cargo-fuzz binaries in
-//! `fuzz_targets/` and by the cheap `tests/fuzz_smoke.rs` (which includes this file).
+//! `fuzz_targets/` and by the cheap `tests/it/fuzz_smoke.rs` (which includes this file).
 //! Each body must not panic on any input; errors are fine.
 
 use std::io::Write;

@@ -22,6 +22,3 @@ pub mod transport;
 
 pub use error::{Error, Result};
 pub use model::{Descriptor, Digest, Document, Platform};
-
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -1,0 +1,22 @@
+//! hoist's test kit: what hoist's tests (and benchmarks) use to judge it, kept out of the
+//! library so that hoist itself has no test-only code or dependencies.
+//!
+//! - [`proxy`]: a fault-injecting HTTP/1.1 reverse proxy with a rules language (also the
+//!   `hoist-faultproxy` binary), which also emulates the OCI referrers API.
+//! - [`registry`], [`token`]: a throwaway CNCF distribution registry per test (plain, basic
+//!   auth, bearer tokens from a [`token::TokenServer`], TLS).
+//! - [`fixtures`]: OCI layouts written by hand, the sample layout, file trees.
+//! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
+//!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
+//!
+//! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
+//!
+//! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
+#![warn(missing_docs)]
+
+pub mod conformance;
+pub mod fixtures;
+pub mod proxy;
+pub mod registry;
+pub mod token;
+pub mod tools;

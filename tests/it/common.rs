@@ -1,0 +1,39 @@
+//! Shared helpers of hoist's integration tests: the `hoist` binary this test run built, and
+//! what the test kit (`crates/hoist-testkit`) offers: a real registry per test, token
+//! servers, and the independent tools (skopeo, ...) that judge what hoist did.
+//!
+//! Use from a test module with `use crate::common;` and `use common::*;`. The fault-injecting
+//! proxy is `hoist_testkit::proxy`.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+#[allow(unused_imports)]
+pub use hoist_testkit::fixtures::copy_tree;
+#[allow(unused_imports)]
+pub use hoist_testkit::registry::{self, LoggedRequest, RegistryOpts, TestRegistry};
+#[allow(unused_imports)]
+pub use hoist_testkit::token::{self, TokenOpts, TokenRequest, TokenServer, TOKEN_SERVICE};
+#[allow(unused_imports)]
+pub use hoist_testkit::tools::*;
+
+/// The `hoist` binary cargo built for this test run.
+pub fn hoist_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hoist"))
+}
+
+/// A `Command` for the `hoist` binary, to add env or a working directory before running.
+pub fn hoist_cmd() -> Command {
+    Command::new(hoist_bin())
+}
+
+/// Runs `hoist ARGS` to completion and returns its output (whatever the exit status).
+pub fn hoist<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    hoist_cmd().args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", hoist_bin().display()))
+}

@@ -1,0 +1,23 @@
+//! hoist's integration tests, one binary with a module per area (`cargo test --test it`,
+//! `cargo test --test it -- push::` for one area). What they start and judge with (registry,
+//! token server, fault proxy, fixtures, tools, the conformance suite) is the test kit,
+//! `crates/hoist-testkit`; [`common`] adds the `hoist` binary of this run.
+
+mod common;
+mod support;
+
+mod archive;
+mod build;
+mod cli_build;
+mod conformance;
+mod crash;
+mod faults;
+mod fuzz_smoke;
+mod harness;
+mod hostile;
+mod index;
+mod push;
+mod referrers_api;
+mod reflink;
+mod roundtrip;
+mod token_auth;
