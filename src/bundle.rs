@@ -1,6 +1,6 @@
 //! CNAB bundles as cnab-to-oci stores them: an index whose entries are a config manifest
 //! (its config blob is the canonical-JSON bundle.json), the invocation image and the
-//! component images, each referenced by digest. `plan` makes it, `index::write` ships it.
+//! component images, each referenced by digest. `plan` makes it, [`merge::write`](crate::merge::write) ships it.
 //!
 //! Not for: running bundles, or bundle.json fields beyond images (actions, parameters, …).
 
@@ -20,13 +20,18 @@ use crate::transport::Source;
 /// One image in bundle.json. Fields in sorted order: the struct serializes as canonical JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleImage {
+    /// `contentDigest`: digest of the image's manifest or index.
     #[serde(rename = "contentDigest")]
     pub content_digest: String,
+    /// `image`: where the image is (`REPO@DIGEST`).
     pub image: String,
+    /// `imageType`: always `oci`.
     #[serde(rename = "imageType")]
     pub image_type: String,
+    /// `mediaType` of the image's manifest or index.
     #[serde(rename = "mediaType")]
     pub media_type: String,
+    /// Size of the image's manifest or index.
     pub size: u64,
 }
 
@@ -47,18 +52,25 @@ impl BundleImage {
 /// CNAB's canonical JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BundleJson {
+    /// The bundle's description.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Component images by name.
     pub images: BTreeMap<String, BundleImage>,
+    /// `invocationImages`: the image that runs the bundle's actions.
     #[serde(rename = "invocationImages")]
     pub invocation_images: Vec<BundleImage>,
+    /// The bundle's name.
     pub name: String,
+    /// `schemaVersion`: [`media::CNAB_SCHEMA_VERSION`].
     #[serde(rename = "schemaVersion")]
     pub schema_version: String,
+    /// The bundle's version.
     pub version: String,
 }
 
 impl BundleJson {
+    /// bundle.json as canonical JSON (sorted keys, compact).
     pub fn to_canonical_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| Error::Other(format!("serialize bundle.json: {e}")))
     }
@@ -67,17 +79,24 @@ impl BundleJson {
 /// Name, version and description of a bundle.
 #[derive(Clone, Debug, Default)]
 pub struct BundleSpec {
+    /// The bundle's name (`--name`).
     pub name: String,
+    /// The bundle's version (`--version`).
     pub version: String,
+    /// An optional description.
     pub description: Option<String>,
 }
 
 /// An image to put in a bundle: where it is, its root, and the name bundle.json records
 /// for it (`REPO@DIGEST`, normally in the bundle's own repository).
 pub struct BundleInput<'a> {
+    /// Where the image's graph is read from.
     pub source: &'a dyn Source,
+    /// The image's root (manifest or index).
     pub desc: Descriptor,
+    /// The name bundle.json records (`REPO@DIGEST`).
     pub image: String,
+    /// How the user named it, for notes and errors.
     pub label: String,
 }
 
@@ -104,7 +123,7 @@ async fn image_entry(input: &BundleInput<'_>) -> Result<Descriptor> {
 }
 
 /// Plan the bundle index: config manifest (bundle.json), invocation image, components
-/// (sorted by name). The images are copied by `index::write` before the index.
+/// (sorted by name). The images are copied by [`merge::write`](crate::merge::write) before the index.
 pub async fn plan<'a>(
     spec: &BundleSpec,
     invocation: BundleInput<'a>,
@@ -177,10 +196,14 @@ pub struct ComponentInfo {
     pub name: String,
     /// `invocation` or `component`.
     pub role: String,
+    /// Digest of the image's manifest or index.
     pub digest: String,
+    /// Its media type.
     #[serde(rename = "mediaType")]
     pub media_type: String,
+    /// Its size.
     pub size: u64,
+    /// Its platform, if the index entry states one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     /// Where bundle.json says the image is.
@@ -191,13 +214,19 @@ pub struct ComponentInfo {
 /// What a bundle holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct BundleInfo {
+    /// Digest of the bundle index.
     pub digest: String,
+    /// The bundle's name, from bundle.json.
     pub name: String,
+    /// The bundle's version, from bundle.json.
     pub version: String,
+    /// The bundle's description, from bundle.json.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// bundle.json's `schemaVersion`.
     #[serde(rename = "schemaVersion")]
     pub schema_version: String,
+    /// The invocation image first, then the components.
     pub components: Vec<ComponentInfo>,
 }
 

@@ -8,6 +8,33 @@
 //! - operations on any two transports: [`copy`] (the one graph copy), [`merge`] (indexes made
 //!   from many roots), [`bundle`] (CNAB), [`output`] (buildx-style `--output`);
 //! - [`build`]: images, artifacts and ModelPack models built into a local layout.
+//!
+//! Every move of content is one call to [`copy::graph`] between a [`transport::Source`] and
+//! a [`transport::Destination`]. Copying the tag `multi` of one OCI layout (a two-platform
+//! index) into a new layout as `v1`:
+//!
+//! ```
+//! use hoist::copy::{self, CopyOptions};
+//! use hoist::transport::layout::Layout;
+//! use hoist::transport::{Destination, NoProgress, Source};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let src = Layout::open(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample-layout"))?;
+//! let dir = tempfile::tempdir()?;
+//! let dst = Layout::create(dir.path().join("copy"))?;
+//!
+//! let root = src.resolve(Some("multi")).await?; // the tag's descriptor
+//! let tags = ["v1".to_string()];
+//! // Children first, every digest verified before it becomes visible, the tag last.
+//! let report = copy::graph(&src, &dst, &root, &tags, &CopyOptions::default(), &NoProgress).await?;
+//! dst.finish().await?;
+//!
+//! assert_eq!(dst.resolve(Some("v1")).await?.digest, root.digest); // byte for byte
+//! assert!(report.blobs_uploaded > 0);
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -17,10 +17,10 @@ use tokio::io::AsyncReadExt;
 use crate::copy::{self, CopyOptions, CopyReport};
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::platform::is_attestation;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
+use crate::model::platform::is_attestation;
 use crate::model::write::ImageIndex;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
@@ -29,7 +29,9 @@ const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
 
 /// One root to put into the index: where it lives and its descriptor (from `resolve`).
 pub struct Input<'a> {
+    /// Where the root's graph is read from.
     pub source: &'a dyn Source,
+    /// The root (a manifest or an index).
     pub desc: Descriptor,
     /// How the user named it (`host/app@sha256:…`), for notes and errors.
     pub label: String,
@@ -53,12 +55,16 @@ pub enum Selector {
 /// is accepted for `manifest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnnotationSpec {
+    /// Which entries (or the index) it applies to.
     pub selector: Selector,
+    /// Annotation key.
     pub key: String,
+    /// Annotation value.
     pub value: String,
 }
 
 impl AnnotationSpec {
+    /// Parse one `--annotation` value.
     pub fn parse(s: &str) -> Result<AnnotationSpec> {
         let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
         let (selector, kv) = if let Some(rest) = s.strip_prefix("index:") {
@@ -102,7 +108,9 @@ impl AnnotationSpec {
 
 /// The index already at the target, for `--append`.
 pub struct Base<'a> {
+    /// Where the existing index's children are read from.
     pub source: &'a dyn Source,
+    /// The existing index.
     pub document: Document,
 }
 
@@ -113,7 +121,9 @@ pub struct IndexOptions<'a> {
     pub keep_nested: bool,
     /// Keep two different manifests for one platform instead of failing.
     pub allow_conflicts: bool,
+    /// `--annotation`s to apply.
     pub annotations: Vec<AnnotationSpec>,
+    /// `artifactType` of the new index.
     pub artifact_type: Option<String>,
     /// Entries (and annotations, artifact type) to start from; a manifest there is the first entry.
     pub base: Option<Base<'a>>,
@@ -121,24 +131,33 @@ pub struct IndexOptions<'a> {
 
 /// One entry of the new index and the source its graph is read from.
 pub struct Child<'a> {
+    /// Where the entry's graph is read from.
     pub source: &'a dyn Source,
+    /// The entry as written in the index.
     pub desc: Descriptor,
+    /// How the user named it, for notes and errors.
     pub label: String,
 }
 
 /// A document hoist created and holds in memory, with the blobs only it refers to.
 pub struct Created {
+    /// Its descriptor.
     pub desc: Descriptor,
+    /// Its exact bytes.
     pub bytes: Bytes,
 }
 
 /// A planned index: its exact bytes, its entries with their sources, and notes for the user.
 pub struct Plan<'a> {
+    /// Descriptor of the new index.
     pub desc: Descriptor,
+    /// The new index's exact bytes.
     pub bytes: Bytes,
+    /// The entries, in index order, each with its source.
     pub children: Vec<Child<'a>>,
     /// Documents and blobs hoist made for this index (bundle config), served from memory.
     pub created: Vec<Created>,
+    /// What the user should know (duplicates dropped, empty inputs).
     pub notes: Vec<String>,
 }
 
@@ -342,6 +361,7 @@ pub struct PlanSource<'p, 'a> {
 }
 
 impl<'p, 'a> PlanSource<'p, 'a> {
+    /// Serve `plan`'s graph.
     pub fn new(plan: &'p Plan<'a>) -> Self {
         let mut sources: Vec<&'a dyn Source> = Vec::new();
         let mut routes = HashMap::new();

@@ -21,6 +21,7 @@ use crate::transport::{Progress, Source};
 /// One parsed `--output`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputSpec {
+    /// Where the content goes.
     pub endpoint: Endpoint,
     /// Tags to give the root at this destination.
     pub tags: Vec<String>,
@@ -143,7 +144,9 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
 /// What one output received.
 #[derive(Debug, Serialize)]
 pub struct ExportResult {
+    /// The destination's location, as its transport names it.
     pub destination: String,
+    /// What the copy did there.
     pub report: CopyReport,
 }
 

@@ -9,27 +9,39 @@ use serde::{Deserialize, Serialize};
 use crate::model::digest::Digest;
 pub use crate::model::platform::Platform;
 
+/// An OCI content descriptor: what a piece of content is, its digest and size, and where
+/// it applies. Identifies a blob or document wherever it is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// `mediaType` of the referenced content.
     pub media_type: String,
+    /// `artifactType` of an OCI 1.1 artifact manifest this descriptor points to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// Digest of the referenced bytes.
     pub digest: Digest,
+    /// Length of the referenced bytes.
     pub size: u64,
+    /// `urls` the content may also be fetched from (foreign layers); kept, never followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
+    /// `annotations`, written in key order.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `platform` of an index entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// `data`: the content itself, base64, embedded in the descriptor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// Fields hoist does not know, kept and written back after the known ones.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Descriptor {
+    /// A descriptor with only media type, digest and size set.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
         Descriptor {
             media_type: media_type.into(),
@@ -51,6 +63,7 @@ impl Descriptor {
     pub fn ref_name(&self) -> Option<&str> {
         self.annotations.get(crate::model::media::ANNOTATION_REF_NAME).map(String::as_str)
     }
+    /// This descriptor with annotation `k` set to `v`.
     pub fn with_annotation(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.annotations.insert(k.into(), v.into());
         self
@@ -78,5 +91,4 @@ mod tests {
         let d: Descriptor = serde_json::from_str(s).unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), s);
     }
-
 }

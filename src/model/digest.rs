@@ -11,11 +11,14 @@ use crate::error::{Error, Result};
 /// Digest algorithm supported by hoist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
+    /// SHA-256, the OCI default (`sha256:`, 64 hex digits).
     Sha256,
+    /// SHA-512 (`sha512:`, 128 hex digits).
     Sha512,
 }
 
 impl Algorithm {
+    /// The algorithm's name as written in a digest: `sha256` or `sha512`.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
@@ -28,6 +31,7 @@ impl Algorithm {
             Algorithm::Sha512 => 128,
         }
     }
+    /// A fresh incremental hasher for this algorithm.
     pub fn hasher(self) -> Hasher {
         match self {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
@@ -44,6 +48,7 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The algorithm part.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
@@ -117,17 +122,21 @@ impl<'de> serde::Deserialize<'de> for Digest {
 /// Incremental hasher for either algorithm.
 #[derive(Clone)]
 pub enum Hasher {
+    /// A SHA-256 state.
     Sha256(sha2::Sha256),
+    /// A SHA-512 state.
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
+    /// Feed more bytes.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
         }
     }
+    /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest { algorithm: Algorithm::Sha256, hex: hex::encode(&h.finalize()[..]) },

@@ -15,17 +15,24 @@ use crate::model::media;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestView {
+    /// `schemaVersion` (2 for every supported manifest).
     #[serde(default)]
     pub schema_version: Option<u32>,
+    /// `mediaType` as written in the document, if it is.
     #[serde(default)]
     pub media_type: Option<String>,
+    /// `artifactType` of an OCI 1.1 artifact.
     #[serde(default)]
     pub artifact_type: Option<String>,
+    /// The config blob.
     pub config: Descriptor,
+    /// The layer blobs, in order.
     #[serde(default)]
     pub layers: Vec<Descriptor>,
+    /// `subject`: the manifest this one refers to (a signature, SBOM or attestation).
     #[serde(default)]
     pub subject: Option<Descriptor>,
+    /// Manifest-level annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
@@ -34,32 +41,46 @@ pub struct ManifestView {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexView {
+    /// `schemaVersion` (2 for every supported index).
     #[serde(default)]
     pub schema_version: Option<u32>,
+    /// `mediaType` as written in the document, if it is.
     #[serde(default)]
     pub media_type: Option<String>,
+    /// `artifactType` of an OCI 1.1 artifact index.
     #[serde(default)]
     pub artifact_type: Option<String>,
+    /// The child manifests and indexes, in order.
     pub manifests: Vec<Descriptor>,
+    /// `subject`: the manifest this index refers to.
     #[serde(default)]
     pub subject: Option<Descriptor>,
+    /// Index-level annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The parsed view of a [`Document`]: a manifest or an index.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum View {
+    /// An image manifest (OCI or Docker v2 schema 2), artifacts included.
     Manifest(ManifestView),
+    /// An image index or Docker manifest list.
     Index(IndexView),
 }
 
 /// A manifest or index: raw bytes, their digest, media type and parsed view.
 #[derive(Clone, Debug)]
 pub struct Document {
+    /// The exact bytes, as hashed, stored and sent.
     pub bytes: Bytes,
+    /// Digest of `bytes`.
     pub digest: Digest,
+    /// Media type: the document's own `mediaType`, else the parent's or server's hint, else
+    /// inferred from its shape.
     pub media_type: String,
+    /// Read-only parsed view of `bytes`.
     pub view: View,
 }
 
@@ -154,6 +175,7 @@ impl Document {
         d
     }
 
+    /// The document's `artifactType`, if it has one.
     pub fn artifact_type(&self) -> Option<String> {
         match &self.view {
             View::Manifest(m) => m.artifact_type.clone(),
@@ -161,6 +183,7 @@ impl Document {
         }
     }
 
+    /// The document's `subject`, if it refers to another manifest.
     pub fn subject(&self) -> Option<&Descriptor> {
         match &self.view {
             View::Manifest(m) => m.subject.as_ref(),
@@ -168,6 +191,7 @@ impl Document {
         }
     }
 
+    /// The document-level annotations.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         match &self.view {
             View::Manifest(m) => &m.annotations,
@@ -188,6 +212,7 @@ impl Document {
         }
     }
 
+    /// Whether this is an index (or manifest list) rather than a manifest.
     pub fn is_index(&self) -> bool {
         matches!(self.view, View::Index(_))
     }

@@ -13,14 +13,20 @@ pub const ANNOTATION_DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 /// The platform of an image, as an index entry or an image config states it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Platform {
+    /// CPU architecture, in Go's `GOARCH` spelling (`amd64`, `arm64`).
     pub architecture: String,
+    /// Operating system, in Go's `GOOS` spelling (`linux`, `windows`).
     pub os: String,
+    /// `os.version` (Windows builds).
     #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
+    /// `os.features`.
     #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
     pub os_features: Option<Vec<String>>,
+    /// CPU variant (`v7`, `v8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// `features` (reserved by the image spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
 }
@@ -102,7 +108,8 @@ mod tests {
         assert!(!p("linux/arm/v7").matches(&p("linux/arm/v6")));
         assert!(p("linux/arm").matches(&p("linux/arm/v6")));
         assert!(!p("linux/amd64").matches(&p("linux/arm64")));
-        let att = Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
+        let att =
+            Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
         assert!(is_attestation(&att));
     }
 }

@@ -7,13 +7,20 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::model::digest::Digest;
 
+/// The registry a reference without a host names (`index.docker.io` and
+/// `registry-1.docker.io` are read as this too).
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 
+/// A parsed registry reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {
+    /// Registry host, with its port if any (`docker.io`, `localhost:5000`).
     pub registry: String,
+    /// Repository path (`library/alpine`, `team/app`).
     pub repository: String,
+    /// The tag, if one was given.
     pub tag: Option<String>,
+    /// The digest, if one was given (it wins over the tag).
     pub digest: Option<Digest>,
 }
 
@@ -43,6 +50,8 @@ impl Reference {
     }
 }
 
+/// Check that `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`); the error names
+/// `whole`, the text it came from.
 pub fn check_tag(tag: &str, whole: &str) -> Result<()> {
     let ok = !tag.is_empty()
         && tag.len() <= 128

@@ -30,6 +30,7 @@ pub struct VerifyReader<R> {
 }
 
 impl<R> VerifyReader<R> {
+    /// Verify `inner` against `desc`; errors name `location`.
     pub fn new(inner: R, desc: &Descriptor, location: impl Into<String>) -> Self {
         VerifyReader {
             inner,

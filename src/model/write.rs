@@ -20,19 +20,27 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
+    /// `schemaVersion`: always 2.
     pub schema_version: u32,
+    /// `mediaType`: [`media::OCI_MANIFEST`].
     pub media_type: String,
+    /// `artifactType` of an artifact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The config blob (the empty descriptor for most artifacts).
     pub config: Descriptor,
+    /// The layer blobs, bottom first.
     pub layers: Vec<Descriptor>,
+    /// `subject`: the manifest this one refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// Manifest annotations, written in key order.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageManifest {
+    /// A manifest of `config` and `layers`, with no artifact type, subject or annotations.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Self {
         ImageManifest {
             schema_version: 2,
@@ -44,6 +52,7 @@ impl ImageManifest {
             annotations: BTreeMap::new(),
         }
     }
+    /// The manifest's canonical bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         to_json(self)
     }
@@ -53,18 +62,25 @@ impl ImageManifest {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
+    /// `schemaVersion`: always 2.
     pub schema_version: u32,
+    /// `mediaType`: [`media::OCI_INDEX`].
     pub media_type: String,
+    /// `artifactType` of an artifact index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The child manifests and indexes, in order.
     pub manifests: Vec<Descriptor>,
+    /// `subject`: the manifest this index refers to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// Index annotations, written in key order.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageIndex {
+    /// An index of `manifests`, with no artifact type, subject or annotations.
     pub fn new(manifests: Vec<Descriptor>) -> Self {
         ImageIndex {
             schema_version: 2,
@@ -75,6 +91,7 @@ impl ImageIndex {
             annotations: BTreeMap::new(),
         }
     }
+    /// The index's canonical bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         to_json(self)
     }
@@ -87,21 +104,31 @@ pub struct Empty {}
 /// OCI image config (`application/vnd.oci.image.config.v1+json`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageConfig {
+    /// Creation time, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// Author of the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// CPU architecture (`amd64`, `arm64`).
     pub architecture: String,
+    /// Operating system (`linux`).
     pub os: String,
+    /// `os.version`.
     #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
+    /// `os.features`.
     #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
     pub os_features: Option<Vec<String>>,
+    /// CPU variant (`v8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// How to run a container from the image.
     #[serde(default)]
     pub config: ContainerConfig,
+    /// The layers' uncompressed digests.
     pub rootfs: RootFs,
+    /// One entry per build step, layers and empty steps alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
     /// Fields of a base image's config hoist does not model, written back sorted.
@@ -110,6 +137,7 @@ pub struct ImageConfig {
 }
 
 impl ImageConfig {
+    /// The config's canonical bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         to_json(self)
     }
@@ -118,8 +146,10 @@ impl ImageConfig {
 /// The `config` object of an image config: how to run the container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerConfig {
+    /// `User`: user (and group) the process runs as.
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `ExposedPorts`: `port/proto` keys.
     #[serde(
         rename = "ExposedPorts",
         default,
@@ -127,12 +157,16 @@ pub struct ContainerConfig {
         deserialize_with = "null_as_default"
     )]
     pub exposed_ports: BTreeMap<String, Empty>,
+    /// `Env`: `NAME=value` entries.
     #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
     pub env: Vec<String>,
+    /// `Entrypoint`.
     #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`: the default arguments (to the entrypoint, if there is one).
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// `Volumes`: paths to be volumes.
     #[serde(
         rename = "Volumes",
         default,
@@ -140,8 +174,10 @@ pub struct ContainerConfig {
         deserialize_with = "null_as_default"
     )]
     pub volumes: BTreeMap<String, Empty>,
+    /// `WorkingDir`.
     #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// `Labels`.
     #[serde(
         rename = "Labels",
         default,
@@ -149,6 +185,7 @@ pub struct ContainerConfig {
         deserialize_with = "null_as_default"
     )]
     pub labels: BTreeMap<String, String>,
+    /// `StopSignal`.
     #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     /// Docker-specific fields of a base config (Healthcheck, Shell, ...), kept sorted.
@@ -167,12 +204,15 @@ where
 /// `rootfs`: the layers' uncompressed digests, bottom first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RootFs {
+    /// `type`: always `layers`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Digests of the uncompressed layer tars, bottom first.
     pub diff_ids: Vec<crate::model::digest::Digest>,
 }
 
 impl RootFs {
+    /// A `layers` rootfs of `diff_ids`.
     pub fn layers(diff_ids: Vec<crate::model::digest::Digest>) -> Self {
         RootFs { kind: "layers".into(), diff_ids }
     }
@@ -181,14 +221,19 @@ impl RootFs {
 /// One `history` entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
+    /// When the step ran, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The command or instruction of the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// Author of the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Free-form comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Whether the step made no layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_layer: Option<bool>,
 }
