@@ -5,7 +5,7 @@
 //! Images only: artifacts are refused before anything is written.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -13,12 +13,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
-use crate::transport::archive::oci::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
+use crate::transport::archive::oci::OciArchive;
+use crate::transport::archive::tar::{blob_name, normalize_tar_path, TarEntry, TarIndex};
+use crate::transport::archive::writer::WriterCore;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.
@@ -540,34 +542,6 @@ pub struct DockerArchive {
     location: String,
 }
 
-/// Hash an entry's bytes and sniff its compression (blocking).
-fn hash_entry(index: &TarIndex, e: TarEntry) -> Result<(Digest, [u8; 4])> {
-    let mut f = std::fs::File::open(&index.path).at(&index.path)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(e.offset)).at(&index.path)?;
-    let mut r = f.take(e.size);
-    let mut h = crate::model::digest::Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut head = [0u8; 4];
-    let mut seen = 0u64;
-    loop {
-        let n = r.read(&mut buf).at(&index.path)?;
-        if n == 0 {
-            break;
-        }
-        if seen < 4 {
-            for (i, b) in buf[..n].iter().enumerate().take(4 - seen as usize) {
-                head[seen as usize + i] = *b;
-            }
-        }
-        seen += n as u64;
-        h.update(&buf[..n]);
-    }
-    if seen != e.size {
-        return Err(Error::malformed("tar", &index.location, "archive truncated"));
-    }
-    Ok((h.finish(), head))
-}
-
 /// Synthesize the Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
 fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
     let m = V2Manifest {
@@ -619,7 +593,7 @@ impl DockerArchive {
                     layers.push(h.clone());
                     continue;
                 }
-                let (digest, head) = hash_entry(&index, le)?;
+                let (digest, head) = index.hash_entry_blocking(le)?;
                 let mt = match head {
                     [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
                     [0x28, 0xb5, 0x2f, 0xfd] => {
