@@ -1,0 +1,193 @@
+//! Hostile or odd archives read by the `oci-archive` and `docker-archive` transports:
+//! bounded tar headers, the `./` root entry `tar -C d -cf x.tar .` writes, entries that
+//! would escape the archive, linear work for repeated layers, and names stored in an
+//! archive that must not become tags unchecked. Each case checks the error names the file.
+
+#[allow(unused_imports)] // not every test file uses every re-export
+mod common;
+mod support;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hoist::transport::archive::docker::DockerArchive;
+use hoist::transport::archive::oci::OciArchive;
+use support::*;
+
+const GIB: u64 = 1 << 30;
+
+/// A 512-byte header block with a raw (unchecked) name.
+fn header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h
+}
+
+/// Peak RSS (KiB), exit code and stderr of `cmd`, from wait4's rusage (wait4 reaps it).
+#[allow(clippy::zombie_processes)]
+fn run_measuring_rss(cmd: &mut Command, stderr_file: &Path) -> (i32, i64, String) {
+    let err = fs::File::create(stderr_file).unwrap();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss, fs::read_to_string(stderr_file).unwrap())
+}
+
+/// A sparse file: a header of `kind` claiming 1 GiB of data (a GNU long name or a PAX
+/// header), the data a hole, then a regular entry. Costs no disk.
+fn huge_extension_tar(path: &Path, kind: tar::EntryType) {
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(header(b"././@LongLink", kind, GIB).as_bytes()).unwrap();
+    f.seek(SeekFrom::Start(512 + GIB)).unwrap();
+    let mut data = header(b"oci-layout", tar::EntryType::Regular, 2).as_bytes().to_vec();
+    data.extend_from_slice(b"{}");
+    data.resize(data.len() + 510 + 1024, 0);
+    f.write_all(&data).unwrap();
+}
+
+#[test]
+fn a_1gib_long_name_is_refused_before_it_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    for (name, kind) in [
+        ("longname", tar::EntryType::GNULongName),
+        ("longlink", tar::EntryType::GNULongLink),
+        ("pax", tar::EntryType::XHeader),
+        ("paxglobal", tar::EntryType::XGlobalHeader),
+    ] {
+        let path = t.path().join(format!("{name}.tar"));
+        huge_extension_tar(&path, kind);
+        let start = Instant::now();
+        let e = OciArchive::open(&path).err().expect("refused").to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("1048576 byte limit"), "{name}: {e}");
+        let e = DockerArchive::open(&path).err().expect("refused").to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("1048576 byte limit"), "{name}: {e}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{name}: took {:?}", start.elapsed());
+
+        for transport in ["oci-archive", "docker-archive"] {
+            let mut cmd = hoist_cmd();
+            cmd.args(["inspect", &format!("{transport}:{}", path.display())]);
+            let (code, rss_kib, stderr) = run_measuring_rss(&mut cmd, &t.path().join("stderr"));
+            assert_eq!(code, 2, "{name}/{transport}: {stderr}");
+            assert!(stderr.contains(&path.display().to_string()), "{name}/{transport}: {stderr}");
+            assert!(rss_kib < 64 * 1024, "{name}/{transport}: peak RSS {rss_kib} KiB");
+        }
+    }
+}
+
+/// Append a regular entry named `name` through a GNU long name (`gnu`) or a PAX `path`
+/// record (`pax`); the header itself says `short`.
+fn append_long(b: &mut tar::Builder<Vec<u8>>, format: &str, name: &str, data: &[u8]) {
+    if format == "gnu" {
+        let mut n = name.as_bytes().to_vec();
+        n.push(0);
+        b.append(&header(b"././@LongLink", tar::EntryType::GNULongName, n.len() as u64), &n[..]).unwrap();
+    } else {
+        let rec = format!(" path={name}\n");
+        let mut len = rec.len() + 1;
+        len += format!("{len}").len() - 1;
+        let rec = format!("{len}{rec}");
+        assert_eq!(rec.len(), len, "{rec}");
+        b.append(&header(b"PaxHeaders/x", tar::EntryType::XHeader, rec.len() as u64), rec.as_bytes()).unwrap();
+    }
+    b.append(&header(b"short", tar::EntryType::Regular, data.len() as u64), data).unwrap();
+}
+
+#[tokio::test]
+async fn long_names_and_pax_paths_are_applied_and_checked() {
+    use hoist::transport::Source;
+    let t = tempfile::tempdir().unwrap();
+    let lay = t.path().join("lay");
+    image_layout(&lay, "v1", &[3000], 5);
+    // Every name longer than a header holds: `./` 60 times in front, which normalizes away.
+    let prefix = "./".repeat(60);
+    for format in ["gnu", "pax"] {
+        let mut b = tar::Builder::new(Vec::new());
+        for f in tree(&lay) {
+            append_long(&mut b, format, &format!("{prefix}{f}"), &fs::read(lay.join(&f)).unwrap());
+        }
+        let path = t.path().join(format!("{format}.tar"));
+        fs::write(&path, b.into_inner().unwrap()).unwrap();
+        let ar = OciArchive::open(&path).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let root = ar.resolve(Some("v1")).await.unwrap();
+        assert_eq!(ar.fetch_document(&root).await.unwrap().children().len(), 2, "{format}");
+
+        // The same names with `../` are refused, naming the entry and the archive.
+        let name = format!("{prefix}../oci-layout");
+        let mut b = tar::Builder::new(Vec::new());
+        append_long(&mut b, format, &name, b"{}");
+        let evil = t.path().join(format!("evil-{format}.tar"));
+        fs::write(&evil, b.into_inner().unwrap()).unwrap();
+        for transport in ["oci-archive", "docker-archive"] {
+            let out = hoist(["inspect", &format!("{transport}:{}", evil.display())]);
+            let (_, se) = output_text(&out);
+            assert_eq!(out.status.code(), Some(2), "{format}/{transport}: {se}");
+            assert!(se.contains(&name) && se.contains(&evil.display().to_string()), "{format}/{transport}: {se}");
+        }
+    }
+}
+
+#[test]
+fn escaping_entries_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    for (case, name) in [("dotdot", &b"../x"[..]), ("inner-dotdot", b"blobs/../../x"), ("absolute", b"/etc/x")] {
+        let mut bytes = header(name, tar::EntryType::Regular, 1).as_bytes().to_vec();
+        bytes.push(b'x');
+        bytes.resize(512 * 4, 0);
+        let path = t.path().join(format!("{case}.tar"));
+        fs::write(&path, &bytes).unwrap();
+        for transport in ["oci-archive", "docker-archive"] {
+            let out = hoist(["inspect", &format!("{transport}:{}", path.display())]);
+            let (_, se) = output_text(&out);
+            assert_eq!(out.status.code(), Some(2), "{case}/{transport}: {se}");
+            assert!(se.contains("unsafe path") && se.contains(&path.display().to_string()), "{case}: {se}");
+        }
+    }
+}
+
+#[test]
+fn a_tar_of_a_layout_made_with_dot_is_read() {
+    if !require("tar") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lay = t.path().join("layoutdir");
+    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout"), &lay);
+    let x = t.path().join("x.tar");
+    let st = Command::new("tar").arg("-C").arg(&lay).arg("-cf").arg(&x).arg(".").status().unwrap();
+    assert!(st.success());
+    let listing = Command::new("tar").arg("-tf").arg(&x).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.lines().next(), Some("./"), "{listing}");
+    assert!(listing.lines().any(|l| l == "./oci-layout"), "{listing}");
+    let out = t.path().join("out");
+    assert_success(
+        "copy",
+        &hoist(["-q", "copy", &format!("oci-archive:{}", x.display()), &format!("oci:{}", out.display())]),
+    );
+    let want = fs::read_to_string(lay.join("index.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&want).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let digests = |v: &serde_json::Value| {
+        let mut d: Vec<String> =
+            v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_string()).collect();
+        d.sort();
+        d
+    };
+    assert_eq!(digests(&got), digests(&want));
+    let mut blobs_in = tree(&lay.join("blobs"));
+    let mut blobs_out = tree(&out.join("blobs"));
+    blobs_in.sort();
+    blobs_out.sort();
+    assert_eq!(blobs_out, blobs_in);
+}
