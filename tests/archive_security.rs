@@ -191,3 +191,112 @@ fn a_tar_of_a_layout_made_with_dot_is_read() {
     blobs_out.sort();
     assert_eq!(blobs_out, blobs_in);
 }
+
+/// `rchar` (bytes read through read(2) and friends) of /proc/self/io or /proc/thread-self/io.
+fn rchar(which: &str) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{which}/io")).unwrap();
+    io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().trim().parse().unwrap()
+}
+
+/// A docker-archive whose manifest.json names one 20 MiB layer 300 times (150 times by its
+/// own name, 150 times through symlinks to it) costs one read of the layer to open, and the
+/// whole open + copy reads about twice the archive (not 300 times).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_named_300_times_is_hashed_once() {
+    use hoist::copy::{self, CopyOptions};
+    use hoist::transport::layout::Layout;
+    use hoist::transport::{Destination, NoProgress, Source};
+
+    let t = tempfile::tempdir().unwrap();
+    let layer = random_bytes(20 << 20, 300);
+    let diff = digest_of(&layer);
+    let diff_ids = vec![format!("\"{diff}\""); 300].join(",");
+    let config =
+        format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{diff_ids}]}}}}"#);
+    let mut names: Vec<String> = (0..150).map(|i| format!("l{i}/layer.tar")).collect();
+    names.extend(std::iter::repeat_n("layer.tar".to_string(), 150));
+    let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": ["many:1"], "Layers": names}]);
+
+    let mut b = tar::Builder::new(Vec::new());
+    let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    file(&mut b, "config.json", config.as_bytes());
+    file(&mut b, "layer.tar", &layer);
+    for i in 0..150 {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, format!("l{i}/layer.tar"), "../layer.tar").unwrap();
+    }
+    file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+    let path = t.path().join("many.tar");
+    fs::write(&path, b.into_inner().unwrap()).unwrap();
+    let size = fs::metadata(&path).unwrap().len();
+
+    let process_before = rchar("self");
+    let thread_before = rchar("thread-self");
+    let ar = DockerArchive::open(&path).unwrap();
+    let opened = rchar("thread-self") - thread_before;
+    assert!(ar.bytes_hashed() <= layer.len() as u64 + config.len() as u64, "hashed {} bytes", ar.bytes_hashed());
+    assert!(opened <= 2 * size, "open read {opened} bytes of a {size} byte archive");
+
+    let root = ar.resolve(None).await.unwrap();
+    let doc = ar.fetch_document(&root).await.unwrap();
+    assert_eq!(doc.children().len(), 301);
+    let dst = Layout::create(t.path().join("dst")).unwrap();
+    copy::graph(&ar, &dst, &root, &["1".to_string()], &CopyOptions::default(), &NoProgress).await.unwrap();
+    dst.finish().await.unwrap();
+    // Opening hashes the layer once and the copy streams it once: twice the archive, plus
+    // a little for what other tests of this binary read meanwhile (stderr of their children).
+    let total = rchar("self") - process_before;
+    assert!(total <= 2 * size + (4 << 20), "open + copy read {total} bytes of a {size} byte archive");
+}
+
+/// Tagging 60,000 roots in an archive being written is linear: each tag replaces its old
+/// entry through a map, not by scanning every root.
+#[tokio::test]
+async fn many_tags_in_an_archive_writer_are_linear() {
+    use hoist::transport::archive::oci::OciArchiveWriter;
+    use hoist::transport::Destination;
+
+    let t = tempfile::tempdir().unwrap();
+    let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let desc = hoist::Descriptor::of_bytes(hoist::model::media::OCI_MANIFEST, bytes);
+    let w = OciArchiveWriter::create(t.path().join("tags.tar")).await.unwrap();
+    let start = Instant::now();
+    for i in 0..60_000 {
+        w.push_manifest(&desc, bytes::Bytes::from_static(bytes), Some(&format!("t{i}"))).await.unwrap();
+    }
+    // Re-tagging replaces: the last 1,000 tags again, in order.
+    for i in 59_000..60_000 {
+        w.push_manifest(&desc, bytes::Bytes::from_static(bytes), Some(&format!("t{i}"))).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(8), "60,000 tags took {took:?}");
+    // index.json lists each tag once, in the order last set.
+    let mut ar = tar::Archive::new(fs::File::open(t.path().join("tags.tar")).unwrap());
+    let mut index = None;
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("index.json") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            index = Some(s);
+        }
+    }
+    let index: serde_json::Value = serde_json::from_str(&index.expect("index.json")).unwrap();
+    let tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags.len(), 60_000);
+    assert!(tags.iter().enumerate().all(|(i, t)| *t == format!("t{i}")));
+}

@@ -302,13 +302,17 @@ impl DockerArchiveWriter {
     fn plan(&self, core: &WriterCore, state: &DockerState) -> Result<(Vec<ManifestJsonEntry>, Vec<Descriptor>)> {
         // Roots in first-seen order, with every tag pushed for them.
         let mut order: Vec<(Descriptor, Vec<String>)> = Vec::new();
-        for r in &core.roots {
+        let mut position: HashMap<Digest, usize> = HashMap::new();
+        for r in core.roots.iter() {
             let tag = r.ref_name().map(str::to_string);
             let mut d = r.clone();
             d.annotations.remove(media::ANNOTATION_REF_NAME);
-            match order.iter_mut().find(|(o, _)| o.digest == d.digest) {
-                Some((_, tags)) => tags.extend(tag),
-                None => order.push((d, tag.into_iter().collect())),
+            match position.get(&d.digest) {
+                Some(&i) => order[i].1.extend(tag),
+                None => {
+                    position.insert(d.digest.clone(), order.len());
+                    order.push((d, tag.into_iter().collect()));
+                }
             }
         }
         let mut manifest_json = Vec::new();
@@ -528,7 +532,11 @@ struct DockerImage {
 struct DockerImages {
     index: TarIndex,
     images: Vec<DockerImage>,
+    /// Position in `images` of the first image with a given manifest digest.
+    by_digest: HashMap<Digest, usize>,
     blobs: HashMap<Digest, TarEntry>,
+    /// Bytes of layers and configs read to hash them while opening.
+    bytes_hashed: u64,
 }
 
 enum Inner {
@@ -572,8 +580,13 @@ impl DockerArchive {
         let entries: Vec<ManifestJsonEntry> =
             serde_json::from_slice(&raw).map_err(|e| Error::malformed("manifest.json", &location, e))?;
         let mut blobs: HashMap<Digest, TarEntry> = HashMap::new();
-        let mut hashed: HashMap<String, (Digest, u64, &'static str)> = HashMap::new();
+        // Each entry is hashed once however often (and under whatever names or links)
+        // manifest.json names it: work stays linear in the archive, not in its references.
+        let mut hashed: HashMap<TarEntry, (Digest, u64, &'static str)> = HashMap::new();
+        let mut configs: HashMap<TarEntry, Digest> = HashMap::new();
+        let mut bytes_hashed = 0u64;
         let mut images = Vec::new();
+        let mut by_digest = HashMap::new();
         for entry in entries {
             let lookup = |p: &str| -> Result<(String, TarEntry)> {
                 let name = normalize_tar_path(p, &location)?;
@@ -583,17 +596,26 @@ impl DockerArchive {
                 Ok((name, e))
             };
             let (cname, ce) = lookup(&entry.config)?;
-            let config = index.read_entry_blocking(&cname, MAX_CONFIG_SIZE)?;
-            let cdigest = Digest::sha256_of(&config);
+            let cdigest = match configs.get(&ce) {
+                Some(d) => d.clone(),
+                None => {
+                    let config = index.read_entry_blocking(&cname, MAX_CONFIG_SIZE)?;
+                    bytes_hashed += ce.size;
+                    let d = Digest::sha256_of(&config);
+                    configs.insert(ce, d.clone());
+                    d
+                }
+            };
             blobs.insert(cdigest.clone(), ce);
             let mut layers = Vec::new();
             for l in &entry.layers {
-                let (lname, le) = lookup(l)?;
-                if let Some(h) = hashed.get(&lname) {
+                let (_, le) = lookup(l)?;
+                if let Some(h) = hashed.get(&le) {
                     layers.push(h.clone());
                     continue;
                 }
                 let (digest, head) = index.hash_entry_blocking(le)?;
+                bytes_hashed += le.size;
                 let mt = match head {
                     [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
                     [0x28, 0xb5, 0x2f, 0xfd] => {
@@ -604,23 +626,47 @@ impl DockerArchive {
                     _ => media::DOCKER_LAYER_TAR,
                 };
                 blobs.insert(digest.clone(), le);
-                hashed.insert(lname, (digest.clone(), le.size, mt));
+                hashed.insert(le, (digest.clone(), le.size, mt));
                 layers.push((digest, le.size, mt));
             }
             let manifest = synthesize_manifest((cdigest, ce.size), &layers);
+            if manifest.len() as u64 > media::MAX_MANIFEST_SIZE {
+                return Err(Error::malformed(
+                    "manifest.json",
+                    &location,
+                    format!(
+                        "an image of {} layers needs a {} byte manifest, over the {} byte limit",
+                        layers.len(),
+                        manifest.len(),
+                        media::MAX_MANIFEST_SIZE
+                    ),
+                ));
+            }
             let desc = Descriptor::of_bytes(media::DOCKER_MANIFEST, &manifest);
+            by_digest.entry(desc.digest.clone()).or_insert(images.len());
             images.push(DockerImage {
                 desc,
                 manifest: Bytes::from(manifest),
                 repo_tags: entry.repo_tags.unwrap_or_default(),
             });
         }
-        Ok(DockerArchive { inner: Inner::Docker(DockerImages { index, images, blobs }), location })
+        let images = DockerImages { index, images, by_digest, blobs, bytes_hashed };
+        Ok(DockerArchive { inner: Inner::Docker(images), location })
     }
 
     /// Whether the archive was read through its OCI `index.json`.
     pub fn is_oci(&self) -> bool {
         matches!(self.inner, Inner::Oci(_))
+    }
+
+    /// Bytes of layers and configs `open` read to hash them (0 for an OCI layout): each
+    /// tar entry once, however many times manifest.json names it. For tests.
+    #[doc(hidden)]
+    pub fn bytes_hashed(&self) -> u64 {
+        match &self.inner {
+            Inner::Oci(_) => 0,
+            Inner::Docker(d) => d.bytes_hashed,
+        }
     }
 }
 
@@ -671,10 +717,9 @@ impl Source for DockerArchive {
         match &self.inner {
             Inner::Oci(o) => o.fetch_manifest_bytes(desc).await,
             Inner::Docker(d) => d
-                .images
-                .iter()
-                .find(|i| i.desc.digest == desc.digest)
-                .map(|i| i.manifest.clone())
+                .by_digest
+                .get(&desc.digest)
+                .map(|&i| d.images[i].manifest.clone())
                 .ok_or_else(|| Error::not_found(format!("manifest {}", desc.digest), &self.location)),
         }
     }

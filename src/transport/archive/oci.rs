@@ -165,7 +165,7 @@ impl Destination for OciArchiveWriter {
 
     async fn finish(&self) -> Result<()> {
         let mut core = self.core.lock().await;
-        let roots = core.roots.clone();
+        let roots: Vec<Descriptor> = core.roots.iter().cloned().collect();
         core.finish(&roots, &[]).await
     }
 }

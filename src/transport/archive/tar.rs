@@ -30,7 +30,7 @@ pub(crate) const MAX_HEADER_EXTENSION: u64 = 1 << 20;
 // ---------------------------------------------------------------------------------------
 
 /// Where a regular file's data lives inside a tar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct TarEntry {
     pub offset: u64,
     pub size: u64,
