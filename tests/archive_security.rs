@@ -300,3 +300,81 @@ async fn many_tags_in_an_archive_writer_are_linear() {
     assert_eq!(tags.len(), 60_000);
     assert!(tags.iter().enumerate().all(|(i, t)| *t == format!("t{i}")));
 }
+
+/// Names that must never become a tag or name at a destination, as stored in an archive.
+const HOSTILE_NAMES: &[&str] =
+    &["../evil", "a/../../b", "/etc/evil", "a%2fb", "a%2F..%2Fb", "a\\b", "x\0y", "t\u{1b}]0;x"];
+
+/// An oci-archive of a one-image layout whose index.json entry has `ref.name` = `name`.
+fn oci_archive_named(dir: &Path, file: &str, name: &str) -> std::path::PathBuf {
+    let lay = dir.join(format!("lay-{file}"));
+    image_layout(&lay, "v1", &[500], 9);
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(lay.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = name.into();
+    fs::write(lay.join("index.json"), index.to_string()).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &lay).unwrap();
+    let p = dir.join(format!("{file}.tar"));
+    fs::write(&p, b.into_inner().unwrap()).unwrap();
+    p
+}
+
+/// A docker-archive (docker save format) of one image whose RepoTags is `[name]`.
+fn docker_archive_named(dir: &Path, file: &str, name: &str) -> std::path::PathBuf {
+    let layer = random_bytes(700, 3);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        digest_of(&layer)
+    );
+    let manifest = serde_json::json!([{"Config": "c.json", "RepoTags": [name], "Layers": ["l/layer.tar"]}]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in
+        [("c.json", config.as_bytes()), ("l/layer.tar", &layer[..]), ("manifest.json", manifest.to_string().as_bytes())]
+    {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    let p = dir.join(format!("{file}.tar"));
+    fs::write(&p, b.into_inner().unwrap()).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn names_stored_in_an_archive_are_checked_before_use() {
+    use hoist::transport::Source;
+    let t = tempfile::tempdir().unwrap();
+    // Ordinary names pass through as they are.
+    let good = [("v1", "repo:v1"), ("docker.io/library/alpine:3.20", "docker.io/library/alpine:3.20")];
+    for (i, (ref_name, repo_tag)) in good.into_iter().enumerate() {
+        let p = oci_archive_named(t.path(), &format!("good-oci-{i}"), ref_name);
+        let roots = OciArchive::open(&p).unwrap().roots().await.unwrap();
+        assert_eq!(roots[0].1.as_deref(), Some(ref_name));
+        let p = docker_archive_named(t.path(), &format!("good-docker-{i}"), repo_tag);
+        let roots = DockerArchive::open(&p).unwrap().roots().await.unwrap();
+        assert_eq!(roots[0].1.as_deref(), Some(repo_tag));
+    }
+    for (i, bad) in HOSTILE_NAMES.iter().enumerate() {
+        let oci = oci_archive_named(t.path(), &format!("bad-oci-{i}"), bad);
+        let docker = docker_archive_named(t.path(), &format!("bad-docker-{i}"), &format!("{bad}:1"));
+        for (transport, p) in [("oci-archive", &oci), ("docker-archive", &docker)] {
+            let e = match transport {
+                "oci-archive" => OciArchive::open(p).unwrap().roots().await.err(),
+                _ => DockerArchive::open(p).unwrap().roots().await.err(),
+            };
+            let e = e.unwrap_or_else(|| panic!("{transport}: {bad:?} accepted")).to_string();
+            assert!(e.contains(&p.display().to_string()), "{transport} {bad:?}: {e}");
+            // The CLI copy of every root refuses it before writing anything.
+            let out_dir = t.path().join(format!("out-{transport}-{i}"));
+            let out =
+                hoist(["-q", "copy", &format!("{transport}:{}", p.display()), &format!("oci:{}", out_dir.display())]);
+            let (_, se) = output_text(&out);
+            assert_eq!(out.status.code(), Some(2), "{transport} {bad:?}: {se}");
+            assert!(se.contains(&p.display().to_string()), "{transport} {bad:?}: {se}");
+            assert!(!se.contains('\u{1b}') && !se.contains('\0'), "{transport}: raw control character in {se:?}");
+            assert!(tree(&out_dir).iter().all(|f| f == "oci-layout" || f == "index.json"), "{:?}", tree(&out_dir));
+            assert!(!t.path().join("evil").exists() && !Path::new("/etc/evil").exists());
+        }
+    }
+}

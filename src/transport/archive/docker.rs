@@ -18,6 +18,7 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
+use crate::transport::archive::check_stored_name;
 use crate::transport::archive::oci::OciArchive;
 use crate::transport::archive::tar::{blob_name, normalize_tar_path, TarEntry, TarIndex};
 use crate::transport::archive::writer::WriterCore;
@@ -740,17 +741,19 @@ impl Source for DockerArchive {
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
         match &self.inner {
             Inner::Oci(o) => o.roots().await,
-            Inner::Docker(d) => Ok(d
-                .images
-                .iter()
-                .flat_map(|i| {
+            Inner::Docker(d) => {
+                let mut roots = Vec::new();
+                for i in &d.images {
                     if i.repo_tags.is_empty() {
-                        vec![(i.desc.clone(), None)]
-                    } else {
-                        i.repo_tags.iter().map(|t| (i.desc.clone(), Some(t.clone()))).collect()
+                        roots.push((i.desc.clone(), None));
                     }
-                })
-                .collect()),
+                    for t in &i.repo_tags {
+                        check_stored_name(t, "RepoTags entry", &self.location)?;
+                        roots.push((i.desc.clone(), Some(t.clone())));
+                    }
+                }
+                Ok(roots)
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
+use crate::transport::archive::check_stored_name;
 use crate::transport::archive::tar::{blob_name, TarEntry, TarIndex};
 use crate::transport::archive::writer::WriterCore;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
@@ -103,7 +104,16 @@ impl Source for OciArchive {
     }
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
-        Ok(self.roots.iter().map(|d| (d.clone(), d.ref_name().map(str::to_string))).collect())
+        self.roots
+            .iter()
+            .map(|d| {
+                let name = d.ref_name().map(str::to_string);
+                if let Some(n) = &name {
+                    check_stored_name(n, "ref.name", &self.index.location)?;
+                }
+                Ok((d.clone(), name))
+            })
+            .collect()
     }
 }
 
