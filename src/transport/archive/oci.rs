@@ -3,8 +3,8 @@
 //! (no extraction); writing streams entries as blobs arrive into a temp file renamed on
 //! `finish` (or to stdout), with deterministic headers. Compressed tarballs are refused.
 //!
-//! The tar reading and writing live in [`super::tar`], the writer state shared with
-//! `docker` in [`super::writer`].
+//! The tar reading and writing live in `archive::tar`, the writer state shared with
+//! `docker` in `archive::writer`.
 
 use std::path::Path;
 
