@@ -5,7 +5,7 @@
 //! Images only: artifacts are refused before anything is written.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -13,12 +13,15 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
-use crate::transport::archive::oci::{blob_name, normalize_tar_path, OciArchive, TarEntry, TarIndex, WriterCore};
+use crate::transport::archive::check_stored_name;
+use crate::transport::archive::oci::OciArchive;
+use crate::transport::archive::tar::{blob_name, normalize_tar_path, TarEntry, TarIndex};
+use crate::transport::archive::writer::WriterCore;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.
@@ -300,13 +303,17 @@ impl DockerArchiveWriter {
     fn plan(&self, core: &WriterCore, state: &DockerState) -> Result<(Vec<ManifestJsonEntry>, Vec<Descriptor>)> {
         // Roots in first-seen order, with every tag pushed for them.
         let mut order: Vec<(Descriptor, Vec<String>)> = Vec::new();
-        for r in &core.roots {
+        let mut position: HashMap<Digest, usize> = HashMap::new();
+        for r in core.roots.iter() {
             let tag = r.ref_name().map(str::to_string);
             let mut d = r.clone();
             d.annotations.remove(media::ANNOTATION_REF_NAME);
-            match order.iter_mut().find(|(o, _)| o.digest == d.digest) {
-                Some((_, tags)) => tags.extend(tag),
-                None => order.push((d, tag.into_iter().collect())),
+            match position.get(&d.digest) {
+                Some(&i) => order[i].1.extend(tag),
+                None => {
+                    position.insert(d.digest.clone(), order.len());
+                    order.push((d, tag.into_iter().collect()));
+                }
             }
         }
         let mut manifest_json = Vec::new();
@@ -526,7 +533,11 @@ struct DockerImage {
 struct DockerImages {
     index: TarIndex,
     images: Vec<DockerImage>,
+    /// Position in `images` of the first image with a given manifest digest.
+    by_digest: HashMap<Digest, usize>,
     blobs: HashMap<Digest, TarEntry>,
+    /// Bytes of layers and configs read to hash them while opening.
+    bytes_hashed: u64,
 }
 
 enum Inner {
@@ -538,34 +549,6 @@ enum Inner {
 pub struct DockerArchive {
     inner: Inner,
     location: String,
-}
-
-/// Hash an entry's bytes and sniff its compression (blocking).
-fn hash_entry(index: &TarIndex, e: TarEntry) -> Result<(Digest, [u8; 4])> {
-    let mut f = std::fs::File::open(&index.path).at(&index.path)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(e.offset)).at(&index.path)?;
-    let mut r = f.take(e.size);
-    let mut h = crate::model::digest::Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut head = [0u8; 4];
-    let mut seen = 0u64;
-    loop {
-        let n = r.read(&mut buf).at(&index.path)?;
-        if n == 0 {
-            break;
-        }
-        if seen < 4 {
-            for (i, b) in buf[..n].iter().enumerate().take(4 - seen as usize) {
-                head[seen as usize + i] = *b;
-            }
-        }
-        seen += n as u64;
-        h.update(&buf[..n]);
-    }
-    if seen != e.size {
-        return Err(Error::malformed("tar", &index.location, "archive truncated"));
-    }
-    Ok((h.finish(), head))
 }
 
 /// Synthesize the Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
@@ -598,8 +581,13 @@ impl DockerArchive {
         let entries: Vec<ManifestJsonEntry> =
             serde_json::from_slice(&raw).map_err(|e| Error::malformed("manifest.json", &location, e))?;
         let mut blobs: HashMap<Digest, TarEntry> = HashMap::new();
-        let mut hashed: HashMap<String, (Digest, u64, &'static str)> = HashMap::new();
+        // Each entry is hashed once however often (and under whatever names or links)
+        // manifest.json names it: work stays linear in the archive, not in its references.
+        let mut hashed: HashMap<TarEntry, (Digest, u64, &'static str)> = HashMap::new();
+        let mut configs: HashMap<TarEntry, Digest> = HashMap::new();
+        let mut bytes_hashed = 0u64;
         let mut images = Vec::new();
+        let mut by_digest = HashMap::new();
         for entry in entries {
             let lookup = |p: &str| -> Result<(String, TarEntry)> {
                 let name = normalize_tar_path(p, &location)?;
@@ -609,17 +597,26 @@ impl DockerArchive {
                 Ok((name, e))
             };
             let (cname, ce) = lookup(&entry.config)?;
-            let config = index.read_entry_blocking(&cname, MAX_CONFIG_SIZE)?;
-            let cdigest = Digest::sha256_of(&config);
+            let cdigest = match configs.get(&ce) {
+                Some(d) => d.clone(),
+                None => {
+                    let config = index.read_entry_blocking(&cname, MAX_CONFIG_SIZE)?;
+                    bytes_hashed += ce.size;
+                    let d = Digest::sha256_of(&config);
+                    configs.insert(ce, d.clone());
+                    d
+                }
+            };
             blobs.insert(cdigest.clone(), ce);
             let mut layers = Vec::new();
             for l in &entry.layers {
-                let (lname, le) = lookup(l)?;
-                if let Some(h) = hashed.get(&lname) {
+                let (_, le) = lookup(l)?;
+                if let Some(h) = hashed.get(&le) {
                     layers.push(h.clone());
                     continue;
                 }
-                let (digest, head) = hash_entry(&index, le)?;
+                let (digest, head) = index.hash_entry_blocking(le)?;
+                bytes_hashed += le.size;
                 let mt = match head {
                     [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
                     [0x28, 0xb5, 0x2f, 0xfd] => {
@@ -630,23 +627,47 @@ impl DockerArchive {
                     _ => media::DOCKER_LAYER_TAR,
                 };
                 blobs.insert(digest.clone(), le);
-                hashed.insert(lname, (digest.clone(), le.size, mt));
+                hashed.insert(le, (digest.clone(), le.size, mt));
                 layers.push((digest, le.size, mt));
             }
             let manifest = synthesize_manifest((cdigest, ce.size), &layers);
+            if manifest.len() as u64 > media::MAX_MANIFEST_SIZE {
+                return Err(Error::malformed(
+                    "manifest.json",
+                    &location,
+                    format!(
+                        "an image of {} layers needs a {} byte manifest, over the {} byte limit",
+                        layers.len(),
+                        manifest.len(),
+                        media::MAX_MANIFEST_SIZE
+                    ),
+                ));
+            }
             let desc = Descriptor::of_bytes(media::DOCKER_MANIFEST, &manifest);
+            by_digest.entry(desc.digest.clone()).or_insert(images.len());
             images.push(DockerImage {
                 desc,
                 manifest: Bytes::from(manifest),
                 repo_tags: entry.repo_tags.unwrap_or_default(),
             });
         }
-        Ok(DockerArchive { inner: Inner::Docker(DockerImages { index, images, blobs }), location })
+        let images = DockerImages { index, images, by_digest, blobs, bytes_hashed };
+        Ok(DockerArchive { inner: Inner::Docker(images), location })
     }
 
     /// Whether the archive was read through its OCI `index.json`.
     pub fn is_oci(&self) -> bool {
         matches!(self.inner, Inner::Oci(_))
+    }
+
+    /// Bytes of layers and configs `open` read to hash them (0 for an OCI layout): each
+    /// tar entry once, however many times manifest.json names it. For tests.
+    #[doc(hidden)]
+    pub fn bytes_hashed(&self) -> u64 {
+        match &self.inner {
+            Inner::Oci(_) => 0,
+            Inner::Docker(d) => d.bytes_hashed,
+        }
     }
 }
 
@@ -697,10 +718,9 @@ impl Source for DockerArchive {
         match &self.inner {
             Inner::Oci(o) => o.fetch_manifest_bytes(desc).await,
             Inner::Docker(d) => d
-                .images
-                .iter()
-                .find(|i| i.desc.digest == desc.digest)
-                .map(|i| i.manifest.clone())
+                .by_digest
+                .get(&desc.digest)
+                .map(|&i| d.images[i].manifest.clone())
                 .ok_or_else(|| Error::not_found(format!("manifest {}", desc.digest), &self.location)),
         }
     }
@@ -721,17 +741,19 @@ impl Source for DockerArchive {
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
         match &self.inner {
             Inner::Oci(o) => o.roots().await,
-            Inner::Docker(d) => Ok(d
-                .images
-                .iter()
-                .flat_map(|i| {
+            Inner::Docker(d) => {
+                let mut roots = Vec::new();
+                for i in &d.images {
                     if i.repo_tags.is_empty() {
-                        vec![(i.desc.clone(), None)]
-                    } else {
-                        i.repo_tags.iter().map(|t| (i.desc.clone(), Some(t.clone()))).collect()
+                        roots.push((i.desc.clone(), None));
                     }
-                })
-                .collect()),
+                    for t in &i.repo_tags {
+                        check_stored_name(t, "RepoTags entry", &self.location)?;
+                        roots.push((i.desc.clone(), Some(t.clone())));
+                    }
+                }
+                Ok(roots)
+            }
         }
     }
 }
