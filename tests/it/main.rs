@@ -21,3 +21,4 @@ mod referrers_api;
 mod reflink;
 mod roundtrip;
 mod token_auth;
+mod archive_security;

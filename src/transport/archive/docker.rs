@@ -16,6 +16,8 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
+use crate::model::platform::is_attestation;
+use crate::model::verify::HashWriter;
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
 use crate::transport::archive::check_stored_name;
@@ -60,14 +62,9 @@ fn image_view<'a>(doc: &'a Document, location: &str) -> Result<&'a ManifestView>
 pub fn pick_platform(manifests: &[Descriptor], want: Option<&Platform>, location: &str) -> Result<Descriptor> {
     let images: Vec<&Descriptor> = manifests
         .iter()
-        .filter(|d| media::is_manifest(&d.media_type))
-        .filter(|d| !d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown"))
+        .filter(|d| media::is_manifest(&d.media_type) && !is_attestation(d))
         .collect();
-    let matches = |p: &Platform, d: &Descriptor| {
-        d.platform.as_ref().is_some_and(|q| {
-            q.os == p.os && q.architecture == p.architecture && (p.variant.is_none() || q.variant == p.variant)
-        })
-    };
+    let matches = |p: &Platform, d: &Descriptor| p.matches_entry(d);
     let listed =
         || images.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect::<Vec<_>>().join(", ");
     if let Some(p) = want {
@@ -100,26 +97,16 @@ fn split_repo_tag(s: &str) -> Option<(&str, &str)> {
 // Writing.
 // ---------------------------------------------------------------------------------------
 
-/// A `Write` that hashes what it is given.
-struct HashWriter(Hasher);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+/// What a decompressor writes the layer's uncompressed bytes into: hashed, then dropped.
+type DiffSink = HashWriter<std::io::Sink>;
 
 /// Hashes the uncompressed content of a layer as it streams by (the layer's diff_id):
 /// sniffs gzip/zstd from the first bytes and decompresses push-style, in constant memory.
 enum DiffHasher {
     Sniff(Vec<u8>),
     Plain(Hasher),
-    Gzip(Box<flate2::write::MultiGzDecoder<HashWriter>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, HashWriter>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<DiffSink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, DiffSink>>),
 }
 
 impl DiffHasher {
@@ -128,13 +115,11 @@ impl DiffHasher {
     }
 
     fn decide(head: &[u8]) -> std::io::Result<DiffHasher> {
-        let h = crate::model::digest::Algorithm::Sha256.hasher();
+        let sink = || HashWriter::new(std::io::sink());
         Ok(match head {
-            [0x1f, 0x8b, ..] => DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(HashWriter(h)))),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-                DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(HashWriter(h))?))
-            }
-            _ => DiffHasher::Plain(h),
+            [0x1f, 0x8b, ..] => DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink()))),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(sink())?)),
+            _ => DiffHasher::Plain(crate::model::digest::Algorithm::Sha256.hasher()),
         })
     }
 
@@ -171,10 +156,10 @@ impl DiffHasher {
                 d.finish()
             }
             DiffHasher::Plain(h) => Ok(h.finish()),
-            DiffHasher::Gzip(d) => Ok(d.finish()?.0.finish()),
+            DiffHasher::Gzip(d) => Ok(d.finish()?.finish().1),
             DiffHasher::Zstd(mut d) => {
                 d.flush()?;
-                Ok(d.into_inner().0.finish())
+                Ok(d.into_inner().finish().1)
             }
         }
     }

@@ -3,9 +3,6 @@
 //! would escape the archive, linear work for repeated layers, and names stored in an
 //! archive that must not become tags unchecked. Each case checks the error names the file.
 
-#[allow(unused_imports)] // not every test file uses every re-export
-mod common;
-mod support;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -13,10 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hoist::transport::archive::docker::DockerArchive;
 use hoist::transport::archive::oci::OciArchive;
-use support::*;
+use crate::support::*;
 
 const GIB: u64 = 1 << 30;
 
@@ -157,9 +154,7 @@ fn escaping_entries_are_refused() {
 
 #[test]
 fn a_tar_of_a_layout_made_with_dot_is_read() {
-    if !require("tar") {
-        return;
-    }
+    hoist_testkit::require!("tar");
     let t = tempfile::tempdir().unwrap();
     let lay = t.path().join("layoutdir");
     copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout"), &lay);
