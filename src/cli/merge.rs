@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use hoist::bundle::{self, BundleInput, BundleSpec};
+use hoist::copy::plan;
 use hoist::error::{Error, Result};
 use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
 use hoist::model::reference::Reference;
@@ -112,7 +113,7 @@ async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened>
     let source = open_source(&ep, &ctx.client)?;
     let desc = match (ep.source_reference(), &ep) {
         (Some(r), _) => source.resolve(Some(&r)).await?,
-        (None, Endpoint::Registry(_)) => source.resolve(Some("latest")).await?,
+        (None, Endpoint::Registry(_)) => plan::resolve(&ep, source.as_ref()).await?,
         (None, _) => {
             let roots = source.roots().await?;
             match roots.as_slice() {
@@ -164,7 +165,7 @@ impl Targets {
                         reason: "--tag takes a tag, not a digest".into(),
                     });
                 }
-                r.tag.get_or_insert_with(|| "latest".into());
+                r.tag.get_or_insert_with(|| plan::default_tag().into());
             }
             let names = match &ep {
                 Endpoint::Registry(r) => vec![r.to_string()],
@@ -254,7 +255,7 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
         let spec = specs.first().expect("--tag gives a spec");
         let tag = spec.tags.first().cloned();
         match open_source(&spec.endpoint, &ctx.client) {
-            Ok(src) => base_src = Some((src, tag.unwrap_or_else(|| "latest".into()))),
+            Ok(src) => base_src = Some((src, tag.unwrap_or_else(|| plan::default_tag().into()))),
             Err(Error::Io { .. }) | Err(Error::NotFound { .. }) => {
                 ctx.progress.line(&format!("{t}: nothing there yet; creating a new index"));
             }

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::{Error, Result};
 use hoist::model::document::View;
-use hoist::transport::layout::{tag_of_ref_name, Layout};
+use hoist::transport::layout::Layout;
 use hoist::transport::registry::credentials::{self, Credential};
 use hoist::transport::registry::{Client, RegistryOptions, UploadMode};
 use hoist::transport::{open_destination, open_source, Endpoint};
@@ -412,63 +412,7 @@ async fn transfer(ctx: &Ctx, src_ep: &Endpoint, dst_ep: &Endpoint) -> Result<i32
     let src = open_source(src_ep, &ctx.client)?;
     let platform = ctx.global.platform.as_deref().map(parse_platform).transpose()?;
     let dst = open_destination(dst_ep, &ctx.client, platform.as_ref()).await?;
-    let mut plan: Vec<(Descriptor, Vec<String>)> = Vec::new();
-    let dst_is_registry = matches!(dst_ep, Endpoint::Registry(_));
-    let dst_digest = match dst_ep {
-        Endpoint::Registry(r) => r.digest.clone(),
-        _ => dst_ep.reference().and_then(|r| r.parse().ok()),
-    };
-    // docker-archive names (repo:tag) go into manifest.json when the writer is created.
-    let explicit_dst_tag = if matches!(dst_ep, Endpoint::DockerArchive { .. }) { None } else { dst_ep.tag() };
-    let src_ref = src_ep.source_reference();
-    let found: Vec<(Descriptor, Option<String>)> = match (&src_ref, src_ep) {
-        (Some(r), _) => vec![(src.resolve(Some(r)).await?, src_ep.tag())],
-        (None, Endpoint::Registry(_)) => vec![(src.resolve(None).await?, Some("latest".to_string()))],
-        (None, _) => {
-            let roots = src.roots().await?;
-            if roots.is_empty() {
-                return Err(Error::not_found("any manifest", src.location()));
-            }
-            roots.into_iter().map(|(d, t)| (d, t.map(|t| tag_of_ref_name(&t).to_string()))).collect()
-        }
-    };
-    // One root per digest, with all the tags the source gives it.
-    let mut roots: Vec<(Descriptor, Vec<String>)> = Vec::new();
-    for (desc, tag) in found {
-        match roots.iter_mut().find(|(d, _)| d.digest == desc.digest) {
-            Some((_, tags)) => tags.extend(tag.filter(|t| !tags.contains(t))),
-            None => roots.push((desc, tag.into_iter().collect())),
-        }
-    }
-    if roots.len() > 1 && (dst_ep.reference().is_some() || dst_digest.is_some()) {
-        return Err(Error::InvalidReference {
-            reference: src_ep.to_string(),
-            reason: format!(
-                "holds {} manifests; name one with :TAG or @DIGEST to give it the tag {}",
-                roots.len(),
-                dst_ep
-            ),
-        });
-    }
-    for (desc, src_tags) in roots {
-        if let Some(d) = &dst_digest {
-            if *d != desc.digest {
-                return Err(Error::DigestMismatch {
-                    what: "destination reference".into(),
-                    location: dst_ep.to_string(),
-                    expected: d.to_string(),
-                    actual: desc.digest.to_string(),
-                });
-            }
-        }
-        let tags = match (&explicit_dst_tag, &dst_digest) {
-            (Some(t), _) => vec![t.clone()],
-            (None, Some(_)) => vec![],
-            (None, None) if dst_is_registry && src_tags.is_empty() => vec!["latest".to_string()],
-            (None, None) => src_tags,
-        };
-        plan.push((desc, tags));
-    }
+    let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
     let opts = ctx.copy_options();
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
@@ -510,26 +454,14 @@ fn print_result(
 
 async fn inspect(ctx: &Ctx, ep: &Endpoint, raw: bool, config: bool) -> Result<i32> {
     let src = open_source(ep, &ctx.client)?;
-    let reference = ep.source_reference();
-    let desc = match (&reference, ep) {
-        (None, Endpoint::Registry(_)) => src.resolve(Some("latest")).await?,
-        (r, _) => src.resolve(r.as_deref()).await?,
-    };
+    let desc = copy::plan::resolve(ep, src.as_ref()).await?;
     let doc = src.fetch_document(&desc).await?;
     let mut out = std::io::stdout().lock();
     if config {
         let View::Manifest(m) = &doc.view else {
             return Err(Error::Unsupported(format!("{ep} is an index; pick a manifest by digest to see its config")));
         };
-        let mut stream = src.open_blob(&m.config, 0).await?;
-        if m.config.size > hoist::model::media::MAX_MANIFEST_SIZE {
-            return Err(Error::malformed("config", src.location(), "config larger than 4 MiB"));
-        }
-        let mut buf = Vec::new();
-        let mut verify = hoist::transport::VerifyReader::new(&mut stream, &m.config, src.location());
-        tokio::io::AsyncReadExt::read_to_end(&mut verify, &mut buf)
-            .await
-            .map_err(|e| hoist::transport::unwrap_io_error(e, "config"))?;
+        let buf = copy::plan::read_small_blob(src.as_ref(), &m.config, hoist::model::media::MAX_MANIFEST_SIZE).await?;
         let _ = out.write_all(&buf);
         return Ok(0);
     }

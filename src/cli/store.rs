@@ -134,11 +134,7 @@ pub(crate) async fn deliver(
 pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint, Box<dyn Source>, Descriptor)> {
     let ep = endpoint(reference)?;
     let src = open_source(&ep, &ctx.client)?;
-    let r = match (ep.source_reference(), &ep) {
-        (None, Endpoint::Registry(_)) => Some("latest".to_string()),
-        (r, _) => r,
-    };
-    let mut desc = src.resolve(r.as_deref()).await?;
+    let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
     desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
     Ok((ep, src, desc))
 }

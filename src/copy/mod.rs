@@ -7,6 +7,8 @@
 //! name it (a DAG with 2^40 paths costs one fetch per node), manifest fetches in flight are
 //! bounded like blobs (`jobs`), and nesting deeper than [`MAX_DEPTH`] is refused.
 
+pub mod plan;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,10 @@ use crate::model::digest::Digest;
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 
+/// The tag a reference means when it names neither tag nor digest (docker's rule). The one
+/// place it is decided: `copy::plan::default_tag()` and every transport use this.
+pub const DEFAULT_TAG: &str = "latest";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {
     pub registry: String,
@@ -23,7 +27,7 @@ impl Reference {
         match (&self.digest, &self.tag) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
-            (None, None) => "latest".to_string(),
+            (None, None) => DEFAULT_TAG.to_string(),
         }
     }
     /// Same repository, another tag or digest.

@@ -180,7 +180,7 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
     if parsed.digest.is_some() {
         return Err(bad("docker-archive names take a tag, not a digest".into()));
     }
-    let tag = parsed.tag.clone().unwrap_or_else(|| "latest".into());
+    let tag = parsed.tag.clone().unwrap_or_else(|| crate::model::reference::DEFAULT_TAG.into());
     // Keep the name as typed (docker shows `foo`, not `docker.io/library/foo`).
     let name = r.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(r, |(n, _)| n);
     Ok(format!("{name}:{tag}"))
