@@ -18,7 +18,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
-use super::{endpoint, Ctx};
+use super::Ctx;
 
 #[derive(Subcommand)]
 pub(crate) enum IndexCmd {
@@ -157,7 +157,7 @@ impl Targets {
     fn specs(&self) -> Result<Vec<OutputSpec>> {
         let mut v = Vec::new();
         if let Some(t) = &self.tag {
-            let mut ep = endpoint(t)?;
+            let mut ep = Endpoint::from_user_input(t)?;
             if let Endpoint::Registry(r) = &mut ep {
                 if r.digest.is_some() {
                     return Err(Error::InvalidReference {
@@ -239,7 +239,7 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
     let specs = a.targets.specs()?;
     let mut opened = Vec::new();
     for s in &a.sources {
-        opened.push(open_resolved(ctx, endpoint(s)?, s.clone()).await?);
+        opened.push(open_resolved(ctx, Endpoint::from_user_input(s)?, s.clone()).await?);
     }
     for m in &a.from_metadata {
         opened.push(open_metadata(ctx, m).await?);
@@ -322,14 +322,17 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 Endpoint::Registry(r) => Some(r.repo_ref()),
                 _ => None,
             });
-            let inv = open_resolved(ctx, endpoint(&a.invocation)?, a.invocation.clone()).await?;
+            let inv = open_resolved(ctx, Endpoint::from_user_input(&a.invocation)?, a.invocation.clone()).await?;
             let mut comps = Vec::new();
             for c in &a.components {
                 let (name, src) = c.split_once('=').ok_or_else(|| Error::InvalidReference {
                     reference: c.clone(),
                     reason: "--component takes NAME=SRC".into(),
                 })?;
-                comps.push((name.to_string(), open_resolved(ctx, endpoint(src)?, src.to_string()).await?));
+                comps.push((
+                    name.to_string(),
+                    open_resolved(ctx, Endpoint::from_user_input(src)?, src.to_string()).await?,
+                ));
             }
             let repo = target_repo.as_deref();
             let spec =
@@ -343,7 +346,7 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
             ship(ctx, &plan, &a.targets, &specs).await
         }
         BundleCmd::Inspect { reference } => {
-            let o = open_resolved(ctx, endpoint(&reference)?, reference.clone()).await?;
+            let o = open_resolved(ctx, Endpoint::from_user_input(&reference)?, reference.clone()).await?;
             let info = bundle::inspect(o.source.as_ref(), &o.desc).await?;
             let mut out = std::io::stdout().lock();
             if ctx.json() {

@@ -248,38 +248,15 @@ pub(crate) fn parse_platform(s: &str) -> Result<hoist::Platform> {
     })
 }
 
-/// A bare path (existing directory, or starting with `.`/`/`) means an OCI layout.
-pub(crate) fn endpoint(s: &str) -> Result<Endpoint> {
-    let looks_local = s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == ".";
-    if !s.contains("://")
-        && !s.starts_with("oci:")
-        && !s.starts_with("oci-archive:")
-        && !s.starts_with("docker-archive:")
-    {
-        let (path_part, _) = match s.rsplit_once('@') {
-            Some((p, d)) if d.contains(':') => (p, Some(d)),
-            _ => match s.rsplit_once(':') {
-                Some((p, t)) if !t.contains('/') => (p, Some(t)),
-                _ => (s, None),
-            },
-        };
-        if looks_local
-            || std::path::Path::new(path_part).join("oci-layout").exists()
-            || std::path::Path::new(s).join("oci-layout").exists()
-        {
-            return format!("oci:{s}").parse();
-        }
-    }
-    s.parse()
-}
-
 async fn dispatch(cli: Cli) -> Result<i32> {
     let client = client_for(&cli.global)?;
     let ctx = Ctx { progress: CliProgress::new(cli.global.quiet), client, global: cli.global };
     match cli.command {
-        Command::Copy { src, dst } => transfer(&ctx, &endpoint(&src)?, &endpoint(&dst)?).await,
+        Command::Copy { src, dst } => {
+            transfer(&ctx, &Endpoint::from_user_input(&src)?, &Endpoint::from_user_input(&dst)?).await
+        }
         Command::Push { layout, reference } => {
-            let src = endpoint(&layout)?;
+            let src = Endpoint::from_user_input(&layout)?;
             let src = match src {
                 Endpoint::Registry(_) => format!("oci:{layout}").parse()?,
                 other => other,
@@ -295,15 +272,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Pull { reference, dst } => {
             let src: Endpoint = reference.parse()?;
-            let dst = match endpoint(&dst)? {
+            let dst = match Endpoint::from_user_input(&dst)? {
                 Endpoint::Registry(_) => format!("oci:{dst}").parse()?,
                 other => other,
             };
             transfer(&ctx, &src, &dst).await
         }
-        Command::Inspect { reference, raw, config } => inspect(&ctx, &endpoint(&reference)?, raw, config).await,
+        Command::Inspect { reference, raw, config } => {
+            inspect(&ctx, &Endpoint::from_user_input(&reference)?, raw, config).await
+        }
         Command::Tags { reference } => {
-            let ep = endpoint(&reference)?;
+            let ep = Endpoint::from_user_input(&reference)?;
             let src = open_source(&ep, &ctx.client)?;
             let tags = src.list_tags().await?;
             if ctx.json() {

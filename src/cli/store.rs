@@ -13,7 +13,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
-use super::{endpoint, parse_platform, Ctx};
+use super::{parse_platform, Ctx};
 
 /// `--store`, `--output`, `--metadata-file`.
 #[derive(Args, Clone, Default)]
@@ -132,7 +132,7 @@ pub(crate) async fn deliver(
 /// A reference in any transport, opened and resolved (a registry reference without tag
 /// means `latest`).
 pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint, Box<dyn Source>, Descriptor)> {
-    let ep = endpoint(reference)?;
+    let ep = Endpoint::from_user_input(reference)?;
     let src = open_source(&ep, &ctx.client)?;
     let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
     desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
