@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use hoist::bundle::{self, BundleInput, BundleSpec};
 use hoist::copy::plan;
-use hoist::error::{Error, Result};
+use hoist::error::{printable, Error, Result};
 use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
 use hoist::model::reference::Reference;
 use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
@@ -18,6 +18,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
+use super::creds::{registry_of, registry_of_output};
 use super::Ctx;
 
 #[derive(Subcommand)]
@@ -152,7 +153,43 @@ async fn open_metadata(ctx: &Ctx, path: &std::path::Path) -> Result<Opened> {
     Ok(o)
 }
 
+impl IndexCmd {
+    /// Every registry the command line names (sources, metadata files, targets).
+    pub(crate) fn registries(&self) -> Vec<String> {
+        let IndexCmd::Create(a) = self;
+        let mut v: Vec<String> = a.sources.iter().filter_map(|s| registry_of(s)).collect();
+        for m in &a.from_metadata {
+            let names = read_metadata(m).map(|(_, n)| n).unwrap_or_default();
+            v.extend(names.iter().filter_map(|n| n.parse::<Reference>().ok()).map(|r| r.registry));
+        }
+        v.extend(a.targets.registries());
+        v
+    }
+}
+
+impl BundleCmd {
+    /// Every registry the command line names (images, targets).
+    pub(crate) fn registries(&self) -> Vec<String> {
+        match self {
+            BundleCmd::Create(a) => {
+                let mut v: Vec<String> = registry_of(&a.invocation).into_iter().collect();
+                v.extend(a.components.iter().filter_map(|c| c.split_once('=')).filter_map(|(_, s)| registry_of(s)));
+                v.extend(a.targets.registries());
+                v
+            }
+            BundleCmd::Inspect { reference } => registry_of(reference).into_iter().collect(),
+        }
+    }
+}
+
 impl Targets {
+    /// The registries `--tag` and `--output` write to.
+    fn registries(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tag.iter().filter_map(|t| registry_of(t)).collect();
+        v.extend(self.outputs.iter().filter_map(|o| registry_of_output(o)));
+        v
+    }
+
     /// `--tag` and `--output` as outputs; a registry `--tag` without a tag means `latest`.
     fn specs(&self) -> Result<Vec<OutputSpec>> {
         let mut v = Vec::new();
@@ -177,7 +214,7 @@ impl Targets {
             v.push(parse_output(o)?);
         }
         if v.is_empty() && !self.dry_run {
-            return Err(Error::Other("give --tag REF or --output to say where the result goes".into()));
+            return Err(Error::Usage("give --tag REF or --output to say where the result goes".into()));
         }
         Ok(v)
     }
@@ -185,9 +222,9 @@ impl Targets {
 
 /// Print (dry run) or write the plan to every target, then report.
 async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec]) -> Result<i32> {
-    if !ctx.global.quiet {
+    if !ctx.quiet() {
         for n in &plan.notes {
-            eprintln!("hoist: note: {n}");
+            eprintln!("hoist: note: {}", printable(n));
         }
     }
     if targets.dry_run {
@@ -245,13 +282,13 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
         opened.push(open_metadata(ctx, m).await?);
     }
     if opened.is_empty() && !a.append {
-        return Err(Error::Other("name at least one source (SRC or --from-metadata FILE)".into()));
+        return Err(Error::Usage("name at least one source (SRC or --from-metadata FILE)".into()));
     }
     let annotations = a.annotations.iter().map(|s| AnnotationSpec::parse(s)).collect::<Result<Vec<_>>>()?;
     // --append: the index now at --tag is where we start from.
     let mut base_src: Option<(Box<dyn Source>, String)> = None;
     if a.append {
-        let t = a.targets.tag.as_ref().ok_or_else(|| Error::Other("--append needs --tag".into()))?;
+        let t = a.targets.tag.as_ref().ok_or_else(|| Error::Usage("--append needs --tag".into()))?;
         let spec = specs.first().expect("--tag gives a spec");
         let tag = spec.tags.first().cloned();
         match open_source(&spec.endpoint, &ctx.client) {
@@ -353,15 +390,23 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 let _ = writeln!(out, "{}", serde_json::to_string_pretty(&info).unwrap_or_default());
                 return Ok(0);
             }
-            let _ = writeln!(out, "Bundle:      {} {}", info.name, info.version);
+            // Names, versions and descriptions come from the bundle: controls escaped.
+            let _ = writeln!(out, "Bundle:      {} {}", printable(&info.name), printable(&info.version));
             let _ = writeln!(out, "Digest:      {}", info.digest);
             if let Some(d) = &info.description {
-                let _ = writeln!(out, "Description: {d}");
+                let _ = writeln!(out, "Description: {}", printable(d));
             }
             let _ = writeln!(out, "Images:");
             for c in &info.components {
                 let plat = c.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                let _ = writeln!(out, "  {:<11} {:<20} {}  {}", c.role, c.name, c.digest, plat);
+                let _ = writeln!(
+                    out,
+                    "  {:<11} {:<20} {}  {}",
+                    printable(&c.role),
+                    printable(&c.name),
+                    c.digest,
+                    printable(&plat)
+                );
             }
             Ok(0)
         }

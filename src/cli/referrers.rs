@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use clap::Args;
-use hoist::error::Result;
+use hoist::error::{printable, Result};
 use hoist::model::document::View;
 use hoist::model::media;
 use hoist::transport::registry::referrers::referrer_descriptor;
@@ -42,7 +42,7 @@ pub(crate) async fn run(ctx: &Ctx, args: ReferrersArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for d in &list {
-            println!("{}  {}  {}", d.digest, d.artifact_type.as_deref().unwrap_or("-"), d.size);
+            println!("{}  {}  {}", d.digest, printable(d.artifact_type.as_deref().unwrap_or("-")), d.size);
         }
     }
     ctx.progress.line(&format!("{}: {} referrer(s) of {}", ep, list.len(), subject.digest));

@@ -13,7 +13,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
-use super::{parse_platform, Ctx};
+use super::Ctx;
 
 /// `--store`, `--output`, `--metadata-file`.
 #[derive(Args, Clone, Default)]
@@ -98,9 +98,13 @@ pub(crate) async fn deliver(
         store.set_tag(root, name)?;
         ctx.progress.line(&format!("tagged {name} in oci:{}", store.root().display()));
     }
-    let platform = ctx.global.platform.as_deref().filter(|p| !p.contains(',')).map(parse_platform).transpose()?;
-    let results =
-        export(store, root, outputs, &ctx.client, platform.as_ref(), &ctx.copy_options(), &ctx.progress).await?;
+    // One --platform picks the image a docker-archive output gets; a list is what `build`
+    // made (an index), and no single image is picked from it.
+    let platform = match ctx.settings.platforms.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
+    let results = export(store, root, outputs, &ctx.client, platform, &ctx.copy_options(), &ctx.progress).await?;
     for r in &results {
         ctx.progress.line(&format!(
             "{} -> {}: {} blob(s) written, {} existed",
