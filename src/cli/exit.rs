@@ -24,7 +24,6 @@ pub(crate) fn code(e: &Error) -> i32 {
         Error::NotFound { .. } => NOT_FOUND,
         Error::Auth { .. } => AUTH,
         Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => INTEGRITY,
-        Error::Shared(inner) => code(inner),
         _ => OTHER,
     }
 }
@@ -40,7 +39,7 @@ mod tests {
         assert_eq!(code(&Error::Auth { registry: "r".into(), reason: "no".into() }), 4);
         let mismatch =
             Error::DigestMismatch { what: "w".into(), location: "l".into(), expected: "e".into(), actual: "a".into() };
-        assert_eq!(code(&Error::Shared(std::sync::Arc::new(mismatch))), 5);
+        assert_eq!(code(&mismatch), 5);
         assert_eq!(code(&Error::Other("x".into())), 1);
     }
 }
