@@ -95,6 +95,7 @@ impl Progress for CliProgress {
         self.line(&format!("{what:>7} {} ({}, {})", desc.digest.short(), human(desc.size), desc.media_type));
     }
     fn message(&self, msg: &str) {
-        self.line(msg);
+        // Library messages may quote a registry or a source: controls escaped.
+        self.line(&hoist::error::printable(msg));
     }
 }
