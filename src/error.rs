@@ -63,7 +63,9 @@ impl Clone for Error {
     fn clone(&self) -> Self {
         let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
         match self {
-            Error::InvalidDigest { digest, reason } => Error::InvalidDigest { digest: digest.clone(), reason: reason.clone() },
+            Error::InvalidDigest { digest, reason } => {
+                Error::InvalidDigest { digest: digest.clone(), reason: reason.clone() }
+            }
             Error::InvalidReference { reference, reason } => {
                 Error::InvalidReference { reference: reference.clone(), reason: reason.clone() }
             }
@@ -73,9 +75,12 @@ impl Clone for Error {
                 expected: expected.clone(),
                 actual: actual.clone(),
             },
-            Error::SizeMismatch { what, location, expected, actual } => {
-                Error::SizeMismatch { what: what.clone(), location: location.clone(), expected: *expected, actual: *actual }
-            }
+            Error::SizeMismatch { what, location, expected, actual } => Error::SizeMismatch {
+                what: what.clone(),
+                location: location.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
             Error::NotFound { what, location } => Error::NotFound { what: what.clone(), location: location.clone() },
             Error::Malformed { what, location, reason } => {
                 Error::Malformed { what: what.clone(), location: location.clone(), reason: reason.clone() }
@@ -90,7 +95,9 @@ impl Clone for Error {
                 status: *status,
                 detail: detail.clone(),
             },
-            Error::Network { registry, reason } => Error::Network { registry: registry.clone(), reason: reason.clone() },
+            Error::Network { registry, reason } => {
+                Error::Network { registry: registry.clone(), reason: reason.clone() }
+            }
             Error::UnsafePath { path, location, reason } => {
                 Error::UnsafePath { path: path.clone(), location: location.clone(), reason: reason.clone() }
             }

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use crate::copy::{self, CopyOptions, CopyReport};
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::platform::is_attestation;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
+use crate::model::platform::is_attestation;
 use crate::model::write::ImageIndex;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 

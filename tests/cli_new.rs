@@ -187,3 +187,24 @@ fn tags_from_a_layout_are_printed_with_controls_escaped() {
     let so = String::from_utf8_lossy(&raw);
     assert!(so.contains("evil\\u{1b}]0;owned\\u{7}\\u{1b}[31m"), "{so}");
 }
+
+#[test]
+fn platform_picks_the_image_a_copy_takes_from_an_index() {
+    let t = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    let raw = hoist(["inspect", "--raw", &src]);
+    assert_success("inspect", &raw);
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let amd64 = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .expect("the sample index has an amd64 image");
+    let dst = t.path().join("out");
+    let out = hoist(["-q", "--platform", "linux/amd64", "copy", &src, &format!("oci:{}:v1", dst.display())]);
+    assert_success("copy --platform", &out);
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    assert_eq!(got["manifests"][0]["digest"], amd64.as_str());
+}

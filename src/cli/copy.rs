@@ -2,7 +2,7 @@
 //! tags [`hoist::copy::plan`] decides.
 
 use clap::Args;
-use hoist::copy::{self, CopyReport};
+use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
 use hoist::transport::{open_destination, open_source, Endpoint};
@@ -119,10 +119,16 @@ impl PullArgs {
 pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     let (src_ep, dst_ep) = (&ends.src, &ends.dst);
     let src = open_source(src_ep, &ctx.client)?;
-    let platform = ctx.settings.single_platform("a copy")?;
+    // --platform: the platforms of an index root to copy (a library copy option, for every
+    // destination); a docker-archive holds one image, so it takes exactly one.
+    let platform = match dst_ep {
+        Endpoint::DockerArchive { .. } => ctx.settings.single_platform("a docker-archive destination")?,
+        _ => None,
+    };
+    let opts = CopyOptions { platforms: ctx.settings.platforms.clone(), ..ctx.copy_options() };
     let dst = open_destination(dst_ep, &ctx.client, platform).await?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
-    let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &ctx.settings.copy, &ctx.progress).await?;
+    let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
     print_result(ctx, src.as_ref(), dst.as_ref(), &plan, &report);
     Ok(0)
@@ -143,9 +149,14 @@ fn print_result(
         let v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
         println!("{v}");
     } else {
+        // A root the platform filter rewrote is printed as what the destination got.
         for (d, _) in plan {
-            println!("{}", d.digest);
+            let got = report.rewritten.iter().find(|r| r.from == d.digest).map_or(&d.digest, |r| &r.to);
+            println!("{got}");
         }
+    }
+    for r in &report.rewritten {
+        ctx.progress.line(&format!("{} written as {}: {}", r.from, r.to, printable(&r.reason)));
     }
     ctx.progress.line(&format!(
         "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",

@@ -55,8 +55,9 @@ pub(crate) struct Global {
     /// Chunk size for chunked uploads, in MiB.
     #[arg(long, global = true, default_value_t = 16)]
     pub chunk_size_mib: u64,
-    /// Platforms os/arch[/variant], comma-separated: the images `build` makes; where one
-    /// image is picked from an index (a docker-archive destination), exactly one.
+    /// Platforms os/arch[/variant], comma-separated: what `copy`, `push` and `pull` take of an
+    /// index (one: that image; several: an index of those), the images `build` makes; a
+    /// docker-archive destination takes exactly one.
     #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT],...")]
     pub platform: Option<String>,
     /// Seconds without data before a transfer counts as stalled.

@@ -78,5 +78,4 @@ mod tests {
         let d: Descriptor = serde_json::from_str(s).unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), s);
     }
-
 }

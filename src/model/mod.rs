@@ -14,6 +14,6 @@ pub mod verify;
 pub mod write;
 
 pub use descriptor::Descriptor;
-pub use platform::Platform;
 pub use digest::Digest;
 pub use document::Document;
+pub use platform::Platform;

@@ -102,7 +102,8 @@ mod tests {
         assert!(!p("linux/arm/v7").matches(&p("linux/arm/v6")));
         assert!(p("linux/arm").matches(&p("linux/arm/v6")));
         assert!(!p("linux/amd64").matches(&p("linux/arm64")));
-        let att = Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
+        let att =
+            Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
         assert!(is_attestation(&att));
     }
 }

@@ -12,22 +12,31 @@ use crate::model::reference::{check_tag, Reference};
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
 
+/// Where content is read from or written to, as a user names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// OCI layout directory; reference is a tag or digest.
+    /// OCI layout directory (`oci:DIR[:TAG|@DIGEST]`).
     Layout {
+        /// The layout directory.
         path: PathBuf,
+        /// A tag or digest.
         reference: Option<String>,
     },
+    /// A tar of an OCI layout (`oci-archive:FILE[:TAG]`).
     OciArchive {
+        /// The tar file (`-`: standard output, when writing).
         path: PathBuf,
+        /// A tag or digest.
         reference: Option<String>,
     },
-    /// docker-archive; reference is `repo:tag` (or an index/digest when reading).
+    /// A docker-archive (`docker-archive:FILE[:REPO:TAG]`).
     DockerArchive {
+        /// The tar file (`-`: standard output, when writing).
         path: PathBuf,
+        /// `repo:tag` (or a digest when reading).
         reference: Option<String>,
     },
+    /// A registry reference (`docker://REF` or a bare `REF`).
     Registry(Reference),
 }
 
