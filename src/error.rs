@@ -224,17 +224,6 @@ impl Error {
     pub fn not_found(what: impl Into<String>, location: impl Into<String>) -> Self {
         Error::NotFound { what: what.into(), location: location.into() }
     }
-    /// Exit code for the CLI: 2 usage/input, 3 not found, 4 auth, 5 integrity, 1 other.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::InvalidDigest { .. } | Error::InvalidReference { .. } | Error::Malformed { .. } => 2,
-            Error::UnsafePath { .. } | Error::Unsupported(_) | Error::Usage(_) => 2,
-            Error::NotFound { .. } => 3,
-            Error::Auth { .. } => 4,
-            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => 5,
-            _ => 1,
-        }
-    }
 }
 
 /// Attach a path to an `std::io::Error`.

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 
 use crate::copy::{self, CopyOptions, CopyReport};
 use crate::error::{Error, Result};
@@ -22,7 +21,7 @@ use crate::model::document::{Document, View};
 use crate::model::media;
 use crate::model::platform::is_attestation;
 use crate::model::write::ImageIndex;
-use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read to find a manifest's platform.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
@@ -199,22 +198,10 @@ pub async fn platform_of(src: &dyn Source, desc: &Descriptor) -> Result<Option<P
     }))
 }
 
-/// Read a whole blob (at most `limit` bytes), verified against its descriptor.
+/// Read a whole blob (at most `limit` bytes), verified against its descriptor
+/// (the library's one small-blob reader, [`crate::copy::plan::read_small_blob`]).
 pub async fn read_blob(src: &dyn Source, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
-    if desc.size > limit {
-        return Err(Error::malformed(
-            format!("blob {}", desc.digest),
-            src.location(),
-            format!("{} bytes exceeds the {limit} byte limit", desc.size),
-        ));
-    }
-    let stream = src.open_blob(desc, 0).await?;
-    let mut buf = Vec::with_capacity(desc.size as usize);
-    VerifyReader::new(stream, desc, src.location())
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| unwrap_io_error(e, format!("blob {}", desc.digest)))?;
-    Ok(buf)
+    crate::copy::plan::read_small_blob(src, desc, limit).await
 }
 
 /// Entries collected so far, with duplicate and platform-conflict checks.

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParGzEncoder;
 use super::{PipeWriter, TempBlob, BUF};
-use crate::model::verify::HashWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
+use crate::model::verify::HashWriter;
 use crate::transport::layout::blobfile::BlobFile;
 use crate::transport::layout::Layout;
 

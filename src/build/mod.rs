@@ -125,7 +125,6 @@ pub(crate) fn store_bytes(layout: &Layout, media_type: &str, bytes: &[u8]) -> Re
     Ok(desc)
 }
 
-
 /// A writer that hands whole `BUF` blocks to a thread of its own, which writes them into
 /// the inner writer: what the caller does before `write` (reading, tar, hashing) and what
 /// the inner writer does (compression, hashing, file writes) run on two cores.

@@ -40,11 +40,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         spec.base = Some(b.clone());
     }
     // The global --platform takes a comma-separated list here.
-    if let Some(p) = &ctx.global.platform {
-        spec.platforms = p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        for p in &spec.platforms {
-            super::parse_platform(p)?;
-        }
+    if !ctx.settings.platform_names.is_empty() {
+        spec.platforms = ctx.settings.platform_names.clone();
     }
     let mut outputs = args.out.parse()?;
     apply_default_tag(&mut outputs, spec.tag.as_deref());

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use hoist::bundle::{self, BundleInput, BundleSpec};
-use hoist::error::{Error, Result};
+use hoist::copy::plan;
+use hoist::error::{printable, Error, Result};
 use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
 use hoist::model::reference::Reference;
 use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
@@ -17,7 +18,8 @@ use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
-use super::{endpoint, Ctx};
+use super::creds::{registry_of, registry_of_output};
+use super::Ctx;
 
 #[derive(Subcommand)]
 pub(crate) enum IndexCmd {
@@ -112,7 +114,7 @@ async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened>
     let source = open_source(&ep, &ctx.client)?;
     let desc = match (ep.source_reference(), &ep) {
         (Some(r), _) => source.resolve(Some(&r)).await?,
-        (None, Endpoint::Registry(_)) => source.resolve(Some("latest")).await?,
+        (None, Endpoint::Registry(_)) => plan::resolve(&ep, source.as_ref()).await?,
         (None, _) => {
             let roots = source.roots().await?;
             match roots.as_slice() {
@@ -151,12 +153,48 @@ async fn open_metadata(ctx: &Ctx, path: &std::path::Path) -> Result<Opened> {
     Ok(o)
 }
 
+impl IndexCmd {
+    /// Every registry the command line names (sources, metadata files, targets).
+    pub(crate) fn registries(&self) -> Vec<String> {
+        let IndexCmd::Create(a) = self;
+        let mut v: Vec<String> = a.sources.iter().filter_map(|s| registry_of(s)).collect();
+        for m in &a.from_metadata {
+            let names = read_metadata(m).map(|(_, n)| n).unwrap_or_default();
+            v.extend(names.iter().filter_map(|n| n.parse::<Reference>().ok()).map(|r| r.registry));
+        }
+        v.extend(a.targets.registries());
+        v
+    }
+}
+
+impl BundleCmd {
+    /// Every registry the command line names (images, targets).
+    pub(crate) fn registries(&self) -> Vec<String> {
+        match self {
+            BundleCmd::Create(a) => {
+                let mut v: Vec<String> = registry_of(&a.invocation).into_iter().collect();
+                v.extend(a.components.iter().filter_map(|c| c.split_once('=')).filter_map(|(_, s)| registry_of(s)));
+                v.extend(a.targets.registries());
+                v
+            }
+            BundleCmd::Inspect { reference } => registry_of(reference).into_iter().collect(),
+        }
+    }
+}
+
 impl Targets {
+    /// The registries `--tag` and `--output` write to.
+    fn registries(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tag.iter().filter_map(|t| registry_of(t)).collect();
+        v.extend(self.outputs.iter().filter_map(|o| registry_of_output(o)));
+        v
+    }
+
     /// `--tag` and `--output` as outputs; a registry `--tag` without a tag means `latest`.
     fn specs(&self) -> Result<Vec<OutputSpec>> {
         let mut v = Vec::new();
         if let Some(t) = &self.tag {
-            let mut ep = endpoint(t)?;
+            let mut ep = Endpoint::from_user_input(t)?;
             if let Endpoint::Registry(r) = &mut ep {
                 if r.digest.is_some() {
                     return Err(Error::InvalidReference {
@@ -164,7 +202,7 @@ impl Targets {
                         reason: "--tag takes a tag, not a digest".into(),
                     });
                 }
-                r.tag.get_or_insert_with(|| "latest".into());
+                r.tag.get_or_insert_with(|| plan::default_tag().into());
             }
             let names = match &ep {
                 Endpoint::Registry(r) => vec![r.to_string()],
@@ -176,7 +214,7 @@ impl Targets {
             v.push(parse_output(o)?);
         }
         if v.is_empty() && !self.dry_run {
-            return Err(Error::Other("give --tag REF or --output to say where the result goes".into()));
+            return Err(Error::Usage("give --tag REF or --output to say where the result goes".into()));
         }
         Ok(v)
     }
@@ -184,9 +222,9 @@ impl Targets {
 
 /// Print (dry run) or write the plan to every target, then report.
 async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec]) -> Result<i32> {
-    if !ctx.global.quiet {
+    if !ctx.quiet() {
         for n in &plan.notes {
-            eprintln!("hoist: note: {n}");
+            eprintln!("hoist: note: {}", printable(n));
         }
     }
     if targets.dry_run {
@@ -238,23 +276,23 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
     let specs = a.targets.specs()?;
     let mut opened = Vec::new();
     for s in &a.sources {
-        opened.push(open_resolved(ctx, endpoint(s)?, s.clone()).await?);
+        opened.push(open_resolved(ctx, Endpoint::from_user_input(s)?, s.clone()).await?);
     }
     for m in &a.from_metadata {
         opened.push(open_metadata(ctx, m).await?);
     }
     if opened.is_empty() && !a.append {
-        return Err(Error::Other("name at least one source (SRC or --from-metadata FILE)".into()));
+        return Err(Error::Usage("name at least one source (SRC or --from-metadata FILE)".into()));
     }
     let annotations = a.annotations.iter().map(|s| AnnotationSpec::parse(s)).collect::<Result<Vec<_>>>()?;
     // --append: the index now at --tag is where we start from.
     let mut base_src: Option<(Box<dyn Source>, String)> = None;
     if a.append {
-        let t = a.targets.tag.as_ref().ok_or_else(|| Error::Other("--append needs --tag".into()))?;
+        let t = a.targets.tag.as_ref().ok_or_else(|| Error::Usage("--append needs --tag".into()))?;
         let spec = specs.first().expect("--tag gives a spec");
         let tag = spec.tags.first().cloned();
         match open_source(&spec.endpoint, &ctx.client) {
-            Ok(src) => base_src = Some((src, tag.unwrap_or_else(|| "latest".into()))),
+            Ok(src) => base_src = Some((src, tag.unwrap_or_else(|| plan::default_tag().into()))),
             Err(Error::Io { .. }) | Err(Error::NotFound { .. }) => {
                 ctx.progress.line(&format!("{t}: nothing there yet; creating a new index"));
             }
@@ -321,14 +359,17 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 Endpoint::Registry(r) => Some(r.repo_ref()),
                 _ => None,
             });
-            let inv = open_resolved(ctx, endpoint(&a.invocation)?, a.invocation.clone()).await?;
+            let inv = open_resolved(ctx, Endpoint::from_user_input(&a.invocation)?, a.invocation.clone()).await?;
             let mut comps = Vec::new();
             for c in &a.components {
                 let (name, src) = c.split_once('=').ok_or_else(|| Error::InvalidReference {
                     reference: c.clone(),
                     reason: "--component takes NAME=SRC".into(),
                 })?;
-                comps.push((name.to_string(), open_resolved(ctx, endpoint(src)?, src.to_string()).await?));
+                comps.push((
+                    name.to_string(),
+                    open_resolved(ctx, Endpoint::from_user_input(src)?, src.to_string()).await?,
+                ));
             }
             let repo = target_repo.as_deref();
             let spec =
@@ -342,22 +383,30 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
             ship(ctx, &plan, &a.targets, &specs).await
         }
         BundleCmd::Inspect { reference } => {
-            let o = open_resolved(ctx, endpoint(&reference)?, reference.clone()).await?;
+            let o = open_resolved(ctx, Endpoint::from_user_input(&reference)?, reference.clone()).await?;
             let info = bundle::inspect(o.source.as_ref(), &o.desc).await?;
             let mut out = std::io::stdout().lock();
             if ctx.json() {
                 let _ = writeln!(out, "{}", serde_json::to_string_pretty(&info).unwrap_or_default());
                 return Ok(0);
             }
-            let _ = writeln!(out, "Bundle:      {} {}", info.name, info.version);
+            // Names, versions and descriptions come from the bundle: controls escaped.
+            let _ = writeln!(out, "Bundle:      {} {}", printable(&info.name), printable(&info.version));
             let _ = writeln!(out, "Digest:      {}", info.digest);
             if let Some(d) = &info.description {
-                let _ = writeln!(out, "Description: {d}");
+                let _ = writeln!(out, "Description: {}", printable(d));
             }
             let _ = writeln!(out, "Images:");
             for c in &info.components {
                 let plat = c.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                let _ = writeln!(out, "  {:<11} {:<20} {}  {}", c.role, c.name, c.digest, plat);
+                let _ = writeln!(
+                    out,
+                    "  {:<11} {:<20} {}  {}",
+                    printable(&c.role),
+                    printable(&c.name),
+                    c.digest,
+                    printable(&plat)
+                );
             }
             Ok(0)
         }

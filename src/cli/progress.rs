@@ -1,16 +1,20 @@
 //! Progress on stderr: bars on a TTY, one plain line per blob otherwise, nothing with --quiet.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use hoist::transport::{BlobOutcome, Progress};
 use hoist::{Descriptor, Digest};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// How progress shows.
+#[derive(Clone, Copy)]
 pub enum Mode {
+    /// Bars on a terminal.
     Bars,
+    /// One line per blob.
     Plain,
+    /// Nothing.
     Quiet,
 }
 
@@ -36,14 +40,7 @@ pub fn human(n: u64) -> String {
 }
 
 impl CliProgress {
-    pub fn new(quiet: bool) -> CliProgress {
-        let mode = if quiet {
-            Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
-            Mode::Bars
-        } else {
-            Mode::Plain
-        };
+    pub fn new(mode: Mode) -> CliProgress {
         let multi = match mode {
             Mode::Bars => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             _ => MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
@@ -98,6 +95,7 @@ impl Progress for CliProgress {
         self.line(&format!("{what:>7} {} ({}, {})", desc.digest.short(), human(desc.size), desc.media_type));
     }
     fn message(&self, msg: &str) {
-        self.line(msg);
+        // Library messages may quote a registry or a source: controls escaped.
+        self.line(&hoist::error::printable(msg));
     }
 }

@@ -1,21 +1,15 @@
-//! `hoist referrers REF`: the manifests whose `subject` is REF. On a registry: the
-//! referrers API, else the `sha256-<hex>` fallback index. In a layout or archive: a scan
-//! of the roots and their child manifests.
-
-use std::collections::BTreeSet;
+//! `hoist referrers REF`: the manifests whose `subject` is REF, as `Source::referrers` lists
+//! them (a registry: the referrers API, else the `sha256-<hex>` fallback index; a layout or
+//! archive: a scan of the roots and their child manifests).
 
 use clap::Args;
-use hoist::error::Result;
-use hoist::model::document::View;
-use hoist::model::media;
-use hoist::transport::registry::referrers::referrer_descriptor;
+use hoist::error::{printable, Result};
 use hoist::transport::Endpoint;
-use hoist::transport::Source;
-use hoist::{Descriptor, Digest};
 
 use super::store::resolve_any;
 use super::Ctx;
 
+/// `hoist referrers`.
 #[derive(Args)]
 pub(crate) struct ReferrersArgs {
     /// The subject: a registry reference, oci:DIR:TAG, oci-archive:FILE, ...
@@ -31,7 +25,8 @@ pub(crate) async fn run(ctx: &Ctx, args: ReferrersArgs) -> Result<i32> {
         Endpoint::Registry(r) => {
             ctx.client.repository(r).referrers(&subject.digest, args.artifact_type.as_deref()).await?
         }
-        _ => scan(src.as_ref(), &subject.digest, args.artifact_type.as_deref()).await?,
+        // Layouts and archives: the Source default, a scan of the roots and their indexes.
+        _ => src.referrers(&subject.digest, args.artifact_type.as_deref()).await?,
     };
     if ctx.json() {
         let v = serde_json::json!({
@@ -42,33 +37,9 @@ pub(crate) async fn run(ctx: &Ctx, args: ReferrersArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for d in &list {
-            println!("{}  {}  {}", d.digest, d.artifact_type.as_deref().unwrap_or("-"), d.size);
+            println!("{}  {}  {}", d.digest, printable(d.artifact_type.as_deref().unwrap_or("-")), d.size);
         }
     }
     ctx.progress.line(&format!("{}: {} referrer(s) of {}", ep, list.len(), subject.digest));
     Ok(0)
-}
-
-/// Referrers of `subject` among the roots of `src` and the manifests their indexes list.
-async fn scan(src: &dyn Source, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
-    queue.reverse();
-    while let Some(d) = queue.pop() {
-        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
-            continue;
-        }
-        let doc = src.fetch_document(&d).await?;
-        if doc.subject().is_some_and(|s| &s.digest == subject) {
-            let r = referrer_descriptor(&doc);
-            if artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)) {
-                out.push(r);
-            }
-        }
-        if let View::Index(i) = &doc.view {
-            queue.extend(i.manifests.iter().rev().cloned());
-        }
-    }
-    Ok(out)
 }

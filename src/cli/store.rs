@@ -13,7 +13,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
-use super::{endpoint, parse_platform, Ctx};
+use super::Ctx;
 
 /// `--store`, `--output`, `--metadata-file`.
 #[derive(Args, Clone, Default)]
@@ -98,9 +98,13 @@ pub(crate) async fn deliver(
         store.set_tag(root, name)?;
         ctx.progress.line(&format!("tagged {name} in oci:{}", store.root().display()));
     }
-    let platform = ctx.global.platform.as_deref().filter(|p| !p.contains(',')).map(parse_platform).transpose()?;
-    let results =
-        export(store, root, outputs, &ctx.client, platform.as_ref(), &ctx.copy_options(), &ctx.progress).await?;
+    // One --platform picks the image a docker-archive output gets; a list is what `build`
+    // made (an index), and no single image is picked from it.
+    let platform = match ctx.settings.platforms.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
+    let results = export(store, root, outputs, &ctx.client, platform, &ctx.copy_options(), &ctx.progress).await?;
     for r in &results {
         ctx.progress.line(&format!(
             "{} -> {}: {} blob(s) written, {} existed",
@@ -132,13 +136,9 @@ pub(crate) async fn deliver(
 /// A reference in any transport, opened and resolved (a registry reference without tag
 /// means `latest`).
 pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint, Box<dyn Source>, Descriptor)> {
-    let ep = endpoint(reference)?;
+    let ep = Endpoint::from_user_input(reference)?;
     let src = open_source(&ep, &ctx.client)?;
-    let r = match (ep.source_reference(), &ep) {
-        (None, Endpoint::Registry(_)) => Some("latest".to_string()),
-        (r, _) => r,
-    };
-    let mut desc = src.resolve(r.as_deref()).await?;
+    let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
     desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
     Ok((ep, src, desc))
 }

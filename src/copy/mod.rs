@@ -7,6 +7,8 @@
 //! name it (a DAG with 2^40 paths costs one fetch per node), manifest fetches in flight are
 //! bounded like blobs (`jobs`), and nesting deeper than [`MAX_DEPTH`] is refused.
 
+pub mod plan;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,8 @@ use bytes::Bytes;
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
-use crate::model::platform::Platform;
 use crate::model::media;
+use crate::model::platform::Platform;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
 /// Deepest nesting of indexes copied (root = 1). OCI sets no bound; real images nest two or
@@ -429,7 +431,8 @@ mod tests {
         let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
         assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
         assert!(r.rewritten.is_empty());
-        let two = CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
+        let two =
+            CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &two, &NoProgress).await.unwrap();
         let tagged = dst.resolve(Some("v1")).await.unwrap();

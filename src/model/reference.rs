@@ -11,6 +11,10 @@ use crate::model::digest::Digest;
 /// `registry-1.docker.io` are read as this too).
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 
+/// The tag a reference means when it names neither tag nor digest (docker's rule). The one
+/// place it is decided: `copy::plan::default_tag()` and every transport use this.
+pub const DEFAULT_TAG: &str = "latest";
+
 /// A parsed registry reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {
@@ -30,7 +34,7 @@ impl Reference {
         match (&self.digest, &self.tag) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
-            (None, None) => "latest".to_string(),
+            (None, None) => DEFAULT_TAG.to_string(),
         }
     }
     /// Same repository, another tag or digest.

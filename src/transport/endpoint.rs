@@ -12,22 +12,31 @@ use crate::model::reference::{check_tag, Reference};
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
 
+/// Where content is read from or written to, as a user names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// OCI layout directory; reference is a tag or digest.
+    /// OCI layout directory (`oci:DIR[:TAG|@DIGEST]`).
     Layout {
+        /// The layout directory.
         path: PathBuf,
+        /// A tag or digest.
         reference: Option<String>,
     },
+    /// A tar of an OCI layout (`oci-archive:FILE[:TAG]`).
     OciArchive {
+        /// The tar file (`-`: standard output, when writing).
         path: PathBuf,
+        /// A tag or digest.
         reference: Option<String>,
     },
-    /// docker-archive; reference is `repo:tag` (or an index/digest when reading).
+    /// A docker-archive (`docker-archive:FILE[:REPO:TAG]`).
     DockerArchive {
+        /// The tar file (`-`: standard output, when writing).
         path: PathBuf,
+        /// `repo:tag` (or a digest when reading).
         reference: Option<String>,
     },
+    /// A registry reference (`docker://REF` or a bare `REF`).
     Registry(Reference),
 }
 
@@ -114,7 +123,38 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Whether `s` is spelled as a local path: absolute, or starting with `./` or `../`, or `.`.
+fn looks_local(s: &str) -> bool {
+    s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "."
+}
+
 impl Endpoint {
+    /// Parse an endpoint as a user types it on a command line: [`FromStr`] plus one rule, a
+    /// bare path means an OCI layout (`oci:`). A bare path is one spelled as a path (starting
+    /// with `/`, `./`, `../`, or `.` alone) or a directory holding an `oci-layout` file, either
+    /// optionally followed by `:TAG` or `@DIGEST`. Looks at the filesystem (one `stat` or two),
+    /// so `localhost:5000/a` stays a registry reference unless such a directory exists.
+    pub fn from_user_input(s: &str) -> Result<Endpoint> {
+        let has_transport = s.contains("://")
+            || s.starts_with("oci:")
+            || s.starts_with("oci-archive:")
+            || s.starts_with("docker-archive:");
+        if !has_transport {
+            let path_part = match s.rsplit_once('@') {
+                Some((p, d)) if d.contains(':') => p,
+                _ => match s.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') => p,
+                    _ => s,
+                },
+            };
+            let is_layout = |p: &str| std::path::Path::new(p).join("oci-layout").exists();
+            if looks_local(s) || is_layout(path_part) || is_layout(s) {
+                return format!("oci:{s}").parse();
+            }
+        }
+        s.parse()
+    }
+
     /// The tag or digest named, if any.
     pub fn reference(&self) -> Option<String> {
         match self {
@@ -180,7 +220,7 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
     if parsed.digest.is_some() {
         return Err(bad("docker-archive names take a tag, not a digest".into()));
     }
-    let tag = parsed.tag.clone().unwrap_or_else(|| "latest".into());
+    let tag = parsed.tag.clone().unwrap_or_else(|| crate::model::reference::DEFAULT_TAG.into());
     // Keep the name as typed (docker shows `foo`, not `docker.io/library/foo`).
     let name = r.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(r, |(n, _)| n);
     Ok(format!("{name}:{tag}"))
@@ -217,5 +257,39 @@ mod tests {
             Endpoint::DockerArchive { path: "x.tar".into(), reference: Some("repo/a:v1".into()) }
         );
         assert!("oci:dir:bad tag".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn user_input_bare_paths_are_layouts() {
+        let layout = |p: &str, r: Option<&str>| Endpoint::Layout { path: p.into(), reference: r.map(String::from) };
+        assert_eq!(Endpoint::from_user_input("./out").unwrap(), layout("./out", None));
+        assert_eq!(Endpoint::from_user_input("../out:v1").unwrap(), layout("../out", Some("v1")));
+        assert_eq!(Endpoint::from_user_input("/abs/dir").unwrap(), layout("/abs/dir", None));
+        assert_eq!(Endpoint::from_user_input(".").unwrap(), layout(".", None));
+        // Registry references and explicit transports are left alone.
+        assert!(matches!(Endpoint::from_user_input("localhost:5000/a:b").unwrap(), Endpoint::Registry(_)));
+        assert!(matches!(Endpoint::from_user_input("docker://x/y").unwrap(), Endpoint::Registry(_)));
+        assert!(matches!(Endpoint::from_user_input("oci-archive:/a.tar").unwrap(), Endpoint::OciArchive { .. }));
+    }
+
+    #[test]
+    fn user_input_directory_with_oci_layout_is_a_layout() {
+        // A relative name that would otherwise be a registry reference (docker.io/library/NAME);
+        // unit tests run in the crate directory.
+        let name = format!("endpoint-test-layout-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&name);
+        std::fs::create_dir(&name).unwrap();
+        let is_registry = matches!(Endpoint::from_user_input(&name), Ok(Endpoint::Registry(_)));
+        std::fs::write(std::path::Path::new(&name).join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        let got: Vec<_> = [name.clone(), format!("{name}:v2"), format!("{name}@{d}")]
+            .iter()
+            .map(|input| Endpoint::from_user_input(input).ok())
+            .collect();
+        let _ = std::fs::remove_dir_all(&name);
+        assert!(is_registry, "without oci-layout, {name} is a registry reference");
+        let layout =
+            |r: Option<&str>| Some(Endpoint::Layout { path: name.clone().into(), reference: r.map(String::from) });
+        assert_eq!(got, vec![layout(None), layout(Some("v2")), layout(Some(d))]);
     }
 }

@@ -22,3 +22,4 @@ mod reflink;
 mod roundtrip;
 mod token_auth;
 mod archive_security;
+mod cli_new;

@@ -1,0 +1,70 @@
+//! `hoist layout fsck|gc`: maintain a local OCI layout.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use hoist::error::{printable, Result};
+use hoist::transport::layout::Layout;
+
+use super::exit;
+use super::progress::human;
+use super::Ctx;
+
+/// `hoist layout ...`.
+#[derive(Subcommand)]
+pub(crate) enum LayoutCmd {
+    /// Verify every blob and every reference.
+    Fsck { dir: PathBuf },
+    /// Delete blobs no index entry reaches, and stale temp files.
+    Gc {
+        dir: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Run a layout subcommand.
+pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
+    match cmd {
+        LayoutCmd::Fsck { dir } => {
+            let layout = Layout::open(&dir)?;
+            let problems = layout.fsck().await?;
+            if ctx.settings.json() {
+                println!("{}", serde_json::json!({ "layout": dir, "problems": problems }));
+            } else {
+                for p in &problems {
+                    println!("{}", printable(p));
+                }
+            }
+            if problems.is_empty() {
+                ctx.progress.line(&format!("oci:{}: ok", dir.display()));
+                Ok(exit::OK)
+            } else {
+                eprintln!("hoist: oci:{}: {} problem(s)", dir.display(), problems.len());
+                Ok(exit::INTEGRITY)
+            }
+        }
+        LayoutCmd::Gc { dir, dry_run } => {
+            let layout = Layout::create(&dir).and_then(|_| Layout::open(&dir))?;
+            let report = layout.gc(dry_run).await?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            if ctx.settings.json() {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "dryRun": dry_run})
+                );
+            } else {
+                for d in &report.removed {
+                    println!("{d}");
+                }
+            }
+            ctx.progress.line(&format!(
+                "{verb} {} blob(s), {}, and {} temp file(s)",
+                report.removed.len(),
+                human(report.bytes),
+                report.temp_files
+            ));
+            Ok(exit::OK)
+        }
+    }
+}

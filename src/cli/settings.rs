@@ -1,0 +1,198 @@
+//! The global flags, and the one [`Settings`] value they become (built once, before any
+//! command runs): registry options, copy options, output format, progress mode, platforms,
+//! the total timeout. Commands read settings, never the raw flags.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use hoist::copy::CopyOptions;
+use hoist::error::{Error, Result};
+use hoist::transport::registry::{RegistryOptions, RetryPolicy, UploadMode};
+use hoist::Platform;
+
+use super::creds::CredentialMap;
+use super::progress::Mode;
+
+/// Flags every command takes.
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// More logs on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Output format for results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Allow plain HTTP for this registry (repeatable). Loopback registries fall back to HTTP by themselves.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+    /// Use plain HTTP for every registry.
+    #[arg(long, global = true)]
+    pub plain_http: bool,
+    /// Verify TLS certificates.
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// Extra CA certificate (PEM) to trust (repeatable).
+    #[arg(long = "ca-file", global = true)]
+    pub ca_file: Vec<PathBuf>,
+    /// Credentials USER:PASSWORD instead of the auth files, for a command that talks to one
+    /// registry (a copy between two registries takes --src-creds/--dest-creds).
+    #[arg(long, global = true, env = "HOIST_CREDS", hide_env_values = true, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Blobs transferred at once.
+    #[arg(short, long, global = true, default_value_t = 4)]
+    pub jobs: usize,
+    /// Attempts per request before giving up.
+    #[arg(long, global = true, default_value_t = 6)]
+    pub retries: u32,
+    /// Blob upload strategy.
+    #[arg(long, global = true, value_enum, default_value_t = Upload::Auto)]
+    pub upload: Upload,
+    /// Chunk size for chunked uploads, in MiB.
+    #[arg(long, global = true, default_value_t = 16)]
+    pub chunk_size_mib: u64,
+    /// Platforms os/arch[/variant], comma-separated: what `copy`, `push` and `pull` take of an
+    /// index (one: that image; several: an index of those), the images `build` makes; a
+    /// docker-archive destination takes exactly one.
+    #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT],...")]
+    pub platform: Option<String>,
+    /// Seconds without data before a transfer counts as stalled.
+    #[arg(long, global = true, default_value_t = 60)]
+    pub read_timeout: u64,
+    /// Seconds the whole command may take; past them it stops with an error (exit 1).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Offer HTTP/2 to TLS registries (default: HTTP/1.1, a connection per blob in flight).
+    #[arg(long, global = true)]
+    pub http2: bool,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+/// `--upload`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Upload {
+    Auto,
+    Monolithic,
+    Chunked,
+}
+
+/// Everything the global flags decide, parsed and checked once.
+pub(crate) struct Settings {
+    /// Registry client options without credentials (those depend on the command: see
+    /// [`Settings::registry_options`]).
+    registry: RegistryOptions,
+    /// The raw `--creds` (or HOIST_CREDS) value, checked to be USER:PASSWORD.
+    pub creds: Option<String>,
+    /// Copy options for every command that copies.
+    pub copy: CopyOptions,
+    /// Output format on stdout.
+    pub format: Format,
+    /// How progress shows on stderr.
+    pub progress: Mode,
+    /// `--platform`, as typed (trimmed) and parsed, in order.
+    pub platform_names: Vec<String>,
+    /// `--platform`, parsed.
+    pub platforms: Vec<Platform>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+}
+
+impl Settings {
+    /// Check and convert the global flags; a bad value is a usage error (exit 2).
+    pub fn from_global(g: &Global) -> Result<Settings> {
+        if let Some(c) = &g.creds {
+            super::creds::parse_credential("--creds", c)?;
+        }
+        let platform_names: Vec<String> = match &g.platform {
+            Some(p) => p.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => vec![],
+        };
+        if g.platform.is_some() && platform_names.is_empty() {
+            return Err(Error::Usage("--platform: give os/arch[/variant], comma-separated".into()));
+        }
+        let platforms = platform_names.iter().map(|p| parse_platform(p)).collect::<Result<Vec<_>>>()?;
+        if g.timeout == Some(0) {
+            return Err(Error::Usage("--timeout: give a number of seconds above 0".into()));
+        }
+        let registry = RegistryOptions {
+            insecure: g.insecure.clone(),
+            plain_http: g.plain_http,
+            tls_verify: g.tls_verify,
+            ca_files: g.ca_file.clone(),
+            credential: None,
+            retry: RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
+            upload: match g.upload {
+                Upload::Auto => UploadMode::Auto,
+                Upload::Monolithic => UploadMode::Monolithic,
+                Upload::Chunked => UploadMode::Chunked,
+            },
+            chunk_size: g.chunk_size_mib.max(1) << 20,
+            read_timeout: Duration::from_secs(g.read_timeout.max(1)),
+            http2: g.http2,
+            ..Default::default()
+        };
+        let progress = if g.quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Plain
+        };
+        Ok(Settings {
+            registry,
+            creds: g.creds.clone(),
+            copy: CopyOptions { jobs: g.jobs, ..Default::default() },
+            format: g.format,
+            progress,
+            platform_names,
+            platforms,
+            timeout: g.timeout.map(Duration::from_secs),
+        })
+    }
+
+    /// Registry options with `credentials` (registry host[:port] -> credential).
+    pub fn registry_options(&self, credentials: CredentialMap) -> RegistryOptions {
+        let mut opts = self.registry.clone();
+        // integrate: once RegistryOptions has `credentials: BTreeMap<String, Credential>`
+        // (keyed by registry host[:port]), this becomes `opts.credentials = credentials;`.
+        // Until then a single credential goes to every registry, so it is passed only when the
+        // command line gave credentials for exactly one registry.
+        if credentials.len() == 1 {
+            opts.credential = credentials.into_values().next();
+        }
+        opts
+    }
+
+    /// The one platform a command picks an image by: none, or the only one given; a list is
+    /// a usage error naming `what` needs one.
+    pub fn single_platform(&self, what: &str) -> Result<Option<&Platform>> {
+        match self.platforms.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            _ => Err(Error::Usage(format!(
+                "--platform: {what} takes one platform, not a list ({})",
+                self.platform_names.join(",")
+            ))),
+        }
+    }
+
+    /// Results as JSON on stdout.
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}
+
+/// `os/arch[/variant]`; anything else is a usage error.
+pub(crate) fn parse_platform(s: &str) -> Result<Platform> {
+    Platform::parse(s).ok_or_else(|| Error::Usage(format!("--platform {s:?}: platform must be os/arch[/variant]")))
+}
