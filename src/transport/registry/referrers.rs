@@ -8,7 +8,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
-use super::{error_detail, Repository};
+use super::errors::ErrorBody;
+use super::http::{net_err, next_page};
+use super::Repository;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
@@ -99,8 +101,8 @@ impl Repository {
         let mut list = Vec::new();
         let mut resp = resp;
         for page in 1.. {
-            let next = self.next_page(&resp);
-            let body = resp.bytes().await.map_err(|e| super::net_err(&self.registry, &e))?;
+            let next = next_page(&resp, &self.repo);
+            let body = resp.bytes().await.map_err(|e| net_err(&self.registry, &e))?;
             if body.len() as u64 > media::MAX_MANIFEST_SIZE {
                 return Err(Error::malformed(
                     format!("referrers of {subject}"),
@@ -124,7 +126,7 @@ impl Repository {
             resp = self.request(Method::GET, &next, false, &|r| r.header(ACCEPT, media::OCI_INDEX)).await?;
             if resp.status() != StatusCode::OK {
                 let status = resp.status();
-                return Err(self.registry_error(&Method::GET, &next, status, super::error_detail(resp).await));
+                return Err(self.registry_error(&Method::GET, &next, status, &ErrorBody::read(resp).await));
             }
         }
         Ok(Some(list))
@@ -165,8 +167,8 @@ impl Repository {
             .await?;
         let status = resp.status();
         if !status.is_success() {
-            let detail = error_detail(resp).await;
-            return Err(self.registry_error(&Method::PUT, &path, status, detail));
+            let body = ErrorBody::read(resp).await;
+            return Err(self.registry_error(&Method::PUT, &path, status, &body));
         }
         Ok(())
     }
