@@ -213,20 +213,64 @@ impl Ctx {
     }
 }
 
-fn client_for(g: &Global) -> Result<Arc<Client>> {
-    let credential = match &g.creds {
-        Some(c) => {
-            let (u, p) = c.split_once(':').ok_or_else(|| Error::Other("--creds must be USER:PASSWORD".into()))?;
-            Some(Credential::Basic { username: u.to_string(), password: p.to_string() })
+/// The registries a command line names explicitly (`host[:port]/repo…`, `docker://…`).
+// TODO(CLI helper): interim, so that `--creds` reaches only the registry it is for; the CLI
+// helper replaces this with `--src-creds`/`--dest-creds` and per-command settings.
+fn registries_in_args() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for arg in std::env::args().skip(1) {
+        let v = match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => v.to_string(),
+            _ => arg,
+        };
+        let v = v.strip_prefix("docker://").unwrap_or(&v).to_string();
+        let local = v.starts_with("oci:") || v.starts_with("oci-archive:") || v.starts_with("docker-archive:");
+        if local || v.starts_with('-') || v.starts_with('.') || v.starts_with('/') || std::path::Path::new(&v).exists()
+        {
+            continue;
         }
-        None => None,
-    };
+        let Some((first, _)) = v.split_once('/') else { continue };
+        if !(first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[')) {
+            continue;
+        }
+        if let Ok(r) = v.parse::<hoist::model::reference::Reference>() {
+            if !out.contains(&r.registry) {
+                out.push(r.registry);
+            }
+        }
+    }
+    out
+}
+
+/// The registry client for `g`; `registries` are the ones the command talks to (for `--creds`).
+fn client_for(g: &Global, registries: &[String]) -> Result<Arc<Client>> {
+    let mut credentials = std::collections::BTreeMap::new();
+    if let Some(c) = &g.creds {
+        let (u, p) = c.split_once(':').ok_or_else(|| Error::Other("--creds must be USER:PASSWORD".into()))?;
+        // TODO(CLI helper): `--creds` goes to the one registry the command names (Docker Hub
+        // when it names none); with two registries it is ambiguous, and --src-creds /
+        // --dest-creds (the CLI helper's task) are needed.
+        let registry = match registries {
+            [] => hoist::model::reference::DEFAULT_REGISTRY.to_string(),
+            [one] => one.clone(),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--creds is ambiguous: this command talks to {}; credentials are sent to one registry only",
+                    registries.join(" and ")
+                )))
+            }
+        };
+        credentials.insert(
+            credentials::registry_key(&registry),
+            Credential::Basic { username: u.to_string(), password: p.to_string() },
+        );
+    }
     let opts = RegistryOptions {
         insecure: g.insecure.clone(),
         plain_http: g.plain_http,
         tls_verify: g.tls_verify,
         ca_files: g.ca_file.clone(),
-        credential,
+        credentials,
         retry: hoist::transport::registry::RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
         upload: match g.upload {
             Upload::Auto => UploadMode::Auto,
@@ -274,7 +318,7 @@ pub(crate) fn endpoint(s: &str) -> Result<Endpoint> {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
-    let client = client_for(&cli.global)?;
+    let client = client_for(&cli.global, &registries_in_args())?;
     let ctx = Ctx { progress: CliProgress::new(cli.global.quiet), client, global: cli.global };
     match cli.command {
         Command::Copy { src, dst } => transfer(&ctx, &endpoint(&src)?, &endpoint(&dst)?).await,
@@ -333,7 +377,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 .to_string();
             let mut g = ctx.global.clone();
             g.creds = Some(format!("{username}:{password}"));
-            let checker = client_for(&g)?;
+            let checker = client_for(&g, std::slice::from_ref(&registry))?;
             checker.check_login(&registry, None).await?;
             let (r, u, p) = (registry.clone(), username.clone(), password.clone());
             let path = tokio::task::spawn_blocking(move || credentials::store_blocking(&r, &u, &p))

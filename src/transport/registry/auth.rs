@@ -112,10 +112,11 @@ impl TokenResponse {
 }
 
 impl Client {
-    /// The credential `registry` gets: the explicit one, else (unless anonymous, or the
-    /// registry asks for none) the auth files' (may run a credential helper).
+    /// The credential `registry` gets: the one given for it (never another registry's),
+    /// else (unless anonymous, or the registry asks for none) the auth files' (may run a
+    /// credential helper).
     pub(super) async fn credential_for(&self, registry: &str, challenge: &Challenge) -> Result<Option<Credential>> {
-        match (&self.opts.credential, self.opts.anonymous, challenge) {
+        match (self.opts.credential(registry), self.opts.anonymous, challenge) {
             (Some(c), _, _) => Ok(Some(c.clone())),
             (None, true, _) | (None, _, Challenge::None) => Ok(None),
             (None, false, _) => {

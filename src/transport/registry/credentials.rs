@@ -36,6 +36,19 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// The one name of `registry` (`host[:port]`) that explicit credentials are keyed by:
+/// lower case, and Docker Hub's `docker.io`, `index.docker.io` and `registry-1.docker.io`
+/// (with or without a scheme or `/v1/`) all as `docker.io`.
+pub fn registry_key(registry: &str) -> String {
+    let r = registry.trim();
+    let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
+    let r = r.split('/').next().unwrap_or(r).to_ascii_lowercase();
+    match r.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => crate::model::reference::DEFAULT_REGISTRY.to_string(),
+        _ => r,
+    }
+}
+
 /// Keys a registry may be stored under in auth files.
 fn keys_for(registry: &str) -> Vec<String> {
     if registry == "docker.io" {

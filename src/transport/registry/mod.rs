@@ -23,7 +23,7 @@ pub mod referrers;
 pub mod retry;
 mod upload;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,8 +66,12 @@ pub struct RegistryOptions {
     pub tls_verify: bool,
     /// Extra CA certificates (PEM).
     pub ca_files: Vec<PathBuf>,
-    /// Explicit credentials (instead of auth files).
-    pub credential: Option<Credential>,
+    /// Explicit credentials (instead of auth files), per registry: keyed by the registry's
+    /// `host[:port]` as written in references, Docker Hub's names as `docker.io` (see
+    /// [`credentials::registry_key`], and [`RegistryOptions::set_credential`] to insert).
+    /// A credential is only sent to its registry and that registry's token realm; a
+    /// registry without an entry here gets the auth files' credentials.
+    pub credentials: BTreeMap<String, Credential>,
     /// Don't read auth files at all.
     pub anonymous: bool,
     /// Retries of every request and transfer.
@@ -89,7 +93,7 @@ impl Default for RegistryOptions {
             plain_http: false,
             tls_verify: true,
             ca_files: vec![],
-            credential: None,
+            credentials: BTreeMap::new(),
             anonymous: false,
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
@@ -97,6 +101,18 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(60),
             http2: false,
         }
+    }
+}
+
+impl RegistryOptions {
+    /// Use `credential` for `registry` (`host[:port]`, any of Docker Hub's names).
+    pub fn set_credential(&mut self, registry: &str, credential: Credential) {
+        self.credentials.insert(credentials::registry_key(registry), credential);
+    }
+
+    /// The explicit credential for `registry`, if one was given.
+    pub fn credential(&self, registry: &str) -> Option<&Credential> {
+        self.credentials.get(&credentials::registry_key(registry))
     }
 }
 
