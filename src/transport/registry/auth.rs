@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::credentials::{self, Credential};
-use super::http::{net_err, WithoutUrl};
+use super::http::{net_err, read_limited, ReadError, WithoutUrl, MAX_TOKEN_BODY};
 use super::retry::{retriable_status, retry_after, RetryState};
 use super::{Client, Host};
 use crate::error::{Error, Result};
@@ -224,7 +224,16 @@ impl Client {
             };
             let wait = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| net_err(&host.name, &e))?;
+                    let body = match read_limited(resp, MAX_TOKEN_BODY, &host.name, self.opts.read_timeout).await {
+                        Ok(b) => b,
+                        Err(ReadError::TooLarge) => {
+                            return Err(Error::Auth {
+                                registry: host.name.clone(),
+                                reason: format!("token endpoint answer exceeds the limit of {MAX_TOKEN_BODY} bytes"),
+                            })
+                        }
+                        Err(ReadError::Failed(e)) => return Err(e),
+                    };
                     let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| Error::Auth {
                         registry: host.name.clone(),
                         reason: "token endpoint answered without a JSON token".into(),

@@ -99,6 +99,6 @@ impl Download {
             return Err(self.repo.registry_error(&Method::GET, path, status, &body));
         }
         self.skip = if range > 0 && status != StatusCode::PARTIAL_CONTENT { range } else { 0 };
-        Ok(body_stream(resp, &self.repo.registry))
+        Ok(body_stream(resp, &self.repo.registry, self.repo.client.opts.read_timeout))
     }
 }

@@ -2,9 +2,13 @@
 //! learns the challenge, sending one request with auth and retries, and reading response
 //! bodies within the limit of their kind.
 
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
@@ -45,10 +49,31 @@ pub(super) fn build(opts: &RegistryOptions) -> Result<reqwest::Client> {
     b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))
 }
 
-/// Whether `host` (`name[:port]`) is a loopback registry, which may fall back to plain HTTP.
+/// Whether `host` (`name[:port]`, `[v6]:port`) is a loopback registry, which may fall back
+/// to plain HTTP: exactly `localhost`, or an IP address in 127.0.0.0/8 or `::1`, judged on
+/// the parsed address, so that a name such as `127.0.0.1.example.com` is not loopback.
 pub fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(host, |(h, _)| h);
-    h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
+    let h = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || is_port(port.strip_prefix(':').unwrap_or("x")) => ip,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') && is_port(p) => h,
+            Some(_) if host.contains("::") || host.matches(':').count() > 1 => host,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit())
 }
 
 /// The host name the API of `registry` is served at (Docker Hub's differs from its name).
@@ -229,11 +254,187 @@ pub(super) fn next_page(resp: &Response, repo: &str) -> Option<String> {
     target.split_once(&format!("/v2/{repo}/")).map(|(_, p)| p.to_string())
 }
 
-/// A response body as a stream of chunks, each error a network error naming `registry`.
-pub(super) fn body_stream(resp: Response, registry: &str) -> BodyStream {
-    let registry = registry.to_string();
-    resp.bytes_stream().map(move |r| r.map_err(|e| net_err(&registry, &e))).boxed()
+/// Bytes of a token server's answer hoist reads before calling it malformed: a token is a
+/// few KiB. containers/image uses the same bound (`iolimits.MaxAuthTokenBodySize`, 1 MiB).
+pub const MAX_TOKEN_BODY: u64 = 1 << 20;
+
+/// Bytes of one page of a tag list. With `n=1000` a page is far below this; regclient and
+/// containers/image bound such documents at a few MiB too (containers/image: 4 MiB for
+/// manifests, hoist's [`crate::model::media::MAX_MANIFEST_SIZE`]).
+pub const MAX_TAG_PAGE: u64 = 8 << 20;
+
+/// Pages of a tag list hoist follows (at `n=1000` a page, a million tags).
+pub const MAX_TAG_PAGES: usize = 1000;
+
+/// The slowest a body may arrive: less than this many bytes a second over a whole
+/// `read_timeout` window counts as a stall, like no bytes at all (a trickle of one byte a
+/// second would otherwise keep a transfer alive for days).
+pub const MIN_RATE: u64 = 1024;
+
+/// A response body as a stream of chunks, each error a network error naming `registry`,
+/// and a stall when less than [`MIN_RATE`] bytes a second arrive over `window`.
+pub(super) fn body_stream(resp: Response, registry: &str, window: Duration) -> BodyStream {
+    let reg = registry.to_string();
+    let inner = resp.bytes_stream().map(move |r| r.map_err(|e| net_err(&reg, &e))).boxed();
+    MinRate::new(inner, registry, window).boxed()
 }
 
 /// The chunks of a response body.
-pub(super) type BodyStream = futures::stream::BoxStream<'static, Result<bytes::Bytes>>;
+pub(super) type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+
+/// A body that must bring at least [`MIN_RATE`] bytes a second, measured over `window`:
+/// each window that ends before `MIN_RATE * window` bytes arrived ends the body with an
+/// error (the caller retries, as after a silent stall).
+struct MinRate {
+    inner: BodyStream,
+    registry: String,
+    window: Duration,
+    /// Bytes a window must bring.
+    need: u64,
+    /// Bytes this window brought so far.
+    got: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl MinRate {
+    fn new(inner: BodyStream, registry: &str, window: Duration) -> MinRate {
+        let window = window.max(Duration::from_millis(100));
+        let need = ((MIN_RATE as f64) * window.as_secs_f64()).ceil() as u64;
+        MinRate {
+            inner,
+            registry: registry.to_string(),
+            window,
+            need,
+            got: 0,
+            deadline: Box::pin(tokio::time::sleep(window)),
+        }
+    }
+
+    fn stalled(&self) -> Error {
+        Error::Network {
+            registry: self.registry.clone(),
+            reason: format!(
+                "transfer stalled: {} bytes in {:?}, less than the minimum of {MIN_RATE} bytes/s",
+                self.got, self.window
+            ),
+        }
+    }
+}
+
+impl Stream for MinRate {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.got += chunk.len() as u64;
+                if this.got >= this.need {
+                    // this window is satisfied: the next starts now
+                    this.got = 0;
+                    let next = tokio::time::Instant::now() + this.window;
+                    this.deadline.as_mut().reset(next);
+                } else if this.deadline.is_elapsed() {
+                    return Poll::Ready(Some(Err(this.stalled())));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(other) => Poll::Ready(other),
+            Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(this.stalled()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Why [`read_limited`] failed.
+pub(super) enum ReadError {
+    /// The body is longer than the limit (said by `Content-Length`, or found reading).
+    TooLarge,
+    /// The body broke or stalled.
+    Failed(Error),
+}
+
+/// Read a whole body of at most `limit` bytes (within [`MIN_RATE`] over `window`).
+pub(super) async fn read_limited(
+    resp: Response,
+    limit: u64,
+    registry: &str,
+    window: Duration,
+) -> std::result::Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    let mut stream = body_stream(resp, registry, window);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Failed)?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The pages of a paginated answer followed so far (tags list, referrers API): refuses a
+/// page seen before (a cyclic `Link`) and more than a bound of pages.
+pub(super) struct Pages {
+    seen: HashSet<String>,
+    max: usize,
+}
+
+impl Pages {
+    /// Pagination starting at `first`, of at most `max` pages.
+    pub(super) fn new(first: &str, max: usize) -> Pages {
+        Pages { seen: HashSet::from([first.to_string()]), max }
+    }
+
+    /// Whether `next` may be fetched: `Err(reason)` when it was seen already or the pages
+    /// are spent.
+    pub(super) fn follow(&mut self, next: &str) -> std::result::Result<(), String> {
+        if self.seen.len() >= self.max {
+            return Err(format!("more than {} pages", self.max));
+        }
+        if !self.seen.insert(next.to_string()) {
+            return Err(format!("pagination links back to a page already read ({})", crate::error::printable(next)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_judged_on_the_address() {
+        for h in
+            ["localhost", "LOCALHOST:5000", "127.0.0.1", "127.0.0.1:5000", "127.8.9.10:1", "[::1]", "[::1]:5000", "::1"]
+        {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "127.evil.com",
+            "127.0.0.1.nip.io:5000",
+            "localhost.evil.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "[::1]x",
+            "registry.example.com",
+            "127.0.0.1:99999999",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn pages_refuse_cycles_and_bound_count() {
+        let mut p = Pages::new("tags/list?n=1", 3);
+        assert!(p.follow("tags/list?last=a").is_ok());
+        assert!(p.follow("tags/list?n=1").is_err());
+        assert!(p.follow("tags/list?last=b").is_ok());
+        assert!(p.follow("tags/list?last=c").unwrap_err().contains("more than 3 pages"));
+    }
+}

@@ -6,7 +6,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::errors::ErrorBody;
-use super::http::{body_stream, net_err, next_page};
+use super::http::{body_stream, next_page, read_limited, Pages, ReadError, MAX_TAG_PAGE, MAX_TAG_PAGES};
 use super::{referrers, Repository};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
@@ -14,7 +14,9 @@ use crate::model::digest::Digest;
 use crate::model::media;
 
 impl Repository {
-    /// GET a manifest by tag or digest: (media type, bytes), at most 4 MiB.
+    /// GET a manifest by tag or digest: (media type, bytes), at most 4 MiB. When the registry
+    /// names the digest (`Docker-Content-Digest`), the bytes must have it: a registry or proxy
+    /// that serves other bytes under a tag than it says is an integrity error.
     pub async fn get_manifest(&self, target: &str) -> Result<(String, Bytes)> {
         let path = format!("manifests/{target}");
         let resp = self.request(Method::GET, &path, false, &|r| r.header(ACCEPT, media::MANIFEST_ACCEPT)).await?;
@@ -29,6 +31,11 @@ impl Repository {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_string())
             .unwrap_or_default();
+        let claimed = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<Digest>().ok());
         if let Some(len) = resp.content_length() {
             if len > media::MAX_MANIFEST_SIZE {
                 return Err(Error::malformed(
@@ -39,12 +46,23 @@ impl Repository {
             }
         }
         let mut body = Vec::new();
-        let mut stream = body_stream(resp, &self.registry);
+        let mut stream = body_stream(resp, &self.registry, self.client.opts.read_timeout);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             body.extend_from_slice(&chunk);
             if body.len() as u64 > media::MAX_MANIFEST_SIZE {
                 return Err(Error::malformed(format!("manifest {target}"), self.loc(), "exceeds the manifest limit"));
+            }
+        }
+        if let Some(claimed) = claimed {
+            let actual = claimed.same_alg_of(&body);
+            if actual != claimed {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {target} (the registry's Docker-Content-Digest)"),
+                    location: self.loc(),
+                    expected: claimed.to_string(),
+                    actual: actual.to_string(),
+                });
             }
         }
         Ok((mt, Bytes::from(body)))
@@ -119,6 +137,7 @@ impl Repository {
     pub async fn tags(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut path = "tags/list?n=1000".to_string();
+        let mut pages = Pages::new(&path, MAX_TAG_PAGES);
         loop {
             let resp = self.request(Method::GET, &path, false, &|r| r).await?;
             let status = resp.status();
@@ -132,11 +151,24 @@ impl Repository {
                 #[serde(default)]
                 tags: Option<Vec<String>>,
             }
-            let body = resp.bytes().await.map_err(|e| net_err(&self.registry, &e))?;
+            let body = match read_limited(resp, MAX_TAG_PAGE, &self.registry, self.client.opts.read_timeout).await {
+                Ok(b) => b,
+                Err(ReadError::TooLarge) => {
+                    return Err(Error::malformed(
+                        "tag list",
+                        self.loc(),
+                        format!("a page exceeds the limit of {MAX_TAG_PAGE} bytes"),
+                    ))
+                }
+                Err(ReadError::Failed(e)) => return Err(e),
+            };
             let t: Tags = serde_json::from_slice(&body).map_err(|e| Error::malformed("tag list", self.loc(), e))?;
             out.extend(t.tags.unwrap_or_default());
             match next {
-                Some(n) => path = n,
+                Some(n) => {
+                    pages.follow(&n).map_err(|why| Error::malformed("tag list", self.loc(), why))?;
+                    path = n;
+                }
                 None => break,
             }
         }

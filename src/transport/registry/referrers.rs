@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::errors::ErrorBody;
-use super::http::{net_err, next_page};
+use super::http::{next_page, read_limited, Pages, ReadError};
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
@@ -21,7 +21,8 @@ use crate::model::write::ImageIndex;
 /// Rounds of read-modify-write of the fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 5;
 
-/// Pages of one referrers API answer hoist follows before calling the answer malformed.
+/// Pages of one referrers API answer hoist follows before calling the answer malformed
+/// (each page at most [`media::MAX_MANIFEST_SIZE`]).
 const MAX_REFERRERS_PAGES: usize = 1000;
 
 /// Whether a repository serves the referrers API, learnt once per `Repository`.
@@ -100,29 +101,30 @@ impl Repository {
         // The answer may come in pages chained by `Link: <…>; rel="next"`.
         let mut list = Vec::new();
         let mut resp = resp;
-        for page in 1.. {
+        let mut pages = Pages::new(&path, MAX_REFERRERS_PAGES);
+        loop {
             let next = next_page(&resp, &self.repo);
-            let body = resp.bytes().await.map_err(|e| net_err(&self.registry, &e))?;
-            if body.len() as u64 > media::MAX_MANIFEST_SIZE {
-                return Err(Error::malformed(
-                    format!("referrers of {subject}"),
-                    self.loc(),
-                    "exceeds the manifest limit",
-                ));
-            }
+            // a page is an index: the manifest limit applies
+            let body = match read_limited(resp, media::MAX_MANIFEST_SIZE, &self.registry, self.client.opts.read_timeout)
+                .await
+            {
+                Ok(b) => b,
+                Err(ReadError::TooLarge) => {
+                    return Err(Error::malformed(
+                        format!("referrers of {subject}"),
+                        self.loc(),
+                        "exceeds the manifest limit",
+                    ))
+                }
+                Err(ReadError::Failed(e)) => return Err(e),
+            };
             let doc = Document::parse(body.clone(), Digest::sha256_of(&body), Some(media::OCI_INDEX), &self.loc())?;
             let View::Index(i) = doc.view else {
                 return Err(Error::malformed(format!("referrers of {subject}"), self.loc(), "not an index"));
             };
             list.extend(i.manifests);
             let Some(next) = next else { break };
-            if page >= MAX_REFERRERS_PAGES {
-                return Err(Error::malformed(
-                    format!("referrers of {subject}"),
-                    self.loc(),
-                    format!("more than {MAX_REFERRERS_PAGES} pages"),
-                ));
-            }
+            pages.follow(&next).map_err(|why| Error::malformed(format!("referrers of {subject}"), self.loc(), why))?;
             resp = self.request(Method::GET, &next, false, &|r| r.header(ACCEPT, media::OCI_INDEX)).await?;
             if resp.status() != StatusCode::OK {
                 let status = resp.status();
