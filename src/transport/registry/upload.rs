@@ -273,6 +273,10 @@ impl Repository {
         // by the retry policy.
         let mut retry = RetryState::new(&self.client.opts.retry);
         let mut sessions = RetryState::new(&self.client.opts.retry);
+        // The furthest the registry ever held: only passing it is progress, so that a
+        // registry whose offset goes back and forth (`0-0`, then 1 byte, then `0-0` again)
+        // still runs out of attempts.
+        let mut high = offset;
         // The source is verified as it goes out, as in the monolithic PUT: `verified` is the
         // hash state of bytes [0, n) that the registry holds; the last chunk goes through a
         // `VerifyReader`, which fails before handing out its last byte when the digest is
@@ -317,12 +321,12 @@ impl Repository {
             let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED || resp.status().is_success() => {
                     url = self.upload_url(&host, &resp)?;
+                    let before = offset;
                     // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
                     offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
                     if offset == end {
                         verified = (end, chunk_hash.lock().expect("lock").clone());
                     }
-                    retry.progressed();
                     if let Some(min) = resp
                         .headers()
                         .get("OCI-Chunk-Min-Length")
@@ -332,7 +336,28 @@ impl Repository {
                         registry_min = min;
                         chunk = chunk.max(min);
                     }
-                    continue;
+                    if offset > high {
+                        high = offset;
+                        retry.progressed();
+                        continue;
+                    }
+                    if offset > before {
+                        // back where the session was before a failure: neither progress
+                        // nor a failure
+                        continue;
+                    }
+                    // The registry took the chunk but holds no more than before (a registry
+                    // answering `Range: 0-0` forever): a failure like any other, so that it
+                    // ends after the policy's attempts instead of sending chunks for ever.
+                    Err(Error::Network {
+                        registry: self.registry.clone(),
+                        reason: format!(
+                            "upload of {} does not advance: the registry holds {offset} of {} bytes after {} chunks in a row",
+                            desc.digest,
+                            desc.size,
+                            retry.failures() + 1
+                        ),
+                    })
                 }
                 Ok(resp) => {
                     let s = resp.status();
