@@ -282,9 +282,11 @@ pub(super) fn body_stream(resp: Response, registry: &str, window: Duration) -> B
 /// The chunks of a response body.
 pub(super) type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
-/// A body that must bring at least [`MIN_RATE`] bytes a second, measured over `window`:
-/// each window that ends before `MIN_RATE * window` bytes arrived ends the body with an
-/// error (the caller retries, as after a silent stall).
+/// A body that must bring at least [`MIN_RATE`] bytes a second: a body that has spent
+/// `window` waiting for data without bringing `MIN_RATE * window` bytes ends with an error
+/// (the caller retries, as after a silent stall). Only time spent waiting on the network
+/// counts, never time the reader spent elsewhere (a destination that pauses between
+/// chunks does not turn its source's body into a stall).
 struct MinRate {
     inner: BodyStream,
     registry: String,
@@ -293,6 +295,10 @@ struct MinRate {
     need: u64,
     /// Bytes this window brought so far.
     got: u64,
+    /// Time this window spent waiting for data, up to the last chunk.
+    waited: Duration,
+    /// Since when the reader has been waiting (the body answered `Pending`).
+    waiting_since: Option<tokio::time::Instant>,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -306,6 +312,8 @@ impl MinRate {
             window,
             need,
             got: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
             deadline: Box::pin(tokio::time::sleep(window)),
         }
     }
@@ -314,7 +322,7 @@ impl MinRate {
         Error::Network {
             registry: self.registry.clone(),
             reason: format!(
-                "transfer stalled: {} bytes in {:?}, less than the minimum of {MIN_RATE} bytes/s",
+                "transfer stalled: {} bytes in {:?} of waiting, less than the minimum of {MIN_RATE} bytes/s",
                 self.got, self.window
             ),
         }
@@ -328,22 +336,35 @@ impl Stream for MinRate {
         let this = &mut *self;
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += since.elapsed();
+                }
                 this.got += chunk.len() as u64;
                 if this.got >= this.need {
                     // this window is satisfied: the next starts now
                     this.got = 0;
-                    let next = tokio::time::Instant::now() + this.window;
-                    this.deadline.as_mut().reset(next);
-                } else if this.deadline.is_elapsed() {
+                    this.waited = Duration::ZERO;
+                } else if this.waited >= this.window {
                     return Poll::Ready(Some(Err(this.stalled())));
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(other) => Poll::Ready(other),
-            Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(this.stalled()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let now = tokio::time::Instant::now();
+                let since = *this.waiting_since.get_or_insert(now);
+                let at = since + this.window.saturating_sub(this.waited);
+                if now >= at {
+                    return Poll::Ready(Some(Err(this.stalled())));
+                }
+                if this.deadline.deadline() != at {
+                    this.deadline.as_mut().reset(at);
+                }
+                match std::future::Future::poll(this.deadline.as_mut(), cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(this.stalled()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -427,6 +448,32 @@ mod tests {
         ] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[tokio::test]
+    async fn min_rate_counts_only_time_spent_waiting() {
+        // a body that is read late (the reader was busy) but arrives at once: no stall
+        let fast: BodyStream = futures::stream::iter(vec![Ok(Bytes::from_static(b"abc"))]).boxed();
+        let mut s = MinRate::new(fast, "r", Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(s.next().await.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        assert!(s.next().await.is_none());
+        // one byte every 100 ms (5 bytes/s in a 200 ms window): a stall once 200 ms were spent waiting
+        let trickle: BodyStream = futures::stream::unfold(0u32, |n| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok(Bytes::from_static(b"x")), n + 1))
+        })
+        .boxed();
+        let mut s = MinRate::new(trickle, "reg.example", Duration::from_millis(200));
+        let mut bytes = 0;
+        let err = loop {
+            match s.next().await.unwrap() {
+                Ok(b) => bytes += b.len(),
+                Err(e) => break e,
+            }
+        };
+        assert!(bytes <= 3, "{bytes}");
+        assert!(err.to_string().contains("reg.example") && err.to_string().contains("stalled"), "{err}");
     }
 
     #[test]
