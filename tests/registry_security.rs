@@ -323,6 +323,28 @@ fn creds_for_a_copy_between_two_registries_are_refused_not_sent_to_both() {
     assert!(a.seen().iter().chain(b.seen().iter()).all(|r| r.auth().is_none()), "credentials were sent");
 }
 
+#[test]
+fn creds_reach_the_one_registry_a_command_names() {
+    let srv = basic_auth_registry();
+    let cfg = tempfile::tempdir().unwrap();
+    // a password that looks like a reference must not count as a second registry
+    let (out, _, _) = run_bounded(
+        hoist_clean(cfg.path()).args([
+            "--creds",
+            "bob:pa.ss:1/w0rd",
+            "--insecure-registry",
+            &srv.host(),
+            "inspect",
+            &format!("{}/x/y:v1", srv.host()),
+        ]),
+        Duration::from_secs(60),
+    );
+    let se = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("bob:pa.ss:1/w0rd"));
+    assert!(srv.seen().iter().any(|r| r.auth() == Some(want.as_str())), "the registry never got --creds");
+}
+
 // ---- 2. plain HTTP only for loopback -----------------------------------------------------------
 
 #[test]

@@ -218,7 +218,19 @@ impl Ctx {
 // helper replaces this with `--src-creds`/`--dest-creds` and per-command settings.
 fn registries_in_args() -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut secret_next = false;
     for arg in std::env::args().skip(1) {
+        // values of flags that hold secrets or names are not references
+        if std::mem::take(&mut secret_next) {
+            continue;
+        }
+        if matches!(arg.as_str(), "--creds" | "-u" | "--username" | "-p" | "--password") {
+            secret_next = true;
+            continue;
+        }
+        if arg.starts_with("--creds=") || arg.starts_with("--password=") || arg.starts_with("--username=") {
+            continue;
+        }
         let v = match arg.split_once('=') {
             Some((k, v)) if k.starts_with("--") => v.to_string(),
             _ => arg,
