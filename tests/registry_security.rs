@@ -408,6 +408,31 @@ fn an_endless_token_answer_is_an_error_in_bounded_memory() {
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB >= 64 MiB");
 }
 
+#[test]
+fn a_trickled_error_body_does_not_hold_the_command() {
+    let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"{}"}}]}}"#, "slow ".repeat(40));
+    let srv = Hostile::start(move |r| {
+        if r.path.contains("/manifests/") {
+            return Reply { status: 400, headers: vec![], body: Body::Trickle(body.clone().into_bytes()) };
+        }
+        reply(200, &[], "{}")
+    });
+    let cfg = tempfile::tempdir().unwrap();
+    let (out, _, elapsed) = run_bounded(
+        hoist_clean(cfg.path()).args([
+            "--insecure-registry",
+            &srv.host(),
+            "inspect",
+            &format!("{}/x/y:v1", srv.host()),
+        ]),
+        Duration::from_secs(90),
+    );
+    let se = stderr_of(&out);
+    assert!(!out.status.success(), "{se}");
+    assert!(se.contains(&srv.host()) && se.contains("400"), "{se}");
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?} for a trickled error body");
+}
+
 // ---- 4. pagination ends ------------------------------------------------------------------------
 
 #[test]

@@ -14,6 +14,10 @@ use crate::error::printable;
 /// (`iolimits.MaxErrorBodySize`, 1 MiB); 64 KiB holds any real one.
 pub const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// Time an error body may take to arrive: it only explains a status hoist already has, so
+/// a trickled one (a byte a second would take 18 hours for [`MAX_ERROR_BODY`]) is cut here.
+pub const ERROR_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Characters of a non-JSON error body shown in a message.
 const MAX_ERROR_TEXT: usize = 300;
 
@@ -83,12 +87,22 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// Read `resp`'s body, at most [`MAX_ERROR_BODY`] bytes; a broken body gives what came.
+    /// Read `resp`'s body, at most [`MAX_ERROR_BODY`] bytes within [`ERROR_BODY_TIME`]; a
+    /// broken, oversized or trickled body gives what came by then.
     pub async fn read(resp: Response) -> ErrorBody {
         let mut body = Vec::new();
         let mut truncated = false;
         let mut stream = resp.bytes_stream();
-        while let Some(Ok(chunk)) = stream.next().await {
+        let deadline = tokio::time::Instant::now() + ERROR_BODY_TIME;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(_) => break,
+                Err(_) => {
+                    truncated = true;
+                    break;
+                }
+            };
             let room = MAX_ERROR_BODY - body.len();
             if chunk.len() > room {
                 body.extend_from_slice(&chunk[..room]);
