@@ -478,6 +478,78 @@ fn an_endless_tag_list_pagination_stops_after_a_bound() {
     assert_eq!(srv.count("GET", "/tags/list"), 1000);
 }
 
+/// A registry serving one image by tag and a referrers API answered by `referrers`.
+fn referrers_registry(work: &Path, referrers: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> (Hostile, String) {
+    let (manifest, md, _) = small_image(&work.join("src"), 1000);
+    let md2 = md.clone();
+    let srv = Hostile::start(move |r| {
+        if r.path.contains("/manifests/") {
+            return reply(
+                200,
+                &[("Content-Type", MANIFEST_JSON), ("Docker-Content-Digest", md2.as_str())],
+                manifest.clone(),
+            );
+        }
+        if r.path.contains("/referrers/") {
+            return referrers(r);
+        }
+        reply(200, &[], "{}")
+    });
+    (srv, md)
+}
+
+const INDEX_JSON: &str = "application/vnd.oci.image.index.v1+json";
+
+#[test]
+fn a_cyclic_referrers_link_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let (srv, md) = referrers_registry(work.path(), |r| {
+        let link = format!("<{}>; rel=\"next\"", r.path);
+        reply(
+            200,
+            &[("Content-Type", INDEX_JSON), ("Link", link.as_str())],
+            format!(r#"{{"schemaVersion":2,"mediaType":"{INDEX_JSON}","manifests":[]}}"#),
+        )
+    });
+    let cfg = tempfile::tempdir().unwrap();
+    let (out, _, _) = run_bounded(
+        hoist_clean(cfg.path()).args([
+            "--insecure-registry",
+            &srv.host(),
+            "referrers",
+            &format!("{}/x/y:v1", srv.host()),
+        ]),
+        Duration::from_secs(60),
+    );
+    let se = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains(&srv.host()) && se.contains(&md) && se.contains("links back"), "{se}");
+}
+
+#[test]
+fn an_endless_referrers_page_is_an_error_in_bounded_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let (srv, _) = referrers_registry(work.path(), |_| Reply {
+        status: 200,
+        headers: vec![("Content-Type".into(), INDEX_JSON.into())],
+        body: Body::Huge(b"{\"manifests\":[\"".to_vec(), 400 << 20),
+    });
+    let cfg = tempfile::tempdir().unwrap();
+    let (out, rss, _) = run_bounded(
+        hoist_clean(cfg.path()).args([
+            "--insecure-registry",
+            &srv.host(),
+            "referrers",
+            &format!("{}/x/y:v1", srv.host()),
+        ]),
+        Duration::from_secs(60),
+    );
+    let se = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains(&srv.host()) && se.contains("referrers"), "{se}");
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB >= 64 MiB");
+}
+
 // ---- 5. an upload that does not advance ends ---------------------------------------------------
 
 #[test]
