@@ -129,7 +129,7 @@ impl Settings {
             plain_http: g.plain_http,
             tls_verify: g.tls_verify,
             ca_files: g.ca_file.clone(),
-            credential: None,
+            credentials: Default::default(),
             retry: RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
             upload: match g.upload {
                 Upload::Auto => UploadMode::Auto,
@@ -163,12 +163,8 @@ impl Settings {
     /// Registry options with `credentials` (registry host[:port] -> credential).
     pub fn registry_options(&self, credentials: CredentialMap) -> RegistryOptions {
         let mut opts = self.registry.clone();
-        // integrate: once RegistryOptions has `credentials: BTreeMap<String, Credential>`
-        // (keyed by registry host[:port]), this becomes `opts.credentials = credentials;`.
-        // Until then a single credential goes to every registry, so it is passed only when the
-        // command line gave credentials for exactly one registry.
-        if credentials.len() == 1 {
-            opts.credential = credentials.into_values().next();
+        for (registry, credential) in credentials {
+            opts.set_credential(&registry, credential);
         }
         opts
     }

@@ -23,3 +23,4 @@ mod roundtrip;
 mod token_auth;
 mod archive_security;
 mod cli_new;
+mod registry_security;

@@ -230,15 +230,15 @@ async fn concurrent_401s_share_one_token_refresh() {
     opts.effective_ttl = Some(Duration::from_secs(2));
     let reg = tokio::task::spawn_blocking(move || TestRegistry::start(RegistryOpts::token_with(opts))).await.unwrap();
     let ts = token_server(&reg);
-    let client = hoist::transport::registry::Client::new(hoist::transport::registry::RegistryOptions {
-        insecure: vec![reg.host()],
-        credential: Some(hoist::transport::registry::credentials::Credential::Basic {
+    let mut opts = hoist::transport::registry::RegistryOptions { insecure: vec![reg.host()], ..Default::default() };
+    opts.set_credential(
+        &reg.host(),
+        hoist::transport::registry::credentials::Credential::Basic {
             username: USER.to_owned(),
             password: PASS.to_owned(),
-        }),
-        ..Default::default()
-    })
-    .unwrap();
+        },
+    );
+    let client = hoist::transport::registry::Client::new(opts).unwrap();
     let reference: hoist::model::reference::Reference = format!("{}/app/single-flight:v1", reg.host()).parse().unwrap();
     let repo = client.repository(&reference);
     // Blobs the registry does not have: each HEAD answers 404 (false) once authorized.

@@ -2,9 +2,11 @@
 //! (`REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`) and credential helpers
 //! (`docker-credential-<name>`). Secrets are never logged or put into error messages.
 
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -33,6 +35,19 @@ impl std::fmt::Debug for Credential {
                 write!(f, "IdentityToken({username}, ***)")
             }
         }
+    }
+}
+
+/// The one name of `registry` (`host[:port]`) that explicit credentials are keyed by:
+/// lower case, and Docker Hub's `docker.io`, `index.docker.io` and `registry-1.docker.io`
+/// (with or without a scheme or `/v1/`) all as `docker.io`.
+pub fn registry_key(registry: &str) -> String {
+    let r = registry.trim();
+    let r = r.strip_prefix("https://").or_else(|| r.strip_prefix("http://")).unwrap_or(r);
+    let r = r.split('/').next().unwrap_or(r).to_ascii_lowercase();
+    match r.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => crate::model::reference::DEFAULT_REGISTRY.to_string(),
+        _ => r,
     }
 }
 
@@ -138,39 +153,122 @@ fn parse_entry(entry: &Value, registry: &str) -> Result<Option<Credential>> {
     Ok(None)
 }
 
-fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>> {
-    let prog = format!("docker-credential-{helper}");
-    let err =
-        |why: String| Error::Auth { registry: server.to_string(), reason: format!("credential helper {prog}: {why}") };
-    let mut child = Command::new(&prog)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| err(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+/// How long a credential helper may take before it and its children are killed.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a helper's stdout or stderr kept (a credential is a few KiB); the rest is read
+/// and dropped, so a chatty helper neither stalls on a full pipe nor fills memory.
+const MAX_HELPER_OUTPUT: usize = 1 << 20;
+
+/// What a credential helper run ended with.
+struct HelperOutput {
+    success: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Read `r` to its end, keeping at most [`MAX_HELPER_OUTPUT`] bytes.
+fn read_bounded(r: Option<impl Read>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut r) = r else { return kept };
+    let mut buf = [0u8; 8192];
     loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() > deadline => {
-                let _ = child.kill();
-                return Err(err("timed out after 30s".into()));
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = MAX_HELPER_OUTPUT - kept.len();
+                kept.extend_from_slice(&buf[..n.min(room)]);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(err(e.to_string())),
         }
     }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
+}
+
+/// Kill the process group `pgid` (a helper and the children it started).
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        if pgid > 0 {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Run `docker-credential-<helper> <action>` with `input` on stdin. Its stdout and stderr are
+/// read while it runs (a helper printing more than a pipe holds must not stall until the
+/// timeout); it runs in its own process group, and when it takes longer than
+/// [`HELPER_TIMEOUT`] the whole group is killed, children included.
+fn run_helper_action(helper: &str, action: &str, input: &[u8], registry: &str) -> Result<HelperOutput> {
+    let prog = format!("docker-credential-{helper}");
+    let err = |why: String| Error::Auth {
+        registry: registry.to_string(),
+        reason: format!("credential helper {prog}: {why}"),
+    };
+    let mut child = Command::new(&prog)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| err(e.to_string()))?;
+    let pgid = child.id();
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(&input);
+        }
+    });
+    let (tx_out, rx_out) = std::sync::mpsc::channel();
+    let (tx_err, rx_err) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx_out.send(read_bounded(stdout)));
+    std::thread::spawn(move || tx_err.send(read_bounded(stderr)));
+    let deadline = Instant::now() + HELPER_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() > deadline => {
+                kill_group(pgid);
+                let _ = child.wait();
+                return Err(err(format!("timed out after {HELPER_TIMEOUT:?}; killed it and its children")));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                return Err(err(e.to_string()));
+            }
+        }
+    };
+    // The pipes close when the helper and whatever it left running are gone; children still
+    // holding them after the deadline are killed with the group.
+    let rest = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        rx.recv_timeout(left).ok()
+    };
+    let stdout = match rest(&rx_out) {
+        Some(o) => o,
+        None => {
+            kill_group(pgid);
+            rx_out.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+        }
+    };
+    let stderr = rest(&rx_err).unwrap_or_default();
+    Ok(HelperOutput { success: status.success(), stdout, stderr })
+}
+
+fn run_helper(helper: &str, server: &str) -> Result<Option<Credential>> {
+    let out = run_helper_action(helper, "get", server.as_bytes(), server)?;
+    if !out.success {
         // "credentials not found in native keychain" is not an error for us.
         return Ok(None);
     }
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| err("output is not JSON".into()))?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| Error::Auth {
+        registry: server.to_string(),
+        reason: format!("credential helper docker-credential-{helper}: output is not JSON"),
+    })?;
     let user = v.get("Username").and_then(Value::as_str).unwrap_or_default().to_string();
     let secret = v.get("Secret").and_then(Value::as_str).unwrap_or_default().to_string();
     if secret.is_empty() {
@@ -187,55 +285,163 @@ pub fn login_file() -> PathBuf {
     std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from).unwrap_or_else(docker_config_path)
 }
 
-/// Store `user:password` for `registry` in the login file (atomic write, mode 0600).
+/// The file `path` names once its symlinks are followed (docker writes through a symlinked
+/// config.json instead of replacing the link); `path` itself when it is not a link.
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let t = std::fs::read_link(&p).at(&p)?;
+                p = if t.is_absolute() { t } else { p.parent().unwrap_or(Path::new(".")).join(t) };
+            }
+            _ => return Ok(p),
+        }
+    }
+    Err(Error::malformed("auth file", path.display().to_string(), "too many levels of symbolic links"))
+}
+
+/// Hold an exclusive lock on `<file>.lock` (next to the auth file) for a read-modify-write,
+/// so that concurrent logins do not lose each other's entries.
+fn lock_auth_file(file: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).at(dir)?;
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock_path = dir.join(name);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    f.lock().at(&lock_path)?;
+    Ok(f)
+}
+
+/// The auth file as a JSON object: empty when it does not exist (or is empty); an
+/// unreadable or invalid file is an error naming it, never a reason to start afresh and
+/// drop the other registries' entries.
+fn read_auth_file(path: &Path) -> Result<Map<String, Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::malformed("auth file", path.display().to_string(), "not a JSON object")),
+        Err(e) => Err(Error::malformed("auth file", path.display().to_string(), e)),
+    }
+}
+
+/// The credential helper configured for `registry` in `cfg`: `credHelpers` for one of its
+/// keys, else `credsStore`.
+fn configured_helper(cfg: &Map<String, Value>, registry: &str) -> Option<String> {
+    if let Some(helpers) = cfg.get("credHelpers").and_then(Value::as_object) {
+        for k in keys_for(registry) {
+            if let Some(h) = helpers.get(&k).and_then(Value::as_str).filter(|h| !h.is_empty()) {
+                return Some(h.to_string());
+            }
+        }
+    }
+    cfg.get("credsStore").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string)
+}
+
+/// Store `user:password` for `registry`: through the configured credential helper
+/// (`credHelpers`/`credsStore`, as docker does; the file then only gets an empty entry), else
+/// base64 in the login file. The file is locked for the read-modify-write, written through
+/// a symlink, atomically (temp file in its directory, fsync, rename), keeping its mode
+/// (0600 for a new file). Returns the login file's path.
 pub fn store_blocking(registry: &str, username: &str, password: &str) -> Result<PathBuf> {
     let path = login_file();
-    let mut cfg = read_json(&path).unwrap_or_else(|| Value::Object(Map::new()));
-    let obj = cfg
-        .as_object_mut()
-        .ok_or_else(|| Error::malformed("auth file", path.display().to_string(), "not a JSON object"))?;
-    let auths = obj.entry("auths").or_insert_with(|| Value::Object(Map::new()));
+    let target = resolve_links(&path)?;
+    let _lock = lock_auth_file(&target)?;
+    let mut cfg = read_auth_file(&target)?;
+    let key = keys_for(registry).remove(0);
+    let helper = configured_helper(&cfg, registry);
+    if let Some(h) = &helper {
+        let input = serde_json::json!({"ServerURL": key, "Username": username, "Secret": password}).to_string();
+        let out = run_helper_action(h, "store", input.as_bytes(), registry)?;
+        if !out.success {
+            return Err(Error::Auth {
+                registry: registry.to_string(),
+                reason: format!(
+                    "credential helper docker-credential-{h} could not store the credentials: {}",
+                    crate::error::printable(String::from_utf8_lossy(&out.stderr).trim())
+                ),
+            });
+        }
+    }
+    let auths = cfg.entry("auths").or_insert_with(|| Value::Object(Map::new()));
     let auths = auths
         .as_object_mut()
-        .ok_or_else(|| Error::malformed("auth file", path.display().to_string(), "auths is not an object"))?;
-    let key = keys_for(registry).remove(0);
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        .ok_or_else(|| Error::malformed("auth file", target.display().to_string(), "auths is not an object"))?;
+    for k in keys_for(registry) {
+        auths.remove(&k);
+    }
     let mut entry = Map::new();
-    entry.insert("auth".into(), Value::from(enc));
+    if helper.is_none() {
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        entry.insert("auth".into(), Value::from(enc));
+    }
     auths.insert(key, Value::Object(entry));
-    write_private(&path, &cfg)?;
+    write_atomic(&target, &Value::Object(cfg))?;
     Ok(path)
 }
 
-/// Remove stored credentials for `registry`; returns whether an entry was removed.
+/// Remove stored credentials for `registry` (from the file, and through the configured
+/// helper); returns whether any were removed. Same locking and writing as [`store_blocking`].
 pub fn remove_blocking(registry: &str) -> Result<bool> {
     let path = login_file();
-    let Some(mut cfg) = read_json(&path) else {
+    let target = resolve_links(&path)?;
+    if !target.exists() {
         return Ok(false);
-    };
+    }
+    let _lock = lock_auth_file(&target)?;
+    let mut cfg = read_auth_file(&target)?;
     let mut removed = false;
+    if let Some(h) = configured_helper(&cfg, registry) {
+        let key = keys_for(registry).remove(0);
+        removed |= run_helper_action(&h, "erase", key.as_bytes(), registry)?.success;
+    }
+    let mut changed = false;
     if let Some(auths) = cfg.get_mut("auths").and_then(Value::as_object_mut) {
         for k in keys_for(registry) {
-            removed |= auths.remove(&k).is_some();
+            changed |= auths.remove(&k).is_some();
         }
     }
-    if removed {
-        write_private(&path, &cfg)?;
+    if changed {
+        write_atomic(&target, &Value::Object(cfg))?;
     }
-    Ok(removed)
+    Ok(removed || changed)
 }
 
-fn write_private(path: &Path, cfg: &Value) -> Result<()> {
-    use std::io::Write;
+/// Replace `path` by `cfg` atomically: a temp file in the same directory, fsynced, renamed
+/// over it, the directory fsynced. The file keeps its mode (a new one gets 0600).
+fn write_atomic(path: &Path, cfg: &Value) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(_) => 0o600,
+    };
     let mut tmp = tempfile::Builder::new().prefix(".auth-").tempfile_in(dir).at(dir)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600)).at(tmp.path())?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).at(tmp.path())?;
     let bytes = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?;
     tmp.write_all(&bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 

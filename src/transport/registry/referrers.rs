@@ -8,7 +8,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 
-use super::{error_detail, Repository};
+use super::errors::ErrorBody;
+use super::http::{next_page, read_limited, Pages, ReadError};
+use super::Repository;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
@@ -19,7 +21,8 @@ use crate::model::write::ImageIndex;
 /// Rounds of read-modify-write of the fallback index before giving up.
 const FALLBACK_ATTEMPTS: u32 = 5;
 
-/// Pages of one referrers API answer hoist follows before calling the answer malformed.
+/// Pages of one referrers API answer hoist follows before calling the answer malformed
+/// (each page at most [`media::MAX_MANIFEST_SIZE`]).
 const MAX_REFERRERS_PAGES: usize = 1000;
 
 /// Whether a repository serves the referrers API, learnt once per `Repository`.
@@ -98,33 +101,34 @@ impl Repository {
         // The answer may come in pages chained by `Link: <…>; rel="next"`.
         let mut list = Vec::new();
         let mut resp = resp;
-        for page in 1.. {
-            let next = self.next_page(&resp);
-            let body = resp.bytes().await.map_err(|e| super::net_err(&self.registry, &e))?;
-            if body.len() as u64 > media::MAX_MANIFEST_SIZE {
-                return Err(Error::malformed(
-                    format!("referrers of {subject}"),
-                    self.loc(),
-                    "exceeds the manifest limit",
-                ));
-            }
+        let mut pages = Pages::new(&path, MAX_REFERRERS_PAGES);
+        loop {
+            let next = next_page(&resp, &self.repo);
+            // a page is an index: the manifest limit applies
+            let body = match read_limited(resp, media::MAX_MANIFEST_SIZE, &self.registry, self.client.opts.read_timeout)
+                .await
+            {
+                Ok(b) => b,
+                Err(ReadError::TooLarge) => {
+                    return Err(Error::malformed(
+                        format!("referrers of {subject}"),
+                        self.loc(),
+                        "exceeds the manifest limit",
+                    ))
+                }
+                Err(ReadError::Failed(e)) => return Err(e),
+            };
             let doc = Document::parse(body.clone(), Digest::sha256_of(&body), Some(media::OCI_INDEX), &self.loc())?;
             let View::Index(i) = doc.view else {
                 return Err(Error::malformed(format!("referrers of {subject}"), self.loc(), "not an index"));
             };
             list.extend(i.manifests);
             let Some(next) = next else { break };
-            if page >= MAX_REFERRERS_PAGES {
-                return Err(Error::malformed(
-                    format!("referrers of {subject}"),
-                    self.loc(),
-                    format!("more than {MAX_REFERRERS_PAGES} pages"),
-                ));
-            }
+            pages.follow(&next).map_err(|why| Error::malformed(format!("referrers of {subject}"), self.loc(), why))?;
             resp = self.request(Method::GET, &next, false, &|r| r.header(ACCEPT, media::OCI_INDEX)).await?;
             if resp.status() != StatusCode::OK {
                 let status = resp.status();
-                return Err(self.registry_error(&Method::GET, &next, status, super::error_detail(resp).await));
+                return Err(self.registry_error(&Method::GET, &next, status, &ErrorBody::read(resp).await));
             }
         }
         Ok(Some(list))
@@ -165,8 +169,8 @@ impl Repository {
             .await?;
         let status = resp.status();
         if !status.is_success() {
-            let detail = error_detail(resp).await;
-            return Err(self.registry_error(&Method::PUT, &path, status, detail));
+            let body = ErrorBody::read(resp).await;
+            return Err(self.registry_error(&Method::PUT, &path, status, &body));
         }
         Ok(())
     }

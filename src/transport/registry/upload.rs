@@ -1,0 +1,604 @@
+//! Blob upload: cross-repository mount, one streaming PUT, resumable chunks (PATCH) with
+//! the registry's `Range` as the truth about what it holds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use super::errors::{ErrorBody, ErrorCode};
+use super::http::net_err;
+use super::retry::{retriable_status, retry_after, RetryState};
+use super::{Host, Repository, UploadMode};
+use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::{Digest, Hasher};
+use crate::transport::{BlobOutcome, Destination, Progress, Source, VerifyReader};
+
+/// Bytes an upload holds according to its `Range: 0-<last>` header. `last` is inclusive, so
+/// `0-N` means N+1 bytes, except that distribution (2.8.2) also answers `0-0` for an empty
+/// session: `0-0` is read as `if_zero_zero` (0, unless the caller knows a 1-byte upload
+/// happened). Getting this wrong is silent: 2.8.2 ignores `Content-Range` and appends a PATCH
+/// wherever the session is, so a wrong offset only shows as a digest error at the final PUT.
+fn upload_range_len(headers: &HeaderMap, if_zero_zero: u64) -> Option<u64> {
+    let v = headers.get(RANGE)?.to_str().ok()?.trim();
+    let v = v.strip_prefix("bytes=").unwrap_or(v);
+    let (start, last) = v.split_once('-')?;
+    let (start, last) = (start.trim().parse::<u64>().ok()?, last.trim().parse::<u64>().ok()?);
+    if start != 0 {
+        return None;
+    }
+    Some(if last == 0 { if_zero_zero } else { last + 1 })
+}
+
+impl Repository {
+    /// Upload `desc` from `src`: a cross-repository mount when `src` is another repository of
+    /// this registry, else per the upload mode (monolithic, chunked, or monolithic falling
+    /// back to chunks).
+    pub(super) async fn upload_blob(
+        &self,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<BlobOutcome> {
+        let from = match src.registry_repo() {
+            Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
+            _ => None,
+        };
+        let url = match self.start_upload(desc, from.as_deref()).await? {
+            None => {
+                tracing::info!(digest = %desc.digest, from = ?from, "mounted");
+                return Ok(BlobOutcome::Mounted);
+            }
+            Some(u) => u,
+        };
+        let mode = self.client.opts.upload;
+        if mode == UploadMode::Chunked {
+            self.put_chunked(url, 0, desc, src, progress, None).await?;
+            return Ok(BlobOutcome::Uploaded);
+        }
+        let mut retry = RetryState::new(&self.client.opts.retry);
+        let mut url = url;
+        loop {
+            let f = match self.put_monolithic(&url, desc, src, progress).await? {
+                Ok(()) => return Ok(BlobOutcome::Uploaded),
+                Err(f) => f,
+            };
+            let wait = match retry.failed(f.wait) {
+                Some(wait) if f.retry => wait,
+                _ => return Err(f.error),
+            };
+            tracing::info!(digest = %desc.digest, error = %f.error, "upload failed");
+            if self.has_blob(desc).await.unwrap_or(false) {
+                return Ok(BlobOutcome::Uploaded);
+            }
+            if mode == UploadMode::Auto {
+                // Continue in chunks: where the registry stopped after an error answer,
+                // from zero in a new session after a cut (see `put_chunked`). A cut or
+                // a 413 also says how big a request gets through.
+                let (offset, next) = match self.upload_offset(&url).await.ok().flatten() {
+                    Some(x) => x,
+                    None => (0, self.start_upload(desc, None).await?.expect("plain upload")),
+                };
+                let chunk = self.client.opts.chunk_size;
+                let first_chunk = match (f.cut_after, f.too_large) {
+                    (Some(sent), _) if sent > 0 => Some(chunk.min(sent / 2)),
+                    (_, true) => Some(chunk.min(desc.size / 2)),
+                    _ => None,
+                };
+                if f.wait.is_some() {
+                    tokio::time::sleep(wait).await;
+                }
+                progress.reset(desc, offset);
+                tracing::info!(digest = %desc.digest, offset, ?first_chunk, "continuing in chunks");
+                self.put_chunked(next, offset.min(desc.size), desc, src, progress, first_chunk).await?;
+                return Ok(BlobOutcome::Uploaded);
+            }
+            tokio::time::sleep(wait).await;
+            progress.reset(desc, 0);
+            url = self.start_upload(desc, None).await?.expect("plain upload");
+        }
+    }
+
+    /// Resolve an upload `Location` against the registry; refuse other hosts.
+    fn upload_url(&self, host: &Host, resp: &Response) -> Result<url::Url> {
+        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| Error::Registry {
+            registry: self.registry.clone(),
+            method: "POST".into(),
+            path: "blobs/uploads".into(),
+            status: resp.status().as_u16(),
+            detail: ": no Location header".into(),
+        })?;
+        let base = url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Other(e.to_string()))?;
+        let url = base
+            .join(loc)
+            .map_err(|e| Error::Other(format!("registry {}: bad upload Location: {e}", self.registry)))?;
+        if url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+            || url.scheme() != base.scheme()
+        {
+            return Err(Error::Network {
+                registry: self.registry.clone(),
+                reason: format!(
+                    "upload Location points to another host ({}); refusing to send data there",
+                    url.host_str().unwrap_or("?")
+                ),
+            });
+        }
+        Ok(url)
+    }
+
+    /// Start an upload, trying a cross-repository mount first when `from` is given.
+    /// Ok(None) means the mount succeeded.
+    async fn start_upload(&self, desc: &Descriptor, from: Option<&str>) -> Result<Option<url::Url>> {
+        let host = self.host().await?;
+        let mut scopes = self.scopes_push();
+        let path = match from {
+            Some(f) => {
+                scopes.push(format!("repository:{f}:pull"));
+                format!("blobs/uploads/?mount={}&from={}", desc.digest, f)
+            }
+            None => "blobs/uploads/".to_string(),
+        };
+        let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
+        let http = &self.client.http;
+        let resp = self
+            .client
+            .send(&host, &scopes, &Method::POST, &path, &|| http.post(&url).header(CONTENT_LENGTH, 0))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED if from.is_some() => Ok(None),
+            StatusCode::ACCEPTED | StatusCode::CREATED => Ok(Some(self.upload_url(&host, &resp)?)),
+            s => {
+                let body = ErrorBody::read(resp).await;
+                Err(self.registry_error(&Method::POST, &path, s, &body))
+            }
+        }
+    }
+
+    /// Ask the registry how much of an upload it holds (`Range: 0-N`): returns N+1.
+    async fn upload_offset(&self, url: &url::Url) -> Result<Option<(u64, url::Url)>> {
+        let host = self.host().await?;
+        let http = &self.client.http;
+        let u = url.clone();
+        let resp = self
+            .client
+            .send(&host, &self.scopes_push(), &Method::GET, "blobs/uploads/<id>", &|| http.get(u.clone()))
+            .await?;
+        if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
+            return Ok(None);
+        }
+        // The answer's Location carries the session state (distribution signs the offset into
+        // `_state`); only that newest Location is valid for the next PATCH.
+        let next = self.upload_url(&host, &resp).unwrap_or_else(|_| url.clone());
+        match upload_range_len(resp.headers(), 0) {
+            Some(offset) => Ok(Some((offset, next))),
+            // A status answer without a usable Range: no safe offset, so start over.
+            None if resp.headers().contains_key(RANGE) => Ok(None),
+            None => Ok(Some((0, next))),
+        }
+    }
+
+    fn with_digest(url: &url::Url, digest: &Digest) -> url::Url {
+        let mut u = url.clone();
+        u.query_pairs_mut().append_pair("digest", &digest.to_string());
+        u
+    }
+
+    /// One streaming PUT of the whole blob.
+    async fn put_monolithic(
+        &self,
+        url: &url::Url,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+    ) -> Result<std::result::Result<(), UploadFailure>> {
+        let host = self.host().await?;
+        let stream = src.open_blob(desc, 0).await?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let body = counting_body(VerifyReader::new(stream, desc, src.location()), counter.clone());
+        let mut req = self
+            .client
+            .http
+            .put(Self::with_digest(url, &desc.digest))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, desc.size)
+            .body(body);
+        if let Some(a) = self.client.authorization(&host, &self.scopes_push(), None).await? {
+            req = req.header(AUTHORIZATION, a);
+        }
+        match send_counting(req, &counter, desc, progress).await {
+            Ok(resp) if resp.status() == StatusCode::CREATED || resp.status().is_success() => Ok(Ok(())),
+            Ok(resp) => {
+                let status = resp.status();
+                let wait = retry_after(resp.headers());
+                let body = ErrorBody::read(resp).await;
+                let retry = retriable_status(status)
+                    || status == StatusCode::PAYLOAD_TOO_LARGE
+                    || status == StatusCode::UNAUTHORIZED;
+                let error =
+                    self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, &body);
+                Ok(Err(UploadFailure { retry, error, cut_after: None, too_large: status.as_u16() == 413, wait }))
+            }
+            Err(e) => {
+                // A source that failed verification surfaces as a body error: not retriable.
+                if let Some(inner) = find_crate_error(&e) {
+                    return Err(inner);
+                }
+                let sent = counter.load(Ordering::Relaxed);
+                let error = net_err(&self.registry, &e);
+                Ok(Err(UploadFailure { retry: true, error, cut_after: Some(sent), too_large: false, wait: None }))
+            }
+        }
+    }
+
+    /// Upload the rest of a blob in chunks from `offset`, resuming from the registry's
+    /// `Range` after failures.
+    ///
+    /// What distribution 2.8.2 does, and why this loop looks the way it does:
+    /// - an error *answer* (429, 5xx, 401, 413 from the registry or a proxy in front of it)
+    ///   leaves the session as it was: ask `GET <Location>` for `Range` and continue there;
+    /// - a body cut mid-way (connection dropped) is different: the registry keeps the partial
+    ///   bytes in its upload file, but the session's offset lives in the HMAC-signed `_state`
+    ///   of the Location it last handed out. That no longer matches the file, so every later
+    ///   request on the session (GET, PATCH, PUT) answers `404 BLOB_UPLOAD_INVALID` ("upload
+    ///   resumed at wrong offset"): the session and all its earlier chunks are lost and the
+    ///   blob restarts from zero in a new session;
+    /// - it ignores `Content-Range` and appends, so the offset must be exactly right.
+    ///
+    /// So resuming saves the bytes across error answers, and against cuts the only defence is
+    /// chunks that get through: after a cut, the chunk shrinks below the amount that got
+    /// through before the cut (and halves on every further cut), so a link that drops every
+    /// few MiB still makes progress and the total sent stays a small multiple of the blob.
+    async fn put_chunked(
+        &self,
+        mut url: url::Url,
+        mut offset: u64,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+        first_chunk: Option<u64>,
+    ) -> Result<()> {
+        let host = self.host().await?;
+        const MIN_CHUNK: u64 = 256 * 1024;
+        let mut chunk = first_chunk.unwrap_or(self.client.opts.chunk_size).max(MIN_CHUNK);
+        // The registry's minimum chunk (OCI-Chunk-Min-Length), once it names one.
+        let mut registry_min = 0u64;
+        // Failures without a successful chunk in between, and sessions lost: both bounded
+        // by the retry policy.
+        let mut retry = RetryState::new(&self.client.opts.retry);
+        let mut sessions = RetryState::new(&self.client.opts.retry);
+        // The furthest the registry ever held: only passing it is progress, so that a
+        // registry whose offset goes back and forth (`0-0`, then 1 byte, then `0-0` again)
+        // still runs out of attempts.
+        let mut high = offset;
+        // The source is verified as it goes out, as in the monolithic PUT: `verified` is the
+        // hash state of bytes [0, n) that the registry holds; the last chunk goes through a
+        // `VerifyReader`, which fails before handing out its last byte when the digest is
+        // wrong, so a blob hoist did not verify never completes.
+        let mut verified: (u64, Hasher) = (0, desc.digest.algorithm().hasher());
+        // The Authorization the registry last answered 401 to: the next chunk asks for a
+        // token other than that one.
+        let mut refused: Option<String> = None;
+        loop {
+            if offset >= desc.size {
+                break;
+            }
+            if verified.0 != offset {
+                verified = self.hash_prefix(src, desc, verified, offset).await?;
+            }
+            let len = chunk.min(desc.size - offset);
+            let end = offset + len;
+            let stream = src.open_blob(desc, offset).await?;
+            let limited = stream.take(len);
+            progress.reset(desc, offset);
+            let counter = Arc::new(AtomicU64::new(0));
+            let chunk_hash = Arc::new(Mutex::new(verified.1.clone()));
+            let body = if end == desc.size {
+                let v = VerifyReader::resume(limited, desc, src.location(), verified.1.clone(), offset);
+                counting_body(v, counter.clone())
+            } else {
+                counting_body(HashingReader { inner: limited, hasher: chunk_hash.clone() }, counter.clone())
+            };
+            let mut req = self
+                .client
+                .http
+                .patch(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, len)
+                .header(CONTENT_RANGE, format!("{}-{}", offset, end.saturating_sub(1)))
+                .body(body);
+            let auth = self.client.authorization(&host, &self.scopes_push(), refused.take().as_deref()).await?;
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let mut wait = None;
+            let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED || resp.status().is_success() => {
+                    url = self.upload_url(&host, &resp)?;
+                    let before = offset;
+                    // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
+                    offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
+                    if offset == end {
+                        verified = (end, chunk_hash.lock().expect("lock").clone());
+                    }
+                    if let Some(min) = resp
+                        .headers()
+                        .get("OCI-Chunk-Min-Length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        registry_min = min;
+                        chunk = chunk.max(min);
+                    }
+                    if offset > high {
+                        high = offset;
+                        retry.progressed();
+                        continue;
+                    }
+                    if offset > before {
+                        // back where the session was before a failure: neither progress
+                        // nor a failure
+                        continue;
+                    }
+                    // The registry took the chunk but holds no more than before (a registry
+                    // answering `Range: 0-0` forever): a failure like any other, so that it
+                    // ends after the policy's attempts instead of sending chunks for ever.
+                    Err(Error::Network {
+                        registry: self.registry.clone(),
+                        reason: format!(
+                            "upload of {} does not advance: the registry holds {offset} of {} bytes after {} chunks in a row",
+                            desc.digest,
+                            desc.size,
+                            retry.failures() + 1
+                        ),
+                    })
+                }
+                Ok(resp) => {
+                    let s = resp.status();
+                    wait = retry_after(resp.headers());
+                    let body = ErrorBody::read(resp).await;
+                    let e = self.registry_error(&Method::PATCH, "blobs/uploads/<id>", s, &body);
+                    if s == StatusCode::PAYLOAD_TOO_LARGE {
+                        chunk = (chunk / 2).max(MIN_CHUNK).max(registry_min);
+                    }
+                    let lost = body.has(&ErrorCode::BLOB_UPLOAD_UNKNOWN) || body.has(&ErrorCode::BLOB_UPLOAD_INVALID);
+                    if s == StatusCode::RANGE_NOT_SATISFIABLE || lost {
+                        // Our offset is not the registry's, or the session is gone: only a
+                        // new session is safe.
+                        url = self.restart_upload(desc, &mut sessions, e).await?;
+                        offset = 0;
+                        continue;
+                    }
+                    if s == StatusCode::UNAUTHORIZED {
+                        refused = auth;
+                    } else if !(retriable_status(s) || s == StatusCode::PAYLOAD_TOO_LARGE) {
+                        return Err(e);
+                    }
+                    Err(e)
+                }
+                Err(e) => {
+                    // A source that failed verification surfaces as a body error: final.
+                    if let Some(inner) = find_crate_error(&e) {
+                        return Err(inner);
+                    }
+                    // The body was cut: learn how much gets through before a drop (what we
+                    // handed the socket overstates it by the socket buffers; halving covers
+                    // that, and repeated cuts keep halving).
+                    let sent = counter.load(Ordering::Relaxed);
+                    let through = if sent > 0 { (sent / 2).max(MIN_CHUNK) } else { chunk };
+                    chunk = ((chunk / 2).min(through) & !(64 * 1024 - 1)).max(MIN_CHUNK).max(registry_min);
+                    Err(net_err(&self.registry, &e))
+                }
+            };
+            if let Err(e) = outcome {
+                let Some(wait) = retry.failed(wait) else {
+                    return Err(e);
+                };
+                tracing::info!(digest = %desc.digest, offset, chunk, error = %e, ?wait, "chunk failed; asking the registry where to resume");
+                tokio::time::sleep(wait).await;
+                match self.upload_offset(&url).await? {
+                    Some((o, next)) if o <= desc.size => {
+                        offset = o;
+                        url = next;
+                    }
+                    _ => {
+                        url = self.restart_upload(desc, &mut sessions, e).await?;
+                        offset = 0;
+                    }
+                }
+            }
+        }
+        // Close the upload with the digest.
+        let put_url = Self::with_digest(&url, &desc.digest);
+        let http = &self.client.http;
+        let resp = self
+            .client
+            .send(&host, &self.scopes_push(), &Method::PUT, "blobs/uploads/<id>", &|| {
+                http.put(put_url.clone()).header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            let s = resp.status();
+            let body = ErrorBody::read(resp).await;
+            Err(self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), s, &body))
+        }
+    }
+
+    /// Hash state of the source's bytes [0, upto), continuing from `from` when it is behind
+    /// (a resume further on) and starting over when it is ahead (a restart).
+    async fn hash_prefix(
+        &self,
+        src: &dyn Source,
+        desc: &Descriptor,
+        from: (u64, Hasher),
+        upto: u64,
+    ) -> Result<(u64, Hasher)> {
+        let (start, mut h) = if from.0 <= upto { from } else { (0, desc.digest.algorithm().hasher()) };
+        if start == upto {
+            return Ok((upto, h));
+        }
+        let mut r = src.open_blob(desc, start).await?.take(upto - start);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = start;
+        loop {
+            let n = r.read(&mut buf).await.map_err(|e| Error::io(src.location(), e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            n_total += n as u64;
+        }
+        if n_total != upto {
+            return Err(Error::SizeMismatch {
+                what: format!("blob {}", desc.digest),
+                location: src.location(),
+                expected: desc.size,
+                actual: n_total,
+            });
+        }
+        Ok((upto, h))
+    }
+
+    /// The upload session is lost (see `put_chunked`): open a new one, a bounded number of times.
+    async fn restart_upload(&self, desc: &Descriptor, sessions: &mut RetryState, why: Error) -> Result<url::Url> {
+        if sessions.failed(None).is_none() {
+            return Err(why);
+        }
+        tracing::warn!(digest = %desc.digest, error = %why, "upload session lost; starting the blob again");
+        Ok(self.start_upload(desc, None).await?.expect("plain upload"))
+    }
+}
+
+/// A reader that hashes what passes through (one chunk of an upload).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Hasher>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &res {
+            self.hasher.lock().expect("lock").update(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+/// Why one upload request failed, and what it tells about the next try.
+struct UploadFailure {
+    retry: bool,
+    error: Error,
+    /// The connection broke after this many body bytes were handed to it.
+    cut_after: Option<u64>,
+    too_large: bool,
+    /// The server's Retry-After.
+    wait: Option<Duration>,
+}
+
+fn find_crate_error(e: &reqwest::Error) -> Option<Error> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+                return Some(clone_verify_error(inner));
+            }
+        }
+        if let Some(inner) = s.downcast_ref::<Error>() {
+            return Some(clone_verify_error(inner));
+        }
+        src = s.source();
+    }
+    None
+}
+
+fn clone_verify_error(e: &Error) -> Error {
+    match e {
+        Error::DigestMismatch { what, location, expected, actual } => Error::DigestMismatch {
+            what: what.clone(),
+            location: location.clone(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        Error::SizeMismatch { what, location, expected, actual } => {
+            Error::SizeMismatch { what: what.clone(), location: location.clone(), expected: *expected, actual: *actual }
+        }
+        other => Error::Other(other.to_string()),
+    }
+}
+
+/// A request body that counts the bytes it hands out.
+fn counting_body<R: tokio::io::AsyncRead + Send + 'static>(reader: R, counter: Arc<AtomicU64>) -> reqwest::Body {
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map_ok(move |chunk: Bytes| {
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        chunk
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Send `req`, reporting the body's progress from `counter` while waiting.
+async fn send_counting(
+    req: RequestBuilder,
+    counter: &AtomicU64,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> reqwest::Result<Response> {
+    let fut = req.send();
+    tokio::pin!(fut);
+    let mut reported = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            res = &mut fut => {
+                let now = counter.load(Ordering::Relaxed);
+                if now > reported {
+                    progress.advance(desc, now - reported);
+                }
+                return res;
+            }
+            _ = tick.tick() => {
+                let now = counter.load(Ordering::Relaxed);
+                if now > reported {
+                    progress.advance(desc, now - reported);
+                    reported = now;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RANGE, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn upload_range_reads_distribution_answers() {
+        // distribution 2.8.2 answers `0-0` for an empty session (and for a 1-byte one)
+        assert_eq!(upload_range_len(&range("0-0"), 0), Some(0));
+        assert_eq!(upload_range_len(&range("0-0"), 1), Some(1));
+        assert_eq!(upload_range_len(&range("0-999"), 0), Some(1000));
+        assert_eq!(upload_range_len(&range("bytes=0-4095"), 0), Some(4096));
+        assert_eq!(upload_range_len(&range("5-10"), 0), None);
+        assert_eq!(upload_range_len(&range("0-x"), 0), None);
+        assert_eq!(upload_range_len(&HeaderMap::new(), 0), None);
+    }
+}
