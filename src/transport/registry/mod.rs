@@ -262,7 +262,7 @@ impl Source for Repository {
     }
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        self.resolve_manifest(reference.unwrap_or("latest")).await
+        self.resolve_manifest(reference.unwrap_or(crate::model::reference::DEFAULT_TAG)).await
     }
 
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
@@ -279,6 +279,10 @@ impl Source for Repository {
 
     fn registry_repo(&self) -> Option<(String, String)> {
         Some((self.registry.clone(), self.repo.clone()))
+    }
+
+    async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        Repository::referrers(self, subject, artifact_type).await
     }
 }
 

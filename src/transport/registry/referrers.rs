@@ -37,17 +37,6 @@ pub fn fallback_tag(subject: &Digest) -> String {
     format!("{alg}-{hex}")
 }
 
-/// The descriptor a referrers list holds for `doc`: media type, digest, size,
-/// `artifactType` (the config media type when the manifest has none) and annotations.
-pub fn referrer_descriptor(doc: &Document) -> Descriptor {
-    let mut d = Descriptor::new(doc.media_type.clone(), doc.digest.clone(), doc.bytes.len() as u64);
-    d.artifact_type = doc.artifact_type().or_else(|| match &doc.view {
-        View::Manifest(m) => Some(m.config.media_type.clone()),
-        View::Index(_) => None,
-    });
-    d.annotations = doc.annotations().clone();
-    d
-}
 
 impl Repository {
     /// Manifests in this repository whose `subject` is `subject`, optionally only those
@@ -247,7 +236,7 @@ pub(super) async fn after_push_manifest(
     if repo.has_referrers_api(&subject.digest).await? {
         return Ok(());
     }
-    repo.add_to_fallback(&subject.digest, &referrer_descriptor(&doc)).await
+    repo.add_to_fallback(&subject.digest, &Document::referrer_descriptor(&doc)).await
 }
 
 #[cfg(test)]
@@ -265,7 +254,7 @@ mod tests {
         let raw = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"annotations":{"b":"2","a":"1"}}"#;
         let desc = Descriptor::of_bytes(media::OCI_MANIFEST, raw);
         let doc = Document::from_fetched(&desc, Bytes::from_static(raw), "test").unwrap();
-        let r = referrer_descriptor(&doc);
+        let r = Document::referrer_descriptor(&doc);
         let idx = ImageIndex::new(vec![r]).to_bytes().unwrap();
         assert_eq!(
             String::from_utf8(idx).unwrap(),

@@ -15,6 +15,7 @@ use super::errors::{ErrorBody, ErrorCode};
 use super::http::net_err;
 use super::retry::{retriable_status, retry_after, RetryState};
 use super::{Host, Repository, UploadMode};
+use crate::model::verify::HashingReader;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Digest, Hasher};
@@ -303,7 +304,7 @@ impl Repository {
                 let v = VerifyReader::resume(limited, desc, src.location(), verified.1.clone(), offset);
                 counting_body(v, counter.clone())
             } else {
-                counting_body(HashingReader { inner: limited, hasher: chunk_hash.clone() }, counter.clone())
+                counting_body(HashingReader::new(limited, chunk_hash.clone()), counter.clone())
             };
             let mut req = self
                 .client
@@ -449,7 +450,7 @@ impl Repository {
         let mut buf = vec![0u8; 1 << 20];
         let mut n_total = start;
         loop {
-            let n = r.read(&mut buf).await.map_err(|e| Error::io(src.location(), e))?;
+            let n = r.read(&mut buf).await.map_err(|e| Error::read(format!("blob {} from {}", desc.digest, src.location()), e))?;
             if n == 0 {
                 break;
             }
@@ -477,27 +478,6 @@ impl Repository {
     }
 }
 
-/// A reader that hashes what passes through (one chunk of an upload).
-struct HashingReader<R> {
-    inner: R,
-    hasher: Arc<Mutex<Hasher>>,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HashingReader<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = &res {
-            self.hasher.lock().expect("lock").update(&buf.filled()[before..]);
-        }
-        res
-    }
-}
-
 /// Why one upload request failed, and what it tells about the next try.
 struct UploadFailure {
     retry: bool,
@@ -514,30 +494,15 @@ fn find_crate_error(e: &reqwest::Error) -> Option<Error> {
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
-                return Some(clone_verify_error(inner));
+                return Some(inner.clone());
             }
         }
         if let Some(inner) = s.downcast_ref::<Error>() {
-            return Some(clone_verify_error(inner));
+            return Some(inner.clone());
         }
         src = s.source();
     }
     None
-}
-
-fn clone_verify_error(e: &Error) -> Error {
-    match e {
-        Error::DigestMismatch { what, location, expected, actual } => Error::DigestMismatch {
-            what: what.clone(),
-            location: location.clone(),
-            expected: expected.clone(),
-            actual: actual.clone(),
-        },
-        Error::SizeMismatch { what, location, expected, actual } => {
-            Error::SizeMismatch { what: what.clone(), location: location.clone(), expected: *expected, actual: *actual }
-        }
-        other => Error::Other(other.to_string()),
-    }
 }
 
 /// A request body that counts the bytes it hands out.
