@@ -61,3 +61,25 @@ pub fn tar(data: &[u8]) {
     let _ = hoist::transport::archive::oci::OciArchive::open(f.path());
     let _ = hoist::transport::archive::docker::DockerArchive::open(f.path());
 }
+
+/// `WWW-Authenticate` challenges (`hoist::transport::registry::auth::parse_challenge`).
+pub fn challenge(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    let _ = hoist::transport::registry::auth::parse_challenge(s);
+}
+
+/// `Link` headers of paginated answers (`hoist::transport::registry::http::next_page_of_link`).
+pub fn link(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    for repo in ["r", "a/b", ""] {
+        let _ = hoist::transport::registry::http::next_page_of_link(s, repo);
+    }
+}
+
+/// config.json / auth.json contents (`hoist::transport::registry::credentials::stored_credential`).
+pub fn config(data: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    for registry in ["docker.io", "localhost:5000", "registry.example.com"] {
+        let _ = hoist::transport::registry::credentials::stored_credential(&v, registry);
+    }
+}

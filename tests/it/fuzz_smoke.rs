@@ -37,6 +37,14 @@ const TOKENS: &[&[u8]] = &[
     b"[::1]",
     b"ustar\0",
     b"././@LongLink",
+    b"Bearer ",
+    b"realm=",
+    b"=\"",
+    b"<",
+    b">",
+    b"; rel=\"next\"",
+    b"\"auths\":",
+    b"\"auth\":\"",
 ];
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
@@ -130,4 +138,19 @@ fn fuzz_digest() {
 #[test]
 fn fuzz_tar() {
     run("tar", bodies::tar, 4000);
+}
+
+#[test]
+fn fuzz_challenge() {
+    run("challenge", bodies::challenge, 20_000);
+}
+
+#[test]
+fn fuzz_link() {
+    run("link", bodies::link, 20_000);
+}
+
+#[test]
+fn fuzz_config() {
+    run("config", bodies::config, 20_000);
 }

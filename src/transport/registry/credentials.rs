@@ -111,18 +111,27 @@ pub fn lookup_blocking(registry: &str) -> Result<Option<Credential>> {
                 }
             }
         }
-        if let Some(auths) = cfg.get("auths").and_then(Value::as_object) {
-            for k in &keys {
-                if let Some(entry) = auths.get(k) {
-                    if let Some(c) = parse_entry(entry, registry)? {
-                        return Ok(Some(c));
-                    }
-                }
-            }
+        if let Some(c) = stored_credential(&cfg, registry)? {
+            return Ok(Some(c));
         }
         if let Some(store) = cfg.get("credsStore").and_then(Value::as_str) {
             if let Some(c) = run_helper(store, &keys[0])? {
                 return Ok(Some(c));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The credential a parsed config.json (or auth.json) keeps inline for `registry` under
+/// `auths`, if any; no helper is run. An entry that is there but unreadable is an error.
+pub fn stored_credential(config: &Value, registry: &str) -> Result<Option<Credential>> {
+    if let Some(auths) = config.get("auths").and_then(Value::as_object) {
+        for k in &keys_for(registry) {
+            if let Some(entry) = auths.get(k) {
+                if let Some(c) = parse_entry(entry, registry)? {
+                    return Ok(Some(c));
+                }
             }
         }
     }

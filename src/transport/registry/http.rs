@@ -248,9 +248,15 @@ impl Client {
 /// The path (below `/v2/<repo>/`) of the next page a paginated answer links to with
 /// `Link: <…>; rel="next"` (tags list, referrers API).
 pub(super) fn next_page(resp: &Response, repo: &str) -> Option<String> {
-    let link = resp.headers().get("link").and_then(|v| v.to_str().ok())?;
+    next_page_of_link(resp.headers().get("link").and_then(|v| v.to_str().ok())?, repo)
+}
+
+/// The path below `/v2/<repo>/` that a `Link` header value names with `rel="next"`, if any
+/// (pure: what `next_page` reads, and what the fuzz target `link` feeds).
+pub fn next_page_of_link(link: &str, repo: &str) -> Option<String> {
     let next = link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))?;
-    let target = &next[next.find('<')? + 1..next.find('>')?];
+    let (open, close) = (next.find('<')?, next.find('>')?);
+    let target = next.get(open + 1..close)?;
     target.split_once(&format!("/v2/{repo}/")).map(|(_, p)| p.to_string())
 }
 
