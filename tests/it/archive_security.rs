@@ -55,6 +55,8 @@ fn huge_extension_tar(path: &Path, kind: tar::EntryType) {
 
 #[test]
 fn a_1gib_long_name_is_refused_before_it_is_read() {
+    // hoist's peak RSS, not this test binary's: see in_own_process!
+    hoist_testkit::in_own_process!();
     let t = tempfile::tempdir().unwrap();
     for (name, kind) in [
         ("longname", tar::EntryType::GNULongName),

@@ -359,6 +359,8 @@ fn plain_http_fallback_is_judged_on_the_parsed_address() {
 
 #[test]
 fn an_endless_tag_list_is_an_error_in_bounded_memory() {
+    // hoist's peak RSS, not this test binary's: see in_own_process!
+    hoist_testkit::in_own_process!();
     let srv = Hostile::start(|r| {
         if r.path.contains("/tags/list") {
             Reply { status: 200, headers: vec![], body: Body::Huge(b"{\"tags\":[\"".to_vec(), 400 << 20) }
@@ -379,6 +381,8 @@ fn an_endless_tag_list_is_an_error_in_bounded_memory() {
 
 #[test]
 fn an_endless_token_answer_is_an_error_in_bounded_memory() {
+    // hoist's peak RSS, not this test binary's: see in_own_process!
+    hoist_testkit::in_own_process!();
     let srv = Arc::new(Mutex::new(String::new()));
     let realm = srv.clone();
     let srv_ = Hostile::start(move |r| {
@@ -525,6 +529,8 @@ fn a_cyclic_referrers_link_is_an_error() {
 
 #[test]
 fn an_endless_referrers_page_is_an_error_in_bounded_memory() {
+    // hoist's peak RSS, not this test binary's: see in_own_process!
+    hoist_testkit::in_own_process!();
     let work = tempfile::tempdir().unwrap();
     let (srv, _) = referrers_registry(work.path(), |_| Reply {
         status: 200,
