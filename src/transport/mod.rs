@@ -110,18 +110,24 @@ pub async fn scan_referrers<S: Source + ?Sized>(
 /// What happened to one blob during a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobOutcome {
+    /// Written to the destination.
     Uploaded,
+    /// The destination had it already.
     Existed,
+    /// Mounted from another repository of the same registry (no bytes moved).
     Mounted,
 }
 
 /// Where to write content to. Blobs are verified before they become visible.
 #[async_trait]
 pub trait Destination: Send + Sync {
+    /// Human-readable location used in errors, e.g. `docker://localhost:5000/app`.
     fn location(&self) -> String;
 
+    /// Whether the blob `desc` is already there (a copy then skips it).
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
 
+    /// Whether the manifest or index `desc` is already there, with everything it names.
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool>;
 
     /// Store a blob read from `src`. The destination checks size and digest before
@@ -156,12 +162,15 @@ pub trait Destination: Send + Sync {
 
 /// Progress callbacks; implementations must be cheap and thread-safe.
 pub trait Progress: Send + Sync {
+    /// A blob transfer starts.
     fn start(&self, _desc: &Descriptor) {}
     /// `n` more bytes of `desc` moved. After a retry the count may restart: see `reset`.
     fn advance(&self, _desc: &Descriptor, _n: u64) {}
     /// Bytes for `desc` restart from `offset` (a retry or resume).
     fn reset(&self, _desc: &Descriptor, _offset: u64) {}
+    /// A blob is done, with what happened to it.
     fn done(&self, _desc: &Descriptor, _outcome: BlobOutcome) {}
+    /// A note for the user (a retry, a fallback taken).
     fn message(&self, _msg: &str) {}
 }
 

@@ -3,7 +3,6 @@
 //! would escape the archive, linear work for repeated layers, and names stored in an
 //! archive that must not become tags unchecked. Each case checks the error names the file.
 
-
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -11,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::support::*;
 use hoist::transport::archive::docker::DockerArchive;
 use hoist::transport::archive::oci::OciArchive;
-use crate::support::*;
 
 const GIB: u64 = 1 << 30;
 

@@ -2,7 +2,6 @@
 //! refused on a copy between two registries), usage errors for bad flag values (exit 2), the
 //! total `--timeout`, and text from a source printed with control characters escaped.
 
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

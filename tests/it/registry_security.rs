@@ -4,7 +4,6 @@
 //! credential helpers neither stall nor leak processes, `hoist login` never loses entries,
 //! and registry text reaches the terminal escaped.
 
-
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,9 +11,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use crate::common::*;
 use crate::support::*;
+use base64::Engine;
 
 // ---- a hostile registry ------------------------------------------------------------------------
 

@@ -16,10 +16,10 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::{Digest, Hasher};
-use crate::model::platform::is_attestation;
-use crate::model::verify::HashWriter;
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
+use crate::model::platform::is_attestation;
+use crate::model::verify::HashWriter;
 use crate::transport::archive::check_stored_name;
 use crate::transport::archive::oci::OciArchive;
 use crate::transport::archive::tar::{blob_name, normalize_tar_path, TarEntry, TarIndex};
@@ -60,10 +60,8 @@ fn image_view<'a>(doc: &'a Document, location: &str) -> Result<&'a ManifestView>
 
 /// Pick the manifest for `want`, else linux/amd64, else the only image in an index.
 pub fn pick_platform(manifests: &[Descriptor], want: Option<&Platform>, location: &str) -> Result<Descriptor> {
-    let images: Vec<&Descriptor> = manifests
-        .iter()
-        .filter(|d| media::is_manifest(&d.media_type) && !is_attestation(d))
-        .collect();
+    let images: Vec<&Descriptor> =
+        manifests.iter().filter(|d| media::is_manifest(&d.media_type) && !is_attestation(d)).collect();
     let matches = |p: &Platform, d: &Descriptor| p.matches_entry(d);
     let listed =
         || images.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect::<Vec<_>>().join(", ");

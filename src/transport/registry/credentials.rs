@@ -16,13 +16,18 @@ use crate::error::{Error, IoContext, Result};
 /// A credential for one registry.
 #[derive(Clone)]
 pub enum Credential {
+    /// A user name and password (HTTP basic, or the token server's basic login).
     Basic {
+        /// The user name.
         username: String,
+        /// The password; never printed (see the `Debug` impl).
         password: String,
     },
     /// An OAuth2 refresh token (docker "identitytoken").
     IdentityToken {
+        /// The user name stored beside the token (often `<token>`).
         username: String,
+        /// The refresh token; never printed.
         token: String,
     },
 }

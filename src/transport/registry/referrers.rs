@@ -37,7 +37,6 @@ pub fn fallback_tag(subject: &Digest) -> String {
     format!("{alg}-{hex}")
 }
 
-
 impl Repository {
     /// Manifests in this repository whose `subject` is `subject`, optionally only those
     /// of `artifact_type`. Uses the referrers API when the registry answers it with an

@@ -15,10 +15,10 @@ use super::errors::{ErrorBody, ErrorCode};
 use super::http::net_err;
 use super::retry::{retriable_status, retry_after, RetryState};
 use super::{Host, Repository, UploadMode};
-use crate::model::verify::HashingReader;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Digest, Hasher};
+use crate::model::verify::HashingReader;
 use crate::transport::{BlobOutcome, Destination, Progress, Source, VerifyReader};
 
 /// Bytes an upload holds according to its `Range: 0-<last>` header. `last` is inclusive, so
@@ -450,7 +450,10 @@ impl Repository {
         let mut buf = vec![0u8; 1 << 20];
         let mut n_total = start;
         loop {
-            let n = r.read(&mut buf).await.map_err(|e| Error::read(format!("blob {} from {}", desc.digest, src.location()), e))?;
+            let n = r
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::read(format!("blob {} from {}", desc.digest, src.location()), e))?;
             if n == 0 {
                 break;
             }
