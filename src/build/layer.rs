@@ -13,13 +13,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParGzEncoder;
-use super::{PipeWriter, TempBlob, BUF};
-use crate::model::verify::HashWriter;
+use super::{PipeWriter, BUF};
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
-use crate::transport::layout::blobfile::BlobFile;
+use crate::model::verify::HashWriter;
 use crate::transport::layout::Layout;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
@@ -156,10 +155,10 @@ pub fn build_layer_blocking(
     mtime: i64,
 ) -> Result<LayerBlob> {
     let items = collect(entries)?;
-    let tmp = TempBlob::new(layout)?;
+    let mut tmp = layout.begin_blob()?;
     // Layers are written direct: their size is unknown until the end, and small ones only
     // pay one short extra write for the tail.
-    let out = BlobFile::new(tmp.file().try_clone().at(tmp.path())?, true);
+    let out = tmp.blob_file(true)?;
     let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
     // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
     let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));
@@ -168,7 +167,8 @@ pub fn build_layer_blocking(
     let sink = pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
     let (file, digest, size) = sink.finish();
     file.into_inner().map_err(|e| e.into_error()).at(tmp.path())?.finish().at(tmp.path())?;
-    tmp.commit(layout, &digest, size)?;
+    tmp.set_hashed(digest.clone(), size);
+    tmp.commit(&digest, size)?;
     Ok(LayerBlob { descriptor: Descriptor::new(compression.layer_media_type(), digest, size), diff_id })
 }
 

@@ -4,6 +4,11 @@
 //! layout for their whole session so `gc` (exclusive) never races a copy.
 
 pub(crate) mod blobfile;
+mod roots;
+mod safe;
+mod writer;
+
+pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -160,23 +165,21 @@ impl Layout {
         Ok(found)
     }
 
+    /// Start writing a blob: a temp file in the layout's temp dir that becomes
+    /// `blobs/<alg>/<hex>` only in [`BlobWriter::commit`].
+    pub fn begin_blob(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self)
+    }
+
     /// Store in-memory bytes as a blob (verified, atomic).
     pub fn write_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-        let path = self.blob_path_of(&desc.digest);
-        if blob_ok(&path, desc.size) {
+        if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(());
         }
-        let actual = desc.digest.same_alg_of(bytes);
-        if actual != desc.digest || bytes.len() as u64 != desc.size {
-            return Err(Error::DigestMismatch {
-                what: "blob".into(),
-                location: self.loc(),
-                expected: format!("{} ({} bytes)", desc.digest, desc.size),
-                actual: format!("{} ({} bytes)", actual, bytes.len()),
-            });
-        }
-        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
-        write_atomic(&self.root, &path, bytes)
+        let mut w = self.begin_blob()?;
+        w.write_bytes(bytes, desc.digest.algorithm())?;
+        w.commit(&desc.digest, desc.size)?;
+        Ok(())
     }
 
     /// Store a stream as a blob: hashed while written to a temp file, renamed only when
@@ -187,18 +190,12 @@ impl Layout {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let path = self.blob_path_of(&desc.digest);
-        if blob_ok(&path, desc.size) {
+        if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(());
         }
-        let tmp_dir = self.root.join(TMP_DIR);
-        fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-        let tmp = public_temp("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
-        let (std_file, tmp_path) = tmp.into_parts();
-        write_verified(std_file, &path, desc, stream, self.loc(), progress).await?;
-        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
-        tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        sync_dir(path.parent().expect("blob dir"));
+        let mut w = self.begin_blob()?;
+        w.write_stream(desc, stream, self.loc(), progress).await?;
+        w.commit(&desc.digest, desc.size)?;
         Ok(())
     }
 
@@ -487,8 +484,9 @@ fn read_blocks_blocking(mut f: File) -> BlobStream {
     Box::pin(tokio_util::io::StreamReader::new(stream))
 }
 
-fn blob_ok(path: &Path, size: u64) -> bool {
-    fs::metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
+/// A regular file (not a symlink) of `size` bytes is at `path`.
+pub(crate) fn blob_ok(path: &Path, size: u64) -> bool {
+    fs::symlink_metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
 }
 
 fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
@@ -541,8 +539,7 @@ pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
 
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.
 pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp_dir = root.join(TMP_DIR);
-    fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+    let tmp_dir = safe::ensure_dir(root, TMP_DIR)?;
     let mut tmp = public_temp("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
@@ -553,7 +550,7 @@ pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
