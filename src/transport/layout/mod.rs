@@ -8,6 +8,7 @@ mod roots;
 mod safe;
 mod writer;
 
+pub use roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
 pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +24,6 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::document::Document;
 use crate::model::media;
 use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
@@ -41,6 +41,7 @@ const READ_BLOCKS: usize = 2;
 pub struct Layout {
     root: PathBuf,
     _session: Option<File>,
+    index_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Layout {
@@ -54,7 +55,7 @@ impl Layout {
         if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
             return Err(Error::malformed("oci-layout", root.display().to_string(), "missing imageLayoutVersion"));
         }
-        Ok(Layout { root, _session: None })
+        Ok(Layout { root, _session: None, index_writes: Default::default() })
     }
 
     /// Open a layout for writing, creating it when missing, and take the shared session lock.
@@ -80,7 +81,7 @@ impl Layout {
                 format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).as_bytes(),
             )?;
         }
-        Ok(Layout { root, _session: Some(session) })
+        Ok(Layout { root, _session: Some(session), index_writes: Default::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -95,74 +96,60 @@ impl Layout {
         format!("oci:{}", self.root.display())
     }
 
-    /// The raw index.json entries, in file order.
-    pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
+    /// The root index (index.json), as read now.
+    pub fn root_index(&self) -> Result<RootIndex> {
         let path = self.root.join("index.json");
         let raw = fs::read(&path).at(&path)?;
-        let v: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
-        let manifests = v.get("manifests").cloned().unwrap_or(Value::Array(vec![]));
-        serde_json::from_value(manifests).map_err(|e| Error::malformed("index.json", self.loc(), e))
+        RootIndex::parse(&raw, &self.loc())
     }
 
-    /// Update index.json under the exclusive index lock: `f` edits the `manifests` array.
-    pub fn update_index(&self, f: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
+    /// The raw index.json entries, in file order.
+    pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
+        Ok(self.root_index()?.entries())
+    }
+
+    /// Update index.json under the exclusive index lock: `f` edits the root index, which is
+    /// then written back once (temp file, fsync, rename).
+    pub fn update_index<T>(&self, f: impl FnOnce(&mut RootIndex) -> Result<T>) -> Result<T> {
         let _g = lock_file(&self.root.join(INDEX_LOCK), true)?;
-        let path = self.root.join("index.json");
-        let raw = fs::read(&path).at(&path)?;
-        let mut doc: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
-        let obj = doc.as_object_mut().ok_or_else(|| Error::malformed("index.json", self.loc(), "not an object"))?;
-        let mut manifests = match obj.remove("manifests") {
-            Some(Value::Array(a)) => a,
-            None | Some(Value::Null) => vec![],
-            Some(_) => return Err(Error::malformed("index.json", self.loc(), "manifests is not an array")),
-        };
-        f(&mut manifests)?;
-        let mut out = serde_json::Map::new();
-        out.insert("schemaVersion".into(), obj.remove("schemaVersion").unwrap_or(Value::from(2)));
-        out.insert("mediaType".into(), obj.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
-        out.insert("manifests".into(), Value::Array(manifests));
-        for (k, v) in std::mem::take(obj) {
-            out.insert(k, v);
-        }
-        let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))?;
-        write_atomic(&self.root, &path, &bytes)
+        let mut index = self.root_index()?;
+        let out = f(&mut index)?;
+        write_atomic(&self.root, &self.root.join("index.json"), &index.to_bytes()?)?;
+        self.index_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// How many times this handle rewrote index.json (for tests that check work stays linear).
+    #[doc(hidden)]
+    pub fn index_writes(&self) -> u64 {
+        self.index_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Point `tag` at `desc` (replacing any entry with that tag). The entry's `ref.name` is
     /// `tag` whatever `ref.name` `desc` carried (the tag it had in its source).
     pub fn set_tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
-        let mut entry = desc.clone();
-        entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
-        let entry = serde_json::to_value(&entry).map_err(|e| Error::Other(e.to_string()))?;
-        self.update_index(|m| {
-            m.retain(|e| ref_name(e) != Some(tag));
-            m.push(entry);
-            Ok(())
-        })
+        self.set_tags(desc, &[tag])
+    }
+
+    /// Point each of `tags` at `desc` with one rewrite of index.json.
+    pub fn set_tags(&self, desc: &Descriptor, tags: &[impl AsRef<str>]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.update_index(|index| tags.iter().try_for_each(|t| index.set_tag(desc, t.as_ref())))
     }
 
     /// Add an untagged root entry unless the digest is already a root.
     pub fn add_untagged(&self, desc: &Descriptor) -> Result<()> {
-        let entry = serde_json::to_value(desc).map_err(|e| Error::Other(e.to_string()))?;
-        let digest = desc.digest.to_string();
-        self.update_index(|m| {
-            if !m.iter().any(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str())) {
-                m.push(entry);
-            }
-            Ok(())
-        })
+        if self.root_index()?.contains_digest(&desc.digest) {
+            return Ok(());
+        }
+        self.update_index(|index| index.add_untagged(desc)).map(drop)
     }
 
     /// Remove the entry tagged `tag`.
     pub fn untag(&self, tag: &str) -> Result<bool> {
-        let mut found = false;
-        self.update_index(|m| {
-            let before = m.len();
-            m.retain(|e| ref_name(e) != Some(tag));
-            found = m.len() != before;
-            Ok(())
-        })?;
-        Ok(found)
+        self.update_index(|index| Ok(index.untag(tag)))
     }
 
     /// Start writing a blob: a temp file in the layout's temp dir that becomes
@@ -201,8 +188,7 @@ impl Layout {
 
     /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
     pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
-        let entries = self.index_entries()?;
-        resolve_in_index(&entries, reference, &self.loc(), |digest| {
+        self.root_index()?.resolve(reference, &self.loc(), |digest| {
             let path = self.blob_path_of(digest);
             if !path.exists() {
                 return Ok(None);
@@ -321,66 +307,15 @@ pub struct GcReport {
     pub temp_files: usize,
 }
 
-/// Resolve `reference` against index.json entries (layouts and archives alike): None is
-/// the only root, a digest is an entry or any manifest blob, else a tag (`ref.name`, or the
-/// tag of a full reference as BuildKit writes it).
+/// Resolve `reference` against index.json entries (layouts and archives alike); see
+/// [`RootIndex::resolve`].
 pub(crate) fn resolve_in_index(
     entries: &[Descriptor],
     reference: Option<&str>,
     location: &str,
     manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
 ) -> Result<Descriptor> {
-    match reference {
-        None => match entries.len() {
-            1 => Ok(entries[0].clone()),
-            0 => Err(Error::not_found("any manifest", location)),
-            n => Err(Error::InvalidReference {
-                reference: location.to_string(),
-                reason: format!(
-                    "{location} holds {n} manifests; name one with :TAG or @DIGEST (tags: {})",
-                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
-                ),
-            }),
-        },
-        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
-            let digest: Digest = r.parse()?;
-            if let Some(d) = entries.iter().find(|d| d.digest == digest) {
-                return Ok(d.clone());
-            }
-            let bytes =
-                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
-            let actual = digest.same_alg_of(&bytes);
-            if actual != digest {
-                return Err(Error::DigestMismatch {
-                    what: "manifest".into(),
-                    location: location.into(),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            Ok(Document::parse(bytes, digest, None, location)?.descriptor())
-        }
-        Some(tag) => {
-            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
-            match exact.or_else(by_tag) {
-                Some(i) => Ok(entries[i].clone()),
-                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
-            }
-        }
-    }
-}
-
-/// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
-pub fn tag_of_ref_name(name: &str) -> &str {
-    match name.rsplit_once(':') {
-        Some((_, t)) if !t.contains('/') && name.contains('/') => t,
-        _ => name,
-    }
-}
-
-fn ref_name(entry: &Value) -> Option<&str> {
-    entry.get("annotations")?.get(media::ANNOTATION_REF_NAME)?.as_str()
+    resolve_in_entries(entries, reference, location, manifest_by_digest)
 }
 
 fn empty_index() -> String {
@@ -601,14 +536,7 @@ impl Source for Layout {
     }
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
-        Ok(self
-            .index_entries()?
-            .into_iter()
-            .map(|d| {
-                let t = d.ref_name().map(str::to_string);
-                (d, t)
-            })
-            .collect())
+        Ok(self.root_index()?.roots())
     }
 }
 
@@ -653,14 +581,6 @@ impl Destination for Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ref_name_tags() {
-        assert_eq!(tag_of_ref_name("v1"), "v1");
-        assert_eq!(tag_of_ref_name("docker.io/library/alpine:3.20"), "3.20");
-        assert_eq!(tag_of_ref_name("localhost:5000/a/b:latest"), "latest");
-        assert_eq!(tag_of_ref_name("localhost:5000/a/b"), "localhost:5000/a/b");
-    }
 
     #[tokio::test]
     async fn tags_replace_and_resolve_buildkit_names() {
