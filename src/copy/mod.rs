@@ -21,8 +21,8 @@ use bytes::Bytes;
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
-use crate::model::platform::Platform;
 use crate::model::media;
+use crate::model::platform::Platform;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
 /// Deepest nesting of indexes copied (root = 1). OCI sets no bound; real images nest two or
@@ -198,9 +198,7 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
     if tags.is_empty() {
         ctx.dst.add_root(&root).await?;
     }
-    for t in tags {
-        ctx.dst.push_manifest(&root, doc.bytes.clone(), Some(t)).await?;
-    }
+    ctx.dst.push_tags(&root, doc.bytes.clone(), tags).await?;
     Ok(())
 }
 
@@ -429,7 +427,8 @@ mod tests {
         let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
         assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
         assert!(r.rewritten.is_empty());
-        let two = CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
+        let two =
+            CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &two, &NoProgress).await.unwrap();
         let tagged = dst.resolve(Some("v1")).await.unwrap();

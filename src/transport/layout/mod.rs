@@ -571,6 +571,14 @@ impl Destination for Layout {
         Ok(())
     }
 
+    async fn push_tags(&self, desc: &Descriptor, bytes: Bytes, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.write_blob_bytes(desc, &bytes)?;
+        self.set_tags(desc, tags)
+    }
+
     async fn add_root(&self, desc: &Descriptor) -> Result<()> {
         let mut d = desc.clone();
         d.annotations.remove(media::ANNOTATION_REF_NAME);
