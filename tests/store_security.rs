@@ -130,3 +130,176 @@ async fn copying_8000_tags_writes_index_json_once() {
     assert_eq!(got.len(), TAGS);
     assert!(got.iter().all(|d| d.digest == mdesc.digest));
 }
+
+// ---- gc and fsck only on real layouts ---------------------------------------------------
+
+/// gc and fsck refuse a directory without index.json, with a damaged one, or with one that is
+/// not an index (`{}` once meant "no roots": gc deleted every blob); nothing is created or
+/// deleted, and gc of a directory that is no layout at all does not make it one.
+#[test]
+fn gc_and_fsck_refuse_what_is_not_a_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    let (_, junk) = small_layout(&l);
+    fs::remove_dir_all(l.join(".hoist")).unwrap();
+    let index = l.join("index.json");
+    let good = fs::read(&index).unwrap();
+    for (what, content) in
+        [("missing", None), ("damaged", Some(&b"{\"manifests\": [ {"[..])), ("not an index", Some(&b"{}"[..]))]
+    {
+        match content {
+            None => fs::remove_file(&index).unwrap(),
+            Some(c) => fs::write(&index, c).unwrap(),
+        }
+        let before = tree(t.path());
+        for args in [&["layout", "gc"][..], &["layout", "gc", "--dry-run"], &["layout", "fsck"]] {
+            let mut a = args.to_vec();
+            let dir = l.display().to_string();
+            a.push(&dir);
+            let out = hoist(&a);
+            assert_ne!(out.status.code(), Some(0), "{what}: {a:?} must fail");
+            fails_naming(&out, 2, &index);
+            assert_eq!(tree(t.path()), before, "{what}: {a:?} changed something");
+        }
+        assert!(junk.exists());
+    }
+    fs::write(&index, &good).unwrap();
+
+    // Not a layout at all: gc does not create one.
+    let plain = t.path().join("plain");
+    fs::create_dir(&plain).unwrap();
+    fs::write(plain.join("keep.txt"), b"mine").unwrap();
+    let before = tree(t.path());
+    let out = hoist(&["layout", "gc", &plain.display().to_string()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains(&plain.display().to_string()), "{}", stderr(&out));
+    assert_eq!(tree(t.path()), before, "gc created something in a directory that is no layout");
+    let missing = t.path().join("missing");
+    let out = hoist(&["layout", "gc", &missing.display().to_string()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!missing.exists(), "gc created a layout");
+}
+
+/// `gc --dry-run` on a valid layout reports and writes nothing, not even a lock file.
+#[test]
+fn gc_dry_run_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    let (_, junk) = small_layout(&l);
+    fs::remove_dir_all(l.join(".hoist")).unwrap();
+    let before = tree(t.path());
+    let out = hoist(&["layout", "gc", "--dry-run", &l.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(junk.file_name().unwrap().to_str().unwrap()));
+    assert_eq!(tree(t.path()), before, "a dry run wrote something");
+    let out = hoist(&["layout", "gc", &l.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!junk.exists());
+}
+
+// ---- nothing followed through a symlink out of a layout ---------------------------------
+
+/// A layout whose `blobs/sha256` links to another layout's: gc once deleted the other
+/// layout's blobs through it. gc, fsck and a copy into it refuse, naming the link, and the
+/// other layout is untouched.
+#[test]
+fn symlinked_blob_dirs_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    small_layout(&victim);
+    for link in ["blobs/sha256", "blobs"] {
+        let l = t.path().join(format!("l-{}", link.replace('/', "-")));
+        Layout::create(&l).unwrap();
+        fs::remove_dir_all(l.join("blobs")).unwrap();
+        if link == "blobs/sha256" {
+            fs::create_dir(l.join("blobs")).unwrap();
+        }
+        symlink(victim.join(link), l.join(link)).unwrap();
+        let before = tree(t.path());
+        let dir = l.display().to_string();
+        for args in [vec!["layout", "gc", &dir], vec!["layout", "gc", "--dry-run", &dir], vec!["layout", "fsck", &dir]]
+        {
+            let out = hoist(&args);
+            fails_naming(&out, 2, &l.join(link));
+            assert_eq!(
+                tree(&victim),
+                before.iter().filter(|(p, _)| p.starts_with(&victim)).map(|(p, v)| (p.clone(), v.clone())).collect(),
+                "{args:?}"
+            );
+        }
+        let out = hoist(&["copy", &format!("oci:{}:v1", victim.display()), &format!("oci:{dir}:v1")]);
+        fails_naming(&out, 2, &l.join(link));
+        assert_eq!(tree(t.path()), before, "copy wrote through {link}");
+    }
+}
+
+/// A symlinked `.hoist` or `.hoist/tmp` (gc once emptied a home directory through one) and a
+/// symlinked lock file (opening it created the file it pointed to) are refused.
+#[test]
+fn symlinked_state_dirs_and_locks_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    small_layout(&src);
+    let home = t.path().join("home");
+    fs::create_dir(&home).unwrap();
+    fs::write(home.join("precious.txt"), b"do not delete").unwrap();
+    for (link, target) in
+        [(".hoist/tmp", home.clone()), (".hoist", home.clone()), (".hoist/session.lock", t.path().join("created"))]
+    {
+        let l = t.path().join("l");
+        let _ = fs::remove_dir_all(&l);
+        drop(Layout::create(&l).unwrap());
+        let p = l.join(link);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+        symlink(&target, &p).unwrap();
+        let before = tree(t.path());
+        let dir = l.display().to_string();
+        for args in
+            [vec!["layout", "gc", &dir], vec!["copy", &format!("oci:{}:v1", src.display()), &format!("oci:{dir}:v2")]]
+        {
+            let out = hoist(&args);
+            fails_naming(&out, 2, &p);
+            assert_eq!(tree(t.path()), before, "{link}: {args:?} changed something");
+        }
+        assert!(!t.path().join("created").exists(), "a symlinked lock created its target");
+    }
+    assert!(home.join("precious.txt").exists());
+}
+
+// ---- blobs are regular files ------------------------------------------------------------
+
+/// A layer blob replaced by a FIFO, by a symlink to /dev/zero, or by a symlink to a file
+/// outside the layout: copy and fsck end with an error naming the blob, not a hang.
+#[test]
+fn blobs_that_are_not_regular_files_are_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    fs::write(&outside, b"layer bytes").unwrap();
+    for kind in ["fifo", "dev-zero", "outside"] {
+        let l = t.path().join(format!("l-{kind}"));
+        small_layout(&l);
+        let layer = Descriptor::of_bytes(media::OCI_LAYER_TAR, b"layer bytes");
+        let blob = Layout::open(&l).unwrap().blob_path_of(&layer.digest);
+        fs::remove_file(&blob).unwrap();
+        match kind {
+            "fifo" => {
+                let c = std::ffi::CString::new(blob.to_str().unwrap()).unwrap();
+                // SAFETY: mkfifo on a path this test owns.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }
+            "dev-zero" => symlink("/dev/zero", &blob).unwrap(),
+            _ => symlink(&outside, &blob).unwrap(),
+        }
+        let dst = t.path().join(format!("dst-{kind}"));
+        let out = hoist(&["copy", &format!("oci:{}:v1", l.display()), &format!("oci:{}", dst.display())]);
+        fails_naming(&out, 2, &blob);
+        let out = hoist(&["layout", "fsck", &l.display().to_string()]);
+        assert_ne!(out.status.code(), Some(0), "fsck of a layout with a {kind} blob");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(all.contains(&blob.display().to_string()), "{kind}: {all}");
+    }
+}

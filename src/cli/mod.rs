@@ -382,7 +382,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
         }
         Command::Layout(LayoutCmd::Gc { dir, dry_run }) => {
-            let layout = Layout::create(&dir).and_then(|_| Layout::open(&dir))?;
+            let layout = Layout::open_for_gc(&dir)?;
             let report = layout.gc(dry_run).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
             if ctx.json() {

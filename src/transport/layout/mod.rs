@@ -12,7 +12,7 @@ pub use roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
 pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,10 @@ const TMP_DIR: &str = ".hoist/tmp";
 const SESSION_LOCK: &str = ".hoist/session.lock";
 const INDEX_LOCK: &str = ".hoist/index.lock";
 const COPY_BUF: usize = 1 << 20;
+/// Largest `oci-layout` file read.
+const MAX_MARKER_SIZE: u64 = 64 << 10;
+/// Largest index.json read: 256 MiB is about a million entries (8,000 tags are 2 MiB).
+const MAX_INDEX_SIZE: u64 = 256 << 20;
 /// Blocks queued for the blob writer thread.
 const WRITE_BLOCKS: usize = 2;
 /// Blocks a blob reader thread reads ahead.
@@ -49,26 +53,45 @@ impl Layout {
     pub fn open(root: impl AsRef<Path>) -> Result<Layout> {
         let root = root.as_ref().to_path_buf();
         let marker = root.join("oci-layout");
-        let text = fs::read(&marker).at(&marker)?;
+        let text = read_regular(&root, &marker, MAX_MARKER_SIZE)?;
         let v: Value =
             serde_json::from_slice(&text).map_err(|e| Error::malformed("oci-layout", root.display().to_string(), e))?;
         if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
             return Err(Error::malformed("oci-layout", root.display().to_string(), "missing imageLayoutVersion"));
         }
+        safe::dir_exists(&root, "blobs")?;
         Ok(Layout { root, _session: None, index_writes: Default::default() })
+    }
+
+    /// Open an existing layout to maintain it (`gc`, `fsck`): it must be a real OCI layout,
+    /// an `oci-layout` file and a valid `index.json` (schemaVersion 2, a `manifests` array of
+    /// descriptors). Creates nothing and takes no lock; `gc` locks for itself.
+    pub fn open_for_gc(root: impl AsRef<Path>) -> Result<Layout> {
+        let layout = Layout::open(root)?;
+        layout.strict_index()?;
+        Ok(layout)
+    }
+
+    /// index.json parsed strictly: a missing, unreadable or damaged one is an error naming it.
+    fn strict_index(&self) -> Result<RootIndex> {
+        let path = self.root.join("index.json");
+        let raw = read_regular(&self.root, &path, MAX_INDEX_SIZE)
+            .map_err(|e| Error::malformed("OCI layout", self.loc(), format!("{}: {e}", path.display())))?;
+        RootIndex::parse_strict(&raw, &path.display().to_string())
     }
 
     /// Open a layout for writing, creating it when missing, and take the shared session lock.
     pub fn create(root: impl AsRef<Path>) -> Result<Layout> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(root.join("blobs/sha256")).at(&root)?;
-        fs::create_dir_all(root.join(TMP_DIR)).at(&root)?;
-        let session = lock_file(&root.join(SESSION_LOCK), false)?;
+        fs::create_dir_all(&root).at(&root)?;
+        safe::ensure_dir(&root, "blobs/sha256")?;
+        safe::ensure_dir(&root, TMP_DIR)?;
+        let session = lock_file(&root, SESSION_LOCK, false)?;
         // index.json before the `oci-layout` marker: a writer killed in between leaves a
         // directory that is not (yet) a layout, never a layout without an index.
         let index = root.join("index.json");
         if !index.exists() {
-            let _g = lock_file(&root.join(INDEX_LOCK), true)?;
+            let _g = lock_file(&root, INDEX_LOCK, true)?;
             if !index.exists() {
                 write_atomic(&root, &index, empty_index().as_bytes())?;
             }
@@ -92,6 +115,18 @@ impl Layout {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
 
+    /// Open a blob as a regular file of this layout: not through a symlinked `blobs/` or
+    /// `blobs/<alg>/`, never a FIFO, device or a symlink leading out of the layout.
+    fn open_blob_file(&self, digest: &Digest) -> Result<File> {
+        safe::dir_exists(&self.root, &format!("blobs/{}", digest.algorithm().as_str()))?;
+        safe::open_regular(&self.root, &self.blob_path_of(digest))
+    }
+
+    /// A blob's bytes, at most `limit` of them.
+    fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        read_limited_from(self.open_blob_file(digest)?, &self.blob_path_of(digest), limit)
+    }
+
     fn loc(&self) -> String {
         format!("oci:{}", self.root.display())
     }
@@ -99,7 +134,7 @@ impl Layout {
     /// The root index (index.json), as read now.
     pub fn root_index(&self) -> Result<RootIndex> {
         let path = self.root.join("index.json");
-        let raw = fs::read(&path).at(&path)?;
+        let raw = read_regular(&self.root, &path, MAX_INDEX_SIZE)?;
         RootIndex::parse(&raw, &self.loc())
     }
 
@@ -111,7 +146,7 @@ impl Layout {
     /// Update index.json under the exclusive index lock: `f` edits the root index, which is
     /// then written back once (temp file, fsync, rename).
     pub fn update_index<T>(&self, f: impl FnOnce(&mut RootIndex) -> Result<T>) -> Result<T> {
-        let _g = lock_file(&self.root.join(INDEX_LOCK), true)?;
+        let _g = lock_file(&self.root, INDEX_LOCK, true)?;
         let mut index = self.root_index()?;
         let out = f(&mut index)?;
         write_atomic(&self.root, &self.root.join("index.json"), &index.to_bytes()?)?;
@@ -189,11 +224,11 @@ impl Layout {
     /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
     pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
         self.root_index()?.resolve(reference, &self.loc(), |digest| {
-            let path = self.blob_path_of(digest);
-            if !path.exists() {
-                return Ok(None);
+            match self.read_blob(digest, media::MAX_MANIFEST_SIZE) {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e) if safe::is_not_found(&e) => Ok(None),
+                Err(e) => Err(e),
             }
-            Ok(Some(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?)))
         })
     }
 
@@ -219,11 +254,15 @@ impl Layout {
 
     /// Check every reference and every blob; returns the problems found.
     pub async fn fsck(&self) -> Result<Vec<String>> {
+        self.strict_index()?;
         let (reachable, mut problems) = self.reachable().await?;
         for (digest, desc) in &reachable {
             let path = self.blob_path_of(digest);
-            match fs::metadata(&path) {
-                Err(_) => problems.push(format!("missing blob {digest} ({})", desc.media_type)),
+            match self.open_blob_file(digest).and_then(|f| f.metadata().at(&path)) {
+                Err(e) if safe::is_not_found(&e) => {
+                    problems.push(format!("missing blob {digest} ({})", desc.media_type))
+                }
+                Err(e) => problems.push(e.to_string()),
                 Ok(m) if m.len() != desc.size => {
                     problems.push(format!("blob {digest}: size {} != descriptor {}", m.len(), desc.size))
                 }
@@ -233,12 +272,15 @@ impl Layout {
         for (digest, path) in self.all_blobs()? {
             let root = self.root.clone();
             let d2 = digest.clone();
-            let actual = tokio::task::spawn_blocking(move || hash_file(&path, d2.algorithm()))
-                .await
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let actual = tokio::task::spawn_blocking(move || {
+                let f = safe::open_regular(&root, &path)?;
+                hash_reader(f, &path, d2.algorithm())
+            })
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
             match actual {
                 Ok(a) if a != digest => {
-                    problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", root.display()))
+                    problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", self.root.display()))
                 }
                 Ok(_) => {}
                 Err(e) => problems.push(e.to_string()),
@@ -250,15 +292,18 @@ impl Layout {
     /// Every blob file present, with its digest (files with invalid names are skipped).
     pub fn all_blobs(&self) -> Result<Vec<(Digest, PathBuf)>> {
         let mut out = Vec::new();
-        let blobs = self.root.join("blobs");
-        let Ok(algs) = fs::read_dir(&blobs) else {
+        if !safe::dir_exists(&self.root, "blobs")? {
             return Ok(out);
-        };
+        }
+        let blobs = self.root.join("blobs");
+        let algs = fs::read_dir(&blobs).at(&blobs)?;
         for alg in algs.flatten() {
             let alg_name = alg.file_name().to_string_lossy().to_string();
-            let Ok(files) = fs::read_dir(alg.path()) else {
+            // A symlinked `blobs/<alg>` would make gc delete another directory's files.
+            if !safe::dir_exists(&self.root, &format!("blobs/{alg_name}"))? {
                 continue;
-            };
+            }
+            let files = fs::read_dir(alg.path()).at(alg.path())?;
             for f in files.flatten() {
                 let name = f.file_name().to_string_lossy().to_string();
                 if let Ok(d) = format!("{alg_name}:{name}").parse::<Digest>() {
@@ -272,7 +317,23 @@ impl Layout {
 
     /// Remove unreferenced blobs and stale temp files. Waits for running writers.
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        let _excl = lock_file(&self.root.join(SESSION_LOCK), true)?;
+        self.strict_index()?;
+        // A dry run writes nothing, not even the lock file: it locks only one that exists.
+        let _lock = if dry_run {
+            if safe::dir_exists(&self.root, ".hoist")? {
+                let path = self.root.join(SESSION_LOCK);
+                let f = safe::open_lock(&self.root, &path, false)?;
+                if let Some(f) = &f {
+                    f.lock_shared().at(&path)?;
+                }
+                f
+            } else {
+                None
+            }
+        } else {
+            Some(lock_file(&self.root, SESSION_LOCK, true)?)
+        };
+        let has_tmp = safe::dir_exists(&self.root, TMP_DIR)?;
         let (reachable, problems) = self.reachable().await?;
         if !problems.is_empty() {
             return Err(Error::Other(format!("refusing gc of {}: {}", self.loc(), problems.join("; "))));
@@ -281,14 +342,15 @@ impl Layout {
         let keep: BTreeSet<&Digest> = reachable.keys().collect();
         for (digest, path) in self.all_blobs()? {
             if !keep.contains(&digest) {
-                report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
                 report.removed.push(digest);
                 if !dry_run {
                     fs::remove_file(&path).at(&path)?;
                 }
             }
         }
-        if let Ok(rd) = fs::read_dir(self.root.join(TMP_DIR)) {
+        let rd = if has_tmp { fs::read_dir(self.root.join(TMP_DIR)).ok() } else { None };
+        if let Some(rd) = rd {
             for f in rd.flatten() {
                 report.temp_files += 1;
                 if !dry_run {
@@ -424,18 +486,25 @@ pub(crate) fn blob_ok(path: &Path, size: u64) -> bool {
     fs::symlink_metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
 }
 
-fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
-    if let Some(p) = path.parent() {
-        fs::create_dir_all(p).at(p)?;
+/// Lock `root/rel` (created when missing, never through a symlink).
+fn lock_file(root: &Path, rel: &str, exclusive: bool) -> Result<File> {
+    if let Some((dir, _)) = rel.rsplit_once('/') {
+        safe::ensure_dir(root, dir)?;
     }
-    let f = OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path).at(path)?;
-    if exclusive { f.lock() } else { f.lock_shared() }.at(path)?;
+    let path = root.join(rel);
+    let f =
+        safe::open_lock(root, &path, true)?.ok_or_else(|| Error::not_found("lock file", path.display().to_string()))?;
+    if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
     Ok(f)
 }
 
-/// Read a file refusing anything larger than `limit`.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(path).at(path)?;
+/// Read a file of the layout `root` as a regular file (see `safe::open_regular`), refusing
+/// anything larger than `limit`.
+fn read_regular(root: &Path, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    read_limited_from(safe::open_regular(root, path)?, path, limit)
+}
+
+fn read_limited_from(f: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     f.take(limit + 1).read_to_end(&mut out).at(path)?;
     if out.len() as u64 > limit {
@@ -448,9 +517,17 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Read a file refusing anything larger than `limit`.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    read_limited_from(File::open(path).at(path)?, path, limit)
+}
+
 /// Hash a file with `alg` (blocking).
 pub fn hash_file(path: &Path, alg: crate::model::digest::Algorithm) -> Result<Digest> {
-    let mut f = File::open(path).at(path)?;
+    hash_reader(File::open(path).at(path)?, path, alg)
+}
+
+fn hash_reader(mut f: File, path: &Path, alg: crate::model::digest::Algorithm) -> Result<Digest> {
     let mut h = alg.hasher();
     let mut buf = vec![0u8; COPY_BUF];
     loop {
@@ -509,21 +586,21 @@ impl Source for Layout {
                 format!("descriptor size {} exceeds the manifest limit", desc.size),
             ));
         }
-        let path = self.blob_path_of(&desc.digest);
-        if !path.exists() {
-            return Err(Error::not_found(format!("manifest {}", desc.digest), self.loc()));
+        match self.read_blob(&desc.digest, media::MAX_MANIFEST_SIZE) {
+            Ok(b) => Ok(Bytes::from(b)),
+            Err(e) if safe::is_not_found(&e) => Err(Error::not_found(format!("manifest {}", desc.digest), self.loc())),
+            Err(e) => Err(e),
         }
-        Ok(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?))
     }
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
         let path = self.blob_path_of(&desc.digest);
-        let mut f = match File::open(&path) {
+        let mut f = match self.open_blob_file(&desc.digest) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if safe::is_not_found(&e) => {
                 return Err(Error::not_found(format!("blob {}", desc.digest), self.loc()))
             }
-            Err(e) => return Err(Error::io(&path, e)),
+            Err(e) => return Err(e),
         };
         if offset > 0 {
             f.seek(std::io::SeekFrom::Start(offset)).at(&path)?;
