@@ -303,3 +303,158 @@ fn blobs_that_are_not_regular_files_are_errors() {
         assert!(all.contains(&blob.display().to_string()), "{kind}: {all}");
     }
 }
+
+// ---- model pack inputs --------------------------------------------------------------------
+
+/// Digests of every regular file under `dir`.
+fn contents(dir: &Path) -> Vec<hoist::Digest> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| hoist::Digest::sha256_of(&fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// A symlink in a model directory leading out of it (`model pack` once packed /etc/shadow
+/// through one) is refused, naming the link; `--follow-symlinks` packs it.
+#[test]
+fn model_pack_refuses_links_out_of_the_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("model");
+    fs::create_dir_all(model.join("sub")).unwrap();
+    fs::write(model.join("weights.safetensors"), b"weights").unwrap();
+    fs::write(model.join("sub/inside.txt"), b"inside").unwrap();
+    symlink("inside.txt", model.join("sub/alias.txt")).unwrap();
+    fs::create_dir(t.path().join("outside")).unwrap();
+    let secret = t.path().join("outside/secret.txt");
+    fs::write(&secret, b"the secret").unwrap();
+    symlink("../../outside/secret.txt", model.join("sub/secret.txt")).unwrap();
+    let store = t.path().join("store");
+    let out = hoist(&["model", "pack", &model.display().to_string(), "--store", &store.display().to_string()]);
+    fails_naming(&out, 2, &model.join("sub/secret.txt"));
+    let secret_digest = hoist::Digest::sha256_of(b"the secret");
+    assert!(!contents(t.path().join("store").as_path()).contains(&secret_digest), "secret stored");
+
+    let out = hoist(&[
+        "model",
+        "pack",
+        &model.display().to_string(),
+        "--follow-symlinks",
+        "--store",
+        &store.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(contents(&store).contains(&secret_digest), "--follow-symlinks packs the target");
+}
+
+/// A Hugging Face cache snapshot, whose files link to `../../blobs/<hash>`, packs without
+/// the flag; a link from it out of its cache entry is still refused.
+#[test]
+fn model_pack_takes_a_hugging_face_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let entry = t.path().join("hub/models--org--tiny");
+    let snap = entry.join("snapshots/0123abcd");
+    fs::create_dir_all(snap.join("sub")).unwrap();
+    fs::create_dir_all(entry.join("blobs")).unwrap();
+    fs::write(entry.join("blobs/aaaa"), b"{\"model_type\":\"tiny\"}").unwrap();
+    fs::write(entry.join("blobs/bbbb"), b"tensor bytes").unwrap();
+    symlink("../../blobs/aaaa", snap.join("config.json")).unwrap();
+    symlink("../../../blobs/bbbb", snap.join("sub/model.safetensors")).unwrap();
+    let store = t.path().join("store");
+    let out = hoist(&["model", "pack", &snap.display().to_string(), "--store", &store.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = contents(&store);
+    assert!(got.contains(&hoist::Digest::sha256_of(b"tensor bytes")));
+
+    fs::write(t.path().join("hub/elsewhere"), b"not in the entry").unwrap();
+    symlink("../../../elsewhere", snap.join("escape.txt")).unwrap();
+    let store2 = t.path().join("store2");
+    let out = hoist(&["model", "pack", &snap.display().to_string(), "--store", &store2.display().to_string()]);
+    fails_naming(&out, 2, &snap.join("escape.txt"));
+}
+
+// ---- model unpack bounds ------------------------------------------------------------------
+
+/// A layout holding a model artifact with one tar layer of `media_type` and `blob`, tagged v1.
+fn model_layout(dir: &Path, media_type: &str, blob: &[u8], metadata: Option<&str>) {
+    let layout = Layout::create(dir).unwrap();
+    let mut layer = Descriptor::of_bytes(media_type, blob);
+    layout.write_blob_bytes(&layer, blob).unwrap();
+    if let Some(md) = metadata {
+        layer = layer.with_annotation(media::ANNOTATION_MODEL_FILE_METADATA, md);
+    }
+    layer = layer.with_annotation(media::ANNOTATION_MODEL_FILEPATH, "w.bin");
+    let config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
+    layout.write_blob_bytes(&config, media::EMPTY_JSON).unwrap();
+    let bytes = hoist::model::write::ImageManifest::new(config, vec![layer]).to_bytes().unwrap();
+    let root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    layout.write_blob_bytes(&root, &bytes).unwrap();
+    layout.set_tag(&root, "v1").unwrap();
+}
+
+fn tar_header(name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// A tar entry cut short (header says 1000 bytes, 300 follow) fails and leaves no file under
+/// its name (it once left the truncated file) and no temp file.
+#[test]
+fn model_unpack_never_leaves_a_truncated_file() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    let mut tar = tar_header("w.bin", 1000);
+    tar.extend(std::iter::repeat_n(7u8, 300));
+    let mt =
+        hoist::build::model::layer_media_type(hoist::build::ModelFileKind::Weight, hoist::build::ModelLayerFormat::Tar);
+    model_layout(&l, &mt, &tar, None);
+    let out_dir = t.path().join("out");
+    let out = hoist(&["model", "unpack", &format!("oci:{}:v1", l.display()), &out_dir.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("w.bin") && stderr(&out).contains("cut short"), "{}", stderr(&out));
+    let left: Vec<_> = fs::read_dir(&out_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A small gzip layer whose single file declares 100 bytes but expands to 64 MiB stops near
+/// its declared size and leaves nothing; without metadata, `--max-size` bounds it the same way.
+#[test]
+fn model_unpack_bounds_expansion() {
+    let t = tempfile::tempdir().unwrap();
+    const BIG: u64 = 64 << 20;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_header("w.bin", BIG)).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(BIG >> 20) {
+        gz.write_all(&zeros).unwrap();
+    }
+    gz.write_all(&[0u8; 1024]).unwrap();
+    let blob = gz.finish().unwrap();
+    assert!(blob.len() < 1 << 20, "a small compressed layer");
+    let mt = hoist::build::model::layer_media_type(
+        hoist::build::ModelFileKind::Weight,
+        hoist::build::ModelLayerFormat::TarGzip,
+    );
+    let md = r#"{"name":"w.bin","mode":420,"uid":0,"gid":0,"size":100,"mtime":"1970-01-01T00:00:00Z","typeflag":48}"#;
+    for (name, metadata, extra) in [("declared", Some(md), vec![]), ("max-size", None, vec!["--max-size", "1048576"])] {
+        let l = t.path().join(format!("l-{name}"));
+        model_layout(&l, &mt, &blob, metadata);
+        let out_dir = t.path().join(format!("out-{name}"));
+        let src = format!("oci:{}:v1", l.display());
+        let dst = out_dir.display().to_string();
+        let mut args = vec!["model", "unpack", &src, &dst];
+        args.extend(extra.iter().copied());
+        let out = hoist(&args);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains("expands beyond"), "{name}: {}", stderr(&out));
+        let left: Vec<_> =
+            fs::read_dir(&out_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{name}: left behind: {left:?}");
+    }
+}
