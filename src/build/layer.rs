@@ -39,12 +39,15 @@ pub struct LayerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Owner uid of every entry (default 0).
     pub uid: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Owner gid of every entry (default 0).
     pub gid: Option<u64>,
 }
 
 impl LayerEntry {
+    /// `source` placed at `target` with the defaults.
     pub fn new(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
         LayerEntry { source: source.into(), target: target.into(), mode: None, uid: None, gid: None }
     }
@@ -56,9 +59,18 @@ const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// An uncompressed tar.
     None,
-    Gzip { level: u32 },
-    Zstd { level: i32 },
+    /// gzip at `level` (0-9).
+    Gzip {
+        /// 0 (store) to 9 (smallest).
+        level: u32,
+    },
+    /// zstd at `level` (1-22).
+    Zstd {
+        /// 1 to 22.
+        level: i32,
+    },
 }
 
 impl Default for Compression {
@@ -126,7 +138,9 @@ impl<'de> Deserialize<'de> for Compression {
 /// A layer stored in the layout: its descriptor and the digest of the uncompressed tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerBlob {
+    /// The compressed blob as stored.
     pub descriptor: Descriptor,
+    /// Digest of the uncompressed tar (`rootfs.diff_ids`).
     pub diff_id: Digest,
 }
 

@@ -31,10 +31,15 @@ use crate::transport::{NoProgress, Source};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelFileKind {
+    /// Model weights.
     Weight,
+    /// Weight configuration (config.json, tokenizer files, ...).
     WeightConfig,
+    /// Documentation (README, LICENSE, ...).
     Doc,
+    /// Code and scripts.
     Code,
+    /// Data sets.
     Dataset,
 }
 
@@ -122,10 +127,13 @@ pub enum ModelLayerFormat {
     #[serde(rename = "raw")]
     Raw,
     #[serde(rename = "tar")]
+    /// A tar of the file.
     Tar,
     #[serde(rename = "tar+gzip")]
+    /// A gzip-compressed tar of the file.
     TarGzip,
     #[serde(rename = "tar+zstd")]
+    /// A zstd-compressed tar of the file.
     TarZstd,
 }
 
@@ -161,30 +169,44 @@ pub struct ModelSpec {
     pub dir: PathBuf,
     /// Follow symlinks that lead out of `dir` (`--follow-symlinks`).
     pub follow_symlinks: bool,
+    /// `descriptor.name`.
     pub name: Option<String>,
+    /// `descriptor.version`.
     pub version: Option<String>,
+    /// `descriptor.family`.
     pub family: Option<String>,
+    /// `descriptor.authors`.
     pub authors: Vec<String>,
+    /// `descriptor.licenses`.
     pub licenses: Vec<String>,
+    /// `descriptor.description`.
     pub description: Option<String>,
+    /// `config.architecture`, e.g. `transformer`.
     pub architecture: Option<String>,
     /// e.g. `safetensors`, `gguf`, `onnx`.
     pub format: Option<String>,
     /// e.g. `8b`.
     pub param_size: Option<String>,
+    /// `config.precision`, e.g. `bf16`.
     pub precision: Option<String>,
+    /// `config.quantization`, e.g. `awq`.
     pub quantization: Option<String>,
+    /// How each file becomes a layer.
     pub layer_format: ModelLayerFormat,
     /// Kind for specific relative paths, overriding classification.
     pub kinds: BTreeMap<String, ModelFileKind>,
     /// Kind of files classification does not recognise.
     pub default_kind: ModelFileKind,
+    /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Overrides `SOURCE_DATE_EPOCH` for this pack.
     pub source_date_epoch: Option<i64>,
+    /// Tag in the layout (otherwise an untagged root).
     pub tag: Option<String>,
 }
 
 impl ModelSpec {
+    /// Pack `dir` with the defaults: raw layers, unknown files as code.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ModelSpec {
             dir: dir.into(),
@@ -263,12 +285,19 @@ struct ModelRunConfig {
 /// `org.cncf.model.file.metadata+json`, as modctl writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMetadata {
+    /// File name.
     pub name: String,
+    /// Mode bits (with the file type bits, as Go's `os.FileMode` writes them).
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time (RFC 3339).
     pub mtime: String,
+    /// Tar type flag (`b'0'` for a regular file).
     pub typeflag: u8,
 }
 

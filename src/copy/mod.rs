@@ -21,8 +21,8 @@ use bytes::Bytes;
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
-use crate::model::media;
 use crate::model::platform::Platform;
+use crate::model::media;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
 /// Deepest nesting of indexes copied (root = 1). OCI sets no bound; real images nest two or
@@ -427,8 +427,7 @@ mod tests {
         let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
         assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
         assert!(r.rewritten.is_empty());
-        let two =
-            CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
+        let two = CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &two, &NoProgress).await.unwrap();
         let tagged = dst.resolve(Some("v1")).await.unwrap();

@@ -30,6 +30,7 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// An empty store.
     pub fn new() -> Memory {
         Memory::default()
     }

@@ -8,8 +8,8 @@ pub mod layout;
 pub mod memory;
 pub mod registry;
 
-pub use crate::model::verify::{unwrap_io_error, VerifyReader};
 pub use endpoint::{open_destination, open_source, Endpoint};
+pub use crate::model::verify::{unwrap_io_error, VerifyReader};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -107,10 +107,12 @@ impl Layout {
         Ok(Layout { root, _session: Some(session), index_writes: Default::default() })
     }
 
+    /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// Where the blob `digest` lives: `blobs/<alg>/<hex>`.
     pub fn blob_path_of(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
@@ -362,10 +364,14 @@ impl Layout {
     }
 }
 
+/// What `gc` removed (or, in a dry run, would remove).
 #[derive(Debug, Default)]
 pub struct GcReport {
+    /// Unreferenced blobs.
     pub removed: Vec<Digest>,
+    /// Their total size.
     pub bytes: u64,
+    /// Stale temp files in `.hoist/tmp`.
     pub temp_files: usize,
 }
 
