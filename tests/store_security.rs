@@ -458,3 +458,38 @@ fn model_unpack_bounds_expansion() {
         assert!(left.is_empty(), "{name}: left behind: {left:?}");
     }
 }
+
+// ---- build inputs ---------------------------------------------------------------------------
+
+/// A symlink in a build context leading out of it is refused, naming the link, and the store
+/// gets none of the target's bytes; `--follow-symlinks` stores the file it points to.
+#[test]
+fn build_follows_links_out_of_the_context_only_when_asked() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    fs::create_dir_all(ctx.join("app")).unwrap();
+    fs::write(ctx.join("app/run.sh"), b"#!/bin/sh\n").unwrap();
+    let secret = t.path().join("secret.txt");
+    fs::write(&secret, b"build secret").unwrap();
+    symlink(&secret, ctx.join("app/secret.txt")).unwrap();
+    fs::write(
+        ctx.join("hoist.toml"),
+        "compression = \"none\"\n[[layers]]\nfiles = [{ source = \"app\", target = \"/app\" }]\n",
+    )
+    .unwrap();
+    let file = ctx.join("hoist.toml").display().to_string();
+    let store = t.path().join("store");
+    let out = hoist(&["build", "-f", &file, "--store", &store.display().to_string()]);
+    fails_naming(&out, 2, &ctx.join("app/secret.txt"));
+    let needle = b"build secret";
+    let has_secret = |dir: &Path| {
+        walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| e.file_type().is_file()).any(|e| {
+            let b = fs::read(e.path()).unwrap();
+            b.windows(needle.len()).any(|w| w == needle)
+        })
+    };
+    assert!(!store.exists() || !has_secret(&store), "secret stored without --follow-symlinks");
+    let out = hoist(&["build", "-f", &file, "--follow-symlinks", "--store", &store.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has_secret(&store), "--follow-symlinks stores the file the link points to");
+}

@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
+use super::layer::{build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 use super::{rfc3339, source_date_epoch, store_bytes};
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::{Descriptor, Platform};
@@ -83,6 +83,10 @@ pub struct ImageSpec {
     /// Overrides `SOURCE_DATE_EPOCH` for this build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_date_epoch: Option<i64>,
+    /// Store what a symlink leading out of a source directory points to (a regular file)
+    /// instead of refusing it (`--follow-symlinks`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_symlinks: bool,
 }
 
 /// A `hoist.toml` build file.
@@ -150,8 +154,9 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         let root = layout.root().to_path_buf();
         let files = l.files.clone();
         let compression = spec.compression;
+        let follow = spec.follow_symlinks;
         let blob = tokio::task::spawn_blocking(move || {
-            build_layer_blocking(&Layout::open(&root)?, &files, compression, epoch)
+            build_layer_following_blocking(&Layout::open(&root)?, &files, compression, epoch, follow)
         })
         .await
         .map_err(|e| Error::Other(format!("layer builder: {e}")))??;

@@ -168,7 +168,19 @@ pub fn build_layer_blocking(
     compression: Compression,
     mtime: i64,
 ) -> Result<LayerBlob> {
-    let items = collect(entries)?;
+    build_layer_following_blocking(layout, entries, compression, mtime, false)
+}
+
+/// [`build_layer_blocking`]; with `follow_symlinks`, a symlink inside a source directory that
+/// leads out of it (refused otherwise) is stored as the regular file it points to.
+pub fn build_layer_following_blocking(
+    layout: &Layout,
+    entries: &[LayerEntry],
+    compression: Compression,
+    mtime: i64,
+    follow_symlinks: bool,
+) -> Result<LayerBlob> {
+    let items = collect(entries, follow_symlinks)?;
     let mut tmp = layout.begin_blob()?;
     // Layers are written direct: their size is unknown until the end, and small ones only
     // pay one short extra write for the tail.
@@ -189,7 +201,7 @@ pub fn build_layer_blocking(
 /// Write the deterministic tar of `entries` to `w` (no compression). Returns nothing but
 /// the bytes; used by tests and by callers that hash themselves.
 pub fn write_tar_blocking(entries: &[LayerEntry], mtime: i64, w: &mut impl Write) -> Result<()> {
-    let items = collect(entries)?;
+    let items = collect(entries, false)?;
     write_tar(&items, mtime.max(0) as u64, w)
 }
 
@@ -224,7 +236,7 @@ fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", path.display())))
 }
 
-fn collect(entries: &[LayerEntry]) -> Result<BTreeMap<String, Item>> {
+fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<String, Item>> {
     let mut out = BTreeMap::new();
     for e in entries {
         let target = normalize_target(&e.target)?;
@@ -258,8 +270,29 @@ fn collect(entries: &[LayerEntry]) -> Result<BTreeMap<String, Item>> {
                     }
                 } else if ft.is_symlink() {
                     let link = fs::read_link(w.path()).at(w.path())?;
-                    check_symlink(w.path(), rel, &link)?;
-                    Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
+                    match check_symlink(w.path(), rel, &link) {
+                        Ok(()) => {
+                            Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
+                        }
+                        Err(e) if !follow_symlinks => return Err(e),
+                        Err(_) => {
+                            // --follow-symlinks: what the link points to, as a regular file.
+                            let t = fs::metadata(w.path()).at(w.path())?;
+                            if !t.is_file() {
+                                return Err(unsafe_path(
+                                    w.path(),
+                                    "--follow-symlinks follows links to regular files only",
+                                ));
+                            }
+                            let src = w.path().to_path_buf();
+                            Item {
+                                kind: Kind::File { src, size: t.len(), link_key: None },
+                                mode: mode_of(&t),
+                                uid,
+                                gid,
+                            }
+                        }
+                    }
                 } else {
                     return Err(Error::Unsupported(format!(
                         "{}: sockets, devices and fifos cannot go into a layer",

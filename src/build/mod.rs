@@ -20,7 +20,7 @@ use crate::transport::layout::Layout;
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
-pub use layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
+pub use layer::{build_layer_blocking, build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 pub use model::{
     build_model, unpack_model, unpack_model_with, ModelFileKind, ModelLayerFormat, ModelSpec, UnpackOptions,
 };
