@@ -15,6 +15,7 @@ use crate::transport::layout::Layout;
 /// One file of an artifact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactFile {
+    /// Path of the file on disk.
     pub path: PathBuf,
     /// Layer media type; default `application/octet-stream`.
     pub media_type: Option<String>,
@@ -23,14 +24,18 @@ pub struct ArtifactFile {
 }
 
 impl ArtifactFile {
+    /// A file with the default media type and title.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         ArtifactFile { path: path.into(), media_type: None, title: None }
     }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What `build_artifact` builds: files, config, annotations, subject, tag.
 pub struct ArtifactSpec {
+    /// The manifest's `artifactType`.
     pub artifact_type: Option<String>,
+    /// The files, one layer each, in order.
     pub files: Vec<ArtifactFile>,
     /// Config file and its media type; `None`: the empty descriptor.
     pub config: Option<(PathBuf, String)>,
@@ -42,14 +47,18 @@ pub struct ArtifactSpec {
     pub config_annotations: BTreeMap<String, String>,
     /// The manifest this artifact refers to.
     pub subject: Option<Descriptor>,
+    /// Tag in the layout (otherwise an untagged root).
     pub tag: Option<String>,
 }
 
 /// Annotations from an oras-style JSON file: `{"$manifest": {..}, "$config": {..}, "<title>": {..}}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnotationFile {
+    /// `$manifest`: manifest annotations.
     pub manifest: BTreeMap<String, String>,
+    /// `$config`: config descriptor annotations.
     pub config: BTreeMap<String, String>,
+    /// Layer annotations keyed by file title.
     pub files: BTreeMap<String, BTreeMap<String, String>>,
 }
 

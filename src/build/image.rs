@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
+use super::layer::{build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 use super::{rfc3339, source_date_epoch, store_bytes};
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::{Descriptor, Platform};
@@ -27,6 +27,7 @@ const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerSpec {
+    /// The files of the layer.
     pub files: Vec<LayerEntry>,
     /// Text for this layer's `history` entry (default `hoist build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,20 +48,28 @@ pub struct ImageSpec {
     #[serde(default)]
     pub platforms: Vec<String>,
     #[serde(default)]
+    /// Layer compression.
     pub compression: Compression,
     #[serde(default)]
+    /// Layers, bottom first, on top of the base image's.
     pub layers: Vec<LayerSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Entrypoint` of the config.
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Cmd` of the config.
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
+    /// Environment, merged by name over the base image's.
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `WorkingDir` of the config.
     pub workdir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `User` of the config.
     pub user: Option<String>,
     #[serde(default)]
+    /// Labels, merged over the base image's.
     pub labels: BTreeMap<String, String>,
     /// `8080`, `8080/tcp`, `53/udp`.
     #[serde(default)]
@@ -69,10 +78,15 @@ pub struct ImageSpec {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `author` of the config.
     pub author: Option<String>,
     /// Overrides `SOURCE_DATE_EPOCH` for this build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_date_epoch: Option<i64>,
+    /// Store what a symlink leading out of a source directory points to (a regular file)
+    /// instead of refusing it (`--follow-symlinks`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_symlinks: bool,
 }
 
 /// A `hoist.toml` build file.
@@ -107,7 +121,9 @@ impl BuildFile {
 
 /// The base image to build on: where to read it and its root (manifest or index).
 pub struct BaseImage<'a> {
+    /// Where the base image is read from.
     pub source: &'a dyn Source,
+    /// Its root: a manifest, or an index to pick the platform from.
     pub root: Descriptor,
     /// Reference recorded in `org.opencontainers.image.base.name`.
     pub name: Option<String>,
@@ -138,8 +154,9 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         let root = layout.root().to_path_buf();
         let files = l.files.clone();
         let compression = spec.compression;
+        let follow = spec.follow_symlinks;
         let blob = tokio::task::spawn_blocking(move || {
-            build_layer_blocking(&Layout::open(&root)?, &files, compression, epoch)
+            build_layer_following_blocking(&Layout::open(&root)?, &files, compression, epoch, follow)
         })
         .await
         .map_err(|e| Error::Other(format!("layer builder: {e}")))??;

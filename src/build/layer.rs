@@ -13,13 +13,12 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::pgzip::ParGzEncoder;
-use super::{PipeWriter, TempBlob, BUF};
+use super::{PipeWriter, BUF};
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
 use crate::model::verify::HashWriter;
-use crate::transport::layout::blobfile::BlobFile;
 use crate::transport::layout::Layout;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
@@ -40,12 +39,15 @@ pub struct LayerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Owner uid of every entry (default 0).
     pub uid: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Owner gid of every entry (default 0).
     pub gid: Option<u64>,
 }
 
 impl LayerEntry {
+    /// `source` placed at `target` with the defaults.
     pub fn new(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
         LayerEntry { source: source.into(), target: target.into(), mode: None, uid: None, gid: None }
     }
@@ -57,9 +59,18 @@ const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// An uncompressed tar.
     None,
-    Gzip { level: u32 },
-    Zstd { level: i32 },
+    /// gzip at `level` (0-9).
+    Gzip {
+        /// 0 (store) to 9 (smallest).
+        level: u32,
+    },
+    /// zstd at `level` (1-22).
+    Zstd {
+        /// 1 to 22.
+        level: i32,
+    },
 }
 
 impl Default for Compression {
@@ -127,7 +138,9 @@ impl<'de> Deserialize<'de> for Compression {
 /// A layer stored in the layout: its descriptor and the digest of the uncompressed tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerBlob {
+    /// The compressed blob as stored.
     pub descriptor: Descriptor,
+    /// Digest of the uncompressed tar (`rootfs.diff_ids`).
     pub diff_id: Digest,
 }
 
@@ -155,11 +168,23 @@ pub fn build_layer_blocking(
     compression: Compression,
     mtime: i64,
 ) -> Result<LayerBlob> {
-    let items = collect(entries)?;
-    let tmp = TempBlob::new(layout)?;
+    build_layer_following_blocking(layout, entries, compression, mtime, false)
+}
+
+/// [`build_layer_blocking`]; with `follow_symlinks`, a symlink inside a source directory that
+/// leads out of it (refused otherwise) is stored as the regular file it points to.
+pub fn build_layer_following_blocking(
+    layout: &Layout,
+    entries: &[LayerEntry],
+    compression: Compression,
+    mtime: i64,
+    follow_symlinks: bool,
+) -> Result<LayerBlob> {
+    let items = collect(entries, follow_symlinks)?;
+    let mut tmp = layout.begin_blob()?;
     // Layers are written direct: their size is unknown until the end, and small ones only
     // pay one short extra write for the tail.
-    let out = BlobFile::new(tmp.file().try_clone().at(tmp.path())?, true);
+    let out = tmp.blob_file(true)?;
     let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
     // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
     let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));
@@ -168,14 +193,15 @@ pub fn build_layer_blocking(
     let sink = pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
     let (file, digest, size) = sink.finish();
     file.into_inner().map_err(|e| e.into_error()).at(tmp.path())?.finish().at(tmp.path())?;
-    tmp.commit(layout, &digest, size)?;
+    tmp.set_hashed(digest.clone(), size);
+    tmp.commit(&digest, size)?;
     Ok(LayerBlob { descriptor: Descriptor::new(compression.layer_media_type(), digest, size), diff_id })
 }
 
 /// Write the deterministic tar of `entries` to `w` (no compression). Returns nothing but
 /// the bytes; used by tests and by callers that hash themselves.
 pub fn write_tar_blocking(entries: &[LayerEntry], mtime: i64, w: &mut impl Write) -> Result<()> {
-    let items = collect(entries)?;
+    let items = collect(entries, false)?;
     write_tar(&items, mtime.max(0) as u64, w)
 }
 
@@ -210,7 +236,7 @@ fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", path.display())))
 }
 
-fn collect(entries: &[LayerEntry]) -> Result<BTreeMap<String, Item>> {
+fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<String, Item>> {
     let mut out = BTreeMap::new();
     for e in entries {
         let target = normalize_target(&e.target)?;
@@ -244,8 +270,29 @@ fn collect(entries: &[LayerEntry]) -> Result<BTreeMap<String, Item>> {
                     }
                 } else if ft.is_symlink() {
                     let link = fs::read_link(w.path()).at(w.path())?;
-                    check_symlink(w.path(), rel, &link)?;
-                    Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
+                    match check_symlink(w.path(), rel, &link) {
+                        Ok(()) => {
+                            Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
+                        }
+                        Err(e) if !follow_symlinks => return Err(e),
+                        Err(_) => {
+                            // --follow-symlinks: what the link points to, as a regular file.
+                            let t = fs::metadata(w.path()).at(w.path())?;
+                            if !t.is_file() {
+                                return Err(unsafe_path(
+                                    w.path(),
+                                    "--follow-symlinks follows links to regular files only",
+                                ));
+                            }
+                            let src = w.path().to_path_buf();
+                            Item {
+                                kind: Kind::File { src, size: t.len(), link_key: None },
+                                mode: mode_of(&t),
+                                uid,
+                                gid,
+                            }
+                        }
+                    }
                 } else {
                     return Err(Error::Unsupported(format!(
                         "{}: sockets, devices and fifos cannot go into a layer",

@@ -8,9 +8,9 @@ pub mod layer;
 pub mod model;
 mod pgzip;
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
@@ -20,12 +20,11 @@ use crate::transport::layout::Layout;
 
 pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
-pub use layer::{build_layer_blocking, Compression, LayerBlob, LayerEntry};
-pub use model::{build_model, unpack_model, ModelFileKind, ModelLayerFormat, ModelSpec};
+pub use layer::{build_layer_blocking, build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
+pub use model::{
+    build_model, unpack_model, unpack_model_with, ModelFileKind, ModelLayerFormat, ModelSpec, UnpackOptions,
+};
 
-/// Same directory as the layout's own temp files (`gc` clears it; writers hold the
-/// shared session lock so it never races us).
-const LAYOUT_TMP: &str = ".hoist/tmp";
 const BUF: usize = 1 << 20;
 
 /// `SOURCE_DATE_EPOCH` from the environment, 0 when unset or not a number.
@@ -209,65 +208,23 @@ impl<W: Write + Send + 'static> Drop for PipeWriter<W> {
     }
 }
 
-/// A blob being written into the layout's temp dir; becomes visible only in `commit`.
-pub(crate) struct TempBlob {
-    tmp: tempfile::NamedTempFile,
-}
-
-impl TempBlob {
-    pub fn new(layout: &Layout) -> Result<TempBlob> {
-        let dir = layout.root().join(LAYOUT_TMP);
-        fs::create_dir_all(&dir).at(&dir)?;
-        let tmp = crate::transport::layout::public_temp("build-").tempfile_in(&dir).at(&dir)?;
-        Ok(TempBlob { tmp })
-    }
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-    pub fn file(&self) -> &File {
-        self.tmp.as_file()
-    }
-    /// fsync and rename to `blobs/<alg>/<hex>` (keeping an existing blob of that size).
-    pub fn commit(self, layout: &Layout, digest: &Digest, size: u64) -> Result<PathBuf> {
-        let path = layout.blob_path_of(digest);
-        let actual = self.tmp.as_file().metadata().at(self.tmp.path())?.len();
-        if actual != size {
-            return Err(Error::SizeMismatch {
-                what: format!("blob {digest}"),
-                location: self.tmp.path().display().to_string(),
-                expected: size,
-                actual,
-            });
-        }
-        if fs::metadata(&path).map(|m| m.is_file() && m.len() == size).unwrap_or(false) {
-            return Ok(path);
-        }
-        self.tmp.as_file().sync_all().at(self.tmp.path())?;
-        let parent = path.parent().expect("blob dir").to_path_buf();
-        fs::create_dir_all(&parent).at(&parent)?;
-        self.tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        if let Ok(d) = File::open(&parent) {
-            let _ = d.sync_all();
-        }
-        Ok(path)
-    }
-}
-
 /// Store a file as a raw blob with one read of the source: reflink (FICLONE) into the
 /// temp dir and hash the clone, or copy while hashing. Never hardlinks: a later edit of
 /// the source would change the stored blob behind its digest.
 pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str) -> Result<Descriptor> {
     let mut input = File::open(src).at(src)?;
-    let tmp = TempBlob::new(layout)?;
+    let mut tmp = layout.begin_blob()?;
     let (digest, size) = if reflink(&input, tmp.file()) {
         let size = tmp.file().metadata().at(tmp.path())?.len();
         (crate::transport::layout::hash_file(tmp.path(), Algorithm::Sha256)?, size)
     } else {
         let len = input.metadata().at(src)?.len();
-        let out = BlobFile::for_size(tmp.file().try_clone().at(tmp.path())?, len);
-        copy_hashing(&mut input, out, src, tmp.path())?
+        let out = tmp.blob_file_for_size(len)?;
+        let path = tmp.path().to_path_buf();
+        copy_hashing(&mut input, out, src, &path)?
     };
-    tmp.commit(layout, &digest, size)?;
+    tmp.set_hashed(digest.clone(), size);
+    tmp.commit(&digest, size)?;
     Ok(Descriptor::new(media_type, digest, size))
 }
 

@@ -31,10 +31,15 @@ use crate::transport::{NoProgress, Source};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelFileKind {
+    /// Model weights.
     Weight,
+    /// Weight configuration (config.json, tokenizer files, ...).
     WeightConfig,
+    /// Documentation (README, LICENSE, ...).
     Doc,
+    /// Code and scripts.
     Code,
+    /// Data sets.
     Dataset,
 }
 
@@ -122,10 +127,13 @@ pub enum ModelLayerFormat {
     #[serde(rename = "raw")]
     Raw,
     #[serde(rename = "tar")]
+    /// A tar of the file.
     Tar,
     #[serde(rename = "tar+gzip")]
+    /// A gzip-compressed tar of the file.
     TarGzip,
     #[serde(rename = "tar+zstd")]
+    /// A zstd-compressed tar of the file.
     TarZstd,
 }
 
@@ -154,35 +162,55 @@ pub fn layer_media_type(kind: ModelFileKind, format: ModelLayerFormat) -> String
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelSpec {
     /// Model directory; every file under it except hidden ones (`.git`, ...) is packed.
-    /// Symlinks to files are followed (Hugging Face caches are symlink farms).
+    /// Symlinks to files inside it are followed; so are those of a Hugging Face cache
+    /// snapshot (`models--ORG--NAME/snapshots/REV/`) that stay inside the cache entry
+    /// `models--ORG--NAME/` (its files link to `../../blobs/<hash>`). A symlink leading
+    /// anywhere else is refused unless `follow_symlinks` is set.
     pub dir: PathBuf,
+    /// Follow symlinks that lead out of `dir` (`--follow-symlinks`).
+    pub follow_symlinks: bool,
+    /// `descriptor.name`.
     pub name: Option<String>,
+    /// `descriptor.version`.
     pub version: Option<String>,
+    /// `descriptor.family`.
     pub family: Option<String>,
+    /// `descriptor.authors`.
     pub authors: Vec<String>,
+    /// `descriptor.licenses`.
     pub licenses: Vec<String>,
+    /// `descriptor.description`.
     pub description: Option<String>,
+    /// `config.architecture`, e.g. `transformer`.
     pub architecture: Option<String>,
     /// e.g. `safetensors`, `gguf`, `onnx`.
     pub format: Option<String>,
     /// e.g. `8b`.
     pub param_size: Option<String>,
+    /// `config.precision`, e.g. `bf16`.
     pub precision: Option<String>,
+    /// `config.quantization`, e.g. `awq`.
     pub quantization: Option<String>,
+    /// How each file becomes a layer.
     pub layer_format: ModelLayerFormat,
     /// Kind for specific relative paths, overriding classification.
     pub kinds: BTreeMap<String, ModelFileKind>,
     /// Kind of files classification does not recognise.
     pub default_kind: ModelFileKind,
+    /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Overrides `SOURCE_DATE_EPOCH` for this pack.
     pub source_date_epoch: Option<i64>,
+    /// Tag in the layout (otherwise an untagged root).
     pub tag: Option<String>,
 }
 
 impl ModelSpec {
+    /// Pack `dir` with the defaults: raw layers, unknown files as code.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ModelSpec {
             dir: dir.into(),
+            follow_symlinks: false,
             name: None,
             version: None,
             family: None,
@@ -257,12 +285,19 @@ struct ModelRunConfig {
 /// `org.cncf.model.file.metadata+json`, as modctl writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMetadata {
+    /// File name.
     pub name: String,
+    /// Mode bits (with the file type bits, as Go's `os.FileMode` writes them).
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Owner gid.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time (RFC 3339).
     pub mtime: String,
+    /// Tar type flag (`b'0'` for a regular file).
     pub typeflag: u8,
 }
 
@@ -280,11 +315,50 @@ pub async fn build_model(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor
     Ok(desc)
 }
 
-fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Where symlinks under the model directory `dir` may lead: `dir` itself or, for a Hugging
+/// Face cache snapshot (`…/models--ORG--NAME/snapshots/REV/…`, also `datasets--`, `spaces--`),
+/// the whole cache entry, whose `blobs/` hold what the snapshot's files link to.
+fn link_scope(dir: &Path) -> Result<PathBuf> {
+    let canon = fs::canonicalize(dir).at(dir)?;
+    let comps: Vec<Component> = canon.components().collect();
+    for i in 0..comps.len().saturating_sub(2) {
+        let Component::Normal(name) = comps[i] else { continue };
+        let name = name.to_string_lossy();
+        let entry = ["models--", "datasets--", "spaces--"].iter().any(|p| name.starts_with(p));
+        if entry && comps[i + 1].as_os_str() == "snapshots" {
+            return Ok(comps[..=i].iter().collect());
+        }
+    }
+    Ok(canon)
+}
+
+/// Refuse the symlink `link` (under `dir`) unless it resolves inside `scope`.
+fn check_link(link: &Path, dir: &Path, scope: &Path) -> Result<()> {
+    let unsafe_link = |reason: String| Error::UnsafePath {
+        path: link.display().to_string(),
+        location: dir.display().to_string(),
+        reason,
+    };
+    let target = fs::canonicalize(link).map_err(|e| unsafe_link(format!("symlink does not resolve: {e}")))?;
+    if !target.starts_with(scope) {
+        return Err(unsafe_link(format!(
+            "symlink to {} leads out of {}; pass --follow-symlinks to pack what it points to",
+            target.display(),
+            scope.display()
+        )));
+    }
+    Ok(())
+}
+
+fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
+    let scope = if follow_symlinks { None } else { Some(link_scope(dir)?) };
     let walker = walkdir::WalkDir::new(dir).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
     for w in walker.filter_entry(|e| !e.file_name().to_string_lossy().starts_with('.')) {
         let w = w.map_err(|err| Error::io(err.path().unwrap_or(dir).to_path_buf(), err.into()))?;
+        if let (true, Some(scope)) = (w.path_is_symlink(), &scope) {
+            check_link(w.path(), dir, scope)?;
+        }
         let meta = fs::metadata(w.path()).at(w.path())?;
         if w.file_type().is_dir() {
             continue;
@@ -308,7 +382,7 @@ fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
     let created = rfc3339(epoch);
-    let files = list_files(&spec.dir)?;
+    let files = list_files(&spec.dir, spec.follow_symlinks)?;
     if files.is_empty() {
         return Err(Error::not_found("any file", spec.dir.display().to_string()));
     }
@@ -419,6 +493,31 @@ fn parse_layer_media_type(mt: &str) -> Option<(&str, ModelLayerFormat)> {
 /// `org.cncf.model.file.metadata+json` annotation (when there is one that parses), a tar
 /// layer's from its entries' headers. Returns the relative paths written.
 pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) -> Result<Vec<PathBuf>> {
+    unpack_model_with(source, root, dir, &UnpackOptions::default()).await
+}
+
+/// Bounds for [`unpack_model_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// Most bytes one layer may expand to (a raw layer's size, a tar layer's uncompressed
+    /// stream). A tar layer of a regular file is bounded anyway by the size its
+    /// `org.cncf.model.file.metadata+json` declares (plus tar headers).
+    pub max_size: Option<u64>,
+}
+
+/// Room for tar headers, PAX records (at most 1 MiB each, as Go's archive/tar allows) and
+/// the end-of-archive padding (GNU tar pads to 10 KiB records) around a file's declared size.
+const TAR_OVERHEAD: u64 = 2 << 20;
+
+/// [`unpack_model`] with bounds: a tar layer that expands beyond its declared size (or
+/// `opts.max_size`) stops with an error and leaves none of its files behind; a tar entry cut
+/// short never leaves a truncated file under its name.
+pub async fn unpack_model_with(
+    source: &dyn Source,
+    root: &Descriptor,
+    dir: &Path,
+    opts: &UnpackOptions,
+) -> Result<Vec<PathBuf>> {
     let loc = source.location();
     let doc = source.fetch_document(root).await?;
     let View::Manifest(m) = &doc.view else {
@@ -439,6 +538,18 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
             .get(media::ANNOTATION_MODEL_FILE_METADATA)
             .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILE_METADATA_CNAI))
             .and_then(|s| serde_json::from_str(s).ok());
+        if let Some(max) = opts.max_size.filter(|m| layer.size > *m) {
+            return Err(Error::malformed(
+                format!("layer {}", layer.digest),
+                loc.clone(),
+                format!("size {} exceeds --max-size {max}", layer.size),
+            ));
+        }
+        let declared = metadata.as_ref().filter(|m| m.typeflag == b'0').map(|m| m.size.saturating_add(TAR_OVERHEAD));
+        let limit = match (declared, opts.max_size) {
+            (Some(d), Some(m)) => Some(d.min(m)),
+            (d, m) => d.or(m),
+        };
         // Download (verified) next to its destination, so the final rename stays on one filesystem.
         let tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(dir).at(dir)?;
         let (std_file, tmp_path) = tmp.into_parts();
@@ -466,10 +577,11 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
             }
             f => {
                 let dir2 = dir.to_path_buf();
-                let loc2 = loc.clone();
-                let files = tokio::task::spawn_blocking(move || extract_tar_blocking(&tmp_path, f, &dir2, &loc2))
-                    .await
-                    .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
+                let loc2 = format!("layer {} in {loc}", layer.digest);
+                let files =
+                    tokio::task::spawn_blocking(move || extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit))
+                        .await
+                        .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
                 written.extend(files);
             }
         }
@@ -490,15 +602,82 @@ fn restore_mode_and_mtime(path: &Path, mode: u32, mtime: Option<(i64, u32)>) -> 
     Ok(())
 }
 
-fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: &str) -> Result<Vec<PathBuf>> {
+/// A reader that fails once more than `limit` bytes come out of `inner`, and says so in
+/// `exceeded` (the tar reader turns the io error into its own).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the bound: only the end of the stream is fine.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("expands beyond its bound"));
+        }
+        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..n])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Extract a tar layer into `dir`; on any error the files it wrote are removed again.
+fn extract_tar_blocking(
+    blob: &Path,
+    format: ModelLayerFormat,
+    dir: &Path,
+    loc: &str,
+    limit: Option<u64>,
+) -> Result<Vec<PathBuf>> {
+    let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut written = Vec::new();
+    let result = extract_entries(blob, format, dir, loc, limit, &exceeded, &mut written);
+    let _ = fs::remove_file(blob);
+    match result {
+        Ok(()) => Ok(written),
+        Err(e) => {
+            for rel in &written {
+                let _ = fs::remove_file(dir.join(rel));
+            }
+            if exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::malformed(
+                    "tar layer",
+                    loc,
+                    format!("expands beyond {} bytes (its declared size or --max-size)", limit.unwrap_or(0)),
+                ));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn extract_entries(
+    blob: &Path,
+    format: ModelLayerFormat,
+    dir: &Path,
+    loc: &str,
+    limit: Option<u64>,
+    exceeded: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: &mut Vec<PathBuf>,
+) -> Result<()> {
     let file = fs::File::open(blob).at(blob)?;
     let reader: Box<dyn std::io::Read> = match format {
         ModelLayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(file)),
         ModelLayerFormat::TarZstd => Box::new(zstd::stream::read::Decoder::new(file).at(blob)?),
         _ => Box::new(file),
     };
+    let reader = Bounded { inner: reader, left: limit.unwrap_or(u64::MAX), exceeded: exceeded.clone() };
     let mut archive = tar::Archive::new(reader);
-    let mut written = Vec::new();
     for entry in archive.entries().at(blob)? {
         let mut entry = entry.at(blob)?;
         let raw_path = entry.path().at(blob)?.to_string_lossy().to_string();
@@ -509,9 +688,18 @@ fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: 
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let parent = dest.parent().expect("joined path has a parent");
                 fs::create_dir_all(parent).at(parent)?;
+                // A temp name in the target dir, renamed only once the entry is complete.
                 let mut tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(parent).at(parent)?;
                 let tmp_path = tmp.path().to_path_buf();
-                super::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
+                let size = entry.size();
+                let copied = super::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
+                if copied != size {
+                    return Err(Error::malformed(
+                        format!("tar entry {raw_path}"),
+                        loc,
+                        format!("cut short: {copied} of {size} bytes"),
+                    ));
+                }
                 tmp.as_file_mut().flush().at(&tmp_path)?;
                 let header = entry.header();
                 let mtime = header.mtime().ok().and_then(|t| i64::try_from(t).ok()).map(|t| (t, 0));
@@ -526,8 +714,7 @@ fn extract_tar_blocking(blob: &Path, format: ModelLayerFormat, dir: &Path, loc: 
             }
         }
     }
-    let _ = fs::remove_file(blob);
-    Ok(written)
+    Ok(())
 }
 
 #[cfg(test)]

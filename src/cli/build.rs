@@ -24,6 +24,9 @@ pub(crate) struct BuildArgs {
     /// Base image in any transport (overrides `base`).
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
+    /// Store the files that symlinks leading out of a source directory point to (refused otherwise).
+    #[arg(long)]
+    pub follow_symlinks: bool,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -39,6 +42,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     if let Some(b) = &args.base {
         spec.base = Some(b.clone());
     }
+    spec.follow_symlinks |= args.follow_symlinks;
     // The global --platform takes a comma-separated list here.
     if !ctx.settings.platform_names.is_empty() {
         spec.platforms = ctx.settings.platform_names.clone();

@@ -45,7 +45,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             }
         }
         LayoutCmd::Gc { dir, dry_run } => {
-            let layout = Layout::create(&dir).and_then(|_| Layout::open(&dir))?;
+            let layout = Layout::open_for_gc(&dir)?;
             let report = layout.gc(dry_run).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
             if ctx.settings.json() {

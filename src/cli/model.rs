@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
-use hoist::build::{build_model, unpack_model, ModelLayerFormat, ModelSpec};
+use hoist::build::{build_model, unpack_model_with, ModelLayerFormat, ModelSpec, UnpackOptions};
 use hoist::error::Result;
 
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
@@ -45,30 +45,40 @@ pub(crate) enum ModelCmd {
         /// Tag in the store; its tag part also names unnamed layout/OCI outputs.
         #[arg(short, long)]
         tag: Option<String>,
+        /// Pack what symlinks leading out of DIR point to (refused otherwise).
+        #[arg(long)]
+        follow_symlinks: bool,
         #[command(flatten)]
         out: OutputArgs,
     },
     /// Restore the files of a model artifact (any transport) into DIR.
-    Unpack { reference: String, dir: PathBuf },
+    Unpack {
+        reference: String,
+        dir: PathBuf,
+        /// Most bytes one layer may expand to (tar layers are bounded by their declared size anyway).
+        #[arg(long, value_name = "BYTES")]
+        max_size: Option<u64>,
+    },
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
-        ModelCmd::Pack { dir, name, layer_format, tag, out } => {
+        ModelCmd::Pack { dir, name, layer_format, tag, follow_symlinks, out } => {
             let mut outputs = out.parse()?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = ModelSpec::new(dir);
             spec.name = name;
             spec.layer_format = layer_format.into();
             spec.tag = tag;
+            spec.follow_symlinks = follow_symlinks;
             let store = out.open_store()?;
             let root = build_model(&store, &spec).await?;
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
             deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
         }
-        ModelCmd::Unpack { reference, dir } => {
+        ModelCmd::Unpack { reference, dir, max_size } => {
             let (_, src, root) = resolve_any(ctx, &reference).await?;
-            let written = unpack_model(src.as_ref(), &root, &dir).await?;
+            let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size }).await?;
             if ctx.json() {
                 println!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
             } else {

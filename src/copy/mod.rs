@@ -200,9 +200,7 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
     if tags.is_empty() {
         ctx.dst.add_root(&root).await?;
     }
-    for t in tags {
-        ctx.dst.push_manifest(&root, doc.bytes.clone(), Some(t)).await?;
-    }
+    ctx.dst.push_tags(&root, doc.bytes.clone(), tags).await?;
     Ok(())
 }
 

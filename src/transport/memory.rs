@@ -2,7 +2,7 @@
 //! users who assemble small artifacts before exporting them. Blobs are verified like
 //! every other destination, and are held whole: not for multi-GB content.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -12,14 +12,15 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
+use crate::transport::layout::RootIndex;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 #[derive(Default)]
 struct State {
     blobs: BTreeMap<Digest, Bytes>,
     manifests: BTreeMap<Digest, (Descriptor, Bytes)>,
-    tags: BTreeMap<String, Digest>,
-    untagged_roots: Vec<Digest>,
+    /// Tags and untagged roots, as a layout's index.json keeps them.
+    roots: RootIndex,
 }
 
 /// A content store in memory.
@@ -29,6 +30,7 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// An empty store.
     pub fn new() -> Memory {
         Memory::default()
     }
@@ -66,12 +68,11 @@ impl Source for Memory {
         let st = self.state.lock().expect("lock");
         let digest = match reference {
             Some(r) if r.parse::<Digest>().is_ok() => r.parse::<Digest>()?,
-            Some(tag) => st.tags.get(tag).cloned().ok_or_else(|| Error::not_found(format!("tag {tag:?}"), LOC))?,
+            Some(tag) => st.roots.resolve(Some(tag), LOC, |_| Ok(None))?.digest,
             None => {
-                let mut all: Vec<&Digest> = st.tags.values().chain(st.untagged_roots.iter()).collect();
-                all.dedup();
-                match all.as_slice() {
-                    [one] => (*one).clone(),
+                let all: BTreeSet<Digest> = st.roots.entries().into_iter().map(|d| d.digest).collect();
+                match all.into_iter().collect::<Vec<_>>().as_slice() {
+                    [one] => one.clone(),
                     _ => {
                         return Err(Error::InvalidReference {
                             reference: LOC.into(),
@@ -104,18 +105,12 @@ impl Source for Memory {
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
         let st = self.state.lock().expect("lock");
-        let mut out = Vec::new();
-        for (tag, d) in &st.tags {
-            if let Some((desc, _)) = st.manifests.get(d) {
-                out.push((desc.clone(), Some(tag.clone())));
-            }
-        }
-        for d in &st.untagged_roots {
-            if let Some((desc, _)) = st.manifests.get(d) {
-                out.push((desc.clone(), None));
-            }
-        }
-        Ok(out)
+        Ok(st
+            .roots
+            .roots()
+            .into_iter()
+            .filter_map(|(d, tag)| st.manifests.get(&d.digest).map(|(desc, _)| (desc.clone(), tag)))
+            .collect())
     }
 }
 
@@ -153,16 +148,13 @@ impl Destination for Memory {
         d.media_type = desc.media_type.clone();
         st.manifests.insert(desc.digest.clone(), (d, bytes));
         if let Some(t) = tag {
-            st.tags.insert(t.to_string(), desc.digest.clone());
+            st.roots.set_tag(desc, t)?;
         }
         Ok(())
     }
 
     async fn add_root(&self, desc: &Descriptor) -> Result<()> {
-        let mut st = self.state.lock().expect("lock");
-        if !st.untagged_roots.contains(&desc.digest) && !st.tags.values().any(|d| *d == desc.digest) {
-            st.untagged_roots.push(desc.digest.clone());
-        }
+        self.state.lock().expect("lock").roots.add_untagged(desc)?;
         Ok(())
     }
 }

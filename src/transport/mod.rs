@@ -137,6 +137,16 @@ pub trait Destination: Send + Sync {
     /// Store a manifest or index by digest and, when `tag` is set, tag it.
     async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()>;
 
+    /// Store a root manifest and tag it with each of `tags` (nothing when `tags` is empty).
+    /// Default: one `push_manifest` per tag. Destinations that keep all tags in one file
+    /// (layouts) write it once, so a root with thousands of tags costs one rewrite, not one each.
+    async fn push_tags(&self, desc: &Descriptor, bytes: Bytes, tags: &[String]) -> Result<()> {
+        for t in tags {
+            self.push_manifest(desc, bytes.clone(), Some(t)).await?;
+        }
+        Ok(())
+    }
+
     /// Called once per root, before anything of it is copied. A destination that holds only
     /// some kinds of content refuses here, before writing anything (docker-archive: images
     /// only), or names a child of an index to copy instead (one platform); default: copy `root`.
@@ -235,6 +245,9 @@ macro_rules! forward {
             }
             async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
                 (**self).push_manifest(desc, bytes, tag).await
+            }
+            async fn push_tags(&self, desc: &Descriptor, bytes: Bytes, tags: &[String]) -> Result<()> {
+                (**self).push_tags(desc, bytes, tags).await
             }
             async fn select_root(&self, src: &dyn Source, root: &Document) -> Result<Option<Descriptor>> {
                 (**self).select_root(src, root).await

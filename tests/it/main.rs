@@ -24,3 +24,4 @@ mod reflink;
 mod registry_security;
 mod roundtrip;
 mod token_auth;
+mod store_security;

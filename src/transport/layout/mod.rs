@@ -4,9 +4,15 @@
 //! layout for their whole session so `gc` (exclusive) never races a copy.
 
 pub(crate) mod blobfile;
+mod roots;
+mod safe;
+mod writer;
+
+pub use roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
+pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +24,6 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::document::Document;
 use crate::model::media;
 use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
@@ -27,6 +32,10 @@ const TMP_DIR: &str = ".hoist/tmp";
 const SESSION_LOCK: &str = ".hoist/session.lock";
 const INDEX_LOCK: &str = ".hoist/index.lock";
 const COPY_BUF: usize = 1 << 20;
+/// Largest `oci-layout` file read.
+const MAX_MARKER_SIZE: u64 = 64 << 10;
+/// Largest index.json read: 256 MiB is about a million entries (8,000 tags are 2 MiB).
+const MAX_INDEX_SIZE: u64 = 256 << 20;
 /// Blocks queued for the blob writer thread.
 const WRITE_BLOCKS: usize = 2;
 /// Blocks a blob reader thread reads ahead.
@@ -36,6 +45,7 @@ const READ_BLOCKS: usize = 2;
 pub struct Layout {
     root: PathBuf,
     _session: Option<File>,
+    index_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Layout {
@@ -43,26 +53,45 @@ impl Layout {
     pub fn open(root: impl AsRef<Path>) -> Result<Layout> {
         let root = root.as_ref().to_path_buf();
         let marker = root.join("oci-layout");
-        let text = fs::read(&marker).at(&marker)?;
+        let text = read_regular(&root, &marker, MAX_MARKER_SIZE)?;
         let v: Value =
             serde_json::from_slice(&text).map_err(|e| Error::malformed("oci-layout", root.display().to_string(), e))?;
         if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
             return Err(Error::malformed("oci-layout", root.display().to_string(), "missing imageLayoutVersion"));
         }
-        Ok(Layout { root, _session: None })
+        safe::dir_exists(&root, "blobs")?;
+        Ok(Layout { root, _session: None, index_writes: Default::default() })
+    }
+
+    /// Open an existing layout to maintain it (`gc`, `fsck`): it must be a real OCI layout,
+    /// an `oci-layout` file and a valid `index.json` (schemaVersion 2, a `manifests` array of
+    /// descriptors). Creates nothing and takes no lock; `gc` locks for itself.
+    pub fn open_for_gc(root: impl AsRef<Path>) -> Result<Layout> {
+        let layout = Layout::open(root)?;
+        layout.strict_index()?;
+        Ok(layout)
+    }
+
+    /// index.json parsed strictly: a missing, unreadable or damaged one is an error naming it.
+    fn strict_index(&self) -> Result<RootIndex> {
+        let path = self.root.join("index.json");
+        let raw = read_regular(&self.root, &path, MAX_INDEX_SIZE)
+            .map_err(|e| Error::malformed("OCI layout", self.loc(), format!("{}: {e}", path.display())))?;
+        RootIndex::parse_strict(&raw, &path.display().to_string())
     }
 
     /// Open a layout for writing, creating it when missing, and take the shared session lock.
     pub fn create(root: impl AsRef<Path>) -> Result<Layout> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(root.join("blobs/sha256")).at(&root)?;
-        fs::create_dir_all(root.join(TMP_DIR)).at(&root)?;
-        let session = lock_file(&root.join(SESSION_LOCK), false)?;
+        fs::create_dir_all(&root).at(&root)?;
+        safe::ensure_dir(&root, "blobs/sha256")?;
+        safe::ensure_dir(&root, TMP_DIR)?;
+        let session = lock_file(&root, SESSION_LOCK, false)?;
         // index.json before the `oci-layout` marker: a writer killed in between leaves a
         // directory that is not (yet) a layout, never a layout without an index.
         let index = root.join("index.json");
         if !index.exists() {
-            let _g = lock_file(&root.join(INDEX_LOCK), true)?;
+            let _g = lock_file(&root, INDEX_LOCK, true)?;
             if !index.exists() {
                 write_atomic(&root, &index, empty_index().as_bytes())?;
             }
@@ -75,108 +104,106 @@ impl Layout {
                 format!("{{\"imageLayoutVersion\":\"{}\"}}", media::OCI_LAYOUT_VERSION).as_bytes(),
             )?;
         }
-        Ok(Layout { root, _session: Some(session) })
+        Ok(Layout { root, _session: Some(session), index_writes: Default::default() })
     }
 
+    /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// Where the blob `digest` lives: `blobs/<alg>/<hex>`.
     pub fn blob_path_of(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
+    }
+
+    /// Open a blob as a regular file of this layout: not through a symlinked `blobs/` or
+    /// `blobs/<alg>/`, never a FIFO, device or a symlink leading out of the layout.
+    fn open_blob_file(&self, digest: &Digest) -> Result<File> {
+        safe::dir_exists(&self.root, &format!("blobs/{}", digest.algorithm().as_str()))?;
+        safe::open_regular(&self.root, &self.blob_path_of(digest))
+    }
+
+    /// A blob's bytes, at most `limit` of them.
+    fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        read_limited_from(self.open_blob_file(digest)?, &self.blob_path_of(digest), limit)
     }
 
     fn loc(&self) -> String {
         format!("oci:{}", self.root.display())
     }
 
-    /// The raw index.json entries, in file order.
-    pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
+    /// The root index (index.json), as read now.
+    pub fn root_index(&self) -> Result<RootIndex> {
         let path = self.root.join("index.json");
-        let raw = fs::read(&path).at(&path)?;
-        let v: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
-        let manifests = v.get("manifests").cloned().unwrap_or(Value::Array(vec![]));
-        serde_json::from_value(manifests).map_err(|e| Error::malformed("index.json", self.loc(), e))
+        let raw = read_regular(&self.root, &path, MAX_INDEX_SIZE)?;
+        RootIndex::parse(&raw, &self.loc())
     }
 
-    /// Update index.json under the exclusive index lock: `f` edits the `manifests` array.
-    pub fn update_index(&self, f: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
-        let _g = lock_file(&self.root.join(INDEX_LOCK), true)?;
-        let path = self.root.join("index.json");
-        let raw = fs::read(&path).at(&path)?;
-        let mut doc: Value = serde_json::from_slice(&raw).map_err(|e| Error::malformed("index.json", self.loc(), e))?;
-        let obj = doc.as_object_mut().ok_or_else(|| Error::malformed("index.json", self.loc(), "not an object"))?;
-        let mut manifests = match obj.remove("manifests") {
-            Some(Value::Array(a)) => a,
-            None | Some(Value::Null) => vec![],
-            Some(_) => return Err(Error::malformed("index.json", self.loc(), "manifests is not an array")),
-        };
-        f(&mut manifests)?;
-        let mut out = serde_json::Map::new();
-        out.insert("schemaVersion".into(), obj.remove("schemaVersion").unwrap_or(Value::from(2)));
-        out.insert("mediaType".into(), obj.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
-        out.insert("manifests".into(), Value::Array(manifests));
-        for (k, v) in std::mem::take(obj) {
-            out.insert(k, v);
-        }
-        let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))?;
-        write_atomic(&self.root, &path, &bytes)
+    /// The raw index.json entries, in file order.
+    pub fn index_entries(&self) -> Result<Vec<Descriptor>> {
+        Ok(self.root_index()?.entries())
+    }
+
+    /// Update index.json under the exclusive index lock: `f` edits the root index, which is
+    /// then written back once (temp file, fsync, rename).
+    pub fn update_index<T>(&self, f: impl FnOnce(&mut RootIndex) -> Result<T>) -> Result<T> {
+        let _g = lock_file(&self.root, INDEX_LOCK, true)?;
+        let mut index = self.root_index()?;
+        let out = f(&mut index)?;
+        write_atomic(&self.root, &self.root.join("index.json"), &index.to_bytes()?)?;
+        self.index_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// How many times this handle rewrote index.json (for tests that check work stays linear).
+    #[doc(hidden)]
+    pub fn index_writes(&self) -> u64 {
+        self.index_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Point `tag` at `desc` (replacing any entry with that tag). The entry's `ref.name` is
     /// `tag` whatever `ref.name` `desc` carried (the tag it had in its source).
     pub fn set_tag(&self, desc: &Descriptor, tag: &str) -> Result<()> {
-        let mut entry = desc.clone();
-        entry.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
-        let entry = serde_json::to_value(&entry).map_err(|e| Error::Other(e.to_string()))?;
-        self.update_index(|m| {
-            m.retain(|e| ref_name(e) != Some(tag));
-            m.push(entry);
-            Ok(())
-        })
+        self.set_tags(desc, &[tag])
+    }
+
+    /// Point each of `tags` at `desc` with one rewrite of index.json.
+    pub fn set_tags(&self, desc: &Descriptor, tags: &[impl AsRef<str>]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.update_index(|index| tags.iter().try_for_each(|t| index.set_tag(desc, t.as_ref())))
     }
 
     /// Add an untagged root entry unless the digest is already a root.
     pub fn add_untagged(&self, desc: &Descriptor) -> Result<()> {
-        let entry = serde_json::to_value(desc).map_err(|e| Error::Other(e.to_string()))?;
-        let digest = desc.digest.to_string();
-        self.update_index(|m| {
-            if !m.iter().any(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str())) {
-                m.push(entry);
-            }
-            Ok(())
-        })
+        if self.root_index()?.contains_digest(&desc.digest) {
+            return Ok(());
+        }
+        self.update_index(|index| index.add_untagged(desc)).map(drop)
     }
 
     /// Remove the entry tagged `tag`.
     pub fn untag(&self, tag: &str) -> Result<bool> {
-        let mut found = false;
-        self.update_index(|m| {
-            let before = m.len();
-            m.retain(|e| ref_name(e) != Some(tag));
-            found = m.len() != before;
-            Ok(())
-        })?;
-        Ok(found)
+        self.update_index(|index| Ok(index.untag(tag)))
+    }
+
+    /// Start writing a blob: a temp file in the layout's temp dir that becomes
+    /// `blobs/<alg>/<hex>` only in [`BlobWriter::commit`].
+    pub fn begin_blob(&self) -> Result<BlobWriter> {
+        BlobWriter::new(self)
     }
 
     /// Store in-memory bytes as a blob (verified, atomic).
     pub fn write_blob_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-        let path = self.blob_path_of(&desc.digest);
-        if blob_ok(&path, desc.size) {
+        if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(());
         }
-        let actual = desc.digest.same_alg_of(bytes);
-        if actual != desc.digest || bytes.len() as u64 != desc.size {
-            return Err(Error::DigestMismatch {
-                what: "blob".into(),
-                location: self.loc(),
-                expected: format!("{} ({} bytes)", desc.digest, desc.size),
-                actual: format!("{} ({} bytes)", actual, bytes.len()),
-            });
-        }
-        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
-        write_atomic(&self.root, &path, bytes)
+        let mut w = self.begin_blob()?;
+        w.write_bytes(bytes, desc.digest.algorithm())?;
+        w.commit(&desc.digest, desc.size)?;
+        Ok(())
     }
 
     /// Store a stream as a blob: hashed while written to a temp file, renamed only when
@@ -187,30 +214,23 @@ impl Layout {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let path = self.blob_path_of(&desc.digest);
-        if blob_ok(&path, desc.size) {
+        if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(());
         }
-        let tmp_dir = self.root.join(TMP_DIR);
-        fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
-        let tmp = public_temp("blob-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
-        let (std_file, tmp_path) = tmp.into_parts();
-        write_verified(std_file, &path, desc, stream, self.loc(), progress).await?;
-        fs::create_dir_all(path.parent().expect("blob dir")).at(&self.root)?;
-        tmp_path.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        sync_dir(path.parent().expect("blob dir"));
+        let mut w = self.begin_blob()?;
+        w.write_stream(desc, stream, self.loc(), progress).await?;
+        w.commit(&desc.digest, desc.size)?;
         Ok(())
     }
 
     /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
     pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
-        let entries = self.index_entries()?;
-        resolve_in_index(&entries, reference, &self.loc(), |digest| {
-            let path = self.blob_path_of(digest);
-            if !path.exists() {
-                return Ok(None);
+        self.root_index()?.resolve(reference, &self.loc(), |digest| {
+            match self.read_blob(digest, media::MAX_MANIFEST_SIZE) {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e) if safe::is_not_found(&e) => Ok(None),
+                Err(e) => Err(e),
             }
-            Ok(Some(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?)))
         })
     }
 
@@ -236,11 +256,15 @@ impl Layout {
 
     /// Check every reference and every blob; returns the problems found.
     pub async fn fsck(&self) -> Result<Vec<String>> {
+        self.strict_index()?;
         let (reachable, mut problems) = self.reachable().await?;
         for (digest, desc) in &reachable {
             let path = self.blob_path_of(digest);
-            match fs::metadata(&path) {
-                Err(_) => problems.push(format!("missing blob {digest} ({})", desc.media_type)),
+            match self.open_blob_file(digest).and_then(|f| f.metadata().at(&path)) {
+                Err(e) if safe::is_not_found(&e) => {
+                    problems.push(format!("missing blob {digest} ({})", desc.media_type))
+                }
+                Err(e) => problems.push(e.to_string()),
                 Ok(m) if m.len() != desc.size => {
                     problems.push(format!("blob {digest}: size {} != descriptor {}", m.len(), desc.size))
                 }
@@ -250,12 +274,15 @@ impl Layout {
         for (digest, path) in self.all_blobs()? {
             let root = self.root.clone();
             let d2 = digest.clone();
-            let actual = tokio::task::spawn_blocking(move || hash_file(&path, d2.algorithm()))
-                .await
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let actual = tokio::task::spawn_blocking(move || {
+                let f = safe::open_regular(&root, &path)?;
+                hash_reader(f, &path, d2.algorithm())
+            })
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
             match actual {
                 Ok(a) if a != digest => {
-                    problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", root.display()))
+                    problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", self.root.display()))
                 }
                 Ok(_) => {}
                 Err(e) => problems.push(e.to_string()),
@@ -267,15 +294,18 @@ impl Layout {
     /// Every blob file present, with its digest (files with invalid names are skipped).
     pub fn all_blobs(&self) -> Result<Vec<(Digest, PathBuf)>> {
         let mut out = Vec::new();
-        let blobs = self.root.join("blobs");
-        let Ok(algs) = fs::read_dir(&blobs) else {
+        if !safe::dir_exists(&self.root, "blobs")? {
             return Ok(out);
-        };
+        }
+        let blobs = self.root.join("blobs");
+        let algs = fs::read_dir(&blobs).at(&blobs)?;
         for alg in algs.flatten() {
             let alg_name = alg.file_name().to_string_lossy().to_string();
-            let Ok(files) = fs::read_dir(alg.path()) else {
+            // A symlinked `blobs/<alg>` would make gc delete another directory's files.
+            if !safe::dir_exists(&self.root, &format!("blobs/{alg_name}"))? {
                 continue;
-            };
+            }
+            let files = fs::read_dir(alg.path()).at(alg.path())?;
             for f in files.flatten() {
                 let name = f.file_name().to_string_lossy().to_string();
                 if let Ok(d) = format!("{alg_name}:{name}").parse::<Digest>() {
@@ -289,7 +319,23 @@ impl Layout {
 
     /// Remove unreferenced blobs and stale temp files. Waits for running writers.
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        let _excl = lock_file(&self.root.join(SESSION_LOCK), true)?;
+        self.strict_index()?;
+        // A dry run writes nothing, not even the lock file: it locks only one that exists.
+        let _lock = if dry_run {
+            if safe::dir_exists(&self.root, ".hoist")? {
+                let path = self.root.join(SESSION_LOCK);
+                let f = safe::open_lock(&self.root, &path, false)?;
+                if let Some(f) = &f {
+                    f.lock_shared().at(&path)?;
+                }
+                f
+            } else {
+                None
+            }
+        } else {
+            Some(lock_file(&self.root, SESSION_LOCK, true)?)
+        };
+        let has_tmp = safe::dir_exists(&self.root, TMP_DIR)?;
         let (reachable, problems) = self.reachable().await?;
         if !problems.is_empty() {
             return Err(Error::Other(format!("refusing gc of {}: {}", self.loc(), problems.join("; "))));
@@ -298,14 +344,15 @@ impl Layout {
         let keep: BTreeSet<&Digest> = reachable.keys().collect();
         for (digest, path) in self.all_blobs()? {
             if !keep.contains(&digest) {
-                report.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
                 report.removed.push(digest);
                 if !dry_run {
                     fs::remove_file(&path).at(&path)?;
                 }
             }
         }
-        if let Ok(rd) = fs::read_dir(self.root.join(TMP_DIR)) {
+        let rd = if has_tmp { fs::read_dir(self.root.join(TMP_DIR)).ok() } else { None };
+        if let Some(rd) = rd {
             for f in rd.flatten() {
                 report.temp_files += 1;
                 if !dry_run {
@@ -317,73 +364,26 @@ impl Layout {
     }
 }
 
+/// What `gc` removed (or, in a dry run, would remove).
 #[derive(Debug, Default)]
 pub struct GcReport {
+    /// Unreferenced blobs.
     pub removed: Vec<Digest>,
+    /// Their total size.
     pub bytes: u64,
+    /// Stale temp files in `.hoist/tmp`.
     pub temp_files: usize,
 }
 
-/// Resolve `reference` against index.json entries (layouts and archives alike): None is
-/// the only root, a digest is an entry or any manifest blob, else a tag (`ref.name`, or the
-/// tag of a full reference as BuildKit writes it).
+/// Resolve `reference` against index.json entries (layouts and archives alike); see
+/// [`RootIndex::resolve`].
 pub(crate) fn resolve_in_index(
     entries: &[Descriptor],
     reference: Option<&str>,
     location: &str,
     manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
 ) -> Result<Descriptor> {
-    match reference {
-        None => match entries.len() {
-            1 => Ok(entries[0].clone()),
-            0 => Err(Error::not_found("any manifest", location)),
-            n => Err(Error::InvalidReference {
-                reference: location.to_string(),
-                reason: format!(
-                    "{location} holds {n} manifests; name one with :TAG or @DIGEST (tags: {})",
-                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
-                ),
-            }),
-        },
-        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
-            let digest: Digest = r.parse()?;
-            if let Some(d) = entries.iter().find(|d| d.digest == digest) {
-                return Ok(d.clone());
-            }
-            let bytes =
-                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
-            let actual = digest.same_alg_of(&bytes);
-            if actual != digest {
-                return Err(Error::DigestMismatch {
-                    what: "manifest".into(),
-                    location: location.into(),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            Ok(Document::parse(bytes, digest, None, location)?.descriptor())
-        }
-        Some(tag) => {
-            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
-            match exact.or_else(by_tag) {
-                Some(i) => Ok(entries[i].clone()),
-                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
-            }
-        }
-    }
-}
-
-/// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
-pub fn tag_of_ref_name(name: &str) -> &str {
-    match name.rsplit_once(':') {
-        Some((_, t)) if !t.contains('/') && name.contains('/') => t,
-        _ => name,
-    }
-}
-
-fn ref_name(entry: &Value) -> Option<&str> {
-    entry.get("annotations")?.get(media::ANNOTATION_REF_NAME)?.as_str()
+    resolve_in_entries(entries, reference, location, manifest_by_digest)
 }
 
 fn empty_index() -> String {
@@ -487,22 +487,30 @@ fn read_blocks_blocking(mut f: File) -> BlobStream {
     Box::pin(tokio_util::io::StreamReader::new(stream))
 }
 
-fn blob_ok(path: &Path, size: u64) -> bool {
-    fs::metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
+/// A regular file (not a symlink) of `size` bytes is at `path`.
+pub(crate) fn blob_ok(path: &Path, size: u64) -> bool {
+    fs::symlink_metadata(path).map(|m| m.is_file() && m.len() == size).unwrap_or(false)
 }
 
-fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
-    if let Some(p) = path.parent() {
-        fs::create_dir_all(p).at(p)?;
+/// Lock `root/rel` (created when missing, never through a symlink).
+fn lock_file(root: &Path, rel: &str, exclusive: bool) -> Result<File> {
+    if let Some((dir, _)) = rel.rsplit_once('/') {
+        safe::ensure_dir(root, dir)?;
     }
-    let f = OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path).at(path)?;
-    if exclusive { f.lock() } else { f.lock_shared() }.at(path)?;
+    let path = root.join(rel);
+    let f =
+        safe::open_lock(root, &path, true)?.ok_or_else(|| Error::not_found("lock file", path.display().to_string()))?;
+    if exclusive { f.lock() } else { f.lock_shared() }.at(&path)?;
     Ok(f)
 }
 
-/// Read a file refusing anything larger than `limit`.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(path).at(path)?;
+/// Read a file of the layout `root` as a regular file (see `safe::open_regular`), refusing
+/// anything larger than `limit`.
+fn read_regular(root: &Path, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    read_limited_from(safe::open_regular(root, path)?, path, limit)
+}
+
+fn read_limited_from(f: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     f.take(limit + 1).read_to_end(&mut out).at(path)?;
     if out.len() as u64 > limit {
@@ -515,9 +523,17 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Read a file refusing anything larger than `limit`.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    read_limited_from(File::open(path).at(path)?, path, limit)
+}
+
 /// Hash a file with `alg` (blocking).
 pub fn hash_file(path: &Path, alg: crate::model::digest::Algorithm) -> Result<Digest> {
-    let mut f = File::open(path).at(path)?;
+    hash_reader(File::open(path).at(path)?, path, alg)
+}
+
+fn hash_reader(mut f: File, path: &Path, alg: crate::model::digest::Algorithm) -> Result<Digest> {
     let mut h = alg.hasher();
     let mut buf = vec![0u8; COPY_BUF];
     loop {
@@ -541,8 +557,7 @@ pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
 
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.
 pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp_dir = root.join(TMP_DIR);
-    fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+    let tmp_dir = safe::ensure_dir(root, TMP_DIR)?;
     let mut tmp = public_temp("w-").tempfile_in(&tmp_dir).at(&tmp_dir)?;
     tmp.write_all(bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
@@ -553,7 +568,7 @@ pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -577,21 +592,21 @@ impl Source for Layout {
                 format!("descriptor size {} exceeds the manifest limit", desc.size),
             ));
         }
-        let path = self.blob_path_of(&desc.digest);
-        if !path.exists() {
-            return Err(Error::not_found(format!("manifest {}", desc.digest), self.loc()));
+        match self.read_blob(&desc.digest, media::MAX_MANIFEST_SIZE) {
+            Ok(b) => Ok(Bytes::from(b)),
+            Err(e) if safe::is_not_found(&e) => Err(Error::not_found(format!("manifest {}", desc.digest), self.loc())),
+            Err(e) => Err(e),
         }
-        Ok(Bytes::from(read_limited(&path, media::MAX_MANIFEST_SIZE)?))
     }
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
         let path = self.blob_path_of(&desc.digest);
-        let mut f = match File::open(&path) {
+        let mut f = match self.open_blob_file(&desc.digest) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if safe::is_not_found(&e) => {
                 return Err(Error::not_found(format!("blob {}", desc.digest), self.loc()))
             }
-            Err(e) => return Err(Error::io(&path, e)),
+            Err(e) => return Err(e),
         };
         if offset > 0 {
             f.seek(std::io::SeekFrom::Start(offset)).at(&path)?;
@@ -604,14 +619,7 @@ impl Source for Layout {
     }
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
-        Ok(self
-            .index_entries()?
-            .into_iter()
-            .map(|d| {
-                let t = d.ref_name().map(str::to_string);
-                (d, t)
-            })
-            .collect())
+        Ok(self.root_index()?.roots())
     }
 }
 
@@ -646,6 +654,14 @@ impl Destination for Layout {
         Ok(())
     }
 
+    async fn push_tags(&self, desc: &Descriptor, bytes: Bytes, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.write_blob_bytes(desc, &bytes)?;
+        self.set_tags(desc, tags)
+    }
+
     async fn add_root(&self, desc: &Descriptor) -> Result<()> {
         let mut d = desc.clone();
         d.annotations.remove(media::ANNOTATION_REF_NAME);
@@ -656,14 +672,6 @@ impl Destination for Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ref_name_tags() {
-        assert_eq!(tag_of_ref_name("v1"), "v1");
-        assert_eq!(tag_of_ref_name("docker.io/library/alpine:3.20"), "3.20");
-        assert_eq!(tag_of_ref_name("localhost:5000/a/b:latest"), "latest");
-        assert_eq!(tag_of_ref_name("localhost:5000/a/b"), "localhost:5000/a/b");
-    }
 
     #[tokio::test]
     async fn tags_replace_and_resolve_buildkit_names() {

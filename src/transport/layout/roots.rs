@@ -1,0 +1,288 @@
+//! The one root/tag index: the `manifests` of a layout's `index.json` (and of an OCI
+//! archive's, and the roots the memory transport keeps). An entry is a root descriptor; its
+//! `org.opencontainers.image.ref.name` annotation is its tag. Entries keep the exact fields
+//! they were read with (unknown ones included) and their order; a new tag goes at the end.
+//!
+//! Tags and digests are looked up in maps, so setting N tags costs O(N), not O(N²): copying
+//! a layout with 8,000 tags once rewrote index.json with a `retain` per tag.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::Document;
+use crate::model::media;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// The entry as read (or as written for a new one): unknown fields and key order kept.
+    raw: Value,
+    desc: Descriptor,
+}
+
+/// Root descriptors and their tags, in order, as `index.json` holds them.
+#[derive(Clone, Debug, Default)]
+pub struct RootIndex {
+    /// The other fields of the index document, in file order.
+    fields: serde_json::Map<String, Value>,
+    /// Entries in order; `None` for one removed since it was read.
+    slots: Vec<Option<Entry>>,
+    /// Slots of the live entries with each tag, in order.
+    by_tag: HashMap<String, Vec<usize>>,
+    /// Number of live entries with each digest.
+    by_digest: HashMap<Digest, usize>,
+}
+
+impl RootIndex {
+    /// An empty index.
+    pub fn new() -> RootIndex {
+        RootIndex::default()
+    }
+
+    /// Parse an `index.json`. A missing `manifests` counts as empty; every entry must be a
+    /// descriptor. `location` names the file in errors.
+    pub fn parse(raw: &[u8], location: &str) -> Result<RootIndex> {
+        Self::parse_inner(raw, location, false)
+    }
+
+    /// Parse an `index.json` that must be a valid image index: `schemaVersion` 2 and a
+    /// `manifests` array (what `gc` and `fsck` demand before they judge a layout by it).
+    pub fn parse_strict(raw: &[u8], location: &str) -> Result<RootIndex> {
+        Self::parse_inner(raw, location, true)
+    }
+
+    fn parse_inner(raw: &[u8], location: &str, strict: bool) -> Result<RootIndex> {
+        let bad = |reason: &dyn std::fmt::Display| Error::malformed("index.json", location, reason);
+        let doc: Value = serde_json::from_slice(raw).map_err(|e| bad(&e))?;
+        let Value::Object(mut fields) = doc else { return Err(bad(&"not a JSON object")) };
+        let manifests = match fields.remove("manifests") {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) if !strict => vec![],
+            None | Some(Value::Null) => return Err(bad(&"no manifests array")),
+            Some(_) => return Err(bad(&"manifests is not an array")),
+        };
+        if strict && fields.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+            return Err(bad(&"schemaVersion is not 2"));
+        }
+        let mut index = RootIndex { fields, ..RootIndex::default() };
+        for raw in manifests {
+            let desc: Descriptor = serde_json::from_value(raw.clone()).map_err(|e| bad(&e))?;
+            index.push(Entry { raw, desc });
+        }
+        Ok(index)
+    }
+
+    /// The `index.json` bytes: `schemaVersion`, `mediaType`, `manifests`, then the other
+    /// fields as read.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut fields = self.fields.clone();
+        let mut out = serde_json::Map::new();
+        out.insert("schemaVersion".into(), fields.remove("schemaVersion").unwrap_or(Value::from(2)));
+        out.insert("mediaType".into(), fields.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
+        out.insert("manifests".into(), Value::Array(self.live().map(|e| e.raw.clone()).collect()));
+        out.extend(fields);
+        serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().flatten()
+    }
+
+    fn push(&mut self, e: Entry) {
+        let slot = self.slots.len();
+        if let Some(tag) = e.desc.ref_name() {
+            self.by_tag.entry(tag.to_string()).or_default().push(slot);
+        }
+        *self.by_digest.entry(e.desc.digest.clone()).or_default() += 1;
+        self.slots.push(Some(e));
+    }
+
+    fn remove_slot(&mut self, slot: usize) {
+        if let Some(e) = self.slots[slot].take() {
+            if let Some(n) = self.by_digest.get_mut(&e.desc.digest) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_digest.remove(&e.desc.digest);
+                }
+            }
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.by_digest.values().sum()
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// The entries in order (tags as `ref.name` annotations).
+    pub fn entries(&self) -> Vec<Descriptor> {
+        self.live().map(|e| e.desc.clone()).collect()
+    }
+
+    /// Every root with its tag, in order.
+    pub fn roots(&self) -> Vec<(Descriptor, Option<String>)> {
+        self.live().map(|e| (e.desc.clone(), e.desc.ref_name().map(str::to_string))).collect()
+    }
+
+    /// Whether `digest` is a root (tagged or not).
+    pub fn contains_digest(&self, digest: &Digest) -> bool {
+        self.by_digest.contains_key(digest)
+    }
+
+    /// Point `tag` at `desc`, replacing every entry with that tag; the new entry goes last.
+    /// Its `ref.name` is `tag` whatever `ref.name` `desc` carried (the tag it had in its source).
+    pub fn set_tag(&mut self, desc: &Descriptor, tag: &str) -> Result<()> {
+        let mut desc = desc.clone();
+        desc.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
+        let raw = serde_json::to_value(&desc).map_err(|e| Error::Other(e.to_string()))?;
+        self.untag(tag);
+        self.push(Entry { raw, desc });
+        Ok(())
+    }
+
+    /// Add `desc` as an untagged root unless its digest is already a root. True if added.
+    pub fn add_untagged(&mut self, desc: &Descriptor) -> Result<bool> {
+        if self.contains_digest(&desc.digest) {
+            return Ok(false);
+        }
+        let mut desc = desc.clone();
+        desc.annotations.remove(media::ANNOTATION_REF_NAME);
+        let raw = serde_json::to_value(&desc).map_err(|e| Error::Other(e.to_string()))?;
+        self.push(Entry { raw, desc });
+        Ok(true)
+    }
+
+    /// Remove every entry tagged `tag`. True if there was one.
+    pub fn untag(&mut self, tag: &str) -> bool {
+        let Some(slots) = self.by_tag.remove(tag) else { return false };
+        let mut found = false;
+        for s in slots {
+            found |= self.slots[s].is_some();
+            self.remove_slot(s);
+        }
+        found
+    }
+
+    /// Resolve `reference`: None is the only root, a digest is an entry or any manifest
+    /// `manifest_by_digest` finds, else a tag (`ref.name`, or the tag of a full reference as
+    /// BuildKit writes it).
+    pub fn resolve(
+        &self,
+        reference: Option<&str>,
+        location: &str,
+        manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
+    ) -> Result<Descriptor> {
+        if let Some(tag) = reference.filter(|r| !(r.contains(':') && r.parse::<Digest>().is_ok())) {
+            let exact = self.by_tag.get(tag).and_then(|s| s.iter().find_map(|&i| self.slots[i].as_ref()));
+            if let Some(e) = exact {
+                return Ok(e.desc.clone());
+            }
+        }
+        resolve_in_entries(&self.entries(), reference, location, manifest_by_digest)
+    }
+}
+
+/// `RootIndex::resolve` over a plain list of entries (archives that keep one).
+pub fn resolve_in_entries(
+    entries: &[Descriptor],
+    reference: Option<&str>,
+    location: &str,
+    manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
+) -> Result<Descriptor> {
+    match reference {
+        None => match entries.len() {
+            1 => Ok(entries[0].clone()),
+            0 => Err(Error::not_found("any manifest", location)),
+            n => Err(Error::InvalidReference {
+                reference: location.to_string(),
+                reason: format!(
+                    "{location} holds {n} manifests; name one with :TAG or @DIGEST (tags: {})",
+                    entries.iter().filter_map(|d| d.ref_name()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        },
+        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
+            let digest: Digest = r.parse()?;
+            if let Some(d) = entries.iter().find(|d| d.digest == digest) {
+                return Ok(d.clone());
+            }
+            let bytes =
+                manifest_by_digest(&digest)?.ok_or_else(|| Error::not_found(format!("manifest {digest}"), location))?;
+            let actual = digest.same_alg_of(&bytes);
+            if actual != digest {
+                return Err(Error::DigestMismatch {
+                    what: "manifest".into(),
+                    location: location.into(),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            Ok(Document::parse(bytes, digest, None, location)?.descriptor())
+        }
+        Some(tag) => {
+            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
+            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
+            match exact.or_else(by_tag) {
+                Some(i) => Ok(entries[i].clone()),
+                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
+            }
+        }
+    }
+}
+
+/// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
+pub fn tag_of_ref_name(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        Some((_, t)) if !t.contains('/') && name.contains('/') => t,
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_unknown_fields_order_and_replaces_tags() {
+        let a = Descriptor::of_bytes(media::OCI_MANIFEST, b"a");
+        let raw = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":1,"zz":1,"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}],"x":true}}"#,
+            media::OCI_MANIFEST,
+            a.digest
+        );
+        let mut idx = RootIndex::parse(raw.as_bytes(), "t").unwrap();
+        assert_eq!(idx.len(), 1);
+        let out = String::from_utf8(idx.to_bytes().unwrap()).unwrap();
+        assert!(out.contains(r#""size":1,"zz":1,"annotations""#), "{out}");
+        assert!(out.ends_with(r#""x":true}"#), "{out}");
+        let b = Descriptor::of_bytes(media::OCI_MANIFEST, b"b");
+        idx.set_tag(&b, "v2").unwrap();
+        idx.set_tag(&b, "v1").unwrap();
+        let tags: Vec<_> = idx.roots().into_iter().map(|(d, t)| (d.digest, t.unwrap())).collect();
+        assert_eq!(tags, [(b.digest.clone(), "v2".to_string()), (b.digest.clone(), "v1".to_string())]);
+        assert!(!idx.add_untagged(&b).unwrap());
+        assert!(idx.add_untagged(&a).unwrap());
+        assert!(idx.untag("v1") && !idx.untag("v1"));
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.resolve(Some("v2"), "t", |_| Ok(None)).unwrap().digest, b.digest);
+        assert!(RootIndex::parse_strict(b"{}", "t").is_err());
+        assert!(RootIndex::parse_strict(br#"{"schemaVersion":2,"manifests":[]}"#, "t").is_ok());
+        assert!(RootIndex::parse(br#"{"manifests":{}}"#, "t").is_err());
+    }
+
+    #[test]
+    fn ref_name_tags() {
+        assert_eq!(tag_of_ref_name("v1"), "v1");
+        assert_eq!(tag_of_ref_name("docker.io/library/alpine:3.20"), "3.20");
+        assert_eq!(tag_of_ref_name("localhost:5000/a/b:latest"), "latest");
+        assert_eq!(tag_of_ref_name("localhost:5000/a/b"), "localhost:5000/a/b");
+    }
+}
