@@ -194,8 +194,7 @@ pub fn write_metadata(
     }
     let bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp =
-        crate::transport::layout::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = crate::transport::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())

@@ -153,9 +153,13 @@ pub async fn graph_many(
         rewritten: Mutex::new(Vec::new()),
         platforms: &opts.platforms,
     };
+    // Content of every root first, then every tag in one call: tags last, and a layout
+    // rewrites index.json once for all roots.
+    let mut tagging = Vec::with_capacity(roots.len());
     for (root, tags) in roots {
-        copy_root(&ctx, root, tags).await?;
+        tagging.push(copy_root(&ctx, root, tags).await?);
     }
+    dst.tag_roots(&tagging).await?;
     let c = &ctx.counters;
     Ok(CopyReport {
         blobs_uploaded: c.blobs_uploaded.load(Ordering::Relaxed),
@@ -168,7 +172,8 @@ pub async fn graph_many(
     })
 }
 
-async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<()> {
+/// Copy one root's graph; returns what `tag_roots` records for it once every root is copied.
+async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<(Descriptor, Bytes, Vec<String>)> {
     let mut root = root.clone();
     root.annotations.remove(media::ANNOTATION_REF_NAME);
     if !media::is_document(&root.media_type) {
@@ -197,11 +202,7 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
     } else {
         ctx.counters.manifests_existed.fetch_add(1, Ordering::Relaxed);
     }
-    if tags.is_empty() {
-        ctx.dst.add_root(&root).await?;
-    }
-    ctx.dst.push_tags(&root, doc.bytes.clone(), tags).await?;
-    Ok(())
+    Ok((root, doc.bytes.clone(), tags.to_vec()))
 }
 
 /// The index root narrowed to `ctx.platforms`: the one matching manifest for one platform, a

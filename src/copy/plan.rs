@@ -16,10 +16,14 @@
 
 use tokio::io::AsyncReadExt;
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
+use crate::model::reference::check_tag;
 use crate::transport::layout::tag_of_ref_name;
+use crate::transport::roots::check_stored_name;
 use crate::transport::{unwrap_io_error, Endpoint, Source, VerifyReader};
 
 pub use crate::model::reference::DEFAULT_TAG;
@@ -67,10 +71,14 @@ pub async fn roots(src_ep: &Endpoint, src: &dyn Source, dst_ep: &Endpoint) -> Re
 /// One root per digest, with all the tags the source gives it, in first-seen order.
 fn group_by_digest(found: Vec<(Descriptor, Option<String>)>) -> Vec<Root> {
     let mut roots: Vec<Root> = Vec::new();
+    let mut at: HashMap<Digest, (usize, HashSet<String>)> = HashMap::new();
     for (desc, tag) in found {
-        match roots.iter_mut().find(|(d, _)| d.digest == desc.digest) {
-            Some((_, tags)) => tags.extend(tag.filter(|t| !tags.contains(t))),
-            None => roots.push((desc, tag.into_iter().collect())),
+        let (i, seen) = at.entry(desc.digest.clone()).or_insert_with(|| {
+            roots.push((desc, Vec::new()));
+            (roots.len() - 1, HashSet::new())
+        });
+        if let Some(t) = tag.filter(|t| seen.insert(t.clone())) {
+            roots[*i].1.push(t);
         }
     }
     roots
@@ -111,7 +119,15 @@ fn destination_tags(src_ep: &Endpoint, dst_ep: &Endpoint, roots: Vec<Root>) -> R
             (Some(t), _) => vec![t.clone()],
             (None, Some(_)) => vec![],
             (None, None) if dst_is_registry && src_tags.is_empty() => vec![DEFAULT_TAG.to_string()],
-            (None, None) => src_tags,
+            // Tags stored in the source become destination tags only when they are plain tags:
+            // a stored name never picks a path or another repository.
+            (None, None) => {
+                for t in &src_tags {
+                    check_stored_name(t, "tag", &src_ep.to_string())?;
+                    check_tag(t, &src_ep.to_string())?;
+                }
+                src_tags
+            }
         };
         plan.push((desc, tags));
     }

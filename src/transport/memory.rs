@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::transport::layout::RootIndex;
+use crate::transport::roots::RootIndex;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
 #[derive(Default)]

@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod layout;
 pub mod memory;
 pub mod registry;
+pub mod roots;
 
 pub use crate::model::verify::{unwrap_io_error, VerifyReader};
 pub use endpoint::{open_destination, open_source, Endpoint};
@@ -147,6 +148,20 @@ pub trait Destination: Send + Sync {
         Ok(())
     }
 
+    /// Record many roots at the end of a copy, each with its tags, or untagged (`add_root`)
+    /// when it has none. Default: `push_tags` or `add_root` per root. Layouts apply them all
+    /// in one index.json write, so copying a layout of 8,000 roots stays linear.
+    async fn tag_roots(&self, roots: &[(Descriptor, Bytes, Vec<String>)]) -> Result<()> {
+        for (desc, bytes, tags) in roots {
+            if tags.is_empty() {
+                self.add_root(desc).await?;
+            } else {
+                self.push_tags(desc, bytes.clone(), tags).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Called once per root, before anything of it is copied. A destination that holds only
     /// some kinds of content refuses here, before writing anything (docker-archive: images
     /// only), or names a child of an index to copy instead (one platform); default: copy `root`.
@@ -249,6 +264,9 @@ macro_rules! forward {
             async fn push_tags(&self, desc: &Descriptor, bytes: Bytes, tags: &[String]) -> Result<()> {
                 (**self).push_tags(desc, bytes, tags).await
             }
+            async fn tag_roots(&self, roots: &[(Descriptor, Bytes, Vec<String>)]) -> Result<()> {
+                (**self).tag_roots(roots).await
+            }
             async fn select_root(&self, src: &dyn Source, root: &Document) -> Result<Option<Descriptor>> {
                 (**self).select_root(src, root).await
             }
@@ -266,3 +284,12 @@ macro_rules! forward {
 }
 
 forward!(&T, Box<T>, Arc<T>);
+
+/// A temp-file builder for content that becomes visible by rename: mode 0644 (less the
+/// umask) like files other tools write, not tempfile's private 0600.
+pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).permissions(std::fs::Permissions::from_mode(0o644));
+    b
+}

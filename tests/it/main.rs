@@ -23,5 +23,5 @@ mod referrers_api;
 mod reflink;
 mod registry_security;
 mod roundtrip;
-mod token_auth;
 mod store_security;
+mod token_auth;

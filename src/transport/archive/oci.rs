@@ -74,7 +74,7 @@ impl Source for OciArchive {
     }
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        crate::transport::layout::resolve_in_index(&self.roots, reference, &self.index.location, |d| {
+        crate::transport::roots::resolve_in_entries(&self.roots, reference, &self.index.location, |d| {
             if self.entry_of(d).is_none() {
                 return Ok(None);
             }

@@ -563,8 +563,7 @@ impl TarSink {
         };
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
         std::fs::create_dir_all(&parent).at(&parent)?;
-        let tmp =
-            crate::transport::layout::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
+        let tmp = crate::transport::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
         let (file, tmp) = tmp.into_parts();
         let out = Out::File(BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(file)));
         Ok(TarSink { out: Some(out), tmp: Some(tmp), dest: Some(path.to_path_buf()), location, mtime, poisoned: None })

@@ -4,11 +4,11 @@
 //! layout for their whole session so `gc` (exclusive) never races a copy.
 
 pub(crate) mod blobfile;
-mod roots;
 mod safe;
 mod writer;
 
-pub use roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
+use crate::transport::public_temp;
+pub use crate::transport::roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
 pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -375,17 +375,6 @@ pub struct GcReport {
     pub temp_files: usize,
 }
 
-/// Resolve `reference` against index.json entries (layouts and archives alike); see
-/// [`RootIndex::resolve`].
-pub(crate) fn resolve_in_index(
-    entries: &[Descriptor],
-    reference: Option<&str>,
-    location: &str,
-    manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
-) -> Result<Descriptor> {
-    resolve_in_entries(entries, reference, location, manifest_by_digest)
-}
-
 fn empty_index() -> String {
     format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_INDEX)
 }
@@ -546,15 +535,6 @@ fn hash_reader(mut f: File, path: &Path, alg: crate::model::digest::Algorithm) -
     Ok(h.finish())
 }
 
-/// A temp-file builder for content that becomes visible by rename: mode 0644 (less the
-/// umask) like files other tools write, not tempfile's private 0600.
-pub(crate) fn public_temp(prefix: &str) -> tempfile::Builder<'_, 'static> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut b = tempfile::Builder::new();
-    b.prefix(prefix).permissions(std::fs::Permissions::from_mode(0o644));
-    b
-}
-
 /// Write `bytes` to `path` atomically: temp file in the layout's temp dir, fsync, rename, fsync dir.
 pub fn write_atomic(root: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp_dir = safe::ensure_dir(root, TMP_DIR)?;
@@ -666,6 +646,32 @@ impl Destination for Layout {
         let mut d = desc.clone();
         d.annotations.remove(media::ANNOTATION_REF_NAME);
         self.add_untagged(&d)
+    }
+
+    async fn tag_roots(&self, roots: &[(Descriptor, Bytes, Vec<String>)]) -> Result<()> {
+        if roots.is_empty() {
+            return Ok(());
+        }
+        for (desc, bytes, tags) in roots {
+            if !tags.is_empty() {
+                self.write_blob_bytes(desc, bytes)?;
+            }
+        }
+        self.update_index(|index| {
+            for (desc, _, tags) in roots {
+                if tags.is_empty() {
+                    let mut d = desc.clone();
+                    d.annotations.remove(media::ANNOTATION_REF_NAME);
+                    if !index.contains_digest(&d.digest) {
+                        index.add_untagged(&d)?;
+                    }
+                }
+                for t in tags {
+                    index.set_tag(desc, t)?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 

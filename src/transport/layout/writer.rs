@@ -27,7 +27,7 @@ impl BlobWriter {
     pub(crate) fn new(layout: &Layout) -> Result<BlobWriter> {
         let root = layout.root().to_path_buf();
         let dir = safe::ensure_dir(&root, super::TMP_DIR)?;
-        let tmp = super::public_temp("blob-").tempfile_in(&dir).at(&dir)?;
+        let tmp = crate::transport::public_temp("blob-").tempfile_in(&dir).at(&dir)?;
         Ok(BlobWriter { root, tmp, hashed: None })
     }
 
