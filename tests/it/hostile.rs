@@ -347,30 +347,18 @@ impl MiniServer {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+                use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
                 let l = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
                     let Ok((sock, _)) = l.accept().await else { continue };
                     let (handler, seen) = (handler.clone(), seen2.clone());
                     tokio::spawn(async move {
                         let mut r = BufReader::new(sock);
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        let Some(hoist_testkit::hostile::RequestHead { method, path, headers }) =
+                            hoist_testkit::hostile::read_request_head(&mut r).await
+                        else {
                             return;
-                        }
-                        let mut parts = line.split_whitespace();
-                        let method = parts.next().unwrap_or("").to_string();
-                        let path = parts.next().unwrap_or("").to_string();
-                        let mut headers = HashMap::new();
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                            }
-                        }
+                        };
                         let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
                         let mut body = vec![0u8; len.min(64 << 20)];
                         let _ = r.read_exact(&mut body).await;

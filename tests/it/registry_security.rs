@@ -97,25 +97,13 @@ impl Hostile {
 }
 
 async fn serve_one(sock: tokio::net::TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Req>>>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
     let mut r = BufReader::new(sock);
-    let mut line = String::new();
-    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+    let Some(hoist_testkit::hostile::RequestHead { method, path, headers }) =
+        hoist_testkit::hostile::read_request_head(&mut r).await
+    else {
         return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
+    };
     // the request body is read and dropped
     let mut left: u64 = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut buf = vec![0u8; 64 << 10];

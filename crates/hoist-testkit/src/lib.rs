@@ -16,6 +16,7 @@
 
 pub mod conformance;
 pub mod fixtures;
+pub mod hostile;
 pub mod proxy;
 pub mod registry;
 pub mod token;

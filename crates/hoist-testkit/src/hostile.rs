@@ -1,0 +1,38 @@
+//! Pieces for hostile test servers written inside a test (a `TcpListener` on 127.0.0.1 that
+//! answers what the test wants, however wrong): reading a request's head.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// The head of one HTTP/1.1 request: method, path and headers (names lower-cased).
+pub struct RequestHead {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The request target as sent (`/v2/a/b/manifests/v1`).
+    pub path: String,
+    /// Header names in lower case, the last value of each.
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads the request line and the headers from `r`; `None` when the client closed first.
+pub async fn read_request_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<RequestHead> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).await.unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Some(RequestHead { method, path, headers })
+}
