@@ -119,12 +119,15 @@ fn destination_tags(src_ep: &Endpoint, dst_ep: &Endpoint, roots: Vec<Root>) -> R
             (Some(t), _) => vec![t.clone()],
             (None, Some(_)) => vec![],
             (None, None) if dst_is_registry && src_tags.is_empty() => vec![DEFAULT_TAG.to_string()],
-            // Tags stored in the source become destination tags only when they are plain tags:
-            // a stored name never picks a path or another repository.
+            // A name stored in the source never picks a path or another repository: it is
+            // checked, and a registry takes only a plain tag (a layout keeps podman's
+            // `localhost/app:v1` style names as its ref.name).
             (None, None) => {
                 for t in &src_tags {
                     check_stored_name(t, "tag", &src_ep.to_string())?;
-                    check_tag(t, &src_ep.to_string())?;
+                    if dst_is_registry {
+                        check_tag(t, &src_ep.to_string())?;
+                    }
                 }
                 src_tags
             }
@@ -195,6 +198,31 @@ mod tests {
         assert_eq!(source_reference(&ep("localhost:5000/a")).as_deref(), Some("latest"));
         assert_eq!(source_reference(&ep("oci:dir")), None);
         assert_eq!(source_reference(&ep("oci:dir:v1")).as_deref(), Some("v1"));
+    }
+
+    #[tokio::test]
+    async fn stored_names_never_pick_a_path_or_repository() {
+        for bad in ["../../etc", "a%2fb", "/abs"] {
+            let (m, a, _) = two_roots().await;
+            let bytes = m.fetch_manifest_bytes(&a).await.expect("bytes");
+            m.push_manifest(&a, bytes, Some(bad)).await.expect("push");
+            let e = roots(&ep("oci:src"), &m, &ep("oci:dst")).await.expect_err(bad);
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        // podman's names are kept in a layout; a registry takes only plain tags.
+        let (m, a, _) = two_roots().await;
+        let bytes = m.fetch_manifest_bytes(&a).await.expect("bytes");
+        m.push_manifest(&a, bytes, Some("localhost/app:v1")).await.expect("push");
+        assert!(roots(&ep("oci:src"), &m, &ep("oci:dst")).await.is_ok());
+        // ... to a registry as its tag part, in the repository the user named
+        let plan = roots(&ep("oci:src"), &m, &ep("localhost:5000/x")).await.expect("plan");
+        assert!(plan[0].1.contains(&"v1".to_string()), "{:?}", plan[0].1);
+        // ... and a name that is no tag at all is refused there.
+        let (m, a, _) = two_roots().await;
+        let bytes = m.fetch_manifest_bytes(&a).await.expect("bytes");
+        m.push_manifest(&a, bytes, Some("alpine:3.20")).await.expect("push");
+        assert!(roots(&ep("oci:src"), &m, &ep("oci:dst")).await.is_ok());
+        assert!(roots(&ep("oci:src"), &m, &ep("localhost:5000/x")).await.is_err());
     }
 
     #[tokio::test]
