@@ -339,47 +339,37 @@ struct MiniServer {
 
 impl MiniServer {
     fn start(handler: Handler) -> MiniServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
         let seen2 = seen.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
+        let port = hoist_testkit::hostile::serve_connections(move |sock| {
+            let (handler, seen) = (handler.clone(), seen2.clone());
+            async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((sock, _)) = l.accept().await else { continue };
-                    let (handler, seen) = (handler.clone(), seen2.clone());
-                    tokio::spawn(async move {
-                        let mut r = BufReader::new(sock);
-                        let Some(hoist_testkit::hostile::RequestHead { method, path, headers }) =
-                            hoist_testkit::hostile::read_request_head(&mut r).await
-                        else {
-                            return;
-                        };
-                        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let mut body = vec![0u8; len.min(64 << 20)];
-                        let _ = r.read_exact(&mut body).await;
-                        let req = SeenRequest { method, path, headers };
-                        seen.lock().unwrap().push(req.clone());
-                        let (status, hdrs, body) = handler(&req);
-                        let mut resp =
-                            format!("HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-                        for (k, v) in hdrs {
-                            resp.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        resp.push_str("\r\n");
-                        let mut sock = r.into_inner();
-                        let _ = sock.write_all(resp.as_bytes()).await;
-                        if req.method != "HEAD" {
-                            let _ = sock.write_all(&body).await;
-                        }
-                        let _ = sock.shutdown().await;
-                    });
+                let mut r = BufReader::new(sock);
+                let Some(hoist_testkit::hostile::RequestHead { method, path, headers }) =
+                    hoist_testkit::hostile::read_request_head(&mut r).await
+                else {
+                    return;
+                };
+                let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0u8; len.min(64 << 20)];
+                let _ = r.read_exact(&mut body).await;
+                let req = SeenRequest { method, path, headers };
+                seen.lock().unwrap().push(req.clone());
+                let (status, hdrs, body) = handler(&req);
+                let mut resp =
+                    format!("HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+                for (k, v) in hdrs {
+                    resp.push_str(&format!("{k}: {v}\r\n"));
                 }
-            });
+                resp.push_str("\r\n");
+                let mut sock = r.into_inner();
+                let _ = sock.write_all(resp.as_bytes()).await;
+                if req.method != "HEAD" {
+                    let _ = sock.write_all(&body).await;
+                }
+                let _ = sock.shutdown().await;
+            }
         });
         MiniServer { port, seen }
     }

@@ -67,22 +67,10 @@ struct Hostile {
 impl Hostile {
     fn start(handler: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Hostile {
         let handler: Handler = Arc::new(handler);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Req>>> = Arc::default();
         let seen2 = seen.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((sock, _)) = l.accept().await else { continue };
-                    let (handler, seen) = (handler.clone(), seen2.clone());
-                    tokio::spawn(serve_one(sock, handler, seen));
-                }
-            });
-        });
+        let port =
+            hoist_testkit::hostile::serve_connections(move |sock| serve_one(sock, handler.clone(), seen2.clone()));
         Hostile { port, seen }
     }
     fn host(&self) -> String {

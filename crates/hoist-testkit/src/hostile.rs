@@ -36,3 +36,26 @@ pub async fn read_request_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Op
     }
     Some(RequestHead { method, path, headers })
 }
+
+/// Starts a server on 127.0.0.1 (its own thread and current-thread runtime) that hands every
+/// accepted connection to `serve`, each on a task of its own; returns the port.
+pub fn serve_connections<F, Fut>(serve: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    listener.set_nonblocking(true).expect("nonblocking listener");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((sock, _)) = l.accept().await else { continue };
+                tokio::spawn(serve(sock));
+            }
+        });
+    });
+    port
+}
