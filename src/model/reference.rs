@@ -52,6 +52,30 @@ impl Reference {
     pub fn repo_ref(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+    /// The fully qualified name docker and containerd store (`alpine` ->
+    /// `docker.io/library/alpine:latest`, `me/app:v1` -> `docker.io/me/app:v1`): registry,
+    /// repository, the tag (`latest` when neither tag nor digest is given) and the digest.
+    pub fn normalized(&self) -> String {
+        let mut r = self.clone();
+        if r.tag.is_none() && r.digest.is_none() {
+            r.tag = Some(DEFAULT_TAG.to_string());
+        }
+        r.to_string()
+    }
+    /// The short form docker prints (`docker.io/library/alpine:latest` -> `alpine:latest`,
+    /// `docker.io/me/app:v1` -> `me/app:v1`; other registries keep their host).
+    pub fn familiar(&self) -> String {
+        let full = self.normalized();
+        match full.strip_prefix("docker.io/") {
+            Some(rest) => rest.strip_prefix("library/").filter(|r| !r.contains('/')).unwrap_or(rest).to_string(),
+            None => full,
+        }
+    }
+}
+
+/// [`Reference::normalized`] of a name given as text: `alpine` -> `docker.io/library/alpine:latest`.
+pub fn normalize_name(name: &str) -> Result<String> {
+    Ok(name.parse::<Reference>()?.normalized())
 }
 
 /// Check that `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`); the error names
@@ -178,6 +202,21 @@ mod tests {
             "localhost/x@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse().unwrap();
         assert!(r.digest.is_some() && r.tag.is_none());
         assert_eq!(r.registry, "localhost");
+    }
+
+    #[test]
+    fn normalizes_like_docker() {
+        for (short, full, familiar) in [
+            ("alpine", "docker.io/library/alpine:latest", "alpine:latest"),
+            ("me/app:v1", "docker.io/me/app:v1", "me/app:v1"),
+            ("docker.io/library/alpine:3", "docker.io/library/alpine:3", "alpine:3"),
+            ("index.docker.io/library/a/b:1", "docker.io/library/a/b:1", "library/a/b:1"),
+            ("localhost/app:v1", "localhost/app:v1", "localhost/app:v1"),
+            ("127.0.0.1:5000/x", "127.0.0.1:5000/x:latest", "127.0.0.1:5000/x:latest"),
+        ] {
+            assert_eq!(normalize_name(short).unwrap(), full, "{short}");
+            assert_eq!(short.parse::<Reference>().unwrap().familiar(), familiar, "{short}");
+        }
     }
 
     #[test]
