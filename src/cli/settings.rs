@@ -27,7 +27,8 @@ pub(crate) struct Global {
     /// Output format for results on stdout.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Allow plain HTTP for this registry (repeatable). Loopback registries fall back to HTTP by themselves.
+    /// Use plain HTTP for this registry (repeatable): HOST on any port, HOST:PORT that port.
+    /// Loopback registries fall back to HTTP by themselves when they do not speak TLS.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure: Vec<String>,
     /// Use plain HTTP for every registry.
@@ -39,6 +40,15 @@ pub(crate) struct Global {
     /// Extra CA certificate (PEM) to trust (repeatable).
     #[arg(long = "ca-file", global = true)]
     pub ca_file: Vec<PathBuf>,
+    /// Certs directory for every registry (repeatable; skopeo's --cert-dir): *.crt CAs,
+    /// client.cert/client.key for mutual TLS. certs.d/HOST[:PORT]/ below
+    /// /etc/containers/certs.d and /etc/docker/certs.d (or $HOIST_CERTS_D) are read anyway.
+    #[arg(long = "cert-dir", global = true, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
+    /// containers-registries.conf to read instead of $CONTAINERS_REGISTRIES_CONF or
+    /// /etc/containers/registries.conf (drop-ins in registries.conf.d are read as well).
+    #[arg(long = "registries-conf", global = true, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
     /// Credentials USER:PASSWORD instead of the auth files, for a command that talks to one
     /// registry (a copy between two registries takes --src-creds/--dest-creds).
     #[arg(long, global = true, env = "HOIST_CREDS", hide_env_values = true, value_name = "USER:PASSWORD")]
@@ -129,6 +139,8 @@ impl Settings {
             plain_http: g.plain_http,
             tls_verify: g.tls_verify,
             ca_files: g.ca_file.clone(),
+            cert_dirs: g.cert_dir.clone(),
+            registries: load_registries_conf(g.registries_conf.as_deref())?,
             credentials: Default::default(),
             retry: RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
             upload: match g.upload {
@@ -186,6 +198,17 @@ impl Settings {
     pub fn json(&self) -> bool {
         self.format == Format::Json
     }
+}
+
+/// containers-registries.conf: `--registries-conf FILE` (then the drop-ins), else the
+/// files containers/image reads.
+fn load_registries_conf(file: Option<&std::path::Path>) -> Result<hoist::transport::registry::regconf::RegistriesConf> {
+    use hoist::transport::registry::regconf::RegistriesConf;
+    let mut files = RegistriesConf::default_files();
+    if let Some(f) = file {
+        files[0] = (f.to_path_buf(), false);
+    }
+    RegistriesConf::load_files(&files)
 }
 
 /// `os/arch[/variant]`; anything else is a usage error.

@@ -24,4 +24,5 @@ mod reflink;
 mod registry_security;
 mod roundtrip;
 mod store_security;
+mod tls;
 mod token_auth;

@@ -18,6 +18,22 @@ use tempfile::TempDir;
 
 use crate::token::{TokenOpts, TokenServer};
 
+/// Which server certificate a TLS [`TestRegistry`] serves (all made with openssl).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertKind {
+    /// A leaf (CA:FALSE) for 127.0.0.1 / localhost (and `hoist-proxied.test`, a name only
+    /// a proxy resolves), signed by a throwaway CA.
+    #[default]
+    CaSigned,
+    /// The one-line `openssl req -x509` kind: self-signed, CA:TRUE, its own CA, with a SAN
+    /// for 127.0.0.1 / localhost.
+    SelfSigned,
+    /// A CA-signed leaf that expired in 2020.
+    Expired,
+    /// A CA-signed leaf for `wrong.example` only.
+    WrongName,
+}
+
 /// How to start a [`TestRegistry`].
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOpts {
@@ -25,6 +41,11 @@ pub struct RegistryOpts {
     pub auth: Option<(String, String)>,
     /// Serve HTTPS with a throwaway CA and a leaf certificate for 127.0.0.1 / localhost.
     pub tls: bool,
+    /// The server certificate when `tls` (default: CA-signed leaf).
+    pub cert: CertKind,
+    /// Mutual TLS: require a client certificate signed by a throwaway client CA
+    /// (distribution's `http.tls.clientcas`); see [`TestRegistry::client_cert_dir`].
+    pub client_ca: bool,
     /// Bearer token auth: a [`TokenServer`] started with these options issues the tokens.
     pub token: Option<TokenOpts>,
 }
@@ -59,6 +80,16 @@ impl RegistryOpts {
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
         self
+    }
+
+    /// HTTPS with this kind of server certificate.
+    pub fn tls_cert(cert: CertKind) -> Self {
+        Self { tls: true, cert, ..Self::default() }
+    }
+
+    /// HTTPS that requires a client certificate (mutual TLS).
+    pub fn mtls() -> Self {
+        Self { tls: true, client_ca: true, ..Self::default() }
     }
 }
 
@@ -103,7 +134,7 @@ impl TestRegistry {
             run(Command::new("htpasswd").arg("-Bbc").arg(root.join("htpasswd")).arg(user).arg(pass));
         }
         if opts.tls {
-            make_certs(&root);
+            make_certs(&root, opts.cert, opts.client_ca);
         }
         let token = opts.token.clone().map(TokenServer::start);
         let mut reg = TestRegistry { dir, port: 0, opts, token, child: None };
@@ -206,6 +237,20 @@ impl TestRegistry {
         self.dir().join("certs.d")
     }
 
+    /// A certs directory for mutual TLS: `ca.crt`, `client.cert` and `client.key` (a client
+    /// certificate the registry accepts). Panics without mutual TLS.
+    pub fn client_cert_dir(&self) -> PathBuf {
+        assert!(self.opts.client_ca, "client_cert_dir: registry was started without mutual TLS");
+        self.dir().join("client-certs.d")
+    }
+
+    /// A certs directory with `ca.crt` and a client certificate from another CA, which the
+    /// registry refuses. Panics without mutual TLS.
+    pub fn rogue_client_cert_dir(&self) -> PathBuf {
+        assert!(self.opts.client_ca, "rogue_client_cert_dir: registry was started without mutual TLS");
+        self.dir().join("rogue-certs.d")
+    }
+
     /// skopeo flags to reach this registry as `side`: "src" or "dest" for `copy`/`sync`, ""
     /// for `inspect`/`delete`/`list-tags`. TLS verification off for plain HTTP, the cert dir
     /// for TLS, and the credentials with auth.
@@ -291,6 +336,9 @@ impl TestRegistry {
                 root.join("tls/cert.pem").display(),
                 root.join("tls/key.pem").display()
             );
+            if self.opts.client_ca {
+                let _ = write!(y, "    clientcas:\n      - {}\n", root.join("tls/client-ca.pem").display());
+            }
         }
         if self.opts.auth.is_some() {
             let _ =
@@ -329,6 +377,12 @@ wait $p"#;
     fn wait_ready(&mut self) -> Result<(), String> {
         let url = format!("{}/v2/", self.url());
         let ca = self.opts.tls.then(|| self.ca_pem_path());
+        let probe_opts = ProbeOpts {
+            // a certificate made to fail verification (webpki refuses the self-signed CA:TRUE kind) is
+            // probed without verifying
+            verify: self.opts.cert == CertKind::CaSigned,
+            identity: self.opts.client_ca.then(|| self.client_cert_dir()),
+        };
         let start = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -336,7 +390,7 @@ wait $p"#;
                     return Err(format!("registry exited early ({status})"));
                 }
             }
-            match probe(&url, ca.as_deref()) {
+            match probe(&url, ca.as_deref(), &probe_opts) {
                 Ok(200 | 401) => return Ok(()),
                 Ok(code) => return Err(format!("GET {url} answered {code}")),
                 Err(_) if start.elapsed() < READY_TIMEOUT => std::thread::sleep(Duration::from_millis(50)),
@@ -375,19 +429,35 @@ impl Drop for TestRegistry {
     }
 }
 
+/// How [`probe`] talks TLS.
+struct ProbeOpts {
+    verify: bool,
+    /// A certs dir with `client.cert` and `client.key`.
+    identity: Option<PathBuf>,
+}
+
 /// `GET url` with reqwest (trusting `ca` if given) on a helper thread with its own runtime,
 /// so it works from sync tests and from inside a tokio test alike.
-fn probe(url: &str, ca: Option<&Path>) -> Result<u16, String> {
+fn probe(url: &str, ca: Option<&Path>, opts: &ProbeOpts) -> Result<u16, String> {
     let url = url.to_owned();
     let ca = ca.map(Path::to_owned);
+    let verify = opts.verify;
+    let identity = opts.identity.clone();
     std::thread::spawn(move || -> Result<u16, String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         rt.block_on(async move {
             let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
-            if let Some(ca) = ca {
+            if !verify {
+                b = b.danger_accept_invalid_certs(true);
+            } else if let Some(ca) = ca {
                 let pem = fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
                 let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
                 b = b.add_root_certificate(cert);
+            }
+            if let Some(dir) = identity {
+                let mut pem = fs::read(dir.join("client.cert")).map_err(|e| e.to_string())?;
+                pem.extend(fs::read(dir.join("client.key")).map_err(|e| e.to_string())?);
+                b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| e.to_string())?);
             }
             let client = b.build().map_err(|e| e.to_string())?;
             let resp = client.get(&url).send().await.map_err(|e| format!("{e:?}"))?;
@@ -408,40 +478,104 @@ fn run(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
-/// A throwaway CA and a leaf signed by it (CA:FALSE, EKU serverAuth, SAN 127.0.0.1 and
-/// localhost): rustls rejects a CA certificate used as the server's own. P-256 keys, since
+/// The server certificate of `kind` (see [`CertKind`]) in `root/tls/{cert,key}.pem`, the
+/// CA to trust in `tls/ca.pem` and `certs.d/ca.crt`; with `client_ca`, a client CA
+/// (`tls/client-ca.pem`) and two certs dirs: `client-certs.d/` with a client certificate
+/// it signed, `rogue-certs.d/` with one signed by another CA. The CA-signed leaf is
+/// CA:FALSE with EKU serverAuth and a SAN for 127.0.0.1 / localhost. P-256 keys, since
 /// they are quick to make.
-fn make_certs(root: &Path) {
+fn make_certs(root: &Path, kind: CertKind, client_ca: bool) {
     let tls = root.join("tls");
     fs::create_dir_all(&tls).expect("tls dir");
     let ossl = |args: &str| {
         run(Command::new("openssl").args(args.split_whitespace()).current_dir(&tls));
     };
-    ossl(
-        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 -days 30 \
-         -keyout ca.key -out ca.pem -subj /CN=hoist-test-ca \
-         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
-    );
-    ossl(
-        "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 \
-         -keyout key.pem -out server.csr -subj /CN=localhost",
-    );
-    fs::write(
-        tls.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .expect("leaf.ext");
-    ossl(
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 30 \
-         -extfile leaf.ext -out cert.pem",
-    );
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256";
+    let new_ca = |name: &str| {
+        ossl(&format!(
+            "req -x509 {ec} -days 30 -keyout {name}.key -out {name}.pem -subj /CN=hoist-test-{name} \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ));
+    };
+    // a leaf `name` signed by CA `ca`, with extensions `ext`, valid `dates` (`-days N`, or
+    // `openssl ca`'s `-startdate A -enddate B`)
+    let leaf = |name: &str, ca: &str, cn: &str, ext: &str, dates: &str| {
+        ossl(&format!("req {ec} -keyout {name}.key -out {name}.csr -subj /CN={cn}"));
+        fs::write(tls.join(format!("{name}.ext")), ext).expect("ext file");
+        if let Some(range) = dates.strip_prefix("ca ") {
+            // `openssl x509 -req` (3.0) cannot date a certificate in the past; `openssl ca` can
+            let db = tls.join(format!("{name}-db"));
+            fs::create_dir_all(&db).expect("ca db");
+            fs::write(db.join("index.txt"), "").expect("index.txt");
+            fs::write(db.join("serial"), "01\n").expect("serial");
+            fs::write(
+                tls.join(format!("{name}-ca.cnf")),
+                format!(
+                    "[ca]\ndefault_ca = d\n[d]\ndatabase = {name}-db/index.txt\nnew_certs_dir = {name}-db\n\
+                     serial = {name}-db/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
+                     [p]\ncommonName = supplied\n[ext]\n{ext}"
+                ),
+            )
+            .expect("ca.cnf");
+            ossl(&format!(
+                "ca -batch -notext -config {name}-ca.cnf -cert {ca}.pem -keyfile {ca}.key -in {name}.csr \
+                 -out {name}.pem -extensions ext {range}"
+            ));
+        } else {
+            ossl(&format!(
+                "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -sha256 {dates} \
+                 -extfile {name}.ext -out {name}.pem"
+            ));
+        }
+    };
+    let server_ext = |san: &str| {
+        format!(
+            "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        )
+    };
+    // hoist-proxied.test never resolves: a client reaches it only through a proxy
+    let local = "IP:127.0.0.1,DNS:localhost,DNS:hoist-proxied.test";
+    match kind {
+        CertKind::SelfSigned => {
+            // what a user types: `openssl req -x509 -newkey ... -subj /CN=... -addext subjectAltName=...`
+            ossl(&format!(
+                "req -x509 {ec} -days 30 -keyout key.pem -out cert.pem -subj /CN=localhost \
+                 -addext subjectAltName={local}"
+            ));
+            fs::copy(tls.join("cert.pem"), tls.join("ca.pem")).expect("ca.pem");
+        }
+        CertKind::CaSigned | CertKind::Expired | CertKind::WrongName => {
+            new_ca("ca");
+            let (san, dates) = match kind {
+                CertKind::Expired => (local, "ca -startdate 20200101000000Z -enddate 20200102000000Z"),
+                CertKind::WrongName => ("DNS:wrong.example", "-days 30"),
+                _ => (local, "-days 30"),
+            };
+            leaf("server", "ca", "localhost", &server_ext(san), dates);
+            fs::rename(tls.join("server.pem"), tls.join("cert.pem")).expect("cert.pem");
+            fs::rename(tls.join("server.key"), tls.join("key.pem")).expect("key.pem");
+        }
+    }
     // skopeo's cert dir: *.crt is a CA; a *.key there would be read as a client key
     let certs = root.join("certs.d");
     fs::create_dir_all(&certs).expect("certs.d");
     fs::copy(tls.join("ca.pem"), certs.join("ca.crt")).expect("copy ca.crt");
+    if client_ca {
+        let client_ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                          extendedKeyUsage=clientAuth\n";
+        new_ca("client-ca");
+        leaf("client", "client-ca", "hoist-test-client", client_ext, "-days 30");
+        new_ca("rogue-ca");
+        leaf("rogue", "rogue-ca", "hoist-test-rogue", client_ext, "-days 30");
+        for (dir, name) in [("client-certs.d", "client"), ("rogue-certs.d", "rogue")] {
+            let d = root.join(dir);
+            fs::create_dir_all(&d).expect("client certs dir");
+            fs::copy(tls.join("ca.pem"), d.join("ca.crt")).expect("ca.crt");
+            fs::copy(tls.join(format!("{name}.pem")), d.join("client.cert")).expect("client.cert");
+            fs::copy(tls.join(format!("{name}.key")), d.join("client.key")).expect("client.key");
+        }
+    }
 }
 
 /// `127.0.0.1 - - [24/Nov/2026:05:26:20 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"`

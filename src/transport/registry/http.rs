@@ -1,4 +1,4 @@
-//! HTTP for the registry client: the reqwest client, the ping that picks the scheme and
+//! HTTP for the registry client: the ping that picks the scheme and
 //! learns the challenge, sending one request with auth and retries, and reading response
 //! bodies within the limit of their kind.
 
@@ -14,62 +14,49 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::auth::{parse_challenge, Challenge};
 use super::retry::{retriable_status, retry_after, RetryState};
-use super::{Client, Host, RegistryOptions};
+use super::tls::{classify, TlsFailure};
+use super::{Client, Host};
 use crate::error::{Error, Result};
-
-/// The reqwest client for `opts`: rustls, the extra CAs, HTTP/1.1 unless asked for h2.
-pub(super) fn build(opts: &RegistryOptions) -> Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(opts.read_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true);
-    for f in &opts.ca_files {
-        let pem = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| Error::malformed("CA certificate", f.display().to_string(), e))?;
-        if certs.is_empty() {
-            return Err(Error::malformed("CA certificate", f.display().to_string(), "no PEM certificate found"));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if !opts.tls_verify {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    // HTTP/1.1 unless asked: every blob in flight then has its own TCP connection and
-    // window. Over one h2 connection, parallel blobs share one congestion window and
-    // hyper's flow-control windows (2 MiB a stream, 5 MiB in all: at 50 ms RTT, 100 MB/s
-    // for everything), and against distribution over TLS a 1 GiB pull took 3.4 s on h2
-    // and 2.4 s on HTTP/1.1 (bench/NOTES.md).
-    b = if opts.http2 { b.http2_adaptive_window(true) } else { b.http1_only() };
-    b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))
-}
 
 /// Whether `host` (`name[:port]`, `[v6]:port`) is a loopback registry, which may fall back
 /// to plain HTTP: exactly `localhost`, or an IP address in 127.0.0.0/8 or `::1`, judged on
 /// the parsed address, so that a name such as `127.0.0.1.example.com` is not loopback.
 pub fn is_loopback(host: &str) -> bool {
-    let h = match host.strip_prefix('[') {
-        // `[v6]` or `[v6]:port`
-        Some(rest) => match rest.split_once(']') {
-            Some((ip, port)) if port.is_empty() || is_port(port.strip_prefix(':').unwrap_or("x")) => ip,
-            _ => return false,
-        },
-        None => match host.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') && is_port(p) => h,
-            Some(_) if host.contains("::") || host.matches(':').count() > 1 => host,
-            Some(_) => return false,
-            None => host,
-        },
-    };
+    let Some((h, _)) = split_host_port(host) else { return false };
     if h.eq_ignore_ascii_case("localhost") {
         return true;
     }
     h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `host[:port]` (`[v6]:port`, a bare v6 address) as host and port; `None` when malformed.
+fn split_host_port(host: &str) -> Option<(&str, Option<&str>)> {
+    Some(match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, "")) => (ip, None),
+            Some((ip, port)) => match port.strip_prefix(':') {
+                Some(p) if is_port(p) => (ip, Some(p)),
+                _ => return None,
+            },
+            None => return None,
+        },
+        None => match host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') && is_port(p) => (h, Some(p)),
+            Some(_) if host.contains("::") || host.matches(':').count() > 1 => (host, None),
+            Some(_) => return None,
+            None => (host, None),
+        },
+    })
+}
+
+/// Whether the `--insecure-registry` value `pattern` covers `registry`: `host` matches that
+/// host on any port, `host:port` that port only (host names compared case-insensitively).
+pub fn insecure_matches(pattern: &str, registry: &str) -> bool {
+    let (Some((ph, pp)), Some((rh, rp))) = (split_host_port(pattern.trim()), split_host_port(registry)) else {
+        return false;
+    };
+    ph.eq_ignore_ascii_case(rh) && (pp.is_none() || pp == rp)
 }
 
 fn is_port(p: &str) -> bool {
@@ -85,8 +72,17 @@ pub(super) fn api_host(registry: &str) -> &str {
     }
 }
 
-/// A reqwest error as a network error naming `registry` (never the URL).
+/// A reqwest error as a network error naming `registry` (never the URL); a TLS failure
+/// says which, and what to do about it.
 pub(super) fn net_err(registry: &str, e: &reqwest::Error) -> Error {
+    net_err_tls(registry, e, false)
+}
+
+/// [`net_err`], knowing whether a client certificate was offered (`has_identity`).
+pub(super) fn net_err_tls(registry: &str, e: &reqwest::Error, has_identity: bool) -> Error {
+    if let Some(f) = classify(e, has_identity) {
+        return Error::Network { registry: registry.to_string(), reason: f.message(registry) };
+    }
     // reqwest errors carry the URL; ours never holds credentials, but strip it anyway.
     let mut msg = e.without_url_ref().to_string();
     let mut src = std::error::Error::source(e);
@@ -124,26 +120,35 @@ impl WithoutUrl for reqwest::Error {
 
 impl Client {
     /// Ping `registry`: the base URL of the scheme that answered, and its challenge.
+    ///
+    /// HTTPS first, except for `--plain-http` and `--insecure-registry` hosts. A loopback
+    /// registry (or one registries.conf calls `insecure`) falls back to plain HTTP only when
+    /// the TLS handshake shows that the server does not speak TLS at all: a certificate
+    /// problem is reported as such, never as the `400` a TLS server answers plain HTTP with.
     pub(super) async fn ping(&self, registry: &str) -> Result<(String, Challenge)> {
         let api = api_host(registry);
-        let plain = self.opts.plain_http || self.opts.insecure.iter().any(|i| i == registry);
+        let plain = self.opts.plain_http || self.opts.insecure.iter().any(|i| insecure_matches(i, registry));
+        let conf_insecure = self.opts.registries.is_insecure(registry);
+        self.http.prepare(registry, api, self.opts.tls_verify && !conf_insecure)?;
+        let has_identity = self.http.has_identity(api);
         let schemes: &[&str] = if plain {
             &["http"]
-        } else if is_loopback(registry) {
+        } else if is_loopback(registry) || conf_insecure {
             &["https", "http"]
         } else {
             &["https"]
         };
-        let mut last_err = None;
-        for scheme in schemes {
+        for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{api}");
             // The ping is retried like any request (a 503 or a dropped connection on the first
-            // request must not end the run), but only when the scheme answered at all.
+            // request must not end the run), but only when the scheme answered at all, and
+            // never after a TLS failure (it will not change).
             let mut retry = RetryState::new(&self.opts.retry);
             let ping = loop {
                 let res = self.http.get(format!("{base}/v2/")).send().await;
                 let hint = match &res {
                     Ok(r) if retriable_status(r.status()) => retry_after(r.headers()),
+                    Err(e) if classify(e, has_identity).is_some() => break res,
                     Err(e) if e.is_timeout() || (e.is_request() && !e.is_connect()) => None,
                     _ => break res,
                 };
@@ -164,21 +169,26 @@ impl Client {
                         Challenge::None
                     };
                     if !(status.is_success() || status == StatusCode::UNAUTHORIZED || status == StatusCode::NOT_FOUND) {
-                        last_err = Some(Error::Registry {
+                        return Err(Error::Registry {
                             registry: registry.to_string(),
                             method: "GET".into(),
                             path: "/v2/".into(),
                             status: status.as_u16(),
                             detail: String::new(),
                         });
-                        continue;
                     }
                     return Ok((base, challenge));
                 }
-                Err(e) => last_err = Some(net_err(registry, &e)),
+                Err(e) => {
+                    let fallback = i + 1 < schemes.len() && classify(&e, has_identity) == Some(TlsFailure::NotTls);
+                    if !fallback {
+                        return Err(net_err_tls(registry, &e, has_identity));
+                    }
+                    tracing::debug!(registry, "the server does not speak TLS; trying plain HTTP");
+                }
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::Other(format!("registry {registry}: unreachable"))))
+        Err(Error::Other(format!("registry {registry}: unreachable")))
     }
 
     /// Send a request built by `mk` (called again for each attempt), with auth, one
@@ -231,6 +241,10 @@ impl Client {
                         }
                     }
                     return Ok(resp);
+                }
+                Err(e) if classify(&e, false).is_some() => {
+                    let id = self.http.has_identity(api_host(&host.name));
+                    return Err(net_err_tls(&host.name, &e, id));
                 }
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
                     let Some(wait) = retry.failed(None) else {

@@ -8,7 +8,10 @@
 //! - [`retry`]: the one retry decision every loop asks;
 //! - [`errors`]: registry error bodies as structured codes;
 //! - [`manifests`], [`upload`], [`download`], [`referrers`]: the protocol calls;
-//! - [`credentials`]: auth files and credential helpers.
+//! - [`credentials`]: auth files and credential helpers;
+//! - [`tls`]: trust (CA files, certs.d), client certificates, a reqwest client per host,
+//!   TLS failures classified; [`proxy`]: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`;
+//! - [`regconf`]: containers-registries.conf (remaps, mirrors for pulls, blocked, insecure).
 //!
 //! This file keeps [`Client`], [`Repository`], the options and the `Source`/`Destination`
 //! impls, which call into the job files.
@@ -19,8 +22,11 @@ mod download;
 pub mod errors;
 pub mod http;
 mod manifests;
+pub mod proxy;
 pub mod referrers;
+pub mod regconf;
 pub mod retry;
+pub mod tls;
 mod upload;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,14 +64,27 @@ pub enum UploadMode {
 /// How a [`Client`] talks to registries.
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
-    /// Registries allowed over plain HTTP (loopback hosts always are, after HTTPS fails).
+    /// Registries reached over plain HTTP: `host` (any port) or `host:port` (that port).
+    /// Loopback hosts fall back to plain HTTP by themselves when the server does not speak
+    /// TLS.
     pub insecure: Vec<String>,
     /// Use plain HTTP for every registry.
     pub plain_http: bool,
     /// Verify TLS certificates (default true).
     pub tls_verify: bool,
-    /// Extra CA certificates (PEM).
+    /// Extra CA certificates (PEM), trusted for every registry.
     pub ca_files: Vec<PathBuf>,
+    /// Certs directories (`*.crt` CAs, `client.cert`/`client.key`) used for every registry,
+    /// as skopeo's `--cert-dir`.
+    pub cert_dirs: Vec<PathBuf>,
+    /// Roots holding one certs directory per registry (`ROOT/host[:port]/`), as docker's
+    /// `/etc/docker/certs.d` and containers' `/etc/containers/certs.d`; by default
+    /// [`tls::default_certs_d`] (`$HOIST_CERTS_D` overrides).
+    pub certs_d: Vec<PathBuf>,
+    /// containers-registries.conf: remapped names, mirrors tried before the primary for
+    /// reads, blocked names, insecure endpoints (default: none; the CLI reads the files
+    /// with [`regconf::RegistriesConf::load_default`]).
+    pub registries: regconf::RegistriesConf,
     /// Explicit credentials (instead of auth files), per registry: keyed by the registry's
     /// `host[:port]` as written in references, Docker Hub's names as `docker.io` (see
     /// [`credentials::registry_key`], and [`RegistryOptions::set_credential`] to insert).
@@ -93,6 +112,9 @@ impl Default for RegistryOptions {
             plain_http: false,
             tls_verify: true,
             ca_files: vec![],
+            cert_dirs: vec![],
+            certs_d: tls::default_certs_d(),
+            registries: Default::default(),
             credentials: BTreeMap::new(),
             anonymous: false,
             retry: RetryPolicy::default(),
@@ -132,15 +154,16 @@ struct Host {
 
 /// A registry client shared by every repository it talks to.
 pub struct Client {
-    http: reqwest::Client,
+    http: tls::Clients,
     opts: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
 }
 
 impl Client {
-    /// A client with `opts` (reads the CA files).
+    /// A client with `opts` (reads the CA files; certs.d directories are read per registry
+    /// on first use).
     pub fn new(opts: RegistryOptions) -> Result<Arc<Client>> {
-        let http = http::build(&opts)?;
+        let http = tls::Clients::new(&opts)?;
         Ok(Arc::new(Client { http, opts, hosts: tokio::sync::Mutex::new(HashMap::new()) }))
     }
 
@@ -170,14 +193,37 @@ impl Client {
         Ok(host)
     }
 
-    /// Open a repository on a registry (pings the registry on first use).
+    /// Open a repository on a registry (pings the registry on first use), routed by
+    /// registries.conf: a remapped location, mirrors for reads, or refused when blocked.
     pub fn repository(self: &Arc<Self>, reference: &Reference) -> Repository {
+        let route = self.opts.registries.route(reference);
+        let (registry, repo) = route.primary;
+        if (registry.as_str(), repo.as_str()) != (reference.registry.as_str(), reference.repository.as_str()) {
+            tracing::info!(name = %reference.repo_ref(), to = %format!("{registry}/{repo}"), "remapped by registries.conf");
+        }
+        let mirrors = route
+            .mirrors
+            .into_iter()
+            .map(|(registry, repo, pull_from)| (self.plain_repository(registry, repo), pull_from))
+            .collect();
+        Repository {
+            blocked: route.blocked.map(Arc::from),
+            mirrors: Arc::new(mirrors),
+            ..self.plain_repository(registry, repo)
+        }
+    }
+
+    /// `registry`/`repo` as is: no mirrors, not blocked.
+    fn plain_repository(self: &Arc<Self>, registry: String, repo: String) -> Repository {
         Repository {
             client: self.clone(),
-            registry: reference.registry.clone(),
-            repo: reference.repository.clone(),
+            registry,
+            repo,
             manifest_cache: Arc::new(Mutex::new(HashMap::new())),
             referrers_api: Default::default(),
+            blocked: None,
+            mirrors: Arc::new(vec![]),
+            served_by: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -206,11 +252,61 @@ pub struct Repository {
     repo: String,
     manifest_cache: Arc<Mutex<HashMap<Digest, (String, Bytes)>>>,
     referrers_api: referrers::ApiCache,
+    /// Why registries.conf refuses this name.
+    blocked: Option<Arc<str>>,
+    /// Mirrors tried in order before this repository when reading (registries.conf).
+    mirrors: Arc<Vec<(Repository, regconf::PullFrom)>>,
+    /// The mirror the last `resolve` was served by; later reads go there too.
+    served_by: Arc<Mutex<Option<Repository>>>,
 }
 
 impl Repository {
     fn loc(&self) -> String {
         format!("docker://{}/{}", self.registry, self.repo)
+    }
+
+    /// The mirror (`docker://host/repo`) that served the last resolve, if one did.
+    pub fn served_by(&self) -> Option<String> {
+        self.served_by.lock().ok()?.as_ref().map(|m| m.loc())
+    }
+
+    /// Where reads go: the mirror that resolved the root, else this repository.
+    fn reader(&self) -> Repository {
+        self.served_by.lock().ok().and_then(|m| m.clone()).unwrap_or_else(|| self.clone())
+    }
+
+    fn check_blocked(&self) -> Result<()> {
+        match &self.blocked {
+            Some(why) => Err(Error::Other(format!("registry {}: {why}", self.registry))),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolve `reference` at the first mirror that has it (in order, when the mirror
+    /// serves pulls of that kind), else at the primary; the one that answered serves the
+    /// reads that follow.
+    async fn resolve_routed(&self, reference: &str) -> Result<Descriptor> {
+        self.check_blocked()?;
+        let by_digest = reference.parse::<Digest>().is_ok();
+        for (m, pull_from) in self.mirrors.iter() {
+            if !pull_from.allows(by_digest) {
+                continue;
+            }
+            match m.resolve_manifest(reference).await {
+                Ok(d) => {
+                    tracing::info!(name = %self.loc(), mirror = %m.loc(), reference, "served by mirror");
+                    if let Ok(mut s) = self.served_by.lock() {
+                        *s = Some(m.clone());
+                    }
+                    return Ok(d);
+                }
+                Err(e) => tracing::info!(mirror = %m.loc(), error = %e, "mirror did not serve; trying the next"),
+            }
+        }
+        if let Ok(mut s) = self.served_by.lock() {
+            *s = None;
+        }
+        self.resolve_manifest(reference).await
     }
     fn scopes_pull(&self) -> Vec<String> {
         vec![format!("repository:{}:pull", self.repo)]
@@ -219,6 +315,7 @@ impl Repository {
         vec![format!("repository:{}:pull,push", self.repo)]
     }
     async fn host(&self) -> Result<Arc<Host>> {
+        self.check_blocked()?;
         self.client.host(&self.registry).await
     }
 
@@ -262,15 +359,15 @@ impl Source for Repository {
     }
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        self.resolve_manifest(reference.unwrap_or(crate::model::reference::DEFAULT_TAG)).await
+        self.resolve_routed(reference.unwrap_or(crate::model::reference::DEFAULT_TAG)).await
     }
 
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
-        self.manifest_bytes(desc).await
+        self.reader().manifest_bytes(desc).await
     }
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
-        Ok(download::resuming_download(self.clone(), desc.clone(), offset))
+        Ok(download::resuming_download(self.reader(), desc.clone(), offset))
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
