@@ -165,6 +165,15 @@ fn mutual_tls_with_a_client_certificate_from_certs_d() {
     let env = Env::new();
     env.certs_for(&reg.host(), &reg.client_cert_dir());
     assert_success("push with client cert", &env.hoist(["push", &sample_src(), &target]));
+    // skopeo, with the same client certificate, finds what hoist pushed
+    if hoist_testkit::optional!("skopeo") {
+        let mut args = vec!["inspect".to_string(), "--raw".into()];
+        args.extend(reg.skopeo_args(""));
+        args.push(format!("docker://{target}"));
+        let out = skopeo(&args);
+        assert_success("skopeo inspect over mutual TLS", &out);
+        assert_eq!(sha256(&out.stdout), sample_digest());
+    }
     // and --cert-dir
     let env2 = Env::new();
     let dest = env2.out_dir("pulled");

@@ -253,11 +253,13 @@ impl TestRegistry {
 
     /// skopeo flags to reach this registry as `side`: "src" or "dest" for `copy`/`sync`, ""
     /// for `inspect`/`delete`/`list-tags`. TLS verification off for plain HTTP, the cert dir
-    /// for TLS, and the credentials with auth.
+    /// for TLS (with the client certificate for mutual TLS), and the credentials with auth.
     pub fn skopeo_args(&self, side: &str) -> Vec<String> {
         let p = if side.is_empty() { "--".to_owned() } else { format!("--{side}-") };
         let mut v = Vec::new();
-        if self.opts.tls {
+        if self.opts.client_ca {
+            v.push(format!("{p}cert-dir={}", self.client_cert_dir().display()));
+        } else if self.opts.tls {
             v.push(format!("{p}cert-dir={}", self.cert_dir().display()));
         } else {
             v.push(format!("{p}tls-verify=false"));

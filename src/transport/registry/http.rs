@@ -470,6 +470,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn insecure_registry_host_is_any_port_host_port_one_port() {
+        assert!(insecure_matches("reg.example", "reg.example"));
+        assert!(insecure_matches("reg.example", "reg.example:5000"));
+        assert!(insecure_matches("REG.example", "reg.example:5001"));
+        assert!(insecure_matches("reg.example:5000", "reg.example:5000"));
+        assert!(!insecure_matches("reg.example:5000", "reg.example:5001"));
+        assert!(!insecure_matches("reg.example:5000", "reg.example"));
+        assert!(!insecure_matches("reg.example", "other.example:5000"));
+        assert!(!insecure_matches("reg.example", "reg.example.evil:5000"));
+        assert!(insecure_matches("[::1]", "[::1]:5000"));
+        assert!(!insecure_matches("[::1]:5000", "[::1]:5001"));
+    }
+
     #[tokio::test]
     async fn min_rate_counts_only_time_spent_waiting() {
         // a body that is read late (the reader was busy) but arrives at once: no stall
