@@ -385,3 +385,14 @@ blocked = true
     }
     assert_eq!(reg.requests().len(), before, "a blocked name must not reach the registry");
 }
+
+#[test]
+fn registries_conf_insecure_allows_an_untrusted_certificate() {
+    let reg = TestRegistry::start(RegistryOpts::tls());
+    let env = Env::new();
+    let target = format!("{}/insecure-conf/app:v1", reg.host());
+    let out = env.hoist(["push", &sample_src(), &target]);
+    assert!(!out.status.success(), "untrusted without insecure = true");
+    env.conf(&format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.host()));
+    assert_success("push to an insecure = true registry", &env.hoist(["push", &sample_src(), &target]));
+}

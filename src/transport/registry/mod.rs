@@ -363,7 +363,15 @@ impl Source for Repository {
     }
 
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
-        self.reader().manifest_bytes(desc).await
+        let reader = self.reader();
+        match reader.manifest_bytes(desc).await {
+            // a partial mirror (a pull-through cache filling up) may lack a child manifest
+            Err(e) if reader.loc() != self.loc() => {
+                tracing::info!(mirror = %reader.loc(), digest = %desc.digest, error = %e, "mirror lacks a manifest; asking the primary");
+                self.manifest_bytes(desc).await
+            }
+            other => other,
+        }
     }
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
