@@ -123,8 +123,9 @@ impl Client {
     ///
     /// HTTPS first, except for `--plain-http` and `--insecure-registry` hosts. A loopback
     /// registry (or one registries.conf calls `insecure`) falls back to plain HTTP only when
-    /// the TLS handshake shows that the server does not speak TLS at all: a certificate
-    /// problem is reported as such, never as the `400` a TLS server answers plain HTTP with.
+    /// the TLS handshake shows that the server does not speak TLS at all (or, for a name
+    /// without a port, when nothing listens on 443): a certificate problem is reported as
+    /// such, never as the `400` a TLS server answers plain HTTP with.
     pub(super) async fn ping(&self, registry: &str) -> Result<(String, Challenge)> {
         let api = api_host(registry);
         let plain = self.opts.plain_http || self.opts.insecure.iter().any(|i| insecure_matches(i, registry));
@@ -180,7 +181,12 @@ impl Client {
                     return Ok((base, challenge));
                 }
                 Err(e) => {
-                    let fallback = i + 1 < schemes.len() && classify(&e, has_identity) == Some(TlsFailure::NotTls);
+                    let tls = classify(&e, has_identity);
+                    // Without a port, HTTPS (443) and HTTP (80) are different ports: nothing
+                    // listening on 443 says nothing about 80.
+                    let other_port =
+                        tls.is_none() && e.is_connect() && split_host_port(api).is_some_and(|(_, p)| p.is_none());
+                    let fallback = i + 1 < schemes.len() && (tls == Some(TlsFailure::NotTls) || other_port);
                     if !fallback {
                         return Err(net_err_tls(registry, &e, has_identity));
                     }
