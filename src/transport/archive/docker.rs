@@ -19,6 +19,7 @@ use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
 use crate::model::platform::is_attestation;
+use crate::model::reference::{normalize_name, same_image_name};
 use crate::model::verify::HashWriter;
 use crate::transport::archive::check_stored_name;
 use crate::transport::archive::oci::OciArchive;
@@ -28,8 +29,6 @@ use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
-/// Annotation containerd uses for the image name in index.json.
-const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// Whether `media_type` is an image config docker and podman can load.
 fn is_image_config(media_type: &str) -> bool {
@@ -84,6 +83,12 @@ pub fn pick_platform(manifests: &[Descriptor], want: Option<&Platform>, location
             reason: format!("index has several platforms ({}); choose one", listed()),
         }),
     }
+}
+
+/// `name` normalized as docker and containerd store it (`me/app:v1` -> `docker.io/me/app:v1`),
+/// or as it is when it is no reference.
+fn normalized(name: &str) -> String {
+    normalize_name(name).unwrap_or_else(|_| name.to_string())
 }
 
 /// `repo:tag` when `s` names a repository and a tag.
@@ -198,7 +203,8 @@ pub struct DockerArchiveWriter {
 
 impl DockerArchiveWriter {
     /// Start a docker-archive at `path` (or stdout for `-`). `repo_tags` (`repo:tag`) name the
-    /// first image in manifest.json; `platform` picks the image of an index (default
+    /// first image in manifest.json, normalized (`me/app:v1` is stored as `docker.io/me/app:v1`,
+    /// as containerd and Kubernetes look it up); `platform` picks the image of an index (default
     /// linux/amd64, or the only one).
     pub async fn create(
         path: impl AsRef<Path>,
@@ -215,6 +221,7 @@ impl DockerArchiveWriter {
                 });
             }
         }
+        let repo_tags = repo_tags.iter().map(|t| normalized(t)).collect();
         let core = WriterCore::create(path, location.clone()).await?;
         Ok(DockerArchiveWriter { inner: Mutex::new((core, DockerState::default())), location, repo_tags, platform })
     }
@@ -314,7 +321,7 @@ impl DockerArchiveWriter {
             let mut bare = Vec::new();
             for t in tags {
                 if split_repo_tag(&t).is_some() {
-                    repo_tags.push(t);
+                    repo_tags.push(normalized(&t));
                 } else {
                     bare.push(t);
                 }
@@ -325,7 +332,7 @@ impl DockerArchiveWriter {
                 let tag = split_repo_tag(rt).map(|(_, t)| t).unwrap_or(rt);
                 index.push(
                     root.clone()
-                        .with_annotation(ANNOTATION_CONTAINERD_NAME, rt.clone())
+                        .with_annotation(media::ANNOTATION_CONTAINERD_IMAGE_NAME, rt.clone())
                         .with_annotation(media::ANNOTATION_REF_NAME, tag.to_string()),
                 );
             }
@@ -672,11 +679,18 @@ impl DockerImages {
                 }
             },
             Some(r) if r.parse::<Digest>().is_ok() => self.images.iter().find(|i| i.desc.digest.to_string() == r),
-            Some(tag) => self.images.iter().find(|i| i.repo_tags.iter().any(|t| t == tag)).or_else(|| {
-                self.images
-                    .iter()
-                    .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == tag)))
-            }),
+            // As written, then the same name normalized (`alpine` finds
+            // `docker.io/library/alpine:latest`), then a bare tag.
+            Some(name) => self
+                .images
+                .iter()
+                .find(|i| i.repo_tags.iter().any(|t| t == name))
+                .or_else(|| self.images.iter().find(|i| i.repo_tags.iter().any(|t| same_image_name(t, name))))
+                .or_else(|| {
+                    self.images
+                        .iter()
+                        .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == name)))
+                }),
         };
         found
             .map(|i| i.desc.clone())
