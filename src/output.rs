@@ -198,9 +198,8 @@ fn oci_named_roots(out: &OutputSpec, root: &Descriptor) -> Vec<copy::plan::Root>
                 (None, Some(_)) => None,
                 (None, None) => Some(crate::model::reference::DEFAULT_TAG.to_string()),
             };
-            let desc = root
-                .clone()
-                .with_annotation(crate::model::media::ANNOTATION_CONTAINERD_IMAGE_NAME, r.normalized());
+            let desc =
+                root.clone().with_annotation(crate::model::media::ANNOTATION_CONTAINERD_IMAGE_NAME, r.normalized());
             (desc, tag.into_iter().collect())
         })
         .collect()

@@ -246,9 +246,7 @@ pub fn resolve_in_entries(
 /// The names an index.json entry answers to: its `ref.name` and its
 /// `io.containerd.image.name` (the full name BuildKit, containerd and hoist write there).
 fn stored_names(d: &Descriptor) -> impl Iterator<Item = &str> {
-    d.ref_name()
-        .into_iter()
-        .chain(d.annotations.get(media::ANNOTATION_CONTAINERD_IMAGE_NAME).map(String::as_str))
+    d.ref_name().into_iter().chain(d.annotations.get(media::ANNOTATION_CONTAINERD_IMAGE_NAME).map(String::as_str))
 }
 
 /// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
