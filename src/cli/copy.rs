@@ -5,7 +5,8 @@ use clap::Args;
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
-use hoist::transport::{open_destination, open_source, Endpoint};
+use hoist::transport::endpoint::{native_manifest_format, open_source_as};
+use hoist::transport::{open_destination, Endpoint};
 use hoist::transport::{Destination, Source};
 use hoist::Descriptor;
 
@@ -118,7 +119,8 @@ impl PullArgs {
 /// Copy what the plan says from one end to the other, then print the roots.
 pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     let (src_ep, dst_ep) = (&ends.src, &ends.dst);
-    let src = open_source(src_ep, &ctx.client)?;
+    // A docker-archive without index.json gets manifests in the destination's native format.
+    let src = open_source_as(src_ep, &ctx.client, native_manifest_format(dst_ep))?;
     // --platform: the platforms of an index root to copy (a library copy option, for every
     // destination); a docker-archive holds one image, so it takes exactly one.
     let platform = match dst_ep {

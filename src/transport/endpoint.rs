@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Platform;
 use crate::model::reference::{check_ref_name, Reference};
+use crate::transport::archive::docker::MadeManifest;
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
 
@@ -178,11 +179,27 @@ impl Endpoint {
 
 /// Open `ep` for reading.
 pub fn open_source(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Source>> {
+    open_source_as(ep, client, MadeManifest::Docker)
+}
+
+/// Open `ep` for reading; a docker-archive without `index.json` gets manifests of `made`
+/// (see [`native_manifest_format`]).
+pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -> Result<Box<dyn Source>> {
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep),
+        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep, made),
     })
+}
+
+/// The manifest format native to the destination `dst`, made for sources that carry no
+/// manifest bytes (a docker-archive's `manifest.json`), as skopeo does: OCI for `oci:` and
+/// `oci-archive:`, Docker schema 2 for `docker-archive:` and registries.
+pub fn native_manifest_format(dst: &Endpoint) -> MadeManifest {
+    match dst {
+        Endpoint::Layout { .. } | Endpoint::OciArchive { .. } => MadeManifest::Oci,
+        Endpoint::DockerArchive { .. } | Endpoint::Registry(_) => MadeManifest::Docker,
+    }
 }
 
 /// Open `ep` for writing. `platform` picks the image a docker-archive gets from an index.
@@ -217,10 +234,12 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
     Ok(parsed.normalized())
 }
 
-fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
+fn open_archive_source(ep: &Endpoint, made: MadeManifest) -> Result<Box<dyn Source>> {
     Ok(match ep {
         Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
-        Endpoint::DockerArchive { path, .. } => Box::new(crate::transport::archive::docker::DockerArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => {
+            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
+        }
         _ => return Err(Error::Other(format!("{ep} is not an archive"))),
     })
 }

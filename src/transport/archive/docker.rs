@@ -541,21 +541,88 @@ pub struct DockerArchive {
     location: String,
 }
 
-/// Synthesize the Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
-fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
+/// The format of the manifest hoist makes for a docker-archive image, which carries no
+/// manifest bytes of its own: the destination's native one, as skopeo does (OCI for a layout
+/// or an OCI archive, Docker schema 2 for a docker-archive or a registry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MadeManifest {
+    /// Docker v2 schema 2 (`application/vnd.docker.distribution.manifest.v2+json`), Docker
+    /// config and layer media types; zstd layers cannot be described and are refused.
+    #[default]
+    Docker,
+    /// OCI image manifest, OCI config and layer media types (the config bytes are the same:
+    /// a Docker image config is a valid OCI image config).
+    Oci,
+}
+
+/// How a docker-archive layer is compressed, sniffed from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LayerKind {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+impl MadeManifest {
+    fn manifest_type(self) -> &'static str {
+        match self {
+            MadeManifest::Docker => media::DOCKER_MANIFEST,
+            MadeManifest::Oci => media::OCI_MANIFEST,
+        }
+    }
+
+    fn config_type(self) -> &'static str {
+        match self {
+            MadeManifest::Docker => media::DOCKER_CONFIG,
+            MadeManifest::Oci => media::OCI_CONFIG,
+        }
+    }
+
+    /// The media type of a layer, or None when this format cannot describe it.
+    fn layer_type(self, kind: LayerKind) -> Option<&'static str> {
+        Some(match (self, kind) {
+            (MadeManifest::Docker, LayerKind::Tar) => media::DOCKER_LAYER_TAR,
+            (MadeManifest::Docker, LayerKind::Gzip) => media::DOCKER_LAYER_GZIP,
+            (MadeManifest::Docker, LayerKind::Zstd) => return None,
+            (MadeManifest::Oci, LayerKind::Tar) => media::OCI_LAYER_TAR,
+            (MadeManifest::Oci, LayerKind::Gzip) => media::OCI_LAYER_GZIP,
+            (MadeManifest::Oci, LayerKind::Zstd) => media::OCI_LAYER_ZSTD,
+        })
+    }
+}
+
+/// Make the manifest bytes of `format` (deterministic: fixed field order, compact).
+fn synthesize_manifest_as(
+    format: MadeManifest,
+    config: (Digest, u64),
+    layers: &[(Digest, u64, &'static str)],
+) -> Vec<u8> {
     let m = V2Manifest {
         schema_version: 2,
-        media_type: media::DOCKER_MANIFEST,
-        config: V2Descriptor { media_type: media::DOCKER_CONFIG, size: config.1, digest: config.0 },
+        media_type: format.manifest_type(),
+        config: V2Descriptor { media_type: format.config_type(), size: config.1, digest: config.0 },
         layers: layers.iter().map(|(d, s, mt)| V2Descriptor { media_type: mt, size: *s, digest: d.clone() }).collect(),
     };
     serde_json::to_vec(&m).expect("manifest serializes")
 }
 
+/// The Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
+#[cfg(test)]
+fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
+    synthesize_manifest_as(MadeManifest::Docker, config, layers)
+}
+
 impl DockerArchive {
     /// Open a docker-archive (blocking: indexes the tar and hashes every layer once). A tar
-    /// that also holds `oci-layout` and `index.json` is read as an OCI layout.
+    /// that also holds `oci-layout` and `index.json` is read as an OCI layout; otherwise
+    /// hoist makes Docker schema 2 manifests ([`DockerArchive::open_as`] chooses).
     pub fn open(path: impl AsRef<Path>) -> Result<DockerArchive> {
+        Self::open_as(path, MadeManifest::Docker)
+    }
+
+    /// [`DockerArchive::open`], making manifests of `format` for the images of a
+    /// `manifest.json` (an archive with `index.json` has real manifest bytes, read as they are).
+    pub fn open_as(path: impl AsRef<Path>, format: MadeManifest) -> Result<DockerArchive> {
         let path = path.as_ref();
         let location = format!("docker-archive:{}", path.display());
         let index = TarIndex::open_blocking(path, &location)?;
@@ -607,20 +674,22 @@ impl DockerArchive {
                 }
                 let (digest, head) = index.hash_entry_blocking(le)?;
                 bytes_hashed += le.size;
-                let mt = match head {
-                    [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
-                    [0x28, 0xb5, 0x2f, 0xfd] => {
-                        return Err(Error::Unsupported(format!(
-                        "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
-                    )))
-                    }
-                    _ => media::DOCKER_LAYER_TAR,
+                let kind = match head {
+                    [0x1f, 0x8b, ..] => LayerKind::Gzip,
+                    [0x28, 0xb5, 0x2f, 0xfd] => LayerKind::Zstd,
+                    _ => LayerKind::Tar,
                 };
+                let mt = format.layer_type(kind).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe \
+                         (an OCI destination, or --convert oci, takes it)"
+                    ))
+                })?;
                 blobs.insert(digest.clone(), le);
                 hashed.insert(le, (digest.clone(), le.size, mt));
                 layers.push((digest, le.size, mt));
             }
-            let manifest = synthesize_manifest((cdigest, ce.size), &layers);
+            let manifest = synthesize_manifest_as(format, (cdigest, ce.size), &layers);
             if manifest.len() as u64 > media::MAX_MANIFEST_SIZE {
                 return Err(Error::malformed(
                     "manifest.json",
@@ -633,7 +702,7 @@ impl DockerArchive {
                     ),
                 ));
             }
-            let desc = Descriptor::of_bytes(media::DOCKER_MANIFEST, &manifest);
+            let desc = Descriptor::of_bytes(format.manifest_type(), &manifest);
             by_digest.entry(desc.digest.clone()).or_insert(images.len());
             images.push(DockerImage {
                 desc,
