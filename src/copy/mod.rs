@@ -7,6 +7,7 @@
 //! name it (a DAG with 2^40 paths costs one fetch per node), manifest fetches in flight are
 //! bounded like blobs (`jobs`), and nesting deeper than [`MAX_DEPTH`] is refused.
 
+pub mod convert;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -41,11 +42,15 @@ pub struct CopyOptions {
     /// image's manifest as the root; several copy a new index listing only those entries (a
     /// new digest, reported in [`CopyReport::rewritten`]). A manifest root is copied as is.
     pub platforms: Vec<Platform>,
+    /// Conversions on request (`--convert oci`, `--dest-compress`); none by default. Every
+    /// digest that changes is in [`CopyReport::converted`], each changed root in
+    /// [`CopyReport::rewritten`].
+    pub convert: convert::Conversion,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { jobs: 4, platforms: Vec::new() }
+        CopyOptions { jobs: 4, platforms: Vec::new(), convert: convert::Conversion::default() }
     }
 }
 
@@ -79,6 +84,9 @@ pub struct CopyReport {
     /// Roots written under another digest (a platform filter); empty for a byte-exact copy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewritten: Vec<Rewritten>,
+    /// Every digest a conversion changed (manifests, indexes, layers); empty without one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<Rewritten>,
 }
 
 impl std::ops::AddAssign for CopyReport {
@@ -90,6 +98,7 @@ impl std::ops::AddAssign for CopyReport {
         self.manifests_pushed += r.manifests_pushed;
         self.manifests_existed += r.manifests_existed;
         self.rewritten.extend(r.rewritten);
+        self.converted.extend(r.converted);
     }
 }
 
@@ -141,6 +150,44 @@ pub async fn graph_many(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
+    if opts.convert.is_none() {
+        return graph_many_exact(src, dst, roots, opts, progress).await;
+    }
+    let conv = convert::Converted::new(src, opts.convert.clone(), opts.jobs)?;
+    let mut converted = Vec::with_capacity(roots.len());
+    let mut rewritten = Vec::new();
+    for (root, tags) in roots {
+        let new = conv.convert_root(root).await?;
+        if new.digest != root.digest {
+            rewritten.push(Rewritten {
+                from: root.digest.clone(),
+                to: new.digest.clone(),
+                reason: "converted on request".into(),
+            });
+        }
+        converted.push((new, tags.clone()));
+    }
+    let mut report = graph_many_exact(&conv, dst, &converted, opts, progress).await?;
+    // A platform filter after a conversion: what the destination got is the filtered root.
+    for r in &mut rewritten {
+        if let Some(f) = report.rewritten.iter().find(|f| f.from == r.to) {
+            r.to = f.to.clone();
+        }
+    }
+    report.rewritten.retain(|f| !rewritten.iter().any(|r| r.to == f.to));
+    report.rewritten.extend(rewritten);
+    report.converted = conv.changes();
+    Ok(report)
+}
+
+/// [`graph_many`] without conversions: bytes as the source has them.
+async fn graph_many_exact(
+    src: &dyn Source,
+    dst: &dyn Destination,
+    roots: &[(Descriptor, Vec<String>)],
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
     let ctx = Ctx {
         src,
         dst,
@@ -169,6 +216,7 @@ pub async fn graph_many(
         manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
         manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
         rewritten: ctx.rewritten.into_inner().expect("lock"),
+        converted: Vec::new(),
     })
 }
 

@@ -12,6 +12,7 @@ mod build;
 mod cli_build;
 mod cli_new;
 mod conformance;
+mod convert;
 mod crash;
 mod faults;
 mod fuzz_smoke;
