@@ -37,6 +37,12 @@ pub(crate) struct CopyFlags {
     /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged)
     #[arg(long, value_name = "ALG[:LEVEL]")]
     dest_compress: Option<String>,
+    /// Also copy every referrer (signatures, SBOMs, attestations) of each copied manifest, recursively
+    #[arg(long)]
+    referrers: bool,
+    /// Also copy cosign's digest tags (sha256-<hex>.sig, .att, .sbom) of each copied manifest, recursively
+    #[arg(long)]
+    digest_tags: bool,
 }
 
 impl CopyFlags {
@@ -162,7 +168,13 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
         Endpoint::DockerArchive { .. } => ctx.settings.single_platform("a docker-archive destination")?,
         _ => None,
     };
-    let opts = CopyOptions { platforms: ctx.settings.platforms.clone(), convert, ..ctx.copy_options() };
+    let opts = CopyOptions {
+        platforms: ctx.settings.platforms.clone(),
+        convert,
+        referrers: ends.flags.referrers,
+        digest_tags: ends.flags.digest_tags,
+        ..ctx.copy_options()
+    };
     let dst = open_destination(dst_ep, &ctx.client, platform).await?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
@@ -194,6 +206,10 @@ fn print_result(
     }
     for r in &report.rewritten {
         ctx.progress.line(&format!("{} written as {}: {}", r.from, r.to, printable(&r.reason)));
+    }
+    for r in &report.referrers {
+        let tag = r.tag.as_deref().map(|t| format!(" (tag {t})")).unwrap_or_default();
+        ctx.progress.line(&format!("referrer {} of {}{}", r.digest, r.subject, printable(&tag)));
     }
     for r in &report.converted {
         ctx.progress.line(&format!("converted {} -> {}: {}", r.from, r.to, printable(&r.reason)));

@@ -22,6 +22,7 @@ mod index;
 mod names;
 mod push;
 mod referrers_api;
+mod referrers_copy;
 mod reflink;
 mod registry_security;
 mod roundtrip;
