@@ -119,9 +119,11 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
             let dest =
                 dest.ok_or_else(|| bad(spec, "type=docker needs dest=FILE (hoist has no daemon to load into)"))?;
             let reference = names.first().cloned();
+            // The first name is the archive's own; the others become more RepoTags.
+            let tags = names.iter().skip(1).cloned().collect();
             Ok(OutputSpec {
                 endpoint: Endpoint::DockerArchive { path: dest, reference },
-                tags: vec![],
+                tags,
                 names,
                 local_only: false,
             })
@@ -163,11 +165,44 @@ pub async fn export(
     let mut results = Vec::new();
     for out in outputs.iter().filter(|o| !o.local_only) {
         let dst = open_destination(&out.endpoint, client, platform).await?;
-        let report = copy::graph(src, dst.as_ref(), root, &out.tags, opts, progress).await?;
+        let named = oci_named_roots(out, root);
+        let report = if named.is_empty() {
+            copy::graph(src, dst.as_ref(), root, &out.tags, opts, progress).await?
+        } else {
+            copy::graph_many(src, dst.as_ref(), &named, opts, progress).await?
+        };
         dst.finish().await?;
         results.push(ExportResult { destination: dst.location(), report });
     }
     Ok(results)
+}
+
+/// For an OCI layout or archive output with `name=`s, one root per name as BuildKit writes
+/// it: `io.containerd.image.name` the normalized name (`me/app:v1` ->
+/// `docker.io/me/app:v1`, what `ctr import` stores and Kubernetes looks up) and `ref.name`
+/// its tag (`latest` when the name has none). Empty for other outputs and names that are no
+/// reference (those keep [`OutputSpec::tags`]).
+fn oci_named_roots(out: &OutputSpec, root: &Descriptor) -> Vec<copy::plan::Root> {
+    if !matches!(out.endpoint, Endpoint::OciArchive { .. } | Endpoint::Layout { .. }) {
+        return Vec::new();
+    }
+    let parsed: Vec<Reference> = out.names.iter().filter_map(|n| n.parse().ok()).collect();
+    if parsed.len() != out.names.len() {
+        return Vec::new();
+    }
+    parsed
+        .into_iter()
+        .map(|r| {
+            let tag = match (&r.tag, &r.digest) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(_)) => None,
+                (None, None) => Some(crate::model::reference::DEFAULT_TAG.to_string()),
+            };
+            let desc =
+                root.clone().with_annotation(crate::model::media::ANNOTATION_CONTAINERD_IMAGE_NAME, r.normalized());
+            (desc, tag.into_iter().collect())
+        })
+        .collect()
 }
 
 /// Write buildx-style metadata: `containerimage.digest`, `containerimage.descriptor`,
@@ -238,6 +273,15 @@ mod tests {
         assert!(!parse_output("type=registry,name=localhost:5000/x:y").unwrap().local_only);
         assert!(parse_output("type=docker").is_err());
         assert!(parse_output("type=nope,dest=x").is_err());
+        let o = parse_output("type=oci,dest=o.tar,name=me/app").unwrap();
+        let root = Descriptor::of_bytes(crate::model::media::OCI_MANIFEST, b"m");
+        let named = oci_named_roots(&o, &root);
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].1, vec!["latest".to_string()]);
+        assert_eq!(
+            named[0].0.annotations.get(crate::model::media::ANNOTATION_CONTAINERD_IMAGE_NAME).map(String::as_str),
+            Some("docker.io/me/app:latest")
+        );
         let o = parse_output("oci:dir:v3").unwrap();
         assert_eq!(o.tags, vec!["v3".to_string()]);
     }

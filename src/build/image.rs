@@ -129,6 +129,17 @@ pub struct BaseImage<'a> {
     pub name: Option<String>,
 }
 
+/// The `org.opencontainers.image.base.name` value for a base named `name` as the user typed
+/// it: a plain, normalized distribution reference (`docker://alpine:3` ->
+/// `docker.io/library/alpine:3`), as BuildKit writes it; none for a local base (a layout or
+/// archive path says nothing to whoever reads the image elsewhere).
+fn base_name_annotation(name: &str) -> Option<String> {
+    match crate::transport::Endpoint::from_user_input(name) {
+        Ok(crate::transport::Endpoint::Registry(r)) => Some(r.normalized()),
+        _ => None,
+    }
+}
+
 struct Base {
     manifest: Descriptor,
     config: ImageConfig,
@@ -196,8 +207,8 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         manifest.annotations = spec.annotations.clone();
         if let (Some(b), Some(bi)) = (&base, &base_img) {
             manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), bi.manifest.digest.to_string());
-            if let Some(n) = &b.name {
-                manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n.clone());
+            if let Some(n) = b.name.as_deref().and_then(base_name_annotation) {
+                manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n);
             }
         }
         let mut desc = store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;

@@ -2,10 +2,13 @@
 //! tags [`hoist::copy::plan`] decides.
 
 use clap::Args;
+use hoist::copy::convert::{Compression, Conversion};
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
-use hoist::transport::{open_destination, open_source, Endpoint};
+use hoist::transport::archive::docker::MadeManifest;
+use hoist::transport::endpoint::{native_manifest_format, open_source_as};
+use hoist::transport::{open_destination, Endpoint};
 use hoist::transport::{Destination, Source};
 use hoist::Descriptor;
 
@@ -21,6 +24,35 @@ pub(crate) struct CopyArgs {
     dst: String,
     #[command(flatten)]
     creds: SideCreds,
+    #[command(flatten)]
+    conv: CopyFlags,
+}
+
+/// What `copy`, `push` and `pull` change or add on request (nothing by default).
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct CopyFlags {
+    /// Rewrite Docker schema 2 manifests and manifest lists as OCI (only `oci`); layer bytes unchanged
+    #[arg(long, value_name = "FORMAT", value_parser = ["oci"])]
+    convert: Option<String>,
+    /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged)
+    #[arg(long, value_name = "ALG[:LEVEL]")]
+    dest_compress: Option<String>,
+    /// Also copy every referrer (signatures, SBOMs, attestations) of each copied manifest, recursively
+    #[arg(long)]
+    referrers: bool,
+    /// Also copy cosign's digest tags (sha256-<hex>.sig, .att, .sbom) of each copied manifest, recursively
+    #[arg(long)]
+    digest_tags: bool,
+}
+
+impl CopyFlags {
+    /// The library's conversion options.
+    fn conversion(&self) -> Result<Conversion> {
+        Ok(Conversion {
+            to_oci: self.convert.is_some(),
+            compress: self.dest_compress.as_deref().map(str::parse::<Compression>).transpose()?,
+        })
+    }
 }
 
 /// `hoist push LAYOUT REF`.
@@ -32,6 +64,8 @@ pub(crate) struct PushArgs {
     reference: String,
     #[command(flatten)]
     creds: SideCreds,
+    #[command(flatten)]
+    conv: CopyFlags,
 }
 
 /// `hoist pull REF DST`.
@@ -41,6 +75,8 @@ pub(crate) struct PullArgs {
     dst: String,
     #[command(flatten)]
     creds: SideCreds,
+    #[command(flatten)]
+    conv: CopyFlags,
 }
 
 /// A copy's two ends, parsed, and the side credentials.
@@ -49,6 +85,8 @@ pub(crate) struct Ends {
     dst: Endpoint,
     /// `--src-creds`/`--dest-creds`.
     pub creds: SideCreds,
+    /// `--convert`, `--dest-compress`, ...
+    flags: CopyFlags,
 }
 
 impl Ends {
@@ -69,6 +107,7 @@ impl CopyArgs {
             src: Endpoint::from_user_input(&self.src)?,
             dst: Endpoint::from_user_input(&self.dst)?,
             creds: self.creds.clone(),
+            flags: self.conv.clone(),
         })
     }
     /// What a message about this command names.
@@ -91,7 +130,7 @@ impl PushArgs {
                 reason: "push needs a registry reference; use `hoist copy` for other destinations".into(),
             });
         }
-        Ok(Ends { src, dst, creds: self.creds.clone() })
+        Ok(Ends { src, dst, creds: self.creds.clone(), flags: self.conv.clone() })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -107,7 +146,7 @@ impl PullArgs {
             Endpoint::Registry(_) => format!("oci:{}", self.dst).parse()?,
             other => other,
         };
-        Ok(Ends { src, dst, creds: self.creds.clone() })
+        Ok(Ends { src, dst, creds: self.creds.clone(), flags: self.conv.clone() })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -118,14 +157,24 @@ impl PullArgs {
 /// Copy what the plan says from one end to the other, then print the roots.
 pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     let (src_ep, dst_ep) = (&ends.src, &ends.dst);
-    let src = open_source(src_ep, &ctx.client)?;
+    let convert = ends.flags.conversion()?;
+    // A docker-archive without index.json gets manifests in the destination's native format
+    // (OCI when --convert oci asks for it).
+    let made = if convert.to_oci { MadeManifest::Oci } else { native_manifest_format(dst_ep) };
+    let src = open_source_as(src_ep, &ctx.client, made)?;
     // --platform: the platforms of an index root to copy (a library copy option, for every
     // destination); a docker-archive holds one image, so it takes exactly one.
     let platform = match dst_ep {
         Endpoint::DockerArchive { .. } => ctx.settings.single_platform("a docker-archive destination")?,
         _ => None,
     };
-    let opts = CopyOptions { platforms: ctx.settings.platforms.clone(), ..ctx.copy_options() };
+    let opts = CopyOptions {
+        platforms: ctx.settings.platforms.clone(),
+        convert,
+        referrers: ends.flags.referrers,
+        digest_tags: ends.flags.digest_tags,
+        ..ctx.copy_options()
+    };
     let dst = open_destination(dst_ep, &ctx.client, platform).await?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
@@ -157,6 +206,13 @@ fn print_result(
     }
     for r in &report.rewritten {
         ctx.progress.line(&format!("{} written as {}: {}", r.from, r.to, printable(&r.reason)));
+    }
+    for r in &report.referrers {
+        let tag = r.tag.as_deref().map(|t| format!(" (tag {t})")).unwrap_or_default();
+        ctx.progress.line(&format!("referrer {} of {}{}", r.digest, r.subject, printable(&tag)));
+    }
+    for r in &report.converted {
+        ctx.progress.line(&format!("converted {} -> {}: {}", r.from, r.to, printable(&r.reason)));
     }
     ctx.progress.line(&format!(
         "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",

@@ -7,6 +7,7 @@
 //! name it (a DAG with 2^40 paths costs one fetch per node), manifest fetches in flight are
 //! bounded like blobs (`jobs`), and nesting deeper than [`MAX_DEPTH`] is refused.
 
+pub mod convert;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -41,13 +42,33 @@ pub struct CopyOptions {
     /// image's manifest as the root; several copy a new index listing only those entries (a
     /// new digest, reported in [`CopyReport::rewritten`]). A manifest root is copied as is.
     pub platforms: Vec<Platform>,
+    /// Conversions on request (`--convert oci`, `--dest-compress`); none by default. Every
+    /// digest that changes is in [`CopyReport::converted`], each changed root in
+    /// [`CopyReport::rewritten`].
+    pub convert: convert::Conversion,
+    /// Also copy every referrer of each copied manifest (signatures, SBOMs, attestations),
+    /// recursively, found through the source's referrers API or tag fallback (`--referrers`).
+    pub referrers: bool,
+    /// Also copy the manifests tagged by cosign's conventions for each copied manifest
+    /// (`sha256-<hex>.sig`, `.att`, `.sbom`), with those tags, recursively (`--digest-tags`).
+    pub digest_tags: bool,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { jobs: 4, platforms: Vec::new() }
+        CopyOptions {
+            jobs: 4,
+            platforms: Vec::new(),
+            convert: convert::Conversion::default(),
+            referrers: false,
+            digest_tags: false,
+        }
     }
 }
+
+/// The tag suffixes cosign gives the signature, attestation and SBOM of a manifest
+/// (`sha256-<hex>.sig`): what `--digest-tags` looks for.
+pub const COSIGN_TAG_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
 
 /// A root written under another digest than the source's, and why.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -79,6 +100,28 @@ pub struct CopyReport {
     /// Roots written under another digest (a platform filter); empty for a byte-exact copy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewritten: Vec<Rewritten>,
+    /// Every digest a conversion changed (manifests, indexes, layers); empty without one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub converted: Vec<Rewritten>,
+    /// Referrers (and cosign digest-tag manifests) copied with the roots, with their tag if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<CopiedReferrer>,
+}
+
+/// A referrer copied along with what it refers to.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopiedReferrer {
+    /// The manifest it refers to.
+    pub subject: Digest,
+    /// The referrer.
+    pub digest: Digest,
+    /// Its `artifactType`, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The cosign tag it was found by (`--digest-tags`), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 impl std::ops::AddAssign for CopyReport {
@@ -90,6 +133,8 @@ impl std::ops::AddAssign for CopyReport {
         self.manifests_pushed += r.manifests_pushed;
         self.manifests_existed += r.manifests_existed;
         self.rewritten.extend(r.rewritten);
+        self.converted.extend(r.converted);
+        self.referrers.extend(r.referrers);
     }
 }
 
@@ -141,6 +186,56 @@ pub async fn graph_many(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
+    if opts.convert.is_none() {
+        let (mut report, copied) = graph_many_exact(src, dst, roots, opts, progress).await?;
+        if opts.referrers || opts.digest_tags {
+            copy_referrers(src, dst, copied, opts, progress, &mut report).await?;
+        }
+        return Ok(report);
+    }
+    if opts.referrers || opts.digest_tags {
+        return Err(Error::Unsupported(
+            "referrers name their subject by its source digest; copying them with a conversion that changes \
+             that digest would leave them pointing at nothing (copy without --convert/--dest-compress)"
+                .into(),
+        ));
+    }
+    let conv = convert::Converted::new(src, opts.convert.clone(), opts.jobs)?;
+    let mut converted = Vec::with_capacity(roots.len());
+    let mut rewritten = Vec::new();
+    for (root, tags) in roots {
+        let new = conv.convert_root(root).await?;
+        if new.digest != root.digest {
+            rewritten.push(Rewritten {
+                from: root.digest.clone(),
+                to: new.digest.clone(),
+                reason: "converted on request".into(),
+            });
+        }
+        converted.push((new, tags.clone()));
+    }
+    let (mut report, _) = graph_many_exact(&conv, dst, &converted, opts, progress).await?;
+    // A platform filter after a conversion: what the destination got is the filtered root.
+    for r in &mut rewritten {
+        if let Some(f) = report.rewritten.iter().find(|f| f.from == r.to) {
+            r.to = f.to.clone();
+        }
+    }
+    report.rewritten.retain(|f| !rewritten.iter().any(|r| r.to == f.to));
+    report.rewritten.extend(rewritten);
+    report.converted = conv.changes();
+    Ok(report)
+}
+
+/// [`graph_many`] without conversions: bytes as the source has them. Also returns the roots
+/// as written (after a platform filter or a destination's choice).
+async fn graph_many_exact(
+    src: &dyn Source,
+    dst: &dyn Destination,
+    roots: &[(Descriptor, Vec<String>)],
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<(CopyReport, Vec<Descriptor>)> {
     let ctx = Ctx {
         src,
         dst,
@@ -161,7 +256,7 @@ pub async fn graph_many(
     }
     dst.tag_roots(&tagging).await?;
     let c = &ctx.counters;
-    Ok(CopyReport {
+    let report = CopyReport {
         blobs_uploaded: c.blobs_uploaded.load(Ordering::Relaxed),
         blobs_existed: c.blobs_existed.load(Ordering::Relaxed),
         blobs_mounted: c.blobs_mounted.load(Ordering::Relaxed),
@@ -169,7 +264,84 @@ pub async fn graph_many(
         manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
         manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
         rewritten: ctx.rewritten.into_inner().expect("lock"),
-    })
+        converted: Vec::new(),
+        referrers: Vec::new(),
+    };
+    Ok((report, tagging.into_iter().map(|(d, _, _)| d).collect()))
+}
+
+/// The manifests of the graphs of `roots` in `src`: the roots and, through every index,
+/// their children (manifests themselves are not fetched: only indexes name more).
+async fn graph_documents(src: &dyn Source, roots: Vec<Descriptor>) -> Result<Vec<Descriptor>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut queue: Vec<(Descriptor, usize)> = roots.into_iter().map(|d| (d, 1)).collect();
+    while let Some((d, depth)) = queue.pop() {
+        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        if media::is_index(&d.media_type) {
+            if depth > MAX_DEPTH {
+                return Err(Error::malformed(format!("index {}", d.digest), src.location(), "nested too deep"));
+            }
+            if let View::Index(i) = &src.fetch_document(&d).await?.view {
+                queue.extend(i.manifests.iter().map(|c| (c.clone(), depth + 1)));
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// Copy the referrers (`opts.referrers`) and cosign digest-tag manifests (`opts.digest_tags`)
+/// of every manifest in the graphs of `copied`, and theirs in turn, each once. A referrer is
+/// written as an untagged root (a registry lists it through its referrers API or the tag
+/// fallback hoist keeps; a layout keeps it in index.json, where its referrers scan finds it);
+/// a digest-tag manifest keeps its tag.
+async fn copy_referrers(
+    src: &dyn Source,
+    dst: &dyn Destination,
+    copied: Vec<Descriptor>,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let plain = CopyOptions { platforms: Vec::new(), referrers: false, digest_tags: false, ..opts.clone() };
+    let mut done: std::collections::HashSet<Digest> = std::collections::HashSet::new();
+    let mut queue = graph_documents(src, copied).await?;
+    while let Some(subject) = queue.pop() {
+        if !done.insert(subject.digest.clone()) {
+            continue;
+        }
+        let mut found: Vec<(Descriptor, Option<String>)> = Vec::new();
+        if opts.referrers {
+            found.extend(src.referrers(&subject.digest, None).await?.into_iter().map(|r| (r, None)));
+        }
+        if opts.digest_tags {
+            let base = crate::transport::registry::referrers::fallback_tag(&subject.digest);
+            for suffix in COSIGN_TAG_SUFFIXES {
+                let tag = format!("{base}.{suffix}");
+                match src.resolve(Some(&tag)).await {
+                    Ok(d) => found.push((d, Some(tag))),
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for (r, tag) in found {
+            let (rep, written) =
+                graph_many_exact(src, dst, &[(r.clone(), tag.iter().cloned().collect())], &plain, progress).await?;
+            *report += rep;
+            report.referrers.push(CopiedReferrer {
+                subject: subject.digest.clone(),
+                digest: r.digest.clone(),
+                artifact_type: r.artifact_type.clone(),
+                tag,
+            });
+            queue.extend(graph_documents(src, written).await?.into_iter().filter(|d| !done.contains(&d.digest)));
+        }
+    }
+    Ok(())
 }
 
 /// Copy one root's graph; returns what `tag_roots` records for it once every root is copied.

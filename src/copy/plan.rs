@@ -62,7 +62,13 @@ pub async fn roots(src_ep: &Endpoint, src: &dyn Source, dst_ep: &Endpoint) -> Re
             if roots.is_empty() {
                 return Err(Error::not_found("any manifest", src.location()));
             }
-            roots.into_iter().map(|(d, t)| (d, t.map(|t| tag_of_ref_name(&t).to_string()))).collect()
+            // A docker-archive names images by their full names (RepoTags); elsewhere a
+            // stored full name gives its tag.
+            let full_names = matches!(dst_ep, Endpoint::DockerArchive { .. });
+            roots
+                .into_iter()
+                .map(|(d, t)| (d, t.map(|t| if full_names { t } else { tag_of_ref_name(&t).to_string() })))
+                .collect()
         }
     };
     destination_tags(src_ep, dst_ep, group_by_digest(found))

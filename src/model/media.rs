@@ -36,6 +36,9 @@ pub const EMPTY_JSON_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb
 
 /// OCI annotation: the tag of an entry in a layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The full image name containerd (`ctr import`), BuildKit and hoist write beside `ref.name`
+/// in an `index.json` entry, normalized (`docker.io/library/alpine:3.20`).
+pub const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 /// OCI annotation: a human-readable title (an artifact layer's file name, a bundle's name).
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 /// OCI annotation: creation time, RFC 3339.

@@ -78,6 +78,60 @@ pub fn normalize_name(name: &str) -> Result<String> {
     Ok(name.parse::<Reference>()?.normalized())
 }
 
+/// Whether two image names mean the same image once normalized (`alpine` and
+/// `docker.io/library/alpine:latest`, `me/app:v1` and `docker.io/me/app:v1`). Names that do
+/// not parse as references match only themselves.
+pub fn same_image_name(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (normalize_name(a), normalize_name(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Longest `org.opencontainers.image.ref.name` accepted in an endpoint (the longest reference
+/// hoist parses).
+pub const MAX_REF_NAME: usize = 4096;
+
+/// Check that `name` is a valid `org.opencontainers.image.ref.name` as the OCI image layout
+/// defines it (`component ("/" component)*`, a component alphanumerics joined by one of
+/// `-._:@+` or `--`): a plain tag (`v1`) or a full name as podman and BuildKit write it
+/// (`localhost/app:v1`, `docker.io/library/alpine:3.20`). The error names `whole`.
+pub fn check_ref_name(name: &str, whole: &str) -> Result<()> {
+    let component_ok = |c: &str| {
+        let b = c.as_bytes();
+        if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+            return false;
+        }
+        let mut i = 0;
+        while i < b.len() {
+            if b[i].is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !b[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            let sep = &c[start..i];
+            if !(sep.len() == 1 && "-._:@+".contains(sep) || sep == "--") {
+                return false;
+            }
+        }
+        true
+    };
+    if !name.is_empty() && name.len() <= MAX_REF_NAME && name.split('/').all(component_ok) {
+        Ok(())
+    } else {
+        Err(Error::InvalidReference {
+            reference: whole.to_string(),
+            reason: format!("invalid ref name {name:?} (a tag, or a name such as localhost/app:v1)"),
+        })
+    }
+}
+
 /// Check that `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`); the error names
 /// `whole`, the text it came from.
 pub fn check_tag(tag: &str, whole: &str) -> Result<()> {
@@ -217,6 +271,20 @@ mod tests {
             assert_eq!(normalize_name(short).unwrap(), full, "{short}");
             assert_eq!(short.parse::<Reference>().unwrap().familiar(), familiar, "{short}");
         }
+    }
+
+    #[test]
+    fn ref_names_and_same_names() {
+        for ok in ["v1", "localhost/app:v1", "docker.io/library/alpine:3.20", "a--b", "1.0+build", "x_y"] {
+            assert!(check_ref_name(ok, ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a//b", "-x", "a b", "a:", "/a", "a/", "a---b"] {
+            assert!(check_ref_name(bad, bad).is_err(), "{bad}");
+        }
+        assert!(same_image_name("alpine", "docker.io/library/alpine:latest"));
+        assert!(same_image_name("me/app:v1", "docker.io/me/app:v1"));
+        assert!(!same_image_name("me/app:v1", "docker.io/me/app:v2"));
+        assert!(!same_image_name("Bad Name", "bad"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::descriptor::Platform;
-use crate::model::reference::{check_tag, Reference};
+use crate::model::reference::{check_ref_name, Reference};
+use crate::transport::archive::docker::MadeManifest;
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
 
@@ -40,19 +41,23 @@ pub enum Endpoint {
     Registry(Reference),
 }
 
+/// `DIR[:NAME|@DIGEST]` of `oci:` and `oci-archive:`. A digest follows the last `@`; a name
+/// follows the first `:`, as skopeo splits it, so a name may itself hold `:` and `/`
+/// (`oci:DIR:localhost/app:v1` names podman's `ref.name` `localhost/app:v1`); the name is an
+/// OCI `ref.name`. A path holding `:` cannot be named this way (skopeo's rule too).
 fn split_path_ref(spec: &str, whole: &str) -> Result<(PathBuf, Option<String>)> {
     if spec.is_empty() {
         return Err(Error::InvalidReference { reference: whole.into(), reason: "empty path".into() });
     }
     if let Some((p, d)) = spec.rsplit_once('@') {
-        if d.contains(':') {
+        if d.contains(':') && !p.contains(':') {
             d.parse::<crate::model::digest::Digest>()?;
             return Ok((PathBuf::from(p), Some(d.to_string())));
         }
     }
-    if let Some((p, t)) = spec.rsplit_once(':') {
-        if !p.is_empty() && !t.contains('/') {
-            check_tag(t, whole)?;
+    if let Some((p, t)) = spec.split_once(':') {
+        if !p.is_empty() {
+            check_ref_name(t, whole)?;
             return Ok((PathBuf::from(p), Some(t.to_string())));
         }
     }
@@ -87,15 +92,7 @@ impl FromStr for Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = |r: &str| {
-            if r.contains(':') && !r.starts_with("sha") {
-                ":"
-            } else if r.contains(':') {
-                "@"
-            } else {
-                ":"
-            }
-        };
+        let sep = |r: &str| if r.parse::<crate::model::digest::Digest>().is_ok() { "@" } else { ":" };
         match self {
             Endpoint::Layout { path, reference } => {
                 write!(f, "oci:{}", path.display())?;
@@ -141,11 +138,8 @@ impl Endpoint {
             || s.starts_with("docker-archive:");
         if !has_transport {
             let path_part = match s.rsplit_once('@') {
-                Some((p, d)) if d.contains(':') => p,
-                _ => match s.rsplit_once(':') {
-                    Some((p, t)) if !t.contains('/') => p,
-                    _ => s,
-                },
+                Some((p, d)) if d.contains(':') && !p.contains(':') => p,
+                _ => s.split_once(':').map_or(s, |(p, _)| p),
             };
             let is_layout = |p: &str| std::path::Path::new(p).join("oci-layout").exists();
             if looks_local(s) || is_layout(path_part) || is_layout(s) {
@@ -185,11 +179,27 @@ impl Endpoint {
 
 /// Open `ep` for reading.
 pub fn open_source(ep: &Endpoint, client: &Arc<Client>) -> Result<Box<dyn Source>> {
+    open_source_as(ep, client, MadeManifest::Docker)
+}
+
+/// Open `ep` for reading; a docker-archive without `index.json` gets manifests of `made`
+/// (see [`native_manifest_format`]).
+pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -> Result<Box<dyn Source>> {
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep),
+        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep, made),
     })
+}
+
+/// The manifest format native to the destination `dst`, made for sources that carry no
+/// manifest bytes (a docker-archive's `manifest.json`), as skopeo does: OCI for `oci:` and
+/// `oci-archive:`, Docker schema 2 for `docker-archive:` and registries.
+pub fn native_manifest_format(dst: &Endpoint) -> MadeManifest {
+    match dst {
+        Endpoint::Layout { .. } | Endpoint::OciArchive { .. } => MadeManifest::Oci,
+        Endpoint::DockerArchive { .. } | Endpoint::Registry(_) => MadeManifest::Docker,
+    }
 }
 
 /// Open `ep` for writing. `platform` picks the image a docker-archive gets from an index.
@@ -213,23 +223,23 @@ pub async fn open_destination(
     })
 }
 
-/// `repo[:tag]` as docker's RepoTags want it (`:latest` added when missing).
+/// `repo[:tag]` as docker-archive `RepoTags` hold it: normalized as docker and containerd
+/// store it (`me/app` -> `docker.io/me/app:latest`), so `ctr import` and Kubernetes find it.
 fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
     let bad = |why: String| Error::InvalidReference { reference: whole.to_string(), reason: why };
     let parsed: Reference = r.parse().map_err(|_| bad(format!("{r:?} is not REPO[:TAG]")))?;
     if parsed.digest.is_some() {
         return Err(bad("docker-archive names take a tag, not a digest".into()));
     }
-    let tag = parsed.tag.clone().unwrap_or_else(|| crate::model::reference::DEFAULT_TAG.into());
-    // Keep the name as typed (docker shows `foo`, not `docker.io/library/foo`).
-    let name = r.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(r, |(n, _)| n);
-    Ok(format!("{name}:{tag}"))
+    Ok(parsed.normalized())
 }
 
-fn open_archive_source(ep: &Endpoint) -> Result<Box<dyn Source>> {
+fn open_archive_source(ep: &Endpoint, made: MadeManifest) -> Result<Box<dyn Source>> {
     Ok(match ep {
         Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
-        Endpoint::DockerArchive { path, .. } => Box::new(crate::transport::archive::docker::DockerArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => {
+            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
+        }
         _ => return Err(Error::Other(format!("{ep} is not an archive"))),
     })
 }
@@ -257,6 +267,23 @@ mod tests {
             Endpoint::DockerArchive { path: "x.tar".into(), reference: Some("repo/a:v1".into()) }
         );
         assert!("oci:dir:bad tag".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn ref_names_with_colons_and_slashes_split_as_skopeo_does() {
+        let layout = |p: &str, r: &str| Endpoint::Layout { path: p.into(), reference: Some(r.into()) };
+        assert_eq!("oci:dir:localhost/app:v1".parse::<Endpoint>().unwrap(), layout("dir", "localhost/app:v1"));
+        assert_eq!(
+            "oci-archive:/t/a.tar:docker.io/library/alpine:3".parse::<Endpoint>().unwrap(),
+            Endpoint::OciArchive { path: "/t/a.tar".into(), reference: Some("docker.io/library/alpine:3".into()) }
+        );
+        assert_eq!(Endpoint::from_user_input("./d:localhost/app:v1").unwrap(), layout("./d", "localhost/app:v1"));
+        // Display gives back what parses to the same endpoint.
+        for s in ["oci:dir:localhost/app:v1", "oci:dir:sha-x:1", "oci:dir:v1"] {
+            assert_eq!(s.parse::<Endpoint>().unwrap().to_string(), s);
+        }
+        assert_eq!(docker_repo_tag("me/app", "x").unwrap(), "docker.io/me/app:latest");
+        assert_eq!(docker_repo_tag("localhost/app:v1", "x").unwrap(), "localhost/app:v1");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::Document;
 use crate::model::media;
+use crate::model::reference::same_image_name;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -172,8 +173,9 @@ impl RootIndex {
     }
 
     /// Resolve `reference`: None is the only root, a digest is an entry or any manifest
-    /// `manifest_by_digest` finds, else a tag (`ref.name`, or the tag of a full reference as
-    /// BuildKit writes it).
+    /// `manifest_by_digest` finds, else a name: a `ref.name` or `io.containerd.image.name` as
+    /// stored, else the tag of a full reference stored as `ref.name`, else a full name that
+    /// is the same once normalized (`alpine:3` finds `docker.io/library/alpine:3`).
     pub fn resolve(
         &self,
         reference: Option<&str>,
@@ -227,15 +229,24 @@ pub fn resolve_in_entries(
             }
             Ok(Document::parse(bytes, digest, None, location)?.descriptor())
         }
-        Some(tag) => {
-            let exact = entries.iter().position(|d| d.ref_name() == Some(tag));
-            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == tag));
-            match exact.or_else(by_tag) {
+        Some(name) => {
+            let exact = entries.iter().position(|d| stored_names(d).any(|n| n == name));
+            let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == name));
+            let by_normalized = || {
+                entries.iter().position(|d| stored_names(d).any(|n| n.contains(['/', ':']) && same_image_name(n, name)))
+            };
+            match exact.or_else(by_tag).or_else(by_normalized) {
                 Some(i) => Ok(entries[i].clone()),
-                None => Err(Error::not_found(format!("tag {tag:?}"), location)),
+                None => Err(Error::not_found(format!("tag {name:?}"), location)),
             }
         }
     }
+}
+
+/// The names an index.json entry answers to: its `ref.name` and its
+/// `io.containerd.image.name` (the full name BuildKit, containerd and hoist write there).
+fn stored_names(d: &Descriptor) -> impl Iterator<Item = &str> {
+    d.ref_name().into_iter().chain(d.annotations.get(media::ANNOTATION_CONTAINERD_IMAGE_NAME).map(String::as_str))
 }
 
 /// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
@@ -312,6 +323,48 @@ mod tests {
         assert!(RootIndex::parse_strict(b"{}", "t").is_err());
         assert!(RootIndex::parse_strict(br#"{"schemaVersion":2,"manifests":[]}"#, "t").is_ok());
         assert!(RootIndex::parse(br#"{"manifests":{}}"#, "t").is_err());
+    }
+
+    #[test]
+    fn names_resolve_in_short_and_full_form() {
+        let d = |b: &[u8], ann: &[(&str, &str)]| {
+            let mut d = Descriptor::of_bytes(media::OCI_MANIFEST, b);
+            for (k, v) in ann {
+                d.annotations.insert(k.to_string(), v.to_string());
+            }
+            d
+        };
+        let entries = vec![
+            d(b"a", &[(media::ANNOTATION_REF_NAME, "localhost/app:v1")]),
+            d(
+                b"b",
+                &[
+                    (media::ANNOTATION_REF_NAME, "3.20"),
+                    (media::ANNOTATION_CONTAINERD_IMAGE_NAME, "docker.io/library/alpine:3.20"),
+                ],
+            ),
+            d(b"c", &[(media::ANNOTATION_REF_NAME, "docker.io/me/app:latest")]),
+        ];
+        let find = |r: &str| resolve_in_entries(&entries, Some(r), "t", |_| Ok(None)).map(|d| d.digest);
+        for (name, want) in [
+            ("localhost/app:v1", 0),
+            ("v1", 0),
+            ("3.20", 1),
+            ("alpine:3.20", 1),
+            ("docker.io/library/alpine:3.20", 1),
+            ("me/app", 2),
+            ("me/app:latest", 2),
+            ("latest", 2),
+        ] {
+            assert_eq!(find(name).unwrap(), entries[want].digest, "{name}");
+        }
+        assert!(find("alpine").is_err());
+        let idx = RootIndex::parse(
+            &serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries})).unwrap(),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(idx.resolve(Some("alpine:3.20"), "t", |_| Ok(None)).unwrap().digest, entries[1].digest);
     }
 
     #[test]

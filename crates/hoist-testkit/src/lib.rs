@@ -10,12 +10,14 @@
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
 //!
+//! - [`containerd`]: a throwaway containerd (own socket and root, CRI off) and `ctr` against it.
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
 //!
 //! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod containerd;
 pub mod fixtures;
 pub mod forward_proxy;
 pub mod hostile;

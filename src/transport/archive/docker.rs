@@ -19,6 +19,7 @@ use crate::model::digest::{Digest, Hasher};
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
 use crate::model::platform::is_attestation;
+use crate::model::reference::{normalize_name, same_image_name};
 use crate::model::verify::HashWriter;
 use crate::transport::archive::check_stored_name;
 use crate::transport::archive::oci::OciArchive;
@@ -28,8 +29,6 @@ use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 /// Largest image config read into memory.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
-/// Annotation containerd uses for the image name in index.json.
-const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// Whether `media_type` is an image config docker and podman can load.
 fn is_image_config(media_type: &str) -> bool {
@@ -84,6 +83,12 @@ pub fn pick_platform(manifests: &[Descriptor], want: Option<&Platform>, location
             reason: format!("index has several platforms ({}); choose one", listed()),
         }),
     }
+}
+
+/// `name` normalized as docker and containerd store it (`me/app:v1` -> `docker.io/me/app:v1`),
+/// or as it is when it is no reference.
+fn normalized(name: &str) -> String {
+    normalize_name(name).unwrap_or_else(|_| name.to_string())
 }
 
 /// `repo:tag` when `s` names a repository and a tag.
@@ -198,7 +203,8 @@ pub struct DockerArchiveWriter {
 
 impl DockerArchiveWriter {
     /// Start a docker-archive at `path` (or stdout for `-`). `repo_tags` (`repo:tag`) name the
-    /// first image in manifest.json; `platform` picks the image of an index (default
+    /// first image in manifest.json, normalized (`me/app:v1` is stored as `docker.io/me/app:v1`,
+    /// as containerd and Kubernetes look it up); `platform` picks the image of an index (default
     /// linux/amd64, or the only one).
     pub async fn create(
         path: impl AsRef<Path>,
@@ -215,6 +221,7 @@ impl DockerArchiveWriter {
                 });
             }
         }
+        let repo_tags = repo_tags.iter().map(|t| normalized(t)).collect();
         let core = WriterCore::create(path, location.clone()).await?;
         Ok(DockerArchiveWriter { inner: Mutex::new((core, DockerState::default())), location, repo_tags, platform })
     }
@@ -314,7 +321,7 @@ impl DockerArchiveWriter {
             let mut bare = Vec::new();
             for t in tags {
                 if split_repo_tag(&t).is_some() {
-                    repo_tags.push(t);
+                    repo_tags.push(normalized(&t));
                 } else {
                     bare.push(t);
                 }
@@ -325,7 +332,7 @@ impl DockerArchiveWriter {
                 let tag = split_repo_tag(rt).map(|(_, t)| t).unwrap_or(rt);
                 index.push(
                     root.clone()
-                        .with_annotation(ANNOTATION_CONTAINERD_NAME, rt.clone())
+                        .with_annotation(media::ANNOTATION_CONTAINERD_IMAGE_NAME, rt.clone())
                         .with_annotation(media::ANNOTATION_REF_NAME, tag.to_string()),
                 );
             }
@@ -534,21 +541,88 @@ pub struct DockerArchive {
     location: String,
 }
 
-/// Synthesize the Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
-fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
+/// The format of the manifest hoist makes for a docker-archive image, which carries no
+/// manifest bytes of its own: the destination's native one, as skopeo does (OCI for a layout
+/// or an OCI archive, Docker schema 2 for a docker-archive or a registry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MadeManifest {
+    /// Docker v2 schema 2 (`application/vnd.docker.distribution.manifest.v2+json`), Docker
+    /// config and layer media types; zstd layers cannot be described and are refused.
+    #[default]
+    Docker,
+    /// OCI image manifest, OCI config and layer media types (the config bytes are the same:
+    /// a Docker image config is a valid OCI image config).
+    Oci,
+}
+
+/// How a docker-archive layer is compressed, sniffed from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LayerKind {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+impl MadeManifest {
+    fn manifest_type(self) -> &'static str {
+        match self {
+            MadeManifest::Docker => media::DOCKER_MANIFEST,
+            MadeManifest::Oci => media::OCI_MANIFEST,
+        }
+    }
+
+    fn config_type(self) -> &'static str {
+        match self {
+            MadeManifest::Docker => media::DOCKER_CONFIG,
+            MadeManifest::Oci => media::OCI_CONFIG,
+        }
+    }
+
+    /// The media type of a layer, or None when this format cannot describe it.
+    fn layer_type(self, kind: LayerKind) -> Option<&'static str> {
+        Some(match (self, kind) {
+            (MadeManifest::Docker, LayerKind::Tar) => media::DOCKER_LAYER_TAR,
+            (MadeManifest::Docker, LayerKind::Gzip) => media::DOCKER_LAYER_GZIP,
+            (MadeManifest::Docker, LayerKind::Zstd) => return None,
+            (MadeManifest::Oci, LayerKind::Tar) => media::OCI_LAYER_TAR,
+            (MadeManifest::Oci, LayerKind::Gzip) => media::OCI_LAYER_GZIP,
+            (MadeManifest::Oci, LayerKind::Zstd) => media::OCI_LAYER_ZSTD,
+        })
+    }
+}
+
+/// Make the manifest bytes of `format` (deterministic: fixed field order, compact).
+fn synthesize_manifest_as(
+    format: MadeManifest,
+    config: (Digest, u64),
+    layers: &[(Digest, u64, &'static str)],
+) -> Vec<u8> {
     let m = V2Manifest {
         schema_version: 2,
-        media_type: media::DOCKER_MANIFEST,
-        config: V2Descriptor { media_type: media::DOCKER_CONFIG, size: config.1, digest: config.0 },
+        media_type: format.manifest_type(),
+        config: V2Descriptor { media_type: format.config_type(), size: config.1, digest: config.0 },
         layers: layers.iter().map(|(d, s, mt)| V2Descriptor { media_type: mt, size: *s, digest: d.clone() }).collect(),
     };
     serde_json::to_vec(&m).expect("manifest serializes")
 }
 
+/// The Docker v2 schema 2 manifest bytes (deterministic: fixed field order, compact).
+#[cfg(test)]
+fn synthesize_manifest(config: (Digest, u64), layers: &[(Digest, u64, &'static str)]) -> Vec<u8> {
+    synthesize_manifest_as(MadeManifest::Docker, config, layers)
+}
+
 impl DockerArchive {
     /// Open a docker-archive (blocking: indexes the tar and hashes every layer once). A tar
-    /// that also holds `oci-layout` and `index.json` is read as an OCI layout.
+    /// that also holds `oci-layout` and `index.json` is read as an OCI layout; otherwise
+    /// hoist makes Docker schema 2 manifests ([`DockerArchive::open_as`] chooses).
     pub fn open(path: impl AsRef<Path>) -> Result<DockerArchive> {
+        Self::open_as(path, MadeManifest::Docker)
+    }
+
+    /// [`DockerArchive::open`], making manifests of `format` for the images of a
+    /// `manifest.json` (an archive with `index.json` has real manifest bytes, read as they are).
+    pub fn open_as(path: impl AsRef<Path>, format: MadeManifest) -> Result<DockerArchive> {
         let path = path.as_ref();
         let location = format!("docker-archive:{}", path.display());
         let index = TarIndex::open_blocking(path, &location)?;
@@ -600,20 +674,22 @@ impl DockerArchive {
                 }
                 let (digest, head) = index.hash_entry_blocking(le)?;
                 bytes_hashed += le.size;
-                let mt = match head {
-                    [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
-                    [0x28, 0xb5, 0x2f, 0xfd] => {
-                        return Err(Error::Unsupported(format!(
-                        "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe"
-                    )))
-                    }
-                    _ => media::DOCKER_LAYER_TAR,
+                let kind = match head {
+                    [0x1f, 0x8b, ..] => LayerKind::Gzip,
+                    [0x28, 0xb5, 0x2f, 0xfd] => LayerKind::Zstd,
+                    _ => LayerKind::Tar,
                 };
+                let mt = format.layer_type(kind).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{location}: layer {l} is zstd-compressed, which a Docker v2 schema 2 manifest cannot describe \
+                         (an OCI destination, or --convert oci, takes it)"
+                    ))
+                })?;
                 blobs.insert(digest.clone(), le);
                 hashed.insert(le, (digest.clone(), le.size, mt));
                 layers.push((digest, le.size, mt));
             }
-            let manifest = synthesize_manifest((cdigest, ce.size), &layers);
+            let manifest = synthesize_manifest_as(format, (cdigest, ce.size), &layers);
             if manifest.len() as u64 > media::MAX_MANIFEST_SIZE {
                 return Err(Error::malformed(
                     "manifest.json",
@@ -626,7 +702,7 @@ impl DockerArchive {
                     ),
                 ));
             }
-            let desc = Descriptor::of_bytes(media::DOCKER_MANIFEST, &manifest);
+            let desc = Descriptor::of_bytes(format.manifest_type(), &manifest);
             by_digest.entry(desc.digest.clone()).or_insert(images.len());
             images.push(DockerImage {
                 desc,
@@ -672,11 +748,18 @@ impl DockerImages {
                 }
             },
             Some(r) if r.parse::<Digest>().is_ok() => self.images.iter().find(|i| i.desc.digest.to_string() == r),
-            Some(tag) => self.images.iter().find(|i| i.repo_tags.iter().any(|t| t == tag)).or_else(|| {
-                self.images
-                    .iter()
-                    .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == tag)))
-            }),
+            // As written, then the same name normalized (`alpine` finds
+            // `docker.io/library/alpine:latest`), then a bare tag.
+            Some(name) => self
+                .images
+                .iter()
+                .find(|i| i.repo_tags.iter().any(|t| t == name))
+                .or_else(|| self.images.iter().find(|i| i.repo_tags.iter().any(|t| same_image_name(t, name))))
+                .or_else(|| {
+                    self.images
+                        .iter()
+                        .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == name)))
+                }),
         };
         found
             .map(|i| i.desc.clone())
