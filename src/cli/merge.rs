@@ -19,6 +19,7 @@ use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
 use super::creds::{registry_of, registry_of_output};
+use super::out::outln;
 use super::Ctx;
 
 #[derive(Subcommand)]
@@ -264,9 +265,9 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
             "notes": plan.notes,
             "outputs": results,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{}", plan.desc.digest);
+        outln!("{}", plan.desc.digest);
     }
     Ok(0)
 }

@@ -12,6 +12,7 @@ mod layout;
 mod login;
 mod merge;
 mod model;
+mod out;
 mod progress;
 mod referrers;
 mod settings;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hoist::copy::CopyOptions;
-use hoist::error::{printable, Error, Result};
+use hoist::error::{Error, Result};
 use hoist::transport::registry::Client;
 
 use creds::{credential_map, registry_of, registry_of_output, Scope, SideCreds};
@@ -134,7 +135,9 @@ impl Command {
 
 /// Parse the command line, run the command, return the exit code.
 pub fn run() -> i32 {
+    out::install_broken_pipe_hook();
     let cli = Cli::parse();
+    let json = cli.global.format == settings::Format::Json;
     let settings = Settings::from_global(&cli.global);
     let level = match cli.global.verbose {
         0 => "warn",
@@ -146,7 +149,7 @@ pub fn run() -> i32 {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let settings = match settings {
         Ok(s) => s,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e, json),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -170,14 +173,20 @@ pub fn run() -> i32 {
     });
     match result {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, json),
     }
 }
 
-/// Print `e` (control characters escaped: messages may quote a registry) and give its code.
-fn fail(e: &Error) -> i32 {
-    eprintln!("hoist: error: {}", printable(&e.to_string()));
-    exit::code(e)
+/// Print `e` (control characters escaped: messages may quote a registry; as JSON on stdout
+/// too with `--format json`) and give its exit code. A write to a closed stdout pipe is no
+/// failure: status 0, nothing printed.
+fn fail(e: &Error, json: bool) -> i32 {
+    if out::is_broken_pipe(e) {
+        return exit::OK;
+    }
+    let failure = out::Failure::from_error(e);
+    failure.print(json);
+    failure.code
 }
 
 /// What every command gets: the settings, the registry client, progress output.

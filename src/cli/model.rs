@@ -6,6 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use hoist::build::{build_model, unpack_model_with, ModelLayerFormat, ModelSpec, UnpackOptions};
 use hoist::error::Result;
 
+use super::out::outln;
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
 use super::Ctx;
 
@@ -80,10 +81,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (_, src, root) = resolve_any(ctx, &reference).await?;
             let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size }).await?;
             if ctx.json() {
-                println!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
+                outln!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
             } else {
                 for p in &written {
-                    println!("{}", p.display());
+                    outln!("{}", p.display());
                 }
             }
             ctx.progress.line(&format!("{reference}: {} file(s) written to {}", written.len(), dir.display()));

@@ -13,6 +13,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
+use super::out::outln;
 use super::Ctx;
 
 /// `--store`, `--output`, `--metadata-file`.
@@ -126,9 +127,9 @@ pub(crate) async fn deliver(
             "store": store.root(),
             "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{}", root.digest);
+        outln!("{}", root.digest);
     }
     Ok(0)
 }

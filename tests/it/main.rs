@@ -11,6 +11,7 @@ mod archive_security;
 mod build;
 mod cli_build;
 mod cli_new;
+mod cli_trust;
 mod conformance;
 mod crash;
 mod faults;
