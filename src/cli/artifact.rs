@@ -142,7 +142,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
             Ok(0)
         }
         ArtifactCmd::Pack { common, tag, out } => {
-            let mut outputs = out.parse()?;
+            let mut outputs = out.parse_for("artifact pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = spec_of(ctx, &common).await?;
             spec.tag = tag;

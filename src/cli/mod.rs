@@ -97,6 +97,27 @@ impl Command {
         }
     }
 
+    /// The registries of `--output ...,registry.insecure=true` outputs: plain HTTP allowed there.
+    fn insecure_registries(&self) -> Vec<String> {
+        let specs: &[String] = match self {
+            Command::Build(a) => &a.out.outputs,
+            Command::Artifact(artifact::ArtifactCmd::Pack { out, .. })
+            | Command::Model(model::ModelCmd::Pack { out, .. }) => &out.outputs,
+            Command::Index(c) => c.outputs(),
+            _ => &[],
+        };
+        specs
+            .iter()
+            .filter_map(|s| hoist::output::parse_output(s).ok())
+            .filter(|o| o.insecure)
+            .flat_map(|o| o.destinations())
+            .filter_map(|(e, _)| match e {
+                hoist::transport::Endpoint::Registry(r) => Some(r.registry),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every registry this command names on its command line (for `--creds`).
     fn registries(&self) -> Vec<String> {
         let refs = |v: &[&str]| v.iter().filter_map(|s| registry_of(s)).collect::<Vec<_>>();
@@ -218,7 +239,9 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
-    let client = Client::new(settings.registry_options(credentials))?;
+    let mut registry_options = settings.registry_options(credentials);
+    registry_options.insecure.extend(command.insecure_registries());
+    let client = Client::new(registry_options)?;
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     match command {
         Command::Copy(a) => copy::run(&ctx, &a.ends()?).await,

@@ -65,7 +65,7 @@ pub(crate) enum ModelCmd {
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
         ModelCmd::Pack { dir, name, layer_format, tag, follow_symlinks, out } => {
-            let mut outputs = out.parse()?;
+            let mut outputs = out.parse_for("model pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = ModelSpec::new(dir);
             spec.name = name;
