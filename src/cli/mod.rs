@@ -243,21 +243,27 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
     registry_options.insecure.extend(command.insecure_registries());
     let client = Client::new(registry_options)?;
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
+    let code = run_command(&ctx, command).await?;
+    ctx.progress.summary();
+    Ok(code)
+}
+
+async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
     match command {
-        Command::Copy(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Push(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Pull(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Inspect(a) => inspect::run(&ctx, a).await,
-        Command::Tags(a) => tags::run(&ctx, a).await,
-        Command::Login(a) => login::login(&ctx, a).await,
-        Command::Logout(a) => login::logout(&ctx, a).await,
-        Command::Layout(cmd) => layout::run(&ctx, cmd).await,
-        Command::Build(args) => build::run(&ctx, args).await,
-        Command::Artifact(cmd) => artifact::run(&ctx, cmd).await,
-        Command::Model(cmd) => model::run(&ctx, cmd).await,
-        Command::Referrers(args) => referrers::run(&ctx, args).await,
-        Command::Index(cmd) => merge::run_index(&ctx, cmd).await,
-        Command::Bundle(cmd) => merge::run_bundle(&ctx, cmd).await,
+        Command::Copy(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Push(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Inspect(a) => inspect::run(ctx, a).await,
+        Command::Tags(a) => tags::run(ctx, a).await,
+        Command::Login(a) => login::login(ctx, a).await,
+        Command::Logout(a) => login::logout(ctx, a).await,
+        Command::Layout(cmd) => layout::run(ctx, cmd).await,
+        Command::Build(args) => build::run(ctx, args).await,
+        Command::Artifact(cmd) => artifact::run(ctx, cmd).await,
+        Command::Model(cmd) => model::run(ctx, cmd).await,
+        Command::Referrers(args) => referrers::run(ctx, args).await,
+        Command::Index(cmd) => merge::run_index(ctx, cmd).await,
+        Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
     }
 }
 

@@ -13,6 +13,7 @@ mod cli_build;
 mod cli_export;
 mod cli_new;
 mod cli_outputs;
+mod cli_progress;
 mod cli_trust;
 mod conformance;
 mod crash;
