@@ -42,6 +42,7 @@ pub mod build;
 pub mod bundle;
 pub mod copy;
 pub mod error;
+pub mod export;
 pub mod merge;
 pub mod model;
 pub mod output;

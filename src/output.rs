@@ -1,8 +1,12 @@
 //! `--output` in buildx's syntax, shared by every command that produces content:
 //! `type=oci,dest=FILE|DIR[,tar=false][,name=REF]`, `type=docker,dest=FILE[,name=REF]`,
-//! `type=image|registry,name=REF[,push=true]`, `type=local-layout,dest=DIR`, or simply a
-//! transport (`oci:DIR:TAG`, `docker://REF`, …). `export` writes one root to each output
-//! with the one graph copy; `write_metadata` writes buildx-style `--metadata-file` JSON.
+//! `type=image|registry,name=REF[,REF2][,push=true][,push-by-digest=true][,registry.insecure=true]`,
+//! `type=local-layout,dest=DIR`, the filesystem as `type=local,dest=DIR` or `type=tar,dest=FILE`
+//! (a bare `DIR` is `type=local`), or simply a transport (`oci:DIR:TAG`, `docker://REF`, …).
+//! Every key is honoured or refused by name (see [`parse_output`]); keys that change what is
+//! built (`annotation.*`, `compression*`) are carried in [`OutputSpec::build_keys`] for the
+//! builder. `export` writes one root to each output with the one graph copy (or
+//! [`crate::export`] for a filesystem); `write_metadata` writes buildx-style `--metadata-file` JSON.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,8 @@ use crate::transport::{Progress, Source};
 /// One parsed `--output`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputSpec {
-    /// Where the content goes.
+    /// Where the content goes (for a [`FilesystemOutput`]: a layout at the same path, never
+    /// written; only its registry-ness is looked at).
     pub endpoint: Endpoint,
     /// Tags to give the root at this destination.
     pub tags: Vec<String>,
@@ -29,15 +34,100 @@ pub struct OutputSpec {
     pub names: Vec<String>,
     /// `type=image` without `push=true`: the result stays in the local store only.
     pub local_only: bool,
+    /// `name=a,b` on a registry output: the further references, each pushed as well.
+    pub more: Vec<Reference>,
+    /// `type=local`/`type=tar` (or a bare `--output DIR`): the image's filesystem, not the image.
+    pub filesystem: Option<FilesystemOutput>,
+    /// `registry.insecure=true`: plain HTTP and unverified TLS allowed for this output's registry.
+    pub insecure: bool,
+    /// Keys that change what is built (`annotation.*`, `annotation-manifest.*`, `compression`,
+    /// `compression-level`, `force-compression`), as typed: `hoist build` honours them, a
+    /// command that does not build layers refuses them by name ([`OutputSpec::refuse_build_keys`]).
+    pub build_keys: BTreeMap<String, String>,
+}
+
+/// A filesystem export (`type=local,dest=DIR` or `type=tar,dest=FILE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilesystemOutput {
+    /// The directory (local) or tar file (tar; `-` is standard output).
+    pub dest: PathBuf,
+    /// A tar file rather than a directory.
+    pub tar: bool,
+}
+
+impl OutputSpec {
+    /// An output to `endpoint` with `tags`, standing for `names`, and no keys beyond those.
+    pub fn new(endpoint: Endpoint, tags: Vec<String>, names: Vec<String>) -> OutputSpec {
+        OutputSpec {
+            endpoint,
+            tags,
+            names,
+            local_only: false,
+            more: vec![],
+            filesystem: None,
+            insecure: false,
+            build_keys: BTreeMap::new(),
+        }
+    }
+
+    /// Every content destination this output writes to, with the tags each gets: the endpoint,
+    /// then one per further `name=` ([`OutputSpec::more`]).
+    pub fn destinations(&self) -> Vec<(Endpoint, Vec<String>)> {
+        let more = self.more.iter().map(|r| (Endpoint::Registry(r.clone()), r.tag.iter().cloned().collect()));
+        std::iter::once((self.endpoint.clone(), self.tags.clone())).chain(more).collect()
+    }
+
+    /// Manifest annotations the keys ask for (`annotation.K=V`, `annotation-manifest.K=V`).
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.build_keys
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("annotation-manifest.")
+                    .or(k.strip_prefix("annotation."))
+                    .map(|k| (k.to_string(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// The layer compression the keys ask for, in hoist's syntax (`none`, `gzip:6`, `zstd:3`).
+    pub fn compression(&self) -> Option<String> {
+        let alg = self.build_keys.get("compression").map(|c| match c.as_str() {
+            "uncompressed" => "none".to_string(),
+            other => other.to_string(),
+        });
+        match (alg, self.build_keys.get("compression-level")) {
+            (Some(a), Some(l)) if a != "none" => Some(format!("{a}:{l}")),
+            (Some(a), _) => Some(a),
+            (None, Some(l)) => Some(format!("gzip:{l}")),
+            (None, None) => None,
+        }
+    }
+
+    /// `force-compression=true`.
+    pub fn force_compression(&self) -> bool {
+        truthy(self.build_keys.get("force-compression"), false)
+    }
+
+    /// For a command that writes what is already built (no layers of its own): an error naming
+    /// the first key that would change what is built, since it cannot be honoured there.
+    pub fn refuse_build_keys(&self, command: &str) -> Result<()> {
+        match self.build_keys.keys().next() {
+            Some(k) => Err(Error::Usage(format!(
+                "--output key {k:?}: {command} does not build image layers, so it cannot honour it (hoist build does)"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn bad(spec: &str, why: impl Into<String>) -> Error {
     Error::InvalidReference { reference: spec.to_string(), reason: why.into() }
 }
 
-/// Split `k=v,k2="a,b"` (values may be double-quoted to hold commas).
-fn split_csv(spec: &str) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// Split `k=v,k2="a,b"` (values may be double-quoted to hold commas; a field without `=`
+/// continues the previous value, as buildx's `name=a,b` does).
+fn split_csv(spec: &str) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     let mut fields = Vec::new();
@@ -53,8 +143,17 @@ fn split_csv(spec: &str) -> Result<BTreeMap<String, Vec<String>>> {
     }
     fields.push(cur);
     for f in fields.into_iter().filter(|f| !f.trim().is_empty()) {
-        let (k, v) = f.split_once('=').ok_or_else(|| bad(spec, format!("{f:?} is not key=value")))?;
-        out.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+        match f.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_string(), v.trim().to_string())),
+            // `name=a,b`: `b` is a second name.
+            None => match out.last_mut() {
+                Some((k, v)) if k == "name" => {
+                    v.push(',');
+                    v.push_str(f.trim());
+                }
+                _ => return Err(bad(spec, format!("{f:?} is not key=value"))),
+            },
+        }
     }
     Ok(out)
 }
@@ -67,80 +166,240 @@ fn truthy(v: Option<&String>, default: bool) -> bool {
     }
 }
 
+/// A boolean key's value: true/false (1/0, yes/no); anything else is an error naming the key.
+fn boolean(spec: &str, key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" | "yes" | "" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(spec, format!("{key}={v:?}: expected true or false"))),
+    }
+}
+
 /// Tag part of an image name, if any.
 fn tag_of(name: &str) -> Option<String> {
     name.parse::<Reference>().ok().and_then(|r| r.tag)
 }
 
-/// Parse one `--output` value.
+/// The output types and the keys each takes (besides `type`). Keys of buildx that hoist
+/// refuses are in [`REFUSED_KEYS`]; anything in neither list is an unknown key.
+const TYPE_KEYS: &[(&str, &[&str])] = &[
+    ("oci", &["dest", "name", "tar", "oci-mediatypes", BUILD]),
+    ("docker", &["dest", "name", "tar", "oci-mediatypes", BUILD]),
+    ("image", &["name", "push", "push-by-digest", "registry.insecure", "oci-mediatypes", BUILD]),
+    ("registry", &["name", "push", "push-by-digest", "registry.insecure", "oci-mediatypes", BUILD]),
+    ("local-layout", &["dest", "name", "oci-mediatypes", BUILD]),
+    ("layout", &["dest", "name", "oci-mediatypes", BUILD]),
+    ("oci-layout", &["dest", "name", "oci-mediatypes", BUILD]),
+    ("local", &["dest"]),
+    ("tar", &["dest"]),
+];
+
+/// Stands for the keys that change what is built, in [`TYPE_KEYS`].
+const BUILD: &str = "<build>";
+
+/// Whether `key` is one of the build keys (`annotation.K`, `annotation-manifest.K`, ...).
+fn is_build_key(key: &str) -> bool {
+    matches!(key, "compression" | "compression-level" | "force-compression")
+        || key.strip_prefix("annotation.").is_some_and(|k| !k.is_empty())
+        || key.strip_prefix("annotation-manifest.").is_some_and(|k| !k.is_empty())
+}
+
+/// buildx keys hoist knows and refuses, with why.
+const REFUSED_KEYS: &[(&str, &str)] = &[
+    ("annotation-index.", "hoist's build gives its index the manifests' annotations; use annotation.KEY"),
+    ("annotation-manifest-descriptor.", "descriptor annotations are not supported; use annotation.KEY"),
+    ("annotation-index-descriptor.", "descriptor annotations are not supported; use annotation.KEY"),
+    ("unpack", "hoist has no image store to unpack into; use type=local,dest=DIR"),
+    ("store", "hoist keeps every build in its store (--store)"),
+    ("dangling-name-prefix", "hoist names untagged results by digest only"),
+    ("name-canonical", "names are pushed as given"),
+    ("oci-artifact", "hoist writes attestations as it builds them"),
+    ("platform-split", "a filesystem export takes one platform (--platform)"),
+    ("rewrite-timestamp", "set SOURCE_DATE_EPOCH or source_date_epoch in the build file"),
+    ("buildinfo", "hoist records no build info"),
+    ("buildinfo-attrs", "hoist records no build info"),
+    ("attestation-inline", "hoist writes attestations as it builds them"),
+    ("insecure", "use registry.insecure=true"),
+    ("context", "hoist has no docker contexts"),
+];
+
+/// Parse one `--output` value. Every key is honoured or refused by name: an unknown key,
+/// a key of another type, or a key hoist does not support is an error naming it.
 pub fn parse_output(spec: &str) -> Result<OutputSpec> {
     if !spec.contains("type=") {
-        let endpoint: Endpoint = spec.parse()?;
-        let tags = endpoint.tag().into_iter().collect();
-        let names = match &endpoint {
-            Endpoint::Registry(r) => vec![r.to_string()],
-            _ => vec![],
-        };
-        return Ok(OutputSpec { endpoint, tags, names, local_only: false });
+        return parse_bare(spec);
     }
     let kv = split_csv(spec)?;
-    let one = |k: &str| kv.get(k).and_then(|v| v.last());
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, _) in &kv {
+        if !seen.insert(k.as_str()) && k != "name" {
+            return Err(bad(spec, format!("key {k:?} given twice")));
+        }
+    }
+    let one = |k: &str| kv.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v);
+    let ty = one("type").ok_or_else(|| bad(spec, "missing type="))?.clone();
+    let Some((_, allowed)) = TYPE_KEYS.iter().find(|(t, _)| *t == ty) else {
+        let types = TYPE_KEYS.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+        return Err(bad(spec, format!("unknown output type {ty:?} ({types})")));
+    };
+    for (k, _) in kv.iter().filter(|(k, _)| k != "type") {
+        if allowed.contains(&k.as_str()) || (is_build_key(k) && allowed.contains(&BUILD)) {
+            continue;
+        }
+        if let Some((_, why)) =
+            REFUSED_KEYS.iter().find(|(r, _)| if r.ends_with('.') { k.starts_with(r) } else { k == r })
+        {
+            return Err(bad(spec, format!("key {k:?} is not supported: {why}")));
+        }
+        if is_build_key(k) || TYPE_KEYS.iter().any(|(_, keys)| keys.contains(&k.as_str())) {
+            return Err(bad(spec, format!("key {k:?} does not apply to type={ty}")));
+        }
+        return Err(bad(spec, format!("unknown key {k:?}")));
+    }
+    let mut build_keys = BTreeMap::new();
+    for (k, v) in kv.iter().filter(|(k, _)| is_build_key(k)) {
+        build_keys.insert(k.clone(), v.clone());
+    }
+    check_build_keys(spec, &build_keys)?;
+    if let Some(v) = one("oci-mediatypes") {
+        if !boolean(spec, "oci-mediatypes", v)? && ty != "docker" {
+            return Err(bad(spec, "oci-mediatypes=false is not supported: hoist writes OCI media types"));
+        }
+    }
     let names: Vec<String> = kv
-        .get("name")
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n.split(',').map(str::to_string))
+        .iter()
+        .filter(|(k, _)| k == "name")
+        .flat_map(|(_, n)| n.split(',').map(|s| s.trim().to_string()))
         .filter(|n| !n.is_empty())
         .collect();
     let dest = one("dest").map(PathBuf::from);
-    let ty = one("type").ok_or_else(|| bad(spec, "missing type="))?.as_str();
-    match ty {
-        "oci" | "tar" => {
+    let tar = one("tar").map(|v| boolean(spec, "tar", v)).transpose()?;
+    let mut out = match ty.as_str() {
+        "oci" => {
             let dest = dest.ok_or_else(|| bad(spec, "type=oci needs dest=FILE|DIR"))?;
             let tags: Vec<String> = names.iter().filter_map(|n| tag_of(n)).collect();
-            let endpoint = if truthy(one("tar"), true) {
+            let endpoint = if tar.unwrap_or(true) {
                 Endpoint::OciArchive { path: dest, reference: None }
             } else {
                 Endpoint::Layout { path: dest, reference: None }
             };
-            Ok(OutputSpec { endpoint, tags, names, local_only: false })
+            OutputSpec::new(endpoint, tags, names)
         }
         "local-layout" | "layout" | "oci-layout" => {
-            let dest = dest.ok_or_else(|| bad(spec, "type=local-layout needs dest=DIR"))?;
+            let dest = dest.ok_or_else(|| bad(spec, format!("type={ty} needs dest=DIR")))?;
             let tags: Vec<String> = names.iter().filter_map(|n| tag_of(n)).collect();
-            Ok(OutputSpec {
-                endpoint: Endpoint::Layout { path: dest, reference: None },
-                tags,
-                names,
-                local_only: false,
-            })
+            OutputSpec::new(Endpoint::Layout { path: dest, reference: None }, tags, names)
         }
         "docker" => {
             let dest =
                 dest.ok_or_else(|| bad(spec, "type=docker needs dest=FILE (hoist has no daemon to load into)"))?;
+            if tar == Some(false) {
+                return Err(bad(spec, "tar=false is not supported for type=docker: a docker archive is a tar"));
+            }
             let reference = names.first().cloned();
             // The first name is the archive's own; the others become more RepoTags.
             let tags = names.iter().skip(1).cloned().collect();
-            Ok(OutputSpec {
-                endpoint: Endpoint::DockerArchive { path: dest, reference },
-                tags,
-                names,
-                local_only: false,
-            })
+            OutputSpec::new(Endpoint::DockerArchive { path: dest, reference }, tags, names)
         }
         "image" | "registry" => {
-            let push = truthy(one("push"), ty == "registry");
-            let name = names.first().ok_or_else(|| bad(spec, format!("type={ty} needs name=REF")))?;
-            if names.len() > 1 {
-                // Several names: one output each is clearer; keep the first here.
-                tracing::warn!("{spec}: only the first name is used; repeat --output for more");
+            let push = one("push").map(|v| boolean(spec, "push", v)).transpose()?.unwrap_or(ty == "registry");
+            let by_digest = one("push-by-digest").map(|v| boolean(spec, "push-by-digest", v)).transpose()?;
+            let by_digest = by_digest.unwrap_or(false);
+            let mut refs = Vec::new();
+            for n in &names {
+                let mut r: Reference = n.parse()?;
+                if by_digest {
+                    // No tag: the digest is in the metadata file (multi-node builds merge by it).
+                    r.tag = None;
+                }
+                refs.push(r);
             }
-            let r: Reference = name.parse()?;
-            let tags = r.tag.iter().cloned().collect();
-            Ok(OutputSpec { endpoint: Endpoint::Registry(r), tags, names, local_only: !push })
+            let mut refs = refs.into_iter();
+            let first = refs.next().ok_or_else(|| bad(spec, format!("type={ty} needs name=REF")))?;
+            let tags = first.tag.iter().cloned().collect();
+            let mut o = OutputSpec::new(Endpoint::Registry(first), tags, names);
+            o.more = refs.collect();
+            o.local_only = !push;
+            if by_digest && !push {
+                return Err(bad(spec, "push-by-digest=true needs push=true (or type=registry)"));
+            }
+            o.insecure =
+                one("registry.insecure").map(|v| boolean(spec, "registry.insecure", v)).transpose()?.unwrap_or(false);
+            o
         }
-        other => Err(bad(spec, format!("unknown output type {other:?} (oci, docker, image, registry, local-layout)"))),
+        "local" | "tar" => {
+            let dest = dest.ok_or_else(|| {
+                bad(spec, format!("type={ty} needs dest={}", if ty == "tar" { "FILE" } else { "DIR" }))
+            })?;
+            if ty == "local" && dest == Path::new("-") {
+                return Err(bad(spec, "type=local needs a directory; use type=tar,dest=- for standard output"));
+            }
+            filesystem_output(dest, ty == "tar")
+        }
+        other => return Err(bad(spec, format!("unknown output type {other:?}"))),
+    };
+    out.build_keys = build_keys;
+    Ok(out)
+}
+
+/// A filesystem export to `dest`.
+fn filesystem_output(dest: PathBuf, tar: bool) -> OutputSpec {
+    let mut o = OutputSpec::new(Endpoint::Layout { path: dest.clone(), reference: None }, vec![], vec![]);
+    o.filesystem = Some(FilesystemOutput { dest, tar });
+    o
+}
+
+/// Values of the build keys, checked before anything is built.
+fn check_build_keys(spec: &str, keys: &BTreeMap<String, String>) -> Result<()> {
+    if let Some(c) = keys.get("compression") {
+        if !matches!(c.as_str(), "uncompressed" | "gzip" | "zstd") {
+            return Err(bad(
+                spec,
+                format!("compression={c:?}: expected uncompressed, gzip or zstd (estargz is not supported)"),
+            ));
+        }
     }
+    if let Some(l) = keys.get("compression-level") {
+        let alg = keys.get("compression").map_or("gzip", String::as_str);
+        let ok = match alg {
+            "zstd" => l.parse::<i32>().is_ok_and(|l| (1..=22).contains(&l)),
+            "gzip" => l.parse::<u32>().is_ok_and(|l| l <= 9),
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(spec, format!("compression-level={l:?} does not fit compression={alg}")));
+        }
+    }
+    if let Some(v) = keys.get("force-compression") {
+        boolean(spec, "force-compression", v)?;
+    }
+    for (k, v) in keys {
+        if k.starts_with("annotation") && v.is_empty() {
+            return Err(bad(spec, format!("key {k:?}: an annotation needs a value")));
+        }
+    }
+    Ok(())
+}
+
+/// A value without `type=`: a transport (`oci:DIR:TAG`, `docker://REF`, `host/repo:tag`),
+/// `-` (the filesystem as a tar on stdout, as buildx's `-o -`), or a directory, which is
+/// `type=local,dest=DIR` as in buildx (a path with no `:`, or one starting `/`, `.` or `~`).
+fn parse_bare(spec: &str) -> Result<OutputSpec> {
+    if spec == "-" {
+        return Ok(filesystem_output(PathBuf::from("-"), true));
+    }
+    let transport = ["oci:", "oci-archive:", "docker-archive:", "docker://"].iter().any(|p| spec.starts_with(p));
+    let looks_like_dir = !spec.contains(':') || spec.starts_with(['/', '.', '~']);
+    if !transport && looks_like_dir {
+        return Ok(filesystem_output(PathBuf::from(spec), false));
+    }
+    let endpoint: Endpoint = spec.parse()?;
+    let tags = endpoint.tag().into_iter().collect();
+    let names = match &endpoint {
+        Endpoint::Registry(r) => vec![r.to_string()],
+        _ => vec![],
+    };
+    Ok(OutputSpec::new(endpoint, tags, names))
 }
 
 /// What one output received.
@@ -150,6 +409,9 @@ pub struct ExportResult {
     pub destination: String,
     /// What the copy did there.
     pub report: CopyReport,
+    /// For a filesystem export: what it wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<crate::export::FsReport>,
 }
 
 /// Copy `root` from `src` to each output in turn (build once, write to each).
@@ -164,15 +426,34 @@ pub async fn export(
 ) -> Result<Vec<ExportResult>> {
     let mut results = Vec::new();
     for out in outputs.iter().filter(|o| !o.local_only) {
-        let dst = open_destination(&out.endpoint, client, platform).await?;
-        let named = oci_named_roots(out, root);
-        let report = if named.is_empty() {
-            copy::graph(src, dst.as_ref(), root, &out.tags, opts, progress).await?
-        } else {
-            copy::graph_many(src, dst.as_ref(), &named, opts, progress).await?
-        };
-        dst.finish().await?;
-        results.push(ExportResult { destination: dst.location(), report });
+        if let Some(fs) = &out.filesystem {
+            let what = if fs.tar { "tar" } else { "local" };
+            progress.message(&format!(
+                "exporting the filesystem of {} to type={what},dest={}",
+                root.digest,
+                fs.dest.display()
+            ));
+            let report = crate::export::export_filesystem(src, root, platform, &fs.dest, fs.tar).await?;
+            results.push(ExportResult {
+                destination: format!("type={what},dest={}", fs.dest.display()),
+                report: CopyReport::default(),
+                filesystem: Some(report),
+            });
+            continue;
+        }
+        // `name=a,b`: the first name, then each further one.
+        for (endpoint, tags) in out.destinations() {
+            let dst = open_destination(&endpoint, client, platform).await?;
+            // An OCI layout or archive named with `name=` gets BuildKit's annotations.
+            let named = if endpoint == out.endpoint { oci_named_roots(out, root) } else { Vec::new() };
+            let report = if named.is_empty() {
+                copy::graph(src, dst.as_ref(), root, &tags, opts, progress).await?
+            } else {
+                copy::graph_many(src, dst.as_ref(), &named, opts, progress).await?
+            };
+            dst.finish().await?;
+            results.push(ExportResult { destination: dst.location(), report, filesystem: None });
+        }
     }
     Ok(results)
 }
@@ -222,7 +503,13 @@ pub fn write_metadata(
     if !names.is_empty() {
         m.insert("image.name".into(), serde_json::Value::from(names.join(",")));
     }
-    let dests: Vec<String> = outputs.iter().map(|o| o.endpoint.to_string()).collect();
+    let dests: Vec<String> = outputs
+        .iter()
+        .map(|o| match &o.filesystem {
+            Some(f) => format!("type={},dest={}", if f.tar { "tar" } else { "local" }, f.dest.display()),
+            None => o.endpoint.to_string(),
+        })
+        .collect();
     m.insert("hoist.outputs".into(), serde_json::Value::from(dests));
     for (k, v) in extra {
         m.insert(k.clone(), v.clone());
@@ -284,5 +571,72 @@ mod tests {
         );
         let o = parse_output("oci:dir:v3").unwrap();
         assert_eq!(o.tags, vec!["v3".to_string()]);
+    }
+
+    fn err(spec: &str) -> String {
+        parse_output(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_buildx_key_is_honoured_or_refused_by_name() {
+        // name=a,b: both names, both pushed.
+        let o = parse_output("type=registry,name=localhost:5000/a:v1,localhost:5000/b:v2").unwrap();
+        assert_eq!(o.names.len(), 2);
+        assert_eq!(o.more.len(), 1);
+        assert_eq!(o.more[0].tag.as_deref(), Some("v2"));
+        let o = parse_output("type=image,\"name=localhost:5000/a:v1,localhost:5000/b:v2\",push=true").unwrap();
+        assert_eq!(o.more.len(), 1);
+        // push-by-digest: no tag anywhere.
+        let o = parse_output("type=image,name=localhost:5000/a:v1,push=true,push-by-digest=true").unwrap();
+        assert!(o.tags.is_empty());
+        assert!(matches!(&o.endpoint, Endpoint::Registry(r) if r.tag.is_none()));
+        assert!(err("type=image,name=localhost:5000/a:v1,push-by-digest=true").contains("push=true"));
+        // annotations: manifest ones carried to the build; index ones refused.
+        let o = parse_output("type=oci,dest=x.tar,annotation.org.a=1,annotation-manifest.org.b=2").unwrap();
+        let a = o.annotations();
+        assert_eq!(a.get("org.a").map(String::as_str), Some("1"));
+        assert_eq!(a.get("org.b").map(String::as_str), Some("2"));
+        assert!(err("type=oci,dest=x.tar,annotation-index.org.c=3").contains("annotation-index.org.c"));
+        assert!(
+            err("type=oci,dest=x.tar,annotation-manifest-descriptor.k=3").contains("annotation-manifest-descriptor.k")
+        );
+        // compression keys.
+        let o =
+            parse_output("type=oci,dest=x.tar,compression=zstd,compression-level=19,force-compression=true").unwrap();
+        assert_eq!(o.compression().as_deref(), Some("zstd:19"));
+        assert!(o.force_compression());
+        assert_eq!(
+            parse_output("type=oci,dest=x,compression=uncompressed").unwrap().compression().as_deref(),
+            Some("none")
+        );
+        assert!(err("type=oci,dest=x,compression=estargz").contains("estargz"));
+        assert!(err("type=oci,dest=x,compression=gzip,compression-level=12").contains("compression-level"));
+        assert!(err("type=oci,dest=x,force-compression=maybe").contains("force-compression"));
+        // oci-mediatypes: true is what hoist writes; false only where docker types are written.
+        assert!(parse_output("type=oci,dest=x,oci-mediatypes=true").is_ok());
+        assert!(err("type=oci,dest=x,oci-mediatypes=false").contains("oci-mediatypes"));
+        assert!(parse_output("type=docker,dest=x.tar,oci-mediatypes=false").is_ok());
+        // registry.insecure.
+        assert!(parse_output("type=registry,name=r.example/a:v1,registry.insecure=true").unwrap().insecure);
+        assert!(err("type=oci,dest=x,registry.insecure=true").contains("does not apply to type=oci"));
+        // tar=.
+        assert!(matches!(parse_output("type=oci,dest=x,tar=false").unwrap().endpoint, Endpoint::Layout { .. }));
+        assert!(err("type=docker,dest=x,tar=false").contains("tar=false"));
+        assert!(err("type=oci,dest=x,tar=perhaps").contains("tar="));
+        // Filesystem outputs, and a bare directory.
+        let o = parse_output("type=local,dest=out").unwrap();
+        assert_eq!(o.filesystem, Some(FilesystemOutput { dest: "out".into(), tar: false }));
+        let o = parse_output("type=tar,dest=fs.tar").unwrap();
+        assert_eq!(o.filesystem, Some(FilesystemOutput { dest: "fs.tar".into(), tar: true }));
+        assert_eq!(parse_output("./rootfs").unwrap().filesystem.map(|f| f.tar), Some(false));
+        assert_eq!(parse_output("rootfs").unwrap().filesystem.map(|f| f.tar), Some(false));
+        assert_eq!(parse_output("-").unwrap().filesystem.map(|f| f.tar), Some(true));
+        assert!(parse_output("localhost:5000/a:v1").unwrap().filesystem.is_none());
+        assert!(err("type=local,dest=x,name=a:v1").contains("does not apply to type=local"));
+        assert!(err("type=local,dest=x,compression=gzip").contains("does not apply to type=local"));
+        // Unknown keys and refused buildx keys are named.
+        assert!(err("type=oci,dest=x,colour=blue").contains("unknown key \"colour\""));
+        assert!(err("type=image,name=a/b:c,unpack=true").contains("\"unpack\" is not supported"));
+        assert!(err("type=oci,dest=x,dest=y").contains("twice"));
     }
 }

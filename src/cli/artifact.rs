@@ -11,6 +11,7 @@ use hoist::error::{Error, Result};
 use hoist::model::media;
 use hoist::transport::{open_destination, Endpoint};
 
+use super::out::outln;
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
 use super::Ctx;
 
@@ -131,17 +132,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
                 root.digest, dst_ep, report.blobs_uploaded, report.blobs_existed
             ));
             if ctx.json() {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"digest": root.digest.to_string(), "mediaType": root.media_type, "size": root.size, "artifactType": root.artifact_type, "reference": dst_ep.to_string()})
                 );
             } else {
-                println!("{}", root.digest);
+                outln!("{}", root.digest);
             }
             Ok(0)
         }
         ArtifactCmd::Pack { common, tag, out } => {
-            let mut outputs = out.parse()?;
+            let mut outputs = out.parse_for("artifact pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = spec_of(ctx, &common).await?;
             spec.tag = tag;

@@ -13,6 +13,7 @@ use hoist::transport::{Destination, Source};
 use hoist::Descriptor;
 
 use super::creds::{Scope, SideCreds};
+use super::out::outln;
 use super::progress::human;
 use super::Ctx;
 
@@ -196,12 +197,12 @@ fn print_result(
             .map(|(d, tags)| serde_json::json!({"digest": d.digest.to_string(), "mediaType": d.media_type, "size": d.size, "tags": tags}))
             .collect();
         let v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
-        println!("{v}");
+        outln!("{v}");
     } else {
         // A root the platform filter rewrote is printed as what the destination got.
         for (d, _) in plan {
             let got = report.rewritten.iter().find(|r| r.from == d.digest).map_or(&d.digest, |r| &r.to);
-            println!("{got}");
+            outln!("{got}");
         }
     }
     for r in &report.rewritten {

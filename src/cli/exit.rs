@@ -15,6 +15,8 @@ pub(crate) const NOT_FOUND: i32 = 3;
 pub(crate) const AUTH: i32 = 4;
 /// Content does not match its digest or size (also: `layout fsck` found problems).
 pub(crate) const INTEGRITY: i32 = 5;
+/// Interrupted by Ctrl-C (SIGINT), as a shell reports a process that SIGINT ended (128 + 2).
+pub(crate) const INTERRUPTED: i32 = 130;
 
 /// The exit code for `e`.
 pub(crate) fn code(e: &Error) -> i32 {

@@ -7,6 +7,7 @@ use hoist::error::{printable, Result};
 use hoist::transport::layout::Layout;
 
 use super::exit;
+use super::out::outln;
 use super::progress::human;
 use super::Ctx;
 
@@ -30,10 +31,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             let layout = Layout::open(&dir)?;
             let problems = layout.fsck().await?;
             if ctx.settings.json() {
-                println!("{}", serde_json::json!({ "layout": dir, "problems": problems }));
+                outln!("{}", serde_json::json!({ "layout": dir, "problems": problems }));
             } else {
                 for p in &problems {
-                    println!("{}", printable(p));
+                    outln!("{}", printable(p));
                 }
             }
             if problems.is_empty() {
@@ -49,13 +50,13 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             let report = layout.gc(dry_run).await?;
             let verb = if dry_run { "would remove" } else { "removed" };
             if ctx.settings.json() {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "dryRun": dry_run})
                 );
             } else {
                 for d in &report.removed {
-                    println!("{d}");
+                    outln!("{d}");
                 }
             }
             ctx.progress.line(&format!(

@@ -19,6 +19,7 @@ use hoist::transport::{open_destination, open_source, Endpoint};
 use hoist::Descriptor;
 
 use super::creds::{registry_of, registry_of_output};
+use super::out::outln;
 use super::Ctx;
 
 #[derive(Subcommand)]
@@ -165,6 +166,12 @@ impl IndexCmd {
         v.extend(a.targets.registries());
         v
     }
+
+    /// The raw `--output` values.
+    pub(crate) fn outputs(&self) -> &[String] {
+        let IndexCmd::Create(a) = self;
+        &a.targets.outputs
+    }
 }
 
 impl BundleCmd {
@@ -208,10 +215,17 @@ impl Targets {
                 Endpoint::Registry(r) => vec![r.to_string()],
                 _ => vec![],
             };
-            v.push(OutputSpec { tags: ep.tag().into_iter().collect(), endpoint: ep, names, local_only: false });
+            v.push(OutputSpec::new(ep.clone(), ep.tag().into_iter().collect(), names));
         }
         for o in &self.outputs {
-            v.push(parse_output(o)?);
+            let spec = parse_output(o)?;
+            spec.refuse_build_keys("index create")?;
+            if spec.filesystem.is_some() {
+                return Err(Error::Usage(format!(
+                    "--output {o}: an index has no single filesystem; export one image with `hoist build` or `hoist copy`"
+                )));
+            }
+            v.push(spec);
         }
         if v.is_empty() && !self.dry_run {
             return Err(Error::Usage("give --tag REF or --output to say where the result goes".into()));
@@ -235,9 +249,9 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
     }
     let opts = ctx.copy_options();
     let mut results = Vec::new();
-    for spec in specs.iter().filter(|s| !s.local_only) {
-        let dst = open_destination(&spec.endpoint, &ctx.client, None).await?;
-        let report = merge::write(plan, dst.as_ref(), &spec.tags, &opts, &ctx.progress).await?;
+    for (endpoint, tags) in specs.iter().filter(|s| !s.local_only).flat_map(|s| s.destinations()) {
+        let dst = open_destination(&endpoint, &ctx.client, None).await?;
+        let report = merge::write(plan, dst.as_ref(), &tags, &opts, &ctx.progress).await?;
         dst.finish().await?;
         ctx.progress.line(&format!(
             "{}: index {} with {} entries; {} blob(s) copied, {} mounted, {} existed; {} manifest(s) written",
@@ -250,7 +264,7 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
             report.blobs_existed,
             report.manifests_pushed
         ));
-        results.push(ExportResult { destination: dst.location(), report });
+        results.push(ExportResult { destination: dst.location(), report, filesystem: None });
     }
     if let Some(path) = &targets.metadata_file {
         write_metadata(path, &plan.desc, specs, &BTreeMap::new())?;
@@ -264,9 +278,9 @@ async fn ship(ctx: &Ctx, plan: &Plan<'_>, targets: &Targets, specs: &[OutputSpec
             "notes": plan.notes,
             "outputs": results,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{}", plan.desc.digest);
+        outln!("{}", plan.desc.digest);
     }
     Ok(0)
 }

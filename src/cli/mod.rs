@@ -12,6 +12,7 @@ mod layout;
 mod login;
 mod merge;
 mod model;
+mod out;
 mod progress;
 mod referrers;
 mod settings;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hoist::copy::CopyOptions;
-use hoist::error::{printable, Error, Result};
+use hoist::error::{Error, Result};
 use hoist::transport::registry::Client;
 
 use creds::{credential_map, registry_of, registry_of_output, Scope, SideCreds};
@@ -96,6 +97,27 @@ impl Command {
         }
     }
 
+    /// The registries of `--output ...,registry.insecure=true` outputs: plain HTTP allowed there.
+    fn insecure_registries(&self) -> Vec<String> {
+        let specs: &[String] = match self {
+            Command::Build(a) => &a.out.outputs,
+            Command::Artifact(artifact::ArtifactCmd::Pack { out, .. })
+            | Command::Model(model::ModelCmd::Pack { out, .. }) => &out.outputs,
+            Command::Index(c) => c.outputs(),
+            _ => &[],
+        };
+        specs
+            .iter()
+            .filter_map(|s| hoist::output::parse_output(s).ok())
+            .filter(|o| o.insecure)
+            .flat_map(|o| o.destinations())
+            .filter_map(|(e, _)| match e {
+                hoist::transport::Endpoint::Registry(r) => Some(r.registry),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every registry this command names on its command line (for `--creds`).
     fn registries(&self) -> Vec<String> {
         let refs = |v: &[&str]| v.iter().filter_map(|s| registry_of(s)).collect::<Vec<_>>();
@@ -134,7 +156,9 @@ impl Command {
 
 /// Parse the command line, run the command, return the exit code.
 pub fn run() -> i32 {
+    out::install_broken_pipe_hook();
     let cli = Cli::parse();
+    let json = cli.global.format == settings::Format::Json;
     let settings = Settings::from_global(&cli.global);
     let level = match cli.global.verbose {
         0 => "warn",
@@ -146,7 +170,7 @@ pub fn run() -> i32 {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let settings = match settings {
         Ok(s) => s,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e, json),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -170,14 +194,20 @@ pub fn run() -> i32 {
     });
     match result {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, json),
     }
 }
 
-/// Print `e` (control characters escaped: messages may quote a registry) and give its code.
-fn fail(e: &Error) -> i32 {
-    eprintln!("hoist: error: {}", printable(&e.to_string()));
-    exit::code(e)
+/// Print `e` (control characters escaped: messages may quote a registry; as JSON on stdout
+/// too with `--format json`) and give its exit code. A write to a closed stdout pipe is no
+/// failure: status 0, nothing printed.
+fn fail(e: &Error, json: bool) -> i32 {
+    if out::is_broken_pipe(e) {
+        return exit::OK;
+    }
+    let failure = out::Failure::from_error(e);
+    failure.print(json);
+    failure.code
 }
 
 /// What every command gets: the settings, the registry client, progress output.
@@ -209,23 +239,31 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
-    let client = Client::new(settings.registry_options(credentials))?;
+    let mut registry_options = settings.registry_options(credentials);
+    registry_options.insecure.extend(command.insecure_registries());
+    let client = Client::new(registry_options)?;
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
+    let code = run_command(&ctx, command).await?;
+    ctx.progress.summary();
+    Ok(code)
+}
+
+async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
     match command {
-        Command::Copy(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Push(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Pull(a) => copy::run(&ctx, &a.ends()?).await,
-        Command::Inspect(a) => inspect::run(&ctx, a).await,
-        Command::Tags(a) => tags::run(&ctx, a).await,
-        Command::Login(a) => login::login(&ctx, a).await,
-        Command::Logout(a) => login::logout(&ctx, a).await,
-        Command::Layout(cmd) => layout::run(&ctx, cmd).await,
-        Command::Build(args) => build::run(&ctx, args).await,
-        Command::Artifact(cmd) => artifact::run(&ctx, cmd).await,
-        Command::Model(cmd) => model::run(&ctx, cmd).await,
-        Command::Referrers(args) => referrers::run(&ctx, args).await,
-        Command::Index(cmd) => merge::run_index(&ctx, cmd).await,
-        Command::Bundle(cmd) => merge::run_bundle(&ctx, cmd).await,
+        Command::Copy(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Push(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Inspect(a) => inspect::run(ctx, a).await,
+        Command::Tags(a) => tags::run(ctx, a).await,
+        Command::Login(a) => login::login(ctx, a).await,
+        Command::Logout(a) => login::logout(ctx, a).await,
+        Command::Layout(cmd) => layout::run(ctx, cmd).await,
+        Command::Build(args) => build::run(ctx, args).await,
+        Command::Artifact(cmd) => artifact::run(ctx, cmd).await,
+        Command::Model(cmd) => model::run(ctx, cmd).await,
+        Command::Referrers(args) => referrers::run(ctx, args).await,
+        Command::Index(cmd) => merge::run_index(ctx, cmd).await,
+        Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
     }
 }
 

@@ -6,6 +6,7 @@ use clap::{Subcommand, ValueEnum};
 use hoist::build::{build_model, unpack_model_with, ModelLayerFormat, ModelSpec, UnpackOptions};
 use hoist::error::Result;
 
+use super::out::outln;
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
 use super::Ctx;
 
@@ -64,7 +65,7 @@ pub(crate) enum ModelCmd {
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
         ModelCmd::Pack { dir, name, layer_format, tag, follow_symlinks, out } => {
-            let mut outputs = out.parse()?;
+            let mut outputs = out.parse_for("model pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = ModelSpec::new(dir);
             spec.name = name;
@@ -80,10 +81,10 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (_, src, root) = resolve_any(ctx, &reference).await?;
             let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size }).await?;
             if ctx.json() {
-                println!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
+                outln!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
             } else {
                 for p in &written {
-                    println!("{}", p.display());
+                    outln!("{}", p.display());
                 }
             }
             ctx.progress.line(&format!("{reference}: {} file(s) written to {}", written.len(), dir.display()));

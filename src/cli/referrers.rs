@@ -6,6 +6,7 @@ use clap::Args;
 use hoist::error::{printable, Result};
 use hoist::transport::Endpoint;
 
+use super::out::outln;
 use super::store::resolve_any;
 use super::Ctx;
 
@@ -34,10 +35,10 @@ pub(crate) async fn run(ctx: &Ctx, args: ReferrersArgs) -> Result<i32> {
             "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.size},
             "manifests": list,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for d in &list {
-            println!("{}  {}  {}", d.digest, printable(d.artifact_type.as_deref().unwrap_or("-")), d.size);
+            outln!("{}  {}  {}", d.digest, printable(d.artifact_type.as_deref().unwrap_or("-")), d.size);
         }
     }
     ctx.progress.line(&format!("{}: {} referrer(s) of {}", ep, list.len(), subject.digest));

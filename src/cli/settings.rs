@@ -21,9 +21,14 @@ pub(crate) struct Global {
     /// More logs on stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// No progress output.
+    /// No progress output (the same as --progress quiet).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// How progress shows on stderr: auto (tty on a terminal, else plain), tty (bars), plain
+    /// (a line per blob start and end, a heartbeat every few seconds), json (one event per
+    /// line), quiet.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressFlag::Auto, value_name = "MODE")]
+    pub progress: ProgressFlag,
     /// Output format for results on stdout.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -86,6 +91,16 @@ pub(crate) struct Global {
 pub(crate) enum Format {
     Text,
     Json,
+}
+
+/// `--progress`, buildx's names.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum ProgressFlag {
+    Auto,
+    Tty,
+    Plain,
+    Json,
+    Quiet,
 }
 
 /// `--upload`.
@@ -153,12 +168,15 @@ impl Settings {
             http2: g.http2,
             ..Default::default()
         };
-        let progress = if g.quiet {
-            Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
-            Mode::Bars
-        } else {
-            Mode::Plain
+        let progress = match g.progress {
+            _ if g.quiet => Mode::Quiet,
+            ProgressFlag::Quiet => Mode::Quiet,
+            ProgressFlag::Plain => Mode::Plain,
+            ProgressFlag::Json => Mode::Json,
+            ProgressFlag::Tty => Mode::Bars,
+            // Bars only where someone watches: a terminal, and no NO_COLOR / TERM=dumb.
+            ProgressFlag::Auto if std::io::stderr().is_terminal() && !plain_terminal() => Mode::Bars,
+            ProgressFlag::Auto => Mode::Plain,
         };
         Ok(Settings {
             registry,
@@ -209,6 +227,11 @@ fn load_registries_conf(file: Option<&std::path::Path>) -> Result<hoist::transpo
         files[0] = (f.to_path_buf(), false);
     }
     RegistriesConf::load_files(&files)
+}
+
+/// `NO_COLOR` set (to anything non-empty, per no-color.org) or `TERM=dumb`: no ANSI escapes.
+pub(crate) fn plain_terminal() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) || std::env::var("TERM").is_ok_and(|t| t == "dumb")
 }
 
 /// `os/arch[/variant]`; anything else is a usage error.

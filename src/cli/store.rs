@@ -13,6 +13,7 @@ use hoist::transport::Source;
 use hoist::transport::{open_source, Endpoint};
 use hoist::Descriptor;
 
+use super::out::outln;
 use super::Ctx;
 
 /// `--store`, `--output`, `--metadata-file`.
@@ -35,6 +36,21 @@ impl OutputArgs {
     /// Parse every `--output` (before building, so a typo fails fast and writes nothing).
     pub fn parse(&self) -> Result<Vec<OutputSpec>> {
         self.outputs.iter().map(|o| parse_output(o)).collect()
+    }
+
+    /// [`OutputArgs::parse`] for a command that builds no image layers: keys that would change
+    /// what is built (`annotation.*`, `compression*`) are refused by name.
+    pub fn parse_for(&self, command: &str) -> Result<Vec<OutputSpec>> {
+        let outputs = self.parse()?;
+        for o in &outputs {
+            o.refuse_build_keys(command)?;
+            if o.filesystem.is_some() {
+                return Err(Error::Usage(format!(
+                    "--output type=local/type=tar exports an image's filesystem; {command} makes an artifact, which has none (use type=oci or type=local-layout)"
+                )));
+            }
+        }
+        Ok(outputs)
     }
 
     /// Open (creating) the store layout.
@@ -65,13 +81,19 @@ pub(crate) fn apply_default_tag(outputs: &mut [OutputSpec], default_tag: Option<
         return;
     };
     for o in outputs {
-        if o.tags.is_empty() && matches!(o.endpoint, Endpoint::Layout { .. } | Endpoint::OciArchive { .. }) {
+        if o.tags.is_empty()
+            && o.filesystem.is_none()
+            && matches!(o.endpoint, Endpoint::Layout { .. } | Endpoint::OciArchive { .. })
+        {
             o.tags.push(tag.to_string());
         }
     }
 }
 
 fn writes_stdout(o: &OutputSpec) -> bool {
+    if let Some(f) = &o.filesystem {
+        return f.dest == Path::new("-");
+    }
     match &o.endpoint {
         Endpoint::OciArchive { path, .. } | Endpoint::DockerArchive { path, .. } => path == Path::new("-"),
         _ => false,
@@ -126,9 +148,9 @@ pub(crate) async fn deliver(
             "store": store.root(),
             "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("{}", root.digest);
+        outln!("{}", root.digest);
     }
     Ok(0)
 }

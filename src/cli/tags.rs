@@ -5,6 +5,7 @@ use clap::Args;
 use hoist::error::{printable, Result};
 use hoist::transport::{open_source, Endpoint};
 
+use super::out::outln;
 use super::Ctx;
 
 /// `hoist tags`.
@@ -20,10 +21,10 @@ pub(crate) async fn run(ctx: &Ctx, args: TagsArgs) -> Result<i32> {
     let src = open_source(&ep, &ctx.client)?;
     let tags = src.list_tags().await?;
     if ctx.settings.json() {
-        println!("{}", serde_json::json!({ "tags": tags }));
+        outln!("{}", serde_json::json!({ "tags": tags }));
     } else {
         for t in tags {
-            println!("{}", printable(&t));
+            outln!("{}", printable(&t));
         }
     }
     Ok(0)

@@ -1,0 +1,82 @@
+//! `--progress plain|json` against a registry behind the fault proxy, slowed down: a start
+//! line per blob, heartbeat lines while a blob takes long, an end line, the summary; no ANSI.
+
+use std::time::Duration;
+
+use hoist_testkit::proxy::{FaultProxy, Rule};
+
+use crate::cli_trust::{sample_layout, text};
+use crate::common::*;
+
+#[test]
+fn plain_progress_shows_start_heartbeat_end_and_summary_on_a_slow_registry() {
+    let reg = TestRegistry::plain();
+    let layout = sample_layout();
+    let out = hoist(["-q", "push", &format!("{}:multi", layout.display()), &format!("{}/slow:v1", reg.host())]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    // Every blob download waits 2.5 s before its body: the transfer is long, as on a slow link.
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![Rule::new().method("GET").path("/blobs/").stall(Duration::from_millis(2500))],
+    )
+    .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("o");
+    let out = hoist_cmd()
+        .env("HOIST_PROGRESS_INTERVAL", "0.5")
+        .args(["--progress", "plain", "-j", "1", "pull"])
+        .arg(format!("{}/slow:v1", proxy.host()))
+        .arg(format!("oci:{}", dst.display()))
+        .output()
+        .unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    assert!(!se.contains('\u{1b}'), "plain mode writes no ANSI escapes: {se:?}");
+    let lines: Vec<&str> = se.lines().collect();
+    let starts = lines.iter().filter(|l| l.trim_start().starts_with("start sha256:")).count();
+    let beats = lines.iter().filter(|l| l.trim_start().starts_with("... sha256:") && l.contains("/s")).count();
+    let ends = lines.iter().filter(|l| l.trim_start().starts_with("copied sha256:")).count();
+    assert!(starts >= 1 && starts == ends, "a start and an end line per blob:\n{se}");
+    assert!(beats >= starts, "heartbeat lines (bytes, rate) while blobs wait:\n{se}");
+    let summary = lines.last().copied().unwrap_or_default();
+    assert!(summary.starts_with("summary: ") && summary.contains("copied") && summary.contains("/s"), "{se}");
+
+    // json: every stderr line is one JSON event, the last the summary.
+    let dst = t.path().join("j");
+    let out = hoist_cmd()
+        .env("HOIST_PROGRESS_INTERVAL", "0.5")
+        .args(["--progress", "json", "-j", "1", "pull"])
+        .arg(format!("{}/slow:v1", proxy.host()))
+        .arg(format!("oci:{}", dst.display()))
+        .output()
+        .unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or("")).collect();
+    assert!(kinds.contains(&"start") && kinds.contains(&"progress") && kinds.contains(&"done"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"summary"), "{kinds:?}");
+    assert!(events.last().unwrap()["bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn quiet_and_no_color_write_no_escapes() {
+    let layout = sample_layout();
+    let t = tempfile::tempdir().unwrap();
+    let out = hoist_cmd()
+        .env("NO_COLOR", "1")
+        .args(["copy", &format!("oci:{}:multi", layout.display()), &format!("oci:{}", t.path().join("a").display())])
+        .output()
+        .unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success() && !se.contains('\u{1b}') && se.contains("summary:"), "{se}");
+    let out = hoist([
+        "--progress",
+        "quiet",
+        "copy",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("oci:{}", t.path().join("b").display()),
+    ]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out).1);
+}

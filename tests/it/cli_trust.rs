@@ -1,0 +1,106 @@
+//! A CLI people trust (issue 15): a closed stdout pipe ends quietly with status 0, errors say
+//! what was not found where, a directory that is not an OCI layout is a usage error (exit 2),
+//! JSON errors with `--format json`.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use crate::common::*;
+
+pub(crate) fn sample_layout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout")
+}
+
+pub(crate) fn text(out: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A pipe whose read end is already closed: every write to the other end fails with EPIPE,
+/// so the test does not depend on timing (`| head -1` may or may not close in time).
+fn closed_pipe() -> OwnedFd {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe fills two fresh descriptors, each owned exactly once below.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptors came from pipe() and are owned only here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    write
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_with_status_0() {
+    let layout = sample_layout();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["tags".into(), format!("oci:{}", layout.display())],
+        vec!["inspect".into(), format!("oci:{}:multi", layout.display())],
+        vec!["--format".into(), "json".into(), "tags".into(), format!("oci:{}", layout.display())],
+        vec!["copy".into(), format!("oci:{}:multi", layout.display()), "oci-archive:-".into()],
+    ];
+    for args in cases {
+        let out = hoist_cmd().args(&args).stdout(Stdio::from(closed_pipe())).stderr(Stdio::piped()).output().unwrap();
+        let (_, se) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "hoist {args:?}: {se}");
+        assert!(!se.contains("panicked") && !se.contains("Broken pipe"), "hoist {args:?}: {se}");
+    }
+}
+
+#[test]
+fn not_found_errors_name_the_tag_and_the_repository() {
+    let reg = TestRegistry::plain();
+    let host = reg.host();
+    let layout = sample_layout();
+    let out = hoist(["-q", "push", &format!("{}:multi", layout.display()), &format!("{host}/demo:v0")]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = hoist(["inspect", &format!("{host}/demo:v1")]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert!(se.contains(&format!("tag `v1` not found in repository {host}/demo")), "{se}");
+    let out = hoist(["tags", &format!("{host}/nothing-here")]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert!(se.contains(&format!("{host}/nothing-here")), "{se}");
+    // A layout's missing tag names the tag and the layout.
+    let out = hoist(["inspect", &format!("oci:{}:nope", layout.display())]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert!(se.contains("\"nope\" not found in oci:"), "{se}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_layout_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README"), "not a layout").unwrap();
+    for args in [
+        vec!["inspect".to_string(), format!("oci:{}", dir.path().display())],
+        vec!["tags".to_string(), format!("oci:{}", dir.path().display())],
+        vec!["layout".to_string(), "fsck".to_string(), dir.path().display().to_string()],
+    ] {
+        let out = hoist(&args);
+        let (_, se) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {se}");
+        assert!(se.contains("is not an OCI layout"), "{args:?}: {se}");
+    }
+    let missing = dir.path().join("missing");
+    let out = hoist(["inspect", &format!("oci:{}", missing.display())]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert!(se.contains("not found"), "{se}");
+    // Usage errors exit 2: an unknown command, an unknown flag, a bad value.
+    assert_eq!(hoist(["no-such-command"]).status.code(), Some(2));
+    assert_eq!(hoist(["tags", "--no-such-flag", "x"]).status.code(), Some(2));
+    assert_eq!(hoist(["--progress", "loud", "tags", "x"]).status.code(), Some(2));
+}
+
+#[test]
+fn json_errors_carry_kind_message_and_exit_code() {
+    let layout = sample_layout();
+    let out = hoist(["--format", "json", "inspect", &format!("oci:{}:nope", layout.display())]);
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{se}");
+    let v: serde_json::Value = serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{e}: {so}"));
+    assert_eq!(v["error"]["kind"], "notFound", "{v}");
+    assert_eq!(v["error"]["exitCode"], 3, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nope"), "{v}");
+}
