@@ -129,10 +129,10 @@ pub struct BaseImage<'a> {
     pub name: Option<String>,
 }
 
-struct Base {
-    manifest: Descriptor,
-    config: ImageConfig,
-    layers: Vec<Descriptor>,
+pub(crate) struct Base {
+    pub(crate) manifest: Descriptor,
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 /// Build the image described by `spec` into `layout`; returns the root descriptor (the
@@ -253,7 +253,7 @@ fn merge_run_config(config: &mut ImageConfig, spec: &ImageSpec) {
 }
 
 /// Pick the base manifest for `platform`, read its config and copy its layers into `layout`.
-async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
+pub(crate) async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
     let loc = b.source.location();
     let root = b.source.fetch_document(&b.root).await?;
     let (manifest_desc, doc) = match &root.view {
