@@ -13,6 +13,7 @@ mod cli_build;
 mod cli_new;
 mod conformance;
 mod crash;
+mod dockerfile;
 mod faults;
 mod fuzz_smoke;
 mod harness;

@@ -410,6 +410,8 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     let pf = platform.to_string();
     if image == "scratch" {
         st.config.rootfs = RootFs::layers(vec![]);
+        // BuildKit and buildah give a scratch image the default PATH.
+        st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
         st.key = hash(&["hoist-dockerfile-v1", &pf, "scratch"]);
         return Ok(st);
     }
