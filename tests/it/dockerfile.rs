@@ -349,3 +349,82 @@ fn scratch_copy_build_without_run_matches_buildah() {
     buildah_build(t, &ctx, &bl, &[]);
     assert_same_image(t, "scratch", &hl, &bl);
 }
+
+/// Heredocs (RUN script and COPY file), a secret that never lands in a layer, ARG scoping
+/// (a global ARG is empty inside a stage unless redeclared), judged by umoci's unpack.
+#[test]
+fn heredocs_secrets_and_arg_scoping() {
+    require_all!();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = push_base(t, &reg);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(t.join("token"), "s3cret").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "ARG BASE={base}\nARG GLOBAL=g\nFROM $BASE\nARG V=v1\nRUN <<EOF\necho \"script $V\" > /script.txt\necho \"global=[$GLOBAL]\" >> /script.txt\nEOF\nCOPY <<-EOT /etc/motd\n\twelcome $V\n\tEOT\nARG GLOBAL\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /got && echo \"$GLOBAL\" > /global\nCMD [\"cat\", \"/etc/motd\"]\n"
+        ),
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    let secret = format!("id=tok,src={}", t.join("token").display());
+    let (_, log) = hoist_build(&t.join("store"), &ctx, &dest, &["--secret", &secret]);
+    assert!(log.contains("2 RUN executed"), "{log}");
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    assert_eq!(fs::read_to_string(root.join("script.txt")).unwrap(), "script v1\nglobal=[]\n");
+    assert_eq!(fs::read_to_string(root.join("etc/motd")).unwrap(), "welcome v1\n");
+    assert_eq!(fs::read_to_string(root.join("got")).unwrap(), "s3cret");
+    assert_eq!(fs::read_to_string(root.join("global")).unwrap(), "g\n");
+    assert!(!root.join("run/secrets/tok").exists(), "the secret's mount point stays out of the image");
+    // and no layer blob holds the secret
+    for e in fs::read_dir(dest.join("blobs/sha256")).unwrap() {
+        let raw = fs::read(e.unwrap().path()).unwrap();
+        let plain = {
+            let mut d = flate2::read::GzDecoder::new(&raw[..]);
+            let mut v = Vec::new();
+            if std::io::Read::read_to_end(&mut d, &mut v).is_ok() {
+                v
+            } else {
+                raw.clone()
+            }
+        };
+        let names: Vec<String> = tar::Archive::new(&plain[..])
+            .entries()
+            .map(|it| it.filter_map(|e| e.ok()).map(|e| e.path().unwrap().display().to_string()).collect())
+            .unwrap_or_default();
+        assert!(!names.iter().any(|n| n.contains("secrets")), "{names:?}");
+    }
+}
+
+/// `--platform a,b` builds every platform of a Dockerfile without RUN into one index;
+/// RUN for a foreign architecture without binfmt is refused before anything is built.
+#[test]
+fn multi_platform_without_run_and_foreign_run_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f"), "f").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n").unwrap();
+    let out = hoist_in(&t.join("store"), &["--platform", "linux/amd64,linux/arm64", "build", ctx.to_str().unwrap()]);
+    let digest = assert_success("hoist build", &out).trim().to_string();
+    let blob = t.join("store/blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let idx: Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    let ms = idx["manifests"].as_array().unwrap();
+    assert_eq!(ms.len(), 2, "{idx}");
+    assert_eq!(ms[1]["platform"]["architecture"], "arm64");
+
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() || !is_root() {
+        hoist_testkit::skip!("binfmt for arm64 is registered here (or not root)");
+    }
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\nRUN true\n").unwrap();
+    let out = hoist_in(&t.join("store2"), &["--platform", "linux/arm64", "build", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("binfmt"), "{err}");
+    assert!(
+        !t.join("store2/blobs").exists() || fs::read_dir(t.join("store2/blobs/sha256")).map_or(0, |d| d.count()) == 0
+    );
+}
