@@ -32,6 +32,36 @@ pub struct LayerSpec {
     /// Text for this layer's `history` entry (default `hoist build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Only these platforms (`os/arch[/variant]`) get this layer; empty: every platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+}
+
+impl LayerSpec {
+    /// Whether `platform` gets this layer.
+    pub fn applies_to(&self, platform: &Platform) -> bool {
+        self.platforms.is_empty()
+            || self.platforms.iter().filter_map(|p| Platform::parse(p)).any(|p| p.matches(platform))
+    }
+
+    /// The files with `{os}`, `{arch}` and `{variant}` in their `source` replaced by
+    /// `platform`'s (an absent variant is empty).
+    pub fn files_for(&self, platform: &Platform) -> Vec<LayerEntry> {
+        self.files
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                if let Some(s) = f.source.to_str().filter(|s| s.contains('{')) {
+                    let s = s
+                        .replace("{os}", &platform.os)
+                        .replace("{arch}", &platform.architecture)
+                        .replace("{variant}", platform.variant.as_deref().unwrap_or(""));
+                    f.source = s.into();
+                }
+                f
+            })
+            .collect()
+    }
 }
 
 /// What to build. This is also the format of `hoist.toml` (see `docs/build-file.md`).
@@ -110,7 +140,7 @@ impl BuildFile {
                 }
             }
         }
-        for p in &spec.platforms {
+        for p in spec.platforms.iter().chain(spec.layers.iter().flat_map(|l| &l.platforms)) {
             Platform::parse(p).ok_or_else(|| {
                 Error::malformed("build file", location, format!("platform {p:?} is not os/arch[/variant]"))
             })?;
@@ -140,10 +170,10 @@ fn base_name_annotation(name: &str) -> Option<String> {
     }
 }
 
-struct Base {
-    manifest: Descriptor,
-    config: ImageConfig,
-    layers: Vec<Descriptor>,
+pub(crate) struct Base {
+    pub(crate) manifest: Descriptor,
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 /// Build the image described by `spec` into `layout`; returns the root descriptor (the
@@ -160,22 +190,37 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let mut layers: Vec<LayerBlob> = Vec::new();
-    for l in &spec.layers {
-        let root = layout.root().to_path_buf();
-        let files = l.files.clone();
-        let compression = spec.compression;
-        let follow = spec.follow_symlinks;
-        let blob = tokio::task::spawn_blocking(move || {
-            build_layer_following_blocking(&Layout::open(&root)?, &files, compression, epoch, follow)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("layer builder: {e}")))??;
-        layers.push(blob);
+    // Layers per platform; one build per distinct set of files (most layers are the same
+    // for every platform).
+    let mut built: Vec<(Vec<LayerEntry>, LayerBlob)> = Vec::new();
+    let mut per_platform: Vec<Vec<(&LayerSpec, LayerBlob)>> = Vec::new();
+    for platform in &platforms {
+        let mut mine = Vec::new();
+        for l in spec.layers.iter().filter(|l| l.applies_to(platform)) {
+            let files = l.files_for(platform);
+            let blob = match built.iter().find(|(f, _)| *f == files) {
+                Some((_, b)) => b.clone(),
+                None => {
+                    let root = layout.root().to_path_buf();
+                    let compression = spec.compression;
+                    let follow = spec.follow_symlinks;
+                    let f2 = files.clone();
+                    let blob = tokio::task::spawn_blocking(move || {
+                        build_layer_following_blocking(&Layout::open(&root)?, &f2, compression, epoch, follow)
+                    })
+                    .await
+                    .map_err(|e| Error::Other(format!("layer builder: {e}")))??;
+                    built.push((files, blob.clone()));
+                    blob
+                }
+            };
+            mine.push((l, blob));
+        }
+        per_platform.push(mine);
     }
 
     let mut manifests = Vec::new();
-    for platform in &platforms {
+    for (platform, layers) in platforms.iter().zip(&per_platform) {
         let base_img = match &base {
             Some(b) => Some(load_base(layout, b, platform).await?),
             None => None,
@@ -192,7 +237,7 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         if config.rootfs.kind.is_empty() {
             config.rootfs = RootFs::layers(vec![]);
         }
-        for (l, blob) in spec.layers.iter().zip(&layers) {
+        for (l, blob) in layers {
             config.rootfs.diff_ids.push(blob.diff_id.clone());
             config.history.push(History {
                 created: Some(created.clone()),
@@ -202,7 +247,7 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         }
         let config_desc = store_bytes(layout, media::OCI_CONFIG, &config.to_bytes()?)?;
         let mut all_layers: Vec<Descriptor> = base_img.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
-        all_layers.extend(layers.iter().map(|l| l.descriptor.clone()));
+        all_layers.extend(layers.iter().map(|(_, l)| l.descriptor.clone()));
         let mut manifest = ImageManifest::new(config_desc, all_layers);
         manifest.annotations = spec.annotations.clone();
         if let (Some(b), Some(bi)) = (&base, &base_img) {
@@ -264,7 +309,7 @@ fn merge_run_config(config: &mut ImageConfig, spec: &ImageSpec) {
 }
 
 /// Pick the base manifest for `platform`, read its config and copy its layers into `layout`.
-async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
+pub(crate) async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Platform) -> Result<Base> {
     let loc = b.source.location();
     let root = b.source.fetch_document(&b.root).await?;
     let (manifest_desc, doc) = match &root.view {
@@ -346,6 +391,46 @@ files = [{ source = "app", target = "/app" }, { source = "/abs/run.sh", target =
         assert_eq!(spec.layers[0].files[1].mode, Some(0o755));
         assert!(BuildFile::parse("tga = 1", Path::new("/"), "x").is_err());
         assert!(BuildFile::parse("platforms = [\"linux\"]", Path::new("/"), "x").is_err());
+    }
+
+    #[test]
+    fn per_platform_sources_and_layer_filters() {
+        let t = tempfile::tempdir().unwrap();
+        for arch in ["amd64", "arm64"] {
+            std::fs::create_dir_all(t.path().join(format!("bin-{arch}"))).unwrap();
+            std::fs::write(t.path().join(format!("bin-{arch}/tool")), format!("tool for {arch}")).unwrap();
+        }
+        std::fs::write(t.path().join("arm-only"), "x").unwrap();
+        let text = r#"
+platforms = ["linux/amd64", "linux/arm64/v8"]
+[[layers]]
+files = [{ source = "bin-{arch}/tool", target = "/usr/bin/tool" }]
+[[layers]]
+platforms = ["linux/arm64"]
+files = [{ source = "arm-only", target = "/arm" }]
+"#;
+        let spec = BuildFile::parse(text, t.path(), "hoist.toml").unwrap();
+        let arm = Platform::parse("linux/arm64/v8").unwrap();
+        let amd = Platform::parse("linux/amd64").unwrap();
+        assert!(spec.layers[1].applies_to(&arm) && !spec.layers[1].applies_to(&amd));
+        assert_eq!(spec.layers[0].files_for(&arm)[0].source, t.path().join("bin-arm64/tool"));
+        assert!(BuildFile::parse("[[layers]]\nplatforms = [\"x\"]\nfiles = []", t.path(), "x").is_err());
+
+        let layout = Layout::create(t.path().join("store")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let root = rt.block_on(build_image(&layout, &spec, None)).unwrap();
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.blob_path_of(&root.digest)).unwrap()).unwrap();
+        let layers = |i: usize| -> Vec<String> {
+            let d: crate::model::digest::Digest = idx["manifests"][i]["digest"].as_str().unwrap().parse().unwrap();
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(layout.blob_path_of(&d)).unwrap()).unwrap();
+            m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+        };
+        let (a, b) = (layers(0), layers(1));
+        assert_eq!(a.len(), 1, "amd64 has the tool only");
+        assert_eq!(b.len(), 2, "arm64 has the tool and its own layer");
+        assert_ne!(a[0], b[0], "each platform carries its own binary");
     }
 
     #[test]

@@ -144,20 +144,48 @@ pub struct LayerBlob {
     pub diff_id: Digest,
 }
 
+/// What a prepared layer entry is ([`build_items_layer_blocking`]).
 #[derive(Clone, Debug)]
-enum Kind {
+pub enum Kind {
+    /// A directory.
     Dir,
-    File { src: PathBuf, size: u64, link_key: Option<(u64, u64)> },
-    Symlink { target: String },
-    Hardlink { target: String },
+    /// A regular file read from `src` (`size` bytes); files with the same `link_key`
+    /// (device, inode) become hardlinks to the first in path order.
+    File {
+        /// Where the content is read.
+        src: PathBuf,
+        /// Its size.
+        size: u64,
+        /// (device, inode) when it has several links.
+        link_key: Option<(u64, u64)>,
+    },
+    /// A symlink.
+    Symlink {
+        /// Link target as stored.
+        target: String,
+    },
+    /// A hardlink to another path of the layer.
+    Hardlink {
+        /// Path (in the layer) of the file holding the data.
+        target: String,
+    },
+    /// An empty regular file: overlay whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+    Empty,
 }
 
+/// One prepared layer entry.
 #[derive(Clone, Debug)]
-struct Item {
-    kind: Kind,
-    mode: u32,
-    uid: u64,
-    gid: u64,
+pub struct Item {
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits (and setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Its own mtime (seconds) instead of the layer's.
+    pub mtime: Option<u64>,
 }
 
 /// Build one layer from `entries` and store it in `layout`. Blocking: run it on a
@@ -181,6 +209,18 @@ pub fn build_layer_following_blocking(
     follow_symlinks: bool,
 ) -> Result<LayerBlob> {
     let items = collect(entries, follow_symlinks)?;
+    build_items_layer_blocking(layout, items, compression, mtime)
+}
+
+/// Build one layer from prepared entries (path in the image without leading `/` → entry),
+/// written in path order like [`build_layer_blocking`]. Blocking.
+pub fn build_items_layer_blocking(
+    layout: &Layout,
+    mut items: BTreeMap<String, Item>,
+    compression: Compression,
+    mtime: i64,
+) -> Result<LayerBlob> {
+    link_hardlinks(&mut items);
     let mut tmp = layout.begin_blob()?;
     // Layers are written direct: their size is unknown until the end, and small ones only
     // pay one short extra write for the tail.
@@ -246,7 +286,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
         let mode_of = |m: &fs::Metadata| e.mode.unwrap_or(m.permissions().mode() & 0o7777);
         if meta.is_dir() {
             if !target.is_empty() {
-                out.insert(target.clone(), Item { kind: Kind::Dir, mode: mode_of(&meta), uid, gid });
+                out.insert(target.clone(), Item { kind: Kind::Dir, mode: mode_of(&meta), uid, gid, mtime: None });
             }
             for w in walkdir::WalkDir::new(&e.source).follow_links(false).min_depth(1).sort_by_file_name() {
                 let w = w.map_err(|err| {
@@ -259,7 +299,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                 let m = w.path().symlink_metadata().at(w.path())?;
                 let ft = m.file_type();
                 let item = if ft.is_dir() {
-                    Item { kind: Kind::Dir, mode: mode_of(&m), uid, gid }
+                    Item { kind: Kind::Dir, mode: mode_of(&m), uid, gid, mtime: None }
                 } else if ft.is_file() {
                     let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
                     Item {
@@ -267,13 +307,18 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                         mode: mode_of(&m),
                         uid,
                         gid,
+                        mtime: None,
                     }
                 } else if ft.is_symlink() {
                     let link = fs::read_link(w.path()).at(w.path())?;
                     match check_symlink(w.path(), rel, &link) {
-                        Ok(()) => {
-                            Item { kind: Kind::Symlink { target: utf8(&link)?.to_string() }, mode: 0o777, uid, gid }
-                        }
+                        Ok(()) => Item {
+                            kind: Kind::Symlink { target: utf8(&link)?.to_string() },
+                            mode: 0o777,
+                            uid,
+                            gid,
+                            mtime: None,
+                        },
                         Err(e) if !follow_symlinks => return Err(e),
                         Err(_) => {
                             // --follow-symlinks: what the link points to, as a regular file.
@@ -290,6 +335,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                                 mode: mode_of(&t),
                                 uid,
                                 gid,
+                                mtime: None,
                             }
                         }
                     }
@@ -316,6 +362,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                     mode: mode_of(&meta),
                     uid,
                     gid,
+                    mtime: None,
                 },
             );
         } else {
@@ -325,7 +372,12 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
             )));
         }
     }
-    // Hardlinks inside the layer: the first path (in sorted order) holds the data.
+    link_hardlinks(&mut out);
+    Ok(out)
+}
+
+/// Hardlinks inside the layer: the first path (in sorted order) holds the data.
+fn link_hardlinks(out: &mut BTreeMap<String, Item>) {
     let mut first: HashMap<(u64, u64), String> = HashMap::new();
     for (path, item) in out.iter_mut() {
         if let Kind::File { link_key: Some(key), .. } = &item.kind {
@@ -337,7 +389,6 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
             }
         }
     }
-    Ok(out)
 }
 
 /// Refuse a symlink whose target leaves the directory tree it was found in.
@@ -402,7 +453,9 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
             Kind::File { size, .. } => (tar::EntryType::Regular, *size, None),
             Kind::Symlink { target } => (tar::EntryType::Symlink, 0, Some(target.as_str())),
             Kind::Hardlink { target } => (tar::EntryType::Link, 0, Some(target.as_str())),
+            Kind::Empty => (tar::EntryType::Regular, 0, None),
         };
+        let mtime = item.mtime.unwrap_or(mtime);
         let mut pax = Vec::new();
         if let Some(l) = link.filter(|l| l.len() > 100) {
             pax.extend(pax_record("linkpath", l));

@@ -3,6 +3,7 @@
 //! the result anywhere with `copy::graph`.
 
 pub mod artifact;
+pub mod dockerfile;
 pub mod image;
 pub mod layer;
 pub mod model;

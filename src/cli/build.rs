@@ -1,21 +1,45 @@
-//! `hoist build`: build an image from a `hoist.toml` build file into the local store,
-//! then write it to each `--output`.
+//! `hoist build`: build an image from a `hoist.toml` build file, or from a Dockerfile and
+//! a context (`hoist build [-f Dockerfile] CONTEXT`), into the local store, then write it to
+//! each `--output`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use async_trait::async_trait;
 use clap::Args;
+use hoist::build::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver};
 use hoist::build::{build_image, BaseImage, BuildFile, Compression};
 use hoist::error::{Error, Result};
 use hoist::output::OutputSpec;
+use hoist::model::descriptor::Descriptor;
+use hoist::transport::Source;
 
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
 use super::Ctx;
 
 #[derive(Args)]
 pub(crate) struct BuildArgs {
-    /// Build file (see docs/build-file.md).
-    #[arg(short = 'f', long = "file", default_value = "hoist.toml")]
-    pub file: PathBuf,
+    /// Build file: a `.toml` file is a hoist build file (see docs/build-file.md), anything else
+    /// a Dockerfile [default: hoist.toml without CONTEXT, CONTEXT/Dockerfile with it].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Build context of a Dockerfile build (default `.` when `-f` names a Dockerfile).
+    pub context: Option<PathBuf>,
+    /// Dockerfile `ARG` value (repeatable).
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Dockerfile stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Secret for `RUN --mount=type=secret` (repeatable): `id=ID,src=FILE`.
+    #[arg(long, value_name = "id=ID,src=FILE")]
+    pub secret: Vec<String>,
+    /// OCI runtime for RUN (default: runc, then crun, on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// Dockerfile builds: do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Tag in the store (overrides `tag`); its tag part also names unnamed layout/OCI outputs.
     #[arg(short, long)]
     pub tag: Option<String>,
@@ -32,8 +56,109 @@ pub(crate) struct BuildArgs {
     pub out: OutputArgs,
 }
 
+impl BuildArgs {
+    /// The hoist.toml this command builds from, None for a Dockerfile build.
+    pub(crate) fn toml_file(&self) -> Option<PathBuf> {
+        match (&self.file, &self.context) {
+            (Some(f), _) if f.extension().is_some_and(|e| e == "toml") => Some(f.clone()),
+            (None, None) => Some(PathBuf::from("hoist.toml")),
+            _ => None,
+        }
+    }
+
+    /// The build file or Dockerfile, for messages.
+    pub(crate) fn file_shown(&self) -> PathBuf {
+        self.toml_file().unwrap_or_else(|| {
+            let c = self.context.clone().unwrap_or_else(|| PathBuf::from("."));
+            self.file.clone().unwrap_or_else(|| c.join("Dockerfile"))
+        })
+    }
+}
+
+struct Resolver<'a>(&'a Ctx);
+
+#[async_trait]
+impl ImageResolver for Resolver<'_> {
+    async fn resolve(&self, reference: &str) -> Result<(Box<dyn Source>, Descriptor)> {
+        let (_, src, root) = resolve_any(self.0, reference).await?;
+        self.0.progress.line(&format!("image {reference}: {}", root.digest));
+        Ok((src, root))
+    }
+}
+
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: expected KEY=VALUE")))
+}
+
+async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: PathBuf) -> Result<i32> {
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // docker: `--build-arg K` takes K from the environment
+            None => (a.clone(), std::env::var(a).unwrap_or_default()),
+        };
+        build_args.insert(k, v);
+    }
+    let mut secrets = BTreeMap::new();
+    for s in &args.secret {
+        let mut id = None;
+        let mut src = None;
+        for part in s.split(',') {
+            let (k, v) = key_value("--secret", part)?;
+            match k.as_str() {
+                "id" => id = Some(v),
+                "src" | "source" => src = Some(PathBuf::from(v)),
+                "type" if v == "file" => {}
+                _ => return Err(Error::Usage(format!("--secret {s:?}: expected id=ID,src=FILE"))),
+            }
+        }
+        let (Some(id), Some(src)) = (id, src) else {
+            return Err(Error::Usage(format!("--secret {s:?}: expected id=ID,src=FILE")));
+        };
+        secrets.insert(id, src);
+    }
+    let opts = DockerfileBuild {
+        dockerfile: file,
+        context,
+        build_args,
+        target: args.target.clone(),
+        platforms: ctx.settings.platforms.clone(),
+        secrets,
+        runtime: args.runtime.clone(),
+        compression: args.compression.unwrap_or_default(),
+        source_date_epoch: None,
+        tag: args.tag.clone(),
+        no_cache: args.no_cache,
+    };
+    let mut outputs = args.out.parse()?;
+    apply_default_tag(&mut outputs, args.tag.as_deref());
+    let store = args.out.open_store()?;
+    let log = |s: &str| ctx.progress.line(s);
+    let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &log).await?;
+    ctx.progress.line(&format!(
+        "built {} ({}) in oci:{}: {} RUN executed, {} steps cached",
+        outcome.root.digest,
+        outcome.root.media_type,
+        store.root().display(),
+        outcome.runs,
+        outcome.cached
+    ));
+    deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
+}
+
 pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
-    let mut spec = BuildFile::load(&args.file)?;
+    let Some(file) = args.toml_file() else {
+        let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
+        return run_dockerfile(ctx, &args, args.file_shown(), context).await;
+    };
+    if args.context.is_some() || !args.build_args.is_empty() || args.target.is_some() || !args.secret.is_empty() {
+        return Err(Error::Usage("CONTEXT, --build-arg, --target and --secret are for Dockerfile builds".into()));
+    }
+    let mut spec = BuildFile::load(&file)?;
     if let Some(t) = &args.tag {
         spec.tag = Some(t.clone());
     }

@@ -89,7 +89,7 @@ impl Command {
             Command::Login(a) => format!("login {}", a.registry),
             Command::Logout(a) => format!("logout {}", a.registry),
             Command::Layout(_) => "layout".into(),
-            Command::Build(a) => format!("build -f {}", a.file.display()),
+            Command::Build(a) => format!("build -f {}", a.file_shown().display()),
             Command::Artifact(_) => "artifact".into(),
             Command::Model(_) => "model".into(),
             Command::Index(_) => "index create".into(),
@@ -131,7 +131,9 @@ impl Command {
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
             Command::Build(a) => {
-                let base = a.base.clone().or_else(|| hoist::build::BuildFile::load(&a.file).ok().and_then(|s| s.base));
+                let base = a.base.clone().or_else(|| {
+                    a.toml_file().and_then(|f| hoist::build::BuildFile::load(&f).ok()).and_then(|s| s.base)
+                });
                 let mut v = base.as_deref().and_then(registry_of).into_iter().collect::<Vec<_>>();
                 v.extend(outputs(&a.out));
                 v

@@ -162,6 +162,7 @@ async fn base_image_layers_and_config_are_kept() {
     spec.layers.push(LayerSpec {
         files: vec![LayerEntry::new(examples().join("sample-model/README.md"), "/doc/")],
         comment: None,
+        platforms: vec![],
     });
     spec.env.insert("GREETING".into(), "bye".into());
     let base =
@@ -333,7 +334,7 @@ async fn golden_image_bytes() {
     let spec = ImageSpec {
         tag: Some("golden".into()),
         compression: Compression::None,
-        layers: vec![LayerSpec { files: vec![entry], comment: None }],
+        layers: vec![LayerSpec { files: vec![entry], comment: None, platforms: vec![] }],
         cmd: Some(vec!["/bin/cat".into(), "/hello.txt".into()]),
         source_date_epoch: Some(0),
         ..Default::default()

@@ -18,6 +18,7 @@ mod cli_trust;
 mod conformance;
 mod convert;
 mod crash;
+mod dockerfile;
 mod faults;
 mod fuzz_smoke;
 mod harness;

@@ -1,0 +1,1363 @@
+//! Evaluation of a parsed Dockerfile: stages, ARG scoping, variable expansion, the image
+//! config, COPY/ADD layers from the context or another stage or image, RUN through
+//! [`super::run`], and the build cache.
+//!
+//! Cache: every layer step has a key, the SHA-256 of the previous step's key and the step
+//! (instruction as expanded, plus the content digests of copied files, or for RUN the
+//! environment, user, workdir and mounts); `build-cache/steps/KEY.json` in the store records
+//! the layer it made. A stage starts from the key of its base (manifest digest, or scratch).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::fs::{cache_root, ensure_unpacked_blocking, lookup, mount_overlay, read_small, Mounted};
+use super::parse::{err, parse, Args, Dockerfile, Instruction};
+use super::words::{word, words};
+use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
+use crate::build::image::{load_base, BaseImage};
+use crate::build::layer::{build_items_layer_blocking, normalize_target, Item, Kind, LayerBlob};
+use crate::build::{rfc3339, source_date_epoch, store_bytes};
+use crate::error::{Error, IoContext, Result};
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::digest::Digest;
+use crate::model::media;
+use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
+use crate::transport::layout::Layout;
+
+/// Largest `.dockerignore` read.
+const MAX_DOCKERIGNORE: u64 = 1 << 20;
+/// Largest /etc/passwd or /etc/group read to resolve a user name.
+const MAX_PASSWD: u64 = 4 << 20;
+/// Default PATH of RUN when the image sets none (BuildKit's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A stage being built.
+#[derive(Clone)]
+pub(crate) struct Stage {
+    pub name: Option<String>,
+    pub config: ImageConfig,
+    /// Layer descriptors, aligned with `config.rootfs.diff_ids`.
+    pub layers: Vec<Descriptor>,
+    pub base: Option<(Descriptor, String)>,
+    /// ARGs declared in the stage, with their values.
+    pub args: BTreeMap<String, Option<String>>,
+    pub shell: Vec<String>,
+    pub cmd_set: bool,
+    pub key: String,
+    pub platform: Platform,
+}
+
+impl Stage {
+    /// Variables for expansion: the config's ENV, then the stage's ARGs.
+    pub fn vars(&self) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = HashMap::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        for e in &self.config.config.env {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    pub fn workdir(&self) -> String {
+        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+    }
+
+    /// Unpack every layer (cached) and return their directories, bottom first. Blocking.
+    pub fn dirs_blocking(&self, layout: &Layout) -> Result<Vec<PathBuf>> {
+        self.layers
+            .iter()
+            .zip(&self.config.rootfs.diff_ids)
+            .map(|(d, id)| ensure_unpacked_blocking(layout, d, id))
+            .collect()
+    }
+
+    pub(crate) fn push_layer(&mut self, blob: &LayerBlob, created: &str, by: String) {
+        self.layers.push(blob.descriptor.clone());
+        self.config.rootfs.diff_ids.push(blob.diff_id.clone());
+        self.config.history.push(History { created: Some(created.into()), created_by: Some(by), ..Default::default() });
+    }
+
+    pub(crate) fn push_empty(&mut self, created: &str, by: String) {
+        self.config.history.push(History {
+            created: Some(created.into()),
+            created_by: Some(by),
+            empty_layer: Some(true),
+            ..Default::default()
+        });
+    }
+}
+
+/// A step's cache record.
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    layer: Option<Descriptor>,
+    diff_id: Option<Digest>,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub layout: &'a Layout,
+    pub opts: &'a DockerfileBuild,
+    pub log: &'a dyn BuildLog,
+    pub df: Dockerfile,
+    pub file: String,
+    pub epoch: i64,
+    pub created: String,
+    pub runs: usize,
+    pub cached: usize,
+    pub ignore: Arc<Vec<IgnoreRule>>,
+}
+
+pub(crate) fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.len().to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+impl Ctx<'_> {
+    fn cache_path(&self, key: &str) -> PathBuf {
+        cache_root(self.layout).join("steps").join(format!("{key}.json"))
+    }
+
+    /// The cached result of `key`, when its layer blob is still in the store.
+    fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        if self.opts.no_cache {
+            return None;
+        }
+        let raw = fs::read(self.cache_path(key)).ok()?;
+        let e: CacheEntry = serde_json::from_slice(&raw).ok()?;
+        if let Some(l) = &e.layer {
+            if !self.layout.blob_path_of(&l.digest).is_file() {
+                return None;
+            }
+        }
+        Some(e)
+    }
+
+    /// The cached layer of `key` (None inside: the step made no layer).
+    pub(crate) fn cached_layer(&self, key: &str) -> Option<Option<LayerBlob>> {
+        let e = self.cache_get(key)?;
+        Some(e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }))
+    }
+
+    pub(crate) fn cache_put(&self, key: &str, blob: Option<&LayerBlob>) -> Result<()> {
+        let p = self.cache_path(key);
+        let dir = p.parent().expect("steps dir");
+        fs::create_dir_all(dir).at(dir)?;
+        let e = CacheEntry { layer: blob.map(|b| b.descriptor.clone()), diff_id: blob.map(|b| b.diff_id.clone()) };
+        let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+        fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
+        tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
+        Ok(())
+    }
+
+    fn e(&self, ins: &Instruction, reason: impl ToString) -> Error {
+        err(&self.file, ins.line, reason)
+    }
+}
+
+/// Build the Dockerfile of `opts` into `layout`; returns the image root and what ran.
+pub async fn build_dockerfile(
+    layout: &Layout,
+    opts: &DockerfileBuild,
+    resolver: &dyn ImageResolver,
+    log: &dyn BuildLog,
+) -> Result<BuildOutcome> {
+    let text = {
+        let f = fs::File::open(&opts.dockerfile).at(&opts.dockerfile)?;
+        let mut s = String::new();
+        f.take(super::parse::MAX_DOCKERFILE_SIZE as u64 + 1).read_to_string(&mut s).at(&opts.dockerfile)?;
+        s
+    };
+    let file = opts.dockerfile.display().to_string();
+    let df = parse(&text, &file)?;
+    if let Some(s) = &df.syntax {
+        log.line(&format!("note: `# syntax={s}` ignored: hoist parses Dockerfiles itself"));
+    }
+    let epoch = opts.source_date_epoch.unwrap_or_else(source_date_epoch);
+    let ignore = Arc::new(load_dockerignore(&opts.context)?);
+    let mut ctx = Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore };
+    let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
+    let plan = plan_stages(&ctx)?;
+    // Refuse RUN we cannot run before building anything.
+    if plan.needed.iter().any(|&s| plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN")) {
+        for p in &platforms {
+            super::run::check_can_run(opts.runtime.as_deref(), p)?;
+        }
+    }
+    let mut manifests = Vec::new();
+    for p in &platforms {
+        let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let desc = write_image(&ctx, &stage, p)?;
+        manifests.push(desc);
+    }
+    let root = if manifests.len() == 1 {
+        let mut d = manifests.pop().expect("one manifest");
+        d.platform = None;
+        d
+    } else {
+        store_bytes(layout, media::OCI_INDEX, &ImageIndex::new(manifests).to_bytes()?)?
+    };
+    match &opts.tag {
+        Some(t) => layout.set_tag(&root, t)?,
+        None => layout.add_untagged(&root)?,
+    }
+    Ok(BuildOutcome { root, runs: ctx.runs, cached: ctx.cached })
+}
+
+fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
+    let mut config = stage.config.clone();
+    config.created = Some(ctx.created.clone());
+    config.architecture = p.architecture.clone();
+    config.os = p.os.clone();
+    config.variant = p.variant.clone();
+    if config.rootfs.kind.is_empty() {
+        config.rootfs = RootFs::layers(config.rootfs.diff_ids.clone());
+    }
+    let config_desc = store_bytes(ctx.layout, media::OCI_CONFIG, &config.to_bytes()?)?;
+    let mut manifest = ImageManifest::new(config_desc, stage.layers.clone());
+    if let Some((d, name)) = &stage.base {
+        manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), d.digest.to_string());
+        manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), name.clone());
+    }
+    let mut desc = store_bytes(ctx.layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
+    desc.platform = Some(p.clone());
+    Ok(desc)
+}
+
+/// Instruction indexes of the global part and of each stage, and the stages the target needs.
+pub(crate) struct Plan {
+    pub globals: Vec<usize>,
+    pub stages: Vec<Vec<usize>>,
+    pub names: Vec<Option<String>>,
+    pub target: usize,
+    pub needed: BTreeSet<usize>,
+}
+
+fn from_parts(ctx: &Ctx<'_>, ins: &Instruction, vars: &HashMap<String, String>) -> Result<(String, Option<String>)> {
+    let get = |n: &str| vars.get(n).cloned();
+    let w = words(&ins.text(), &get, ctx.df.escape).map_err(|e| ctx.e(ins, e))?;
+    match w.as_slice() {
+        [image] => Ok((image.clone(), None)),
+        [image, as_, name] if as_.eq_ignore_ascii_case("as") => Ok((image.clone(), Some(name.to_ascii_lowercase()))),
+        _ => Err(ctx.e(ins, "FROM takes IMAGE [AS NAME]")),
+    }
+}
+
+fn global_vars(ctx: &Ctx<'_>, globals: &[usize], platform: &Platform) -> Result<HashMap<String, String>> {
+    let mut vars = platform_args(platform);
+    for &i in globals {
+        let ins = &ctx.df.instructions[i];
+        for (k, v) in arg_decls(ctx, ins, &vars)? {
+            let v = ctx.opts.build_args.get(&k).cloned().or(v);
+            match v {
+                Some(v) => vars.insert(k, v),
+                None => vars.remove(&k),
+            };
+        }
+    }
+    Ok(vars)
+}
+
+fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
+    let mut globals = Vec::new();
+    let mut stages: Vec<Vec<usize>> = Vec::new();
+    for (i, ins) in ctx.df.instructions.iter().enumerate() {
+        if ins.keyword == "FROM" {
+            stages.push(vec![i]);
+        } else if let Some(s) = stages.last_mut() {
+            s.push(i);
+        } else if ins.keyword == "ARG" {
+            globals.push(i);
+        } else {
+            return Err(ctx.e(ins, format!("{} before the first FROM (only ARG may come first)", ins.keyword)));
+        }
+    }
+    if stages.is_empty() {
+        return Err(err(&ctx.file, 1, "no FROM instruction"));
+    }
+    let vars = global_vars(ctx, &globals, &super::host_platform())?;
+    let names = stages
+        .iter()
+        .map(|s| from_parts(ctx, &ctx.df.instructions[s[0]], &vars).map(|(_, n)| n))
+        .collect::<Result<Vec<_>>>()?;
+    let find = |r: &str, before: usize| -> Option<usize> {
+        let r = r.to_ascii_lowercase();
+        (0..before).find(|&j| names[j].as_deref() == Some(r.as_str()) || r == j.to_string())
+    };
+    let target = match &ctx.opts.target {
+        Some(t) => find(t, stages.len()).ok_or_else(|| Error::Usage(format!("--target {t}: no such stage")))?,
+        None => stages.len() - 1,
+    };
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(s) = todo.pop() {
+        if !needed.insert(s) {
+            continue;
+        }
+        for &i in &stages[s] {
+            let ins = &ctx.df.instructions[i];
+            let mut refs: Vec<String> = Vec::new();
+            if ins.keyword == "FROM" {
+                refs.push(from_parts(ctx, ins, &vars)?.0);
+            }
+            if let Some(f) = ins.flag("from") {
+                refs.push(f.to_string());
+            }
+            for m in ins.flag_all("mount") {
+                for kv in m.split(',') {
+                    if let Some(f) = kv.strip_prefix("from=") {
+                        refs.push(f.to_string());
+                    }
+                }
+            }
+            for r in refs {
+                if let Some(j) = find(&r, s) {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    Ok(Plan { globals, stages, names, target, needed })
+}
+
+/// BuildKit's automatic platform ARGs (the build platform is the host).
+fn platform_args(target: &Platform) -> HashMap<String, String> {
+    let host = super::host_platform();
+    let fmt = |p: &Platform| match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    };
+    HashMap::from([
+        ("TARGETPLATFORM".into(), fmt(target)),
+        ("TARGETOS".into(), target.os.clone()),
+        ("TARGETARCH".into(), target.architecture.clone()),
+        ("TARGETVARIANT".into(), target.variant.clone().unwrap_or_default()),
+        ("BUILDPLATFORM".into(), fmt(&host)),
+        ("BUILDOS".into(), host.os.clone()),
+        ("BUILDARCH".into(), host.architecture.clone()),
+        ("BUILDVARIANT".into(), host.variant.clone().unwrap_or_default()),
+    ])
+}
+
+/// `ARG a[=x] b[=y]` → names and expanded defaults.
+fn arg_decls(
+    ctx: &Ctx<'_>,
+    ins: &Instruction,
+    vars: &HashMap<String, String>,
+) -> Result<Vec<(String, Option<String>)>> {
+    let get = |n: &str| vars.get(n).cloned();
+    let w = words(&ins.text(), &get, ctx.df.escape).map_err(|e| ctx.e(ins, e))?;
+    Ok(w.into_iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (a, None),
+        })
+        .collect())
+}
+
+async fn build_platform(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    platform: &Platform,
+    resolver: &dyn ImageResolver,
+) -> Result<Stage> {
+    let gvars = global_vars(ctx, &plan.globals, platform)?;
+    let mut done: BTreeMap<usize, Stage> = BTreeMap::new();
+    for &s in &plan.needed {
+        let stage = build_stage(ctx, plan, s, &gvars, platform, &done, resolver).await?;
+        done.insert(s, stage);
+    }
+    done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))
+}
+
+pub(crate) fn find_stage<'s>(
+    plan: &Plan,
+    done: &'s BTreeMap<usize, Stage>,
+    r: &str,
+    before: usize,
+) -> Option<&'s Stage> {
+    let r = r.to_ascii_lowercase();
+    (0..before).find(|&j| plan.names[j].as_deref() == Some(r.as_str()) || r == j.to_string()).and_then(|j| done.get(&j))
+}
+
+async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: &dyn ImageResolver) -> Result<Stage> {
+    let mut st = Stage {
+        name: None,
+        config: ImageConfig::default(),
+        layers: vec![],
+        base: None,
+        args: BTreeMap::new(),
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        cmd_set: false,
+        key: String::new(),
+        platform: platform.clone(),
+    };
+    let pf = platform.to_string();
+    if image == "scratch" {
+        st.config.rootfs = RootFs::layers(vec![]);
+        // BuildKit and buildah give a scratch image the default PATH.
+        st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+        st.key = hash(&["hoist-dockerfile-v1", &pf, "scratch"]);
+        return Ok(st);
+    }
+    let (source, root) = resolver.resolve(image).await?;
+    let b = BaseImage { source: source.as_ref(), root, name: Some(image.to_string()) };
+    let base = load_base(ctx.layout, &b, platform).await?;
+    st.config = base.config;
+    if st.config.rootfs.kind.is_empty() {
+        st.config.rootfs = RootFs::layers(vec![]);
+    }
+    if st.config.rootfs.diff_ids.len() != base.layers.len() {
+        return Err(Error::malformed(
+            format!("image {image}"),
+            "config",
+            "rootfs.diff_ids and layers differ in number",
+        ));
+    }
+    if let Some(serde_json::Value::Array(sh)) = st.config.config.extra.get("Shell") {
+        let sh: Vec<String> = sh.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+        if !sh.is_empty() {
+            st.shell = sh;
+        }
+    }
+    st.layers = base.layers;
+    st.key = hash(&["hoist-dockerfile-v1", &pf, &base.manifest.digest.to_string()]);
+    st.base = Some((base.manifest, image.to_string()));
+    Ok(st)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_stage(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    s: usize,
+    gvars: &HashMap<String, String>,
+    target_platform: &Platform,
+    done: &BTreeMap<usize, Stage>,
+    resolver: &dyn ImageResolver,
+) -> Result<Stage> {
+    let from = &ctx.df.instructions[plan.stages[s][0]].clone();
+    from.check_flags(&["platform"], &ctx.file)?;
+    let (image, name) = from_parts(ctx, from, gvars)?;
+    let platform = match from.flag("platform") {
+        Some(p) => {
+            let get = |n: &str| gvars.get(n).cloned();
+            let p = word(p, &get, ctx.df.escape).map_err(|e| ctx.e(from, e))?;
+            Platform::parse(&p).ok_or_else(|| ctx.e(from, format!("--platform {p:?} is not os/arch[/variant]")))?
+        }
+        None => target_platform.clone(),
+    };
+    ctx.log.line(&format!("[{}] FROM {image}", name.as_deref().unwrap_or(&s.to_string())));
+    let mut st = match find_stage(plan, done, &image, s) {
+        Some(prev) => {
+            let mut st = prev.clone();
+            st.args.clear();
+            st.cmd_set = false;
+            st
+        }
+        None => image_stage(ctx, &image, &platform, resolver).await?,
+    };
+    st.name = name;
+    st.platform = target_platform.clone();
+    let label = st.name.clone().unwrap_or_else(|| s.to_string());
+    for &i in &plan.stages[s][1..] {
+        let ins = ctx.df.instructions[i].clone();
+        step(ctx, plan, s, &mut st, &ins, gvars, done, resolver, &label).await?;
+    }
+    Ok(st)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    s: usize,
+    st: &mut Stage,
+    ins: &Instruction,
+    gvars: &HashMap<String, String>,
+    done: &BTreeMap<usize, Stage>,
+    resolver: &dyn ImageResolver,
+    label: &str,
+) -> Result<()> {
+    let vars = st.vars();
+    let get = |n: &str| vars.get(n).cloned();
+    let esc = ctx.df.escape;
+    let ws = |t: &str| words(t, &get, esc).map_err(|e| ctx.e(ins, e));
+    let by = format!("{} {}", ins.keyword, ins.text());
+    let created = ctx.created.clone();
+    if !matches!(ins.keyword.as_str(), "COPY" | "ADD" | "RUN") {
+        ins.check_flags(if ins.keyword == "HEALTHCHECK" { HEALTH_FLAGS } else { &[] }, &ctx.file)?;
+    }
+    match ins.keyword.as_str() {
+        "ARG" => {
+            for (k, v) in arg_decls(ctx, ins, &vars)? {
+                let v = ctx.opts.build_args.get(&k).cloned().or(v).or_else(|| gvars.get(&k).cloned());
+                st.args.insert(k, v);
+            }
+        }
+        "ENV" => {
+            let w = ws(&ins.text())?;
+            let pairs: Vec<(String, String)> = if w.first().is_some_and(|f| !f.contains('=')) {
+                // legacy `ENV KEY value with spaces`
+                let text = ins.text();
+                let rest = text.trim_start().split_once(char::is_whitespace).map(|(_, r)| r).unwrap_or("");
+                vec![(w[0].clone(), word(rest.trim(), &get, esc).map_err(|e| ctx.e(ins, e))?)]
+            } else {
+                w.iter().map(|p| p.split_once('=').map(|(k, v)| (k.into(), v.into())).unwrap_or_default()).collect()
+            };
+            for (k, v) in pairs {
+                if k.is_empty() {
+                    return Err(ctx.e(ins, "ENV needs KEY=VALUE"));
+                }
+                set_env(&mut st.config, &k, &v);
+            }
+            st.push_empty(&created, by);
+        }
+        "LABEL" => {
+            for p in ws(&ins.text())? {
+                let (k, v) = p.split_once('=').ok_or_else(|| ctx.e(ins, "LABEL needs KEY=VALUE"))?;
+                st.config.config.labels.insert(k.to_string(), v.to_string());
+            }
+            st.push_empty(&created, by);
+        }
+        "MAINTAINER" => {
+            st.config.author = Some(ins.text());
+            st.push_empty(&created, by);
+        }
+        "EXPOSE" => {
+            for p in ws(&ins.text())? {
+                let p = if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") };
+                st.config.config.exposed_ports.insert(p, Empty {});
+            }
+            st.push_empty(&created, by);
+        }
+        "VOLUME" => {
+            let vols = match &ins.args {
+                Args::Exec(v) => v.clone(),
+                Args::Shell(t) => ws(t)?,
+            };
+            for v in vols {
+                st.config.config.volumes.insert(v, Empty {});
+            }
+            st.push_empty(&created, by);
+        }
+        "USER" => {
+            st.config.config.user = Some(word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?);
+            st.push_empty(&created, by);
+        }
+        "STOPSIGNAL" => {
+            st.config.config.stop_signal = Some(word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?);
+            st.push_empty(&created, by);
+        }
+        "WORKDIR" => {
+            let w = word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?;
+            let path = join_abs(&st.workdir(), &w);
+            st.config.config.working_dir = Some(path.clone());
+            workdir_layer(ctx, st, ins, &path).await?;
+        }
+        "CMD" | "ENTRYPOINT" => {
+            let v = match &ins.args {
+                Args::Exec(v) => v.clone(),
+                Args::Shell(t) if t.trim().is_empty() => vec![],
+                Args::Shell(t) => st.shell.iter().cloned().chain([t.clone()]).collect(),
+            };
+            if ins.keyword == "CMD" {
+                st.config.config.cmd = Some(v);
+                st.cmd_set = true;
+            } else {
+                st.config.config.entrypoint = Some(v);
+                if !st.cmd_set {
+                    st.config.config.cmd = None;
+                }
+            }
+            st.push_empty(&created, by);
+        }
+        "SHELL" => {
+            if let Args::Exec(v) = &ins.args {
+                st.shell = v.clone();
+                st.config.config.extra.insert("Shell".into(), serde_json::json!(v));
+            }
+            st.push_empty(&created, by);
+        }
+        "HEALTHCHECK" => {
+            let hc = healthcheck(ctx, ins, &st.shell)?;
+            st.config.config.extra.insert("Healthcheck".into(), hc);
+            st.push_empty(&created, by);
+        }
+        "ONBUILD" => {
+            let list = st.config.config.extra.entry("OnBuild".to_string()).or_insert_with(|| serde_json::json!([]));
+            if let serde_json::Value::Array(a) = list {
+                a.push(serde_json::Value::String(ins.text()));
+            }
+            st.push_empty(&created, by);
+        }
+        "COPY" | "ADD" => copy(ctx, plan, s, st, ins, done, resolver, label).await?,
+        "RUN" => super::run::run_step(ctx, plan, s, st, ins, done, label).await?,
+        "FROM" => unreachable!("FROM starts a stage"),
+        other => return Err(ctx.e(ins, format!("unsupported instruction {other}"))),
+    }
+    Ok(())
+}
+
+const HEALTH_FLAGS: &[&str] = &["interval", "timeout", "start-period", "start-interval", "retries"];
+
+fn healthcheck(ctx: &Ctx<'_>, ins: &Instruction, shell: &[String]) -> Result<serde_json::Value> {
+    let text = ins.text();
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(serde_json::json!({"Test": ["NONE"]}));
+    }
+    let rest = t.get(..3).filter(|c| c.eq_ignore_ascii_case("cmd")).map(|_| t[3..].trim_start());
+    let rest = rest.ok_or_else(|| ctx.e(ins, "HEALTHCHECK takes NONE or CMD ..."))?;
+    let test = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(v) if rest.starts_with('[') => std::iter::once("CMD".to_string()).chain(v).collect::<Vec<_>>(),
+        _ => vec!["CMD-SHELL".to_string(), rest.to_string()],
+    };
+    let _ = shell;
+    let mut hc = serde_json::Map::new();
+    hc.insert("Test".into(), serde_json::json!(test));
+    for (flag, key) in [
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start-period", "StartPeriod"),
+        ("start-interval", "StartInterval"),
+    ] {
+        if let Some(v) = ins.flag(flag) {
+            let ns = duration_ns(v).ok_or_else(|| ctx.e(ins, format!("--{flag}={v}: not a duration")))?;
+            hc.insert(key.into(), serde_json::json!(ns));
+        }
+    }
+    if let Some(r) = ins.flag("retries") {
+        let n: u64 = r.parse().map_err(|_| ctx.e(ins, format!("--retries={r}: not a number")))?;
+        hc.insert("Retries".into(), serde_json::json!(n));
+    }
+    Ok(serde_json::Value::Object(hc))
+}
+
+/// Go duration (`30s`, `1m30s`, `500ms`) in nanoseconds.
+fn duration_ns(s: &str) -> Option<u64> {
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..u_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[u_end..];
+    }
+    Some(total as u64)
+}
+
+fn set_env(config: &mut ImageConfig, k: &str, v: &str) {
+    let entry = format!("{k}={v}");
+    let env = &mut config.config.env;
+    match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// `rel` against the absolute directory `base`, normalized, absolute.
+pub(crate) fn join_abs(base: &str, rel: &str) -> String {
+    let joined = if rel.starts_with('/') { rel.to_string() } else { format!("{base}/{rel}") };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// WORKDIR creates its directory when missing (a layer with it and its missing parents).
+async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, path: &str) -> Result<()> {
+    let by = format!("WORKDIR {path}");
+    let key = hash(&[&st.key, &by]);
+    let (layout, epoch, compression) = (Layout::open(ctx.layout.root())?, ctx.epoch, ctx.opts.compression);
+    let (blob, cached) = match ctx.cache_get(&key) {
+        Some(e) => (e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }), true),
+        None => {
+            let stc = st.clone();
+            let p = path.to_string();
+            let (uid, gid) = {
+                let dirs = blocking({
+                    let stc = stc.clone();
+                    let layout = Layout::open(layout.root())?;
+                    move || stc.dirs_blocking(&layout)
+                })
+                .await?;
+                match stc.config.config.user.as_deref() {
+                    Some(u) if !u.is_empty() => resolve_user(&dirs, u).map_err(|e| ctx.e(ins, e))?,
+                    _ => (0, 0),
+                }
+            };
+            let blob = blocking(move || -> Result<Option<LayerBlob>> {
+                let dirs = stc.dirs_blocking(&layout)?;
+                let rel = normalize_target(&p)?;
+                if rel.is_empty() || lookup(&dirs, &rel).is_some() {
+                    return Ok(None);
+                }
+                let mut items = BTreeMap::new();
+                add_parents(&dirs, &rel, &mut items, epoch);
+                items.insert(rel, Item { kind: Kind::Dir, mode: 0o755, uid, gid, mtime: None });
+                Ok(Some(build_items_layer_blocking(&layout, items, compression, epoch)?))
+            })
+            .await?;
+            ctx.cache_put(&key, blob.as_ref())?;
+            (blob, false)
+        }
+    };
+    if cached {
+        ctx.cached += 1;
+    }
+    st.key = key;
+    match blob {
+        Some(b) => st.push_layer(&b, &ctx.created.clone(), by),
+        None => st.push_empty(&ctx.created.clone(), by),
+    }
+    Ok(())
+}
+
+/// Parents of `rel` missing from the stack, as 0755 root directories.
+fn add_parents(dirs: &[PathBuf], rel: &str, items: &mut BTreeMap<String, Item>, _epoch: i64) {
+    let mut cur = String::new();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for p in &parts[..parts.len().saturating_sub(1)] {
+        if !cur.is_empty() {
+            cur.push('/');
+        }
+        cur.push_str(p);
+        if !items.contains_key(&cur) && lookup(dirs, &cur).is_none() {
+            items.insert(cur.clone(), Item { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: None });
+        }
+    }
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Other(format!("build step: {e}")))?
+}
+
+/// `name[:group]` or numeric ids → uid, gid, from the stage's /etc/passwd and /etc/group.
+pub(crate) fn resolve_user(dirs: &[PathBuf], spec: &str) -> std::result::Result<(u64, u64), String> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_small(dirs, "etc/passwd", MAX_PASSWD).unwrap_or_default();
+    let (uid, primary) = match u.parse::<u64>() {
+        Ok(n) => {
+            let gid = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 3 && f[2] == u)
+                .and_then(|f| f[3].parse().ok())
+                .unwrap_or(0);
+            (n, gid)
+        }
+        Err(_) => {
+            let f = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 3 && f[0] == u)
+                .ok_or_else(|| format!("user {u:?} not found in /etc/passwd"))?;
+            (f[2].parse().map_err(|_| "bad uid in /etc/passwd")?, f[3].parse().map_err(|_| "bad gid in /etc/passwd")?)
+        }
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = read_small(dirs, "etc/group", MAX_PASSWD).unwrap_or_default();
+                let f = group
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() > 2 && f[0] == g)
+                    .ok_or_else(|| format!("group {g:?} not found in /etc/group"))?;
+                f[2].parse().map_err(|_| "bad gid in /etc/group")?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+// ---------------------------------------------------------------- .dockerignore
+
+/// One `.dockerignore` line.
+#[derive(Clone, Debug)]
+pub(crate) struct IgnoreRule {
+    negate: bool,
+    parts: Vec<String>,
+}
+
+fn load_dockerignore(context: &Path) -> Result<Vec<IgnoreRule>> {
+    let p = context.join(".dockerignore");
+    let Ok(f) = fs::File::open(&p) else { return Ok(vec![]) };
+    let mut s = String::new();
+    f.take(MAX_DOCKERIGNORE).read_to_string(&mut s).at(&p)?;
+    Ok(parse_ignore(&s))
+}
+
+pub(crate) fn parse_ignore(s: &str) -> Vec<IgnoreRule> {
+    let mut out = Vec::new();
+    for l in s.lines() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (negate, pat) = match l.strip_prefix('!') {
+            Some(p) => (true, p.trim()),
+            None => (false, l),
+        };
+        let parts: Vec<String> = pat.split('/').filter(|c| !c.is_empty() && *c != ".").map(String::from).collect();
+        if !parts.is_empty() {
+            out.push(IgnoreRule { negate, parts });
+        }
+    }
+    out
+}
+
+/// Whether context path `rel` is excluded: the last matching rule decides; a rule matching
+/// a parent directory matches everything under it.
+pub(crate) fn ignored(rules: &[IgnoreRule], rel: &str) -> bool {
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let mut out = false;
+    for r in rules {
+        let hit = (1..=comps.len()).any(|n| match_parts(&r.parts, &comps[..n]));
+        if hit {
+            out = !r.negate;
+        }
+    }
+    out
+}
+
+fn match_parts(pat: &[String], comps: &[&str]) -> bool {
+    match pat.first() {
+        None => comps.is_empty(),
+        Some(p) if p == "**" => (0..=comps.len()).any(|k| match_parts(&pat[1..], &comps[k..])),
+        Some(p) => !comps.is_empty() && fnmatch(p, comps[0]) && match_parts(&pat[1..], &comps[1..]),
+    }
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^`/`!`), `\\`.
+pub(crate) fn fnmatch(pat: &str, name: &str) -> bool {
+    let p: Vec<char> = pat.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    fn rec(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| rec(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(&c) = n.first() else { return false };
+                let mut i = 1;
+                let neg = matches!(p.get(1), Some('^') | Some('!'));
+                if neg {
+                    i += 1;
+                }
+                let mut hit = false;
+                let start = i;
+                while i < p.len() && (p[i] != ']' || i == start) {
+                    if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
+                        if p[i] <= c && c <= p[i + 2] {
+                            hit = true;
+                        }
+                        i += 3;
+                    } else {
+                        if p[i] == c {
+                            hit = true;
+                        }
+                        i += 1;
+                    }
+                }
+                if i >= p.len() {
+                    return false; // unterminated class
+                }
+                hit != neg && rec(&p[i + 1..], &n[1..])
+            }
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && rec(&p[2..], &n[1..]),
+            Some(&c) => n.first() == Some(&c) && rec(&p[1..], &n[1..]),
+        }
+    }
+    rec(&p, &n)
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+// ---------------------------------------------------------------- COPY / ADD
+
+/// Where COPY reads: the context, or a stage's/image's mounted filesystem.
+pub(crate) struct SourceRoot {
+    pub dir: PathBuf,
+    from_context: bool,
+    _mount: Option<Mounted>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    s: usize,
+    st: &mut Stage,
+    ins: &Instruction,
+    done: &BTreeMap<usize, Stage>,
+    resolver: &dyn ImageResolver,
+    _label: &str,
+) -> Result<()> {
+    let is_add = ins.keyword == "ADD";
+    if is_add {
+        ins.check_flags(&["chown", "chmod", "link", "keep-git-dir", "checksum"], &ctx.file)?;
+    } else {
+        ins.check_flags(&["from", "chown", "chmod", "link", "parents", "exclude"], &ctx.file)?;
+    }
+    if ins.flag("parents").is_some() || ins.flag("exclude").is_some() {
+        return Err(ctx.e(ins, "COPY --parents and --exclude are not supported"));
+    }
+    let vars = st.vars();
+    let get = |n: &str| vars.get(n).cloned();
+    let esc = ctx.df.escape;
+    let mut args = match &ins.args {
+        Args::Exec(v) => v.iter().map(|a| word(a, &get, esc)).collect::<std::result::Result<Vec<_>, _>>(),
+        Args::Shell(t) => words(t, &get, esc),
+    }
+    .map_err(|e| ctx.e(ins, e))?;
+    if args.len() < 2 {
+        return Err(ctx.e(ins, format!("{} needs a source and a destination", ins.keyword)));
+    }
+    let dest_word = args.pop().expect("two or more");
+    let dest = join_abs(&st.workdir(), &dest_word);
+    let dest_is_dir = dest_word.ends_with('/') || args.len() > 1 || args.iter().any(|a| has_glob(a));
+    let chown = match ins.flag("chown") {
+        Some(c) => Some(word(c, &get, esc).map_err(|e| ctx.e(ins, e))?),
+        None => None,
+    };
+    let chmod = match ins.flag("chmod") {
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?),
+        None => None,
+    };
+    for a in &args {
+        if is_add && (a.contains("://") || a.starts_with("git@")) {
+            return Err(ctx.e(
+                ins,
+                format!("ADD {a}: hoist does not fetch remote URLs; download it into the context and COPY it"),
+            ));
+        }
+    }
+    // Heredoc sources become files named after their terminator.
+    let heredoc_dir = if ins.heredocs.is_empty() {
+        None
+    } else {
+        let t = tempfile::tempdir().at(std::env::temp_dir())?;
+        for h in &ins.heredocs {
+            let content =
+                if h.expand { word(&h.content, &get, esc).map_err(|e| ctx.e(ins, e))? } else { h.content.clone() };
+            let p = t.path().join(&h.name);
+            fs::write(&p, content).at(&p)?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).at(&p)?;
+        }
+        Some(t)
+    };
+    let from = ins.flag("from").map(|f| word(f, &get, esc)).transpose().map_err(|e| ctx.e(ins, e))?;
+    let root = match &from {
+        None => SourceRoot { dir: ctx.opts.context.clone(), from_context: true, _mount: None, _tmp: None },
+        Some(f) => {
+            let other = match find_stage(plan, done, f, s) {
+                Some(o) => o.clone(),
+                None => image_stage(ctx, f, &st.platform, resolver).await?,
+            };
+            mount_stage(ctx.layout, &other).await?
+        }
+    };
+    let layout = Layout::open(ctx.layout.root())?;
+    let stc = st.clone();
+    let ignore = ctx.ignore.clone();
+    let hd = heredoc_dir.as_ref().map(|t| t.path().to_path_buf());
+    let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
+    let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();
+    let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
+    let by = format!("{} {}", ins.keyword, ins.text());
+    let prev_key = st.key.clone();
+    let file = ctx.file.clone();
+    let line = ins.line;
+    let no_cache = ctx.opts.no_cache;
+    let cache_dir = cache_root(ctx.layout).join("steps");
+    let root_dir = root.dir.clone();
+    let from_context = root.from_context;
+    let res = blocking(move || -> Result<(String, Option<LayerBlob>, bool)> {
+        let e = |r: String| err(&file, line, r);
+        let dirs = stc.dirs_blocking(&layout)?;
+        let (uid, gid) = match &chown {
+            Some(c) => {
+                let (u, g) = resolve_user(&dirs, c).map_err(e)?;
+                (Some(u), Some(g))
+            }
+            None => (None, None),
+        };
+        let dest_rel = normalize_target(&dest)?;
+        let mut items: BTreeMap<String, Item> = BTreeMap::new();
+        let mut extract_tmp = Vec::new();
+        for a in &args {
+            // heredoc source?
+            let (base, pattern, ctxfile) = if heredoc_names.contains(a) || heredoc_names2.contains(a) {
+                let name = a.trim_start_matches("<<").trim_start_matches('-');
+                (hd.clone().expect("heredoc dir"), name.to_string(), false)
+            } else {
+                (root_dir.clone(), normalize_target(&join_abs("/", a))?, from_context)
+            };
+            let matches: Vec<String> = if has_glob(&pattern) {
+                let m = glob_in(&base, &pattern, if ctxfile { &ignore } else { &[] })?;
+                if m.is_empty() {
+                    return Err(e(format!("{a}: no source files were specified (nothing matches)")));
+                }
+                m
+            } else {
+                vec![pattern.clone()]
+            };
+            for m in matches {
+                let src = if m.is_empty() { base.clone() } else { base.join(&m) };
+                let meta = src.symlink_metadata().map_err(|_| {
+                    e(format!("{a}: not found in the {}", if ctxfile { "build context" } else { "source" }))
+                })?;
+                if ctxfile && !m.is_empty() && ignored(&ignore, &m) {
+                    return Err(e(format!("{a}: excluded by .dockerignore")));
+                }
+                // ADD of a local archive: its contents
+                if is_add && meta.is_file() {
+                    if let Some(dir) = try_extract(&src)? {
+                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, &[], "")?;
+                        extract_tmp.push(dir);
+                        continue;
+                    }
+                }
+                let meta = if meta.file_type().is_symlink() { fs::metadata(&src).at(&src)? } else { meta };
+                if meta.is_dir() {
+                    let rules: &[IgnoreRule] = if ctxfile { &ignore } else { &[] };
+                    if lookup(&dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
+                        let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                        let (u, g) = owner(&meta, uid, gid, ctxfile);
+                        items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode, uid: u, gid: g, mtime: None });
+                    }
+                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, rules, &m)?;
+                } else {
+                    let target =
+                        if dest_is_dir || dest_rel.is_empty() || lookup(&dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
+                            let name =
+                                Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            join_rel(&dest_rel, &name)
+                        } else {
+                            dest_rel.clone()
+                        };
+                    let (u, g) = owner(&meta, uid, gid, ctxfile);
+                    let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                    items.insert(
+                        target,
+                        Item {
+                            kind: Kind::File { src: src.clone(), size: meta.len(), link_key: None },
+                            mode,
+                            uid: u,
+                            gid: g,
+                            mtime: None,
+                        },
+                    );
+                }
+            }
+        }
+        if dest_is_dir && !dest_rel.is_empty() && lookup(&dirs, &dest_rel).is_none() {
+            let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+            items.entry(dest_rel.clone()).or_insert(Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
+        }
+        let keys: Vec<String> = items.keys().cloned().collect();
+        for k in keys {
+            add_parents(&dirs, &k, &mut items, epoch);
+        }
+        let inputs = digest_items(&items)?;
+        let key = hash(&[&prev_key, &by, &inputs]);
+        let cached = (!no_cache)
+            .then(|| fs::read(cache_dir.join(format!("{key}.json"))).ok())
+            .flatten()
+            .and_then(|raw| serde_json::from_slice::<CacheEntry>(&raw).ok())
+            .filter(|c| c.layer.as_ref().is_none_or(|l| layout.blob_path_of(&l.digest).is_file()));
+        if let Some(c) = cached {
+            let blob = c.layer.zip(c.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id });
+            return Ok((key, blob, true));
+        }
+        let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
+        drop(extract_tmp);
+        Ok((key, Some(blob), false))
+    })
+    .await;
+    drop(root);
+    drop(heredoc_dir);
+    let (key, blob, cached) = res?;
+    if cached {
+        ctx.cached += 1;
+        ctx.log.line(&format!("  {} CACHED", truncate(&format!("{} {}", ins.keyword, ins.text()))));
+    } else {
+        ctx.cache_put(&key, blob.as_ref())?;
+        ctx.log.line(&format!("  {}", truncate(&format!("{} {}", ins.keyword, ins.text()))));
+    }
+    st.key = key;
+    let created = ctx.created.clone();
+    match blob {
+        Some(b) => st.push_layer(&b, &created, format!("{} {}", ins.keyword, ins.text())),
+        None => st.push_empty(&created, format!("{} {}", ins.keyword, ins.text())),
+    }
+    Ok(())
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    let one = s.replace('\n', "\\n");
+    if one.chars().count() > 100 {
+        format!("{}…", one.chars().take(100).collect::<String>())
+    } else {
+        one
+    }
+}
+
+fn owner(meta: &fs::Metadata, uid: Option<u64>, gid: Option<u64>, from_context: bool) -> (u64, u64) {
+    let (du, dg) = if from_context { (0, 0) } else { (u64::from(meta.uid()), u64::from(meta.gid())) };
+    (uid.unwrap_or(du), gid.unwrap_or(dg))
+}
+
+fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+/// The contents of directory `src` under `dest` (the directory itself is not added).
+#[allow(clippy::too_many_arguments)]
+fn add_tree(
+    src: &Path,
+    dest: &str,
+    items: &mut BTreeMap<String, Item>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    chmod: Option<u32>,
+    keep_owner: bool,
+    ignore: &[IgnoreRule],
+    ctx_prefix: &str,
+) -> Result<()> {
+    let mut it = walkdir::WalkDir::new(src).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
+    while let Some(w) = it.next() {
+        let w = w.map_err(|e| Error::io(e.path().unwrap_or(src).to_path_buf(), e.into()))?;
+        let rel = w.path().strip_prefix(src).expect("under src");
+        let rel =
+            rel.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?;
+        if !ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)) {
+            if w.file_type().is_dir() {
+                // a negated rule may re-include something below: only skip when none could
+                if !ignore.iter().any(|r| r.negate) {
+                    it.skip_current_dir();
+                }
+            }
+            continue;
+        }
+        let m = w.path().symlink_metadata().at(w.path())?;
+        let (u, g) = owner(&m, uid, gid, !keep_owner);
+        let mode = m.permissions().mode() & 0o7777;
+        let path = join_rel(dest, rel);
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
+            Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key }
+        } else if ft.is_symlink() {
+            let t = fs::read_link(w.path()).at(w.path())?;
+            Kind::Symlink { target: t.to_string_lossy().into_owned() }
+        } else {
+            return Err(Error::Unsupported(format!(
+                "{}: devices, sockets and fifos cannot be copied",
+                w.path().display()
+            )));
+        };
+        let mode = if matches!(kind, Kind::Symlink { .. }) { 0o777 } else { chmod.unwrap_or(mode) };
+        items.insert(path, Item { kind, mode, uid: u, gid: g, mtime: None });
+    }
+    Ok(())
+}
+
+/// Relative paths under `base` matching `pattern` component by component.
+fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<String>> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let mut cur = vec![String::new()];
+    for p in parts {
+        let mut next = Vec::new();
+        for c in &cur {
+            let dir = base.join(c);
+            if !has_glob(p) {
+                let cand = join_rel(c, p);
+                if base.join(&cand).symlink_metadata().is_ok() {
+                    next.push(cand);
+                }
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            let mut names: Vec<String> =
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names {
+                if fnmatch(p, &n) {
+                    next.push(join_rel(c, &n));
+                }
+            }
+        }
+        cur = next;
+    }
+    Ok(cur.into_iter().filter(|m| !ignored(ignore, m)).collect())
+}
+
+/// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
+fn digest_items(items: &BTreeMap<String, Item>) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for (p, it) in items {
+        h.update(format!("{p}\0{:o}\0{}\0{}\0{:?}\0", it.mode, it.uid, it.gid, it.mtime).as_bytes());
+        match &it.kind {
+            Kind::Dir => h.update(b"d"),
+            Kind::Empty => h.update(b"e"),
+            Kind::Symlink { target } => h.update(format!("l{target}").as_bytes()),
+            Kind::Hardlink { target } => h.update(format!("h{target}").as_bytes()),
+            Kind::File { src, size, link_key } => {
+                h.update(format!("f{size}\0{}", link_key.is_some()).as_bytes());
+                let mut f = fs::File::open(src).at(src)?;
+                loop {
+                    let n = f.read(&mut buf).at(src)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// If `src` is a tar (plain, gzip or zstd), extract it to a temp dir.
+fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
+    let mut head = [0u8; 512];
+    let n = {
+        let mut f = fs::File::open(src).at(src)?;
+        let mut n = 0;
+        while n < head.len() {
+            let k = f.read(&mut head[n..]).at(src)?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    };
+    let f = fs::File::open(src).at(src)?;
+    let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(f).at(src)?)
+    } else if n >= 262 && &head[257..262] == b"ustar" {
+        Box::new(f)
+    } else {
+        return Ok(None);
+    };
+    let t = tempfile::tempdir().at(std::env::temp_dir())?;
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_unpack_xattrs(false);
+    match ar.unpack(t.path()) {
+        Ok(()) => Ok(Some(t)),
+        // gzip/zstd that is no tar: copied as the file it is, like docker does
+        Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
+        Err(e) => Err(Error::io(src, e)),
+    }
+}
+
+/// Mount `st`'s layers read-only in a temp dir (for COPY --from and RUN --mount from=).
+pub(crate) async fn mount_stage(layout: &Layout, st: &Stage) -> Result<SourceRoot> {
+    let layout2 = Layout::open(layout.root())?;
+    let stc = st.clone();
+    blocking(move || {
+        let dirs = stc.dirs_blocking(&layout2)?;
+        let base = cache_root(&layout2).join("mounts-tmp");
+        fs::create_dir_all(&base).at(&base)?;
+        let t = tempfile::Builder::new().prefix("m").tempdir_in(&base).at(&base)?;
+        let (empty, target) = (t.path().join("e"), t.path().join("m"));
+        fs::create_dir_all(&empty).at(&empty)?;
+        fs::create_dir_all(&target).at(&target)?;
+        let m = mount_overlay(&dirs, &empty, None, &target)?;
+        Ok(SourceRoot { dir: target, from_context: false, _mount: Some(m), _tmp: Some(t) })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_rules() {
+        let r = parse_ignore("# c\n*.log\nbuild/\n!build/keep\n**/tmp\n");
+        assert!(ignored(&r, "a.log"));
+        assert!(!ignored(&r, "d/a.log"));
+        assert!(ignored(&r, "build/x"));
+        assert!(!ignored(&r, "build/keep"));
+        assert!(ignored(&r, "x/y/tmp/z"));
+        assert!(!ignored(&r, "src/main.rs"));
+    }
+
+    #[test]
+    fn fnmatch_classes() {
+        assert!(fnmatch("a*[0-9].t?t", "abc7.txt"));
+        assert!(!fnmatch("[!a]x", "ax"));
+        assert!(fnmatch("\\*", "*"));
+        assert!(!fnmatch("[a", "a"));
+    }
+
+    #[test]
+    fn paths_and_durations() {
+        assert_eq!(join_abs("/app", "sub/../x"), "/app/x");
+        assert_eq!(join_abs("/app", "/abs"), "/abs");
+        assert_eq!(join_abs("/", "."), "/");
+        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(duration_ns("x"), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! A stage's filesystem as a stack of unpacked layer directories in overlayfs format
+//! (whiteouts as 0/0 character devices, opaque directories marked with the
+//! `trusted.overlay.opaque` xattr): unpacking layer blobs into that format, looking a path
+//! up through the stack, mounting the stack, and turning an overlay upper directory back
+//! into layer entries with `.wh.` files, as buildah and containerd do.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::build::layer::{normalize_target, Item, Kind};
+use crate::error::{Error, IoContext, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::media;
+use crate::transport::layout::Layout;
+
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const WH_PREFIX: &str = ".wh.";
+const WH_OPAQUE: &str = ".wh..wh..opq";
+
+/// Where the build keeps unpacked layers, cache entries and cache mounts: `build-cache/`
+/// inside the store.
+pub fn cache_root(layout: &Layout) -> PathBuf {
+    layout.root().join("build-cache")
+}
+
+/// Directory of the unpacked layer with `diff_id`.
+pub fn layer_dir(layout: &Layout, diff_id: &Digest) -> PathBuf {
+    cache_root(layout).join("layers").join(diff_id.hex())
+}
+
+/// Unpack the layer `desc` (blob in `layout`) into overlay format at its `layer_dir`, unless
+/// it is there already. Blocking.
+pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+    let dir = layer_dir(layout, diff_id);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let parent = dir.parent().expect("layer dir has a parent");
+    fs::create_dir_all(parent).at(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent).at(parent)?;
+    let blob = layout.blob_path_of(&desc.digest);
+    let file = BufReader::with_capacity(1 << 20, File::open(&blob).at(&blob)?);
+    let reader: Box<dyn Read> = match desc.media_type.as_str() {
+        media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        media::OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(file).at(&blob)?),
+        media::OCI_LAYER_TAR | media::DOCKER_LAYER_TAR => Box::new(file),
+        other => return Err(Error::Unsupported(format!("layer media type {other} cannot be unpacked"))),
+    };
+    unpack_overlay(reader, tmp.path()).map_err(|e| match e {
+        Error::Io { path, source } => Error::Io { path: blob.join(path), source },
+        e => e,
+    })?;
+    let tmp = tmp.keep();
+    if let Err(e) = fs::rename(&tmp, &dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        if !dir.is_dir() {
+            return Err(Error::io(&dir, e));
+        }
+    }
+    Ok(dir)
+}
+
+/// Unpack a layer tar into `dst` in overlay format.
+pub fn unpack_overlay(reader: impl Read, dst: &Path) -> Result<()> {
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(false);
+    ar.set_unpack_xattrs(false);
+    ar.set_overwrite(true);
+    for entry in ar.entries().at(dst)? {
+        let mut entry = entry.at(dst)?;
+        let path = entry.path().at(dst)?.into_owned();
+        let rel = normalize_target(&path.to_string_lossy())?;
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (p.to_string(), n.to_string()),
+            None => (String::new(), rel.clone()),
+        };
+        if name == WH_OPAQUE {
+            let d = dst.join(&parent);
+            fs::create_dir_all(&d).at(&d)?;
+            set_xattr(&d, OPAQUE_XATTR, b"y").at(&d)?;
+        } else if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
+            let d = dst.join(&parent);
+            fs::create_dir_all(&d).at(&d)?;
+            let p = d.join(hidden);
+            remove_any(&p);
+            mknod_whiteout(&p).at(&p)?;
+        } else if !rel.is_empty() {
+            entry.unpack_in(dst).at(dst.join(&rel))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
+}
+
+/// `mknod PATH c 0 0`: an overlay whiteout.
+pub fn mknod_whiteout(p: &Path) -> io::Result<()> {
+    let c = cpath(p)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let c = cpath(p)?;
+    let n = CString::new(name).map_err(|_| io::Error::other("NUL in name"))?;
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn is_opaque(p: &Path) -> bool {
+    let (Ok(c), Ok(n)) = (cpath(p), CString::new(OPAQUE_XATTR)) else { return false };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid C strings and a 4-byte buffer.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    r == 1 && buf[0] == b'y'
+}
+
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// Metadata of `rel` (image path without leading `/`) in the stack `dirs` (bottom first),
+/// or None when absent or deleted by a whiteout.
+pub fn lookup(dirs: &[PathBuf], rel: &str) -> Option<fs::Metadata> {
+    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+    'layers: for d in dirs.iter().rev() {
+        // an opaque or whiteout ancestor in this layer hides everything below it
+        let mut cur = d.clone();
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            match cur.symlink_metadata() {
+                Ok(m) if is_whiteout(&m) => return None,
+                Ok(m) if i + 1 == parts.len() => return Some(m),
+                Ok(m) if m.is_dir() => {
+                    if is_opaque(&cur) && i + 1 < parts.len() {
+                        // below an opaque dir: only this layer counts
+                        let rest: PathBuf = parts[i + 1..].iter().collect();
+                        return cur.join(rest).symlink_metadata().ok().filter(|m| !is_whiteout(m));
+                    }
+                }
+                Ok(_) => return None, // a non-directory ancestor (symlinks not followed)
+                Err(_) => continue 'layers,
+            }
+        }
+        if parts.is_empty() {
+            return d.symlink_metadata().ok();
+        }
+    }
+    None
+}
+
+/// Text of a file in the stack (for /etc/passwd), bounded.
+pub fn read_small(dirs: &[PathBuf], rel: &str, max: u64) -> Option<String> {
+    lookup(dirs, rel)?;
+    for d in dirs.iter().rev() {
+        let p = d.join(rel);
+        if p.symlink_metadata().is_ok() {
+            let mut s = String::new();
+            File::open(&p).ok()?.take(max).read_to_string(&mut s).ok()?;
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// An overlay mount, unmounted on drop.
+pub struct Mounted {
+    /// Where it is mounted.
+    pub path: PathBuf,
+    done: bool,
+}
+
+impl Mounted {
+    /// Unmount now, reporting failure.
+    pub fn unmount(mut self) -> Result<()> {
+        self.done = true;
+        umount(&self.path)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = umount(&self.path);
+        }
+    }
+}
+
+fn umount(p: &Path) -> Result<()> {
+    let c = cpath(p).at(p)?;
+    // SAFETY: a valid path.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if r != 0 {
+        return Err(Error::io(p, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Mount the stack `dirs` (bottom first; may be empty) at `target`: read-only when `upper`
+/// is None, else with `upper`/`work` as the writable layer. The `mount` command runs in the
+/// layers' parent directory so the option string (one page at most) holds short names.
+pub fn mount_overlay(dirs: &[PathBuf], empty: &Path, upper: Option<(&Path, &Path)>, target: &Path) -> Result<Mounted> {
+    let mut lowers: Vec<String> = Vec::new();
+    let cwd = dirs.first().and_then(|d| d.parent()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    for d in dirs.iter().rev() {
+        if d.parent() == Some(cwd.as_path()) {
+            lowers.push(d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        } else {
+            lowers.push(d.display().to_string());
+        }
+    }
+    // Read-only overlays need two lower layers; an empty one at the bottom costs nothing.
+    lowers.push(empty.display().to_string());
+    let mut opts = format!("lowerdir={}", lowers.join(":"));
+    if let Some((u, w)) = upper {
+        opts.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+    }
+    if opts.len() > 4000 {
+        return Err(Error::Unsupported(format!("{} layers are too many for one overlay mount", dirs.len())));
+    }
+    let out = Command::new("mount")
+        .current_dir(&cwd)
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(target)
+        .output()
+        .map_err(|e| Error::Other(format!("mount: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Unsupported(format!(
+            "cannot mount an overlay at {} (hoist needs root and overlayfs for RUN and COPY --from): {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(Mounted { path: target.to_path_buf(), done: false })
+}
+
+/// Turn an overlay upper directory into layer entries: whiteout devices become `.wh.NAME`
+/// files, opaque directories get `.wh..wh..opq`; mtimes are clamped to `epoch`; owners and
+/// modes are kept.
+pub fn upper_to_items(upper: &Path, epoch: u64) -> Result<BTreeMap<String, Item>> {
+    let mut out = BTreeMap::new();
+    for w in walkdir::WalkDir::new(upper).follow_links(false).min_depth(1).sort_by_file_name() {
+        let w = w.map_err(|e| Error::io(e.path().unwrap_or(upper).to_path_buf(), e.into()))?;
+        let rel = w.path().strip_prefix(upper).expect("under upper");
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?
+            .to_string();
+        let m = w.path().symlink_metadata().at(w.path())?;
+        let mtime = Some((m.mtime().max(0) as u64).min(epoch));
+        let (uid, gid, mode) = (u64::from(m.uid()), u64::from(m.gid()), m.permissions().mode() & 0o7777);
+        let ft = m.file_type();
+        let item = |kind| Item { kind, mode, uid, gid, mtime };
+        if is_whiteout(&m) {
+            let (parent, name) = match rel.rsplit_once('/') {
+                Some((p, n)) => (format!("{p}/"), n),
+                None => (String::new(), rel.as_str()),
+            };
+            out.insert(
+                format!("{parent}{WH_PREFIX}{name}"),
+                Item { kind: Kind::Empty, mode: 0o644, uid: 0, gid: 0, mtime },
+            );
+        } else if ft.is_dir() {
+            if is_opaque(w.path()) {
+                out.insert(
+                    format!("{rel}/{WH_OPAQUE}"),
+                    Item { kind: Kind::Empty, mode: 0o644, uid: 0, gid: 0, mtime },
+                );
+            }
+            out.insert(rel, item(Kind::Dir));
+        } else if ft.is_file() {
+            let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
+            out.insert(rel, item(Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key }));
+        } else if ft.is_symlink() {
+            let t = fs::read_link(w.path()).at(w.path())?;
+            let t = t.to_str().ok_or_else(|| Error::Unsupported("symlink targets must be UTF-8".into()))?;
+            out.insert(rel, Item { kind: Kind::Symlink { target: t.to_string() }, mode: 0o777, uid, gid, mtime });
+        } else {
+            return Err(Error::Unsupported(format!(
+                "RUN created {rel}, a device, socket or fifo: hoist layers hold files, dirs and links only"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_respects_whiteouts_and_opaque_dirs() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: whiteouts need root (mknod)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        fs::create_dir_all(a.join("d/x")).unwrap();
+        fs::write(a.join("d/f"), "1").unwrap();
+        fs::write(a.join("g"), "1").unwrap();
+        fs::create_dir_all(b.join("d")).unwrap();
+        mknod_whiteout(&b.join("g")).unwrap();
+        let dirs = vec![a.clone(), b.clone()];
+        assert!(lookup(&dirs, "d/f").is_some());
+        assert!(lookup(&dirs, "g").is_none());
+        set_xattr(&b.join("d"), OPAQUE_XATTR, b"y").unwrap();
+        assert!(lookup(&dirs, "d/f").is_none());
+        assert!(lookup(&dirs, "d").is_some());
+        let items = upper_to_items(&b, 0).unwrap();
+        let names: Vec<_> = items.keys().cloned().collect();
+        assert_eq!(names, vec![".wh.g", "d", "d/.wh..wh..opq"]);
+    }
+}

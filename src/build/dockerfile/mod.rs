@@ -1,0 +1,99 @@
+//! Dockerfile builds without a daemon: BuildKit's frontend syntax ([`parse`]), evaluated
+//! stage by stage ([`eval`]) into reproducible layers in a local `Layout`, RUN steps in an
+//! OCI runtime (`runc`/`crun`) on an overlay of the unpacked base layers ([`run`]), and a
+//! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
+//! `ADD <url>`, no RUN of another architecture without binfmt.
+
+pub mod eval;
+pub mod fs;
+pub mod parse;
+pub mod run;
+pub mod words;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use super::layer::Compression;
+use crate::error::Result;
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::transport::Source;
+
+pub use eval::build_dockerfile;
+
+/// What to build: `hoist build [-f Dockerfile] CONTEXT` and its flags.
+#[derive(Clone, Debug, Default)]
+pub struct DockerfileBuild {
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// The build context directory.
+    pub context: PathBuf,
+    /// `--build-arg K=V`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target STAGE` (default: the last stage).
+    pub target: Option<String>,
+    /// Target platforms (default: the host's, `linux/amd64` on x86-64).
+    pub platforms: Vec<Platform>,
+    /// `--secret id=ID,src=PATH`: secret id → file.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// OCI runtime for RUN (default: `runc`, then `crun`, on PATH).
+    pub runtime: Option<PathBuf>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Timestamp of everything (default `SOURCE_DATE_EPOCH`, else 0).
+    pub source_date_epoch: Option<i64>,
+    /// Tag in the layout.
+    pub tag: Option<String>,
+    /// Ignore the build cache (results are still stored in it).
+    pub no_cache: bool,
+}
+
+/// What a build did.
+#[derive(Clone, Debug)]
+pub struct BuildOutcome {
+    /// The image: a manifest, or an index for several platforms.
+    pub root: Descriptor,
+    /// RUN steps executed.
+    pub runs: usize,
+    /// Steps taken from the cache.
+    pub cached: usize,
+}
+
+/// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.
+#[async_trait]
+pub trait ImageResolver: Send + Sync {
+    /// Open `reference` and return where to read it and its root descriptor.
+    async fn resolve(&self, reference: &str) -> Result<(Box<dyn Source>, Descriptor)>;
+}
+
+/// Progress lines of a build (stderr in the CLI).
+pub trait BuildLog: Send + Sync {
+    /// One line.
+    fn line(&self, s: &str);
+}
+
+impl<F: Fn(&str) + Send + Sync> BuildLog for F {
+    fn line(&self, s: &str) {
+        self(s)
+    }
+}
+
+/// The host platform, in OCI spelling.
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    let mut p = Platform::parse(&format!("linux/{arch}")).expect("os/arch parses");
+    if arch == "arm64" {
+        p.variant = Some("v8".into());
+    }
+    p
+}

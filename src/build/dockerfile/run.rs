@@ -1,0 +1,445 @@
+//! RUN in an OCI runtime: the stage's unpacked layers as overlay lower layers, a fresh
+//! upper directory, a runtime spec with the stage's env, user, workdir and shell, host
+//! networking and `/proc`, `/dev`, `/sys`; `runc run` (or crun), then the upper directory
+//! becomes one layer (whiteouts → `.wh.` entries, mtimes clamped to SOURCE_DATE_EPOCH).
+//!
+//! The spec sets no rlimits and no cgroup resources: this sandbox (and many CI runners)
+//! lacks CAP_SYS_RESOURCE, and podman's default `RLIMIT_NOFILE`/`RLIMIT_NPROC` made its
+//! containers fail here with "setrlimit: operation not permitted".
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use super::eval::{blocking, join_abs, mount_stage, resolve_user, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
+use super::fs::{cache_root, layer_dir, lookup, mount_overlay, upper_to_items};
+use super::parse::{Args, Instruction};
+use super::words::word;
+use crate::build::layer::{build_items_layer_blocking, normalize_target};
+use crate::error::{Error, IoContext, Result};
+use crate::model::descriptor::Platform;
+use crate::transport::layout::Layout;
+
+/// Capabilities of a RUN process (docker's default set).
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The runtime binary: `--runtime`, else runc or crun on PATH.
+pub fn find_runtime(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        if p.components().count() > 1 {
+            return p.is_file().then(|| p.to_path_buf());
+        }
+        return which(p.to_str()?);
+    }
+    which("runc").or_else(|| which("crun"))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Refuse, before anything is built, what RUN cannot do here: no root, no runtime, or a
+/// foreign architecture without binfmt.
+pub fn check_can_run(runtime: Option<&Path>, platform: &Platform) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Unsupported(
+            "RUN needs root (overlay mounts and an OCI runtime); run hoist build as root or drop the RUN steps".into(),
+        ));
+    }
+    if find_runtime(runtime).is_none() {
+        return Err(Error::Unsupported(format!(
+            "RUN needs an OCI runtime: {} not found (install runc or crun, or pass --runtime)",
+            runtime.map_or("runc/crun".to_string(), |p| p.display().to_string())
+        )));
+    }
+    let host = super::host_platform();
+    if platform.architecture != host.architecture {
+        let qemu = match platform.architecture.as_str() {
+            "amd64" => "x86_64",
+            "arm64" => "aarch64",
+            "386" => "i386",
+            "ppc64le" => "ppc64le",
+            other => other,
+        };
+        let binfmt = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+        if !binfmt.exists() {
+            return Err(Error::Unsupported(format!(
+                "RUN for {platform} on a {host} host needs binfmt_misc with qemu-{qemu}, which is not registered"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One `--mount` of RUN.
+#[derive(Debug)]
+enum RunMount {
+    Cache { target: String, id: String },
+    Bind { target: String, source: String, from: Option<String>, rw: bool },
+    Secret { target: String, id: String, required: bool },
+    Tmpfs { target: String },
+}
+
+fn parse_mount(s: &str) -> std::result::Result<RunMount, String> {
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+        kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let target = kv.get("target").or(kv.get("dst")).or(kv.get("destination")).cloned();
+    let kind = kv.get("type").map(String::as_str).unwrap_or("bind");
+    match kind {
+        "cache" => {
+            let target = target.ok_or("a cache mount needs target=")?;
+            let id = kv.get("id").cloned().unwrap_or_else(|| target.clone());
+            Ok(RunMount::Cache { target, id })
+        }
+        "bind" => Ok(RunMount::Bind {
+            target: target.ok_or("a bind mount needs target=")?,
+            source: kv.get("source").or(kv.get("src")).cloned().unwrap_or_default(),
+            from: kv.get("from").cloned(),
+            rw: kv.get("rw").or(kv.get("readwrite")).is_some_and(|v| v == "true"),
+        }),
+        "secret" => {
+            let id = kv.get("id").cloned().or_else(|| {
+                target.as_ref().and_then(|t| Path::new(t).file_name().map(|n| n.to_string_lossy().into_owned()))
+            });
+            let id = id.ok_or("a secret mount needs id=")?;
+            Ok(RunMount::Secret {
+                target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+                id,
+                required: kv.get("required").is_some_and(|v| v == "true"),
+            })
+        }
+        "tmpfs" => Ok(RunMount::Tmpfs { target: target.ok_or("a tmpfs mount needs target=")? }),
+        other => Err(format!("--mount type={other} is not supported (cache, bind, secret, tmpfs)")),
+    }
+}
+
+/// Execute one RUN instruction (or take it from the cache).
+pub(crate) async fn run_step(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    s: usize,
+    st: &mut Stage,
+    ins: &Instruction,
+    done: &BTreeMap<usize, Stage>,
+    label: &str,
+) -> Result<()> {
+    ins.check_flags(&["mount", "network", "security"], &ctx.file)?;
+    if let Some(n) = ins.flag("network") {
+        if n != "host" && n != "default" {
+            return Err(ctx_err(ctx, ins, format!("RUN --network={n}: only host networking is supported")));
+        }
+    }
+    let vars = st.vars();
+    let get = |n: &str| vars.get(n).cloned();
+    let esc = ctx.df.escape;
+    let mounts = ins
+        .flag_all("mount")
+        .map(|m| word(m, &get, esc).map_err(|e| e.to_string()).and_then(|m| parse_mount(&m)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ctx_err(ctx, ins, e))?;
+    let argv: Vec<String> = match &ins.args {
+        Args::Exec(v) => v.clone(),
+        Args::Shell(t) => {
+            let script = heredoc_script(t, ins);
+            st.shell.iter().cloned().chain([script]).collect()
+        }
+    };
+    // Environment: the config's ENV, then the stage's ARGs that ENV does not set.
+    let mut env: Vec<String> = st.config.config.env.clone();
+    for (k, v) in &st.args {
+        if let Some(v) = v {
+            if !env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    let user = st.config.config.user.clone().unwrap_or_default();
+    let cwd = st.workdir();
+    let mounts_desc = format!("{mounts:?}");
+    let by = format!("RUN {}", ins.text());
+    let key = super::eval::hash(&[&st.key, &by, &argv.join("\0"), &env.join("\0"), &user, &cwd, &mounts_desc]);
+    if let Some(c) = ctx.cached_layer(&key) {
+        ctx.cached += 1;
+        ctx.log.line(&format!("  {} CACHED", truncate(&by)));
+        st.key = key;
+        let created = ctx.created.clone();
+        match c {
+            Some(b) => st.push_layer(&b, &created, by),
+            None => st.push_empty(&created, by),
+        }
+        return Ok(());
+    }
+    ctx.log.line(&format!("[{label}] {}", truncate(&by)));
+    // Bind sources from other stages are mounted for the duration of the step.
+    let mut stage_mounts = Vec::new();
+    let mut binds: Vec<(String, PathBuf, bool)> = Vec::new(); // target, host source, rw
+    let mut tmpfs: Vec<String> = Vec::new();
+    let cache_mounts = cache_root(ctx.layout).join("cache-mounts");
+    for m in &mounts {
+        match m {
+            RunMount::Cache { target, id } => {
+                let dir = cache_mounts.join(super::eval::hash(&[id]));
+                fs::create_dir_all(&dir).at(&dir)?;
+                binds.push((join_abs(&cwd, target), dir, true));
+            }
+            RunMount::Bind { target, source, from, rw } => {
+                let base = match from {
+                    None => ctx.opts.context.clone(),
+                    Some(f) => {
+                        let other = super::eval::find_stage(plan, done, f, s).ok_or_else(|| {
+                            ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
+                        })?;
+                        let root = mount_stage(ctx.layout, other).await?;
+                        let d = root.dir.clone();
+                        stage_mounts.push(root);
+                        d
+                    }
+                };
+                let rel = normalize_target(&join_abs("/", source))?;
+                let src = if rel.is_empty() { base } else { base.join(rel) };
+                if src.symlink_metadata().is_err() {
+                    return Err(ctx_err(ctx, ins, format!("--mount source={source}: not found")));
+                }
+                binds.push((join_abs(&cwd, target), src, *rw));
+            }
+            RunMount::Secret { target, id, required } => match ctx.opts.secrets.get(id) {
+                Some(p) => binds.push((join_abs(&cwd, target), p.clone(), false)),
+                None if *required => {
+                    return Err(ctx_err(ctx, ins, format!("secret {id} is required: pass --secret id={id},src=FILE")))
+                }
+                None => {}
+            },
+            RunMount::Tmpfs { target } => tmpfs.push(join_abs(&cwd, target)),
+        }
+    }
+    let layout = Layout::open(ctx.layout.root())?;
+    let stc = st.clone();
+    let runtime = find_runtime(ctx.opts.runtime.as_deref())
+        .ok_or_else(|| Error::Unsupported("RUN needs an OCI runtime (runc or crun)".into()))?;
+    let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
+    let (file, line) = (ctx.file.clone(), ins.line);
+    let blob = blocking(move || -> Result<Option<crate::build::layer::LayerBlob>> {
+        let dirs = stc.dirs_blocking(&layout)?;
+        let (uid, gid) = if user.is_empty() {
+            (0, 0)
+        } else {
+            resolve_user(&dirs, &user).map_err(|e| super::parse::err(&file, line, e))?
+        };
+        let runs = cache_root(&layout).join("runs");
+        fs::create_dir_all(&runs).at(&runs)?;
+        let t = tempfile::Builder::new().prefix("r").tempdir_in(&runs).at(&runs)?;
+        let (upper, work, merged, empty, bundle) =
+            (t.path().join("u"), t.path().join("w"), t.path().join("m"), t.path().join("e"), t.path().join("b"));
+        for d in [&upper, &work, &merged, &empty, &bundle] {
+            fs::create_dir_all(d).at(d)?;
+        }
+        // Mount points the runtime creates that the image did not have are removed after.
+        let mut targets: Vec<String> = ["/proc", "/dev", "/sys"].iter().map(|s| s.to_string()).collect();
+        targets.extend(binds.iter().map(|b| b.0.clone()));
+        targets.extend(tmpfs.iter().cloned());
+        let missing: Vec<String> = targets
+            .iter()
+            .flat_map(|t| {
+                let rel = normalize_target(t).unwrap_or_default();
+                let mut acc = Vec::new();
+                let mut cur = String::new();
+                for c in rel.split('/').filter(|c| !c.is_empty()) {
+                    cur = if cur.is_empty() { c.to_string() } else { format!("{cur}/{c}") };
+                    if lookup(&dirs, &cur).is_none() {
+                        acc.push(cur.clone());
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mounted = mount_overlay(&dirs, &empty, Some((&upper, &work)), &merged)?;
+        let spec = spec(&argv, &env, uid, gid, &cwd, &merged, &binds, &tmpfs);
+        let spec_path = bundle.join("config.json");
+        fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?)
+            .at(&spec_path)?;
+        let state = t.path().join("state");
+        let id =
+            format!("hoist-{}", t.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let stderr = std::io::stderr();
+        let out = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| Error::io("stderr", e))?;
+        let err2 = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| Error::io("stderr", e))?;
+        let status = Command::new(&runtime)
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err2))
+            .status()
+            .map_err(|e| Error::Other(format!("{}: {e}", runtime.display())))?;
+        mounted.unmount()?;
+        if !status.success() {
+            return Err(super::parse::err(
+                &file,
+                line,
+                format!("RUN failed: {} exited with {status}", truncate(&argv.join(" "))),
+            ));
+        }
+        // Remove the runtime's mount points (deepest first) when they are empty.
+        for m in missing.iter().rev() {
+            let p = upper.join(m);
+            if let Ok(md) = p.symlink_metadata() {
+                if md.is_dir() {
+                    let _ = fs::remove_dir(&p);
+                } else if md.len() == 0 {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+        let items = upper_to_items(&upper, epoch)?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let blob = build_items_layer_blocking(&layout, items, compression, epoch as i64)?;
+        // The upper directory is that layer unpacked: keep it for the next steps.
+        let dir = layer_dir(&layout, &blob.diff_id);
+        if !dir.exists() {
+            if let Some(p) = dir.parent() {
+                fs::create_dir_all(p).at(p)?;
+            }
+            let _ = fs::rename(&upper, &dir);
+        }
+        Ok(Some(blob))
+    })
+    .await;
+    drop(stage_mounts);
+    let blob = blob?;
+    ctx.runs += 1;
+    ctx.cache_put(&key, blob.as_ref())?;
+    st.key = key;
+    let created = ctx.created.clone();
+    match blob {
+        Some(b) => st.push_layer(&b, &created, by),
+        None => st.push_empty(&created, by),
+    }
+    Ok(())
+}
+
+fn ctx_err(ctx: &Ctx<'_>, ins: &Instruction, r: impl ToString) -> Error {
+    super::parse::err(&ctx.file, ins.line, r)
+}
+
+/// The shell script of a shell-form RUN: `RUN <<EOF` alone runs the heredoc; otherwise the
+/// heredocs stay part of the command, as the shell reads them.
+fn heredoc_script(text: &str, ins: &Instruction) -> String {
+    if ins.heredocs.is_empty() {
+        return text.to_string();
+    }
+    let t = text.trim();
+    if ins.heredocs.len() == 1 {
+        let h = &ins.heredocs[0];
+        let forms =
+            [format!("<<{}", h.name), format!("<<-{}", h.name), format!("<<\"{}\"", h.name), format!("<<'{}'", h.name)];
+        if forms.iter().any(|f| f == t) {
+            return h.content.clone();
+        }
+    }
+    let mut s = text.to_string();
+    for h in &ins.heredocs {
+        s.push('\n');
+        s.push_str(&h.content);
+        s.push_str(&h.name);
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spec(
+    argv: &[String],
+    env: &[String],
+    uid: u64,
+    gid: u64,
+    cwd: &str,
+    root: &Path,
+    binds: &[(String, PathBuf, bool)],
+    tmpfs: &[String],
+) -> serde_json::Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for (target, src, rw) in binds {
+        let mut o = vec!["rbind"];
+        o.push(if *rw { "rw" } else { "ro" });
+        mounts.push(json!({"destination": target, "type": "bind", "source": src, "options": o}));
+    }
+    for t in tmpfs {
+        mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+    }
+    let caps: Vec<&str> = CAPS.to_vec();
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": argv,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false
+        },
+        "root": {"path": root, "readonly": false},
+        "hostname": "hoist",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse() {
+        assert!(matches!(parse_mount("type=cache,target=/c").unwrap(), RunMount::Cache { ref id, .. } if id == "/c"));
+        assert!(
+            matches!(parse_mount("type=secret,id=tok").unwrap(), RunMount::Secret { ref target, .. } if target == "/run/secrets/tok")
+        );
+        assert!(matches!(parse_mount("target=/x,source=y,rw").unwrap(), RunMount::Bind { rw: true, .. }));
+        assert!(parse_mount("type=ssh").is_err());
+    }
+}

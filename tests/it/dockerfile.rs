@@ -1,0 +1,430 @@
+//! Dockerfile builds (`hoist build [-f Dockerfile] CONTEXT`), judged against `buildah build`
+//! (vfs storage, runc) from the same context: `umoci unpack` of both gives the same tree and
+//! the configs agree; the image runs under runc; builds are reproducible and cached.
+//! The base image is made here from Debian's busybox-static and served by the real registry.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Everything these tests need, or a SKIP line saying what is missing.
+macro_rules! require_all {
+    () => {
+        for tool in ["buildah", "umoci", "runc"] {
+            hoist_testkit::require!(tool);
+        }
+        if !is_root() || !Path::new(BUSYBOX).is_file() {
+            hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
+        }
+    };
+}
+
+fn hoist_in(store: &Path, args: &[&str]) -> Output {
+    hoist_cmd().env("HOIST_STORE", store).env_remove("SOURCE_DATE_EPOCH").args(args).output().expect("run hoist")
+}
+
+/// A busybox root filesystem: the static binary, applet symlinks, /etc files, the mount
+/// points a real base image has.
+fn busybox_root(dir: &Path) {
+    for d in ["bin", "etc", "dev", "proc", "sys", "run", "tmp", "root", "home/user"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "ls", "mkdir", "rm", "touch", "chmod", "cp", "ln", "mv", "env", "id", "date", "sed",
+        "true",
+    ] {
+        symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
+        .unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nstaff:x:50:\n").unwrap();
+    for f in ["hosts", "hostname", "resolv.conf"] {
+        fs::write(dir.join("etc").join(f), "").unwrap();
+    }
+}
+
+/// Build the busybox base with hoist (TOML build file) and push it to `reg` as `base:v1`.
+fn push_base(t: &Path, reg: &TestRegistry) -> String {
+    let root = t.join("baseroot");
+    busybox_root(&root);
+    let toml = t.join("base.toml");
+    fs::write(
+        &toml,
+        format!(
+            "platforms = [\"linux/amd64\"]\ncmd = [\"/bin/sh\"]\n[env]\nPATH = \"/usr/sbin:/usr/bin:/sbin:/bin\"\n[[layers]]\nfiles = [{{ source = \"{}\", target = \"/\" }}]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let name = format!("{}/base:v1", reg.host());
+    let out = hoist_in(
+        &t.join("basestore"),
+        &["build", "-f", toml.to_str().unwrap(), "--output", &format!("type=registry,name={name}")],
+    );
+    assert_success("hoist build base", &out);
+    name
+}
+
+fn buildah(t: &Path, args: &[&str]) -> Output {
+    Command::new("buildah")
+        .arg("--root")
+        .arg(t.join("buildah-root"))
+        .arg("--runroot")
+        .arg(t.join("buildah-run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .env("BUILDAH_ISOLATION", "chroot")
+        .output()
+        .expect("run buildah")
+}
+
+/// buildah build CONTEXT into an OCI layout `dest:latest`.
+fn buildah_build(t: &Path, ctx: &Path, dest: &Path, extra: &[&str]) {
+    let tag = format!("localhost/df-{}:latest", dest.file_name().unwrap().to_str().unwrap());
+    let mut a = vec!["build", "--tls-verify=false", "--runtime", "runc", "--isolation", "chroot", "-t", &tag];
+    a.extend(extra);
+    let ctxs = ctx.to_str().unwrap();
+    a.push(ctxs);
+    assert_success("buildah build", &buildah(t, &a));
+    let d = format!("oci:{}:latest", dest.display());
+    assert_success("buildah push", &buildah(t, &["push", &tag, &d]));
+}
+
+fn hoist_build(store: &Path, ctx: &Path, dest: &Path, extra: &[&str]) -> (String, String) {
+    let o = format!("type=oci,dest={},tar=false", dest.display());
+    let mut a = vec!["build", "-t", "img:latest", "--output", &o];
+    a.extend(extra);
+    a.push(ctx.to_str().unwrap());
+    let out = hoist_in(store, &a);
+    let digest = assert_success("hoist build", &out).trim().to_string();
+    (digest, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// path → "type mode uid:gid content-or-target" of every entry under `root`.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+        let what = if m.file_type().is_symlink() {
+            format!("l -> {}", fs::read_link(e.path()).unwrap().display())
+        } else if m.is_dir() {
+            format!("d {:o}", m.mode() & 0o7777)
+        } else {
+            format!("f {:o} {}", m.mode() & 0o7777, hoist_testkit::tools::sha256_hex(&fs::read(e.path()).unwrap()))
+        };
+        out.insert(rel, format!("{what} {}:{}", m.uid(), m.gid()));
+    }
+    out
+}
+
+fn unpack(layout: &Path, dest: &Path) -> PathBuf {
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:latest", layout.display())])
+        .arg(dest)
+        .output()
+        .unwrap();
+    assert_success("umoci unpack", &out);
+    dest.to_path_buf()
+}
+
+fn config_of(layout: &Path) -> Value {
+    let idx: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let m = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let man: Value = serde_json::from_slice(&fs::read(blob(&m)).unwrap()).unwrap();
+    serde_json::from_slice(&fs::read(blob(man["config"]["digest"].as_str().unwrap())).unwrap()).unwrap()
+}
+
+fn assert_same_image(t: &Path, name: &str, hoist_layout: &Path, buildah_layout: &Path) {
+    let h = tree(&unpack(hoist_layout, &t.join(format!("{name}-hu"))).join("rootfs"));
+    let b = tree(&unpack(buildah_layout, &t.join(format!("{name}-bu"))).join("rootfs"));
+    let diff: Vec<String> = h
+        .keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| h.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: hoist {:?} buildah {:?}", h.get(k), b.get(k)))
+        .collect();
+    assert!(diff.is_empty(), "{name}: trees differ:\n{}", diff.join("\n"));
+    let (hc, mut bc) = (config_of(hoist_layout), config_of(buildah_layout));
+    // buildah's own label
+    if let Some(l) = bc["config"]["Labels"].as_object_mut() {
+        l.remove("io.buildah.version");
+    }
+    for field in ["Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes", "StopSignal"] {
+        let norm = |v: &Value| match v {
+            Value::Null => Value::Null,
+            Value::String(s) if s.is_empty() => Value::Null,
+            Value::Object(o) if o.is_empty() => Value::Null,
+            v => v.clone(),
+        };
+        assert_eq!(norm(&hc["config"][field]), norm(&bc["config"][field]), "{name}: config {field}");
+    }
+}
+
+/// One context exercising most of the language.
+fn rich_context(dir: &Path, base: &str) {
+    fs::create_dir_all(dir.join("app/sub")).unwrap();
+    fs::write(dir.join("app/a.txt"), "a\n").unwrap();
+    fs::write(dir.join("app/sub/b.sh"), "#!/bin/sh\necho b\n").unwrap();
+    fs::set_permissions(dir.join("app/sub/b.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("app/secret.log"), "no\n").unwrap();
+    fs::write(dir.join("one.conf"), "1").unwrap();
+    fs::write(dir.join("two.conf"), "2").unwrap();
+    symlink("a.txt", dir.join("app/link")).unwrap();
+    fs::write(dir.join(".dockerignore"), "app/*.log\n").unwrap();
+    // a tar for ADD to extract
+    let tarp = dir.join("files.tar");
+    let mut b = tar::Builder::new(fs::File::create(&tarp).unwrap());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o640);
+    h.set_uid(1000);
+    h.set_gid(50);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    b.append_data(&mut h, "x/in-tar.txt", &b"tar"[..]).unwrap();
+    b.finish().unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            r#"# syntax=docker/dockerfile:1
+ARG BASE={base}
+FROM $BASE AS build
+ARG GREETING=hello
+ENV OUT=/out \
+    NAME="the world"
+WORKDIR $OUT
+COPY app/ ./app/
+COPY *.conf conf/
+RUN echo "$GREETING ${{NAME}}" > greeting && \
+    mkdir -p made/deep && touch made/deep/f && chmod 600 made/deep/f && \
+    rm -rf /home/user && echo changed > /etc/hostname && ln -s greeting made/link
+RUN --mount=type=cache,target=/cache echo cached > /cache/c && cp /cache/c cache-copy && test -d /cache
+RUN rm conf/one.conf
+
+FROM {base}
+LABEL org.example.a="1" b=two
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGTERM
+COPY --from=build /out /srv
+COPY --chown=1000:50 --chmod=640 one.conf /etc/own.conf
+ADD files.tar /opt/
+USER user
+WORKDIR /home/user/w
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/greeting"]
+"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn dockerfile_builds_match_buildah_and_run() {
+    require_all!();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = push_base(t, &reg);
+    let ctx = t.join("ctx");
+    rich_context(&ctx, &base);
+
+    let (hl, bl) = (t.join("hoist-oci"), t.join("buildah-oci"));
+    let (digest, log) = hoist_build(&t.join("store"), &ctx, &hl, &["--build-arg", "GREETING=hi"]);
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert!(log.contains("3 RUN executed"), "{log}");
+    buildah_build(t, &ctx, &bl, &["--build-arg", "GREETING=hi"]);
+    assert_same_image(t, "rich", &hl, &bl);
+
+    // The image runs: its CMD prints the greeting the first stage wrote.
+    let bundle = t.join("rich-hu");
+    let cfg_path = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    // this sandbox lacks CAP_SYS_RESOURCE: no rlimits; host network namespace
+    spec["process"]["rlimits"] = Value::Array(vec![]);
+    spec["process"]["terminal"] = Value::Bool(false);
+    fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(t.join("runc-state"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(format!("hoist-df-{}", std::process::id()))
+        .output()
+        .unwrap();
+    assert_eq!(assert_success("runc run", &out).trim(), "hi the world");
+
+    // A second build with the cache runs nothing and gives the same image.
+    let (again, log) = hoist_build(&t.join("store"), &ctx, &t.join("again"), &["--build-arg", "GREETING=hi"]);
+    assert_eq!(again, digest);
+    assert!(log.contains("0 RUN executed"), "{log}");
+    // Changing one copied file rebuilds from that COPY on: RUN steps after it run again.
+    fs::write(ctx.join("app/a.txt"), "changed\n").unwrap();
+    let (changed, log) = hoist_build(&t.join("store"), &ctx, &t.join("changed"), &["--build-arg", "GREETING=hi"]);
+    assert_ne!(changed, digest);
+    assert!(log.contains("3 RUN executed"), "{log}");
+}
+
+#[test]
+fn same_dockerfile_in_two_places_gives_one_digest() {
+    require_all!();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = push_base(t, &reg);
+    let mut digests = Vec::new();
+    for (i, sde) in ["0", "0"].iter().enumerate() {
+        let ctx = t.join(format!("place{i}/deeper/ctx"));
+        rich_context(&ctx, &base);
+        let dest = t.join(format!("out{i}"));
+        let o = format!("type=oci,dest={},tar=false", dest.display());
+        let out = hoist_cmd()
+            .env("HOIST_STORE", t.join(format!("store{i}")))
+            .env("SOURCE_DATE_EPOCH", sde)
+            .args(["build", "--output", &o, ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        digests.push(assert_success("hoist build", &out).trim().to_string());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn unknown_instruction_and_remote_add_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::write(t.join("Dockerfile"), "FROM scratch\nFROBNICATE x\n").unwrap();
+    let out = hoist_in(&t.join("store"), &["build", t.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:2") && err.contains("FROBNICATE"), "{err}");
+    fs::write(t.join("Dockerfile"), "FROM scratch\nADD https://example.invalid/x /x\n").unwrap();
+    let out = hoist_in(&t.join("store"), &["build", t.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("remote URLs"), "{err}");
+}
+
+#[test]
+fn scratch_copy_build_without_run_matches_buildah() {
+    hoist_testkit::require!("buildah");
+    hoist_testkit::require!("umoci");
+    if !is_root() {
+        hoist_testkit::skip!("buildah with vfs needs root here");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(ctx.join("d/e")).unwrap();
+    fs::write(ctx.join("d/e/f"), "f").unwrap();
+    fs::write(ctx.join("g"), "g").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG DIR=opt\nCOPY d /$DIR/d\nCOPY g /${DIR:-x}/\nCOPY --chmod=700 g /x/y/z\nENV A=1\nCMD [\"/x\"]\n",
+    )
+    .unwrap();
+    let (hl, bl) = (t.join("h"), t.join("b"));
+    hoist_build(&t.join("store"), &ctx, &hl, &[]);
+    buildah_build(t, &ctx, &bl, &[]);
+    assert_same_image(t, "scratch", &hl, &bl);
+}
+
+/// Heredocs (RUN script and COPY file), a secret that never lands in a layer, ARG scoping
+/// (a global ARG is empty inside a stage unless redeclared), judged by umoci's unpack.
+#[test]
+fn heredocs_secrets_and_arg_scoping() {
+    require_all!();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = push_base(t, &reg);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(t.join("token"), "s3cret").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "ARG BASE={base}\nARG GLOBAL=g\nFROM $BASE\nARG V=v1\nRUN <<EOF\necho \"script $V\" > /script.txt\necho \"global=[$GLOBAL]\" >> /script.txt\nEOF\nCOPY <<-EOT /etc/motd\n\twelcome $V\n\tEOT\nARG GLOBAL\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /got && echo \"$GLOBAL\" > /global\nCMD [\"cat\", \"/etc/motd\"]\n"
+        ),
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    let secret = format!("id=tok,src={}", t.join("token").display());
+    let (_, log) = hoist_build(&t.join("store"), &ctx, &dest, &["--secret", &secret]);
+    assert!(log.contains("2 RUN executed"), "{log}");
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    assert_eq!(fs::read_to_string(root.join("script.txt")).unwrap(), "script v1\nglobal=[]\n");
+    assert_eq!(fs::read_to_string(root.join("etc/motd")).unwrap(), "welcome v1\n");
+    assert_eq!(fs::read_to_string(root.join("got")).unwrap(), "s3cret");
+    assert_eq!(fs::read_to_string(root.join("global")).unwrap(), "g\n");
+    assert!(!root.join("run/secrets/tok").exists(), "the secret's mount point stays out of the image");
+    // and no layer blob holds the secret
+    for e in fs::read_dir(dest.join("blobs/sha256")).unwrap() {
+        let raw = fs::read(e.unwrap().path()).unwrap();
+        let plain = {
+            let mut d = flate2::read::GzDecoder::new(&raw[..]);
+            let mut v = Vec::new();
+            if std::io::Read::read_to_end(&mut d, &mut v).is_ok() {
+                v
+            } else {
+                raw.clone()
+            }
+        };
+        let names: Vec<String> = tar::Archive::new(&plain[..])
+            .entries()
+            .map(|it| it.filter_map(|e| e.ok()).map(|e| e.path().unwrap().display().to_string()).collect())
+            .unwrap_or_default();
+        assert!(!names.iter().any(|n| n.contains("secrets")), "{names:?}");
+    }
+}
+
+/// `--platform a,b` builds every platform of a Dockerfile without RUN into one index;
+/// RUN for a foreign architecture without binfmt is refused before anything is built.
+#[test]
+fn multi_platform_without_run_and_foreign_run_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f"), "f").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n").unwrap();
+    let out = hoist_in(&t.join("store"), &["--platform", "linux/amd64,linux/arm64", "build", ctx.to_str().unwrap()]);
+    let digest = assert_success("hoist build", &out).trim().to_string();
+    let blob = t.join("store/blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let idx: Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    let ms = idx["manifests"].as_array().unwrap();
+    assert_eq!(ms.len(), 2, "{idx}");
+    assert_eq!(ms[1]["platform"]["architecture"], "arm64");
+
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() || !is_root() {
+        hoist_testkit::skip!("binfmt for arm64 is registered here (or not root)");
+    }
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\nRUN true\n").unwrap();
+    let out = hoist_in(&t.join("store2"), &["--platform", "linux/arm64", "build", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("binfmt"), "{err}");
+    assert!(
+        !t.join("store2/blobs").exists() || fs::read_dir(t.join("store2/blobs/sha256")).map_or(0, |d| d.count()) == 0
+    );
+}
