@@ -137,8 +137,40 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
             let tags = r.tag.iter().cloned().collect();
             Ok(OutputSpec { endpoint: Endpoint::Registry(r), tags, names, local_only: !push })
         }
-        other => Err(bad(spec, format!("unknown output type {other:?} (oci, docker, image, registry, local-layout)"))),
+        "containerd" | "podman" => runtime_output(spec, ty, &kv, names),
+        other => Err(bad(
+            spec,
+            format!("unknown output type {other:?} (oci, docker, image, registry, local-layout, containerd, podman)"),
+        )),
     }
+}
+
+/// `type=containerd[,address=SOCKET][,namespace=NS][,name=REF][,unpack=BOOL]` and
+/// `type=podman[,name=REF]`: straight into the runtime's image store.
+fn runtime_output(spec: &str, ty: &str, kv: &BTreeMap<String, Vec<String>>, names: Vec<String>) -> Result<OutputSpec> {
+    let allowed: &[&str] =
+        if ty == "containerd" { &["type", "address", "namespace", "name", "unpack"] } else { &["type", "name"] };
+    if let Some(k) = kv.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(spec, format!("type={ty} takes no {k}= (only {})", allowed.join(", "))));
+    }
+    let one = |k: &str| kv.get(k).and_then(|v| v.last());
+    let name = names.first().ok_or_else(|| bad(spec, format!("type={ty} needs name=REF")))?;
+    let endpoint = if ty == "containerd" {
+        use crate::transport::containerd::ContainerdTarget;
+        let mut t = ContainerdTarget::new(
+            one("address").map(PathBuf::from),
+            one("namespace").cloned(),
+            name.parse().map_err(|e: Error| bad(spec, e.to_string()))?,
+        );
+        ContainerdTarget::parse(&format!("{}/{name}", t.namespace), spec)?;
+        t.unpack = truthy(one("unpack"), true);
+        Endpoint::Containerd(t)
+    } else {
+        let (repository, tag) = crate::transport::podman::podman_name(name)?;
+        Endpoint::Podman { repository, tag }
+    };
+    let tags = vec![endpoint.tag().unwrap_or_else(|| crate::model::reference::DEFAULT_TAG.to_string())];
+    Ok(OutputSpec { endpoint, tags, names, local_only: false })
 }
 
 /// What one output received.
@@ -240,5 +272,23 @@ mod tests {
         assert!(parse_output("type=nope,dest=x").is_err());
         let o = parse_output("oci:dir:v3").unwrap();
         assert_eq!(o.tags, vec!["v3".to_string()]);
+    }
+
+    #[test]
+    fn parses_runtime_outputs() {
+        let o = parse_output("type=containerd,address=/tmp/c.sock,namespace=k8s.io,name=app:v1,unpack=false").unwrap();
+        let Endpoint::Containerd(t) = &o.endpoint else { panic!("{:?}", o.endpoint) };
+        assert_eq!((t.address.to_str(), t.namespace.as_str(), t.unpack), (Some("/tmp/c.sock"), "k8s.io", false));
+        assert_eq!(t.image_name("v1").unwrap(), "docker.io/library/app:v1");
+        assert_eq!(o.tags, vec!["v1".to_string()]);
+        let o = parse_output("type=containerd,name=quay.io/a/b").unwrap();
+        let Endpoint::Containerd(t) = &o.endpoint else { panic!() };
+        assert_eq!((t.namespace.as_str(), t.unpack), ("default", true));
+        assert_eq!(o.tags, vec!["latest".to_string()]);
+        let o = parse_output("type=podman,name=app:v2").unwrap();
+        assert_eq!(o.endpoint, Endpoint::Podman { repository: "localhost/app".into(), tag: Some("v2".into()) });
+        assert!(parse_output("type=containerd").is_err());
+        assert!(parse_output("type=podman,name=a,dest=x").is_err());
+        assert!(parse_output("type=containerd,name=a,namespace=b@d").is_err());
     }
 }
