@@ -10,11 +10,13 @@
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
 //!
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
+//! - [`containerd`]: a throwaway containerd on a private socket (root only).
 //!
 //! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod containerd;
 pub mod fixtures;
 pub mod hostile;
 pub mod proxy;

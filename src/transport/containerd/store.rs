@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use containerd_client::services::v1::{
     content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
-    namespaces_client::NamespacesClient, GetImageRequest, GetNamespaceRequest, Image, ListImagesRequest,
+    namespaces_client::NamespacesClient, GetImageRequest, Image, ListImagesRequest, ListNamespacesRequest,
 };
 use containerd_client::tonic::{transport::Channel, Code, Request, Status};
 
@@ -73,15 +73,20 @@ impl Containerd {
 
     /// Fail unless the namespace exists (a source reads nothing otherwise).
     pub async fn check_namespace(&self) -> Result<()> {
+        // `Get` of an unknown namespace answers with empty labels (containerd 1.6): list them.
         let mut ns = NamespacesClient::new(self.channel.clone());
-        match ns.get(GetNamespaceRequest { name: self.target.namespace.clone() }).await {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Err(Error::not_found(
-                format!("namespace {:?} (`ctr namespaces ls` lists them)", self.target.namespace),
-                format!("containerd at {}", self.target.address.display()),
-            )),
-            Err(s) => Err(self.status("namespace lookup", s)),
+        let list = ns
+            .list(ListNamespacesRequest { filter: String::new() })
+            .await
+            .map_err(|s| self.status("namespace list", s))?
+            .into_inner();
+        if list.namespaces.iter().any(|n| n.name == self.target.namespace) {
+            return Ok(());
         }
+        Err(Error::not_found(
+            format!("namespace {:?} (`ctr namespaces ls` lists them)", self.target.namespace),
+            format!("containerd at {}", self.target.address.display()),
+        ))
     }
 
     /// `msg` with the namespace header (and the lease, once there is one).
