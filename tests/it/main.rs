@@ -23,5 +23,6 @@ mod referrers_api;
 mod reflink;
 mod registry_security;
 mod roundtrip;
+mod runtime;
 mod store_security;
 mod token_auth;

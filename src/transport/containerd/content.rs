@@ -182,10 +182,14 @@ impl Containerd {
             Opened::Exists => return Ok(BlobOutcome::Existed),
             Opened::At(s, o) => (s, o),
         };
-        let reader: BlobStream = if offset > 0 {
+        let reader: BlobStream = if offset == desc.size {
+            // All there (an ingest that died before its commit, or content containerd shares
+            // from another namespace): the commit checks it.
+            Box::pin(tokio::io::empty())
+        } else if offset > 0 {
             // containerd re-hashes what it has and checks the whole digest at commit.
+            progress.message(&format!("{}: resuming {} at byte {offset} of {}", self.location, desc.digest, desc.size));
             progress.reset(desc, offset);
-            progress.advance(desc, offset);
             Box::pin(src.open_blob(desc, offset).await?.take(desc.size - offset + 1))
         } else {
             Box::pin(VerifyReader::new(src.open_blob(desc, 0).await?, desc, src.location()))
