@@ -3,7 +3,6 @@
 //! only code that moves content between them; transports never call each other.
 
 pub mod archive;
-#[cfg(feature = "containerd")]
 pub mod containerd;
 pub mod endpoint;
 pub mod layout;

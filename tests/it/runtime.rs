@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use common::*;
-use hoist::transport::containerd::{Containerd as Ctrd, ContainerdTarget};
-use hoist::transport::{Destination, Source};
-use hoist::Descriptor;
 use hoist_testkit::containerd::Containerd;
 use serde_json::Value;
 
@@ -123,7 +119,7 @@ fn digests_under(store: &Path, root: &str) -> Vec<String> {
     let layout = hoist::transport::layout::Layout::open(store).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
-        let desc = layout.resolve(Some(root)).await.unwrap();
+        let desc = hoist::transport::Source::resolve(&layout, Some(root)).await.unwrap();
         let (mut docs, mut blobs) = (Vec::new(), Vec::new());
         hoist_testkit::conformance::walk(&layout, &desc, &mut docs, &mut blobs).await;
         let mut all: Vec<String> = docs.iter().map(|(d, _)| d.to_string()).collect();
@@ -291,54 +287,64 @@ fn containerd_resumes_a_killed_copy() {
     runs(&c, ns, "docker.io/library/bb:big", "big");
 }
 
-/// The transport conformance suite, one containerd per fresh destination (one content store:
-/// containerd shares blobs across namespaces), unpack off (the sample layout's layers are not
-/// all tars).
-struct CtrHarness {
-    c: Containerd,
-    ns: String,
-}
+/// The transport conformance suite (the library's `Containerd` needs the `containerd` feature).
+#[cfg(feature = "containerd")]
+mod conformance {
+    use async_trait::async_trait;
+    use hoist::transport::containerd::{Containerd as Ctrd, ContainerdTarget};
+    use hoist::transport::{Destination, Source};
+    use hoist::Descriptor;
+    use hoist_testkit::containerd::Containerd;
 
-impl CtrHarness {
-    fn target(&self) -> ContainerdTarget {
-        let mut t = ContainerdTarget::new(
-            Some(self.c.socket().to_path_buf()),
-            Some(self.ns.clone()),
-            "sample".parse().unwrap(),
-        );
-        t.unpack = false;
-        t
+    /// The transport conformance suite, one containerd per fresh destination (one content store:
+    /// containerd shares blobs across namespaces), unpack off (the sample layout's layers are not
+    /// all tars).
+    struct CtrHarness {
+        c: Containerd,
+        ns: String,
     }
-}
 
-#[async_trait]
-impl hoist_testkit::conformance::Harness for CtrHarness {
-    fn name(&self) -> &str {
-        "containerd"
+    impl CtrHarness {
+        fn target(&self) -> ContainerdTarget {
+            let mut t = ContainerdTarget::new(
+                Some(self.c.socket().to_path_buf()),
+                Some(self.ns.clone()),
+                "sample".parse().unwrap(),
+            );
+            t.unpack = false;
+            t
+        }
     }
-    async fn destination(&self) -> Box<dyn Destination> {
-        Box::new(Ctrd::connect(self.target()).unwrap())
-    }
-    async fn reopen(&self) -> Box<dyn Source> {
-        Box::new(Ctrd::connect(self.target()).unwrap())
-    }
-    async fn is_untouched(&self, corrupt: &Descriptor) -> bool {
-        let blobs = self.c.ctr_ok(&["-n", &self.ns, "content", "ls", "-q"]);
-        let active = self.c.ctr_ok(&["-n", &self.ns, "content", "active"]);
-        !blobs.contains(&corrupt.digest.to_string()) && active.lines().skip(1).count() == 0
-    }
-}
 
-#[tokio::test(flavor = "multi_thread")]
-async fn containerd_conformance() {
-    if let Err(why) = Containerd::start() {
-        hoist_testkit::skip!("{why}");
+    #[async_trait]
+    impl hoist_testkit::conformance::Harness for CtrHarness {
+        fn name(&self) -> &str {
+            "containerd"
+        }
+        async fn destination(&self) -> Box<dyn Destination> {
+            Box::new(Ctrd::connect(self.target()).unwrap())
+        }
+        async fn reopen(&self) -> Box<dyn Source> {
+            Box::new(Ctrd::connect(self.target()).unwrap())
+        }
+        async fn is_untouched(&self, corrupt: &Descriptor) -> bool {
+            let blobs = self.c.ctr_ok(&["-n", &self.ns, "content", "ls", "-q"]);
+            let active = self.c.ctr_ok(&["-n", &self.ns, "content", "active"]);
+            !blobs.contains(&corrupt.digest.to_string()) && active.lines().skip(1).count() == 0
+        }
     }
-    hoist_testkit::conformance::run(|| CtrHarness {
-        c: Containerd::start().expect("containerd started a moment ago"),
-        ns: "conformance".into(),
-    })
-    .await;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn containerd_conformance() {
+        if let Err(why) = Containerd::start() {
+            hoist_testkit::skip!("{why}");
+        }
+        hoist_testkit::conformance::run(|| CtrHarness {
+            c: Containerd::start().expect("containerd started a moment ago"),
+            ns: "conformance".into(),
+        })
+        .await;
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl Session {
 /// How a session opened: there is nothing to write, or the ingest's current offset.
 enum Opened {
     Exists,
-    At(Session, u64),
+    At(Box<Session>, u64),
 }
 
 impl Containerd {
@@ -152,7 +152,7 @@ impl Containerd {
             match opened {
                 Ok((s, first)) => {
                     let at = u64::try_from(first.offset).unwrap_or(0);
-                    return Ok(Opened::At(s, if at > desc.size { 0 } else { at }));
+                    return Ok(Opened::At(Box::new(s), if at > desc.size { 0 } else { at }));
                 }
                 Err(s) if s.code() == Code::AlreadyExists => return Ok(Opened::Exists),
                 Err(s) if s.code() == Code::Unavailable && s.message().contains("locked") && tries < LOCKED_RETRIES => {
@@ -224,7 +224,7 @@ impl Containerd {
     #[allow(clippy::too_many_arguments)]
     async fn send_all<R: AsyncRead + Unpin>(
         &self,
-        mut s: Session,
+        mut s: Box<Session>,
         desc: &Descriptor,
         mut reader: R,
         mut offset: u64,

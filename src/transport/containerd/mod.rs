@@ -47,11 +47,11 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 /// drops what nothing else references, partial ingests included).
 pub const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Label containerd's GC reads on a lease: when it expires.
-pub(crate) const LABEL_GC_EXPIRE: &str = "containerd.io/gc.expire";
+pub const LABEL_GC_EXPIRE: &str = "containerd.io/gc.expire";
 /// How deep `has_manifest` follows indexes (the copy refuses deeper nesting too).
-pub(crate) const MAX_DEPTH: usize = 32;
+pub const MAX_DEPTH: usize = 32;
 /// Prefix of the GC labels by which content keeps other content alive.
-pub(crate) const LABEL_GC_CONTENT: &str = "containerd.io/gc.ref.content";
+pub const LABEL_GC_CONTENT: &str = "containerd.io/gc.ref.content";
 
 /// Where in containerd to read or write: socket, namespace, image name and unpack choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
