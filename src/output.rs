@@ -192,6 +192,8 @@ const TYPE_KEYS: &[(&str, &[&str])] = &[
     ("oci-layout", &["dest", "name", "oci-mediatypes", BUILD]),
     ("local", &["dest"]),
     ("tar", &["dest"]),
+    ("containerd", &["address", "namespace", "name", "unpack"]),
+    ("podman", &["name"]),
 ];
 
 /// Stands for the keys that change what is built, in [`TYPE_KEYS`].
@@ -336,6 +338,7 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
             }
             filesystem_output(dest, ty == "tar")
         }
+        "containerd" | "podman" => runtime_output(spec, &ty, one("address"), one("namespace"), one("unpack"), names)?,
         other => return Err(bad(spec, format!("unknown output type {other:?}"))),
     };
     out.build_keys = build_keys;
@@ -399,6 +402,35 @@ fn parse_bare(spec: &str) -> Result<OutputSpec> {
         Endpoint::Registry(r) => vec![r.to_string()],
         _ => vec![],
     };
+    Ok(OutputSpec::new(endpoint, tags, names))
+}
+
+/// `type=containerd[,address=SOCKET][,namespace=NS][,name=REF][,unpack=BOOL]` and
+/// `type=podman[,name=REF]`: straight into the runtime's image store.
+fn runtime_output(
+    spec: &str,
+    ty: &str,
+    address: Option<&String>,
+    namespace: Option<&String>,
+    unpack: Option<&String>,
+    names: Vec<String>,
+) -> Result<OutputSpec> {
+    let name = names.first().ok_or_else(|| bad(spec, format!("type={ty} needs name=REF")))?;
+    let endpoint = if ty == "containerd" {
+        use crate::transport::containerd::ContainerdTarget;
+        let mut t = ContainerdTarget::new(
+            address.map(PathBuf::from),
+            namespace.cloned(),
+            name.parse().map_err(|e: Error| bad(spec, e.to_string()))?,
+        );
+        ContainerdTarget::parse(&format!("{}/{name}", t.namespace), spec)?;
+        t.unpack = unpack.map(|v| boolean(spec, "unpack", v)).transpose()?.unwrap_or(true);
+        Endpoint::Containerd(t)
+    } else {
+        let (repository, tag) = crate::transport::podman::podman_name(name)?;
+        Endpoint::Podman { repository, tag }
+    };
+    let tags = vec![endpoint.tag().unwrap_or_else(|| crate::model::reference::DEFAULT_TAG.to_string())];
     Ok(OutputSpec::new(endpoint, tags, names))
 }
 
@@ -638,5 +670,23 @@ mod tests {
         assert!(err("type=oci,dest=x,colour=blue").contains("unknown key \"colour\""));
         assert!(err("type=image,name=a/b:c,unpack=true").contains("\"unpack\" is not supported"));
         assert!(err("type=oci,dest=x,dest=y").contains("twice"));
+    }
+
+    #[test]
+    fn parses_runtime_outputs() {
+        let o = parse_output("type=containerd,address=/tmp/c.sock,namespace=k8s.io,name=app:v1,unpack=false").unwrap();
+        let Endpoint::Containerd(t) = &o.endpoint else { panic!("{:?}", o.endpoint) };
+        assert_eq!((t.address.to_str(), t.namespace.as_str(), t.unpack), (Some("/tmp/c.sock"), "k8s.io", false));
+        assert_eq!(t.image_name("v1").unwrap(), "docker.io/library/app:v1");
+        assert_eq!(o.tags, vec!["v1".to_string()]);
+        let o = parse_output("type=containerd,name=quay.io/a/b").unwrap();
+        let Endpoint::Containerd(t) = &o.endpoint else { panic!() };
+        assert_eq!((t.namespace.as_str(), t.unpack), ("default", true));
+        assert_eq!(o.tags, vec!["latest".to_string()]);
+        let o = parse_output("type=podman,name=app:v2").unwrap();
+        assert_eq!(o.endpoint, Endpoint::Podman { repository: "localhost/app".into(), tag: Some("v2".into()) });
+        assert!(parse_output("type=containerd").is_err());
+        assert!(parse_output("type=podman,name=a,dest=x").is_err());
+        assert!(parse_output("type=containerd,name=a,namespace=b@d").is_err());
     }
 }

@@ -353,6 +353,8 @@ fn image_name(target_repo: Option<&str>, o: &Opened) -> String {
         Endpoint::Layout { path, .. } => format!("oci:{}@{digest}", path.display()),
         Endpoint::OciArchive { path, .. } => format!("oci-archive:{}@{digest}", path.display()),
         Endpoint::DockerArchive { path, .. } => format!("docker-archive:{}@{digest}", path.display()),
+        Endpoint::Containerd(t) => format!("{}@{digest}", t.reference.repo_ref()),
+        Endpoint::Podman { repository, .. } => format!("{repository}@{digest}"),
     }
 }
 

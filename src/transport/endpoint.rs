@@ -39,6 +39,24 @@ pub enum Endpoint {
     },
     /// A registry reference (`docker://REF` or a bare `REF`).
     Registry(Reference),
+    /// An image in containerd (`containerd:[ADDRESS#]NAMESPACE/REF`).
+    Containerd(crate::transport::containerd::ContainerdTarget),
+    /// podman's image store, written through `podman load` (`podman:REF`).
+    Podman {
+        /// The repository as podman names it (`localhost/app`).
+        repository: String,
+        /// The tag, if one was given.
+        tag: Option<String>,
+    },
+}
+
+/// The runtime transports' parse (`containerd:`, `podman:`), if `s` names one.
+fn parse_runtime(s: &str) -> Option<Result<Endpoint>> {
+    if let Some(rest) = s.strip_prefix("containerd:") {
+        return Some(crate::transport::containerd::ContainerdTarget::parse(rest, s).map(Endpoint::Containerd));
+    }
+    let rest = s.strip_prefix("podman:")?;
+    Some(crate::transport::podman::podman_name(rest).map(|(repository, tag)| Endpoint::Podman { repository, tag }))
 }
 
 /// `DIR[:NAME|@DIGEST]` of `oci:` and `oci-archive:`. A digest follows the last `@`; a name
@@ -85,6 +103,9 @@ impl FromStr for Endpoint {
             }
             return Ok(Endpoint::DockerArchive { path: PathBuf::from(path), reference });
         }
+        if let Some(ep) = parse_runtime(s) {
+            return ep;
+        }
         let r = s.strip_prefix("docker://").unwrap_or(s);
         Ok(Endpoint::Registry(r.parse()?))
     }
@@ -116,6 +137,14 @@ impl std::fmt::Display for Endpoint {
                 Ok(())
             }
             Endpoint::Registry(r) => write!(f, "docker://{r}"),
+            Endpoint::Containerd(t) => f.write_str(&t.spec()),
+            Endpoint::Podman { repository, tag } => {
+                write!(f, "podman:{repository}")?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -135,7 +164,9 @@ impl Endpoint {
         let has_transport = s.contains("://")
             || s.starts_with("oci:")
             || s.starts_with("oci-archive:")
-            || s.starts_with("docker-archive:");
+            || s.starts_with("docker-archive:")
+            || s.starts_with("containerd:")
+            || s.starts_with("podman:");
         if !has_transport {
             let path_part = match s.rsplit_once('@') {
                 Some((p, d)) if d.contains(':') && !p.contains(':') => p,
@@ -156,6 +187,10 @@ impl Endpoint {
             | Endpoint::OciArchive { reference, .. }
             | Endpoint::DockerArchive { reference, .. } => reference.clone(),
             Endpoint::Registry(r) => r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tag.clone()),
+            Endpoint::Containerd(t) => {
+                t.reference.digest.as_ref().map(|d| d.to_string()).or_else(|| t.reference.tag.clone())
+            }
+            Endpoint::Podman { tag, .. } => tag.clone(),
         }
     }
 
@@ -189,6 +224,12 @@ pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
         Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep, made),
+        Endpoint::Containerd(t) => open_containerd(t)?,
+        Endpoint::Podman { .. } => {
+            return Err(Error::Unsupported(format!(
+                "{ep}: podman is a destination only; read with containers-storage tools"
+            )))
+        }
     })
 }
 
@@ -197,7 +238,10 @@ pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -
 /// `oci-archive:`, Docker schema 2 for `docker-archive:` and registries.
 pub fn native_manifest_format(dst: &Endpoint) -> MadeManifest {
     match dst {
-        Endpoint::Layout { .. } | Endpoint::OciArchive { .. } => MadeManifest::Oci,
+        // containerd stores either; podman gets an OCI archive.
+        Endpoint::Layout { .. } | Endpoint::OciArchive { .. } | Endpoint::Containerd(_) | Endpoint::Podman { .. } => {
+            MadeManifest::Oci
+        }
         Endpoint::DockerArchive { .. } | Endpoint::Registry(_) => MadeManifest::Docker,
     }
 }
@@ -220,7 +264,24 @@ pub async fn open_destination(
                 crate::transport::archive::docker::DockerArchiveWriter::create(path, tags, platform.cloned()).await?,
             )
         }
+        Endpoint::Containerd(t) => open_containerd(t)?,
+        Endpoint::Podman { repository, .. } => {
+            Box::new(crate::transport::podman::PodmanLoad::spawn(repository, &[]).await?)
+        }
     })
+}
+
+/// containerd, when this build has it (the `containerd` feature).
+#[cfg(feature = "containerd")]
+fn open_containerd(
+    t: &crate::transport::containerd::ContainerdTarget,
+) -> Result<Box<crate::transport::containerd::Containerd>> {
+    Ok(Box::new(crate::transport::containerd::Containerd::connect(t.clone())?))
+}
+
+#[cfg(not(feature = "containerd"))]
+fn open_containerd<T: ?Sized>(t: &crate::transport::containerd::ContainerdTarget) -> Result<Box<T>> {
+    Err(Error::Unsupported(format!("{}: hoist was built without the containerd feature", t.spec())))
 }
 
 /// `repo[:tag]` as docker-archive `RepoTags` hold it: normalized as docker and containerd

@@ -3,9 +3,11 @@
 //! only code that moves content between them; transports never call each other.
 
 pub mod archive;
+pub mod containerd;
 pub mod endpoint;
 pub mod layout;
 pub mod memory;
+pub mod podman;
 pub mod registry;
 pub mod roots;
 

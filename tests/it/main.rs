@@ -31,6 +31,7 @@ mod referrers_copy;
 mod reflink;
 mod registry_security;
 mod roundtrip;
+mod runtime;
 mod store_security;
 mod tls;
 mod token_auth;

@@ -1,110 +1,157 @@
-//! A throwaway containerd per test: its own root, state and socket in a temp directory, the
-//! CRI plugin disabled (no kubelet here), stopped and removed on drop. [`Containerd::ctr`]
-//! runs `ctr` against it. Needs root (containerd mounts snapshots and runs shims):
-//! [`Containerd::start`] returns `None` and prints `SKIP` when not root or when `containerd`
-//! or `ctr` is missing.
-//!
-//! Not for: sharing one daemon between tests (each test gets its own), or the system's
-//! containerd (never touched: nothing here uses `/run/containerd`).
+//! A throwaway containerd per test: its own socket, root and state directories under a temp
+//! dir, the CRI plugin disabled, killed on drop. Needs root and the `containerd`, `ctr`
+//! binaries; [`Containerd::start`] says why when it cannot start, for the test's `SKIP`.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long a fresh containerd may take to answer `ctr version` (it loads every plugin
-/// first; about 0.3 s on an idle machine, seconds on a loaded CI runner).
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long containerd gets to answer `ctr version` after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A running containerd of one test.
+/// A running containerd on a private socket.
 pub struct Containerd {
     dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
+    socket: PathBuf,
+    snapshotter: String,
 }
 
 impl Containerd {
-    /// Start a containerd on a temp socket and root, or print `SKIP <test>: why` and return
-    /// `None` (not root, `containerd`/`ctr` missing). Panics if it does not come up.
-    pub fn start(test: &str) -> Option<Containerd> {
-        for tool in ["containerd", "ctr"] {
-            if !crate::tools::require(test, tool) {
-                return None;
+    /// [`Containerd::start`], or print `SKIP <test>: why` and return `None`.
+    pub fn start_or_skip(test: &str) -> Option<Containerd> {
+        match Containerd::start() {
+            Ok(c) => Some(c),
+            Err(why) => {
+                eprintln!("SKIP {test}: {why}");
+                None
             }
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP {test}: containerd needs root (mounts snapshots, runs shims)");
-            return None;
+    }
+
+    /// Start containerd, or say why it cannot run here (not root, not installed, failed).
+    pub fn start() -> Result<Containerd, String> {
+        for tool in ["containerd", "ctr"] {
+            if !crate::tools::have(tool) {
+                return Err(format!("{tool} not found (apt-get install containerd)"));
+            }
         }
-        let dir = tempfile::Builder::new().prefix("ctrd").tempdir_in("/tmp").expect("temp dir");
-        let d = dir.path();
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = d.join("c.sock").display(),
-        );
-        std::fs::write(d.join("config.toml"), config).expect("write containerd config");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("containerd log");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("containerd needs root (it mounts snapshots and owns its state)".into());
+        }
+        // Short paths: a unix socket path is limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("ctrd-").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+        let socket = dir.path().join("c.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{1}\"\n[ttrpc]\n  address = \"{0}/t.sock\"\n",
+                dir.path().display(),
+                socket.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.path().join("log")).map_err(|e| e.to_string())?;
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdout(Stdio::null())
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .expect("start containerd");
-        let c = Containerd { dir, child };
+            .map_err(|e| format!("containerd: {e}"))?;
+        let mut c = Containerd { dir, child: Some(child), socket, snapshotter: String::new() };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if c.socket().exists() && c.ctr(["version"]).status.success() {
-                return Some(c);
+            if c.socket.exists() && c.ctr(&["version"]).status.success() {
+                break;
             }
             if Instant::now() > deadline {
-                panic!("containerd did not start within {START_TIMEOUT:?}:\n{}", c.log());
+                return Err(format!("containerd did not start: {}", c.log()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // overlayfs when it works on this filesystem, else native.
+        let plugins = c.ctr(&["plugins", "ls"]);
+        let listed = String::from_utf8_lossy(&plugins.stdout).into_owned();
+        let overlay_ok = listed
+            .lines()
+            .any(|l| l.contains("overlayfs") && l.contains("snapshotter") && l.split_whitespace().last() == Some("ok"));
+        c.snapshotter = if overlay_ok { "overlayfs" } else { "native" }.into();
+        Ok(c)
     }
 
-    /// The gRPC socket (`ctr -a`).
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("c.sock")
+    /// The gRPC socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
-    /// The daemon's temp directory (root, state, socket, config, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// containerd's root directory (content store, snapshots, metadata).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
     }
 
-    /// What containerd logged so far, for a failure message.
+    /// The snapshotter images are unpacked into here (`overlayfs` when it works, else `native`).
+    pub fn snapshotter(&self) -> &str {
+        &self.snapshotter
+    }
+
+    /// `ctr --address SOCKET ARGS...`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr").arg("--address").arg(&self.socket).args(args).output().expect("run ctr")
+    }
+
+    /// `ctr ARGS...`, which must succeed; its stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// containerd's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
-    /// Run `ctr -a SOCKET ARGS` (add `-n NAMESPACE` yourself) to completion.
-    pub fn ctr<I, S>(&self, args: I) -> Output
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        Command::new("ctr").arg("-a").arg(self.socket()).args(args).output().expect("run ctr")
+    /// Bytes under the content store's blob and ingest directories (what was written to disk).
+    pub fn content_bytes(&self) -> u64 {
+        let root = self.root().join("io.containerd.content.v1.content");
+        walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Snapshots may still be mounted under root/ (a task that was not removed): unmount
-        // them so the temp directory can go.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Snapshots a test left mounted would keep the temp dir busy.
+        let root = self.dir.path().to_path_buf();
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let root = self.dir.path().to_string_lossy().into_owned();
-            let mut ours: Vec<&str> =
-                mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&root)).collect();
-            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in ours {
+            let mut inside: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| Path::new(m).starts_with(&root))
+                .collect();
+            inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in inside {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
             }
         }

@@ -12,6 +12,7 @@
 //!
 //! - [`containerd`]: a throwaway containerd (own socket and root, CRI off) and `ctr` against it.
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
+//! - [`containerd`]: a throwaway containerd on a private socket (root only).
 //!
 //! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
 #![warn(missing_docs)]

@@ -135,6 +135,16 @@ impl OciArchiveWriter {
         let core = WriterCore::create(path, location.clone()).await?;
         Ok(OciArchiveWriter { core: Mutex::new(core), location })
     }
+
+    /// Start an OCI archive streamed into `w` (a pipe into `podman load`); `finish` writes
+    /// the trailer and closes `w`. `location` names it in errors.
+    pub async fn to_writer(
+        w: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+        location: String,
+    ) -> Result<OciArchiveWriter> {
+        let core = WriterCore::to_writer(w, location.clone()).await?;
+        Ok(OciArchiveWriter { core: Mutex::new(core), location })
+    }
 }
 
 #[async_trait]

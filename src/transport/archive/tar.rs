@@ -495,6 +495,8 @@ pub(crate) fn blob_name(digest: &Digest) -> String {
 enum Out {
     File(BufWriter<tokio::fs::File>),
     Stdout(BufWriter<tokio::io::Stdout>),
+    /// Any writer (a pipe into `podman load`).
+    Pipe(BufWriter<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>>),
 }
 
 /// A tar being written. Every entry header is deterministic: mode 0644 (dirs 0755), uid/gid
@@ -569,6 +571,12 @@ impl TarSink {
         Ok(TarSink { out: Some(out), tmp: Some(tmp), dest: Some(path.to_path_buf()), location, mtime, poisoned: None })
     }
 
+    /// Start a tar streamed into `w` (closed by `finish`); nothing is renamed into place.
+    pub fn to_writer(w: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>, location: String) -> TarSink {
+        let out = Out::Pipe(BufWriter::with_capacity(COPY_BUF, w));
+        TarSink { out: Some(out), tmp: None, dest: None, location, mtime: header_mtime(), poisoned: None }
+    }
+
     fn io_path(&self) -> PathBuf {
         self.dest.clone().unwrap_or_else(|| PathBuf::from("<stdout>"))
     }
@@ -604,6 +612,7 @@ impl TarSink {
         let r = match self.out.as_mut() {
             Some(Out::File(w)) => w.write_all(bytes).await,
             Some(Out::Stdout(w)) => w.write_all(bytes).await,
+            Some(Out::Pipe(w)) => w.write_all(bytes).await,
             None => return Err(Error::Other(format!("{}: archive already finished", self.location))),
         };
         r.at(path)
@@ -719,6 +728,10 @@ impl TarSink {
                 }
             }
             Some(Out::Stdout(mut w)) => w.flush().await.at(&path)?,
+            Some(Out::Pipe(mut w)) => {
+                w.flush().await.at(&path)?;
+                w.shutdown().await.at(&path)?;
+            }
             None => {}
         }
         Ok(())

@@ -96,6 +96,20 @@ impl WriterCore {
         Ok(WriterCore { sink, location, blobs: BTreeSet::new(), dirs, roots: Roots::default() })
     }
 
+    /// Like `create`, streaming into `w` instead of a file.
+    pub async fn to_writer(
+        w: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+        location: String,
+    ) -> Result<WriterCore> {
+        let mut sink = TarSink::to_writer(w, location.clone());
+        let mut dirs = BTreeSet::new();
+        for d in ["blobs/", "blobs/sha256/"] {
+            sink.dir(d).await?;
+            dirs.insert(d.to_string());
+        }
+        Ok(WriterCore { sink, location, blobs: BTreeSet::new(), dirs, roots: Roots::default() })
+    }
+
     pub fn has(&self, digest: &Digest) -> bool {
         self.blobs.contains(digest)
     }

@@ -1,0 +1,452 @@
+//! The connection to containerd: namespace and lease headers, error mapping, image records,
+//! and the `Source` and `Destination` impls (content in `content.rs`, unpack in `unpack.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use containerd_client::services::v1::{
+    content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
+    namespaces_client::NamespacesClient, GetImageRequest, Image, ListImagesRequest, ListNamespacesRequest,
+};
+use containerd_client::tonic::{transport::Channel, Code, Request, Status};
+
+use super::{content, unpack, ContainerdTarget, LABEL_GC_CONTENT, LABEL_GC_EXPIRE, LEASE_EXPIRY, MAX_DEPTH};
+use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::{Document, View};
+use crate::model::media;
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
+
+/// A connection to containerd for one namespace and image name.
+pub struct Containerd {
+    pub(super) channel: Channel,
+    pub(super) target: ContainerdTarget,
+    pub(super) location: String,
+    /// The lease every write is made under, created at the first write.
+    lease: tokio::sync::OnceCell<String>,
+    /// Roots already unpacked by this handle.
+    unpacked: Mutex<HashMap<Digest, ()>>,
+}
+
+impl Containerd {
+    /// Connect to `target.address`. The errors say what is wrong: no socket there, no
+    /// permission to use it, or nothing answering. The gRPC channel itself connects lazily
+    /// (needs a tokio runtime).
+    pub fn connect(target: ContainerdTarget) -> Result<Containerd> {
+        let location = target.spec();
+        let addr = target.address.clone();
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&addr) {
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "no containerd socket at {} (is containerd running? name another socket as containerd:ADDRESS#NAMESPACE/REF)",
+                    addr.display()
+                ),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied on the containerd socket {} (run as root, or as a member of the group owning it)",
+                    addr.display()
+                ),
+                std::io::ErrorKind::ConnectionRefused => {
+                    format!("nothing listens on {} (containerd is not running)", addr.display())
+                }
+                _ => format!("cannot connect to the containerd socket {}: {e}", addr.display()),
+            };
+            return Err(Error::Other(format!("{location}: {why}")));
+        }
+        let path = addr.clone();
+        let channel = containerd_client::tonic::transport::Endpoint::from_static("http://[::]")
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
+            }));
+        Ok(Containerd { channel, target, location, lease: tokio::sync::OnceCell::new(), unpacked: Mutex::default() })
+    }
+
+    /// What this handle reads and writes.
+    pub fn target(&self) -> &ContainerdTarget {
+        &self.target
+    }
+
+    /// Fail unless the namespace exists (a source reads nothing otherwise).
+    pub async fn check_namespace(&self) -> Result<()> {
+        // `Get` of an unknown namespace answers with empty labels (containerd 1.6): list them.
+        let mut ns = NamespacesClient::new(self.channel.clone());
+        let list = ns
+            .list(ListNamespacesRequest { filter: String::new() })
+            .await
+            .map_err(|s| self.status("namespace list", s))?
+            .into_inner();
+        if list.namespaces.iter().any(|n| n.name == self.target.namespace) {
+            return Ok(());
+        }
+        Err(Error::not_found(
+            format!("namespace {:?} (`ctr namespaces ls` lists them)", self.target.namespace),
+            format!("containerd at {}", self.target.address.display()),
+        ))
+    }
+
+    /// `msg` with the namespace header (and the lease, once there is one).
+    pub(super) fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        let md = r.metadata_mut();
+        if let Ok(v) = self.target.namespace.parse() {
+            md.insert("containerd-namespace", v);
+        }
+        if let Some(l) = self.lease.get().and_then(|l| l.parse().ok()) {
+            md.insert("containerd-lease", l);
+        }
+        r
+    }
+
+    /// A gRPC failure as an error naming this endpoint and what was being done.
+    pub(super) fn status(&self, what: &str, s: Status) -> Error {
+        let msg = crate::error::printable(s.message()).into_owned();
+        match s.code() {
+            Code::NotFound => Error::not_found(format!("{what}: {msg}"), self.location.clone()),
+            Code::PermissionDenied | Code::Unauthenticated => {
+                Error::Other(format!("{}: {what}: permission denied: {msg}", self.location))
+            }
+            Code::Unavailable => Error::Other(format!(
+                "{}: {what}: containerd at {} is unavailable: {msg}",
+                self.location,
+                self.target.address.display()
+            )),
+            code => Error::Other(format!("{}: {what}: {code:?}: {msg}", self.location)),
+        }
+    }
+
+    /// The lease every write is made under (created once, on first use).
+    async fn ensure_lease(&self) -> Result<()> {
+        self.lease
+            .get_or_try_init(|| async {
+                let id = format!("hoist-{}-{:016x}", std::process::id(), rand::random::<u64>());
+                let expire = std::time::SystemTime::now() + LEASE_EXPIRY;
+                let expire = rfc3339(expire);
+                let labels = BTreeMap::from([(LABEL_GC_EXPIRE.to_string(), expire)]);
+                let mut leases = LeasesClient::new(self.channel.clone());
+                let mut r = Request::new(containerd_client::services::v1::CreateRequest {
+                    id: id.clone(),
+                    labels: labels.into_iter().collect(),
+                });
+                if let Ok(v) = self.target.namespace.parse() {
+                    r.metadata_mut().insert("containerd-namespace", v);
+                }
+                leases.create(r).await.map_err(|s| self.status("lease create", s))?;
+                Ok::<_, Error>(id)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Delete the lease (what the image record and GC labels hold stays).
+    async fn release_lease(&self) -> Result<()> {
+        if let Some(id) = self.lease.get() {
+            let mut leases = LeasesClient::new(self.channel.clone());
+            let r = self.req(containerd_client::services::v1::DeleteRequest { id: id.clone(), sync: false });
+            match leases.delete(r).await {
+                Ok(_) => {}
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(self.status("lease delete", s)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone()).max_decoding_message_size(content::MAX_MESSAGE)
+    }
+
+    fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
+    }
+
+    /// The image record `name` points at, if there is one.
+    async fn image(&self, name: &str) -> Result<Option<Image>> {
+        match self.images().get(self.req(GetImageRequest { name: name.to_string() })).await {
+            Ok(r) => Ok(r.into_inner().image),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(self.status(&format!("image {name}"), s)),
+        }
+    }
+
+    /// Create or update the image record `name` to point at `desc`.
+    async fn set_image(&self, name: &str, desc: &Descriptor) -> Result<()> {
+        use containerd_client::services::v1::{CreateImageRequest, UpdateImageRequest};
+        let image = Image {
+            name: name.to_string(),
+            labels: Default::default(),
+            target: Some(to_proto(desc)),
+            created_at: None,
+            updated_at: None,
+        };
+        let create = CreateImageRequest { image: Some(image.clone()), source_date_epoch: None };
+        match self.images().create(self.req(create)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => {
+                let mask = prost_types::FieldMask { paths: vec!["target".to_string()] };
+                let update =
+                    UpdateImageRequest { image: Some(image), update_mask: Some(mask), source_date_epoch: None };
+                self.images().update(self.req(update)).await.map_err(|s| self.status(&format!("image {name}"), s))?;
+                Ok(())
+            }
+            Err(s) => Err(self.status(&format!("image {name}"), s)),
+        }
+    }
+
+    /// The root is stored: unpack it (images, when asked), then point the record `name` at it.
+    async fn record_root(&self, desc: &Descriptor, bytes: &Bytes, name: &str) -> Result<()> {
+        if self.target.unpack && !self.unpacked.lock().expect("lock").contains_key(&desc.digest) {
+            let doc = Document::from_fetched(desc, bytes.clone(), &self.location)?;
+            unpack::unpack(self, &doc).await?;
+            self.unpacked.lock().expect("lock").insert(desc.digest.clone(), ());
+        }
+        self.set_image(name, desc).await
+    }
+
+    /// Whether `desc` and, for a document, everything under it is in the content store.
+    async fn has_graph(&self, desc: &Descriptor, depth: usize) -> Result<bool> {
+        if self.info(&desc.digest).await?.is_none() {
+            return Ok(false);
+        }
+        if !media::is_document(&desc.media_type) {
+            return Ok(true);
+        }
+        if depth > MAX_DEPTH {
+            return Ok(false);
+        }
+        let bytes = self.read_all(desc, media::MAX_MANIFEST_SIZE).await?;
+        let Ok(doc) = Document::from_fetched(desc, bytes, &self.location) else { return Ok(false) };
+        for c in doc.children() {
+            if !Box::pin(self.has_graph(&c, depth + 1)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The media type of the document `digest` (from its bytes; containerd keeps none).
+    async fn describe(&self, digest: &Digest) -> Result<Descriptor> {
+        let info = self
+            .info(digest)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("content {digest}"), self.location.clone()))?;
+        let probe = Descriptor::new(media::OCI_MANIFEST, digest.clone(), info.size.max(0) as u64);
+        if probe.size > media::MAX_MANIFEST_SIZE {
+            return Err(Error::Unsupported(format!("{digest} in {} is not a manifest or index", self.location)));
+        }
+        let bytes = self.read_all(&probe, media::MAX_MANIFEST_SIZE).await?;
+        let doc = Document::parse(bytes, digest.clone(), None, &self.location)?;
+        let mut d = doc.descriptor();
+        d.size = probe.size;
+        Ok(d)
+    }
+}
+
+/// `t` as RFC 3339 UTC (`2026-01-02T03:04:05Z`), what containerd's GC parses.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A descriptor as containerd's API carries it.
+pub(super) fn to_proto(d: &Descriptor) -> containerd_client::types::Descriptor {
+    containerd_client::types::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: d.size as i64,
+        annotations: d.annotations.clone().into_iter().collect(),
+    }
+}
+
+/// containerd's descriptor as hoist's (the digest checked).
+fn from_proto(d: &containerd_client::types::Descriptor, location: &str) -> Result<Descriptor> {
+    let digest: Digest = d.digest.parse()?;
+    let size = u64::try_from(d.size).map_err(|_| Error::malformed("image target", location, "negative size"))?;
+    let mut out = Descriptor::new(d.media_type.clone(), digest, size);
+    out.annotations = d.annotations.clone().into_iter().collect();
+    Ok(out)
+}
+
+/// The GC labels that keep the children of `doc` alive as long as it is (containerd's own
+/// naming: `config`, `l.<i>` for layers, `m.<i>` for the manifests of an index).
+fn gc_labels(doc: &Document) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    match &doc.view {
+        View::Manifest(m) => {
+            labels.insert(format!("{LABEL_GC_CONTENT}.config"), m.config.digest.to_string());
+            for (i, l) in m.layers.iter().enumerate() {
+                labels.insert(format!("{LABEL_GC_CONTENT}.l.{i}"), l.digest.to_string());
+            }
+        }
+        View::Index(ix) => {
+            for (i, m) in ix.manifests.iter().enumerate() {
+                labels.insert(format!("{LABEL_GC_CONTENT}.m.{i}"), m.digest.to_string());
+            }
+        }
+    }
+    if let Some(s) = doc.subject() {
+        labels.insert(format!("{LABEL_GC_CONTENT}.subject"), s.digest.to_string());
+    }
+    labels
+}
+
+#[async_trait]
+impl Source for Containerd {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+        let target = match reference {
+            Some(r) => r.to_string(),
+            None => self.target.reference.target(),
+        };
+        if let Ok(d) = target.parse::<Digest>() {
+            return self.describe(&d).await;
+        }
+        let name = self.target.image_name(&target)?;
+        let Some(image) = self.image(&name).await? else {
+            self.check_namespace().await?;
+            return Err(Error::not_found(
+                format!("image {name} (`ctr -n {} images ls` lists them)", self.target.namespace),
+                self.location.clone(),
+            ));
+        };
+        let t = image.target.ok_or_else(|| Error::malformed("image record", self.location.clone(), "no target"))?;
+        from_proto(&t, &self.location)
+    }
+
+    async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+        if desc.size > media::MAX_MANIFEST_SIZE {
+            return Err(Error::malformed(
+                format!("manifest {}", desc.digest),
+                self.location.clone(),
+                format!("larger than {} bytes", media::MAX_MANIFEST_SIZE),
+            ));
+        }
+        self.read_all(desc, media::MAX_MANIFEST_SIZE).await
+    }
+
+    async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
+        self.read_stream(desc, offset).await
+    }
+
+    async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
+        let repo = self.target.reference.repo_ref();
+        let filter = format!("name~=^{}[:@]", regex_escape(&repo));
+        let list = self
+            .images()
+            .list(self.req(ListImagesRequest { filters: vec![filter] }))
+            .await
+            .map_err(|s| self.status("image list", s))?
+            .into_inner();
+        let mut out = Vec::new();
+        for image in list.images {
+            let Some(t) = &image.target else { continue };
+            let tag = image.name.strip_prefix(&repo).and_then(|r| r.strip_prefix(':')).map(str::to_string);
+            out.push((from_proto(t, &self.location)?, tag));
+        }
+        Ok(out)
+    }
+}
+
+/// `s` with the characters Go's regexp treats specially escaped.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl Destination for Containerd {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        Ok(self.info(&desc.digest).await?.is_some())
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        self.has_graph(desc, 0).await
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, src: &dyn Source, progress: &dyn Progress) -> Result<BlobOutcome> {
+        if self.has_blob(desc).await? {
+            return Ok(BlobOutcome::Existed);
+        }
+        self.ensure_lease().await?;
+        self.write_from(desc, src, BTreeMap::new(), progress).await
+    }
+
+    async fn push_manifest(&self, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+        let doc = Document::from_fetched(desc, bytes.clone(), &self.location)?;
+        self.ensure_lease().await?;
+        if self.info(&desc.digest).await?.is_none() {
+            self.write_bytes(desc, bytes.clone(), gc_labels(&doc)).await?;
+        } else {
+            // Content written by another client may lack the labels: add them.
+            self.add_labels(&desc.digest, gc_labels(&doc)).await?;
+        }
+        if let Some(t) = tag {
+            let name = self.target.image_name(t)?;
+            self.record_root(desc, &bytes, &name).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_root(&self, desc: &Descriptor) -> Result<()> {
+        // An untagged root: its record is named by digest (`docker.io/library/app@sha256:…`).
+        self.ensure_lease().await?;
+        let bytes = self.read_all(desc, media::MAX_MANIFEST_SIZE).await?;
+        let name = self.target.image_name(&desc.digest.to_string())?;
+        self.record_root(desc, &bytes, &name).await
+    }
+
+    async fn finish(&self) -> Result<()> {
+        self.release_lease().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_323_045);
+        assert_eq!(rfc3339(t), "2026-01-02T03:04:05Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn gc_labels_follow_containerd() {
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}]}"#;
+        let desc = Descriptor::of_bytes(media::OCI_MANIFEST, m);
+        let doc = Document::from_fetched(&desc, Bytes::from_static(m), "t").unwrap();
+        let l = gc_labels(&doc);
+        assert_eq!(l.len(), 2);
+        assert!(l.contains_key("containerd.io/gc.ref.content.config"));
+        assert!(l.contains_key("containerd.io/gc.ref.content.l.0"));
+    }
+}
