@@ -1,11 +1,14 @@
-//! `hoist model pack|unpack`: CNCF ModelPack artifacts from a model directory and back.
+//! `hoist model pack|describe|unpack`: CNCF ModelPack artifacts from a model directory and back.
 
 use std::path::PathBuf;
 
-use clap::{Subcommand, ValueEnum};
-use hoist::build::{build_model, unpack_model_with, ModelLayerFormat, ModelSpec, UnpackOptions};
+use clap::{Args, Subcommand, ValueEnum};
+use hoist::build::{
+    build_model, describe_model, unpack_model_with, FileSelector, ModelLayerFormat, ModelSpec, UnpackOptions,
+};
 use hoist::error::Result;
 
+use super::creds::{registry_of, registry_of_output};
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
 use super::Ctx;
 
@@ -31,14 +34,96 @@ impl From<LayerFormat> for ModelLayerFormat {
     }
 }
 
+/// What the config says about the model; each flag overrides what the files, a Modelfile and
+/// a Kitfile say.
+#[derive(Args, Clone, Default)]
+pub(crate) struct DescribeArgs {
+    /// Model name (config `descriptor.name`).
+    #[arg(long)]
+    name: Option<String>,
+    /// `descriptor.version`.
+    #[arg(long = "model-version", visible_alias = "version-of-model", value_name = "VERSION")]
+    version: Option<String>,
+    /// `descriptor.family`, e.g. `qwen3`.
+    #[arg(long)]
+    family: Option<String>,
+    /// `config.architecture`, e.g. `transformer`.
+    #[arg(long)]
+    arch: Option<String>,
+    /// `config.format`, e.g. `safetensors` (`--format` is the output format of every command).
+    #[arg(long = "model-format", value_name = "FORMAT")]
+    model_format: Option<String>,
+    /// `config.paramSize`, e.g. `0.6B`.
+    #[arg(long)]
+    param_size: Option<String>,
+    /// `config.precision`, e.g. `bf16`.
+    #[arg(long)]
+    precision: Option<String>,
+    /// `config.quantization`, e.g. `awq`, `Q4_K_M`.
+    #[arg(long)]
+    quantization: Option<String>,
+    /// `descriptor.authors` (repeatable).
+    #[arg(long = "author")]
+    authors: Vec<String>,
+    /// `descriptor.licenses` (repeatable).
+    #[arg(long = "license")]
+    licenses: Vec<String>,
+    /// `descriptor.title`.
+    #[arg(long)]
+    title: Option<String>,
+    /// `descriptor.description`.
+    #[arg(long)]
+    description: Option<String>,
+    /// `descriptor.sourceURL`.
+    #[arg(long = "source-url")]
+    source_url: Option<String>,
+    /// `descriptor.revision`.
+    #[arg(long)]
+    revision: Option<String>,
+    /// A modctl Modelfile [default: DIR/Modelfile when there is one].
+    #[arg(long, value_name = "FILE")]
+    modelfile: Option<PathBuf>,
+    /// A KitOps Kitfile [default: DIR/Kitfile when there is one].
+    #[arg(long, value_name = "FILE")]
+    kitfile: Option<PathBuf>,
+    /// Pack only files matching GLOB (repeatable; relative to the model root).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+}
+
+impl DescribeArgs {
+    fn apply(&self, spec: &mut ModelSpec) -> Result<()> {
+        spec.name.clone_from(&self.name);
+        spec.version.clone_from(&self.version);
+        spec.family.clone_from(&self.family);
+        spec.architecture.clone_from(&self.arch);
+        spec.format.clone_from(&self.model_format);
+        spec.param_size.clone_from(&self.param_size);
+        spec.precision.clone_from(&self.precision);
+        spec.quantization.clone_from(&self.quantization);
+        spec.authors.clone_from(&self.authors);
+        spec.licenses.clone_from(&self.licenses);
+        spec.title.clone_from(&self.title);
+        spec.description.clone_from(&self.description);
+        spec.source_url.clone_from(&self.source_url);
+        spec.revision.clone_from(&self.revision);
+        spec.modelfile.clone_from(&self.modelfile);
+        spec.kitfile.clone_from(&self.kitfile);
+        spec.select = FileSelector::new(&self.include, &self.exclude)?;
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum ModelCmd {
     /// Pack a model directory as a ModelPack artifact (like `modctl build`).
     Pack {
         dir: PathBuf,
-        /// Model name (config `descriptor.name`).
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        describe: Box<DescribeArgs>,
         /// Layer format of every file.
         #[arg(long, value_enum, default_value = "raw")]
         layer_format: LayerFormat,
@@ -51,6 +136,12 @@ pub(crate) enum ModelCmd {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Print the config `model pack` would write for DIR (without its layers).
+    Describe {
+        dir: PathBuf,
+        #[command(flatten)]
+        describe: Box<DescribeArgs>,
+    },
     /// Restore the files of a model artifact (any transport) into DIR.
     Unpack {
         reference: String,
@@ -61,13 +152,33 @@ pub(crate) enum ModelCmd {
     },
 }
 
+impl ModelCmd {
+    /// Every registry this command names (for `--creds`).
+    pub(crate) fn registries(&self) -> Vec<String> {
+        let outputs = |o: &OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
+        match self {
+            ModelCmd::Pack { out, .. } => outputs(out),
+            ModelCmd::Describe { .. } => vec![],
+            ModelCmd::Unpack { reference, .. } => registry_of(reference).into_iter().collect(),
+        }
+    }
+}
+
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
-        ModelCmd::Pack { dir, name, layer_format, tag, follow_symlinks, out } => {
+        ModelCmd::Describe { dir, describe } => {
+            let mut spec = ModelSpec::new(dir);
+            describe.apply(&mut spec)?;
+            let meta = describe_model(&spec)?;
+            let bytes = meta.config_bytes(vec![])?;
+            println!("{}", String::from_utf8_lossy(&bytes));
+            Ok(0)
+        }
+        ModelCmd::Pack { dir, describe, layer_format, tag, follow_symlinks, out } => {
             let mut outputs = out.parse()?;
             apply_default_tag(&mut outputs, tag.as_deref());
             let mut spec = ModelSpec::new(dir);
-            spec.name = name;
+            describe.apply(&mut spec)?;
             spec.layer_format = layer_format.into();
             spec.tag = tag;
             spec.follow_symlinks = follow_symlinks;

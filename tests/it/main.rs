@@ -18,6 +18,7 @@ mod fuzz_smoke;
 mod harness;
 mod hostile;
 mod index;
+mod model;
 mod push;
 mod referrers_api;
 mod reflink;
