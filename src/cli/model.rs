@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hoist::build::{
-    build_model, describe_model, unpack_model_with, FileSelector, ModelLayerFormat, ModelSpec, UnpackOptions,
+    build_model, describe_model, diff_models, list_model, unpack_model_with, FileSelector, ModelLayerFormat, ModelSpec,
+    UnpackOptions,
 };
 use hoist::error::Result;
 
@@ -149,7 +150,18 @@ pub(crate) enum ModelCmd {
         /// Most bytes one layer may expand to (tar layers are bounded by their declared size anyway).
         #[arg(long, value_name = "BYTES")]
         max_size: Option<u64>,
+        /// Restore only files matching GLOB (repeatable); other layers are not fetched.
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Leave out files matching GLOB (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// List the (matching) files with their digests and sizes; fetch nothing.
+        #[arg(long)]
+        list: bool,
     },
+    /// Files added, removed and changed (by layer digest) from model A to model B.
+    Diff { a: String, b: String },
 }
 
 impl ModelCmd {
@@ -160,6 +172,7 @@ impl ModelCmd {
             ModelCmd::Pack { out, .. } => outputs(out),
             ModelCmd::Describe { .. } => vec![],
             ModelCmd::Unpack { reference, .. } => registry_of(reference).into_iter().collect(),
+            ModelCmd::Diff { a, b } => [a, b].iter().filter_map(|r| registry_of(r)).collect(),
         }
     }
 }
@@ -187,9 +200,50 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
             deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
         }
-        ModelCmd::Unpack { reference, dir, max_size } => {
+        ModelCmd::Diff { a, b } => {
+            let (_, sa, ra) = resolve_any(ctx, &a).await?;
+            let (_, sb, rb) = resolve_any(ctx, &b).await?;
+            let d = diff_models((sa.as_ref(), &ra), (sb.as_ref(), &rb)).await?;
+            if ctx.json() {
+                println!("{}", serde_json::to_string(&d).map_err(|e| hoist::error::Error::Other(e.to_string()))?);
+            } else {
+                for e in &d.added {
+                    println!("+ {} {}", e.path, e.digest);
+                }
+                for e in &d.removed {
+                    println!("- {} {}", e.path, e.digest);
+                }
+                for (x, y) in &d.changed {
+                    println!("~ {} {} -> {}", x.path, x.digest, y.digest);
+                }
+            }
+            ctx.progress.line(&format!(
+                "{} added, {} removed, {} changed, {} unchanged",
+                d.added.len(),
+                d.removed.len(),
+                d.changed.len(),
+                d.unchanged.len()
+            ));
+            Ok(0)
+        }
+        ModelCmd::Unpack { reference, dir, max_size, include, exclude, list } => {
             let (_, src, root) = resolve_any(ctx, &reference).await?;
-            let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size }).await?;
+            let select = FileSelector::new(&include, &exclude)?;
+            if list {
+                let entries = list_model(src.as_ref(), &root, &select).await?;
+                if ctx.json() {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&entries).map_err(|e| hoist::error::Error::Other(e.to_string()))?
+                    );
+                } else {
+                    for e in &entries {
+                        println!("{}\t{}\t{}\t{}", e.digest, e.size, e.media_type, e.path);
+                    }
+                }
+                return Ok(0);
+            }
+            let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size, select }).await?;
             if ctx.json() {
                 println!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
             } else {

@@ -366,3 +366,113 @@ fn sample_model_config_validates() {
     assert_eq!(v["config"]["architecture"], "TinyModel");
     drop(tmp);
 }
+
+fn run_ok(what: &str, out: std::process::Output) -> String {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string();
+            (rel, sha256(&std::fs::read(e.path()).unwrap()))
+        })
+        .collect()
+}
+
+/// A model directory with two weight shards, a config and a readme.
+fn sample_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    write_safetensors(&dir.join("model-00001-of-00002.safetensors"), &[("a", "F16", &[64, 64])]);
+    write_safetensors(&dir.join("sub/model-00002-of-00002.safetensors"), &[("b", "F16", &[64, 32])]);
+    std::fs::write(dir.join("config.json"), r#"{"model_type":"t"}"#).unwrap();
+    std::fs::write(dir.join("README.md"), "# readme\n").unwrap();
+}
+
+#[test]
+fn unpack_fetches_only_matching_layers_and_lists() {
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("m");
+    sample_dir(&model);
+    let r = format!("{}/model:v1", reg.host());
+    for fmt in ["raw", "tar"] {
+        let r = format!("{r}-{fmt}");
+        run_ok(
+            "pack",
+            hoist([
+                "model",
+                "pack",
+                model.to_str().unwrap(),
+                "--layer-format",
+                fmt,
+                "--store",
+                t.join("store").to_str().unwrap(),
+                "--output",
+                &format!("type=registry,name={r}"),
+            ]),
+        );
+        let list = run_ok("list", hoist(["model", "unpack", &r, "unused", "--list", "--include", "*.safetensors"]));
+        let paths: Vec<&str> = list.lines().map(|l| l.rsplit('\t').next().unwrap()).collect();
+        assert_eq!(paths, ["model-00001-of-00002.safetensors", "sub/model-00002-of-00002.safetensors"], "{list}");
+        let before = reg.requests_now().iter().filter(|q| q.method == "GET" && q.path.contains("/blobs/")).count();
+        let out = t.join(format!("out-{fmt}"));
+        run_ok(
+            "unpack",
+            hoist(["model", "unpack", &r, out.to_str().unwrap(), "--include", "*.safetensors", "--exclude", "sub/*"]),
+        );
+        let want: BTreeMap<String, String> =
+            tree(&model).into_iter().filter(|(k, _)| k == "model-00001-of-00002.safetensors").collect();
+        assert_eq!(tree(&out), want);
+        // One config-less blob GET: the one matching layer (manifests are not blobs).
+        let after = reg.requests_now().iter().filter(|q| q.method == "GET" && q.path.contains("/blobs/")).count();
+        assert_eq!(after - before, 1, "only the matching layer is fetched ({fmt})");
+    }
+}
+
+#[test]
+fn diff_lists_added_removed_changed_and_a_new_version_uploads_one_blob() {
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("m");
+    sample_dir(&model);
+    let store = t.join("store");
+    let push = |tag: &str| {
+        let r = format!("{}/model:{tag}", reg.host());
+        run_ok(
+            "pack",
+            hoist([
+                "model",
+                "pack",
+                model.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+                "--output",
+                &format!("type=registry,name={r}"),
+            ]),
+        );
+        r
+    };
+    let a = push("v1");
+    // v2: one shard changed, the readme removed, a file added.
+    write_safetensors(&model.join("model-00001-of-00002.safetensors"), &[("a", "F16", &[64, 65])]);
+    std::fs::remove_file(model.join("README.md")).unwrap();
+    std::fs::write(model.join("NOTICE"), "n\n").unwrap();
+    let puts_before =
+        reg.requests_now().iter().filter(|q| q.method == "PUT" && q.path.contains("/blobs/uploads/")).count();
+    let b = push("v2");
+    let puts = reg.requests_now().iter().filter(|q| q.method == "PUT" && q.path.contains("/blobs/uploads/")).count()
+        - puts_before;
+    // The changed shard, the new file and the new config; the unchanged shard and config.json are not uploaded.
+    assert_eq!(puts, 3, "{}", reg.log());
+    let out = run_ok("diff", hoist(["model", "diff", &a, &b]));
+    let mut lines: Vec<String> = out.lines().map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect();
+    lines.sort();
+    assert_eq!(lines, ["+ NOTICE", "- README.md", "~ model-00001-of-00002.safetensors"], "{out}");
+}

@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod describe;
+pub mod formats;
 pub mod modelfile;
 pub mod select;
 
@@ -722,6 +723,7 @@ fn safe_rel(path: &str, location: &str) -> Result<PathBuf> {
 }
 
 /// Split a ModelPack (or older CNAI) layer media type into kind name and format.
+#[cfg(test)]
 fn parse_layer_media_type(mt: &str) -> Option<(&str, ModelLayerFormat)> {
     let rest =
         mt.strip_prefix(media::MODEL_LAYER_PREFIX).or_else(|| mt.strip_prefix(media::MODEL_LAYER_PREFIX_CNAI))?;
@@ -738,22 +740,102 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
     unpack_model_with(source, root, dir, &UnpackOptions::default()).await
 }
 
-/// Bounds for [`unpack_model_with`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Bounds and selection for [`unpack_model_with`].
+#[derive(Clone, Debug, Default)]
 pub struct UnpackOptions {
     /// Most bytes one layer may expand to (a raw layer's size, a tar layer's uncompressed
     /// stream). A tar layer of a regular file is bounded anyway by the size its
     /// `org.cncf.model.file.metadata+json` declares (plus tar headers).
     pub max_size: Option<u64>,
+    /// Which files to restore (`--include`/`--exclude`): a layer whose file does not match
+    /// is not fetched at all; a tar layer's entries are extracted only where they match.
+    pub select: FileSelector,
 }
 
 /// Room for tar headers, PAX records (at most 1 MiB each, as Go's archive/tar allows) and
 /// the end-of-archive padding (GNU tar pads to 10 KiB records) around a file's declared size.
 const TAR_OVERHEAD: u64 = 2 << 20;
 
-/// [`unpack_model`] with bounds: a tar layer that expands beyond its declared size (or
-/// `opts.max_size`) stops with an error and leaves none of its files behind; a tar entry cut
-/// short never leaves a truncated file under its name.
+/// One layer of a model artifact as `model unpack --list` and `model diff` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelEntry {
+    /// Path of the file (or of the tar's directory) in the model.
+    pub path: String,
+    /// Weight, weight-config, doc, code, dataset.
+    pub kind: ModelFileKind,
+    /// The layer's media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The layer's digest.
+    pub digest: Digest,
+    /// The layer's size.
+    pub size: u64,
+}
+
+/// The manifest of a model artifact and what each of its layers is; layers of no known
+/// model media type are left out.
+async fn model_manifest(source: &dyn Source, root: &Descriptor) -> Result<Vec<(Descriptor, formats::LayerInfo)>> {
+    let loc = source.location();
+    let doc = source.fetch_document(root).await?;
+    let View::Manifest(m) = &doc.view else {
+        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
+    };
+    Ok(m.layers.iter().filter_map(|l| formats::layer_info(l).map(|i| (l.clone(), i))).collect())
+}
+
+/// The files of the model artifact `root` (one entry per layer; a tar layer without a path
+/// is named by its digest), matching `select`, without fetching any blob.
+pub async fn list_model(source: &dyn Source, root: &Descriptor, select: &FileSelector) -> Result<Vec<ModelEntry>> {
+    Ok(model_manifest(source, root)
+        .await?
+        .into_iter()
+        .map(|(l, i)| ModelEntry {
+            path: i.path.clone().unwrap_or_else(|| l.digest.to_string()),
+            kind: i.kind,
+            media_type: l.media_type.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+        })
+        .filter(|e| select.matches(&e.path))
+        .collect())
+}
+
+/// What changed from model `a` to model `b`, by path and layer digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ModelDiff {
+    /// Files only in `b`.
+    pub added: Vec<ModelEntry>,
+    /// Files only in `a`.
+    pub removed: Vec<ModelEntry>,
+    /// Files in both whose layer digest differs: (in `a`, in `b`).
+    pub changed: Vec<(ModelEntry, ModelEntry)>,
+    /// Files in both with the same layer.
+    pub unchanged: Vec<ModelEntry>,
+}
+
+/// Compare two model artifacts (any transports) by their manifests alone.
+pub async fn diff_models(a: (&dyn Source, &Descriptor), b: (&dyn Source, &Descriptor)) -> Result<ModelDiff> {
+    let all = FileSelector::default();
+    let la: BTreeMap<String, ModelEntry> =
+        list_model(a.0, a.1, &all).await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut lb: BTreeMap<String, ModelEntry> =
+        list_model(b.0, b.1, &all).await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut d = ModelDiff::default();
+    for (path, ea) in la {
+        match lb.remove(&path) {
+            None => d.removed.push(ea),
+            Some(eb) if eb.digest == ea.digest => d.unchanged.push(eb),
+            Some(eb) => d.changed.push((ea, eb)),
+        }
+    }
+    d.added = lb.into_values().collect();
+    Ok(d)
+}
+
+/// [`unpack_model`] with bounds and a selection: a tar layer that expands beyond its declared
+/// size (or `opts.max_size`) stops with an error and leaves none of its files behind; a tar
+/// entry cut short never leaves a truncated file under its name. Reads ModelPack, ModelKit
+/// and Docker Model Runner artifacts.
 pub async fn unpack_model_with(
     source: &dyn Source,
     root: &Descriptor,
@@ -761,25 +843,27 @@ pub async fn unpack_model_with(
     opts: &UnpackOptions,
 ) -> Result<Vec<PathBuf>> {
     let loc = source.location();
-    let doc = source.fetch_document(root).await?;
-    let View::Manifest(m) = &doc.view else {
-        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
-    };
+    let layers = model_manifest(source, root).await?;
     fs::create_dir_all(dir).at(dir)?;
     let mut written = Vec::new();
-    for layer in &m.layers {
-        let Some((_, format)) = parse_layer_media_type(&layer.media_type) else {
-            continue;
-        };
-        let filepath = layer
-            .annotations
-            .get(media::ANNOTATION_MODEL_FILEPATH)
-            .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILEPATH_CNAI));
+    for (layer, info) in &layers {
+        let layer = layer;
+        let format = info.layer_format;
+        let filepath = info.path.as_ref();
         let metadata: Option<FileMetadata> = layer
             .annotations
             .get(media::ANNOTATION_MODEL_FILE_METADATA)
             .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILE_METADATA_CNAI))
             .and_then(|s| serde_json::from_str(s).ok());
+        // Skip what is not asked for before fetching: a raw layer by its path; a tar layer
+        // when its path names one regular file that does not match (a directory's tar, or
+        // one without a path, is fetched and filtered by entry).
+        let single_file = format == ModelLayerFormat::Raw || metadata.as_ref().is_some_and(|m| m.typeflag == b'0');
+        if let (true, Some(p)) = (single_file, filepath) {
+            if !opts.select.matches(p) {
+                continue;
+            }
+        }
         if let Some(max) = opts.max_size.filter(|m| layer.size > *m) {
             return Err(Error::malformed(
                 format!("layer {}", layer.digest),
@@ -820,10 +904,12 @@ pub async fn unpack_model_with(
             f => {
                 let dir2 = dir.to_path_buf();
                 let loc2 = format!("layer {} in {loc}", layer.digest);
-                let files =
-                    tokio::task::spawn_blocking(move || extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit))
-                        .await
-                        .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
+                let select = opts.select.clone();
+                let files = tokio::task::spawn_blocking(move || {
+                    extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit, &select)
+                })
+                .await
+                .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
                 written.extend(files);
             }
         }
@@ -880,10 +966,11 @@ fn extract_tar_blocking(
     dir: &Path,
     loc: &str,
     limit: Option<u64>,
+    select: &FileSelector,
 ) -> Result<Vec<PathBuf>> {
     let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut written = Vec::new();
-    let result = extract_entries(blob, format, dir, loc, limit, &exceeded, &mut written);
+    let result = extract_entries(blob, format, dir, loc, limit, select, &exceeded, &mut written);
     let _ = fs::remove_file(blob);
     match result {
         Ok(()) => Ok(written),
@@ -909,6 +996,7 @@ fn extract_entries(
     dir: &Path,
     loc: &str,
     limit: Option<u64>,
+    select: &FileSelector,
     exceeded: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
@@ -925,7 +1013,15 @@ fn extract_entries(
         let raw_path = entry.path().at(blob)?.to_string_lossy().to_string();
         let rel = safe_rel(&raw_path, loc)?;
         let dest = dir.join(&rel);
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+        if !select.is_all() && (!is_file || !select.matches(&rel.to_string_lossy())) {
+            // Not asked for (directories appear as the parents of the files that are).
+            if is_file || kind == tar::EntryType::Directory {
+                continue;
+            }
+        }
+        match kind {
             tar::EntryType::Directory => fs::create_dir_all(&dest).at(&dest)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let parent = dest.parent().expect("joined path has a parent");
