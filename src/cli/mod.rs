@@ -148,8 +148,7 @@ impl Command {
                 v.extend(common.subject.as_deref().and_then(registry_of));
                 v
             }
-            Command::Model(model::ModelCmd::Pack { out, .. }) => outputs(out),
-            Command::Model(model::ModelCmd::Unpack { reference, .. }) => refs(&[reference]),
+            Command::Model(c) => c.registries(),
             Command::Index(c) => c.registries(),
             Command::Bundle(c) => c.registries(),
         }

@@ -132,3 +132,27 @@ pub const ANNOTATION_ARTIFACT_TYPE: &str = "org.opencontainers.artifactType";
 pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 /// OCI annotation: a human-readable description.
 pub const ANNOTATION_DESCRIPTION: &str = "org.opencontainers.image.description";
+/// KitOps ModelKit config (the Kitfile as JSON).
+pub const KITOPS_CONFIG: &str = "application/vnd.kitops.modelkit.config.v1+json";
+/// Prefix of KitOps ModelKit layer media types (`…model.v1.tar`, `…modelpart.v1.tar+gzip`, …).
+pub const KITOPS_LAYER_PREFIX: &str = "application/vnd.kitops.modelkit.";
+/// `artifactType` of the manifests KitOps writes.
+pub const KITOPS_ARTIFACT: &str = "application/vnd.kitops.modelkit.manifest.v1+json";
+/// Prefix of Docker Model Runner media types (`application/vnd.docker.ai.gguf.v3`, …).
+pub const DOCKER_AI_PREFIX: &str = "application/vnd.docker.ai.";
+/// Docker Model Runner config, layers listed by format (v0.1).
+pub const DOCKER_AI_CONFIG_V01: &str = "application/vnd.docker.ai.model.config.v0.1+json";
+/// Docker Model Runner config, one layer per file with `org.cncf.model.filepath` (v0.2).
+pub const DOCKER_AI_CONFIG_V02: &str = "application/vnd.docker.ai.model.config.v0.2+json";
+/// Docker Model Runner: a GGUF v3 weight file.
+pub const DOCKER_AI_GGUF: &str = "application/vnd.docker.ai.gguf.v3";
+/// Docker Model Runner: a safetensors weight file.
+pub const DOCKER_AI_SAFETENSORS: &str = "application/vnd.docker.ai.safetensors";
+/// Docker Model Runner: a license text.
+pub const DOCKER_AI_LICENSE: &str = "application/vnd.docker.ai.license";
+/// Docker Model Runner: a multimodal projector.
+pub const DOCKER_AI_MMPROJ: &str = "application/vnd.docker.ai.mmproj";
+/// Docker Model Runner: a tar of vLLM config files.
+pub const DOCKER_AI_VLLM_CONFIG_TAR: &str = "application/vnd.docker.ai.vllm.config.tar";
+/// Docker Model Runner: a tar of a directory.
+pub const DOCKER_AI_DIR_TAR: &str = "application/vnd.docker.ai.dir.tar";

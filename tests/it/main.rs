@@ -24,6 +24,7 @@ mod fuzz_smoke;
 mod harness;
 mod hostile;
 mod index;
+mod model;
 mod names;
 mod push;
 mod referrers_api;

@@ -3,6 +3,10 @@
 //! dataset), with the ModelPack config and per-file annotations; and `unpack_model`,
 //! which restores the files from such an artifact.
 //!
+//! The config describes the model from, in increasing priority: what the files say
+//! ([`describe`]: safetensors and GGUF headers, `config.json`), a modctl `Modelfile`, a
+//! KitOps `Kitfile` ([`modelfile`]) and the fields of [`ModelSpec`] (the CLI's flags).
+//!
 //! Raw layers (the default) are the files themselves. A file is stored by reflink
 //! (FICLONE) when the filesystem supports it and by copy otherwise, and hashed from the
 //! stored copy. It is never hardlinked: a later edit of the source would silently change
@@ -15,6 +19,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod describe;
+pub mod formats;
+pub mod modelfile;
+pub mod select;
+
+pub use describe::Described;
+pub use modelfile::{Kitfile, Modelfile};
+pub use select::FileSelector;
 
 use super::layer::{build_layer_blocking, Compression, LayerEntry};
 use super::{parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_blocking};
@@ -159,7 +172,7 @@ pub fn layer_media_type(kind: ModelFileKind, format: ModelLayerFormat) -> String
 }
 
 /// What to pack.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ModelSpec {
     /// Model directory; every file under it except hidden ones (`.git`, ...) is packed.
     /// Symlinks to files inside it are followed; so are those of a Hugging Face cache
@@ -181,6 +194,18 @@ pub struct ModelSpec {
     pub licenses: Vec<String>,
     /// `descriptor.description`.
     pub description: Option<String>,
+    /// `descriptor.title`.
+    pub title: Option<String>,
+    /// `descriptor.sourceURL` (where the model came from, e.g. a Hugging Face repo URL).
+    pub source_url: Option<String>,
+    /// `descriptor.revision` (e.g. the commit a Hugging Face revision resolved to).
+    pub revision: Option<String>,
+    /// A modctl Modelfile to read (else `DIR/Modelfile` when there is one).
+    pub modelfile: Option<PathBuf>,
+    /// A KitOps Kitfile to read (else `DIR/Kitfile` or `DIR/kitfile` when there is one).
+    pub kitfile: Option<PathBuf>,
+    /// Which files of `dir` are packed (`--include`/`--exclude`).
+    pub select: FileSelector,
     /// `config.architecture`, e.g. `transformer`.
     pub architecture: Option<String>,
     /// e.g. `safetensors`, `gguf`, `onnx`.
@@ -217,6 +242,12 @@ impl ModelSpec {
             authors: vec![],
             licenses: vec![],
             description: None,
+            title: None,
+            source_url: None,
+            revision: None,
+            modelfile: None,
+            kitfile: None,
+            select: FileSelector::default(),
             architecture: None,
             format: None,
             param_size: None,
@@ -251,10 +282,16 @@ struct ModelDescriptorDoc {
     family: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(rename = "sourceURL", skip_serializing_if = "Option::is_none")]
+    source_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     licenses: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
 }
@@ -379,17 +416,257 @@ fn list_files(dir: &Path, follow_symlinks: bool) -> Result<Vec<(String, PathBuf)
     Ok(out)
 }
 
+/// Everything the ModelPack config says besides the layers: the merged description.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelMeta {
+    /// `descriptor.createdAt` (RFC 3339).
+    pub created_at: Option<String>,
+    /// `descriptor.authors`.
+    pub authors: Vec<String>,
+    /// `descriptor.family`.
+    pub family: Option<String>,
+    /// `descriptor.name`.
+    pub name: Option<String>,
+    /// `descriptor.sourceURL`.
+    pub source_url: Option<String>,
+    /// `descriptor.version`.
+    pub version: Option<String>,
+    /// `descriptor.revision`.
+    pub revision: Option<String>,
+    /// `descriptor.licenses`.
+    pub licenses: Vec<String>,
+    /// `descriptor.title`.
+    pub title: Option<String>,
+    /// `descriptor.description`.
+    pub description: Option<String>,
+    /// `config.architecture`.
+    pub architecture: Option<String>,
+    /// `config.format`.
+    pub format: Option<String>,
+    /// `config.paramSize`.
+    pub param_size: Option<String>,
+    /// `config.precision`.
+    pub precision: Option<String>,
+    /// `config.quantization`.
+    pub quantization: Option<String>,
+}
+
+fn over(low: &mut Option<String>, high: &Option<String>) {
+    if let Some(h) = high.as_ref().filter(|h| !h.is_empty()) {
+        *low = Some(h.clone());
+    }
+}
+
+impl ModelMeta {
+    /// Merge, in increasing priority, what the files say, a Modelfile, a Kitfile and the spec.
+    pub fn resolve(described: &Described, mf: Option<&Modelfile>, kf: Option<&Kitfile>, spec: &ModelSpec) -> Self {
+        let mut m = ModelMeta {
+            architecture: described.architecture.clone(),
+            family: described.family.clone(),
+            format: described.format.clone(),
+            param_size: described.param_size.clone(),
+            precision: described.precision.clone(),
+            quantization: described.quantization.clone(),
+            ..Default::default()
+        };
+        if let Some(mf) = mf {
+            over(&mut m.name, &mf.name);
+            over(&mut m.architecture, &mf.arch);
+            over(&mut m.family, &mf.family);
+            over(&mut m.format, &mf.format);
+            over(&mut m.param_size, &mf.param_size);
+            over(&mut m.precision, &mf.precision);
+            over(&mut m.quantization, &mf.quantization);
+        }
+        if let Some(kf) = kf {
+            if let Some(p) = &kf.package {
+                over(&mut m.name, &p.name);
+                over(&mut m.version, &p.version);
+                over(&mut m.description, &p.description);
+                if let Some(l) = p.license.as_ref().filter(|l| !l.is_empty()) {
+                    m.licenses = vec![l.clone()];
+                }
+                if !p.authors.is_empty() {
+                    m.authors = p.authors.clone();
+                }
+            }
+            if let Some(km) = &kf.model {
+                if m.name.is_none() {
+                    m.name = km.name.clone();
+                }
+                over(&mut m.version, &km.version);
+                if m.description.is_none() {
+                    m.description = km.description.clone();
+                }
+                if m.licenses.is_empty() {
+                    m.licenses.extend(km.license.clone());
+                }
+            }
+        }
+        over(&mut m.name, &spec.name);
+        over(&mut m.version, &spec.version);
+        over(&mut m.family, &spec.family);
+        over(&mut m.description, &spec.description);
+        over(&mut m.title, &spec.title);
+        over(&mut m.source_url, &spec.source_url);
+        over(&mut m.revision, &spec.revision);
+        over(&mut m.architecture, &spec.architecture);
+        over(&mut m.format, &spec.format);
+        over(&mut m.param_size, &spec.param_size);
+        over(&mut m.precision, &spec.precision);
+        over(&mut m.quantization, &spec.quantization);
+        if !spec.authors.is_empty() {
+            m.authors = spec.authors.clone();
+        }
+        if !spec.licenses.is_empty() {
+            m.licenses = spec.licenses.clone();
+        }
+        m
+    }
+
+    /// The ModelPack config document for these layers' diff IDs (deterministic bytes).
+    pub fn config_bytes(&self, diff_ids: Vec<Digest>) -> Result<Vec<u8>> {
+        let config = ModelConfigDoc {
+            descriptor: ModelDescriptorDoc {
+                created_at: self.created_at.clone(),
+                authors: self.authors.clone(),
+                family: self.family.clone(),
+                name: self.name.clone(),
+                source_url: self.source_url.clone(),
+                version: self.version.clone(),
+                revision: self.revision.clone(),
+                licenses: self.licenses.clone(),
+                title: self.title.clone(),
+                description: self.description.clone(),
+            },
+            modelfs: ModelFs { kind: "layers", diff_ids },
+            config: ModelRunConfig {
+                architecture: self.architecture.clone(),
+                format: self.format.clone(),
+                param_size: self.param_size.clone(),
+                precision: self.precision.clone(),
+                quantization: self.quantization.clone(),
+            },
+        };
+        crate::model::write::to_json(&config)
+    }
+}
+
+/// The Modelfile and Kitfile of a pack: the spec's, else `Modelfile` / `Kitfile` /
+/// `kitfile` at the top of `dir`. Returns them and the relative names of those found in
+/// `dir` (which describe the model and are not packed as layers).
+fn description_files(spec: &ModelSpec) -> Result<(Option<Modelfile>, Option<Kitfile>, Vec<String>)> {
+    let mut own = Vec::new();
+    let mut find = |given: &Option<PathBuf>, names: &[&str]| -> Option<PathBuf> {
+        if let Some(p) = given {
+            if let Ok(rel) = p.strip_prefix(&spec.dir) {
+                own.push(rel.to_string_lossy().to_string());
+            }
+            return Some(p.clone());
+        }
+        names.iter().map(|n| (n, spec.dir.join(n))).find(|(_, p)| p.is_file()).map(|(n, p)| {
+            own.push(n.to_string());
+            p
+        })
+    };
+    let mf = find(&spec.modelfile, &["Modelfile"]);
+    let kf = find(&spec.kitfile, &["Kitfile", "kitfile"]);
+    let mf = mf.map(|p| Modelfile::load(&p)).transpose()?;
+    let kf = kf.map(|p| Kitfile::load(&p)).transpose()?;
+    Ok((mf, kf, own))
+}
+
+/// The kind of the file `rel`: the spec's, a Kitfile path's, a Modelfile glob's, then by name.
+fn kind_of(
+    rel: &str,
+    spec: &ModelSpec,
+    kf_kinds: &[(ModelFileKind, String)],
+    mf_globs: &[(ModelFileKind, globset::GlobMatcher)],
+) -> ModelFileKind {
+    spec.kinds
+        .get(rel)
+        .copied()
+        .or_else(|| kf_kinds.iter().find(|(_, p)| modelfile::under(rel, p)).map(|(k, _)| *k))
+        .or_else(|| mf_globs.iter().find(|(_, g)| g.is_match(rel)).map(|(k, _)| *k))
+        .or_else(|| ModelFileKind::classify(rel))
+        .unwrap_or(spec.default_kind)
+}
+
+/// The per-file annotations of a model layer: `org.cncf.model.filepath`, the modctl-style
+/// file metadata and the title.
+pub fn annotate_file_layer(desc: &mut Descriptor, rel: &str, mode: u32, size: u64, mtime: &str) -> Result<()> {
+    let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
+    let fm = FileMetadata { name: name.clone(), mode, uid: 0, gid: 0, size, mtime: mtime.to_string(), typeflag: b'0' };
+    desc.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), rel.to_string());
+    desc.annotations.insert(
+        media::ANNOTATION_MODEL_FILE_METADATA.into(),
+        String::from_utf8(crate::model::write::to_json(&fm)?).expect("json is utf-8"),
+    );
+    desc.annotations.insert(media::ANNOTATION_TITLE.into(), name);
+    Ok(())
+}
+
+/// Describe the model of `spec` without packing it: the config fields hoist would write.
+pub fn describe_model(spec: &ModelSpec) -> Result<ModelMeta> {
+    let (mf, kf, own) = description_files(spec)?;
+    let files: Vec<_> = list_files(&spec.dir, spec.follow_symlinks)?
+        .into_iter()
+        .filter(|(rel, _)| !own.contains(rel) && spec.select.matches(rel))
+        .collect();
+    Ok(describe_listed(spec, &files, mf.as_ref(), kf.as_ref())?.0)
+}
+
+type Kinds = Vec<ModelFileKind>;
+
+fn describe_listed(
+    spec: &ModelSpec,
+    files: &[(String, PathBuf)],
+    mf: Option<&Modelfile>,
+    kf: Option<&Kitfile>,
+) -> Result<(ModelMeta, Kinds)> {
+    let mf_globs = mf
+        .map(|m| {
+            m.globs
+                .iter()
+                .map(|(k, g)| {
+                    let g = g.strip_prefix("./").unwrap_or(g);
+                    globset::Glob::new(g)
+                        .map(|g| (*k, g.compile_matcher()))
+                        .map_err(|e| Error::malformed("Modelfile", g.to_string(), e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let kf_kinds = kf.map(Kitfile::kinds).unwrap_or_default();
+    let kinds: Kinds = files.iter().map(|(rel, _)| kind_of(rel, spec, &kf_kinds, &mf_globs)).collect();
+    let weights: Vec<&str> = files
+        .iter()
+        .zip(&kinds)
+        .filter(|(_, k)| **k == ModelFileKind::Weight)
+        .map(|((rel, _), _)| rel.as_str())
+        .collect();
+    let listed: Vec<(String, &Path)> = files.iter().map(|(r, p)| (r.clone(), p.as_path())).collect();
+    let described = describe::describe_files(&listed, &weights);
+    Ok((ModelMeta::resolve(&described, mf, kf, spec), kinds))
+}
+
 fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
     let created = rfc3339(epoch);
-    let files = list_files(&spec.dir, spec.follow_symlinks)?;
+    let (mf, kf, own) = description_files(spec)?;
+    let files: Vec<_> = list_files(&spec.dir, spec.follow_symlinks)?
+        .into_iter()
+        .filter(|(rel, _)| !own.contains(rel) && spec.select.matches(rel))
+        .collect();
     if files.is_empty() {
         return Err(Error::not_found("any file", spec.dir.display().to_string()));
     }
+    let (mut meta, kinds) = describe_listed(spec, &files, mf.as_ref(), kf.as_ref())?;
+    meta.created_at = Some(created.clone());
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
-    for (rel, path) in files {
-        let kind = spec.kinds.get(&rel).copied().or_else(|| ModelFileKind::classify(&rel)).unwrap_or(spec.default_kind);
+    for ((rel, path), kind) in files.into_iter().zip(kinds) {
         let mt = layer_media_type(kind, spec.layer_format);
         let meta = fs::metadata(&path).at(&path)?;
         let (mut desc, diff_id) = match spec.layer_format {
@@ -410,45 +687,11 @@ fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor>
                 (d, blob.diff_id)
             }
         };
-        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
-        let fm = FileMetadata {
-            name: name.clone(),
-            mode: meta.permissions().mode() & 0o7777,
-            uid: 0,
-            gid: 0,
-            size: meta.len(),
-            mtime: created.clone(),
-            typeflag: b'0',
-        };
-        desc.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), rel.clone());
-        desc.annotations.insert(
-            media::ANNOTATION_MODEL_FILE_METADATA.into(),
-            String::from_utf8(crate::model::write::to_json(&fm)?).expect("json is utf-8"),
-        );
-        desc.annotations.insert(media::ANNOTATION_TITLE.into(), name);
+        annotate_file_layer(&mut desc, &rel, meta.permissions().mode() & 0o7777, meta.len(), &created)?;
         layers.push(desc);
         diff_ids.push(diff_id);
     }
-    let config = ModelConfigDoc {
-        descriptor: ModelDescriptorDoc {
-            created_at: Some(created),
-            authors: spec.authors.clone(),
-            family: spec.family.clone(),
-            name: spec.name.clone(),
-            version: spec.version.clone(),
-            licenses: spec.licenses.clone(),
-            description: spec.description.clone(),
-        },
-        modelfs: ModelFs { kind: "layers", diff_ids },
-        config: ModelRunConfig {
-            architecture: spec.architecture.clone(),
-            format: spec.format.clone(),
-            param_size: spec.param_size.clone(),
-            precision: spec.precision.clone(),
-            quantization: spec.quantization.clone(),
-        },
-    };
-    let config_desc = store_bytes(layout, media::MODEL_CONFIG, &crate::model::write::to_json(&config)?)?;
+    let config_desc = store_bytes(layout, media::MODEL_CONFIG, &meta.config_bytes(diff_ids)?)?;
     let mut manifest = ImageManifest::new(config_desc, layers);
     manifest.artifact_type = Some(media::MODEL_ARTIFACT.into());
     manifest.annotations = spec.annotations.clone();
@@ -480,6 +723,7 @@ fn safe_rel(path: &str, location: &str) -> Result<PathBuf> {
 }
 
 /// Split a ModelPack (or older CNAI) layer media type into kind name and format.
+#[cfg(test)]
 fn parse_layer_media_type(mt: &str) -> Option<(&str, ModelLayerFormat)> {
     let rest =
         mt.strip_prefix(media::MODEL_LAYER_PREFIX).or_else(|| mt.strip_prefix(media::MODEL_LAYER_PREFIX_CNAI))?;
@@ -496,22 +740,102 @@ pub async fn unpack_model(source: &dyn Source, root: &Descriptor, dir: &Path) ->
     unpack_model_with(source, root, dir, &UnpackOptions::default()).await
 }
 
-/// Bounds for [`unpack_model_with`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Bounds and selection for [`unpack_model_with`].
+#[derive(Clone, Debug, Default)]
 pub struct UnpackOptions {
     /// Most bytes one layer may expand to (a raw layer's size, a tar layer's uncompressed
     /// stream). A tar layer of a regular file is bounded anyway by the size its
     /// `org.cncf.model.file.metadata+json` declares (plus tar headers).
     pub max_size: Option<u64>,
+    /// Which files to restore (`--include`/`--exclude`): a layer whose file does not match
+    /// is not fetched at all; a tar layer's entries are extracted only where they match.
+    pub select: FileSelector,
 }
 
 /// Room for tar headers, PAX records (at most 1 MiB each, as Go's archive/tar allows) and
 /// the end-of-archive padding (GNU tar pads to 10 KiB records) around a file's declared size.
 const TAR_OVERHEAD: u64 = 2 << 20;
 
-/// [`unpack_model`] with bounds: a tar layer that expands beyond its declared size (or
-/// `opts.max_size`) stops with an error and leaves none of its files behind; a tar entry cut
-/// short never leaves a truncated file under its name.
+/// One layer of a model artifact as `model unpack --list` and `model diff` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelEntry {
+    /// Path of the file (or of the tar's directory) in the model.
+    pub path: String,
+    /// Weight, weight-config, doc, code, dataset.
+    pub kind: ModelFileKind,
+    /// The layer's media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The layer's digest.
+    pub digest: Digest,
+    /// The layer's size.
+    pub size: u64,
+}
+
+/// The manifest of a model artifact and what each of its layers is; layers of no known
+/// model media type are left out.
+async fn model_manifest(source: &dyn Source, root: &Descriptor) -> Result<Vec<(Descriptor, formats::LayerInfo)>> {
+    let loc = source.location();
+    let doc = source.fetch_document(root).await?;
+    let View::Manifest(m) = &doc.view else {
+        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
+    };
+    Ok(m.layers.iter().filter_map(|l| formats::layer_info(l).map(|i| (l.clone(), i))).collect())
+}
+
+/// The files of the model artifact `root` (one entry per layer; a tar layer without a path
+/// is named by its digest), matching `select`, without fetching any blob.
+pub async fn list_model(source: &dyn Source, root: &Descriptor, select: &FileSelector) -> Result<Vec<ModelEntry>> {
+    Ok(model_manifest(source, root)
+        .await?
+        .into_iter()
+        .map(|(l, i)| ModelEntry {
+            path: i.path.clone().unwrap_or_else(|| l.digest.to_string()),
+            kind: i.kind,
+            media_type: l.media_type.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+        })
+        .filter(|e| select.matches(&e.path))
+        .collect())
+}
+
+/// What changed from model `a` to model `b`, by path and layer digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ModelDiff {
+    /// Files only in `b`.
+    pub added: Vec<ModelEntry>,
+    /// Files only in `a`.
+    pub removed: Vec<ModelEntry>,
+    /// Files in both whose layer digest differs: (in `a`, in `b`).
+    pub changed: Vec<(ModelEntry, ModelEntry)>,
+    /// Files in both with the same layer.
+    pub unchanged: Vec<ModelEntry>,
+}
+
+/// Compare two model artifacts (any transports) by their manifests alone.
+pub async fn diff_models(a: (&dyn Source, &Descriptor), b: (&dyn Source, &Descriptor)) -> Result<ModelDiff> {
+    let all = FileSelector::default();
+    let la: BTreeMap<String, ModelEntry> =
+        list_model(a.0, a.1, &all).await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut lb: BTreeMap<String, ModelEntry> =
+        list_model(b.0, b.1, &all).await?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let mut d = ModelDiff::default();
+    for (path, ea) in la {
+        match lb.remove(&path) {
+            None => d.removed.push(ea),
+            Some(eb) if eb.digest == ea.digest => d.unchanged.push(eb),
+            Some(eb) => d.changed.push((ea, eb)),
+        }
+    }
+    d.added = lb.into_values().collect();
+    Ok(d)
+}
+
+/// [`unpack_model`] with bounds and a selection: a tar layer that expands beyond its declared
+/// size (or `opts.max_size`) stops with an error and leaves none of its files behind; a tar
+/// entry cut short never leaves a truncated file under its name. Reads ModelPack, ModelKit
+/// and Docker Model Runner artifacts.
 pub async fn unpack_model_with(
     source: &dyn Source,
     root: &Descriptor,
@@ -519,25 +843,27 @@ pub async fn unpack_model_with(
     opts: &UnpackOptions,
 ) -> Result<Vec<PathBuf>> {
     let loc = source.location();
-    let doc = source.fetch_document(root).await?;
-    let View::Manifest(m) = &doc.view else {
-        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
-    };
+    let layers = model_manifest(source, root).await?;
     fs::create_dir_all(dir).at(dir)?;
     let mut written = Vec::new();
-    for layer in &m.layers {
-        let Some((_, format)) = parse_layer_media_type(&layer.media_type) else {
-            continue;
-        };
-        let filepath = layer
-            .annotations
-            .get(media::ANNOTATION_MODEL_FILEPATH)
-            .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILEPATH_CNAI));
+    for (layer, info) in &layers {
+        let layer = layer;
+        let format = info.layer_format;
+        let filepath = info.path.as_ref();
         let metadata: Option<FileMetadata> = layer
             .annotations
             .get(media::ANNOTATION_MODEL_FILE_METADATA)
             .or_else(|| layer.annotations.get(media::ANNOTATION_MODEL_FILE_METADATA_CNAI))
             .and_then(|s| serde_json::from_str(s).ok());
+        // Skip what is not asked for before fetching: a raw layer by its path; a tar layer
+        // when its path names one regular file that does not match (a directory's tar, or
+        // one without a path, is fetched and filtered by entry).
+        let single_file = format == ModelLayerFormat::Raw || metadata.as_ref().is_some_and(|m| m.typeflag == b'0');
+        if let (true, Some(p)) = (single_file, filepath) {
+            if !opts.select.matches(p) {
+                continue;
+            }
+        }
         if let Some(max) = opts.max_size.filter(|m| layer.size > *m) {
             return Err(Error::malformed(
                 format!("layer {}", layer.digest),
@@ -578,10 +904,12 @@ pub async fn unpack_model_with(
             f => {
                 let dir2 = dir.to_path_buf();
                 let loc2 = format!("layer {} in {loc}", layer.digest);
-                let files =
-                    tokio::task::spawn_blocking(move || extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit))
-                        .await
-                        .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
+                let select = opts.select.clone();
+                let files = tokio::task::spawn_blocking(move || {
+                    extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit, &select)
+                })
+                .await
+                .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
                 written.extend(files);
             }
         }
@@ -638,10 +966,11 @@ fn extract_tar_blocking(
     dir: &Path,
     loc: &str,
     limit: Option<u64>,
+    select: &FileSelector,
 ) -> Result<Vec<PathBuf>> {
     let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut written = Vec::new();
-    let result = extract_entries(blob, format, dir, loc, limit, &exceeded, &mut written);
+    let result = extract_entries(blob, format, dir, loc, limit, select, &exceeded, &mut written);
     let _ = fs::remove_file(blob);
     match result {
         Ok(()) => Ok(written),
@@ -667,6 +996,7 @@ fn extract_entries(
     dir: &Path,
     loc: &str,
     limit: Option<u64>,
+    select: &FileSelector,
     exceeded: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
@@ -683,7 +1013,15 @@ fn extract_entries(
         let raw_path = entry.path().at(blob)?.to_string_lossy().to_string();
         let rel = safe_rel(&raw_path, loc)?;
         let dest = dir.join(&rel);
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+        if !select.is_all() && (!is_file || !select.matches(&rel.to_string_lossy())) {
+            // Not asked for (directories appear as the parents of the files that are).
+            if is_file || kind == tar::EntryType::Directory {
+                continue;
+            }
+        }
+        match kind {
             tar::EntryType::Directory => fs::create_dir_all(&dest).at(&dest)?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let parent = dest.parent().expect("joined path has a parent");
