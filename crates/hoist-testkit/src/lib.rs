@@ -9,6 +9,8 @@
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
 //!
+//! - [`relay`]: a TCP relay adding delay, a per-connection window and a shared rate limit
+//!   (also the `hoist-relay` binary), so that benchmarks see what a WAN does.
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
 //!
 //! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
@@ -19,5 +21,6 @@ pub mod fixtures;
 pub mod hostile;
 pub mod proxy;
 pub mod registry;
+pub mod relay;
 pub mod token;
 pub mod tools;
