@@ -69,6 +69,10 @@ pub(crate) struct Global {
     /// Offer HTTP/2 to TLS registries (default: HTTP/1.1, a connection per blob in flight).
     #[arg(long, global = true)]
     pub http2: bool,
+    /// Parallel ranged requests (each its own connection) for one large blob pulled from a
+    /// registry; default from the blob's size (1 below 64 MiB, up to 8); 1: one stream.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub lanes: Option<u16>,
 }
 
 /// `--format`.
@@ -139,6 +143,7 @@ impl Settings {
             chunk_size: g.chunk_size_mib.max(1) << 20,
             read_timeout: Duration::from_secs(g.read_timeout.max(1)),
             http2: g.http2,
+            lanes: g.lanes.map(usize::from),
             ..Default::default()
         };
         let progress = if g.quiet {

@@ -36,10 +36,11 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::reference::Reference;
-use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, RangeRead, Source};
 
 use auth::Challenge;
 use credentials::Credential;
+pub use download::MAX_LANES;
 use errors::ErrorBody;
 pub use retry::RetryPolicy;
 
@@ -84,6 +85,9 @@ pub struct RegistryOptions {
     pub read_timeout: Duration,
     /// Offer HTTP/2 (ALPN) to TLS registries; HTTP/1.1 only when false (the default).
     pub http2: bool,
+    /// Parallel ranged reads of one large blob (`--lanes`); `None`: chosen from the blob's
+    /// size (see `download`), `Some(1)`: one stream per blob.
+    pub lanes: Option<usize>,
 }
 
 impl Default for RegistryOptions {
@@ -100,6 +104,7 @@ impl Default for RegistryOptions {
             chunk_size: 16 << 20,
             read_timeout: Duration::from_secs(60),
             http2: false,
+            lanes: None,
         }
     }
 }
@@ -271,6 +276,14 @@ impl Source for Repository {
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
         Ok(download::resuming_download(self.clone(), desc.clone(), offset))
+    }
+
+    fn range_lanes(&self, desc: &Descriptor) -> usize {
+        download::lanes_for(desc.size, self.client.opts.lanes)
+    }
+
+    async fn open_blob_range(&self, desc: &Descriptor, offset: u64, len: u64) -> Result<RangeRead> {
+        download::open_range(self.clone(), desc.clone(), offset, len).await
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {

@@ -183,6 +183,9 @@ async fn handle(
     let proxy_host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    for n in &plan.strip_request {
+        headers.remove(n.as_str());
+    }
 
     let mut pump_state = None;
     // (repo, subject digest, descriptor) of a manifest PUT the referrers API emulation indexes
@@ -240,6 +243,14 @@ async fn handle(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     rewrite_location(&mut parts.headers, &state.upstream, proxy_host.as_deref());
+    for n in &plan.strip_response {
+        parts.headers.remove(n.as_str());
+    }
+    for (n, v) in &plan.set_response {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+            parts.headers.insert(n, v);
+        }
+    }
     if let Some((repo, subject, desc)) = referrer.filter(|_| parts.status.is_success()) {
         if let Ok(v) = HeaderValue::from_str(&subject) {
             parts.headers.insert("oci-subject", v);
