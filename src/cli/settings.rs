@@ -49,12 +49,12 @@ pub(crate) struct Global {
     /// Attempts per request before giving up.
     #[arg(long, global = true, default_value_t = 6)]
     pub retries: u32,
-    /// Blob upload strategy.
-    #[arg(long, global = true, value_enum, default_value_t = Upload::Auto)]
-    pub upload: Upload,
-    /// Chunk size for chunked uploads, in MiB.
-    #[arg(long, global = true, default_value_t = 16)]
-    pub chunk_size_mib: u64,
+    /// Blob upload strategy [default: auto, or what the registry's profile says].
+    #[arg(long, global = true, value_enum)]
+    pub upload: Option<Upload>,
+    /// Chunk size for chunked uploads, in MiB [default: 16, or what the registry's profile says].
+    #[arg(long, global = true)]
+    pub chunk_size_mib: Option<u64>,
     /// Platforms os/arch[/variant], comma-separated: what `copy`, `push` and `pull` take of an
     /// index (one: that image; several: an index of those), the images `build` makes; a
     /// docker-archive destination takes exactly one.
@@ -135,12 +135,14 @@ impl Settings {
             ca_files: g.ca_file.clone(),
             credentials: Default::default(),
             retry: RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
-            upload: match g.upload {
+            upload: match g.upload.unwrap_or(Upload::Auto) {
                 Upload::Auto => UploadMode::Auto,
                 Upload::Monolithic => UploadMode::Monolithic,
                 Upload::Chunked => UploadMode::Chunked,
             },
-            chunk_size: g.chunk_size_mib.max(1) << 20,
+            upload_set: g.upload.is_some(),
+            chunk_size: g.chunk_size_mib.unwrap_or(16).max(1) << 20,
+            chunk_size_set: g.chunk_size_mib.is_some(),
             read_timeout: Duration::from_secs(g.read_timeout.max(1)),
             http2: g.http2,
             lanes: g.lanes.map(usize::from),

@@ -68,6 +68,13 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// A directory where a destination may keep what it needs to resume transfers from this
+    /// source after a restart (a registry keeps upload sessions there). A layout answers its
+    /// `.hoist/`.
+    fn state_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Lanes (parallel ranged reads) worth using for `desc`: 1, the default, means one
     /// stream from `open_blob`. A registry answers more for large blobs (`--lanes`).
     fn range_lanes(&self, _desc: &Descriptor) -> usize {
@@ -256,6 +263,9 @@ macro_rules! forward {
             }
             fn range_lanes(&self, desc: &Descriptor) -> usize {
                 (**self).range_lanes(desc)
+            }
+            fn state_dir(&self) -> Option<PathBuf> {
+                (**self).state_dir()
             }
             async fn open_blob_range(&self, desc: &Descriptor, offset: u64, len: u64) -> Result<RangeRead> {
                 (**self).open_blob_range(desc, offset, len).await

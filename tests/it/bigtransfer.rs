@@ -239,3 +239,183 @@ fn pull_killed_mid_way_resumes() {
     eprintln!("pull: {first} bytes before the kill, {total} in all for {size}");
     assert!(total as f64 <= size as f64 * 1.15, "{total} bytes moved for a {size}-byte blob");
 }
+
+/// kill -9 during a 256 MiB chunked push, then a re-run: the kept session is continued where
+/// the registry says it stands; at most 1.15x the blob sent in all (counted by the relay). The
+/// proxy makes each PATCH atomic upstream, as registries with atomic chunks (ECR) are:
+/// distribution 2.8.2 alone loses a session cut mid-PATCH (see `upload::SessionFile`).
+#[test]
+fn push_killed_mid_way_resumes() {
+    let reg = TestRegistry::plain();
+    let size = 256 * MIB;
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[size], 8);
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().method("PATCH").buffer_request()]).unwrap();
+    let relay = Relay::start(proxy.addr(), RelayConfig { delay: Duration::from_millis(1), window: 0, rate: 128 << 20 })
+        .unwrap();
+    let args: Vec<String> = [
+        "--insecure-registry",
+        &relay.host(),
+        "-q",
+        "--upload",
+        "chunked",
+        "--chunk-size-mib",
+        "8",
+        "push",
+        &format!("{}:v1", src.path().display()),
+        &format!("{}/big/push:v1", relay.host()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = spawn_hoist(&args);
+    let reached = wait_for(Duration::from_secs(60), || relay.stats().snapshot().0 >= size as u64 / 2);
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(reached, "the push never got half way");
+    let first = relay.stats().snapshot().0;
+    assert!(first < size as u64, "the first run finished ({first} bytes) before the kill");
+    let sessions = src.path().join(".hoist/uploads");
+    assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 1, "no upload session kept");
+    assert_ok("re-run", &hoist(&args));
+    assert_eq!(registry_manifest_digest(&reg, "big/push:v1"), digest);
+    let total = relay.stats().snapshot().0;
+    eprintln!("push: {first} bytes before the kill, {total} in all for {size}");
+    assert!(total as f64 <= size as f64 * 1.15, "{total} bytes sent for a {size}-byte blob");
+    assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 0, "a finished session is kept");
+    assert_ok("fsck", &hoist(["layout", "fsck", src.path().to_str().unwrap()]));
+}
+
+/// `hoist push` of `src` to `host/repo:v1` with the profile `profile` given to `host` (none:
+/// the host's own, i.e. no profile for 127.0.0.1).
+fn push_with_profile(
+    host: &str,
+    src: &Path,
+    repo: &str,
+    profile: Option<&str>,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = hoist_cmd();
+    cmd.env_remove("HOIST_REGISTRY_PROFILE");
+    if let Some(p) = profile {
+        cmd.env("HOIST_REGISTRY_PROFILE", format!("{host}={p}"));
+    }
+    cmd.args(["--insecure-registry", host, "-q"]);
+    cmd.args(extra);
+    cmd.args(["push", &format!("{}:v1", src.display()), &format!("{host}/{repo}:v1")]);
+    cmd.output().unwrap()
+}
+
+fn faults(proxy: &FaultProxy, f: hoist_testkit::proxy::Fault) -> usize {
+    proxy.exchanges().iter().flat_map(|e| e.faults.clone()).filter(|x| *x == f).count()
+}
+
+/// GHCR refuses PATCH bodies over 4 MiB: with its profile, chunks are 4 MiB from the start
+/// (no 413 at all); without, hoist learns it from 413s.
+#[test]
+fn profile_ghcr_patch_limit() {
+    use hoist_testkit::proxy::Fault;
+    let reg = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[20 * MIB], 21);
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().method("PATCH").max_body(4 << 20)]).unwrap();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/ghcr", Some("ghcr"), &["--upload", "chunked"]);
+    assert_ok("push with the ghcr profile", &out);
+    assert_eq!(registry_manifest_digest(&reg, "p/ghcr:v1"), digest);
+    assert_eq!(faults(&proxy, Fault::TooLarge), 0, "{:?}", proxy.exchanges());
+    assert!(proxy.method_count("PATCH") >= 5);
+    proxy.state().reset();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/none", None, &["--upload", "chunked"]);
+    assert_ok("push without a profile", &out);
+    assert!(faults(&proxy, Fault::TooLarge) >= 1, "without the profile the limit must bite");
+    // the user's --chunk-size-mib wins over the profile
+    proxy.state().reset();
+    let out = push_with_profile(
+        &proxy.host(),
+        src.path(),
+        "p/user",
+        Some("ghcr"),
+        &["--upload", "chunked", "--chunk-size-mib", "8"],
+    );
+    assert_ok("push with --chunk-size-mib", &out);
+    assert!(faults(&proxy, Fault::TooLarge) >= 1, "--chunk-size-mib 8 must be used as given");
+}
+
+/// ECR refuses chunks under 5 MiB: chunks that shrink after 413s (here from a 6 MiB limit)
+/// stop at 5 MiB with its profile, and go down to 4 MiB (refused) without.
+#[test]
+fn profile_ecr_min_chunk() {
+    let reg = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[20 * MIB], 22);
+    let rules = vec![Rule::new().method("PATCH").max_body(6 << 20), Rule::new().method("PATCH").min_body(5 << 20)];
+    let proxy = FaultProxy::start(&reg.url(), rules).unwrap();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/ecr", Some("ecr"), &["--upload", "chunked"]);
+    assert_ok("push with the ecr profile", &out);
+    assert_eq!(registry_manifest_digest(&reg, "p/ecr:v1"), digest);
+    assert_eq!(proxy.rule_stats(1).fired, 0, "a chunk under 5 MiB was sent: {:?}", proxy.exchanges());
+    proxy.state().reset();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/none", None, &["--upload", "chunked"]);
+    assert!(!out.status.success(), "without the profile a 4 MiB chunk is sent and refused");
+    assert!(proxy.rule_stats(1).fired >= 1);
+}
+
+/// Google Artifact Registry has no chunked upload: after a cut PUT, `auto` with its profile
+/// retries one PUT instead of continuing in chunks (which this proxy refuses, as GAR does).
+#[test]
+fn profile_gar_no_chunks() {
+    let reg = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[12 * MIB], 23);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.path().join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let rules = || {
+        vec![
+            Rule::new().method("PUT").path(&layer).nth(1).drop_request_after(2 << 20),
+            Rule::new().method("PATCH").status(405),
+        ]
+    };
+    let proxy = FaultProxy::start(&reg.url(), rules()).unwrap();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/gar", Some("gar"), &[]);
+    assert_ok("push with the gar profile", &out);
+    assert_eq!(registry_manifest_digest(&reg, "p/gar:v1"), digest);
+    assert_eq!(proxy.method_count("PATCH"), 0);
+    proxy.set_rules(rules());
+    proxy.state().reset();
+    let out = push_with_profile(&proxy.host(), src.path(), "p/none", None, &[]);
+    assert!(!out.status.success(), "without the profile auto continues in chunks, which are refused");
+    assert!(proxy.method_count("PATCH") >= 1);
+}
+
+/// Docker Hub's `ratelimit-*` headers: in the error of a refused pull, and in `-v` logs.
+#[test]
+fn profile_dockerhub_rate_limits_are_reported() {
+    let reg = TestRegistry::plain();
+    push_big(&reg, MIB, 24);
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![Rule::new()
+            .method("GET")
+            .path("/manifests/")
+            .status(429)
+            .header("ratelimit-limit", "100;w=21600")
+            .header("ratelimit-remaining", "0;w=21600")],
+    )
+    .unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let out = hoist(pull_args(&proxy.host(), &dst.path().join("o"), &["--retries", "1"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ratelimit-remaining: 0;w=21600"), "error does not name the rate limit: {err}");
+    proxy.set_rules(vec![Rule::new()
+        .method("GET")
+        .path("/manifests/")
+        .response_header("ratelimit-remaining", "99;w=21600")]);
+    let mut v = pull_args(&proxy.host(), &dst.path().join("o2"), &["-v"]);
+    v.retain(|a| a != "-q");
+    let out = hoist(&v);
+    assert_ok("pull -v", &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ratelimit-remaining: 99;w=21600"), "-v does not show the rate limit: {err}");
+}

@@ -599,6 +599,10 @@ impl Source for Layout {
         Some(self.blob_path_of(&desc.digest))
     }
 
+    fn state_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join(".hoist"))
+    }
+
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
         Ok(self.root_index()?.roots())
     }
@@ -623,7 +627,7 @@ impl Destination for Layout {
             return Ok(BlobOutcome::Existed);
         }
         let lanes = src.range_lanes(desc);
-        let opened = if lanes > 1 {
+        let opened = if lanes > 1 && desc.size > partial::CHUNK {
             match partial::download_lanes(self, desc, src, lanes, progress).await? {
                 partial::LanesOutcome::Done => return Ok(BlobOutcome::Uploaded),
                 partial::LanesOutcome::OneStream(s) => {

@@ -8,6 +8,7 @@
 //! - [`retry`]: the one retry decision every loop asks;
 //! - [`errors`]: registry error bodies as structured codes;
 //! - [`manifests`], [`upload`], [`download`], [`referrers`]: the protocol calls;
+//! - [`profiles`]: known limits of hosted registries (GHCR, ECR, GAR, Quay, Docker Hub);
 //! - [`credentials`]: auth files and credential helpers.
 //!
 //! This file keeps [`Client`], [`Repository`], the options and the `Source`/`Destination`
@@ -19,6 +20,7 @@ mod download;
 pub mod errors;
 pub mod http;
 mod manifests;
+pub mod profiles;
 pub mod referrers;
 pub mod retry;
 mod upload;
@@ -81,6 +83,10 @@ pub struct RegistryOptions {
     pub upload: UploadMode,
     /// Bytes per PATCH of a chunked upload.
     pub chunk_size: u64,
+    /// `upload` was chosen by the user (`--upload`): registry profiles leave it alone.
+    pub upload_set: bool,
+    /// `chunk_size` was chosen by the user (`--chunk-size-mib`): profiles leave it alone.
+    pub chunk_size_set: bool,
     /// No bytes for this long on a transfer counts as a stall.
     pub read_timeout: Duration,
     /// Offer HTTP/2 (ALPN) to TLS registries; HTTP/1.1 only when false (the default).
@@ -102,6 +108,8 @@ impl Default for RegistryOptions {
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
             chunk_size: 16 << 20,
+            upload_set: false,
+            chunk_size_set: false,
             read_timeout: Duration::from_secs(60),
             http2: false,
             lanes: None,

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 
+/// Request bodies a [`Rule::buffer_request`] holds at most (larger ones are refused with 413).
+pub const MAX_BUFFERED_BODY: usize = 256 << 20;
+
 /// Which path a rule applies to.
 #[derive(Clone, Debug)]
 pub enum PathMatch {
@@ -75,6 +78,8 @@ pub struct Rule {
     pub(super) strip_request_headers: Vec<String>,
     pub(super) strip_response_headers: Vec<String>,
     pub(super) response_headers: Vec<(String, String)>,
+    pub(super) buffer_request: bool,
+    pub(super) min_body: Option<u64>,
 }
 
 impl Rule {
@@ -205,8 +210,26 @@ impl Rule {
         self
     }
 
+    /// Answer `400 SIZE_INVALID` to a request whose `Content-Length` is below `bytes` (ECR's
+    /// 5 MiB minimum chunk; the proxy cannot tell a last chunk, so tests use blobs that are a
+    /// multiple of the chunk).
+    pub fn min_body(mut self, bytes: u64) -> Self {
+        self.min_body = Some(bytes);
+        self
+    }
+
+    /// Read the whole request body (up to [`MAX_BUFFERED_BODY`]) before forwarding any of
+    /// it: a client that goes away mid-body leaves nothing upstream. This plays a registry
+    /// whose chunks are atomic (ECR's chunks are S3 parts), unlike distribution 2.8.2, which
+    /// keeps a cut PATCH's bytes and so loses the session.
+    pub fn buffer_request(mut self) -> Self {
+        self.buffer_request = true;
+        self
+    }
+
     pub(super) fn rewrites(&self) -> bool {
-        !(self.strip_request_headers.is_empty()
+        !(!self.buffer_request
+            && self.strip_request_headers.is_empty()
             && self.strip_response_headers.is_empty()
             && self.response_headers.is_empty())
     }
@@ -218,6 +241,7 @@ impl Rule {
     pub(super) fn stall_only(&self) -> bool {
         self.status.is_none()
             && !self.rewrites()
+            && self.min_body.is_none()
             && self.max_body.is_none()
             && self.drop_request_after.is_none()
             && self.drop_response_after.is_none()
@@ -230,7 +254,7 @@ impl Rule {
 /// When (one): `nth=N`, `every=N`, `times=N`, `after=N` (default: always).
 /// Actions (one or more): `status=503`, `retry-after=SECS`, `header=Name:Value`,
 /// `max-body=BYTES`, `drop-request=BYTES`, `drop-response=BYTES`, `stall=DURATION`,
-/// `strip-request-header=NAME` (e.g. `Range`), `strip-response-header=NAME`,
+/// `min-body=BYTES`, `buffer-request=true`, `strip-request-header=NAME` (e.g. `Range`), `strip-response-header=NAME`,
 /// `response-header=Name:Value` (set on the forwarded response).
 /// Sizes take `k`/`m`/`g` (KiB, MiB, GiB); durations `ms`, `s` or `m`.
 ///
@@ -297,6 +321,14 @@ impl FromStr for Rule {
                 }
                 "stall" => {
                     rule.stall = Some(parse_duration(value)?);
+                    has_action = true;
+                }
+                "min-body" => {
+                    rule.min_body = Some(parse_size(value)?);
+                    has_action = true;
+                }
+                "buffer-request" => {
+                    rule.buffer_request = value == "1" || value == "true";
                     has_action = true;
                 }
                 "strip-request-header" => {

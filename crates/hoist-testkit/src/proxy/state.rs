@@ -192,7 +192,11 @@ impl ProxyState {
                 plan.strip_request.extend(r.strip_request_headers.iter().cloned());
                 plan.strip_response.extend(r.strip_response_headers.iter().cloned());
                 plan.set_response.extend(r.response_headers.iter().cloned());
+                plan.buffer_request |= r.buffer_request;
                 slot.stats.fired += 1;
+            }
+            if let (None, Some(n)) = (plan.min_body, r.min_body) {
+                plan.min_body = Some((i, n));
             }
             min_limit(&mut plan.max_body, i, r.max_body);
             min_limit(&mut plan.drop_request, i, r.drop_request_after);
@@ -259,6 +263,10 @@ pub(super) struct Plan {
     /// Response headers removed, and set, on the forwarded response.
     pub(super) strip_response: Vec<String>,
     pub(super) set_response: Vec<(String, String)>,
+    /// Read the whole request body before forwarding it.
+    pub(super) buffer_request: bool,
+    /// Refuse bodies shorter than this (rule, bytes).
+    pub(super) min_body: Option<(usize, u64)>,
 }
 
 /// The injected status answer of a [`Plan`], and the rule that asked for it.
