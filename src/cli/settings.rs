@@ -64,12 +64,12 @@ pub(crate) struct Global {
     /// Attempts per request before giving up.
     #[arg(long, global = true, default_value_t = 6)]
     pub retries: u32,
-    /// Blob upload strategy.
-    #[arg(long, global = true, value_enum, default_value_t = Upload::Auto)]
-    pub upload: Upload,
-    /// Chunk size for chunked uploads, in MiB.
-    #[arg(long, global = true, default_value_t = 16)]
-    pub chunk_size_mib: u64,
+    /// Blob upload strategy [default: auto, or what the registry's profile says].
+    #[arg(long, global = true, value_enum)]
+    pub upload: Option<Upload>,
+    /// Chunk size for chunked uploads, in MiB [default: 16, or what the registry's profile says].
+    #[arg(long, global = true)]
+    pub chunk_size_mib: Option<u64>,
     /// Platforms os/arch[/variant], comma-separated: what `copy`, `push` and `pull` take of an
     /// index (one: that image; several: an index of those), the images `build` makes; a
     /// docker-archive destination takes exactly one.
@@ -84,6 +84,10 @@ pub(crate) struct Global {
     /// Offer HTTP/2 to TLS registries (default: HTTP/1.1, a connection per blob in flight).
     #[arg(long, global = true)]
     pub http2: bool,
+    /// Parallel ranged requests (each its own connection) for one large blob pulled from a
+    /// registry; default from the blob's size (1 below 64 MiB, up to 8); 1: one stream.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub lanes: Option<u16>,
 }
 
 /// `--format`.
@@ -158,14 +162,17 @@ impl Settings {
             registries: load_registries_conf(g.registries_conf.as_deref())?,
             credentials: Default::default(),
             retry: RetryPolicy { max_attempts: g.retries.max(1), ..Default::default() },
-            upload: match g.upload {
+            upload: match g.upload.unwrap_or(Upload::Auto) {
                 Upload::Auto => UploadMode::Auto,
                 Upload::Monolithic => UploadMode::Monolithic,
                 Upload::Chunked => UploadMode::Chunked,
             },
-            chunk_size: g.chunk_size_mib.max(1) << 20,
+            upload_set: g.upload.is_some(),
+            chunk_size: g.chunk_size_mib.unwrap_or(16).max(1) << 20,
+            chunk_size_set: g.chunk_size_mib.is_some(),
             read_timeout: Duration::from_secs(g.read_timeout.max(1)),
             http2: g.http2,
+            lanes: g.lanes.map(usize::from),
             ..Default::default()
         };
         let progress = match g.progress {

@@ -32,6 +32,18 @@ use crate::model::media;
 /// A stream of blob bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
 
+/// What a source answered to [`Source::open_blob_range`].
+pub enum RangeRead {
+    /// Exactly the bytes asked for (a registry's `206` with a matching `Content-Range`).
+    Part(BlobStream),
+    /// The server ignored the range and sends the whole blob from byte 0 (a `200`): read it
+    /// as one stream instead of in lanes.
+    Whole(BlobStream),
+    /// No ranged reads here (the source cannot, or the server's answer could not be trusted:
+    /// no or a wrong `Content-Range`): read the blob with `open_blob`.
+    Unsupported,
+}
+
 /// Where to read content from.
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -56,6 +68,25 @@ pub trait Source: Send + Sync {
     /// Path of the blob on the local filesystem, when the source keeps it as a file.
     fn blob_path(&self, _desc: &Descriptor) -> Option<PathBuf> {
         None
+    }
+
+    /// A directory where a destination may keep what it needs to resume transfers from this
+    /// source after a restart (a registry keeps upload sessions there). A layout answers its
+    /// `.hoist/`.
+    fn state_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Lanes (parallel ranged reads) worth using for `desc`: 1, the default, means one
+    /// stream from `open_blob`. A registry answers more for large blobs (`--lanes`).
+    fn range_lanes(&self, _desc: &Descriptor) -> usize {
+        1
+    }
+
+    /// Bytes `[offset, offset + len)` of a blob as their own request (a lane of a parallel
+    /// download; see [`RangeRead`]). Callers verify the whole blob.
+    async fn open_blob_range(&self, _desc: &Descriptor, _offset: u64, _len: u64) -> Result<RangeRead> {
+        Ok(RangeRead::Unsupported)
     }
 
     /// Every root this source holds with its tag, if it can enumerate them (layouts, archives).
@@ -231,6 +262,15 @@ macro_rules! forward {
             }
             fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
                 (**self).blob_path(desc)
+            }
+            fn range_lanes(&self, desc: &Descriptor) -> usize {
+                (**self).range_lanes(desc)
+            }
+            fn state_dir(&self) -> Option<PathBuf> {
+                (**self).state_dir()
+            }
+            async fn open_blob_range(&self, desc: &Descriptor, offset: u64, len: u64) -> Result<RangeRead> {
+                (**self).open_blob_range(desc, offset, len).await
             }
             async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
                 (**self).roots().await

@@ -8,6 +8,7 @@ mod support;
 
 mod archive;
 mod archive_security;
+mod bigtransfer;
 mod build;
 mod cli_build;
 mod cli_export;

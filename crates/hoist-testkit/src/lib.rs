@@ -10,7 +10,8 @@
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
 //!
-//! - [`containerd`]: a throwaway containerd (own socket and root, CRI off) and `ctr` against it.
+//! - [`relay`]: a TCP relay adding delay, a per-connection window and a shared rate limit
+//!   (also the `hoist-relay` binary), so that benchmarks see what a WAN does.
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
 //! - [`containerd`]: a throwaway containerd on a private socket (root only).
 //!
@@ -24,5 +25,6 @@ pub mod forward_proxy;
 pub mod hostile;
 pub mod proxy;
 pub mod registry;
+pub mod relay;
 pub mod token;
 pub mod tools;

@@ -4,6 +4,7 @@
 //! layout for their whole session so `gc` (exclusive) never races a copy.
 
 pub(crate) mod blobfile;
+mod partial;
 mod safe;
 mod writer;
 
@@ -598,6 +599,10 @@ impl Source for Layout {
         Some(self.blob_path_of(&desc.digest))
     }
 
+    fn state_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join(".hoist"))
+    }
+
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
         Ok(self.root_index()?.roots())
     }
@@ -621,7 +626,22 @@ impl Destination for Layout {
         if blob_ok(&self.blob_path_of(&desc.digest), desc.size) {
             return Ok(BlobOutcome::Existed);
         }
-        let stream = src.open_blob(desc, 0).await?;
+        let lanes = src.range_lanes(desc);
+        let opened = if lanes > 1 && desc.size > partial::CHUNK {
+            match partial::download_lanes(self, desc, src, lanes, progress).await? {
+                partial::LanesOutcome::Done => return Ok(BlobOutcome::Uploaded),
+                partial::LanesOutcome::OneStream(s) => {
+                    progress.reset(desc, 0);
+                    s
+                }
+            }
+        } else {
+            None
+        };
+        let stream = match opened {
+            Some(s) => s,
+            None => src.open_blob(desc, 0).await?,
+        };
         self.write_blob_stream(desc, stream, progress).await?;
         Ok(BlobOutcome::Uploaded)
     }

@@ -84,12 +84,15 @@ pub struct ErrorBody {
     pub text: String,
     /// The body went on past [`MAX_ERROR_BODY`] and was not read to its end.
     pub truncated: bool,
+    /// The answer's rate-limit headers (Docker Hub's `ratelimit-*`), if any.
+    pub rate_limit: Option<String>,
 }
 
 impl ErrorBody {
     /// Read `resp`'s body, at most [`MAX_ERROR_BODY`] bytes within [`ERROR_BODY_TIME`]; a
     /// broken, oversized or trickled body gives what came by then.
     pub async fn read(resp: Response) -> ErrorBody {
+        let rate_limit = super::profiles::rate_limit_note(resp.headers());
         let mut body = Vec::new();
         let mut truncated = false;
         let mut stream = resp.bytes_stream();
@@ -113,6 +116,7 @@ impl ErrorBody {
         }
         let mut e = ErrorBody::parse(&body);
         e.truncated = truncated;
+        e.rate_limit = rate_limit;
         e
     }
 
@@ -155,10 +159,11 @@ impl ErrorBody {
         let parts: Vec<String> =
             self.errors.iter().map(|x| format!("{} {}", x.code.as_str(), x.message).trim().to_string()).collect();
         let text = if parts.is_empty() { self.text.clone() } else { parts.join("; ") };
+        let rate = self.rate_limit.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
         if text.is_empty() {
-            return String::new();
+            return if rate.is_empty() { String::new() } else { format!(":{rate}") };
         }
-        format!(": {}{}", printable(&text), if self.truncated { " (error body truncated)" } else { "" })
+        format!(": {}{}{rate}", printable(&text), if self.truncated { " (error body truncated)" } else { "" })
     }
 }
 

@@ -217,6 +217,7 @@ impl Client {
             }
             match req.send().await {
                 Ok(resp) => {
+                    super::profiles::log_rate_limit(&host.name, resp.headers());
                     let status = resp.status();
                     if status == StatusCode::UNAUTHORIZED {
                         // One more try: a bearer token may have expired (fetch a new one, or

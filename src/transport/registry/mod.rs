@@ -8,6 +8,7 @@
 //! - [`retry`]: the one retry decision every loop asks;
 //! - [`errors`]: registry error bodies as structured codes;
 //! - [`manifests`], [`upload`], [`download`], [`referrers`]: the protocol calls;
+//! - [`profiles`]: known limits of hosted registries (GHCR, ECR, GAR, Quay, Docker Hub);
 //! - [`credentials`]: auth files and credential helpers;
 //! - [`tls`]: trust (CA files, certs.d), client certificates, a reqwest client per host,
 //!   TLS failures classified; [`proxy`]: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`;
@@ -23,6 +24,7 @@ pub mod errors;
 pub mod http;
 mod manifests;
 pub mod proxy;
+pub mod profiles;
 pub mod referrers;
 pub mod regconf;
 pub mod retry;
@@ -42,10 +44,11 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::reference::Reference;
-use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
+use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, RangeRead, Source};
 
 use auth::Challenge;
 use credentials::Credential;
+pub use download::MAX_LANES;
 use errors::ErrorBody;
 pub use retry::RetryPolicy;
 
@@ -99,10 +102,17 @@ pub struct RegistryOptions {
     pub upload: UploadMode,
     /// Bytes per PATCH of a chunked upload.
     pub chunk_size: u64,
+    /// `upload` was chosen by the user (`--upload`): registry profiles leave it alone.
+    pub upload_set: bool,
+    /// `chunk_size` was chosen by the user (`--chunk-size-mib`): profiles leave it alone.
+    pub chunk_size_set: bool,
     /// No bytes for this long on a transfer counts as a stall.
     pub read_timeout: Duration,
     /// Offer HTTP/2 (ALPN) to TLS registries; HTTP/1.1 only when false (the default).
     pub http2: bool,
+    /// Parallel ranged reads of one large blob (`--lanes`); `None`: chosen from the blob's
+    /// size (see `download`), `Some(1)`: one stream per blob.
+    pub lanes: Option<usize>,
 }
 
 impl Default for RegistryOptions {
@@ -120,8 +130,11 @@ impl Default for RegistryOptions {
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
             chunk_size: 16 << 20,
+            upload_set: false,
+            chunk_size_set: false,
             read_timeout: Duration::from_secs(60),
             http2: false,
+            lanes: None,
         }
     }
 }
@@ -376,6 +389,14 @@ impl Source for Repository {
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobStream> {
         Ok(download::resuming_download(self.reader(), desc.clone(), offset))
+    }
+
+    fn range_lanes(&self, desc: &Descriptor) -> usize {
+        download::lanes_for(desc.size, self.client.opts.lanes)
+    }
+
+    async fn open_blob_range(&self, desc: &Descriptor, offset: u64, len: u64) -> Result<RangeRead> {
+        download::open_range(self.reader(), desc.clone(), offset, len).await
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use super::errors::{ErrorBody, ErrorCode};
 use super::http::net_err;
 use super::retry::{retriable_status, retry_after, RetryState};
-use super::{Host, Repository, UploadMode};
+use super::{profiles, Host, Repository, UploadMode};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Digest, Hasher};
@@ -51,6 +51,11 @@ impl Repository {
             Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
             _ => None,
         };
+        if from.is_none() {
+            if let Some(session) = self.session_file(desc, src) {
+                return self.upload_resumable(desc, src, progress, &session).await;
+            }
+        }
         let url = match self.start_upload(desc, from.as_deref()).await? {
             None => {
                 tracing::info!(digest = %desc.digest, from = ?from, "mounted");
@@ -58,9 +63,9 @@ impl Repository {
             }
             Some(u) => u,
         };
-        let mode = self.client.opts.upload;
+        let mode = self.upload_plan(desc).mode;
         if mode == UploadMode::Chunked {
-            self.put_chunked(url, 0, desc, src, progress, None).await?;
+            self.put_chunked(url, 0, desc, src, progress, None, None).await?;
             return Ok(BlobOutcome::Uploaded);
         }
         let mut retry = RetryState::new(&self.client.opts.retry);
@@ -86,7 +91,7 @@ impl Repository {
                     Some(x) => x,
                     None => (0, self.start_upload(desc, None).await?.expect("plain upload")),
                 };
-                let chunk = self.client.opts.chunk_size;
+                let chunk = self.upload_plan(desc).chunk;
                 let first_chunk = match (f.cut_after, f.too_large) {
                     (Some(sent), _) if sent > 0 => Some(chunk.min(sent / 2)),
                     (_, true) => Some(chunk.min(desc.size / 2)),
@@ -97,13 +102,68 @@ impl Repository {
                 }
                 progress.reset(desc, offset);
                 tracing::info!(digest = %desc.digest, offset, ?first_chunk, "continuing in chunks");
-                self.put_chunked(next, offset.min(desc.size), desc, src, progress, first_chunk).await?;
+                self.put_chunked(next, offset.min(desc.size), desc, src, progress, first_chunk, None).await?;
                 return Ok(BlobOutcome::Uploaded);
             }
             tokio::time::sleep(wait).await;
             progress.reset(desc, 0);
             url = self.start_upload(desc, None).await?.expect("plain upload");
         }
+    }
+
+    /// How `desc` goes up to this registry: the configured mode and chunk size shaped by the
+    /// registry's profile (see `profiles`), unless the user chose them.
+    fn upload_plan(&self, desc: &Descriptor) -> profiles::Upload {
+        let o = &self.client.opts;
+        let profile = profiles::for_host(&self.registry);
+        profiles::upload_for(&profile, desc.size, o.upload, o.upload_set, o.chunk_size, o.chunk_size_set)
+    }
+
+    /// The session file for uploading `desc` from `src`, when this upload is to survive a
+    /// restart: the source has a state dir, and the blob goes up in chunks (`--upload
+    /// chunked`, or `auto` for blobs of at least [`RESUMABLE_MIN`]); a session an earlier run
+    /// left is continued in any mode but `monolithic`.
+    fn session_file(&self, desc: &Descriptor, src: &dyn Source) -> Option<SessionFile> {
+        let mode = self.upload_plan(desc).mode;
+        if mode == UploadMode::Monolithic || desc.size == 0 {
+            return None;
+        }
+        let file = SessionFile::new(&src.state_dir()?, &self.registry, &self.repo, &desc.digest);
+        let chunked = mode == UploadMode::Chunked || desc.size >= RESUMABLE_MIN;
+        (chunked || file.path.exists()).then_some(file)
+    }
+
+    /// A chunked upload whose session (its newest `Location`) is kept in `session`: continue
+    /// the one an earlier run left where the registry says it stands, or start a new one when
+    /// the registry no longer has it.
+    async fn upload_resumable(
+        &self,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+        session: &SessionFile,
+    ) -> Result<BlobOutcome> {
+        if let Some(url) = session.load() {
+            match self.upload_offset(&url).await {
+                Ok(Some((offset, next))) if offset <= desc.size => {
+                    tracing::info!(digest = %desc.digest, offset, size = desc.size, "continuing the upload session of an earlier run");
+                    session.save(&next);
+                    progress.reset(desc, offset);
+                    self.put_chunked(next, offset, desc, src, progress, None, Some(session)).await?;
+                    session.remove();
+                    return Ok(BlobOutcome::Uploaded);
+                }
+                other => {
+                    tracing::info!(digest = %desc.digest, answer = ?other.map(|o| o.map(|(n, _)| n)), "the registry no longer has the earlier upload session; starting again");
+                    session.remove();
+                }
+            }
+        }
+        let url = self.start_upload(desc, None).await?.expect("plain upload");
+        session.save(&url);
+        self.put_chunked(url, 0, desc, src, progress, None, Some(session)).await?;
+        session.remove();
+        Ok(BlobOutcome::Uploaded)
     }
 
     /// Resolve an upload `Location` against the registry; refuse other hosts.
@@ -264,12 +324,20 @@ impl Repository {
         src: &dyn Source,
         progress: &dyn Progress,
         first_chunk: Option<u64>,
+        session: Option<&SessionFile>,
     ) -> Result<()> {
         let host = self.host().await?;
+        // every Location the registry hands out is the session's newest state: keep it
+        let keep = |url: &url::Url| {
+            if let Some(s) = session {
+                s.save(url);
+            }
+        };
         const MIN_CHUNK: u64 = 256 * 1024;
-        let mut chunk = first_chunk.unwrap_or(self.client.opts.chunk_size).max(MIN_CHUNK);
-        // The registry's minimum chunk (OCI-Chunk-Min-Length), once it names one.
-        let mut registry_min = 0u64;
+        let plan = self.upload_plan(desc);
+        // The registry's minimum chunk: its profile's, or OCI-Chunk-Min-Length once it names one.
+        let mut registry_min = plan.min_chunk;
+        let mut chunk = first_chunk.unwrap_or(plan.chunk).max(MIN_CHUNK).max(registry_min);
         // Failures without a successful chunk in between, and sessions lost: both bounded
         // by the retry policy.
         let mut retry = RetryState::new(&self.client.opts.retry);
@@ -322,6 +390,7 @@ impl Repository {
             let outcome: Result<()> = match send_counting(req, &counter, desc, progress).await {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED || resp.status().is_success() => {
                     url = self.upload_url(&host, &resp)?;
+                    keep(&url);
                     let before = offset;
                     // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
                     offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
@@ -373,6 +442,7 @@ impl Repository {
                         // Our offset is not the registry's, or the session is gone: only a
                         // new session is safe.
                         url = self.restart_upload(desc, &mut sessions, e).await?;
+                        keep(&url);
                         offset = 0;
                         continue;
                     }
@@ -407,9 +477,11 @@ impl Repository {
                     Some((o, next)) if o <= desc.size => {
                         offset = o;
                         url = next;
+                        keep(&url);
                     }
                     _ => {
                         url = self.restart_upload(desc, &mut sessions, e).await?;
+                        keep(&url);
                         offset = 0;
                     }
                 }
@@ -478,6 +550,89 @@ impl Repository {
         }
         tracing::warn!(digest = %desc.digest, error = %why, "upload session lost; starting the blob again");
         Ok(self.start_upload(desc, None).await?.expect("plain upload"))
+    }
+}
+
+/// Blobs at least this large are uploaded in chunks with a kept session under `--upload
+/// auto` (when the source has a state dir), so a push killed an hour in continues: the
+/// monolithic PUT is faster on loopback but cannot be resumed.
+pub(super) const RESUMABLE_MIN: u64 = 1 << 30;
+/// A session file larger than this is not ours.
+const MAX_SESSION_FILE: u64 = 64 << 10;
+
+/// Where one upload session is kept between runs: `<state dir>/uploads/<key>-<alg>-<hex>.json`
+/// with the registry, repository, digest and the session's newest `Location`. Saving is best
+/// effort: a session that cannot be kept only means a restart starts the blob again.
+///
+/// What a registry does with a session cut mid-PATCH decides what a kill costs: one that
+/// keeps chunks atomic (ECR's chunks are S3 parts) still has the session at the last whole
+/// chunk, and the next run continues there; distribution 2.8.2 keeps the cut chunk's bytes,
+/// which breaks its signed `_state`, so the next run's `GET` of the session fails and the
+/// blob starts again in a new session.
+pub(super) struct SessionFile {
+    path: std::path::PathBuf,
+    saved: SavedSession,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
+struct SavedSession {
+    registry: String,
+    repository: String,
+    digest: String,
+    location: String,
+}
+
+impl SessionFile {
+    fn new(state_dir: &std::path::Path, registry: &str, repo: &str, digest: &Digest) -> SessionFile {
+        let mut h = crate::model::digest::Algorithm::Sha256.hasher();
+        h.update(format!("{registry}/{repo}").as_bytes());
+        let key = h.finish().hex()[..16].to_string();
+        let name = format!("{key}-{}-{}.json", digest.algorithm().as_str(), digest.hex());
+        SessionFile {
+            path: state_dir.join("uploads").join(name),
+            saved: SavedSession {
+                registry: registry.into(),
+                repository: repo.into(),
+                digest: digest.to_string(),
+                location: String::new(),
+            },
+        }
+    }
+
+    /// The kept session's Location, when the file is ours and for this upload.
+    fn load(&self) -> Option<url::Url> {
+        use std::io::Read;
+        let f = std::fs::File::open(&self.path).ok()?;
+        let mut bytes = Vec::new();
+        f.take(MAX_SESSION_FILE).read_to_end(&mut bytes).ok()?;
+        let s: SavedSession = serde_json::from_slice(&bytes).ok()?;
+        let same =
+            s.registry == self.saved.registry && s.repository == self.saved.repository && s.digest == self.saved.digest;
+        if !same {
+            return None;
+        }
+        url::Url::parse(&s.location).ok()
+    }
+
+    /// Keep `url` as the session's newest Location (write to a temp file, rename).
+    fn save(&self, url: &url::Url) {
+        let mut s = self.saved.clone();
+        s.location = url.to_string();
+        let result = (|| -> std::io::Result<()> {
+            let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &serde_json::to_vec(&s).unwrap_or_default())?;
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot keep the upload session");
+        }
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

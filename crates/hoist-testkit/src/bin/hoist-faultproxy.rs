@@ -18,7 +18,9 @@ use hoist_testkit::proxy::{parse_rules, serve, ProxyState};
         filters: method=PUT path=SUBSTRING path-re=REGEX\n  \
         when:    nth=N every=N times=N after=N (default: every matching request)\n  \
         actions: status=CODE retry-after=SECS header=Name:Value max-body=SIZE\n           \
-        drop-request=SIZE drop-response=SIZE stall=DURATION\n\
+        drop-request=SIZE drop-response=SIZE stall=DURATION strip-request-header=NAME\n           \
+        strip-response-header=NAME response-header=Name:Value buffer-request=true\n           \
+        min-body=SIZE\n\
         Example: --rules 'method=PUT path=/blobs/ nth=2 status=503; method=PATCH every=3 drop-request=1m'"
 )]
 struct Args {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 
+/// Request bodies a [`Rule::buffer_request`] holds at most (larger ones are refused with 413).
+pub const MAX_BUFFERED_BODY: usize = 256 << 20;
+
 /// Which path a rule applies to.
 #[derive(Clone, Debug)]
 pub enum PathMatch {
@@ -72,6 +75,11 @@ pub struct Rule {
     pub(super) drop_request_after: Option<u64>,
     pub(super) drop_response_after: Option<u64>,
     pub(super) stall: Option<Duration>,
+    pub(super) strip_request_headers: Vec<String>,
+    pub(super) strip_response_headers: Vec<String>,
+    pub(super) response_headers: Vec<(String, String)>,
+    pub(super) buffer_request: bool,
+    pub(super) min_body: Option<u64>,
 }
 
 impl Rule {
@@ -176,12 +184,64 @@ impl Rule {
         self
     }
 
+    /// Remove this header from the request before forwarding it (e.g. `Range`, to play a
+    /// server that ignores ranges).
+    pub fn strip_request_header(mut self, name: &str) -> Self {
+        self.strip_request_headers.push(name.to_owned());
+        self
+    }
+
+    /// Forward without the `Range` header: the upstream answers `200` with the whole body,
+    /// as a registry or CDN that ignores ranges does.
+    pub fn ignore_range(self) -> Self {
+        self.strip_request_header("range")
+    }
+
+    /// Remove this header from the forwarded response (e.g. `Content-Range`).
+    pub fn strip_response_header(mut self, name: &str) -> Self {
+        self.strip_response_headers.push(name.to_owned());
+        self
+    }
+
+    /// Set this header on the forwarded response, replacing the upstream's (e.g. a false
+    /// `Content-Range`).
+    pub fn response_header(mut self, name: &str, value: &str) -> Self {
+        self.response_headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Answer `400 SIZE_INVALID` to a request whose `Content-Length` is below `bytes` (ECR's
+    /// 5 MiB minimum chunk; the proxy cannot tell a last chunk, so tests use blobs that are a
+    /// multiple of the chunk).
+    pub fn min_body(mut self, bytes: u64) -> Self {
+        self.min_body = Some(bytes);
+        self
+    }
+
+    /// Read the whole request body (up to [`MAX_BUFFERED_BODY`]) before forwarding any of
+    /// it: a client that goes away mid-body leaves nothing upstream. This plays a registry
+    /// whose chunks are atomic (ECR's chunks are S3 parts), unlike distribution 2.8.2, which
+    /// keeps a cut PATCH's bytes and so loses the session.
+    pub fn buffer_request(mut self) -> Self {
+        self.buffer_request = true;
+        self
+    }
+
+    pub(super) fn rewrites(&self) -> bool {
+        !(!self.buffer_request
+            && self.strip_request_headers.is_empty()
+            && self.strip_response_headers.is_empty()
+            && self.response_headers.is_empty())
+    }
+
     pub(super) fn matches(&self, method: &Method, path: &str) -> bool {
         self.method.as_ref().is_none_or(|m| m == method) && self.path.as_ref().is_none_or(|p| p.is_match(path))
     }
 
     pub(super) fn stall_only(&self) -> bool {
         self.status.is_none()
+            && !self.rewrites()
+            && self.min_body.is_none()
             && self.max_body.is_none()
             && self.drop_request_after.is_none()
             && self.drop_response_after.is_none()
@@ -193,7 +253,9 @@ impl Rule {
 /// Filters: `method=PUT`, `path=SUBSTRING`, `path-re=REGEX`.
 /// When (one): `nth=N`, `every=N`, `times=N`, `after=N` (default: always).
 /// Actions (one or more): `status=503`, `retry-after=SECS`, `header=Name:Value`,
-/// `max-body=BYTES`, `drop-request=BYTES`, `drop-response=BYTES`, `stall=DURATION`.
+/// `max-body=BYTES`, `drop-request=BYTES`, `drop-response=BYTES`, `stall=DURATION`,
+/// `min-body=BYTES`, `buffer-request=true`, `strip-request-header=NAME` (e.g. `Range`), `strip-response-header=NAME`,
+/// `response-header=Name:Value` (set on the forwarded response).
 /// Sizes take `k`/`m`/`g` (KiB, MiB, GiB); durations `ms`, `s` or `m`.
 ///
 /// Example: `method=PUT path=/blobs/uploads/ nth=2 status=503`.
@@ -261,11 +323,33 @@ impl FromStr for Rule {
                     rule.stall = Some(parse_duration(value)?);
                     has_action = true;
                 }
+                "min-body" => {
+                    rule.min_body = Some(parse_size(value)?);
+                    has_action = true;
+                }
+                "buffer-request" => {
+                    rule.buffer_request = value == "1" || value == "true";
+                    has_action = true;
+                }
+                "strip-request-header" => {
+                    rule.strip_request_headers.push(value.to_owned());
+                    has_action = true;
+                }
+                "strip-response-header" => {
+                    rule.strip_response_headers.push(value.to_owned());
+                    has_action = true;
+                }
+                "response-header" => {
+                    let (n, v) =
+                        value.split_once(':').ok_or_else(|| format!("rule token {token:?}: expected Name:Value"))?;
+                    rule.response_headers.push((n.to_owned(), v.to_owned()));
+                    has_action = true;
+                }
                 _ => return Err(format!("rule token {token:?}: unknown key {key:?}")),
             }
         }
         if !has_action {
-            return Err(format!("rule {s:?}: no action (status, max-body, drop-request, drop-response, stall)"));
+            return Err(format!("rule {s:?}: no action (status, max-body, drop-request, drop-response, stall, strip-request-header, strip-response-header, response-header)"));
         }
         Ok(rule)
     }

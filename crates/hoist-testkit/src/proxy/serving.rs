@@ -171,6 +171,14 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (Some((rule, min)), Some(len)) = (plan.min_body, content_length) {
+        if len < min {
+            state.fire(rule, ex, Fault::Status(400));
+            drain(body, &state).await;
+            state.finish(ex, Some(400));
+            return Ok(error_response(StatusCode::BAD_REQUEST, "SIZE_INVALID"));
+        }
+    }
     if let (Some((rule, max)), Some(len)) = (plan.max_body, content_length) {
         if len > max {
             state.fire(rule, ex, Fault::TooLarge);
@@ -183,6 +191,9 @@ async fn handle(
     let proxy_host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    for n in &plan.strip_request {
+        headers.remove(n.as_str());
+    }
 
     let mut pump_state = None;
     // (repo, subject digest, descriptor) of a manifest PUT the referrers API emulation indexes
@@ -195,6 +206,18 @@ async fn handle(
         let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let ct = ct.map(|c| c.split(';').next().unwrap_or(c).trim());
         referrer = referrer_entry(&bytes, ct).map(|(subject, desc)| (repo.to_owned(), subject, desc));
+        ProxyBody::full(bytes)
+    } else if plan.buffer_request && !body.is_end_stream() {
+        let limited = http_body_util::Limited::new(body, super::rules::MAX_BUFFERED_BODY);
+        let bytes = match limited.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                // the client went away mid-body (or sent too much): nothing goes upstream
+                state.finish(ex, None);
+                return Err(e);
+            }
+        };
+        state.request_body_bytes.fetch_add(bytes.len() as u64, Ordering::SeqCst);
         ProxyBody::full(bytes)
     } else if body.is_end_stream() {
         ProxyBody(BodyKind::Empty)
@@ -240,6 +263,14 @@ async fn handle(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     rewrite_location(&mut parts.headers, &state.upstream, proxy_host.as_deref());
+    for n in &plan.strip_response {
+        parts.headers.remove(n.as_str());
+    }
+    for (n, v) in &plan.set_response {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+            parts.headers.insert(n, v);
+        }
+    }
     if let Some((repo, subject, desc)) = referrer.filter(|_| parts.status.is_success()) {
         if let Ok(v) = HeaderValue::from_str(&subject) {
             parts.headers.insert("oci-subject", v);

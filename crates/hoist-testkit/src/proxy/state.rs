@@ -188,6 +188,16 @@ impl ProxyState {
                         Some(StatusPlan { rule: i, status, retry_after: r.retry_after, headers: r.headers.clone() });
                 }
             }
+            if r.rewrites() {
+                plan.strip_request.extend(r.strip_request_headers.iter().cloned());
+                plan.strip_response.extend(r.strip_response_headers.iter().cloned());
+                plan.set_response.extend(r.response_headers.iter().cloned());
+                plan.buffer_request |= r.buffer_request;
+                slot.stats.fired += 1;
+            }
+            if let (None, Some(n)) = (plan.min_body, r.min_body) {
+                plan.min_body = Some((i, n));
+            }
             min_limit(&mut plan.max_body, i, r.max_body);
             min_limit(&mut plan.drop_request, i, r.drop_request_after);
             min_limit(&mut plan.drop_response, i, r.drop_response_after);
@@ -248,6 +258,15 @@ pub(super) struct Plan {
     pub(super) max_body: Option<(usize, u64)>,
     pub(super) drop_request: Option<(usize, u64)>,
     pub(super) drop_response: Option<(usize, u64)>,
+    /// Request headers removed before forwarding.
+    pub(super) strip_request: Vec<String>,
+    /// Response headers removed, and set, on the forwarded response.
+    pub(super) strip_response: Vec<String>,
+    pub(super) set_response: Vec<(String, String)>,
+    /// Read the whole request body before forwarding it.
+    pub(super) buffer_request: bool,
+    /// Refuse bodies shorter than this (rule, bytes).
+    pub(super) min_body: Option<(usize, u64)>,
 }
 
 /// The injected status answer of a [`Plan`], and the rule that asked for it.
