@@ -396,3 +396,76 @@ fn registries_conf_insecure_allows_an_untrusted_certificate() {
     env.conf(&format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.host()));
     assert_success("push to an insecure = true registry", &env.hoist(["push", &sample_src(), &target]));
 }
+
+/// A loopback server that is no TLS server: a TLS hello (first byte 0x16) is hung up on
+/// (with a reset when `reset`); plain HTTP gets `200 {}` for `/v2/` and 404 otherwise. It
+/// records the request lines it answered.
+fn not_tls_server(reset: bool) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head[0] == 0x16 {
+                        if reset {
+                            use std::os::fd::AsRawFd;
+                            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+                            // SAFETY: setsockopt on a socket this thread owns, with a valid linger struct.
+                            unsafe {
+                                libc::setsockopt(
+                                    conn.as_raw_fd(),
+                                    libc::SOL_SOCKET,
+                                    libc::SO_LINGER,
+                                    &linger as *const libc::linger as *const libc::c_void,
+                                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                                );
+                            }
+                        }
+                        return;
+                    }
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                s.lock().unwrap().push(line.clone());
+                let reply: &[u8] = if line.starts_with("GET /v2/ ") {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = conn.write_all(reply);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn loopback_falls_back_to_http_when_the_tls_hello_is_hung_up_on_or_reset() {
+    let env = Env::new();
+    for reset in [false, true] {
+        let (port, seen) = not_tls_server(reset);
+        let out = env.hoist(["--retries", "1", "tags", &format!("127.0.0.1:{port}/x/y")]);
+        assert!(!out.status.success(), "the tag list is not found");
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|l| l.starts_with("GET /v2/x/y/tags/list")),
+            "reset={reset}: {seen:?}: {}",
+            stderr(&out)
+        );
+    }
+}

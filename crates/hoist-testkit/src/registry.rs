@@ -1,7 +1,8 @@
 //! A throwaway CNCF distribution registry (Debian's `docker-registry`, 2.8.2) for one test:
 //! own temp dir, config, free port on 127.0.0.1, optional htpasswd auth, bearer token auth
-//! (with a [`TokenServer`]) and TLS; stopped on drop, and also when the test process dies (a
-//! watchdog reads our end of a pipe).
+//! (with a [`TokenServer`]) and TLS (a CA-signed leaf, the self-signed one-liner, an expired
+//! or misnamed certificate: [`CertKind`]; mutual TLS with [`RegistryOpts::mtls`]); stopped
+//! on drop, and also when the test process dies (a watchdog reads our end of a pipe).
 //!
 //! Not for: registries elsewhere; only what `docker-registry serve` can do.
 

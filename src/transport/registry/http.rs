@@ -63,6 +63,22 @@ fn is_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit())
 }
 
+/// Whether a connection reset is among `e`'s causes.
+fn is_reset(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionReset {
+                return true;
+            }
+            cur = io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+        } else {
+            cur = err.source();
+        }
+    }
+    false
+}
+
 /// The host name the API of `registry` is served at (Docker Hub's differs from its name).
 pub(super) fn api_host(registry: &str) -> &str {
     if registry == crate::model::reference::DEFAULT_REGISTRY {
@@ -186,7 +202,9 @@ impl Client {
                     // listening on 443 says nothing about 80.
                     let other_port =
                         tls.is_none() && e.is_connect() && split_host_port(api).is_some_and(|(_, p)| p.is_none());
-                    let fallback = i + 1 < schemes.len() && (tls == Some(TlsFailure::NotTls) || other_port);
+                    // A server that resets the connection on a TLS hello is no TLS server either.
+                    let reset = tls.is_none() && e.is_connect() && is_reset(&e);
+                    let fallback = i + 1 < schemes.len() && (tls == Some(TlsFailure::NotTls) || other_port || reset);
                     if !fallback {
                         return Err(net_err_tls(registry, &e, has_identity));
                     }
@@ -249,7 +267,9 @@ impl Client {
                     }
                     return Ok(resp);
                 }
-                Err(e) if classify(&e, false).is_some() => {
+                // a certificate problem will not change: not retried (a handshake cut short,
+                // as by a registry restarting, is)
+                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
                     let id = self.http.has_identity(api_host(&host.name));
                     return Err(net_err_tls(&host.name, &e, id));
                 }
