@@ -66,10 +66,14 @@ pub struct ProxyState {
     pub(super) referrers_page: AtomicU64,
     /// Upload session id → sizes of its accepted PATCH bodies, and its newest Location
     /// (path and query).
-    pub(super) uploads: Mutex<BTreeMap<String, (Vec<u64>, Option<String>)>>,
+    pub(super) uploads: Mutex<BTreeMap<String, UploadSeen>>,
     /// (repository, subject digest) → referrer descriptors, in push order.
     pub(super) referrers: Mutex<BTreeMap<(String, String), Vec<serde_json::Value>>>,
 }
+
+/// What the proxy saw of one upload session: sizes of its accepted PATCH bodies, and its
+/// newest Location (path and query).
+pub(super) type UploadSeen = (Vec<u64>, Option<String>);
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
