@@ -116,7 +116,7 @@ kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 t0=$(now); "$hoist" -q --insecure-registry "$WAN" pull "$WAN/bench/big:v1" "$work/out:v1" >/dev/null; t1=$(now)
 resume_t=$(secs "$t0" "$t1")
 row "pull resumed after kill -9 at 50%" "$resume_t" "$(limit $((pull_mib / 2)))" "link, half the blob"
-"$hoist" layout fsck "$work/out" >/dev/null && echo "# fsck after resume: clean"
+"$hoist" layout fsck "$work/out" >/dev/null 2>&1 && echo "# fsck after resume: clean"
 rm -rf "$work/out" "$work/big"
 
 per=$((push_mib / layers)); sizes=(); for _ in $(seq 1 "$layers"); do sizes+=("$per"); done

@@ -65,7 +65,7 @@ impl Repository {
         };
         let mode = self.upload_plan(desc).mode;
         if mode == UploadMode::Chunked {
-            self.put_chunked(url, 0, desc, src, progress, None, None).await?;
+            self.put_chunked(url, 0, desc, src, progress, ChunkStart::default()).await?;
             return Ok(BlobOutcome::Uploaded);
         }
         let mut retry = RetryState::new(&self.client.opts.retry);
@@ -102,7 +102,15 @@ impl Repository {
                 }
                 progress.reset(desc, offset);
                 tracing::info!(digest = %desc.digest, offset, ?first_chunk, "continuing in chunks");
-                self.put_chunked(next, offset.min(desc.size), desc, src, progress, first_chunk, None).await?;
+                self.put_chunked(
+                    next,
+                    offset.min(desc.size),
+                    desc,
+                    src,
+                    progress,
+                    ChunkStart { first_chunk, session: None },
+                )
+                .await?;
                 return Ok(BlobOutcome::Uploaded);
             }
             tokio::time::sleep(wait).await;
@@ -149,7 +157,15 @@ impl Repository {
                     tracing::info!(digest = %desc.digest, offset, size = desc.size, "continuing the upload session of an earlier run");
                     session.save(&next);
                     progress.reset(desc, offset);
-                    self.put_chunked(next, offset, desc, src, progress, None, Some(session)).await?;
+                    self.put_chunked(
+                        next,
+                        offset,
+                        desc,
+                        src,
+                        progress,
+                        ChunkStart { first_chunk: None, session: Some(session) },
+                    )
+                    .await?;
                     session.remove();
                     return Ok(BlobOutcome::Uploaded);
                 }
@@ -161,7 +177,7 @@ impl Repository {
         }
         let url = self.start_upload(desc, None).await?.expect("plain upload");
         session.save(&url);
-        self.put_chunked(url, 0, desc, src, progress, None, Some(session)).await?;
+        self.put_chunked(url, 0, desc, src, progress, ChunkStart { first_chunk: None, session: Some(session) }).await?;
         session.remove();
         Ok(BlobOutcome::Uploaded)
     }
@@ -323,9 +339,9 @@ impl Repository {
         desc: &Descriptor,
         src: &dyn Source,
         progress: &dyn Progress,
-        first_chunk: Option<u64>,
-        session: Option<&SessionFile>,
+        start: ChunkStart<'_>,
     ) -> Result<()> {
+        let ChunkStart { first_chunk, session } = start;
         let host = self.host().await?;
         // every Location the registry hands out is the session's newest state: keep it
         let keep = |url: &url::Url| {
@@ -634,6 +650,14 @@ impl SessionFile {
     fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// How a chunked upload starts: the first chunk's size (after a cut, what got through), and
+/// where its session is kept for a restart.
+#[derive(Default, Clone, Copy)]
+struct ChunkStart<'a> {
+    first_chunk: Option<u64>,
+    session: Option<&'a SessionFile>,
 }
 
 /// Why one upload request failed, and what it tells about the next try.

@@ -20,7 +20,7 @@ use hoist_testkit::proxy::{parse_rules, serve, ProxyState};
         actions: status=CODE retry-after=SECS header=Name:Value max-body=SIZE\n           \
         drop-request=SIZE drop-response=SIZE stall=DURATION strip-request-header=NAME\n           \
         strip-response-header=NAME response-header=Name:Value buffer-request=true\n           \
-        min-body=SIZE\n\
+        min-body=SIZE stable-uploads=true\n\
         Example: --rules 'method=PUT path=/blobs/ nth=2 status=503; method=PATCH every=3 drop-request=1m'"
 )]
 struct Args {

@@ -80,6 +80,7 @@ pub struct Rule {
     pub(super) response_headers: Vec<(String, String)>,
     pub(super) buffer_request: bool,
     pub(super) min_body: Option<u64>,
+    pub(super) stable_uploads: bool,
 }
 
 impl Rule {
@@ -210,11 +211,21 @@ impl Rule {
         self
     }
 
-    /// Answer `400 SIZE_INVALID` to a request whose `Content-Length` is below `bytes` (ECR's
-    /// 5 MiB minimum chunk; the proxy cannot tell a last chunk, so tests use blobs that are a
-    /// multiple of the chunk).
+    /// A chunked upload whose accepted chunks, all but the last, are under `bytes` is refused
+    /// at its closing PUT with `400 SIZE_INVALID`, as ECR's layer upload completion refuses S3
+    /// parts under 5 MiB. Aim the rule at `/blobs/uploads/` (PATCH and PUT).
     pub fn min_body(mut self, bytes: u64) -> Self {
         self.min_body = Some(bytes);
+        self
+    }
+
+    /// Send every request of an upload session with the session's newest `_state` (the one
+    /// in the last `Location` the registry answered): plays a registry whose session URL is
+    /// stable and whose status GET tells what it holds. distribution 2.8.2 signs the offset
+    /// into `_state`, so a client killed after its last PATCH body left, but before the answer
+    /// came, would otherwise find the session broken.
+    pub fn stable_uploads(mut self) -> Self {
+        self.stable_uploads = true;
         self
     }
 
@@ -229,6 +240,7 @@ impl Rule {
 
     pub(super) fn rewrites(&self) -> bool {
         !(!self.buffer_request
+            && !self.stable_uploads
             && self.strip_request_headers.is_empty()
             && self.strip_response_headers.is_empty()
             && self.response_headers.is_empty())
@@ -254,7 +266,7 @@ impl Rule {
 /// When (one): `nth=N`, `every=N`, `times=N`, `after=N` (default: always).
 /// Actions (one or more): `status=503`, `retry-after=SECS`, `header=Name:Value`,
 /// `max-body=BYTES`, `drop-request=BYTES`, `drop-response=BYTES`, `stall=DURATION`,
-/// `min-body=BYTES`, `buffer-request=true`, `strip-request-header=NAME` (e.g. `Range`), `strip-response-header=NAME`,
+/// `min-body=BYTES`, `buffer-request=true`, `stable-uploads=true`, `strip-request-header=NAME` (e.g. `Range`), `strip-response-header=NAME`,
 /// `response-header=Name:Value` (set on the forwarded response).
 /// Sizes take `k`/`m`/`g` (KiB, MiB, GiB); durations `ms`, `s` or `m`.
 ///
@@ -325,6 +337,10 @@ impl FromStr for Rule {
                 }
                 "min-body" => {
                     rule.min_body = Some(parse_size(value)?);
+                    has_action = true;
+                }
+                "stable-uploads" => {
+                    rule.stable_uploads = value == "1" || value == "true";
                     has_action = true;
                 }
                 "buffer-request" => {

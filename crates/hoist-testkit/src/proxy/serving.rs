@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bodies::{drain, pump, BodyKind, ProxyBody, PumpLimits, CUT, GO_ON, LINGER, TOO_LARGE};
 use super::referrers::{referrer_entry, split_v2_path};
-use super::state::{Fault, ProxyState, StatusPlan};
+use super::state::{lock, Fault, ProxyState, StatusPlan};
 use super::BoxError;
 
 type UpstreamClient = Client<HttpConnector, ProxyBody>;
@@ -171,14 +171,23 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if let (Some((rule, min)), Some(len)) = (plan.min_body, content_length) {
-        if len < min {
+    let upload = upload_id(&path).map(str::to_owned);
+    if let (Some((rule, min)), Some(id), true) = (plan.min_body, &upload, method == Method::PUT) {
+        let mut parts = lock(&state.uploads).get(id).map(|u| u.0.clone()).unwrap_or_default();
+        if let Some(n) = content_length.filter(|n| *n > 0) {
+            parts.push(n);
+        }
+        if parts.len() > 1 && parts[..parts.len() - 1].iter().any(|&p| p < min) {
             state.fire(rule, ex, Fault::Status(400));
             drain(body, &state).await;
             state.finish(ex, Some(400));
             return Ok(error_response(StatusCode::BAD_REQUEST, "SIZE_INVALID"));
         }
     }
+    let path = match (&upload, plan.stable_uploads) {
+        (Some(id), true) => with_newest_state(&path, lock(&state.uploads).get(id).and_then(|u| u.1.as_deref())),
+        _ => path,
+    };
     if let (Some((rule, max)), Some(len)) = (plan.max_body, content_length) {
         if len > max {
             state.fire(rule, ex, Fault::TooLarge);
@@ -233,9 +242,30 @@ async fn handle(
     };
 
     let uri = format!("{}{}", state.upstream, path);
-    let mut up_req = Request::builder().method(method).uri(uri).version(Version::HTTP_11).body(up_body)?;
+    let mut up_req = Request::builder().method(method.clone()).uri(uri).version(Version::HTTP_11).body(up_body)?;
     *up_req.headers_mut() = headers;
-    let result = client.request(up_req).await;
+    let result = if plan.buffer_request {
+        // Atomic: once the whole body is here it goes upstream even if the client leaves
+        // meanwhile (hyper drops this future then), and the session's answer is noted.
+        let (st, id, m) = (state.clone(), upload.clone(), method.clone());
+        let task = tokio::spawn(async move {
+            let r = client.request(up_req).await;
+            if let (Ok(resp), Some(id)) = (&r, &id) {
+                note_upload(&st, id, &m, content_length, resp.status(), resp.headers());
+            }
+            r
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        let r = client.request(up_req).await;
+        if let (Ok(resp), Some(id)) = (&r, &upload) {
+            note_upload(&state, id, &method, content_length, resp.status(), resp.headers());
+        }
+        r
+    };
 
     if let Some((verdict, done_rx)) = pump_state {
         match verdict.load(Ordering::SeqCst) {
@@ -291,9 +321,80 @@ async fn handle(
     Ok(Response::from_parts(parts, body))
 }
 
+/// Note an upstream answer to an upload request: the accepted PATCH's size, the newest
+/// Location.
+fn note_upload(
+    state: &ProxyState,
+    id: &str,
+    method: &Method,
+    content_length: Option<u64>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) {
+    if !status.is_success() {
+        return;
+    }
+    let mut uploads = lock(&state.uploads);
+    let entry = uploads.entry(id.to_owned()).or_default();
+    if *method == Method::PATCH {
+        entry.0.push(content_length.unwrap_or(0));
+    }
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        let at = loc.find("/v2/").unwrap_or(0);
+        entry.1 = Some(loc[at..].to_owned());
+    }
+}
+
+/// The session id of an upload request (`.../blobs/uploads/<id>[?...]`).
+fn upload_id(path: &str) -> Option<&str> {
+    let rest = &path[path.find("/blobs/uploads/")? + "/blobs/uploads/".len()..];
+    let id = rest.split(['?', '/']).next().unwrap_or("");
+    (!id.is_empty()).then_some(id)
+}
+
+/// `path` with the `_state` of `newest` (a Location's path and query), other parameters kept.
+fn with_newest_state(path: &str, newest: Option<&str>) -> String {
+    let Some(newest) = newest else { return path.to_owned() };
+    let (Ok(req), Ok(new)) =
+        (url::Url::parse(&format!("http://x{path}")), url::Url::parse(&format!("http://x{newest}")))
+    else {
+        return path.to_owned();
+    };
+    let Some(state) = new.query_pairs().find(|(k, _)| k == "_state").map(|(_, v)| v.into_owned()) else {
+        return path.to_owned();
+    };
+    let others: Vec<(String, String)> =
+        req.query_pairs().filter(|(k, _)| k != "_state").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let mut out = req.clone();
+    {
+        let mut q = out.query_pairs_mut();
+        q.clear();
+        q.append_pair("_state", &state);
+        for (k, v) in &others {
+            q.append_pair(k, v);
+        }
+    }
+    match out.query() {
+        Some(q) => format!("{}?{q}", out.path()),
+        None => out.path().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_sessions_get_their_newest_state() {
+        assert_eq!(upload_id("/v2/a/b/blobs/uploads/u-1?_state=x"), Some("u-1"));
+        assert_eq!(upload_id("/v2/a/b/blobs/uploads/"), None);
+        let p = with_newest_state(
+            "/v2/a/blobs/uploads/u?_state=old%3D&digest=sha256%3Aab",
+            Some("/v2/a/blobs/uploads/u?_state=new%3D%3D"),
+        );
+        assert_eq!(p, "/v2/a/blobs/uploads/u?_state=new%3D%3D&digest=sha256%3Aab");
+        assert_eq!(with_newest_state("/v2/a/blobs/uploads/u?_state=old", None), "/v2/a/blobs/uploads/u?_state=old");
+    }
 
     #[test]
     fn location_rewrite() {

@@ -64,9 +64,16 @@ pub struct ProxyState {
     pub(super) referrers_api: AtomicBool,
     /// Referrers API answers hold at most this many descriptors per page (0: one page).
     pub(super) referrers_page: AtomicU64,
+    /// Upload session id → sizes of its accepted PATCH bodies, and its newest Location
+    /// (path and query).
+    pub(super) uploads: Mutex<BTreeMap<String, UploadSeen>>,
     /// (repository, subject digest) → referrer descriptors, in push order.
     pub(super) referrers: Mutex<BTreeMap<(String, String), Vec<serde_json::Value>>>,
 }
+
+/// What the proxy saw of one upload session: sizes of its accepted PATCH bodies, and its
+/// newest Location (path and query).
+pub(super) type UploadSeen = (Vec<u64>, Option<String>);
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -92,6 +99,7 @@ impl ProxyState {
             referrers_api: AtomicBool::new(false),
             referrers_page: AtomicU64::new(0),
             referrers: Mutex::new(BTreeMap::new()),
+            uploads: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -193,6 +201,7 @@ impl ProxyState {
                 plan.strip_response.extend(r.strip_response_headers.iter().cloned());
                 plan.set_response.extend(r.response_headers.iter().cloned());
                 plan.buffer_request |= r.buffer_request;
+                plan.stable_uploads |= r.stable_uploads;
                 slot.stats.fired += 1;
             }
             if let (None, Some(n)) = (plan.min_body, r.min_body) {
@@ -265,8 +274,10 @@ pub(super) struct Plan {
     pub(super) set_response: Vec<(String, String)>,
     /// Read the whole request body before forwarding it.
     pub(super) buffer_request: bool,
-    /// Refuse bodies shorter than this (rule, bytes).
+    /// Refuse uploads with chunks shorter than this (rule, bytes).
     pub(super) min_body: Option<(usize, u64)>,
+    /// Send upload requests with the session's newest `_state`.
+    pub(super) stable_uploads: bool,
 }
 
 /// The injected status answer of a [`Plan`], and the rule that asked for it.
