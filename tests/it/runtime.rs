@@ -168,6 +168,12 @@ fn containerd_receives_built_images_and_runs_them() {
     assert_eq!(content(&c, ns), blobs);
     clean(&c, ns);
 
+    // --unpack=false: the content only (`images check` says not unpacked), same digest.
+    hoist_ok(&c, &store, &["copy", "-q", "--unpack=false", &src, &ep(&c, "plain", "bb:single")]);
+    let check = c.ctr_ok(&["-n", "plain", "images", "check"]);
+    let line = check.lines().find(|l| l.contains("docker.io/library/bb:single")).unwrap_or_default();
+    assert!(line.contains(&single) && line.contains("complete") && line.trim_end().ends_with("false"), "{check}");
+
     // An unknown snapshotter is named in the error, before any image record points anywhere.
     let bad = hoist_cmd()
         .env("HOIST_STORE", &store)
