@@ -18,12 +18,13 @@ const HELLO: &str = "hello from hoist";
 
 /// containerd for this test, or SKIP (and return) with the reason it cannot run.
 macro_rules! containerd_or_skip {
-    () => {
+    () => {{
+        hoist_testkit::require!("/bin/busybox");
         match Containerd::start() {
             Ok(c) => c,
             Err(why) => hoist_testkit::skip!("{why}"),
         }
-    };
+    }};
 }
 
 /// A build directory with busybox (a static binary: no libraries needed) and a build file
@@ -375,7 +376,7 @@ fn podman(store: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn podman_runs_what_type_podman_wrote() {
-    hoist_testkit::require!("podman", "runc");
+    hoist_testkit::require!("podman", "runc", "/bin/busybox");
     let t = tempfile::tempdir().unwrap();
     let pstore = t.path().join("podman");
     std::fs::create_dir_all(&pstore).unwrap();
