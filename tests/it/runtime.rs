@@ -406,4 +406,20 @@ fn podman_runs_what_type_podman_wrote() {
     );
     assert!(run.status.success(), "podman run: {}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), HELLO);
+
+    // A multi-platform index: podman takes this machine's image from it.
+    let file = build_dir(&t.path().join("m"), &["linux/amd64", "linux/arm64"], "[env]\nIMAGE = \"multi\"\n");
+    let out = hoist_cmd()
+        .env("HOIST_STORE", t.path().join("store"))
+        .env("CONTAINERS_STORAGE_CONF", pstore.join("storage.conf"))
+        .args(["build", "-q", "-f", file.to_str().unwrap(), "-o", "type=podman,name=example.com/bb:multi"])
+        .output()
+        .unwrap();
+    assert_success("hoist build -o type=podman (index)", &out);
+    let run = podman(
+        &pstore,
+        &["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "example.com/bb:multi"],
+    );
+    assert!(run.status.success(), "podman run: {}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), HELLO);
 }
