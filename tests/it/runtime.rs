@@ -236,7 +236,7 @@ fn containerd_resumes_a_killed_copy() {
     // A large layer of random bytes, stored uncompressed: the copy takes long enough to kill.
     let dir = t.path().join("b");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut big = vec![0u8; 256 << 20];
+    let mut big = vec![0u8; 128 << 20];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut big);
     std::fs::write(dir.join("big.bin"), &big).unwrap();
     drop(big);
