@@ -208,7 +208,8 @@ impl Containerd {
             Box::pin(VerifyReader::new(src.open_blob(desc, 0).await?, desc, src.location()))
         };
         let r = self.send_all(session, desc, reader, offset, labels, progress, &src.location()).await;
-        if r.is_err() {
+        // Wrong bytes are dropped; an interrupted transfer keeps its ingest for the next run.
+        if let Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) = &r {
             self.abort(desc).await;
         }
         r.map(|()| BlobOutcome::Uploaded)
