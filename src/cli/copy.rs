@@ -23,6 +23,10 @@ pub(crate) struct CopyArgs {
     /// oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF or REF
     src: String,
     dst: String,
+    /// containerd destination: unpack images into the snapshotter (CONTAINERD_SNAPSHOTTER,
+    /// default overlayfs) so `ctr run` starts at once
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    unpack: bool,
     #[command(flatten)]
     creds: SideCreds,
     #[command(flatten)]
@@ -104,12 +108,11 @@ impl Ends {
 impl CopyArgs {
     /// Parse both ends.
     pub fn ends(&self) -> Result<Ends> {
-        Ok(Ends {
-            src: Endpoint::from_user_input(&self.src)?,
-            dst: Endpoint::from_user_input(&self.dst)?,
-            creds: self.creds.clone(),
-            flags: self.conv.clone(),
-        })
+        let mut dst = Endpoint::from_user_input(&self.dst)?;
+        if let Endpoint::Containerd(t) = &mut dst {
+            t.unpack = self.unpack;
+        }
+        Ok(Ends { src: Endpoint::from_user_input(&self.src)?, dst, creds: self.creds.clone(), flags: self.conv.clone() })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {

@@ -348,6 +348,20 @@ mod tests {
     }
 
     #[test]
+    fn parses_runtime_transports() {
+        let e = Endpoint::from_user_input("containerd:/run/k3s/c.sock#k8s.io/app:v1").unwrap();
+        let Endpoint::Containerd(t) = &e else { panic!("{e:?}") };
+        assert_eq!((t.address.to_str(), t.namespace.as_str()), (Some("/run/k3s/c.sock"), "k8s.io"));
+        assert_eq!(e.tag().as_deref(), Some("v1"));
+        assert_eq!(e.to_string(), "containerd:/run/k3s/c.sock#k8s.io/docker.io/library/app:v1");
+        assert_eq!(e.to_string().parse::<Endpoint>().unwrap(), e);
+        let e = Endpoint::from_user_input("podman:app:v2").unwrap();
+        assert_eq!(e, Endpoint::Podman { repository: "localhost/app".into(), tag: Some("v2".into()) });
+        assert_eq!(e.to_string(), "podman:localhost/app:v2");
+        assert!("containerd:ns/".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
     fn user_input_bare_paths_are_layouts() {
         let layout = |p: &str, r: Option<&str>| Endpoint::Layout { path: p.into(), reference: r.map(String::from) };
         assert_eq!(Endpoint::from_user_input("./out").unwrap(), layout("./out", None));

@@ -18,12 +18,13 @@ const HELLO: &str = "hello from hoist";
 
 /// containerd for this test, or SKIP (and return) with the reason it cannot run.
 macro_rules! containerd_or_skip {
-    () => {
+    () => {{
+        hoist_testkit::require!("/bin/busybox");
         match Containerd::start() {
             Ok(c) => c,
             Err(why) => hoist_testkit::skip!("{why}"),
         }
-    };
+    }};
 }
 
 /// A build directory with busybox (a static binary: no libraries needed) and a build file
@@ -168,6 +169,12 @@ fn containerd_receives_built_images_and_runs_them() {
     assert_eq!(content(&c, ns), blobs);
     clean(&c, ns);
 
+    // --unpack=false: the content only (`images check` says not unpacked), same digest.
+    hoist_ok(&c, &store, &["copy", "-q", "--unpack=false", &src, &ep(&c, "plain", "bb:single")]);
+    let check = c.ctr_ok(&["-n", "plain", "images", "check"]);
+    let line = check.lines().find(|l| l.contains("docker.io/library/bb:single")).unwrap_or_default();
+    assert!(line.contains(&single) && line.contains("complete") && line.trim_end().ends_with("false"), "{check}");
+
     // An unknown snapshotter is named in the error, before any image record points anywhere.
     let bad = hoist_cmd()
         .env("HOIST_STORE", &store)
@@ -229,7 +236,7 @@ fn containerd_resumes_a_killed_copy() {
     // A large layer of random bytes, stored uncompressed: the copy takes long enough to kill.
     let dir = t.path().join("b");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut big = vec![0u8; 256 << 20];
+    let mut big = vec![0u8; 128 << 20];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut big);
     std::fs::write(dir.join("big.bin"), &big).unwrap();
     drop(big);
@@ -345,6 +352,100 @@ mod conformance {
         })
         .await;
     }
+
+    /// A layout whose one blob breaks off after `after` bytes (a dropped connection).
+    struct Cut {
+        inner: hoist::transport::layout::Layout,
+        target: hoist::Digest,
+        after: usize,
+    }
+
+    #[async_trait]
+    impl Source for Cut {
+        fn location(&self) -> String {
+            Source::location(&self.inner)
+        }
+        async fn resolve(&self, r: Option<&str>) -> hoist::Result<Descriptor> {
+            self.inner.resolve(r).await
+        }
+        async fn fetch_manifest_bytes(&self, d: &Descriptor) -> hoist::Result<bytes::Bytes> {
+            self.inner.fetch_manifest_bytes(d).await
+        }
+        async fn open_blob(&self, d: &Descriptor, offset: u64) -> hoist::Result<hoist::transport::BlobStream> {
+            use tokio::io::AsyncReadExt;
+            let s = self.inner.open_blob(d, offset).await?;
+            if d.digest != self.target {
+                return Ok(s);
+            }
+            let mut head = Vec::new();
+            s.take(self.after as u64).read_to_end(&mut head).await.unwrap();
+            let parts = vec![Ok(bytes::Bytes::from(head)), Err(std::io::Error::other("connection cut"))];
+            Ok(Box::pin(tokio_util::io::StreamReader::new(futures::stream::iter(parts))))
+        }
+    }
+
+    /// Progress that keeps the notes.
+    #[derive(Default)]
+    struct Notes(std::sync::Mutex<Vec<String>>);
+    impl hoist::transport::Progress for Notes {
+        fn message(&self, msg: &str) {
+            self.0.lock().unwrap().push(msg.to_string());
+        }
+    }
+
+    /// A source that breaks off mid-blob leaves containerd's ingest in place; the next copy
+    /// continues it from its offset (containerd checks the whole digest at commit).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn containerd_continues_a_broken_transfer() {
+        let c = match Containerd::start() {
+            Ok(c) => c,
+            Err(why) => hoist_testkit::skip!("{why}"),
+        };
+        let t = tempfile::tempdir().unwrap();
+        let layout = hoist::transport::layout::Layout::create(t.path().join("src")).unwrap();
+        let mut big = vec![0u8; 8 << 20];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut big);
+        let blob = Descriptor::of_bytes(hoist::model::media::OCI_LAYER_TAR, &big);
+        layout.write_blob_bytes(&blob, &big).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cdesc = Descriptor::of_bytes(hoist::model::media::OCI_CONFIG, config);
+        layout.write_blob_bytes(&cdesc, config).unwrap();
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": hoist::model::media::OCI_MANIFEST, "config": cdesc, "layers": [blob],
+        }))
+        .unwrap();
+        let mdesc = Descriptor::of_bytes(hoist::model::media::OCI_MANIFEST, &m);
+        layout.write_blob_bytes(&mdesc, &m).unwrap();
+        let mut target =
+            ContainerdTarget::new(Some(c.socket().to_path_buf()), Some("cut".into()), "cut:v1".parse().unwrap());
+        target.unpack = false;
+        let opts = hoist::copy::CopyOptions::default();
+        let tags = vec!["v1".to_string()];
+
+        let cut = Cut {
+            inner: hoist::transport::layout::Layout::open(t.path().join("src")).unwrap(),
+            target: blob.digest.clone(),
+            after: 5 << 20,
+        };
+        let dst = Ctrd::connect(target.clone()).unwrap();
+        let err = hoist::copy::graph(&cut, &dst, &mdesc, &tags, &opts, &hoist::transport::NoProgress).await;
+        assert!(err.is_err(), "the cut transfer succeeded");
+        drop(dst);
+        let active = c.ctr_ok(&["-n", "cut", "content", "active"]);
+        assert!(active.contains(&format!("hoist-{}", blob.digest)), "no ingest kept: {active}");
+
+        let notes = Notes::default();
+        let dst = Ctrd::connect(target).unwrap();
+        hoist::copy::graph(&layout, &dst, &mdesc, &tags, &opts, &notes).await.unwrap();
+        dst.finish().await.unwrap();
+        let notes = notes.0.lock().unwrap().join("\n");
+        assert!(notes.contains(&format!("resuming {} at byte", blob.digest)), "not resumed: {notes}");
+        let images = c.ctr_ok(&["-n", "cut", "images", "ls"]);
+        assert!(images.contains("docker.io/library/cut:v1") && images.contains(&mdesc.digest.to_string()), "{images}");
+        let active = c.ctr_ok(&["-n", "cut", "content", "active"]);
+        assert_eq!(active.lines().skip(1).count(), 0, "{active}");
+        assert!(c.ctr_ok(&["-n", "cut", "content", "ls", "-q"]).contains(&blob.digest.to_string()));
+    }
 }
 
 #[test]
@@ -369,7 +470,7 @@ fn podman(store: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn podman_runs_what_type_podman_wrote() {
-    hoist_testkit::require!("podman", "runc");
+    hoist_testkit::require!("podman", "runc", "/bin/busybox");
     let t = tempfile::tempdir().unwrap();
     let pstore = t.path().join("podman");
     std::fs::create_dir_all(&pstore).unwrap();
@@ -396,6 +497,22 @@ fn podman_runs_what_type_podman_wrote() {
     let run = podman(
         &pstore,
         &["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "localhost/bb:v1"],
+    );
+    assert!(run.status.success(), "podman run: {}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), HELLO);
+
+    // A multi-platform index: podman takes this machine's image from it.
+    let file = build_dir(&t.path().join("m"), &["linux/amd64", "linux/arm64"], "[env]\nIMAGE = \"multi\"\n");
+    let out = hoist_cmd()
+        .env("HOIST_STORE", t.path().join("store"))
+        .env("CONTAINERS_STORAGE_CONF", pstore.join("storage.conf"))
+        .args(["build", "-q", "-f", file.to_str().unwrap(), "-o", "type=podman,name=example.com/bb:multi"])
+        .output()
+        .unwrap();
+    assert_success("hoist build -o type=podman (index)", &out);
+    let run = podman(
+        &pstore,
+        &["run", "--rm", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "example.com/bb:multi"],
     );
     assert!(run.status.success(), "podman run: {}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), HELLO);

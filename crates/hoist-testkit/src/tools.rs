@@ -42,6 +42,7 @@ fn package_of(tool: &str) -> &str {
         "mkfs.xfs" => "xfsprogs",
         "filefrag" => "e2fsprogs",
         "ctr" => "containerd",
+        "/bin/busybox" => "busybox-static",
         other => other,
     }
 }

@@ -31,6 +31,8 @@ pub(super) const CHUNK: usize = 1 << 20;
 /// The largest message hoist accepts from containerd (`Read` sends 1 MiB chunks; containerd's
 /// own send limit is 16 MiB).
 pub(super) const MAX_MESSAGE: usize = 16 << 20;
+/// `Write` messages in flight before hoist waits for containerd's answers.
+const WINDOW: usize = 4;
 /// How often a write retries a ref another writer still holds (a killed hoist's stream is
 /// closed by containerd within moments), and how long it waits between tries.
 const LOCKED_RETRIES: u32 = 25;
@@ -48,7 +50,8 @@ struct Session {
 }
 
 impl Session {
-    async fn call(&mut self, req: WriteContentRequest) -> std::result::Result<WriteContentResponse, Status> {
+    /// Queue `req` (containerd answers each request, in order: see [`Session::recv`]).
+    async fn send(&mut self, req: WriteContentRequest) -> std::result::Result<(), Status> {
         if self.tx.send(req).await.is_err() {
             // The stream ended: its status says why.
             return match self.rx.message().await {
@@ -56,11 +59,21 @@ impl Session {
                 Ok(_) => Err(Status::aborted("containerd closed the write stream")),
             };
         }
+        Ok(())
+    }
+
+    /// The answer to the oldest request not yet answered.
+    async fn recv(&mut self) -> std::result::Result<WriteContentResponse, Status> {
         match self.rx.message().await {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(Status::aborted("containerd closed the write stream")),
             Err(s) => Err(s),
         }
+    }
+
+    async fn call(&mut self, req: WriteContentRequest) -> std::result::Result<WriteContentResponse, Status> {
+        self.send(req).await?;
+        self.recv().await
     }
 }
 
@@ -195,7 +208,8 @@ impl Containerd {
             Box::pin(VerifyReader::new(src.open_blob(desc, 0).await?, desc, src.location()))
         };
         let r = self.send_all(session, desc, reader, offset, labels, progress, &src.location()).await;
-        if r.is_err() {
+        // Wrong bytes are dropped; an interrupted transfer keeps its ingest for the next run.
+        if let Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) = &r {
             self.abort(desc).await;
         }
         r.map(|()| BlobOutcome::Uploaded)
@@ -233,9 +247,23 @@ impl Containerd {
         src_location: &str,
     ) -> Result<()> {
         let what = format!("write {}", desc.digest);
-        let mut buf = vec![0u8; CHUNK.min(desc.size.saturating_sub(offset) as usize + 1).max(1)];
+        let chunk = CHUNK.min(desc.size.saturating_sub(offset) as usize + 1).max(1);
+        // Offsets containerd must answer with, oldest first: up to WINDOW writes in flight, so
+        // reading the source overlaps containerd's writes (one at a time cost a round trip per MiB).
+        let mut pending: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+        let check = |resp: WriteContentResponse, want: u64| {
+            let now = u64::try_from(resp.offset).unwrap_or(0);
+            if now != want {
+                return Err(Error::Other(format!(
+                    "{}: {what}: containerd is at offset {now}, expected {want}",
+                    self.location
+                )));
+            }
+            Ok(())
+        };
         let mut first = true;
         loop {
+            let mut buf = vec![0u8; chunk];
             let mut filled = 0;
             while filled < buf.len() {
                 let n = reader.read(&mut buf[filled..]).await.map_err(|e| unwrap_io_error(e, src_location))?;
@@ -252,33 +280,34 @@ impl Containerd {
                     actual: offset + filled as u64,
                 });
             }
-            let last = filled < buf.len() || offset + filled as u64 == desc.size;
+            let last = filled < chunk || offset + filled as u64 == desc.size;
             if filled > 0 || first {
+                buf.truncate(filled);
                 let req = WriteContentRequest {
                     action: WriteAction::Write as i32,
                     r#ref: ingest_ref(&desc.digest),
                     total: desc.size as i64,
                     expected: desc.digest.to_string(),
                     offset: offset as i64,
-                    data: buf[..filled].to_vec(),
+                    data: buf,
                     labels: Default::default(),
                 };
-                let resp = s.call(req).await.map_err(|st| self.status(&what, st))?;
-                let now = u64::try_from(resp.offset).unwrap_or(0);
-                if now != offset + filled as u64 {
-                    return Err(Error::Other(format!(
-                        "{}: {what}: containerd is at offset {now}, expected {}",
-                        self.location,
-                        offset + filled as u64
-                    )));
-                }
-                offset = now;
+                s.send(req).await.map_err(|st| self.status(&what, st))?;
+                offset += filled as u64;
+                pending.push_back(offset);
                 progress.advance(desc, filled as u64);
                 first = false;
+                if pending.len() > WINDOW {
+                    let want = pending.pop_front().unwrap_or_default();
+                    check(s.recv().await.map_err(|st| self.status(&what, st))?, want)?;
+                }
             }
             if last {
                 break;
             }
+        }
+        while let Some(want) = pending.pop_front() {
+            check(s.recv().await.map_err(|st| self.status(&what, st))?, want)?;
         }
         if offset != desc.size {
             return Err(Error::SizeMismatch {
