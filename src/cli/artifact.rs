@@ -18,6 +18,9 @@ use super::Ctx;
 #[derive(Subcommand)]
 pub(crate) enum ArtifactCmd {
     /// Push files as an artifact to a registry reference (like `oras push`).
+    #[command(
+        after_help = "Examples:\n  hoist artifact push localhost:5000/docs:v1 README.md:text/markdown\n  hoist artifact push --artifact-type application/spdx+json --subject localhost:5000/demo:v1 localhost:5000/demo:sbom sbom.json"
+    )]
     Push {
         /// Registry reference REGISTRY/REPO[:TAG]
         reference: String,
@@ -28,6 +31,9 @@ pub(crate) enum ArtifactCmd {
         store: Option<PathBuf>,
     },
     /// Build an artifact from files and write it to each --output.
+    #[command(
+        after_help = "Examples:\n  hoist artifact pack --output type=oci,dest=docs.tar README.md\n  hoist artifact pack --output type=local-layout,dest=./out --subject oci:./out:v2 sbom.json"
+    )]
     Pack {
         #[command(flatten)]
         common: ArtifactArgs,

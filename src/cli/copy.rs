@@ -17,8 +17,9 @@ use super::Ctx;
 /// `hoist copy SRC DST`.
 #[derive(Args)]
 pub(crate) struct CopyArgs {
-    /// oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF or REF
+    /// Source: oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF or REF
     src: String,
+    /// Destination, in the same syntax (a layout or archive is created; a tag names the root there).
     dst: String,
     #[command(flatten)]
     creds: SideCreds,
@@ -38,7 +39,9 @@ pub(crate) struct PushArgs {
 /// `hoist pull REF DST`.
 #[derive(Args)]
 pub(crate) struct PullArgs {
+    /// Registry reference REGISTRY/REPO[:TAG|@DIGEST]
     reference: String,
+    /// Destination: a layout directory (DIR or DIR:TAG), or any destination transport
     dst: String,
     #[command(flatten)]
     creds: SideCreds,

@@ -15,10 +15,17 @@ use super::Ctx;
 #[derive(Subcommand)]
 pub(crate) enum LayoutCmd {
     /// Verify every blob and every reference.
-    Fsck { dir: PathBuf },
-    /// Delete blobs no index entry reaches, and stale temp files.
-    Gc {
+    #[command(after_help = "Examples:\n  hoist layout fsck ./layout\n  hoist --format json layout fsck ./layout")]
+    Fsck {
+        /// The layout directory.
         dir: PathBuf,
+    },
+    /// Delete blobs no index entry reaches, and stale temp files.
+    #[command(after_help = "Examples:\n  hoist layout gc --dry-run ./layout\n  hoist layout gc ./layout")]
+    Gc {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Say what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
     },

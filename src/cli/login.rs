@@ -15,8 +15,11 @@ use super::Ctx;
 pub(crate) struct LoginArgs {
     /// Registry host[:port] (a leading https:// or http:// is ignored).
     pub registry: String,
+    /// User name.
     #[arg(short, long)]
     username: String,
+    /// Password (visible in the process list and shell history: prefer the prompt or
+    /// --password-stdin).
     #[arg(short, long)]
     password: Option<String>,
     /// Read the password from stdin.

@@ -35,7 +35,11 @@ impl From<LayerFormat> for ModelLayerFormat {
 #[derive(Subcommand)]
 pub(crate) enum ModelCmd {
     /// Pack a model directory as a ModelPack artifact (like `modctl build`).
+    #[command(
+        after_help = "Examples:\n  hoist model pack ./my-model --name my-model --output type=registry,name=localhost:5000/model:v1\n  hoist model pack ./my-model --layer-format tar+zstd --output type=oci,dest=model.tar"
+    )]
     Pack {
+        /// The model directory (weights, config, tokenizer, docs, code).
         dir: PathBuf,
         /// Model name (config `descriptor.name`).
         #[arg(long)]
@@ -53,8 +57,13 @@ pub(crate) enum ModelCmd {
         out: OutputArgs,
     },
     /// Restore the files of a model artifact (any transport) into DIR.
+    #[command(
+        after_help = "Examples:\n  hoist model unpack localhost:5000/model:v1 ./restored\n  hoist model unpack oci-archive:model.tar ./restored"
+    )]
     Unpack {
+        /// The model artifact, in any source transport.
         reference: String,
+        /// Where to restore its files (created).
         dir: PathBuf,
         /// Most bytes one layer may expand to (tar layers are bounded by their declared size anyway).
         #[arg(long, value_name = "BYTES")]
