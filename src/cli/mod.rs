@@ -105,6 +105,9 @@ enum Command {
     /// Make and read CNAB bundles stored as OCI indexes.
     #[command(subcommand)]
     Bundle(merge::BundleCmd),
+    /// Manage the local build store: list, remove, prune.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     #[command(
         after_help = "Examples:\n  hoist completion bash > /etc/bash_completion.d/hoist\n  hoist completion zsh > \"${fpath[1]}/_hoist\"\n  hoist completion fish > ~/.config/fish/completions/hoist.fish"
@@ -136,6 +139,7 @@ impl Command {
             Command::Model(_) => "model".into(),
             Command::Index(_) => "index create".into(),
             Command::Bundle(_) => "bundle".into(),
+            Command::Store(_) => "store".into(),
             Command::Completion(_) => "completion".into(),
             Command::Man(_) => "man".into(),
             Command::Version => "version".into(),
@@ -175,7 +179,7 @@ impl Command {
             Command::Referrers(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
-            Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
+            Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
             Command::Build(a) => {
                 let base = a.base.clone().or_else(|| hoist::build::BuildFile::load(&a.file).ok().and_then(|s| s.base));
                 let mut v = base.as_deref().and_then(registry_of).into_iter().collect::<Vec<_>>();
@@ -310,6 +314,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Referrers(args) => referrers::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
+        Command::Store(cmd) => store::run_store(ctx, cmd).await,
         Command::Completion(args) => meta::completion(args),
         Command::Man(args) => meta::man(ctx, args),
         Command::Version => meta::version(ctx),

@@ -7,7 +7,7 @@ use hoist::build::{build_model, unpack_model_with, ModelLayerFormat, ModelSpec, 
 use hoist::error::Result;
 
 use super::out::outln;
-use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
 use super::Ctx;
 
 /// How each file becomes a layer (`--layer-format`; `--format` is the global output format).
@@ -84,7 +84,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let store = out.open_store()?;
             let root = build_model(&store, &spec).await?;
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
-            deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
+            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
+            let dir = store.root().to_path_buf();
+            drop(store);
+            prune_old_untagged(ctx, &dir).await;
+            Ok(code)
         }
         ModelCmd::Unpack { reference, dir, max_size } => {
             let (_, src, root) = resolve_any(ctx, &reference).await?;

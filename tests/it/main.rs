@@ -14,6 +14,7 @@ mod cli_export;
 mod cli_new;
 mod cli_outputs;
 mod cli_progress;
+mod cli_store;
 mod cli_trust;
 mod conformance;
 mod crash;
