@@ -232,7 +232,17 @@ pub fn run() -> i32 {
     let timeout = settings.timeout;
     let what = cli.command.describe();
     let result = rt.block_on(async move {
-        let work = dispatch(settings, cli.command);
+        // Ctrl-C (SIGINT) ends the command as an error does: the command's future is dropped,
+        // so writers that did not finish remove their temp files; complete blobs stay (a
+        // re-run continues from them). Exit 130, as a shell reports SIGINT.
+        let work = async move {
+            tokio::select! {
+                r = dispatch(settings, cli.command) => r,
+                _ = tokio::signal::ctrl_c() => Err(Error::Other(
+                    "interrupted (Ctrl-C): partial files were removed; blobs already complete are kept, so a re-run continues".into(),
+                )),
+            }
+        };
         match timeout {
             // Dropping the command's future on time-out cleans up as an error does: writers
             // that did not finish remove their partial files when dropped.

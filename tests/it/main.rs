@@ -11,6 +11,7 @@ mod archive_security;
 mod build;
 mod cli_build;
 mod cli_export;
+mod cli_login;
 mod cli_new;
 mod cli_outputs;
 mod cli_progress;
