@@ -59,7 +59,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             if ctx.settings.json() {
                 outln!(
                     "{}",
-                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "dryRun": dry_run})
+                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "tempBytes": report.temp_bytes, "dryRun": dry_run})
                 );
             } else {
                 for d in &report.removed {
@@ -67,10 +67,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
                 }
             }
             ctx.progress.line(&format!(
-                "{verb} {} blob(s), {}, and {} temp file(s)",
+                "{verb} {} blob(s), {}, and {} stale temp file(s), {}",
                 report.removed.len(),
                 human(report.bytes),
-                report.temp_files
+                report.temp_files,
+                human(report.temp_bytes)
             ));
             Ok(exit::OK)
         }

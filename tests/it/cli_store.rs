@@ -78,3 +78,20 @@ fn store_ls_rm_prune_and_old_untagged_results_go() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out).1);
     assert_eq!(hoist(["store", "prune", "--older-than", "soon"]).status.code(), Some(2));
 }
+
+#[test]
+fn layout_gc_reports_the_size_of_stale_temp_files() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("l");
+    copy_tree(&crate::cli_trust::sample_layout(), &dir);
+    std::fs::create_dir_all(dir.join(".hoist/tmp")).unwrap();
+    std::fs::write(dir.join(".hoist/tmp/partial-blob"), vec![7u8; 1000]).unwrap();
+    let out = hoist(["--format", "json", "layout", "gc", dir.to_str().unwrap()]);
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    let v: serde_json::Value = serde_json::from_str(so.trim()).unwrap();
+    assert_eq!(v["tempFiles"], 1, "{v}");
+    assert_eq!(v["tempBytes"], 1000, "{v}");
+    assert!(se.contains("1 stale temp file(s), 1000 B"), "{se}");
+    assert!(!dir.join(".hoist/tmp/partial-blob").exists());
+}
