@@ -12,12 +12,15 @@ use hoist::model::media;
 use hoist::transport::{open_destination, Endpoint};
 
 use super::out::outln;
-use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
 use super::Ctx;
 
 #[derive(Subcommand)]
 pub(crate) enum ArtifactCmd {
     /// Push files as an artifact to a registry reference (like `oras push`).
+    #[command(
+        after_help = "Examples:\n  hoist artifact push localhost:5000/docs:v1 README.md:text/markdown\n  hoist artifact push --artifact-type application/spdx+json --subject localhost:5000/demo:v1 localhost:5000/demo:sbom sbom.json"
+    )]
     Push {
         /// Registry reference REGISTRY/REPO[:TAG]
         reference: String,
@@ -28,6 +31,9 @@ pub(crate) enum ArtifactCmd {
         store: Option<PathBuf>,
     },
     /// Build an artifact from files and write it to each --output.
+    #[command(
+        after_help = "Examples:\n  hoist artifact pack --output type=oci,dest=docs.tar README.md\n  hoist artifact pack --output type=local-layout,dest=./out --subject oci:./out:v2 sbom.json"
+    )]
     Pack {
         #[command(flatten)]
         common: ArtifactArgs,
@@ -127,6 +133,9 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
             let dst = open_destination(&dst_ep, &ctx.client, None).await?;
             let report = copy::graph(&store, dst.as_ref(), &root, &tags, &ctx.copy_options(), &ctx.progress).await?;
             dst.finish().await?;
+            let dir = store.root().to_path_buf();
+            drop(store);
+            prune_old_untagged(ctx, &dir).await;
             ctx.progress.line(&format!(
                 "{} -> {}: {} blob(s) uploaded, {} existed",
                 root.digest, dst_ep, report.blobs_uploaded, report.blobs_existed
@@ -148,7 +157,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
             spec.tag = tag;
             let store = out.open_store()?;
             let root = build_artifact(&store, &spec).await?;
-            deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
+            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
+            let dir = store.root().to_path_buf();
+            drop(store);
+            prune_old_untagged(ctx, &dir).await;
+            Ok(code)
         }
     }
 }

@@ -10,8 +10,8 @@ use clap::Args;
 use hoist::build::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver};
 use hoist::build::{build_image, BaseImage, BuildFile, Compression};
 use hoist::error::{Error, Result};
-use hoist::output::OutputSpec;
 use hoist::model::descriptor::Descriptor;
+use hoist::output::OutputSpec;
 use hoist::transport::Source;
 
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};

@@ -20,8 +20,9 @@ use super::Ctx;
 /// `hoist copy SRC DST`.
 #[derive(Args)]
 pub(crate) struct CopyArgs {
-    /// oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF or REF
+    /// Source: oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, docker://REF or REF
     src: String,
+    /// Destination, in the same syntax (a layout or archive is created; a tag names the root there).
     dst: String,
     /// containerd destination: unpack images into the snapshotter (CONTAINERD_SNAPSHOTTER,
     /// default overlayfs) so `ctr run` starts at once
@@ -76,7 +77,9 @@ pub(crate) struct PushArgs {
 /// `hoist pull REF DST`.
 #[derive(Args)]
 pub(crate) struct PullArgs {
+    /// Registry reference REGISTRY/REPO[:TAG|@DIGEST]
     reference: String,
+    /// Destination: a layout directory (DIR or DIR:TAG), or any destination transport
     dst: String,
     #[command(flatten)]
     creds: SideCreds,
@@ -112,7 +115,12 @@ impl CopyArgs {
         if let Endpoint::Containerd(t) = &mut dst {
             t.unpack = self.unpack;
         }
-        Ok(Ends { src: Endpoint::from_user_input(&self.src)?, dst, creds: self.creds.clone(), flags: self.conv.clone() })
+        Ok(Ends {
+            src: Endpoint::from_user_input(&self.src)?,
+            dst,
+            creds: self.creds.clone(),
+            flags: self.conv.clone(),
+        })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {

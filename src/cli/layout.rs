@@ -15,10 +15,17 @@ use super::Ctx;
 #[derive(Subcommand)]
 pub(crate) enum LayoutCmd {
     /// Verify every blob and every reference.
-    Fsck { dir: PathBuf },
-    /// Delete blobs no index entry reaches, and stale temp files.
-    Gc {
+    #[command(after_help = "Examples:\n  hoist layout fsck ./layout\n  hoist --format json layout fsck ./layout")]
+    Fsck {
+        /// The layout directory.
         dir: PathBuf,
+    },
+    /// Delete blobs no index entry reaches, and stale temp files.
+    #[command(after_help = "Examples:\n  hoist layout gc --dry-run ./layout\n  hoist layout gc ./layout")]
+    Gc {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Say what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -52,7 +59,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             if ctx.settings.json() {
                 outln!(
                     "{}",
-                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "dryRun": dry_run})
+                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "tempBytes": report.temp_bytes, "dryRun": dry_run})
                 );
             } else {
                 for d in &report.removed {
@@ -60,10 +67,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
                 }
             }
             ctx.progress.line(&format!(
-                "{verb} {} blob(s), {}, and {} temp file(s)",
+                "{verb} {} blob(s), {}, and {} stale temp file(s), {}",
                 report.removed.len(),
                 human(report.bytes),
-                report.temp_files
+                report.temp_files,
+                human(report.temp_bytes)
             ));
             Ok(exit::OK)
         }

@@ -26,6 +26,9 @@ use super::Ctx;
 pub(crate) enum IndexCmd {
     /// Merge manifests and indexes (by tag or digest, from registries, layouts or archives)
     /// into one image index; copy every child to the target, then push the index.
+    #[command(
+        after_help = "Examples:\n  hoist index create --tag localhost:5000/app:v1 localhost:5000/app:amd64 localhost:5000/app:arm64\n  hoist index create --tag localhost:5000/app:v1 --from-metadata amd64.json --from-metadata arm64.json\n  hoist index create --dry-run oci:./a:v1 oci:./b:v1"
+    )]
     Create(IndexCreate),
 }
 
@@ -75,8 +78,14 @@ pub(crate) struct IndexCreate {
 #[derive(Subcommand)]
 pub(crate) enum BundleCmd {
     /// Make a CNAB bundle (cnab-to-oci layout): bundle.json, invocation image, components.
+    #[command(
+        after_help = "Examples:\n  hoist bundle create --name app --version 1.0.0 --invocation localhost:5000/app-inv:v1 --tag localhost:5000/app-bundle:v1\n  hoist bundle create --name app --version 1.0.0 --invocation oci:./inv:v1 --component web=oci:./web:v1 --output type=oci,dest=bundle.tar"
+    )]
     Create(BundleCreate),
     /// List a bundle's name, version and images.
+    #[command(
+        after_help = "Examples:\n  hoist bundle inspect localhost:5000/app-bundle:v1\n  hoist --format json bundle inspect oci-archive:bundle.tar"
+    )]
     Inspect {
         /// Bundle reference (any source transport).
         reference: String,
@@ -93,6 +102,7 @@ pub(crate) struct BundleCreate {
     /// Bundle version.
     #[arg(long)]
     version: String,
+    /// Bundle description.
     #[arg(long)]
     description: Option<String>,
     /// The invocation image (any source transport).

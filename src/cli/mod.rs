@@ -11,6 +11,7 @@ mod inspect;
 mod layout;
 mod login;
 mod merge;
+mod meta;
 mod model;
 mod out;
 mod progress;
@@ -31,8 +32,13 @@ use progress::CliProgress;
 use settings::{Global, Settings};
 
 #[derive(Parser)]
-#[command(name = "hoist", version, about = "Build, store and ship OCI images and artifacts without a daemon")]
-struct Cli {
+#[command(
+    name = "hoist",
+    version = meta::LONG_VERSION,
+    about = "Build, store and ship OCI images and artifacts without a daemon",
+    after_help = "Examples:\n  hoist copy oci:examples/sample-layout:multi localhost:5000/demo:v1\n  hoist tags localhost:5000/demo\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n\nhoist COMMAND --help shows each command's options and examples."
+)]
+pub(crate) struct Cli {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
@@ -42,23 +48,45 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Copy an image, index or artifact between any two of registry, layout and archive.
+    #[command(
+        after_help = "Examples:\n  hoist copy oci:./layout:v1 localhost:5000/demo:v1\n  hoist copy localhost:5000/demo:v1 oci-archive:demo.tar:v1\n  hoist --platform linux/arm64 copy docker://localhost:5000/demo:v1 oci:./arm:v1"
+    )]
     Copy(copy::CopyArgs),
     /// Push an OCI layout (all of it, or one tag) to a registry, byte for byte.
+    #[command(
+        after_help = "Examples:\n  hoist push ./layout localhost:5000/demo\n  hoist push ./layout:v1 localhost:5000/demo:v1"
+    )]
     Push(copy::PushArgs),
     /// Pull a registry reference into an OCI layout (or any destination).
+    #[command(
+        after_help = "Examples:\n  hoist pull localhost:5000/demo:v1 ./layout\n  hoist pull localhost:5000/demo:v1 oci-archive:demo.tar"
+    )]
     Pull(copy::PullArgs),
     /// Show a manifest or index.
+    #[command(
+        after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
+    )]
     Inspect(inspect::InspectArgs),
     /// List tags of a repository or layout.
+    #[command(
+        after_help = "Examples:\n  hoist tags localhost:5000/demo\n  hoist tags oci:./layout\n  hoist --format json tags oci-archive:demo.tar"
+    )]
     Tags(tags::TagsArgs),
     /// Store credentials for a registry.
+    #[command(
+        after_help = "Examples:\n  hoist login localhost:5000 -u alice    # prompts for the password on a terminal\n  hoist login localhost:5000 -u alice -p secret    # works, with a warning\n  echo \"$PASSWORD\" | hoist login registry.example.com -u alice --password-stdin"
+    )]
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
+    #[command(after_help = "Examples:\n  hoist logout localhost:5000\n  hoist logout https://registry.example.com/")]
     Logout(login::LogoutArgs),
     /// Maintain a local OCI layout.
     #[command(subcommand)]
     Layout(layout::LayoutCmd),
     /// Build an image from a hoist.toml build file (the global --platform takes a list here).
+    #[command(
+        after_help = "Examples:\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n  hoist build -f hoist.toml --output type=registry,name=localhost:5000/app:v1\n  hoist build -f hoist.toml --platform linux/amd64 --output type=local,dest=./rootfs"
+    )]
     Build(build::BuildArgs),
     /// Push or pack OCI artifacts made of files.
     #[command(subcommand)]
@@ -67,6 +95,9 @@ enum Command {
     #[command(subcommand)]
     Model(model::ModelCmd),
     /// List the manifests whose subject is REF.
+    #[command(
+        after_help = "Examples:\n  hoist referrers localhost:5000/demo:v1\n  hoist referrers --artifact-type application/spdx+json oci:./layout:v1"
+    )]
     Referrers(referrers::ReferrersArgs),
     /// Make image indexes from manifests and indexes anywhere (multi-node builds).
     #[command(subcommand)]
@@ -74,6 +105,20 @@ enum Command {
     /// Make and read CNAB bundles stored as OCI indexes.
     #[command(subcommand)]
     Bundle(merge::BundleCmd),
+    /// Manage the local build store: list, remove, prune.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(
+        after_help = "Examples:\n  hoist completion bash > /etc/bash_completion.d/hoist\n  hoist completion zsh > \"${fpath[1]}/_hoist\"\n  hoist completion fish > ~/.config/fish/completions/hoist.fish"
+    )]
+    Completion(meta::CompletionArgs),
+    /// Print the man page, or write one per command into DIR.
+    #[command(after_help = "Examples:\n  hoist man | man -l -\n  hoist man /usr/local/share/man/man1")]
+    Man(meta::ManArgs),
+    /// Print the version, git commit and build date.
+    #[command(after_help = "Examples:\n  hoist version\n  hoist --format json version")]
+    Version,
 }
 
 impl Command {
@@ -94,6 +139,10 @@ impl Command {
             Command::Model(_) => "model".into(),
             Command::Index(_) => "index create".into(),
             Command::Bundle(_) => "bundle".into(),
+            Command::Store(_) => "store".into(),
+            Command::Completion(_) => "completion".into(),
+            Command::Man(_) => "man".into(),
+            Command::Version => "version".into(),
         }
     }
 
@@ -130,6 +179,7 @@ impl Command {
             Command::Referrers(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
+            Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
             Command::Build(a) => {
                 let base = a.base.clone().or_else(|| {
                     a.toml_file().and_then(|f| hoist::build::BuildFile::load(&f).ok()).and_then(|s| s.base)
@@ -183,7 +233,17 @@ pub fn run() -> i32 {
     let timeout = settings.timeout;
     let what = cli.command.describe();
     let result = rt.block_on(async move {
-        let work = dispatch(settings, cli.command);
+        // Ctrl-C (SIGINT) ends the command as an error does: the command's future is dropped,
+        // so writers that did not finish remove their temp files; complete blobs stay (a
+        // re-run continues from them). Exit 130, as a shell reports SIGINT.
+        let work = async move {
+            tokio::select! {
+                r = dispatch(settings, cli.command) => r,
+                _ = tokio::signal::ctrl_c() => Err(Error::Other(
+                    "interrupted (Ctrl-C): partial files were removed; blobs already complete are kept, so a re-run continues".into(),
+                )),
+            }
+        };
         match timeout {
             // Dropping the command's future on time-out cleans up as an error does: writers
             // that did not finish remove their partial files when dropped.
@@ -265,10 +325,59 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Referrers(args) => referrers::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
+        Command::Store(cmd) => store::run_store(ctx, cmd).await,
+        Command::Completion(args) => meta::completion(args),
+        Command::Man(args) => meta::man(ctx, args),
+        Command::Version => meta::version(ctx),
     }
 }
 
 /// The credentials of a copy: each side's own, or `--creds` when one registry is involved.
 fn copy_credentials(settings: &Settings, ends: &copy::Ends) -> Result<creds::CredentialMap> {
     credential_map(settings.creds.as_deref(), &ends.creds, &ends.scope())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's help: a one-line purpose, every argument described, 2-4 examples for
+    /// each command that runs something; global options under their own heading.
+    #[test]
+    fn every_command_has_a_purpose_described_arguments_and_examples() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            let name = format!("{path} {}", cmd.get_name()).trim().to_string();
+            if cmd.get_about().is_none() {
+                problems.push(format!("{name}: no one-line purpose"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    problems.push(format!("{name}: argument {id} has no description"));
+                }
+                if arg.is_global_set() && arg.get_help_heading() != Some("Global options") {
+                    problems.push(format!("{name}: global option {id} is not under \"Global options\""));
+                }
+            }
+            let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| s.get_name() != "help").collect();
+            if subs.is_empty() {
+                let examples = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                let n = examples.lines().filter(|l| l.trim_start().starts_with("hoist ")).count();
+                if !examples.starts_with("Examples:") || !(2..=4).contains(&n) {
+                    problems.push(format!("{name}: {n} examples (want 2-4 after \"Examples:\")"));
+                }
+            }
+            for s in subs {
+                walk(s, &name, problems);
+            }
+        }
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let mut problems = Vec::new();
+        walk(&cmd, "", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -9,9 +9,9 @@ use hoist::build::{
 };
 use hoist::error::Result;
 
-use super::out::outln;
 use super::creds::{registry_of, registry_of_output};
-use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::out::outln;
+use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
 use super::Ctx;
 
 /// How each file becomes a layer (`--layer-format`; `--format` is the global output format).
@@ -122,7 +122,11 @@ impl DescribeArgs {
 #[derive(Subcommand)]
 pub(crate) enum ModelCmd {
     /// Pack a model directory as a ModelPack artifact (like `modctl build`).
+    #[command(
+        after_help = "Examples:\n  hoist model pack ./my-model --name my-model --output type=registry,name=localhost:5000/model:v1\n  hoist model pack ./my-model --layer-format tar+zstd --output type=oci,dest=model.tar"
+    )]
     Pack {
+        /// The model directory (weights, config, tokenizer, docs, code).
         dir: PathBuf,
         #[command(flatten)]
         describe: Box<DescribeArgs>,
@@ -145,8 +149,13 @@ pub(crate) enum ModelCmd {
         describe: Box<DescribeArgs>,
     },
     /// Restore the files of a model artifact (any transport) into DIR.
+    #[command(
+        after_help = "Examples:\n  hoist model unpack localhost:5000/model:v1 ./restored\n  hoist model unpack oci-archive:model.tar ./restored"
+    )]
     Unpack {
+        /// The model artifact, in any source transport.
         reference: String,
+        /// Where to restore its files (created).
         dir: PathBuf,
         /// Most bytes one layer may expand to (tar layers are bounded by their declared size anyway).
         #[arg(long, value_name = "BYTES")]
@@ -199,7 +208,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let store = out.open_store()?;
             let root = build_model(&store, &spec).await?;
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
-            deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await
+            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
+            let dir = store.root().to_path_buf();
+            drop(store);
+            prune_old_untagged(ctx, &dir).await;
+            Ok(code)
         }
         ModelCmd::Diff { a, b } => {
             let (_, sa, ra) = resolve_any(ctx, &a).await?;

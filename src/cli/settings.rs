@@ -15,8 +15,9 @@ use hoist::Platform;
 use super::creds::CredentialMap;
 use super::progress::Mode;
 
-/// Flags every command takes.
+/// Flags every command takes (listed under their own heading in every command's help).
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
     /// More logs on stderr (-v: info, -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

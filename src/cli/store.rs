@@ -164,3 +164,252 @@ pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint,
     desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
     Ok((ep, src, desc))
 }
+
+/// `hoist store ...`: the local build store.
+#[derive(clap::Subcommand)]
+pub(crate) enum StoreCmd {
+    /// List the store's roots: tags, digests, sizes, age.
+    #[command(after_help = "Examples:\n  hoist store ls\n  hoist --format json store ls --store ./store")]
+    Ls {
+        /// The store [default: $HOIST_STORE or ~/.local/share/hoist/store].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Remove tags (or untagged roots, by digest) from the store, then what nothing uses.
+    #[command(
+        after_help = "Examples:\n  hoist store rm sample:latest\n  hoist store rm sha256:4f1c…  # an untagged root"
+    )]
+    Rm {
+        /// Tags or root digests.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// The store [default: $HOIST_STORE or ~/.local/share/hoist/store].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Remove untagged roots older than --older-than, then every blob nothing uses.
+    #[command(after_help = "Examples:\n  hoist store prune\n  hoist store prune --older-than 0s --dry-run")]
+    Prune {
+        /// Age of an untagged root to remove: 30s, 15m, 24h, 7d (default 24h).
+        #[arg(long, default_value = "24h", value_name = "AGE")]
+        older_than: String,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The store [default: $HOIST_STORE or ~/.local/share/hoist/store].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+}
+
+/// How long untagged results of `artifact push` and `model pack` stay in the store: older
+/// ones are pruned at the end of the next such command (so a re-run within a day reuses them).
+pub(crate) const KEEP_UNTAGGED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `30s`, `15m`, `24h`, `7d`, or plain seconds.
+fn parse_age(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| Error::Usage(format!("--older-than {s:?}: give e.g. 30s, 15m, 24h, 7d")))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(Error::Usage(format!("--older-than {s:?}: unit must be s, m, h or d"))),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn open_existing_store(store: Option<PathBuf>) -> Result<Layout> {
+    Layout::open(store.unwrap_or_else(default_store))
+}
+
+/// Age of a root: how long ago its manifest blob was stored.
+fn age_of(layout: &Layout, d: &Descriptor) -> Option<std::time::Duration> {
+    let m = std::fs::symlink_metadata(layout.blob_path_of(&d.digest)).ok()?;
+    m.modified().ok()?.elapsed().ok()
+}
+
+/// Total size of the distinct blobs under `d` (manifests, configs, layers).
+async fn total_size(layout: &Layout, d: &Descriptor) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![d.clone()];
+    let mut total = 0;
+    while let Some(d) = stack.pop() {
+        if !seen.insert(d.digest.clone()) || seen.len() > 100_000 {
+            continue;
+        }
+        total += d.size;
+        if hoist::model::media::is_document(&d.media_type) {
+            if let Ok(doc) = layout.fetch_document(&d).await {
+                match &doc.view {
+                    hoist::model::document::View::Index(i) => stack.extend(i.manifests.iter().cloned()),
+                    hoist::model::document::View::Manifest(m) => {
+                        stack.push(m.config.clone());
+                        stack.extend(m.layers.iter().cloned());
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Untagged roots of `layout` older than `age` removed from index.json (all of them with
+/// `dry_run` false), then gc. Returns the removed roots and the gc report.
+pub(crate) async fn prune(
+    layout: &Layout,
+    age: std::time::Duration,
+    dry_run: bool,
+) -> Result<(Vec<Descriptor>, hoist::transport::layout::GcReport)> {
+    let old: Vec<Descriptor> = layout
+        .root_index()?
+        .roots()
+        .into_iter()
+        .filter(|(d, tag)| tag.is_none() && age_of(layout, d).is_some_and(|a| a >= age))
+        .map(|(d, _)| d)
+        .collect();
+    if !dry_run && !old.is_empty() {
+        let gone: std::collections::HashSet<_> = old.iter().map(|d| d.digest.clone()).collect();
+        remove_roots(layout, |d, tag| tag.is_none() && gone.contains(&d.digest))?;
+    }
+    let report = layout.gc(dry_run).await?;
+    Ok((old, report))
+}
+
+/// Rewrite index.json without the roots `drop` picks (order of the rest kept).
+fn remove_roots(layout: &Layout, drop: impl Fn(&Descriptor, Option<&str>) -> bool) -> Result<usize> {
+    layout.update_index(|index| {
+        let mut kept = hoist::transport::roots::RootIndex::new();
+        let mut removed = 0;
+        for (d, tag) in index.roots() {
+            if drop(&d, tag.as_deref()) {
+                removed += 1;
+                continue;
+            }
+            match tag {
+                Some(t) => kept.set_tag(&d, &t)?,
+                None => {
+                    kept.add_untagged(&d)?;
+                }
+            }
+        }
+        *index = kept;
+        Ok(removed)
+    })
+}
+
+/// Run a store subcommand.
+pub(crate) async fn run_store(ctx: &Ctx, cmd: StoreCmd) -> Result<i32> {
+    match cmd {
+        StoreCmd::Ls { store } => {
+            let layout = open_existing_store(store)?;
+            let mut rows = Vec::new();
+            for (d, tag) in layout.root_index()?.roots() {
+                let size = total_size(&layout, &d).await;
+                let age = age_of(&layout, &d).map(|a| a.as_secs());
+                rows.push((d, tag, size, age));
+            }
+            if ctx.json() {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(d, tag, size, age)| {
+                        serde_json::json!({"tag": tag, "digest": d.digest.to_string(), "mediaType": d.media_type, "size": size, "ageSeconds": age})
+                    })
+                    .collect();
+                outln!("{}", serde_json::json!({ "store": layout.root(), "roots": v }));
+            } else {
+                outln!("{:<32} {:<20} {:>10} {:>8}", "TAG", "DIGEST", "SIZE", "AGE");
+                for (d, tag, size, age) in rows {
+                    let tag = tag.map_or("<untagged>".to_string(), |t| hoist::error::printable(&t).into_owned());
+                    let age = age.map_or("-".to_string(), human_age);
+                    outln!("{:<32} {:<20} {:>10} {:>8}", tag, d.digest.short(), super::progress::human(size), age);
+                }
+            }
+            Ok(0)
+        }
+        StoreCmd::Rm { refs, store } => {
+            let layout = open_existing_store(store)?;
+            for r in &refs {
+                let removed = if let Ok(digest) = r.parse::<hoist::Digest>() {
+                    remove_roots(&layout, |d, _| d.digest == digest)?
+                } else {
+                    usize::from(layout.untag(r)?)
+                };
+                if removed == 0 {
+                    return Err(Error::not_found(
+                        format!("tag or root {r:?}"),
+                        format!("oci:{}", layout.root().display()),
+                    ));
+                }
+                ctx.progress.line(&format!("removed {r}"));
+            }
+            let report = layout.gc(false).await?;
+            ctx.progress.line(&format!(
+                "gc: removed {} blob(s), {}",
+                report.removed.len(),
+                super::progress::human(report.bytes)
+            ));
+            if ctx.json() {
+                outln!(
+                    "{}",
+                    serde_json::json!({"removed": refs, "blobsRemoved": report.removed.len(), "bytes": report.bytes})
+                );
+            }
+            Ok(0)
+        }
+        StoreCmd::Prune { older_than, dry_run, store } => {
+            let age = parse_age(&older_than)?;
+            let layout = open_existing_store(store)?;
+            let (roots, report) = prune(&layout, age, dry_run).await?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            if ctx.json() {
+                outln!(
+                    "{}",
+                    serde_json::json!({"roots": roots.iter().map(|d| d.digest.to_string()).collect::<Vec<_>>(), "blobsRemoved": report.removed.len(), "bytes": report.bytes, "dryRun": dry_run})
+                );
+            } else {
+                for d in &roots {
+                    outln!("{}", d.digest);
+                }
+            }
+            ctx.progress.line(&format!(
+                "{verb} {} untagged root(s) and {} blob(s), {}",
+                roots.len(),
+                report.removed.len(),
+                super::progress::human(report.bytes)
+            ));
+            Ok(0)
+        }
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// After `artifact push` or `model pack`: untagged results older than [`KEEP_UNTAGGED`] go.
+/// Takes the store's directory: the caller drops its own handle first (a build session's
+/// lock would make gc wait for it forever).
+pub(crate) async fn prune_old_untagged(ctx: &Ctx, store: &Path) {
+    let pruned = match Layout::open_for_gc(store) {
+        Ok(layout) => prune(&layout, KEEP_UNTAGGED, false).await,
+        Err(e) => Err(e),
+    };
+    match pruned {
+        Ok((roots, r)) if !roots.is_empty() => ctx.progress.line(&format!(
+            "store: pruned {} untagged result(s) older than a day ({})",
+            roots.len(),
+            super::progress::human(r.bytes)
+        )),
+        Ok(_) => {}
+        // The command itself succeeded; a store that cannot be pruned now is pruned next time.
+        Err(e) => tracing::warn!("store prune: {e}"),
+    }
+}

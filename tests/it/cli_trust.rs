@@ -37,6 +37,8 @@ fn a_closed_stdout_pipe_ends_quietly_with_status_0() {
         vec!["inspect".into(), format!("oci:{}:multi", layout.display())],
         vec!["--format".into(), "json".into(), "tags".into(), format!("oci:{}", layout.display())],
         vec!["copy".into(), format!("oci:{}:multi", layout.display()), "oci-archive:-".into()],
+        vec!["completion".into(), "bash".into()],
+        vec!["man".into()],
     ];
     for args in cases {
         let out = hoist_cmd().args(&args).stdout(Stdio::from(closed_pipe())).stderr(Stdio::piped()).output().unwrap();
@@ -103,4 +105,33 @@ fn json_errors_carry_kind_message_and_exit_code() {
     assert_eq!(v["error"]["kind"], "notFound", "{v}");
     assert_eq!(v["error"]["exitCode"], 3, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("nope"), "{v}");
+}
+
+#[test]
+fn completion_man_pages_and_version() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = hoist(["completion", shell]);
+        let (so, se) = text(&out);
+        assert!(out.status.success() && so.contains("hoist") && so.len() > 1000, "{shell}: {se}");
+        if shell == "bash" && have("bash") {
+            let t = tempfile::tempdir().unwrap();
+            let f = t.path().join("hoist.bash");
+            std::fs::write(&f, &so).unwrap();
+            let check = std::process::Command::new("bash").arg("-n").arg(&f).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let out = hoist(["man".as_ref(), t.path().join("man1").as_os_str()] as [&std::ffi::OsStr; 2]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    for page in ["hoist.1", "hoist-copy.1", "hoist-layout-gc.1"] {
+        let body = std::fs::read_to_string(t.path().join("man1").join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(body.contains(".TH"), "{page}");
+    }
+    let out = hoist(["--version"]);
+    let (so, _) = text(&out);
+    assert!(so.starts_with("hoist ") && so.contains("commit ") && so.contains("built "), "{so}");
+    let out = hoist(["--format", "json", "version"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["commit"].is_string() && v["buildDate"].as_str().is_some_and(|d| d.len() == 10), "{v}");
 }

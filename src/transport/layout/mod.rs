@@ -356,6 +356,7 @@ impl Layout {
         if let Some(rd) = rd {
             for f in rd.flatten() {
                 report.temp_files += 1;
+                report.temp_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
                 if !dry_run {
                     let _ = fs::remove_file(f.path());
                 }
@@ -374,6 +375,8 @@ pub struct GcReport {
     pub bytes: u64,
     /// Stale temp files in `.hoist/tmp`.
     pub temp_files: usize,
+    /// Their total size.
+    pub temp_bytes: u64,
 }
 
 fn empty_index() -> String {
