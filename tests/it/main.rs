@@ -19,6 +19,7 @@ mod harness;
 mod hostile;
 mod index;
 mod model;
+mod model_hf;
 mod push;
 mod referrers_api;
 mod reflink;

@@ -5,6 +5,7 @@
 //!   `hoist-faultproxy` binary), which also emulates the OCI referrers API.
 //! - [`registry`], [`token`]: a throwaway CNCF distribution registry per test (plain, basic
 //!   auth, bearer tokens from a [`token::TokenServer`], TLS).
+//! - [`hfhub`]: a test server speaking the Hugging Face hub's HTTP API.
 //! - [`fixtures`]: OCI layouts written by hand, the sample layout, file trees.
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
@@ -16,6 +17,7 @@
 
 pub mod conformance;
 pub mod fixtures;
+pub mod hfhub;
 pub mod hostile;
 pub mod proxy;
 pub mod registry;
