@@ -903,7 +903,6 @@ pub async fn unpack_model_with(
     fs::create_dir_all(dir).at(dir)?;
     let mut written = Vec::new();
     for (layer, info) in &layers {
-        let layer = layer;
         let format = info.layer_format;
         let filepath = info.path.as_ref();
         let metadata: Option<FileMetadata> = layer
@@ -1046,6 +1045,7 @@ fn extract_tar_blocking(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn extract_entries(
     blob: &Path,
     format: ModelLayerFormat,
