@@ -4,6 +4,7 @@
 
 pub mod artifact;
 pub mod dockerfile;
+pub mod hf;
 pub mod image;
 pub mod layer;
 pub mod model;
@@ -23,8 +24,8 @@ pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, Artifac
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
 pub use layer::{build_layer_blocking, build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 pub use model::{
-    build_model, describe_model, diff_models, list_model, unpack_model, unpack_model_with, FileSelector, ModelDiff,
-    ModelEntry, ModelFileKind, ModelLayerFormat, ModelMeta, ModelSpec, UnpackOptions,
+    build_model, describe_model, diff_models, list_model, plan_dir_model, unpack_model, unpack_model_with,
+    FileSelector, ModelDiff, ModelEntry, ModelFileKind, ModelLayerFormat, ModelMeta, ModelSpec, UnpackOptions,
 };
 
 const BUF: usize = 1 << 20;

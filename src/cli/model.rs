@@ -9,6 +9,14 @@ use hoist::build::{
 };
 use hoist::error::Result;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hoist::build::hf::{self, HfRef, HfRepo};
+use hoist::build::model::planned::PlannedModel;
+use hoist::build::plan_dir_model;
+use hoist::transport::Source;
+
 use super::creds::{registry_of, registry_of_output};
 use super::out::outln;
 use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
@@ -121,13 +129,18 @@ impl DescribeArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum ModelCmd {
-    /// Pack a model directory as a ModelPack artifact (like `modctl build`).
+    /// Pack a model directory, or a Hugging Face repo (`hf://ORG/REPO[@REVISION]`), as a
+    /// ModelPack artifact (like `modctl build`). With outputs and no `--store`, raw layers go
+    /// straight from the files (or the hub) to each output; nothing is stored locally.
     #[command(
         after_help = "Examples:\n  hoist model pack ./my-model --name my-model --output type=registry,name=localhost:5000/model:v1\n  hoist model pack ./my-model --layer-format tar+zstd --output type=oci,dest=model.tar"
     )]
     Pack {
         /// The model directory (weights, config, tokenizer, docs, code).
         dir: PathBuf,
+        /// Hugging Face token (for private or gated repos).
+        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+        hf_token: Option<String>,
         #[command(flatten)]
         describe: Box<DescribeArgs>,
         /// Layer format of every file.
@@ -174,6 +187,106 @@ pub(crate) enum ModelCmd {
     Diff { a: String, b: String },
 }
 
+/// For a re-run of an `hf://` pack: the layers of what the first output already holds when it
+/// was packed from the same repo and commit (by path), so small files need no download to be
+/// hashed, and what its config said the files describe. Anything that does not fit gives an
+/// empty map.
+async fn known_layers(
+    ctx: &Ctx,
+    outputs: &[hoist::output::OutputSpec],
+    source_url: &str,
+    commit: &str,
+) -> (HashMap<String, hoist::model::descriptor::Descriptor>, Option<hoist::build::model::Described>) {
+    let mut out = HashMap::new();
+    let none = (HashMap::new(), None);
+    let Some(o) = outputs.iter().find(|o| !o.local_only) else { return none };
+    let ep = o.endpoint.clone();
+    let Ok(src) = hoist::transport::open_source(&ep, &ctx.client) else { return none };
+    let Ok(root) = hoist::copy::plan::resolve(&ep, src.as_ref()).await else { return none };
+    let Ok(doc) = src.fetch_document(&root).await else { return none };
+    let hoist::model::document::View::Manifest(m) = &doc.view else { return none };
+    if m.config.size > 1 << 20 {
+        return none;
+    }
+    let Ok(mut stream) = src.open_blob(&m.config, 0).await else { return none };
+    let mut buf = Vec::new();
+    use tokio::io::AsyncReadExt;
+    if (&mut stream).take(1 << 20).read_to_end(&mut buf).await.is_err()
+        || hoist::model::digest::Digest::sha256_of(&buf) != m.config.digest
+    {
+        return none;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) else { return none };
+    if v["descriptor"]["revision"] != commit || v["descriptor"]["sourceURL"] != source_url {
+        return none;
+    }
+    for l in &m.layers {
+        if let Some(p) = l.annotations.get(hoist::model::media::ANNOTATION_MODEL_FILEPATH) {
+            out.insert(p.clone(), l.clone());
+        }
+    }
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let described = hoist::build::model::Described {
+        architecture: s(&v["config"]["architecture"]),
+        family: s(&v["descriptor"]["family"]),
+        format: s(&v["config"]["format"]),
+        param_size: s(&v["config"]["paramSize"]),
+        precision: s(&v["config"]["precision"]),
+        quantization: s(&v["config"]["quantization"]),
+    };
+    (out, Some(described))
+}
+
+/// Copy a planned model to every output (and into `--store` when given), print the digest.
+async fn deliver_plan(
+    ctx: &Ctx,
+    plan: &PlannedModel,
+    outputs: &[hoist::output::OutputSpec],
+    out: &OutputArgs,
+) -> Result<i32> {
+    let root = plan.root().clone();
+    if outputs.is_empty() && out.store.is_none() {
+        return Err(hoist::error::Error::InvalidReference {
+            reference: "--output".into(),
+            reason: "name an --output (or --store) to pack into".into(),
+        });
+    }
+    if out.store.is_some() {
+        let store = out.open_store()?;
+        let report = hoist::copy::graph(plan, &store, &root, &[], &ctx.copy_options(), &ctx.progress).await?;
+        ctx.progress.line(&format!(
+            "{} -> oci:{}: {} blob(s) written",
+            root.digest,
+            store.root().display(),
+            report.blobs_uploaded
+        ));
+    }
+    let results =
+        hoist::output::export(plan, &root, outputs, &ctx.client, None, &ctx.copy_options(), &ctx.progress).await?;
+    for r in &results {
+        ctx.progress.line(&format!(
+            "{} -> {}: {} blob(s) written, {} existed",
+            root.digest, r.destination, r.report.blobs_uploaded, r.report.blobs_existed
+        ));
+    }
+    if let Some(path) = out.metadata_file.as_deref() {
+        hoist::output::write_metadata(path, &root, outputs, &std::collections::BTreeMap::new())?;
+    }
+    if ctx.json() {
+        let v = serde_json::json!({
+            "digest": root.digest.to_string(),
+            "mediaType": root.media_type,
+            "size": root.size,
+            "artifactType": root.artifact_type,
+            "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
+        });
+        outln!("{v}");
+    } else {
+        outln!("{}", root.digest);
+    }
+    Ok(0)
+}
+
 impl ModelCmd {
     /// Every registry this command names (for `--creds`).
     pub(crate) fn registries(&self) -> Vec<String> {
@@ -197,11 +310,33 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             outln!("{}", String::from_utf8_lossy(&bytes));
             Ok(0)
         }
-        ModelCmd::Pack { dir, describe, layer_format, tag, follow_symlinks, out } => {
+        ModelCmd::Pack { dir, hf_token, describe, layer_format, tag, follow_symlinks, out } => {
             let mut outputs = out.parse_for("model pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
+            if let Some(r) = dir.to_str().and_then(HfRef::parse) {
+                let r = r?;
+                let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
+                let endpoint = endpoint.as_deref().unwrap_or(hf::DEFAULT_ENDPOINT);
+                let repo = Arc::new(HfRepo::open(endpoint, hf_token, &r).await?);
+                ctx.progress.line(&format!("hf://{}@{} is commit {}", r.repo, r.revision, repo.commit));
+                let mut spec = ModelSpec::new(".");
+                describe.apply(&mut spec)?;
+                spec.tag = tag;
+                let (known, previous) = known_layers(ctx, &outputs, &repo.source_url(), &repo.commit).await;
+                let plan = hf::plan_hf_model(repo, &spec, &spec.select.clone(), &known, previous).await?;
+                return deliver_plan(ctx, &plan, &outputs, &out).await;
+            }
             let mut spec = ModelSpec::new(dir);
             describe.apply(&mut spec)?;
+            let direct = out.store.is_none()
+                && !outputs.is_empty()
+                && outputs.iter().all(|o| !o.local_only)
+                && matches!(layer_format, LayerFormat::Raw);
+            if direct {
+                spec.follow_symlinks = follow_symlinks;
+                let plan = plan_dir_model(&spec).await?;
+                return deliver_plan(ctx, &plan, &outputs, &out).await;
+            }
             spec.layer_format = layer_format.into();
             spec.tag = tag;
             spec.follow_symlinks = follow_symlinks;

@@ -29,6 +29,7 @@ mod hostile;
 mod index;
 mod model;
 mod names;
+mod model_hf;
 mod push;
 mod referrers_api;
 mod referrers_copy;

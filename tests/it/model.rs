@@ -476,3 +476,31 @@ fn diff_lists_added_removed_changed_and_a_new_version_uploads_one_blob() {
     lines.sort();
     assert_eq!(lines, ["+ NOTICE", "- README.md", "~ model-00001-of-00002.safetensors"], "{out}");
 }
+
+#[test]
+fn modelpack_client_pulls_identical_files() {
+    let Some(py) = python_with(hoist_testkit::test_name!(), "modelpack_client") else { return };
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("m");
+    sample_dir(&model);
+    for fmt in ["raw", "tar"] {
+        let r = format!("{}/mp/model:{fmt}", reg.host());
+        let mut args = vec!["model", "pack", model.to_str().unwrap(), "--layer-format", fmt];
+        let o = format!("type=registry,name={r}");
+        args.extend(["--output", &o]);
+        let store = t.join("store");
+        if fmt == "tar" {
+            args.extend(["--store", store.to_str().unwrap()]);
+        }
+        run_ok("pack", hoist(&args));
+        let dest = t.join(format!("pulled-{fmt}"));
+        let out = Command::new(&py)
+            .args(["-m", "modelpack_client", "--insecure", "pull", &r, dest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "modelpack pull ({fmt}): {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(tree(&dest), tree(&model), "{fmt}");
+    }
+}

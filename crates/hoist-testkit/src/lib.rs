@@ -6,6 +6,7 @@
 //! - [`registry`], [`token`]: a throwaway CNCF distribution registry per test (plain, basic
 //!   auth, bearer tokens from a [`token::TokenServer`], TLS).
 //! - [`forward_proxy`]: a tiny CONNECT/HTTP forward proxy for proxy-environment tests.
+//! - [`hfhub`]: a test server speaking the Hugging Face hub's HTTP API.
 //! - [`fixtures`]: OCI layouts written by hand, the sample layout, file trees.
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
@@ -22,6 +23,7 @@ pub mod conformance;
 pub mod containerd;
 pub mod fixtures;
 pub mod forward_proxy;
+pub mod hfhub;
 pub mod hostile;
 pub mod proxy;
 pub mod registry;

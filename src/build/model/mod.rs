@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod describe;
 pub mod formats;
 pub mod modelfile;
+pub mod planned;
 pub mod select;
 
 pub use describe::Described;
@@ -651,6 +652,61 @@ fn describe_listed(
     Ok((ModelMeta::resolve(&described, mf, kf, spec), kinds))
 }
 
+/// Plan the ModelPack artifact of `spec.dir` without storing anything: each file is hashed
+/// where it is (one read) and becomes a raw layer whose bytes the destination reads from the
+/// file itself (see [`planned`]). Only raw layers: a tar layer would have to be written
+/// somewhere to be hashed.
+pub async fn plan_dir_model(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+    if spec.layer_format != ModelLayerFormat::Raw {
+        return Err(Error::Unsupported("packing without a store takes raw layers only".into()));
+    }
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || plan_dir_model_blocking(&spec))
+        .await
+        .map_err(|e| Error::Other(format!("model planner: {e}")))?
+}
+
+fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+    let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
+    let created = rfc3339(epoch);
+    let (mf, kf, own) = description_files(spec)?;
+    let files: Vec<_> = list_files(&spec.dir, spec.follow_symlinks)?
+        .into_iter()
+        .filter(|(rel, _)| !own.contains(rel) && spec.select.matches(rel))
+        .collect();
+    if files.is_empty() {
+        return Err(Error::not_found("any file", spec.dir.display().to_string()));
+    }
+    let (mut meta, kinds) = describe_listed(spec, &files, mf.as_ref(), kf.as_ref())?;
+    meta.created_at = Some(created.clone());
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut blobs = std::collections::HashMap::new();
+    for ((rel, path), kind) in files.into_iter().zip(kinds) {
+        let fmeta = fs::metadata(&path).at(&path)?;
+        let digest = crate::transport::layout::hash_file(&path, crate::model::digest::Algorithm::Sha256)?;
+        let size = fs::metadata(&path).at(&path)?.len();
+        if size != fmeta.len() {
+            return Err(Error::Other(format!("{}: changed while it was hashed", path.display())));
+        }
+        let mut desc = Descriptor::new(layer_media_type(kind, ModelLayerFormat::Raw), digest.clone(), size);
+        annotate_file_layer(&mut desc, &rel, fmeta.permissions().mode() & 0o7777, size, &created)?;
+        blobs.insert(digest.clone(), planned::Origin::File(path));
+        layers.push(desc);
+        diff_ids.push(digest);
+    }
+    let config = bytes::Bytes::from(meta.config_bytes(diff_ids)?);
+    let config_desc = Descriptor::of_bytes(media::MODEL_CONFIG, &config);
+    blobs.insert(config_desc.digest.clone(), planned::Origin::Bytes(config));
+    let mut manifest = ImageManifest::new(config_desc, layers);
+    manifest.artifact_type = Some(media::MODEL_ARTIFACT.into());
+    manifest.annotations = spec.annotations.clone();
+    let bytes = bytes::Bytes::from(manifest.to_bytes()?);
+    let mut root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    root.artifact_type = manifest.artifact_type;
+    Ok(planned::PlannedModel::new(format!("dir:{}", spec.dir.display()), root, bytes, blobs))
+}
+
 fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
     let created = rfc3339(epoch);
@@ -847,7 +903,6 @@ pub async fn unpack_model_with(
     fs::create_dir_all(dir).at(dir)?;
     let mut written = Vec::new();
     for (layer, info) in &layers {
-        let layer = layer;
         let format = info.layer_format;
         let filepath = info.path.as_ref();
         let metadata: Option<FileMetadata> = layer
@@ -990,6 +1045,7 @@ fn extract_tar_blocking(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn extract_entries(
     blob: &Path,
     format: ModelLayerFormat,

@@ -1,0 +1,507 @@
+//! Hugging Face hub as a model source: `hf://ORG/REPO[@REVISION]`.
+//!
+//! The hub API lists the repo (`/api/models/{repo}/revision/{rev}` for the commit a revision
+//! resolves to, `/api/models/{repo}/tree/{commit}?recursive=true` for the files, whose
+//! `lfs.oid` is the sha256 of an LFS file); files come from `/{repo}/resolve/{commit}/{path}`.
+//! An LFS file's layer descriptor is known from the listing alone, so a destination that has
+//! the blob is never downloaded from; one that lacks it gets the file streamed from the hub
+//! straight into it (registry upload or layout blob, verified there). Small non-LFS files
+//! (config.json, tokenizers; the hub keeps files over 10 MB in LFS) are fetched into memory
+//! and hashed. A download cut short continues with `Range` from where it stopped.
+//!
+//! Not for: uploads to the hub, datasets or spaces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::model::planned::{Origin, PlannedModel, RemoteFiles};
+use super::model::{
+    annotate_file_layer, describe, layer_media_type, Described, FileSelector, ModelFileKind, ModelLayerFormat,
+    ModelMeta, ModelSpec,
+};
+use super::{rfc3339, source_date_epoch};
+use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::media;
+use crate::model::write::ImageManifest;
+use crate::transport::BlobStream;
+
+/// Default hub endpoint (`HF_ENDPOINT` overrides it).
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Largest API answer read (a tree listing of a repo with tens of thousands of files is a
+/// few MiB).
+pub const MAX_API_RESPONSE: u64 = 64 << 20;
+
+/// Largest non-LFS file fetched into memory to hash it (the hub refuses non-LFS files over
+/// 10 MB; this leaves room).
+pub const MAX_INLINE_FILE: u64 = 64 << 20;
+
+/// Most bytes fetched from the start of a GGUF file to read its header; a header longer than
+/// this leaves the description to a Modelfile or flags.
+pub const MAX_REMOTE_GGUF_HEADER: u64 = 16 << 20;
+
+/// Times one download is resumed (with `Range`) after its connection broke.
+pub const MAX_RESUMES: u32 = 8;
+
+/// A parsed `hf://ORG/REPO[@REVISION]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HfRef {
+    /// `ORG/REPO`.
+    pub repo: String,
+    /// Branch, tag or commit (`main` when not given).
+    pub revision: String,
+}
+
+impl HfRef {
+    /// Parse `hf://ORG/REPO[@REV]` (also `huggingface://`); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Result<HfRef>> {
+        let rest = s.strip_prefix("hf://").or_else(|| s.strip_prefix("huggingface://"))?;
+        let (repo, rev) = rest.split_once('@').unwrap_or((rest, "main"));
+        let ok = repo.split('/').count() == 2
+            && repo.split('/').all(|p| {
+                !p.is_empty()
+                    && p != "."
+                    && p != ".."
+                    && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
+            && !rev.is_empty()
+            && !rev.contains("..");
+        if !ok {
+            return Some(Err(Error::InvalidReference {
+                reference: s.to_string(),
+                reason: "expected hf://ORG/REPO[@REVISION]".into(),
+            }));
+        }
+        Some(Ok(HfRef { repo: repo.to_string(), revision: rev.to_string() }))
+    }
+}
+
+/// One file of a hub repo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HfFile {
+    /// Path in the repo.
+    pub path: String,
+    /// Size.
+    pub size: u64,
+    /// sha256 (hex) from the LFS metadata, when the hub gives it.
+    pub sha256: Option<String>,
+}
+
+/// A hub client for one repo at one commit.
+pub struct HfRepo {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+    /// `ORG/REPO`.
+    pub repo: String,
+    /// The commit the revision resolved to.
+    pub commit: String,
+}
+
+fn enc(s: &str) -> String {
+    s.split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+async fn read_bounded(resp: reqwest::Response, max: u64, what: &str) -> Result<Bytes> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(Error::malformed(what, "hub", format!("larger than {max} bytes")));
+    }
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        if out.len() as u64 + chunk.len() as u64 > max {
+            return Err(Error::malformed(what, "hub", format!("larger than {max} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+impl HfRepo {
+    /// Resolve `r.revision` to a commit through the hub at `endpoint` (`HF_ENDPOINT`).
+    pub async fn open(endpoint: &str, token: Option<String>, r: &HfRef) -> Result<HfRepo> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Other(format!("http client: {e}")))?;
+        let mut repo = HfRepo {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+            repo: r.repo.clone(),
+            commit: String::new(),
+        };
+        let url =
+            format!("{}/api/models/{}/revision/{}", repo.endpoint, repo.repo, enc(&r.revision).replace('/', "%2F"));
+        let v: serde_json::Value = repo.get_json(&url).await?;
+        let sha = v.get("sha").and_then(|s| s.as_str()).unwrap_or("");
+        if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::malformed("hub revision", url, "no commit sha"));
+        }
+        repo.commit = sha.to_ascii_lowercase();
+        Ok(repo)
+    }
+
+    fn req(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        let resp = self.req(url).send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(Error::Auth {
+                registry: self.endpoint.clone(),
+                reason: format!("{status} for {url} (set HF_TOKEN or --hf-token)"),
+            });
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(Error::not_found(url.to_string(), self.endpoint.clone()));
+        }
+        if !status.is_success() {
+            return Err(Error::Other(format!("{url}: {status}")));
+        }
+        let b = read_bounded(resp, MAX_API_RESPONSE, "hub API answer").await?;
+        serde_json::from_slice(&b).map_err(|e| Error::malformed("hub API answer", url.to_string(), e.to_string()))
+    }
+
+    /// `https://huggingface.co/ORG/REPO` (what `descriptor.sourceURL` records).
+    pub fn source_url(&self) -> String {
+        format!("{}/{}", self.endpoint, self.repo)
+    }
+
+    /// Every file of the repo at the commit (following `Link: <…>; rel="next"` pages).
+    pub async fn list(&self) -> Result<Vec<HfFile>> {
+        let mut url = Some(format!("{}/api/models/{}/tree/{}?recursive=true", self.endpoint, self.repo, self.commit));
+        let mut out = Vec::new();
+        let mut pages = 0;
+        while let Some(u) = url.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(Error::malformed("hub tree", u, "too many pages"));
+            }
+            let resp = self.req(&u).send().await.map_err(|e| Error::Other(format!("{u}: {e}")))?;
+            if !resp.status().is_success() {
+                return Err(Error::Other(format!("{u}: {}", resp.status())));
+            }
+            url = resp
+                .headers()
+                .get("link")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.split(',').find(|p| p.contains("rel=\"next\"")))
+                .and_then(|p| p.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(u, _)| u.to_string()));
+            let b = read_bounded(resp, MAX_API_RESPONSE, "hub tree").await?;
+            let v: Vec<serde_json::Value> =
+                serde_json::from_slice(&b).map_err(|e| Error::malformed("hub tree", u.clone(), e.to_string()))?;
+            for e in v {
+                if e.get("type").and_then(|t| t.as_str()) != Some("file") {
+                    continue;
+                }
+                let (Some(path), Some(size)) =
+                    (e.get("path").and_then(|p| p.as_str()), e.get("size").and_then(|s| s.as_u64()))
+                else {
+                    continue;
+                };
+                let sha256 = e
+                    .get("lfs")
+                    .and_then(|l| l.get("oid"))
+                    .and_then(|o| o.as_str())
+                    .filter(|o| o.len() == 64 && o.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_ascii_lowercase);
+                out.push(HfFile { path: path.to_string(), size, sha256 });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn file_url(&self, path: &str) -> String {
+        format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, self.commit, enc(path))
+    }
+
+    async fn get_range(&self, path: &str, offset: u64, end: Option<u64>) -> Result<reqwest::Response> {
+        let url = self.file_url(path);
+        let mut r = self.req(&url);
+        if offset > 0 || end.is_some() {
+            let end = end.map(|e| e.to_string()).unwrap_or_default();
+            r = r.header(reqwest::header::RANGE, format!("bytes={offset}-{end}"));
+        }
+        let resp = r.send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let ok =
+            if offset > 0 { resp.status() == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status().is_success() };
+        if !ok {
+            return Err(Error::Other(format!("{url}: {} (from byte {offset})", resp.status())));
+        }
+        Ok(resp)
+    }
+
+    /// A whole small file, in memory (at most `max` bytes).
+    pub async fn fetch(&self, path: &str, max: u64) -> Result<Bytes> {
+        read_bounded(self.get_range(path, 0, None).await?, max, path).await
+    }
+}
+
+#[async_trait]
+impl RemoteFiles for HfRepo {
+    /// A download from `offset` that resumes with `Range` where a broken connection stopped
+    /// (at most [`MAX_RESUMES`] times in a row without progress... in all).
+    async fn open_file(&self, path: &str, offset: u64) -> Result<BlobStream> {
+        let first = self.get_range(path, offset, None).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let me = HfRepo {
+            http: self.http.clone(),
+            endpoint: self.endpoint.clone(),
+            token: self.token.clone(),
+            repo: self.repo.clone(),
+            commit: self.commit.clone(),
+        };
+        let path = path.to_string();
+        tokio::spawn(async move {
+            let mut pos = offset;
+            let mut resp = Some(first);
+            let mut resumes = 0u32;
+            loop {
+                let r = match resp.take() {
+                    Some(r) => r,
+                    None => match me.get_range(&path, pos, None).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            return;
+                        }
+                    },
+                };
+                let mut s = r.bytes_stream();
+                let mut broken = None;
+                while let Some(chunk) = s.next().await {
+                    match chunk {
+                        Ok(c) => {
+                            pos += c.len() as u64;
+                            if tx.send(Ok(c)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            broken = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let Some(e) = broken else { return };
+                resumes += 1;
+                if resumes > MAX_RESUMES {
+                    let _ = tx.send(Err(std::io::Error::other(format!("{path}: {e} ({MAX_RESUMES} resumes)")))).await;
+                    return;
+                }
+                tracing::warn!("{path}: download broke at byte {pos} ({e}); resuming with Range");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(resumes))).await;
+            }
+        });
+        let stream = tokio_stream_from(rx);
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
+    fn location(&self) -> String {
+        format!("hf://{}@{}", self.repo, self.commit)
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Describe the model from the hub without downloading the weights: safetensors headers
+/// with two `Range` requests each, GGUF headers from the first [`MAX_REMOTE_GGUF_HEADER`]
+/// bytes, `config.json` from memory.
+async fn describe_remote(repo: &HfRepo, weights: &[&HfFile], inline: &HashMap<String, Bytes>) -> Described {
+    let tmp = match tempfile::tempdir() {
+        Ok(t) => t,
+        Err(_) => return Described::default(),
+    };
+    // Header bytes go to small temp files so the local readers (and their bounds) apply as they are.
+    let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for (i, f) in weights.iter().enumerate() {
+        let ext = f.path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+        let bytes = match ext.as_str() {
+            "safetensors" if f.size >= 8 => {
+                let Ok(len) = repo.get_range(&f.path, 0, Some(7)).await else { continue };
+                let Ok(len) = read_bounded(len, 8, &f.path).await else { continue };
+                let Ok(n) = <[u8; 8]>::try_from(&len[..]).map(u64::from_le_bytes) else { continue };
+                if n > describe::MAX_SAFETENSORS_HEADER || n + 8 > f.size {
+                    continue;
+                }
+                let Ok(h) = repo.get_range(&f.path, 0, Some(7 + n)).await else { continue };
+                let Ok(b) = read_bounded(h, 8 + n, &f.path).await else { continue };
+                // The reader checks the header against the file's length: pad to it sparsely.
+                b
+            }
+            "gguf" => {
+                let end = f.size.min(MAX_REMOTE_GGUF_HEADER).saturating_sub(1);
+                let Ok(h) = repo.get_range(&f.path, 0, Some(end)).await else { continue };
+                let Ok(b) = read_bounded(h, end + 1, &f.path).await else { continue };
+                b
+            }
+            _ => Bytes::new(),
+        };
+        let p = tmp.path().join(format!("{i}.{ext}"));
+        let ok = std::fs::File::create(&p)
+            .and_then(|mut fh| {
+                use std::io::Write;
+                fh.write_all(&bytes)?;
+                fh.set_len(f.size.max(bytes.len() as u64))
+            })
+            .is_ok();
+        if ok {
+            files.push((f.path.clone(), p));
+        }
+    }
+    if let Some(c) = inline.get("config.json") {
+        let p = tmp.path().join("config.json");
+        if std::fs::write(&p, c).is_ok() {
+            files.push(("config.json".into(), p));
+        }
+    }
+    let listed: Vec<(String, &std::path::Path)> = files.iter().map(|(r, p)| (r.clone(), p.as_path())).collect();
+    let names: Vec<&str> = weights.iter().map(|f| f.path.as_str()).collect();
+    describe::describe_files(&listed, &names)
+}
+
+/// Plan a ModelPack artifact of `hf` (files chosen by `select`; the config described from
+/// the hub's files, then `spec`'s fields). `known` maps `path` to a descriptor the
+/// destination already has for this commit's file (from an earlier pack), so a small file is
+/// not downloaded again to be hashed; `previous` is what that earlier pack's config said the
+/// files describe (so a re-run reads no header either).
+pub async fn plan_hf_model(
+    repo: Arc<HfRepo>,
+    spec: &ModelSpec,
+    select: &FileSelector,
+    known: &HashMap<String, Descriptor>,
+    previous: Option<Described>,
+) -> Result<PlannedModel> {
+    let files: Vec<HfFile> = repo
+        .list()
+        .await?
+        .into_iter()
+        .filter(|f| !f.path.split('/').any(|s| s.starts_with('.')) && select.matches(&f.path))
+        .collect();
+    if files.is_empty() {
+        return Err(Error::not_found("any matching file", format!("hf://{}@{}", repo.repo, repo.commit)));
+    }
+    let mut inline: HashMap<String, Bytes> = HashMap::new();
+    let mut blobs: HashMap<Digest, Origin> = HashMap::new();
+    let mut descs: Vec<(HfFile, ModelFileKind, Digest)> = Vec::new();
+    for f in &files {
+        let kind =
+            spec.kinds.get(&f.path).copied().or_else(|| ModelFileKind::classify(&f.path)).unwrap_or(spec.default_kind);
+        let digest = match &f.sha256 {
+            Some(h) => {
+                let d: Digest = format!("sha256:{h}").parse()?;
+                blobs.insert(d.clone(), Origin::Remote(repo.clone(), f.path.clone()));
+                d
+            }
+            None => {
+                match known.get(&f.path).filter(|d| d.size == f.size && (previous.is_some() || f.path != "config.json"))
+                {
+                    Some(d) => {
+                        blobs.insert(d.digest.clone(), Origin::Remote(repo.clone(), f.path.clone()));
+                        d.digest.clone()
+                    }
+                    None => {
+                        let b = repo.fetch(&f.path, MAX_INLINE_FILE).await?;
+                        if b.len() as u64 != f.size {
+                            return Err(Error::malformed(
+                                format!("file {}", f.path),
+                                repo.location(),
+                                format!("{} bytes, the listing says {}", b.len(), f.size),
+                            ));
+                        }
+                        let d = Digest::sha256_of(&b);
+                        inline.insert(f.path.clone(), b.clone());
+                        blobs.insert(d.clone(), Origin::Bytes(b));
+                        d
+                    }
+                }
+            }
+        };
+        descs.push((f.clone(), kind, digest));
+    }
+    let weights: Vec<&HfFile> =
+        descs.iter().filter(|(_, k, _)| *k == ModelFileKind::Weight).map(|(f, _, _)| f).collect();
+    let described = match previous {
+        Some(p) => p,
+        None => describe_remote(&repo, &weights, &inline).await,
+    };
+    let mut spec2 = spec.clone();
+    spec2.source_url = spec.source_url.clone().or_else(|| Some(repo.source_url()));
+    spec2.revision = spec.revision.clone().or_else(|| Some(repo.commit.clone()));
+    if spec2.name.is_none() {
+        spec2.name = repo.repo.rsplit('/').next().map(str::to_string);
+    }
+    let mut meta = ModelMeta::resolve(&described, None, None, &spec2);
+    let created = rfc3339(spec.source_date_epoch.unwrap_or_else(source_date_epoch));
+    meta.created_at = Some(created.clone());
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (f, kind, digest) in descs {
+        let mut d = Descriptor::new(layer_media_type(kind, ModelLayerFormat::Raw), digest.clone(), f.size);
+        annotate_file_layer(&mut d, &f.path, 0o644, f.size, &created)?;
+        layers.push(d);
+        diff_ids.push(digest);
+    }
+    let config = Bytes::from(meta.config_bytes(diff_ids)?);
+    let config_desc = Descriptor::of_bytes(media::MODEL_CONFIG, &config);
+    blobs.insert(config_desc.digest.clone(), Origin::Bytes(config));
+    let mut manifest = ImageManifest::new(config_desc, layers);
+    manifest.artifact_type = Some(media::MODEL_ARTIFACT.into());
+    manifest.annotations = spec.annotations.clone();
+    let bytes = Bytes::from(manifest.to_bytes()?);
+    let mut root = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    root.artifact_type = manifest.artifact_type;
+    Ok(PlannedModel::new(repo.location(), root, bytes, blobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hf_refs() {
+        assert_eq!(
+            HfRef::parse("hf://Qwen/Qwen3-0.6B@abc").unwrap().unwrap(),
+            HfRef { repo: "Qwen/Qwen3-0.6B".into(), revision: "abc".into() }
+        );
+        assert_eq!(HfRef::parse("hf://a/b").unwrap().unwrap().revision, "main");
+        assert!(HfRef::parse("docker://a/b").is_none());
+        for bad in ["hf://a", "hf://a/b/c", "hf://../b", "hf://a/b@"] {
+            assert!(HfRef::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+}

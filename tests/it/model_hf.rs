@@ -1,0 +1,190 @@
+//! `hoist model pack hf://ORG/REPO[@REV]` against the test hub (`hoist_testkit::hfhub`), which
+//! the real `huggingface_hub.snapshot_download` must accept too: identical files after
+//! `model unpack`, a re-run that downloads and uploads nothing, a cut connection that resumes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hoist_testkit::hfhub::{HfHub, HubFile, HubRepo};
+use hoist_testkit::proxy::{FaultProxy, Rule};
+
+use crate::common::*;
+use crate::model::{python_with, write_safetensors};
+
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.path().components().any(|c| c.as_os_str() == ".cache"))
+        .map(|e| {
+            (
+                e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string(),
+                sha256(&std::fs::read(e.path()).unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// A repo with an LFS weight (3 MiB), and small non-LFS files; also written to `dir`.
+fn repo(dir: &Path) -> HubRepo {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    write_safetensors(&dir.join("model.safetensors"), &[("w", "BF16", &[1024, 1536])]);
+    std::fs::write(dir.join("config.json"), r#"{"architectures":["TinyForCausalLM"],"model_type":"tiny"}"#).unwrap();
+    std::fs::write(dir.join("README.md"), "# tiny\n").unwrap();
+    std::fs::write(dir.join("sub/tokenizer.json"), r#"{"v":1}"#).unwrap();
+    let file = |p: &str, lfs: bool| HubFile::new(p, std::fs::read(dir.join(p)).unwrap(), lfs);
+    HubRepo::new(
+        "org/tiny",
+        vec![
+            file("README.md", false),
+            file("config.json", false),
+            file("model.safetensors", true),
+            file("sub/tokenizer.json", false),
+        ],
+    )
+}
+
+fn run(what: &str, cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn uploads(reg: &TestRegistry) -> usize {
+    reg.requests_now().iter().filter(|q| q.method == "PUT" && q.path.contains("/blobs/uploads/")).count()
+}
+
+#[test]
+fn hf_pack_into_registry_unpacks_identical_and_a_rerun_moves_nothing() {
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let r = repo(&t.join("src"));
+    let commit = r.commit.clone();
+    let hub = HfHub::start(vec![r], Some("secret"));
+    let target = format!("{}/hf/tiny:v1", reg.host());
+    let pack = || {
+        let mut c = hoist_cmd();
+        c.env("HF_ENDPOINT", hub.url()).env("HF_TOKEN", "secret").env("HOIST_STORE", t.join("store")).args([
+            "model",
+            "pack",
+            "hf://org/tiny",
+            "--output",
+            &format!("type=registry,name={target}"),
+        ]);
+        c
+    };
+    let d1 = run("pack", &mut pack());
+    assert!(!t.join("store/blobs").exists(), "no store copy without --store");
+    let out = t.join("out");
+    run("unpack", hoist_cmd().args(["model", "unpack", &target, out.to_str().unwrap()]));
+    assert_eq!(tree(&out), tree(&t.join("src")));
+    let cfg = run("describe", hoist_cmd().args(["inspect", "--format", "json", &target]));
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(v["artifactType"], "application/vnd.cncf.model.manifest.v1+json");
+    let listed = run("list", hoist_cmd().args(["model", "unpack", &target, "x", "--list", "--format", "json"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+
+    // The config records where the model came from, and the weight's header describes it.
+    let m: serde_json::Value =
+        serde_json::from_str(&run("raw", hoist_cmd().args(["inspect", "--raw", &target]))).unwrap();
+    let cd = m["config"]["digest"].as_str().unwrap();
+    let blob = reqwest::blocking::get(format!("{}/v2/hf/tiny/blobs/{cd}", reg.url())).unwrap().bytes().unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&blob).unwrap();
+    assert_eq!(c["descriptor"]["revision"], commit.as_str(), "{c}");
+    assert_eq!(c["descriptor"]["sourceURL"], format!("{}/org/tiny", hub.url()));
+    assert_eq!(c["config"]["precision"], "bf16");
+    assert_eq!(c["config"]["paramSize"], "1.6M");
+    assert_eq!(c["config"]["architecture"], "TinyForCausalLM");
+    crate::model::validates(hoist_testkit::test_name!(), &blob);
+
+    // A re-run downloads nothing from the hub and uploads nothing to the registry.
+    let (dl, up) = (hub.downloads(), uploads(&reg));
+    let d2 = run("re-run", &mut pack());
+    assert_eq!(d1, d2, "same commit, same artifact");
+    assert_eq!(hub.downloads() - dl, 0, "{:?}", &hub.requests()[dl..]);
+    assert_eq!(uploads(&reg) - up, 0);
+
+    // Without the token the hub refuses, and hoist says so (exit 4).
+    let out = hoist_cmd()
+        .env("HF_ENDPOINT", hub.url())
+        .env_remove("HF_TOKEN")
+        .args(["model", "pack", "hf://org/tiny", "--output", &format!("type=registry,name={target}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn hf_pack_resumes_a_cut_download_into_a_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let hub = HfHub::start(vec![repo(&t.join("src"))], None);
+    // The download of the weight (the third GET of it: two header reads come first) is cut after 1 MiB.
+    let proxy = FaultProxy::start(
+        &hub.url(),
+        vec![Rule::new().method("GET").path("model.safetensors").nth(3).drop_response_after(1 << 20)],
+    )
+    .unwrap();
+    let layout = t.join("layout");
+    run(
+        "pack",
+        hoist_cmd().env("HF_ENDPOINT", proxy.url()).args([
+            "model",
+            "pack",
+            "hf://org/tiny@main",
+            "--include",
+            "*.safetensors",
+            "--include",
+            "*.json",
+            "--output",
+            &format!("type=local-layout,dest={}", layout.display()),
+            "--tag",
+            "v1",
+        ]),
+    );
+    let ranges: Vec<_> = hub.requests().into_iter().filter(|r| r.range.is_some()).collect();
+    assert!(
+        ranges.iter().any(|r| r.path.contains("model.safetensors")
+            && r.status == 206
+            && !r.range.as_deref().unwrap_or("").starts_with("bytes=0-")),
+        "a Range request continued the cut download: {:?}",
+        hub.requests()
+    );
+    let out = t.join("out");
+    run(
+        "unpack",
+        hoist_cmd().args(["model", "unpack", &format!("oci:{}:v1", layout.display()), out.to_str().unwrap()]),
+    );
+    let mut want = tree(&t.join("src"));
+    want.remove("README.md");
+    assert_eq!(tree(&out), want);
+}
+
+#[test]
+fn huggingface_hub_client_accepts_the_test_hub() {
+    let Some(py) = python_with(hoist_testkit::test_name!(), "huggingface_hub") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let r = repo(&t.join("src"));
+    let commit = r.commit.clone();
+    let hub = HfHub::start(vec![r], Some("tok"));
+    let script = r#"
+import sys
+from huggingface_hub import snapshot_download
+p = snapshot_download("org/tiny", revision="main", local_dir=sys.argv[1], token="tok")
+print(p)
+"#;
+    let out = std::process::Command::new(py)
+        .args(["-c", script, t.join("dl").to_str().unwrap()])
+        .env("HF_ENDPOINT", hub.url())
+        .env("HF_HOME", t.join("hfhome"))
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapshot_download: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tree(&t.join("dl")), tree(&t.join("src")));
+    assert!(hub.requests().iter().any(|r| r.path.contains(&commit)), "the client resolved main to the commit");
+}
