@@ -208,13 +208,7 @@ fn directive(line: &str) -> Option<(String, String)> {
 
 /// One logical line (continuations joined) → instruction; heredoc bodies are read from
 /// `lines` starting at `*next`, which moves past them.
-fn parse_instruction(
-    logical: &str,
-    line: usize,
-    file: &str,
-    lines: &[&str],
-    next: &mut usize,
-) -> Result<Instruction> {
+fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], next: &mut usize) -> Result<Instruction> {
     let logical = logical.trim();
     let (word, rest) = match logical.find(char::is_whitespace) {
         Some(p) => (&logical[..p], logical[p..].trim_start()),
