@@ -230,8 +230,10 @@ STOPSIGNAL SIGTERM
 COPY --from=build /out /srv
 COPY --chown=1000:50 --chmod=640 one.conf /etc/own.conf
 ADD files.tar /opt/
+COPY --from={base} /etc/passwd /etc/passwd.copy
 USER user
 WORKDIR /home/user/w
+RUN id -u > uid.txt && id -g >> uid.txt
 ENTRYPOINT ["/bin/sh", "-c"]
 CMD ["cat /srv/greeting"]
 "#
@@ -253,7 +255,7 @@ fn dockerfile_builds_match_buildah_and_run() {
     let (hl, bl) = (t.join("hoist-oci"), t.join("buildah-oci"));
     let (digest, log) = hoist_build(&t.join("store"), &ctx, &hl, &["--build-arg", "GREETING=hi"]);
     assert!(digest.starts_with("sha256:"), "{digest}");
-    assert!(log.contains("3 RUN executed"), "{log}");
+    assert!(log.contains("4 RUN executed"), "{log}");
     buildah_build(t, &ctx, &bl, &["--build-arg", "GREETING=hi"]);
     assert_same_image(t, "rich", &hl, &bl);
 
@@ -283,7 +285,7 @@ fn dockerfile_builds_match_buildah_and_run() {
     fs::write(ctx.join("app/a.txt"), "changed\n").unwrap();
     let (changed, log) = hoist_build(&t.join("store"), &ctx, &t.join("changed"), &["--build-arg", "GREETING=hi"]);
     assert_ne!(changed, digest);
-    assert!(log.contains("3 RUN executed"), "{log}");
+    assert!(log.contains("4 RUN executed"), "{log}");
 }
 
 #[test]

@@ -186,7 +186,7 @@ pub fn parse(text: &str, file: &str) -> Result<Dockerfile> {
                 break;
             }
         }
-        let ins = parse_instruction(&logical, start + 1, df.escape, file, &lines, &mut i)?;
+        let ins = parse_instruction(&logical, start + 1, file, &lines, &mut i)?;
         df.instructions.push(ins);
         if df.instructions.len() > MAX_INSTRUCTIONS {
             return Err(err(file, start + 1, format!("more than {MAX_INSTRUCTIONS} instructions")));
@@ -208,14 +208,7 @@ fn directive(line: &str) -> Option<(String, String)> {
 
 /// One logical line (continuations joined) → instruction; heredoc bodies are read from
 /// `lines` starting at `*next`, which moves past them.
-fn parse_instruction(
-    logical: &str,
-    line: usize,
-    escape: char,
-    file: &str,
-    lines: &[&str],
-    next: &mut usize,
-) -> Result<Instruction> {
+fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], next: &mut usize) -> Result<Instruction> {
     let logical = logical.trim();
     let (word, rest) = match logical.find(char::is_whitespace) {
         Some(p) => (&logical[..p], logical[p..].trim_start()),
@@ -248,7 +241,7 @@ fn parse_instruction(
     if keyword == "ONBUILD" {
         // The nested instruction is validated now and recorded as written.
         let mut dummy = lines.len();
-        let inner = parse_instruction(rest, line, escape, file, lines, &mut dummy)?;
+        let inner = parse_instruction(rest, line, file, lines, &mut dummy)?;
         if matches!(inner.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
             return Err(err(file, line, format!("ONBUILD {} is not allowed", inner.keyword)));
         }
@@ -284,12 +277,8 @@ fn parse_instruction(
         }
         Args::Shell(rest.to_string())
     };
-    if matches!(keyword.as_str(), "RUN" | "CMD" | "ENTRYPOINT" | "SHELL")
-        && matches!(&args, Args::Exec(v) if v.is_empty())
-    {
-        if keyword == "SHELL" || keyword == "RUN" {
-            return Err(err(file, line, format!("{keyword} needs at least one argument")));
-        }
+    if matches!(keyword.as_str(), "RUN" | "SHELL") && matches!(&args, Args::Exec(v) if v.is_empty()) {
+        return Err(err(file, line, format!("{keyword} needs at least one argument")));
     }
     if keyword == "SHELL" && matches!(args, Args::Shell(_)) {
         return Err(err(file, line, "SHELL must be written in JSON form: SHELL [\"/bin/sh\", \"-c\"]"));

@@ -184,7 +184,23 @@ pub(crate) async fn run_step(
     }
     let user = st.config.config.user.clone().unwrap_or_default();
     let cwd = st.workdir();
-    let mounts_desc = format!("{mounts:?}");
+    // A bind mount from another stage depends on that stage's content: its key goes in.
+    let mut mounts_desc = format!("{mounts:?}");
+    for m in &mounts {
+        match m {
+            RunMount::Bind { from: Some(f), .. } => {
+                if let Some(o) = super::eval::find_stage(plan, done, f, s) {
+                    mounts_desc.push_str(&o.key);
+                }
+            }
+            // ... and one from the context on the content bound
+            RunMount::Bind { from: None, source, .. } => {
+                let rel = normalize_target(&join_abs("/", source))?;
+                mounts_desc.push_str(&tree_digest(&ctx.opts.context.join(rel)));
+            }
+            _ => {}
+        }
+    }
     let by = format!("RUN {}", ins.text());
     let key = super::eval::hash(&[&st.key, &by, &argv.join("\0"), &env.join("\0"), &user, &cwd, &mounts_desc]);
     if let Some(c) = ctx.cached_layer(&key) {
@@ -243,6 +259,7 @@ pub(crate) async fn run_step(
     }
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
+    let volumes: Vec<String> = st.config.config.volumes.keys().cloned().collect();
     let runtime = find_runtime(ctx.opts.runtime.as_deref())
         .ok_or_else(|| Error::Unsupported("RUN needs an OCI runtime (runc or crun)".into()))?;
     let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
@@ -282,6 +299,14 @@ pub(crate) async fn run_step(
             })
             .collect();
         let mounted = mount_overlay(&dirs, &empty, Some((&upper, &work)), &merged)?;
+        // Like buildah and docker's builder, RUN creates the VOLUME directories it lacks.
+        for v in &volumes {
+            let rel = normalize_target(v)?;
+            if !rel.is_empty() && lookup(&dirs, &rel).is_none() {
+                let p = merged.join(&rel);
+                fs::create_dir_all(&p).at(&p)?;
+            }
+        }
         let spec = spec(&argv, &env, uid, gid, &cwd, &merged, &binds, &tmpfs);
         let spec_path = bundle.join("config.json");
         fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?)
@@ -349,6 +374,34 @@ pub(crate) async fn run_step(
         None => st.push_empty(&created, by),
     }
     Ok(())
+}
+
+/// Digest of a file tree's paths, kinds, modes and contents (a bind mount's cache input).
+fn tree_digest(root: &Path) -> String {
+    use sha2::Digest as _;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for w in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(|w| w.ok()) {
+        let Ok(m) = w.path().symlink_metadata() else { continue };
+        h.update(format!("{}\0{:o}\0", w.path().display(), m.mode()).as_bytes());
+        if m.is_file() {
+            if let Ok(mut f) = fs::File::open(w.path()) {
+                while let Ok(n) = f.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+        } else if m.file_type().is_symlink() {
+            if let Ok(t) = fs::read_link(w.path()) {
+                h.update(t.to_string_lossy().as_bytes());
+            }
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 fn ctx_err(ctx: &Ctx<'_>, ins: &Instruction, r: impl ToString) -> Error {
