@@ -154,7 +154,10 @@ pub async fn plan<'a>(
     };
     let bundle_bytes = Bytes::from(bundle.to_canonical_bytes()?);
     let config = Descriptor::of_bytes(media::CNAB_CONFIG, &bundle_bytes);
-    let manifest = ImageManifest::new(config.clone(), vec![]);
+    // The OCI image-manifest schema requires at least one layer (and some registries refuse a
+    // manifest without): bundle.json is also the one layer, as cnab-to-oci's fallback for
+    // such registries has it. Readers take bundle.json from the config, as before.
+    let manifest = ImageManifest::new(config.clone(), vec![config.clone()]);
     let manifest_bytes = Bytes::from(manifest.to_bytes()?);
     let manifest_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest_bytes);
 

@@ -26,5 +26,6 @@ mod referrers_copy;
 mod reflink;
 mod registry_security;
 mod roundtrip;
+mod schemas;
 mod store_security;
 mod token_auth;

@@ -21,5 +21,6 @@ pub mod fixtures;
 pub mod hostile;
 pub mod proxy;
 pub mod registry;
+pub mod schemas;
 pub mod token;
 pub mod tools;
