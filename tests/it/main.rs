@@ -11,6 +11,7 @@ mod archive_security;
 mod build;
 mod cli_build;
 mod cli_new;
+mod cnab;
 mod conformance;
 mod convert;
 mod crash;
