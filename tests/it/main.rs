@@ -9,6 +9,7 @@ mod support;
 mod archive;
 mod archive_security;
 mod build;
+mod carbon_copy;
 mod cli_build;
 mod cli_new;
 mod cnab;
