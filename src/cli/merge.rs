@@ -72,6 +72,8 @@ pub(crate) struct IndexCreate {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BundleCmd {
     /// Make a CNAB bundle (cnab-to-oci layout): bundle.json, invocation image, components.
     Create(BundleCreate),
