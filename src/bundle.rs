@@ -60,6 +60,12 @@ pub struct BundleJson {
     /// `invocationImages`: the image that runs the bundle's actions.
     #[serde(rename = "invocationImages")]
     pub invocation_images: Vec<BundleImage>,
+    /// Keywords (`keywords`), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    /// Maintainers (`maintainers`), if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintainers: Vec<Maintainer>,
     /// The bundle's name.
     pub name: String,
     /// `schemaVersion`: [`media::CNAB_SCHEMA_VERSION`].
@@ -76,6 +82,43 @@ impl BundleJson {
     }
 }
 
+/// A bundle maintainer, as bundle.json has it (fields in sorted order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintainer {
+    /// E-mail address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Home page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl std::str::FromStr for Maintainer {
+    type Err = Error;
+    /// `NAME`, `NAME <EMAIL>` or `NAME <EMAIL> (URL)`, as npm writes authors.
+    fn from_str(s: &str) -> Result<Maintainer> {
+        let (rest, url) = match s.trim().strip_suffix(')').and_then(|r| r.rsplit_once('(')) {
+            Some((r, u)) => (r.trim(), Some(u.trim().to_string())),
+            None => (s.trim(), None),
+        };
+        let (name, email) = match rest.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
+            Some((n, e)) => (n.trim(), Some(e.trim().to_string())),
+            None => (rest, None),
+        };
+        if name.is_empty() {
+            return Err(Error::InvalidReference { reference: s.into(), reason: "a maintainer needs a name".into() });
+        }
+        Ok(Maintainer { email, name: name.to_string(), url })
+    }
+}
+
+/// The index annotation cnab-to-oci writes the bundle's keywords to (a JSON array).
+pub const ANNOTATION_CNAB_KEYWORDS: &str = "io.cnab.keywords";
+/// The index annotation cnab-to-oci writes the bundle's maintainers to (a JSON array).
+pub const ANNOTATION_AUTHORS: &str = "org.opencontainers.image.authors";
+
 /// Name, version and description of a bundle.
 #[derive(Clone, Debug, Default)]
 pub struct BundleSpec {
@@ -85,6 +128,11 @@ pub struct BundleSpec {
     pub version: String,
     /// An optional description.
     pub description: Option<String>,
+    /// Keywords (bundle.json `keywords`, index annotation `io.cnab.keywords`).
+    pub keywords: Vec<String>,
+    /// Maintainers (bundle.json `maintainers`, index annotation
+    /// `org.opencontainers.image.authors`).
+    pub maintainers: Vec<Maintainer>,
 }
 
 /// An image to put in a bundle: where it is, its root, and the name bundle.json records
@@ -148,13 +196,18 @@ pub async fn plan<'a>(
         description: spec.description.clone().filter(|d| !d.is_empty()),
         images: comps.iter().map(|(n, c)| (n.clone(), BundleImage::oci(&c.image, &comp_descs[n]))).collect(),
         invocation_images: vec![BundleImage::oci(&invocation.image, &inv_desc)],
+        keywords: spec.keywords.clone(),
+        maintainers: spec.maintainers.clone(),
         name: spec.name.clone(),
         schema_version: media::CNAB_SCHEMA_VERSION.into(),
         version: spec.version.clone(),
     };
     let bundle_bytes = Bytes::from(bundle.to_canonical_bytes()?);
     let config = Descriptor::of_bytes(media::CNAB_CONFIG, &bundle_bytes);
-    let manifest = ImageManifest::new(config.clone(), vec![]);
+    // The OCI image-manifest schema requires at least one layer (and some registries refuse a
+    // manifest without): bundle.json is also the one layer, as cnab-to-oci's fallback for
+    // such registries has it. Readers take bundle.json from the config, as before.
+    let manifest = ImageManifest::new(config.clone(), vec![config.clone()]);
     let manifest_bytes = Bytes::from(manifest.to_bytes()?);
     let manifest_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest_bytes);
 
@@ -174,6 +227,14 @@ pub async fn plan<'a>(
     a.insert(media::ANNOTATION_VERSION.into(), spec.version.clone());
     if let Some(d) = bundle.description.as_ref() {
         a.insert(media::ANNOTATION_DESCRIPTION.into(), d.clone());
+    }
+    // As cnab-to-oci writes them: JSON of bundle.json's arrays.
+    let json_err = |e: serde_json::Error| Error::Other(format!("serialize bundle annotations: {e}"));
+    if !bundle.keywords.is_empty() {
+        a.insert(ANNOTATION_CNAB_KEYWORDS.into(), serde_json::to_string(&bundle.keywords).map_err(json_err)?);
+    }
+    if !bundle.maintainers.is_empty() {
+        a.insert(ANNOTATION_AUTHORS.into(), serde_json::to_string(&bundle.maintainers).map_err(json_err)?);
     }
     let bytes = Bytes::from(index.to_bytes()?);
     let desc = Descriptor::of_bytes(media::OCI_INDEX, &bytes);
@@ -333,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn maintainers_parse_like_npm_authors() {
+        let m: Maintainer = "Jane Doe <jane@example.com> (https://example.com)".parse().unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.email.as_deref(), m.url.as_deref()),
+            ("Jane Doe", Some("jane@example.com"), Some("https://example.com"))
+        );
+        let m: Maintainer = "Solo".parse().unwrap();
+        assert_eq!((m.name.as_str(), m.email, m.url), ("Solo", None, None));
+        assert!(" <a@b>".parse::<Maintainer>().is_err());
+        assert_eq!(
+            serde_json::to_string(&"A <a@b>".parse::<Maintainer>().unwrap()).unwrap(),
+            r#"{"email":"a@b","name":"A"}"#
+        );
+    }
+
+    #[test]
     fn golden_bundle_json() {
         let inv = Descriptor::of_bytes(media::OCI_MANIFEST, b"invocation");
         let web = Descriptor::of_bytes(media::OCI_INDEX, b"web");
@@ -346,6 +423,8 @@ mod tests {
             .into_iter()
             .collect(),
             invocation_images: vec![BundleImage::oci(format!("r.example/b@{}", inv.digest), &inv)],
+            keywords: vec![],
+            maintainers: vec![],
             name: "demo".into(),
             schema_version: media::CNAB_SCHEMA_VERSION.into(),
             version: "0.1.0".into(),

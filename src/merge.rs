@@ -263,9 +263,34 @@ async fn with_platform(src: &dyn Source, mut d: Descriptor) -> Result<Descriptor
     Ok(d)
 }
 
+/// One index source and nothing to change (no base, annotation, artifact type or nesting):
+/// that index as it is, same bytes and digest, as `buildx imagetools create` documents for a
+/// single source. None when the merge would change something.
+async fn carbon_copy<'a>(inputs: &[Input<'a>], opts: &IndexOptions<'a>) -> Result<Option<Plan<'a>>> {
+    let [input] = inputs else { return Ok(None) };
+    if opts.base.is_some() || !opts.annotations.is_empty() || opts.artifact_type.is_some() || opts.keep_nested {
+        return Ok(None);
+    }
+    let root = entry(&input.desc);
+    let doc = input.source.fetch_document(&root).await?;
+    let View::Index(i) = &doc.view else { return Ok(None) };
+    let children = i
+        .manifests
+        .iter()
+        .map(|m| Child { source: input.source, desc: entry(m), label: input.label.clone() })
+        .collect();
+    let mut desc = doc.descriptor();
+    desc.artifact_type = i.artifact_type.clone();
+    let note = format!("{} is the only source and an index: copied as it is ({})", input.label, doc.digest);
+    Ok(Some(Plan { desc, bytes: doc.bytes.clone(), children, created: Vec::new(), notes: vec![note] }))
+}
+
 /// Work out the index: entries from `opts.base` first, then each input in order (indexes
 /// flattened unless `keep_nested`), platforms filled in, duplicates dropped, conflicts refused.
 pub async fn plan<'a>(inputs: &[Input<'a>], opts: IndexOptions<'a>) -> Result<Plan<'a>> {
+    if let Some(copy) = carbon_copy(inputs, &opts).await? {
+        return Ok(copy);
+    }
     let mut col = Collector { children: Vec::new(), notes: Vec::new(), allow_conflicts: opts.allow_conflicts };
     let mut annotations = BTreeMap::new();
     let mut artifact_type = None;

@@ -76,6 +76,8 @@ pub(crate) struct IndexCreate {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BundleCmd {
     /// Make a CNAB bundle (cnab-to-oci layout): bundle.json, invocation image, components.
     #[command(
@@ -105,6 +107,12 @@ pub(crate) struct BundleCreate {
     /// Bundle description.
     #[arg(long)]
     description: Option<String>,
+    /// A keyword (repeatable): bundle.json `keywords`, index annotation `io.cnab.keywords`
+    #[arg(long = "keyword", value_name = "WORD")]
+    keywords: Vec<String>,
+    /// A maintainer `NAME[ <EMAIL>][ (URL)]` (repeatable): bundle.json `maintainers`, index annotation `org.opencontainers.image.authors`
+    #[arg(long = "maintainer", value_name = "NAME")]
+    maintainers: Vec<String>,
     /// The invocation image (any source transport).
     #[arg(long, value_name = "SRC")]
     invocation: String,
@@ -398,8 +406,13 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 ));
             }
             let repo = target_repo.as_deref();
-            let spec =
-                BundleSpec { name: a.name.clone(), version: a.version.clone(), description: a.description.clone() };
+            let spec = BundleSpec {
+                name: a.name.clone(),
+                version: a.version.clone(),
+                description: a.description.clone(),
+                keywords: a.keywords.clone(),
+                maintainers: a.maintainers.iter().map(|m| m.parse()).collect::<Result<_>>()?,
+            };
             let plan = bundle::plan(
                 &spec,
                 input(&inv, repo),

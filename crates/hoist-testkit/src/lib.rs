@@ -28,5 +28,6 @@ pub mod hostile;
 pub mod proxy;
 pub mod registry;
 pub mod relay;
+pub mod schemas;
 pub mod token;
 pub mod tools;

@@ -1,0 +1,230 @@
+//! Every JSON document hoist writes, judged by the official JSON schemas
+//! (`../shared/schemas/`: OCI image-spec, ModelPack config, CNAB bundle; `VERSIONS` says
+//! which) with python's `jsonschema` (`hoist_testkit::schemas`): the outputs of every
+//! producing command (build, artifact pack, model pack, index create, bundle create, OCI
+//! layout, oci-archive and docker-archive outputs) are walked, and each `oci-layout`,
+//! `index.json`, manifest, index, image config, ModelPack config and CNAB bundle.json is
+//! validated.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hoist_testkit::schemas::Validator;
+use serde_json::Value;
+
+use crate::common::*;
+
+fn run(what: &str, args: &[String]) -> String {
+    assert_success(what, &hoist(args)).trim().to_string()
+}
+
+fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
+    x.as_ref().to_string_lossy().into_owned()
+}
+
+/// The documents of one OCI layout (a directory) and the schema each must pass.
+fn documents(v: &Validator, layout: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = vec![
+        (v.schema("image-spec/image-layout-schema.json"), layout.join("oci-layout")),
+        (v.schema("image-spec/image-index-schema.json"), layout.join("index.json")),
+    ];
+    let blob = |d: &str| layout.join("blobs").join(d.replacen(':', "/", 1));
+    for e in walkdir::WalkDir::new(layout.join("blobs")).min_depth(2).into_iter().flatten() {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let Ok(doc) = serde_json::from_slice::<Value>(&std::fs::read(e.path()).unwrap()) else { continue };
+        let media_type = doc.get("mediaType").and_then(Value::as_str).unwrap_or_default();
+        match media_type {
+            "application/vnd.oci.image.manifest.v1+json" => {
+                out.push((v.schema("image-spec/image-manifest-schema.json"), e.path().to_path_buf()));
+                let config_type = doc["config"]["mediaType"].as_str().unwrap_or_default();
+                let config = blob(doc["config"]["digest"].as_str().unwrap_or_default());
+                let schema = match config_type {
+                    "application/vnd.oci.image.config.v1+json" => Some("image-spec/config-schema.json"),
+                    "application/vnd.cncf.model.config.v1+json" => Some("model-spec/config-schema.json"),
+                    "application/vnd.cnab.config.v1+json" => Some("cnab-spec/bundle.schema.json"),
+                    _ => None,
+                };
+                if let (Some(schema), true) = (schema, config.exists()) {
+                    out.push((v.schema(schema), config));
+                }
+            }
+            "application/vnd.oci.image.index.v1+json" => {
+                out.push((v.schema("image-spec/image-index-schema.json"), e.path().to_path_buf()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Unpack a tar (oci-archive, docker-archive) into a directory next to it.
+fn untar(file: &Path) -> PathBuf {
+    let dir = file.with_extension("unpacked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("tar").arg("-xf").arg(file).arg("-C").arg(&dir).output().unwrap();
+    assert_success("tar -xf", &out);
+    dir
+}
+
+#[test]
+fn every_document_hoist_writes_passes_the_official_schemas() {
+    let v = match Validator::new() {
+        Ok(v) => v,
+        Err(why) => hoist_testkit::skip!("{why}"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let store = s(t.join("store"));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut layouts: Vec<PathBuf> = Vec::new();
+
+    // build: a layout, an oci-archive, a docker-archive, a named OCI directory.
+    let (built, oa, da, named) = (t.join("built"), t.join("built.tar"), t.join("built-docker.tar"), t.join("named"));
+    run(
+        "hoist build",
+        &[
+            "build".into(),
+            "--store".into(),
+            store.clone(),
+            "-f".into(),
+            s(examples.join("hoist.toml")),
+            "--output".into(),
+            format!("oci:{}:v1", built.display()),
+            "--output".into(),
+            format!("type=oci,dest={}", oa.display()),
+            "--output".into(),
+            format!("type=docker,dest={},name=me/app:v1", da.display()),
+            "--output".into(),
+            format!("type=oci,dest={},tar=false,name=me/app:v1", named.display()),
+        ],
+    );
+    layouts.extend([built.clone(), untar(&oa), untar(&da), named]);
+    // Single-platform images for index create.
+    for arch in ["amd64", "arm64"] {
+        let dir = t.join(format!("img-{arch}"));
+        run(
+            "hoist build --platform",
+            &[
+                "build".into(),
+                "--store".into(),
+                store.clone(),
+                "--platform".into(),
+                format!("linux/{arch}"),
+                "-f".into(),
+                s(examples.join("hoist.toml")),
+                "--output".into(),
+                format!("oci:{}:v1", dir.display()),
+            ],
+        );
+    }
+
+    // artifact pack.
+    std::fs::write(t.join("notes.txt"), "notes\n").unwrap();
+    let art = t.join("artifact");
+    run(
+        "hoist artifact pack",
+        &[
+            "artifact".into(),
+            "pack".into(),
+            "--store".into(),
+            store.clone(),
+            "--artifact-type".into(),
+            "application/vnd.example.notes".into(),
+            format!("{}:text/plain", t.join("notes.txt").display()),
+            "--output".into(),
+            format!("oci:{}:v1", art.display()),
+        ],
+    );
+    layouts.push(art);
+
+    // model pack.
+    let model = t.join("model-src");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("model.safetensors"), vec![7u8; 4096]).unwrap();
+    std::fs::write(model.join("config.json"), "{\"hidden\": 8}\n").unwrap();
+    std::fs::write(model.join("README.md"), "# tiny\n").unwrap();
+    let packed = t.join("model");
+    run(
+        "hoist model pack",
+        &[
+            "model".into(),
+            "pack".into(),
+            "--store".into(),
+            store.clone(),
+            "--name".into(),
+            "tiny".into(),
+            s(&model),
+            "--output".into(),
+            format!("oci:{}:v1", packed.display()),
+        ],
+    );
+    layouts.push(packed);
+
+    // index create.
+    let index = t.join("index");
+    run(
+        "hoist index create",
+        &[
+            "index".into(),
+            "create".into(),
+            format!("oci:{}:v1", t.join("img-amd64").display()),
+            format!("oci:{}:v1", t.join("img-arm64").display()),
+            "--annotation".into(),
+            "index:org.opencontainers.image.description=both".into(),
+            "--tag".into(),
+            format!("oci:{}:v1", index.display()),
+        ],
+    );
+    layouts.push(index);
+
+    // bundle create.
+    let bundle = t.join("bundle");
+    run(
+        "hoist bundle create",
+        &[
+            "bundle".into(),
+            "create".into(),
+            "--name".into(),
+            "hello".into(),
+            "--version".into(),
+            "0.1.0".into(),
+            "--invocation".into(),
+            format!("oci:{}:v1", t.join("img-amd64").display()),
+            "--component".into(),
+            format!("web=oci:{}:v1", t.join("img-arm64").display()),
+            "--keyword".into(),
+            "demo".into(),
+            "--maintainer".into(),
+            "Jane Doe <jane@example.com> (https://example.com)".into(),
+            "--tag".into(),
+            format!("oci:{}:v1", bundle.display()),
+        ],
+    );
+    layouts.push(bundle);
+
+    let mut pairs = Vec::new();
+    for l in &layouts {
+        pairs.extend(documents(&v, l));
+    }
+    // Every kind of document was seen.
+    for kind in [
+        "image-layout-schema",
+        "image-index-schema",
+        "image-manifest-schema",
+        "image-spec/config-schema",
+        "model-spec/config-schema",
+        "bundle.schema",
+    ] {
+        assert!(pairs.iter().any(|(s, _)| s.to_string_lossy().contains(kind)), "no document judged by {kind}");
+    }
+    let failures = v.validate(&pairs);
+    assert!(
+        failures.is_empty(),
+        "{} of {} documents fail their schema:\n{}",
+        failures.len(),
+        pairs.len(),
+        failures.join("\n")
+    );
+}
