@@ -156,7 +156,11 @@ pub(crate) enum ModelCmd {
         out: OutputArgs,
     },
     /// Print the config `model pack` would write for DIR (without its layers).
+    #[command(
+        after_help = "Examples:\n  hoist model describe ./my-model\n  hoist model describe ./my-model --modelfile Modelfile --precision bf16"
+    )]
     Describe {
+        /// The model directory to describe (weights, config.json, Modelfile, Kitfile).
         dir: PathBuf,
         #[command(flatten)]
         describe: Box<DescribeArgs>,
@@ -184,7 +188,15 @@ pub(crate) enum ModelCmd {
         list: bool,
     },
     /// Files added, removed and changed (by layer digest) from model A to model B.
-    Diff { a: String, b: String },
+    #[command(
+        after_help = "Examples:\n  hoist model diff localhost:5000/model:v1 localhost:5000/model:v2\n  hoist model diff oci:./models:v1 oci:./models:v2 --format json"
+    )]
+    Diff {
+        /// The older model (any transport).
+        a: String,
+        /// The newer model (any transport).
+        b: String,
+    },
 }
 
 /// For a re-run of an `hf://` pack: the layers of what the first output already holds when it
