@@ -4,7 +4,8 @@
 # port when 5000 is taken: `localhost:5000` in the blocks is rewritten to it).
 #
 # Not run: blocks that install or test hoist itself or run the benchmarks (they contain
-# `cargo install`, `cargo test` or `bench/run.sh`). `cargo run --release -- ` in a block is the
+# `cargo install`, `cargo test` or `bench/run.sh`), and ```console blocks, which need what CI
+# has not got (a containerd or podman daemon of the user's, the Hugging Face hub). `cargo run --release -- ` in a block is the
 # `hoist` this script built (a debug build is enough for the examples).
 # Everything runs in a temporary directory with `examples/` linked in, with its own
 # DOCKER_CONFIG and HOIST_STORE, so nothing outside it is touched.
