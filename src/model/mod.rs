@@ -10,6 +10,7 @@ pub mod document;
 pub mod media;
 pub mod platform;
 pub mod reference;
+pub mod time;
 pub mod verify;
 pub mod write;
 
