@@ -666,7 +666,10 @@ pub async fn plan_dir_model(spec: &ModelSpec) -> Result<planned::PlannedModel> {
         .map_err(|e| Error::Other(format!("model planner: {e}")))?
 }
 
-fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+/// The files of `spec.dir` that go into the model (Modelfile/Kitfile and unselected files
+/// left out), described, with the `created` timestamp every layer and the config carry.
+#[allow(clippy::type_complexity)]
+fn list_and_describe(spec: &ModelSpec) -> Result<(String, Vec<(String, PathBuf)>, ModelMeta, Kinds)> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
     let created = rfc3339(epoch);
     let (mf, kf, own) = description_files(spec)?;
@@ -679,6 +682,11 @@ fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
     }
     let (mut meta, kinds) = describe_listed(spec, &files, mf.as_ref(), kf.as_ref())?;
     meta.created_at = Some(created.clone());
+    Ok((created, files, meta, kinds))
+}
+
+fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+    let (created, files, meta, kinds) = list_and_describe(spec)?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     let mut blobs = std::collections::HashMap::new();
@@ -709,17 +717,7 @@ fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
 
 fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
-    let created = rfc3339(epoch);
-    let (mf, kf, own) = description_files(spec)?;
-    let files: Vec<_> = list_files(&spec.dir, spec.follow_symlinks)?
-        .into_iter()
-        .filter(|(rel, _)| !own.contains(rel) && spec.select.matches(rel))
-        .collect();
-    if files.is_empty() {
-        return Err(Error::not_found("any file", spec.dir.display().to_string()));
-    }
-    let (mut meta, kinds) = describe_listed(spec, &files, mf.as_ref(), kf.as_ref())?;
-    meta.created_at = Some(created.clone());
+    let (created, files, meta, kinds) = list_and_describe(spec)?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for ((rel, path), kind) in files.into_iter().zip(kinds) {
