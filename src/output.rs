@@ -477,7 +477,7 @@ pub async fn export(
         for (endpoint, tags) in out.destinations() {
             let dst = open_destination(&endpoint, client, platform).await?;
             // An OCI layout or archive named with `name=` gets BuildKit's annotations.
-            let named = if endpoint == out.endpoint { oci_named_roots(out, root) } else { Vec::new() };
+            let named = oci_named_roots(&endpoint, &out.names, root);
             let report = if named.is_empty() {
                 copy::graph(src, dst.as_ref(), root, &tags, opts, progress).await?
             } else {
@@ -495,12 +495,12 @@ pub async fn export(
 /// `docker.io/me/app:v1`, what `ctr import` stores and Kubernetes looks up) and `ref.name`
 /// its tag (`latest` when the name has none). Empty for other outputs and names that are no
 /// reference (those keep [`OutputSpec::tags`]).
-fn oci_named_roots(out: &OutputSpec, root: &Descriptor) -> Vec<copy::plan::Root> {
-    if !matches!(out.endpoint, Endpoint::OciArchive { .. } | Endpoint::Layout { .. }) {
+fn oci_named_roots(endpoint: &Endpoint, names: &[String], root: &Descriptor) -> Vec<copy::plan::Root> {
+    if !matches!(endpoint, Endpoint::OciArchive { .. } | Endpoint::Layout { .. }) {
         return Vec::new();
     }
-    let parsed: Vec<Reference> = out.names.iter().filter_map(|n| n.parse().ok()).collect();
-    if parsed.len() != out.names.len() {
+    let parsed: Vec<Reference> = names.iter().filter_map(|n| n.parse().ok()).collect();
+    if parsed.len() != names.len() {
         return Vec::new();
     }
     parsed
@@ -594,7 +594,7 @@ mod tests {
         assert!(parse_output("type=nope,dest=x").is_err());
         let o = parse_output("type=oci,dest=o.tar,name=me/app").unwrap();
         let root = Descriptor::of_bytes(crate::model::media::OCI_MANIFEST, b"m");
-        let named = oci_named_roots(&o, &root);
+        let named = oci_named_roots(&o.endpoint, &o.names, &root);
         assert_eq!(named.len(), 1);
         assert_eq!(named[0].1, vec!["latest".to_string()]);
         assert_eq!(
