@@ -5,7 +5,8 @@
 #   BENCH_SIZE_MIB=128 BENCH_RUNS=1 bench/run.sh   # quick run
 #
 # Env: BENCH_RUNS (5), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
-#      BENCH_CASES (all: "pack layer push pull copy tls"), BENCH_NO_BUILD=1 (skip cargo build),
+#      BENCH_CASES (all: "pack layer push pull copy tls" built in, then every bench/cases/NAME.sh:
+#      model wan dockerfile containerd), BENCH_NO_BUILD=1 (skip cargo build),
 #      BENCH_WORK (bench/work: data, layouts, registry).
 # Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
 # Missing Debian packages (docker-registry, skopeo, umoci, zstd, curl, time) are installed first.
@@ -16,7 +17,11 @@ ROOT=$(dirname "$HERE")
 RUNS=${BENCH_RUNS:-5}
 SIZE=${BENCH_SIZE_MIB:-1024}
 FILES=${BENCH_FILES:-$((20000 * SIZE / 1024 > 500 ? 20000 * SIZE / 1024 : 500))}
-CASES=${BENCH_CASES:-pack layer push pull copy tls}
+AREA_CASES=$(cd "$HERE/cases" 2>/dev/null && ls -- *.sh 2>/dev/null | sed 's/\.sh$//' | tr '\n' ' ')
+CASES=${BENCH_CASES:-pack layer push pull copy tls $AREA_CASES}
+for c in $CASES; do
+  case " pack layer push pull copy tls $AREA_CASES " in *" $c "*) ;; *) echo "[bench] unknown case: $c" >&2; exit 2;; esac
+done
 WORK=${BENCH_WORK:-$HERE/work}
 DATA=$WORK/data
 OUT=$WORK/out
@@ -233,6 +238,17 @@ if has tls; then
   measure_queued
   rm -rf "$OUT/pull"
 fi
+
+# ---- area cases: bench/cases/NAME.sh, sourced here, use queue/measure_queued, registry_fresh,
+# $HQ/$HOIST, $DATA, $OUT, $WORK, $SIZE, $RUNS like the cases above, and add their titles to
+# bench/report.py. Each one says in its header what it needs and skips (log SKIP ...) without it.
+for c in $AREA_CASES; do
+  if has "$c"; then
+    log "== $c (bench/cases/$c.sh)"
+    # shellcheck disable=SC1090
+    . "$HERE/cases/$c.sh"
+  fi
+done
 
 registry_stop
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
