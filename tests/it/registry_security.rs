@@ -210,6 +210,36 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// What one bounded run of hoist against a hostile server gave.
+struct Ran {
+    /// exit code (`None`: killed by a signal)
+    code: Option<i32>,
+    /// stderr as text
+    se: String,
+    /// hoist's peak RSS in KiB
+    rss: i64,
+    elapsed: Duration,
+}
+
+impl Hostile {
+    /// Runs `hoist --insecure-registry HOST ARGS...` with an empty docker config, killed after
+    /// `limit` seconds; `{host}` in an argument stands for this server's `host:port`.
+    fn hoist(&self, args: &[&str], limit: u64) -> Ran {
+        let cfg = tempfile::tempdir().unwrap();
+        self.hoist_in(cfg.path(), &[], args, limit)
+    }
+
+    /// [`Hostile::hoist`] with the docker config dir `cfg` and extra environment.
+    fn hoist_in(&self, cfg: &Path, env: &[(&str, String)], args: &[&str], limit: u64) -> Ran {
+        let host = self.host();
+        let mut cmd = hoist_clean(cfg);
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).args(["--insecure-registry", host.as_str()]);
+        cmd.args(args.iter().map(|a| a.replace("{host}", &host)));
+        let (out, rss, elapsed) = run_bounded(&mut cmd, Duration::from_secs(limit));
+        Ran { code: out.status.code(), se: stderr_of(&out), rss, elapsed }
+    }
+}
+
 const MANIFEST_JSON: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// A layout at `dir` tagged v1 and its documents: (manifest bytes, manifest digest, blobs).
@@ -274,23 +304,11 @@ fn a_credential_goes_only_to_its_registry() {
 #[test]
 fn creds_for_a_copy_between_two_registries_are_refused_not_sent_to_both() {
     let (a, b) = (basic_auth_registry(), basic_auth_registry());
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--creds",
-            "bob:b-only-s3cret",
-            "--insecure-registry",
-            &a.host(),
-            "--insecure-registry",
-            &b.host(),
-            "copy",
-            &format!("{}/x/y:v1", a.host()),
-            &format!("{}/x/y:v1", b.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let (bh, to) = (b.host(), format!("{}/x/y:v1", b.host()));
+    let args =
+        ["--creds", "bob:b-only-s3cret", "--insecure-registry", bh.as_str(), "copy", "{host}/x/y:v1", to.as_str()];
+    let Ran { code, se, .. } = a.hoist(&args, 60);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains("ambiguous") && se.contains(&a.host()) && se.contains(&b.host()), "{se}");
     assert!(a.seen().iter().chain(b.seen().iter()).all(|r| r.auth().is_none()), "credentials were sent");
 }
@@ -298,21 +316,9 @@ fn creds_for_a_copy_between_two_registries_are_refused_not_sent_to_both() {
 #[test]
 fn creds_reach_the_one_registry_a_command_names() {
     let srv = basic_auth_registry();
-    let cfg = tempfile::tempdir().unwrap();
     // a password that looks like a reference must not count as a second registry
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--creds",
-            "bob:pa.ss:1/w0rd",
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(3), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["--creds", "bob:pa.ss:1/w0rd", "inspect", "{host}/x/y:v1"], 60);
+    assert_eq!(code, Some(3), "{se}");
     let want = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("bob:pa.ss:1/w0rd"));
     assert!(srv.seen().iter().any(|r| r.auth() == Some(want.as_str())), "the registry never got --creds");
 }
@@ -343,13 +349,8 @@ fn an_endless_tag_list_is_an_error_in_bounded_memory() {
             reply(200, &[], "{}")
         }
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, rss, _) = run_bounded(
-        hoist_clean(cfg.path()).args(["--insecure-registry", &srv.host(), "tags", &format!("{}/x/y", srv.host())]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let Ran { code, se, rss, .. } = srv.hoist(&["tags", "{host}/x/y"], 60);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("tag list"), "{se}");
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB >= 64 MiB");
 }
@@ -368,18 +369,8 @@ fn an_endless_token_answer_is_an_error_in_bounded_memory() {
         reply(401, &[("WWW-Authenticate", challenge.as_str())], "")
     });
     *srv.lock().unwrap() = srv_.host();
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, rss, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv_.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv_.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(4), "{se}");
+    let Ran { code, se, rss, .. } = srv_.hoist(&["inspect", "{host}/x/y:v1"], 60);
+    assert_eq!(code, Some(4), "{se}");
     assert!(se.contains(&srv_.host()) && se.contains("token"), "{se}");
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB >= 64 MiB");
 }
@@ -393,18 +384,8 @@ fn a_trickled_error_body_does_not_hold_the_command() {
         }
         reply(200, &[], "{}")
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, elapsed) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(90),
-    );
-    let se = stderr_of(&out);
-    assert!(!out.status.success(), "{se}");
+    let Ran { code, se, elapsed, .. } = srv.hoist(&["inspect", "{host}/x/y:v1"], 90);
+    assert!(code != Some(0), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("400"), "{se}");
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?} for a trickled error body");
 }
@@ -421,13 +402,8 @@ fn a_cyclic_tag_list_link_is_an_error() {
             reply(200, &[], "{}")
         }
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args(["--insecure-registry", &srv.host(), "tags", &format!("{}/x/y", srv.host())]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["tags", "{host}/x/y"], 60);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("links back"), "{se}");
     assert!(srv.count("GET", "/tags/list") <= 3, "{} pages fetched", srv.count("GET", "/tags/list"));
 }
@@ -443,13 +419,8 @@ fn an_endless_tag_list_pagination_stops_after_a_bound() {
             reply(200, &[], "{}")
         }
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args(["--insecure-registry", &srv.host(), "tags", &format!("{}/x/y", srv.host())]),
-        Duration::from_secs(120),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["tags", "{host}/x/y"], 120);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("more than 1000 pages"), "{se}");
     assert_eq!(srv.count("GET", "/tags/list"), 1000);
 }
@@ -487,18 +458,8 @@ fn a_cyclic_referrers_link_is_an_error() {
             format!(r#"{{"schemaVersion":2,"mediaType":"{INDEX_JSON}","manifests":[]}}"#),
         )
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
-            "referrers",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["referrers", "{host}/x/y:v1"], 60);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains(&srv.host()) && se.contains(&md) && se.contains("links back"), "{se}");
 }
 
@@ -512,18 +473,8 @@ fn an_endless_referrers_page_is_an_error_in_bounded_memory() {
         headers: vec![("Content-Type".into(), INDEX_JSON.into())],
         body: Body::Huge(b"{\"manifests\":[\"".to_vec(), 400 << 20),
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, rss, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
-            "referrers",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(2), "{se}");
+    let Ran { code, se, rss, .. } = srv.hoist(&["referrers", "{host}/x/y:v1"], 60);
+    assert_eq!(code, Some(2), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("referrers"), "{se}");
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB >= 64 MiB");
 }
@@ -546,11 +497,8 @@ fn an_upload_stuck_at_range_0_0_stops_with_an_error() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     image_layout(&src, "v1", &[600_000], 3);
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
+    let Ran { code, se, .. } = srv.hoist(
+        &[
             "--upload",
             "chunked",
             "--chunk-size-mib",
@@ -560,12 +508,11 @@ fn an_upload_stuck_at_range_0_0_stops_with_an_error() {
             "-q",
             "push",
             &format!("{}:v1", src.display()),
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(90),
+            "{host}/x/y:v1",
+        ],
+        90,
     );
-    let se = stderr_of(&out);
-    assert!(!out.status.success(), "{se}");
+    assert!(code != Some(0), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("does not advance"), "{se}");
     let patches = srv.count("PATCH", "/blobs/uploads/");
     assert!(patches <= 2 * 3 * 3, "{patches} PATCHes for two blobs with --retries 3");
@@ -593,24 +540,20 @@ fn a_body_trickled_at_one_byte_a_second_ends_like_a_stall() {
         }
         reply(200, &[], "{}")
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, elapsed) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
+    let Ran { code, se, elapsed, .. } = srv.hoist(
+        &[
             "--read-timeout",
             "2",
             "--retries",
             "2",
             "-q",
             "pull",
-            &format!("{}/x/y:v1", srv.host()),
+            "{host}/x/y:v1",
             &format!("{}:v1", work.path().join("out").display()),
-        ]),
-        Duration::from_secs(60),
+        ],
+        60,
     );
-    let se = stderr_of(&out);
-    assert!(!out.status.success(), "{se}");
+    assert!(code != Some(0), "{se}");
     assert!(se.contains(&srv.host()) && se.contains("stalled"), "{se}");
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
 }
@@ -633,18 +576,8 @@ fn a_tag_whose_bytes_differ_from_docker_content_digest_is_an_integrity_error() {
         }
         reply(200, &[], "{}")
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(5), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["inspect", "{host}/x/y:v1"], 60);
+    assert_eq!(code, Some(5), "{se}");
     assert!(se.contains(&srv.host()) && se.contains(&claimed) && se.contains(&md), "{se}");
 }
 
@@ -679,18 +612,10 @@ fn a_helper_printing_more_than_a_pipe_holds_does_not_stall() {
     );
     let cfg = tempfile::tempdir().unwrap();
     std::fs::write(cfg.path().join("config.json"), format!(r#"{{"credHelpers":{{"{}":"big"}}}}"#, srv.host())).unwrap();
-    let (out, _, elapsed) = run_bounded(
-        hoist_clean(cfg.path()).env("PATH", path_with(helpers.path())).args([
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
+    let path = [("PATH", path_with(helpers.path()))];
+    let Ran { code, se, elapsed, .. } = srv.hoist_in(cfg.path(), &path, &["inspect", "{host}/x/y:v1"], 60);
     // the helper's credential was used: the registry answered "not found" to it
-    assert_eq!(out.status.code(), Some(3), "{se}");
+    assert_eq!(code, Some(3), "{se}");
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}: the helper stalled on a full pipe");
 }
 
@@ -703,17 +628,9 @@ fn a_helper_that_times_out_is_killed_with_its_children() {
     let cfg = tempfile::tempdir().unwrap();
     std::fs::write(cfg.path().join("config.json"), format!(r#"{{"credHelpers":{{"{}":"hang"}}}}"#, srv.host()))
         .unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).env("PATH", path_with(helpers.path())).args([
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(90),
-    );
-    let se = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(4), "{se}");
+    let path = [("PATH", path_with(helpers.path()))];
+    let Ran { code, se, .. } = srv.hoist_in(cfg.path(), &path, &["inspect", "{host}/x/y:v1"], 90);
+    assert_eq!(code, Some(4), "{se}");
     assert!(se.contains("timed out") && se.contains(&srv.host()), "{se}");
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     // gone, or a zombie waiting for a reaper: not running
@@ -730,16 +647,9 @@ fn open_registry() -> Hostile {
     Hostile::start(|_| reply(200, &[], "{}"))
 }
 
-fn login(cfg: &Path, registry: &str, path: Option<&Path>) -> Output {
-    let mut c = hoist_clean(cfg);
-    if let Some(p) = path {
-        c.env("PATH", path_with(p));
-    }
-    let (out, _, _) = run_bounded(
-        c.args(["--insecure-registry", registry, "login", registry, "-u", "lu", "-p", "login-pw-123"]),
-        Duration::from_secs(60),
-    );
-    out
+fn login(cfg: &Path, registry: &Hostile, path: Option<&Path>) -> Ran {
+    let env: Vec<_> = path.map(|p| ("PATH", path_with(p))).into_iter().collect();
+    registry.hoist_in(cfg, &env, &["login", "{host}", "-u", "lu", "-p", "login-pw-123"], 60)
 }
 
 fn b64(s: &str) -> String {
@@ -753,9 +663,8 @@ fn login_refuses_an_invalid_config_instead_of_dropping_entries() {
     let file = cfg.path().join("config.json");
     let broken = format!(r#"{{"auths":{{"other.example":{{"auth":"{}"}}}},"credHelpers":{{"#, b64("o:p"));
     std::fs::write(&file, &broken).unwrap();
-    let out = login(cfg.path(), &srv.host(), None);
-    let se = stderr_of(&out);
-    assert!(!out.status.success(), "{se}");
+    let Ran { code, se, .. } = login(cfg.path(), &srv, None);
+    assert!(code != Some(0), "{se}");
     assert!(se.contains(&file.display().to_string()), "error does not name the file: {se}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), broken, "config.json was rewritten");
 }
@@ -772,8 +681,8 @@ fn login_writes_through_a_symlink_and_keeps_mode_and_other_entries() {
     let cfg = work.path().join("cfg");
     std::fs::create_dir_all(&cfg).unwrap();
     std::os::unix::fs::symlink("../real/config.json", cfg.join("config.json")).unwrap();
-    let out = login(&cfg, &srv.host(), None);
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let Ran { code, se, .. } = login(&cfg, &srv, None);
+    assert_eq!(code, Some(0), "{se}");
     assert!(std::fs::symlink_metadata(cfg.join("config.json")).unwrap().file_type().is_symlink(), "link replaced");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
     assert_eq!(v["auths"]["other.example"]["auth"], b64("o:p"), "{v}");
@@ -790,8 +699,8 @@ fn login_stores_through_the_configured_helper_not_in_the_file() {
     let cfg = tempfile::tempdir().unwrap();
     let file = cfg.path().join("config.json");
     std::fs::write(&file, r#"{"credsStore":"teststore"}"#).unwrap();
-    let out = login(cfg.path(), &srv.host(), Some(helpers.path()));
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let Ran { code, se, .. } = login(cfg.path(), &srv, Some(helpers.path()));
+    assert_eq!(code, Some(0), "{se}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains(&b64("lu:login-pw-123")) && !text.contains("login-pw-123"), "secret in the file: {text}");
     let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&got).unwrap()).unwrap();
@@ -843,18 +752,8 @@ fn control_characters_in_error_bodies_are_escaped() {
         }
         reply(200, &[], "{}")
     });
-    let cfg = tempfile::tempdir().unwrap();
-    let (out, _, _) = run_bounded(
-        hoist_clean(cfg.path()).args([
-            "--insecure-registry",
-            &srv.host(),
-            "inspect",
-            &format!("{}/x/y:v1", srv.host()),
-        ]),
-        Duration::from_secs(60),
-    );
-    let se = stderr_of(&out);
-    assert!(!out.status.success(), "{se}");
+    let Ran { code, se, .. } = srv.hoist(&["inspect", "{host}/x/y:v1"], 60);
+    assert!(code != Some(0), "{se}");
     assert!(se.contains("DENIED") && se.contains("go away") && se.contains(&srv.host()), "{se}");
     assert!(!se.contains('\u{1b}') && !se.contains('\u{7}'), "raw control characters reached stderr: {se:?}");
 }
