@@ -6,23 +6,13 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-/// `hoist ARGS` with its own store (no `SOURCE_DATE_EPOCH` from the caller's environment).
-fn hoist_in(store: &Path, args: &[&str]) -> Output {
-    hoist_cmd().env("HOIST_STORE", store).env_remove("SOURCE_DATE_EPOCH").args(args).output().expect("run hoist")
-}
-
-#[track_caller]
-fn ok(what: &str, out: Output) -> String {
-    assert_success(what, &out).trim().to_string()
 }
 
 fn json(s: &str) -> Value {

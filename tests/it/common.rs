@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[allow(unused_imports)]
@@ -36,4 +36,16 @@ where
     S: AsRef<OsStr>,
 {
     hoist_cmd().args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", hoist_bin().display()))
+}
+
+/// `hoist ARGS` with its own build store (`HOIST_STORE`) and no `SOURCE_DATE_EPOCH` from the
+/// caller's environment; the output, whatever the exit status.
+pub fn hoist_in(store: &Path, args: &[&str]) -> Output {
+    hoist_cmd().env("HOIST_STORE", store).env_remove("SOURCE_DATE_EPOCH").args(args).output().expect("run hoist")
+}
+
+/// Asserts that `out` (of the step `what`) succeeded; its stdout, trimmed.
+#[track_caller]
+pub fn ok(what: &str, out: Output) -> String {
+    assert_success(what, &out).trim().to_string()
 }

@@ -33,10 +33,6 @@ macro_rules! require_all {
     };
 }
 
-fn hoist_in(store: &Path, args: &[&str]) -> Output {
-    hoist_cmd().env("HOIST_STORE", store).env_remove("SOURCE_DATE_EPOCH").args(args).output().expect("run hoist")
-}
-
 /// A busybox root filesystem: the static binary, applet symlinks, /etc files, the mount
 /// points a real base image has.
 fn busybox_root(dir: &Path) {

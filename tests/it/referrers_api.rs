@@ -10,7 +10,6 @@ use crate::common;
 use crate::support;
 
 use std::path::Path;
-use std::process::Output;
 
 use common::*;
 use hoist_testkit::proxy::FaultProxy;
@@ -19,16 +18,6 @@ use support::*;
 
 const SIG: &str = "application/vnd.example.sig";
 const SBOM: &str = "application/vnd.example.sbom+json";
-
-/// `hoist ARGS` with its own store.
-fn hoist_in(store: &Path, args: &[&str]) -> Output {
-    hoist_cmd().env("HOIST_STORE", store).args(args).output().expect("run hoist")
-}
-
-#[track_caller]
-fn ok(what: &str, out: Output) -> String {
-    assert_success(what, &out).trim().to_string()
-}
 
 /// A one-image layout (made from `seed`) pushed to `host/repo_tag`; returns the manifest digest.
 fn push_image(tmp: &Path, host: &str, repo_tag: &str, seed: u64) -> String {

@@ -4,7 +4,6 @@
 //! them; `--digest-tags` copies cosign's `sha256-<hex>.sig` style tags. Nothing by default.
 
 use std::path::Path;
-use std::process::Output;
 
 use hoist_testkit::proxy::FaultProxy;
 
@@ -13,15 +12,6 @@ use crate::support::*;
 
 const SIG: &str = "application/vnd.example.sig";
 const SBOM: &str = "application/vnd.example.sbom+json";
-
-fn hoist_in(store: &Path, args: &[&str]) -> Output {
-    hoist_cmd().env("HOIST_STORE", store).args(args).output().expect("run hoist")
-}
-
-#[track_caller]
-fn ok(what: &str, out: Output) -> String {
-    assert_success(what, &out).trim().to_string()
-}
 
 fn push_artifact(tmp: &Path, dest: &str, ty: &str, content: &str, subject: Option<&str>) -> String {
     let file = tmp.join(format!("{}.txt", content.replace(['/', ' ', ':'], "_")));
