@@ -236,7 +236,10 @@ fn print_result(
             .iter()
             .map(|(d, tags)| serde_json::json!({"digest": d.digest.to_string(), "mediaType": d.media_type, "size": d.size, "tags": tags}))
             .collect();
-        let v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
+        let mut v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
+        if let Some(m) = src.served_by() {
+            v["servedBy"] = m.into();
+        }
         outln!("{v}");
     } else {
         // A root the platform filter rewrote is printed as what the destination got.
@@ -255,9 +258,14 @@ fn print_result(
     for r in &report.converted {
         ctx.progress.line(&format!("converted {} -> {}: {}", r.from, r.to, printable(&r.reason)));
     }
+    // A pull a registries.conf mirror served names the mirror.
+    let from = match src.served_by() {
+        Some(m) => format!("{} (served by mirror {m})", src.location()),
+        None => src.location(),
+    };
     ctx.progress.line(&format!(
         "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",
-        printable(&src.location()),
+        printable(&from),
         printable(&dst.location()),
         report.blobs_uploaded,
         human(report.bytes_uploaded),
