@@ -152,6 +152,15 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Removes a directory when dropped if it is empty (a certs.d root another test may use too).
+struct RemoveIfEmptyOnDrop(PathBuf);
+
+impl Drop for RemoveIfEmptyOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
 /// Without `$HOIST_CERTS_D`, the system's certs.d roots are read by themselves: docker's
 /// `/etc/docker/certs.d/HOST:PORT/ca.crt` and containers' `/etc/containers/certs.d/...`
 /// (each test registry has its own port, so the directory is this test's alone; removed
@@ -167,6 +176,8 @@ fn system_certs_d_of_docker_and_containers_are_read_by_default() {
         let reg = TestRegistry::start(RegistryOpts::tls_cert(CertKind::SelfSigned));
         let target = format!("{}/system/app:v1", reg.host());
         let dir = Path::new(root).join(reg.host());
+        // A root this test made is removed again, like its entry.
+        let _made_root = (!Path::new(root).exists()).then(|| RemoveIfEmptyOnDrop(PathBuf::from(root)));
         fs::create_dir_all(&dir).unwrap();
         let _cleanup = RemoveOnDrop(dir.clone());
         fs::copy(reg.ca_pem_path(), dir.join("ca.crt")).unwrap();
