@@ -547,9 +547,16 @@ pub fn write_metadata(
         m.insert(k.clone(), v.clone());
     }
     let bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
+    write_file_atomic(path, &bytes)
+}
+
+/// Write a file the user named (metadata file, pulled bundle.json, relocation map)
+/// atomically: a temp file next to it, fsync, rename.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = crate::transport::public_temp(".metadata-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
-    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| Error::io(path, e))?;
+    let mut tmp = crate::transport::public_temp(".hoist-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }

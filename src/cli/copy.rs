@@ -1,11 +1,15 @@
 //! `hoist copy`, `push` and `pull`: one graph copy between two endpoints, with the roots and
 //! tags [`hoist::copy::plan`] decides.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use clap::Args;
 use hoist::copy::convert::{Compression, Conversion};
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
+use hoist::output::{write_metadata, OutputSpec};
 use hoist::transport::archive::docker::MadeManifest;
 use hoist::transport::endpoint::{native_manifest_format, open_source_as};
 use hoist::transport::{open_destination, Endpoint};
@@ -49,6 +53,10 @@ pub(crate) struct CopyFlags {
     /// Also copy cosign's digest tags (sha256-<hex>.sig, .att, .sbom) of each copied manifest, recursively
     #[arg(long)]
     digest_tags: bool,
+    /// Write buildx-style metadata (containerimage.digest, containerimage.descriptor, image.name)
+    /// of the root the destination got (after --convert, --dest-compress, --platform) to FILE
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
 }
 
 impl CopyFlags {
@@ -189,10 +197,31 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     };
     let dst = open_destination(dst_ep, &ctx.client, platform).await?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
+    if ends.flags.metadata_file.is_some() && plan.len() != 1 {
+        return Err(Error::Usage(format!(
+            "--metadata-file describes one image, but {} holds {} roots; name one with :TAG or @DIGEST",
+            src.location(),
+            plan.len()
+        )));
+    }
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
+    if let (Some(path), Some(root), Some((_, tags))) = (&ends.flags.metadata_file, report.roots.first(), plan.first()) {
+        write_metadata(path, root, &[metadata_output(dst_ep, root, tags)], &BTreeMap::new())?;
+    }
     print_result(ctx, src.as_ref(), dst.as_ref(), &plan, &report);
     Ok(0)
+}
+
+/// The destination as the metadata file names it: a registry destination's `image.name`
+/// is `REPO:TAG` for each tag written (`REPO@DIGEST` when untagged), as buildx writes it.
+fn metadata_output(dst: &Endpoint, root: &Descriptor, tags: &[String]) -> OutputSpec {
+    let names = match dst {
+        Endpoint::Registry(r) if tags.is_empty() => vec![format!("{}@{}", r.repo_ref(), root.digest)],
+        Endpoint::Registry(r) => tags.iter().map(|t| format!("{}:{t}", r.repo_ref())).collect(),
+        _ => Vec::new(),
+    };
+    OutputSpec::new(dst.clone(), tags.to_vec(), names)
 }
 
 fn print_result(
@@ -207,7 +236,10 @@ fn print_result(
             .iter()
             .map(|(d, tags)| serde_json::json!({"digest": d.digest.to_string(), "mediaType": d.media_type, "size": d.size, "tags": tags}))
             .collect();
-        let v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
+        let mut v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
+        if let Some(m) = src.served_by() {
+            v["servedBy"] = m.into();
+        }
         outln!("{v}");
     } else {
         // A root the platform filter rewrote is printed as what the destination got.
@@ -226,9 +258,14 @@ fn print_result(
     for r in &report.converted {
         ctx.progress.line(&format!("converted {} -> {}: {}", r.from, r.to, printable(&r.reason)));
     }
+    // A pull a registries.conf mirror served names the mirror.
+    let from = match src.served_by() {
+        Some(m) => format!("{} (served by mirror {m})", src.location()),
+        None => src.location(),
+    };
     ctx.progress.line(&format!(
         "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",
-        printable(&src.location()),
+        printable(&from),
         printable(&dst.location()),
         report.blobs_uploaded,
         human(report.bytes_uploaded),

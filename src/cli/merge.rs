@@ -1,18 +1,19 @@
 //! `hoist index create` (merge per-platform manifests into one index) and `hoist bundle
-//! create|inspect` (CNAB bundles). Both plan with the library, then write each target with
+//! create|pull|inspect` (CNAB bundles). Both plan with the library, then write each target with
 //! `index::write`: children first (mounted within a registry), the index last.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use hoist::bundle::{self, BundleInput, BundleSpec};
+use hoist::bundle::{self, BundleFile, BundleInput, BundleSpec, Role};
 use hoist::copy::plan;
 use hoist::error::{printable, Error, Result};
 use hoist::merge::{self, AnnotationSpec, Base, IndexOptions, Input, Plan};
+use hoist::model::digest::Digest;
 use hoist::model::reference::Reference;
-use hoist::output::{parse_output, read_metadata, write_metadata, ExportResult, OutputSpec};
+use hoist::output::{parse_output, read_metadata, write_file_atomic, write_metadata, ExportResult, OutputSpec};
 use hoist::transport::layout::tag_of_ref_name;
 use hoist::transport::Source;
 use hoist::transport::{open_destination, open_source, Endpoint};
@@ -81,9 +82,24 @@ pub(crate) struct IndexCreate {
 pub(crate) enum BundleCmd {
     /// Make a CNAB bundle (cnab-to-oci layout): bundle.json, invocation image, components.
     #[command(
-        after_help = "Examples:\n  hoist bundle create --name app --version 1.0.0 --invocation localhost:5000/app-inv:v1 --tag localhost:5000/app-bundle:v1\n  hoist bundle create --name app --version 1.0.0 --invocation oci:./inv:v1 --component web=oci:./web:v1 --output type=oci,dest=bundle.tar"
+        after_help = "Examples:\n  hoist bundle create --name app --version 1.0.0 --invocation localhost:5000/app-inv:v1 --tag localhost:5000/app-bundle:v1\n  hoist bundle create --name app --version 1.0.0 --invocation oci:./inv:v1 --component web=oci:./web:v1 --output type=oci,dest=bundle.tar\n  hoist bundle create --bundle-file bundle.json --tag localhost:5000/app-bundle:v1\n  hoist bundle create --bundle-file bundle.json --component web=oci:./web:v1 --tag localhost:5000/app-bundle:v1"
     )]
     Create(BundleCreate),
+    /// Write a bundle's bundle.json and its relocation map (each image's original reference ->
+    /// where it is now, REPO@DIGEST), as `cnab-to-oci pull` does.
+    #[command(
+        after_help = "Examples:\n  hoist bundle pull localhost:5000/app-bundle:v1\n  hoist bundle pull localhost:5000/app-bundle:v1 --bundle bundle.json --relocation-map map.json\n  hoist bundle pull oci:./bundle:v1 --bundle - --relocation-map map.json"
+    )]
+    Pull {
+        /// Bundle reference (any source transport).
+        reference: String,
+        /// Where bundle.json goes (`-`: standard output).
+        #[arg(long, value_name = "FILE", default_value = "pulled.json")]
+        bundle: PathBuf,
+        /// Where the relocation map goes (`-`: standard output).
+        #[arg(long, value_name = "FILE", default_value = "relocation-map.json")]
+        relocation_map: PathBuf,
+    },
     /// List a bundle's name, version and images.
     #[command(
         after_help = "Examples:\n  hoist bundle inspect localhost:5000/app-bundle:v1\n  hoist --format json bundle inspect oci-archive:bundle.tar"
@@ -98,12 +114,17 @@ pub(crate) enum BundleCmd {
 pub(crate) struct BundleCreate {
     #[command(flatten)]
     targets: Targets,
+    /// A whole CNAB bundle.json (actions, parameters, credentials, ...), kept as given: each
+    /// image is read from its `image` reference, copied by digest, and its contentDigest,
+    /// size, mediaType and imageType filled in (as `cnab-to-oci push`)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "version", "description", "keywords", "maintainers"])]
+    bundle_file: Option<PathBuf>,
     /// Bundle name.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "bundle_file")]
+    name: Option<String>,
     /// Bundle version.
-    #[arg(long)]
-    version: String,
+    #[arg(long, required_unless_present = "bundle_file")]
+    version: Option<String>,
     /// Bundle description.
     #[arg(long)]
     description: Option<String>,
@@ -113,10 +134,12 @@ pub(crate) struct BundleCreate {
     /// A maintainer `NAME[ <EMAIL>][ (URL)]` (repeatable): bundle.json `maintainers`, index annotation `org.opencontainers.image.authors`
     #[arg(long = "maintainer", value_name = "NAME")]
     maintainers: Vec<String>,
-    /// The invocation image (any source transport).
-    #[arg(long, value_name = "SRC")]
-    invocation: String,
-    /// A component image NAME=SRC (repeatable).
+    /// The invocation image (any source transport); with --bundle-file, where to read it
+    /// instead of its `image` reference (which bundle.json keeps)
+    #[arg(long, value_name = "SRC", required_unless_present = "bundle_file")]
+    invocation: Option<String>,
+    /// A component image NAME=SRC (repeatable); with --bundle-file, where to read that
+    /// image instead of its `image` reference
     #[arg(long = "component", value_name = "NAME=SRC")]
     components: Vec<String>,
 }
@@ -197,12 +220,19 @@ impl BundleCmd {
     pub(crate) fn registries(&self) -> Vec<String> {
         match self {
             BundleCmd::Create(a) => {
-                let mut v: Vec<String> = registry_of(&a.invocation).into_iter().collect();
+                let mut v: Vec<String> = a.invocation.iter().filter_map(|i| registry_of(i)).collect();
                 v.extend(a.components.iter().filter_map(|c| c.split_once('=')).filter_map(|(_, s)| registry_of(s)));
+                if let Some(Ok(file)) = a.bundle_file.as_deref().map(read_bundle_file) {
+                    let mut roles = vec![Role::Invocation];
+                    roles.extend(file.component_names().into_iter().map(Role::Component));
+                    v.extend(roles.iter().filter_map(|r| file.image_ref(r)).filter_map(registry_of));
+                }
                 v.extend(a.targets.registries());
                 v
             }
-            BundleCmd::Inspect { reference } => registry_of(reference).into_iter().collect(),
+            BundleCmd::Pull { reference, .. } | BundleCmd::Inspect { reference } => {
+                registry_of(reference).into_iter().collect()
+            }
         }
     }
 }
@@ -359,20 +389,26 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
     ship(ctx, &plan, &a.targets, &specs).await
 }
 
-/// What bundle.json calls an image: `REPO@DIGEST` in the bundle's registry repository when
-/// there is one (the images are copied there), else where it was read from.
-fn image_name(target_repo: Option<&str>, o: &Opened) -> String {
-    let digest = o.desc.digest.to_string();
-    if let Some(repo) = target_repo {
-        return format!("{repo}@{digest}");
-    }
-    match &o.endpoint {
+/// Where the content `digest` of endpoint `ep` is: `REPO@DIGEST` for a registry (and
+/// containerd, podman), `oci:DIR@DIGEST` and the like for local stores.
+fn located(ep: &Endpoint, digest: &Digest) -> String {
+    match ep {
         Endpoint::Registry(r) => format!("{}@{digest}", r.repo_ref()),
         Endpoint::Layout { path, .. } => format!("oci:{}@{digest}", path.display()),
         Endpoint::OciArchive { path, .. } => format!("oci-archive:{}@{digest}", path.display()),
         Endpoint::DockerArchive { path, .. } => format!("docker-archive:{}@{digest}", path.display()),
         Endpoint::Containerd(t) => format!("{}@{digest}", t.reference.repo_ref()),
         Endpoint::Podman { repository, .. } => format!("{repository}@{digest}"),
+    }
+}
+
+/// What bundle.json calls an image it names none for: `REPO@DIGEST` in the bundle's
+/// registry repository when there is one (the images are copied there), else where it was
+/// read from.
+fn image_name(target_repo: Option<&str>, o: &Opened) -> String {
+    match target_repo {
+        Some(repo) => format!("{repo}@{}", o.desc.digest),
+        None => located(&o.endpoint, &o.desc.digest),
     }
 }
 
@@ -385,6 +421,25 @@ fn input<'a>(o: &'a Opened, target_repo: Option<&str>) -> BundleInput<'a> {
     }
 }
 
+/// `--bundle-file`, read within [`bundle::MAX_BUNDLE_JSON`] and parsed.
+fn read_bundle_file(path: &Path) -> Result<BundleFile> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut raw = Vec::new();
+    f.take(bundle::MAX_BUNDLE_JSON + 1).read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
+    BundleFile::parse(&raw, &path.display().to_string())
+}
+
+/// Write `bytes` to `path`, or to stdout for `-`.
+fn write_out(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.write_all(b"\n");
+        return Ok(());
+    }
+    write_file_atomic(path, bytes)
+}
+
 pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
     match cmd {
         BundleCmd::Create(a) => {
@@ -393,33 +448,81 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
                 Endpoint::Registry(r) => Some(r.repo_ref()),
                 _ => None,
             });
-            let inv = open_resolved(ctx, Endpoint::from_user_input(&a.invocation)?, a.invocation.clone()).await?;
-            let mut comps = Vec::new();
+            let mut given = Vec::new();
             for c in &a.components {
                 let (name, src) = c.split_once('=').ok_or_else(|| Error::InvalidReference {
                     reference: c.clone(),
                     reason: "--component takes NAME=SRC".into(),
                 })?;
-                comps.push((
-                    name.to_string(),
-                    open_resolved(ctx, Endpoint::from_user_input(src)?, src.to_string()).await?,
-                ));
+                given.push((name.to_string(), src.to_string()));
+            }
+            let file = a.bundle_file.as_deref().map(read_bundle_file).transpose()?;
+            // Where each image is read from: --invocation/--component, else bundle.json's `image`.
+            let (inv_src, comp_srcs) = match &file {
+                None => (a.invocation.clone().unwrap_or_default(), given),
+                Some(f) => {
+                    let inv = a.invocation.clone().or_else(|| f.image_ref(&Role::Invocation).map(str::to_string));
+                    let mut comps = Vec::new();
+                    for name in f.component_names() {
+                        let src = match given.iter().find(|(n, _)| *n == name) {
+                            Some((_, s)) => s.clone(),
+                            None => f.image_ref(&Role::Component(name.clone())).unwrap_or_default().to_string(),
+                        };
+                        comps.push((name, src));
+                    }
+                    if let Some((n, _)) = given.iter().find(|(n, _)| !f.component_names().contains(n)) {
+                        return Err(Error::Usage(format!("--component {n}=...: the bundle file has no image {n:?}")));
+                    }
+                    (inv.unwrap_or_default(), comps)
+                }
+            };
+            let inv = open_resolved(ctx, Endpoint::from_user_input(&inv_src)?, inv_src.clone()).await?;
+            let mut comps = Vec::new();
+            for (name, src) in comp_srcs {
+                comps.push((name, open_resolved(ctx, Endpoint::from_user_input(&src)?, src.clone()).await?));
             }
             let repo = target_repo.as_deref();
-            let spec = BundleSpec {
-                name: a.name.clone(),
-                version: a.version.clone(),
-                description: a.description.clone(),
-                keywords: a.keywords.clone(),
-                maintainers: a.maintainers.iter().map(|m| m.parse()).collect::<Result<_>>()?,
+            let comp_inputs = comps.iter().map(|(n, o)| (n.clone(), input(o, repo))).collect();
+            let plan = match file {
+                Some(f) => bundle::plan_file(f, input(&inv, repo), comp_inputs).await?,
+                None => {
+                    let spec = BundleSpec {
+                        name: a.name.clone().unwrap_or_default(),
+                        version: a.version.clone().unwrap_or_default(),
+                        description: a.description.clone(),
+                        keywords: a.keywords.clone(),
+                        maintainers: a.maintainers.iter().map(|m| m.parse()).collect::<Result<_>>()?,
+                    };
+                    bundle::plan(&spec, input(&inv, repo), comp_inputs).await?
+                }
             };
-            let plan = bundle::plan(
-                &spec,
-                input(&inv, repo),
-                comps.iter().map(|(n, o)| (n.clone(), input(o, repo))).collect(),
-            )
-            .await?;
             ship(ctx, &plan, &a.targets, &specs).await
+        }
+        BundleCmd::Pull { reference, bundle: bundle_out, relocation_map } => {
+            let o = open_resolved(ctx, Endpoint::from_user_input(&reference)?, reference.clone()).await?;
+            let pulled = bundle::pull(o.source.as_ref(), &o.desc, &|d| located(&o.endpoint, d)).await?;
+            write_out(&bundle_out, &pulled.bundle_json)?;
+            write_out(&relocation_map, &pulled.relocation_map_bytes()?)?;
+            ctx.progress.line(&format!(
+                "{}: bundle {}: bundle.json to {}, relocation map ({} image(s)) to {}",
+                o.source.location(),
+                o.desc.digest.short(),
+                bundle_out.display(),
+                pulled.relocation_map.len(),
+                relocation_map.display()
+            ));
+            if ctx.json() {
+                let v = serde_json::json!({
+                    "digest": o.desc.digest.to_string(),
+                    "bundle": bundle_out.display().to_string(),
+                    "relocationMapFile": relocation_map.display().to_string(),
+                    "relocationMap": pulled.relocation_map,
+                });
+                outln!("{v}");
+            } else if bundle_out != Path::new("-") && relocation_map != Path::new("-") {
+                outln!("{}", o.desc.digest);
+            }
+            Ok(0)
         }
         BundleCmd::Inspect { reference } => {
             let o = open_resolved(ctx, Endpoint::from_user_input(&reference)?, reference.clone()).await?;

@@ -443,6 +443,10 @@ impl Source for Converted<'_> {
         self.inner.registry_repo()
     }
 
+    fn served_by(&self) -> Option<String> {
+        self.inner.served_by()
+    }
+
     async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
         self.inner.referrers(subject, artifact_type).await
     }

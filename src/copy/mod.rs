@@ -106,6 +106,10 @@ pub struct CopyReport {
     /// Referrers (and cosign digest-tag manifests) copied with the roots, with their tag if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<CopiedReferrer>,
+    /// Each root as the destination got it (after a conversion, a platform filter or the
+    /// destination's choice), in the order asked: what a metadata file describes.
+    #[serde(skip)]
+    pub roots: Vec<Descriptor>,
 }
 
 /// A referrer copied along with what it refers to.
@@ -135,6 +139,7 @@ impl std::ops::AddAssign for CopyReport {
         self.rewritten.extend(r.rewritten);
         self.converted.extend(r.converted);
         self.referrers.extend(r.referrers);
+        self.roots.extend(r.roots);
     }
 }
 
@@ -266,6 +271,7 @@ async fn graph_many_exact(
         rewritten: ctx.rewritten.into_inner().expect("lock"),
         converted: Vec::new(),
         referrers: Vec::new(),
+        roots: tagging.iter().map(|(d, _, _)| d.clone()).collect(),
     };
     Ok((report, tagging.into_iter().map(|(d, _, _)| d).collect()))
 }

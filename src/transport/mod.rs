@@ -104,6 +104,12 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// The registries.conf mirror (`docker://host/repo`) that served this source's reads,
+    /// when one did (registries only).
+    fn served_by(&self) -> Option<String> {
+        None
+    }
+
     /// Manifests whose `subject` is `subject`, only those of `artifact_type` when given.
     /// Default: a scan of the roots and of the manifests their indexes list (layouts,
     /// archives); registries ask the referrers API or its tag fallback.
@@ -280,6 +286,9 @@ macro_rules! forward {
             }
             fn registry_repo(&self) -> Option<(String, String)> {
                 (**self).registry_repo()
+            }
+            fn served_by(&self) -> Option<String> {
+                (**self).served_by()
             }
             async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
                 (**self).referrers(subject, artifact_type).await

@@ -200,3 +200,112 @@ fn convert_oci_and_dest_compress_rewrite_on_request_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--convert oci"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The metadata file of `path`: `(containerimage.digest, containerimage.descriptor, image.name)`.
+fn metadata(path: &Path) -> (String, Value, String) {
+    let m = json_file(path);
+    let digest = m["containerimage.digest"].as_str().unwrap_or_default().to_string();
+    (digest, m["containerimage.descriptor"].clone(), m["image.name"].as_str().unwrap_or_default().to_string())
+}
+
+/// `--metadata-file` on `copy`, `push` and `pull` (build's keys, written by build's code)
+/// names the root the destination got, judged by skopeo's digest of what is there: the
+/// source digest for a byte-exact copy, the new digest after `--convert oci
+/// --dest-compress`, the chosen manifest after `--platform`; and `index create
+/// --from-metadata` takes the file back.
+#[test]
+fn metadata_file_names_the_root_the_destination_got() {
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let tar = docker_archive(t.path());
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let docker_ref = format!("{}/me/app:v1", reg.host());
+    let m = |n: &str| t.path().join(format!("{n}.json"));
+    let out = hoist([
+        "copy",
+        "--metadata-file",
+        m("copy").to_str().unwrap(),
+        &format!("docker-archive:{}", tar.display()),
+        &docker_ref,
+    ]);
+    assert_success("hoist copy --metadata-file", &out);
+    let original = skopeo_raw(&reg, &docker_ref);
+    let (digest, desc, name) = metadata(&m("copy"));
+    assert_eq!(digest, sha256(&original));
+    assert_eq!(name, docker_ref);
+    assert_eq!(desc["size"], original.len() as u64);
+
+    // pull, byte-exact: the source's digest.
+    let exact = t.path().join("exact");
+    let out = hoist([
+        "pull",
+        "--metadata-file",
+        m("pull").to_str().unwrap(),
+        &docker_ref,
+        &format!("oci:{}:v1", exact.display()),
+    ]);
+    assert_success("hoist pull --metadata-file", &out);
+    assert_eq!(metadata(&m("pull")).0, sha256(&original));
+
+    // push --convert oci --dest-compress gzip:1: the new root.
+    let conv_ref = format!("{}/me/conv:v1", reg.host());
+    let out = hoist([
+        "push",
+        "--convert",
+        "oci",
+        "--dest-compress",
+        "gzip:1",
+        "--metadata-file",
+        m("push").to_str().unwrap(),
+        &format!("oci:{}:v1", exact.display()),
+        &conv_ref,
+    ]);
+    assert_success("hoist push --convert oci --metadata-file", &out);
+    let converted = skopeo_raw(&reg, &conv_ref);
+    let (digest, desc, name) = metadata(&m("push"));
+    assert_ne!(digest, sha256(&original), "the conversion changed the root");
+    assert_eq!(digest, sha256(&converted));
+    assert_eq!(desc["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(desc["size"], converted.len() as u64);
+    assert_eq!(name, conv_ref);
+
+    // --platform on a two-platform index: the platform's manifest.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let multi = t.path().join("multi");
+    let out = hoist([
+        "build",
+        "--store",
+        t.path().join("store").to_str().unwrap(),
+        "-f",
+        examples.join("hoist.toml").to_str().unwrap(),
+        "--output",
+        &format!("oci:{}:v1", multi.display()),
+    ]);
+    assert_success("hoist build (two platforms)", &out);
+    let arm_ref = format!("{}/me/multi:arm64", reg.host());
+    let out = hoist([
+        "--platform",
+        "linux/arm64",
+        "copy",
+        "--metadata-file",
+        m("platform").to_str().unwrap(),
+        &format!("oci:{}:v1", multi.display()),
+        &arm_ref,
+    ]);
+    assert_success("hoist --platform linux/arm64 copy --metadata-file", &out);
+    let arm = skopeo_raw(&reg, &arm_ref);
+    let (digest, desc, _) = metadata(&m("platform"));
+    assert_eq!(digest, sha256(&arm));
+    assert_eq!(desc["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+
+    // The file is one index create takes back.
+    let out = hoist([
+        "index",
+        "create",
+        "--tag",
+        &format!("{}/me/idx:v1", reg.host()),
+        "--from-metadata",
+        m("platform").to_str().unwrap(),
+    ]);
+    assert_success("hoist index create --from-metadata", &out);
+}

@@ -251,3 +251,70 @@ fn base_name_is_a_plain_reference() {
         }
     }
 }
+
+/// buildah in a private vfs store (`--root`/`--runroot` in `dir`), or None (SKIP printed)
+/// when buildah cannot run here (not installed, not root).
+fn buildah_in<'a>(test: &str, dir: &'a Path) -> Option<impl Fn(&[&str]) -> Output + 'a> {
+    if !hoist_testkit::tools::require(test, "buildah") {
+        return None;
+    }
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {test}: buildah with a vfs store needs root");
+        return None;
+    }
+    let run = move |args: &[&str]| {
+        Command::new("buildah")
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("STORAGE_DRIVER", "vfs")
+            .env("BUILDAH_ISOLATION", "chroot")
+            .output()
+            .expect("run buildah")
+    };
+    let probe = run(&["images"]);
+    if !probe.status.success() {
+        eprintln!("SKIP {test}: buildah cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
+        return None;
+    }
+    Some(run)
+}
+
+/// buildah's archives: `buildah from scratch` + `copy` + `commit`, then `buildah push` to a
+/// docker-archive and an oci-archive under the name buildah printed (`buildah images`:
+/// `localhost/bapp:v1`, in `RepoTags` and `ref.name`). hoist lists that name with `hoist
+/// tags`, addresses each archive by it, and reads buildah's image (config bytes compared
+/// with skopeo's reading of the same archive).
+#[test]
+fn buildah_archives_are_addressed_by_the_names_buildah_prints() {
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let Some(buildah) = buildah_in(hoist_testkit::test_name!(), t.path()) else { return };
+    let ok = |args: &[&str]| assert_success(&format!("buildah {}", args.join(" ")), &buildah(args));
+    let ctr = ok(&["from", "scratch"]).trim().to_string();
+    std::fs::write(t.path().join("hello.txt"), "hello from buildah\n").unwrap();
+    ok(&["copy", &ctr, t.path().join("hello.txt").to_str().unwrap(), "/hello.txt"]);
+    ok(&["config", "--entrypoint", r#"["/hello"]"#, &ctr]);
+    ok(&["commit", &ctr, "localhost/bapp:v1"]);
+    let listed = ok(&["images", "--format", "{{.Name}}:{{.Tag}}"]);
+    let name = listed.lines().find(|l| l.contains("bapp")).unwrap_or_else(|| panic!("{listed}")).to_string();
+    assert_eq!(name, "localhost/bapp:v1");
+    for transport in ["docker-archive", "oci-archive"] {
+        let file = t.path().join(format!("{transport}.tar"));
+        ok(&["push", &name, &format!("{transport}:{}:{name}", file.display())]);
+        let tags = assert_success("hoist tags", &hoist(["tags", &format!("{transport}:{}", file.display())]));
+        assert!(tags.lines().any(|l| l == name), "{transport}: hoist tags lists {tags:?}, buildah printed {name}");
+        let src = format!("{transport}:{}:{name}", file.display());
+        let dst = t.path().join(format!("from-{transport}"));
+        assert_success(&format!("hoist copy {src}"), &hoist(["copy", &src, &format!("oci:{}:v1", dst.display())]));
+        let config = |r: &str| sha256(&skopeo(["inspect", "--config", "--raw", r]).stdout);
+        assert_eq!(config(&format!("oci:{}:v1", dst.display())), config(&src), "{src}");
+        // skopeo 1.9 and umoci-style readers take the layout: OCI media types throughout.
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{src}");
+    }
+}

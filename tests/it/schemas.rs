@@ -1,7 +1,8 @@
 //! Every JSON document hoist writes, judged by the official JSON schemas
 //! (`../shared/schemas/`: OCI image-spec, ModelPack config, CNAB bundle; `VERSIONS` says
 //! which) with python's `jsonschema` (`hoist_testkit::schemas`): the outputs of every
-//! producing command (build, artifact pack, model pack, index create, bundle create, OCI
+//! producing command (build, artifact pack, model pack, index create, bundle create (also
+//! `--bundle-file`), OCI
 //! layout, oci-archive and docker-archive outputs) are walked, and each `oci-layout`,
 //! `index.json`, manifest, index, image config, ModelPack config and CNAB bundle.json is
 //! validated.
@@ -204,6 +205,30 @@ fn every_document_hoist_writes_passes_the_official_schemas() {
     );
     layouts.push(bundle);
 
+    // bundle create --bundle-file: the cnab-spec example bundle.json, kept whole.
+    let mut whole: Value = serde_json::from_slice(
+        &std::fs::read(v.schema("fixtures/cnab-spec-101.01-bundle.json")).expect("cnab-spec example bundle.json"),
+    )
+    .unwrap();
+    whole["invocationImages"] = serde_json::json!([{"image": format!("oci:{}:v1", t.join("img-amd64").display())}]);
+    whole["images"] = serde_json::json!({"my-microservice": {
+        "image": format!("oci:{}:v1", t.join("img-arm64").display()), "description": "my microservice"}});
+    let whole_file = t.join("bundle.json");
+    std::fs::write(&whole_file, serde_json::to_vec(&whole).unwrap()).unwrap();
+    let bundle_file = t.join("bundle-file");
+    run(
+        "hoist bundle create --bundle-file",
+        &[
+            "bundle".into(),
+            "create".into(),
+            "--bundle-file".into(),
+            s(&whole_file),
+            "--tag".into(),
+            format!("oci:{}:v1", bundle_file.display()),
+        ],
+    );
+    layouts.push(bundle_file);
+
     let mut pairs = Vec::new();
     for l in &layouts {
         pairs.extend(documents(&v, l));
@@ -219,6 +244,8 @@ fn every_document_hoist_writes_passes_the_official_schemas() {
     ] {
         assert!(pairs.iter().any(|(s, _)| s.to_string_lossy().contains(kind)), "no document judged by {kind}");
     }
+    let bundles = pairs.iter().filter(|(s, _)| s.ends_with("cnab-spec/bundle.schema.json")).count();
+    assert!(bundles >= 2, "bundle create and bundle create --bundle-file each wrote a bundle.json ({bundles} seen)");
     let failures = v.validate(&pairs);
     assert!(
         failures.is_empty(),

@@ -143,6 +143,53 @@ fn self_signed_certificate_via_ca_file_cert_dir_and_certs_d() {
     }
 }
 
+/// Removes a directory hoist's test made under /etc when dropped (also on a failed assert).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes a directory when dropped if it is empty (a certs.d root another test may use too).
+struct RemoveIfEmptyOnDrop(PathBuf);
+
+impl Drop for RemoveIfEmptyOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// Without `$HOIST_CERTS_D`, the system's certs.d roots are read by themselves: docker's
+/// `/etc/docker/certs.d/HOST:PORT/ca.crt` and containers' `/etc/containers/certs.d/...`
+/// (each test registry has its own port, so the directory is this test's alone; removed
+/// afterwards).
+#[test]
+fn system_certs_d_of_docker_and_containers_are_read_by_default() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        hoist_testkit::skip!("writing /etc/docker/certs.d and /etc/containers/certs.d needs root");
+    }
+    let env = Env::new();
+    for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let reg = TestRegistry::start(RegistryOpts::tls_cert(CertKind::SelfSigned));
+        let target = format!("{}/system/app:v1", reg.host());
+        let dir = Path::new(root).join(reg.host());
+        // A root this test made is removed again, like its entry.
+        let _made_root = (!Path::new(root).exists()).then(|| RemoveIfEmptyOnDrop(PathBuf::from(root)));
+        fs::create_dir_all(&dir).unwrap();
+        let _cleanup = RemoveOnDrop(dir.clone());
+        fs::copy(reg.ca_pem_path(), dir.join("ca.crt")).unwrap();
+        let out = env.cmd().env_remove("HOIST_CERTS_D").args(["push", &sample_src(), &target]).output().unwrap();
+        assert_success(&format!("push trusting {}", dir.display()), &out);
+        drop(_cleanup);
+        // and without it, the same registry is refused as untrusted
+        let out = env.cmd().env_remove("HOIST_CERTS_D").args(["push", &sample_src(), &target]).output().unwrap();
+        assert!(!out.status.success(), "{root}: trusted without its certs.d entry");
+    }
+}
+
 #[test]
 fn mutual_tls_with_a_client_certificate_from_certs_d() {
     let reg = TestRegistry::start(RegistryOpts::mtls());
@@ -322,6 +369,23 @@ location = "{mirror}/mirror-ns"
         err.contains("served by mirror") && err.contains(&format!("{}/mirror-ns/team/app", mirror.host())),
         "{err}"
     );
+    // The summary and the JSON output name the mirror that served the pull (no -v needed).
+    let out = env.hoist(["pull", &format!("{primary}/team/app:v1"), env.out_dir("summary").to_str().unwrap()]);
+    let err = stderr(&out);
+    let mirror_loc = format!("docker://{}/mirror-ns/team/app", mirror.host());
+    assert!(
+        out.status.success() && err.lines().any(|l| l.contains(&format!("(served by mirror {mirror_loc}) ->"))),
+        "{err}"
+    );
+    let out = env.hoist([
+        "--format",
+        "json",
+        "pull",
+        &format!("{primary}/team/app:v1"),
+        env.out_dir("json").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(v["servedBy"], mirror_loc.as_str(), "{v}");
     // mirrors in order: the empty one was asked first
     assert!(
         other.count("GET", "/v2/nothing-here/team/app/manifests/v1")
@@ -345,6 +409,16 @@ location = "{mirror}/mirror-ns"
     let dest = env.out_dir("digest");
     assert_success("pull by digest via mirror", &env.hoist(["pull", &by_digest, dest.to_str().unwrap()]));
     assert_pulled_sample(&dest);
+    // A pull the primary serves names no mirror.
+    let out = env.hoist([
+        "--format",
+        "json",
+        "pull",
+        &format!("{}/mirror-ns/team/app:v1", mirror.host()),
+        env.out_dir("direct").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert!(v.get("servedBy").is_none(), "{v}");
 }
 
 #[test]

@@ -407,6 +407,10 @@ impl Source for Repository {
         Some((self.registry.clone(), self.repo.clone()))
     }
 
+    fn served_by(&self) -> Option<String> {
+        Repository::served_by(self)
+    }
+
     async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
         Repository::referrers(self, subject, artifact_type).await
     }
