@@ -80,3 +80,60 @@ fn quiet_and_no_color_write_no_escapes() {
     ]);
     assert!(out.status.success() && out.stderr.is_empty(), "{}", text(&out).1);
 }
+
+#[test]
+fn model_pack_shows_hashing_progress_per_file() {
+    // A weight file big enough to take a while to hash, and a small one.
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let big: Vec<u8> = (0..48u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(model.join("weights.bin"), &big).unwrap();
+    std::fs::write(model.join("README.md"), "a model\n").unwrap();
+    let store = t.path().join("store");
+    let out = hoist_cmd()
+        .env("HOIST_PROGRESS_INTERVAL", "0.01")
+        .args(["--progress", "plain", "model", "pack", "--store"])
+        .arg(&store)
+        .arg(&model)
+        .output()
+        .unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    assert!(!se.contains('\u{1b}'), "{se:?}");
+    let lines: Vec<&str> = se.lines().map(str::trim_start).collect();
+    let digest = hoist::Digest::sha256_of(&big).short();
+    for f in ["weights.bin", "README.md"] {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("start {f} (")) && l.contains("hashing")), "{f}:\n{se}");
+        assert!(lines.iter().any(|l| l.starts_with(&format!("hashed {f} ("))), "{f}:\n{se}");
+    }
+    let end = lines.iter().find(|l| l.starts_with("hashed weights.bin")).unwrap();
+    assert!(end.contains(&digest) && end.contains("48.0 MiB"), "the end line names the digest and size: {end}");
+    let summary = lines.last().copied().unwrap_or_default();
+    assert!(summary.starts_with("summary: 2 file(s) hashed"), "{se}");
+
+    // json: start/done events with the file's name, the digest at the end.
+    let out =
+        hoist_cmd().args(["--progress", "json", "model", "pack", "--store"]).arg(&store).arg(&model).output().unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    let of = |kind: &str| {
+        events.iter().find(|e| e["event"] == kind && e["file"] == "weights.bin").cloned().unwrap_or_default()
+    };
+    assert_eq!(of("start")["size"], 48u64 << 20, "{se}");
+    assert_eq!(of("done")["digest"], hoist::Digest::sha256_of(&big).to_string(), "{se}");
+    assert_eq!(events.last().unwrap()["filesHashed"], 2, "{se}");
+
+    // Without a store (straight to an output): the same lines.
+    let out = hoist_cmd()
+        .args(["--progress", "plain", "model", "pack", "--output"])
+        .arg(format!("type=oci,dest={}", t.path().join("m.tar").display()))
+        .arg(&model)
+        .output()
+        .unwrap();
+    let (_, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    assert!(se.lines().any(|l| l.trim_start().starts_with("hashed weights.bin")), "{se}");
+}
