@@ -414,13 +414,16 @@ impl Progress for CliProgress {
                 "size": desc.size,
                 "elapsedSeconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             })),
-            _ => self.fitted(&format!(
-                "{what:>8} {} ({}, {}) in {:.1} s",
-                desc.digest.short(),
-                human(desc.size),
-                desc.media_type,
-                elapsed.as_secs_f64()
-            )),
+            _ => {
+                let (name, size, secs) = (desc.digest.short(), human(desc.size), elapsed.as_secs_f64());
+                let full = format!("{what:>8} {name} ({size}, {}) in {secs:.1} s", desc.media_type);
+                if self.mode == Mode::Bars && full.chars().count() > self.width {
+                    // At a terminal the media type goes first when the line is too wide.
+                    self.fitted(&format!("{what:>8} {name} ({size}) in {secs:.1} s"));
+                } else {
+                    self.line(&full);
+                }
+            }
         }
     }
     fn message(&self, msg: &str) {

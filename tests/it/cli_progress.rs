@@ -137,3 +137,136 @@ fn model_pack_shows_hashing_progress_per_file() {
     assert!(out.status.success(), "{se}");
     assert!(se.lines().any(|l| l.trim_start().starts_with("hashed weights.bin")), "{se}");
 }
+
+/// Python's `pty` runs a command with stderr at an 80x24 terminal and hands back everything
+/// drawn there.
+const PTY_RUN: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # data (stdout) elsewhere: stderr is the display
+    os.execv(sys.argv[1], sys.argv[1:])
+seen = b""
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+/// What a terminal shows, line by line: ANSI escapes removed, split at `\n` and `\r`.
+fn rendered_lines(raw: &str) -> Vec<String> {
+    let mut out = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte; other escapes: ESC + one char.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.split(['\n', '\r']).map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+fn at_a_terminal(columns: Option<&str>, args: &[String]) -> (bool, String) {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(PTY_RUN).arg(hoist_bin()).args(args);
+    cmd.env("TERM", "xterm-256color").env_remove("NO_COLOR").env_remove("COLUMNS");
+    if let Some(c) = columns {
+        cmd.env("COLUMNS", c);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn tty_bars_fit_the_terminal_and_show_an_eta() {
+    hoist_testkit::require!("python3");
+    let reg = TestRegistry::plain();
+    let layout = sample_layout();
+    let out = hoist(["-q", "push", &format!("{}:multi", layout.display()), &format!("{}/tty:v1", reg.host())]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    // Slowed down: every blob waits before its body, so the bars are drawn for a while.
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![Rule::new().method("GET").path("/blobs/").stall(Duration::from_millis(1200))],
+    )
+    .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    for (columns, width) in [(None, 80), (Some("60"), 60)] {
+        let dst = t.path().join(format!("o{width}"));
+        let args = vec![
+            "--progress".to_string(),
+            "tty".into(),
+            "-j".into(),
+            "2".into(),
+            "pull".into(),
+            format!("{}/tty:v1", proxy.host()),
+            format!("oci:{}", dst.display()),
+        ];
+        let (ok, raw) = at_a_terminal(columns, &args);
+        assert!(ok, "{raw}");
+        assert!(raw.contains('\u{1b}'), "a terminal gets a drawn display: {raw:?}");
+        let lines = rendered_lines(&raw);
+        // The display's own lines (bars, end lines, the summary) fit; the command's notes
+        // (`SRC -> DST: …`) are text the terminal wraps.
+        let note = |l: &str| l.contains(" -> ");
+        for l in lines.iter().filter(|l| !note(l)) {
+            assert!(l.chars().count() <= width, "a line wider than {width} columns:\n{l}\nin:\n{}", lines.join("\n"));
+        }
+        let ends = lines.iter().filter(|l| l.trim_start().starts_with("copied sha256:")).count();
+        assert!(ends >= 3, "an end line per blob:\n{}", lines.join("\n"));
+        // A bar line: `NAME [====>   ] 1.0 KiB/2.0 KiB 1.0 KiB/s eta 1s` (no bar graphic
+        // when the width leaves no room for one).
+        let bars: Vec<&String> = lines.iter().filter(|l| l.starts_with("total") || l.starts_with("sha256:")).collect();
+        if width == 80 {
+            assert!(bars.iter().any(|l| l.contains("] ")), "bar graphics at 80 columns:\n{}", lines.join("\n"));
+        }
+        assert!(bars.iter().any(|l| l.starts_with("total")), "the overall bar:\n{}", lines.join("\n"));
+        assert!(bars.iter().any(|l| l.starts_with("sha256:")), "a bar per blob:\n{}", lines.join("\n"));
+        for b in &bars {
+            assert!(b.contains(" eta ") && b.contains("/s"), "a bar with rate and ETA: {b}");
+        }
+        assert!(lines.iter().any(|l| l.starts_with("summary: ")), "{}", lines.join("\n"));
+    }
+
+    // A long file name is cut in the middle to fit (model pack hashing at a terminal).
+    let model = t.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let long = format!("weights-{}-end.bin", "x".repeat(90));
+    std::fs::write(model.join(&long), vec![7u8; 8 << 20]).unwrap();
+    let args = vec![
+        "--progress".to_string(),
+        "tty".into(),
+        "model".into(),
+        "pack".into(),
+        "--store".into(),
+        t.path().join("store").display().to_string(),
+        model.display().to_string(),
+    ];
+    let (ok, raw) = at_a_terminal(None, &args);
+    assert!(ok, "{raw}");
+    let lines = rendered_lines(&raw);
+    let hashed = lines.iter().find(|l| l.starts_with("  hashed weights-")).unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(hashed.contains('\u{2026}') && hashed.ends_with('s'), "cut in the middle: {hashed}");
+    for l in lines.iter().filter(|l| !l.starts_with("packed ")) {
+        assert!(l.chars().count() <= 80, "wider than 80 columns: {l}");
+    }
+}
