@@ -38,7 +38,8 @@ pub struct OutputSpec {
     pub more: Vec<Reference>,
     /// `type=local`/`type=tar` (or a bare `--output DIR`): the image's filesystem, not the image.
     pub filesystem: Option<FilesystemOutput>,
-    /// `registry.insecure=true`: plain HTTP and unverified TLS allowed for this output's registry.
+    /// `registry.insecure=true`: plain HTTP for this output's registry (buildx: "push to an
+    /// insecure HTTP registry"), as `--insecure-registry` gives it.
     pub insecure: bool,
     /// Keys that change what is built (`annotation.*`, `annotation-manifest.*`, `compression`,
     /// `compression-level`, `force-compression`), as typed: `hoist build` honours them, a

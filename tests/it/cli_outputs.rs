@@ -235,3 +235,75 @@ fn dockerfile_builds_honour_annotation_keys() {
         assert!(m["annotations"].get("org.example.i").is_none(), "{m}");
     }
 }
+
+#[test]
+fn registry_insecure_force_compression_and_oci_mediatypes_are_honoured() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    // registry.insecure=true (buildx: "push to an insecure HTTP registry"): plain HTTP from the
+    // start. Loopback registries fall back to HTTP anyway, after a TLS hello they do not
+    // answer: the debug log shows which way each push went.
+    let reg = TestRegistry::plain();
+    let target = format!("{}/insecure/app:v1", reg.host());
+    let debug_build = |spec: String| {
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/hoist.toml");
+        hoist_cmd()
+            .env("HOIST_LOG", "hoist=debug")
+            .args(["-q", "build", "-f"])
+            .arg(file)
+            .arg("--store")
+            .arg(&store)
+            .args(["--output", &spec])
+            .output()
+            .unwrap()
+    };
+    let fallback = "does not speak TLS";
+    let out = debug_build(format!("type=registry,name={target}"));
+    let (_, se) = text(&out);
+    assert!(out.status.success() && se.contains(fallback), "without the key: TLS first, then HTTP: {se}");
+    let out = debug_build(format!("type=registry,name={target},registry.insecure=true"));
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{se}");
+    assert!(!se.contains(fallback), "registry.insecure=true: plain HTTP, no TLS attempt: {se}");
+    let got = hoist(["inspect", "--raw", &target]);
+    assert_eq!(hoist::Digest::sha256_of(&got.stdout).to_string(), so.trim(), "the registry has what was built");
+    // force-compression=true with compression=uncompressed: every layer (all built here) plain tar;
+    // oci-mediatypes=true: OCI media types (what hoist writes).
+    let dir = t.path().join("plain");
+    let out = build(
+        &store,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--output",
+            &format!(
+                "type=oci,tar=false,dest={},compression=uncompressed,force-compression=true,oci-mediatypes=true",
+                dir.display()
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let got = hoist(["inspect", "--raw", &format!("oci:{}", dir.display())]);
+    let m: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{m}");
+    let layers = m["layers"].as_array().unwrap();
+    assert!(
+        !layers.is_empty() && layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar"),
+        "{m}"
+    );
+    // force-compression with a base image (whose layers are kept as they are): refused by name.
+    let base =
+        format!("oci:{}:multi", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sample-layout").display());
+    let out = build(
+        &store,
+        &[
+            "--base",
+            &base,
+            "--output",
+            &format!("type=oci,dest={},force-compression=true", t.path().join("b.tar").display()),
+        ],
+    );
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains("force-compression"), "{se}");
+}

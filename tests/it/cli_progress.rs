@@ -186,11 +186,18 @@ fn rendered_lines(raw: &str) -> Vec<String> {
 }
 
 fn at_a_terminal(columns: Option<&str>, args: &[String]) -> (bool, String) {
+    at_a_terminal_with(columns, args, &[])
+}
+
+fn at_a_terminal_with(columns: Option<&str>, args: &[String], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = std::process::Command::new("python3");
     cmd.arg("-c").arg(PTY_RUN).arg(hoist_bin()).args(args);
     cmd.env("TERM", "xterm-256color").env_remove("NO_COLOR").env_remove("COLUMNS");
     if let Some(c) = columns {
         cmd.env("COLUMNS", c);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
@@ -269,4 +276,24 @@ fn tty_bars_fit_the_terminal_and_show_an_eta() {
     for l in lines.iter().filter(|l| !l.starts_with("packed ")) {
         assert!(l.chars().count() <= 80, "wider than 80 columns: {l}");
     }
+}
+
+#[test]
+fn no_color_at_a_terminal_draws_no_escapes() {
+    hoist_testkit::require!("python3");
+    let t = tempfile::tempdir().unwrap();
+    let copy = |dst: &str| {
+        vec![
+            "copy".to_string(),
+            format!("oci:{}:multi", sample_layout().display()),
+            format!("oci:{}", t.path().join(dst).display()),
+        ]
+    };
+    // The default (auto) at a terminal draws; with NO_COLOR it writes plain lines.
+    let (ok, raw) = at_a_terminal(None, &copy("a"));
+    assert!(ok && raw.contains('\u{1b}'), "{raw:?}");
+    let (ok, raw) = at_a_terminal_with(None, &copy("b"), &[("NO_COLOR", "1")]);
+    assert!(ok, "{raw}");
+    assert!(!raw.contains('\u{1b}'), "NO_COLOR: no escapes at a terminal either: {raw:?}");
+    assert!(raw.contains("summary: "), "{raw}");
 }
