@@ -17,6 +17,8 @@ TITLES = {
     "copy": "Copy registry -> registry (other repository, same registry)",
     "push-tls": "Push over HTTPS, cold (distribution offers HTTP/2)",
     "pull-tls": "Pull over HTTPS",
+    "containerd-unpack": "Into containerd, unpacked (fresh containerd per run)",
+    "containerd-content": "Into containerd's content store only (no unpack)",
 }
 ORDER = list(TITLES)
 

@@ -38,7 +38,8 @@ pub struct OutputSpec {
     pub more: Vec<Reference>,
     /// `type=local`/`type=tar` (or a bare `--output DIR`): the image's filesystem, not the image.
     pub filesystem: Option<FilesystemOutput>,
-    /// `registry.insecure=true`: plain HTTP and unverified TLS allowed for this output's registry.
+    /// `registry.insecure=true`: plain HTTP for this output's registry (buildx: "push to an
+    /// insecure HTTP registry"), as `--insecure-registry` gives it.
     pub insecure: bool,
     /// Keys that change what is built (`annotation.*`, `annotation-manifest.*`, `compression`,
     /// `compression-level`, `force-compression`), as typed: `hoist build` honours them, a
@@ -87,6 +88,22 @@ impl OutputSpec {
                     .map(|k| (k.to_string(), v.clone()))
             })
             .collect()
+    }
+
+    /// Index annotations the keys ask for (`annotation-index.K=V`): on the index a
+    /// multi-platform build makes.
+    pub fn index_annotations(&self) -> BTreeMap<String, String> {
+        self.keys_under("annotation-index.")
+    }
+
+    /// Annotations for the index's descriptor in an OCI layout's or archive's `index.json`
+    /// (`annotation-index-descriptor.K=V`, type=oci and the layout types only, as BuildKit).
+    pub fn index_descriptor_annotations(&self) -> BTreeMap<String, String> {
+        self.keys_under("annotation-index-descriptor.")
+    }
+
+    fn keys_under(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.build_keys.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
     }
 
     /// The layer compression the keys ask for, in hoist's syntax (`none`, `gzip:6`, `zstd:3`).
@@ -202,15 +219,17 @@ const BUILD: &str = "<build>";
 /// Whether `key` is one of the build keys (`annotation.K`, `annotation-manifest.K`, ...).
 fn is_build_key(key: &str) -> bool {
     matches!(key, "compression" | "compression-level" | "force-compression")
-        || key.strip_prefix("annotation.").is_some_and(|k| !k.is_empty())
-        || key.strip_prefix("annotation-manifest.").is_some_and(|k| !k.is_empty())
+        || ["annotation.", "annotation-manifest.", "annotation-index.", "annotation-index-descriptor."]
+            .iter()
+            .any(|p| key.strip_prefix(p).is_some_and(|k| !k.is_empty()))
 }
 
 /// buildx keys hoist knows and refuses, with why.
 const REFUSED_KEYS: &[(&str, &str)] = &[
-    ("annotation-index.", "hoist's build gives its index the manifests' annotations; use annotation.KEY"),
-    ("annotation-manifest-descriptor.", "descriptor annotations are not supported; use annotation.KEY"),
-    ("annotation-index-descriptor.", "descriptor annotations are not supported; use annotation.KEY"),
+    (
+        "annotation-manifest-descriptor.",
+        "descriptor annotations of the index's entries are not supported; use annotation.KEY",
+    ),
     ("unpack", "hoist has no image store to unpack into; use type=local,dest=DIR"),
     ("store", "hoist keeps every build in its store (--store)"),
     ("dangling-name-prefix", "hoist names untagged results by digest only"),
@@ -263,6 +282,14 @@ pub fn parse_output(spec: &str) -> Result<OutputSpec> {
         build_keys.insert(k.clone(), v.clone());
     }
     check_build_keys(spec, &build_keys)?;
+    if let Some(k) = build_keys.keys().find(|k| k.starts_with("annotation-index-descriptor.")) {
+        if !matches!(ty.as_str(), "oci" | "local-layout" | "layout" | "oci-layout") {
+            return Err(bad(
+                spec,
+                format!("key {k:?} does not apply to type={ty}: only an OCI layout's index.json keeps the index's descriptor (use annotation-index.KEY)"),
+            ));
+        }
+    }
     if let Some(v) = one("oci-mediatypes") {
         if !boolean(spec, "oci-mediatypes", v)? && ty != "docker" {
             return Err(bad(spec, "oci-mediatypes=false is not supported: hoist writes OCI media types"));
@@ -473,11 +500,29 @@ pub async fn export(
             });
             continue;
         }
+        let descriptor_annotations = out.index_descriptor_annotations();
+        if let Some(k) = descriptor_annotations.keys().next() {
+            if !crate::model::media::is_index(&root.media_type) {
+                return Err(Error::Unsupported(format!(
+                    "--output annotation-index-descriptor.{k}: {} is one manifest, not an index (build for several platforms)",
+                    root.digest
+                )));
+            }
+        }
         // `name=a,b`: the first name, then each further one.
         for (endpoint, tags) in out.destinations() {
             let dst = open_destination(&endpoint, client, platform).await?;
             // An OCI layout or archive named with `name=` gets BuildKit's annotations.
-            let named = oci_named_roots(&endpoint, &out.names, root);
+            let mut named = oci_named_roots(&endpoint, &out.names, root);
+            if !descriptor_annotations.is_empty() {
+                // On the index's entry in index.json (only layouts and archives keep one).
+                if named.is_empty() {
+                    named.push((root.clone(), tags.clone()));
+                }
+                for (d, _) in &mut named {
+                    d.annotations.extend(descriptor_annotations.clone());
+                }
+            }
             let report = if named.is_empty() {
                 copy::graph(src, dst.as_ref(), root, &tags, opts, progress).await?
             } else {
@@ -630,12 +675,19 @@ mod tests {
         assert!(o.tags.is_empty());
         assert!(matches!(&o.endpoint, Endpoint::Registry(r) if r.tag.is_none()));
         assert!(err("type=image,name=localhost:5000/a:v1,push-by-digest=true").contains("push=true"));
-        // annotations: manifest ones carried to the build; index ones refused.
-        let o = parse_output("type=oci,dest=x.tar,annotation.org.a=1,annotation-manifest.org.b=2").unwrap();
+        // annotations: manifest and index ones carried to the build, the index descriptor's
+        // to an OCI layout's index.json (refused where there is none); entry descriptors refused.
+        let o = parse_output("type=oci,dest=x.tar,annotation.org.a=1,annotation-manifest.org.b=2,annotation-index.org.c=3,annotation-index-descriptor.org.d=4").unwrap();
         let a = o.annotations();
         assert_eq!(a.get("org.a").map(String::as_str), Some("1"));
         assert_eq!(a.get("org.b").map(String::as_str), Some("2"));
-        assert!(err("type=oci,dest=x.tar,annotation-index.org.c=3").contains("annotation-index.org.c"));
+        assert_eq!(a.len(), 2);
+        assert_eq!(o.index_annotations().get("org.c").map(String::as_str), Some("3"));
+        assert_eq!(o.index_descriptor_annotations().get("org.d").map(String::as_str), Some("4"));
+        let o = parse_output("type=image,name=localhost:5000/a:v1,push=true,annotation-index.org.c=3").unwrap();
+        assert_eq!(o.index_annotations().len(), 1);
+        assert!(err("type=image,name=localhost:5000/a:v1,annotation-index-descriptor.org.d=4")
+            .contains("annotation-index-descriptor.org.d"));
         assert!(
             err("type=oci,dest=x.tar,annotation-manifest-descriptor.k=3").contains("annotation-manifest-descriptor.k")
         );

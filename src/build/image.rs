@@ -104,9 +104,14 @@ pub struct ImageSpec {
     /// `8080`, `8080/tcp`, `53/udp`.
     #[serde(default)]
     pub exposed_ports: Vec<String>,
-    /// Manifest annotations.
+    /// Manifest annotations (a multi-platform build's index gets them too).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Annotations of the index only (buildx's `annotation-index.KEY=V`); over `annotations`
+    /// where both name a key. An index exists only when several platforms are built, so a
+    /// one-platform build refuses them, as BuildKit does.
+    #[serde(default)]
+    pub index_annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// `author` of the config.
     pub author: Option<String>,
@@ -189,6 +194,7 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
             Platform::parse(p).ok_or_else(|| Error::Unsupported(format!("platform {p:?} is not os/arch[/variant]")))
         })
         .collect::<Result<Vec<_>>>()?;
+    check_index_annotations(&spec.index_annotations, platforms.len())?;
 
     // Layers per platform; one build per distinct set of files (most layers are the same
     // for every platform).
@@ -268,6 +274,7 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
     } else {
         let mut index = ImageIndex::new(manifests);
         index.annotations = spec.annotations.clone();
+        index.annotations.extend(spec.index_annotations.clone());
         store_bytes(layout, media::OCI_INDEX, &index.to_bytes()?)?
     };
     match &spec.tag {
@@ -275,6 +282,18 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
         None => layout.add_untagged(&root)?,
     }
     Ok(root)
+}
+
+/// Index annotations need an index, which only a build for several platforms makes: with
+/// one platform they are refused (BuildKit: "index annotations not supported for single
+/// platform export") rather than dropped.
+pub fn check_index_annotations(index_annotations: &BTreeMap<String, String>, platforms: usize) -> Result<()> {
+    match index_annotations.keys().next() {
+        Some(k) if platforms < 2 => Err(Error::Unsupported(format!(
+            "index annotation {k:?}: this build makes one manifest (one platform), no index; build for several platforms or annotate the manifest (annotation.KEY)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Apply the spec's run settings over the base image's: set values win, env and labels

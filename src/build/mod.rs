@@ -24,11 +24,60 @@ pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, Artifac
 pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
 pub use layer::{build_layer_blocking, build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 pub use model::{
-    build_model, describe_model, diff_models, list_model, plan_dir_model, unpack_model, unpack_model_with,
-    FileSelector, ModelDiff, ModelEntry, ModelFileKind, ModelLayerFormat, ModelMeta, ModelSpec, UnpackOptions,
+    build_model, build_model_with, describe_model, diff_models, list_model, plan_dir_model, plan_dir_model_with,
+    unpack_model, unpack_model_with, FileSelector, ModelDiff, ModelEntry, ModelFileKind, ModelLayerFormat, ModelMeta,
+    ModelSpec, UnpackOptions,
 };
 
 const BUF: usize = 1 << 20;
+
+/// Progress of hashing local files into blobs (`model pack` reads every file once, and a
+/// big model takes minutes): the library calls it, the CLI draws it (the same reporter as
+/// transfers). `name` is the file's path as it goes into the artifact. Cheap, thread-safe.
+pub trait FileProgress: Send + Sync {
+    /// Hashing `name` (`size` bytes) starts.
+    fn file_start(&self, _name: &str, _size: u64) {}
+    /// `n` more bytes of `name` were hashed.
+    fn file_advance(&self, _name: &str, _n: u64) {}
+    /// `name` is hashed: its blob's digest.
+    fn file_done(&self, _name: &str, _digest: &Digest) {}
+}
+
+/// File progress that reports nothing.
+pub struct NoFileProgress;
+impl FileProgress for NoFileProgress {}
+
+/// The file progress a blocking builder reports to, with the file's name.
+#[derive(Clone, Copy)]
+pub(crate) struct Reporting<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) progress: &'a dyn FileProgress,
+}
+
+impl Reporting<'_> {
+    /// Reports nothing.
+    pub(crate) const NONE: Reporting<'static> = Reporting { name: "", progress: &NoFileProgress };
+}
+
+/// Hash `path` (a file of `size` bytes) reporting to `to` as it goes: start, advance per
+/// buffer, done.
+pub(crate) fn hash_file_reporting(path: &Path, size: u64, to: Reporting<'_>) -> Result<Digest> {
+    let mut f = File::open(path).at(path)?;
+    to.progress.file_start(to.name, size);
+    let mut h = Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        to.progress.file_advance(to.name, n as u64);
+    }
+    let d = h.finish();
+    to.progress.file_done(to.name, &d);
+    Ok(d)
+}
 
 /// `SOURCE_DATE_EPOCH` from the environment, 0 when unset or not a number.
 pub fn source_date_epoch() -> i64 {
@@ -132,16 +181,29 @@ impl<W: Write + Send + 'static> Drop for PipeWriter<W> {
 /// temp dir and hash the clone, or copy while hashing. Never hardlinks: a later edit of
 /// the source would change the stored blob behind its digest.
 pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str) -> Result<Descriptor> {
+    store_file_reporting(layout, src, media_type, Reporting::NONE)
+}
+
+/// [`store_file_blocking`] reporting the hashing to `to`.
+pub(crate) fn store_file_reporting(
+    layout: &Layout,
+    src: &Path,
+    media_type: &str,
+    to: Reporting<'_>,
+) -> Result<Descriptor> {
     let mut input = File::open(src).at(src)?;
     let mut tmp = layout.begin_blob()?;
     let (digest, size) = if reflink(&input, tmp.file()) {
         let size = tmp.file().metadata().at(tmp.path())?.len();
-        (crate::transport::layout::hash_file(tmp.path(), Algorithm::Sha256)?, size)
+        (hash_file_reporting(tmp.path(), size, to)?, size)
     } else {
         let len = input.metadata().at(src)?.len();
         let out = tmp.blob_file_for_size(len)?;
         let path = tmp.path().to_path_buf();
-        copy_hashing(&mut input, out, src, &path)?
+        to.progress.file_start(to.name, len);
+        let (digest, size) = copy_hashing(&mut input, out, src, &path, to)?;
+        to.progress.file_done(to.name, &digest);
+        (digest, size)
     };
     tmp.set_hashed(digest.clone(), size);
     tmp.commit(&digest, size)?;
@@ -152,7 +214,7 @@ pub(crate) fn store_file_blocking(layout: &Layout, src: &Path, media_type: &str)
 /// reads straight into aligned `IoBlock`s, a second thread hashes them, a third writes them
 /// as they are (direct writes need no copy of their own). Reading, hashing and the device
 /// overlap, so the copy costs about what hashing alone does. Blocks come back for reuse.
-fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path) -> Result<(Digest, u64)> {
+fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Reporting<'_>) -> Result<(Digest, u64)> {
     const BLOCKS: usize = 4;
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
     let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
@@ -206,8 +268,12 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path) -> Resu
                 }
                 block.advance(n);
             }
-            if !block.filled().is_empty() && read_tx.send(block).is_err() {
+            let n = block.filled().len() as u64;
+            if n > 0 && read_tx.send(block).is_err() {
                 return Ok(()); // hasher gone after a writer failure
+            }
+            if n > 0 {
+                to.progress.file_advance(to.name, n);
             }
             if eof {
                 return Ok(());

@@ -133,8 +133,12 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         source_date_epoch: None,
         tag: args.tag.clone(),
         no_cache: args.no_cache,
+        annotations: BTreeMap::new(),
+        index_annotations: BTreeMap::new(),
     };
     let mut outputs = args.out.parse()?;
+    let mut opts = opts;
+    apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let store = args.out.open_store()?;
     let log = |s: &str| ctx.progress.line(s);
@@ -190,22 +194,53 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     deliver(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref()).await
 }
 
-/// The `--output` keys that change what is built, applied to the one build: annotations are
-/// added to the manifests (and to the index a multi-platform build makes), `compression=` and
-/// `compression-level=` choose the layer compression. One build serves every output, so
-/// outputs that set the same key must agree, and `--compression` must agree with them.
-/// `force-compression=true` is honoured when every layer is built here (no base image).
-fn apply_output_keys(spec: &mut hoist::build::ImageSpec, outputs: &[OutputSpec], flag: bool) -> Result<()> {
+/// The `--output` keys that change what is built, of every output together. One build
+/// serves every output, so outputs that set the same key must agree.
+#[derive(Default)]
+struct BuildKeys {
+    /// `annotation.K`, `annotation-manifest.K`: each manifest (and the index, if any).
+    annotations: BTreeMap<String, String>,
+    /// `annotation-index.K`: the index only.
+    index_annotations: BTreeMap<String, String>,
+    /// `compression=` with `compression-level=`.
+    compression: Option<Compression>,
+    /// `force-compression=true` on some output.
+    force: bool,
+}
+
+fn merge_annotations(into: &mut BTreeMap<String, String>, from: BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in from {
+        if let Some(old) = into.get(&k).filter(|old| **old != v) {
+            return Err(Error::Usage(format!(
+                "--output annotation {k}: {v:?} differs from {old:?} (one build serves every output)"
+            )));
+        }
+        into.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Index annotations (`annotation-index.K`, `annotation-index-descriptor.K`) with fewer than
+/// two platforms: there is no index, so they are refused before anything is built (BuildKit:
+/// "index annotations not supported for single platform export").
+fn refuse_index_keys(outputs: &[OutputSpec], platforms: usize) -> Result<()> {
+    if platforms >= 2 {
+        return Ok(());
+    }
+    match outputs.iter().flat_map(|o| o.build_keys.keys()).find(|k| k.starts_with("annotation-index")) {
+        Some(k) => Err(Error::Usage(format!(
+            "--output key {k:?}: one platform is built, so there is no index to annotate; build for several (--platform A,B) or use annotation.KEY"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn build_keys(outputs: &[OutputSpec]) -> Result<BuildKeys> {
+    let mut keys = BuildKeys::default();
     let mut compression: Option<String> = None;
     for o in outputs {
-        for (k, v) in o.annotations() {
-            if let Some(old) = spec.annotations.get(&k).filter(|old| **old != v) {
-                return Err(Error::Usage(format!(
-                    "--output annotation {k}: {v:?} differs from {old:?} (one build serves every output)"
-                )));
-            }
-            spec.annotations.insert(k, v);
-        }
+        merge_annotations(&mut keys.annotations, o.annotations())?;
+        merge_annotations(&mut keys.index_annotations, o.index_annotations())?;
         if let Some(c) = o.compression() {
             match &compression {
                 Some(prev) if *prev != c => {
@@ -216,18 +251,53 @@ fn apply_output_keys(spec: &mut hoist::build::ImageSpec, outputs: &[OutputSpec],
                 _ => compression = Some(c),
             }
         }
-        if o.force_compression() && spec.base.is_some() {
-            return Err(Error::Unsupported(
-                "--output force-compression=true: hoist keeps a base image's layers as they are; build without a base or drop the key".into(),
-            ));
-        }
+        keys.force |= o.force_compression();
     }
-    if let Some(c) = compression {
-        let parsed: Compression = c.parse()?;
+    keys.compression = compression.map(|c| c.parse()).transpose()?;
+    Ok(keys)
+}
+
+/// The `--output` keys that change what is built, applied to the one build: annotations are
+/// added to the manifests (and to the index a multi-platform build makes), index annotations
+/// to the index only, `compression=` and `compression-level=` choose the layer compression,
+/// and `--compression` must agree with them. `force-compression=true` is honoured when every
+/// layer is built here (no base image).
+fn apply_output_keys(spec: &mut hoist::build::ImageSpec, outputs: &[OutputSpec], flag: bool) -> Result<()> {
+    refuse_index_keys(outputs, spec.platforms.len().max(1))?;
+    let keys = build_keys(outputs)?;
+    merge_annotations(&mut spec.annotations, keys.annotations)?;
+    merge_annotations(&mut spec.index_annotations, keys.index_annotations)?;
+    if keys.force && spec.base.is_some() {
+        return Err(Error::Unsupported(
+            "--output force-compression=true: hoist keeps a base image's layers as they are; build without a base or drop the key".into(),
+        ));
+    }
+    if let Some(parsed) = keys.compression {
         if flag && parsed != spec.compression {
-            return Err(Error::Usage(format!("--compression and --output compression={c} disagree")));
+            return Err(Error::Usage("--compression and --output compression= disagree".into()));
         }
         spec.compression = parsed;
+    }
+    Ok(())
+}
+
+/// The same keys for a Dockerfile build: annotations and compression honoured;
+/// `force-compression=true` refused (a `FROM` image's layers are kept as they are).
+fn apply_dockerfile_keys(opts: &mut DockerfileBuild, outputs: &[OutputSpec], flag: bool) -> Result<()> {
+    refuse_index_keys(outputs, opts.platforms.len().max(1))?;
+    let keys = build_keys(outputs)?;
+    if keys.force {
+        return Err(Error::Unsupported(
+            "--output force-compression=true: a Dockerfile build keeps its FROM image's layers as they are; drop the key".into(),
+        ));
+    }
+    opts.annotations = keys.annotations;
+    opts.index_annotations = keys.index_annotations;
+    if let Some(parsed) = keys.compression {
+        if flag && parsed != opts.compression {
+            return Err(Error::Usage("--compression and --output compression= disagree".into()));
+        }
+        opts.compression = parsed;
     }
     Ok(())
 }

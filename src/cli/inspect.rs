@@ -1,4 +1,6 @@
 //! `hoist inspect REF`: a manifest or index, its exact bytes (`--raw`), or its config blob.
+//! With `--platform OS/ARCH` an index shows its image for that platform instead, as
+//! `crane manifest --platform` and `oras manifest fetch --platform` do.
 
 use std::io::Write;
 
@@ -30,7 +32,22 @@ pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
     let ep = Endpoint::from_user_input(&args.reference)?;
     let src = open_source(&ep, &ctx.client)?;
     let desc = plan::resolve(&ep, src.as_ref()).await?;
-    let doc = src.fetch_document(&desc).await?;
+    let mut doc = src.fetch_document(&desc).await?;
+    // --platform: an index stands for its image for that platform (a manifest stays itself).
+    if let Some(want) = ctx.settings.single_platform("inspect")? {
+        if let View::Index(i) = &doc.view {
+            let Some(entry) = i.manifests.iter().find(|d| want.matches_entry(d)) else {
+                let have: Vec<String> =
+                    i.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+                return Err(Error::not_found(
+                    format!("an image for platform {want}"),
+                    format!("{ep} (it has: {})", if have.is_empty() { "none".into() } else { have.join(", ") }),
+                ));
+            };
+            let entry = entry.clone();
+            doc = src.fetch_document(&entry).await?;
+        }
+    }
     let mut out = std::io::stdout().lock();
     if args.config {
         let View::Manifest(m) = &doc.view else {

@@ -64,7 +64,7 @@ enum Command {
     Pull(copy::PullArgs),
     /// Show a manifest or index.
     #[command(
-        after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
+        after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
     )]
     Inspect(inspect::InspectArgs),
     /// List tags of a repository or layout.

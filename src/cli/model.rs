@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hoist::build::{
-    build_model, describe_model, diff_models, list_model, unpack_model_with, FileSelector, ModelLayerFormat, ModelSpec,
-    UnpackOptions,
+    build_model_with, describe_model, diff_models, list_model, unpack_model_with, FileSelector, ModelLayerFormat,
+    ModelSpec, UnpackOptions,
 };
 use hoist::error::Result;
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use hoist::build::hf::{self, HfRef, HfRepo};
 use hoist::build::model::planned::PlannedModel;
-use hoist::build::plan_dir_model;
+use hoist::build::plan_dir_model_with;
 use hoist::transport::Source;
 
 use super::creds::{registry_of, registry_of_output};
@@ -346,14 +346,14 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 && matches!(layer_format, LayerFormat::Raw);
             if direct {
                 spec.follow_symlinks = follow_symlinks;
-                let plan = plan_dir_model(&spec).await?;
+                let plan = plan_dir_model_with(&spec, Arc::new(ctx.progress.clone())).await?;
                 return deliver_plan(ctx, &plan, &outputs, &out).await;
             }
             spec.layer_format = layer_format.into();
             spec.tag = tag;
             spec.follow_symlinks = follow_symlinks;
             let store = out.open_store()?;
-            let root = build_model(&store, &spec).await?;
+            let root = build_model_with(&store, &spec, Arc::new(ctx.progress.clone())).await?;
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
             let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
             let dir = store.root().to_path_buf();

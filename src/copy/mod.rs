@@ -400,8 +400,14 @@ async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Re
     }
     if let [one] = keep.as_slice() {
         let mut chosen = (*one).clone();
-        chosen.platform = None;
+        let platform = chosen.platform.take().map_or_else(wanted, |p| p.to_string());
         let child = ctx.src.fetch_document(&chosen).await?;
+        // Not new bytes, but not the root asked for either: the report says what was taken.
+        ctx.rewritten.lock().expect("lock").push(Rewritten {
+            from: root.digest.clone(),
+            to: chosen.digest.clone(),
+            reason: format!("the {platform} image of the index (its manifest as it is)"),
+        });
         return Ok((chosen, child));
     }
     if keep.len() == index.manifests.len() {
@@ -607,7 +613,8 @@ mod tests {
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
         assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
-        assert!(r.rewritten.is_empty());
+        assert_eq!(r.rewritten.len(), 1, "the report says the index's arm64 image was taken");
+        assert_eq!((&r.rewritten[0].from, &r.rewritten[0].to), (&root.digest, &entries[1].digest));
         let two =
             CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
         let dst = Memory::new();

@@ -206,3 +206,89 @@ fn platform_picks_the_image_a_copy_takes_from_an_index() {
     let got: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
     assert_eq!(got["manifests"][0]["digest"], amd64.as_str());
 }
+
+#[test]
+fn platform_means_one_image_on_inspect_and_pull_and_a_filtered_index_for_a_list() {
+    let t = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    let index_raw = hoist(["inspect", "--raw", &src]);
+    assert_success("inspect", &index_raw);
+    let index: serde_json::Value = serde_json::from_slice(&index_raw.stdout).unwrap();
+    let entry = |arch: &str| {
+        index["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == arch).unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let sha = |b: &[u8]| hoist::Digest::sha256_of(b).to_string();
+    // inspect --platform: that image's manifest, as crane/oras show it.
+    let out = hoist(["inspect", "--raw", "--platform", "linux/arm64", &src]);
+    assert_success("inspect --platform", &out);
+    assert_eq!(sha(&out.stdout), entry("arm64"));
+    let out = hoist(["inspect", "--platform", "linux/s390x", &src]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "no such platform is not-found: {se}");
+    assert!(se.contains("linux/s390x") && se.contains("linux/amd64"), "names what it has: {se}");
+    let out = hoist(["inspect", "--platform", "linux/amd64,linux/arm64", &src]);
+    assert_eq!(out.status.code(), Some(2), "inspect takes one platform: {}", text(&out).1);
+
+    // copy: all by default (the same index), a list a filtered index with a note.
+    let all = t.path().join("all");
+    let out = hoist(["copy", &src, &format!("oci:{}:v1", all.display())]);
+    assert_success("copy", &out);
+    assert_eq!(text(&out).0.trim(), sha(&index_raw.stdout), "the default copies every platform, bytes unchanged");
+    // A list of which the index has one: that image, and stdout and the note say so.
+    let some = t.path().join("some");
+    let out = hoist(["--platform", "linux/amd64,linux/s390x", "copy", &src, &format!("oci:{}:v1", some.display())]);
+    assert_success("copy --platform list", &out);
+    let (so, se) = text(&out);
+    assert_eq!(so.trim(), entry("amd64"), "stdout names what the destination got");
+    assert!(se.contains("written as"), "the note says the digest changed: {se}");
+    // A list of several of a bigger index: a filtered index, a new digest, the note.
+    let store = t.path().join("store");
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/hoist.toml");
+    let out = hoist([
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64,linux/s390x",
+        "build",
+        "-f",
+        file.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--tag",
+        "three",
+    ]);
+    assert_success("build three platforms", &out);
+    let three = text(&out).0.trim().to_string();
+    let two = t.path().join("two");
+    let out = hoist([
+        "--platform",
+        "linux/amd64,linux/s390x",
+        "copy",
+        &format!("oci:{}:three", store.display()),
+        &format!("oci:{}:v1", two.display()),
+    ]);
+    assert_success("copy --platform two of three", &out);
+    let (so, se) = text(&out);
+    assert_ne!(so.trim(), three, "a filtered index has a new digest");
+    assert!(se.contains("written as") && se.contains("filtered"), "the note says the digest changed: {se}");
+    let got = hoist(["inspect", "--raw", &format!("oci:{}:v1", two.display())]);
+    assert_eq!(sha(&got.stdout), so.trim());
+    let got: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    let archs: Vec<&str> =
+        got["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
+    assert_eq!(archs, ["amd64", "s390x"], "{got}");
+
+    // pull --platform from a registry: that one image.
+    let reg = TestRegistry::plain();
+    let out = hoist(["-q", "push", &src, &format!("{}/plat:v1", reg.host())]);
+    assert_success("push", &out);
+    let dst = t.path().join("pulled");
+    let out =
+        hoist(["-q", "--platform", "linux/arm64", "pull", &format!("{}/plat:v1", reg.host()), dst.to_str().unwrap()]);
+    assert_success("pull --platform", &out);
+    let got = hoist(["inspect", "--raw", &format!("oci:{}", dst.display())]);
+    assert_success("inspect the pull", &got);
+    assert_eq!(sha(&got.stdout), entry("arm64"));
+}

@@ -135,3 +135,17 @@ fn completion_man_pages_and_version() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["commit"].is_string() && v["buildDate"].as_str().is_some_and(|d| d.len() == 10), "{v}");
 }
+
+#[test]
+fn the_release_profile_ships_no_debug_info_and_the_readme_says_how_to_install() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let release = &manifest["profile"]["release"];
+    let debug_off = matches!(release.get("debug"), None | Some(toml::Value::Boolean(false)))
+        || release.get("debug").and_then(|d| d.as_str()) == Some("none");
+    let stripped = matches!(release.get("strip").and_then(|s| s.as_str()), Some("debuginfo" | "symbols"));
+    // Line tables alone still link the standard library's debug info in (a 100 MiB binary).
+    assert!(debug_off && stripped, "release profile: {release:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo install --locked --path ."), "README install line");
+}

@@ -192,6 +192,7 @@ pub async fn build_dockerfile(
     let ignore = Arc::new(load_dockerignore(&opts.context)?);
     let mut ctx = Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore };
     let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
+    crate::build::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
     // Refuse RUN we cannot run before building anything.
     if plan.needed.iter().any(|&s| plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN")) {
@@ -210,7 +211,10 @@ pub async fn build_dockerfile(
         d.platform = None;
         d
     } else {
-        store_bytes(layout, media::OCI_INDEX, &ImageIndex::new(manifests).to_bytes()?)?
+        let mut index = ImageIndex::new(manifests);
+        index.annotations = opts.annotations.clone();
+        index.annotations.extend(opts.index_annotations.clone());
+        store_bytes(layout, media::OCI_INDEX, &index.to_bytes()?)?
     };
     match &opts.tag {
         Some(t) => layout.set_tag(&root, t)?,
@@ -230,6 +234,7 @@ fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor>
     }
     let config_desc = store_bytes(ctx.layout, media::OCI_CONFIG, &config.to_bytes()?)?;
     let mut manifest = ImageManifest::new(config_desc, stage.layers.clone());
+    manifest.annotations = ctx.opts.annotations.clone();
     if let Some((d, name)) = &stage.base {
         manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), d.digest.to_string());
         manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), name.clone());

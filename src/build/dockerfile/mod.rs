@@ -47,6 +47,10 @@ pub struct DockerfileBuild {
     pub tag: Option<String>,
     /// Ignore the build cache (results are still stored in it).
     pub no_cache: bool,
+    /// Annotations of each manifest (and of the index a multi-platform build makes).
+    pub annotations: BTreeMap<String, String>,
+    /// Annotations of the index only; refused when one platform is built (no index).
+    pub index_annotations: BTreeMap<String, String>,
 }
 
 /// What a build did.

@@ -17,6 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,10 @@ pub use modelfile::{Kitfile, Modelfile};
 pub use select::FileSelector;
 
 use super::layer::{build_layer_blocking, Compression, LayerEntry};
-use super::{parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_blocking};
+use super::{
+    hash_file_reporting, parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_reporting, FileProgress,
+    NoFileProgress, Reporting,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
@@ -341,9 +345,18 @@ pub struct FileMetadata {
 
 /// Pack `spec.dir` into `layout`; returns the manifest descriptor (artifactType set).
 pub async fn build_model(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
+    build_model_with(layout, spec, Arc::new(NoFileProgress)).await
+}
+
+/// [`build_model`] reporting each file's hashing to `progress`.
+pub async fn build_model_with(
+    layout: &Layout,
+    spec: &ModelSpec,
+    progress: Arc<dyn FileProgress>,
+) -> Result<Descriptor> {
     let root = layout.root().to_path_buf();
     let spec2 = spec.clone();
-    let desc = tokio::task::spawn_blocking(move || build_model_blocking(&Layout::open(&root)?, &spec2))
+    let desc = tokio::task::spawn_blocking(move || build_model_blocking(&Layout::open(&root)?, &spec2, &*progress))
         .await
         .map_err(|e| Error::Other(format!("model builder: {e}")))??;
     match &spec.tag {
@@ -657,11 +670,16 @@ fn describe_listed(
 /// file itself (see [`planned`]). Only raw layers: a tar layer would have to be written
 /// somewhere to be hashed.
 pub async fn plan_dir_model(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+    plan_dir_model_with(spec, Arc::new(NoFileProgress)).await
+}
+
+/// [`plan_dir_model`] reporting each file's hashing to `progress`.
+pub async fn plan_dir_model_with(spec: &ModelSpec, progress: Arc<dyn FileProgress>) -> Result<planned::PlannedModel> {
     if spec.layer_format != ModelLayerFormat::Raw {
         return Err(Error::Unsupported("packing without a store takes raw layers only".into()));
     }
     let spec = spec.clone();
-    tokio::task::spawn_blocking(move || plan_dir_model_blocking(&spec))
+    tokio::task::spawn_blocking(move || plan_dir_model_blocking(&spec, &*progress))
         .await
         .map_err(|e| Error::Other(format!("model planner: {e}")))?
 }
@@ -685,14 +703,14 @@ fn list_and_describe(spec: &ModelSpec) -> Result<(String, Vec<(String, PathBuf)>
     Ok((created, files, meta, kinds))
 }
 
-fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
+fn plan_dir_model_blocking(spec: &ModelSpec, progress: &dyn FileProgress) -> Result<planned::PlannedModel> {
     let (created, files, meta, kinds) = list_and_describe(spec)?;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     let mut blobs = std::collections::HashMap::new();
     for ((rel, path), kind) in files.into_iter().zip(kinds) {
         let fmeta = fs::metadata(&path).at(&path)?;
-        let digest = crate::transport::layout::hash_file(&path, crate::model::digest::Algorithm::Sha256)?;
+        let digest = hash_file_reporting(&path, fmeta.len(), Reporting { name: &rel, progress })?;
         let size = fs::metadata(&path).at(&path)?.len();
         if size != fmeta.len() {
             return Err(Error::Other(format!("{}: changed while it was hashed", path.display())));
@@ -715,7 +733,7 @@ fn plan_dir_model_blocking(spec: &ModelSpec) -> Result<planned::PlannedModel> {
     Ok(planned::PlannedModel::new(format!("dir:{}", spec.dir.display()), root, bytes, blobs))
 }
 
-fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor> {
+fn build_model_blocking(layout: &Layout, spec: &ModelSpec, progress: &dyn FileProgress) -> Result<Descriptor> {
     let epoch = spec.source_date_epoch.unwrap_or_else(source_date_epoch);
     let (created, files, meta, kinds) = list_and_describe(spec)?;
     let mut layers = Vec::new();
@@ -725,7 +743,7 @@ fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor>
         let meta = fs::metadata(&path).at(&path)?;
         let (mut desc, diff_id) = match spec.layer_format {
             ModelLayerFormat::Raw => {
-                let d = store_file_blocking(layout, &path, &mt)?;
+                let d = store_file_reporting(layout, &path, &mt, Reporting { name: &rel, progress })?;
                 let id = d.digest.clone();
                 (d, id)
             }
@@ -735,7 +753,11 @@ fn build_model_blocking(layout: &Layout, spec: &ModelSpec) -> Result<Descriptor>
                     ModelLayerFormat::TarZstd => Compression::Zstd { level: 3 },
                     _ => Compression::None,
                 };
+                // The tar layer is hashed as it is built: start and end, no byte count between.
+                progress.file_start(&rel, meta.len());
                 let blob = build_layer_blocking(layout, &[LayerEntry::new(&path, rel.clone())], compression, epoch)?;
+                progress.file_advance(&rel, meta.len());
+                progress.file_done(&rel, &blob.descriptor.digest);
                 let mut d = blob.descriptor;
                 d.media_type = mt;
                 (d, blob.diff_id)
