@@ -20,12 +20,14 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod convert;
 pub mod describe;
 pub mod formats;
 pub mod modelfile;
 pub mod planned;
 pub mod select;
 
+pub use convert::{convert_model, ConvertReport, ConvertedModel, ModelTarget};
 pub use describe::Described;
 pub use modelfile::{Kitfile, Modelfile};
 pub use select::FileSelector;
