@@ -19,6 +19,8 @@ TITLES = {
     "pull-tls": "Pull over HTTPS",
     "containerd-unpack": "Into containerd, unpacked (fresh containerd per run)",
     "containerd-content": "Into containerd's content store only (no unpack)",
+    "model-push": "Pack a model directory into the registry, no store (vs one curl PUT)",
+    "model-hf": "Pack hf:// from the test hub into the registry (vs curl GET then curl PUT)",
 }
 ORDER = list(TITLES)
 
@@ -144,6 +146,18 @@ def main():
     check("pack raw weights within 1.1x of hashing once (fastest hasher)", h and s and h["median"] <= 1.1 * s["median"],
           "%.2fx (hoist %.2f s, hashing %.2f s)" % (h["median"] / s["median"], h["median"], s["median"])
           if h and s else "")
+    for case, want in (("model-push", 1.1), ("model-hf", 1.2)):
+        h, c = med(case, "hoist"), med(case, "curl")
+        if case in st:
+            check("%s within %.1fx of curl" % (case, want), h and c and h["median"] <= want * c["median"],
+                  "%.2fx (hoist %.2f s, curl %.2f s)" % (h["median"] / c["median"], h["median"], c["median"])
+                  if h and c else "")
+    writes = os.path.join(os.path.dirname(os.path.abspath(res)), "model-writes")
+    for line in open(writes).read().split("\n") if os.path.exists(writes) else []:
+        if line.strip() and line.split()[0] in st:
+            name, w, store = line.split()
+            check("%s writes 0 bytes locally" % name, int(w) == 0 and int(store) == 0,
+                  "%s bytes written (write_bytes), store %s bytes" % (w, store))
     h = med("push-warm", "hoist")
     check("warm push < 0.2 s", h and h["median"] < 0.2, "%.3f s" % h["median"] if h else "")
     worst = max(((v["rss"], c, t) for c, tools in st.items() for t, v in tools.items()

@@ -1,4 +1,5 @@
-//! `hoist model pack|describe|unpack`: CNCF ModelPack artifacts from a model directory and back.
+//! `hoist model pack|describe|unpack|diff|convert`: CNCF ModelPack (or KitOps ModelKit)
+//! artifacts from a model directory and back, and conversion between the formats.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use hoist::build::hf::{self, HfRef, HfRepo};
 use hoist::build::model::planned::PlannedModel;
+use hoist::build::model::{convert_model, ModelTarget};
 use hoist::build::plan_dir_model_with;
 use hoist::transport::Source;
 
@@ -31,6 +33,25 @@ pub(crate) enum LayerFormat {
     TarGzip,
     #[value(name = "tar+zstd")]
     TarZstd,
+}
+
+/// The model artifact format to write (`--to`).
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub(crate) enum ToFormat {
+    /// CNCF ModelPack (what modctl and modelpack-client read).
+    #[default]
+    Modelpack,
+    /// KitOps ModelKit (what `kit` reads).
+    Modelkit,
+}
+
+impl From<ToFormat> for ModelTarget {
+    fn from(f: ToFormat) -> Self {
+        match f {
+            ToFormat::Modelpack => ModelTarget::ModelPack,
+            ToFormat::Modelkit => ModelTarget::ModelKit,
+        }
+    }
 }
 
 impl From<LayerFormat> for ModelLayerFormat {
@@ -130,10 +151,11 @@ impl DescribeArgs {
 #[derive(Subcommand)]
 pub(crate) enum ModelCmd {
     /// Pack a model directory, or a Hugging Face repo (`hf://ORG/REPO[@REVISION]`), as a
-    /// ModelPack artifact (like `modctl build`). With outputs and no `--store`, raw layers go
-    /// straight from the files (or the hub) to each output; nothing is stored locally.
+    /// ModelPack artifact (like `modctl build`) or a KitOps ModelKit (`--to modelkit`, like
+    /// `kit pack`). With outputs and no `--store`, raw layers go straight from the files (or
+    /// the hub) to each output; nothing is stored locally.
     #[command(
-        after_help = "Examples:\n  hoist model pack ./my-model --name my-model --output type=registry,name=localhost:5000/model:v1\n  hoist model pack ./my-model --layer-format tar+zstd --output type=oci,dest=model.tar"
+        after_help = "Examples:\n  hoist model pack ./my-model --name my-model --output type=registry,name=localhost:5000/model:v1\n  hoist model pack ./my-model --layer-format tar+zstd --output type=oci,dest=model.tar\n  hoist model pack ./my-model --to modelkit --output type=registry,name=localhost:5000/kit:v1"
     )]
     Pack {
         /// The model directory (weights, config, tokenizer, docs, code).
@@ -146,6 +168,9 @@ pub(crate) enum ModelCmd {
         /// Layer format of every file.
         #[arg(long, value_enum, default_value = "raw")]
         layer_format: LayerFormat,
+        /// Artifact format: a ModelPack, or a KitOps ModelKit (config = the Kitfile as JSON).
+        #[arg(long, value_enum, default_value = "modelpack")]
+        to: ToFormat,
         /// Tag in the store; its tag part also names unnamed layout/OCI outputs.
         #[arg(short, long)]
         tag: Option<String>,
@@ -196,6 +221,21 @@ pub(crate) enum ModelCmd {
         a: String,
         /// The newer model (any transport).
         b: String,
+    },
+    /// Convert a model artifact (ModelPack, KitOps ModelKit or Docker Model Runner) to a
+    /// ModelPack or a ModelKit: only the manifest and config change, every layer keeps its
+    /// digest, so between repositories of one registry only two small documents are uploaded.
+    #[command(
+        after_help = "Examples:\n  hoist model convert localhost:5000/kit:v1 localhost:5000/model:v1 --to modelpack\n  hoist model convert oci:./models:v1 oci:./kits:v1 --to modelkit\n  hoist model convert docker.io/ai/smollm2 localhost:5000/smollm2:v1"
+    )]
+    Convert {
+        /// The model artifact to convert, in any source transport.
+        src: String,
+        /// Where the converted artifact goes, in any destination transport.
+        dst: String,
+        /// The format to convert to.
+        #[arg(long, value_enum, default_value = "modelpack")]
+        to: ToFormat,
     },
 }
 
@@ -249,14 +289,19 @@ async fn known_layers(
     (out, Some(described))
 }
 
-/// Copy a planned model to every output (and into `--store` when given), print the digest.
+/// Copy a planned model to every output (and into `--store` when given), print the digest;
+/// `--to modelkit` converts its two documents on the way.
 async fn deliver_plan(
     ctx: &Ctx,
-    plan: &PlannedModel,
+    plan: &dyn Source,
+    root: &hoist::model::descriptor::Descriptor,
+    to: ToFormat,
     outputs: &[hoist::output::OutputSpec],
     out: &OutputArgs,
 ) -> Result<i32> {
-    let root = plan.root().clone();
+    let converted = convert_model(plan, root, to.into()).await?;
+    let plan: &dyn Source = &converted;
+    let root = converted.root().clone();
     if outputs.is_empty() && out.store.is_none() {
         return Err(hoist::error::Error::InvalidReference {
             reference: "--output".into(),
@@ -307,7 +352,9 @@ impl ModelCmd {
             ModelCmd::Pack { out, .. } => outputs(out),
             ModelCmd::Describe { .. } => vec![],
             ModelCmd::Unpack { reference, .. } => registry_of(reference).into_iter().collect(),
-            ModelCmd::Diff { a, b } => [a, b].iter().filter_map(|r| registry_of(r)).collect(),
+            ModelCmd::Diff { a, b } | ModelCmd::Convert { src: a, dst: b, .. } => {
+                [a, b].iter().filter_map(|r| registry_of(r)).collect()
+            }
         }
     }
 }
@@ -322,7 +369,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             outln!("{}", String::from_utf8_lossy(&bytes));
             Ok(0)
         }
-        ModelCmd::Pack { dir, hf_token, describe, layer_format, tag, follow_symlinks, out } => {
+        ModelCmd::Pack { dir, hf_token, describe, layer_format, to, tag, follow_symlinks, out } => {
             let mut outputs = out.parse_for("model pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
             if let Some(r) = dir.to_str().and_then(HfRef::parse) {
@@ -336,7 +383,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 spec.tag = tag;
                 let (known, previous) = known_layers(ctx, &outputs, &repo.source_url(), &repo.commit).await;
                 let plan = hf::plan_hf_model(repo, &spec, &spec.select.clone(), &known, previous).await?;
-                return deliver_plan(ctx, &plan, &outputs, &out).await;
+                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out).await;
             }
             let mut spec = ModelSpec::new(dir);
             describe.apply(&mut spec)?;
@@ -347,19 +394,70 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             if direct {
                 spec.follow_symlinks = follow_symlinks;
                 let plan = plan_dir_model_with(&spec, Arc::new(ctx.progress.clone())).await?;
-                return deliver_plan(ctx, &plan, &outputs, &out).await;
+                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out).await;
             }
             spec.layer_format = layer_format.into();
-            spec.tag = tag;
+            let kit = matches!(to, ToFormat::Modelkit);
+            spec.tag = if kit { None } else { tag.clone() };
             spec.follow_symlinks = follow_symlinks;
             let store = out.open_store()?;
-            let root = build_model_with(&store, &spec, Arc::new(ctx.progress.clone())).await?;
+            let mut root = build_model_with(&store, &spec, Arc::new(ctx.progress.clone())).await?;
+            if kit {
+                // The ModelPack just built, its two documents converted; the layers are shared.
+                let converted = convert_model(&store, &root, ModelTarget::ModelKit).await?;
+                let new_root = converted.root().clone();
+                hoist::copy::graph(&converted, &store, &new_root, &[], &ctx.copy_options(), &ctx.progress).await?;
+                match &tag {
+                    Some(t) => store.set_tag(&new_root, t)?,
+                    None => store.add_untagged(&new_root)?,
+                }
+                root = new_root;
+            }
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
             let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
             let dir = store.root().to_path_buf();
             drop(store);
             prune_old_untagged(ctx, &dir).await;
             Ok(code)
+        }
+        ModelCmd::Convert { src, dst, to } => {
+            let (src_ep, source, root) = resolve_any(ctx, &src).await?;
+            let dst_ep = hoist::transport::Endpoint::from_user_input(&dst)?;
+            let converted = convert_model(source.as_ref(), &root, to.into()).await?;
+            let tags: Vec<String> = match (dst_ep.tag(), src_ep.tag(), &dst_ep) {
+                (Some(t), _, _) => vec![t],
+                (None, Some(t), _) if dst_ep.source_reference().is_none() => vec![t],
+                (None, _, hoist::transport::Endpoint::Registry(r)) if r.digest.is_none() => {
+                    vec![hoist::copy::plan::default_tag().to_string()]
+                }
+                _ => vec![],
+            };
+            let dest = hoist::transport::open_destination(&dst_ep, &ctx.client, None).await?;
+            let new_root = converted.root().clone();
+            let report =
+                hoist::copy::graph(&converted, dest.as_ref(), &new_root, &tags, &ctx.copy_options(), &ctx.progress)
+                    .await?;
+            dest.finish().await?;
+            let r = &converted.report;
+            if ctx.json() {
+                let v = serde_json::json!({"convert": r, "destination": dest.location(), "tags": tags, "report": report});
+                outln!("{v}");
+            } else {
+                outln!("{}", new_root.digest);
+            }
+            ctx.progress.line(&format!(
+                "{src} ({}) -> {dst} ({}): {} layer(s) kept, {} blob(s) written, {} existed{}",
+                r.from,
+                match r.to {
+                    ModelTarget::ModelPack => "modelpack",
+                    ModelTarget::ModelKit => "modelkit",
+                },
+                r.layers,
+                report.blobs_uploaded,
+                report.blobs_existed,
+                if r.unchanged { " (already in that format: copied unchanged)" } else { "" }
+            ));
+            Ok(0)
         }
         ModelCmd::Diff { a, b } => {
             let (_, sa, ra) = resolve_any(ctx, &a).await?;

@@ -30,6 +30,7 @@ mod harness;
 mod hostile;
 mod index;
 mod model;
+mod model_convert;
 mod model_hf;
 mod names;
 mod push;

@@ -1,8 +1,8 @@
 //! Every JSON document hoist writes, judged by the official JSON schemas
 //! (`../shared/schemas/`: OCI image-spec, ModelPack config, CNAB bundle; `VERSIONS` says
 //! which) with python's `jsonschema` (`hoist_testkit::schemas`): the outputs of every
-//! producing command (build, artifact pack, model pack, index create, bundle create (also
-//! `--bundle-file`), OCI
+//! producing command (build, artifact pack, model pack, model convert, index create, bundle
+//! create (also `--bundle-file`), OCI
 //! layout, oci-archive and docker-archive outputs) are walked, and each `oci-layout`,
 //! `index.json`, manifest, index, image config, ModelPack config and CNAB bundle.json is
 //! validated.
@@ -161,7 +161,23 @@ fn every_document_hoist_writes_passes_the_official_schemas() {
             format!("oci:{}:v1", packed.display()),
         ],
     );
-    layouts.push(packed);
+    layouts.push(packed.clone());
+    // model convert: to a ModelKit (its manifest is judged) and back to a ModelPack (its config too).
+    let (kit, back) = (t.join("model-kit"), t.join("model-back"));
+    for (from, to, format) in [(&packed, &kit, "modelkit"), (&kit, &back, "modelpack")] {
+        run(
+            "hoist model convert",
+            &[
+                "model".into(),
+                "convert".into(),
+                format!("oci:{}:v1", from.display()),
+                format!("oci:{}:v1", to.display()),
+                "--to".into(),
+                format.into(),
+            ],
+        );
+    }
+    layouts.extend([kit, back]);
 
     // index create.
     let index = t.join("index");

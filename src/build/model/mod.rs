@@ -21,12 +21,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod convert;
 pub mod describe;
 pub mod formats;
 pub mod modelfile;
 pub mod planned;
 pub mod select;
 
+pub use convert::{convert_model, ConvertReport, ConvertedModel, ModelTarget};
 pub use describe::Described;
 pub use modelfile::{Kitfile, Modelfile};
 pub use select::FileSelector;

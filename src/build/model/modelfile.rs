@@ -160,9 +160,29 @@ pub struct KitModel {
     /// License.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// Format of the weights (`safetensors`, `gguf`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
     /// Further files of the model (tokenizer, adapters, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<KitPath>,
+    /// Free-form parameters (hoist keeps the ModelPack `config` fields here when converting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// The layer holding `path` (in a ModelKit's config, not in a Kitfile on disk).
+    #[serde(flatten)]
+    pub layer: KitLayerInfo,
+}
+
+/// Which layer a Kitfile entry became: KitOps writes these into the config of a ModelKit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KitLayerInfo {
+    /// Digest of the layer blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Digest of the uncompressed layer.
+    #[serde(default, rename = "diffId", skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<String>,
 }
 
 /// A path entry of a Kitfile (`code`, `datasets`, `docs`, `model.parts`).
@@ -180,6 +200,9 @@ pub struct KitPath {
     /// License.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// The layer holding `path` (in a ModelKit's config).
+    #[serde(flatten)]
+    pub layer: KitLayerInfo,
 }
 
 impl Kitfile {
