@@ -282,7 +282,7 @@ impl Repository {
         let mut req = self
             .client
             .http
-            .put(Self::with_digest(url, &desc.digest))
+            .blob_request(Method::PUT, Self::with_digest(url, &desc.digest))
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, desc.size)
             .body(body);
@@ -393,7 +393,7 @@ impl Repository {
             let mut req = self
                 .client
                 .http
-                .patch(url.clone())
+                .blob_request(Method::PATCH, url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, len)
                 .header(CONTENT_RANGE, format!("{}-{}", offset, end.saturating_sub(1)))
