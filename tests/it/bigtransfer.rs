@@ -647,3 +647,97 @@ fn http2_lanes_get_connections_of_their_own() {
     );
     assert!(connections >= 5, "{connections} connections for 4 lanes and the h2 one");
 }
+
+/// An OCI archive at `path` holding one image whose only layer is `size` zero bytes: a hole in
+/// a sparse file, so a blob over Quay's 20 GB limit costs no disk. The layer's digest is made
+/// up (the push is stopped long before its end); an archive has no state dir, so the upload
+/// mode is what the profile says (a layout's blobs over 1 GiB go up in chunks anyway).
+fn sparse_archive(path: &Path, size: u64) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let layer = format!("sha256:{}", "5".repeat(64));
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let config_digest = digest_of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+    }))
+    .unwrap();
+    let manifest_digest = digest_of(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+            "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}],
+    }))
+    .unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    let member = |f: &mut std::fs::File, name: &str, len: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(len);
+        h.set_mode(0o644);
+        h.set_cksum();
+        f.write_all(h.as_bytes()).unwrap();
+    };
+    let pad = |f: &mut std::fs::File, len: u64| {
+        f.write_all(&vec![0u8; (len.next_multiple_of(512) - len) as usize]).unwrap();
+    };
+    for (name, data) in [
+        ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        ("index.json".to_string(), index),
+        (format!("blobs/sha256/{}", &manifest_digest[7..]), manifest),
+        (format!("blobs/sha256/{}", &config_digest[7..]), config),
+    ] {
+        member(&mut f, &name, data.len() as u64);
+        f.write_all(&data).unwrap();
+        pad(&mut f, data.len() as u64);
+    }
+    member(&mut f, &format!("blobs/sha256/{}", &layer[7..]), size);
+    let end = f.stream_position().unwrap() + size.next_multiple_of(512) + 1024;
+    f.set_len(end).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    layer[7..].to_string()
+}
+
+/// Quay refuses single PUTs over 20 GB (the proxy plays it: 413 by Content-Length): with its
+/// profile a 20 GB + 1 blob goes up in PATCH chunks from the first request, and no PUT of it
+/// is tried; without, the first request is that PUT, refused. Both pushes are stopped (SIGKILL)
+/// as soon as that is seen: nothing near 20 GB is sent.
+#[test]
+fn profile_quay_single_put_limit() {
+    use hoist_testkit::proxy::Fault;
+    let reg = TestRegistry::plain();
+    let t = tempfile::tempdir().unwrap();
+    let archive = t.path().join("big.tar");
+    let layer = sparse_archive(&archive, 20_000_000_001);
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().method("PUT").max_body(20_000_000_000)]).unwrap();
+    let run = |profile: Option<&str>, repo: &str, seen: &dyn Fn(&FaultProxy) -> bool| {
+        let mut cmd = hoist_cmd();
+        cmd.env_remove("HOIST_REGISTRY_PROFILE");
+        if let Some(p) = profile {
+            cmd.env("HOIST_REGISTRY_PROFILE", format!("{}={p}", proxy.host()));
+        }
+        cmd.args(["--insecure-registry", &proxy.host(), "-q", "push"]);
+        cmd.args([format!("oci-archive:{}:v1", archive.display()), format!("{}/{repo}:v1", proxy.host())]);
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let ok = wait_for(Duration::from_secs(60), || seen(&proxy));
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        assert!(ok, "{repo}: never saw the upload start: {:?}", proxy.exchanges());
+    };
+    // with the profile: a PATCH carries the layer's first chunk; no 413, no PUT of the layer
+    let patched = |p: &FaultProxy| p.exchanges().iter().any(|e| e.method == "PATCH" && e.path.contains("/p/quay/"));
+    run(Some("quay"), "p/quay", &patched);
+    let ex = proxy.exchanges();
+    assert_eq!(faults(&proxy, Fault::TooLarge), 0, "{ex:?}");
+    assert!(!ex.iter().any(|e| e.method == "PUT" && e.path.contains(&layer)), "a single PUT was tried: {ex:?}");
+    // without: the first try is one PUT of it all, refused
+    proxy.state().reset();
+    run(None, "p/none", &|p: &FaultProxy| faults(p, Fault::TooLarge) >= 1);
+    let ex = proxy.exchanges();
+    assert!(
+        ex.iter().any(|e| e.method == "PUT" && e.path.contains(&layer)),
+        "no single PUT without the profile: {ex:?}"
+    );
+}
