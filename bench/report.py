@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -21,6 +22,10 @@ TITLES = {
     "containerd-content": "Into containerd's content store only (no unpack)",
     "model-push": "Pack a model directory into the registry, no store (vs one curl PUT)",
     "model-hf": "Pack hf:// from the test hub into the registry (vs curl GET then curl PUT)",
+    "wan-pull": "WAN (relay: 50 ms RTT, 2 MiB in flight per connection, 1 Gbit/s): pull one large blob; "
+                "[limit] = bytes / link rate (one connection's rate for --lanes 1)",
+    "wan-resume": "WAN: pull resumed after kill -9 at 50% vs a fresh pull; [limit] = bytes left / link rate",
+    "wan-push": "WAN: push a 20-layer image (fresh registry each run); [limit] = bytes / link rate",
 }
 ORDER = list(TITLES)
 
@@ -170,6 +175,32 @@ def main():
                 util = v["cpu"] / max(v["median"], 1e-3)
                 check("compression uses both cores: %s %s" % (case, t), util >= 1.5,
                       "CPU/wall %.2f (>= 1.5 counts as both cores)" % util)
+    # issue 18 (bench/cases/wan.sh): the physical limit is in each tool's label ("limit X s")
+    def wan(case, prefix):
+        v = next(((t, v) for t, v in st.get(case, {}).items() if t.startswith(prefix) and v), None)
+        lim = re.search(r"limit ([0-9.]+) s", v[0]) if v else None
+        return (v[1]["median"], float(lim.group(1)) if lim else None) if v else (None, None)
+
+    lanes, link = wan("wan-pull", "hoist")
+    if lanes:
+        one, sk = wan("wan-pull", "one connection")[0], wan("wan-pull", "skopeo")[0]
+        check("wan-pull: >= 2.5x one connection", one and one >= 2.5 * lanes,
+              "%.2fx (lanes %.2f s, --lanes 1 %.2f s)" % (one / lanes, lanes, one) if one else "")
+        check("wan-pull: >= 2.5x skopeo", sk and sk >= 2.5 * lanes,
+              "%.2fx (skopeo %.2f s)" % (sk / lanes, sk) if sk else "")
+        check("wan-pull: >= 80% of the link", link and link / lanes >= 0.8,
+              "%.0f%% (%.2f s, limit %.1f s)" % (100 * link / lanes, lanes, link) if link else "")
+    push, link = wan("wan-push", "hoist")
+    if push:
+        sk, reg = wan("wan-push", "skopeo")[0], wan("wan-push", "registry ceiling")[0]
+        check("wan-push: faster than skopeo", sk and push < sk, "hoist %.2f s, skopeo %.2f s" % (push, sk) if sk else "")
+        check("wan-push: >= 80% of the link", link and link / push >= 0.8,
+              "%.0f%% (%.2f s, limit %.1f s%s)" % (100 * link / push, push, link,
+                                                  "; the registry alone, no relay: %.2f s" % reg if reg else "")
+              if link else "")
+    res, fresh = wan("wan-resume", "hoist")[0], wan("wan-resume", "fresh")[0]
+    if res and fresh:
+        check("wan-resume: <= 0.6x a fresh pull", res <= 0.6 * fresh, "%.2fx (%.2f s vs %.2f s)" % (res / fresh, res, fresh))
     L.append("## Targets\n")
     L.append("| target | status | measured |\n| --- | --- | --- |")
     for name, status, detail in targets:

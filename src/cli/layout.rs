@@ -20,7 +20,8 @@ pub(crate) enum LayoutCmd {
         /// The layout directory.
         dir: PathBuf,
     },
-    /// Delete blobs no index entry reaches, and stale temp files.
+    /// Delete blobs no index entry reaches, stale temp files, and partial downloads and push
+    /// sessions untouched for a week (never one a running transfer holds).
     #[command(after_help = "Examples:\n  hoist layout gc --dry-run ./layout\n  hoist layout gc ./layout")]
     Gc {
         /// The layout directory.
@@ -59,7 +60,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
             if ctx.settings.json() {
                 outln!(
                     "{}",
-                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "tempBytes": report.temp_bytes, "dryRun": dry_run})
+                    serde_json::json!({"removed": report.removed.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "bytes": report.bytes, "tempFiles": report.temp_files, "tempBytes": report.temp_bytes, "partialFiles": report.partial_files, "partialBytes": report.partial_bytes, "uploadSessions": report.upload_sessions, "dryRun": dry_run})
                 );
             } else {
                 for d in &report.removed {
@@ -73,6 +74,14 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LayoutCmd) -> Result<i32> {
                 report.temp_files,
                 human(report.temp_bytes)
             ));
+            if report.partial_files + report.upload_sessions > 0 {
+                ctx.progress.line(&format!(
+                    "{verb} {} stale partial download file(s), {}, and {} stale push session(s)",
+                    report.partial_files,
+                    human(report.partial_bytes),
+                    report.upload_sessions
+                ));
+            }
             Ok(exit::OK)
         }
     }

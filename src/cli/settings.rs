@@ -82,7 +82,8 @@ pub(crate) struct Global {
     /// Seconds the whole command may take; past them it stops with an error (exit 1).
     #[arg(long, global = true, value_name = "SECONDS")]
     pub timeout: Option<u64>,
-    /// Offer HTTP/2 to TLS registries (default: HTTP/1.1, a connection per blob in flight).
+    /// Offer HTTP/2 to TLS registries for manifests, tokens and checks (default: HTTP/1.1);
+    /// blob bodies (lanes, uploads) keep a connection each, over HTTP/1.1.
     #[arg(long, global = true)]
     pub http2: bool,
     /// Parallel ranged requests (each its own connection) for one large blob pulled from a

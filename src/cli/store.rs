@@ -187,7 +187,8 @@ pub(crate) enum StoreCmd {
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
     },
-    /// Remove untagged roots older than --older-than, then every blob nothing uses.
+    /// Remove untagged roots older than --older-than, then every blob nothing uses (and partial
+    /// downloads and push sessions untouched for a week).
     #[command(after_help = "Examples:\n  hoist store prune\n  hoist store prune --older-than 0s --dry-run")]
     Prune {
         /// Age of an untagged root to remove: 30s, 15m, 24h, 7d (default 24h).
@@ -367,7 +368,7 @@ pub(crate) async fn run_store(ctx: &Ctx, cmd: StoreCmd) -> Result<i32> {
             if ctx.json() {
                 outln!(
                     "{}",
-                    serde_json::json!({"roots": roots.iter().map(|d| d.digest.to_string()).collect::<Vec<_>>(), "blobsRemoved": report.removed.len(), "bytes": report.bytes, "dryRun": dry_run})
+                    serde_json::json!({"roots": roots.iter().map(|d| d.digest.to_string()).collect::<Vec<_>>(), "blobsRemoved": report.removed.len(), "bytes": report.bytes, "partialFiles": report.partial_files, "partialBytes": report.partial_bytes, "uploadSessions": report.upload_sessions, "dryRun": dry_run})
                 );
             } else {
                 for d in &roots {
@@ -380,6 +381,14 @@ pub(crate) async fn run_store(ctx: &Ctx, cmd: StoreCmd) -> Result<i32> {
                 report.removed.len(),
                 super::progress::human(report.bytes)
             ));
+            if report.partial_files + report.upload_sessions > 0 {
+                ctx.progress.line(&format!(
+                    "{verb} {} stale partial download file(s), {}, and {} stale push session(s)",
+                    report.partial_files,
+                    super::progress::human(report.partial_bytes),
+                    report.upload_sessions
+                ));
+            }
             Ok(0)
         }
     }

@@ -163,6 +163,11 @@ struct Ctx<'a> {
     sem: Semaphore,
     /// Manifest fetches in flight (held for the fetch only, never while children copy).
     doc_sem: Semaphore,
+    /// Existence checks of blobs run ahead of the transfers (a HEAD at a registry): this
+    /// many at once, outside `sem`, so a transfer slot is not idle for the check's round
+    /// trip. `None` when the destination takes one blob at a time (archives): there the
+    /// check stays inside the transfer's slot.
+    check_sem: Option<Semaphore>,
     blobs: Mutex<HashMap<Digest, Cell<BlobOutcome>>>,
     docs: Mutex<HashMap<Digest, Cell<()>>>,
     counters: Counters,
@@ -247,6 +252,7 @@ async fn graph_many_exact(
         progress,
         sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
         doc_sem: Semaphore::new(opts.jobs.max(1)),
+        check_sem: dst.max_jobs().is_none().then(|| Semaphore::new(opts.jobs.max(1))),
         blobs: Mutex::new(HashMap::new()),
         docs: Mutex::new(HashMap::new()),
         counters: Counters::default(),
@@ -435,7 +441,14 @@ async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Re
 }
 
 async fn copy_children(ctx: &Ctx<'_>, children: &[Descriptor], parent_is_index: bool, depth: usize) -> Result<()> {
-    let futs = children.iter().map(|c| {
+    // Largest first where transfers run in parallel (transfer slots are handed out in this
+    // order): a big layer is not left to run alone on one connection at the end, and small
+    // blobs fill the gaps. One-at-a-time destinations (archives) keep the manifest's order.
+    let mut order: Vec<&Descriptor> = children.iter().collect();
+    if ctx.check_sem.is_some() {
+        order.sort_by_key(|c| std::cmp::Reverse(c.size));
+    }
+    let futs = order.into_iter().map(|c| {
         if media::is_document(&c.media_type)
             || (parent_is_index && c.media_type.ends_with("+json") && c.media_type.contains("manifest"))
         {
@@ -488,9 +501,23 @@ async fn copy_blob(ctx: &Ctx<'_>, desc: Descriptor) -> Result<()> {
     };
     let res = cell
         .get_or_init(|| async {
-            let _permit = ctx.sem.acquire().await.expect("semaphore open");
+            let checked = match &ctx.check_sem {
+                Some(check) => {
+                    let _check = check.acquire().await.expect("semaphore open");
+                    Some(ctx.dst.has_blob(&desc).await)
+                }
+                None => None,
+            };
+            let _permit = match checked {
+                Some(Ok(true)) | Some(Err(_)) => None,
+                _ => Some(ctx.sem.acquire().await.expect("semaphore open")),
+            };
             ctx.progress.start(&desc);
-            let outcome = match ctx.dst.has_blob(&desc).await {
+            let exists = match checked {
+                Some(r) => r,
+                None => ctx.dst.has_blob(&desc).await,
+            };
+            let outcome = match exists {
                 Ok(true) => Ok(BlobOutcome::Existed),
                 Ok(false) => ctx.dst.push_blob(&desc, ctx.src, ctx.progress).await,
                 Err(e) => Err(e),

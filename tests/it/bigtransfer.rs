@@ -429,3 +429,315 @@ fn profile_dockerhub_rate_limits_are_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ratelimit-remaining: 99;w=21600"), "-v does not show the rate limit: {err}");
 }
+
+/// Make `path` look untouched for `days` days.
+fn age_file(path: &Path, days: u64) {
+    let t = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+}
+
+/// `layout gc` and `store prune` remove partial downloads and push sessions untouched for a
+/// week, report their bytes, and keep fresh ones and one a running download holds locked.
+#[test]
+fn gc_removes_stale_partial_downloads_and_push_sessions() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("l");
+    std::fs::create_dir_all(&dir).unwrap();
+    image_layout(&dir, "v1", &[1000], 3);
+    let partial = dir.join(".hoist/partial");
+    let uploads = dir.join(".hoist/uploads");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::create_dir_all(&uploads).unwrap();
+    let file = |p: &Path, n: usize, days: u64| {
+        std::fs::write(p, vec![1u8; n]).unwrap();
+        age_file(p, days);
+    };
+    let (old, fresh, busy) = (
+        format!("sha256-{}", "a".repeat(64)),
+        format!("sha256-{}", "b".repeat(64)),
+        format!("sha256-{}", "c".repeat(64)),
+    );
+    file(&partial.join(format!("{old}.part")), 1000, 8);
+    file(&partial.join(format!("{old}.state")), 24, 8);
+    file(&partial.join(format!("{fresh}.part")), 500, 0);
+    file(&partial.join(format!("{fresh}.state")), 24, 8); // the .part is fresh: kept
+    file(&partial.join(format!("{busy}.part")), 700, 9);
+    let lock = std::fs::File::open(partial.join(format!("{busy}.part"))).unwrap();
+    lock.lock().unwrap(); // a running download holds its .part locked
+    file(&uploads.join("old.json"), 100, 8);
+    file(&uploads.join("new.json"), 100, 1);
+
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["--format", "json", "layout", "gc"];
+        args.extend_from_slice(extra);
+        args.push(dir.to_str().unwrap());
+        let out = hoist(args);
+        assert_ok("layout gc", &out);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (v, _) = gc(&["--dry-run"]);
+    assert_eq!(
+        (v["partialFiles"].as_u64(), v["partialBytes"].as_u64(), v["uploadSessions"].as_u64()),
+        (Some(2), Some(1024), Some(1)),
+        "{v}"
+    );
+    assert!(partial.join(format!("{old}.part")).exists(), "a dry run removed a partial download");
+    let (v, err) = gc(&[]);
+    assert_eq!(
+        (v["partialFiles"].as_u64(), v["partialBytes"].as_u64(), v["uploadSessions"].as_u64()),
+        (Some(2), Some(1024), Some(1)),
+        "{v}"
+    );
+    assert!(err.contains("2 stale partial download file(s), 1.0 KiB, and 1 stale push session(s)"), "{err}");
+    assert!(!partial.join(format!("{old}.part")).exists() && !partial.join(format!("{old}.state")).exists());
+    assert!(partial.join(format!("{fresh}.part")).exists() && partial.join(format!("{fresh}.state")).exists());
+    assert!(partial.join(format!("{busy}.part")).exists(), "gc removed a partial download in use");
+    assert!(!uploads.join("old.json").exists() && uploads.join("new.json").exists());
+    assert_ok("fsck", &hoist(["layout", "fsck", dir.to_str().unwrap()]));
+
+    // store prune runs the same gc: the locked one goes once its download is over
+    drop(lock);
+    let out = hoist(["--format", "json", "store", "prune", "--store", dir.to_str().unwrap()]);
+    assert_ok("store prune", &out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["partialFiles"].as_u64(), v["partialBytes"].as_u64()), (Some(1), Some(700)), "{v}");
+    assert!(!partial.join(format!("{busy}.part")).exists());
+}
+
+/// `hoist push` of the layout at `src` to `host/repo:v1` through a relay, chunked in 8 MiB.
+fn push_args(host: &str, src: &Path, repo: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec!["--insecure-registry".into(), host.into(), "-q".into()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(["push".into(), format!("{}:v1", src.display()), format!("{host}/{repo}:v1")]);
+    v
+}
+
+/// Start `args`, SIGKILL it once the relay carried `bytes` up; the bytes up at the kill.
+fn kill_push_at(relay: &Relay, args: &[String], bytes: u64) -> u64 {
+    let mut child = spawn_hoist(args);
+    let reached = wait_for(Duration::from_secs(60), || relay.stats().snapshot().0 >= bytes);
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(reached, "the push never got to {bytes} bytes");
+    relay.stats().snapshot().0
+}
+
+/// kill -9 in the middle of a 256 MiB one-blob chunked push to the real distribution 2.8.2
+/// (only a counting relay in between, no buffering): distribution loses the session. Its
+/// offset lives in the HMAC-signed `_state` of the last Location it handed out, and a PATCH
+/// cut mid-body (or one whose answer the killed client never read) leaves more bytes in its
+/// upload file than that state says; every later request on the session is refused with
+/// `BLOB_UPLOAD_INVALID` and the upload is cancelled (its log: "upload resumed at wrong
+/// offest"). hoist then starts that blob once more in a new session: at most the blob again
+/// is sent, the push ends right, and no session is left behind.
+#[test]
+fn push_killed_mid_patch_on_distribution_starts_the_blob_again() {
+    let reg = TestRegistry::plain();
+    let size = 256 * MIB;
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[size], 18);
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", reg.port()).parse().unwrap(),
+        RelayConfig { delay: Duration::from_millis(1), window: 0, rate: 128 << 20 },
+    )
+    .unwrap();
+    let args = push_args(&relay.host(), src.path(), "big/dist", &["--upload", "chunked", "--chunk-size-mib", "8"]);
+    let first = kill_push_at(&relay, &args, size as u64 / 2);
+    assert!(first < size as u64, "the first run finished ({first} bytes) before the kill");
+    assert_eq!(std::fs::read_dir(src.path().join(".hoist/uploads")).unwrap().count(), 1, "no upload session kept");
+    std::thread::sleep(Duration::from_millis(500)); // the registry finishes the cut request
+    assert_ok("re-run", &hoist(&args));
+    assert_eq!(registry_manifest_digest(&reg, "big/dist:v1"), digest);
+    let total = relay.stats().snapshot().0;
+    let log = reg.log();
+    let lost = log.contains("upload resumed at wrong offest");
+    eprintln!("distribution push: {first} bytes before the kill, {total} in all for {size}; session lost: {lost}");
+    if lost {
+        // the evidence: distribution refused the kept session and cancelled the upload
+        let refused =
+            reg.requests().iter().any(|r| r.method == "GET" && r.path.contains("/blobs/uploads/") && r.status == 404);
+        assert!(refused, "the kept session was not asked for and refused");
+        assert!(
+            total <= first + size as u64 + (size as u64 / 50),
+            "{total} bytes: the blob went up more than once more"
+        );
+    } else {
+        // killed between two chunks: the session survived and was continued
+        assert!(total as f64 <= size as f64 * 1.15, "{total} bytes sent for a {size}-byte blob");
+    }
+    assert_eq!(std::fs::read_dir(src.path().join(".hoist/uploads")).unwrap().count(), 0, "a finished session is kept");
+    assert_ok("fsck", &hoist(["layout", "fsck", src.path().to_str().unwrap()]));
+}
+
+/// kill -9 in the middle of a push of 32 layers (256 MiB) to the real distribution 2.8.2
+/// through a counting relay, then a re-run: the layers the registry has are not sent again
+/// and only the ones in flight at the kill start over, so at most 1.15x the image is sent in
+/// all; the pushed image is complete and right.
+#[test]
+fn push_of_many_layers_killed_mid_way_resends_only_the_layers_in_flight() {
+    let reg = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    let layers = vec![8 * MIB; 32];
+    let size: usize = layers.iter().sum();
+    let digest = image_layout(src.path(), "v1", &layers, 19);
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", reg.port()).parse().unwrap(),
+        RelayConfig { delay: Duration::from_millis(1), window: 0, rate: 128 << 20 },
+    )
+    .unwrap();
+    let args = push_args(&relay.host(), src.path(), "big/many", &[]);
+    let first = kill_push_at(&relay, &args, size as u64 / 2);
+    assert!(first < size as u64, "the first run finished ({first} bytes) before the kill");
+    assert_ok("re-run", &hoist(&args));
+    assert_eq!(registry_manifest_digest(&reg, "big/many:v1"), digest);
+    let total = relay.stats().snapshot().0;
+    eprintln!("many-layer push: {first} bytes before the kill, {total} in all for {size}");
+    assert!(total as f64 <= size as f64 * 1.15, "{total} bytes sent for a {size}-byte image");
+    assert_ok("fsck", &hoist(["layout", "fsck", src.path().to_str().unwrap()]));
+}
+
+/// With `--http2` the lanes of a ranged pull still get a connection each (over HTTP/1.1):
+/// over one h2 connection they would share one window. Manifests go over h2.
+#[test]
+fn http2_lanes_get_connections_of_their_own() {
+    let reg = TestRegistry::start(hoist_testkit::registry::RegistryOpts::tls());
+    let ca = reg.ca_pem_path();
+    let ca = ca.to_str().unwrap();
+    let size = 40 * MIB;
+    let src = tempfile::tempdir().unwrap();
+    let digest = image_layout(src.path(), "v1", &[size], 20);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.path().join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let target = format!("{}/big/h2:v1", reg.host());
+    assert_ok("push", &hoist(["--ca-file", ca, "-q", "push", &format!("{}:v1", src.path().display()), &target]));
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", reg.port()).parse().unwrap(),
+        RelayConfig { delay: Duration::from_millis(5), window: 0, rate: 0 },
+    )
+    .unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let dst = dst.path().join("out");
+    let out = hoist([
+        "--ca-file",
+        ca,
+        "-q",
+        "--http2",
+        "--lanes",
+        "4",
+        "pull",
+        &format!("{}/big/h2:v1", relay.host()),
+        &format!("{}:v1", dst.display()),
+    ]);
+    assert_ok("pull --http2", &out);
+    assert_pulled(&dst, &layer);
+    let connections = relay.stats().snapshot().2;
+    let reqs = reg.requests();
+    let ranged: Vec<_> = reqs.iter().filter(|r| r.method == "GET" && r.path.contains(&layer)).collect();
+    eprintln!(
+        "http2 pull: {connections} connections; blob GETs {:?}",
+        ranged.iter().map(|r| &r.proto).collect::<Vec<_>>()
+    );
+    assert!(ranged.len() >= 4, "not pulled in lanes: {ranged:?}");
+    assert!(ranged.iter().all(|r| r.proto == "HTTP/1.1"), "a lane went over h2: {ranged:?}");
+    assert!(
+        reqs.iter().any(|r| r.path.contains("/manifests/") && r.proto == "HTTP/2.0"),
+        "manifests did not go over h2: {reqs:?}"
+    );
+    assert!(connections >= 5, "{connections} connections for 4 lanes and the h2 one");
+}
+
+/// An OCI archive at `path` holding one image whose only layer is `size` zero bytes: a hole in
+/// a sparse file, so a blob over Quay's 20 GB limit costs no disk. The layer's digest is made
+/// up (the push is stopped long before its end); an archive has no state dir, so the upload
+/// mode is what the profile says (a layout's blobs over 1 GiB go up in chunks anyway).
+fn sparse_archive(path: &Path, size: u64) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let layer = format!("sha256:{}", "5".repeat(64));
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let config_digest = digest_of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+    }))
+    .unwrap();
+    let manifest_digest = digest_of(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+            "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}],
+    }))
+    .unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    let member = |f: &mut std::fs::File, name: &str, len: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(len);
+        h.set_mode(0o644);
+        h.set_cksum();
+        f.write_all(h.as_bytes()).unwrap();
+    };
+    let pad = |f: &mut std::fs::File, len: u64| {
+        f.write_all(&vec![0u8; (len.next_multiple_of(512) - len) as usize]).unwrap();
+    };
+    for (name, data) in [
+        ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        ("index.json".to_string(), index),
+        (format!("blobs/sha256/{}", &manifest_digest[7..]), manifest),
+        (format!("blobs/sha256/{}", &config_digest[7..]), config),
+    ] {
+        member(&mut f, &name, data.len() as u64);
+        f.write_all(&data).unwrap();
+        pad(&mut f, data.len() as u64);
+    }
+    member(&mut f, &format!("blobs/sha256/{}", &layer[7..]), size);
+    let end = f.stream_position().unwrap() + size.next_multiple_of(512) + 1024;
+    f.set_len(end).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    layer[7..].to_string()
+}
+
+/// Quay refuses single PUTs over 20 GB (the proxy plays it: 413 by Content-Length): with its
+/// profile a 20 GB + 1 blob goes up in PATCH chunks from the first request, and no PUT of it
+/// is tried; without, the first request is that PUT, refused. Both pushes are stopped (SIGKILL)
+/// as soon as that is seen: nothing near 20 GB is sent.
+#[test]
+fn profile_quay_single_put_limit() {
+    use hoist_testkit::proxy::Fault;
+    let reg = TestRegistry::plain();
+    let t = tempfile::tempdir().unwrap();
+    let archive = t.path().join("big.tar");
+    let layer = sparse_archive(&archive, 20_000_000_001);
+    let proxy = FaultProxy::start(&reg.url(), vec![Rule::new().method("PUT").max_body(20_000_000_000)]).unwrap();
+    let run = |profile: Option<&str>, repo: &str, seen: &dyn Fn(&FaultProxy) -> bool| {
+        let mut cmd = hoist_cmd();
+        cmd.env_remove("HOIST_REGISTRY_PROFILE");
+        if let Some(p) = profile {
+            cmd.env("HOIST_REGISTRY_PROFILE", format!("{}={p}", proxy.host()));
+        }
+        cmd.args(["--insecure-registry", &proxy.host(), "-q", "push"]);
+        cmd.args([format!("oci-archive:{}:v1", archive.display()), format!("{}/{repo}:v1", proxy.host())]);
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let ok = wait_for(Duration::from_secs(60), || seen(&proxy));
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        assert!(ok, "{repo}: never saw the upload start: {:?}", proxy.exchanges());
+    };
+    // with the profile: a PATCH carries the layer's first chunk; no 413, no PUT of the layer
+    let patched = |p: &FaultProxy| p.exchanges().iter().any(|e| e.method == "PATCH" && e.path.contains("/p/quay/"));
+    run(Some("quay"), "p/quay", &patched);
+    let ex = proxy.exchanges();
+    assert_eq!(faults(&proxy, Fault::TooLarge), 0, "{ex:?}");
+    assert!(!ex.iter().any(|e| e.method == "PUT" && e.path.contains(&layer)), "a single PUT was tried: {ex:?}");
+    // without: the first try is one PUT of it all, refused
+    proxy.state().reset();
+    run(None, "p/none", &|p: &FaultProxy| faults(p, Fault::TooLarge) >= 1);
+    let ex = proxy.exchanges();
+    assert!(
+        ex.iter().any(|e| e.method == "PUT" && e.path.contains(&layer)),
+        "no single PUT without the profile: {ex:?}"
+    );
+}

@@ -10,6 +10,7 @@ mod writer;
 
 use crate::transport::public_temp;
 pub use crate::transport::roots::{resolve_in_entries, tag_of_ref_name, RootIndex};
+pub use partial::STALE_TRANSFER_AGE;
 pub use writer::BlobWriter;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -318,7 +319,8 @@ impl Layout {
         Ok(out)
     }
 
-    /// Remove unreferenced blobs and stale temp files. Waits for running writers.
+    /// Remove unreferenced blobs, stale temp files, and partial downloads and push sessions
+    /// untouched for [`STALE_TRANSFER_AGE`]. Waits for running writers.
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
         self.strict_index()?;
         // A dry run writes nothing, not even the lock file: it locks only one that exists.
@@ -362,6 +364,10 @@ impl Layout {
                 }
             }
         }
+        let stale = partial::gc_stale(&self.root, partial::STALE_TRANSFER_AGE, dry_run)?;
+        report.partial_files = stale.partial_files;
+        report.partial_bytes = stale.partial_bytes;
+        report.upload_sessions = stale.upload_sessions;
         Ok(report)
     }
 }
@@ -377,6 +383,13 @@ pub struct GcReport {
     pub temp_files: usize,
     /// Their total size.
     pub temp_bytes: u64,
+    /// Files of partial downloads (`.hoist/partial`) untouched for the layout's stale
+    /// transfer age ([`STALE_TRANSFER_AGE`], a week) and not in use by a running download.
+    pub partial_files: usize,
+    /// Their total size.
+    pub partial_bytes: u64,
+    /// Push sessions (`.hoist/uploads`) untouched for that long.
+    pub upload_sessions: usize,
 }
 
 fn empty_index() -> String {

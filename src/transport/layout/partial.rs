@@ -17,7 +17,9 @@
 //! digest check then fails and the next run starts over).
 //!
 //! A second process pulling the same blob into the same layout finds the partial file locked
-//! and downloads into a temp file of its own. Partial files are not removed by `gc`.
+//! and downloads into a temp file of its own. `gc` removes partial downloads (and the push
+//! sessions of `.hoist/uploads`) untouched for [`STALE_TRANSFER_AGE`], never one a running
+//! download holds locked: see [`gc_stale`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -39,6 +41,14 @@ use crate::transport::{unwrap_io_error, BlobStream, Progress, RangeRead, Source}
 
 /// Where partial blobs live, below the layout root.
 pub(crate) const PARTIAL_DIR: &str = ".hoist/partial";
+/// Where push sessions are kept between runs (the registry's upload `SessionFile`s, under the
+/// source's `state_dir`), below the layout root.
+pub(crate) const UPLOADS_DIR: &str = ".hoist/uploads";
+/// Partial downloads and push sessions untouched for this long are stale and `gc` removes
+/// them: a week, as distribution purges its own upload sessions after 168 h by default (a
+/// session older than that is gone at the registry anyway). A running transfer rewrites its
+/// state at least every few seconds.
+pub const STALE_TRANSFER_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Bytes per chunk (one ranged request). At 50 ms RTT a lane spends one RTT between two
 /// chunks; 8 MiB keeps that under a fifth of a 40 MiB/s lane's time.
 pub(crate) const CHUNK: u64 = 8 << 20;
@@ -120,6 +130,77 @@ pub(crate) fn discard(layout: &Layout, desc: &Descriptor) {
         let _ = std::fs::remove_file(&p.state);
         let _ = std::fs::remove_file(&p.data);
     }
+}
+
+/// What [`gc_stale`] removed (or, in a dry run, would remove).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StaleTransfers {
+    /// Files of partial downloads (`.part` and `.state`).
+    pub partial_files: usize,
+    /// Their size.
+    pub partial_bytes: u64,
+    /// Push sessions (`.hoist/uploads/*.json`, and temp files beside them).
+    pub upload_sessions: usize,
+}
+
+/// How long ago `m` was modified (0 when in the future or unknown).
+fn age(m: &std::fs::Metadata) -> Duration {
+    m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or(Duration::ZERO)
+}
+
+/// Remove partial downloads and push sessions below `root` untouched for `max_age`. A partial
+/// download whose `.part` a running download holds locked is kept whatever its age; only
+/// regular files are looked at (a symlinked directory is not followed).
+pub(crate) fn gc_stale(root: &Path, max_age: Duration, dry_run: bool) -> Result<StaleTransfers> {
+    let mut report = StaleTransfers::default();
+    if safe::dir_exists(root, PARTIAL_DIR)? {
+        let dir = root.join(PARTIAL_DIR);
+        // one entry per blob: `<alg>-<hex>` -> its files
+        let mut blobs: BTreeMap<String, Vec<(PathBuf, std::fs::Metadata)>> = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).at(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(stem) = name.strip_suffix(".part").or_else(|| name.strip_suffix(".state")) else {
+                continue;
+            };
+            if let Ok(m) = std::fs::symlink_metadata(e.path()) {
+                if m.is_file() {
+                    blobs.entry(stem.to_string()).or_default().push((e.path(), m));
+                }
+            }
+        }
+        for (stem, files) in blobs {
+            if files.iter().any(|(_, m)| age(m) < max_age) {
+                continue;
+            }
+            let data = dir.join(format!("{stem}.part"));
+            if let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&data) {
+                if f.try_lock().is_err() {
+                    tracing::debug!(path = %data.display(), "partial download in use; kept");
+                    continue;
+                }
+            }
+            for (path, m) in files {
+                report.partial_files += 1;
+                report.partial_bytes += m.len();
+                if !dry_run {
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+    }
+    if safe::dir_exists(root, UPLOADS_DIR)? {
+        let dir = root.join(UPLOADS_DIR);
+        for e in std::fs::read_dir(&dir).at(&dir)?.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+            if m.is_file() && age(&m) >= max_age {
+                report.upload_sessions += 1;
+                if !dry_run {
+                    std::fs::remove_file(e.path()).at(e.path())?;
+                }
+            }
+        }
+    }
+    Ok(report)
 }
 
 fn load_state(path: &Path, desc: &Descriptor, file_len: u64) -> Option<State> {

@@ -179,7 +179,7 @@ impl Download {
         let path = self.path.as_str();
         let resp = self
             .repo
-            .request(Method::GET, path, false, &|r| match &range {
+            .request_blob(Method::GET, path, &|r| match &range {
                 Some(v) => r.header(RANGE, v.as_str()),
                 None => r,
             })

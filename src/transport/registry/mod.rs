@@ -363,6 +363,23 @@ impl Repository {
         let m = method.clone();
         self.client.send(&host, &scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
     }
+
+    /// [`Repository::request`] for a blob body (see [`tls::Clients::blob_request`]: a
+    /// connection of its own, also with `--http2`).
+    async fn request_blob(
+        &self,
+        method: Method,
+        path: &str,
+        configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+    ) -> Result<reqwest::Response> {
+        let host = self.host().await?;
+        let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
+        let http = &self.client.http;
+        let m = method.clone();
+        self.client
+            .send(&host, &self.scopes_pull(), &method, path, &|| configure(http.blob_request(m.clone(), &url)))
+            .await
+    }
 }
 
 #[async_trait]

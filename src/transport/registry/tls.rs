@@ -320,7 +320,19 @@ impl ServerCertVerifier for NoVerifier {
 #[derive(Clone)]
 struct Entry {
     client: reqwest::Client,
+    /// For blob bodies (ranged lanes, uploads): HTTP/1.1 always, so each transfer in flight
+    /// has a TCP connection (and window) of its own; the same client as `client` unless
+    /// `--http2`, whose streams would all share one connection.
+    blob: reqwest::Client,
     has_identity: bool,
+}
+
+impl Entry {
+    fn build(opts: &RegistryOptions, t: &HostTls, proxy: &ProxyEnv) -> Result<Entry> {
+        let client = build_client(opts, t, proxy, opts.http2)?;
+        let blob = if opts.http2 { build_client(opts, t, proxy, false)? } else { client.clone() };
+        Ok(Entry { client, blob, has_identity: t.identity.is_some() })
+    }
 }
 
 /// The reqwest clients of a registry [`super::Client`]: one per `host[:port]` it talks to,
@@ -329,8 +341,8 @@ struct Entry {
 pub struct Clients {
     opts: RegistryOptions,
     proxy: ProxyEnv,
-    /// The client for URLs of hosts whose own client cannot be built (global CAs only).
-    fallback: reqwest::Client,
+    /// The clients for URLs of hosts whose own client cannot be built (global CAs only).
+    fallback: Entry,
     by_host: Mutex<HashMap<String, Entry>>,
 }
 
@@ -367,7 +379,7 @@ impl Clients {
     pub(super) fn new(opts: &RegistryOptions) -> Result<Clients> {
         let proxy = ProxyEnv::from_env();
         let t = host_tls(opts, None, opts.tls_verify)?;
-        let fallback = build_client(opts, &t, &proxy)?;
+        let fallback = Entry::build(opts, &t, &proxy)?;
         Ok(Clients { opts: opts.clone(), proxy, fallback, by_host: Mutex::new(HashMap::new()) })
     }
 
@@ -379,7 +391,7 @@ impl Clients {
             return Ok(());
         }
         let t = host_tls(&self.opts, Some(registry), verify)?;
-        let entry = Entry { client: build_client(&self.opts, &t, &self.proxy)?, has_identity: t.identity.is_some() };
+        let entry = Entry::build(&self.opts, &t, &self.proxy)?;
         if let Ok(mut m) = self.by_host.lock() {
             for k in keys {
                 m.entry(k).or_insert_with(|| entry.clone());
@@ -399,25 +411,36 @@ impl Clients {
     }
 
     fn for_url(&self, url: &str) -> reqwest::Client {
+        self.entry_for(url).client
+    }
+
+    fn entry_for(&self, url: &str) -> Entry {
         let Some((key, dir)) = url_key(url) else { return self.fallback.clone() };
         if let Some(e) = self.by_host.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return e.client;
+            return e;
         }
         // A host the client did not ping (a token realm, a redirect): its certs.d too.
-        match host_tls(&self.opts, Some(&dir), self.opts.tls_verify).and_then(|t| {
-            Ok(Entry { client: build_client(&self.opts, &t, &self.proxy)?, has_identity: t.identity.is_some() })
-        }) {
+        match host_tls(&self.opts, Some(&dir), self.opts.tls_verify)
+            .and_then(|t| Entry::build(&self.opts, &t, &self.proxy))
+        {
             Ok(e) => {
                 if let Ok(mut m) = self.by_host.lock() {
                     m.entry(key).or_insert(e.clone());
                 }
-                e.client
+                e
             }
             Err(err) => {
                 tracing::warn!(host = %key, error = %err, "TLS settings unusable; using the global ones");
                 self.fallback.clone()
             }
         }
+    }
+
+    /// A request carrying a blob body (a ranged lane, a blob GET, an upload's PUT or
+    /// PATCH): over HTTP/1.1 even with `--http2`, so that every blob transfer in flight
+    /// gets a connection of its own instead of sharing one h2 connection's window.
+    pub fn blob_request<U: IntoUrl + AsRef<str>>(&self, method: Method, url: U) -> RequestBuilder {
+        self.entry_for(url.as_ref()).blob.request(method, url)
     }
 
     /// `reqwest::Client::request` on the client of `url`'s host.
@@ -448,9 +471,9 @@ impl Clients {
 
 /// The reqwest client for one host: rustls with `t`, the proxy settings, HTTP/1.1 unless
 /// asked for h2.
-fn build_client(opts: &RegistryOptions, t: &HostTls, proxy: &ProxyEnv) -> Result<reqwest::Client> {
+fn build_client(opts: &RegistryOptions, t: &HostTls, proxy: &ProxyEnv, http2: bool) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
-        .use_preconfigured_tls(client_config(t, opts.http2)?)
+        .use_preconfigured_tls(client_config(t, http2)?)
         .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(opts.read_timeout)
@@ -466,7 +489,8 @@ fn build_client(opts: &RegistryOptions, t: &HostTls, proxy: &ProxyEnv) -> Result
     // hyper's flow-control windows (2 MiB a stream, 5 MiB in all: at 50 ms RTT, 100 MB/s
     // for everything), and against distribution over TLS a 1 GiB pull took 3.4 s on h2
     // and 2.4 s on HTTP/1.1 (bench/NOTES.md).
-    b = if opts.http2 { b.http2_adaptive_window(true) } else { b.http1_only() };
+    // With `--http2`, blob bodies still go over HTTP/1.1 (`Entry::blob`).
+    b = if http2 { b.http2_adaptive_window(true) } else { b.http1_only() };
     b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))
 }
 

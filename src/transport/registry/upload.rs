@@ -282,7 +282,7 @@ impl Repository {
         let mut req = self
             .client
             .http
-            .put(Self::with_digest(url, &desc.digest))
+            .blob_request(Method::PUT, Self::with_digest(url, &desc.digest))
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, desc.size)
             .body(body);
@@ -393,7 +393,7 @@ impl Repository {
             let mut req = self
                 .client
                 .http
-                .patch(url.clone())
+                .blob_request(Method::PATCH, url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, len)
                 .header(CONTENT_RANGE, format!("{}-{}", offset, end.saturating_sub(1)))
@@ -584,7 +584,12 @@ const MAX_SESSION_FILE: u64 = 64 << 10;
 /// keeps chunks atomic (ECR's chunks are S3 parts) still has the session at the last whole
 /// chunk, and the next run continues there; distribution 2.8.2 keeps the cut chunk's bytes,
 /// which breaks its signed `_state`, so the next run's `GET` of the session fails and the
-/// blob starts again in a new session.
+/// blob starts again in a new session. That is distribution's design, not something a client
+/// can avoid: its upload dispatcher compares the upload file's size with the `_state` offset
+/// on every request and cancels the upload when they differ ("upload resumed at wrong
+/// offest"), and a kill leaves a PATCH cut or its answer unread. The test
+/// `bigtransfer::push_killed_mid_patch_on_distribution_starts_the_blob_again` shows it against
+/// the real registry; what a killed push there sends again is the blobs in flight.
 pub(super) struct SessionFile {
     path: std::path::PathBuf,
     saved: SavedSession,
