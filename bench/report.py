@@ -17,6 +17,8 @@ TITLES = {
     "copy": "Copy registry -> registry (other repository, same registry)",
     "push-tls": "Push over HTTPS, cold (distribution offers HTTP/2)",
     "pull-tls": "Pull over HTTPS",
+    "dockerfile-cold": "Dockerfile build, 3 stages, COPY of the small-files tree, 2 RUN: cold",
+    "dockerfile-cached": "Dockerfile build again, everything cached",
 }
 ORDER = list(TITLES)
 

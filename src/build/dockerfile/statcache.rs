@@ -31,7 +31,7 @@ pub const MAX_STAT_CACHE_BYTES: u64 = 256 << 20;
 /// Most entries written (beyond it, only the entries this build used are kept).
 pub const MAX_STAT_CACHE_ENTRIES: usize = 2_000_000;
 /// A file changed less than this before its stat was taken is hashed again next time.
-pub const RACY_MARGIN_NS: i128 = 250_000_000;
+pub const RACY_MARGIN_NS: i128 = 100_000_000;
 
 #[derive(Clone, PartialEq, Eq)]
 struct Stat {
