@@ -276,6 +276,22 @@ fn dockerfile_builds_match_buildah_and_run() {
         .output()
         .unwrap();
     assert_eq!(assert_success("runc run", &out).trim(), "hi the world");
+    // ... and under podman, from the OCI layout hoist wrote (explicit ulimits: this sandbox
+    // cannot raise them)
+    if hoist_testkit::tools::have("podman") {
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(t.join("podman-root"))
+            .arg("--runroot")
+            .arg(t.join("podman-run"))
+            .args(["--storage-driver", "vfs", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024"])
+            .args(["--ulimit", "nproc=1024:1024", &format!("oci:{}:latest", hl.display())])
+            .output()
+            .unwrap();
+        assert_eq!(assert_success("podman run", &out).trim(), "hi the world");
+    } else {
+        eprintln!("SKIP podman run: podman not found");
+    }
 
     // A second build with the cache runs nothing and gives the same image.
     let (again, log) = hoist_build(&t.join("store"), &ctx, &t.join("again"), &["--build-arg", "GREETING=hi"]);
