@@ -276,16 +276,33 @@ fn dockerfile_builds_match_buildah_and_run() {
         .output()
         .unwrap();
     assert_eq!(assert_success("runc run", &out).trim(), "hi the world");
-    // ... and under podman, from the OCI layout hoist wrote (explicit ulimits: this sandbox
-    // cannot raise them)
+    // ... and under podman: a cached build delivered with `--output type=podman` (explicit
+    // ulimits: this sandbox cannot raise them)
     if hoist_testkit::tools::have("podman") {
+        let ps = t.join("podman");
+        fs::create_dir_all(&ps).unwrap();
+        let conf = ps.join("storage.conf");
+        fs::write(
+            &conf,
+            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\n", ps.display()),
+        )
+        .unwrap();
+        let out = hoist_cmd()
+            .env("HOIST_STORE", t.join("store"))
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "--build-arg", "GREETING=hi", "-o", "type=podman,name=rich:v1", ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_success("hoist build -o type=podman", &out);
         let out = Command::new("podman")
             .arg("--root")
-            .arg(t.join("podman-root"))
+            .arg(ps.join("root"))
             .arg("--runroot")
-            .arg(t.join("podman-run"))
+            .arg(ps.join("run"))
+            .env("CONTAINERS_STORAGE_CONF", &conf)
             .args(["--storage-driver", "vfs", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024"])
-            .args(["--ulimit", "nproc=1024:1024", &format!("oci:{}:latest", hl.display())])
+            .args(["--ulimit", "nproc=1024:1024", "localhost/rich:v1"])
             .output()
             .unwrap();
         assert_eq!(assert_success("podman run", &out).trim(), "hi the world");
