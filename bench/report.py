@@ -26,6 +26,8 @@ TITLES = {
                 "[limit] = bytes / link rate (one connection's rate for --lanes 1)",
     "wan-resume": "WAN: pull resumed after kill -9 at 50% vs a fresh pull; [limit] = bytes left / link rate",
     "wan-push": "WAN: push a 20-layer image (fresh registry each run); [limit] = bytes / link rate",
+    "dockerfile-cold": "Dockerfile build, 3 stages, COPY of the small-files tree, 2 RUN: cold",
+    "dockerfile-cached": "Dockerfile build again, everything cached",
 }
 ORDER = list(TITLES)
 

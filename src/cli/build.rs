@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Args;
-use hoist::build::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver};
+use hoist::build::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver, Snapshotter};
 use hoist::build::{build_image, BaseImage, BuildFile, Compression};
 use hoist::error::{Error, Result};
 use hoist::model::descriptor::Descriptor;
@@ -40,6 +40,9 @@ pub(crate) struct BuildArgs {
     /// Dockerfile builds: do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// How RUN sees the stage's filesystem: auto (overlayfs, else a copy), overlay, copy.
+    #[arg(long, value_name = "auto|overlay|copy", env = "HOIST_SNAPSHOTTER", default_value = "auto")]
+    pub snapshotter: String,
     /// Tag in the store (overrides `tag`); its tag part also names unnamed layout/OCI outputs.
     #[arg(short, long)]
     pub tag: Option<String>,
@@ -135,6 +138,9 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         no_cache: args.no_cache,
         annotations: BTreeMap::new(),
         index_annotations: BTreeMap::new(),
+        snapshotter: Snapshotter::parse(&args.snapshotter).ok_or_else(|| {
+            Error::Usage(format!("--snapshotter {:?}: expected auto, overlay or copy", args.snapshotter))
+        })?,
     };
     let mut outputs = args.out.parse()?;
     let mut opts = opts;
@@ -144,12 +150,14 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     let log = |s: &str| ctx.progress.line(s);
     let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &log).await?;
     ctx.progress.line(&format!(
-        "built {} ({}) in oci:{}: {} RUN executed, {} steps cached",
+        "built {} ({}) in oci:{}: {} RUN executed, {} steps cached, {} context files hashed ({} from the stat cache)",
         outcome.root.digest,
         outcome.root.media_type,
         store.root().display(),
         outcome.runs,
-        outcome.cached
+        outcome.cached,
+        outcome.hashed,
+        outcome.stat_hits
     ));
     deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
 }

@@ -272,6 +272,39 @@ fn dockerfile_builds_match_buildah_and_run() {
         .output()
         .unwrap();
     assert_eq!(assert_success("runc run", &out).trim(), "hi the world");
+    // ... and under podman: a cached build delivered with `--output type=podman` (explicit
+    // ulimits: this sandbox cannot raise them)
+    if hoist_testkit::tools::have("podman") {
+        let ps = t.join("podman");
+        fs::create_dir_all(&ps).unwrap();
+        let conf = ps.join("storage.conf");
+        fs::write(
+            &conf,
+            format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\n", ps.display()),
+        )
+        .unwrap();
+        let out = hoist_cmd()
+            .env("HOIST_STORE", t.join("store"))
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "--build-arg", "GREETING=hi", "-o", "type=podman,name=rich:v1", ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_success("hoist build -o type=podman", &out);
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(ps.join("root"))
+            .arg("--runroot")
+            .arg(ps.join("run"))
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .args(["--storage-driver", "vfs", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=1024:1024"])
+            .args(["--ulimit", "nproc=1024:1024", "localhost/rich:v1"])
+            .output()
+            .unwrap();
+        assert_eq!(assert_success("podman run", &out).trim(), "hi the world");
+    } else {
+        eprintln!("SKIP podman run: podman not found");
+    }
 
     // A second build with the cache runs nothing and gives the same image.
     let (again, log) = hoist_build(&t.join("store"), &ctx, &t.join("again"), &["--build-arg", "GREETING=hi"]);
@@ -425,4 +458,155 @@ fn multi_platform_without_run_and_foreign_run_refused() {
     assert!(
         !t.join("store2/blobs").exists() || fs::read_dir(t.join("store2/blobs/sha256")).map_or(0, |d| d.count()) == 0
     );
+}
+
+/// The stat cache's racy-clean rule (src/build/dockerfile/statcache.rs): a file changed less
+/// than 100 ms before its stat is hashed again next time. Test contexts are written just
+/// before the build, so they are first made older than that.
+fn age_past_racy_margin() {
+    std::thread::sleep(std::time::Duration::from_millis(150));
+}
+
+/// `N context files hashed (M from the stat cache)` of a build's summary line.
+fn hashed_counts(log: &str) -> (usize, usize) {
+    let line = log.lines().find(|l| l.contains("context files hashed")).unwrap_or_else(|| panic!("{log}"));
+    let num_before = |pat: &str| -> usize {
+        let head = &line[..line.find(pat).unwrap_or_else(|| panic!("{line}"))];
+        head.trim_end().rsplit(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    (num_before(" context files hashed"), num_before(" from the stat cache"))
+}
+
+/// A second build of an unchanged context reads no file contents (every digest from the stat
+/// cache) and a COPY --from is cached without mounting or hashing its source; a rewrite that
+/// keeps size and mtime is still seen (ctime moved) and rebuilds only that COPY.
+#[test]
+fn cached_build_hashes_nothing_and_sees_same_size_rewrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    for i in 0..200 {
+        let d = ctx.join(format!("tree/d{}", i % 10));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    fs::write(ctx.join("one"), "aaaa").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS data\nCOPY tree/ /data/\nFROM scratch\nCOPY --from=data /data /data\nCOPY one /one\n",
+    )
+    .unwrap();
+    age_past_racy_margin();
+    // the copied snapshot: COPY --from needs no overlay mount (nor root) on a cache miss
+    let build = |dest: &str, extra: &[&str]| {
+        let o = format!("type=oci,dest={},tar=false", t.join(dest).display());
+        let mut a = vec!["build", "--snapshotter", "copy", "-t", "img:latest", "--output", &o];
+        a.extend(extra);
+        a.push(ctx.to_str().unwrap());
+        let out = hoist_in(&t.join("store"), &a);
+        let digest = assert_success("hoist build", &out).trim().to_string();
+        (digest, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, log) = build("o1", &[]);
+    assert_eq!(hashed_counts(&log), (201, 0), "{log}");
+    let (second, log) = build("o2", &[]);
+    assert_eq!(second, first);
+    assert_eq!(hashed_counts(&log), (0, 201), "{log}");
+    assert!(log.contains("3 steps cached"), "{log}");
+    // same size, same mtime, other content
+    let f = ctx.join("one");
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    fs::write(&f, "bbbb").unwrap();
+    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let (third, log) = build("o3", &[]);
+    assert_ne!(third, first, "the rewrite must be seen");
+    assert_eq!(hashed_counts(&log), (1, 200), "{log}");
+    assert!(log.contains("2 steps cached"), "{log}");
+    // and what it built is what a build without any cache builds
+    let (fresh, log) = build("o4", &["--no-cache"]);
+    assert_eq!(fresh, third);
+    assert_eq!(hashed_counts(&log), (201, 0), "{log}");
+}
+
+/// RUN that creates, modifies, deletes, chmods and replaces a directory gives the same
+/// layers on overlayfs and on a copied snapshot (a copy of the layers diffed afterwards).
+#[test]
+fn copied_snapshot_gives_the_layers_overlayfs_gives() {
+    hoist_testkit::require!("runc");
+    hoist_testkit::require!("umoci");
+    if !is_root() || !Path::new(BUSYBOX).is_file() {
+        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::create_dir_all(ctx.join("root/opt/d/sub")).unwrap();
+    fs::write(ctx.join("root/opt/d/sub/old"), "old").unwrap();
+    fs::write(ctx.join("root/opt/keep"), "keep").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS base\nCOPY root/ /\n\
+         RUN mkdir -p /new/deep && echo n > /new/deep/f && echo more >> /etc/passwd && rm /etc/group \
+         && rm -rf /home && chmod 700 /tmp && rm -rf /opt/d && mkdir /opt/d && echo y > /opt/d/y \
+         && ln -s /etc/passwd /new/link && touch /etc/hostname && chown 1000:50 /opt/keep\n\
+         RUN rm /new/deep/f && echo again > /etc/hostname\n\
+         FROM base\nCOPY --from=base /new /copied\nCMD [\"cat\", \"/etc/hostname\"]\n",
+    )
+    .unwrap();
+    let mut digests = Vec::new();
+    for snap in ["overlay", "copy"] {
+        let dest = t.join(format!("oci-{snap}"));
+        let o = format!("type=oci,dest={},tar=false", dest.display());
+        let out = hoist_cmd()
+            .env("HOIST_STORE", t.join(format!("store-{snap}")))
+            .env("HOIST_SNAPSHOTTER", snap)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "-t", "img:latest", "--output", &o, ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        digests.push(assert_success(&format!("hoist build ({snap})"), &out).trim().to_string());
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("2 RUN executed"), "{log}");
+        assert_eq!(log.contains("copied snapshot"), snap == "copy", "{log}");
+    }
+    assert_eq!(digests[0], digests[1], "overlay and copy snapshots must give the same image");
+    let root = unpack(&t.join("oci-copy"), &t.join("bundle")).join("rootfs");
+    assert!(!root.join("etc/group").exists() && !root.join("home").exists() && !root.join("opt/d/sub").exists());
+    assert_eq!(fs::read_to_string(root.join("opt/d/y")).unwrap(), "y\n");
+    assert_eq!(fs::read_to_string(root.join("etc/hostname")).unwrap(), "again\n");
+    assert!(!root.join("new/deep/f").exists() && root.join("copied/deep").is_dir());
+    assert_eq!(fs::metadata(root.join("tmp")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::metadata(root.join("opt/keep")).unwrap().uid(), 1000);
+}
+
+/// ONBUILD is recorded in the image config; a build FROM that image runs the triggers right
+/// after FROM (as BuildKit does) and does not pass them on.
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    hoist_testkit::require!("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (pctx, cctx) = (t.join("parent"), t.join("child"));
+    fs::create_dir_all(&pctx).unwrap();
+    fs::create_dir_all(&cctx).unwrap();
+    fs::write(pctx.join("a"), "a").unwrap();
+    fs::write(pctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\nONBUILD COPY b /b\nONBUILD LABEL child.built=yes\n")
+        .unwrap();
+    let parent = t.join("parent-oci");
+    hoist_build(&t.join("store"), &pctx, &parent, &[]);
+    let pc = config_of(&parent);
+    assert_eq!(pc["config"]["OnBuild"], serde_json::json!(["COPY b /b", "LABEL child.built=yes"]), "{pc}");
+    fs::write(cctx.join("b"), "b").unwrap();
+    fs::write(cctx.join("c"), "c").unwrap();
+    fs::write(cctx.join("Dockerfile"), format!("FROM oci:{}:latest\nCOPY c /c\n", parent.display())).unwrap();
+    let child = t.join("child-oci");
+    hoist_build(&t.join("store"), &cctx, &child, &[]);
+    let cc = config_of(&child);
+    assert_eq!(cc["config"]["Labels"]["child.built"], "yes", "{cc}");
+    assert!(cc["config"].get("OnBuild").is_none_or(|v| v.is_null()), "{cc}");
+    let root = unpack(&child, &t.join("bundle")).join("rootfs");
+    for f in ["a", "b", "c"] {
+        assert_eq!(fs::read_to_string(root.join(f)).unwrap(), f);
+    }
 }

@@ -17,8 +17,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::fs::{cache_root, ensure_unpacked_blocking, lookup, mount_overlay, read_small, Mounted};
+use super::fs::{
+    cache_root, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, Mounted, Snapshotter,
+};
 use super::parse::{err, parse, Args, Dockerfile, Instruction};
+use super::statcache::StatCache;
 use super::words::{word, words};
 use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
 use crate::build::image::{load_base, BaseImage};
@@ -117,6 +120,10 @@ pub(crate) struct Ctx<'a> {
     pub runs: usize,
     pub cached: usize,
     pub ignore: Arc<Vec<IgnoreRule>>,
+    /// The context directory, absolute.
+    pub context: PathBuf,
+    /// Content digests of context files by their stat.
+    pub stat: Arc<StatCache>,
 }
 
 pub(crate) fn hash(parts: &[&str]) -> String {
@@ -190,7 +197,10 @@ pub async fn build_dockerfile(
     }
     let epoch = opts.source_date_epoch.unwrap_or_else(source_date_epoch);
     let ignore = Arc::new(load_dockerignore(&opts.context)?);
-    let mut ctx = Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore };
+    let context = fs::canonicalize(&opts.context).at(&opts.context)?;
+    let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
+    let mut ctx =
+        Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore, context, stat };
     let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
     crate::build::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
@@ -220,7 +230,8 @@ pub async fn build_dockerfile(
         Some(t) => layout.set_tag(&root, t)?,
         None => layout.add_untagged(&root)?,
     }
-    Ok(BuildOutcome { root, runs: ctx.runs, cached: ctx.cached })
+    ctx.stat.save()?;
+    Ok(BuildOutcome { root, runs: ctx.runs, cached: ctx.cached, hashed: ctx.stat.hashed(), stat_hits: ctx.stat.hits() })
 }
 
 fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
@@ -480,6 +491,22 @@ async fn build_stage(
     st.name = name;
     st.platform = target_platform.clone();
     let label = st.name.clone().unwrap_or_else(|| s.to_string());
+    // The base's ONBUILD triggers run first, as in BuildKit; they are not passed on.
+    let triggers: Vec<String> = match st.config.config.extra.remove("OnBuild") {
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => vec![],
+    };
+    for t in triggers {
+        let file = format!("{} (ONBUILD of {image})", ctx.file);
+        for mut ins in parse(&t, &file)?.instructions {
+            if matches!(ins.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                return Err(err(&file, from.line, format!("ONBUILD {} is not allowed", ins.keyword)));
+            }
+            ctx.log.line(&format!("  ONBUILD {}", truncate(&t)));
+            ins.line = from.line;
+            step(ctx, plan, s, &mut st, &ins, gvars, done, resolver, &label).await?;
+        }
+    }
     for &i in &plan.stages[s][1..] {
         let ins = ctx.df.instructions[i].clone();
         step(ctx, plan, s, &mut st, &ins, gvars, done, resolver, &label).await?;
@@ -998,15 +1025,39 @@ async fn copy(
         Some(t)
     };
     let from = ins.flag("from").map(|f| word(f, &get, esc)).transpose().map_err(|e| ctx.e(ins, e))?;
-    let root = match &from {
-        None => SourceRoot { dir: ctx.opts.context.clone(), from_context: true, _mount: None, _tmp: None },
-        Some(f) => {
-            let other = match find_stage(plan, done, f, s) {
-                Some(o) => o.clone(),
-                None => image_stage(ctx, f, &st.platform, resolver).await?,
-            };
-            mount_stage(ctx.layout, &other).await?
+    let other = match &from {
+        None => None,
+        Some(f) => Some(match find_stage(plan, done, f, s) {
+            Some(o) => o.clone(),
+            None => image_stage(ctx, f, &st.platform, resolver).await?,
+        }),
+    };
+    // COPY --from: the source's layers (diff_ids) say what is read, so the cache key needs
+    // neither a mount nor a read of the files.
+    let from_key = match &other {
+        Some(o) if ins.heredocs.is_empty() => {
+            let ids: Vec<String> = o.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect();
+            let flags = format!("{chown:?}\0{chmod:?}\0{}", ins.flag("link").is_some());
+            Some(hash(&[&st.key, &ins.keyword, &args.join("\0"), &dest_word, &dest, &flags, &ids.join("\0")]))
         }
+        _ => None,
+    };
+    if let Some(key) = &from_key {
+        if let Some(blob) = ctx.cached_layer(key) {
+            ctx.cached += 1;
+            ctx.log.line(&format!("  {} CACHED", truncate(&format!("{} {}", ins.keyword, ins.text()))));
+            st.key = key.clone();
+            let (created, by) = (ctx.created.clone(), format!("{} {}", ins.keyword, ins.text()));
+            match blob {
+                Some(b) => st.push_layer(&b, &created, by),
+                None => st.push_empty(&created, by),
+            }
+            return Ok(());
+        }
+    }
+    let root = match &other {
+        None => SourceRoot { dir: ctx.context.clone(), from_context: true, _mount: None, _tmp: None },
+        Some(o) => mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?,
     };
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
@@ -1023,6 +1074,8 @@ async fn copy(
     let cache_dir = cache_root(ctx.layout).join("steps");
     let root_dir = root.dir.clone();
     let from_context = root.from_context;
+    let stat = ctx.stat.clone();
+    let context_dir = ctx.context.clone();
     let res = blocking(move || -> Result<(String, Option<LayerBlob>, bool)> {
         let e = |r: String| err(&file, line, r);
         let dirs = stc.dirs_blocking(&layout)?;
@@ -1110,8 +1163,10 @@ async fn copy(
         for k in keys {
             add_parents(&dirs, &k, &mut items, epoch);
         }
-        let inputs = digest_items(&items)?;
-        let key = hash(&[&prev_key, &by, &inputs]);
+        let key = match from_key {
+            Some(k) => k,
+            None => hash(&[&prev_key, &by, &digest_items(&items, Some((&stat, &context_dir)))?]),
+        };
         let cached = (!no_cache)
             .then(|| fs::read(cache_dir.join(format!("{key}.json"))).ok())
             .flatten()
@@ -1251,7 +1306,8 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
 }
 
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
-fn digest_items(items: &BTreeMap<String, Item>) -> Result<String> {
+/// Files under `stat.1` take their content digest from the stat cache `stat.0`.
+fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)>) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for (p, it) in items {
@@ -1263,6 +1319,10 @@ fn digest_items(items: &BTreeMap<String, Item>) -> Result<String> {
             Kind::Hardlink { target } => h.update(format!("h{target}").as_bytes()),
             Kind::File { src, size, link_key } => {
                 h.update(format!("f{size}\0{}", link_key.is_some()).as_bytes());
+                if let Some((sc, _)) = stat.filter(|(_, under)| src.starts_with(under)) {
+                    h.update(sc.digest(src, &mut buf)?);
+                    continue;
+                }
                 let mut f = fs::File::open(src).at(src)?;
                 loop {
                     let n = f.read(&mut buf).at(src)?;
@@ -1316,7 +1376,8 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
 }
 
 /// Mount `st`'s layers read-only in a temp dir (for COPY --from and RUN --mount from=).
-pub(crate) async fn mount_stage(layout: &Layout, st: &Stage) -> Result<SourceRoot> {
+/// Without overlayfs (`snapshotter`), a copy of them.
+pub(crate) async fn mount_stage(layout: &Layout, st: &Stage, snapshotter: Snapshotter) -> Result<SourceRoot> {
     let layout2 = Layout::open(layout.root())?;
     let stc = st.clone();
     blocking(move || {
@@ -1327,8 +1388,15 @@ pub(crate) async fn mount_stage(layout: &Layout, st: &Stage) -> Result<SourceRoo
         let (empty, target) = (t.path().join("e"), t.path().join("m"));
         fs::create_dir_all(&empty).at(&empty)?;
         fs::create_dir_all(&target).at(&target)?;
-        let m = mount_overlay(&dirs, &empty, None, &target)?;
-        Ok(SourceRoot { dir: target, from_context: false, _mount: Some(m), _tmp: Some(t) })
+        let m = match snapshotter {
+            Snapshotter::Copy => None,
+            Snapshotter::Overlay => Some(mount_overlay(&dirs, &empty, None, &target)?),
+            Snapshotter::Auto => mount_overlay(&dirs, &empty, None, &target).ok(),
+        };
+        if m.is_none() {
+            materialize(&dirs, &target)?;
+        }
+        Ok(SourceRoot { dir: target, from_context: false, _mount: m, _tmp: Some(t) })
     })
     .await
 }

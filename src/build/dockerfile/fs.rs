@@ -315,6 +315,212 @@ pub fn upper_to_items(upper: &Path, epoch: u64) -> Result<BTreeMap<String, Item>
     Ok(out)
 }
 
+// ---------------------------------------------------------------- copied snapshots
+
+/// How a RUN step gets a writable root filesystem.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// overlayfs when it can be mounted, a copied snapshot otherwise.
+    #[default]
+    Auto,
+    /// overlayfs only (a failing mount is an error).
+    Overlay,
+    /// A copy of the layers, diffed after the step (no overlayfs needed).
+    Copy,
+}
+
+impl Snapshotter {
+    /// `auto`, `overlay` or `copy`.
+    pub fn parse(s: &str) -> Option<Snapshotter> {
+        match s {
+            "auto" => Some(Snapshotter::Auto),
+            "overlay" => Some(Snapshotter::Overlay),
+            "copy" => Some(Snapshotter::Copy),
+            _ => None,
+        }
+    }
+}
+
+fn nanos(secs: i64, nsec: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
+}
+
+/// Copy the stack `dirs` (bottom first, overlay format) into the empty directory `target`:
+/// what an overlay mount of them would show, with modes, owners and mtimes.
+pub fn materialize(dirs: &[PathBuf], target: &Path) -> Result<()> {
+    // Directory metadata is applied last (children change mtimes), the top layer's winning.
+    let mut dir_meta: BTreeMap<String, fs::Metadata> = BTreeMap::new();
+    for layer in dirs {
+        for w in walkdir::WalkDir::new(layer).follow_links(false).min_depth(1).sort_by_file_name() {
+            let w = w.map_err(|e| Error::io(e.path().unwrap_or(layer).to_path_buf(), e.into()))?;
+            let rel = w.path().strip_prefix(layer).expect("under layer").to_path_buf();
+            let rel_s = rel.to_string_lossy().into_owned();
+            let dst = target.join(&rel);
+            let m = w.path().symlink_metadata().at(w.path())?;
+            let ft = m.file_type();
+            if is_whiteout(&m) {
+                remove_any(&dst);
+                let prefix = format!("{rel_s}/");
+                dir_meta.retain(|k, _| k != &rel_s && !k.starts_with(&prefix));
+                continue;
+            }
+            if ft.is_dir() {
+                match dst.symlink_metadata() {
+                    Ok(d) if d.is_dir() => {
+                        if is_opaque(w.path()) {
+                            for c in fs::read_dir(&dst).at(&dst)? {
+                                remove_any(&c.at(&dst)?.path());
+                            }
+                            let prefix = format!("{rel_s}/");
+                            dir_meta.retain(|k, _| !k.starts_with(&prefix));
+                        }
+                    }
+                    Ok(_) => {
+                        remove_any(&dst);
+                        fs::create_dir(&dst).at(&dst)?;
+                    }
+                    Err(_) => fs::create_dir(&dst).at(&dst)?,
+                }
+                dir_meta.insert(rel_s, m);
+                continue;
+            }
+            if dst.symlink_metadata().is_ok() {
+                remove_any(&dst);
+            }
+            if ft.is_symlink() {
+                let t = fs::read_link(w.path()).at(w.path())?;
+                std::os::unix::fs::symlink(&t, &dst).at(&dst)?;
+            } else if ft.is_file() {
+                fs::copy(w.path(), &dst).at(&dst)?;
+                fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(&dst)?;
+            } else {
+                return Err(Error::Unsupported(format!(
+                    "{}: devices, sockets and fifos cannot be copied into a snapshot",
+                    w.path().display()
+                )));
+            }
+            std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid())).at(&dst)?;
+            if !ft.is_symlink() && m.mode() & 0o6000 != 0 {
+                // chown clears set-id bits
+                fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(&dst)?;
+            }
+            let t = filetime::FileTime::from_unix_time(m.mtime(), m.mtime_nsec() as u32);
+            filetime::set_symlink_file_times(&dst, t, t).at(&dst)?;
+        }
+    }
+    for (rel, m) in dir_meta.iter().rev() {
+        let dst = target.join(rel);
+        std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid())).at(&dst)?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(&dst)?;
+        let t = filetime::FileTime::from_unix_time(m.mtime(), m.mtime_nsec() as u32);
+        filetime::set_file_times(&dst, t, t).at(&dst)?;
+    }
+    Ok(())
+}
+
+/// What a snapshot remembers of each path: inode, ctime (any change to a file moves it) and
+/// whether it is a directory.
+pub struct Snapshot(BTreeMap<String, (u64, i128, bool)>);
+
+/// Record the state of `root` before a step runs in it.
+pub fn snapshot(root: &Path) -> Result<Snapshot> {
+    let mut out = BTreeMap::new();
+    for w in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        let w = w.map_err(|e| Error::io(e.path().unwrap_or(root).to_path_buf(), e.into()))?;
+        let rel = w.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+        let m = w.path().symlink_metadata().at(w.path())?;
+        out.insert(rel, (m.ino(), nanos(m.ctime(), m.ctime_nsec()), m.is_dir()));
+    }
+    Ok(Snapshot(out))
+}
+
+/// The changes a step made to `root` since `before`, as the layer entries an overlay upper
+/// directory would give ([`upper_to_items`]): new and changed entries with their parent
+/// directories, `.wh.NAME` for deleted ones (the topmost only), and a replaced directory
+/// marked opaque. mtimes are clamped to `epoch`.
+pub fn diff_snapshot(root: &Path, before: &Snapshot, epoch: u64) -> Result<BTreeMap<String, Item>> {
+    let mut out: BTreeMap<String, Item> = BTreeMap::new();
+    let mut now: BTreeMap<String, (fs::Metadata, PathBuf)> = BTreeMap::new();
+    for w in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        let w = w.map_err(|e| Error::io(e.path().unwrap_or(root).to_path_buf(), e.into()))?;
+        let rel = w.path().strip_prefix(root).expect("under root");
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?
+            .to_string();
+        let m = w.path().symlink_metadata().at(w.path())?;
+        now.insert(rel, (m, w.path().to_path_buf()));
+    }
+    let clamp = |m: &fs::Metadata| Some((m.mtime().max(0) as u64).min(epoch));
+    let item_of = |rel: &str, m: &fs::Metadata, p: &Path| -> Result<Item> {
+        let (uid, gid, mode) = (u64::from(m.uid()), u64::from(m.gid()), m.permissions().mode() & 0o7777);
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File { src: p.to_path_buf(), size: m.len(), link_key: (m.nlink() > 1).then(|| (m.dev(), m.ino())) }
+        } else if ft.is_symlink() {
+            let t = fs::read_link(p).at(p)?;
+            let t = t.to_str().ok_or_else(|| Error::Unsupported("symlink targets must be UTF-8".into()))?;
+            return Ok(Item { kind: Kind::Symlink { target: t.to_string() }, mode: 0o777, uid, gid, mtime: clamp(m) });
+        } else {
+            return Err(Error::Unsupported(format!(
+                "RUN created {rel}, a device, socket or fifo: hoist layers hold files, dirs and links only"
+            )));
+        };
+        Ok(Item { kind, mode, uid, gid, mtime: clamp(m) })
+    };
+    // Directories that replaced what was there: everything below them is new.
+    let mut replaced: Vec<String> = Vec::new();
+    let under =
+        |p: &str, dirs: &[String]| dirs.iter().any(|d| p.starts_with(d.as_str()) && p[d.len()..].starts_with('/'));
+    for (rel, (m, p)) in &now {
+        let was = before.0.get(rel);
+        let same = was.is_some_and(|&(ino, ctime, _)| ino == m.ino() && ctime == nanos(m.ctime(), m.ctime_nsec()));
+        if same && !under(rel, &replaced) {
+            continue;
+        }
+        out.insert(rel.clone(), item_of(rel, m, p)?);
+        if m.is_dir() && was.is_some_and(|&(ino, _, _)| ino != m.ino()) && !under(rel, &replaced) {
+            out.insert(
+                format!("{rel}/{WH_OPAQUE}"),
+                Item { kind: Kind::Empty, mode: 0o644, uid: 0, gid: 0, mtime: clamp(m) },
+            );
+            replaced.push(rel.clone());
+        }
+    }
+    let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for rel in before.0.keys() {
+        if now.contains_key(rel) {
+            continue;
+        }
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (p, n),
+            None => ("", rel.as_str()),
+        };
+        let parent_is_dir = parent.is_empty() || now.get(parent).is_some_and(|(m, _)| m.is_dir());
+        if !parent_is_dir || under(rel, &replaced) || (!parent.is_empty() && replaced.iter().any(|r| r == parent)) {
+            continue;
+        }
+        let wh = if parent.is_empty() { format!("{WH_PREFIX}{name}") } else { format!("{parent}/{WH_PREFIX}{name}") };
+        out.insert(wh, Item { kind: Kind::Empty, mode: 0o644, uid: 0, gid: 0, mtime: Some(now_secs.min(epoch)) });
+    }
+    // Parents of every change, as an overlay copies them up.
+    let keys: Vec<String> = out.keys().cloned().collect();
+    for k in keys {
+        let mut cur = k.as_str();
+        while let Some((p, _)) = cur.rsplit_once('/') {
+            if !out.contains_key(p) {
+                if let Some((m, path)) = now.get(p) {
+                    out.insert(p.to_string(), item_of(p, m, path)?);
+                }
+            }
+            cur = p;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod fs;
 pub mod parse;
 pub mod run;
+pub mod statcache;
 pub mod words;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::transport::Source;
 
 pub use eval::build_dockerfile;
+pub use fs::Snapshotter;
 
 /// What to build: `hoist build [-f Dockerfile] CONTEXT` and its flags.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +53,8 @@ pub struct DockerfileBuild {
     pub annotations: BTreeMap<String, String>,
     /// Annotations of the index only; refused when one platform is built (no index).
     pub index_annotations: BTreeMap<String, String>,
+    /// How RUN and COPY --from see a stage's filesystem (overlayfs, or a copy).
+    pub snapshotter: Snapshotter,
 }
 
 /// What a build did.
@@ -62,6 +66,10 @@ pub struct BuildOutcome {
     pub runs: usize,
     /// Steps taken from the cache.
     pub cached: usize,
+    /// Context files whose contents were read to compute a COPY/ADD cache key.
+    pub hashed: usize,
+    /// Context files whose content digest came from the stat cache instead.
+    pub stat_hits: usize,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.

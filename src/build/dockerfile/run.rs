@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use super::eval::{blocking, join_abs, mount_stage, resolve_user, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
-use super::fs::{cache_root, layer_dir, lookup, mount_overlay, upper_to_items};
+use super::fs::{
+    cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, snapshot, upper_to_items, Snapshotter,
+};
 use super::parse::{Args, Instruction};
 use super::words::word;
 use crate::build::layer::{build_items_layer_blocking, normalize_target};
@@ -234,7 +236,7 @@ pub(crate) async fn run_step(
                         let other = super::eval::find_stage(plan, done, f, s).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
                         })?;
-                        let root = mount_stage(ctx.layout, other).await?;
+                        let root = mount_stage(ctx.layout, other, ctx.opts.snapshotter).await?;
                         let d = root.dir.clone();
                         stage_mounts.push(root);
                         d
@@ -264,7 +266,8 @@ pub(crate) async fn run_step(
         .ok_or_else(|| Error::Unsupported("RUN needs an OCI runtime (runc or crun)".into()))?;
     let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
     let (file, line) = (ctx.file.clone(), ins.line);
-    let blob = blocking(move || -> Result<Option<crate::build::layer::LayerBlob>> {
+    let snapshotter = ctx.opts.snapshotter;
+    let blob = blocking(move || -> Result<(Option<crate::build::layer::LayerBlob>, bool)> {
         let dirs = stc.dirs_blocking(&layout)?;
         let (uid, gid) = if user.is_empty() {
             (0, 0)
@@ -298,7 +301,19 @@ pub(crate) async fn run_step(
                 acc
             })
             .collect();
-        let mounted = mount_overlay(&dirs, &empty, Some((&upper, &work)), &merged)?;
+        let mounted = match snapshotter {
+            Snapshotter::Copy => None,
+            Snapshotter::Overlay => Some(mount_overlay(&dirs, &empty, Some((&upper, &work)), &merged)?),
+            Snapshotter::Auto => mount_overlay(&dirs, &empty, Some((&upper, &work)), &merged).ok(),
+        };
+        // Without overlayfs: a copy of the layers, diffed against its own snapshot after.
+        let before = match mounted {
+            Some(_) => None,
+            None => {
+                materialize(&dirs, &merged)?;
+                Some(snapshot(&merged)?)
+            }
+        };
         // Like buildah and docker's builder, RUN creates the VOLUME directories it lacks.
         for v in &volumes {
             let rel = normalize_target(v)?;
@@ -328,7 +343,9 @@ pub(crate) async fn run_step(
             .stderr(Stdio::from(err2))
             .status()
             .map_err(|e| Error::Other(format!("{}: {e}", runtime.display())))?;
-        mounted.unmount()?;
+        if let Some(m) = mounted {
+            m.unmount()?;
+        }
         if !status.success() {
             return Err(super::parse::err(
                 &file,
@@ -337,8 +354,9 @@ pub(crate) async fn run_step(
             ));
         }
         // Remove the runtime's mount points (deepest first) when they are empty.
+        let changed = if before.is_some() { &merged } else { &upper };
         for m in missing.iter().rev() {
-            let p = upper.join(m);
+            let p = changed.join(m);
             if let Ok(md) = p.symlink_metadata() {
                 if md.is_dir() {
                     let _ = fs::remove_dir(&p);
@@ -347,11 +365,17 @@ pub(crate) async fn run_step(
                 }
             }
         }
-        let items = upper_to_items(&upper, epoch)?;
+        let items = match &before {
+            Some(b) => diff_snapshot(&merged, b, epoch)?,
+            None => upper_to_items(&upper, epoch)?,
+        };
         if items.is_empty() {
-            return Ok(None);
+            return Ok((None, before.is_some()));
         }
         let blob = build_items_layer_blocking(&layout, items, compression, epoch as i64)?;
+        if before.is_some() {
+            return Ok((Some(blob), true));
+        }
         // The upper directory is that layer unpacked: keep it for the next steps.
         let dir = layer_dir(&layout, &blob.diff_id);
         if !dir.exists() {
@@ -360,11 +384,14 @@ pub(crate) async fn run_step(
             }
             let _ = fs::rename(&upper, &dir);
         }
-        Ok(Some(blob))
+        Ok((Some(blob), false))
     })
     .await;
     drop(stage_mounts);
-    let blob = blob?;
+    let (blob, copied) = blob?;
+    if copied {
+        ctx.log.line("  (copied snapshot: no overlayfs)");
+    }
     ctx.runs += 1;
     ctx.cache_put(&key, blob.as_ref())?;
     st.key = key;
