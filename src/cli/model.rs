@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hoist::build::hf::{self, HfRef, HfRepo};
-use hoist::build::model::planned::PlannedModel;
 use hoist::build::model::{convert_model, ModelTarget};
 use hoist::build::plan_dir_model_with;
 use hoist::transport::Source;
