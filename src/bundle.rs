@@ -98,7 +98,8 @@ impl BundleFile {
         for role in roles {
             let what = f.describe(&role);
             let img = f.image(&role).ok_or_else(|| bad(format!("{what} is not an object")))?;
-            if !img.get("image").is_some_and(|i| i.as_str().is_some_and(|s| !s.is_empty())) {
+            let image = img.get("image").and_then(|i| i.as_str()).unwrap_or_default();
+            if image.is_empty() {
                 return Err(bad(format!("{what} has no `image` reference")));
             }
         }
