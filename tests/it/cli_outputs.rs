@@ -140,7 +140,9 @@ fn index_annotations_go_on_the_index_and_its_descriptor() {
             "--platform",
             "linux/amd64,linux/arm64",
             "--output",
-            &format!("type=registry,name={host}/idx:v1,annotation-index.{title}=x,annotation.org.example.m=1"),
+            &format!(
+                "type=registry,name={host}/idx:v1,annotation-index.{title}=x,annotation.org.example.m=1,annotation-manifest.org.example.mm=2"
+            ),
         ],
     );
     assert!(out.status.success(), "{}", text(&out).1);
@@ -160,6 +162,7 @@ fn index_annotations_go_on_the_index_and_its_descriptor() {
         let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
         assert!(m["annotations"].get(title).is_none(), "an index annotation reached a manifest: {m}");
         assert_eq!(m["annotations"]["org.example.m"], "1", "{m}");
+        assert_eq!(m["annotations"]["org.example.mm"], "2", "annotation-manifest.K: {m}");
     }
 
     // An OCI layout: annotation-index-descriptor on the index's entry in index.json (BuildKit's place).
