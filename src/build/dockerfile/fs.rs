@@ -418,9 +418,10 @@ pub fn materialize(dirs: &[PathBuf], target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What a snapshot remembers of each path: inode, ctime (any change to a file moves it) and
-/// whether it is a directory.
-pub struct Snapshot(BTreeMap<String, (u64, i128, bool)>);
+/// What a snapshot remembers of each path: inode and birth time (a directory deleted and
+/// made again may reuse the inode number, never the birth time), ctime (any change to a file
+/// moves it) and whether it is a directory.
+pub struct Snapshot(BTreeMap<String, (u64, i128, bool, Option<std::time::SystemTime>)>);
 
 /// Record the state of `root` before a step runs in it.
 pub fn snapshot(root: &Path) -> Result<Snapshot> {
@@ -429,7 +430,7 @@ pub fn snapshot(root: &Path) -> Result<Snapshot> {
         let w = w.map_err(|e| Error::io(e.path().unwrap_or(root).to_path_buf(), e.into()))?;
         let rel = w.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned();
         let m = w.path().symlink_metadata().at(w.path())?;
-        out.insert(rel, (m.ino(), nanos(m.ctime(), m.ctime_nsec()), m.is_dir()));
+        out.insert(rel, (m.ino(), nanos(m.ctime(), m.ctime_nsec()), m.is_dir(), m.created().ok()));
     }
     Ok(Snapshot(out))
 }
@@ -476,12 +477,15 @@ pub fn diff_snapshot(root: &Path, before: &Snapshot, epoch: u64) -> Result<BTree
         |p: &str, dirs: &[String]| dirs.iter().any(|d| p.starts_with(d.as_str()) && p[d.len()..].starts_with('/'));
     for (rel, (m, p)) in &now {
         let was = before.0.get(rel);
-        let same = was.is_some_and(|&(ino, ctime, _)| ino == m.ino() && ctime == nanos(m.ctime(), m.ctime_nsec()));
+        let same = was.is_some_and(|&(ino, ctime, _, _)| ino == m.ino() && ctime == nanos(m.ctime(), m.ctime_nsec()));
         if same && !under(rel, &replaced) {
             continue;
         }
         out.insert(rel.clone(), item_of(rel, m, p)?);
-        if m.is_dir() && was.is_some_and(|&(ino, _, _)| ino != m.ino()) && !under(rel, &replaced) {
+        let born = m.created().ok();
+        let new_inode =
+            was.is_some_and(|&(ino, _, _, b)| ino != m.ino() || (b.is_some() && born.is_some() && b != born));
+        if m.is_dir() && new_inode && !under(rel, &replaced) {
             out.insert(
                 format!("{rel}/{WH_OPAQUE}"),
                 Item { kind: Kind::Empty, mode: 0o644, uid: 0, gid: 0, mtime: clamp(m) },
@@ -524,6 +528,28 @@ pub fn diff_snapshot(root: &Path, before: &Snapshot, epoch: u64) -> Result<BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory removed and made again is opaque in the diff even when the new one gets
+    /// the old inode number (ext4 reuses it at once): overlayfs marks it so too.
+    #[test]
+    fn copied_snapshot_diff_marks_a_recreated_dir_opaque() {
+        let t = tempfile::tempdir().unwrap();
+        let (layer, root) = (t.path().join("l"), t.path().join("r"));
+        fs::create_dir_all(layer.join("d/sub")).unwrap();
+        fs::write(layer.join("d/sub/old"), "old").unwrap();
+        fs::write(layer.join("gone"), "x").unwrap();
+        fs::write(layer.join("kept"), "k").unwrap();
+        fs::create_dir_all(&root).unwrap();
+        materialize(std::slice::from_ref(&layer), &root).unwrap();
+        let before = snapshot(&root).unwrap();
+        fs::remove_dir_all(root.join("d")).unwrap();
+        fs::create_dir(root.join("d")).unwrap();
+        fs::write(root.join("d/y"), "y").unwrap();
+        fs::remove_file(root.join("gone")).unwrap();
+        let items = diff_snapshot(&root, &before, 0).unwrap();
+        let names: Vec<_> = items.keys().cloned().collect();
+        assert_eq!(names, vec![".wh.gone", "d", "d/.wh..wh..opq", "d/y"]);
+    }
 
     #[test]
     fn lookup_respects_whiteouts_and_opaque_dirs() {
