@@ -137,7 +137,10 @@ impl Source for ConvertedModel<'_> {
     }
 
     fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
-        (desc.digest != self.config_desc.digest).then(|| self.inner.blob_path(desc)).flatten()
+        if desc.digest == self.config_desc.digest {
+            return None;
+        }
+        self.inner.blob_path(desc)
     }
 
     fn range_lanes(&self, desc: &Descriptor) -> usize {
