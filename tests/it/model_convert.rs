@@ -137,7 +137,13 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     assert_eq!(kc["model"]["parameters"]["precision"], "bf16", "{kc}");
     // Every Kitfile entry names its layer by digest (what `kit unpack` checks).
     let mut named: Vec<String> = vec![kc["model"]["digest"].as_str().unwrap().to_string()];
-    for e in kc["model"]["parts"].as_array().unwrap().iter().chain(kc["code"].as_array().unwrap()).chain(kc["docs"].as_array().unwrap()) {
+    for e in kc["model"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(kc["code"].as_array().unwrap())
+        .chain(kc["docs"].as_array().unwrap())
+    {
         named.push(e["digest"].as_str().unwrap().to_string());
         assert_eq!(e["digest"], e["diffId"], "raw layer: diffId is its digest");
     }
@@ -166,7 +172,12 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().into(), l["mediaType"].as_str().unwrap().into()))
+        .map(|l| {
+            (
+                l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().into(),
+                l["mediaType"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(pm_types["model-00001-of-00002.safetensors"], mt("weight"));
     assert_eq!(pm_types["sub/model-00002-of-00002.safetensors"], mt("weight"), "a weight shard is a weight again");
@@ -307,10 +318,14 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
     let cfg = serde_json::json!({"config": {"format": "gguf", "quantization": "Q4_K_M", "parameters": "1.02 K",
         "architecture": "llama", "size": "2 KiB"}, "descriptor": {"created": "2025-03-01T10:00:00Z"},
         "rootfs": {"type": "rootfs", "diff_ids": [weights["digest"], license["digest"]]}});
-    let config = blob(&src, "application/vnd.docker.ai.model.config.v0.1+json", &serde_json::to_vec(&cfg).unwrap(), Value::Null);
+    let config =
+        blob(&src, "application/vnd.docker.ai.model.config.v0.1+json", &serde_json::to_vec(&cfg).unwrap(), Value::Null);
     layout_with(&src, config, vec![weights.clone(), license.clone()], None);
     let mp = t.join("mp");
-    ok("convert docker", hoist(["model", "convert", &format!("oci:{}:v1", src.display()), &format!("oci:{}:v1", mp.display())]));
+    ok(
+        "convert docker",
+        hoist(["model", "convert", &format!("oci:{}:v1", src.display()), &format!("oci:{}:v1", mp.display())]),
+    );
     let index: Value = serde_json::from_slice(&std::fs::read(mp.join("index.json")).unwrap()).unwrap();
     let read = |d: &str| std::fs::read(mp.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap())).unwrap();
     let m: Value = serde_json::from_slice(&read(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
@@ -332,13 +347,24 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
 
     // A layer of a media type no model format has is refused by its digest.
     let odd = t.join("odd");
-    let w = blob(&odd, "application/vnd.kitops.modelkit.model.v1.raw", &gguf_bytes,
-        serde_json::json!({"org.cncf.model.filepath": "model.gguf"}));
+    let w = blob(
+        &odd,
+        "application/vnd.kitops.modelkit.model.v1.raw",
+        &gguf_bytes,
+        serde_json::json!({"org.cncf.model.filepath": "model.gguf"}),
+    );
     let mcpb = blob(&odd, "application/vnd.kitops.modelkit.mcpb.v1.raw", b"PK\x03\x04zip", Value::Null);
-    let kf = serde_json::json!({"manifestVersion": "1.0.0", "package": {"name": "odd"}, "model": {"path": "model.gguf"}});
-    let config = blob(&odd, "application/vnd.kitops.modelkit.config.v1+json", &serde_json::to_vec(&kf).unwrap(), Value::Null);
+    let kf =
+        serde_json::json!({"manifestVersion": "1.0.0", "package": {"name": "odd"}, "model": {"path": "model.gguf"}});
+    let config =
+        blob(&odd, "application/vnd.kitops.modelkit.config.v1+json", &serde_json::to_vec(&kf).unwrap(), Value::Null);
     layout_with(&odd, config, vec![w, mcpb.clone()], Some("application/vnd.kitops.modelkit.manifest.v1+json"));
-    let out = hoist(["model", "convert", &format!("oci:{}:v1", odd.display()), &format!("oci:{}:v1", t.join("odd-mp").display())]);
+    let out = hoist([
+        "model",
+        "convert",
+        &format!("oci:{}:v1", odd.display()),
+        &format!("oci:{}:v1", t.join("odd-mp").display()),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(mcpb["digest"].as_str().unwrap()), "{err}");

@@ -265,9 +265,7 @@ fn read_said(format: ModelFormat, config: &[u8], manifest: &ManifestView, loc: &
                 source_url: s(&p["sourceURL"]),
                 version: pkg.version.clone().or(model.version.clone()),
                 revision: s(&p["revision"]),
-                licenses: license
-                    .map(|l| l.split(" AND ").map(str::to_string).collect())
-                    .unwrap_or_default(),
+                licenses: license.map(|l| l.split(" AND ").map(str::to_string).collect()).unwrap_or_default(),
                 title: s(&p["title"]),
                 description: pkg.description.clone().or(model.description.clone()),
                 architecture: s(&p["architecture"]),
@@ -356,7 +354,11 @@ fn modelpack_kind(info: &formats::LayerInfo) -> ModelFileKind {
 }
 
 /// Convert the model artifact `root` of `source` to `to` (see the module doc).
-pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: ModelTarget) -> Result<ConvertedModel<'a>> {
+pub async fn convert_model<'a>(
+    source: &'a dyn Source,
+    root: &Descriptor,
+    to: ModelTarget,
+) -> Result<ConvertedModel<'a>> {
     let loc = source.location();
     let doc = source.fetch_document(root).await?;
     let View::Manifest(m) = &doc.view else {
@@ -378,13 +380,20 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
         ));
     }
     let mut config = Vec::new();
-    source.open_blob(&m.config, 0).await?.take(MAX_MODEL_CONFIG + 1).read_to_end(&mut config).await.map_err(|e| {
-        Error::malformed(format!("config {}", m.config.digest), loc.clone(), e)
-    })?;
+    source
+        .open_blob(&m.config, 0)
+        .await?
+        .take(MAX_MODEL_CONFIG + 1)
+        .read_to_end(&mut config)
+        .await
+        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
     if m.config.digest.same_alg_of(&config) != m.config.digest {
         return Err(Error::malformed(format!("config {}", m.config.digest), loc, "bytes do not match the digest"));
     }
-    let same = matches!((from, to), (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit));
+    let same = matches!(
+        (from, to),
+        (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit)
+    );
     let mut report = ConvertReport {
         from: format_name(from),
         to,
@@ -448,12 +457,8 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
                 nl.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), p.clone());
             }
         }
-        let stated = said
-            .by_index
-            .get(i)
-            .cloned()
-            .flatten()
-            .or_else(|| said.by_digest.get(&l.digest.to_string()).cloned());
+        let stated =
+            said.by_index.get(i).cloned().flatten().or_else(|| said.by_digest.get(&l.digest.to_string()).cloned());
         let id = match (stated, info.layer_format) {
             (Some(id), _) => id,
             (None, ModelLayerFormat::Raw | ModelLayerFormat::Tar) => l.digest.clone(),
@@ -470,7 +475,10 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
     let (config_bytes, config_type, artifact_type) = match to {
         ModelTarget::ModelPack => {
             if diff_ids.is_empty() {
-                return Err(Error::Unsupported(format!("{} in {loc} has no layers: a ModelPack needs one", root.digest)));
+                return Err(Error::Unsupported(format!(
+                    "{} in {loc} has no layers: a ModelPack needs one",
+                    root.digest
+                )));
             }
             (said.meta.config_bytes(diff_ids)?, media::MODEL_CONFIG, media::MODEL_ARTIFACT)
         }
@@ -502,10 +510,8 @@ fn kitfile_for(
     kinds: &[(ModelFileKind, Option<String>)],
     diff_ids: &[Digest],
 ) -> Result<Vec<u8>> {
-    let info = |i: usize| KitLayerInfo {
-        digest: Some(layers[i].digest.to_string()),
-        diff_id: Some(diff_ids[i].to_string()),
-    };
+    let info =
+        |i: usize| KitLayerInfo { digest: Some(layers[i].digest.to_string()), diff_id: Some(diff_ids[i].to_string()) };
     let path = |i: usize| kinds[i].1.clone().unwrap_or_else(|| ".".into());
     let entry = |i: usize| KitPath { path: path(i), layer: info(i), ..Default::default() };
     let mut params = serde_json::Map::new();
