@@ -274,6 +274,35 @@ fn tar_layers_convert_with_their_diff_ids_and_a_store_pack_writes_a_modelkit() {
     let out = t.join("restored");
     ok("unpack", hoist(["model", "unpack", &mp, out.to_str().unwrap()]));
     assert_eq!(tree(&out), tree(&model));
+
+    // An older ModelKit whose Kitfile states no diffIds: each compressed layer is read once
+    // and decompressed to compute its diffId, which must be the same.
+    let old = t.join("old-kit");
+    let mut layers = Vec::new();
+    for l in km["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+        let bytes = std::fs::read(t.join("kit/blobs/sha256").join(d)).unwrap();
+        layers.push(blob(&old, l["mediaType"].as_str().unwrap(), &bytes, l["annotations"].clone()));
+    }
+    let stripped = serde_json::to_string(&kc).unwrap().replace("\"diffId\":", "\"x-diffId\":");
+    let config = blob(&old, "application/vnd.kitops.modelkit.config.v1+json", stripped.as_bytes(), Value::Null);
+    layout_with(&old, config, layers, Some("application/vnd.kitops.modelkit.manifest.v1+json"));
+    let mp2 = t.join("mp2");
+    let json = ok(
+        "convert old kit",
+        hoist([
+            "--format",
+            "json",
+            "model",
+            "convert",
+            &format!("oci:{}:v1", old.display()),
+            &format!("oci:{}:v1", mp2.display()),
+        ]),
+    );
+    let v: Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+    assert_eq!(v["convert"]["diffIdsComputed"].as_array().unwrap().len(), want.len(), "{v}");
+    let (_, pc2) = read(&mp2);
+    assert_eq!(pc2["modelfs"]["diffIds"], pc["modelfs"]["diffIds"]);
 }
 
 /// Write `bytes` as a blob of the OCI layout `dir`; its descriptor JSON.

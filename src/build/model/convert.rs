@@ -306,12 +306,12 @@ async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelL
     let mut blob_hash = layer.digest.algorithm().hasher();
     let sink = HashSink(Algorithm::Sha256.hasher());
     enum Dec {
-        Gz(flate2::write::GzDecoder<HashSink>),
-        Zs(zstd::stream::write::Decoder<'static, HashSink>),
+        Gz(Box<flate2::write::GzDecoder<HashSink>>),
+        Zs(Box<zstd::stream::write::Decoder<'static, HashSink>>),
     }
     let mut dec = match format {
-        ModelLayerFormat::TarGzip => Dec::Gz(flate2::write::GzDecoder::new(sink)),
-        _ => Dec::Zs(zstd::stream::write::Decoder::new(sink).map_err(|e| Error::malformed(&what, &loc, e))?),
+        ModelLayerFormat::TarGzip => Dec::Gz(Box::new(flate2::write::GzDecoder::new(sink))),
+        _ => Dec::Zs(Box::new(zstd::stream::write::Decoder::new(sink).map_err(|e| Error::malformed(&what, &loc, e))?)),
     };
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -335,8 +335,8 @@ async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelL
         return Err(Error::malformed(&what, &loc, "its bytes do not match its digest and size"));
     }
     let sink = match dec {
-        Dec::Gz(d) => d.finish(),
-        Dec::Zs(mut d) => d.flush().map(|()| d.into_inner()),
+        Dec::Gz(d) => (*d).finish(),
+        Dec::Zs(mut d) => d.flush().map(|()| (*d).into_inner()),
     }
     .map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
     Ok(sink.0.finish())
