@@ -439,7 +439,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             dest.finish().await?;
             let r = &converted.report;
             if ctx.json() {
-                let v = serde_json::json!({"convert": r, "destination": dest.location(), "tags": tags, "report": report});
+                let v =
+                    serde_json::json!({"convert": r, "destination": dest.location(), "tags": tags, "report": report});
                 outln!("{v}");
             } else {
                 outln!("{}", new_root.digest);

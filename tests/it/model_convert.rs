@@ -42,19 +42,15 @@ fn model_dir(dir: &Path) {
 /// A manifest and its config from a registry, read with plain HTTP (not with hoist).
 fn fetch(reg: &TestRegistry, repo: &str, reference: &str) -> (Value, Value) {
     let c = reqwest::blocking::Client::new();
-    let m: Value = c
+    let m = c
         .get(format!("http://{}/v2/{repo}/manifests/{reference}", reg.host()))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .unwrap()
-        .json()
+        .bytes()
         .unwrap();
-    let config: Value = c
-        .get(format!("http://{}/v2/{repo}/blobs/{}", reg.host(), m["config"]["digest"].as_str().unwrap()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let m: Value = serde_json::from_slice(&m).unwrap();
+    let config: Value = serde_json::from_slice(&config_bytes(reg, repo, &m)).unwrap();
     (m, config)
 }
 
@@ -74,12 +70,13 @@ fn media_types(m: &Value) -> Vec<String> {
     m["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap().to_string()).collect()
 }
 
-/// Blob uploads (POST without a mount, PATCH, PUT of an upload) and manifest PUTs since `from`.
+/// Blob uploads completed (each ends with one PUT of its upload session; a mount needs none)
+/// and manifest PUTs since request `from`.
 fn uploads_since(reg: &TestRegistry, from: usize) -> (Vec<String>, usize) {
     let reqs = reg.requests_now();
     let blob_puts: Vec<String> = reqs[from..]
         .iter()
-        .filter(|q| q.path.contains("/blobs/uploads/") && (q.method == "PATCH" || q.method == "PUT"))
+        .filter(|q| q.path.contains("/blobs/uploads/") && q.method == "PUT")
         .map(|q| format!("{} {}", q.method, q.path))
         .collect();
     let manifest_puts = reqs[from..].iter().filter(|q| q.method == "PUT" && q.path.contains("/manifests/")).count();
@@ -140,7 +137,13 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     assert_eq!(kc["model"]["parameters"]["precision"], "bf16", "{kc}");
     // Every Kitfile entry names its layer by digest (what `kit unpack` checks).
     let mut named: Vec<String> = vec![kc["model"]["digest"].as_str().unwrap().to_string()];
-    for e in kc["model"]["parts"].as_array().unwrap().iter().chain(kc["code"].as_array().unwrap()).chain(kc["docs"].as_array().unwrap()) {
+    for e in kc["model"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(kc["code"].as_array().unwrap())
+        .chain(kc["docs"].as_array().unwrap())
+    {
         named.push(e["digest"].as_str().unwrap().to_string());
         assert_eq!(e["digest"], e["diffId"], "raw layer: diffId is its digest");
     }
@@ -169,7 +172,12 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().into(), l["mediaType"].as_str().unwrap().into()))
+        .map(|l| {
+            (
+                l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().into(),
+                l["mediaType"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(pm_types["model-00001-of-00002.safetensors"], mt("weight"));
     assert_eq!(pm_types["sub/model-00002-of-00002.safetensors"], mt("weight"), "a weight shard is a weight again");
@@ -266,6 +274,35 @@ fn tar_layers_convert_with_their_diff_ids_and_a_store_pack_writes_a_modelkit() {
     let out = t.join("restored");
     ok("unpack", hoist(["model", "unpack", &mp, out.to_str().unwrap()]));
     assert_eq!(tree(&out), tree(&model));
+
+    // An older ModelKit whose Kitfile states no diffIds: each compressed layer is read once
+    // and decompressed to compute its diffId, which must be the same.
+    let old = t.join("old-kit");
+    let mut layers = Vec::new();
+    for l in km["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+        let bytes = std::fs::read(t.join("kit/blobs/sha256").join(d)).unwrap();
+        layers.push(blob(&old, l["mediaType"].as_str().unwrap(), &bytes, l["annotations"].clone()));
+    }
+    let stripped = serde_json::to_string(&kc).unwrap().replace("\"diffId\":", "\"x-diffId\":");
+    let config = blob(&old, "application/vnd.kitops.modelkit.config.v1+json", stripped.as_bytes(), Value::Null);
+    layout_with(&old, config, layers, Some("application/vnd.kitops.modelkit.manifest.v1+json"));
+    let mp2 = t.join("mp2");
+    let json = ok(
+        "convert old kit",
+        hoist([
+            "--format",
+            "json",
+            "model",
+            "convert",
+            &format!("oci:{}:v1", old.display()),
+            &format!("oci:{}:v1", mp2.display()),
+        ]),
+    );
+    let v: Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+    assert_eq!(v["convert"]["diffIdsComputed"].as_array().unwrap().len(), want.len(), "{v}");
+    let (_, pc2) = read(&mp2);
+    assert_eq!(pc2["modelfs"]["diffIds"], pc["modelfs"]["diffIds"]);
 }
 
 /// Write `bytes` as a blob of the OCI layout `dir`; its descriptor JSON.
@@ -310,10 +347,14 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
     let cfg = serde_json::json!({"config": {"format": "gguf", "quantization": "Q4_K_M", "parameters": "1.02 K",
         "architecture": "llama", "size": "2 KiB"}, "descriptor": {"created": "2025-03-01T10:00:00Z"},
         "rootfs": {"type": "rootfs", "diff_ids": [weights["digest"], license["digest"]]}});
-    let config = blob(&src, "application/vnd.docker.ai.model.config.v0.1+json", &serde_json::to_vec(&cfg).unwrap(), Value::Null);
+    let config =
+        blob(&src, "application/vnd.docker.ai.model.config.v0.1+json", &serde_json::to_vec(&cfg).unwrap(), Value::Null);
     layout_with(&src, config, vec![weights.clone(), license.clone()], None);
     let mp = t.join("mp");
-    ok("convert docker", hoist(["model", "convert", &format!("oci:{}:v1", src.display()), &format!("oci:{}:v1", mp.display())]));
+    ok(
+        "convert docker",
+        hoist(["model", "convert", &format!("oci:{}:v1", src.display()), &format!("oci:{}:v1", mp.display())]),
+    );
     let index: Value = serde_json::from_slice(&std::fs::read(mp.join("index.json")).unwrap()).unwrap();
     let read = |d: &str| std::fs::read(mp.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap())).unwrap();
     let m: Value = serde_json::from_slice(&read(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
@@ -335,13 +376,24 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
 
     // A layer of a media type no model format has is refused by its digest.
     let odd = t.join("odd");
-    let w = blob(&odd, "application/vnd.kitops.modelkit.model.v1.raw", &gguf_bytes,
-        serde_json::json!({"org.cncf.model.filepath": "model.gguf"}));
+    let w = blob(
+        &odd,
+        "application/vnd.kitops.modelkit.model.v1.raw",
+        &gguf_bytes,
+        serde_json::json!({"org.cncf.model.filepath": "model.gguf"}),
+    );
     let mcpb = blob(&odd, "application/vnd.kitops.modelkit.mcpb.v1.raw", b"PK\x03\x04zip", Value::Null);
-    let kf = serde_json::json!({"manifestVersion": "1.0.0", "package": {"name": "odd"}, "model": {"path": "model.gguf"}});
-    let config = blob(&odd, "application/vnd.kitops.modelkit.config.v1+json", &serde_json::to_vec(&kf).unwrap(), Value::Null);
+    let kf =
+        serde_json::json!({"manifestVersion": "1.0.0", "package": {"name": "odd"}, "model": {"path": "model.gguf"}});
+    let config =
+        blob(&odd, "application/vnd.kitops.modelkit.config.v1+json", &serde_json::to_vec(&kf).unwrap(), Value::Null);
     layout_with(&odd, config, vec![w, mcpb.clone()], Some("application/vnd.kitops.modelkit.manifest.v1+json"));
-    let out = hoist(["model", "convert", &format!("oci:{}:v1", odd.display()), &format!("oci:{}:v1", t.join("odd-mp").display())]);
+    let out = hoist([
+        "model",
+        "convert",
+        &format!("oci:{}:v1", odd.display()),
+        &format!("oci:{}:v1", t.join("odd-mp").display()),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(mcpb["digest"].as_str().unwrap()), "{err}");

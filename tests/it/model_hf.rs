@@ -163,6 +163,43 @@ fn hf_pack_resumes_a_cut_download_into_a_layout() {
 }
 
 #[test]
+fn hf_pack_resumes_a_cut_download_into_the_registry() {
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let hub = HfHub::start(vec![repo(&t.join("src"))], None);
+    // As above, the weight's download is cut after 1 MiB, here while it streams into an upload.
+    let proxy = FaultProxy::start(
+        &hub.url(),
+        vec![Rule::new().method("GET").path("model.safetensors").nth(3).drop_response_after(1 << 20)],
+    )
+    .unwrap();
+    let r = format!("{}/hf/tiny:v1", reg.host());
+    run(
+        "pack",
+        hoist_cmd().env("HF_ENDPOINT", proxy.url()).env("HOIST_STORE", t.join("store")).args([
+            "model",
+            "pack",
+            "hf://org/tiny@main",
+            "--output",
+            &format!("type=registry,name={r}"),
+        ]),
+    );
+    assert!(!t.join("store").exists(), "nothing stored locally");
+    let ranges: Vec<_> = hub.requests().into_iter().filter(|q| q.range.is_some()).collect();
+    assert!(
+        ranges.iter().any(|q| q.path.contains("model.safetensors")
+            && q.status == 206
+            && !q.range.as_deref().unwrap_or("").starts_with("bytes=0-")),
+        "a Range request continued the cut download: {:?}",
+        hub.requests()
+    );
+    let out = t.join("out");
+    run("unpack", hoist_cmd().args(["model", "unpack", &r, out.to_str().unwrap()]));
+    assert_eq!(tree(&out), tree(&t.join("src")));
+}
+
+#[test]
 fn huggingface_hub_client_accepts_the_test_hub() {
     let Some(py) = python_with(hoist_testkit::test_name!(), "huggingface_hub") else { return };
     let tmp = tempfile::tempdir().unwrap();

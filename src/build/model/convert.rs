@@ -137,7 +137,10 @@ impl Source for ConvertedModel<'_> {
     }
 
     fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
-        (desc.digest != self.config_desc.digest).then(|| self.inner.blob_path(desc)).flatten()
+        if desc.digest == self.config_desc.digest {
+            return None;
+        }
+        self.inner.blob_path(desc)
     }
 
     fn range_lanes(&self, desc: &Descriptor) -> usize {
@@ -262,9 +265,7 @@ fn read_said(format: ModelFormat, config: &[u8], manifest: &ManifestView, loc: &
                 source_url: s(&p["sourceURL"]),
                 version: pkg.version.clone().or(model.version.clone()),
                 revision: s(&p["revision"]),
-                licenses: license
-                    .map(|l| l.split(" AND ").map(str::to_string).collect())
-                    .unwrap_or_default(),
+                licenses: license.map(|l| l.split(" AND ").map(str::to_string).collect()).unwrap_or_default(),
                 title: s(&p["title"]),
                 description: pkg.description.clone().or(model.description.clone()),
                 architecture: s(&p["architecture"]),
@@ -305,12 +306,12 @@ async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelL
     let mut blob_hash = layer.digest.algorithm().hasher();
     let sink = HashSink(Algorithm::Sha256.hasher());
     enum Dec {
-        Gz(flate2::write::GzDecoder<HashSink>),
-        Zs(zstd::stream::write::Decoder<'static, HashSink>),
+        Gz(Box<flate2::write::GzDecoder<HashSink>>),
+        Zs(Box<zstd::stream::write::Decoder<'static, HashSink>>),
     }
     let mut dec = match format {
-        ModelLayerFormat::TarGzip => Dec::Gz(flate2::write::GzDecoder::new(sink)),
-        _ => Dec::Zs(zstd::stream::write::Decoder::new(sink).map_err(|e| Error::malformed(&what, &loc, e))?),
+        ModelLayerFormat::TarGzip => Dec::Gz(Box::new(flate2::write::GzDecoder::new(sink))),
+        _ => Dec::Zs(Box::new(zstd::stream::write::Decoder::new(sink).map_err(|e| Error::malformed(&what, &loc, e))?)),
     };
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -334,8 +335,8 @@ async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelL
         return Err(Error::malformed(&what, &loc, "its bytes do not match its digest and size"));
     }
     let sink = match dec {
-        Dec::Gz(d) => d.finish(),
-        Dec::Zs(mut d) => d.flush().map(|()| d.into_inner()),
+        Dec::Gz(d) => (*d).finish(),
+        Dec::Zs(mut d) => d.flush().map(|()| (*d).into_inner()),
     }
     .map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
     Ok(sink.0.finish())
@@ -353,7 +354,11 @@ fn modelpack_kind(info: &formats::LayerInfo) -> ModelFileKind {
 }
 
 /// Convert the model artifact `root` of `source` to `to` (see the module doc).
-pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: ModelTarget) -> Result<ConvertedModel<'a>> {
+pub async fn convert_model<'a>(
+    source: &'a dyn Source,
+    root: &Descriptor,
+    to: ModelTarget,
+) -> Result<ConvertedModel<'a>> {
     let loc = source.location();
     let doc = source.fetch_document(root).await?;
     let View::Manifest(m) = &doc.view else {
@@ -375,13 +380,20 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
         ));
     }
     let mut config = Vec::new();
-    source.open_blob(&m.config, 0).await?.take(MAX_MODEL_CONFIG + 1).read_to_end(&mut config).await.map_err(|e| {
-        Error::malformed(format!("config {}", m.config.digest), loc.clone(), e)
-    })?;
+    source
+        .open_blob(&m.config, 0)
+        .await?
+        .take(MAX_MODEL_CONFIG + 1)
+        .read_to_end(&mut config)
+        .await
+        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
     if m.config.digest.same_alg_of(&config) != m.config.digest {
         return Err(Error::malformed(format!("config {}", m.config.digest), loc, "bytes do not match the digest"));
     }
-    let same = matches!((from, to), (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit));
+    let same = matches!(
+        (from, to),
+        (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit)
+    );
     let mut report = ConvertReport {
         from: format_name(from),
         to,
@@ -445,12 +457,8 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
                 nl.annotations.insert(media::ANNOTATION_MODEL_FILEPATH.into(), p.clone());
             }
         }
-        let stated = said
-            .by_index
-            .get(i)
-            .cloned()
-            .flatten()
-            .or_else(|| said.by_digest.get(&l.digest.to_string()).cloned());
+        let stated =
+            said.by_index.get(i).cloned().flatten().or_else(|| said.by_digest.get(&l.digest.to_string()).cloned());
         let id = match (stated, info.layer_format) {
             (Some(id), _) => id,
             (None, ModelLayerFormat::Raw | ModelLayerFormat::Tar) => l.digest.clone(),
@@ -467,7 +475,10 @@ pub async fn convert_model<'a>(source: &'a dyn Source, root: &Descriptor, to: Mo
     let (config_bytes, config_type, artifact_type) = match to {
         ModelTarget::ModelPack => {
             if diff_ids.is_empty() {
-                return Err(Error::Unsupported(format!("{} in {loc} has no layers: a ModelPack needs one", root.digest)));
+                return Err(Error::Unsupported(format!(
+                    "{} in {loc} has no layers: a ModelPack needs one",
+                    root.digest
+                )));
             }
             (said.meta.config_bytes(diff_ids)?, media::MODEL_CONFIG, media::MODEL_ARTIFACT)
         }
@@ -499,10 +510,8 @@ fn kitfile_for(
     kinds: &[(ModelFileKind, Option<String>)],
     diff_ids: &[Digest],
 ) -> Result<Vec<u8>> {
-    let info = |i: usize| KitLayerInfo {
-        digest: Some(layers[i].digest.to_string()),
-        diff_id: Some(diff_ids[i].to_string()),
-    };
+    let info =
+        |i: usize| KitLayerInfo { digest: Some(layers[i].digest.to_string()), diff_id: Some(diff_ids[i].to_string()) };
     let path = |i: usize| kinds[i].1.clone().unwrap_or_else(|| ".".into());
     let entry = |i: usize| KitPath { path: path(i), layer: info(i), ..Default::default() };
     let mut params = serde_json::Map::new();
