@@ -2,8 +2,6 @@
 //! as `buildx imagetools create` documents; only real changes re-serialize. Judged by the
 //! digest skopeo reads from the registry.
 
-use std::path::Path;
-
 use crate::common::*;
 
 #[test]
@@ -11,18 +9,8 @@ fn single_index_source_is_copied_as_it_is() {
     hoist_testkit::require!("skopeo");
     let reg = TestRegistry::start(RegistryOpts::plain());
     let t = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let built = t.path().join("built");
-    let out = hoist([
-        "build",
-        "--store",
-        t.path().join("store").to_str().unwrap(),
-        "-f",
-        examples.join("hoist.toml").to_str().unwrap(),
-        "--output",
-        &format!("oci:{}:v1", built.display()),
-    ]);
-    assert_success("hoist build", &out);
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", built.display()));
     // An index as another tool writes it (pretty-printed, with a field hoist does not know),
     // so that a re-serialized copy could not come out byte-identical by chance.
     let index_json: serde_json::Value =

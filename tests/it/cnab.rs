@@ -74,20 +74,8 @@ fn bundle_keywords_maintainers_and_config_layer() {
 
 /// The OCI image of `examples/hoist.toml` (one platform) in layout `dir` tagged `v1`.
 fn example_image(t: &Path, dir: &Path) {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let store = t.join("store");
-    let out = hoist([
-        "build",
-        "--store",
-        store.to_str().unwrap(),
-        "--platform",
-        "linux/amd64",
-        "-f",
-        examples.join("hoist.toml").to_str().unwrap(),
-        "--output",
-        &format!("oci:{}:v1", dir.display()),
-    ]);
-    assert_success("hoist build", &out);
+    build_example(&store, &["--platform", "linux/amd64"], &format!("oci:{}:v1", dir.display()));
 }
 
 /// `cnab-to-oci push` and `pull` as hoist does them, with the real registry and skopeo as

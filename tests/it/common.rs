@@ -49,3 +49,27 @@ pub fn hoist_in(store: &Path, args: &[&str]) -> Output {
 pub fn ok(what: &str, out: Output) -> String {
     assert_success(what, &out).trim().to_string()
 }
+
+/// Every regular file below `dir` (outside `.cache` directories, where huggingface_hub keeps
+/// its own state) by its path relative to `dir`, with its `sha256:` digest.
+pub fn file_digests(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.path().components().any(|c| c.as_os_str() == ".cache"))
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string();
+            (rel, sha256(&std::fs::read(e.path()).unwrap()))
+        })
+        .collect()
+}
+
+/// `hoist build` of `examples/hoist.toml` (two platforms unless `extra` says `--platform`) with
+/// the store `store` and `--output OUTPUT`; panics naming `OUTPUT` when it fails.
+pub fn build_example(store: &Path, extra: &[&str], output: &str) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hoist.toml");
+    let mut args = vec!["build", "--store", store.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["-f", file.to_str().unwrap(), "--output", output]);
+    assert_success(&format!("hoist build -> {output}"), &hoist(&args));
+}

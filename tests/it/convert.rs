@@ -270,18 +270,8 @@ fn metadata_file_names_the_root_the_destination_got() {
     assert_eq!(name, conv_ref);
 
     // --platform on a two-platform index: the platform's manifest.
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let multi = t.path().join("multi");
-    let out = hoist([
-        "build",
-        "--store",
-        t.path().join("store").to_str().unwrap(),
-        "-f",
-        examples.join("hoist.toml").to_str().unwrap(),
-        "--output",
-        &format!("oci:{}:v1", multi.display()),
-    ]);
-    assert_success("hoist build (two platforms)", &out);
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", multi.display()));
     let arm_ref = format!("{}/me/multi:arm64", reg.host());
     let out = hoist([
         "--platform",

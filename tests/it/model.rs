@@ -372,18 +372,6 @@ fn run_ok(what: &str, out: std::process::Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string();
-            (rel, sha256(&std::fs::read(e.path()).unwrap()))
-        })
-        .collect()
-}
-
 /// A model directory with two weight shards, a config and a readme.
 fn sample_dir(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
@@ -427,8 +415,8 @@ fn unpack_fetches_only_matching_layers_and_lists() {
             hoist(["model", "unpack", &r, out.to_str().unwrap(), "--include", "*.safetensors", "--exclude", "sub/*"]),
         );
         let want: BTreeMap<String, String> =
-            tree(&model).into_iter().filter(|(k, _)| k == "model-00001-of-00002.safetensors").collect();
-        assert_eq!(tree(&out), want);
+            file_digests(&model).into_iter().filter(|(k, _)| k == "model-00001-of-00002.safetensors").collect();
+        assert_eq!(file_digests(&out), want);
         // One config-less blob GET: the one matching layer (manifests are not blobs).
         let after = reg.requests_now().iter().filter(|q| q.method == "GET" && q.path.contains("/blobs/")).count();
         assert_eq!(after - before, 1, "only the matching layer is fetched ({fmt})");
@@ -501,6 +489,6 @@ fn modelpack_client_pulls_identical_files() {
             .output()
             .unwrap();
         assert!(out.status.success(), "modelpack pull ({fmt}): {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(tree(&dest), tree(&model), "{fmt}");
+        assert_eq!(file_digests(&dest), file_digests(&model), "{fmt}");
     }
 }

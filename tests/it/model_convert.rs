@@ -13,22 +13,6 @@ use serde_json::Value;
 use crate::common::*;
 use crate::model::{python_with, validates, write_gguf, write_safetensors};
 
-fn ok(what: &str, out: std::process::Output) -> String {
-    assert_success(what, &out).trim().to_string()
-}
-
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string();
-            (rel, sha256(&std::fs::read(e.path()).unwrap()))
-        })
-        .collect()
-}
-
 /// Two weight shards (one in a subdirectory), a config.json, a readme and a script.
 fn model_dir(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
@@ -154,7 +138,7 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     // hoist reads it back.
     let out = t.join("from-kit");
     ok("unpack modelkit", hoist(["model", "unpack", &kit, out.to_str().unwrap()]));
-    assert_eq!(tree(&out), tree(&model));
+    assert_eq!(file_digests(&out), file_digests(&model));
 
     // ModelKit -> ModelPack in another repository: two documents uploaded, layers mounted.
     let mp = format!("{}/packs/qwen:v1", reg.host());
@@ -202,7 +186,7 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
             .output()
             .unwrap();
         assert!(out.status.success(), "modelpack pull: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(tree(&dest), tree(&model));
+        assert_eq!(file_digests(&dest), file_digests(&model));
     }
 
     // ... and back to a ModelKit: the same blobs, the same KitOps media types.
@@ -217,7 +201,7 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     assert_eq!(kc2["package"], kc["package"]);
     let out = t.join("from-kit2");
     ok("unpack modelkit 2", hoist(["model", "unpack", &kit2, out.to_str().unwrap()]));
-    assert_eq!(tree(&out), tree(&model));
+    assert_eq!(file_digests(&out), file_digests(&model));
 }
 
 #[test]
@@ -273,7 +257,7 @@ fn tar_layers_convert_with_their_diff_ids_and_a_store_pack_writes_a_modelkit() {
     assert_eq!(got, want);
     let out = t.join("restored");
     ok("unpack", hoist(["model", "unpack", &mp, out.to_str().unwrap()]));
-    assert_eq!(tree(&out), tree(&model));
+    assert_eq!(file_digests(&out), file_digests(&model));
 
     // An older ModelKit whose Kitfile states no diffIds: each compressed layer is read once
     // and decompressed to compute its diffId, which must be the same.
@@ -370,7 +354,7 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
     // The layers got file paths, so the ModelPack unpacks to named files.
     let out = t.join("restored");
     ok("unpack", hoist(["model", "unpack", &format!("oci:{}:v1", mp.display()), out.to_str().unwrap()]));
-    let files = tree(&out);
+    let files = file_digests(&out);
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files.values().any(|d| *d == sha256(&gguf_bytes)));
 

@@ -2,7 +2,6 @@
 //! the real `huggingface_hub.snapshot_download` must accept too: identical files after
 //! `model unpack`, a re-run that downloads and uploads nothing, a cut connection that resumes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use hoist_testkit::hfhub::{HfHub, HubFile, HubRepo};
@@ -10,20 +9,6 @@ use hoist_testkit::proxy::{FaultProxy, Rule};
 
 use crate::common::*;
 use crate::model::{python_with, write_safetensors};
-
-fn tree(dir: &Path) -> BTreeMap<String, String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && !e.path().components().any(|c| c.as_os_str() == ".cache"))
-        .map(|e| {
-            (
-                e.path().strip_prefix(dir).unwrap().to_string_lossy().to_string(),
-                sha256(&std::fs::read(e.path()).unwrap()),
-            )
-        })
-        .collect()
-}
 
 /// A repo with an LFS weight (3 MiB), and small non-LFS files; also written to `dir`.
 fn repo(dir: &Path) -> HubRepo {
@@ -78,7 +63,7 @@ fn hf_pack_into_registry_unpacks_identical_and_a_rerun_moves_nothing() {
     assert!(!t.join("store/blobs").exists(), "no store copy without --store");
     let out = t.join("out");
     run("unpack", hoist_cmd().args(["model", "unpack", &target, out.to_str().unwrap()]));
-    assert_eq!(tree(&out), tree(&t.join("src")));
+    assert_eq!(file_digests(&out), file_digests(&t.join("src")));
     let cfg = run("describe", hoist_cmd().args(["inspect", "--format", "json", &target]));
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     assert_eq!(v["artifactType"], "application/vnd.cncf.model.manifest.v1+json");
@@ -157,9 +142,9 @@ fn hf_pack_resumes_a_cut_download_into_a_layout() {
         "unpack",
         hoist_cmd().args(["model", "unpack", &format!("oci:{}:v1", layout.display()), out.to_str().unwrap()]),
     );
-    let mut want = tree(&t.join("src"));
+    let mut want = file_digests(&t.join("src"));
     want.remove("README.md");
-    assert_eq!(tree(&out), want);
+    assert_eq!(file_digests(&out), want);
 }
 
 #[test]
@@ -196,7 +181,7 @@ fn hf_pack_resumes_a_cut_download_into_the_registry() {
     );
     let out = t.join("out");
     run("unpack", hoist_cmd().args(["model", "unpack", &r, out.to_str().unwrap()]));
-    assert_eq!(tree(&out), tree(&t.join("src")));
+    assert_eq!(file_digests(&out), file_digests(&t.join("src")));
 }
 
 #[test]
@@ -222,6 +207,6 @@ print(p)
         .output()
         .unwrap();
     assert!(out.status.success(), "snapshot_download: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(tree(&t.join("dl")), tree(&t.join("src")));
+    assert_eq!(file_digests(&t.join("dl")), file_digests(&t.join("src")));
     assert!(hub.requests().iter().any(|r| r.path.contains(&commit)), "the client resolved main to the commit");
 }
