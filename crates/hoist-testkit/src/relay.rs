@@ -229,10 +229,14 @@ async fn pipe(
             if data.is_empty() {
                 break;
             }
+            // Counted before the write: once write_all returns, the reader may already have
+            // everything and read the counters (a test did, and saw one chunk short). A write
+            // that then fails overcounts by one chunk, which errs on the safe side for the
+            // "at most N x the blob" checks that use these counters.
+            count(data.len() as u64);
             if wr.write_all(&data).await.is_err() {
                 return;
             }
-            count(data.len() as u64);
             if let Some(w) = &win {
                 // the ack travels back for another `delay`
                 let (w, n) = (w.clone(), data.len());
