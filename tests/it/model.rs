@@ -269,17 +269,7 @@ async fn modelfile_then_kitfile_then_flags_override_the_files() {
     // Modelfile globs and Kitfile paths pick the layer kinds; neither file becomes a layer.
     let doc = layout.fetch_document(&root).await.unwrap();
     let m: serde_json::Value = serde_json::from_slice(&doc.bytes).unwrap();
-    let kinds: BTreeMap<String, String> = m["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().to_string(),
-                l["mediaType"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let kinds = layer_types_by_path(&m);
     assert_eq!(
         kinds,
         BTreeMap::from([
@@ -365,6 +355,17 @@ fn sample_model_config_validates() {
     assert_eq!(v["config"]["paramSize"], "1K");
     assert_eq!(v["config"]["architecture"], "TinyModel");
     drop(tmp);
+}
+
+/// A manifest's layers as `org.cncf.model.filepath` -> media type.
+pub(crate) fn layer_types_by_path(manifest: &serde_json::Value) -> BTreeMap<String, String> {
+    let layers = manifest["layers"].as_array().unwrap().iter();
+    layers
+        .map(|l| {
+            let path = l["annotations"]["org.cncf.model.filepath"].as_str().unwrap();
+            (path.to_string(), l["mediaType"].as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 fn run_ok(what: &str, out: std::process::Output) -> String {

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::model::{python_with, validates, write_gguf, write_safetensors};
+use crate::model::{layer_types_by_path, python_with, validates, write_gguf, write_safetensors};
 
 /// Two weight shards (one in a subdirectory), a config.json, a readme and a script.
 fn model_dir(dir: &Path) {
@@ -95,17 +95,7 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     // The ModelKit manifest and its config (the Kitfile as JSON), as KitOps writes them.
     assert_eq!(km["artifactType"], "application/vnd.kitops.modelkit.manifest.v1+json", "{km}");
     assert_eq!(km["config"]["mediaType"], "application/vnd.kitops.modelkit.config.v1+json");
-    let by_path: BTreeMap<String, String> = km["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().to_string(),
-                l["mediaType"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let by_path = layer_types_by_path(&km);
     let kt = |k: &str| format!("application/vnd.kitops.modelkit.{k}.v1.raw");
     assert_eq!(by_path["model-00001-of-00002.safetensors"], kt("model"), "{by_path:?}");
     assert_eq!(by_path["sub/model-00002-of-00002.safetensors"], kt("modelpart"));
@@ -152,17 +142,7 @@ fn modelkit_to_modelpack_and_back_keeps_every_weight_digest_and_uploads_two_docu
     assert_eq!(pm["config"]["mediaType"], "application/vnd.cncf.model.config.v1+json");
     assert_eq!(layer_digests(&pm), layer_digests(&km), "every layer blob kept");
     let mt = |k: &str| format!("application/vnd.cncf.model.{k}.v1.raw");
-    let pm_types: BTreeMap<String, String> = pm["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["annotations"]["org.cncf.model.filepath"].as_str().unwrap().into(),
-                l["mediaType"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let pm_types = layer_types_by_path(&pm);
     assert_eq!(pm_types["model-00001-of-00002.safetensors"], mt("weight"));
     assert_eq!(pm_types["sub/model-00002-of-00002.safetensors"], mt("weight"), "a weight shard is a weight again");
     assert_eq!(pm_types["config.json"], mt("weight.config"));
