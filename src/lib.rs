@@ -7,7 +7,10 @@
 //!   (OCI layout, OCI and docker archives, in-memory, registry), plus endpoint parsing;
 //! - operations on any two transports: [`copy`] (the one graph copy), [`merge`] (indexes made
 //!   from many roots), [`bundle`] (CNAB), [`output`] (buildx-style `--output`);
-//! - [`build`]: images, artifacts and ModelPack models built into a local layout.
+//! - [`layer`]: the one layer home (compression, encoders, tar layers);
+//! - builders, each named by what it makes, storing into a local layout through [`ingest`]:
+//!   [`image`] (TOML/flag builds), [`dockerfile`], [`artifact`] (OCI 1.1 artifacts),
+//!   [`modelpack`] (CNCF ModelPack models, KitOps ModelKits, `hf://` sources).
 //!
 //! Every move of content is one call to [`copy::graph`] between a [`transport::Source`] and
 //! a [`transport::Destination`]. Copying the tag `multi` of one OCI layout (a two-platform
@@ -38,13 +41,18 @@
 
 #![warn(missing_docs)]
 
-pub mod build;
+pub mod artifact;
 pub mod bundle;
 pub mod copy;
+pub mod dockerfile;
 pub mod error;
 pub mod export;
+pub mod image;
+pub mod ingest;
+pub mod layer;
 pub mod merge;
 pub mod model;
+pub mod modelpack;
 pub mod output;
 pub mod transport;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use hoist::build::{build_artifact, load_annotation_file, ArtifactFile, ArtifactSpec};
+use hoist::artifact::{build_artifact, load_annotation_file, ArtifactFile, ArtifactSpec};
 use hoist::copy;
 use hoist::error::{Error, Result};
 use hoist::model::media;

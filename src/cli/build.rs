@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Args;
-use hoist::build::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver, Snapshotter};
-use hoist::build::{build_image, BaseImage, BuildFile, Compression};
+use hoist::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver, Snapshotter};
 use hoist::error::{Error, Result};
+use hoist::image::{build_image, BaseImage, BuildFile};
+use hoist::layer::Compression;
 use hoist::model::descriptor::Descriptor;
 use hoist::output::OutputSpec;
 use hoist::transport::Source;
@@ -270,7 +271,7 @@ fn build_keys(outputs: &[OutputSpec]) -> Result<BuildKeys> {
 /// to the index only, `compression=` and `compression-level=` choose the layer compression,
 /// and `--compression` must agree with them. `force-compression=true` is honoured when every
 /// layer is built here (no base image).
-fn apply_output_keys(spec: &mut hoist::build::ImageSpec, outputs: &[OutputSpec], flag: bool) -> Result<()> {
+fn apply_output_keys(spec: &mut hoist::image::ImageSpec, outputs: &[OutputSpec], flag: bool) -> Result<()> {
     refuse_index_keys(outputs, spec.platforms.len().max(1))?;
     let keys = build_keys(outputs)?;
     merge_annotations(&mut spec.annotations, keys.annotations)?;

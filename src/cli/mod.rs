@@ -182,7 +182,7 @@ impl Command {
             Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
             Command::Build(a) => {
                 let base = a.base.clone().or_else(|| {
-                    a.toml_file().and_then(|f| hoist::build::BuildFile::load(&f).ok()).and_then(|s| s.base)
+                    a.toml_file().and_then(|f| hoist::image::BuildFile::load(&f).ok()).and_then(|s| s.base)
                 });
                 let mut v = base.as_deref().and_then(registry_of).into_iter().collect::<Vec<_>>();
                 v.extend(outputs(&a.out));

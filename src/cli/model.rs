@@ -4,18 +4,18 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use hoist::build::{
+use hoist::error::Result;
+use hoist::modelpack::{
     build_model_with, describe_model, diff_models, list_model, unpack_model_with, FileSelector, ModelLayerFormat,
     ModelSpec, UnpackOptions,
 };
-use hoist::error::Result;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hoist::build::hf::{self, HfRef, HfRepo};
-use hoist::build::model::{convert_model, ModelTarget};
-use hoist::build::plan_dir_model_with;
+use hoist::modelpack::hf::{self, HfRef, HfRepo};
+use hoist::modelpack::plan_dir_model_with;
+use hoist::modelpack::{convert_model, ModelTarget};
 use hoist::transport::Source;
 
 use super::creds::{registry_of, registry_of_output};
@@ -247,7 +247,7 @@ async fn known_layers(
     outputs: &[hoist::output::OutputSpec],
     source_url: &str,
     commit: &str,
-) -> (HashMap<String, hoist::model::descriptor::Descriptor>, Option<hoist::build::model::Described>) {
+) -> (HashMap<String, hoist::model::descriptor::Descriptor>, Option<hoist::modelpack::Described>) {
     let mut out = HashMap::new();
     let none = (HashMap::new(), None);
     let Some(o) = outputs.iter().find(|o| !o.local_only) else { return none };
@@ -277,7 +277,7 @@ async fn known_layers(
         }
     }
     let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    let described = hoist::build::model::Described {
+    let described = hoist::modelpack::Described {
         architecture: s(&v["config"]["architecture"]),
         family: s(&v["descriptor"]["family"]),
         format: s(&v["config"]["format"]),

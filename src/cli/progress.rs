@@ -19,7 +19,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoist::build::FileProgress;
+use hoist::ingest::FileProgress;
 use hoist::transport::{BlobOutcome, Progress};
 use hoist::{Descriptor, Digest};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};

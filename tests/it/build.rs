@@ -10,13 +10,13 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist::build::layer::{build_layer_blocking, write_tar_blocking};
-use hoist::build::model::{layer_media_type, ModelFileKind};
-use hoist::build::{
-    build_artifact, build_image, build_model, load_annotation_file, unpack_model, ArtifactFile, ArtifactSpec,
-    BuildFile, Compression, ImageSpec, LayerEntry, LayerSpec, ModelLayerFormat, ModelSpec,
-};
+use hoist::artifact::{build_artifact, load_annotation_file, ArtifactFile, ArtifactSpec};
+use hoist::image::{build_image, BuildFile, ImageSpec, LayerSpec};
+use hoist::layer::{build_layer_blocking, write_tar_blocking};
+use hoist::layer::{Compression, LayerEntry};
 use hoist::model::media;
+use hoist::modelpack::{build_model, unpack_model, ModelLayerFormat, ModelSpec};
+use hoist::modelpack::{layer_media_type, ModelFileKind};
 use hoist::transport::layout::Layout;
 use hoist::{Descriptor, Digest, Error};
 use serde_json::Value;
@@ -64,7 +64,7 @@ fn sample_spec(platforms: &[&str]) -> ImageSpec {
 
 #[tokio::test]
 async fn same_inputs_give_same_digests() {
-    let epoch = hoist::build::source_date_epoch();
+    let epoch = hoist::ingest::source_date_epoch();
     let a = tempfile::tempdir().unwrap();
     let la = Layout::create(a.path().join("oci")).unwrap();
     let ra = build_image(&la, &BuildFile::load(&examples().join("hoist.toml")).unwrap(), None).await.unwrap();
@@ -124,7 +124,7 @@ async fn umoci_unpacks_exactly_the_input_files() {
     assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/bin/sh", "/app/bin/hello.sh"]));
     assert_eq!(cfg["config"]["Env"], serde_json::json!(["GREETING=hello"]));
     assert_eq!(cfg["config"]["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
-    assert_eq!(cfg["created"], hoist::build::rfc3339(hoist::build::source_date_epoch()));
+    assert_eq!(cfg["created"], hoist::ingest::rfc3339(hoist::ingest::source_date_epoch()));
 }
 
 #[tokio::test]
@@ -166,7 +166,7 @@ async fn base_image_layers_and_config_are_kept() {
     });
     spec.env.insert("GREETING".into(), "bye".into());
     let base =
-        hoist::build::BaseImage { source: &base_layout, root: base_root.clone(), name: Some("example/base:1".into()) };
+        hoist::image::BaseImage { source: &base_layout, root: base_root.clone(), name: Some("example/base:1".into()) };
     let root = build_image(&layout, &spec, Some(base)).await.unwrap();
     let m = json(&layout, &root);
     assert_eq!(m["layers"].as_array().unwrap().len(), 2);

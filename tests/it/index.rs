@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use hoist::build::{build_image, BuildFile, ImageSpec};
+use hoist::image::{build_image, BuildFile, ImageSpec};
 use hoist::output::{parse_output, write_metadata};
 use hoist::transport::layout::Layout;
 use hoist::Descriptor;

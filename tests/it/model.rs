@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist::build::{build_model, ModelSpec};
+use hoist::modelpack::{build_model, ModelSpec};
 use hoist::transport::layout::Layout;
 use hoist::transport::Source;
 

@@ -11,7 +11,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist::build::{build_model, ModelSpec};
+use hoist::modelpack::{build_model, ModelSpec};
 use hoist::transport::layout::Layout;
 use hoist::{Descriptor, Digest};
 use serde_json::Value;

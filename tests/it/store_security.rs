@@ -439,8 +439,10 @@ fn model_unpack_never_leaves_a_truncated_file() {
     let l = t.path().join("l");
     let mut tar = tar_header("w.bin", 1000);
     tar.extend(std::iter::repeat_n(7u8, 300));
-    let mt =
-        hoist::build::model::layer_media_type(hoist::build::ModelFileKind::Weight, hoist::build::ModelLayerFormat::Tar);
+    let mt = hoist::modelpack::layer_media_type(
+        hoist::modelpack::ModelFileKind::Weight,
+        hoist::modelpack::ModelLayerFormat::Tar,
+    );
     model_layout(&l, &mt, &tar, None);
     let out_dir = t.path().join("out");
     let out = hoist(&["model", "unpack", &format!("oci:{}:v1", l.display()), &out_dir.display().to_string()]);
@@ -465,9 +467,9 @@ fn model_unpack_bounds_expansion() {
     gz.write_all(&[0u8; 1024]).unwrap();
     let blob = gz.finish().unwrap();
     assert!(blob.len() < 1 << 20, "a small compressed layer");
-    let mt = hoist::build::model::layer_media_type(
-        hoist::build::ModelFileKind::Weight,
-        hoist::build::ModelLayerFormat::TarGzip,
+    let mt = hoist::modelpack::layer_media_type(
+        hoist::modelpack::ModelFileKind::Weight,
+        hoist::modelpack::ModelLayerFormat::TarGzip,
     );
     let md = r#"{"name":"w.bin","mode":420,"uid":0,"gid":0,"size":100,"mtime":"1970-01-01T00:00:00Z","typeflag":48}"#;
     for (name, metadata, extra) in [("declared", Some(md), vec![]), ("max-size", None, vec!["--max-size", "1048576"])] {

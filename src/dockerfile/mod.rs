@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use super::layer::Compression;
 use crate::error::Result;
+use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::transport::Source;
 

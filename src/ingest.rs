@@ -1,14 +1,7 @@
-//! Builders: turn files on disk into images, artifacts and model packs inside a local
-//! `Layout`, and return the root descriptor. They never name a transport; the CLI moves
-//! the result anywhere with `copy::graph`.
-
-pub mod artifact;
-pub mod dockerfile;
-pub mod hf;
-pub mod image;
-pub mod layer;
-pub mod model;
-mod pgzip;
+//! Local files into the local store: blobs written from files and bytes (reflinked where the
+//! filesystem can), hashing progress, and `SOURCE_DATE_EPOCH`. Every builder (`image`,
+//! `artifact`, `modelpack`, `dockerfile`) stores what it makes through here; none names a
+//! transport: the CLI moves the result anywhere with `copy::graph`.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -20,16 +13,7 @@ use crate::model::digest::{Algorithm, Digest};
 use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::layout::Layout;
 
-pub use artifact::{build_artifact, load_annotation_file, AnnotationFile, ArtifactFile, ArtifactSpec};
-pub use image::{build_image, BaseImage, BuildFile, ImageSpec, LayerSpec};
-pub use layer::{build_layer_blocking, build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
-pub use model::{
-    build_model, build_model_with, describe_model, diff_models, list_model, plan_dir_model, plan_dir_model_with,
-    unpack_model, unpack_model_with, FileSelector, ModelDiff, ModelEntry, ModelFileKind, ModelLayerFormat, ModelMeta,
-    ModelSpec, UnpackOptions,
-};
-
-const BUF: usize = 1 << 20;
+pub(crate) const BUF: usize = 1 << 20;
 
 /// Progress of hashing local files into blobs (`model pack` reads every file once, and a
 /// big model takes minutes): the library calls it, the CLI draws it (the same reporter as

@@ -12,14 +12,16 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::pgzip::ParGzEncoder;
-use super::{PipeWriter, BUF};
+mod pgzip;
+
 use crate::error::{Error, IoContext, Result};
+use crate::ingest::{PipeWriter, BUF};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
 use crate::model::verify::HashWriter;
 use crate::transport::layout::Layout;
+use pgzip::ParGzEncoder;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
 const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
@@ -496,7 +498,7 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
         if let Kind::File { src, size, .. } = &item.kind {
             let f = File::open(src).at(src)?;
             let mut r = f.take(*size);
-            let copied = super::copy_stream_buf(&mut r, w, src, &out, &mut buf)?;
+            let copied = crate::ingest::copy_stream_buf(&mut r, w, src, &out, &mut buf)?;
             if copied != *size {
                 return Err(Error::Other(format!(
                     "{}: file shrank from {size} to {copied} bytes while building the layer",

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{store_bytes, store_file_blocking};
 use crate::error::{Error, IoContext, Result};
+use crate::ingest::{store_bytes, store_file_blocking};
 use crate::model::descriptor::Descriptor;
 use crate::model::media;
 use crate::model::write::ImageManifest;

@@ -19,13 +19,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::model::planned::{Origin, PlannedModel, RemoteFiles};
-use super::model::{
+use super::planned::{Origin, PlannedModel, RemoteFiles};
+use super::{
     annotate_file_layer, describe, layer_media_type, Described, FileSelector, ModelFileKind, ModelLayerFormat,
     ModelMeta, ModelSpec,
 };
-use super::{rfc3339, source_date_epoch};
 use crate::error::{Error, Result};
+use crate::ingest::{rfc3339, source_date_epoch};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub mod convert;
 pub mod describe;
 pub mod formats;
+pub mod hf;
 pub mod modelfile;
 pub mod planned;
 pub mod select;
@@ -33,12 +34,12 @@ pub use describe::Described;
 pub use modelfile::{Kitfile, Modelfile};
 pub use select::FileSelector;
 
-use super::layer::{build_layer_blocking, Compression, LayerEntry};
-use super::{
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::{
     hash_file_reporting, parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_reporting, FileProgress,
     NoFileProgress, Reporting,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::layer::{build_layer_blocking, Compression, LayerEntry};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -1108,7 +1109,7 @@ fn extract_entries(
                 let mut tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(parent).at(parent)?;
                 let tmp_path = tmp.path().to_path_buf();
                 let size = entry.size();
-                let copied = super::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
+                let copied = crate::ingest::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
                 if copied != size {
                     return Err(Error::malformed(
                         format!("tar entry {raw_path}"),

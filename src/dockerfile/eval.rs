@@ -24,10 +24,10 @@ use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
 use super::words::{word, words};
 use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
-use crate::build::image::{load_base, BaseImage};
-use crate::build::layer::{build_items_layer_blocking, normalize_target, Item, Kind, LayerBlob};
-use crate::build::{rfc3339, source_date_epoch, store_bytes};
 use crate::error::{Error, IoContext, Result};
+use crate::image::{load_base, BaseImage};
+use crate::ingest::{rfc3339, source_date_epoch, store_bytes};
+use crate::layer::{build_items_layer_blocking, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
 use crate::model::media;
@@ -202,7 +202,7 @@ pub async fn build_dockerfile(
     let mut ctx =
         Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore, context, stat };
     let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
-    crate::build::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
+    crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
     // Refuse RUN we cannot run before building anything.
     if plan.needed.iter().any(|&s| plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN")) {

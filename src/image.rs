@@ -10,9 +10,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::layer::{build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
-use super::{rfc3339, source_date_epoch, store_bytes};
 use crate::error::{Error, IoContext, Result};
+use crate::ingest::{rfc3339, source_date_epoch, store_bytes};
+use crate::layer::{build_layer_following_blocking, Compression, LayerBlob, LayerEntry};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::document::View;
 use crate::model::media;

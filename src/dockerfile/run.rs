@@ -20,8 +20,8 @@ use super::fs::{
 };
 use super::parse::{Args, Instruction};
 use super::words::word;
-use crate::build::layer::{build_items_layer_blocking, normalize_target};
 use crate::error::{Error, IoContext, Result};
+use crate::layer::{build_items_layer_blocking, normalize_target};
 use crate::model::descriptor::Platform;
 use crate::transport::layout::Layout;
 
@@ -267,7 +267,7 @@ pub(crate) async fn run_step(
     let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
     let (file, line) = (ctx.file.clone(), ins.line);
     let snapshotter = ctx.opts.snapshotter;
-    let blob = blocking(move || -> Result<(Option<crate::build::layer::LayerBlob>, bool)> {
+    let blob = blocking(move || -> Result<(Option<crate::layer::LayerBlob>, bool)> {
         let dirs = stc.dirs_blocking(&layout)?;
         let (uid, gid) = if user.is_empty() {
             (0, 0)

@@ -13,8 +13,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::build::layer::{normalize_target, Item, Kind};
 use crate::error::{Error, IoContext, Result};
+use crate::layer::{normalize_target, Item, Kind};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
