@@ -55,6 +55,7 @@ pub mod model;
 pub mod modelpack;
 pub mod output;
 pub mod transport;
+pub mod trust;
 
 pub use error::{Error, Result};
 pub use model::{Descriptor, Digest, Document, Platform};

@@ -41,6 +41,7 @@ mod registry_security;
 mod roundtrip;
 mod runtime;
 mod schemas;
+mod signing;
 mod store_security;
 mod tls;
 mod token_auth;
