@@ -24,7 +24,7 @@ use super::Ctx;
 pub(crate) enum KeyCmd {
     /// Generate an ECDSA P-256 key pair in cosign's format (PREFIX.key, PREFIX.pub).
     #[command(
-        after_help = "Examples:\n  hoist key generate                  # cosign.key, cosign.pub; asks for a password\n  COSIGN_PASSWORD=secret hoist key generate --out release"
+        after_help = "Examples:\n  hoist key generate                  # cosign.key, cosign.pub; asks for a password\n  hoist key generate --out release --sign-passphrase-file pw.txt"
     )]
     Generate {
         /// Write PREFIX.key (encrypted private key) and PREFIX.pub (public key).
@@ -335,14 +335,14 @@ pub(crate) async fn verify_signed(
 
 pub(crate) async fn run_verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
-    let what = (&args.reference, &args.key, args.identity.as_deref());
+    let what = (args.reference.as_str(), args.key.as_slice(), args.identity.as_deref());
     verify_and_print(ctx, what, format, payload::COSIGN_SIGN_PREDICATE, false).await
 }
 
 pub(crate) async fn run_verify_attestation(ctx: &Ctx, args: VerifyAttestationArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
     let uri = sign::predicate_type_uri(&args.predicate_type)?;
-    verify_and_print(ctx, (&args.reference, &args.key, None), format, &uri, true).await
+    verify_and_print(ctx, (args.reference.as_str(), args.key.as_slice(), None), format, &uri, true).await
 }
 
 pub(crate) async fn run_attest(ctx: &Ctx, args: AttestArgs) -> Result<i32> {

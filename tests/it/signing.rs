@@ -4,6 +4,7 @@
 //!   writer of cosign's encrypted private keys (hashlib.scrypt + PyNaCl secretbox);
 //! - `crates/hoist-testkit/judges/sigstore_verify.js`: sigstore-js (`@sigstore/verify` from
 //!   npm) verifying hoist's Sigstore bundles with the public key, no transparency log.
+//!
 //! The python venv is target/pyvenv and the npm packages target/sigstore-js (both made by
 //! .ci/run). A real docker-registry (distribution 2.8, no referrers API) stores everything.
 
@@ -476,4 +477,88 @@ fn copy_signs_what_the_destination_got() {
     // the source digest has no signature there
     let out = judge(&["verify", &reg.url(), "signed", &src_digest, public.to_str().unwrap()]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn attestations_are_bundles_sigstore_js_verifies_and_verify_attestation_prints_them() {
+    require_judges!();
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    let (key, public) = (t.path().join("k.key"), t.path().join("k.pub"));
+    let (reg, reference, digest) = registry_with_image();
+    let predicate = t.path().join("prov.json");
+    std::fs::write(&predicate, r#"{"buildDefinition":{"buildType":"https://example.com/hoist"},"runDetails":{}}"#)
+        .unwrap();
+    ok(
+        "attest",
+        hoist_pw(
+            "pw",
+            &[
+                "attest",
+                "--key",
+                key.to_str().unwrap(),
+                "--type",
+                "slsaprovenance1",
+                "--predicate",
+                predicate.to_str().unwrap(),
+                "--signature-format",
+                "both",
+                &reference,
+            ],
+        ),
+    );
+    // hoist reads both formats back and prints the statements
+    let out = ok(
+        "verify-attestation",
+        hoist([
+            "--format",
+            "json",
+            "verify-attestation",
+            "--key",
+            public.to_str().unwrap(),
+            "--type",
+            "slsaprovenance1",
+            &reference,
+        ]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let verified: Vec<&serde_json::Value> =
+        v["signatures"].as_array().unwrap().iter().filter(|s| s["verified"] == true).collect();
+    assert_eq!(verified.len(), 2, "{v}");
+    for s in verified {
+        assert_eq!(s["statement"]["predicateType"], "https://slsa.dev/provenance/v1");
+        assert_eq!(s["statement"]["predicate"]["buildDefinition"]["buildType"], "https://example.com/hoist");
+    }
+    // the legacy .att layer is a DSSE envelope, as cosign writes it
+    let att = format!("{}/app:{}.att", reg.host(), digest.replace(':', "-"));
+    let m: serde_json::Value = serde_json::from_str(&ok("inspect att", hoist(["inspect", "--raw", &att]))).unwrap();
+    assert_eq!(m["layers"][0]["mediaType"], "application/vnd.dsse.envelope.v1+json");
+    assert_eq!(m["layers"][0]["annotations"]["predicateType"], "https://slsa.dev/provenance/v1");
+    // sigstore-js verifies the bundle
+    let refs: serde_json::Value = serde_json::from_str(&ok(
+        "referrers",
+        hoist(["--format", "json", "referrers", "--artifact-type", BUNDLE, &reference]),
+    ))
+    .unwrap();
+    let entry = &refs["manifests"].as_array().unwrap()[0];
+    assert_eq!(entry["annotations"]["dev.sigstore.bundle.predicateType"], "https://slsa.dev/provenance/v1");
+    let bm: serde_json::Value = serde_json::from_str(&ok(
+        "inspect bundle",
+        hoist(["inspect", "--raw", &format!("{}/app@{}", reg.host(), entry["digest"].as_str().unwrap())]),
+    ))
+    .unwrap();
+    let blob =
+        reqwest::blocking::get(format!("{}/v2/app/blobs/{}", reg.url(), bm["layers"][0]["digest"].as_str().unwrap()))
+            .unwrap()
+            .bytes()
+            .unwrap();
+    let bundle = t.path().join("att.json");
+    std::fs::write(&bundle, &blob).unwrap();
+    let st = sigstore_verify(&bundle, &public).expect("sigstore-js verifies the attestation bundle");
+    assert_eq!(st["payload"]["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(st["payload"]["subject"][0]["digest"]["sha256"], digest.strip_prefix("sha256:").unwrap());
+    // another type: nothing verifies, exit 5
+    let out = hoist(["verify-attestation", "--key", public.to_str().unwrap(), "--type", "spdxjson", &reference]);
+    assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
 }
