@@ -447,11 +447,26 @@ fn multi_platform_without_run_and_foreign_run_refused() {
     );
 }
 
-/// The stat cache's racy-clean rule (src/build/dockerfile/statcache.rs): a file changed less
-/// than 100 ms before its stat is hashed again next time. Test contexts are written just
-/// before the build, so they are first made older than that.
-fn age_past_racy_margin() {
-    std::thread::sleep(std::time::Duration::from_millis(150));
+/// The stat cache's racy-clean rule (src/dockerfile/statcache.rs): a file changed less than
+/// `RACY_MARGIN_NS` before it was hashed is hashed again next time. Test contexts are written
+/// just before the build, so this waits until the clock is past the newest ctime under `dir`
+/// plus that margin (an observed condition, not a fixed sleep).
+fn age_past_racy_margin(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let newest = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128)
+        .max()
+        .unwrap_or(0);
+    let now = || {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        d.as_nanos() as i128
+    };
+    while now() <= newest + hoist::dockerfile::statcache::RACY_MARGIN_NS {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// `N context files hashed (M from the stat cache)` of a build's summary line.
@@ -483,7 +498,7 @@ fn cached_build_hashes_nothing_and_sees_same_size_rewrites() {
         "FROM scratch AS data\nCOPY tree/ /data/\nFROM scratch\nCOPY --from=data /data /data\nCOPY one /one\n",
     )
     .unwrap();
-    age_past_racy_margin();
+    age_past_racy_margin(&ctx);
     // the copied snapshot: COPY --from needs no overlay mount (nor root) on a cache miss
     let build = |dest: &str, extra: &[&str]| {
         let o = format!("type=oci,dest={},tar=false", t.join(dest).display());
