@@ -27,7 +27,6 @@ mod creds_isolation;
 mod dockerfile;
 mod faults;
 mod fuzz_smoke;
-mod harness;
 mod hostile;
 mod index;
 mod model;
