@@ -28,7 +28,6 @@ mod dockerfile;
 mod edit;
 mod faults;
 mod fuzz_smoke;
-mod harness;
 mod hostile;
 mod index;
 mod lazy;
