@@ -20,10 +20,7 @@ fn root() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    std::env::var_os("HOIST_PYVENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/pyvenv"))
-        .join("bin/python")
+    hoist_testkit::schemas::pyvenv_dir().join("bin/python")
 }
 
 fn sigstore_js() -> PathBuf {
