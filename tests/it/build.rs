@@ -89,6 +89,7 @@ async fn same_inputs_give_same_digests() {
 
 #[tokio::test]
 async fn umoci_unpacks_exactly_the_input_files() {
+    hoist_testkit::require!("umoci", "skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout_dir = t.path().join("oci");
     let layout = Layout::create(&layout_dir).unwrap();
@@ -129,6 +130,7 @@ async fn umoci_unpacks_exactly_the_input_files() {
 
 #[tokio::test]
 async fn multi_platform_index_is_read_by_skopeo() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout_dir = t.path().join("oci");
     let layout = Layout::create(&layout_dir).unwrap();
@@ -149,6 +151,7 @@ async fn multi_platform_index_is_read_by_skopeo() {
 
 #[tokio::test]
 async fn base_image_layers_and_config_are_kept() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let base_layout = Layout::create(t.path().join("base")).unwrap();
     let mut base_spec = sample_spec(&["linux/amd64"]);
@@ -271,6 +274,7 @@ fn multi_block_gzip_layers_are_valid_and_reproducible() {
 
 #[test]
 fn tar_headers_are_normalized_and_long_names_use_pax() {
+    hoist_testkit::require!("tar");
     let t = tempfile::tempdir().unwrap();
     let long = "d".repeat(120);
     fs::create_dir_all(t.path().join("src").join(&long)).unwrap();
@@ -326,6 +330,7 @@ fn unsafe_paths_are_refused() {
 
 #[tokio::test]
 async fn golden_image_bytes() {
+    hoist_testkit::require!("python3");
     let t = tempfile::tempdir().unwrap();
     fs::write(t.path().join("hello.txt"), b"hello\n").unwrap();
     let layout = Layout::create(t.path().join("oci")).unwrap();
@@ -346,7 +351,48 @@ async fn golden_image_bytes() {
     assert_eq!(cfg, GOLDEN_CONFIG);
     assert_eq!(m, GOLDEN_MANIFEST);
     assert_eq!(root.digest.to_string(), GOLDEN_DIGEST);
+    // The golden values are not only hoist's own output: python writes the same layer from
+    // POSIX's ustar layout by hand, and the config and manifest as compact JSON, and gets the
+    // same three digests.
+    let out = Command::new("python3").arg("-c").arg(GOLDEN_PY).output().unwrap();
+    let derived = common::assert_success("python3 (golden image)", &out);
+    let derived: Vec<&str> = derived.lines().collect();
+    let diff_id = serde_json::from_str::<Value>(GOLDEN_CONFIG).unwrap()["rootfs"]["diff_ids"][0].clone();
+    assert_eq!(derived, [diff_id.as_str().unwrap(), cfg_desc.digest.to_string().as_str(), GOLDEN_DIGEST]);
 }
+
+/// The golden image of [`golden_image_bytes`] derived without hoist: prints the layer's
+/// digest, the config's and the manifest's.
+const GOLDEN_PY: &str = r##"
+import hashlib, json, sys
+def field(value, width):            # POSIX ustar numeric field: octal, zero-padded, NUL-terminated
+    return b"%0*o\0" % (width - 1, value)
+def ustar(name, size, mode, mtime):
+    h = bytearray(512)
+    h[0:len(name)] = name                       # name
+    h[100:108] = field(mode, 8)                 # mode
+    h[108:116] = field(0, 8)                    # uid
+    h[116:124] = field(0, 8)                    # gid
+    h[124:136] = field(size, 12)                # size
+    h[136:148] = field(mtime, 12)               # mtime
+    h[156:157] = b"0"                           # typeflag: regular file
+    h[257:263] = b"ustar\0"; h[263:265] = b"00" # magic, version; uname, gname, devmajor, devminor, prefix: empty
+    h[148:156] = b" " * 8                       # checksum: sum of the header with the field as spaces
+    h[148:156] = field(sum(h), 8)
+    return bytes(h)
+data = b"hello\n"
+layer = ustar(b"hello.txt", len(data), 0o644, 0) + data.ljust(512, b"\0") + b"\0" * 1024
+diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+epoch = "1970-01-01T00:00:00Z"
+config = {"created": epoch, "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/cat", "/hello.txt"]},
+          "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "history": [{"created": epoch, "created_by": "hoist build"}]}
+cbytes = json.dumps(config, separators=(",", ":")).encode()
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + hashlib.sha256(cbytes).hexdigest(), "size": len(cbytes)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer)}]}
+mbytes = json.dumps(manifest, separators=(",", ":")).encode()
+print(diff_id); print("sha256:" + hashlib.sha256(cbytes).hexdigest()); print("sha256:" + hashlib.sha256(mbytes).hexdigest())
+"##;
 
 const GOLDEN_CONFIG: &str = r#"{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{"Cmd":["/bin/cat","/hello.txt"]},"rootfs":{"type":"layers","diff_ids":["sha256:93769e9d52b5a8be01b6d5097c596438ef22c80aa6dca1aff93786a003e964e2"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hoist build"}]}"#;
 const GOLDEN_MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0f9b6fd3172dbdca0a129ca798f8a46e8b84acd3989e387f19f017c473303bd4","size":301},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:93769e9d52b5a8be01b6d5097c596438ef22c80aa6dca1aff93786a003e964e2","size":2048}]}"#;
@@ -354,6 +400,7 @@ const GOLDEN_DIGEST: &str = "sha256:de4fa802b9ca62a2d6301a486b835e11ce8b37ad8c08
 
 #[tokio::test]
 async fn artifact_with_subject_and_annotation_file() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout = Layout::create(t.path().join("oci")).unwrap();
     let image = build_image(&layout, &sample_spec(&["linux/amd64"]), None).await.unwrap();
@@ -654,6 +701,7 @@ impl std::io::Write for NonZeroPieces {
 
 #[test]
 fn files_over_8_gib_get_a_pax_size_record() {
+    hoist_testkit::require!("tar");
     use std::os::unix::fs::{FileExt, MetadataExt};
     // One byte more than ustar's 11 octal digits hold. Sparse: no 8 GiB on disk, and reading
     // it back is the kernel handing out zero pages (a few seconds).

@@ -23,6 +23,7 @@ mod cnab;
 mod conformance;
 mod convert;
 mod crash;
+mod creds_isolation;
 mod dockerfile;
 mod faults;
 mod fuzz_smoke;
