@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::fs::{
-    cache_root, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, Mounted, Snapshotter,
+    cache_root, chain_id, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, resolve_in_dir,
+    Mounted, Snapshotter,
 };
 use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
@@ -77,13 +78,26 @@ impl Stage {
         self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
     }
 
-    /// Unpack every layer (cached) and return their directories, bottom first. Blocking.
+    /// Unpack every layer (cached, by chain) and return their directories, bottom first.
+    /// Blocking.
     pub fn dirs_blocking(&self, layout: &Layout) -> Result<Vec<PathBuf>> {
-        self.layers
-            .iter()
-            .zip(&self.config.rootfs.diff_ids)
-            .map(|(d, id)| ensure_unpacked_blocking(layout, d, id))
-            .collect()
+        let mut dirs = Vec::new();
+        let mut chain: Option<String> = None;
+        for (d, id) in self.layers.iter().zip(&self.config.rootfs.diff_ids) {
+            let c = chain_id(chain.as_deref(), id);
+            dirs.push(ensure_unpacked_blocking(layout, d, &c, &dirs)?);
+            chain = Some(c);
+        }
+        Ok(dirs)
+    }
+
+    /// The ChainID (hex) of the stage's layers, None without layers.
+    pub fn chain(&self) -> Option<String> {
+        let mut chain: Option<String> = None;
+        for id in &self.config.rootfs.diff_ids {
+            chain = Some(chain_id(chain.as_deref(), id));
+        }
+        chain
     }
 
     pub(crate) fn push_layer(&mut self, blob: &LayerBlob, created: &str, by: String) {
@@ -736,7 +750,9 @@ pub(crate) fn join_abs(base: &str, rel: &str) -> String {
 /// WORKDIR creates its directory when missing (a layer with it and its missing parents).
 async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, path: &str) -> Result<()> {
     let by = format!("WORKDIR {path}");
-    let key = hash(&[&st.key, &by]);
+    // The directory is made as the stage's USER: a different user is a different step.
+    let user = st.config.config.user.clone().unwrap_or_default();
+    let key = hash(&[&st.key, &by, "user", &user]);
     let (layout, epoch, compression) = (Layout::open(ctx.layout.root())?, ctx.epoch, ctx.opts.compression);
     let (blob, cached) = match ctx.cache_get(&key) {
         Some(e) => (e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }), true),
@@ -1107,9 +1123,17 @@ async fn copy(
                 vec![pattern.clone()]
             };
             for m in matches {
-                let src = if m.is_empty() { base.clone() } else { base.join(&m) };
+                // Symlinks on the way (and a link named as the source) resolve inside the
+                // context or stage root, never on the host; a dangling one is an error.
+                let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
+                let src = if resolved.is_empty() { base.clone() } else { base.join(&resolved) };
+                let where_ = if ctxfile { "build context" } else { "source" };
                 let meta = src.symlink_metadata().map_err(|_| {
-                    e(format!("{a}: not found in the {}", if ctxfile { "build context" } else { "source" }))
+                    if resolved == m {
+                        e(format!("{a}: not found in the {where_}"))
+                    } else {
+                        e(format!("{a}: not found in the {where_} (a symlink to /{resolved}, which does not exist)"))
+                    }
                 })?;
                 if ctxfile && !m.is_empty() && ignored(&ignore, &m) {
                     return Err(e(format!("{a}: excluded by .dockerignore")));
@@ -1122,7 +1146,6 @@ async fn copy(
                         continue;
                     }
                 }
-                let meta = if meta.file_type().is_symlink() { fs::metadata(&src).at(&src)? } else { meta };
                 if meta.is_dir() {
                     let rules: &[IgnoreRule] = if ctxfile { &ignore } else { &[] };
                     if lookup(&dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
@@ -1282,10 +1305,12 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
     for p in parts {
         let mut next = Vec::new();
         for c in &cur {
-            let dir = base.join(c);
+            // directories on the way resolve inside `base` (a symlinked directory is followed
+            // there, never on the host)
+            let Ok(dir) = resolve_in_dir(base, c, true).map(|r| base.join(r)) else { continue };
             if !has_glob(p) {
                 let cand = join_rel(c, p);
-                if base.join(&cand).symlink_metadata().is_ok() {
+                if resolve_in_dir(base, &cand, false).is_ok_and(|r| base.join(r).symlink_metadata().is_ok()) {
                     next.push(cand);
                 }
                 continue;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -16,7 +17,8 @@ use serde_json::json;
 
 use super::eval::{blocking, join_abs, mount_stage, resolve_user, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
 use super::fs::{
-    cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, snapshot, upper_to_items, Snapshotter,
+    cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, resolve_in_dir, snapshot, upper_to_items,
+    Snapshotter,
 };
 use super::parse::{Args, Instruction};
 use super::words::word;
@@ -197,8 +199,9 @@ pub(crate) async fn run_step(
             }
             // ... and one from the context on the content bound
             RunMount::Bind { from: None, source, .. } => {
-                let rel = normalize_target(&join_abs("/", source))?;
-                mounts_desc.push_str(&tree_digest(&ctx.opts.context.join(rel)));
+                let rel = resolve_in_dir(&ctx.context, &normalize_target(&join_abs("/", source))?, true)
+                    .map_err(|e| ctx_err(ctx, ins, format!("--mount source={source}: {e}")))?;
+                mounts_desc.push_str(&tree_digest(&ctx.context.join(rel)));
             }
             _ => {}
         }
@@ -222,6 +225,8 @@ pub(crate) async fn run_step(
     let mut binds: Vec<(String, PathBuf, bool)> = Vec::new(); // target, host source, rw
     let mut tmpfs: Vec<String> = Vec::new();
     let cache_mounts = cache_root(ctx.layout).join("cache-mounts");
+    // `rw` bind mounts get a throwaway copy: writes never reach the context or the stage.
+    let mut rw_copies: Option<tempfile::TempDir> = None;
     for m in &mounts {
         match m {
             RunMount::Cache { target, id } => {
@@ -231,7 +236,7 @@ pub(crate) async fn run_step(
             }
             RunMount::Bind { target, source, from, rw } => {
                 let base = match from {
-                    None => ctx.opts.context.clone(),
+                    None => ctx.context.clone(),
                     Some(f) => {
                         let other = super::eval::find_stage(plan, done, f, s).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
@@ -242,11 +247,24 @@ pub(crate) async fn run_step(
                         d
                     }
                 };
-                let rel = normalize_target(&join_abs("/", source))?;
+                // symlinks on the way resolve inside the context or stage, never on the host
+                let rel = resolve_in_dir(&base, &normalize_target(&join_abs("/", source))?, true)
+                    .map_err(|e| ctx_err(ctx, ins, format!("--mount source={source}: {e}")))?;
                 let src = if rel.is_empty() { base } else { base.join(rel) };
                 if src.symlink_metadata().is_err() {
                     return Err(ctx_err(ctx, ins, format!("--mount source={source}: not found")));
                 }
+                let src = if *rw {
+                    let runs = cache_root(ctx.layout).join("runs");
+                    if rw_copies.is_none() {
+                        fs::create_dir_all(&runs).at(&runs)?;
+                        rw_copies = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
+                    }
+                    let dst = rw_copies.as_ref().expect("made above").path().join(binds.len().to_string());
+                    blocking(move || throwaway_copy(&src, &dst).map(|()| dst)).await?
+                } else {
+                    src
+                };
                 binds.push((join_abs(&cwd, target), src, *rw));
             }
             RunMount::Secret { target, id, required } => match ctx.opts.secrets.get(id) {
@@ -266,6 +284,7 @@ pub(crate) async fn run_step(
         .ok_or_else(|| Error::Unsupported("RUN needs an OCI runtime (runc or crun)".into()))?;
     let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
     let (file, line) = (ctx.file.clone(), ins.line);
+    let (label, by_step) = (label.to_string(), by.clone());
     let snapshotter = ctx.opts.snapshotter;
     let blob = blocking(move || -> Result<(Option<crate::layer::LayerBlob>, bool)> {
         let dirs = stc.dirs_blocking(&layout)?;
@@ -347,11 +366,17 @@ pub(crate) async fn run_step(
             m.unmount()?;
         }
         if !status.success() {
-            return Err(super::parse::err(
-                &file,
-                line,
-                format!("RUN failed: {} exited with {status}", truncate(&argv.join(" "))),
-            ));
+            // A failing command is a build failure (exit 1), named as BuildKit names it.
+            let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(c), _) => format!("exit code: {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => status.to_string(),
+            };
+            return Err(Error::Other(format!(
+                "{file}:{line}: [{label}] {}: process {:?} did not complete successfully: {how}",
+                truncate(&by_step),
+                truncate(&argv.join(" ")),
+            )));
         }
         // Remove the runtime's mount points (deepest first) when they are empty.
         let changed = if before.is_some() { &merged } else { &upper };
@@ -377,7 +402,7 @@ pub(crate) async fn run_step(
             return Ok((Some(blob), true));
         }
         // The upper directory is that layer unpacked: keep it for the next steps.
-        let dir = layer_dir(&layout, &blob.diff_id);
+        let dir = layer_dir(&layout, &super::fs::chain_id(stc.chain().as_deref(), &blob.diff_id));
         if !dir.exists() {
             if let Some(p) = dir.parent() {
                 fs::create_dir_all(p).at(p)?;
@@ -388,6 +413,7 @@ pub(crate) async fn run_step(
     })
     .await;
     drop(stage_mounts);
+    drop(rw_copies);
     let (blob, copied) = blob?;
     if copied {
         ctx.log.line("  (copied snapshot: no overlayfs)");
@@ -403,11 +429,27 @@ pub(crate) async fn run_step(
     Ok(())
 }
 
+/// A copy of `src` (a file or a directory tree, owners and modes kept) at `dst`, for a
+/// `rw` bind mount whose writes are thrown away after the step, as BuildKit does.
+fn throwaway_copy(src: &Path, dst: &Path) -> Result<()> {
+    let m = src.metadata().at(src)?;
+    if m.is_dir() {
+        fs::create_dir(dst).at(dst)?;
+        materialize(&[src.to_path_buf()], dst)?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).at(dst)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(dst)?;
+    } else {
+        fs::copy(src, dst).at(dst)?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).at(dst)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(dst)?;
+    }
+    Ok(())
+}
+
 /// Digest of a file tree's paths, kinds, modes and contents (a bind mount's cache input).
 fn tree_digest(root: &Path) -> String {
     use sha2::Digest as _;
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for w in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(|w| w.ok()) {

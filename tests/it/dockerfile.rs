@@ -14,9 +14,9 @@ use std::process::{Command, Output};
 use common::*;
 use serde_json::Value;
 
-const BUSYBOX: &str = "/bin/busybox";
+pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -35,7 +35,7 @@ macro_rules! require_all {
 
 /// A busybox root filesystem: the static binary, applet symlinks, /etc files, the mount
 /// points a real base image has.
-fn busybox_root(dir: &Path) {
+pub(crate) fn busybox_root(dir: &Path) {
     for d in ["bin", "etc", "dev", "proc", "sys", "run", "tmp", "root", "home/user"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -113,7 +113,7 @@ fn hoist_build(store: &Path, ctx: &Path, dest: &Path, extra: &[&str]) -> (String
 }
 
 /// path → "type mode uid:gid content-or-target" of every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
@@ -131,7 +131,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn unpack(layout: &Path, dest: &Path) -> PathBuf {
+pub(crate) fn unpack(layout: &Path, dest: &Path) -> PathBuf {
     let out = Command::new("umoci")
         .args(["unpack", "--image", &format!("{}:latest", layout.display())])
         .arg(dest)
@@ -141,7 +141,7 @@ fn unpack(layout: &Path, dest: &Path) -> PathBuf {
     dest.to_path_buf()
 }
 
-fn config_of(layout: &Path) -> Value {
+pub(crate) fn config_of(layout: &Path) -> Value {
     let idx: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let m = idx["manifests"][0]["digest"].as_str().unwrap().to_string();

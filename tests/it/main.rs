@@ -24,6 +24,7 @@ mod conformance;
 mod convert;
 mod crash;
 mod dockerfile;
+mod dockerfile_safety;
 mod faults;
 mod fuzz_smoke;
 mod harness;
