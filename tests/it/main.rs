@@ -24,6 +24,8 @@ mod conformance;
 mod convert;
 mod crash;
 mod dockerfile;
+mod dockerfile_buildkit;
+mod dockerfile_parity;
 mod dockerfile_safety;
 mod faults;
 mod fuzz_smoke;
