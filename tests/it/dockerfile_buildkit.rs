@@ -7,7 +7,7 @@
 //! and the bugs of issue #29; tools/dockerfile-judge runs BuildKit's whole corpus.
 
 use crate::common;
-use crate::dockerfile::{busybox_root, is_root, tree, unpack, BUSYBOX};
+use crate::dockerfile::{busybox_root, tree, unpack, BUSYBOX};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -174,10 +174,8 @@ fn config_fields(c: &Value) -> BTreeMap<&'static str, Value> {
 
 #[test]
 fn dockerfile_corpus_agrees_with_buildkit() {
-    hoist_testkit::require!("dockerd", "skopeo", "umoci", "runc");
-    if !is_root() || !Path::new(BUSYBOX).is_file() {
-        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-    }
+    hoist_testkit::require!("dockerd", "skopeo", "umoci", "runc", BUSYBOX);
+    hoist_testkit::require_root!("dockerd and RUN steps need root");
     let dockerd = match Dockerd::start() {
         Ok(d) => d,
         Err(why) => panic!("dockerd (the BuildKit judge) did not start: {why}"),

@@ -4,7 +4,7 @@
 //! umoci's unpack of the image and the image config.
 
 use crate::common;
-use crate::dockerfile::{busybox_root, config_of, is_root, unpack, BUSYBOX};
+use crate::dockerfile::{busybox_root, config_of, unpack, BUSYBOX};
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -115,10 +115,8 @@ fn refused_as_buildkit_refuses() {
 /// runs `sh -c ""`, and `--mount=type=bind,from=` (empty) binds the context.
 #[test]
 fn buildplatform_stage_runs_natively_for_every_target() {
-    hoist_testkit::require!("runc", "umoci");
-    if !is_root() || !Path::new(BUSYBOX).is_file() {
-        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-    }
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ctx = t.join("ctx");

@@ -5,7 +5,7 @@
 //! unpack of the built image and by the bytes of the context.
 
 use crate::common;
-use crate::dockerfile::{busybox_root, is_root, tree, unpack, BUSYBOX};
+use crate::dockerfile::{busybox_root, tree, unpack, BUSYBOX};
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -77,10 +77,8 @@ fn stage_symlinks_resolve_inside_the_stage_never_on_the_host() {
 /// rw/sub`) binds the right directory.
 #[test]
 fn rw_bind_mount_leaves_the_context_byte_identical() {
-    hoist_testkit::require!("runc", "umoci");
-    if !is_root() || !Path::new(BUSYBOX).is_file() {
-        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-    }
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let sub = t.join("rw/sub");
@@ -115,10 +113,8 @@ fn rw_bind_mount_leaves_the_context_byte_identical() {
 /// as 0755 root. A failing RUN is a build failure (exit 1) naming the step and exit code.
 #[test]
 fn run_layer_keeps_parent_directory_metadata() {
-    hoist_testkit::require!("runc", "umoci");
-    if !is_root() || !Path::new(BUSYBOX).is_file() {
-        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-    }
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ctx = t.join("ctx");
