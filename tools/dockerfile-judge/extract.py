@@ -115,15 +115,18 @@ def case(body):
     if not rest or rest[0] not in "`\"":
         return None, "dockerfile built from Go code"
     df, _ = go_string(rest, 0)
-    t = body.find("integration.Tmpdir(")
-    if t < 0:
+    # integration.Tmpdir(t, ...) today; tmpdir(...) in older releases
+    m2 = re.search(r"(integration\.Tmpdir|\btmpdir)\(", body)
+    if not m2:
         return None, "no Tmpdir context"
-    args = call_args(body, t + len("integration.Tmpdir"))
+    args = call_args(body, m2.end() - 1)
     parts = split_top(args or "") if args is not None else None
     if parts is None:
         return None, "unparsed context"
     files = []
-    for p in parts[1:]:
+    for p in parts:
+        if p == "t":
+            continue
         fm = re.fullmatch(r"fstest\.(CreateFile|CreateDir|Symlink)\((.*)\)", p, re.S)
         if not fm:
             return None, "context from Go code"
