@@ -17,6 +17,7 @@ mod model;
 mod out;
 mod progress;
 mod referrers;
+mod sbom;
 mod settings;
 mod store;
 mod tags;
@@ -69,6 +70,11 @@ enum Command {
         after_help = "Examples:\n  hoist mutate localhost:5000/app:v1 localhost:5000/app:v1-debug --env DEBUG=1 --cmd '[\"sh\"]'\n  hoist mutate oci:./layout:v1 oci:./layout:v2 --label org.example.team=web --created now\n  hoist --platform linux/amd64 mutate localhost:5000/app:v1 oci:./amd64:v1 --user 1000"
     )]
     Mutate(edit::MutateArgs),
+    /// Add layer tarballs on top of images (crane append): new diff_ids and history entries.
+    #[command(
+        after_help = "Examples:\n  hoist append localhost:5000/app:v1 localhost:5000/app:v2 ca-certs.tar.gz\n  hoist append oci:./layout:v1 oci:./layout:v2 patch.tar --compression zstd"
+    )]
+    Append(edit::AppendArgs),
     /// Show a manifest or index.
     #[command(
         after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
@@ -129,6 +135,11 @@ enum Command {
         after_help = "Examples:\n  hoist verify-attestation --key cosign.pub --type slsaprovenance1 localhost:5000/demo:v1\n  hoist --format json verify-attestation --key cosign.pub --type https://example.com/p/v1 oci:./layout:v1"
     )]
     VerifyAttestation(trust::VerifyAttestationArgs),
+    /// List the packages of an image (dpkg, apk, Python, npm, Go), as a table, SPDX or CycloneDX.
+    #[command(
+        after_help = "Examples:\n  hoist sbom localhost:5000/app:v1\n  hoist --format spdx-json sbom oci:./layout:v1 > sbom.spdx.json\n  hoist --format cyclonedx-json --platform linux/arm64 sbom localhost:5000/app:v1"
+    )]
+    Sbom(sbom::SbomArgs),
     /// Make image indexes from manifests and indexes anywhere (multi-node builds).
     #[command(subcommand)]
     Index(merge::IndexCmd),
@@ -159,6 +170,7 @@ impl Command {
             Command::Push(a) => a.describe(),
             Command::Pull(a) => a.describe(),
             Command::Mutate(a) => a.describe(),
+            Command::Append(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
             Command::Referrers(a) => format!("referrers {}", a.reference),
@@ -167,6 +179,7 @@ impl Command {
             Command::Verify(a) => format!("verify {}", a.reference),
             Command::Attest(a) => format!("attest {}", a.reference),
             Command::VerifyAttestation(a) => format!("verify-attestation {}", a.reference),
+            Command::Sbom(a) => format!("sbom {}", a.reference),
             Command::Login(a) => format!("login {}", a.registry),
             Command::Logout(a) => format!("logout {}", a.registry),
             Command::Layout(_) => "layout".into(),
@@ -209,7 +222,7 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) => vec![],
+            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) | Command::Append(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
             Command::Referrers(a) => refs(&[&a.reference]),
@@ -218,6 +231,7 @@ impl Command {
             Command::Attest(a) => refs(&[&a.reference]),
             Command::VerifyAttestation(a) => refs(&[&a.reference]),
             Command::Key(_) => vec![],
+            Command::Sbom(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
             Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
@@ -340,11 +354,19 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Push(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Mutate(a) => copy_credentials(&settings, &a.ends()?)?,
+        Command::Append(a) => copy_credentials(&settings, &a.ends_for_creds()?)?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
     let mut registry_options = settings.registry_options(credentials);
     registry_options.insecure.extend(command.insecure_registries());
     let client = Client::new(registry_options)?;
+    if matches!(settings.format, settings::Format::SpdxJson | settings::Format::CyclonedxJson)
+        && !matches!(command, Command::Sbom(_))
+    {
+        return Err(Error::Usage(
+            "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
+        ));
+    }
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
@@ -357,6 +379,14 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Push(a) => copy::run(ctx, &a.ends()?).await,
         Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
         Command::Mutate(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Append(a) => {
+            let dir = tempfile::Builder::new()
+                .prefix(".hoist-append-")
+                .tempdir()
+                .map_err(|e| hoist::error::Error::io(std::env::temp_dir(), e))?;
+            let ends = a.ends(dir.path())?;
+            copy::run(ctx, &ends).await
+        }
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,
         Command::Login(a) => login::login(ctx, a).await,
@@ -371,6 +401,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Verify(args) => trust::run_verify(ctx, args).await,
         Command::Attest(args) => trust::run_attest(ctx, args).await,
         Command::VerifyAttestation(args) => trust::run_verify_attestation(ctx, args).await,
+        Command::Sbom(args) => sbom::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
         Command::Store(cmd) => store::run_store(ctx, cmd).await,
