@@ -418,7 +418,7 @@ fn parse_bare(spec: &str) -> Result<OutputSpec> {
     if spec == "-" {
         return Ok(filesystem_output(PathBuf::from("-"), true));
     }
-    let transport = ["oci:", "oci-archive:", "docker-archive:", "docker://"].iter().any(|p| spec.starts_with(p));
+    let transport = crate::transport::endpoint::has_transport_prefix(spec);
     let looks_like_dir = !spec.contains(':') || spec.starts_with(['/', '.', '~']);
     if !transport && looks_like_dir {
         return Ok(filesystem_output(PathBuf::from(spec), false));

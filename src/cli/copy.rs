@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use hoist::copy::convert::{Compression, Conversion};
+use hoist::copy::convert::Conversion;
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
+use hoist::layer::Compression;
 use hoist::output::{write_metadata, OutputSpec};
 use hoist::transport::archive::docker::MadeManifest;
 use hoist::transport::endpoint::{native_manifest_format, open_source_as};

@@ -8,17 +8,16 @@
 //!
 //! [`Converted`] is a [`Source`] over the original: it serves the new manifests from memory
 //! and the recompressed layers from temp files, so the one graph copy moves them like any
-//! other content. Recompression is reproducible (gzip without name or time, zstd single
-//! threaded; same input, level and library version give the same bytes) and runs `jobs`
-//! layers at once.
+//! other content. Recompression uses the one layer encoder of [`crate::layer::codec`], so a
+//! layer recompressed here has the same bytes as the same layer built at the same level
+//! (whatever the core count), and runs `jobs` layers at once.
 //!
 //! Not here: choosing the format of a manifest a source has no bytes for (a docker-archive's
 //! `manifest.json`: [`crate::transport::endpoint::native_manifest_format`]).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -30,6 +29,8 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::error::{Error, Result};
+use crate::layer::codec::{self, Algorithm};
+use crate::layer::Compression;
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -42,81 +43,6 @@ use super::{Rewritten, MAX_DEPTH};
 /// Annotation BuildKit puts on an attestation manifest's index entry: the digest of the image
 /// manifest it describes (updated when that manifest is converted).
 const ANNOTATION_DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-
-/// A layer compression to recompress to (`--dest-compress`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// Uncompressed tar.
-    None,
-    /// gzip at this level (0-9).
-    Gzip(u32),
-    /// zstd at this level (1-22).
-    Zstd(i32),
-}
-
-impl FromStr for Compression {
-    type Err = Error;
-    /// `none`, `gzip[:0-9]` (default 6), `zstd[:1-22]` (default 3).
-    fn from_str(s: &str) -> Result<Compression> {
-        let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
-        let (alg, level) = match s.split_once(':') {
-            Some((a, l)) => (a, Some(l.parse::<i64>().map_err(|_| bad("the level is not a number"))?)),
-            None => (s, None),
-        };
-        match (alg, level) {
-            ("none", None) => Ok(Compression::None),
-            ("gzip", None) => Ok(Compression::Gzip(6)),
-            ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip(l as u32)),
-            ("zstd", None) => Ok(Compression::Zstd(3)),
-            ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd(l as i32)),
-            ("gzip", _) => Err(bad("gzip levels are 0-9")),
-            ("zstd", _) => Err(bad("zstd levels are 1-22")),
-            _ => Err(bad("compression is none, gzip[:0-9] or zstd[:1-22]")),
-        }
-    }
-}
-
-/// How a layer's bytes are compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Tar,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    fn kind(self) -> Kind {
-        match self {
-            Compression::None => Kind::Tar,
-            Compression::Gzip(_) => Kind::Gzip,
-            Compression::Zstd(_) => Kind::Zstd,
-        }
-    }
-}
-
-/// The compression of a regular (distributable) image layer, from its media type; None for
-/// anything else (foreign or non-distributable layers, artifact blobs), which is never touched.
-fn layer_kind(media_type: &str) -> Option<Kind> {
-    match media_type {
-        media::OCI_LAYER_TAR | media::DOCKER_LAYER_TAR => Some(Kind::Tar),
-        media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP => Some(Kind::Gzip),
-        media::OCI_LAYER_ZSTD => Some(Kind::Zstd),
-        _ => None,
-    }
-}
-
-/// The layer media type of `kind` in an OCI (`oci`) or Docker manifest; None: zstd, which a
-/// Docker manifest cannot describe.
-fn layer_type(kind: Kind, oci: bool) -> Option<&'static str> {
-    Some(match (kind, oci) {
-        (Kind::Tar, true) => media::OCI_LAYER_TAR,
-        (Kind::Gzip, true) => media::OCI_LAYER_GZIP,
-        (Kind::Zstd, true) => media::OCI_LAYER_ZSTD,
-        (Kind::Tar, false) => media::DOCKER_LAYER_TAR,
-        (Kind::Gzip, false) => media::DOCKER_LAYER_GZIP,
-        (Kind::Zstd, false) => return None,
-    })
-}
 
 /// What a copy converts. The default converts nothing (a byte-exact copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -303,10 +229,10 @@ impl<'a> Converted<'a> {
     /// One layer in a manifest of the OCI (`oci`) or Docker format: recompressed when asked
     /// and not already compressed that way, its media type that of the format.
     async fn convert_layer(&self, layer: Descriptor, oci: bool) -> Result<Descriptor> {
-        let Some(kind) = layer_kind(&layer.media_type) else { return Ok(layer) };
-        let target = self.conversion.compress.filter(|c| c.kind() != kind);
-        let out_kind = target.map_or(kind, Compression::kind);
-        let media_type = layer_type(out_kind, oci).ok_or_else(|| {
+        let Some(kind) = Algorithm::of_layer_media_type(&layer.media_type) else { return Ok(layer) };
+        let target = self.conversion.compress.filter(|c| c.algorithm() != kind);
+        let out_kind = target.map_or(kind, Compression::algorithm);
+        let media_type = out_kind.layer_media_type(oci).ok_or_else(|| {
             Error::Unsupported(format!(
                 "layer {} would be zstd-compressed in a Docker schema 2 manifest, which cannot describe \
                  zstd; add --convert oci",
@@ -329,7 +255,7 @@ impl<'a> Converted<'a> {
         Ok(out)
     }
 
-    async fn recompress(&self, layer: Descriptor, from: Kind, to: Compression) -> Result<Descriptor> {
+    async fn recompress(&self, layer: Descriptor, from: Algorithm, to: Compression) -> Result<Descriptor> {
         let _permit = self.jobs.acquire().await.map_err(|e| Error::Other(e.to_string()))?;
         let loc = self.inner.location();
         let input = self.dir.path().join(format!("in-{}", layer.digest.hex()));
@@ -354,7 +280,7 @@ impl<'a> Converted<'a> {
         let path = self.dir.path().join(format!("blob-{}", new.digest.hex()));
         std::fs::rename(&output, &path).map_err(|e| Error::io(&path, e))?;
         self.blobs.lock().expect("lock").insert(new.digest.clone(), path);
-        self.record(&layer, &new, format!("layer recompressed ({to:?})"));
+        self.record(&layer, &new, format!("layer recompressed ({to})"));
         Ok(new)
     }
 }
@@ -367,34 +293,15 @@ fn set_descriptor(entry: &mut Value, d: &Descriptor) {
     entry["size"] = Value::from(d.size);
 }
 
-/// Decompress `input` (of `from`) and compress it as `to` into `output`; the new digest and
-/// size. Reproducible: gzip with no name and time 0, zstd single-threaded without a checksum.
-fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> std::io::Result<(Digest, u64)> {
+/// Decompress `input` (of `from`) and compress it as `to` into `output` with the one layer
+/// encoder; the new digest and size.
+fn recompress_file(input: &Path, from: Algorithm, to: Compression, output: &Path) -> std::io::Result<(Digest, u64)> {
     let file = std::io::BufReader::new(std::fs::File::open(input)?);
-    let mut reader: Box<dyn Read> = match from {
-        Kind::Tar => Box::new(file),
-        Kind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Kind::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-    };
+    let mut reader = codec::decoder(from, file)?;
     let sink = HashWriter::new(std::io::BufWriter::new(std::fs::File::create(output)?));
-    let sink = match to {
-        Compression::None => {
-            let mut w = sink;
-            std::io::copy(&mut reader, &mut w)?;
-            w
-        }
-        Compression::Gzip(level) => {
-            let mut w = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(level));
-            std::io::copy(&mut reader, &mut w)?;
-            w.finish()?
-        }
-        Compression::Zstd(level) => {
-            let mut w = zstd::stream::write::Encoder::new(sink, level)?;
-            std::io::copy(&mut reader, &mut w)?;
-            w.finish()?
-        }
-    };
-    let (mut w, digest, size) = sink.finish();
+    let mut w = to.encoder(sink)?;
+    std::io::copy(&mut reader, &mut w)?;
+    let (mut w, digest, size) = w.finish()?.finish();
     w.flush()?;
     w.get_ref().sync_all()?;
     Ok((digest, size))
@@ -457,17 +364,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_compression() {
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(6));
-        assert_eq!("gzip:9".parse::<Compression>().unwrap(), Compression::Gzip(9));
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd(19));
-        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-        for bad in ["gzip:10", "zstd:0", "lz4", "none:1", "gzip:x"] {
-            assert!(bad.parse::<Compression>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn recompression_is_reproducible_and_keeps_content() {
         let dir = tempfile::tempdir().unwrap();
         let plain = b"layer content ".repeat(1000);
@@ -476,13 +372,13 @@ mod tests {
         let mut outs = Vec::new();
         for n in 0..2 {
             let out = dir.path().join(format!("gz{n}"));
-            outs.push(recompress_file(&input, Kind::Tar, Compression::Gzip(6), &out).unwrap());
+            outs.push(recompress_file(&input, Algorithm::None, Compression::Gzip { level: 6 }, &out).unwrap());
         }
         assert_eq!(outs[0], outs[1]);
         let zs = dir.path().join("zs");
-        recompress_file(&dir.path().join("gz0"), Kind::Gzip, Compression::Zstd(3), &zs).unwrap();
+        recompress_file(&dir.path().join("gz0"), Algorithm::Gzip, Compression::Zstd { level: 3 }, &zs).unwrap();
         let back = dir.path().join("back");
-        let (d, size) = recompress_file(&zs, Kind::Zstd, Compression::None, &back).unwrap();
+        let (d, size) = recompress_file(&zs, Algorithm::Zstd, Compression::None, &back).unwrap();
         assert_eq!((d, size), (Digest::sha256_of(&plain), plain.len() as u64));
     }
 }
