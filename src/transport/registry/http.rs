@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::auth::{parse_challenge, Challenge};
+use super::challenge::{parse_challenge, Challenge};
 use super::retry::{retriable_status, retry_after, RetryState};
 use super::tls::{classify, TlsFailure};
 use super::{Client, Host};

@@ -18,6 +18,7 @@
 //! impls, which call into the job files.
 
 pub mod auth;
+mod challenge;
 pub mod credentials;
 mod download;
 pub mod errors;
@@ -46,7 +47,7 @@ use crate::model::digest::Digest;
 use crate::model::reference::Reference;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, RangeRead, Source};
 
-use auth::Challenge;
+use challenge::Challenge;
 use credentials::Credential;
 pub use download::MAX_LANES;
 use errors::ErrorBody;
