@@ -391,11 +391,8 @@ fn check_build_keys(spec: &str, keys: &BTreeMap<String, String>) -> Result<()> {
     }
     if let Some(l) = keys.get("compression-level") {
         let alg = keys.get("compression").map_or("gzip", String::as_str);
-        let ok = match alg {
-            "zstd" => l.parse::<i32>().is_ok_and(|l| (1..=22).contains(&l)),
-            "gzip" => l.parse::<u32>().is_ok_and(|l| l <= 9),
-            _ => false,
-        };
+        // The layer codec's one range check.
+        let ok = matches!(alg, "gzip" | "zstd") && crate::layer::Compression::from_parts(alg, Some(l)).is_ok();
         if !ok {
             return Err(bad(spec, format!("compression-level={l:?} does not fit compression={alg}")));
         }

@@ -1315,18 +1315,7 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
 /// If `src` is a tar (plain, gzip or zstd), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let mut head = [0u8; 512];
-    let n = {
-        let mut f = fs::File::open(src).at(src)?;
-        let mut n = 0;
-        while n < head.len() {
-            let k = f.read(&mut head[n..]).at(src)?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        n
-    };
+    let n = codec::read_head(src, &mut head).at(src)?;
     let algorithm = codec::Algorithm::sniff(&head[..n]);
     if algorithm == codec::Algorithm::None && !(n >= 262 && &head[257..262] == b"ustar") {
         return Ok(None);

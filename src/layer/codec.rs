@@ -113,18 +113,8 @@ impl Compression {
             ("none", None) => Ok(Compression::None),
             ("gzip", None) => Ok(Compression::Gzip { level: DEFAULT_GZIP_LEVEL }),
             ("zstd", None) => Ok(Compression::Zstd { level: DEFAULT_ZSTD_LEVEL }),
-            ("gzip", Some(l)) => l
-                .parse()
-                .ok()
-                .filter(|l| GZIP_LEVELS.contains(l))
-                .map(|level| Compression::Gzip { level })
-                .ok_or_else(bad),
-            ("zstd", Some(l)) => l
-                .parse()
-                .ok()
-                .filter(|l| ZSTD_LEVELS.contains(l))
-                .map(|level| Compression::Zstd { level })
-                .ok_or_else(bad),
+            ("gzip", Some(l)) => level_in(l, GZIP_LEVELS).map(|level| Compression::Gzip { level }).ok_or_else(bad),
+            ("zstd", Some(l)) => level_in(l, ZSTD_LEVELS).map(|level| Compression::Zstd { level }).ok_or_else(bad),
             _ => Err(bad()),
         }
     }
@@ -147,6 +137,11 @@ impl Compression {
     pub fn encoder<W: Write>(self, w: W) -> io::Result<Encoder<W>> {
         Encoder::new(w, self)
     }
+}
+
+/// `text` as a level within `range`.
+fn level_in<T: FromStr + PartialOrd>(text: &str, range: std::ops::RangeInclusive<T>) -> Option<T> {
+    text.parse().ok().filter(|l| range.contains(l))
 }
 
 impl FromStr for Compression {
@@ -259,6 +254,22 @@ pub fn decompress<'a, R: BufRead + Send + 'a>(
         None => Algorithm::sniff(peek(&mut r, 4)?),
     };
     decoder(algorithm, r)
+}
+
+/// The first bytes of the file `path`, as many as fit in `buf` (fewer for a shorter file):
+/// what [`Algorithm::sniff`] and other magic checks look at.
+pub fn read_head(path: &std::path::Path, buf: &mut [u8]) -> io::Result<usize> {
+    let mut f = std::fs::File::open(path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Up to `n` bytes at the start of `r` without consuming them (fewer at the end of input or

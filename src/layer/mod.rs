@@ -109,6 +109,15 @@ pub struct Item {
     pub mtime: Option<u64>,
 }
 
+impl Item {
+    /// The regular file `src` as `meta` describes it; with `hardlinks`, one of several links
+    /// to it is stored once (see [`Kind::File`]).
+    fn file(src: PathBuf, meta: &fs::Metadata, hardlinks: bool, mode: u32, uid: u64, gid: u64) -> Item {
+        let link_key = (hardlinks && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+        Item { kind: Kind::File { src, size: meta.len(), link_key }, mode, uid, gid, mtime: None }
+    }
+}
+
 /// Build one layer from `entries` and store it in `layout`. Blocking: run it on a
 /// blocking thread from async code. `mtime` (seconds) is written on every entry.
 pub fn build_layer_blocking(
@@ -222,14 +231,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                 let item = if ft.is_dir() {
                     Item { kind: Kind::Dir, mode: mode_of(&m), uid, gid, mtime: None }
                 } else if ft.is_file() {
-                    let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
-                    Item {
-                        kind: Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key },
-                        mode: mode_of(&m),
-                        uid,
-                        gid,
-                        mtime: None,
-                    }
+                    Item::file(w.path().to_path_buf(), &m, true, mode_of(&m), uid, gid)
                 } else if ft.is_symlink() {
                     let link = fs::read_link(w.path()).at(w.path())?;
                     match check_symlink(w.path(), rel, &link) {
@@ -250,14 +252,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                                     "--follow-symlinks follows links to regular files only",
                                 ));
                             }
-                            let src = w.path().to_path_buf();
-                            Item {
-                                kind: Kind::File { src, size: t.len(), link_key: None },
-                                mode: mode_of(&t),
-                                uid,
-                                gid,
-                                mtime: None,
-                            }
+                            Item::file(w.path().to_path_buf(), &t, false, mode_of(&t), uid, gid)
                         }
                     }
                 } else {
@@ -275,17 +270,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
             } else {
                 target
             };
-            let link_key = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-            out.insert(
-                target,
-                Item {
-                    kind: Kind::File { src: e.source.clone(), size: meta.len(), link_key },
-                    mode: mode_of(&meta),
-                    uid,
-                    gid,
-                    mtime: None,
-                },
-            );
+            out.insert(target, Item::file(e.source.clone(), &meta, true, mode_of(&meta), uid, gid));
         } else {
             return Err(Error::Unsupported(format!(
                 "{}: sockets, devices and fifos cannot go into a layer",

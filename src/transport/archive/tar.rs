@@ -89,16 +89,8 @@ fn join_link(entry: &str, target: &str, location: &str) -> Result<String> {
 
 /// Refuse compressed tarballs with a message that says what to do.
 fn refuse_compressed(path: &Path, location: &str) -> Result<()> {
-    let mut f = File::open(path).at(path)?;
     let mut magic = [0u8; 6];
-    let mut n = 0;
-    while n < magic.len() {
-        let r = f.read(&mut magic[n..]).at(path)?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
+    let n = crate::layer::codec::read_head(path, &mut magic).at(path)?;
     let kind = match &magic[..n] {
         [0x1f, 0x8b, ..] => Some("gzip"),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),

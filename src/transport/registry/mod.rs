@@ -116,6 +116,11 @@ pub struct RegistryOptions {
     pub lanes: Option<usize>,
 }
 
+/// Chunk size of chunked uploads when neither the user nor a registry profile says (MiB).
+pub const DEFAULT_CHUNK_SIZE_MIB: u64 = 16;
+/// Seconds without data before a transfer counts as stalled (`--read-timeout`).
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
+
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
@@ -130,10 +135,10 @@ impl Default for RegistryOptions {
             anonymous: false,
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
-            chunk_size: 16 << 20,
+            chunk_size: DEFAULT_CHUNK_SIZE_MIB << 20,
             upload_set: false,
             chunk_size_set: false,
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
             http2: false,
             lanes: None,
         }
