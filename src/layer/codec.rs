@@ -206,12 +206,16 @@ impl<W: Write> Encoder<W> {
         }))
     }
 
-    /// Write what is buffered and the trailer; the inner writer.
+    /// Write what is buffered and the trailer; the inner writer. zstd ends with a flush and
+    /// then the end of the frame, as layers were always written (their digests stay).
     pub fn finish(self) -> io::Result<W> {
         match self.0 {
             Enc::Plain(w) => Ok(w),
             Enc::Gzip(e) => e.finish(),
-            Enc::Zstd(e) => e.finish(),
+            Enc::Zstd(mut e) => {
+                e.flush()?;
+                e.finish()
+            }
         }
     }
 }
@@ -224,11 +228,13 @@ impl<W: Write> Write for Encoder<W> {
             Enc::Zstd(e) => e.write(buf),
         }
     }
+    /// Flushes the inner writer only: a zstd flush would end a block early, so the bytes
+    /// would depend on when a caller flushes rather than on the input alone.
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.0 {
             Enc::Plain(w) => w.flush(),
             Enc::Gzip(e) => e.flush(),
-            Enc::Zstd(e) => e.flush(),
+            Enc::Zstd(e) => e.get_mut().flush(),
         }
     }
 }
@@ -418,6 +424,13 @@ mod tests {
         e.multithread(7).unwrap();
         e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE)).unwrap();
         e.write_all(&data).unwrap();
+        e.flush().unwrap();
         assert_eq!(ours, e.finish().unwrap());
+        // A caller's flush in the middle changes nothing.
+        let mut mid = Compression::Zstd { level: 3 }.encoder(Vec::new()).unwrap();
+        mid.write_all(&data[..1000]).unwrap();
+        mid.flush().unwrap();
+        mid.write_all(&data[1000..]).unwrap();
+        assert_eq!(ours, mid.finish().unwrap());
     }
 }
