@@ -12,8 +12,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod codec;
+pub mod estargz;
 mod pgzip;
 pub(crate) mod tar;
+mod tarstream;
 
 pub use codec::Compression;
 
