@@ -145,6 +145,21 @@ fn podman_names_round_trip() {
     let listed = podman.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(listed.contains("docker.io/me/app:v1"), "{listed}");
     assert!(listed.contains("docker.io/me/oci:v2"), "{listed}");
+    // ... and by digest: podman's image ID is the config digest skopeo reads from hoist's
+    // archive, and the OCI archive's manifest keeps its digest in podman.
+    for (name, archive) in [
+        ("docker.io/me/app:v1", format!("docker-archive:{}", docker.display())),
+        ("docker.io/me/oci:v2", format!("oci-archive:{}", oci.display())),
+    ] {
+        let config = skopeo(["inspect", "--config", "--raw", &archive]);
+        let config = sha256(assert_success("skopeo inspect --config", &config).as_bytes());
+        let id = podman.ok(&["image", "inspect", "--format", "{{.Id}}", name]);
+        assert_eq!(format!("sha256:{}", id.trim()), config, "{name}: podman's image ID");
+    }
+    let manifest = skopeo(["inspect", "--raw", &format!("oci-archive:{}", oci.display())]);
+    let manifest = sha256(assert_success("skopeo inspect --raw", &manifest).as_bytes());
+    let digest = podman.ok(&["image", "inspect", "--format", "{{.Digest}}", "docker.io/me/oci:v2"]);
+    assert_eq!(digest.trim(), manifest, "the OCI archive's manifest digest in podman");
 
     // podman's own names, saved both ways.
     podman.ok(&["tag", "docker.io/me/app:v1", "localhost/app:v1"]);
