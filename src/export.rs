@@ -100,7 +100,11 @@ pub async fn export_filesystem(
 }
 
 /// The image manifest of `root`: itself, or an index's entry for `platform` (or its only image).
-async fn pick_manifest(src: &dyn Source, root: &Descriptor, platform: Option<&Platform>) -> Result<Descriptor> {
+pub(crate) async fn pick_manifest(
+    src: &dyn Source,
+    root: &Descriptor,
+    platform: Option<&Platform>,
+) -> Result<Descriptor> {
     let doc = src.fetch_document(root).await?;
     let View::Index(index) = &doc.view else {
         return Ok(root.clone());

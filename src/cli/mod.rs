@@ -17,6 +17,7 @@ mod model;
 mod out;
 mod progress;
 mod referrers;
+mod sbom;
 mod settings;
 mod store;
 mod tags;
@@ -110,6 +111,11 @@ enum Command {
         after_help = "Examples:\n  hoist referrers localhost:5000/demo:v1\n  hoist referrers --artifact-type application/spdx+json oci:./layout:v1"
     )]
     Referrers(referrers::ReferrersArgs),
+    /// List the packages of an image (dpkg, apk, Python, npm, Go), as a table, SPDX or CycloneDX.
+    #[command(
+        after_help = "Examples:\n  hoist sbom localhost:5000/app:v1\n  hoist --format spdx-json sbom oci:./layout:v1 > sbom.spdx.json\n  hoist --format cyclonedx-json --platform linux/arm64 sbom localhost:5000/app:v1"
+    )]
+    Sbom(sbom::SbomArgs),
     /// Make image indexes from manifests and indexes anywhere (multi-node builds).
     #[command(subcommand)]
     Index(merge::IndexCmd),
@@ -144,6 +150,7 @@ impl Command {
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
             Command::Referrers(a) => format!("referrers {}", a.reference),
+            Command::Sbom(a) => format!("sbom {}", a.reference),
             Command::Login(a) => format!("login {}", a.registry),
             Command::Logout(a) => format!("logout {}", a.registry),
             Command::Layout(_) => "layout".into(),
@@ -190,6 +197,7 @@ impl Command {
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
             Command::Referrers(a) => refs(&[&a.reference]),
+            Command::Sbom(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
             Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
@@ -318,6 +326,13 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
     let mut registry_options = settings.registry_options(credentials);
     registry_options.insecure.extend(command.insecure_registries());
     let client = Client::new(registry_options)?;
+    if matches!(settings.format, settings::Format::SpdxJson | settings::Format::CyclonedxJson)
+        && !matches!(command, Command::Sbom(_))
+    {
+        return Err(Error::Usage(
+            "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
+        ));
+    }
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
@@ -347,6 +362,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Artifact(cmd) => artifact::run(ctx, cmd).await,
         Command::Model(cmd) => model::run(ctx, cmd).await,
         Command::Referrers(args) => referrers::run(ctx, args).await,
+        Command::Sbom(args) => sbom::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
         Command::Store(cmd) => store::run_store(ctx, cmd).await,

@@ -97,6 +97,10 @@ pub(crate) struct Global {
 pub(crate) enum Format {
     Text,
     Json,
+    /// SPDX 2.3 JSON (`hoist sbom` only).
+    SpdxJson,
+    /// CycloneDX 1.6 JSON (`hoist sbom` only).
+    CyclonedxJson,
 }
 
 /// `--progress`, buildx's names.

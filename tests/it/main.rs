@@ -45,6 +45,7 @@ mod reflink;
 mod registry_security;
 mod roundtrip;
 mod runtime;
+mod sbom;
 mod schemas;
 mod store_security;
 mod tls;
