@@ -57,6 +57,7 @@ pub mod modelpack;
 pub mod output;
 pub mod sbom;
 pub mod transport;
+pub mod trust;
 
 pub use error::{Error, Result};
 pub use model::{Descriptor, Digest, Document, Platform};

@@ -21,6 +21,7 @@ mod sbom;
 mod settings;
 mod store;
 mod tags;
+mod trust;
 
 use std::sync::Arc;
 
@@ -111,6 +112,29 @@ enum Command {
         after_help = "Examples:\n  hoist referrers localhost:5000/demo:v1\n  hoist referrers --artifact-type application/spdx+json oci:./layout:v1"
     )]
     Referrers(referrers::ReferrersArgs),
+    /// Generate cosign-compatible signing keys.
+    #[command(subcommand)]
+    Key(trust::KeyCmd),
+    /// Sign an image, index or artifact with a key (cosign's legacy and bundle formats).
+    #[command(
+        after_help = "Examples:\n  hoist sign --key cosign.key localhost:5000/demo:v1\n  hoist sign --key cosign.key --recursive --signature-format bundle localhost:5000/demo:v1"
+    )]
+    Sign(trust::SignArgs),
+    /// Verify that a key signed an image, index or artifact (exit 5 when not).
+    #[command(
+        after_help = "Examples:\n  hoist verify --key cosign.pub localhost:5000/demo:v1\n  hoist --format json verify --key cosign.pub oci:./layout:v1"
+    )]
+    Verify(trust::VerifyArgs),
+    /// Sign an in-toto statement about an image (SLSA provenance, SBOM, ...) as cosign attest does.
+    #[command(
+        after_help = "Examples:\n  hoist attest --key cosign.key --type slsaprovenance1 --predicate prov.json localhost:5000/demo:v1\n  hoist attest --key cosign.key --type spdxjson --predicate sbom.spdx.json --signature-format both oci:./layout:v1"
+    )]
+    Attest(trust::AttestArgs),
+    /// Verify attestations of a type by a key and print their statements (exit 5 when none verifies).
+    #[command(
+        after_help = "Examples:\n  hoist verify-attestation --key cosign.pub --type slsaprovenance1 localhost:5000/demo:v1\n  hoist --format json verify-attestation --key cosign.pub --type https://example.com/p/v1 oci:./layout:v1"
+    )]
+    VerifyAttestation(trust::VerifyAttestationArgs),
     /// List the packages of an image (dpkg, apk, Python, npm, Go), as a table, SPDX or CycloneDX.
     #[command(
         after_help = "Examples:\n  hoist sbom localhost:5000/app:v1\n  hoist --format spdx-json sbom oci:./layout:v1 > sbom.spdx.json\n  hoist --format cyclonedx-json --platform linux/arm64 sbom localhost:5000/app:v1"
@@ -150,6 +174,11 @@ impl Command {
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
             Command::Referrers(a) => format!("referrers {}", a.reference),
+            Command::Key(_) => "key".into(),
+            Command::Sign(a) => a.describe(),
+            Command::Verify(a) => format!("verify {}", a.reference),
+            Command::Attest(a) => format!("attest {}", a.reference),
+            Command::VerifyAttestation(a) => format!("verify-attestation {}", a.reference),
             Command::Sbom(a) => format!("sbom {}", a.reference),
             Command::Login(a) => format!("login {}", a.registry),
             Command::Logout(a) => format!("logout {}", a.registry),
@@ -197,6 +226,11 @@ impl Command {
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
             Command::Referrers(a) => refs(&[&a.reference]),
+            Command::Sign(a) => refs(&[&a.reference]),
+            Command::Verify(a) => refs(&[&a.reference]),
+            Command::Attest(a) => refs(&[&a.reference]),
+            Command::VerifyAttestation(a) => refs(&[&a.reference]),
+            Command::Key(_) => vec![],
             Command::Sbom(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
@@ -362,6 +396,11 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Artifact(cmd) => artifact::run(ctx, cmd).await,
         Command::Model(cmd) => model::run(ctx, cmd).await,
         Command::Referrers(args) => referrers::run(ctx, args).await,
+        Command::Key(cmd) => trust::run_key(ctx, cmd).await,
+        Command::Sign(args) => trust::run_sign(ctx, args).await,
+        Command::Verify(args) => trust::run_verify(ctx, args).await,
+        Command::Attest(args) => trust::run_attest(ctx, args).await,
+        Command::VerifyAttestation(args) => trust::run_verify_attestation(ctx, args).await,
         Command::Sbom(args) => sbom::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,

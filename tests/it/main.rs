@@ -47,6 +47,7 @@ mod roundtrip;
 mod runtime;
 mod sbom;
 mod schemas;
+mod signing;
 mod store_security;
 mod tls;
 mod token_auth;
