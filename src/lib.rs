@@ -54,6 +54,7 @@ pub mod merge;
 pub mod model;
 pub mod modelpack;
 pub mod output;
+pub mod sync;
 pub mod transport;
 
 pub use error::{Error, Result};
