@@ -63,7 +63,11 @@ fn explicit_target(r: &Reference, whole: &str, command: &str) -> Result<String> 
     let after_repo = whole.rsplit('/').next().unwrap_or(whole);
     match &r.tag {
         Some(t) if after_repo.contains(':') => Ok(t.clone()),
-        _ => Err(Error::Usage(format!("{command}: name a tag or digest ({}:TAG or {}@DIGEST)", r.repo_ref(), r.repo_ref()))),
+        _ => Err(Error::Usage(format!(
+            "{command}: name a tag or digest ({}:TAG or {}@DIGEST)",
+            r.repo_ref(),
+            r.repo_ref()
+        ))),
     }
 }
 
@@ -101,7 +105,9 @@ pub(crate) async fn untag(ctx: &Ctx, args: UntagArgs) -> Result<i32> {
     }
     let how = match method {
         UntagMethod::TagDelete => "the registry deleted the tag",
-        UntagMethod::TempManifest => "the registry has no tag deletion: a unique manifest was pushed to the tag and deleted by digest",
+        UntagMethod::TempManifest => {
+            "the registry has no tag deletion: a unique manifest was pushed to the tag and deleted by digest"
+        }
     };
     ctx.progress.line(&format!("untagged {r}: {how}; the manifest and its other tags are kept"));
     Ok(0)
@@ -217,7 +223,10 @@ pub(crate) async fn retention(ctx: &Ctx, args: RetentionArgs) -> Result<i32> {
     }
     let applied = if args.dry_run { None } else { Some(retention::apply(&repo, &plan).await?) };
     if ctx.json() {
-        outln!("{}", serde_json::json!({"repository": r.repo_ref(), "dryRun": args.dry_run, "plan": plan, "applied": applied}));
+        outln!(
+            "{}",
+            serde_json::json!({"repository": r.repo_ref(), "dryRun": args.dry_run, "plan": plan, "applied": applied})
+        );
     }
     match &applied {
         None => ctx.progress.line(&format!("retention {}: dry run, nothing changed", r.repo_ref())),

@@ -99,7 +99,9 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
         SrcKind::Dir => SyncSource::Dir(PathBuf::from(&args.source)),
     };
     let dst = match args.dest_kind {
-        DestKind::Docker => SyncDest::Docker(args.destination.strip_prefix("docker://").unwrap_or(&args.destination).into()),
+        DestKind::Docker => {
+            SyncDest::Docker(args.destination.strip_prefix("docker://").unwrap_or(&args.destination).into())
+        }
         DestKind::Dir => SyncDest::Dir(PathBuf::from(&args.destination)),
     };
     let filters = Filters {

@@ -319,30 +319,23 @@ pub async fn sync(
             items
         }
     };
-    if items.is_empty() && report.failed == 0 {
+    // a YAML selecting nothing is no error (skopeo warns and syncs nothing); a repository or
+    // layout without images is
+    if items.is_empty() && report.failed == 0 && !matches!(src, SyncSource::Yaml(_)) {
         return Err(Error::not_found("images to sync", source_name(src)));
     }
+    if items.is_empty() {
+        progress.message("sync: the source selects no images");
+    }
     let existing: HashMap<String, Digest> = match &layout_dst {
-        Some(sink) => sink
-            .layout
-            .roots()
-            .await?
-            .into_iter()
-            .filter_map(|(d, name)| name.map(|n| (n, d.digest)))
-            .collect(),
+        Some(sink) => {
+            sink.layout.roots().await?.into_iter().filter_map(|(d, name)| name.map(|n| (n, d.digest))).collect()
+        }
         None => HashMap::new(),
     };
     let copy_opts = CopyOptions { jobs: opts.copy.jobs.clamp(1, BLOB_JOBS_PER_IMAGE), ..opts.copy.clone() };
-    let ctx = RunCtx {
-        client,
-        dst,
-        opts,
-        copy_opts,
-        layout: layout_dst.clone(),
-        existing,
-        progress,
-        stop: Mutex::new(None),
-    };
+    let ctx =
+        RunCtx { client, dst, opts, copy_opts, layout: layout_dst.clone(), existing, progress, stop: Mutex::new(None) };
     let ctx = &ctx;
     let mut results = futures::stream::iter(items.into_iter().enumerate())
         .map(|(i, item)| async move { (i, ctx.one(item).await) })
@@ -461,9 +454,8 @@ fn repo_specs(client: &Arc<Client>, src: &SyncSource, opts: &SyncOptions) -> Res
                     None => opts.copy.platforms.clone(),
                 };
                 let repo = |name: &str| -> Result<Reference> {
-                    let r: Reference = format!("{registry}/{name}")
-                        .parse()
-                        .map_err(|e| bad(format!("{registry}/{name}: {e}")))?;
+                    let r: Reference =
+                        format!("{registry}/{name}").parse().map_err(|e| bad(format!("{registry}/{name}: {e}")))?;
                     if r.tag.is_some() || r.digest.is_some() {
                         return Err(bad(format!("{registry}/{name}: names an image, not a repository")));
                     }
@@ -613,7 +605,7 @@ async fn created_of(repo: &Repository, target: &str) -> Result<Option<i64>> {
         crate::transport::VerifyReader::new(repo.open_blob(&m.config, 0).await?, &m.config, Source::location(repo));
     tokio::io::AsyncReadExt::read_to_end(&mut r, &mut body)
         .await
-        .map_err(|e| crate::transport::unwrap_io_error(e, &format!("config {}", m.config.digest)))?;
+        .map_err(|e| crate::transport::unwrap_io_error(e, format!("config {}", m.config.digest)))?;
     #[derive(serde::Deserialize)]
     struct Created {
         created: Option<String>,
@@ -886,7 +878,11 @@ mod tests {
             "reg:5000/mirror/docker.io/library/busybox:1"
         );
         assert_eq!(
-            destination_name("reg:5000", "src/app@sha256:0000000000000000000000000000000000000000000000000000000000000000", false),
+            destination_name(
+                "reg:5000",
+                "src/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                false
+            ),
             "reg:5000/app@sha256:0000000000000000000000000000000000000000000000000000000000000000"
         );
         assert!(check_prefix("localhost:5000/mirror").is_ok());

@@ -18,7 +18,6 @@ use crate::model::media;
 use crate::transport::registry::Repository;
 use crate::transport::Source;
 
-
 /// Which tags go.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -106,8 +105,13 @@ pub async fn plan(repo: &Repository, policy: &Policy, jobs: usize) -> Result<Pla
     // newest first by the sync filters' order, then cut
     let removed: BTreeSet<String> = {
         let ordered = if policy.keep_last.is_some() {
-            super::apply_age_filters(repo, covered.clone(), &super::Filters { keep_last: Some(usize::MAX), ..filters }, jobs)
-                .await?
+            super::apply_age_filters(
+                repo,
+                covered.clone(),
+                &super::Filters { keep_last: Some(usize::MAX), ..filters },
+                jobs,
+            )
+            .await?
         } else {
             covered.clone()
         };
@@ -192,7 +196,10 @@ pub async fn plan(repo: &Repository, policy: &Policy, jobs: usize) -> Result<Pla
             }
         }
         for (t, a) in &attached {
-            if attached_subject(t).as_ref() == Some(&d.digest) && !kept.contains(&a.digest) && seen.insert(a.digest.clone()) {
+            if attached_subject(t).as_ref() == Some(&d.digest)
+                && !kept.contains(&a.digest)
+                && seen.insert(a.digest.clone())
+            {
                 extra.push(Action::Delete {
                     digest: a.digest.clone(),
                     tags: vec![t.clone()],

@@ -30,10 +30,13 @@ impl Version {
             None => (s, None),
         };
         let (core, pre) = match s.split_once('-') {
-            Some((c, p)) if valid_idents(p) => (c, p.split('.').map(str::to_string).collect()),
+            Some((c, p)) if valid_idents(p) => (c, p.split('.').map(str::to_string).collect::<Vec<_>>()),
             Some(_) => return None,
             None => (s, vec![]),
         };
+        if pre.iter().any(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit())) {
+            return None;
+        }
         let parts: Vec<&str> = core.split('.').collect();
         if parts.is_empty() || parts.len() > 3 {
             return None;
@@ -217,51 +220,104 @@ fn parse_loose(s: &str) -> Result<(Version, usize), String> {
 }
 
 impl Cmp {
+    /// Masterminds v3's comparison functions (constraints.go), one for one: `con` is the
+    /// constraint's version with wildcards as 0; `given` says which parts were wildcards
+    /// (`dirty`: some; `minor_dirty`: minor and patch; `patch_dirty`: patch).
     fn matches(&self, v: &Version) -> bool {
-        // pre-releases match only comparisons that name one
-        if !v.pre.is_empty() && self.v.pre.is_empty() {
-            return false;
-        }
         let c = &self.v;
-        let full = self.given >= 3;
-        // the range a partial version stands for: [c, upper)
-        let upper = |given: usize| -> Option<Version> {
-            let mut n = c.nums;
-            match given {
-                0 => return None,
-                1 => n = [n[0] + 1, 0, 0],
-                2 => n = [n[0], n[1] + 1, 0],
-                _ => return None,
+        let dirty = self.given < 3;
+        let minor_dirty = self.given == 1;
+        let patch_dirty = self.given == 2;
+        let [vmaj, vmin, vpat] = v.nums;
+        let [cmaj, cmin, cpat] = c.nums;
+        // a pre-release matches only a comparison that names one (Masterminds issue 21)
+        let pre_refused = !v.pre.is_empty() && c.pre.is_empty();
+        let tilde = || {
+            if pre_refused || v < c {
+                return false;
             }
-            Some(Version { nums: n, pre: vec![] })
+            if c.nums == [0, 0, 0] && !minor_dirty && !patch_dirty {
+                return true;
+            }
+            vmaj == cmaj && (vmin == cmin || minor_dirty)
         };
-        let in_range = |given: usize| v >= c && upper(given).is_none_or(|u| v < &u);
         match self.op {
-            Op::Eq if full => v.cmp(c) == Ordering::Equal,
-            Op::Eq => in_range(self.given),
-            Op::Ne if full => v.cmp(c) != Ordering::Equal,
-            Op::Ne => !in_range(self.given),
-            Op::Gt if full => v > c,
-            // ">1.2" is above all of 1.2.x
-            Op::Gt => upper(self.given).is_none_or(|u| v >= &u) && self.given > 0,
-            Op::Lt => v < c,
-            Op::Ge => v >= c,
-            Op::Le if full => v <= c,
-            Op::Le => upper(self.given).is_none_or(|u| v < &u),
-            Op::Tilde => {
-                // ~1.2.3: >=1.2.3 <1.3.0; ~1: >=1.0.0 <2.0.0
-                v >= c && upper(if self.given >= 2 { 2 } else { self.given.max(1) }).is_none_or(|u| v < &u)
+            Op::Ne => {
+                if dirty {
+                    if pre_refused {
+                        return false;
+                    }
+                    if cmaj != vmaj {
+                        return true;
+                    }
+                    if cmin != vmin && !minor_dirty {
+                        return true;
+                    } else if minor_dirty {
+                        return false;
+                    } else if cpat != vpat && !patch_dirty {
+                        return true;
+                    } else if patch_dirty {
+                        if !v.pre.is_empty() || !c.pre.is_empty() {
+                            return Version::cmp_pre(&v.pre, &c.pre) != Ordering::Equal;
+                        }
+                        return false;
+                    }
+                }
+                v.cmp(c) != Ordering::Equal
+            }
+            Op::Gt => {
+                if pre_refused {
+                    false
+                } else if !dirty {
+                    v > c
+                } else if vmaj != cmaj {
+                    vmaj > cmaj
+                } else if minor_dirty {
+                    false
+                } else if patch_dirty {
+                    vmin > cmin
+                } else {
+                    v > c
+                }
+            }
+            Op::Lt => !pre_refused && v < c,
+            Op::Ge => !pre_refused && v >= c,
+            Op::Le => {
+                if pre_refused {
+                    false
+                } else if !dirty {
+                    v <= c
+                } else {
+                    !(vmaj > cmaj || (vmaj == cmaj && vmin > cmin && !minor_dirty))
+                }
+            }
+            Op::Tilde => tilde(),
+            Op::Eq => {
+                if pre_refused {
+                    false
+                } else if dirty {
+                    tilde()
+                } else {
+                    v.cmp(c) == Ordering::Equal
+                }
             }
             Op::Caret => {
-                // ^1.2.3: <2.0.0; ^0.2.3: <0.3.0; ^0.0.3: <0.0.4
-                let up = if c.nums[0] > 0 || self.given <= 1 {
-                    Version { nums: [c.nums[0] + 1, 0, 0], pre: vec![] }
-                } else if c.nums[1] > 0 || self.given == 2 {
-                    Version { nums: [0, c.nums[1] + 1, 0], pre: vec![] }
-                } else {
-                    Version { nums: [0, 0, c.nums[2] + 1], pre: vec![] }
-                };
-                v >= c && v < &up
+                if pre_refused || v < c {
+                    return false;
+                }
+                if cmaj > 0 || minor_dirty {
+                    return vmaj == cmaj;
+                }
+                if vmaj > 0 {
+                    return false;
+                }
+                if cmin > 0 || patch_dirty {
+                    return vmin == cmin;
+                }
+                if vmin > 0 {
+                    return false;
+                }
+                cpat == vpat
             }
         }
     }
