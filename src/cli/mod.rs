@@ -6,6 +6,7 @@ mod artifact;
 mod build;
 mod copy;
 mod creds;
+mod edit;
 mod exit;
 mod inspect;
 mod layout;
@@ -64,6 +65,11 @@ enum Command {
         after_help = "Examples:\n  hoist pull localhost:5000/demo:v1 ./layout\n  hoist pull localhost:5000/demo:v1 oci-archive:demo.tar"
     )]
     Pull(copy::PullArgs),
+    /// Edit images without a rebuild (crane mutate): config fields and annotations; layers untouched.
+    #[command(
+        after_help = "Examples:\n  hoist mutate localhost:5000/app:v1 localhost:5000/app:v1-debug --env DEBUG=1 --cmd '[\"sh\"]'\n  hoist mutate oci:./layout:v1 oci:./layout:v2 --label org.example.team=web --created now\n  hoist --platform linux/amd64 mutate localhost:5000/app:v1 oci:./amd64:v1 --user 1000"
+    )]
+    Mutate(edit::MutateArgs),
     /// Show a manifest or index.
     #[command(
         after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
@@ -160,6 +166,7 @@ impl Command {
             Command::Copy(a) => a.describe(),
             Command::Push(a) => a.describe(),
             Command::Pull(a) => a.describe(),
+            Command::Mutate(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
             Command::Tag(a) => format!("tag {}", a.reference),
@@ -211,7 +218,7 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Sync(_) => vec![],
+            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) | Command::Sync(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
             Command::Tag(a) => refs(&[&a.reference]),
@@ -341,6 +348,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Copy(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Push(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
+        Command::Mutate(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Sync(a) => credential_map(settings.creds.as_deref(), &a.creds, &a.scope())?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
@@ -358,6 +366,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Copy(a) => copy::run(ctx, &a.ends()?).await,
         Command::Push(a) => copy::run(ctx, &a.ends()?).await,
         Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Mutate(a) => copy::run(ctx, &a.ends()?).await,
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,
         Command::Tag(a) => ops::tag(ctx, a).await,
