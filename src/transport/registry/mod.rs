@@ -8,6 +8,7 @@
 //! - [`retry`]: the one retry decision every loop asks;
 //! - [`errors`]: registry error bodies as structured codes;
 //! - [`manifests`], [`upload`], [`download`], [`referrers`]: the protocol calls;
+//! - [`ops`]: HEAD for a descriptor, tag, untag, delete, `_catalog`;
 //! - [`profiles`]: known limits of hosted registries (GHCR, ECR, GAR, Quay, Docker Hub);
 //! - [`credentials`]: auth files and credential helpers;
 //! - [`tls`]: trust (CA files, certs.d), client certificates, a reqwest client per host,
@@ -24,6 +25,7 @@ mod download;
 pub mod errors;
 pub mod http;
 mod manifests;
+pub mod ops;
 pub mod profiles;
 pub mod proxy;
 pub mod referrers;
@@ -169,6 +171,8 @@ struct Host {
     /// likewise when several requests are refused the same expired token at once (see
     /// [`Client::authorization`]).
     token_fetch: tokio::sync::Mutex<()>,
+    /// The rate limit the registry's last answer stated.
+    rate_limit: Mutex<Option<profiles::RateLimit>>,
 }
 
 /// A registry client shared by every repository it talks to.
@@ -207,6 +211,7 @@ impl Client {
             credential,
             tokens: Mutex::new(HashMap::new()),
             token_fetch: tokio::sync::Mutex::new(()),
+            rate_limit: Mutex::new(None),
         });
         hosts.insert(registry.to_string(), host.clone());
         Ok(host)
@@ -244,6 +249,14 @@ impl Client {
             mirrors: Arc::new(vec![]),
             served_by: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The rate limit `registry`'s last answer stated (Docker Hub's `ratelimit-*` headers),
+    /// if it has stated one.
+    pub async fn rate_limit(&self, registry: &str) -> Option<profiles::RateLimit> {
+        let host = self.hosts.lock().await.get(registry).cloned()?;
+        let r = *host.rate_limit.lock().ok()?;
+        r
     }
 
     /// Check that the registry accepts our credentials (used by `hoist login`).
@@ -362,12 +375,23 @@ impl Repository {
         push: bool,
         configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response> {
+        let scopes = if push { self.scopes_push() } else { self.scopes_pull() };
+        self.request_scoped(method, path, &scopes, configure).await
+    }
+
+    /// [`Repository::request`] with the token scopes `scopes` (deletes ask for `delete`).
+    async fn request_scoped(
+        &self,
+        method: Method,
+        path: &str,
+        scopes: &[String],
+        configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+    ) -> Result<reqwest::Response> {
         let host = self.host().await?;
         let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
-        let scopes = if push { self.scopes_push() } else { self.scopes_pull() };
         let http = &self.client.http;
         let m = method.clone();
-        self.client.send(&host, &scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
+        self.client.send(&host, scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
     }
 
     /// [`Repository::request`] for a blob body (see [`tls::Clients::blob_request`]: a
