@@ -56,6 +56,7 @@ pub mod model;
 pub mod modelpack;
 pub mod output;
 pub mod sbom;
+pub mod sync;
 pub mod transport;
 pub mod trust;
 

@@ -14,12 +14,14 @@ mod login;
 mod merge;
 mod meta;
 mod model;
+mod ops;
 mod out;
 mod progress;
 mod referrers;
 mod sbom;
 mod settings;
 mod store;
+mod sync;
 mod tags;
 mod trust;
 
@@ -85,6 +87,36 @@ enum Command {
         after_help = "Examples:\n  hoist tags localhost:5000/demo\n  hoist tags oci:./layout\n  hoist --format json tags oci-archive:demo.tar"
     )]
     Tags(tags::TagsArgs),
+    /// Add tags to a manifest in its repository (no blob moves).
+    #[command(
+        after_help = "Examples:\n  hoist tag localhost:5000/demo:v1 stable v1.0\n  hoist tag localhost:5000/demo@sha256:… latest"
+    )]
+    Tag(ops::TagArgs),
+    /// Remove one tag; the manifest and every other tag pointing at it stay.
+    #[command(
+        after_help = "Examples:\n  hoist untag localhost:5000/demo:old\n  hoist --format json untag localhost:5000/demo:rc1"
+    )]
+    Untag(ops::UntagArgs),
+    /// Delete a manifest (refused while other tags point at it, unless --force).
+    #[command(
+        after_help = "Examples:\n  hoist delete localhost:5000/demo@sha256:…\n  hoist delete --force localhost:5000/demo:v1"
+    )]
+    Delete(ops::DeleteArgs),
+    /// List the repositories of a registry (its _catalog API).
+    #[command(
+        after_help = "Examples:\n  hoist catalog localhost:5000\n  hoist catalog --filter '^team/' localhost:5000"
+    )]
+    Catalog(ops::CatalogArgs),
+    /// Untag or delete a repository's tags by policy (plan printed first; --dry-run changes nothing).
+    #[command(
+        after_help = "Examples:\n  hoist retention --keep-last 10 --match '^v' --dry-run localhost:5000/demo\n  hoist retention --older-than 90d localhost:5000/demo"
+    )]
+    Retention(ops::RetentionArgs),
+    /// Mirror images between registries and layouts, incrementally (skopeo sync's interface).
+    #[command(
+        after_help = "Examples:\n  hoist sync --src docker --dest docker registry.example.com/team/app localhost:5000/mirror\n  hoist sync --src yaml --dest dir sync.yaml ./airgap\n  hoist sync --src dir --dest docker ./airgap localhost:5000/restored"
+    )]
+    Sync(sync::SyncArgs),
     /// Store credentials for a registry.
     #[command(
         after_help = "Examples:\n  hoist login localhost:5000 -u alice    # prompts for the password on a terminal\n  hoist login localhost:5000 -u alice -p secret    # works, with a warning\n  echo \"$PASSWORD\" | hoist login registry.example.com -u alice --password-stdin"
@@ -173,6 +205,12 @@ impl Command {
             Command::Append(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
+            Command::Tag(a) => format!("tag {}", a.reference),
+            Command::Untag(a) => format!("untag {}", a.reference),
+            Command::Delete(a) => format!("delete {}", a.reference),
+            Command::Catalog(a) => format!("catalog {}", a.registry),
+            Command::Retention(a) => format!("retention {}", a.repository),
+            Command::Sync(a) => format!("sync {} {}", a.source, a.destination),
             Command::Referrers(a) => format!("referrers {}", a.reference),
             Command::Key(_) => "key".into(),
             Command::Sign(a) => a.describe(),
@@ -222,9 +260,19 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) | Command::Append(_) => vec![],
+            Command::Copy(_)
+            | Command::Push(_)
+            | Command::Pull(_)
+            | Command::Mutate(_)
+            | Command::Append(_)
+            | Command::Sync(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
+            Command::Tag(a) => refs(&[&a.reference]),
+            Command::Untag(a) => refs(&[&a.reference]),
+            Command::Delete(a) => refs(&[&a.reference]),
+            Command::Retention(a) => refs(&[&a.repository]),
+            Command::Catalog(a) => vec![a.registry.trim_end_matches('/').to_string()],
             Command::Referrers(a) => refs(&[&a.reference]),
             Command::Sign(a) => refs(&[&a.reference]),
             Command::Verify(a) => refs(&[&a.reference]),
@@ -355,6 +403,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Mutate(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Append(a) => copy_credentials(&settings, &a.ends_for_creds()?)?,
+        Command::Sync(a) => credential_map(settings.creds.as_deref(), &a.creds, &a.scope())?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
     let mut registry_options = settings.registry_options(credentials);
@@ -389,6 +438,12 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         }
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,
+        Command::Tag(a) => ops::tag(ctx, a).await,
+        Command::Untag(a) => ops::untag(ctx, a).await,
+        Command::Delete(a) => ops::delete(ctx, a).await,
+        Command::Catalog(a) => ops::catalog(ctx, a).await,
+        Command::Retention(a) => ops::retention(ctx, a).await,
+        Command::Sync(a) => sync::run(ctx, a).await,
         Command::Login(a) => login::login(ctx, a).await,
         Command::Logout(a) => login::logout(ctx, a).await,
         Command::Layout(cmd) => layout::run(ctx, cmd).await,

@@ -263,6 +263,27 @@ fn base_name_is_a_plain_reference() {
             n.parse::<hoist::model::reference::Reference>().unwrap_or_else(|e| panic!("{n}: {e}"));
         }
     }
+    // A Dockerfile build writes the same annotation through the same image assembly: the
+    // FROM text normalized (it was the raw text), none for a local base.
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "x").unwrap();
+    for (i, (base, want)) in cases.iter().enumerate() {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nCOPY f /f\n")).unwrap();
+        let out = t.path().join(format!("df{i}"));
+        let o = format!("type=oci,dest={},tar=false", out.display());
+        let built = hoist_in(
+            &t.path().join("dfstore"),
+            &["build", "--platform", "linux/amd64", "--output", &o, ctx.to_str().unwrap()],
+        );
+        assert_success(&format!("hoist build FROM {base}"), &built);
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        let d = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("blobs").join(d)).unwrap()).unwrap();
+        let name = m["annotations"]["org.opencontainers.image.base.name"].as_str().map(str::to_string);
+        assert_eq!(&name, want, "FROM {base}: {m}");
+        assert!(m["annotations"]["org.opencontainers.image.base.digest"].is_string(), "FROM {base}: {m}");
+    }
 }
 
 /// buildah in a private vfs store (`--root`/`--runroot` in `dir`), or None (a skip) when
