@@ -216,6 +216,18 @@ pub(crate) enum ModelCmd {
         #[command(flatten)]
         policy: super::trust::PolicyArgs,
     },
+    /// Sign a model in the OpenSSF model-signing format (`model_signing sign key`): a model
+    /// directory gets `model.sig`; a model artifact gets the signature attached as a referrer.
+    #[command(
+        after_help = "Examples:\n  hoist model sign --key cosign.key ./my-model          # writes ./my-model/model.sig\n  hoist model sign --key cosign.key localhost:5000/model:v1"
+    )]
+    Sign(super::modelsig::ModelSignArgs),
+    /// Verify an OpenSSF model signature (`model_signing verify key`): every file as signed,
+    /// none missing, none added (exit 5 otherwise, naming the files).
+    #[command(
+        after_help = "Examples:\n  hoist model verify --key cosign.pub ./my-model\n  hoist --format json model verify --key cosign.pub localhost:5000/model:v1"
+    )]
+    Verify(super::modelsig::ModelVerifyArgs),
     /// Files added, removed and changed (by layer digest) from model A to model B.
     #[command(
         after_help = "Examples:\n  hoist model diff localhost:5000/model:v1 localhost:5000/model:v2\n  hoist model diff oci:./models:v1 oci:./models:v2 --format json"
@@ -356,6 +368,8 @@ impl ModelCmd {
             ModelCmd::Pack { out, .. } => outputs(out),
             ModelCmd::Describe { .. } => vec![],
             ModelCmd::Unpack { reference, .. } => registry_of(reference).into_iter().collect(),
+            ModelCmd::Sign(a) => registry_of(&a.model).into_iter().collect(),
+            ModelCmd::Verify(a) => registry_of(&a.model).into_iter().collect(),
             ModelCmd::Diff { a, b } | ModelCmd::Convert { src: a, dst: b, .. } => {
                 [a, b].iter().filter_map(|r| registry_of(r)).collect()
             }
@@ -365,6 +379,8 @@ impl ModelCmd {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
+        ModelCmd::Sign(args) => super::modelsig::run_sign(ctx, args).await,
+        ModelCmd::Verify(args) => super::modelsig::run_verify(ctx, args).await,
         ModelCmd::Describe { dir, describe } => {
             let mut spec = ModelSpec::new(dir);
             describe.apply(&mut spec)?;
