@@ -29,6 +29,7 @@ mod dockerfile_buildkit;
 mod dockerfile_parity;
 mod dockerfile_safety;
 mod edit;
+mod rebase;
 mod faults;
 mod fuzz_smoke;
 mod hostile;
