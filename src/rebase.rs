@@ -111,9 +111,7 @@ impl Rebase {
         }
         let old = old_candidates
             .iter()
-            .find(|b| {
-                b.layers.len() <= layers.len() && b.layers.iter().zip(layers).all(|(a, l)| a.digest == l.digest)
-            })
+            .find(|b| b.layers.len() <= layers.len() && b.layers.iter().zip(layers).all(|(a, l)| a.digest == l.digest))
             .ok_or_else(|| {
                 let b = old_candidates[0];
                 let why = match b.layers.iter().zip(layers).position(|(a, l)| a.digest != l.digest) {

@@ -163,14 +163,9 @@ impl RebaseArgs {
         let ep = hoist::transport::Endpoint::from_user_input(&self.src)?;
         let src = hoist::transport::open_source(&ep, client)?;
         let root = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
-        let rebase = hoist::rebase::prepare(
-            client,
-            src.as_ref(),
-            &root,
-            self.old_base.as_deref(),
-            self.new_base.as_deref(),
-        )
-        .await?;
+        let rebase =
+            hoist::rebase::prepare(client, src.as_ref(), &root, self.old_base.as_deref(), self.new_base.as_deref())
+                .await?;
         Ends::edit(&self.src, &self.dst, self.creds.clone(), ImageEdit { rebase: Some(rebase), ..ImageEdit::default() })
     }
 

@@ -26,7 +26,8 @@ fn tarball(dir: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf
         std::fs::write(f, c).unwrap();
     }
     let out = dir.join(format!("{name}.tar"));
-    let tops: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let tops: Vec<String> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     let tar = std::process::Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(&root).args(&tops).output().unwrap();
     assert_success("tar -cf", &tar);
     out
@@ -77,7 +78,8 @@ fn rebase_moves_each_platform_onto_the_new_base() {
     ok("append app", hoist(["append", &r("app:built"), &r("app:v1"), app.to_str().unwrap()]));
 
     // Not based on base:2: refused, nothing written.
-    let refused = hoist(["rebase", &r("app:v1"), &r("app:bad"), "--old-base", &r("base:2"), "--new-base", &r("base:1")]);
+    let refused =
+        hoist(["rebase", &r("app:v1"), &r("app:bad"), "--old-base", &r("base:2"), "--new-base", &r("base:1")]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("not based on"), "{err}");
@@ -98,7 +100,8 @@ fn rebase_moves_each_platform_onto_the_new_base() {
     for (arch, entry) in [("amd64", &index["manifests"][0]), ("arm64", &index["manifests"][1])] {
         assert_eq!(entry["platform"]["architecture"], arch);
         let m: Value =
-            serde_json::from_slice(&skopeo_raw(&reg, &r(&format!("app@{}", entry["digest"].as_str().unwrap())))).unwrap();
+            serde_json::from_slice(&skopeo_raw(&reg, &r(&format!("app@{}", entry["digest"].as_str().unwrap()))))
+                .unwrap();
         let b2 = base2["manifests"].as_array().unwrap().iter().find(|e| e["platform"]["architecture"] == arch).unwrap();
         let b2m: Value =
             serde_json::from_slice(&skopeo_raw(&reg, &r(&format!("base@{}", b2["digest"].as_str().unwrap())))).unwrap();
@@ -109,7 +112,11 @@ fn rebase_moves_each_platform_onto_the_new_base() {
         let rootfs = registry_tree(&reg, "app:v2", arch, &t.path().join(format!("v2-{arch}")));
         assert_eq!(std::fs::read_to_string(rootfs.join("etc/base-release")).unwrap(), "2\n", "{arch}");
         assert!(!rootfs.join("etc/old-only").exists(), "{arch}: the old base's files are gone");
-        assert_eq!(std::fs::read_to_string(rootfs.join("srv/app.txt")).unwrap(), "app\n", "{arch}: the app's files stay");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("srv/app.txt")).unwrap(),
+            "app\n",
+            "{arch}: the app's files stay"
+        );
         assert!(rootfs.join("app/bin/hello.sh").exists(), "{arch}");
     }
 
@@ -136,7 +143,13 @@ fn flatten_squashes_layers_with_whiteouts_applied() {
     let stacked = t.path().join("stacked");
     ok(
         "append",
-        hoist(["append", &src, &format!("oci:{}:v1", stacked.display()), files.to_str().unwrap(), wh.to_str().unwrap()]),
+        hoist([
+            "append",
+            &src,
+            &format!("oci:{}:v1", stacked.display()),
+            files.to_str().unwrap(),
+            wh.to_str().unwrap(),
+        ]),
     );
     let flat = t.path().join("flat");
     let out = hoist(["flatten", &format!("oci:{}:v1", stacked.display()), &format!("oci:{}:v1", flat.display())]);
@@ -150,7 +163,8 @@ fn flatten_squashes_layers_with_whiteouts_applied() {
     assert!(c["history"][0]["created_by"].as_str().unwrap().starts_with("hoist flatten sha256:"));
     assert_eq!(c["config"]["Env"], blob(&stacked, &top(&stacked)["config"]["digest"])["config"]["Env"]);
     // The diff_id is the digest of the uncompressed layer.
-    let layer = std::fs::read(flat.join("blobs").join(m["layers"][0]["digest"].as_str().unwrap().replace(':', "/"))).unwrap();
+    let layer =
+        std::fs::read(flat.join("blobs").join(m["layers"][0]["digest"].as_str().unwrap().replace(':', "/"))).unwrap();
     let mut plain = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&layer[..]), &mut plain).unwrap();
     assert_eq!(c["rootfs"]["diff_ids"][0], sha256(&plain).as_str());
