@@ -255,6 +255,7 @@ pub async fn build_dockerfile(
 fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
     let mut config = stage.config.clone();
     config.created = Some(ctx.created.clone());
+    config.config.labels.extend(ctx.opts.labels.clone());
     config.architecture = p.architecture.clone();
     config.os = p.os.clone();
     config.variant = p.variant.clone();
@@ -1129,8 +1130,8 @@ async fn copy(
     } else {
         ins.check_flags(&["from", "chown", "chmod", "link", "parents", "exclude"], &ctx.file)?;
     }
-    if ins.flag("parents").is_some() || ins.flag("exclude").is_some() {
-        return Err(ctx.e(ins, "COPY --parents and --exclude are not supported"));
+    if ins.flag("parents").is_some() {
+        return Err(ctx.e(ins, "COPY --parents is not supported"));
     }
     let vars = st.vars();
     let get = |n: &str| vars.get(n).cloned();
@@ -1144,6 +1145,14 @@ async fn copy(
         return Err(ctx.e(ins, format!("{} needs a source and a destination", ins.keyword)));
     }
     let dest_word = args.pop().expect("two or more");
+    // --exclude=PATTERN (repeatable): .dockerignore-style patterns matched against each
+    // source's name and the paths inside a source directory.
+    let excludes: Vec<String> = ins
+        .flag_all("exclude")
+        .map(|p| word(p, &get, esc))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| ctx.e(ins, e))?;
+    let exclude = parse_ignore(&excludes.join("\n"));
     let dest = join_abs(&st.workdir(), &dest_word);
     let dest_is_dir = dest_word.ends_with('/') || args.len() > 1;
     let chown = match ins.flag("chown") {
@@ -1171,8 +1180,11 @@ async fn copy(
     } else {
         let t = tempfile::tempdir().at(std::env::temp_dir())?;
         for h in &ins.heredocs {
-            let content =
-                if h.expand { word(&h.content, &get, esc).map_err(|e| ctx.e(ins, e))? } else { h.content.clone() };
+            let content = if h.expand {
+                super::words::heredoc(&h.content, &get).map_err(|e| ctx.e(ins, e))?
+            } else {
+                h.content.clone()
+            };
             let p = t.path().join(&h.name);
             fs::write(&p, content).at(&p)?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).at(&p)?;
@@ -1228,7 +1240,7 @@ async fn copy(
     let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
     let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();
     let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
-    let by = format!("{} {}", ins.keyword, ins.text());
+    let by = format!("{} {} exclude={excludes:?}", ins.keyword, ins.text());
     let prev_key = st.key.clone();
     let file = ctx.file.clone();
     let line = ins.line;
@@ -1280,6 +1292,10 @@ async fn copy(
         let dest_is_dir = dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
         for (a, base, ctxfile, matches) in sources {
             for m in matches {
+                let name = Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if !exclude.is_empty() && (ignored(&exclude, &m) || ignored(&exclude, &name)) {
+                    continue;
+                }
                 // Symlinks on the way (and a link named as the source) resolve inside the
                 // context or stage root, never on the host; a dangling one is an error.
                 let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
@@ -1298,7 +1314,7 @@ async fn copy(
                 // ADD of a local archive: its contents
                 if is_add && meta.is_file() {
                     if let Some(dir) = try_extract(&src)? {
-                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, &[], "")?;
+                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), &exclude)?;
                         extract_tmp.push(dir);
                         continue;
                     }
@@ -1313,7 +1329,7 @@ async fn copy(
                         let mode = 0o755;
                         items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode, uid: u, gid: g, mtime: None });
                     }
-                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, rules, &m)?;
+                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), &exclude)?;
                 } else {
                     let target =
                         if dest_is_dir || dest_rel.is_empty() || lookup(&dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
@@ -1418,8 +1434,8 @@ fn add_tree(
     gid: Option<u64>,
     chmod: Option<u32>,
     keep_owner: bool,
-    ignore: &[IgnoreRule],
-    ctx_prefix: &str,
+    (ignore, ctx_prefix): (&[IgnoreRule], &str),
+    exclude: &[IgnoreRule],
 ) -> Result<()> {
     let mut it = walkdir::WalkDir::new(src).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
     while let Some(w) = it.next() {
@@ -1427,10 +1443,13 @@ fn add_tree(
         let rel = w.path().strip_prefix(src).expect("under src");
         let rel =
             rel.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?;
-        if !ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)) {
+        let dropped = (!ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)))
+            .then_some(ignore)
+            .or_else(|| (!exclude.is_empty() && ignored(exclude, rel)).then_some(exclude));
+        if let Some(rules) = dropped {
             if w.file_type().is_dir() {
                 // a negated rule may re-include something below: only skip when none could
-                if !ignore.iter().any(|r| r.negate) {
+                if !rules.iter().any(|r| r.negate) {
                     it.skip_current_dir();
                 }
             }
