@@ -21,6 +21,7 @@ TITLES = {
     "containerd-unpack": "Into containerd, unpacked (fresh containerd per run)",
     "containerd-content": "Into containerd's content store only (no unpack)",
     "model-push": "Pack a model directory into the registry, no store (vs one curl PUT)",
+    "trust-pull": "Pull with --policy (sigstoreSigned, key) vs a plain pull (target <= 1.05x)",
     "model-hf": "Pack hf:// from the test hub into the registry (vs curl GET then curl PUT)",
     "wan-pull": "WAN (relay: 50 ms RTT, 2 MiB in flight per connection, 1 Gbit/s): pull one large blob; "
                 "[limit] = bytes / link rate (one connection's rate for --lanes 1)",

@@ -151,6 +151,17 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A signature or trust policy refused content: no valid signature by the given key, a
+    /// signature over another digest or identity, a policy's `reject` (exit code 5, like a
+    /// digest mismatch).
+    #[error("{reference}: {reason}")]
+    Untrusted {
+        /// The image or artifact refused.
+        reference: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -187,6 +198,9 @@ impl Clone for Error {
             Error::Io { path, source } => Error::Io { path: path.clone(), source: io(source) },
             Error::Read { what, source } => Error::Read { what: what.clone(), source: io(source) },
             Error::Auth { registry, reason } => Error::Auth { registry: registry.clone(), reason: reason.clone() },
+            Error::Untrusted { reference, reason } => {
+                Error::Untrusted { reference: reference.clone(), reason: reason.clone() }
+            }
             Error::Registry { registry, method, path, status, detail } => Error::Registry {
                 registry: registry.clone(),
                 method: method.clone(),

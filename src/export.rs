@@ -100,7 +100,11 @@ pub async fn export_filesystem(
 }
 
 /// The image manifest of `root`: itself, or an index's entry for `platform` (or its only image).
-async fn pick_manifest(src: &dyn Source, root: &Descriptor, platform: Option<&Platform>) -> Result<Descriptor> {
+pub(crate) async fn pick_manifest(
+    src: &dyn Source,
+    root: &Descriptor,
+    platform: Option<&Platform>,
+) -> Result<Descriptor> {
     let doc = src.fetch_document(root).await?;
     let View::Index(index) = &doc.view else {
         return Ok(root.clone());
@@ -318,18 +322,11 @@ fn layer_error(layer: &Descriptor, e: std::io::Error) -> Error {
     Error::malformed("layer", layer.digest.to_string(), e)
 }
 
-/// A layer file as a tar stream: gzip and zstd recognized by their magic bytes (as docker's
-/// loader does), anything else read as a plain tar.
-fn decompressor(mut file: fs::File, layer: &Descriptor) -> Result<Box<dyn Read>> {
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic).at("<temp file>")?;
-    file.rewind().at("<temp file>")?;
-    let r = std::io::BufReader::new(file);
-    Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| layer_error(layer, e))?),
-        _ => Box::new(r),
-    })
+/// A layer file as a tar stream through the layer codec: gzip and zstd recognized by their
+/// magic bytes (as docker's loader does, whatever the media type says), anything else read as
+/// a plain tar.
+fn decompressor(file: fs::File, layer: &Descriptor) -> Result<Box<dyn Read + Send>> {
+    crate::layer::codec::decompress(None, std::io::BufReader::new(file)).map_err(|e| layer_error(layer, e))
 }
 
 /// An entry's path relative to the tree: `./` and leading `/` dropped; `..` refused; `None`

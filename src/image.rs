@@ -232,17 +232,10 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
             None => None,
         };
         let mut config = base_img.as_ref().map(|b| b.config.clone()).unwrap_or_default();
-        config.created = Some(created.clone());
         if spec.author.is_some() {
             config.author = spec.author.clone();
         }
-        config.architecture = platform.architecture.clone();
-        config.os = platform.os.clone();
-        config.variant = platform.variant.clone();
         merge_run_config(&mut config, spec);
-        if config.rootfs.kind.is_empty() {
-            config.rootfs = RootFs::layers(vec![]);
-        }
         for (l, blob) in layers {
             config.rootfs.diff_ids.push(blob.diff_id.clone());
             config.history.push(History {
@@ -251,33 +244,85 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
                 ..Default::default()
             });
         }
-        let config_desc = store_bytes(layout, media::OCI_CONFIG, &config.to_bytes()?)?;
         let mut all_layers: Vec<Descriptor> = base_img.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
         all_layers.extend(layers.iter().map(|(_, l)| l.descriptor.clone()));
-        let mut manifest = ImageManifest::new(config_desc, all_layers);
-        manifest.annotations = spec.annotations.clone();
-        if let (Some(b), Some(bi)) = (&base, &base_img) {
-            manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), bi.manifest.digest.to_string());
-            if let Some(n) = b.name.as_deref().and_then(base_name_annotation) {
-                manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n);
-            }
-        }
-        let mut desc = store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
-        desc.platform = Some(platform.clone());
-        manifests.push(desc);
+        let base_ref = match (&base, &base_img) {
+            (Some(b), Some(bi)) => Some((&bi.manifest.digest, b.name.as_deref())),
+            _ => None,
+        };
+        let parts = ImageParts { config, layers: all_layers, annotations: &spec.annotations, base: base_ref };
+        manifests.push(write_manifest(layout, parts, platform, &created)?);
     }
+    write_root(layout, manifests, &spec.annotations, &spec.index_annotations, spec.tag.as_deref())
+}
 
+/// What one platform's image is made of: the input of [`write_manifest`], the one image
+/// assembly of TOML and Dockerfile builds.
+pub(crate) struct ImageParts<'a> {
+    /// The config, with its `rootfs.diff_ids` and history; `created`, the platform and a
+    /// missing `rootfs.type` are set by [`write_manifest`].
+    pub config: ImageConfig,
+    /// Every layer, the base image's first.
+    pub layers: Vec<Descriptor>,
+    /// Annotations of the manifest.
+    pub annotations: &'a BTreeMap<String, String>,
+    /// The base image's manifest digest and its name as the user typed it (`FROM` text, a
+    /// `base` reference): the `org.opencontainers.image.base.*` annotations.
+    pub base: Option<(&'a crate::model::digest::Digest, Option<&'a str>)>,
+}
+
+/// Store the config and manifest of one platform's image in `layout`; the manifest's
+/// descriptor with its platform. `org.opencontainers.image.base.name` is the normalized
+/// reference of a registry base (none for a local one), whichever builder made the image.
+pub(crate) fn write_manifest(
+    layout: &Layout,
+    parts: ImageParts<'_>,
+    platform: &Platform,
+    created: &str,
+) -> Result<Descriptor> {
+    let mut config = parts.config;
+    config.created = Some(created.to_string());
+    config.architecture = platform.architecture.clone();
+    config.os = platform.os.clone();
+    config.variant = platform.variant.clone();
+    if config.rootfs.kind.is_empty() {
+        config.rootfs = RootFs::layers(std::mem::take(&mut config.rootfs.diff_ids));
+    }
+    let config_desc = store_bytes(layout, media::OCI_CONFIG, &config.to_bytes()?)?;
+    let mut manifest = ImageManifest::new(config_desc, parts.layers);
+    manifest.annotations = parts.annotations.clone();
+    if let Some((digest, name)) = parts.base {
+        manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+        if let Some(n) = name.and_then(base_name_annotation) {
+            manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n);
+        }
+    }
+    let mut desc = store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
+    desc.platform = Some(platform.clone());
+    Ok(desc)
+}
+
+/// The root of a build: the one manifest (without its platform), or an index of several
+/// with `annotations` and `index_annotations`; tagged `tag` in `layout`, else recorded as an
+/// untagged root.
+pub(crate) fn write_root(
+    layout: &Layout,
+    mut manifests: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+    index_annotations: &BTreeMap<String, String>,
+    tag: Option<&str>,
+) -> Result<Descriptor> {
     let root = if manifests.len() == 1 {
         let mut d = manifests.pop().expect("one manifest");
         d.platform = None;
         d
     } else {
         let mut index = ImageIndex::new(manifests);
-        index.annotations = spec.annotations.clone();
-        index.annotations.extend(spec.index_annotations.clone());
+        index.annotations = annotations.clone();
+        index.annotations.extend(index_annotations.clone());
         store_bytes(layout, media::OCI_INDEX, &index.to_bytes()?)?
     };
-    match &spec.tag {
+    match tag {
         Some(t) => layout.set_tag(&root, t)?,
         None => layout.add_untagged(&root)?,
     }

@@ -55,7 +55,10 @@ pub mod merge;
 pub mod model;
 pub mod modelpack;
 pub mod output;
+pub mod sbom;
+pub mod sync;
 pub mod transport;
+pub mod trust;
 
 pub use error::{Error, Result};
 pub use model::{Descriptor, Digest, Document, Platform};

@@ -391,11 +391,8 @@ fn check_build_keys(spec: &str, keys: &BTreeMap<String, String>) -> Result<()> {
     }
     if let Some(l) = keys.get("compression-level") {
         let alg = keys.get("compression").map_or("gzip", String::as_str);
-        let ok = match alg {
-            "zstd" => l.parse::<i32>().is_ok_and(|l| (1..=22).contains(&l)),
-            "gzip" => l.parse::<u32>().is_ok_and(|l| l <= 9),
-            _ => false,
-        };
+        // The layer codec's one range check.
+        let ok = matches!(alg, "gzip" | "zstd") && crate::layer::Compression::from_parts(alg, Some(l)).is_ok();
         if !ok {
             return Err(bad(spec, format!("compression-level={l:?} does not fit compression={alg}")));
         }
@@ -418,7 +415,7 @@ fn parse_bare(spec: &str) -> Result<OutputSpec> {
     if spec == "-" {
         return Ok(filesystem_output(PathBuf::from("-"), true));
     }
-    let transport = ["oci:", "oci-archive:", "docker-archive:", "docker://"].iter().any(|p| spec.starts_with(p));
+    let transport = crate::transport::endpoint::has_transport_prefix(spec);
     let looks_like_dir = !spec.contains(':') || spec.starts_with(['/', '.', '~']);
     if !transport && looks_like_dir {
         return Ok(filesystem_output(PathBuf::from(spec), false));

@@ -58,6 +58,10 @@ pub(crate) struct CopyFlags {
     /// of the root the destination got (after --convert, --dest-compress, --platform) to FILE
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) policy: super::trust::PolicyArgs,
+    #[command(flatten)]
+    pub(crate) sign: super::trust::SignByArgs,
 }
 
 impl CopyFlags {
@@ -207,8 +211,18 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
         digest_tags: ends.flags.digest_tags,
         ..ctx.copy_options()
     };
-    let dst = open_destination(dst_ep, &ctx.client, platform).await?;
+    // the signing key first: a wrong password fails before anything moves
+    let signer = ends.flags.sign.load(dst_ep)?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
+    // The policy decides on the digests the plan resolved, before anything is fetched or the
+    // destination is opened (a refused image writes nothing); the copy then moves exactly
+    // those digests, never the tag again.
+    if let Some(policy) = ends.flags.policy.load()? {
+        for (root, _) in &plan {
+            policy.check(src_ep, src.as_ref(), root).await?;
+        }
+    }
+    let dst = open_destination(dst_ep, &ctx.client, platform).await?;
     if ends.flags.metadata_file.is_some() && plan.len() != 1 {
         return Err(Error::Usage(format!(
             "--metadata-file describes one image, but {} holds {} roots; name one with :TAG or @DIGEST",
@@ -218,6 +232,14 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     }
     let report = copy::graph_many(src.as_ref(), dst.as_ref(), &plan, &opts, &ctx.progress).await?;
     dst.finish().await?;
+    if let Some(signer) = &signer {
+        // what the destination got (after --convert, --dest-compress, --platform) is signed
+        for (root, (_, tags)) in report.roots.iter().zip(&plan) {
+            for w in signer.sign_at(ctx, dst_ep, root, tags.first().map(String::as_str)).await? {
+                ctx.progress.line(&format!("signed {}: {} signature {}", w.subject, w.format, w.manifest));
+            }
+        }
+    }
     if let (Some(path), Some(root), Some((_, tags))) = (&ends.flags.metadata_file, report.roots.first(), plan.first()) {
         write_metadata(path, root, &[metadata_output(dst_ep, root, tags)], &BTreeMap::new())?;
     }

@@ -13,7 +13,8 @@ pub(crate) const USAGE: i32 = 2;
 pub(crate) const NOT_FOUND: i32 = 3;
 /// Authentication failed.
 pub(crate) const AUTH: i32 = 4;
-/// Content does not match its digest or size (also: `layout fsck` found problems).
+/// Content does not match its digest or size, or no valid signature vouches for it (also:
+/// `layout fsck` found problems).
 pub(crate) const INTEGRITY: i32 = 5;
 /// Interrupted by Ctrl-C (SIGINT), as a shell reports a process that SIGINT ended (128 + 2).
 pub(crate) const INTERRUPTED: i32 = 130;
@@ -25,7 +26,7 @@ pub(crate) fn code(e: &Error) -> i32 {
         Error::UnsafePath { .. } | Error::Unsupported(_) | Error::Usage(_) => USAGE,
         Error::NotFound { .. } => NOT_FOUND,
         Error::Auth { .. } => AUTH,
-        Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => INTEGRITY,
+        Error::DigestMismatch { .. } | Error::SizeMismatch { .. } | Error::Untrusted { .. } => INTEGRITY,
         _ => OTHER,
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct InspectArgs {
     /// Print the config blob instead of the manifest.
     #[arg(long)]
     config: bool,
+    #[command(flatten)]
+    policy: super::trust::PolicyArgs,
 }
 
 /// Show the document `args.reference` names.
@@ -32,6 +34,7 @@ pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
     let ep = Endpoint::from_user_input(&args.reference)?;
     let src = open_source(&ep, &ctx.client)?;
     let desc = plan::resolve(&ep, src.as_ref()).await?;
+    args.policy.check(&ep, src.as_ref(), &desc).await?;
     let mut doc = src.fetch_document(&desc).await?;
     // --platform: an index stands for its image for that platform (a manifest stays itself).
     if let Some(want) = ctx.settings.single_platform("inspect")? {

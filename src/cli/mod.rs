@@ -14,12 +14,16 @@ mod login;
 mod merge;
 mod meta;
 mod model;
+mod ops;
 mod out;
 mod progress;
 mod referrers;
+mod sbom;
 mod settings;
 mod store;
+mod sync;
 mod tags;
+mod trust;
 
 use std::sync::Arc;
 
@@ -83,6 +87,36 @@ enum Command {
         after_help = "Examples:\n  hoist tags localhost:5000/demo\n  hoist tags oci:./layout\n  hoist --format json tags oci-archive:demo.tar"
     )]
     Tags(tags::TagsArgs),
+    /// Add tags to a manifest in its repository (no blob moves).
+    #[command(
+        after_help = "Examples:\n  hoist tag localhost:5000/demo:v1 stable v1.0\n  hoist tag localhost:5000/demo@sha256:… latest"
+    )]
+    Tag(ops::TagArgs),
+    /// Remove one tag; the manifest and every other tag pointing at it stay.
+    #[command(
+        after_help = "Examples:\n  hoist untag localhost:5000/demo:old\n  hoist --format json untag localhost:5000/demo:rc1"
+    )]
+    Untag(ops::UntagArgs),
+    /// Delete a manifest (refused while other tags point at it, unless --force).
+    #[command(
+        after_help = "Examples:\n  hoist delete localhost:5000/demo@sha256:…\n  hoist delete --force localhost:5000/demo:v1"
+    )]
+    Delete(ops::DeleteArgs),
+    /// List the repositories of a registry (its _catalog API).
+    #[command(
+        after_help = "Examples:\n  hoist catalog localhost:5000\n  hoist catalog --filter '^team/' localhost:5000"
+    )]
+    Catalog(ops::CatalogArgs),
+    /// Untag or delete a repository's tags by policy (plan printed first; --dry-run changes nothing).
+    #[command(
+        after_help = "Examples:\n  hoist retention --keep-last 10 --match '^v' --dry-run localhost:5000/demo\n  hoist retention --older-than 90d localhost:5000/demo"
+    )]
+    Retention(ops::RetentionArgs),
+    /// Mirror images between registries and layouts, incrementally (skopeo sync's interface).
+    #[command(
+        after_help = "Examples:\n  hoist sync --src docker --dest docker registry.example.com/team/app localhost:5000/mirror\n  hoist sync --src yaml --dest dir sync.yaml ./airgap\n  hoist sync --src dir --dest docker ./airgap localhost:5000/restored"
+    )]
+    Sync(sync::SyncArgs),
     /// Store credentials for a registry.
     #[command(
         after_help = "Examples:\n  hoist login localhost:5000 -u alice    # prompts for the password on a terminal\n  hoist login localhost:5000 -u alice -p secret    # works, with a warning\n  echo \"$PASSWORD\" | hoist login registry.example.com -u alice --password-stdin"
@@ -110,6 +144,34 @@ enum Command {
         after_help = "Examples:\n  hoist referrers localhost:5000/demo:v1\n  hoist referrers --artifact-type application/spdx+json oci:./layout:v1"
     )]
     Referrers(referrers::ReferrersArgs),
+    /// Generate cosign-compatible signing keys.
+    #[command(subcommand)]
+    Key(trust::KeyCmd),
+    /// Sign an image, index or artifact with a key (cosign's legacy and bundle formats).
+    #[command(
+        after_help = "Examples:\n  hoist sign --key cosign.key localhost:5000/demo:v1\n  hoist sign --key cosign.key --recursive --signature-format bundle localhost:5000/demo:v1"
+    )]
+    Sign(trust::SignArgs),
+    /// Verify that a key signed an image, index or artifact (exit 5 when not).
+    #[command(
+        after_help = "Examples:\n  hoist verify --key cosign.pub localhost:5000/demo:v1\n  hoist --format json verify --key cosign.pub oci:./layout:v1"
+    )]
+    Verify(trust::VerifyArgs),
+    /// Sign an in-toto statement about an image (SLSA provenance, SBOM, ...) as cosign attest does.
+    #[command(
+        after_help = "Examples:\n  hoist attest --key cosign.key --type slsaprovenance1 --predicate prov.json localhost:5000/demo:v1\n  hoist attest --key cosign.key --type spdxjson --predicate sbom.spdx.json --signature-format both oci:./layout:v1"
+    )]
+    Attest(trust::AttestArgs),
+    /// Verify attestations of a type by a key and print their statements (exit 5 when none verifies).
+    #[command(
+        after_help = "Examples:\n  hoist verify-attestation --key cosign.pub --type slsaprovenance1 localhost:5000/demo:v1\n  hoist --format json verify-attestation --key cosign.pub --type https://example.com/p/v1 oci:./layout:v1"
+    )]
+    VerifyAttestation(trust::VerifyAttestationArgs),
+    /// List the packages of an image (dpkg, apk, Python, npm, Go), as a table, SPDX or CycloneDX.
+    #[command(
+        after_help = "Examples:\n  hoist sbom localhost:5000/app:v1\n  hoist --format spdx-json sbom oci:./layout:v1 > sbom.spdx.json\n  hoist --format cyclonedx-json --platform linux/arm64 sbom localhost:5000/app:v1"
+    )]
+    Sbom(sbom::SbomArgs),
     /// Make image indexes from manifests and indexes anywhere (multi-node builds).
     #[command(subcommand)]
     Index(merge::IndexCmd),
@@ -143,7 +205,19 @@ impl Command {
             Command::Append(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
+            Command::Tag(a) => format!("tag {}", a.reference),
+            Command::Untag(a) => format!("untag {}", a.reference),
+            Command::Delete(a) => format!("delete {}", a.reference),
+            Command::Catalog(a) => format!("catalog {}", a.registry),
+            Command::Retention(a) => format!("retention {}", a.repository),
+            Command::Sync(a) => format!("sync {} {}", a.source, a.destination),
             Command::Referrers(a) => format!("referrers {}", a.reference),
+            Command::Key(_) => "key".into(),
+            Command::Sign(a) => a.describe(),
+            Command::Verify(a) => format!("verify {}", a.reference),
+            Command::Attest(a) => format!("attest {}", a.reference),
+            Command::VerifyAttestation(a) => format!("verify-attestation {}", a.reference),
+            Command::Sbom(a) => format!("sbom {}", a.reference),
             Command::Login(a) => format!("login {}", a.registry),
             Command::Logout(a) => format!("logout {}", a.registry),
             Command::Layout(_) => "layout".into(),
@@ -186,10 +260,26 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) | Command::Append(_) => vec![],
+            Command::Copy(_)
+            | Command::Push(_)
+            | Command::Pull(_)
+            | Command::Mutate(_)
+            | Command::Append(_)
+            | Command::Sync(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
+            Command::Tag(a) => refs(&[&a.reference]),
+            Command::Untag(a) => refs(&[&a.reference]),
+            Command::Delete(a) => refs(&[&a.reference]),
+            Command::Retention(a) => refs(&[&a.repository]),
+            Command::Catalog(a) => vec![a.registry.trim_end_matches('/').to_string()],
             Command::Referrers(a) => refs(&[&a.reference]),
+            Command::Sign(a) => refs(&[&a.reference]),
+            Command::Verify(a) => refs(&[&a.reference]),
+            Command::Attest(a) => refs(&[&a.reference]),
+            Command::VerifyAttestation(a) => refs(&[&a.reference]),
+            Command::Key(_) => vec![],
+            Command::Sbom(a) => refs(&[&a.reference]),
             Command::Login(a) => vec![a.host()],
             Command::Logout(_) | Command::Layout(_) => vec![],
             Command::Store(_) | Command::Completion(_) | Command::Man(_) | Command::Version => vec![],
@@ -313,11 +403,19 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Mutate(a) => copy_credentials(&settings, &a.ends()?)?,
         Command::Append(a) => copy_credentials(&settings, &a.ends_for_creds()?)?,
+        Command::Sync(a) => credential_map(settings.creds.as_deref(), &a.creds, &a.scope())?,
         other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
     };
     let mut registry_options = settings.registry_options(credentials);
     registry_options.insecure.extend(command.insecure_registries());
     let client = Client::new(registry_options)?;
+    if matches!(settings.format, settings::Format::SpdxJson | settings::Format::CyclonedxJson)
+        && !matches!(command, Command::Sbom(_))
+    {
+        return Err(Error::Usage(
+            "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
+        ));
+    }
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
@@ -340,6 +438,12 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         }
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,
+        Command::Tag(a) => ops::tag(ctx, a).await,
+        Command::Untag(a) => ops::untag(ctx, a).await,
+        Command::Delete(a) => ops::delete(ctx, a).await,
+        Command::Catalog(a) => ops::catalog(ctx, a).await,
+        Command::Retention(a) => ops::retention(ctx, a).await,
+        Command::Sync(a) => sync::run(ctx, a).await,
         Command::Login(a) => login::login(ctx, a).await,
         Command::Logout(a) => login::logout(ctx, a).await,
         Command::Layout(cmd) => layout::run(ctx, cmd).await,
@@ -347,6 +451,12 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Artifact(cmd) => artifact::run(ctx, cmd).await,
         Command::Model(cmd) => model::run(ctx, cmd).await,
         Command::Referrers(args) => referrers::run(ctx, args).await,
+        Command::Key(cmd) => trust::run_key(ctx, cmd).await,
+        Command::Sign(args) => trust::run_sign(ctx, args).await,
+        Command::Verify(args) => trust::run_verify(ctx, args).await,
+        Command::Attest(args) => trust::run_attest(ctx, args).await,
+        Command::VerifyAttestation(args) => trust::run_verify_attestation(ctx, args).await,
+        Command::Sbom(args) => sbom::run(ctx, args).await,
         Command::Index(cmd) => merge::run_index(ctx, cmd).await,
         Command::Bundle(cmd) => merge::run_bundle(ctx, cmd).await,
         Command::Store(cmd) => store::run_store(ctx, cmd).await,

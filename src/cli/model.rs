@@ -210,6 +210,11 @@ pub(crate) enum ModelCmd {
         /// List the (matching) files with their digests and sizes; fetch nothing.
         #[arg(long)]
         list: bool,
+        /// Verify the artifact's signature by this public key before any file is written.
+        #[arg(long, value_name = "PUB")]
+        verify_key: Vec<PathBuf>,
+        #[command(flatten)]
+        policy: super::trust::PolicyArgs,
     },
     /// Files added, removed and changed (by layer digest) from model A to model B.
     #[command(
@@ -485,8 +490,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             ));
             Ok(0)
         }
-        ModelCmd::Unpack { reference, dir, max_size, include, exclude, list } => {
-            let (_, src, root) = resolve_any(ctx, &reference).await?;
+        ModelCmd::Unpack { reference, dir, max_size, include, exclude, list, verify_key, policy } => {
+            let (ep, src, root) = resolve_any(ctx, &reference).await?;
+            policy.check(&ep, src.as_ref(), &root).await?;
+            if !verify_key.is_empty() {
+                super::trust::verify_signed(&ep, src.as_ref(), &root, &verify_key).await?;
+            }
             let select = FileSelector::new(&include, &exclude)?;
             if list {
                 let entries = list_model(src.as_ref(), &root, &select).await?;

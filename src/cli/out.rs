@@ -61,7 +61,7 @@ pub(crate) fn install_broken_pipe_hook() {
 /// An error as the user sees it: a kind (camelCase, stable for scripts), a message, an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
-    /// `usage`, `notFound`, `notALayout`, `auth`, `integrity`, `network`, `registry`, `io`,
+    /// `usage`, `notFound`, `notALayout`, `auth`, `integrity`, `untrusted`, `network`, `registry`, `io`,
     /// `interrupted`, `timeout` or `other`.
     pub kind: &'static str,
     /// What went wrong, control characters escaped.
@@ -90,6 +90,7 @@ impl Failure {
             Error::Malformed { .. } => ("malformed", e.to_string()),
             Error::Auth { .. } => ("auth", e.to_string()),
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ("integrity", e.to_string()),
+            Error::Untrusted { .. } => ("untrusted", e.to_string()),
             Error::Network { .. } => ("network", e.to_string()),
             Error::Registry { .. } => ("registry", e.to_string()),
             Error::Io { .. } | Error::Read { .. } => ("io", e.to_string()),

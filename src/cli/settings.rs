@@ -60,10 +60,10 @@ pub(crate) struct Global {
     #[arg(long, global = true, env = "HOIST_CREDS", hide_env_values = true, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
     /// Blobs transferred at once.
-    #[arg(short, long, global = true, default_value_t = 4)]
+    #[arg(short, long, global = true, default_value_t = hoist::copy::DEFAULT_JOBS)]
     pub jobs: usize,
     /// Attempts per request before giving up.
-    #[arg(long, global = true, default_value_t = 6)]
+    #[arg(long, global = true, default_value_t = hoist::transport::registry::retry::DEFAULT_RETRIES)]
     pub retries: u32,
     /// Blob upload strategy [default: auto, or what the registry's profile says].
     #[arg(long, global = true, value_enum)]
@@ -77,7 +77,7 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT],...")]
     pub platform: Option<String>,
     /// Seconds without data before a transfer counts as stalled.
-    #[arg(long, global = true, default_value_t = 60)]
+    #[arg(long, global = true, default_value_t = hoist::transport::registry::DEFAULT_READ_TIMEOUT_SECS)]
     pub read_timeout: u64,
     /// Seconds the whole command may take; past them it stops with an error (exit 1).
     #[arg(long, global = true, value_name = "SECONDS")]
@@ -97,6 +97,10 @@ pub(crate) struct Global {
 pub(crate) enum Format {
     Text,
     Json,
+    /// SPDX 2.3 JSON (`hoist sbom` only).
+    SpdxJson,
+    /// CycloneDX 1.6 JSON (`hoist sbom` only).
+    CyclonedxJson,
 }
 
 /// `--progress`, buildx's names.
@@ -170,7 +174,7 @@ impl Settings {
                 Upload::Chunked => UploadMode::Chunked,
             },
             upload_set: g.upload.is_some(),
-            chunk_size: g.chunk_size_mib.unwrap_or(16).max(1) << 20,
+            chunk_size: g.chunk_size_mib.unwrap_or(hoist::transport::registry::DEFAULT_CHUNK_SIZE_MIB).max(1) << 20,
             chunk_size_set: g.chunk_size_mib.is_some(),
             read_timeout: Duration::from_secs(g.read_timeout.max(1)),
             http2: g.http2,

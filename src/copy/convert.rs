@@ -31,7 +31,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::edit::ImageEdit;
 use crate::error::{Error, Result};
-use crate::layer::estargz;
+use crate::layer::{codec, estargz};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -508,11 +508,13 @@ struct Output {
 /// the thread count. Out of eStargz, the TOC and landmark entries are dropped.
 fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> std::io::Result<Output> {
     let file = std::io::BufReader::new(std::fs::File::open(input)?);
-    let mut reader: Box<dyn Read> = match from {
-        Kind::Tar => Box::new(file),
-        Kind::Gzip | Kind::Estargz => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Kind::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+    // The layer codec's one decompression dispatch.
+    let algorithm = match from {
+        Kind::Tar => codec::Algorithm::None,
+        Kind::Gzip | Kind::Estargz => codec::Algorithm::Gzip,
+        Kind::Zstd => codec::Algorithm::Zstd,
     };
+    let mut reader = codec::decoder(algorithm, file)?;
     let sink = HashWriter::new(std::io::BufWriter::new(std::fs::File::create(output)?));
     let (sink, diff_id, annotations) = match to {
         Compression::Estargz(level) => {
@@ -525,13 +527,15 @@ fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> 
             let d = feed(from, &mut reader, &mut w)?;
             (w, d, Vec::new())
         }
+        // The one encoder of each algorithm, as `build` uses: equal input at equal level gives
+        // the same blob here and there, whatever the core count.
         Compression::Gzip(level) => {
-            let mut w = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(level));
+            let mut w = codec::Compression::Gzip { level }.encoder(sink)?;
             let d = feed(from, &mut reader, &mut w)?;
             (w.finish()?, d, Vec::new())
         }
         Compression::Zstd(level) => {
-            let mut w = zstd::stream::write::Encoder::new(sink, level)?;
+            let mut w = codec::Compression::Zstd { level }.encoder(sink)?;
             let d = feed(from, &mut reader, &mut w)?;
             (w.finish()?, d, Vec::new())
         }

@@ -33,6 +33,9 @@ use crate::transport::{BlobOutcome, Destination, Progress, Source};
 /// beyond any real graph and keeps a hostile chain of thousands of indexes from running away.
 pub const MAX_DEPTH: usize = 32;
 
+/// Blobs (and manifest fetches) in flight at once when nothing else is said (`--jobs`).
+pub const DEFAULT_JOBS: usize = 4;
+
 /// What to copy and how, decided by the library for every caller (the CLI only fills it in).
 #[derive(Clone, Debug)]
 pub struct CopyOptions {
@@ -57,7 +60,7 @@ pub struct CopyOptions {
 impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
-            jobs: 4,
+            jobs: DEFAULT_JOBS,
             platforms: Vec::new(),
             convert: convert::Conversion::default(),
             referrers: false,

@@ -26,13 +26,12 @@ use super::statcache::StatCache;
 use super::words::{word, words};
 use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{load_base, BaseImage};
-use crate::ingest::{rfc3339, source_date_epoch, store_bytes};
-use crate::layer::{build_items_layer_blocking, normalize_target, Item, Kind, LayerBlob};
+use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
+use crate::ingest::{rfc3339, source_date_epoch};
+use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
-use crate::model::media;
-use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
+use crate::model::write::{Empty, History, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
 
 /// Largest `.dockerignore` read.
@@ -234,44 +233,21 @@ pub async fn build_dockerfile(
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
     }
-    let root = if manifests.len() == 1 {
-        let mut d = manifests.pop().expect("one manifest");
-        d.platform = None;
-        d
-    } else {
-        let mut index = ImageIndex::new(manifests);
-        index.annotations = opts.annotations.clone();
-        index.annotations.extend(opts.index_annotations.clone());
-        store_bytes(layout, media::OCI_INDEX, &index.to_bytes()?)?
-    };
-    match &opts.tag {
-        Some(t) => layout.set_tag(&root, t)?,
-        None => layout.add_untagged(&root)?,
-    }
+    let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
     Ok(BuildOutcome { root, runs: ctx.runs, cached: ctx.cached, hashed: ctx.stat.hashed(), stat_hits: ctx.stat.hits() })
 }
 
 fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
     let mut config = stage.config.clone();
-    config.created = Some(ctx.created.clone());
     config.config.labels.extend(ctx.opts.labels.clone());
-    config.architecture = p.architecture.clone();
-    config.os = p.os.clone();
-    config.variant = p.variant.clone();
-    if config.rootfs.kind.is_empty() {
-        config.rootfs = RootFs::layers(config.rootfs.diff_ids.clone());
-    }
-    let config_desc = store_bytes(ctx.layout, media::OCI_CONFIG, &config.to_bytes()?)?;
-    let mut manifest = ImageManifest::new(config_desc, stage.layers.clone());
-    manifest.annotations = ctx.opts.annotations.clone();
-    if let Some((d, name)) = &stage.base {
-        manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), d.digest.to_string());
-        manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), name.clone());
-    }
-    let mut desc = store_bytes(ctx.layout, media::OCI_MANIFEST, &manifest.to_bytes()?)?;
-    desc.platform = Some(p.clone());
-    Ok(desc)
+    let parts = ImageParts {
+        config,
+        layers: stage.layers.clone(),
+        annotations: &ctx.opts.annotations,
+        base: stage.base.as_ref().map(|(d, name)| (&d.digest, Some(name.as_str()))),
+    };
+    write_manifest(ctx.layout, parts, p, &ctx.created)
 }
 
 /// Instruction indexes of the global part and of each stage, and the stages the target needs.
@@ -1547,28 +1523,13 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
 /// If `src` is a tar (plain, gzip or zstd), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let mut head = [0u8; 512];
-    let n = {
-        let mut f = fs::File::open(src).at(src)?;
-        let mut n = 0;
-        while n < head.len() {
-            let k = f.read(&mut head[n..]).at(src)?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        n
-    };
-    let f = fs::File::open(src).at(src)?;
-    let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::new(f).at(src)?)
-    } else if n >= 262 && &head[257..262] == b"ustar" {
-        Box::new(f)
-    } else {
+    let n = codec::read_head(src, &mut head).at(src)?;
+    let algorithm = codec::Algorithm::sniff(&head[..n]);
+    if algorithm == codec::Algorithm::None && !(n >= 262 && &head[257..262] == b"ustar") {
         return Ok(None);
-    };
+    }
+    let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
+    let reader = codec::decoder(algorithm, f).at(src)?;
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);

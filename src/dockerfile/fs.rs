@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{normalize_target, Item, Kind};
+use crate::layer::{codec, normalize_target, Item, Kind};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::media;
 use crate::transport::layout::Layout;
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -57,12 +56,10 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str,
     let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent).at(parent)?;
     let blob = layout.blob_path_of(&desc.digest);
     let file = BufReader::with_capacity(1 << 20, File::open(&blob).at(&blob)?);
-    let reader: Box<dyn Read> = match desc.media_type.as_str() {
-        media::OCI_LAYER_GZIP | media::DOCKER_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        media::OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(file).at(&blob)?),
-        media::OCI_LAYER_TAR | media::DOCKER_LAYER_TAR => Box::new(file),
-        other => return Err(Error::Unsupported(format!("layer media type {other} cannot be unpacked"))),
+    let Some(algorithm) = codec::Algorithm::of_layer_media_type(&desc.media_type) else {
+        return Err(Error::Unsupported(format!("layer media type {} cannot be unpacked", desc.media_type)));
     };
+    let reader = codec::decoder(algorithm, file).at(&blob)?;
     unpack_overlay(reader, tmp.path(), lower).map_err(|e| match e {
         Error::Io { path, source } => Error::Io { path: blob.join(path), source },
         e => e,

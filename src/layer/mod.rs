@@ -8,22 +8,23 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod codec;
 pub mod estargz;
 mod pgzip;
+pub(crate) mod tar;
 mod tarstream;
+
+pub use codec::Compression;
 
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{PipeWriter, BUF};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::media;
 use crate::model::verify::HashWriter;
 use crate::transport::layout::Layout;
-use pgzip::ParGzEncoder;
 
 /// Files larger than this need a PAX `size` record (ustar's octal field holds 8 GiB - 1).
 const USTAR_MAX_SIZE: u64 = 0o77_777_777_777;
@@ -54,88 +55,6 @@ impl LayerEntry {
     /// `source` placed at `target` with the defaults.
     pub fn new(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
         LayerEntry { source: source.into(), target: target.into(), mode: None, uid: None, gid: None }
-    }
-}
-
-/// zstd multithreaded job size (bytes); part of what makes zstd layers reproducible.
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
-/// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// An uncompressed tar.
-    None,
-    /// gzip at `level` (0-9).
-    Gzip {
-        /// 0 (store) to 9 (smallest).
-        level: u32,
-    },
-    /// zstd at `level` (1-22).
-    Zstd {
-        /// 1 to 22.
-        level: i32,
-    },
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Gzip { level: 6 }
-    }
-}
-
-impl Compression {
-    /// Media type of an image layer with this compression.
-    pub fn layer_media_type(self) -> &'static str {
-        match self {
-            Compression::None => media::OCI_LAYER_TAR,
-            Compression::Gzip { .. } => media::OCI_LAYER_GZIP,
-            Compression::Zstd { .. } => media::OCI_LAYER_ZSTD,
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (name, level) = match s.split_once(':') {
-            Some((n, l)) => (n, Some(l)),
-            None => (s, None),
-        };
-        let bad = || Error::Unsupported(format!("compression {s:?}: expected none, gzip[:0-9] or zstd[:1-22]"));
-        match (name, level) {
-            ("none", None) => Ok(Compression::None),
-            ("gzip", None) => Ok(Compression::Gzip { level: 6 }),
-            ("gzip", Some(l)) => {
-                l.parse().ok().filter(|l| *l <= 9).map(|level| Compression::Gzip { level }).ok_or_else(bad)
-            }
-            ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
-            ("zstd", Some(l)) => {
-                l.parse().ok().filter(|l| (1..=22).contains(l)).map(|level| Compression::Zstd { level }).ok_or_else(bad)
-            }
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Compression::None => write!(f, "none"),
-            Compression::Gzip { level } => write!(f, "gzip:{level}"),
-            Compression::Zstd { level } => write!(f, "zstd:{level}"),
-        }
-    }
-}
-
-impl Serialize for Compression {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -192,6 +111,15 @@ pub struct Item {
     pub mtime: Option<u64>,
 }
 
+impl Item {
+    /// The regular file `src` as `meta` describes it; with `hardlinks`, one of several links
+    /// to it is stored once (see [`Kind::File`]).
+    fn file(src: PathBuf, meta: &fs::Metadata, hardlinks: bool, mode: u32, uid: u64, gid: u64) -> Item {
+        let link_key = (hardlinks && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+        Item { kind: Kind::File { src, size: meta.len(), link_key }, mode, uid, gid, mtime: None }
+    }
+}
+
 /// Build one layer from `entries` and store it in `layout`. Blocking: run it on a
 /// blocking thread from async code. `mtime` (seconds) is written on every entry.
 pub fn build_layer_blocking(
@@ -231,7 +159,7 @@ pub fn build_items_layer_blocking(
     let out = tmp.blob_file(true)?;
     let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
     // tar + diff_id hash on this thread; compression, digest and file writes on the pipe's.
-    let mut pipe = HashWriter::new(PipeWriter::new(Encoder::new(sink, compression).at(tmp.path())?));
+    let mut pipe = HashWriter::new(PipeWriter::new(compression.encoder(sink).at(tmp.path())?));
     write_tar(&items, mtime.max(0) as u64, &mut pipe)?;
     let (pipe, diff_id, _) = pipe.finish();
     let sink = pipe.finish().at(tmp.path())?.finish().at(tmp.path())?;
@@ -305,14 +233,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                 let item = if ft.is_dir() {
                     Item { kind: Kind::Dir, mode: mode_of(&m), uid, gid, mtime: None }
                 } else if ft.is_file() {
-                    let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
-                    Item {
-                        kind: Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key },
-                        mode: mode_of(&m),
-                        uid,
-                        gid,
-                        mtime: None,
-                    }
+                    Item::file(w.path().to_path_buf(), &m, true, mode_of(&m), uid, gid)
                 } else if ft.is_symlink() {
                     let link = fs::read_link(w.path()).at(w.path())?;
                     match check_symlink(w.path(), rel, &link) {
@@ -333,14 +254,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
                                     "--follow-symlinks follows links to regular files only",
                                 ));
                             }
-                            let src = w.path().to_path_buf();
-                            Item {
-                                kind: Kind::File { src, size: t.len(), link_key: None },
-                                mode: mode_of(&t),
-                                uid,
-                                gid,
-                                mtime: None,
-                            }
+                            Item::file(w.path().to_path_buf(), &t, false, mode_of(&t), uid, gid)
                         }
                     }
                 } else {
@@ -358,17 +272,7 @@ fn collect(entries: &[LayerEntry], follow_symlinks: bool) -> Result<BTreeMap<Str
             } else {
                 target
             };
-            let link_key = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-            out.insert(
-                target,
-                Item {
-                    kind: Kind::File { src: e.source.clone(), size: meta.len(), link_key },
-                    mode: mode_of(&meta),
-                    uid,
-                    gid,
-                    mtime: None,
-                },
-            );
+            out.insert(target, Item::file(e.source.clone(), &meta, true, mode_of(&meta), uid, gid));
         } else {
             return Err(Error::Unsupported(format!(
                 "{}: sockets, devices and fifos cannot go into a layer",
@@ -453,11 +357,11 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
     for (path, item) in items {
         let name = if matches!(item.kind, Kind::Dir) { format!("{path}/") } else { path.clone() };
         let (entry_type, size, link) = match &item.kind {
-            Kind::Dir => (tar::EntryType::Directory, 0, None),
-            Kind::File { size, .. } => (tar::EntryType::Regular, *size, None),
-            Kind::Symlink { target } => (tar::EntryType::Symlink, 0, Some(target.as_str())),
-            Kind::Hardlink { target } => (tar::EntryType::Link, 0, Some(target.as_str())),
-            Kind::Empty => (tar::EntryType::Regular, 0, None),
+            Kind::Dir => (::tar::EntryType::Directory, 0, None),
+            Kind::File { size, .. } => (::tar::EntryType::Regular, *size, None),
+            Kind::Symlink { target } => (::tar::EntryType::Symlink, 0, Some(target.as_str())),
+            Kind::Hardlink { target } => (::tar::EntryType::Link, 0, Some(target.as_str())),
+            Kind::Empty => (::tar::EntryType::Regular, 0, None),
         };
         let mtime = item.mtime.unwrap_or(mtime);
         let mut pax = Vec::new();
@@ -471,8 +375,8 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
             pax.extend(pax_record("size", &size.to_string()));
         }
         if !pax.is_empty() {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::XHeader);
+            let mut h = ::tar::Header::new_ustar();
+            h.set_entry_type(::tar::EntryType::XHeader);
             put_name(&mut h.as_old_mut().name, "PaxHeaders.0/entry");
             h.set_mode(0o644);
             h.set_uid(0);
@@ -484,7 +388,7 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
             w.write_all(&pax).at(&out)?;
             pad(w, pax.len() as u64).at(&out)?;
         }
-        let mut h = tar::Header::new_ustar();
+        let mut h = ::tar::Header::new_ustar();
         h.set_entry_type(entry_type);
         put_name(&mut h.as_old_mut().name, &name);
         if let Some(l) = link {
@@ -514,57 +418,6 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
     Ok(())
 }
 
-/// Compressor over a writer; `finish` flushes the trailer and returns the writer.
-enum Encoder<W: Write> {
-    Plain(W),
-    /// Parallel, thread-count-independent gzip (see `pgzip`): flate2's `GzEncoder` uses one core.
-    Gzip(ParGzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-}
-
-impl<W: Write> Encoder<W> {
-    fn new(w: W, c: Compression) -> io::Result<Self> {
-        Ok(match c {
-            Compression::None => Encoder::Plain(w),
-            Compression::Gzip { level } => Encoder::Gzip(ParGzEncoder::new(w, flate2::Compression::new(level))),
-            Compression::Zstd { level } => {
-                let mut e = zstd::stream::write::Encoder::new(w, level)?;
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-                e.multithread(cores.max(2))?;
-                // 2 MiB jobs instead of zstd's default (4x the window, 8 MiB at level 3): each
-                // worker holds a job's input and output, so this keeps peak memory well under
-                // 64 MiB. Output still does not depend on the number of workers.
-                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                Encoder::Zstd(e)
-            }
-        })
-    }
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::Plain(w) => Ok(w),
-            Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
-        }
-    }
-}
-
-impl<W: Write> Write for Encoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,13 +435,5 @@ mod tests {
         assert_eq!(normalize_target("/usr//local/./bin/").unwrap(), "usr/local/bin");
         assert_eq!(normalize_target("/").unwrap(), "");
         assert!(matches!(normalize_target("a/../../etc"), Err(Error::UnsafePath { .. })));
-    }
-
-    #[test]
-    fn compression_parses() {
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd { level: 19 });
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: 6 });
-        assert!("gzip:10".parse::<Compression>().is_err());
-        assert!("lz4".parse::<Compression>().is_err());
     }
 }

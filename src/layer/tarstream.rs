@@ -10,7 +10,7 @@
 
 use std::io::{self, Read};
 
-use crate::transport::archive::tar::MAX_HEADER_EXTENSION;
+use crate::layer::tar::MAX_HEADER_EXTENSION;
 
 /// One tar block.
 pub(crate) const BLOCK: usize = 512;

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::digest::Digest;
-pub use crate::model::platform::Platform;
 
 /// An OCI content descriptor: what a piece of content is, its digest and size, and where
 /// it applies. Identifies a blob or document wherever it is stored.
@@ -68,6 +67,27 @@ impl Descriptor {
         self.annotations.insert(k.into(), v.into());
         self
     }
+}
+
+/// The platform of an image (its matching rules: `model::platform`), as an index entry or an image config states it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    /// CPU architecture, in Go's `GOARCH` spelling (`amd64`, `arm64`).
+    pub architecture: String,
+    /// Operating system, in Go's `GOOS` spelling (`linux`, `windows`).
+    pub os: String,
+    /// `os.version` (Windows builds).
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// `os.features`.
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    pub os_features: Option<Vec<String>>,
+    /// CPU variant (`v7`, `v8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// `features` (reserved by the image spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
 }
 
 #[cfg(test)]

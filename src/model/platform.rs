@@ -3,33 +3,12 @@
 //! selectors, copy filters. Also the one test for attestation entries, which buildx lists in
 //! an index beside the images with platform `unknown/unknown`.
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::descriptor::Descriptor;
+/// The platform type lives with the descriptor that carries it; its rules live here.
+pub use crate::model::descriptor::Platform;
 
 /// Annotation buildx puts on attestation manifests in an index (`attestation-manifest`).
 pub const ANNOTATION_DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-
-/// The platform of an image, as an index entry or an image config states it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    /// CPU architecture, in Go's `GOARCH` spelling (`amd64`, `arm64`).
-    pub architecture: String,
-    /// Operating system, in Go's `GOOS` spelling (`linux`, `windows`).
-    pub os: String,
-    /// `os.version` (Windows builds).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-    /// `os.features`.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
-    pub os_features: Option<Vec<String>>,
-    /// CPU variant (`v7`, `v8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// `features` (reserved by the image spec).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub features: Option<Vec<String>>,
-}
 
 impl Platform {
     /// Whether an image for `have` serves a request for `self`: same os and architecture, and

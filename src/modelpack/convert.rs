@@ -38,10 +38,12 @@ use super::formats::{self, ModelFormat};
 use super::modelfile::{KitLayerInfo, KitModel, KitPackage, KitPath, Kitfile};
 use super::{layer_media_type, ModelFileKind, ModelLayerFormat, ModelMeta};
 use crate::error::{Error, Result};
+use crate::layer::codec::{self, WriteDecoder};
 use crate::model::descriptor::Descriptor;
-use crate::model::digest::{Algorithm, Digest};
+use crate::model::digest::Digest;
 use crate::model::document::{ManifestView, View};
 use crate::model::media;
+use crate::model::verify::HashWriter;
 use crate::model::write::ImageManifest;
 use crate::transport::{BlobStream, RangeRead, Source};
 
@@ -290,29 +292,16 @@ fn read_said(format: ModelFormat, config: &[u8], manifest: &ManifestView, loc: &
 
 /// Read a compressed layer once (verifying it) and return the digest of what it decompresses to.
 async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelLayerFormat) -> Result<Digest> {
-    struct HashSink(crate::model::digest::Hasher);
-    impl Write for HashSink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.update(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let loc = source.location();
     let what = format!("layer {}", layer.digest);
     let mut stream = source.open_blob(layer, 0).await?;
     let mut blob_hash = layer.digest.algorithm().hasher();
-    let sink = HashSink(Algorithm::Sha256.hasher());
-    enum Dec {
-        Gz(Box<flate2::write::GzDecoder<HashSink>>),
-        Zs(Box<zstd::stream::write::Decoder<'static, HashSink>>),
-    }
-    let mut dec = match format {
-        ModelLayerFormat::TarGzip => Dec::Gz(Box::new(flate2::write::GzDecoder::new(sink))),
-        _ => Dec::Zs(Box::new(zstd::stream::write::Decoder::new(sink).map_err(|e| Error::malformed(&what, &loc, e))?)),
+    let algorithm = match format {
+        ModelLayerFormat::TarGzip => codec::Algorithm::Gzip,
+        _ => codec::Algorithm::Zstd,
     };
+    let sink = HashWriter::new(std::io::sink());
+    let mut dec = WriteDecoder::of(algorithm, sink).map_err(|e| Error::malformed(&what, &loc, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -325,21 +314,13 @@ async fn compute_diff_id(source: &dyn Source, layer: &Descriptor, format: ModelL
             return Err(Error::malformed(&what, &loc, "longer than its descriptor says"));
         }
         blob_hash.update(&buf[..n]);
-        let r = match &mut dec {
-            Dec::Gz(d) => d.write_all(&buf[..n]),
-            Dec::Zs(d) => d.write_all(&buf[..n]),
-        };
-        r.map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
+        dec.write_all(&buf[..n]).map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
     }
     if total != layer.size || blob_hash.finish() != layer.digest {
         return Err(Error::malformed(&what, &loc, "its bytes do not match its digest and size"));
     }
-    let sink = match dec {
-        Dec::Gz(d) => (*d).finish(),
-        Dec::Zs(mut d) => d.flush().map(|()| (*d).into_inner()),
-    }
-    .map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
-    Ok(sink.0.finish())
+    let sink = dec.finish().map_err(|e| Error::malformed(&what, &loc, format!("does not decompress: {e}")))?;
+    Ok(sink.finish().1)
 }
 
 /// The ModelPack kind of a layer, as the conversion sees it (see the module doc).

@@ -39,7 +39,8 @@ use crate::ingest::{
     hash_file_reporting, parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_reporting, FileProgress,
     NoFileProgress, Reporting,
 };
-use crate::layer::{build_layer_blocking, Compression, LayerEntry};
+use crate::layer::tar::{Stream, TarReader};
+use crate::layer::{build_layer_blocking, codec, Compression, LayerEntry};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -1080,19 +1081,20 @@ fn extract_entries(
     written: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let file = fs::File::open(blob).at(blob)?;
-    let reader: Box<dyn std::io::Read> = match format {
-        ModelLayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(file)),
-        ModelLayerFormat::TarZstd => Box::new(zstd::stream::read::Decoder::new(file).at(blob)?),
-        _ => Box::new(file),
+    let algorithm = match format {
+        ModelLayerFormat::TarGzip => codec::Algorithm::Gzip,
+        ModelLayerFormat::TarZstd => codec::Algorithm::Zstd,
+        _ => codec::Algorithm::None,
     };
+    let reader = codec::decoder(algorithm, std::io::BufReader::new(file)).at(blob)?;
     let reader = Bounded { inner: reader, left: limit.unwrap_or(u64::MAX), exceeded: exceeded.clone() };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().at(blob)? {
-        let mut entry = entry.at(blob)?;
-        let raw_path = entry.path().at(blob)?.to_string_lossy().to_string();
+    // The one tar reader: extension headers (PAX, GNU long names) bounded before they are read.
+    let mut archive = TarReader::new(Stream(std::io::BufReader::with_capacity(64 << 10, reader)), blob, loc);
+    while let Some(member) = archive.next_member()? {
+        let raw_path = String::from_utf8_lossy(&member.name).into_owned();
         let rel = safe_rel(&raw_path, loc)?;
         let dest = dir.join(&rel);
-        let kind = entry.header().entry_type();
+        let kind = member.header.entry_type();
         let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
         if !select.is_all() && (!is_file || !select.matches(&rel.to_string_lossy())) {
             // Not asked for (directories appear as the parents of the files that are).
@@ -1108,8 +1110,9 @@ fn extract_entries(
                 // A temp name in the target dir, renamed only once the entry is complete.
                 let mut tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(parent).at(parent)?;
                 let tmp_path = tmp.path().to_path_buf();
-                let size = entry.size();
-                let copied = crate::ingest::copy_stream(&mut entry, tmp.as_file_mut(), blob, &tmp_path)?;
+                let size = member.size;
+                let copied =
+                    crate::ingest::copy_stream(&mut archive.data(&member), tmp.as_file_mut(), blob, &tmp_path)?;
                 if copied != size {
                     return Err(Error::malformed(
                         format!("tar entry {raw_path}"),
@@ -1118,7 +1121,7 @@ fn extract_entries(
                     ));
                 }
                 tmp.as_file_mut().flush().at(&tmp_path)?;
-                let header = entry.header();
+                let header = &member.header;
                 let mtime = header.mtime().ok().and_then(|t| i64::try_from(t).ok()).map(|t| (t, 0));
                 restore_mode_and_mtime(&tmp_path, header.mode().at(blob)?, mtime)?;
                 tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;

@@ -50,6 +50,16 @@ pub enum Endpoint {
     },
 }
 
+/// The transport prefixes, one table: the endpoint parser, the bare-path rule of
+/// [`Endpoint::from_user_input`] and `--output`'s bare values all ask [`has_transport_prefix`].
+pub const TRANSPORT_PREFIXES: &[&str] =
+    &["oci:", "oci-archive:", "docker-archive:", "docker://", "containerd:", "podman:"];
+
+/// Whether `s` starts with one of [`TRANSPORT_PREFIXES`].
+pub fn has_transport_prefix(s: &str) -> bool {
+    TRANSPORT_PREFIXES.iter().any(|p| s.starts_with(p))
+}
+
 /// The runtime transports' parse (`containerd:`, `podman:`), if `s` names one.
 fn parse_runtime(s: &str) -> Option<Result<Endpoint>> {
     if let Some(rest) = s.strip_prefix("containerd:") {
@@ -161,12 +171,7 @@ impl Endpoint {
     /// optionally followed by `:TAG` or `@DIGEST`. Looks at the filesystem (one `stat` or two),
     /// so `localhost:5000/a` stays a registry reference unless such a directory exists.
     pub fn from_user_input(s: &str) -> Result<Endpoint> {
-        let has_transport = s.contains("://")
-            || s.starts_with("oci:")
-            || s.starts_with("oci-archive:")
-            || s.starts_with("docker-archive:")
-            || s.starts_with("containerd:")
-            || s.starts_with("podman:");
+        let has_transport = s.contains("://") || has_transport_prefix(s);
         if !has_transport {
             let path_part = match s.rsplit_once('@') {
                 Some((p, d)) if d.contains(':') && !p.contains(':') => p,

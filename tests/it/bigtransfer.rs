@@ -292,6 +292,9 @@ fn push_killed_mid_way_resumes() {
     // when hoist died) before the next run asks where it stands: wait for the killed run's
     // connections to close (the relay then has counted everything it sent).
     assert!(relay.wait_drained(Duration::from_secs(60)), "the killed push's connections never closed");
+    // and for the proxy to have the registry's answer to a PATCH whose body had fully arrived
+    // (it forwards that one even though its client is gone, and notes the session's state).
+    assert!(proxy.wait_upstream_idle(Duration::from_secs(60)), "the proxy's last PATCH was never answered");
     let first = relay.stats().snapshot().0;
     assert!(first < size as u64, "the first run finished ({first} bytes) before the kill");
     let sessions = src.path().join(".hoist/uploads");

@@ -405,7 +405,11 @@ async fn artifact_with_subject_and_annotation_file() {
     let layout = Layout::create(t.path().join("oci")).unwrap();
     let image = build_image(&layout, &sample_spec(&["linux/amd64"]), None).await.unwrap();
     let ann = t.path().join("annotations.json");
-    fs::write(&ann, r#"{"$manifest":{"org.example.kind":"sbom"},"info.json":{"org.example.file":"yes"}}"#).unwrap();
+    fs::write(
+        &ann,
+        r#"{"$manifest":{"org.example.kind":"sbom"},"$config":{"org.example.cfg":"c"},"info.json":{"org.example.file":"yes"}}"#,
+    )
+    .unwrap();
     let mut spec = ArtifactSpec {
         artifact_type: Some("application/vnd.example.sbom".into()),
         files: vec![
@@ -444,6 +448,27 @@ async fn artifact_with_subject_and_annotation_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    // The annotation file means what oras means by it: oras-py's reading of each section is
+    // found on the matching descriptor of what hoist wrote.
+    let Some(py) = crate::model::python_with(hoist_testkit::test_name!(), "oras") else { return };
+    let script = "import json, sys\nfrom oras.oci import Annotations\na = Annotations(sys.argv[1])\n\
+                  print(json.dumps({s: a.get_annotations(s) for s in sys.argv[2:]}))";
+    let sections = ["$manifest", "$config", "info.json", "hello.txt"];
+    let out = Command::new(py).arg("-c").arg(script).arg(&ann).args(sections).output().unwrap();
+    let oras: Value = serde_json::from_str(&common::assert_success("oras-py Annotations", &out)).unwrap();
+    let on = |section: &str| match section {
+        "$manifest" => m["annotations"].clone(),
+        "$config" => m["config"]["annotations"].clone(),
+        title => {
+            layers.iter().find(|l| l["annotations"][media::ANNOTATION_TITLE] == title).unwrap()["annotations"].clone()
+        }
+    };
+    for section in sections {
+        for (k, v) in oras[section].as_object().unwrap() {
+            assert_eq!(&on(section)[k], v, "{section}: {k} as oras-py reads the file");
+        }
+    }
+    assert_eq!(oras["$config"]["org.example.cfg"], "c", "oras-py read the file: {oras}");
 }
 
 async fn pack_and_unpack(format: ModelLayerFormat) {
@@ -804,4 +829,57 @@ fn files_over_8_gib_get_a_pax_size_record() {
     assert!(lines[0].contains(&format!(" {SIZE} ")) && lines[0].ends_with(" big.bin"), "{listing}");
     assert!(lines[1].contains(&format!(" {} ", SMALL.len())) && lines[1].ends_with(" z.txt"), "{listing}");
     eprintln!("whole test {:?}", started.elapsed());
+}
+
+/// zstd layers do not depend on the core count: the layer hoist writes at zstd:3 is byte for
+/// byte what python-zstandard (libzstd) makes of the same uncompressed tar with 1 worker and
+/// with 4 (2 MiB jobs, as hoist sets them; a block flush, then the frame end, as hoist's
+/// encoder finishes). 13 MiB of input: several jobs.
+#[test]
+fn zstd_layers_are_the_same_with_1_and_4_workers() {
+    let Some(py) = crate::model::python_with(hoist_testkit::test_name!(), "zstandard") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("r.bin"), hoist_testkit::fixtures::random_bytes(6 << 20, 45)).unwrap();
+    let text: String = (0..300_000).map(|i| format!("line {i} of some text\n")).collect();
+    fs::write(src.join("t.txt"), text).unwrap();
+    fs::write(
+        src.join("hoist.toml"),
+        "[[layers]]\nfiles = [ { source = \"r.bin\", target = \"/r.bin\" }, { source = \"t.txt\", target = \"/t.txt\" } ]\n",
+    )
+    .unwrap();
+    let layer = |compression: &str| {
+        let dest = t.path().join(compression.replace(':', "-"));
+        let out = common::hoist_cmd()
+            .env("HOIST_STORE", t.path().join("store"))
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["build", "-q", "-f", src.join("hoist.toml").to_str().unwrap(), "--compression", compression])
+            .args(["--output", &format!("type=oci,dest={},tar=false", dest.display())])
+            .output()
+            .unwrap();
+        let root = common::assert_success("hoist build", &out).trim().to_string();
+        let m: Value = serde_json::from_slice(&fs::read(dest.join("blobs/sha256").join(&root[7..])).unwrap()).unwrap();
+        dest.join("blobs/sha256").join(&m["layers"][0]["digest"].as_str().unwrap()[7..])
+    };
+    let (plain, zstd) = (layer("none"), layer("zstd:3"));
+    let script = r#"
+import io, sys, zstandard as z
+tar = open(sys.argv[1], "rb").read()
+for threads in (1, 4):
+    p = z.ZstdCompressionParameters.from_level(3, threads=threads, job_size=2 << 20)
+    out = io.BytesIO()
+    w = z.ZstdCompressor(compression_params=p).stream_writer(out, closefd=False)
+    w.write(tar)
+    w.flush(z.FLUSH_BLOCK)
+    w.flush(z.FLUSH_FRAME)
+    open(sys.argv[2] + "." + str(threads), "wb").write(out.getvalue())
+"#;
+    let out = Command::new(py).arg("-c").arg(script).arg(&plain).arg(t.path().join("py")).output().unwrap();
+    common::assert_success("python-zstandard", &out);
+    let hoist_bytes = fs::read(&zstd).unwrap();
+    for threads in [1, 4] {
+        let theirs = fs::read(t.path().join(format!("py.{threads}"))).unwrap();
+        assert!(theirs == hoist_bytes, "zstd:3 layer differs from libzstd with {threads} worker(s)");
+    }
 }

@@ -362,3 +362,69 @@ fn docker_model_runner_artifact_converts_to_a_valid_modelpack() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(mcpb["digest"].as_str().unwrap()), "{err}");
 }
+
+/// Run `hoist ARGS` to its end; its exit status, stderr and peak resident set in KiB. The
+/// peak is the kernel's (`ru_maxrss` of the child of a small python process: a child forked
+/// from this test process would count the test's own pages, which a fork shares, as its own).
+fn hoist_with_peak_rss(args: &[&str]) -> (bool, String, i64) {
+    let script = "import resource, subprocess, sys\n\
+                  r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
+                  print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
+    let out = Command::new("python3").arg("-c").arg(script).arg(hoist_bin()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = stdout.split_whitespace().map(|w| w.parse::<i64>().unwrap_or_else(|_| panic!("python: {stdout}")));
+    let (code, peak) = (it.next().unwrap(), it.next().unwrap());
+    (code == 0, String::from_utf8_lossy(&out.stderr).into_owned(), peak)
+}
+
+/// `model unpack` reads tar layers with the one bounded tar reader: a gzip tar layer whose
+/// first header is a PAX record of 64 MiB is refused on the header's size, naming the layer,
+/// with nothing written and a peak RSS below the record's size (the old reader buffered it
+/// whole: 137 MiB of RSS). Peak RSS comes from the kernel, so load does not move it.
+#[test]
+fn model_unpack_refuses_a_64_mib_pax_header_in_bounded_memory() {
+    const PAX: u64 = 64 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders.0/weights.bin").unwrap();
+    h.set_mode(0o644);
+    h.set_size(PAX);
+    h.set_cksum();
+    std::io::Write::write_all(&mut gz, h.as_bytes()).unwrap();
+    let chunk = vec![b'1'; 1 << 20];
+    for _ in 0..PAX >> 20 {
+        std::io::Write::write_all(&mut gz, &chunk).unwrap();
+    }
+    let mut f = tar::Header::new_ustar();
+    f.set_path("weights.bin").unwrap();
+    f.set_mode(0o644);
+    f.set_size(4);
+    f.set_cksum();
+    std::io::Write::write_all(&mut gz, f.as_bytes()).unwrap();
+    std::io::Write::write_all(&mut gz, &[b'w'; 512]).unwrap();
+    std::io::Write::write_all(&mut gz, &[0; 1024]).unwrap();
+    let layer_bytes = gz.finish().unwrap();
+
+    let src = t.join("m");
+    let layer = blob(&src, "application/vnd.cncf.model.weight.v1.tar+gzip", &layer_bytes, Value::Null);
+    let cfg = serde_json::json!({"descriptor": {}, "config": {"format": "safetensors"},
+        "modelfs": {"type": "layers", "diffIds": [sha256(b"unused")]}});
+    let config =
+        blob(&src, "application/vnd.cncf.model.config.v1+json", &serde_json::to_vec(&cfg).unwrap(), Value::Null);
+    layout_with(&src, config, vec![layer.clone()], Some("application/vnd.cncf.model.manifest.v1+json"));
+
+    let out = t.join("out");
+    let (ok, stderr, peak_kib) =
+        hoist_with_peak_rss(&["model", "unpack", &format!("oci:{}:v1", src.display()), out.to_str().unwrap()]);
+    assert!(!ok, "a 64 MiB PAX header must be refused: {stderr}");
+    let digest = layer["digest"].as_str().unwrap();
+    assert!(stderr.contains(digest), "the error names the layer: {stderr}");
+    assert!(stderr.contains("PAX") && stderr.contains(&PAX.to_string()), "{stderr}");
+    assert!(file_digests(&out).is_empty(), "nothing unpacked: {:?}", file_digests(&out));
+    // Below the record's own size: it cannot have been held in memory (hoist's own footprint
+    // here is tens of MiB, the old reader's peak 137 MiB).
+    assert!(peak_kib * 1024 < PAX as i64, "peak RSS {peak_kib} KiB: the PAX record was buffered");
+}

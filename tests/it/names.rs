@@ -145,6 +145,21 @@ fn podman_names_round_trip() {
     let listed = podman.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(listed.contains("docker.io/me/app:v1"), "{listed}");
     assert!(listed.contains("docker.io/me/oci:v2"), "{listed}");
+    // ... and by digest: podman's image ID is the config digest skopeo reads from hoist's
+    // archive, and the OCI archive's manifest keeps its digest in podman.
+    for (name, archive) in [
+        ("docker.io/me/app:v1", format!("docker-archive:{}", docker.display())),
+        ("docker.io/me/oci:v2", format!("oci-archive:{}", oci.display())),
+    ] {
+        let config = skopeo(["inspect", "--config", "--raw", &archive]);
+        let config = sha256(assert_success("skopeo inspect --config", &config).as_bytes());
+        let id = podman.ok(&["image", "inspect", "--format", "{{.Id}}", name]);
+        assert_eq!(format!("sha256:{}", id.trim()), config, "{name}: podman's image ID");
+    }
+    let manifest = skopeo(["inspect", "--raw", &format!("oci-archive:{}", oci.display())]);
+    let manifest = sha256(assert_success("skopeo inspect --raw", &manifest).as_bytes());
+    let digest = podman.ok(&["image", "inspect", "--format", "{{.Digest}}", "docker.io/me/oci:v2"]);
+    assert_eq!(digest.trim(), manifest, "the OCI archive's manifest digest in podman");
 
     // podman's own names, saved both ways.
     podman.ok(&["tag", "docker.io/me/app:v1", "localhost/app:v1"]);
@@ -247,6 +262,27 @@ fn base_name_is_a_plain_reference() {
         if let Some(n) = &name {
             n.parse::<hoist::model::reference::Reference>().unwrap_or_else(|e| panic!("{n}: {e}"));
         }
+    }
+    // A Dockerfile build writes the same annotation through the same image assembly: the
+    // FROM text normalized (it was the raw text), none for a local base.
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "x").unwrap();
+    for (i, (base, want)) in cases.iter().enumerate() {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nCOPY f /f\n")).unwrap();
+        let out = t.path().join(format!("df{i}"));
+        let o = format!("type=oci,dest={},tar=false", out.display());
+        let built = hoist_in(
+            &t.path().join("dfstore"),
+            &["build", "--platform", "linux/amd64", "--output", &o, ctx.to_str().unwrap()],
+        );
+        assert_success(&format!("hoist build FROM {base}"), &built);
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        let d = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("blobs").join(d)).unwrap()).unwrap();
+        let name = m["annotations"]["org.opencontainers.image.base.name"].as_str().map(str::to_string);
+        assert_eq!(&name, want, "FROM {base}: {m}");
+        assert!(m["annotations"]["org.opencontainers.image.base.digest"].is_string(), "FROM {base}: {m}");
     }
 }
 

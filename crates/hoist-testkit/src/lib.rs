@@ -15,6 +15,7 @@
 //!   (also the `hoist-relay` binary), so that benchmarks see what a WAN does.
 //! - [`conformance`]: the transport conformance suite; a transport runs it in one line.
 //! - [`containerd`]: a throwaway containerd on a private socket (root only).
+//! - [`gojudge`]: small judges built offline from Debian's Go library sources (Masterminds semver).
 //!
 //! Not for: use outside hoist's own tests; nothing here is a stable API (`publish = false`).
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ pub mod containerd;
 pub mod dockerd;
 pub mod fixtures;
 pub mod forward_proxy;
+pub mod gojudge;
 pub mod hfhub;
 pub mod hostile;
 pub mod proxy;

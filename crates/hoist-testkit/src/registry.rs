@@ -49,6 +49,12 @@ pub struct RegistryOpts {
     pub client_ca: bool,
     /// Bearer token auth: a [`TokenServer`] started with these options issues the tokens.
     pub token: Option<TokenOpts>,
+    /// Deletion disabled (`storage.delete.enabled: false`: DELETE answers 405 UNSUPPORTED);
+    /// by default deletion is enabled.
+    pub no_delete: bool,
+    /// distribution's `catalog.maxentries`: `_catalog` pages of at most this many
+    /// repositories (a request for more is refused with 400 PAGINATION_NUMBER_INVALID).
+    pub catalog_max_entries: Option<usize>,
 }
 
 impl RegistryOpts {
@@ -86,6 +92,11 @@ impl RegistryOpts {
     /// HTTPS with this kind of server certificate.
     pub fn tls_cert(cert: CertKind) -> Self {
         Self { tls: true, cert, ..Self::default() }
+    }
+
+    /// Plain HTTP, no auth, deletion disabled.
+    pub fn no_delete() -> Self {
+        Self { no_delete: true, ..Self::default() }
     }
 
     /// HTTPS that requires a client certificate (mutual TLS).
@@ -281,6 +292,21 @@ impl TestRegistry {
         b.build().expect("reqwest client")
     }
 
+    /// Runs distribution's `garbage-collect` on this registry's storage (`-m`: also delete
+    /// manifests no tag names) and returns its output; panics when it fails. Run it while no
+    /// request is in flight.
+    pub fn garbage_collect(&self, delete_untagged: bool) -> String {
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("garbage-collect");
+        if delete_untagged {
+            cmd.arg("--delete-untagged");
+        }
+        let out = cmd.arg(self.dir().join("config.yml")).output().expect("run docker-registry garbage-collect");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "garbage-collect failed: {}\n{text}", out.status);
+        text
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         let mut s = String::new();
@@ -332,6 +358,12 @@ impl TestRegistry {
             .replace("@DATA@", &root.join("data").display().to_string())
             .replace("@PORT@", &self.port.to_string())
             .replace("@SECRET@", &secret);
+        if let Some(n) = self.opts.catalog_max_entries {
+            let _ = write!(y, "catalog:\n  maxentries: {n}\n");
+        }
+        if self.opts.no_delete {
+            y = y.replace("  delete:\n    enabled: true", "  delete:\n    enabled: false");
+        }
         if self.opts.tls {
             let _ = write!(
                 y,

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::layer::codec::WriteDecoder;
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::digest::{Digest, Hasher};
+use crate::model::digest::Digest;
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
 use crate::model::platform::is_attestation;
@@ -103,68 +104,21 @@ fn split_repo_tag(s: &str) -> Option<(&str, &str)> {
 /// What a decompressor writes the layer's uncompressed bytes into: hashed, then dropped.
 type DiffSink = HashWriter<std::io::Sink>;
 
-/// Hashes the uncompressed content of a layer as it streams by (the layer's diff_id):
-/// sniffs gzip/zstd from the first bytes and decompresses push-style, in constant memory.
-enum DiffHasher {
-    Sniff(Vec<u8>),
-    Plain(Hasher),
-    Gzip(Box<flate2::write::MultiGzDecoder<DiffSink>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, DiffSink>>),
-}
+/// Hashes the uncompressed content of a layer as it streams by (the layer's diff_id): the
+/// layer codec's push-style decoder, gzip/zstd sniffed from the first bytes, constant memory.
+struct DiffHasher(WriteDecoder<DiffSink>);
 
 impl DiffHasher {
     fn new() -> Self {
-        DiffHasher::Sniff(Vec::with_capacity(4))
+        DiffHasher(WriteDecoder::sniffing(HashWriter::new(std::io::sink())))
     }
 
-    fn decide(head: &[u8]) -> std::io::Result<DiffHasher> {
-        let sink = || HashWriter::new(std::io::sink());
-        Ok(match head {
-            [0x1f, 0x8b, ..] => DiffHasher::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink()))),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => DiffHasher::Zstd(Box::new(zstd::stream::write::Decoder::new(sink())?)),
-            _ => DiffHasher::Plain(crate::model::digest::Algorithm::Sha256.hasher()),
-        })
-    }
-
-    fn update(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
-        if let DiffHasher::Sniff(head) = self {
-            let take = (4 - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if head.len() < 4 {
-                return Ok(());
-            }
-            let head = std::mem::take(head);
-            *self = DiffHasher::decide(&head)?;
-            self.update(&head)?;
-        }
-        match self {
-            DiffHasher::Sniff(_) => unreachable!("decided above"),
-            DiffHasher::Plain(h) => {
-                h.update(chunk);
-                Ok(())
-            }
-            DiffHasher::Gzip(d) => d.write_all(chunk),
-            DiffHasher::Zstd(d) => d.write_all(chunk),
-        }
+    fn update(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(chunk)
     }
 
     fn finish(self) -> std::io::Result<Digest> {
-        match self {
-            DiffHasher::Sniff(head) => {
-                let mut d = DiffHasher::decide(&head)?;
-                if !matches!(d, DiffHasher::Sniff(_)) {
-                    d.update(&head)?;
-                }
-                d.finish()
-            }
-            DiffHasher::Plain(h) => Ok(h.finish()),
-            DiffHasher::Gzip(d) => Ok(d.finish()?.finish().1),
-            DiffHasher::Zstd(mut d) => {
-                d.flush()?;
-                Ok(d.into_inner().finish().1)
-            }
-        }
+        Ok(self.0.finish()?.finish().1)
     }
 }
 

@@ -14,16 +14,12 @@ use tempfile::TempPath;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use crate::error::{Error, IoContext, Result};
+use crate::layer::tar::{TarReader, BLOCK};
 use crate::model::digest::Digest;
 use crate::transport::{unwrap_io_error, BlobStream};
 
 const COPY_BUF: usize = 1 << 20;
-const BLOCK: u64 = 512;
 const MAX_LINK_DEPTH: usize = 16;
-/// Largest GNU long name or link (`L`/`K`) and PAX extended header (`x`/`g`) read into
-/// memory: 1 MiB, the bound Go's archive/tar (`maxSpecialFileSize`) uses. Checked on the
-/// header's size before a byte of the data is read.
-pub(crate) const MAX_HEADER_EXTENSION: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Reading: an index of a tar file's regular entries.
@@ -93,16 +89,8 @@ fn join_link(entry: &str, target: &str, location: &str) -> Result<String> {
 
 /// Refuse compressed tarballs with a message that says what to do.
 fn refuse_compressed(path: &Path, location: &str) -> Result<()> {
-    let mut f = File::open(path).at(path)?;
     let mut magic = [0u8; 6];
-    let mut n = 0;
-    while n < magic.len() {
-        let r = f.read(&mut magic[n..]).at(path)?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
+    let n = crate::layer::codec::read_head(path, &mut magic).at(path)?;
     let kind = match &magic[..n] {
         [0x1f, 0x8b, ..] => Some("gzip"),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
@@ -118,246 +106,12 @@ fn refuse_compressed(path: &Path, location: &str) -> Result<()> {
     }
 }
 
-/// One member of a tar as its headers describe it, after GNU long names and PAX records
-/// were applied.
-struct Member {
-    /// The 512-byte header of the member itself.
-    header: tar::Header,
-    /// The path: the PAX `path`, else the GNU long name, else the header's (ustar prefix too).
-    name: Vec<u8>,
-    /// The link target: the PAX `linkpath`, else the GNU long link, else the header's.
-    link: Option<Vec<u8>>,
-    /// Offset of the member's data in the file.
-    offset: u64,
-    /// Size of the data: the PAX `size`, else the header's.
-    size: u64,
-}
-
-/// What extension headers said about the member that follows them.
-#[derive(Default)]
-struct Pending {
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-    pax: Option<PaxRecords>,
-}
-
-/// The PAX records hoist uses (others, such as mtime or xattrs, do not matter here).
-#[derive(Default)]
-struct PaxRecords {
-    path: Option<Vec<u8>>,
-    linkpath: Option<Vec<u8>>,
-    size: Option<u64>,
-}
-
-/// Parse PAX extended header records (`"%d %s=%s\n"`, the length counting the whole record).
-fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, String> {
-    let mut out = PaxRecords::default();
-    while !data.is_empty() {
-        let sp = data.iter().position(|&b| b == b' ').ok_or("PAX record without a length")?;
-        let len: usize = std::str::from_utf8(&data[..sp])
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or("PAX record with a bad length")?;
-        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("PAX record length does not match its contents".into());
-        }
-        let record = &data[sp + 1..len - 1];
-        let eq = record.iter().position(|&b| b == b'=').ok_or("PAX record without '='")?;
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
-        // An empty value removes the record: the header's field applies again.
-        let value = (!value.is_empty()).then(|| value.to_vec());
-        match key {
-            b"path" => out.path = value,
-            b"linkpath" => out.linkpath = value,
-            b"size" => {
-                out.size = match value {
-                    None => None,
-                    Some(v) => Some(
-                        std::str::from_utf8(&v)
-                            .ok()
-                            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-                            .and_then(|s| s.parse().ok())
-                            .ok_or("PAX size is not a decimal number")?,
-                    ),
-                }
-            }
-            _ => {}
-        }
-        data = &data[len..];
-    }
-    Ok(out)
-}
-
-/// The bytes of a NUL-terminated header string (everything before the first NUL).
-fn c_string(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().position(|&b| b == 0).map_or(bytes, |n| &bytes[..n]).to_vec()
-}
-
-/// Whether a header's checksum matches: the sum of its bytes with the checksum field as
-/// spaces, unsigned (POSIX) or signed (some old writers), as Go's archive/tar accepts.
-fn checksum_ok(block: &[u8; BLOCK as usize], header: &tar::Header) -> bool {
-    let Ok(want) = header.cksum() else { return false };
-    let field = 148..156;
-    let (mut unsigned, mut signed) = (0u32, 0i32);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if field.contains(&i) { b' ' } else { b };
-        unsigned += u32::from(b);
-        signed += i32::from(b as i8);
-    }
-    want == unsigned || i64::from(want) == i64::from(signed)
-}
-
-/// Reads a tar's headers one 512-byte block at a time, seeking past entry data, and applies
-/// GNU long names and PAX records to the member they describe. Extension headers are
-/// bounded by [`MAX_HEADER_EXTENSION`] before they are read, so a header claiming a 1 GiB
-/// long name costs nothing but an error.
-struct HeaderReader<'a> {
-    file: std::io::BufReader<File>,
-    /// Offset of the next block to read.
-    pos: u64,
-    path: &'a Path,
-    location: &'a str,
-}
-
-impl HeaderReader<'_> {
-    fn malformed(&self, reason: impl ToString) -> Error {
-        Error::malformed("tar", self.location, reason)
-    }
-
-    /// Move to `pos` (forward only), keeping the buffer when the skip is small.
-    fn seek_to(&mut self, pos: u64) -> Result<()> {
-        let delta = pos - self.pos;
-        match i64::try_from(delta) {
-            Ok(d) => self.file.seek_relative(d).at(self.path)?,
-            Err(_) => {
-                std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(pos)).at(self.path)?;
-            }
-        }
-        self.pos = pos;
-        Ok(())
-    }
-
-    /// The next block, or `None` at the end of the file (or a short final block of zeros).
-    fn block(&mut self) -> Result<Option<[u8; BLOCK as usize]>> {
-        let mut block = [0u8; BLOCK as usize];
-        let mut n = 0;
-        while n < block.len() {
-            match self.file.read(&mut block[n..]) {
-                Ok(0) => break,
-                Ok(r) => n += r,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(self.path, e)),
-            }
-        }
-        self.pos += n as u64;
-        match n {
-            0 => Ok(None),
-            n if n == block.len() => Ok(Some(block)),
-            _ => Err(self.malformed(format!("archive truncated in a header at offset {}", self.pos - n as u64))),
-        }
-    }
-
-    /// The data of an extension header of `size` bytes (already checked against the bound),
-    /// leaving the reader at the next header.
-    fn extension_data(&mut self, size: u64) -> Result<Vec<u8>> {
-        let start = self.pos;
-        let mut data = Vec::with_capacity(size as usize);
-        (&mut self.file).take(size).read_to_end(&mut data).at(self.path)?;
-        self.pos += data.len() as u64;
-        if data.len() as u64 != size {
-            return Err(self.malformed(format!("archive truncated in an extension header at offset {start}")));
-        }
-        self.seek_to(start + size.next_multiple_of(BLOCK))?;
-        Ok(data)
-    }
-
-    /// Skip the extension blocks that follow a GNU sparse header (`isextended` set).
-    fn skip_sparse_extensions(&mut self, header: &tar::Header) -> Result<()> {
-        let mut extended = header.as_gnu().is_some_and(|g| g.isextended[0] != 0);
-        while extended {
-            let block = self.block()?.ok_or_else(|| self.malformed("archive truncated in a sparse header"))?;
-            extended = block[504] != 0;
-        }
-        Ok(())
-    }
-
-    /// The next member, or `None` at the end of the archive (end of file or a zero block).
-    fn next_member(&mut self) -> Result<Option<Member>> {
-        let mut pending = Pending::default();
-        loop {
-            let at = self.pos;
-            let block = match self.block()? {
-                Some(b) if b.iter().any(|&x| x != 0) => b,
-                _ => {
-                    if pending.long_name.is_some() || pending.long_link.is_some() || pending.pax.is_some() {
-                        return Err(self.malformed("extension headers at the end of the archive describe no member"));
-                    }
-                    return Ok(None);
-                }
-            };
-            let header = tar::Header::from_byte_slice(&block).clone();
-            if !checksum_ok(&block, &header) {
-                return Err(self.malformed(format!("header checksum mismatch at offset {at}")));
-            }
-            let header_size = header.entry_size().map_err(|e| self.malformed(format!("header at offset {at}: {e}")))?;
-            let kind = header.entry_type();
-            let what = match kind.as_byte() {
-                b'L' => Some("GNU long name"),
-                b'K' => Some("GNU long link name"),
-                b'x' => Some("PAX extended header"),
-                b'g' => Some("PAX global header"),
-                _ => None,
-            };
-            if let Some(what) = what {
-                if header_size > MAX_HEADER_EXTENSION {
-                    return Err(self.malformed(format!(
-                        "{what} at offset {at} is {header_size} bytes, over the {MAX_HEADER_EXTENSION} byte limit"
-                    )));
-                }
-                let data = self.extension_data(header_size)?;
-                let twice = || self.malformed(format!("two {what} entries for one member at offset {at}"));
-                match kind.as_byte() {
-                    b'L' if pending.long_name.is_some() => return Err(twice()),
-                    b'L' => pending.long_name = Some(c_string(&data)),
-                    b'K' if pending.long_link.is_some() => return Err(twice()),
-                    b'K' => pending.long_link = Some(c_string(&data)),
-                    b'x' if pending.pax.is_some() => return Err(twice()),
-                    b'x' => {
-                        let records = parse_pax(&data).map_err(|e| self.malformed(format!("offset {at}: {e}")))?;
-                        pending.pax = Some(records);
-                    }
-                    // Global records (archive comments, mostly) name no member: skipped.
-                    _ => {}
-                }
-                continue;
-            }
-            if kind.is_gnu_sparse() {
-                self.skip_sparse_extensions(&header)?;
-            }
-            let pax = pending.pax.take().unwrap_or_default();
-            let size = pax.size.unwrap_or(header_size);
-            let name = pax.path.or(pending.long_name.take()).unwrap_or_else(|| header.path_bytes().into_owned());
-            let link =
-                pax.linkpath.or(pending.long_link.take()).or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
-            let offset = self.pos;
-            let next = size
-                .checked_next_multiple_of(BLOCK)
-                .and_then(|s| offset.checked_add(s))
-                .ok_or_else(|| self.malformed(format!("entry size {size} at offset {at} overflows")))?;
-            self.seek_to(next)?;
-            return Ok(Some(Member { header, name, link, offset, size }));
-        }
-    }
-}
-
 impl TarIndex {
     /// Index `path` (blocking: one pass over the headers, seeking past entry data).
     pub fn open_blocking(path: &Path, location: &str) -> Result<TarIndex> {
         refuse_compressed(path, location)?;
         let file = File::open(path).at(path)?;
-        let mut reader =
-            HeaderReader { file: std::io::BufReader::with_capacity(64 * 1024, file), pos: 0, path, location };
+        let mut reader = TarReader::new(std::io::BufReader::with_capacity(64 * 1024, file), path, location);
         let mut entries = BTreeMap::new();
         let mut hard = Vec::new();
         let mut soft = Vec::new();
@@ -770,29 +524,5 @@ mod tests {
         let mut ar = tar::Archive::new(&data[..]);
         let e = ar.entries().unwrap().next().unwrap().unwrap();
         assert_eq!(e.path().unwrap().to_str().unwrap(), long);
-    }
-
-    #[test]
-    fn pax_records() {
-        let r = parse_pax(b"17 path=a/b/cdef\n12 size=123\n13 linkpath=\n").unwrap();
-        assert_eq!(r.path.as_deref(), Some(&b"a/b/cdef"[..]));
-        assert_eq!(r.size, Some(123));
-        assert_eq!(r.linkpath, None);
-        for bad in [&b"17 path=a/b/cdef"[..], b"99 path=x\n", b"x path=y\n", b"6 ab\n\n", b"12 size=-12\n"] {
-            assert!(parse_pax(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
-    fn signed_and_unsigned_checksums() {
-        let mut h = tar::Header::new_gnu();
-        h.as_old_mut().name[..3].copy_from_slice("\u{e9}a".as_bytes());
-        h.set_size(0);
-        h.set_cksum();
-        let block: [u8; 512] = h.as_bytes()[..].try_into().unwrap();
-        assert!(checksum_ok(&block, &h));
-        let mut bad = block;
-        bad[0] ^= 1;
-        assert!(!checksum_ok(&bad, tar::Header::from_byte_slice(&bad)));
     }
 }

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
     AbortRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
     WriteContentResponse,
 };
-use containerd_client::tonic::{Code, Status, Streaming};
+use containerd_client::tonic::{transport::Channel, Code, Status, Streaming};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -84,6 +85,10 @@ enum Opened {
 }
 
 impl Containerd {
+    pub(super) fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
     /// The content store's record of `digest`, if it has it.
     pub(super) async fn info(&self, digest: &Digest) -> Result<Option<Info>> {
         match self.content().info(self.req(InfoRequest { digest: digest.to_string() })).await {

@@ -21,6 +21,8 @@
 //! Not here: containers, tasks, the transfer service. Nothing of another transport.
 
 #[cfg(feature = "containerd")]
+mod client;
+#[cfg(feature = "containerd")]
 mod content;
 #[cfg(feature = "containerd")]
 mod store;
@@ -28,7 +30,7 @@ mod store;
 mod unpack;
 
 #[cfg(feature = "containerd")]
-pub use store::Containerd;
+pub use client::Containerd;
 #[cfg(feature = "containerd")]
 pub use unpack::host_platform;
 

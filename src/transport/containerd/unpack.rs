@@ -17,7 +17,7 @@ use containerd_client::services::v1::{diff_client::DiffClient, ApplyRequest};
 use containerd_client::tonic::{transport::Channel, Code, Status};
 use serde::Deserialize;
 
-use super::store::to_proto;
+use super::client::to_proto;
 use super::Containerd;
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};

@@ -52,6 +52,8 @@ impl ErrorCode {
     pub const DENIED: ErrorCode = ErrorCode::known("DENIED");
     /// The operation is unsupported.
     pub const UNSUPPORTED: ErrorCode = ErrorCode::known("UNSUPPORTED");
+    /// The `n` of a paginated request is more than the registry serves a page.
+    pub const PAGINATION_NUMBER_INVALID: ErrorCode = ErrorCode::known("PAGINATION_NUMBER_INVALID");
     /// Too many requests.
     pub const TOOMANYREQUESTS: ErrorCode = ErrorCode::known("TOOMANYREQUESTS");
 

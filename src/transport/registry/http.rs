@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::auth::{parse_challenge, Challenge};
+use super::challenge::{parse_challenge, Challenge};
 use super::retry::{retriable_status, retry_after, RetryState};
 use super::tls::{classify, TlsFailure};
 use super::{Client, Host};
@@ -236,6 +236,11 @@ impl Client {
             match req.send().await {
                 Ok(resp) => {
                     super::profiles::log_rate_limit(&host.name, resp.headers());
+                    if let Some(r) = super::profiles::RateLimit::from_headers(resp.headers()) {
+                        if let Ok(mut slot) = host.rate_limit.lock() {
+                            *slot = Some(r);
+                        }
+                    }
                     let status = resp.status();
                     if status == StatusCode::UNAUTHORIZED {
                         // One more try: a bearer token may have expired (fetch a new one, or
@@ -295,10 +300,15 @@ pub(super) fn next_page(resp: &Response, repo: &str) -> Option<String> {
 /// The path below `/v2/<repo>/` that a `Link` header value names with `rel="next"`, if any
 /// (pure: what `next_page` reads, and what the fuzz target `link` feeds).
 pub fn next_page_of_link(link: &str, repo: &str) -> Option<String> {
+    let target = link_next_target(link)?;
+    target.split_once(&format!("/v2/{repo}/")).map(|(_, p)| p.to_string())
+}
+
+/// The target (`<…>`) of the `rel="next"` entry of a `Link` header value, as written.
+pub fn link_next_target(link: &str) -> Option<&str> {
     let next = link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))?;
     let (open, close) = (next.find('<')?, next.find('>')?);
-    let target = next.get(open + 1..close)?;
-    target.split_once(&format!("/v2/{repo}/")).map(|(_, p)| p.to_string())
+    next.get(open + 1..close)
 }
 
 /// Bytes of a token server's answer hoist reads before calling it malformed: a token is a

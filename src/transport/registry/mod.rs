@@ -8,6 +8,7 @@
 //! - [`retry`]: the one retry decision every loop asks;
 //! - [`errors`]: registry error bodies as structured codes;
 //! - [`manifests`], [`upload`], [`download`], [`referrers`]: the protocol calls;
+//! - [`ops`]: HEAD for a descriptor, tag, untag, delete, `_catalog`;
 //! - [`profiles`]: known limits of hosted registries (GHCR, ECR, GAR, Quay, Docker Hub);
 //! - [`credentials`]: auth files and credential helpers;
 //! - [`tls`]: trust (CA files, certs.d), client certificates, a reqwest client per host,
@@ -18,11 +19,13 @@
 //! impls, which call into the job files.
 
 pub mod auth;
+mod challenge;
 pub mod credentials;
 mod download;
 pub mod errors;
 pub mod http;
 mod manifests;
+pub mod ops;
 pub mod profiles;
 pub mod proxy;
 pub mod referrers;
@@ -46,7 +49,7 @@ use crate::model::digest::Digest;
 use crate::model::reference::Reference;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, RangeRead, Source};
 
-use auth::Challenge;
+use challenge::Challenge;
 use credentials::Credential;
 pub use download::MAX_LANES;
 use errors::ErrorBody;
@@ -115,6 +118,11 @@ pub struct RegistryOptions {
     pub lanes: Option<usize>,
 }
 
+/// Chunk size of chunked uploads when neither the user nor a registry profile says (MiB).
+pub const DEFAULT_CHUNK_SIZE_MIB: u64 = 16;
+/// Seconds without data before a transfer counts as stalled (`--read-timeout`).
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
+
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
@@ -129,10 +137,10 @@ impl Default for RegistryOptions {
             anonymous: false,
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
-            chunk_size: 16 << 20,
+            chunk_size: DEFAULT_CHUNK_SIZE_MIB << 20,
             upload_set: false,
             chunk_size_set: false,
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
             http2: false,
             lanes: None,
         }
@@ -163,6 +171,8 @@ struct Host {
     /// likewise when several requests are refused the same expired token at once (see
     /// [`Client::authorization`]).
     token_fetch: tokio::sync::Mutex<()>,
+    /// The rate limit the registry's last answer stated.
+    rate_limit: Mutex<Option<profiles::RateLimit>>,
 }
 
 /// A registry client shared by every repository it talks to.
@@ -201,6 +211,7 @@ impl Client {
             credential,
             tokens: Mutex::new(HashMap::new()),
             token_fetch: tokio::sync::Mutex::new(()),
+            rate_limit: Mutex::new(None),
         });
         hosts.insert(registry.to_string(), host.clone());
         Ok(host)
@@ -238,6 +249,14 @@ impl Client {
             mirrors: Arc::new(vec![]),
             served_by: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The rate limit `registry`'s last answer stated (Docker Hub's `ratelimit-*` headers),
+    /// if it has stated one.
+    pub async fn rate_limit(&self, registry: &str) -> Option<profiles::RateLimit> {
+        let host = self.hosts.lock().await.get(registry).cloned()?;
+        let r = *host.rate_limit.lock().ok()?;
+        r
     }
 
     /// Check that the registry accepts our credentials (used by `hoist login`).
@@ -356,12 +375,23 @@ impl Repository {
         push: bool,
         configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response> {
+        let scopes = if push { self.scopes_push() } else { self.scopes_pull() };
+        self.request_scoped(method, path, &scopes, configure).await
+    }
+
+    /// [`Repository::request`] with the token scopes `scopes` (deletes ask for `delete`).
+    async fn request_scoped(
+        &self,
+        method: Method,
+        path: &str,
+        scopes: &[String],
+        configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+    ) -> Result<reqwest::Response> {
         let host = self.host().await?;
         let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
-        let scopes = if push { self.scopes_push() } else { self.scopes_pull() };
         let http = &self.client.http;
         let m = method.clone();
-        self.client.send(&host, &scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
+        self.client.send(&host, scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
     }
 
     /// [`Repository::request`] for a blob body (see [`tls::Clients::blob_request`]: a

@@ -147,6 +147,51 @@ pub fn rate_limit_note(headers: &HeaderMap) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// A registry's rate limit as its last answer stated it (Docker Hub's `ratelimit-limit:
+/// 100;w=21600`, `ratelimit-remaining: 76;w=21600`, and the IETF draft's `ratelimit-reset`,
+/// seconds until the window resets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests the window allows.
+    pub limit: u64,
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// The window, in seconds (`w=`), when stated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    /// When the window resets (Unix seconds), when the registry said (`ratelimit-reset`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<u64>,
+}
+
+impl RateLimit {
+    /// The rate limit an answer's headers state, if they state one.
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let field = |name: &str| -> Option<(u64, Option<u64>)> {
+            let v = headers.get(name)?.to_str().ok()?;
+            let mut parts = v.split(';');
+            let n = parts.next()?.trim().parse().ok()?;
+            let w = parts.find_map(|p| p.trim().strip_prefix("w=").and_then(|w| w.trim().parse().ok()));
+            Some((n, w))
+        };
+        let (limit, w1) = field("ratelimit-limit")?;
+        let (remaining, w2) = field("ratelimit-remaining")?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let reset_at = field("ratelimit-reset").map(|(secs, _)| now + secs);
+        Some(RateLimit { limit, remaining, window_secs: w1.or(w2), reset_at })
+    }
+
+    /// When to come back, for a message: the reset time, else the window.
+    pub fn when_reset(&self) -> String {
+        match (self.reset_at, self.window_secs) {
+            (Some(at), _) => format!("the limit resets at {}", crate::model::time::rfc3339(at as i64)),
+            (None, Some(w)) => format!("the limit counts requests over a {w} s window; retry when it has passed"),
+            (None, None) => "the registry did not say when the limit resets".into(),
+        }
+    }
+}
+
 /// Log a registry's rate-limit headers (shown with `-v`).
 pub(super) fn log_rate_limit(registry: &str, headers: &HeaderMap) {
     if let Some(note) = rate_limit_note(headers) {
@@ -202,5 +247,9 @@ mod tests {
         h.insert("ratelimit-limit", "100;w=21600".parse().unwrap());
         h.insert("ratelimit-remaining", "0;w=21600".parse().unwrap());
         assert_eq!(rate_limit_note(&h).unwrap(), "ratelimit-limit: 100;w=21600, ratelimit-remaining: 0;w=21600");
+        let r = RateLimit::from_headers(&h).unwrap();
+        assert_eq!((r.limit, r.remaining, r.window_secs, r.reset_at), (100, 0, Some(21600), None));
+        h.insert("ratelimit-reset", "30".parse().unwrap());
+        assert!(RateLimit::from_headers(&h).unwrap().reset_at.is_some());
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 
+/// Attempts per request and transfer when nothing else is said (`--retries`).
+pub const DEFAULT_RETRIES: u32 = 6;
+
 /// Retry policy for requests: exponential backoff with jitter, bounded in count and time.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -25,7 +28,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 6,
+            max_attempts: DEFAULT_RETRIES,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),

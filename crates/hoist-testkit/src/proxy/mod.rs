@@ -130,6 +130,19 @@ impl FaultProxy {
         self.state.exchanges()
     }
 
+    /// Waits until no buffered upload the proxy forwards is still waiting for the upstream's
+    /// answer (the registry has taken what a killed client sent), or `limit` passed.
+    pub fn wait_upstream_idle(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.state.upstream_in_flight() > 0 {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
+    }
+
     /// See [`ProxyState::request_body_bytes`].
     pub fn request_body_bytes(&self) -> u64 {
         self.state.request_body_bytes()

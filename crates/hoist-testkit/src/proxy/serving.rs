@@ -258,11 +258,13 @@ async fn handle(
         // Atomic: once the whole body is here it goes upstream even if the client leaves
         // meanwhile (hyper drops this future then), and the session's answer is noted.
         let (st, id, m) = (state.clone(), upload.clone(), method.clone());
+        state.upstream_in_flight.fetch_add(1, Ordering::SeqCst);
         let task = tokio::spawn(async move {
             let r = client.request(up_req).await;
             if let (Ok(resp), Some(id)) = (&r, &id) {
                 note_upload(&st, id, &m, content_length, resp.status(), resp.headers());
             }
+            st.upstream_in_flight.fetch_sub(1, Ordering::SeqCst);
             r
         });
         match task.await {

@@ -87,6 +87,9 @@ pub struct ProxyState {
     pub(super) upstream: String,
     rules: Mutex<Vec<RuleSlot>>,
     pub(super) request_body_bytes: AtomicU64,
+    /// Requests sent upstream whose answer has not arrived yet (a buffered upload goes on
+    /// after its client left).
+    pub(super) upstream_in_flight: AtomicU64,
     exchanges: Mutex<Vec<Exchange>>,
     pub(super) referrers_api: AtomicBool,
     /// Referrers API answers hold at most this many descriptors per page (0: one page).
@@ -122,6 +125,7 @@ impl ProxyState {
             upstream: parse_upstream(upstream)?,
             rules: Mutex::new(Self::slots(rules)),
             request_body_bytes: AtomicU64::new(0),
+            upstream_in_flight: AtomicU64::new(0),
             exchanges: Mutex::new(Vec::new()),
             referrers_api: AtomicBool::new(false),
             referrers_page: AtomicU64::new(0),
@@ -156,6 +160,11 @@ impl ProxyState {
     /// were answered with an injected error or cut).
     pub fn request_body_bytes(&self) -> u64 {
         self.request_body_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Requests forwarded upstream and not answered yet.
+    pub fn upstream_in_flight(&self) -> u64 {
+        self.upstream_in_flight.load(Ordering::SeqCst)
     }
 
     /// All requests so far, in arrival order.

@@ -1,0 +1,365 @@
+//! An image's final file tree as the SBOM scanners need it, read from the layers as streams:
+//! nothing is unpacked to disk. Each layer is read once (layers in parallel), every regular
+//! file hashed with SHA-1 (SPDX requires it for the files it lists), and only the package
+//! databases and metadata files ([`wanted`]) kept in memory; ELF executables are searched for
+//! Go build info on the way. Whiteouts are applied logically, as an overlay would: `.wh.NAME`
+//! hides NAME and what is below it in lower layers, `.wh..wh..opq` hides what lower layers put
+//! in its directory; entries of a layer replace the same paths of the layers below.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+
+use sha1::Digest as _;
+
+use crate::error::{Error, Result};
+use crate::export::{MAX_ENTRIES, MAX_PATH_BYTES};
+use crate::model::descriptor::Descriptor;
+use crate::sbom::gobuild::{self, GoBinary};
+
+/// Bytes of one metadata file kept at most (a Debian `status` of ~3000 packages is ~5 MiB).
+pub const MAX_KEPT_FILE: u64 = 64 << 20;
+/// Bytes of metadata files kept over a whole image at most.
+pub const MAX_KEPT_TOTAL: u64 = 512 << 20;
+
+/// One non-directory entry of the final tree.
+#[derive(Clone, Debug, Default)]
+pub struct FileEntry {
+    /// SHA-1 of a regular file's bytes (none for symlinks and special files).
+    pub sha1: Option<[u8; 20]>,
+    /// The bytes, for the metadata files the scanners read.
+    pub content: Option<Vec<u8>>,
+    /// Go build info found in the file.
+    pub go: Option<GoBinary>,
+    /// Size in bytes.
+    pub size: u64,
+    /// A symlink's target.
+    pub link: Option<String>,
+}
+
+/// Path (relative, no leading `/` or `./`) to entry; directories are not kept.
+pub type Tree = BTreeMap<String, FileEntry>;
+
+/// What one layer says, in tar order.
+pub(crate) enum Event {
+    /// A file, symlink or special file at this path.
+    Put(String, FileEntry),
+    /// A hard link to an earlier path.
+    Link(String, String),
+    /// A directory (a file below a lower layer's directory of the same name stays).
+    Dir(String),
+    /// `.wh.NAME`: the path is removed from lower layers.
+    Whiteout(String),
+    /// `.wh..wh..opq` in this directory ("" for the root).
+    Opaque(String),
+}
+
+/// Whether the scanners read the file at `path` (relative).
+pub fn wanted(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if matches!(path, "var/lib/dpkg/status" | "lib/apk/db/installed" | "etc/os-release" | "usr/lib/os-release") {
+        return true;
+    }
+    if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
+        return !rest.contains('/');
+    }
+    if let Some(rest) = path.strip_prefix("var/lib/dpkg/info/") {
+        return !rest.contains('/') && rest.ends_with(".list");
+    }
+    if let Some(rest) = path.strip_prefix("usr/share/doc/") {
+        return rest.split('/').count() == 2 && name == "copyright";
+    }
+    if path.ends_with(".dist-info/METADATA")
+        || path.ends_with(".dist-info/RECORD")
+        || path.ends_with(".egg-info/PKG-INFO")
+        || path.ends_with(".egg-info/installed-files.txt")
+        || (path.ends_with(".egg-info") && path.contains("-packages/"))
+    {
+        return true;
+    }
+    if name == "package.json" {
+        return is_node_module_manifest(path);
+    }
+    false
+}
+
+/// `…/node_modules/NAME/package.json` or `…/node_modules/@SCOPE/NAME/package.json`.
+pub fn is_node_module_manifest(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let n = parts.len();
+    (n >= 3 && parts[n - 3] == "node_modules" && !parts[n - 2].starts_with('@'))
+        || (n >= 4 && parts[n - 4] == "node_modules" && parts[n - 3].starts_with('@'))
+}
+
+/// An entry's path relative to the root: `./` and `/` dropped, `..` refused, `None` for the root.
+fn clean(raw: &[u8], layer: &Descriptor) -> Result<Option<String>> {
+    let s = String::from_utf8_lossy(raw);
+    let mut out: Vec<&str> = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(Error::UnsafePath {
+                    path: s.to_string(),
+                    location: layer.digest.to_string(),
+                    reason: "a layer entry may not climb out of the image with ..".into(),
+                })
+            }
+            p => out.push(p),
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out.join("/")) })
+}
+
+/// The decompressed stream of a layer: gzip and zstd by their magic bytes, else a plain tar.
+fn decompress<'a, R: Read + 'a>(r: R, layer: &Descriptor) -> Result<Box<dyn Read + 'a>> {
+    let mut r = BufReader::with_capacity(256 << 10, r);
+    let magic = r.fill_buf().map_err(|e| layer_error(layer, e))?;
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| layer_error(layer, e))?)
+        }
+        _ => Box::new(r),
+    })
+}
+
+fn layer_error(layer: &Descriptor, e: impl std::fmt::Display) -> Error {
+    Error::malformed("layer", layer.digest.to_string(), e)
+}
+
+/// Read one layer (`raw`: its compressed bytes) into events. `kept` counts metadata bytes kept
+/// so far over the image (bounded by [`MAX_KEPT_TOTAL`]).
+pub(crate) fn scan_layer_blocking(
+    raw: impl Read,
+    layer: &Descriptor,
+    kept: &std::sync::atomic::AtomicU64,
+) -> Result<Vec<Event>> {
+    use std::sync::atomic::Ordering;
+    let reader = decompress(raw, layer)?;
+    let mut archive = tar::Archive::new(reader);
+    let mut events = Vec::new();
+    let mut count = 0u64;
+    let mut buf = vec![0u8; 128 << 10];
+    for entry in archive.entries().map_err(|e| layer_error(layer, e))? {
+        let mut entry = entry.map_err(|e| layer_error(layer, e))?;
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(layer_error(layer, format!("more than {MAX_ENTRIES} entries")));
+        }
+        let raw_path = entry.path_bytes().into_owned();
+        if raw_path.len() > MAX_PATH_BYTES {
+            return Err(layer_error(layer, "entry path too long"));
+        }
+        let Some(path) = clean(&raw_path, layer)? else { continue };
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d.to_string(), n.to_string()),
+            None => (String::new(), path.clone()),
+        };
+        if name == ".wh..wh..opq" {
+            events.push(Event::Opaque(dir));
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            events.push(Event::Whiteout(if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") }));
+            continue;
+        }
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        if kind.is_dir() {
+            events.push(Event::Dir(path));
+            continue;
+        }
+        if kind.is_hard_link() {
+            let target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+            if let Some(target) = clean(&target, layer)? {
+                events.push(Event::Link(path, target));
+            }
+            continue;
+        }
+        let size = header.size().unwrap_or(0);
+        let mut file = FileEntry { size, ..Default::default() };
+        if kind.is_symlink() {
+            file.link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+        }
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            let keep = wanted(&path) && size <= MAX_KEPT_FILE;
+            if keep && kept.fetch_add(size, Ordering::Relaxed) + size > MAX_KEPT_TOTAL {
+                return Err(layer_error(layer, format!("more than {MAX_KEPT_TOTAL} bytes of package metadata")));
+            }
+            let executable = header.mode().unwrap_or(0) & 0o111 != 0;
+            let mut content = keep.then(|| Vec::with_capacity(size as usize));
+            let mut go = executable.then(gobuild::Finder::default);
+            let mut sha1 = sha1::Sha1::new();
+            let mut first = true;
+            loop {
+                let n = entry.read(&mut buf).map_err(|e| layer_error(layer, e))?;
+                if n == 0 {
+                    break;
+                }
+                let chunk = &buf[..n];
+                sha1.update(chunk);
+                if let Some(c) = content.as_mut() {
+                    c.extend_from_slice(chunk);
+                }
+                if first {
+                    // Only ELF files are searched for Go build info.
+                    if !chunk.starts_with(b"\x7fELF") {
+                        go = None;
+                    }
+                    first = false;
+                }
+                if let Some(g) = go.as_mut() {
+                    if g.feed(chunk) {
+                        // found: no need to look further
+                        file.go = g.take();
+                        go = None;
+                    }
+                }
+            }
+            if let Some(mut g) = go {
+                file.go = g.finish();
+            }
+            file.sha1 = Some(sha1.finalize().into());
+            file.content = content;
+        }
+        events.push(Event::Put(path, file));
+    }
+    // The tar's end may come before the blob's: read the rest (padding, a gzip trailer) so
+    // the caller's digest check sees every byte.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| layer_error(layer, e))?;
+    Ok(events)
+}
+
+/// The entry at `path` with symlinks in its directories and in itself followed inside the
+/// tree (merged-usr images list `/bin/sh` in package databases but keep `usr/bin/sh`).
+pub fn resolve<'t>(tree: &'t Tree, path: &str) -> Option<(String, &'t FileEntry)> {
+    let mut parts: Vec<String> = path.split('/').filter(|p| !p.is_empty() && *p != ".").map(str::to_string).collect();
+    let mut hops = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let prefix = parts[..=i].join("/");
+        match tree.get(&prefix).and_then(|e| e.link.clone()) {
+            Some(target) if hops < 32 => {
+                hops += 1;
+                let base: Vec<String> = if target.starts_with('/') { Vec::new() } else { parts[..i].to_vec() };
+                let mut next = base;
+                for t in target.split('/') {
+                    match t {
+                        "" | "." => {}
+                        ".." => {
+                            next.pop();
+                        }
+                        t => next.push(t.to_string()),
+                    }
+                }
+                let rest = parts[i + 1..].to_vec();
+                i = 0;
+                next.extend(rest);
+                parts = next;
+                continue;
+            }
+            Some(_) => return None,
+            None => i += 1,
+        }
+    }
+    let p = parts.join("/");
+    tree.get(&p).map(|e| (p, e))
+}
+
+/// Remove `path` and everything below it.
+fn remove_tree(tree: &mut Tree, path: &str) {
+    tree.remove(path);
+    remove_below(tree, path);
+}
+
+/// Remove everything below the directory `dir` ("" for the root).
+fn remove_below(tree: &mut Tree, dir: &str) {
+    if dir.is_empty() {
+        tree.clear();
+        return;
+    }
+    let prefix = format!("{dir}/");
+    let doomed: Vec<String> =
+        tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
+    for k in doomed {
+        tree.remove(&k);
+    }
+}
+
+/// Apply one layer's events on top of `tree`: its whiteouts first (they hide only what lower
+/// layers have), then its entries in tar order.
+pub(crate) fn apply(tree: &mut Tree, events: Vec<Event>) {
+    for e in &events {
+        match e {
+            Event::Whiteout(p) => remove_tree(tree, p),
+            Event::Opaque(d) => remove_below(tree, d),
+            _ => {}
+        }
+    }
+    for e in events {
+        match e {
+            Event::Put(p, f) => {
+                // A file where a lower layer had a directory replaces the whole directory.
+                remove_below(tree, &p);
+                tree.insert(p, f);
+            }
+            Event::Link(p, target) => {
+                if let Some(mut f) = tree.get(&target).cloned() {
+                    f.go = None;
+                    remove_below(tree, &p);
+                    tree.insert(p, f);
+                }
+            }
+            Event::Dir(p) => {
+                // A directory where a lower layer had a file replaces the file.
+                tree.remove(&p);
+            }
+            Event::Whiteout(_) | Event::Opaque(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(p: &str) -> Event {
+        Event::Put(p.into(), FileEntry::default())
+    }
+
+    #[test]
+    fn whiteouts_are_logical() {
+        let mut t = Tree::new();
+        apply(&mut t, vec![put("a/x"), put("a/y"), put("b/z"), put("c")]);
+        apply(
+            &mut t,
+            vec![
+                Event::Whiteout("a/x".into()),
+                Event::Opaque("b".into()),
+                put("b/new"),
+                Event::Dir("c".into()),
+                put("c/d"),
+            ],
+        );
+        let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a/y", "b/new", "c/d"]);
+        apply(&mut t, vec![put("b/later"), Event::Opaque("b".into())]);
+        let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a/y", "b/later", "c/d"], "an opaque dir keeps its own layer's entries");
+    }
+
+    #[test]
+    fn wanted_paths() {
+        assert!(wanted("var/lib/dpkg/status"));
+        assert!(wanted("var/lib/dpkg/status.d/base"));
+        assert!(wanted("var/lib/dpkg/info/libc6:amd64.list"));
+        assert!(wanted("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA"));
+        assert!(wanted("app/node_modules/@scope/pkg/package.json"));
+        assert!(wanted("app/node_modules/pkg/package.json"));
+        assert!(!wanted("app/node_modules/pkg/lib/package.json"));
+        assert!(!wanted("app/package.json"));
+        assert!(wanted("usr/share/doc/zlib1g/copyright"));
+        assert!(!wanted("usr/share/doc/zlib1g/changelog.gz"));
+    }
+}

@@ -1,0 +1,371 @@
+//! `hoist sbom`: the packages of an image read from its layers as streams. The test image
+//! carries a real dpkg database (this machine's `/var/lib/dpkg/status`, trimmed, with the
+//! packages' `.list` and `copyright` files), an apk database, Python dist-info and egg-info
+//! metadata and `node_modules`; a second layer hides some of it with whiteouts. The package
+//! set is judged by `dpkg-query --admindir` (dpkg) and by the metadata files themselves (the
+//! others); SPDX by spdx-tools (`pyspdxtools -i`), CycloneDX by cyclonedx-python-lib's JSON
+//! validator.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+use crate::model::python_with;
+
+/// dpkg packages put into the test image.
+const DPKG_PACKAGES: usize = 25;
+
+/// A tar layer of `(path, bytes, mode)`; paths ending in `/` are directories.
+pub fn tar_layer(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+        }
+        h.set_mode(*mode);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, path, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// What the test image holds, for the checks.
+pub struct Fixture {
+    /// The OCI layout, tag `v1`.
+    pub layout: PathBuf,
+    /// A dpkg admin dir with the same `status` (for `dpkg-query --admindir`).
+    pub admindir: PathBuf,
+    /// (name, version) of the non-dpkg packages that must be found.
+    pub others: Vec<(&'static str, &'static str, &'static str)>,
+    /// Names that a whiteout hid: must not be found.
+    pub hidden: Vec<&'static str>,
+    /// The files of one dpkg package that are in the image (absolute paths).
+    pub owned: (String, Vec<String>),
+}
+
+/// The first `n` installed packages of this machine's dpkg database, as stanzas.
+fn host_dpkg(n: usize) -> Vec<(String, String)> {
+    let status = std::fs::read_to_string("/var/lib/dpkg/status").expect("this machine's /var/lib/dpkg/status");
+    status
+        .split("\n\n")
+        .filter(|s| s.lines().any(|l| l == "Status: install ok installed"))
+        .filter_map(|s| {
+            let name = s.lines().find_map(|l| l.strip_prefix("Package: "))?.to_string();
+            Some((name, s.trim().to_string()))
+        })
+        .take(n)
+        .collect()
+}
+
+/// Build the test image into `dir`.
+pub fn fixture(dir: &Path) -> Fixture {
+    let mut l1: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let stanzas = host_dpkg(DPKG_PACKAGES);
+    let status: String = stanzas.iter().map(|(_, s)| format!("{s}\n\n")).collect();
+    l1.push(("var/lib/dpkg/status".into(), status.clone().into_bytes(), 0o644));
+    let admindir = dir.join("admindir");
+    std::fs::create_dir_all(admindir.join("info")).unwrap();
+    std::fs::write(admindir.join("status"), &status).unwrap();
+    let mut owned = (String::new(), Vec::new());
+    for (name, stanza) in &stanzas {
+        let arch = stanza.lines().find_map(|l| l.strip_prefix("Architecture: ")).unwrap_or("all");
+        for list in [format!("{name}:{arch}.list"), format!("{name}.list")] {
+            let host = Path::new("/var/lib/dpkg/info").join(&list);
+            if let Ok(text) = std::fs::read(&host) {
+                l1.push((format!("var/lib/dpkg/info/{list}"), text.clone(), 0o644));
+                // the small regular files of the first package that has some go in too
+                if owned.1.is_empty() {
+                    let files: Vec<String> = String::from_utf8_lossy(&text)
+                        .lines()
+                        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() < 200_000))
+                        .take(5)
+                        .map(str::to_string)
+                        .collect();
+                    for f in &files {
+                        l1.push((f.trim_start_matches('/').to_string(), std::fs::read(f).unwrap(), 0o644));
+                    }
+                    if !files.is_empty() {
+                        owned = (name.clone(), files);
+                    }
+                }
+                break;
+            }
+        }
+        let copyright = format!("/usr/share/doc/{name}/copyright");
+        if let Ok(c) = std::fs::read(&copyright) {
+            l1.push((copyright.trim_start_matches('/').to_string(), c, 0o644));
+        }
+    }
+    l1.push((
+        "etc/os-release".into(),
+        b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n".to_vec(),
+        0o644,
+    ));
+    let apk = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\nm:Timo Teräs <timo.teras@iki.fi>\nF:lib\nR:ld-musl-x86_64.so.1\n\nC:Q1def=\nP:busybox\nV:1.36.1-r5\nA:x86_64\nL:GPL-2.0-only\no:busybox\nF:bin\nR:busybox\n\n";
+    l1.push(("lib/apk/db/installed".into(), apk.as_bytes().to_vec(), 0o644));
+    l1.push(("lib/ld-musl-x86_64.so.1".into(), b"not really musl".to_vec(), 0o755));
+    let site = "usr/lib/python3/dist-packages";
+    l1.push((
+        format!("{site}/six-1.16.0.dist-info/METADATA"),
+        b"Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\nLicense: MIT\n\nSix is a Python 2 and 3 compatibility library.\n".to_vec(),
+        0o644,
+    ));
+    l1.push((
+        format!("{site}/six-1.16.0.dist-info/RECORD"),
+        b"six.py,sha256=x,100\nsix-1.16.0.dist-info/METADATA,,\n".to_vec(),
+        0o644,
+    ));
+    l1.push((format!("{site}/six.py"), b"# six\n".to_vec(), 0o644));
+    l1.push((
+        format!("{site}/Jinja2-3.1.2.egg-info/PKG-INFO"),
+        b"Metadata-Version: 2.1\nName: Jinja2\nVersion: 3.1.2\nClassifier: License :: OSI Approved :: BSD License\n"
+            .to_vec(),
+        0o644,
+    ));
+    l1.push((
+        format!("{site}/gone-1.0.dist-info/METADATA"),
+        b"Metadata-Version: 2.1\nName: gone\nVersion: 1.0\n".to_vec(),
+        0o644,
+    ));
+    l1.push((
+        "app/node_modules/left-pad/package.json".into(),
+        br#"{"name": "left-pad", "version": "1.3.0", "license": "WTFPL"}"#.to_vec(),
+        0o644,
+    ));
+    l1.push((
+        "app/node_modules/@types/node/package.json".into(),
+        br#"{"name": "@types/node", "version": "20.11.5", "license": {"type": "MIT"}}"#.to_vec(),
+        0o644,
+    ));
+    l1.push((
+        "app/node_modules/left-pad/lib/package.json".into(),
+        br#"{"name": "not-a-package", "version": "0.0.1"}"#.to_vec(),
+        0o644,
+    ));
+    l1.push((
+        "app/node_modules/@old/thing/package.json".into(),
+        br#"{"name": "@old/thing", "version": "0.1.0"}"#.to_vec(),
+        0o644,
+    ));
+    // Layer 2 (gzip): a whiteout and an opaque directory hide packages of layer 1.
+    let l2 = vec![
+        (format!("{site}/.wh.gone-1.0.dist-info"), Vec::new(), 0o644),
+        ("app/node_modules/@old/.wh..wh..opq".into(), Vec::new(), 0o644),
+        (
+            "app/node_modules/express/package.json".into(),
+            br#"{"name": "express", "version": "4.18.2", "license": "MIT"}"#.to_vec(),
+            0o644,
+        ),
+    ];
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let t1 = tar_layer(&l1);
+    let t2 = gzip(&tar_layer(&l2));
+    let (m, d) = hoist_testkit::fixtures::write_image(&layout, &[&t1, &t2], "sbom");
+    hoist_testkit::fixtures::write_index(&layout, &[("v1", &m, &d)]);
+    Fixture {
+        layout,
+        admindir,
+        others: vec![
+            ("musl", "1.2.4-r2", "pkg:apk/alpine/musl@1.2.4-r2"),
+            ("busybox", "1.36.1-r5", "pkg:apk/alpine/busybox@1.36.1-r5"),
+            ("six", "1.16.0", "pkg:pypi/six@1.16.0"),
+            ("Jinja2", "3.1.2", "pkg:pypi/jinja2@3.1.2"),
+            ("left-pad", "1.3.0", "pkg:npm/left-pad@1.3.0"),
+            ("@types/node", "20.11.5", "pkg:npm/%40types/node@20.11.5"),
+            ("express", "4.18.2", "pkg:npm/express@4.18.2"),
+        ],
+        hidden: vec!["gone", "@old/thing", "not-a-package"],
+        owned,
+    }
+}
+
+/// purl version encoding as the purl spec gives it (`+` and other reserved characters as
+/// `%XX`; `:`, `.`, `-`, `_`, `~` kept).
+fn purl_version(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// (name, version, arch) of the installed packages `dpkg-query` reads from `admindir`.
+fn dpkg_query(admindir: &Path) -> BTreeSet<(String, String, String)> {
+    let out = Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admindir.display()))
+        .args(["-W", "-f", "${Status}\t${Package}\t${Version}\t${Architecture}\n"])
+        .output()
+        .expect("dpkg-query");
+    let text = assert_success("dpkg-query", &out);
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == "install ok installed").then(|| (f[1].to_string(), f[2].to_string(), f[3].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn spdx_matches_dpkg_query_and_metadata_and_validates() {
+    hoist_testkit::require!("dpkg-query");
+    let Some(py) = python_with("sbom::spdx_matches_dpkg_query_and_metadata_and_validates", "spdx_tools") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixture(tmp.path());
+    let reference = format!("oci:{}:v1", fx.layout.display());
+    let out = hoist_cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["--format", "spdx-json", "sbom", &reference])
+        .output()
+        .unwrap();
+    let text = assert_success("hoist sbom --format spdx-json", &out);
+    let file = tmp.path().join("sbom.spdx.json");
+    std::fs::write(&file, &text).unwrap();
+    // spdx-tools parses and validates the document
+    let judge = Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&file).output().unwrap();
+    assert_success("pyspdxtools -i", &judge);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    let purls: BTreeSet<String> = packages
+        .iter()
+        .flat_map(|p| p["externalRefs"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["referenceType"] == "purl")
+        .map(|r| r["referenceLocator"].as_str().unwrap().to_string())
+        .collect();
+    let named: BTreeSet<(String, String)> = packages
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["versionInfo"].as_str().unwrap_or("").to_string()))
+        .collect();
+    // dpkg: every installed package dpkg-query lists, with its version and a deb purl
+    let expected = dpkg_query(&fx.admindir);
+    assert_eq!(expected.len(), DPKG_PACKAGES, "the trimmed database has {DPKG_PACKAGES} installed packages");
+    for (name, version, arch) in &expected {
+        assert!(named.contains(&(name.clone(), version.clone())), "dpkg package {name} {version} missing");
+        let prefix = format!("pkg:deb/debian/{}@{}?arch={arch}", name.replace('+', "%2B"), purl_version(version));
+        assert!(purls.iter().any(|p| p.starts_with(&prefix)), "no purl {prefix}… in {purls:?}");
+    }
+    let deb_count = purls.iter().filter(|p| p.starts_with("pkg:deb/")).count();
+    assert_eq!(deb_count, expected.len(), "no dpkg package beyond what dpkg-query lists");
+    // the others, from the metadata files themselves
+    for (name, version, purl) in &fx.others {
+        assert!(named.contains(&(name.to_string(), version.to_string())), "{name} {version} missing");
+        assert!(purls.iter().any(|p| p.starts_with(purl)), "no purl {purl}… in {purls:?}");
+    }
+    for hidden in &fx.hidden {
+        assert!(!named.iter().any(|(n, _)| n == hidden), "{hidden} was hidden by a whiteout but is listed");
+    }
+    // the files a package owns, with their SHA-1, related by CONTAINS
+    let (owner, files) = &fx.owned;
+    assert!(!files.is_empty(), "the fixture put some of {owner}'s files in the image");
+    let owner_id = packages.iter().find(|p| p["name"] == owner.as_str()).unwrap()["SPDXID"].as_str().unwrap();
+    let doc_files = doc["files"].as_array().unwrap();
+    for f in files {
+        let entry = doc_files
+            .iter()
+            .find(|e| e["fileName"] == format!(".{f}"))
+            .unwrap_or_else(|| panic!("file {f} of {owner} not listed"));
+        let sha1 = entry["checksums"][0]["checksumValue"].as_str().unwrap();
+        let host = Command::new("sha1sum").arg(f).output().unwrap();
+        assert!(String::from_utf8_lossy(&host.stdout).starts_with(sha1), "SHA-1 of {f}");
+        let related = doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == owner_id
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == entry["SPDXID"]
+        });
+        assert!(related, "{owner} CONTAINS {f}");
+    }
+    // licenses where the metadata states one
+    let license =
+        |n: &str| packages.iter().find(|p| p["name"] == n).unwrap()["licenseDeclared"].as_str().unwrap().to_string();
+    assert_eq!(license("musl"), "MIT");
+    assert_eq!(license("six"), "MIT");
+    assert_eq!(license("@types/node"), "MIT");
+    assert_eq!(license("left-pad"), "WTFPL");
+    // the same image and SOURCE_DATE_EPOCH give the same bytes
+    let again = hoist_cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["--format", "spdx-json", "sbom", &reference])
+        .output()
+        .unwrap();
+    assert_eq!(assert_success("second sbom", &again), text, "SPDX output is reproducible");
+}
+
+#[test]
+fn cyclonedx_validates_and_lists_the_same_packages() {
+    let Some(py) = python_with("sbom::cyclonedx_validates_and_lists_the_same_packages", "cyclonedx.validation.json")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixture(tmp.path());
+    let reference = format!("oci:{}:v1", fx.layout.display());
+    let text = ok("hoist sbom cyclonedx", hoist(["--format", "cyclonedx-json", "sbom", &reference]));
+    let file = tmp.path().join("bom.json");
+    std::fs::write(&file, &text).unwrap();
+    let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif err: print(err); sys.exit(1)\n";
+    assert_success(
+        "cyclonedx JsonStrictValidator 1.6",
+        &Command::new(&py).args(["-c", script]).arg(&file).output().unwrap(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let comps = doc["components"].as_array().unwrap();
+    for (name, version, purl) in &fx.others {
+        assert!(
+            comps.iter().any(|c| c["name"] == *name
+                && c["version"] == *version
+                && c["purl"].as_str().unwrap().starts_with(purl)),
+            "{name} {version} missing"
+        );
+    }
+    assert_eq!(comps.iter().filter(|c| c["purl"].as_str().unwrap().starts_with("pkg:deb/")).count(), DPKG_PACKAGES);
+    // the files a package owns, as evidence occurrences
+    let (owner, files) = &fx.owned;
+    let c = comps.iter().find(|c| c["name"] == owner.as_str()).unwrap();
+    let occ: Vec<&str> =
+        c["evidence"]["occurrences"].as_array().unwrap().iter().map(|o| o["location"].as_str().unwrap()).collect();
+    for f in files {
+        assert!(occ.contains(&f.as_str()), "{owner} owns {f}");
+    }
+}
+
+#[test]
+fn sbom_refuses_a_corrupt_layer_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixture(tmp.path());
+    // flip a byte of the gzip layer (the second one)
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hoist_testkit::fixtures::blob_path(&fx.layout, m)).unwrap()).unwrap();
+    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+    let path = hoist_testkit::fixtures::blob_path(&fx.layout, layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let out = hoist(["sbom", &format!("oci:{}:v1", fx.layout.display())]);
+    assert!(!out.status.success(), "a corrupt layer must fail the scan");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&layer["sha256:".len()..][..12]) || err.contains(layer), "error names the layer: {err}");
+}
