@@ -14,3 +14,6 @@ $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 ||
   $SUDO apt-get update >/dev/null 2>&1
   $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
 }
+for tool in "$@"; do   # a package that did not bring its command is a failure too
+  command -v "${tool%%:*}" >/dev/null 2>&1 || { echo "[install-missing] ${tool%%:*} still missing after installing ${tool#*:}" >&2; exit 1; }
+done

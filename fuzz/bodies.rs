@@ -9,9 +9,11 @@ use std::str::FromStr;
 pub fn reference(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
     if let Ok(r) = hoist::model::reference::Reference::from_str(s) {
-        // what parses must print and parse again
+        // what parses must print, parse again, and print the same (one normal form)
         let again = r.to_string();
-        let _ = hoist::model::reference::Reference::from_str(&again);
+        let r2 = hoist::model::reference::Reference::from_str(&again)
+            .unwrap_or_else(|e| panic!("{s:?} printed as {again:?}, which does not parse: {e}"));
+        assert_eq!(r2.to_string(), again, "{s:?}: printing is not stable");
     }
     if let Ok(e) = hoist::transport::Endpoint::from_str(s) {
         let _ = e.to_string();

@@ -553,10 +553,7 @@ mod tests {
 
     #[test]
     fn lookup_respects_whiteouts_and_opaque_dirs() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: whiteouts need root (mknod)");
-            return;
-        }
+        hoist_testkit::require_root!("whiteouts are made with mknod");
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         fs::create_dir_all(a.join("d/x")).unwrap();

@@ -392,10 +392,7 @@ mod tests {
 
     #[test]
     fn system_gzip_accepts_output() {
-        if std::process::Command::new("gzip").arg("--version").output().is_err() {
-            eprintln!("no gzip on PATH; skipped");
-            return;
-        }
+        hoist_testkit::require!("gzip");
         let data = mixed(3 * BLOCK + 1, 3);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.gz");

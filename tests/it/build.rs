@@ -89,6 +89,7 @@ async fn same_inputs_give_same_digests() {
 
 #[tokio::test]
 async fn umoci_unpacks_exactly_the_input_files() {
+    hoist_testkit::require!("umoci", "skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout_dir = t.path().join("oci");
     let layout = Layout::create(&layout_dir).unwrap();
@@ -129,6 +130,7 @@ async fn umoci_unpacks_exactly_the_input_files() {
 
 #[tokio::test]
 async fn multi_platform_index_is_read_by_skopeo() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout_dir = t.path().join("oci");
     let layout = Layout::create(&layout_dir).unwrap();
@@ -149,6 +151,7 @@ async fn multi_platform_index_is_read_by_skopeo() {
 
 #[tokio::test]
 async fn base_image_layers_and_config_are_kept() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let base_layout = Layout::create(t.path().join("base")).unwrap();
     let mut base_spec = sample_spec(&["linux/amd64"]);
@@ -271,6 +274,7 @@ fn multi_block_gzip_layers_are_valid_and_reproducible() {
 
 #[test]
 fn tar_headers_are_normalized_and_long_names_use_pax() {
+    hoist_testkit::require!("tar");
     let t = tempfile::tempdir().unwrap();
     let long = "d".repeat(120);
     fs::create_dir_all(t.path().join("src").join(&long)).unwrap();
@@ -354,6 +358,7 @@ const GOLDEN_DIGEST: &str = "sha256:de4fa802b9ca62a2d6301a486b835e11ce8b37ad8c08
 
 #[tokio::test]
 async fn artifact_with_subject_and_annotation_file() {
+    hoist_testkit::require!("skopeo");
     let t = tempfile::tempdir().unwrap();
     let layout = Layout::create(t.path().join("oci")).unwrap();
     let image = build_image(&layout, &sample_spec(&["linux/amd64"]), None).await.unwrap();
@@ -654,6 +659,7 @@ impl std::io::Write for NonZeroPieces {
 
 #[test]
 fn files_over_8_gib_get_a_pax_size_record() {
+    hoist_testkit::require!("tar");
     use std::os::unix::fs::{FileExt, MetadataExt};
     // One byte more than ustar's 11 octal digits hold. Sparse: no 8 GiB on disk, and reading
     // it back is the kernel handing out zero pages (a few seconds).

@@ -113,7 +113,7 @@ fn completion_man_pages_and_version() {
         let out = hoist(["completion", shell]);
         let (so, se) = text(&out);
         assert!(out.status.success() && so.contains("hoist") && so.len() > 1000, "{shell}: {se}");
-        if shell == "bash" && have("bash") {
+        if shell == "bash" && hoist_testkit::optional!("bash") {
             let t = tempfile::tempdir().unwrap();
             let f = t.path().join("hoist.bash");
             std::fs::write(&f, &so).unwrap();

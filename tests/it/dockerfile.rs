@@ -16,20 +16,11 @@ use serde_json::Value;
 
 const BUSYBOX: &str = "/bin/busybox";
 
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Everything these tests need, or a SKIP line saying what is missing.
 macro_rules! require_all {
     () => {
-        for tool in ["buildah", "umoci", "runc"] {
-            hoist_testkit::require!(tool);
-        }
-        if !is_root() || !Path::new(BUSYBOX).is_file() {
-            hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-        }
+        hoist_testkit::require!("buildah", "umoci", "runc", BUSYBOX);
+        hoist_testkit::require_root!("RUN steps mount and chroot");
     };
 }
 
@@ -274,7 +265,7 @@ fn dockerfile_builds_match_buildah_and_run() {
     assert_eq!(assert_success("runc run", &out).trim(), "hi the world");
     // ... and under podman: a cached build delivered with `--output type=podman` (explicit
     // ulimits: this sandbox cannot raise them)
-    if hoist_testkit::tools::have("podman") {
+    if hoist_testkit::optional!("podman") {
         let ps = t.join("podman");
         fs::create_dir_all(&ps).unwrap();
         let conf = ps.join("storage.conf");
@@ -302,8 +293,6 @@ fn dockerfile_builds_match_buildah_and_run() {
             .output()
             .unwrap();
         assert_eq!(assert_success("podman run", &out).trim(), "hi the world");
-    } else {
-        eprintln!("SKIP podman run: podman not found");
     }
 
     // A second build with the cache runs nothing and gives the same image.
@@ -359,11 +348,8 @@ fn unknown_instruction_and_remote_add_are_refused_clearly() {
 
 #[test]
 fn scratch_copy_build_without_run_matches_buildah() {
-    hoist_testkit::require!("buildah");
-    hoist_testkit::require!("umoci");
-    if !is_root() {
-        hoist_testkit::skip!("buildah with vfs needs root here");
-    }
+    hoist_testkit::require!("buildah", "umoci");
+    hoist_testkit::require_root!("buildah with vfs needs root here");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ctx = t.join("ctx");
@@ -448,8 +434,9 @@ fn multi_platform_without_run_and_foreign_run_refused() {
     assert_eq!(ms.len(), 2, "{idx}");
     assert_eq!(ms[1]["platform"]["architecture"], "arm64");
 
-    if Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() || !is_root() {
-        hoist_testkit::skip!("binfmt for arm64 is registered here (or not root)");
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    if Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        hoist_testkit::skip!("binfmt for arm64 is registered here");
     }
     fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\nRUN true\n").unwrap();
     let out = hoist_in(&t.join("store2"), &["--platform", "linux/arm64", "build", ctx.to_str().unwrap()]);
@@ -532,11 +519,8 @@ fn cached_build_hashes_nothing_and_sees_same_size_rewrites() {
 /// layers on overlayfs and on a copied snapshot (a copy of the layers diffed afterwards).
 #[test]
 fn copied_snapshot_gives_the_layers_overlayfs_gives() {
-    hoist_testkit::require!("runc");
-    hoist_testkit::require!("umoci");
-    if !is_root() || !Path::new(BUSYBOX).is_file() {
-        hoist_testkit::skip!("needs root and {BUSYBOX} (busybox-static)");
-    }
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ctx = t.join("ctx");

@@ -87,7 +87,8 @@ fn ctr_imports_and_runs_by_the_normalized_name() {
     }
 }
 
-/// podman in a private vfs store, or None (SKIP printed) when podman cannot run here.
+/// podman in a private vfs store, or None (a skip) when podman is not installed; panics when
+/// it is installed but does not work.
 struct Podman {
     dir: tempfile::TempDir,
 }
@@ -98,11 +99,8 @@ impl Podman {
             return None;
         }
         let p = Podman { dir: tempfile::tempdir().unwrap() };
-        let probe = p.run(&["images"]);
-        if !probe.status.success() {
-            eprintln!("SKIP {test}: podman cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
-            return None;
-        }
+        // Installed but not working here is a failure, not a skip.
+        assert_success("podman images (probe)", &p.run(&["images"]));
         Some(p)
     }
 
@@ -252,15 +250,14 @@ fn base_name_is_a_plain_reference() {
     }
 }
 
-/// buildah in a private vfs store (`--root`/`--runroot` in `dir`), or None (SKIP printed)
-/// when buildah cannot run here (not installed, not root).
+/// buildah in a private vfs store (`--root`/`--runroot` in `dir`), or None (a skip) when
+/// buildah cannot run here (not installed, not root); panics when it is there but fails.
 fn buildah_in<'a>(test: &str, dir: &'a Path) -> Option<impl Fn(&[&str]) -> Output + 'a> {
     if !hoist_testkit::tools::require(test, "buildah") {
         return None;
     }
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP {test}: buildah with a vfs store needs root");
+    if !hoist_testkit::tools::is_root() {
+        hoist_testkit::tools::skip_note(test, false, "buildah with a vfs store needs root");
         return None;
     }
     let run = move |args: &[&str]| {
@@ -276,11 +273,8 @@ fn buildah_in<'a>(test: &str, dir: &'a Path) -> Option<impl Fn(&[&str]) -> Outpu
             .output()
             .expect("run buildah")
     };
-    let probe = run(&["images"]);
-    if !probe.status.success() {
-        eprintln!("SKIP {test}: buildah cannot run here: {}", String::from_utf8_lossy(&probe.stderr));
-        return None;
-    }
+    // Installed but not working here is a failure, not a skip.
+    assert_success("buildah images (probe)", &run(&["images"]));
     Some(run)
 }
 

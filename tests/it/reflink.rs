@@ -23,22 +23,17 @@ struct XfsMount {
 }
 
 impl XfsMount {
-    fn new() -> Result<XfsMount, String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root (mounting a loop device needs it)".into());
-        }
-        if !common::have("mkfs.xfs") {
-            return Err("mkfs.xfs missing (apt-get install -y xfsprogs)".into());
-        }
-        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| e.to_string())?;
+    /// The mount; panics when it fails (root and mkfs.xfs are checked by the test first: a
+    /// failing mount is a failure, never a skip).
+    fn new() -> XfsMount {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let img = tmp.path().join("xfs.img");
-        fs::File::create(&img).and_then(|f| f.set_len(320 << 20)).map_err(|e| e.to_string())?;
+        fs::File::create(&img).and_then(|f| f.set_len(320 << 20)).unwrap();
         let dir = tmp.path().join("mnt");
-        fs::create_dir(&dir).map_err(|e| e.to_string())?;
-        run(Command::new("mkfs.xfs").arg("-q").arg(&img))?;
-        run(Command::new("mount").arg("-o").arg("loop").arg(&img).arg(&dir))?;
-        Ok(XfsMount { dir, _tmp: tmp })
+        fs::create_dir(&dir).unwrap();
+        run(Command::new("mkfs.xfs").arg("-q").arg(&img));
+        run(Command::new("mount").arg("-o").arg("loop").arg(&img).arg(&dir));
+        XfsMount { dir, _tmp: tmp }
     }
 }
 
@@ -48,13 +43,10 @@ impl Drop for XfsMount {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
+#[track_caller]
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    common::assert_success(&format!("{cmd:?}"), &out);
 }
 
 /// Whether every extent of `path` is shared with another file (`filefrag -v` flags them).
@@ -68,10 +60,9 @@ fn extents_shared(path: &Path) -> bool {
 
 #[tokio::test]
 async fn raw_weights_are_reflinked_and_independent_of_later_edits() {
-    let mnt = match XfsMount::new() {
-        Ok(m) => m,
-        Err(why) => hoist_testkit::skip!("{why}"),
-    };
+    hoist_testkit::require_root!("mounting a loop device");
+    hoist_testkit::require!("mkfs.xfs", "filefrag");
+    let mnt = XfsMount::new();
     let src = mnt.dir.join("model");
     fs::create_dir(&src).unwrap();
     let weights: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();

@@ -167,10 +167,7 @@ impl Drop for RemoveIfEmptyOnDrop {
 /// afterwards).
 #[test]
 fn system_certs_d_of_docker_and_containers_are_read_by_default() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        hoist_testkit::skip!("writing /etc/docker/certs.d and /etc/containers/certs.d needs root");
-    }
+    hoist_testkit::require_root!("writing /etc/docker/certs.d and /etc/containers/certs.d");
     let env = Env::new();
     for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
         let reg = TestRegistry::start(RegistryOpts::tls_cert(CertKind::SelfSigned));

@@ -1,6 +1,7 @@
 //! A throwaway containerd per test: its own socket, root and state directories under a temp
 //! dir, the CRI plugin disabled, killed on drop. Needs root and the `containerd`, `ctr`
-//! binaries; [`Containerd::start`] says why when it cannot start, for the test's `SKIP`.
+//! binaries; [`Containerd::start`] says why when it cannot run here (a skip, which fails under
+//! `CI=true`), and panics when containerd is there but fails to start (a failure, never a skip).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,18 +19,20 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// [`Containerd::start`], or print `SKIP <test>: why` and return `None`.
+    /// [`Containerd::start`], or a skip of `test` ([`crate::tools::skip_note`]) and `None`.
+    #[track_caller]
     pub fn start_or_skip(test: &str) -> Option<Containerd> {
         match Containerd::start() {
             Ok(c) => Some(c),
             Err(why) => {
-                eprintln!("SKIP {test}: {why}");
+                crate::tools::skip_note(test, false, &why);
                 None
             }
         }
     }
 
-    /// Start containerd, or say why it cannot run here (not root, not installed, failed).
+    /// Start containerd, or say why it cannot run here (not root, not installed). Panics when
+    /// it is installed and we are root but it does not start: that is a failure, not a skip.
     pub fn start() -> Result<Containerd, String> {
         for tool in ["containerd", "ctr"] {
             if !crate::tools::have(tool) {
@@ -41,7 +44,7 @@ impl Containerd {
             return Err("containerd needs root (it mounts snapshots and owns its state)".into());
         }
         // Short paths: a unix socket path is limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("ctrd-").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new().prefix("ctrd-").tempdir_in("/tmp").expect("containerd temp dir");
         let socket = dir.path().join("c.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(
@@ -54,16 +57,16 @@ impl Containerd {
                 socket.display()
             ),
         )
-        .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.path().join("log")).map_err(|e| e.to_string())?;
+        .expect("write containerd's config");
+        let log = std::fs::File::create(dir.path().join("log")).expect("containerd's log file");
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone().expect("containerd's log file"))
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("containerd: {e}"))?;
+            .unwrap_or_else(|e| panic!("containerd is installed but does not start: {e}"));
         let mut c = Containerd { dir, child: Some(child), socket, snapshotter: String::new() };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -71,7 +74,7 @@ impl Containerd {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!("containerd did not start: {}", c.log()));
+                panic!("containerd did not start within {START_TIMEOUT:?}: {}", c.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -1,8 +1,8 @@
-//! JSON documents judged by the official JSON schemas (`shared/schemas/`: OCI image-spec,
-//! ModelPack config, CNAB bundle; versions in its `VERSIONS`) with python's `jsonschema`,
-//! from a venv under the workspace's `target/pyvenv` that [`Validator::new`] creates
-//! when missing (`.ci/run` creates it too). `$ref`s are resolved locally: every relative
-//! reference is rewritten to the schema file it names, so nothing is fetched.
+//! JSON documents judged by the official JSON schemas (vendored in the repository's
+//! `tests/schemas/`: OCI image-spec, ModelPack config, CNAB bundle; the upstream commit of each
+//! in its `VERSIONS`) with python's `jsonschema` from the venv `.ci/run` makes at
+//! `target/pyvenv`. `$ref`s are resolved locally: every relative reference is rewritten to the
+//! schema file it names, so nothing is fetched.
 //!
 //! Not for: judging hoist with its own parsers (that would be hoist judging itself).
 
@@ -67,13 +67,10 @@ for line in sys.stdin:
     sys.stdout.flush()
 "##;
 
-/// The schemas directory beside the work tree (`../shared/schemas`, or `$HOIST_SCHEMAS`).
-pub fn schemas_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("HOIST_SCHEMAS") {
-        return Some(PathBuf::from(d));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.ancestors().map(|a| a.join("shared/schemas")).find(|d| d.join("image-spec").is_dir())
+/// The schemas vendored in the repository (`tests/schemas`, upstream commits in its
+/// `VERSIONS`), so that a fresh clone judges the same way.
+pub fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/schemas")
 }
 
 /// The workspace's `target/` (where the venv lives): `$CARGO_TARGET_DIR` or `<workspace>/target`.
@@ -89,31 +86,26 @@ pub struct Validator {
     python: PathBuf,
     script: PathBuf,
     schemas: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Validator {
-    /// The venv's python (the venv made and `jsonschema` installed when missing) and the
-    /// schemas, or `Err(why)` when either cannot be had here.
+    /// The venv's python with `jsonschema` and the vendored schemas, or `Err(why)` when the
+    /// venv `.ci/run` makes is not there (tests install nothing themselves: a test that cannot
+    /// find it skips, which fails under `CI=true`).
     pub fn new() -> Result<Validator, String> {
-        let schemas = schemas_dir().ok_or("no shared/schemas directory beside the work tree")?;
+        let schemas = schemas_dir();
         let venv = target_dir().join("pyvenv");
         let python = venv.join("bin/python");
-        let has_jsonschema = |py: &Path| {
-            Command::new(py).args(["-c", "import jsonschema, referencing"]).status().is_ok_and(|s| s.success())
-        };
-        if !has_jsonschema(&python) {
-            let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
-            if !made.is_ok_and(|s| s.success()) {
-                return Err(format!("python3 -m venv {} failed", venv.display()));
-            }
-            let pip = Command::new(venv.join("bin/pip")).args(["install", "-q", "jsonschema"]).status();
-            if !pip.is_ok_and(|s| s.success()) || !has_jsonschema(&python) {
-                return Err("pip install jsonschema into the venv failed".into());
-            }
+        let has_jsonschema =
+            Command::new(&python).args(["-c", "import jsonschema, referencing"]).status().is_ok_and(|s| s.success());
+        if !has_jsonschema {
+            return Err(format!("no python with jsonschema at {} (.ci/run installs it)", python.display()));
         }
-        let script = venv.join("hoist-validate.py");
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let script = dir.path().join("hoist-validate.py");
         std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
-        Ok(Validator { python, script, schemas })
+        Ok(Validator { python, script, schemas, _dir: dir })
     }
 
     /// The schema file `rel` (`image-spec/image-manifest-schema.json`).

@@ -1,7 +1,9 @@
 //! The independent tools that judge hoist, and the checks a test makes before using one:
-//! one sha256 helper (not hoist's own hashing), one skopeo helper, [`have`], and the
-//! [`require!`](crate::require) and [`skip!`](crate::skip) macros that make a test say
-//! `SKIP <test>: why` instead of returning silently.
+//! one sha256 helper (not hoist's own hashing), one skopeo helper, [`have`], and the skip
+//! macros ([`require!`](crate::require), [`optional!`](crate::optional), [`skip!`](crate::skip),
+//! [`skip_part!`](crate::skip_part), [`require_root!`](crate::require_root)) that make a test say
+//! `SKIP <test>: why` instead of returning silently. Every skip goes through [`skip_note`]: with
+//! `CI=true` a skip fails the test unless `tests/skips-allowed.txt` names it with a reason.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -35,6 +37,74 @@ pub fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The reviewed list of tests allowed to skip when `CI=true`, relative to the workspace root:
+/// one `module::test: reason` line each (colon and space after the name; `#` starts a comment). Keep it short: a judge that
+/// can be installed is installed by `.ci/run` instead.
+pub const SKIP_ALLOW_LIST: &str = "tests/skips-allowed.txt";
+
+/// Whether this is a CI run (`CI=true` or `CI=1`, as CI services and `.ci/run`'s callers set
+/// it): a skip then fails the test unless [`SKIP_ALLOW_LIST`] names it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The allow-list file of this workspace.
+pub fn skip_allow_list_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SKIP_ALLOW_LIST)
+}
+
+/// The `(test, reason)` entries of an allow-list text; `Err` names a line without a reason.
+pub fn parse_skip_allow_list(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once(": ").filter(|(_, why)| !why.trim().is_empty()) {
+            Some((test, why)) if !test.trim().is_empty() && !test.contains(' ') => {
+                out.push((test.trim().to_string(), why.trim().to_string()))
+            }
+            _ => return Err(format!("line {}: `{line}` is not `module::test: reason`", n + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// The verdict on a skip of `test` under CI given the allow-list `text`: `Ok(reason)` when the
+/// list names the test exactly (no prefixes or patterns: each entry is reviewed on its own).
+pub fn skip_allowed(text: &str, test: &str) -> Result<String, String> {
+    let entries = parse_skip_allow_list(text)?;
+    entries
+        .into_iter()
+        .find(|(t, _)| t == test)
+        .map(|(_, why)| why)
+        .ok_or_else(|| format!("{test} is not on the allow-list"))
+}
+
+/// The one place every skip goes through: prints `SKIP <test>: <why>` (`SKIP part of <test>: …`
+/// when `part`) on stderr and, when [`in_ci`], panics unless [`SKIP_ALLOW_LIST`] names the test.
+/// Tests reach it through [`require!`](crate::require), [`optional!`](crate::optional),
+/// [`skip!`](crate::skip), [`skip_part!`](crate::skip_part) and
+/// [`require_root!`](crate::require_root); helpers that return `None` call it directly.
+#[track_caller]
+pub fn skip_note(test: &str, part: bool, why: &str) {
+    let what = if part { format!("SKIP part of {test}") } else { format!("SKIP {test}") };
+    eprintln!("{what}: {why}");
+    if !in_ci() {
+        return;
+    }
+    let path = skip_allow_list_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    match skip_allowed(&text, test) {
+        Ok(reason) => eprintln!("  (allowed in CI by {SKIP_ALLOW_LIST}: {reason})"),
+        Err(no) => panic!(
+            "{what}: {why}\nCI=true: a skip is a failure ({no}). Install the judge in .ci/run, \
+             or add `{test}: <reason>` to {SKIP_ALLOW_LIST} for review."
+        ),
+    }
+}
+
 /// The Debian package that installs `tool`, as `.ci/run` installs it.
 fn package_of(tool: &str) -> &str {
     match tool {
@@ -42,30 +112,43 @@ fn package_of(tool: &str) -> &str {
         "mkfs.xfs" => "xfsprogs",
         "filefrag" => "e2fsprogs",
         "ctr" => "containerd",
+        "dockerd" | "docker" => "docker.io",
+        "go" => "golang-go",
         "/bin/busybox" => "busybox-static",
         other => other,
     }
 }
 
-/// `have(tool)`; when it is missing, prints `SKIP <test>: <tool> not found (<why>)` on stderr.
-/// Tests use it through [`require!`](crate::require), which also names the test and returns.
+fn missing(tool: &str) -> String {
+    format!("{tool} not found (not on PATH; .ci/run installs it: apt-get install {})", package_of(tool))
+}
+
+/// `have(tool)`; when it is missing, a skip of the whole `test` ([`skip_note`]). Tests use it
+/// through [`require!`](crate::require), which also names the test and returns.
+#[track_caller]
 pub fn require(test: &str, tool: &str) -> bool {
     let ok = have(tool);
     if !ok {
-        eprintln!("SKIP {test}: {tool} not found (not on PATH; apt-get install {})", package_of(tool));
+        skip_note(test, false, &missing(tool));
     }
     ok
 }
 
-/// `have(tool)`, for a check that is one part of a test; when the tool is missing, prints
-/// `SKIP part of <test>: <tool> not found (<why>)`. Tests use it through
-/// [`optional!`](crate::optional).
+/// `have(tool)`, for a check that is one part of a test; when the tool is missing, a skip of
+/// that part ([`skip_note`]). Tests use it through [`optional!`](crate::optional).
+#[track_caller]
 pub fn optional(test: &str, tool: &str) -> bool {
     let ok = have(tool);
     if !ok {
-        eprintln!("SKIP part of {test}: {tool} not found (not on PATH; apt-get install {})", package_of(tool));
+        skip_note(test, true, &missing(tool));
     }
     ok
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The test's name as libtest prints it (`module::test_name`, what `cargo test FILTER` takes)
@@ -94,7 +177,8 @@ macro_rules! test_name {
 }
 
 /// Returns from the test (after a `SKIP <test>: <tool> not found (...)` note) unless every
-/// tool is installed: `require!("skopeo", "umoci");`.
+/// tool is installed: `require!("skopeo", "umoci");`. Under `CI=true` a missing tool fails the
+/// test unless the allow-list names it: `.ci/run` installs every tool a test requires.
 #[macro_export]
 macro_rules! require {
     ($($tool:expr),+ $(,)?) => {
@@ -116,13 +200,34 @@ macro_rules! optional {
 }
 
 /// Returns from the test after printing `SKIP <test>: <why>` (`why` as in `format!`), for a
-/// test that cannot run here for another reason than a missing tool.
+/// test that cannot run here for another reason than a missing tool. Under `CI=true` it fails
+/// the test instead, unless the allow-list names it ([`skip_note`]). Never for a failure: a
+/// judge that is installed but does not work, or a race the test lost, is a panic.
 #[macro_export]
 macro_rules! skip {
     ($($why:tt)+) => {{
-        eprintln!("SKIP {}: {}", $crate::test_name!(), format!($($why)+));
+        $crate::tools::skip_note($crate::test_name!(), false, &format!($($why)+));
         return;
     }};
+}
+
+/// Notes that one part of the test does not run here (`SKIP part of <test>: <why>`) and goes
+/// on; under `CI=true` a failure unless allow-listed, like [`skip!`](crate::skip).
+#[macro_export]
+macro_rules! skip_part {
+    ($($why:tt)+) => {{
+        $crate::tools::skip_note($crate::test_name!(), true, &format!($($why)+));
+    }};
+}
+
+/// Returns from the test (a [`skip!`](crate::skip)) unless it runs as root: `require_root!("mknod");`.
+#[macro_export]
+macro_rules! require_root {
+    ($($why:tt)+) => {
+        if !$crate::tools::is_root() {
+            $crate::skip!("needs root ({})", format!($($why)+));
+        }
+    };
 }
 
 /// The environment variable that tells a re-run test binary which test it runs for
@@ -235,10 +340,48 @@ mod tests {
     #[test]
     fn finds_tools() {
         assert!(have("sh"));
+        assert!(have("/bin/sh"));
         assert!(!have("surely-no-such-tool-here"));
-        assert!(!require("tools::finds_tools", "surely-no-such-tool-here"));
-        assert!(!crate::optional!("surely-no-such-tool-here"));
         assert!(crate::optional!("sh"));
+    }
+
+    #[test]
+    fn allow_list_names_tests_with_reasons() {
+        let text = "# reviewed\n\na::b: needs a GPU # comment\nc::d:   needs KVM\n";
+        assert_eq!(skip_allowed(text, "a::b").unwrap(), "needs a GPU");
+        assert_eq!(skip_allowed(text, "c::d").unwrap(), "needs KVM");
+        assert!(skip_allowed(text, "a::bc").is_err());
+        assert!(skip_allowed(text, "a::").is_err());
+        assert!(parse_skip_allow_list("a::b\n").is_err(), "an entry without a reason");
+        assert!(parse_skip_allow_list("a::b:  \n").is_err(), "an empty reason");
+        let repo = std::fs::read_to_string(skip_allow_list_path()).expect("the allow-list is in the repo");
+        parse_skip_allow_list(&repo).expect("the repo's allow-list parses");
+    }
+
+    /// A skip under `CI=true` fails the test unless allow-listed: run in a child process of this
+    /// test binary, so that setting `CI` touches no other test.
+    #[test]
+    fn a_skip_fails_under_ci() {
+        if std::env::var_os("HOIST_TESTKIT_SKIP_CHILD").is_some() {
+            require("tools::tests::not_on_the_list", "surely-no-such-tool-here");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let run = |ci: &str| {
+            Command::new(&exe)
+                .args(["tools::tests::a_skip_fails_under_ci", "--exact", "--nocapture"])
+                .env("HOIST_TESTKIT_SKIP_CHILD", "1")
+                .env("CI", ci)
+                .output()
+                .unwrap()
+        };
+        let out = run("true");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a skip passed under CI=true: {err}");
+        assert!(err.contains("SKIP tools::tests::not_on_the_list: surely-no-such-tool-here not found"), "{err}");
+        assert!(err.contains("CI=true: a skip is a failure"), "{err}");
+        let out = run("false");
+        assert!(out.status.success(), "a skip failed outside CI: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]
