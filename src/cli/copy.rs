@@ -442,8 +442,11 @@ fn print_result(
         Some(m) => format!("{} (served by mirror {m})", src.location()),
         None => src.location(),
     };
+    // A retag moves no manifest: say that the tag was set, not only that it "existed".
+    let tags: Vec<&str> = plan.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect();
+    let tagged = if tags.is_empty() { String::new() } else { format!("; tagged {}", printable(&tags.join(", "))) };
     ctx.progress.line(&format!(
-        "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",
+        "{} -> {}: {} blob(s) copied ({}), {} already there, {} mounted; {} manifest(s) written, {} already there{tagged}",
         printable(&from),
         printable(&dst.location()),
         report.blobs_uploaded,

@@ -169,6 +169,23 @@ pub(crate) fn man(ctx: &Ctx, args: ManArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Print the version.
+pub(crate) fn version(ctx: &Ctx) -> Result<i32> {
+    if ctx.json() {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "commit": env!("HOIST_GIT_COMMIT"),
+                "buildDate": env!("HOIST_BUILD_DATE"),
+            })
+        );
+    } else {
+        outln!("hoist {LONG_VERSION}");
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -185,21 +202,4 @@ mod tests {
         assert!(synopsis.contains("USER:PASSWORD") && synopsis.contains("SRC DST"), "{synopsis}");
         assert!(page("hoist.1").contains("EXIT STATUS"));
     }
-}
-
-/// Print the version.
-pub(crate) fn version(ctx: &Ctx) -> Result<i32> {
-    if ctx.json() {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "commit": env!("HOIST_GIT_COMMIT"),
-                "buildDate": env!("HOIST_BUILD_DATE"),
-            })
-        );
-    } else {
-        outln!("hoist {LONG_VERSION}");
-    }
-    Ok(0)
 }

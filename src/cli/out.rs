@@ -22,8 +22,11 @@ pub(crate) use outln;
 /// command that prints results: the process ends here with status 0, as ripgrep's does.
 /// Any other write error ends it with status 1 and a message.
 pub(crate) fn write_stdout(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+    let written = super::progress::suspend_bars(|| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|_| out.flush())
+    });
+    if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(exit::OK);
         }

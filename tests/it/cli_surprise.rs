@@ -226,3 +226,171 @@ fn a_pasted_url_is_understood_or_refused_with_the_reason() {
     let (_, se) = code("http://", &hoist(["inspect", &format!("http://{host}/app:v1")]), 2);
     assert!(se.contains("--insecure-registry") && se.contains("HOST/REPO"), "{se}");
 }
+
+#[test]
+fn writes_never_create_or_take_over_what_was_not_asked_for() {
+    let t = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    // An archive in a directory that does not exist: not found (3), the directory not made.
+    let missing = t.path().join("nonexistent-dir");
+    let out = hoist(["copy", &src, &format!("oci-archive:{}", missing.join("x.tar").display())]);
+    let (_, se) = code("oci-archive in a missing directory", &out, 3);
+    assert!(se.contains("nonexistent-dir"), "{se}");
+    assert!(!missing.exists(), "the directory was created");
+    // A directory of the user's is not turned into a layout ...
+    let mine = t.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine\n").unwrap();
+    let (_, se) = code("pull into a non-empty directory", &hoist(["pull", &src, mine.to_str().unwrap()]), 2);
+    assert!(se.contains("not empty") && se.contains("--force"), "{se}");
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1, "nothing written");
+    // ... unless asked to.
+    code("--force", &hoist(["-q", "pull", "--force", &src, mine.to_str().unwrap()]), 0);
+    assert!(mine.join("oci-layout").is_file() && mine.join("notes.txt").is_file());
+    // A layout again is fine, and so is an empty directory.
+    code("into a layout", &hoist(["-q", "pull", &src, mine.to_str().unwrap()]), 0);
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    code("into an empty directory", &hoist(["-q", "pull", &src, empty.to_str().unwrap()]), 0);
+    // A file: a clear error naming it, not EEXIST.
+    let file = t.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (_, se) = code("pull onto a file", &hoist(["pull", &src, file.to_str().unwrap()]), 2);
+    assert!(se.contains("is a file") && !se.contains("os error"), "{se}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn progress_json_keeps_stderr_pure_json_and_usage_errors_follow_format_json() {
+    let t = tempfile::tempdir().unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    let dst = format!("oci:{}", t.path().join("l").display());
+    let each_line_json = |se: &str| {
+        for l in se.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"));
+        }
+    };
+    let (_, se) = code("copy", &hoist(["--progress", "json", "copy", &src, &dst]), 0);
+    each_line_json(&se);
+    let out = hoist(["--progress", "json", "tags", &format!("oci:{}", t.path().join("nope").display())]);
+    let (_, se) = code("an error", &out, 3);
+    each_line_json(&se);
+    let last: serde_json::Value = serde_json::from_str(se.lines().last().unwrap()).unwrap();
+    assert_eq!((last["event"].as_str(), last["exitCode"].as_i64()), (Some("error"), Some(3)), "{se}");
+    // A command-line mistake with --format json: the error document on stdout, exit 2.
+    let (so, _) = code("a missing argument", &hoist(["--format", "json", "copy", &src]), 2);
+    assert_eq!(json(&so)["error"]["kind"], "usage", "{so}");
+    let (_, se) = code("and as an event", &hoist(["--progress", "json", "copy", "--no-such-flag"]), 2);
+    each_line_json(&se);
+}
+
+#[test]
+fn commands_of_other_tools_point_to_the_hoist_way() {
+    let (_, se) = code("export", &hoist(["export", "localhost:5000/a:v1", "-"]), 2);
+    assert!(se.contains("type=local"), "{se}");
+    // `hoist tag` is not `tags` (clap alone would suggest it), while hoist has no `tag`.
+    let help = text(&hoist(["--help"])).0;
+    if !help.lines().any(|l| l.trim_start().starts_with("tag ")) {
+        let (_, se) = code("tag", &hoist(["tag", "a", "b"]), 2);
+        assert!(se.contains("hoist copy") && !se.contains("'tags'"), "{se}");
+    }
+}
+
+#[test]
+fn digest_inspect_config_and_skopeo_flags_do_what_their_names_say() {
+    let t = tempfile::tempdir().unwrap();
+    let multi = format!("oci:{}:multi", sample_layout().display());
+    assert_eq!(code("digest", &hoist(["digest", &multi]), 0).0.trim(), INDEX);
+    assert_eq!(code("--platform digest", &hoist(["--platform", "linux/arm64", "digest", &multi]), 0).0.trim(), ARM64);
+    // inspect --config on an index says how to pick an image; with one, ends with a newline.
+    let (_, se) = code("--config of an index", &hoist(["inspect", "--config", &multi]), 2);
+    assert!(se.contains("--platform linux/amd64"), "{se}");
+    let (so, _) = code("--config", &hoist(["--platform", "linux/arm64", "inspect", "--config", &multi]), 0);
+    assert!(so.ends_with("}\n") && json(&so)["architecture"] == "arm64", "{so:?}");
+    // skopeo's --all and --preserve-digests are accepted and change nothing.
+    let dst = t.path().join("l");
+    let out = hoist([
+        "--format",
+        "json",
+        "copy",
+        "--all",
+        "--preserve-digests",
+        &multi,
+        &format!("oci:{}:v1", dst.display()),
+    ]);
+    assert_eq!(json(&code("copy --all --preserve-digests", &out, 0).0)["roots"][0]["digest"], INDEX);
+    hoist_testkit::require!("skopeo");
+    let raw = skopeo(["inspect", "--raw", &multi]);
+    assert!(raw.status.success(), "{}", text(&raw).1);
+    assert_eq!(sha256(&raw.stdout), INDEX, "skopeo's bytes hash to what hoist digest printed");
+}
+
+#[test]
+fn per_end_tls_settings_reach_their_registry_only() {
+    let a = TestRegistry::start(RegistryOpts::tls_cert(hoist_testkit::registry::CertKind::SelfSigned));
+    let b = TestRegistry::start(RegistryOpts::tls_cert(hoist_testkit::registry::CertKind::SelfSigned));
+    let certs_d = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| hoist_cmd().env("HOIST_CERTS_D", certs_d.path()).args(args).output().unwrap();
+    let (src, dst) = (format!("{}/app:v1", a.host()), format!("{}/app:v1", b.host()));
+    let sample = format!("oci:{}:multi", sample_layout().display());
+    let a_dir = a.cert_dir();
+    let b_dir = b.cert_dir();
+    let (ad, bd) = (a_dir.to_str().unwrap(), b_dir.to_str().unwrap());
+    code("push to A", &run(&["-q", "copy", "--dest-cert-dir", ad, &sample, &src]), 0);
+    // Only the source trusted: the destination's certificate is refused, naming it.
+    let (_, se) = code("B untrusted", &run(&["-q", "copy", "--src-cert-dir", ad, &src, &dst]), 1);
+    assert!(se.contains(&b.host()) && se.contains("unknown authority"), "{se}");
+    // Each end its own directory: the copy works.
+    code("both trusted", &run(&["-q", "copy", "--src-cert-dir", ad, "--dest-cert-dir", bd, &src, &dst]), 0);
+    // --dest-tls-verify=false for B alone; A still verified (A's dir not given: refused).
+    code("B unverified", &run(&["-q", "copy", "--src-cert-dir", ad, "--dest-tls-verify=false", &src, &dst]), 0);
+    let (_, se) = code("A unverified only", &run(&["-q", "copy", "--dest-tls-verify=false", &src, &dst]), 1);
+    assert!(se.contains(&a.host()), "{se}");
+    // A flag for an end that is no registry is a usage error.
+    let t = tempfile::tempdir().unwrap();
+    let out = run(&["copy", "--dest-tls-verify=false", &sample, &format!("oci:{}", t.path().join("x").display())]);
+    code("--dest-tls-verify for a layout", &out, 2);
+}
+
+#[test]
+fn bundle_index_entries_have_no_platform_and_maintainers_take_colons() {
+    let t = tempfile::tempdir().unwrap();
+    let inv = format!("oci:{}@{AMD64}", sample_layout().display());
+    let web = format!("oci:{}@{ARM64}", sample_layout().display());
+    let out_dir = t.path().join("bundle");
+    let args = [
+        "-q",
+        "bundle",
+        "create",
+        "--name",
+        "hello",
+        "--version",
+        "0.1.0",
+        "--invocation",
+        &inv,
+        "--component",
+        &format!("web={web}"),
+        "--maintainer",
+        "Jane Doe:jane@example.com:https://example.com/jane",
+        "--keyword",
+        "demo",
+        "--tag",
+        &format!("oci:{}:v1", out_dir.display()),
+    ];
+    code("bundle create", &hoist(args), 0);
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    let root = index_json["manifests"][0]["digest"].as_str().unwrap().replacen(':', "/", 1);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("blobs").join(root)).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{index}");
+    assert!(entries.iter().all(|e| e.get("platform").is_none()), "cnab-to-oci writes no platform: {index}");
+    let authors: serde_json::Value =
+        serde_json::from_str(index["annotations"]["org.opencontainers.image.authors"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        authors,
+        serde_json::json!([{"email": "jane@example.com", "name": "Jane Doe", "url": "https://example.com/jane"}])
+    );
+    assert_eq!(index["annotations"]["io.cnab.keywords"], "[\"demo\"]");
+}

@@ -335,7 +335,7 @@ fn bundle_round_trips_registry_archive_registry() {
 
     let text = run_ok(&["bundle", "inspect", &format!("{host}/b2:v1")]);
     assert!(text.contains("demo 0.1.0"), "{text}");
-    assert!(text.contains("web") && text.contains("api") && text.contains("linux/arm64/v8"), "{text}");
+    assert!(text.contains("web") && text.contains("api"), "{text}");
     let info: Value = serde_json::from_str(&run_ok(&[
         "--format",
         "json",
@@ -347,7 +347,8 @@ fn bundle_round_trips_registry_archive_registry() {
     assert_eq!(info["name"], "demo");
     let names: Vec<&str> = info["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["invocation", "api", "web"]);
-    assert_eq!(info["components"][2]["platform"]["architecture"], "arm64");
+    // As cnab-to-oci writes them: no platform on a bundle's entries.
+    assert!(info["components"][2].get("platform").is_none(), "{info}");
 
     // Straight to an archive with --output (no registry): same index as long as the names match.
     let y = tmp.path().join("y.tar");

@@ -217,7 +217,7 @@ impl Repository {
         }
         let body = read_limited(resp, MAX_TAG_PAGE, &self.registry, self.client.opts.read_timeout).await.ok()?;
         let c: Catalog = serde_json::from_slice(&body).ok()?;
-        if c.repositories.iter().any(|r| *r == self.repo) {
+        if c.repositories.contains(&self.repo) {
             return Some(true);
         }
         // A full page that ends before the name says nothing about it.
