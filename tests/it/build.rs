@@ -330,6 +330,7 @@ fn unsafe_paths_are_refused() {
 
 #[tokio::test]
 async fn golden_image_bytes() {
+    hoist_testkit::require!("python3");
     let t = tempfile::tempdir().unwrap();
     fs::write(t.path().join("hello.txt"), b"hello\n").unwrap();
     let layout = Layout::create(t.path().join("oci")).unwrap();
@@ -350,7 +351,48 @@ async fn golden_image_bytes() {
     assert_eq!(cfg, GOLDEN_CONFIG);
     assert_eq!(m, GOLDEN_MANIFEST);
     assert_eq!(root.digest.to_string(), GOLDEN_DIGEST);
+    // The golden values are not only hoist's own output: python writes the same layer from
+    // POSIX's ustar layout by hand, and the config and manifest as compact JSON, and gets the
+    // same three digests.
+    let out = Command::new("python3").arg("-c").arg(GOLDEN_PY).output().unwrap();
+    let derived = common::assert_success("python3 (golden image)", &out);
+    let derived: Vec<&str> = derived.lines().collect();
+    let diff_id = serde_json::from_str::<Value>(GOLDEN_CONFIG).unwrap()["rootfs"]["diff_ids"][0].clone();
+    assert_eq!(derived, [diff_id.as_str().unwrap(), cfg_desc.digest.to_string().as_str(), GOLDEN_DIGEST]);
 }
+
+/// The golden image of [`golden_image_bytes`] derived without hoist: prints the layer's
+/// digest, the config's and the manifest's.
+const GOLDEN_PY: &str = r##"
+import hashlib, json, sys
+def field(value, width):            # POSIX ustar numeric field: octal, zero-padded, NUL-terminated
+    return b"%0*o\0" % (width - 1, value)
+def ustar(name, size, mode, mtime):
+    h = bytearray(512)
+    h[0:len(name)] = name                       # name
+    h[100:108] = field(mode, 8)                 # mode
+    h[108:116] = field(0, 8)                    # uid
+    h[116:124] = field(0, 8)                    # gid
+    h[124:136] = field(size, 12)                # size
+    h[136:148] = field(mtime, 12)               # mtime
+    h[156:157] = b"0"                           # typeflag: regular file
+    h[257:263] = b"ustar\0"; h[263:265] = b"00" # magic, version; uname, gname, devmajor, devminor, prefix: empty
+    h[148:156] = b" " * 8                       # checksum: sum of the header with the field as spaces
+    h[148:156] = field(sum(h), 8)
+    return bytes(h)
+data = b"hello\n"
+layer = ustar(b"hello.txt", len(data), 0o644, 0) + data.ljust(512, b"\0") + b"\0" * 1024
+diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+epoch = "1970-01-01T00:00:00Z"
+config = {"created": epoch, "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/cat", "/hello.txt"]},
+          "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "history": [{"created": epoch, "created_by": "hoist build"}]}
+cbytes = json.dumps(config, separators=(",", ":")).encode()
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + hashlib.sha256(cbytes).hexdigest(), "size": len(cbytes)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer)}]}
+mbytes = json.dumps(manifest, separators=(",", ":")).encode()
+print(diff_id); print("sha256:" + hashlib.sha256(cbytes).hexdigest()); print("sha256:" + hashlib.sha256(mbytes).hexdigest())
+"##;
 
 const GOLDEN_CONFIG: &str = r#"{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{"Cmd":["/bin/cat","/hello.txt"]},"rootfs":{"type":"layers","diff_ids":["sha256:93769e9d52b5a8be01b6d5097c596438ef22c80aa6dca1aff93786a003e964e2"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"hoist build"}]}"#;
 const GOLDEN_MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0f9b6fd3172dbdca0a129ca798f8a46e8b84acd3989e387f19f017c473303bd4","size":301},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:93769e9d52b5a8be01b6d5097c596438ef22c80aa6dca1aff93786a003e964e2","size":2048}]}"#;

@@ -525,3 +525,59 @@ fn artifact_pack_with_config_and_annotation_file() {
     let tags = ok("tags", hoist_in(&t.join("store"), &["tags", t.join("store").to_str().unwrap()]));
     assert!(tags.lines().any(|l| l == "example.com/local:v9"), "{tags}");
 }
+
+/// The owners of every entry of every layer of the OCI layout `dir`'s image, as GNU tar lists
+/// them (`tar --numeric-owner -tvf`: `uid/gid` in the second column), one per entry.
+fn layer_owners(dir: &Path) -> Vec<String> {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &Value| dir.join("blobs/sha256").join(&d["digest"].as_str().unwrap()[7..]);
+    let manifest: Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0])).unwrap()).unwrap();
+    let mut owners = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let out = Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(blob(layer)).output().unwrap();
+        let listing = assert_success("tar -tvf", &out);
+        owners.extend(listing.lines().map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()));
+    }
+    owners
+}
+
+/// README: context owners become 0:0. A context whose files belong to 1000:1000 (as a user's
+/// checkout does) gives layers whose every entry is 0/0, in a TOML build and in a Dockerfile
+/// COPY; judged by GNU tar's listing of the layer blobs.
+#[test]
+fn context_owned_by_a_user_gives_root_owned_layers() {
+    hoist_testkit::require!("tar");
+    hoist_testkit::require_root!("chown to another user");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(ctx.join("sub")).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("sub/b.txt"), "b\n").unwrap();
+    fs::write(
+        ctx.join("hoist.toml"),
+        "compression = \"none\"\n[[layers]]\nfiles = [ { source = \"a.txt\", target = \"/a.txt\" }, \
+         { source = \"sub\", target = \"/sub\" } ]\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a.txt sub /ctx/\n").unwrap();
+    for e in walkdir::WalkDir::new(&ctx) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(1000), Some(1000)).unwrap();
+    }
+    let toml = t.join("toml-out");
+    let file = ctx.join("hoist.toml");
+    let out = hoist_in(
+        &t.join("store"),
+        &["build", "-f", file.to_str().unwrap(), "--output", &format!("type=oci,dest={},tar=false", toml.display())],
+    );
+    assert_success("hoist build (TOML)", &out);
+    let docker = t.join("df-out");
+    let o = format!("type=oci,dest={},tar=false", docker.display());
+    let out = hoist_in(&t.join("store"), &["build", "--compression", "none", "--output", &o, ctx.to_str().unwrap()]);
+    assert_success("hoist build (Dockerfile)", &out);
+    for dir in [&toml, &docker] {
+        let owners = layer_owners(dir);
+        assert!(owners.len() >= 3, "{}: {owners:?}", dir.display());
+        assert!(owners.iter().all(|o| o == "0/0"), "{}: owners {owners:?}", dir.display());
+    }
+}

@@ -207,3 +207,82 @@ fn an_export_never_writes_through_a_symlink() {
     assert!(se.contains("symlink"), "{se}");
     assert!(!outside.join("owned").exists());
 }
+
+/// `build --output type=local` of an image whose layers are `layers` (each a tar), into
+/// `t/rootfs`; the output.
+fn export_local(t: &Path, layers: &[&[u8]]) -> std::process::Output {
+    let layout = t.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let (m, d) = write_image(&layout, layers, "evil");
+    write_index(&layout, &[("v1", &m, &d)]);
+    let file = t.join("hoist.toml");
+    std::fs::write(&file, format!("base = \"oci:{}:v1\"\n", layout.display())).unwrap();
+    let (dest, store) = (t.join("rootfs"), t.join("store"));
+    hoist([
+        "build".as_ref(),
+        "-f".as_ref(),
+        file.as_os_str(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--output".as_ref(),
+        format!("type=local,dest={}", dest.display()).as_ref(),
+    ] as [&std::ffi::OsStr; 7])
+}
+
+/// The cases of SECURITY.md's "never writes through a symlink" that need more than one layer
+/// or a link: a symlink from an earlier layer used as a parent in a later one (refused,
+/// nothing outside); a later layer's file replacing a symlink that points outside (the link is
+/// replaced, the outside file untouched); a hard link whose target is outside the root
+/// (refused, or at least never linked to the outside file).
+#[test]
+fn an_export_never_writes_through_links_across_layers() {
+    use tar::EntryType::*;
+    let tar = |entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mode = if *kind == Symlink { 0o777 } else { 0o644 };
+            entry(&mut b, path, *kind, mode, (0, 0), data, *link);
+        }
+        b.into_inner().unwrap()
+    };
+
+    // 1. `esc -> OUTSIDE` in layer 1, `esc/owned` in layer 2.
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let l1 = tar(&[("esc", Symlink, b"", Some(outside.to_str().unwrap()))]);
+    let l2 = tar(&[("esc/owned", Regular, b"pwned\n", None)]);
+    let out = export_local(t.path(), &[&l1, &l2]);
+    let (_, se) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "a later layer wrote through an earlier layer's symlink: {se}");
+    assert!(se.contains("symlink"), "{se}");
+    assert!(!outside.join("owned").exists(), "a file was written outside the root");
+
+    // 2. `f -> OUTSIDE/target` in layer 1, a regular `f` in layer 2: the link is replaced.
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("target"), "keep\n").unwrap();
+    let target = outside.join("target");
+    let l1 = tar(&[("f", Symlink, b"", Some(target.to_str().unwrap()))]);
+    let l2 = tar(&[("f", Regular, b"new\n", None)]);
+    let out = export_local(t.path(), &[&l1, &l2]);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep\n", "written through the final component");
+    if out.status.success() {
+        let f = t.path().join("rootfs/f");
+        assert!(std::fs::symlink_metadata(&f).unwrap().file_type().is_file(), "f is still a link");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new\n");
+    }
+
+    // 3. A hard link to `../outside/secret` (out of the root).
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "secret\n").unwrap();
+    let l1 = tar(&[("h", Link, b"", Some("../outside/secret"))]);
+    let out = export_local(t.path(), &[&l1]);
+    let secret = std::fs::metadata(outside.join("secret")).unwrap();
+    assert_eq!(secret.nlink(), 1, "the outside file got a hard link: {}", text(&out).1);
+    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "secret\n");
+    assert!(!out.status.success(), "a hard link out of the root was accepted: {}", text(&out).1);
+}

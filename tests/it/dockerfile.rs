@@ -447,11 +447,47 @@ fn multi_platform_without_run_and_foreign_run_refused() {
     );
 }
 
-/// The stat cache's racy-clean rule (src/build/dockerfile/statcache.rs): a file changed less
-/// than 100 ms before its stat is hashed again next time. Test contexts are written just
-/// before the build, so they are first made older than that.
-fn age_past_racy_margin() {
-    std::thread::sleep(std::time::Duration::from_millis(150));
+/// The stat cache's racy-clean rule (src/dockerfile/statcache.rs): a file changed less than
+/// `RACY_MARGIN_NS` before it was hashed is hashed again next time. Test contexts are written
+/// just before the build, so this waits until the clock is past the newest ctime under `dir`
+/// plus that margin (an observed condition, not a fixed sleep).
+fn age_past_racy_margin(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let newest = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128)
+        .max()
+        .unwrap_or(0);
+    let now = || {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        d.as_nanos() as i128
+    };
+    while now() <= newest + hoist::dockerfile::statcache::RACY_MARGIN_NS {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The files (not directories) under `root` that the processes traced into `trace` opened
+/// (`strace -f -y -e trace=open,openat`: the fd each open returned is shown with its path),
+/// relative to `root`, sorted, each once.
+fn opened_files_under(trace: &Path, root: &Path) -> Vec<String> {
+    let text = fs::read_to_string(trace).unwrap();
+    let mut files: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("O_DIRECTORY"))
+        .filter_map(|l| {
+            let ret = l.rsplit_once(") = ")?.1;
+            let path = ret.split_once('<')?.1.strip_suffix('>')?;
+            let rel = Path::new(path).strip_prefix(root).ok()?;
+            Some(rel.to_string_lossy().into_owned())
+        })
+        .filter(|rel| !rel.is_empty() && Path::new(root).join(rel).is_file())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// `N context files hashed (M from the stat cache)` of a build's summary line.
@@ -483,32 +519,54 @@ fn cached_build_hashes_nothing_and_sees_same_size_rewrites() {
         "FROM scratch AS data\nCOPY tree/ /data/\nFROM scratch\nCOPY --from=data /data /data\nCOPY one /one\n",
     )
     .unwrap();
-    age_past_racy_margin();
+    age_past_racy_margin(&ctx);
+    // Which context files a build opens is observed from outside, with strace (hoist's own
+    // counts in its summary are checked too).
+    let traced = hoist_testkit::optional!("strace");
     // the copied snapshot: COPY --from needs no overlay mount (nor root) on a cache miss
-    let build = |dest: &str, extra: &[&str]| {
+    let build_traced = |dest: &str, extra: &[&str], trace: Option<&Path>| {
         let o = format!("type=oci,dest={},tar=false", t.join(dest).display());
         let mut a = vec!["build", "--snapshotter", "copy", "-t", "img:latest", "--output", &o];
         a.extend(extra);
         a.push(ctx.to_str().unwrap());
-        let out = hoist_in(&t.join("store"), &a);
+        let mut cmd = match trace.filter(|_| traced) {
+            Some(log) => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-qq", "-y", "-e", "trace=open,openat", "-o"]).arg(log).arg(hoist_bin());
+                c
+            }
+            None => hoist_cmd(),
+        };
+        let out = cmd.env("HOIST_STORE", t.join("store")).env_remove("SOURCE_DATE_EPOCH").args(&a).output().unwrap();
         let digest = assert_success("hoist build", &out).trim().to_string();
         (digest, String::from_utf8_lossy(&out.stderr).into_owned())
     };
+    let build = |dest: &str, extra: &[&str]| build_traced(dest, extra, None);
     let (first, log) = build("o1", &[]);
     assert_eq!(hashed_counts(&log), (201, 0), "{log}");
-    let (second, log) = build("o2", &[]);
+    let trace = t.join("open.log");
+    let (second, log) = build_traced("o2", &[], Some(&trace));
     assert_eq!(second, first);
     assert_eq!(hashed_counts(&log), (0, 201), "{log}");
     assert!(log.contains("3 steps cached"), "{log}");
+    if traced {
+        let opened = opened_files_under(&trace, &ctx);
+        assert_eq!(opened, ["Dockerfile"], "the cached build opened context files");
+    }
     // same size, same mtime, other content
     let f = ctx.join("one");
     let mtime = fs::metadata(&f).unwrap().modified().unwrap();
     fs::write(&f, "bbbb").unwrap();
     fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
-    let (third, log) = build("o3", &[]);
+    let (third, log) = build_traced("o3", &[], Some(&trace));
     assert_ne!(third, first, "the rewrite must be seen");
     assert_eq!(hashed_counts(&log), (1, 200), "{log}");
     assert!(log.contains("2 steps cached"), "{log}");
+    if traced {
+        // the one rewritten file is read again, and no other
+        let opened = opened_files_under(&trace, &ctx);
+        assert_eq!(opened, ["Dockerfile", "one"], "the rebuild opened other context files");
+    }
     // and what it built is what a build without any cache builds
     let (fresh, log) = build("o4", &["--no-cache"]);
     assert_eq!(fresh, third);

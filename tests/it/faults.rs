@@ -335,5 +335,51 @@ async fn progress_stays_correct_across_retries_and_jobs_bound_concurrency() {
     assert_eq!(rec.over.load(Ordering::SeqCst), 0, "progress went past a blob's size");
     assert!(rec.bad_done.lock().unwrap().is_empty(), "{:?}", rec.bad_done.lock().unwrap());
     assert!(rec.max_active.load(Ordering::SeqCst) <= 2, "more than --jobs blobs at once");
+    // and as the server side counts it: upload requests (PATCH, PUT) in flight at once
+    let exchanges = proxy.exchanges();
+    let uploads =
+        exchanges.iter().filter(|e| e.path.contains("/blobs/uploads/") && (e.method == "PATCH" || e.method == "PUT"));
+    let concurrent = hoist_testkit::proxy::max_concurrent(uploads);
+    assert!((1..=2).contains(&concurrent), "{concurrent} upload requests at once with jobs 2");
     assert!(faults_of(&proxy, |f| matches!(f, Fault::RequestCut(_))) >= 1);
+}
+
+/// Waits between attempts as the server sees them (request arrival times at the proxy, not
+/// hoist's own account): a `429` with `Retry-After: 2` on the manifest PUT is retried no
+/// sooner than 2 s after it was answered; three `502`s without `Retry-After` are retried after
+/// growing backoffs, each at least 0.75x of 400 ms, 800 ms, 1.6 s (200 ms doubled per
+/// failure, jitter ±25%). Only lower bounds: a loaded machine may add, never remove, time.
+#[test]
+fn retry_after_and_backoff_are_kept_as_the_server_sees_them() {
+    let reg = TestRegistry::plain();
+    let src = tempfile::tempdir().unwrap();
+    image_layout(src.path(), "v1", &[4096], 44);
+    let manifest_puts = |proxy: &FaultProxy| -> Vec<hoist_testkit::proxy::Exchange> {
+        proxy.exchanges().into_iter().filter(|e| e.method == "PUT" && e.path.contains("/manifests/")).collect()
+    };
+    let gaps = |puts: &[hoist_testkit::proxy::Exchange]| -> Vec<Duration> {
+        puts.windows(2).map(|w| w[1].started.duration_since(w[0].ended.expect("answered"))).collect()
+    };
+
+    let rule = Rule::new().method("PUT").path("/manifests/").nth(1).status(429).retry_after(2);
+    let proxy = FaultProxy::start(&reg.url(), vec![rule]).unwrap();
+    let out = hoist(push_args(&proxy, src.path(), "ra/img:v1", &[]));
+    assert!(out.status.success(), "{}", output_text(&out).1);
+    let puts = manifest_puts(&proxy);
+    assert_eq!(puts.iter().map(|e| e.status).collect::<Vec<_>>(), [Some(429), Some(201)], "{puts:?}");
+    let waited = gaps(&puts)[0];
+    eprintln!("Retry-After: 2 -> the retry came {waited:?} later");
+    assert!(waited >= Duration::from_secs(2), "retried {waited:?} after a 429 with Retry-After: 2");
+
+    proxy.set_rules(vec![Rule::new().method("PUT").path("/manifests/").times(3).status(502)]);
+    let out = hoist(push_args(&proxy, src.path(), "bo/img:v1", &[]));
+    assert!(out.status.success(), "{}", output_text(&out).1);
+    let puts: Vec<_> = manifest_puts(&proxy).into_iter().filter(|e| e.path.contains("/bo/")).collect();
+    assert_eq!(puts.iter().map(|e| e.status).collect::<Vec<_>>(), [Some(502), Some(502), Some(502), Some(201)]);
+    let waited = gaps(&puts);
+    eprintln!("backoff after three 502s: {waited:?}");
+    for (w, nominal) in waited.iter().zip([400u64, 800, 1600]) {
+        assert!(*w >= Duration::from_millis(nominal * 3 / 4), "backoff {w:?}, nominal {nominal} ms: {waited:?}");
+    }
+    assert!(waited[2] > waited[0], "the backoff did not grow: {waited:?}");
 }

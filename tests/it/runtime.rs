@@ -277,17 +277,43 @@ fn containerd_resumes_a_killed_copy() {
     let active = c.ctr_ok(&["-n", ns, "content", "active"]);
     assert!(active.contains("hoist-sha256:"), "no partial ingest after the kill: {active}");
     assert!(images(&c, ns).is_empty(), "an image record before its content was complete");
+    // What containerd's content store holds of the big layer (its ingest's data file).
+    let kept = walkdir::WalkDir::new(&ingest)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "data")
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    assert!(kept >= 16 << 20, "the ingest holds {kept} bytes after the kill");
 
-    // The second run continues the ingest and leaves containerd clean.
+    // What the image has that containerd has not committed yet (the big layer, perhaps the
+    // busybox one and the documents), in bytes.
+    let committed = content(&c, ns);
+    let missing: u64 = digests_under(&store, &root)
+        .iter()
+        .filter(|d| !committed.contains(d))
+        .map(|d| std::fs::metadata(store.join("blobs/sha256").join(&d[7..])).unwrap().len())
+        .sum();
+    // The second run continues the ingest and leaves containerd clean. It talks to containerd
+    // through a counting socket relay: it sends what is missing less what the ingest kept,
+    // plus gRPC framing and requests (1 MiB); a restart would send the whole big layer again.
+    let relay = UnixRelay::start(c.socket(), &t.path().join("relay.sock"));
+    let dst_relayed = format!("containerd:{}#{ns}/bb:big", relay.path.display());
     let out = hoist_cmd()
         .env("HOIST_STORE", &store)
         .env("CONTAINERD_SNAPSHOTTER", c.snapshotter())
-        .args(["copy", &src, &dst])
+        .args(["copy", &src, &dst_relayed])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_success("hoist copy (again)", &out);
     assert!(err.contains("resuming sha256:"), "the second copy did not resume: {err}");
+    let sent = relay.sent();
+    let bound = missing - kept + (1 << 20);
+    eprintln!("containerd resume: {kept} bytes kept by the ingest, {sent} sent by the re-run");
+    assert!(sent <= bound, "the re-run sent containerd {sent} bytes (> {bound}): it did not continue the ingest");
     assert_eq!(images(&c, ns).get("docker.io/library/bb:big"), Some(&root));
     content(&c, ns);
     clean_but(&c, ns, Some(child.id()));
@@ -514,4 +540,54 @@ fn podman_runs_what_type_podman_wrote() {
     );
     assert!(run.status.success(), "podman run: {}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), HELLO);
+}
+
+/// A byte-counting relay on a unix socket in front of containerd's: what a client sends
+/// containerd, counted outside hoist. One thread pair per connection; stops with the test.
+struct UnixRelay {
+    path: PathBuf,
+    up: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl UnixRelay {
+    fn start(upstream: &Path, path: &Path) -> UnixRelay {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = UnixListener::bind(path).unwrap();
+        let up = Arc::new(AtomicU64::new(0));
+        let (counter, upstream) = (up.clone(), upstream.to_path_buf());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = UnixStream::connect(&upstream) else { return };
+                let pipe = |mut from: UnixStream, mut to: UnixStream, count: Option<Arc<AtomicU64>>| {
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            let n = match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if let Some(c) = &count {
+                                c.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                            if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), Some(counter.clone()));
+                pipe(server, client, None);
+            }
+        });
+        UnixRelay { path: path.to_path_buf(), up }
+    }
+
+    /// Bytes clients sent so far.
+    fn sent(&self) -> u64 {
+        self.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

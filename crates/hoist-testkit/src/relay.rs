@@ -71,6 +71,9 @@ pub struct RelayStats {
     pub down: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections open now (accepted, not yet closed on both sides): zero after a killed
+    /// client's connections have drained, so the counters above then hold everything it sent.
+    pub open: AtomicU64,
 }
 
 impl RelayStats {
@@ -161,6 +164,19 @@ impl Relay {
     pub fn stats(&self) -> Arc<RelayStats> {
         self.stats.clone()
     }
+
+    /// Waits until no connection is open (a killed client's bytes have all gone through and
+    /// both sides closed) or `limit` passed; whether it drained.
+    pub fn wait_drained(&self, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.stats.open.load(Ordering::SeqCst) > 0 {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 impl Drop for Relay {
@@ -188,8 +204,17 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr, config: RelayCon
             }
         };
         stats.connections.fetch_add(1, Ordering::SeqCst);
+        stats.open.fetch_add(1, Ordering::SeqCst);
         let (stats, up_bucket, down_bucket) = (stats.clone(), up_bucket.clone(), down_bucket.clone());
         tokio::spawn(async move {
+            /// Counts the connection closed when the task ends, however it ends.
+            struct Open(Arc<RelayStats>);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0.open.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _open = Open(stats.clone());
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);

@@ -46,7 +46,7 @@ pub mod state;
 pub use bodies::ProxyBody;
 pub use rules::{parse_duration, parse_rules, parse_size, PathMatch, Rule, When};
 pub use serving::serve;
-pub use state::{Exchange, Fault, ProxyState, RuleStats};
+pub use state::{max_concurrent, Exchange, Fault, ProxyState, RuleStats};
 
 /// Error type of the proxy's bodies and service.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -38,6 +38,33 @@ pub struct Exchange {
     pub status: Option<u16>,
     /// Faults injected into this exchange.
     pub faults: Vec<Fault>,
+    /// The request's `Authorization` header, as the client sent it (to check which
+    /// credentials reached which server).
+    pub authorization: Option<String>,
+    /// When the proxy got the request head.
+    pub started: std::time::Instant,
+    /// When the proxy was done with the request (answered it, or the client or upstream went
+    /// away); `None` while in flight. For uploads the request body is read by then.
+    pub ended: Option<std::time::Instant>,
+}
+
+/// The most exchanges among `exchanges` that were in flight at one moment (an exchange still
+/// in flight counts as open until now), as a server counts concurrent requests.
+pub fn max_concurrent<'a>(exchanges: impl IntoIterator<Item = &'a Exchange>) -> usize {
+    let now = std::time::Instant::now();
+    // (time, +1 start / -1 end); at equal times ends first, so touching intervals do not overlap
+    let mut events: Vec<(std::time::Instant, i32)> = Vec::new();
+    for e in exchanges {
+        events.push((e.started, 1));
+        events.push((e.ended.unwrap_or(now), -1));
+    }
+    events.sort();
+    let (mut open, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        open += d;
+        max = max.max(open);
+    }
+    max as usize
 }
 
 /// Counters of one rule.
@@ -173,7 +200,7 @@ impl ProxyState {
     }
 
     /// Counts the request against the rules and records it; returns what to do.
-    pub(super) fn begin(&self, method: &Method, path: &str) -> (Plan, usize) {
+    pub(super) fn begin(&self, method: &Method, path: &str, authorization: Option<&str>) -> (Plan, usize) {
         let mut plan = Plan::default();
         for (i, slot) in lock(&self.rules).iter_mut().enumerate() {
             if !slot.rule.matches(method, path) {
@@ -217,6 +244,9 @@ impl ProxyState {
             path: path.to_owned(),
             status: None,
             faults: if plan.stall.is_zero() { Vec::new() } else { vec![Fault::Stall(plan.stall)] },
+            authorization: authorization.map(str::to_owned),
+            started: std::time::Instant::now(),
+            ended: None,
         });
         (plan, exchanges.len() - 1)
     }
@@ -227,6 +257,13 @@ impl ProxyState {
         }
         if let Some(e) = lock(&self.exchanges).get_mut(exchange) {
             e.faults.push(fault);
+        }
+    }
+
+    /// Notes that the proxy is done with the exchange (see [`Exchange::ended`]).
+    pub(super) fn end(&self, exchange: usize) {
+        if let Some(e) = lock(&self.exchanges).get_mut(exchange) {
+            e.ended.get_or_insert_with(std::time::Instant::now);
         }
     }
 
