@@ -28,6 +28,7 @@ TITLES = {
     "wan-push": "WAN: push a 20-layer image (fresh registry each run); [limit] = bytes / link rate",
     "dockerfile-cold": "Dockerfile build, 3 stages, COPY of the small-files tree, 2 RUN: cold",
     "dockerfile-cached": "Dockerfile build again, everything cached",
+    "estargz": "Convert the bench layer (many files, uncompressed) to eStargz vs to gzip (copy --dest-compress)",
 }
 ORDER = list(TITLES)
 

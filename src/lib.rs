@@ -45,6 +45,7 @@ pub mod artifact;
 pub mod bundle;
 pub mod copy;
 pub mod dockerfile;
+pub mod edit;
 pub mod error;
 pub mod export;
 pub mod image;

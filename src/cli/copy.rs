@@ -49,7 +49,8 @@ pub(crate) struct CopyFlags {
     /// Rewrite Docker schema 2 manifests and manifest lists as OCI (only `oci`); layer bytes unchanged
     #[arg(long, value_name = "FORMAT", value_parser = ["oci"])]
     convert: Option<String>,
-    /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged)
+    /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged),
+    /// estargz[:0-9] (lazy-pull gzip with a TOC; diff_ids updated)
     #[arg(long, value_name = "ALG[:LEVEL]")]
     dest_compress: Option<String>,
     /// Also copy every referrer (signatures, SBOMs, attestations) of each copied manifest, recursively
@@ -74,6 +75,7 @@ impl CopyFlags {
         Ok(Conversion {
             to_oci: self.convert.is_some(),
             compress: self.dest_compress.as_deref().map(str::parse::<Compression>).transpose()?,
+            edit: None,
         })
     }
 }
@@ -121,9 +123,25 @@ pub(crate) struct Ends {
     pub tls: SideTls,
     /// `--convert`, `--dest-compress`, ...
     flags: CopyFlags,
+    /// `hoist mutate`'s edit.
+    edit: Option<hoist::edit::ImageEdit>,
 }
 
 impl Ends {
+    /// `hoist mutate SRC DST`: a copy whose conversion is `edit`.
+    pub fn edit(src: &str, dst: &str, creds: SideCreds, edit: hoist::edit::ImageEdit) -> Result<Ends> {
+        let (src, dst) = (Endpoint::from_user_input(src)?, Endpoint::from_user_input(dst)?);
+        Ok(Ends {
+            src,
+            dst,
+            output: None,
+            creds,
+            tls: SideTls::default(),
+            flags: CopyFlags::default(),
+            edit: Some(edit),
+        })
+    }
+
     /// The registries of the two ends, for credentials.
     pub fn scope(&self) -> Scope {
         let host = |e: &Endpoint| match e {
@@ -168,6 +186,7 @@ impl CopyArgs {
             creds: self.creds.clone(),
             tls: self.tls.clone(),
             flags: self.conv.clone(),
+            edit: None,
         })
     }
     /// What a message about this command names.
@@ -190,7 +209,15 @@ impl PushArgs {
                 reason: "push needs a registry reference; use `hoist copy` for other destinations".into(),
             });
         }
-        Ok(Ends { src, dst, output: None, creds: self.creds.clone(), tls: self.tls.clone(), flags: self.conv.clone() })
+        Ok(Ends {
+            src,
+            dst,
+            output: None,
+            creds: self.creds.clone(),
+            tls: self.tls.clone(),
+            flags: self.conv.clone(),
+            edit: None,
+        })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -210,7 +237,15 @@ impl PullArgs {
                 other => other,
             },
         };
-        Ok(Ends { src, dst, output, creds: self.creds.clone(), tls: self.tls.clone(), flags: self.conv.clone() })
+        Ok(Ends {
+            src,
+            dst,
+            output,
+            creds: self.creds.clone(),
+            tls: self.tls.clone(),
+            flags: self.conv.clone(),
+            edit: None,
+        })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -221,7 +256,8 @@ impl PullArgs {
 /// Copy what the plan says from one end to the other, then print the roots.
 pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     let (src_ep, dst_ep) = (&ends.src, &ends.dst);
-    let convert = ends.flags.conversion()?;
+    let mut convert = ends.flags.conversion()?;
+    convert.edit = ends.edit.clone();
     // A docker-archive without index.json gets manifests in the destination's native format
     // (OCI when --convert oci asks for it).
     let made = if convert.to_oci { MadeManifest::Oci } else { native_manifest_format(dst_ep) };

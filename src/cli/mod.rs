@@ -6,6 +6,7 @@ mod artifact;
 mod build;
 mod copy;
 mod creds;
+mod edit;
 mod exit;
 mod inspect;
 mod layout;
@@ -65,6 +66,11 @@ enum Command {
         after_help = "Examples:\n  hoist pull localhost:5000/demo:v1 ./layout\n  hoist pull localhost:5000/demo:v1 oci-archive:demo.tar"
     )]
     Pull(copy::PullArgs),
+    /// Edit images without a rebuild (crane mutate): config fields and annotations; layers untouched.
+    #[command(
+        after_help = "Examples:\n  hoist mutate localhost:5000/app:v1 localhost:5000/app:v1-debug --env DEBUG=1 --cmd '[\"sh\"]'\n  hoist mutate oci:./layout:v1 oci:./layout:v2 --label org.example.team=web --created now\n  hoist --platform linux/amd64 mutate localhost:5000/app:v1 oci:./amd64:v1 --user 1000"
+    )]
+    Mutate(edit::MutateArgs),
     /// Show a manifest or index.
     #[command(
         after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --platform linux/arm64 inspect --config oci:./layout:v1"
@@ -145,6 +151,7 @@ impl Command {
             Command::Copy(a) => a.describe(),
             Command::Push(a) => a.describe(),
             Command::Pull(a) => a.describe(),
+            Command::Mutate(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Digest(a) => format!("digest {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
@@ -191,7 +198,7 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) => vec![],
+            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Digest(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
@@ -321,6 +328,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Copy(a) => Some(a.ends()?),
         Command::Push(a) => Some(a.ends()?),
         Command::Pull(a) => Some(a.ends()?),
+        Command::Mutate(a) => Some(a.ends()?),
         _ => None,
     };
     let credentials = match &ends {
@@ -344,6 +352,7 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Copy(a) => copy::run(ctx, &a.ends()?).await,
         Command::Push(a) => copy::run(ctx, &a.ends()?).await,
         Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Mutate(a) => copy::run(ctx, &a.ends()?).await,
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Digest(a) => inspect::digest(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,

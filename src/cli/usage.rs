@@ -16,7 +16,6 @@ const POINTERS: &[(&str, &str)] = &[
     ("delete", "hoist does not delete from registries yet: `skopeo delete docker://REF` does, where the registry allows it"),
     ("rm", "hoist does not delete from registries yet (`hoist store rm` removes from the local build store)"),
     ("catalog", "hoist does not list a registry's repositories yet: `hoist tags REGISTRY/REPO` lists one repository's tags"),
-    ("mutate", "to change an image's config or annotations, build on it: `hoist build --base REF -f hoist.toml` (env, entrypoint, labels, annotations; see docs/build-file.md)"),
     ("export", "to write an image's filesystem, copy it to an --output: `hoist copy REF type=local,dest=DIR` (or type=tar,dest=FILE|-), as `crane export` does"),
     ("ls", "`hoist tags REF` lists a repository's tags"),
     ("cp", "`hoist copy SRC DST` copies (every platform, like `crane cp` / `skopeo copy --all`)"),

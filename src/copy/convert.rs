@@ -29,7 +29,9 @@ use serde_json::Value;
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::edit::ImageEdit;
 use crate::error::{Error, Result};
+use crate::layer::estargz;
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -52,11 +54,13 @@ pub enum Compression {
     Gzip(u32),
     /// zstd at this level (1-22).
     Zstd(i32),
+    /// eStargz (seekable gzip with a TOC, [`crate::layer::estargz`]) at this gzip level.
+    Estargz(u32),
 }
 
 impl FromStr for Compression {
     type Err = Error;
-    /// `none`, `gzip[:0-9]` (default 6), `zstd[:1-22]` (default 3).
+    /// `none`, `gzip[:0-9]` (default 6), `zstd[:1-22]` (default 3), `estargz[:0-9]` (default 6).
     fn from_str(s: &str) -> Result<Compression> {
         let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
         let (alg, level) = match s.split_once(':') {
@@ -69,9 +73,11 @@ impl FromStr for Compression {
             ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip(l as u32)),
             ("zstd", None) => Ok(Compression::Zstd(3)),
             ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd(l as i32)),
-            ("gzip", _) => Err(bad("gzip levels are 0-9")),
+            ("estargz", None) => Ok(Compression::Estargz(6)),
+            ("estargz", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Estargz(l as u32)),
+            ("gzip" | "estargz", _) => Err(bad("gzip and estargz levels are 0-9")),
             ("zstd", _) => Err(bad("zstd levels are 1-22")),
-            _ => Err(bad("compression is none, gzip[:0-9] or zstd[:1-22]")),
+            _ => Err(bad("compression is none, gzip[:0-9], zstd[:1-22] or estargz[:0-9]")),
         }
     }
 }
@@ -82,6 +88,8 @@ enum Kind {
     Tar,
     Gzip,
     Zstd,
+    /// gzip as eStargz: the layer's annotations name its TOC.
+    Estargz,
 }
 
 impl Compression {
@@ -90,6 +98,7 @@ impl Compression {
             Compression::None => Kind::Tar,
             Compression::Gzip(_) => Kind::Gzip,
             Compression::Zstd(_) => Kind::Zstd,
+            Compression::Estargz(_) => Kind::Estargz,
         }
     }
 }
@@ -105,15 +114,24 @@ fn layer_kind(media_type: &str) -> Option<Kind> {
     }
 }
 
+/// The format of a regular image layer: its media type's compression, eStargz when a gzip
+/// layer's annotations name an eStargz TOC.
+fn layer_format(layer: &Descriptor) -> Option<Kind> {
+    match layer_kind(&layer.media_type)? {
+        Kind::Gzip if estargz::is_estargz(&layer.annotations) => Some(Kind::Estargz),
+        k => Some(k),
+    }
+}
+
 /// The layer media type of `kind` in an OCI (`oci`) or Docker manifest; None: zstd, which a
 /// Docker manifest cannot describe.
 fn layer_type(kind: Kind, oci: bool) -> Option<&'static str> {
     Some(match (kind, oci) {
         (Kind::Tar, true) => media::OCI_LAYER_TAR,
-        (Kind::Gzip, true) => media::OCI_LAYER_GZIP,
+        (Kind::Gzip | Kind::Estargz, true) => media::OCI_LAYER_GZIP,
         (Kind::Zstd, true) => media::OCI_LAYER_ZSTD,
         (Kind::Tar, false) => media::DOCKER_LAYER_TAR,
-        (Kind::Gzip, false) => media::DOCKER_LAYER_GZIP,
+        (Kind::Gzip | Kind::Estargz, false) => media::DOCKER_LAYER_GZIP,
         (Kind::Zstd, false) => return None,
     })
 }
@@ -125,16 +143,26 @@ pub struct Conversion {
     pub to_oci: bool,
     /// Recompress image layers not already compressed this way (`--dest-compress`).
     pub compress: Option<Compression>,
+    /// Edit every image's config and manifest (`hoist mutate`).
+    pub edit: Option<ImageEdit>,
 }
 
 impl Conversion {
     /// Whether nothing is converted.
     pub fn is_none(&self) -> bool {
-        !self.to_oci && self.compress.is_none()
+        !self.to_oci && self.compress.is_none() && self.edit.as_ref().is_none_or(ImageEdit::is_empty)
     }
 }
 
 type Cell<T> = Arc<OnceCell<Result<T>>>;
+
+/// A layer after recompression: its new descriptor (eStargz annotations set or removed) and,
+/// when its uncompressed content changed (into or out of eStargz), its new diff_id.
+#[derive(Clone)]
+struct Recompressed {
+    desc: Descriptor,
+    diff_id: Option<Digest>,
+}
 
 /// A [`Source`] that is `inner` with conversions applied: new manifests from memory,
 /// recompressed layers from temp files (removed when it is dropped).
@@ -145,7 +173,7 @@ pub struct Converted<'a> {
     manifests: Mutex<HashMap<Digest, Bytes>>,
     blobs: Mutex<HashMap<Digest, PathBuf>>,
     docs: Mutex<HashMap<Digest, Cell<Descriptor>>>,
-    layers: Mutex<HashMap<Digest, Cell<Descriptor>>>,
+    layers: Mutex<HashMap<Digest, Cell<Recompressed>>>,
     changes: Mutex<Vec<Rewritten>>,
     jobs: Semaphore,
 }
@@ -275,17 +303,34 @@ impl<'a> Converted<'a> {
                 let layers = try_join_all(m.layers.iter().map(|l| self.convert_layer(l.clone(), oci))).await?;
                 let mut recompressed = 0;
                 if let Some(list) = value.get_mut("layers").and_then(Value::as_array_mut) {
-                    for (entry, (old, new)) in list.iter_mut().zip(m.layers.iter().zip(&layers)) {
+                    for (entry, (old, (new, _))) in list.iter_mut().zip(m.layers.iter().zip(&layers)) {
                         if old.digest != new.digest {
                             recompressed += 1;
                         }
                         if old.digest != new.digest || old.media_type != new.media_type {
                             set_descriptor(entry, new);
                         }
+                        if old.annotations != new.annotations {
+                            set_annotations(entry, new);
+                        }
                     }
                 }
                 if recompressed > 0 {
                     reasons.push(format!("{recompressed} layer(s) recompressed"));
+                }
+                let diff_ids: Vec<(usize, Digest)> =
+                    layers.iter().enumerate().filter_map(|(i, (_, d))| Some((i, d.clone()?))).collect();
+                let edit = self.conversion.edit.as_ref().filter(|e| !e.is_empty());
+                if !diff_ids.is_empty() {
+                    reasons.push("config diff_ids updated (eStargz content includes its TOC)".into());
+                }
+                if !diff_ids.is_empty() || edit.is_some_and(ImageEdit::edits_config) {
+                    let config = self.rewrite_config(&m.config, &diff_ids, m.layers.len(), edit).await?;
+                    set_descriptor(&mut value["config"], &config);
+                }
+                if let Some(e) = edit {
+                    e.apply_to_manifest(&mut value)?;
+                    reasons.push(e.describe());
                 }
             }
         }
@@ -300,10 +345,45 @@ impl<'a> Converted<'a> {
         Ok(new)
     }
 
+    /// A copy of the image config `config` with `rootfs.diff_ids[i]` replaced for each of
+    /// `changes` and `edit` applied, stored as a new blob; its descriptor.
+    async fn rewrite_config(
+        &self,
+        config: &Descriptor,
+        changes: &[(usize, Digest)],
+        layers: usize,
+        edit: Option<&ImageEdit>,
+    ) -> Result<Descriptor> {
+        let loc = self.inner.location();
+        let what = format!("config {}", config.digest);
+        let bytes = crate::copy::plan::read_small_blob(self.inner, config, media::MAX_MANIFEST_SIZE).await?;
+        let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, &loc, e))?;
+        if !changes.is_empty() {
+            let list = value.pointer_mut("/rootfs/diff_ids").and_then(Value::as_array_mut);
+            let list = list.filter(|l| l.len() == layers).ok_or_else(|| {
+                Error::malformed(&what, &loc, format!("rootfs.diff_ids does not list the manifest's {layers} layers"))
+            })?;
+            for (i, d) in changes {
+                list[*i] = Value::from(d.to_string());
+            }
+        }
+        if let Some(e) = edit {
+            e.apply_to_config(&mut value).map_err(|e| Error::malformed(&what, &loc, e))?;
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?;
+        let new = Descriptor::new(&config.media_type, Digest::sha256_of(&bytes), bytes.len() as u64);
+        let path = self.dir.path().join(format!("blob-{}", new.digest.hex()));
+        std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+        self.blobs.lock().expect("lock").insert(new.digest.clone(), path);
+        self.record(config, &new, "config rewritten".into());
+        Ok(new)
+    }
+
     /// One layer in a manifest of the OCI (`oci`) or Docker format: recompressed when asked
-    /// and not already compressed that way, its media type that of the format.
-    async fn convert_layer(&self, layer: Descriptor, oci: bool) -> Result<Descriptor> {
-        let Some(kind) = layer_kind(&layer.media_type) else { return Ok(layer) };
+    /// and not already in that format (an eStargz layer is kept as it is), its media type that
+    /// of the format; the new diff_id when the content changed.
+    async fn convert_layer(&self, layer: Descriptor, oci: bool) -> Result<(Descriptor, Option<Digest>)> {
+        let Some(kind) = layer_format(&layer) else { return Ok((layer, None)) };
         let target = self.conversion.compress.filter(|c| c.kind() != kind);
         let out_kind = target.map_or(kind, Compression::kind);
         let media_type = layer_type(out_kind, oci).ok_or_else(|| {
@@ -313,23 +393,24 @@ impl<'a> Converted<'a> {
                 layer.digest
             ))
         })?;
-        let mut out = match target {
-            None => layer.clone(),
+        let (mut out, diff_id) = match target {
+            None => (layer.clone(), None),
             Some(c) => {
                 let cell = self.layers.lock().expect("lock").entry(layer.digest.clone()).or_default().clone();
                 let r = cell.get_or_init(|| self.recompress(layer.clone(), kind, c)).await;
                 let new = r.as_ref().map_err(Error::clone)?;
                 let mut out = layer.clone();
-                out.digest = new.digest.clone();
-                out.size = new.size;
-                out
+                out.digest = new.desc.digest.clone();
+                out.size = new.desc.size;
+                out.annotations = new.desc.annotations.clone();
+                (out, new.diff_id.clone())
             }
         };
         out.media_type = media_type.to_string();
-        Ok(out)
+        Ok((out, diff_id))
     }
 
-    async fn recompress(&self, layer: Descriptor, from: Kind, to: Compression) -> Result<Descriptor> {
+    async fn recompress(&self, layer: Descriptor, from: Kind, to: Compression) -> Result<Recompressed> {
         let _permit = self.jobs.acquire().await.map_err(|e| Error::Other(e.to_string()))?;
         let loc = self.inner.location();
         let input = self.dir.path().join(format!("in-{}", layer.digest.hex()));
@@ -345,17 +426,35 @@ impl<'a> Converted<'a> {
         let output = self.dir.path().join(format!("out-{}", layer.digest.hex()));
         let (i, o) = (input.clone(), output.clone());
         let what = format!("layer {} in {loc}", layer.digest);
-        let (digest, size) = tokio::task::spawn_blocking(move || recompress_file(&i, from, to, &o))
+        let out = tokio::task::spawn_blocking(move || recompress_file(&i, from, to, &o))
             .await
             .map_err(|e| Error::Other(e.to_string()))?
             .map_err(|e| Error::malformed(&what, "recompression", e))?;
         let _ = std::fs::remove_file(&input);
-        let new = Descriptor::new(&layer.media_type, digest, size);
+        let mut new = Descriptor::new(&layer.media_type, out.digest, out.size);
+        new.annotations = layer.annotations.clone();
+        new.annotations.remove(estargz::ANNOTATION_TOC_DIGEST);
+        new.annotations.remove(estargz::ANNOTATION_UNCOMPRESSED_SIZE);
+        for (k, v) in out.annotations {
+            new.annotations.insert(k.to_string(), v);
+        }
         let path = self.dir.path().join(format!("blob-{}", new.digest.hex()));
         std::fs::rename(&output, &path).map_err(|e| Error::io(&path, e))?;
         self.blobs.lock().expect("lock").insert(new.digest.clone(), path);
         self.record(&layer, &new, format!("layer recompressed ({to:?})"));
-        Ok(new)
+        Ok(Recompressed { desc: new, diff_id: out.diff_id })
+    }
+}
+
+/// Set a layer entry's annotations to the descriptor's (eStargz annotations added or
+/// removed), keeping its other fields; no `annotations` field when there are none.
+fn set_annotations(entry: &mut Value, d: &Descriptor) {
+    let Some(obj) = entry.as_object_mut() else { return };
+    if d.annotations.is_empty() {
+        obj.remove("annotations");
+    } else {
+        let map = d.annotations.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+        obj.insert("annotations".into(), Value::Object(map));
     }
 }
 
@@ -367,37 +466,65 @@ fn set_descriptor(entry: &mut Value, d: &Descriptor) {
     entry["size"] = Value::from(d.size);
 }
 
-/// Decompress `input` (of `from`) and compress it as `to` into `output`; the new digest and
-/// size. Reproducible: gzip with no name and time 0, zstd single-threaded without a checksum.
-fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> std::io::Result<(Digest, u64)> {
+/// What [`recompress_file`] wrote.
+struct Output {
+    digest: Digest,
+    size: u64,
+    /// The new diff_id when the uncompressed content changed (into or out of eStargz).
+    diff_id: Option<Digest>,
+    /// Annotations the layer's descriptor gets (eStargz's TOC digest and size).
+    annotations: Vec<(&'static str, String)>,
+}
+
+/// Decompress `input` (of `from`) and compress it as `to` into `output`. Reproducible: gzip
+/// with no name and time 0, zstd single-threaded without a checksum, eStargz independent of
+/// the thread count. Out of eStargz, the TOC and landmark entries are dropped.
+fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> std::io::Result<Output> {
     let file = std::io::BufReader::new(std::fs::File::open(input)?);
     let mut reader: Box<dyn Read> = match from {
         Kind::Tar => Box::new(file),
-        Kind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Kind::Gzip | Kind::Estargz => Box::new(flate2::read::MultiGzDecoder::new(file)),
         Kind::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
     };
     let sink = HashWriter::new(std::io::BufWriter::new(std::fs::File::create(output)?));
-    let sink = match to {
+    let (sink, diff_id, annotations) = match to {
+        Compression::Estargz(level) => {
+            // Never from eStargz: a layer already in the asked format is kept.
+            let (w, written) = estargz::write(reader, sink, &estargz::Options::new(level), "layer")?;
+            (w, Some(written.diff_id.clone()), written.annotations().to_vec())
+        }
         Compression::None => {
             let mut w = sink;
-            std::io::copy(&mut reader, &mut w)?;
-            w
+            let d = feed(from, &mut reader, &mut w)?;
+            (w, d, Vec::new())
         }
         Compression::Gzip(level) => {
             let mut w = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(level));
-            std::io::copy(&mut reader, &mut w)?;
-            w.finish()?
+            let d = feed(from, &mut reader, &mut w)?;
+            (w.finish()?, d, Vec::new())
         }
         Compression::Zstd(level) => {
             let mut w = zstd::stream::write::Encoder::new(sink, level)?;
-            std::io::copy(&mut reader, &mut w)?;
-            w.finish()?
+            let d = feed(from, &mut reader, &mut w)?;
+            (w.finish()?, d, Vec::new())
         }
     };
     let (mut w, digest, size) = sink.finish();
     w.flush()?;
     w.get_ref().sync_all()?;
-    Ok((digest, size))
+    Ok(Output { digest, size, diff_id, annotations })
+}
+
+/// Copy the uncompressed layer `reader` (of `from`) into `w`; out of eStargz, the plain tar
+/// (no TOC, no landmarks) and its digest, the new diff_id.
+fn feed(from: Kind, reader: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<Option<Digest>> {
+    if from != Kind::Estargz {
+        std::io::copy(reader, w)?;
+        return Ok(None);
+    }
+    let mut hashed = HashWriter::new(w);
+    estargz::to_plain_tar(reader, &mut hashed, "eStargz layer")?;
+    Ok(Some(hashed.finish().1))
 }
 
 #[async_trait]
@@ -476,13 +603,14 @@ mod tests {
         let mut outs = Vec::new();
         for n in 0..2 {
             let out = dir.path().join(format!("gz{n}"));
-            outs.push(recompress_file(&input, Kind::Tar, Compression::Gzip(6), &out).unwrap());
+            let o = recompress_file(&input, Kind::Tar, Compression::Gzip(6), &out).unwrap();
+            outs.push((o.digest, o.size));
         }
         assert_eq!(outs[0], outs[1]);
         let zs = dir.path().join("zs");
         recompress_file(&dir.path().join("gz0"), Kind::Gzip, Compression::Zstd(3), &zs).unwrap();
         let back = dir.path().join("back");
-        let (d, size) = recompress_file(&zs, Kind::Zstd, Compression::None, &back).unwrap();
-        assert_eq!((d, size), (Digest::sha256_of(&plain), plain.len() as u64));
+        let o = recompress_file(&zs, Kind::Zstd, Compression::None, &back).unwrap();
+        assert_eq!((o.digest, o.size), (Digest::sha256_of(&plain), plain.len() as u64));
     }
 }

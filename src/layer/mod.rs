@@ -12,7 +12,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod estargz;
 mod pgzip;
+mod tarstream;
 
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{PipeWriter, BUF};

@@ -17,9 +17,7 @@ use crate::common::*;
 
 /// The python of the test venv, when it exists.
 pub fn venv_python() -> Option<PathBuf> {
-    let dir = std::env::var_os("HOIST_PYVENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv"));
+    let dir = hoist_testkit::schemas::pyvenv_dir();
     let py = dir.join("bin/python");
     py.exists().then_some(py)
 }

@@ -73,12 +73,13 @@ pub fn schemas_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/schemas")
 }
 
-/// The workspace's `target/` (where the venv lives): `$CARGO_TARGET_DIR` or `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+/// The python venv of the test judges: `$HOIST_PYVENV`, else the workspace's `target/pyvenv`,
+/// which `.ci/run` makes (always there, whatever `CARGO_TARGET_DIR` says).
+pub fn pyvenv_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HOIST_PYVENV") {
         return PathBuf::from(d);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pyvenv")
 }
 
 /// Python with `jsonschema`, and the schemas.
@@ -95,7 +96,7 @@ impl Validator {
     /// find it skips, which fails under `CI=true`).
     pub fn new() -> Result<Validator, String> {
         let schemas = schemas_dir();
-        let venv = target_dir().join("pyvenv");
+        let venv = pyvenv_dir();
         let python = venv.join("bin/python");
         let has_jsonschema =
             Command::new(&python).args(["-c", "import jsonschema, referencing"]).status().is_ok_and(|s| s.success());

@@ -1,0 +1,87 @@
+//! `hoist mutate`: edit images' configs and manifests on their way from SRC to DST (crane's
+//! `mutate`); the copy is the one graph copy, so layers are never re-uploaded.
+
+use clap::Args;
+use hoist::edit::{parse_created, parse_key_value, parse_list, parse_port, ImageEdit};
+use hoist::error::{Error, Result};
+
+use super::copy::Ends;
+use super::creds::SideCreds;
+
+/// `hoist mutate SRC DST`.
+#[derive(Args)]
+pub(crate) struct MutateArgs {
+    /// Source image or index (any transport: REF, oci:DIR[:TAG], oci-archive:FILE, ...)
+    src: String,
+    /// Destination (any transport); may be the source's repository with another tag
+    dst: String,
+    /// Set an environment variable in the config (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Set a config label (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Set a manifest annotation (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    annotation: Vec<String>,
+    /// Entrypoint: a JSON array or comma-separated words; empty clears it
+    #[arg(long, value_name = "ARGS")]
+    entrypoint: Option<String>,
+    /// Command: a JSON array or comma-separated words; empty clears it
+    #[arg(long, value_name = "ARGS")]
+    cmd: Option<String>,
+    /// User (NAME, UID or UID:GID)
+    #[arg(long)]
+    user: Option<String>,
+    /// Working directory
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Expose a port: PORT[/tcp|udp|sctp] (repeatable)
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    exposed_port: Vec<String>,
+    /// Stop signal (SIGTERM, ...)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// The config's creation time: now or an RFC 3339 time
+    #[arg(long, value_name = "TIME|now")]
+    created: Option<String>,
+    #[command(flatten)]
+    creds: SideCreds,
+}
+
+impl MutateArgs {
+    /// The edit the flags ask for.
+    pub fn edit(&self) -> Result<ImageEdit> {
+        let pairs = |what: &str, v: &[String]| v.iter().map(|s| parse_key_value(what, s)).collect::<Result<Vec<_>>>();
+        let edit = ImageEdit {
+            env: pairs("--env", &self.env)?,
+            labels: pairs("--label", &self.label)?,
+            annotations: pairs("--annotation", &self.annotation)?,
+            entrypoint: self.entrypoint.as_deref().map(|s| parse_list("--entrypoint", s)).transpose()?,
+            cmd: self.cmd.as_deref().map(|s| parse_list("--cmd", s)).transpose()?,
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            exposed_ports: self.exposed_port.iter().map(|p| parse_port(p)).collect::<Result<_>>()?,
+            stop_signal: self.stop_signal.clone(),
+            created: self.created.as_deref().map(parse_created).transpose()?,
+        };
+        if edit.is_empty() {
+            return Err(Error::Usage(
+                "mutate: nothing to change; give --env, --label, --annotation, --entrypoint, --cmd, --user, \
+                 --workdir, --exposed-port, --stop-signal or --created"
+                    .into(),
+            ));
+        }
+        Ok(edit)
+    }
+
+    /// Both ends, with the edit as the copy's conversion.
+    pub fn ends(&self) -> Result<Ends> {
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), self.edit()?)
+    }
+
+    /// What a message about this command names.
+    pub fn describe(&self) -> String {
+        format!("mutate {} {}", self.src, self.dst)
+    }
+}

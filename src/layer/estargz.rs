@@ -1,0 +1,643 @@
+//! eStargz layers, as containerd's stargz-snapshotter (`estargz` package) writes and reads
+//! them: a gzip stream of many members, so a reader can start decompressing at any regular
+//! file's chunk without the bytes before it.
+//!
+//! Layout (what [`write`] produces from a tar):
+//! - the tar's members in their order, their header bytes unchanged (lossless, like
+//!   `AppendTarLossLess`); each chunk of a regular file's data (at most
+//!   [`Options::chunk_size`], 4 MiB by default) starts a new gzip member, and the padding and
+//!   the headers that follow go into that member;
+//! - then one gzip member with a tar entry `stargz.index.json`, the TOC, and the two zero
+//!   blocks that end the tar;
+//! - then the 51-byte footer: an empty gzip member whose extra field (`SG`, `%016x` offset of
+//!   the TOC member, `STARGZ`) says where the TOC is.
+//!
+//! The TOC lists every entry (name, type, size, mode, owner, modtime, link, xattrs), the file
+//! `digest` of each regular file, and for each chunk its compressed `offset`, `chunkOffset`,
+//! `chunkSize` and `chunkDigest`. The layer's descriptor carries the TOC's digest and the
+//! uncompressed size ([`ANNOTATION_TOC_DIGEST`], [`ANNOTATION_UNCOMPRESSED_SIZE`]).
+//!
+//! The result is a plain multi-member gzip stream whose content is the input tar's entries
+//! followed by the TOC entry; every gzip reader reads it. Its diff_id is therefore not the
+//! input tar's: the TOC entry is part of the content (as with every eStargz writer).
+//! [`to_plain_tar`] is the way back: the same members without the TOC and the prefetch
+//! landmarks, so a layer converted there and back has its first diff_id again.
+//!
+//! Reproducible and parallel: members are compressed independently (gzip, mtime 0, no name) by
+//! [`Options::workers`] threads in batches; member boundaries depend only on the input and the
+//! chunk size, so the bytes never depend on the number of threads.
+//!
+//! The one deviation from the Go writer's layout: a run of header-only members (directories,
+//! links) longer than the chunk size is cut into several gzip members, so memory stays bounded
+//! (readers use offsets of data chunks only).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use base64::Engine;
+use serde::Serialize;
+
+use super::tarstream::{clean_name, filter_members, RawMember, TarStream, BLOCK};
+use crate::model::digest::{Algorithm, Digest, Hasher};
+use crate::model::verify::HashWriter;
+
+/// Name of the TOC entry in the layer's tar.
+pub const TOC_TAR_NAME: &str = "stargz.index.json";
+/// Layer annotation: digest of the TOC JSON.
+pub const ANNOTATION_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// Layer annotation: size of the uncompressed layer (for containers/storage's stargz store).
+pub const ANNOTATION_UNCOMPRESSED_SIZE: &str = "io.containers.estargz.uncompressed-size";
+/// Entry marking the end of the prioritized files.
+pub const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+/// Entry saying nothing is to be prefetched.
+pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+/// Default chunk size (bytes of a file's data per gzip member), as in the Go writer.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// Size of the footer.
+pub const FOOTER_SIZE: usize = 51;
+/// Uncompressed bytes per batch handed to a compression thread.
+const JOB_BYTES: usize = 1 << 20;
+/// Batches in flight per thread.
+const IN_FLIGHT_PER_WORKER: usize = 3;
+
+/// How [`write`] writes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// gzip level, 0-9.
+    pub level: u32,
+    /// Largest chunk of file data per gzip member (> 0).
+    pub chunk_size: u64,
+    /// Compression threads (output does not depend on it).
+    pub workers: usize,
+}
+
+impl Options {
+    /// `level`, the default chunk size, one thread per core (at least two).
+    pub fn new(level: u32) -> Options {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Options { level, chunk_size: DEFAULT_CHUNK_SIZE, workers: cores.max(2) }
+    }
+}
+
+/// What [`write`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Digest of the uncompressed content (input entries and the TOC entry).
+    pub diff_id: Digest,
+    /// Size of the uncompressed content.
+    pub uncompressed_size: u64,
+    /// Digest of the TOC JSON.
+    pub toc_digest: Digest,
+}
+
+impl Written {
+    /// The layer annotations stargz-snapshotter and containers/storage read.
+    pub fn annotations(&self) -> [(&'static str, String); 2] {
+        [
+            (ANNOTATION_TOC_DIGEST, self.toc_digest.to_string()),
+            (ANNOTATION_UNCOMPRESSED_SIZE, self.uncompressed_size.to_string()),
+        ]
+    }
+}
+
+/// Whether a layer descriptor's annotations say it is eStargz.
+pub fn is_estargz(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(ANNOTATION_TOC_DIGEST)
+}
+
+#[derive(Serialize)]
+struct Toc<'a> {
+    version: u32,
+    entries: &'a [TocEntry],
+}
+
+/// One TOC entry, fields in the Go struct's order, empty ones left out (`omitempty`).
+#[derive(Serialize, Default, Clone)]
+struct TocEntry {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "is_zero")]
+    size: u64,
+    #[serde(rename = "modtime", skip_serializing_if = "String::is_empty")]
+    mod_time: String,
+    #[serde(rename = "linkName", skip_serializing_if = "String::is_empty")]
+    link_name: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    mode: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    uid: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    gid: u64,
+    #[serde(rename = "userName", skip_serializing_if = "String::is_empty")]
+    user_name: String,
+    #[serde(rename = "groupName", skip_serializing_if = "String::is_empty")]
+    group_name: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    offset: u64,
+    #[serde(rename = "devMajor", skip_serializing_if = "is_zero")]
+    dev_major: u64,
+    #[serde(rename = "devMinor", skip_serializing_if = "is_zero")]
+    dev_minor: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    xattrs: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    digest: String,
+    #[serde(rename = "chunkOffset", skip_serializing_if = "is_zero")]
+    chunk_offset: u64,
+    #[serde(rename = "chunkSize", skip_serializing_if = "is_zero")]
+    chunk_size: u64,
+    #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
+    chunk_digest: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The TOC's `modtime`: RFC 3339 (UTC, seconds), empty for 0 as the Go writer leaves it out.
+fn modtime(secs: u64) -> String {
+    match secs {
+        0 => String::new(),
+        s => crate::model::time::rfc3339(s as i64),
+    }
+}
+
+/// One gzip member to compress: its bytes, and the TOC entry whose chunk starts it (the
+/// chunk's digest is taken over its first `chunk_len` bytes).
+struct MemberIn {
+    data: Vec<u8>,
+    entry: Option<usize>,
+    chunk_len: usize,
+}
+
+struct JobOut {
+    compressed: Vec<u8>,
+    /// Per member: compressed size, TOC entry and chunk digest.
+    members: Vec<(u64, Option<(usize, Digest)>)>,
+}
+
+type Reply = io::Result<JobOut>;
+
+fn gzip_member(level: u32, data: &[u8], out: &mut Vec<u8>) -> io::Result<u64> {
+    let start = out.len();
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(&mut *out, flate2::Compression::new(level));
+    gz.write_all(data)?;
+    gz.finish()?;
+    Ok((out.len() - start) as u64)
+}
+
+fn compress_job(level: u32, members: Vec<MemberIn>) -> Reply {
+    let mut out = JobOut { compressed: Vec::new(), members: Vec::with_capacity(members.len()) };
+    for m in members {
+        let size = gzip_member(level, &m.data, &mut out.compressed)?;
+        let chunk = m.entry.map(|e| (e, Digest::sha256_of(&m.data[..m.chunk_len])));
+        out.members.push((size, chunk));
+    }
+    Ok(out)
+}
+
+/// The compression threads and the batches in flight, results taken in order.
+struct Pool {
+    jobs: Option<mpsc::Sender<(Vec<MemberIn>, SyncSender<Reply>)>>,
+    pending: VecDeque<Receiver<Reply>>,
+    threads: Vec<JoinHandle<()>>,
+    max_in_flight: usize,
+}
+
+impl Pool {
+    fn new(level: u32, workers: usize) -> Pool {
+        let workers = workers.max(1);
+        let (tx, rx) = mpsc::channel::<(Vec<MemberIn>, SyncSender<Reply>)>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..workers)
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name(format!("hoist-estargz-{i}"))
+                    .spawn(move || loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((members, reply)) = job else { return };
+                        let _ = reply.send(compress_job(level, members));
+                    })
+                    .expect("spawn estargz worker thread")
+            })
+            .collect();
+        Pool { jobs: Some(tx), pending: VecDeque::new(), threads, max_in_flight: workers * IN_FLIGHT_PER_WORKER }
+    }
+
+    fn submit(&mut self, members: Vec<MemberIn>) -> io::Result<()> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send((members, reply)).is_ok());
+        if !sent {
+            return Err(io::Error::other("estargz: a compression thread stopped"));
+        }
+        self.pending.push_back(rx);
+        Ok(())
+    }
+
+    /// The oldest batch's result, when `wait` or when it is ready.
+    fn next(&mut self, wait: bool) -> io::Result<Option<JobOut>> {
+        let Some(rx) = self.pending.front() else { return Ok(None) };
+        let r = if wait {
+            rx.recv().map_err(|_| io::Error::other("estargz: a compression thread stopped"))?
+        } else {
+            match rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(_) => return Err(io::Error::other("estargz: a compression thread stopped")),
+            }
+        };
+        self.pending.pop_front();
+        r.map(Some)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        self.pending.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer's state between members.
+struct Writer<W: Write> {
+    out: HashWriter<W>,
+    opts: Options,
+    pool: Pool,
+    toc: Vec<TocEntry>,
+    /// Regular files whose digest is their single chunk's.
+    digest_from_chunk: Vec<usize>,
+    diff: Hasher,
+    uncompressed: u64,
+    /// The member being filled.
+    cur: MemberIn,
+    batch: Vec<MemberIn>,
+    batch_bytes: usize,
+    /// Compressed bytes written so far.
+    offset: u64,
+    /// Last user and group names written per id (the Go writer writes a name once per id).
+    unames: BTreeMap<u64, String>,
+    gnames: BTreeMap<u64, String>,
+}
+
+impl<W: Write> Writer<W> {
+    fn push(&mut self, bytes: &[u8]) {
+        self.diff.update(bytes);
+        self.uncompressed += bytes.len() as u64;
+        self.cur.data.extend_from_slice(bytes);
+    }
+
+    /// End the current member (if it has bytes); a chunk of `entry` starts the next one.
+    fn cut(&mut self, next_entry: Option<usize>) -> io::Result<()> {
+        let next = MemberIn { data: Vec::new(), entry: next_entry, chunk_len: 0 };
+        let done = std::mem::replace(&mut self.cur, next);
+        if !done.data.is_empty() || done.entry.is_some() {
+            self.batch_bytes += done.data.len();
+            self.batch.push(done);
+        }
+        if self.batch_bytes >= JOB_BYTES {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        while self.pool.pending.len() >= self.pool.max_in_flight {
+            self.take(true)?;
+        }
+        self.pool.submit(std::mem::take(&mut self.batch))?;
+        self.batch_bytes = 0;
+        while self.take(false)? {}
+        Ok(())
+    }
+
+    /// Write the oldest finished batch; whether there was one.
+    fn take(&mut self, wait: bool) -> io::Result<bool> {
+        let Some(job) = self.pool.next(wait)? else { return Ok(false) };
+        for (size, chunk) in job.members {
+            if let Some((entry, digest)) = chunk {
+                self.toc[entry].offset = self.offset;
+                self.toc[entry].chunk_digest = digest.to_string();
+            }
+            self.offset += size;
+        }
+        self.out.write_all(&job.compressed)?;
+        Ok(true)
+    }
+
+    fn entry(&mut self, m: &RawMember) -> io::Result<TocEntry> {
+        let h = &m.header;
+        let uid = m.number("uid", |h| h.uid());
+        let gid = m.number("gid", |h| h.gid());
+        let name_of = |key: &str, field: Option<&[u8]>| {
+            m.pax(key).or(field).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+        };
+        let uname = name_of("uname", h.username_bytes());
+        let gname = name_of("gname", h.groupname_bytes());
+        let once = |map: &mut BTreeMap<u64, String>, id: u64, name: String| {
+            if name.is_empty() || map.get(&id) == Some(&name) {
+                return String::new();
+            }
+            map.insert(id, name.clone());
+            name
+        };
+        let user_name = once(&mut self.unames, uid, uname);
+        let group_name = once(&mut self.gnames, gid, gname);
+        let xattrs = m
+            .pax
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("SCHILY.xattr.")?;
+                Some((name.to_string(), base64::engine::general_purpose::STANDARD.encode(v)))
+            })
+            .collect();
+        let kind = match m.kind() {
+            b'0' => "reg",
+            b'1' => "hardlink",
+            b'2' => "symlink",
+            b'3' => "char",
+            b'4' => "block",
+            b'5' => "dir",
+            b'6' => "fifo",
+            k => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("tar entry {:?} has type {:?}, which eStargz cannot describe", m.name, k as char),
+                ))
+            }
+        };
+        let device = matches!(kind, "char" | "block");
+        Ok(TocEntry {
+            name: m.name.clone(),
+            kind,
+            size: if kind == "reg" { m.size } else { 0 },
+            mod_time: modtime(m.number("mtime", |h| h.mtime())),
+            link_name: if matches!(kind, "hardlink" | "symlink") { m.link.clone() } else { String::new() },
+            mode: u64::from(h.mode().unwrap_or(0)),
+            uid,
+            gid,
+            user_name,
+            group_name,
+            dev_major: if device { u64::from(h.device_major().ok().flatten().unwrap_or(0)) } else { 0 },
+            dev_minor: if device { u64::from(h.device_minor().ok().flatten().unwrap_or(0)) } else { 0 },
+            xattrs,
+            ..TocEntry::default()
+        })
+    }
+}
+
+/// Convert the uncompressed tar `input` to eStargz on `out` (see the module docs). `what`
+/// names the layer in errors. Returns `out` and what was written.
+pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) -> io::Result<(W, Written)> {
+    assert!(opts.chunk_size > 0, "estargz chunk size must be positive");
+    let mut w = Writer {
+        out: HashWriter::new(out),
+        opts: opts.clone(),
+        pool: Pool::new(opts.level, opts.workers),
+        toc: Vec::new(),
+        digest_from_chunk: Vec::new(),
+        diff: Algorithm::Sha256.hasher(),
+        uncompressed: 0,
+        cur: MemberIn { data: Vec::new(), entry: None, chunk_len: 0 },
+        batch: Vec::new(),
+        batch_bytes: 0,
+        offset: 0,
+        unames: BTreeMap::new(),
+        gnames: BTreeMap::new(),
+    };
+    let mut tar = TarStream::new(input, what);
+    let chunk_size = w.opts.chunk_size;
+    while let Some(m) = tar.next_member()? {
+        if clean_name(&m.name) == TOC_TAR_NAME {
+            // An earlier TOC: the new one replaces it (the Go writer drops it too).
+            io::copy(&mut tar, &mut io::sink())?;
+            tar.read_padding()?;
+            continue;
+        }
+        let mut ent = w.entry(&m)?;
+        w.push(&m.raw);
+        if ent.kind == "reg" && m.size > 0 {
+            let size = m.size;
+            let reg = w.toc.len();
+            let mut file_hash = (size > chunk_size).then(|| Algorithm::Sha256.hasher());
+            let mut written = 0u64;
+            while written < size {
+                let chunk = chunk_size.min(size - written);
+                if chunk == chunk_size {
+                    ent.chunk_size = chunk;
+                }
+                ent.chunk_offset = written;
+                let idx = w.toc.len();
+                w.toc.push(std::mem::take(&mut ent));
+                w.cut(Some(idx))?;
+                let start = w.cur.data.len();
+                w.cur.data.resize(start + chunk as usize, 0);
+                tar.read_exact(&mut w.cur.data[start..])?;
+                let data = &w.cur.data[start..];
+                w.diff.update(data);
+                w.uncompressed += chunk;
+                if let Some(h) = file_hash.as_mut() {
+                    h.update(data);
+                }
+                w.cur.chunk_len = chunk as usize;
+                written += chunk;
+                ent = TocEntry { name: m.name.clone(), kind: "chunk", ..TocEntry::default() };
+            }
+            match file_hash {
+                Some(h) => w.toc[reg].digest = h.finish().to_string(),
+                None => w.digest_from_chunk.push(reg),
+            }
+        } else {
+            if ent.kind == "reg" {
+                ent.digest = Digest::sha256_of(b"").to_string();
+            }
+            w.toc.push(ent);
+        }
+        let pad = tar.read_padding()?;
+        w.push(&pad);
+        if (w.cur.data.len() - w.cur.chunk_len) as u64 >= chunk_size {
+            w.cut(None)?;
+        }
+    }
+    w.cut(None)?;
+    w.flush_batch()?;
+    while w.take(true)? {}
+    for reg in std::mem::take(&mut w.digest_from_chunk) {
+        w.toc[reg].digest = w.toc[reg].chunk_digest.clone();
+    }
+
+    // The TOC member: a tar entry with the JSON, then the end of the tar.
+    let toc_offset = w.offset;
+    let json = toc_json(&w.toc)?;
+    let toc_digest = Digest::sha256_of(&json);
+    let mut tail = toc_header(json.len() as u64).to_vec();
+    tail.extend_from_slice(&json);
+    tail.resize(tail.len().next_multiple_of(BLOCK), 0);
+    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
+    w.diff.update(&tail);
+    w.uncompressed += tail.len() as u64;
+    let mut gz = Vec::new();
+    gzip_member(w.opts.level, &tail, &mut gz)?;
+    w.out.write_all(&gz)?;
+    w.out.write_all(&footer(toc_offset))?;
+    let Writer { out, diff, uncompressed, .. } = w;
+    let (out, digest, size) = out.finish();
+    Ok((out, Written { digest, size, diff_id: diff.finish(), uncompressed_size: uncompressed, toc_digest }))
+}
+
+/// The TOC as the Go writer marshals it (`json.MarshalIndent(toc, "", "\t")`).
+fn toc_json(entries: &[TocEntry]) -> io::Result<Vec<u8>> {
+    let mut json = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut json, serde_json::ser::PrettyFormatter::with_indent(b"\t"));
+    Toc { version: 1, entries }.serialize(&mut ser).map_err(io::Error::other)?;
+    Ok(json)
+}
+
+/// The header of the TOC's tar entry: a regular file, mode 0644, owner 0, time 0.
+fn toc_header(size: u64) -> [u8; BLOCK] {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(TOC_TAR_NAME).expect("short name");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_cksum();
+    *h.as_bytes()
+}
+
+/// The 51-byte footer: an empty gzip member (stored, as Go's `NoCompression` writes it) whose
+/// extra field holds the TOC member's offset.
+fn footer(toc_offset: u64) -> [u8; FOOTER_SIZE] {
+    let mut f = [0u8; FOOTER_SIZE];
+    let subfield = format!("{toc_offset:016x}STARGZ");
+    let mut v = vec![0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff];
+    v.extend_from_slice(&(4 + subfield.len() as u16).to_le_bytes());
+    v.extend_from_slice(b"SG");
+    v.extend_from_slice(&(subfield.len() as u16).to_le_bytes());
+    v.extend_from_slice(subfield.as_bytes());
+    // A final stored block of length 0, then CRC32 and size of the empty content.
+    v.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    v.extend_from_slice(&[0; 8]);
+    f.copy_from_slice(&v);
+    f
+}
+
+/// The TOC offset a footer names, if `tail` (a blob's last bytes) ends with an eStargz footer.
+pub fn footer_toc_offset(tail: &[u8]) -> Option<u64> {
+    let f = tail.get(tail.len().checked_sub(FOOTER_SIZE)?..)?;
+    if f[..4] != [0x1f, 0x8b, 8, 4] || &f[12..14] != b"SG" || &f[32..38] != b"STARGZ" {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&f[16..32]).ok()?, 16).ok()
+}
+
+/// Write the plain tar of an eStargz layer's uncompressed content `input` to `out`: its
+/// members without the TOC entry and the prefetch landmarks, then the tar's end.
+pub fn to_plain_tar(input: impl Read, out: &mut impl Write, what: &str) -> io::Result<()> {
+    filter_members(input, out, what, |name| matches!(name, TOC_TAR_NAME | PREFETCH_LANDMARK | NO_PREFETCH_LANDMARK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, data: &[u8], mtime: u64| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_mtime(mtime);
+            h.set_username("root").unwrap();
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("app/", tar::EntryType::Directory, b"", 1_700_000_000);
+        add("app/small.txt", tar::EntryType::Regular, b"hello\n", 0);
+        add("app/empty", tar::EntryType::Regular, b"", 0);
+        let big: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        add("app/big.bin", tar::EntryType::Regular, &big, 0);
+        add("app/z.txt", tar::EntryType::Regular, &b"z".repeat(1000), 0);
+        b.into_inner().unwrap()
+    }
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(b).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reproducible_whatever_the_thread_count_and_reversible() {
+        let tar = sample_tar();
+        let mut outs = Vec::new();
+        for workers in [1, 3] {
+            let opts = Options { level: 6, chunk_size: 256 << 10, workers };
+            let (blob, written) = write(&tar[..], Vec::new(), &opts, "test").unwrap();
+            assert_eq!(written.digest, Digest::sha256_of(&blob));
+            outs.push((blob, written));
+        }
+        assert_eq!(outs[0], outs[1]);
+        let (blob, written) = &outs[0];
+        let plain = gunzip(blob);
+        assert_eq!(written.diff_id, Digest::sha256_of(&plain));
+        assert_eq!(written.uncompressed_size, plain.len() as u64);
+        // The entries come first, byte for byte; then the TOC entry.
+        assert_eq!(plain[..tar.len() - 1024], tar[..tar.len() - 1024]);
+        let mut back = Vec::new();
+        to_plain_tar(&plain[..], &mut back, "test").unwrap();
+        assert_eq!(back, tar);
+
+        // The footer points at the TOC member, which holds the TOC entry.
+        let toc_off = footer_toc_offset(blob).unwrap() as usize;
+        let toc_tar = gunzip(&blob[toc_off..]);
+        let mut a = tar::Archive::new(&toc_tar[..]);
+        let mut e = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.path().unwrap().to_str().unwrap(), TOC_TAR_NAME);
+        let mut json = Vec::new();
+        e.read_to_end(&mut json).unwrap();
+        assert_eq!(Digest::sha256_of(&json), written.toc_digest);
+        let toc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let entries = toc["entries"].as_array().unwrap();
+        let big: Vec<_> = entries.iter().filter(|e| e["name"] == "app/big.bin" || e["type"] == "chunk").collect();
+        assert_eq!(big.len(), 5, "1.2 MB in 256 KiB chunks");
+        // Every chunk's bytes decompress from its offset and match its digest.
+        for c in &big {
+            let off = c["offset"].as_u64().unwrap() as usize;
+            let chunk_offset = c["chunkOffset"].as_u64().unwrap_or(0);
+            let len = c["chunkSize"].as_u64().unwrap_or(1_200_000 - chunk_offset) as usize;
+            let mut d = flate2::read::GzDecoder::new(&blob[off..]);
+            let mut chunk = vec![0; len];
+            d.read_exact(&mut chunk).unwrap();
+            assert_eq!(Digest::sha256_of(&chunk).to_string(), c["chunkDigest"].as_str().unwrap());
+        }
+        assert_eq!(entries[0]["modtime"], "2023-11-14T22:13:20Z");
+        assert_eq!(entries[0]["userName"], "root");
+        assert!(entries[1].get("userName").is_none(), "names once per id");
+        assert_eq!(entries[2]["digest"], Digest::sha256_of(b"").to_string());
+    }
+
+    #[test]
+    fn footer_is_51_bytes_and_a_gzip_member() {
+        let f = footer(0x1234);
+        assert_eq!(footer_toc_offset(&f), Some(0x1234));
+        assert!(gunzip(&f).is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! `hoist mutate`: config and annotation edits without a rebuild. A registry-to-registry
+//! mutate uploads the new config and manifest and no layer (counted in the real registry's
+//! access log); skopeo reads the edited config; every image of an index is edited.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn json_file(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn blob(layout: &Path, digest: &Value) -> Value {
+    json_file(&layout.join("blobs").join(digest.as_str().unwrap().replace(':', "/")))
+}
+
+#[test]
+fn registry_mutate_uploads_only_config_and_manifest() {
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &["--platform", "linux/amd64"], &format!("oci:{}:v1", built.display()));
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let v1 = format!("{}/app:v1", reg.host());
+    let v2 = format!("{}/app:v2", reg.host());
+    ok("push", hoist(["copy", &format!("oci:{}:v1", built.display()), &v1]));
+    let before = reg.requests().len();
+    let out = hoist([
+        "mutate",
+        &v1,
+        &v2,
+        "--env",
+        "GREETING=hi",
+        "--env",
+        "DEBUG=1",
+        "--label",
+        "team=web",
+        "--annotation",
+        "note=patched",
+        "--entrypoint",
+        r#"["/bin/sh","-c"]"#,
+        "--cmd",
+        "echo,hi",
+        "--user",
+        "0",
+        "--workdir",
+        "/srv",
+        "--exposed-port",
+        "9090/udp",
+        "--stop-signal",
+        "SIGINT",
+        "--created",
+        "2024-01-02T03:04:05Z",
+    ]);
+    let digest = ok("mutate", out.clone());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let requests = reg.requests();
+    let new = &requests[before..];
+    let uploads: Vec<_> = new.iter().filter(|r| r.path.contains("/blobs/uploads/")).collect();
+    let starts = uploads.iter().filter(|r| r.method == "POST").count();
+    let puts = uploads.iter().filter(|r| r.method == "PUT").count();
+    let patches = uploads.iter().filter(|r| r.method == "PATCH").count();
+    let manifest_puts = new.iter().filter(|r| r.method == "PUT" && r.path.contains("/manifests/")).count();
+    assert_eq!((starts, puts, patches, manifest_puts), (1, 1, 0, 1), "one config upload and one manifest: {new:#?}");
+
+    // The edited config, as skopeo reads it; the layers are v1's.
+    let mut args = vec!["inspect".to_string(), "--config".to_string()];
+    args.extend(reg.skopeo_args(""));
+    args.push(format!("docker://{v2}"));
+    let config: Value = serde_json::from_str(&assert_success("skopeo inspect --config", &skopeo(&args))).unwrap();
+    let c = &config["config"];
+    let env: Vec<&str> = c["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(env.contains(&"GREETING=hi") && env.contains(&"DEBUG=1") && !env.contains(&"GREETING=hello"), "{env:?}");
+    assert_eq!(c["Labels"]["team"], "web");
+    assert_eq!(c["Labels"]["org.opencontainers.image.source"], "https://example.invalid/hoist");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(
+        (c["User"].as_str(), c["WorkingDir"].as_str(), c["StopSignal"].as_str()),
+        (Some("0"), Some("/srv"), Some("SIGINT"))
+    );
+    assert!(c["ExposedPorts"].get("9090/udp").is_some() && c["ExposedPorts"].get("8080/tcp").is_some());
+    assert_eq!(config["created"], "2024-01-02T03:04:05Z");
+    let raw = |r: &str| -> Value { serde_json::from_slice(&skopeo_raw(&reg, r)).unwrap() };
+    let (m1, m2) = (raw(&v1), raw(&v2));
+    assert_eq!(m1["layers"], m2["layers"], "layers untouched");
+    assert_eq!(m2["annotations"]["note"], "patched");
+    assert_eq!(digest, registry_manifest_digest(&reg, "app:v2"));
+    assert!(stderr.contains(&format!("-> {digest}")), "the summary names the new digest: {stderr}");
+}
+
+#[test]
+fn mutate_edits_every_image_of_an_index() {
+    hoist_testkit::require!("umoci");
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", built.display()));
+    let out = t.path().join("out");
+    ok(
+        "mutate",
+        hoist([
+            "mutate",
+            &format!("oci:{}:v1", built.display()),
+            &format!("oci:{}:v1", out.display()),
+            "--label",
+            "patched=yes",
+        ]),
+    );
+    let index_of = |l: &Path| {
+        let top = json_file(&l.join("index.json"));
+        blob(l, &top["manifests"][0]["digest"])
+    };
+    let (before, after) = (index_of(&built), index_of(&out));
+    let entries = after["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    for (old, new) in before["manifests"].as_array().unwrap().iter().zip(entries) {
+        assert_eq!(old["platform"], new["platform"]);
+        assert_ne!(old["digest"], new["digest"]);
+        let (mo, mn) = (blob(&built, &old["digest"]), blob(&out, &new["digest"]));
+        assert_eq!(mo["layers"], mn["layers"]);
+        assert_eq!(blob(&out, &mn["config"]["digest"])["config"]["Labels"]["patched"], "yes");
+    }
+
+    // --platform: that image alone, edited; umoci unpacks it to the original's tree.
+    let one = t.path().join("one");
+    let src = format!("oci:{}:v1", built.display());
+    ok(
+        "mutate --platform",
+        hoist(["--platform", "linux/arm64", "mutate", &src, &format!("oci:{}:v1", one.display()), "--user", "7"]),
+    );
+    let m = index_of(&one);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    let c = blob(&one, &m["config"]["digest"]);
+    assert_eq!((c["architecture"].as_str(), c["config"]["User"].as_str()), (Some("arm64"), Some("7")));
+    let unpack = |layout: &Path, dir: &Path, extra: &[&str]| {
+        let mut cmd = std::process::Command::new("umoci");
+        cmd.args(["unpack", "--rootless"]).args(extra).args(["--image", &format!("{}:v1", layout.display())]).arg(dir);
+        assert_success("umoci unpack", &cmd.output().unwrap());
+        file_digests(&dir.join("rootfs"))
+    };
+    let plain = t.path().join("plain");
+    ok("copy --platform", hoist(["--platform", "linux/arm64", "copy", &src, &format!("oci:{}:v1", plain.display())]));
+    assert_eq!(unpack(&one, &t.path().join("u1"), &[]), unpack(&plain, &t.path().join("u2"), &[]));
+
+    // Nothing to change is a usage error.
+    let none = hoist(["mutate", &src, &format!("oci:{}:v9", out.display())]);
+    assert_eq!(none.status.code(), Some(2), "{}", String::from_utf8_lossy(&none.stderr));
+}
