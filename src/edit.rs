@@ -6,9 +6,27 @@
 //! config, the manifest and the indexes above them are new, and the report lists each digest
 //! that changed.
 
+use std::path::PathBuf;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+
+/// A layer `hoist append` adds to each image: already compressed into a local file (made by
+/// [`crate::copy::convert::prepare_layer_blocking`]), which the copy uploads once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLayer {
+    /// The compressed blob on disk.
+    pub path: PathBuf,
+    /// Its descriptor, with the OCI media type of its compression.
+    pub desc: Descriptor,
+    /// Digest of its uncompressed tar.
+    pub diff_id: Digest,
+    /// What the history entry says (`hoist append FILE`).
+    pub created_by: String,
+}
 
 /// What to change in each image (empty: nothing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +51,8 @@ pub struct ImageEdit {
     pub stop_signal: Option<String>,
     /// The config's `created` (RFC 3339).
     pub created: Option<String>,
+    /// Layers added on top (`hoist append`), with their diff_ids and history entries.
+    pub layers: Vec<NewLayer>,
 }
 
 /// `KEY=VALUE` of a flag (`what` names it in the error).
@@ -95,11 +115,7 @@ impl ImageEdit {
         if let Some(c) = &self.created {
             root.insert("created".into(), Value::from(c.clone()));
         }
-        let cfg = root.entry("config").or_insert_with(|| Value::Object(Map::new()));
-        if cfg.is_null() {
-            *cfg = Value::Object(Map::new());
-        }
-        let cfg = cfg.as_object_mut().ok_or_else(|| Error::Other("image config's `config` is not an object".into()))?;
+        let cfg = object_field(root, "config")?;
         if !self.env.is_empty() {
             let env = list_field(cfg, "Env")?;
             for (k, v) in &self.env {
@@ -135,6 +151,21 @@ impl ImageEdit {
                 cfg.insert(key.into(), Value::from(v.clone()));
             }
         }
+        if !self.layers.is_empty() {
+            let rootfs = object_field(root, "rootfs")?;
+            rootfs.entry("type").or_insert_with(|| Value::from("layers"));
+            let ids = list_field(rootfs, "diff_ids")?;
+            ids.extend(self.layers.iter().map(|l| Value::from(l.diff_id.to_string())));
+            let history = list_field(root, "history")?;
+            for l in &self.layers {
+                let mut h = Map::new();
+                if let Some(c) = &self.created {
+                    h.insert("created".into(), Value::from(c.clone()));
+                }
+                h.insert("created_by".into(), Value::from(l.created_by.clone()));
+                history.push(Value::Object(h));
+            }
+        }
         Ok(())
     }
 
@@ -163,6 +194,7 @@ impl ImageEdit {
         add(self.labels.len(), "label(s)");
         add(self.annotations.len(), "annotation(s)");
         add(self.exposed_ports.len(), "exposed port(s)");
+        add(self.layers.len(), "layer(s) appended");
         for (set, what) in [
             (self.entrypoint.is_some(), "entrypoint"),
             (self.cmd.is_some(), "cmd"),

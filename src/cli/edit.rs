@@ -8,6 +8,54 @@ use hoist::error::{Error, Result};
 use super::copy::Ends;
 use super::creds::SideCreds;
 
+/// `hoist append SRC DST LAYER...`.
+#[derive(Args)]
+pub(crate) struct AppendArgs {
+    /// Source image or index (any transport)
+    src: String,
+    /// Destination (any transport)
+    dst: String,
+    /// Layer tarballs to add on top, in order: .tar, .tar.gz or .tar.zst (told by their bytes)
+    #[arg(required = true, value_name = "LAYER")]
+    layers: Vec<std::path::PathBuf>,
+    /// Compression of the added layers: none, gzip[:0-9], zstd[:1-22], estargz[:0-9]
+    #[arg(long, value_name = "ALG[:LEVEL]", default_value = "gzip")]
+    compression: String,
+    /// The config's creation time (and the new history entries'): now or an RFC 3339 time
+    #[arg(long, value_name = "TIME|now")]
+    created: Option<String>,
+    #[command(flatten)]
+    creds: SideCreds,
+}
+
+impl AppendArgs {
+    /// Compress the layers into `dir` and make the edit that adds them.
+    pub fn ends(&self, dir: &std::path::Path) -> Result<Ends> {
+        let to: hoist::copy::convert::Compression = self.compression.parse()?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| hoist::copy::convert::prepare_layer_blocking(l, to, dir))
+            .collect::<Result<Vec<_>>>()?;
+        let edit = ImageEdit {
+            layers,
+            created: self.created.as_deref().map(parse_created).transpose()?,
+            ..ImageEdit::default()
+        };
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), edit)
+    }
+
+    /// Both ends for credentials (nothing compressed yet).
+    pub fn ends_for_creds(&self) -> Result<Ends> {
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), ImageEdit::default())
+    }
+
+    /// What a message about this command names.
+    pub fn describe(&self) -> String {
+        format!("append {} {}", self.src, self.dst)
+    }
+}
+
 /// `hoist mutate SRC DST`.
 #[derive(Args)]
 pub(crate) struct MutateArgs {
@@ -64,6 +112,7 @@ impl MutateArgs {
             exposed_ports: self.exposed_port.iter().map(|p| parse_port(p)).collect::<Result<_>>()?,
             stop_signal: self.stop_signal.clone(),
             created: self.created.as_deref().map(parse_created).transpose()?,
+            layers: Vec::new(),
         };
         if edit.is_empty() {
             return Err(Error::Usage(

@@ -71,6 +71,11 @@ enum Command {
         after_help = "Examples:\n  hoist mutate localhost:5000/app:v1 localhost:5000/app:v1-debug --env DEBUG=1 --cmd '[\"sh\"]'\n  hoist mutate oci:./layout:v1 oci:./layout:v2 --label org.example.team=web --created now\n  hoist --platform linux/amd64 mutate localhost:5000/app:v1 oci:./amd64:v1 --user 1000"
     )]
     Mutate(edit::MutateArgs),
+    /// Add layer tarballs on top of images (crane append): new diff_ids and history entries.
+    #[command(
+        after_help = "Examples:\n  hoist append localhost:5000/app:v1 localhost:5000/app:v2 ca-certs.tar.gz\n  hoist append oci:./layout:v1 oci:./layout:v2 patch.tar --compression zstd"
+    )]
+    Append(edit::AppendArgs),
     /// Show a manifest or index.
     #[command(
         after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --platform linux/arm64 inspect --config oci:./layout:v1"
@@ -152,6 +157,7 @@ impl Command {
             Command::Push(a) => a.describe(),
             Command::Pull(a) => a.describe(),
             Command::Mutate(a) => a.describe(),
+            Command::Append(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Digest(a) => format!("digest {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
@@ -198,7 +204,7 @@ impl Command {
         let outputs =
             |o: &store::OutputArgs| o.outputs.iter().filter_map(|s| registry_of_output(s)).collect::<Vec<_>>();
         match self {
-            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) => vec![],
+            Command::Copy(_) | Command::Push(_) | Command::Pull(_) | Command::Mutate(_) | Command::Append(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Digest(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
@@ -329,6 +335,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Push(a) => Some(a.ends()?),
         Command::Pull(a) => Some(a.ends()?),
         Command::Mutate(a) => Some(a.ends()?),
+        Command::Append(a) => Some(a.ends_for_creds()?),
         _ => None,
     };
     let credentials = match &ends {
@@ -353,6 +360,14 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Push(a) => copy::run(ctx, &a.ends()?).await,
         Command::Pull(a) => copy::run(ctx, &a.ends()?).await,
         Command::Mutate(a) => copy::run(ctx, &a.ends()?).await,
+        Command::Append(a) => {
+            let dir = tempfile::Builder::new()
+                .prefix(".hoist-append-")
+                .tempdir()
+                .map_err(|e| hoist::error::Error::io(std::env::temp_dir(), e))?;
+            let ends = a.ends(dir.path())?;
+            copy::run(ctx, &ends).await
+        }
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Digest(a) => inspect::digest(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,

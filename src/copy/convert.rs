@@ -196,6 +196,13 @@ impl<'a> Converted<'a> {
             changes: Mutex::new(Vec::new()),
             jobs: Semaphore::new(jobs.max(1)),
         })
+        .inspect(|c| {
+            // Layers `hoist append` adds are served from their files.
+            let mut blobs = c.blobs.lock().expect("lock");
+            for l in c.conversion.edit.iter().flat_map(|e| &e.layers) {
+                blobs.insert(l.desc.digest.clone(), l.path.clone());
+            }
+        })
     }
 
     /// Convert the graph of `root`; returns the root's descriptor after conversion (the same
@@ -330,6 +337,26 @@ impl<'a> Converted<'a> {
                 }
                 if let Some(e) = edit {
                     e.apply_to_manifest(&mut value)?;
+                    if !e.layers.is_empty() {
+                        let list = value
+                            .as_object_mut()
+                            .map(|o| o.entry("layers").or_insert_with(|| Value::Array(Vec::new())))
+                            .and_then(Value::as_array_mut)
+                            .ok_or_else(|| Error::malformed(&what, &loc, "`layers` is not a list"))?;
+                        for l in &e.layers {
+                            let mut d = l.desc.clone();
+                            let kind = layer_format(&d).unwrap_or(Kind::Gzip);
+                            d.media_type = layer_type(kind, oci)
+                                .ok_or_else(|| {
+                                    Error::Unsupported(format!(
+                                        "a zstd layer cannot go into the Docker schema 2 manifest {}; add --convert oci",
+                                        desc.digest
+                                    ))
+                                })?
+                                .to_string();
+                            list.push(serde_json::to_value(&d).map_err(|e| Error::Other(e.to_string()))?);
+                        }
+                    }
                     reasons.push(e.describe());
                 }
             }
@@ -513,6 +540,46 @@ fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> 
     w.flush()?;
     w.get_ref().sync_all()?;
     Ok(Output { digest, size, diff_id, annotations })
+}
+
+/// Compress the layer tar `input` (plain, gzip or zstd, told by its first bytes) as `to` into
+/// a file in `dir`, for `hoist append`: its descriptor and diff_id. Blocking.
+pub fn prepare_layer_blocking(input: &Path, to: Compression, dir: &Path) -> Result<crate::edit::NewLayer> {
+    let head = {
+        let mut h = [0u8; 4];
+        let mut f = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+        let n = f.read(&mut h).map_err(|e| Error::io(input, e))?;
+        h[..n].to_vec()
+    };
+    let from = match head.as_slice() {
+        [0x1f, 0x8b, ..] => Kind::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Kind::Zstd,
+        _ => Kind::Tar,
+    };
+    let what = format!("layer {}", input.display());
+    let plain = dir.join(format!("plain-{}", std::process::id()));
+    let diff =
+        recompress_file(input, from, Compression::None, &plain).map_err(|e| Error::malformed(&what, "append", e))?;
+    // Check that it is a tar before it becomes a layer.
+    estargz::to_plain_tar(std::fs::File::open(&plain).map_err(|e| Error::io(&plain, e))?, &mut std::io::sink(), &what)
+        .map_err(|e| Error::malformed(&what, "append", e))?;
+    let out = dir.join("layer.tmp");
+    let o = recompress_file(&plain, Kind::Tar, to, &out).map_err(|e| Error::malformed(&what, "append", e))?;
+    let _ = std::fs::remove_file(&plain);
+    let path = dir.join(format!("layer-{}", o.digest.hex()));
+    std::fs::rename(&out, &path).map_err(|e| Error::io(&path, e))?;
+    let kind = to.kind();
+    let mut desc = Descriptor::new(layer_type(kind, true).unwrap_or(media::OCI_LAYER_GZIP), o.digest, o.size);
+    for (k, v) in o.annotations {
+        desc.annotations.insert(k.to_string(), v);
+    }
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(crate::edit::NewLayer {
+        path,
+        desc,
+        diff_id: o.diff_id.unwrap_or(diff.digest),
+        created_by: format!("hoist append {name}"),
+    })
 }
 
 /// Copy the uncompressed layer `reader` (of `from`) into `w`; out of eStargz, the plain tar

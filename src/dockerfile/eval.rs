@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::fs::{
-    cache_root, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, Mounted, Snapshotter,
+    cache_root, chain_id, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, resolve_in_dir,
+    resolve_in_stack, Mounted, Snapshotter,
 };
 use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
@@ -77,13 +78,26 @@ impl Stage {
         self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
     }
 
-    /// Unpack every layer (cached) and return their directories, bottom first. Blocking.
+    /// Unpack every layer (cached, by chain) and return their directories, bottom first.
+    /// Blocking.
     pub fn dirs_blocking(&self, layout: &Layout) -> Result<Vec<PathBuf>> {
-        self.layers
-            .iter()
-            .zip(&self.config.rootfs.diff_ids)
-            .map(|(d, id)| ensure_unpacked_blocking(layout, d, id))
-            .collect()
+        let mut dirs = Vec::new();
+        let mut chain: Option<String> = None;
+        for (d, id) in self.layers.iter().zip(&self.config.rootfs.diff_ids) {
+            let c = chain_id(chain.as_deref(), id);
+            dirs.push(ensure_unpacked_blocking(layout, d, &c, &dirs)?);
+            chain = Some(c);
+        }
+        Ok(dirs)
+    }
+
+    /// The ChainID (hex) of the stage's layers, None without layers.
+    pub fn chain(&self) -> Option<String> {
+        let mut chain: Option<String> = None;
+        for id in &self.config.rootfs.diff_ids {
+            chain = Some(chain_id(chain.as_deref(), id));
+        }
+        chain
     }
 
     pub(crate) fn push_layer(&mut self, blob: &LayerBlob, created: &str, by: String) {
@@ -196,7 +210,7 @@ pub async fn build_dockerfile(
         log.line(&format!("note: `# syntax={s}` ignored: hoist parses Dockerfiles itself"));
     }
     let epoch = opts.source_date_epoch.unwrap_or_else(source_date_epoch);
-    let ignore = Arc::new(load_dockerignore(&opts.context)?);
+    let ignore = Arc::new(load_dockerignore(&opts.dockerfile, &opts.context)?);
     let context = fs::canonicalize(&opts.context).at(&opts.context)?;
     let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
     let mut ctx =
@@ -204,10 +218,14 @@ pub async fn build_dockerfile(
     let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
-    // Refuse RUN we cannot run before building anything.
-    if plan.needed.iter().any(|&s| plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN")) {
-        for p in &platforms {
-            super::run::check_can_run(opts.runtime.as_deref(), p)?;
+    // Refuse RUN we cannot run before building anything: each stage runs on its own
+    // platform (`FROM --platform=$BUILDPLATFORM` runs natively whatever the target).
+    for p in &platforms {
+        let gvars = global_vars(&ctx, &plan.globals, p)?;
+        for &s in &plan.needed {
+            if plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN") {
+                super::run::check_can_run(opts.runtime.as_deref(), &stage_platform(&ctx, &plan, s, &gvars, p)?)?;
+            }
         }
     }
     let mut manifests = Vec::new();
@@ -269,9 +287,40 @@ fn from_parts(ctx: &Ctx<'_>, ins: &Instruction, vars: &HashMap<String, String>) 
     let w = words(&ins.text(), &get, ctx.df.escape).map_err(|e| ctx.e(ins, e))?;
     match w.as_slice() {
         [image] => Ok((image.clone(), None)),
-        [image, as_, name] if as_.eq_ignore_ascii_case("as") => Ok((image.clone(), Some(name.to_ascii_lowercase()))),
+        [image, as_, _] if as_.eq_ignore_ascii_case("as") => {
+            // The name as written: BuildKit expands no variables in it.
+            let raw = ins.text().split_whitespace().nth(2).unwrap_or_default().to_string();
+            if !valid_stage_name(&raw) {
+                return Err(ctx.e(
+                    ins,
+                    format!("invalid name for build stage: {raw:?}, name can't start with a number or contain symbols"),
+                ));
+            }
+            Ok((image.clone(), Some(raw.to_ascii_lowercase())))
+        }
         _ => Err(ctx.e(ins, "FROM takes IMAGE [AS NAME]")),
     }
+}
+
+/// BuildKit's rule for stage names: a letter, then letters, digits, `-`, `_` and `.`.
+fn valid_stage_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// BuildKit's refusal of `--from=$X` (moby/buildkit#6153): the stage graph is known before
+/// any variable is.
+pub(crate) fn check_from_literal(ctx: &Ctx<'_>, ins: &Instruction, value: &str) -> Result<()> {
+    if value.contains('$') {
+        return Err(ctx.e(
+            ins,
+            format!(
+                "--from={value}: variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn global_vars(ctx: &Ctx<'_>, globals: &[usize], platform: &Platform) -> Result<HashMap<String, String>> {
@@ -311,12 +360,13 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
         .iter()
         .map(|s| from_parts(ctx, &ctx.df.instructions[s[0]], &vars).map(|(_, n)| n))
         .collect::<Result<Vec<_>>>()?;
-    let find = |r: &str, before: usize| -> Option<usize> {
+    // `--from` may name a stage by its index; FROM only by its name (`FROM 0` is an image).
+    let find = |r: &str, before: usize, by_index: bool| -> Option<usize> {
         let r = r.to_ascii_lowercase();
-        (0..before).find(|&j| names[j].as_deref() == Some(r.as_str()) || r == j.to_string())
+        (0..before).find(|&j| names[j].as_deref() == Some(r.as_str()) || (by_index && r == j.to_string()))
     };
     let target = match &ctx.opts.target {
-        Some(t) => find(t, stages.len()).ok_or_else(|| Error::Usage(format!("--target {t}: no such stage")))?,
+        Some(t) => find(t, stages.len(), false).ok_or_else(|| Error::Usage(format!("--target {t}: no such stage")))?,
         None => stages.len() - 1,
     };
     let mut needed = BTreeSet::new();
@@ -327,22 +377,24 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
         }
         for &i in &stages[s] {
             let ins = &ctx.df.instructions[i];
-            let mut refs: Vec<String> = Vec::new();
+            let mut refs: Vec<(String, bool)> = Vec::new();
             if ins.keyword == "FROM" {
-                refs.push(from_parts(ctx, ins, &vars)?.0);
+                refs.push((from_parts(ctx, ins, &vars)?.0, false));
             }
             if let Some(f) = ins.flag("from") {
-                refs.push(f.to_string());
+                check_from_literal(ctx, ins, f)?;
+                refs.push((f.to_string(), true));
             }
             for m in ins.flag_all("mount") {
                 for kv in m.split(',') {
-                    if let Some(f) = kv.strip_prefix("from=") {
-                        refs.push(f.to_string());
+                    if let Some(f) = kv.trim().strip_prefix("from=") {
+                        check_from_literal(ctx, ins, f)?;
+                        refs.push((f.to_string(), true));
                     }
                 }
             }
-            for r in refs {
-                if let Some(j) = find(&r, s) {
+            for (r, by_index) in refs {
+                if let Some(j) = find(&r, s, by_index) {
                     todo.push(j);
                 }
             }
@@ -401,14 +453,27 @@ async fn build_platform(
     done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))
 }
 
+/// The stage `r` names among the first `before` (by name, or for `--from` by index too).
 pub(crate) fn find_stage<'s>(
     plan: &Plan,
     done: &'s BTreeMap<usize, Stage>,
     r: &str,
     before: usize,
+    by_index: bool,
 ) -> Option<&'s Stage> {
     let r = r.to_ascii_lowercase();
-    (0..before).find(|&j| plan.names[j].as_deref() == Some(r.as_str()) || r == j.to_string()).and_then(|j| done.get(&j))
+    (0..before)
+        .find(|&j| plan.names[j].as_deref() == Some(r.as_str()) || (by_index && r == j.to_string()))
+        .and_then(|j| done.get(&j))
+}
+
+/// `--from=NAME` naming the stage it is in: BuildKit's circular dependency.
+pub(crate) fn check_not_self(ctx: &Ctx<'_>, plan: &Plan, s: usize, ins: &Instruction, r: &str) -> Result<()> {
+    let lower = r.to_ascii_lowercase();
+    if plan.names[s].as_deref() == Some(lower.as_str()) || lower == s.to_string() {
+        return Err(ctx.e(ins, format!("--from={r}: circular dependency detected on stage: {r} (the current stage)")));
+    }
+    Ok(())
 }
 
 async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: &dyn ImageResolver) -> Result<Stage> {
@@ -428,6 +493,8 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
         st.config.rootfs = RootFs::layers(vec![]);
         // BuildKit and buildah give a scratch image the default PATH.
         st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+        // ... and BuildKit a working directory of `/`.
+        st.config.config.working_dir = Some("/".into());
         st.key = hash(&["hoist-dockerfile-v1", &pf, "scratch"]);
         return Ok(st);
     }
@@ -457,6 +524,29 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     Ok(st)
 }
 
+/// The platform stage `s` builds for: its `FROM --platform=` (variables from the global
+/// scope, where `BUILDPLATFORM` is the host's), else its parent stage's, else the target.
+fn stage_platform(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    s: usize,
+    gvars: &HashMap<String, String>,
+    target: &Platform,
+) -> Result<Platform> {
+    let from = &ctx.df.instructions[plan.stages[s][0]];
+    if let Some(p) = from.flag("platform") {
+        let get = |n: &str| gvars.get(n).cloned();
+        let p = word(p, &get, ctx.df.escape).map_err(|e| ctx.e(from, e))?;
+        return Platform::parse(&p).ok_or_else(|| ctx.e(from, format!("--platform {p:?} is not os/arch[/variant]")));
+    }
+    let (image, _) = from_parts(ctx, from, gvars)?;
+    let image = image.to_ascii_lowercase();
+    match (0..s).find(|&j| plan.names[j].as_deref() == Some(image.as_str())) {
+        Some(j) => stage_platform(ctx, plan, j, gvars, target),
+        None => Ok(target.clone()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn build_stage(
     ctx: &mut Ctx<'_>,
@@ -470,16 +560,9 @@ async fn build_stage(
     let from = &ctx.df.instructions[plan.stages[s][0]].clone();
     from.check_flags(&["platform"], &ctx.file)?;
     let (image, name) = from_parts(ctx, from, gvars)?;
-    let platform = match from.flag("platform") {
-        Some(p) => {
-            let get = |n: &str| gvars.get(n).cloned();
-            let p = word(p, &get, ctx.df.escape).map_err(|e| ctx.e(from, e))?;
-            Platform::parse(&p).ok_or_else(|| ctx.e(from, format!("--platform {p:?} is not os/arch[/variant]")))?
-        }
-        None => target_platform.clone(),
-    };
+    let platform = stage_platform(ctx, plan, s, gvars, target_platform)?;
     ctx.log.line(&format!("[{}] FROM {image}", name.as_deref().unwrap_or(&s.to_string())));
-    let mut st = match find_stage(plan, done, &image, s) {
+    let mut st = match find_stage(plan, done, &image, s, false) {
         Some(prev) => {
             let mut st = prev.clone();
             st.args.clear();
@@ -489,7 +572,7 @@ async fn build_stage(
         None => image_stage(ctx, &image, &platform, resolver).await?,
     };
     st.name = name;
-    st.platform = target_platform.clone();
+    st.platform = platform;
     let label = st.name.clone().unwrap_or_else(|| s.to_string());
     // The base's ONBUILD triggers run first, as in BuildKit; they are not passed on.
     let triggers: Vec<String> = match st.config.config.extra.remove("OnBuild") {
@@ -561,9 +644,18 @@ async fn step(
             st.push_empty(&created, by);
         }
         "LABEL" => {
-            for p in ws(&ins.text())? {
-                let (k, v) = p.split_once('=').ok_or_else(|| ctx.e(ins, "LABEL needs KEY=VALUE"))?;
-                st.config.config.labels.insert(k.to_string(), v.to_string());
+            let w = ws(&ins.text())?;
+            if w.first().is_some_and(|f| !f.contains('=')) {
+                // legacy `LABEL key value with spaces`
+                let text = ins.text();
+                let rest = text.trim_start().split_once(char::is_whitespace).map(|(_, r)| r).unwrap_or("");
+                let v = word(rest.trim(), &get, esc).map_err(|e| ctx.e(ins, e))?;
+                st.config.config.labels.insert(w[0].clone(), v);
+            } else {
+                for p in w {
+                    let (k, v) = p.split_once('=').ok_or_else(|| ctx.e(ins, "LABEL needs KEY=VALUE"))?;
+                    st.config.config.labels.insert(k.to_string(), v.to_string());
+                }
             }
             st.push_empty(&created, by);
         }
@@ -736,7 +828,9 @@ pub(crate) fn join_abs(base: &str, rel: &str) -> String {
 /// WORKDIR creates its directory when missing (a layer with it and its missing parents).
 async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, path: &str) -> Result<()> {
     let by = format!("WORKDIR {path}");
-    let key = hash(&[&st.key, &by]);
+    // The directory is made as the stage's USER: a different user is a different step.
+    let user = st.config.config.user.clone().unwrap_or_default();
+    let key = hash(&[&st.key, &by, "user", &user]);
     let (layout, epoch, compression) = (Layout::open(ctx.layout.root())?, ctx.epoch, ctx.opts.compression);
     let (blob, cached) = match ctx.cache_get(&key) {
         Some(e) => (e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }), true),
@@ -757,13 +851,30 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
             };
             let blob = blocking(move || -> Result<Option<LayerBlob>> {
                 let dirs = stc.dirs_blocking(&layout)?;
-                let rel = normalize_target(&p)?;
+                // a WORKDIR that is a dangling symlink creates its target (inside the image)
+                let rel = resolve_in_stack(&dirs, &normalize_target(&p)?, true)
+                    .map_err(|e| Error::Other(format!("WORKDIR {p}: {e}")))?;
                 if rel.is_empty() || lookup(&dirs, &rel).is_some() {
                     return Ok(None);
                 }
-                let mut items = BTreeMap::new();
-                add_parents(&dirs, &rel, &mut items, epoch);
-                items.insert(rel, Item { kind: Kind::Dir, mode: 0o755, uid, gid, mtime: None });
+                // `mkdir -p` as the stage's USER, as BuildKit does: every missing directory is
+                // the user's, and one made in a set-group-ID directory takes its group and bit.
+                let mut items: BTreeMap<String, Item> = BTreeMap::new();
+                let mut cur = String::new();
+                let mut parent: Option<(u32, u64)> = lookup(&dirs, "").map(|m| (m.mode(), u64::from(m.gid())));
+                for c in rel.split('/') {
+                    cur = join_rel(&cur, c);
+                    if let Some(m) = lookup(&dirs, &cur) {
+                        parent = Some((m.mode(), u64::from(m.gid())));
+                        continue;
+                    }
+                    let (mode, g) = match parent {
+                        Some((pm, pg)) if pm & 0o2000 != 0 => (0o2755, pg),
+                        _ => (0o755, gid),
+                    };
+                    items.insert(cur.clone(), Item { kind: Kind::Dir, mode, uid, gid: g, mtime: None });
+                    parent = Some((mode, g));
+                }
                 Ok(Some(build_items_layer_blocking(&layout, items, compression, epoch)?))
             })
             .await?;
@@ -804,9 +915,11 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 /// `name[:group]` or numeric ids → uid, gid, from the stage's /etc/passwd and /etc/group.
 pub(crate) fn resolve_user(dirs: &[PathBuf], spec: &str) -> std::result::Result<(u64, u64), String> {
     let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
         None => (spec, None),
     };
+    // `--chown=:` and `--chown=:G`: BuildKit takes an empty user as root.
+    let u = if u.is_empty() { "0" } else { u };
     let passwd = read_small(dirs, "etc/passwd", MAX_PASSWD).unwrap_or_default();
     let (uid, primary) = match u.parse::<u64>() {
         Ok(n) => {
@@ -845,6 +958,33 @@ pub(crate) fn resolve_user(dirs: &[PathBuf], spec: &str) -> std::result::Result<
     Ok((uid, gid))
 }
 
+/// The supplementary groups of `spec` (USER without a group): every /etc/group entry
+/// listing the user's name, as runc's user lookup (and so BuildKit) gives them. None when
+/// USER names a group, or the user has no name.
+pub(crate) fn supplementary_groups(dirs: &[PathBuf], spec: &str, primary: u64) -> Vec<u64> {
+    if spec.contains(':') {
+        return vec![];
+    }
+    let passwd = read_small(dirs, "etc/passwd", MAX_PASSWD).unwrap_or_default();
+    let name = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec))
+        .map(|f| f[0].to_string());
+    let Some(name) = name else { return vec![] };
+    let group = read_small(dirs, "etc/group", MAX_PASSWD).unwrap_or_default();
+    let mut out: Vec<u64> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
+        .filter_map(|f| f[2].parse().ok())
+        .filter(|g| *g != primary)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 // ---------------------------------------------------------------- .dockerignore
 
 /// One `.dockerignore` line.
@@ -854,11 +994,23 @@ pub(crate) struct IgnoreRule {
     parts: Vec<String>,
 }
 
-fn load_dockerignore(context: &Path) -> Result<Vec<IgnoreRule>> {
-    let p = context.join(".dockerignore");
+/// The ignore file: `<Dockerfile>.dockerignore` beside the Dockerfile when there is one
+/// (BuildKit), else the context's `.dockerignore`. A symlink is not followed (it could
+/// point outside the context): it is taken as absent.
+fn load_dockerignore(dockerfile: &Path, context: &Path) -> Result<Vec<IgnoreRule>> {
+    let mut beside = dockerfile.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    let beside = PathBuf::from(beside);
+    let p = if beside.symlink_metadata().is_ok_and(|m| m.is_file()) { beside } else { context.join(".dockerignore") };
+    if !p.symlink_metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(vec![]);
+    }
     let Ok(f) = fs::File::open(&p) else { return Ok(vec![]) };
     let mut s = String::new();
     f.take(MAX_DOCKERIGNORE).read_to_string(&mut s).at(&p)?;
+    if s.lines().any(|l| l.trim() == "!") {
+        return Err(Error::malformed(".dockerignore", p.display().to_string(), "illegal exclusion pattern: \"!\""));
+    }
     Ok(parse_ignore(&s))
 }
 
@@ -993,13 +1145,16 @@ async fn copy(
     }
     let dest_word = args.pop().expect("two or more");
     let dest = join_abs(&st.workdir(), &dest_word);
-    let dest_is_dir = dest_word.ends_with('/') || args.len() > 1 || args.iter().any(|a| has_glob(a));
+    let dest_is_dir = dest_word.ends_with('/') || args.len() > 1;
     let chown = match ins.flag("chown") {
         Some(c) => Some(word(c, &get, esc).map_err(|e| ctx.e(ins, e))?),
         None => None,
     };
     let chmod = match ins.flag("chmod") {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?),
+        Some(m) => {
+            let m = word(m, &get, esc).map_err(|e| ctx.e(ins, e))?;
+            Some(u32::from_str_radix(&m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?)
+        }
         None => None,
     };
     for a in &args {
@@ -1024,10 +1179,17 @@ async fn copy(
         }
         Some(t)
     };
-    let from = ins.flag("from").map(|f| word(f, &get, esc)).transpose().map_err(|e| ctx.e(ins, e))?;
+    let from = ins.flag("from").map(str::to_string);
+    if from.as_deref() == Some("") {
+        return Err(ctx.e(ins, "--from needs a value: --from=STAGE or --from=IMAGE"));
+    }
+    if let Some(f) = &from {
+        check_from_literal(ctx, ins, f)?;
+        check_not_self(ctx, plan, s, ins, f)?;
+    }
     let other = match &from {
         None => None,
-        Some(f) => Some(match find_stage(plan, done, f, s) {
+        Some(f) => Some(match find_stage(plan, done, f, s, true) {
             Some(o) => o.clone(),
             None => image_stage(ctx, f, &st.platform, resolver).await?,
         }),
@@ -1086,9 +1248,15 @@ async fn copy(
             }
             None => (None, None),
         };
-        let dest_rel = normalize_target(&dest)?;
+        // A destination that is a symlink (dangling or not), or under one, is followed inside
+        // the image, as Docker does: `COPY x /etc/hbase` with /etc/hbase -> /usr/local/hbase
+        // writes under /usr/local/hbase.
+        let dest_rel =
+            resolve_in_stack(&dirs, &normalize_target(&dest)?, true).map_err(|er| e(format!("{dest}: {er}")))?;
         let mut items: BTreeMap<String, Item> = BTreeMap::new();
         let mut extract_tmp = Vec::new();
+        let mut unmatched: Vec<String> = Vec::new();
+        let mut sources = Vec::new();
         for a in &args {
             // heredoc source?
             let (base, pattern, ctxfile) = if heredoc_names.contains(a) || heredoc_names2.contains(a) {
@@ -1098,18 +1266,31 @@ async fn copy(
                 (root_dir.clone(), normalize_target(&join_abs("/", a))?, from_context)
             };
             let matches: Vec<String> = if has_glob(&pattern) {
+                // A pattern matching nothing is fine next to a source that matches (Docker).
                 let m = glob_in(&base, &pattern, if ctxfile { &ignore } else { &[] })?;
-                if m.is_empty() {
-                    return Err(e(format!("{a}: no source files were specified (nothing matches)")));
-                }
+                unmatched.extend(m.is_empty().then(|| a.clone()));
                 m
             } else {
                 vec![pattern.clone()]
             };
+            sources.push((a, base, ctxfile, matches));
+        }
+        // One source path (a wildcard matching one) is copied to DEST itself; several go
+        // into DEST/ (Docker).
+        let dest_is_dir = dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
+        for (a, base, ctxfile, matches) in sources {
             for m in matches {
-                let src = if m.is_empty() { base.clone() } else { base.join(&m) };
+                // Symlinks on the way (and a link named as the source) resolve inside the
+                // context or stage root, never on the host; a dangling one is an error.
+                let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
+                let src = if resolved.is_empty() { base.clone() } else { base.join(&resolved) };
+                let where_ = if ctxfile { "build context" } else { "source" };
                 let meta = src.symlink_metadata().map_err(|_| {
-                    e(format!("{a}: not found in the {}", if ctxfile { "build context" } else { "source" }))
+                    if resolved == m {
+                        e(format!("{a}: not found in the {where_}"))
+                    } else {
+                        e(format!("{a}: not found in the {where_} (a symlink to /{resolved}, which does not exist)"))
+                    }
                 })?;
                 if ctxfile && !m.is_empty() && ignored(&ignore, &m) {
                     return Err(e(format!("{a}: excluded by .dockerignore")));
@@ -1122,12 +1303,14 @@ async fn copy(
                         continue;
                     }
                 }
-                let meta = if meta.file_type().is_symlink() { fs::metadata(&src).at(&src)? } else { meta };
                 if meta.is_dir() {
                     let rules: &[IgnoreRule] = if ctxfile { &ignore } else { &[] };
                     if lookup(&dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
-                        let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
-                        let (u, g) = owner(&meta, uid, gid, ctxfile);
+                        // BuildKit makes a missing destination 0755 root (the contents are
+                        // copied into it, not the source directory's own metadata)
+                        // (--chmod applies to what is copied into it)
+                        let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+                        let mode = 0o755;
                         items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode, uid: u, gid: g, mtime: None });
                     }
                     add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, rules, &m)?;
@@ -1154,6 +1337,9 @@ async fn copy(
                     );
                 }
             }
+        }
+        if unmatched.len() == args.len() {
+            return Err(e(format!("{}: no source files were specified (nothing matches)", unmatched.join(" "))));
         }
         if dest_is_dir && !dest_rel.is_empty() && lookup(&dirs, &dest_rel).is_none() {
             let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
@@ -1282,10 +1468,12 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
     for p in parts {
         let mut next = Vec::new();
         for c in &cur {
-            let dir = base.join(c);
+            // directories on the way resolve inside `base` (a symlinked directory is followed
+            // there, never on the host)
+            let Ok(dir) = resolve_in_dir(base, c, true).map(|r| base.join(r)) else { continue };
             if !has_glob(p) {
                 let cand = join_rel(c, p);
-                if base.join(&cand).symlink_metadata().is_ok() {
+                if resolve_in_dir(base, &cand, false).is_ok_and(|r| base.join(r).symlink_metadata().is_ok()) {
                     next.push(cand);
                 }
                 continue;

@@ -30,15 +30,25 @@ pub fn cache_root(layout: &Layout) -> PathBuf {
     layout.root().join("build-cache")
 }
 
-/// Directory of the unpacked layer with `diff_id`.
-pub fn layer_dir(layout: &Layout, diff_id: &Digest) -> PathBuf {
-    cache_root(layout).join("layers").join(diff_id.hex())
+/// Directory of the unpacked layer whose chain (this layer on its parents) is `chain`, the
+/// hex of [`chain_id`]. Keyed by chain, not by diff_id: a layer's implicit parent
+/// directories take their metadata from the layers below it (see [`unpack_overlay`]).
+pub fn layer_dir(layout: &Layout, chain: &str) -> PathBuf {
+    cache_root(layout).join("layers").join(chain)
 }
 
-/// Unpack the layer `desc` (blob in `layout`) into overlay format at its `layer_dir`, unless
-/// it is there already. Blocking.
-pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
-    let dir = layer_dir(layout, diff_id);
+/// The OCI ChainID (hex) of a layer `diff_id` on a stack whose ChainID is `parent`.
+pub fn chain_id(parent: Option<&str>, diff_id: &Digest) -> String {
+    match parent {
+        None => diff_id.hex().to_string(),
+        Some(p) => Digest::sha256_of(format!("sha256:{p} {diff_id}").as_bytes()).hex().to_string(),
+    }
+}
+
+/// Unpack the layer `desc` (blob in `layout`) into overlay format at the `layer_dir` of
+/// `chain`, on top of the unpacked stack `lower`, unless it is there already. Blocking.
+pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str, lower: &[PathBuf]) -> Result<PathBuf> {
+    let dir = layer_dir(layout, chain);
     if dir.is_dir() {
         return Ok(dir);
     }
@@ -53,7 +63,7 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, diff_id: &Di
         media::OCI_LAYER_TAR | media::DOCKER_LAYER_TAR => Box::new(file),
         other => return Err(Error::Unsupported(format!("layer media type {other} cannot be unpacked"))),
     };
-    unpack_overlay(reader, tmp.path()).map_err(|e| match e {
+    unpack_overlay(reader, tmp.path(), lower).map_err(|e| match e {
         Error::Io { path, source } => Error::Io { path: blob.join(path), source },
         e => e,
     })?;
@@ -67,8 +77,10 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, diff_id: &Di
     Ok(dir)
 }
 
-/// Unpack a layer tar into `dst` in overlay format.
-pub fn unpack_overlay(reader: impl Read, dst: &Path) -> Result<()> {
+/// Unpack a layer tar into `dst` in overlay format, on top of the stack `lower`. A parent
+/// directory the tar does not hold gets the metadata it has in `lower` (as extracting the tar
+/// onto the parent filesystem would keep it), not a fresh `0755 root` that would hide it.
+pub fn unpack_overlay(reader: impl Read, dst: &Path, lower: &[PathBuf]) -> Result<()> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
@@ -83,18 +95,40 @@ pub fn unpack_overlay(reader: impl Read, dst: &Path) -> Result<()> {
             Some((p, n)) => (p.to_string(), n.to_string()),
             None => (String::new(), rel.clone()),
         };
+        make_parents(dst, &parent, lower)?;
         if name == WH_OPAQUE {
             let d = dst.join(&parent);
-            fs::create_dir_all(&d).at(&d)?;
             set_xattr(&d, OPAQUE_XATTR, b"y").at(&d)?;
         } else if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
-            let d = dst.join(&parent);
-            fs::create_dir_all(&d).at(&d)?;
-            let p = d.join(hidden);
+            let p = dst.join(&parent).join(hidden);
             remove_any(&p);
             mknod_whiteout(&p).at(&p)?;
         } else if !rel.is_empty() {
             entry.unpack_in(dst).at(dst.join(&rel))?;
+        }
+    }
+    Ok(())
+}
+
+/// Create the directories of `rel` missing under `dst`, each with the owner, mode and mtime it
+/// has in `lower` (0755 root when `lower` lacks it).
+fn make_parents(dst: &Path, rel: &str, lower: &[PathBuf]) -> Result<()> {
+    let mut cur = String::new();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        cur = if cur.is_empty() { c.to_string() } else { format!("{cur}/{c}") };
+        let p = dst.join(&cur);
+        if p.symlink_metadata().is_ok() {
+            continue;
+        }
+        fs::create_dir(&p).at(&p)?;
+        match lookup(lower, &cur).filter(|m| m.is_dir()) {
+            Some(m) => {
+                std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid())).at(&p)?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(m.mode() & 0o7777)).at(&p)?;
+                let t = filetime::FileTime::from_unix_time(m.mtime(), m.mtime_nsec() as u32);
+                filetime::set_file_times(&p, t, t).at(&p)?;
+            }
+            None => fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).at(&p)?,
         }
     }
     Ok(())
@@ -180,18 +214,90 @@ pub fn lookup(dirs: &[PathBuf], rel: &str) -> Option<fs::Metadata> {
     None
 }
 
-/// Text of a file in the stack (for /etc/passwd), bounded.
+/// Text of a file in the stack (for /etc/passwd), bounded; symlinks are followed inside
+/// the stack, never on the host.
 pub fn read_small(dirs: &[PathBuf], rel: &str, max: u64) -> Option<String> {
+    let rel = resolve_in_stack(dirs, rel, true).ok()?;
+    let p = stack_path(dirs, &rel)?;
+    if !p.symlink_metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut s = String::new();
+    File::open(&p).ok()?.take(max).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+/// Where the visible `rel` of the stack lives: its path in the topmost layer holding it.
+pub fn stack_path(dirs: &[PathBuf], rel: &str) -> Option<PathBuf> {
     lookup(dirs, rel)?;
-    for d in dirs.iter().rev() {
-        let p = d.join(rel);
-        if p.symlink_metadata().is_ok() {
-            let mut s = String::new();
-            File::open(&p).ok()?.take(max).read_to_string(&mut s).ok()?;
-            return Some(s);
+    dirs.iter().rev().map(|d| d.join(rel)).find(|p| p.symlink_metadata().is_ok())
+}
+
+/// Most symlinks followed resolving one path (Linux's limit is 40; BuildKit's 255).
+const MAX_LINKS: usize = 255;
+
+/// Resolve image path `rel` the way the kernel would with the image root as `/`: symlinks
+/// in its parents, and in its last component when `follow_last`, are followed, absolute
+/// targets from the root, `..` never above it. `link(path)` gives the target of `path` when
+/// it is a symlink. Returns the path without a leading `/`; what does not exist is kept as
+/// written. A cycle is an error.
+pub fn resolve_with(rel: &str, follow_last: bool, link: impl Fn(&str) -> Option<String>) -> io::Result<String> {
+    let mut todo: std::collections::VecDeque<String> =
+        rel.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        if todo.is_empty() && !follow_last {
+            done.push(c);
+            break;
+        }
+        let cand = if done.is_empty() { c.clone() } else { format!("{}/{c}", done.join("/")) };
+        match link(&cand) {
+            Some(t) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::other(format!("/{rel}: too many levels of symbolic links")));
+                }
+                if t.starts_with('/') {
+                    done.clear();
+                }
+                for part in t.split('/').filter(|p| !p.is_empty()).rev() {
+                    todo.push_front(part.to_string());
+                }
+            }
+            None => done.push(c),
         }
     }
-    None
+    Ok(done.join("/"))
+}
+
+/// [`resolve_with`] in the directory `root` taken as `/` (a build context, a mounted stage).
+pub fn resolve_in_dir(root: &Path, rel: &str, follow_last: bool) -> io::Result<String> {
+    resolve_with(rel, follow_last, |p| {
+        let full = root.join(p);
+        let m = full.symlink_metadata().ok()?;
+        m.file_type().is_symlink().then(|| fs::read_link(&full).ok().map(|t| t.to_string_lossy().into_owned()))?
+    })
+}
+
+/// [`resolve_with`] in a stack of unpacked layers (bottom first).
+pub fn resolve_in_stack(dirs: &[PathBuf], rel: &str, follow_last: bool) -> io::Result<String> {
+    resolve_with(rel, follow_last, |p| {
+        let m = lookup(dirs, p)?;
+        if !m.file_type().is_symlink() {
+            return None;
+        }
+        let full = stack_path(dirs, p)?;
+        fs::read_link(full).ok().map(|t| t.to_string_lossy().into_owned())
+    })
 }
 
 /// An overlay mount, unmounted on drop.
@@ -549,6 +655,24 @@ mod tests {
         let items = diff_snapshot(&root, &before, 0).unwrap();
         let names: Vec<_> = items.keys().cloned().collect();
         assert_eq!(names, vec![".wh.gone", "d", "d/.wh..wh..opq", "d/y"]);
+    }
+
+    #[test]
+    fn resolution_stays_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("usr/local/hbase")).unwrap();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", r.join("myexe")).unwrap();
+        std::os::unix::fs::symlink("/usr/local/hbase", r.join("etc/hbase")).unwrap();
+        std::os::unix::fs::symlink("../../..", r.join("usr/local/up")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert_eq!(resolve_in_dir(r, "myexe", true).unwrap(), "etc/hostname");
+        assert_eq!(resolve_in_dir(r, "myexe", false).unwrap(), "myexe");
+        assert_eq!(resolve_in_dir(r, "/etc/hbase/conf/x", true).unwrap(), "usr/local/hbase/conf/x");
+        assert_eq!(resolve_in_dir(r, "usr/local/up/../../etc", true).unwrap(), "etc");
+        assert!(resolve_in_dir(r, "loop", true).is_err());
+        assert_eq!(chain_id(None, &Digest::sha256_of(b"a")), Digest::sha256_of(b"a").hex());
     }
 
     #[test]

@@ -283,7 +283,7 @@ fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], nex
     if keyword == "SHELL" && matches!(args, Args::Shell(_)) {
         return Err(err(file, line, "SHELL must be written in JSON form: SHELL [\"/bin/sh\", \"-c\"]"));
     }
-    if rest.is_empty() && !matches!(keyword.as_str(), "CMD" | "ENTRYPOINT") {
+    if rest.is_empty() && !matches!(keyword.as_str(), "CMD" | "ENTRYPOINT" | "RUN") {
         return Err(err(file, line, format!("{keyword} needs arguments")));
     }
     Ok(Instruction { line, keyword, flags, args, heredocs })
@@ -340,7 +340,7 @@ pub fn heredoc_names(rest: &str) -> Vec<(String, bool, bool)> {
                     _ => None,
                 };
                 let s = j;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'_' | b'.' | b'-')) {
                     j += 1;
                 }
                 let name = &rest[s..j];

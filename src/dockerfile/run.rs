@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -16,7 +17,8 @@ use serde_json::json;
 
 use super::eval::{blocking, join_abs, mount_stage, resolve_user, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
 use super::fs::{
-    cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, snapshot, upper_to_items, Snapshotter,
+    cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, resolve_in_dir, snapshot, upper_to_items,
+    Snapshotter,
 };
 use super::parse::{Args, Instruction};
 use super::words::word;
@@ -99,7 +101,7 @@ pub fn check_can_run(runtime: Option<&Path>, platform: &Platform) -> Result<()> 
 /// One `--mount` of RUN.
 #[derive(Debug)]
 enum RunMount {
-    Cache { target: String, id: String },
+    Cache { target: String, id: String, owner: (u32, u32), mode: u32 },
     Bind { target: String, source: String, from: Option<String>, rw: bool },
     Secret { target: String, id: String, required: bool },
     Tmpfs { target: String },
@@ -117,12 +119,18 @@ fn parse_mount(s: &str) -> std::result::Result<RunMount, String> {
         "cache" => {
             let target = target.ok_or("a cache mount needs target=")?;
             let id = kv.get("id").cloned().unwrap_or_else(|| target.clone());
-            Ok(RunMount::Cache { target, id })
+            let num = |k: &str, radix: u32, default: u32| -> std::result::Result<u32, String> {
+                kv.get(k).map_or(Ok(default), |v| {
+                    u32::from_str_radix(v, radix).map_err(|_| format!("{k}={v}: not a number"))
+                })
+            };
+            let owner = (num("uid", 10, 0)?, num("gid", 10, 0)?);
+            Ok(RunMount::Cache { target, id, owner, mode: num("mode", 8, 0o755)? })
         }
         "bind" => Ok(RunMount::Bind {
             target: target.ok_or("a bind mount needs target=")?,
             source: kv.get("source").or(kv.get("src")).cloned().unwrap_or_default(),
-            from: kv.get("from").cloned(),
+            from: kv.get("from").cloned().filter(|f| !f.is_empty()),
             rw: kv.get("rw").or(kv.get("readwrite")).is_some_and(|v| v == "true"),
         }),
         "secret" => {
@@ -165,9 +173,23 @@ pub(crate) async fn run_step(
         .map(|m| word(m, &get, esc).map_err(|e| e.to_string()).and_then(|m| parse_mount(&m)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| ctx_err(ctx, ins, e))?;
-    let argv: Vec<String> = match &ins.args {
-        Args::Exec(v) => v.clone(),
-        Args::Shell(t) => {
+    // `RUN <<EOF` whose script starts with `#!` runs as a file, by that interpreter
+    // (BuildKit mounts it at /dev/pipes/NAME).
+    let shebang = match (&ins.args, ins.heredocs.as_slice()) {
+        (Args::Shell(t), [h]) if h.content.starts_with("#!") && heredoc_script(t, ins) == h.content => {
+            let content = if h.expand {
+                word(&h.content, &get, esc).map_err(|e| ctx_err(ctx, ins, e))?
+            } else {
+                h.content.clone()
+            };
+            Some((format!("/dev/pipes/{}", h.name), content))
+        }
+        _ => None,
+    };
+    let argv: Vec<String> = match (&ins.args, &shebang) {
+        (_, Some((path, _))) => vec![path.clone()],
+        (Args::Exec(v), _) => v.clone(),
+        (Args::Shell(t), _) => {
             let script = heredoc_script(t, ins);
             st.shell.iter().cloned().chain([script]).collect()
         }
@@ -191,14 +213,15 @@ pub(crate) async fn run_step(
     for m in &mounts {
         match m {
             RunMount::Bind { from: Some(f), .. } => {
-                if let Some(o) = super::eval::find_stage(plan, done, f, s) {
+                if let Some(o) = super::eval::find_stage(plan, done, f, s, true) {
                     mounts_desc.push_str(&o.key);
                 }
             }
             // ... and one from the context on the content bound
             RunMount::Bind { from: None, source, .. } => {
-                let rel = normalize_target(&join_abs("/", source))?;
-                mounts_desc.push_str(&tree_digest(&ctx.opts.context.join(rel)));
+                let rel = resolve_in_dir(&ctx.context, &normalize_target(&join_abs("/", source))?, true)
+                    .map_err(|e| ctx_err(ctx, ins, format!("--mount source={source}: {e}")))?;
+                mounts_desc.push_str(&tree_digest(&ctx.context.join(rel)));
             }
             _ => {}
         }
@@ -219,21 +242,34 @@ pub(crate) async fn run_step(
     ctx.log.line(&format!("[{label}] {}", truncate(&by)));
     // Bind sources from other stages are mounted for the duration of the step.
     let mut stage_mounts = Vec::new();
-    let mut binds: Vec<(String, PathBuf, bool)> = Vec::new(); // target, host source, rw
+    // target, host source, rw, mount point removed after the step
+    let mut binds: Vec<(String, PathBuf, bool, bool)> = Vec::new();
     let mut tmpfs: Vec<String> = Vec::new();
     let cache_mounts = cache_root(ctx.layout).join("cache-mounts");
+    // `rw` bind mounts get a throwaway copy: writes never reach the context or the stage.
+    let mut rw_copies: Option<tempfile::TempDir> = None;
     for m in &mounts {
         match m {
-            RunMount::Cache { target, id } => {
+            RunMount::Cache { target, id, owner, mode } => {
                 let dir = cache_mounts.join(super::eval::hash(&[id]));
-                fs::create_dir_all(&dir).at(&dir)?;
-                binds.push((join_abs(&cwd, target), dir, true));
+                if !dir.is_dir() {
+                    // a new cache directory gets the mount's uid, gid and mode (BuildKit)
+                    fs::create_dir_all(&cache_mounts).at(&cache_mounts)?;
+                    let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&cache_mounts).at(&cache_mounts)?;
+                    std::os::unix::fs::lchown(tmp.path(), Some(owner.0), Some(owner.1)).at(tmp.path())?;
+                    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode & 0o7777)).at(tmp.path())?;
+                    let made = tmp.keep();
+                    if fs::rename(&made, &dir).is_err() {
+                        let _ = fs::remove_dir(&made);
+                    }
+                }
+                binds.push((join_abs(&cwd, target), dir, true, false));
             }
             RunMount::Bind { target, source, from, rw } => {
                 let base = match from {
-                    None => ctx.opts.context.clone(),
+                    None => ctx.context.clone(),
                     Some(f) => {
-                        let other = super::eval::find_stage(plan, done, f, s).ok_or_else(|| {
+                        let other = super::eval::find_stage(plan, done, f, s, true).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
                         })?;
                         let root = mount_stage(ctx.layout, other, ctx.opts.snapshotter).await?;
@@ -242,15 +278,28 @@ pub(crate) async fn run_step(
                         d
                     }
                 };
-                let rel = normalize_target(&join_abs("/", source))?;
+                // symlinks on the way resolve inside the context or stage, never on the host
+                let rel = resolve_in_dir(&base, &normalize_target(&join_abs("/", source))?, true)
+                    .map_err(|e| ctx_err(ctx, ins, format!("--mount source={source}: {e}")))?;
                 let src = if rel.is_empty() { base } else { base.join(rel) };
                 if src.symlink_metadata().is_err() {
                     return Err(ctx_err(ctx, ins, format!("--mount source={source}: not found")));
                 }
-                binds.push((join_abs(&cwd, target), src, *rw));
+                let src = if *rw {
+                    let runs = cache_root(ctx.layout).join("runs");
+                    if rw_copies.is_none() {
+                        fs::create_dir_all(&runs).at(&runs)?;
+                        rw_copies = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
+                    }
+                    let dst = rw_copies.as_ref().expect("made above").path().join(binds.len().to_string());
+                    blocking(move || throwaway_copy(&src, &dst).map(|()| dst)).await?
+                } else {
+                    src
+                };
+                binds.push((join_abs(&cwd, target), src, *rw, false));
             }
             RunMount::Secret { target, id, required } => match ctx.opts.secrets.get(id) {
-                Some(p) => binds.push((join_abs(&cwd, target), p.clone(), false)),
+                Some(p) => binds.push((join_abs(&cwd, target), p.clone(), false, true)),
                 None if *required => {
                     return Err(ctx_err(ctx, ins, format!("secret {id} is required: pass --secret id={id},src=FILE")))
                 }
@@ -259,13 +308,24 @@ pub(crate) async fn run_step(
             RunMount::Tmpfs { target } => tmpfs.push(join_abs(&cwd, target)),
         }
     }
+    if let Some((path, content)) = &shebang {
+        let runs = cache_root(ctx.layout).join("runs");
+        if rw_copies.is_none() {
+            fs::create_dir_all(&runs).at(&runs)?;
+            rw_copies = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
+        }
+        let p = rw_copies.as_ref().expect("made above").path().join("script");
+        fs::write(&p, content).at(&p)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).at(&p)?;
+        binds.push((path.clone(), p, false, true));
+    }
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
-    let volumes: Vec<String> = st.config.config.volumes.keys().cloned().collect();
     let runtime = find_runtime(ctx.opts.runtime.as_deref())
         .ok_or_else(|| Error::Unsupported("RUN needs an OCI runtime (runc or crun)".into()))?;
     let (epoch, compression) = (ctx.epoch.max(0) as u64, ctx.opts.compression);
     let (file, line) = (ctx.file.clone(), ins.line);
+    let (label, by_step) = (label.to_string(), by.clone());
     let snapshotter = ctx.opts.snapshotter;
     let blob = blocking(move || -> Result<(Option<crate::layer::LayerBlob>, bool)> {
         let dirs = stc.dirs_blocking(&layout)?;
@@ -274,6 +334,7 @@ pub(crate) async fn run_step(
         } else {
             resolve_user(&dirs, &user).map_err(|e| super::parse::err(&file, line, e))?
         };
+        let groups = super::eval::supplementary_groups(&dirs, if user.is_empty() { "0" } else { &user }, gid);
         let runs = cache_root(&layout).join("runs");
         fs::create_dir_all(&runs).at(&runs)?;
         let t = tempfile::Builder::new().prefix("r").tempdir_in(&runs).at(&runs)?;
@@ -282,10 +343,10 @@ pub(crate) async fn run_step(
         for d in [&upper, &work, &merged, &empty, &bundle] {
             fs::create_dir_all(d).at(d)?;
         }
-        // Mount points the runtime creates that the image did not have are removed after.
+        // Mount points the runtime creates for /proc, /dev, /sys and secrets are removed
+        // after; those of cache, bind and tmpfs mounts stay in the layer, as in BuildKit.
         let mut targets: Vec<String> = ["/proc", "/dev", "/sys"].iter().map(|s| s.to_string()).collect();
-        targets.extend(binds.iter().map(|b| b.0.clone()));
-        targets.extend(tmpfs.iter().cloned());
+        targets.extend(binds.iter().filter(|b| b.3).map(|b| b.0.clone()));
         let missing: Vec<String> = targets
             .iter()
             .flat_map(|t| {
@@ -314,15 +375,8 @@ pub(crate) async fn run_step(
                 Some(snapshot(&merged)?)
             }
         };
-        // Like buildah and docker's builder, RUN creates the VOLUME directories it lacks.
-        for v in &volumes {
-            let rel = normalize_target(v)?;
-            if !rel.is_empty() && lookup(&dirs, &rel).is_none() {
-                let p = merged.join(&rel);
-                fs::create_dir_all(&p).at(&p)?;
-            }
-        }
-        let spec = spec(&argv, &env, uid, gid, &cwd, &merged, &binds, &tmpfs);
+        // VOLUME directories are not created (BuildKit; buildah and the legacy builder do).
+        let spec = spec(&argv, &env, (uid, gid, &groups), &cwd, &merged, &binds, &tmpfs);
         let spec_path = bundle.join("config.json");
         fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?)
             .at(&spec_path)?;
@@ -347,11 +401,17 @@ pub(crate) async fn run_step(
             m.unmount()?;
         }
         if !status.success() {
-            return Err(super::parse::err(
-                &file,
-                line,
-                format!("RUN failed: {} exited with {status}", truncate(&argv.join(" "))),
-            ));
+            // A failing command is a build failure (exit 1), named as BuildKit names it.
+            let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(c), _) => format!("exit code: {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => status.to_string(),
+            };
+            return Err(Error::Other(format!(
+                "{file}:{line}: [{label}] {}: process {:?} did not complete successfully: {how}",
+                truncate(&by_step),
+                truncate(&argv.join(" ")),
+            )));
         }
         // Remove the runtime's mount points (deepest first) when they are empty.
         let changed = if before.is_some() { &merged } else { &upper };
@@ -377,7 +437,7 @@ pub(crate) async fn run_step(
             return Ok((Some(blob), true));
         }
         // The upper directory is that layer unpacked: keep it for the next steps.
-        let dir = layer_dir(&layout, &blob.diff_id);
+        let dir = layer_dir(&layout, &super::fs::chain_id(stc.chain().as_deref(), &blob.diff_id));
         if !dir.exists() {
             if let Some(p) = dir.parent() {
                 fs::create_dir_all(p).at(p)?;
@@ -388,6 +448,7 @@ pub(crate) async fn run_step(
     })
     .await;
     drop(stage_mounts);
+    drop(rw_copies);
     let (blob, copied) = blob?;
     if copied {
         ctx.log.line("  (copied snapshot: no overlayfs)");
@@ -403,11 +464,27 @@ pub(crate) async fn run_step(
     Ok(())
 }
 
+/// A copy of `src` (a file or a directory tree, owners and modes kept) at `dst`, for a
+/// `rw` bind mount whose writes are thrown away after the step, as BuildKit does.
+fn throwaway_copy(src: &Path, dst: &Path) -> Result<()> {
+    let m = src.metadata().at(src)?;
+    if m.is_dir() {
+        fs::create_dir(dst).at(dst)?;
+        materialize(&[src.to_path_buf()], dst)?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).at(dst)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(dst)?;
+    } else {
+        fs::copy(src, dst).at(dst)?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).at(dst)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777)).at(dst)?;
+    }
+    Ok(())
+}
+
 /// Digest of a file tree's paths, kinds, modes and contents (a bind mount's cache input).
 fn tree_digest(root: &Path) -> String {
     use sha2::Digest as _;
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for w in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(|w| w.ok()) {
@@ -463,11 +540,10 @@ fn heredoc_script(text: &str, ins: &Instruction) -> String {
 fn spec(
     argv: &[String],
     env: &[String],
-    uid: u64,
-    gid: u64,
+    (uid, gid, groups): (u64, u64, &[u64]),
     cwd: &str,
     root: &Path,
-    binds: &[(String, PathBuf, bool)],
+    binds: &[(String, PathBuf, bool, bool)],
     tmpfs: &[String],
 ) -> serde_json::Value {
     let mut mounts = vec![
@@ -478,7 +554,7 @@ fn spec(
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
     ];
-    for (target, src, rw) in binds {
+    for (target, src, rw, _) in binds {
         let mut o = vec!["rbind"];
         o.push(if *rw { "rw" } else { "ro" });
         mounts.push(json!({"destination": target, "type": "bind", "source": src, "options": o}));
@@ -491,7 +567,7 @@ fn spec(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
             "args": argv,
             "env": env,
             "cwd": cwd,

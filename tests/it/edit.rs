@@ -1,6 +1,7 @@
 //! `hoist mutate`: config and annotation edits without a rebuild. A registry-to-registry
 //! mutate uploads the new config and manifest and no layer (counted in the real registry's
-//! access log); skopeo reads the edited config; every image of an index is edited.
+//! access log); skopeo reads the edited config; every image of an index is edited. `hoist
+//! append` adds layers that umoci unpacks, with their diff_ids and history entries.
 
 use std::path::Path;
 
@@ -147,4 +148,64 @@ fn mutate_edits_every_image_of_an_index() {
     // Nothing to change is a usage error.
     let none = hoist(["mutate", &src, &format!("oci:{}:v9", out.display())]);
     assert_eq!(none.status.code(), Some(2), "{}", String::from_utf8_lossy(&none.stderr));
+}
+
+#[test]
+fn append_adds_layers_with_diff_ids_and_history() {
+    hoist_testkit::require!("umoci");
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &["--platform", "linux/amd64"], &format!("oci:{}:v1", built.display()));
+    // Two layer tarballs: gzip (written by GNU tar) and plain; stored as gzip:9 (umoci reads no zstd).
+    let files = t.path().join("files");
+    std::fs::create_dir_all(files.join("etc/ssl")).unwrap();
+    std::fs::write(files.join("etc/ssl/ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let gz = t.path().join("ca.tar.gz");
+    let tar = std::process::Command::new("tar").arg("-czf").arg(&gz).arg("-C").arg(&files).arg("etc").output().unwrap();
+    assert_success("tar -czf", &tar);
+    std::fs::write(files.join("note"), "second\n").unwrap();
+    let plain = t.path().join("note.tar");
+    assert_success(
+        "tar -cf",
+        &std::process::Command::new("tar").arg("-cf").arg(&plain).arg("-C").arg(&files).arg("note").output().unwrap(),
+    );
+    let plain_digest = sha256(&std::fs::read(&plain).unwrap());
+
+    let out = t.path().join("out");
+    ok(
+        "append",
+        hoist([
+            "append",
+            &format!("oci:{}:v1", built.display()),
+            &format!("oci:{}:v1", out.display()),
+            gz.to_str().unwrap(),
+            plain.to_str().unwrap(),
+            "--compression",
+            "gzip:9",
+        ]),
+    );
+    let top = |l: &Path| blob(l, &json_file(&l.join("index.json"))["manifests"][0]["digest"]);
+    let (m0, m) = (top(&built), top(&out));
+    let (c0, c) = (blob(&built, &m0["config"]["digest"]), blob(&out, &m["config"]["digest"]));
+    let (n0, n) = (m0["layers"].as_array().unwrap().len(), m["layers"].as_array().unwrap().len());
+    assert_eq!(n, n0 + 2);
+    assert_eq!(m["layers"][n0 + 1]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    let ids = c["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), n);
+    assert_eq!(ids[n - 1], plain_digest.as_str(), "the plain tar's digest is its diff_id");
+    assert_eq!(
+        c["history"].as_array().unwrap().len(),
+        c0["history"].as_array().map_or(0, |h| h.len()) + 2,
+        "one history entry per added layer"
+    );
+    let bundle = t.path().join("bundle");
+    let unpack = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &format!("{}:v1", out.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_success("umoci unpack", &unpack);
+    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/etc/ssl/ca.pem")).unwrap(), "-----BEGIN CERTIFICATE-----\n");
+    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/note")).unwrap(), "second\n");
+    assert!(bundle.join("rootfs/app").exists(), "the image's own files are still there");
 }

@@ -21,10 +21,11 @@ fn estargz_checker() -> PathBuf {
         let gopath = root.join("crates/hoist-testkit/go");
         let out = root.join("target/go-judges");
         std::fs::create_dir_all(&out).unwrap();
-        let bin = out.join(format!("hoist-estargz-check-{}", std::process::id()));
+        let bin = out.join("hoist-estargz-check");
+        let tmp = out.join(format!(".hoist-estargz-check-{}", std::process::id()));
         let built = Command::new("go")
             .args(["build", "-o"])
-            .arg(&bin)
+            .arg(&tmp)
             .arg("hoist-estargz-check")
             .env("GO111MODULE", "off")
             .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
@@ -33,6 +34,7 @@ fn estargz_checker() -> PathBuf {
             .output()
             .expect("run go build");
         assert_success("go build hoist-estargz-check (needs golang-github-containerd-stargz-snapshotter-dev)", &built);
+        std::fs::rename(&tmp, &bin).unwrap();
         bin
     })
     .clone()

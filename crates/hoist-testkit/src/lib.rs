@@ -21,6 +21,7 @@
 
 pub mod conformance;
 pub mod containerd;
+pub mod dockerd;
 pub mod fixtures;
 pub mod forward_proxy;
 pub mod hfhub;
