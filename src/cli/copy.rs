@@ -339,7 +339,8 @@ fn check_layout_destination(path: &std::path::Path, force: bool) -> Result<()> {
             path.display()
         )));
     }
-    if force || path.join("oci-layout").exists() {
+    // a layout, or one another writer is creating right now (its lock and blobs come first)
+    if force || ["oci-layout", "index.json", "blobs", ".hoist"].iter().any(|n| path.join(n).exists()) {
         return Ok(());
     }
     let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
