@@ -173,10 +173,14 @@ pub fn manifest_format(m: &ManifestView) -> Option<ModelFormat> {
         Some(ModelFormat::ModelPack)
     } else if ct.starts_with(media::DOCKER_AI_PREFIX) {
         Some(ModelFormat::Docker)
-    } else if m.layers.iter().any(|l| {
-        l.media_type.starts_with("application/vnd.cncf.model.") || l.media_type.starts_with("application/vnd.cnai.model.")
-    }) {
-        // no model config or artifactType, but model layers (early modctl artifacts)
+    } else if m.artifact_type.is_none()
+        && m.layers.iter().any(|l| {
+            l.media_type.starts_with("application/vnd.cncf.model.")
+                || l.media_type.starts_with("application/vnd.cnai.model.")
+        })
+    {
+        // no artifactType and no model config, but model layers (early modctl artifacts); an
+        // artifact that names another type is not a model, whatever its layers
         Some(ModelFormat::ModelPack)
     } else {
         None
