@@ -174,7 +174,35 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
 }
 
+/// The files a build reads, checked before anything starts: a missing one is bad input
+/// (exit 2) naming its flag; no build file here, but a Dockerfile, suggests `hoist build .`.
+fn check_inputs(args: &BuildArgs) -> Result<()> {
+    if let Some(f) = args.file.as_ref().filter(|f| !f.is_file()) {
+        let why = if f.exists() { "not a file" } else { "no such file" };
+        return Err(Error::Usage(format!("-f {}: {why}", f.display())));
+    }
+    if let Some(c) = args.context.as_ref().filter(|c| !c.is_dir()) {
+        return Err(Error::Usage(format!("build context {}: no such directory", c.display())));
+    }
+    match (&args.file, &args.context) {
+        (None, None) if !std::path::Path::new("hoist.toml").is_file() => {
+            let hint = if std::path::Path::new("Dockerfile").is_file() {
+                "this directory holds a Dockerfile: build it with `hoist build .`"
+            } else {
+                "name a build file with -f FILE, or a Dockerfile's context: `hoist build DIR`"
+            };
+            Err(Error::Usage(format!("no hoist.toml in the current directory; {hint}")))
+        }
+        (None, Some(c)) if !c.join("Dockerfile").is_file() => Err(Error::Usage(format!(
+            "{}: no such file (name the Dockerfile with -f FILE)",
+            c.join("Dockerfile").display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
+    check_inputs(&args)?;
     let Some(file) = args.toml_file() else {
         let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
         return run_dockerfile(ctx, &args, args.file_shown(), context).await;
