@@ -18,6 +18,7 @@ mod cli_new;
 mod cli_outputs;
 mod cli_progress;
 mod cli_store;
+mod cli_surprise;
 mod cli_trust;
 mod cnab;
 mod conformance;
