@@ -394,3 +394,23 @@ fn bundle_index_entries_have_no_platform_and_maintainers_take_colons() {
     );
     assert_eq!(index["annotations"]["io.cnab.keywords"], "[\"demo\"]");
 }
+
+#[test]
+fn a_push_that_times_out_cancels_its_upload_sessions() {
+    use hoist_testkit::proxy::{FaultProxy, Rule};
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    // Every blob PUT stalls past the command's --timeout: the sessions are open, nothing lands.
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![Rule::new().method("PUT").path("/blobs/uploads/").stall(std::time::Duration::from_secs(60))],
+    )
+    .unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    let out = hoist(["-q", "--timeout", "3", "copy", &src, &format!("{}/app:v1", proxy.host())]);
+    let (_, se) = code("timed-out push", &out, 1);
+    assert!(se.contains("timed out"), "{se}");
+    let uploads = reg.data_dir().join("docker/registry/v2/repositories/app/_uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads).map(|d| d.filter_map(|e| e.ok()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "upload sessions left in the registry: {left:?}");
+    assert!(reg.requests_now().iter().any(|q| q.method == "DELETE" && q.path.contains("/blobs/uploads/")), "{}", reg.log());
+}
