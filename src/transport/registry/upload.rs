@@ -159,7 +159,8 @@ impl Repository {
     /// Forget the open session of `desc`, returning it.
     fn untrack_upload(&self, desc: &Descriptor) -> Option<OpenUpload> {
         let mut open = self.client.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
-        let at = open.iter().position(|o| o.registry == self.registry && o.repo == self.repo && o.digest == desc.digest)?;
+        let at =
+            open.iter().position(|o| o.registry == self.registry && o.repo == self.repo && o.digest == desc.digest)?;
         Some(open.remove(at))
     }
 
@@ -644,8 +645,10 @@ impl super::Client {
             let scopes = vec![format!("repository:{}:pull,push", o.repo)];
             let u = o.url.clone();
             let http = &self.http;
-            self.send(&host, &scopes, &Method::DELETE, "blobs/uploads/<id>", &|| http.request(Method::DELETE, u.clone()))
-                .await
+            self.send(&host, &scopes, &Method::DELETE, "blobs/uploads/<id>", &|| {
+                http.request(Method::DELETE, u.clone())
+            })
+            .await
         };
         match tokio::time::timeout(CANCEL_TIME, work).await {
             Ok(Ok(resp)) => {
