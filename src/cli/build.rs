@@ -41,6 +41,13 @@ pub(crate) struct BuildArgs {
     /// Dockerfile builds: do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Dockerfile builds: a label on the image (repeatable), as `docker build --label`.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Dockerfile builds: write the built image's digest (manifest, or index for several
+    /// platforms) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
     /// How RUN sees the stage's filesystem: auto (overlayfs, else a copy), overlay, copy.
     #[arg(long, value_name = "auto|overlay|copy", env = "HOIST_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,
@@ -137,6 +144,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         source_date_epoch: None,
         tag: args.tag.clone(),
         no_cache: args.no_cache,
+        labels: args.labels.iter().map(|l| key_value("--label", l)).collect::<Result<_>>()?,
         annotations: BTreeMap::new(),
         index_annotations: BTreeMap::new(),
         snapshotter: Snapshotter::parse(&args.snapshotter).ok_or_else(|| {
@@ -160,6 +168,9 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         outcome.hashed,
         outcome.stat_hits
     ));
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, outcome.root.digest.to_string()).map_err(|e| Error::io(p, e))?;
+    }
     deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
 }
 
@@ -196,8 +207,16 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
         return run_dockerfile(ctx, &args, args.file_shown(), context).await;
     };
-    if args.context.is_some() || !args.build_args.is_empty() || args.target.is_some() || !args.secret.is_empty() {
-        return Err(Error::Usage("CONTEXT, --build-arg, --target and --secret are for Dockerfile builds".into()));
+    if args.context.is_some()
+        || !args.build_args.is_empty()
+        || args.target.is_some()
+        || !args.secret.is_empty()
+        || !args.labels.is_empty()
+        || args.iidfile.is_some()
+    {
+        return Err(Error::Usage(
+            "CONTEXT, --build-arg, --target, --secret, --label and --iidfile are for Dockerfile builds".into(),
+        ));
     }
     let mut spec = BuildFile::load(&file)?;
     if let Some(t) = &args.tag {
