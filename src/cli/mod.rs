@@ -393,11 +393,24 @@ pub fn run() -> i32 {
             None => work.await,
         }
     });
+    if result.is_err() {
+        // A command that failed or was dropped (Ctrl-C, --timeout) cancels the upload
+        // sessions it left open, so the registry keeps no half-uploaded blobs.
+        if let Some(client) = CLIENT.get() {
+            let n = rt.block_on(client.cancel_open_uploads());
+            if n > 0 {
+                tracing::info!(sessions = n, "upload sessions cancelled");
+            }
+        }
+    }
     match result {
         Ok(code) => code,
         Err(e) => fail(&e, json, events),
     }
 }
+
+/// The command's registry client, for the clean-up after a failure (see [`run`]).
+static CLIENT: std::sync::OnceLock<Arc<Client>> = std::sync::OnceLock::new();
 
 /// Print `e` (control characters escaped: messages may quote a registry; as JSON on stdout
 /// too with `--format json`) and give its exit code. A write to a closed stdout pipe is no
@@ -464,6 +477,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
             "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
         ));
     }
+    let _ = CLIENT.set(client.clone());
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
