@@ -29,6 +29,8 @@ pub(crate) enum ArtifactCmd {
         /// Local store to build into [default: $HOIST_STORE or ~/.local/share/hoist/store].
         #[arg(long)]
         store: Option<PathBuf>,
+        #[command(flatten)]
+        sign: super::trust::SignByArgs,
     },
     /// Build an artifact from files and write it to each --output.
     #[command(
@@ -115,7 +117,7 @@ async fn spec_of(ctx: &Ctx, a: &ArtifactArgs) -> Result<ArtifactSpec> {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
     match cmd {
-        ArtifactCmd::Push { reference, common, store } => {
+        ArtifactCmd::Push { reference, common, store, sign } => {
             let dst_ep: Endpoint = reference.parse()?;
             let Endpoint::Registry(r) = &dst_ep else {
                 return Err(Error::InvalidReference {
@@ -127,12 +129,18 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
                 return Err(Error::InvalidReference { reference, reason: "push to a tag, not a digest".into() });
             }
             let tags: Vec<String> = r.tag.iter().cloned().collect();
+            let signer = sign.load(&dst_ep)?;
             let spec = spec_of(ctx, &common).await?;
             let store = OutputArgs { store, ..Default::default() }.open_store()?;
             let root = build_artifact(&store, &spec).await?;
             let dst = open_destination(&dst_ep, &ctx.client, None).await?;
             let report = copy::graph(&store, dst.as_ref(), &root, &tags, &ctx.copy_options(), &ctx.progress).await?;
             dst.finish().await?;
+            if let Some(signer) = &signer {
+                for w in signer.sign_at(&ctx.client, &dst_ep, &root, tags.first().map(String::as_str)).await? {
+                    ctx.progress.line(&format!("signed {}: {} signature {}", w.subject, w.format, w.manifest));
+                }
+            }
             let dir = store.root().to_path_buf();
             drop(store);
             prune_old_untagged(ctx, &dir).await;
@@ -153,11 +161,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ArtifactCmd) -> Result<i32> {
         ArtifactCmd::Pack { common, tag, out } => {
             let mut outputs = out.parse_for("artifact pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
+            let signer = out.sign.load_for_outputs(&outputs)?;
             let mut spec = spec_of(ctx, &common).await?;
             spec.tag = tag;
             let store = out.open_store()?;
             let root = build_artifact(&store, &spec).await?;
-            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
+            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref(), signer.as_ref()).await?;
             let dir = store.root().to_path_buf();
             drop(store);
             prune_old_untagged(ctx, &dir).await;

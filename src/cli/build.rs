@@ -155,6 +155,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     let mut opts = opts;
     apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
+    let signer = args.out.sign.load_for_outputs(&outputs)?;
     let store = args.out.open_store()?;
     let log = |s: &str| ctx.progress.line(s);
     let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &log).await?;
@@ -171,7 +172,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     if let Some(p) = &args.iidfile {
         std::fs::write(p, outcome.root.digest.to_string()).map_err(|e| Error::io(p, e))?;
     }
-    deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
+    deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref(), signer.as_ref()).await
 }
 
 /// The files a build reads, checked before anything starts: a missing one is bad input
@@ -236,6 +237,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     let mut outputs = args.out.parse()?;
     apply_output_keys(&mut spec, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, spec.tag.as_deref());
+    let signer = args.out.sign.load_for_outputs(&outputs)?;
     let store = args.out.open_store()?;
     let root = match &spec.base {
         Some(b) => {
@@ -247,7 +249,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         None => build_image(&store, &spec, None).await?,
     };
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
-    deliver(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref()).await
+    deliver(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), signer.as_ref()).await
 }
 
 /// The `--output` keys that change what is built, of every output together. One build

@@ -314,7 +314,7 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     if let Some(signer) = &signer {
         // what the destination got (after --convert, --dest-compress, --platform) is signed
         for (root, (_, tags)) in report.roots.iter().zip(&plan) {
-            for w in signer.sign_at(ctx, dst_ep, root, tags.first().map(String::as_str)).await? {
+            for w in signer.sign_at(&ctx.client, dst_ep, root, tags.first().map(String::as_str)).await? {
                 ctx.progress.line(&format!("signed {}: {} signature {}", w.subject, w.format, w.manifest));
             }
         }

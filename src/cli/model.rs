@@ -315,6 +315,7 @@ async fn deliver_plan(
     to: ToFormat,
     outputs: &[hoist::output::OutputSpec],
     out: &OutputArgs,
+    signer: Option<&hoist::trust::sign::Signer>,
 ) -> Result<i32> {
     let converted = convert_model(plan, root, to.into()).await?;
     let plan: &dyn Source = &converted;
@@ -343,6 +344,7 @@ async fn deliver_plan(
             root.digest, r.destination, r.report.blobs_uploaded, r.report.blobs_existed
         ));
     }
+    let signatures = super::trust::sign_outputs(ctx, signer, &root, outputs).await?;
     if let Some(path) = out.metadata_file.as_deref() {
         hoist::output::write_metadata(path, &root, outputs, &std::collections::BTreeMap::new())?;
     }
@@ -354,6 +356,10 @@ async fn deliver_plan(
             "artifactType": root.artifact_type,
             "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
         });
+        let mut v = v;
+        if signer.is_some() {
+            v["signatures"] = serde_json::json!(signatures);
+        }
         outln!("{v}");
     } else {
         outln!("{}", root.digest);
@@ -403,6 +409,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
         ModelCmd::Pack { dir, hf_token, describe, layer_format, to, tag, follow_symlinks, out } => {
             let mut outputs = out.parse_for("model pack")?;
             apply_default_tag(&mut outputs, tag.as_deref());
+            let signer = out.sign.load_for_outputs(&outputs)?;
             if let Some(r) = dir.to_str().and_then(HfRef::parse) {
                 let r = r?;
                 let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
@@ -414,7 +421,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 spec.tag = tag;
                 let (known, previous) = known_layers(ctx, &outputs, &repo.source_url(), &repo.commit).await;
                 let plan = hf::plan_hf_model(repo, &spec, &spec.select.clone(), &known, previous).await?;
-                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out).await;
+                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out, signer.as_ref()).await;
             }
             must_be_dir("model pack", &dir)?;
             let mut spec = ModelSpec::new(dir);
@@ -426,7 +433,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             if direct {
                 spec.follow_symlinks = follow_symlinks;
                 let plan = plan_dir_model_with(&spec, Arc::new(ctx.progress.clone())).await?;
-                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out).await;
+                return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out, signer.as_ref()).await;
             }
             spec.layer_format = layer_format.into();
             let kit = matches!(to, ToFormat::Modelkit);
@@ -446,7 +453,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 root = new_root;
             }
             ctx.progress.line(&format!("packed {} in oci:{}", root.digest, store.root().display()));
-            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref()).await?;
+            let code = deliver(ctx, &store, &root, &outputs, out.metadata_file.as_deref(), signer.as_ref()).await?;
             let dir = store.root().to_path_buf();
             drop(store);
             prune_old_untagged(ctx, &dir).await;

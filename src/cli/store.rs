@@ -33,6 +33,8 @@ pub(crate) struct OutputArgs {
     /// Local store (an OCI layout) to build into [default: $HOIST_STORE or ~/.local/share/hoist/store].
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub sign: super::trust::SignByArgs,
 }
 
 impl OutputArgs {
@@ -111,6 +113,7 @@ pub(crate) async fn deliver(
     root: &Descriptor,
     outputs: &[OutputSpec],
     metadata_file: Option<&Path>,
+    signer: Option<&hoist::trust::sign::Signer>,
 ) -> Result<i32> {
     if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
         return Err(Error::InvalidReference {
@@ -136,6 +139,7 @@ pub(crate) async fn deliver(
             root.digest, r.destination, r.report.blobs_uploaded, r.report.blobs_existed
         ));
     }
+    let signatures = super::trust::sign_outputs(ctx, signer, root, outputs).await?;
     if let Some(path) = metadata_file {
         write_metadata(path, root, outputs, &BTreeMap::new())?;
     }
@@ -151,6 +155,10 @@ pub(crate) async fn deliver(
             "store": store.root(),
             "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
         });
+        let mut v = v;
+        if signer.is_some() {
+            v["signatures"] = serde_json::json!(signatures);
+        }
         outln!("{v}");
     } else {
         outln!("{}", root.digest);

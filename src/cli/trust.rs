@@ -11,7 +11,7 @@ use hoist::model::document::View;
 use hoist::model::reference::Reference;
 use hoist::transport::{open_destination, Endpoint};
 use hoist::trust::policy::{self, Policy};
-use hoist::trust::sign::{self, Format, SignRequest};
+use hoist::trust::sign::{self, Format, SignRequest, Signer};
 use hoist::trust::verify::{self, Rules};
 use hoist::trust::{payload, PrivateKey, PublicKey};
 
@@ -484,16 +484,16 @@ pub(crate) struct SignByArgs {
     pub sign_identity: Option<String>,
 }
 
-/// A loaded signing key and the identity to claim.
-pub(crate) struct Signer {
-    key: PrivateKey,
-    identity: Option<String>,
-}
-
 impl SignByArgs {
     /// The signer, when `--sign-by-sigstore-private-key` is given (its password asked now,
-    /// before anything is copied).
+    /// before anything is copied); `dst` must hold signatures.
     pub fn load(&self, dst: &Endpoint) -> Result<Option<Signer>> {
+        self.load_for(std::slice::from_ref(dst))
+    }
+
+    /// As [`SignByArgs::load`] for a command writing to several destinations (`--output`s):
+    /// at least one must hold signatures; the others are passed over.
+    pub fn load_for(&self, dsts: &[Endpoint]) -> Result<Option<Signer>> {
         let Some(k) = &self.sign_by_sigstore_private_key else {
             if self.sign_identity.is_some() || self.sign_passphrase_file.is_some() {
                 return Err(Error::Usage(
@@ -502,41 +502,46 @@ impl SignByArgs {
             }
             return Ok(None);
         };
-        if !matches!(dst, Endpoint::Registry(_) | Endpoint::Layout { .. }) {
+        if !dsts.iter().any(Signer::can_sign) {
+            let names: Vec<String> = dsts.iter().map(|d| d.to_string()).collect();
             return Err(Error::Unsupported(format!(
-                "{dst}: --sign-by-sigstore-private-key writes signatures to registries and OCI layouts only"
+                "{}: --sign-by-sigstore-private-key writes signatures to registries and OCI layouts only",
+                if names.is_empty() { "no destination".to_string() } else { names.join(", ") }
             )));
         }
         let identity =
             self.sign_identity.as_deref().map(|i| i.parse::<Reference>().map(|r| r.to_string())).transpose()?;
         Ok(Some(Signer { key: load_private_key(k, self.sign_passphrase_file.as_deref())?, identity }))
     }
+
+    /// [`SignByArgs::load_for`] the destinations of `outputs`.
+    pub fn load_for_outputs(&self, outputs: &[hoist::output::OutputSpec]) -> Result<Option<Signer>> {
+        if self.sign_by_sigstore_private_key.is_none() {
+            return self.load_for(&[]);
+        }
+        let dsts: Vec<Endpoint> = outputs
+            .iter()
+            .filter(|o| !o.local_only && o.filesystem.is_none())
+            .flat_map(|o| o.destinations().into_iter().map(|(e, _)| e))
+            .collect();
+        self.load_for(&dsts)
+    }
 }
 
-impl Signer {
-    /// Sign `root` where `dst` holds it (tagged `tag`, if any): both formats, or the bundle
-    /// only when there is no registry name to claim.
-    pub async fn sign_at(
-        &self,
-        ctx: &Ctx,
-        dst: &Endpoint,
-        root: &hoist::Descriptor,
-        tag: Option<&str>,
-    ) -> Result<Vec<sign::Written>> {
-        let identity = match (&self.identity, dst) {
-            (Some(i), _) => Some(i.clone()),
-            (None, Endpoint::Registry(r)) => Some(match tag {
-                Some(t) => r.with_target(t)?.normalized(),
-                None => format!("{}@{}", r.repo_ref(), root.digest),
-            }),
-            _ => None,
-        };
-        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
-        let src = hoist::transport::open_source(dst, &ctx.client)?;
-        let out = open_destination(dst, &ctx.client, None).await?;
-        let req = SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format };
-        let written = sign::sign(src.as_ref(), out.as_ref(), &req).await?;
-        out.finish().await?;
-        Ok(written)
+/// Sign `root` at every output that holds signatures (after they were written), saying so.
+pub(crate) async fn sign_outputs(
+    ctx: &Ctx,
+    signer: Option<&Signer>,
+    root: &hoist::Descriptor,
+    outputs: &[hoist::output::OutputSpec],
+) -> Result<Vec<sign::Written>> {
+    let Some(signer) = signer else { return Ok(Vec::new()) };
+    let (written, passed) = hoist::output::sign_outputs(signer, root, outputs, &ctx.client).await?;
+    for w in &written {
+        ctx.progress.line(&format!("signed {}: {} signature {}", w.subject, w.format, w.manifest));
     }
+    for p in &passed {
+        ctx.progress.line(&format!("{p}: not signed (signatures go to registries and OCI layouts)"));
+    }
+    Ok(written)
 }

@@ -559,3 +559,143 @@ fn attestations_are_bundles_sigstore_js_verifies_and_verify_attestation_prints_t
     let out = hoist(["verify-attestation", "--key", public.to_str().unwrap(), "--type", "spdxjson", &reference]);
     assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
 }
+
+/// The one Sigstore bundle referrer of `repo@digest` in `reg`, written to `path`.
+fn fetch_bundle(reg: &TestRegistry, repo: &str, digest: &str, path: &Path) {
+    let reference = format!("{}/{repo}@{digest}", reg.host());
+    let refs = ok("referrers", hoist(["--format", "json", "referrers", "--artifact-type", BUNDLE, &reference]));
+    let refs: serde_json::Value = serde_json::from_str(&refs).unwrap();
+    let list = refs["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{refs}");
+    let m = ok(
+        "inspect",
+        hoist(["inspect", "--raw", &format!("{}/{repo}@{}", reg.host(), list[0]["digest"].as_str().unwrap())]),
+    );
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(m["subject"]["digest"], digest);
+    let url = format!("{}/v2/{repo}/blobs/{}", reg.url(), m["layers"][0]["digest"].as_str().unwrap());
+    std::fs::write(path, reqwest::blocking::get(url).unwrap().bytes().unwrap()).unwrap();
+}
+
+#[test]
+fn build_outputs_artifact_push_and_model_pack_sign_what_they_wrote() {
+    require_judges!();
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    let (key, public) = (t.path().join("k.key"), t.path().join("k.pub"));
+    let key = key.to_str().unwrap();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let store = t.path().join("store");
+    let store = store.to_str().unwrap();
+    let model = t.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    std::fs::write(model.join("weights.bin"), vec![5u8; 4096]).unwrap();
+    std::fs::write(t.path().join("notes.txt"), b"signed on push\n").unwrap();
+    let notes = format!("{}:text/plain", t.path().join("notes.txt").display());
+    let layout = t.path().join("out-layout");
+    let toml = root().join("examples/hoist.toml");
+    let sign = ["--sign-by-sigstore-private-key", key];
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "built",
+            [
+                vec!["build", "-f", toml.to_str().unwrap(), "--store", store],
+                sign.to_vec(),
+                vec!["--output", &format!("type=registry,name={}/built:v1", reg.host())],
+                vec!["--output", &format!("oci:{}:v1", layout.display())],
+            ]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+        (
+            "art",
+            [
+                vec!["artifact", "push", "--store", store],
+                sign.to_vec(),
+                vec![&format!("{}/art:v1", reg.host()), &notes],
+            ]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+        (
+            "model",
+            [
+                vec!["model", "pack", model.to_str().unwrap(), "--name", "m"],
+                sign.to_vec(),
+                vec!["--output", &format!("type=registry,name={}/model:v1", reg.host())],
+            ]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        ),
+    ];
+    for (repo, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = hoist_pw("pw", &args);
+        let err = stderr(&out);
+        assert_success(&format!("{repo}: {args:?}"), &out);
+        let digest = registry_manifest_digest(&reg, &format!("{repo}:v1"));
+        assert!(err.contains(&format!("signed {digest}: legacy")), "{repo}: {err}");
+        // the spec-written verifier: legacy format, identity = the destination's name
+        assert_success(
+            &format!("{repo}: python verifies the legacy signature"),
+            &judge(&[
+                "verify",
+                &reg.url(),
+                repo,
+                &digest,
+                public.to_str().unwrap(),
+                "--identity-repo",
+                &format!("{}/{repo}", reg.host()),
+            ]),
+        );
+        // sigstore-js: the bundle referrer, about that digest
+        let bundle = t.path().join(format!("{repo}.bundle.json"));
+        fetch_bundle(&reg, repo, &digest, &bundle);
+        let st = sigstore_verify(&bundle, &public).expect("sigstore-js verifies the bundle");
+        assert_eq!(st["payload"]["subject"][0]["digest"]["sha256"], digest.strip_prefix("sha256:").unwrap());
+        ok(
+            &format!("{repo}: hoist verify"),
+            hoist(["verify", "--key", public.to_str().unwrap(), &format!("{}/{repo}:v1", reg.host())]),
+        );
+    }
+    // the layout output of the build got the bundle format (no registry name to claim)
+    let out = ok(
+        "hoist verify the layout output",
+        hoist([
+            "--format",
+            "json",
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("oci:{}:v1", layout.display()),
+        ]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["signatures"][0]["format"], "bundle", "{v}");
+    // an output that holds no signatures only: refused before anything is built
+    let out = hoist_pw(
+        "pw",
+        &[
+            "artifact",
+            "pack",
+            "--store",
+            store,
+            "--sign-by-sigstore-private-key",
+            key,
+            "--output",
+            &format!("type=oci,dest={}", t.path().join("a.tar").display()),
+            &notes,
+        ],
+    );
+    assert_eq!(exit_code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("registries and OCI layouts only"), "{}", stderr(&out));
+    assert!(!t.path().join("a.tar").exists());
+}
