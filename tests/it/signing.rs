@@ -699,3 +699,107 @@ fn build_outputs_artifact_push_and_model_pack_sign_what_they_wrote() {
     assert!(stderr(&out).contains("registries and OCI layouts only"), "{}", stderr(&out));
     assert!(!t.path().join("a.tar").exists());
 }
+
+#[test]
+fn sbom_attestations_pass_the_independent_judges_and_hoist_reads_an_independent_one() {
+    require_judges!();
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    let (key, public) = (t.path().join("k.key"), t.path().join("k.pub"));
+    let (reg, reference, digest) = registry_with_image();
+    let app = format!("{}/app:v1", reg.host());
+    // hoist's own SBOMs as predicates, in both formats
+    for (sbom_format, typ, uri) in [
+        ("spdx-json", "spdxjson", "https://spdx.dev/Document"),
+        ("cyclonedx-json", "cyclonedx", "https://cyclonedx.org/bom"),
+    ] {
+        let sbom = ok("sbom", hoist(["sbom", "--platform", "linux/amd64", "--format", sbom_format, &app]));
+        let predicate = t.path().join(format!("{typ}.json"));
+        std::fs::write(&predicate, &sbom).unwrap();
+        let args = ["attest", "--key", key.to_str().unwrap(), "--type", typ, "--predicate"];
+        ok(
+            "attest",
+            hoist_pw(
+                "pw",
+                &[&args[..], &[predicate.to_str().unwrap(), "--signature-format", "both", &reference]].concat(),
+            ),
+        );
+        // the legacy .att layer: signature over PAE, in-toto statement v1 (the in-toto-attestation
+        // package validates it), about the digest, its predicateType annotation right
+        let out = judge(&["verify-att", &reg.url(), "app", &digest, public.to_str().unwrap(), "--type", uri]);
+        assert_success(&format!("python verifies hoist's {typ} attestation"), &out);
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mine = lines.iter().find(|l| l["predicateType"] == uri).expect("the attestation of that type");
+        assert_eq!(mine["inToto"], true, "{mine}");
+        let sbom_json: serde_json::Value = serde_json::from_str(&sbom).unwrap();
+        assert_eq!(mine["statement"]["predicate"], sbom_json, "the predicate is the SBOM as given");
+    }
+    // sigstore-js: both bundles
+    let refs = ok("referrers", hoist(["--format", "json", "referrers", "--artifact-type", BUNDLE, &reference]));
+    let refs: serde_json::Value = serde_json::from_str(&refs).unwrap();
+    let list = refs["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{refs}");
+    for (i, entry) in list.iter().enumerate() {
+        let m = ok(
+            "inspect",
+            hoist(["inspect", "--raw", &format!("{}/app@{}", reg.host(), entry["digest"].as_str().unwrap())]),
+        );
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let url = format!("{}/v2/app/blobs/{}", reg.url(), m["layers"][0]["digest"].as_str().unwrap());
+        let bundle = t.path().join(format!("att{i}.json"));
+        std::fs::write(&bundle, reqwest::blocking::get(url).unwrap().bytes().unwrap()).unwrap();
+        let st = sigstore_verify(&bundle, &public).expect("sigstore-js verifies the attestation bundle");
+        assert_eq!(st["payload"]["predicateType"], entry["annotations"]["dev.sigstore.bundle.predicateType"]);
+        assert_eq!(st["payload"]["subject"][0]["digest"]["sha256"], digest.strip_prefix("sha256:").unwrap());
+    }
+
+    // an attestation the independent signer made (cosign's layout, Statement v0.1, its own key)
+    let other = t.path().join("py");
+    assert_success("python genkey", &judge(&["genkey", other.to_str().unwrap()]));
+    let prov = t.path().join("prov.json");
+    std::fs::write(&prov, r#"{"buildType":"https://example.com/py-builder","builder":{"id":"py"}}"#).unwrap();
+    let name = format!("{}/app", reg.host());
+    assert_success(
+        "python attests",
+        &judge(&[
+            "attest",
+            &reg.url(),
+            "app",
+            &digest,
+            &format!("{}.key", other.display()),
+            prov.to_str().unwrap(),
+            "--type",
+            "https://slsa.dev/provenance/v0.2",
+            "--name",
+            &name,
+        ]),
+    );
+    let pypub = format!("{}.pub", other.display());
+    let out = ok(
+        "hoist verifies the independent attestation",
+        hoist(["--format", "json", "verify-attestation", "--key", &pypub, "--type", "slsaprovenance", &reference]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let good: Vec<&serde_json::Value> =
+        v["signatures"].as_array().unwrap().iter().filter(|s| s["verified"] == true).collect();
+    assert_eq!(good.len(), 1, "{v}");
+    assert_eq!(good[0]["format"], "legacy");
+    assert_eq!(good[0]["statement"]["predicate"]["builder"]["id"], "py");
+    // hoist's key did not sign it; hoist's SBOM attestations are not provenance
+    let out = hoist(["verify-attestation", "--key", public.to_str().unwrap(), "--type", "slsaprovenance", &reference]);
+    assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
+    // a statement about another digest under this digest's .att tag: refused, saying why
+    let forged = "https://example.com/forged/v1";
+    let claim = format!("sha256:{}", "0".repeat(64));
+    let key_file = format!("{}.key", other.display());
+    let args = ["attest", &reg.url(), "app", &digest, &key_file, prov.to_str().unwrap(), "--type", forged];
+    assert_success(
+        "python attests another digest",
+        &judge(&[&args[..], &["--name", &name, "--claim-digest", &claim]].concat()),
+    );
+    let out = hoist(["verify-attestation", "--key", &pypub, "--type", forged, &reference]);
+    assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
+}

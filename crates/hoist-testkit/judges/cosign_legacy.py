@@ -12,6 +12,13 @@ Commands (registry over plain HTTP on 127.0.0.1):
                                      add a simple-signing layer to REPO:sha256-<hex>.sig
   verify URL REPO DIGEST PUB [--identity-repo HOST/REPO]
                                      exit 0 when a layer verifies, prints one JSON per layer
+  attest URL REPO DIGEST KEY PREDICATE --type URI --name HOST/REPO [--password P] [--claim-digest D]
+                                     cosign attest's legacy layout: a DSSE envelope (in-toto
+                                     Statement v0.1) layer of REPO:sha256-<hex>.att
+  verify-att URL REPO DIGEST PUB [--type URI]
+                                     every DSSE layer of the .att tag: signature over PAE,
+                                     statement validated by the in-toto-attestation package
+                                     (v1), about DIGEST; one JSON per layer, exit 0 when one is ok
 """
 import argparse
 import base64
@@ -215,6 +222,81 @@ def cmd_verify(a):
     sys.exit(0 if ok else 1)
 
 
+DSSE = "application/vnd.dsse.envelope.v1+json"
+INTOTO = "application/vnd.in-toto+json"
+
+
+def pae(payload_type, payload):
+    t = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def cmd_attest(a):
+    """cosign attest's legacy layout: a DSSE envelope layer of REPO:sha256-<hex>.att, the
+    statement as cosign v2 writes it (in-toto Statement v0.1, subject named by repository)."""
+    key = load_private(a.key, a.password or "")
+    predicate = json.load(open(a.predicate))
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": a.type,
+                            "subject": [{"name": a.name, "digest": {"sha256": (a.claim_digest or a.digest).split(":", 1)[1]}}],
+                            "predicate": predicate}, separators=(",", ":")).encode()
+    sig = sign_bytes(key, pae(INTOTO, statement))
+    env = json.dumps({"payloadType": INTOTO, "payload": b64(statement),
+                      "signatures": [{"keyid": "", "sig": b64(sig)}]}, separators=(",", ":")).encode()
+    tag = a.digest.replace(":", "-") + ".att"
+    old = get_manifest(a.url, a.repo, tag)
+    layers = json.loads(old)["layers"] if old else []
+    ed = put_blob(a.url, a.repo, env)
+    layers.append({"mediaType": DSSE, "size": len(env), "digest": ed,
+                   "annotations": {SIGANN: "", "predicateType": a.type}})
+    config = json.dumps({"architecture": "", "os": "", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode()
+    cd = put_blob(a.url, a.repo, config)
+    m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(config),
+                               "digest": cd}, "layers": layers}).encode()
+    st, _, body = http("PUT", f"{a.url}/v2/{a.repo}/manifests/{tag}", data=m, headers={"Content-Type": OCI_MANIFEST})
+    assert st == 201, (st, body)
+
+
+def cmd_verify_att(a):
+    """Every DSSE layer of REPO:sha256-<hex>.att: the envelope's signature over PAE with the
+    key, the statement checked by the in-toto-attestation package (v1) and about DIGEST."""
+    pub = serialization.load_pem_public_key(open(a.pub, "rb").read())
+    raw = get_manifest(a.url, a.repo, a.digest.replace(":", "-") + ".att")
+    if raw is None:
+        print(json.dumps({"error": "no attestation"}))
+        sys.exit(1)
+    ok = False
+    for l in json.loads(raw).get("layers", []):
+        if l.get("mediaType") != DSSE:
+            continue
+        env = json.loads(get_blob(a.url, a.repo, l["digest"]))
+        payload = base64.b64decode(env["payload"])
+        res = {"layer": l["digest"], "payloadType": env["payloadType"] == INTOTO,
+               "signature": any(verify_bytes(pub, pae(env["payloadType"], payload), base64.b64decode(s["sig"]))
+                                for s in env["signatures"])}
+        if res["signature"]:
+            st = json.loads(payload)
+            from google.protobuf import json_format
+            from in_toto_attestation.v1 import statement as intoto
+            from in_toto_attestation.v1 import statement_pb2
+            try:
+                intoto.Statement.copy_from_pb(json_format.ParseDict(st, statement_pb2.Statement())).validate()
+                res["inToto"] = True
+            except Exception as e:  # noqa: BLE001
+                res["inToto"] = str(e)
+            res["predicateType"] = st.get("predicateType")
+            res["digest"] = any(s.get("digest", {}).get("sha256") == a.digest.split(":", 1)[1]
+                                for s in st.get("subject", []))
+            res["annotation"] = l.get("annotations", {}).get("predicateType") == st.get("predicateType")
+            res["statement"] = st
+            res["ok"] = res["payloadType"] and res["inToto"] is True and res["digest"] and res["annotation"] and \
+                (a.type is None or st.get("predicateType") == a.type)
+            ok = ok or res["ok"]
+        print(json.dumps(res))
+    sys.exit(0 if ok else 1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -236,8 +318,20 @@ def main():
     for n in ("url", "repo", "digest", "pub"):
         v.add_argument(n)
     v.add_argument("--identity-repo")
+    t = sub.add_parser("attest")
+    for n in ("url", "repo", "digest", "key", "predicate"):
+        t.add_argument(n)
+    t.add_argument("--type", required=True)
+    t.add_argument("--name", required=True)
+    t.add_argument("--password")
+    t.add_argument("--claim-digest")
+    w = sub.add_parser("verify-att")
+    for n in ("url", "repo", "digest", "pub"):
+        w.add_argument(n)
+    w.add_argument("--type")
     a = ap.parse_args()
-    {"genkey": cmd_genkey, "pubkey": cmd_pubkey, "sign": cmd_sign, "verify": cmd_verify}[a.cmd](a)
+    {"genkey": cmd_genkey, "pubkey": cmd_pubkey, "sign": cmd_sign, "verify": cmd_verify,
+     "attest": cmd_attest, "verify-att": cmd_verify_att}[a.cmd](a)
 
 
 if __name__ == "__main__":
