@@ -4,6 +4,7 @@
 //! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
 //! `ADD <url>`, no RUN of another architecture without binfmt.
 
+pub mod cache;
 pub mod eval;
 pub mod fs;
 pub mod parse;
@@ -21,6 +22,7 @@ use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::transport::Source;
 
+pub use cache::CacheMode;
 pub use eval::build_dockerfile;
 pub use fs::Snapshotter;
 
@@ -57,6 +59,11 @@ pub struct DockerfileBuild {
     pub index_annotations: BTreeMap<String, String>,
     /// How RUN and COPY --from see a stage's filesystem (overlayfs, or a copy).
     pub snapshotter: Snapshotter,
+    /// `--cache-from`: build caches to read (references the resolver opens), asked in
+    /// order on a local miss.
+    pub cache_from: Vec<String>,
+    /// `--cache-to`: one exported cache per mode, returned in [`BuildOutcome::caches`].
+    pub cache_export: Vec<CacheMode>,
 }
 
 /// What a build did.
@@ -72,6 +79,8 @@ pub struct BuildOutcome {
     pub hashed: usize,
     /// Context files whose content digest came from the stat cache instead.
     pub stat_hits: usize,
+    /// The cache manifests written for [`DockerfileBuild::cache_export`], in its order.
+    pub caches: Vec<Descriptor>,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.
