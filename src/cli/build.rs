@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Args;
-use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver, Snapshotter};
+use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter};
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
@@ -49,6 +49,10 @@ pub(crate) struct BuildArgs {
     /// platforms) to FILE.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Dockerfile builds: a named context (repeatable), `NAME=docker-image://REF` or
+    /// `NAME=oci-layout://DIR[:TAG]`: the image `FROM NAME` and `--from=NAME` use.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`
     /// or `type=local,dest=DIR[,mode=min|max]` (an OCI layout).
     #[arg(long, value_name = "SPEC")]
@@ -161,6 +165,11 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         })?,
         cache_from: args.cache_from.iter().map(|s| cache_from(s)).collect::<Result<_>>()?,
         cache_export: Vec::new(),
+        build_contexts: args
+            .build_contexts
+            .iter()
+            .map(|s| key_value("--build-context", s).map(|(k, v)| (k, NamedContext::parse(&v))))
+            .collect::<Result<_>>()?,
     };
     let cache_to: Vec<(OutputSpec, CacheMode)> = args.cache_to.iter().map(|s| cache_to(s)).collect::<Result<_>>()?;
     let mut outputs = args.out.parse()?;
@@ -287,9 +296,10 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         || args.iidfile.is_some()
         || !args.cache_to.is_empty()
         || !args.cache_from.is_empty()
+        || !args.build_contexts.is_empty()
     {
         return Err(Error::Usage(
-            "CONTEXT, --build-arg, --target, --secret, --label, --iidfile and --cache-to/--cache-from are for Dockerfile builds".into(),
+            "CONTEXT, --build-arg, --target, --secret, --label, --iidfile, --build-context and --cache-to/--cache-from are for Dockerfile builds".into(),
         ));
     }
     let mut spec = BuildFile::load(&file)?;

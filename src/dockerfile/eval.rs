@@ -24,7 +24,7 @@ use super::fs::{
 use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
 use super::words::{word, words};
-use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
+use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
 use crate::ingest::{rfc3339, source_date_epoch};
@@ -524,6 +524,17 @@ pub(crate) fn check_not_self(ctx: &Ctx<'_>, plan: &Plan, s: usize, ins: &Instruc
 }
 
 async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: &dyn ImageResolver) -> Result<Stage> {
+    // A named context (`--build-context NAME=...`) stands for the image NAME.
+    let image = match ctx.opts.build_contexts.get(image) {
+        Some(NamedContext::Image(r)) => r.as_str(),
+        Some(NamedContext::Dir(d)) => {
+            return Err(Error::Unsupported(format!(
+                "--build-context {image}={}: a directory as a named context is not supported (docker-image:// and oci-layout:// are)",
+                d.display()
+            )))
+        }
+        None => image,
+    };
     let mut st = Stage {
         name: None,
         config: ImageConfig::default(),
@@ -1590,16 +1601,19 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
     Ok(hex::encode(h.finalize()))
 }
 
-/// If `src` is a tar (plain, gzip or zstd), extract it to a temp dir.
+/// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let mut head = [0u8; 512];
     let n = codec::read_head(src, &mut head).at(src)?;
     let algorithm = codec::Algorithm::sniff(&head[..n]);
-    if algorithm == codec::Algorithm::None && !(n >= 262 && &head[257..262] == b"ustar") {
+    if algorithm == codec::Algorithm::None
+        && !codec::is_archive_only_compression(&head[..n])
+        && !(n >= 262 && &head[257..262] == b"ustar")
+    {
         return Ok(None);
     }
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
-    let reader = codec::decoder(algorithm, f).at(src)?;
+    let reader = codec::archive_decoder(&head[..n], f).at(src)?;
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
@@ -1607,7 +1621,7 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     ar.set_unpack_xattrs(false);
     match ar.unpack(t.path()) {
         Ok(()) => Ok(Some(t)),
-        // gzip/zstd that is no tar: copied as the file it is, like docker does
+        // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
         Err(e) => Err(Error::io(src, e)),
     }

@@ -64,6 +64,33 @@ pub struct DockerfileBuild {
     pub cache_from: Vec<String>,
     /// `--cache-to`: one exported cache per mode, returned in [`BuildOutcome::caches`].
     pub cache_export: Vec<CacheMode>,
+    /// `--build-context NAME=VALUE` (buildx's named contexts): an image `FROM NAME` or
+    /// `--from=NAME` means instead.
+    pub build_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context (`--build-context NAME=...`) stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF` (any reference the resolver opens) or `oci-layout://DIR[:TAG]`
+    /// (as `oci:DIR[:TAG]`): the image used instead of NAME.
+    Image(String),
+    /// A local directory: not supported yet (refused when a FROM or `--from` names it).
+    Dir(PathBuf),
+}
+
+impl NamedContext {
+    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, else a
+    /// directory.
+    pub fn parse(value: &str) -> NamedContext {
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if let Some(d) = value.strip_prefix("oci-layout://") {
+            NamedContext::Image(format!("oci:{d}"))
+        } else {
+            NamedContext::Dir(PathBuf::from(value))
+        }
+    }
 }
 
 /// What a build did.
