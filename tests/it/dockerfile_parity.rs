@@ -283,7 +283,18 @@ fn named_build_context_from_an_oci_layout() {
     let other = format!("other=docker-image://oci:{}:v1", base.display());
     let out = hoist_in(
         &t.join("store"),
-        &["build", "-o", &o, "--build-context", &named, "--build-context", &other, ctx.to_str().unwrap()],
+        &[
+            "build",
+            "-t",
+            "img:latest",
+            "-o",
+            &o,
+            "--build-context",
+            &named,
+            "--build-context",
+            &other,
+            ctx.to_str().unwrap(),
+        ],
     );
     assert_success("hoist build", &out);
     let root = unpack(&dest, &t.join("bundle")).join("rootfs");
