@@ -41,7 +41,7 @@ DF
   DCB_CLEAN="$DCB rmi -a -f; rm -rf $WORK/dc-broot $WORK/dc-brun"
   DC_COLD="$HQ build --store $WORK/dc-store1 -t bench:dc --cache-to type=registry,ref=$REG/bench/dc-cache:v1,mode=max -o type=registry,name=$REG/bench/dc:v1 $DCCTX"
   DC_WARM="$HQ build --store $WORK/dc-store2 -t bench:dc --cache-from type=registry,ref=$REG/bench/dc-cache:v1 $DCCTX"
-  queue dockerfile-cache-cold hoist "rm -rf $WORK/dc-store1" "$DC_COLD"
+  queue dockerfile-cache-cold hoist "registry_fresh; rm -rf $WORK/dc-store1" "$DC_COLD"
   queue dockerfile-cache-cold "buildah build" "$DCB_CLEAN" "$DCB build --layers --isolation chroot --runtime runc -t bench-dc $DCCTX"
   measure_queued
   queue dockerfile-cache-warm hoist "rm -rf $WORK/dc-store2" "$DC_WARM"
