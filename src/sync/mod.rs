@@ -263,7 +263,11 @@ struct RepoSpec {
 enum Src {
     Registry(Repository),
     /// A layout or an OCI archive at `path`.
-    Local { src: Arc<dyn Source>, path: PathBuf, archive: bool },
+    Local {
+        src: Arc<dyn Source>,
+        path: PathBuf,
+        archive: bool,
+    },
 }
 
 impl Src {
@@ -735,13 +739,7 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
             Ok(r) if name.contains('/') => r.to_string(),
             _ => format!("{dir_name}:{name}"),
         };
-        out.push(Item {
-            src: src.clone(),
-            target: name,
-            known: Some(desc),
-            full_name,
-            platforms: platforms.to_vec(),
-        });
+        out.push(Item { src: src.clone(), target: name, known: Some(desc), full_name, platforms: platforms.to_vec() });
     }
     Ok(out)
 }
