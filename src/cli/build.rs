@@ -178,8 +178,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let store = args.out.open_store()?;
-    let log = |s: &str| ctx.progress.line(s);
-    let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &log).await?;
+    let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &BuildLines(&ctx.progress)).await?;
     ctx.progress.line(&format!(
         "built {} ({}) in oci:{}: {} RUN executed, {} steps cached, {} context files hashed ({} from the stat cache)",
         outcome.root.digest,
@@ -440,4 +439,17 @@ fn apply_dockerfile_keys(opts: &mut DockerfileBuild, outputs: &[OutputSpec], fla
         opts.compression = parsed;
     }
     Ok(())
+}
+
+/// A Dockerfile build's notes and RUN output, as the progress mode shows them.
+struct BuildLines<'a>(&'a super::progress::CliProgress);
+
+impl hoist::dockerfile::BuildLog for BuildLines<'_> {
+    fn line(&self, s: &str) {
+        self.0.line(s)
+    }
+
+    fn run_output(&self) -> Option<hoist::dockerfile::RunOutput> {
+        self.0.run_output()
+    }
 }

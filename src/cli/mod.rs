@@ -14,6 +14,7 @@ mod login;
 mod merge;
 mod meta;
 mod model;
+mod modelsig;
 mod ops;
 mod out;
 mod progress;
@@ -80,6 +81,16 @@ enum Command {
         after_help = "Examples:\n  hoist append localhost:5000/app:v1 localhost:5000/app:v2 ca-certs.tar.gz\n  hoist append oci:./layout:v1 oci:./layout:v2 patch.tar --compression zstd"
     )]
     Append(edit::AppendArgs),
+    /// Move images onto a new base (crane rebase): the old base's layers swapped for the new base's.
+    #[command(
+        after_help = "Examples:\n  hoist rebase localhost:5000/app:v1 localhost:5000/app:v1-new --old-base localhost:5000/base:1 --new-base localhost:5000/base:2\n  hoist rebase localhost:5000/app:v1 localhost:5000/app:v2    # bases from the image's base annotations\n  hoist rebase oci:./app:v1 oci:./app:v2 --old-base oci:./base:old --new-base oci:./base:new"
+    )]
+    Rebase(edit::RebaseArgs),
+    /// Squash every layer of images into one (crane flatten): whiteouts applied, history collapsed.
+    #[command(
+        after_help = "Examples:\n  hoist flatten localhost:5000/app:v1 localhost:5000/app:v1-flat\n  hoist flatten oci:./layout:v1 oci:./layout:flat --compression zstd"
+    )]
+    Flatten(edit::FlattenArgs),
     /// Show a manifest or index.
     #[command(
         after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --platform linux/arm64 inspect --config oci:./layout:v1"
@@ -220,6 +231,8 @@ impl Command {
             Command::Pull(a) => a.describe(),
             Command::Mutate(a) => a.describe(),
             Command::Append(a) => a.describe(),
+            Command::Rebase(a) => a.describe(),
+            Command::Flatten(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
             Command::Digest(a) => format!("digest {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
@@ -283,6 +296,8 @@ impl Command {
             | Command::Pull(_)
             | Command::Mutate(_)
             | Command::Append(_)
+            | Command::Rebase(_)
+            | Command::Flatten(_)
             | Command::Sync(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
             Command::Digest(a) => refs(&[&a.reference]),
@@ -379,11 +394,24 @@ pub fn run() -> i32 {
             None => work.await,
         }
     });
+    if result.is_err() {
+        // A command that failed or was dropped (Ctrl-C, --timeout) cancels the upload
+        // sessions it left open, so the registry keeps no half-uploaded blobs.
+        if let Some(client) = CLIENT.get() {
+            let n = rt.block_on(client.cancel_open_uploads());
+            if n > 0 {
+                tracing::info!(sessions = n, "upload sessions cancelled");
+            }
+        }
+    }
     match result {
         Ok(code) => code,
         Err(e) => fail(&e, json, events),
     }
 }
+
+/// The command's registry client, for the clean-up after a failure (see [`run`]).
+static CLIENT: std::sync::OnceLock<Arc<Client>> = std::sync::OnceLock::new();
 
 /// Print `e` (control characters escaped: messages may quote a registry; as JSON on stdout
 /// too with `--format json`) and give its exit code. A write to a closed stdout pipe is no
@@ -426,6 +454,8 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
         Command::Pull(a) => Some(a.ends()?),
         Command::Mutate(a) => Some(a.ends()?),
         Command::Append(a) => Some(a.ends_for_creds()?),
+        Command::Rebase(a) => Some(a.ends_for_creds()?),
+        Command::Flatten(a) => Some(a.ends()?),
         _ => None,
     };
     let credentials = match (&ends, &command) {
@@ -448,6 +478,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
             "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
         ));
     }
+    let _ = CLIENT.set(client.clone());
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
@@ -468,6 +499,8 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
             let ends = a.ends(dir.path())?;
             copy::run(ctx, &ends).await
         }
+        Command::Rebase(a) => copy::run(ctx, &a.ends(&ctx.client).await?).await,
+        Command::Flatten(a) => copy::run(ctx, &a.ends()?).await,
         Command::Inspect(a) => inspect::run(ctx, a).await,
         Command::Digest(a) => inspect::digest(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,

@@ -394,3 +394,75 @@ fn bundle_index_entries_have_no_platform_and_maintainers_take_colons() {
     );
     assert_eq!(index["annotations"]["io.cnab.keywords"], "[\"demo\"]");
 }
+
+#[test]
+fn a_push_that_times_out_cancels_its_upload_sessions() {
+    use hoist_testkit::proxy::{FaultProxy, Rule};
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    // Every blob PUT stalls past the command's --timeout: the sessions are open, nothing lands.
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![Rule::new().method("PUT").path("/blobs/uploads/").stall(std::time::Duration::from_secs(60))],
+    )
+    .unwrap();
+    let src = format!("oci:{}:multi", sample_layout().display());
+    let out = hoist(["-q", "--timeout", "3", "copy", &src, &format!("{}/app:v1", proxy.host())]);
+    let (_, se) = code("timed-out push", &out, 1);
+    assert!(se.contains("timed out"), "{se}");
+    // Every session the push opened was cancelled, and the registry itself says it is gone
+    // (distribution 2.8.2 keeps an empty hashstate directory behind: its data and start
+    // time, what makes a session, are removed).
+    let reqs = reg.requests_now();
+    let opened = reqs.iter().filter(|q| q.method == "POST" && q.path.contains("/blobs/uploads/")).count();
+    let cancelled: Vec<_> =
+        reqs.iter().filter(|q| q.method == "DELETE" && q.path.contains("/blobs/uploads/")).collect();
+    assert!(opened > 0 && cancelled.len() == opened, "{opened} opened, {} cancelled: {}", cancelled.len(), reg.log());
+    for q in &cancelled {
+        assert_eq!(q.status, 204, "{}", reg.log());
+        let status = reqwest::blocking::get(format!("{}{}", reg.url(), q.path)).unwrap().status();
+        assert_eq!(status.as_u16(), 404, "session {} still known to the registry", q.path);
+    }
+    let uploads = reg.data_dir().join("docker/registry/v2/repositories/app/_uploads");
+    let live: Vec<_> = std::fs::read_dir(&uploads)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|session| [session.join("data"), session.join("startedat")])
+        .filter(|p| p.exists())
+        .collect();
+    assert!(live.is_empty(), "upload data left in the registry: {live:?}");
+}
+
+#[test]
+fn run_output_becomes_log_events_under_progress_json() {
+    hoist_testkit::require!("runc", crate::dockerfile::BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let t = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let base = crate::dockerfile::push_base(t.path(), &reg);
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo to-stdout && echo to-stderr >&2\n")).unwrap();
+    let store = t.path().join("store");
+    let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
+    let (_, se) = code("a RUN under --progress json", &out, 0);
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    let logs: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .map(|e| (e["stream"].as_str().unwrap(), e["line"].as_str().unwrap()))
+        .collect();
+    assert_eq!(logs.len(), 2, "{se}");
+    assert!(logs.contains(&("stdout", "to-stdout")) && logs.contains(&("stderr", "to-stderr")), "{se}");
+    // A failing RUN: its output as events, then one error event (exit 1), nothing else.
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo before-failing; exit 3\n")).unwrap();
+    let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
+    let (_, se) = code("a failing RUN under --progress json", &out, 1);
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    assert!(events.iter().any(|e| e["event"] == "log" && e["line"] == "before-failing"), "{se}");
+    let last = events.last().unwrap();
+    assert_eq!((last["event"].as_str(), last["exitCode"].as_i64()), (Some("error"), Some(1)), "{se}");
+    assert!(last["message"].as_str().unwrap().contains("exit code: 3"), "{se}");
+}

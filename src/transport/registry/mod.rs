@@ -195,6 +195,9 @@ pub struct Client {
     http: tls::Clients,
     opts: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
+    /// Upload sessions started and not finished, that no session file keeps for a re-run
+    /// (see [`Client::cancel_open_uploads`]).
+    open_uploads: Mutex<Vec<upload::OpenUpload>>,
 }
 
 impl Client {
@@ -202,7 +205,12 @@ impl Client {
     /// on first use).
     pub fn new(opts: RegistryOptions) -> Result<Arc<Client>> {
         let http = tls::Clients::new(&opts)?;
-        Ok(Arc::new(Client { http, opts, hosts: tokio::sync::Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Client {
+            http,
+            opts,
+            hosts: tokio::sync::Mutex::new(HashMap::new()),
+            open_uploads: Mutex::new(Vec::new()),
+        }))
     }
 
     /// The options the client was made with.
