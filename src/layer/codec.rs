@@ -355,6 +355,22 @@ pub fn decoder<'a, R: BufRead + Send + 'a>(algorithm: Algorithm, r: R) -> io::Re
     })
 }
 
+/// Whether `head` starts a stream of a compression that archives `ADD` extracts may use but
+/// layers never do: xz and bzip2 (BuildKit extracts both).
+pub fn is_archive_only_compression(head: &[u8]) -> bool {
+    matches!(head, [0xfd, b'7', b'z', b'X', b'Z', 0, ..] | [b'B', b'Z', b'h', ..])
+}
+
+/// The decompression of a local archive (`ADD`), by the magic bytes `head` it starts with:
+/// xz and bzip2 (every stream of a multi-stream file), else the layer algorithms.
+pub fn archive_decoder<'a, R: BufRead + Send + 'a>(head: &[u8], r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    match head {
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r))),
+        [b'B', b'Z', b'h', ..] => Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r))),
+        _ => decoder(Algorithm::sniff(head), r),
+    }
+}
+
 /// The one decompression dispatch for a layer read as a stream: by `media_type` when it names
 /// a tar layer, otherwise (no media type, or one that does not say) by the magic bytes at the
 /// start of `r`.

@@ -133,6 +133,38 @@ pub async fn sign(src: &dyn Source, dst: &dyn Destination, req: &SignRequest<'_>
     Ok(out)
 }
 
+/// A loaded key and the identity its signatures claim: the one hook that signs what a
+/// destination got after a copy (`copy --sign-by-sigstore-private-key`, `sync`).
+pub struct Signer {
+    /// The key.
+    pub key: PrivateKey,
+    /// `--sign-identity`: the `docker-reference` claimed instead of the destination's name.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Sign `root` where `dst` holds it (`src` reads the same place). The identity claimed
+    /// is `self.identity`, else `default_identity` (the destination's normalized name);
+    /// both formats with an identity, the bundle only without one.
+    pub async fn sign_root(
+        &self,
+        src: &dyn Source,
+        dst: &dyn Destination,
+        root: &Descriptor,
+        default_identity: Option<String>,
+    ) -> Result<Vec<Written>> {
+        let identity = self.identity.clone().or(default_identity);
+        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
+        sign(src, dst, &SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format }).await
+    }
+}
+
 /// The predicate type URI of a `--type` as cosign names them (`slsaprovenance1`,
 /// `slsaprovenance`, `spdxjson`, `cyclonedx`, `vuln`, `custom`, ...), or the URI given.
 pub fn predicate_type_uri(t: &str) -> Result<String> {
@@ -267,6 +299,19 @@ pub(crate) async fn write_bundle(
 ) -> Result<Written> {
     let envelope = Envelope::sign(key, IN_TOTO_PAYLOAD_TYPE, statement)?;
     let bundle = Bundle::new(envelope, &key.public().hint()?).to_json();
+    push_bundle(dst, subject, bundle, predicate_type).await
+}
+
+/// Write `bundle` (a Sigstore bundle's JSON whose statement has `predicate_type`) as a
+/// referrer of `subject`: an OCI 1.1 manifest of artifactType
+/// `application/vnd.dev.sigstore.bundle.v0.3+json`, untagged; nothing is written when it is
+/// there already.
+pub async fn push_bundle(
+    dst: &dyn Destination,
+    subject: &Descriptor,
+    bundle: Vec<u8>,
+    predicate_type: &str,
+) -> Result<Written> {
     let layer = Descriptor::of_bytes(payload::BUNDLE_MEDIA_TYPE, &bundle);
     let config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
     let mut manifest = ImageManifest::new(config.clone(), vec![layer.clone()]);
