@@ -482,6 +482,9 @@ pub(crate) struct SignByArgs {
     /// The docker-reference the signature claims [default: the destination's normalized name]
     #[arg(long, value_name = "REF")]
     pub sign_identity: Option<String>,
+    /// skopeo's GPG signing: refused (hoist signs with sigstore keys, --sign-by-sigstore-private-key)
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub sign_by: Option<String>,
 }
 
 impl SignByArgs {
@@ -494,6 +497,12 @@ impl SignByArgs {
     /// As [`SignByArgs::load`] for a command writing to several destinations (`--output`s):
     /// at least one must hold signatures; the others are passed over.
     pub fn load_for(&self, dsts: &[Endpoint]) -> Result<Option<Signer>> {
+        if let Some(f) = &self.sign_by {
+            return Err(Error::Unsupported(format!(
+                "--sign-by {}: GPG signatures (simple signing in a lookaside store) are not written by hoist; sign with a sigstore key: --sign-by-sigstore-private-key KEY",
+                printable(f)
+            )));
+        }
         let Some(k) = &self.sign_by_sigstore_private_key else {
             if self.sign_identity.is_some() || self.sign_passphrase_file.is_some() {
                 return Err(Error::Usage(

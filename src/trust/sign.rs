@@ -133,6 +133,72 @@ pub async fn sign(src: &dyn Source, dst: &dyn Destination, req: &SignRequest<'_>
     Ok(out)
 }
 
+/// A loaded key and the identity its signatures claim: the one hook that signs what a
+/// destination got (`--sign-by-sigstore-private-key` on copy/push/pull, build outputs,
+/// artifact push/pack, model pack; `sync`).
+pub struct Signer {
+    /// The key.
+    pub key: PrivateKey,
+    /// `--sign-identity`: the `docker-reference` claimed instead of the destination's name.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Sign `root` where `dst` holds it (`src` reads the same place). The identity claimed
+    /// is `self.identity`, else `default_identity` (the destination's normalized name);
+    /// both formats with an identity, the bundle only without one.
+    pub async fn sign_root(
+        &self,
+        src: &dyn Source,
+        dst: &dyn Destination,
+        root: &Descriptor,
+        default_identity: Option<String>,
+    ) -> Result<Vec<Written>> {
+        let identity = self.identity.clone().or(default_identity);
+        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
+        sign(src, dst, &SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format }).await
+    }
+
+    /// Whether signatures can be written where `ep` points (a registry or an OCI layout).
+    pub fn can_sign(ep: &crate::transport::Endpoint) -> bool {
+        matches!(ep, crate::transport::Endpoint::Registry(_) | crate::transport::Endpoint::Layout { .. })
+    }
+
+    /// Sign `root` where `ep` holds it (tagged `tag`, if any), opening it: both formats when
+    /// there is a name to claim (the destination's normalized `name:tag`, or `name@digest`,
+    /// or `--sign-identity`), else the bundle format only (a layout).
+    pub async fn sign_at(
+        &self,
+        client: &std::sync::Arc<crate::transport::registry::Client>,
+        ep: &crate::transport::Endpoint,
+        root: &Descriptor,
+        tag: Option<&str>,
+    ) -> Result<Vec<Written>> {
+        use crate::transport::Endpoint;
+        if !Signer::can_sign(ep) {
+            return Err(Error::Unsupported(format!("{ep}: signatures are written to registries and OCI layouts only")));
+        }
+        let default_identity = match ep {
+            Endpoint::Registry(r) => Some(match tag {
+                Some(t) => r.with_target(t)?.normalized(),
+                None => format!("{}@{}", r.repo_ref(), root.digest),
+            }),
+            _ => None,
+        };
+        let src = crate::transport::open_source(ep, client)?;
+        let dst = crate::transport::open_destination(ep, client, None).await?;
+        let written = self.sign_root(src.as_ref(), dst.as_ref(), root, default_identity).await?;
+        dst.finish().await?;
+        Ok(written)
+    }
+}
+
 /// The predicate type URI of a `--type` as cosign names them (`slsaprovenance1`,
 /// `slsaprovenance`, `spdxjson`, `cyclonedx`, `vuln`, `custom`, ...), or the URI given.
 pub fn predicate_type_uri(t: &str) -> Result<String> {
@@ -314,52 +380,4 @@ pub async fn push_bundle(
 /// non-JSON predicates).
 pub fn predicate_value(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// A signing key and the identity it claims: the one signing hook of everything that
-/// writes an image or artifact somewhere (`copy`/`push`/`pull`, build outputs,
-/// `artifact push`, `model pack`; skopeo's `--sign-by-sigstore-private-key`).
-pub struct Signer {
-    /// The key.
-    pub key: PrivateKey,
-    /// `--sign-identity`: the `docker-reference` claimed instead of the destination's name.
-    pub identity: Option<String>,
-}
-
-impl Signer {
-    /// Whether signatures can be written where `ep` points (a registry or an OCI layout).
-    pub fn can_sign(ep: &crate::transport::Endpoint) -> bool {
-        matches!(ep, crate::transport::Endpoint::Registry(_) | crate::transport::Endpoint::Layout { .. })
-    }
-
-    /// Sign `root` where `ep` holds it (tagged `tag`, if any): both formats when there is a
-    /// name to claim (the destination's normalized `name:tag`, or `name@digest`, or
-    /// `--sign-identity`), else the bundle format only (a layout).
-    pub async fn sign_at(
-        &self,
-        client: &std::sync::Arc<crate::transport::registry::Client>,
-        ep: &crate::transport::Endpoint,
-        root: &Descriptor,
-        tag: Option<&str>,
-    ) -> Result<Vec<Written>> {
-        use crate::transport::Endpoint;
-        if !Signer::can_sign(ep) {
-            return Err(Error::Unsupported(format!("{ep}: signatures are written to registries and OCI layouts only")));
-        }
-        let identity = match (&self.identity, ep) {
-            (Some(i), _) => Some(i.clone()),
-            (None, Endpoint::Registry(r)) => Some(match tag {
-                Some(t) => r.with_target(t)?.normalized(),
-                None => format!("{}@{}", r.repo_ref(), root.digest),
-            }),
-            _ => None,
-        };
-        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
-        let src = crate::transport::open_source(ep, client)?;
-        let dst = crate::transport::open_destination(ep, client, None).await?;
-        let req = SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format };
-        let written = sign(src.as_ref(), dst.as_ref(), &req).await?;
-        dst.finish().await?;
-        Ok(written)
-    }
 }
