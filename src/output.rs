@@ -623,6 +623,33 @@ pub fn read_metadata(path: &Path) -> Result<(Descriptor, Vec<String>)> {
     Ok((d, names))
 }
 
+/// Sign `root` at every output that can hold signatures (registries, OCI layouts), after
+/// [`export`] wrote it there: each under its own name and first tag. Archive and filesystem
+/// outputs are passed over (their locations are returned second).
+pub async fn sign_outputs(
+    signer: &crate::trust::sign::Signer,
+    root: &Descriptor,
+    outputs: &[OutputSpec],
+    client: &Arc<Client>,
+) -> Result<(Vec<crate::trust::sign::Written>, Vec<String>)> {
+    let mut written = Vec::new();
+    let mut passed = Vec::new();
+    for out in outputs.iter().filter(|o| !o.local_only) {
+        if let Some(fs) = &out.filesystem {
+            passed.push(fs.dest.display().to_string());
+            continue;
+        }
+        for (endpoint, tags) in out.destinations() {
+            if !crate::trust::sign::Signer::can_sign(&endpoint) {
+                passed.push(endpoint.to_string());
+                continue;
+            }
+            written.extend(signer.sign_at(client, &endpoint, root, tags.first().map(String::as_str)).await?);
+        }
+    }
+    Ok((written, passed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,31 +777,4 @@ mod tests {
         assert!(parse_output("type=podman,name=a,dest=x").is_err());
         assert!(parse_output("type=containerd,name=a,namespace=b@d").is_err());
     }
-}
-
-/// Sign `root` at every output that can hold signatures (registries, OCI layouts), after
-/// [`export`] wrote it there: each under its own name and first tag. Archive and filesystem
-/// outputs are passed over (their locations are returned second).
-pub async fn sign_outputs(
-    signer: &crate::trust::sign::Signer,
-    root: &Descriptor,
-    outputs: &[OutputSpec],
-    client: &Arc<Client>,
-) -> Result<(Vec<crate::trust::sign::Written>, Vec<String>)> {
-    let mut written = Vec::new();
-    let mut passed = Vec::new();
-    for out in outputs.iter().filter(|o| !o.local_only) {
-        if let Some(fs) = &out.filesystem {
-            passed.push(fs.dest.display().to_string());
-            continue;
-        }
-        for (endpoint, tags) in out.destinations() {
-            if !crate::trust::sign::Signer::can_sign(&endpoint) {
-                passed.push(endpoint.to_string());
-                continue;
-            }
-            written.extend(signer.sign_at(client, &endpoint, root, tags.first().map(String::as_str)).await?);
-        }
-    }
-    Ok((written, passed))
 }
