@@ -24,7 +24,7 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
 use crate::model::document::View;
 use crate::model::media;
-use crate::model::platform::ANNOTATION_DOCKER_REFERENCE_TYPE;
+use crate::model::platform::{ANNOTATION_DOCKER_REFERENCE_DIGEST, ANNOTATION_DOCKER_REFERENCE_TYPE};
 use crate::model::time::rfc3339;
 use crate::model::write::{ImageIndex, ImageManifest};
 use crate::sbom::{self, ScanOptions};
@@ -37,8 +37,6 @@ pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 pub const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
 /// Layer annotation naming a statement's predicate type (BuildKit's).
 pub const ANNOTATION_PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
-/// Index entry annotation: the image an attestation manifest is about.
-pub const ANNOTATION_DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 /// Value of `vnd.docker.reference.type` on attestation manifests.
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// SLSA provenance v1 predicate type.
@@ -104,7 +102,12 @@ impl Request {
     /// From buildx's flags: `--sbom=true|false`, `--provenance=true|false|mode=min|mode=max[,version=v0.2]`,
     /// `--attest type=sbom[,format=spdx|cyclonedx]`, `--attest type=provenance[,mode=…][,version=…]`,
     /// `--attest-as index|referrers`.
-    pub fn from_flags(sbom: Option<&str>, provenance: Option<&str>, attest: &[String], attest_as: Option<&str>) -> Result<Request> {
+    pub fn from_flags(
+        sbom: Option<&str>,
+        provenance: Option<&str>,
+        attest: &[String],
+        attest_as: Option<&str>,
+    ) -> Result<Request> {
         let mut r = Request::default();
         if let Some(v) = sbom {
             if bool_flag("--sbom", v)? {
@@ -244,11 +247,17 @@ pub fn docker_purl(name: &str, platform: Option<&Platform>) -> String {
 }
 
 fn digest_set(d: &Digest) -> Value {
-    json!({ d.algorithm().to_string(): d.hex() })
+    json!({ d.algorithm().as_str(): d.hex() })
 }
 
 /// The in-toto Statement v1 about `image` with `predicate`.
-fn statement(image: &Descriptor, platform: Option<&Platform>, names: &[String], predicate_type: &str, predicate: Value) -> Value {
+fn statement(
+    image: &Descriptor,
+    platform: Option<&Platform>,
+    names: &[String],
+    predicate_type: &str,
+    predicate: Value,
+) -> Value {
     let subjects: Vec<Value> = if names.is_empty() {
         vec![json!({"name": "_", "digest": digest_set(&image.digest)})]
     } else {
@@ -285,7 +294,11 @@ pub fn provenance(info: &BuildInfo, mode: ProvenanceMode, version: SlsaVersion) 
         .bases
         .iter()
         .map(|b| {
-            let uri = if b.name.contains(':') && (b.name.starts_with("oci:") || b.name.starts_with("oci-archive:") || b.name.starts_with("docker-archive:")) {
+            let uri = if b.name.contains(':')
+                && (b.name.starts_with("oci:")
+                    || b.name.starts_with("oci-archive:")
+                    || b.name.starts_with("docker-archive:"))
+            {
                 b.name.clone()
             } else {
                 docker_purl(&b.name, None)
@@ -399,8 +412,23 @@ pub async fn attach(
         }
     };
     let mut out = Attached { root: root.clone(), statements: Vec::new(), referrers: Vec::new() };
+    // the platforms built, when the build did not name them (BuildKit records them always)
+    let mut filled;
+    let info = if info.platforms.is_empty() {
+        filled = info.clone();
+        filled.platforms = entries
+            .iter()
+            .filter(|d| !crate::model::platform::is_attestation(d))
+            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .collect();
+        &filled
+    } else {
+        info
+    };
     let mut attestation_manifests = Vec::new();
-    for image in entries.iter().filter(|d| !crate::model::platform::is_attestation(d) && media::is_manifest(&d.media_type)) {
+    for image in
+        entries.iter().filter(|d| !crate::model::platform::is_attestation(d) && media::is_manifest(&d.media_type))
+    {
         let mut statements: Vec<(String, Vec<u8>)> = Vec::new();
         let platform = image.platform.clone();
         if let Some(format) = req.sbom {
@@ -409,7 +437,10 @@ pub async fn attach(
             let predicate: Value = serde_json::from_slice(&format.render(&scan, info.finished)?)
                 .map_err(|e| Error::Other(format!("sbom: {e}")))?;
             let s = statement(image, platform.as_ref(), &info.names, format.predicate_type(), predicate);
-            statements.push((format.predicate_type().to_string(), serde_json::to_vec(&s).map_err(|e| Error::Other(e.to_string()))?));
+            statements.push((
+                format.predicate_type().to_string(),
+                serde_json::to_vec(&s).map_err(|e| Error::Other(e.to_string()))?,
+            ));
         }
         if let Some((mode, version)) = req.provenance {
             let (ptype, predicate) = provenance(info, mode, version);
@@ -422,7 +453,8 @@ pub async fn attach(
                 Some(s) => s.sign(&bytes)?,
                 None => (bytes, IN_TOTO_MEDIA_TYPE.to_string()),
             };
-            let desc = store_json(store, &media_type, &bytes)?.with_annotation(ANNOTATION_PREDICATE_TYPE, ptype.clone());
+            let desc =
+                store_json(store, &media_type, &bytes)?.with_annotation(ANNOTATION_PREDICATE_TYPE, ptype.clone());
             out.statements.push((image.digest.clone(), ptype, desc.digest.clone()));
             layers.push(desc);
         }
@@ -446,7 +478,8 @@ pub async fn attach(
                 attestation_manifests.push(desc);
             }
             Placement::Referrers => {
-                store.write_blob_bytes(&Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON), media::EMPTY_JSON)?;
+                store
+                    .write_blob_bytes(&Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON), media::EMPTY_JSON)?;
                 for layer in layers {
                     let ptype = layer.annotations.get(ANNOTATION_PREDICATE_TYPE).cloned().unwrap_or_default();
                     let mut config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
@@ -487,7 +520,6 @@ pub fn invocation_id() -> String {
 /// (path, type, mode, and the SHA-256 of a file's bytes or a symlink's target), so any change
 /// of content, name or mode changes it.
 pub fn context_digest_blocking(dir: &std::path::Path) -> Result<Digest> {
-    use sha2::Digest as _;
     use std::os::unix::fs::PermissionsExt;
     let mut listing: Vec<u8> = Vec::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
@@ -496,10 +528,8 @@ pub fn context_digest_blocking(dir: &std::path::Path) -> Result<Digest> {
         let meta = e.path().symlink_metadata().map_err(|err| Error::io(e.path(), err))?;
         let mode = meta.permissions().mode() & 0o7777;
         let what = if meta.is_file() {
-            let mut f = std::fs::File::open(e.path()).map_err(|err| Error::io(e.path(), err))?;
-            let mut h = sha2::Sha256::new();
-            std::io::copy(&mut f, &mut h).map_err(|err| Error::io(e.path(), err))?;
-            format!("file {}", hex::encode(h.finalize()))
+            let d = crate::transport::layout::hash_file(e.path(), crate::model::digest::Algorithm::Sha256)?;
+            format!("file {d}")
         } else if meta.file_type().is_symlink() {
             format!("link {}", std::fs::read_link(e.path()).map_err(|err| Error::io(e.path(), err))?.display())
         } else if meta.is_dir() {
@@ -510,4 +540,69 @@ pub fn context_digest_blocking(dir: &std::path::Path) -> Result<Digest> {
         listing.extend_from_slice(format!("{rel}\0{mode:o}\0{what}\n").as_bytes());
     }
     Ok(Digest::sha256_of(&listing))
+}
+
+/// What [`push_sbom_referrer`] wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SbomReferrer {
+    /// The image manifest the SBOM is about.
+    pub subject: Digest,
+    /// The referrer manifest.
+    pub manifest: Digest,
+    /// Its `artifactType` (the SBOM document's media type).
+    pub artifact_type: String,
+    /// The SBOM document blob.
+    pub document: Digest,
+    /// False when the same referrer was already there (nothing written).
+    pub added: bool,
+}
+
+/// Push `document`, an SBOM in `format` about the image manifest `subject`, to `dst` as an OCI
+/// 1.1 referrer artifact (as `oras attach --artifact-type application/spdx+json` does):
+/// `artifactType` the document's media type, the empty config, one layer the document,
+/// `subject` the image, `org.opencontainers.image.created` from `created` (seconds since the
+/// epoch; `SOURCE_DATE_EPOCH`-aware callers keep it reproducible). A registry without the
+/// referrers API gets the `sha256-<hex>` tag fallback index (the registry transport keeps it on
+/// every push of a manifest with a subject); a layout keeps it as an untagged root.
+pub async fn push_sbom_referrer(
+    dst: &dyn crate::transport::Destination,
+    subject: &Descriptor,
+    format: sbom::Format,
+    document: bytes::Bytes,
+    created: i64,
+) -> Result<SbomReferrer> {
+    use crate::transport::memory::Memory;
+    use crate::transport::NoProgress;
+    let layer = Descriptor::of_bytes(format.media_type(), &document);
+    let mut config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
+    config.data = Some(media::EMPTY_JSON_DATA.to_string());
+    let mut manifest = ImageManifest::new(config.clone(), vec![layer.clone()]);
+    manifest.artifact_type = Some(format.media_type().to_string());
+    manifest.subject = Some(Descriptor::new(subject.media_type.clone(), subject.digest.clone(), subject.size));
+    manifest.annotations = BTreeMap::from([(media::ANNOTATION_CREATED.to_string(), rfc3339(created))]);
+    let bytes = bytes::Bytes::from(manifest.to_bytes()?);
+    let desc = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    let added = !dst.has_manifest(&desc).await?;
+    if added {
+        let mem = Memory::new();
+        mem.insert_blob(&layer, document)?;
+        mem.insert_blob(&config, bytes::Bytes::from_static(media::EMPTY_JSON))?;
+        for b in [&layer, &config] {
+            if !dst.has_blob(b).await? {
+                dst.push_blob(b, &mem, &NoProgress).await?;
+            }
+        }
+        dst.push_manifest(&desc, bytes, None).await?;
+        let mut root = desc.clone();
+        root.artifact_type = manifest.artifact_type.clone();
+        dst.add_root(&root).await?;
+    }
+    Ok(SbomReferrer {
+        subject: subject.digest.clone(),
+        manifest: desc.digest,
+        artifact_type: format.media_type().to_string(),
+        document: layer.digest,
+        added,
+    })
 }

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use clap::Args;
 use hoist::attest;
-use hoist::transport::layout::Layout;
 use hoist::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver, Snapshotter};
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
 use hoist::model::descriptor::Descriptor;
 use hoist::output::OutputSpec;
+use hoist::transport::layout::Layout;
 use hoist::transport::Source;
 
 use super::store::{apply_default_tag, deliver_with, resolve_any, OutputArgs};
@@ -157,7 +157,12 @@ async fn attest_build(
 }
 
 fn attest_request(args: &BuildArgs) -> Result<attest::Request> {
-    attest::Request::from_flags(args.sbom.as_deref(), args.provenance.as_deref(), &args.attest, args.attest_as.as_deref())
+    attest::Request::from_flags(
+        args.sbom.as_deref(),
+        args.provenance.as_deref(),
+        &args.attest,
+        args.attest_as.as_deref(),
+    )
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
