@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::merge::{platform_of, read_blob, Child, Created, Plan};
+use crate::merge::{read_blob, Child, Created, Plan};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -234,8 +234,22 @@ pub struct Maintainer {
 
 impl std::str::FromStr for Maintainer {
     type Err = Error;
-    /// `NAME`, `NAME <EMAIL>` or `NAME <EMAIL> (URL)`, as npm writes authors.
+    /// `NAME`, `NAME <EMAIL>` or `NAME <EMAIL> (URL)`, as npm writes authors, or
+    /// `NAME:EMAIL[:URL]` (an empty EMAIL skips it: `NAME::URL`).
     fn from_str(s: &str) -> Result<Maintainer> {
+        if !s.contains('<') && !s.contains('(') {
+            if let Some((name, rest)) = s.split_once(':') {
+                let (email, url) = match rest.split_once(':') {
+                    Some((e, u)) => (e, Some(u)),
+                    None => (rest, None),
+                };
+                let some = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+                if name.trim().is_empty() {
+                    return Err(Error::Usage(format!("--maintainer {s:?}: a maintainer needs a name")));
+                }
+                return Ok(Maintainer { email: some(email), name: name.trim().to_string(), url: url.and_then(some) });
+            }
+        }
         let (rest, url) = match s.trim().strip_suffix(')').and_then(|r| r.rsplit_once('(')) {
             Some((r, u)) => (r.trim(), Some(u.trim().to_string())),
             None => (s.trim(), None),
@@ -293,17 +307,17 @@ fn check_name(what: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
-/// The index entry of a bundle image: media type from its document, platform from its config.
+/// The index entry of a bundle image: media type from its document, and no platform, as
+/// cnab-to-oci writes it: with platforms, `docker pull` of the bundle's reference would pick
+/// a component image as if the bundle were a multi-platform image.
 async fn image_entry(input: &BundleInput<'_>) -> Result<Descriptor> {
     let mut d = input.desc.clone();
     d.annotations.clear();
+    d.platform = None;
     let doc = input.source.fetch_document(&d).await?;
     d.media_type = doc.media_type.clone();
     if d.artifact_type.is_none() {
         d.artifact_type = doc.artifact_type();
-    }
-    if d.platform.is_none() && !doc.is_index() {
-        d.platform = platform_of(input.source, &d).await?;
     }
     Ok(d)
 }
@@ -620,6 +634,17 @@ mod tests {
             serde_json::Value::Array(a) => a.iter().all(sorted_keys),
             _ => true,
         }
+    }
+
+    #[test]
+    fn maintainers_parse_with_colons() {
+        let m: Maintainer = "Jane Doe:jane@example.com:https://example.com/jane".parse().unwrap();
+        assert_eq!(m.name, "Jane Doe");
+        assert_eq!(m.email.as_deref(), Some("jane@example.com"));
+        assert_eq!(m.url.as_deref(), Some("https://example.com/jane"));
+        let m: Maintainer = "Jane::https://example.com".parse().unwrap();
+        assert_eq!((m.email, m.url.as_deref()), (None, Some("https://example.com")));
+        assert!(":x@y".parse::<Maintainer>().is_err());
     }
 
     #[test]

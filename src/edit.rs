@@ -53,6 +53,10 @@ pub struct ImageEdit {
     pub created: Option<String>,
     /// Layers added on top (`hoist append`), with their diff_ids and history entries.
     pub layers: Vec<NewLayer>,
+    /// `hoist rebase`: the old base's layers swapped for the new base's.
+    pub rebase: Option<crate::rebase::Rebase>,
+    /// `hoist flatten`: every layer squashed into one, in this compression.
+    pub flatten: Option<crate::copy::convert::Compression>,
 }
 
 /// `KEY=VALUE` of a flag (`what` names it in the error).
@@ -195,6 +199,12 @@ impl ImageEdit {
         add(self.annotations.len(), "annotation(s)");
         add(self.exposed_ports.len(), "exposed port(s)");
         add(self.layers.len(), "layer(s) appended");
+        if let Some(r) = &self.rebase {
+            parts.push(format!("rebased onto {}", r.new.name.clone().unwrap_or_else(|| r.new.digest.to_string())));
+        }
+        if self.flatten.is_some() {
+            parts.push("flattened".into());
+        }
         for (set, what) in [
             (self.entrypoint.is_some(), "entrypoint"),
             (self.cmd.is_some(), "cmd"),

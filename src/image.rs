@@ -168,7 +168,7 @@ pub struct BaseImage<'a> {
 /// it: a plain, normalized distribution reference (`docker://alpine:3` ->
 /// `docker.io/library/alpine:3`), as BuildKit writes it; none for a local base (a layout or
 /// archive path says nothing to whoever reads the image elsewhere).
-fn base_name_annotation(name: &str) -> Option<String> {
+pub(crate) fn base_name_annotation(name: &str) -> Option<String> {
     match crate::transport::Endpoint::from_user_input(name) {
         Ok(crate::transport::Endpoint::Registry(r)) => Some(r.normalized()),
         _ => None,

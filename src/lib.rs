@@ -56,6 +56,7 @@ pub mod merge;
 pub mod model;
 pub mod modelpack;
 pub mod output;
+pub mod rebase;
 pub mod sbom;
 pub mod sync;
 pub mod transport;

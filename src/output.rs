@@ -138,7 +138,7 @@ impl OutputSpec {
 }
 
 fn bad(spec: &str, why: impl Into<String>) -> Error {
-    Error::InvalidReference { reference: spec.to_string(), reason: why.into() }
+    Error::Usage(format!("--output {}: {}", crate::error::printable(&format!("{spec:?}")), why.into()))
 }
 
 /// Split `k=v,k2="a,b"` (values may be double-quoted to hold commas; a field without `=`

@@ -43,6 +43,13 @@ pub(crate) struct BuildArgs {
     /// Dockerfile builds: do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Dockerfile builds: a label on the image (repeatable), as `docker build --label`.
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Dockerfile builds: write the built image's digest (manifest, or index for several
+    /// platforms) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
     /// How RUN sees the stage's filesystem: auto (overlayfs, else a copy), overlay, copy.
     #[arg(long, value_name = "auto|overlay|copy", env = "HOIST_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,
@@ -212,6 +219,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         source_date_epoch: None,
         tag: args.tag.clone(),
         no_cache: args.no_cache,
+        labels: args.labels.iter().map(|l| key_value("--label", l)).collect::<Result<_>>()?,
         annotations: BTreeMap::new(),
         index_annotations: BTreeMap::new(),
         snapshotter: Snapshotter::parse(&args.snapshotter).ok_or_else(|| {
@@ -249,16 +257,56 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         info.context = Some((dir.display().to_string(), digest));
     }
     let (root, referrers) = attest_build(ctx, &store, outcome.root, args.tag.as_deref(), &req, info).await?;
+    // the digest of what is delivered: the index with the attestations, when there are some (buildx)
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, root.digest.to_string()).map_err(|e| Error::io(p, e))?;
+    }
     deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers).await
 }
 
+/// The files a build reads, checked before anything starts: a missing one is bad input
+/// (exit 2) naming its flag; no build file here, but a Dockerfile, suggests `hoist build .`.
+fn check_inputs(args: &BuildArgs) -> Result<()> {
+    if let Some(f) = args.file.as_ref().filter(|f| !f.is_file()) {
+        let why = if f.exists() { "not a file" } else { "no such file" };
+        return Err(Error::Usage(format!("-f {}: {why}", f.display())));
+    }
+    if let Some(c) = args.context.as_ref().filter(|c| !c.is_dir()) {
+        return Err(Error::Usage(format!("build context {}: no such directory", c.display())));
+    }
+    match (&args.file, &args.context) {
+        (None, None) if !std::path::Path::new("hoist.toml").is_file() => {
+            let hint = if std::path::Path::new("Dockerfile").is_file() {
+                "this directory holds a Dockerfile: build it with `hoist build .`"
+            } else {
+                "name a build file with -f FILE, or a Dockerfile's context: `hoist build DIR`"
+            };
+            Err(Error::Usage(format!("no hoist.toml in the current directory; {hint}")))
+        }
+        (None, Some(c)) if !c.join("Dockerfile").is_file() => Err(Error::Usage(format!(
+            "{}: no such file (name the Dockerfile with -f FILE)",
+            c.join("Dockerfile").display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
+    check_inputs(&args)?;
     let Some(file) = args.toml_file() else {
         let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
         return run_dockerfile(ctx, &args, args.file_shown(), context).await;
     };
-    if args.context.is_some() || !args.build_args.is_empty() || args.target.is_some() || !args.secret.is_empty() {
-        return Err(Error::Usage("CONTEXT, --build-arg, --target and --secret are for Dockerfile builds".into()));
+    if args.context.is_some()
+        || !args.build_args.is_empty()
+        || args.target.is_some()
+        || !args.secret.is_empty()
+        || !args.labels.is_empty()
+        || args.iidfile.is_some()
+    {
+        return Err(Error::Usage(
+            "CONTEXT, --build-arg, --target, --secret, --label and --iidfile are for Dockerfile builds".into(),
+        ));
     }
     let mut spec = BuildFile::load(&file)?;
     if let Some(t) = &args.tag {

@@ -9,7 +9,9 @@ use hoist::copy::convert::{Compression, Conversion};
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
-use hoist::output::{write_metadata, OutputSpec};
+use hoist::model::document::View;
+use hoist::model::platform::is_attestation;
+use hoist::output::{parse_output, write_metadata, OutputSpec};
 use hoist::transport::archive::docker::MadeManifest;
 use hoist::transport::endpoint::{native_manifest_format, open_source_as};
 use hoist::transport::{open_destination, Endpoint};
@@ -19,6 +21,7 @@ use hoist::Descriptor;
 use super::creds::{Scope, SideCreds};
 use super::out::outln;
 use super::progress::human;
+use super::sides::SideTls;
 use super::Ctx;
 
 /// `hoist copy SRC DST`.
@@ -34,6 +37,8 @@ pub(crate) struct CopyArgs {
     unpack: bool,
     #[command(flatten)]
     creds: SideCreds,
+    #[command(flatten)]
+    tls: SideTls,
     #[command(flatten)]
     conv: CopyFlags,
 }
@@ -54,6 +59,10 @@ pub(crate) struct CopyFlags {
     /// Also copy cosign's digest tags (sha256-<hex>.sig, .att, .sbom) of each copied manifest, recursively
     #[arg(long)]
     digest_tags: bool,
+    /// Write into a directory that is neither empty nor an OCI layout (refused otherwise, so a
+    /// typo does not turn a directory of yours into a layout)
+    #[arg(long)]
+    force: bool,
     /// Write buildx-style metadata (containerimage.digest, containerimage.descriptor, image.name)
     /// of the root the destination got (after --convert, --dest-compress, --platform) to FILE
     #[arg(long, value_name = "FILE")]
@@ -85,6 +94,8 @@ pub(crate) struct PushArgs {
     #[command(flatten)]
     creds: SideCreds,
     #[command(flatten)]
+    tls: SideTls,
+    #[command(flatten)]
     conv: CopyFlags,
 }
 
@@ -98,6 +109,8 @@ pub(crate) struct PullArgs {
     #[command(flatten)]
     creds: SideCreds,
     #[command(flatten)]
+    tls: SideTls,
+    #[command(flatten)]
     conv: CopyFlags,
 }
 
@@ -105,8 +118,13 @@ pub(crate) struct PullArgs {
 pub(crate) struct Ends {
     src: Endpoint,
     dst: Endpoint,
+    /// The destination given in `--output` syntax (`type=local,dest=DIR`, `type=tar,...`,
+    /// `type=oci,...`): written as `hoist build --output` writes it.
+    output: Option<OutputSpec>,
     /// `--src-creds`/`--dest-creds`.
     pub creds: SideCreds,
+    /// `--src-tls-verify`, `--dest-cert-dir`, ...
+    pub tls: SideTls,
     /// `--convert`, `--dest-compress`, ...
     flags: CopyFlags,
     /// `hoist mutate`'s edit.
@@ -117,7 +135,15 @@ impl Ends {
     /// `hoist mutate SRC DST`: a copy whose conversion is `edit`.
     pub fn edit(src: &str, dst: &str, creds: SideCreds, edit: hoist::edit::ImageEdit) -> Result<Ends> {
         let (src, dst) = (Endpoint::from_user_input(src)?, Endpoint::from_user_input(dst)?);
-        Ok(Ends { src, dst, creds, flags: CopyFlags::default(), edit: Some(edit) })
+        Ok(Ends {
+            src,
+            dst,
+            output: None,
+            creds,
+            tls: SideTls::default(),
+            flags: CopyFlags::default(),
+            edit: Some(edit),
+        })
     }
 
     /// The registries of the two ends, for credentials.
@@ -130,17 +156,39 @@ impl Ends {
     }
 }
 
+/// A destination in `--output` syntax (`type=local,dest=DIR`: the filesystem, as
+/// `crane export` writes it; any other type as `build --output` writes it), or `None`.
+fn output_destination(command: &str, s: &str) -> Result<Option<OutputSpec>> {
+    if !s.starts_with("type=") {
+        return Ok(None);
+    }
+    let spec = parse_output(s)?;
+    spec.refuse_build_keys(command)?;
+    if spec.local_only {
+        return Err(Error::Usage(format!(
+            "{command} {s}: type=image without push=true would only keep the image in the build store; name a registry with type=registry,name=REF"
+        )));
+    }
+    Ok(Some(spec))
+}
+
 impl CopyArgs {
     /// Parse both ends.
     pub fn ends(&self) -> Result<Ends> {
-        let mut dst = Endpoint::from_user_input(&self.dst)?;
+        let output = output_destination("copy", &self.dst)?;
+        let mut dst = match &output {
+            Some(o) => o.endpoint.clone(),
+            None => Endpoint::from_user_input(&self.dst)?,
+        };
         if let Endpoint::Containerd(t) = &mut dst {
             t.unpack = self.unpack;
         }
         Ok(Ends {
             src: Endpoint::from_user_input(&self.src)?,
             dst,
+            output,
             creds: self.creds.clone(),
+            tls: self.tls.clone(),
             flags: self.conv.clone(),
             edit: None,
         })
@@ -165,7 +213,15 @@ impl PushArgs {
                 reason: "push needs a registry reference; use `hoist copy` for other destinations".into(),
             });
         }
-        Ok(Ends { src, dst, creds: self.creds.clone(), flags: self.conv.clone(), edit: None })
+        Ok(Ends {
+            src,
+            dst,
+            output: None,
+            creds: self.creds.clone(),
+            tls: self.tls.clone(),
+            flags: self.conv.clone(),
+            edit: None,
+        })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -177,11 +233,23 @@ impl PullArgs {
     /// Parse both ends: the source is a registry reference, the destination local.
     pub fn ends(&self) -> Result<Ends> {
         let src: Endpoint = self.reference.parse()?;
-        let dst = match Endpoint::from_user_input(&self.dst)? {
-            Endpoint::Registry(_) => format!("oci:{}", self.dst).parse()?,
-            other => other,
+        let output = output_destination("pull", &self.dst)?;
+        let dst = match &output {
+            Some(o) => o.endpoint.clone(),
+            None => match Endpoint::from_user_input(&self.dst)? {
+                Endpoint::Registry(_) => format!("oci:{}", self.dst).parse()?,
+                other => other,
+            },
         };
-        Ok(Ends { src, dst, creds: self.creds.clone(), flags: self.conv.clone(), edit: None })
+        Ok(Ends {
+            src,
+            dst,
+            output,
+            creds: self.creds.clone(),
+            tls: self.tls.clone(),
+            flags: self.conv.clone(),
+            edit: None,
+        })
     }
     /// What a message about this command names.
     pub fn describe(&self) -> String {
@@ -197,7 +265,13 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     // A docker-archive without index.json gets manifests in the destination's native format
     // (OCI when --convert oci asks for it).
     let made = if convert.to_oci { MadeManifest::Oci } else { native_manifest_format(dst_ep) };
+    if let Endpoint::Layout { path, .. } = dst_ep {
+        check_layout_destination(path, ends.flags.force)?;
+    }
     let src = open_source_as(src_ep, &ctx.client, made)?;
+    if let Some(spec) = &ends.output {
+        return run_to_output(ctx, src.as_ref(), ends, spec).await;
+    }
     // --platform: the platforms of an index root to copy (a library copy option, for every
     // destination); a docker-archive holds one image, so it takes exactly one.
     let platform = match dst_ep {
@@ -214,6 +288,11 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     // the signing key first: a wrong password fails before anything moves
     let signer = ends.flags.sign.load(dst_ep)?;
     let plan = copy::plan::roots(src_ep, src.as_ref(), dst_ep).await?;
+    if matches!(dst_ep, Endpoint::DockerArchive { .. }) && ctx.settings.platforms.is_empty() {
+        for (root, _) in &plan {
+            one_image_for_docker_archive(src.as_ref(), root).await?;
+        }
+    }
     // The policy decides on the digests the plan resolved, before anything is fetched or the
     // destination is opened (a refused image writes nothing); the copy then moves exactly
     // those digests, never the tag again.
@@ -247,6 +326,113 @@ pub(crate) async fn run(ctx: &Ctx, ends: &Ends) -> Result<i32> {
     Ok(0)
 }
 
+/// A layout destination: a new directory, an empty one or a layout; a file, or a directory
+/// holding other things, is refused before anything is written (`--force` writes into the
+/// directory anyway), as `crane pull` and `skopeo copy oci:` would otherwise mix a layout
+/// into someone's files.
+fn check_layout_destination(path: &std::path::Path, force: bool) -> Result<()> {
+    let Ok(md) = std::fs::metadata(path) else { return Ok(()) };
+    if !md.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is a file, and an OCI layout is a directory: name a new directory, or write a tar with oci-archive:{}",
+            path.display(),
+            path.display()
+        )));
+    }
+    // a layout, or one another writer is creating right now (its lock and blobs come first)
+    if force || ["oci-layout", "index.json", "blobs", ".hoist"].iter().any(|n| path.join(n).exists()) {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    if entries.next().is_some() {
+        return Err(Error::Usage(format!(
+            "{} is not empty and not an OCI layout: name a new or empty directory, or pass --force to write the layout into it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `copy SRC type=...`: the one root `SRC` names, written as `build --output` writes it
+/// (the filesystem for `type=local`/`type=tar`, as `crane export` does; an index needs
+/// `--platform` there). Prints the root's digest.
+async fn run_to_output(ctx: &Ctx, src: &dyn Source, ends: &Ends, spec: &OutputSpec) -> Result<i32> {
+    if ends.flags.convert.is_some() || ends.flags.dest_compress.is_some() || ends.flags.referrers {
+        return Err(Error::Usage(
+            "--convert, --dest-compress and --referrers apply to image destinations, not to --output syntax".into(),
+        ));
+    }
+    let root = copy::plan::resolve(&ends.src, src).await?;
+    let platform = if spec.filesystem.is_some() {
+        ctx.settings.single_platform("a filesystem export")?
+    } else {
+        ctx.settings.single_platform("an --output destination")?
+    };
+    let results = hoist::output::export(
+        src,
+        &root,
+        std::slice::from_ref(spec),
+        &ctx.client,
+        platform,
+        &ctx.copy_options(),
+        &ctx.progress,
+    )
+    .await?;
+    if let Some(path) = &ends.flags.metadata_file {
+        write_metadata(path, &root, std::slice::from_ref(spec), &BTreeMap::new())?;
+    }
+    if ctx.json() {
+        let outputs: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::json!({"destination": r.destination, "report": r.report});
+                if let Some(fs) = &r.filesystem {
+                    v["filesystem"] = serde_json::to_value(fs).unwrap_or_default();
+                }
+                v
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({"source": src.location(), "digest": root.digest.to_string(), "mediaType": root.media_type, "size": root.size, "outputs": outputs})
+        );
+    } else {
+        outln!("{}", root.digest);
+    }
+    for r in &results {
+        ctx.progress.line(&format!("{} -> {}", printable(&src.location()), printable(&r.destination)));
+    }
+    Ok(0)
+}
+
+/// A docker-archive holds one image per name, so an index of several platforms needs
+/// `--platform` to say which one goes in (refused before anything is written, rather than
+/// taking linux/amd64 silently and reporting the index's digest).
+async fn one_image_for_docker_archive(src: &dyn Source, root: &Descriptor) -> Result<()> {
+    if !hoist::model::media::is_index(&root.media_type) {
+        return Ok(());
+    }
+    let doc = src.fetch_document(root).await?;
+    let View::Index(index) = &doc.view else { return Ok(()) };
+    let platforms: Vec<String> = index
+        .manifests
+        .iter()
+        .filter(|d| hoist::model::media::is_manifest(&d.media_type) && !is_attestation(d))
+        .map(|d| d.platform.as_ref().map_or_else(|| "unknown".to_string(), |p| p.to_string()))
+        .collect();
+    if platforms.len() < 2 {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} in {} is an index of {} platforms ({}), and a docker-archive holds one image: choose one with --platform (e.g. --platform {}), or copy to oci-archive: to keep them all",
+        root.digest,
+        src.location(),
+        platforms.len(),
+        printable(&platforms.join(", ")),
+        printable(&platforms[0]),
+    )))
+}
+
 /// The destination as the metadata file names it: a registry destination's `image.name`
 /// is `REPO:TAG` for each tag written (`REPO@DIGEST` when untagged), as buildx writes it.
 fn metadata_output(dst: &Endpoint, root: &Descriptor, tags: &[String]) -> OutputSpec {
@@ -258,6 +444,16 @@ fn metadata_output(dst: &Endpoint, root: &Descriptor, tags: &[String]) -> Output
     OutputSpec::new(dst.clone(), tags.to_vec(), names)
 }
 
+/// The roots as the destination got them, in the plan's order (the plan's own when the
+/// report has none).
+fn written<'a>(plan: &'a [(Descriptor, Vec<String>)], report: &'a CopyReport) -> Vec<&'a Descriptor> {
+    if report.roots.len() == plan.len() {
+        report.roots.iter().collect()
+    } else {
+        plan.iter().map(|(d, _)| d).collect()
+    }
+}
+
 fn print_result(
     ctx: &Ctx,
     src: &dyn Source,
@@ -266,9 +462,17 @@ fn print_result(
     report: &CopyReport,
 ) {
     if ctx.settings.json() {
+        // Each root as the destination got it; `sourceDigest` when that is not the source's.
         let roots: Vec<_> = plan
             .iter()
-            .map(|(d, tags)| serde_json::json!({"digest": d.digest.to_string(), "mediaType": d.media_type, "size": d.size, "tags": tags}))
+            .zip(written(plan, report))
+            .map(|((s, tags), d)| {
+                let mut v = serde_json::json!({"digest": d.digest.to_string(), "mediaType": d.media_type, "size": d.size, "tags": tags});
+                if d.digest != s.digest {
+                    v["sourceDigest"] = s.digest.to_string().into();
+                }
+                v
+            })
             .collect();
         let mut v = serde_json::json!({"source": src.location(), "destination": dst.location(), "roots": roots, "report": report});
         if let Some(m) = src.served_by() {
@@ -276,10 +480,10 @@ fn print_result(
         }
         outln!("{v}");
     } else {
-        // A root the platform filter rewrote is printed as what the destination got.
-        for (d, _) in plan {
-            let got = report.rewritten.iter().find(|r| r.from == d.digest).map_or(&d.digest, |r| &r.to);
-            outln!("{got}");
+        // Each root as the destination got it (a platform filter, a conversion, the one image
+        // a docker-archive took of an index).
+        for d in written(plan, report) {
+            outln!("{}", d.digest);
         }
     }
     for r in &report.rewritten {
@@ -297,8 +501,11 @@ fn print_result(
         Some(m) => format!("{} (served by mirror {m})", src.location()),
         None => src.location(),
     };
+    // A retag moves no manifest: say that the tag was set, not only that it "existed".
+    let tags: Vec<&str> = plan.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect();
+    let tagged = if tags.is_empty() { String::new() } else { format!("; tagged {}", printable(&tags.join(", "))) };
     ctx.progress.line(&format!(
-        "{} -> {}: {} blob(s) copied ({}), {} existed, {} mounted; {} manifest(s) written, {} existed",
+        "{} -> {}: {} blob(s) copied ({}), {} already there, {} mounted; {} manifest(s) written, {} already there{tagged}",
         printable(&from),
         printable(&dst.location()),
         report.blobs_uploaded,

@@ -112,7 +112,7 @@ impl MutateArgs {
             exposed_ports: self.exposed_port.iter().map(|p| parse_port(p)).collect::<Result<_>>()?,
             stop_signal: self.stop_signal.clone(),
             created: self.created.as_deref().map(parse_created).transpose()?,
-            layers: Vec::new(),
+            ..ImageEdit::default()
         };
         if edit.is_empty() {
             return Err(Error::Usage(
@@ -132,5 +132,72 @@ impl MutateArgs {
     /// What a message about this command names.
     pub fn describe(&self) -> String {
         format!("mutate {} {}", self.src, self.dst)
+    }
+}
+
+/// `hoist rebase SRC DST`.
+#[derive(Args)]
+pub(crate) struct RebaseArgs {
+    /// Source image or index (any transport)
+    src: String,
+    /// Destination (any transport)
+    dst: String,
+    /// The base SRC was built on (any transport); default: the images' org.opencontainers.image.base.name at .base.digest
+    #[arg(long, value_name = "REF")]
+    old_base: Option<String>,
+    /// The base to move onto (any transport); default: org.opencontainers.image.base.name, resolved again
+    #[arg(long, value_name = "REF")]
+    new_base: Option<String>,
+    #[command(flatten)]
+    creds: SideCreds,
+}
+
+impl RebaseArgs {
+    /// Both ends, with no edit yet (for credentials).
+    pub fn ends_for_creds(&self) -> Result<Ends> {
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), ImageEdit::default())
+    }
+
+    /// Read the bases (the source's annotations for those not given) and make the edit.
+    pub async fn ends(&self, client: &std::sync::Arc<hoist::transport::registry::Client>) -> Result<Ends> {
+        let ep = hoist::transport::Endpoint::from_user_input(&self.src)?;
+        let src = hoist::transport::open_source(&ep, client)?;
+        let root = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
+        let rebase =
+            hoist::rebase::prepare(client, src.as_ref(), &root, self.old_base.as_deref(), self.new_base.as_deref())
+                .await?;
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), ImageEdit { rebase: Some(rebase), ..ImageEdit::default() })
+    }
+
+    /// What a message about this command names.
+    pub fn describe(&self) -> String {
+        format!("rebase {} {}", self.src, self.dst)
+    }
+}
+
+/// `hoist flatten SRC DST`.
+#[derive(Args)]
+pub(crate) struct FlattenArgs {
+    /// Source image or index (any transport)
+    src: String,
+    /// Destination (any transport)
+    dst: String,
+    /// Compression of the one layer: none, gzip[:0-9], zstd[:1-22], estargz[:0-9]
+    #[arg(long, value_name = "ALG[:LEVEL]", default_value = "gzip")]
+    compression: String,
+    #[command(flatten)]
+    creds: SideCreds,
+}
+
+impl FlattenArgs {
+    /// Both ends, with the flatten edit.
+    pub fn ends(&self) -> Result<Ends> {
+        let to: hoist::copy::convert::Compression = self.compression.parse()?;
+        Ends::edit(&self.src, &self.dst, self.creds.clone(), ImageEdit { flatten: Some(to), ..ImageEdit::default() })
+    }
+
+    /// What a message about this command names.
+    pub fn describe(&self) -> String {
+        format!("flatten {} {}", self.src, self.dst)
     }
 }

@@ -29,15 +29,43 @@ pub(crate) struct InspectArgs {
     policy: super::trust::PolicyArgs,
 }
 
-/// Show the document `args.reference` names.
-pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
-    let ep = Endpoint::from_user_input(&args.reference)?;
+/// `hoist digest`.
+#[derive(Args)]
+pub(crate) struct DigestArgs {
+    /// Any source transport (a registry reference without tag means the default tag).
+    pub reference: String,
+}
+
+/// Print the digest of the manifest or index `args.reference` names (with `--platform`, of
+/// an index's image for that platform), as `crane digest` and `skopeo inspect --format
+/// '{{.Digest}}'` do.
+pub(crate) async fn digest(ctx: &Ctx, args: DigestArgs) -> Result<i32> {
+    let (ep, _, doc) = resolve_document(ctx, &args.reference, "digest", None).await?;
+    if ctx.settings.json() {
+        let v = serde_json::json!({"reference": ep.to_string(), "digest": doc.digest.to_string(), "mediaType": doc.media_type, "size": doc.bytes.len()});
+        super::out::outln!("{v}");
+    } else {
+        super::out::outln!("{}", doc.digest);
+    }
+    Ok(0)
+}
+
+/// The document `reference` names; with `--platform`, an index stands for its image for that
+/// platform (a manifest stays itself).
+async fn resolve_document(
+    ctx: &Ctx,
+    reference: &str,
+    command: &str,
+    policy: Option<&super::trust::PolicyArgs>,
+) -> Result<(Endpoint, Box<dyn hoist::transport::Source>, hoist::model::document::Document)> {
+    let ep = Endpoint::from_user_input(reference)?;
     let src = open_source(&ep, &ctx.client)?;
     let desc = plan::resolve(&ep, src.as_ref()).await?;
-    args.policy.check(&ep, src.as_ref(), &desc).await?;
+    if let Some(policy) = policy {
+        policy.check(&ep, src.as_ref(), &desc).await?;
+    }
     let mut doc = src.fetch_document(&desc).await?;
-    // --platform: an index stands for its image for that platform (a manifest stays itself).
-    if let Some(want) = ctx.settings.single_platform("inspect")? {
+    if let Some(want) = ctx.settings.single_platform(command)? {
         if let View::Index(i) = &doc.view {
             let Some(entry) = i.manifests.iter().find(|d| want.matches_entry(d)) else {
                 let have: Vec<String> =
@@ -51,13 +79,36 @@ pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
             doc = src.fetch_document(&entry).await?;
         }
     }
+    Ok((ep, src, doc))
+}
+
+/// Show the document `args.reference` names.
+pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
+    let (ep, src, doc) = resolve_document(ctx, &args.reference, "inspect", Some(&args.policy)).await?;
     let mut out = std::io::stdout().lock();
     if args.config {
         let View::Manifest(m) = &doc.view else {
-            return Err(Error::Unsupported(format!("{ep} is an index; pick a manifest by digest to see its config")));
+            let platforms: Vec<String> = match &doc.view {
+                View::Index(i) => {
+                    i.manifests.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect()
+                }
+                View::Manifest(_) => vec![],
+            };
+            return Err(Error::Usage(format!(
+                "{ep} is an index, which has no config: pick its image with --platform{}",
+                match platforms.first() {
+                    Some(p) => format!(" (it has: {}; e.g. --platform {p})", printable(&platforms.join(", "))),
+                    None => " or a manifest by digest".into(),
+                }
+            )));
         };
         let buf = plan::read_small_blob(src.as_ref(), &m.config, media::MAX_MANIFEST_SIZE).await?;
         let _ = out.write_all(&buf);
+        // The config's exact bytes with --raw; otherwise a line ends the output, so that the
+        // shell prompt does not land on it (JSON configs usually end without one).
+        if !args.raw && !buf.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
         return Ok(0);
     }
     if args.raw {

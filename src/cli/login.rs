@@ -37,9 +37,13 @@ pub(crate) struct LogoutArgs {
 impl LoginArgs {
     /// The registry as stored: without scheme or trailing slash.
     pub fn host(&self) -> String {
-        let r = &self.registry;
-        r.strip_prefix("https://").or(r.strip_prefix("http://")).unwrap_or(r).trim_end_matches('/').to_string()
+        registry_host(&self.registry)
     }
+}
+
+/// The registry `host[:port]` of what a user typed (`https://host/` as docker accepts it).
+fn registry_host(r: &str) -> String {
+    r.strip_prefix("https://").or(r.strip_prefix("http://")).unwrap_or(r).trim_end_matches('/').to_string()
 }
 
 /// Check the credentials against the registry, then store them.
@@ -75,6 +79,12 @@ pub(crate) async fn login(ctx: &Ctx, args: LoginArgs) -> Result<i32> {
         .await
         .map_err(|e| Error::Other(e.to_string()))??;
     ctx.progress.line(&format!("Login succeeded for {registry} (saved in {})", path.display()));
+    if ctx.json() {
+        super::out::outln!(
+            "{}",
+            serde_json::json!({"registry": registry, "username": args.username, "savedIn": path.display().to_string()})
+        );
+    }
     Ok(0)
 }
 
@@ -114,13 +124,16 @@ fn prompt_password(prompt: &str) -> Result<String> {
 
 /// Remove stored credentials.
 pub(crate) async fn logout(ctx: &Ctx, args: LogoutArgs) -> Result<i32> {
-    let registry = args.registry;
+    let registry = registry_host(&args.registry);
     let r = registry.clone();
     let removed = tokio::task::spawn_blocking(move || credentials::remove_blocking(&r))
         .await
         .map_err(|e| Error::Other(e.to_string()))??;
     if removed {
         ctx.progress.line(&format!("Removed credentials for {registry}"));
+        if ctx.json() {
+            super::out::outln!("{}", serde_json::json!({"registry": registry, "removed": true}));
+        }
         Ok(0)
     } else {
         Err(Error::not_found(format!("credentials for {registry}"), credentials::login_file().display().to_string()))

@@ -131,8 +131,9 @@ pub(crate) struct BundleCreate {
     /// A keyword (repeatable): bundle.json `keywords`, index annotation `io.cnab.keywords`
     #[arg(long = "keyword", value_name = "WORD")]
     keywords: Vec<String>,
-    /// A maintainer `NAME[ <EMAIL>][ (URL)]` (repeatable): bundle.json `maintainers`, index annotation `org.opencontainers.image.authors`
-    #[arg(long = "maintainer", value_name = "NAME")]
+    /// A maintainer `NAME[:EMAIL[:URL]]` or `NAME[ <EMAIL>][ (URL)]` (repeatable): bundle.json
+    /// `maintainers`, index annotation `org.opencontainers.image.authors`
+    #[arg(long = "maintainer", value_name = "NAME[:EMAIL[:URL]]")]
     maintainers: Vec<String>,
     /// The invocation image (any source transport); with --bundle-file, where to read it
     /// instead of its `image` reference (which bundle.json keeps)

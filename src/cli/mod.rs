@@ -20,10 +20,12 @@ mod progress;
 mod referrers;
 mod sbom;
 mod settings;
+mod sides;
 mod store;
 mod sync;
 mod tags;
 mod trust;
+mod usage;
 
 use std::sync::Arc;
 
@@ -41,7 +43,8 @@ use settings::{Global, Settings};
     name = "hoist",
     version = meta::LONG_VERSION,
     about = "Build, store and ship OCI images and artifacts without a daemon",
-    after_help = "Examples:\n  hoist copy oci:examples/sample-layout:multi localhost:5000/demo:v1\n  hoist tags localhost:5000/demo\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n\nhoist COMMAND --help shows each command's options and examples."
+    long_about = "Build, store and ship OCI images and artifacts without a daemon.\n\nhoist builds images from a Dockerfile and its context (`hoist build .`, RUN under runc or crun) or from a hoist.toml build file, and writes them to any --output: a registry (type=registry, type=image), an OCI or docker tarball (type=oci, type=docker), a layout (type=local-layout), containerd or podman (type=containerd, type=podman), or the image's filesystem (type=local, type=tar). It copies images, indexes and OCI artifacts byte for byte between registries, layouts and archives, and packs models (ModelPack, ModelKit) and CNAB bundles.",
+    after_help = "Examples:\n  hoist copy oci:examples/sample-layout:multi localhost:5000/demo:v1\n  hoist tags localhost:5000/demo\n  hoist build . --output type=registry,name=localhost:5000/app:v1   # the Dockerfile in .\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n\nhoist COMMAND --help shows each command's options and examples."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -77,11 +80,26 @@ enum Command {
         after_help = "Examples:\n  hoist append localhost:5000/app:v1 localhost:5000/app:v2 ca-certs.tar.gz\n  hoist append oci:./layout:v1 oci:./layout:v2 patch.tar --compression zstd"
     )]
     Append(edit::AppendArgs),
+    /// Move images onto a new base (crane rebase): the old base's layers swapped for the new base's.
+    #[command(
+        after_help = "Examples:\n  hoist rebase localhost:5000/app:v1 localhost:5000/app:v1-new --old-base localhost:5000/base:1 --new-base localhost:5000/base:2\n  hoist rebase localhost:5000/app:v1 localhost:5000/app:v2    # bases from the image's base annotations\n  hoist rebase oci:./app:v1 oci:./app:v2 --old-base oci:./base:old --new-base oci:./base:new"
+    )]
+    Rebase(edit::RebaseArgs),
+    /// Squash every layer of images into one (crane flatten): whiteouts applied, history collapsed.
+    #[command(
+        after_help = "Examples:\n  hoist flatten localhost:5000/app:v1 localhost:5000/app:v1-flat\n  hoist flatten oci:./layout:v1 oci:./layout:flat --compression zstd"
+    )]
+    Flatten(edit::FlattenArgs),
     /// Show a manifest or index.
     #[command(
-        after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --format json inspect --config oci:./layout@sha256:…"
+        after_help = "Examples:\n  hoist inspect localhost:5000/demo:v1\n  hoist inspect --raw --platform linux/arm64 oci:./layout:v1\n  hoist --platform linux/arm64 inspect --config oci:./layout:v1"
     )]
     Inspect(inspect::InspectArgs),
+    /// Print the digest of a manifest or index (with --platform: of that platform's image).
+    #[command(
+        after_help = "Examples:\n  hoist digest localhost:5000/demo:v1\n  hoist --platform linux/arm64 digest oci:./layout:v1"
+    )]
+    Digest(inspect::DigestArgs),
     /// List tags of a repository or layout.
     #[command(
         after_help = "Examples:\n  hoist tags localhost:5000/demo\n  hoist tags oci:./layout\n  hoist --format json tags oci-archive:demo.tar"
@@ -119,18 +137,25 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Store credentials for a registry.
     #[command(
-        after_help = "Examples:\n  hoist login localhost:5000 -u alice    # prompts for the password on a terminal\n  hoist login localhost:5000 -u alice -p secret    # works, with a warning\n  echo \"$PASSWORD\" | hoist login registry.example.com -u alice --password-stdin"
+        after_help = "Examples:\n  hoist login localhost:5000 -u alice --password-stdin < password.txt   # or a prompt on a terminal\n  hoist login localhost:5000 -u alice -p secret    # works, with a warning\n  echo \"$PASSWORD\" | hoist login localhost:5000 -u alice --password-stdin"
     )]
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
-    #[command(after_help = "Examples:\n  hoist logout localhost:5000\n  hoist logout https://registry.example.com/")]
+    #[command(after_help = "Examples:\n  hoist logout localhost:5000\n  hoist logout https://localhost:5000/")]
     Logout(login::LogoutArgs),
     /// Maintain a local OCI layout.
     #[command(subcommand)]
     Layout(layout::LayoutCmd),
-    /// Build an image from a hoist.toml build file (the global --platform takes a list here).
+    /// Build an image from a Dockerfile and its context, or from a hoist.toml build file.
+    ///
+    /// `hoist build [-f Dockerfile] CONTEXT` builds a Dockerfile as BuildKit does (RUN under runc
+    /// or crun); `hoist build -f FILE.toml` (or a hoist.toml in the current directory) builds a
+    /// hoist build file (docs/build-file.md). The image goes into the local store, then to each
+    /// --output: type=registry or type=image (push), type=oci or type=docker (a tarball),
+    /// type=local-layout (an OCI layout), type=containerd, type=podman, or the filesystem alone:
+    /// type=local (a directory) or type=tar. The global --platform takes a list here.
     #[command(
-        after_help = "Examples:\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n  hoist build -f hoist.toml --output type=registry,name=localhost:5000/app:v1\n  hoist build -f hoist.toml --platform linux/amd64 --output type=local,dest=./rootfs"
+        after_help = "Examples:\n  hoist build . --tag app:v1 --output type=registry,name=localhost:5000/app:v1   # ./Dockerfile\n  hoist build -f Dockerfile --build-arg V=1 . --output type=docker,dest=app.tar,name=app:v1\n  hoist build -f examples/hoist.toml --output type=oci,dest=img.tar\n  hoist build -f hoist.toml --platform linux/amd64 --output type=local,dest=./rootfs"
     )]
     Build(build::BuildArgs),
     /// Push or pack OCI artifacts made of files.
@@ -183,11 +208,13 @@ enum Command {
     Store(store::StoreCmd),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     #[command(
-        after_help = "Examples:\n  hoist completion bash > /etc/bash_completion.d/hoist\n  hoist completion zsh > \"${fpath[1]}/_hoist\"\n  hoist completion fish > ~/.config/fish/completions/hoist.fish"
+        after_help = "Examples:\n  hoist completion bash > ~/.local/share/bash-completion/completions/hoist\n  hoist completion zsh > ~/.zfunc/_hoist   # with fpath+=(~/.zfunc) in ~/.zshrc\n  hoist completion fish > ~/.config/fish/completions/hoist.fish"
     )]
     Completion(meta::CompletionArgs),
     /// Print the man page, or write one per command into DIR.
-    #[command(after_help = "Examples:\n  hoist man | man -l -\n  hoist man /usr/local/share/man/man1")]
+    #[command(
+        after_help = "Examples:\n  hoist man > hoist.1   # then: man -l hoist.1\n  hoist man ~/.local/share/man/man1"
+    )]
     Man(meta::ManArgs),
     /// Print the version, git commit and build date.
     #[command(after_help = "Examples:\n  hoist version\n  hoist --format json version")]
@@ -203,7 +230,10 @@ impl Command {
             Command::Pull(a) => a.describe(),
             Command::Mutate(a) => a.describe(),
             Command::Append(a) => a.describe(),
+            Command::Rebase(a) => a.describe(),
+            Command::Flatten(a) => a.describe(),
             Command::Inspect(a) => format!("inspect {}", a.reference),
+            Command::Digest(a) => format!("digest {}", a.reference),
             Command::Tags(a) => format!("tags {}", a.reference),
             Command::Tag(a) => format!("tag {}", a.reference),
             Command::Untag(a) => format!("untag {}", a.reference),
@@ -265,8 +295,11 @@ impl Command {
             | Command::Pull(_)
             | Command::Mutate(_)
             | Command::Append(_)
+            | Command::Rebase(_)
+            | Command::Flatten(_)
             | Command::Sync(_) => vec![],
             Command::Inspect(a) => refs(&[&a.reference]),
+            Command::Digest(a) => refs(&[&a.reference]),
             Command::Tags(a) => refs(&[&a.reference]),
             Command::Tag(a) => refs(&[&a.reference]),
             Command::Untag(a) => refs(&[&a.reference]),
@@ -311,8 +344,12 @@ impl Command {
 /// Parse the command line, run the command, return the exit code.
 pub fn run() -> i32 {
     out::install_broken_pipe_hook();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage::report(e),
+    };
     let json = cli.global.format == settings::Format::Json;
+    let events = cli.global.progress == settings::ProgressFlag::Json && !cli.global.quiet;
     let settings = Settings::from_global(&cli.global);
     let level = match cli.global.verbose {
         0 => "warn",
@@ -324,7 +361,7 @@ pub fn run() -> i32 {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let settings = match settings {
         Ok(s) => s,
-        Err(e) => return fail(&e, json),
+        Err(e) => return fail(&e, json, events),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -356,21 +393,34 @@ pub fn run() -> i32 {
             None => work.await,
         }
     });
+    if result.is_err() {
+        // A command that failed or was dropped (Ctrl-C, --timeout) cancels the upload
+        // sessions it left open, so the registry keeps no half-uploaded blobs.
+        if let Some(client) = CLIENT.get() {
+            let n = rt.block_on(client.cancel_open_uploads());
+            if n > 0 {
+                tracing::info!(sessions = n, "upload sessions cancelled");
+            }
+        }
+    }
     match result {
         Ok(code) => code,
-        Err(e) => fail(&e, json),
+        Err(e) => fail(&e, json, events),
     }
 }
+
+/// The command's registry client, for the clean-up after a failure (see [`run`]).
+static CLIENT: std::sync::OnceLock<Arc<Client>> = std::sync::OnceLock::new();
 
 /// Print `e` (control characters escaped: messages may quote a registry; as JSON on stdout
 /// too with `--format json`) and give its exit code. A write to a closed stdout pipe is no
 /// failure: status 0, nothing printed.
-fn fail(e: &Error, json: bool) -> i32 {
+fn fail(e: &Error, json: bool, events: bool) -> i32 {
     if out::is_broken_pipe(e) {
         return exit::OK;
     }
     let failure = out::Failure::from_error(e);
-    failure.print(json);
+    failure.print(json, events);
     failure.code
 }
 
@@ -397,16 +447,27 @@ impl Ctx {
 }
 
 async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
-    let credentials = match &command {
-        Command::Copy(a) => copy_credentials(&settings, &a.ends()?)?,
-        Command::Push(a) => copy_credentials(&settings, &a.ends()?)?,
-        Command::Pull(a) => copy_credentials(&settings, &a.ends()?)?,
-        Command::Mutate(a) => copy_credentials(&settings, &a.ends()?)?,
-        Command::Append(a) => copy_credentials(&settings, &a.ends_for_creds()?)?,
-        Command::Sync(a) => credential_map(settings.creds.as_deref(), &a.creds, &a.scope())?,
-        other => credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?,
+    let ends = match &command {
+        Command::Copy(a) => Some(a.ends()?),
+        Command::Push(a) => Some(a.ends()?),
+        Command::Pull(a) => Some(a.ends()?),
+        Command::Mutate(a) => Some(a.ends()?),
+        Command::Append(a) => Some(a.ends_for_creds()?),
+        Command::Rebase(a) => Some(a.ends_for_creds()?),
+        Command::Flatten(a) => Some(a.ends()?),
+        _ => None,
+    };
+    let credentials = match (&ends, &command) {
+        (Some(e), _) => copy_credentials(&settings, e)?,
+        (None, Command::Sync(a)) => credential_map(settings.creds.as_deref(), &a.creds, &a.scope())?,
+        (None, other) => {
+            credential_map(settings.creds.as_deref(), &SideCreds::default(), &Scope::Hosts(other.registries()))?
+        }
     };
     let mut registry_options = settings.registry_options(credentials);
+    if let Some(e) = &ends {
+        e.tls.apply(&mut registry_options, &e.scope())?;
+    }
     registry_options.insecure.extend(command.insecure_registries());
     let client = Client::new(registry_options)?;
     if matches!(settings.format, settings::Format::SpdxJson | settings::Format::CyclonedxJson)
@@ -416,6 +477,7 @@ async fn dispatch(settings: Settings, command: Command) -> Result<i32> {
             "--format spdx-json and cyclonedx-json are for `hoist sbom`; other commands take text or json".into(),
         ));
     }
+    let _ = CLIENT.set(client.clone());
     let ctx = Ctx { progress: CliProgress::new(settings.progress), client, settings };
     let code = run_command(&ctx, command).await?;
     ctx.progress.summary();
@@ -436,7 +498,10 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
             let ends = a.ends(dir.path())?;
             copy::run(ctx, &ends).await
         }
+        Command::Rebase(a) => copy::run(ctx, &a.ends(&ctx.client).await?).await,
+        Command::Flatten(a) => copy::run(ctx, &a.ends()?).await,
         Command::Inspect(a) => inspect::run(ctx, a).await,
+        Command::Digest(a) => inspect::digest(ctx, a).await,
         Command::Tags(a) => tags::run(ctx, a).await,
         Command::Tag(a) => ops::tag(ctx, a).await,
         Command::Untag(a) => ops::untag(ctx, a).await,
@@ -464,6 +529,12 @@ async fn run_command(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Man(args) => meta::man(ctx, args),
         Command::Version => meta::version(ctx),
     }
+}
+
+/// Whether hoist has the command `name` (hints point to commands only where they exist).
+pub(crate) fn has_command(name: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command().find_subcommand(name).is_some()
 }
 
 /// The credentials of a copy: each side's own, or `--creds` when one registry is involved.

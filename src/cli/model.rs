@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use hoist::error::Result;
+use hoist::error::{printable, Error, Result};
 use hoist::modelpack::{
     build_model_with, describe_model, diff_models, list_model, unpack_model_with, FileSelector, ModelLayerFormat,
     ModelSpec, UnpackOptions,
@@ -216,9 +216,10 @@ pub(crate) enum ModelCmd {
         #[command(flatten)]
         policy: super::trust::PolicyArgs,
     },
-    /// Files added, removed and changed (by layer digest) from model A to model B.
+    /// Files added, removed and changed (by layer digest), and config fields changed, from
+    /// model A to model B; exit 1 when they differ, as diff(1).
     #[command(
-        after_help = "Examples:\n  hoist model diff localhost:5000/model:v1 localhost:5000/model:v2\n  hoist model diff oci:./models:v1 oci:./models:v2 --format json"
+        after_help = "Examples:\n  hoist model diff localhost:5000/model:v1 localhost:5000/model:v2   # exit 1: they differ\n  hoist model diff oci:./models:v1 oci:./models:v2 --format json   # exit 1: they differ"
     )]
     Diff {
         /// The older model (any transport).
@@ -230,7 +231,7 @@ pub(crate) enum ModelCmd {
     /// ModelPack or a ModelKit: only the manifest and config change, every layer keeps its
     /// digest, so between repositories of one registry only two small documents are uploaded.
     #[command(
-        after_help = "Examples:\n  hoist model convert localhost:5000/kit:v1 localhost:5000/model:v1 --to modelpack\n  hoist model convert oci:./models:v1 oci:./kits:v1 --to modelkit\n  hoist model convert docker.io/ai/smollm2 localhost:5000/smollm2:v1"
+        after_help = "Examples:\n  hoist model convert localhost:5000/kit:v1 localhost:5000/model:v1 --to modelpack\n  hoist model convert oci:./models:v1 oci:./kits:v1 --to modelkit\n  hoist model convert oci:./models:v2 localhost:5000/kit:v2 --to modelkit"
     )]
     Convert {
         /// The model artifact to convert, in any source transport.
@@ -307,7 +308,7 @@ async fn deliver_plan(
     let plan: &dyn Source = &converted;
     let root = converted.root().clone();
     if outputs.is_empty() && out.store.is_none() {
-        return Err(hoist::error::Error::InvalidReference {
+        return Err(Error::InvalidReference {
             reference: "--output".into(),
             reason: "name an --output (or --store) to pack into".into(),
         });
@@ -363,9 +364,19 @@ impl ModelCmd {
     }
 }
 
+/// The model directory a command reads: a missing one is bad input (exit 2) naming it.
+fn must_be_dir(command: &str, dir: &std::path::Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let why = if dir.exists() { "is not a directory" } else { "no such directory" };
+    Err(Error::Usage(format!("{command} {}: {why}", dir.display())))
+}
+
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
         ModelCmd::Describe { dir, describe } => {
+            must_be_dir("model describe", &dir)?;
             let mut spec = ModelSpec::new(dir);
             describe.apply(&mut spec)?;
             let meta = describe_model(&spec)?;
@@ -389,6 +400,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 let plan = hf::plan_hf_model(repo, &spec, &spec.select.clone(), &known, previous).await?;
                 return deliver_plan(ctx, &plan, plan.root(), to, &outputs, &out).await;
             }
+            must_be_dir("model pack", &dir)?;
             let mut spec = ModelSpec::new(dir);
             describe.apply(&mut spec)?;
             let direct = out.store.is_none()
@@ -469,7 +481,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (_, sb, rb) = resolve_any(ctx, &b).await?;
             let d = diff_models((sa.as_ref(), &ra), (sb.as_ref(), &rb)).await?;
             if ctx.json() {
-                outln!("{}", serde_json::to_string(&d).map_err(|e| hoist::error::Error::Other(e.to_string()))?);
+                outln!("{}", serde_json::to_string(&d).map_err(|e| Error::Other(e.to_string()))?);
             } else {
                 for e in &d.added {
                     outln!("+ {} {}", e.path, e.digest);
@@ -480,15 +492,22 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 for (x, y) in &d.changed {
                     outln!("~ {} {} -> {}", x.path, x.digest, y.digest);
                 }
+                let shown =
+                    |v: &Option<String>| v.as_deref().map_or_else(|| "(unset)".to_string(), |s| format!("{s:?}"));
+                for c in &d.config {
+                    outln!("~ {}: {} -> {}", c.field, printable(&shown(&c.from)), printable(&shown(&c.to)));
+                }
             }
             ctx.progress.line(&format!(
-                "{} added, {} removed, {} changed, {} unchanged",
+                "{} added, {} removed, {} changed, {} unchanged; {} config field(s) differ",
                 d.added.len(),
                 d.removed.len(),
                 d.changed.len(),
-                d.unchanged.len()
+                d.unchanged.len(),
+                d.config.len()
             ));
-            Ok(0)
+            // As diff(1): 0 when the models are the same, 1 when they differ.
+            Ok(if d.differs() { 1 } else { 0 })
         }
         ModelCmd::Unpack { reference, dir, max_size, include, exclude, list, verify_key, policy } => {
             let (ep, src, root) = resolve_any(ctx, &reference).await?;
@@ -497,13 +516,20 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 super::trust::verify_signed(&ep, src.as_ref(), &root, &verify_key).await?;
             }
             let select = FileSelector::new(&include, &exclude)?;
+            let nothing_matched = || {
+                Error::Usage(format!(
+                    "--include {} --exclude {}: no file of {reference} matches (`hoist model unpack --list {reference}` lists them)",
+                    include.join(","),
+                    exclude.join(","),
+                ))
+            };
             if list {
                 let entries = list_model(src.as_ref(), &root, &select).await?;
+                if entries.is_empty() && !select.is_all() {
+                    return Err(nothing_matched());
+                }
                 if ctx.json() {
-                    outln!(
-                        "{}",
-                        serde_json::to_string(&entries).map_err(|e| hoist::error::Error::Other(e.to_string()))?
-                    );
+                    outln!("{}", serde_json::to_string(&entries).map_err(|e| Error::Other(e.to_string()))?);
                 } else {
                     for e in &entries {
                         outln!("{}\t{}\t{}\t{}", e.digest, e.size, e.media_type, e.path);
@@ -511,7 +537,16 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 }
                 return Ok(0);
             }
+            let existed = dir.exists();
+            let all = select.is_all();
             let written = unpack_model_with(src.as_ref(), &root, &dir, &UnpackOptions { max_size, select }).await?;
+            if written.is_empty() && !all {
+                if !existed {
+                    // Only the empty directory unpack made; nothing of the user's.
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                return Err(nothing_matched());
+            }
             if ctx.json() {
                 outln!("{}", serde_json::json!({"digest": root.digest.to_string(), "dir": dir, "files": written}));
             } else {

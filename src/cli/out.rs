@@ -22,8 +22,11 @@ pub(crate) use outln;
 /// command that prints results: the process ends here with status 0, as ripgrep's does.
 /// Any other write error ends it with status 1 and a message.
 pub(crate) fn write_stdout(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+    let written = super::progress::suspend_bars(|| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|_| out.flush())
+    });
+    if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(exit::OK);
         }
@@ -104,12 +107,18 @@ impl Failure {
             "interrupted" => exit::INTERRUPTED,
             _ => code,
         };
-        Failure { kind, message: printable(&message).into_owned(), code }
+        Failure { kind, message: printable(&without_os_error(&message)).into_owned(), code }
     }
 
-    /// Print to stderr, and with `json` also as one JSON object on stdout.
-    pub fn print(&self, json: bool) {
-        eprintln!("hoist: error: {}", self.message);
+    /// Print to stderr (as an `error` event with `--progress json`, so that stderr stays pure
+    /// JSON), and with `json` also as one JSON object on stdout.
+    pub fn print(&self, json: bool, events: bool) {
+        if events {
+            let v = serde_json::json!({"event": "error", "kind": self.kind, "message": self.message, "exitCode": self.code});
+            eprintln!("{v}");
+        } else {
+            eprintln!("hoist: error: {}", self.message);
+        }
         if json {
             let v = serde_json::json!({"error": {"kind": self.kind, "message": self.message, "exitCode": self.code}});
             // A closed stdout here changes nothing: the exit code is the failure's.
@@ -118,6 +127,25 @@ impl Failure {
             let _ = out.flush();
         }
     }
+}
+
+/// The message without Rust's " (os error N)" suffixes: the error's words say it already.
+fn without_os_error(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" (os error ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + " (os error ".len()..];
+        match tail.find(')') {
+            Some(end) if tail[..end].bytes().all(|b| b.is_ascii_digit()) => rest = &tail[end + 1..],
+            _ => {
+                out.push_str(" (os error ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A missing `DIR/oci-layout` means DIR is not an OCI layout (usage, exit 2); a missing DIR
@@ -137,9 +165,16 @@ fn not_a_layout(path: &Path) -> Option<(&'static str, String)> {
 /// "tag `v1` not found in repository localhost:5000/demo": the registry transport names only
 /// the last path segment of a 404 (`v1`, `sha256:…`, `list` for tags/list).
 fn not_found_message(what: &str, location: &str) -> String {
+    // "any manifest" (a store with nothing to copy): say that it holds none.
+    if let Some(kind) = what.strip_prefix("any ") {
+        return format!("{location} holds no {kind}");
+    }
     let Some(repo) = location.strip_prefix("docker://") else {
         return format!("{what} not found in {location}");
     };
+    if let Some(rest) = what.strip_prefix("repository") {
+        return format!("repository {repo} not found{rest}");
+    }
     if what.contains(' ') {
         return format!("{what} not found in repository {repo}");
     }
@@ -170,6 +205,12 @@ mod tests {
         assert!(f.message.contains("is not an OCI layout"), "{f:?}");
         let e = Error::io(dir.path().join("nope/oci-layout"), std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(Failure::from_error(&e).code, 3);
+        let f = Failure::from_error(&Error::not_found("repository", "docker://localhost:5000/demo"));
+        assert_eq!(f.message, "repository localhost:5000/demo not found");
+        let f = Failure::from_error(&Error::not_found("any manifest", "oci:/tmp/x"));
+        assert_eq!(f.message, "oci:/tmp/x holds no manifest");
+        let e = Error::io("/nope", std::io::Error::from_raw_os_error(2));
+        assert_eq!(Failure::from_error(&e).message, "/nope: No such file or directory");
         let pipe = Error::io("-", std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&pipe));
     }

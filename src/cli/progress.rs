@@ -89,6 +89,18 @@ pub struct CliProgress {
     interval: Duration,
 }
 
+/// The bars on screen, when there are: a result printed to stdout (often the same terminal)
+/// hides them first, so that a digest never lands on a bar's line ([`suspend_bars`]).
+static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+
+/// Run `f` (a write to stdout) with the progress bars cleared, then redraw them.
+pub(crate) fn suspend_bars<R>(f: impl FnOnce() -> R) -> R {
+    match BARS.get() {
+        Some(m) => m.suspend(f),
+        None => f(),
+    }
+}
+
 /// `n` bytes for people: `512 B`, `1.5 MiB`.
 pub fn human(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -131,6 +143,7 @@ impl CliProgress {
         let (multi, overall) = match mode {
             Mode::Bars => {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+                let _ = BARS.set(multi.clone());
                 let overall = multi.add(ProgressBar::new(0));
                 overall.set_style(bar_style(width));
                 overall.set_prefix(fit_name("total", NAME_COLS));

@@ -156,6 +156,21 @@ impl Settings {
             return Err(Error::Usage("--platform: give os/arch[/variant], comma-separated".into()));
         }
         let platforms = platform_names.iter().map(|p| parse_platform(p)).collect::<Result<Vec<_>>>()?;
+        for f in &g.ca_file {
+            if !f.is_file() {
+                let why = if f.exists() { "not a file" } else { "no such file" };
+                return Err(Error::Usage(format!("--ca-file {}: {why}", f.display())));
+            }
+        }
+        for d in &g.cert_dir {
+            if !d.is_dir() {
+                let why = if d.exists() { "not a directory" } else { "no such directory" };
+                return Err(Error::Usage(format!("--cert-dir {}: {why}", d.display())));
+            }
+        }
+        if let Some(f) = g.registries_conf.as_ref().filter(|f| !f.is_file()) {
+            return Err(Error::Usage(format!("--registries-conf {}: no such file", f.display())));
+        }
         if g.timeout == Some(0) {
             return Err(Error::Usage("--timeout: give a number of seconds above 0".into()));
         }

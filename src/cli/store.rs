@@ -19,9 +19,12 @@ use super::Ctx;
 /// `--store`, `--output`, `--metadata-file`.
 #[derive(Args, Clone, Default)]
 pub(crate) struct OutputArgs {
-    /// Where to write the result (repeatable): buildx syntax (`type=oci,dest=FILE|DIR[,tar=false]`,
-    /// `type=docker,dest=FILE,name=REF`, `type=registry,name=REF`, `type=local-layout,dest=DIR`)
-    /// or a transport (`oci:DIR:TAG`, `docker://REF`, ...). `dest=-` writes the tar to stdout.
+    /// Where to write the result (repeatable), buildx syntax: the image as
+    /// `type=oci,dest=FILE|DIR[,tar=false]`, `type=docker,dest=FILE,name=REF`,
+    /// `type=registry,name=REF`, `type=image,name=REF[,push=true]`, `type=local-layout,dest=DIR`,
+    /// `type=containerd,name=REF`, `type=podman,name=REF`; its filesystem as
+    /// `type=local,dest=DIR` (or a bare DIR) and `type=tar,dest=FILE`; or a transport
+    /// (`oci:DIR:TAG`, `docker://REF`, ...). `dest=-` writes a tar to stdout.
     #[arg(short, long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Write buildx-style metadata JSON (digest, descriptor, names) to FILE.
@@ -192,7 +195,7 @@ pub(crate) enum StoreCmd {
     },
     /// Remove tags (or untagged roots, by digest) from the store, then what nothing uses.
     #[command(
-        after_help = "Examples:\n  hoist store rm sample:latest\n  hoist store rm sha256:4f1c…  # an untagged root"
+        after_help = "Examples:\n  hoist store rm sample:latest\n  hoist --format json store rm sample:latest  # a tag, or a root's digest"
     )]
     Rm {
         /// Tags or root digests.

@@ -215,6 +215,12 @@ impl<'a> Converted<'a> {
         Ok(out)
     }
 
+    /// The source of a new base's layer (`hoist rebase`), when `digest` is one.
+    fn base_source(&self, digest: &Digest) -> Option<&dyn Source> {
+        let r = self.conversion.edit.as_ref()?.rebase.as_ref()?;
+        r.new_layer(digest).then(|| r.source.0.as_ref())
+    }
+
     /// Every digest that changed (manifests, indexes, layers), in the order converted.
     pub fn changes(&self) -> Vec<Rewritten> {
         self.changes.lock().expect("lock").clone()
@@ -307,10 +313,58 @@ impl<'a> Converted<'a> {
                     }
                     reasons.push("Docker schema 2 rewritten as OCI".into());
                 }
-                let layers = try_join_all(m.layers.iter().map(|l| self.convert_layer(l.clone(), oci))).await?;
+                let edit = self.conversion.edit.as_ref().filter(|e| !e.is_empty());
+                // Restacking (rebase, flatten) decides the layer list before any recompression.
+                let mut layers_in = m.layers.clone();
+                let mut restack: Option<Restack> = None;
+                if let Some(r) = edit.and_then(|e| e.rebase.as_ref()) {
+                    let config = self.read_config(&m.config).await?;
+                    let platform = crate::rebase::config_platform(&config);
+                    let (old, new) = r.pick(&desc.digest, &platform, &m.layers)?;
+                    let upper: Vec<Value> = value
+                        .get("layers")
+                        .and_then(Value::as_array)
+                        .map(|l| l[old.layers.len().min(l.len())..].to_vec())
+                        .unwrap_or_default();
+                    let mut entries: Vec<Value> = Vec::new();
+                    for l in &new.layers {
+                        entries.push(serde_json::to_value(l).map_err(|e| Error::Other(e.to_string()))?);
+                    }
+                    entries.extend(upper);
+                    value["layers"] = Value::Array(entries);
+                    layers_in = new.layers.iter().chain(&m.layers[old.layers.len()..]).cloned().collect();
+                    let annotations = value
+                        .as_object_mut()
+                        .map(|o| o.entry("annotations").or_insert_with(|| Value::Object(Default::default())))
+                        .and_then(Value::as_object_mut)
+                        .ok_or_else(|| Error::malformed(&what, &loc, "`annotations` is not an object"))?;
+                    annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), Value::from(r.new.digest.to_string()));
+                    match &r.new.name {
+                        Some(n) => annotations.insert(media::ANNOTATION_BASE_NAME.into(), Value::from(n.clone())),
+                        None => annotations.remove(media::ANNOTATION_BASE_NAME),
+                    };
+                    reasons.push(format!(
+                        "{} old base layer(s) replaced by the new base's {}",
+                        old.layers.len(),
+                        new.layers.len()
+                    ));
+                    restack = Some(Restack::Rebase(Box::new((old.clone(), new.clone()))));
+                }
+                if let Some(to) = edit.and_then(|e| e.flatten) {
+                    let flat = self.flatten_layers(&desc, to).await?;
+                    value["layers"] =
+                        Value::Array(vec![serde_json::to_value(&flat.desc).map_err(|e| Error::Other(e.to_string()))?]);
+                    layers_in = vec![flat.desc.clone()];
+                    reasons.push(format!("{} layer(s) flattened into {}", m.layers.len(), flat.desc.digest));
+                    restack = Some(Restack::Flatten {
+                        diff_id: flat.diff_id.clone(),
+                        created_by: format!("hoist flatten {}", desc.digest),
+                    });
+                }
+                let layers = try_join_all(layers_in.iter().map(|l| self.convert_layer(l.clone(), oci))).await?;
                 let mut recompressed = 0;
                 if let Some(list) = value.get_mut("layers").and_then(Value::as_array_mut) {
-                    for (entry, (old, (new, _))) in list.iter_mut().zip(m.layers.iter().zip(&layers)) {
+                    for (entry, (old, (new, _))) in list.iter_mut().zip(layers_in.iter().zip(&layers)) {
                         if old.digest != new.digest {
                             recompressed += 1;
                         }
@@ -327,12 +381,12 @@ impl<'a> Converted<'a> {
                 }
                 let diff_ids: Vec<(usize, Digest)> =
                     layers.iter().enumerate().filter_map(|(i, (_, d))| Some((i, d.clone()?))).collect();
-                let edit = self.conversion.edit.as_ref().filter(|e| !e.is_empty());
                 if !diff_ids.is_empty() {
                     reasons.push("config diff_ids updated (eStargz content includes its TOC)".into());
                 }
                 if !diff_ids.is_empty() || edit.is_some_and(ImageEdit::edits_config) {
-                    let config = self.rewrite_config(&m.config, &diff_ids, m.layers.len(), edit).await?;
+                    let config =
+                        self.rewrite_config(&m.config, &diff_ids, layers_in.len(), edit, restack.as_ref()).await?;
                     set_descriptor(&mut value["config"], &config);
                 }
                 if let Some(e) = edit {
@@ -380,11 +434,28 @@ impl<'a> Converted<'a> {
         changes: &[(usize, Digest)],
         layers: usize,
         edit: Option<&ImageEdit>,
+        restack: Option<&Restack>,
     ) -> Result<Descriptor> {
         let loc = self.inner.location();
         let what = format!("config {}", config.digest);
-        let bytes = crate::copy::plan::read_small_blob(self.inner, config, media::MAX_MANIFEST_SIZE).await?;
-        let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| Error::malformed(&what, &loc, e))?;
+        let mut value = self.read_config(config).await?;
+        match restack {
+            Some(Restack::Rebase(b)) => {
+                crate::rebase::restack(&mut value, &b.0, &b.1).map_err(|e| Error::malformed(&what, &loc, e))?
+            }
+            Some(Restack::Flatten { diff_id, created_by }) => {
+                let root = value.as_object_mut().ok_or_else(|| Error::malformed(&what, &loc, "not an object"))?;
+                let rootfs = root.entry("rootfs").or_insert_with(|| serde_json::json!({"type": "layers"}));
+                rootfs["diff_ids"] = serde_json::json!([diff_id.to_string()]);
+                let mut h = serde_json::Map::new();
+                if let Some(c) = root.get("created").cloned() {
+                    h.insert("created".into(), c);
+                }
+                h.insert("created_by".into(), Value::from(created_by.clone()));
+                root.insert("history".into(), Value::Array(vec![Value::Object(h)]));
+            }
+            None => {}
+        }
         if !changes.is_empty() {
             let list = value.pointer_mut("/rootfs/diff_ids").and_then(Value::as_array_mut);
             let list = list.filter(|l| l.len() == layers).ok_or_else(|| {
@@ -404,6 +475,35 @@ impl<'a> Converted<'a> {
         self.blobs.lock().expect("lock").insert(new.digest.clone(), path);
         self.record(config, &new, "config rewritten".into());
         Ok(new)
+    }
+
+    /// The image config `config`, parsed.
+    async fn read_config(&self, config: &Descriptor) -> Result<Value> {
+        let bytes = crate::copy::plan::read_small_blob(self.inner, config, media::MAX_MANIFEST_SIZE).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed(format!("config {}", config.digest), self.inner.location(), e))
+    }
+
+    /// The layers of the image manifest `manifest` applied in order (whiteouts honoured, by
+    /// the one layer applier of [`crate::export`]) into one layer tar, compressed as `to`;
+    /// its blob is served from the temp directory.
+    async fn flatten_layers(&self, manifest: &Descriptor, to: Compression) -> Result<crate::edit::NewLayer> {
+        let _permit = self.jobs.acquire().await.map_err(|e| Error::Other(e.to_string()))?;
+        let work = tempfile::Builder::new()
+            .prefix("flatten-")
+            .tempdir_in(self.dir.path())
+            .map_err(|e| Error::io(self.dir.path(), e))?;
+        let tar = work.path().join("flat.tar");
+        crate::export::export_filesystem(self.inner, manifest, None, &tar, true).await?;
+        let dir = work.path().to_path_buf();
+        let mut layer = tokio::task::spawn_blocking(move || prepare_layer_blocking(&tar, to, &dir))
+            .await
+            .map_err(|e| Error::Other(e.to_string()))??;
+        let path = self.dir.path().join(format!("blob-{}", layer.desc.digest.hex()));
+        std::fs::rename(&layer.path, &path).map_err(|e| Error::io(&path, e))?;
+        layer.path = path.clone();
+        self.blobs.lock().expect("lock").insert(layer.desc.digest.clone(), path);
+        Ok(layer)
     }
 
     /// One layer in a manifest of the OCI (`oci`) or Docker format: recompressed when asked
@@ -471,6 +571,14 @@ impl<'a> Converted<'a> {
         self.record(&layer, &new, format!("layer recompressed ({to:?})"));
         Ok(Recompressed { desc: new, diff_id: out.diff_id })
     }
+}
+
+/// How an image's layer stack is rebuilt before its layers are converted.
+enum Restack {
+    /// `hoist rebase`: (old base image, new base image).
+    Rebase(Box<(crate::rebase::BaseImage, crate::rebase::BaseImage)>),
+    /// `hoist flatten`: one layer of this diff_id; the history collapsed to one entry.
+    Flatten { diff_id: Digest, created_by: String },
 }
 
 /// Set a layer entry's annotations to the descriptor's (eStargz annotations added or
@@ -624,13 +732,19 @@ impl Source for Converted<'_> {
                 f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| Error::io(&p, e))?;
                 Ok(Box::pin(f))
             }
-            None => self.inner.open_blob(desc, offset).await,
+            None => match self.base_source(&desc.digest) {
+                Some(base) => base.open_blob(desc, offset).await,
+                None => self.inner.open_blob(desc, offset).await,
+            },
         }
     }
 
     fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
         let made = self.blobs.lock().expect("lock").get(&desc.digest).cloned();
-        made.or_else(|| self.inner.blob_path(desc))
+        made.or_else(|| match self.base_source(&desc.digest) {
+            Some(base) => base.blob_path(desc),
+            None => self.inner.blob_path(desc),
+        })
     }
 
     async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {

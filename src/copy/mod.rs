@@ -85,8 +85,9 @@ pub struct Rewritten {
     pub reason: String,
 }
 
-/// Counters of one copy.
+/// Counters of one copy (camelCase in JSON, as every document hoist prints).
 #[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CopyReport {
     /// Blobs written to the destination.
     pub blobs_uploaded: u64,

@@ -239,8 +239,10 @@ pub async fn build_dockerfile(
 }
 
 fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
+    let mut config = stage.config.clone();
+    config.config.labels.extend(ctx.opts.labels.clone());
     let parts = ImageParts {
-        config: stage.config.clone(),
+        config,
         layers: stage.layers.clone(),
         annotations: &ctx.opts.annotations,
         base: stage.base.as_ref().map(|(d, name)| (&d.digest, Some(name.as_str()))),
@@ -1104,8 +1106,8 @@ async fn copy(
     } else {
         ins.check_flags(&["from", "chown", "chmod", "link", "parents", "exclude"], &ctx.file)?;
     }
-    if ins.flag("parents").is_some() || ins.flag("exclude").is_some() {
-        return Err(ctx.e(ins, "COPY --parents and --exclude are not supported"));
+    if ins.flag("parents").is_some() {
+        return Err(ctx.e(ins, "COPY --parents is not supported"));
     }
     let vars = st.vars();
     let get = |n: &str| vars.get(n).cloned();
@@ -1119,6 +1121,14 @@ async fn copy(
         return Err(ctx.e(ins, format!("{} needs a source and a destination", ins.keyword)));
     }
     let dest_word = args.pop().expect("two or more");
+    // --exclude=PATTERN (repeatable): .dockerignore-style patterns matched against each
+    // source's name and the paths inside a source directory.
+    let excludes: Vec<String> = ins
+        .flag_all("exclude")
+        .map(|p| word(p, &get, esc))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| ctx.e(ins, e))?;
+    let exclude = parse_ignore(&excludes.join("\n"));
     let dest = join_abs(&st.workdir(), &dest_word);
     let dest_is_dir = dest_word.ends_with('/') || args.len() > 1;
     let chown = match ins.flag("chown") {
@@ -1146,8 +1156,11 @@ async fn copy(
     } else {
         let t = tempfile::tempdir().at(std::env::temp_dir())?;
         for h in &ins.heredocs {
-            let content =
-                if h.expand { word(&h.content, &get, esc).map_err(|e| ctx.e(ins, e))? } else { h.content.clone() };
+            let content = if h.expand {
+                super::words::heredoc(&h.content, &get).map_err(|e| ctx.e(ins, e))?
+            } else {
+                h.content.clone()
+            };
             let p = t.path().join(&h.name);
             fs::write(&p, content).at(&p)?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).at(&p)?;
@@ -1203,7 +1216,7 @@ async fn copy(
     let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
     let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();
     let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
-    let by = format!("{} {}", ins.keyword, ins.text());
+    let by = format!("{} {} exclude={excludes:?}", ins.keyword, ins.text());
     let prev_key = st.key.clone();
     let file = ctx.file.clone();
     let line = ins.line;
@@ -1255,6 +1268,10 @@ async fn copy(
         let dest_is_dir = dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
         for (a, base, ctxfile, matches) in sources {
             for m in matches {
+                let name = Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if !exclude.is_empty() && (ignored(&exclude, &m) || ignored(&exclude, &name)) {
+                    continue;
+                }
                 // Symlinks on the way (and a link named as the source) resolve inside the
                 // context or stage root, never on the host; a dangling one is an error.
                 let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
@@ -1273,7 +1290,7 @@ async fn copy(
                 // ADD of a local archive: its contents
                 if is_add && meta.is_file() {
                     if let Some(dir) = try_extract(&src)? {
-                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, &[], "")?;
+                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), &exclude)?;
                         extract_tmp.push(dir);
                         continue;
                     }
@@ -1288,7 +1305,7 @@ async fn copy(
                         let mode = 0o755;
                         items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode, uid: u, gid: g, mtime: None });
                     }
-                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, rules, &m)?;
+                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), &exclude)?;
                 } else {
                     let target =
                         if dest_is_dir || dest_rel.is_empty() || lookup(&dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
@@ -1393,8 +1410,8 @@ fn add_tree(
     gid: Option<u64>,
     chmod: Option<u32>,
     keep_owner: bool,
-    ignore: &[IgnoreRule],
-    ctx_prefix: &str,
+    (ignore, ctx_prefix): (&[IgnoreRule], &str),
+    exclude: &[IgnoreRule],
 ) -> Result<()> {
     let mut it = walkdir::WalkDir::new(src).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
     while let Some(w) = it.next() {
@@ -1402,10 +1419,13 @@ fn add_tree(
         let rel = w.path().strip_prefix(src).expect("under src");
         let rel =
             rel.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?;
-        if !ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)) {
+        let dropped = (!ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)))
+            .then_some(ignore)
+            .or_else(|| (!exclude.is_empty() && ignored(exclude, rel)).then_some(exclude));
+        if let Some(rules) = dropped {
             if w.file_type().is_dir() {
                 // a negated rule may re-include something below: only skip when none could
-                if !ignore.iter().any(|r| r.negate) {
+                if !rules.iter().any(|r| r.negate) {
                     it.skip_current_dir();
                 }
             }

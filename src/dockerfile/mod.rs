@@ -49,6 +49,8 @@ pub struct DockerfileBuild {
     pub tag: Option<String>,
     /// Ignore the build cache (results are still stored in it).
     pub no_cache: bool,
+    /// `--label K=V`: labels of the image config, set after the Dockerfile's own.
+    pub labels: BTreeMap<String, String>,
     /// Annotations of each manifest (and of the index a multi-platform build makes).
     pub annotations: BTreeMap<String, String>,
     /// Annotations of the index only; refused when one platform is built (no index).

@@ -160,10 +160,23 @@ pub(crate) async fn run_step(
     label: &str,
 ) -> Result<()> {
     ins.check_flags(&["mount", "network", "security"], &ctx.file)?;
-    if let Some(n) = ins.flag("network") {
-        if n != "host" && n != "default" {
-            return Err(ctx_err(ctx, ins, format!("RUN --network={n}: only host networking is supported")));
+    // --network=none: a fresh network namespace (only a loopback interface); default and
+    // host: the host's network.
+    let net_none = match ins.flag("network") {
+        None | Some("default") | Some("host") => false,
+        Some("none") => true,
+        Some(n) => return Err(ctx_err(ctx, ins, format!("RUN --network={n}: expected default, none or host"))),
+    };
+    match ins.flag("security") {
+        None | Some("sandbox") => {}
+        Some("insecure") => {
+            return Err(ctx_err(
+                ctx,
+                ins,
+                "RUN --security=insecure is not supported: RUN steps get docker's default capabilities only",
+            ))
         }
+        Some(s) => return Err(ctx_err(ctx, ins, format!("RUN --security={s}: expected sandbox or insecure"))),
     }
     let vars = st.vars();
     let get = |n: &str| vars.get(n).cloned();
@@ -177,12 +190,8 @@ pub(crate) async fn run_step(
     // (BuildKit mounts it at /dev/pipes/NAME).
     let shebang = match (&ins.args, ins.heredocs.as_slice()) {
         (Args::Shell(t), [h]) if h.content.starts_with("#!") && heredoc_script(t, ins) == h.content => {
-            let content = if h.expand {
-                word(&h.content, &get, esc).map_err(|e| ctx_err(ctx, ins, e))?
-            } else {
-                h.content.clone()
-            };
-            Some((format!("/dev/pipes/{}", h.name), content))
+            // not expanded (BuildKit ignores the option for a script file)
+            Some((format!("/dev/pipes/{}", h.name), h.content.clone()))
         }
         _ => None,
     };
@@ -209,7 +218,7 @@ pub(crate) async fn run_step(
     let user = st.config.config.user.clone().unwrap_or_default();
     let cwd = st.workdir();
     // A bind mount from another stage depends on that stage's content: its key goes in.
-    let mut mounts_desc = format!("{mounts:?}");
+    let mut mounts_desc = format!("{mounts:?} network-none={net_none}");
     for m in &mounts {
         match m {
             RunMount::Bind { from: Some(f), .. } => {
@@ -376,7 +385,12 @@ pub(crate) async fn run_step(
             }
         };
         // VOLUME directories are not created (BuildKit; buildah and the legacy builder do).
-        let spec = spec(&argv, &env, (uid, gid, &groups), &cwd, &merged, &binds, &tmpfs);
+        let mut spec = spec(&argv, &env, (uid, gid, &groups), &cwd, &merged, &binds, &tmpfs);
+        if net_none {
+            if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+                ns.push(json!({"type": "network"}));
+            }
+        }
         let spec_path = bundle.join("config.json");
         fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?)
             .at(&spec_path)?;

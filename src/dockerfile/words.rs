@@ -24,6 +24,28 @@ pub fn word(text: &str, vars: &dyn Vars, escape: char) -> Result<String, String>
     Ok(process(text, vars, escape, false)?.concat())
 }
 
+/// Expand a heredoc's content as BuildKit does (its lexer with quotes kept): `$V` and
+/// `${V...}` expand, a backslash takes the next character literally, quotes stay.
+pub fn heredoc(text: &str, vars: &dyn Vars) -> Result<String, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' if i + 1 < chars.len() => {
+                out.push(chars[i + 1]);
+                i += 2;
+            }
+            '$' => i = dollar(&chars, i, vars, '\\', &mut out)?,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn process(text: &str, vars: &dyn Vars, escape: char, split: bool) -> Result<Vec<String>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
@@ -186,6 +208,12 @@ mod tests {
         assert_eq!(w("${B:-${A}x}"), "1x");
         assert!(word("${A", &env, '\\').is_err());
         assert!(word("'x", &env, '\\').is_err());
+    }
+
+    #[test]
+    fn heredoc_content_keeps_quotes() {
+        assert_eq!(heredoc("\"q $A\" '$A'\n", &env).unwrap(), "\"q 1\" '1'\n");
+        assert_eq!(heredoc("\\\n\\\\\n\\$\n", &env).unwrap(), "\n\\\n$\n");
     }
 
     #[test]

@@ -173,9 +173,67 @@ pub fn manifest_format(m: &ManifestView) -> Option<ModelFormat> {
         Some(ModelFormat::ModelPack)
     } else if ct.starts_with(media::DOCKER_AI_PREFIX) {
         Some(ModelFormat::Docker)
+    } else if m.artifact_type.is_none()
+        && m.layers.iter().any(|l| {
+            l.media_type.starts_with("application/vnd.cncf.model.")
+                || l.media_type.starts_with("application/vnd.cnai.model.")
+        })
+    {
+        // no artifactType and no model config, but model layers (early modctl artifacts); an
+        // artifact that names another type is not a model, whatever its layers
+        Some(ModelFormat::ModelPack)
     } else {
         None
     }
+}
+
+/// The format of the model manifest `m` (of `root` in `loc`), or an error naming what it is
+/// instead: its artifact type and config media type (an image, an SBOM, ...).
+pub fn model_format(root: &Descriptor, m: &ManifestView, loc: &str) -> Result<ModelFormat> {
+    manifest_format(m).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{} in {loc} is not a model artifact: artifactType {}, config {} (hoist reads ModelPack, KitOps ModelKit and Docker model artifacts)",
+            root.digest,
+            m.artifact_type.as_deref().unwrap_or("none"),
+            m.config.media_type,
+        ))
+    })
+}
+
+/// The config blob of the model manifest `m`, verified, at most [`MAX_MODEL_CONFIG`] bytes.
+async fn read_model_config(source: &dyn Source, m: &ManifestView, loc: &str) -> Result<Vec<u8>> {
+    if m.config.size > MAX_MODEL_CONFIG {
+        return Err(Error::malformed(
+            format!("config {}", m.config.digest),
+            loc,
+            format!("{} bytes, more than {MAX_MODEL_CONFIG}", m.config.size),
+        ));
+    }
+    let mut config = Vec::new();
+    source
+        .open_blob(&m.config, 0)
+        .await?
+        .take(MAX_MODEL_CONFIG + 1)
+        .read_to_end(&mut config)
+        .await
+        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc, e))?;
+    if m.config.digest.same_alg_of(&config) != m.config.digest {
+        return Err(Error::malformed(format!("config {}", m.config.digest), loc, "bytes do not match the digest"));
+    }
+    Ok(config)
+}
+
+/// What the config of the model artifact `root` says (name, version, format, precision, ...),
+/// whatever its format: what `model diff` compares.
+pub async fn model_meta(source: &dyn Source, root: &Descriptor) -> Result<ModelMeta> {
+    let loc = source.location();
+    let doc = source.fetch_document(root).await?;
+    let View::Manifest(m) = &doc.view else {
+        return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
+    };
+    let format = model_format(root, m, &loc)?;
+    let config = read_model_config(source, m, &loc).await?;
+    Ok(read_said(format, &config, m, &loc)?.meta)
 }
 
 fn format_name(f: ModelFormat) -> &'static str {
@@ -345,32 +403,8 @@ pub async fn convert_model<'a>(
     let View::Manifest(m) = &doc.view else {
         return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
     };
-    let from = manifest_format(m).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "{} in {loc} is not a model artifact (config {}, artifactType {})",
-            root.digest,
-            m.config.media_type,
-            m.artifact_type.as_deref().unwrap_or("none")
-        ))
-    })?;
-    if m.config.size > MAX_MODEL_CONFIG {
-        return Err(Error::malformed(
-            format!("config {}", m.config.digest),
-            loc,
-            format!("{} bytes, more than {MAX_MODEL_CONFIG}", m.config.size),
-        ));
-    }
-    let mut config = Vec::new();
-    source
-        .open_blob(&m.config, 0)
-        .await?
-        .take(MAX_MODEL_CONFIG + 1)
-        .read_to_end(&mut config)
-        .await
-        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
-    if m.config.digest.same_alg_of(&config) != m.config.digest {
-        return Err(Error::malformed(format!("config {}", m.config.digest), loc, "bytes do not match the digest"));
-    }
+    let from = model_format(root, m, &loc)?;
+    let config = read_model_config(source, m, &loc).await?;
     let same = matches!(
         (from, to),
         (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit)

@@ -860,6 +860,7 @@ async fn model_manifest(source: &dyn Source, root: &Descriptor) -> Result<Vec<(D
     let View::Manifest(m) = &doc.view else {
         return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
     };
+    convert::model_format(root, m, &loc)?;
     Ok(m.layers.iter().filter_map(|l| formats::layer_info(l).map(|i| (l.clone(), i))).collect())
 }
 
@@ -891,6 +892,50 @@ pub struct ModelDiff {
     pub changed: Vec<(ModelEntry, ModelEntry)>,
     /// Files in both with the same layer.
     pub unchanged: Vec<ModelEntry>,
+    /// What the configs say differently (name, version, format, precision, ...; not the
+    /// creation time), field by field.
+    pub config: Vec<ConfigChange>,
+}
+
+impl ModelDiff {
+    /// Whether the two models differ (in a file or in what their configs say).
+    pub fn differs(&self) -> bool {
+        !(self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty() && self.config.is_empty())
+    }
+}
+
+/// One config field that differs between two models.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigChange {
+    /// The field, as ModelPack's config names it (`descriptor.version`, `config.precision`).
+    pub field: &'static str,
+    /// Its value in `a` (`None`: not set).
+    pub from: Option<String>,
+    /// Its value in `b`.
+    pub to: Option<String>,
+}
+
+/// The fields of two model configs that differ (all but `descriptor.createdAt`, which every
+/// pack changes).
+fn config_changes(a: &ModelMeta, b: &ModelMeta) -> Vec<ConfigChange> {
+    let list = |v: &[String]| (!v.is_empty()).then(|| v.join(", "));
+    let fields: [(&'static str, Option<String>, Option<String>); 14] = [
+        ("descriptor.name", a.name.clone(), b.name.clone()),
+        ("descriptor.version", a.version.clone(), b.version.clone()),
+        ("descriptor.revision", a.revision.clone(), b.revision.clone()),
+        ("descriptor.family", a.family.clone(), b.family.clone()),
+        ("descriptor.title", a.title.clone(), b.title.clone()),
+        ("descriptor.description", a.description.clone(), b.description.clone()),
+        ("descriptor.sourceURL", a.source_url.clone(), b.source_url.clone()),
+        ("descriptor.authors", list(&a.authors), list(&b.authors)),
+        ("descriptor.licenses", list(&a.licenses), list(&b.licenses)),
+        ("config.architecture", a.architecture.clone(), b.architecture.clone()),
+        ("config.format", a.format.clone(), b.format.clone()),
+        ("config.paramSize", a.param_size.clone(), b.param_size.clone()),
+        ("config.precision", a.precision.clone(), b.precision.clone()),
+        ("config.quantization", a.quantization.clone(), b.quantization.clone()),
+    ];
+    fields.into_iter().filter(|(_, x, y)| x != y).map(|(field, from, to)| ConfigChange { field, from, to }).collect()
 }
 
 /// Compare two model artifacts (any transports) by their manifests alone.
@@ -909,6 +954,7 @@ pub async fn diff_models(a: (&dyn Source, &Descriptor), b: (&dyn Source, &Descri
         }
     }
     d.added = lb.into_values().collect();
+    d.config = config_changes(&convert::model_meta(a.0, a.1).await?, &convert::model_meta(b.0, b.1).await?);
     Ok(d)
 }
 

@@ -116,6 +116,17 @@ impl FromStr for Endpoint {
         if let Some(ep) = parse_runtime(s) {
             return ep;
         }
+        // A reference pasted as a URL: `https://HOST/REPO:TAG` is the reference (hoist speaks
+        // TLS first anyway); `http://` would ask for plain HTTP, which is a registry setting.
+        if let Some(rest) = s.strip_prefix("https://") {
+            return Ok(Endpoint::Registry(rest.trim_end_matches('/').parse()?));
+        }
+        if s.starts_with("http://") {
+            return Err(Error::InvalidReference {
+                reference: s.into(),
+                reason: "a URL; write the reference as HOST/REPO[:TAG] (plain HTTP for a registry: --insecure-registry HOST)".into(),
+            });
+        }
         let r = s.strip_prefix("docker://").unwrap_or(s);
         Ok(Endpoint::Registry(r.parse()?))
     }

@@ -193,6 +193,8 @@ async fn layout_conformance() {
 #[tokio::test]
 async fn oci_archive_conformance() {
     let t = tempfile::tempdir().unwrap();
+    // An archive's directory must exist: hoist does not create it (as tar(1)).
+    std::fs::create_dir_all(t.path().join("a")).unwrap();
     conformance::round_trip(&OciArchiveH(t.path().join("a/x.tar"))).await;
     let d = t.path().join("b");
     std::fs::create_dir_all(&d).unwrap();

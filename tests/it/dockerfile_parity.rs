@@ -191,3 +191,69 @@ fn copy_destination_and_workdir_follow_symlinks_inside_the_image() {
     assert_eq!(fs::read_to_string(root.join("home/real/y")).unwrap(), "y");
     assert_eq!(config_of(&dest)["config"]["WorkingDir"], "/home/link");
 }
+
+/// COPY heredocs keep their quotes and take backslash escapes as BuildKit's lexer does; a
+/// RUN heredoc starting with `#!` runs as that script (not expanded); `COPY --exclude`;
+/// `--label` and `--iidfile`; `RUN --network=none` sees only a loopback interface;
+/// `--security=insecure` is refused by name.
+#[test]
+fn heredoc_text_exclude_labels_and_network_none() {
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::create_dir_all(ctx.join("dir")).unwrap();
+    for f in ["keep.txt", "drop.log", "dir/a.txt", "dir/b.log"] {
+        fs::write(ctx.join(f), f).unwrap();
+    }
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nRUN ln -s busybox /bin/awk\nARG V=v\n\
+         COPY <<EOF /q\n\"quoted $V\" \\$V \\\\\nEOF\n\
+         RUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"awk ran $V\" > \"/awk\" }\nEOF\n\
+         COPY --exclude=*.log --exclude=root . /ctx/\nCOPY --exclude=**/*.log dir /d2/\n\
+         RUN --network=none cat /proc/net/dev > /netdev\n",
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    let iid = t.join("iid");
+    let o = format!("type=oci,dest={},tar=false", dest.display());
+    let out = hoist_in(
+        &t.join("store"),
+        &[
+            "build",
+            "-t",
+            "img:latest",
+            "-o",
+            &o,
+            "--label",
+            "team=core",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let digest = assert_success("hoist build", &out).trim().to_string();
+    assert_eq!(fs::read_to_string(&iid).unwrap(), digest);
+    assert_eq!(config_of(&dest)["config"]["Labels"]["team"], "core");
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    assert_eq!(fs::read_to_string(root.join("q")).unwrap(), "\"quoted v\" $V \\\n");
+    assert_eq!(fs::read_to_string(root.join("awk")).unwrap(), "awk ran $V\n");
+    assert!(root.join("ctx/keep.txt").is_file() && root.join("ctx/dir/a.txt").is_file());
+    assert!(!root.join("ctx/drop.log").exists() && !root.join("ctx/root").exists());
+    assert!(root.join("ctx/dir/b.log").is_file(), "*.log matches the top level only");
+    assert!(root.join("d2/a.txt").is_file() && !root.join("d2/b.log").exists());
+    let netdev = fs::read_to_string(root.join("netdev")).unwrap();
+    let ifaces: Vec<&str> = netdev.lines().filter_map(|l| l.split_once(':')).map(|(n, _)| n.trim()).collect();
+    assert_eq!(ifaces, vec!["lo"], "{netdev}");
+
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\nRUN --security=insecure true\n").unwrap();
+    let out = hoist_in(
+        &t.join("store"),
+        &["build", "-o", &format!("type=oci,dest={}", t.join("x").display()), ctx.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--security=insecure is not supported"), "{err}");
+}

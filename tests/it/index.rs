@@ -155,8 +155,8 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     let report = &v["outputs"][0]["report"];
     // one shared layer and two configs
-    assert_eq!(report["blobs_mounted"], 3, "{v}");
-    assert_eq!(report["blobs_uploaded"], 0, "{v}");
+    assert_eq!(report["blobsMounted"], 3, "{v}");
+    assert_eq!(report["blobsUploaded"], 0, "{v}");
     let reqs: Vec<LoggedRequest> = reg.requests().into_iter().skip(before).collect();
     let mounts: Vec<_> = reqs.iter().filter(|r| r.method == "POST" && r.path.contains("mount=")).collect();
     assert_eq!(mounts.len(), 3, "{reqs:#?}");
@@ -184,7 +184,7 @@ fn children_from_another_repository_are_mounted_and_layouts_copied() {
         &format!("oci:{}@{}", t.arm.0.display(), b),
     ]);
     let v2: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v2["outputs"][0]["report"]["blobs_uploaded"], 3, "{v2}");
+    assert_eq!(v2["outputs"][0]["report"]["blobsUploaded"], 3, "{v2}");
     assert_eq!(v2["digest"], v["digest"], "same children, same index");
 
     // Mixed sources: an archive and a registry; an index as a source is flattened (same
@@ -291,7 +291,7 @@ fn bundle_round_trips_registry_archive_registry() {
         &format!("api={host}/tools/invoker:v1"),
     ]);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(v["outputs"][0]["report"]["blobs_mounted"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["outputs"][0]["report"]["blobsMounted"].as_u64().unwrap() >= 2, "{v}");
 
     let raw = skopeo_raw(&reg, &format!("{host}/b:v1"));
     let idx: Value = serde_json::from_slice(&raw).unwrap();
@@ -335,7 +335,7 @@ fn bundle_round_trips_registry_archive_registry() {
 
     let text = run_ok(&["bundle", "inspect", &format!("{host}/b2:v1")]);
     assert!(text.contains("demo 0.1.0"), "{text}");
-    assert!(text.contains("web") && text.contains("api") && text.contains("linux/arm64/v8"), "{text}");
+    assert!(text.contains("web") && text.contains("api"), "{text}");
     let info: Value = serde_json::from_str(&run_ok(&[
         "--format",
         "json",
@@ -347,7 +347,8 @@ fn bundle_round_trips_registry_archive_registry() {
     assert_eq!(info["name"], "demo");
     let names: Vec<&str> = info["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["invocation", "api", "web"]);
-    assert_eq!(info["components"][2]["platform"]["architecture"], "arm64");
+    // As cnab-to-oci writes them: no platform on a bundle's entries.
+    assert!(info["components"][2].get("platform").is_none(), "{info}");
 
     // Straight to an archive with --output (no registry): same index as long as the names match.
     let y = tmp.path().join("y.tar");

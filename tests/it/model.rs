@@ -456,10 +456,18 @@ fn diff_lists_added_removed_changed_and_a_new_version_uploads_one_blob() {
         - puts_before;
     // The changed shard, the new file and the new config; the unchanged shard and config.json are not uploaded.
     assert_eq!(puts, 3, "{}", reg.log());
-    let out = run_ok("diff", hoist(["model", "diff", &a, &b]));
+    // As diff(1): exit 1 when the models differ.
+    let out = hoist(["model", "diff", &a, &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines: Vec<String> = out.lines().map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect();
     lines.sort();
-    assert_eq!(lines, ["+ NOTICE", "- README.md", "~ model-00001-of-00002.safetensors"], "{out}");
+    // The shard changed, so the parameter count in the config did too.
+    assert_eq!(
+        lines,
+        ["+ NOTICE", "- README.md", "~ config.paramSize:", "~ model-00001-of-00002.safetensors"],
+        "{out}"
+    );
 }
 
 #[test]

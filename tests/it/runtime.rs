@@ -148,7 +148,7 @@ fn containerd_receives_built_images_and_runs_them() {
     let single = hoist_ok(&c, &store, &["build", "-q", "-f", file.to_str().unwrap()]);
     let src = format!("oci:{}@{single}", store.display());
     let report = json(&hoist_ok(&c, &store, &["copy", "-q", "--format", "json", &src, &ep(&c, ns, "me/bb:single")]));
-    assert!(report["report"]["blobs_uploaded"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["report"]["blobsUploaded"].as_u64().unwrap() > 0, "{report}");
 
     let listed = images(&c, ns);
     assert_eq!(listed.get("docker.io/library/bb:multi"), Some(&multi), "{listed:?}");
@@ -163,10 +163,10 @@ fn containerd_receives_built_images_and_runs_them() {
 
     // A second copy transfers nothing (and leaves everything as it was).
     let again = json(&hoist_ok(&c, &store, &["copy", "-q", "--format", "json", &src, &ep(&c, ns, "me/bb:single")]));
-    assert_eq!(again["report"]["blobs_uploaded"], 0, "{again}");
+    assert_eq!(again["report"]["blobsUploaded"], 0, "{again}");
     let src_multi = format!("oci:{}@{multi}", store.display());
     let again = json(&hoist_ok(&c, &store, &["copy", "-q", "--format", "json", &src_multi, &ep(&c, ns, "bb:multi")]));
-    assert_eq!(again["report"]["blobs_uploaded"], 0, "{again}");
+    assert_eq!(again["report"]["blobsUploaded"], 0, "{again}");
     assert_eq!(content(&c, ns), blobs);
     clean(&c, ns);
 
@@ -361,9 +361,12 @@ mod conformance {
             Box::new(Ctrd::connect(self.target()).unwrap())
         }
         async fn is_untouched(&self, corrupt: &Descriptor) -> bool {
+            // Neither committed nor an ingest of it kept. Other layers' lanes, cancelled when the
+            // copy failed, may keep their (correct) ingests to resume from: that is by design.
             let blobs = self.c.ctr_ok(&["-n", &self.ns, "content", "ls", "-q"]);
             let active = self.c.ctr_ok(&["-n", &self.ns, "content", "active"]);
-            !blobs.contains(&corrupt.digest.to_string()) && active.lines().skip(1).count() == 0
+            let digest = corrupt.digest.to_string();
+            !blobs.contains(&digest) && !active.contains(&digest)
         }
     }
 

@@ -318,7 +318,10 @@ impl TarSink {
             _ => PathBuf::from("."),
         };
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
-        std::fs::create_dir_all(&parent).at(&parent)?;
+        // As tar(1): the directory must be there; a typo in it is not created.
+        if !parent.is_dir() {
+            return Err(Error::not_found(format!("directory {}", parent.display()), location));
+        }
         let tmp = crate::transport::public_temp(&format!(".{file_name}.tmp-")).tempfile_in(&parent).at(&parent)?;
         let (file, tmp) = tmp.into_parts();
         let out = Out::File(BufWriter::with_capacity(COPY_BUF, tokio::fs::File::from_std(file)));

@@ -146,7 +146,8 @@ impl Client {
         let api = api_host(registry);
         let plain = self.opts.plain_http || self.opts.insecure.iter().any(|i| insecure_matches(i, registry));
         let conf_insecure = self.opts.registries.is_insecure(registry);
-        self.http.prepare(registry, api, self.opts.tls_verify && !conf_insecure)?;
+        let verify = self.opts.registry_tls.get(registry).and_then(|t| t.verify).unwrap_or(self.opts.tls_verify);
+        self.http.prepare(registry, api, verify && !conf_insecure)?;
         let has_identity = self.http.has_identity(api);
         let schemes: &[&str] = if plain {
             &["http"]

@@ -133,7 +133,11 @@ impl Repository {
         referrers::after_push_manifest(self, desc, &bytes, oci_subject).await
     }
 
-    /// Tags of the repository (follows `Link` pagination).
+    /// Tags of the repository (follows `Link` pagination). A repository without tags gives an
+    /// empty list, one the registry does not have `NotFound { what: "repository" }`:
+    /// distribution answers both with 404 `NAME_UNKNOWN` (a push by digest makes no tag
+    /// directory), so on a 404 its catalog is asked whether the repository exists; a registry
+    /// that lists no catalog gets a `NotFound` that says the two cannot be told apart.
     pub async fn tags(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut path = "tags/list?n=1000".to_string();
@@ -141,6 +145,16 @@ impl Repository {
         loop {
             let resp = self.request(Method::GET, &path, false, &|r| r).await?;
             let status = resp.status();
+            if status == StatusCode::NOT_FOUND && out.is_empty() {
+                return match self.in_catalog().await {
+                    Some(true) => Ok(Vec::new()),
+                    Some(false) => Err(Error::not_found("repository", self.loc())),
+                    None => Err(Error::not_found(
+                        "repository (or it has no tags: this registry answers both alike and lists no catalog)",
+                        self.loc(),
+                    )),
+                };
+            }
             if !status.is_success() {
                 let body = ErrorBody::read(resp).await;
                 return Err(self.registry_error(&Method::GET, &path, status, &body));
@@ -173,6 +187,42 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the registry's catalog lists this repository: one page of `/v2/_catalog`
+    /// starting just before its name (`last=` the name less its last character); `None` when
+    /// the registry lists no catalog (401, 403, 404: most hosted registries) or the page
+    /// does not reach the name.
+    async fn in_catalog(&self) -> Option<bool> {
+        const PAGE: usize = 1000;
+        let host = self.host().await.ok()?;
+        let last: String = {
+            let mut chars = self.repo.chars();
+            chars.next_back();
+            chars.as_str().to_string()
+        };
+        let path = format!("_catalog?n={PAGE}&last={last}");
+        let url = format!("{}/v2/{path}", host.base);
+        let scopes = vec!["registry:catalog:*".to_string()];
+        let http = &self.client.http;
+        let resp =
+            self.client.send(&host, &scopes, &Method::GET, &path, &|| http.request(Method::GET, &url)).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let body = read_limited(resp, MAX_TAG_PAGE, &self.registry, self.client.opts.read_timeout).await.ok()?;
+        let c: Catalog = serde_json::from_slice(&body).ok()?;
+        if c.repositories.contains(&self.repo) {
+            return Some(true);
+        }
+        // A full page that ends before the name says nothing about it.
+        (c.repositories.len() < PAGE || c.repositories.last().is_some_and(|r| r.as_str() > self.repo.as_str()))
+            .then_some(false)
     }
 
     /// HEAD `path`: true for 2xx, false for 404.

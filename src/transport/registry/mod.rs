@@ -116,6 +116,20 @@ pub struct RegistryOptions {
     /// Parallel ranged reads of one large blob (`--lanes`); `None`: chosen from the blob's
     /// size (see `download`), `Some(1)`: one stream per blob.
     pub lanes: Option<usize>,
+    /// TLS settings of one registry (`host[:port]` as written in references) on top of the
+    /// global ones: skopeo's `--src-tls-verify`/`--dest-tls-verify` and
+    /// `--src-cert-dir`/`--dest-cert-dir` for the two ends of a copy.
+    pub registry_tls: BTreeMap<String, RegistryTls>,
+}
+
+/// One registry's own TLS settings (see [`RegistryOptions::registry_tls`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryTls {
+    /// Verify its certificates (`None`: as [`RegistryOptions::tls_verify`] says).
+    pub verify: Option<bool>,
+    /// Certs directories (`*.crt` CAs, `client.cert`/`client.key`) for it alone, read after
+    /// the global `cert_dirs` and before its certs.d directories.
+    pub cert_dirs: Vec<PathBuf>,
 }
 
 /// Chunk size of chunked uploads when neither the user nor a registry profile says (MiB).
@@ -143,6 +157,7 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
             http2: false,
             lanes: None,
+            registry_tls: BTreeMap::new(),
         }
     }
 }
@@ -180,6 +195,9 @@ pub struct Client {
     http: tls::Clients,
     opts: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
+    /// Upload sessions started and not finished, that no session file keeps for a re-run
+    /// (see [`Client::cancel_open_uploads`]).
+    open_uploads: Mutex<Vec<upload::OpenUpload>>,
 }
 
 impl Client {
@@ -187,7 +205,12 @@ impl Client {
     /// on first use).
     pub fn new(opts: RegistryOptions) -> Result<Arc<Client>> {
         let http = tls::Clients::new(&opts)?;
-        Ok(Arc::new(Client { http, opts, hosts: tokio::sync::Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Client {
+            http,
+            opts,
+            hosts: tokio::sync::Mutex::new(HashMap::new()),
+            open_uploads: Mutex::new(Vec::new()),
+        }))
     }
 
     /// The options the client was made with.

@@ -158,6 +158,9 @@ fn host_tls(opts: &RegistryOptions, registry: Option<&str>, verify: bool) -> Res
         t.sources.push(f.display().to_string());
     }
     let mut dirs: Vec<PathBuf> = opts.cert_dirs.clone();
+    if let Some(own) = registry.and_then(|r| opts.registry_tls.get(r)) {
+        dirs.extend(own.cert_dirs.iter().cloned());
+    }
     if let Some(r) = registry.filter(|r| is_safe_dir_name(r)) {
         dirs.extend(opts.certs_d.iter().map(|root| root.join(r)));
     }

@@ -63,6 +63,27 @@ impl Repository {
             }
             Some(u) => u,
         };
+        // A session no file keeps for a re-run is cancelled when the upload gives up, and, when
+        // the copy is dropped (Ctrl-C, --timeout, another blob's failure), by
+        // `Client::cancel_open_uploads`: nothing is left in the registry's `_uploads`.
+        self.track_upload(desc, &url);
+        let r = self.upload_untracked(desc, src, progress, url).await;
+        if let Some(open) = self.untrack_upload(desc) {
+            if r.is_err() {
+                self.client.delete_upload(&open).await;
+            }
+        }
+        r
+    }
+
+    /// The rest of [`Repository::upload_blob`] once a plain (not resumable) session `url` is open.
+    async fn upload_untracked(
+        &self,
+        desc: &Descriptor,
+        src: &dyn Source,
+        progress: &dyn Progress,
+        url: url::Url,
+    ) -> Result<BlobOutcome> {
         let mode = self.upload_plan(desc).mode;
         if mode == UploadMode::Chunked {
             self.put_chunked(url, 0, desc, src, progress, ChunkStart::default()).await?;
@@ -115,8 +136,32 @@ impl Repository {
             }
             tokio::time::sleep(wait).await;
             progress.reset(desc, 0);
+            if let Some(old) = self.untrack_upload(desc) {
+                self.client.delete_upload(&old).await;
+            }
             url = self.start_upload(desc, None).await?.expect("plain upload");
+            self.track_upload(desc, &url);
         }
+    }
+
+    /// Remember the open session `url` of `desc` (replacing an earlier one).
+    fn track_upload(&self, desc: &Descriptor, url: &url::Url) {
+        let mut open = self.client.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|o| !(o.registry == self.registry && o.repo == self.repo && o.digest == desc.digest));
+        open.push(OpenUpload {
+            registry: self.registry.clone(),
+            repo: self.repo.clone(),
+            digest: desc.digest.clone(),
+            url: url.clone(),
+        });
+    }
+
+    /// Forget the open session of `desc`, returning it.
+    fn untrack_upload(&self, desc: &Descriptor) -> Option<OpenUpload> {
+        let mut open = self.client.open_uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let at =
+            open.iter().position(|o| o.registry == self.registry && o.repo == self.repo && o.digest == desc.digest)?;
+        Some(open.remove(at))
     }
 
     /// How `desc` goes up to this registry: the configured mode and chunk size shaped by the
@@ -566,6 +611,52 @@ impl Repository {
         }
         tracing::warn!(digest = %desc.digest, error = %why, "upload session lost; starting the blob again");
         Ok(self.start_upload(desc, None).await?.expect("plain upload"))
+    }
+}
+
+/// An upload session started and not finished (see [`Client::cancel_open_uploads`]).
+#[derive(Clone, Debug)]
+pub(super) struct OpenUpload {
+    registry: String,
+    repo: String,
+    digest: Digest,
+    url: url::Url,
+}
+
+/// How long cancelling one upload session may take: it only tidies the registry up.
+const CANCEL_TIME: Duration = Duration::from_secs(5);
+
+impl super::Client {
+    /// Cancel (`DELETE` on its URL, as the distribution spec has it) every upload session
+    /// this client opened and did not finish: what a push leaves when it is dropped (Ctrl-C,
+    /// a time-out, another blob's failure). Sessions a session file keeps for a re-run
+    /// (chunked uploads of large blobs) are not among them. Best effort, a few seconds each.
+    pub async fn cancel_open_uploads(&self) -> usize {
+        let open: Vec<OpenUpload> = std::mem::take(&mut *self.open_uploads.lock().unwrap_or_else(|e| e.into_inner()));
+        let n = open.len();
+        futures::future::join_all(open.iter().map(|o| self.delete_upload(o))).await;
+        n
+    }
+
+    /// `DELETE` the session `o` (a registry that has lost it, or refuses, changes nothing).
+    pub(super) async fn delete_upload(&self, o: &OpenUpload) {
+        let work = async {
+            let host = self.host(&o.registry).await?;
+            let scopes = vec![format!("repository:{}:pull,push", o.repo)];
+            let u = o.url.clone();
+            let http = &self.http;
+            self.send(&host, &scopes, &Method::DELETE, "blobs/uploads/<id>", &|| {
+                http.request(Method::DELETE, u.clone())
+            })
+            .await
+        };
+        match tokio::time::timeout(CANCEL_TIME, work).await {
+            Ok(Ok(resp)) => {
+                tracing::info!(digest = %o.digest, status = %resp.status(), "upload session cancelled")
+            }
+            Ok(Err(e)) => tracing::info!(digest = %o.digest, error = %e, "cancelling the upload session failed"),
+            Err(_) => tracing::info!(digest = %o.digest, "cancelling the upload session timed out"),
+        }
     }
 }
 
