@@ -233,9 +233,8 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     let store = args.out.open_store()?;
     let req = attest_request(args)?;
     let mut info = build_info("dockerfile.v0", &opts.dockerfile, &outputs)?;
-    let log = |s: &str| ctx.progress.line(s);
     let resolver = Resolver(ctx, Default::default());
-    let outcome = build_dockerfile(&store, &opts, &resolver, &log).await?;
+    let outcome = build_dockerfile(&store, &opts, &resolver, &BuildLines(&ctx.progress)).await?;
     ctx.progress.line(&format!(
         "built {} ({}) in oci:{}: {} RUN executed, {} steps cached, {} context files hashed ({} from the stat cache)",
         outcome.root.digest,
@@ -452,4 +451,17 @@ fn apply_dockerfile_keys(opts: &mut DockerfileBuild, outputs: &[OutputSpec], fla
         opts.compression = parsed;
     }
     Ok(())
+}
+
+/// A Dockerfile build's notes and RUN output, as the progress mode shows them.
+struct BuildLines<'a>(&'a super::progress::CliProgress);
+
+impl hoist::dockerfile::BuildLog for BuildLines<'_> {
+    fn line(&self, s: &str) {
+        self.0.line(s)
+    }
+
+    fn run_output(&self) -> Option<hoist::dockerfile::RunOutput> {
+        self.0.run_output()
+    }
 }

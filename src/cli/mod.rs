@@ -14,6 +14,7 @@ mod login;
 mod merge;
 mod meta;
 mod model;
+mod modelsig;
 mod ops;
 mod out;
 mod progress;

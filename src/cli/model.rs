@@ -216,6 +216,18 @@ pub(crate) enum ModelCmd {
         #[command(flatten)]
         policy: super::trust::PolicyArgs,
     },
+    /// Sign a model in the OpenSSF model-signing format (`model_signing sign key`): a model
+    /// directory gets `model.sig`; a model artifact gets the signature attached as a referrer.
+    #[command(
+        after_help = "Examples:\n  hoist model sign --key cosign.key ./my-model          # writes ./my-model/model.sig\n  hoist model sign --key cosign.key localhost:5000/model:v1"
+    )]
+    Sign(super::modelsig::ModelSignArgs),
+    /// Verify an OpenSSF model signature (`model_signing verify key`): every file as signed,
+    /// none missing, none added (exit 5 otherwise, naming the files).
+    #[command(
+        after_help = "Examples:\n  hoist model verify --key cosign.pub ./my-model\n  hoist --format json model verify --key cosign.pub localhost:5000/model:v1"
+    )]
+    Verify(super::modelsig::ModelVerifyArgs),
     /// Files added, removed and changed (by layer digest), and config fields changed, from
     /// model A to model B; exit 1 when they differ, as diff(1).
     #[command(
@@ -357,6 +369,8 @@ impl ModelCmd {
             ModelCmd::Pack { out, .. } => outputs(out),
             ModelCmd::Describe { .. } => vec![],
             ModelCmd::Unpack { reference, .. } => registry_of(reference).into_iter().collect(),
+            ModelCmd::Sign(a) => registry_of(&a.model).into_iter().collect(),
+            ModelCmd::Verify(a) => registry_of(&a.model).into_iter().collect(),
             ModelCmd::Diff { a, b } | ModelCmd::Convert { src: a, dst: b, .. } => {
                 [a, b].iter().filter_map(|r| registry_of(r)).collect()
             }
@@ -375,6 +389,8 @@ fn must_be_dir(command: &str, dir: &std::path::Path) -> Result<()> {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
     match cmd {
+        ModelCmd::Sign(args) => super::modelsig::run_sign(ctx, args).await,
+        ModelCmd::Verify(args) => super::modelsig::run_verify(ctx, args).await,
         ModelCmd::Describe { dir, describe } => {
             must_be_dir("model describe", &dir)?;
             let mut spec = ModelSpec::new(dir);

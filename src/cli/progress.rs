@@ -183,6 +183,17 @@ impl CliProgress {
         }
     }
 
+    /// Where a Dockerfile build's RUN output goes: with `--progress json`, each line becomes a
+    /// `{"event":"log","stream":"stdout|stderr","line"}` event, so stderr stays pure JSON;
+    /// otherwise the commands write to stderr themselves.
+    pub fn run_output(&self) -> Option<hoist::dockerfile::RunOutput> {
+        (self.mode == Mode::Json).then(|| {
+            std::sync::Arc::new(|stream: hoist::dockerfile::OutputStream, line: &str| {
+                json_line(serde_json::json!({"event": "log", "stream": stream.as_str(), "line": line}))
+            }) as hoist::dockerfile::RunOutput
+        })
+    }
+
     /// The end-of-command summary, if any blob was handled: what moved, how much, how long.
     pub fn summary(&self) {
         if let Some(o) = &self.overall {

@@ -184,7 +184,7 @@ pub(crate) fn load_private_key(path: &Path, passphrase_file: Option<&Path>) -> R
 }
 
 /// Write `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
-fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e| Error::Io { path: path.to_path_buf(), source: e };
     if !force && path.symlink_metadata().is_ok() {

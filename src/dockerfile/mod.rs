@@ -85,7 +85,40 @@ pub trait ImageResolver: Send + Sync {
 pub trait BuildLog: Send + Sync {
     /// One line.
     fn line(&self, s: &str);
+
+    /// Where the output of RUN commands goes. `None` (the default): the commands write to this
+    /// process's stderr themselves, byte for byte as they write it. A sink gets it line by line
+    /// instead (the CLI's `--progress json` makes each line a `log` event).
+    fn run_output(&self) -> Option<RunOutput> {
+        None
+    }
 }
+
+/// The stream of a RUN command a line of output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Receives RUN commands' output, one line at a time (without its newline; a line longer than
+/// [`RUN_OUTPUT_LINE_MAX`] bytes comes in pieces; invalid UTF-8 replaced).
+pub type RunOutput = std::sync::Arc<dyn Fn(OutputStream, &str) + Send + Sync>;
+
+/// The longest piece of a RUN output line handed to a [`RunOutput`] at once.
+pub const RUN_OUTPUT_LINE_MAX: usize = 64 * 1024;
 
 impl<F: Fn(&str) + Send + Sync> BuildLog for F {
     fn line(&self, s: &str) {

@@ -22,6 +22,7 @@ use super::fs::{
 };
 use super::parse::{Args, Instruction};
 use super::words::word;
+use super::{OutputStream, RunOutput, RUN_OUTPUT_LINE_MAX};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::{build_items_layer_blocking, normalize_target};
 use crate::model::descriptor::Platform;
@@ -336,6 +337,7 @@ pub(crate) async fn run_step(
     let (file, line) = (ctx.file.clone(), ins.line);
     let (label, by_step) = (label.to_string(), by.clone());
     let snapshotter = ctx.opts.snapshotter;
+    let output = ctx.log.run_output();
     let blob = blocking(move || -> Result<(Option<crate::layer::LayerBlob>, bool)> {
         let dirs = stc.dirs_blocking(&layout)?;
         let (uid, gid) = if user.is_empty() {
@@ -397,20 +399,9 @@ pub(crate) async fn run_step(
         let state = t.path().join("state");
         let id =
             format!("hoist-{}", t.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        let stderr = std::io::stderr();
-        let out = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| Error::io("stderr", e))?;
-        let err2 = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned().map_err(|e| Error::io("stderr", e))?;
-        let status = Command::new(&runtime)
-            .arg("--root")
-            .arg(&state)
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err2))
-            .status()
-            .map_err(|e| Error::Other(format!("{}: {e}", runtime.display())))?;
+        let mut cmd = Command::new(&runtime);
+        cmd.arg("--root").arg(&state).args(["run", "--bundle"]).arg(&bundle).arg(&id).stdin(Stdio::null());
+        let status = run_with_output(cmd, output).map_err(|e| Error::Other(format!("{}: {e}", runtime.display())))?;
         if let Some(m) = mounted {
             m.unmount()?;
         }
@@ -480,6 +471,75 @@ pub(crate) async fn run_step(
 
 /// A copy of `src` (a file or a directory tree, owners and modes kept) at `dst`, for a
 /// `rw` bind mount whose writes are thrown away after the step, as BuildKit does.
+/// Run `cmd` to its end. Without a sink its stdout and stderr are this process's stderr;
+/// with one, both are read line by line (a reader thread each) and handed to it.
+fn run_with_output(mut cmd: Command, output: Option<RunOutput>) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::fd::AsFd;
+    let Some(sink) = output else {
+        let stderr = std::io::stderr();
+        cmd.stdout(Stdio::from(stderr.as_fd().try_clone_to_owned()?));
+        cmd.stderr(Stdio::from(stderr.as_fd().try_clone_to_owned()?));
+        return cmd.status();
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pipes: [(Option<Box<dyn std::io::Read + Send>>, OutputStream); 2] = [
+        (child.stdout.take().map(|r| Box::new(r) as _), OutputStream::Stdout),
+        (child.stderr.take().map(|r| Box::new(r) as _), OutputStream::Stderr),
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .filter_map(|(r, stream)| Some((r?, stream)))
+        .map(|(r, stream)| {
+            let sink = sink.clone();
+            std::thread::spawn(move || forward_lines(r, stream, &*sink))
+        })
+        .collect();
+    let status = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    status
+}
+
+/// Hand what `r` gives to `sink`, a line (or [`RUN_OUTPUT_LINE_MAX`] bytes of one) at a time.
+fn forward_lines(r: impl std::io::Read, stream: OutputStream, sink: &(dyn Fn(OutputStream, &str) + Send + Sync)) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        let (done, used) = match r.fill_buf() {
+            Ok([]) | Err(_) => (true, 0),
+            Ok(buf) => {
+                let room = RUN_OUTPUT_LINE_MAX - line.len();
+                match buf.iter().take(room).position(|&b| b == b'\n') {
+                    Some(i) => {
+                        line.extend_from_slice(&buf[..i]);
+                        sink(stream, &String::from_utf8_lossy(&line));
+                        line.clear();
+                        (false, i + 1)
+                    }
+                    None => {
+                        let n = buf.len().min(room);
+                        line.extend_from_slice(&buf[..n]);
+                        if line.len() == RUN_OUTPUT_LINE_MAX {
+                            sink(stream, &String::from_utf8_lossy(&line));
+                            line.clear();
+                        }
+                        (false, n)
+                    }
+                }
+            }
+        };
+        if done {
+            if !line.is_empty() {
+                sink(stream, &String::from_utf8_lossy(&line));
+            }
+            return;
+        }
+        r.consume(used);
+    }
+}
+
 fn throwaway_copy(src: &Path, dst: &Path) -> Result<()> {
     let m = src.metadata().at(src)?;
     if m.is_dir() {

@@ -28,6 +28,7 @@ pub mod hf;
 pub mod modelfile;
 pub mod planned;
 pub mod select;
+pub mod sign;
 
 pub use convert::{convert_model, ConvertReport, ConvertedModel, ModelTarget};
 pub use describe::Described;

@@ -6,11 +6,13 @@
 //! - [`payload`]: the simple-signing payload, in-toto statements, Sigstore bundles;
 //! - [`sign`] / [`verify`]: writing and checking both formats (the legacy `sha256-<hex>.sig`
 //!   tag and the Sigstore bundle referrer) on any transport;
+//! - [`modelsig`]: OpenSSF model signing (`model.sig`, the `model-signing` package's format);
 //! - [`policy`]: containers-policy.json(5), checked before anything is fetched or written.
 
 pub mod dsse;
 pub mod encrypted;
 pub mod keys;
+pub mod modelsig;
 pub mod payload;
 pub mod policy;
 pub mod sign;

@@ -267,6 +267,19 @@ pub(crate) async fn write_bundle(
 ) -> Result<Written> {
     let envelope = Envelope::sign(key, IN_TOTO_PAYLOAD_TYPE, statement)?;
     let bundle = Bundle::new(envelope, &key.public().hint()?).to_json();
+    push_bundle(dst, subject, bundle, predicate_type).await
+}
+
+/// Write `bundle` (a Sigstore bundle's JSON whose statement has `predicate_type`) as a
+/// referrer of `subject`: an OCI 1.1 manifest of artifactType
+/// `application/vnd.dev.sigstore.bundle.v0.3+json`, untagged; nothing is written when it is
+/// there already.
+pub async fn push_bundle(
+    dst: &dyn Destination,
+    subject: &Descriptor,
+    bundle: Vec<u8>,
+    predicate_type: &str,
+) -> Result<Written> {
     let layer = Descriptor::of_bytes(payload::BUNDLE_MEDIA_TYPE, &bundle);
     let config = Descriptor::of_bytes(media::OCI_EMPTY, media::EMPTY_JSON);
     let mut manifest = ImageManifest::new(config.clone(), vec![layer.clone()]);

@@ -217,6 +217,11 @@ async fn check_bundles(
 ) -> Result<()> {
     let list = src.referrers(&subject.digest, Some(payload::BUNDLE_MEDIA_TYPE)).await?;
     for r in list {
+        // a bundle that says it holds another predicate (an attestation, a model signature)
+        // is not what was asked for: not even fetched
+        if r.annotations.get(payload::BUNDLE_PREDICATE_ANNOTATION).is_some_and(|t| t != rules.predicate_type) {
+            continue;
+        }
         let c = check_bundle(src, &r, subject, rules).await?;
         let ok = c.verified;
         out.push(c);

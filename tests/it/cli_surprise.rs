@@ -432,3 +432,37 @@ fn a_push_that_times_out_cancels_its_upload_sessions() {
         .collect();
     assert!(live.is_empty(), "upload data left in the registry: {live:?}");
 }
+
+#[test]
+fn run_output_becomes_log_events_under_progress_json() {
+    hoist_testkit::require!("runc", crate::dockerfile::BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let t = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let base = crate::dockerfile::push_base(t.path(), &reg);
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo to-stdout && echo to-stderr >&2\n")).unwrap();
+    let store = t.path().join("store");
+    let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
+    let (_, se) = code("a RUN under --progress json", &out, 0);
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    let logs: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .map(|e| (e["stream"].as_str().unwrap(), e["line"].as_str().unwrap()))
+        .collect();
+    assert_eq!(logs.len(), 2, "{se}");
+    assert!(logs.contains(&("stdout", "to-stdout")) && logs.contains(&("stderr", "to-stderr")), "{se}");
+    // A failing RUN: its output as events, then one error event (exit 1), nothing else.
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo before-failing; exit 3\n")).unwrap();
+    let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
+    let (_, se) = code("a failing RUN under --progress json", &out, 1);
+    let events: Vec<serde_json::Value> =
+        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    assert!(events.iter().any(|e| e["event"] == "log" && e["line"] == "before-failing"), "{se}");
+    let last = events.last().unwrap();
+    assert_eq!((last["event"].as_str(), last["exitCode"].as_i64()), (Some("error"), Some(1)), "{se}");
+    assert!(last["message"].as_str().unwrap().contains("exit code: 3"), "{se}");
+}

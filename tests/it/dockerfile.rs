@@ -47,7 +47,7 @@ pub(crate) fn busybox_root(dir: &Path) {
 }
 
 /// Build the busybox base with hoist (TOML build file) and push it to `reg` as `base:v1`.
-fn push_base(t: &Path, reg: &TestRegistry) -> String {
+pub(crate) fn push_base(t: &Path, reg: &TestRegistry) -> String {
     let root = t.join("baseroot");
     busybox_root(&root);
     let toml = t.join("base.toml");

@@ -39,6 +39,7 @@ mod lazy;
 mod model;
 mod model_convert;
 mod model_hf;
+mod model_signing;
 mod names;
 mod push;
 mod rebase;
