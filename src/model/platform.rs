@@ -79,7 +79,7 @@ pub fn attested_image(d: &Descriptor) -> Option<crate::model::digest::Digest> {
 /// The one rule for narrowing an index's entries: the images `keep_image` keeps, and the
 /// attestation manifests of exactly those images (an attestation naming no image, or an image
 /// that was dropped, goes). Order is kept.
-pub fn select_entries<'a>(entries: &'a [Descriptor], keep_image: impl Fn(&Descriptor) -> bool) -> Vec<&'a Descriptor> {
+pub fn select_entries(entries: &[Descriptor], keep_image: impl Fn(&Descriptor) -> bool) -> Vec<&Descriptor> {
     let kept: std::collections::HashSet<&crate::model::digest::Digest> =
         entries.iter().filter(|d| !is_attestation(d) && keep_image(d)).map(|d| &d.digest).collect();
     entries
