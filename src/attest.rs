@@ -129,6 +129,7 @@ impl Request {
             match kind.as_deref() {
                 Some("sbom") => {
                     let mut format = sbom::Format::SpdxJson;
+                    let mut disabled = false;
                     for p in rest {
                         match p.split_once('=') {
                             Some(("format", f)) => {
@@ -136,15 +137,21 @@ impl Request {
                                     Error::Usage(format!("--attest {a:?}: format {f:?}: expected spdx or cyclonedx"))
                                 })?
                             }
-                            Some(("disabled", d)) if bool_flag("disabled", d)? => format = sbom::Format::SpdxJson,
-                            // BuildKit's scanner options (generator=…, scan-context, scan-stage) are not hoist's
-                            Some(("generator", _)) | Some(("scan-context", _)) | Some(("scan-stage", _)) => {}
-                            _ => return Err(Error::Usage(format!("--attest {a:?}: unknown key {p:?}"))),
+                            Some(("disabled", d)) => disabled = bool_flag("disabled", d)?,
+                            // BuildKit's scan of the context and the stages: not done by hoist
+                            // (refused rather than ignored when asked for)
+                            Some(("scan-context", v)) | Some(("scan-stage", v)) if !bool_flag(p, v)? => {}
+                            _ => {
+                                return Err(Error::Usage(format!(
+                                    "--attest {a:?}: {p:?} is not supported (keys: format=spdx|cyclonedx, disabled=true|false)"
+                                )))
+                            }
                         }
                     }
-                    r.sbom = Some(format);
+                    r.sbom = (!disabled).then_some(format);
                 }
-                Some("provenance") => r.provenance = provenance_spec("--attest", &rest.join(","))?.or(r.provenance),
+                // the last one given wins, as the --provenance flag it may override
+                Some("provenance") => r.provenance = provenance_spec("--attest", &rest.join(","))?,
                 _ => return Err(Error::Usage(format!("--attest {a:?}: expected type=sbom or type=provenance"))),
             }
         }
@@ -170,7 +177,7 @@ fn provenance_spec(flag: &str, v: &str) -> Result<Option<(ProvenanceMode, SlsaVe
             Some(("version", "v1")) => version = SlsaVersion::V1,
             Some(("version", "v0.2")) => version = SlsaVersion::V02,
             Some(("disabled", d)) if bool_flag(flag, d)? => return Ok(None),
-            Some(("builder-id", _)) => {}
+            Some(("disabled", _)) => {}
             _ => {
                 return Err(Error::Usage(format!(
                     "{flag} {v:?}: {part:?}: expected true, false, mode=min|max, version=v1|v0.2"
@@ -225,6 +232,19 @@ pub struct BuildInfo {
 pub trait Signer: Send + Sync {
     /// The envelope bytes for `statement`, and the media type they are stored under.
     fn sign(&self, statement: &[u8]) -> Result<(Vec<u8>, String)>;
+}
+
+/// Signs statements with a private key as DSSE envelopes (payload type
+/// `application/vnd.in-toto+json`, stored as `application/vnd.dsse.envelope.v1+json`), with
+/// the trust module's DSSE signer: what cosign writes for an attestation.
+pub struct KeySigner(pub crate::trust::PrivateKey);
+
+impl Signer for KeySigner {
+    fn sign(&self, statement: &[u8]) -> Result<(Vec<u8>, String)> {
+        use crate::trust::dsse::{Envelope, ENVELOPE_MEDIA_TYPE, IN_TOTO_PAYLOAD_TYPE};
+        let envelope = Envelope::sign(&self.0, IN_TOTO_PAYLOAD_TYPE, statement)?;
+        Ok((envelope.to_json()?, ENVELOPE_MEDIA_TYPE.to_string()))
+    }
 }
 
 /// `pkg:docker/NAME@TAG?platform=…`: an image name as BuildKit names subjects and materials.
@@ -605,4 +625,43 @@ pub async fn push_sbom_referrer(
         document: layer.digest,
         added,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildx_flags() {
+        let r = |sbom: Option<&str>, prov: Option<&str>, attest: &[&str]| {
+            let attest: Vec<String> = attest.iter().map(|s| s.to_string()).collect();
+            Request::from_flags(sbom, prov, &attest, None)
+        };
+        let both = r(Some("true"), Some("mode=max"), &[]).unwrap();
+        assert_eq!(both.sbom, Some(sbom::Format::SpdxJson));
+        assert_eq!(both.provenance, Some((ProvenanceMode::Max, SlsaVersion::V1)));
+        assert!(!r(Some("false"), Some("false"), &[]).unwrap().any());
+        let a = r(None, None, &["type=sbom,format=cyclonedx", "type=provenance,mode=min,version=v0.2"]).unwrap();
+        assert_eq!(a.sbom, Some(sbom::Format::CycloneDxJson));
+        assert_eq!(a.provenance, Some((ProvenanceMode::Min, SlsaVersion::V02)));
+        // disabled=true turns off what a flag before turned on
+        let off = r(Some("true"), Some("true"), &["type=sbom,disabled=true", "type=provenance,disabled=true"]).unwrap();
+        assert!(!off.any(), "{off:?}");
+        assert!(r(None, None, &["type=sbom,scan-stage=true"]).is_err(), "stage scanning is not done: refused");
+        assert!(r(None, None, &["type=sbom,scan-context=false"]).is_ok());
+        assert!(r(None, Some("mode=huge"), &[]).is_err());
+        assert!(r(None, None, &["type=vex"]).is_err());
+        assert!(Request::from_flags(None, None, &[], Some("sideways")).is_err());
+    }
+
+    #[test]
+    fn docker_purls() {
+        let p = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(docker_purl("alpine:3.20", None), "pkg:docker/alpine@3.20");
+        assert_eq!(
+            docker_purl("localhost:5000/team/app:v1", Some(&p)),
+            "pkg:docker/localhost%3A5000/team/app@v1?platform=linux%2Farm64"
+        );
+        assert_eq!(docker_purl("busybox", None), "pkg:docker/busybox@latest");
+    }
 }

@@ -78,6 +78,13 @@ pub(crate) struct BuildArgs {
     /// referrers (OCI 1.1 referrers of each image manifest).
     #[arg(long, value_name = "index|referrers")]
     pub attest_as: Option<String>,
+    /// Sign each attestation as a DSSE envelope with this private key (cosign's key formats;
+    /// the password from COSIGN_PASSWORD or --attest-passphrase-file).
+    #[arg(long, value_name = "KEY")]
+    pub attest_key: Option<PathBuf>,
+    /// Read the --attest-key password from the first line of this file.
+    #[arg(long, value_name = "FILE", requires = "attest_key")]
+    pub attest_passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -142,6 +149,7 @@ async fn attest_build(
     tag: Option<&str>,
     req: &attest::Request,
     mut info: attest::BuildInfo,
+    signer: Option<&attest::KeySigner>,
 ) -> Result<(Descriptor, bool)> {
     if !req.any() {
         return Ok((root, false));
@@ -150,7 +158,7 @@ async fn attest_build(
     if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
         info.started = info.finished;
     }
-    let done = attest::attach(store, &root, req, &info, None).await?;
+    let done = attest::attach(store, &root, req, &info, signer.map(|s| s as &dyn attest::Signer)).await?;
     if done.root.digest != root.digest {
         match tag {
             Some(t) => store.set_tag(&done.root, t)?,
@@ -170,6 +178,16 @@ fn attest_request(args: &BuildArgs) -> Result<attest::Request> {
         &args.attest,
         args.attest_as.as_deref(),
     )
+}
+
+/// The --attest-key signer, its password asked now: a wrong one fails before anything is built.
+fn attest_signer(args: &BuildArgs, req: &attest::Request) -> Result<Option<attest::KeySigner>> {
+    let Some(k) = &args.attest_key else { return Ok(None) };
+    if !req.any() {
+        return Err(Error::Usage("--attest-key signs attestations: add --sbom, --provenance or --attest".into()));
+    }
+    let key = super::trust::load_private_key(k, args.attest_passphrase_file.as_deref())?;
+    Ok(Some(attest::KeySigner(key)))
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -232,6 +250,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let store = args.out.open_store()?;
     let req = attest_request(args)?;
+    let signer = attest_signer(args, &req)?;
     let mut info = build_info("dockerfile.v0", &opts.dockerfile, &outputs)?;
     let resolver = Resolver(ctx, Default::default());
     let outcome = build_dockerfile(&store, &opts, &resolver, &BuildLines(&ctx.progress)).await?;
@@ -255,7 +274,8 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         let digest = tokio::task::block_in_place(|| attest::context_digest_blocking(&dir))?;
         info.context = Some((dir.display().to_string(), digest));
     }
-    let (root, referrers) = attest_build(ctx, &store, outcome.root, args.tag.as_deref(), &req, info).await?;
+    let (root, referrers) =
+        attest_build(ctx, &store, outcome.root, args.tag.as_deref(), &req, info, signer.as_ref()).await?;
     // the digest of what is delivered: the index with the attestations, when there are some (buildx)
     if let Some(p) = &args.iidfile {
         std::fs::write(p, root.digest.to_string()).map_err(|e| Error::io(p, e))?;
@@ -327,6 +347,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     apply_default_tag(&mut outputs, spec.tag.as_deref());
     let store = args.out.open_store()?;
     let req = attest_request(&args)?;
+    let signer = attest_signer(&args, &req)?;
     let mut info = build_info("hoist.toml", &file, &outputs)?;
     info.platforms = spec.platforms.clone();
     info.labels = spec.labels.clone();
@@ -341,7 +362,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         None => build_image(&store, &spec, None).await?,
     };
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
-    let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info).await?;
+    let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
     deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers).await
 }
 

@@ -679,3 +679,115 @@ fn sbom_attach_pushes_a_referrer_the_tag_fallback_lists() {
     assert_eq!(ok_sigs[0]["statement"]["predicateType"], "https://spdx.dev/Document");
     assert_eq!(ok_sigs[0]["statement"]["subject"][0]["digest"]["sha256"], &digest["sha256:".len()..]);
 }
+
+/// The DSSE spec's check, written from it with python `cryptography`: the signature of every
+/// signer over PAE(payloadType, payload) verifies with the public key (ECDSA P-256, SHA-256);
+/// the payload is written to argv[3].
+const DSSE_JUDGE: &str = r#"
+import json, sys, base64
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
+env = json.load(open(sys.argv[1]))
+pub = load_pem_public_key(open(sys.argv[2], "rb").read())
+t = env["payloadType"].encode()
+p = base64.b64decode(env["payload"])
+pae = b"DSSEv1 %d %s %d %s" % (len(t), t, len(p), p)
+assert env["payloadType"] == "application/vnd.in-toto+json", env["payloadType"]
+assert env["signatures"]
+for s in env["signatures"]:
+    pub.verify(base64.b64decode(s["sig"]), pae, ec.ECDSA(hashes.SHA256()))
+open(sys.argv[3], "wb").write(p)
+print("ok")
+"#;
+
+/// `--attest-key`: each statement is a DSSE envelope signed with the key (layer media type
+/// `application/vnd.dsse.envelope.v1+json`, the predicate type annotation kept), verified by
+/// python `cryptography` over the DSSE PAE; the payload is the in-toto statement about the
+/// image. The image digest is still the one of the plain build.
+#[test]
+fn attest_key_signs_statements_as_dsse_envelopes() {
+    let test = "attest::attest_key_signs_statements_as_dsse_envelopes";
+    let Some(py) = python_with(test, "in_toto_attestation") else { return };
+    if python_with(test, "cryptography").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("app")).unwrap();
+    std::fs::write(t.join("app/hello.txt"), "hello\n").unwrap();
+    let f = t.join("hoist.toml");
+    std::fs::write(
+        &f,
+        "platforms = [\"linux/amd64\"]\n[[layers]]\nfiles = [{ source = \"app\", target = \"/app\" }]\n",
+    )
+    .unwrap();
+    let store = t.join("store");
+    let s = store.to_str().unwrap();
+    let pw = |args: &[&str]| hoist_cmd().env("COSIGN_PASSWORD", "pw").args(args).output().unwrap();
+    ok("key generate", pw(&["key", "generate", "--out", t.join("k").to_str().unwrap()]));
+    let key = t.join("k.key");
+    assert_success("plain build", &hoist(["build", "--store", s, "-f", f.to_str().unwrap(), "-t", "app:plain"]));
+    assert_success(
+        "signed build",
+        &pw(&[
+            "build",
+            "--store",
+            s,
+            "-f",
+            f.to_str().unwrap(),
+            "-t",
+            "app:signed",
+            "--sbom",
+            "--provenance",
+            "--attest-key",
+            key.to_str().unwrap(),
+        ]),
+    );
+    let plain = json_of(hoist(["--format", "json", "inspect", &format!("oci:{s}:app:plain")]), "inspect plain");
+    let signed = json_of(hoist(["--format", "json", "inspect", &format!("oci:{s}:app:signed")]), "inspect signed");
+    let entries = signed["manifest"]["manifests"].as_array().unwrap();
+    assert_eq!(entries[0]["digest"], plain["digest"]);
+    let am: serde_json::Value = serde_json::from_slice(&blob(&store, entries[1]["digest"].as_str().unwrap())).unwrap();
+    let layers = am["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        assert_eq!(l["mediaType"], "application/vnd.dsse.envelope.v1+json");
+        let ptype = l["annotations"]["in-toto.io/predicate-type"].as_str().unwrap();
+        let env = t.join("env.json");
+        std::fs::write(&env, blob(&store, l["digest"].as_str().unwrap())).unwrap();
+        let payload = t.join("payload.json");
+        assert_success(
+            "DSSE signature (python cryptography)",
+            &Command::new(&py).arg("-c").arg(DSSE_JUDGE).arg(&env).arg(t.join("k.pub")).arg(&payload).output().unwrap(),
+        );
+        assert_success(
+            "in-toto-attestation judge",
+            &Command::new(&py).arg("-c").arg(STATEMENT_JUDGE).arg(&payload).arg(ptype).output().unwrap(),
+        );
+        let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&payload).unwrap()).unwrap();
+        assert_eq!(st["subject"][0]["digest"]["sha256"], &plain["digest"].as_str().unwrap()["sha256:".len()..]);
+    }
+    // a wrong password fails before anything is built
+    let bad = hoist_cmd()
+        .env("COSIGN_PASSWORD", "wrong")
+        .args([
+            "build",
+            "--store",
+            s,
+            "-f",
+            f.to_str().unwrap(),
+            "-t",
+            "app:bad",
+            "--sbom",
+            "--attest-key",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        hoist(["inspect", &format!("oci:{s}:app:bad")]).status.code() != Some(0),
+        "nothing tagged after a refused key"
+    );
+}
