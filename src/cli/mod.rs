@@ -54,6 +54,9 @@ pub(crate) struct Cli {
     command: Command,
 }
 
+// One Command is parsed per process; `build`'s flags (outputs, signing, attestations) make
+// its variant the largest, which costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Copy an image, index or artifact between any two of registry, layout and archive.
