@@ -8,6 +8,7 @@ mod support;
 
 mod archive;
 mod archive_security;
+mod attest;
 mod bigtransfer;
 mod build;
 mod carbon_copy;
@@ -27,6 +28,7 @@ mod crash;
 mod creds_isolation;
 mod dockerfile;
 mod dockerfile_buildkit;
+mod dockerfile_cache;
 mod dockerfile_parity;
 mod dockerfile_safety;
 mod edit;
