@@ -29,6 +29,10 @@ TITLES = {
     "wan-push": "WAN: push a 20-layer image (fresh registry each run); [limit] = bytes / link rate",
     "dockerfile-cold": "Dockerfile build, 3 stages, COPY of the small-files tree, 2 RUN: cold",
     "dockerfile-cached": "Dockerfile build again, everything cached",
+    "dockerfile-cache-cold": "Dockerfile build on a fresh store, --cache-to type=registry,mode=max and the image pushed "
+                             "(vs a cold buildah build; goal <= 0.7x)",
+    "dockerfile-cache-warm": "Dockerfile build on another fresh store with --cache-from type=registry, no RUN "
+                             "(vs hoist pull of the image; goal <= 1.5x)",
     "estargz": "Convert the bench layer (many files, uncompressed) to eStargz vs to gzip (copy --dest-compress)",
 }
 ORDER = list(TITLES)

@@ -382,17 +382,18 @@ fn filesystem_output(dest: PathBuf, tar: bool) -> OutputSpec {
 /// Values of the build keys, checked before anything is built.
 fn check_build_keys(spec: &str, keys: &BTreeMap<String, String>) -> Result<()> {
     if let Some(c) = keys.get("compression") {
-        if !matches!(c.as_str(), "uncompressed" | "gzip" | "zstd") {
+        if !matches!(c.as_str(), "uncompressed" | "gzip" | "zstd" | "estargz" | "zstd:chunked") {
             return Err(bad(
                 spec,
-                format!("compression={c:?}: expected uncompressed, gzip or zstd (estargz is not supported)"),
+                format!("compression={c:?}: expected uncompressed, gzip, zstd, estargz or zstd:chunked"),
             ));
         }
     }
     if let Some(l) = keys.get("compression-level") {
         let alg = keys.get("compression").map_or("gzip", String::as_str);
         // The layer codec's one range check.
-        let ok = matches!(alg, "gzip" | "zstd") && crate::layer::Compression::from_parts(alg, Some(l)).is_ok();
+        let ok = matches!(alg, "gzip" | "zstd" | "estargz" | "zstd:chunked")
+            && crate::layer::Compression::from_parts(alg, Some(l)).is_ok();
         if !ok {
             return Err(bad(spec, format!("compression-level={l:?} does not fit compression={alg}")));
         }
@@ -697,7 +698,11 @@ mod tests {
             parse_output("type=oci,dest=x,compression=uncompressed").unwrap().compression().as_deref(),
             Some("none")
         );
-        assert!(err("type=oci,dest=x,compression=estargz").contains("estargz"));
+        assert!(err("type=oci,dest=x,compression=lz4").contains("estargz"));
+        assert_eq!(
+            parse_output("type=oci,dest=x,compression=estargz,compression-level=9").unwrap().compression().as_deref(),
+            Some("estargz:9")
+        );
         assert!(err("type=oci,dest=x,compression=gzip,compression-level=12").contains("compression-level"));
         assert!(err("type=oci,dest=x,force-compression=maybe").contains("force-compression"));
         // oci-mediatypes: true is what hoist writes; false only where docker types are written.

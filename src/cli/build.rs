@@ -7,12 +7,13 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Args;
-use hoist::dockerfile::{build_dockerfile, DockerfileBuild, ImageResolver, Snapshotter};
+use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter};
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
 use hoist::model::descriptor::Descriptor;
-use hoist::output::OutputSpec;
+use hoist::output::{export, parse_output, OutputSpec};
+use hoist::transport::Endpoint;
 use hoist::transport::Source;
 
 use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
@@ -48,6 +49,18 @@ pub(crate) struct BuildArgs {
     /// platforms) to FILE.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Dockerfile builds: a named context (repeatable), `NAME=docker-image://REF` or
+    /// `NAME=oci-layout://DIR[:TAG]`: the image `FROM NAME` and `--from=NAME` use.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`
+    /// or `type=local,dest=DIR[,mode=min|max]` (an OCI layout).
+    #[arg(long, value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Dockerfile builds: read a step cache (repeatable): `type=registry,ref=REF`, a bare REF,
+    /// or `type=local,src=DIR`.
+    #[arg(long, value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// How RUN sees the stage's filesystem: auto (overlayfs, else a copy), overlay, copy.
     #[arg(long, value_name = "auto|overlay|copy", env = "HOIST_SNAPSHOTTER", default_value = "auto")]
     pub snapshotter: String,
@@ -150,9 +163,18 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         snapshotter: Snapshotter::parse(&args.snapshotter).ok_or_else(|| {
             Error::Usage(format!("--snapshotter {:?}: expected auto, overlay or copy", args.snapshotter))
         })?,
+        cache_from: args.cache_from.iter().map(|s| cache_from(s)).collect::<Result<_>>()?,
+        cache_export: Vec::new(),
+        build_contexts: args
+            .build_contexts
+            .iter()
+            .map(|s| key_value("--build-context", s).map(|(k, v)| (k, NamedContext::parse(&v))))
+            .collect::<Result<_>>()?,
     };
+    let cache_to: Vec<(OutputSpec, CacheMode)> = args.cache_to.iter().map(|s| cache_to(s)).collect::<Result<_>>()?;
     let mut outputs = args.out.parse()?;
     let mut opts = opts;
+    opts.cache_export = cache_to.iter().map(|(_, m)| *m).collect();
     apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let store = args.out.open_store()?;
@@ -170,8 +192,67 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     if let Some(p) = &args.iidfile {
         std::fs::write(p, outcome.root.digest.to_string()).map_err(|e| Error::io(p, e))?;
     }
+    for ((out, _), cache) in cache_to.iter().zip(&outcome.caches) {
+        for r in export(&store, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
+            .await?
+        {
+            ctx.progress.line(&format!(
+                "build cache {} -> {}: {} blob(s) written, {} existed",
+                cache.digest, r.destination, r.report.blobs_uploaded, r.report.blobs_existed
+            ));
+        }
+    }
     deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
 }
+
+/// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`.
+fn cache_spec(flag: &str, s: &str, path_key: &str) -> Result<(String, String, CacheMode)> {
+    if !s.contains('=') {
+        return Ok(("registry".into(), s.to_string(), CacheMode::Min));
+    }
+    let (mut ty, mut target, mut mode) = (None, None, CacheMode::Min);
+    for part in s.split(',') {
+        let (k, v) = key_value(flag, part)?;
+        match k.as_str() {
+            "type" => ty = Some(v),
+            k if k == "ref" || k == path_key => target = Some(v),
+            "mode" if flag == "--cache-to" => {
+                mode = CacheMode::parse(&v)
+                    .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: mode={v}: expected min or max")))?
+            }
+            _ => return Err(Error::Usage(format!("{flag} {s:?}: unknown key {k:?}"))),
+        }
+    }
+    let ty = ty.unwrap_or_else(|| "registry".into());
+    let want = if ty == "local" { path_key } else { "ref" };
+    match (ty.as_str(), target) {
+        ("registry" | "local", Some(t)) => Ok((ty, t, mode)),
+        ("registry" | "local", None) => Err(Error::Usage(format!("{flag} {s:?}: type={ty} needs {want}="))),
+        _ => Err(Error::Usage(format!(
+            "{flag} {s:?}: type={ty} is not supported (registry or local; the cache is an OCI artifact, not inline)"
+        ))),
+    }
+}
+
+/// `--cache-from`: the reference the build's resolver opens.
+fn cache_from(s: &str) -> Result<String> {
+    let (ty, t, _) = cache_spec("--cache-from", s, "src")?;
+    Ok(if ty == "local" { format!("oci:{t}:{CACHE_TAG}") } else { t })
+}
+
+/// `--cache-to`: where the cache manifest goes, and what it holds.
+fn cache_to(s: &str) -> Result<(OutputSpec, CacheMode)> {
+    let (ty, t, mode) = cache_spec("--cache-to", s, "dest")?;
+    let out = if ty == "local" {
+        OutputSpec::new(Endpoint::Layout { path: t.into(), reference: None }, vec![CACHE_TAG.into()], vec![])
+    } else {
+        parse_output(&format!("type=registry,name={t}"))?
+    };
+    Ok((out, mode))
+}
+
+/// The tag of a `type=local` cache in its OCI layout.
+const CACHE_TAG: &str = "latest";
 
 /// The files a build reads, checked before anything starts: a missing one is bad input
 /// (exit 2) naming its flag; no build file here, but a Dockerfile, suggests `hoist build .`.
@@ -212,9 +293,12 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         || !args.secret.is_empty()
         || !args.labels.is_empty()
         || args.iidfile.is_some()
+        || !args.cache_to.is_empty()
+        || !args.cache_from.is_empty()
+        || !args.build_contexts.is_empty()
     {
         return Err(Error::Usage(
-            "CONTEXT, --build-arg, --target, --secret, --label and --iidfile are for Dockerfile builds".into(),
+            "CONTEXT, --build-arg, --target, --secret, --label, --iidfile, --build-context and --cache-to/--cache-from are for Dockerfile builds".into(),
         ));
     }
     let mut spec = BuildFile::load(&file)?;

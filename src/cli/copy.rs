@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use hoist::copy::convert::{Compression, Conversion};
+use hoist::copy::convert::{Compression, Conversion, LazyOptions};
 use hoist::copy::{self, CopyOptions, CopyReport};
 use hoist::error::printable;
 use hoist::error::{Error, Result};
@@ -50,9 +50,18 @@ pub(crate) struct CopyFlags {
     #[arg(long, value_name = "FORMAT", value_parser = ["oci"])]
     convert: Option<String>,
     /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged),
-    /// estargz[:0-9] (lazy-pull gzip with a TOC; diff_ids updated)
+    /// estargz[:0-9] (lazy-pull gzip with a TOC; diff_ids updated), zstd:chunked[:1-22] (lazy-pull
+    /// zstd with a TOC and tar-split; diff_ids unchanged)
     #[arg(long, value_name = "ALG[:LEVEL]")]
     dest_compress: Option<String>,
+    /// eStargz and zstd:chunked: largest chunk of a file per gzip member or zstd frame, in bytes
+    /// (default 4194304)
+    #[arg(long, value_name = "BYTES")]
+    estargz_chunk_size: Option<u64>,
+    /// eStargz: put FILE (its path in the layer) first, in the order given, followed by the prefetch
+    /// landmark (repeatable; a layer without the file skips it)
+    #[arg(long, value_name = "FILE")]
+    estargz_prioritized: Vec<String>,
     /// Also copy every referrer (signatures, SBOMs, attestations) of each copied manifest, recursively
     #[arg(long)]
     referrers: bool,
@@ -80,7 +89,16 @@ impl CopyFlags {
             to_oci: self.convert.is_some(),
             compress: self.dest_compress.as_deref().map(str::parse::<Compression>).transpose()?,
             edit: None,
+            lazy: self.lazy()?,
         })
+    }
+
+    /// `--estargz-chunk-size`, `--estargz-prioritized`.
+    fn lazy(&self) -> Result<LazyOptions> {
+        if self.estargz_chunk_size == Some(0) {
+            return Err(Error::Usage("--estargz-chunk-size must be positive".into()));
+        }
+        Ok(LazyOptions { chunk_size: self.estargz_chunk_size, prioritized: self.estargz_prioritized.clone() })
     }
 }
 

@@ -35,7 +35,7 @@ impl AppendArgs {
         let layers = self
             .layers
             .iter()
-            .map(|l| hoist::copy::convert::prepare_layer_blocking(l, to, dir))
+            .map(|l| hoist::copy::convert::prepare_layer_blocking(l, to, &Default::default(), dir))
             .collect::<Result<Vec<_>>>()?;
         let edit = ImageEdit {
             layers,

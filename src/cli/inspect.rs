@@ -159,7 +159,13 @@ pub(crate) async fn run(ctx: &Ctx, args: InspectArgs) -> Result<i32> {
             for l in &m.layers {
                 let title =
                     l.annotations.get(media::ANNOTATION_TITLE).map(|t| format!("  {}", p(t))).unwrap_or_default();
-                let format = if hoist::layer::estargz::is_estargz(&l.annotations) { "  (eStargz)" } else { "" };
+                let format = if hoist::layer::estargz::is_estargz(&l.annotations) {
+                    "  (eStargz)"
+                } else if hoist::layer::zstdchunked::is_zstd_chunked(&l.annotations) {
+                    "  (zstd:chunked)"
+                } else {
+                    ""
+                };
                 let _ = writeln!(out, "  {}  {:>10}  {}{}{}", l.digest, human(l.size), p(&l.media_type), format, title);
             }
         }

@@ -75,6 +75,10 @@ pub(crate) struct SyncArgs {
     pub keep_going: bool,
     #[command(flatten)]
     pub creds: SideCreds,
+    #[command(flatten)]
+    pub policy: super::trust::PolicyArgs,
+    #[command(flatten)]
+    pub sign: super::trust::SignByArgs,
 }
 
 impl SyncArgs {
@@ -119,6 +123,14 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
             .transpose()
             .map_err(|e| Error::Usage(format!("--exclude: {e}")))?,
     };
+    // the signing key first: a wrong password fails before anything moves
+    // (the library refuses a signer for a layout or archive destination)
+    let end: hoist::transport::Endpoint = match &dst {
+        SyncDest::Docker(prefix) => format!("docker://{prefix}/x:y").parse()?,
+        SyncDest::Dir(p) => hoist::transport::Endpoint::Layout { path: p.clone(), reference: None },
+    };
+    let signer = args.sign.load(&end)?.map(|s| std::sync::Arc::new(s.0));
+    let policy = args.policy.load()?.map(std::sync::Arc::new);
     let copy = ctx.copy_options();
     let opts = SyncOptions {
         scoped: args.scoped,
@@ -127,6 +139,8 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
         filters,
         dry_run: args.dry_run,
         rate_limit_floor: args.rate_limit_floor,
+        policy,
+        signer,
     };
     let report = sync::sync(&ctx.client, &src, &dst, &opts, &ctx.progress).await?;
     if ctx.json() {
@@ -156,12 +170,20 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
     if let Some(why) = &report.stopped {
         eprintln!("hoist: sync {}; {} image(s) not synced", printable(why), report.not_run);
     }
-    for i in report.images.iter().filter(|i| i.status == Status::Failed) {
+    for i in report.images.iter().filter(|i| matches!(i.status, Status::Failed | Status::Refused)) {
         ctx.progress.line(&format!(
-            "failed: {}: {}",
+            "{}: {}: {}",
+            if i.status == Status::Failed { "failed" } else { "refused" },
             printable(&i.source),
             printable(i.error.as_deref().unwrap_or("unknown error"))
         ));
     }
-    Ok(if report.failed > 0 || report.stopped.is_some() { super::exit::OTHER } else { 0 })
+    // 1 when any image failed or the sync stopped early; else 5 when the policy refused any
+    Ok(if report.failed > 0 || report.stopped.is_some() {
+        super::exit::OTHER
+    } else if report.refused > 0 {
+        super::exit::INTEGRITY
+    } else {
+        0
+    })
 }

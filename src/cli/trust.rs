@@ -482,18 +482,24 @@ pub(crate) struct SignByArgs {
     /// The docker-reference the signature claims [default: the destination's normalized name]
     #[arg(long, value_name = "REF")]
     pub sign_identity: Option<String>,
+    /// skopeo's GPG signing: refused (hoist signs with sigstore keys, --sign-by-sigstore-private-key)
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub sign_by: Option<String>,
 }
 
-/// A loaded signing key and the identity to claim.
-pub(crate) struct Signer {
-    key: PrivateKey,
-    identity: Option<String>,
-}
+/// A loaded signing key and the identity to claim (the library's signing hook).
+pub(crate) struct Signer(pub sign::Signer);
 
 impl SignByArgs {
     /// The signer, when `--sign-by-sigstore-private-key` is given (its password asked now,
     /// before anything is copied).
     pub fn load(&self, dst: &Endpoint) -> Result<Option<Signer>> {
+        if let Some(f) = &self.sign_by {
+            return Err(Error::Unsupported(format!(
+                "--sign-by {}: GPG signatures (simple signing in a lookaside store) are not written by hoist; sign with a sigstore key: --sign-by-sigstore-private-key KEY",
+                printable(f)
+            )));
+        }
         let Some(k) = &self.sign_by_sigstore_private_key else {
             if self.sign_identity.is_some() || self.sign_passphrase_file.is_some() {
                 return Err(Error::Usage(
@@ -509,7 +515,7 @@ impl SignByArgs {
         }
         let identity =
             self.sign_identity.as_deref().map(|i| i.parse::<Reference>().map(|r| r.to_string())).transpose()?;
-        Ok(Some(Signer { key: load_private_key(k, self.sign_passphrase_file.as_deref())?, identity }))
+        Ok(Some(Signer(sign::Signer { key: load_private_key(k, self.sign_passphrase_file.as_deref())?, identity })))
     }
 }
 
@@ -523,19 +529,16 @@ impl Signer {
         root: &hoist::Descriptor,
         tag: Option<&str>,
     ) -> Result<Vec<sign::Written>> {
-        let identity = match (&self.identity, dst) {
-            (Some(i), _) => Some(i.clone()),
-            (None, Endpoint::Registry(r)) => Some(match tag {
+        let identity = match dst {
+            Endpoint::Registry(r) => Some(match tag {
                 Some(t) => r.with_target(t)?.normalized(),
                 None => format!("{}@{}", r.repo_ref(), root.digest),
             }),
             _ => None,
         };
-        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
         let src = hoist::transport::open_source(dst, &ctx.client)?;
         let out = open_destination(dst, &ctx.client, None).await?;
-        let req = SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format };
-        let written = sign::sign(src.as_ref(), out.as_ref(), &req).await?;
+        let written = self.0.sign_root(src.as_ref(), out.as_ref(), root, identity).await?;
         out.finish().await?;
         Ok(written)
     }

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -31,7 +30,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::edit::ImageEdit;
 use crate::error::{Error, Result};
-use crate::layer::{codec, estargz};
+use crate::layer::{codec, estargz, zstdchunked};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
@@ -45,42 +44,8 @@ use super::{Rewritten, MAX_DEPTH};
 /// manifest it describes (updated when that manifest is converted).
 const ANNOTATION_DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 
-/// A layer compression to recompress to (`--dest-compress`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// Uncompressed tar.
-    None,
-    /// gzip at this level (0-9).
-    Gzip(u32),
-    /// zstd at this level (1-22).
-    Zstd(i32),
-    /// eStargz (seekable gzip with a TOC, [`crate::layer::estargz`]) at this gzip level.
-    Estargz(u32),
-}
-
-impl FromStr for Compression {
-    type Err = Error;
-    /// `none`, `gzip[:0-9]` (default 6), `zstd[:1-22]` (default 3), `estargz[:0-9]` (default 6).
-    fn from_str(s: &str) -> Result<Compression> {
-        let bad = |why: &str| Error::InvalidReference { reference: s.to_string(), reason: why.to_string() };
-        let (alg, level) = match s.split_once(':') {
-            Some((a, l)) => (a, Some(l.parse::<i64>().map_err(|_| bad("the level is not a number"))?)),
-            None => (s, None),
-        };
-        match (alg, level) {
-            ("none", None) => Ok(Compression::None),
-            ("gzip", None) => Ok(Compression::Gzip(6)),
-            ("gzip", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Gzip(l as u32)),
-            ("zstd", None) => Ok(Compression::Zstd(3)),
-            ("zstd", Some(l)) if (1..=22).contains(&l) => Ok(Compression::Zstd(l as i32)),
-            ("estargz", None) => Ok(Compression::Estargz(6)),
-            ("estargz", Some(l)) if (0..=9).contains(&l) => Ok(Compression::Estargz(l as u32)),
-            ("gzip" | "estargz", _) => Err(bad("gzip and estargz levels are 0-9")),
-            ("zstd", _) => Err(bad("zstd levels are 1-22")),
-            _ => Err(bad("compression is none, gzip[:0-9], zstd[:1-22] or estargz[:0-9]")),
-        }
-    }
-}
+/// A layer compression to recompress to (`--dest-compress`): the layer codec's one type.
+pub use crate::layer::codec::{Compression, LazyOptions};
 
 /// How a layer's bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,16 +55,18 @@ enum Kind {
     Zstd,
     /// gzip as eStargz: the layer's annotations name its TOC.
     Estargz,
+    /// zstd as zstd:chunked: the layer's annotations name its TOC.
+    ZstdChunked,
 }
 
-impl Compression {
-    fn kind(self) -> Kind {
-        match self {
-            Compression::None => Kind::Tar,
-            Compression::Gzip(_) => Kind::Gzip,
-            Compression::Zstd(_) => Kind::Zstd,
-            Compression::Estargz(_) => Kind::Estargz,
-        }
+/// The layer format a compression writes.
+fn kind_of(c: Compression) -> Kind {
+    match c {
+        Compression::None => Kind::Tar,
+        Compression::Gzip { .. } => Kind::Gzip,
+        Compression::Zstd { .. } => Kind::Zstd,
+        Compression::Estargz { .. } => Kind::Estargz,
+        Compression::ZstdChunked { .. } => Kind::ZstdChunked,
     }
 }
 
@@ -119,6 +86,7 @@ fn layer_kind(media_type: &str) -> Option<Kind> {
 fn layer_format(layer: &Descriptor) -> Option<Kind> {
     match layer_kind(&layer.media_type)? {
         Kind::Gzip if estargz::is_estargz(&layer.annotations) => Some(Kind::Estargz),
+        Kind::Zstd if zstdchunked::is_zstd_chunked(&layer.annotations) => Some(Kind::ZstdChunked),
         k => Some(k),
     }
 }
@@ -129,10 +97,10 @@ fn layer_type(kind: Kind, oci: bool) -> Option<&'static str> {
     Some(match (kind, oci) {
         (Kind::Tar, true) => media::OCI_LAYER_TAR,
         (Kind::Gzip | Kind::Estargz, true) => media::OCI_LAYER_GZIP,
-        (Kind::Zstd, true) => media::OCI_LAYER_ZSTD,
+        (Kind::Zstd | Kind::ZstdChunked, true) => media::OCI_LAYER_ZSTD,
         (Kind::Tar, false) => media::DOCKER_LAYER_TAR,
         (Kind::Gzip | Kind::Estargz, false) => media::DOCKER_LAYER_GZIP,
-        (Kind::Zstd, false) => return None,
+        (Kind::Zstd | Kind::ZstdChunked, false) => return None,
     })
 }
 
@@ -145,6 +113,8 @@ pub struct Conversion {
     pub compress: Option<Compression>,
     /// Edit every image's config and manifest (`hoist mutate`).
     pub edit: Option<ImageEdit>,
+    /// Chunk size and prioritized files of the lazy-pull formats.
+    pub lazy: LazyOptions,
 }
 
 impl Conversion {
@@ -496,7 +466,8 @@ impl<'a> Converted<'a> {
         let tar = work.path().join("flat.tar");
         crate::export::export_filesystem(self.inner, manifest, None, &tar, true).await?;
         let dir = work.path().to_path_buf();
-        let mut layer = tokio::task::spawn_blocking(move || prepare_layer_blocking(&tar, to, &dir))
+        let lazy = self.conversion.lazy.clone();
+        let mut layer = tokio::task::spawn_blocking(move || prepare_layer_blocking(&tar, to, &lazy, &dir))
             .await
             .map_err(|e| Error::Other(e.to_string()))??;
         let path = self.dir.path().join(format!("blob-{}", layer.desc.digest.hex()));
@@ -511,8 +482,8 @@ impl<'a> Converted<'a> {
     /// of the format; the new diff_id when the content changed.
     async fn convert_layer(&self, layer: Descriptor, oci: bool) -> Result<(Descriptor, Option<Digest>)> {
         let Some(kind) = layer_format(&layer) else { return Ok((layer, None)) };
-        let target = self.conversion.compress.filter(|c| c.kind() != kind);
-        let out_kind = target.map_or(kind, Compression::kind);
+        let target = self.conversion.compress.filter(|c| kind_of(*c) != kind);
+        let out_kind = target.map_or(kind, kind_of);
         let media_type = layer_type(out_kind, oci).ok_or_else(|| {
             Error::Unsupported(format!(
                 "layer {} would be zstd-compressed in a Docker schema 2 manifest, which cannot describe \
@@ -553,7 +524,8 @@ impl<'a> Converted<'a> {
         let output = self.dir.path().join(format!("out-{}", layer.digest.hex()));
         let (i, o) = (input.clone(), output.clone());
         let what = format!("layer {} in {loc}", layer.digest);
-        let out = tokio::task::spawn_blocking(move || recompress_file(&i, from, to, &o))
+        let lazy = self.conversion.lazy.clone();
+        let out = tokio::task::spawn_blocking(move || recompress_file(&i, from, to, &lazy, &o))
             .await
             .map_err(|e| Error::Other(e.to_string()))?
             .map_err(|e| Error::malformed(&what, "recompression", e))?;
@@ -562,13 +534,16 @@ impl<'a> Converted<'a> {
         new.annotations = layer.annotations.clone();
         new.annotations.remove(estargz::ANNOTATION_TOC_DIGEST);
         new.annotations.remove(estargz::ANNOTATION_UNCOMPRESSED_SIZE);
+        for k in zstdchunked::ANNOTATIONS {
+            new.annotations.remove(k);
+        }
         for (k, v) in out.annotations {
             new.annotations.insert(k.to_string(), v);
         }
         let path = self.dir.path().join(format!("blob-{}", new.digest.hex()));
         std::fs::rename(&output, &path).map_err(|e| Error::io(&path, e))?;
         self.blobs.lock().expect("lock").insert(new.digest.clone(), path);
-        self.record(&layer, &new, format!("layer recompressed ({to:?})"));
+        self.record(&layer, &new, format!("layer recompressed ({to})"));
         Ok(Recompressed { desc: new, diff_id: out.diff_id })
     }
 }
@@ -611,52 +586,56 @@ struct Output {
     annotations: Vec<(&'static str, String)>,
 }
 
-/// Decompress `input` (of `from`) and compress it as `to` into `output`. Reproducible: gzip
-/// with no name and time 0, zstd single-threaded without a checksum, eStargz independent of
-/// the thread count. Out of eStargz, the TOC and landmark entries are dropped.
-fn recompress_file(input: &Path, from: Kind, to: Compression, output: &Path) -> std::io::Result<Output> {
+/// Decompress `input` (of `from`) and compress it as `to` into `output`, by the layer codec's
+/// one dispatch ([`codec::compress_layer`]). Reproducible whatever the core count. Out of
+/// eStargz, the plain tar first (TOC and landmark entries dropped): from one lazy format to
+/// another, the uncompressed tar is made once.
+fn recompress_file(
+    input: &Path,
+    from: Kind,
+    to: Compression,
+    lazy: &LazyOptions,
+    output: &Path,
+) -> std::io::Result<Output> {
     let file = std::io::BufReader::new(std::fs::File::open(input)?);
     // The layer codec's one decompression dispatch.
     let algorithm = match from {
         Kind::Tar => codec::Algorithm::None,
         Kind::Gzip | Kind::Estargz => codec::Algorithm::Gzip,
-        Kind::Zstd => codec::Algorithm::Zstd,
+        Kind::Zstd | Kind::ZstdChunked => codec::Algorithm::Zstd,
     };
-    let mut reader = codec::decoder(algorithm, file)?;
+    let reader = codec::decoder(algorithm, file)?;
     let sink = HashWriter::new(std::io::BufWriter::new(std::fs::File::create(output)?));
-    let (sink, diff_id, annotations) = match to {
-        Compression::Estargz(level) => {
-            // Never from eStargz: a layer already in the asked format is kept.
-            let (w, written) = estargz::write(reader, sink, &estargz::Options::new(level), "layer")?;
-            (w, Some(written.diff_id.clone()), written.annotations().to_vec())
-        }
-        Compression::None => {
-            let mut w = sink;
-            let d = feed(from, &mut reader, &mut w)?;
-            (w, d, Vec::new())
-        }
-        // The one encoder of each algorithm, as `build` uses: equal input at equal level gives
-        // the same blob here and there, whatever the core count.
-        Compression::Gzip(level) => {
-            let mut w = codec::Compression::Gzip { level }.encoder(sink)?;
-            let d = feed(from, &mut reader, &mut w)?;
-            (w.finish()?, d, Vec::new())
-        }
-        Compression::Zstd(level) => {
-            let mut w = codec::Compression::Zstd { level }.encoder(sink)?;
-            let d = feed(from, &mut reader, &mut w)?;
-            (w.finish()?, d, Vec::new())
-        }
+    let what = format!("layer {}", input.display());
+    let (sink, layer, plain_diff) = if from == Kind::Estargz {
+        use std::io::Seek;
+        let mut plain = tempfile::tempfile()?;
+        let mut hashed = HashWriter::new(std::io::BufWriter::new(&mut plain));
+        estargz::to_plain_tar(reader, &mut hashed, "eStargz layer")?;
+        let (mut w, diff, _) = hashed.finish();
+        w.flush()?;
+        drop(w);
+        plain.seek(std::io::SeekFrom::Start(0))?;
+        let (sink, layer) = codec::compress_layer(to, lazy, std::io::BufReader::new(plain), sink, &what)?;
+        (sink, layer, Some(diff))
+    } else {
+        let (sink, layer) = codec::compress_layer(to, lazy, reader, sink, &what)?;
+        (sink, layer, None)
     };
     let (mut w, digest, size) = sink.finish();
     w.flush()?;
     w.get_ref().sync_all()?;
-    Ok(Output { digest, size, diff_id, annotations })
+    Ok(Output { digest, size, diff_id: layer.diff_id.or(plain_diff), annotations: layer.annotations })
 }
 
 /// Compress the layer tar `input` (plain, gzip or zstd, told by its first bytes) as `to` into
 /// a file in `dir`, for `hoist append`: its descriptor and diff_id. Blocking.
-pub fn prepare_layer_blocking(input: &Path, to: Compression, dir: &Path) -> Result<crate::edit::NewLayer> {
+pub fn prepare_layer_blocking(
+    input: &Path,
+    to: Compression,
+    lazy: &LazyOptions,
+    dir: &Path,
+) -> Result<crate::edit::NewLayer> {
     let head = {
         let mut h = [0u8; 4];
         let mut f = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
@@ -670,17 +649,17 @@ pub fn prepare_layer_blocking(input: &Path, to: Compression, dir: &Path) -> Resu
     };
     let what = format!("layer {}", input.display());
     let plain = dir.join(format!("plain-{}", std::process::id()));
-    let diff =
-        recompress_file(input, from, Compression::None, &plain).map_err(|e| Error::malformed(&what, "append", e))?;
+    let diff = recompress_file(input, from, Compression::None, lazy, &plain)
+        .map_err(|e| Error::malformed(&what, "append", e))?;
     // Check that it is a tar before it becomes a layer.
     estargz::to_plain_tar(std::fs::File::open(&plain).map_err(|e| Error::io(&plain, e))?, &mut std::io::sink(), &what)
         .map_err(|e| Error::malformed(&what, "append", e))?;
     let out = dir.join("layer.tmp");
-    let o = recompress_file(&plain, Kind::Tar, to, &out).map_err(|e| Error::malformed(&what, "append", e))?;
+    let o = recompress_file(&plain, Kind::Tar, to, lazy, &out).map_err(|e| Error::malformed(&what, "append", e))?;
     let _ = std::fs::remove_file(&plain);
     let path = dir.join(format!("layer-{}", o.digest.hex()));
     std::fs::rename(&out, &path).map_err(|e| Error::io(&path, e))?;
-    let kind = to.kind();
+    let kind = kind_of(to);
     let mut desc = Descriptor::new(layer_type(kind, true).unwrap_or(media::OCI_LAYER_GZIP), o.digest, o.size);
     for (k, v) in o.annotations {
         desc.annotations.insert(k.to_string(), v);
@@ -692,18 +671,6 @@ pub fn prepare_layer_blocking(input: &Path, to: Compression, dir: &Path) -> Resu
         diff_id: o.diff_id.unwrap_or(diff.digest),
         created_by: format!("hoist append {name}"),
     })
-}
-
-/// Copy the uncompressed layer `reader` (of `from`) into `w`; out of eStargz, the plain tar
-/// (no TOC, no landmarks) and its digest, the new diff_id.
-fn feed(from: Kind, reader: &mut dyn Read, w: &mut dyn Write) -> std::io::Result<Option<Digest>> {
-    if from != Kind::Estargz {
-        std::io::copy(reader, w)?;
-        return Ok(None);
-    }
-    let mut hashed = HashWriter::new(w);
-    estargz::to_plain_tar(reader, &mut hashed, "eStargz layer")?;
-    Ok(Some(hashed.finish().1))
 }
 
 #[async_trait]
@@ -769,17 +736,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_compression() {
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(6));
-        assert_eq!("gzip:9".parse::<Compression>().unwrap(), Compression::Gzip(9));
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd(19));
-        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-        for bad in ["gzip:10", "zstd:0", "lz4", "none:1", "gzip:x"] {
-            assert!(bad.parse::<Compression>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn recompression_is_reproducible_and_keeps_content() {
         let dir = tempfile::tempdir().unwrap();
         let plain = b"layer content ".repeat(1000);
@@ -788,14 +744,22 @@ mod tests {
         let mut outs = Vec::new();
         for n in 0..2 {
             let out = dir.path().join(format!("gz{n}"));
-            let o = recompress_file(&input, Kind::Tar, Compression::Gzip(6), &out).unwrap();
+            let o = recompress_file(&input, Kind::Tar, Compression::Gzip { level: 6 }, &LazyOptions::default(), &out)
+                .unwrap();
             outs.push((o.digest, o.size));
         }
         assert_eq!(outs[0], outs[1]);
         let zs = dir.path().join("zs");
-        recompress_file(&dir.path().join("gz0"), Kind::Gzip, Compression::Zstd(3), &zs).unwrap();
+        recompress_file(
+            &dir.path().join("gz0"),
+            Kind::Gzip,
+            Compression::Zstd { level: 3 },
+            &LazyOptions::default(),
+            &zs,
+        )
+        .unwrap();
         let back = dir.path().join("back");
-        let o = recompress_file(&zs, Kind::Zstd, Compression::None, &back).unwrap();
+        let o = recompress_file(&zs, Kind::Zstd, Compression::None, &LazyOptions::default(), &back).unwrap();
         assert_eq!((o.digest, o.size), (Digest::sha256_of(&plain), plain.len() as u64));
     }
 }

@@ -12,11 +12,11 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::cache::{write_cache, CacheEntry, ImportedCache};
 use super::fs::{
     cache_root, chain_id, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, resolve_in_dir,
     resolve_in_stack, Mounted, Snapshotter,
@@ -24,13 +24,12 @@ use super::fs::{
 use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
 use super::words::{word, words};
-use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver};
+use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
 use crate::ingest::{rfc3339, source_date_epoch};
 use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::digest::Digest;
 use crate::model::write::{Empty, History, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
 
@@ -115,13 +114,6 @@ impl Stage {
     }
 }
 
-/// A step's cache record.
-#[derive(Serialize, Deserialize)]
-struct CacheEntry {
-    layer: Option<Descriptor>,
-    diff_id: Option<Digest>,
-}
-
 pub(crate) struct Ctx<'a> {
     pub layout: &'a Layout,
     pub opts: &'a DockerfileBuild,
@@ -137,6 +129,10 @@ pub(crate) struct Ctx<'a> {
     pub context: PathBuf,
     /// Content digests of context files by their stat.
     pub stat: Arc<StatCache>,
+    /// Caches of `--cache-from`, asked on a local miss.
+    pub imported: Vec<ImportedCache>,
+    /// Every step this build went through (cached or not), for `--cache-to`.
+    pub seen: Mutex<BTreeMap<String, CacheEntry>>,
 }
 
 pub(crate) fn hash(parts: &[&str]) -> String {
@@ -165,20 +161,44 @@ impl Ctx<'_> {
                 return None;
             }
         }
+        self.note(key, &e);
         Some(e)
     }
 
+    /// The cached result of `key`: the local cache, else the first `--cache-from` cache
+    /// holding it whose layer can be fetched into the store (then recorded locally too).
+    pub(crate) async fn cache_lookup(&self, key: &str) -> Result<Option<CacheEntry>> {
+        if self.opts.no_cache {
+            return Ok(None);
+        }
+        if let Some(e) = self.cache_get(key) {
+            return Ok(Some(e));
+        }
+        for c in &self.imported {
+            if let Some(e) = c.take(key, self.layout, self.log).await {
+                self.cache_put(key, e.blob().as_ref())?;
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
     /// The cached layer of `key` (None inside: the step made no layer).
-    pub(crate) fn cached_layer(&self, key: &str) -> Option<Option<LayerBlob>> {
-        let e = self.cache_get(key)?;
-        Some(e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }))
+    pub(crate) async fn cached_layer(&self, key: &str) -> Result<Option<Option<LayerBlob>>> {
+        Ok(self.cache_lookup(key).await?.map(|e| e.blob()))
+    }
+
+    /// Record a step of this build for `--cache-to`.
+    pub(crate) fn note(&self, key: &str, e: &CacheEntry) {
+        self.seen.lock().expect("cache record lock").insert(key.to_string(), e.clone());
     }
 
     pub(crate) fn cache_put(&self, key: &str, blob: Option<&LayerBlob>) -> Result<()> {
+        let e = CacheEntry::of(blob);
+        self.note(key, &e);
         let p = self.cache_path(key);
         let dir = p.parent().expect("steps dir");
         fs::create_dir_all(dir).at(dir)?;
-        let e = CacheEntry { layer: blob.map(|b| b.descriptor.clone()), diff_id: blob.map(|b| b.diff_id.clone()) };
         let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
         fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
         tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
@@ -212,8 +232,23 @@ pub async fn build_dockerfile(
     let ignore = Arc::new(load_dockerignore(&opts.dockerfile, &opts.context)?);
     let context = fs::canonicalize(&opts.context).at(&opts.context)?;
     let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
-    let mut ctx =
-        Ctx { layout, opts, log, df, file, epoch, created: rfc3339(epoch), runs: 0, cached: 0, ignore, context, stat };
+    let imported = import_caches(opts, resolver, log).await;
+    let mut ctx = Ctx {
+        layout,
+        opts,
+        log,
+        df,
+        file,
+        epoch,
+        created: rfc3339(epoch),
+        runs: 0,
+        cached: 0,
+        ignore,
+        context,
+        stat,
+        imported,
+        seen: Mutex::new(BTreeMap::new()),
+    };
     let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
@@ -228,14 +263,49 @@ pub async fn build_dockerfile(
         }
     }
     let mut manifests = Vec::new();
+    let mut image_layers = BTreeSet::new();
     for p in &platforms {
         let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
+        image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
-    Ok(BuildOutcome { root, runs: ctx.runs, cached: ctx.cached, hashed: ctx.stat.hashed(), stat_hits: ctx.stat.hits() })
+    let seen = ctx.seen.lock().expect("cache record lock").clone();
+    let caches =
+        opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
+    Ok(BuildOutcome {
+        root,
+        runs: ctx.runs,
+        cached: ctx.cached,
+        hashed: ctx.stat.hashed(),
+        stat_hits: ctx.stat.hits(),
+        caches,
+    })
+}
+
+/// The caches of `--cache-from` that can be read; one that cannot (not pushed yet, not a
+/// hoist cache) is a warning, as in buildx.
+async fn import_caches(opts: &DockerfileBuild, resolver: &dyn ImageResolver, log: &dyn BuildLog) -> Vec<ImportedCache> {
+    let mut out = Vec::new();
+    if opts.no_cache {
+        return out;
+    }
+    for r in &opts.cache_from {
+        let loaded = match resolver.resolve(r).await {
+            Ok((src, root)) => ImportedCache::load(r, src, &root).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(c) => {
+                log.line(&format!("cache {r}: {} steps", c.len()));
+                out.push(c);
+            }
+            Err(e) => log.line(&format!("warning: cache {r} not used: {e}")),
+        }
+    }
+    out
 }
 
 fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
@@ -454,6 +524,17 @@ pub(crate) fn check_not_self(ctx: &Ctx<'_>, plan: &Plan, s: usize, ins: &Instruc
 }
 
 async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: &dyn ImageResolver) -> Result<Stage> {
+    // A named context (`--build-context NAME=...`) stands for the image NAME.
+    let image = match ctx.opts.build_contexts.get(image) {
+        Some(NamedContext::Image(r)) => r.as_str(),
+        Some(NamedContext::Dir(d)) => {
+            return Err(Error::Unsupported(format!(
+                "--build-context {image}={}: a directory as a named context is not supported (docker-image:// and oci-layout:// are)",
+                d.display()
+            )))
+        }
+        None => image,
+    };
     let mut st = Stage {
         name: None,
         config: ImageConfig::default(),
@@ -809,8 +890,8 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
     let user = st.config.config.user.clone().unwrap_or_default();
     let key = hash(&[&st.key, &by, "user", &user]);
     let (layout, epoch, compression) = (Layout::open(ctx.layout.root())?, ctx.epoch, ctx.opts.compression);
-    let (blob, cached) = match ctx.cache_get(&key) {
-        Some(e) => (e.layer.zip(e.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id }), true),
+    let (blob, cached) = match ctx.cache_lookup(&key).await? {
+        Some(e) => (e.blob(), true),
         None => {
             let stc = st.clone();
             let p = path.to_string();
@@ -1193,7 +1274,7 @@ async fn copy(
         _ => None,
     };
     if let Some(key) = &from_key {
-        if let Some(blob) = ctx.cached_layer(key) {
+        if let Some(blob) = ctx.cached_layer(key).await? {
             ctx.cached += 1;
             ctx.log.line(&format!("  {} CACHED", truncate(&format!("{} {}", ins.keyword, ins.text()))));
             st.key = key.clone();
@@ -1351,8 +1432,7 @@ async fn copy(
             .and_then(|raw| serde_json::from_slice::<CacheEntry>(&raw).ok())
             .filter(|c| c.layer.as_ref().is_none_or(|l| layout.blob_path_of(&l.digest).is_file()));
         if let Some(c) = cached {
-            let blob = c.layer.zip(c.diff_id).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id });
-            return Ok((key, blob, true));
+            return Ok((key, c.blob(), true));
         }
         let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
         drop(extract_tmp);
@@ -1364,6 +1444,7 @@ async fn copy(
     let (key, blob, cached) = res?;
     if cached {
         ctx.cached += 1;
+        ctx.note(&key, &CacheEntry::of(blob.as_ref()));
         ctx.log.line(&format!("  {} CACHED", truncate(&format!("{} {}", ins.keyword, ins.text()))));
     } else {
         ctx.cache_put(&key, blob.as_ref())?;
@@ -1520,16 +1601,19 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
     Ok(hex::encode(h.finalize()))
 }
 
-/// If `src` is a tar (plain, gzip or zstd), extract it to a temp dir.
+/// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let mut head = [0u8; 512];
     let n = codec::read_head(src, &mut head).at(src)?;
     let algorithm = codec::Algorithm::sniff(&head[..n]);
-    if algorithm == codec::Algorithm::None && !(n >= 262 && &head[257..262] == b"ustar") {
+    if algorithm == codec::Algorithm::None
+        && !codec::is_archive_only_compression(&head[..n])
+        && !(n >= 262 && &head[257..262] == b"ustar")
+    {
         return Ok(None);
     }
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
-    let reader = codec::decoder(algorithm, f).at(src)?;
+    let reader = codec::archive_decoder(&head[..n], f).at(src)?;
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
@@ -1537,7 +1621,7 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     ar.set_unpack_xattrs(false);
     match ar.unpack(t.path()) {
         Ok(()) => Ok(Some(t)),
-        // gzip/zstd that is no tar: copied as the file it is, like docker does
+        // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
         Err(e) => Err(Error::io(src, e)),
     }

@@ -4,6 +4,7 @@
 //! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
 //! `ADD <url>`, no RUN of another architecture without binfmt.
 
+pub mod cache;
 pub mod eval;
 pub mod fs;
 pub mod parse;
@@ -21,6 +22,7 @@ use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::transport::Source;
 
+pub use cache::CacheMode;
 pub use eval::build_dockerfile;
 pub use fs::Snapshotter;
 
@@ -57,6 +59,38 @@ pub struct DockerfileBuild {
     pub index_annotations: BTreeMap<String, String>,
     /// How RUN and COPY --from see a stage's filesystem (overlayfs, or a copy).
     pub snapshotter: Snapshotter,
+    /// `--cache-from`: build caches to read (references the resolver opens), asked in
+    /// order on a local miss.
+    pub cache_from: Vec<String>,
+    /// `--cache-to`: one exported cache per mode, returned in [`BuildOutcome::caches`].
+    pub cache_export: Vec<CacheMode>,
+    /// `--build-context NAME=VALUE` (buildx's named contexts): an image `FROM NAME` or
+    /// `--from=NAME` means instead.
+    pub build_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context (`--build-context NAME=...`) stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF` (any reference the resolver opens) or `oci-layout://DIR[:TAG]`
+    /// (as `oci:DIR[:TAG]`): the image used instead of NAME.
+    Image(String),
+    /// A local directory: not supported yet (refused when a FROM or `--from` names it).
+    Dir(PathBuf),
+}
+
+impl NamedContext {
+    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, else a
+    /// directory.
+    pub fn parse(value: &str) -> NamedContext {
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if let Some(d) = value.strip_prefix("oci-layout://") {
+            NamedContext::Image(format!("oci:{d}"))
+        } else {
+            NamedContext::Dir(PathBuf::from(value))
+        }
+    }
 }
 
 /// What a build did.
@@ -72,6 +106,8 @@ pub struct BuildOutcome {
     pub hashed: usize,
     /// Context files whose content digest came from the stat cache instead.
     pub stat_hits: usize,
+    /// The cache manifests written for [`DockerfileBuild::cache_export`], in its order.
+    pub caches: Vec<Descriptor>,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.

@@ -238,7 +238,7 @@ pub(crate) async fn run_step(
     }
     let by = format!("RUN {}", ins.text());
     let key = super::eval::hash(&[&st.key, &by, &argv.join("\0"), &env.join("\0"), &user, &cwd, &mounts_desc]);
-    if let Some(c) = ctx.cached_layer(&key) {
+    if let Some(c) = ctx.cached_layer(&key).await? {
         ctx.cached += 1;
         ctx.log.line(&format!("  {} CACHED", truncate(&by)));
         st.key = key;

@@ -8,6 +8,11 @@
 //! cores the machine has: gzip is the parallel encoder of `pgzip` (fixed blocks, one member),
 //! zstd runs multithreaded with a fixed job size (zstd's output does not depend on the number of
 //! workers once there is at least one).
+//!
+//! The lazy-pull formats are compressions too (`estargz`, `zstd:chunked`): gzip and zstd
+//! streams cut per file with a TOC, written whole-layer by [`compress_layer`] (which
+//! dispatches every compression, so builds, `append`, `flatten` and `copy --dest-compress`
+//! share it) rather than by a stream [`Encoder`].
 
 use std::io::{self, BufRead, Read, Write};
 use std::str::FromStr;
@@ -77,7 +82,8 @@ impl Algorithm {
     }
 }
 
-/// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`.
+/// Layer compression. Text form: `none`, `gzip`, `gzip:9`, `zstd`, `zstd:19`, `estargz`,
+/// `estargz:9`, `zstd:chunked`, `zstd:chunked:19`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     /// An uncompressed tar.
@@ -89,6 +95,17 @@ pub enum Compression {
     },
     /// zstd at `level` (1-22).
     Zstd {
+        /// 1 to 22.
+        level: i32,
+    },
+    /// eStargz ([`super::estargz`]): gzip members per file chunk and a TOC, at this gzip level.
+    Estargz {
+        /// 0 to 9.
+        level: u32,
+    },
+    /// zstd:chunked ([`super::zstdchunked`]): zstd frames per file chunk, a TOC and tar-split,
+    /// at this zstd level.
+    ZstdChunked {
         /// 1 to 22.
         level: i32,
     },
@@ -108,13 +125,25 @@ impl Compression {
             Some(l) => format!("{algorithm}:{l}"),
             None => algorithm.to_string(),
         };
-        let bad = || Error::Unsupported(format!("compression {text:?}: expected none, gzip[:0-9] or zstd[:1-22]"));
+        let bad = || {
+            Error::Unsupported(format!(
+                "compression {text:?}: expected none, gzip[:0-9], zstd[:1-22], estargz[:0-9] or zstd:chunked[:1-22]"
+            ))
+        };
         match (algorithm, level) {
             ("none", None) => Ok(Compression::None),
             ("gzip", None) => Ok(Compression::Gzip { level: DEFAULT_GZIP_LEVEL }),
             ("zstd", None) => Ok(Compression::Zstd { level: DEFAULT_ZSTD_LEVEL }),
+            ("estargz", None) => Ok(Compression::Estargz { level: DEFAULT_GZIP_LEVEL }),
+            ("zstd:chunked", None) => Ok(Compression::ZstdChunked { level: DEFAULT_ZSTD_LEVEL }),
             ("gzip", Some(l)) => level_in(l, GZIP_LEVELS).map(|level| Compression::Gzip { level }).ok_or_else(bad),
             ("zstd", Some(l)) => level_in(l, ZSTD_LEVELS).map(|level| Compression::Zstd { level }).ok_or_else(bad),
+            ("estargz", Some(l)) => {
+                level_in(l, GZIP_LEVELS).map(|level| Compression::Estargz { level }).ok_or_else(bad)
+            }
+            ("zstd:chunked", Some(l)) => {
+                level_in(l, ZSTD_LEVELS).map(|level| Compression::ZstdChunked { level }).ok_or_else(bad)
+            }
             _ => Err(bad()),
         }
     }
@@ -123,9 +152,14 @@ impl Compression {
     pub fn algorithm(self) -> Algorithm {
         match self {
             Compression::None => Algorithm::None,
-            Compression::Gzip { .. } => Algorithm::Gzip,
-            Compression::Zstd { .. } => Algorithm::Zstd,
+            Compression::Gzip { .. } | Compression::Estargz { .. } => Algorithm::Gzip,
+            Compression::Zstd { .. } | Compression::ZstdChunked { .. } => Algorithm::Zstd,
         }
+    }
+
+    /// Whether it is a lazy-pull format (written whole-layer, with a TOC).
+    pub fn is_lazy(self) -> bool {
+        matches!(self, Compression::Estargz { .. } | Compression::ZstdChunked { .. })
     }
 
     /// Media type of an (OCI) image layer with this compression.
@@ -147,6 +181,13 @@ fn level_in<T: FromStr + PartialOrd>(text: &str, range: std::ops::RangeInclusive
 impl FromStr for Compression {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("zstd:chunked") {
+            match rest.strip_prefix(':') {
+                Some(level) => return Compression::from_parts("zstd:chunked", Some(level)),
+                None if rest.is_empty() => return Compression::from_parts("zstd:chunked", None),
+                None => {}
+            }
+        }
         match s.split_once(':') {
             Some((name, level)) => Compression::from_parts(name, Some(level)),
             None => Compression::from_parts(s, None),
@@ -160,6 +201,8 @@ impl std::fmt::Display for Compression {
             Compression::None => write!(f, "none"),
             Compression::Gzip { level } => write!(f, "gzip:{level}"),
             Compression::Zstd { level } => write!(f, "zstd:{level}"),
+            Compression::Estargz { level } => write!(f, "estargz:{level}"),
+            Compression::ZstdChunked { level } => write!(f, "zstd:chunked:{level}"),
         }
     }
 }
@@ -191,6 +234,12 @@ enum Enc<W: Write> {
 impl<W: Write> Encoder<W> {
     fn new(w: W, c: Compression) -> io::Result<Self> {
         Ok(Encoder(match c {
+            Compression::Estargz { .. } | Compression::ZstdChunked { .. } => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{c} is a whole-layer format: write it with layer::codec::compress_layer"),
+                ))
+            }
             Compression::None => Enc::Plain(w),
             Compression::Gzip { level } => Enc::Gzip(Box::new(ParGzEncoder::new(w, flate2::Compression::new(level)))),
             Compression::Zstd { level } => {
@@ -239,6 +288,64 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// Options of the lazy-pull formats; the other compressions ignore them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LazyOptions {
+    /// Largest chunk of a file's data per gzip member or zstd frame (`--estargz-chunk-size`);
+    /// `None`: 4 MiB.
+    pub chunk_size: Option<u64>,
+    /// eStargz: files to put first, followed by the prefetch landmark (`--estargz-prioritized`).
+    pub prioritized: Vec<String>,
+}
+
+/// What [`compress_layer`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressedLayer {
+    /// Digest of the uncompressed content when it is not the input tar's (eStargz adds its
+    /// TOC entry and landmarks); `None`: the input's.
+    pub diff_id: Option<crate::model::digest::Digest>,
+    /// Annotations the layer's descriptor carries (the lazy formats' TOC digests, positions).
+    pub annotations: Vec<(&'static str, String)>,
+}
+
+/// Compress the uncompressed layer tar `tar` as `c` onto `out`: the one entry point of every
+/// compression, stream encoders and whole-layer lazy formats alike. `what` names the layer in
+/// errors. Returns `out` (the encoder finished) and what changed.
+pub fn compress_layer<R: Read, W: Write>(
+    c: Compression,
+    lazy: &LazyOptions,
+    mut tar: R,
+    out: W,
+    what: &str,
+) -> io::Result<(W, CompressedLayer)> {
+    let opts = |level: u32| {
+        let mut o = super::estargz::Options::new(level);
+        if let Some(size) = lazy.chunk_size {
+            o.chunk_size = size;
+        }
+        o.prioritized = lazy.prioritized.clone();
+        o
+    };
+    match c {
+        Compression::Estargz { level } => {
+            let (w, written) = super::estargz::write(tar, out, &opts(level), what)?;
+            Ok((
+                w,
+                CompressedLayer { diff_id: Some(written.diff_id.clone()), annotations: written.annotations().to_vec() },
+            ))
+        }
+        Compression::ZstdChunked { level } => {
+            let (w, written) = super::zstdchunked::write(tar, out, &opts(level as u32), what)?;
+            Ok((w, CompressedLayer { diff_id: None, annotations: written.annotations }))
+        }
+        _ => {
+            let mut e = c.encoder(out)?;
+            io::copy(&mut tar, &mut e)?;
+            Ok((e.finish()?, CompressedLayer { diff_id: None, annotations: Vec::new() }))
+        }
+    }
+}
+
 /// `r` decompressed as `algorithm`: gzip reads every member, zstd every frame.
 pub fn decoder<'a, R: BufRead + Send + 'a>(algorithm: Algorithm, r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
     Ok(match algorithm {
@@ -246,6 +353,22 @@ pub fn decoder<'a, R: BufRead + Send + 'a>(algorithm: Algorithm, r: R) -> io::Re
         Algorithm::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
         Algorithm::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
     })
+}
+
+/// Whether `head` starts a stream of a compression that archives `ADD` extracts may use but
+/// layers never do: xz and bzip2 (BuildKit extracts both).
+pub fn is_archive_only_compression(head: &[u8]) -> bool {
+    matches!(head, [0xfd, b'7', b'z', b'X', b'Z', 0, ..] | [b'B', b'Z', b'h', ..])
+}
+
+/// The decompression of a local archive (`ADD`), by the magic bytes `head` it starts with:
+/// xz and bzip2 (every stream of a multi-stream file), else the layer algorithms.
+pub fn archive_decoder<'a, R: BufRead + Send + 'a>(head: &[u8], r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    match head {
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r))),
+        [b'B', b'Z', b'h', ..] => Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r))),
+        _ => decoder(Algorithm::sniff(head), r),
+    }
 }
 
 /// The one decompression dispatch for a layer read as a stream: by `media_type` when it names
@@ -385,7 +508,21 @@ mod tests {
         assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip { level: DEFAULT_GZIP_LEVEL });
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: DEFAULT_ZSTD_LEVEL });
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-        for bad in ["gzip:10", "zstd:0", "zstd:23", "lz4", "none:1", "gzip:x", "gzip:-1"] {
+        assert_eq!("estargz".parse::<Compression>().unwrap(), Compression::Estargz { level: DEFAULT_GZIP_LEVEL });
+        assert_eq!("zstd:chunked:19".parse::<Compression>().unwrap(), Compression::ZstdChunked { level: 19 });
+        assert_eq!("zstd:chunked".parse::<Compression>().unwrap().to_string(), "zstd:chunked:3");
+        for bad in [
+            "gzip:10",
+            "zstd:0",
+            "zstd:23",
+            "lz4",
+            "none:1",
+            "gzip:x",
+            "gzip:-1",
+            "zstd:chunked:0",
+            "estargz:10",
+            "zstd:chunkedx",
+        ] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
         }
         assert_eq!(Compression::from_parts("zstd", Some("5")).unwrap().to_string(), "zstd:5");

@@ -63,23 +63,36 @@ const JOB_BYTES: usize = 1 << 20;
 /// Batches in flight per thread.
 const IN_FLIGHT_PER_WORKER: usize = 3;
 
-/// How [`write`] writes.
+/// How [`write`] (and [`super::zstdchunked::write`]) writes.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// gzip level, 0-9.
+    /// gzip level, 0-9 (zstd:chunked: zstd level, 1-22).
     pub level: u32,
-    /// Largest chunk of file data per gzip member (> 0).
+    /// Largest chunk of file data per gzip member or zstd frame (> 0).
     pub chunk_size: u64,
     /// Compression threads (output does not depend on it).
     pub workers: usize,
+    /// Files to put first, in this order, followed by the prefetch landmark (eStargz only;
+    /// paths as in the tar, compared cleaned). Empty: no landmark.
+    pub prioritized: Vec<String>,
 }
 
 impl Options {
     /// `level`, the default chunk size, one thread per core (at least two).
     pub fn new(level: u32) -> Options {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Options { level, chunk_size: DEFAULT_CHUNK_SIZE, workers: cores.max(2) }
+        Options { level, chunk_size: DEFAULT_CHUNK_SIZE, workers: cores.max(2), prioritized: Vec::new() }
     }
+}
+
+/// What the members of a lazy-pull layer are: gzip members (eStargz) or zstd frames
+/// (zstd:chunked). The cutting, the worker threads and the TOC offsets are shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Frames {
+    /// eStargz: a chunk's member goes on with the padding and headers after it.
+    Gzip,
+    /// zstd:chunked: a file's data is in frames of its own (as containers/storage cuts them).
+    Zstd,
 }
 
 /// What [`write`] wrote.
@@ -120,42 +133,48 @@ struct Toc<'a> {
 
 /// One TOC entry, fields in the Go struct's order, empty ones left out (`omitempty`).
 #[derive(Serialize, Default, Clone)]
-struct TocEntry {
-    name: String,
+pub(crate) struct TocEntry {
+    pub(crate) name: String,
     #[serde(rename = "type")]
-    kind: &'static str,
+    pub(crate) kind: &'static str,
     #[serde(skip_serializing_if = "is_zero")]
-    size: u64,
+    pub(crate) size: u64,
     #[serde(rename = "modtime", skip_serializing_if = "String::is_empty")]
-    mod_time: String,
+    pub(crate) mod_time: String,
     #[serde(rename = "linkName", skip_serializing_if = "String::is_empty")]
-    link_name: String,
+    pub(crate) link_name: String,
     #[serde(skip_serializing_if = "is_zero")]
-    mode: u64,
+    pub(crate) mode: u64,
     #[serde(skip_serializing_if = "is_zero")]
-    uid: u64,
+    pub(crate) uid: u64,
     #[serde(skip_serializing_if = "is_zero")]
-    gid: u64,
+    pub(crate) gid: u64,
     #[serde(rename = "userName", skip_serializing_if = "String::is_empty")]
-    user_name: String,
+    pub(crate) user_name: String,
     #[serde(rename = "groupName", skip_serializing_if = "String::is_empty")]
-    group_name: String,
+    pub(crate) group_name: String,
     #[serde(skip_serializing_if = "is_zero")]
-    offset: u64,
+    pub(crate) offset: u64,
     #[serde(rename = "devMajor", skip_serializing_if = "is_zero")]
-    dev_major: u64,
+    pub(crate) dev_major: u64,
     #[serde(rename = "devMinor", skip_serializing_if = "is_zero")]
-    dev_minor: u64,
+    pub(crate) dev_minor: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    xattrs: BTreeMap<String, String>,
+    pub(crate) xattrs: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "String::is_empty")]
-    digest: String,
+    pub(crate) digest: String,
     #[serde(rename = "chunkOffset", skip_serializing_if = "is_zero")]
-    chunk_offset: u64,
+    pub(crate) chunk_offset: u64,
     #[serde(rename = "chunkSize", skip_serializing_if = "is_zero")]
-    chunk_size: u64,
+    pub(crate) chunk_size: u64,
     #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
-    chunk_digest: String,
+    pub(crate) chunk_digest: String,
+    /// Where the member holding this chunk ends (zstd:chunked's `endOffset`).
+    #[serde(skip)]
+    pub(crate) end_offset: u64,
+    /// Modification time in seconds (zstd:chunked writes it as a time).
+    #[serde(skip)]
+    pub(crate) mtime: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -194,10 +213,23 @@ fn gzip_member(level: u32, data: &[u8], out: &mut Vec<u8>) -> io::Result<u64> {
     Ok((out.len() - start) as u64)
 }
 
-fn compress_job(level: u32, members: Vec<MemberIn>) -> Reply {
+/// One zstd frame of `data` (with its checksum) appended to `out`; its size.
+pub(crate) fn zstd_frame(level: u32, data: &[u8], out: &mut Vec<u8>) -> io::Result<u64> {
+    let start = out.len();
+    let mut z = zstd::stream::write::Encoder::new(&mut *out, level as i32)?;
+    z.include_checksum(true)?;
+    z.write_all(data)?;
+    z.finish()?;
+    Ok((out.len() - start) as u64)
+}
+
+fn compress_job(frames: Frames, level: u32, members: Vec<MemberIn>) -> Reply {
     let mut out = JobOut { compressed: Vec::new(), members: Vec::with_capacity(members.len()) };
     for m in members {
-        let size = gzip_member(level, &m.data, &mut out.compressed)?;
+        let size = match frames {
+            Frames::Gzip => gzip_member(level, &m.data, &mut out.compressed)?,
+            Frames::Zstd => zstd_frame(level, &m.data, &mut out.compressed)?,
+        };
         let chunk = m.entry.map(|e| (e, Digest::sha256_of(&m.data[..m.chunk_len])));
         out.members.push((size, chunk));
     }
@@ -213,7 +245,7 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(level: u32, workers: usize) -> Pool {
+    fn new(frames: Frames, level: u32, workers: usize) -> Pool {
         let workers = workers.max(1);
         let (tx, rx) = mpsc::channel::<(Vec<MemberIn>, SyncSender<Reply>)>();
         let rx = Arc::new(Mutex::new(rx));
@@ -225,7 +257,7 @@ impl Pool {
                     .spawn(move || loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok((members, reply)) = job else { return };
-                        let _ = reply.send(compress_job(level, members));
+                        let _ = reply.send(compress_job(frames, level, members));
                     })
                     .expect("spawn estargz worker thread")
             })
@@ -271,28 +303,33 @@ impl Drop for Pool {
 }
 
 /// The writer's state between members.
-struct Writer<W: Write> {
-    out: HashWriter<W>,
-    opts: Options,
+pub(crate) struct Writer<W: Write> {
+    pub(crate) out: HashWriter<W>,
+    pub(crate) opts: Options,
     pool: Pool,
-    toc: Vec<TocEntry>,
+    pub(crate) toc: Vec<TocEntry>,
     /// Regular files whose digest is their single chunk's.
     digest_from_chunk: Vec<usize>,
-    diff: Hasher,
-    uncompressed: u64,
+    pub(crate) diff: Hasher,
+    pub(crate) uncompressed: u64,
+    /// zstd:chunked's tar-split record.
+    pub(crate) split: Option<TarSplit>,
     /// The member being filled.
     cur: MemberIn,
     batch: Vec<MemberIn>,
     batch_bytes: usize,
     /// Compressed bytes written so far.
-    offset: u64,
+    pub(crate) offset: u64,
     /// Last user and group names written per id (the Go writer writes a name once per id).
     unames: BTreeMap<u64, String>,
     gnames: BTreeMap<u64, String>,
 }
 
 impl<W: Write> Writer<W> {
-    fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        if let Some(s) = self.split.as_mut() {
+            s.pending.extend_from_slice(bytes);
+        }
         self.diff.update(bytes);
         self.uncompressed += bytes.len() as u64;
         self.cur.data.extend_from_slice(bytes);
@@ -331,6 +368,7 @@ impl<W: Write> Writer<W> {
         for (size, chunk) in job.members {
             if let Some((entry, digest)) = chunk {
                 self.toc[entry].offset = self.offset;
+                self.toc[entry].end_offset = self.offset + size;
                 self.toc[entry].chunk_digest = digest.to_string();
             }
             self.offset += size;
@@ -395,23 +433,229 @@ impl<W: Write> Writer<W> {
             dev_major: if device { u64::from(h.device_major().ok().flatten().unwrap_or(0)) } else { 0 },
             dev_minor: if device { u64::from(h.device_minor().ok().flatten().unwrap_or(0)) } else { 0 },
             xattrs,
+            mtime: m.number("mtime", |h| h.mtime()),
             ..TocEntry::default()
         })
+    }
+}
+
+/// tar-split's record of a tar (github.com/vbatts/tar-split, `storage.NewJSONPacker`): one
+/// JSON object per line, raw bytes between files as segments (type 2, base64 payload), each
+/// member as a file entry (type 1: name, size, the CRC-64/ISO of its data as payload).
+/// With it, containers/storage rebuilds the exact tar from the files of a partial pull.
+#[derive(Default)]
+pub(crate) struct TarSplit {
+    /// Raw bytes since the last entry.
+    pending: Vec<u8>,
+    /// The JSON lines.
+    pub(crate) json: Vec<u8>,
+    position: u64,
+}
+
+impl TarSplit {
+    fn line(&mut self, v: serde_json::Value) {
+        self.json.extend_from_slice(v.to_string().as_bytes());
+        self.json.push(b'\n');
+        self.position += 1;
+    }
+
+    /// A segment of the pending raw bytes (if any).
+    fn segment(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let payload = base64::engine::general_purpose::STANDARD.encode(std::mem::take(&mut self.pending));
+        let position = self.position;
+        self.line(serde_json::json!({ "type": 2, "payload": payload, "position": position }));
+    }
+
+    /// A file entry, after the segment of the raw bytes before it (its headers).
+    fn file(&mut self, name: &str, size: u64, crc: Option<u64>) {
+        self.segment();
+        let mut v = serde_json::Map::new();
+        v.insert("type".into(), 1.into());
+        v.insert("name".into(), name.into());
+        if size > 0 {
+            v.insert("size".into(), size.into());
+        }
+        let payload = match crc {
+            Some(c) => base64::engine::general_purpose::STANDARD.encode(c.to_be_bytes()).into(),
+            None => serde_json::Value::Null,
+        };
+        v.insert("payload".into(), payload);
+        v.insert("position".into(), self.position.into());
+        self.line(serde_json::Value::Object(v));
+    }
+}
+
+/// CRC-64 with the ISO polynomial, as Go's `hash/crc64` (`crc64.ISO`) computes it: what
+/// tar-split stores for each file's data. (Twelve lines; no crate in the tree has it.)
+pub(crate) struct Crc64(u64);
+
+fn crc64_table() -> &'static [u64; 256] {
+    static TABLE: std::sync::OnceLock<[u64; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0u64; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u64;
+            for _ in 0..8 {
+                c = if c & 1 == 1 { (c >> 1) ^ 0xD800_0000_0000_0000 } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        t
+    })
+}
+
+impl Crc64 {
+    pub(crate) fn new() -> Crc64 {
+        Crc64(!0)
+    }
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        let t = crc64_table();
+        for &b in data {
+            self.0 = t[((self.0 as u8) ^ b) as usize] ^ (self.0 >> 8);
+        }
+    }
+    pub(crate) fn finish(&self) -> u64 {
+        !self.0
     }
 }
 
 /// Convert the uncompressed tar `input` to eStargz on `out` (see the module docs). `what`
 /// names the layer in errors. Returns `out` and what was written.
 pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) -> io::Result<(W, Written)> {
-    assert!(opts.chunk_size > 0, "estargz chunk size must be positive");
+    let input = prioritize(input, &opts.prioritized, what)?;
+    let mut w = frames(input, out, opts, Frames::Gzip, what)?;
+    // The TOC member: a tar entry with the JSON, then the end of the tar.
+    let toc_offset = w.offset;
+    let json = toc_json(&w.toc)?;
+    let toc_digest = Digest::sha256_of(&json);
+    let mut tail = toc_header(json.len() as u64).to_vec();
+    tail.extend_from_slice(&json);
+    tail.resize(tail.len().next_multiple_of(BLOCK), 0);
+    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
+    w.diff.update(&tail);
+    w.uncompressed += tail.len() as u64;
+    let mut gz = Vec::new();
+    gzip_member(w.opts.level, &tail, &mut gz)?;
+    w.out.write_all(&gz)?;
+    w.out.write_all(&footer(toc_offset))?;
+    let Writer { out, diff, uncompressed, .. } = w;
+    let (out, digest, size) = out.finish();
+    Ok((out, Written { digest, size, diff_id: diff.finish(), uncompressed_size: uncompressed, toc_digest }))
+}
+
+/// The tar `input` with the `prioritized` files first (in that order, each after its parent
+/// directories) and the prefetch landmark after them, as the Go writer orders a layer with
+/// `WithPrioritizedFiles` (files not in this layer skipped, the landmark written all the same);
+/// every other member follows in its order. Without prioritized files,
+/// `input` as it is. Reordering needs the whole tar: it is spooled to an anonymous temp file.
+fn prioritize<'a, R: Read + 'a>(input: R, prioritized: &[String], what: &str) -> io::Result<Box<dyn Read + 'a>> {
+    use std::io::{Seek, SeekFrom};
+    if prioritized.is_empty() {
+        return Ok(Box::new(input));
+    }
+    let mut spool = tempfile::tempfile()?;
+    io::copy(&mut { input }, &mut spool)?;
+    spool.seek(SeekFrom::Start(0))?;
+    // Where each member starts and ends (headers, data, padding) in the spooled tar.
+    let mut spans: Vec<(String, u64, u64)> = Vec::new();
+    {
+        let mut tar = TarStream::new(io::BufReader::new(&spool), what);
+        let mut at = 0u64;
+        while let Some(m) = tar.next_member()? {
+            let data = io::copy(&mut tar, &mut io::sink())?;
+            let pad = tar.read_padding()?.len() as u64;
+            let end = at + m.raw.len() as u64 + data + pad;
+            spans.push((clean_name(&m.name), at, end));
+            at = end;
+        }
+    }
+    let mut order: Vec<usize> = Vec::new();
+    let mut used = vec![false; spans.len()];
+    let mut take = |i: usize, order: &mut Vec<usize>| {
+        if !used[i] {
+            used[i] = true;
+            order.push(i);
+        }
+    };
+    for p in prioritized.iter().map(|p| clean_name(p)) {
+        // A file another layer holds is skipped, as `ctr-remote` and nerdctl allow it.
+        let Some(i) = spans.iter().position(|(n, _, _)| *n == p) else { continue };
+        let mut parents: Vec<&str> = Vec::new();
+        let mut dir = p.as_str();
+        while let Some((d, _)) = dir.rsplit_once('/') {
+            parents.push(d);
+            dir = d;
+        }
+        for d in parents.iter().rev() {
+            if let Some(j) = spans.iter().position(|(n, _, _)| n == d) {
+                take(j, &mut order);
+            }
+        }
+        take(i, &mut order);
+    }
+    let rest: Vec<usize> = (0..spans.len()).filter(|i| !order.contains(i)).collect();
+    let mut out = tempfile::tempfile()?;
+    let mut copy_span = |out: &mut std::fs::File, i: usize| -> io::Result<()> {
+        let (_, start, end) = spans[i];
+        spool.seek(SeekFrom::Start(start))?;
+        io::copy(&mut (&spool).take(end - start), out)?;
+        Ok(())
+    };
+    for &i in &order {
+        copy_span(&mut out, i)?;
+    }
+    out.write_all(&landmark_header(PREFETCH_LANDMARK))?;
+    let mut data = [0u8; BLOCK];
+    data[0] = 0xf;
+    out.write_all(&data)?;
+    for i in rest {
+        copy_span(&mut out, i)?;
+    }
+    out.write_all(&[0u8; 2 * BLOCK])?;
+    out.seek(SeekFrom::Start(0))?;
+    Ok(Box::new(io::BufReader::new(out)))
+}
+
+/// The header of a landmark entry: a regular file of one byte (`0xf`, what the Go writer
+/// puts in it), mode 0644, owner 0, time 0.
+fn landmark_header(name: &str) -> [u8; BLOCK] {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).expect("short name");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1);
+    h.set_cksum();
+    *h.as_bytes()
+}
+
+/// The members of the tar `input` as gzip members or zstd frames (see [`Frames`]) on `out`,
+/// each file's chunks in the TOC with their offsets and digests. Returns the writer, for the
+/// format to add its tail. For zstd:chunked the end of the tar is kept as it was (so the
+/// content, and the diff_id, are the input's) and the tar-split record is made on the way.
+pub(crate) fn frames<R: Read, W: Write>(
+    input: R,
+    out: W,
+    opts: &Options,
+    kind: Frames,
+    what: &str,
+) -> io::Result<Writer<W>> {
+    assert!(opts.chunk_size > 0, "lazy-pull chunk size must be positive");
+    let zstd = kind == Frames::Zstd;
     let mut w = Writer {
         out: HashWriter::new(out),
         opts: opts.clone(),
-        pool: Pool::new(opts.level, opts.workers),
+        pool: Pool::new(kind, opts.level, opts.workers),
         toc: Vec::new(),
         digest_from_chunk: Vec::new(),
         diff: Algorithm::Sha256.hasher(),
         uncompressed: 0,
+        split: zstd.then(TarSplit::default),
         cur: MemberIn { data: Vec::new(), entry: None, chunk_len: 0 },
         batch: Vec::new(),
         batch_bytes: 0,
@@ -422,7 +666,7 @@ pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) ->
     let mut tar = TarStream::new(input, what);
     let chunk_size = w.opts.chunk_size;
     while let Some(m) = tar.next_member()? {
-        if clean_name(&m.name) == TOC_TAR_NAME {
+        if !zstd && clean_name(&m.name) == TOC_TAR_NAME {
             // An earlier TOC: the new one replaces it (the Go writer drops it too).
             io::copy(&mut tar, &mut io::sink())?;
             tar.read_padding()?;
@@ -434,6 +678,7 @@ pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) ->
             let size = m.size;
             let reg = w.toc.len();
             let mut file_hash = (size > chunk_size).then(|| Algorithm::Sha256.hasher());
+            let mut crc = zstd.then(Crc64::new);
             let mut written = 0u64;
             while written < size {
                 let chunk = chunk_size.min(size - written);
@@ -453,6 +698,9 @@ pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) ->
                 if let Some(h) = file_hash.as_mut() {
                     h.update(data);
                 }
+                if let Some(c) = crc.as_mut() {
+                    c.update(data);
+                }
                 w.cur.chunk_len = chunk as usize;
                 written += chunk;
                 ent = TocEntry { name: m.name.clone(), kind: "chunk", ..TocEntry::default() };
@@ -461,7 +709,17 @@ pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) ->
                 Some(h) => w.toc[reg].digest = h.finish().to_string(),
                 None => w.digest_from_chunk.push(reg),
             }
+            if let Some(s) = w.split.as_mut() {
+                s.file(&m.name, size, crc.map(|c| c.finish()));
+            }
+            if zstd {
+                // The padding and the next headers start a frame of their own.
+                w.cut(None)?;
+            }
         } else {
+            if let Some(s) = w.split.as_mut() {
+                s.file(&m.name, 0, None);
+            }
             if ent.kind == "reg" {
                 ent.digest = Digest::sha256_of(b"").to_string();
             }
@@ -473,30 +731,33 @@ pub fn write<R: Read, W: Write>(input: R, out: W, opts: &Options, what: &str) ->
             w.cut(None)?;
         }
     }
+    if zstd {
+        // The tar's end as it was (its zero blocks and whatever follows).
+        if tar.ended_on_zero_block() {
+            w.push(&[0u8; BLOCK]);
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = tar.rest().read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.push(&buf[..n]);
+            if w.cur.data.len() as u64 >= chunk_size {
+                w.cut(None)?;
+            }
+        }
+        if let Some(s) = w.split.as_mut() {
+            s.segment();
+        }
+    }
     w.cut(None)?;
     w.flush_batch()?;
     while w.take(true)? {}
     for reg in std::mem::take(&mut w.digest_from_chunk) {
         w.toc[reg].digest = w.toc[reg].chunk_digest.clone();
     }
-
-    // The TOC member: a tar entry with the JSON, then the end of the tar.
-    let toc_offset = w.offset;
-    let json = toc_json(&w.toc)?;
-    let toc_digest = Digest::sha256_of(&json);
-    let mut tail = toc_header(json.len() as u64).to_vec();
-    tail.extend_from_slice(&json);
-    tail.resize(tail.len().next_multiple_of(BLOCK), 0);
-    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
-    w.diff.update(&tail);
-    w.uncompressed += tail.len() as u64;
-    let mut gz = Vec::new();
-    gzip_member(w.opts.level, &tail, &mut gz)?;
-    w.out.write_all(&gz)?;
-    w.out.write_all(&footer(toc_offset))?;
-    let Writer { out, diff, uncompressed, .. } = w;
-    let (out, digest, size) = out.finish();
-    Ok((out, Written { digest, size, diff_id: diff.finish(), uncompressed_size: uncompressed, toc_digest }))
+    Ok(w)
 }
 
 /// The TOC as the Go writer marshals it (`json.MarshalIndent(toc, "", "\t")`).
@@ -589,7 +850,7 @@ mod tests {
         let tar = sample_tar();
         let mut outs = Vec::new();
         for workers in [1, 3] {
-            let opts = Options { level: 6, chunk_size: 256 << 10, workers };
+            let opts = Options { level: 6, chunk_size: 256 << 10, workers, prioritized: Vec::new() };
             let (blob, written) = write(&tar[..], Vec::new(), &opts, "test").unwrap();
             assert_eq!(written.digest, Digest::sha256_of(&blob));
             outs.push((blob, written));

@@ -16,6 +16,7 @@ pub mod estargz;
 mod pgzip;
 pub(crate) mod tar;
 mod tarstream;
+pub mod zstdchunked;
 
 pub use codec::Compression;
 
@@ -153,6 +154,9 @@ pub fn build_items_layer_blocking(
     mtime: i64,
 ) -> Result<LayerBlob> {
     link_hardlinks(&mut items);
+    if compression.is_lazy() {
+        return build_lazy_layer(layout, &items, compression, mtime);
+    }
     let mut tmp = layout.begin_blob()?;
     // Layers are written direct: their size is unknown until the end, and small ones only
     // pay one short extra write for the tail.
@@ -168,6 +172,43 @@ pub fn build_items_layer_blocking(
     tmp.set_hashed(digest.clone(), size);
     tmp.commit(&digest, size)?;
     Ok(LayerBlob { descriptor: Descriptor::new(compression.layer_media_type(), digest, size), diff_id })
+}
+
+/// [`build_items_layer_blocking`] for the lazy-pull formats, which cut the whole tar: the tar
+/// goes to an anonymous temp file first, then through the codec's one dispatch
+/// ([`codec::compress_layer`]), so a build writes the bytes `copy --dest-compress` writes.
+fn build_lazy_layer(
+    layout: &Layout,
+    items: &BTreeMap<String, Item>,
+    compression: Compression,
+    mtime: i64,
+) -> Result<LayerBlob> {
+    use std::io::Seek;
+    let mut tmp = layout.begin_blob()?;
+    let mut plain = tempfile::tempfile().at(tmp.path())?;
+    let tar_digest = {
+        let mut w = HashWriter::new(BufWriter::with_capacity(BUF, &mut plain));
+        write_tar(items, mtime.max(0) as u64, &mut w)?;
+        let (mut w, digest, _) = w.finish();
+        w.flush().at(tmp.path())?;
+        digest
+    };
+    plain.seek(io::SeekFrom::Start(0)).at(tmp.path())?;
+    let out = tmp.blob_file(true)?;
+    let sink = HashWriter::new(BufWriter::with_capacity(BUF, out));
+    let what = format!("layer {}", tmp.path().display());
+    let (sink, layer) =
+        codec::compress_layer(compression, &codec::LazyOptions::default(), io::BufReader::new(plain), sink, &what)
+            .at(tmp.path())?;
+    let (file, digest, size) = sink.finish();
+    file.into_inner().map_err(|e| e.into_error()).at(tmp.path())?.finish().at(tmp.path())?;
+    tmp.set_hashed(digest.clone(), size);
+    tmp.commit(&digest, size)?;
+    let mut descriptor = Descriptor::new(compression.layer_media_type(), digest, size);
+    for (k, v) in layer.annotations {
+        descriptor.annotations.insert(k.to_string(), v);
+    }
+    Ok(LayerBlob { descriptor, diff_id: layer.diff_id.unwrap_or(tar_digest) })
 }
 
 /// Write the deterministic tar of `entries` to `w` (no compression). Returns nothing but

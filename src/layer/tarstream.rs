@@ -65,6 +65,8 @@ pub(crate) struct TarStream<R: Read> {
     padding: usize,
     /// What the stream is (for errors).
     what: String,
+    /// Whether the end of the archive was a zero block (read), rather than the end of input.
+    zero_block: bool,
 }
 
 fn bad(what: &str, why: impl std::fmt::Display) -> io::Error {
@@ -91,7 +93,18 @@ fn c_string(bytes: &[u8]) -> Vec<u8> {
 impl<R: Read> TarStream<R> {
     /// A reader of the tar `inner`; `what` names it in errors.
     pub fn new(inner: R, what: impl Into<String>) -> Self {
-        TarStream { inner, remaining: 0, padding: 0, what: what.into() }
+        TarStream { inner, remaining: 0, padding: 0, what: what.into(), zero_block: false }
+    }
+
+    /// Whether [`Self::next_member`] ended on a zero block (512 bytes read), not at the end of
+    /// the input.
+    pub fn ended_on_zero_block(&self) -> bool {
+        self.zero_block
+    }
+
+    /// The input after the end of the archive (the rest of the end blocks, padding).
+    pub fn rest(&mut self) -> &mut R {
+        &mut self.inner
     }
 
     /// The next member, or `None` at the end of the archive (a zero block or the end of the
@@ -109,6 +122,7 @@ impl<R: Read> TarStream<R> {
                 if !raw.is_empty() {
                     return Err(bad(&self.what, "extension headers at the end of the archive describe no member"));
                 }
+                self.zero_block = n == BLOCK;
                 return Ok(None);
             }
             if n < BLOCK {

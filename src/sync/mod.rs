@@ -34,10 +34,13 @@ use crate::model::digest::Digest;
 use crate::model::document::View;
 use crate::model::platform::Platform;
 use crate::model::reference::Reference;
+use crate::transport::archive::oci::{OciArchive, OciArchiveWriter};
 use crate::transport::layout::Layout;
 use crate::transport::registry::credentials::Credential;
 use crate::transport::registry::{Client, RegistryOptions, Repository};
-use crate::transport::{BlobOutcome, Destination, Progress, Source};
+use crate::transport::{BlobOutcome, Destination, Endpoint, Progress, Source};
+use crate::trust::policy::Policy;
+use crate::trust::sign::Signer;
 
 /// Where a sync reads from.
 #[derive(Clone, Debug)]
@@ -46,7 +49,8 @@ pub enum SyncSource {
     Docker(String),
     /// skopeo sync's YAML file.
     Yaml(PathBuf),
-    /// An OCI layout written by `sync --dest dir` (roots named `registry/repo:tag`).
+    /// An OCI layout written by `sync --dest dir` (roots named `registry/repo:tag`), or an
+    /// OCI archive (a path ending in `.tar`).
     Dir(PathBuf),
 }
 
@@ -55,8 +59,21 @@ pub enum SyncSource {
 pub enum SyncDest {
     /// A registry and path prefix (`host[:port][/path]`).
     Docker(String),
-    /// One OCI layout directory.
+    /// One OCI layout directory, or an OCI archive when the path ends in `.tar`.
     Dir(PathBuf),
+}
+
+/// Whether a `dir` path names an OCI archive (`.tar`) rather than a layout directory.
+pub fn is_archive_path(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "tar")
+}
+
+/// The layout an archive destination is assembled in: `.NAME.sync` beside the archive. It is
+/// kept when the sync does not complete, so a re-run resumes from it; removed after the
+/// archive is written.
+pub fn archive_staging(p: &Path) -> PathBuf {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive.tar".into());
+    p.with_file_name(format!(".{name}.sync"))
 }
 
 /// Which tags of the matching images to keep, beyond the source's own selection.
@@ -100,6 +117,12 @@ pub struct SyncOptions {
     /// Stop before a source registry's stated rate limit (`ratelimit-remaining`) falls to
     /// this many requests; the images not synced yet are reported as not run.
     pub rate_limit_floor: Option<u64>,
+    /// Every source image that would be copied is checked against this trust policy first;
+    /// a refused one is reported (`Status::Refused`) and skipped, the others go on.
+    pub policy: Option<Arc<Policy>>,
+    /// Sign each copied image at a registry destination (both formats, claiming its
+    /// destination name unless the signer names an identity).
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Default for SyncOptions {
@@ -111,6 +134,8 @@ impl Default for SyncOptions {
             filters: Filters::default(),
             dry_run: false,
             rate_limit_floor: None,
+            policy: None,
+            signer: None,
         }
     }
 }
@@ -237,15 +262,32 @@ struct RepoSpec {
 #[derive(Clone)]
 enum Src {
     Registry(Repository),
-    Layout(Arc<Layout>),
+    /// A layout or an OCI archive at `path`.
+    Local {
+        src: Arc<dyn Source>,
+        path: PathBuf,
+        archive: bool,
+    },
 }
 
 impl Src {
     fn source(&self) -> &dyn Source {
         match self {
             Src::Registry(r) => r,
-            Src::Layout(l) => l.as_ref(),
+            Src::Local { src, .. } => src.as_ref(),
         }
+    }
+    /// How a trust policy names the image `item` (its scope).
+    fn endpoint(&self, item: &Item) -> Result<Endpoint> {
+        Ok(match self {
+            Src::Registry(_) => Endpoint::Registry(item.full_name.parse()?),
+            Src::Local { path, archive: false, .. } => {
+                Endpoint::Layout { path: path.clone(), reference: Some(item.target.clone()) }
+            }
+            Src::Local { path, archive: true, .. } => {
+                Endpoint::OciArchive { path: path.clone(), reference: Some(item.target.clone()) }
+            }
+        })
     }
 }
 
@@ -280,7 +322,14 @@ pub async fn sync(
     let mut report = SyncReport::default();
     let jobs = opts.jobs.max(1);
     // the destination
+    if let (Some(_), SyncDest::Dir(p)) = (&opts.signer, dst) {
+        return Err(Error::Usage(format!(
+            "{}: signing at the destination needs a registry destination (--dest docker); a layout or archive keeps the signatures the source has",
+            p.display()
+        )));
+    }
     let layout_dst = match dst {
+        SyncDest::Dir(p) if is_archive_path(p) => Some(Arc::new(LayoutSink::new(staging_for(p).await?)?)),
         SyncDest::Dir(p) => Some(Arc::new(LayoutSink::new(Layout::create(p)?)?)),
         SyncDest::Docker(prefix) => {
             check_prefix(prefix)?;
@@ -355,6 +404,14 @@ pub async fn sync(
         sink.flush().await?;
     }
     report.stopped = ctx.stop.lock().expect("lock").clone();
+    if let (Some(sink), SyncDest::Dir(p)) = (&layout_dst, dst) {
+        if is_archive_path(p) && !opts.dry_run {
+            let complete = report.failed == 0
+                && report.stopped.is_none()
+                && done.iter().all(|(_, r, _)| !matches!(r.status, Status::Failed | Status::NotRun));
+            write_archive(&sink.layout, p, complete, progress).await?;
+        }
+    }
     done.sort_by_key(|(i, _, _)| *i);
     for (_, r, c) in done {
         report.blobs_uploaded += c.blobs_uploaded;
@@ -363,6 +420,51 @@ pub async fn sync(
         report.add(r);
     }
     Ok(report)
+}
+
+/// The staging layout of an archive destination: the one a sync that did not complete left
+/// (resumed), else a new one seeded from the archive already at `p`, so that a re-sync
+/// copies only what changed at the source.
+async fn staging_for(p: &Path) -> Result<Layout> {
+    let staging = archive_staging(p);
+    let fresh = !staging.join("index.json").exists();
+    let layout = Layout::create(&staging)?;
+    if fresh && p.is_file() {
+        let old = OciArchive::open(p)?;
+        let roots = grouped_roots(old.roots().await?);
+        copy::graph_many(&old, &layout, &roots, &CopyOptions::default(), &crate::transport::NoProgress).await?;
+    }
+    Ok(layout)
+}
+
+/// Roots as `(descriptor, names)`, one entry per digest, in first-seen order.
+fn grouped_roots(roots: Vec<(Descriptor, Option<String>)>) -> Vec<(Descriptor, Vec<String>)> {
+    let mut at: HashMap<Digest, usize> = HashMap::new();
+    let mut out: Vec<(Descriptor, Vec<String>)> = Vec::new();
+    for (d, name) in roots {
+        let i = *at.entry(d.digest.clone()).or_insert_with(|| {
+            out.push((d.clone(), Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.extend(name);
+    }
+    out
+}
+
+/// Write every root of the staging layout (images under their full names, referrers and
+/// other untagged roots as they are) into the OCI archive `p`, each blob once; nothing is at
+/// `p` until the archive is complete (temp file, rename). A `complete` sync removes the
+/// staging layout; otherwise it stays for the re-run.
+async fn write_archive(staging: &Layout, p: &Path, complete: bool, progress: &dyn Progress) -> Result<()> {
+    let roots = grouped_roots(staging.roots().await?);
+    let out = OciArchiveWriter::create(p).await?;
+    copy::graph_many(staging, &out, &roots, &CopyOptions::default(), progress).await?;
+    out.finish().await?;
+    if complete {
+        let dir = staging.root().to_path_buf();
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { path: dir, source: e })?;
+    }
+    Ok(())
 }
 
 fn line_for(r: &ImageResult) -> String {
@@ -617,15 +719,18 @@ async fn created_of(repo: &Repository, target: &str) -> Result<Option<i64>> {
         .map(|(s, _)| s))
 }
 
-/// The images of a layout written by `sync --dest dir`: every tagged root. A root named
-/// `registry/repo:tag` keeps that name; a plain tag is read as `<dir name>:tag`, as skopeo
-/// names an image directory by its path.
+/// The images of a layout (or OCI archive) written by `sync --dest dir`: every tagged root.
+/// A root named `registry/repo:tag` keeps that name; a plain tag is read as `<dir name>:tag`,
+/// as skopeo names an image directory by its path.
 async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> {
-    let layout = Arc::new(Layout::open(path)?);
+    let archive = is_archive_path(path) && path.is_file();
+    let layout: Arc<dyn Source> =
+        if archive { Arc::new(OciArchive::open(path)?) } else { Arc::new(Layout::open(path)?) };
+    let src = Src::Local { src: layout.clone(), path: path.to_path_buf(), archive };
     let dir_name = path
         .canonicalize()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| if archive { p.file_stem() } else { p.file_name() }.map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "image".into());
     let mut out = Vec::new();
     for (desc, name) in layout.roots().await? {
@@ -634,13 +739,7 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
             Ok(r) if name.contains('/') => r.to_string(),
             _ => format!("{dir_name}:{name}"),
         };
-        out.push(Item {
-            src: Src::Layout(layout.clone()),
-            target: name,
-            known: Some(desc),
-            full_name,
-            platforms: platforms.to_vec(),
-        });
+        out.push(Item { src: src.clone(), target: name, known: Some(desc), full_name, platforms: platforms.to_vec() });
     }
     Ok(out)
 }
@@ -691,6 +790,7 @@ impl RunCtx<'_> {
         result.destination = match &dst {
             Dst::Registry { shown, .. } => shown.clone(),
             Dst::Layout { name } => match self.dst {
+                SyncDest::Dir(p) if is_archive_path(p) => format!("oci-archive:{}:{name}", p.display()),
                 SyncDest::Dir(p) => format!("oci:{}:{name}", p.display()),
                 _ => name.clone(),
             },
@@ -700,9 +800,10 @@ impl RunCtx<'_> {
             return (result, Default::default());
         }
         match self.check_and_copy(&item, &dst).await {
-            Ok((digest, status, report)) => {
+            Ok((digest, status, report, note)) => {
                 result.digest = Some(digest.to_string());
                 result.status = status;
+                result.error = note;
                 result.bytes_uploaded = report.bytes_uploaded;
                 (result, report)
             }
@@ -713,7 +814,12 @@ impl RunCtx<'_> {
         }
     }
 
-    async fn check_and_copy(&self, item: &Item, dst: &Dst) -> Result<(Digest, Status, copy::CopyReport)> {
+    /// What happened to `item`: its digest, status, copy report, and why it was refused.
+    async fn check_and_copy(
+        &self,
+        item: &Item,
+        dst: &Dst,
+    ) -> Result<(Digest, Status, copy::CopyReport, Option<String>)> {
         // the source's digest and the destination's, asked together
         let src_head = async {
             match (&item.known, &item.src) {
@@ -722,7 +828,7 @@ impl RunCtx<'_> {
                     .head_manifest(&item.target)
                     .await?
                     .ok_or_else(|| Error::not_found(item.target.clone(), Source::location(r))),
-                (None, Src::Layout(l)) => l.resolve(Some(&item.target)).await,
+                (None, Src::Local { src, .. }) => src.resolve(Some(&item.target)).await,
             }
         };
         let dst_head = async {
@@ -739,15 +845,26 @@ impl RunCtx<'_> {
         let have = have?;
         if let Some(h) = &have {
             if h.digest == desc.digest || self.same_after_filter(item, &desc, h, dst).await? {
-                return Ok((desc.digest, Status::Skipped, Default::default()));
+                return Ok((desc.digest, Status::Skipped, Default::default(), None));
+            }
+        }
+        // the trust policy decides on the digest just resolved, before anything is copied;
+        // the copy then moves exactly that digest
+        if let Some(policy) = &self.opts.policy {
+            match policy.check(&item.src.endpoint(item)?, item.src.source(), &desc).await {
+                Ok(()) => {}
+                Err(e @ Error::Untrusted { .. }) => {
+                    return Ok((desc.digest, Status::Refused, Default::default(), Some(e.to_string())))
+                }
+                Err(e) => return Err(e),
             }
         }
         if self.opts.dry_run {
-            return Ok((desc.digest, Status::WouldCopy, Default::default()));
+            return Ok((desc.digest, Status::WouldCopy, Default::default(), None));
         }
         if let (Some(floor), Src::Registry(r)) = (self.opts.rate_limit_floor, &item.src) {
             if self.stop.lock().expect("lock").is_some() {
-                return Ok((desc.digest, Status::NotRun, Default::default()));
+                return Ok((desc.digest, Status::NotRun, Default::default(), None));
             }
             if let Some(rl) = r.rate_limit().await {
                 if rl.remaining <= floor {
@@ -762,23 +879,37 @@ impl RunCtx<'_> {
                     if stop.is_none() {
                         *stop = Some(why);
                     }
-                    return Ok((desc.digest, Status::NotRun, Default::default()));
+                    return Ok((desc.digest, Status::NotRun, Default::default(), None));
                 }
             }
         }
         let opts = CopyOptions { platforms: item.platforms.clone(), ..self.copy_opts.clone() };
         let src = item.src.source();
         let report = match dst {
-            Dst::Registry { repo, tag, .. } => {
+            Dst::Registry { repo, tag, shown } => {
                 let tags: Vec<String> = tag.iter().cloned().collect();
-                copy::graph(src, repo, &desc, &tags, &opts, self.progress).await?
+                let report = copy::graph(src, repo, &desc, &tags, &opts, self.progress).await?;
+                if let Some(signer) = &self.opts.signer {
+                    // what the destination got (after a platform filter) is signed, claiming
+                    // its destination name
+                    let root = report.roots.first().unwrap_or(&desc);
+                    let name = shown.strip_prefix("docker://").unwrap_or(shown);
+                    let identity = name.parse::<Reference>().ok().map(|r| match &r.tag {
+                        Some(_) => r.normalized(),
+                        None => format!("{}@{}", r.repo_ref(), root.digest),
+                    });
+                    for w in signer.sign_root(repo, repo, root, identity).await? {
+                        self.progress.message(&format!("signed {}: {} signature {}", w.subject, w.format, w.manifest));
+                    }
+                }
+                report
             }
             Dst::Layout { name } => {
                 let sink = self.layout.as_ref().expect("layout destination");
                 copy::graph(src, sink.as_ref(), &desc, std::slice::from_ref(name), &opts, self.progress).await?
             }
         };
-        Ok((desc.digest, Status::Copied, report))
+        Ok((desc.digest, Status::Copied, report, None))
     }
 
     /// With a platform filter the destination holds a rewritten root: it is unchanged when

@@ -133,6 +133,38 @@ pub async fn sign(src: &dyn Source, dst: &dyn Destination, req: &SignRequest<'_>
     Ok(out)
 }
 
+/// A loaded key and the identity its signatures claim: the one hook that signs what a
+/// destination got after a copy (`copy --sign-by-sigstore-private-key`, `sync`).
+pub struct Signer {
+    /// The key.
+    pub key: PrivateKey,
+    /// `--sign-identity`: the `docker-reference` claimed instead of the destination's name.
+    pub identity: Option<String>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Sign `root` where `dst` holds it (`src` reads the same place). The identity claimed
+    /// is `self.identity`, else `default_identity` (the destination's normalized name);
+    /// both formats with an identity, the bundle only without one.
+    pub async fn sign_root(
+        &self,
+        src: &dyn Source,
+        dst: &dyn Destination,
+        root: &Descriptor,
+        default_identity: Option<String>,
+    ) -> Result<Vec<Written>> {
+        let identity = self.identity.clone().or(default_identity);
+        let format = if identity.is_some() { Format::Both } else { Format::Bundle };
+        sign(src, dst, &SignRequest { subject: root, identity: identity.as_deref(), key: &self.key, format }).await
+    }
+}
+
 /// The predicate type URI of a `--type` as cosign names them (`slsaprovenance1`,
 /// `slsaprovenance`, `spdxjson`, `cyclonedx`, `vuln`, `custom`, ...), or the URI given.
 pub fn predicate_type_uri(t: &str) -> Result<String> {

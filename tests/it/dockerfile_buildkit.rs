@@ -85,6 +85,11 @@ const CASES: &[Case] = &[
         files: &[],
     },
     Case {
+        name: "add-xz-and-bzip2",
+        dockerfile: "FROM {BASE}\nADD files.tar.xz /xz/\nADD files.tar.bz2 /bz/\nADD notar.xz /n/\nCOPY files.tar.xz /copied/\n",
+        files: &[("files.tar.xz", "TAR.XZ"), ("files.tar.bz2", "TAR.BZ2"), ("notar.xz", "XZ")],
+    },
+    Case {
         name: "add-tar-and-user-workdir",
         dockerfile: "FROM {BASE}\nADD files.tar /opt/\nUSER user\nWORKDIR /home/user/made\nRUN id > ids\n",
         files: &[("files.tar", "TAR")],
@@ -105,6 +110,25 @@ fn write_tar(p: &Path) {
     b.finish().unwrap();
 }
 
+/// `data` compressed with xz (`XZ`) or bzip2 (`BZ2`) into `p`.
+fn compress(kind: &str, data: &[u8], p: &Path) {
+    use std::io::Write;
+    let f = fs::File::create(p).unwrap();
+    match kind {
+        "XZ" => {
+            let mut w = liblzma::write::XzEncoder::new(f, 6);
+            w.write_all(data).unwrap();
+            w.finish().unwrap();
+        }
+        "BZ2" => {
+            let mut w = bzip2::write::BzEncoder::new(f, bzip2::Compression::default());
+            w.write_all(data).unwrap();
+            w.finish().unwrap();
+        }
+        other => panic!("no compression {other}"),
+    }
+}
+
 fn write_case(c: &Case, dir: &Path, base: &str) {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("Dockerfile"), c.dockerfile.replace("{BASE}", base)).unwrap();
@@ -120,6 +144,14 @@ fn write_case(c: &Case, dir: &Path, base: &str) {
             symlink(t, &p).unwrap();
         } else if *content == "TAR" {
             write_tar(&p);
+        } else if let Some(kind) = content.strip_prefix("TAR.") {
+            // the tar of files.tar, compressed
+            let plain = dir.join(".plain.tar");
+            write_tar(&plain);
+            compress(kind, &fs::read(&plain).unwrap(), &p);
+            fs::remove_file(plain).unwrap();
+        } else if *content == "XZ" {
+            compress("XZ", b"not a tar\n", &p);
         } else {
             fs::write(&p, content).unwrap();
         }

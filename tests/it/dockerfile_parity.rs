@@ -257,3 +257,54 @@ fn heredoc_text_exclude_labels_and_network_none() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--security=insecure is not supported"), "{err}");
 }
+
+/// `--build-context NAME=oci-layout://DIR:TAG`: `FROM NAME` and `COPY --from=NAME` use that
+/// image (buildx's named contexts); a directory as a named context is refused by name.
+#[test]
+fn named_build_context_from_an_oci_layout() {
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base_ctx = t.join("basectx");
+    busybox_root(&base_ctx.join("root"));
+    fs::write(base_ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\nCOPY marker /marker\n").unwrap();
+    fs::write(base_ctx.join("marker"), "from the named context").unwrap();
+    let base = t.join("base");
+    let o = format!("type=oci,dest={},tar=false", base.display());
+    assert_success("base", &hoist_in(&t.join("store"), &["build", "-t", "b:v1", "-o", &o, base_ctx.to_str().unwrap()]));
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM mybase\nRUN cat /marker > /seen\nCOPY --from=other /marker /again\n")
+        .unwrap();
+    let dest = t.join("oci");
+    let o = format!("type=oci,dest={},tar=false", dest.display());
+    let named = format!("mybase=oci-layout://{}:v1", base.display());
+    let other = format!("other=docker-image://oci:{}:v1", base.display());
+    let out = hoist_in(
+        &t.join("store"),
+        &[
+            "build",
+            "-t",
+            "img:latest",
+            "-o",
+            &o,
+            "--build-context",
+            &named,
+            "--build-context",
+            &other,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_success("hoist build", &out);
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    assert_eq!(fs::read_to_string(root.join("seen")).unwrap(), "from the named context");
+    assert_eq!(fs::read_to_string(root.join("again")).unwrap(), "from the named context");
+
+    let out = hoist_in(
+        &t.join("store"),
+        &["build", "-o", &o, "--build-context", &format!("mybase={}", t.display()), ctx.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("a directory as a named context is not supported"), "{err}");
+}

@@ -13,31 +13,39 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// The eStargz checker, built once per test run under target/ (GOPATH mode, no network).
+/// A checker of the test kit's Go tree (`go/src/NAME`), built once per test run under target/
+/// (GOPATH mode with Debian's Go sources, no network).
+fn go_checker(name: &str) -> PathBuf {
+    static BINS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut bins = BINS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = bins.get(name) {
+        return b.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gopath = root.join("crates/hoist-testkit/go");
+    let out = root.join("target/go-judges");
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = out.join(name);
+    let tmp = out.join(format!(".{name}-{}", std::process::id()));
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(name)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+        .env("GOCACHE", out.join("cache"))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("run go build");
+    assert_success(&format!("go build {name} (needs the Go sources .ci/run installs)"), &built);
+    std::fs::rename(&tmp, &bin).unwrap();
+    bins.insert(name.to_string(), bin.clone());
+    bin
+}
+
+/// The eStargz checker (containerd's stargz-snapshotter `estargz` package).
 fn estargz_checker() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let gopath = root.join("crates/hoist-testkit/go");
-        let out = root.join("target/go-judges");
-        std::fs::create_dir_all(&out).unwrap();
-        let bin = out.join("hoist-estargz-check");
-        let tmp = out.join(format!(".hoist-estargz-check-{}", std::process::id()));
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg("hoist-estargz-check")
-            .env("GO111MODULE", "off")
-            .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
-            .env("GOCACHE", out.join("cache"))
-            .env("GOFLAGS", "")
-            .output()
-            .expect("run go build");
-        assert_success("go build hoist-estargz-check (needs golang-github-containerd-stargz-snapshotter-dev)", &built);
-        std::fs::rename(&tmp, &bin).unwrap();
-        bin
-    })
-    .clone()
+    go_checker("hoist-estargz-check")
 }
 
 fn checker(args: &[&str]) -> Value {
@@ -284,4 +292,191 @@ fn reference_estargz_from_the_go_writer_reads_back_to_its_tar() {
     ]);
     assert_eq!(report["diffID"], c["rootfs"]["diff_ids"][0]);
     assert_eq!(report["files"], 2);
+}
+
+/// The zstd:chunked checker: containers/storage's `pkg/chunked` (a partial pull into a
+/// directory) and tar-split's reassembly, built like the eStargz checker.
+fn zstdchunked_checker(args: &[&str]) -> Value {
+    let out =
+        Command::new(go_checker("hoist-zstdchunked-check")).args(args).output().expect("run hoist-zstdchunked-check");
+    let text = assert_success(&format!("hoist-zstdchunked-check {}", args.join(" ")), &out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("checker output {text:?}: {e}"))
+}
+
+/// `podman` with its own store under `root` (vfs).
+fn podman(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .expect("run podman")
+}
+
+#[test]
+fn zstd_chunked_layers_pass_containers_storage_and_podman_pulls_them() {
+    hoist_testkit::require!("go", "umoci", "podman");
+    let t = tempfile::tempdir().unwrap();
+    let built = built_image(t.path());
+    let src = format!("oci:{}:v1", built.display());
+    let zc = t.path().join("zc");
+    let out = hoist(["copy", "--dest-compress", "zstd:chunked", &src, &format!("oci:{}:v1", zc.display())]);
+    ok("copy --dest-compress zstd:chunked", out);
+    let (root, m, c) = manifest_and_config(&zc);
+    let (_, m0, c0) = manifest_and_config(&built);
+    assert_eq!(m["config"], m0["config"], "the content is the tar's: diff_ids and config unchanged");
+    let layers = m["layers"].as_array().unwrap();
+    let expected = [
+        file_digests(&t.path().join("ctx")).into_iter().map(|(k, v)| (format!("app/{k}"), v)).collect(),
+        file_digests(&t.path().join("ctx2")).into_iter().map(|(k, v)| (format!("etc/app/{k}"), v)).collect(),
+    ];
+    for (i, l) in layers.iter().enumerate() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        let a = &l["annotations"];
+        for key in [
+            "io.github.containers.zstd-chunked.manifest-checksum",
+            "io.github.containers.zstd-chunked.manifest-position",
+            "io.github.containers.zstd-chunked.tarsplit-position",
+            "io.containers.zstd-chunked.manifest-checksum",
+            "io.containers.zstd-chunked.manifest-position",
+        ] {
+            assert!(a[key].is_string(), "layer {i}: {key} missing: {l}");
+        }
+        let blob = blob_path(&zc, l["digest"].as_str().unwrap());
+        let annotations = a.to_string();
+        // containers/storage's partial pull: its TOC reader, then every file fetched by range.
+        let dest = t.path().join(format!("partial-{i}"));
+        zstdchunked_checker(&["apply", blob.to_str().unwrap(), &annotations, dest.to_str().unwrap()]);
+        assert_eq!(file_digests(&dest), expected[i], "layer {i}: the partial pull's files");
+        assert!(dest.join("app/a/link").is_symlink() || i == 1, "layer {i}: the symlink");
+        // tar-split rebuilds the exact tar (its digest is the diff_id).
+        let split = zstdchunked_checker(&["tarsplit", blob.to_str().unwrap(), &annotations]);
+        assert_eq!(split["tarDigest"], c0["rootfs"]["diff_ids"][i], "layer {i}: tar-split reassembly");
+        assert_eq!(c["rootfs"]["diff_ids"][i], c0["rootfs"]["diff_ids"][i]);
+    }
+
+    // Reproducible; a zstd:chunked layer is kept byte for byte; inspect names the format.
+    let again = t.path().join("again");
+    ok("copy again", hoist(["copy", "--dest-compress", "zstd:chunked", &src, &format!("oci:{}:v1", again.display())]));
+    assert_eq!(manifest_and_config(&again).0, root);
+    let kept = t.path().join("kept");
+    let zc_ref = format!("oci:{}:v1", zc.display());
+    ok(
+        "copy zstd:chunked again",
+        hoist(["copy", "--dest-compress", "zstd:chunked:3", &zc_ref, &format!("oci:{}:v1", kept.display())]),
+    );
+    assert_eq!(manifest_and_config(&kept).0, root, "zstd:chunked to zstd:chunked changes nothing");
+    let shown = ok("inspect", hoist(["inspect", &zc_ref]));
+    assert_eq!(shown.matches("(zstd:chunked)").count(), 2, "{shown}");
+
+    // podman pulls it from the registry (vfs store): the same tree as the gzip original.
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let pushed = format!("{}/lazy/app:zc", reg.host());
+    ok("push", hoist(["copy", &zc_ref, &pushed]));
+    let store = t.path().join("podman");
+    assert_success("podman pull", &podman(&store, &["pull", "--tls-verify=false", &pushed]));
+    let mounted = assert_success("podman image mount", &podman(&store, &["image", "mount", &pushed]));
+    let tree = file_digests(Path::new(mounted.trim()));
+    assert_eq!(tree, umoci_tree(&built, &t.path().join("u-built")), "podman's tree of the zstd:chunked image");
+    let _ = podman(&store, &["image", "unmount", &pushed]);
+
+    // From eStargz to zstd:chunked goes through the plain tar: the original diff_ids.
+    let esgz = t.path().join("esgz");
+    ok("to estargz", hoist(["copy", "--dest-compress", "estargz", &src, &format!("oci:{}:v1", esgz.display())]));
+    let zc2 = t.path().join("zc2");
+    ok(
+        "estargz to zstd:chunked",
+        hoist([
+            "copy",
+            "--dest-compress",
+            "zstd:chunked",
+            &format!("oci:{}:v1", esgz.display()),
+            &format!("oci:{}:v1", zc2.display()),
+        ]),
+    );
+    let (root2, m2, c2) = manifest_and_config(&zc2);
+    assert_eq!(c2["rootfs"]["diff_ids"], c0["rootfs"]["diff_ids"]);
+    assert_eq!(root2, root, "eStargz -> zstd:chunked gives the same layers as gzip -> zstd:chunked");
+    assert!(m2["layers"][0]["annotations"].get("containerd.io/snapshot/stargz/toc.digest").is_none());
+}
+
+#[test]
+fn estargz_builds_with_prioritized_files_and_chunk_size() {
+    hoist_testkit::require!("go", "umoci");
+    let t = tempfile::tempdir().unwrap();
+    let built = built_image(t.path());
+    // A build straight to eStargz: every layer passes the stargz reader.
+    let direct = t.path().join("direct");
+    ok(
+        "build --compression estargz",
+        hoist([
+            "build",
+            "--store",
+            t.path().join("store").to_str().unwrap(),
+            "-f",
+            t.path().join("hoist.toml").to_str().unwrap(),
+            "--compression",
+            "estargz",
+            "--output",
+            &format!("oci:{}:v1", direct.display()),
+        ]),
+    );
+    let (_, m, c) = manifest_and_config(&direct);
+    for (i, l) in m["layers"].as_array().unwrap().iter().enumerate() {
+        let toc = l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].as_str().expect("toc.digest");
+        let report = checker(&["check", blob_path(&direct, l["digest"].as_str().unwrap()).to_str().unwrap(), toc]);
+        assert_eq!(report["diffID"], c["rootfs"]["diff_ids"][i]);
+    }
+    // The same bytes as a copy to eStargz of the gzip build.
+    let copied = t.path().join("copied");
+    let src = format!("oci:{}:v1", built.display());
+    ok("copy to estargz", hoist(["copy", "--dest-compress", "estargz", &src, &format!("oci:{}:v1", copied.display())]));
+    assert_eq!(manifest_and_config(&copied).1["layers"], m["layers"], "build and copy write the same eStargz layers");
+
+    // Prioritized files first, then the landmark; 1 MiB chunks.
+    let prio = t.path().join("prio");
+    ok(
+        "copy --estargz-prioritized",
+        hoist([
+            "copy",
+            "--dest-compress",
+            "estargz",
+            "--estargz-chunk-size",
+            "1048576",
+            "--estargz-prioritized",
+            "app/a/b/c/big.bin",
+            "--estargz-prioritized",
+            "app/a/hello.txt",
+            &src,
+            &format!("oci:{}:v1", prio.display()),
+        ]),
+    );
+    let (_, mp, cp) = manifest_and_config(&prio);
+    let l = &mp["layers"][0];
+    let toc = l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].as_str().unwrap();
+    let report = checker(&["check", blob_path(&prio, l["digest"].as_str().unwrap()).to_str().unwrap(), toc]);
+    assert_eq!(report["diffID"], cp["rootfs"]["diff_ids"][0]);
+    assert_eq!(report["chunks"], 9 + 1 + 1, "9 MiB in 1 MiB chunks, hello.txt and the landmark");
+    let order: Vec<&str> = report["order"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let at = |n: &str| order.iter().position(|o| *o == n).unwrap_or_else(|| panic!("{n} not in {order:?}"));
+    assert!(at("app/a/b/c/big.bin") < at("app/a/hello.txt"));
+    assert_eq!(at(".prefetch.landmark"), at("app/a/hello.txt") + 1, "{order:?}");
+    assert!(at("app/a/b/c") < at("app/a/b/c/big.bin"), "parents first: {order:?}");
+    assert!(report["landmark"].as_bool().unwrap());
+    // Back to gzip: the landmark is gone; the tree is the original's.
+    let back = t.path().join("back");
+    ok(
+        "to gzip",
+        hoist([
+            "copy",
+            "--dest-compress",
+            "gzip",
+            &format!("oci:{}:v1", prio.display()),
+            &format!("oci:{}:v1", back.display()),
+        ]),
+    );
+    assert_eq!(umoci_tree(&back, &t.path().join("u-back")), umoci_tree(&built, &t.path().join("u-built")));
 }

@@ -27,6 +27,7 @@ mod crash;
 mod creds_isolation;
 mod dockerfile;
 mod dockerfile_buildkit;
+mod dockerfile_cache;
 mod dockerfile_parity;
 mod dockerfile_safety;
 mod edit;

@@ -28,7 +28,7 @@ fn sigstore_js() -> PathBuf {
 }
 
 /// The legacy-format judge: `cosign_legacy.py ARGS`.
-fn judge(args: &[&str]) -> Output {
+pub(crate) fn judge(args: &[&str]) -> Output {
     Command::new(python())
         .arg(root().join("crates/hoist-testkit/judges/cosign_legacy.py"))
         .args(args)

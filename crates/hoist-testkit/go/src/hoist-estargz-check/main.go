@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -28,6 +29,18 @@ import (
 )
 
 var time0 = time.Unix(0, 0)
+
+// counter counts the bytes read through it.
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
 
 func fail(f string, a ...interface{}) {
 	fmt.Fprintf(os.Stderr, "hoist-estargz-check: "+f+"\n", a...)
@@ -130,13 +143,28 @@ func check(blob, tocDigest string) {
 	if err != nil {
 		fail("gunzip %s: %v", blob, err)
 	}
+	// The entries in the order the layer holds them (prioritized files first).
 	h := sha256.New()
-	n, err := io.Copy(h, zr)
-	if err != nil {
+	cr := &counter{r: io.TeeReader(zr, h)}
+	tr := tar.NewReader(cr)
+	var order []string
+	for {
+		hd, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail("tar in %s: %v", blob, err)
+		}
+		order = append(order, strings.TrimSuffix(strings.TrimPrefix(hd.Name, "./"), "/"))
+	}
+	if _, err := io.Copy(io.Discard, cr); err != nil {
 		fail("gunzip %s: %v", blob, err)
 	}
+	_, landmark := r.Lookup(estargz.PrefetchLandmark)
 	out, _ := json.Marshal(map[string]interface{}{
-		"files": files, "chunks": chunks, "diffID": fmt.Sprintf("sha256:%x", h.Sum(nil)), "uncompressedSize": n,
+		"files": files, "chunks": chunks, "diffID": fmt.Sprintf("sha256:%x", h.Sum(nil)), "uncompressedSize": cr.n,
+		"order": order, "landmark": landmark,
 	})
 	fmt.Println(string(out))
 }

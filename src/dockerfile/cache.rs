@@ -1,0 +1,174 @@
+//! The Dockerfile step cache shared between machines (buildx's `--cache-to` /
+//! `--cache-from`), as an OCI artifact.
+//!
+//! Keys are the step keys the local cache uses (`build-cache/steps/KEY.json`), so a local
+//! and an exported cache always agree. The export is one OCI image manifest:
+//! - `artifactType` [`CACHE_ARTIFACT_TYPE`];
+//! - `config`: the step table ([`CACHE_CONFIG_TYPE`]), a JSON object
+//!   `{"steps": {KEY: {"layer": DESCRIPTOR|null, "diffId": DIGEST|null}}}` in key order (a
+//!   step without a layer, such as a RUN that changed nothing, has `null`s);
+//! - `layers`: every layer the table names, once, in digest order: the same blobs as the
+//!   images', so a registry keeps and mounts them like any layer.
+//!
+//! `mode=min` exports the steps whose layers are in the built image (and the steps that made
+//! no layer); `mode=max` every step of every stage the build went through. On import, a
+//! step found in a cache is taken only when its layer can be fetched into the store: an
+//! entry naming a blob the registry no longer has is a miss (logged), never an error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::BuildLog;
+use crate::error::{Error, Result};
+use crate::ingest::store_bytes;
+use crate::layer::LayerBlob;
+use crate::model::descriptor::Descriptor;
+use crate::model::digest::Digest;
+use crate::model::document::View;
+use crate::model::media;
+use crate::model::write::ImageManifest;
+use crate::transport::layout::Layout;
+use crate::transport::{Destination, NoProgress, Source};
+
+/// `artifactType` of an exported build cache.
+pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.hoist.build-cache.v1";
+/// Media type of its config, the step table.
+pub const CACHE_CONFIG_TYPE: &str = "application/vnd.hoist.build-cache.steps.v1+json";
+/// Largest step table read from a cache.
+const MAX_TABLE: u64 = 64 << 20;
+
+/// What `--cache-to` exports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The steps of the built image's layers.
+    #[default]
+    Min,
+    /// Every step of every stage.
+    Max,
+}
+
+impl CacheMode {
+    /// `min` or `max`.
+    pub fn parse(s: &str) -> Option<CacheMode> {
+        match s {
+            "min" => Some(CacheMode::Min),
+            "max" => Some(CacheMode::Max),
+            _ => None,
+        }
+    }
+}
+
+/// One step's result: its layer (None: the step made no layer). The record of a step in
+/// the local cache and in an exported table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct CacheEntry {
+    pub layer: Option<Descriptor>,
+    #[serde(rename = "diffId", alias = "diff_id")]
+    pub diff_id: Option<Digest>,
+}
+
+impl CacheEntry {
+    pub fn of(blob: Option<&LayerBlob>) -> CacheEntry {
+        CacheEntry { layer: blob.map(|b| b.descriptor.clone()), diff_id: blob.map(|b| b.diff_id.clone()) }
+    }
+
+    pub fn blob(&self) -> Option<LayerBlob> {
+        self.layer.clone().zip(self.diff_id.clone()).map(|(descriptor, diff_id)| LayerBlob { descriptor, diff_id })
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct StepTable {
+    steps: BTreeMap<String, CacheEntry>,
+}
+
+/// A cache imported with `--cache-from`: where its blobs are and its step table.
+pub(crate) struct ImportedCache {
+    name: String,
+    source: Box<dyn Source>,
+    steps: BTreeMap<String, CacheEntry>,
+}
+
+impl ImportedCache {
+    /// Read the cache manifest `root` of `source` (named `name` in messages).
+    pub async fn load(name: &str, source: Box<dyn Source>, root: &Descriptor) -> Result<ImportedCache> {
+        let loc = source.location();
+        let doc = source.fetch_document(root).await?;
+        let View::Manifest(m) = &doc.view else {
+            return Err(Error::malformed(format!("build cache {name}"), loc, "expected an image manifest"));
+        };
+        if m.config.media_type != CACHE_CONFIG_TYPE {
+            return Err(Error::malformed(
+                format!("build cache {name}"),
+                loc,
+                format!("config media type {:?} is not a hoist build cache ({CACHE_CONFIG_TYPE})", m.config.media_type),
+            ));
+        }
+        let raw = crate::copy::plan::read_small_blob(source.as_ref(), &m.config, MAX_TABLE).await?;
+        let table: StepTable = serde_json::from_slice(&raw)
+            .map_err(|e| Error::malformed(format!("build cache {name} step table"), loc.clone(), e))?;
+        Ok(ImportedCache { name: name.to_string(), source, steps: table.steps })
+    }
+
+    /// Number of steps the cache holds.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The step `key` when this cache has it and its layer is (now) in `layout`.
+    pub async fn take(&self, key: &str, layout: &Layout, log: &dyn BuildLog) -> Option<CacheEntry> {
+        let e = self.steps.get(key)?;
+        if let Some(l) = &e.layer {
+            e.diff_id.as_ref()?;
+            if let Err(err) = layout.push_blob(l, self.source.as_ref(), &NoProgress).await {
+                log.line(&format!("  cache {}: layer {} not fetched ({err}): a miss", self.name, l.digest));
+                return None;
+            }
+        }
+        Some(e.clone())
+    }
+}
+
+/// Write the cache manifest of `steps` into `layout` (blobs are already there): the entries
+/// `mode` keeps, `image_layers` being the layers of the built image(s).
+pub(crate) fn write_cache(
+    layout: &Layout,
+    steps: &BTreeMap<String, CacheEntry>,
+    mode: CacheMode,
+    image_layers: &std::collections::BTreeSet<Digest>,
+) -> Result<Descriptor> {
+    let kept: BTreeMap<String, CacheEntry> = steps
+        .iter()
+        .filter(|(_, e)| mode == CacheMode::Max || e.layer.as_ref().is_none_or(|l| image_layers.contains(&l.digest)))
+        .map(|(k, e)| (k.clone(), e.clone()))
+        .collect();
+    let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+    for e in kept.values() {
+        if let Some(l) = &e.layer {
+            let mut l = l.clone();
+            l.annotations.clear();
+            l.platform = None;
+            layers.entry(l.digest.clone()).or_insert(l);
+        }
+    }
+    let table = serde_json::to_vec(&StepTable { steps: kept }).map_err(|e| Error::Other(e.to_string()))?;
+    let config = store_bytes(layout, CACHE_CONFIG_TYPE, &table)?;
+    let mut manifest = ImageManifest::new(config, layers.into_values().collect());
+    manifest.artifact_type = Some(CACHE_ARTIFACT_TYPE.into());
+    store_bytes(layout, media::OCI_MANIFEST, &manifest.to_bytes()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_the_old_local_spelling_and_write_camel_case() {
+        let e: CacheEntry = serde_json::from_str(r#"{"layer":null,"diff_id":null}"#).unwrap();
+        assert!(e.layer.is_none() && e.diff_id.is_none());
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"layer":null,"diffId":null}"#);
+        assert_eq!(CacheMode::parse("max"), Some(CacheMode::Max));
+        assert_eq!(CacheMode::parse("all"), None);
+    }
+}
