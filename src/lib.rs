@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod artifact;
+pub mod attest;
 pub mod bundle;
 pub mod copy;
 pub mod dockerfile;

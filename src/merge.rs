@@ -19,7 +19,7 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
-use crate::model::platform::is_attestation;
+use crate::model::platform::{is_attestation, select_entries};
 use crate::model::write::ImageIndex;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
@@ -126,6 +126,8 @@ pub struct IndexOptions<'a> {
     pub artifact_type: Option<String>,
     /// Entries (and annotations, artifact type) to start from; a manifest there is the first entry.
     pub base: Option<Base<'a>>,
+    /// Keep only the images of these platforms, each with its attestation manifests (empty: all).
+    pub platforms: Vec<Platform>,
 }
 
 /// One entry of the new index and the source its graph is read from.
@@ -248,6 +250,37 @@ impl<'a> Collector<'a> {
     }
 }
 
+/// Keep the entries of `platforms` and their attestation manifests (the one rule,
+/// [`select_entries`]); a note for each entry dropped, an error when nothing is left.
+fn narrow_to_platforms(col: &mut Collector<'_>, platforms: &[Platform]) -> Result<()> {
+    let descs: Vec<Descriptor> = col.children.iter().map(|c| c.desc.clone()).collect();
+    let keep: Vec<Digest> = select_entries(&descs, |d| platforms.iter().any(|p| p.matches_entry(d)))
+        .into_iter()
+        .map(|d| d.digest.clone())
+        .collect();
+    let wanted = platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ");
+    if keep.is_empty() {
+        return Err(Error::InvalidReference {
+            reference: wanted.clone(),
+            reason: format!("no entry of the sources is an image for {wanted}"),
+        });
+    }
+    let children = std::mem::take(&mut col.children);
+    for c in children {
+        if keep.contains(&c.desc.digest) {
+            col.children.push(c);
+        } else {
+            let what = match (is_attestation(&c.desc), c.desc.platform.as_ref()) {
+                (true, _) => "attestation manifest".to_string(),
+                (false, Some(p)) => format!("{p} image"),
+                (false, None) => "entry without a platform".to_string(),
+            };
+            col.notes.push(format!("{} ({what}, from {}) dropped: not for {wanted}", c.desc.digest, c.label));
+        }
+    }
+    Ok(())
+}
+
 /// A descriptor as it goes into an index: no layout tag.
 fn entry(desc: &Descriptor) -> Descriptor {
     let mut d = desc.clone();
@@ -268,7 +301,12 @@ async fn with_platform(src: &dyn Source, mut d: Descriptor) -> Result<Descriptor
 /// single source. None when the merge would change something.
 async fn carbon_copy<'a>(inputs: &[Input<'a>], opts: &IndexOptions<'a>) -> Result<Option<Plan<'a>>> {
     let [input] = inputs else { return Ok(None) };
-    if opts.base.is_some() || !opts.annotations.is_empty() || opts.artifact_type.is_some() || opts.keep_nested {
+    if opts.base.is_some()
+        || !opts.annotations.is_empty()
+        || opts.artifact_type.is_some()
+        || opts.keep_nested
+        || !opts.platforms.is_empty()
+    {
         return Ok(None);
     }
     let root = entry(&input.desc);
@@ -332,6 +370,9 @@ pub async fn plan<'a>(inputs: &[Input<'a>], opts: IndexOptions<'a>) -> Result<Pl
             let d = with_platform(input.source, d).await?;
             col.add(Child { source: input.source, desc: d, label: input.label.clone() })?;
         }
+    }
+    if !opts.platforms.is_empty() {
+        narrow_to_platforms(&mut col, &opts.platforms)?;
     }
     for a in &opts.annotations {
         if a.selector == Selector::Index {

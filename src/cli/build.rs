@@ -7,16 +7,18 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Args;
+use hoist::attest;
 use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter};
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
 use hoist::model::descriptor::Descriptor;
 use hoist::output::{export, parse_output, OutputSpec};
+use hoist::transport::layout::Layout;
 use hoist::transport::Endpoint;
 use hoist::transport::Source;
 
-use super::store::{apply_default_tag, deliver, resolve_any, OutputArgs};
+use super::store::{apply_default_tag, deliver_with, resolve_any, OutputArgs};
 use super::Ctx;
 
 #[derive(Args)]
@@ -76,6 +78,26 @@ pub(crate) struct BuildArgs {
     /// Store the files that symlinks leading out of a source directory point to (refused otherwise).
     #[arg(long)]
     pub follow_symlinks: bool,
+    /// Attach an SBOM of each image (SPDX 2.3; buildx's `--sbom`).
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub sbom: Option<String>,
+    /// Attach SLSA provenance: true, false, mode=min|max[,version=v0.2] (buildx's `--provenance`).
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub provenance: Option<String>,
+    /// An attestation (repeatable): type=sbom[,format=cyclonedx], type=provenance[,mode=max][,version=v0.2].
+    #[arg(long, value_name = "type=sbom|provenance,...")]
+    pub attest: Vec<String>,
+    /// Where attestations go: index (an attestation manifest per image, as buildx) or
+    /// referrers (OCI 1.1 referrers of each image manifest).
+    #[arg(long, value_name = "index|referrers")]
+    pub attest_as: Option<String>,
+    /// Sign each attestation as a DSSE envelope with this private key (cosign's key formats;
+    /// the password from COSIGN_PASSWORD or --attest-passphrase-file).
+    #[arg(long, value_name = "KEY")]
+    pub attest_key: Option<PathBuf>,
+    /// Read the --attest-key password from the first line of this file.
+    #[arg(long, value_name = "FILE", requires = "attest_key")]
+    pub attest_passphrase_file: Option<PathBuf>,
     #[command(flatten)]
     pub out: OutputArgs,
 }
@@ -99,15 +121,86 @@ impl BuildArgs {
     }
 }
 
-struct Resolver<'a>(&'a Ctx);
+/// The CLI's image resolver; it remembers every image resolved (the provenance's base images).
+struct Resolver<'a>(&'a Ctx, std::sync::Mutex<Vec<attest::BaseImage>>);
 
 #[async_trait]
 impl ImageResolver for Resolver<'_> {
     async fn resolve(&self, reference: &str) -> Result<(Box<dyn Source>, Descriptor)> {
         let (_, src, root) = resolve_any(self.0, reference).await?;
         self.0.progress.line(&format!("image {reference}: {}", root.digest));
+        if let Ok(mut seen) = self.1.lock() {
+            if !seen.iter().any(|b| b.name == reference && b.digest == root.digest) {
+                seen.push(attest::BaseImage { name: reference.to_string(), digest: root.digest.clone() });
+            }
+        }
         Ok((src, root))
     }
+}
+
+/// What the provenance says about every build: started now (or at `SOURCE_DATE_EPOCH`), the
+/// names the outputs give the image, a fresh invocation id.
+fn build_info(frontend: &str, file: &std::path::Path, outputs: &[OutputSpec]) -> Result<attest::BuildInfo> {
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let digest = hoist::model::digest::Digest::sha256_of(&bytes);
+    Ok(attest::BuildInfo {
+        frontend: frontend.into(),
+        file: Some((file.display().to_string(), digest)),
+        names: outputs.iter().flat_map(|o| o.names.iter().cloned()).collect(),
+        started: super::sbom::created_now(),
+        invocation_id: attest::invocation_id(),
+        ..Default::default()
+    })
+}
+
+/// Attest the build's images as asked; the store's tag (or untagged root) moves to the new
+/// root. Returns the root to deliver and whether referrers must travel with it.
+async fn attest_build(
+    ctx: &Ctx,
+    store: &Layout,
+    root: Descriptor,
+    tag: Option<&str>,
+    req: &attest::Request,
+    mut info: attest::BuildInfo,
+    signer: Option<&attest::KeySigner>,
+) -> Result<(Descriptor, bool)> {
+    if !req.any() {
+        return Ok((root, false));
+    }
+    info.finished = super::sbom::created_now();
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+        info.started = info.finished;
+    }
+    let done = attest::attach(store, &root, req, &info, signer.map(|s| s as &dyn attest::Signer)).await?;
+    if done.root.digest != root.digest {
+        match tag {
+            Some(t) => store.set_tag(&done.root, t)?,
+            None => store.add_untagged(&done.root)?,
+        }
+    }
+    for (image, ptype, blob) in &done.statements {
+        ctx.progress.line(&format!("attested {image}: {ptype} ({blob})"));
+    }
+    Ok((done.root, req.placement == attest::Placement::Referrers))
+}
+
+fn attest_request(args: &BuildArgs) -> Result<attest::Request> {
+    attest::Request::from_flags(
+        args.sbom.as_deref(),
+        args.provenance.as_deref(),
+        &args.attest,
+        args.attest_as.as_deref(),
+    )
+}
+
+/// The --attest-key signer, its password asked now: a wrong one fails before anything is built.
+fn attest_signer(args: &BuildArgs, req: &attest::Request) -> Result<Option<attest::KeySigner>> {
+    let Some(k) = &args.attest_key else { return Ok(None) };
+    if !req.any() {
+        return Err(Error::Usage("--attest-key signs attestations: add --sbom, --provenance or --attest".into()));
+    }
+    let key = super::trust::load_private_key(k, args.attest_passphrase_file.as_deref())?;
+    Ok(Some(attest::KeySigner(key)))
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
@@ -178,7 +271,11 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let store = args.out.open_store()?;
-    let outcome = build_dockerfile(&store, &opts, &Resolver(ctx), &BuildLines(&ctx.progress)).await?;
+    let req = attest_request(args)?;
+    let signer = attest_signer(args, &req)?;
+    let mut info = build_info("dockerfile.v0", &opts.dockerfile, &outputs)?;
+    let resolver = Resolver(ctx, Default::default());
+    let outcome = build_dockerfile(&store, &opts, &resolver, &BuildLines(&ctx.progress)).await?;
     ctx.progress.line(&format!(
         "built {} ({}) in oci:{}: {} RUN executed, {} steps cached, {} context files hashed ({} from the stat cache)",
         outcome.root.digest,
@@ -189,8 +286,15 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         outcome.hashed,
         outcome.stat_hits
     ));
-    if let Some(p) = &args.iidfile {
-        std::fs::write(p, outcome.root.digest.to_string()).map_err(|e| Error::io(p, e))?;
+    if req.any() {
+        info.target = opts.target.clone();
+        info.platforms = ctx.settings.platform_names.clone();
+        info.args = opts.build_args.clone();
+        info.secrets = opts.secrets.keys().cloned().collect();
+        info.bases = resolver.1.lock().map(|b| b.clone()).unwrap_or_default();
+        let dir = std::fs::canonicalize(&opts.context).map_err(|e| Error::io(&opts.context, e))?;
+        let digest = tokio::task::block_in_place(|| attest::context_digest_blocking(&dir))?;
+        info.context = Some((dir.display().to_string(), digest));
     }
     for ((out, _), cache) in cache_to.iter().zip(&outcome.caches) {
         for r in export(&store, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
@@ -202,7 +306,13 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
             ));
         }
     }
-    deliver(ctx, &store, &outcome.root, &outputs, args.out.metadata_file.as_deref()).await
+    let (root, referrers) =
+        attest_build(ctx, &store, outcome.root, args.tag.as_deref(), &req, info, signer.as_ref()).await?;
+    // the digest of what is delivered: the index with the attestations, when there are some (buildx)
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, root.digest.to_string()).map_err(|e| Error::io(p, e))?;
+    }
+    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers).await
 }
 
 /// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`.
@@ -320,17 +430,24 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     apply_output_keys(&mut spec, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, spec.tag.as_deref());
     let store = args.out.open_store()?;
+    let req = attest_request(&args)?;
+    let signer = attest_signer(&args, &req)?;
+    let mut info = build_info("hoist.toml", &file, &outputs)?;
+    info.platforms = spec.platforms.clone();
+    info.labels = spec.labels.clone();
     let root = match &spec.base {
         Some(b) => {
             let (_, src, base_root) = resolve_any(ctx, b).await?;
             ctx.progress.line(&format!("base {b}: {}", base_root.digest));
+            info.bases.push(attest::BaseImage { name: b.clone(), digest: base_root.digest.clone() });
             let base = BaseImage { source: src.as_ref(), root: base_root, name: Some(b.clone()) };
             build_image(&store, &spec, Some(base)).await?
         }
         None => build_image(&store, &spec, None).await?,
     };
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
-    deliver(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref()).await
+    let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
+    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers).await
 }
 
 /// The `--output` keys that change what is built, of every output together. One build

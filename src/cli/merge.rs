@@ -385,6 +385,7 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
         annotations,
         artifact_type: a.artifact_type.clone(),
         base,
+        platforms: ctx.settings.platforms.clone(),
     };
     let plan = merge::plan(&inputs, opts).await?;
     ship(ctx, &plan, &a.targets, &specs).await

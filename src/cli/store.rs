@@ -112,6 +112,19 @@ pub(crate) async fn deliver(
     outputs: &[OutputSpec],
     metadata_file: Option<&Path>,
 ) -> Result<i32> {
+    deliver_with(ctx, store, root, outputs, metadata_file, false).await
+}
+
+/// [`deliver`], with `referrers`: the root's referrers in the store (attestations stored as
+/// OCI 1.1 referrers) travel with it to every output.
+pub(crate) async fn deliver_with(
+    ctx: &Ctx,
+    store: &Layout,
+    root: &Descriptor,
+    outputs: &[OutputSpec],
+    metadata_file: Option<&Path>,
+    referrers: bool,
+) -> Result<i32> {
     if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
         return Err(Error::InvalidReference {
             reference: "--output".into(),
@@ -129,7 +142,9 @@ pub(crate) async fn deliver(
         [one] => Some(one),
         _ => None,
     };
-    let results = export(store, root, outputs, &ctx.client, platform, &ctx.copy_options(), &ctx.progress).await?;
+    let mut copy_options = ctx.copy_options();
+    copy_options.referrers |= referrers;
+    let results = export(store, root, outputs, &ctx.client, platform, &copy_options, &ctx.progress).await?;
     for r in &results {
         ctx.progress.line(&format!(
             "{} -> {}: {} blob(s) written, {} existed",

@@ -25,7 +25,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
-use crate::model::platform::Platform;
+use crate::model::platform::{select_entries, Platform};
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
 /// Deepest nesting of indexes copied (root = 1). OCI sets no bound; real images nest two or
@@ -398,8 +398,8 @@ async fn copy_root(ctx: &Ctx<'_>, root: &Descriptor, tags: &[String]) -> Result<
 async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Result<(Descriptor, Document)> {
     let loc = ctx.src.location();
     let View::Index(index) = &doc.view else { return Ok((root.clone(), doc)) };
-    let keep: Vec<&Descriptor> =
-        index.manifests.iter().filter(|d| ctx.platforms.iter().any(|p| p.matches_entry(d))).collect();
+    // the images of the platforms asked for, each with its attestation manifests (buildx's)
+    let keep: Vec<&Descriptor> = select_entries(&index.manifests, |d| ctx.platforms.iter().any(|p| p.matches_entry(d)));
     let wanted = || ctx.platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ");
     if keep.is_empty() {
         let has = index.manifests.iter().filter_map(|d| d.platform.as_ref().map(Platform::to_string));
@@ -427,10 +427,13 @@ async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Re
     let mut value: serde_json::Value =
         serde_json::from_slice(&doc.bytes).map_err(|e| Error::malformed(format!("index {}", root.digest), &loc, e))?;
     if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-        list.retain(|m| {
-            serde_json::from_value::<Descriptor>(m.clone())
-                .is_ok_and(|d| ctx.platforms.iter().any(|p| p.matches_entry(&d)))
-        });
+        // the parsed entries are the JSON's, one for one and in order
+        let flags: Vec<bool> = index.manifests.iter().map(|m| keep.iter().any(|k| std::ptr::eq(*k, m))).collect();
+        if flags.len() != list.len() {
+            return Err(Error::malformed(format!("index {}", root.digest), &loc, "manifests do not parse one for one"));
+        }
+        let mut flags = flags.into_iter();
+        list.retain(|_| flags.next().unwrap_or(false));
     }
     let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?);
     let mut desc = Descriptor::of_bytes(doc.media_type.clone(), &bytes);

@@ -65,6 +65,32 @@ pub fn is_attestation(d: &Descriptor) -> bool {
         || d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
 }
 
+/// Annotation buildx puts on an attestation manifest entry: the digest of the image it is about.
+pub const ANNOTATION_DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// The image the attestation entry `d` is about (`vnd.docker.reference.digest`), if it names one.
+pub fn attested_image(d: &Descriptor) -> Option<crate::model::digest::Digest> {
+    if !is_attestation(d) {
+        return None;
+    }
+    d.annotations.get(ANNOTATION_DOCKER_REFERENCE_DIGEST).and_then(|v| v.parse().ok())
+}
+
+/// The one rule for narrowing an index's entries: the images `keep_image` keeps, and the
+/// attestation manifests of exactly those images (an attestation naming no image, or an image
+/// that was dropped, goes). Order is kept.
+pub fn select_entries(entries: &[Descriptor], keep_image: impl Fn(&Descriptor) -> bool) -> Vec<&Descriptor> {
+    let kept: std::collections::HashSet<&crate::model::digest::Digest> =
+        entries.iter().filter(|d| !is_attestation(d) && keep_image(d)).map(|d| &d.digest).collect();
+    entries
+        .iter()
+        .filter(|d| match is_attestation(d) {
+            false => kept.contains(&d.digest),
+            true => attested_image(d).is_some_and(|img| kept.contains(&img)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +116,28 @@ mod tests {
         let att =
             Descriptor::of_bytes("x", b"").with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest");
         assert!(is_attestation(&att));
+    }
+
+    #[test]
+    fn attestations_follow_their_images() {
+        let img = |arch: &str| {
+            let mut d = Descriptor::of_bytes(crate::model::media::OCI_MANIFEST, arch.as_bytes());
+            d.platform = Platform::parse(&format!("linux/{arch}"));
+            d
+        };
+        let att = |of: &Descriptor| {
+            let mut d = Descriptor::of_bytes(crate::model::media::OCI_MANIFEST, of.digest.to_string().as_bytes())
+                .with_annotation(ANNOTATION_DOCKER_REFERENCE_TYPE, "attestation-manifest")
+                .with_annotation(ANNOTATION_DOCKER_REFERENCE_DIGEST, of.digest.to_string());
+            d.platform = Platform::parse("unknown/unknown");
+            d
+        };
+        let (amd, arm) = (img("amd64"), img("arm64"));
+        let entries = vec![amd.clone(), arm.clone(), att(&amd), att(&arm)];
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let kept = select_entries(&entries, |d| amd64.matches_entry(d));
+        assert_eq!(kept, vec![&entries[0], &entries[2]]);
+        assert_eq!(select_entries(&entries, |_| true).len(), 4);
+        assert!(select_entries(&entries, |_| false).is_empty());
     }
 }

@@ -12,6 +12,7 @@
 pub mod cyclonedx;
 pub mod gobuild;
 pub mod license;
+pub mod rpm;
 pub mod scan;
 pub mod spdx;
 pub mod tree;
@@ -46,10 +47,12 @@ pub enum PackageKind {
     Npm,
     /// Go module linked into a binary.
     Go,
+    /// rpm package (`rpmdb.sqlite`).
+    Rpm,
 }
 
 impl PackageKind {
-    /// Short name (`deb`, `apk`, `python`, `npm`, `go`).
+    /// Short name (`deb`, `apk`, `python`, `npm`, `go`, `rpm`).
     pub fn as_str(self) -> &'static str {
         match self {
             PackageKind::Deb => "deb",
@@ -57,6 +60,7 @@ impl PackageKind {
             PackageKind::Python => "python",
             PackageKind::Npm => "npm",
             PackageKind::Go => "go",
+            PackageKind::Rpm => "rpm",
         }
     }
 }

@@ -44,6 +44,7 @@ pub fn packages(tree: &Tree, distro: Option<&Distro>) -> Vec<Package> {
     python(tree, &mut out);
     npm(tree, &mut out);
     golang(tree, &mut out);
+    super::rpm::packages(tree, distro, &mut out);
     out.sort_by(|a, b| (a.kind, &a.name, &a.version, &a.purl).cmp(&(b.kind, &b.name, &b.version, &b.purl)));
     out.dedup_by(|b, a| {
         if a.purl == b.purl {
@@ -91,13 +92,18 @@ fn field<'a>(s: &'a [(String, String)], key: &str) -> Option<&'a str> {
     s.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
 }
 
+/// The kept bytes of the file at `path`, as they are.
+pub(super) fn content_bytes<'a>(tree: &'a Tree, path: &str) -> Option<&'a [u8]> {
+    tree.get(path).and_then(|e| e.content.as_deref())
+}
+
 fn content<'a>(tree: &'a Tree, path: &str) -> Option<std::borrow::Cow<'a, str>> {
     tree.get(path).and_then(|e| e.content.as_deref()).map(String::from_utf8_lossy)
 }
 
 /// Absolute paths of regular files present in the tree, from `paths` as a database lists
 /// them (symlinked directories followed).
-fn present_files<'p>(tree: &Tree, paths: impl Iterator<Item = &'p str>) -> Vec<String> {
+pub(super) fn present_files<'p>(tree: &Tree, paths: impl Iterator<Item = &'p str>) -> Vec<String> {
     let mut out: Vec<String> = paths
         .filter_map(|p| tree::resolve(tree, p))
         .filter(|(_, e)| e.sha1.is_some())
@@ -179,7 +185,7 @@ const APK_DISTROS: &[&str] = &["alpine", "wolfi", "chainguard", "postmarketos"];
 
 /// The purl namespace of a package manager's packages (the distribution's ID when it is one
 /// of that manager's, else `fallback`) and the `distro` qualifier that goes with it.
-fn namespace(distro: Option<&Distro>, apk: bool, fallback: &'static str) -> (String, Option<String>) {
+pub(super) fn namespace(distro: Option<&Distro>, apk: bool, fallback: &'static str) -> (String, Option<String>) {
     match distro.filter(|d| !d.id.is_empty() && APK_DISTROS.contains(&d.id.as_str()) == apk) {
         Some(d) => (d.id.clone(), d.version_id.as_ref().map(|v| format!("{}-{v}", d.id))),
         None => (fallback.to_string(), None),

@@ -59,6 +59,9 @@ pub fn wanted(path: &str) -> bool {
     if matches!(path, "var/lib/dpkg/status" | "lib/apk/db/installed" | "etc/os-release" | "usr/lib/os-release") {
         return true;
     }
+    if crate::sbom::rpm::wanted(path) {
+        return true;
+    }
     if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
         return !rest.contains('/');
     }

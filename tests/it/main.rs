@@ -8,6 +8,7 @@ mod support;
 
 mod archive;
 mod archive_security;
+mod attest;
 mod bigtransfer;
 mod build;
 mod carbon_copy;

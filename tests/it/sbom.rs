@@ -369,3 +369,91 @@ fn sbom_refuses_a_corrupt_layer_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&layer["sha256:".len()..][..12]) || err.contains(layer), "error names the layer: {err}");
 }
+
+/// rpm: two packages built with `rpmbuild` and installed with `rpm --root` into a tree (its
+/// `rpmdb.sqlite`, rpm 4.18's database), made an image by a Dockerfile `COPY`. hoist's SBOM
+/// lists what `rpm -qa` lists (names, epoch:version-release, arch), purls, licenses and the
+/// files each package owns; spdx-tools accepts the SPDX document.
+#[test]
+fn rpm_sqlite_database_matches_rpm_qa() {
+    hoist_testkit::require!("rpm", "rpmbuild");
+    let Some(py) = python_with("sbom::rpm_sqlite_database_matches_rpm_qa", "spdx_tools") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=fedora\nVERSION_ID=39\nPRETTY_NAME=\"Fedora Linux 39\"\n").unwrap();
+    for (name, epoch, license) in [("hoist-one", "Epoch: 1\n", "MIT AND BSD-3-Clause"), ("hoist-two", "", "Apache-2.0")]
+    {
+        let spec = format!(
+            "Name: {name}\nVersion: 1.2\nRelease: 3\n{epoch}Summary: test\nLicense: {license}\nBuildArch: noarch\n\
+             %description\ntest\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {name} > %{{buildroot}}/usr/share/{name}/README\n\
+             %files\n/usr/share/{name}/README\n"
+        );
+        let spec_file = t.join(format!("{name}.spec"));
+        std::fs::write(&spec_file, spec).unwrap();
+        let topdir = format!("_topdir {}", t.join("top").display());
+        assert_success(
+            "rpmbuild",
+            &Command::new("rpmbuild").args(["-bb", "--define", &topdir]).arg(&spec_file).output().unwrap(),
+        );
+        let rpm = t.join(format!("top/RPMS/noarch/{name}-1.2-3.noarch.rpm"));
+        let install = Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["--dbpath", "/var/lib/rpm", "--nodeps", "-i"])
+            .arg(&rpm)
+            .output();
+        assert_success("rpm -i", &install.unwrap());
+    }
+    assert!(root.join("var/lib/rpm/rpmdb.sqlite").is_file(), "rpm wrote an sqlite database");
+    let qa = Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
+        ])
+        .output()
+        .unwrap();
+    let expected: BTreeSet<(String, String)> = assert_success("rpm -qa", &qa)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string())
+        })
+        .collect();
+    assert_eq!(expected.len(), 2, "{expected:?}");
+    std::fs::write(t.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
+    let store = t.join("store");
+    ok("build", hoist(["build", "--store", store.to_str().unwrap(), "-t", "rpm:v1", t.to_str().unwrap()]));
+    let reference = format!("oci:{}:rpm:v1", store.display());
+    let found: serde_json::Value =
+        serde_json::from_str(&ok("sbom", hoist(["--format", "json", "sbom", &reference]))).unwrap();
+    let rpms: Vec<&serde_json::Value> =
+        found["packages"].as_array().unwrap().iter().filter(|p| p["kind"] == "rpm").collect();
+    let got: BTreeSet<(String, String)> = rpms
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, expected, "hoist's rpm packages = rpm -qa");
+    let one = rpms.iter().find(|p| p["name"] == "hoist-one").unwrap();
+    assert_eq!(
+        one["purl"],
+        "pkg:rpm/fedora/hoist-one@1.2-3?arch=noarch&distro=fedora-39&epoch=1&upstream=hoist-one-1.2-3.src.rpm"
+    );
+    assert_eq!(one["license"], "MIT AND BSD-3-Clause");
+    assert_eq!(one["files"], serde_json::json!(["/usr/share/hoist-one/README"]));
+    let two = rpms.iter().find(|p| p["name"] == "hoist-two").unwrap();
+    assert!(two["purl"].as_str().unwrap().starts_with("pkg:rpm/fedora/hoist-two@1.2-3?arch=noarch"), "{two}");
+    assert!(!two["purl"].as_str().unwrap().contains("epoch="), "{two}");
+    let spdx = t.join("rpm.spdx.json");
+    std::fs::write(&spdx, ok("sbom spdx", hoist(["--format", "spdx-json", "sbom", &reference]))).unwrap();
+    assert_success(
+        "pyspdxtools -i",
+        &Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&spdx).output().unwrap(),
+    );
+}

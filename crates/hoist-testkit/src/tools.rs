@@ -112,6 +112,7 @@ fn package_of(tool: &str) -> &str {
         "mkfs.xfs" => "xfsprogs",
         "filefrag" => "e2fsprogs",
         "ctr" => "containerd",
+        "rpmbuild" => "rpm",
         "dockerd" | "docker" => "docker.io",
         "go" => "golang-go",
         "/bin/busybox" => "busybox-static",
