@@ -314,7 +314,7 @@ fn for_each_report(v: &Value, f: &mut dyn FnMut(&Value, &str)) {
 fn the_table_parses_into_shapes() {
     let rows = documented();
     let Shape::Object(copy) = &rows["`copy`, `push`, `pull`"] else { panic!("copy: {:?}", rows) };
-    assert!(copy.contains_key("roots") && copy["roots"].0 == false, "{copy:?}");
+    assert!(copy.contains_key("roots") && !copy["roots"].0, "{copy:?}");
     let Shape::Array(roots) = &copy["roots"].1 else { panic!("{copy:?}") };
     let Shape::Object(root) = roots.as_ref() else { panic!("{roots:?}") };
     assert!(root["sourceDigest"].0 && !root["digest"].0, "{root:?}");
