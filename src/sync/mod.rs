@@ -19,7 +19,7 @@ pub mod semver;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,8 +148,9 @@ pub const DEFAULT_JOBS: usize = 16;
 /// `jobs` images at once, the connections in flight stay near `jobs * this`.
 pub const BLOB_JOBS_PER_IMAGE: usize = 4;
 
-/// Newest layouts roots written to a `dir` destination's index.json at once: tags are
-/// recorded in batches, so that 100k images are not 100k rewrites of the index.
+/// Fewest roots written to a `dir` destination's index.json at once: tags are recorded in
+/// batches, so that 100k images are not 100k rewrites of the index. A batch is also at
+/// least half the roots the index holds, so the rewrites add up to linear time.
 const TAG_BATCH: usize = 256;
 
 /// What happened to one image.
@@ -265,7 +266,7 @@ enum Src {
     /// A layout or an OCI archive at `path`.
     Local {
         src: Arc<dyn Source>,
-        path: PathBuf,
+        path: Arc<Path>,
         archive: bool,
     },
 }
@@ -282,10 +283,10 @@ impl Src {
         Ok(match self {
             Src::Registry(_) => Endpoint::Registry(item.full_name.parse()?),
             Src::Local { path, archive: false, .. } => {
-                Endpoint::Layout { path: path.clone(), reference: Some(item.target.clone()) }
+                Endpoint::Layout { path: path.to_path_buf(), reference: Some(item.target.clone()) }
             }
             Src::Local { path, archive: true, .. } => {
-                Endpoint::OciArchive { path: path.clone(), reference: Some(item.target.clone()) }
+                Endpoint::OciArchive { path: path.to_path_buf(), reference: Some(item.target.clone()) }
             }
         })
     }
@@ -328,6 +329,11 @@ pub async fn sync(
             p.display()
         )));
     }
+    if let (SyncSource::Dir(a), SyncDest::Dir(b)) = (src, dst) {
+        if a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok().is_some_and(|b| a == b)) {
+            return Err(Error::Usage(format!("{}: the source and the destination are the same layout", b.display())));
+        }
+    }
     let layout_dst = match dst {
         SyncDest::Dir(p) if is_archive_path(p) => Some(Arc::new(LayoutSink::new(staging_for(p).await?)?)),
         SyncDest::Dir(p) => Some(Arc::new(LayoutSink::new(Layout::create(p)?)?)),
@@ -338,12 +344,7 @@ pub async fn sync(
     };
     // the plan: every image, listed per repository (repositories listed `jobs` at once)
     let items: Vec<Item> = match src {
-        SyncSource::Dir(path) => {
-            if let SyncDest::Dir(_) = dst {
-                return Err(Error::Usage("sync from dir to dir is not supported; copy the layout instead".into()));
-            }
-            layout_items(path, &opts.copy.platforms).await?
-        }
+        SyncSource::Dir(path) => layout_items(path, &opts.copy.platforms).await?,
         _ => {
             let specs = repo_specs(client, src, opts)?;
             let listed: Vec<(String, Result<Vec<Item>>)> = futures::stream::iter(specs)
@@ -378,7 +379,9 @@ pub async fn sync(
     }
     let existing: HashMap<String, Digest> = match &layout_dst {
         Some(sink) => {
-            sink.layout.roots().await?.into_iter().filter_map(|(d, name)| name.map(|n| (n, d.digest))).collect()
+            let roots = sink.layout.roots().await?;
+            sink.flushed.store(roots.len(), Ordering::Relaxed);
+            roots.into_iter().filter_map(|(d, name)| name.map(|n| (n, d.digest))).collect()
         }
         None => HashMap::new(),
     };
@@ -389,12 +392,15 @@ pub async fn sync(
     let mut results = futures::stream::iter(items.into_iter().enumerate())
         .map(|(i, item)| async move { (i, ctx.one(item).await) })
         .buffer_unordered(jobs);
-    let mut done: Vec<(usize, ImageResult, copy::CopyReport)> = Vec::new();
+    let mut done: Vec<(usize, ImageResult)> = Vec::new();
     while let Some((i, (r, c))) = results.next().await {
         progress.message(&line_for(&r));
-        done.push((i, r, c));
+        report.blobs_uploaded += c.blobs_uploaded;
+        report.blobs_existed += c.blobs_existed;
+        report.blobs_mounted += c.blobs_mounted;
+        done.push((i, r));
         if let Some(sink) = &layout_dst {
-            if sink.pending() >= TAG_BATCH {
+            if sink.due() {
                 sink.flush().await?;
             }
         }
@@ -408,15 +414,12 @@ pub async fn sync(
         if is_archive_path(p) && !opts.dry_run {
             let complete = report.failed == 0
                 && report.stopped.is_none()
-                && done.iter().all(|(_, r, _)| !matches!(r.status, Status::Failed | Status::NotRun));
+                && done.iter().all(|(_, r)| !matches!(r.status, Status::Failed | Status::NotRun));
             write_archive(&sink.layout, p, complete, progress).await?;
         }
     }
-    done.sort_by_key(|(i, _, _)| *i);
-    for (_, r, c) in done {
-        report.blobs_uploaded += c.blobs_uploaded;
-        report.blobs_existed += c.blobs_existed;
-        report.blobs_mounted += c.blobs_mounted;
+    done.sort_by_key(|(i, _)| *i);
+    for (_, r) in done {
         report.add(r);
     }
     Ok(report)
@@ -726,7 +729,8 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
     let archive = is_archive_path(path) && path.is_file();
     let layout: Arc<dyn Source> =
         if archive { Arc::new(OciArchive::open(path)?) } else { Arc::new(Layout::open(path)?) };
-    let src = Src::Local { src: layout.clone(), path: path.to_path_buf(), archive };
+    let local: Arc<dyn Source> = Arc::new(LocalSource { inner: layout.clone(), referrers: Default::default() });
+    let src = Src::Local { src: local, path: Arc::from(path), archive };
     let dir_name = path
         .canonicalize()
         .ok()
@@ -943,26 +947,81 @@ impl RunCtx<'_> {
     }
 }
 
+/// A local source (layout, archive) whose referrers come from one scan of all its roots,
+/// made on first use and shared by every image of the sync; the default answers each image
+/// with a scan of its own, quadratic in the roots.
+struct LocalSource {
+    inner: Arc<dyn Source>,
+    referrers: tokio::sync::OnceCell<HashMap<Digest, Vec<Descriptor>>>,
+}
+
+#[async_trait]
+impl Source for LocalSource {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+        self.inner.resolve(reference).await
+    }
+    async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
+        self.inner.fetch_manifest_bytes(desc).await
+    }
+    async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<crate::transport::BlobStream> {
+        self.inner.open_blob(desc, offset).await
+    }
+    fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {
+        self.inner.blob_path(desc)
+    }
+    fn state_dir(&self) -> Option<PathBuf> {
+        self.inner.state_dir()
+    }
+    async fn roots(&self) -> Result<Vec<(Descriptor, Option<String>)>> {
+        self.inner.roots().await
+    }
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        self.inner.list_tags().await
+    }
+    async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        let map = self.referrers.get_or_try_init(|| crate::transport::referrer_map(self.inner.as_ref())).await?;
+        Ok(map
+            .get(subject)
+            .into_iter()
+            .flatten()
+            .filter(|r| artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)))
+            .cloned()
+            .collect())
+    }
+}
+
 /// A layout destination that records roots and tags in batches (`flush`) instead of
 /// rewriting index.json for every image; content goes straight to the layout.
 struct LayoutSink {
     layout: Layout,
     pending: Mutex<Vec<(Descriptor, Bytes, Vec<String>)>>,
     flushing: AtomicBool,
+    /// Roots the index holds (about): what the next rewrite costs.
+    flushed: AtomicUsize,
 }
 
 impl LayoutSink {
     fn new(layout: Layout) -> Result<LayoutSink> {
-        Ok(LayoutSink { layout, pending: Mutex::new(Vec::new()), flushing: AtomicBool::new(false) })
+        Ok(LayoutSink {
+            layout,
+            pending: Mutex::new(Vec::new()),
+            flushing: AtomicBool::new(false),
+            flushed: AtomicUsize::new(0),
+        })
     }
-    fn pending(&self) -> usize {
-        self.pending.lock().expect("lock").len()
+    /// Whether enough roots wait for a rewrite of index.json to be worth it.
+    fn due(&self) -> bool {
+        self.pending.lock().expect("lock").len() >= TAG_BATCH.max(self.flushed.load(Ordering::Relaxed) / 2)
     }
     async fn flush(&self) -> Result<()> {
         if self.flushing.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let batch = std::mem::take(&mut *self.pending.lock().expect("lock"));
+        self.flushed.fetch_add(batch.len(), Ordering::Relaxed);
         let r = if batch.is_empty() { Ok(()) } else { self.layout.tag_roots(&batch).await };
         self.flushing.store(false, Ordering::SeqCst);
         r

@@ -147,6 +147,29 @@ pub async fn scan_referrers<S: Source + ?Sized>(
     Ok(out)
 }
 
+/// Every referrer among the roots of `src` and the manifests their indexes list, by subject:
+/// one scan for a whole store, each document read once, where [`scan_referrers`] scans it
+/// again for each subject (a sync of a layout asks once per image).
+pub async fn referrer_map<S: Source + ?Sized>(src: &S) -> Result<std::collections::HashMap<Digest, Vec<Descriptor>>> {
+    let mut seen = BTreeSet::new();
+    let mut out: std::collections::HashMap<Digest, Vec<Descriptor>> = std::collections::HashMap::new();
+    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
+    queue.reverse();
+    while let Some(d) = queue.pop() {
+        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let doc = src.fetch_document(&d).await?;
+        if let Some(s) = doc.subject() {
+            out.entry(s.digest.clone()).or_default().push(doc.referrer_descriptor());
+        }
+        if let View::Index(i) = &doc.view {
+            queue.extend(i.manifests.iter().rev().cloned());
+        }
+    }
+    Ok(out)
+}
+
 /// What happened to one blob during a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobOutcome {

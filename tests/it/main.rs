@@ -36,6 +36,7 @@ mod faults;
 mod fuzz_smoke;
 mod hostile;
 mod index;
+mod json_docs;
 mod lazy;
 mod model;
 mod model_convert;

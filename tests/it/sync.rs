@@ -645,3 +645,36 @@ fn killed_sync_continues_and_moves_each_blob_about_once() {
     }
     assert_success("fsck", &hoist(["layout", "fsck", gap.to_str().unwrap()]));
 }
+
+#[test]
+fn layout_to_layout_sync_records_every_tag_in_batches() {
+    hoist_testkit::require!("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // more tags than one batch of index.json writes (256)
+    let tags: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
+    let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let want = tagged_layout(&t.join("src"), &tag_refs, 31);
+    let dst = t.join("dst");
+    let v = sync_json(&["--src", "dir", "--dest", "dir", t.join("src").to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_eq!((v["copied"].as_u64(), v["failed"].as_u64()), (Some(300), Some(0)), "{v}");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    let names: std::collections::BTreeSet<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 300, "{names:?}");
+    // plain tags of a layout are named after its directory, as skopeo names an image directory
+    for (tag, d) in tags.iter().zip(&want).step_by(37) {
+        let out = skopeo(["inspect", "--raw", &format!("oci:{}:src:{tag}", dst.display())]);
+        assert_success("skopeo inspect", &out);
+        assert_eq!(&sha256(&out.stdout), d, "{tag}");
+    }
+    let v = sync_json(&["--src", "dir", "--dest", "dir", t.join("src").to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_eq!(v["skipped"], 300, "{v}");
+    // the same layout on both ends is refused
+    let out = hoist(["sync", "--src", "dir", "--dest", "dir", dst.to_str().unwrap(), dst.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out).1);
+}
