@@ -464,6 +464,7 @@ fn every_json_output_has_the_documented_shape() {
     r.json("`model sign`", &["model", "sign", "--key", &p("cosign.key"), "--signature", &p("model.sig"), sm], 0);
     r.json("`model verify`", &["model", "verify", "--key", &p("cosign.pub"), "--signature", &p("model.sig"), sm], 0);
     r.json("`sbom`", &["--platform", "linux/amd64", "sbom", &multi], 0);
+    r.json("`sbom --attach`", &["--platform", "linux/amd64", "sbom", "--attach", &app], 0);
 
     r.json("`tag`", &["tag", &app, "v2", "v3"], 0);
     r.json("`untag`", &["untag", &format!("{host}/app:v3")], 0);
@@ -471,7 +472,11 @@ fn every_json_output_has_the_documented_shape() {
     r.json("`retention`", &["retention", "--dry-run", "--keep-last", "1", &format!("{host}/app")], 0);
     r.json(
         "`sync`",
-        &["sync", "--src", "docker", "--dest", "docker", &format!("{host}/app"), &format!("{host}/mirror")],
+        // `-j 1`: with transfers side by side, images of one repository synced into the same
+        // registry have once pushed a manifest before a blob another image's lane was still
+        // uploading (MANIFEST_BLOB_UNKNOWN, 1 run in ~5): an open sync bug this shape check
+        // is not about.
+        &["sync", "-j", "1", "--src", "docker", "--dest", "docker", &format!("{host}/app"), &format!("{host}/mirror")],
         0,
     );
     let idx = r.json("`digest`", &["digest", &format!("{host}/idx:v1")], 0);
