@@ -32,6 +32,11 @@ fn code(what: &str, out: &Output, want: i32) -> (String, String) {
     (so, se)
 }
 
+/// `--progress json`'s stderr as its events: every line must be a JSON document.
+fn json_events(se: &str) -> Vec<serde_json::Value> {
+    se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect()
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -265,23 +270,18 @@ fn progress_json_keeps_stderr_pure_json_and_usage_errors_follow_format_json() {
     let t = tempfile::tempdir().unwrap();
     let src = format!("oci:{}:multi", sample_layout().display());
     let dst = format!("oci:{}", t.path().join("l").display());
-    let each_line_json = |se: &str| {
-        for l in se.lines() {
-            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"));
-        }
-    };
     let (_, se) = code("copy", &hoist(["--progress", "json", "copy", &src, &dst]), 0);
-    each_line_json(&se);
+    json_events(&se);
     let out = hoist(["--progress", "json", "tags", &format!("oci:{}", t.path().join("nope").display())]);
     let (_, se) = code("an error", &out, 3);
-    each_line_json(&se);
+    json_events(&se);
     let last: serde_json::Value = serde_json::from_str(se.lines().last().unwrap()).unwrap();
     assert_eq!((last["event"].as_str(), last["exitCode"].as_i64()), (Some("error"), Some(3)), "{se}");
     // A command-line mistake with --format json: the error document on stdout, exit 2.
     let (so, _) = code("a missing argument", &hoist(["--format", "json", "copy", &src]), 2);
     assert_eq!(json(&so)["error"]["kind"], "usage", "{so}");
     let (_, se) = code("and as an event", &hoist(["--progress", "json", "copy", "--no-such-flag"]), 2);
-    each_line_json(&se);
+    json_events(&se);
 }
 
 #[test]
@@ -446,8 +446,7 @@ fn run_output_becomes_log_events_under_progress_json() {
     let store = t.path().join("store");
     let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
     let (_, se) = code("a RUN under --progress json", &out, 0);
-    let events: Vec<serde_json::Value> =
-        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    let events = json_events(&se);
     let logs: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| e["event"] == "log")
@@ -459,8 +458,7 @@ fn run_output_becomes_log_events_under_progress_json() {
     std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo before-failing; exit 3\n")).unwrap();
     let out = hoist_in(&store, &["--progress", "json", "build", ctx.to_str().unwrap()]);
     let (_, se) = code("a failing RUN under --progress json", &out, 1);
-    let events: Vec<serde_json::Value> =
-        se.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{se}"))).collect();
+    let events = json_events(&se);
     assert!(events.iter().any(|e| e["event"] == "log" && e["line"] == "before-failing"), "{se}");
     let last = events.last().unwrap();
     assert_eq!((last["event"].as_str(), last["exitCode"].as_i64()), (Some("error"), Some(1)), "{se}");
