@@ -1617,9 +1617,16 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
+    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
+    ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
-    match ar.unpack(t.path()) {
+    let unpacked = ar.entries().and_then(|entries| {
+        for entry in entries {
+            crate::layer::tar::unpack_entry(&mut entry?, t.path())?;
+        }
+        Ok(())
+    });
+    match unpacked {
         Ok(()) => Ok(Some(t)),
         // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
