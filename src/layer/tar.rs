@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(numeric_field(&[0u8; 8]), Some(0), "an empty field is 0");
         assert_eq!(numeric_field(b"0000644\0"), Some(0o644));
         assert_eq!(numeric_field(b"  1750 \0"), Some(0o1750));
-        assert_eq!(numeric_field(b"\0\0001750"), Some(0o1750), "leading NULs are skipped");
+        assert_eq!(numeric_field(b"\0\x00001750"), Some(0o1750), "leading NULs are skipped");
         assert_eq!(numeric_field(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]), Some(256), "base-256");
         assert_eq!(numeric_field(&[0xff; 8]), None, "negative");
         assert_eq!(numeric_field(b"12x\0"), None);
