@@ -1301,13 +1301,14 @@ async fn copy(
     let prev_key = st.key.clone();
     let file = ctx.file.clone();
     let line = ins.line;
-    let no_cache = ctx.opts.no_cache;
-    let cache_dir = cache_root(ctx.layout).join("steps");
     let root_dir = root.dir.clone();
     let from_context = root.from_context;
     let stat = ctx.stat.clone();
     let context_dir = ctx.context.clone();
-    let res = blocking(move || -> Result<(String, Option<LayerBlob>, bool)> {
+    // First the key (what is copied: names, modes, owners and content digests of the
+    // selected files, and the options), then the caches (local, then `--cache-from`), and
+    // only on a miss the layer.
+    let prepared = blocking(move || -> Result<(String, BTreeMap<String, Item>, Vec<tempfile::TempDir>)> {
         let e = |r: String| err(&file, line, r);
         let dirs = stc.dirs_blocking(&layout)?;
         let (uid, gid) = match &chown {
@@ -1426,22 +1427,25 @@ async fn copy(
             Some(k) => k,
             None => hash(&[&prev_key, &by, &digest_items(&items, Some((&stat, &context_dir)))?]),
         };
-        let cached = (!no_cache)
-            .then(|| fs::read(cache_dir.join(format!("{key}.json"))).ok())
-            .flatten()
-            .and_then(|raw| serde_json::from_slice::<CacheEntry>(&raw).ok())
-            .filter(|c| c.layer.as_ref().is_none_or(|l| layout.blob_path_of(&l.digest).is_file()));
-        if let Some(c) = cached {
-            return Ok((key, c.blob(), true));
-        }
-        let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
-        drop(extract_tmp);
-        Ok((key, Some(blob), false))
+        Ok((key, items, extract_tmp))
     })
-    .await;
+    .await?;
+    let (key, items, extract_tmp) = prepared;
+    let (blob, cached) = match ctx.cache_lookup(&key).await? {
+        Some(hit) => (hit.blob(), true),
+        None => {
+            let layout = Layout::open(ctx.layout.root())?;
+            let blob = blocking(move || {
+                let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
+                drop(extract_tmp);
+                Ok(blob)
+            })
+            .await?;
+            (Some(blob), false)
+        }
+    };
     drop(root);
     drop(heredoc_dir);
-    let (key, blob, cached) = res?;
     if cached {
         ctx.cached += 1;
         ctx.note(&key, &CacheEntry::of(blob.as_ref()));
@@ -1617,9 +1621,16 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
+    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
+    ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
-    match ar.unpack(t.path()) {
+    let unpacked = ar.entries().and_then(|entries| {
+        for entry in entries {
+            crate::layer::tar::unpack_entry(&mut entry?, t.path())?;
+        }
+        Ok(())
+    });
+    match unpacked {
         Ok(()) => Ok(Some(t)),
         // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
