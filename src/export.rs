@@ -203,11 +203,13 @@ fn apply_layers_blocking(dest: &Path, files: Vec<(Descriptor, fs::File)>, report
             this_layer.insert(rel.clone());
             let target = dest.join(&rel);
             let header = entry.header().clone();
-            let mode = header.mode().map_err(|e| layer_error(&layer, e))? & 0o7777;
-            let (uid, gid) = (
-                header.uid().map_err(|e| layer_error(&layer, e))? as u32,
-                header.gid().map_err(|e| layer_error(&layer, e))? as u32,
-            );
+            let mode = crate::layer::tar::numeric_field(&header.as_old().mode)
+                .map(|m| (m & 0o7777) as u32)
+                .ok_or_else(|| {
+                    layer_error(&layer, std::io::Error::new(std::io::ErrorKind::InvalidData, "mode is not a number"))
+                })?;
+            let pax = entry.pax_extensions().map_err(|e| layer_error(&layer, e))?;
+            let (uid, gid) = crate::layer::tar::owner(&header, pax).map_err(|e| layer_error(&layer, e))?;
             let mtime = header.mtime().unwrap_or(0) as i64;
             let kind = header.entry_type();
             // What a lower layer left at this path is replaced, except a directory by a directory.

@@ -478,6 +478,47 @@ fn policy_refuses_unsigned_images_and_signing_happens_at_the_destination() {
     // so it does not vouch for the mirror's name
     let out = hoist(["verify", "--key", t.join("src.pub").to_str().unwrap(), &format!("{h}/mirror/app:signed")]);
     assert_eq!(out.status.code(), Some(5), "{}", output_text(&out).1);
+    // a whole repository: the signed image's signature tags (cosign's `.sig`, the referrers
+    // fallback tag) are decided by their subject, so they travel with it and are not refused
+    // as unsigned images of their own; the unsigned image still is
+    let out = hoist_pw(&[
+        "-q",
+        "--format",
+        "json",
+        "sync",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        &format!("{h}/up/app"),
+        &format!("{h}/whole"),
+    ]);
+    let (stdout, stderr) = output_text(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert_eq!((out.status.code(), v["refused"].as_u64(), v["failed"].as_u64()), (Some(5), Some(1), Some(0)), "{v}");
+    let sig_tag = format!("sha256-{}.sig", &ds[0]["sha256:".len()..]);
+    let copied: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "copied")
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    assert!(copied.contains(&format!("{h}/up/app:{sig_tag}").as_str()), "{v}");
+    assert!(copied.contains(&format!("{h}/up/app:signed").as_str()), "{v}");
+    ok(
+        "verify",
+        hoist([
+            "verify",
+            "--key",
+            t.join("src.pub").to_str().unwrap(),
+            "--identity",
+            &format!("{h}/up/app"),
+            &format!("{h}/whole/app:signed"),
+        ]),
+    );
     // signing needs a registry destination
     let out = hoist_pw(&[
         "sync",
