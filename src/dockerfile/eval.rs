@@ -284,7 +284,7 @@ pub async fn build_dockerfile(
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
     };
-    let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
+    let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
     // Refuse RUN we cannot run before building anything: each stage runs on its own
@@ -443,7 +443,7 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
     if stages.is_empty() {
         return Err(err(&ctx.file, 1, "no FROM instruction"));
     }
-    let vars = global_vars(ctx, &globals, &super::host_platform())?;
+    let vars = global_vars(ctx, &globals, &Platform::host())?;
     let names = stages
         .iter()
         .map(|s| from_parts(ctx, &ctx.df.instructions[s[0]], &vars).map(|(_, n)| n))
@@ -493,7 +493,7 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
 
 /// BuildKit's automatic platform ARGs (the build platform is the host).
 fn platform_args(target: &Platform) -> HashMap<String, String> {
-    let host = super::host_platform();
+    let host = Platform::host();
     let fmt = |p: &Platform| match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
