@@ -1638,7 +1638,7 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
             .clamp(1, 8)
             .min(files.len().div_ceil(64).max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<Vec<(&Path, [u8; 32])>>> = std::thread::scope(|scope| {
+        std::thread::scope(|scope| -> Result<()> {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
@@ -1652,11 +1652,11 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("hashing thread")).collect()
-        });
-        for r in results {
-            digests.extend(r?);
-        }
+            for w in workers {
+                digests.extend(w.join().expect("hashing thread")?);
+            }
+            Ok(())
+        })?;
     }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
