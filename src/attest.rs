@@ -263,7 +263,7 @@ pub fn docker_purl(name: &str, platform: Option<&Platform>) -> String {
     if let Some(p) = platform.as_deref() {
         quals.push(("platform", p));
     }
-    sbom::scan::purl("docker", ns, n[0], &version, &quals)
+    sbom::purl::purl("docker", ns, n[0], &version, &quals)
 }
 
 fn digest_set(d: &Digest) -> Value {
