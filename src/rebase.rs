@@ -270,11 +270,7 @@ pub async fn prepare(
 
 /// `name` without its tag or digest (`registry/repo:tag` -> `registry/repo`).
 fn repository_of(name: &str) -> &str {
-    let name = name.split('@').next().unwrap_or(name);
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    }
+    crate::model::reference::split_tag(name.split('@').next().unwrap_or(name)).0
 }
 
 /// The distinct (`base.name`, `base.digest`) pairs of the images of `root`.

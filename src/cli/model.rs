@@ -20,7 +20,8 @@ use hoist::transport::Source;
 
 use super::creds::{registry_of, registry_of_output};
 use super::out::outln;
-use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
+use super::resolve_any;
+use super::store::{apply_default_tag, deliver, prune_old_untagged, OutputArgs};
 use super::Ctx;
 
 /// How each file becomes a layer (`--layer-format`; `--format` is the global output format).

@@ -9,8 +9,7 @@ use clap::Args;
 use hoist::error::{Error, Result};
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
 use hoist::transport::layout::Layout;
-use hoist::transport::Source;
-use hoist::transport::{open_source, Endpoint};
+use hoist::transport::{Endpoint, Source};
 use hoist::Descriptor;
 
 use super::out::outln;
@@ -81,7 +80,7 @@ pub(crate) fn default_store() -> PathBuf {
 /// part of `--tag`), so `--tag v1 --output type=local-layout,dest=DIR` gives `oci:DIR:v1`.
 pub(crate) fn apply_default_tag(outputs: &mut [OutputSpec], default_tag: Option<&str>) {
     // `sample:latest` and `reg/sample:latest` give `latest`; a bare `v1` stays `v1`.
-    let tag_part = |n: &str| n.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(n, |(_, t)| t).to_string();
+    let tag_part = |n: &str| hoist::model::reference::split_tag(n).1.unwrap_or(n).to_string();
     let Some(tag) = default_tag.map(tag_part).filter(|t| !t.is_empty()) else {
         return;
     };
@@ -180,16 +179,6 @@ pub(crate) async fn deliver_with(
         outln!("{}", root.digest);
     }
     Ok(0)
-}
-
-/// A reference in any transport, opened and resolved (a registry reference without tag
-/// means `latest`).
-pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint, Box<dyn Source>, Descriptor)> {
-    let ep = Endpoint::from_user_input(reference)?;
-    let src = open_source(&ep, &ctx.client)?;
-    let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
-    desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
-    Ok((ep, src, desc))
 }
 
 /// `hoist store ...`: the local build store.
