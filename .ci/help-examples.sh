@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Runs every example of every command's --help (the lines after "Examples:" that call
-# `hoist`), each in a fresh copy of one prepared workspace, against a registry this script
-# starts on localhost:5000 (another free port when 5000 is taken: `localhost:5000` in the
-# examples is rewritten to it). A failing example fails CI, so an example cannot rot: it
-# parses, and it does what it says on what the workspace holds.
+# `hoist`), each in a fresh copy of one prepared workspace, registry included: the registry
+# this script starts on localhost:5000 (another free port when 5000 is taken: `localhost:5000`
+# in the examples is rewritten to it) serves that copy's data, so an example that deletes or
+# re-tags something changes nothing for the next one. A failing example fails CI, so an
+# example cannot rot: it parses, and it does what it says on what the workspace holds.
 #
-# The workspace: `examples/` linked in; `./layout` (the sample layout, also tagged v1);
-# one-platform layouts `./a`, `./b`, `./inv`, `./web` (v1) and `./out` (v2); `./my-model`;
-# `./models` (a model, v1 and v2); `./bundle` (a bundle, v1); archives `demo.tar`,
-# `model.tar`, `bundle.tar`; `hoist.toml` and a `Dockerfile` building from it; `bundle.json`,
-# `sbom.json`, `README.md`, `Modelfile`; metadata files `amd64.json`/`arm64.json`; a build
-# store holding `sample:latest`; a login for localhost:5000 (user alice). The registry holds
-# demo:v1, app:v1, app:amd64, app:arm64, app-inv:v1, web:v1, model:v1, model:v2, kit:v1 and
-# app-bundle:v1. HOME, DOCKER_CONFIG and HOIST_STORE point into the workspace, so nothing
-# outside it is touched.
+# The workspace: `examples/` linked in; `./layout` (the sample layout, also tagged v1, signed
+# by cosign.key and with an https://example.com/p/v1 attestation); one-platform layouts `./a`,
+# `./b`, `./inv`, `./web` (v1) and `./out` (v2); `./base` (old: the sample image, new: it
+# flattened) and `./app` (v1: hoist.toml built on base:old); `./my-model` (signed, model.sig);
+# `./models` (a model, v1 and v2); `./bundle` (a bundle, v1); `./airgap` (a `sync --dest dir`
+# layout of demo); archives `demo.tar`, `model.tar`, `bundle.tar`; `hoist.toml` and a
+# `Dockerfile` building from it; `bundle.json`, `sbom.json`, `sbom.spdx.json`, `prov.json`,
+# `sync.yaml`, `README.md`, `Modelfile`; layer tarballs `ca-certs.tar.gz` and `patch.tar`;
+# metadata files `amd64.json`/`arm64.json`; a cosign key pair `cosign.key`/`cosign.pub` whose
+# password is in COSIGN_PASSWORD (and `pw.txt`); a build store holding `sample:latest`; a login
+# for localhost:5000 (user alice). The registry holds demo:v1 (signed, with a SLSA provenance
+# attestation; also tagged old and rc1), base:1, base:2 (base:1 flattened), app:v1 (hoist.toml
+# built on base:1), app:amd64, app:arm64, app-inv:v1, web:v1, model:v1 (signed), model:v2,
+# kit:v1 and app-bundle:v1. `REPO@sha256:…` in an example stands for the digest of REPO:v1.
+# HOME, DOCKER_CONFIG and HOIST_STORE point into the workspace, so nothing outside it is
+# touched.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -21,44 +29,22 @@ cargo build --locked -q --bin hoist
 bin="$repo/target/debug"
 
 work=$(mktemp -d)
-reg_pid=""
+# shellcheck source=.ci/registry.sh
+. "$repo/.ci/registry.sh"
 cleanup() {
-  if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; fi
+  registry_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=5000
-while ! port_free "$port"; do port=$((port + 1)); done
-R="localhost:$port"
-
-registry=$(command -v docker-registry || command -v registry || true)
-if [ -z "$registry" ]; then
-  echo "help-examples: docker-registry not found" >&2
-  exit 1
-fi
-mkdir -p "$work/registry"
-cat > "$work/registry/config.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/registry/data}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$port}
-YML
-"$registry" serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 1 100); do
-  if ! port_free "$port"; then break; fi
-  sleep 0.1
-done
-
 export PATH="$bin:$PATH"
 tpl="$work/template"
 mkdir -p "$tpl"
+registry_start "$tpl/registry"
 ln -s "$repo/examples" "$tpl/examples"
 (
   cd "$tpl"
-  export HOME="$tpl/home" DOCKER_CONFIG="$tpl/docker" HOIST_STORE="$tpl/store"
+  export HOME="$tpl/home" DOCKER_CONFIG="$tpl/docker" HOIST_STORE="$tpl/store" COSIGN_PASSWORD=secret
   mkdir -p "$HOME/.local/share/bash-completion/completions" "$HOME/.zfunc" \
     "$HOME/.config/fish/completions" "$HOME/.local/share/man/man1" "$DOCKER_CONFIG"
   set -x
@@ -82,6 +68,12 @@ ln -s "$repo/examples" "$tpl/examples"
     hoist -q build -f hoist.toml --platform "linux/$p" --metadata-file "$p.json" \
       --output "type=image,name=$R/app,push=true,push-by-digest=true"
   done
+  hoist -q copy oci:./layout:multi "$R/base:1"
+  hoist -q flatten "$R/base:1" "$R/base:2"
+  hoist -q build -f hoist.toml --base "docker://$R/base:1" --output "docker://$R/app:v1"
+  hoist -q copy oci:./layout:multi oci:./base:old
+  hoist -q flatten oci:./base:old oci:./base:new
+  hoist -q build -f hoist.toml --base oci:./base:old --output oci:./app:v1
   hoist -q copy oci:./inv:v1 "$R/app-inv:v1"
   hoist -q copy oci:./web:v1 "$R/web:v1"
   hoist -q model pack ./my-model --name my-model --model-version 1 --output "type=registry,name=$R/model:v1"
@@ -98,11 +90,36 @@ ln -s "$repo/examples" "$tpl/examples"
 JSON
   hoist -q build -f hoist.toml
   hoist -q login "$R" -u alice -p secret 2>/dev/null
+  hoist -q tag "$R/demo:v1" old rc1
+  mkdir -p layers/etc/ssl/certs && echo cert > layers/etc/ssl/certs/ca.pem && echo fix > layers/patch.txt
+  tar -C layers -czf ca-certs.tar.gz etc && tar -C layers -cf patch.tar patch.txt && rm -r layers
+  cat > sync.yaml <<YML
+$R:
+  tls-verify: false
+  images:
+    demo: [v1]
+YML
+  hoist -q sync --src yaml --dest dir sync.yaml ./airgap
+  echo secret > pw.txt
+  hoist -q key generate
+  cat > prov.json <<JSON
+{"buildDefinition":{"buildType":"https://example.com/build/v1","externalParameters":{}},"runDetails":{"builder":{"id":"https://example.com/builder"}}}
+JSON
+  echo '{"result":"pass"}' > p.json
+  hoist -q --format spdx-json --platform linux/amd64 sbom oci:./layout:v1 > sbom.spdx.json
+  hoist -q sign --key cosign.key "$R/demo:v1"
+  hoist -q attest --key cosign.key --type slsaprovenance1 --predicate prov.json "$R/demo:v1"
+  hoist -q sign --key cosign.key oci:./layout:v1
+  hoist -q attest --key cosign.key --type https://example.com/p/v1 --predicate p.json oci:./layout:v1
+  hoist -q model sign --key cosign.key "$R/model:v1"
+  hoist -q model sign --key cosign.key ./my-model
 ) > "$work/prepare.log" 2>&1 || {
+  registry_stop
   tail -30 "$work/prepare.log" >&2
   echo "help-examples: preparing the workspace failed (above)" >&2
   exit 1
 }
+registry_stop
 
 # Every command path, from the help's "Commands:" lists.
 commands() {
@@ -126,12 +143,19 @@ while read -r path; do
     line=${example//localhost:5000/$R}
     ws="$work/ws-$n"
     cp -a "$tpl" "$ws"
+    registry_start "$ws/registry"
+    # `REPO@sha256:…` stands for the digest of REPO:v1.
+    while [[ "$line" =~ ([^[:space:]]+)@sha256:… ]]; do
+      name=${BASH_REMATCH[1]}
+      line=${line//"$name@sha256:…"/"$name@$(hoist digest "$name:v1")"}
+    done
     # An example that ends in `# exit N: why` must exit N (model diff: 1 when models differ).
     want=0
     if [[ "$example" =~ \#\ exit\ ([0-9]+) ]]; then want=${BASH_REMATCH[1]}; fi
     got=0
     (cd "$ws" && HOME="$ws/home" DOCKER_CONFIG="$ws/docker" HOIST_STORE="$ws/store" PASSWORD=secret \
-      bash -euo pipefail -c "$line" < /dev/null > "$ws.log" 2>&1) || got=$?
+      COSIGN_PASSWORD=secret bash -euo pipefail -c "$line" < /dev/null > "$ws.log" 2>&1) || got=$?
+    registry_stop
     if [ "$got" -ne "$want" ]; then
       failed=$((failed + 1))
       echo "help-examples: FAILED (exit $got, not $want) (hoist $path --help): $example" >&2

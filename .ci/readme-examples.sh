@@ -16,35 +16,14 @@ cargo build --locked -q --bin hoist
 bin="$repo/target/debug"
 
 work=$(mktemp -d)
-reg_pid=""
+# shellcheck source=.ci/registry.sh
+. "$repo/.ci/registry.sh"
 cleanup() {
-  if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; fi
+  registry_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port=5000
-while ! port_free "$port"; do port=$((port + 1)); done
-
-registry=$(command -v docker-registry || command -v registry || true)
-if [ -z "$registry" ]; then
-  echo "readme-examples: docker-registry not found" >&2
-  exit 1
-fi
-mkdir -p "$work/registry"
-cat > "$work/registry/config.yml" <<YML
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/registry/data}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$port}
-YML
-"$registry" serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 1 100); do
-  if ! port_free "$port"; then break; fi
-  sleep 0.1
-done
+registry_start "$work/registry"
 
 # The blocks, each as it stands in the README (a comment line names where it starts).
 awk -v port="$port" '

@@ -121,7 +121,7 @@ enum Command {
     Untag(ops::UntagArgs),
     /// Delete a manifest (refused while other tags point at it, unless --force).
     #[command(
-        after_help = "Examples:\n  hoist delete localhost:5000/demo@sha256:…\n  hoist delete --force localhost:5000/demo:v1"
+        after_help = "Examples:\n  hoist delete localhost:5000/web:v1             # its only tag: manifest and tag go\n  hoist delete --force localhost:5000/demo@sha256:…   # also the tags pointing at it"
     )]
     Delete(ops::DeleteArgs),
     /// List the repositories of a registry (its _catalog API).
@@ -136,7 +136,7 @@ enum Command {
     Retention(ops::RetentionArgs),
     /// Mirror images between registries and layouts, incrementally (skopeo sync's interface).
     #[command(
-        after_help = "Examples:\n  hoist sync --src docker --dest docker registry.example.com/team/app localhost:5000/mirror\n  hoist sync --src yaml --dest dir sync.yaml ./airgap\n  hoist sync --src dir --dest docker ./airgap localhost:5000/restored"
+        after_help = "Examples:\n  hoist sync --src docker --dest docker localhost:5000/demo localhost:5000/mirror\n  hoist sync --src yaml --dest dir sync.yaml ./airgap\n  hoist sync --src dir --dest docker ./airgap localhost:5000/restored"
     )]
     Sync(sync::SyncArgs),
     /// Store credentials for a registry.

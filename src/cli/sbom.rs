@@ -21,7 +21,8 @@ use super::Ctx;
 /// `hoist sbom`.
 #[derive(Args)]
 pub(crate) struct SbomArgs {
-    /// The image, in any source transport (an index: its image for --platform, or its only one).
+    /// The image, in any source transport (an index: its image for --platform; without one, its
+    /// only image, else this machine's platform).
     pub reference: String,
     /// Push the SBOM (SPDX, or CycloneDX with --format cyclonedx-json) to REF's registry or
     /// layout as an OCI 1.1 referrer of the image manifest (artifactType the document's media

@@ -24,7 +24,7 @@ use super::Ctx;
 pub(crate) enum KeyCmd {
     /// Generate an ECDSA P-256 key pair in cosign's format (PREFIX.key, PREFIX.pub).
     #[command(
-        after_help = "Examples:\n  hoist key generate                  # cosign.key, cosign.pub; asks for a password\n  hoist key generate --out release --sign-passphrase-file pw.txt"
+        after_help = "Examples:\n  hoist key generate --out ci         # ci.key, ci.pub; password from COSIGN_PASSWORD or asked\n  hoist key generate --out release --sign-passphrase-file pw.txt"
     )]
     Generate {
         /// Write PREFIX.key (encrypted private key) and PREFIX.pub (public key).

@@ -249,7 +249,7 @@ pub async fn build_dockerfile(
         imported,
         seen: Mutex::new(BTreeMap::new()),
     };
-    let platforms = if opts.platforms.is_empty() { vec![super::host_platform()] } else { opts.platforms.clone() };
+    let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
     // Refuse RUN we cannot run before building anything: each stage runs on its own
@@ -402,7 +402,7 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
     if stages.is_empty() {
         return Err(err(&ctx.file, 1, "no FROM instruction"));
     }
-    let vars = global_vars(ctx, &globals, &super::host_platform())?;
+    let vars = global_vars(ctx, &globals, &Platform::host())?;
     let names = stages
         .iter()
         .map(|s| from_parts(ctx, &ctx.df.instructions[s[0]], &vars).map(|(_, n)| n))
@@ -452,7 +452,7 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
 
 /// BuildKit's automatic platform ARGs (the build platform is the host).
 fn platform_args(target: &Platform) -> HashMap<String, String> {
-    let host = super::host_platform();
+    let host = Platform::host();
     let fmt = |p: &Platform| match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
@@ -1301,13 +1301,14 @@ async fn copy(
     let prev_key = st.key.clone();
     let file = ctx.file.clone();
     let line = ins.line;
-    let no_cache = ctx.opts.no_cache;
-    let cache_dir = cache_root(ctx.layout).join("steps");
     let root_dir = root.dir.clone();
     let from_context = root.from_context;
     let stat = ctx.stat.clone();
     let context_dir = ctx.context.clone();
-    let res = blocking(move || -> Result<(String, Option<LayerBlob>, bool)> {
+    // First the key (what is copied: names, modes, owners and content digests of the
+    // selected files, and the options), then the caches (local, then `--cache-from`), and
+    // only on a miss the layer.
+    let prepared = blocking(move || -> Result<(String, BTreeMap<String, Item>, Vec<tempfile::TempDir>)> {
         let e = |r: String| err(&file, line, r);
         let dirs = stc.dirs_blocking(&layout)?;
         let (uid, gid) = match &chown {
@@ -1426,22 +1427,25 @@ async fn copy(
             Some(k) => k,
             None => hash(&[&prev_key, &by, &digest_items(&items, Some((&stat, &context_dir)))?]),
         };
-        let cached = (!no_cache)
-            .then(|| fs::read(cache_dir.join(format!("{key}.json"))).ok())
-            .flatten()
-            .and_then(|raw| serde_json::from_slice::<CacheEntry>(&raw).ok())
-            .filter(|c| c.layer.as_ref().is_none_or(|l| layout.blob_path_of(&l.digest).is_file()));
-        if let Some(c) = cached {
-            return Ok((key, c.blob(), true));
-        }
-        let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
-        drop(extract_tmp);
-        Ok((key, Some(blob), false))
+        Ok((key, items, extract_tmp))
     })
-    .await;
+    .await?;
+    let (key, items, extract_tmp) = prepared;
+    let (blob, cached) = match ctx.cache_lookup(&key).await? {
+        Some(hit) => (hit.blob(), true),
+        None => {
+            let layout = Layout::open(ctx.layout.root())?;
+            let blob = blocking(move || {
+                let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
+                drop(extract_tmp);
+                Ok(blob)
+            })
+            .await?;
+            (Some(blob), false)
+        }
+    };
     drop(root);
     drop(heredoc_dir);
-    let (key, blob, cached) = res?;
     if cached {
         ctx.cached += 1;
         ctx.note(&key, &CacheEntry::of(blob.as_ref()));
@@ -1617,9 +1621,16 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
+    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
+    ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
-    match ar.unpack(t.path()) {
+    let unpacked = ar.entries().and_then(|entries| {
+        for entry in entries {
+            crate::layer::tar::unpack_entry(&mut entry?, t.path())?;
+        }
+        Ok(())
+    });
+    match unpacked {
         Ok(()) => Ok(Some(t)),
         // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),

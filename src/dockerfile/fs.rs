@@ -56,10 +56,12 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str,
     let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent).at(parent)?;
     let blob = layout.blob_path_of(&desc.digest);
     let file = BufReader::with_capacity(1 << 20, File::open(&blob).at(&blob)?);
-    let Some(algorithm) = codec::Algorithm::of_layer_media_type(&desc.media_type) else {
+    if codec::Algorithm::of_layer_media_type(&desc.media_type).is_none() {
         return Err(Error::Unsupported(format!("layer media type {} cannot be unpacked", desc.media_type)));
-    };
-    let reader = codec::decoder(algorithm, file).at(&blob)?;
+    }
+    // By the magic bytes, as containerd's applier (and `export`) decompress a layer: a gzip
+    // layer labelled as a plain tar unpacks as BuildKit unpacks it.
+    let reader = codec::decompress(None, file).at(&blob)?;
     unpack_overlay(reader, tmp.path(), lower).map_err(|e| match e {
         Error::Io { path, source } => Error::Io { path: blob.join(path), source },
         e => e,
@@ -80,7 +82,8 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str,
 pub fn unpack_overlay(reader: impl Read, dst: &Path, lower: &[PathBuf]) -> Result<()> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
+    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
+    ar.set_preserve_ownerships(false);
     ar.set_preserve_mtime(false);
     ar.set_unpack_xattrs(false);
     ar.set_overwrite(true);
@@ -101,7 +104,7 @@ pub fn unpack_overlay(reader: impl Read, dst: &Path, lower: &[PathBuf]) -> Resul
             remove_any(&p);
             mknod_whiteout(&p).at(&p)?;
         } else if !rel.is_empty() {
-            entry.unpack_in(dst).at(dst.join(&rel))?;
+            crate::layer::tar::unpack_entry(&mut entry, dst).at(dst.join(&rel))?;
         }
     }
     Ok(())

@@ -161,22 +161,3 @@ impl<F: Fn(&str) + Send + Sync> BuildLog for F {
         self(s)
     }
 }
-
-/// The host platform, in OCI spelling.
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    let mut p = Platform::parse(&format!("linux/{arch}")).expect("os/arch parses");
-    if arch == "arm64" {
-        p.variant = Some("v8".into());
-    }
-    p
-}

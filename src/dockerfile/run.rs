@@ -80,7 +80,7 @@ pub fn check_can_run(runtime: Option<&Path>, platform: &Platform) -> Result<()> 
             runtime.map_or("runc/crun".to_string(), |p| p.display().to_string())
         )));
     }
-    let host = super::host_platform();
+    let host = Platform::host();
     if platform.architecture != host.architecture {
         let qemu = match platform.architecture.as_str() {
             "amd64" => "x86_64",

@@ -112,8 +112,8 @@ impl Extractor {
         self.this_layer.insert(rel.to_path_buf());
         let target = parent.join(file_name);
         let header = &member.header;
-        let mode = header.mode().map_err(|e| self.malformed(e))? & if image { 0o7777 } else { 0o777 };
-        let (uid, gid) = (member.number("uid", |h| h.uid()) as u32, member.number("gid", |h| h.gid()) as u32);
+        let mode = member.mode().map_err(|e| self.malformed(e))? & if image { 0o7777 } else { 0o777 };
+        let (uid, gid) = member.owner().map_err(|e| self.malformed(e))?;
         let mtime = member.number("mtime", |h| h.mtime()) as i64;
         let kind = tar::EntryType::new(member.kind());
         // What a lower layer left at this path is replaced, except a directory by a directory.

@@ -3,7 +3,9 @@
 //! transports (over files, seeking past data), model unpack, export and the SBOM tree (over a
 //! decompressing stream) and the lazy-pull writers (which keep every header byte, see
 //! [`Member::raw`] and [`TarReader::padding`]) use it; nothing in the library parses tar
-//! headers another way.
+//! headers another way. Numeric header fields (owners, modes) are read here too, as Go's
+//! archive/tar reads them ([`numeric_field`], [`owner`]; [`unpack_entry`] for members that
+//! Dockerfile builds unpack with tar-rs).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -53,6 +55,22 @@ impl Member {
     /// A PAX record's value (the last one of that key).
     pub fn pax(&self, key: &str) -> Option<&[u8]> {
         self.pax.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+    }
+
+    /// The owner (uid, gid): the PAX `uid`/`gid` records, else the header's fields as
+    /// [`numeric_field`] reads them (an empty field is 0, as in Go's reader).
+    pub fn owner(&self) -> io::Result<(u32, u32)> {
+        let pax = |key: &str| {
+            self.pax(key).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        owner_of(&self.header, pax("uid"), pax("gid"))
+    }
+
+    /// The mode field's permission bits (`0o7777`) as [`numeric_field`] reads them.
+    pub fn mode(&self) -> io::Result<u32> {
+        numeric_field(&self.header.as_old().mode)
+            .map(|m| (m & 0o7777) as u32)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mode is not a number"))
     }
 
     /// A numeric field, the PAX record overriding the header.
@@ -442,9 +460,123 @@ pub(crate) fn clean_name(name: &str) -> String {
     parts.join("/")
 }
 
+/// A numeric header field (uid, gid, mode) read as Go's archive/tar reads it, which is what
+/// BuildKit, containerd and docker unpack with: base-256 when the first byte's high bit is set,
+/// else octal with leading and trailing NULs and spaces ignored, an empty field being 0.
+/// tar-rs's `Header::uid()` refuses an empty field (tar-rs's own `Header::new_gnu()` leaves
+/// an unset one empty), which made images every other tool reads fail to unpack. `None`: not a
+/// number (or negative).
+pub(crate) fn numeric_field(field: &[u8]) -> Option<u64> {
+    if let Some(&first) = field.first().filter(|b| *b & 0x80 != 0) {
+        if first & 0x40 != 0 {
+            return None;
+        }
+        let mut n = u64::from(first & 0x3f);
+        for &b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(n);
+    }
+    let start = field.iter().position(|b| *b != 0 && *b != b' ').unwrap_or(field.len());
+    let end = field.iter().rposition(|b| *b != 0 && *b != b' ').map_or(start, |i| i + 1);
+    let text = field.get(start..end).unwrap_or_default();
+    // a field cut short by a NUL ("644\0junk") ends there, as in tar-rs and Go
+    let text = text.split(|b| *b == 0).next().unwrap_or_default();
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, 8).ok()
+}
+
+/// The owner (uid, gid) of a member: its PAX `uid`/`gid` records, else its header fields as
+/// [`numeric_field`] reads them.
+pub(crate) fn owner(header: &tar::Header, pax: Option<tar::PaxExtensions<'_>>) -> std::io::Result<(u32, u32)> {
+    let (mut uid, mut gid) = (None, None);
+    for ext in pax.into_iter().flatten() {
+        let ext = ext?;
+        let value = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        match ext.key_bytes() {
+            b"uid" => uid = value(),
+            b"gid" => gid = value(),
+            _ => {}
+        }
+    }
+    owner_of(header, uid, gid)
+}
+
+/// The owner (uid, gid) from PAX values if any, else from the header's fields.
+fn owner_of(header: &tar::Header, uid: Option<u64>, gid: Option<u64>) -> std::io::Result<(u32, u32)> {
+    let old = header.as_old();
+    let id = |pax: Option<u64>, field: &[u8], what: &str| {
+        pax.or_else(|| numeric_field(field))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what} is not a number")))
+    };
+    Ok((id(uid, &old.uid, "uid")?, id(gid, &old.gid, "gid")?))
+}
+
+/// Unpack one member under `root` as containerd's applier does: tar-rs's `unpack_in` (which
+/// refuses a path leaving `root`; the archive must have `preserve_ownerships` off, tar-rs's
+/// strict reading of the owner fields is what this replaces), then the owner [`owner`] reads
+/// and, after that chown cleared any set-id bits, the mode again. A hard link keeps its
+/// target's owner and mode, a symlink has no mode. Returns the path written, `None` when
+/// `unpack_in` skipped the member (a `..` in its path).
+pub(crate) fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    root: &std::path::Path,
+) -> std::io::Result<Option<PathBuf>> {
+    let (uid, gid) = owner(&entry.header().clone(), entry.pax_extensions()?)?;
+    let header = entry.header();
+    let kind = header.entry_type();
+    let mode = numeric_field(&header.as_old().mode).map(|m| (m & 0o7777) as u32);
+    let mut dst = root.to_path_buf();
+    for c in entry.path()?.components() {
+        if let std::path::Component::Normal(c) = c {
+            dst.push(c);
+        }
+    }
+    let written = entry.unpack_in(root).map_err(|e| {
+        // tar-rs's error says only "failed to unpack `PATH`": keep its cause
+        let cause = e.get_ref().and_then(|inner| inner.source()).map(|c| format!(": {c}")).unwrap_or_default();
+        std::io::Error::new(e.kind(), format!("{e}{cause}"))
+    })?;
+    if !written {
+        return Ok(None);
+    }
+    if kind.is_hard_link() {
+        return Ok(Some(dst));
+    }
+    std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))?;
+    if !kind.is_symlink() {
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(Some(dst))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_fields_read_as_go_reads_them() {
+        assert_eq!(numeric_field(&[0u8; 8]), Some(0), "an empty field is 0");
+        assert_eq!(numeric_field(b"0000644\0"), Some(0o644));
+        assert_eq!(numeric_field(b"  1750 \0"), Some(0o1750));
+        assert_eq!(numeric_field(b"\0\x00001750"), Some(0o1750), "leading NULs are skipped");
+        assert_eq!(numeric_field(&[0x80, 0, 0, 0, 0, 0, 0x01, 0x00]), Some(256), "base-256");
+        assert_eq!(numeric_field(&[0xff; 8]), None, "negative");
+        assert_eq!(numeric_field(b"12x\0"), None);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        assert!(h.uid().is_err(), "tar-rs refuses the empty field this reads as 0");
+        assert_eq!(owner(&h, None).unwrap(), (0, 0));
+        h.set_uid(1000);
+        h.set_gid(50);
+        assert_eq!(owner(&h, None).unwrap(), (1000, 50));
+    }
 
     #[test]
     fn pax_records() {

@@ -11,6 +11,22 @@ pub use crate::model::descriptor::Platform;
 pub const ANNOTATION_DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 
 impl Platform {
+    /// This machine's platform in OCI spelling (`linux/amd64`, `linux/arm64/v8`, ...): what a
+    /// build targets and an index entry is picked for when no platform is given.
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "loongarch64" => "loong64",
+            other => other,
+        };
+        let variant = (arch == "arm64").then(|| "v8".to_string());
+        let os = std::env::consts::OS.to_string();
+        Platform { architecture: arch.to_string(), os, os_version: None, os_features: None, variant, features: None }
+    }
+
     /// Whether an image for `have` serves a request for `self`: same os and architecture, and
     /// the same variant when `self` names one. Variants are normalized as containerd does:
     /// `arm64/v8` is plain `arm64`, so `linux/arm64/v8` and `linux/arm64` match either way.

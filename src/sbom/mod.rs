@@ -134,8 +134,9 @@ impl Default for ScanOptions {
     }
 }
 
-/// Scan the image `root` names in `src` (an index: its entry for `platform`, or its only
-/// image). `name` is what the image is called in the documents.
+/// Scan the image `root` names in `src` (an index: its entry for `platform`; without one, its
+/// only image, else this machine's platform as syft and docker pick). `name` is what the image
+/// is called in the documents, which also name the platform scanned.
 pub async fn scan_image(
     src: &dyn Source,
     root: &Descriptor,
@@ -143,7 +144,16 @@ pub async fn scan_image(
     name: Option<&str>,
     opts: &ScanOptions,
 ) -> Result<Sbom> {
-    let manifest = crate::export::pick_manifest(src, root, platform).await?;
+    let manifest = match platform {
+        Some(p) => crate::export::pick_manifest(src, root, Some(p)).await?,
+        None => match crate::export::pick_manifest(src, root, None).await {
+            // Several images and none named: this machine's, when the index has it.
+            Err(Error::Usage(why)) => {
+                crate::export::pick_manifest(src, root, Some(&Platform::host())).await.map_err(|_| Error::Usage(why))?
+            }
+            other => other?,
+        },
+    };
     scan_manifest(src, &manifest, name, opts).await
 }
 

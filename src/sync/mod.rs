@@ -818,6 +818,30 @@ impl RunCtx<'_> {
         }
     }
 
+    /// The source endpoint of `item`'s repository at `digest`, and that manifest, if there.
+    async fn subject_of(&self, item: &Item, digest: &Digest) -> Result<Option<(Endpoint, Descriptor)>> {
+        let at = digest.to_string();
+        Ok(match &item.src {
+            Src::Registry(r) => {
+                let mut name: Reference = item.full_name.parse()?;
+                name.tag = None;
+                name.digest = Some(digest.clone());
+                r.head_manifest(&at).await?.map(|d| (Endpoint::Registry(name), d))
+            }
+            Src::Local { src, .. } => match src.resolve(Some(&at)).await {
+                Ok(d) => {
+                    let mut endpoint = item.src.endpoint(item)?;
+                    if let Endpoint::Layout { reference, .. } | Endpoint::OciArchive { reference, .. } = &mut endpoint {
+                        *reference = Some(at);
+                    }
+                    Some((endpoint, d))
+                }
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        })
+    }
+
     /// What happened to `item`: its digest, status, copy report, and why it was refused.
     async fn check_and_copy(
         &self,
@@ -855,7 +879,19 @@ impl RunCtx<'_> {
         // the trust policy decides on the digest just resolved, before anything is copied;
         // the copy then moves exactly that digest
         if let Some(policy) = &self.opts.policy {
-            match policy.check(&item.src.endpoint(item)?, item.src.source(), &desc).await {
+            // a signature, attestation or referrers-fallback tag is no image of its own: it is
+            // decided by its subject's verdict (as `copy --digest-tags` carries it along)
+            let (endpoint, subject) = match retention::attached_subject(&item.target) {
+                Some(d) => match self.subject_of(item, &d).await? {
+                    Some(found) => found,
+                    None => {
+                        let why = format!("{}: its subject {d} is not in the source", item.full_name);
+                        return Ok((desc.digest, Status::Refused, Default::default(), Some(why)));
+                    }
+                },
+                None => (item.src.endpoint(item)?, desc.clone()),
+            };
+            match policy.check(&endpoint, item.src.source(), &subject).await {
                 Ok(()) => {}
                 Err(e @ Error::Untrusted { .. }) => {
                     return Ok((desc.digest, Status::Refused, Default::default(), Some(e.to_string())))

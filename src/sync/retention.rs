@@ -77,7 +77,7 @@ impl Plan {
 
 /// A referrers-API fallback tag (`sha256-<64 hex>`) or a cosign tag (`….sig`, `.att`, `.sbom`):
 /// attached to its subject, never subject to the policy itself.
-fn attached_subject(tag: &str) -> Option<Digest> {
+pub(super) fn attached_subject(tag: &str) -> Option<Digest> {
     let base = tag.strip_prefix("sha256-")?;
     let hex = base.split('.').next()?;
     let rest = &base[hex.len()..];

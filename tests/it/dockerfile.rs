@@ -657,3 +657,50 @@ fn onbuild_triggers_run_in_the_child_build() {
         assert_eq!(fs::read_to_string(root.join(f)).unwrap(), f);
     }
 }
+
+/// A build FROM the SBOM test image (its layers written by tar-rs with the owner fields left
+/// empty, which Go's archive/tar, and so BuildKit, containerd and umoci, read as root) unpacks
+/// it: a RUN on it sees `var/lib/dpkg/status` owned by root with its mode, `COPY --from` of it
+/// copies the bytes, and `--output type=local` of it exports it. Before, each failed with
+/// "failed to unpack .../var/lib/dpkg/status".
+#[test]
+fn build_from_an_image_with_empty_owner_fields() {
+    hoist_testkit::require!("umoci", "runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fx = crate::sbom::fixture(&t.join("base"));
+    let base = format!("oci:{}:v1", fx.layout.display());
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::copy(BUSYBOX, ctx.join("busybox")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base} AS sbom\n\
+             FROM {base} AS run\n\
+             COPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox stat -c '%u:%g %a' /var/lib/dpkg/status /lib/ld-musl-x86_64.so.1 > /owners\"]\n\
+             FROM scratch\n\
+             COPY --from=sbom /var/lib/dpkg/status /status\n\
+             COPY --from=run /owners /owners\n"
+        ),
+    )
+    .unwrap();
+    let store = t.join("store");
+    let dest = t.join("oci");
+    hoist_build(&store, &ctx, &dest, &[]);
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    assert_eq!(fs::read(root.join("status")).unwrap(), fs::read(fx.admindir.join("status")).unwrap());
+    assert_eq!(fs::read_to_string(root.join("owners")).unwrap(), "0:0 644\n0:0 755\n");
+    // the filesystem export reads the same layers
+    let out_dir = t.join("exported");
+    fs::write(ctx.join("Dockerfile"), format!("FROM {base}\n")).unwrap();
+    let o = format!("type=local,dest={}", out_dir.display());
+    assert_success(
+        "hoist build --output type=local",
+        &hoist_in(&store, &["build", "--output", &o, ctx.to_str().unwrap()]),
+    );
+    let m = fs::symlink_metadata(out_dir.join("var/lib/dpkg/status")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o644));
+}

@@ -138,3 +138,95 @@ fn registry_cache_runs_nothing_on_a_fresh_store() {
     assert!(log.contains("3 RUN executed") && log.contains("cache:none"), "{log}");
     assert_eq!(d6, d1);
 }
+
+/// The lines of a build's step log for `keyword` steps: (step, taken from a cache).
+fn steps(log: &str, keyword: &str) -> Vec<(String, bool)> {
+    log.lines()
+        .filter(|l| l.starts_with(&format!("  {keyword} ")))
+        .map(|l| (l.trim().trim_end_matches(" CACHED").to_string(), l.ends_with(" CACHED")))
+        .collect()
+}
+
+/// COPY from the build context is keyed by what it copies (names, modes and content digests
+/// of the selected files and the options, not mtimes), as BuildKit keys it, and taken from a
+/// `--cache-from` cache like any step: a fresh store with an unchanged context (a fresh copy,
+/// other mtimes) rebuilds no COPY layer and runs no RUN; a changed file invalidates from its
+/// COPY on, and only from there.
+#[test]
+fn registry_cache_takes_context_copies_and_a_changed_file_invalidates_from_its_copy() {
+    hoist_testkit::require!("runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::create_dir_all(ctx.join("a/sub")).unwrap();
+    fs::write(ctx.join("a/one"), "one\n").unwrap();
+    fs::write(ctx.join("a/sub/two"), "two\n").unwrap();
+    fs::write(ctx.join("b"), "b\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nCOPY a/ /a/\nRUN cat /a/one /a/sub/two > /all\nCOPY b /b\nRUN cat /b >> /all\n",
+    )
+    .unwrap();
+    let cache = format!("{}/cache:ctx", reg.host());
+    let (d1, log) = build(
+        &t.join("store1"),
+        &t.join("out1"),
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert!(log.contains("2 RUN executed"), "{log}");
+    let copies = steps(&log, "COPY");
+    assert_eq!(copies.len(), 3, "{log}");
+    assert!(copies.iter().all(|(_, cached)| !cached), "{log}");
+
+    // A fresh store and a fresh copy of the context: every step comes from the cache.
+    let copy_of = |to: &str| {
+        let cp = std::process::Command::new("cp")
+            .args(["-r", "--preserve=mode"])
+            .arg(&ctx)
+            .arg(t.join(to))
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        t.join(to)
+    };
+    let ctx2 = copy_of("ctx2");
+    let from = format!("type=registry,ref={cache}");
+    let (d2, log) = build(&t.join("store2"), &t.join("out2"), &ctx2, &["--cache-from", &from]);
+    assert!(log.contains("0 RUN executed"), "{log}");
+    let copies = steps(&log, "COPY");
+    assert_eq!(copies.len(), 3, "{log}");
+    assert!(copies.iter().all(|(_, cached)| *cached), "every COPY is taken from the cache: {log}");
+    assert_eq!(d2, d1);
+
+    // One changed file: its COPY and what follows are rebuilt, the steps before it are not.
+    let ctx3 = copy_of("ctx3");
+    fs::write(ctx3.join("b"), "changed\n").unwrap();
+    let (d3, log) = build(&t.join("store3"), &t.join("out3"), &ctx3, &["--cache-from", &from]);
+    assert!(log.contains("1 RUN executed"), "{log}");
+    let copies = steps(&log, "COPY");
+    assert_eq!(
+        copies.iter().map(|(s, cached)| (s.as_str(), *cached)).collect::<Vec<_>>(),
+        [("COPY root/ /", true), ("COPY a/ /a/", true), ("COPY b /b", false)],
+        "{log}"
+    );
+    // (a RUN that runs is logged as "[stage] RUN ...", a cached one as "  RUN ... CACHED")
+    assert_eq!(steps(&log, "RUN"), [("RUN cat /a/one /a/sub/two > /all".to_string(), true)], "{log}");
+    assert_ne!(d3, d1);
+    let layers = |out: &str| -> Vec<Value> {
+        let dir = t.join(out);
+        let blob = |d: &str| -> Value {
+            serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
+                .unwrap()
+        };
+        let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        blob(index["manifests"][0]["digest"].as_str().unwrap())["layers"].as_array().unwrap().clone()
+    };
+    let (l1, l3) = (layers("out1"), layers("out3"));
+    assert_eq!(l1.len(), 5);
+    assert_eq!(l1[..3], l3[..3], "the layers before the changed COPY are the cached ones");
+    assert_ne!(l1[3], l3[3]);
+}

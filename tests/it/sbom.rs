@@ -370,6 +370,63 @@ fn sbom_refuses_a_corrupt_layer_naming_it() {
     assert!(err.contains(&layer["sha256:".len()..][..12]) || err.contains(layer), "error names the layer: {err}");
 }
 
+/// An index scanned without --platform: its image for this machine's platform (as syft picks),
+/// the same scan `--platform` of that platform gives, named in the document; an index without
+/// this machine's platform is refused, listing what it has.
+#[test]
+fn sbom_of_an_index_without_platform_scans_this_machines_image() {
+    let layout = hoist_testkit::fixtures::sample_layout_dir();
+    let multi = format!("oci:{}:multi", layout.display());
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["--format", "json", "sbom", multi.as_str()];
+        args.extend_from_slice(extra);
+        let out = hoist(&args);
+        assert!(out.status.success(), "sbom {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let default = scan(&[]);
+    assert_eq!(default["platform"]["architecture"], host, "{default}");
+    assert_eq!(default, scan(&["--platform", &format!("linux/{host}")]));
+    let other = if host == "amd64" { "arm64" } else { "amd64" };
+    assert_ne!(default["manifest"]["digest"], scan(&["--platform", &format!("linux/{other}")])["manifest"]["digest"]);
+
+    // the same images listed as two platforms this machine is not: refused, naming both
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("l");
+    hoist_testkit::fixtures::copy_tree(&layout, &dir);
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let multi_digest = root["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == "multi")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hoist_testkit::fixtures::blob_path(&dir, &multi_digest)).unwrap())
+            .unwrap();
+    for (entry, arch) in index["manifests"].as_array_mut().unwrap().iter_mut().zip(["s390x", "ppc64le"]) {
+        entry["platform"]["architecture"] = arch.into();
+    }
+    let bytes = index.to_string().into_bytes();
+    let digest = hoist_testkit::fixtures::put_blob(&dir, &bytes);
+    let root = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "foreign"}}]});
+    std::fs::write(dir.join("index.json"), root.to_string()).unwrap();
+    let out = hoist(["sbom", &format!("oci:{}:foreign", dir.display())]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("linux/s390x, linux/ppc64le") && err.contains("--platform"), "{err}");
+}
+
 /// rpm: two packages built with `rpmbuild` and installed with `rpm --root` into a tree (its
 /// `rpmdb.sqlite`, rpm 4.18's database), made an image by a Dockerfile `COPY`. hoist's SBOM
 /// lists what `rpm -qa` lists (names, epoch:version-release, arch), purls, licenses and the

@@ -478,6 +478,47 @@ fn policy_refuses_unsigned_images_and_signing_happens_at_the_destination() {
     // so it does not vouch for the mirror's name
     let out = hoist(["verify", "--key", t.join("src.pub").to_str().unwrap(), &format!("{h}/mirror/app:signed")]);
     assert_eq!(out.status.code(), Some(5), "{}", output_text(&out).1);
+    // a whole repository: the signed image's signature tags (cosign's `.sig`, the referrers
+    // fallback tag) are decided by their subject, so they travel with it and are not refused
+    // as unsigned images of their own; the unsigned image still is
+    let out = hoist_pw(&[
+        "-q",
+        "--format",
+        "json",
+        "sync",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        &format!("{h}/up/app"),
+        &format!("{h}/whole"),
+    ]);
+    let (stdout, stderr) = output_text(&out);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert_eq!((out.status.code(), v["refused"].as_u64(), v["failed"].as_u64()), (Some(5), Some(1), Some(0)), "{v}");
+    let sig_tag = format!("sha256-{}.sig", &ds[0]["sha256:".len()..]);
+    let copied: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "copied")
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    assert!(copied.contains(&format!("{h}/up/app:{sig_tag}").as_str()), "{v}");
+    assert!(copied.contains(&format!("{h}/up/app:signed").as_str()), "{v}");
+    ok(
+        "verify",
+        hoist([
+            "verify",
+            "--key",
+            t.join("src.pub").to_str().unwrap(),
+            "--identity",
+            &format!("{h}/up/app"),
+            &format!("{h}/whole/app:signed"),
+        ]),
+    );
     // signing needs a registry destination
     let out = hoist_pw(&[
         "sync",
@@ -677,4 +718,86 @@ fn layout_to_layout_sync_records_every_tag_in_batches() {
     // the same layout on both ends is refused
     let out = hoist(["sync", "--src", "dir", "--dest", "dir", dst.to_str().unwrap(), dst.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out).1);
+}
+
+/// Images sharing a layer, synced side by side within one registry: the layer goes into the
+/// mirror once, and no manifest is PUT while a write of that layer into the same repository
+/// is in flight. distribution rewrites a repository's link file on every mount or upload of a
+/// digest (truncate, then write); a manifest PUT that reads it in between is refused with
+/// MANIFEST_BLOB_UNKNOWN (about 1 sync in 5 at -j 4 before). The fault proxy holds every mount
+/// of the shared layer so that all lanes find it missing, and the second mount much longer,
+/// so that a manifest PUT in the middle of it is certain if a lane writes it again.
+#[test]
+fn shared_layer_synced_side_by_side_goes_up_once_and_no_manifest_races_it() {
+    use hoist_testkit::proxy::{Exchange, FaultProxy, Rule};
+    use std::time::Duration;
+    let reg = TestRegistry::plain();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("shared");
+    std::fs::create_dir_all(&src).unwrap();
+    let shared = random_bytes(4096, 77);
+    let images: Vec<(String, Vec<u8>, String)> = (0..8)
+        .map(|i| {
+            let own = random_bytes(100, 7700 + i);
+            let (m, d) = write_image(&src, &[&shared, &own], &format!("shared-{i}"));
+            (format!("t{i}"), m, d)
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], &str)> =
+        images.iter().map(|(t, m, d)| (t.as_str(), m.as_slice(), d.as_str())).collect();
+    write_index(&src, &refs);
+    push_all(&src, &reg.host(), "up/shared");
+    let layer = digest_of(&shared);
+    let mount = format!("mount={layer}");
+    let proxy = FaultProxy::start(
+        &reg.url(),
+        vec![
+            Rule::new().method("POST").path(&mount).stall(Duration::from_millis(300)),
+            Rule::new().method("POST").path(&mount).nth(2).stall(Duration::from_millis(1500)),
+        ],
+    )
+    .unwrap();
+    let h = proxy.host();
+    let v = sync_json(&[
+        "-j",
+        "8",
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        &format!("{h}/up/shared"),
+        &format!("{h}/mirror"),
+    ]);
+    assert_eq!((v["copied"].as_u64(), v["failed"].as_u64()), (Some(8), Some(0)), "{v}");
+    for (tag, _, d) in &images {
+        assert_eq!(&registry_manifest_digest(&reg, &format!("mirror/shared:{tag}")), d, "{tag}");
+    }
+    let ex = proxy.exchanges();
+    let writes: Vec<&Exchange> = ex
+        .iter()
+        .filter(|e| {
+            e.path.starts_with("/v2/mirror/shared/blobs/uploads/")
+                && (e.path.contains(&mount) || (e.method == "PUT" && e.path.contains(&layer)))
+        })
+        .collect();
+    let puts = ex.iter().filter(|e| e.method == "PUT" && e.path.starts_with("/v2/mirror/shared/manifests/"));
+    let mut n = 0;
+    for p in puts {
+        n += 1;
+        let p_end = p.ended.expect("answered");
+        for w in &writes {
+            let w_end = w.ended.expect("answered");
+            assert!(
+                p_end <= w.started || w_end <= p.started,
+                "manifest PUT {} ran while {} {} wrote the layer it names",
+                p.path,
+                w.method,
+                w.path
+            );
+        }
+    }
+    assert_eq!(n, 8, "one manifest PUT per image");
+    // a lane that finds the layer being written waits for that write instead of repeating it
+    let shown: Vec<&str> = writes.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(writes.len(), 1, "the shared layer went into the mirror more than once: {shown:#?}");
 }

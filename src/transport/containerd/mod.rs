@@ -32,8 +32,6 @@ mod unpack;
 #[cfg(feature = "containerd")]
 pub use client::Containerd;
 #[cfg(feature = "containerd")]
-pub use unpack::host_platform;
-
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};

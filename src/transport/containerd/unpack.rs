@@ -45,26 +45,6 @@ struct RootFs {
     diff_ids: Vec<String>,
 }
 
-/// The platform of this machine as image indexes name it (`linux/amd64`).
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    };
-    Platform {
-        architecture: arch.to_string(),
-        os: std::env::consts::OS.to_string(),
-        os_version: None,
-        os_features: None,
-        variant: None,
-        features: None,
-    }
-}
-
 /// Chain IDs of a layer stack: `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
 pub(super) fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
@@ -88,7 +68,7 @@ pub(super) async fn unpack(c: &Containerd, root: &Document) -> Result<()> {
     let manifest = match &root.view {
         View::Manifest(_) => root.clone(),
         View::Index(ix) => {
-            let host = host_platform();
+            let host = Platform::host();
             let Some(entry) = ix.manifests.iter().find(|d| host.matches_entry(d)) else { return Ok(()) };
             let bytes = c.read_all(entry, media::MAX_MANIFEST_SIZE).await?;
             let doc = Document::from_fetched(entry, bytes, &c.location)?;

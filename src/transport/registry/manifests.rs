@@ -11,6 +11,7 @@ use super::{referrers, Repository};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
+use crate::model::document::Document;
 use crate::model::media;
 use crate::model::reference::TagOrDigest;
 
@@ -112,9 +113,14 @@ impl Repository {
         let target = tag.map(str::to_string).unwrap_or_else(|| desc.digest.to_string());
         let path = format!("manifests/{target}");
         let mt = desc.media_type.clone();
-        let resp = self
-            .request(Method::PUT, &path, true, &|r| r.header(CONTENT_TYPE, mt.as_str()).body(bytes.clone()))
-            .await?;
+        // Not while a blob or manifest this one names is being written here (see `links`).
+        let names = Document::parse(bytes.clone(), desc.digest.clone(), Some(&desc.media_type), &self.loc())
+            .map(|d| d.children().into_iter().map(|c| c.digest).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let resp = {
+            let _held = self.client.links.lock(&self.link_scope(), Some(&desc.digest), names).await;
+            self.request(Method::PUT, &path, true, &|r| r.header(CONTENT_TYPE, mt.as_str()).body(bytes.clone())).await?
+        };
         let status = resp.status();
         if !status.is_success() {
             let body = ErrorBody::read(resp).await;

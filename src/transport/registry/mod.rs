@@ -24,6 +24,7 @@ pub mod credentials;
 mod download;
 pub mod errors;
 pub mod http;
+mod links;
 mod manifests;
 pub mod ops;
 pub mod profiles;
@@ -198,6 +199,9 @@ pub struct Client {
     /// Upload sessions started and not finished, that no session file keeps for a re-run
     /// (see [`Client::cancel_open_uploads`]).
     open_uploads: Mutex<Vec<upload::OpenUpload>>,
+    /// Writes of a digest into a repository kept apart from PUTs of manifests naming it
+    /// (see `links`: distribution rewrites its link files non-atomically).
+    links: links::LinkLocks,
 }
 
 impl Client {
@@ -210,6 +214,7 @@ impl Client {
             opts,
             hosts: tokio::sync::Mutex::new(HashMap::new()),
             open_uploads: Mutex::new(Vec::new()),
+            links: links::LinkLocks::default(),
         }))
     }
 
@@ -316,6 +321,16 @@ pub struct Repository {
 }
 
 impl Repository {
+    /// What the link locks of this repository are keyed by (see `links`).
+    fn link_scope(&self) -> String {
+        format!("{}/{}", self.registry, self.repo)
+    }
+
+    /// A HEAD of the blob, without the link locks (for callers that hold them).
+    async fn blob_exists(&self, desc: &Descriptor) -> Result<bool> {
+        self.head_status(&format!("blobs/{}", desc.digest), None).await
+    }
+
     fn loc(&self) -> String {
         format!("docker://{}/{}", self.registry, self.repo)
     }
@@ -493,10 +508,13 @@ impl Destination for Repository {
     }
 
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        self.head_status(&format!("blobs/{}", desc.digest), None).await
+        // a blob being written here now is waited for (see `links`)
+        let _held = self.client.links.lock(&self.link_scope(), None, [desc.digest.clone()]).await;
+        self.blob_exists(desc).await
     }
 
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        let _held = self.client.links.lock(&self.link_scope(), None, [desc.digest.clone()]).await;
         self.head_status(&format!("manifests/{}", desc.digest), Some(crate::model::media::MANIFEST_ACCEPT)).await
     }
 

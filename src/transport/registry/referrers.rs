@@ -150,11 +150,15 @@ impl Repository {
         }
     }
 
-    async fn put_index(&self, tag: &str, bytes: Bytes) -> Result<()> {
+    async fn put_index(&self, tag: &str, bytes: Bytes, names: Vec<Digest>) -> Result<()> {
         let path = format!("manifests/{tag}");
-        let resp = self
-            .request(Method::PUT, &path, true, &|r| r.header(CONTENT_TYPE, media::OCI_INDEX).body(bytes.clone()))
-            .await?;
+        // as every manifest PUT: not while what it names is being written here (see `links`)
+        let own = Digest::sha256_of(&bytes);
+        let resp = {
+            let _held = self.client.links.lock(&self.link_scope(), Some(&own), names).await;
+            self.request(Method::PUT, &path, true, &|r| r.header(CONTENT_TYPE, media::OCI_INDEX).body(bytes.clone()))
+                .await?
+        };
         let status = resp.status();
         if !status.is_success() {
             let body = ErrorBody::read(resp).await;
@@ -183,13 +187,14 @@ impl Repository {
                 return Ok(());
             }
             manifests.push(entry.clone());
+            let names = manifests.iter().map(|d| d.digest.clone()).collect();
             let bytes = Bytes::from(ImageIndex::new(manifests).to_bytes()?);
             let again = self.read_fallback(subject).await?.map(|(d, _)| d);
             if again != before {
                 tracing::info!(%tag, attempt, "referrers fallback index changed while updating; retrying");
                 continue;
             }
-            self.put_index(&tag, bytes).await?;
+            self.put_index(&tag, bytes, names).await?;
             let after = self.read_fallback(subject).await?;
             if after.is_some_and(|(_, m)| m.iter().any(|d| d.digest == entry.digest)) {
                 tracing::info!(%tag, referrer = %entry.digest, "referrers fallback index updated");

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::{Digest, Hasher};
 use crate::model::verify::HashingReader;
-use crate::transport::{BlobOutcome, Destination, Progress, Source, VerifyReader};
+use crate::transport::{BlobOutcome, Progress, Source, VerifyReader};
 
 /// Bytes an upload holds according to its `Range: 0-<last>` header. `last` is inclusive, so
 /// `0-N` means N+1 bytes, except that distribution (2.8.2) also answers `0-0` for an empty
@@ -47,6 +47,12 @@ impl Repository {
         src: &dyn Source,
         progress: &dyn Progress,
     ) -> Result<BlobOutcome> {
+        // Alone with this digest in this repository while it is written (see `links`); after
+        // another writer of it, it is there already.
+        let held = self.client.links.lock(&self.link_scope(), Some(&desc.digest), []).await;
+        if held.waited && self.blob_exists(desc).await.unwrap_or(false) {
+            return Ok(BlobOutcome::Existed);
+        }
         let from = match src.registry_repo() {
             Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
             _ => None,
@@ -101,7 +107,7 @@ impl Repository {
                 _ => return Err(f.error),
             };
             tracing::info!(digest = %desc.digest, error = %f.error, "upload failed");
-            if self.has_blob(desc).await.unwrap_or(false) {
+            if self.blob_exists(desc).await.unwrap_or(false) {
                 return Ok(BlobOutcome::Uploaded);
             }
             if mode == UploadMode::Auto {
