@@ -133,6 +133,9 @@ pub(crate) struct Ctx<'a> {
     pub imported: Vec<ImportedCache>,
     /// Every step this build went through (cached or not), for `--cache-to`.
     pub seen: Mutex<BTreeMap<String, CacheEntry>>,
+    /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
+    /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
+    pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
 }
 
 pub(crate) fn hash(parts: &[&str]) -> String {
@@ -174,13 +177,44 @@ impl Ctx<'_> {
         if let Some(e) = self.cache_get(key) {
             return Ok(Some(e));
         }
-        for c in &self.imported {
-            if let Some(e) = c.take(key, self.layout, self.log).await {
+        for (i, c) in self.imported.iter().enumerate() {
+            if let Some((e, later)) = c.take(key, self.layout, self.log).await {
+                if let Some(l) = e.layer.as_ref().filter(|_| later) {
+                    self.pending.lock().expect("pending lock").insert(l.digest.clone(), (i, l.clone()));
+                }
                 self.cache_put(key, e.blob().as_ref())?;
                 return Ok(Some(e));
             }
         }
         Ok(None)
+    }
+
+    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
+    /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
+    /// before the image is written.
+    pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let wanted: Vec<(usize, Descriptor)> = {
+            let pending = self.pending.lock().expect("pending lock");
+            layers.iter().filter_map(|l| pending.get(&l.digest).cloned()).collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(wanted.iter().map(|(i, l)| async move {
+            let cache = &self.imported[*i];
+            cache.fetch(l, self.layout).await.map_err(|e| {
+                Error::Other(format!("build cache {}: layer {} could not be fetched: {e}", cache.name(), l.digest))
+            })
+        }))
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let mut pending = self.pending.lock().expect("pending lock");
+        for (_, l) in &wanted {
+            pending.remove(&l.digest);
+        }
+        Ok(())
     }
 
     /// The cached layer of `key` (None inside: the step made no layer).
@@ -248,6 +282,7 @@ pub async fn build_dockerfile(
         stat,
         imported,
         seen: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(BTreeMap::new()),
     };
     let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
@@ -267,12 +302,18 @@ pub async fn build_dockerfile(
     for p in &platforms {
         let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
+        ctx.ensure_layers(&stage.layers).await?;
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
     let seen = ctx.seen.lock().expect("cache record lock").clone();
+    if !opts.cache_export.is_empty() {
+        // an exported cache holds its layers
+        let all: Vec<Descriptor> = seen.values().filter_map(|e| e.layer.clone()).collect();
+        ctx.ensure_layers(&all).await?;
+    }
     let caches =
         opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
     Ok(BuildOutcome {
@@ -893,6 +934,7 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
     let (blob, cached) = match ctx.cache_lookup(&key).await? {
         Some(e) => (e.blob(), true),
         None => {
+            ctx.ensure_layers(&st.layers).await?;
             let stc = st.clone();
             let p = path.to_string();
             let (uid, gid) = {
@@ -1286,9 +1328,13 @@ async fn copy(
             return Ok(());
         }
     }
+    ctx.ensure_layers(&st.layers).await?;
     let root = match &other {
         None => SourceRoot { dir: ctx.context.clone(), from_context: true, _mount: None, _tmp: None },
-        Some(o) => mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?,
+        Some(o) => {
+            ctx.ensure_layers(&o.layers).await?;
+            mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?
+        }
     };
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
@@ -1576,6 +1622,42 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
 /// Files under `stat.1` take their content digest from the stat cache `stat.0`.
 fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)>) -> Result<String> {
+    // The content digests of context files first, on every core (the stat cache is shared):
+    // a warm build from a registry cache spends its time here.
+    let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
+    if let Some((sc, under)) = stat {
+        let files: Vec<&Path> = items
+            .values()
+            .filter_map(|it| match &it.kind {
+                Kind::File { src, .. } if src.starts_with(under) => Some(src.as_path()),
+                _ => None,
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(files.len().div_ceil(64).max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut buf = vec![0u8; 1 << 16];
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(f) = files.get(i) else { return Ok(out) };
+                            out.push((*f, sc.digest(f, &mut buf)?));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                digests.extend(w.join().expect("hashing thread")?);
+            }
+            Ok(())
+        })?;
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for (p, it) in items {
@@ -1587,8 +1669,8 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
             Kind::Hardlink { target } => h.update(format!("h{target}").as_bytes()),
             Kind::File { src, size, link_key } => {
                 h.update(format!("f{size}\0{}", link_key.is_some()).as_bytes());
-                if let Some((sc, _)) = stat.filter(|(_, under)| src.starts_with(under)) {
-                    h.update(sc.digest(src, &mut buf)?);
+                if let Some(d) = digests.get(src.as_path()) {
+                    h.update(d);
                     continue;
                 }
                 let mut f = fs::File::open(src).at(src)?;

@@ -250,6 +250,7 @@ pub(crate) async fn run_step(
         return Ok(());
     }
     ctx.log.line(&format!("[{label}] {}", truncate(&by)));
+    ctx.ensure_layers(&st.layers).await?;
     // Bind sources from other stages are mounted for the duration of the step.
     let mut stage_mounts = Vec::new();
     // target, host source, rw, mount point removed after the step
@@ -282,6 +283,7 @@ pub(crate) async fn run_step(
                         let other = super::eval::find_stage(plan, done, f, s, true).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
                         })?;
+                        ctx.ensure_layers(&other.layers).await?;
                         let root = mount_stage(ctx.layout, other, ctx.opts.snapshotter).await?;
                         let d = root.dir.clone();
                         stage_mounts.push(root);
