@@ -41,8 +41,6 @@ pub fn purl(kind: &str, namespace: &[&str], name: &str, version: &str, qualifier
     s
 }
 
-/// Licenses of a DEP-5 `copyright` file: its distinct `License:` names, joined with AND.
-
 /// Distributions whose packages are apks (the rest, for dpkg, are Debian-like).
 const APK_DISTROS: &[&str] = &["alpine", "wolfi", "chainguard", "postmarketos"];
 

@@ -97,6 +97,7 @@ fn content<'a>(tree: &'a Tree, path: &str) -> Option<std::borrow::Cow<'a, str>> 
     tree.get(path).and_then(|e| e.content.as_deref()).map(String::from_utf8_lossy)
 }
 
+/// Licenses of a DEP-5 `copyright` file: its distinct `License:` names, joined with AND.
 fn deb_license(tree: &Tree, name: &str) -> Option<String> {
     let text = content(tree, &format!("usr/share/doc/{name}/copyright"))?;
     let mut seen = BTreeSet::new();
