@@ -349,22 +349,7 @@ async fn deliver_plan(
     if let Some(path) = out.metadata_file.as_deref() {
         hoist::output::write_metadata(path, &root, outputs, &std::collections::BTreeMap::new())?;
     }
-    if ctx.json() {
-        let v = serde_json::json!({
-            "digest": root.digest.to_string(),
-            "mediaType": root.media_type,
-            "size": root.size,
-            "artifactType": root.artifact_type,
-            "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
-        });
-        let mut v = v;
-        if signer.is_some() {
-            v["signatures"] = serde_json::json!(signatures);
-        }
-        outln!("{v}");
-    } else {
-        outln!("{}", root.digest);
-    }
+    super::store::print_delivered(ctx, &root, None, &results, signer.is_some().then_some(&signatures[..]));
     Ok(0)
 }
 

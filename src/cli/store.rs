@@ -161,24 +161,41 @@ pub(crate) async fn deliver_with(
     if outputs.iter().any(writes_stdout) {
         return Ok(0);
     }
-    if ctx.json() {
-        let v = serde_json::json!({
-            "digest": root.digest.to_string(),
-            "mediaType": root.media_type,
-            "size": root.size,
-            "artifactType": root.artifact_type,
-            "store": store.root(),
-            "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
-        });
-        let mut v = v;
-        if signer.is_some() {
-            v["signatures"] = serde_json::json!(signatures);
-        }
-        outln!("{v}");
-    } else {
-        outln!("{}", root.digest);
-    }
+    print_delivered(ctx, root, Some(store.root()), &results, signer.is_some().then_some(&signatures[..]));
     Ok(0)
+}
+
+/// What a command that wrote `root` prints: its digest, or with `--format json` the root,
+/// the store it is in (if any), each output's report and, when signing, the signatures.
+pub(crate) fn print_delivered(
+    ctx: &Ctx,
+    root: &Descriptor,
+    store: Option<&Path>,
+    results: &[hoist::output::ExportResult],
+    signatures: Option<&[hoist::trust::sign::Written]>,
+) {
+    if !ctx.json() {
+        outln!("{}", root.digest);
+        return;
+    }
+    let mut v = serde_json::json!({
+        "digest": root.digest.to_string(),
+        "mediaType": root.media_type,
+        "size": root.size,
+        "artifactType": root.artifact_type,
+    });
+    if let Some(store) = store {
+        v["store"] = serde_json::json!(store);
+    }
+    v["outputs"] = results
+        .iter()
+        .map(|r| serde_json::json!({"destination": r.destination, "report": r.report}))
+        .collect::<Vec<_>>()
+        .into();
+    if let Some(signatures) = signatures {
+        v["signatures"] = serde_json::json!(signatures);
+    }
+    outln!("{v}");
 }
 
 /// `hoist store ...`: the local build store.
