@@ -18,7 +18,8 @@ use hoist::transport::layout::Layout;
 use hoist::transport::Endpoint;
 use hoist::transport::Source;
 
-use super::store::{apply_default_tag, deliver_with, resolve_any, OutputArgs};
+use super::resolve_any;
+use super::store::{apply_default_tag, deliver_with, OutputArgs};
 use super::Ctx;
 
 #[derive(Args)]
