@@ -29,7 +29,7 @@ use crate::model::document::View;
 use crate::model::media;
 use crate::model::write::ImageManifest;
 use crate::transport::layout::Layout;
-use crate::transport::{Destination, NoProgress, Source};
+use crate::transport::{Destination, NoProgress, RangeRead, Source};
 
 /// `artifactType` of an exported build cache.
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.hoist.build-cache.v1";
@@ -116,17 +116,62 @@ impl ImportedCache {
         self.steps.len()
     }
 
-    /// The step `key` when this cache has it and its layer is (now) in `layout`.
-    pub async fn take(&self, key: &str, layout: &Layout, log: &dyn BuildLog) -> Option<CacheEntry> {
+    /// The step `key` when this cache has it and its layer can be had: `(entry, later)`.
+    /// `later`: the layer is not in `layout` yet but the cache has it (a one-byte ranged read
+    /// or the file answered); [`ImportedCache::fetch`] brings it when a later step or the
+    /// image needs it, so a step whose layer nothing reads (an intermediate stage a cached
+    /// `COPY --from` replaces) is never downloaded. Where no cheap check exists the layer is
+    /// fetched now. A layer the cache no longer has is a miss.
+    pub async fn take(&self, key: &str, layout: &Layout, log: &dyn BuildLog) -> Option<(CacheEntry, bool)> {
         let e = self.steps.get(key)?;
-        if let Some(l) = &e.layer {
-            e.diff_id.as_ref()?;
-            if let Err(err) = layout.push_blob(l, self.source.as_ref(), &NoProgress).await {
-                log.line(&format!("  cache {}: layer {} not fetched ({err}): a miss", self.name, l.digest));
+        let Some(l) = &e.layer else {
+            return Some((e.clone(), false));
+        };
+        e.diff_id.as_ref()?;
+        if layout.blob_path_of(&l.digest).is_file() {
+            return Some((e.clone(), false));
+        }
+        let check = match self.source.blob_path(l) {
+            _ if l.size == 0 => Ok(false),
+            Some(p) if p.is_file() => Ok(true),
+            Some(p) => Err(Error::io(&p, std::io::Error::from(std::io::ErrorKind::NotFound))),
+            None => match self.source.open_blob_range(l, 0, 1.min(l.size)).await {
+                Ok(RangeRead::Part(_) | RangeRead::Whole(_)) => Ok(true),
+                Ok(RangeRead::Unsupported) => Ok(false),
+                Err(err) => Err(err),
+            },
+        };
+        let miss = |err: Error| {
+            log.line(&format!("  cache {}: layer {} not fetched ({err}): a miss", self.name, l.digest));
+        };
+        let later = match check {
+            Ok(true) => true,
+            Ok(false) => match self.fetch(l, layout).await {
+                Ok(()) => false,
+                Err(err) => {
+                    miss(err);
+                    return None;
+                }
+            },
+            Err(err) => {
+                miss(err);
                 return None;
             }
+        };
+        Some((e.clone(), later))
+    }
+
+    /// Fetch the layer `l` of this cache into `layout` (verified), unless it is there.
+    pub async fn fetch(&self, l: &Descriptor, layout: &Layout) -> Result<()> {
+        if layout.blob_path_of(&l.digest).is_file() {
+            return Ok(());
         }
-        Some(e.clone())
+        layout.push_blob(l, self.source.as_ref(), &NoProgress).await.map(|_| ())
+    }
+
+    /// The name the cache was given (`--cache-from`), for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

@@ -133,6 +133,37 @@ pub(crate) struct Ctx<'a> {
     pub imported: Vec<ImportedCache>,
     /// Every step this build went through (cached or not), for `--cache-to`.
     pub seen: Mutex<BTreeMap<String, CacheEntry>>,
+    /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
+    /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
+    pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
+    /// Directories named by `--build-context NAME=DIR`.
+    pub named_dirs: BTreeMap<String, NamedDir>,
+}
+
+/// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
+/// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read it as they read the build
+/// context (files owned by root, keyed by content, the directory's own `.dockerignore`).
+/// A stage of that name comes first, as for images.
+#[derive(Clone)]
+pub(crate) struct NamedDir {
+    pub dir: PathBuf,
+    pub ignore: Arc<Vec<IgnoreRule>>,
+}
+
+/// The named directory contexts of `opts`, checked before anything is built.
+fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &opts.build_contexts {
+        let NamedContext::Dir(d) = c else { continue };
+        let bad = |why: String| Error::Usage(format!("--build-context {name}={}: {why}", d.display()));
+        let dir = fs::canonicalize(d).map_err(|e| bad(e.to_string()))?;
+        if !dir.is_dir() {
+            return Err(bad("not a directory (nor docker-image://REF or oci-layout://DIR)".into()));
+        }
+        let ignore = Arc::new(read_ignore_file(&dir.join(".dockerignore"))?);
+        out.insert(name.clone(), NamedDir { dir, ignore });
+    }
+    Ok(out)
 }
 
 pub(crate) fn hash(parts: &[&str]) -> String {
@@ -174,13 +205,44 @@ impl Ctx<'_> {
         if let Some(e) = self.cache_get(key) {
             return Ok(Some(e));
         }
-        for c in &self.imported {
-            if let Some(e) = c.take(key, self.layout, self.log).await {
+        for (i, c) in self.imported.iter().enumerate() {
+            if let Some((e, later)) = c.take(key, self.layout, self.log).await {
+                if let Some(l) = e.layer.as_ref().filter(|_| later) {
+                    self.pending.lock().expect("pending lock").insert(l.digest.clone(), (i, l.clone()));
+                }
                 self.cache_put(key, e.blob().as_ref())?;
                 return Ok(Some(e));
             }
         }
         Ok(None)
+    }
+
+    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
+    /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
+    /// before the image is written.
+    pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let wanted: Vec<(usize, Descriptor)> = {
+            let pending = self.pending.lock().expect("pending lock");
+            layers.iter().filter_map(|l| pending.get(&l.digest).cloned()).collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(wanted.iter().map(|(i, l)| async move {
+            let cache = &self.imported[*i];
+            cache.fetch(l, self.layout).await.map_err(|e| {
+                Error::Other(format!("build cache {}: layer {} could not be fetched: {e}", cache.name(), l.digest))
+            })
+        }))
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let mut pending = self.pending.lock().expect("pending lock");
+        for (_, l) in &wanted {
+            pending.remove(&l.digest);
+        }
+        Ok(())
     }
 
     /// The cached layer of `key` (None inside: the step made no layer).
@@ -248,6 +310,8 @@ pub async fn build_dockerfile(
         stat,
         imported,
         seen: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(BTreeMap::new()),
+        named_dirs: named_dirs(opts)?,
     };
     let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
@@ -267,12 +331,18 @@ pub async fn build_dockerfile(
     for p in &platforms {
         let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
+        ctx.ensure_layers(&stage.layers).await?;
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
     let seen = ctx.seen.lock().expect("cache record lock").clone();
+    if !opts.cache_export.is_empty() {
+        // an exported cache holds its layers
+        let all: Vec<Descriptor> = seen.values().filter_map(|e| e.layer.clone()).collect();
+        ctx.ensure_layers(&all).await?;
+    }
     let caches =
         opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
     Ok(BuildOutcome {
@@ -527,33 +597,12 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     // A named context (`--build-context NAME=...`) stands for the image NAME.
     let image = match ctx.opts.build_contexts.get(image) {
         Some(NamedContext::Image(r)) => r.as_str(),
-        Some(NamedContext::Dir(d)) => {
-            return Err(Error::Unsupported(format!(
-                "--build-context {image}={}: a directory as a named context is not supported (docker-image:// and oci-layout:// are)",
-                d.display()
-            )))
-        }
+        Some(NamedContext::Dir(_)) => return local_stage(ctx, image, platform).await,
         None => image,
     };
-    let mut st = Stage {
-        name: None,
-        config: ImageConfig::default(),
-        layers: vec![],
-        base: None,
-        args: BTreeMap::new(),
-        shell: vec!["/bin/sh".into(), "-c".into()],
-        cmd_set: false,
-        key: String::new(),
-        platform: platform.clone(),
-    };
+    let mut st = scratch_stage(platform);
     let pf = platform.to_string();
     if image == "scratch" {
-        st.config.rootfs = RootFs::layers(vec![]);
-        // BuildKit and buildah give a scratch image the default PATH.
-        st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
-        // ... and BuildKit a working directory of `/`.
-        st.config.config.working_dir = Some("/".into());
-        st.key = hash(&["hoist-dockerfile-v1", &pf, "scratch"]);
         return Ok(st);
     }
     let (source, root) = resolver.resolve(image).await?;
@@ -580,6 +629,63 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     st.key = hash(&["hoist-dockerfile-v1", &pf, &base.manifest.digest.to_string()]);
     st.base = Some((base.manifest, image.to_string()));
     Ok(st)
+}
+
+/// `FROM NAME` of a named directory context: a stage with a scratch image's config whose
+/// filesystem is the directory (one layer, as BuildKit's local source), keyed by content.
+async fn local_stage(ctx: &Ctx<'_>, name: &str, platform: &Platform) -> Result<Stage> {
+    let n =
+        ctx.named_dirs.get(name).cloned().ok_or_else(|| Error::Other(format!("named context {name} not loaded")))?;
+    let mut st = scratch_stage(platform);
+    let pf = platform.to_string();
+    let (stat, context) = (ctx.stat.clone(), ctx.context.clone());
+    let (key, items) = blocking(move || {
+        let mut items = BTreeMap::new();
+        add_tree(&n.dir, "", &mut items, None, None, None, false, (&n.ignore, ""), &[])?;
+        let key = hash(&["hoist-dockerfile-v1", &pf, "local", &digest_items(&items, Some((&stat, &context)))?]);
+        Ok((key, items))
+    })
+    .await?;
+    let created = ctx.created.clone();
+    let by = format!("FROM {name} (build context {})", ctx.named_dirs[name].dir.display());
+    let blob = match ctx.cache_lookup(&key).await? {
+        Some(hit) => hit.blob(),
+        None => {
+            let layout = Layout::open(ctx.layout.root())?;
+            let (compression, epoch) = (ctx.opts.compression, ctx.epoch);
+            let blob = blocking(move || build_items_layer_blocking(&layout, items, compression, epoch)).await?;
+            ctx.cache_put(&key, Some(&blob))?;
+            Some(blob)
+        }
+    };
+    match blob {
+        Some(b) => st.push_layer(&b, &created, by),
+        None => st.push_empty(&created, by),
+    }
+    st.key = key;
+    Ok(st)
+}
+
+/// The stage `FROM scratch` starts.
+fn scratch_stage(platform: &Platform) -> Stage {
+    let mut st = Stage {
+        name: None,
+        config: ImageConfig::default(),
+        layers: vec![],
+        base: None,
+        args: BTreeMap::new(),
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        cmd_set: false,
+        key: String::new(),
+        platform: platform.clone(),
+    };
+    st.config.rootfs = RootFs::layers(vec![]);
+    // BuildKit and buildah give a scratch image the default PATH.
+    st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+    // ... and BuildKit a working directory of `/`.
+    st.config.config.working_dir = Some("/".into());
+    st.key = hash(&["hoist-dockerfile-v1", &platform.to_string(), "scratch"]);
+    st
 }
 
 /// The platform stage `s` builds for: its `FROM --platform=` (variables from the global
@@ -893,6 +999,7 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
     let (blob, cached) = match ctx.cache_lookup(&key).await? {
         Some(e) => (e.blob(), true),
         None => {
+            ctx.ensure_layers(&st.layers).await?;
             let stc = st.clone();
             let p = path.to_string();
             let (uid, gid) = {
@@ -1060,6 +1167,13 @@ fn load_dockerignore(dockerfile: &Path, context: &Path) -> Result<Vec<IgnoreRule
     beside.push(".dockerignore");
     let beside = PathBuf::from(beside);
     let p = if beside.symlink_metadata().is_ok_and(|m| m.is_file()) { beside } else { context.join(".dockerignore") };
+    read_ignore_file(&p)
+}
+
+/// The rules of the ignore file `p` (none when it is missing or not a regular file: a
+/// symlink is never followed).
+fn read_ignore_file(p: &Path) -> Result<Vec<IgnoreRule>> {
+    let p = p.to_path_buf();
     if !p.symlink_metadata().is_ok_and(|m| m.is_file()) {
         return Ok(vec![]);
     }
@@ -1256,8 +1370,16 @@ async fn copy(
         check_from_literal(ctx, ins, f)?;
         check_not_self(ctx, plan, s, ins, f)?;
     }
+    // --from=NAME of a named directory context (when no stage has that name) reads it as
+    // the build context is read
+    let named = from
+        .as_deref()
+        .filter(|f| find_stage(plan, done, f, s, true).is_none())
+        .and_then(|f| ctx.named_dirs.get(f))
+        .cloned();
     let other = match &from {
         None => None,
+        Some(_) if named.is_some() => None,
         Some(f) => Some(match find_stage(plan, done, f, s, true) {
             Some(o) => o.clone(),
             None => image_stage(ctx, f, &st.platform, resolver).await?,
@@ -1286,13 +1408,22 @@ async fn copy(
             return Ok(());
         }
     }
+    ctx.ensure_layers(&st.layers).await?;
     let root = match &other {
-        None => SourceRoot { dir: ctx.context.clone(), from_context: true, _mount: None, _tmp: None },
-        Some(o) => mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?,
+        None => SourceRoot {
+            dir: named.as_ref().map_or_else(|| ctx.context.clone(), |n| n.dir.clone()),
+            from_context: true,
+            _mount: None,
+            _tmp: None,
+        },
+        Some(o) => {
+            ctx.ensure_layers(&o.layers).await?;
+            mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?
+        }
     };
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
-    let ignore = ctx.ignore.clone();
+    let ignore = named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone());
     let hd = heredoc_dir.as_ref().map(|t| t.path().to_path_buf());
     let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
     let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();
@@ -1576,6 +1707,42 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
 /// Files under `stat.1` take their content digest from the stat cache `stat.0`.
 fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)>) -> Result<String> {
+    // The content digests of context files first, on every core (the stat cache is shared):
+    // a warm build from a registry cache spends its time here.
+    let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
+    if let Some((sc, under)) = stat {
+        let files: Vec<&Path> = items
+            .values()
+            .filter_map(|it| match &it.kind {
+                Kind::File { src, .. } if src.starts_with(under) => Some(src.as_path()),
+                _ => None,
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(files.len().div_ceil(64).max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut buf = vec![0u8; 1 << 16];
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(f) = files.get(i) else { return Ok(out) };
+                            out.push((*f, sc.digest(f, &mut buf)?));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                digests.extend(w.join().expect("hashing thread")?);
+            }
+            Ok(())
+        })?;
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for (p, it) in items {
@@ -1587,8 +1754,8 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
             Kind::Hardlink { target } => h.update(format!("h{target}").as_bytes()),
             Kind::File { src, size, link_key } => {
                 h.update(format!("f{size}\0{}", link_key.is_some()).as_bytes());
-                if let Some((sc, _)) = stat.filter(|(_, under)| src.starts_with(under)) {
-                    h.update(sc.digest(src, &mut buf)?);
+                if let Some(d) = digests.get(src.as_path()) {
+                    h.update(d);
                     continue;
                 }
                 let mut f = fs::File::open(src).at(src)?;

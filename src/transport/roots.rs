@@ -19,7 +19,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::Document;
 use crate::model::media;
-use crate::model::reference::same_image_name;
+use crate::model::reference::{same_image_name, split_tag, TagOrDigest};
 
 /// One entry, kept as its JSON (about 200 bytes for a tagged image) rather than as a parsed
 /// descriptor and a JSON tree (about 2 KiB): a layout of 100k tags is read and rewritten
@@ -309,7 +309,7 @@ impl RootIndex {
         location: &str,
         manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
     ) -> Result<Descriptor> {
-        if let Some(tag) = reference.filter(|r| !(r.contains(':') && r.parse::<Digest>().is_ok())) {
+        if let Some(tag) = reference.filter(|r| TagOrDigest::parse(r).tag().is_some()) {
             let exact = self.by_tag.get(tag).and_then(|s| s.iter().find_map(|&i| self.slots[i].as_ref()));
             if let Some(e) = exact {
                 return Ok(e.desc());
@@ -338,7 +338,7 @@ pub fn resolve_in_entries(
                 ),
             }),
         },
-        Some(r) if r.contains(':') && r.parse::<Digest>().is_ok() => {
+        Some(r) if TagOrDigest::parse(r).digest().is_some() => {
             let digest: Digest = r.parse()?;
             if let Some(d) = entries.iter().find(|d| d.digest == digest) {
                 return Ok(d.clone());
@@ -376,10 +376,11 @@ fn stored_names(d: &Descriptor) -> impl Iterator<Item = &str> {
     d.ref_name().into_iter().chain(d.annotations.get(media::ANNOTATION_CONTAINERD_IMAGE_NAME).map(String::as_str))
 }
 
-/// The tag part of a layout `ref.name`: itself, or the tag of a full reference.
+/// The tag part of a layout `ref.name`: itself, or the tag of a full reference (one with a
+/// `/`: a bare `a:b` is a name as it is).
 pub fn tag_of_ref_name(name: &str) -> &str {
-    match name.rsplit_once(':') {
-        Some((_, t)) if !t.contains('/') && name.contains('/') => t,
+    match split_tag(name) {
+        (_, Some(t)) if name.contains('/') => t,
         _ => name,
     }
 }

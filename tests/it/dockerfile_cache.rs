@@ -13,15 +13,20 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// The digest of the last layer of the only image in the OCI layout `dir`.
-fn last_layer(dir: &Path) -> String {
+/// The layer digests of the only image in the OCI layout `dir`.
+fn image_layers(dir: &Path) -> Vec<String> {
     let blob = |d: &str| -> Value {
         serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
             .unwrap()
     };
     let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
     let m = blob(index["manifests"][0]["digest"].as_str().unwrap());
-    m["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string()
+    m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// The digest of the last layer of the only image in the OCI layout `dir`.
+fn last_layer(dir: &Path) -> String {
+    image_layers(dir).last().unwrap().clone()
 }
 
 /// `DELETE /v2/REPO/blobs/DIGEST` on the registry (deletion is enabled there).
@@ -104,6 +109,18 @@ fn registry_cache_runs_nothing_on_a_fresh_store() {
         fs::read_to_string(t.join("out2/index.json")).unwrap(),
         fs::read_to_string(t.join("out1/index.json")).unwrap()
     );
+    // It fetched the image's layers and none of the cached layers nothing read: the tools
+    // stage's RUN layer, replaced by a cached COPY --from, stays in the registry.
+    let has = |store: &str, digest: &str| {
+        t.join(store).join("blobs/sha256").join(digest.trim_start_matches("sha256:")).is_file()
+    };
+    let image_layers = image_layers(&t.join("out1"));
+    let cached: Vec<String> =
+        m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    let unread: Vec<&String> = cached.iter().filter(|d| !image_layers.contains(d)).collect();
+    assert!(!unread.is_empty(), "the max cache holds the tools stage's RUN layer: {m}");
+    assert!(image_layers.iter().all(|d| has("store2", d)));
+    assert!(unread.iter().all(|d| !has("store2", d)), "fetched a layer no step read: {unread:?}");
 
     // mode=min holds the image's steps only: the tools stage runs again, the rest does not.
     let (d3, log) =
@@ -216,16 +233,7 @@ fn registry_cache_takes_context_copies_and_a_changed_file_invalidates_from_its_c
     // (a RUN that runs is logged as "[stage] RUN ...", a cached one as "  RUN ... CACHED")
     assert_eq!(steps(&log, "RUN"), [("RUN cat /a/one /a/sub/two > /all".to_string(), true)], "{log}");
     assert_ne!(d3, d1);
-    let layers = |out: &str| -> Vec<Value> {
-        let dir = t.join(out);
-        let blob = |d: &str| -> Value {
-            serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
-                .unwrap()
-        };
-        let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-        blob(index["manifests"][0]["digest"].as_str().unwrap())["layers"].as_array().unwrap().clone()
-    };
-    let (l1, l3) = (layers("out1"), layers("out3"));
+    let (l1, l3) = (image_layers(&t.join("out1")), image_layers(&t.join("out3")));
     assert_eq!(l1.len(), 5);
     assert_eq!(l1[..3], l3[..3], "the layers before the changed COPY are the cached ones");
     assert_ne!(l1[3], l3[3]);

@@ -31,7 +31,7 @@ mod unpack;
 
 #[cfg(feature = "containerd")]
 pub use client::Containerd;
-#[cfg(feature = "containerd")]
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
