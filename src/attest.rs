@@ -251,9 +251,9 @@ impl Signer for KeySigner {
 pub fn docker_purl(name: &str, platform: Option<&Platform>) -> String {
     let (repo, version) = match name.rsplit_once('@') {
         Some((r, d)) => (r.to_string(), d.to_string()),
-        None => match name.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((r, t)) => (r.to_string(), t.to_string()),
-            None => (name.to_string(), "latest".to_string()),
+        None => match crate::model::reference::split_tag(name) {
+            (r, Some(t)) => (r.to_string(), t.to_string()),
+            (_, None) => (name.to_string(), crate::model::reference::DEFAULT_TAG.to_string()),
         },
     };
     let parts: Vec<&str> = repo.split('/').collect();
@@ -263,7 +263,7 @@ pub fn docker_purl(name: &str, platform: Option<&Platform>) -> String {
     if let Some(p) = platform.as_deref() {
         quals.push(("platform", p));
     }
-    sbom::scan::purl("docker", ns, n[0], &version, &quals)
+    sbom::purl::purl("docker", ns, n[0], &version, &quals)
 }
 
 fn digest_set(d: &Digest) -> Value {

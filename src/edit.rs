@@ -56,7 +56,7 @@ pub struct ImageEdit {
     /// `hoist rebase`: the old base's layers swapped for the new base's.
     pub rebase: Option<crate::rebase::Rebase>,
     /// `hoist flatten`: every layer squashed into one, in this compression.
-    pub flatten: Option<crate::copy::convert::Compression>,
+    pub flatten: Option<crate::layer::codec::Compression>,
 }
 
 /// `KEY=VALUE` of a flag (`what` names it in the error).

@@ -9,16 +9,19 @@
 //! refused (symlinks are created, never followed); sizes and counts are bounded by the named
 //! constants below. Layers are verified (digest and size) before any byte of them is applied.
 
-use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, IoContext, Result};
+use crate::layer::extract::{clean_path, Extractor, Profile};
+use crate::layer::tar::{Stream, TarReader};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::document::View;
 use crate::model::verify::VerifyReader;
@@ -158,17 +161,16 @@ fn apply_layers_blocking(dest: &Path, files: Vec<(Descriptor, fs::File)>, report
         }
         Err(e) => return Err(Error::io(dest, e)),
     }
-    let root_uid = is_root();
-    let mut dir_meta: Vec<(PathBuf, u32, i64)> = Vec::new();
+    let mut ext = Extractor::new(dest, Profile::Image);
+    ext.max_bytes = MAX_TOTAL_BYTES;
     for (layer, mut file) in files {
         file.rewind().at("<temp file>")?;
         let reader = decompressor(file, &layer)?;
-        let mut archive = tar::Archive::new(reader);
-        // Entries of this layer: an opaque whiteout removes only what lower layers made.
-        let mut this_layer: HashSet<PathBuf> = HashSet::new();
-        let entries = archive.entries().map_err(|e| layer_error(&layer, e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| layer_error(&layer, e))?;
+        // The one bounded tar reader (extension headers capped before they are read).
+        let location = format!("layer {}", layer.digest);
+        let mut archive = TarReader::new(Stream(reader), &location, location.as_str());
+        ext.begin_layer(layer.digest.to_string());
+        while let Some(member) = archive.next_member()? {
             report.entries += 1;
             if report.entries > MAX_ENTRIES {
                 return Err(Error::malformed(
@@ -177,147 +179,19 @@ fn apply_layers_blocking(dest: &Path, files: Vec<(Descriptor, fs::File)>, report
                     format!("more than {MAX_ENTRIES} entries"),
                 ));
             }
-            let raw = entry.path_bytes().into_owned();
-            if raw.len() > MAX_PATH_BYTES {
+            if member.name.len() > MAX_PATH_BYTES {
                 return Err(Error::malformed("layer", layer.digest.to_string(), "entry path too long"));
             }
-            let rel = clean_path(&entry.path().map_err(|e| layer_error(&layer, e))?, &layer)?;
-            let Some(rel) = rel else { continue };
-            let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-            let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-            let parent = checked_dir(dest, &parent_rel, &layer)?;
-            if name == ".wh..wh..opq" {
-                for child in fs::read_dir(&parent).at(&parent)? {
-                    let child = child.at(&parent)?;
-                    let child_rel = parent_rel.join(child.file_name());
-                    if !this_layer.contains(&child_rel) {
-                        remove_any(&child.path())?;
-                    }
-                }
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                remove_any(&parent.join(hidden))?;
-                continue;
-            }
-            this_layer.insert(rel.clone());
-            let target = dest.join(&rel);
-            let header = entry.header().clone();
-            let mode = crate::layer::tar::numeric_field(&header.as_old().mode)
-                .map(|m| (m & 0o7777) as u32)
-                .ok_or_else(|| {
-                    layer_error(&layer, std::io::Error::new(std::io::ErrorKind::InvalidData, "mode is not a number"))
-                })?;
-            let pax = entry.pax_extensions().map_err(|e| layer_error(&layer, e))?;
-            let (uid, gid) = crate::layer::tar::owner(&header, pax).map_err(|e| layer_error(&layer, e))?;
-            let mtime = header.mtime().unwrap_or(0) as i64;
-            let kind = header.entry_type();
-            // What a lower layer left at this path is replaced, except a directory by a directory.
-            if let Ok(old) = fs::symlink_metadata(&target) {
-                if !(kind.is_dir() && old.is_dir()) {
-                    remove_any(&target)?;
-                }
-            }
-            match kind {
-                tar::EntryType::Directory => {
-                    if fs::symlink_metadata(&target).is_err() {
-                        fs::create_dir(&target).at(&target)?;
-                    }
-                    chown(&target, uid, gid, root_uid, report)?;
-                    // Modes and times of directories last: writing into one changes its mtime,
-                    // and a read-only directory must stay writable until its entries are in.
-                    dir_meta.push((rel.clone(), mode, mtime));
-                }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut out = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode_nofollow()
-                        .open(&target)
-                        .at(&target)?;
-                    let n = std::io::copy(&mut (&mut entry).take(header.size().unwrap_or(0)), &mut out)
-                        .map_err(|e| layer_error(&layer, e))?;
-                    report.bytes += n;
-                    if report.bytes > MAX_TOTAL_BYTES {
-                        return Err(Error::malformed("image", layer.digest.to_string(), "more than 1 TiB of files"));
-                    }
-                    drop(out);
-                    chown(&target, uid, gid, root_uid, report)?;
-                    fs::set_permissions(&target, fs::Permissions::from_mode(mode)).at(&target)?;
-                    set_mtime(&target, mtime)?;
-                }
-                tar::EntryType::Symlink => {
-                    let link = entry
-                        .link_name()
-                        .map_err(|e| layer_error(&layer, e))?
-                        .ok_or_else(|| Error::malformed("layer", layer.digest.to_string(), "symlink without target"))?;
-                    std::os::unix::fs::symlink(&link, &target).at(&target)?;
-                    chown(&target, uid, gid, root_uid, report)?;
-                    set_mtime(&target, mtime)?;
-                }
-                tar::EntryType::Link => {
-                    let link = entry.link_name().map_err(|e| layer_error(&layer, e))?.ok_or_else(|| {
-                        Error::malformed("layer", layer.digest.to_string(), "hard link without target")
-                    })?;
-                    let Some(link_rel) = clean_path(&link, &layer)? else {
-                        return Err(Error::malformed("layer", layer.digest.to_string(), "hard link to the root"));
-                    };
-                    let link_parent = checked_dir(dest, link_rel.parent().unwrap_or(Path::new("")), &layer)?;
-                    let source = link_parent.join(link_rel.file_name().unwrap_or_default());
-                    let meta = fs::symlink_metadata(&source).at(&source)?;
-                    if !meta.is_file() {
-                        return Err(Error::UnsafePath {
-                            path: link.display().to_string(),
-                            location: layer.digest.to_string(),
-                            reason: "a hard link must name a regular file of the image".into(),
-                        });
-                    }
-                    fs::hard_link(&source, &target).at(&target)?;
-                }
-                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                    if !root_uid && !kind.is_fifo() {
-                        report.skipped.push(format!("{}: device node (not root)", rel.display()));
-                        continue;
-                    }
-                    let ty = match kind {
-                        tar::EntryType::Char => libc::S_IFCHR,
-                        tar::EntryType::Block => libc::S_IFBLK,
-                        _ => libc::S_IFIFO,
-                    };
-                    let major = header.device_major().ok().flatten().unwrap_or(0);
-                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                    mknod(&target, ty | mode, libc::makedev(major, minor))?;
-                    chown(&target, uid, gid, root_uid, report)?;
-                    set_mtime(&target, mtime)?;
-                }
-                // Extended headers are consumed by the tar crate; anything else is metadata.
-                _ => {}
-            }
+            let path = Path::new(OsStr::from_bytes(&member.name));
+            let Some(rel) = clean_path(path, &layer.digest.to_string())? else { continue };
+            ext.apply(&rel, &member, &mut archive)?;
         }
         report.layers += 1;
     }
-    // Deepest first, so a parent's time is set after its children's changes.
-    dir_meta.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (rel, mode, mtime) in dir_meta {
-        let path = dest.join(&rel);
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).at(&path)?;
-            set_mtime(&path, mtime)?;
-        }
-    }
+    ext.finish()?;
+    report.bytes = ext.bytes;
+    report.skipped = std::mem::take(&mut ext.skipped);
     Ok(())
-}
-
-/// `O_NOFOLLOW` for creating files: the final component is never a symlink's target.
-trait NoFollow {
-    fn mode_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for fs::OpenOptions {
-    fn mode_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW).mode(0o600)
-    }
 }
 
 fn layer_error(layer: &Descriptor, e: std::io::Error) -> Error {
@@ -329,98 +203,6 @@ fn layer_error(layer: &Descriptor, e: std::io::Error) -> Error {
 /// a plain tar.
 fn decompressor(file: fs::File, layer: &Descriptor) -> Result<Box<dyn Read + Send>> {
     crate::layer::codec::decompress(None, std::io::BufReader::new(file)).map_err(|e| layer_error(layer, e))
-}
-
-/// An entry's path relative to the tree: `./` and leading `/` dropped; `..` refused; `None`
-/// for the root itself.
-fn clean_path(p: &Path, layer: &Descriptor) -> Result<Option<PathBuf>> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::UnsafePath {
-                    path: p.display().to_string(),
-                    location: layer.digest.to_string(),
-                    reason: "a layer entry may not climb out of the image with ..".into(),
-                })
-            }
-        }
-    }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
-}
-
-/// `dest/rel`, after checking that every component is a real directory (created when missing,
-/// as tar does for a parent a layer does not list): a symlink on the way is refused, so no
-/// entry is ever written through one.
-fn checked_dir(dest: &Path, rel: &Path, layer: &Descriptor) -> Result<PathBuf> {
-    let mut cur = dest.to_path_buf();
-    for c in rel.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::UnsafePath {
-                    path: rel.display().to_string(),
-                    location: layer.digest.to_string(),
-                    reason: format!("{} is a symlink: an export never writes through one", cur.display()),
-                })
-            }
-            Ok(_) => {
-                return Err(Error::UnsafePath {
-                    path: rel.display().to_string(),
-                    location: layer.digest.to_string(),
-                    reason: format!("{} is not a directory", cur.display()),
-                })
-            }
-            Err(_) => fs::create_dir(&cur).at(&cur)?,
-        }
-    }
-    Ok(cur)
-}
-
-/// Remove a file, symlink (not its target) or directory tree; nothing there is fine.
-fn remove_any(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
-        Ok(_) => fs::remove_file(path).at(path),
-        Err(_) => Ok(()),
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `lchown` as root; as anyone else, owners other than one's own are noted as skipped.
-fn chown(path: &Path, uid: u32, gid: u32, root: bool, report: &mut FsReport) -> Result<()> {
-    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-        Ok(()) => Ok(()),
-        Err(e) if !root && e.raw_os_error() == Some(libc::EPERM) => {
-            report.skipped.push(format!("{}: owner {uid}:{gid} (not root)", path.display()));
-            Ok(())
-        }
-        Err(e) => Err(Error::io(path, e)),
-    }
-}
-
-fn set_mtime(path: &Path, mtime: i64) -> Result<()> {
-    let t = filetime::FileTime::from_unix_time(mtime, 0);
-    filetime::set_symlink_file_times(path, t, t).at(path)
-}
-
-fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Usage(format!("{}: path with a NUL byte", path.display())))?;
-    // SAFETY: `c` is a valid NUL-terminated path; mknod only creates a node there.
-    let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev) };
-    if rc != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// A tar of the tree `tree` (owners, modes, times kept; symlinks stored as symlinks) at
@@ -470,22 +252,4 @@ fn write_tar_blocking(tree: &Path, dest: &Path, parent: &Path) -> Result<()> {
         t.persist(dest).map_err(|e| Error::io(dest, e.error))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_stay_inside_the_tree() {
-        let d = Descriptor::new("application/x", crate::Digest::sha256_of(b"x"), 1);
-        assert_eq!(clean_path(Path::new("./a/b"), &d).unwrap(), Some(PathBuf::from("a/b")));
-        assert_eq!(clean_path(Path::new("/etc/passwd"), &d).unwrap(), Some(PathBuf::from("etc/passwd")));
-        assert_eq!(clean_path(Path::new("./"), &d).unwrap(), None);
-        assert!(clean_path(Path::new("a/../../x"), &d).is_err());
-        let tree = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/tmp", tree.path().join("link")).unwrap();
-        assert!(checked_dir(tree.path(), Path::new("link/x"), &d).is_err());
-        assert!(checked_dir(tree.path(), Path::new("a/b"), &d).unwrap().is_dir());
-    }
 }

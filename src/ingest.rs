@@ -273,13 +273,8 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Rep
     Ok((digest, total))
 }
 
-/// Copy all of `r` into `w`, naming the failing side in errors.
-pub(crate) fn copy_stream(r: &mut impl Read, w: &mut impl Write, from: &Path, to: &Path) -> Result<u64> {
-    copy_stream_buf(r, w, from, to, &mut vec![0u8; BUF])
-}
-
-/// `copy_stream` with the caller's buffer (a fresh zeroed 1 MiB per small file cost a
-/// 1 MiB memset each: 15% of a 20k-file layer build).
+/// Copy all of `r` into `w` with the caller's buffer, naming the failing side in errors (a
+/// fresh zeroed 1 MiB per small file cost a 1 MiB memset each: 15% of a 20k-file layer build).
 pub(crate) fn copy_stream_buf(
     r: &mut impl Read,
     w: &mut impl Write,

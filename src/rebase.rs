@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::digest::Digest;
-use crate::model::document::View;
+use crate::model::document::{Document, View};
 use crate::model::media;
 use crate::transport::registry::Client;
 use crate::transport::{open_source, Endpoint, Source};
@@ -191,8 +191,9 @@ pub async fn load_base(client: &Arc<Client>, reference: &str) -> Result<(Base, A
     Ok((Base { images, name, digest: root.digest.clone() }, src))
 }
 
-/// The images of the base root `root` (itself, or each image of an index).
-async fn base_images(src: &dyn Source, root: &Descriptor) -> Result<Vec<BaseImage>> {
+/// The document of `root` and the image manifests it stands for: itself, or an index's
+/// image entries (attestations left out).
+async fn image_manifests(src: &dyn Source, root: &Descriptor) -> Result<(Document, Vec<Descriptor>)> {
     let doc = src.fetch_document(root).await?;
     let manifests = match &doc.view {
         View::Manifest(_) => vec![root.clone()],
@@ -203,6 +204,12 @@ async fn base_images(src: &dyn Source, root: &Descriptor) -> Result<Vec<BaseImag
             .cloned()
             .collect(),
     };
+    Ok((doc, manifests))
+}
+
+/// The images of the base root `root` (itself, or each image of an index).
+async fn base_images(src: &dyn Source, root: &Descriptor) -> Result<Vec<BaseImage>> {
+    let (doc, manifests) = image_manifests(src, root).await?;
     let mut out = Vec::new();
     for m in manifests {
         let doc = if m.digest == root.digest { doc.clone() } else { src.fetch_document(&m).await? };
@@ -270,25 +277,12 @@ pub async fn prepare(
 
 /// `name` without its tag or digest (`registry/repo:tag` -> `registry/repo`).
 fn repository_of(name: &str) -> &str {
-    let name = name.split('@').next().unwrap_or(name);
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    }
+    crate::model::reference::split_tag(name.split('@').next().unwrap_or(name)).0
 }
 
 /// The distinct (`base.name`, `base.digest`) pairs of the images of `root`.
 async fn base_annotations(src: &dyn Source, root: &Descriptor) -> Result<Vec<(String, String)>> {
-    let doc = src.fetch_document(root).await?;
-    let manifests: Vec<Descriptor> = match &doc.view {
-        View::Manifest(_) => vec![root.clone()],
-        View::Index(index) => index
-            .manifests
-            .iter()
-            .filter(|d| media::is_document(&d.media_type) && !crate::model::platform::is_attestation(d))
-            .cloned()
-            .collect(),
-    };
+    let (doc, manifests) = image_manifests(src, root).await?;
     let mut out = BTreeSet::new();
     for m in manifests {
         let doc = if m.digest == root.digest { doc.clone() } else { src.fetch_document(&m).await? };

@@ -12,7 +12,8 @@ use hoist::model::media;
 use hoist::transport::{open_destination, Endpoint};
 
 use super::out::outln;
-use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
+use super::resolve_any;
+use super::store::{apply_default_tag, deliver, prune_old_untagged, OutputArgs};
 use super::Ctx;
 
 #[derive(Subcommand)]

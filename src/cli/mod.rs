@@ -428,6 +428,19 @@ fn fail(e: &Error, json: bool, events: bool) -> i32 {
     failure.code
 }
 
+/// A reference in any transport, opened and resolved (a registry reference without tag
+/// means `latest`).
+pub(crate) async fn resolve_any(
+    ctx: &Ctx,
+    reference: &str,
+) -> Result<(hoist::transport::Endpoint, Box<dyn hoist::transport::Source>, hoist::Descriptor)> {
+    let ep = hoist::transport::Endpoint::from_user_input(reference)?;
+    let src = hoist::transport::open_source(&ep, &ctx.client)?;
+    let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
+    desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
+    Ok((ep, src, desc))
+}
+
 /// What every command gets: the settings, the registry client, progress output.
 pub(crate) struct Ctx {
     pub settings: Settings,

@@ -20,7 +20,8 @@ use hoist::transport::Source;
 
 use super::creds::{registry_of, registry_of_output};
 use super::out::outln;
-use super::store::{apply_default_tag, deliver, prune_old_untagged, resolve_any, OutputArgs};
+use super::resolve_any;
+use super::store::{apply_default_tag, deliver, prune_old_untagged, OutputArgs};
 use super::Ctx;
 
 /// How each file becomes a layer (`--layer-format`; `--format` is the global output format).
@@ -348,22 +349,7 @@ async fn deliver_plan(
     if let Some(path) = out.metadata_file.as_deref() {
         hoist::output::write_metadata(path, &root, outputs, &std::collections::BTreeMap::new())?;
     }
-    if ctx.json() {
-        let v = serde_json::json!({
-            "digest": root.digest.to_string(),
-            "mediaType": root.media_type,
-            "size": root.size,
-            "artifactType": root.artifact_type,
-            "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
-        });
-        let mut v = v;
-        if signer.is_some() {
-            v["signatures"] = serde_json::json!(signatures);
-        }
-        outln!("{v}");
-    } else {
-        outln!("{}", root.digest);
-    }
+    super::store::print_delivered(ctx, &root, None, &results, signer.is_some().then_some(&signatures[..]));
     Ok(0)
 }
 

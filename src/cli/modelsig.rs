@@ -11,7 +11,7 @@ use hoist::transport::{open_destination, Endpoint};
 use hoist::trust::{modelsig, PublicKey};
 
 use super::out::outln;
-use super::store::resolve_any;
+use super::resolve_any;
 use super::trust::load_private_key;
 use super::Ctx;
 

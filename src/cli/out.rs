@@ -181,7 +181,7 @@ fn not_found_message(what: &str, location: &str) -> String {
     if what == "list" {
         return format!("repository {repo} not found");
     }
-    if what.parse::<hoist::Digest>().is_ok() {
+    if hoist::model::reference::TagOrDigest::parse(what).digest().is_some() {
         return format!("manifest or blob {what} not found in repository {repo}");
     }
     format!("tag `{what}` not found in repository {repo}")

@@ -7,7 +7,7 @@ use hoist::error::{printable, Result};
 use hoist::transport::Endpoint;
 
 use super::out::outln;
-use super::store::resolve_any;
+use super::resolve_any;
 use super::Ctx;
 
 /// `hoist referrers`.

@@ -14,8 +14,8 @@ use hoist::transport::{open_destination, Endpoint};
 use hoist::trust::sign::{self, SignRequest};
 
 use super::out::outln;
+use super::resolve_any;
 use super::settings;
-use super::store::resolve_any;
 use super::Ctx;
 
 /// `hoist sbom`.

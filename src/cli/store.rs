@@ -9,8 +9,7 @@ use clap::Args;
 use hoist::error::{Error, Result};
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
 use hoist::transport::layout::Layout;
-use hoist::transport::Source;
-use hoist::transport::{open_source, Endpoint};
+use hoist::transport::{Endpoint, Source};
 use hoist::Descriptor;
 
 use super::out::outln;
@@ -81,7 +80,7 @@ pub(crate) fn default_store() -> PathBuf {
 /// part of `--tag`), so `--tag v1 --output type=local-layout,dest=DIR` gives `oci:DIR:v1`.
 pub(crate) fn apply_default_tag(outputs: &mut [OutputSpec], default_tag: Option<&str>) {
     // `sample:latest` and `reg/sample:latest` give `latest`; a bare `v1` stays `v1`.
-    let tag_part = |n: &str| n.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(n, |(_, t)| t).to_string();
+    let tag_part = |n: &str| hoist::model::reference::split_tag(n).1.unwrap_or(n).to_string();
     let Some(tag) = default_tag.map(tag_part).filter(|t| !t.is_empty()) else {
         return;
     };
@@ -162,34 +161,41 @@ pub(crate) async fn deliver_with(
     if outputs.iter().any(writes_stdout) {
         return Ok(0);
     }
-    if ctx.json() {
-        let v = serde_json::json!({
-            "digest": root.digest.to_string(),
-            "mediaType": root.media_type,
-            "size": root.size,
-            "artifactType": root.artifact_type,
-            "store": store.root(),
-            "outputs": results.iter().map(|r| serde_json::json!({"destination": r.destination, "report": r.report})).collect::<Vec<_>>(),
-        });
-        let mut v = v;
-        if signer.is_some() {
-            v["signatures"] = serde_json::json!(signatures);
-        }
-        outln!("{v}");
-    } else {
-        outln!("{}", root.digest);
-    }
+    print_delivered(ctx, root, Some(store.root()), &results, signer.is_some().then_some(&signatures[..]));
     Ok(0)
 }
 
-/// A reference in any transport, opened and resolved (a registry reference without tag
-/// means `latest`).
-pub(crate) async fn resolve_any(ctx: &Ctx, reference: &str) -> Result<(Endpoint, Box<dyn Source>, Descriptor)> {
-    let ep = Endpoint::from_user_input(reference)?;
-    let src = open_source(&ep, &ctx.client)?;
-    let mut desc = hoist::copy::plan::resolve(&ep, src.as_ref()).await?;
-    desc.annotations.remove(hoist::model::media::ANNOTATION_REF_NAME);
-    Ok((ep, src, desc))
+/// What a command that wrote `root` prints: its digest, or with `--format json` the root,
+/// the store it is in (if any), each output's report and, when signing, the signatures.
+pub(crate) fn print_delivered(
+    ctx: &Ctx,
+    root: &Descriptor,
+    store: Option<&Path>,
+    results: &[hoist::output::ExportResult],
+    signatures: Option<&[hoist::trust::sign::Written]>,
+) {
+    if !ctx.json() {
+        outln!("{}", root.digest);
+        return;
+    }
+    let mut v = serde_json::json!({
+        "digest": root.digest.to_string(),
+        "mediaType": root.media_type,
+        "size": root.size,
+        "artifactType": root.artifact_type,
+    });
+    if let Some(store) = store {
+        v["store"] = serde_json::json!(store);
+    }
+    v["outputs"] = results
+        .iter()
+        .map(|r| serde_json::json!({"destination": r.destination, "report": r.report}))
+        .collect::<Vec<_>>()
+        .into();
+    if let Some(signatures) = signatures {
+        v["signatures"] = serde_json::json!(signatures);
+    }
+    outln!("{v}");
 }
 
 /// `hoist store ...`: the local build store.

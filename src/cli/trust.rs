@@ -16,7 +16,7 @@ use hoist::trust::verify::{self, Rules};
 use hoist::trust::{payload, PrivateKey, PublicKey};
 
 use super::out::outln;
-use super::store::resolve_any;
+use super::resolve_any;
 use super::Ctx;
 
 /// `hoist key ...`.

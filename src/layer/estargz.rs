@@ -40,9 +40,33 @@ use std::thread::JoinHandle;
 use base64::Engine;
 use serde::Serialize;
 
-use super::tarstream::{clean_name, filter_members, RawMember, TarStream, BLOCK};
+use super::tar::{clean_name, filter_members, into_io, Member, Skip, Stream, TarReader};
 use crate::model::digest::{Algorithm, Digest, Hasher};
 use crate::model::verify::HashWriter;
+
+/// One tar block.
+const BLOCK: usize = super::tar::BLOCK as usize;
+
+/// A member of a layer with its path and link as text (what the TOC and tar-split hold).
+struct Entry {
+    m: Member,
+    name: String,
+    link: String,
+}
+
+/// The next member of `tar` for a lazy-pull layer: GNU sparse files and paths that are not
+/// UTF-8 are refused (neither TOC can describe them).
+fn next_entry<R: Skip>(tar: &mut TarReader<R>, what: &str) -> io::Result<Option<Entry>> {
+    let Some(m) = tar.next_member().map_err(into_io)? else { return Ok(None) };
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {why}"));
+    if m.header.entry_type().is_gnu_sparse() {
+        return Err(bad("GNU sparse files are not supported in lazy-pull layers"));
+    }
+    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad("a path in the tar is not UTF-8"));
+    let name = utf8(&m.name)?;
+    let link = utf8(m.link.as_deref().unwrap_or_default())?;
+    Ok(Some(Entry { m, name, link }))
+}
 
 /// Name of the TOC entry in the layer's tar.
 pub const TOC_TAR_NAME: &str = "stargz.index.json";
@@ -377,7 +401,8 @@ impl<W: Write> Writer<W> {
         Ok(true)
     }
 
-    fn entry(&mut self, m: &RawMember) -> io::Result<TocEntry> {
+    fn entry(&mut self, e: &Entry) -> io::Result<TocEntry> {
+        let m = &e.m;
         let h = &m.header;
         let uid = m.number("uid", |h| h.uid());
         let gid = m.number("gid", |h| h.gid());
@@ -414,17 +439,17 @@ impl<W: Write> Writer<W> {
             k => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("tar entry {:?} has type {:?}, which eStargz cannot describe", m.name, k as char),
+                    format!("tar entry {:?} has type {:?}, which eStargz cannot describe", e.name, k as char),
                 ))
             }
         };
         let device = matches!(kind, "char" | "block");
         Ok(TocEntry {
-            name: m.name.clone(),
+            name: e.name.clone(),
             kind,
             size: if kind == "reg" { m.size } else { 0 },
             mod_time: modtime(m.number("mtime", |h| h.mtime())),
-            link_name: if matches!(kind, "hardlink" | "symlink") { m.link.clone() } else { String::new() },
+            link_name: if matches!(kind, "hardlink" | "symlink") { e.link.clone() } else { String::new() },
             mode: u64::from(h.mode().unwrap_or(0)),
             uid,
             gid,
@@ -562,13 +587,13 @@ fn prioritize<'a, R: Read + 'a>(input: R, prioritized: &[String], what: &str) ->
     // Where each member starts and ends (headers, data, padding) in the spooled tar.
     let mut spans: Vec<(String, u64, u64)> = Vec::new();
     {
-        let mut tar = TarStream::new(io::BufReader::new(&spool), what);
+        let mut tar = TarReader::new(Stream(io::BufReader::new(&spool)), what, what);
         let mut at = 0u64;
-        while let Some(m) = tar.next_member()? {
-            let data = io::copy(&mut tar, &mut io::sink())?;
-            let pad = tar.read_padding()?.len() as u64;
-            let end = at + m.raw.len() as u64 + data + pad;
-            spans.push((clean_name(&m.name), at, end));
+        while let Some(e) = next_entry(&mut tar, what)? {
+            let data = io::copy(&mut tar.data(&e.m), &mut io::sink())?;
+            let pad = tar.padding(&e.m).map_err(into_io)?.len() as u64;
+            let end = at + e.m.raw.len() as u64 + data + pad;
+            spans.push((clean_name(&e.name), at, end));
             at = end;
         }
     }
@@ -663,16 +688,17 @@ pub(crate) fn frames<R: Read, W: Write>(
         unames: BTreeMap::new(),
         gnames: BTreeMap::new(),
     };
-    let mut tar = TarStream::new(input, what);
+    let mut tar = TarReader::new(Stream(input), what, what);
     let chunk_size = w.opts.chunk_size;
-    while let Some(m) = tar.next_member()? {
-        if !zstd && clean_name(&m.name) == TOC_TAR_NAME {
+    while let Some(e) = next_entry(&mut tar, what)? {
+        let m = &e.m;
+        if !zstd && clean_name(&e.name) == TOC_TAR_NAME {
             // An earlier TOC: the new one replaces it (the Go writer drops it too).
-            io::copy(&mut tar, &mut io::sink())?;
-            tar.read_padding()?;
+            io::copy(&mut tar.data(m), &mut io::sink())?;
+            tar.padding(m).map_err(into_io)?;
             continue;
         }
-        let mut ent = w.entry(&m)?;
+        let mut ent = w.entry(&e)?;
         w.push(&m.raw);
         if ent.kind == "reg" && m.size > 0 {
             let size = m.size;
@@ -691,7 +717,7 @@ pub(crate) fn frames<R: Read, W: Write>(
                 w.cut(Some(idx))?;
                 let start = w.cur.data.len();
                 w.cur.data.resize(start + chunk as usize, 0);
-                tar.read_exact(&mut w.cur.data[start..])?;
+                tar.data(m).read_exact(&mut w.cur.data[start..])?;
                 let data = &w.cur.data[start..];
                 w.diff.update(data);
                 w.uncompressed += chunk;
@@ -703,14 +729,14 @@ pub(crate) fn frames<R: Read, W: Write>(
                 }
                 w.cur.chunk_len = chunk as usize;
                 written += chunk;
-                ent = TocEntry { name: m.name.clone(), kind: "chunk", ..TocEntry::default() };
+                ent = TocEntry { name: e.name.clone(), kind: "chunk", ..TocEntry::default() };
             }
             match file_hash {
                 Some(h) => w.toc[reg].digest = h.finish().to_string(),
                 None => w.digest_from_chunk.push(reg),
             }
             if let Some(s) = w.split.as_mut() {
-                s.file(&m.name, size, crc.map(|c| c.finish()));
+                s.file(&e.name, size, crc.map(|c| c.finish()));
             }
             if zstd {
                 // The padding and the next headers start a frame of their own.
@@ -718,14 +744,14 @@ pub(crate) fn frames<R: Read, W: Write>(
             }
         } else {
             if let Some(s) = w.split.as_mut() {
-                s.file(&m.name, 0, None);
+                s.file(&e.name, 0, None);
             }
             if ent.kind == "reg" {
                 ent.digest = Digest::sha256_of(b"").to_string();
             }
             w.toc.push(ent);
         }
-        let pad = tar.read_padding()?;
+        let pad = tar.padding(m).map_err(into_io)?;
         w.push(&pad);
         if (w.cur.data.len() - w.cur.chunk_len) as u64 >= chunk_size {
             w.cut(None)?;
@@ -738,7 +764,7 @@ pub(crate) fn frames<R: Read, W: Write>(
         }
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            let n = tar.rest().read(&mut buf)?;
+            let n = tar.rest().0.read(&mut buf)?;
             if n == 0 {
                 break;
             }

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod codec;
 pub mod estargz;
+pub(crate) mod extract;
 mod pgzip;
 pub(crate) mod tar;
-mod tarstream;
 pub mod zstdchunked;
 
 pub use codec::Compression;

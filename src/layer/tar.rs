@@ -1,12 +1,14 @@
 //! The one tar reader: [`TarReader`] reads headers in 512-byte blocks with GNU long names and
 //! PAX records applied and every extension header bounded before it is read. The archive
-//! transports (over files, seeking past data) and model unpack (over a decompressing stream)
-//! use it; nothing in the library parses tar headers another way. Numeric header fields of
-//! members unpacked with tar-rs (owners, modes) are read here too, as Go's archive/tar reads
-//! them ([`numeric_field`], [`owner`], [`unpack_entry`]).
+//! transports (over files, seeking past data), model unpack, export and the SBOM tree (over a
+//! decompressing stream) and the lazy-pull writers (which keep every header byte, see
+//! [`Member::raw`] and [`TarReader::padding`]) use it; nothing in the library parses tar
+//! headers another way. Numeric header fields (owners, modes) are read here too, as Go's
+//! archive/tar reads them ([`numeric_field`], [`owner`]; [`unpack_entry`] for members that
+//! Dockerfile builds unpack with tar-rs).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::error::{Error, IoContext, Result};
@@ -29,8 +31,55 @@ pub(crate) struct Member {
     pub link: Option<Vec<u8>>,
     /// Offset of the member's data in the file.
     pub offset: u64,
-    /// Size of the data: the PAX `size`, else the header's.
+    /// Size of the data: the PAX `size`, else the header's; 0 for links, directories, devices
+    /// and FIFOs whatever their size field says (as Go's archive/tar reads them).
     pub size: u64,
+    /// Every header block of the member as read: extension headers with their padded data,
+    /// then the member's own header (what a rewriter copies to keep a member's exact bytes).
+    pub raw: Vec<u8>,
+    /// Every PAX record of the member (`SCHILY.xattr.*`, `uid`, `mtime`, ...), in order.
+    pub pax: Vec<(String, Vec<u8>)>,
+}
+
+impl Member {
+    /// The entry type, with the old regular-file flag `\0` read as a regular file (or a
+    /// directory when the name ends in `/`) and contiguous files as regular files.
+    pub fn kind(&self) -> u8 {
+        match self.header.entry_type().as_byte() {
+            b'\0' if self.name.ends_with(b"/") => b'5',
+            b'\0' | b'7' => b'0',
+            k => k,
+        }
+    }
+
+    /// A PAX record's value (the last one of that key).
+    pub fn pax(&self, key: &str) -> Option<&[u8]> {
+        self.pax.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+    }
+
+    /// The owner (uid, gid): the PAX `uid`/`gid` records, else the header's fields as
+    /// [`numeric_field`] reads them (an empty field is 0, as in Go's reader).
+    pub fn owner(&self) -> io::Result<(u32, u32)> {
+        let pax = |key: &str| {
+            self.pax(key).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        owner_of(&self.header, pax("uid"), pax("gid"))
+    }
+
+    /// The mode field's permission bits (`0o7777`) as [`numeric_field`] reads them.
+    pub fn mode(&self) -> io::Result<u32> {
+        numeric_field(&self.header.as_old().mode)
+            .map(|m| (m & 0o7777) as u32)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mode is not a number"))
+    }
+
+    /// A numeric field, the PAX record overriding the header.
+    pub fn number(&self, key: &str, header: impl FnOnce(&tar::Header) -> io::Result<u64>) -> u64 {
+        self.pax(key)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .unwrap_or_else(|| header(&self.header).unwrap_or(0))
+    }
 }
 
 /// What extension headers said about the member that follows them.
@@ -41,12 +90,13 @@ struct Pending {
     pax: Option<PaxRecords>,
 }
 
-/// The PAX records hoist uses (others, such as mtime or xattrs, do not matter here).
+/// The PAX records of one extended header: the three the reader applies, and all of them.
 #[derive(Default)]
 struct PaxRecords {
     path: Option<Vec<u8>>,
     linkpath: Option<Vec<u8>>,
     size: Option<u64>,
+    all: Vec<(String, Vec<u8>)>,
 }
 
 /// Parse PAX extended header records (`"%d %s=%s\n"`, the length counting the whole record).
@@ -65,6 +115,7 @@ fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, String> {
         let record = &data[sp + 1..len - 1];
         let eq = record.iter().position(|&b| b == b'=').ok_or("PAX record without '='")?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
+        out.all.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
         // An empty value removes the record: the header's field applies again.
         let value = (!value.is_empty()).then(|| value.to_vec());
         match key {
@@ -122,6 +173,8 @@ pub(crate) struct TarReader<R> {
     next: u64,
     path: PathBuf,
     location: String,
+    /// Whether the archive's end was a zero block (read), rather than the end of the input.
+    zero_block: bool,
 }
 
 /// What a [`TarReader`] reads from: moving forward without reading is a seek for a file and a
@@ -162,7 +215,34 @@ impl<R: Read> Skip for Stream<R> {
 impl<R: Skip> TarReader<R> {
     /// A reader of the tar in `file`; `path` names it in I/O errors, `location` in the others.
     pub fn new(file: R, path: impl Into<PathBuf>, location: impl Into<String>) -> Self {
-        TarReader { file, pos: 0, next: 0, path: path.into(), location: location.into() }
+        TarReader { file, pos: 0, next: 0, path: path.into(), location: location.into(), zero_block: false }
+    }
+
+    /// Whether [`next_member`](Self::next_member) ended on a zero block (512 bytes read), not
+    /// at the end of the input.
+    pub fn ended_on_zero_block(&self) -> bool {
+        self.zero_block
+    }
+
+    /// The input after the end of the archive (the rest of the end blocks, padding).
+    pub fn rest(&mut self) -> &mut R {
+        &mut self.file
+    }
+
+    /// The padding after `member`'s data, once its data has been read whole: the bytes a
+    /// rewriter keeps. A data read cut short by the end of the input is an error here.
+    pub fn padding(&mut self, member: &Member) -> Result<Vec<u8>> {
+        let end = member.offset + member.size;
+        if self.pos < end {
+            return Err(self.malformed(format!("archive truncated in an entry's data at offset {}", self.pos)));
+        }
+        let mut pad = vec![0u8; usize::try_from(self.next.saturating_sub(self.pos)).unwrap_or(0)];
+        self.file.read_exact(&mut pad).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => self.malformed("archive truncated in an entry's padding"),
+            _ => Error::io(&self.path, e),
+        })?;
+        self.pos += pad.len() as u64;
+        Ok(pad)
     }
 
     /// The data of the member [`next_member`](Self::next_member) just returned, at most its
@@ -206,24 +286,27 @@ impl<R: Skip> TarReader<R> {
     }
 
     /// The data of an extension header of `size` bytes (already checked against the bound),
-    /// leaving the reader at the next header.
-    fn extension_data(&mut self, size: u64) -> Result<Vec<u8>> {
+    /// with its padding appended to `raw`, leaving the reader at the next header.
+    fn extension_data(&mut self, size: u64, raw: &mut Vec<u8>) -> Result<Vec<u8>> {
         let start = self.pos;
-        let mut data = Vec::with_capacity(size as usize);
-        (&mut self.file).take(size).read_to_end(&mut data).at(&self.path)?;
-        self.pos += data.len() as u64;
-        if data.len() as u64 != size {
+        let padded = size.next_multiple_of(BLOCK);
+        let at = raw.len();
+        (&mut self.file).take(padded).read_to_end(raw).at(&self.path)?;
+        let got = (raw.len() - at) as u64;
+        self.pos += got;
+        if got != padded {
             return Err(self.malformed(format!("archive truncated in an extension header at offset {start}")));
         }
-        self.seek_to(start + size.next_multiple_of(BLOCK))?;
-        Ok(data)
+        Ok(raw[at..at + size as usize].to_vec())
     }
 
-    /// Skip the extension blocks that follow a GNU sparse header (`isextended` set).
-    fn skip_sparse_extensions(&mut self, header: &tar::Header) -> Result<()> {
+    /// Skip the extension blocks that follow a GNU sparse header (`isextended` set), keeping
+    /// their bytes in `raw`.
+    fn skip_sparse_extensions(&mut self, header: &tar::Header, raw: &mut Vec<u8>) -> Result<()> {
         let mut extended = header.as_gnu().is_some_and(|g| g.isextended[0] != 0);
         while extended {
             let block = self.block()?.ok_or_else(|| self.malformed("archive truncated in a sparse header"))?;
+            raw.extend_from_slice(&block);
             extended = block[504] != 0;
         }
         Ok(())
@@ -234,17 +317,20 @@ impl<R: Skip> TarReader<R> {
         let next = self.next;
         self.seek_to(next)?;
         let mut pending = Pending::default();
+        let mut raw = Vec::with_capacity(BLOCK as usize);
         loop {
             let at = self.pos;
             let block = match self.block()? {
                 Some(b) if b.iter().any(|&x| x != 0) => b,
-                _ => {
-                    if pending.long_name.is_some() || pending.long_link.is_some() || pending.pax.is_some() {
+                end => {
+                    if !raw.is_empty() {
                         return Err(self.malformed("extension headers at the end of the archive describe no member"));
                     }
+                    self.zero_block = end.is_some();
                     return Ok(None);
                 }
             };
+            raw.extend_from_slice(&block);
             let header = tar::Header::from_byte_slice(&block).clone();
             if !checksum_ok(&block, &header) {
                 return Err(self.malformed(format!("header checksum mismatch at offset {at}")));
@@ -264,7 +350,7 @@ impl<R: Skip> TarReader<R> {
                         "{what} at offset {at} is {header_size} bytes, over the {MAX_HEADER_EXTENSION} byte limit"
                     )));
                 }
-                let data = self.extension_data(header_size)?;
+                let data = self.extension_data(header_size, &mut raw)?;
                 let twice = || self.malformed(format!("two {what} entries for one member at offset {at}"));
                 match kind.as_byte() {
                     b'L' if pending.long_name.is_some() => return Err(twice()),
@@ -282,10 +368,14 @@ impl<R: Skip> TarReader<R> {
                 continue;
             }
             if kind.is_gnu_sparse() {
-                self.skip_sparse_extensions(&header)?;
+                self.skip_sparse_extensions(&header, &mut raw)?;
             }
             let pax = pending.pax.take().unwrap_or_default();
-            let size = pax.size.unwrap_or(header_size);
+            // Links, directories, devices and FIFOs carry no data whatever their size says.
+            let size = match kind.as_byte() {
+                b'1'..=b'6' => 0,
+                _ => pax.size.unwrap_or(header_size),
+            };
             let name = pax.path.or(pending.long_name.take()).unwrap_or_else(|| header.path_bytes().into_owned());
             let link =
                 pax.linkpath.or(pending.long_link.take()).or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
@@ -294,7 +384,7 @@ impl<R: Skip> TarReader<R> {
                 .checked_next_multiple_of(BLOCK)
                 .and_then(|s| offset.checked_add(s))
                 .ok_or_else(|| self.malformed(format!("entry size {size} at offset {at} overflows")))?;
-            return Ok(Some(Member { header, name, link, offset, size }));
+            return Ok(Some(Member { header, name, link, offset, size, raw, pax: pax.all }));
         }
     }
 }
@@ -316,6 +406,58 @@ impl<R: Skip> Read for DataReader<'_, R> {
         self.reader.pos += n as u64;
         Ok(n)
     }
+}
+
+/// A reader error as an `io::Error`, for the lazy-pull writers' `io::Result` paths: an I/O
+/// failure stays the error it was (a verifying reader's payload included), anything else is
+/// carried whole as the payload (`model::verify::unwrap_io_error` gets it back).
+pub(crate) fn into_io(e: Error) -> io::Error {
+    match e {
+        Error::Io { source, .. } => source,
+        e => io::Error::new(io::ErrorKind::InvalidData, e),
+    }
+}
+
+/// Copy the tar `input` to `out` without the members `drop` names (after cleaning the path),
+/// ending it with the two zero blocks of a tar's end; everything after the first end of
+/// archive is ignored. The bytes of every other member are kept as they were.
+pub(crate) fn filter_members(
+    input: impl Read,
+    out: &mut impl io::Write,
+    what: &str,
+    drop: impl Fn(&str) -> bool,
+) -> io::Result<()> {
+    let mut tar = TarReader::new(Stream(input), what, what);
+    while let Some(m) = tar.next_member().map_err(into_io)? {
+        let keep = !drop(&clean_name(&String::from_utf8_lossy(&m.name)));
+        if keep {
+            out.write_all(&m.raw)?;
+            io::copy(&mut tar.data(&m), out)?;
+        } else {
+            io::copy(&mut tar.data(&m), &mut io::sink())?;
+        }
+        let pad = tar.padding(&m).map_err(into_io)?;
+        if keep {
+            out.write_all(&pad)?;
+        }
+    }
+    out.write_all(&[0u8; 2 * BLOCK as usize])
+}
+
+/// A tar path as Go's `path.Clean("/" + name)` without the leading `/`: what the eStargz TOC
+/// and its readers compare.
+pub(crate) fn clean_name(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
 }
 
 /// A numeric header field (uid, gid, mode) read as Go's archive/tar reads it, which is what
@@ -359,6 +501,11 @@ pub(crate) fn owner(header: &tar::Header, pax: Option<tar::PaxExtensions<'_>>) -
             _ => {}
         }
     }
+    owner_of(header, uid, gid)
+}
+
+/// The owner (uid, gid) from PAX values if any, else from the header's fields.
+fn owner_of(header: &tar::Header, uid: Option<u64>, gid: Option<u64>) -> std::io::Result<(u32, u32)> {
     let old = header.as_old();
     let id = |pax: Option<u64>, field: &[u8], what: &str| {
         pax.or_else(|| numeric_field(field))
@@ -488,5 +635,74 @@ mod tests {
         );
         let e = r.next_member().err().unwrap().to_string();
         assert!(e.contains("layer X") && e.contains("67108864"), "{e}");
+    }
+
+    #[test]
+    fn members_keep_their_bytes_and_filtering_drops_whole_members() {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("dir/{}", "x".repeat(150));
+        for (name, data) in [("a.txt", &b"hello"[..]), (long.as_str(), b"long"), ("stargz.index.json", b"{}")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut s = TarReader::new(Stream(&tar[..]), "t", "t");
+        let mut names = Vec::new();
+        let mut rebuilt = Vec::new();
+        while let Some(m) = s.next_member().unwrap() {
+            names.push(String::from_utf8(m.name.clone()).unwrap());
+            rebuilt.extend_from_slice(&m.raw);
+            std::io::copy(&mut s.data(&m), &mut rebuilt).unwrap();
+            rebuilt.extend(s.padding(&m).unwrap());
+        }
+        assert_eq!(names, ["a.txt", long.as_str(), "stargz.index.json"]);
+        assert!(s.ended_on_zero_block());
+        rebuilt.extend_from_slice(&[0; 1024]);
+        assert_eq!(rebuilt, tar);
+
+        let mut out = Vec::new();
+        filter_members(&tar[..], &mut out, "t", |n| n == "stargz.index.json").unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&out[..]).entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(names, ["a.txt", long.as_str()]);
+        assert!(tar.starts_with(&out[..out.len() - 1024]));
+    }
+
+    #[test]
+    fn links_carry_no_data_and_pax_records_are_kept() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "l", "target").unwrap();
+        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"v"[..]), ("uid", b"4242")]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
+        let mut tar = b.into_inner().unwrap();
+        // A size field on the symlink's header: Go's reader (and this one) reads no data for it.
+        let mut first = tar::Header::from_byte_slice(&tar[..512]).clone();
+        first.set_size(700);
+        first.set_cksum();
+        tar[..512].copy_from_slice(first.as_bytes());
+        let mut r = TarReader::new(Stream(&tar[..]), "t", "t");
+        let l = r.next_member().unwrap().unwrap();
+        assert_eq!((l.kind(), l.size, l.link.as_deref()), (b'2', 0, Some(&b"target"[..])));
+        let f = r.next_member().unwrap().unwrap();
+        assert_eq!((f.name.as_slice(), f.size), (&b"f"[..], 3));
+        assert_eq!(f.pax("SCHILY.xattr.user.a"), Some(&b"v"[..]));
+        assert_eq!(f.number("uid", |h| h.uid()), 4242);
+        assert!(r.next_member().unwrap().is_none());
+    }
+
+    #[test]
+    fn clean_names_like_go() {
+        assert_eq!(clean_name("./a//b/"), "a/b");
+        assert_eq!(clean_name("/stargz.index.json"), "stargz.index.json");
+        assert_eq!(clean_name("../../x"), "x");
     }
 }

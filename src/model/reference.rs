@@ -73,6 +73,67 @@ impl Reference {
     }
 }
 
+/// What a reference names inside one repository or store: a tag (or a stored name) or a
+/// digest. The one place that decides which: text that parses as a digest (`ALG:HEX`) is
+/// one, anything else is a tag or name (checked, if at all, where it is used).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TagOrDigest {
+    /// A tag, or a name as a store keeps it (`v1`, `localhost/app:v1`).
+    Tag(String),
+    /// A digest.
+    Digest(Digest),
+}
+
+impl TagOrDigest {
+    /// Read `s` once: a digest when it parses as one, else a tag or name.
+    pub fn parse(s: &str) -> TagOrDigest {
+        match s.parse::<Digest>() {
+            Ok(d) => TagOrDigest::Digest(d),
+            Err(_) => TagOrDigest::Tag(s.to_string()),
+        }
+    }
+    /// The digest, when it is one.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            TagOrDigest::Digest(d) => Some(d),
+            TagOrDigest::Tag(_) => None,
+        }
+    }
+    /// The tag or name, when it is one.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            TagOrDigest::Tag(t) => Some(t),
+            TagOrDigest::Digest(_) => None,
+        }
+    }
+    /// The separator that puts it after a name: `@` for a digest, `:` for a tag.
+    pub fn separator(&self) -> char {
+        match self {
+            TagOrDigest::Digest(_) => '@',
+            TagOrDigest::Tag(_) => ':',
+        }
+    }
+}
+
+impl fmt::Display for TagOrDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagOrDigest::Tag(t) => f.write_str(t),
+            TagOrDigest::Digest(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// `NAME[:TAG]` split at its tag: the tag follows the last `:` after the last `/` (so a
+/// registry's port is no tag). The one rule for "the tag part of a name"; a digest
+/// (`@...`) is the caller's to remove first.
+pub fn split_tag(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (name, None),
+    }
+}
+
 /// [`Reference::normalized`] of a name given as text: `alpine` -> `docker.io/library/alpine:latest`.
 pub fn normalize_name(name: &str) -> Result<String> {
     Ok(name.parse::<Reference>()?.normalized())
@@ -185,12 +246,8 @@ impl FromStr for Reference {
             Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
             None => (s, None),
         };
-        // tag: after the last ':' that comes after the last '/'
-        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
-            None => (rest, None),
-        };
+        let (name, tag) = split_tag(rest);
+        let tag = tag.map(str::to_string);
         if let Some(t) = &tag {
             check_tag(t, s)?;
         }
@@ -292,5 +349,20 @@ mod tests {
         for s in ["", "UPPER/case", "host:5000/repo:bad tag", "a/../b", "r@sha256:123", "repo:-x", "a//b"] {
             assert!(s.parse::<Reference>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn tag_or_digest_and_tag_parts() {
+        let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        assert_eq!(TagOrDigest::parse(d), TagOrDigest::Digest(d.parse().unwrap()));
+        assert_eq!(TagOrDigest::parse(d).separator(), '@');
+        for t in ["v1", "localhost/app:v1", "sha256:short", "latest"] {
+            assert_eq!(TagOrDigest::parse(t).tag(), Some(t), "{t}");
+            assert_eq!(TagOrDigest::parse(t).to_string(), t);
+        }
+        assert_eq!(split_tag("localhost:5000/app:v1"), ("localhost:5000/app", Some("v1")));
+        assert_eq!(split_tag("localhost:5000/app"), ("localhost:5000/app", None));
+        assert_eq!(split_tag("app"), ("app", None));
+        assert_eq!(split_tag("v1"), ("v1", None));
     }
 }

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +39,7 @@ use crate::ingest::{
     hash_file_reporting, parse_rfc3339, rfc3339, source_date_epoch, store_bytes, store_file_reporting, FileProgress,
     NoFileProgress, Reporting,
 };
+use crate::layer::extract::{checked_dir, Extractor, Profile};
 use crate::layer::tar::{Stream, TarReader};
 use crate::layer::{build_layer_blocking, codec, Compression, LayerEntry};
 use crate::model::descriptor::Descriptor;
@@ -1017,10 +1017,9 @@ pub async fn unpack_model_with(
                     )
                 })?;
                 let rel = safe_rel(rel_s, &loc)?;
-                let dest = dir.join(&rel);
-                if let Some(p) = dest.parent() {
-                    fs::create_dir_all(p).at(p)?;
-                }
+                // Its directories checked as tar layers' are: never written through a symlink.
+                let parent = checked_dir(dir, rel.parent().unwrap_or(Path::new("")), &loc)?;
+                let dest = parent.join(rel.file_name().unwrap_or_default());
                 if let Some(md) = &metadata {
                     restore_mode_and_mtime(&tmp_path, md.mode, parse_rfc3339(&md.mtime))?;
                 }
@@ -1135,53 +1134,29 @@ fn extract_entries(
     };
     let reader = codec::decoder(algorithm, std::io::BufReader::new(file)).at(blob)?;
     let reader = Bounded { inner: reader, left: limit.unwrap_or(u64::MAX), exceeded: exceeded.clone() };
-    // The one tar reader: extension headers (PAX, GNU long names) bounded before they are read.
+    // The one tar reader: extension headers (PAX, GNU long names) bounded before they are read;
+    // the one extraction (nothing written through a symlink, a file visible only when whole).
     let mut archive = TarReader::new(Stream(std::io::BufReader::with_capacity(64 << 10, reader)), blob, loc);
-    while let Some(member) = archive.next_member()? {
-        let raw_path = String::from_utf8_lossy(&member.name).into_owned();
-        let rel = safe_rel(&raw_path, loc)?;
-        let dest = dir.join(&rel);
-        let kind = member.header.entry_type();
-        let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
-        if !select.is_all() && (!is_file || !select.matches(&rel.to_string_lossy())) {
-            // Not asked for (directories appear as the parents of the files that are).
-            if is_file || kind == tar::EntryType::Directory {
-                continue;
-            }
-        }
-        match kind {
-            tar::EntryType::Directory => fs::create_dir_all(&dest).at(&dest)?,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let parent = dest.parent().expect("joined path has a parent");
-                fs::create_dir_all(parent).at(parent)?;
-                // A temp name in the target dir, renamed only once the entry is complete.
-                let mut tmp = tempfile::Builder::new().prefix(".hoist-unpack-").tempfile_in(parent).at(parent)?;
-                let tmp_path = tmp.path().to_path_buf();
-                let size = member.size;
-                let copied =
-                    crate::ingest::copy_stream(&mut archive.data(&member), tmp.as_file_mut(), blob, &tmp_path)?;
-                if copied != size {
-                    return Err(Error::malformed(
-                        format!("tar entry {raw_path}"),
-                        loc,
-                        format!("cut short: {copied} of {size} bytes"),
-                    ));
+    let mut ext = Extractor::new(dir, Profile::Model);
+    ext.begin_layer(loc);
+    let result = (|| {
+        while let Some(member) = archive.next_member()? {
+            let raw_path = String::from_utf8_lossy(&member.name).into_owned();
+            let rel = safe_rel(&raw_path, loc)?;
+            let kind = member.header.entry_type();
+            let is_file = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
+            if !select.is_all() && (!is_file || !select.matches(&rel.to_string_lossy())) {
+                // Not asked for (directories appear as the parents of the files that are).
+                if is_file || kind == tar::EntryType::Directory {
+                    continue;
                 }
-                tmp.as_file_mut().flush().at(&tmp_path)?;
-                let header = &member.header;
-                let mtime = header.mtime().ok().and_then(|t| i64::try_from(t).ok()).map(|t| (t, 0));
-                restore_mode_and_mtime(&tmp_path, header.mode().at(blob)?, mtime)?;
-                tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
-                written.push(rel);
             }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "{raw_path} in {loc}: tar entry type {other:?} is not allowed in a model layer"
-                )));
-            }
+            ext.apply(&rel, &member, &mut archive)?;
         }
-    }
-    Ok(())
+        Ok(())
+    })();
+    *written = std::mem::take(&mut ext.written);
+    result
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod cyclonedx;
 pub mod gobuild;
 pub mod license;
+pub mod purl;
 pub mod rpm;
 pub mod scan;
 pub mod spdx;

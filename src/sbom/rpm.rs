@@ -7,12 +7,9 @@
 //! was not checkpointed is read whole. Berkeley DB (`Packages`) and ndb databases of older
 //! distributions are not read.
 
-use super::scan::{content_bytes, namespace, present_files, purl};
-use super::tree::Tree;
+use super::purl::{namespace, purl};
+use super::tree::{content_bytes, present_files, Tree, RPM_DB_PATHS as DB_PATHS};
 use super::{license, Distro, Package, PackageKind};
-
-/// Where rpm keeps its sqlite database, relative to the root (newer path first).
-pub const DB_PATHS: [&str; 2] = ["usr/lib/sysimage/rpm/rpmdb.sqlite", "var/lib/rpm/rpmdb.sqlite"];
 
 /// Index entries of one header at most (rpm's own limit, `HEADER_TAGS_MAX`).
 const MAX_INDEX: usize = 0xffff;
@@ -36,11 +33,6 @@ const TYPE_INT32: u32 = 4;
 const TYPE_STRING: u32 = 6;
 const TYPE_STRING_ARRAY: u32 = 8;
 const TYPE_I18NSTRING: u32 = 9;
-
-/// Whether the SBOM tree keeps the file at `path` for this scanner.
-pub fn wanted(path: &str) -> bool {
-    DB_PATHS.iter().any(|db| path == *db || path.strip_prefix(db) == Some("-wal"))
-}
 
 /// One parsed header: the tags this scanner reads.
 #[derive(Debug, Default, PartialEq)]

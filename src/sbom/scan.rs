@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::sbom::license;
-use crate::sbom::tree::{self, Tree};
+use crate::sbom::purl::{namespace, purl};
+use crate::sbom::tree::{self, present_files, Tree};
 use crate::sbom::{Distro, Package, PackageKind};
 
 /// `os-release` (`etc/`, else `usr/lib/`): ID, VERSION_ID, PRETTY_NAME.
@@ -92,63 +93,8 @@ fn field<'a>(s: &'a [(String, String)], key: &str) -> Option<&'a str> {
     s.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
 }
 
-/// The kept bytes of the file at `path`, as they are.
-pub(super) fn content_bytes<'a>(tree: &'a Tree, path: &str) -> Option<&'a [u8]> {
-    tree.get(path).and_then(|e| e.content.as_deref())
-}
-
 fn content<'a>(tree: &'a Tree, path: &str) -> Option<std::borrow::Cow<'a, str>> {
     tree.get(path).and_then(|e| e.content.as_deref()).map(String::from_utf8_lossy)
-}
-
-/// Absolute paths of regular files present in the tree, from `paths` as a database lists
-/// them (symlinked directories followed).
-pub(super) fn present_files<'p>(tree: &Tree, paths: impl Iterator<Item = &'p str>) -> Vec<String> {
-    let mut out: Vec<String> = paths
-        .filter_map(|p| tree::resolve(tree, p))
-        .filter(|(_, e)| e.sha1.is_some())
-        .map(|(p, _)| format!("/{p}"))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// purl percent-encoding: letters, digits and `.-_~` stay, and `:` (as packageurl-python
-/// and syft keep it in versions); everything else becomes `%XX`.
-pub fn purl_encode(s: &str, keep_colon: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_colon && b == b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `pkg:TYPE/NAMESPACE/NAME@VERSION?k=v&…` (qualifiers sorted, empty ones left out).
-pub fn purl(kind: &str, namespace: &[&str], name: &str, version: &str, qualifiers: &[(&str, &str)]) -> String {
-    let mut s = format!("pkg:{kind}/");
-    for n in namespace.iter().filter(|n| !n.is_empty()) {
-        s.push_str(&purl_encode(n, false));
-        s.push('/');
-    }
-    s.push_str(&purl_encode(name, false));
-    if !version.is_empty() {
-        s.push('@');
-        s.push_str(&purl_encode(version, true));
-    }
-    let mut q: Vec<&(&str, &str)> = qualifiers.iter().filter(|(_, v)| !v.is_empty()).collect();
-    q.sort();
-    for (i, (k, v)) in q.iter().enumerate() {
-        s.push(if i == 0 { '?' } else { '&' });
-        s.push_str(k);
-        s.push('=');
-        s.push_str(&purl_encode(v, true));
-    }
-    s
 }
 
 /// Licenses of a DEP-5 `copyright` file: its distinct `License:` names, joined with AND.
@@ -177,18 +123,6 @@ fn deb_license(tree: &Tree, name: &str) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(" AND "),
         ),
-    }
-}
-
-/// Distributions whose packages are apks (the rest, for dpkg, are Debian-like).
-const APK_DISTROS: &[&str] = &["alpine", "wolfi", "chainguard", "postmarketos"];
-
-/// The purl namespace of a package manager's packages (the distribution's ID when it is one
-/// of that manager's, else `fallback`) and the `distro` qualifier that goes with it.
-pub(super) fn namespace(distro: Option<&Distro>, apk: bool, fallback: &'static str) -> (String, Option<String>) {
-    match distro.filter(|d| !d.id.is_empty() && APK_DISTROS.contains(&d.id.as_str()) == apk) {
-        Some(d) => (d.id.clone(), d.version_id.as_ref().map(|v| format!("{}-{v}", d.id))),
-        None => (fallback.to_string(), None),
     }
 }
 

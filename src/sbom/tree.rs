@@ -7,12 +7,13 @@
 //! in its directory; entries of a layer replace the same paths of the layers below.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use sha1::Digest as _;
 
 use crate::error::{Error, Result};
 use crate::export::{MAX_ENTRIES, MAX_PATH_BYTES};
+use crate::layer::tar::{Stream, TarReader};
 use crate::model::descriptor::Descriptor;
 use crate::sbom::gobuild::{self, GoBinary};
 
@@ -53,13 +54,35 @@ pub(crate) enum Event {
     Opaque(String),
 }
 
+/// Where rpm keeps its sqlite database, relative to the root (newer path first); its `-wal`
+/// file is kept too.
+pub const RPM_DB_PATHS: [&str; 2] = ["usr/lib/sysimage/rpm/rpmdb.sqlite", "var/lib/rpm/rpmdb.sqlite"];
+
+/// The kept bytes of the file at `path`, as they are.
+pub(crate) fn content_bytes<'a>(tree: &'a Tree, path: &str) -> Option<&'a [u8]> {
+    tree.get(path).and_then(|e| e.content.as_deref())
+}
+
+/// Absolute paths of regular files present in the tree, from `paths` as a database lists
+/// them (symlinked directories followed).
+pub(crate) fn present_files<'p>(tree: &Tree, paths: impl Iterator<Item = &'p str>) -> Vec<String> {
+    let mut out: Vec<String> = paths
+        .filter_map(|p| resolve(tree, p))
+        .filter(|(_, e)| e.sha1.is_some())
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Whether the scanners read the file at `path` (relative).
 pub fn wanted(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     if matches!(path, "var/lib/dpkg/status" | "lib/apk/db/installed" | "etc/os-release" | "usr/lib/os-release") {
         return true;
     }
-    if crate::sbom::rpm::wanted(path) {
+    if RPM_DB_PATHS.iter().any(|db| path == *db || path.strip_prefix(db) == Some("-wal")) {
         return true;
     }
     if let Some(rest) = path.strip_prefix("var/lib/dpkg/status.d/") {
@@ -113,19 +136,6 @@ fn clean(raw: &[u8], layer: &Descriptor) -> Result<Option<String>> {
     Ok(if out.is_empty() { None } else { Some(out.join("/")) })
 }
 
-/// The decompressed stream of a layer: gzip and zstd by their magic bytes, else a plain tar.
-fn decompress<'a, R: Read + 'a>(r: R, layer: &Descriptor) -> Result<Box<dyn Read + 'a>> {
-    let mut r = BufReader::with_capacity(256 << 10, r);
-    let magic = r.fill_buf().map_err(|e| layer_error(layer, e))?;
-    Ok(match magic {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| layer_error(layer, e))?)
-        }
-        _ => Box::new(r),
-    })
-}
-
 fn layer_error(layer: &Descriptor, e: impl std::fmt::Display) -> Error {
     Error::malformed("layer", layer.digest.to_string(), e)
 }
@@ -133,27 +143,30 @@ fn layer_error(layer: &Descriptor, e: impl std::fmt::Display) -> Error {
 /// Read one layer (`raw`: its compressed bytes) into events. `kept` counts metadata bytes kept
 /// so far over the image (bounded by [`MAX_KEPT_TOTAL`]).
 pub(crate) fn scan_layer_blocking(
-    raw: impl Read,
+    raw: impl Read + Send,
     layer: &Descriptor,
     kept: &std::sync::atomic::AtomicU64,
 ) -> Result<Vec<Event>> {
     use std::sync::atomic::Ordering;
-    let reader = decompress(raw, layer)?;
-    let mut archive = tar::Archive::new(reader);
+    // The layer codec's dispatch by magic bytes (gzip, zstd, else a plain tar), then the one
+    // bounded tar reader.
+    let reader = crate::layer::codec::decompress(None, BufReader::with_capacity(256 << 10, raw))
+        .map_err(|e| layer_error(layer, e))?;
+    let location = format!("layer {}", layer.digest);
+    let mut archive = TarReader::new(Stream(reader), &location, location.as_str());
     let mut events = Vec::new();
     let mut count = 0u64;
     let mut buf = vec![0u8; 128 << 10];
-    for entry in archive.entries().map_err(|e| layer_error(layer, e))? {
-        let mut entry = entry.map_err(|e| layer_error(layer, e))?;
+    while let Some(member) = archive.next_member()? {
         count += 1;
         if count > MAX_ENTRIES {
             return Err(layer_error(layer, format!("more than {MAX_ENTRIES} entries")));
         }
-        let raw_path = entry.path_bytes().into_owned();
+        let raw_path = &member.name;
         if raw_path.len() > MAX_PATH_BYTES {
             return Err(layer_error(layer, "entry path too long"));
         }
-        let Some(path) = clean(&raw_path, layer)? else { continue };
+        let Some(path) = clean(raw_path, layer)? else { continue };
         let (dir, name) = match path.rsplit_once('/') {
             Some((d, n)) => (d.to_string(), n.to_string()),
             None => (String::new(), path.clone()),
@@ -166,25 +179,25 @@ pub(crate) fn scan_layer_blocking(
             events.push(Event::Whiteout(if dir.is_empty() { hidden.to_string() } else { format!("{dir}/{hidden}") }));
             continue;
         }
-        let header = entry.header().clone();
-        let kind = header.entry_type();
+        let header = &member.header;
+        let kind = tar::EntryType::new(member.kind());
         if kind.is_dir() {
             events.push(Event::Dir(path));
             continue;
         }
         if kind.is_hard_link() {
-            let target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+            let target = member.link.clone().unwrap_or_default();
             if let Some(target) = clean(&target, layer)? {
                 events.push(Event::Link(path, target));
             }
             continue;
         }
-        let size = header.size().unwrap_or(0);
+        let size = member.size;
         let mut file = FileEntry { size, ..Default::default() };
         if kind.is_symlink() {
-            file.link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned());
+            file.link = member.link.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
         }
-        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+        if kind == tar::EntryType::Regular {
             let keep = wanted(&path) && size <= MAX_KEPT_FILE;
             if keep && kept.fetch_add(size, Ordering::Relaxed) + size > MAX_KEPT_TOTAL {
                 return Err(layer_error(layer, format!("more than {MAX_KEPT_TOTAL} bytes of package metadata")));
@@ -194,6 +207,7 @@ pub(crate) fn scan_layer_blocking(
             let mut go = executable.then(gobuild::Finder::default);
             let mut sha1 = sha1::Sha1::new();
             let mut first = true;
+            let mut entry = archive.data(&member);
             loop {
                 let n = entry.read(&mut buf).map_err(|e| layer_error(layer, e))?;
                 if n == 0 {
@@ -229,8 +243,7 @@ pub(crate) fn scan_layer_blocking(
     }
     // The tar's end may come before the blob's: read the rest (padding, a gzip trailer) so
     // the caller's digest check sees every byte.
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| layer_error(layer, e))?;
+    std::io::copy(archive.rest(), &mut std::io::sink()).map_err(|e| layer_error(layer, e))?;
     Ok(events)
 }
 

@@ -134,7 +134,7 @@ impl FromStr for Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = |r: &str| if r.parse::<crate::model::digest::Digest>().is_ok() { "@" } else { ":" };
+        let sep = |r: &str| crate::model::reference::TagOrDigest::parse(r).separator();
         match self {
             Endpoint::Layout { path, reference } => {
                 write!(f, "oci:{}", path.display())?;

@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
+use crate::model::reference::TagOrDigest;
 use crate::transport::roots::RootIndex;
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
@@ -66,9 +67,9 @@ impl Source for Memory {
 
     async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
         let st = self.state.lock().expect("lock");
-        let digest = match reference {
-            Some(r) if r.parse::<Digest>().is_ok() => r.parse::<Digest>()?,
-            Some(tag) => st.roots.resolve(Some(tag), LOC, |_| Ok(None))?.digest,
+        let digest = match reference.map(TagOrDigest::parse) {
+            Some(TagOrDigest::Digest(d)) => d,
+            Some(TagOrDigest::Tag(tag)) => st.roots.resolve(Some(&tag), LOC, |_| Ok(None))?.digest,
             None => {
                 let all: BTreeSet<Digest> = st.roots.entries().into_iter().map(|d| d.digest).collect();
                 match all.into_iter().collect::<Vec<_>>().as_slice() {

@@ -125,46 +125,42 @@ pub async fn scan_referrers<S: Source + ?Sized>(
     subject: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Vec<Descriptor>> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
-    queue.reverse();
-    while let Some(d) = queue.pop() {
-        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
-            continue;
-        }
-        let doc = src.fetch_document(&d).await?;
-        if doc.subject().is_some_and(|s| &s.digest == subject) {
-            let r = doc.referrer_descriptor();
-            if artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)) {
-                out.push(r);
-            }
-        }
-        if let View::Index(i) = &doc.view {
-            queue.extend(i.manifests.iter().rev().cloned());
-        }
-    }
+    let mut all = referrer_map(src).await?;
+    let mut out = all.remove(subject).unwrap_or_default();
+    out.retain(|r| artifact_type.is_none_or(|t| r.artifact_type.as_deref() == Some(t)));
     Ok(out)
 }
 
 /// Every referrer among the roots of `src` and the manifests their indexes list, by subject:
-/// one scan for a whole store, each document read once, where [`scan_referrers`] scans it
-/// again for each subject (a sync of a layout asks once per image).
+/// one scan for a whole store, each document read once (the one walk [`scan_referrers`] and
+/// a sync of a layout, which asks once per image, read).
 pub async fn referrer_map<S: Source + ?Sized>(src: &S) -> Result<std::collections::HashMap<Digest, Vec<Descriptor>>> {
+    referrer_map_from(src, src.roots().await?.into_iter().map(|(d, _)| d)).await
+}
+
+/// [`referrer_map`] over the given roots of `src` (a store that can hand them out one at a
+/// time, so that a layout of 100k tags is not held as descriptors all at once).
+pub async fn referrer_map_from<S, I>(src: &S, roots: I) -> Result<std::collections::HashMap<Digest, Vec<Descriptor>>>
+where
+    S: Source + ?Sized,
+    I: IntoIterator<Item = Descriptor>,
+    I::IntoIter: Send,
+{
     let mut seen = BTreeSet::new();
     let mut out: std::collections::HashMap<Digest, Vec<Descriptor>> = std::collections::HashMap::new();
-    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
-    queue.reverse();
-    while let Some(d) = queue.pop() {
-        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
-            continue;
-        }
-        let doc = src.fetch_document(&d).await?;
-        if let Some(s) = doc.subject() {
-            out.entry(s.digest.clone()).or_default().push(doc.referrer_descriptor());
-        }
-        if let View::Index(i) = &doc.view {
-            queue.extend(i.manifests.iter().rev().cloned());
+    for root in roots {
+        let mut queue = vec![root];
+        while let Some(d) = queue.pop() {
+            if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
+                continue;
+            }
+            let doc = src.fetch_document(&d).await?;
+            if let Some(s) = doc.subject() {
+                out.entry(s.digest.clone()).or_default().push(doc.referrer_descriptor());
+            }
+            if let View::Index(i) = &doc.view {
+                queue.extend(i.manifests.iter().rev().cloned());
+            }
         }
     }
     Ok(out)

@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::document::Document;
-use crate::model::reference::check_tag;
+use crate::model::reference::{check_tag, split_tag};
 use crate::transport::archive::oci::OciArchiveWriter;
 use crate::transport::{BlobOutcome, Destination, Progress, Source};
 
@@ -33,10 +33,8 @@ pub fn podman_name(name: &str) -> Result<(String, Option<String>)> {
     if name.contains('@') {
         return Err(bad("podman names take a tag, not a digest"));
     }
-    let (repo, tag) = match name.rsplit_once(':') {
-        Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
-        _ => (name, None),
-    };
+    let (repo, tag) = split_tag(name);
+    let tag = tag.map(str::to_string);
     if let Some(t) = &tag {
         check_tag(t, name)?;
     }

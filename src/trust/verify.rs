@@ -128,6 +128,26 @@ pub fn require_verified(what: &str, checked: &[Checked]) -> Result<()> {
     Err(Error::Untrusted { reference: what.to_string(), reason })
 }
 
+/// Whether the statement `st` is about `subject` and signed as an identity `rules` accept,
+/// recorded in `c` (the one rule of both signature formats).
+fn judge_subject(c: &mut Checked, st: &Statement, subject: &Descriptor, rules: &Rules<'_>) {
+    match st.subject_of(&subject.digest) {
+        None => {
+            c.reason = Some(Reason::DigestMismatch);
+            c.detail = Some(format!("the statement is not about {}", subject.digest));
+        }
+        Some(name) => {
+            c.identity = name.map(str::to_string);
+            if (rules.identity)(name) {
+                c.verified = true;
+            } else {
+                c.reason = Some(Reason::IdentityMismatch);
+                c.detail = Some(format!("signed as {}", name.unwrap_or("-")));
+            }
+        }
+    }
+}
+
 fn refused(format: &'static str, manifest: &Digest, blob: Option<Digest>, reason: Reason, detail: String) -> Checked {
     Checked {
         format,
@@ -283,21 +303,7 @@ async fn check_bundle(src: &dyn Source, r: &Descriptor, subject: &Descriptor, ru
         c.detail = Some(format!("predicate type {}, want {}", st.predicate_type, rules.predicate_type));
         return Ok(c);
     }
-    match st.subject_of(&subject.digest) {
-        None => {
-            c.reason = Some(Reason::DigestMismatch);
-            c.detail = Some(format!("the statement is not about {}", subject.digest));
-        }
-        Some(name) => {
-            c.identity = name.map(str::to_string);
-            if (rules.identity)(name) {
-                c.verified = true;
-            } else {
-                c.reason = Some(Reason::IdentityMismatch);
-                c.detail = Some(format!("signed as {}", name.unwrap_or("-")));
-            }
-        }
-    }
+    judge_subject(&mut c, &st, subject, rules);
     Ok(c)
 }
 
@@ -356,21 +362,7 @@ async fn check_legacy_attestations(
             detail: None,
             statement: Some(st.json.clone()),
         };
-        match st.subject_of(&subject.digest) {
-            None => {
-                c.reason = Some(Reason::DigestMismatch);
-                c.detail = Some(format!("the statement is not about {}", subject.digest));
-            }
-            Some(name) => {
-                c.identity = name.map(str::to_string);
-                if (rules.identity)(name) {
-                    c.verified = true;
-                } else {
-                    c.reason = Some(Reason::IdentityMismatch);
-                    c.detail = Some(format!("signed as {}", name.unwrap_or("-")));
-                }
-            }
-        }
+        judge_subject(&mut c, &st, subject, rules);
         let ok = c.verified;
         out.push(c);
         if ok && rules.first_only {

@@ -20,7 +20,7 @@ use crate::model::digest::Digest;
 use crate::model::document::{Document, ManifestView, View};
 use crate::model::media;
 use crate::model::platform::is_attestation;
-use crate::model::reference::{normalize_name, same_image_name};
+use crate::model::reference::{normalize_name, same_image_name, split_tag, TagOrDigest};
 use crate::model::verify::HashWriter;
 use crate::transport::archive::check_stored_name;
 use crate::transport::archive::oci::OciArchive;
@@ -94,7 +94,10 @@ fn normalized(name: &str) -> String {
 
 /// `repo:tag` when `s` names a repository and a tag.
 fn split_repo_tag(s: &str) -> Option<(&str, &str)> {
-    s.rsplit_once(':').filter(|(repo, tag)| !repo.is_empty() && !tag.is_empty() && !tag.contains('/'))
+    match split_tag(s) {
+        (repo, Some(tag)) if !repo.is_empty() && !tag.is_empty() => Some((repo, tag)),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -701,7 +704,9 @@ impl DockerImages {
                     })
                 }
             },
-            Some(r) if r.parse::<Digest>().is_ok() => self.images.iter().find(|i| i.desc.digest.to_string() == r),
+            Some(r) if TagOrDigest::parse(r).digest().is_some() => {
+                self.images.iter().find(|i| i.desc.digest.to_string() == r)
+            }
             // As written, then the same name normalized (`alpine` finds
             // `docker.io/library/alpine:latest`), then a bare tag.
             Some(name) => self

@@ -15,6 +15,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, Source};
 
 impl Containerd {
@@ -138,7 +139,7 @@ impl Source for Containerd {
             Some(r) => r.to_string(),
             None => self.target.reference.target(),
         };
-        if let Ok(d) = target.parse::<Digest>() {
+        if let TagOrDigest::Digest(d) = TagOrDigest::parse(&target) {
             return self.describe(&d).await;
         }
         let name = self.target.image_name(&target)?;

@@ -13,6 +13,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::Document;
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 
 impl Repository {
     /// GET a manifest by tag or digest: (media type, bytes), at most 4 MiB. When the registry
@@ -72,9 +73,9 @@ impl Repository {
     /// Resolve `target` (tag or digest) to the manifest's descriptor, keeping its bytes.
     pub(super) async fn resolve_manifest(&self, target: &str) -> Result<Descriptor> {
         let (mt, bytes) = self.get_manifest(target).await?;
-        let digest = match target.parse::<Digest>() {
-            Ok(d) => d,
-            Err(_) => Digest::sha256_of(&bytes),
+        let digest = match TagOrDigest::parse(target) {
+            TagOrDigest::Digest(d) => d,
+            TagOrDigest::Tag(_) => Digest::sha256_of(&bytes),
         };
         let doc = crate::model::document::Document::parse(bytes.clone(), digest.clone(), Some(&mt), &self.loc())?;
         let actual = digest.same_alg_of(&bytes);

@@ -47,7 +47,7 @@ use reqwest::{Method, StatusCode};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::reference::Reference;
+use crate::model::reference::{Reference, TagOrDigest};
 use crate::transport::{BlobOutcome, BlobStream, Destination, Progress, RangeRead, Source};
 
 use challenge::Challenge;
@@ -357,7 +357,7 @@ impl Repository {
     /// reads that follow.
     async fn resolve_routed(&self, reference: &str) -> Result<Descriptor> {
         self.check_blocked()?;
-        let by_digest = reference.parse::<Digest>().is_ok();
+        let by_digest = TagOrDigest::parse(reference).digest().is_some();
         for (m, pull_from) in self.mirrors.iter() {
             if !pull_from.allows(by_digest) {
                 continue;
