@@ -14,6 +14,7 @@ mod build;
 mod carbon_copy;
 mod cli_build;
 mod cli_export;
+mod cli_help;
 mod cli_login;
 mod cli_new;
 mod cli_outputs;
