@@ -53,7 +53,8 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// Dockerfile builds: a named context (repeatable), `NAME=docker-image://REF` or
-    /// `NAME=oci-layout://DIR[:TAG]`: the image `FROM NAME` and `--from=NAME` use.
+    /// `NAME=oci-layout://DIR[:TAG]` (the image `FROM NAME` and `--from=NAME` use), or
+    /// `NAME=DIR`, a local directory read as the build context is.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`

@@ -136,6 +136,34 @@ pub(crate) struct Ctx<'a> {
     /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
     /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
     pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
+    /// Directories named by `--build-context NAME=DIR`.
+    pub named_dirs: BTreeMap<String, NamedDir>,
+}
+
+/// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
+/// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read it as they read the build
+/// context (files owned by root, keyed by content, the directory's own `.dockerignore`).
+/// A stage of that name comes first, as for images.
+#[derive(Clone)]
+pub(crate) struct NamedDir {
+    pub dir: PathBuf,
+    pub ignore: Arc<Vec<IgnoreRule>>,
+}
+
+/// The named directory contexts of `opts`, checked before anything is built.
+fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &opts.build_contexts {
+        let NamedContext::Dir(d) = c else { continue };
+        let bad = |why: String| Error::Usage(format!("--build-context {name}={}: {why}", d.display()));
+        let dir = fs::canonicalize(d).map_err(|e| bad(e.to_string()))?;
+        if !dir.is_dir() {
+            return Err(bad("not a directory (nor docker-image://REF or oci-layout://DIR)".into()));
+        }
+        let ignore = Arc::new(read_ignore_file(&dir.join(".dockerignore"))?);
+        out.insert(name.clone(), NamedDir { dir, ignore });
+    }
+    Ok(out)
 }
 
 pub(crate) fn hash(parts: &[&str]) -> String {
@@ -283,6 +311,7 @@ pub async fn build_dockerfile(
         imported,
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
+        named_dirs: named_dirs(opts)?,
     };
     let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
@@ -568,33 +597,12 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     // A named context (`--build-context NAME=...`) stands for the image NAME.
     let image = match ctx.opts.build_contexts.get(image) {
         Some(NamedContext::Image(r)) => r.as_str(),
-        Some(NamedContext::Dir(d)) => {
-            return Err(Error::Unsupported(format!(
-                "--build-context {image}={}: a directory as a named context is not supported (docker-image:// and oci-layout:// are)",
-                d.display()
-            )))
-        }
+        Some(NamedContext::Dir(_)) => return local_stage(ctx, image, platform).await,
         None => image,
     };
-    let mut st = Stage {
-        name: None,
-        config: ImageConfig::default(),
-        layers: vec![],
-        base: None,
-        args: BTreeMap::new(),
-        shell: vec!["/bin/sh".into(), "-c".into()],
-        cmd_set: false,
-        key: String::new(),
-        platform: platform.clone(),
-    };
+    let mut st = scratch_stage(platform);
     let pf = platform.to_string();
     if image == "scratch" {
-        st.config.rootfs = RootFs::layers(vec![]);
-        // BuildKit and buildah give a scratch image the default PATH.
-        st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
-        // ... and BuildKit a working directory of `/`.
-        st.config.config.working_dir = Some("/".into());
-        st.key = hash(&["hoist-dockerfile-v1", &pf, "scratch"]);
         return Ok(st);
     }
     let (source, root) = resolver.resolve(image).await?;
@@ -621,6 +629,63 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     st.key = hash(&["hoist-dockerfile-v1", &pf, &base.manifest.digest.to_string()]);
     st.base = Some((base.manifest, image.to_string()));
     Ok(st)
+}
+
+/// `FROM NAME` of a named directory context: a stage with a scratch image's config whose
+/// filesystem is the directory (one layer, as BuildKit's local source), keyed by content.
+async fn local_stage(ctx: &Ctx<'_>, name: &str, platform: &Platform) -> Result<Stage> {
+    let n =
+        ctx.named_dirs.get(name).cloned().ok_or_else(|| Error::Other(format!("named context {name} not loaded")))?;
+    let mut st = scratch_stage(platform);
+    let pf = platform.to_string();
+    let (stat, context) = (ctx.stat.clone(), ctx.context.clone());
+    let (key, items) = blocking(move || {
+        let mut items = BTreeMap::new();
+        add_tree(&n.dir, "", &mut items, None, None, None, false, (&n.ignore, ""), &[])?;
+        let key = hash(&["hoist-dockerfile-v1", &pf, "local", &digest_items(&items, Some((&stat, &context)))?]);
+        Ok((key, items))
+    })
+    .await?;
+    let created = ctx.created.clone();
+    let by = format!("FROM {name} (build context {})", ctx.named_dirs[name].dir.display());
+    let blob = match ctx.cache_lookup(&key).await? {
+        Some(hit) => hit.blob(),
+        None => {
+            let layout = Layout::open(ctx.layout.root())?;
+            let (compression, epoch) = (ctx.opts.compression, ctx.epoch);
+            let blob = blocking(move || build_items_layer_blocking(&layout, items, compression, epoch)).await?;
+            ctx.cache_put(&key, Some(&blob))?;
+            Some(blob)
+        }
+    };
+    match blob {
+        Some(b) => st.push_layer(&b, &created, by),
+        None => st.push_empty(&created, by),
+    }
+    st.key = key;
+    Ok(st)
+}
+
+/// The stage `FROM scratch` starts.
+fn scratch_stage(platform: &Platform) -> Stage {
+    let mut st = Stage {
+        name: None,
+        config: ImageConfig::default(),
+        layers: vec![],
+        base: None,
+        args: BTreeMap::new(),
+        shell: vec!["/bin/sh".into(), "-c".into()],
+        cmd_set: false,
+        key: String::new(),
+        platform: platform.clone(),
+    };
+    st.config.rootfs = RootFs::layers(vec![]);
+    // BuildKit and buildah give a scratch image the default PATH.
+    st.config.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+    // ... and BuildKit a working directory of `/`.
+    st.config.config.working_dir = Some("/".into());
+    st.key = hash(&["hoist-dockerfile-v1", &platform.to_string(), "scratch"]);
+    st
 }
 
 /// The platform stage `s` builds for: its `FROM --platform=` (variables from the global
@@ -1102,6 +1167,13 @@ fn load_dockerignore(dockerfile: &Path, context: &Path) -> Result<Vec<IgnoreRule
     beside.push(".dockerignore");
     let beside = PathBuf::from(beside);
     let p = if beside.symlink_metadata().is_ok_and(|m| m.is_file()) { beside } else { context.join(".dockerignore") };
+    read_ignore_file(&p)
+}
+
+/// The rules of the ignore file `p` (none when it is missing or not a regular file: a
+/// symlink is never followed).
+fn read_ignore_file(p: &Path) -> Result<Vec<IgnoreRule>> {
+    let p = p.to_path_buf();
     if !p.symlink_metadata().is_ok_and(|m| m.is_file()) {
         return Ok(vec![]);
     }
@@ -1298,8 +1370,16 @@ async fn copy(
         check_from_literal(ctx, ins, f)?;
         check_not_self(ctx, plan, s, ins, f)?;
     }
+    // --from=NAME of a named directory context (when no stage has that name) reads it as
+    // the build context is read
+    let named = from
+        .as_deref()
+        .filter(|f| find_stage(plan, done, f, s, true).is_none())
+        .and_then(|f| ctx.named_dirs.get(f))
+        .cloned();
     let other = match &from {
         None => None,
+        Some(_) if named.is_some() => None,
         Some(f) => Some(match find_stage(plan, done, f, s, true) {
             Some(o) => o.clone(),
             None => image_stage(ctx, f, &st.platform, resolver).await?,
@@ -1330,7 +1410,12 @@ async fn copy(
     }
     ctx.ensure_layers(&st.layers).await?;
     let root = match &other {
-        None => SourceRoot { dir: ctx.context.clone(), from_context: true, _mount: None, _tmp: None },
+        None => SourceRoot {
+            dir: named.as_ref().map_or_else(|| ctx.context.clone(), |n| n.dir.clone()),
+            from_context: true,
+            _mount: None,
+            _tmp: None,
+        },
         Some(o) => {
             ctx.ensure_layers(&o.layers).await?;
             mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?
@@ -1338,7 +1423,7 @@ async fn copy(
     };
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
-    let ignore = ctx.ignore.clone();
+    let ignore = named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone());
     let hd = heredoc_dir.as_ref().map(|t| t.path().to_path_buf());
     let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
     let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();

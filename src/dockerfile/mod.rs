@@ -75,7 +75,8 @@ pub enum NamedContext {
     /// `docker-image://REF` (any reference the resolver opens) or `oci-layout://DIR[:TAG]`
     /// (as `oci:DIR[:TAG]`): the image used instead of NAME.
     Image(String),
-    /// A local directory: not supported yet (refused when a FROM or `--from` names it).
+    /// A local directory, read as the build context is (`COPY --from=NAME`,
+    /// `RUN --mount=from=NAME`, and `FROM NAME` as a stage whose filesystem it is).
     Dir(PathBuf),
 }
 

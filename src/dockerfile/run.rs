@@ -225,6 +225,8 @@ pub(crate) async fn run_step(
             RunMount::Bind { from: Some(f), .. } => {
                 if let Some(o) = super::eval::find_stage(plan, done, f, s, true) {
                     mounts_desc.push_str(&o.key);
+                } else if let Some(n) = ctx.named_dirs.get(f.as_str()) {
+                    mounts_desc.push_str(&tree_digest(&n.dir));
                 }
             }
             // ... and one from the context on the content bound
@@ -279,6 +281,12 @@ pub(crate) async fn run_step(
             RunMount::Bind { target, source, from, rw } => {
                 let base = match from {
                     None => ctx.context.clone(),
+                    Some(f)
+                        if super::eval::find_stage(plan, done, f, s, true).is_none()
+                            && ctx.named_dirs.contains_key(f.as_str()) =>
+                    {
+                        ctx.named_dirs[f.as_str()].dir.clone()
+                    }
                     Some(f) => {
                         let other = super::eval::find_stage(plan, done, f, s, true).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))

@@ -379,9 +379,9 @@ pub async fn sync(
     }
     let existing: HashMap<String, Digest> = match &layout_dst {
         Some(sink) => {
-            let roots = sink.layout.roots().await?;
-            sink.flushed.store(roots.len(), Ordering::Relaxed);
-            roots.into_iter().filter_map(|(d, name)| name.map(|n| (n, d.digest))).collect()
+            let index = sink.layout.root_index()?;
+            sink.flushed.store(index.len(), Ordering::Relaxed);
+            index.tag_digests().map(|(n, d)| (n.to_string(), d.clone())).collect()
         }
         None => HashMap::new(),
     };
@@ -389,7 +389,18 @@ pub async fn sync(
     let ctx =
         RunCtx { client, dst, opts, copy_opts, layout: layout_dst.clone(), existing, progress, stop: Mutex::new(None) };
     let ctx = &ctx;
-    let mut results = futures::stream::iter(items.into_iter().enumerate())
+    // the plan is handed out from its end and its buffer shrinks as it empties: the items
+    // of a 100k-tag sync are not all kept until the last one is done
+    let mut items = items;
+    items.reverse();
+    let feed = std::iter::from_fn(move || {
+        let item = items.pop()?;
+        if items.capacity() > 1024 && items.len() < items.capacity() / 4 {
+            items.shrink_to_fit();
+        }
+        Some(item)
+    });
+    let mut results = futures::stream::iter(feed.enumerate())
         .map(|(i, item)| async move { (i, ctx.one(item).await) })
         .buffer_unordered(jobs);
     let mut done: Vec<(usize, ImageResult)> = Vec::new();
@@ -727,9 +738,13 @@ async fn created_of(repo: &Repository, target: &str) -> Result<Option<i64>> {
 /// as skopeo names an image directory by its path.
 async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> {
     let archive = is_archive_path(path) && path.is_file();
-    let layout: Arc<dyn Source> =
-        if archive { Arc::new(OciArchive::open(path)?) } else { Arc::new(Layout::open(path)?) };
-    let local: Arc<dyn Source> = Arc::new(LocalSource { inner: layout.clone(), referrers: Default::default() });
+    let dir = if archive { None } else { Some(Arc::new(Layout::open(path)?)) };
+    let layout: Arc<dyn Source> = match &dir {
+        Some(l) => l.clone(),
+        None => Arc::new(OciArchive::open(path)?),
+    };
+    let local: Arc<dyn Source> =
+        Arc::new(LocalSource { inner: layout.clone(), dir: dir.clone(), referrers: Default::default() });
     let src = Src::Local { src: local, path: Arc::from(path), archive };
     let dir_name = path
         .canonicalize()
@@ -737,8 +752,19 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
         .and_then(|p| if archive { p.file_stem() } else { p.file_name() }.map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "image".into());
     let mut out = Vec::new();
-    for (desc, name) in layout.roots().await? {
+    // a layout's roots are parsed one at a time from its index
+    let roots: Box<dyn Iterator<Item = (Descriptor, Option<String>)> + Send> = match &dir {
+        Some(l) => Box::new(l.root_index()?.into_roots()),
+        None => Box::new(layout.roots().await?.into_iter()),
+    };
+    for (mut desc, name) in roots {
         let Some(name) = name else { continue };
+        // the name travels in the item; the copy drops it from the root anyway (and an
+        // annotation map costs half a KiB per root of a 100k-tag layout)
+        desc.annotations.remove(crate::model::media::ANNOTATION_REF_NAME);
+        if desc.annotations.is_empty() {
+            desc.annotations = Default::default();
+        }
         let full_name = match name.parse::<Reference>() {
             Ok(r) if name.contains('/') => r.to_string(),
             _ => format!("{dir_name}:{name}"),
@@ -988,6 +1014,8 @@ impl RunCtx<'_> {
 /// with a scan of its own, quadratic in the roots.
 struct LocalSource {
     inner: Arc<dyn Source>,
+    /// The same source when it is a layout directory: its roots are read one at a time.
+    dir: Option<Arc<Layout>>,
     referrers: tokio::sync::OnceCell<HashMap<Digest, Vec<Descriptor>>>,
 }
 
@@ -1018,7 +1046,18 @@ impl Source for LocalSource {
         self.inner.list_tags().await
     }
     async fn referrers(&self, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
-        let map = self.referrers.get_or_try_init(|| crate::transport::referrer_map(self.inner.as_ref())).await?;
+        let map = self
+            .referrers
+            .get_or_try_init(|| async {
+                match &self.dir {
+                    Some(l) => {
+                        let roots = l.root_index()?.into_roots().map(|(d, _)| d);
+                        crate::transport::referrer_map_from(self.inner.as_ref(), roots).await
+                    }
+                    None => crate::transport::referrer_map(self.inner.as_ref()).await,
+                }
+            })
+            .await?;
         Ok(map
             .get(subject)
             .into_iter()
@@ -1082,8 +1121,22 @@ impl Destination for LayoutSink {
         self.layout.push_manifest(desc, bytes, tag).await
     }
     async fn tag_roots(&self, roots: &[(Descriptor, Bytes, Vec<String>)]) -> Result<()> {
-        // tagged roots wait for the next flush; untagged ones (referrers) likewise
-        self.pending.lock().expect("lock").extend(roots.iter().cloned());
+        // tagged roots wait for the next flush; untagged ones (referrers) likewise. A tagged
+        // root's manifest is stored now (no entry names it before the flush, so nothing
+        // points at it early), so the batch holds only descriptors and names.
+        let mut batch = Vec::with_capacity(roots.len());
+        for (desc, bytes, tags) in roots {
+            if !tags.is_empty() {
+                self.layout.write_blob_bytes(desc, bytes)?;
+            }
+            let mut d = desc.clone();
+            d.annotations.remove(crate::model::media::ANNOTATION_REF_NAME);
+            if d.annotations.is_empty() {
+                d.annotations = Default::default();
+            }
+            batch.push((d, Bytes::new(), tags.clone()));
+        }
+        self.pending.lock().expect("lock").extend(batch);
         Ok(())
     }
     async fn add_root(&self, desc: &Descriptor) -> Result<()> {

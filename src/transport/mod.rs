@@ -135,20 +135,32 @@ pub async fn scan_referrers<S: Source + ?Sized>(
 /// one scan for a whole store, each document read once (the one walk [`scan_referrers`] and
 /// a sync of a layout, which asks once per image, read).
 pub async fn referrer_map<S: Source + ?Sized>(src: &S) -> Result<std::collections::HashMap<Digest, Vec<Descriptor>>> {
+    referrer_map_from(src, src.roots().await?.into_iter().map(|(d, _)| d)).await
+}
+
+/// [`referrer_map`] over the given roots of `src` (a store that can hand them out one at a
+/// time, so that a layout of 100k tags is not held as descriptors all at once).
+pub async fn referrer_map_from<S, I>(src: &S, roots: I) -> Result<std::collections::HashMap<Digest, Vec<Descriptor>>>
+where
+    S: Source + ?Sized,
+    I: IntoIterator<Item = Descriptor>,
+    I::IntoIter: Send,
+{
     let mut seen = BTreeSet::new();
     let mut out: std::collections::HashMap<Digest, Vec<Descriptor>> = std::collections::HashMap::new();
-    let mut queue: Vec<Descriptor> = src.roots().await?.into_iter().map(|(d, _)| d).collect();
-    queue.reverse();
-    while let Some(d) = queue.pop() {
-        if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
-            continue;
-        }
-        let doc = src.fetch_document(&d).await?;
-        if let Some(s) = doc.subject() {
-            out.entry(s.digest.clone()).or_default().push(doc.referrer_descriptor());
-        }
-        if let View::Index(i) = &doc.view {
-            queue.extend(i.manifests.iter().rev().cloned());
+    for root in roots {
+        let mut queue = vec![root];
+        while let Some(d) = queue.pop() {
+            if !media::is_document(&d.media_type) || !seen.insert(d.digest.clone()) {
+                continue;
+            }
+            let doc = src.fetch_document(&d).await?;
+            if let Some(s) = doc.subject() {
+                out.entry(s.digest.clone()).or_default().push(doc.referrer_descriptor());
+            }
+            if let View::Index(i) = &doc.view {
+                queue.extend(i.manifests.iter().rev().cloned());
+            }
         }
     }
     Ok(out)

@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -18,11 +21,29 @@ use crate::model::document::Document;
 use crate::model::media;
 use crate::model::reference::{same_image_name, split_tag, TagOrDigest};
 
+/// One entry, kept as its JSON (about 200 bytes for a tagged image) rather than as a parsed
+/// descriptor and a JSON tree (about 2 KiB): a layout of 100k tags is read and rewritten
+/// whole by every tag update, so this is what its index costs in memory. Descriptors are
+/// parsed again when asked for.
 #[derive(Clone, Debug)]
 struct Entry {
-    /// The entry as read (or as written for a new one): unknown fields and key order kept.
-    raw: Value,
-    desc: Descriptor,
+    /// The entry as read (compacted), or as written for a new one: unknown fields and key
+    /// order kept.
+    raw: Box<RawValue>,
+    digest: Digest,
+}
+
+impl Entry {
+    /// From a descriptor hoist writes.
+    fn of(desc: &Descriptor) -> Result<Entry> {
+        let raw = serde_json::value::to_raw_value(desc).map_err(|e| Error::Other(e.to_string()))?;
+        Ok(Entry { raw, digest: desc.digest.clone() })
+    }
+
+    fn desc(&self) -> Descriptor {
+        // every entry parsed as a descriptor when it was read or made
+        serde_json::from_str(self.raw.get()).expect("index entry is a descriptor")
+    }
 }
 
 /// Root descriptors and their tags, in order, as `index.json` holds them.
@@ -36,6 +57,53 @@ pub struct RootIndex {
     by_tag: HashMap<String, Vec<usize>>,
     /// Number of live entries with each digest.
     by_digest: HashMap<Digest, usize>,
+}
+
+/// The members of a JSON object, each value as its raw JSON, in file order.
+struct RawMembers(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawMembers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<RawMembers, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = m.next_entry::<String, Box<RawValue>>()? {
+                    v.push(kv);
+                }
+                Ok(RawMembers(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `raw` without whitespace between tokens (as serde_json writes JSON): entries read from a
+/// pretty-printed index.json are written back compact, as they were when parsed into trees.
+fn compact(raw: Box<RawValue>) -> std::result::Result<Box<RawValue>, serde_json::Error> {
+    let (mut in_string, mut escaped) = (false, false);
+    let spaced = raw.get().bytes().any(|b| {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            false
+        } else {
+            in_string = b == b'"';
+            b.is_ascii_whitespace()
+        }
+    });
+    if !spaced {
+        return Ok(raw);
+    }
+    serde_json::value::to_raw_value(&serde_json::from_str::<Value>(raw.get())?)
 }
 
 impl RootIndex {
@@ -58,21 +126,39 @@ impl RootIndex {
 
     fn parse_inner(raw: &[u8], location: &str, strict: bool) -> Result<RootIndex> {
         let bad = |reason: &dyn std::fmt::Display| Error::malformed("index.json", location, reason);
-        let doc: Value = serde_json::from_slice(raw).map_err(|e| bad(&e))?;
-        let Value::Object(mut fields) = doc else { return Err(bad(&"not a JSON object")) };
-        let manifests = match fields.remove("manifests") {
-            Some(Value::Array(a)) => a,
-            None | Some(Value::Null) if !strict => vec![],
-            None | Some(Value::Null) => return Err(bad(&"no manifests array")),
+        let first = |s: &[u8]| s.iter().copied().find(|b| !b.is_ascii_whitespace());
+        if first(raw) != Some(b'{') {
+            // as serde_json would say it, for what is not JSON at all
+            serde_json::from_slice::<Value>(raw).map_err(|e| bad(&e))?;
+            return Err(bad(&"not a JSON object"));
+        }
+        let RawMembers(members) = serde_json::from_slice(raw).map_err(|e| bad(&e))?;
+        let mut fields = serde_json::Map::new();
+        let mut manifests = None;
+        for (k, v) in members {
+            if k == "manifests" {
+                manifests = Some(v);
+            } else {
+                fields.insert(k, serde_json::from_str(v.get()).map_err(|e| bad(&e))?);
+            }
+        }
+        let manifests: Vec<Box<RawValue>> = match manifests {
+            Some(m) if first(m.get().as_bytes()) == Some(b'[') => serde_json::from_str(m.get()).map_err(|e| bad(&e))?,
+            None if !strict => vec![],
+            Some(m) if m.get().trim() == "null" && !strict => vec![],
+            None => return Err(bad(&"no manifests array")),
+            Some(m) if m.get().trim() == "null" => return Err(bad(&"no manifests array")),
             Some(_) => return Err(bad(&"manifests is not an array")),
         };
         if strict && fields.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
             return Err(bad(&"schemaVersion is not 2"));
         }
         let mut index = RootIndex { fields, ..RootIndex::default() };
+        index.slots.reserve(manifests.len());
         for raw in manifests {
-            let desc: Descriptor = serde_json::from_value(raw.clone()).map_err(|e| bad(&e))?;
-            index.push(Entry { raw, desc });
+            let desc: Descriptor = serde_json::from_str(raw.get()).map_err(|e| bad(&e))?;
+            let raw = compact(raw).map_err(|e| bad(&e))?;
+            index.push(Entry { raw, digest: desc.digest.clone() }, desc.ref_name());
         }
         Ok(index)
     }
@@ -80,34 +166,52 @@ impl RootIndex {
     /// The `index.json` bytes: `schemaVersion`, `mediaType`, `manifests`, then the other
     /// fields as read.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let err = |e: serde_json::Error| Error::Other(e.to_string());
         let mut fields = self.fields.clone();
-        let mut out = serde_json::Map::new();
-        out.insert("schemaVersion".into(), fields.remove("schemaVersion").unwrap_or(Value::from(2)));
-        out.insert("mediaType".into(), fields.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX)));
-        out.insert("manifests".into(), Value::Array(self.live().map(|e| e.raw.clone()).collect()));
-        out.extend(fields);
-        serde_json::to_vec(&Value::Object(out)).map_err(|e| Error::Other(e.to_string()))
+        let schema = fields.remove("schemaVersion").unwrap_or(Value::from(2));
+        let media_type = fields.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX));
+        let mut out = Vec::with_capacity(64 + self.live().map(|e| e.raw.get().len() + 1).sum::<usize>());
+        out.extend_from_slice(b"{\"schemaVersion\":");
+        serde_json::to_writer(&mut out, &schema).map_err(err)?;
+        out.extend_from_slice(b",\"mediaType\":");
+        serde_json::to_writer(&mut out, &media_type).map_err(err)?;
+        out.extend_from_slice(b",\"manifests\":[");
+        for (i, e) in self.live().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(e.raw.get().as_bytes());
+        }
+        out.push(b']');
+        for (k, v) in &fields {
+            out.push(b',');
+            serde_json::to_writer(&mut out, k).map_err(err)?;
+            out.push(b':');
+            serde_json::to_writer(&mut out, v).map_err(err)?;
+        }
+        out.push(b'}');
+        Ok(out)
     }
 
     fn live(&self) -> impl Iterator<Item = &Entry> {
         self.slots.iter().flatten()
     }
 
-    fn push(&mut self, e: Entry) {
+    fn push(&mut self, e: Entry, tag: Option<&str>) {
         let slot = self.slots.len();
-        if let Some(tag) = e.desc.ref_name() {
+        if let Some(tag) = tag {
             self.by_tag.entry(tag.to_string()).or_default().push(slot);
         }
-        *self.by_digest.entry(e.desc.digest.clone()).or_default() += 1;
+        *self.by_digest.entry(e.digest.clone()).or_default() += 1;
         self.slots.push(Some(e));
     }
 
     fn remove_slot(&mut self, slot: usize) {
         if let Some(e) = self.slots[slot].take() {
-            if let Some(n) = self.by_digest.get_mut(&e.desc.digest) {
+            if let Some(n) = self.by_digest.get_mut(&e.digest) {
                 *n -= 1;
                 if *n == 0 {
-                    self.by_digest.remove(&e.desc.digest);
+                    self.by_digest.remove(&e.digest);
                 }
             }
         }
@@ -125,12 +229,36 @@ impl RootIndex {
 
     /// The entries in order (tags as `ref.name` annotations).
     pub fn entries(&self) -> Vec<Descriptor> {
-        self.live().map(|e| e.desc.clone()).collect()
+        self.live().map(Entry::desc).collect()
     }
 
     /// Every root with its tag, in order.
     pub fn roots(&self) -> Vec<(Descriptor, Option<String>)> {
-        self.live().map(|e| (e.desc.clone(), e.desc.ref_name().map(str::to_string))).collect()
+        self.live()
+            .map(|e| {
+                let d = e.desc();
+                let tag = d.ref_name().map(str::to_string);
+                (d, tag)
+            })
+            .collect()
+    }
+
+    /// Each tag with the digest of the entry it names (the last one when several do), in no
+    /// particular order; no descriptor is parsed.
+    pub fn tag_digests(&self) -> impl Iterator<Item = (&str, &Digest)> {
+        self.by_tag.iter().filter_map(|(t, slots)| {
+            slots.iter().rev().find_map(|&i| self.slots[i].as_ref()).map(|e| (t.as_str(), &e.digest))
+        })
+    }
+
+    /// Every root with its tag, in order, each parsed as the iterator reaches it (a whole
+    /// layout's roots are never all held as descriptors at once).
+    pub fn into_roots(self) -> impl Iterator<Item = (Descriptor, Option<String>)> {
+        self.slots.into_iter().flatten().map(|e| {
+            let d = e.desc();
+            let tag = d.ref_name().map(str::to_string);
+            (d, tag)
+        })
     }
 
     /// Whether `digest` is a root (tagged or not).
@@ -143,9 +271,9 @@ impl RootIndex {
     pub fn set_tag(&mut self, desc: &Descriptor, tag: &str) -> Result<()> {
         let mut desc = desc.clone();
         desc.annotations.insert(media::ANNOTATION_REF_NAME.into(), tag.to_string());
-        let raw = serde_json::to_value(&desc).map_err(|e| Error::Other(e.to_string()))?;
+        let e = Entry::of(&desc)?;
         self.untag(tag);
-        self.push(Entry { raw, desc });
+        self.push(e, Some(tag));
         Ok(())
     }
 
@@ -156,8 +284,7 @@ impl RootIndex {
         }
         let mut desc = desc.clone();
         desc.annotations.remove(media::ANNOTATION_REF_NAME);
-        let raw = serde_json::to_value(&desc).map_err(|e| Error::Other(e.to_string()))?;
-        self.push(Entry { raw, desc });
+        self.push(Entry::of(&desc)?, None);
         Ok(true)
     }
 
@@ -185,7 +312,7 @@ impl RootIndex {
         if let Some(tag) = reference.filter(|r| TagOrDigest::parse(r).tag().is_some()) {
             let exact = self.by_tag.get(tag).and_then(|s| s.iter().find_map(|&i| self.slots[i].as_ref()));
             if let Some(e) = exact {
-                return Ok(e.desc.clone());
+                return Ok(e.desc());
             }
         }
         resolve_in_entries(&self.entries(), reference, location, manifest_by_digest)
@@ -324,6 +451,32 @@ mod tests {
         assert!(RootIndex::parse_strict(b"{}", "t").is_err());
         assert!(RootIndex::parse_strict(br#"{"schemaVersion":2,"manifests":[]}"#, "t").is_ok());
         assert!(RootIndex::parse(br#"{"manifests":{}}"#, "t").is_err());
+    }
+
+    #[test]
+    fn entries_are_kept_as_compact_json() {
+        let a = Descriptor::of_bytes(media::OCI_MANIFEST, b"a");
+        let doc = serde_json::json!({
+            "manifests": [{"mediaType": media::OCI_MANIFEST, "digest": a.digest.to_string(), "size": 1,
+                           "zz": "a \"b\" c", "annotations": {"org.opencontainers.image.ref.name": "v 1"}}],
+            "schemaVersion": 2,
+            "x": [1, 2],
+        });
+        let want = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":1,"zz":"a \"b\" c","annotations":{{"org.opencontainers.image.ref.name":"v 1"}}}}],"x":[1,2]}}"#,
+            media::OCI_INDEX,
+            media::OCI_MANIFEST,
+            a.digest
+        );
+        for raw in [serde_json::to_vec_pretty(&doc).unwrap(), serde_json::to_vec(&doc).unwrap()] {
+            let idx = RootIndex::parse(&raw, "t").unwrap();
+            assert_eq!(String::from_utf8(idx.to_bytes().unwrap()).unwrap(), want);
+            assert_eq!(idx.tag_digests().collect::<Vec<_>>(), [("v 1", &a.digest)]);
+            let roots: Vec<_> = idx.into_roots().map(|(d, t)| (d.digest, t)).collect();
+            assert_eq!(roots, [(a.digest.clone(), Some("v 1".to_string()))]);
+        }
+        assert!(RootIndex::parse(b"[]", "t").unwrap_err().to_string().contains("not a JSON object"));
+        assert!(RootIndex::parse(b"{", "t").is_err());
     }
 
     #[test]

@@ -302,3 +302,109 @@ fn dockerfile_corpus_agrees_with_buildkit() {
         disagreements.join("\n")
     );
 }
+
+/// `--build-context NAME=DIR` (buildx's named local context) reads DIR as BuildKit reads a
+/// local context. dockerd 20.10's `docker build` has no `--build-context`, so BuildKit builds
+/// the same steps with DIR as its main context (`COPY .` for `COPY --from=NAME .`, a bind
+/// mount of the context for `--mount=from=NAME`, `FROM scratch` + `COPY . /` for `FROM NAME`),
+/// which is what buildx sends a named local context as. Rootfs (owners reset to root, modes,
+/// the directory's own `.dockerignore`, symlinks) and config must agree.
+#[test]
+fn named_directory_context_reads_as_buildkit_reads_a_context() {
+    hoist_testkit::require!("dockerd", "skopeo", "umoci", "runc", BUSYBOX);
+    hoist_testkit::require_root!("dockerd and RUN steps need root");
+    let dockerd = match Dockerd::start() {
+        Ok(d) => d,
+        Err(why) => panic!("dockerd (the BuildKit judge) did not start: {why}"),
+    };
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = crate::dockerfile::push_base(t, &reg);
+    // The named directory: a file, a 0700 directory with an executable owned by 1000, a
+    // symlink, an ignored file and its own .dockerignore.
+    let extra = t.join("extra");
+    fs::create_dir_all(extra.join("sub")).unwrap();
+    fs::write(extra.join("f"), "f\n").unwrap();
+    fs::write(extra.join("sub/g"), "g\n").unwrap();
+    fs::set_permissions(extra.join("sub/g"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(extra.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::lchown(extra.join("sub/g"), Some(1000), Some(50)).unwrap();
+    symlink("f", extra.join("l")).unwrap();
+    fs::write(extra.join("ignored.txt"), "no\n").unwrap();
+    fs::write(extra.join(".dockerignore"), "ignored*\n").unwrap();
+
+    // BuildKit: DIR is the context; the Dockerfile comes from elsewhere (-f).
+    let bk_df = t.join("bk.Dockerfile");
+    fs::write(
+        &bk_df,
+        format!(
+            "FROM scratch AS e\nCOPY . /\n\
+             FROM {base}\nCOPY . /x/\nCOPY sub /y\nCOPY --from=e / /z/\n\
+             RUN --mount=type=bind,target=/m cat /m/sub/g /m/l > /seen\n"
+        ),
+    )
+    .unwrap();
+    let tag = "judge/named-dir:latest";
+    let bk = dockerd.build(tag, &extra, &["-f", bk_df.to_str().unwrap()]);
+    assert_success("docker build", &bk);
+    let tarp = t.join("bk.tar");
+    dockerd.docker_ok(&["save", "-o", tarp.to_str().unwrap(), tag]);
+    let bk_layout = t.join("bk");
+    let out = Command::new("skopeo")
+        .args(["copy", &format!("docker-archive:{}", tarp.display())])
+        .arg(format!("oci:{}:latest", bk_layout.display()))
+        .output()
+        .unwrap();
+    assert_success("skopeo copy", &out);
+
+    // hoist: DIR is the named context `extra`; the main context holds only the Dockerfile.
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM extra AS e\n\
+             FROM {base}\nCOPY --from=extra . /x/\nCOPY --from=extra sub /y\nCOPY --from=e / /z/\n\
+             RUN --mount=type=bind,from=extra,target=/m cat /m/sub/g /m/l > /seen\n"
+        ),
+    )
+    .unwrap();
+    let named = format!("extra={}", extra.display());
+    let build = |dest: &Path| {
+        let o = format!("type=oci,dest={},tar=false", dest.display());
+        hoist_in(
+            &t.join("store"),
+            &["build", "-t", "img:latest", "--output", &o, "--build-context", &named, ctx.to_str().unwrap()],
+        )
+    };
+    let hl = t.join("hoist");
+    let h = build(&hl);
+    assert_success("hoist build --build-context NAME=DIR", &h);
+    let bt = tree(&unpack(&bk_layout, &t.join("bk-un")).join("rootfs"));
+    let ht = tree(&unpack(&hl, &t.join("h-un")).join("rootfs"));
+    let diffs: Vec<String> = bt
+        .keys()
+        .chain(ht.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| bt.get(*k) != ht.get(*k))
+        .map(|k| format!("  {k}: BuildKit {:?} hoist {:?}", bt.get(k), ht.get(k)))
+        .collect();
+    assert!(diffs.is_empty(), "hoist differs from BuildKit:\n{}", diffs.join("\n"));
+    assert!(ht["x/sub/g"].starts_with("f 755 ") && ht["x/sub/g"].ends_with(" 0:0"), "{ht:?}");
+    assert!(!ht.contains_key("x/ignored.txt") && ht.contains_key("x/f") && ht.contains_key("z/sub/g"), "{ht:?}");
+    assert_eq!(fs::read_to_string(t.join("h-un/rootfs/seen")).unwrap(), "g\nf\n");
+    assert_eq!(config_fields(&docker_archive_config(&tarp)), config_fields(&crate::dockerfile::config_of(&hl)));
+
+    // Changing a file of the named directory invalidates the steps that read it.
+    fs::write(extra.join("sub/g"), "changed\n").unwrap();
+    let hl2 = t.join("hoist2");
+    let h = build(&hl2);
+    assert_success("hoist build after a change", &h);
+    let err = String::from_utf8_lossy(&h.stderr);
+    assert!(err.contains("1 RUN executed"), "{err}");
+    let ht2 = tree(&unpack(&hl2, &t.join("h-un2")).join("rootfs"));
+    assert_ne!(ht2.get("x/sub/g"), ht.get("x/sub/g"));
+    assert_eq!(fs::read_to_string(t.join("h-un2/rootfs/seen")).unwrap(), "changed\nf\n");
+}

@@ -301,10 +301,12 @@ fn named_build_context_from_an_oci_layout() {
     assert_eq!(fs::read_to_string(root.join("seen")).unwrap(), "from the named context");
     assert_eq!(fs::read_to_string(root.join("again")).unwrap(), "from the named context");
 
+    // a named directory that does not exist is refused by name before anything is built
+    let missing = t.join("missing");
     let out = hoist_in(
         &t.join("store"),
-        &["build", "-o", &o, "--build-context", &format!("mybase={}", t.display()), ctx.to_str().unwrap()],
+        &["build", "-o", &o, "--build-context", &format!("mybase={}", missing.display()), ctx.to_str().unwrap()],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("a directory as a named context is not supported"), "{err}");
+    assert!(!out.status.success() && err.contains("--build-context mybase=") && err.contains("missing"), "{err}");
 }
