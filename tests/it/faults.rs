@@ -78,6 +78,57 @@ fn big_blob_push_survives_drops_and_resumes() {
     assert!(faults_of(&proxy, |f| matches!(f, Fault::Status(503))) >= 2);
     assert!(faults_of(&proxy, |f| matches!(f, Fault::Status(429))) >= 1);
     assert!(sent < 2 * size as u64, "upload restarted instead of resuming: {sent} bytes for a {size}-byte blob");
+    // Resume, not restart, read from the upload requests themselves: within a session no
+    // chunk is sent again from below what the registry acknowledged (a 202 to a PATCH of
+    // `start-end` holds `end + 1` bytes), and the layer moves to a new session only when the
+    // registry has lost the old one (answered 404: distribution drops a session whose PATCH
+    // body was cut, so there a restart is the only way on). After a refused chunk (503, 429)
+    // the same session goes on at the acknowledged offset, which must happen at least once
+    // above 0 bytes, or this would not tell a resume from a restart.
+    let mut uploads: Vec<_> = proxy.exchanges().into_iter().filter(|e| e.path.contains("/blobs/uploads/")).collect();
+    uploads.sort_by_key(|e| e.started);
+    let session_of = |e: &hoist_testkit::proxy::Exchange| -> String {
+        let rest = e.path.split("/blobs/uploads/").nth(1).unwrap_or("");
+        rest.split('?').next().unwrap_or("").to_string()
+    };
+    let trace: Vec<String> = uploads
+        .iter()
+        .map(|e| format!("{} {:.8} {:?} {:?} {:?}", e.method, session_of(e), e.content_range, e.status, e.faults))
+        .collect();
+    let trace = trace.join("\n");
+    let layer_sessions: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for e in &uploads {
+            let s = session_of(e);
+            if (e.method == "PATCH" || e.path.contains(&layer_hex)) && !s.is_empty() && !v.contains(&s) {
+                v.push(s);
+            }
+        }
+        v
+    };
+    let mut resumed_above_zero = 0;
+    for (i, session) in layer_sessions.iter().enumerate() {
+        let mine: Vec<_> = uploads.iter().filter(|e| &session_of(e) == session).collect();
+        let (mut held, mut refused) = (0u64, false);
+        for e in mine.iter().filter(|e| e.method == "PATCH") {
+            let (start, end) = e.upload_range().unwrap_or_else(|| panic!("a PATCH without Content-Range:\n{trace}"));
+            assert!(start >= held, "{start}-{end} sent again below the acknowledged {held} bytes:\n{trace}");
+            if refused && start == held && held > 0 {
+                resumed_above_zero += 1;
+            }
+            refused = e.status.is_some_and(|s| s == 503 || s == 429);
+            if e.status == Some(202) {
+                held = held.max(end + 1);
+            }
+        }
+        if i + 1 < layer_sessions.len() {
+            assert!(
+                mine.iter().any(|e| e.status == Some(404)),
+                "session {session} left while the registry kept it:\n{trace}"
+            );
+        }
+    }
+    assert!(resumed_above_zero >= 1, "no refused chunk was resumed above offset 0:\n{trace}");
 }
 
 /// A proxy refusing bodies over 6 MiB with 413: `--upload auto` falls back to smaller chunks;

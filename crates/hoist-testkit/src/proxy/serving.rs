@@ -144,9 +144,7 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, BoxError> {
     let method = req.method().clone();
     let path = req.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let authorization =
-        req.headers().get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let (plan, ex) = state.begin(&method, &path, authorization.as_deref());
+    let (plan, ex) = state.begin(&method, &path, req.headers());
     /// Marks the exchange ended however `handle` returns (or is dropped).
     struct Ended(Arc<ProxyState>, usize);
     impl Drop for Ended {

@@ -41,11 +41,25 @@ pub struct Exchange {
     /// The request's `Authorization` header, as the client sent it (to check which
     /// credentials reached which server).
     pub authorization: Option<String>,
+    /// The request's `Content-Range` header (a chunked upload's `start-end`).
+    pub content_range: Option<String>,
     /// When the proxy got the request head.
     pub started: std::time::Instant,
     /// When the proxy was done with the request (answered it, or the client or upstream went
     /// away); `None` while in flight. For uploads the request body is read by then.
     pub ended: Option<std::time::Instant>,
+}
+
+fn header(headers: &hyper::HeaderMap, name: hyper::header::HeaderName) -> Option<String> {
+    headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+impl Exchange {
+    /// The `start-end` of a chunked upload's `Content-Range`, if it has one.
+    pub fn upload_range(&self) -> Option<(u64, u64)> {
+        let (a, b) = self.content_range.as_deref()?.trim_start_matches("bytes ").split_once('-')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    }
 }
 
 /// The most exchanges among `exchanges` that were in flight at one moment (an exchange still
@@ -209,7 +223,7 @@ impl ProxyState {
     }
 
     /// Counts the request against the rules and records it; returns what to do.
-    pub(super) fn begin(&self, method: &Method, path: &str, authorization: Option<&str>) -> (Plan, usize) {
+    pub(super) fn begin(&self, method: &Method, path: &str, headers: &hyper::HeaderMap) -> (Plan, usize) {
         let mut plan = Plan::default();
         for (i, slot) in lock(&self.rules).iter_mut().enumerate() {
             if !slot.rule.matches(method, path) {
@@ -253,7 +267,8 @@ impl ProxyState {
             path: path.to_owned(),
             status: None,
             faults: if plan.stall.is_zero() { Vec::new() } else { vec![Fault::Stall(plan.stall)] },
-            authorization: authorization.map(str::to_owned),
+            authorization: header(headers, hyper::header::AUTHORIZATION),
+            content_range: header(headers, hyper::header::CONTENT_RANGE),
             started: std::time::Instant::now(),
             ended: None,
         });
