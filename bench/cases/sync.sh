@@ -67,7 +67,7 @@ $HQ --insecure-registry "$REG" push "$DATA/sync-src" "$REG/bench/sync-src" >/dev
 have_sk=1; command -v skopeo >/dev/null || { have_sk=0; log "SKIP sync skopeo rows: no skopeo"; }
 
 HS="$HQ --insecure-registry $SWAN -j $sync_jobs sync --src docker --dest docker"
-SS="$SK sync -q --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false"
+SS="$SK sync --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false"
 # the mirrors the no-op rows re-check, filled once (untimed)
 $HS "$SWAN/bench/sync-src" "$SWAN/noop-h" >/dev/null
 [ "$have_sk" = 1 ] && $SS "$SWAN/bench/sync-src" "$SWAN/noop-s" >/dev/null 2>&1
