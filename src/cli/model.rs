@@ -211,7 +211,8 @@ pub(crate) enum ModelCmd {
         /// List the (matching) files with their digests and sizes; fetch nothing.
         #[arg(long)]
         list: bool,
-        /// Verify the artifact's signature by this public key before any file is written.
+        /// Verify the artifact's signature by this public key before any file is written: a
+        /// cosign signature, or else an OpenSSF model signature referrer (`hoist model sign`).
         #[arg(long, value_name = "PUB")]
         verify_key: Vec<PathBuf>,
         #[command(flatten)]
@@ -370,6 +371,30 @@ impl ModelCmd {
     }
 }
 
+/// `model unpack --verify-key`: a cosign signature by one of the keys, or else an OpenSSF model
+/// signature referrer (`hoist model sign`, `model_signing`) whose files are the artifact's.
+async fn verify_before_unpack(
+    ep: &hoist::transport::Endpoint,
+    src: &dyn Source,
+    root: &hoist::Descriptor,
+    key_files: &[std::path::PathBuf],
+) -> Result<()> {
+    let cosign = match super::trust::verify_signed(ep, src, root, key_files).await {
+        Ok(()) => return Ok(()),
+        Err(Error::Untrusted { reason, .. }) => reason,
+        Err(e) => return Err(e),
+    };
+    let keys = key_files.iter().map(|k| hoist::trust::PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
+    match hoist::modelpack::sign::verify_artifact(src, root, &keys).await {
+        Ok(_) => Ok(()),
+        Err(Error::Untrusted { reason, .. }) => Err(Error::Untrusted {
+            reference: format!("{ep} ({})", root.digest),
+            reason: format!("{cosign}; and as a model: {reason}"),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// The model directory a command reads: a missing one is bad input (exit 2) naming it.
 fn must_be_dir(command: &str, dir: &std::path::Path) -> Result<()> {
     if dir.is_dir() {
@@ -522,7 +547,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (ep, src, root) = resolve_any(ctx, &reference).await?;
             policy.check(&ep, src.as_ref(), &root).await?;
             if !verify_key.is_empty() {
-                super::trust::verify_signed(&ep, src.as_ref(), &root, &verify_key).await?;
+                verify_before_unpack(&ep, src.as_ref(), &root, &verify_key).await?;
             }
             let select = FileSelector::new(&include, &exclude)?;
             let nothing_matched = || {

@@ -265,7 +265,8 @@ fn model_artifacts_carry_their_signature_as_a_referrer_model_signing_accepts() {
             &model_signing(&["verify", "key", "--signature", s(&sig), "--public_key", s(&public), s(&model)]),
         );
         let restored = t.path().join(format!("restored-{tag}"));
-        ok("unpack", hoist(["model", "unpack", &reference, s(&restored)]));
+        // unpack --verify-key takes the model signature referrer as the artifact's signature
+        ok("unpack --verify-key", hoist(["model", "unpack", "--verify-key", s(&public), &reference, s(&restored)]));
         ok(
             "hoist verifies the unpacked files with it",
             hoist(["model", "verify", "--key", s(&public), "--signature", s(&sig), s(&restored)]),
@@ -285,9 +286,17 @@ fn model_artifacts_carry_their_signature_as_a_referrer_model_signing_accepts() {
     let out = hoist(["model", "verify", "--key", s(&other), &format!("oci:{}:raw", layout.display())]);
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    let refused = t.path().join("refused");
+    let out = hoist(["model", "unpack", "--verify-key", s(&other), &format!("oci:{}:raw", layout.display()), s(&refused)]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no signature found") && stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    assert!(!refused.exists(), "a refused model was written");
     std::fs::write(model.join("config.json"), br#"{"architectures":["Other"]}"#).unwrap();
     ok("model pack v2", hoist(["model", "pack", s(&model), "--name", "tiny", "--store", s(&layout), "-t", "v2"]));
     let out = hoist(["model", "verify", "--key", s(&public), &format!("oci:{}:v2", layout.display())]);
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("no model signature found"), "{}", stderr(&out));
+    let out = hoist(["model", "unpack", "--verify-key", s(&public), &format!("oci:{}:v2", layout.display()), s(&refused)]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(!refused.exists(), "an unsigned model was written");
 }
