@@ -240,3 +240,50 @@ fn registry_rebase_mounts_the_new_base_layers() {
     eprintln!("registry rebase: {sent} request body bytes; the new base's layers are {layer_bytes} bytes");
     assert!(sent < 16 << 10, "{sent} request body bytes: more than a config and a manifest ({ex:#?})");
 }
+
+/// `hoist flatten` is reproducible: the same image flattened twice into two fresh layouts, run
+/// with different `SOURCE_DATE_EPOCH`s (flatten takes no time from the clock or the
+/// environment), gives the same root digest, with gzip and with zstd. The history entry is
+/// dated by the image's own `created`; the file times are the layers'.
+#[test]
+fn flatten_is_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", built.display()));
+    let files = tarball(t.path(), "files", &[("etc/keep", "k\n"), ("etc/gone", "g\n")]);
+    let wh = tarball(t.path(), "wh", &[("etc/.wh.gone", ""), ("etc/added", "a\n")]);
+    let stacked = t.path().join("stacked");
+    let src = format!("oci:{}:v1", stacked.display());
+    ok(
+        "append",
+        hoist(["append", &format!("oci:{}:v1", built.display()), &src, files.to_str().unwrap(), wh.to_str().unwrap()]),
+    );
+    let root = |l: &Path| json_file(&l.join("index.json"))["manifests"][0]["digest"].as_str().unwrap().to_string();
+    for compression in ["gzip", "zstd"] {
+        let mut digests = Vec::new();
+        for (n, epoch) in [(1, "0"), (2, "1700000000")] {
+            let flat = t.path().join(format!("flat-{compression}-{n}"));
+            let out = hoist_cmd()
+                .env("SOURCE_DATE_EPOCH", epoch)
+                .args(["flatten", "--compression", compression, &src, &format!("oci:{}:v1", flat.display())])
+                .output()
+                .unwrap();
+            let digest = ok(&format!("flatten {compression} #{n}"), out);
+            assert_eq!(digest, root(&flat), "the printed digest is the layout's root");
+            digests.push((digest, flat));
+        }
+        assert_eq!(digests[0].0, digests[1].0, "{compression}: two flattens of one image differ");
+        // Per platform: one layer, and the history entry dated by the image's own `created`.
+        let (flat, index) = (&digests[0].1, blob(&digests[0].1, &Value::from(digests[0].0.clone())));
+        let source = blob(&stacked, &Value::from(root(&stacked)));
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{index}");
+        for (entry, before) in entries.iter().zip(source["manifests"].as_array().unwrap()) {
+            let m = blob(flat, &entry["digest"]);
+            assert_eq!(m["layers"].as_array().unwrap().len(), 1, "{m}");
+            let c = blob(flat, &m["config"]["digest"]);
+            let c0 = blob(&stacked, &blob(&stacked, &before["digest"])["config"]["digest"]);
+            assert_eq!(c["history"][0]["created"], c0["created"], "{c}");
+        }
+    }
+}
