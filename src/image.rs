@@ -8,7 +8,6 @@ use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, IoContext, Result};
 use crate::ingest::{rfc3339, source_date_epoch, store_bytes};
@@ -18,7 +17,7 @@ use crate::model::document::View;
 use crate::model::media;
 use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
 use crate::transport::layout::Layout;
-use crate::transport::{unwrap_io_error, Destination, NoProgress, Source, VerifyReader};
+use crate::transport::{Destination, NoProgress, Source};
 
 /// Largest base image config hoist reads.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
@@ -394,15 +393,8 @@ pub(crate) async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Pla
     let View::Manifest(m) = &doc.view else {
         return Err(Error::malformed(format!("manifest {}", manifest_desc.digest), loc, "expected an image manifest"));
     };
-    if m.config.size > MAX_CONFIG_SIZE {
-        return Err(Error::malformed(format!("config {}", m.config.digest), loc, "config too large"));
-    }
-    let stream = b.source.open_blob(&m.config, 0).await?;
-    let mut raw = Vec::new();
-    VerifyReader::new(stream, &m.config, loc.clone())
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| unwrap_io_error(e, format!("config {} from {loc}", m.config.digest)))?;
+    // The one small-blob reader: bounded before it is read, size and digest verified.
+    let raw = crate::copy::plan::read_small_blob(b.source, &m.config, MAX_CONFIG_SIZE).await?;
     let config: ImageConfig = serde_json::from_slice(&raw)
         .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc.clone(), e))?;
     if config.os != platform.os || config.architecture != platform.architecture {

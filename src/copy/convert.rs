@@ -722,6 +722,18 @@ impl Source for Converted<'_> {
         self.inner.registry_repo()
     }
 
+    /// A new base's layer mounts from the base's repository; a blob made here (a converted
+    /// or appended layer) is offered to the inner one, as [`Source::registry_repo`] says.
+    fn mount_from(&self, desc: &Descriptor) -> Option<(String, String)> {
+        if self.blobs.lock().expect("lock").contains_key(&desc.digest) {
+            return self.inner.registry_repo();
+        }
+        match self.base_source(&desc.digest) {
+            Some(base) => base.mount_from(desc),
+            None => self.inner.mount_from(desc),
+        }
+    }
+
     fn served_by(&self) -> Option<String> {
         self.inner.served_by()
     }

@@ -201,26 +201,8 @@ pub fn model_format(root: &Descriptor, m: &ManifestView, loc: &str) -> Result<Mo
 }
 
 /// The config blob of the model manifest `m`, verified, at most [`MAX_MODEL_CONFIG`] bytes.
-async fn read_model_config(source: &dyn Source, m: &ManifestView, loc: &str) -> Result<Vec<u8>> {
-    if m.config.size > MAX_MODEL_CONFIG {
-        return Err(Error::malformed(
-            format!("config {}", m.config.digest),
-            loc,
-            format!("{} bytes, more than {MAX_MODEL_CONFIG}", m.config.size),
-        ));
-    }
-    let mut config = Vec::new();
-    source
-        .open_blob(&m.config, 0)
-        .await?
-        .take(MAX_MODEL_CONFIG + 1)
-        .read_to_end(&mut config)
-        .await
-        .map_err(|e| Error::malformed(format!("config {}", m.config.digest), loc, e))?;
-    if m.config.digest.same_alg_of(&config) != m.config.digest {
-        return Err(Error::malformed(format!("config {}", m.config.digest), loc, "bytes do not match the digest"));
-    }
-    Ok(config)
+async fn read_model_config(source: &dyn Source, m: &ManifestView) -> Result<Vec<u8>> {
+    crate::copy::plan::read_small_blob(source, &m.config, MAX_MODEL_CONFIG).await
 }
 
 /// What the config of the model artifact `root` says (name, version, format, precision, ...),
@@ -232,7 +214,7 @@ pub async fn model_meta(source: &dyn Source, root: &Descriptor) -> Result<ModelM
         return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
     };
     let format = model_format(root, m, &loc)?;
-    let config = read_model_config(source, m, &loc).await?;
+    let config = read_model_config(source, m).await?;
     Ok(read_said(format, &config, m, &loc)?.meta)
 }
 
@@ -404,7 +386,7 @@ pub async fn convert_model<'a>(
         return Err(Error::Unsupported(format!("{} in {loc} is an index; pick one model manifest", root.digest)));
     };
     let from = model_format(root, m, &loc)?;
-    let config = read_model_config(source, m, &loc).await?;
+    let config = read_model_config(source, m).await?;
     let same = matches!(
         (from, to),
         (ModelFormat::ModelPack, ModelTarget::ModelPack) | (ModelFormat::ModelKit, ModelTarget::ModelKit)

@@ -343,7 +343,7 @@ pub async fn sync(
         }
     };
     // the plan: every image, listed per repository (repositories listed `jobs` at once)
-    let items: Vec<Item> = match src {
+    let mut items: Plan = match src {
         SyncSource::Dir(path) => layout_items(path, &opts.copy.platforms).await?,
         _ => {
             let specs = repo_specs(client, src, opts)?;
@@ -366,15 +366,16 @@ pub async fn sync(
                     }),
                 }
             }
-            items
+            listed_plan(items)
         }
     };
     // a YAML selecting nothing is no error (skopeo warns and syncs nothing); a repository or
     // layout without images is
-    if items.is_empty() && report.failed == 0 && !matches!(src, SyncSource::Yaml(_)) {
+    let no_items = items.peek().is_none();
+    if no_items && report.failed == 0 && !matches!(src, SyncSource::Yaml(_)) {
         return Err(Error::not_found("images to sync", source_name(src)));
     }
-    if items.is_empty() {
+    if no_items {
         progress.message("sync: the source selects no images");
     }
     let existing: HashMap<String, Digest> = match &layout_dst {
@@ -389,18 +390,7 @@ pub async fn sync(
     let ctx =
         RunCtx { client, dst, opts, copy_opts, layout: layout_dst.clone(), existing, progress, stop: Mutex::new(None) };
     let ctx = &ctx;
-    // the plan is handed out from its end and its buffer shrinks as it empties: the items
-    // of a 100k-tag sync are not all kept until the last one is done
-    let mut items = items;
-    items.reverse();
-    let feed = std::iter::from_fn(move || {
-        let item = items.pop()?;
-        if items.capacity() > 1024 && items.len() < items.capacity() / 4 {
-            items.shrink_to_fit();
-        }
-        Some(item)
-    });
-    let mut results = futures::stream::iter(feed.enumerate())
+    let mut results = futures::stream::iter(items.enumerate())
         .map(|(i, item)| async move { (i, ctx.one(item).await) })
         .buffer_unordered(jobs);
     let mut done: Vec<(usize, ImageResult)> = Vec::new();
@@ -735,8 +725,9 @@ async fn created_of(repo: &Repository, target: &str) -> Result<Option<i64>> {
 
 /// The images of a layout (or OCI archive) written by `sync --dest dir`: every tagged root.
 /// A root named `registry/repo:tag` keeps that name; a plain tag is read as `<dir name>:tag`,
-/// as skopeo names an image directory by its path.
-async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> {
+/// as skopeo names an image directory by its path. Each item is made when the sync reaches
+/// it: a layout of 100k tags is held as its index's entries, not as 100k planned images.
+async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Plan> {
     let archive = is_archive_path(path) && path.is_file();
     let dir = if archive { None } else { Some(Arc::new(Layout::open(path)?)) };
     let layout: Arc<dyn Source> = match &dir {
@@ -751,14 +742,14 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
         .ok()
         .and_then(|p| if archive { p.file_stem() } else { p.file_name() }.map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "image".into());
-    let mut out = Vec::new();
     // a layout's roots are parsed one at a time from its index
     let roots: Box<dyn Iterator<Item = (Descriptor, Option<String>)> + Send> = match &dir {
         Some(l) => Box::new(l.root_index()?.into_roots()),
         None => Box::new(layout.roots().await?.into_iter()),
     };
-    for (mut desc, name) in roots {
-        let Some(name) = name else { continue };
+    let platforms = platforms.to_vec();
+    let items = roots.filter_map(move |(mut desc, name)| {
+        let name = name?;
         // the name travels in the item; the copy drops it from the root anyway (and an
         // annotation map costs half a KiB per root of a 100k-tag layout)
         desc.annotations.remove(crate::model::media::ANNOTATION_REF_NAME);
@@ -769,9 +760,28 @@ async fn layout_items(path: &Path, platforms: &[Platform]) -> Result<Vec<Item>> 
             Ok(r) if name.contains('/') => r.to_string(),
             _ => format!("{dir_name}:{name}"),
         };
-        out.push(Item { src: src.clone(), target: name, known: Some(desc), full_name, platforms: platforms.to_vec() });
-    }
-    Ok(out)
+        Some(Item { src: src.clone(), target: name, known: Some(desc), full_name, platforms: platforms.clone() })
+    });
+    let items: Box<dyn Iterator<Item = Item> + Send> = Box::new(items);
+    Ok(items.peekable())
+}
+
+/// The images of a sync in order, made or handed out as the sync reaches them.
+type Plan = std::iter::Peekable<Box<dyn Iterator<Item = Item> + Send>>;
+
+/// A plan of items listed up front (registries): handed out from the end of the list, whose
+/// buffer shrinks as it empties.
+fn listed_plan(mut items: Vec<Item>) -> Plan {
+    items.reverse();
+    let feed = std::iter::from_fn(move || {
+        let item = items.pop()?;
+        if items.capacity() > 1024 && items.len() < items.capacity() / 4 {
+            items.shrink_to_fit();
+        }
+        Some(item)
+    });
+    let feed: Box<dyn Iterator<Item = Item> + Send> = Box::new(feed);
+    feed.peekable()
 }
 
 struct RunCtx<'a> {

@@ -104,6 +104,13 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Registry host and repository the blob `desc` can be cross-repository mounted from:
+    /// the source's own ([`Source::registry_repo`]) unless it serves that blob from another
+    /// source (a new base's layers in `hoist rebase`).
+    fn mount_from(&self, _desc: &Descriptor) -> Option<(String, String)> {
+        self.registry_repo()
+    }
+
     /// The registries.conf mirror (`docker://host/repo`) that served this source's reads,
     /// when one did (registries only).
     fn served_by(&self) -> Option<String> {
@@ -305,6 +312,9 @@ macro_rules! forward {
             }
             fn registry_repo(&self) -> Option<(String, String)> {
                 (**self).registry_repo()
+            }
+            fn mount_from(&self, desc: &Descriptor) -> Option<(String, String)> {
+                (**self).mount_from(desc)
             }
             fn served_by(&self) -> Option<String> {
                 (**self).served_by()

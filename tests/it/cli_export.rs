@@ -286,3 +286,33 @@ fn an_export_never_writes_through_links_across_layers() {
     assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "secret\n");
     assert!(!out.status.success(), "a hard link out of the root was accepted: {}", text(&out).1);
 }
+
+/// Export reads layers with the one bounded tar reader: a layer whose first header is a PAX
+/// record of 64 MiB (the record's bytes all there) is refused on the header's size before a
+/// byte of it is read, with an error naming the layer and the record, and nothing exported.
+/// (The tar crate's reader, which export used before, read such a record into memory whole.)
+#[test]
+fn an_export_refuses_a_64_mib_pax_header_naming_the_layer() {
+    const PAX: u64 = 64 << 20;
+    let t = tempfile::tempdir().unwrap();
+    let mut layer = Vec::with_capacity(PAX as usize + 4096);
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders.0/f").unwrap();
+    h.set_mode(0o644);
+    h.set_size(PAX);
+    h.set_cksum();
+    layer.extend_from_slice(h.as_bytes());
+    layer.resize(512 + PAX as usize, b'1');
+    let mut b = tar::Builder::new(Vec::new());
+    entry(&mut b, "f", tar::EntryType::Regular, 0o644, (0, 0), b"data", None);
+    layer.extend(b.into_inner().unwrap());
+    let out = export_local(t.path(), &[&layer]);
+    let (_, se) = text(&out);
+    assert!(!out.status.success(), "a 64 MiB PAX header must be refused: {se}");
+    let digest = hoist_testkit::tools::sha256(&layer);
+    assert!(se.contains(&digest), "the error names the layer {digest}: {se}");
+    assert!(se.contains("PAX") && se.contains(&PAX.to_string()), "the error names the record: {se}");
+    let rootfs = t.path().join("rootfs");
+    assert!(!rootfs.join("f").exists(), "nothing after the refused header is exported");
+}

@@ -182,3 +182,108 @@ fn flatten_squashes_layers_with_whiteouts_applied() {
     assert_eq!(std::fs::read_to_string(b.join("etc/added")).unwrap(), "a\n");
     assert_eq!(file_digests(&a), file_digests(&b), "the same tree as the layered image");
 }
+
+/// A registry-to-registry rebase onto a base in the same registry mounts the new base's layers
+/// (`POST .../blobs/uploads/?mount=<digest>&from=base`, answered 201) instead of reading and
+/// uploading them: the request bodies that reach the registry (counted by the test kit's
+/// proxy in front of it) are the new config and manifest only. The result is the same image
+/// a rebase into a layout (where nothing can be mounted) writes.
+#[test]
+fn registry_rebase_mounts_the_new_base_layers() {
+    use hoist_testkit::fixtures::image_layout;
+    use hoist_testkit::proxy::FaultProxy;
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let proxy = FaultProxy::start(&reg.url(), vec![]).unwrap();
+    let r = |s: &str| format!("{}/{s}", proxy.host());
+    let (b1, b2) = (t.path().join("b1"), t.path().join("b2"));
+    image_layout(&b1, "v1", &[64 << 10], 1);
+    let base2_manifest = image_layout(&b2, "v1", &[512 << 10, 256 << 10], 2);
+    ok("push base:1", hoist(["copy", &format!("oci:{}:v1", b1.display()), &r("base:1")]));
+    ok("push base:2", hoist(["copy", &format!("oci:{}:v1", b2.display()), &r("base:2")]));
+    let app = tarball(t.path(), "app", &[("srv/app.txt", "app\n")]);
+    ok("append app", hoist(["append", &r("base:1"), &r("app:v1"), app.to_str().unwrap()]));
+    let bases = ["--old-base".to_string(), r("base:1"), "--new-base".to_string(), r("base:2")];
+
+    // The reference result: the same rebase into a layout.
+    let layout = t.path().join("rebased");
+    let mut args = vec!["rebase".to_string(), r("app:v1"), format!("oci:{}:v2", layout.display())];
+    args.extend(bases.iter().cloned());
+    let want = ok("rebase into a layout", hoist(&args));
+
+    proxy.state().reset();
+    let mut args = vec!["rebase".to_string(), r("app:v1"), r("app:v2")];
+    args.extend(bases.iter().cloned());
+    let got = ok("rebase", hoist(&args));
+    assert_eq!(got, want, "the same image as the rebase into a layout");
+    assert_eq!(registry_manifest_digest(&reg, "app:v2"), want);
+
+    let ex = proxy.exchanges();
+    let base2: Value = json_file(&b2.join("blobs/sha256").join(&base2_manifest[7..]));
+    let layers: Vec<&str> = base2["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let layer_bytes: u64 = base2["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    for l in &layers {
+        let mounted = ex.iter().any(|e| {
+            e.method == "POST"
+                && e.path.starts_with("/v2/app/blobs/uploads/")
+                && e.path.contains(&format!("mount={l}"))
+                && e.path.contains("from=base")
+                && e.status == Some(201)
+        });
+        assert!(mounted, "layer {l} of the new base is mounted from base: {ex:#?}");
+        let sent = ex.iter().any(|e| (e.method == "PUT" || e.method == "PATCH") && e.path.contains(&l[7..]));
+        assert!(!sent, "layer {l} of the new base was uploaded: {ex:#?}");
+    }
+    assert_eq!(proxy.method_count("PATCH"), 0, "{ex:#?}");
+    let sent = proxy.request_body_bytes();
+    eprintln!("registry rebase: {sent} request body bytes; the new base's layers are {layer_bytes} bytes");
+    assert!(sent < 16 << 10, "{sent} request body bytes: more than a config and a manifest ({ex:#?})");
+}
+
+/// `hoist flatten` is reproducible: the same image flattened twice into two fresh layouts, run
+/// with different `SOURCE_DATE_EPOCH`s (flatten takes no time from the clock or the
+/// environment), gives the same root digest, with gzip and with zstd. The history entry is
+/// dated by the image's own `created`; the file times are the layers'.
+#[test]
+fn flatten_is_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", built.display()));
+    let files = tarball(t.path(), "files", &[("etc/keep", "k\n"), ("etc/gone", "g\n")]);
+    let wh = tarball(t.path(), "wh", &[("etc/.wh.gone", ""), ("etc/added", "a\n")]);
+    let stacked = t.path().join("stacked");
+    let src = format!("oci:{}:v1", stacked.display());
+    ok(
+        "append",
+        hoist(["append", &format!("oci:{}:v1", built.display()), &src, files.to_str().unwrap(), wh.to_str().unwrap()]),
+    );
+    let root = |l: &Path| json_file(&l.join("index.json"))["manifests"][0]["digest"].as_str().unwrap().to_string();
+    for compression in ["gzip", "zstd"] {
+        let mut digests = Vec::new();
+        for (n, epoch) in [(1, "0"), (2, "1700000000")] {
+            let flat = t.path().join(format!("flat-{compression}-{n}"));
+            let out = hoist_cmd()
+                .env("SOURCE_DATE_EPOCH", epoch)
+                .args(["flatten", "--compression", compression, &src, &format!("oci:{}:v1", flat.display())])
+                .output()
+                .unwrap();
+            let digest = ok(&format!("flatten {compression} #{n}"), out);
+            assert_eq!(digest, root(&flat), "the printed digest is the layout's root");
+            digests.push((digest, flat));
+        }
+        assert_eq!(digests[0].0, digests[1].0, "{compression}: two flattens of one image differ");
+        // Per platform: one layer, and the history entry dated by the image's own `created`.
+        let (flat, index) = (&digests[0].1, blob(&digests[0].1, &Value::from(digests[0].0.clone())));
+        let source = blob(&stacked, &Value::from(root(&stacked)));
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{index}");
+        for (entry, before) in entries.iter().zip(source["manifests"].as_array().unwrap()) {
+            let m = blob(flat, &entry["digest"]);
+            assert_eq!(m["layers"].as_array().unwrap().len(), 1, "{m}");
+            let c = blob(flat, &m["config"]["digest"]);
+            let c0 = blob(&stacked, &blob(&stacked, &before["digest"])["config"]["digest"]);
+            assert_eq!(c["history"][0]["created"], c0["created"], "{c}");
+        }
+    }
+}

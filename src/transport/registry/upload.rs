@@ -38,8 +38,8 @@ fn upload_range_len(headers: &HeaderMap, if_zero_zero: u64) -> Option<u64> {
 }
 
 impl Repository {
-    /// Upload `desc` from `src`: a cross-repository mount when `src` is another repository of
-    /// this registry, else per the upload mode (monolithic, chunked, or monolithic falling
+    /// Upload `desc` from `src`: a cross-repository mount when `src` serves it from another
+    /// repository of this registry ([`Source::mount_from`]), else per the upload mode (monolithic, chunked, or monolithic falling
     /// back to chunks).
     pub(super) async fn upload_blob(
         &self,
@@ -53,7 +53,7 @@ impl Repository {
         if held.waited && self.blob_exists(desc).await.unwrap_or(false) {
             return Ok(BlobOutcome::Existed);
         }
-        let from = match src.registry_repo() {
+        let from = match src.mount_from(desc) {
             Some((reg, repo)) if reg == self.registry && repo != self.repo => Some(repo),
             _ => None,
         };
