@@ -7,7 +7,9 @@
 # Env: BENCH_RUNS (5), BENCH_SIZE_MIB (1024), BENCH_FILES (20000 * SIZE / 1024),
 #      BENCH_CASES (all: "pack layer push pull copy tls" built in, then every bench/cases/NAME.sh:
 #      model wan dockerfile containerd), BENCH_NO_BUILD=1 (skip cargo build),
-#      BENCH_WORK (bench/work: data, layouts, registry).
+#      BENCH_WORK (bench/work: data, layouts, registry),
+#      BENCH_REPORT (bench/RESULTS.md: where the report goes; point it elsewhere for a partial run
+#      so the full run's results stay).
 # Data, layouts and the registry live in bench/work/ (gitignored); data is reused while the size matches.
 # Missing Debian packages (docker-registry, skopeo, umoci, zstd, curl, time) are installed first.
 set -euo pipefail
@@ -253,8 +255,9 @@ done
 registry_stop
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 "$HERE/report.py" "$RES" "$HERE/RESULTS.md" \
+REPORT=${BENCH_REPORT:-$HERE/RESULTS.md}
+python3 "$HERE/report.py" "$RES" "$REPORT" \
   "runs=$RUNS" "size_mib=$SIZE" "files=$FILES" "tree_mib=$TREE_MIB" \
   "load_before=$LOAD_BEFORE" "load_after=$LOAD_AFTER" "others=$OTHERS" \
   "commit=$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- src || echo +dirty)"
-log "wrote $HERE/RESULTS.md"
+log "wrote $REPORT"

@@ -9,8 +9,9 @@
 #               skopeo sync --all; both only check. Target: hoist <= 0.05x skopeo.
 #   sync-first  first sync into an empty prefix (a new prefix each run). Target: <= 0.7x.
 # Env: BENCH_SYNC_TAGS (200), BENCH_SYNC_JOBS (16), BENCH_WAN_RTT_MS (50), BENCH_WAN_WINDOW (2m),
-# BENCH_WAN_MBIT (1000). Sourced by run.sh: uses queue/measure_queued, registry_fresh, $HQ,
-# $SK, $DATA, $WORK, $ROOT.
+# BENCH_WAN_MBIT (1000), BENCH_RELAY_BIN (target/release/hoist-relay: another build of the
+# relay, e.g. a debug one when the release build is not at hand). Sourced by run.sh: uses
+# queue/measure_queued, registry_fresh, $HQ, $SK, $DATA, $WORK, $ROOT.
 
 sync_tags=${BENCH_SYNC_TAGS:-200}
 sync_jobs=${BENCH_SYNC_JOBS:-16}
@@ -22,7 +23,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "cargo build --release -p hoist-testkit --bin hoist-relay"
   (cd "$ROOT" && cargo build --release --quiet -p hoist-testkit --bin hoist-relay)
 fi
-SYNC_RELAY_BIN=$ROOT/target/release/hoist-relay
+SYNC_RELAY_BIN=${BENCH_RELAY_BIN:-$ROOT/target/release/hoist-relay}
 
 # a layout of N tags t000..., one small distinct image each (cached while N matches)
 sync_layout() {
@@ -67,10 +68,13 @@ $HQ --insecure-registry "$REG" push "$DATA/sync-src" "$REG/bench/sync-src" >/dev
 have_sk=1; command -v skopeo >/dev/null || { have_sk=0; log "SKIP sync skopeo rows: no skopeo"; }
 
 HS="$HQ --insecure-registry $SWAN -j $sync_jobs sync --src docker --dest docker"
+# skopeo 1.9 sync has no -q (its output goes to /dev/null anyway)
 SS="$SK sync --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false"
 # the mirrors the no-op rows re-check, filled once (untimed)
 $HS "$SWAN/bench/sync-src" "$SWAN/noop-h" >/dev/null
-[ "$have_sk" = 1 ] && $SS "$SWAN/bench/sync-src" "$SWAN/noop-s" >/dev/null 2>&1
+if [ "$have_sk" = 1 ]; then
+  $SS "$SWAN/bench/sync-src" "$SWAN/noop-s" >/dev/null 2>&1 || log "skopeo sync (untimed fill) failed"
+fi
 
 queue sync-noop "hoist (${sync_tags} tags, -j ${sync_jobs})" "" "$HS $SWAN/bench/sync-src $SWAN/noop-h"
 [ "$have_sk" = 1 ] && queue sync-noop "skopeo sync (${sync_tags} tags)" "" "$SS $SWAN/bench/sync-src $SWAN/noop-s"

@@ -6,6 +6,9 @@
 #               the same pull with --insecure-policy (no policy read). Target: <= 1.05x; the
 #               policy costs one manifest GET and one small blob GET (the legacy .sig tag,
 #               checked first).
+#   trust-sign  `hoist sign` (both formats, the key in cosign's scrypt-encrypted format) and
+#               `hoist verify` of the same image. No peer row: Debian's skopeo has sigstore
+#               disabled and cosign is not installable here; the numbers show the cost of each.
 #
 # Needs nothing beyond hoist and the registry. Every run pulls into an empty directory.
 
@@ -23,5 +26,8 @@ queue trust-pull "hoist pull --policy" "rm -rf $OUT/trust-pull" \
   "$HQ pull --policy $WORK/trust-policy.json $REG/bench/trust:v1 $OUT/trust-pull"
 queue trust-pull "hoist pull (no policy)" "rm -rf $OUT/trust-pull" \
   "$HQ pull --insecure-policy $REG/bench/trust:v1 $OUT/trust-pull"
+measure_queued
+queue trust-sign "hoist sign" "" "COSIGN_PASSWORD=bench $HQ sign --key $WORK/trust.key $REG/bench/trust:v1"
+queue trust-sign "hoist verify" "" "$HQ verify --key $WORK/trust.pub $REG/bench/trust:v1"
 measure_queued
 rm -rf "$OUT/trust-pull"
