@@ -287,7 +287,8 @@ fn model_artifacts_carry_their_signature_as_a_referrer_model_signing_accepts() {
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
     let refused = t.path().join("refused");
-    let out = hoist(["model", "unpack", "--verify-key", s(&other), &format!("oci:{}:raw", layout.display()), s(&refused)]);
+    let out =
+        hoist(["model", "unpack", "--verify-key", s(&other), &format!("oci:{}:raw", layout.display()), s(&refused)]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("no signature found") && stderr(&out).contains("wrong key"), "{}", stderr(&out));
     assert!(!refused.exists(), "a refused model was written");
@@ -296,7 +297,8 @@ fn model_artifacts_carry_their_signature_as_a_referrer_model_signing_accepts() {
     let out = hoist(["model", "verify", "--key", s(&public), &format!("oci:{}:v2", layout.display())]);
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("no model signature found"), "{}", stderr(&out));
-    let out = hoist(["model", "unpack", "--verify-key", s(&public), &format!("oci:{}:v2", layout.display()), s(&refused)]);
+    let out =
+        hoist(["model", "unpack", "--verify-key", s(&public), &format!("oci:{}:v2", layout.display()), s(&refused)]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(!refused.exists(), "an unsigned model was written");
 }
