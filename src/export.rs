@@ -62,7 +62,7 @@ pub async fn export_filesystem(
     dest: &Path,
     tar: bool,
 ) -> Result<FsReport> {
-    let manifest = pick_manifest(src, root, platform).await?;
+    let manifest = pick_manifest(src, root, platform, None).await?;
     let doc = src.fetch_document(&manifest).await?;
     let View::Manifest(m) = &doc.view else {
         return Err(Error::Unsupported(format!("{} is not an image manifest", manifest.digest)));
@@ -102,11 +102,13 @@ pub async fn export_filesystem(
     .map_err(|e| Error::Other(format!("export: {e}")))?
 }
 
-/// The image manifest of `root`: itself, or an index's entry for `platform` (or its only image).
+/// The image manifest of `root`: itself, or an index's entry for `platform` (without one: its
+/// only image, else its entry for `fallback` when it has one).
 pub(crate) async fn pick_manifest(
     src: &dyn Source,
     root: &Descriptor,
     platform: Option<&Platform>,
+    fallback: Option<&Platform>,
 ) -> Result<Descriptor> {
     let doc = src.fetch_document(root).await?;
     let View::Index(index) = &doc.view else {
@@ -127,8 +129,9 @@ pub(crate) async fn pick_manifest(
             .find(|d| p.matches_entry(d))
             .copied()
             .ok_or_else(|| Error::not_found(format!("platform {p} (index has: {})", listed()), src.location()))?,
-        None => match images.as_slice() {
-            [one] => *one,
+        None => match (images.as_slice(), fallback.and_then(|f| images.iter().find(|d| f.matches_entry(d)))) {
+            ([one], _) => *one,
+            (_, Some(entry)) => *entry,
             _ => {
                 return Err(Error::Usage(format!(
                     "{} is an index of {} images ({}): pick one with --platform to export its filesystem",
@@ -140,7 +143,7 @@ pub(crate) async fn pick_manifest(
         },
     };
     // An index of indexes: go down one more level.
-    Box::pin(pick_manifest(src, chosen, platform)).await
+    Box::pin(pick_manifest(src, chosen, platform, fallback)).await
 }
 
 /// Apply each verified layer file, bottom first, into `dest`.

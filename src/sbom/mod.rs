@@ -144,16 +144,8 @@ pub async fn scan_image(
     name: Option<&str>,
     opts: &ScanOptions,
 ) -> Result<Sbom> {
-    let manifest = match platform {
-        Some(p) => crate::export::pick_manifest(src, root, Some(p)).await?,
-        None => match crate::export::pick_manifest(src, root, None).await {
-            // Several images and none named: this machine's, when the index has it.
-            Err(Error::Usage(why)) => {
-                crate::export::pick_manifest(src, root, Some(&Platform::host())).await.map_err(|_| Error::Usage(why))?
-            }
-            other => other?,
-        },
-    };
+    // several images and none named: this machine's, when the index has it
+    let manifest = crate::export::pick_manifest(src, root, platform, Some(&Platform::host())).await?;
     scan_manifest(src, &manifest, name, opts).await
 }
 
