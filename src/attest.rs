@@ -455,17 +455,17 @@ pub async fn attach(
             let name = info.names.first().map(String::as_str);
             let scan = sbom::scan_manifest(store, image, name, &ScanOptions::default()).await?;
             let predicate: Value = serde_json::from_slice(&format.render(&scan, info.finished)?)
-                .map_err(|e| Error::Other(format!("sbom: {e}")))?;
+                .map_err(|e| Error::serialize("sbom", e))?;
             let s = statement(image, platform.as_ref(), &info.names, format.predicate_type(), predicate);
             statements.push((
                 format.predicate_type().to_string(),
-                serde_json::to_vec(&s).map_err(|e| Error::Other(e.to_string()))?,
+                serde_json::to_vec(&s).map_err(|e| Error::serialize("in-toto statement", e))?,
             ));
         }
         if let Some((mode, version)) = req.provenance {
             let (ptype, predicate) = provenance(info, mode, version);
             let s = statement(image, platform.as_ref(), &info.names, &ptype, predicate);
-            statements.push((ptype, serde_json::to_vec(&s).map_err(|e| Error::Other(e.to_string()))?));
+            statements.push((ptype, serde_json::to_vec(&s).map_err(|e| Error::serialize("in-toto statement", e))?));
         }
         let mut layers = Vec::new();
         for (ptype, bytes) in statements {
@@ -488,7 +488,7 @@ pub async fn attach(
                     "config": {},
                     "rootfs": {"type": "layers", "diff_ids": diff_ids},
                 }))
-                .map_err(|e| Error::Other(e.to_string()))?;
+                .map_err(|e| Error::serialize("attestation config", e))?;
                 let config = store_json(store, media::OCI_CONFIG, &config)?;
                 let manifest = ImageManifest::new(config, layers).to_bytes()?;
                 let mut desc = store_json(store, media::OCI_MANIFEST, &manifest)?
@@ -543,7 +543,7 @@ pub fn context_digest_blocking(dir: &std::path::Path) -> Result<Digest> {
     use std::os::unix::fs::PermissionsExt;
     let mut listing: Vec<u8> = Vec::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let e = e.map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+        let e = e.map_err(|e| Error::walk(dir, e))?;
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path()).to_string_lossy().into_owned();
         let meta = e.path().symlink_metadata().map_err(|err| Error::io(e.path(), err))?;
         let mode = meta.permissions().mode() & 0o7777;
