@@ -425,7 +425,7 @@ pub struct Attached {
 
 /// The SBOM document of `scan` as a statement's predicate.
 fn render(format: sbom::Format, scan: &sbom::Sbom, created: i64) -> Result<Value> {
-    serde_json::from_slice(&format.render(scan, created)?).map_err(|e| Error::Other(format!("sbom: {e}")))
+    serde_json::from_slice(&format.render(scan, created)?).map_err(|e| Error::serialize("sbom", e))
 }
 
 fn store_json(store: &Layout, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
@@ -476,7 +476,7 @@ pub async fn attach(
         // (predicate type, statement, scope of an extra SBOM)
         let mut statements: Vec<(String, Vec<u8>, Option<String>)> = Vec::new();
         let platform = image.platform.clone();
-        let to_vec = |s: &Value| serde_json::to_vec(s).map_err(|e| Error::Other(e.to_string()));
+        let to_vec = |s: &Value| serde_json::to_vec(s).map_err(|e| Error::serialize("in-toto statement", e));
         if let Some(format) = req.sbom {
             let name = info.names.first().map(String::as_str);
             let scan = sbom::scan_manifest(store, image, name, &ScanOptions::default()).await?;
@@ -488,7 +488,7 @@ pub async fn attach(
                     let (dir, digest) = (std::path::PathBuf::from(dir), digest.clone());
                     let scan = tokio::task::spawn_blocking(move || sbom::scan_dir_blocking(&dir, &digest, "context"))
                         .await
-                        .map_err(|e| Error::Other(format!("sbom of the build context: {e}")))??;
+                        .map_err(|e| Error::task("sbom of the build context", e))??;
                     context_sbom = Some(render(format, &scan, info.finished)?);
                 }
                 let predicate = context_sbom.clone().unwrap_or_default();
@@ -534,7 +534,7 @@ pub async fn attach(
                     "config": {},
                     "rootfs": {"type": "layers", "diff_ids": diff_ids},
                 }))
-                .map_err(|e| Error::Other(e.to_string()))?;
+                .map_err(|e| Error::serialize("attestation config", e))?;
                 let config = store_json(store, media::OCI_CONFIG, &config)?;
                 let manifest = ImageManifest::new(config, layers).to_bytes()?;
                 let mut desc = store_json(store, media::OCI_MANIFEST, &manifest)?
@@ -589,7 +589,7 @@ pub fn context_digest_blocking(dir: &std::path::Path) -> Result<Digest> {
     use std::os::unix::fs::PermissionsExt;
     let mut listing: Vec<u8> = Vec::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let e = e.map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+        let e = e.map_err(|e| Error::walk(dir, e))?;
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path()).to_string_lossy().into_owned();
         let meta = e.path().symlink_metadata().map_err(|err| Error::io(e.path(), err))?;
         let mode = meta.permissions().mode() & 0o7777;

@@ -323,10 +323,7 @@ async fn deliver_plan(
     let plan: &dyn Source = &converted;
     let root = converted.root().clone();
     if outputs.is_empty() && out.store.is_none() {
-        return Err(Error::InvalidReference {
-            reference: "--output".into(),
-            reason: "name an --output (or --store) to pack into".into(),
-        });
+        return Err(Error::Usage("name an --output (or --store) to pack into".into()));
     }
     if out.store.is_some() {
         let store = out.open_store()?;
@@ -491,7 +488,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (_, sb, rb) = resolve_any(ctx, &b).await?;
             let d = diff_models((sa.as_ref(), &ra), (sb.as_ref(), &rb)).await?;
             if ctx.json() {
-                outln!("{}", serde_json::to_string(&d).map_err(|e| Error::Other(e.to_string()))?);
+                outln!("{}", serde_json::to_string(&d).map_err(|e| Error::serialize("model descriptor", e))?);
             } else {
                 for e in &d.added {
                     outln!("+ {} {}", e.path, e.digest);
@@ -540,7 +537,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                     return Err(nothing_matched());
                 }
                 if ctx.json() {
-                    outln!("{}", serde_json::to_string(&entries).map_err(|e| Error::Other(e.to_string()))?);
+                    outln!("{}", serde_json::to_string(&entries).map_err(|e| Error::serialize("model entries", e))?);
                 } else {
                     for e in &entries {
                         outln!("{}\t{}\t{}\t{}", e.digest, e.size, e.media_type, e.path);

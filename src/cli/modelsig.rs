@@ -85,7 +85,7 @@ pub(crate) async fn run_sign(ctx: &Ctx, args: ModelSignArgs) -> Result<i32> {
         let (bundle, manifest) =
             tokio::task::spawn_blocking(move || modelsig::sign_dir(&d, &key, &s, &ignore, &progress))
                 .await
-                .map_err(|e| Error::Other(format!("signing {}: {e}", dir.display())))??;
+                .map_err(|e| Error::task(format!("signing {}", dir.display()), e))??;
         super::trust::write_file(&sig, &bundle, 0o644, true)?;
         let root = format!("sha256:{}", manifest.root_digest());
         if ctx.json() {
@@ -130,7 +130,7 @@ pub(crate) async fn run_verify(ctx: &Ctx, args: ModelVerifyArgs) -> Result<i32> 
         let (d, s) = (dir.clone(), sig.clone());
         let v = tokio::task::spawn_blocking(move || modelsig::verify_dir(&d, &bytes, &s, &keys, &progress))
             .await
-            .map_err(|e| Error::Other(format!("verifying {}: {e}", dir.display())))??;
+            .map_err(|e| Error::task(format!("verifying {}", dir.display()), e))??;
         if ctx.json() {
             let out = serde_json::json!({"model": dir, "signature": sig, "verified": true, "name": v.name, "rootDigest": v.root_digest, "files": v.resources, "method": v.method});
             outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

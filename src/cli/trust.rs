@@ -128,7 +128,7 @@ impl SignArgs {
 /// `COSIGN_PASSWORD`, or a prompt on the terminal (`confirm`: asked twice).
 pub(crate) fn password(file: Option<&Path>, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let text = std::fs::read(f).map_err(|e| Error::Io { path: f.to_path_buf(), source: e })?;
+        let text = std::fs::read(f).map_err(|e| Error::io(f, e))?;
         let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
         return Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
     }
@@ -173,7 +173,7 @@ fn prompt(msg: &str) -> Result<Vec<u8>> {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     }
     let _ = (&tty).write_all(b"\n");
-    read.map_err(|e| Error::Io { path: "/dev/tty".into(), source: e })?;
+    read.map_err(|e| Error::io("/dev/tty", e))?;
     Ok(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
 }
 
@@ -186,7 +186,7 @@ pub(crate) fn load_private_key(path: &Path, passphrase_file: Option<&Path>) -> R
 /// Write `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
 pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
+    let io = |e| Error::io(path, e);
     if !force && path.symlink_metadata().is_ok() {
         return Err(Error::Usage(format!("{} exists; give --force to replace it", path.display())));
     }
@@ -310,7 +310,7 @@ pub(crate) async fn run_attest(ctx: &Ctx, args: AttestArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
     let uri = sign::predicate_type_uri(&args.predicate_type)?;
     let mut predicate = Vec::new();
-    let io = |e| Error::Io { path: args.predicate.clone(), source: e };
+    let io = |e| Error::io(&args.predicate, e);
     std::fs::File::open(&args.predicate)
         .map_err(io)?
         .take(hoist::trust::dsse::MAX_ENVELOPE)

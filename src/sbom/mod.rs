@@ -188,7 +188,7 @@ pub async fn scan_manifest(
                 }
             })
             .await
-            .map_err(|e| Error::Other(format!("sbom: {e}")))?
+            .map_err(|e| Error::task("sbom", e))?
         }
     }))
     .buffered(opts.jobs.max(1))
@@ -286,7 +286,7 @@ impl Format {
             Format::SpdxJson => spdx::document(sbom, created),
             Format::CycloneDxJson => cyclonedx::document(sbom, created),
         };
-        serde_json::to_vec_pretty(&v).map_err(|e| Error::Other(format!("sbom: {e}")))
+        serde_json::to_vec_pretty(&v).map_err(|e| Error::serialize("sbom", e))
     }
 }
 

@@ -304,7 +304,7 @@ fn walk_model(dir: &Path, ser: &Serialization, files: &mut Vec<(Vec<String>, Pat
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(dir).to_path_buf();
-            Error::Io { path, source: e.into() }
+            Error::io(path, e.into())
         })?;
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
         let comps = rel
@@ -337,7 +337,7 @@ fn walk_model(dir: &Path, ser: &Serialization, files: &mut Vec<(Vec<String>, Pat
         } else if ft.is_dir() {
             continue;
         } else if ft.is_file() {
-            entry.metadata().map_err(|e| Error::Io { path: entry.path().to_path_buf(), source: e.into() })?.len()
+            entry.metadata().map_err(|e| Error::io(entry.path(), e.into()))?.len()
         } else {
             return Err(Error::Unsupported(format!("{}: neither a file nor a directory", entry.path().display())));
         };
@@ -392,7 +392,7 @@ fn hash_files(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Other("hashing thread panicked".into()))))
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Panicked { what: "hashing".into() })))
             .collect()
     });
     let mut resources = BTreeMap::new();
@@ -432,14 +432,14 @@ fn hash_range(
             break;
         }
         if n as u64 > left {
-            return Err(Error::Other(format!("{}: the file grew while it was hashed", path.display())));
+            return Err(Error::changed(path, "the file grew while it was hashed"));
         }
         left -= n as u64;
         h.update(&buf[..n]);
         progress.file_advance(name, n as u64);
     }
     if left != 0 {
-        return Err(Error::Other(format!("{}: the file shrank while it was hashed", path.display())));
+        return Err(Error::changed(path, "the file shrank while it was hashed"));
     }
     let d: [u8; 32] = h.finalize().into();
     if let Ok(digest) = format!("sha256:{}", hex::encode(d)).parse::<crate::model::digest::Digest>() {
