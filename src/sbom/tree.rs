@@ -279,15 +279,12 @@ fn read_regular(
 /// bytes kept (bounded by [`MAX_KEPT_TOTAL`]); more than [`MAX_ENTRIES`] entries is an error.
 pub(crate) fn scan_dir_blocking(dir: &std::path::Path, kept: &std::sync::atomic::AtomicU64) -> Result<Vec<Event>> {
     use std::os::unix::fs::PermissionsExt;
-    let bad = |path: &std::path::Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+    let bad = |path: &std::path::Path, e: std::io::Error| Error::io(path, e);
     let mut events = Vec::new();
     let mut buf = vec![0u8; 128 << 10];
     let walk = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).sort_by_file_name();
     for (count, entry) in walk.into_iter().enumerate() {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(dir).to_path_buf();
-            Error::Io { path, source: e.into() }
-        })?;
+        let entry = entry.map_err(|e| Error::walk(dir, e))?;
         if count as u64 >= MAX_ENTRIES {
             return Err(Error::Unsupported(format!("{}: more than {MAX_ENTRIES} entries", dir.display())));
         }
