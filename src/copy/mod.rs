@@ -203,7 +203,7 @@ pub async fn graph_many(
     if opts.convert.is_none() {
         let (mut report, copied) = graph_many_exact(src, dst, roots, opts, progress).await?;
         if opts.referrers || opts.digest_tags {
-            copy_referrers(src, dst, copied, opts, progress, &mut report).await?;
+            copy_referrers(src, dst, (roots, copied), opts, progress, &mut report).await?;
         }
         return Ok(report);
     }
@@ -317,14 +317,36 @@ async fn graph_documents(src: &dyn Source, roots: Vec<Descriptor>) -> Result<Vec
 async fn copy_referrers(
     src: &dyn Source,
     dst: &dyn Destination,
-    copied: Vec<Descriptor>,
+    (roots, copied): (&[(Descriptor, Vec<String>)], Vec<Descriptor>),
     opts: &CopyOptions,
     progress: &dyn Progress,
     report: &mut CopyReport,
 ) -> Result<()> {
     let plain = CopyOptions { platforms: Vec::new(), referrers: false, digest_tags: false, ..opts.clone() };
     let mut done: std::collections::HashSet<Digest> = std::collections::HashSet::new();
-    let mut queue = graph_documents(src, copied).await?;
+    // A root a platform filter rewrote is not in the source (its referrers would name the
+    // source's index, which the destination does not hold): walk the entries it kept.
+    let mut walk = Vec::with_capacity(copied.len());
+    for root in copied {
+        let rewritten = report.rewritten.iter().find(|r| r.to == root.digest && r.from != root.digest);
+        let original = rewritten.and_then(|r| roots.iter().find(|(d, _)| d.digest == r.from));
+        match original {
+            Some((from, _)) if !opts.platforms.is_empty() => {
+                let kept = match &src.fetch_document(from).await?.view {
+                    View::Index(i) => {
+                        select_entries(&i.manifests, |d| opts.platforms.iter().any(|p| p.matches_entry(d)))
+                            .into_iter()
+                            .cloned()
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                walk.extend(kept);
+            }
+            _ => walk.push(root),
+        }
+    }
+    let mut queue = graph_documents(src, walk).await?;
     while let Some(subject) = queue.pop() {
         if !done.insert(subject.digest.clone()) {
             continue;

@@ -147,11 +147,12 @@ pub fn parse(data: &[u8]) -> Option<GoBinary> {
     if !version.starts_with("go") {
         return None;
     }
-    let mut modinfo = std::str::from_utf8(modinfo).ok()?;
-    // 16-byte sentinels around the text
-    if modinfo.len() >= 33 && modinfo.as_bytes()[modinfo.len() - 17] == b'\n' {
-        modinfo = modinfo.get(16..modinfo.len() - 16)?;
+    // 16-byte sentinels around the text (binary bytes, not UTF-8: cut before decoding)
+    let mut modinfo = modinfo;
+    if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
+        modinfo = &modinfo[16..modinfo.len() - 16];
     }
+    let modinfo = std::str::from_utf8(modinfo).ok()?;
     let mut main = None;
     let mut deps: Vec<GoModule> = Vec::new();
     for line in modinfo.lines() {
@@ -164,7 +165,9 @@ pub fn parse(data: &[u8]) -> Option<GoBinary> {
         match f.first().copied() {
             Some("mod") if f.len() >= 3 => main = Some(module(&f)),
             Some("dep") if f.len() >= 3 => deps.push(module(&f)),
-            Some("=>") if f.len() >= 3 => {
+            // a replacement by another module stands for the dependency; one by a directory
+            // (`./dep`, `/src/dep`: no module path, version `(devel)`) keeps what was required
+            Some("=>") if f.len() >= 3 && !is_dir_path(f[1]) => {
                 if let Some(last) = deps.last_mut() {
                     *last = module(&f);
                 }
@@ -173,6 +176,11 @@ pub fn parse(data: &[u8]) -> Option<GoBinary> {
         }
     }
     Some(GoBinary { go_version: version.to_string(), main, deps })
+}
+
+/// Whether a `replace` target is a directory (go.mod's rule: it starts with `./`, `../` or `/`).
+fn is_dir_path(p: &str) -> bool {
+    p.starts_with("./") || p.starts_with("../") || p.starts_with('/') || p == "." || p == ".."
 }
 
 #[cfg(test)]
@@ -186,15 +194,21 @@ mod tests {
         b.resize(32, 0);
         b.push(version.len() as u8);
         b.extend_from_slice(version.as_bytes());
-        let sentinel = "0123456789abcdef";
-        let m = format!("{sentinel}{modinfo}{sentinel}");
+        // Go's own sentinels (cmd/go/internal/modload): bytes that are not UTF-8
+        let (start, end) = (
+            b"\x30\x77\xaf\x0c\x92\x74\x08\x02\x41\xe1\xc1\x07\xe6\xd6\x18\xe6",
+            b"\xf9\x32\x43\x31\x86\x18\x20\x72\x00\x82\x42\x10\x41\x16\xd8\xf2",
+        );
+        let mut m = start.to_vec();
+        m.extend_from_slice(modinfo.as_bytes());
+        m.extend_from_slice(end);
         let mut n = m.len();
         while n >= 0x80 {
             b.push((n as u8) | 0x80);
             n >>= 7;
         }
         b.push(n as u8);
-        b.extend_from_slice(m.as_bytes());
+        b.extend_from_slice(&m);
         b
     }
 
@@ -214,5 +228,12 @@ mod tests {
         assert_eq!(b.main.unwrap().version, "v1.2.3");
         assert_eq!(b.deps.len(), 2);
         assert_eq!(b.deps[1].version, "v0.2.0", "replacement applied");
+        let info = "path\tex.com/app\nmod\tex.com/app\t(devel)\t\ndep\tex.com/dep\tv0.3.1\n=>\t./dep\t(devel)\t\n";
+        let b = parse(&header("go1.19.8", info)).expect("parsed");
+        assert_eq!(
+            (b.deps[0].path.as_str(), b.deps[0].version.as_str()),
+            ("ex.com/dep", "v0.3.1"),
+            "a directory keeps what was required"
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! binaries. [`spdx::document`] and [`cyclonedx::document`] write the result deterministically
 //! (the same image and creation time give the same bytes).
 //!
-//! Not read (yet): rpm databases, Rust `cargo auditable` data, Go binaries older than 1.18.
+//! Not read (yet): Go binaries older than 1.18.
 
+pub mod auditable;
 pub mod cyclonedx;
 pub mod gobuild;
 pub mod license;
@@ -50,10 +51,12 @@ pub enum PackageKind {
     Go,
     /// rpm package (`rpmdb.sqlite`).
     Rpm,
+    /// Rust crate linked into a binary (`cargo auditable` data).
+    Cargo,
 }
 
 impl PackageKind {
-    /// Short name (`deb`, `apk`, `python`, `npm`, `go`, `rpm`).
+    /// Short name (`deb`, `apk`, `python`, `npm`, `go`, `rpm`, `cargo`).
     pub fn as_str(self) -> &'static str {
         match self {
             PackageKind::Deb => "deb",
@@ -62,6 +65,7 @@ impl PackageKind {
             PackageKind::Npm => "npm",
             PackageKind::Go => "go",
             PackageKind::Rpm => "rpm",
+            PackageKind::Cargo => "cargo",
         }
     }
 }

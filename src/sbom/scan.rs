@@ -8,7 +8,8 @@
 //! - Python: `*.dist-info/METADATA` (+ `RECORD`), `*.egg-info/PKG-INFO` (+
 //!   `installed-files.txt`), `*.egg-info` files;
 //! - npm: `node_modules/[@SCOPE/]NAME/package.json`;
-//! - Go: modules in the build info of ELF binaries.
+//! - Go: modules in the build info of ELF binaries;
+//! - Rust: crates in the `cargo auditable` data of ELF binaries ([`super::auditable`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +46,7 @@ pub fn packages(tree: &Tree, distro: Option<&Distro>) -> Vec<Package> {
     python(tree, &mut out);
     npm(tree, &mut out);
     golang(tree, &mut out);
+    cargo(tree, &mut out);
     super::rpm::packages(tree, distro, &mut out);
     out.sort_by(|a, b| (a.kind, &a.name, &a.version, &a.purl).cmp(&(b.kind, &b.name, &b.version, &b.purl)));
     out.dedup_by(|b, a| {
@@ -378,6 +380,34 @@ fn golang(tree: &Tree, out: &mut Vec<Package>) {
                 kind: PackageKind::Go,
                 name: m.path.clone(),
                 version: m.version.clone(),
+                purl: p,
+                license: None,
+                license_stated: None,
+                supplier: None,
+                files: vec![format!("/{path}")],
+                location: format!("/{path}"),
+            });
+        }
+    }
+}
+
+/// The crates of `cargo auditable` data, linked into each binary (build dependencies, which
+/// are not linked in, left out); one package per purl, owning every binary that has it.
+fn cargo(tree: &Tree, out: &mut Vec<Package>) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (path, e) in tree {
+        let Some(crates) = &e.rust else { continue };
+        for c in crates.iter().filter(|c| c.kind.as_deref() != Some("build")) {
+            let p = purl("cargo", &[], &c.name, &c.version, &[]);
+            if let Some(&i) = seen.get(&p) {
+                out[i].files.push(format!("/{path}"));
+                continue;
+            }
+            seen.insert(p.clone(), out.len());
+            out.push(Package {
+                kind: PackageKind::Cargo,
+                name: c.name.clone(),
+                version: c.version.clone(),
                 purl: p,
                 license: None,
                 license_stated: None,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::export::{MAX_ENTRIES, MAX_PATH_BYTES};
 use crate::layer::tar::{Stream, TarReader};
 use crate::model::descriptor::Descriptor;
+use crate::sbom::auditable;
 use crate::sbom::gobuild::{self, GoBinary};
 
 /// Bytes of one metadata file kept at most (a Debian `status` of ~3000 packages is ~5 MiB).
@@ -31,6 +32,8 @@ pub struct FileEntry {
     pub content: Option<Vec<u8>>,
     /// Go build info found in the file.
     pub go: Option<GoBinary>,
+    /// The crates of `cargo auditable` data found in the file.
+    pub rust: Option<Vec<auditable::Crate>>,
     /// Size in bytes.
     pub size: u64,
     /// A symlink's target.
@@ -239,10 +242,25 @@ fn read_regular(
     }
     let mut content = keep.then(|| Vec::with_capacity(size as usize));
     let mut go = executable.then(gobuild::Finder::default);
+    let mut rust = executable.then(auditable::Finder::default);
     let mut sha1 = sha1::Sha1::new();
     let mut first = true;
     loop {
-        let n = r.read(buf).map_err(ReadError::Io)?;
+        let n = if first {
+            // the first read may be short (a decompressor's buffer boundary): enough bytes to
+            // tell an ELF file by its magic
+            let mut got = 0;
+            while got < 4 {
+                let k = r.read(&mut buf[got..]).map_err(ReadError::Io)?;
+                if k == 0 {
+                    break;
+                }
+                got += k;
+            }
+            got
+        } else {
+            r.read(buf).map_err(ReadError::Io)?
+        };
         if n == 0 {
             break;
         }
@@ -252,9 +270,10 @@ fn read_regular(
             c.extend_from_slice(chunk);
         }
         if first {
-            // Only ELF files are searched for Go build info.
+            // Only ELF files are searched for Go build info and cargo-auditable data.
             if !chunk.starts_with(b"\x7fELF") {
                 go = None;
+                rust = None;
             }
             first = false;
         }
@@ -265,9 +284,18 @@ fn read_regular(
                 go = None;
             }
         }
+        if let Some(r) = rust.as_mut() {
+            if r.feed(chunk) {
+                file.rust = r.finish();
+                rust = None;
+            }
+        }
     }
     if let Some(mut g) = go {
         file.go = g.finish();
+    }
+    if let Some(mut r) = rust {
+        file.rust = r.finish();
     }
     file.sha1 = Some(sha1.finalize().into());
     file.content = content;
@@ -394,6 +422,7 @@ pub(crate) fn apply(tree: &mut Tree, events: Vec<Event>) {
             Event::Link(p, target) => {
                 if let Some(mut f) = tree.get(&target).cloned() {
                     f.go = None;
+                    f.rust = None;
                     remove_below(tree, &p);
                     tree.insert(p, f);
                 }

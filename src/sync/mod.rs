@@ -996,12 +996,12 @@ impl RunCtx<'_> {
         }
         let doc = item.src.source().fetch_document(src).await?;
         let View::Index(i) = &doc.view else { return Ok(false) };
-        let wanted: Vec<&Digest> = i
-            .manifests
-            .iter()
-            .filter(|d| item.platforms.iter().any(|p| p.matches_entry(d)))
-            .map(|d| &d.digest)
-            .collect();
+        // the images the filter keeps and their attestation manifests (the copy's one rule)
+        let wanted: Vec<&Digest> =
+            crate::model::platform::select_entries(&i.manifests, |d| item.platforms.iter().any(|p| p.matches_entry(d)))
+                .into_iter()
+                .map(|d| &d.digest)
+                .collect();
         if wanted.len() == 1 {
             return Ok(&have.digest == wanted[0]);
         }

@@ -495,6 +495,20 @@ mod tests {
         assert_eq!(scope("b.example.com/x:v2"), "transports.docker.\"*.example.com\"");
         assert_eq!(scope("quay.io/x:v2"), "transports.docker.\"\"");
         assert_eq!(scope("oci:/tmp/x:v1"), "default");
+        // path transports: PATH:REF, then PATH, then each parent directory, then ""
+        let paths = br#"{"default":[{"type":"reject"}],"transports":{
+            "oci":{"/srv/images/app:v1":[{"type":"insecureAcceptAnything"}],
+                   "/srv/images":[{"type":"reject"}],
+                   "":[{"type":"insecureAcceptAnything"}]},
+            "oci-archive":{"/srv/a.tar":[{"type":"insecureAcceptAnything"}]}}}"#;
+        let p = Policy::parse(paths, "p", Path::new("/")).unwrap();
+        let scope = |s: &str| p.requirements_for(&s.parse().unwrap()).1;
+        assert_eq!(scope("oci:/srv/images/app:v1"), "transports.oci.\"/srv/images/app:v1\"");
+        assert_eq!(scope("oci:/srv/images/app:v2"), "transports.oci.\"/srv/images\"");
+        assert_eq!(scope("oci:/srv/images/other/deep:v2"), "transports.oci.\"/srv/images\"");
+        assert_eq!(scope("oci:/elsewhere:v1"), "transports.oci.\"\"");
+        assert_eq!(scope("oci-archive:/srv/a.tar:x"), "transports.oci-archive.\"/srv/a.tar\"");
+        assert_eq!(scope("oci-archive:/srv/b.tar"), "default");
         let gpg = br#"{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k"}]}"#;
         let p = Policy::parse(gpg, "p", Path::new("/")).unwrap();
         let (reqs, _) = p.requirements_for(&"quay.io/x:v2".parse().unwrap());

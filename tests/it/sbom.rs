@@ -514,3 +514,191 @@ fn rpm_sqlite_database_matches_rpm_qa() {
         &Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&spdx).output().unwrap(),
     );
 }
+
+/// Go build info of a real binary: a module with a dependency (and one replaced by a local
+/// directory), built by this machine's `go` offline, put in an image by a Dockerfile `COPY`.
+/// hoist's SBOM lists every module `go version -m` prints (the main module and each `dep`,
+/// with its version and a `pkg:golang` purl), and spdx-tools accepts the SPDX document.
+#[test]
+fn go_binaries_list_the_modules_go_version_m_prints() {
+    hoist_testkit::require!("go");
+    let Some(py) = python_with("sbom::go_binaries_list_the_modules_go_version_m_prints", "spdx_tools") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("src");
+    for (path, text) in [
+        ("go.mod", "module example.com/hoistapp\n\ngo 1.18\n\nrequire (\n\texample.com/dep v0.3.1\n\texample.com/lib v1.2.0\n)\n\nreplace example.com/dep => ./dep\n\nreplace example.com/lib => example.com/libfork v1.2.5\n"),
+        ("main.go", "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/dep\"\n\t\"example.com/lib\"\n)\n\nfunc main() { fmt.Println(dep.Hello(), lib.Name()) }\n"),
+        ("dep/go.mod", "module example.com/dep\n\ngo 1.18\n"),
+        ("dep/dep.go", "package dep\n\nfunc Hello() string { return \"hi\" }\n"),
+    ] {
+        std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+        std::fs::write(src.join(path), text).unwrap();
+    }
+    // example.com/libfork v1.2.5 from a local module proxy directory (GOPROXY=file://...)
+    let proxy = t.join("proxy/example.com/libfork/@v");
+    std::fs::create_dir_all(&proxy).unwrap();
+    std::fs::write(proxy.join("list"), "v1.2.5\n").unwrap();
+    std::fs::write(proxy.join("v1.2.5.info"), r#"{"Version":"v1.2.5","Time":"2024-01-01T00:00:00Z"}"#).unwrap();
+    std::fs::write(proxy.join("v1.2.5.mod"), "module example.com/libfork\n\ngo 1.18\n").unwrap();
+    let zip = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('example.com/libfork@v1.2.5/go.mod', 'module example.com/libfork\\n\\ngo 1.18\\n')\n    z.writestr('example.com/libfork@v1.2.5/lib.go', 'package lib\\n\\nfunc Name() string { return \"fork\" }\\n')\n";
+    assert_success(
+        "python3 zipfile",
+        &Command::new("python3").args(["-c", zip]).arg(proxy.join("v1.2.5.zip")).output().unwrap(),
+    );
+    let root = t.join("root");
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    let bin = root.join("usr/local/bin/hoistapp");
+    let go = |args: &[&str]| {
+        Command::new("go")
+            .args(args)
+            .current_dir(&src)
+            .env("GOPROXY", format!("file://{}", t.join("proxy").display()))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOSUMDB", "off")
+            .env("GOCACHE", t.join("gocache"))
+            .env("GOPATH", t.join("gopath"))
+            .env("CGO_ENABLED", "0")
+            .env("GO111MODULE", "on")
+            .output()
+            .unwrap()
+    };
+    assert_success("go build", &go(&["build", "-o", bin.to_str().unwrap(), "."]));
+    // the judge: go's own reading of the build info
+    let m = assert_success("go version -m", &go(&["version", "-m", bin.to_str().unwrap()]));
+    let replaced = m.lines().any(|l| l.contains("=>\texample.com/libfork\tv1.2.5"));
+    assert!(replaced, "go did not record the module replacement: {m}");
+    // go prints dep lines in order, each replacement right after its dep: read them as pairs
+    let mut want: BTreeSet<(String, String)> = BTreeSet::new();
+    let lines: Vec<Vec<&str>> = m.lines().map(|l| l.trim_start().split('\t').collect()).collect();
+    for (i, f) in lines.iter().enumerate() {
+        match f.first().copied() {
+            Some("mod") => {
+                want.insert((f[1].to_string(), f[2].to_string()));
+            }
+            Some("dep") => {
+                let next = lines.get(i + 1).filter(|n| n.first() == Some(&"=>") && !n[1].starts_with("./"));
+                let (p, v) = match next {
+                    Some(n) => (n[1], n[2]),
+                    None => (f[1], f[2]),
+                };
+                want.insert((p.to_string(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(want.len(), 3, "{m}");
+    std::fs::write(t.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
+    let store = t.join("store");
+    ok("build", hoist(["build", "--store", store.to_str().unwrap(), "-t", "go:v1", t.to_str().unwrap()]));
+    let reference = format!("oci:{}:go:v1", store.display());
+    let found: serde_json::Value =
+        serde_json::from_str(&ok("sbom", hoist(["--format", "json", "sbom", &reference]))).unwrap();
+    let gos: Vec<&serde_json::Value> =
+        found["packages"].as_array().unwrap().iter().filter(|p| p["kind"] == "go").collect();
+    let got: BTreeSet<(String, String)> = gos
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, want, "hoist's Go modules = go version -m");
+    let purl = |name: &str| gos.iter().find(|p| p["name"] == name).unwrap()["purl"].as_str().unwrap().to_string();
+    assert_eq!(purl("example.com/dep"), "pkg:golang/example.com/dep@v0.3.1");
+    assert_eq!(purl("example.com/libfork"), "pkg:golang/example.com/libfork@v1.2.5");
+    assert_eq!(purl("example.com/hoistapp"), "pkg:golang/example.com/hoistapp");
+    for p in &gos {
+        assert_eq!(p["files"], serde_json::json!(["/usr/local/bin/hoistapp"]), "{p}");
+    }
+    let spdx = t.join("go.spdx.json");
+    std::fs::write(&spdx, ok("sbom spdx", hoist(["--format", "spdx-json", "sbom", &reference]))).unwrap();
+    assert_success(
+        "pyspdxtools -i",
+        &Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&spdx).output().unwrap(),
+    );
+}
+
+/// Rust `cargo auditable` data of a real binary: a crate with a path dependency and a build
+/// dependency, built by `cargo auditable build` (offline), put in an image by a Dockerfile
+/// `COPY`. hoist's SBOM lists the crates `cargo metadata` resolves for the binary (names,
+/// versions, `pkg:cargo` purls), without the build dependency, which is not linked in; spdx-tools
+/// accepts the SPDX document.
+#[test]
+fn cargo_auditable_binaries_list_their_crates() {
+    hoist_testkit::require!("cargo", "cargo-auditable");
+    let Some(py) = python_with("sbom::cargo_auditable_binaries_list_their_crates", "spdx_tools") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("src");
+    for (path, text) in [
+        ("Cargo.toml", "[package]\nname = \"hoistaudit\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nhoistdep = { path = \"dep\" }\n\n[build-dependencies]\nhoistbuild = { path = \"build-dep\" }\n\n[workspace]\n"),
+        ("build.rs", "fn main() { hoistbuild::note(); }\n"),
+        ("src/main.rs", "fn main() { println!(\"{}\", hoistdep::hello()); }\n"),
+        ("dep/Cargo.toml", "[package]\nname = \"hoistdep\"\nversion = \"0.2.0\"\nedition = \"2021\"\n"),
+        ("dep/src/lib.rs", "pub fn hello() -> &'static str { \"hi\" }\n"),
+        ("build-dep/Cargo.toml", "[package]\nname = \"hoistbuild\"\nversion = \"0.3.0\"\nedition = \"2021\"\n"),
+        ("build-dep/src/lib.rs", "pub fn note() {}\n"),
+    ] {
+        std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+        std::fs::write(src.join(path), text).unwrap();
+    }
+    let cargo = |args: &[&str]| {
+        Command::new("cargo")
+            .args(args)
+            .current_dir(&src)
+            .env("CARGO_TARGET_DIR", t.join("target"))
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap()
+    };
+    assert_success("cargo auditable build", &cargo(&["auditable", "build", "--offline", "-q"]));
+    // the judge: cargo's own resolution (normal dependencies of the binary, not build ones)
+    let meta: serde_json::Value = serde_json::from_str(&assert_success(
+        "cargo metadata",
+        &cargo(&["metadata", "--format-version", "1", "--offline"]),
+    ))
+    .unwrap();
+    let version_of = |id: &str| {
+        let p = meta["packages"].as_array().unwrap().iter().find(|p| p["id"] == id).unwrap();
+        (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string())
+    };
+    let root_id = meta["resolve"]["root"].as_str().unwrap();
+    let node = meta["resolve"]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == root_id).unwrap();
+    let mut want: BTreeSet<(String, String)> = BTreeSet::new();
+    want.insert(version_of(root_id));
+    let mut build_only = Vec::new();
+    for d in node["deps"].as_array().unwrap() {
+        let kinds: Vec<&serde_json::Value> = d["dep_kinds"].as_array().unwrap().iter().map(|k| &k["kind"]).collect();
+        if kinds.iter().any(|k| k.is_null()) {
+            want.insert(version_of(d["pkg"].as_str().unwrap()));
+        } else {
+            build_only.push(version_of(d["pkg"].as_str().unwrap()).0);
+        }
+    }
+    assert_eq!((want.len(), build_only.len()), (2, 1), "{want:?} {build_only:?}");
+    let root = t.join("root");
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::copy(t.join("target/debug/hoistaudit"), root.join("usr/local/bin/hoistaudit")).unwrap();
+    std::fs::write(t.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
+    let store = t.join("store");
+    ok("build", hoist(["build", "--store", store.to_str().unwrap(), "-t", "rust:v1", t.to_str().unwrap()]));
+    let reference = format!("oci:{}:rust:v1", store.display());
+    let found: serde_json::Value =
+        serde_json::from_str(&ok("sbom", hoist(["--format", "json", "sbom", &reference]))).unwrap();
+    let crates: Vec<&serde_json::Value> =
+        found["packages"].as_array().unwrap().iter().filter(|p| p["kind"] == "cargo").collect();
+    let got: BTreeSet<(String, String)> = crates
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["version"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, want, "hoist's crates = cargo metadata's (build dependencies left out)");
+    let dep = crates.iter().find(|p| p["name"] == "hoistdep").unwrap();
+    assert_eq!(dep["purl"], "pkg:cargo/hoistdep@0.2.0");
+    assert_eq!(dep["files"], serde_json::json!(["/usr/local/bin/hoistaudit"]));
+    let spdx = t.join("rust.spdx.json");
+    std::fs::write(&spdx, ok("sbom spdx", hoist(["--format", "spdx-json", "sbom", &reference]))).unwrap();
+    assert_success(
+        "pyspdxtools -i",
+        &Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&spdx).output().unwrap(),
+    );
+}

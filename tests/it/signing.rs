@@ -803,3 +803,151 @@ fn sbom_attestations_pass_the_independent_judges_and_hoist_reads_an_independent_
     assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
     assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
 }
+
+#[test]
+fn sec1_and_cosign_labelled_keys_sign_for_the_independent_verifier() {
+    require_judges!();
+    let t = tempfile::tempdir().unwrap();
+    let (reg, reference, digest) = registry_with_image();
+    // an unencrypted SEC1 `EC PRIVATE KEY`, and cosign's older `ENCRYPTED COSIGN PRIVATE KEY`
+    let sec1 = t.path().join("sec1");
+    assert_success("genkey sec1", &judge(&["genkey", sec1.to_str().unwrap(), "--kind", "ec-sec1"]));
+    let old = t.path().join("old");
+    assert_success(
+        "genkey cosign label",
+        &judge(&["genkey", old.to_str().unwrap(), "--password", "oldpw", "--label", "COSIGN"]),
+    );
+    let text = std::fs::read_to_string(t.path().join("old.key")).unwrap();
+    assert!(text.starts_with("-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----"), "{text}");
+    assert!(std::fs::read_to_string(t.path().join("sec1.key")).unwrap().starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    for (name, pw) in [("sec1", ""), ("old", "oldpw")] {
+        let key = t.path().join(format!("{name}.key"));
+        let out = hoist_pw(pw, &["sign", "--key", key.to_str().unwrap(), "--signature-format", "legacy", &reference]);
+        assert_success(&format!("hoist signs with the {name} key"), &out);
+        let public = t.path().join(format!("{name}.pub"));
+        assert_success(
+            &format!("python verifies the {name} key's signature"),
+            &judge(&["verify", &reg.url(), "app", &digest, public.to_str().unwrap()]),
+        );
+    }
+    // the older label with a wrong password: says so
+    let out = hoist_pw(
+        "nope",
+        &["sign", "--key", t.path().join("old.key").to_str().unwrap(), "--signature-format", "legacy", &reference],
+    );
+    assert_eq!(exit_code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+}
+
+/// `sign --recursive` signs the index and each child; `--sign-identity` is the name the
+/// payload claims (and what a verifier must then accept); a `--platform` copy signs the
+/// filtered index it wrote; `model unpack --policy` refuses and writes nothing.
+#[test]
+fn recursive_signing_sign_identity_platform_copies_and_model_unpack_policy() {
+    require_judges!();
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    let (key, public) = (t.path().join("k.key"), t.path().join("k.pub"));
+    let (reg, reference, digest) = registry_with_image();
+    let host = reg.host();
+    ok(
+        "sign --recursive",
+        hoist_pw(
+            "pw",
+            &["sign", "--recursive", "--signature-format", "legacy", "--key", key.to_str().unwrap(), &reference],
+        ),
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&ok("inspect", hoist(["inspect", "--raw", &reference]))).unwrap();
+    let children: Vec<String> =
+        index["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
+    assert!(children.len() >= 2, "{index}");
+    for d in std::iter::once(&digest).chain(&children) {
+        assert_success(
+            &format!("python verifies the signature of {d}"),
+            &judge(&[
+                "verify",
+                &reg.url(),
+                "app",
+                d,
+                public.to_str().unwrap(),
+                "--identity-repo",
+                &format!("{host}/app"),
+            ]),
+        );
+    }
+
+    // a platform-filtered copy, claiming another name
+    let dest = format!("{host}/mirror:v1");
+    let claimed = format!("{host}/claimed/name:v9");
+    ok(
+        "copy --platform --sign-identity",
+        hoist_pw(
+            "pw",
+            &[
+                "--platform",
+                "linux/amd64",
+                "copy",
+                "--sign-by-sigstore-private-key",
+                key.to_str().unwrap(),
+                "--sign-identity",
+                &claimed,
+                &reference,
+                &dest,
+            ],
+        ),
+    );
+    let got = registry_manifest_digest(&reg, "mirror:v1");
+    assert_ne!(got, digest, "--platform kept the whole index");
+    let out = judge(&[
+        "verify",
+        &reg.url(),
+        "mirror",
+        &got,
+        public.to_str().unwrap(),
+        "--identity-repo",
+        &format!("{host}/claimed/name"),
+    ]);
+    assert_success("python verifies the filtered index's signature with the claimed identity", &out);
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["identity"], claimed.as_str());
+    // hoist verify: the claimed name is not the repository's, unless accepted by --identity
+    let out = hoist(["verify", "--key", public.to_str().unwrap(), &dest]);
+    assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("identity mismatch"), "{}", stderr(&out));
+    ok("verify --identity", hoist(["verify", "--key", public.to_str().unwrap(), "--identity", &claimed, &dest]));
+
+    // model unpack --policy: a rejecting policy writes nothing; an accepting one unpacks
+    let model = t.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    let mref = format!("{host}/model:v1");
+    ok(
+        "model pack",
+        hoist([
+            "model",
+            "pack",
+            model.to_str().unwrap(),
+            "--name",
+            "m",
+            "--output",
+            &format!("type=registry,name={mref}"),
+        ]),
+    );
+    let reject = write_policy(t.path(), "reject.json", serde_json::json!({"default": [{"type": "reject"}]}));
+    let refused = t.path().join("refused");
+    let out = hoist(["model", "unpack", "--policy", reject.to_str().unwrap(), &mref, refused.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("rejects"), "{}", stderr(&out));
+    assert!(!refused.exists(), "a refused model was written");
+    let accept =
+        write_policy(t.path(), "accept.json", serde_json::json!({"default": [{"type": "insecureAcceptAnything"}]}));
+    let unpacked = t.path().join("unpacked");
+    ok(
+        "model unpack under an accepting policy",
+        hoist(["model", "unpack", "--policy", accept.to_str().unwrap(), &mref, unpacked.to_str().unwrap()]),
+    );
+    assert!(unpacked.join("config.json").is_file());
+}

@@ -801,3 +801,112 @@ fn shared_layer_synced_side_by_side_goes_up_once_and_no_manifest_races_it() {
     let shown: Vec<&str> = writes.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(writes.len(), 1, "the shared layer went into the mirror more than once: {shown:#?}");
 }
+
+/// buildx's attestation manifests travel with their images: a multi-platform index with one
+/// per image synced with `--platform linux/amd64` keeps the amd64 image and its attestation
+/// manifest (with its statements) and drops arm64's; without a filter both stay, digest for
+/// digest. `--newer-than` and `--keep-last` of tags that are not versions go by the images'
+/// `created` time.
+#[test]
+fn platform_filter_keeps_attestations_and_time_filters_read_created() {
+    hoist_testkit::require!("skopeo");
+    let reg = TestRegistry::plain();
+    let h = reg.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("app")).unwrap();
+    std::fs::write(t.join("app/hello.txt"), "hello\n").unwrap();
+    let store = t.join("store");
+    let s = store.to_str().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let build = |arch: &str, tag: &str, epoch: u64, extra: &[&str]| {
+        let f = t.join(format!("{tag}.toml"));
+        std::fs::write(
+            &f,
+            format!("platforms = [\"linux/{arch}\"]\n[labels]\n\"t\" = \"{tag}\"\n[[layers]]\nfiles = [{{ source = \"app\", target = \"/app\" }}]\n"),
+        )
+        .unwrap();
+        let mut a = vec!["build", "--store", s, "-f", f.to_str().unwrap(), "-t", tag];
+        a.extend(extra);
+        ok("build", hoist_cmd().env("SOURCE_DATE_EPOCH", epoch.to_string()).args(&a).output().unwrap());
+    };
+    for arch in ["amd64", "arm64"] {
+        build(arch, arch, 1_700_000_000, &["--sbom", "--provenance"]);
+    }
+    let (amd, arm) = (format!("oci:{s}:amd64"), format!("oci:{s}:arm64"));
+    ok("index create", hoist(["index", "create", "--tag", &format!("{h}/up/att:multi"), &amd, &arm]));
+    // (digest, attested image digest or "") of each entry of an index in the registry
+    let entries = |r: &str| -> Vec<(String, String)> {
+        let raw: serde_json::Value = serde_json::from_str(&ok("inspect", hoist(["inspect", "--raw", r]))).unwrap();
+        raw["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let att = d["annotations"]["vnd.docker.reference.digest"].as_str().unwrap_or("").to_string();
+                (d["digest"].as_str().unwrap().to_string(), att)
+            })
+            .collect()
+    };
+    let all = entries(&format!("{h}/up/att:multi"));
+    assert_eq!(all.len(), 4, "{all:?}");
+    let v = sync_json(&["--src", "docker", "--dest", "docker", &format!("{h}/up/att"), &format!("{h}/full")]);
+    assert_eq!(v["copied"], 1, "{v}");
+    assert_eq!(registry_manifest_digest(&reg, "full/att:multi"), registry_manifest_digest(&reg, "up/att:multi"));
+    let mut a =
+        vec!["-q", "--format", "json", "--platform", "linux/amd64", "sync", "--src", "docker", "--dest", "docker"];
+    let (src, dst) = (format!("{h}/up/att"), format!("{h}/plat"));
+    a.extend([src.as_str(), dst.as_str()]);
+    let out = hoist(&a);
+    assert_success("sync --platform linux/amd64", &out);
+    let kept = entries(&format!("{h}/plat/att:multi"));
+    assert_eq!(kept.len(), 2, "the amd64 image and its attestation manifest: {kept:?}");
+    let amd_image =
+        all.iter().find(|(d, a)| a.is_empty() && kept.iter().any(|(k, _)| k == d)).expect("amd64 image kept");
+    assert!(kept.iter().any(|(_, a)| a == &amd_image.0), "its attestation manifest was dropped: {kept:?}");
+    // the same filtered sync again: unchanged, nothing copied
+    let again = hoist(&a);
+    let v: serde_json::Value = serde_json::from_str(&assert_success("sync --platform again", &again)).unwrap();
+    assert_eq!((v["copied"].as_u64(), v["skipped"].as_u64()), (Some(0), Some(1)), "{v}");
+    // the kept attestation manifest's statements are there
+    let att = &kept.iter().find(|(_, a)| !a.is_empty()).unwrap().0;
+    let am: serde_json::Value =
+        serde_json::from_str(&ok("inspect att", hoist(["inspect", "--raw", &format!("{h}/plat/att@{att}")]))).unwrap();
+    for l in am["layers"].as_array().unwrap() {
+        let url = format!("{}/v2/plat/att/blobs/{}", reg.url(), l["digest"].as_str().unwrap());
+        assert!(reqwest::blocking::get(url).unwrap().status().is_success(), "statement {l} missing");
+    }
+
+    // created time: two old images and a new one under tags that are not versions
+    let hour_ago = now - 3600;
+    build("amd64", "old", 1_000_000_000, &[]);
+    build("amd64", "older", 900_000_000, &[]);
+    build("amd64", "new", hour_ago, &[]);
+    for tag in ["old", "older", "new"] {
+        ok("copy", hoist(["-q", "copy", &format!("oci:{s}:{tag}"), &format!("{h}/up/timed:{tag}")]));
+    }
+    let v = sync_json(&[
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--newer-than",
+        "1d",
+        &format!("{h}/up/timed"),
+        &format!("{h}/recent"),
+    ]);
+    assert_eq!(v["copied"], 1, "{v}");
+    assert_eq!(skopeo_tags(&reg, "recent/timed"), ["new"]);
+    let v = sync_json(&[
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--keep-last",
+        "2",
+        &format!("{h}/up/timed"),
+        &format!("{h}/last"),
+    ]);
+    assert_eq!(v["copied"], 2, "{v}");
+    assert_eq!(skopeo_tags(&reg, "last/timed"), ["new", "old"]);
+}

@@ -138,7 +138,7 @@ def put_blob(url, repo, data):
 
 
 def cmd_genkey(a):
-    if a.kind == "ec":
+    if a.kind in ("ec", "ec-sec1"):
         k = ec.generate_private_key(ec.SECP256R1())
     elif a.kind == "rsa":
         k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -148,8 +148,12 @@ def cmd_genkey(a):
     if a.password is not None:
         body = base64.encodebytes(seal(der, a.password.encode())).decode().replace("\n", "")
         lines = [body[i:i + 64] for i in range(0, len(body), 64)]
-        text = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n" + "\n".join(lines) + \
-               "\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+        label = "ENCRYPTED %s PRIVATE KEY" % a.label
+        text = "-----BEGIN %s-----\n" % label + "\n".join(lines) + "\n-----END %s-----\n" % label
+    elif a.kind == "ec-sec1":
+        # the older OpenSSL form: SEC1 `EC PRIVATE KEY`
+        text = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                               serialization.NoEncryption()).decode()
     else:
         text = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption()).decode()
@@ -304,6 +308,7 @@ def main():
     g.add_argument("prefix")
     g.add_argument("--kind", default="ec")
     g.add_argument("--password")
+    g.add_argument("--label", default="SIGSTORE", help="SIGSTORE, or COSIGN for cosign's older PEM type")
     p = sub.add_parser("pubkey")
     p.add_argument("key")
     p.add_argument("--password")
