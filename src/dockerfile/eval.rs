@@ -6,6 +6,8 @@
 //! (instruction as expanded, plus the content digests of copied files, or for RUN the
 //! environment, user, workdir and mounts); `build-cache/steps/KEY.json` in the store records
 //! the layer it made. A stage starts from the key of its base (manifest digest, or scratch).
+//! No key reads the parent's filesystem (COPY/ADD add the parent's ChainID instead), so a
+//! cached step never fetches or unpacks the layers below it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -328,12 +330,16 @@ pub async fn build_dockerfile(
     }
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
+    let mut stages = Vec::new();
     for p in &platforms {
-        let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
         ctx.ensure_layers(&stage.layers).await?;
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
+        if opts.keep_stages {
+            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+        }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
@@ -352,7 +358,29 @@ pub async fn build_dockerfile(
         hashed: ctx.stat.hashed(),
         stat_hits: ctx.stat.hits(),
         caches,
+        stages,
     })
+}
+
+/// [`DockerfileBuild::keep_stages`]: the image of each stage built besides the target (its
+/// layers stored, config and manifest written untagged), named by the stage's name or index,
+/// its descriptor's platform the target platform `p` it was built for.
+async fn stage_images(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    others: BTreeMap<usize, Stage>,
+    p: &Platform,
+) -> Result<Vec<(String, Descriptor)>> {
+    let mut out = Vec::new();
+    for (i, st) in others {
+        ctx.ensure_layers(&st.layers).await?;
+        let none = BTreeMap::new();
+        let parts = ImageParts { config: st.config.clone(), layers: st.layers.clone(), annotations: &none, base: None };
+        let mut desc = write_manifest(ctx.layout, parts, &st.platform, &ctx.created)?;
+        desc.platform = Some(p.clone());
+        out.push((plan.names[i].clone().unwrap_or_else(|| i.to_string()), desc));
+    }
+    Ok(out)
 }
 
 /// The caches of `--cache-from` that can be read; one that cannot (not pushed yet, not a
@@ -560,14 +588,15 @@ async fn build_platform(
     plan: &Plan,
     platform: &Platform,
     resolver: &dyn ImageResolver,
-) -> Result<Stage> {
+) -> Result<(Stage, BTreeMap<usize, Stage>)> {
     let gvars = global_vars(ctx, &plan.globals, platform)?;
     let mut done: BTreeMap<usize, Stage> = BTreeMap::new();
     for &s in &plan.needed {
         let stage = build_stage(ctx, plan, s, &gvars, platform, &done, resolver).await?;
         done.insert(s, stage);
     }
-    done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))
+    let target = done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))?;
+    Ok((target, done))
 }
 
 /// The stage `r` names among the first `before` (by name, or for `--from` by index too).
@@ -1059,7 +1088,7 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
 }
 
 /// Parents of `rel` missing from the stack, as 0755 root directories.
-fn add_parents(dirs: &[PathBuf], rel: &str, items: &mut BTreeMap<String, Item>, _epoch: i64) {
+fn add_parents(dirs: &[PathBuf], rel: &str, items: &mut BTreeMap<String, Item>) {
     let mut cur = String::new();
     let parts: Vec<&str> = rel.split('/').collect();
     for p in &parts[..parts.len().saturating_sub(1)] {
@@ -1390,7 +1419,7 @@ async fn copy(
     let from_key = match &other {
         Some(o) if ins.heredocs.is_empty() => {
             let ids: Vec<String> = o.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect();
-            let flags = format!("{chown:?}\0{chmod:?}\0{}", ins.flag("link").is_some());
+            let flags = format!("{chown:?}\0{chmod:?}\0{}\0{excludes:?}", ins.flag("link").is_some());
             Some(hash(&[&st.key, &ins.keyword, &args.join("\0"), &dest_word, &dest, &flags, &ids.join("\0")]))
         }
         _ => None,
@@ -1408,7 +1437,6 @@ async fn copy(
             return Ok(());
         }
     }
-    ctx.ensure_layers(&st.layers).await?;
     let root = match &other {
         None => SourceRoot {
             dir: named.as_ref().map_or_else(|| ctx.context.clone(), |n| n.dir.clone()),
@@ -1421,154 +1449,76 @@ async fn copy(
             mount_stage(ctx.layout, o, ctx.opts.snapshotter).await?
         }
     };
-    let layout = Layout::open(ctx.layout.root())?;
-    let stc = st.clone();
-    let ignore = named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone());
-    let hd = heredoc_dir.as_ref().map(|t| t.path().to_path_buf());
-    let heredoc_names: Vec<String> = ins.heredocs.iter().map(|h| format!("<<{}", h.name)).collect();
-    let heredoc_names2: Vec<String> = ins.heredocs.iter().map(|h| format!("<<-{}", h.name)).collect();
+    let heredoc_names: Vec<String> =
+        ins.heredocs.iter().flat_map(|h| [format!("<<{}", h.name), format!("<<-{}", h.name)]).collect();
+    let spec = Arc::new(CopySpec {
+        args,
+        dest: dest.clone(),
+        dest_is_dir,
+        is_add,
+        chmod,
+        exclude,
+        ignore: named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone()),
+        heredoc_dir: heredoc_dir.as_ref().map(|t| t.path().to_path_buf()),
+        heredoc_names,
+        root_dir: root.dir.clone(),
+        from_context: root.from_context,
+        file: ctx.file.clone(),
+        line: ins.line,
+    });
     let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
     let by = format!("{} {} exclude={excludes:?}", ins.keyword, ins.text());
-    let prev_key = st.key.clone();
-    let file = ctx.file.clone();
-    let line = ins.line;
-    let root_dir = root.dir.clone();
-    let from_context = root.from_context;
-    let stat = ctx.stat.clone();
-    let context_dir = ctx.context.clone();
-    // First the key (what is copied: names, modes, owners and content digests of the
-    // selected files, and the options), then the caches (local, then `--cache-from`), and
-    // only on a miss the layer.
-    let prepared = blocking(move || -> Result<(String, BTreeMap<String, Item>, Vec<tempfile::TempDir>)> {
-        let e = |r: String| err(&file, line, r);
-        let dirs = stc.dirs_blocking(&layout)?;
-        let (uid, gid) = match &chown {
-            Some(c) => {
-                let (u, g) = resolve_user(&dirs, c).map_err(e)?;
-                (Some(u), Some(g))
-            }
-            None => (None, None),
-        };
-        // A destination that is a symlink (dangling or not), or under one, is followed inside
-        // the image, as Docker does: `COPY x /etc/hbase` with /etc/hbase -> /usr/local/hbase
-        // writes under /usr/local/hbase.
-        let dest_rel =
-            resolve_in_stack(&dirs, &normalize_target(&dest)?, true).map_err(|er| e(format!("{dest}: {er}")))?;
-        let mut items: BTreeMap<String, Item> = BTreeMap::new();
-        let mut extract_tmp = Vec::new();
-        let mut unmatched: Vec<String> = Vec::new();
-        let mut sources = Vec::new();
-        for a in &args {
-            // heredoc source?
-            let (base, pattern, ctxfile) = if heredoc_names.contains(a) || heredoc_names2.contains(a) {
-                let name = a.trim_start_matches("<<").trim_start_matches('-');
-                (hd.clone().expect("heredoc dir"), name.to_string(), false)
-            } else {
-                (root_dir.clone(), normalize_target(&join_abs("/", a))?, from_context)
-            };
-            let matches: Vec<String> = if has_glob(&pattern) {
-                // A pattern matching nothing is fine next to a source that matches (Docker).
-                let m = glob_in(&base, &pattern, if ctxfile { &ignore } else { &[] })?;
-                unmatched.extend(m.is_empty().then(|| a.clone()));
-                m
-            } else {
-                vec![pattern.clone()]
-            };
-            sources.push((a, base, ctxfile, matches));
+    let extracted: Arc<Mutex<Extracted>> = Arc::default();
+    // First the key, then the caches (local, then `--cache-from`), and only on a miss the
+    // parent's filesystem and the layer. The key needs no parent filesystem: what is copied
+    // (names, modes and content digests of the selected files, placed at the destination as
+    // written, on an empty root) and the options, on the parent's key and ChainID, which
+    // fix everything the parent decides (symlinks on the destination, directories that
+    // exist, the users `--chown` names).
+    let (key, hit) = match from_key {
+        // a COPY --from whose key missed above
+        Some(k) => (k, None),
+        None => {
+            let (spec2, extracted2, stat, context_dir) =
+                (spec.clone(), extracted.clone(), ctx.stat.clone(), ctx.context.clone());
+            let parent = format!("{}\0{}", st.key, st.chain().unwrap_or_default());
+            let owners = format!("{chown:?}\0{chmod:?}");
+            let key = blocking(move || {
+                let dest_rel = normalize_target(&spec2.dest)?;
+                let mut ex = extracted2.lock().expect("extract lock");
+                let items = copy_items(&spec2, &[], &dest_rel, (None, None), &mut ex)?;
+                Ok(hash(&[&parent, &by, &owners, &digest_items(&items, Some((&stat, &context_dir)))?]))
+            })
+            .await?;
+            let hit = ctx.cache_lookup(&key).await?;
+            (key, hit)
         }
-        // One source path (a wildcard matching one) is copied to DEST itself; several go
-        // into DEST/ (Docker).
-        let dest_is_dir = dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
-        for (a, base, ctxfile, matches) in sources {
-            for m in matches {
-                let name = Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if !exclude.is_empty() && (ignored(&exclude, &m) || ignored(&exclude, &name)) {
-                    continue;
-                }
-                // Symlinks on the way (and a link named as the source) resolve inside the
-                // context or stage root, never on the host; a dangling one is an error.
-                let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
-                let src = if resolved.is_empty() { base.clone() } else { base.join(&resolved) };
-                let where_ = if ctxfile { "build context" } else { "source" };
-                let meta = src.symlink_metadata().map_err(|_| {
-                    if resolved == m {
-                        e(format!("{a}: not found in the {where_}"))
-                    } else {
-                        e(format!("{a}: not found in the {where_} (a symlink to /{resolved}, which does not exist)"))
-                    }
-                })?;
-                if ctxfile && !m.is_empty() && ignored(&ignore, &m) {
-                    return Err(e(format!("{a}: excluded by .dockerignore")));
-                }
-                // ADD of a local archive: its contents
-                if is_add && meta.is_file() {
-                    if let Some(dir) = try_extract(&src)? {
-                        add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), &exclude)?;
-                        extract_tmp.push(dir);
-                        continue;
-                    }
-                }
-                if meta.is_dir() {
-                    let rules: &[IgnoreRule] = if ctxfile { &ignore } else { &[] };
-                    if lookup(&dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
-                        // BuildKit makes a missing destination 0755 root (the contents are
-                        // copied into it, not the source directory's own metadata)
-                        // (--chmod applies to what is copied into it)
-                        let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
-                        let mode = 0o755;
-                        items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode, uid: u, gid: g, mtime: None });
-                    }
-                    add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), &exclude)?;
-                } else {
-                    let target =
-                        if dest_is_dir || dest_rel.is_empty() || lookup(&dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
-                            let name =
-                                Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                            join_rel(&dest_rel, &name)
-                        } else {
-                            dest_rel.clone()
-                        };
-                    let (u, g) = owner(&meta, uid, gid, ctxfile);
-                    let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
-                    items.insert(
-                        target,
-                        Item {
-                            kind: Kind::File { src: src.clone(), size: meta.len(), link_key: None },
-                            mode,
-                            uid: u,
-                            gid: g,
-                            mtime: None,
-                        },
-                    );
-                }
-            }
-        }
-        if unmatched.len() == args.len() {
-            return Err(e(format!("{}: no source files were specified (nothing matches)", unmatched.join(" "))));
-        }
-        if dest_is_dir && !dest_rel.is_empty() && lookup(&dirs, &dest_rel).is_none() {
-            let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
-            items.entry(dest_rel.clone()).or_insert(Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
-        }
-        let keys: Vec<String> = items.keys().cloned().collect();
-        for k in keys {
-            add_parents(&dirs, &k, &mut items, epoch);
-        }
-        let key = match from_key {
-            Some(k) => k,
-            None => hash(&[&prev_key, &by, &digest_items(&items, Some((&stat, &context_dir)))?]),
-        };
-        Ok((key, items, extract_tmp))
-    })
-    .await?;
-    let (key, items, extract_tmp) = prepared;
-    let (blob, cached) = match ctx.cache_lookup(&key).await? {
+    };
+    let (blob, cached) = match hit {
         Some(hit) => (hit.blob(), true),
         None => {
+            ctx.ensure_layers(&st.layers).await?;
             let layout = Layout::open(ctx.layout.root())?;
+            let stc = st.clone();
             let blob = blocking(move || {
+                let e = |r: String| err(&spec.file, spec.line, r);
+                let dirs = stc.dirs_blocking(&layout)?;
+                let owner = match &chown {
+                    Some(c) => {
+                        let (u, g) = resolve_user(&dirs, c).map_err(e)?;
+                        (Some(u), Some(g))
+                    }
+                    None => (None, None),
+                };
+                // A destination that is a symlink (dangling or not), or under one, is followed
+                // inside the image, as Docker does: `COPY x /etc/hbase` with /etc/hbase ->
+                // /usr/local/hbase writes under /usr/local/hbase.
+                let dest_rel = resolve_in_stack(&dirs, &normalize_target(&spec.dest)?, true)
+                    .map_err(|er| e(format!("{}: {er}", spec.dest)))?;
+                let mut ex = extracted.lock().expect("extract lock");
+                let items = copy_items(&spec, &dirs, &dest_rel, owner, &mut ex)?;
                 let blob = build_items_layer_blocking(&layout, items, compression, epoch)?;
-                drop(extract_tmp);
+                ex.clear();
                 Ok(blob)
             })
             .await?;
@@ -1592,6 +1542,144 @@ async fn copy(
         None => st.push_empty(&created, format!("{} {}", ins.keyword, ins.text())),
     }
     Ok(())
+}
+
+/// What a COPY/ADD reads and where it writes, fixed before any filesystem is looked at.
+struct CopySpec {
+    /// The sources, expanded.
+    args: Vec<String>,
+    /// The destination, absolute and expanded (symlinks not resolved).
+    dest: String,
+    /// DEST ends with `/` or there are several sources.
+    dest_is_dir: bool,
+    is_add: bool,
+    chmod: Option<u32>,
+    exclude: Vec<IgnoreRule>,
+    ignore: Arc<Vec<IgnoreRule>>,
+    heredoc_dir: Option<PathBuf>,
+    /// `<<NAME` and `<<-NAME` of each heredoc source.
+    heredoc_names: Vec<String>,
+    /// Where the sources are read: the context, a named context or a mounted stage.
+    root_dir: PathBuf,
+    from_context: bool,
+    file: String,
+    line: usize,
+}
+
+/// Archives ADD extracted, by path (None: not an archive), kept from the key to the layer.
+type Extracted = BTreeMap<PathBuf, Option<tempfile::TempDir>>;
+
+/// The entries a COPY/ADD writes on the stack `dirs` (bottom first; empty for the cache key),
+/// its destination resolved to `dest_rel`, owned by `owner` (`--chown`, resolved).
+fn copy_items(
+    spec: &CopySpec,
+    dirs: &[PathBuf],
+    dest_rel: &str,
+    (uid, gid): (Option<u64>, Option<u64>),
+    extracted: &mut Extracted,
+) -> Result<BTreeMap<String, Item>> {
+    let e = |r: String| err(&spec.file, spec.line, r);
+    let (exclude, chmod) = (&spec.exclude, spec.chmod);
+    let dest_rel = dest_rel.to_string();
+    let mut items: BTreeMap<String, Item> = BTreeMap::new();
+    let mut unmatched: Vec<String> = Vec::new();
+    let mut sources = Vec::new();
+    for a in &spec.args {
+        // heredoc source?
+        let (base, pattern, ctxfile) = if spec.heredoc_names.contains(a) {
+            let name = a.trim_start_matches("<<").trim_start_matches('-');
+            (spec.heredoc_dir.clone().expect("heredoc dir"), name.to_string(), false)
+        } else {
+            (spec.root_dir.clone(), normalize_target(&join_abs("/", a))?, spec.from_context)
+        };
+        let matches: Vec<String> = if has_glob(&pattern) {
+            // A pattern matching nothing is fine next to a source that matches (Docker).
+            let m = glob_in(&base, &pattern, if ctxfile { &spec.ignore } else { &[] })?;
+            unmatched.extend(m.is_empty().then(|| a.clone()));
+            m
+        } else {
+            vec![pattern.clone()]
+        };
+        sources.push((a, base, ctxfile, matches));
+    }
+    // One source path (a wildcard matching one) is copied to DEST itself; several go
+    // into DEST/ (Docker).
+    let dest_is_dir = spec.dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
+    for (a, base, ctxfile, matches) in sources {
+        for m in matches {
+            let name = Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !exclude.is_empty() && (ignored(exclude, &m) || ignored(exclude, &name)) {
+                continue;
+            }
+            // Symlinks on the way (and a link named as the source) resolve inside the
+            // context or stage root, never on the host; a dangling one is an error.
+            let resolved = resolve_in_dir(&base, &m, true).map_err(|err| e(format!("{a}: {err}")))?;
+            let src = if resolved.is_empty() { base.clone() } else { base.join(&resolved) };
+            let where_ = if ctxfile { "build context" } else { "source" };
+            let meta = src.symlink_metadata().map_err(|_| {
+                if resolved == m {
+                    e(format!("{a}: not found in the {where_}"))
+                } else {
+                    e(format!("{a}: not found in the {where_} (a symlink to /{resolved}, which does not exist)"))
+                }
+            })?;
+            if ctxfile && !m.is_empty() && ignored(&spec.ignore, &m) {
+                return Err(e(format!("{a}: excluded by .dockerignore")));
+            }
+            // ADD of a local archive: its contents
+            if spec.is_add && meta.is_file() {
+                if !extracted.contains_key(&src) {
+                    extracted.insert(src.clone(), try_extract(&src)?);
+                }
+                if let Some(dir) = &extracted[&src] {
+                    add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), exclude)?;
+                    continue;
+                }
+            }
+            if meta.is_dir() {
+                let rules: &[IgnoreRule] = if ctxfile { &spec.ignore } else { &[] };
+                if lookup(dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
+                    // BuildKit makes a missing destination 0755 root (the contents are
+                    // copied into it, not the source directory's own metadata)
+                    // (--chmod applies to what is copied into it)
+                    let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+                    items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
+                }
+                add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), exclude)?;
+            } else {
+                let target =
+                    if dest_is_dir || dest_rel.is_empty() || lookup(dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
+                        join_rel(&dest_rel, &name)
+                    } else {
+                        dest_rel.clone()
+                    };
+                let (u, g) = owner(&meta, uid, gid, ctxfile);
+                let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                items.insert(
+                    target,
+                    Item {
+                        kind: Kind::File { src: src.clone(), size: meta.len(), link_key: None },
+                        mode,
+                        uid: u,
+                        gid: g,
+                        mtime: None,
+                    },
+                );
+            }
+        }
+    }
+    if unmatched.len() == spec.args.len() {
+        return Err(e(format!("{}: no source files were specified (nothing matches)", unmatched.join(" "))));
+    }
+    if dest_is_dir && !dest_rel.is_empty() && lookup(dirs, &dest_rel).is_none() {
+        let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+        items.entry(dest_rel.clone()).or_insert(Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
+    }
+    let keys: Vec<String> = items.keys().cloned().collect();
+    for k in keys {
+        add_parents(dirs, &k, &mut items);
+    }
+    Ok(items)
 }
 
 pub(crate) fn truncate(s: &str) -> String {

@@ -218,6 +218,12 @@ fn registry_cache_takes_context_copies_and_a_changed_file_invalidates_from_its_c
     assert_eq!(copies.len(), 3, "{log}");
     assert!(copies.iter().all(|(_, cached)| *cached), "every COPY is taken from the cache: {log}");
     assert_eq!(d2, d1);
+    // The keys of the COPY steps need no parent filesystem: with every step a hit, no layer
+    // was unpacked (`COPY a/ /a/` has a parent layer; its key once unpacked it).
+    let unpacked: Vec<_> = fs::read_dir(t.join("store2/build-cache/layers"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(unpacked.is_empty(), "a warm build unpacked layers: {unpacked:?}");
 
     // One changed file: its COPY and what follows are rebuilt, the steps before it are not.
     let ctx3 = copy_of("ctx3");
