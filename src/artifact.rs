@@ -92,7 +92,7 @@ pub async fn build_artifact(layout: &Layout, spec: &ArtifactSpec) -> Result<Desc
     let spec2 = spec.clone();
     let (config, layers) = tokio::task::spawn_blocking(move || store_files(&Layout::open(&root)?, &spec2))
         .await
-        .map_err(|e| Error::Other(format!("artifact builder: {e}")))??;
+        .map_err(|e| Error::task("artifact builder", e))??;
     let mut manifest = ImageManifest::new(config, layers);
     manifest.artifact_type = spec.artifact_type.clone();
     if manifest.artifact_type.is_none() && manifest.config.media_type == media::OCI_EMPTY {

@@ -109,7 +109,7 @@ impl BundleFile {
     /// The skeleton `bundle create --name ... --invocation ... --component ...` fills in.
     fn from_spec(spec: &BundleSpec, components: &[&str]) -> Result<BundleFile> {
         use serde_json::{json, Value};
-        let json_err = |e: serde_json::Error| Error::Other(format!("serialize bundle.json: {e}"));
+        let json_err = |e: serde_json::Error| Error::serialize("serialize bundle.json", e);
         let mut doc = serde_json::Map::new();
         if let Some(d) = spec.description.as_ref().filter(|d| !d.is_empty()) {
             doc.insert("description".into(), d.as_str().into());
@@ -215,7 +215,7 @@ impl BundleFile {
     /// bundle.json as canonical JSON (sorted keys, compact).
     pub fn to_canonical_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(&canonical(&serde_json::Value::Object(self.doc.clone())))
-            .map_err(|e| Error::Other(format!("serialize bundle.json: {e}")))
+            .map_err(|e| Error::serialize("serialize bundle.json", e))
     }
 }
 
@@ -406,7 +406,7 @@ pub async fn plan_file<'a>(
     for (key, annotation) in [("keywords", ANNOTATION_CNAB_KEYWORDS), ("maintainers", ANNOTATION_AUTHORS)] {
         if let Some(v) = file.doc.get(key).filter(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
             let text = serde_json::to_string(&canonical(v))
-                .map_err(|e| Error::Other(format!("serialize bundle annotations: {e}")))?;
+                .map_err(|e| Error::serialize("serialize bundle annotations", e))?;
             a.insert(annotation.into(), text);
         }
     }
@@ -528,7 +528,7 @@ pub struct Pulled {
 impl Pulled {
     /// The relocation map as canonical JSON (sorted keys, compact).
     pub fn relocation_map_bytes(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(&self.relocation_map).map_err(|e| Error::Other(format!("serialize relocation map: {e}")))
+        serde_json::to_vec(&self.relocation_map).map_err(|e| Error::serialize("serialize relocation map", e))
     }
 }
 

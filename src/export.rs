@@ -99,7 +99,7 @@ pub async fn export_filesystem(
         Ok(report)
     })
     .await
-    .map_err(|e| Error::Other(format!("export: {e}")))?
+    .map_err(|e| Error::task("export", e))?
 }
 
 /// The image manifest of `root`: itself, or an index's entry for `platform` (without one: its
@@ -227,12 +227,12 @@ fn write_tar_blocking(tree: &Path, dest: &Path, parent: &Path) -> Result<()> {
             .min_depth(1)
             .sort_by_file_name()
             .into_iter()
-            .map(|e| e.map(|e| e.path().to_path_buf()).map_err(|e| Error::Other(format!("export: {e}"))))
+            .map(|e| e.map(|e| e.path().to_path_buf()).map_err(|e| Error::walk(tree, e)))
             .collect::<Result<_>>()?;
         paths.sort();
         let mut seen_inodes: std::collections::HashMap<(u64, u64), PathBuf> = Default::default();
         for p in paths {
-            let rel = p.strip_prefix(tree).map_err(|e| Error::Other(e.to_string()))?.to_path_buf();
+            let rel = p.strip_prefix(tree).expect("a walk yields paths below its root").to_path_buf();
             let meta = fs::symlink_metadata(&p).at(&p)?;
             // A second name of a regular file is a hard link entry, as in the layers.
             if meta.is_file() && meta.nlink() > 1 {

@@ -214,7 +214,7 @@ pub async fn build_image(layout: &Layout, spec: &ImageSpec, base: Option<BaseIma
                         build_layer_following_blocking(&Layout::open(&root)?, &f2, compression, epoch, follow)
                     })
                     .await
-                    .map_err(|e| Error::Other(format!("layer builder: {e}")))??;
+                    .map_err(|e| Error::task("layer builder", e))??;
                     built.push((files, blob.clone()));
                     blob
                 }

@@ -265,7 +265,7 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Rep
         }
     })();
     drop(read_tx);
-    let panicked = |what: &str| Error::Other(format!("{what} thread panicked"));
+    let panicked = |what: &str| Error::Panicked { what: what.into() };
     let (digest, total) = hasher.join().map_err(|_| panicked("hash"))?;
     let written = writer.join().map_err(|_| panicked("blob writer"))?;
     read_result?;

@@ -573,7 +573,10 @@ pub fn write_metadata(
     let mut d = root.clone();
     d.annotations.remove(crate::model::media::ANNOTATION_REF_NAME);
     m.insert("containerimage.digest".into(), serde_json::Value::from(d.digest.to_string()));
-    m.insert("containerimage.descriptor".into(), serde_json::to_value(&d).map_err(|e| Error::Other(e.to_string()))?);
+    m.insert(
+        "containerimage.descriptor".into(),
+        serde_json::to_value(&d).map_err(|e| Error::serialize("containerimage.descriptor", e))?,
+    );
     let names: Vec<String> = outputs.iter().flat_map(|o| o.names.iter().cloned()).collect();
     if !names.is_empty() {
         m.insert("image.name".into(), serde_json::Value::from(names.join(",")));
@@ -589,7 +592,8 @@ pub fn write_metadata(
     for (k, v) in extra {
         m.insert(k.clone(), v.clone());
     }
-    let bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::serialize("metadata file", e))?;
     write_file_atomic(path, &bytes)
 }
 

@@ -96,10 +96,10 @@ async fn spec_of(ctx: &Ctx, a: &ArtifactArgs) -> Result<ArtifactSpec> {
     }
     let mut annotations = BTreeMap::new();
     for kv in &a.annotations {
-        let (k, v) = kv.split_once('=').filter(|(k, _)| !k.is_empty()).ok_or_else(|| Error::InvalidReference {
-            reference: kv.clone(),
-            reason: "--annotation takes KEY=VALUE".into(),
-        })?;
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::Usage(format!("--annotation {kv:?}: expected KEY=VALUE")))?;
         annotations.insert(k.to_string(), v.to_string());
     }
     if let Some(f) = &a.annotation_file {

@@ -43,6 +43,6 @@ mod tests {
         let mismatch =
             Error::DigestMismatch { what: "w".into(), location: "l".into(), expected: "e".into(), actual: "a".into() };
         assert_eq!(code(&mismatch), 5);
-        assert_eq!(code(&Error::Other("x".into())), 1);
+        assert_eq!(code(&Error::refused("x", "y")), 1);
     }
 }

@@ -77,7 +77,7 @@ pub(crate) async fn login(ctx: &Ctx, args: LoginArgs) -> Result<i32> {
     let (r, u, p) = (registry.clone(), args.username.clone(), password);
     let path = tokio::task::spawn_blocking(move || credentials::store_blocking(&r, &u, &p))
         .await
-        .map_err(|e| Error::Other(e.to_string()))??;
+        .map_err(|e| Error::task("credential store", e))??;
     ctx.progress.line(&format!("Login succeeded for {registry} (saved in {})", path.display()));
     if ctx.json() {
         super::out::outln!(
@@ -114,7 +114,7 @@ fn prompt_password(prompt: &str) -> Result<String> {
         // SAFETY: restores the settings read above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     }
-    read.map_err(|e| Error::Read { what: "password from the terminal".into(), source: e })?;
+    read.map_err(|e| Error::read("password from the terminal", e))?;
     let pw = line.trim_end_matches(['\n', '\r']).to_string();
     if pw.is_empty() {
         return Err(Error::Usage("empty password".into()));
@@ -128,7 +128,7 @@ pub(crate) async fn logout(ctx: &Ctx, args: LogoutArgs) -> Result<i32> {
     let r = registry.clone();
     let removed = tokio::task::spawn_blocking(move || credentials::remove_blocking(&r))
         .await
-        .map_err(|e| Error::Other(e.to_string()))??;
+        .map_err(|e| Error::task("credential store", e))??;
     if removed {
         ctx.progress.line(&format!("Removed credentials for {registry}"));
         if ctx.json() {

@@ -452,10 +452,8 @@ pub(crate) async fn run_bundle(ctx: &Ctx, cmd: BundleCmd) -> Result<i32> {
             });
             let mut given = Vec::new();
             for c in &a.components {
-                let (name, src) = c.split_once('=').ok_or_else(|| Error::InvalidReference {
-                    reference: c.clone(),
-                    reason: "--component takes NAME=SRC".into(),
-                })?;
+                let (name, src) =
+                    c.split_once('=').ok_or_else(|| Error::Usage(format!("--component {c:?}: expected NAME=SRC")))?;
                 given.push((name.to_string(), src.to_string()));
             }
             let file = a.bundle_file.as_deref().map(read_bundle_file).transpose()?;

@@ -126,7 +126,7 @@ fn with_synopsis(cmd: clap::Command, name: &str) -> clap::Command {
 fn render_page(cmd: clap::Command) -> Result<(String, Vec<u8>)> {
     let man = clap_mangen::Man::new(cmd);
     let mut buf = Vec::new();
-    man.render(&mut buf).map_err(|e| Error::Other(format!("man page: {e}")))?;
+    man.render(&mut buf).map_err(|e| Error::read("man page", e))?;
     buf.extend_from_slice(EXIT_STATUS.as_bytes());
     Ok((man.get_filename(), buf))
 }

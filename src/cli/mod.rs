@@ -383,17 +383,15 @@ pub fn run() -> i32 {
         let work = async move {
             tokio::select! {
                 r = dispatch(settings, cli.command) => r,
-                _ = tokio::signal::ctrl_c() => Err(Error::Other(
-                    "interrupted (Ctrl-C): partial files were removed; blobs already complete are kept, so a re-run continues".into(),
-                )),
+                _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
             }
         };
         match timeout {
             // Dropping the command's future on time-out cleans up as an error does: writers
             // that did not finish remove their partial files when dropped.
-            Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
-                Err(Error::Other(format!("{what}: timed out after {} s (--timeout)", t.as_secs())))
-            }),
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout { what: what.to_string(), after: t })),
             None => work.await,
         }
     });

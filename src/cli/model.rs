@@ -323,10 +323,7 @@ async fn deliver_plan(
     let plan: &dyn Source = &converted;
     let root = converted.root().clone();
     if outputs.is_empty() && out.store.is_none() {
-        return Err(Error::InvalidReference {
-            reference: "--output".into(),
-            reason: "name an --output (or --store) to pack into".into(),
-        });
+        return Err(Error::Usage("name an --output (or --store) to pack into".into()));
     }
     if out.store.is_some() {
         let store = out.open_store()?;
@@ -368,30 +365,6 @@ impl ModelCmd {
                 [a, b].iter().filter_map(|r| registry_of(r)).collect()
             }
         }
-    }
-}
-
-/// `model unpack --verify-key`: a cosign signature by one of the keys, or else an OpenSSF model
-/// signature referrer (`hoist model sign`, `model_signing`) whose files are the artifact's.
-async fn verify_before_unpack(
-    ep: &hoist::transport::Endpoint,
-    src: &dyn Source,
-    root: &hoist::Descriptor,
-    key_files: &[std::path::PathBuf],
-) -> Result<()> {
-    let cosign = match super::trust::verify_signed(ep, src, root, key_files).await {
-        Ok(()) => return Ok(()),
-        Err(Error::Untrusted { reason, .. }) => reason,
-        Err(e) => return Err(e),
-    };
-    let keys = key_files.iter().map(|k| hoist::trust::PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
-    match hoist::modelpack::sign::verify_artifact(src, root, &keys).await {
-        Ok(_) => Ok(()),
-        Err(Error::Untrusted { reason, .. }) => Err(Error::Untrusted {
-            reference: format!("{ep} ({})", root.digest),
-            reason: format!("{cosign}; and as a model: {reason}"),
-        }),
-        Err(e) => Err(e),
     }
 }
 
@@ -515,7 +488,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (_, sb, rb) = resolve_any(ctx, &b).await?;
             let d = diff_models((sa.as_ref(), &ra), (sb.as_ref(), &rb)).await?;
             if ctx.json() {
-                outln!("{}", serde_json::to_string(&d).map_err(|e| Error::Other(e.to_string()))?);
+                outln!("{}", serde_json::to_string(&d).map_err(|e| Error::serialize("model descriptor", e))?);
             } else {
                 for e in &d.added {
                     outln!("+ {} {}", e.path, e.digest);
@@ -547,7 +520,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (ep, src, root) = resolve_any(ctx, &reference).await?;
             policy.check(&ep, src.as_ref(), &root).await?;
             if !verify_key.is_empty() {
-                verify_before_unpack(&ep, src.as_ref(), &root, &verify_key).await?;
+                let keys = verify_key.iter().map(|k| hoist::trust::PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
+                hoist::trust::verify::verify_model_artifact(&ep, src.as_ref(), &root, &keys).await?;
             }
             let select = FileSelector::new(&include, &exclude)?;
             let nothing_matched = || {
@@ -563,7 +537,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                     return Err(nothing_matched());
                 }
                 if ctx.json() {
-                    outln!("{}", serde_json::to_string(&entries).map_err(|e| Error::Other(e.to_string()))?);
+                    outln!("{}", serde_json::to_string(&entries).map_err(|e| Error::serialize("model entries", e))?);
                 } else {
                     for e in &entries {
                         outln!("{}\t{}\t{}\t{}", e.digest, e.size, e.media_type, e.path);

@@ -97,8 +97,8 @@ impl Failure {
             Error::Network { .. } => ("network", e.to_string()),
             Error::Registry { .. } => ("registry", e.to_string()),
             Error::Io { .. } | Error::Read { .. } => ("io", e.to_string()),
-            Error::Other(m) if m.contains("timed out after") => ("timeout", e.to_string()),
-            Error::Other(m) if m.contains("interrupted") => ("interrupted", e.to_string()),
+            Error::Timeout { .. } => ("timeout", e.to_string()),
+            Error::Interrupted => ("interrupted", e.to_string()),
             _ => ("other", e.to_string()),
         };
         let code = match kind {
@@ -213,5 +213,17 @@ mod tests {
         assert_eq!(Failure::from_error(&e).message, "/nope: No such file or directory");
         let pipe = Error::io("-", std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&pipe));
+    }
+
+    #[test]
+    fn timeouts_and_interrupts_are_kinds_not_words_in_a_message() {
+        let f = Failure::from_error(&Error::Interrupted);
+        assert_eq!((f.kind, f.code), ("interrupted", 130));
+        let t = Error::Timeout { what: "copy".into(), after: std::time::Duration::from_secs(3) };
+        let f = Failure::from_error(&t);
+        assert_eq!((f.kind, f.code, f.message.as_str()), ("timeout", 1, "copy: timed out after 3 s (--timeout)"));
+        // A daemon's message that happens to say "interrupted" is not a Ctrl-C.
+        let f = Failure::from_error(&Error::daemon("podman:x", "podman load failed (exit 1): interrupted system call"));
+        assert_eq!((f.kind, f.code), ("other", 1));
     }
 }

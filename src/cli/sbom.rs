@@ -101,7 +101,9 @@ pub(crate) async fn run(ctx: &Ctx, args: SbomArgs) -> Result<i32> {
     let bytes = match ctx.settings.format {
         settings::Format::SpdxJson => Format::SpdxJson.render(&found, created)?,
         settings::Format::CyclonedxJson => Format::CycloneDxJson.render(&found, created)?,
-        settings::Format::Json => serde_json::to_vec_pretty(&found).map_err(|e| hoist::Error::Other(e.to_string()))?,
+        settings::Format::Json => {
+            serde_json::to_vec_pretty(&found).map_err(|e| hoist::Error::serialize("sbom report", e))?
+        }
         settings::Format::Text => {
             let mut s = String::new();
             let w = found.packages.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);

@@ -129,10 +129,7 @@ pub(crate) async fn deliver_with(
     signer: Option<&hoist::trust::sign::Signer>,
 ) -> Result<i32> {
     if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
-        return Err(Error::InvalidReference {
-            reference: "--output".into(),
-            reason: "only one output can write to stdout (dest=-)".into(),
-        });
+        return Err(Error::Usage("--output: only one output can write to stdout (dest=-)".into()));
     }
     // `type=image` without push: the store is the image store; name the result there.
     for name in outputs.iter().filter(|o| o.local_only).flat_map(|o| o.names.iter()) {

@@ -128,7 +128,7 @@ impl SignArgs {
 /// `COSIGN_PASSWORD`, or a prompt on the terminal (`confirm`: asked twice).
 pub(crate) fn password(file: Option<&Path>, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let text = std::fs::read(f).map_err(|e| Error::Io { path: f.to_path_buf(), source: e })?;
+        let text = std::fs::read(f).map_err(|e| Error::io(f, e))?;
         let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
         return Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec());
     }
@@ -173,7 +173,7 @@ fn prompt(msg: &str) -> Result<Vec<u8>> {
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     }
     let _ = (&tty).write_all(b"\n");
-    read.map_err(|e| Error::Io { path: "/dev/tty".into(), source: e })?;
+    read.map_err(|e| Error::io("/dev/tty", e))?;
     Ok(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
 }
 
@@ -186,7 +186,7 @@ pub(crate) fn load_private_key(path: &Path, passphrase_file: Option<&Path>) -> R
 /// Write `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
 pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, force: bool) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
+    let io = |e| Error::io(path, e);
     if !force && path.symlink_metadata().is_ok() {
         return Err(Error::Usage(format!("{} exists; give --force to replace it", path.display())));
     }
@@ -293,46 +293,6 @@ pub(crate) async fn run_sign(ctx: &Ctx, args: SignArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Whether a claimed identity names the repository of `expected` (a registry reference).
-pub(crate) fn same_repository(claimed: &str, expected: &Reference) -> bool {
-    claimed.parse::<Reference>().is_ok_and(|c| c.registry == expected.registry && c.repository == expected.repository)
-}
-
-/// The identity rule of `hoist verify` (and `--verify-key`): a claimed reference must name
-/// `expected`'s repository; with no registry name to compare, any identity is reported.
-fn repository_rule(expected: Option<Reference>) -> impl Fn(Option<&str>) -> bool + Send + Sync {
-    move |claimed: Option<&str>| match (claimed, &expected) {
-        (Some(c), Some(e)) => same_repository(c, e),
-        // a bundle naming no subject (cosign's) was found in this repository's referrers
-        (None, _) | (_, None) => true,
-    }
-}
-
-/// Ok when a signature by one of the keys in `key_files` covers `subject` with the
-/// repository's identity (both formats, first that verifies); else [`Error::Untrusted`].
-pub(crate) async fn verify_signed(
-    ep: &Endpoint,
-    src: &dyn hoist::transport::Source,
-    subject: &hoist::Descriptor,
-    key_files: &[PathBuf],
-) -> Result<()> {
-    let keys = key_files.iter().map(|k| PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
-    let expected = match ep {
-        Endpoint::Registry(r) => Some(r.clone()),
-        _ => None,
-    };
-    let identity = repository_rule(expected);
-    let rules = Rules {
-        keys: &keys,
-        identity: &identity,
-        format: Format::Both,
-        predicate_type: payload::COSIGN_SIGN_PREDICATE,
-        first_only: true,
-    };
-    let checked = verify::check(src, subject, &rules).await?;
-    verify::require_verified(&ep.to_string(), &checked)
-}
-
 pub(crate) async fn run_verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
     let what = (args.reference.as_str(), args.key.as_slice(), args.identity.as_deref());
@@ -350,7 +310,7 @@ pub(crate) async fn run_attest(ctx: &Ctx, args: AttestArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
     let uri = sign::predicate_type_uri(&args.predicate_type)?;
     let mut predicate = Vec::new();
-    let io = |e| Error::Io { path: args.predicate.clone(), source: e };
+    let io = |e| Error::io(&args.predicate, e);
     std::fs::File::open(&args.predicate)
         .map_err(io)?
         .take(hoist::trust::dsse::MAX_ENVELOPE)
@@ -397,7 +357,7 @@ async fn verify_and_print(
         (None, Endpoint::Registry(r)) => Some(r.clone()),
         _ => None,
     };
-    let identity = repository_rule(expected);
+    let identity = verify::repository_rule(expected);
     let rules = Rules { keys: &keys, identity: &identity, format, predicate_type, first_only: false };
     let checked = verify::check(src.as_ref(), &subject, &rules).await?;
     let verdict = verify::require_verified(&ep.to_string(), &checked);

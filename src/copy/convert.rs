@@ -298,7 +298,7 @@ impl<'a> Converted<'a> {
                         .unwrap_or_default();
                     let mut entries: Vec<Value> = Vec::new();
                     for l in &new.layers {
-                        entries.push(serde_json::to_value(l).map_err(|e| Error::Other(e.to_string()))?);
+                        entries.push(serde_json::to_value(l).map_err(|e| Error::serialize("layer descriptor", e))?);
                     }
                     entries.extend(upper);
                     value["layers"] = Value::Array(entries);
@@ -322,8 +322,9 @@ impl<'a> Converted<'a> {
                 }
                 if let Some(to) = edit.and_then(|e| e.flatten) {
                     let flat = self.flatten_layers(&desc, to).await?;
-                    value["layers"] =
-                        Value::Array(vec![serde_json::to_value(&flat.desc).map_err(|e| Error::Other(e.to_string()))?]);
+                    value["layers"] = Value::Array(vec![
+                        serde_json::to_value(&flat.desc).map_err(|e| Error::serialize("layer descriptor", e))?
+                    ]);
                     layers_in = vec![flat.desc.clone()];
                     reasons.push(format!("{} layer(s) flattened into {}", m.layers.len(), flat.desc.digest));
                     restack = Some(Restack::Flatten {
@@ -378,7 +379,7 @@ impl<'a> Converted<'a> {
                                     ))
                                 })?
                                 .to_string();
-                            list.push(serde_json::to_value(&d).map_err(|e| Error::Other(e.to_string()))?);
+                            list.push(serde_json::to_value(&d).map_err(|e| Error::serialize("layer descriptor", e))?);
                         }
                     }
                     reasons.push(e.describe());
@@ -388,7 +389,7 @@ impl<'a> Converted<'a> {
         if reasons.is_empty() {
             return Ok(desc);
         }
-        let bytes = serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?;
+        let bytes = serde_json::to_vec(&value).map_err(|e| Error::serialize("converted manifest", e))?;
         let media_type = value.get("mediaType").and_then(Value::as_str).unwrap_or(&desc.media_type).to_string();
         let new = Descriptor::new(&media_type, Digest::sha256_of(&bytes), bytes.len() as u64);
         self.manifests.lock().expect("lock").insert(new.digest.clone(), Bytes::from(bytes));
@@ -438,7 +439,7 @@ impl<'a> Converted<'a> {
         if let Some(e) = edit {
             e.apply_to_config(&mut value).map_err(|e| Error::malformed(&what, &loc, e))?;
         }
-        let bytes = serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?;
+        let bytes = serde_json::to_vec(&value).map_err(|e| Error::serialize("converted index", e))?;
         let new = Descriptor::new(&config.media_type, Digest::sha256_of(&bytes), bytes.len() as u64);
         let path = self.dir.path().join(format!("blob-{}", new.digest.hex()));
         std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
@@ -458,7 +459,7 @@ impl<'a> Converted<'a> {
     /// the one layer applier of [`crate::export`]) into one layer tar, compressed as `to`;
     /// its blob is served from the temp directory.
     async fn flatten_layers(&self, manifest: &Descriptor, to: Compression) -> Result<crate::edit::NewLayer> {
-        let _permit = self.jobs.acquire().await.map_err(|e| Error::Other(e.to_string()))?;
+        let _permit = self.jobs.acquire().await.expect("semaphore open");
         let work = tempfile::Builder::new()
             .prefix("flatten-")
             .tempdir_in(self.dir.path())
@@ -469,7 +470,7 @@ impl<'a> Converted<'a> {
         let lazy = self.conversion.lazy.clone();
         let mut layer = tokio::task::spawn_blocking(move || prepare_layer_blocking(&tar, to, &lazy, &dir))
             .await
-            .map_err(|e| Error::Other(e.to_string()))??;
+            .map_err(|e| Error::task("layer flattening", e))??;
         let path = self.dir.path().join(format!("blob-{}", layer.desc.digest.hex()));
         std::fs::rename(&layer.path, &path).map_err(|e| Error::io(&path, e))?;
         layer.path = path.clone();
@@ -509,7 +510,7 @@ impl<'a> Converted<'a> {
     }
 
     async fn recompress(&self, layer: Descriptor, from: Kind, to: Compression) -> Result<Recompressed> {
-        let _permit = self.jobs.acquire().await.map_err(|e| Error::Other(e.to_string()))?;
+        let _permit = self.jobs.acquire().await.expect("semaphore open");
         let loc = self.inner.location();
         let input = self.dir.path().join(format!("in-{}", layer.digest.hex()));
         {
@@ -527,7 +528,7 @@ impl<'a> Converted<'a> {
         let lazy = self.conversion.lazy.clone();
         let out = tokio::task::spawn_blocking(move || recompress_file(&i, from, to, &lazy, &o))
             .await
-            .map_err(|e| Error::Other(e.to_string()))?
+            .map_err(|e| Error::task("recompression", e))?
             .map_err(|e| Error::malformed(&what, "recompression", e))?;
         let _ = std::fs::remove_file(&input);
         let mut new = Descriptor::new(&layer.media_type, out.digest, out.size);

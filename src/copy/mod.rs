@@ -435,7 +435,7 @@ async fn filter_platforms(ctx: &Ctx<'_>, root: &Descriptor, doc: Document) -> Re
         let mut flags = flags.into_iter();
         list.retain(|_| flags.next().unwrap_or(false));
     }
-    let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| Error::Other(e.to_string()))?);
+    let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| Error::serialize("filtered index", e))?);
     let mut desc = Descriptor::of_bytes(doc.media_type.clone(), &bytes);
     desc.annotations = root.annotations.clone();
     let filtered = Document::from_fetched(&desc, bytes, &loc)?;

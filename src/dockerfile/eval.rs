@@ -333,12 +333,16 @@ pub async fn build_dockerfile(
     }
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
+    let mut stages = Vec::new();
     for p in &platforms {
-        let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
         ctx.ensure_layers(&stage.layers).await?;
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
+        if opts.keep_stages {
+            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+        }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
@@ -357,7 +361,29 @@ pub async fn build_dockerfile(
         hashed: ctx.stat.hashed(),
         stat_hits: ctx.stat.hits(),
         caches,
+        stages,
     })
+}
+
+/// [`DockerfileBuild::keep_stages`]: the image of each stage built besides the target (its
+/// layers stored, config and manifest written untagged), named by the stage's name or index,
+/// its descriptor's platform the target platform `p` it was built for.
+async fn stage_images(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    others: BTreeMap<usize, Stage>,
+    p: &Platform,
+) -> Result<Vec<(String, Descriptor)>> {
+    let mut out = Vec::new();
+    for (i, st) in others {
+        ctx.ensure_layers(&st.layers).await?;
+        let none = BTreeMap::new();
+        let parts = ImageParts { config: st.config.clone(), layers: st.layers.clone(), annotations: &none, base: None };
+        let mut desc = write_manifest(ctx.layout, parts, &st.platform, &ctx.created)?;
+        desc.platform = Some(p.clone());
+        out.push((plan.names[i].clone().unwrap_or_else(|| i.to_string()), desc));
+    }
+    Ok(out)
 }
 
 /// The caches of `--cache-from` that can be read; one that cannot (not pushed yet, not a
@@ -565,14 +591,15 @@ async fn build_platform(
     plan: &Plan,
     platform: &Platform,
     resolver: &dyn ImageResolver,
-) -> Result<Stage> {
+) -> Result<(Stage, BTreeMap<usize, Stage>)> {
     let gvars = global_vars(ctx, &plan.globals, platform)?;
     let mut done: BTreeMap<usize, Stage> = BTreeMap::new();
     for &s in &plan.needed {
         let stage = build_stage(ctx, plan, s, &gvars, platform, &done, resolver).await?;
         done.insert(s, stage);
     }
-    done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))
+    let target = done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))?;
+    Ok((target, done))
 }
 
 /// The stage `r` names among the first `before` (by name, or for `--from` by index too).

@@ -447,10 +447,10 @@ fn write_tar(items: &BTreeMap<String, Item>, mtime: u64, w: &mut impl Write) -> 
             let mut r = f.take(*size);
             let copied = crate::ingest::copy_stream_buf(&mut r, w, src, &out, &mut buf)?;
             if copied != *size {
-                return Err(Error::Other(format!(
-                    "{}: file shrank from {size} to {copied} bytes while building the layer",
-                    src.display()
-                )));
+                return Err(Error::changed(
+                    src,
+                    format!("file shrank from {size} to {copied} bytes while building the layer"),
+                ));
             }
             pad(w, *size).at(&out)?;
         }

@@ -412,7 +412,9 @@ impl<R: Skip> Read for DataReader<'_, R> {
 /// carried whole as the payload (`model::verify::unwrap_io_error` gets it back).
 pub(crate) fn into_io(e: Error) -> io::Error {
     match e {
-        Error::Io { source, .. } => source,
+        Error::Io { source, .. } => {
+            std::sync::Arc::try_unwrap(source).unwrap_or_else(|s| io::Error::new(s.kind(), s.to_string()))
+        }
         e => io::Error::new(io::ErrorKind::InvalidData, e),
     }
 }

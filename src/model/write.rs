@@ -13,7 +13,7 @@ use crate::model::media;
 
 /// Serialize a document hoist writes: compact JSON from its own ordered structs.
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Other(format!("serialize document: {e}")))
+    serde_json::to_vec(v).map_err(|e| Error::serialize("serialize document", e))
 }
 
 /// OCI image manifest (also used for artifacts).

@@ -129,7 +129,7 @@ async fn read_bounded(resp: reqwest::Response, max: u64, what: &str) -> Result<B
     let mut out = Vec::new();
     let mut s = resp.bytes_stream();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::http(what, e))?;
         if out.len() as u64 + chunk.len() as u64 > max {
             return Err(Error::malformed(what, "hub", format!("larger than {max} bytes")));
         }
@@ -145,7 +145,7 @@ impl HfRepo {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| Error::Other(format!("http client: {e}")))?;
+            .map_err(|e| Error::http("http client", e))?;
         let mut repo = HfRepo {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -173,7 +173,7 @@ impl HfRepo {
     }
 
     async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
-        let resp = self.req(url).send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let resp = self.req(url).send().await.map_err(|e| Error::http(url, e))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Auth {
@@ -185,7 +185,7 @@ impl HfRepo {
             return Err(Error::not_found(url.to_string(), self.endpoint.clone()));
         }
         if !status.is_success() {
-            return Err(Error::Other(format!("{url}: {status}")));
+            return Err(Error::HttpStatus { url: url.to_string(), status, detail: String::new() });
         }
         let b = read_bounded(resp, MAX_API_RESPONSE, "hub API answer").await?;
         serde_json::from_slice(&b).map_err(|e| Error::malformed("hub API answer", url.to_string(), e.to_string()))
@@ -206,9 +206,9 @@ impl HfRepo {
             if pages > 10_000 {
                 return Err(Error::malformed("hub tree", u, "too many pages"));
             }
-            let resp = self.req(&u).send().await.map_err(|e| Error::Other(format!("{u}: {e}")))?;
+            let resp = self.req(&u).send().await.map_err(|e| Error::http(&u, e))?;
             if !resp.status().is_success() {
-                return Err(Error::Other(format!("{u}: {}", resp.status())));
+                return Err(Error::HttpStatus { url: u, status: resp.status(), detail: String::new() });
             }
             url = resp
                 .headers()
@@ -252,11 +252,11 @@ impl HfRepo {
             let end = end.map(|e| e.to_string()).unwrap_or_default();
             r = r.header(reqwest::header::RANGE, format!("bytes={offset}-{end}"));
         }
-        let resp = r.send().await.map_err(|e| Error::Other(format!("{url}: {e}")))?;
+        let resp = r.send().await.map_err(|e| Error::http(&url, e))?;
         let ok =
             if offset > 0 { resp.status() == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status().is_success() };
         if !ok {
-            return Err(Error::Other(format!("{url}: {} (from byte {offset})", resp.status())));
+            return Err(Error::HttpStatus { url, status: resp.status(), detail: format!(" (from byte {offset})") });
         }
         Ok(resp)
     }

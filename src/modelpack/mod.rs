@@ -363,7 +363,7 @@ pub async fn build_model_with(
     let spec2 = spec.clone();
     let desc = tokio::task::spawn_blocking(move || build_model_blocking(&Layout::open(&root)?, &spec2, &*progress))
         .await
-        .map_err(|e| Error::Other(format!("model builder: {e}")))??;
+        .map_err(|e| Error::task("model builder", e))??;
     match &spec.tag {
         Some(t) => layout.set_tag(&desc, t)?,
         None => layout.add_untagged(&desc)?,
@@ -686,7 +686,7 @@ pub async fn plan_dir_model_with(spec: &ModelSpec, progress: Arc<dyn FileProgres
     let spec = spec.clone();
     tokio::task::spawn_blocking(move || plan_dir_model_blocking(&spec, &*progress))
         .await
-        .map_err(|e| Error::Other(format!("model planner: {e}")))?
+        .map_err(|e| Error::task("model planner", e))?
 }
 
 /// The files of `spec.dir` that go into the model (Modelfile/Kitfile and unselected files
@@ -718,7 +718,7 @@ fn plan_dir_model_blocking(spec: &ModelSpec, progress: &dyn FileProgress) -> Res
         let digest = hash_file_reporting(&path, fmeta.len(), Reporting { name: &rel, progress })?;
         let size = fs::metadata(&path).at(&path)?.len();
         if size != fmeta.len() {
-            return Err(Error::Other(format!("{}: changed while it was hashed", path.display())));
+            return Err(Error::changed(path, "changed while it was hashed"));
         }
         let mut desc = Descriptor::new(layer_media_type(kind, ModelLayerFormat::Raw), digest.clone(), size);
         annotate_file_layer(&mut desc, &rel, fmeta.permissions().mode() & 0o7777, size, &created)?;
@@ -1034,7 +1034,7 @@ pub async fn unpack_model_with(
                     extract_tar_blocking(&tmp_path, f, &dir2, &loc2, limit, &select)
                 })
                 .await
-                .map_err(|e| Error::Other(format!("model unpack: {e}")))??;
+                .map_err(|e| Error::task("model unpack", e))??;
                 written.extend(files);
             }
         }

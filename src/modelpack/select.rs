@@ -22,9 +22,9 @@ pub fn glob_set(globs: &[String]) -> Result<Option<GlobSet>> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
         let g = g.strip_prefix("./").unwrap_or(g);
-        b.add(Glob::new(g).map_err(|e| Error::InvalidReference { reference: g.to_string(), reason: e.to_string() })?);
+        b.add(Glob::new(g).map_err(|e| Error::Usage(format!("invalid glob {g:?}: {e}")))?);
     }
-    b.build().map(Some).map_err(|e| Error::Other(format!("globs: {e}")))
+    b.build().map(Some).map_err(|e| Error::Usage(format!("globs: {e}")))
 }
 
 impl FileSelector {

@@ -67,17 +67,15 @@ pub async fn artifact_manifest(src: &dyn Source, root: &Descriptor, name: &str) 
         return Ok(ModelManifest { name: name.to_string(), serialization, resources });
     }
     // tar layers: the files as unpacked
-    let tmp = tempfile::Builder::new()
-        .prefix("hoist-modelsig-")
-        .tempdir()
-        .map_err(|e| Error::Io { path: std::env::temp_dir(), source: e })?;
+    let tmp =
+        tempfile::Builder::new().prefix("hoist-modelsig-").tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let dir = tmp.path().join("model");
     unpack_model_with(src, root, &dir, &UnpackOptions::default()).await?;
     let dir2 = dir.clone();
     let mut manifest =
         tokio::task::spawn_blocking(move || modelsig::hash_model(&dir2, &serialization, &NoFileProgress))
             .await
-            .map_err(|e| Error::Other(format!("hashing {}: {e}", dir.display())))??;
+            .map_err(|e| Error::task(format!("hashing {}", dir.display()), e))??;
     manifest.name = name.to_string();
     std::fs::remove_dir_all(tmp.path()).at(tmp.path())?;
     Ok(manifest)

@@ -466,7 +466,7 @@ async fn write_archive(staging: &Layout, p: &Path, complete: bool, progress: &dy
     out.finish().await?;
     if complete {
         let dir = staging.root().to_path_buf();
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { path: dir, source: e })?;
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir, e))?;
     }
     Ok(())
 }

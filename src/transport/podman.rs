@@ -69,12 +69,12 @@ impl PodmanLoad {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                Error::Other(format!(
-                    "{location}: cannot start {}: {e} (is podman installed?)",
-                    program.to_string_lossy()
-                ))
+                Error::daemon(
+                    &location,
+                    format!("cannot start {}: {e} (is podman installed?)", program.to_string_lossy()),
+                )
             })?;
-        let stdin = child.stdin.take().ok_or_else(|| Error::Other(format!("{location}: no pipe to podman")))?;
+        let stdin = child.stdin.take().ok_or_else(|| Error::daemon(&location, "no pipe to podman"))?;
         let inner = OciArchiveWriter::to_writer(Box::pin(stdin), location.clone()).await?;
         Ok(PodmanLoad { inner, child: Mutex::new(Some(child)), repository: repository.to_string(), location })
     }
@@ -119,14 +119,16 @@ impl Destination for PodmanLoad {
         if let Some(stderr) = child.stderr.take() {
             let _ = stderr.take(MAX_STDERR).read_to_end(&mut err).await;
         }
-        let status = child.wait().await.map_err(|e| Error::Other(format!("{}: podman load: {e}", self.location)))?;
+        let status = child.wait().await.map_err(|e| Error::daemon(&self.location, format!("podman load: {e}")))?;
         written?;
         if !status.success() {
-            return Err(Error::Other(format!(
-                "{}: podman load failed ({status}): {}",
-                self.location,
-                crate::error::printable(String::from_utf8_lossy(&err).trim())
-            )));
+            return Err(Error::daemon(
+                &self.location,
+                format!(
+                    "podman load failed ({status}): {}",
+                    crate::error::printable(String::from_utf8_lossy(&err).trim())
+                ),
+            ));
         }
         Ok(())
     }

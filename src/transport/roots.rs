@@ -36,7 +36,7 @@ struct Entry {
 impl Entry {
     /// From a descriptor hoist writes.
     fn of(desc: &Descriptor) -> Result<Entry> {
-        let raw = serde_json::value::to_raw_value(desc).map_err(|e| Error::Other(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(desc).map_err(|e| Error::serialize("index.json entry", e))?;
         Ok(Entry { raw, digest: desc.digest.clone() })
     }
 
@@ -166,7 +166,7 @@ impl RootIndex {
     /// The `index.json` bytes: `schemaVersion`, `mediaType`, `manifests`, then the other
     /// fields as read.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let err = |e: serde_json::Error| Error::Other(e.to_string());
+        let err = |e: serde_json::Error| Error::serialize("index.json", e);
         let mut fields = self.fields.clone();
         let schema = fields.remove("schemaVersion").unwrap_or(Value::from(2));
         let media_type = fields.remove("mediaType").unwrap_or(Value::from(media::OCI_INDEX));

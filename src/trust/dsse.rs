@@ -94,7 +94,7 @@ impl Envelope {
 
     /// Compact JSON.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|e| Error::Other(format!("DSSE envelope: {e}")))
+        serde_json::to_vec(self).map_err(|e| Error::serialize("DSSE envelope", e))
     }
 
     /// Parse an envelope; `what` is named in errors.

@@ -52,9 +52,10 @@ struct Cipher {
 }
 
 fn derive(password: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32]> {
-    let params = scrypt::Params::new(log_n, r, p, 32).map_err(|e| Error::Other(format!("scrypt parameters: {e}")))?;
+    let params =
+        scrypt::Params::new(log_n, r, p, 32).map_err(|e| Error::crypto_untyped(format!("scrypt parameters: {e}")))?;
     let mut key = [0u8; 32];
-    scrypt::scrypt(password, salt, &params, &mut key).map_err(|e| Error::Other(format!("scrypt: {e}")))?;
+    scrypt::scrypt(password, salt, &params, &mut key).map_err(|e| Error::crypto_untyped(format!("scrypt: {e}")))?;
     Ok(key)
 }
 
@@ -68,13 +69,13 @@ pub fn seal(plaintext: &[u8], password: &[u8]) -> Result<Vec<u8>> {
     let key = derive(password, &salt, WRITE_LOG_N, 8, 1)?;
     let ct = XSalsa20Poly1305::new(&key.into())
         .encrypt(&nonce.into(), plaintext)
-        .map_err(|_| Error::Other("secretbox sealing failed".into()))?;
+        .map_err(|_| Error::crypto_untyped("secretbox sealing failed"))?;
     let doc = Sealed {
         kdf: Kdf { name: "scrypt".into(), params: Params { n: 1 << WRITE_LOG_N, r: 8, p: 1 }, salt: B64.encode(salt) },
         cipher: Cipher { name: "nacl/secretbox".into(), nonce: B64.encode(nonce) },
         ciphertext: B64.encode(ct),
     };
-    serde_json::to_vec(&doc).map_err(|e| Error::Other(format!("sealing a key: {e}")))
+    serde_json::to_vec(&doc).map_err(|e| Error::serialize("sealing a key", e))
 }
 
 /// Open a sealed document with `password`. `name` (the key file) is named in errors; a

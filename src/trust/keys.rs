@@ -72,7 +72,7 @@ impl PrivateKey {
             PrivateKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), msg, &mut sig)
-                    .map_err(|_| Error::Other("RSA signing failed".into()))?;
+                    .map_err(|_| Error::crypto_untyped("RSA signing failed"))?;
                 Ok(sig)
             }
             PrivateKey::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
@@ -95,11 +95,9 @@ impl PrivateKey {
     /// PKCS#8 DER of an ECDSA key (what `key generate` seals); other keys are only read.
     fn to_pkcs8_der(&self) -> Result<Vec<u8>> {
         match self {
-            PrivateKey::EcdsaP256(k) => Ok(k
-                .to_pkcs8_der()
-                .map_err(|e| Error::Other(format!("encoding the private key: {e}")))?
-                .as_bytes()
-                .to_vec()),
+            PrivateKey::EcdsaP256(k) => {
+                Ok(k.to_pkcs8_der().map_err(|e| Error::crypto("encoding the private key", e))?.as_bytes().to_vec())
+            }
             _ => Err(Error::Unsupported("only ECDSA P-256 keys are written".into())),
         }
     }
@@ -199,13 +197,11 @@ impl PublicKey {
 
     /// The PKIX `SubjectPublicKeyInfo` DER.
     pub fn to_spki_der(&self) -> Result<Vec<u8>> {
-        let enc = |e: p256::pkcs8::der::Error| Error::Other(format!("encoding a public key: {e}"));
+        let enc = |e: p256::pkcs8::der::Error| Error::crypto("encoding a public key", e);
         match self {
-            PublicKey::EcdsaP256(k) => Ok(k
-                .to_public_key_der()
-                .map_err(|e| Error::Other(format!("encoding a public key: {e}")))?
-                .as_bytes()
-                .to_vec()),
+            PublicKey::EcdsaP256(k) => {
+                Ok(k.to_public_key_der().map_err(|e| Error::crypto("encoding a public key", e))?.as_bytes().to_vec())
+            }
             PublicKey::Rsa(pkcs1) => SubjectPublicKeyInfoRef {
                 algorithm: AlgorithmIdentifierRef {
                     oid: OID_RSA,
@@ -281,7 +277,7 @@ impl PublicKey {
 /// A key file's bytes, refused beyond [`MAX_KEY_FILE`].
 fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>> {
     use std::io::Read;
-    let io = |e| Error::Io { path: path.to_path_buf(), source: e };
+    let io = |e| Error::io(path, e);
     let mut buf = Vec::new();
     std::fs::File::open(path).map_err(io)?.take(MAX_KEY_FILE + 1).read_to_end(&mut buf).map_err(io)?;
     if buf.len() as u64 > MAX_KEY_FILE {
@@ -307,7 +303,7 @@ pub fn pem_decode(text: &[u8], name: &str) -> Result<(String, Vec<u8>)> {
 /// PEM text with `label`, 64-column lines, LF line endings.
 pub fn pem_encode(label: &str, body: &[u8]) -> Result<String> {
     p256::pkcs8::der::pem::encode_string(label, LineEnding::LF, body)
-        .map_err(|e| Error::Other(format!("PEM encoding: {e}")))
+        .map_err(|e| Error::crypto_untyped(format!("PEM encoding: {e}")))
 }
 
 #[cfg(test)]

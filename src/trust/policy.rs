@@ -101,7 +101,7 @@ impl Policy {
     /// Read and check a policy file.
     pub fn load(path: &Path) -> Result<Policy> {
         use std::io::Read;
-        let io = |e| Error::Io { path: path.to_path_buf(), source: e };
+        let io = |e| Error::io(path, e);
         let mut buf = Vec::new();
         std::fs::File::open(path).map_err(io)?.take(MAX_POLICY + 1).read_to_end(&mut buf).map_err(io)?;
         if buf.len() as u64 > MAX_POLICY {

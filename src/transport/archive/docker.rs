@@ -306,7 +306,7 @@ impl DockerArchiveWriter {
             });
         }
         if manifest_json.is_empty() {
-            return Err(Error::Other(format!("{}: no image was copied; nothing to write", self.location)));
+            return Err(Error::refused(&self.location, "no image was copied; nothing to write"));
         }
         Ok((manifest_json, index))
     }
@@ -442,7 +442,7 @@ impl Destination for DockerArchiveWriter {
                 return Err(e);
             }
         };
-        let manifest_json = serde_json::to_vec(&manifest_json).map_err(|e| Error::Other(e.to_string()))?;
+        let manifest_json = serde_json::to_vec(&manifest_json).map_err(|e| Error::serialize("manifest.json", e))?;
         core.finish(&index, &[("manifest.json", manifest_json)]).await
     }
 }

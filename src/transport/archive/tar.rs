@@ -341,13 +341,13 @@ impl TarSink {
     /// Fail when an earlier write failed or the archive is finished.
     pub fn check(&self) -> Result<()> {
         if let Some(p) = &self.poisoned {
-            return Err(Error::Other(format!(
-                "{}: an earlier write failed, the archive is abandoned: {p}",
-                self.location
-            )));
+            return Err(Error::refused(
+                &self.location,
+                format!("an earlier write failed, the archive is abandoned: {p}"),
+            ));
         }
         if self.out.is_none() {
-            return Err(Error::Other(format!("{}: archive already finished", self.location)));
+            return Err(Error::refused(&self.location, "archive already finished"));
         }
         Ok(())
     }
@@ -370,7 +370,7 @@ impl TarSink {
             Some(Out::File(w)) => w.write_all(bytes).await,
             Some(Out::Stdout(w)) => w.write_all(bytes).await,
             Some(Out::Pipe(w)) => w.write_all(bytes).await,
-            None => return Err(Error::Other(format!("{}: archive already finished", self.location))),
+            None => return Err(Error::refused(&self.location, "archive already finished")),
         };
         r.at(path)
     }

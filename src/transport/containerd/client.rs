@@ -48,7 +48,7 @@ impl Containerd {
                 }
                 _ => format!("cannot connect to the containerd socket {}: {e}", addr.display()),
             };
-            return Err(Error::Other(format!("{location}: {why}")));
+            return Err(Error::daemon(location, why));
         }
         let path = addr.clone();
         let channel = containerd_client::tonic::transport::Endpoint::from_static("http://[::]")
@@ -103,14 +103,13 @@ impl Containerd {
         match s.code() {
             Code::NotFound => Error::not_found(format!("{what}: {msg}"), self.location.clone()),
             Code::PermissionDenied | Code::Unauthenticated => {
-                Error::Other(format!("{}: {what}: permission denied: {msg}", self.location))
+                Error::daemon(&self.location, format!("{what}: permission denied: {msg}"))
             }
-            Code::Unavailable => Error::Other(format!(
-                "{}: {what}: containerd at {} is unavailable: {msg}",
-                self.location,
-                self.target.address.display()
-            )),
-            code => Error::Other(format!("{}: {what}: {code:?}: {msg}", self.location)),
+            Code::Unavailable => Error::daemon(
+                &self.location,
+                format!("{what}: containerd at {} is unavailable: {msg}", self.target.address.display()),
+            ),
+            code => Error::daemon(&self.location, format!("{what}: {code:?}: {msg}")),
         }
     }
 

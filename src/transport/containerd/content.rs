@@ -259,10 +259,10 @@ impl Containerd {
         let check = |resp: WriteContentResponse, want: u64| {
             let now = u64::try_from(resp.offset).unwrap_or(0);
             if now != want {
-                return Err(Error::Other(format!(
-                    "{}: {what}: containerd is at offset {now}, expected {want}",
-                    self.location
-                )));
+                return Err(Error::daemon(
+                    &self.location,
+                    format!("{what}: containerd is at offset {now}, expected {want}"),
+                ));
             }
             Ok(())
         };

@@ -281,7 +281,7 @@ impl Layout {
                 hash_reader(f, &path, d2.algorithm())
             })
             .await
-            .map_err(|e| Error::Other(e.to_string()))?;
+            .map_err(|e| Error::task("blob check", e))?;
             match actual {
                 Ok(a) if a != digest => {
                     problems.push(format!("blob {digest} in oci:{}: content hashes to {a}", self.root.display()))
@@ -341,7 +341,7 @@ impl Layout {
         let has_tmp = safe::dir_exists(&self.root, TMP_DIR)?;
         let (reachable, problems) = self.reachable().await?;
         if !problems.is_empty() {
-            return Err(Error::Other(format!("refusing gc of {}: {}", self.loc(), problems.join("; "))));
+            return Err(Error::refused(self.loc(), format!("refusing gc: {}", problems.join("; "))));
         }
         let mut report = GcReport::default();
         let keep: BTreeSet<&Digest> = reachable.keys().collect();
@@ -459,13 +459,10 @@ pub(crate) async fn write_verified(
     }
     .await;
     drop(full_tx);
-    let file = writer.await.map_err(|e| Error::Other(format!("blob writer: {e}")))?.at(path);
+    let file = writer.await.map_err(|e| Error::task("blob writer", e))?.at(path);
     read_result?;
     let file = file?;
-    tokio::task::spawn_blocking(move || file.sync_all())
-        .await
-        .map_err(|e| Error::Other(format!("blob writer: {e}")))?
-        .at(path)
+    tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(|e| Error::task("blob writer", e))?.at(path)
 }
 
 /// A file as a stream read in COPY_BUF blocks by one blocking thread with std::fs, a few

@@ -211,7 +211,7 @@ fn load_state(path: &Path, desc: &Descriptor, file_len: u64) -> Option<State> {
 }
 
 fn save_state(layout: &Layout, path: &Path, state: &State) -> Result<()> {
-    let bytes = serde_json::to_vec(state).map_err(|e| Error::Other(format!("partial state: {e}")))?;
+    let bytes = serde_json::to_vec(state).map_err(|e| Error::serialize("partial state", e))?;
     write_atomic(layout.root(), path, &bytes)
 }
 
@@ -319,7 +319,7 @@ pub(crate) async fn download_lanes(
         let f = file.clone();
         tokio::task::spawn_blocking(move || f.sync_all())
             .await
-            .map_err(|e| Error::Other(format!("blob writer: {e}")))?
+            .map_err(|e| Error::task("blob writer", e))?
             .at(&p.data)?;
         std::fs::rename(&p.data, &target).at(&target)?;
         sync_dir(&dir);
@@ -370,7 +370,7 @@ async fn lane(
                     RangeRead::Part(s) => (i, s),
                     RangeRead::Whole(_) | RangeRead::Unsupported => {
                         shared.no_ranges.store(true, Ordering::SeqCst);
-                        return Err(Error::Other(format!("{} stopped serving ranges", src.location())));
+                        return Err(Error::refused(src.location(), "stopped serving ranges"));
                     }
                 }
             }
@@ -420,7 +420,7 @@ async fn hasher(shared: &Shared, file: &Arc<File>, path: &Path, desc: &Descripto
                 Ok(hh)
             })
             .await
-            .map_err(|e| Error::Other(format!("blob hasher: {e}")))?
+            .map_err(|e| Error::task("blob hasher", e))?
             .at(path)?;
             h = Some(hh);
             hashed = frontier;
@@ -431,7 +431,10 @@ async fn hasher(shared: &Shared, file: &Arc<File>, path: &Path, desc: &Descripto
         }
         if shared.lanes_done.load(Ordering::SeqCst) {
             // lanes finished but the prefix has a hole: their errors are reported instead
-            return Err(Error::Other(format!("blob {}: ranged download incomplete at {hashed}", desc.digest)));
+            return Err(Error::refused(
+                format!("blob {}", desc.digest),
+                format!("ranged download incomplete at {hashed}"),
+            ));
         }
         let _ = tokio::time::timeout(STATE_FLUSH, shared.wake_hasher.notified()).await;
     }
@@ -489,10 +492,10 @@ mod tests {
             "ranges:test".into()
         }
         async fn resolve(&self, _r: Option<&str>) -> Result<Descriptor> {
-            Err(Error::Other("no roots".into()))
+            Err(Error::not_found("any root", "ranges:test"))
         }
         async fn fetch_manifest_bytes(&self, _d: &Descriptor) -> Result<bytes::Bytes> {
-            Err(Error::Other("no manifests".into()))
+            Err(Error::not_found("any manifest", "ranges:test"))
         }
         async fn open_blob(&self, _d: &Descriptor, offset: u64) -> Result<BlobStream> {
             Ok(Box::pin(std::io::Cursor::new(self.data.slice(offset as usize..))))

@@ -45,7 +45,7 @@ impl Client {
                 let job = tokio::task::spawn_blocking(move || credentials::lookup_blocking(&r));
                 match tokio::time::timeout(Duration::from_secs(60), job).await {
                     Ok(Ok(res)) => res,
-                    Ok(Err(e)) => Err(Error::Other(e.to_string())),
+                    Ok(Err(e)) => Err(Error::task("credential lookup", e)),
                     Err(_) => Err(Error::Auth {
                         registry: registry.to_string(),
                         reason: "credential lookup timed out".into(),

@@ -449,7 +449,7 @@ fn write_atomic(path: &Path, cfg: &Value) -> Result<()> {
     };
     let mut tmp = tempfile::Builder::new().prefix(".auth-").tempfile_in(dir).at(dir)?;
     tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).at(tmp.path())?;
-    let bytes = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(cfg).map_err(|e| Error::serialize("credentials file", e))?;
     tmp.write_all(&bytes).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

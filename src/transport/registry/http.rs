@@ -213,7 +213,7 @@ impl Client {
                 }
             }
         }
-        Err(Error::Other(format!("registry {registry}: unreachable")))
+        Err(Error::Network { registry: registry.to_string(), reason: "unreachable".into() })
     }
 
     /// Send a request built by `mk` (called again for each attempt), with auth, one

@@ -347,7 +347,7 @@ impl Repository {
 
     fn check_blocked(&self) -> Result<()> {
         match &self.blocked {
-            Some(why) => Err(Error::Other(format!("registry {}: {why}", self.registry))),
+            Some(why) => Err(Error::Protocol { registry: self.registry.clone(), reason: why.to_string() }),
             None => Ok(()),
         }
     }

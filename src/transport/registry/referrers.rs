@@ -202,11 +202,13 @@ impl Repository {
             }
             tracing::info!(%tag, attempt, "referrers fallback index replaced by another writer; retrying");
         }
-        Err(Error::Other(format!(
-            "{}: could not add {} to the referrers fallback index {tag} after {FALLBACK_ATTEMPTS} attempts (concurrent writers)",
+        Err(Error::refused(
             self.loc(),
-            entry.digest
-        )))
+            format!(
+                "could not add {} to the referrers fallback index {tag} after {FALLBACK_ATTEMPTS} attempts (concurrent writers)",
+                entry.digest
+            ),
+        ))
     }
 }
 

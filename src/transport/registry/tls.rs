@@ -201,20 +201,20 @@ fn client_config(t: &HostTls, http2: bool) -> Result<rustls::ClientConfig> {
         }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
-            .map_err(|e| Error::Other(format!("TLS verifier: {e}")))?;
+            .map_err(|e| Error::tls("TLS verifier", e))?;
         Arc::new(PinningVerifier { inner, pinned: t.extra.clone() })
     } else {
         Arc::new(NoVerifier { provider: provider.clone() })
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Other(format!("TLS config: {e}")))?
+        .map_err(|e| Error::tls("TLS config", e))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match &t.identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| Error::Other(format!("client certificate: {e}")))?,
+            .map_err(|e| Error::tls("client certificate", e))?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
@@ -494,7 +494,7 @@ fn build_client(opts: &RegistryOptions, t: &HostTls, proxy: &ProxyEnv, http2: bo
     // and 2.4 s on HTTP/1.1 (bench/NOTES.md).
     // With `--http2`, blob bodies still go over HTTP/1.1 (`Entry::blob`).
     b = if http2 { b.http2_adaptive_window(true) } else { b.http1_only() };
-    b.build().map_err(|e| Error::Other(format!("HTTP client: {e}")))
+    b.build().map_err(|e| Error::http("HTTP client", e))
 }
 
 /// What kind of TLS failure an error is.

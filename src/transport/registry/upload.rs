@@ -242,10 +242,14 @@ impl Repository {
             status: resp.status().as_u16(),
             detail: ": no Location header".into(),
         })?;
-        let base = url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Other(e.to_string()))?;
-        let url = base
-            .join(loc)
-            .map_err(|e| Error::Other(format!("registry {}: bad upload Location: {e}", self.registry)))?;
+        let base = url::Url::parse(&format!("{}/", host.base)).map_err(|e| Error::Protocol {
+            registry: self.registry.clone(),
+            reason: format!("bad base URL {}: {e}", host.base),
+        })?;
+        let url = base.join(loc).map_err(|e| Error::Protocol {
+            registry: self.registry.clone(),
+            reason: format!("bad upload Location: {e}"),
+        })?;
         if url.host_str() != base.host_str()
             || url.port_or_known_default() != base.port_or_known_default()
             || url.scheme() != base.scheme()
