@@ -31,6 +31,11 @@ use crate::sbom::{self, ScanOptions};
 use crate::transport::layout::Layout;
 use crate::transport::Source;
 
+/// Layer annotation of the SBOMs beyond the image's own: `context` (the build context) or
+/// `stage:NAME` (another stage of the build). The image's SBOM comes first and has none, so
+/// tools that take the first SPDX statement as the image's (buildx's) still do.
+pub const ANNOTATION_SBOM_SCOPE: &str = "dev.hoist.sbom.scope";
+
 /// Media type of an in-toto statement layer.
 pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 /// `_type` of an in-toto Statement v1.
@@ -83,6 +88,11 @@ pub struct Request {
     pub provenance: Option<(ProvenanceMode, SlsaVersion)>,
     /// Where the statements go.
     pub placement: Placement,
+    /// Also an SBOM of the build context (BuildKit's `scan-context`; on with `mode=max`).
+    pub scan_context: bool,
+    /// Also an SBOM of each other stage built (BuildKit's `scan-stage`, its
+    /// `BUILDKIT_SBOM_SCAN_STAGE`; on with `mode=max`).
+    pub scan_stages: bool,
 }
 
 fn bool_flag(flag: &str, v: &str) -> Result<bool> {
@@ -109,6 +119,8 @@ impl Request {
         attest_as: Option<&str>,
     ) -> Result<Request> {
         let mut r = Request::default();
+        // scan-context / scan-stage as given; unset, `mode=max` turns them on
+        let (mut scan_context, mut scan_stages) = (None, None);
         if let Some(v) = sbom {
             if bool_flag("--sbom", v)? {
                 r.sbom = Some(sbom::Format::SpdxJson);
@@ -138,12 +150,11 @@ impl Request {
                                 })?
                             }
                             Some(("disabled", d)) => disabled = bool_flag("disabled", d)?,
-                            // BuildKit's scan of the context and the stages: not done by hoist
-                            // (refused rather than ignored when asked for)
-                            Some(("scan-context", v)) | Some(("scan-stage", v)) if !bool_flag(p, v)? => {}
+                            Some(("scan-context", v)) => scan_context = Some(bool_flag(p, v)?),
+                            Some(("scan-stage", v)) => scan_stages = Some(bool_flag(p, v)?),
                             _ => {
                                 return Err(Error::Usage(format!(
-                                    "--attest {a:?}: {p:?} is not supported (keys: format=spdx|cyclonedx, disabled=true|false)"
+                                    "--attest {a:?}: {p:?} is not supported (keys: format=spdx|cyclonedx, disabled=true|false, scan-context=true|false, scan-stage=true|false)"
                                 )))
                             }
                         }
@@ -155,6 +166,9 @@ impl Request {
                 _ => return Err(Error::Usage(format!("--attest {a:?}: expected type=sbom or type=provenance"))),
             }
         }
+        let max = matches!(r.provenance, Some((ProvenanceMode::Max, _)));
+        r.scan_context = r.sbom.is_some() && scan_context.unwrap_or(max);
+        r.scan_stages = r.sbom.is_some() && scan_stages.unwrap_or(max);
         r.placement = match attest_as {
             None | Some("index") => Placement::Index,
             Some("referrers") => Placement::Referrers,
@@ -218,6 +232,9 @@ pub struct BuildInfo {
     pub bases: Vec<BaseImage>,
     /// The build context (a directory) and its digest.
     pub context: Option<(String, Digest)>,
+    /// The images of the other stages the build made (stage name or index, image manifest
+    /// with its platform, in the store), for [`Request::scan_stages`].
+    pub stages: Vec<(String, Descriptor)>,
     /// Names the image is pushed or tagged as (the statements' subjects).
     pub names: Vec<String>,
     /// Seconds since the epoch the build started and finished.
@@ -406,6 +423,11 @@ pub struct Attached {
     pub referrers: Vec<Descriptor>,
 }
 
+/// The SBOM document of `scan` as a statement's predicate.
+fn render(format: sbom::Format, scan: &sbom::Sbom, created: i64) -> Result<Value> {
+    serde_json::from_slice(&format.render(scan, created)?).map_err(|e| Error::serialize("sbom", e))
+}
+
 fn store_json(store: &Layout, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
     let desc = Descriptor::of_bytes(media_type, bytes);
     store.write_blob_bytes(&desc, bytes)?;
@@ -446,35 +468,59 @@ pub async fn attach(
         info
     };
     let mut attestation_manifests = Vec::new();
+    // the build context is scanned once for every image
+    let mut context_sbom: Option<Value> = None;
     for image in
         entries.iter().filter(|d| !crate::model::platform::is_attestation(d) && media::is_manifest(&d.media_type))
     {
-        let mut statements: Vec<(String, Vec<u8>)> = Vec::new();
+        // (predicate type, statement, scope of an extra SBOM)
+        let mut statements: Vec<(String, Vec<u8>, Option<String>)> = Vec::new();
         let platform = image.platform.clone();
+        let to_vec = |s: &Value| serde_json::to_vec(s).map_err(|e| Error::serialize("in-toto statement", e));
         if let Some(format) = req.sbom {
             let name = info.names.first().map(String::as_str);
             let scan = sbom::scan_manifest(store, image, name, &ScanOptions::default()).await?;
-            let predicate: Value = serde_json::from_slice(&format.render(&scan, info.finished)?)
-                .map_err(|e| Error::serialize("sbom", e))?;
-            let s = statement(image, platform.as_ref(), &info.names, format.predicate_type(), predicate);
-            statements.push((
-                format.predicate_type().to_string(),
-                serde_json::to_vec(&s).map_err(|e| Error::serialize("in-toto statement", e))?,
-            ));
+            let ptype = format.predicate_type();
+            let s = statement(image, platform.as_ref(), &info.names, ptype, render(format, &scan, info.finished)?);
+            statements.push((ptype.to_string(), to_vec(&s)?, None));
+            if let (true, Some((dir, digest))) = (req.scan_context, &info.context) {
+                if context_sbom.is_none() {
+                    let (dir, digest) = (std::path::PathBuf::from(dir), digest.clone());
+                    let scan = tokio::task::spawn_blocking(move || sbom::scan_dir_blocking(&dir, &digest, "context"))
+                        .await
+                        .map_err(|e| Error::task("sbom of the build context", e))??;
+                    context_sbom = Some(render(format, &scan, info.finished)?);
+                }
+                let predicate = context_sbom.clone().unwrap_or_default();
+                let s = statement(image, platform.as_ref(), &info.names, ptype, predicate);
+                statements.push((ptype.to_string(), to_vec(&s)?, Some("context".to_string())));
+            }
+            if req.scan_stages {
+                for (stage, manifest) in info.stages.iter().filter(|(_, m)| m.platform == platform) {
+                    let label = format!("stage:{stage}");
+                    let scan = sbom::scan_manifest(store, manifest, Some(&label), &ScanOptions::default()).await?;
+                    let s =
+                        statement(image, platform.as_ref(), &info.names, ptype, render(format, &scan, info.finished)?);
+                    statements.push((ptype.to_string(), to_vec(&s)?, Some(label)));
+                }
+            }
         }
         if let Some((mode, version)) = req.provenance {
             let (ptype, predicate) = provenance(info, mode, version);
             let s = statement(image, platform.as_ref(), &info.names, &ptype, predicate);
-            statements.push((ptype, serde_json::to_vec(&s).map_err(|e| Error::serialize("in-toto statement", e))?));
+            statements.push((ptype, to_vec(&s)?, None));
         }
         let mut layers = Vec::new();
-        for (ptype, bytes) in statements {
+        for (ptype, bytes, scope) in statements {
             let (bytes, media_type) = match signer {
                 Some(s) => s.sign(&bytes)?,
                 None => (bytes, IN_TOTO_MEDIA_TYPE.to_string()),
             };
-            let desc =
+            let mut desc =
                 store_json(store, &media_type, &bytes)?.with_annotation(ANNOTATION_PREDICATE_TYPE, ptype.clone());
+            if let Some(scope) = scope {
+                desc = desc.with_annotation(ANNOTATION_SBOM_SCOPE, scope);
+            }
             out.statements.push((image.digest.clone(), ptype, desc.digest.clone()));
             layers.push(desc);
         }
@@ -647,8 +693,18 @@ mod tests {
         // disabled=true turns off what a flag before turned on
         let off = r(Some("true"), Some("true"), &["type=sbom,disabled=true", "type=provenance,disabled=true"]).unwrap();
         assert!(!off.any(), "{off:?}");
-        assert!(r(None, None, &["type=sbom,scan-stage=true"]).is_err(), "stage scanning is not done: refused");
-        assert!(r(None, None, &["type=sbom,scan-context=false"]).is_ok());
+        // mode=max scans the context and the stages too, unless told not to
+        assert!(both.scan_context && both.scan_stages, "{both:?}");
+        let min = r(Some("true"), Some("true"), &[]).unwrap();
+        assert!(!min.scan_context && !min.scan_stages, "{min:?}");
+        let stage = r(None, None, &["type=sbom,scan-stage=true"]).unwrap();
+        assert!(stage.scan_stages && !stage.scan_context, "{stage:?}");
+        let no_ctx = r(Some("true"), Some("mode=max"), &["type=sbom,scan-context=false"]).unwrap();
+        assert!(!no_ctx.scan_context && no_ctx.scan_stages, "{no_ctx:?}");
+        // no SBOM, nothing to scan
+        let prov_only = r(None, Some("mode=max"), &[]).unwrap();
+        assert!(!prov_only.scan_context && !prov_only.scan_stages, "{prov_only:?}");
+        assert!(r(None, None, &["type=sbom,scan-stage=maybe"]).is_err());
         assert!(r(None, Some("mode=huge"), &[]).is_err());
         assert!(r(None, None, &["type=vex"]).is_err());
         assert!(Request::from_flags(None, None, &[], Some("sideways")).is_err());

@@ -86,7 +86,9 @@ pub(crate) struct BuildArgs {
     /// Attach SLSA provenance: true, false, mode=min|max[,version=v0.2] (buildx's `--provenance`).
     #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub provenance: Option<String>,
-    /// An attestation (repeatable): type=sbom[,format=cyclonedx], type=provenance[,mode=max][,version=v0.2].
+    /// An attestation (repeatable): type=sbom[,format=cyclonedx][,scan-context=true][,scan-stage=true],
+    /// type=provenance[,mode=max][,version=v0.2]. With mode=max the SBOM also covers the
+    /// build context and the other stages.
     #[arg(long, value_name = "type=sbom|provenance,...")]
     pub attest: Vec<String>,
     /// Where attestations go: index (an attestation manifest per image, as buildx) or
@@ -186,6 +188,24 @@ async fn attest_build(
     Ok((done.root, req.placement == attest::Placement::Referrers))
 }
 
+/// BuildKit's build args `BUILDKIT_SBOM_SCAN_CONTEXT` and `BUILDKIT_SBOM_SCAN_STAGE`
+/// (true|false): the SBOM's scan of the context and of the other stages, as `--attest
+/// type=sbom,scan-context=…,scan-stage=…` ask for it. Without an SBOM they ask for nothing.
+fn buildkit_scan_args(req: &mut attest::Request, build_args: &BTreeMap<String, String>) -> Result<()> {
+    let sbom = req.sbom.is_some();
+    for (arg, flag) in
+        [("BUILDKIT_SBOM_SCAN_CONTEXT", &mut req.scan_context), ("BUILDKIT_SBOM_SCAN_STAGE", &mut req.scan_stages)]
+    {
+        match build_args.get(arg).map(String::as_str) {
+            None => {}
+            Some("true" | "1") => *flag = sbom,
+            Some("false" | "0") => *flag = false,
+            Some(v) => return Err(Error::Usage(format!("--build-arg {arg}={v}: expected true or false"))),
+        }
+    }
+    Ok(())
+}
+
 fn attest_request(args: &BuildArgs) -> Result<attest::Request> {
     attest::Request::from_flags(
         args.sbom.as_deref(),
@@ -265,6 +285,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
             .iter()
             .map(|s| key_value("--build-context", s).map(|(k, v)| (k, NamedContext::parse(&v))))
             .collect::<Result<_>>()?,
+        keep_stages: false,
     };
     let cache_to: Vec<(OutputSpec, CacheMode)> = args.cache_to.iter().map(|s| cache_to(s)).collect::<Result<_>>()?;
     let mut outputs = args.out.parse()?;
@@ -274,7 +295,9 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     apply_default_tag(&mut outputs, args.tag.as_deref());
     let out_signer = args.out.sign.load_for_outputs(&outputs)?;
     let store = args.out.open_store()?;
-    let req = attest_request(args)?;
+    let mut req = attest_request(args)?;
+    buildkit_scan_args(&mut req, &opts.build_args)?;
+    opts.keep_stages = req.scan_stages;
     let signer = attest_signer(args, &req)?;
     let mut info = build_info("dockerfile.v0", &opts.dockerfile, &outputs)?;
     let resolver = Resolver(ctx, Default::default());
@@ -298,6 +321,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         let dir = std::fs::canonicalize(&opts.context).map_err(|e| Error::io(&opts.context, e))?;
         let digest = tokio::task::block_in_place(|| attest::context_digest_blocking(&dir))?;
         info.context = Some((dir.display().to_string(), digest));
+        info.stages = outcome.stages.clone();
     }
     for ((out, _), cache) in cache_to.iter().zip(&outcome.caches) {
         for r in export(&store, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)

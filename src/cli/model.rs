@@ -368,30 +368,6 @@ impl ModelCmd {
     }
 }
 
-/// `model unpack --verify-key`: a cosign signature by one of the keys, or else an OpenSSF model
-/// signature referrer (`hoist model sign`, `model_signing`) whose files are the artifact's.
-async fn verify_before_unpack(
-    ep: &hoist::transport::Endpoint,
-    src: &dyn Source,
-    root: &hoist::Descriptor,
-    key_files: &[std::path::PathBuf],
-) -> Result<()> {
-    let cosign = match super::trust::verify_signed(ep, src, root, key_files).await {
-        Ok(()) => return Ok(()),
-        Err(Error::Untrusted { reason, .. }) => reason,
-        Err(e) => return Err(e),
-    };
-    let keys = key_files.iter().map(|k| hoist::trust::PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
-    match hoist::modelpack::sign::verify_artifact(src, root, &keys).await {
-        Ok(_) => Ok(()),
-        Err(Error::Untrusted { reason, .. }) => Err(Error::Untrusted {
-            reference: format!("{ep} ({})", root.digest),
-            reason: format!("{cosign}; and as a model: {reason}"),
-        }),
-        Err(e) => Err(e),
-    }
-}
-
 /// The model directory a command reads: a missing one is bad input (exit 2) naming it.
 fn must_be_dir(command: &str, dir: &std::path::Path) -> Result<()> {
     if dir.is_dir() {
@@ -544,7 +520,8 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let (ep, src, root) = resolve_any(ctx, &reference).await?;
             policy.check(&ep, src.as_ref(), &root).await?;
             if !verify_key.is_empty() {
-                verify_before_unpack(&ep, src.as_ref(), &root, &verify_key).await?;
+                let keys = verify_key.iter().map(|k| hoist::trust::PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
+                hoist::trust::verify::verify_model_artifact(&ep, src.as_ref(), &root, &keys).await?;
             }
             let select = FileSelector::new(&include, &exclude)?;
             let nothing_matched = || {

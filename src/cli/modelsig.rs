@@ -1,5 +1,5 @@
 //! `hoist model sign` / `hoist model verify`: OpenSSF model signatures (`model.sig`, the
-//! `model-signing` package's key method) of a model directory, or of a model artifact in a
+//! `model-signing` package's key method) of a model directory or file, or of a model artifact in a
 //! registry or layout (the signature attached as a referrer). The work is the library's
 //! (`trust::modelsig`, `modelpack::sign`).
 
@@ -18,7 +18,7 @@ use super::Ctx;
 /// `hoist model sign`.
 #[derive(Args)]
 pub(crate) struct ModelSignArgs {
-    /// The model: a directory, or a model artifact (registry reference, oci:DIR:TAG).
+    /// The model: a directory, one file, or a model artifact (registry reference, oci:DIR:TAG).
     pub model: String,
     /// The private key (ECDSA for the `model-signing` verifier; cosign's encrypted format or PEM).
     #[arg(long, value_name = "KEY")]
@@ -26,7 +26,7 @@ pub(crate) struct ModelSignArgs {
     /// Read the key's password from the first line of this file (else COSIGN_PASSWORD, else a prompt).
     #[arg(long, value_name = "FILE")]
     sign_passphrase_file: Option<PathBuf>,
-    /// Where to write the signature of a directory [default: DIR/model.sig].
+    /// Where to write the signature of a directory or file [default: DIR/model.sig, FILE.sig].
     #[arg(long, value_name = "PATH")]
     signature: Option<PathBuf>,
     /// Paths (relative to the model directory) left out of the signature (repeatable);
@@ -38,20 +38,31 @@ pub(crate) struct ModelSignArgs {
 /// `hoist model verify`.
 #[derive(Args)]
 pub(crate) struct ModelVerifyArgs {
-    /// The model: a directory, or a model artifact (registry reference, oci:DIR:TAG).
+    /// The model: a directory, one file, or a model artifact (registry reference, oci:DIR:TAG).
     pub model: String,
     /// Public key(s) (PEM); a signature by any of them counts.
     #[arg(long, value_name = "PUB", required = true)]
     key: Vec<PathBuf>,
-    /// The signature of a directory [default: DIR/model.sig].
+    /// The signature of a directory or file [default: DIR/model.sig, FILE.sig].
     #[arg(long, value_name = "PATH")]
     signature: Option<PathBuf>,
 }
 
-/// A directory model, or None for a reference.
-fn as_dir(model: &str) -> Option<PathBuf> {
+/// A model on disk (a directory or one file), or None for a reference.
+fn as_local(model: &str) -> Option<PathBuf> {
     let p = Path::new(model);
-    p.is_dir().then(|| p.to_path_buf())
+    (p.is_dir() || p.is_file()).then(|| p.to_path_buf())
+}
+
+/// Where the signature of the model at `path` is by default: `DIR/model.sig` inside a
+/// directory, `FILE.sig` beside a one-file model.
+fn default_signature(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        return path.join(modelsig::SIGNATURE_FILE);
+    }
+    let mut s = path.as_os_str().to_os_string();
+    s.push(".sig");
+    PathBuf::from(s)
 }
 
 /// The model's name in a statement about an artifact: the repository's (or layout's) last
@@ -67,8 +78,8 @@ fn artifact_name(ep: &Endpoint) -> String {
 
 pub(crate) async fn run_sign(ctx: &Ctx, args: ModelSignArgs) -> Result<i32> {
     let key = load_private_key(&args.key, args.sign_passphrase_file.as_deref())?;
-    if let Some(dir) = as_dir(&args.model) {
-        let sig = args.signature.clone().unwrap_or_else(|| dir.join(modelsig::SIGNATURE_FILE));
+    if let Some(dir) = as_local(&args.model) {
+        let sig = args.signature.clone().unwrap_or_else(|| default_signature(&dir));
         let progress = ctx.progress.clone();
         let (d, s, ignore) = (dir.clone(), sig.clone(), args.ignore_paths.clone());
         let (bundle, manifest) =
@@ -87,7 +98,7 @@ pub(crate) async fn run_sign(ctx: &Ctx, args: ModelSignArgs) -> Result<i32> {
     }
     if args.signature.is_some() || !args.ignore_paths.is_empty() {
         return Err(Error::Usage(format!(
-            "{}: --signature and --ignore-paths are for a model directory; an artifact's signature is attached to it",
+            "{}: --signature and --ignore-paths are for a model directory or file; an artifact's signature is attached to it",
             args.model
         )));
     }
@@ -112,8 +123,8 @@ pub(crate) async fn run_sign(ctx: &Ctx, args: ModelSignArgs) -> Result<i32> {
 
 pub(crate) async fn run_verify(ctx: &Ctx, args: ModelVerifyArgs) -> Result<i32> {
     let keys = args.key.iter().map(|k| PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
-    if let Some(dir) = as_dir(&args.model) {
-        let sig = args.signature.clone().unwrap_or_else(|| dir.join(modelsig::SIGNATURE_FILE));
+    if let Some(dir) = as_local(&args.model) {
+        let sig = args.signature.clone().unwrap_or_else(|| default_signature(&dir));
         let bytes = hoist::transport::layout::read_limited(&sig, modelsig::MAX_SIGNATURE)?;
         let progress = ctx.progress.clone();
         let (d, s) = (dir.clone(), sig.clone());
@@ -137,7 +148,7 @@ pub(crate) async fn run_verify(ctx: &Ctx, args: ModelVerifyArgs) -> Result<i32> 
     }
     if args.signature.is_some() {
         return Err(Error::Usage(format!(
-            "{}: --signature is for a model directory; an artifact's signature is found among its referrers",
+            "{}: --signature is for a model directory or file; an artifact's signature is found among its referrers",
             args.model
         )));
     }

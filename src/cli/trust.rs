@@ -293,46 +293,6 @@ pub(crate) async fn run_sign(ctx: &Ctx, args: SignArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Whether a claimed identity names the repository of `expected` (a registry reference).
-pub(crate) fn same_repository(claimed: &str, expected: &Reference) -> bool {
-    claimed.parse::<Reference>().is_ok_and(|c| c.registry == expected.registry && c.repository == expected.repository)
-}
-
-/// The identity rule of `hoist verify` (and `--verify-key`): a claimed reference must name
-/// `expected`'s repository; with no registry name to compare, any identity is reported.
-fn repository_rule(expected: Option<Reference>) -> impl Fn(Option<&str>) -> bool + Send + Sync {
-    move |claimed: Option<&str>| match (claimed, &expected) {
-        (Some(c), Some(e)) => same_repository(c, e),
-        // a bundle naming no subject (cosign's) was found in this repository's referrers
-        (None, _) | (_, None) => true,
-    }
-}
-
-/// Ok when a signature by one of the keys in `key_files` covers `subject` with the
-/// repository's identity (both formats, first that verifies); else [`Error::Untrusted`].
-pub(crate) async fn verify_signed(
-    ep: &Endpoint,
-    src: &dyn hoist::transport::Source,
-    subject: &hoist::Descriptor,
-    key_files: &[PathBuf],
-) -> Result<()> {
-    let keys = key_files.iter().map(|k| PublicKey::load(k)).collect::<Result<Vec<_>>>()?;
-    let expected = match ep {
-        Endpoint::Registry(r) => Some(r.clone()),
-        _ => None,
-    };
-    let identity = repository_rule(expected);
-    let rules = Rules {
-        keys: &keys,
-        identity: &identity,
-        format: Format::Both,
-        predicate_type: payload::COSIGN_SIGN_PREDICATE,
-        first_only: true,
-    };
-    let checked = verify::check(src, subject, &rules).await?;
-    verify::require_verified(&ep.to_string(), &checked)
-}
-
 pub(crate) async fn run_verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
     let format: Format = args.signature_format.parse()?;
     let what = (args.reference.as_str(), args.key.as_slice(), args.identity.as_deref());
@@ -397,7 +357,7 @@ async fn verify_and_print(
         (None, Endpoint::Registry(r)) => Some(r.clone()),
         _ => None,
     };
-    let identity = repository_rule(expected);
+    let identity = verify::repository_rule(expected);
     let rules = Rules { keys: &keys, identity: &identity, format, predicate_type, first_only: false };
     let checked = verify::check(src.as_ref(), &subject, &rules).await?;
     let verdict = verify::require_verified(&ep.to_string(), &checked);

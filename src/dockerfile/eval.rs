@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext
 use crate::error::{Error, IoContext, Result};
 use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
 use crate::ingest::{rfc3339, source_date_epoch};
+use crate::layer::extract::{clean_path, Extractor, Profile};
+use crate::layer::tar::{Stream, TarReader};
 use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{Empty, History, ImageConfig, RootFs};
@@ -330,12 +333,16 @@ pub async fn build_dockerfile(
     }
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
+    let mut stages = Vec::new();
     for p in &platforms {
-        let stage = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
         ctx.ensure_layers(&stage.layers).await?;
         let desc = write_image(&ctx, &stage, p)?;
         manifests.push(desc);
+        if opts.keep_stages {
+            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+        }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     ctx.stat.save()?;
@@ -354,7 +361,29 @@ pub async fn build_dockerfile(
         hashed: ctx.stat.hashed(),
         stat_hits: ctx.stat.hits(),
         caches,
+        stages,
     })
+}
+
+/// [`DockerfileBuild::keep_stages`]: the image of each stage built besides the target (its
+/// layers stored, config and manifest written untagged), named by the stage's name or index,
+/// its descriptor's platform the target platform `p` it was built for.
+async fn stage_images(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    others: BTreeMap<usize, Stage>,
+    p: &Platform,
+) -> Result<Vec<(String, Descriptor)>> {
+    let mut out = Vec::new();
+    for (i, st) in others {
+        ctx.ensure_layers(&st.layers).await?;
+        let none = BTreeMap::new();
+        let parts = ImageParts { config: st.config.clone(), layers: st.layers.clone(), annotations: &none, base: None };
+        let mut desc = write_manifest(ctx.layout, parts, &st.platform, &ctx.created)?;
+        desc.platform = Some(p.clone());
+        out.push((plan.names[i].clone().unwrap_or_else(|| i.to_string()), desc));
+    }
+    Ok(out)
 }
 
 /// The caches of `--cache-from` that can be read; one that cannot (not pushed yet, not a
@@ -562,14 +591,15 @@ async fn build_platform(
     plan: &Plan,
     platform: &Platform,
     resolver: &dyn ImageResolver,
-) -> Result<Stage> {
+) -> Result<(Stage, BTreeMap<usize, Stage>)> {
     let gvars = global_vars(ctx, &plan.globals, platform)?;
     let mut done: BTreeMap<usize, Stage> = BTreeMap::new();
     for &s in &plan.needed {
         let stage = build_stage(ctx, plan, s, &gvars, platform, &done, resolver).await?;
         done.insert(s, stage);
     }
-    done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))
+    let target = done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))?;
+    Ok((target, done))
 }
 
 /// The stage `r` names among the first `before` (by name, or for `--from` by index too).
@@ -1847,22 +1877,27 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
     let reader = codec::archive_decoder(&head[..n], f).at(src)?;
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
-    ar.set_preserve_ownerships(false);
-    ar.set_unpack_xattrs(false);
-    let unpacked = ar.entries().and_then(|entries| {
-        for entry in entries {
-            crate::layer::tar::unpack_entry(&mut entry?, t.path())?;
+    // The one safe extraction: nothing written through a symlink of the archive, no hard
+    // link out of it.
+    let location = src.display().to_string();
+    let mut tar = TarReader::new(Stream(reader), src, location.as_str());
+    let mut ext = Extractor::new(t.path(), Profile::Archive);
+    ext.begin_layer(location.as_str());
+    let unpacked = (|| -> Result<()> {
+        while let Some(member) = tar.next_member()? {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&member.name));
+            let Some(rel) = clean_path(path, &location)? else { continue };
+            ext.apply(&rel, &member, &mut tar)?;
         }
-        Ok(())
-    });
+        ext.finish()
+    })();
     match unpacked {
         Ok(()) => Ok(Some(t)),
+        // an archive that would write outside its root is refused, whatever its header
+        Err(e @ Error::UnsafePath { .. }) => Err(e),
         // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
-        Err(e) => Err(Error::io(src, e)),
+        Err(e) => Err(e),
     }
 }
 

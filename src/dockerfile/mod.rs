@@ -67,6 +67,9 @@ pub struct DockerfileBuild {
     /// `--build-context NAME=VALUE` (buildx's named contexts): an image `FROM NAME` or
     /// `--from=NAME` means instead.
     pub build_contexts: BTreeMap<String, NamedContext>,
+    /// Also write the image of every other stage the target needed, listed in
+    /// [`BuildOutcome::stages`] (what an SBOM's stage scan reads).
+    pub keep_stages: bool,
 }
 
 /// What a named build context (`--build-context NAME=...`) stands for.
@@ -109,6 +112,9 @@ pub struct BuildOutcome {
     pub stat_hits: usize,
     /// The cache manifests written for [`DockerfileBuild::cache_export`], in its order.
     pub caches: Vec<Descriptor>,
+    /// With [`DockerfileBuild::keep_stages`]: (stage name or index, its image manifest in the
+    /// layout, whose descriptor's platform is the target platform it was built for).
+    pub stages: Vec<(String, Descriptor)>,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.

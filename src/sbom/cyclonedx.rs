@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::model::time::rfc3339;
-use crate::sbom::{image_name, license, uuid_from, Sbom};
+use crate::sbom::{image_name, license, uuid_from, Purpose, Sbom};
 
 /// in-toto predicate type of a CycloneDX document.
 pub const PREDICATE_TYPE: &str = "https://cyclonedx.org/bom";
@@ -45,7 +45,10 @@ pub fn document(sbom: &Sbom, created: i64) -> Value {
         components.push(c);
     }
     let mut image = json!({
-        "type": "container",
+        "type": match sbom.purpose {
+            Purpose::Container => "container",
+            Purpose::Source => "application",
+        },
         "bom-ref": "image",
         "name": name,
         "version": sbom.manifest.digest.to_string(),

@@ -119,6 +119,9 @@ pub struct Sbom {
     /// SHA-1 (hex) of each file some package owns, by absolute path.
     #[serde(skip)]
     pub file_sha1: BTreeMap<String, String>,
+    /// What was scanned: an image (the default) or a directory of sources.
+    #[serde(skip)]
+    pub purpose: Purpose,
 }
 
 /// How to scan.
@@ -195,8 +198,42 @@ pub async fn scan_manifest(
     for events in scans {
         tree::apply(&mut t, events?);
     }
-    let distro = scan::distro(&t);
-    let packages = scan::packages(&t, distro.as_ref());
+    Ok(from_tree(&t, name, manifest.clone(), platform, Purpose::Container))
+}
+
+/// Scan the directory `dir` (a build context) as if it were an image's filesystem; `digest`
+/// (the context's) stands for it in the documents, named `name`. Blocking.
+pub fn scan_dir_blocking(dir: &std::path::Path, digest: &crate::model::digest::Digest, name: &str) -> Result<Sbom> {
+    let kept = AtomicU64::new(0);
+    let mut t = tree::Tree::new();
+    tree::apply(&mut t, tree::scan_dir_blocking(dir, &kept)?);
+    let subject = Descriptor::new(CONTEXT_MEDIA_TYPE.to_string(), digest.clone(), 0);
+    Ok(from_tree(&t, Some(name), subject, None, Purpose::Source))
+}
+
+/// Media type standing for a build context directory in an SBOM's subject.
+pub const CONTEXT_MEDIA_TYPE: &str = "application/vnd.hoist.build-context.v1";
+
+/// What an SBOM's subject is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Purpose {
+    /// A container image (or a build stage's filesystem).
+    Container,
+    /// A directory of sources (a build context).
+    Source,
+}
+
+/// The packages of a final tree, and the SHA-1s of the files they own.
+fn from_tree(
+    t: &tree::Tree,
+    name: Option<&str>,
+    manifest: Descriptor,
+    platform: Option<Platform>,
+    purpose: Purpose,
+) -> Sbom {
+    let distro = scan::distro(t);
+    let packages = scan::packages(t, distro.as_ref());
     let mut file_sha1 = BTreeMap::new();
     for p in &packages {
         for f in &p.files {
@@ -205,7 +242,7 @@ pub async fn scan_manifest(
             }
         }
     }
-    Ok(Sbom { name: name.map(str::to_string), manifest: manifest.clone(), platform, distro, packages, file_sha1 })
+    Sbom { name: name.map(str::to_string), manifest, platform, distro, packages, file_sha1, purpose }
 }
 
 /// The formats an SBOM is written in.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::model::time::rfc3339;
-use crate::sbom::{image_name, license, uuid_from, Sbom};
+use crate::sbom::{image_name, license, uuid_from, Purpose, Sbom};
 
 /// in-toto predicate type of an SPDX document (as BuildKit writes it).
 pub const PREDICATE_TYPE: &str = "https://spdx.dev/Document";
@@ -53,7 +53,10 @@ pub fn document(sbom: &Sbom, created: i64) -> Value {
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
         "checksums": [{"algorithm": "SHA256", "checksumValue": sbom.manifest.digest.hex()}],
-        "primaryPackagePurpose": "CONTAINER",
+        "primaryPackagePurpose": match sbom.purpose {
+            Purpose::Container => "CONTAINER",
+            Purpose::Source => "SOURCE",
+        },
     })];
     let mut relationships = vec![
         json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": root_id}),

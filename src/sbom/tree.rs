@@ -145,7 +145,6 @@ pub(crate) fn scan_layer_blocking(
     layer: &Descriptor,
     kept: &std::sync::atomic::AtomicU64,
 ) -> Result<Vec<Event>> {
-    use std::sync::atomic::Ordering;
     // The layer codec's dispatch by magic bytes (gzip, zstd, else a plain tar), then the one
     // bounded tar reader.
     let reader = crate::layer::codec::decompress(None, BufReader::with_capacity(256 << 10, raw))
@@ -196,52 +195,124 @@ pub(crate) fn scan_layer_blocking(
             file.link = member.link.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
         }
         if kind == tar::EntryType::Regular {
-            let keep = wanted(&path) && size <= MAX_KEPT_FILE;
-            if keep && kept.fetch_add(size, Ordering::Relaxed) + size > MAX_KEPT_TOTAL {
-                return Err(layer_error(layer, format!("more than {MAX_KEPT_TOTAL} bytes of package metadata")));
-            }
             let executable = header.mode().unwrap_or(0) & 0o111 != 0;
-            let mut content = keep.then(|| Vec::with_capacity(size as usize));
-            let mut go = executable.then(gobuild::Finder::default);
-            let mut sha1 = sha1::Sha1::new();
-            let mut first = true;
-            let mut entry = archive.data(&member);
-            loop {
-                let n = entry.read(&mut buf).map_err(|e| layer_error(layer, e))?;
-                if n == 0 {
-                    break;
+            let entry = archive.data(&member);
+            read_regular(entry, &path, executable, (kept, &mut buf), &mut file).map_err(|e| match e {
+                ReadError::Io(e) => layer_error(layer, e),
+                ReadError::TooMuch => {
+                    layer_error(layer, format!("more than {MAX_KEPT_TOTAL} bytes of package metadata"))
                 }
-                let chunk = &buf[..n];
-                sha1.update(chunk);
-                if let Some(c) = content.as_mut() {
-                    c.extend_from_slice(chunk);
-                }
-                if first {
-                    // Only ELF files are searched for Go build info.
-                    if !chunk.starts_with(b"\x7fELF") {
-                        go = None;
-                    }
-                    first = false;
-                }
-                if let Some(g) = go.as_mut() {
-                    if g.feed(chunk) {
-                        // found: no need to look further
-                        file.go = g.take();
-                        go = None;
-                    }
-                }
-            }
-            if let Some(mut g) = go {
-                file.go = g.finish();
-            }
-            file.sha1 = Some(sha1.finalize().into());
-            file.content = content;
+            })?;
         }
         events.push(Event::Put(path, file));
     }
     // The tar's end may come before the blob's: read the rest (padding, a gzip trailer) so
     // the caller's digest check sees every byte.
     std::io::copy(archive.rest(), &mut std::io::sink()).map_err(|e| layer_error(layer, e))?;
+    Ok(events)
+}
+
+/// Why a regular file could not be read.
+enum ReadError {
+    Io(std::io::Error),
+    /// The image's (or directory's) package metadata is over [`MAX_KEPT_TOTAL`].
+    TooMuch,
+}
+
+/// Read one regular file of `file.size` bytes at `path` from `r`: hash it (SHA-1), keep it
+/// when a scanner reads it ([`wanted`]; `kept` counts the bytes kept), and search an ELF
+/// executable for Go build info.
+fn read_regular(
+    mut r: impl Read,
+    path: &str,
+    executable: bool,
+    (kept, buf): (&std::sync::atomic::AtomicU64, &mut [u8]),
+    file: &mut FileEntry,
+) -> std::result::Result<(), ReadError> {
+    use std::sync::atomic::Ordering;
+    let size = file.size;
+    let keep = wanted(path) && size <= MAX_KEPT_FILE;
+    if keep && kept.fetch_add(size, Ordering::Relaxed) + size > MAX_KEPT_TOTAL {
+        return Err(ReadError::TooMuch);
+    }
+    let mut content = keep.then(|| Vec::with_capacity(size as usize));
+    let mut go = executable.then(gobuild::Finder::default);
+    let mut sha1 = sha1::Sha1::new();
+    let mut first = true;
+    loop {
+        let n = r.read(buf).map_err(ReadError::Io)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        sha1.update(chunk);
+        if let Some(c) = content.as_mut() {
+            c.extend_from_slice(chunk);
+        }
+        if first {
+            // Only ELF files are searched for Go build info.
+            if !chunk.starts_with(b"\x7fELF") {
+                go = None;
+            }
+            first = false;
+        }
+        if let Some(g) = go.as_mut() {
+            if g.feed(chunk) {
+                // found: no need to look further
+                file.go = g.take();
+                go = None;
+            }
+        }
+    }
+    if let Some(mut g) = go {
+        file.go = g.finish();
+    }
+    file.sha1 = Some(sha1.finalize().into());
+    file.content = content;
+    Ok(())
+}
+
+/// Read a directory (a build context) as one layer: every regular file hashed, package
+/// metadata kept, symlinks recorded and not followed. Blocking. `kept` counts the metadata
+/// bytes kept (bounded by [`MAX_KEPT_TOTAL`]); more than [`MAX_ENTRIES`] entries is an error.
+pub(crate) fn scan_dir_blocking(dir: &std::path::Path, kept: &std::sync::atomic::AtomicU64) -> Result<Vec<Event>> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |path: &std::path::Path, e: std::io::Error| Error::io(path, e);
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 128 << 10];
+    let walk = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).sort_by_file_name();
+    for (count, entry) in walk.into_iter().enumerate() {
+        let entry = entry.map_err(|e| Error::walk(dir, e))?;
+        if count as u64 >= MAX_ENTRIES {
+            return Err(Error::Unsupported(format!("{}: more than {MAX_ENTRIES} entries", dir.display())));
+        }
+        let Some(path) = entry.path().strip_prefix(dir).ok().and_then(|p| p.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| bad(entry.path(), e.into()))?;
+        let mut file = FileEntry { size: meta.len(), ..Default::default() };
+        if ft.is_symlink() {
+            file.link = std::fs::read_link(entry.path()).ok().map(|t| t.to_string_lossy().into_owned());
+            file.size = 0;
+        } else if ft.is_file() {
+            let f = std::fs::File::open(entry.path()).map_err(|e| bad(entry.path(), e))?;
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            // a file that changes size while read is read as far as it was listed
+            let r = f.take(file.size);
+            read_regular(r, &path, executable, (kept, &mut buf), &mut file).map_err(|e| match e {
+                ReadError::Io(e) => bad(entry.path(), e),
+                ReadError::TooMuch => Error::Unsupported(format!(
+                    "{}: more than {MAX_KEPT_TOTAL} bytes of package metadata",
+                    dir.display()
+                )),
+            })?;
+        }
+        events.push(Event::Put(path, file));
+    }
     Ok(events)
 }
 

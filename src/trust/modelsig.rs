@@ -17,6 +17,9 @@
 //!
 //! Verifying hashes the directory again with the recorded serialization and names every
 //! file that changed, is missing, or was not signed.
+//!
+//! A model that is one file (a `.gguf`, a `.safetensors`) is signed as the Python library
+//! signs it: one resource named `.` (shards `.:start:end`), the subject named after the file.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -149,9 +152,10 @@ pub struct Key {
 }
 
 impl Key {
-    /// The resource name: `a/b.bin`, or `a/b.bin:0:1000` for a shard.
+    /// The resource name: `a/b.bin`, or `a/b.bin:0:1000` for a shard; `.` is the model
+    /// itself when it is one file.
     pub fn name(&self) -> String {
-        let p = self.path.join("/");
+        let p = if self.path.is_empty() { ".".to_string() } else { self.path.join("/") };
         match self.range {
             Some((s, e)) => format!("{p}:{s}:{e}"),
             None => p,
@@ -170,7 +174,9 @@ impl Key {
                 (p, Some((s, e)))
             }
         };
-        let path: Vec<String> = normalize_rel(path).split('/').map(str::to_string).collect();
+        let rel = normalize_rel(path);
+        // `.`: the model is this one file
+        let path: Vec<String> = if rel.is_empty() { Vec::new() } else { rel.split('/').map(str::to_string).collect() };
         if path.iter().any(|c| c == ".." || c.is_empty()) {
             return Err(bad("not a path inside the model"));
         }
@@ -272,16 +278,28 @@ impl ModelManifest {
     }
 }
 
-/// Hash the model at `dir` (a directory) with `ser`, reporting each file to `progress`.
-/// Files are hashed in parallel (one thread per core, at most 8).
+/// Hash the model at `dir` (a directory, or one file) with `ser`, reporting each file to
+/// `progress`. Files are hashed in parallel (one thread per core, at most 8).
 pub fn hash_model(dir: &Path, ser: &Serialization, progress: &dyn FileProgress) -> Result<ModelManifest> {
-    let meta = std::fs::metadata(dir).at(dir)?;
-    if !meta.is_dir() {
-        return Err(Error::Usage(format!("{}: a model to sign or verify is a directory", dir.display())));
+    let meta = std::fs::symlink_metadata(dir).at(dir)?;
+    let meta = if meta.file_type().is_symlink() { std::fs::metadata(dir).at(dir)? } else { meta };
+    let mut files: Vec<(Vec<String>, PathBuf, u64)> = Vec::new();
+    if meta.is_file() {
+        // one file: the resource `.` (its ignore paths, relative to it, match nothing)
+        files.push((Vec::new(), dir.to_path_buf(), meta.len()));
+    } else if !meta.is_dir() {
+        return Err(Error::Usage(format!("{}: a model to sign or verify is a directory or a file", dir.display())));
+    } else {
+        walk_model(dir, ser, &mut files)?;
     }
+    hash_files(dir, ser, files, progress)
+}
+
+/// Every file of the model directory `dir` that `ser` does not ignore: (path components,
+/// path, size).
+fn walk_model(dir: &Path, ser: &Serialization, files: &mut Vec<(Vec<String>, PathBuf, u64)>) -> Result<()> {
     let ignore: Vec<Vec<String>> =
         ser.ignore_paths.iter().map(|p| normalize_rel(p).split('/').map(str::to_string).collect()).collect();
-    let mut files: Vec<(Vec<String>, PathBuf, u64)> = Vec::new();
     let mut walk = walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| {
@@ -325,6 +343,16 @@ pub fn hash_model(dir: &Path, ser: &Serialization, progress: &dyn FileProgress) 
         };
         files.push((comps, entry.path().to_path_buf(), size));
     }
+    Ok(())
+}
+
+/// Hash `files` of the model at `dir` as `ser` cuts them into resources.
+fn hash_files(
+    dir: &Path,
+    ser: &Serialization,
+    files: Vec<(Vec<String>, PathBuf, u64)>,
+    progress: &dyn FileProgress,
+) -> Result<ModelManifest> {
     let mut jobs: Vec<(Key, usize)> = Vec::new();
     for (i, (comps, _, size)) in files.iter().enumerate() {
         match ser.method {
@@ -599,6 +627,25 @@ mod tests {
         let opened = open_bundle(&sig, &[key.public()], "t").unwrap();
         compare(&opened, &m, "t").unwrap();
         assert!(open_bundle(&sig, &[PrivateKey::generate().public()], "t").is_err());
+    }
+
+    #[test]
+    fn one_file_is_the_resource_dot() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("tiny.gguf");
+        std::fs::write(&f, vec![9u8; 10]).unwrap();
+        let m = hash_model(&f, &Serialization::files(&[]), &NoFileProgress).unwrap();
+        assert_eq!(m.name, "tiny.gguf");
+        let names: Vec<String> = m.resources.keys().map(Key::name).collect();
+        assert_eq!(names, ["."]);
+        let back = ModelManifest::from_statement(&m.statement(), "t").unwrap();
+        assert_eq!(back.resources, m.resources);
+        let ser = Serialization { method: Method::Shards(4), allow_symlinks: false, ignore_paths: vec![] };
+        let m = hash_model(&f, &ser, &NoFileProgress).unwrap();
+        let names: Vec<String> = m.resources.keys().map(Key::name).collect();
+        assert_eq!(names, [".:0:4", ".:4:8", ".:8:10"]);
+        let back = ModelManifest::from_statement(&m.statement(), "t").unwrap();
+        assert_eq!(back.resources, m.resources);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
-use crate::transport::Source;
+use crate::model::reference::Reference;
+use crate::transport::{Endpoint, Source};
 
 /// Why a signature was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +104,75 @@ pub async fn check(src: &dyn Source, subject: &Descriptor, rules: &Rules<'_>) ->
         check_bundles(src, subject, rules, &mut out).await?;
     }
     Ok(out)
+}
+
+/// Whether a claimed identity names the repository of `expected` (a registry reference).
+pub fn same_repository(claimed: &str, expected: &Reference) -> bool {
+    claimed.parse::<Reference>().is_ok_and(|c| c.registry == expected.registry && c.repository == expected.repository)
+}
+
+/// The identity rule of `hoist verify` (and `--verify-key`): a claimed reference must name
+/// `expected`'s repository; with no registry name to compare, any identity is reported.
+pub fn repository_rule(expected: Option<Reference>) -> impl Fn(Option<&str>) -> bool + Send + Sync {
+    move |claimed: Option<&str>| match (claimed, &expected) {
+        (Some(c), Some(e)) => same_repository(c, e),
+        // a bundle naming no subject (cosign's) was found in this repository's referrers
+        (None, _) | (_, None) => true,
+    }
+}
+
+/// Ok when a cosign signature (either format) by one of `keys` covers `subject`, the image
+/// `ep` resolved to in `src`, with `ep`'s repository as identity; else [`Error::Untrusted`].
+pub async fn verify_signed(ep: &Endpoint, src: &dyn Source, subject: &Descriptor, keys: &[PublicKey]) -> Result<()> {
+    let expected = match ep {
+        Endpoint::Registry(r) => Some(r.clone()),
+        _ => None,
+    };
+    let identity = repository_rule(expected);
+    let rules = Rules {
+        keys,
+        identity: &identity,
+        format: Format::Both,
+        predicate_type: payload::COSIGN_SIGN_PREDICATE,
+        first_only: true,
+    };
+    let checked = check(src, subject, &rules).await?;
+    require_verified(&ep.to_string(), &checked)
+}
+
+/// Which signature let a model artifact in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelTrust {
+    /// A cosign signature (legacy `.sig` tag or Sigstore bundle) of the artifact's manifest.
+    Cosign,
+    /// An OpenSSF model signature referrer whose files are the artifact's.
+    ModelSignature,
+}
+
+/// Ok when the model artifact `root` (what `ep` resolved to in `src`) is signed by one of
+/// `keys`: a cosign signature of its manifest (checked first: a few small GETs), else an
+/// OpenSSF model signature referrer over its files. With neither, [`Error::Untrusted`]
+/// names why each kind was refused. `model unpack --verify-key` calls it before any file
+/// is written.
+pub async fn verify_model_artifact(
+    ep: &Endpoint,
+    src: &dyn Source,
+    root: &Descriptor,
+    keys: &[PublicKey],
+) -> Result<ModelTrust> {
+    let cosign = match verify_signed(ep, src, root, keys).await {
+        Ok(()) => return Ok(ModelTrust::Cosign),
+        Err(Error::Untrusted { reason, .. }) => reason,
+        Err(e) => return Err(e),
+    };
+    match crate::modelpack::sign::verify_artifact(src, root, keys).await {
+        Ok(_) => Ok(ModelTrust::ModelSignature),
+        Err(Error::Untrusted { reason, .. }) => Err(Error::Untrusted {
+            reference: format!("{ep} ({})", root.digest),
+            reason: format!("{cosign}; and as a model: {reason}"),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Ok when one of `checked` verified; else [`Error::Untrusted`] naming why for `what`.

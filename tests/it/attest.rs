@@ -791,3 +791,144 @@ fn attest_key_signs_statements_as_dsse_envelopes() {
         "nothing tagged after a refused key"
     );
 }
+
+/// `mode=max` (BuildKit's `scan-context` and `scan-stage`) also scans the build context and
+/// the other stages: the attestation manifest holds the image's SPDX statement first, then
+/// one of the context (packages of the context's own files, purpose SOURCE) and one per other
+/// stage (the stage's filesystem); spdx-tools and in-toto-attestation accept each. Each scan
+/// can be asked for alone (`--attest type=sbom,scan-stage=true`, BuildKit's build arg
+/// `BUILDKIT_SBOM_SCAN_CONTEXT=true`), and min mode scans the image only. The image digest
+/// stays the same.
+#[test]
+fn mode_max_sboms_cover_the_build_context_and_the_other_stages() {
+    let test = "attest::mode_max_sboms_cover_the_build_context_and_the_other_stages";
+    let Some(py) = python_with(test, "in_toto_attestation") else { return };
+    if python_with(test, "spdx_tools").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = crate::sbom::fixture(&tmp.path().join("base"));
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("node_modules/ctx-pkg")).unwrap();
+    std::fs::create_dir_all(ctx.join("vendor/site-packages/ctxlib-1.4.dist-info")).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ctx.join("node_modules/ctx-pkg/package.json"),
+        r#"{"name": "ctx-pkg", "version": "2.0.1", "license": "MIT"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("vendor/site-packages/ctxlib-1.4.dist-info/METADATA"),
+        "Metadata-Version: 2.1\nName: ctxlib\nVersion: 1.4\nLicense: BSD-3-Clause\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:v1 AS build\nCOPY hello.txt /hello.txt\nFROM scratch\nCOPY --from=build /hello.txt /hello.txt\n",
+            fx.layout.display()
+        ),
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let (s, c) = (store.to_str().unwrap(), ctx.to_str().unwrap());
+    let build = |tag: &str, extra: &[&str]| {
+        let mut a = vec!["build", "--store", s, "-t", tag];
+        a.extend(extra);
+        a.push(c);
+        assert_success(&format!("build {tag}"), &hoist(&a));
+        json_of(hoist(["--format", "json", "inspect", &format!("oci:{s}:{tag}")]), "inspect")
+    };
+    // (scope annotation, statement) of each SPDX layer of the attestation manifest
+    let sboms = |root: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        let entries = root["manifest"]["manifests"].as_array().unwrap();
+        let am: serde_json::Value =
+            serde_json::from_slice(&blob(&store, entries[1]["digest"].as_str().unwrap())).unwrap();
+        am["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["annotations"]["in-toto.io/predicate-type"] == "https://spdx.dev/Document")
+            .map(|l| {
+                let scope = l["annotations"]["dev.hoist.sbom.scope"].as_str().unwrap_or("image").to_string();
+                (scope, serde_json::from_slice(&blob(&store, l["digest"].as_str().unwrap())).unwrap())
+            })
+            .collect()
+    };
+    let names = |st: &serde_json::Value| -> Vec<String> {
+        st["predicate"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let plain = build("df:plain", &[]);
+    let max = build("df:max", &["--sbom", "--provenance=mode=max"]);
+    assert_eq!(max["manifest"]["manifests"][0]["digest"], plain["digest"], "the image digest changed");
+    let got = sboms(&max);
+    let scopes: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        scopes,
+        ["image", "context", "stage:build"],
+        "the image's SBOM first, then the context's and the stage's"
+    );
+    for (i, (scope, st)) in got.iter().enumerate() {
+        assert_eq!(st["subject"][0]["digest"]["sha256"], &plain["digest"].as_str().unwrap()["sha256:".len()..]);
+        let f = tmp.path().join(format!("sbom-{i}.json"));
+        std::fs::write(&f, serde_json::to_vec(st).unwrap()).unwrap();
+        assert_success(
+            &format!("in-toto-attestation judge ({scope})"),
+            &Command::new(&py)
+                .arg("-c")
+                .arg(STATEMENT_JUDGE)
+                .arg(&f)
+                .arg("https://spdx.dev/Document")
+                .output()
+                .unwrap(),
+        );
+        let spdx = tmp.path().join(format!("sbom-{i}.spdx.json"));
+        std::fs::write(&spdx, serde_json::to_vec(&st["predicate"]).unwrap()).unwrap();
+        assert_success(
+            &format!("pyspdxtools -i ({scope})"),
+            &Command::new(py.parent().unwrap().join("pyspdxtools")).arg("-i").arg(&spdx).output().unwrap(),
+        );
+    }
+    // the image (scratch and one file) has no packages; the stage has the base image's
+    let image = names(&got[0].1);
+    assert!(!image.iter().any(|n| n == "musl" || n == "ctx-pkg"), "{image:?}");
+    let stage = names(&got[2].1);
+    for (name, _, _) in &fx.others {
+        assert!(stage.iter().any(|n| n == name), "{name} missing from the stage's SBOM: {stage:?}");
+    }
+    assert!(!stage.iter().any(|n| n == "ctx-pkg"), "{stage:?}");
+    // the context: its own package files, as sources
+    let context = &got[1].1["predicate"];
+    let pkgs = context["packages"].as_array().unwrap();
+    let purl = |name: &str| {
+        pkgs.iter().find(|p| p["name"] == name).and_then(|p| {
+            p["externalRefs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["referenceType"] == "purl")
+                .map(|r| r["referenceLocator"].clone())
+        })
+    };
+    assert_eq!(purl("ctx-pkg"), Some("pkg:npm/ctx-pkg@2.0.1".into()), "{context}");
+    assert_eq!(purl("ctxlib"), Some("pkg:pypi/ctxlib@1.4".into()), "{context}");
+    assert!(!pkgs.iter().any(|p| p["name"] == "musl"), "{context}");
+    assert_eq!(pkgs[0]["primaryPackagePurpose"], "SOURCE", "{context}");
+    // min mode: the image only; each scan alone on request
+    let only = |root: &serde_json::Value| sboms(root).into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(only(&build("df:min", &["--sbom", "--provenance"])), ["image"]);
+    assert_eq!(only(&build("df:stage", &["--attest", "type=sbom,scan-stage=true"])), ["image", "stage:build"]);
+    assert_eq!(
+        only(&build("df:ctx", &["--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"])),
+        ["image", "context"]
+    );
+    assert_eq!(
+        only(&build("df:noctx", &["--sbom", "--provenance=mode=max", "--attest", "type=sbom,scan-context=false"])),
+        ["image", "stage:build"]
+    );
+}

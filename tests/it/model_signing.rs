@@ -302,3 +302,75 @@ fn model_artifacts_carry_their_signature_as_a_referrer_model_signing_accepts() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(!refused.exists(), "an unsigned model was written");
 }
+
+#[test]
+fn a_one_file_model_interchanges_with_the_model_signing_package() {
+    require_model_signing!();
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("tiny.gguf");
+    std::fs::write(&file, (0..90_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let (key, public) = python_keys(t.path(), "py");
+
+    // hoist signs the file (FILE.sig beside it), model_signing verifies
+    let out = ok("hoist model sign FILE", hoist(["--format", "json", "model", "sign", "--key", s(&key), s(&file)]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["files"].as_u64(), v["name"].as_str()), (Some(1), Some("tiny.gguf")), "{v}");
+    let sig = t.path().join("tiny.gguf.sig");
+    assert_success(
+        "model_signing verifies hoist's signature of one file",
+        &model_signing(&["verify", "key", "--signature", s(&sig), "--public_key", s(&public), s(&file)]),
+    );
+    ok("hoist verifies its own", hoist(["model", "verify", "--key", s(&public), s(&file)]));
+
+    // model_signing signs the file, hoist verifies: by files, and by shards
+    let py_sig = t.path().join("py.sig");
+    assert_success(
+        "model_signing sign key FILE",
+        &model_signing(&["sign", "key", "--private_key", s(&key), "--signature", s(&py_sig), s(&file)]),
+    );
+    let payload = |p: &Path| -> serde_json::Value {
+        use base64::Engine;
+        let b: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let raw =
+            base64::engine::general_purpose::STANDARD.decode(b["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    // the same statement as the package's: subject name and digest, the one resource `.`
+    let (mine, theirs) = (payload(&sig), payload(&py_sig));
+    assert_eq!(mine["subject"], theirs["subject"], "subjects differ");
+    assert_eq!(mine["predicate"]["resources"], theirs["predicate"]["resources"], "resources differ");
+    let out = ok(
+        "hoist verifies model_signing's signature of one file",
+        hoist(["--format", "json", "model", "verify", "--key", s(&public), "--signature", s(&py_sig), s(&file)]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["verified"].as_bool(), v["files"].as_u64()), (Some(true), Some(1)), "{v}");
+    let shard_sig = t.path().join("shards.sig");
+    let script = "import sys, model_signing\nhc = model_signing.hashing.Config().use_shard_serialization(shard_size=40000)\nmodel_signing.signing.Config().use_elliptic_key_signer(private_key=sys.argv[1]).set_hashing_config(hc).sign(sys.argv[2], sys.argv[3])\n";
+    let out = Command::new(pyvenv().join("bin/python"))
+        .args(["-c", script, s(&key), s(&file), s(&shard_sig)])
+        .output()
+        .unwrap();
+    assert_success("model_signing signs one file by shards", &out);
+    let out = ok(
+        "hoist verifies a sharded signature of one file",
+        hoist(["--format", "json", "model", "verify", "--key", s(&public), "--signature", s(&shard_sig), s(&file)]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // 90000 B in shards of 40000: three
+    assert_eq!((v["method"].as_str(), v["files"].as_u64()), (Some("shards"), Some(3)), "{v}");
+
+    // a changed byte: both refuse
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[50_000] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = hoist(["model", "verify", "--key", s(&public), s(&file)]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hash mismatch for '.'"), "{}", stderr(&out));
+    let out = hoist(["model", "verify", "--key", s(&public), "--signature", s(&shard_sig), s(&file)]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'.:40000:80000'"), "{}", stderr(&out));
+    assert!(!model_signing(&["verify", "key", "--signature", s(&sig), "--public_key", s(&public), s(&file)])
+        .status
+        .success());
+}
