@@ -31,6 +31,8 @@ pub struct FileEntry {
     pub content: Option<Vec<u8>>,
     /// Go build info found in the file.
     pub go: Option<GoBinary>,
+    /// Size in bytes.
+    pub size: u64,
     /// A symlink's target.
     pub link: Option<String>,
 }
@@ -190,7 +192,7 @@ pub(crate) fn scan_layer_blocking(
             continue;
         }
         let size = member.size;
-        let mut file = FileEntry::default();
+        let mut file = FileEntry { size, ..Default::default() };
         if kind.is_symlink() {
             file.link = member.link.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
         }
