@@ -64,6 +64,7 @@ pub mod modelpack;
 pub mod output;
 pub mod rebase;
 pub mod sbom;
+pub mod store;
 pub mod sync;
 pub mod transport;
 pub mod trust;
