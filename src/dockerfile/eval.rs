@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext
 use crate::error::{Error, IoContext, Result};
 use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
 use crate::ingest::{rfc3339, source_date_epoch};
+use crate::layer::extract::{clean_path, Extractor, Profile};
+use crate::layer::tar::{Stream, TarReader};
 use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{Empty, History, ImageConfig, RootFs};
@@ -1874,22 +1877,27 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
     let reader = codec::archive_decoder(&head[..n], f).at(src)?;
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
-    ar.set_preserve_ownerships(false);
-    ar.set_unpack_xattrs(false);
-    let unpacked = ar.entries().and_then(|entries| {
-        for entry in entries {
-            crate::layer::tar::unpack_entry(&mut entry?, t.path())?;
+    // The one safe extraction: nothing written through a symlink of the archive, no hard
+    // link out of it.
+    let location = src.display().to_string();
+    let mut tar = TarReader::new(Stream(reader), src, location.as_str());
+    let mut ext = Extractor::new(t.path(), Profile::Archive);
+    ext.begin_layer(location.as_str());
+    let unpacked = (|| -> Result<()> {
+        while let Some(member) = tar.next_member()? {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&member.name));
+            let Some(rel) = clean_path(path, &location)? else { continue };
+            ext.apply(&rel, &member, &mut tar)?;
         }
-        Ok(())
-    });
+        ext.finish()
+    })();
     match unpacked {
         Ok(()) => Ok(Some(t)),
+        // an archive that would write outside its root is refused, whatever its header
+        Err(e @ Error::UnsafePath { .. }) => Err(e),
         // compressed but no tar: copied as the file it is, like docker does
         Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
-        Err(e) => Err(Error::io(src, e)),
+        Err(e) => Err(e),
     }
 }
 

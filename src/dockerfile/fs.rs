@@ -5,7 +5,7 @@
 //! into layer entries with `.wh.` files, as buildah and containerd do.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{codec, normalize_target, Item, Kind};
+use crate::layer::extract::{clean_path, Extractor, Profile, OVERLAY_OPAQUE_XATTR};
+use crate::layer::tar::{Stream, TarReader};
+use crate::layer::{codec, Item, Kind};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::transport::layout::Layout;
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WH_PREFIX: &str = ".wh.";
 const WH_OPAQUE: &str = ".wh..wh..opq";
 
@@ -62,10 +63,7 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str,
     // By the magic bytes, as containerd's applier (and `export`) decompress a layer: a gzip
     // layer labelled as a plain tar unpacks as BuildKit unpacks it.
     let reader = codec::decompress(None, file).at(&blob)?;
-    unpack_overlay(reader, tmp.path(), lower).map_err(|e| match e {
-        Error::Io { path, source } => Error::Io { path: blob.join(path), source },
-        e => e,
-    })?;
+    unpack_overlay(reader, tmp.path(), lower, &format!("layer {}", desc.digest))?;
     let tmp = tmp.keep();
     if let Err(e) = fs::rename(&tmp, &dir) {
         let _ = fs::remove_dir_all(&tmp);
@@ -76,52 +74,40 @@ pub fn ensure_unpacked_blocking(layout: &Layout, desc: &Descriptor, chain: &str,
     Ok(dir)
 }
 
-/// Unpack a layer tar into `dst` in overlay format, on top of the stack `lower`. A parent
-/// directory the tar does not hold gets the metadata it has in `lower` (as extracting the tar
-/// onto the parent filesystem would keep it), not a fresh `0755 root` that would hide it.
-pub fn unpack_overlay(reader: impl Read, dst: &Path, lower: &[PathBuf]) -> Result<()> {
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    // owners are set by `unpack_entry`, read as Go's archive/tar reads them
-    ar.set_preserve_ownerships(false);
-    ar.set_preserve_mtime(false);
-    ar.set_unpack_xattrs(false);
-    ar.set_overwrite(true);
-    for entry in ar.entries().at(dst)? {
-        let mut entry = entry.at(dst)?;
-        let path = entry.path().at(dst)?.into_owned();
-        let rel = normalize_target(&path.to_string_lossy())?;
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((p, n)) => (p.to_string(), n.to_string()),
-            None => (String::new(), rel.clone()),
-        };
-        make_parents(dst, &parent, lower)?;
-        if name == WH_OPAQUE {
-            let d = dst.join(&parent);
-            set_xattr(&d, OPAQUE_XATTR, b"y").at(&d)?;
-        } else if let Some(hidden) = name.strip_prefix(WH_PREFIX) {
-            let p = dst.join(&parent).join(hidden);
-            remove_any(&p);
-            mknod_whiteout(&p).at(&p)?;
-        } else if !rel.is_empty() {
-            crate::layer::tar::unpack_entry(&mut entry, dst).at(dst.join(&rel))?;
+/// Unpack a layer tar into `dst` in overlay format, on top of the stack `lower`, with the one
+/// safe extraction ([`Profile::Snapshot`]: nothing is ever written through a symlink, a
+/// whiteout becomes overlayfs's). A parent directory the tar does not hold gets the metadata
+/// it has in `lower` (as extracting the tar onto the parent filesystem would keep it), not a
+/// fresh `0755 root` that would hide it. `location` names the layer in errors.
+pub fn unpack_overlay(reader: impl Read, dst: &Path, lower: &[PathBuf], location: &str) -> Result<()> {
+    let mut tar = TarReader::new(Stream(reader), location, location);
+    let mut ext = Extractor::new(dst, Profile::Snapshot);
+    ext.begin_layer(location);
+    while let Some(member) = tar.next_member()? {
+        let Some(rel) = clean_path(Path::new(OsStr::from_bytes(&member.name)), location)? else { continue };
+        if let Some(parent) = rel.parent() {
+            make_parents(dst, parent, lower)?;
         }
+        ext.apply(&rel, &member, &mut tar)?;
     }
-    Ok(())
+    ext.finish()
 }
 
 /// Create the directories of `rel` missing under `dst`, each with the owner, mode and mtime it
-/// has in `lower` (0755 root when `lower` lacks it).
-fn make_parents(dst: &Path, rel: &str, lower: &[PathBuf]) -> Result<()> {
-    let mut cur = String::new();
-    for c in rel.split('/').filter(|c| !c.is_empty()) {
-        cur = if cur.is_empty() { c.to_string() } else { format!("{cur}/{c}") };
+/// has in `lower` (0755 root when `lower` lacks it). Stops at the first component that is
+/// not a directory (a symlink is never followed): the extraction refuses that path.
+fn make_parents(dst: &Path, rel: &Path, lower: &[PathBuf]) -> Result<()> {
+    let mut cur = PathBuf::new();
+    for c in rel.components() {
+        cur.push(c);
         let p = dst.join(&cur);
-        if p.symlink_metadata().is_ok() {
-            continue;
+        match p.symlink_metadata() {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Ok(()),
+            Err(_) => {}
         }
         fs::create_dir(&p).at(&p)?;
-        match lookup(lower, &cur).filter(|m| m.is_dir()) {
+        match lookup(lower, &cur.to_string_lossy()).filter(|m| m.is_dir()) {
             Some(m) => {
                 std::os::unix::fs::lchown(&p, Some(m.uid()), Some(m.gid())).at(&p)?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(m.mode() & 0o7777)).at(&p)?;
@@ -150,30 +136,8 @@ fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
 }
 
-/// `mknod PATH c 0 0`: an overlay whiteout.
-pub fn mknod_whiteout(p: &Path) -> io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: c is a valid NUL-terminated path.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let c = cpath(p)?;
-    let n = CString::new(name).map_err(|_| io::Error::other("NUL in name"))?;
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn is_opaque(p: &Path) -> bool {
-    let (Ok(c), Ok(n)) = (cpath(p), CString::new(OPAQUE_XATTR)) else { return false };
+    let (Ok(c), Ok(n)) = (cpath(p), CString::new(OVERLAY_OPAQUE_XATTR)) else { return false };
     let mut buf = [0u8; 4];
     // SAFETY: valid C strings and a 4-byte buffer.
     let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -634,6 +598,7 @@ pub fn diff_snapshot(root: &Path, before: &Snapshot, epoch: u64) -> Result<BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::extract::{overlay_whiteout, set_overlay_opaque};
 
     /// A directory removed and made again is opaque in the diff even when the new one gets
     /// the old inode number (ext4 reuses it at once): overlayfs marks it so too.
@@ -684,11 +649,11 @@ mod tests {
         fs::write(a.join("d/f"), "1").unwrap();
         fs::write(a.join("g"), "1").unwrap();
         fs::create_dir_all(b.join("d")).unwrap();
-        mknod_whiteout(&b.join("g")).unwrap();
+        overlay_whiteout(&b.join("g")).unwrap();
         let dirs = vec![a.clone(), b.clone()];
         assert!(lookup(&dirs, "d/f").is_some());
         assert!(lookup(&dirs, "g").is_none());
-        set_xattr(&b.join("d"), OPAQUE_XATTR, b"y").unwrap();
+        set_overlay_opaque(&b.join("d")).unwrap();
         assert!(lookup(&dirs, "d/f").is_none());
         assert!(lookup(&dirs, "d").is_some());
         let items = upper_to_items(&b, 0).unwrap();

@@ -25,7 +25,11 @@
 //!
 //! Reproducible and parallel: members are compressed independently (gzip, mtime 0, no name) by
 //! [`Options::workers`] threads in batches; member boundaries depend only on the input and the
-//! chunk size, so the bytes never depend on the number of threads.
+//! chunk size, so the bytes never depend on the number of threads. Memory does not grow with
+//! the layer: batches go through a fixed set of buffers used again, and only as many are in
+//! flight as fit in a 32 MiB budget (two at the default chunk size), whatever the core count.
+//! What still grows is the TOC (and zstd:chunked's tar-split record): a few hundred bytes per
+//! file, as in the Go writers.
 //!
 //! The one deviation from the Go writer's layout: a run of header-only members (directories,
 //! links) longer than the chunk size is cut into several gzip members, so memory stays bounded
@@ -84,8 +88,9 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 pub const FOOTER_SIZE: usize = 51;
 /// Uncompressed bytes per batch handed to a compression thread.
 const JOB_BYTES: usize = 1 << 20;
-/// Batches in flight per thread.
-const IN_FLIGHT_PER_WORKER: usize = 3;
+/// Slack reserved after a chunk for its padding and the headers that follow it in the same
+/// member, so the member's buffer is allocated once.
+const CHUNK_SLACK: usize = 16 << 10;
 
 /// How [`write`] (and [`super::zstdchunked::write`]) writes.
 #[derive(Clone, Debug)]
@@ -94,7 +99,8 @@ pub struct Options {
     pub level: u32,
     /// Largest chunk of file data per gzip member or zstd frame (> 0).
     pub chunk_size: u64,
-    /// Compression threads (output does not depend on it).
+    /// Compression threads, at most (output does not depend on it; fewer run when their
+    /// buffers would not fit the memory budget at this chunk size).
     pub workers: usize,
     /// Files to put first, in this order, followed by the prefetch landmark (eStargz only;
     /// paths as in the tar, compared cleaned). Empty: no landmark.
@@ -213,16 +219,30 @@ fn modtime(secs: u64) -> String {
     }
 }
 
-/// One gzip member to compress: its bytes, and the TOC entry whose chunk starts it (the
-/// chunk's digest is taken over its first `chunk_len` bytes).
-struct MemberIn {
-    data: Vec<u8>,
+/// One gzip member (or zstd frame) of a batch: its bytes `start..end` of the batch's buffer,
+/// and the TOC entry whose chunk starts it (the chunk's digest is taken over its first
+/// `chunk_len` bytes).
+struct Span {
+    start: usize,
+    end: usize,
     entry: Option<usize>,
     chunk_len: usize,
 }
 
+/// Members handed to a compression thread at once: one buffer of their bytes (at least
+/// [`JOB_BYTES`], or one chunk's member), and the buffer the result goes into. Both buffers
+/// come back with the result and are used again, so the writer allocates a fixed set of
+/// buffers once rather than megabytes per member.
+struct Job {
+    data: Vec<u8>,
+    spans: Vec<Span>,
+    out: Vec<u8>,
+}
+
 struct JobOut {
     compressed: Vec<u8>,
+    /// The job's input buffer, to be used again.
+    data: Vec<u8>,
     /// Per member: compressed size, TOC entry and chunk digest.
     members: Vec<(u64, Option<(usize, Digest)>)>,
 }
@@ -247,51 +267,94 @@ pub(crate) fn zstd_frame(level: u32, data: &[u8], out: &mut Vec<u8>) -> io::Resu
     Ok((out.len() - start) as u64)
 }
 
-fn compress_job(frames: Frames, level: u32, members: Vec<MemberIn>) -> Reply {
-    let mut out = JobOut { compressed: Vec::new(), members: Vec::with_capacity(members.len()) };
-    for m in members {
-        let size = match frames {
-            Frames::Gzip => gzip_member(level, &m.data, &mut out.compressed)?,
-            Frames::Zstd => zstd_frame(level, &m.data, &mut out.compressed)?,
-        };
-        let chunk = m.entry.map(|e| (e, Digest::sha256_of(&m.data[..m.chunk_len])));
-        out.members.push((size, chunk));
-    }
-    Ok(out)
+/// A compression thread's zstd context, made once and used for every frame: the frames are
+/// the ones [`zstd_frame`] writes (same level, checksum, no pledged size; the encoder resets
+/// the session before each), without allocating a context (window and tables: megabytes at
+/// the default level) per frame.
+fn zstd_context(level: u32) -> io::Result<zstd::zstd_safe::CCtx<'static>> {
+    use zstd::zstd_safe::CParameter;
+    let mut c = zstd::zstd_safe::CCtx::try_create().ok_or_else(|| io::Error::other("zstd: out of memory"))?;
+    let err = |code| io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)));
+    c.set_parameter(CParameter::CompressionLevel(level as i32)).map_err(err)?;
+    c.set_parameter(CParameter::ChecksumFlag(true)).map_err(err)?;
+    Ok(c)
 }
 
+fn compress_job(frames: Frames, level: u32, job: Job, zctx: &mut Option<zstd::zstd_safe::CCtx<'static>>) -> Reply {
+    let Job { data, spans, out: mut compressed } = job;
+    compressed.clear();
+    // What incompressible data and the member overheads can add, reserved once.
+    compressed.reserve(data.len() + data.len() / 64 + spans.len() * 64 + 1024);
+    let mut members = Vec::with_capacity(spans.len());
+    for m in &spans {
+        let bytes = &data[m.start..m.end];
+        let size = match frames {
+            Frames::Gzip => gzip_member(level, bytes, &mut compressed)?,
+            Frames::Zstd => {
+                let ctx = match zctx {
+                    Some(c) => c,
+                    None => zctx.insert(zstd_context(level)?),
+                };
+                let start = compressed.len();
+                let mut z = zstd::stream::write::Encoder::with_context(&mut compressed, ctx);
+                z.write_all(bytes)?;
+                z.finish()?;
+                (compressed.len() - start) as u64
+            }
+        };
+        let chunk = m.entry.map(|e| (e, Digest::sha256_of(&bytes[..m.chunk_len])));
+        members.push((size, chunk));
+    }
+    Ok(JobOut { compressed, data, members })
+}
+
+/// Buffer memory of the compression pipeline: the batches in flight, their results and the
+/// batch being filled stay within it whatever the layer's size and the core count (a chunk
+/// size so large that one batch does not fit still gets one thread).
+const BUFFER_BUDGET: usize = 32 << 20;
+
 /// The compression threads and the batches in flight, results taken in order.
+///
+/// Memory is bounded by [`BUFFER_BUDGET`]: a batch is at most about [`JOB_BYTES`] plus one
+/// chunk, and as many batches are in flight as their input and output buffers fit in the
+/// budget next to the batch being filled (two at the default 4 MiB chunks, more at smaller
+/// ones), never more than one per thread. The buffers are used again, not reallocated.
 struct Pool {
-    jobs: Option<mpsc::Sender<(Vec<MemberIn>, SyncSender<Reply>)>>,
+    jobs: Option<mpsc::Sender<(Job, SyncSender<Reply>)>>,
     pending: VecDeque<Receiver<Reply>>,
     threads: Vec<JoinHandle<()>>,
     max_in_flight: usize,
 }
 
 impl Pool {
-    fn new(frames: Frames, level: u32, workers: usize) -> Pool {
-        let workers = workers.max(1);
-        let (tx, rx) = mpsc::channel::<(Vec<MemberIn>, SyncSender<Reply>)>();
+    fn new(frames: Frames, level: u32, workers: usize, chunk_size: u64) -> Pool {
+        let batch = batch_capacity(chunk_size);
+        let fit = BUFFER_BUDGET.saturating_sub(batch) / batch.saturating_mul(2).max(1);
+        let workers = fit.clamp(1, workers.max(1));
+        let (tx, rx) = mpsc::channel::<(Job, SyncSender<Reply>)>();
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..workers)
             .map(|i| {
                 let rx = Arc::clone(&rx);
                 std::thread::Builder::new()
                     .name(format!("hoist-estargz-{i}"))
-                    .spawn(move || loop {
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((members, reply)) = job else { return };
-                        let _ = reply.send(compress_job(frames, level, members));
+                    .spawn(move || {
+                        let mut zctx = None;
+                        loop {
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok((job, reply)) = job else { return };
+                            let _ = reply.send(compress_job(frames, level, job, &mut zctx));
+                        }
                     })
                     .expect("spawn estargz worker thread")
             })
             .collect();
-        Pool { jobs: Some(tx), pending: VecDeque::new(), threads, max_in_flight: workers * IN_FLIGHT_PER_WORKER }
+        Pool { jobs: Some(tx), pending: VecDeque::new(), threads, max_in_flight: workers }
     }
 
-    fn submit(&mut self, members: Vec<MemberIn>) -> io::Result<()> {
+    fn submit(&mut self, job: Job) -> io::Result<()> {
         let (reply, rx) = mpsc::sync_channel(1);
-        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send((members, reply)).is_ok());
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send((job, reply)).is_ok());
         if !sent {
             return Err(io::Error::other("estargz: a compression thread stopped"));
         }
@@ -326,6 +389,12 @@ impl Drop for Pool {
     }
 }
 
+/// The largest batch at `chunk_size`: small members up to [`JOB_BYTES`], then one chunk's
+/// member with the padding and headers after it.
+fn batch_capacity(chunk_size: u64) -> usize {
+    usize::try_from(chunk_size).unwrap_or(usize::MAX).saturating_add(JOB_BYTES + CHUNK_SLACK)
+}
+
 /// The writer's state between members.
 pub(crate) struct Writer<W: Write> {
     pub(crate) out: HashWriter<W>,
@@ -338,10 +407,17 @@ pub(crate) struct Writer<W: Write> {
     pub(crate) uncompressed: u64,
     /// zstd:chunked's tar-split record.
     pub(crate) split: Option<TarSplit>,
-    /// The member being filled.
-    cur: MemberIn,
-    batch: Vec<MemberIn>,
-    batch_bytes: usize,
+    /// The batch being filled: its bytes and its ended members.
+    data: Vec<u8>,
+    spans: Vec<Span>,
+    /// The member being filled: where it starts in `data`, the TOC entry whose chunk starts
+    /// it, that chunk's length.
+    cur_start: usize,
+    cur_entry: Option<usize>,
+    cur_chunk_len: usize,
+    /// Buffers of written batches, for the next ones.
+    free_data: Vec<Vec<u8>>,
+    free_out: Vec<Vec<u8>>,
     /// Compressed bytes written so far.
     pub(crate) offset: u64,
     /// Last user and group names written per id (the Go writer writes a name once per id).
@@ -356,32 +432,47 @@ impl<W: Write> Writer<W> {
         }
         self.diff.update(bytes);
         self.uncompressed += bytes.len() as u64;
-        self.cur.data.extend_from_slice(bytes);
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Bytes of the member being filled.
+    fn cur_len(&self) -> usize {
+        self.data.len() - self.cur_start
     }
 
     /// End the current member (if it has bytes); a chunk of `entry` starts the next one.
     fn cut(&mut self, next_entry: Option<usize>) -> io::Result<()> {
-        let next = MemberIn { data: Vec::new(), entry: next_entry, chunk_len: 0 };
-        let done = std::mem::replace(&mut self.cur, next);
-        if !done.data.is_empty() || done.entry.is_some() {
-            self.batch_bytes += done.data.len();
-            self.batch.push(done);
+        let end = self.data.len();
+        if end > self.cur_start || self.cur_entry.is_some() {
+            self.spans.push(Span { start: self.cur_start, end, entry: self.cur_entry, chunk_len: self.cur_chunk_len });
         }
-        if self.batch_bytes >= JOB_BYTES {
+        if end >= JOB_BYTES {
             self.flush_batch()?;
         }
+        self.cur_start = self.data.len();
+        self.cur_entry = next_entry;
+        self.cur_chunk_len = 0;
         Ok(())
     }
 
+    /// Hand the ended members to a compression thread (after writing the oldest batch when
+    /// as many as allowed are in flight).
     fn flush_batch(&mut self) -> io::Result<()> {
-        if self.batch.is_empty() {
+        if self.spans.is_empty() {
             return Ok(());
         }
         while self.pool.pending.len() >= self.pool.max_in_flight {
             self.take(true)?;
         }
-        self.pool.submit(std::mem::take(&mut self.batch))?;
-        self.batch_bytes = 0;
+        let cap = batch_capacity(self.opts.chunk_size);
+        let next = self.free_data.pop().unwrap_or_else(|| Vec::with_capacity(cap));
+        let job = Job {
+            data: std::mem::replace(&mut self.data, next),
+            spans: std::mem::take(&mut self.spans),
+            out: self.free_out.pop().unwrap_or_default(),
+        };
+        self.pool.submit(job)?;
+        self.cur_start = 0;
         while self.take(false)? {}
         Ok(())
     }
@@ -398,6 +489,11 @@ impl<W: Write> Writer<W> {
             self.offset += size;
         }
         self.out.write_all(&job.compressed)?;
+        let (mut data, mut out) = (job.data, job.compressed);
+        data.clear();
+        out.clear();
+        self.free_data.push(data);
+        self.free_out.push(out);
         Ok(true)
     }
 
@@ -675,15 +771,19 @@ pub(crate) fn frames<R: Read, W: Write>(
     let mut w = Writer {
         out: HashWriter::new(out),
         opts: opts.clone(),
-        pool: Pool::new(kind, opts.level, opts.workers),
+        pool: Pool::new(kind, opts.level, opts.workers, opts.chunk_size),
         toc: Vec::new(),
         digest_from_chunk: Vec::new(),
         diff: Algorithm::Sha256.hasher(),
         uncompressed: 0,
         split: zstd.then(TarSplit::default),
-        cur: MemberIn { data: Vec::new(), entry: None, chunk_len: 0 },
-        batch: Vec::new(),
-        batch_bytes: 0,
+        data: Vec::with_capacity(batch_capacity(opts.chunk_size)),
+        spans: Vec::new(),
+        cur_start: 0,
+        cur_entry: None,
+        cur_chunk_len: 0,
+        free_data: Vec::new(),
+        free_out: Vec::new(),
         offset: 0,
         unames: BTreeMap::new(),
         gnames: BTreeMap::new(),
@@ -715,10 +815,11 @@ pub(crate) fn frames<R: Read, W: Write>(
                 let idx = w.toc.len();
                 w.toc.push(std::mem::take(&mut ent));
                 w.cut(Some(idx))?;
-                let start = w.cur.data.len();
-                w.cur.data.resize(start + chunk as usize, 0);
-                tar.data(m).read_exact(&mut w.cur.data[start..])?;
-                let data = &w.cur.data[start..];
+                let start = w.data.len();
+                w.data.reserve(chunk as usize + CHUNK_SLACK);
+                w.data.resize(start + chunk as usize, 0);
+                tar.data(m).read_exact(&mut w.data[start..])?;
+                let data = &w.data[start..];
                 w.diff.update(data);
                 w.uncompressed += chunk;
                 if let Some(h) = file_hash.as_mut() {
@@ -727,7 +828,7 @@ pub(crate) fn frames<R: Read, W: Write>(
                 if let Some(c) = crc.as_mut() {
                     c.update(data);
                 }
-                w.cur.chunk_len = chunk as usize;
+                w.cur_chunk_len = chunk as usize;
                 written += chunk;
                 ent = TocEntry { name: e.name.clone(), kind: "chunk", ..TocEntry::default() };
             }
@@ -753,7 +854,7 @@ pub(crate) fn frames<R: Read, W: Write>(
         }
         let pad = tar.padding(m).map_err(into_io)?;
         w.push(&pad);
-        if (w.cur.data.len() - w.cur.chunk_len) as u64 >= chunk_size {
+        if (w.cur_len() - w.cur_chunk_len) as u64 >= chunk_size {
             w.cut(None)?;
         }
     }
@@ -769,7 +870,7 @@ pub(crate) fn frames<R: Read, W: Write>(
                 break;
             }
             w.push(&buf[..n]);
-            if w.cur.data.len() as u64 >= chunk_size {
+            if w.cur_len() as u64 >= chunk_size {
                 w.cut(None)?;
             }
         }

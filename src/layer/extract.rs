@@ -1,12 +1,14 @@
 //! The one safe extraction of tar members into a directory, used by filesystem export (and
-//! so flatten) and model unpack. Every member is written below the destination only: its
+//! so flatten), Dockerfile snapshots (each layer unpacked in overlayfs format) and ADD
+//! archives, and model unpack. Every member is written below the destination only: its
 //! parents are checked to be real directories (created when missing; a symlink on the way is
 //! refused, so nothing is ever written through one), a regular file is written to a temp file
 //! in its directory and renamed over its path once complete (never half visible under its
 //! name; a symlink already at the path is replaced, not followed), and removals (whiteouts,
 //! what a lower layer left at a path) never follow a symlink either.
 //!
-//! What is extracted is a [`Profile`]: an image's filesystem or a model's files. The caller
+//! What is extracted is a [`Profile`]: an image's filesystem, one layer of a Dockerfile
+//! build's snapshot (overlayfs format), an archive ADD unpacks, or a model's files. The caller
 //! reads the tar with the one tar reader ([`TarReader`]), decides which members to apply and
 //! by which path rule ([`clean_path`], or a stricter one), and calls [`Extractor::apply`].
 
@@ -35,6 +37,39 @@ pub(crate) enum Profile {
     /// files kept (no owners, no setuid), directories created without their metadata, and
     /// a directory already at a file's path is never removed.
     Model,
+    /// One layer of a Dockerfile build's snapshot, in its own directory, in overlayfs format
+    /// (the layers are stacked by an overlay mount, or copied): as `Image`, but whiteouts are
+    /// recorded as overlayfs records them instead of applied: `.wh.NAME` becomes a 0/0
+    /// character device at NAME ([`overlay_whiteout`]), `.wh..wh..opq` the
+    /// [`OVERLAY_OPAQUE_XATTR`] of its directory. Needs root (mknod).
+    Snapshot,
+    /// An archive `ADD` unpacks (Dockerfile): as `Image`, but `.wh.` names are files like
+    /// any other (Docker's ADD applies no whiteouts).
+    Archive,
+}
+
+/// The xattr overlayfs reads as "this directory hides the lower layers' one".
+pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Record the overlayfs whiteout of `path` (a 0/0 character device), replacing what is there
+/// (never following a symlink).
+pub(crate) fn overlay_whiteout(path: &Path) -> Result<()> {
+    remove_any(path)?;
+    mknod(path, libc::S_IFCHR, 0)
+}
+
+/// Mark the directory `dir` opaque for overlayfs (the symlink itself if it is one: never
+/// its target).
+pub(crate) fn set_overlay_opaque(dir: &Path) -> Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("{}: path with a NUL byte", dir.display())))?;
+    let name = std::ffi::CString::new(OVERLAY_OPAQUE_XATTR).expect("no NUL");
+    // SAFETY: valid NUL-terminated strings and a 1-byte value buffer.
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if rc != 0 {
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Applies tar members to a directory (see the module docs).
@@ -92,12 +127,23 @@ impl Extractor {
     /// Apply `member` (just read from `tar`, whose data it reads) at `rel`, its path inside the
     /// tree by the caller's path rule.
     pub fn apply<R: Skip>(&mut self, rel: &Path, member: &Member, tar: &mut TarReader<R>) -> Result<()> {
-        let image = self.profile == Profile::Image;
+        // An image's tree in every profile but a model's; whiteouts applied (Image) or
+        // recorded (Snapshot).
+        let image = self.profile != Profile::Model;
+        let whiteouts = matches!(self.profile, Profile::Image | Profile::Snapshot);
         let Some(file_name) = rel.file_name() else { return Ok(()) };
         let name = file_name.to_str().unwrap_or("");
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         let parent = checked_dir(&self.dest, parent_rel, &self.location)?;
-        if image && name == ".wh..wh..opq" {
+        if self.profile == Profile::Snapshot {
+            if name == ".wh..wh..opq" {
+                return set_overlay_opaque(&parent);
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                return overlay_whiteout(&parent.join(hidden));
+            }
+        }
+        if whiteouts && name == ".wh..wh..opq" {
             for child in fs::read_dir(&parent).at(&parent)? {
                 let child = child.at(&parent)?;
                 if !self.this_layer.contains(&parent_rel.join(child.file_name())) {
@@ -106,7 +152,7 @@ impl Extractor {
             }
             return Ok(());
         }
-        if let Some(hidden) = name.strip_prefix(".wh.").filter(|_| image) {
+        if let Some(hidden) = name.strip_prefix(".wh.").filter(|_| whiteouts) {
             return remove_any(&parent.join(hidden));
         }
         self.this_layer.insert(rel.to_path_buf());

@@ -1,11 +1,10 @@
 //! The one tar reader: [`TarReader`] reads headers in 512-byte blocks with GNU long names and
 //! PAX records applied and every extension header bounded before it is read. The archive
-//! transports (over files, seeking past data), model unpack, export and the SBOM tree (over a
-//! decompressing stream) and the lazy-pull writers (which keep every header byte, see
+//! transports (over files, seeking past data), model unpack, export, Dockerfile snapshots and
+//! ADD archives and the SBOM tree (over a decompressing stream) and the lazy-pull writers (which keep every header byte, see
 //! [`Member::raw`] and [`TarReader::padding`]) use it; nothing in the library parses tar
 //! headers another way. Numeric header fields (owners, modes) are read here too, as Go's
-//! archive/tar reads them ([`numeric_field`], [`owner`]; [`unpack_entry`] for members that
-//! Dockerfile builds unpack with tar-rs).
+//! archive/tar reads them ([`numeric_field`], [`Member::owner`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -490,22 +489,6 @@ pub(crate) fn numeric_field(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(text).ok()?, 8).ok()
 }
 
-/// The owner (uid, gid) of a member: its PAX `uid`/`gid` records, else its header fields as
-/// [`numeric_field`] reads them.
-pub(crate) fn owner(header: &tar::Header, pax: Option<tar::PaxExtensions<'_>>) -> std::io::Result<(u32, u32)> {
-    let (mut uid, mut gid) = (None, None);
-    for ext in pax.into_iter().flatten() {
-        let ext = ext?;
-        let value = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
-        match ext.key_bytes() {
-            b"uid" => uid = value(),
-            b"gid" => gid = value(),
-            _ => {}
-        }
-    }
-    owner_of(header, uid, gid)
-}
-
 /// The owner (uid, gid) from PAX values if any, else from the header's fields.
 fn owner_of(header: &tar::Header, uid: Option<u64>, gid: Option<u64>) -> std::io::Result<(u32, u32)> {
     let old = header.as_old();
@@ -515,47 +498,6 @@ fn owner_of(header: &tar::Header, uid: Option<u64>, gid: Option<u64>) -> std::io
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what} is not a number")))
     };
     Ok((id(uid, &old.uid, "uid")?, id(gid, &old.gid, "gid")?))
-}
-
-/// Unpack one member under `root` as containerd's applier does: tar-rs's `unpack_in` (which
-/// refuses a path leaving `root`; the archive must have `preserve_ownerships` off, tar-rs's
-/// strict reading of the owner fields is what this replaces), then the owner [`owner`] reads
-/// and, after that chown cleared any set-id bits, the mode again. A hard link keeps its
-/// target's owner and mode, a symlink has no mode. Returns the path written, `None` when
-/// `unpack_in` skipped the member (a `..` in its path).
-pub(crate) fn unpack_entry<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    root: &std::path::Path,
-) -> std::io::Result<Option<PathBuf>> {
-    let (uid, gid) = owner(&entry.header().clone(), entry.pax_extensions()?)?;
-    let header = entry.header();
-    let kind = header.entry_type();
-    let mode = numeric_field(&header.as_old().mode).map(|m| (m & 0o7777) as u32);
-    let mut dst = root.to_path_buf();
-    for c in entry.path()?.components() {
-        if let std::path::Component::Normal(c) = c {
-            dst.push(c);
-        }
-    }
-    let written = entry.unpack_in(root).map_err(|e| {
-        // tar-rs's error says only "failed to unpack `PATH`": keep its cause
-        let cause = e.get_ref().and_then(|inner| inner.source()).map(|c| format!(": {c}")).unwrap_or_default();
-        std::io::Error::new(e.kind(), format!("{e}{cause}"))
-    })?;
-    if !written {
-        return Ok(None);
-    }
-    if kind.is_hard_link() {
-        return Ok(Some(dst));
-    }
-    std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))?;
-    if !kind.is_symlink() {
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
-        }
-    }
-    Ok(Some(dst))
 }
 
 #[cfg(test)]
@@ -574,10 +516,10 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(0);
         assert!(h.uid().is_err(), "tar-rs refuses the empty field this reads as 0");
-        assert_eq!(owner(&h, None).unwrap(), (0, 0));
+        assert_eq!(owner_of(&h, None, None).unwrap(), (0, 0));
         h.set_uid(1000);
         h.set_gid(50);
-        assert_eq!(owner(&h, None).unwrap(), (1000, 50));
+        assert_eq!(owner_of(&h, None, None).unwrap(), (1000, 50));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use hoist_testkit::fixtures::{write_image, write_index};
 use crate::cli_trust::text;
 use crate::common::*;
 
-fn entry(
+/// Append one member (a GNU header) to `b`.
+pub(crate) fn entry(
     b: &mut tar::Builder<Vec<u8>>,
     path: &str,
     kind: tar::EntryType,

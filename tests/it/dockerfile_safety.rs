@@ -167,3 +167,173 @@ fn user_changes_the_workdir_cache_key() {
     }
     assert_eq!(owners, vec![(1000, 1000), (0, 0)]);
 }
+
+// ---------------------------------------------------------------- never through a symlink
+
+/// A layer tar of `(path, kind, data, link)` members (root-owned; links 0777, others 0644).
+fn layer_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mode = if *kind == tar::EntryType::Symlink { 0o777 } else { 0o644 };
+        crate::cli_export::entry(&mut b, path, *kind, mode, (0, 0), data, *link);
+    }
+    b.into_inner().unwrap()
+}
+
+/// Build, in `dir`, `FROM oci:LAYOUT AS base` + `COPY --from=base / /` of an image whose
+/// layers are `layers`, with the copy snapshotter: every layer is unpacked on its own (the
+/// one extraction, overlayfs format), then the stack is copied into one tree. Returns the
+/// build's output and the OCI layout it wrote.
+fn build_on_layers(dir: &Path, layers: &[&[u8]]) -> (std::process::Output, std::path::PathBuf) {
+    let layout = dir.join("layout");
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let (m, d) = hoist_testkit::fixtures::write_image(&layout, layers, "hostile");
+    hoist_testkit::fixtures::write_index(&layout, &[("v1", &m, &d)]);
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM oci:{}:v1 AS base\nFROM scratch\nCOPY --from=base / /\n", layout.display()),
+    )
+    .unwrap();
+    let dest = dir.join("oci");
+    (build(&dir.join("store"), &ctx, &dest, &["--snapshotter", "copy"]), dest)
+}
+
+/// A directory outside every build root, holding `target` ("keep") and `secret`.
+fn outside_dir(t: &Path) -> std::path::PathBuf {
+    let outside = t.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("target"), "keep\n").unwrap();
+    fs::write(outside.join("secret"), "secret\n").unwrap();
+    outside
+}
+
+/// What is in `outside` besides the two files `outside_dir` put there.
+fn extra_files(outside: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "target" && n != "secret")
+        .collect();
+    v.sort();
+    v
+}
+
+/// #25, Dockerfile snapshots: a symlink made in an earlier layer, then used as a parent in a
+/// later one, never takes the later layer's file outside the root: the later layer's
+/// directory replaces the link (as overlayfs shows it), in the unpacked layer and in the
+/// copied snapshot. Within one layer (`esc -> OUTSIDE`, then `esc/sub/owned`) the member is
+/// refused and no directory is made outside either. Judged by the outside directory's
+/// listing and umoci's unpack of the image.
+#[test]
+fn snapshot_never_writes_through_an_earlier_layers_symlink() {
+    hoist_testkit::require!("umoci");
+    hoist_testkit::require_root!("layers are unpacked with their owners");
+    use tar::EntryType::{Regular, Symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = outside_dir(t);
+    let out_s = outside.to_str().unwrap();
+    let mut problems = Vec::new();
+
+    let l1 = layer_tar(&[("esc", Symlink, b"", Some(out_s))]);
+    let l2 = layer_tar(&[("esc/owned", Regular, b"pwned\n", None)]);
+    let (out, dest) = build_on_layers(&t.join("across"), &[&l1, &l2]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !extra_files(&outside).is_empty() {
+        problems.push(format!("across layers: written outside: {:?} ({err})", extra_files(&outside)));
+    } else if !out.status.success() {
+        problems.push(format!("across layers: build failed: {err}"));
+    } else {
+        let root = unpack(&dest, &t.join("across/bundle")).join("rootfs");
+        let m = fs::symlink_metadata(root.join("esc")).unwrap();
+        if !m.is_dir() || fs::read_to_string(root.join("esc/owned")).ok().as_deref() != Some("pwned\n") {
+            problems.push("across layers: /esc is not the later layer's directory".into());
+        }
+    }
+
+    let l = layer_tar(&[("esc", Symlink, b"", Some(out_s)), ("esc/sub/owned", Regular, b"pwned\n", None)]);
+    let (out, _) = build_on_layers(&t.join("within"), &[&l]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !extra_files(&outside).is_empty() {
+        problems.push(format!("within a layer: written outside: {:?} ({err})", extra_files(&outside)));
+    }
+    if out.status.success() || !err.contains("symlink") {
+        problems.push(format!("within a layer: not refused by name: {err}"));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// #25, Dockerfile snapshots: a symlink at a path that a file replaces (the final path
+/// component) is replaced, never written through: in a later layer (the copied snapshot) and
+/// in the same layer (the unpack). The outside file keeps its bytes; the image holds the file.
+#[test]
+fn snapshot_replaces_a_symlink_at_the_final_component() {
+    hoist_testkit::require!("umoci");
+    hoist_testkit::require_root!("layers are unpacked with their owners");
+    use tar::EntryType::{Regular, Symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = outside_dir(t);
+    let target = outside.join("target");
+    let link = Some(target.to_str().unwrap());
+    let mut problems = Vec::new();
+    let across: [Vec<u8>; 2] = [layer_tar(&[("f", Symlink, b"", link)]), layer_tar(&[("f", Regular, b"new\n", None)])];
+    let within = [layer_tar(&[("f", Symlink, b"", link), ("f", Regular, b"new\n", None)])];
+    for (name, layers) in [("across", &across[..]), ("within", &within[..])] {
+        let refs: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
+        let (out, dest) = build_on_layers(&t.join(name), &refs);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if fs::read_to_string(&target).unwrap() != "keep\n" {
+            problems.push(format!("{name}: written through the link: {err}"));
+            fs::write(&target, "keep\n").unwrap();
+        } else if !out.status.success() {
+            problems.push(format!("{name}: build failed: {err}"));
+        } else {
+            let root = unpack(&dest, &t.join(name).join("bundle")).join("rootfs");
+            let f = root.join("f");
+            if !fs::symlink_metadata(&f).unwrap().is_file() || fs::read_to_string(&f).unwrap() != "new\n" {
+                problems.push(format!("{name}: /f is not the new file"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// #25, Dockerfile snapshots: a hard link whose target is outside the root (by `..`, by an
+/// absolute path, through a symlink to outside) is refused, and the outside file never gets
+/// a link (its link count stays 1) nor a change.
+#[test]
+fn snapshot_refuses_a_hard_link_out_of_the_root() {
+    hoist_testkit::require_root!("layers are unpacked with their owners");
+    use tar::EntryType::{Link, Symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = outside_dir(t);
+    let secret = outside.join("secret");
+    // from the layer's unpack directory (t/CASE/store/build-cache/layers/.unpack-X) up to t
+    let up = "../../../../../outside/secret".to_string();
+    let abs = secret.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("dotdot", layer_tar(&[("h", Link, b"", Some(&up))])),
+        ("absolute", layer_tar(&[("h", Link, b"", Some(&abs))])),
+        (
+            "via-symlink",
+            layer_tar(&[("l", Symlink, b"", Some(outside.to_str().unwrap())), ("h", Link, b"", Some("l/secret"))]),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (name, layer) in &cases {
+        let (out, _) = build_on_layers(&t.join(name), &[layer]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let m = fs::metadata(&secret).unwrap();
+        if m.nlink() != 1 || fs::read_to_string(&secret).unwrap() != "secret\n" {
+            problems.push(format!("{name}: the outside file got a link ({} links): {err}", m.nlink()));
+        }
+        if out.status.success() {
+            problems.push(format!("{name}: a hard link out of the root was accepted"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
