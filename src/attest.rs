@@ -331,15 +331,13 @@ pub fn provenance(info: &BuildInfo, mode: ProvenanceMode, version: SlsaVersion) 
         .bases
         .iter()
         .map(|b| {
-            let uri = if b.name.contains(':')
-                && (b.name.starts_with("oci:")
-                    || b.name.starts_with("oci-archive:")
-                    || b.name.starts_with("docker-archive:"))
-            {
-                b.name.clone()
-            } else {
-                docker_purl(&b.name, None)
-            };
+            let local = matches!(
+                b.name.parse::<crate::transport::Endpoint>(),
+                Ok(crate::transport::Endpoint::Layout { .. }
+                    | crate::transport::Endpoint::OciArchive { .. }
+                    | crate::transport::Endpoint::DockerArchive { .. })
+            );
+            let uri = if local { b.name.clone() } else { docker_purl(&b.name, None) };
             json!({"uri": uri, "digest": digest_set(&b.digest), "name": b.name})
         })
         .collect();

@@ -17,9 +17,7 @@
 //! index) into a new layout as `v1`:
 //!
 //! ```
-//! use hoist::copy::{self, CopyOptions};
-//! use hoist::transport::layout::Layout;
-//! use hoist::transport::{Destination, NoProgress, Source};
+//! use hoist::{copy, CopyOptions, Destination, Layout, NoProgress, Source};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +36,14 @@
 //! # Ok(())
 //! # }
 //! ```
+
+//! # The library API
+//!
+//! The names re-exported at the crate root are the API a caller starts from: the content
+//! model, the transport traits and transports, the one graph copy, the error type. The
+//! modules below are public because the `hoist` command line (its own crate target) builds
+//! on them; their helper modules (registry internals, layout safety, codecs, scanners, key
+//! files) are `pub(crate)`, and nothing outside the crate can name them.
 
 #![warn(missing_docs)]
 
@@ -58,9 +64,29 @@ pub mod modelpack;
 pub mod output;
 pub mod rebase;
 pub mod sbom;
+pub mod store;
 pub mod sync;
 pub mod transport;
 pub mod trust;
 
-pub use error::{Error, Result};
+// The content model: what a source holds and how it is named.
+pub use model::reference::{Reference, TagOrDigest};
 pub use model::{Descriptor, Digest, Document, Platform};
+
+// The errors: one type, matched by kind.
+pub use error::{Error, Result};
+
+// One trait set for every transport, and the transports.
+pub use transport::archive::docker::{DockerArchive, DockerArchiveWriter};
+pub use transport::archive::oci::{OciArchive, OciArchiveWriter};
+pub use transport::layout::Layout;
+pub use transport::memory::Memory;
+pub use transport::registry::{Client, RegistryOptions};
+pub use transport::{open_destination, open_source, Endpoint};
+pub use transport::{BlobOutcome, Destination, NoProgress, Progress, Source};
+
+// The one graph copy that moves content between any two of them.
+pub use copy::{CopyOptions, CopyReport};
+
+// Layer compression: one type, one parser, one encoder per algorithm.
+pub use layer::Compression;

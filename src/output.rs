@@ -654,6 +654,71 @@ pub async fn sign_outputs(
     Ok((written, passed))
 }
 
+/// The `--output` keys that change what is built, of every output together. One build
+/// serves every output, so outputs that set the same key must agree.
+#[derive(Default)]
+pub struct BuildKeys {
+    /// `annotation.K`, `annotation-manifest.K`: each manifest (and the index, if any).
+    pub annotations: BTreeMap<String, String>,
+    /// `annotation-index.K`: the index only.
+    pub index_annotations: BTreeMap<String, String>,
+    /// `compression=` with `compression-level=`.
+    pub compression: Option<crate::layer::Compression>,
+    /// `force-compression=true` on some output.
+    pub force: bool,
+}
+
+/// Add `from` to `into`; a key both set to different values is a usage error.
+pub fn merge_annotations(into: &mut BTreeMap<String, String>, from: BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in from {
+        if let Some(old) = into.get(&k).filter(|old| **old != v) {
+            return Err(Error::Usage(format!(
+                "--output annotation {k}: {v:?} differs from {old:?} (one build serves every output)"
+            )));
+        }
+        into.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Index annotations (`annotation-index.K`, `annotation-index-descriptor.K`) with fewer than
+/// two platforms: there is no index, so they are refused before anything is built (BuildKit:
+/// "index annotations not supported for single platform export").
+pub fn refuse_index_keys(outputs: &[OutputSpec], platforms: usize) -> Result<()> {
+    if platforms >= 2 {
+        return Ok(());
+    }
+    match outputs.iter().flat_map(|o| o.build_keys.keys()).find(|k| k.starts_with("annotation-index")) {
+        Some(k) => Err(Error::Usage(format!(
+            "--output key {k:?}: one platform is built, so there is no index to annotate; build for several (--platform A,B) or use annotation.KEY"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The build keys of every output, merged (see [`BuildKeys`]).
+pub fn build_keys(outputs: &[OutputSpec]) -> Result<BuildKeys> {
+    let mut keys = BuildKeys::default();
+    let mut compression: Option<String> = None;
+    for o in outputs {
+        merge_annotations(&mut keys.annotations, o.annotations())?;
+        merge_annotations(&mut keys.index_annotations, o.index_annotations())?;
+        if let Some(c) = o.compression() {
+            match &compression {
+                Some(prev) if *prev != c => {
+                    return Err(Error::Usage(format!(
+                        "--output compression {c} differs from {prev} (one build serves every output)"
+                    )))
+                }
+                _ => compression = Some(c),
+            }
+        }
+        keys.force |= o.force_compression();
+    }
+    keys.compression = compression.map(|c| c.parse()).transpose()?;
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
 use hoist::model::descriptor::Descriptor;
-use hoist::output::{export, parse_output, OutputSpec};
+use hoist::output::{build_keys, export, merge_annotations, parse_output, refuse_index_keys, OutputSpec};
 use hoist::transport::layout::Layout;
 use hoist::transport::Endpoint;
 use hoist::transport::Source;
@@ -476,69 +476,6 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
     let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
     deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
-}
-
-/// The `--output` keys that change what is built, of every output together. One build
-/// serves every output, so outputs that set the same key must agree.
-#[derive(Default)]
-struct BuildKeys {
-    /// `annotation.K`, `annotation-manifest.K`: each manifest (and the index, if any).
-    annotations: BTreeMap<String, String>,
-    /// `annotation-index.K`: the index only.
-    index_annotations: BTreeMap<String, String>,
-    /// `compression=` with `compression-level=`.
-    compression: Option<Compression>,
-    /// `force-compression=true` on some output.
-    force: bool,
-}
-
-fn merge_annotations(into: &mut BTreeMap<String, String>, from: BTreeMap<String, String>) -> Result<()> {
-    for (k, v) in from {
-        if let Some(old) = into.get(&k).filter(|old| **old != v) {
-            return Err(Error::Usage(format!(
-                "--output annotation {k}: {v:?} differs from {old:?} (one build serves every output)"
-            )));
-        }
-        into.insert(k, v);
-    }
-    Ok(())
-}
-
-/// Index annotations (`annotation-index.K`, `annotation-index-descriptor.K`) with fewer than
-/// two platforms: there is no index, so they are refused before anything is built (BuildKit:
-/// "index annotations not supported for single platform export").
-fn refuse_index_keys(outputs: &[OutputSpec], platforms: usize) -> Result<()> {
-    if platforms >= 2 {
-        return Ok(());
-    }
-    match outputs.iter().flat_map(|o| o.build_keys.keys()).find(|k| k.starts_with("annotation-index")) {
-        Some(k) => Err(Error::Usage(format!(
-            "--output key {k:?}: one platform is built, so there is no index to annotate; build for several (--platform A,B) or use annotation.KEY"
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn build_keys(outputs: &[OutputSpec]) -> Result<BuildKeys> {
-    let mut keys = BuildKeys::default();
-    let mut compression: Option<String> = None;
-    for o in outputs {
-        merge_annotations(&mut keys.annotations, o.annotations())?;
-        merge_annotations(&mut keys.index_annotations, o.index_annotations())?;
-        if let Some(c) = o.compression() {
-            match &compression {
-                Some(prev) if *prev != c => {
-                    return Err(Error::Usage(format!(
-                        "--output compression {c} differs from {prev} (one build serves every output)"
-                    )))
-                }
-                _ => compression = Some(c),
-            }
-        }
-        keys.force |= o.force_compression();
-    }
-    keys.compression = compression.map(|c| c.parse()).transpose()?;
-    Ok(keys)
 }
 
 /// The `--output` keys that change what is built, applied to the one build: annotations are

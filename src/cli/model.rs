@@ -287,8 +287,8 @@ async fn known_layers(
     {
         return none;
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) else { return none };
-    if v["descriptor"]["revision"] != commit || v["descriptor"]["sourceURL"] != source_url {
+    let Some((described, revision, source)) = hoist::modelpack::Described::from_config(&buf) else { return none };
+    if revision.as_deref() != Some(commit) || source.as_deref() != Some(source_url) {
         return none;
     }
     for l in &m.layers {
@@ -296,15 +296,6 @@ async fn known_layers(
             out.insert(p.clone(), l.clone());
         }
     }
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    let described = hoist::modelpack::Described {
-        architecture: s(&v["config"]["architecture"]),
-        family: s(&v["descriptor"]["family"]),
-        format: s(&v["config"]["format"]),
-        param_size: s(&v["config"]["paramSize"]),
-        precision: s(&v["config"]["precision"]),
-        quantization: s(&v["config"]["quantization"]),
-    };
     (out, Some(described))
 }
 

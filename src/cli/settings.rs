@@ -266,3 +266,18 @@ pub(crate) fn plain_terminal() -> bool {
 pub(crate) fn parse_platform(s: &str) -> Result<Platform> {
     Platform::parse(s).ok_or_else(|| Error::Usage(format!("--platform {s:?}: platform must be os/arch[/variant]")))
 }
+
+#[cfg(test)]
+mod tests {
+    /// A default that clap cannot show from a constant (it depends on the registry's
+    /// profile) is written in the help text; this keeps that text equal to the library's.
+    #[test]
+    fn help_defaults_are_the_library_constants() {
+        let cmd = <super::super::Cli as clap::CommandFactory>::command();
+        let help = |id: &str| {
+            cmd.get_arguments().find(|a| a.get_id() == id).and_then(|a| a.get_help()).map(|h| h.to_string()).unwrap()
+        };
+        let chunk = format!("[default: {}, ", hoist::transport::registry::DEFAULT_CHUNK_SIZE_MIB);
+        assert!(help("chunk_size_mib").contains(&chunk), "{}", help("chunk_size_mib"));
+    }
+}

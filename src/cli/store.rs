@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use hoist::error::{Error, Result};
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
+use hoist::store::{age_of, default_store, prune, remove_roots, total_size, KEEP_UNTAGGED};
 use hoist::transport::layout::Layout;
-use hoist::transport::{Endpoint, Source};
+use hoist::transport::Endpoint;
 use hoist::Descriptor;
 
 use super::out::outln;
@@ -62,18 +63,6 @@ impl OutputArgs {
         let dir = self.store.clone().unwrap_or_else(default_store);
         Layout::create(&dir)
     }
-}
-
-/// `$HOIST_STORE`, else `$XDG_DATA_HOME/hoist/store`, else `~/.local/share/hoist/store`.
-pub(crate) fn default_store() -> PathBuf {
-    if let Some(s) = std::env::var_os("HOIST_STORE").filter(|s| !s.is_empty()) {
-        return PathBuf::from(s);
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(d).join("hoist/store");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/hoist/store")
 }
 
 /// Outputs writing to a layout or OCI archive without a name get `default_tag` (the tag
@@ -233,10 +222,6 @@ pub(crate) enum StoreCmd {
     },
 }
 
-/// How long untagged results of `artifact push` and `model pack` stay in the store: older
-/// ones are pruned at the end of the next such command (so a re-run within a day reuses them).
-pub(crate) const KEEP_UNTAGGED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// `30s`, `15m`, `24h`, `7d`, or plain seconds.
 fn parse_age(s: &str) -> Result<std::time::Duration> {
     let s = s.trim();
@@ -254,81 +239,6 @@ fn parse_age(s: &str) -> Result<std::time::Duration> {
 
 fn open_existing_store(store: Option<PathBuf>) -> Result<Layout> {
     Layout::open(store.unwrap_or_else(default_store))
-}
-
-/// Age of a root: how long ago its manifest blob was stored.
-fn age_of(layout: &Layout, d: &Descriptor) -> Option<std::time::Duration> {
-    let m = std::fs::symlink_metadata(layout.blob_path_of(&d.digest)).ok()?;
-    m.modified().ok()?.elapsed().ok()
-}
-
-/// Total size of the distinct blobs under `d` (manifests, configs, layers).
-async fn total_size(layout: &Layout, d: &Descriptor) -> u64 {
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![d.clone()];
-    let mut total = 0;
-    while let Some(d) = stack.pop() {
-        if !seen.insert(d.digest.clone()) || seen.len() > 100_000 {
-            continue;
-        }
-        total += d.size;
-        if hoist::model::media::is_document(&d.media_type) {
-            if let Ok(doc) = layout.fetch_document(&d).await {
-                match &doc.view {
-                    hoist::model::document::View::Index(i) => stack.extend(i.manifests.iter().cloned()),
-                    hoist::model::document::View::Manifest(m) => {
-                        stack.push(m.config.clone());
-                        stack.extend(m.layers.iter().cloned());
-                    }
-                }
-            }
-        }
-    }
-    total
-}
-
-/// Untagged roots of `layout` older than `age` removed from index.json (all of them with
-/// `dry_run` false), then gc. Returns the removed roots and the gc report.
-pub(crate) async fn prune(
-    layout: &Layout,
-    age: std::time::Duration,
-    dry_run: bool,
-) -> Result<(Vec<Descriptor>, hoist::transport::layout::GcReport)> {
-    let old: Vec<Descriptor> = layout
-        .root_index()?
-        .roots()
-        .into_iter()
-        .filter(|(d, tag)| tag.is_none() && age_of(layout, d).is_some_and(|a| a >= age))
-        .map(|(d, _)| d)
-        .collect();
-    if !dry_run && !old.is_empty() {
-        let gone: std::collections::HashSet<_> = old.iter().map(|d| d.digest.clone()).collect();
-        remove_roots(layout, |d, tag| tag.is_none() && gone.contains(&d.digest))?;
-    }
-    let report = layout.gc(dry_run).await?;
-    Ok((old, report))
-}
-
-/// Rewrite index.json without the roots `drop` picks (order of the rest kept).
-fn remove_roots(layout: &Layout, drop: impl Fn(&Descriptor, Option<&str>) -> bool) -> Result<usize> {
-    layout.update_index(|index| {
-        let mut kept = hoist::transport::roots::RootIndex::new();
-        let mut removed = 0;
-        for (d, tag) in index.roots() {
-            if drop(&d, tag.as_deref()) {
-                removed += 1;
-                continue;
-            }
-            match tag {
-                Some(t) => kept.set_tag(&d, &t)?,
-                None => {
-                    kept.add_untagged(&d)?;
-                }
-            }
-        }
-        *index = kept;
-        Ok(removed)
-    })
 }
 
 /// Run a store subcommand.

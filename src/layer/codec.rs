@@ -422,15 +422,6 @@ pub enum WriteDecoder<W: Write> {
 }
 
 impl<W: Write> WriteDecoder<W> {
-    /// A decoder into `w`: by `media_type` when it names a tar layer, otherwise by the magic
-    /// bytes of what is written first.
-    pub fn new(media_type: Option<&str>, w: W) -> io::Result<Self> {
-        match media_type.and_then(Algorithm::of_layer_media_type) {
-            Some(a) => Self::of(a, w),
-            None => Ok(Self::sniffing(w)),
-        }
-    }
-
     /// A decoder into `w` that chooses by the magic bytes of what is written first.
     pub fn sniffing(w: W) -> Self {
         WriteDecoder::Sniff(Vec::with_capacity(4), Some(w))
@@ -544,7 +535,10 @@ mod tests {
                 let mut out = Vec::new();
                 decompress(mt, &enc[..]).unwrap().read_to_end(&mut out).unwrap();
                 assert_eq!(out, data, "{c} {mt:?}");
-                let mut w = WriteDecoder::new(mt, Vec::new()).unwrap();
+                let mut w = match mt.and_then(Algorithm::of_layer_media_type) {
+                    Some(a) => WriteDecoder::of(a, Vec::new()).unwrap(),
+                    None => WriteDecoder::sniffing(Vec::new()),
+                };
                 for chunk in enc.chunks(3) {
                     w.write_all(chunk).unwrap();
                 }

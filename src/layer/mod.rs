@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub mod codec;
+pub(crate) mod codec;
 pub mod estargz;
 pub(crate) mod extract;
 mod pgzip;

@@ -10,8 +10,8 @@ pub mod document;
 pub mod media;
 pub mod platform;
 pub mod reference;
-pub mod time;
-pub mod verify;
+pub(crate) mod time;
+pub(crate) mod verify;
 pub mod write;
 
 pub use descriptor::Descriptor;

@@ -54,6 +54,24 @@ pub struct Described {
     pub quantization: Option<String>,
 }
 
+impl Described {
+    /// What a ModelPack config (`bytes`) says, with its `descriptor.revision` and
+    /// `descriptor.sourceURL` (where its files were packed from); `None` when it is not JSON.
+    pub fn from_config(bytes: &[u8]) -> Option<(Described, Option<String>, Option<String>)> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let described = Described {
+            architecture: s(&v["config"]["architecture"]),
+            family: s(&v["descriptor"]["family"]),
+            format: s(&v["config"]["format"]),
+            param_size: s(&v["config"]["paramSize"]),
+            precision: s(&v["config"]["precision"]),
+            quantization: s(&v["config"]["quantization"]),
+        };
+        Some((described, s(&v["descriptor"]["revision"]), s(&v["descriptor"]["sourceURL"])))
+    }
+}
+
 /// The header of one safetensors file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SafetensorsInfo {

@@ -20,13 +20,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub mod convert;
-pub mod describe;
-pub mod formats;
+pub(crate) mod convert;
+pub(crate) mod describe;
+pub(crate) mod formats;
 pub mod hf;
-pub mod modelfile;
-pub mod planned;
-pub mod select;
+pub(crate) mod modelfile;
+pub(crate) mod planned;
+pub(crate) mod select;
 pub mod sign;
 
 pub use convert::{convert_model, ConvertReport, ConvertedModel, ModelTarget};

@@ -9,14 +9,14 @@
 //!
 //! Not read (yet): rpm databases, Rust `cargo auditable` data, Go binaries older than 1.18.
 
-pub mod cyclonedx;
-pub mod gobuild;
-pub mod license;
-pub mod purl;
-pub mod rpm;
-pub mod scan;
-pub mod spdx;
-pub mod tree;
+pub(crate) mod cyclonedx;
+pub(crate) mod gobuild;
+pub(crate) mod license;
+pub(crate) mod purl;
+pub(crate) mod rpm;
+pub(crate) mod scan;
+pub(crate) mod spdx;
+pub(crate) mod tree;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;

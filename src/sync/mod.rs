@@ -15,7 +15,7 @@
 
 pub mod config;
 pub mod retention;
-pub mod semver;
+pub(crate) mod semver;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

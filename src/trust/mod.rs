@@ -10,7 +10,7 @@
 //! - [`policy`]: containers-policy.json(5), checked before anything is fetched or written.
 
 pub mod dsse;
-pub mod encrypted;
+pub(crate) mod encrypted;
 pub mod keys;
 pub mod modelsig;
 pub mod payload;

@@ -3,6 +3,11 @@
 //! does not, or a documented key the output lacks (unless marked `"key"?`), fails; so does a
 //! table row no command here exercises, unless it is in `NOT_RUN` with its reason. The docs
 //! and the output cannot drift apart silently again.
+//!
+//! The same outputs are also judged by python's `jsonschema` against the JSON Schema of their
+//! row (`tests/schemas/hoist/json-output.schema.json`, one `$defs` entry per row, with types:
+//! digests, sizes, enums), and so are the `--metadata-file` documents of `build` and `copy`
+//! and an error document.
 
 use crate::common::*;
 
@@ -250,12 +255,59 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("copy counters (`report`)", "not a command: checked inside every `report` below"),
 ];
 
+/// The definition in `tests/schemas/hoist/json-output.schema.json` of each row's document.
+const ROW_SCHEMA: &[(&str, &str)] = &[
+    ("`copy`, `push`, `pull`", "copy"),
+    ("`copy`/`pull` to `type=…` (`--output` syntax)", "copyToOutputs"),
+    ("copy counters (`report`)", "report"),
+    ("`inspect`", "inspect"),
+    ("`digest`", "digestCmd"),
+    ("`tags`", "tags"),
+    ("`referrers`", "referrers"),
+    ("`login`", "login"),
+    ("`logout`", "logout"),
+    ("`layout fsck`", "layoutFsck"),
+    ("`layout gc`", "layoutGc"),
+    ("`build`, `artifact pack`, `model pack`", "build"),
+    ("`artifact push`", "artifactPush"),
+    ("`model describe`", "modelDescribe"),
+    ("`model unpack`", "modelUnpack"),
+    ("`model unpack --list`", "modelUnpackList"),
+    ("`model diff`", "modelDiff"),
+    ("`model convert`", "modelConvert"),
+    ("`index create`", "indexCreate"),
+    ("`bundle create`", "indexCreate"),
+    ("`bundle inspect`", "bundleInspect"),
+    ("`bundle pull`", "bundlePull"),
+    ("`store ls`", "storeLs"),
+    ("`store rm`", "storeRm"),
+    ("`store prune`", "storePrune"),
+    ("`version`", "version"),
+    ("`key generate`", "keyGenerate"),
+    ("`sign`", "sign"),
+    ("`verify`", "verify"),
+    ("`attest`", "attest"),
+    ("`verify-attestation`", "verify"),
+    ("`model sign`", "modelSign"),
+    ("`model verify`", "modelVerify"),
+    ("`sbom`", "sbom"),
+    ("`sbom --attach`", "sbomAttach"),
+    ("`sync`", "sync"),
+    ("`tag`", "tag"),
+    ("`untag`", "untag"),
+    ("`delete`", "delete"),
+    ("`catalog`", "catalog"),
+    ("`retention`", "retention"),
+];
+
 struct Run {
     dir: PathBuf,
     config: PathBuf,
     documented: BTreeMap<String, Shape>,
     seen: BTreeSet<String>,
     problems: Vec<String>,
+    /// Each document written out, with its definition in the JSON Schema.
+    judged: Vec<(&'static str, PathBuf)>,
 }
 
 impl Run {
@@ -283,7 +335,40 @@ impl Run {
         }
         self.problems.extend(problems.into_iter().map(|p| format!("{row} (hoist {}): {p}", args.join(" "))));
         self.seen.insert(row.to_string());
+        let def = ROW_SCHEMA
+            .iter()
+            .find(|(r, _)| *r == row)
+            .unwrap_or_else(|| panic!("{row}: no definition in ROW_SCHEMA (add one to the JSON Schema)"))
+            .1;
+        self.judge(def, so.as_bytes());
         v
+    }
+
+    /// Keep `doc` for the JSON Schema definition `def`.
+    fn judge(&mut self, def: &'static str, doc: &[u8]) {
+        let file = self.dir.join(format!("judged-{}-{def}.json", self.judged.len()));
+        std::fs::write(&file, doc).unwrap();
+        self.judged.push((def, file));
+    }
+
+    /// `hoist --format json ARGS` failing: the error document on stdout, the exit code `want`.
+    fn error(&mut self, args: &[&str], want: i32) {
+        let out = hoist_cmd().arg("--format").arg("json").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(want), "hoist {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        self.judge("error", &out.stdout);
+    }
+}
+
+#[test]
+fn every_row_has_a_json_schema_definition() {
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/hoist/json-output.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for row in documented().keys() {
+        let def = ROW_SCHEMA.iter().find(|(r, _)| r == row).unwrap_or_else(|| panic!("{row}: not in ROW_SCHEMA")).1;
+        assert!(schema["$defs"].get(def).is_some(), "{row}: no $defs/{def} in the JSON Schema");
     }
 }
 
@@ -339,13 +424,15 @@ fn every_json_output_has_the_documented_shape() {
         documented: documented(),
         seen: BTreeSet::new(),
         problems: vec![],
+        judged: vec![],
     };
     let sample = hoist_testkit::fixtures::sample_layout_dir();
     let multi = format!("oci:{}:multi", sample.display());
     let app = format!("{host}/app:v1");
 
     r.json("`version`", &["version"], 0);
-    r.json("`copy`, `push`, `pull`", &["copy", &multi, &app], 0);
+    r.json("`copy`, `push`, `pull`", &["copy", "--metadata-file", &p("copy-meta.json"), &multi, &app], 0);
+    r.error(&["digest", &format!("oci:{}:v1", p("no-such-layout"))], 3);
     r.json("`copy`, `push`, `pull`", &["copy", &multi, &format!("oci:{}:multi", p("layout"))], 0);
     r.json(
         "`copy`/`pull` to `type=…` (`--output` syntax)",
@@ -373,6 +460,8 @@ fn every_json_output_has_the_documented_shape() {
             "linux/amd64",
             "--output",
             &format!("type=registry,name={built}"),
+            "--metadata-file",
+            &p("build-meta.json"),
         ],
         0,
     );
@@ -486,4 +575,27 @@ fn every_json_output_has_the_documented_shape() {
         "rows of docs/json.md no command here exercises (run them, or say why in NOT_RUN): {missing:?}"
     );
     assert!(r.problems.is_empty(), "--format json output and docs/json.md disagree:\n{}", r.problems.join("\n"));
+
+    // The same documents, and the metadata files, judged by jsonschema against their definitions.
+    for name in ["copy-meta.json", "build-meta.json"] {
+        let doc = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("--metadata-file {name}: {e}"));
+        r.judge("metadataFile", &doc);
+    }
+    let v = match hoist_testkit::schemas::Validator::new() {
+        Ok(v) => v,
+        Err(why) => hoist_testkit::skip!("the JSON Schema half: {why}"),
+    };
+    let pairs: Vec<(PathBuf, PathBuf)> = r
+        .judged
+        .iter()
+        .map(|(def, file)| (v.schema(&format!("hoist/json-output.schema.json#/$defs/{def}")), file.clone()))
+        .collect();
+    let failures = v.validate(&pairs);
+    assert!(
+        failures.is_empty(),
+        "{} of {} documents fail their JSON Schema:\n{}",
+        failures.len(),
+        pairs.len(),
+        failures.join("\n")
+    );
 }

@@ -60,3 +60,4 @@ mod store_security;
 mod sync;
 mod tls;
 mod token_auth;
+mod unpack_links;

@@ -5,7 +5,10 @@
 //! create (also `--bundle-file`), OCI
 //! layout, oci-archive and docker-archive outputs) are walked, and each `oci-layout`,
 //! `index.json`, manifest, index, image config, ModelPack config and CNAB bundle.json is
-//! validated.
+//! validated; so are the Docker-format documents hoist writes (a Docker schema 2 manifest it
+//! makes for a docker-archive image or rewrites on recompression, and a docker-archive's
+//! `manifest.json`), against schemas written from their specifications (`tests/schemas/docker`,
+//! no upstream schema exists).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,10 +57,64 @@ fn documents(v: &Validator, layout: &Path) -> Vec<(PathBuf, PathBuf)> {
             "application/vnd.oci.image.index.v1+json" => {
                 out.push((v.schema("image-spec/image-index-schema.json"), e.path().to_path_buf()))
             }
+            // Docker schema 2 (hoist makes one for a docker-archive image without manifest
+            // bytes, and rewrites one when it recompresses its layers); a Docker image config
+            // is an OCI image config too.
+            "application/vnd.docker.distribution.manifest.v2+json" => {
+                out.push((v.schema("docker/manifest-v2-schema2.json"), e.path().to_path_buf()));
+                let config = blob(doc["config"]["digest"].as_str().unwrap_or_default());
+                if config.exists() {
+                    out.push((v.schema("image-spec/config-schema.json"), config));
+                }
+            }
+            "application/vnd.docker.distribution.manifest.list.v2+json" => {
+                out.push((v.schema("docker/manifest-list.json"), e.path().to_path_buf()))
+            }
             _ => {}
         }
     }
+    // A docker-archive's `manifest.json` (docker save's format).
+    if layout.join("manifest.json").exists() {
+        out.push((v.schema("docker/archive-manifest.json"), layout.join("manifest.json")));
+    }
     out
+}
+
+/// A docker-archive as `docker save` wrote them before OCI layouts (no manifest bytes, no
+/// index.json: `manifest.json`, the config and each layer as `<id>/layer.tar`) of the image
+/// `tag` of `layout`.
+fn legacy_docker_archive(layout: &Path, tag: &str, file: &Path) {
+    let json = |p: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &str| layout.join("blobs").join(d.replacen(':', "/", 1));
+    let index = json(layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tagged manifest");
+    let m = json(blob(entry["digest"].as_str().unwrap()));
+    let mut b = tar::Builder::new(std::fs::File::create(file).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, bytes).unwrap();
+    };
+    let config_digest = m["config"]["digest"].as_str().unwrap();
+    let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
+    add(&config_name, &std::fs::read(blob(config_digest)).unwrap());
+    let mut layers = Vec::new();
+    for l in m["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        let name = format!("{}/layer.tar", d.trim_start_matches("sha256:"));
+        add(&name, &std::fs::read(blob(d)).unwrap());
+        layers.push(name);
+    }
+    let manifest = serde_json::json!([{"Config": config_name, "RepoTags": ["me/legacy:v1"], "Layers": layers}]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.finish().unwrap();
 }
 
 /// Unpack a tar (oci-archive, docker-archive) into a directory next to it.
@@ -245,6 +302,36 @@ fn every_document_hoist_writes_passes_the_official_schemas() {
     );
     layouts.push(bundle_file);
 
+    // Docker-format documents: a legacy docker-archive (no manifest bytes) copied to a
+    // docker-archive gets a Docker schema 2 manifest made by hoist; decompressing its layers
+    // into a layout rewrites that manifest (Docker tar layers), still Docker schema 2.
+    let legacy = t.join("legacy-docker.tar");
+    legacy_docker_archive(&t.join("img-amd64"), "v1", &legacy);
+    let docker_out = t.join("from-legacy.tar");
+    run(
+        "hoist copy docker-archive -> docker-archive",
+        &[
+            "copy".into(),
+            format!("docker-archive:{}", legacy.display()),
+            format!("docker-archive:{}:me/app:v1", docker_out.display()),
+        ],
+    );
+    let docker_dir = untar(&docker_out);
+    let recompressed = t.join("docker-recompressed");
+    run(
+        "hoist copy --dest-compress none of a Docker schema 2 image",
+        &[
+            "copy".into(),
+            "--dest-compress".into(),
+            "none".into(),
+            format!("docker-archive:{}", docker_out.display()),
+            format!("oci:{}:v1", recompressed.display()),
+        ],
+    );
+    layouts.extend([docker_dir, recompressed.clone()]);
+    let rewritten = std::fs::read_to_string(recompressed.join("index.json")).unwrap();
+    assert!(rewritten.contains("application/vnd.docker.distribution.manifest.v2+json"), "{rewritten}");
+
     let mut pairs = Vec::new();
     for l in &layouts {
         pairs.extend(documents(&v, l));
@@ -257,6 +344,8 @@ fn every_document_hoist_writes_passes_the_official_schemas() {
         "image-spec/config-schema",
         "model-spec/config-schema",
         "bundle.schema",
+        "docker/manifest-v2-schema2",
+        "docker/archive-manifest",
     ] {
         assert!(pairs.iter().any(|(s, _)| s.to_string_lossy().contains(kind)), "no document judged by {kind}");
     }

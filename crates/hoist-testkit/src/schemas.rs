@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The validator script: reads `SCHEMA_FILE<TAB>DOCUMENT_FILE` lines on stdin, prints one
-/// `ok` or `FAIL <document>: <error>` line each.
+/// `ok` or `FAIL <document>: <error>` line each. `SCHEMA_FILE#/$defs/NAME` validates against
+/// one definition of a schema file.
 const SCRIPT: &str = r##"
 import json, pathlib, sys
 import jsonschema
@@ -52,7 +53,13 @@ for line in sys.stdin:
     if not line:
         continue
     schema_file, doc = line.split("\t", 1)
+    schema_file, _, fragment = schema_file.partition("#")
     schema = schemas[str(pathlib.Path(schema_file).resolve())]
+    if fragment:
+        # One definition of the file (`FILE#/$defs/NAME`), resolved in the file's own draft.
+        schema = {"$schema": schema.get("$schema", ""), "$ref": pathlib.Path(schema_file).resolve().as_uri() + "#" + fragment}
+        if not schema["$schema"]:
+            del schema["$schema"]
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft4Validator)
     v = cls(schema, registry=registry)
     try:
@@ -109,7 +116,8 @@ impl Validator {
         Ok(Validator { python, script, schemas, _dir: dir })
     }
 
-    /// The schema file `rel` (`image-spec/image-manifest-schema.json`).
+    /// The schema file `rel` (`image-spec/image-manifest-schema.json`, or one definition of
+    /// it: `hoist/json-output.schema.json#/$defs/copy`).
     pub fn schema(&self, rel: &str) -> PathBuf {
         self.schemas.join(rel)
     }

@@ -26,36 +26,16 @@ const MAX_ERROR_TEXT: usize = 300;
 pub struct ErrorCode(pub Cow<'static, str>);
 
 impl ErrorCode {
-    /// Blob unknown to registry.
-    pub const BLOB_UNKNOWN: ErrorCode = ErrorCode::known("BLOB_UNKNOWN");
     /// Blob upload invalid (distribution: the session's state no longer matches its data).
     pub const BLOB_UPLOAD_INVALID: ErrorCode = ErrorCode::known("BLOB_UPLOAD_INVALID");
     /// Blob upload unknown to registry (expired or cancelled session).
     pub const BLOB_UPLOAD_UNKNOWN: ErrorCode = ErrorCode::known("BLOB_UPLOAD_UNKNOWN");
-    /// Provided digest did not match uploaded content.
-    pub const DIGEST_INVALID: ErrorCode = ErrorCode::known("DIGEST_INVALID");
-    /// Blob unknown to registry (a manifest names a blob the registry lacks).
-    pub const MANIFEST_BLOB_UNKNOWN: ErrorCode = ErrorCode::known("MANIFEST_BLOB_UNKNOWN");
-    /// Manifest invalid.
-    pub const MANIFEST_INVALID: ErrorCode = ErrorCode::known("MANIFEST_INVALID");
     /// Manifest unknown.
     pub const MANIFEST_UNKNOWN: ErrorCode = ErrorCode::known("MANIFEST_UNKNOWN");
-    /// Invalid repository name.
-    pub const NAME_INVALID: ErrorCode = ErrorCode::known("NAME_INVALID");
-    /// Repository name not known to registry.
-    pub const NAME_UNKNOWN: ErrorCode = ErrorCode::known("NAME_UNKNOWN");
-    /// Provided length did not match content length.
-    pub const SIZE_INVALID: ErrorCode = ErrorCode::known("SIZE_INVALID");
-    /// Authentication required.
-    pub const UNAUTHORIZED: ErrorCode = ErrorCode::known("UNAUTHORIZED");
-    /// Requested access to the resource is denied.
-    pub const DENIED: ErrorCode = ErrorCode::known("DENIED");
     /// The operation is unsupported.
     pub const UNSUPPORTED: ErrorCode = ErrorCode::known("UNSUPPORTED");
     /// The `n` of a paginated request is more than the registry serves a page.
     pub const PAGINATION_NUMBER_INVALID: ErrorCode = ErrorCode::known("PAGINATION_NUMBER_INVALID");
-    /// Too many requests.
-    pub const TOOMANYREQUESTS: ErrorCode = ErrorCode::known("TOOMANYREQUESTS");
 
     const fn known(s: &'static str) -> ErrorCode {
         ErrorCode(Cow::Borrowed(s))

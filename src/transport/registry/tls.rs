@@ -462,14 +462,6 @@ impl Clients {
     pub fn put<U: IntoUrl + AsRef<str>>(&self, url: U) -> RequestBuilder {
         self.for_url(url.as_ref()).put(url)
     }
-    /// `PATCH url`.
-    pub fn patch<U: IntoUrl + AsRef<str>>(&self, url: U) -> RequestBuilder {
-        self.for_url(url.as_ref()).patch(url)
-    }
-    /// `HEAD url`.
-    pub fn head<U: IntoUrl + AsRef<str>>(&self, url: U) -> RequestBuilder {
-        self.for_url(url.as_ref()).head(url)
-    }
 }
 
 /// The reqwest client for one host: rustls with `t`, the proxy settings, HTTP/1.1 unless
