@@ -20,12 +20,14 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 
 use super::cache::{write_cache, CacheEntry, ImportedCache};
-use super::fs::{
-    cache_root, chain_id, ensure_unpacked_blocking, lookup, materialize, mount_overlay, read_small, resolve_in_dir,
-    resolve_in_stack, Mounted, Snapshotter,
+use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
+use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
+use super::parse::{err, parse, Args, Instruction, Keyword};
+use super::stage::{
+    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, SourceRoot, Stage, DEFAULT_PATH,
 };
-use super::parse::{err, parse, Args, Dockerfile, Instruction};
 use super::statcache::StatCache;
+use super::user::resolve_user;
 use super::words::{word, words};
 use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext};
 use crate::error::{Error, IoContext, Result};
@@ -35,125 +37,8 @@ use crate::layer::extract::{clean_path, Extractor, Profile};
 use crate::layer::tar::{Stream, TarReader};
 use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::model::write::{Empty, History, ImageConfig, RootFs};
+use crate::model::write::{Empty, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
-
-/// Largest `.dockerignore` read.
-const MAX_DOCKERIGNORE: u64 = 1 << 20;
-/// Largest /etc/passwd or /etc/group read to resolve a user name.
-const MAX_PASSWD: u64 = 4 << 20;
-/// Default PATH of RUN when the image sets none (BuildKit's).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// A stage being built.
-#[derive(Clone)]
-pub(crate) struct Stage {
-    pub name: Option<String>,
-    pub config: ImageConfig,
-    /// Layer descriptors, aligned with `config.rootfs.diff_ids`.
-    pub layers: Vec<Descriptor>,
-    pub base: Option<(Descriptor, String)>,
-    /// ARGs declared in the stage, with their values.
-    pub args: BTreeMap<String, Option<String>>,
-    pub shell: Vec<String>,
-    pub cmd_set: bool,
-    pub key: String,
-    pub platform: Platform,
-}
-
-impl Stage {
-    /// Variables for expansion: the config's ENV, then the stage's ARGs.
-    pub fn vars(&self) -> HashMap<String, String> {
-        let mut m: HashMap<String, String> = HashMap::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-        for e in &self.config.config.env {
-            let (k, v) = e.split_once('=').unwrap_or((e, ""));
-            m.insert(k.to_string(), v.to_string());
-        }
-        m
-    }
-
-    pub fn workdir(&self) -> String {
-        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
-    }
-
-    /// Unpack every layer (cached, by chain) and return their directories, bottom first.
-    /// Blocking.
-    pub fn dirs_blocking(&self, layout: &Layout) -> Result<Vec<PathBuf>> {
-        let mut dirs = Vec::new();
-        let mut chain: Option<String> = None;
-        for (d, id) in self.layers.iter().zip(&self.config.rootfs.diff_ids) {
-            let c = chain_id(chain.as_deref(), id);
-            dirs.push(ensure_unpacked_blocking(layout, d, &c, &dirs)?);
-            chain = Some(c);
-        }
-        Ok(dirs)
-    }
-
-    /// The ChainID (hex) of the stage's layers, None without layers.
-    pub fn chain(&self) -> Option<String> {
-        let mut chain: Option<String> = None;
-        for id in &self.config.rootfs.diff_ids {
-            chain = Some(chain_id(chain.as_deref(), id));
-        }
-        chain
-    }
-
-    pub(crate) fn push_layer(&mut self, blob: &LayerBlob, created: &str, by: String) {
-        self.layers.push(blob.descriptor.clone());
-        self.config.rootfs.diff_ids.push(blob.diff_id.clone());
-        self.config.history.push(History { created: Some(created.into()), created_by: Some(by), ..Default::default() });
-    }
-
-    pub(crate) fn push_empty(&mut self, created: &str, by: String) {
-        self.config.history.push(History {
-            created: Some(created.into()),
-            created_by: Some(by),
-            empty_layer: Some(true),
-            ..Default::default()
-        });
-    }
-}
-
-pub(crate) struct Ctx<'a> {
-    pub layout: &'a Layout,
-    pub opts: &'a DockerfileBuild,
-    pub log: &'a dyn BuildLog,
-    pub df: Dockerfile,
-    pub file: String,
-    pub epoch: i64,
-    pub created: String,
-    pub runs: usize,
-    pub cached: usize,
-    pub ignore: Arc<Vec<IgnoreRule>>,
-    /// The context directory, absolute.
-    pub context: PathBuf,
-    /// Content digests of context files by their stat.
-    pub stat: Arc<StatCache>,
-    /// Caches of `--cache-from`, asked on a local miss.
-    pub imported: Vec<ImportedCache>,
-    /// Every step this build went through (cached or not), for `--cache-to`.
-    pub seen: Mutex<BTreeMap<String, CacheEntry>>,
-    /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
-    /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
-    pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
-    /// Directories named by `--build-context NAME=DIR`.
-    pub named_dirs: BTreeMap<String, NamedDir>,
-}
-
-/// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
-/// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read it as they read the build
-/// context (files owned by root, keyed by content, the directory's own `.dockerignore`).
-/// A stage of that name comes first, as for images.
-#[derive(Clone)]
-pub(crate) struct NamedDir {
-    pub dir: PathBuf,
-    pub ignore: Arc<Vec<IgnoreRule>>,
-}
 
 /// The named directory contexts of `opts`, checked before anything is built.
 fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
@@ -169,112 +54,6 @@ fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
         out.insert(name.clone(), NamedDir { dir, ignore });
     }
     Ok(out)
-}
-
-pub(crate) fn hash(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.len().to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-impl Ctx<'_> {
-    fn cache_path(&self, key: &str) -> PathBuf {
-        cache_root(self.layout).join("steps").join(format!("{key}.json"))
-    }
-
-    /// The cached result of `key`, when its layer blob is still in the store.
-    fn cache_get(&self, key: &str) -> Option<CacheEntry> {
-        if self.opts.no_cache {
-            return None;
-        }
-        let raw = fs::read(self.cache_path(key)).ok()?;
-        let e: CacheEntry = serde_json::from_slice(&raw).ok()?;
-        if let Some(l) = &e.layer {
-            if !self.layout.blob_path_of(&l.digest).is_file() {
-                return None;
-            }
-        }
-        self.note(key, &e);
-        Some(e)
-    }
-
-    /// The cached result of `key`: the local cache, else the first `--cache-from` cache
-    /// holding it whose layer can be fetched into the store (then recorded locally too).
-    pub(crate) async fn cache_lookup(&self, key: &str) -> Result<Option<CacheEntry>> {
-        if self.opts.no_cache {
-            return Ok(None);
-        }
-        if let Some(e) = self.cache_get(key) {
-            return Ok(Some(e));
-        }
-        for (i, c) in self.imported.iter().enumerate() {
-            if let Some((e, later)) = c.take(key, self.layout, self.log).await {
-                if let Some(l) = e.layer.as_ref().filter(|_| later) {
-                    self.pending.lock().expect("pending lock").insert(l.digest.clone(), (i, l.clone()));
-                }
-                self.cache_put(key, e.blob().as_ref())?;
-                return Ok(Some(e));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
-    /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
-    /// before the image is written.
-    pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
-        use futures::{StreamExt, TryStreamExt};
-        let wanted: Vec<(usize, Descriptor)> = {
-            let pending = self.pending.lock().expect("pending lock");
-            layers.iter().filter_map(|l| pending.get(&l.digest).cloned()).collect()
-        };
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        futures::stream::iter(wanted.iter().map(|(i, l)| async move {
-            let cache = &self.imported[*i];
-            cache.fetch(l, self.layout).await.map_err(|e| {
-                Error::Other(format!("build cache {}: layer {} could not be fetched: {e}", cache.name(), l.digest))
-            })
-        }))
-        .buffer_unordered(4)
-        .try_collect::<Vec<()>>()
-        .await?;
-        let mut pending = self.pending.lock().expect("pending lock");
-        for (_, l) in &wanted {
-            pending.remove(&l.digest);
-        }
-        Ok(())
-    }
-
-    /// The cached layer of `key` (None inside: the step made no layer).
-    pub(crate) async fn cached_layer(&self, key: &str) -> Result<Option<Option<LayerBlob>>> {
-        Ok(self.cache_lookup(key).await?.map(|e| e.blob()))
-    }
-
-    /// Record a step of this build for `--cache-to`.
-    pub(crate) fn note(&self, key: &str, e: &CacheEntry) {
-        self.seen.lock().expect("cache record lock").insert(key.to_string(), e.clone());
-    }
-
-    pub(crate) fn cache_put(&self, key: &str, blob: Option<&LayerBlob>) -> Result<()> {
-        let e = CacheEntry::of(blob);
-        self.note(key, &e);
-        let p = self.cache_path(key);
-        let dir = p.parent().expect("steps dir");
-        fs::create_dir_all(dir).at(dir)?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-        fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
-        tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
-        Ok(())
-    }
-
-    fn e(&self, ins: &Instruction, reason: impl ToString) -> Error {
-        err(&self.file, ins.line, reason)
-    }
 }
 
 /// Build the Dockerfile of `opts` into `layout`; returns the image root and what ran.
@@ -326,7 +105,7 @@ pub async fn build_dockerfile(
     for p in &platforms {
         let gvars = global_vars(&ctx, &plan.globals, p)?;
         for &s in &plan.needed {
-            if plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == "RUN") {
+            if plan.stages[s].iter().any(|&i| ctx.df.instructions[i].keyword == Keyword::Run) {
                 super::run::check_can_run(opts.runtime.as_deref(), &stage_platform(&ctx, &plan, s, &gvars, p)?)?;
             }
         }
@@ -421,15 +200,6 @@ fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor>
     write_manifest(ctx.layout, parts, p, &ctx.created)
 }
 
-/// Instruction indexes of the global part and of each stage, and the stages the target needs.
-pub(crate) struct Plan {
-    pub globals: Vec<usize>,
-    pub stages: Vec<Vec<usize>>,
-    pub names: Vec<Option<String>>,
-    pub target: usize,
-    pub needed: BTreeSet<usize>,
-}
-
 fn from_parts(ctx: &Ctx<'_>, ins: &Instruction, vars: &HashMap<String, String>) -> Result<(String, Option<String>)> {
     let get = |n: &str| vars.get(n).cloned();
     let w = words(&ins.text(), &get, ctx.df.escape).map_err(|e| ctx.e(ins, e))?;
@@ -490,11 +260,11 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
     let mut globals = Vec::new();
     let mut stages: Vec<Vec<usize>> = Vec::new();
     for (i, ins) in ctx.df.instructions.iter().enumerate() {
-        if ins.keyword == "FROM" {
+        if ins.keyword == Keyword::From {
             stages.push(vec![i]);
         } else if let Some(s) = stages.last_mut() {
             s.push(i);
-        } else if ins.keyword == "ARG" {
+        } else if ins.keyword == Keyword::Arg {
             globals.push(i);
         } else {
             return Err(ctx.e(ins, format!("{} before the first FROM (only ARG may come first)", ins.keyword)));
@@ -526,7 +296,7 @@ fn plan_stages(ctx: &Ctx<'_>) -> Result<Plan> {
         for &i in &stages[s] {
             let ins = &ctx.df.instructions[i];
             let mut refs: Vec<(String, bool)> = Vec::new();
-            if ins.keyword == "FROM" {
+            if ins.keyword == Keyword::From {
                 refs.push((from_parts(ctx, ins, &vars)?.0, false));
             }
             if let Some(f) = ins.flag("from") {
@@ -600,20 +370,6 @@ async fn build_platform(
     }
     let target = done.remove(&plan.target).ok_or_else(|| Error::Other("target stage not built".into()))?;
     Ok((target, done))
-}
-
-/// The stage `r` names among the first `before` (by name, or for `--from` by index too).
-pub(crate) fn find_stage<'s>(
-    plan: &Plan,
-    done: &'s BTreeMap<usize, Stage>,
-    r: &str,
-    before: usize,
-    by_index: bool,
-) -> Option<&'s Stage> {
-    let r = r.to_ascii_lowercase();
-    (0..before)
-        .find(|&j| plan.names[j].as_deref() == Some(r.as_str()) || (by_index && r == j.to_string()))
-        .and_then(|j| done.get(&j))
 }
 
 /// `--from=NAME` naming the stage it is in: BuildKit's circular dependency.
@@ -778,7 +534,7 @@ async fn build_stage(
     for t in triggers {
         let file = format!("{} (ONBUILD of {image})", ctx.file);
         for mut ins in parse(&t, &file)?.instructions {
-            if matches!(ins.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+            if matches!(ins.keyword, Keyword::Onbuild | Keyword::From | Keyword::Maintainer) {
                 return Err(err(&file, from.line, format!("ONBUILD {} is not allowed", ins.keyword)));
             }
             ctx.log.line(&format!("  ONBUILD {}", truncate(&t)));
@@ -811,17 +567,17 @@ async fn step(
     let ws = |t: &str| words(t, &get, esc).map_err(|e| ctx.e(ins, e));
     let by = format!("{} {}", ins.keyword, ins.text());
     let created = ctx.created.clone();
-    if !matches!(ins.keyword.as_str(), "COPY" | "ADD" | "RUN") {
-        ins.check_flags(if ins.keyword == "HEALTHCHECK" { HEALTH_FLAGS } else { &[] }, &ctx.file)?;
+    if !matches!(ins.keyword, Keyword::Copy | Keyword::Add | Keyword::Run) {
+        ins.check_flags(if ins.keyword == Keyword::Healthcheck { HEALTH_FLAGS } else { &[] }, &ctx.file)?;
     }
-    match ins.keyword.as_str() {
-        "ARG" => {
+    match ins.keyword {
+        Keyword::Arg => {
             for (k, v) in arg_decls(ctx, ins, &vars)? {
                 let v = ctx.opts.build_args.get(&k).cloned().or(v).or_else(|| gvars.get(&k).cloned());
                 st.args.insert(k, v);
             }
         }
-        "ENV" => {
+        Keyword::Env => {
             let w = ws(&ins.text())?;
             let pairs: Vec<(String, String)> = if w.first().is_some_and(|f| !f.contains('=')) {
                 // legacy `ENV KEY value with spaces`
@@ -839,7 +595,7 @@ async fn step(
             }
             st.push_empty(&created, by);
         }
-        "LABEL" => {
+        Keyword::Label => {
             let w = ws(&ins.text())?;
             if w.first().is_some_and(|f| !f.contains('=')) {
                 // legacy `LABEL key value with spaces`
@@ -855,18 +611,18 @@ async fn step(
             }
             st.push_empty(&created, by);
         }
-        "MAINTAINER" => {
+        Keyword::Maintainer => {
             st.config.author = Some(ins.text());
             st.push_empty(&created, by);
         }
-        "EXPOSE" => {
+        Keyword::Expose => {
             for p in ws(&ins.text())? {
                 let p = if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") };
                 st.config.config.exposed_ports.insert(p, Empty {});
             }
             st.push_empty(&created, by);
         }
-        "VOLUME" => {
+        Keyword::Volume => {
             let vols = match &ins.args {
                 Args::Exec(v) => v.clone(),
                 Args::Shell(t) => ws(t)?,
@@ -876,27 +632,27 @@ async fn step(
             }
             st.push_empty(&created, by);
         }
-        "USER" => {
+        Keyword::User => {
             st.config.config.user = Some(word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?);
             st.push_empty(&created, by);
         }
-        "STOPSIGNAL" => {
+        Keyword::Stopsignal => {
             st.config.config.stop_signal = Some(word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?);
             st.push_empty(&created, by);
         }
-        "WORKDIR" => {
+        Keyword::Workdir => {
             let w = word(ins.text().trim(), &get, esc).map_err(|e| ctx.e(ins, e))?;
             let path = join_abs(&st.workdir(), &w);
             st.config.config.working_dir = Some(path.clone());
             workdir_layer(ctx, st, ins, &path).await?;
         }
-        "CMD" | "ENTRYPOINT" => {
+        Keyword::Cmd | Keyword::Entrypoint => {
             let v = match &ins.args {
                 Args::Exec(v) => v.clone(),
                 Args::Shell(t) if t.trim().is_empty() => vec![],
                 Args::Shell(t) => st.shell.iter().cloned().chain([t.clone()]).collect(),
             };
-            if ins.keyword == "CMD" {
+            if ins.keyword == Keyword::Cmd {
                 st.config.config.cmd = Some(v);
                 st.cmd_set = true;
             } else {
@@ -907,29 +663,29 @@ async fn step(
             }
             st.push_empty(&created, by);
         }
-        "SHELL" => {
+        Keyword::Shell => {
             if let Args::Exec(v) = &ins.args {
                 st.shell = v.clone();
                 st.config.config.extra.insert("Shell".into(), serde_json::json!(v));
             }
             st.push_empty(&created, by);
         }
-        "HEALTHCHECK" => {
+        Keyword::Healthcheck => {
             let hc = healthcheck(ctx, ins, &st.shell)?;
             st.config.config.extra.insert("Healthcheck".into(), hc);
             st.push_empty(&created, by);
         }
-        "ONBUILD" => {
+        Keyword::Onbuild => {
             let list = st.config.config.extra.entry("OnBuild".to_string()).or_insert_with(|| serde_json::json!([]));
             if let serde_json::Value::Array(a) = list {
                 a.push(serde_json::Value::String(ins.text()));
             }
             st.push_empty(&created, by);
         }
-        "COPY" | "ADD" => copy(ctx, plan, s, st, ins, done, resolver, label).await?,
-        "RUN" => super::run::run_step(ctx, plan, s, st, ins, done, label).await?,
-        "FROM" => unreachable!("FROM starts a stage"),
-        other => return Err(ctx.e(ins, format!("unsupported instruction {other}"))),
+        Keyword::Copy | Keyword::Add => copy(ctx, plan, s, st, ins, done, resolver, label).await?,
+        Keyword::Run => super::run::run_step(ctx, plan, s, st, ins, done, label).await?,
+        // a stage starts at its FROM (plan_stages), and ONBUILD FROM is refused
+        Keyword::From => return Err(ctx.e(ins, "FROM inside a stage")),
     }
     Ok(())
 }
@@ -1003,22 +759,6 @@ fn set_env(config: &mut ImageConfig, k: &str, v: &str) {
         Some(slot) => *slot = entry,
         None => env.push(entry),
     }
-}
-
-/// `rel` against the absolute directory `base`, normalized, absolute.
-pub(crate) fn join_abs(base: &str, rel: &str) -> String {
-    let joined = if rel.starts_with('/') { rel.to_string() } else { format!("{base}/{rel}") };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in joined.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// WORKDIR creates its directory when missing (a layer with it and its missing parents).
@@ -1105,216 +845,11 @@ fn add_parents(dirs: &[PathBuf], rel: &str, items: &mut BTreeMap<String, Item>) 
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Other(format!("build step: {e}")))?
-}
-
-/// `name[:group]` or numeric ids → uid, gid, from the stage's /etc/passwd and /etc/group.
-pub(crate) fn resolve_user(dirs: &[PathBuf], spec: &str) -> std::result::Result<(u64, u64), String> {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
-        None => (spec, None),
-    };
-    // `--chown=:` and `--chown=:G`: BuildKit takes an empty user as root.
-    let u = if u.is_empty() { "0" } else { u };
-    let passwd = read_small(dirs, "etc/passwd", MAX_PASSWD).unwrap_or_default();
-    let (uid, primary) = match u.parse::<u64>() {
-        Ok(n) => {
-            let gid = passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 3 && f[2] == u)
-                .and_then(|f| f[3].parse().ok())
-                .unwrap_or(0);
-            (n, gid)
-        }
-        Err(_) => {
-            let f = passwd
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() > 3 && f[0] == u)
-                .ok_or_else(|| format!("user {u:?} not found in /etc/passwd"))?;
-            (f[2].parse().map_err(|_| "bad uid in /etc/passwd")?, f[3].parse().map_err(|_| "bad gid in /etc/passwd")?)
-        }
-    };
-    let gid = match g {
-        None => primary,
-        Some(g) => match g.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => {
-                let group = read_small(dirs, "etc/group", MAX_PASSWD).unwrap_or_default();
-                let f = group
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() > 2 && f[0] == g)
-                    .ok_or_else(|| format!("group {g:?} not found in /etc/group"))?;
-                f[2].parse().map_err(|_| "bad gid in /etc/group")?
-            }
-        },
-    };
-    Ok((uid, gid))
-}
-
-/// The supplementary groups of `spec` (USER without a group): every /etc/group entry
-/// listing the user's name, as runc's user lookup (and so BuildKit) gives them. None when
-/// USER names a group, or the user has no name.
-pub(crate) fn supplementary_groups(dirs: &[PathBuf], spec: &str, primary: u64) -> Vec<u64> {
-    if spec.contains(':') {
-        return vec![];
-    }
-    let passwd = read_small(dirs, "etc/passwd", MAX_PASSWD).unwrap_or_default();
-    let name = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec))
-        .map(|f| f[0].to_string());
-    let Some(name) = name else { return vec![] };
-    let group = read_small(dirs, "etc/group", MAX_PASSWD).unwrap_or_default();
-    let mut out: Vec<u64> = group
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
-        .filter_map(|f| f[2].parse().ok())
-        .filter(|g| *g != primary)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-// ---------------------------------------------------------------- .dockerignore
-
-/// One `.dockerignore` line.
-#[derive(Clone, Debug)]
-pub(crate) struct IgnoreRule {
-    negate: bool,
-    parts: Vec<String>,
-}
-
-/// The ignore file: `<Dockerfile>.dockerignore` beside the Dockerfile when there is one
-/// (BuildKit), else the context's `.dockerignore`. A symlink is not followed (it could
-/// point outside the context): it is taken as absent.
-fn load_dockerignore(dockerfile: &Path, context: &Path) -> Result<Vec<IgnoreRule>> {
-    let mut beside = dockerfile.as_os_str().to_owned();
-    beside.push(".dockerignore");
-    let beside = PathBuf::from(beside);
-    let p = if beside.symlink_metadata().is_ok_and(|m| m.is_file()) { beside } else { context.join(".dockerignore") };
-    read_ignore_file(&p)
-}
-
-/// The rules of the ignore file `p` (none when it is missing or not a regular file: a
-/// symlink is never followed).
-fn read_ignore_file(p: &Path) -> Result<Vec<IgnoreRule>> {
-    let p = p.to_path_buf();
-    if !p.symlink_metadata().is_ok_and(|m| m.is_file()) {
-        return Ok(vec![]);
-    }
-    let Ok(f) = fs::File::open(&p) else { return Ok(vec![]) };
-    let mut s = String::new();
-    f.take(MAX_DOCKERIGNORE).read_to_string(&mut s).at(&p)?;
-    if s.lines().any(|l| l.trim() == "!") {
-        return Err(Error::malformed(".dockerignore", p.display().to_string(), "illegal exclusion pattern: \"!\""));
-    }
-    Ok(parse_ignore(&s))
-}
-
-pub(crate) fn parse_ignore(s: &str) -> Vec<IgnoreRule> {
-    let mut out = Vec::new();
-    for l in s.lines() {
-        let l = l.trim();
-        if l.is_empty() || l.starts_with('#') {
-            continue;
-        }
-        let (negate, pat) = match l.strip_prefix('!') {
-            Some(p) => (true, p.trim()),
-            None => (false, l),
-        };
-        let parts: Vec<String> = pat.split('/').filter(|c| !c.is_empty() && *c != ".").map(String::from).collect();
-        if !parts.is_empty() {
-            out.push(IgnoreRule { negate, parts });
-        }
-    }
-    out
-}
-
-/// Whether context path `rel` is excluded: the last matching rule decides; a rule matching
-/// a parent directory matches everything under it.
-pub(crate) fn ignored(rules: &[IgnoreRule], rel: &str) -> bool {
-    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    let mut out = false;
-    for r in rules {
-        let hit = (1..=comps.len()).any(|n| match_parts(&r.parts, &comps[..n]));
-        if hit {
-            out = !r.negate;
-        }
-    }
-    out
-}
-
-fn match_parts(pat: &[String], comps: &[&str]) -> bool {
-    match pat.first() {
-        None => comps.is_empty(),
-        Some(p) if p == "**" => (0..=comps.len()).any(|k| match_parts(&pat[1..], &comps[k..])),
-        Some(p) => !comps.is_empty() && fnmatch(p, comps[0]) && match_parts(&pat[1..], &comps[1..]),
-    }
-}
-
-/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^`/`!`), `\\`.
-pub(crate) fn fnmatch(pat: &str, name: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|k| rec(&p[1..], &n[k..])),
-            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(&c) = n.first() else { return false };
-                let mut i = 1;
-                let neg = matches!(p.get(1), Some('^') | Some('!'));
-                if neg {
-                    i += 1;
-                }
-                let mut hit = false;
-                let start = i;
-                while i < p.len() && (p[i] != ']' || i == start) {
-                    if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
-                        if p[i] <= c && c <= p[i + 2] {
-                            hit = true;
-                        }
-                        i += 3;
-                    } else {
-                        if p[i] == c {
-                            hit = true;
-                        }
-                        i += 1;
-                    }
-                }
-                if i >= p.len() {
-                    return false; // unterminated class
-                }
-                hit != neg && rec(&p[i + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && rec(&p[2..], &n[1..]),
-            Some(&c) => n.first() == Some(&c) && rec(&p[1..], &n[1..]),
-        }
-    }
-    rec(&p, &n)
-}
-
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
 // ---------------------------------------------------------------- COPY / ADD
-
-/// Where COPY reads: the context, or a stage's/image's mounted filesystem.
-pub(crate) struct SourceRoot {
-    pub dir: PathBuf,
-    from_context: bool,
-    _mount: Option<Mounted>,
-    _tmp: Option<tempfile::TempDir>,
-}
 
 #[allow(clippy::too_many_arguments)]
 async fn copy(
@@ -1327,7 +862,7 @@ async fn copy(
     resolver: &dyn ImageResolver,
     _label: &str,
 ) -> Result<()> {
-    let is_add = ins.keyword == "ADD";
+    let is_add = ins.keyword == Keyword::Add;
     if is_add {
         ins.check_flags(&["chown", "chmod", "link", "keep-git-dir", "checksum"], &ctx.file)?;
     } else {
@@ -1423,7 +958,7 @@ async fn copy(
         Some(o) if ins.heredocs.is_empty() => {
             let ids: Vec<String> = o.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect();
             let flags = format!("{chown:?}\0{chmod:?}\0{}\0{excludes:?}", ins.flag("link").is_some());
-            Some(hash(&[&st.key, &ins.keyword, &args.join("\0"), &dest_word, &dest, &flags, &ids.join("\0")]))
+            Some(hash(&[&st.key, ins.keyword.as_str(), &args.join("\0"), &dest_word, &dest, &flags, &ids.join("\0")]))
         }
         _ => None,
     };
@@ -1685,15 +1220,6 @@ fn copy_items(
     Ok(items)
 }
 
-pub(crate) fn truncate(s: &str) -> String {
-    let one = s.replace('\n', "\\n");
-    if one.chars().count() > 100 {
-        format!("{}…", one.chars().take(100).collect::<String>())
-    } else {
-        one
-    }
-}
-
 fn owner(meta: &fs::Metadata, uid: Option<u64>, gid: Option<u64>, from_context: bool) -> (u64, u64) {
     let (du, dg) = if from_context { (0, 0) } else { (u64::from(meta.uid()), u64::from(meta.gid())) };
     (uid.unwrap_or(du), gid.unwrap_or(dg))
@@ -1901,54 +1427,9 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     }
 }
 
-/// Mount `st`'s layers read-only in a temp dir (for COPY --from and RUN --mount from=).
-/// Without overlayfs (`snapshotter`), a copy of them.
-pub(crate) async fn mount_stage(layout: &Layout, st: &Stage, snapshotter: Snapshotter) -> Result<SourceRoot> {
-    let layout2 = Layout::open(layout.root())?;
-    let stc = st.clone();
-    blocking(move || {
-        let dirs = stc.dirs_blocking(&layout2)?;
-        let base = cache_root(&layout2).join("mounts-tmp");
-        fs::create_dir_all(&base).at(&base)?;
-        let t = tempfile::Builder::new().prefix("m").tempdir_in(&base).at(&base)?;
-        let (empty, target) = (t.path().join("e"), t.path().join("m"));
-        fs::create_dir_all(&empty).at(&empty)?;
-        fs::create_dir_all(&target).at(&target)?;
-        let m = match snapshotter {
-            Snapshotter::Copy => None,
-            Snapshotter::Overlay => Some(mount_overlay(&dirs, &empty, None, &target)?),
-            Snapshotter::Auto => mount_overlay(&dirs, &empty, None, &target).ok(),
-        };
-        if m.is_none() {
-            materialize(&dirs, &target)?;
-        }
-        Ok(SourceRoot { dir: target, from_context: false, _mount: m, _tmp: Some(t) })
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dockerignore_rules() {
-        let r = parse_ignore("# c\n*.log\nbuild/\n!build/keep\n**/tmp\n");
-        assert!(ignored(&r, "a.log"));
-        assert!(!ignored(&r, "d/a.log"));
-        assert!(ignored(&r, "build/x"));
-        assert!(!ignored(&r, "build/keep"));
-        assert!(ignored(&r, "x/y/tmp/z"));
-        assert!(!ignored(&r, "src/main.rs"));
-    }
-
-    #[test]
-    fn fnmatch_classes() {
-        assert!(fnmatch("a*[0-9].t?t", "abc7.txt"));
-        assert!(!fnmatch("[!a]x", "ax"));
-        assert!(fnmatch("\\*", "*"));
-        assert!(!fnmatch("[a", "a"));
-    }
 
     #[test]
     fn paths_and_durations() {

@@ -7,9 +7,12 @@
 pub mod cache;
 pub mod eval;
 pub mod fs;
+pub(crate) mod ignore;
 pub mod parse;
 pub mod run;
+pub(crate) mod stage;
 pub mod statcache;
+pub(crate) mod user;
 pub mod words;
 
 use std::collections::BTreeMap;

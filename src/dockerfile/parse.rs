@@ -11,34 +11,123 @@ pub const MAX_DOCKERFILE_SIZE: usize = 4 * 1024 * 1024;
 /// Most instructions in one Dockerfile.
 pub const MAX_INSTRUCTIONS: usize = 10_000;
 
-/// Instructions the frontend knows, upper case.
-pub const KEYWORDS: &[&str] = &[
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
-];
+/// The instructions the frontend knows. Evaluation matches on it with no catch-all arm, so
+/// a new instruction fails to compile until every step handles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Keyword {
+    /// `ADD`
+    Add,
+    /// `ARG`
+    Arg,
+    /// `CMD`
+    Cmd,
+    /// `COPY`
+    Copy,
+    /// `ENTRYPOINT`
+    Entrypoint,
+    /// `ENV`
+    Env,
+    /// `EXPOSE`
+    Expose,
+    /// `FROM`
+    From,
+    /// `HEALTHCHECK`
+    Healthcheck,
+    /// `LABEL`
+    Label,
+    /// `MAINTAINER`
+    Maintainer,
+    /// `ONBUILD`
+    Onbuild,
+    /// `RUN`
+    Run,
+    /// `SHELL`
+    Shell,
+    /// `STOPSIGNAL`
+    Stopsignal,
+    /// `USER`
+    User,
+    /// `VOLUME`
+    Volume,
+    /// `WORKDIR`
+    Workdir,
+}
 
-/// Instructions whose arguments may be written in exec (JSON array) form.
-const JSON_FORM: &[&str] = &["RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME", "HEALTHCHECK"];
-/// Instructions that may carry heredocs.
-const HEREDOC_FORM: &[&str] = &["RUN", "COPY", "ADD"];
-/// Instructions with leading `--flag` options.
-const FLAG_FORM: &[&str] = &["FROM", "RUN", "COPY", "ADD", "HEALTHCHECK"];
+impl Keyword {
+    /// Every instruction.
+    pub const ALL: [Keyword; 18] = [
+        Keyword::Add,
+        Keyword::Arg,
+        Keyword::Cmd,
+        Keyword::Copy,
+        Keyword::Entrypoint,
+        Keyword::Env,
+        Keyword::Expose,
+        Keyword::From,
+        Keyword::Healthcheck,
+        Keyword::Label,
+        Keyword::Maintainer,
+        Keyword::Onbuild,
+        Keyword::Run,
+        Keyword::Shell,
+        Keyword::Stopsignal,
+        Keyword::User,
+        Keyword::Volume,
+        Keyword::Workdir,
+    ];
+
+    /// The keyword as written in Dockerfiles, upper case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keyword::Add => "ADD",
+            Keyword::Arg => "ARG",
+            Keyword::Cmd => "CMD",
+            Keyword::Copy => "COPY",
+            Keyword::Entrypoint => "ENTRYPOINT",
+            Keyword::Env => "ENV",
+            Keyword::Expose => "EXPOSE",
+            Keyword::From => "FROM",
+            Keyword::Healthcheck => "HEALTHCHECK",
+            Keyword::Label => "LABEL",
+            Keyword::Maintainer => "MAINTAINER",
+            Keyword::Onbuild => "ONBUILD",
+            Keyword::Run => "RUN",
+            Keyword::Shell => "SHELL",
+            Keyword::Stopsignal => "STOPSIGNAL",
+            Keyword::User => "USER",
+            Keyword::Volume => "VOLUME",
+            Keyword::Workdir => "WORKDIR",
+        }
+    }
+
+    /// The instruction `word` names, in any case.
+    pub fn parse(word: &str) -> Option<Keyword> {
+        Keyword::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(word))
+    }
+
+    /// Its arguments may be written in exec (JSON array) form.
+    fn json_form(self) -> bool {
+        use Keyword::*;
+        matches!(self, Run | Cmd | Entrypoint | Shell | Copy | Add | Volume | Healthcheck)
+    }
+
+    /// It may carry heredocs.
+    fn heredoc_form(self) -> bool {
+        matches!(self, Keyword::Run | Keyword::Copy | Keyword::Add)
+    }
+
+    /// It takes leading `--flag` options.
+    fn flag_form(self) -> bool {
+        use Keyword::*;
+        matches!(self, From | Run | Copy | Add | Healthcheck)
+    }
+}
+
+impl std::fmt::Display for Keyword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The arguments of an instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +154,8 @@ pub struct Heredoc {
 pub struct Instruction {
     /// 1-based line where it starts.
     pub line: usize,
-    /// Upper-case keyword (`COPY`).
-    pub keyword: String,
+    /// The instruction (`COPY`).
+    pub keyword: Keyword,
     /// `--name[=value]` options, in order.
     pub flags: Vec<(String, Option<String>)>,
     /// Everything after the flags.
@@ -214,13 +303,12 @@ fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], nex
         Some(p) => (&logical[..p], logical[p..].trim_start()),
         None => (logical, ""),
     };
-    let keyword = word.to_ascii_uppercase();
-    if !KEYWORDS.contains(&keyword.as_str()) {
+    let Some(keyword) = Keyword::parse(word) else {
         return Err(err(file, line, format!("unknown instruction {word:?}")));
-    }
+    };
     let mut rest = rest;
     let mut flags = Vec::new();
-    if FLAG_FORM.contains(&keyword.as_str()) {
+    if keyword.flag_form() {
         while let Some(after) = rest.strip_prefix("--") {
             let end = flag_end(after);
             let flag = &after[..end];
@@ -238,23 +326,23 @@ fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], nex
             rest = after[end..].trim_start();
         }
     }
-    if keyword == "ONBUILD" {
+    if keyword == Keyword::Onbuild {
         // The nested instruction is validated now and recorded as written.
         let mut dummy = lines.len();
         let inner = parse_instruction(rest, line, file, lines, &mut dummy)?;
-        if matches!(inner.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        if matches!(inner.keyword, Keyword::Onbuild | Keyword::From | Keyword::Maintainer) {
             return Err(err(file, line, format!("ONBUILD {} is not allowed", inner.keyword)));
         }
         return Ok(Instruction { line, keyword, flags, args: Args::Shell(rest.to_string()), heredocs: vec![] });
     }
     let mut heredocs = Vec::new();
-    let args = if JSON_FORM.contains(&keyword.as_str()) && rest.starts_with('[') {
+    let args = if keyword.json_form() && rest.starts_with('[') {
         match serde_json::from_str::<Vec<String>>(rest) {
             Ok(v) => Args::Exec(v),
             Err(_) => Args::Shell(rest.to_string()), // BuildKit: not JSON means shell form
         }
     } else {
-        if HEREDOC_FORM.contains(&keyword.as_str()) {
+        if keyword.heredoc_form() {
             for (name, expand, strip_tabs) in heredoc_names(rest) {
                 let mut content = String::new();
                 let mut closed = false;
@@ -277,13 +365,13 @@ fn parse_instruction(logical: &str, line: usize, file: &str, lines: &[&str], nex
         }
         Args::Shell(rest.to_string())
     };
-    if matches!(keyword.as_str(), "RUN" | "SHELL") && matches!(&args, Args::Exec(v) if v.is_empty()) {
+    if matches!(keyword, Keyword::Run | Keyword::Shell) && matches!(&args, Args::Exec(v) if v.is_empty()) {
         return Err(err(file, line, format!("{keyword} needs at least one argument")));
     }
-    if keyword == "SHELL" && matches!(args, Args::Shell(_)) {
+    if keyword == Keyword::Shell && matches!(args, Args::Shell(_)) {
         return Err(err(file, line, "SHELL must be written in JSON form: SHELL [\"/bin/sh\", \"-c\"]"));
     }
-    if rest.is_empty() && !matches!(keyword.as_str(), "CMD" | "ENTRYPOINT" | "RUN") {
+    if rest.is_empty() && !matches!(keyword, Keyword::Cmd | Keyword::Entrypoint | Keyword::Run) {
         return Err(err(file, line, format!("{keyword} needs arguments")));
     }
     Ok(Instruction { line, keyword, flags, args, heredocs })
@@ -390,14 +478,14 @@ mod tests {
     fn exec_and_shell_forms_and_flags() {
         let df = p("from --platform=$BUILDPLATFORM img AS b\nCOPY --from=b --chown=1:2 --chmod=755 a /b\nCMD [\"x\", \"y\"]\nCMD [not json\nentrypoint echo hi");
         let i = &df.instructions;
-        assert_eq!(i[0].keyword, "FROM");
+        assert_eq!(i[0].keyword, Keyword::From);
         assert_eq!(i[0].flag("platform"), Some("$BUILDPLATFORM"));
         assert_eq!(i[0].args, Args::Shell("img AS b".into()));
         assert_eq!(i[1].flag("from"), Some("b"));
         assert_eq!(i[1].flag("chown"), Some("1:2"));
         assert_eq!(i[2].args, Args::Exec(vec!["x".into(), "y".into()]));
         assert_eq!(i[3].args, Args::Shell("[not json".into()));
-        assert_eq!(i[4].keyword, "ENTRYPOINT");
+        assert_eq!(i[4].keyword, Keyword::Entrypoint);
         let df = p("RUN --mount=type=cache,target=/c --network=host echo");
         assert_eq!(df.instructions[0].flag_all("mount").collect::<Vec<_>>(), vec!["type=cache,target=/c"]);
     }
@@ -413,7 +501,7 @@ mod tests {
         );
         assert_eq!(i[2].heredocs[0], Heredoc { name: "A".into(), content: "one $X\n".into(), expand: false });
         assert_eq!(i[2].heredocs[1].content, "two\n");
-        assert_eq!(i[3].keyword, "USER");
+        assert_eq!(i[3].keyword, Keyword::User);
         assert!(parse("RUN <<EOF\nx\n", "D").is_err());
         assert!(heredoc_names("cat <<< x; a << b").is_empty());
     }

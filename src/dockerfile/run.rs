@@ -15,12 +15,13 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use super::eval::{blocking, join_abs, mount_stage, resolve_user, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
 use super::fs::{
     cache_root, diff_snapshot, layer_dir, lookup, materialize, mount_overlay, resolve_in_dir, snapshot, upper_to_items,
     Snapshotter,
 };
 use super::parse::{Args, Instruction};
+use super::stage::{blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, Plan, Stage, DEFAULT_PATH};
+use super::user::{resolve_user, supplementary_groups};
 use super::words::word;
 use super::{OutputStream, RunOutput, RUN_OUTPUT_LINE_MAX};
 use crate::error::{Error, IoContext, Result};
@@ -223,7 +224,7 @@ pub(crate) async fn run_step(
     for m in &mounts {
         match m {
             RunMount::Bind { from: Some(f), .. } => {
-                if let Some(o) = super::eval::find_stage(plan, done, f, s, true) {
+                if let Some(o) = find_stage(plan, done, f, s, true) {
                     mounts_desc.push_str(&o.key);
                 } else if let Some(n) = ctx.named_dirs.get(f.as_str()) {
                     mounts_desc.push_str(&tree_digest(&n.dir));
@@ -239,7 +240,7 @@ pub(crate) async fn run_step(
         }
     }
     let by = format!("RUN {}", ins.text());
-    let key = super::eval::hash(&[&st.key, &by, &argv.join("\0"), &env.join("\0"), &user, &cwd, &mounts_desc]);
+    let key = hash(&[&st.key, &by, &argv.join("\0"), &env.join("\0"), &user, &cwd, &mounts_desc]);
     if let Some(c) = ctx.cached_layer(&key).await? {
         ctx.cached += 1;
         ctx.log.line(&format!("  {} CACHED", truncate(&by)));
@@ -264,7 +265,7 @@ pub(crate) async fn run_step(
     for m in &mounts {
         match m {
             RunMount::Cache { target, id, owner, mode } => {
-                let dir = cache_mounts.join(super::eval::hash(&[id]));
+                let dir = cache_mounts.join(hash(&[id]));
                 if !dir.is_dir() {
                     // a new cache directory gets the mount's uid, gid and mode (BuildKit)
                     fs::create_dir_all(&cache_mounts).at(&cache_mounts)?;
@@ -282,13 +283,12 @@ pub(crate) async fn run_step(
                 let base = match from {
                     None => ctx.context.clone(),
                     Some(f)
-                        if super::eval::find_stage(plan, done, f, s, true).is_none()
-                            && ctx.named_dirs.contains_key(f.as_str()) =>
+                        if find_stage(plan, done, f, s, true).is_none() && ctx.named_dirs.contains_key(f.as_str()) =>
                     {
                         ctx.named_dirs[f.as_str()].dir.clone()
                     }
                     Some(f) => {
-                        let other = super::eval::find_stage(plan, done, f, s, true).ok_or_else(|| {
+                        let other = find_stage(plan, done, f, s, true).ok_or_else(|| {
                             ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
                         })?;
                         ctx.ensure_layers(&other.layers).await?;
@@ -355,7 +355,7 @@ pub(crate) async fn run_step(
         } else {
             resolve_user(&dirs, &user).map_err(|e| super::parse::err(&file, line, e))?
         };
-        let groups = super::eval::supplementary_groups(&dirs, if user.is_empty() { "0" } else { &user }, gid);
+        let groups = supplementary_groups(&dirs, if user.is_empty() { "0" } else { &user }, gid);
         let runs = cache_root(&layout).join("runs");
         fs::create_dir_all(&runs).at(&runs)?;
         let t = tempfile::Builder::new().prefix("r").tempdir_in(&runs).at(&runs)?;

@@ -1,0 +1,329 @@
+//! What a Dockerfile build carries from step to step: the stage being built ([`Stage`]),
+//! the build's context ([`Ctx`]: options, caches, counters), the stage plan ([`Plan`]), the
+//! step cache's lookups and records, a stage's filesystem mounted for reading
+//! ([`mount_stage`]), and the small helpers every instruction uses. The instructions
+//! themselves live in [`super::eval`] and [`super::run`], which both build on this.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+
+use super::cache::{CacheEntry, ImportedCache};
+use super::fs::{cache_root, chain_id, ensure_unpacked_blocking, materialize, mount_overlay, Mounted, Snapshotter};
+use super::ignore::IgnoreRule;
+use super::parse::{err, Dockerfile, Instruction};
+use super::statcache::StatCache;
+use super::{BuildLog, DockerfileBuild};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::LayerBlob;
+use crate::model::descriptor::{Descriptor, Platform};
+use crate::model::write::{History, ImageConfig};
+use crate::transport::layout::Layout;
+
+/// Default PATH of RUN when the image sets none (BuildKit's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A stage being built.
+#[derive(Clone)]
+pub(crate) struct Stage {
+    pub name: Option<String>,
+    pub config: ImageConfig,
+    /// Layer descriptors, aligned with `config.rootfs.diff_ids`.
+    pub layers: Vec<Descriptor>,
+    pub base: Option<(Descriptor, String)>,
+    /// ARGs declared in the stage, with their values.
+    pub args: BTreeMap<String, Option<String>>,
+    pub shell: Vec<String>,
+    pub cmd_set: bool,
+    pub key: String,
+    pub platform: Platform,
+}
+
+impl Stage {
+    /// Variables for expansion: the config's ENV, then the stage's ARGs.
+    pub fn vars(&self) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = HashMap::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        for e in &self.config.config.env {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    pub fn workdir(&self) -> String {
+        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+    }
+
+    /// Unpack every layer (cached, by chain) and return their directories, bottom first.
+    /// Blocking.
+    pub fn dirs_blocking(&self, layout: &Layout) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        let mut chain: Option<String> = None;
+        for (d, id) in self.layers.iter().zip(&self.config.rootfs.diff_ids) {
+            let c = chain_id(chain.as_deref(), id);
+            dirs.push(ensure_unpacked_blocking(layout, d, &c, &dirs)?);
+            chain = Some(c);
+        }
+        Ok(dirs)
+    }
+
+    /// The ChainID (hex) of the stage's layers, None without layers.
+    pub fn chain(&self) -> Option<String> {
+        let mut chain: Option<String> = None;
+        for id in &self.config.rootfs.diff_ids {
+            chain = Some(chain_id(chain.as_deref(), id));
+        }
+        chain
+    }
+
+    pub(crate) fn push_layer(&mut self, blob: &LayerBlob, created: &str, by: String) {
+        self.layers.push(blob.descriptor.clone());
+        self.config.rootfs.diff_ids.push(blob.diff_id.clone());
+        self.config.history.push(History { created: Some(created.into()), created_by: Some(by), ..Default::default() });
+    }
+
+    pub(crate) fn push_empty(&mut self, created: &str, by: String) {
+        self.config.history.push(History {
+            created: Some(created.into()),
+            created_by: Some(by),
+            empty_layer: Some(true),
+            ..Default::default()
+        });
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub layout: &'a Layout,
+    pub opts: &'a DockerfileBuild,
+    pub log: &'a dyn BuildLog,
+    pub df: Dockerfile,
+    pub file: String,
+    pub epoch: i64,
+    pub created: String,
+    pub runs: usize,
+    pub cached: usize,
+    pub ignore: Arc<Vec<IgnoreRule>>,
+    /// The context directory, absolute.
+    pub context: PathBuf,
+    /// Content digests of context files by their stat.
+    pub stat: Arc<StatCache>,
+    /// Caches of `--cache-from`, asked on a local miss.
+    pub imported: Vec<ImportedCache>,
+    /// Every step this build went through (cached or not), for `--cache-to`.
+    pub seen: Mutex<BTreeMap<String, CacheEntry>>,
+    /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
+    /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
+    pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
+    /// Directories named by `--build-context NAME=DIR`.
+    pub named_dirs: BTreeMap<String, NamedDir>,
+}
+
+/// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
+/// NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read it as they read the build
+/// context (files owned by root, keyed by content, the directory's own `.dockerignore`).
+/// A stage of that name comes first, as for images.
+#[derive(Clone)]
+pub(crate) struct NamedDir {
+    pub dir: PathBuf,
+    pub ignore: Arc<Vec<IgnoreRule>>,
+}
+
+pub(crate) fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.len().to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+impl Ctx<'_> {
+    fn cache_path(&self, key: &str) -> PathBuf {
+        cache_root(self.layout).join("steps").join(format!("{key}.json"))
+    }
+
+    /// The cached result of `key`, when its layer blob is still in the store.
+    fn cache_get(&self, key: &str) -> Option<CacheEntry> {
+        if self.opts.no_cache {
+            return None;
+        }
+        let raw = fs::read(self.cache_path(key)).ok()?;
+        let e: CacheEntry = serde_json::from_slice(&raw).ok()?;
+        if let Some(l) = &e.layer {
+            if !self.layout.blob_path_of(&l.digest).is_file() {
+                return None;
+            }
+        }
+        self.note(key, &e);
+        Some(e)
+    }
+
+    /// The cached result of `key`: the local cache, else the first `--cache-from` cache
+    /// holding it whose layer can be fetched into the store (then recorded locally too).
+    pub(crate) async fn cache_lookup(&self, key: &str) -> Result<Option<CacheEntry>> {
+        if self.opts.no_cache {
+            return Ok(None);
+        }
+        if let Some(e) = self.cache_get(key) {
+            return Ok(Some(e));
+        }
+        for (i, c) in self.imported.iter().enumerate() {
+            if let Some((e, later)) = c.take(key, self.layout, self.log).await {
+                if let Some(l) = e.layer.as_ref().filter(|_| later) {
+                    self.pending.lock().expect("pending lock").insert(l.digest.clone(), (i, l.clone()));
+                }
+                self.cache_put(key, e.blob().as_ref())?;
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
+    /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
+    /// before the image is written.
+    pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let wanted: Vec<(usize, Descriptor)> = {
+            let pending = self.pending.lock().expect("pending lock");
+            layers.iter().filter_map(|l| pending.get(&l.digest).cloned()).collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(wanted.iter().map(|(i, l)| async move {
+            let cache = &self.imported[*i];
+            cache.fetch(l, self.layout).await.map_err(|e| {
+                Error::Other(format!("build cache {}: layer {} could not be fetched: {e}", cache.name(), l.digest))
+            })
+        }))
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let mut pending = self.pending.lock().expect("pending lock");
+        for (_, l) in &wanted {
+            pending.remove(&l.digest);
+        }
+        Ok(())
+    }
+
+    /// The cached layer of `key` (None inside: the step made no layer).
+    pub(crate) async fn cached_layer(&self, key: &str) -> Result<Option<Option<LayerBlob>>> {
+        Ok(self.cache_lookup(key).await?.map(|e| e.blob()))
+    }
+
+    /// Record a step of this build for `--cache-to`.
+    pub(crate) fn note(&self, key: &str, e: &CacheEntry) {
+        self.seen.lock().expect("cache record lock").insert(key.to_string(), e.clone());
+    }
+
+    pub(crate) fn cache_put(&self, key: &str, blob: Option<&LayerBlob>) -> Result<()> {
+        let e = CacheEntry::of(blob);
+        self.note(key, &e);
+        let p = self.cache_path(key);
+        let dir = p.parent().expect("steps dir");
+        fs::create_dir_all(dir).at(dir)?;
+        let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+        fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
+        tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
+        Ok(())
+    }
+
+    pub(crate) fn e(&self, ins: &Instruction, reason: impl ToString) -> Error {
+        err(&self.file, ins.line, reason)
+    }
+}
+
+/// Instruction indexes of the global part and of each stage, and the stages the target needs.
+pub(crate) struct Plan {
+    pub globals: Vec<usize>,
+    pub stages: Vec<Vec<usize>>,
+    pub names: Vec<Option<String>>,
+    pub target: usize,
+    pub needed: BTreeSet<usize>,
+}
+
+/// The stage `r` names among the first `before` (by name, or for `--from` by index too).
+pub(crate) fn find_stage<'s>(
+    plan: &Plan,
+    done: &'s BTreeMap<usize, Stage>,
+    r: &str,
+    before: usize,
+    by_index: bool,
+) -> Option<&'s Stage> {
+    let r = r.to_ascii_lowercase();
+    (0..before)
+        .find(|&j| plan.names[j].as_deref() == Some(r.as_str()) || (by_index && r == j.to_string()))
+        .and_then(|j| done.get(&j))
+}
+
+/// `rel` against the absolute directory `base`, normalized, absolute.
+pub(crate) fn join_abs(base: &str, rel: &str) -> String {
+    let joined = if rel.starts_with('/') { rel.to_string() } else { format!("{base}/{rel}") };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Other(format!("build step: {e}")))?
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    let one = s.replace('\n', "\\n");
+    if one.chars().count() > 100 {
+        format!("{}…", one.chars().take(100).collect::<String>())
+    } else {
+        one
+    }
+}
+
+/// Where COPY reads: the context, or a stage's/image's mounted filesystem.
+pub(crate) struct SourceRoot {
+    pub dir: PathBuf,
+    pub from_context: bool,
+    pub _mount: Option<Mounted>,
+    pub _tmp: Option<tempfile::TempDir>,
+}
+
+/// Mount `st`'s layers read-only in a temp dir (for COPY --from and RUN --mount from=).
+/// Without overlayfs (`snapshotter`), a copy of them.
+pub(crate) async fn mount_stage(layout: &Layout, st: &Stage, snapshotter: Snapshotter) -> Result<SourceRoot> {
+    let layout2 = Layout::open(layout.root())?;
+    let stc = st.clone();
+    blocking(move || {
+        let dirs = stc.dirs_blocking(&layout2)?;
+        let base = cache_root(&layout2).join("mounts-tmp");
+        fs::create_dir_all(&base).at(&base)?;
+        let t = tempfile::Builder::new().prefix("m").tempdir_in(&base).at(&base)?;
+        let (empty, target) = (t.path().join("e"), t.path().join("m"));
+        fs::create_dir_all(&empty).at(&empty)?;
+        fs::create_dir_all(&target).at(&target)?;
+        let m = match snapshotter {
+            Snapshotter::Copy => None,
+            Snapshotter::Overlay => Some(mount_overlay(&dirs, &empty, None, &target)?),
+            Snapshotter::Auto => mount_overlay(&dirs, &empty, None, &target).ok(),
+        };
+        if m.is_none() {
+            materialize(&dirs, &target)?;
+        }
+        Ok(SourceRoot { dir: target, from_context: false, _mount: m, _tmp: Some(t) })
+    })
+    .await
+}
