@@ -49,19 +49,8 @@ pub(crate) struct CopyFlags {
     /// Rewrite Docker schema 2 manifests and manifest lists as OCI (only `oci`); layer bytes unchanged
     #[arg(long, value_name = "FORMAT", value_parser = ["oci"])]
     convert: Option<String>,
-    /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged),
-    /// estargz[:0-9] (lazy-pull gzip with a TOC; diff_ids updated), zstd:chunked[:1-22] (lazy-pull
-    /// zstd with a TOC and tar-split; diff_ids unchanged)
-    #[arg(long, value_name = "ALG[:LEVEL]")]
-    dest_compress: Option<String>,
-    /// eStargz and zstd:chunked: largest chunk of a file per gzip member or zstd frame, in bytes
-    /// (default 4194304)
-    #[arg(long, value_name = "BYTES")]
-    estargz_chunk_size: Option<u64>,
-    /// eStargz: put FILE (its path in the layer) first, in the order given, followed by the prefetch
-    /// landmark (repeatable; a layer without the file skips it)
-    #[arg(long, value_name = "FILE")]
-    estargz_prioritized: Vec<String>,
+    #[command(flatten)]
+    pub(crate) compress: CompressFlags,
     /// Also copy every referrer (signatures, SBOMs, attestations) of each copied manifest, recursively
     #[arg(long)]
     referrers: bool,
@@ -82,11 +71,36 @@ pub(crate) struct CopyFlags {
     pub(crate) sign: super::trust::SignByArgs,
 }
 
+/// `--dest-compress` and the lazy-format knobs, shared by `copy`/`push`/`pull` and `sync`.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct CompressFlags {
+    /// Recompress image layers at the destination: none, gzip[:0-9], zstd[:1-22] (diff_ids unchanged),
+    /// estargz[:0-9] (lazy-pull gzip with a TOC; diff_ids updated), zstd:chunked[:1-22] (lazy-pull
+    /// zstd with a TOC and tar-split; diff_ids unchanged)
+    #[arg(long, value_name = "ALG[:LEVEL]")]
+    dest_compress: Option<String>,
+    /// eStargz and zstd:chunked: largest chunk of a file per gzip member or zstd frame, in bytes
+    /// (default 4194304)
+    #[arg(long, value_name = "BYTES")]
+    estargz_chunk_size: Option<u64>,
+    /// eStargz: put FILE (its path in the layer) first, in the order given, followed by the prefetch
+    /// landmark (repeatable; a layer without the file skips it)
+    #[arg(long, value_name = "FILE")]
+    estargz_prioritized: Vec<String>,
+}
+
 impl CopyFlags {
     /// The library's conversion options.
     fn conversion(&self) -> Result<Conversion> {
+        Ok(Conversion { to_oci: self.convert.is_some(), ..self.compress.conversion()? })
+    }
+}
+
+impl CompressFlags {
+    /// The library's conversion options for `--dest-compress` and the lazy-format knobs.
+    pub(crate) fn conversion(&self) -> Result<Conversion> {
         Ok(Conversion {
-            to_oci: self.convert.is_some(),
+            to_oci: false,
             compress: self.dest_compress.as_deref().map(str::parse::<Compression>).transpose()?,
             edit: None,
             lazy: self.lazy()?,
@@ -375,7 +389,7 @@ fn check_layout_destination(path: &std::path::Path, force: bool) -> Result<()> {
 /// (the filesystem for `type=local`/`type=tar`, as `crane export` does; an index needs
 /// `--platform` there). Prints the root's digest.
 async fn run_to_output(ctx: &Ctx, src: &dyn Source, ends: &Ends, spec: &OutputSpec) -> Result<i32> {
-    if ends.flags.convert.is_some() || ends.flags.dest_compress.is_some() || ends.flags.referrers {
+    if ends.flags.convert.is_some() || ends.flags.compress.dest_compress.is_some() || ends.flags.referrers {
         return Err(Error::Usage(
             "--convert, --dest-compress and --referrers apply to image destinations, not to --output syntax".into(),
         ));

@@ -74,6 +74,8 @@ pub(crate) struct SyncArgs {
     #[arg(long)]
     pub keep_going: bool,
     #[command(flatten)]
+    pub(crate) compress: super::copy::CompressFlags,
+    #[command(flatten)]
     pub creds: SideCreds,
     #[command(flatten)]
     pub policy: super::trust::PolicyArgs,
@@ -132,10 +134,17 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
     let signer = args.sign.load(&end)?.map(std::sync::Arc::new);
     let policy = args.policy.load()?.map(std::sync::Arc::new);
     let copy = ctx.copy_options();
+    let convert = args.compress.conversion()?;
+    // referrers name their subject by its source digest, which a recompression changes: they
+    // are left out (the graph copy refuses them with a conversion)
+    let referrers = args.referrers && convert == hoist::copy::convert::Conversion::default();
+    if args.referrers && !referrers {
+        ctx.progress.line("sync: --dest-compress changes the image digests; referrers are not copied");
+    }
     let opts = SyncOptions {
         scoped: args.scoped,
         jobs: copy.jobs,
-        copy: hoist::copy::CopyOptions { platforms: ctx.settings.platforms.clone(), referrers: args.referrers, ..copy },
+        copy: hoist::copy::CopyOptions { platforms: ctx.settings.platforms.clone(), referrers, convert, ..copy },
         filters,
         dry_run: args.dry_run,
         rate_limit_floor: args.rate_limit_floor,

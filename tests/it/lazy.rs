@@ -480,3 +480,140 @@ fn estargz_builds_with_prioritized_files_and_chunk_size() {
     );
     assert_eq!(umoci_tree(&back, &t.path().join("u-back")), umoci_tree(&built, &t.path().join("u-built")));
 }
+
+/// Every layer of `layout`'s root passes the stargz reader against its annotation, with the
+/// config's diff_id; returns the number of layers.
+fn assert_estargz_layers(layout: &Path) -> usize {
+    let (_, m, c) = manifest_and_config(layout);
+    let layers = m["layers"].as_array().unwrap();
+    for (i, l) in layers.iter().enumerate() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip", "{m}");
+        let toc = l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].as_str().expect("toc.digest annotation");
+        let report = checker(&["check", blob_path(layout, l["digest"].as_str().unwrap()).to_str().unwrap(), toc]);
+        assert_eq!(report["diffID"], c["rootfs"]["diff_ids"][i], "layer {i}: config diff_id is its content's");
+        assert_eq!(
+            report["uncompressedSize"].to_string(),
+            l["annotations"]["io.containers.estargz.uncompressed-size"].as_str().expect("uncompressed-size annotation")
+        );
+    }
+    layers.len()
+}
+
+#[test]
+fn sync_dest_compress_estargz_writes_layers_the_stargz_reader_accepts() {
+    hoist_testkit::require!("go", "umoci");
+    let reg = TestRegistry::plain();
+    let h = reg.host();
+    let t = tempfile::tempdir().unwrap();
+    let built = built_image(t.path());
+    let src = format!("oci:{}:v1", built.display());
+    ok("copy to the registry", hoist(["-q", "copy", &src, &format!("{h}/up/app:v1")]));
+    ok(
+        "sync --dest-compress estargz",
+        hoist([
+            "-q",
+            "sync",
+            "--src",
+            "docker",
+            "--dest",
+            "docker",
+            "--dest-compress",
+            "estargz",
+            &format!("{h}/up/app:v1"),
+            &format!("{h}/lazy"),
+        ]),
+    );
+    // read back byte for byte (a copy without conversion)
+    let back = t.path().join("back");
+    ok("copy back", hoist(["-q", "copy", &format!("{h}/lazy/app:v1"), &format!("oci:{}:v1", back.display())]));
+    assert_eq!(assert_estargz_layers(&back), 2);
+    let mut tree = umoci_tree(&back, &t.path().join("u-back"));
+    assert!(tree.remove("stargz.index.json").is_some(), "the TOC entry is in the layer");
+    assert_eq!(tree, umoci_tree(&built, &t.path().join("u-built")), "the synced image unpacks to the original tree");
+    // a bad format is refused by copy's parser
+    let out = hoist([
+        "sync",
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--dest-compress",
+        "brotli",
+        &format!("{h}/up/app:v1"),
+        &format!("{h}/bad"),
+    ]);
+    assert!(!out.status.success(), "--dest-compress brotli accepted");
+}
+
+#[test]
+fn lazy_compression_in_build_outputs_and_build_files() {
+    hoist_testkit::require!("go");
+    let t = tempfile::tempdir().unwrap();
+    let built = built_image(t.path());
+    let (_, _, c0) = manifest_and_config(&built);
+    let store = t.path().join("store");
+    let file = t.path().join("hoist.toml");
+    // compression=estargz in --output
+    let out_dir = t.path().join("out-esgz");
+    ok(
+        "build --output ...,compression=estargz",
+        hoist([
+            "build",
+            "--store",
+            store.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+            "--output",
+            &format!("type=oci,dest={},tar=false,compression=estargz", out_dir.display()),
+        ]),
+    );
+    assert_eq!(assert_estargz_layers(&out_dir), 2);
+    // compression = "estargz" in the build file
+    let toml = std::fs::read_to_string(&file).unwrap();
+    let esgz_file = t.path().join("esgz.toml");
+    std::fs::write(&esgz_file, format!("compression = \"estargz\"\n{toml}")).unwrap();
+    let from_file = t.path().join("file-esgz");
+    ok(
+        "build with compression = estargz in the file",
+        hoist([
+            "build",
+            "--store",
+            store.to_str().unwrap(),
+            "-f",
+            esgz_file.to_str().unwrap(),
+            "--output",
+            &format!("oci:{}:v1", from_file.display()),
+        ]),
+    );
+    assert_eq!(assert_estargz_layers(&from_file), 2);
+    assert_eq!(manifest_and_config(&from_file).1["layers"], manifest_and_config(&out_dir).1["layers"]);
+    // zstd:chunked in --output and in the file: containers/storage's reader takes each layer
+    let zc_file = t.path().join("zc.toml");
+    std::fs::write(&zc_file, format!("compression = \"zstd:chunked\"\n{toml}")).unwrap();
+    let zc_out = t.path().join("out-zc");
+    let zc_in_file = t.path().join("file-zc");
+    for (f, output, dir) in [
+        (&file, format!("type=oci,dest={},tar=false,compression=zstd:chunked", zc_out.display()), &zc_out),
+        (&zc_file, format!("oci:{}:v1", zc_in_file.display()), &zc_in_file),
+    ] {
+        ok(
+            "build zstd:chunked",
+            hoist(["build", "--store", store.to_str().unwrap(), "-f", f.to_str().unwrap(), "--output", &output]),
+        );
+        let (_, m, c) = manifest_and_config(dir);
+        assert_eq!(c["rootfs"]["diff_ids"], c0["rootfs"]["diff_ids"], "zstd:chunked keeps the diff_ids");
+        for (i, l) in m["layers"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{m}");
+            let a = &l["annotations"];
+            for key in [
+                "io.github.containers.zstd-chunked.manifest-checksum",
+                "io.github.containers.zstd-chunked.manifest-position",
+            ] {
+                assert!(a[key].is_string(), "{}: layer {i}: {key} missing: {l}", dir.display());
+            }
+            let blob = blob_path(dir, l["digest"].as_str().unwrap());
+            let split = zstdchunked_checker(&["tarsplit", blob.to_str().unwrap(), &a.to_string()]);
+            assert_eq!(split["tarDigest"], c0["rootfs"]["diff_ids"][i], "layer {i}: tar-split reassembly");
+        }
+    }
+}
