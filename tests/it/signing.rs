@@ -951,3 +951,175 @@ fn recursive_signing_sign_identity_platform_copies_and_model_unpack_policy() {
     );
     assert!(unpacked.join("config.json").is_file());
 }
+
+/// A key pair `k.key`/`k.pub` in `dir` (password "pw").
+fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
+    let prefix = dir.join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    (dir.join("k.key"), dir.join("k.pub"))
+}
+
+/// Without `--policy`, `$HOME/.config/containers/policy.json` is the policy: it refuses an
+/// unsigned image (nothing written) and takes the signed one. (`/etc/containers/policy.json`,
+/// read next, has no override and is not tested here.)
+#[test]
+fn the_home_policy_file_is_read_when_no_policy_is_given() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(t.path());
+    let (reg, reference, _digest) = registry_with_image();
+    let host = reg.host();
+    ok("sign", hoist_pw("pw", &["sign", "--key", key.to_str().unwrap(), &reference]));
+    let unsigned = format!("{host}/app:unsigned");
+    ok(
+        "copy",
+        hoist(["copy", &format!("oci:{}:artifact", root().join("examples/sample-layout").display()), &unsigned]),
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir_all(home.join(".config/containers")).unwrap();
+    let mut scopes = serde_json::Map::new();
+    scopes.insert(format!("{host}/app"), signed_by(&public, serde_json::json!({"type": "matchRepository"})));
+    write_policy(
+        &home.join(".config/containers"),
+        "policy.json",
+        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": scopes}}),
+    );
+    let pull = |r: &str, dir: &str| {
+        hoist_cmd()
+            .env("HOME", &home)
+            .args(["pull", r, t.path().join(dir).to_str().unwrap()])
+            .output()
+            .expect("run hoist")
+    };
+    let out = pull(&unsigned, "refused");
+    assert_eq!(exit_code(&out), 5, "the home policy did not refuse: {}", stderr(&out));
+    assert!(stderr(&out).contains("no signature"), "{}", stderr(&out));
+    assert!(!t.path().join("refused").exists(), "a refused pull wrote its directory");
+    assert_success("pull of the signed image under the home policy", &pull(&reference, "accepted"));
+    assert!(t.path().join("accepted/index.json").is_file());
+}
+
+/// A refused image fetches no blob: through a counting proxy, `pull --policy` and `copy --policy`
+/// of an unsigned image GET manifests and signature lookups only, never `/blobs/`.
+#[test]
+fn a_refused_image_fetches_no_blob() {
+    let t = tempfile::tempdir().unwrap();
+    let (_key, public) = keypair(t.path());
+    let (reg, _reference, _digest) = registry_with_image();
+    let proxy = hoist_testkit::proxy::FaultProxy::start(&reg.url(), vec![]).unwrap();
+    let phost = proxy.host();
+    let policy = write_policy(
+        t.path(),
+        "policy.json",
+        serde_json::json!({"default": signed_by(&public, serde_json::json!({"type": "matchRepository"}))}),
+    );
+    let unsigned = format!("{phost}/app:v1");
+    let pulled = t.path().join("pulled");
+    let copied = t.path().join("copied");
+    let copy_dest = format!("oci:{}:v1", copied.display());
+    let runs = [
+        ("pull", vec!["pull", "--policy", policy.to_str().unwrap(), &unsigned, pulled.to_str().unwrap()], &pulled),
+        ("copy", vec!["copy", "--policy", policy.to_str().unwrap(), &unsigned, &copy_dest], &copied),
+    ];
+    for (what, args, dir) in runs {
+        proxy.state().reset();
+        let mut all = vec!["--insecure-registry", &phost];
+        all.extend(args);
+        let out = hoist(&all);
+        assert_eq!(exit_code(&out), 5, "{what} of an unsigned image: {}", stderr(&out));
+        assert!(stderr(&out).contains("no signature"), "{what}: {}", stderr(&out));
+        assert!(!dir.exists(), "a refused {what} wrote {}", dir.display());
+        let seen = proxy.exchanges();
+        let blob_gets = seen.iter().filter(|e| e.method == "GET" && e.path.contains("/blobs/")).count();
+        assert_eq!(blob_gets, 0, "a refused {what} fetched blobs: {seen:#?}");
+        assert!(
+            seen.iter().any(|e| e.path.contains("/manifests/") && !e.path.contains("sha256-")),
+            "{what}: the manifest did not go through the proxy: {seen:#?}"
+        );
+        assert!(
+            seen.iter().any(|e| e.path.contains("/manifests/sha256-") || e.path.contains("/referrers/")),
+            "{what}: no signature lookup went through the proxy: {seen:#?}"
+        );
+    }
+    // the control: an accepting policy pulls the same image's blobs through the same proxy
+    proxy.state().reset();
+    let accept =
+        write_policy(t.path(), "accept.json", serde_json::json!({"default": [{"type": "insecureAcceptAnything"}]}));
+    let out = hoist([
+        "--insecure-registry",
+        &phost,
+        "pull",
+        "--policy",
+        accept.to_str().unwrap(),
+        &unsigned,
+        pulled.to_str().unwrap(),
+    ]);
+    assert_success("pull under an accepting policy", &out);
+    assert!(
+        proxy.exchanges().iter().any(|e| e.method == "GET" && e.path.contains("/blobs/")),
+        "the accepted pull fetched no blob through the proxy: {:#?}",
+        proxy.exchanges()
+    );
+}
+
+/// `copy --convert oci --sign-by-sigstore-private-key` of a Docker schema 2 image signs the
+/// converted OCI manifest's digest (judged by the independent legacy-format verifier), not the
+/// source's.
+#[test]
+fn copy_convert_signs_the_converted_digest() {
+    require_judges!();
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(t.path());
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    // skopeo writes a docker-archive (manifest.json only); hoist keeps it Docker schema 2 in a registry
+    let tar = t.path().join("d.tar");
+    assert_success(
+        "skopeo copy to docker-archive",
+        &skopeo([
+            "copy",
+            &format!("oci:{}:multi", root().join("examples/sample-layout").display()),
+            &format!("docker-archive:{}:me/app:v1", tar.display()),
+        ]),
+    );
+    ok(
+        "copy docker",
+        hoist(["copy", &format!("docker-archive:{}", tar.display()), &format!("{}/docker:v1", reg.host())]),
+    );
+    let docker_digest = registry_manifest_digest(&reg, "docker:v1");
+    let dest = format!("{}/converted:v1", reg.host());
+    ok(
+        "copy --convert oci --sign-by-sigstore-private-key",
+        hoist_pw(
+            "pw",
+            &[
+                "copy",
+                "--convert",
+                "oci",
+                "--sign-by-sigstore-private-key",
+                key.to_str().unwrap(),
+                &format!("{}/docker:v1", reg.host()),
+                &dest,
+            ],
+        ),
+    );
+    let got = registry_manifest_digest(&reg, "converted:v1");
+    assert_ne!(got, docker_digest, "--convert oci kept the Docker digest");
+    let inspected = ok("inspect", hoist(["--format", "json", "inspect", &dest]));
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{inspected}");
+    assert_success(
+        "python verifies the converted digest's signature",
+        &judge(&[
+            "verify",
+            &reg.url(),
+            "converted",
+            &got,
+            public.to_str().unwrap(),
+            "--identity-repo",
+            &format!("{}/converted", reg.host()),
+        ]),
+    );
+    // the Docker digest has no signature there
+    let out = judge(&["verify", &reg.url(), "converted", &docker_digest, public.to_str().unwrap()]);
+    assert!(!out.status.success(), "the Docker digest verified at the destination");
+}
