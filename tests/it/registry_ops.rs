@@ -239,3 +239,63 @@ fn retention_keeps_exactly_the_policy_and_gc_removes_only_unreferenced_blobs() {
         assert_success(&format!("skopeo copy of {t} after gc"), &skopeo(&a));
     }
 }
+
+#[test]
+fn retention_older_than_removes_only_images_created_before_the_cutoff() {
+    hoist_testkit::require!("skopeo");
+    let reg = TestRegistry::plain();
+    let h = reg.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("l");
+    std::fs::create_dir_all(&layout).unwrap();
+    let images: Vec<(String, Vec<u8>, String)> = ["base", "nodate"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (m, d) = write_image(&layout, &[&random_bytes(256, 9100 + i as u64)], &format!("age-{t}"));
+            (t.to_string(), m, d)
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8], &str)> =
+        images.iter().map(|(t, m, d)| (t.as_str(), m.as_slice(), d.as_str())).collect();
+    write_index(&layout, &refs);
+    ok("push", hoist(["-q", "push", layout.to_str().unwrap(), &format!("{h}/age/app")]));
+    // the same image re-dated: two old ones, one from an hour ago, one now; `nodate` has no
+    // created time at all (its age is unknown, so no age policy removes it)
+    let date =
+        std::process::Command::new("date").args(["-u", "-d", "-1 hour", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    let recent = assert_success("date", &date).trim().to_string();
+    for (tag, created) in
+        [("y2001", "2001-01-01T00:00:00Z"), ("y1998", "1998-06-01T12:00:00Z"), ("hour", &recent), ("now", "now")]
+    {
+        let (src, dst) = (format!("{h}/age/app:base"), format!("{h}/age/app:{tag}"));
+        ok("mutate --created", hoist(["-q", "mutate", &src, &dst, "--created", created]));
+    }
+    ok("untag base", hoist(["-q", "untag", &format!("{h}/age/app:base")]));
+    let before = skopeo_tags(&reg, "age/app");
+    assert_eq!(before, ["hour", "nodate", "now", "y1998", "y2001"]);
+    let repo = format!("{h}/age/app");
+    // dry run: the plan names exactly the two old tags, and nothing changes
+    let out =
+        ok("retention --dry-run", hoist(["--format", "json", "retention", "--dry-run", "--older-than", "30d", &repo]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut gone: Vec<&str> = v["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] != "keep")
+        .flat_map(|a| match a["tags"].as_array() {
+            Some(tags) => tags.iter().map(|t| t.as_str().unwrap()).collect::<Vec<_>>(),
+            None => vec![a["tag"].as_str().unwrap()],
+        })
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["y1998", "y2001"], "{out}");
+    assert_eq!(skopeo_tags(&reg, "age/app"), before);
+    ok("retention --older-than", hoist(["-q", "retention", "--older-than", "30d", &repo]));
+    assert_eq!(skopeo_tags(&reg, "age/app"), ["hour", "nodate", "now"]);
+    // a tighter cutoff takes the hour-old image too, and still not the undated one
+    ok("retention --older-than 10m", hoist(["-q", "retention", "--older-than", "10m", &repo]));
+    assert_eq!(skopeo_tags(&reg, "age/app"), ["nodate", "now"]);
+    assert!(manifest_exists(&reg, "age/app", &images[1].2), "the undated image was deleted");
+}

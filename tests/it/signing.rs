@@ -951,3 +951,337 @@ fn recursive_signing_sign_identity_platform_copies_and_model_unpack_policy() {
     );
     assert!(unpacked.join("config.json").is_file());
 }
+
+/// A key pair `k.key`/`k.pub` in `dir` (password "pw").
+fn keypair(dir: &Path) -> (PathBuf, PathBuf) {
+    let prefix = dir.join("k");
+    ok("key generate", hoist_pw("pw", &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    (dir.join("k.key"), dir.join("k.pub"))
+}
+
+/// Without `--policy`, `$HOME/.config/containers/policy.json` is the policy: it refuses an
+/// unsigned image (nothing written) and takes the signed one. (`/etc/containers/policy.json`,
+/// read next: the_etc_policy_file_is_read_when_no_policy_and_no_home_policy.)
+#[test]
+fn the_home_policy_file_is_read_when_no_policy_is_given() {
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(t.path());
+    let (reg, reference, _digest) = registry_with_image();
+    let host = reg.host();
+    ok("sign", hoist_pw("pw", &["sign", "--key", key.to_str().unwrap(), &reference]));
+    let unsigned = format!("{host}/app:unsigned");
+    ok(
+        "copy",
+        hoist(["copy", &format!("oci:{}:artifact", root().join("examples/sample-layout").display()), &unsigned]),
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir_all(home.join(".config/containers")).unwrap();
+    let mut scopes = serde_json::Map::new();
+    scopes.insert(format!("{host}/app"), signed_by(&public, serde_json::json!({"type": "matchRepository"})));
+    write_policy(
+        &home.join(".config/containers"),
+        "policy.json",
+        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": scopes}}),
+    );
+    let pull = |r: &str, dir: &str| {
+        hoist_cmd()
+            .env("HOME", &home)
+            .args(["pull", r, t.path().join(dir).to_str().unwrap()])
+            .output()
+            .expect("run hoist")
+    };
+    let out = pull(&unsigned, "refused");
+    assert_eq!(exit_code(&out), 5, "the home policy did not refuse: {}", stderr(&out));
+    assert!(stderr(&out).contains("no signature"), "{}", stderr(&out));
+    assert!(!t.path().join("refused").exists(), "a refused pull wrote its directory");
+    assert_success("pull of the signed image under the home policy", &pull(&reference, "accepted"));
+    assert!(t.path().join("accepted/index.json").is_file());
+}
+
+/// A refused image fetches no blob: through a counting proxy, `pull --policy` and `copy --policy`
+/// of an unsigned image GET manifests and signature lookups only, never `/blobs/`.
+#[test]
+fn a_refused_image_fetches_no_blob() {
+    let t = tempfile::tempdir().unwrap();
+    let (_key, public) = keypair(t.path());
+    let (reg, _reference, _digest) = registry_with_image();
+    let proxy = hoist_testkit::proxy::FaultProxy::start(&reg.url(), vec![]).unwrap();
+    let phost = proxy.host();
+    let policy = write_policy(
+        t.path(),
+        "policy.json",
+        serde_json::json!({"default": signed_by(&public, serde_json::json!({"type": "matchRepository"}))}),
+    );
+    let unsigned = format!("{phost}/app:v1");
+    let pulled = t.path().join("pulled");
+    let copied = t.path().join("copied");
+    let copy_dest = format!("oci:{}:v1", copied.display());
+    let runs = [
+        ("pull", vec!["pull", "--policy", policy.to_str().unwrap(), &unsigned, pulled.to_str().unwrap()], &pulled),
+        ("copy", vec!["copy", "--policy", policy.to_str().unwrap(), &unsigned, &copy_dest], &copied),
+    ];
+    for (what, args, dir) in runs {
+        proxy.state().reset();
+        let mut all = vec!["--insecure-registry", &phost];
+        all.extend(args);
+        let out = hoist(&all);
+        assert_eq!(exit_code(&out), 5, "{what} of an unsigned image: {}", stderr(&out));
+        assert!(stderr(&out).contains("no signature"), "{what}: {}", stderr(&out));
+        assert!(!dir.exists(), "a refused {what} wrote {}", dir.display());
+        let seen = proxy.exchanges();
+        let blob_gets = seen.iter().filter(|e| e.method == "GET" && e.path.contains("/blobs/")).count();
+        assert_eq!(blob_gets, 0, "a refused {what} fetched blobs: {seen:#?}");
+        assert!(
+            seen.iter().any(|e| e.path.contains("/manifests/") && !e.path.contains("sha256-")),
+            "{what}: the manifest did not go through the proxy: {seen:#?}"
+        );
+        assert!(
+            seen.iter().any(|e| e.path.contains("/manifests/sha256-") || e.path.contains("/referrers/")),
+            "{what}: no signature lookup went through the proxy: {seen:#?}"
+        );
+    }
+    // the control: an accepting policy pulls the same image's blobs through the same proxy
+    proxy.state().reset();
+    let accept =
+        write_policy(t.path(), "accept.json", serde_json::json!({"default": [{"type": "insecureAcceptAnything"}]}));
+    let out = hoist([
+        "--insecure-registry",
+        &phost,
+        "pull",
+        "--policy",
+        accept.to_str().unwrap(),
+        &unsigned,
+        pulled.to_str().unwrap(),
+    ]);
+    assert_success("pull under an accepting policy", &out);
+    assert!(
+        proxy.exchanges().iter().any(|e| e.method == "GET" && e.path.contains("/blobs/")),
+        "the accepted pull fetched no blob through the proxy: {:#?}",
+        proxy.exchanges()
+    );
+}
+
+/// `copy --convert oci --sign-by-sigstore-private-key` of a Docker schema 2 image signs the
+/// converted OCI manifest's digest (judged by the independent legacy-format verifier), not the
+/// source's.
+#[test]
+fn copy_convert_signs_the_converted_digest() {
+    require_judges!();
+    hoist_testkit::require!("skopeo");
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(t.path());
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    // skopeo writes a docker-archive (manifest.json only); hoist keeps it Docker schema 2 in a registry
+    let tar = t.path().join("d.tar");
+    assert_success(
+        "skopeo copy to docker-archive",
+        &skopeo([
+            "copy",
+            &format!("oci:{}:multi", root().join("examples/sample-layout").display()),
+            &format!("docker-archive:{}:me/app:v1", tar.display()),
+        ]),
+    );
+    ok(
+        "copy docker",
+        hoist(["copy", &format!("docker-archive:{}", tar.display()), &format!("{}/docker:v1", reg.host())]),
+    );
+    let docker_digest = registry_manifest_digest(&reg, "docker:v1");
+    let dest = format!("{}/converted:v1", reg.host());
+    ok(
+        "copy --convert oci --sign-by-sigstore-private-key",
+        hoist_pw(
+            "pw",
+            &[
+                "copy",
+                "--convert",
+                "oci",
+                "--sign-by-sigstore-private-key",
+                key.to_str().unwrap(),
+                &format!("{}/docker:v1", reg.host()),
+                &dest,
+            ],
+        ),
+    );
+    let got = registry_manifest_digest(&reg, "converted:v1");
+    assert_ne!(got, docker_digest, "--convert oci kept the Docker digest");
+    let inspected = ok("inspect", hoist(["--format", "json", "inspect", &dest]));
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{inspected}");
+    assert_success(
+        "python verifies the converted digest's signature",
+        &judge(&[
+            "verify",
+            &reg.url(),
+            "converted",
+            &got,
+            public.to_str().unwrap(),
+            "--identity-repo",
+            &format!("{}/converted", reg.host()),
+        ]),
+    );
+    // the Docker digest has no signature there
+    let out = judge(&["verify", &reg.url(), "converted", &docker_digest, public.to_str().unwrap()]);
+    assert!(!out.status.success(), "the Docker digest verified at the destination");
+}
+
+/// A snapshot of a host directory (names and file contents), to show a test left it unchanged.
+fn snapshot(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| {
+                let e = e.unwrap();
+                let p = e.path();
+                let body = if p.is_file() { std::fs::read(&p).ok() } else { None };
+                (e.file_name().to_string_lossy().into_owned(), body)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Without `--policy` and without `$HOME/.config/containers/policy.json`, the policy is
+/// `/etc/containers/policy.json`. The child runs in a private mount namespace where a temp dir
+/// holding a sigstoreSigned policy is bind-mounted over /etc/containers (HOME is an empty temp
+/// dir): the unsigned pull is refused and writes nothing, the signed one pulls, and the host's
+/// /etc/containers is unchanged afterwards.
+#[test]
+fn the_etc_policy_file_is_read_when_no_policy_and_no_home_policy() {
+    hoist_testkit::require!("unshare", "mount");
+    hoist_testkit::require_root!("a private mount namespace over /etc/containers");
+    let etc = Path::new("/etc/containers");
+    if !etc.is_dir() {
+        hoist_testkit::skip!("no /etc/containers to mount over (this test never creates it on the host)");
+    }
+    let before = snapshot(etc);
+    let t = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(t.path());
+    let (reg, reference, _digest) = registry_with_image();
+    let host = reg.host();
+    ok("sign", hoist_pw("pw", &["sign", "--key", key.to_str().unwrap(), &reference]));
+    let unsigned = format!("{host}/app:unsigned");
+    ok(
+        "copy",
+        hoist(["copy", &format!("oci:{}:artifact", root().join("examples/sample-layout").display()), &unsigned]),
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let fake_etc = t.path().join("etc-containers");
+    std::fs::create_dir_all(&fake_etc).unwrap();
+    let mut scopes = serde_json::Map::new();
+    scopes.insert(format!("{host}/app"), signed_by(&public, serde_json::json!({"type": "matchRepository"})));
+    write_policy(
+        &fake_etc,
+        "policy.json",
+        serde_json::json!({"default": [{"type": "reject"}], "transports": {"docker": scopes}}),
+    );
+    let pull = |r: &str, dir: &str| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$1" /etc/containers && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&fake_etc)
+            .arg(hoist_bin())
+            .args(["pull", r, t.path().join(dir).to_str().unwrap()])
+            .env("HOME", &home)
+            .env_remove("COSIGN_PASSWORD")
+            .output()
+            .expect("run unshare")
+    };
+    let out = pull(&unsigned, "refused");
+    assert_eq!(exit_code(&out), 5, "the /etc policy did not refuse: {}", stderr(&out));
+    assert!(stderr(&out).contains("no signature"), "{}", stderr(&out));
+    assert!(!t.path().join("refused").exists(), "a refused pull wrote its directory");
+    assert_success("pull of the signed image under the /etc policy", &pull(&reference, "accepted"));
+    assert!(t.path().join("accepted/index.json").is_file());
+    assert!(!home.join(".config").exists(), "hoist wrote a home policy");
+    assert_eq!(snapshot(etc), before, "the host's /etc/containers changed");
+}
+
+/// Runs `hoist ARGS` on a pseudo-terminal (python's `pty`, so /dev/tty is that terminal) with
+/// no COSIGN_PASSWORD, typing `typed` once the password prompt shows; (exit code, terminal text).
+fn hoist_on_a_tty(typed: &str, args: &[&str]) -> (i32, String) {
+    const DRIVER: &str = r#"
+import os, pty, sys
+typed = sys.argv[1].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+out, sent = b"", False
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not sent and b"Enter password for" in out:
+        os.write(fd, typed + b"\n")
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new(python())
+        .args(["-c", DRIVER, typed])
+        .arg(hoist_bin())
+        .args(args)
+        .env_remove("COSIGN_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the pty driver");
+    (exit_code(&out), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// With no COSIGN_PASSWORD and no --sign-passphrase-file, `sign` asks on the terminal and reads
+/// the password there (echo off: the typed password never shows); the signature passes the
+/// independent legacy verifier. A wrong password typed at the prompt says so. With no terminal
+/// (a new session, stdin /dev/null) sign fails at once with a message naming the password sources.
+#[test]
+fn sign_prompts_for_the_password_on_a_terminal_and_fails_clearly_without_one() {
+    hoist_testkit::require!(python().to_str().unwrap(), "setsid");
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("k");
+    let password = "tty-Pass-7q9z";
+    ok("key generate", hoist_pw(password, &["key", "generate", "--out", prefix.to_str().unwrap()]));
+    let (key, public) = (t.path().join("k.key"), t.path().join("k.pub"));
+    let (reg, reference, digest) = registry_with_image();
+
+    let (code, text) = hoist_on_a_tty("not-the-password", &["sign", "--key", key.to_str().unwrap(), &reference]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("Enter password for"), "no prompt: {text}");
+    assert!(text.contains("wrong password"), "{text}");
+    assert!(!text.contains("not-the-password"), "the typed password was echoed: {text}");
+    let out = judge(&["verify", &reg.url(), "app", &digest, public.to_str().unwrap()]);
+    assert!(!out.status.success(), "a wrong password still signed");
+
+    let (code, text) = hoist_on_a_tty(password, &["sign", "--key", key.to_str().unwrap(), &reference]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Enter password for"), "no prompt: {text}");
+    assert!(!text.contains(password), "the typed password was echoed: {text}");
+    let out = judge(&[
+        "verify",
+        &reg.url(),
+        "app",
+        &digest,
+        public.to_str().unwrap(),
+        "--identity-repo",
+        &format!("{}/app", reg.host()),
+    ]);
+    assert_success("python verifies the signature made with the typed password", &out);
+
+    // No terminal, no password source: a clear error, not a hang on stdin.
+    let out = Command::new("setsid")
+        .arg("-w")
+        .arg(hoist_bin())
+        .args(["sign", "--key", key.to_str().unwrap(), &reference])
+        .env_remove("COSIGN_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run setsid");
+    assert_eq!(exit_code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no terminal"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("COSIGN_PASSWORD"), "{}", stderr(&out));
+}

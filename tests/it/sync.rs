@@ -910,3 +910,94 @@ fn platform_filter_keeps_attestations_and_time_filters_read_created() {
     assert_eq!(v["copied"], 2, "{v}");
     assert_eq!(skopeo_tags(&reg, "last/timed"), ["new", "old"]);
 }
+
+/// `--scoped` with a registry source: skopeo names the destination `DEST/<source host:port>/
+/// <repo>:<tag>` (its `DockerReference().String()` under DEST), which no registry accepts (a
+/// `:` in a repository path), so `skopeo sync --scoped` from a `host:port` registry refuses;
+/// hoist makes the same names, reports every image as failed with that name, and exits 1. Both
+/// leave the same (empty) tag sets, and the same sync without `--scoped` gives equal ones.
+#[test]
+fn scoped_names_match_skopeo_sync_for_a_host_port_registry() {
+    hoist_testkit::require!("skopeo");
+    let reg = TestRegistry::plain();
+    let h = reg.host();
+    let tmp = tempfile::tempdir().unwrap();
+    tagged_layout(&tmp.path().join("app"), &["v1", "v2"], 31);
+    push_all(&tmp.path().join("app"), &h, "up/app");
+    let src = format!("{h}/up/app");
+    let skopeo_sync = |dest: &str, scoped: bool| {
+        let mut a = vec!["sync", "--all", "--preserve-digests", "--src", "docker", "--dest", "docker"];
+        a.extend(["--src-tls-verify=false", "--dest-tls-verify=false"]);
+        if scoped {
+            a.push("--scoped");
+        }
+        a.extend([src.as_str(), dest]);
+        skopeo(&a)
+    };
+    let hoist_sync = |dest: &str, scoped: bool| {
+        let mut a = vec!["-q", "--format", "json", "sync", "--src", "docker", "--dest", "docker"];
+        if scoped {
+            a.push("--scoped");
+        }
+        a.extend([src.as_str(), dest]);
+        hoist(&a)
+    };
+    let (sk, ho) = (format!("{h}/sk"), format!("{h}/ho"));
+    let out = skopeo_sync(&sk, true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "skopeo sync --scoped from host:port succeeded: {err}");
+    assert!(err.contains(&format!("{sk}/{h}/up/app:")) && err.contains("invalid reference format"), "{err}");
+    let out = hoist_sync(&ho, true);
+    assert_eq!(out.status.code(), Some(1), "{:?}", output_text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["copied"].as_u64(), v["failed"].as_u64()), (Some(0), Some(2)), "{v}");
+    for img in v["images"].as_array().unwrap() {
+        let tag = img["source"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+        let e = img["error"].as_str().unwrap();
+        assert!(e.contains(&format!("{ho}/{h}/up/app:{tag}")), "not skopeo's scoped name: {e}");
+    }
+    // the same (empty) tag sets: neither wrote a repository under its prefix
+    let out = ok("catalog", hoist(["catalog", &h]));
+    assert!(!out.lines().any(|r| r.starts_with("sk/") || r.starts_with("ho/")), "{out}");
+    // without --scoped both name it DEST/app and agree tag for tag, digest for digest
+    assert_success("skopeo sync", &skopeo_sync(&sk, false));
+    assert_success("hoist sync", &hoist_sync(&ho, false));
+    assert_eq!(digests(&reg, "ho/app"), digests(&reg, "sk/app"));
+    assert_eq!(skopeo_tags(&reg, "ho/app"), ["v1", "v2"]);
+}
+
+/// The YAML's `cert-dir` and `credentials` are what reach a TLS registry with basic auth:
+/// without them the sync fails, with only one of them it still fails, with both it copies
+/// every tag with its digest.
+#[test]
+fn yaml_cert_dir_and_credentials_reach_a_tls_htpasswd_registry() {
+    hoist_testkit::require!("skopeo");
+    let up = TestRegistry::start(RegistryOpts::auth("mirror", "pw-2817").with_tls());
+    let down = TestRegistry::plain();
+    let (h, d) = (up.host(), down.host());
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = up.cert_dir();
+    tagged_layout(&tmp.path().join("app"), &["v1", "v2", "v3"], 41);
+    let layout = tmp.path().join("app");
+    let (l, c) = (layout.to_str().unwrap(), certs.to_str().unwrap());
+    ok("push", hoist(["-q", "--cert-dir", c, "push", "--dest-creds", "mirror:pw-2817", l, &format!("{h}/up/app")]));
+    let yaml = |extra: &str| {
+        let f = tmp.path().join(format!("sync-{}.yaml", extra.len()));
+        std::fs::write(&f, format!("{h}:\n{extra}  images:\n    up/app: []\n")).unwrap();
+        f
+    };
+    let cert_dir = format!("  cert-dir: {c}\n");
+    let creds = "  credentials:\n    username: mirror\n    password: pw-2817\n".to_string();
+    for (what, extra) in
+        [("neither", String::new()), ("cert-dir only", cert_dir.clone()), ("credentials only", creds.clone())]
+    {
+        let f = yaml(&extra);
+        let out = hoist(["-q", "sync", "--src", "yaml", "--dest", "docker", f.to_str().unwrap(), &format!("{d}/m")]);
+        assert!(!out.status.success(), "sync with {what} succeeded: {:?}", output_text(&out));
+    }
+    let f = yaml(&format!("{cert_dir}{creds}"));
+    let v = sync_json(&["--src", "yaml", "--dest", "docker", f.to_str().unwrap(), &format!("{d}/m")]);
+    assert_eq!((v["copied"].as_u64(), v["failed"].as_u64()), (Some(3), Some(0)), "{v}");
+    assert_eq!(digests(&down, "m/app"), digests(&up, "up/app"));
+    assert_eq!(skopeo_tags(&down, "m/app"), ["v1", "v2", "v3"]);
+}
