@@ -209,3 +209,58 @@ fn append_adds_layers_with_diff_ids_and_history() {
     assert_eq!(std::fs::read_to_string(bundle.join("rootfs/note")).unwrap(), "second\n");
     assert!(bundle.join("rootfs/app").exists(), "the image's own files are still there");
 }
+
+#[test]
+fn mutate_summary_lists_every_changed_digest_of_an_index() {
+    hoist_testkit::require!("skopeo");
+    let reg = TestRegistry::plain();
+    let h = reg.host();
+    let t = tempfile::tempdir().unwrap();
+    let built = t.path().join("built");
+    build_example(&t.path().join("store"), &[], &format!("oci:{}:v1", built.display()));
+    ok(
+        "copy to the registry",
+        hoist(["-q", "copy", &format!("oci:{}:v1", built.display()), &format!("{h}/ed/app:v1")]),
+    );
+    let out = hoist([
+        "-q",
+        "--format",
+        "json",
+        "mutate",
+        &format!("{h}/ed/app:v1"),
+        &format!("{h}/ed/app:v2"),
+        "--label",
+        "patched=yes",
+    ]);
+    let summary: Value = serde_json::from_str(&ok("mutate --format json", out)).unwrap();
+    // (from, to) of every digest the summary says changed
+    let converted: std::collections::BTreeMap<String, String> = summary["report"]["converted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["from"].as_str().unwrap().to_string(), c["to"].as_str().unwrap().to_string()))
+        .collect();
+    // what the registry holds, read by skopeo
+    let (old_raw, new_raw) = (skopeo_raw(&reg, &format!("{h}/ed/app:v1")), skopeo_raw(&reg, &format!("{h}/ed/app:v2")));
+    let (old, new): (Value, Value) =
+        (serde_json::from_slice(&old_raw).unwrap(), serde_json::from_slice(&new_raw).unwrap());
+    assert_eq!(converted.get(&sha256(&old_raw)), Some(&sha256(&new_raw)), "the index: {summary}");
+    assert_eq!(summary["roots"][0]["digest"].as_str(), Some(sha256(&new_raw).as_str()));
+    let (olds, news) = (old["manifests"].as_array().unwrap(), new["manifests"].as_array().unwrap());
+    assert_eq!(olds.len(), 2);
+    assert_eq!(news.len(), 2);
+    let mut listed = 1;
+    for (o, n) in olds.iter().zip(news) {
+        let (od, nd) = (o["digest"].as_str().unwrap(), n["digest"].as_str().unwrap());
+        assert_eq!(converted.get(od).map(String::as_str), Some(nd), "child manifest {od}: {summary}");
+        let (om, nm): (Value, Value) = (
+            serde_json::from_slice(&skopeo_raw(&reg, &format!("{h}/ed/app@{od}"))).unwrap(),
+            serde_json::from_slice(&skopeo_raw(&reg, &format!("{h}/ed/app@{nd}"))).unwrap(),
+        );
+        let (oc, nc) = (om["config"]["digest"].as_str().unwrap(), nm["config"]["digest"].as_str().unwrap());
+        assert_eq!(converted.get(oc).map(String::as_str), Some(nc), "config of {od}: {summary}");
+        assert_eq!(om["layers"], nm["layers"], "layers untouched");
+        listed += 2;
+    }
+    assert_eq!(converted.len(), listed, "nothing else listed as changed: {summary}");
+}
