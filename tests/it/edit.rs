@@ -156,7 +156,7 @@ fn append_adds_layers_with_diff_ids_and_history() {
     let t = tempfile::tempdir().unwrap();
     let built = t.path().join("built");
     build_example(&t.path().join("store"), &["--platform", "linux/amd64"], &format!("oci:{}:v1", built.display()));
-    // Two layer tarballs: gzip (written by GNU tar) and plain; stored as gzip:9 (umoci reads no zstd).
+    // Three layer tarballs: gzip (written by GNU tar), zstd and plain; stored as gzip:9 (umoci reads no zstd).
     let files = t.path().join("files");
     std::fs::create_dir_all(files.join("etc/ssl")).unwrap();
     std::fs::write(files.join("etc/ssl/ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
@@ -170,6 +170,17 @@ fn append_adds_layers_with_diff_ids_and_history() {
         &std::process::Command::new("tar").arg("-cf").arg(&plain).arg("-C").arg(&files).arg("note").output().unwrap(),
     );
     let plain_digest = sha256(&std::fs::read(&plain).unwrap());
+    // A zstd layer tarball: its diff_id is the digest of the tar inside.
+    std::fs::write(files.join("zfile"), "third\n").unwrap();
+    let ztar = t.path().join("z.tar");
+    assert_success(
+        "tar -cf",
+        &std::process::Command::new("tar").arg("-cf").arg(&ztar).arg("-C").arg(&files).arg("zfile").output().unwrap(),
+    );
+    let z_tar_bytes = std::fs::read(&ztar).unwrap();
+    let z_digest = sha256(&z_tar_bytes);
+    let zst = t.path().join("z.tar.zst");
+    std::fs::write(&zst, zstd::encode_all(&z_tar_bytes[..], 3).unwrap()).unwrap();
 
     let out = t.path().join("out");
     ok(
@@ -179,6 +190,7 @@ fn append_adds_layers_with_diff_ids_and_history() {
             &format!("oci:{}:v1", built.display()),
             &format!("oci:{}:v1", out.display()),
             gz.to_str().unwrap(),
+            zst.to_str().unwrap(),
             plain.to_str().unwrap(),
             "--compression",
             "gzip:9",
@@ -188,14 +200,15 @@ fn append_adds_layers_with_diff_ids_and_history() {
     let (m0, m) = (top(&built), top(&out));
     let (c0, c) = (blob(&built, &m0["config"]["digest"]), blob(&out, &m["config"]["digest"]));
     let (n0, n) = (m0["layers"].as_array().unwrap().len(), m["layers"].as_array().unwrap().len());
-    assert_eq!(n, n0 + 2);
+    assert_eq!(n, n0 + 3);
     assert_eq!(m["layers"][n0 + 1]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
     let ids = c["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(ids.len(), n);
+    assert_eq!(ids[n - 2], z_digest.as_str(), "the zstd tarball's diff_id is its tar's digest");
     assert_eq!(ids[n - 1], plain_digest.as_str(), "the plain tar's digest is its diff_id");
     assert_eq!(
         c["history"].as_array().unwrap().len(),
-        c0["history"].as_array().map_or(0, |h| h.len()) + 2,
+        c0["history"].as_array().map_or(0, |h| h.len()) + 3,
         "one history entry per added layer"
     );
     let bundle = t.path().join("bundle");
@@ -207,6 +220,7 @@ fn append_adds_layers_with_diff_ids_and_history() {
     assert_success("umoci unpack", &unpack);
     assert_eq!(std::fs::read_to_string(bundle.join("rootfs/etc/ssl/ca.pem")).unwrap(), "-----BEGIN CERTIFICATE-----\n");
     assert_eq!(std::fs::read_to_string(bundle.join("rootfs/note")).unwrap(), "second\n");
+    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/zfile")).unwrap(), "third\n");
     assert!(bundle.join("rootfs/app").exists(), "the image's own files are still there");
 }
 
