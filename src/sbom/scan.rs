@@ -371,22 +371,7 @@ fn golang(tree: &Tree, out: &mut Vec<Package>) {
             };
             let version = if m.version == "(devel)" { "" } else { m.version.as_str() };
             let p = purl("golang", &ns, name, version, &[]);
-            if let Some(&i) = seen.get(&p) {
-                out[i].files.push(format!("/{path}"));
-                continue;
-            }
-            seen.insert(p.clone(), out.len());
-            out.push(Package {
-                kind: PackageKind::Go,
-                name: m.path.clone(),
-                version: m.version.clone(),
-                purl: p,
-                license: None,
-                license_stated: None,
-                supplier: None,
-                files: vec![format!("/{path}")],
-                location: format!("/{path}"),
-            });
+            linked_into(out, &mut seen, path, PackageKind::Go, &m.path, &m.version, p);
         }
     }
 }
@@ -399,24 +384,39 @@ fn cargo(tree: &Tree, out: &mut Vec<Package>) {
         let Some(crates) = &e.rust else { continue };
         for c in crates.iter().filter(|c| c.kind.as_deref() != Some("build")) {
             let p = purl("cargo", &[], &c.name, &c.version, &[]);
-            if let Some(&i) = seen.get(&p) {
-                out[i].files.push(format!("/{path}"));
-                continue;
-            }
-            seen.insert(p.clone(), out.len());
-            out.push(Package {
-                kind: PackageKind::Cargo,
-                name: c.name.clone(),
-                version: c.version.clone(),
-                purl: p,
-                license: None,
-                license_stated: None,
-                supplier: None,
-                files: vec![format!("/{path}")],
-                location: format!("/{path}"),
-            });
+            linked_into(out, &mut seen, path, PackageKind::Cargo, &c.name, &c.version, p);
         }
     }
+}
+
+/// A package linked into the binary at `path`: one package per purl (`seen` maps a purl to
+/// its index in `out`), owning every binary that links it.
+fn linked_into(
+    out: &mut Vec<Package>,
+    seen: &mut BTreeMap<String, usize>,
+    path: &str,
+    kind: PackageKind,
+    name: &str,
+    version: &str,
+    purl: String,
+) {
+    let file = format!("/{path}");
+    if let Some(&i) = seen.get(&purl) {
+        out[i].files.push(file);
+        return;
+    }
+    seen.insert(purl.clone(), out.len());
+    out.push(Package {
+        kind,
+        name: name.to_string(),
+        version: version.to_string(),
+        purl,
+        license: None,
+        license_stated: None,
+        supplier: None,
+        location: file.clone(),
+        files: vec![file],
+    });
 }
 
 #[cfg(test)]
