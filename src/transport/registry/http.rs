@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::challenge::{parse_challenge, Challenge};
@@ -273,13 +273,11 @@ impl Client {
                     }
                     return Ok(resp);
                 }
-                // a certificate problem will not change: not retried (a handshake cut short,
-                // as by a registry restarting, is)
-                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
+                Err(e) if is_certificate_failure(&e) => {
                     let id = self.http.has_identity(api_host(&host.name));
                     return Err(net_err_tls(&host.name, &e, id));
                 }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
+                Err(e) if is_transient(&e) => {
                     let Some(wait) = retry.failed(None) else {
                         return Err(net_err(&host.name, &e));
                     };
@@ -290,6 +288,68 @@ impl Client {
             }
         }
     }
+
+    /// `GET url` on a server that is not a registry (the Hugging Face hub), through the same
+    /// network layer as registry requests: the client of the URL's host (its certs.d trust,
+    /// client certificate, `--tls-verify`), `HTTPS_PROXY`/`NO_PROXY`, `--read-timeout`, and
+    /// the one retry decision (`--retries`: connection errors, 408, 429 and 5xx, a
+    /// `Retry-After` honoured). No registry credential is sent: `headers` are all the caller
+    /// adds (a token it gives to its own host only; a redirect to another host drops an
+    /// `Authorization` header). The last answer is returned whatever its status.
+    pub async fn get_url(&self, url: &str, headers: &HeaderMap) -> Result<Response> {
+        let mut retry = RetryState::new(&self.opts.retry);
+        loop {
+            match self.http.get(url).headers(headers.clone()).send().await {
+                Ok(resp) if retriable_status(resp.status()) => {
+                    let Some(wait) = retry.failed(retry_after(resp.headers())) else { return Ok(resp) };
+                    tracing::info!(status = %resp.status(), ?wait, "GET {}: retrying", url_without_query(url));
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if is_transient(&e) && !is_certificate_failure(&e) => {
+                    let Some(wait) = retry.failed(None) else {
+                        return Err(Error::http(url_without_query(url), e.without_url()));
+                    };
+                    tracing::info!(error = %e.without_url_ref(), ?wait, "GET {}: retrying", url_without_query(url));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(Error::http(url_without_query(url), e.without_url())),
+            }
+        }
+    }
+
+    /// The body of `resp` (an answer of [`Client::get_url`] from `site`) as a stream of chunks
+    /// that ends with an error when less than [`MIN_RATE`] bytes a second arrive over
+    /// `--read-timeout`, as a registry body does.
+    pub fn body_of(&self, resp: Response, site: &str) -> BodyStream {
+        body_stream(resp, site, self.opts.read_timeout)
+    }
+
+    /// The whole body of `resp` (from `site`), at most `limit` bytes, read as [`Client::body_of`]
+    /// reads: refused by its `Content-Length` before a byte is read, or as soon as it runs over.
+    pub async fn read_body(&self, resp: Response, limit: u64, site: &str, what: &str) -> Result<Bytes> {
+        match read_limited(resp, limit, site, self.opts.read_timeout).await {
+            Ok(b) => Ok(b),
+            Err(ReadError::TooLarge) => Err(Error::malformed(what, site, format!("larger than {limit} bytes"))),
+            Err(ReadError::Failed(e)) => Err(e),
+        }
+    }
+}
+
+/// A certificate problem, which will not change on another attempt (a handshake cut short,
+/// as by a server restarting, is no certificate problem: it is retried).
+fn is_certificate_failure(e: &reqwest::Error) -> bool {
+    classify(e, false).is_some_and(|f| f != TlsFailure::NotTls)
+}
+
+/// A failure another attempt may not meet: the connection, a timeout, the request or its body.
+fn is_transient(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
+/// `url` without its query (which may carry a signed CDN token) for messages.
+fn url_without_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(u, _)| u)
 }
 
 /// The path (below `/v2/<repo>/`) of the next page a paginated answer links to with
@@ -338,7 +398,7 @@ pub(super) fn body_stream(resp: Response, registry: &str, window: Duration) -> B
 }
 
 /// The chunks of a response body.
-pub(super) type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+pub type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
 /// A body that must bring at least [`MIN_RATE`] bytes a second: a body that has spent
 /// `window` waiting for data without bringing `MIN_RATE * window` bytes ends with an error
