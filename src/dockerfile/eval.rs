@@ -1129,8 +1129,8 @@ async fn fetch_remote(
             Remote::Http(url) => {
                 let what = format!("{}:{}", ctx.file, ins.line);
                 let client = ctx.http()?;
-                let d = download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log)
-                    .await?;
+                let d =
+                    download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log).await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }

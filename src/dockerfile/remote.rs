@@ -205,8 +205,7 @@ pub(crate) async fn download(
         return Err(Error::HttpStatus { url: shown, status: resp.status, detail: format!(" ({what})") });
     }
     let header = |n: &str| resp.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Some(n) = header("content-length").and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > MAX_DOWNLOAD_SIZE)
-    {
+    if let Some(n) = header("content-length").and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > MAX_DOWNLOAD_SIZE) {
         return Err(too_large(&shown, n));
     }
     let (etag, last_modified) = (header("etag"), header("last-modified"));
@@ -235,7 +234,10 @@ pub(crate) async fn download(
     }
     w.set_hashed(digest.clone(), size);
     let path = w.commit(&digest, size)?;
-    save_record(layout, &Record { url: url.to_string(), digest: digest.to_string(), size, etag, last_modified: last_modified.clone() })?;
+    save_record(
+        layout,
+        &Record { url: url.to_string(), digest: digest.to_string(), size, etag, last_modified: last_modified.clone() },
+    )?;
     log.line(&format!("  {shown}: {size} bytes, {digest}"));
     let mtime = last_modified.as_deref().and_then(parse_http_date).and_then(|t| u64::try_from(t).ok());
     Ok(Downloaded { path, digest, size, mtime })
@@ -342,8 +344,8 @@ pub(crate) fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: boo
         None => repo,
         Some(s) => {
             // inside the checkout, whatever its symlinks say
-            let rel = resolve_in_dir(&repo, s, true)
-                .map_err(|e| Error::Usage(format!("{what}: subdirectory {s:?}: {e}")))?;
+            let rel =
+                resolve_in_dir(&repo, s, true).map_err(|e| Error::Usage(format!("{what}: subdirectory {s:?}: {e}")))?;
             let d = repo.join(rel);
             if !d.is_dir() {
                 return Err(Error::Usage(format!("{what}#{want}: no directory {s:?} in the repository")));

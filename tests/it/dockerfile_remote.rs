@@ -37,8 +37,8 @@ struct Entry {
 fn image_entries(dest: &Path) -> BTreeMap<String, Entry> {
     let blob = |d: &str| dest.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let idx: Value = serde_json::from_slice(&fs::read(dest.join("index.json")).unwrap()).unwrap();
-    let m: Value = serde_json::from_slice(&fs::read(blob(idx["manifests"][0]["digest"].as_str().unwrap())).unwrap())
-        .unwrap();
+    let m: Value =
+        serde_json::from_slice(&fs::read(blob(idx["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
     let mut out = BTreeMap::new();
     for l in m["layers"].as_array().unwrap() {
         let raw = fs::read(blob(l["digest"].as_str().unwrap())).unwrap();

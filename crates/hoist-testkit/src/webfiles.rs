@@ -135,7 +135,8 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         None => serve_file(st, req.uri().path(), &method, inm.as_deref(), ims.as_deref()),
     };
-    let log = WebRequest { method, path: full, status: resp.status().as_u16(), if_none_match: inm, if_modified_since: ims };
+    let log =
+        WebRequest { method, path: full, status: resp.status().as_u16(), if_none_match: inm, if_modified_since: ims };
     st.log.lock().expect("lock").push(log);
     resp
 }
