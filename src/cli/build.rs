@@ -296,6 +296,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
             .map(|s| key_value("--build-context", s).map(|(k, v)| (k, NamedContext::parse(&v))))
             .collect::<Result<_>>()?,
         keep_stages: false,
+        jobs: Some(ctx.settings.copy.jobs),
     };
     let cache_to: Vec<(OutputSpec, CacheMode)> = args.cache_to.iter().map(|s| cache_to(s)).collect::<Result<_>>()?;
     let mut outputs = args.out.parse()?;
@@ -498,7 +499,11 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
             let (_, src, base_root) = resolve_any(ctx, b).await?;
             ctx.progress.line(&format!("base {b}: {}", base_root.digest));
             info.bases.push(attest::BaseImage { name: b.clone(), digest: base_root.digest.clone() });
-            let base = BaseImage { source: src.as_ref(), root: base_root, name: Some(b.clone()) };
+            let base = BaseImage {
+                jobs: ctx.settings.copy.jobs,
+                progress: &ctx.progress,
+                ..BaseImage::new(src.as_ref(), base_root, Some(b.clone()))
+            };
             build_image(&store, &spec, Some(base)).await?
         }
         None => build_image(&store, &spec, None).await?,
@@ -614,5 +619,9 @@ impl hoist::dockerfile::BuildLog for BuildLines<'_> {
 
     fn run_output(&self) -> Option<hoist::dockerfile::RunOutput> {
         self.0.run_output()
+    }
+
+    fn transfers(&self) -> &dyn hoist::transport::Progress {
+        self.0
     }
 }

@@ -395,7 +395,9 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
         return Ok(st);
     }
     let (source, root) = resolver.resolve(image).await?;
-    let b = BaseImage { source: source.as_ref(), root, name: Some(image.to_string()) };
+    let mut b = BaseImage::new(source.as_ref(), root, Some(image.to_string()));
+    b.jobs = ctx.opts.jobs.unwrap_or(b.jobs);
+    b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
     st.config = base.config;
     if st.config.rootfs.kind.is_empty() {

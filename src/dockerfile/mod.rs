@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::transport::Source;
+use crate::transport::{NoProgress, Progress, Source};
 
 pub use cache::CacheMode;
 pub use eval::build_dockerfile;
@@ -75,6 +75,8 @@ pub struct DockerfileBuild {
     /// Also write the image of every other stage the target needed, listed in
     /// [`BuildOutcome::stages`] (what an SBOM's stage scan reads).
     pub keep_stages: bool,
+    /// Layers of a `FROM` image fetched at once (`--jobs`); `None`: [`crate::copy::DEFAULT_JOBS`].
+    pub jobs: Option<usize>,
 }
 
 /// What a named build context (`--build-context NAME=...`) stands for.
@@ -145,6 +147,12 @@ pub trait BuildLog: Send + Sync {
     /// instead (the CLI's `--progress json` makes each line a `log` event).
     fn run_output(&self) -> Option<RunOutput> {
         None
+    }
+
+    /// Reports the transfers of a build: the layers of `FROM` images fetched into the store.
+    /// The default reports nothing.
+    fn transfers(&self) -> &dyn Progress {
+        &NoProgress
     }
 }
 
