@@ -1,14 +1,16 @@
 //! Dockerfile builds without a daemon: BuildKit's frontend syntax ([`parse`]), evaluated
 //! stage by stage ([`eval`]) into reproducible layers in a local `Layout`, RUN steps in an
 //! OCI runtime (`runc`/`crun`) on an overlay of the unpacked base layers ([`run`]), and a
-//! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
-//! `ADD <url>`, no RUN of another architecture without binfmt.
+//! build cache keyed by instruction and inputs; `ADD <url>`, `ADD <git url>` and remote
+//! contexts through [`remote`]. Not a BuildKit: no RUN of another architecture without
+//! binfmt.
 
 pub mod cache;
 pub mod eval;
 pub mod fs;
 pub(crate) mod ignore;
 pub mod parse;
+pub mod remote;
 pub mod run;
 pub(crate) mod stage;
 pub mod statcache;
@@ -127,6 +129,12 @@ pub struct BuildOutcome {
 pub trait ImageResolver: Send + Sync {
     /// Open `reference` and return where to read it and its root descriptor.
     async fn resolve(&self, reference: &str) -> Result<(Box<dyn Source>, Descriptor)>;
+
+    /// The registry client whose network settings (TLS trust, proxies, read timeout,
+    /// retries) `ADD <url>` uses; `None` (the default): a client with default options.
+    fn client(&self) -> Option<std::sync::Arc<crate::transport::registry::Client>> {
+        None
+    }
 }
 
 /// Progress lines of a build (stderr in the CLI).
