@@ -10,9 +10,9 @@
 //! and hashed. A download cut short continues with `Range` from where it stopped.
 //!
 //! Every request goes through the registry client's network layer
-//! ([`crate::transport::registry::Client::get_url`]): the same TLS trust, proxy rules,
-//! `--read-timeout`, `--retries` (with `Retry-After`) and bounded bodies as a registry's.
-//! The token goes to the hub's own origin only.
+//! ([`crate::transport::registry::Client::get_url`], as `ADD <url>` does): the same TLS trust,
+//! proxy rules, `--read-timeout`, `--retries` (with `Retry-After`) and bounded bodies as a
+//! registry's. The token goes to the hub's own origin only.
 //!
 //! Not for: uploads to the hub, datasets or spaces.
 
@@ -34,11 +34,10 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
 use crate::model::write::ImageManifest;
-use crate::transport::registry::http::link_next_target;
+use crate::transport::registry::http::{link_next_target, UrlResponse};
 use crate::transport::registry::retry::RetryState;
 use crate::transport::registry::Client;
 use crate::transport::BlobStream;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RANGE};
 
 /// Default hub endpoint (`HF_ENDPOINT` overrides it).
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -158,29 +157,23 @@ impl HfRepo {
     /// `GET url` (bytes from `offset`, to `end` inclusive when given) through the network
     /// layer, with the token when `url` is on the hub's own origin (a `Link` to another host
     /// does not get it).
-    async fn get(&self, url: &str, offset: u64, end: Option<u64>) -> Result<reqwest::Response> {
-        let mut h = HeaderMap::new();
+    async fn get(&self, url: &str, offset: u64, end: Option<u64>) -> Result<UrlResponse> {
+        let mut h = Vec::new();
         if let Some(t) = &self.token {
             if url::Url::parse(url).is_ok_and(|u| u.origin() == self.origin) {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| Error::Auth {
-                    registry: self.site().to_string(),
-                    reason: "the token is not a valid HTTP header value".into(),
-                })?;
-                v.set_sensitive(true);
-                h.insert(AUTHORIZATION, v);
+                h.push(("Authorization", format!("Bearer {t}")));
             }
         }
         if offset > 0 || end.is_some() {
             let end = end.map(|e| e.to_string()).unwrap_or_default();
-            let v = HeaderValue::from_str(&format!("bytes={offset}-{end}")).expect("digits are a header value");
-            h.insert(RANGE, v);
+            h.push(("Range", format!("bytes={offset}-{end}")));
         }
         self.net.get_url(url, &h).await
     }
 
     async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
         let resp = self.get(url, 0, None).await?;
-        let status = resp.status();
+        let status = resp.status;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Auth {
                 registry: self.endpoint.clone(),
@@ -193,7 +186,7 @@ impl HfRepo {
         if !status.is_success() {
             return Err(Error::HttpStatus { url: url.to_string(), status, detail: String::new() });
         }
-        let b = self.net.read_body(resp, MAX_API_RESPONSE, self.site(), "hub API answer").await?;
+        let b = resp.read_limited(MAX_API_RESPONSE, "hub API answer", self.site()).await?;
         serde_json::from_slice(&b).map_err(|e| Error::malformed("hub API answer", url.to_string(), e.to_string()))
     }
 
@@ -213,12 +206,11 @@ impl HfRepo {
                 return Err(Error::malformed("hub tree", u, "too many pages"));
             }
             let resp = self.get(&u, 0, None).await?;
-            if !resp.status().is_success() {
-                return Err(Error::HttpStatus { url: u, status: resp.status(), detail: String::new() });
+            if !resp.status.is_success() {
+                return Err(Error::HttpStatus { url: u, status: resp.status, detail: String::new() });
             }
-            url =
-                resp.headers().get("link").and_then(|l| l.to_str().ok()).and_then(link_next_target).map(str::to_string);
-            let b = self.net.read_body(resp, MAX_API_RESPONSE, self.site(), "hub tree").await?;
+            url = resp.headers.get("link").and_then(|l| l.to_str().ok()).and_then(link_next_target).map(str::to_string);
+            let b = resp.read_limited(MAX_API_RESPONSE, "hub tree", self.site()).await?;
             let v: Vec<serde_json::Value> =
                 serde_json::from_slice(&b).map_err(|e| Error::malformed("hub tree", u.clone(), e.to_string()))?;
             for e in v {
@@ -247,21 +239,20 @@ impl HfRepo {
         format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, self.commit, enc(path))
     }
 
-    async fn get_range(&self, path: &str, offset: u64, end: Option<u64>) -> Result<reqwest::Response> {
+    async fn get_range(&self, path: &str, offset: u64, end: Option<u64>) -> Result<UrlResponse> {
         let url = self.file_url(path);
         let resp = self.get(&url, offset, end).await?;
         let ok =
-            if offset > 0 { resp.status() == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status().is_success() };
+            if offset > 0 { resp.status == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status.is_success() };
         if !ok {
-            return Err(Error::HttpStatus { url, status: resp.status(), detail: format!(" (from byte {offset})") });
+            return Err(Error::HttpStatus { url, status: resp.status, detail: format!(" (from byte {offset})") });
         }
         Ok(resp)
     }
 
     /// Bytes `[offset, end]` of a file (at most `max`).
     async fn fetch_range(&self, path: &str, offset: u64, end: Option<u64>, max: u64) -> Result<Bytes> {
-        let resp = self.get_range(path, offset, end).await?;
-        self.net.read_body(resp, max, self.site(), path).await
+        self.get_range(path, offset, end).await?.read_limited(max, path, self.site()).await
     }
 
     /// A whole small file, in memory (at most `max` bytes).
@@ -302,7 +293,7 @@ impl RemoteFiles for HfRepo {
                         }
                     },
                 };
-                let mut s = me.net.body_of(r, me.site());
+                let mut s = r.body;
                 let mut broken = None;
                 while let Some(chunk) = s.next().await {
                     match chunk {

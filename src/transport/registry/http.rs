@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::challenge::{parse_challenge, Challenge};
@@ -288,52 +288,6 @@ impl Client {
             }
         }
     }
-
-    /// `GET url` on a server that is not a registry (the Hugging Face hub), through the same
-    /// network layer as registry requests: the client of the URL's host (its certs.d trust,
-    /// client certificate, `--tls-verify`), `HTTPS_PROXY`/`NO_PROXY`, `--read-timeout`, and
-    /// the one retry decision (`--retries`: connection errors, 408, 429 and 5xx, a
-    /// `Retry-After` honoured). No registry credential is sent: `headers` are all the caller
-    /// adds (a token it gives to its own host only; a redirect to another host drops an
-    /// `Authorization` header). The last answer is returned whatever its status.
-    pub async fn get_url(&self, url: &str, headers: &HeaderMap) -> Result<Response> {
-        let mut retry = RetryState::new(&self.opts.retry);
-        loop {
-            match self.http.get(url).headers(headers.clone()).send().await {
-                Ok(resp) if retriable_status(resp.status()) => {
-                    let Some(wait) = retry.failed(retry_after(resp.headers())) else { return Ok(resp) };
-                    tracing::info!(status = %resp.status(), ?wait, "GET {}: retrying", url_without_query(url));
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(resp) => return Ok(resp),
-                Err(e) if is_transient(&e) && !is_certificate_failure(&e) => {
-                    let Some(wait) = retry.failed(None) else {
-                        return Err(Error::http(url_without_query(url), e.without_url()));
-                    };
-                    tracing::info!(error = %e.without_url_ref(), ?wait, "GET {}: retrying", url_without_query(url));
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(Error::http(url_without_query(url), e.without_url())),
-            }
-        }
-    }
-
-    /// The body of `resp` (an answer of [`Client::get_url`] from `site`) as a stream of chunks
-    /// that ends with an error when less than [`MIN_RATE`] bytes a second arrive over
-    /// `--read-timeout`, as a registry body does.
-    pub fn body_of(&self, resp: Response, site: &str) -> BodyStream {
-        body_stream(resp, site, self.opts.read_timeout)
-    }
-
-    /// The whole body of `resp` (from `site`), at most `limit` bytes, read as [`Client::body_of`]
-    /// reads: refused by its `Content-Length` before a byte is read, or as soon as it runs over.
-    pub async fn read_body(&self, resp: Response, limit: u64, site: &str, what: &str) -> Result<Bytes> {
-        match read_limited(resp, limit, site, self.opts.read_timeout).await {
-            Ok(b) => Ok(b),
-            Err(ReadError::TooLarge) => Err(Error::malformed(what, site, format!("larger than {limit} bytes"))),
-            Err(ReadError::Failed(e)) => Err(e),
-        }
-    }
 }
 
 /// A certificate problem, which will not change on another attempt (a handshake cut short,
@@ -347,11 +301,6 @@ fn is_transient(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
-/// `url` without its query (which may carry a signed CDN token) for messages.
-fn url_without_query(url: &str) -> &str {
-    url.split_once('?').map_or(url, |(u, _)| u)
-}
-
 /// The answer to [`Client::get_url`].
 pub struct UrlResponse {
     /// The status (redirects followed).
@@ -360,6 +309,24 @@ pub struct UrlResponse {
     pub headers: reqwest::header::HeaderMap,
     /// The body; a stall (less than [`MIN_RATE`] over the read timeout) ends it with an error.
     pub body: BodyStream,
+}
+
+impl UrlResponse {
+    /// The whole body, at most `limit` bytes (`what` from `site` in errors): refused by its
+    /// `Content-Length` before a byte is read, or as soon as it runs over (the Hugging Face
+    /// hub's API answers and small files).
+    pub async fn read_limited(self, limit: u64, what: &str, site: &str) -> Result<Bytes> {
+        let too_large = || Error::malformed(what, site, format!("larger than {limit} bytes"));
+        let length = self.headers.get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+        if length.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        match collect_limited(self.body, limit).await {
+            Ok(b) => Ok(b),
+            Err(ReadError::TooLarge) => Err(too_large()),
+            Err(ReadError::Failed(e)) => Err(e),
+        }
+    }
 }
 
 impl Client {
@@ -389,10 +356,8 @@ impl Client {
                     let body = body_stream(resp, &host, self.opts.read_timeout);
                     return Ok(UrlResponse { status, headers, body });
                 }
-                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
-                    return Err(net_err(&host, &e));
-                }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                Err(e) if is_certificate_failure(&e) => return Err(net_err(&host, &e)),
+                Err(e) if is_transient(&e) => {
                     let Some(wait) = retry.failed(None) else { return Err(net_err(&host, &e)) };
                     tracing::info!(%host, error = %e.without_url_ref(), ?wait, "retrying");
                     tokio::time::sleep(wait).await;
@@ -556,8 +521,12 @@ pub(super) async fn read_limited(
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(ReadError::TooLarge);
     }
+    collect_limited(body_stream(resp, registry, window), limit).await
+}
+
+/// The chunks of `stream` in one buffer, at most `limit` bytes.
+async fn collect_limited(mut stream: BodyStream, limit: u64) -> std::result::Result<Bytes, ReadError> {
     let mut body = Vec::new();
-    let mut stream = body_stream(resp, registry, window);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Failed)?;
         if body.len() as u64 + chunk.len() as u64 > limit {
