@@ -4,6 +4,7 @@
 //! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
 //! `ADD <url>`, no RUN of another architecture without binfmt.
 
+pub(crate) mod agent;
 pub mod cache;
 pub mod eval;
 pub mod fs;
@@ -44,6 +45,8 @@ pub struct DockerfileBuild {
     pub platforms: Vec<Platform>,
     /// `--secret id=ID,src=PATH`: secret id → file.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--ssh ID[=SOCKET]`: ssh agent id → its socket, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// OCI runtime for RUN (default: `runc`, then `crun`, on PATH).
     pub runtime: Option<PathBuf>,
     /// Layer compression.
