@@ -124,6 +124,8 @@ pub(crate) struct Ctx<'a> {
     pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
     /// Directories named by `--build-context NAME=DIR`.
     pub named_dirs: BTreeMap<String, NamedDir>,
+    /// The resolver's registry client, for `ADD <url>` (see [`Ctx::http`]).
+    pub client: Option<Arc<crate::transport::registry::Client>>,
 }
 
 /// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
@@ -146,6 +148,14 @@ pub(crate) fn hash(parts: &[&str]) -> String {
 }
 
 impl Ctx<'_> {
+    /// The client `ADD <url>` downloads with: the resolver's, else one with default options.
+    pub(crate) fn http(&self) -> Result<Arc<crate::transport::registry::Client>> {
+        match &self.client {
+            Some(c) => Ok(c.clone()),
+            None => crate::transport::registry::Client::new(Default::default()),
+        }
+    }
+
     fn cache_path(&self, key: &str) -> PathBuf {
         cache_root(self.layout).join("steps").join(format!("{key}.json"))
     }
