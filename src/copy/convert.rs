@@ -680,7 +680,7 @@ impl Source for Converted<'_> {
         self.inner.location()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         self.inner.resolve(reference).await
     }
 

@@ -119,7 +119,7 @@ impl Source for ConvertedModel<'_> {
         self.inner.location()
     }
 
-    async fn resolve(&self, _reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, _reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         Ok(self.root.clone())
     }
 
