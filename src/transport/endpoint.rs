@@ -231,7 +231,10 @@ pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep, made),
+        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => {
+            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
+        }
         Endpoint::Containerd(t) => open_containerd(t)?,
         Endpoint::Podman { .. } => {
             return Err(Error::Unsupported(format!(
@@ -301,16 +304,6 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
         return Err(bad("docker-archive names take a tag, not a digest".into()));
     }
     Ok(parsed.normalized())
-}
-
-fn open_archive_source(ep: &Endpoint, made: MadeManifest) -> Result<Box<dyn Source>> {
-    Ok(match ep {
-        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
-        Endpoint::DockerArchive { path, .. } => {
-            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
-        }
-        _ => return Err(Error::Other(format!("{ep} is not an archive"))),
-    })
 }
 
 #[cfg(test)]
