@@ -568,7 +568,11 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
         Some(c) if is_fetched(Some(c)) => {
             let spec = c.to_str().unwrap_or_default();
             ctx.progress.line(&format!("fetching build context {}", remote::redact(spec)));
-            Some(remote::fetch_context(spec, &ctx.client, &tmp).await?)
+            // BuildKit's build arg: the checkout keeps its .git
+            let keep_git_dir = args.build_args.iter().any(|a| {
+                matches!(a.as_str(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1" | "BUILDKIT_CONTEXT_KEEP_GIT_DIR=true")
+            });
+            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir).await?)
         }
         _ => None,
     };

@@ -305,6 +305,17 @@ fn remote_and_stdin_build_contexts() {
     let out = build_with(&store, &t.join("oci1"), &[&format!("{}#main:ctxdir", web.url("/git/repo.git"))], None);
     assert_success("hoist build GIT-URL", &out);
     assert_eq!(image_entries(&t.join("oci1"))["from-git"].data, b"git context\n");
+    // the context has no .git unless BuildKit's BUILDKIT_CONTEXT_KEEP_GIT_DIR says so
+    let df = "FROM scratch\nCOPY . /ctx/\n";
+    let git_ctx = format!("{}#main", web.url("/git/repo.git"));
+    let out = build_with(&store, &t.join("oci1b"), &["-f", "-", &git_ctx], Some(df.as_bytes()));
+    assert_success("hoist build -f - GIT-URL", &out);
+    let img = image_entries(&t.join("oci1b"));
+    assert!(img.contains_key("ctx/a.txt") && !img.keys().any(|k| k.starts_with("ctx/.git")), "{:?}", img.keys());
+    let keep = ["--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1", "-f", "-", &git_ctx];
+    let out = build_with(&store, &t.join("oci1c"), &keep, Some(df.as_bytes()));
+    assert_success("hoist build BUILDKIT_CONTEXT_KEEP_GIT_DIR=1 GIT-URL", &out);
+    assert!(image_entries(&t.join("oci1c")).contains_key("ctx/.git/HEAD"));
 
     let ctx_tar = tar_gz(&[("Dockerfile", b"FROM scratch\nCOPY f.txt /from-tar\n"), ("f.txt", b"tar context\n")]);
     web.put("/ctx.tar.gz", ctx_tar.clone(), None, None);
