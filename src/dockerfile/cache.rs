@@ -197,7 +197,8 @@ pub(crate) fn write_cache(
             layers.entry(l.digest.clone()).or_insert(l);
         }
     }
-    let table = serde_json::to_vec(&StepTable { steps: kept }).map_err(|e| Error::Other(e.to_string()))?;
+    let table =
+        serde_json::to_vec(&StepTable { steps: kept }).map_err(|e| Error::serialize("build cache step table", e))?;
     let config = store_bytes(layout, CACHE_CONFIG_TYPE, &table)?;
     let mut manifest = ImageManifest::new(config, layers.into_values().collect());
     manifest.artifact_type = Some(CACHE_ARTIFACT_TYPE.into());

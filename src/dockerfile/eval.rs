@@ -816,7 +816,7 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
                 let dirs = stc.dirs_blocking(&layout)?;
                 // a WORKDIR that is a dangling symlink creates its target (inside the image)
                 let rel = resolve_in_stack(&dirs, &normalize_target(&p)?, true)
-                    .map_err(|e| Error::Other(format!("WORKDIR {p}: {e}")))?;
+                    .map_err(|e| Error::io(format!("WORKDIR {p}"), e))?;
                 if rel.is_empty() || lookup(&dirs, &rel).is_some() {
                     return Ok(None);
                 }
