@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,9 +32,7 @@ use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext
 use crate::error::{Error, IoContext, Result};
 use crate::image::{load_base, write_manifest, write_root, BaseImage, ImageParts};
 use crate::ingest::{rfc3339, source_date_epoch};
-use crate::layer::extract::{clean_path, Extractor, Profile};
-use crate::layer::tar::{Stream, TarReader};
-use crate::layer::{build_items_layer_blocking, codec, normalize_target, Item, Kind, LayerBlob};
+use crate::layer::{build_items_layer_blocking, normalize_target, Item, Kind, LayerBlob};
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{Empty, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
@@ -1622,67 +1619,7 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
 /// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
     let t = tempfile::tempdir().at(std::env::temp_dir())?;
-    Ok(extract_archive_blocking(src, t.path(), None)?.then_some(t))
-}
-
-/// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it into `dir`
-/// (true), else leave `dir` alone (false: copied as the file it is). With `max`, a tar
-/// stream longer than `max` bytes is refused. Blocking.
-pub(crate) fn extract_archive_blocking(src: &Path, dir: &Path, max: Option<u64>) -> Result<bool> {
-    let mut head = [0u8; 512];
-    let n = codec::read_head(src, &mut head).at(src)?;
-    let algorithm = codec::Algorithm::sniff(&head[..n]);
-    let is_tar = n >= 262 && &head[257..262] == b"ustar";
-    if algorithm == codec::Algorithm::None && !codec::is_archive_only_compression(&head[..n]) && !is_tar {
-        return Ok(false);
-    }
-    let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
-    let reader = codec::archive_decoder(&head[..n], f).at(src)?;
-    let reader: Box<dyn Read + Send> = match max {
-        Some(m) => Box::new(Bounded { inner: reader, left: m }),
-        None => reader,
-    };
-    // The one safe extraction: nothing written through a symlink of the archive, no hard
-    // link out of it.
-    let location = src.display().to_string();
-    let mut tar = TarReader::new(Stream(reader), src, location.as_str());
-    let mut ext = Extractor::new(dir, Profile::Archive);
-    ext.begin_layer(location.as_str());
-    let mut members = 0usize;
-    let unpacked = (|| -> Result<()> {
-        while let Some(member) = tar.next_member()? {
-            members += 1;
-            let path = Path::new(std::ffi::OsStr::from_bytes(&member.name));
-            let Some(rel) = clean_path(path, &location)? else { continue };
-            ext.apply(&rel, &member, &mut tar)?;
-        }
-        ext.finish()
-    })();
-    match unpacked {
-        Ok(()) => Ok(true),
-        // an archive that would write outside its root is refused, whatever its header
-        Err(e @ Error::UnsafePath { .. }) => Err(e),
-        // compressed but no tar: copied as the file it is, like docker does
-        Err(_) if !is_tar && members == 0 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// A reader that fails after `left` bytes (the bound on what an archive unpacks to).
-struct Bounded<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for Bounded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(std::io::Error::other("the archive unpacks to more bytes than allowed"));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
+    Ok(crate::layer::extract::extract_archive_file(src, t.path(), None)?.then_some(t))
 }
 
 #[cfg(test)]

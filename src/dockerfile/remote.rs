@@ -454,7 +454,7 @@ fn context_from_file_blocking(tmp: tempfile::TempDir, shown: &str) -> Result<Fet
     let file = tmp.path().join("download");
     let dir = tmp.path().join("context");
     std::fs::create_dir_all(&dir).at(&dir)?;
-    let unpacked = super::eval::extract_archive_blocking(&file, &dir, Some(MAX_CONTEXT_SIZE))
+    let unpacked = crate::layer::extract::extract_archive_file(&file, &dir, Some(MAX_CONTEXT_SIZE))
         .map_err(|e| Error::malformed("build context archive", shown, e))?;
     if unpacked {
         return Ok(FetchedContext { dir, _tmp: tmp, dockerfile: None });

@@ -21,7 +21,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::layer::tar::{Member, Skip, TarReader};
+use crate::layer::codec;
+use crate::layer::tar::{Member, Skip, Stream, TarReader};
 
 /// What a tree being extracted is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,6 +294,49 @@ impl Extractor {
             }
             Err(e) => Err(Error::io(path, e)),
         }
+    }
+}
+
+/// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it into `dir`
+/// (true), else leave `dir` alone (false: copied as the file it is). With `max`, a tar
+/// stream longer than `max` bytes is refused. Blocking.
+pub(crate) fn extract_archive_file(src: &Path, dir: &Path, max: Option<u64>) -> Result<bool> {
+    let mut head = [0u8; 512];
+    let n = codec::read_head(src, &mut head).at(src)?;
+    let algorithm = codec::Algorithm::sniff(&head[..n]);
+    let is_tar = n >= 262 && &head[257..262] == b"ustar";
+    if algorithm == codec::Algorithm::None && !codec::is_archive_only_compression(&head[..n]) && !is_tar {
+        return Ok(false);
+    }
+    let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
+    let reader = codec::archive_decoder(&head[..n], f).at(src)?;
+    let reader: Box<dyn Read + Send> = match max {
+        Some(m) => Box::new(codec::Bounded::new(reader, m, Default::default())),
+        None => reader,
+    };
+    // The one safe extraction: nothing written through a symlink of the archive, no hard
+    // link out of it.
+    let location = src.display().to_string();
+    let mut tar = TarReader::new(Stream(reader), src, location.as_str());
+    let mut ext = Extractor::new(dir, Profile::Archive);
+    ext.begin_layer(location.as_str());
+    let mut members = 0usize;
+    let unpacked = (|| -> Result<()> {
+        while let Some(member) = tar.next_member()? {
+            members += 1;
+            let path = Path::new(std::ffi::OsStr::from_bytes(&member.name));
+            let Some(rel) = clean_path(path, &location)? else { continue };
+            ext.apply(&rel, &member, &mut tar)?;
+        }
+        ext.finish()
+    })();
+    match unpacked {
+        Ok(()) => Ok(true),
+        // an archive that would write outside its root is refused, whatever its header
+        Err(e @ Error::UnsafePath { .. }) => Err(e),
+        // compressed but no tar: copied as the file it is, like docker does
+        Err(_) if !is_tar && members == 0 => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

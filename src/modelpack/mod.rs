@@ -1055,35 +1055,6 @@ fn restore_mode_and_mtime(path: &Path, mode: u32, mtime: Option<(i64, u32)>) -> 
     Ok(())
 }
 
-/// A reader that fails once more than `limit` bytes come out of `inner`, and says so in
-/// `exceeded` (the tar reader turns the io error into its own).
-struct Bounded<R> {
-    inner: R,
-    left: u64,
-    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<R: std::io::Read> std::io::Read for Bounded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            // At the bound: only the end of the stream is fine.
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe)? == 0 {
-                return Ok(0);
-            }
-            self.exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(std::io::Error::other("expands beyond its bound"));
-        }
-        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..n])?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 /// Extract a tar layer into `dir`; on any error the files it wrote are removed again.
 fn extract_tar_blocking(
     blob: &Path,
@@ -1133,7 +1104,7 @@ fn extract_entries(
         _ => codec::Algorithm::None,
     };
     let reader = codec::decoder(algorithm, std::io::BufReader::new(file)).at(blob)?;
-    let reader = Bounded { inner: reader, left: limit.unwrap_or(u64::MAX), exceeded: exceeded.clone() };
+    let reader = codec::Bounded::new(reader, limit.unwrap_or(u64::MAX), exceeded.clone());
     // The one tar reader: extension headers (PAX, GNU long names) bounded before they are read;
     // the one extraction (nothing written through a symlink, a file visible only when whole).
     let mut archive = TarReader::new(Stream(std::io::BufReader::with_capacity(64 << 10, reader)), blob, loc);
