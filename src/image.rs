@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
@@ -17,7 +16,7 @@ use crate::model::document::View;
 use crate::model::media;
 use crate::model::write::{Empty, History, ImageConfig, ImageIndex, ImageManifest, RootFs};
 use crate::transport::layout::Layout;
-use crate::transport::{Destination, NoProgress, Source};
+use crate::transport::{NoProgress, Progress, Source};
 
 /// Largest base image config hoist reads.
 const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
@@ -153,7 +152,8 @@ impl BuildFile {
     }
 }
 
-/// The base image to build on: where to read it and its root (manifest or index).
+/// The base image to build on: where to read it and its root (manifest or index), and how
+/// its layers are copied into the store (by [`crate::copy::children`], the graph copy).
 pub struct BaseImage<'a> {
     /// Where the base image is read from.
     pub source: &'a dyn Source,
@@ -161,6 +161,18 @@ pub struct BaseImage<'a> {
     pub root: Descriptor,
     /// Reference recorded in `org.opencontainers.image.base.name`.
     pub name: Option<String>,
+    /// Layers fetched at once (`--jobs`; [`crate::copy::DEFAULT_JOBS`] from [`BaseImage::new`]).
+    pub jobs: usize,
+    /// Reports each layer fetched ([`NoProgress`] from [`BaseImage::new`]).
+    pub progress: &'a dyn Progress,
+}
+
+impl<'a> BaseImage<'a> {
+    /// The base `root` read from `source`, named `name`, its layers fetched with the
+    /// library's defaults (jobs, no progress).
+    pub fn new(source: &'a dyn Source, root: Descriptor, name: Option<String>) -> Self {
+        BaseImage { source, root, name, jobs: crate::copy::DEFAULT_JOBS, progress: &NoProgress }
+    }
 }
 
 /// The `org.opencontainers.image.base.name` value for a base named `name` as the user typed
@@ -403,10 +415,10 @@ pub(crate) async fn load_base(layout: &Layout, b: &BaseImage<'_>, platform: &Pla
             manifest_desc.digest, config.os, config.architecture
         )));
     }
-    futures::stream::iter(m.layers.iter().map(|l| async move { layout.push_blob(l, b.source, &NoProgress).await }))
-        .buffer_unordered(4)
-        .try_collect::<Vec<_>>()
-        .await?;
+    // The graph copy moves the layers (its bounds, one transfer per digest, progress); the
+    // manifest and config are the build's own.
+    let opts = crate::copy::CopyOptions { jobs: b.jobs, ..Default::default() };
+    crate::copy::children(b.source, layout, &m.layers, &opts, b.progress).await?;
     let layers = m
         .layers
         .iter()

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use clap::Args;
 use hoist::attest;
-use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter};
+use hoist::dockerfile::{
+    build_dockerfile, remote, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter,
+};
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
 use hoist::layer::Compression;
@@ -28,7 +30,11 @@ pub(crate) struct BuildArgs {
     /// a Dockerfile [default: hoist.toml without CONTEXT, CONTEXT/Dockerfile with it].
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Build context of a Dockerfile build (default `.` when `-f` names a Dockerfile).
+    /// Build context of a Dockerfile build (default `.` when `-f` names a Dockerfile): a
+    /// directory, a git URL (`https://host/repo.git#REF:SUBDIR`, `git@host:repo`), an http(s)
+    /// URL of a tar (plain or compressed) or of a Dockerfile, or `-`: a tar (or a
+    /// Dockerfile) on stdin. `-f -` reads the Dockerfile from stdin; with a fetched
+    /// context, `-f PATH` is a path inside it.
     pub context: Option<PathBuf>,
     /// Dockerfile `ARG` value (repeatable).
     #[arg(long = "build-arg", value_name = "K=V")]
@@ -148,6 +154,10 @@ impl ImageResolver for Resolver<'_> {
             }
         }
         Ok((src, root))
+    }
+
+    fn client(&self) -> Option<std::sync::Arc<hoist::transport::registry::Client>> {
+        Some(self.0.client.clone())
     }
 }
 
@@ -297,6 +307,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
             .map(|s| key_value("--build-context", s).map(|(k, v)| (k, NamedContext::parse(&v))))
             .collect::<Result<_>>()?,
         keep_stages: false,
+        jobs: Some(ctx.settings.copy.jobs),
     };
     let mut cache_to: Vec<(OutputSpec, CacheMode)> = Vec::new();
     let mut opts = opts;
@@ -431,15 +442,35 @@ fn cache_to_spec(s: &str) -> Result<CacheTo> {
 /// The tag of a `type=local` cache in its OCI layout.
 const CACHE_TAG: &str = "latest";
 
+/// Whether `-f` or CONTEXT is `-` (stdin).
+fn is_stdin(p: Option<&PathBuf>) -> bool {
+    p.is_some_and(|p| p.as_os_str() == "-")
+}
+
+/// A CONTEXT that is fetched, not a local directory: `-`, a git or http(s) URL.
+fn is_fetched(c: Option<&PathBuf>) -> bool {
+    is_stdin(c) || c.and_then(|c| c.to_str()).is_some_and(|c| remote::classify(c).is_some())
+}
+
 /// The files a build reads, checked before anything starts: a missing one is bad input
 /// (exit 2) naming its flag; no build file here, but a Dockerfile, suggests `hoist build .`.
 fn check_inputs(args: &BuildArgs) -> Result<()> {
-    if let Some(f) = args.file.as_ref().filter(|f| !f.is_file()) {
+    let (file, context) = (args.file.as_ref(), args.context.as_ref());
+    if is_stdin(file) && is_stdin(context) {
+        return Err(Error::Usage("-f - and CONTEXT -: stdin holds one of them, not both".into()));
+    }
+    if is_fetched(context) {
+        return Ok(());
+    }
+    if let Some(f) = file.filter(|f| !is_stdin(Some(f)) && !f.is_file()) {
         let why = if f.exists() { "not a file" } else { "no such file" };
         return Err(Error::Usage(format!("-f {}: {why}", f.display())));
     }
-    if let Some(c) = args.context.as_ref().filter(|c| !c.is_dir()) {
+    if let Some(c) = context.filter(|c| !c.is_dir()) {
         return Err(Error::Usage(format!("build context {}: no such directory", c.display())));
+    }
+    if is_stdin(file) {
+        return Ok(());
     }
     match (&args.file, &args.context) {
         (None, None) if !std::path::Path::new("hoist.toml").is_file() => {
@@ -461,8 +492,8 @@ fn check_inputs(args: &BuildArgs) -> Result<()> {
 pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     check_inputs(&args)?;
     let Some(file) = args.toml_file() else {
-        let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
-        return run_dockerfile(ctx, &args, args.file_shown(), context).await;
+        let (context, file, _fetched) = dockerfile_inputs(ctx, &args).await?;
+        return run_dockerfile(ctx, &args, file, context).await;
     };
     if args.context.is_some()
         || !args.build_args.is_empty()
@@ -509,7 +540,11 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
             let (_, src, base_root) = resolve_any(ctx, b).await?;
             ctx.progress.line(&format!("base {b}: {}", base_root.digest));
             info.bases.push(attest::BaseImage { name: b.clone(), digest: base_root.digest.clone() });
-            let base = BaseImage { source: src.as_ref(), root: base_root, name: Some(b.clone()) };
+            let base = BaseImage {
+                jobs: ctx.settings.copy.jobs,
+                progress: &ctx.progress,
+                ..BaseImage::new(src.as_ref(), base_root, Some(b.clone()))
+            };
             build_image(&store, &spec, Some(base)).await?
         }
         None => build_image(&store, &spec, None).await?,
@@ -517,6 +552,57 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
     let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
     deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
+}
+
+/// What a fetched context or a Dockerfile from stdin keeps on disk until the build ends.
+struct Fetched {
+    _context: Option<remote::FetchedContext>,
+    _dockerfile: Option<tempfile::TempDir>,
+}
+
+/// The context directory and the Dockerfile of a Dockerfile build: a local directory, or a
+/// context fetched by the library (a git or http(s) URL, a tar on stdin); `-f -` reads the
+/// Dockerfile from stdin. With a fetched context a relative `-f` is inside it.
+async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, PathBuf, Fetched)> {
+    let tmp = std::env::temp_dir();
+    let fetched = match args.context.as_ref() {
+        Some(c) if is_stdin(Some(c)) => {
+            let tmp = tmp.clone();
+            let read = move || remote::context_from_reader_blocking(std::io::stdin().lock(), &tmp);
+            Some(tokio::task::spawn_blocking(read).await.map_err(|e| Error::Other(format!("reading stdin: {e}")))??)
+        }
+        Some(c) if is_fetched(Some(c)) => {
+            let spec = c.to_str().unwrap_or_default();
+            ctx.progress.line(&format!("fetching build context {}", remote::redact(spec)));
+            Some(remote::fetch_context(spec, &ctx.client, &tmp).await?)
+        }
+        _ => None,
+    };
+    let context = match &fetched {
+        Some(f) => f.dir.clone(),
+        None => args.context.clone().unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let (file, df_tmp) = match (&args.file, &fetched) {
+        (Some(f), _) if is_stdin(Some(f)) => {
+            let tmp = tmp.clone();
+            let (t, p) = tokio::task::spawn_blocking(move || {
+                remote::dockerfile_from_reader_blocking(std::io::stdin().lock(), &tmp)
+            })
+            .await
+            .map_err(|e| Error::Other(format!("reading stdin: {e}")))??;
+            (p, Some(t))
+        }
+        (Some(f), Some(_)) => (context.join(f), None),
+        (None, Some(fc)) => (fc.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile")), None),
+        _ => (args.file_shown(), None),
+    };
+    if fetched.is_some() && !file.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: no such file in the fetched build context (name it with -f PATH inside the context)",
+            file.strip_prefix(&context).unwrap_or(&file).display()
+        )));
+    }
+    Ok((context, file, Fetched { _context: fetched, _dockerfile: df_tmp }))
 }
 
 /// The `--output` keys that change what is built, applied to the one build: annotations are
@@ -574,5 +660,9 @@ impl hoist::dockerfile::BuildLog for BuildLines<'_> {
 
     fn run_output(&self) -> Option<hoist::dockerfile::RunOutput> {
         self.0.run_output()
+    }
+
+    fn transfers(&self) -> &dyn hoist::transport::Progress {
+        self.0
     }
 }

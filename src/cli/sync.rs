@@ -64,9 +64,10 @@ pub(crate) struct SyncArgs {
     /// Leave out tags matching REGEX
     #[arg(long, value_name = "REGEX")]
     pub exclude: Option<String>,
-    /// Copy the referrers (signatures, SBOMs, attestations) of each copied image
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub referrers: bool,
+    /// Copy the referrers (signatures, SBOMs, attestations) of each copied image [default: true;
+    /// false with --dest-compress, whose new digests the referrers do not name]
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub referrers: Option<bool>,
     /// Stop cleanly before a source registry's rate limit (ratelimit-remaining) falls to N
     #[arg(long, value_name = "N")]
     pub rate_limit_floor: Option<u64>,
@@ -136,9 +137,20 @@ pub(crate) async fn run(ctx: &Ctx, args: SyncArgs) -> Result<i32> {
     let copy = ctx.copy_options();
     let convert = args.compress.conversion()?;
     // referrers name their subject by its source digest, which a recompression changes: they
-    // are left out (the graph copy refuses them with a conversion)
-    let referrers = args.referrers && convert == hoist::copy::convert::Conversion::default();
-    if args.referrers && !referrers {
+    // are left out (the graph copy refuses them with a conversion), and asking for both is an error
+    let converts = convert != hoist::copy::convert::Conversion::default();
+    let referrers = match args.referrers {
+        Some(true) if converts => {
+            return Err(Error::Usage(
+                "--referrers true with --dest-compress: the conversion changes the image digests that the \
+                 referrers name; leave out one of them"
+                    .into(),
+            ))
+        }
+        Some(asked) => asked,
+        None => !converts,
+    };
+    if converts && args.referrers.is_none() {
         ctx.progress.line("sync: --dest-compress changes the image digests; referrers are not copied");
     }
     let opts = SyncOptions {

@@ -179,6 +179,41 @@ struct Ctx<'a> {
     platforms: &'a [Platform],
 }
 
+impl<'a> Ctx<'a> {
+    fn new(src: &'a dyn Source, dst: &'a dyn Destination, opts: &'a CopyOptions, progress: &'a dyn Progress) -> Self {
+        Ctx {
+            src,
+            dst,
+            progress,
+            sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
+            doc_sem: Semaphore::new(opts.jobs.max(1)),
+            check_sem: dst.max_jobs().is_none().then(|| Semaphore::new(opts.jobs.max(1))),
+            blobs: Mutex::new(HashMap::new()),
+            docs: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            rewritten: Mutex::new(Vec::new()),
+            platforms: &opts.platforms,
+        }
+    }
+
+    /// The counters as a report (no roots: the caller knows them).
+    fn report(self) -> CopyReport {
+        let c = &self.counters;
+        CopyReport {
+            blobs_uploaded: c.blobs_uploaded.load(Ordering::Relaxed),
+            blobs_existed: c.blobs_existed.load(Ordering::Relaxed),
+            blobs_mounted: c.blobs_mounted.load(Ordering::Relaxed),
+            bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
+            manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
+            manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
+            rewritten: self.rewritten.into_inner().expect("lock"),
+            converted: Vec::new(),
+            referrers: Vec::new(),
+            roots: Vec::new(),
+        }
+    }
+}
+
 /// Copy the graph rooted at `root` from `src` to `dst`; tag it with each of `tags`
 /// (none: record it as an untagged root where the destination keeps roots).
 pub async fn graph(
@@ -250,19 +285,7 @@ async fn graph_many_exact(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<(CopyReport, Vec<Descriptor>)> {
-    let ctx = Ctx {
-        src,
-        dst,
-        progress,
-        sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
-        doc_sem: Semaphore::new(opts.jobs.max(1)),
-        check_sem: dst.max_jobs().is_none().then(|| Semaphore::new(opts.jobs.max(1))),
-        blobs: Mutex::new(HashMap::new()),
-        docs: Mutex::new(HashMap::new()),
-        counters: Counters::default(),
-        rewritten: Mutex::new(Vec::new()),
-        platforms: &opts.platforms,
-    };
+    let ctx = Ctx::new(src, dst, opts, progress);
     // Content of every root first, then every tag in one call: tags last, and a layout
     // rewrites index.json once for all roots.
     let mut tagging = Vec::with_capacity(roots.len());
@@ -270,20 +293,26 @@ async fn graph_many_exact(
         tagging.push(copy_root(&ctx, root, tags).await?);
     }
     dst.tag_roots(&tagging).await?;
-    let c = &ctx.counters;
-    let report = CopyReport {
-        blobs_uploaded: c.blobs_uploaded.load(Ordering::Relaxed),
-        blobs_existed: c.blobs_existed.load(Ordering::Relaxed),
-        blobs_mounted: c.blobs_mounted.load(Ordering::Relaxed),
-        bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
-        manifests_pushed: c.manifests_pushed.load(Ordering::Relaxed),
-        manifests_existed: c.manifests_existed.load(Ordering::Relaxed),
-        rewritten: ctx.rewritten.into_inner().expect("lock"),
-        converted: Vec::new(),
-        referrers: Vec::new(),
-        roots: tagging.iter().map(|(d, _, _)| d.clone()).collect(),
-    };
+    let mut report = ctx.report();
+    report.roots = tagging.iter().map(|(d, _, _)| d.clone()).collect();
     Ok((report, tagging.into_iter().map(|(d, _, _)| d).collect()))
+}
+
+/// Copy what a document names, but not the document: `children` (blobs, or child manifests
+/// with their graphs) from `src` to `dst`, with [`graph`]'s bounds (`opts.jobs` transfers,
+/// existence checks ahead of them, largest first), one transfer per digest and `progress`.
+/// Nothing is tagged or recorded as a root. For a build's base image: its layers go into
+/// the store, its manifest and config are replaced by the build's own.
+pub async fn children(
+    src: &dyn Source,
+    dst: &dyn Destination,
+    children: &[Descriptor],
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let ctx = Ctx::new(src, dst, opts, progress);
+    copy_children(&ctx, children, false, 1).await?;
+    Ok(ctx.report())
 }
 
 /// The manifests of the graphs of `roots` in `src`: the roots and, through every index,

@@ -98,6 +98,7 @@ pub async fn build_dockerfile(
         stage_no_cache: false,
         prefetch: Default::default(),
         prehash: Default::default(),
+        client: resolver.client(),
     };
     let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
@@ -222,6 +223,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
                 from_context: true,
                 file: ctx.file.clone(),
                 line: ins.line,
+                remote: BTreeMap::new(),
             });
         }
     }
@@ -511,7 +513,9 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
         return Ok(st);
     }
     let (source, root) = resolver.resolve(image).await?;
-    let b = BaseImage { source: source.as_ref(), root, name: Some(image.to_string()) };
+    let mut b = BaseImage::new(source.as_ref(), root, Some(image.to_string()));
+    b.jobs = ctx.opts.jobs.unwrap_or(b.jobs);
+    b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
     st.config = base.config;
     // a base's inline cache describes the base's build, not this one
@@ -1027,14 +1031,8 @@ async fn copy(
         }
         None => None,
     };
-    for a in &args {
-        if is_add && (a.contains("://") || a.starts_with("git@")) {
-            return Err(ctx.e(
-                ins,
-                format!("ADD {a}: hoist does not fetch remote URLs; download it into the context and COPY it"),
-            ));
-        }
-    }
+    let checksum = ins.flag("checksum").map(|c| word(c, &get, esc)).transpose().map_err(|e| ctx.e(ins, e))?;
+    let (remote, _checkouts) = fetch_remote(ctx, ins, &args, is_add, checksum).await?;
     // Heredoc sources become files named after their terminator.
     let heredoc_dir = if ins.heredocs.is_empty() {
         None
@@ -1124,6 +1122,7 @@ async fn copy(
         heredoc_names,
         root_dir: root.dir.clone(),
         from_context: root.from_context,
+        remote,
         file: ctx.file.clone(),
         line: ins.line,
     });
@@ -1207,6 +1206,74 @@ async fn copy(
     Ok(())
 }
 
+/// A source of ADD from outside the context, fetched.
+#[derive(Clone, Debug)]
+enum Fetched {
+    /// `ADD <url>`: a blob of the store, written as `name` (mode 0600 unless `--chmod`,
+    /// owned by root unless `--chown`, its mtime the server's `Last-Modified`, as BuildKit;
+    /// never extracted).
+    File { path: PathBuf, size: u64, name: String, mtime: Option<u64> },
+    /// `ADD <git url>`: the checkout's contents, owned by root, every mtime the commit's time.
+    Tree { dir: PathBuf, mtime: u64 },
+}
+
+/// ADD's http(s) and git sources among `args`, fetched (and the checkouts to keep until the
+/// layer is written); `--checksum` checked. COPY refuses them, as BuildKit does.
+async fn fetch_remote(
+    ctx: &Ctx<'_>,
+    ins: &Instruction,
+    args: &[String],
+    is_add: bool,
+    checksum: Option<String>,
+) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
+    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote};
+    let checksum = match checksum {
+        Some(c) => {
+            let d: crate::model::digest::Digest =
+                c.parse().map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
+            if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
+                return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let keep_git_dir = match ins.flag("keep-git-dir") {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(v) => return Err(ctx.e(ins, format!("--keep-git-dir={v}: expected true or false"))),
+    };
+    let (mut out, mut keep) = (BTreeMap::new(), Vec::new());
+    for a in args {
+        let r = classify(a);
+        if checksum.is_some() && !matches!(r, Some(Remote::Http(_))) {
+            return Err(ctx.e(ins, format!("--checksum: {a}: checksum can't be specified for non-HTTP(S) sources")));
+        }
+        let Some(r) = r else { continue };
+        if !is_add {
+            return Err(ctx.e(ins, format!("COPY {a}: source can't be a URL for COPY (ADD fetches URLs)")));
+        }
+        match r {
+            Remote::Http(url) => {
+                let what = format!("{}:{}", ctx.file, ins.line);
+                let client = ctx.http()?;
+                let d =
+                    download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log).await?;
+                let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
+                out.insert(a.clone(), f);
+            }
+            Remote::Git(g) => {
+                let base = cache_root(ctx.layout).join("git-tmp");
+                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir)).await?;
+                ctx.log.line(&format!("  {}: commit {}", super::remote::redact(a), co.commit));
+                out.insert(a.clone(), Fetched::Tree { dir: co.dir.clone(), mtime: co.time });
+                keep.push(co._tmp);
+            }
+        }
+    }
+    Ok((out, keep))
+}
+
 /// What a COPY/ADD reads and where it writes, fixed before any filesystem is looked at.
 struct CopySpec {
     /// The sources, expanded.
@@ -1225,6 +1292,8 @@ struct CopySpec {
     /// Where the sources are read: the context, a named context or a mounted stage.
     root_dir: PathBuf,
     from_context: bool,
+    /// ADD's sources outside the context, by source as written.
+    remote: BTreeMap<String, Fetched>,
     file: String,
     line: usize,
 }
@@ -1247,7 +1316,12 @@ fn copy_items(
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut unmatched: Vec<String> = Vec::new();
     let mut sources = Vec::new();
+    let mut remotes = Vec::new();
     for a in &spec.args {
+        if let Some(f) = spec.remote.get(a) {
+            remotes.push(f);
+            continue;
+        }
         // heredoc source?
         let (base, pattern, ctxfile) = if spec.heredoc_names.contains(a) {
             let name = a.trim_start_matches("<<").trim_start_matches('-');
@@ -1267,7 +1341,34 @@ fn copy_items(
     }
     // One source path (a wildcard matching one) is copied to DEST itself; several go
     // into DEST/ (Docker).
-    let dest_is_dir = spec.dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() > 1;
+    let dest_is_dir = spec.dest_is_dir || sources.iter().map(|s| s.3.len()).sum::<usize>() + remotes.len() > 1;
+    let dest_dir_exists = lookup(dirs, &dest_rel).is_some_and(|m| m.is_dir());
+    for f in remotes {
+        let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+        match f {
+            Fetched::File { path, size, name, mtime } => {
+                let target = if dest_is_dir || dest_rel.is_empty() || dest_dir_exists {
+                    join_rel(&dest_rel, name)
+                } else {
+                    dest_rel.clone()
+                };
+                let kind = Kind::File { src: path.clone(), size: *size, link_key: None };
+                items.insert(target, Item { kind, mode: chmod.unwrap_or(0o600), uid: u, gid: g, mtime: *mtime });
+            }
+            Fetched::Tree { dir, mtime } => {
+                if lookup(dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
+                    items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
+                }
+                let before: BTreeSet<String> = items.keys().cloned().collect();
+                add_tree(dir, &dest_rel, &mut items, uid, gid, chmod, false, (&[], ""), exclude)?;
+                for (k, it) in items.iter_mut() {
+                    if !before.contains(k) {
+                        it.mtime = Some(*mtime);
+                    }
+                }
+            }
+        }
+    }
     for (a, base, ctxfile, matches) in sources {
         for m in matches {
             let name = Path::new(&m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -1525,26 +1626,37 @@ fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)
 
 /// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it to a temp dir.
 fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
+    let t = tempfile::tempdir().at(std::env::temp_dir())?;
+    Ok(extract_archive_blocking(src, t.path(), None)?.then_some(t))
+}
+
+/// If `src` is a tar (plain, gzip, zstd, xz or bzip2, as BuildKit), extract it into `dir`
+/// (true), else leave `dir` alone (false: copied as the file it is). With `max`, a tar
+/// stream longer than `max` bytes is refused. Blocking.
+pub(crate) fn extract_archive_blocking(src: &Path, dir: &Path, max: Option<u64>) -> Result<bool> {
     let mut head = [0u8; 512];
     let n = codec::read_head(src, &mut head).at(src)?;
     let algorithm = codec::Algorithm::sniff(&head[..n]);
-    if algorithm == codec::Algorithm::None
-        && !codec::is_archive_only_compression(&head[..n])
-        && !(n >= 262 && &head[257..262] == b"ustar")
-    {
-        return Ok(None);
+    let is_tar = n >= 262 && &head[257..262] == b"ustar";
+    if algorithm == codec::Algorithm::None && !codec::is_archive_only_compression(&head[..n]) && !is_tar {
+        return Ok(false);
     }
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
     let reader = codec::archive_decoder(&head[..n], f).at(src)?;
-    let t = tempfile::tempdir().at(std::env::temp_dir())?;
+    let reader: Box<dyn Read + Send> = match max {
+        Some(m) => Box::new(Bounded { inner: reader, left: m }),
+        None => reader,
+    };
     // The one safe extraction: nothing written through a symlink of the archive, no hard
     // link out of it.
     let location = src.display().to_string();
     let mut tar = TarReader::new(Stream(reader), src, location.as_str());
-    let mut ext = Extractor::new(t.path(), Profile::Archive);
+    let mut ext = Extractor::new(dir, Profile::Archive);
     ext.begin_layer(location.as_str());
+    let mut members = 0usize;
     let unpacked = (|| -> Result<()> {
         while let Some(member) = tar.next_member()? {
+            members += 1;
             let path = Path::new(std::ffi::OsStr::from_bytes(&member.name));
             let Some(rel) = clean_path(path, &location)? else { continue };
             ext.apply(&rel, &member, &mut tar)?;
@@ -1552,12 +1664,29 @@ fn try_extract(src: &Path) -> Result<Option<tempfile::TempDir>> {
         ext.finish()
     })();
     match unpacked {
-        Ok(()) => Ok(Some(t)),
+        Ok(()) => Ok(true),
         // an archive that would write outside its root is refused, whatever its header
         Err(e @ Error::UnsafePath { .. }) => Err(e),
         // compressed but no tar: copied as the file it is, like docker does
-        Err(_) if !(n >= 262 && &head[257..262] == b"ustar") => Ok(None),
+        Err(_) if !is_tar && members == 0 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// A reader that fails after `left` bytes (the bound on what an archive unpacks to).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other("the archive unpacks to more bytes than allowed"));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -1,14 +1,16 @@
 //! Dockerfile builds without a daemon: BuildKit's frontend syntax ([`parse`]), evaluated
 //! stage by stage ([`eval`]) into reproducible layers in a local `Layout`, RUN steps in an
 //! OCI runtime (`runc`/`crun`) on an overlay of the unpacked base layers ([`run`]), and a
-//! build cache keyed by instruction and inputs. Not a BuildKit: no remote contexts, no
-//! `ADD <url>`, no RUN of another architecture without binfmt.
+//! build cache keyed by instruction and inputs; `ADD <url>`, `ADD <git url>` and remote
+//! contexts through [`remote`]. Not a BuildKit: no RUN of another architecture without
+//! binfmt.
 
 pub mod cache;
 pub mod eval;
 pub mod fs;
 pub(crate) mod ignore;
 pub mod parse;
+pub mod remote;
 pub mod run;
 pub(crate) mod stage;
 pub mod statcache;
@@ -23,7 +25,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
-use crate::transport::Source;
+use crate::transport::{NoProgress, Progress, Source};
 
 pub use cache::CacheMode;
 pub use eval::build_dockerfile;
@@ -80,6 +82,8 @@ pub struct DockerfileBuild {
     /// Also write the image of every other stage the target needed, listed in
     /// [`BuildOutcome::stages`] (what an SBOM's stage scan reads).
     pub keep_stages: bool,
+    /// Layers of a `FROM` image fetched at once (`--jobs`); `None`: [`crate::copy::DEFAULT_JOBS`].
+    pub jobs: Option<usize>,
 }
 
 /// What a named build context (`--build-context NAME=...`) stands for.
@@ -132,6 +136,12 @@ pub struct BuildOutcome {
 pub trait ImageResolver: Send + Sync {
     /// Open `reference` and return where to read it and its root descriptor.
     async fn resolve(&self, reference: &str) -> Result<(Box<dyn Source>, Descriptor)>;
+
+    /// The registry client whose network settings (TLS trust, proxies, read timeout,
+    /// retries) `ADD <url>` uses; `None` (the default): a client with default options.
+    fn client(&self) -> Option<std::sync::Arc<crate::transport::registry::Client>> {
+        None
+    }
 }
 
 /// Progress lines of a build (stderr in the CLI).
@@ -144,6 +154,12 @@ pub trait BuildLog: Send + Sync {
     /// instead (the CLI's `--progress json` makes each line a `log` event).
     fn run_output(&self) -> Option<RunOutput> {
         None
+    }
+
+    /// Reports the transfers of a build: the layers of `FROM` images fetched into the store.
+    /// The default reports nothing.
+    fn transfers(&self) -> &dyn Progress {
+        &NoProgress
     }
 }
 

@@ -131,6 +131,8 @@ pub(crate) struct Ctx<'a> {
     pub prefetch: Prefetch,
     /// Context files of COPY steps hashed ahead, from the start of the build.
     pub prehash: Prehash,
+    /// The resolver's registry client, for `ADD <url>` (see [`Ctx::http`]).
+    pub client: Option<Arc<crate::transport::registry::Client>>,
 }
 
 /// The context COPY steps whose files are hashed ahead (into the stat cache, from the start
@@ -199,6 +201,14 @@ pub(crate) fn hash(parts: &[&str]) -> String {
 }
 
 impl Ctx<'_> {
+    /// The client `ADD <url>` downloads with: the resolver's, else one with default options.
+    pub(crate) fn http(&self) -> Result<Arc<crate::transport::registry::Client>> {
+        match &self.client {
+            Some(c) => Ok(c.clone()),
+            None => crate::transport::registry::Client::new(Default::default()),
+        }
+    }
+
     fn cache_path(&self, key: &str) -> PathBuf {
         cache_root(self.layout).join("steps").join(format!("{key}.json"))
     }

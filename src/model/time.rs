@@ -1,5 +1,6 @@
 //! RFC 3339 timestamps, written and read without a date crate: what hoist writes into
-//! configs (`created`), containerd lease labels and ModelPack file metadata.
+//! configs (`created`), containerd lease labels and ModelPack file metadata; and HTTP dates
+//! (`Last-Modified`), read.
 
 /// RFC 3339 UTC timestamp (`1970-01-01T00:00:00Z`) of seconds since the epoch.
 pub fn rfc3339(secs: i64) -> String {
@@ -84,4 +85,33 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset, nanos))
+}
+
+/// Seconds since the epoch of an HTTP date in the form servers must send (RFC 9110's
+/// IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`): a `Last-Modified` header. `None` for the
+/// obsolete forms and anything else (BuildKit then leaves the file's mtime at the epoch too).
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let (_, rest) = s.trim().split_once(", ")?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, hms, "GMT"] = f.as_slice() else { return None };
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = MONTHS.iter().position(|x| x == month)? + 1;
+    if day.len() != 2 || year.len() != 4 || hms.len() != 8 {
+        return None;
+    }
+    parse_rfc3339(&format!("{year}-{m:02}-{day}T{hms}Z")).map(|(secs, _)| secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 +0000"), None);
+        assert_eq!(parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT"), None);
+    }
 }

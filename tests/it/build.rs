@@ -168,8 +168,7 @@ async fn base_image_layers_and_config_are_kept() {
         platforms: vec![],
     });
     spec.env.insert("GREETING".into(), "bye".into());
-    let base =
-        hoist::image::BaseImage { source: &base_layout, root: base_root.clone(), name: Some("example/base:1".into()) };
+    let base = hoist::image::BaseImage::new(&base_layout, base_root.clone(), Some("example/base:1".into()));
     let root = build_image(&layout, &spec, Some(base)).await.unwrap();
     let m = json(&layout, &root);
     assert_eq!(m["layers"].as_array().unwrap().len(), 2);
@@ -184,6 +183,79 @@ async fn base_image_layers_and_config_are_kept() {
     let out =
         Command::new("skopeo").arg("inspect").arg(format!("oci:{}:child", layout.root().display())).output().unwrap();
     assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A base image's layers reach the store through the graph copy: each is reported to the
+/// build's progress, no more than `jobs` at once, and a second build finds them there.
+#[tokio::test]
+async fn base_image_layers_come_through_the_graph_copy_with_progress_and_jobs() {
+    use hoist::transport::{BlobOutcome, Progress};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Rec {
+        active: AtomicUsize,
+        max_active: AtomicUsize,
+        done: Mutex<Vec<(Digest, BlobOutcome)>>,
+    }
+    impl Progress for Rec {
+        fn start(&self, _d: &Descriptor) {
+            let n = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_active.fetch_max(n, Ordering::SeqCst);
+        }
+        fn advance(&self, _d: &Descriptor, _n: u64) {}
+        fn done(&self, d: &Descriptor, o: BlobOutcome) {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.done.lock().unwrap().push((d.digest.clone(), o));
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let base_layout = Layout::create(t.path().join("base")).unwrap();
+    let mut base_spec = ImageSpec { tag: Some("base".into()), ..Default::default() };
+    for i in 0..5 {
+        let f = t.path().join(format!("f{i}"));
+        fs::write(&f, format!("layer {i}\n").repeat(1000 * (i + 1))).unwrap();
+        base_spec.layers.push(LayerSpec {
+            files: vec![LayerEntry::new(&f, format!("/f{i}"))],
+            comment: None,
+            platforms: vec![],
+        });
+    }
+    let base_root = build_image(&base_layout, &base_spec, None).await.unwrap();
+    let base_layers: Vec<Digest> = json(&base_layout, &base_root)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(base_layers.len(), 5);
+
+    let layout = Layout::create(t.path().join("oci")).unwrap();
+    let spec = ImageSpec { tag: Some("child".into()), ..Default::default() };
+    let rec = Rec::default();
+    let base = hoist::image::BaseImage {
+        jobs: 2,
+        progress: &rec,
+        ..hoist::image::BaseImage::new(&base_layout, base_root.clone(), Some("example/base:1".into()))
+    };
+    build_image(&layout, &spec, Some(base)).await.unwrap();
+    let mut done = rec.done.lock().unwrap().clone();
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(Digest, BlobOutcome)> = base_layers.iter().map(|d| (d.clone(), BlobOutcome::Uploaded)).collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(done, want, "each base layer copied once, and reported");
+    let max = rec.max_active.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&max), "at most jobs=2 layers in flight, saw {max}");
+    assert!(layout.fsck().await.unwrap().is_empty());
+
+    // A second build into the same store copies nothing: the graph copy skips what is there.
+    let rec = Rec::default();
+    let base =
+        hoist::image::BaseImage { progress: &rec, ..hoist::image::BaseImage::new(&base_layout, base_root, None) };
+    build_image(&layout, &spec, Some(base)).await.unwrap();
+    let done = rec.done.lock().unwrap().clone();
+    assert_eq!(done.len(), 5);
+    assert!(done.iter().all(|(_, o)| *o == BlobOutcome::Existed), "{done:?}");
 }
 
 fn sha256_of_reader(mut r: impl Read) -> Digest {

@@ -543,6 +543,22 @@ fn sync_dest_compress_estargz_writes_layers_the_stargz_reader_accepts() {
         &format!("{h}/bad"),
     ]);
     assert!(!out.status.success(), "--dest-compress brotli accepted");
+    // asking for referrers and a conversion together is a usage error, not a silent drop
+    let out = hoist([
+        "sync",
+        "--src",
+        "docker",
+        "--dest",
+        "docker",
+        "--dest-compress",
+        "estargz",
+        "--referrers",
+        "true",
+        &format!("{h}/up/app:v1"),
+        &format!("{h}/both"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--referrers true with --dest-compress"));
 }
 
 #[test]

@@ -31,6 +31,7 @@ mod dockerfile;
 mod dockerfile_buildkit;
 mod dockerfile_cache;
 mod dockerfile_parity;
+mod dockerfile_remote;
 mod dockerfile_safety;
 mod edit;
 mod faults;

@@ -7,6 +7,8 @@
 //!   auth, bearer tokens from a [`token::TokenServer`], TLS).
 //! - [`forward_proxy`]: a tiny CONNECT/HTTP forward proxy for proxy-environment tests.
 //! - [`hfhub`]: a test server speaking the Hugging Face hub's HTTP API.
+//! - [`webfiles`]: a plain web server (files with `ETag`/`Last-Modified`, `304`s, git over
+//!   `git http-backend`), logging every request.
 //! - [`fixtures`]: OCI layouts written by hand, the sample layout, file trees.
 //! - [`tools`]: one sha256 helper, one skopeo helper, and [`require!`] / [`skip!`], which make a
 //!   test that cannot run here say `SKIP <test>: why` instead of passing silently.
@@ -34,3 +36,4 @@ pub mod relay;
 pub mod schemas;
 pub mod token;
 pub mod tools;
+pub mod webfiles;

@@ -292,6 +292,57 @@ impl Client {
     }
 }
 
+/// The answer to [`Client::get_url`].
+pub struct UrlResponse {
+    /// The status (redirects followed).
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body; a stall (less than [`MIN_RATE`] over the read timeout) ends it with an error.
+    pub body: BodyStream,
+}
+
+impl Client {
+    /// GET `url` outside any registry API (a Dockerfile's `ADD <url>`, a remote build
+    /// context) with `headers`: the same reqwest client a registry on that host gets (CA
+    /// files, certs.d of the host, proxy rules, read timeout), redirects followed, retried as
+    /// registry requests are (connection errors, 408, 429, 5xx). No credentials are sent.
+    /// Errors name the URL's host.
+    pub async fn get_url(&self, url: &str, headers: &[(&str, String)]) -> Result<UrlResponse> {
+        let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+        let mut retry = RetryState::new(&self.opts.retry);
+        loop {
+            let mut req = self.http.blob_request(Method::GET, url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    if retriable_status(resp.status()) {
+                        if let Some(wait) = retry.failed(retry_after(resp.headers())) {
+                            tracing::info!(%host, status = %resp.status(), ?wait, "retrying");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                    }
+                    let (status, headers) = (resp.status(), resp.headers().clone());
+                    let body = body_stream(resp, &host, self.opts.read_timeout);
+                    return Ok(UrlResponse { status, headers, body });
+                }
+                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
+                    return Err(net_err(&host, &e));
+                }
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    let Some(wait) = retry.failed(None) else { return Err(net_err(&host, &e)) };
+                    tracing::info!(%host, error = %e.without_url_ref(), ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(net_err(&host, &e)),
+            }
+        }
+    }
+}
+
 /// The path (below `/v2/<repo>/`) of the next page a paginated answer links to with
 /// `Link: <…>; rel="next"` (tags list, referrers API).
 pub(super) fn next_page(resp: &Response, repo: &str) -> Option<String> {
@@ -338,7 +389,7 @@ pub(super) fn body_stream(resp: Response, registry: &str, window: Duration) -> B
 }
 
 /// The chunks of a response body.
-pub(super) type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+pub type BodyStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
 /// A body that must bring at least [`MIN_RATE`] bytes a second: a body that has spent
 /// `window` waiting for data without bringing `MIN_RATE * window` bytes ends with an error

@@ -1,0 +1,498 @@
+//! What a Dockerfile build reads from the network: `ADD <http(s) url>` (streamed into the
+//! store, hashed on the way, revalidated with `ETag`/`Last-Modified` on the next build, as
+//! BuildKit's http source), `ADD <git url>#ref[:subdir]` (a shallow fetch with the system
+//! `git`), and remote build contexts (a git URL, an http(s) tarball or Dockerfile, a tar on
+//! stdin). Which sources are remote follows BuildKit's rules ([`classify`]).
+//!
+//! Downloads go through the registry client's network layer ([`Client::get_url`]): the same
+//! TLS trust, certs.d, proxy rules, read timeout and retries as registry requests.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::fs::{cache_root, resolve_in_dir};
+use super::BuildLog;
+use crate::error::{Error, IoContext, Result};
+use crate::model::digest::{Algorithm, Digest};
+use crate::model::time::parse_http_date;
+use crate::transport::layout::Layout;
+use crate::transport::registry::Client;
+
+/// The most bytes `ADD <url>` downloads. BuildKit sets no bound; hoist refuses a body
+/// beyond this (as said by `Content-Length`, or found while streaming) rather than fill
+/// the store's disk.
+pub const MAX_DOWNLOAD_SIZE: u64 = 16 << 30;
+
+/// The most bytes of a remote or stdin build context: the download (or stdin) and the tar
+/// stream unpacked from it, each. The docker CLI sends a context of any size to the daemon;
+/// hoist unpacks it on the build host, so a gzip bomb is cut off here.
+pub const MAX_CONTEXT_SIZE: u64 = 8 << 30;
+
+/// A source that is not in the build context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remote {
+    /// An http(s) URL: a file.
+    Http(String),
+    /// A git repository.
+    Git(GitRef),
+}
+
+/// `URL[#REF[:SUBDIR]]` of a git repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitRef {
+    /// What `git fetch` is given.
+    pub remote: String,
+    /// Branch, tag or commit (`None`: the remote's HEAD).
+    pub reference: Option<String>,
+    /// The directory of the checkout that is used (`None`: its root).
+    pub subdir: Option<String>,
+}
+
+/// BuildKit's rules (`gitutil.ParseGitRef`, then `urlutil.IsURL`): `git@host:path`,
+/// `git://`, `ssh://` and `http(s)://…/x.git` are git repositories; another `http(s)://`
+/// URL is a file. Anything else is a path.
+pub fn classify(src: &str) -> Option<Remote> {
+    let lower = src.to_ascii_lowercase();
+    if lower.starts_with("git@") || lower.starts_with("git://") || lower.starts_with("ssh://") {
+        return GitRef::parse(src).map(Remote::Git);
+    }
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let base = src.split_once('#').map_or(src, |(b, _)| b);
+        let path = url::Url::parse(base).ok()?.path().to_string();
+        return if path.ends_with(".git") {
+            GitRef::parse(src).map(Remote::Git)
+        } else {
+            Some(Remote::Http(src.to_string()))
+        };
+    }
+    None
+}
+
+impl GitRef {
+    /// `URL#REF:SUBDIR` split; `None` when the reference could be read as an option.
+    pub fn parse(s: &str) -> Option<GitRef> {
+        let (remote, fragment) = s.split_once('#').unwrap_or((s, ""));
+        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        if reference.starts_with('-') || remote.starts_with('-') {
+            return None;
+        }
+        let subdir = some(subdir.trim_matches('/')).filter(|d| d != ".");
+        Some(GitRef { remote: remote.to_string(), reference: some(reference), subdir })
+    }
+}
+
+/// `url` without a password or user name, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+// ------------------------------------------------------------------ http
+
+/// What the store remembers of a URL: the digest of its last body, and the validators to
+/// ask the server whether it changed.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    url: String,
+    digest: String,
+    size: u64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// A file `ADD <url>` reads: a blob of the store.
+#[derive(Clone, Debug)]
+pub(crate) struct Downloaded {
+    /// The blob.
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+    /// `Last-Modified`, seconds since the epoch: the file's mtime (BuildKit's).
+    pub mtime: Option<u64>,
+}
+
+fn record_path(layout: &Layout, url: &str) -> PathBuf {
+    cache_root(layout).join("downloads").join(format!("{}.json", Digest::sha256_of(url.as_bytes()).hex()))
+}
+
+/// The last download of `url` whose blob is still in the store.
+fn load_record(layout: &Layout, url: &str) -> Option<(Record, Downloaded)> {
+    let r: Record = serde_json::from_slice(&std::fs::read(record_path(layout, url)).ok()?).ok()?;
+    let digest: Digest = r.digest.parse().ok()?;
+    let path = layout.blob_path_of(&digest);
+    if r.url != url || path.metadata().ok()?.len() != r.size {
+        return None;
+    }
+    let mtime = r.last_modified.as_deref().and_then(parse_http_date).and_then(|t| u64::try_from(t).ok());
+    let d = Downloaded { path, digest, size: r.size, mtime };
+    Some((r, d))
+}
+
+fn save_record(layout: &Layout, r: &Record) -> Result<()> {
+    let p = record_path(layout, &r.url);
+    let dir = p.parent().expect("downloads dir");
+    std::fs::create_dir_all(dir).at(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+    std::fs::write(tmp.path(), serde_json::to_vec(r).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
+    tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
+    Ok(())
+}
+
+/// The file at `url` for `ADD` (what `what` names in errors: `ADD URL in Dockerfile:N`):
+/// with `checksum` already in the store, no request at all; else a GET that sends the last
+/// download's `ETag` (`If-None-Match`) and `Last-Modified` (`If-Modified-Since`), reusing
+/// that download on `304`; else the body streamed into the store (bounded by
+/// [`MAX_DOWNLOAD_SIZE`], hashed on the way, checked against `checksum` before it is
+/// kept). `fresh` (`--no-cache`) sends no validators.
+pub(crate) async fn download(
+    layout: &Layout,
+    client: &Client,
+    url: &str,
+    checksum: Option<&Digest>,
+    fresh: bool,
+    what: &str,
+    log: &dyn BuildLog,
+) -> Result<Downloaded> {
+    let shown = redact(url);
+    let mismatch = |actual: &Digest, expected: &Digest| Error::DigestMismatch {
+        what: format!("ADD {shown}"),
+        location: what.to_string(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    };
+    let known = if fresh { None } else { load_record(layout, url) };
+    if let (Some(want), Some((_, d))) = (checksum, &known) {
+        if d.digest == *want {
+            log.line(&format!("  {shown}: {} in the store (--checksum), not fetched", d.digest));
+            return Ok(d.clone());
+        }
+    }
+    let mut headers = Vec::new();
+    if let Some((r, _)) = &known {
+        if let Some(e) = &r.etag {
+            headers.push(("If-None-Match", e.clone()));
+        }
+        if let Some(m) = &r.last_modified {
+            headers.push(("If-Modified-Since", m.clone()));
+        }
+    }
+    let resp = client.get_url(url, &headers).await.map_err(|e| match e {
+        Error::Network { reason, .. } => Error::Network { registry: shown.clone(), reason },
+        e => e,
+    })?;
+    if resp.status == reqwest::StatusCode::NOT_MODIFIED {
+        if let Some((_, d)) = known {
+            log.line(&format!("  {shown}: not modified (304), {} reused", d.digest));
+            if let Some(want) = checksum.filter(|w| **w != d.digest) {
+                return Err(mismatch(&d.digest, want));
+            }
+            return Ok(d);
+        }
+    }
+    if !resp.status.is_success() {
+        return Err(Error::HttpStatus { url: shown, status: resp.status, detail: format!(" ({what})") });
+    }
+    let header = |n: &str| resp.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(n) = header("content-length").and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > MAX_DOWNLOAD_SIZE) {
+        return Err(too_large(&shown, n));
+    }
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let mut w = layout.begin_blob()?;
+    let mut file = tokio::fs::File::from_std(w.file().try_clone().at(w.path())?);
+    let mut h = Algorithm::Sha256.hasher();
+    let mut size = 0u64;
+    let mut body = resp.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            Error::Network { reason, .. } => Error::Network { registry: shown.clone(), reason },
+            e => e,
+        })?;
+        size += chunk.len() as u64;
+        if size > MAX_DOWNLOAD_SIZE {
+            return Err(too_large(&shown, size));
+        }
+        h.update(&chunk);
+        file.write_all(&chunk).await.at(w.path())?;
+    }
+    file.flush().await.at(w.path())?;
+    drop(file);
+    let digest = h.finish();
+    if let Some(want) = checksum.filter(|w| **w != digest) {
+        return Err(mismatch(&digest, want));
+    }
+    w.set_hashed(digest.clone(), size);
+    let path = w.commit(&digest, size)?;
+    save_record(
+        layout,
+        &Record { url: url.to_string(), digest: digest.to_string(), size, etag, last_modified: last_modified.clone() },
+    )?;
+    log.line(&format!("  {shown}: {size} bytes, {digest}"));
+    let mtime = last_modified.as_deref().and_then(parse_http_date).and_then(|t| u64::try_from(t).ok());
+    Ok(Downloaded { path, digest, size, mtime })
+}
+
+fn too_large(url: &str, n: u64) -> Error {
+    Error::Unsupported(format!("{url}: {n} bytes is more than hoist downloads ({MAX_DOWNLOAD_SIZE} bytes)"))
+}
+
+/// The name `ADD <url>` gives the file (BuildKit's): Go's `path.Base` of the URL's decoded
+/// path, else `__unnamed__`.
+pub(crate) fn url_file_name(url: &str) -> String {
+    let path = url::Url::parse(url).map(|u| percent_decode(u.path())).unwrap_or_default();
+    let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
+    if base.is_empty() || base == "." || base == ".." {
+        "__unnamed__".into()
+    } else {
+        base
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        if let Some(v) = hex.filter(|_| b[i] == b'%').and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ------------------------------------------------------------------ git
+
+/// A checkout of a [`GitRef`].
+pub(crate) struct GitCheckout {
+    /// Keeps the checkout.
+    pub _tmp: tempfile::TempDir,
+    /// The directory used: the checkout, or its subdirectory.
+    pub dir: PathBuf,
+    /// The commit checked out.
+    pub commit: String,
+    /// Its committer time: every entry's mtime (BuildKit's `git.mtime=commit`).
+    pub time: u64,
+}
+
+fn git(dir: &Path, args: &[&str], what: &str) -> Result<String> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Daemon { location: what.to_string(), reason: format!("git: {e} (is git installed?)") })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Daemon {
+            location: what.to_string(),
+            reason: format!("git {}: {}", args.first().copied().unwrap_or(""), err.trim()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Fetch `r` shallowly (one commit) with the system `git` into a temp dir under `tmp_in`,
+/// check it out with its submodules, and drop `.git` unless `keep_git_dir`. Blocking.
+pub(crate) fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: bool) -> Result<GitCheckout> {
+    let what = redact(&r.remote);
+    std::fs::create_dir_all(tmp_in).at(tmp_in)?;
+    let tmp = tempfile::Builder::new().prefix("git").tempdir_in(tmp_in).at(tmp_in)?;
+    let repo = tmp.path().join("checkout");
+    std::fs::create_dir_all(&repo).at(&repo)?;
+    git(&repo, &["init", "-q"], &what)?;
+    git(&repo, &["remote", "add", "origin", &r.remote], &what)?;
+    let want = r.reference.as_deref().unwrap_or("HEAD");
+    let shallow = git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what);
+    if let Err(e) = shallow {
+        // a commit id a server will not serve by itself: the whole history, then the commit
+        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
+        if !is_commit {
+            return Err(e);
+        }
+        git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what)?;
+        git(&repo, &["update-ref", "FETCH_HEAD", want], &what)?;
+    }
+    git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what)?;
+    if repo.join(".gitmodules").exists() {
+        git(&repo, &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"], &what)?;
+    }
+    let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
+    let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
+    if !keep_git_dir {
+        let g = repo.join(".git");
+        std::fs::remove_dir_all(&g).at(&g)?;
+    }
+    let dir = match &r.subdir {
+        None => repo,
+        Some(s) => {
+            // inside the checkout, whatever its symlinks say
+            let rel =
+                resolve_in_dir(&repo, s, true).map_err(|e| Error::Usage(format!("{what}: subdirectory {s:?}: {e}")))?;
+            let d = repo.join(rel);
+            if !d.is_dir() {
+                return Err(Error::Usage(format!("{what}#{want}: no directory {s:?} in the repository")));
+            }
+            d
+        }
+    };
+    Ok(GitCheckout { _tmp: tmp, dir, commit, time })
+}
+
+// ------------------------------------------------------------------ contexts
+
+/// A build context that was not a local directory, unpacked into a temp dir.
+pub struct FetchedContext {
+    /// Keeps the directory.
+    _tmp: tempfile::TempDir,
+    /// The context directory.
+    pub dir: PathBuf,
+    /// The Dockerfile, when what was fetched was one (a plain-text URL or stdin, as in
+    /// BuildKit and `docker build - < Dockerfile`): the context is then empty.
+    pub dockerfile: Option<PathBuf>,
+}
+
+/// `hoist build` of a git URL (`URL#REF:SUBDIR`) or an http(s) URL (a tar, plain or
+/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`.
+pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path) -> Result<FetchedContext> {
+    match classify(spec) {
+        Some(Remote::Git(r)) => {
+            let t = tmp_in.to_path_buf();
+            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, false))
+                .await
+                .map_err(|e| Error::Other(format!("git checkout: {e}")))??;
+            Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })
+        }
+        Some(Remote::Http(url)) => {
+            let shown = redact(&url);
+            let resp = client.get_url(&url, &[]).await?;
+            if !resp.status.is_success() {
+                return Err(Error::HttpStatus { url: shown, status: resp.status, detail: " (build context)".into() });
+            }
+            std::fs::create_dir_all(tmp_in).at(tmp_in)?;
+            let tmp = tempfile::Builder::new().prefix("ctx").tempdir_in(tmp_in).at(tmp_in)?;
+            let file = tmp.path().join("download");
+            let mut f = tokio::fs::File::create(&file).await.at(&file)?;
+            let mut n = 0u64;
+            let mut body = resp.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                n += chunk.len() as u64;
+                if n > MAX_CONTEXT_SIZE {
+                    return Err(Error::Unsupported(format!(
+                        "build context {shown}: more than {MAX_CONTEXT_SIZE} bytes"
+                    )));
+                }
+                f.write_all(&chunk).await.at(&file)?;
+            }
+            f.flush().await.at(&file)?;
+            drop(f);
+            tokio::task::spawn_blocking(move || context_from_file_blocking(tmp, &shown))
+                .await
+                .map_err(|e| Error::Other(format!("build context: {e}")))?
+        }
+        None => Err(Error::Usage(format!("{spec}: not a git or http(s) URL"))),
+    }
+}
+
+/// `hoist build -`: stdin (at most [`MAX_CONTEXT_SIZE`] bytes) as a tar context, plain or
+/// compressed, or as a Dockerfile (docker's rule: what is not an archive is the Dockerfile).
+/// Blocking.
+pub fn context_from_reader_blocking(r: impl Read, tmp_in: &Path) -> Result<FetchedContext> {
+    std::fs::create_dir_all(tmp_in).at(tmp_in)?;
+    let tmp = tempfile::Builder::new().prefix("ctx").tempdir_in(tmp_in).at(tmp_in)?;
+    let file = tmp.path().join("download");
+    let n = copy_bounded(r, &file, MAX_CONTEXT_SIZE)?;
+    if n > MAX_CONTEXT_SIZE {
+        return Err(Error::Unsupported(format!("build context on stdin: more than {MAX_CONTEXT_SIZE} bytes")));
+    }
+    context_from_file_blocking(tmp, "stdin")
+}
+
+/// `-f -`: the Dockerfile on stdin, at most [`super::parse::MAX_DOCKERFILE_SIZE`] bytes,
+/// into a file under `tmp_in`. Blocking.
+pub fn dockerfile_from_reader_blocking(r: impl Read, tmp_in: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
+    std::fs::create_dir_all(tmp_in).at(tmp_in)?;
+    let tmp = tempfile::Builder::new().prefix("df").tempdir_in(tmp_in).at(tmp_in)?;
+    let file = tmp.path().join("Dockerfile");
+    let max = super::parse::MAX_DOCKERFILE_SIZE as u64;
+    if copy_bounded(r, &file, max)? > max {
+        return Err(Error::Usage(format!("-f -: the Dockerfile on stdin is more than {max} bytes")));
+    }
+    Ok((tmp, file))
+}
+
+/// Copy at most `max + 1` bytes of `r` into a new file `to`; returns how many.
+fn copy_bounded(r: impl Read, to: &Path, max: u64) -> Result<u64> {
+    let mut f = std::fs::File::create(to).at(to)?;
+    let n = std::io::copy(&mut r.take(max + 1), &mut f).at(to)?;
+    f.flush().at(to)?;
+    Ok(n)
+}
+
+/// The file `tmp/download` as a context: unpacked into `tmp/context` when it is an archive,
+/// else the Dockerfile of an empty context.
+fn context_from_file_blocking(tmp: tempfile::TempDir, shown: &str) -> Result<FetchedContext> {
+    let file = tmp.path().join("download");
+    let dir = tmp.path().join("context");
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let unpacked = super::eval::extract_archive_blocking(&file, &dir, Some(MAX_CONTEXT_SIZE))
+        .map_err(|e| Error::Other(format!("build context {shown}: {e}")))?;
+    if unpacked {
+        return Ok(FetchedContext { dir, _tmp: tmp, dockerfile: None });
+    }
+    let df = tmp.path().join("Dockerfile");
+    std::fs::rename(&file, &df).at(&df)?;
+    Ok(FetchedContext { dir, _tmp: tmp, dockerfile: Some(df) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_sources_as_buildkit_tells_them() {
+        let git = |r: &str, re: Option<&str>, sub: Option<&str>| {
+            Some(Remote::Git(GitRef {
+                remote: r.into(),
+                reference: re.map(String::from),
+                subdir: sub.map(String::from),
+            }))
+        };
+        assert_eq!(classify("https://h/x.git#v1:sub/dir"), git("https://h/x.git", Some("v1"), Some("sub/dir")));
+        assert_eq!(classify("git@github.com:o/r.git"), git("git@github.com:o/r.git", None, None));
+        assert_eq!(classify("git://h/r#main"), git("git://h/r", Some("main"), None));
+        assert_eq!(classify("http://127.0.0.1:8/f.tar.gz"), Some(Remote::Http("http://127.0.0.1:8/f.tar.gz".into())));
+        assert_eq!(classify("github.com/o/r"), None, "indistinguishable from a local path: local");
+        assert_eq!(classify("dir/file"), None);
+        assert_eq!(classify("https://h/x.git#--upload-pack=x"), None);
+    }
+
+    #[test]
+    fn file_names_from_urls() {
+        assert_eq!(url_file_name("https://h/a/b.tar.gz?x=1"), "b.tar.gz");
+        assert_eq!(url_file_name("https://h/"), "__unnamed__");
+        assert_eq!(url_file_name("https://h"), "__unnamed__");
+        assert_eq!(url_file_name("https://h/a%20b"), "a b");
+        assert_eq!(url_file_name("https://h/a%2Fb"), "b");
+        assert_eq!(url_file_name("https://h/d/"), "d");
+        assert_eq!(redact("https://u:p@h/x"), "https://h/x");
+    }
+}

@@ -1,0 +1,332 @@
+//! What a Dockerfile build fetches from the network, from servers the test starts on
+//! 127.0.0.1 (the test kit's `webfiles`: files with ETag/Last-Modified, git over `git
+//! http-backend`): `ADD <url>` (mode 0600, mtime from Last-Modified, never extracted,
+//! `--checksum` verified, revalidated with a conditional GET and reused on 304), `ADD <git
+//! url>#ref[:subdir]` (`--keep-git-dir`, commit-time mtimes), and the build contexts that are
+//! not a local directory: a git URL, an http(s) tarball, a tar on stdin, `-f -`. The images
+//! are judged by reading their layers' tar headers.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use hoist_testkit::webfiles::WebFiles;
+use serde_json::Value;
+
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+const LAST_MODIFIED_SECS: u64 = 1_445_412_480;
+
+/// One entry of an image's filesystem, as its layers' tar headers say.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    kind: char,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    data: Vec<u8>,
+}
+
+/// The files of the image tagged `latest` in the OCI layout `dest` (layers applied in order,
+/// no whiteouts expected).
+fn image_entries(dest: &Path) -> BTreeMap<String, Entry> {
+    let blob = |d: &str| dest.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let idx: Value = serde_json::from_slice(&fs::read(dest.join("index.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_slice(&fs::read(blob(idx["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let mut out = BTreeMap::new();
+    for l in m["layers"].as_array().unwrap() {
+        let raw = fs::read(blob(l["digest"].as_str().unwrap())).unwrap();
+        let plain = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut v = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut v).unwrap();
+            v
+        } else {
+            raw
+        };
+        let mut ar = tar::Archive::new(&plain[..]);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let path = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => 'd',
+                tar::EntryType::Symlink => 'l',
+                _ => 'f',
+            };
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let entry = Entry {
+                kind,
+                mode: h.mode().unwrap() & 0o7777,
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                mtime: h.mtime().unwrap(),
+                data,
+            };
+            out.insert(path, entry);
+        }
+    }
+    out
+}
+
+/// `hoist build ARGS... LAST` into the OCI layout `dest`, with `store`, uncompressed layers;
+/// `stdin` fed to it. The output, whatever the status.
+fn build_with(store: &Path, dest: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    let o = format!("type=oci,dest={},tar=false", dest.display());
+    let mut child = hoist_cmd()
+        .env("HOIST_STORE", store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["build", "-t", "img:latest", "--compression", "none", "--output", &o])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hoist");
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&input);
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hoist_testkit::tools::sha256_hex(b))
+}
+
+/// A gzip'd tar of `files` (path, content), as a context or an archive to ADD.
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, c) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, p, &c[..]).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `ADD <url>`: the file as BuildKit writes it (0600 root, mtime from Last-Modified, named
+/// from the URL, an archive not extracted); a second build revalidates with the server's
+/// ETag and reuses the stored download on 304 (same digest, every step cached); a changed
+/// file is fetched again; `--checksum` refuses other bytes naming the URL and both digests,
+/// and a matching checksum already in the store costs no request at all.
+#[test]
+fn add_url_is_streamed_checked_and_revalidated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    web.put("/files/hello.txt", "hello\n", Some("\"v1\""), Some(LAST_MODIFIED));
+    let archive = tar_gz(&[("inside.txt", b"in\n")]);
+    web.put("/files/a.tar.gz", archive.clone(), None, None);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let hello = web.url("/files/hello.txt");
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD {hello} /\nADD --chown=7:8 {hello} /named\nADD --chmod=644 {} /d/\n",
+            web.url("/files/a.tar.gz")
+        ),
+    )
+    .unwrap();
+    let store = t.join("store");
+    let ctx_s = ctx.to_str().unwrap();
+    let out = build_with(&store, &t.join("oci1"), &[ctx_s], None);
+    let d1 = assert_success("hoist build", &out).trim().to_string();
+    let img = image_entries(&t.join("oci1"));
+    let f = &img["hello.txt"];
+    assert_eq!((f.kind, f.mode, f.uid, f.gid), ('f', 0o600, 0, 0), "{f:?}");
+    assert_eq!(f.data, b"hello\n");
+    assert_eq!(f.mtime, LAST_MODIFIED_SECS, "mtime from Last-Modified");
+    let n = &img["named"];
+    assert_eq!((n.mode, n.uid, n.gid, &n.data[..]), (0o600, 7, 8, &b"hello\n"[..]));
+    let a = &img["d/a.tar.gz"];
+    assert_eq!((a.mode, &a.data), (0o644, &archive), "ADD of a URL is not extracted");
+    assert!(!img.contains_key("d/inside.txt"));
+    // the second ADD of the same URL already asked with the ETag the first got
+    let first = web.requests_for("/files/hello.txt");
+    assert_eq!(first.iter().filter(|r| r.status == 200).count(), 1, "{first:?}");
+    assert!(first.iter().any(|r| r.status == 304 && r.if_none_match.as_deref() == Some("\"v1\"")), "{first:?}");
+
+    // Again: conditional GETs answered 304, the stored file reused, every step cached.
+    let before = web.requests_for("/files/hello.txt").len();
+    let out = build_with(&store, &t.join("oci2"), &[ctx_s], None);
+    let d2 = assert_success("hoist build (again)", &out).trim().to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(d1, d2, "same digest from the revalidated download");
+    assert!(err.contains("not modified (304)"), "{err}");
+    let again: Vec<_> = web.requests_for("/files/hello.txt").into_iter().skip(before).collect();
+    assert!(!again.is_empty() && again.iter().all(|r| r.status == 304), "{again:?}");
+    assert!(again.iter().all(|r| r.if_none_match.as_deref() == Some("\"v1\"")), "{again:?}");
+    assert!(err.contains("3 steps cached"), "{err}");
+
+    // Changed on the server: fetched again, a new layer.
+    web.put("/files/hello.txt", "hello again\n", Some("\"v2\""), Some("Thu, 22 Oct 2015 07:28:00 GMT"));
+    let out = build_with(&store, &t.join("oci3"), &[ctx_s], None);
+    let d3 = assert_success("hoist build (changed)", &out).trim().to_string();
+    assert_ne!(d3, d1);
+    let img = image_entries(&t.join("oci3"));
+    assert_eq!(img["hello.txt"].data, b"hello again\n");
+    assert_eq!(img["hello.txt"].mtime, LAST_MODIFIED_SECS + 86_400);
+
+    // --checksum: other bytes are refused, naming the URL and both digests.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD --checksum={wrong} {hello} /x\n")).unwrap();
+    let out = build_with(&store, &t.join("oci4"), &[ctx_s], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let actual = sha256(b"hello again\n");
+    assert!(err.contains(&hello) && err.contains(&wrong) && err.contains(&actual), "{err}");
+    assert!(!t.join("oci4").exists());
+
+    // The right checksum, already in the store: built without a request.
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD --checksum={actual} {hello} /x\n")).unwrap();
+    let before = web.requests().len();
+    let out = build_with(&store, &t.join("oci5"), &[ctx_s], None);
+    assert_success("hoist build --checksum", &out);
+    assert_eq!(web.requests().len(), before, "no request for a checksum the store holds");
+    assert_eq!(image_entries(&t.join("oci5"))["x"].data, b"hello again\n");
+
+    // A server error is a failed build naming the URL; COPY refuses URLs as BuildKit does.
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD {} /x\n", web.url("/files/missing"))).unwrap();
+    let out = build_with(&store, &t.join("oci6"), &[ctx_s], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/files/missing") && err.contains("404"), "{err}");
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nCOPY {hello} /x\n")).unwrap();
+    let out = build_with(&store, &t.join("oci7"), &[ctx_s], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("can't be a URL for COPY"), "{err}");
+}
+
+/// A git repository with a committed tree, a tag and a fixed commit time, cloned bare as
+/// `root/repo.git` for the server. Returns the commit time.
+fn git_repo(t: &Path, root: &Path) -> u64 {
+    let work = t.join("work");
+    fs::create_dir_all(work.join("sub/deep")).unwrap();
+    fs::create_dir_all(work.join("ctxdir")).unwrap();
+    fs::write(work.join("a.txt"), "a\n").unwrap();
+    fs::write(work.join("sub/s.txt"), "s\n").unwrap();
+    fs::write(work.join("sub/deep/d.txt"), "d\n").unwrap();
+    fs::write(work.join("ctxdir/Dockerfile"), "FROM scratch\nCOPY f.txt /from-git\n").unwrap();
+    fs::write(work.join("ctxdir/f.txt"), "git context\n").unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", "1500000000 +0000")
+            .env("GIT_AUTHOR_DATE", "1500000000 +0000")
+            .output()
+            .unwrap();
+        assert_success(&format!("git {args:?}"), &out);
+    };
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "v1"]);
+    fs::create_dir_all(root).unwrap();
+    git(t, &["clone", "-q", "--bare", work.to_str().unwrap(), root.join("repo.git").to_str().unwrap()]);
+    1_500_000_000
+}
+
+/// `ADD <git url>#ref[:subdir]` over smart HTTP: the tree at the ref, owned by root, every
+/// mtime the commit's time, no `.git` unless `--keep-git-dir`; a subdirectory alone.
+#[test]
+fn add_git_url_checks_out_the_ref() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    let time = git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let repo = web.url("/git/repo.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD {repo}#v1 /src/\nADD {repo}#main:sub /only-sub\nADD --keep-git-dir=true {repo} /withgit/\n"
+        ),
+    )
+    .unwrap();
+    let out = build_with(&t.join("store"), &t.join("oci"), &[ctx.to_str().unwrap()], None);
+    assert_success("hoist build", &out);
+    let img = image_entries(&t.join("oci"));
+    let a = &img["src/a.txt"];
+    assert_eq!((a.kind, a.mode, a.uid, a.gid, &a.data[..]), ('f', 0o644, 0, 0, &b"a\n"[..]), "{a:?}");
+    assert_eq!(a.mtime, time, "the commit's time");
+    assert_eq!(img["src/sub/deep/d.txt"].mtime, time);
+    assert_eq!(img["src/sub"].mtime, time);
+    assert!(!img.keys().any(|k| k.starts_with("src/.git")), "no .git without --keep-git-dir");
+    assert_eq!(img["only-sub/s.txt"].data, b"s\n");
+    assert_eq!(img["only-sub/deep/d.txt"].data, b"d\n");
+    assert!(!img.contains_key("only-sub/a.txt"));
+    assert!(img.contains_key("withgit/.git/HEAD"), "--keep-git-dir keeps .git");
+    assert_eq!(img["withgit/a.txt"].data, b"a\n");
+    let fetched: Vec<_> = web.requests().into_iter().filter(|r| r.path.contains("git-upload-pack")).collect();
+    assert!(!fetched.is_empty(), "git went through the test server");
+
+    // A ref the repository lacks: an error naming it.
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD {repo}#nosuchref /src/\n")).unwrap();
+    let out = build_with(&t.join("store"), &t.join("oci2"), &[ctx.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nosuchref"), "{err}");
+}
+
+/// Build contexts that are not a local directory: a git URL with a subdirectory, an http
+/// tarball, a tar on stdin (`hoist build -`), a Dockerfile on stdin (`-f -`) with a local
+/// context, and an http URL of a plain Dockerfile (an empty context).
+#[test]
+fn remote_and_stdin_build_contexts() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let store = t.join("store");
+
+    let out = build_with(&store, &t.join("oci1"), &[&format!("{}#main:ctxdir", web.url("/git/repo.git"))], None);
+    assert_success("hoist build GIT-URL", &out);
+    assert_eq!(image_entries(&t.join("oci1"))["from-git"].data, b"git context\n");
+
+    let ctx_tar = tar_gz(&[("Dockerfile", b"FROM scratch\nCOPY f.txt /from-tar\n"), ("f.txt", b"tar context\n")]);
+    web.put("/ctx.tar.gz", ctx_tar.clone(), None, None);
+    let out = build_with(&store, &t.join("oci2"), &[&web.url("/ctx.tar.gz")], None);
+    assert_success("hoist build TARBALL-URL", &out);
+    assert_eq!(image_entries(&t.join("oci2"))["from-tar"].data, b"tar context\n");
+
+    let out = build_with(&store, &t.join("oci3"), &["-"], Some(&ctx_tar));
+    assert_success("hoist build - < ctx.tar.gz", &out);
+    assert_eq!(image_entries(&t.join("oci3"))["from-tar"].data, b"tar context\n");
+
+    let local = t.join("local");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("l.txt"), "local\n").unwrap();
+    let df = b"FROM scratch\nCOPY l.txt /from-stdin-dockerfile\n";
+    let out = build_with(&store, &t.join("oci4"), &["-f", "-", local.to_str().unwrap()], Some(df));
+    assert_success("hoist build -f - DIR", &out);
+    assert_eq!(image_entries(&t.join("oci4"))["from-stdin-dockerfile"].data, b"local\n");
+
+    web.put("/Dockerfile", "FROM scratch\nLABEL from=url\n", None, None);
+    let out = build_with(&store, &t.join("oci5"), &[&web.url("/Dockerfile")], None);
+    assert_success("hoist build DOCKERFILE-URL", &out);
+
+    let out = build_with(&store, &t.join("oci6"), &["-f", "-", "-"], Some(df));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stdin"), "{err}");
+}
