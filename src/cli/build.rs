@@ -45,6 +45,10 @@ pub(crate) struct BuildArgs {
     /// Secret for `RUN --mount=type=secret` (repeatable): `id=ID,src=FILE`.
     #[arg(long, value_name = "id=ID,src=FILE")]
     pub secret: Vec<String>,
+    /// ssh agent for `RUN --mount=type=ssh` (repeatable): `default` or `ID`, with the agent's
+    /// socket after `=` (default: $SSH_AUTH_SOCK).
+    #[arg(long, value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// OCI runtime for RUN (default: runc, then crun, on PATH).
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
@@ -279,6 +283,35 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         };
         secrets.insert(id, src);
     }
+    let mut ssh = BTreeMap::new();
+    for s in &args.ssh {
+        let (id, sock) = match s.split_once('=') {
+            Some((id, p)) if !p.is_empty() && !p.contains(',') => (id.to_string(), PathBuf::from(p)),
+            Some(_) => return Err(Error::Usage(format!("--ssh {s:?}: expected ID[=SOCKET] (one agent socket)"))),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty()).ok_or_else(|| {
+                    Error::Usage(format!("--ssh {s}: SSH_AUTH_SOCK is not set; pass --ssh {s}=SOCKET"))
+                })?;
+                (s.clone(), PathBuf::from(sock))
+            }
+        };
+        if id.is_empty() {
+            return Err(Error::Usage(format!("--ssh {s:?}: expected ID[=SOCKET]")));
+        }
+        // buildx also takes private key files; hoist forwards an agent only
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&sock) {
+            Ok(m) if m.file_type().is_socket() => {}
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "--ssh {id}={}: not a socket (hoist forwards an ssh agent, not key files)",
+                    sock.display()
+                )))
+            }
+            Err(e) => return Err(Error::Usage(format!("--ssh {id}={}: {e}", sock.display()))),
+        }
+        ssh.insert(id, sock);
+    }
     let opts = DockerfileBuild {
         dockerfile: file,
         context,
@@ -286,6 +319,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         target: args.target.clone(),
         platforms: ctx.settings.platforms.clone(),
         secrets,
+        ssh,
         runtime: args.runtime.clone(),
         compression: args.compression.unwrap_or_default(),
         source_date_epoch: None,
@@ -499,6 +533,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         || !args.build_args.is_empty()
         || args.target.is_some()
         || !args.secret.is_empty()
+        || !args.ssh.is_empty()
         || !args.labels.is_empty()
         || args.iidfile.is_some()
         || !args.cache_to.is_empty()
@@ -507,7 +542,7 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         || !args.no_cache_filter.is_empty()
     {
         return Err(Error::Usage(
-            "CONTEXT, --build-arg, --target, --secret, --label, --iidfile, --build-context, --no-cache-filter and --cache-to/--cache-from are for Dockerfile builds".into(),
+            "CONTEXT, --build-arg, --target, --secret, --ssh, --label, --iidfile, --build-context, --no-cache-filter and --cache-to/--cache-from are for Dockerfile builds".into(),
         ));
     }
     let mut spec = BuildFile::load(&file)?;
@@ -574,7 +609,11 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
         Some(c) if is_fetched(Some(c)) => {
             let spec = c.to_str().unwrap_or_default();
             ctx.progress.line(&format!("fetching build context {}", remote::redact(spec)));
-            Some(remote::fetch_context(spec, &ctx.client, &tmp).await?)
+            // BuildKit's build arg: the checkout keeps its .git
+            let keep_git_dir = args.build_args.iter().any(|a| {
+                matches!(a.as_str(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1" | "BUILDKIT_CONTEXT_KEEP_GIT_DIR=true")
+            });
+            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir).await?)
         }
         _ => None,
     };

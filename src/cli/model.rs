@@ -389,7 +389,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
                 let r = r?;
                 let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty());
                 let endpoint = endpoint.as_deref().unwrap_or(hf::DEFAULT_ENDPOINT);
-                let repo = Arc::new(HfRepo::open(endpoint, hf_token, &r).await?);
+                let repo = Arc::new(HfRepo::open(ctx.client.clone(), endpoint, hf_token, &r).await?);
                 ctx.progress.line(&format!("hf://{}@{} is commit {}", r.repo, r.revision, repo.commit));
                 let mut spec = ModelSpec::new(".");
                 describe.apply(&mut spec)?;

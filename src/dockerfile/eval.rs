@@ -189,6 +189,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
             let ins = &ctx.df.instructions[i];
             if ins.keyword != Keyword::Copy
                 || ins.flag("from").is_some()
+                || ins.flag("parents").is_some()
                 || !ins.heredocs.is_empty()
                 || ins.text().contains('$')
                 || ins.flag_all("exclude").any(|e| e.contains('$'))
@@ -224,6 +225,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
                 file: ctx.file.clone(),
                 line: ins.line,
                 remote: BTreeMap::new(),
+                parents: false,
             });
         }
     }
@@ -810,7 +812,30 @@ async fn step(
             st.push_empty(&created, by);
         }
         Keyword::Copy | Keyword::Add => copy(ctx, plan, s, st, ins, done, resolver, label).await?,
-        Keyword::Run => super::run::run_step(ctx, plan, s, st, ins, done, label).await?,
+        Keyword::Run => {
+            // `--mount=from=IMAGE`: images are resolved here, as for `COPY --from`
+            let mut images = BTreeMap::new();
+            for m in super::run::mounts_of(ctx, st, ins)? {
+                let Some(f) = m.from() else { continue };
+                check_from_literal(ctx, ins, f)?;
+                if find_stage(plan, done, f, s, true).is_some() || ctx.named_dirs.contains_key(f) {
+                    continue;
+                }
+                // a stage defined at or after this one (BuildKit)
+                let lower = f.to_ascii_lowercase();
+                if plan.names[s..].iter().any(|n| n.as_deref() == Some(lower.as_str())) {
+                    return Err(ctx.e(
+                        ins,
+                        format!("cannot mount from stage {f:?}, stage needs to be defined before current command"),
+                    ));
+                }
+                if !images.contains_key(f) {
+                    let o = image_stage(ctx, f, &st.platform, resolver).await?;
+                    images.insert(f.to_string(), o);
+                }
+            }
+            super::run::run_step(ctx, plan, s, st, ins, done, &images, label).await?
+        }
         // a stage starts at its FROM (plan_stages), and ONBUILD FROM is refused
         Keyword::From => return Err(ctx.e(ins, "FROM inside a stage")),
     }
@@ -995,9 +1020,12 @@ async fn copy(
     } else {
         ins.check_flags(&["from", "chown", "chmod", "link", "parents", "exclude"], &ctx.file)?;
     }
-    if ins.flag("parents").is_some() {
-        return Err(ctx.e(ins, "COPY --parents is not supported"));
-    }
+    // --parents[=BOOL] (BuildKit's dockerfile 1.7 labs, stable in 1.20)
+    let parents = match ins.flag("parents") {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(v) => return Err(ctx.e(ins, format!("--parents={v}: expected true or false"))),
+    };
     let vars = st.vars();
     let get = |n: &str| vars.get(n).cloned();
     let esc = ctx.df.escape;
@@ -1078,7 +1106,7 @@ async fn copy(
     let from_key = match &other {
         Some(o) if ins.heredocs.is_empty() => {
             let ids: Vec<String> = o.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect();
-            let flags = format!("{chown:?}\0{chmod:?}\0{}\0{excludes:?}", ins.flag("link").is_some());
+            let flags = format!("{chown:?}\0{chmod:?}\0{}\0{excludes:?}\0{parents}", ins.flag("link").is_some());
             Some(hash(&[&st.key, ins.keyword.as_str(), &args.join("\0"), &dest_word, &dest, &flags, &ids.join("\0")]))
         }
         _ => None,
@@ -1113,7 +1141,8 @@ async fn copy(
     let spec = Arc::new(CopySpec {
         args,
         dest: dest.clone(),
-        dest_is_dir,
+        dest_is_dir: dest_is_dir || parents,
+        parents,
         is_add,
         chmod,
         exclude,
@@ -1127,7 +1156,7 @@ async fn copy(
         line: ins.line,
     });
     let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
-    let by = format!("{} {} exclude={excludes:?}", ins.keyword, ins.text());
+    let by = format!("{} {} exclude={excludes:?} parents={parents}", ins.keyword, ins.text());
     let extracted: Arc<Mutex<Extracted>> = Arc::default();
     // First the key, then the caches (local, then `--cache-from`), and only on a miss the
     // parent's filesystem and the layer. The key needs no parent filesystem: what is copied
@@ -1280,8 +1309,10 @@ struct CopySpec {
     args: Vec<String>,
     /// The destination, absolute and expanded (symlinks not resolved).
     dest: String,
-    /// DEST ends with `/` or there are several sources.
+    /// DEST ends with `/` or there are several sources (or `--parents`).
     dest_is_dir: bool,
+    /// `COPY --parents`: each source keeps its path below its root.
+    parents: bool,
     is_add: bool,
     chmod: Option<u32>,
     exclude: Vec<IgnoreRule>,
@@ -1320,6 +1351,10 @@ fn copy_items(
     for a in &spec.args {
         if let Some(f) = spec.remote.get(a) {
             remotes.push(f);
+            continue;
+        }
+        if spec.parents && !spec.heredoc_names.contains(a) {
+            parents_source(spec, a, &dest_rel, &mut items, (uid, gid))?;
             continue;
         }
         // heredoc source?
@@ -1490,27 +1525,119 @@ fn add_tree(
             }
             continue;
         }
-        let m = w.path().symlink_metadata().at(w.path())?;
-        let (u, g) = owner(&m, uid, gid, !keep_owner);
-        let mode = m.permissions().mode() & 0o7777;
-        let path = join_rel(dest, rel);
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
-            Kind::File { src: w.path().to_path_buf(), size: m.len(), link_key }
-        } else if ft.is_symlink() {
-            let t = fs::read_link(w.path()).at(w.path())?;
-            Kind::Symlink { target: t.to_string_lossy().into_owned() }
-        } else {
-            return Err(Error::Unsupported(format!(
-                "{}: devices, sockets and fifos cannot be copied",
-                w.path().display()
-            )));
+        items.insert(join_rel(dest, rel), item_of(w.path(), (uid, gid), chmod, keep_owner)?);
+    }
+    Ok(())
+}
+
+/// The layer entry of the file, directory or symlink `p` (not followed): owned by `uid`/`gid`
+/// where given, else by its own owner when `keep_owner` (a stage's file), else by root (a
+/// context file); `chmod` replaces its mode.
+fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>, keep_owner: bool) -> Result<Item> {
+    let m = p.symlink_metadata().at(p)?;
+    let (u, g) = owner(&m, uid, gid, !keep_owner);
+    let mode = m.permissions().mode() & 0o7777;
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        let link_key = (m.nlink() > 1).then(|| (m.dev(), m.ino()));
+        Kind::File { src: p.to_path_buf(), size: m.len(), link_key }
+    } else if ft.is_symlink() {
+        let t = fs::read_link(p).at(p)?;
+        Kind::Symlink { target: t.to_string_lossy().into_owned() }
+    } else {
+        return Err(Error::Unsupported(format!("{}: devices, sockets and fifos cannot be copied", p.display())));
+    };
+    let mode = if matches!(kind, Kind::Symlink { .. }) { 0o777 } else { chmod.unwrap_or(mode) };
+    Ok(Item { kind, mode, uid: u, gid: g, mtime: None })
+}
+
+/// `COPY --parents SRC DEST` (BuildKit): SRC is a pattern below its root, the source's root
+/// or, after a `/./` pivot, the directories the part before it names (wildcards allowed
+/// there too). What the pattern matches (a directory with everything in it) is copied to
+/// DEST at its path below the root; the directories on the way keep their own metadata.
+/// Without wildcards SRC must exist; a wildcard matching nothing copies nothing.
+fn parents_source(
+    spec: &CopySpec,
+    a: &str,
+    dest_rel: &str,
+    items: &mut BTreeMap<String, Item>,
+    owner: (Option<u64>, Option<u64>),
+) -> Result<()> {
+    let e = |r: String| err(&spec.file, spec.line, r);
+    let (pivot, pattern) = a.split_once("/./").unwrap_or(("/", a));
+    let pivot = normalize_target(&join_abs("/", pivot))?;
+    let pattern = normalize_target(&join_abs("/", pattern))?;
+    let required = !has_glob(&pivot) && !has_glob(&pattern);
+    let where_ = if spec.from_context { "build context" } else { "source" };
+    let rules: &[IgnoreRule] = if spec.from_context { &spec.ignore } else { &[] };
+    let roots = if has_glob(&pivot) { glob_in(&spec.root_dir, &pivot, rules)? } else { vec![pivot.clone()] };
+    let include = [IgnoreRule::pattern(&pattern)];
+    // the walk starts at the pattern's first wildcard
+    let prefix =
+        pattern.split('/').filter(|c| !c.is_empty()).take_while(|c| !has_glob(c)).collect::<Vec<_>>().join("/");
+    let keep_owner = !spec.from_context;
+    // symlinks on the way resolve inside the source root, never on the host
+    let resolve = |logical: &str| -> Result<Option<PathBuf>> {
+        match resolve_in_dir(&spec.root_dir, logical, true) {
+            Ok(r) => {
+                let p = if r.is_empty() { spec.root_dir.clone() } else { spec.root_dir.join(r) };
+                Ok(p.symlink_metadata().is_ok().then_some(p))
+            }
+            Err(_) if !required => Ok(None),
+            Err(er) => Err(e(format!("{a}: {er}"))),
+        }
+    };
+    for root in roots {
+        let Some(start) = resolve(&join_rel(&root, &prefix))? else {
+            if required {
+                return Err(e(format!("{a}: not found in the {where_}")));
+            }
+            continue;
         };
-        let mode = if matches!(kind, Kind::Symlink { .. }) { 0o777 } else { chmod.unwrap_or(mode) };
-        items.insert(path, Item { kind, mode, uid: u, gid: g, mtime: None });
+        if !prefix.is_empty() && spec.from_context && ignored(rules, &join_rel(&root, &prefix)) {
+            if required {
+                return Err(e(format!("{a}: excluded by .dockerignore")));
+            }
+            continue;
+        }
+        let mut parents_done: BTreeSet<String> = BTreeSet::new();
+        let mut it = walkdir::WalkDir::new(&start).follow_links(false).sort_by_file_name().into_iter();
+        while let Some(w) = it.next() {
+            let w = w.map_err(|er| Error::io(er.path().unwrap_or(&start).to_path_buf(), er.into()))?;
+            let sub = w.path().strip_prefix(&start).expect("under start");
+            let sub = sub
+                .to_str()
+                .ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", sub.display())))?;
+            let rel = join_rel(&prefix, sub);
+            if rel.is_empty() {
+                continue; // the root itself: only what is in it
+            }
+            let dropped = (!rules.is_empty() && ignored(rules, &join_rel(&root, &rel)))
+                .then_some(rules)
+                .or_else(|| (!spec.exclude.is_empty() && ignored(&spec.exclude, &rel)).then_some(&spec.exclude[..]));
+            if let Some(r) = dropped {
+                if w.file_type().is_dir() && !r.iter().any(|r| r.negate) {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            if !pattern.is_empty() && !ignored(&include, &rel) {
+                continue;
+            }
+            // the directories above it, with their own metadata
+            let comps: Vec<&str> = rel.split('/').collect();
+            for n in 1..comps.len() {
+                let up = comps[..n].join("/");
+                if parents_done.insert(up.clone()) {
+                    if let Some(p) = resolve(&join_rel(&root, &up))? {
+                        items.insert(join_rel(dest_rel, &up), item_of(&p, owner, spec.chmod, keep_owner)?);
+                    }
+                }
+            }
+            items.insert(join_rel(dest_rel, &rel), item_of(w.path(), owner, spec.chmod, keep_owner)?);
+        }
     }
     Ok(())
 }

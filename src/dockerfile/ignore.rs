@@ -46,6 +46,16 @@ pub(crate) fn read_ignore_file(p: &Path) -> Result<Vec<IgnoreRule>> {
     Ok(parse_ignore(&s))
 }
 
+impl IgnoreRule {
+    /// One pattern taken as it is (no `!`, no comment): `COPY --parents`' include pattern.
+    pub(crate) fn pattern(p: &str) -> IgnoreRule {
+        IgnoreRule {
+            negate: false,
+            parts: p.split('/').filter(|c| !c.is_empty() && *c != ".").map(String::from).collect(),
+        }
+    }
+}
+
 pub(crate) fn parse_ignore(s: &str) -> Vec<IgnoreRule> {
     let mut out = Vec::new();
     for l in s.lines() {

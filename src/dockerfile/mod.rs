@@ -5,6 +5,7 @@
 //! contexts through [`remote`]. Not a BuildKit: no RUN of another architecture without
 //! binfmt.
 
+pub(crate) mod agent;
 pub mod cache;
 pub mod eval;
 pub mod fs;
@@ -46,6 +47,8 @@ pub struct DockerfileBuild {
     pub platforms: Vec<Platform>,
     /// `--secret id=ID,src=PATH`: secret id → file.
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--ssh ID[=SOCKET]`: ssh agent id → its socket, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// OCI runtime for RUN (default: `runc`, then `crun`, on PATH).
     pub runtime: Option<PathBuf>,
     /// Layer compression.

@@ -370,12 +370,13 @@ pub struct FetchedContext {
 }
 
 /// `hoist build` of a git URL (`URL#REF:SUBDIR`) or an http(s) URL (a tar, plain or
-/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`.
-pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path) -> Result<FetchedContext> {
+/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`. A git checkout keeps
+/// its `.git` with `keep_git_dir` (BuildKit's build arg `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_dir: bool) -> Result<FetchedContext> {
     match classify(spec) {
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
-            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, false))
+            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, keep_git_dir))
                 .await
                 .map_err(|e| Error::Other(format!("git checkout: {e}")))??;
             Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })

@@ -100,58 +100,267 @@ pub fn check_can_run(runtime: Option<&Path>, platform: &Platform) -> Result<()> 
     Ok(())
 }
 
-/// One `--mount` of RUN.
+/// One `--mount` of RUN, as BuildKit's frontend reads it.
 #[derive(Debug)]
-enum RunMount {
-    Cache { target: String, id: String, owner: (u32, u32), mode: u32 },
-    Bind { target: String, source: String, from: Option<String>, rw: bool },
-    Secret { target: String, id: String, required: bool },
-    Tmpfs { target: String },
+pub(crate) enum RunMount {
+    Cache {
+        target: String,
+        id: String,
+        /// uid, gid, mode of a new cache (when `from=` is given, only those set)
+        owner: (Option<u32>, Option<u32>),
+        mode: Option<u32>,
+        /// a stage, named context or image whose `source` seeds a new cache
+        from: Option<String>,
+        source: String,
+        ro: bool,
+        sharing: Sharing,
+    },
+    Bind {
+        target: String,
+        source: String,
+        from: Option<String>,
+        rw: bool,
+    },
+    Secret {
+        target: Option<String>,
+        id: String,
+        required: bool,
+        env: Option<String>,
+        owner: (u32, u32),
+        mode: u32,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    Ssh {
+        target: Option<String>,
+        id: String,
+        required: bool,
+        owner: (u32, u32),
+        mode: u32,
+    },
 }
 
-fn parse_mount(s: &str) -> std::result::Result<RunMount, String> {
-    let mut kv: BTreeMap<String, String> = BTreeMap::new();
-    for part in s.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, "true"));
-        kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+/// `sharing=` of a cache mount (BuildKit's): `shared` by concurrent steps, `private` (a busy
+/// cache gives the step a fresh one), `locked` (the step waits for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// Every key BuildKit's `--mount` takes.
+const MOUNT_KEYS: &[&str] = &[
+    "type",
+    "from",
+    "source",
+    "src",
+    "target",
+    "dst",
+    "destination",
+    "readonly",
+    "ro",
+    "readwrite",
+    "rw",
+    "id",
+    "sharing",
+    "required",
+    "size",
+    "mode",
+    "uid",
+    "gid",
+    "env",
+];
+
+impl RunMount {
+    /// The stage, named context or image this mount reads (bind and cache mounts).
+    pub(crate) fn from(&self) -> Option<&str> {
+        match self {
+            RunMount::Cache { from, .. } | RunMount::Bind { from, .. } => from.as_deref(),
+            _ => None,
+        }
     }
-    let target = kv.get("target").or(kv.get("dst")).or(kv.get("destination")).cloned();
-    let kind = kv.get("type").map(String::as_str).unwrap_or("bind");
-    match kind {
+}
+
+fn parse_bool(k: &str, v: &str) -> std::result::Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid value for {k}: {v}")),
+    }
+}
+
+/// A size as Docker's `RAMInBytes` reads it: a number with an optional binary unit
+/// (`b`, `k`, `m`, `g`, `t`, `p`, each with an optional `b` or `ib`).
+fn ram_in_bytes(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let num_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (n, unit) = t.split_at(num_end);
+    let n: f64 = n.parse().ok()?;
+    let unit = unit.trim();
+    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b').filter(|u| !u.is_empty())).unwrap_or(unit);
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return None,
+    };
+    (n >= 0.0).then_some((n * mult as f64) as u64)
+}
+
+pub(crate) fn parse_mount(s: &str) -> std::result::Result<RunMount, String> {
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    let mut ro: Option<bool> = None;
+    let mut required = false;
+    let kind_of = |kv: &BTreeMap<String, String>| kv.get("type").cloned().unwrap_or_else(|| "bind".into());
+    for part in s.split(',') {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
+            None => (part.trim().to_ascii_lowercase(), None),
+        };
+        match (k.as_str(), v) {
+            ("readonly" | "ro", v) => ro = Some(v.as_deref().map_or(Ok(true), |v| parse_bool(&k, v))?),
+            ("readwrite" | "rw", v) => ro = Some(!v.as_deref().map_or(Ok(true), |v| parse_bool(&k, v))?),
+            ("required", v) => {
+                let t = kind_of(&kv);
+                if t != "secret" && t != "ssh" {
+                    return Err(format!("unexpected key '{k}' for mount type '{t}'"));
+                }
+                required = v.as_deref().map_or(Ok(true), |v| parse_bool(&k, v))?;
+            }
+            (_, None) => return Err(format!("invalid field '{part}' must be a key=value pair")),
+            (k, Some(_)) if !MOUNT_KEYS.contains(&k) => return Err(format!("unexpected key '{k}' in '{part}'")),
+            ("type", Some(v)) => {
+                let v = v.to_ascii_lowercase();
+                if !["bind", "cache", "tmpfs", "secret", "ssh"].contains(&v.as_str()) {
+                    return Err(format!("unsupported mount type {v:?} (bind, cache, tmpfs, secret, ssh)"));
+                }
+                kv.insert(k, v);
+            }
+            (k, Some(v)) => {
+                let k = match k {
+                    "src" => "source",
+                    "dst" | "destination" => "target",
+                    k => k,
+                };
+                kv.insert(k.to_string(), v);
+            }
+        }
+    }
+    let kind = kind_of(&kv);
+    let num = |k: &str, radix: u32| -> std::result::Result<Option<u32>, String> {
+        kv.get(k).map_or(Ok(None), |v| {
+            u32::from_str_radix(v, radix).map(Some).map_err(|_| format!("invalid value {v} for {k}"))
+        })
+    };
+    let (uid, gid, mode) = (num("uid", 10)?, num("gid", 10)?, num("mode", 8)?);
+    if kind == "bind" || kind == "tmpfs" {
+        for (k, v) in [("mode", mode), ("uid", uid), ("gid", gid)] {
+            if v.is_some() {
+                return Err(format!("{k} not allowed for {kind:?} type mounts"));
+            }
+        }
+    }
+    if kv.contains_key("size") && kind != "tmpfs" {
+        return Err(format!("unexpected key 'size' for mount type '{kind}'"));
+    }
+    let sharing = match kv.get("sharing").map(|s| s.to_ascii_lowercase()) {
+        None => Sharing::Shared,
+        Some(_) if kind != "cache" => return Err(format!("invalid cache sharing set for {kind} mount")),
+        Some(s) => match s.as_str() {
+            "shared" => Sharing::Shared,
+            "private" => Sharing::Private,
+            "locked" => Sharing::Locked,
+            _ => return Err(format!("unsupported sharing value {s:?} (shared, private, locked)")),
+        },
+    };
+    if kv.contains_key("env") && kind != "secret" {
+        return Err(format!("unexpected key 'env' for mount type '{kind}'"));
+    }
+    let target = kv.get("target").cloned().filter(|t| !t.is_empty());
+    let source = kv.get("source").cloned().unwrap_or_default();
+    let from = kv.get("from").cloned().filter(|f| !f.is_empty());
+    match kind.as_str() {
         "cache" => {
             let target = target.ok_or("a cache mount needs target=")?;
-            let id = kv.get("id").cloned().unwrap_or_else(|| target.clone());
-            let num = |k: &str, radix: u32, default: u32| -> std::result::Result<u32, String> {
-                kv.get(k).map_or(Ok(default), |v| {
-                    u32::from_str_radix(v, radix).map_err(|_| format!("{k}={v}: not a number"))
-                })
-            };
-            let owner = (num("uid", 10, 0)?, num("gid", 10, 0)?);
-            Ok(RunMount::Cache { target, id, owner, mode: num("mode", 8, 0o755)? })
+            Ok(RunMount::Cache {
+                id: kv.get("id").cloned().filter(|i| !i.is_empty()).unwrap_or_else(|| target.clone()),
+                target,
+                owner: (uid, gid),
+                mode,
+                from,
+                source,
+                ro: ro.unwrap_or(false),
+                sharing,
+            })
         }
         "bind" => Ok(RunMount::Bind {
             target: target.ok_or("a bind mount needs target=")?,
-            source: kv.get("source").or(kv.get("src")).cloned().unwrap_or_default(),
-            from: kv.get("from").cloned().filter(|f| !f.is_empty()),
-            rw: kv.get("rw").or(kv.get("readwrite")).is_some_and(|v| v == "true"),
+            source,
+            from,
+            rw: ro == Some(false),
         }),
         "secret" => {
-            let id = kv.get("id").cloned().or_else(|| {
-                target.as_ref().and_then(|t| Path::new(t).file_name().map(|n| n.to_string_lossy().into_owned()))
-            });
-            let id = id.ok_or("a secret mount needs id=")?;
+            if from.is_some() {
+                return Err("secret mount should not have a from".into());
+            }
+            if !source.is_empty() && kv.contains_key("id") {
+                return Err("both source and id can't be set".into());
+            }
+            // BuildKit: the id is `id`, else `source`, else the target's base name
+            let id = kv.get("id").cloned().filter(|i| !i.is_empty()).or(Some(source).filter(|s| !s.is_empty()));
+            let id = id
+                .or_else(|| target.as_ref().and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into()))
+                .ok_or("invalid secret mount. one of source, target required")?;
             Ok(RunMount::Secret {
-                target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+                target,
                 id,
-                required: kv.get("required").is_some_and(|v| v == "true"),
+                required,
+                env: kv.get("env").cloned().filter(|e| !e.is_empty()),
+                owner: (uid.unwrap_or(0), gid.unwrap_or(0)),
+                mode: mode.unwrap_or(0o400),
             })
         }
-        "tmpfs" => Ok(RunMount::Tmpfs { target: target.ok_or("a tmpfs mount needs target=")? }),
-        other => Err(format!("--mount type={other} is not supported (cache, bind, secret, tmpfs)")),
+        "ssh" => {
+            if !source.is_empty() {
+                return Err("ssh does not support source".into());
+            }
+            Ok(RunMount::Ssh {
+                target,
+                id: kv.get("id").cloned().filter(|i| !i.is_empty()).unwrap_or_else(|| "default".into()),
+                required,
+                owner: (uid.unwrap_or(0), gid.unwrap_or(0)),
+                mode: mode.unwrap_or(0o600),
+            })
+        }
+        _ => Ok(RunMount::Tmpfs {
+            target: target.ok_or("a tmpfs mount needs target=")?,
+            size: match kv.get("size") {
+                Some(v) => Some(ram_in_bytes(v).ok_or_else(|| format!("invalid value for size: {v}"))?),
+                None => None,
+            },
+        }),
     }
 }
 
-/// Execute one RUN instruction (or take it from the cache).
+/// The `--mount`s of a RUN, expanded in the stage's variables.
+pub(crate) fn mounts_of(ctx: &Ctx<'_>, st: &Stage, ins: &Instruction) -> Result<Vec<RunMount>> {
+    let vars = st.vars();
+    let get = |n: &str| vars.get(n).cloned();
+    ins.flag_all("mount")
+        .map(|m| word(m, &get, ctx.df.escape).map_err(|e| e.to_string()).and_then(|m| parse_mount(&m)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ctx_err(ctx, ins, e))
+}
+
+/// Execute one RUN instruction (or take it from the cache). `images` holds the images that
+/// `--mount=from=` names (neither a stage nor a named context), resolved by the caller.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_step(
     ctx: &mut Ctx<'_>,
     plan: &Plan,
@@ -159,6 +368,7 @@ pub(crate) async fn run_step(
     st: &mut Stage,
     ins: &Instruction,
     done: &BTreeMap<usize, Stage>,
+    images: &BTreeMap<String, Stage>,
     label: &str,
 ) -> Result<()> {
     ins.check_flags(&["mount", "network", "security"], &ctx.file)?;
@@ -180,14 +390,7 @@ pub(crate) async fn run_step(
         }
         Some(s) => return Err(ctx_err(ctx, ins, format!("RUN --security={s}: expected sandbox or insecure"))),
     }
-    let vars = st.vars();
-    let get = |n: &str| vars.get(n).cloned();
-    let esc = ctx.df.escape;
-    let mounts = ins
-        .flag_all("mount")
-        .map(|m| word(m, &get, esc).map_err(|e| e.to_string()).and_then(|m| parse_mount(&m)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| ctx_err(ctx, ins, e))?;
+    let mounts = mounts_of(ctx, st, ins)?;
     // `RUN <<EOF` whose script starts with `#!` runs as a file, by that interpreter
     // (BuildKit mounts it at /dev/pipes/NAME).
     let shebang = match (&ins.args, ins.heredocs.as_slice()) {
@@ -219,19 +422,42 @@ pub(crate) async fn run_step(
     }
     let user = st.config.config.user.clone().unwrap_or_default();
     let cwd = st.workdir();
-    // A bind mount from another stage depends on that stage's content: its key goes in.
+    // `type=ssh`: sockets at /run/buildkit/ssh_agent.N unless a target is given, and
+    // SSH_AUTH_SOCK the first of them unless ENV sets it (BuildKit).
+    let ssh_targets: Vec<String> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            RunMount::Ssh { target, .. } => Some(target.clone()),
+            _ => None,
+        })
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}")))
+        .collect();
+    if let Some(first) = ssh_targets.first() {
+        if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={first}"));
+        }
+    }
+    // A mount from a stage, named context or image depends on its content: its key goes in.
     let mut mounts_desc = format!("{mounts:?} network-none={net_none}");
+    let mut from_keys: BTreeMap<String, String> = BTreeMap::new();
     for m in &mounts {
-        match m {
-            RunMount::Bind { from: Some(f), .. } => {
-                if let Some(o) = find_stage(plan, done, f, s, true) {
-                    mounts_desc.push_str(&o.key);
-                } else if let Some(n) = ctx.named_dirs.get(f.as_str()) {
-                    mounts_desc.push_str(&tree_digest(&n.dir));
-                }
+        match (m, m.from()) {
+            (_, Some(f)) => {
+                let k = if let Some(o) = find_stage(plan, done, f, s, true) {
+                    o.key.clone()
+                } else if let Some(n) = ctx.named_dirs.get(f) {
+                    tree_digest(&n.dir)
+                } else if let Some(o) = images.get(f) {
+                    o.key.clone()
+                } else {
+                    return Err(ctx_err(ctx, ins, format!("--mount from={f}: no such stage, context or image")));
+                };
+                mounts_desc.push_str(&k);
+                from_keys.insert(f.to_string(), k);
             }
             // ... and one from the context on the content bound
-            RunMount::Bind { from: None, source, .. } => {
+            (RunMount::Bind { source, .. }, None) => {
                 let rel = resolve_in_dir(&ctx.context, &normalize_target(&join_abs("/", source))?, true)
                     .map_err(|e| ctx_err(ctx, ins, format!("--mount source={source}: {e}")))?;
                 mounts_desc.push_str(&tree_digest(&ctx.context.join(rel)));
@@ -254,49 +480,102 @@ pub(crate) async fn run_step(
     }
     ctx.log.line(&format!("[{label}] {}", truncate(&by)));
     ctx.ensure_layers(&st.layers).await?;
-    // Bind sources from other stages are mounted for the duration of the step.
+    // Sources from other stages and images are mounted for the duration of the step.
     let mut stage_mounts = Vec::new();
     // target, host source, rw, mount point removed after the step
     let mut binds: Vec<(String, PathBuf, bool, bool)> = Vec::new();
-    let mut tmpfs: Vec<String> = Vec::new();
+    let mut tmpfs: Vec<(String, Option<u64>)> = Vec::new();
     let cache_mounts = cache_root(ctx.layout).join("cache-mounts");
     // `rw` bind mounts get a throwaway copy: writes never reach the context or the stage.
     let mut rw_copies: Option<tempfile::TempDir> = None;
-    for m in &mounts {
+    let runs = cache_root(ctx.layout).join("runs");
+    let scratch = |rw: &mut Option<tempfile::TempDir>| -> Result<PathBuf> {
+        if rw.is_none() {
+            fs::create_dir_all(&runs).at(&runs)?;
+            *rw = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
+        }
+        Ok(rw.as_ref().expect("made above").path().to_path_buf())
+    };
+    // Secret files (a copy with the mount's owner and mode, in memory where /dev/shm is),
+    // the secrets passed as environment variables, the agent proxies and the cache locks.
+    let mut secret_files: Option<tempfile::TempDir> = None;
+    let mut secret_env: Vec<String> = Vec::new();
+    let mut agents: Vec<super::agent::AgentProxy> = Vec::new();
+    let mut locks: Vec<(PathBuf, fs::File)> = Vec::new();
+    let mut ssh_n = 0;
+    for (i, m) in mounts.iter().enumerate() {
         match m {
-            RunMount::Cache { target, id, owner, mode } => {
-                let dir = cache_mounts.join(hash(&[id]));
-                if !dir.is_dir() {
-                    // a new cache directory gets the mount's uid, gid and mode (BuildKit)
-                    fs::create_dir_all(&cache_mounts).at(&cache_mounts)?;
-                    let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&cache_mounts).at(&cache_mounts)?;
-                    std::os::unix::fs::lchown(tmp.path(), Some(owner.0), Some(owner.1)).at(tmp.path())?;
-                    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(*mode & 0o7777)).at(tmp.path())?;
-                    let made = tmp.keep();
-                    if fs::rename(&made, &dir).is_err() {
-                        let _ = fs::remove_dir(&made);
+            RunMount::Cache { target, id, owner, mode, from, source, ro, sharing } => {
+                let dir = match from {
+                    None => {
+                        let dir = cache_mounts.join(hash(&[id]));
+                        if !dir.is_dir() {
+                            // a new cache directory gets the mount's uid, gid and mode (BuildKit)
+                            fs::create_dir_all(&cache_mounts).at(&cache_mounts)?;
+                            let tmp =
+                                tempfile::Builder::new().prefix(".new-").tempdir_in(&cache_mounts).at(&cache_mounts)?;
+                            let made = tmp.keep();
+                            set_owner_mode(
+                                &made,
+                                (owner.0.or(Some(0)), owner.1.or(Some(0))),
+                                Some(mode.unwrap_or(0o755)),
+                            )?;
+                            if fs::rename(&made, &dir).is_err() {
+                                let _ = fs::remove_dir(&made);
+                            }
+                        }
+                        dir
                     }
-                }
-                binds.push((join_abs(&cwd, target), dir, true, false));
+                    // `from=`: a new cache starts as a copy of `source` in that stage, context
+                    // or image; one cache per id and content of what seeds it (BuildKit).
+                    Some(f) => {
+                        let src_rel = normalize_target(&join_abs("/", source))?;
+                        let dir = cache_mounts.join(hash(&[id, "from", &from_keys[f.as_str()], &src_rel]));
+                        if !dir.is_dir() {
+                            let base = mount_from(ctx, plan, done, images, s, f, &mut stage_mounts).await?;
+                            let rel = resolve_in_dir(&base, &src_rel, true)
+                                .map_err(|e| ctx_err(ctx, ins, format!("--mount from={f},source={source}: {e}")))?;
+                            let src = if rel.is_empty() { base } else { base.join(rel) };
+                            if !src.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                                return Err(ctx_err(
+                                    ctx,
+                                    ins,
+                                    format!("--mount type=cache,from={f},source={source}: not a directory there"),
+                                ));
+                            }
+                            fs::create_dir_all(&cache_mounts).at(&cache_mounts)?;
+                            let tmp =
+                                tempfile::Builder::new().prefix(".new-").tempdir_in(&cache_mounts).at(&cache_mounts)?;
+                            let seeded = tmp.path().join("d");
+                            let (s2, owner, mode) = (seeded.clone(), *owner, *mode);
+                            blocking(move || {
+                                throwaway_copy(&src, &s2)?;
+                                set_owner_mode(&s2, owner, mode)
+                            })
+                            .await?;
+                            if fs::rename(&seeded, &dir).is_err() && !dir.is_dir() {
+                                return Err(Error::Other(format!("cache mount {id}: {} not made", dir.display())));
+                            }
+                        }
+                        dir
+                    }
+                };
+                let dir = match lock_cache(&dir, *sharing, &mut locks).await? {
+                    true => dir,
+                    // a private cache in use: this step gets a fresh, empty one
+                    false => {
+                        let d = scratch(&mut rw_copies)?.join(format!("cache{i}"));
+                        fs::create_dir(&d).at(&d)?;
+                        set_owner_mode(&d, (owner.0.or(Some(0)), owner.1.or(Some(0))), Some(mode.unwrap_or(0o755)))?;
+                        d
+                    }
+                };
+                binds.push((join_abs(&cwd, target), dir, !*ro, false));
             }
             RunMount::Bind { target, source, from, rw } => {
                 let base = match from {
                     None => ctx.context.clone(),
-                    Some(f)
-                        if find_stage(plan, done, f, s, true).is_none() && ctx.named_dirs.contains_key(f.as_str()) =>
-                    {
-                        ctx.named_dirs[f.as_str()].dir.clone()
-                    }
-                    Some(f) => {
-                        let other = find_stage(plan, done, f, s, true).ok_or_else(|| {
-                            ctx_err(ctx, ins, format!("--mount from={f}: no such stage before this one"))
-                        })?;
-                        ctx.ensure_layers(&other.layers).await?;
-                        let root = mount_stage(ctx.layout, other, ctx.opts.snapshotter).await?;
-                        let d = root.dir.clone();
-                        stage_mounts.push(root);
-                        d
-                    }
+                    Some(f) => mount_from(ctx, plan, done, images, s, f, &mut stage_mounts).await?,
                 };
                 // symlinks on the way resolve inside the context or stage, never on the host
                 let rel = resolve_in_dir(&base, &normalize_target(&join_abs("/", source))?, true)
@@ -306,39 +585,82 @@ pub(crate) async fn run_step(
                     return Err(ctx_err(ctx, ins, format!("--mount source={source}: not found")));
                 }
                 let src = if *rw {
-                    let runs = cache_root(ctx.layout).join("runs");
-                    if rw_copies.is_none() {
-                        fs::create_dir_all(&runs).at(&runs)?;
-                        rw_copies = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
-                    }
-                    let dst = rw_copies.as_ref().expect("made above").path().join(binds.len().to_string());
+                    let dst = scratch(&mut rw_copies)?.join(binds.len().to_string());
                     blocking(move || throwaway_copy(&src, &dst).map(|()| dst)).await?
                 } else {
                     src
                 };
                 binds.push((join_abs(&cwd, target), src, *rw, false));
             }
-            RunMount::Secret { target, id, required } => match ctx.opts.secrets.get(id) {
-                Some(p) => binds.push((join_abs(&cwd, target), p.clone(), false, true)),
+            RunMount::Secret { target, id, required, env: as_env, owner, mode } => match ctx.opts.secrets.get(id) {
+                Some(p) => {
+                    if let Some(name) = as_env {
+                        let v = fs::read(p).at(p)?;
+                        secret_env.push(format!("{name}={}", String::from_utf8_lossy(&v)));
+                    }
+                    // with env= and no target, only the variable (BuildKit)
+                    if target.is_some() || as_env.is_none() {
+                        let dest = target.clone().unwrap_or_else(|| {
+                            let base = Path::new(id).file_name().map_or(id.clone(), |n| n.to_string_lossy().into());
+                            format!("/run/secrets/{base}")
+                        });
+                        if secret_files.is_none() {
+                            let shm = Path::new("/dev/shm");
+                            let t = match shm.is_dir() {
+                                true => tempfile::Builder::new().prefix("hoist-secret").tempdir_in(shm).ok(),
+                                false => None,
+                            };
+                            secret_files = Some(match t {
+                                Some(t) => t,
+                                None => tempfile::Builder::new()
+                                    .prefix("secret")
+                                    .tempdir_in(scratch(&mut rw_copies)?)
+                                    .at(&runs)?,
+                            });
+                        }
+                        let f = secret_files.as_ref().expect("made above").path().join(i.to_string());
+                        fs::copy(p, &f).at(p)?;
+                        set_owner_mode(&f, (Some(owner.0), Some(owner.1)), Some(*mode))?;
+                        binds.push((join_abs(&cwd, &dest), f, false, true));
+                    }
+                }
                 None if *required => {
                     return Err(ctx_err(ctx, ins, format!("secret {id} is required: pass --secret id={id},src=FILE")))
                 }
                 None => {}
             },
-            RunMount::Tmpfs { target } => tmpfs.push(join_abs(&cwd, target)),
+            RunMount::Tmpfs { target, size } => tmpfs.push((join_abs(&cwd, target), *size)),
+            RunMount::Ssh { id, required, owner, mode, .. } => {
+                let target = join_abs(&cwd, &ssh_targets[ssh_n]);
+                ssh_n += 1;
+                match ctx.opts.ssh.get(id) {
+                    Some(sock) => {
+                        let a = super::agent::AgentProxy::start(sock, *owner, *mode)
+                            .map_err(|e| ctx_err(ctx, ins, format!("--mount type=ssh,id={id}: {e}")))?;
+                        binds.push((target, a.path().to_path_buf(), true, true));
+                        agents.push(a);
+                    }
+                    None if *required => {
+                        return Err(ctx_err(
+                            ctx,
+                            ins,
+                            format!("no SSH key {id:?} forwarded from the client: pass --ssh {id}[=SOCKET]"),
+                        ))
+                    }
+                    // optional and not forwarded: no socket (BuildKit)
+                    None => ctx.log.line(&format!("  --mount type=ssh,id={id}: no --ssh {id} given, no agent socket")),
+                }
+            }
         }
     }
     if let Some((path, content)) = &shebang {
-        let runs = cache_root(ctx.layout).join("runs");
-        if rw_copies.is_none() {
-            fs::create_dir_all(&runs).at(&runs)?;
-            rw_copies = Some(tempfile::Builder::new().prefix("rw").tempdir_in(&runs).at(&runs)?);
-        }
-        let p = rw_copies.as_ref().expect("made above").path().join("script");
+        let p = scratch(&mut rw_copies)?.join("script");
         fs::write(&p, content).at(&p)?;
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).at(&p)?;
         binds.push((path.clone(), p, false, true));
     }
+    // secrets as variables reach the process, not the step's key
+    let run_env: Vec<String> = env.iter().cloned().chain(secret_env).collect();
     let layout = Layout::open(ctx.layout.root())?;
     let stc = st.clone();
     let runtime = find_runtime(ctx.opts.runtime.as_deref())
@@ -355,7 +677,7 @@ pub(crate) async fn run_step(
         } else {
             resolve_user(&dirs, &user).map_err(|e| super::parse::err(&file, line, e))?
         };
-        let groups = supplementary_groups(&dirs, if user.is_empty() { "0" } else { &user }, gid);
+        let groups = supplementary_groups(&dirs, if user.is_empty() { "0" } else { &user });
         let runs = cache_root(&layout).join("runs");
         fs::create_dir_all(&runs).at(&runs)?;
         let t = tempfile::Builder::new().prefix("r").tempdir_in(&runs).at(&runs)?;
@@ -397,7 +719,7 @@ pub(crate) async fn run_step(
             }
         };
         // VOLUME directories are not created (BuildKit; buildah and the legacy builder do).
-        let mut spec = spec(&argv, &env, (uid, gid, &groups), &cwd, &merged, &binds, &tmpfs);
+        let mut spec = spec(&argv, &run_env, (uid, gid, &groups), &cwd, &merged, &binds, &tmpfs);
         if net_none {
             if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
                 ns.push(json!({"type": "network"}));
@@ -462,8 +784,7 @@ pub(crate) async fn run_step(
         Ok((Some(blob), false))
     })
     .await;
-    drop(stage_mounts);
-    drop(rw_copies);
+    drop((stage_mounts, rw_copies, secret_files, agents, locks));
     let (blob, copied) = blob?;
     if copied {
         ctx.log.line("  (copied snapshot: no overlayfs)");
@@ -479,8 +800,70 @@ pub(crate) async fn run_step(
     Ok(())
 }
 
-/// A copy of `src` (a file or a directory tree, owners and modes kept) at `dst`, for a
-/// `rw` bind mount whose writes are thrown away after the step, as BuildKit does.
+/// The root a `from=` mount reads: a stage before this one, a named directory context, or
+/// an image (resolved by the caller into `images`), mounted for the step's duration.
+async fn mount_from(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    done: &BTreeMap<usize, Stage>,
+    images: &BTreeMap<String, Stage>,
+    s: usize,
+    f: &str,
+    held: &mut Vec<super::stage::SourceRoot>,
+) -> Result<PathBuf> {
+    let other = match find_stage(plan, done, f, s, true) {
+        Some(o) => o,
+        None => {
+            if let Some(n) = ctx.named_dirs.get(f) {
+                return Ok(n.dir.clone());
+            }
+            images.get(f).ok_or_else(|| Error::Other(format!("--mount from={f}: no such stage, context or image")))?
+        }
+    };
+    ctx.ensure_layers(&other.layers).await?;
+    let root = mount_stage(ctx.layout, other, ctx.opts.snapshotter).await?;
+    let d = root.dir.clone();
+    held.push(root);
+    Ok(d)
+}
+
+/// Set the owner (each part when given) and mode (when given) of `p`, a symlink's own.
+fn set_owner_mode(p: &Path, (uid, gid): (Option<u32>, Option<u32>), mode: Option<u32>) -> Result<()> {
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(p, uid, gid).at(p)?;
+    }
+    if let Some(m) = mode {
+        fs::set_permissions(p, fs::Permissions::from_mode(m & 0o7777)).at(p)?;
+    }
+    Ok(())
+}
+
+/// Take a cache mount's lock as its `sharing` says: `shared` none, `locked` waits for the
+/// cache, `private` takes it only when free (false: in use, the step needs its own). A
+/// directory already locked by this step is not locked again.
+async fn lock_cache(dir: &Path, sharing: Sharing, held: &mut Vec<(PathBuf, fs::File)>) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    if sharing == Sharing::Shared || held.iter().any(|(d, _)| d == dir) {
+        return Ok(true);
+    }
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).at(&lock)?;
+    let wait = sharing == Sharing::Locked;
+    let (f, got) = blocking(move || {
+        let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+        // SAFETY: flock on a file descriptor this closure owns.
+        let r = unsafe { libc::flock(f.as_raw_fd(), op) };
+        Ok((f, r == 0))
+    })
+    .await?;
+    if got {
+        held.push((dir.to_path_buf(), f));
+    }
+    Ok(got)
+}
+
 /// Run `cmd` to its end. Without a sink its stdout and stderr are this process's stderr;
 /// with one, both are read line by line (a reader thread each) and handed to it.
 fn run_with_output(mut cmd: Command, output: Option<RunOutput>) -> std::io::Result<std::process::ExitStatus> {
@@ -550,6 +933,9 @@ fn forward_lines(r: impl std::io::Read, stream: OutputStream, sink: &(dyn Fn(Out
     }
 }
 
+/// A copy of `src` (a file or a directory tree, owners and modes kept) at `dst`, for a
+/// `rw` bind mount whose writes are thrown away after the step, as BuildKit does, and for
+/// a cache mount seeded `from=` a stage or image.
 fn throwaway_copy(src: &Path, dst: &Path) -> Result<()> {
     let m = src.metadata().at(src)?;
     if m.is_dir() {
@@ -628,7 +1014,7 @@ fn spec(
     cwd: &str,
     root: &Path,
     binds: &[(String, PathBuf, bool, bool)],
-    tmpfs: &[String],
+    tmpfs: &[(String, Option<u64>)],
 ) -> serde_json::Value {
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
@@ -643,8 +1029,10 @@ fn spec(
         o.push(if *rw { "rw" } else { "ro" });
         mounts.push(json!({"destination": target, "type": "bind", "source": src, "options": o}));
     }
-    for t in tmpfs {
-        mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+    for (t, size) in tmpfs {
+        let mut o = vec!["nosuid".to_string(), "nodev".to_string()];
+        o.extend(size.map(|n| format!("size={n}")));
+        mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs", "options": o}));
     }
     let caps: Vec<&str> = CAPS.to_vec();
     json!({
@@ -677,9 +1065,40 @@ mod tests {
     fn mounts_parse() {
         assert!(matches!(parse_mount("type=cache,target=/c").unwrap(), RunMount::Cache { ref id, .. } if id == "/c"));
         assert!(
-            matches!(parse_mount("type=secret,id=tok").unwrap(), RunMount::Secret { ref target, .. } if target == "/run/secrets/tok")
+            matches!(parse_mount("type=secret,id=tok").unwrap(), RunMount::Secret { target: None, ref id, .. } if id == "tok")
         );
         assert!(matches!(parse_mount("target=/x,source=y,rw").unwrap(), RunMount::Bind { rw: true, .. }));
-        assert!(parse_mount("type=ssh").is_err());
+        assert!(matches!(parse_mount("target=/x,rw=false").unwrap(), RunMount::Bind { rw: false, .. }));
+        assert!(matches!(
+            parse_mount("type=secret,source=tok,uid=1000").unwrap(),
+            RunMount::Secret { ref id, owner: (1000, 0), mode: 0o400, .. } if id == "tok"
+        ));
+        assert!(matches!(
+            parse_mount("type=ssh").unwrap(),
+            RunMount::Ssh { ref id, target: None, mode: 0o600, required: false, .. } if id == "default"
+        ));
+        assert!(matches!(
+            parse_mount("type=cache,target=/c,from=img,source=/etc,sharing=LOCKED,ro").unwrap(),
+            RunMount::Cache { ro: true, sharing: Sharing::Locked, ref from, .. } if from.as_deref() == Some("img")
+        ));
+        assert!(
+            matches!(parse_mount("type=tmpfs,target=/t,size=64m").unwrap(), RunMount::Tmpfs { size: Some(s), .. } if s == 64 << 20)
+        );
+        assert!(parse_mount("type=tmpfs,target=/t,uid=1").unwrap_err().contains("uid not allowed"));
+        assert!(parse_mount("type=bind,target=/t,required").unwrap_err().contains("unexpected key 'required'"));
+        assert!(parse_mount("type=secret,id=a,source=b").unwrap_err().contains("both source and id"));
+        assert!(parse_mount("type=nfs,target=/t").unwrap_err().contains("unsupported mount type"));
+        assert!(parse_mount("type=bind,target=/t,foo").unwrap_err().contains("must be a key=value pair"));
+    }
+
+    #[test]
+    fn sizes_read_as_docker_reads_them() {
+        assert_eq!(ram_in_bytes("1024"), Some(1024));
+        assert_eq!(ram_in_bytes("1k"), Some(1024));
+        assert_eq!(ram_in_bytes("1.5KiB"), Some(1536));
+        assert_eq!(ram_in_bytes("2g"), Some(2 << 30));
+        assert_eq!(ram_in_bytes("3MB"), Some(3 << 20));
+        assert_eq!(ram_in_bytes("x"), None);
+        assert_eq!(ram_in_bytes("1q"), None);
     }
 }

@@ -56,9 +56,9 @@ pub(crate) fn resolve_user(dirs: &[PathBuf], spec: &str) -> std::result::Result<
 }
 
 /// The supplementary groups of `spec` (USER without a group): every /etc/group entry
-/// listing the user's name, as runc's user lookup (and so BuildKit) gives them. None when
-/// USER names a group, or the user has no name.
-pub(crate) fn supplementary_groups(dirs: &[PathBuf], spec: &str, primary: u64) -> Vec<u64> {
+/// listing the user's name, its primary group too when that lists it, as runc's user lookup
+/// (and so BuildKit) gives them. None when USER names a group, or the user has no name.
+pub(crate) fn supplementary_groups(dirs: &[PathBuf], spec: &str) -> Vec<u64> {
     if spec.contains(':') {
         return vec![];
     }
@@ -75,7 +75,6 @@ pub(crate) fn supplementary_groups(dirs: &[PathBuf], spec: &str, primary: u64) -
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() > 3 && f[3].split(',').any(|m| m.trim() == name))
         .filter_map(|f| f[2].parse().ok())
-        .filter(|g| *g != primary)
         .collect();
     out.sort_unstable();
     out.dedup();

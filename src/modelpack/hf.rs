@@ -9,11 +9,15 @@
 //! (config.json, tokenizers; the hub keeps files over 10 MB in LFS) are fetched into memory
 //! and hashed. A download cut short continues with `Range` from where it stopped.
 //!
+//! Every request goes through the registry client's network layer
+//! ([`crate::transport::registry::Client::get_url`], as `ADD <url>` does): the same TLS trust,
+//! proxy rules, `--read-timeout`, `--retries` (with `Retry-After`) and bounded bodies as a
+//! registry's. The token goes to the hub's own origin only.
+//!
 //! Not for: uploads to the hub, datasets or spaces.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +34,9 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
 use crate::model::write::ImageManifest;
+use crate::transport::registry::http::{link_next_target, UrlResponse};
+use crate::transport::registry::retry::RetryState;
+use crate::transport::registry::Client;
 use crate::transport::BlobStream;
 
 /// Default hub endpoint (`HF_ENDPOINT` overrides it).
@@ -46,9 +53,6 @@ pub const MAX_INLINE_FILE: u64 = 64 << 20;
 /// Most bytes fetched from the start of a GGUF file to read its header; a header longer than
 /// this leaves the description to a Modelfile or flags.
 pub const MAX_REMOTE_GGUF_HEADER: u64 = 16 << 20;
-
-/// Times one download is resumed (with `Range`) after its connection broke.
-pub const MAX_RESUMES: u32 = 8;
 
 /// A parsed `hf://ORG/REPO[@REVISION]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,10 +98,13 @@ pub struct HfFile {
     pub sha256: Option<String>,
 }
 
-/// A hub client for one repo at one commit.
+/// A hub client for one repo at one commit, over the registry client's network layer
+/// ([`Client::get_url`]: TLS, proxy, timeouts, retries, bounded bodies).
 pub struct HfRepo {
-    http: reqwest::Client,
+    net: Arc<Client>,
     endpoint: String,
+    /// The endpoint's origin (scheme, host, port): the only one the token is sent to.
+    origin: url::Origin,
     token: Option<String>,
     /// `ORG/REPO`.
     pub repo: String,
@@ -122,37 +129,15 @@ fn enc(s: &str) -> String {
         .join("/")
 }
 
-async fn read_bounded(resp: reqwest::Response, max: u64, what: &str) -> Result<Bytes> {
-    if resp.content_length().is_some_and(|n| n > max) {
-        return Err(Error::malformed(what, "hub", format!("larger than {max} bytes")));
-    }
-    let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| Error::http(what, e))?;
-        if out.len() as u64 + chunk.len() as u64 > max {
-            return Err(Error::malformed(what, "hub", format!("larger than {max} bytes")));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
-}
-
 impl HfRepo {
-    /// Resolve `r.revision` to a commit through the hub at `endpoint` (`HF_ENDPOINT`).
-    pub async fn open(endpoint: &str, token: Option<String>, r: &HfRef) -> Result<HfRepo> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| Error::http("http client", e))?;
-        let mut repo = HfRepo {
-            http,
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            token,
-            repo: r.repo.clone(),
-            commit: String::new(),
-        };
+    /// Resolve `r.revision` to a commit through the hub at `endpoint` (`HF_ENDPOINT`),
+    /// talking to it through `net`'s network layer; `token` goes to `endpoint`'s host only.
+    pub async fn open(net: Arc<Client>, endpoint: &str, token: Option<String>, r: &HfRef) -> Result<HfRepo> {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let origin = url::Url::parse(&endpoint)
+            .map_err(|e| Error::InvalidReference { reference: endpoint.clone(), reason: format!("HF_ENDPOINT: {e}") })?
+            .origin();
+        let mut repo = HfRepo { net, endpoint, origin, token, repo: r.repo.clone(), commit: String::new() };
         let url =
             format!("{}/api/models/{}/revision/{}", repo.endpoint, repo.repo, enc(&r.revision).replace('/', "%2F"));
         let v: serde_json::Value = repo.get_json(&url).await?;
@@ -164,17 +149,31 @@ impl HfRepo {
         Ok(repo)
     }
 
-    fn req(&self, url: &str) -> reqwest::RequestBuilder {
-        let r = self.http.get(url);
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    /// The hub's `host[:port]`, naming it in errors.
+    fn site(&self) -> &str {
+        self.endpoint.split_once("://").map_or(&self.endpoint, |(_, h)| h)
+    }
+
+    /// `GET url` (bytes from `offset`, to `end` inclusive when given) through the network
+    /// layer, with the token when `url` is on the hub's own origin (a `Link` to another host
+    /// does not get it).
+    async fn get(&self, url: &str, offset: u64, end: Option<u64>) -> Result<UrlResponse> {
+        let mut h = Vec::new();
+        if let Some(t) = &self.token {
+            if url::Url::parse(url).is_ok_and(|u| u.origin() == self.origin) {
+                h.push(("Authorization", format!("Bearer {t}")));
+            }
         }
+        if offset > 0 || end.is_some() {
+            let end = end.map(|e| e.to_string()).unwrap_or_default();
+            h.push(("Range", format!("bytes={offset}-{end}")));
+        }
+        self.net.get_url(url, &h).await
     }
 
     async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
-        let resp = self.req(url).send().await.map_err(|e| Error::http(url, e))?;
-        let status = resp.status();
+        let resp = self.get(url, 0, None).await?;
+        let status = resp.status;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::Auth {
                 registry: self.endpoint.clone(),
@@ -187,7 +186,7 @@ impl HfRepo {
         if !status.is_success() {
             return Err(Error::HttpStatus { url: url.to_string(), status, detail: String::new() });
         }
-        let b = read_bounded(resp, MAX_API_RESPONSE, "hub API answer").await?;
+        let b = resp.read_limited(MAX_API_RESPONSE, "hub API answer", self.site()).await?;
         serde_json::from_slice(&b).map_err(|e| Error::malformed("hub API answer", url.to_string(), e.to_string()))
     }
 
@@ -206,17 +205,12 @@ impl HfRepo {
             if pages > 10_000 {
                 return Err(Error::malformed("hub tree", u, "too many pages"));
             }
-            let resp = self.req(&u).send().await.map_err(|e| Error::http(&u, e))?;
-            if !resp.status().is_success() {
-                return Err(Error::HttpStatus { url: u, status: resp.status(), detail: String::new() });
+            let resp = self.get(&u, 0, None).await?;
+            if !resp.status.is_success() {
+                return Err(Error::HttpStatus { url: u, status: resp.status, detail: String::new() });
             }
-            url = resp
-                .headers()
-                .get("link")
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| l.split(',').find(|p| p.contains("rel=\"next\"")))
-                .and_then(|p| p.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(u, _)| u.to_string()));
-            let b = read_bounded(resp, MAX_API_RESPONSE, "hub tree").await?;
+            url = resp.headers.get("link").and_then(|l| l.to_str().ok()).and_then(link_next_target).map(str::to_string);
+            let b = resp.read_limited(MAX_API_RESPONSE, "hub tree", self.site()).await?;
             let v: Vec<serde_json::Value> =
                 serde_json::from_slice(&b).map_err(|e| Error::malformed("hub tree", u.clone(), e.to_string()))?;
             for e in v {
@@ -245,38 +239,40 @@ impl HfRepo {
         format!("{}/{}/resolve/{}/{}", self.endpoint, self.repo, self.commit, enc(path))
     }
 
-    async fn get_range(&self, path: &str, offset: u64, end: Option<u64>) -> Result<reqwest::Response> {
+    async fn get_range(&self, path: &str, offset: u64, end: Option<u64>) -> Result<UrlResponse> {
         let url = self.file_url(path);
-        let mut r = self.req(&url);
-        if offset > 0 || end.is_some() {
-            let end = end.map(|e| e.to_string()).unwrap_or_default();
-            r = r.header(reqwest::header::RANGE, format!("bytes={offset}-{end}"));
-        }
-        let resp = r.send().await.map_err(|e| Error::http(&url, e))?;
+        let resp = self.get(&url, offset, end).await?;
         let ok =
-            if offset > 0 { resp.status() == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status().is_success() };
+            if offset > 0 { resp.status == reqwest::StatusCode::PARTIAL_CONTENT } else { resp.status.is_success() };
         if !ok {
-            return Err(Error::HttpStatus { url, status: resp.status(), detail: format!(" (from byte {offset})") });
+            return Err(Error::HttpStatus { url, status: resp.status, detail: format!(" (from byte {offset})") });
         }
         Ok(resp)
     }
 
+    /// Bytes `[offset, end]` of a file (at most `max`).
+    async fn fetch_range(&self, path: &str, offset: u64, end: Option<u64>, max: u64) -> Result<Bytes> {
+        self.get_range(path, offset, end).await?.read_limited(max, path, self.site()).await
+    }
+
     /// A whole small file, in memory (at most `max` bytes).
     pub async fn fetch(&self, path: &str, max: u64) -> Result<Bytes> {
-        read_bounded(self.get_range(path, 0, None).await?, max, path).await
+        self.fetch_range(path, 0, None, max).await
     }
 }
 
 #[async_trait]
 impl RemoteFiles for HfRepo {
-    /// A download from `offset` that resumes with `Range` where a broken connection stopped
-    /// (at most [`MAX_RESUMES`] times in a row without progress... in all).
+    /// A download from `offset` that resumes with `Range` where a broken or stalled
+    /// connection stopped, as often as the network layer's retry policy allows (`--retries`
+    /// attempts in a row without a byte of progress).
     async fn open_file(&self, path: &str, offset: u64) -> Result<BlobStream> {
         let first = self.get_range(path, offset, None).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let me = HfRepo {
-            http: self.http.clone(),
+            net: self.net.clone(),
             endpoint: self.endpoint.clone(),
+            origin: self.origin.clone(),
             token: self.token.clone(),
             repo: self.repo.clone(),
             commit: self.commit.clone(),
@@ -285,24 +281,25 @@ impl RemoteFiles for HfRepo {
         tokio::spawn(async move {
             let mut pos = offset;
             let mut resp = Some(first);
-            let mut resumes = 0u32;
+            let mut retry = RetryState::new(&me.net.options().retry);
             loop {
                 let r = match resp.take() {
                     Some(r) => r,
                     None => match me.get_range(&path, pos, None).await {
                         Ok(r) => r,
                         Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            let _ = tx.send(Err(std::io::Error::other(e))).await;
                             return;
                         }
                     },
                 };
-                let mut s = r.bytes_stream();
+                let mut s = r.body;
                 let mut broken = None;
                 while let Some(chunk) = s.next().await {
                     match chunk {
                         Ok(c) => {
                             pos += c.len() as u64;
+                            retry.progressed();
                             if tx.send(Ok(c)).await.is_err() {
                                 return;
                             }
@@ -314,13 +311,12 @@ impl RemoteFiles for HfRepo {
                     }
                 }
                 let Some(e) = broken else { return };
-                resumes += 1;
-                if resumes > MAX_RESUMES {
-                    let _ = tx.send(Err(std::io::Error::other(format!("{path}: {e} ({MAX_RESUMES} resumes)")))).await;
+                let Some(wait) = retry.failed(None) else {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
                     return;
-                }
+                };
                 tracing::warn!("{path}: download broke at byte {pos} ({e}); resuming with Range");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(resumes))).await;
+                tokio::time::sleep(wait).await;
             }
         });
         let stream = tokio_stream_from(rx);
@@ -352,21 +348,18 @@ async fn describe_remote(repo: &HfRepo, weights: &[&HfFile], inline: &HashMap<St
         let ext = f.path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
         let bytes = match ext.as_str() {
             "safetensors" if f.size >= 8 => {
-                let Ok(len) = repo.get_range(&f.path, 0, Some(7)).await else { continue };
-                let Ok(len) = read_bounded(len, 8, &f.path).await else { continue };
+                let Ok(len) = repo.fetch_range(&f.path, 0, Some(7), 8).await else { continue };
                 let Ok(n) = <[u8; 8]>::try_from(&len[..]).map(u64::from_le_bytes) else { continue };
                 if n > describe::MAX_SAFETENSORS_HEADER || n + 8 > f.size {
                     continue;
                 }
-                let Ok(h) = repo.get_range(&f.path, 0, Some(7 + n)).await else { continue };
-                let Ok(b) = read_bounded(h, 8 + n, &f.path).await else { continue };
+                let Ok(b) = repo.fetch_range(&f.path, 0, Some(7 + n), 8 + n).await else { continue };
                 // The reader checks the header against the file's length: pad to it sparsely.
                 b
             }
             "gguf" => {
                 let end = f.size.min(MAX_REMOTE_GGUF_HEADER).saturating_sub(1);
-                let Ok(h) = repo.get_range(&f.path, 0, Some(end)).await else { continue };
-                let Ok(b) = read_bounded(h, end + 1, &f.path).await else { continue };
+                let Ok(b) = repo.fetch_range(&f.path, 0, Some(end), end + 1).await else { continue };
                 b
             }
             _ => Bytes::new(),

@@ -90,6 +90,23 @@ const CASES: &[Case] = &[
         files: &[("files.tar.xz", "TAR.XZ"), ("files.tar.bz2", "TAR.BZ2"), ("notar.xz", "XZ")],
     },
     Case {
+        name: "run-mounts-from-images-and-stages",
+        dockerfile: "FROM {BASE} AS seed\nRUN mkdir -p /seed/sub && echo seeded > /seed/f && chmod 750 /seed && chown 1000:50 /seed/sub\n\
+                     FROM {BASE}\nRUN --mount=type=bind,from={BASE},source=/etc,target=/e cat /e/passwd > /from-image\n\
+                     RUN --mount=type=cache,from=seed,source=/seed,target=/c,id=seeded,sharing=locked busybox stat -c '%n %a %u:%g' /c /c/f /c/sub > /cache-seen && echo more > /c/g\n\
+                     RUN --mount=type=cache,from=seed,source=/seed,target=/c,id=seeded ls /c > /cache-again\n\
+                     RUN --mount=type=cache,from={BASE},source=/etc,target=/c2,sharing=private cat /c2/group > /cache-from-image\n\
+                     RUN --mount=type=cache,target=/c3,uid=1000,gid=50,mode=0710,sharing=shared busybox stat -c '%a %u:%g' /c3 > /cache-new\n",
+        files: &[],
+    },
+    Case {
+        name: "user-supplementary-groups",
+        dockerfile: "FROM {BASE}\nRUN sed -i 's/^user:x:1000:$/user:x:1000:user/' /etc/group && echo 'wheel:x:10:root,user' >> /etc/group && echo 'users:x:100:other,user' >> /etc/group\n\
+                     USER user\nRUN id > /tmp/named\nUSER 1000\nRUN id > /tmp/numeric\nUSER user:staff\nRUN id > /tmp/with-group\n\
+                     USER root\nRUN id > /tmp/root\n",
+        files: &[],
+    },
+    Case {
         name: "add-tar-and-user-workdir",
         dockerfile: "FROM {BASE}\nADD files.tar /opt/\nUSER user\nWORKDIR /home/user/made\nRUN id > ids\n",
         files: &[("files.tar", "TAR")],
@@ -407,4 +424,174 @@ fn named_directory_context_reads_as_buildkit_reads_a_context() {
     let ht2 = tree(&unpack(&hl2, &t.join("h-un2")).join("rootfs"));
     assert_ne!(ht2.get("x/sub/g"), ht.get("x/sub/g"));
     assert_eq!(fs::read_to_string(t.join("h-un2/rootfs/seen")).unwrap(), "changed\nf\n");
+}
+
+/// An ssh agent (OpenSSH's `ssh-agent`) on a socket of its own, holding one new ed25519 key;
+/// killed on drop.
+pub(crate) struct Agent {
+    pub sock: std::path::PathBuf,
+    pid: i32,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub(crate) fn start() -> Agent {
+        let dir = tempfile::Builder::new().prefix("agt").tempdir_in("/tmp").unwrap();
+        let sock = dir.path().join("a.sock");
+        // without -D the agent listens before its parent exits: the socket is there now
+        let out = Command::new("ssh-agent").arg("-s").arg("-a").arg(&sock).output().unwrap();
+        assert_success("ssh-agent", &out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid = text
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no SSH_AGENT_PID in {text}"));
+        let agent = Agent { sock, pid, _dir: dir };
+        let key = agent._dir.path().join("id");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hoist-test-key", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert_success("ssh-keygen", &out);
+        let out = Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent.sock).output().unwrap();
+        assert_success("ssh-add", &out);
+        agent
+    }
+
+    /// `ssh-add -l` against this agent: the key's size, fingerprint, comment and type.
+    pub(crate) fn list(&self) -> String {
+        let out = Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", &self.sock).output().unwrap();
+        assert_success("ssh-add -l", &out).to_string()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; pid is the agent this test started.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+    }
+}
+
+/// The host's `ssh-add` and the shared libraries it loads (its loader among them), copied
+/// into `dir`, so that a busybox RUN can list an agent's keys with
+/// `/x/LOADER --library-path /x /x/ssh-add -l`; returns LOADER's file name.
+pub(crate) fn ssh_add_bundle(dir: &Path) -> String {
+    fs::create_dir_all(dir).unwrap();
+    let bin = Path::new("/usr/bin/ssh-add");
+    fs::copy(bin, dir.join("ssh-add")).unwrap();
+    let out = Command::new("ldd").arg(bin).output().unwrap();
+    assert_success("ldd ssh-add", &out);
+    let mut loader = None;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let l = l.trim();
+        let path = match l.split_once("=> ") {
+            Some((_, r)) => r.split_whitespace().next().unwrap_or(""),
+            None => l.split_whitespace().next().unwrap_or(""),
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
+        fs::copy(path, dir.join(&name)).unwrap();
+        if !l.contains("=> ") {
+            loader = Some(name);
+        }
+    }
+    loader.expect("ldd names the loader")
+}
+
+/// `RUN --mount=type=secret` and `type=ssh` as BuildKit mounts them: a secret file at
+/// /run/secrets/ID, 0400 root unless `uid`/`gid`/`mode` say otherwise; an ssh agent socket at
+/// /run/buildkit/ssh_agent.0 (0600 root by default, or as `uid`/`mode` say) with
+/// SSH_AUTH_SOCK naming it, through which the host's `ssh-add` lists the key of a real
+/// `ssh-agent` started here. BuildKit gets `--ssh default=SOCKET`; hoist `--ssh default`
+/// with SSH_AUTH_SOCK set.
+#[test]
+fn secret_and_ssh_mounts_agree_with_buildkit() {
+    hoist_testkit::require!("dockerd", "skopeo", "umoci", "runc", "ssh-agent", "ssh-add", "ssh-keygen", "ldd", BUSYBOX);
+    hoist_testkit::require_root!("dockerd and RUN steps need root");
+    let dockerd = match Dockerd::start() {
+        Ok(d) => d,
+        Err(why) => panic!("dockerd (the BuildKit judge) did not start: {why}"),
+    };
+    let agent = Agent::start();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = crate::dockerfile::push_base(t, &reg);
+    let ctx = t.join("ctx");
+    let loader = ssh_add_bundle(&ctx.join("sshbits"));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             RUN --mount=type=secret,id=tok busybox stat -c '%a %u:%g' /run/secrets/tok > /secret-default && cat /run/secrets/tok > /secret-content\n\
+             RUN --mount=type=secret,id=tok,target=/run/t,uid=1000,gid=50,mode=0440 busybox stat -c '%a %u:%g' /run/t > /secret-set\n\
+             RUN --mount=type=ssh echo \"$SSH_AUTH_SOCK\" > /ssh-env && busybox stat -c '%a %u:%g %F' \"$SSH_AUTH_SOCK\" > /ssh-sock\n\
+             RUN --mount=type=ssh,id=default,uid=1000,mode=0660 busybox stat -c '%a %u:%g' \"$SSH_AUTH_SOCK\" > /ssh-set\n\
+             RUN --mount=type=ssh --mount=type=bind,source=sshbits,target=/x /x/{loader} --library-path /x /x/ssh-add -l > /ssh-keys\n"
+        ),
+    )
+    .unwrap();
+    let secret = t.join("token");
+    fs::write(&secret, "s3cret\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let secret_arg = format!("id=tok,src={}", secret.display());
+
+    let tag = "judge/secret-ssh:latest";
+    let ssh_arg = format!("default={}", agent.sock.display());
+    let bk = dockerd.build(tag, &ctx, &["--secret", &secret_arg, "--ssh", &ssh_arg]);
+    assert_success("docker build", &bk);
+    let tarp = t.join("bk.tar");
+    dockerd.docker_ok(&["save", "-o", tarp.to_str().unwrap(), tag]);
+    let bk_layout = t.join("bk");
+    let out = Command::new("skopeo")
+        .args(["copy", &format!("docker-archive:{}", tarp.display())])
+        .arg(format!("oci:{}:latest", bk_layout.display()))
+        .output()
+        .unwrap();
+    assert_success("skopeo copy", &out);
+
+    let hl = t.join("hoist");
+    let o = format!("type=oci,dest={},tar=false", hl.display());
+    let h = hoist_cmd()
+        .env("HOIST_STORE", t.join("store"))
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .args(["build", "-t", "img:latest", "--output", &o, "--secret", &secret_arg, "--ssh", "default"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success("hoist build --secret --ssh default", &h);
+
+    let mut bt = tree(&unpack(&bk_layout, &t.join("bk-un")).join("rootfs"));
+    let ht = tree(&unpack(&hl, &t.join("h-un")).join("rootfs"));
+    // 20.10's BuildKit leaves the directories it made for secret and ssh mount points in the
+    // layer; today's removes every stub it made (MountStubsCleaner, recursive since
+    // dockerfile 1.x's RemoveMountStubsRecursive), and so does hoist.
+    for stub in ["run/secrets", "run/buildkit"] {
+        assert_eq!(bt.remove(stub).as_deref(), Some("d 755 0:0"), "{stub} in BuildKit 20.10's image");
+        assert!(!ht.contains_key(stub), "{stub}: a mount point hoist made stays in the layer");
+    }
+    let diffs: Vec<String> = bt
+        .keys()
+        .chain(ht.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| bt.get(*k) != ht.get(*k))
+        .map(|k| format!("  {k}: BuildKit {:?} hoist {:?}", bt.get(k), ht.get(k)))
+        .collect();
+    assert!(diffs.is_empty(), "hoist differs from BuildKit:\n{}", diffs.join("\n"));
+    let read = |p: &str| fs::read_to_string(t.join("h-un/rootfs").join(p)).unwrap();
+    assert_eq!(read("secret-default"), "400 0:0\n");
+    assert_eq!(read("secret-content"), "s3cret\n");
+    assert_eq!(read("secret-set"), "440 1000:50\n");
+    assert_eq!(read("ssh-env"), "/run/buildkit/ssh_agent.0\n");
+    assert_eq!(read("ssh-sock"), "600 0:0 socket\n");
+    assert_eq!(read("ssh-set"), "660 1000:0\n");
+    let keys = read("ssh-keys");
+    assert!(keys.contains("hoist-test-key") && keys.contains("ED25519"), "{keys}");
+    assert_eq!(keys, agent.list(), "the RUN lists the agent's key");
 }

@@ -310,3 +310,211 @@ fn named_build_context_from_an_oci_layout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--build-context mybase=") && err.contains("missing"), "{err}");
 }
+
+/// `COPY --parents` as BuildKit copies it (its `dockerfile_parents_test.go` cases on a
+/// busybox stage): a source keeps its path below the context or stage root, or below a `/./`
+/// pivot; wildcards on both sides of the pivot, `**`, several sources into one tree; the
+/// directories on the way keep their own modes; a wildcard matching nothing copies nothing,
+/// a missing plain path is an error; `.dockerignore` and `--exclude` still apply.
+#[test]
+fn copy_parents_as_buildkit_copies() {
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::create_dir_all(ctx.join("foo1/foo2")).unwrap();
+    fs::write(ctx.join("foo1/foo2/bar"), "testing").unwrap();
+    fs::write(ctx.join("foo1/foo2/baz"), "testing2").unwrap();
+    fs::write(ctx.join("foo1/foo2/ignored"), "no").unwrap();
+    fs::write(ctx.join("foo1/foo2/x.tmp"), "no").unwrap();
+    fs::set_permissions(ctx.join("foo1"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(ctx.join("foo1/foo2"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(ctx.join(".dockerignore"), "foo1/foo2/ignored\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS base\nCOPY root/ /\nWORKDIR /test\n\
+         RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz && chmod 700 a/b\n\
+         FROM scratch AS middle\nCOPY --from=base --parents /test/a/b/./c/d /out/\n\
+         FROM scratch AS end\nCOPY --from=base --parents /test/a/b/c/d/. /out/\n\
+         FROM scratch AS start\nCOPY --from=base --parents ./test/a/b/c/d /out/\n\
+         FROM scratch AS double\nCOPY --from=base --parents /test/a/./b/./c /out/\n\
+         FROM scratch AS wildcard\nCOPY --from=base --parents /test/a/./*/c /out/\n\
+         FROM scratch AS doublewildcard\nCOPY --from=base --parents /test/a/b*/./c/**/e /out/\n\
+         FROM scratch AS doubleinputs\nCOPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /out/\n\
+         FROM scratch AS nomatch\nCOPY --from=base --parents /test/a/b/./c9* /test/a/b9*/c /out/\n\
+         FROM scratch\nCOPY --parents foo1/foo2/bar /ctx/\nWORKDIR /test\nCOPY --parents --exclude=**/*.tmp foo1/foo2/ba* foo1/foo2/*.tmp .\n\
+         COPY --parents foo1 /all/\n\
+         COPY --from=middle /out /middle\nCOPY --from=end /out /end\nCOPY --from=start /out /start\n\
+         COPY --from=double /out /double\nCOPY --from=wildcard /out /wildcard\nCOPY --from=doublewildcard /out /doublewildcard\n\
+         COPY --from=doubleinputs /out /doubleinputs\nCOPY --from=nomatch /out /nomatch\n",
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    assert_success("hoist build", &build(&t.join("store"), &ctx, &dest, &[]));
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    let mut paths: Vec<String> = walkdir::WalkDir::new(&root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(&root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    paths.sort();
+    let expect = [
+        "all",
+        "all/foo1",
+        "all/foo1/foo2",
+        "all/foo1/foo2/bar",
+        "all/foo1/foo2/baz",
+        "all/foo1/foo2/x.tmp",
+        "ctx",
+        "ctx/foo1",
+        "ctx/foo1/foo2",
+        "ctx/foo1/foo2/bar",
+        "double",
+        "double/b",
+        "double/b/c",
+        "double/b/c/d",
+        "double/b/c/d/e",
+        "double/b/c/d/e/bay",
+        "double/b/c/d/foo",
+        "doubleinputs",
+        "doubleinputs/c",
+        "doubleinputs/c/d",
+        "doubleinputs/c/d/e",
+        "doubleinputs/c/d/e/bar",
+        "doubleinputs/d",
+        "doubleinputs/d/e",
+        "doubleinputs/d/e/baz",
+        "doubleinputs/d/e2",
+        "doubleinputs/d/e2/baz",
+        "doublewildcard",
+        "doublewildcard/c",
+        "doublewildcard/c/d",
+        "doublewildcard/c/d/e",
+        "doublewildcard/c/d/e/bar",
+        "doublewildcard/c/d/e/bay",
+        "end",
+        "end/test",
+        "end/test/a",
+        "end/test/a/b",
+        "end/test/a/b/c",
+        "end/test/a/b/c/d",
+        "end/test/a/b/c/d/e",
+        "end/test/a/b/c/d/e/bay",
+        "end/test/a/b/c/d/foo",
+        "middle",
+        "middle/c",
+        "middle/c/d",
+        "middle/c/d/e",
+        "middle/c/d/e/bay",
+        "middle/c/d/foo",
+        "nomatch",
+        "start",
+        "start/test",
+        "start/test/a",
+        "start/test/a/b",
+        "start/test/a/b/c",
+        "start/test/a/b/c/d",
+        "start/test/a/b/c/d/e",
+        "start/test/a/b/c/d/e/bay",
+        "start/test/a/b/c/d/foo",
+        "test",
+        "test/foo1",
+        "test/foo1/foo2",
+        "test/foo1/foo2/bar",
+        "test/foo1/foo2/baz",
+        "wildcard",
+        "wildcard/b",
+        "wildcard/b/c",
+        "wildcard/b/c/d",
+        "wildcard/b/c/d/e",
+        "wildcard/b/c/d/e/bay",
+        "wildcard/b/c/d/foo",
+        "wildcard/b2",
+        "wildcard/b2/c",
+        "wildcard/b2/c/d",
+        "wildcard/b2/c/d/e",
+        "wildcard/b2/c/d/e/bar",
+    ];
+    assert_eq!(paths, expect, "what --parents copied");
+    let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(fs::read_to_string(root.join("ctx/foo1/foo2/bar")).unwrap(), "testing");
+    assert_eq!(
+        (mode("ctx/foo1"), mode("ctx/foo1/foo2"), mode("test/foo1")),
+        (0o700, 0o750, 0o700),
+        "parents keep theirs"
+    );
+    assert_eq!((mode("start/test/a/b"), mode("end/test/a/b"), mode("start/test/a")), (0o700, 0o700, 0o755));
+    let m = fs::symlink_metadata(root.join("ctx/foo1")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0), "context files are root's");
+
+    // a plain path that does not exist is an error; `--parents=false` is plain COPY
+    refused(t, &ctx, "FROM scratch\nCOPY --parents foo1/nope /x/\n", &["foo1/nope", "not found"]);
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY --parents=false foo1/foo2/bar /x/\n").unwrap();
+    let dest = t.join("oci2");
+    assert_success("hoist build --parents=false", &build(&t.join("store"), &ctx, &dest, &[]));
+    assert!(unpack(&dest, &t.join("bundle2")).join("rootfs/x/bar").is_file());
+}
+
+/// `RUN --mount` options as BuildKit reads them: tmpfs `size=`; `type=ssh` without `--ssh`
+/// (optional: no socket, SSH_AUTH_SOCK still set; `required`: an error naming the id);
+/// refused with BuildKit's words: `mode`/`uid`/`gid` on tmpfs and bind mounts, an unknown
+/// key, an unknown `sharing`, a secret `from`, an ssh `source`, a mount from the current stage;
+/// `--ssh` naming no socket.
+#[test]
+fn run_mount_options_as_buildkit_reads_them() {
+    hoist_testkit::require!("runc", "umoci", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\n\
+         RUN --mount=type=tmpfs,target=/t,size=1m busybox df -k /t > /tmpfs-df\n\
+         RUN --mount=type=ssh echo \"$SSH_AUTH_SOCK\" > /ssh-env && (test -e \"$SSH_AUTH_SOCK\" && echo present || echo absent) > /ssh-sock\n",
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    let out = hoist_cmd()
+        .env("HOIST_STORE", t.join("store"))
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["build", "-t", "img:latest", "--output", &format!("type=oci,dest={},tar=false", dest.display())])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success("hoist build", &out);
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    let df = fs::read_to_string(root.join("tmpfs-df")).unwrap();
+    let line = df.lines().last().unwrap_or_default().split_whitespace().collect::<Vec<_>>();
+    assert_eq!((line.get(1), line.last()), (Some(&"1024"), Some(&"/t")), "a 1 MiB tmpfs: {df}");
+    assert_eq!(fs::read_to_string(root.join("ssh-env")).unwrap(), "/run/buildkit/ssh_agent.0\n");
+    assert_eq!(fs::read_to_string(root.join("ssh-sock")).unwrap(), "absent\n");
+    assert!(!root.join("run/buildkit").exists(), "the ssh mount point is not left in the layer");
+
+    let pre = "FROM scratch AS a\nCOPY root/ /\n";
+    let cases: &[(&str, &[&str])] = &[
+        ("RUN --mount=type=ssh,id=git,required=true true", &["no SSH key \"git\" forwarded", "--ssh git"]),
+        ("RUN --mount=type=tmpfs,target=/t,mode=0700 true", &["mode not allowed for \"tmpfs\" type mounts"]),
+        ("RUN --mount=type=bind,target=/t,uid=1 true", &["uid not allowed for \"bind\" type mounts"]),
+        ("RUN --mount=type=cache,target=/c,bogus=1 true", &["unexpected key 'bogus' in 'bogus=1'"]),
+        ("RUN --mount=type=cache,target=/c,sharing=bogus true", &["unsupported sharing value \"bogus\""]),
+        ("RUN --mount=type=bind,target=/c,size=1m true", &["unexpected key 'size' for mount type 'bind'"]),
+        ("RUN --mount=type=secret,id=x,from=a true", &["secret mount should not have a from"]),
+        ("RUN --mount=type=ssh,source=x true", &["ssh does not support source"]),
+        ("RUN --mount=from=a,target=/x true", &["cannot mount from stage \"a\""]),
+    ];
+    for (run, needles) in cases {
+        refused(t, &ctx, &format!("{pre}{run}\n"), needles);
+    }
+    for bad in ["default=/nonexistent/agent.sock", "default=a,b"] {
+        let out = hoist_in(
+            &t.join("store"),
+            &["build", "--ssh", bad, "-o", "type=oci,dest=/dev/null", ctx.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(2), "--ssh {bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -4,7 +4,8 @@
 //! `--checksum` verified, revalidated with a conditional GET and reused on 304), `ADD <git
 //! url>#ref[:subdir]` (`--keep-git-dir`, commit-time mtimes), and the build contexts that are
 //! not a local directory: a git URL, an http(s) tarball, a tar on stdin, `-f -`. The images
-//! are judged by reading their layers' tar headers.
+//! are judged by reading their layers' tar headers, and one ADD-URL case and one git-context
+//! case against BuildKit (dockerd 20.10 fetching from the same server).
 
 use crate::common;
 
@@ -223,6 +224,7 @@ fn git_repo(t: &Path, root: &Path) -> u64 {
     fs::write(work.join("sub/deep/d.txt"), "d\n").unwrap();
     fs::write(work.join("ctxdir/Dockerfile"), "FROM scratch\nCOPY f.txt /from-git\n").unwrap();
     fs::write(work.join("ctxdir/f.txt"), "git context\n").unwrap();
+    fs::write(work.join("Dockerfile.root"), "FROM scratch\nCOPY ctxdir/f.txt /from-git\nCOPY sub /sub\n").unwrap();
     let git = |dir: &Path, args: &[&str]| {
         let out = Command::new("git")
             .current_dir(dir)
@@ -303,6 +305,17 @@ fn remote_and_stdin_build_contexts() {
     let out = build_with(&store, &t.join("oci1"), &[&format!("{}#main:ctxdir", web.url("/git/repo.git"))], None);
     assert_success("hoist build GIT-URL", &out);
     assert_eq!(image_entries(&t.join("oci1"))["from-git"].data, b"git context\n");
+    // the context has no .git unless BuildKit's BUILDKIT_CONTEXT_KEEP_GIT_DIR says so
+    let df = "FROM scratch\nCOPY . /ctx/\n";
+    let git_ctx = format!("{}#main", web.url("/git/repo.git"));
+    let out = build_with(&store, &t.join("oci1b"), &["-f", "-", &git_ctx], Some(df.as_bytes()));
+    assert_success("hoist build -f - GIT-URL", &out);
+    let img = image_entries(&t.join("oci1b"));
+    assert!(img.contains_key("ctx/a.txt") && !img.keys().any(|k| k.starts_with("ctx/.git")), "{:?}", img.keys());
+    let keep = ["--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1", "-f", "-", &git_ctx];
+    let out = build_with(&store, &t.join("oci1c"), &keep, Some(df.as_bytes()));
+    assert_success("hoist build BUILDKIT_CONTEXT_KEEP_GIT_DIR=1 GIT-URL", &out);
+    assert!(image_entries(&t.join("oci1c")).contains_key("ctx/.git/HEAD"));
 
     let ctx_tar = tar_gz(&[("Dockerfile", b"FROM scratch\nCOPY f.txt /from-tar\n"), ("f.txt", b"tar context\n")]);
     web.put("/ctx.tar.gz", ctx_tar.clone(), None, None);
@@ -329,4 +342,81 @@ fn remote_and_stdin_build_contexts() {
     let out = build_with(&store, &t.join("oci6"), &["-f", "-", "-"], Some(df));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("stdin"), "{err}");
+}
+
+/// hoist against BuildKit (dockerd 20.10, the test kit's judge) on the same server: `ADD
+/// <url>` (with and without `--chown`, an archive URL) and a git URL as the build context
+/// give the same files: kinds, modes, owners, contents, and the mtimes BuildKit gives a
+/// downloaded file (its `Last-Modified`); `-f` names a Dockerfile inside a git context.
+#[test]
+fn add_url_and_git_context_agree_with_buildkit() {
+    hoist_testkit::require!("dockerd", "skopeo", "git");
+    hoist_testkit::require_root!("dockerd needs root");
+    let dockerd = match hoist_testkit::dockerd::Dockerd::start() {
+        Ok(d) => d,
+        Err(why) => panic!("dockerd (the BuildKit judge) did not start: {why}"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    web.put("/files/hello.txt", "hello\n", Some("\"v1\""), Some(LAST_MODIFIED));
+    web.put("/files/a.tar.gz", tar_gz(&[("inside.txt", b"in\n")]), None, Some(LAST_MODIFIED));
+    git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let hello = web.url("/files/hello.txt");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD {hello} /\nADD --chown=7:8 {hello} /named\nADD {} /d/\n",
+            web.url("/files/a.tar.gz")
+        ),
+    )
+    .unwrap();
+    // (dockerd 20.10's BuildKit takes no `:SUBDIR`: the Dockerfile is named inside the repo)
+    let git_ctx = format!("{}#main", web.url("/git/repo.git"));
+    let cases: [(&str, String, &[&str], &str); 2] = [
+        ("add-url", ctx.display().to_string(), &[], "named"),
+        ("git-context", git_ctx, &["-f", "Dockerfile.root"], "from-git"),
+    ];
+    let mut diffs = Vec::new();
+    for (name, context, flags, must) in cases {
+        let tag = format!("judge/{name}:latest");
+        let bk = dockerd.build(&tag, Path::new(&context), flags);
+        assert_success(&format!("docker build {name}"), &bk);
+        let tarp = t.join(format!("{name}.tar"));
+        dockerd.docker_ok(&["save", "-o", tarp.to_str().unwrap(), &tag]);
+        let bk_layout = t.join(format!("{name}-bk"));
+        let out = Command::new("skopeo")
+            .args(["copy", &format!("docker-archive:{}", tarp.display())])
+            .arg(format!("oci:{}:latest", bk_layout.display()))
+            .output()
+            .unwrap();
+        assert_success("skopeo copy", &out);
+        let hl = t.join(format!("{name}-hoist"));
+        let args: Vec<&str> = flags.iter().copied().chain([context.as_str()]).collect();
+        assert_success(&format!("hoist build {name}"), &build_with(&t.join("store"), &hl, &args, None));
+        // everything but mtimes of directories (BuildKit stamps the ones it creates with the
+        // time of the build) and of files copied from a context (hoist writes
+        // SOURCE_DATE_EPOCH, BuildKit the checkout's time)
+        let strip = |m: BTreeMap<String, Entry>| -> BTreeMap<String, Entry> {
+            m.into_iter()
+                .map(|(k, mut e)| {
+                    if e.kind == 'd' || name == "git-context" {
+                        e.mtime = 0;
+                    }
+                    (k, e)
+                })
+                .collect()
+        };
+        let (b, h) = (strip(image_entries(&bk_layout)), strip(image_entries(&hl)));
+        assert!(b.contains_key(must) && h.contains_key(must), "{name}: {must} missing\n{b:?}\n{h:?}");
+        for k in b.keys().chain(h.keys()).collect::<std::collections::BTreeSet<_>>() {
+            if b.get(k) != h.get(k) {
+                diffs.push(format!("{name} {k}: BuildKit {:?} hoist {:?}", b.get(k), h.get(k)));
+            }
+        }
+    }
+    assert!(diffs.is_empty(), "hoist differs from BuildKit:\n{}", diffs.join("\n"));
 }

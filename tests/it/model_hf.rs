@@ -184,6 +184,43 @@ fn hf_pack_resumes_a_cut_download_into_the_registry() {
     assert_eq!(file_digests(&out), file_digests(&t.join("src")));
 }
 
+/// The hub is reached through the registry client's network layer: a 503 with `Retry-After`
+/// is retried as a registry's answer is, `--retries` means the same for both (one attempt:
+/// the 503 is final), and the token goes with every request to the hub.
+#[test]
+fn hf_pack_retries_a_503_under_the_registry_clients_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let hub = HfHub::start(vec![repo(&t.join("src"))], Some("secret"));
+    let rules = || vec![Rule::new().method("GET").path("/revision/").nth(1).status(503).retry_after(1)];
+    let proxy = FaultProxy::start(&hub.url(), rules()).unwrap();
+    let pack = |retries: &str, dest: &Path| {
+        hoist_cmd()
+            .env("HF_ENDPOINT", proxy.url())
+            .env("HF_TOKEN", "secret")
+            .args(["--retries", retries, "model", "pack", "hf://org/tiny", "--include", "*.json", "--output"])
+            .arg(format!("type=local-layout,dest={}", dest.display()))
+            .args(["--tag", "v1"])
+            .output()
+            .unwrap()
+    };
+    let out = pack("1", &t.join("one"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("503"), "--retries 1: the 503 is final: {err}");
+
+    proxy.set_rules(rules());
+    let out = pack("6", &t.join("two"));
+    assert!(out.status.success(), "the 503 is retried: {}", String::from_utf8_lossy(&out.stderr));
+    let asked: Vec<Option<u16>> =
+        proxy.exchanges().iter().filter(|e| e.path.contains("/revision/")).map(|e| e.status).collect();
+    assert_eq!(asked, [Some(503), Some(503), Some(200)], "one attempt, then two");
+    assert!(
+        proxy.exchanges().iter().all(|e| e.authorization.as_deref() == Some("Bearer secret")),
+        "the token goes to the hub: {:?}",
+        proxy.exchanges()
+    );
+}
+
 #[test]
 fn huggingface_hub_client_accepts_the_test_hub() {
     let Some(py) = python_with(hoist_testkit::test_name!(), "huggingface_hub") else { return };

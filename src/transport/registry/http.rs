@@ -273,13 +273,11 @@ impl Client {
                     }
                     return Ok(resp);
                 }
-                // a certificate problem will not change: not retried (a handshake cut short,
-                // as by a registry restarting, is)
-                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
+                Err(e) if is_certificate_failure(&e) => {
                     let id = self.http.has_identity(api_host(&host.name));
                     return Err(net_err_tls(&host.name, &e, id));
                 }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() => {
+                Err(e) if is_transient(&e) => {
                     let Some(wait) = retry.failed(None) else {
                         return Err(net_err(&host.name, &e));
                     };
@@ -292,6 +290,17 @@ impl Client {
     }
 }
 
+/// A certificate problem, which will not change on another attempt (a handshake cut short,
+/// as by a server restarting, is no certificate problem: it is retried).
+fn is_certificate_failure(e: &reqwest::Error) -> bool {
+    classify(e, false).is_some_and(|f| f != TlsFailure::NotTls)
+}
+
+/// A failure another attempt may not meet: the connection, a timeout, the request or its body.
+fn is_transient(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
 /// The answer to [`Client::get_url`].
 pub struct UrlResponse {
     /// The status (redirects followed).
@@ -300,6 +309,24 @@ pub struct UrlResponse {
     pub headers: reqwest::header::HeaderMap,
     /// The body; a stall (less than [`MIN_RATE`] over the read timeout) ends it with an error.
     pub body: BodyStream,
+}
+
+impl UrlResponse {
+    /// The whole body, at most `limit` bytes (`what` from `site` in errors): refused by its
+    /// `Content-Length` before a byte is read, or as soon as it runs over (the Hugging Face
+    /// hub's API answers and small files).
+    pub async fn read_limited(self, limit: u64, what: &str, site: &str) -> Result<Bytes> {
+        let too_large = || Error::malformed(what, site, format!("larger than {limit} bytes"));
+        let length = self.headers.get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+        if length.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        match collect_limited(self.body, limit).await {
+            Ok(b) => Ok(b),
+            Err(ReadError::TooLarge) => Err(too_large()),
+            Err(ReadError::Failed(e)) => Err(e),
+        }
+    }
 }
 
 impl Client {
@@ -329,10 +356,8 @@ impl Client {
                     let body = body_stream(resp, &host, self.opts.read_timeout);
                     return Ok(UrlResponse { status, headers, body });
                 }
-                Err(e) if classify(&e, false).is_some_and(|f| f != TlsFailure::NotTls) => {
-                    return Err(net_err(&host, &e));
-                }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                Err(e) if is_certificate_failure(&e) => return Err(net_err(&host, &e)),
+                Err(e) if is_transient(&e) => {
                     let Some(wait) = retry.failed(None) else { return Err(net_err(&host, &e)) };
                     tracing::info!(%host, error = %e.without_url_ref(), ?wait, "retrying");
                     tokio::time::sleep(wait).await;
@@ -496,8 +521,12 @@ pub(super) async fn read_limited(
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(ReadError::TooLarge);
     }
+    collect_limited(body_stream(resp, registry, window), limit).await
+}
+
+/// The chunks of `stream` in one buffer, at most `limit` bytes.
+async fn collect_limited(mut stream: BodyStream, limit: u64) -> std::result::Result<Bytes, ReadError> {
     let mut body = Vec::new();
-    let mut stream = body_stream(resp, registry, window);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ReadError::Failed)?;
         if body.len() as u64 + chunk.len() as u64 > limit {
