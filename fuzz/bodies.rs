@@ -19,7 +19,6 @@ pub fn reference(data: &[u8]) {
         let _ = e.to_string();
         let _ = e.tag();
         let _ = e.reference();
-        let _ = e.source_reference();
     }
 }
 

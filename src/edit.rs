@@ -114,8 +114,10 @@ impl ImageEdit {
     }
 
     /// Apply the config changes to an image config's JSON (other fields kept in their order).
-    pub fn apply_to_config(&self, config: &mut Value) -> Result<()> {
-        let root = config.as_object_mut().ok_or_else(|| Error::Other("image config is not a JSON object".into()))?;
+    /// `Err`: why the JSON cannot take them (the caller names the config in a
+    /// [`Error::Malformed`]).
+    pub fn apply_to_config(&self, config: &mut Value) -> std::result::Result<(), String> {
+        let root = config.as_object_mut().ok_or("image config is not a JSON object")?;
         if let Some(c) = &self.created {
             root.insert("created".into(), Value::from(c.clone()));
         }
@@ -173,12 +175,12 @@ impl ImageEdit {
         Ok(())
     }
 
-    /// Apply the annotations to an image manifest's JSON.
-    pub fn apply_to_manifest(&self, manifest: &mut Value) -> Result<()> {
+    /// Apply the annotations to an image manifest's JSON. `Err`: why it cannot take them.
+    pub fn apply_to_manifest(&self, manifest: &mut Value) -> std::result::Result<(), String> {
         if self.annotations.is_empty() {
             return Ok(());
         }
-        let root = manifest.as_object_mut().ok_or_else(|| Error::Other("manifest is not a JSON object".into()))?;
+        let root = manifest.as_object_mut().ok_or("manifest is not a JSON object")?;
         let a = object_field(root, "annotations")?;
         for (k, v) in &self.annotations {
             a.insert(k.clone(), Value::from(v.clone()));
@@ -221,20 +223,23 @@ impl ImageEdit {
     }
 }
 
-fn list_field<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Vec<Value>> {
+fn list_field<'a>(obj: &'a mut Map<String, Value>, key: &str) -> std::result::Result<&'a mut Vec<Value>, String> {
     let v = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
     if v.is_null() {
         *v = Value::Array(Vec::new());
     }
-    v.as_array_mut().ok_or_else(|| Error::Other(format!("image config's {key} is not a list")))
+    v.as_array_mut().ok_or_else(|| format!("image config's {key} is not a list"))
 }
 
-fn object_field<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>> {
+fn object_field<'a>(
+    obj: &'a mut Map<String, Value>,
+    key: &str,
+) -> std::result::Result<&'a mut Map<String, Value>, String> {
     let v = obj.entry(key).or_insert_with(|| Value::Object(Map::new()));
     if v.is_null() {
         *v = Value::Object(Map::new());
     }
-    v.as_object_mut().ok_or_else(|| Error::Other(format!("{key} is not an object")))
+    v.as_object_mut().ok_or_else(|| format!("{key} is not an object"))
 }
 
 #[cfg(test)]

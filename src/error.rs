@@ -232,6 +232,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A build step's command (a Dockerfile `RUN`) exited unsuccessfully or was killed: the
+    /// build fails (exit code 1), named as BuildKit names it.
+    #[error("{location}: {reason}")]
+    StepFailed {
+        /// The step (`Dockerfile:LINE`).
+        location: String,
+        /// The step, its command and how it ended.
+        reason: String,
+    },
+
     /// A destination or store refuses the request in its present state: an archive that is
     /// finished or abandoned, a layout with problems that would make gc delete too much, a
     /// source that stopped serving what it served before.

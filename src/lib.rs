@@ -17,7 +17,7 @@
 //! index) into a new layout as `v1`:
 //!
 //! ```
-//! use hoist::{copy, CopyOptions, Destination, Layout, NoProgress, Source};
+//! use hoist::{copy, CopyOptions, Destination, Layout, NoProgress, Source, TagOrDigest};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,13 +25,13 @@
 //! let dir = tempfile::tempdir()?;
 //! let dst = Layout::create(dir.path().join("copy"))?;
 //!
-//! let root = src.resolve(Some("multi")).await?; // the tag's descriptor
+//! let root = src.resolve(Some(&TagOrDigest::parse("multi"))).await?; // the tag's descriptor
 //! let tags = ["v1".to_string()];
 //! // Children first, every digest verified before it becomes visible, the tag last.
 //! let report = copy::graph(&src, &dst, &root, &tags, &CopyOptions::default(), &NoProgress).await?;
 //! dst.finish().await?;
 //!
-//! assert_eq!(dst.resolve(Some("v1")).await?.digest, root.digest); // byte for byte
+//! assert_eq!(dst.resolve(Some(&TagOrDigest::parse("v1"))).await?.digest, root.digest); // byte for byte
 //! assert!(report.blobs_uploaded > 0);
 //! # Ok(())
 //! # }

@@ -462,10 +462,10 @@ impl Source for PlanSource<'_, '_> {
         format!("index {}", self.plan.desc.digest)
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         match reference {
             None => Ok(self.plan.desc.clone()),
-            Some(r) if r == self.plan.desc.digest.to_string() => Ok(self.plan.desc.clone()),
+            Some(r) if r.digest() == Some(&self.plan.desc.digest) => Ok(self.plan.desc.clone()),
             Some(r) => Err(Error::not_found(r.to_string(), self.location())),
         }
     }
@@ -572,7 +572,7 @@ mod tests {
         fn location(&self) -> String {
             "mem".into()
         }
-        async fn resolve(&self, _r: Option<&str>) -> Result<Descriptor> {
+        async fn resolve(&self, _r: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
             Err(Error::Unsupported("mem".into()))
         }
         async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {

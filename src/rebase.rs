@@ -149,8 +149,10 @@ pub fn config_platform(config: &Value) -> Platform {
 /// Restack an image config: the new base's diff_ids and history, then the image's above the
 /// old base; `architecture`, `os`, `os.version` from the new base. `config` keeps its other
 /// fields and their order.
-pub fn restack(config: &mut Value, old: &BaseImage, new: &BaseImage) -> Result<()> {
-    let bad = |why: &str| Error::Other(format!("image config: {why}"));
+///
+/// `Err`: why the config cannot be restacked (the caller names it in an [`Error::Malformed`]).
+pub fn restack(config: &mut Value, old: &BaseImage, new: &BaseImage) -> std::result::Result<(), String> {
+    let bad = |why: &str| format!("image config: {why}");
     let root = config.as_object_mut().ok_or_else(|| bad("not a JSON object"))?;
     let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
     let ids = list(root.get("rootfs").and_then(|r| r.get("diff_ids")));

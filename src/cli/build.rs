@@ -604,7 +604,7 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
         Some(c) if is_stdin(Some(c)) => {
             let tmp = tmp.clone();
             let read = move || remote::context_from_reader_blocking(std::io::stdin().lock(), &tmp);
-            Some(tokio::task::spawn_blocking(read).await.map_err(|e| Error::Other(format!("reading stdin: {e}")))??)
+            Some(tokio::task::spawn_blocking(read).await.map_err(|e| Error::task("reading stdin", e))??)
         }
         Some(c) if is_fetched(Some(c)) => {
             let spec = c.to_str().unwrap_or_default();
@@ -628,7 +628,7 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
                 remote::dockerfile_from_reader_blocking(std::io::stdin().lock(), &tmp)
             })
             .await
-            .map_err(|e| Error::Other(format!("reading stdin: {e}")))??;
+            .map_err(|e| Error::task("reading stdin", e))??;
             (p, Some(t))
         }
         (Some(f), Some(_)) => (context.join(f), None),

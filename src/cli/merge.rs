@@ -155,7 +155,7 @@ struct Opened {
 
 async fn open_resolved(ctx: &Ctx, ep: Endpoint, label: String) -> Result<Opened> {
     let source = open_source(&ep, &ctx.client)?;
-    let desc = match (ep.source_reference(), &ep) {
+    let desc = match (ep.reference(), &ep) {
         (Some(r), _) => source.resolve(Some(&r)).await?,
         (None, Endpoint::Registry(_)) => plan::resolve(&ep, source.as_ref()).await?,
         (None, _) => {
@@ -364,7 +364,7 @@ pub(crate) async fn run_index(ctx: &Ctx, cmd: IndexCmd) -> Result<i32> {
     }
     let mut base = None;
     if let Some((src, tag)) = &base_src {
-        match src.resolve(Some(tag)).await {
+        match src.resolve(Some(&hoist::TagOrDigest::Tag(tag.clone()))).await {
             Ok(d) => {
                 let document = src.fetch_document(&d).await?;
                 base = Some(Base { source: src.as_ref(), document });

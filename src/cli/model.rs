@@ -440,7 +440,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<i32> {
             let converted = convert_model(source.as_ref(), &root, to.into()).await?;
             let tags: Vec<String> = match (dst_ep.tag(), src_ep.tag(), &dst_ep) {
                 (Some(t), _, _) => vec![t],
-                (None, Some(t), _) if dst_ep.source_reference().is_none() => vec![t],
+                (None, Some(t), _) if dst_ep.reference().is_none() => vec![t],
                 (None, _, hoist::transport::Endpoint::Registry(r)) if r.digest.is_none() => {
                     vec![hoist::copy::plan::default_tag().to_string()]
                 }

@@ -361,7 +361,7 @@ impl<'a> Converted<'a> {
                     set_descriptor(&mut value["config"], &config);
                 }
                 if let Some(e) = edit {
-                    e.apply_to_manifest(&mut value)?;
+                    e.apply_to_manifest(&mut value).map_err(|e| Error::malformed(&what, &loc, e))?;
                     if !e.layers.is_empty() {
                         let list = value
                             .as_object_mut()
@@ -680,7 +680,7 @@ impl Source for Converted<'_> {
         self.inner.location()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         self.inner.resolve(reference).await
     }
 

@@ -388,7 +388,7 @@ async fn copy_referrers(
             let base = crate::transport::registry::referrers::fallback_tag(&subject.digest);
             for suffix in COSIGN_TAG_SUFFIXES {
                 let tag = format!("{base}.{suffix}");
-                match src.resolve(Some(&tag)).await {
+                match src.resolve(Some(&crate::model::reference::TagOrDigest::Tag(tag.clone()))).await {
                     Ok(d) => found.push((d, Some(tag))),
                     Err(Error::NotFound { .. }) => {}
                     Err(e) => return Err(e),
@@ -627,7 +627,7 @@ mod tests {
         fn location(&self) -> String {
             "counting".into()
         }
-        async fn resolve(&self, r: Option<&str>) -> Result<Descriptor> {
+        async fn resolve(&self, r: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
             self.inner.resolve(r).await
         }
         async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {
@@ -697,14 +697,14 @@ mod tests {
         let one = CopyOptions { platforms: vec![Platform::parse("linux/arm64").unwrap()], ..Default::default() };
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &one, &NoProgress).await.unwrap();
-        assert_eq!(dst.resolve(Some("v1")).await.unwrap().digest, entries[1].digest);
+        assert_eq!(dst.resolve(Some(&"v1".into())).await.unwrap().digest, entries[1].digest);
         assert_eq!(r.rewritten.len(), 1, "the report says the index's arm64 image was taken");
         assert_eq!((&r.rewritten[0].from, &r.rewritten[0].to), (&root.digest, &entries[1].digest));
         let two =
             CopyOptions { platforms: Platform::parse_list("linux/amd64,linux/s390x").unwrap(), ..Default::default() };
         let dst = Memory::new();
         let r = graph(&src, &dst, &root, &["v1".into()], &two, &NoProgress).await.unwrap();
-        let tagged = dst.resolve(Some("v1")).await.unwrap();
+        let tagged = dst.resolve(Some(&"v1".into())).await.unwrap();
         assert_eq!(r.rewritten.len(), 1);
         assert_eq!(r.rewritten[0].to, tagged.digest);
         let doc = dst.fetch_document(&tagged).await.unwrap();

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
-use crate::model::reference::check_tag;
+use crate::model::reference::{check_tag, TagOrDigest};
 use crate::transport::layout::tag_of_ref_name;
 use crate::transport::roots::check_stored_name;
 use crate::transport::{unwrap_io_error, Endpoint, Source, VerifyReader};
@@ -39,24 +39,27 @@ pub type Root = (Descriptor, Vec<String>);
 
 /// The tag or digest to resolve in the source `ep`: the one it names, [`default_tag()`] for a
 /// registry reference naming none, `None` (the transport's own default root) otherwise.
-pub fn source_reference(ep: &Endpoint) -> Option<String> {
-    match (ep.source_reference(), ep) {
-        (None, Endpoint::Registry(_)) => Some(DEFAULT_TAG.to_string()),
+pub fn source_reference(ep: &Endpoint) -> Option<TagOrDigest> {
+    match (ep.reference(), ep) {
+        (None, Endpoint::Registry(_)) => Some(TagOrDigest::Tag(DEFAULT_TAG.to_string())),
         (r, _) => r,
     }
 }
 
 /// Resolve the one root `ep` names in `src` (opened from `ep`), per [`source_reference`].
 pub async fn resolve(ep: &Endpoint, src: &dyn Source) -> Result<Descriptor> {
-    src.resolve(source_reference(ep).as_deref()).await
+    src.resolve(source_reference(ep).as_ref()).await
 }
 
 /// The roots to copy from `src` (opened from `src_ep`) to `dst_ep`, each with its tags.
 /// See the module doc for the rules; errors name the endpoint at fault.
 pub async fn roots(src_ep: &Endpoint, src: &dyn Source, dst_ep: &Endpoint) -> Result<Vec<Root>> {
-    let found: Vec<(Descriptor, Option<String>)> = match (src_ep.source_reference(), src_ep) {
+    let found: Vec<(Descriptor, Option<String>)> = match (src_ep.reference(), src_ep) {
         (Some(r), _) => vec![(src.resolve(Some(&r)).await?, src_ep.tag())],
-        (None, Endpoint::Registry(_)) => vec![(src.resolve(Some(DEFAULT_TAG)).await?, Some(DEFAULT_TAG.to_string()))],
+        (None, Endpoint::Registry(_)) => {
+            let tag = TagOrDigest::Tag(DEFAULT_TAG.to_string());
+            vec![(src.resolve(Some(&tag)).await?, Some(DEFAULT_TAG.to_string()))]
+        }
         (None, _) => {
             let roots = src.roots().await?;
             if roots.is_empty() {
@@ -94,7 +97,7 @@ fn group_by_digest(found: Vec<(Descriptor, Option<String>)>) -> Vec<Root> {
 fn destination_tags(src_ep: &Endpoint, dst_ep: &Endpoint, roots: Vec<Root>) -> Result<Vec<Root>> {
     let dst_digest: Option<Digest> = match dst_ep {
         Endpoint::Registry(r) => r.digest.clone(),
-        _ => dst_ep.reference().and_then(|r| r.parse().ok()),
+        _ => dst_ep.reference().and_then(|r| r.digest().cloned()),
     };
     // docker-archive names (repo:tag) go into manifest.json when the writer is created.
     let explicit_dst_tag = if matches!(dst_ep, Endpoint::DockerArchive { .. }) { None } else { dst_ep.tag() };
@@ -201,9 +204,9 @@ mod tests {
     #[test]
     fn default_tag_is_latest() {
         assert_eq!(default_tag(), "latest");
-        assert_eq!(source_reference(&ep("localhost:5000/a")).as_deref(), Some("latest"));
+        assert_eq!(source_reference(&ep("localhost:5000/a")), Some(TagOrDigest::Tag("latest".into())));
         assert_eq!(source_reference(&ep("oci:dir")), None);
-        assert_eq!(source_reference(&ep("oci:dir:v1")).as_deref(), Some("v1"));
+        assert_eq!(source_reference(&ep("oci:dir:v1")), Some(TagOrDigest::Tag("v1".into())));
     }
 
     #[tokio::test]

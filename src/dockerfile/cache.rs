@@ -274,7 +274,7 @@ pub(crate) fn inline_table(
     image_layers: &BTreeSet<Digest>,
 ) -> Result<serde_json::Value> {
     serde_json::to_value(StepTable { steps: kept(steps, CacheMode::Min, image_layers), image: vec![] })
-        .map_err(|e| Error::Other(e.to_string()))
+        .map_err(|e| Error::serialize("inline build cache", e))
 }
 
 /// Write the cache manifest of `steps` into `layout` (blobs are already there): the entries
@@ -296,7 +296,8 @@ pub(crate) fn write_cache(
         }
     }
     let image = image_layers.iter().filter(|d| layers.contains_key(d)).cloned().collect();
-    let table = serde_json::to_vec(&StepTable { steps: kept, image }).map_err(|e| Error::Other(e.to_string()))?;
+    let table = serde_json::to_vec(&StepTable { steps: kept, image })
+        .map_err(|e| Error::serialize("build cache step table", e))?;
     let config = store_bytes(layout, CACHE_CONFIG_TYPE, &table)?;
     let mut manifest = ImageManifest::new(config, layers.into_values().collect());
     manifest.artifact_type = Some(CACHE_ARTIFACT_TYPE.into());

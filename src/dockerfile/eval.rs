@@ -154,7 +154,7 @@ pub async fn build_dockerfile(
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
     if let Some(saved) = stat_saved {
-        saved.await.map_err(|e| Error::Other(format!("stat cache: {e}")))??;
+        saved.await.map_err(|e| Error::task("writing the stat cache", e))??;
     }
     let seen = ctx.seen.lock().expect("cache record lock").clone();
     if !opts.cache_export.is_empty() {
@@ -942,7 +942,7 @@ async fn workdir_layer(ctx: &mut Ctx<'_>, st: &mut Stage, ins: &Instruction, pat
                 let dirs = stc.dirs_blocking(&layout)?;
                 // a WORKDIR that is a dangling symlink creates its target (inside the image)
                 let rel = resolve_in_stack(&dirs, &normalize_target(&p)?, true)
-                    .map_err(|e| Error::Other(format!("WORKDIR {p}: {e}")))?;
+                    .map_err(|e| Error::io(format!("WORKDIR {p}"), e))?;
                 if rel.is_empty() || lookup(&dirs, &rel).is_some() {
                     return Ok(None);
                 }

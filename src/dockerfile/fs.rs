@@ -324,7 +324,7 @@ pub fn mount_overlay(dirs: &[PathBuf], empty: &Path, upper: Option<(&Path, &Path
         .args(["-t", "overlay", "overlay", "-o", &opts])
         .arg(target)
         .output()
-        .map_err(|e| Error::Other(format!("mount: {e}")))?;
+        .map_err(|e| Error::io("mount", e))?;
     if !out.status.success() {
         return Err(Error::Unsupported(format!(
             "cannot mount an overlay at {} (hoist needs root and overlayfs for RUN and COPY --from): {}",

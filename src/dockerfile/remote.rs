@@ -145,7 +145,7 @@ fn save_record(layout: &Layout, r: &Record) -> Result<()> {
     let dir = p.parent().expect("downloads dir");
     std::fs::create_dir_all(dir).at(dir)?;
     let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-    std::fs::write(tmp.path(), serde_json::to_vec(r).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
+    std::fs::write(tmp.path(), serde_json::to_vec(r).map_err(|e| Error::serialize("URL record", e))?).at(tmp.path())?;
     tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
     Ok(())
 }
@@ -378,7 +378,7 @@ pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_
             let t = tmp_in.to_path_buf();
             let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, keep_git_dir))
                 .await
-                .map_err(|e| Error::Other(format!("git checkout: {e}")))??;
+                .map_err(|e| Error::task("git checkout", e))??;
             Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })
         }
         Some(Remote::Http(url)) => {
@@ -407,7 +407,7 @@ pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_
             drop(f);
             tokio::task::spawn_blocking(move || context_from_file_blocking(tmp, &shown))
                 .await
-                .map_err(|e| Error::Other(format!("build context: {e}")))?
+                .map_err(|e| Error::task("build context", e))?
         }
         None => Err(Error::Usage(format!("{spec}: not a git or http(s) URL"))),
     }
@@ -455,7 +455,7 @@ fn context_from_file_blocking(tmp: tempfile::TempDir, shown: &str) -> Result<Fet
     let dir = tmp.path().join("context");
     std::fs::create_dir_all(&dir).at(&dir)?;
     let unpacked = super::eval::extract_archive_blocking(&file, &dir, Some(MAX_CONTEXT_SIZE))
-        .map_err(|e| Error::Other(format!("build context {shown}: {e}")))?;
+        .map_err(|e| Error::malformed("build context archive", shown, e))?;
     if unpacked {
         return Ok(FetchedContext { dir, _tmp: tmp, dockerfile: None });
     }

@@ -553,8 +553,11 @@ pub(crate) async fn run_step(
                                 set_owner_mode(&s2, owner, mode)
                             })
                             .await?;
-                            if fs::rename(&seeded, &dir).is_err() && !dir.is_dir() {
-                                return Err(Error::Other(format!("cache mount {id}: {} not made", dir.display())));
+                            if let Err(e) = fs::rename(&seeded, &dir) {
+                                // another build made it first: it is there
+                                if !dir.is_dir() {
+                                    return Err(Error::io(&dir, e));
+                                }
                             }
                         }
                         dir
@@ -726,14 +729,14 @@ pub(crate) async fn run_step(
             }
         }
         let spec_path = bundle.join("config.json");
-        fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?)
+        fs::write(&spec_path, serde_json::to_vec_pretty(&spec).map_err(|e| Error::serialize("OCI runtime spec", e))?)
             .at(&spec_path)?;
         let state = t.path().join("state");
         let id =
             format!("hoist-{}", t.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         let mut cmd = Command::new(&runtime);
         cmd.arg("--root").arg(&state).args(["run", "--bundle"]).arg(&bundle).arg(&id).stdin(Stdio::null());
-        let status = run_with_output(cmd, output).map_err(|e| Error::Other(format!("{}: {e}", runtime.display())))?;
+        let status = run_with_output(cmd, output).map_err(|e| Error::io(&runtime, e))?;
         if let Some(m) = mounted {
             m.unmount()?;
         }
@@ -744,11 +747,14 @@ pub(crate) async fn run_step(
                 (None, Some(sig)) => format!("killed by signal {sig}"),
                 _ => status.to_string(),
             };
-            return Err(Error::Other(format!(
-                "{file}:{line}: [{label}] {}: process {:?} did not complete successfully: {how}",
-                truncate(&by_step),
-                truncate(&argv.join(" ")),
-            )));
+            return Err(Error::StepFailed {
+                location: format!("{file}:{line}"),
+                reason: format!(
+                    "[{label}] {}: process {:?} did not complete successfully: {how}",
+                    truncate(&by_step),
+                    truncate(&argv.join(" ")),
+                ),
+            });
         }
         // Remove the runtime's mount points (deepest first) when they are empty.
         let changed = if before.is_some() { &merged } else { &upper };
@@ -817,7 +823,9 @@ async fn mount_from(
             if let Some(n) = ctx.named_dirs.get(f) {
                 return Ok(n.dir.clone());
             }
-            images.get(f).ok_or_else(|| Error::Other(format!("--mount from={f}: no such stage, context or image")))?
+            images.get(f).ok_or_else(|| {
+                Error::not_found(format!("--mount from={f}"), "the build's stages, contexts and images")
+            })?
         }
     };
     ctx.ensure_layers(&other.layers).await?;

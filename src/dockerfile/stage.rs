@@ -302,8 +302,9 @@ impl Ctx<'_> {
         futures::future::join_all(prefetched).await;
         futures::stream::iter(wanted.iter().map(|(i, l)| async move {
             let cache = &self.imported[*i];
-            cache.fetch(l, self.layout).await.map_err(|e| {
-                Error::Other(format!("build cache {}: layer {} could not be fetched: {e}", cache.name(), l.digest))
+            // the error names the cache's source and the layer; its kind is kept
+            cache.fetch(l, self.layout).await.inspect_err(|e| {
+                tracing::warn!(cache = cache.name(), layer = %l.digest, error = %e, "build cache layer not fetched")
             })
         }))
         .buffer_unordered(4)
@@ -333,7 +334,8 @@ impl Ctx<'_> {
         let dir = p.parent().expect("steps dir");
         fs::create_dir_all(dir).at(dir)?;
         let tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-        fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::Other(e.to_string()))?).at(tmp.path())?;
+        fs::write(tmp.path(), serde_json::to_vec(&e).map_err(|e| Error::serialize("build cache entry", e))?)
+            .at(tmp.path())?;
         tmp.persist(&p).map_err(|e| Error::io(&p, e.error))?;
         Ok(())
     }
@@ -383,7 +385,7 @@ pub(crate) fn join_abs(base: &str, rel: &str) -> String {
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Other(format!("build step: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::task("build step", e))?
 }
 
 pub(crate) fn truncate(s: &str) -> String {

@@ -115,6 +115,19 @@ impl TagOrDigest {
     }
 }
 
+/// [`TagOrDigest::parse`].
+impl From<&str> for TagOrDigest {
+    fn from(s: &str) -> Self {
+        TagOrDigest::parse(s)
+    }
+}
+
+impl From<Digest> for TagOrDigest {
+    fn from(d: Digest) -> Self {
+        TagOrDigest::Digest(d)
+    }
+}
+
 impl fmt::Display for TagOrDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

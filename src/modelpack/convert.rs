@@ -119,7 +119,7 @@ impl Source for ConvertedModel<'_> {
         self.inner.location()
     }
 
-    async fn resolve(&self, _reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, _reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         Ok(self.root.clone())
     }
 
@@ -557,7 +557,12 @@ fn kitfile_for(
             Some("code") => kf.code.push(entry(i)),
             Some("dataset") => kf.datasets.push(entry(i)),
             Some("docs") => kf.docs.push(entry(i)),
-            _ => return Err(Error::Other(format!("layer {}: unexpected media type {mt}", l.digest))),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "layer {}: media type {mt} has no place in a Kitfile (model, modelpart, code, dataset, docs)",
+                    l.digest
+                )))
+            }
         }
     }
     kf.model = model;

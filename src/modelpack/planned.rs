@@ -63,7 +63,7 @@ impl Source for PlannedModel {
         self.location.clone()
     }
 
-    async fn resolve(&self, _reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, _reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         Ok(self.root.clone())
     }
 

@@ -691,7 +691,7 @@ async fn apply_age_filters(repo: &Repository, targets: Vec<String>, f: &Filters,
 /// The `created` time (Unix seconds) of the image `target` names: its config's, or for an
 /// index its first image's (attestations skipped).
 async fn created_of(repo: &Repository, target: &str) -> Result<Option<i64>> {
-    let desc = repo.resolve(Some(target)).await?;
+    let desc = repo.resolve(Some(&crate::model::reference::TagOrDigest::parse(target))).await?;
     let mut doc = repo.fetch_document(&desc).await?;
     if let View::Index(i) = &doc.view {
         if let Some(t) = i.annotations.get(crate::model::media::ANNOTATION_CREATED) {
@@ -864,7 +864,10 @@ impl RunCtx<'_> {
                 name.digest = Some(digest.clone());
                 r.head_manifest(&at).await?.map(|d| (Endpoint::Registry(name), d))
             }
-            Src::Local { src, .. } => match src.resolve(Some(&at)).await {
+            Src::Local { src, .. } => match src
+                .resolve(Some(&crate::model::reference::TagOrDigest::Digest(digest.clone())))
+                .await
+            {
                 Ok(d) => {
                     let mut endpoint = item.src.endpoint(item)?;
                     if let Endpoint::Layout { reference, .. } | Endpoint::OciArchive { reference, .. } = &mut endpoint {
@@ -892,7 +895,9 @@ impl RunCtx<'_> {
                     .head_manifest(&item.target)
                     .await?
                     .ok_or_else(|| Error::not_found(item.target.clone(), Source::location(r))),
-                (None, Src::Local { src, .. }) => src.resolve(Some(&item.target)).await,
+                (None, Src::Local { src, .. }) => {
+                    src.resolve(Some(&crate::model::reference::TagOrDigest::parse(&item.target))).await
+                }
             }
         };
         let dst_head = async {
@@ -1009,7 +1014,10 @@ impl RunCtx<'_> {
             Dst::Registry { repo, .. } => repo.fetch_document(have).await?,
             Dst::Layout { .. } => {
                 let sink = self.layout.as_ref().expect("layout destination");
-                let d = sink.layout.resolve(Some(&have.digest.to_string())).await?;
+                let d = sink
+                    .layout
+                    .resolve(Some(&crate::model::reference::TagOrDigest::Digest(have.digest.clone())))
+                    .await?;
                 sink.layout.fetch_document(&d).await?
             }
         };
@@ -1034,7 +1042,7 @@ impl Source for LocalSource {
     fn location(&self) -> String {
         self.inner.location()
     }
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
         self.inner.resolve(reference).await
     }
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {

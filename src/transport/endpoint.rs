@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::descriptor::Platform;
-use crate::model::reference::{check_ref_name, Reference};
+use crate::model::reference::{check_ref_name, Reference, TagOrDigest};
 use crate::transport::archive::docker::MadeManifest;
 use crate::transport::registry::Client;
 use crate::transport::{Destination, Source};
@@ -196,35 +196,27 @@ impl Endpoint {
         s.parse()
     }
 
-    /// The tag or digest named, if any.
-    pub fn reference(&self) -> Option<String> {
+    /// The tag or digest named, if any, read once here: what a source resolves
+    /// ([`Source::resolve`]; a docker-archive's `repo:tag` is a name it keeps, a tag here).
+    pub fn reference(&self) -> Option<TagOrDigest> {
+        let of =
+            |r: &Reference| r.digest.clone().map(TagOrDigest::Digest).or_else(|| r.tag.clone().map(TagOrDigest::Tag));
         match self {
             Endpoint::Layout { reference, .. }
             | Endpoint::OciArchive { reference, .. }
-            | Endpoint::DockerArchive { reference, .. } => reference.clone(),
-            Endpoint::Registry(r) => r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tag.clone()),
-            Endpoint::Containerd(t) => {
-                t.reference.digest.as_ref().map(|d| d.to_string()).or_else(|| t.reference.tag.clone())
-            }
-            Endpoint::Podman { tag, .. } => tag.clone(),
-        }
-    }
-
-    /// The tag or digest to resolve in the source (docker-archive names are `repo:tag`).
-    pub fn source_reference(&self) -> Option<String> {
-        match self {
-            Endpoint::DockerArchive { reference: Some(r), .. }
-                if r.parse::<crate::model::digest::Digest>().is_err() =>
-            {
-                Some(r.clone())
-            }
-            _ => self.reference(),
+            | Endpoint::DockerArchive { reference, .. } => reference.as_deref().map(TagOrDigest::parse),
+            Endpoint::Registry(r) => of(r),
+            Endpoint::Containerd(t) => of(&t.reference),
+            Endpoint::Podman { tag, .. } => tag.clone().map(TagOrDigest::Tag),
         }
     }
 
     /// The tag named (not a digest).
     pub fn tag(&self) -> Option<String> {
-        self.reference().filter(|r| r.parse::<crate::model::digest::Digest>().is_err())
+        match self.reference()? {
+            TagOrDigest::Tag(t) => Some(t),
+            TagOrDigest::Digest(_) => None,
+        }
     }
 }
 
@@ -239,7 +231,10 @@ pub fn open_source_as(ep: &Endpoint, client: &Arc<Client>, made: MadeManifest) -
     Ok(match ep {
         Endpoint::Layout { path, .. } => Box::new(crate::transport::layout::Layout::open(path)?),
         Endpoint::Registry(r) => Box::new(client.repository(r)),
-        Endpoint::OciArchive { .. } | Endpoint::DockerArchive { .. } => return open_archive_source(ep, made),
+        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
+        Endpoint::DockerArchive { path, .. } => {
+            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
+        }
         Endpoint::Containerd(t) => open_containerd(t)?,
         Endpoint::Podman { .. } => {
             return Err(Error::Unsupported(format!(
@@ -309,16 +304,6 @@ fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
         return Err(bad("docker-archive names take a tag, not a digest".into()));
     }
     Ok(parsed.normalized())
-}
-
-fn open_archive_source(ep: &Endpoint, made: MadeManifest) -> Result<Box<dyn Source>> {
-    Ok(match ep {
-        Endpoint::OciArchive { path, .. } => Box::new(crate::transport::archive::oci::OciArchive::open(path)?),
-        Endpoint::DockerArchive { path, .. } => {
-            Box::new(crate::transport::archive::docker::DockerArchive::open_as(path, made)?)
-        }
-        _ => return Err(Error::Other(format!("{ep} is not an archive"))),
-    })
 }
 
 #[cfg(test)]

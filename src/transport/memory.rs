@@ -65,11 +65,11 @@ impl Source for Memory {
         LOC.to_string()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         let st = self.state.lock().expect("lock");
-        let digest = match reference.map(TagOrDigest::parse) {
-            Some(TagOrDigest::Digest(d)) => d,
-            Some(TagOrDigest::Tag(tag)) => st.roots.resolve(Some(&tag), LOC, |_| Ok(None))?.digest,
+        let digest = match reference {
+            Some(TagOrDigest::Digest(d)) => d.clone(),
+            Some(tag @ TagOrDigest::Tag(_)) => st.roots.resolve(Some(tag), LOC, |_| Ok(None))?.digest,
             None => {
                 let all: BTreeSet<Digest> = st.roots.entries().into_iter().map(|d| d.digest).collect();
                 match all.into_iter().collect::<Vec<_>>().as_slice() {

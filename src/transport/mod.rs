@@ -28,6 +28,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::{Document, View};
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 
 /// A stream of blob bytes.
 pub type BlobStream = Pin<Box<dyn AsyncRead + Send>>;
@@ -50,8 +51,9 @@ pub trait Source: Send + Sync {
     /// Human-readable location used in errors, e.g. `oci:./out`.
     fn location(&self) -> String;
 
-    /// Resolve a tag or digest (`None`: the transport's default root) to a descriptor.
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor>;
+    /// Resolve a tag or digest, read once where it came in (`None`: the transport's default
+    /// root), to a descriptor.
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor>;
 
     /// Raw bytes of a manifest or index (not yet verified).
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes>;
@@ -280,7 +282,7 @@ macro_rules! forward {
             fn location(&self) -> String {
                 (**self).location()
             }
-            async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+            async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
                 (**self).resolve(reference).await
             }
             async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {

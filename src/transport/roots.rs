@@ -305,11 +305,11 @@ impl RootIndex {
     /// is the same once normalized (`alpine:3` finds `docker.io/library/alpine:3`).
     pub fn resolve(
         &self,
-        reference: Option<&str>,
+        reference: Option<&TagOrDigest>,
         location: &str,
         manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
     ) -> Result<Descriptor> {
-        if let Some(tag) = reference.filter(|r| TagOrDigest::parse(r).tag().is_some()) {
+        if let Some(tag) = reference.and_then(TagOrDigest::tag) {
             let exact = self.by_tag.get(tag).and_then(|s| s.iter().find_map(|&i| self.slots[i].as_ref()));
             if let Some(e) = exact {
                 return Ok(e.desc());
@@ -322,7 +322,7 @@ impl RootIndex {
 /// `RootIndex::resolve` over a plain list of entries (archives that keep one).
 pub fn resolve_in_entries(
     entries: &[Descriptor],
-    reference: Option<&str>,
+    reference: Option<&TagOrDigest>,
     location: &str,
     manifest_by_digest: impl FnOnce(&Digest) -> Result<Option<Bytes>>,
 ) -> Result<Descriptor> {
@@ -338,8 +338,8 @@ pub fn resolve_in_entries(
                 ),
             }),
         },
-        Some(r) if TagOrDigest::parse(r).digest().is_some() => {
-            let digest: Digest = r.parse()?;
+        Some(TagOrDigest::Digest(digest)) => {
+            let digest = digest.clone();
             if let Some(d) = entries.iter().find(|d| d.digest == digest) {
                 return Ok(d.clone());
             }
@@ -356,7 +356,8 @@ pub fn resolve_in_entries(
             }
             Ok(Document::parse(bytes, digest, None, location)?.descriptor())
         }
-        Some(name) => {
+        Some(TagOrDigest::Tag(name)) => {
+            let name = name.as_str();
             let exact = entries.iter().position(|d| stored_names(d).any(|n| n == name));
             let by_tag = || entries.iter().position(|d| d.ref_name().is_some_and(|n| tag_of_ref_name(n) == name));
             let by_normalized = || {
@@ -447,7 +448,7 @@ mod tests {
         assert!(idx.add_untagged(&a).unwrap());
         assert!(idx.untag("v1") && !idx.untag("v1"));
         assert_eq!(idx.len(), 2);
-        assert_eq!(idx.resolve(Some("v2"), "t", |_| Ok(None)).unwrap().digest, b.digest);
+        assert_eq!(idx.resolve(Some(&"v2".into()), "t", |_| Ok(None)).unwrap().digest, b.digest);
         assert!(RootIndex::parse_strict(b"{}", "t").is_err());
         assert!(RootIndex::parse_strict(br#"{"schemaVersion":2,"manifests":[]}"#, "t").is_ok());
         assert!(RootIndex::parse(br#"{"manifests":{}}"#, "t").is_err());
@@ -499,7 +500,7 @@ mod tests {
             ),
             d(b"c", &[(media::ANNOTATION_REF_NAME, "docker.io/me/app:latest")]),
         ];
-        let find = |r: &str| resolve_in_entries(&entries, Some(r), "t", |_| Ok(None)).map(|d| d.digest);
+        let find = |r: &str| resolve_in_entries(&entries, Some(&r.into()), "t", |_| Ok(None)).map(|d| d.digest);
         for (name, want) in [
             ("localhost/app:v1", 0),
             ("v1", 0),
@@ -518,7 +519,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(idx.resolve(Some("alpine:3.20"), "t", |_| Ok(None)).unwrap().digest, entries[1].digest);
+        assert_eq!(idx.resolve(Some(&"alpine:3.20".into()), "t", |_| Ok(None)).unwrap().digest, entries[1].digest);
     }
 
     #[test]

@@ -278,7 +278,7 @@ pub(crate) async fn append_layer(
     blob: Bytes,
     format: &'static str,
 ) -> Result<Written> {
-    let mut layers = match src.resolve(Some(tag)).await {
+    let mut layers = match src.resolve(Some(&crate::model::reference::TagOrDigest::Tag(tag.to_string()))).await {
         Ok(d) => match src.fetch_document(&d).await?.view {
             View::Manifest(m) => m.layers,
             View::Index(_) => {
@@ -301,7 +301,7 @@ pub(crate) async fn append_layer(
     };
     if let Some(existing) = layers.iter().find(|l| l.digest == layer.digest && l.annotations == layer.annotations) {
         let _ = existing;
-        let d = src.resolve(Some(tag)).await?;
+        let d = src.resolve(Some(&crate::model::reference::TagOrDigest::Tag(tag.to_string()))).await?;
         return Ok(written(d.digest, false));
     }
     layers.push(layer.clone());

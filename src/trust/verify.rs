@@ -233,7 +233,7 @@ fn refused(format: &'static str, manifest: &Digest, blob: Option<Digest>, reason
 
 async fn check_legacy(src: &dyn Source, subject: &Descriptor, rules: &Rules<'_>, out: &mut Vec<Checked>) -> Result<()> {
     let tag = sig_tag(&subject.digest);
-    let desc = match src.resolve(Some(&tag)).await {
+    let desc = match src.resolve(Some(&crate::model::reference::TagOrDigest::Tag(tag.clone()))).await {
         Ok(d) => d,
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
@@ -386,7 +386,7 @@ async fn check_legacy_attestations(
     out: &mut Vec<Checked>,
 ) -> Result<()> {
     let tag = att_tag(&subject.digest);
-    let desc = match src.resolve(Some(&tag)).await {
+    let desc = match src.resolve(Some(&crate::model::reference::TagOrDigest::Tag(tag.clone()))).await {
         Ok(d) => d,
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),

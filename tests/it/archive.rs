@@ -87,7 +87,7 @@ async fn copy_tagged(
     reference: &str,
     tags: &[&str],
 ) -> hoist::Result<Descriptor> {
-    let root = src.resolve(Some(reference)).await?;
+    let root = src.resolve(Some(&reference.into())).await?;
     let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     copy::graph(src, dst, &root, &tags, &CopyOptions::default(), &NoProgress).await?;
     dst.finish().await?;
@@ -151,15 +151,15 @@ async fn oci_archive_round_trip_is_byte_stable() {
     assert_eq!(names.len(), 2 + 3 + 2);
 
     let ar = OciArchive::open(out.join("a.tar")).unwrap();
-    let root = ar.resolve(Some("v1")).await.unwrap();
+    let root = ar.resolve(Some(&"v1".into())).await.unwrap();
     assert_eq!(root.digest, mdesc.digest);
     assert_eq!(ar.roots().await.unwrap().len(), 1);
     assert_eq!(ar.resolve(None).await.unwrap().digest, mdesc.digest);
-    assert_eq!(ar.resolve(Some(&mdesc.digest.to_string())).await.unwrap().digest, mdesc.digest);
+    assert_eq!(ar.resolve(Some(&mdesc.digest.clone().into())).await.unwrap().digest, mdesc.digest);
 
     let back = Layout::create(t.path().join("back")).unwrap();
     copy_tagged(&ar, &back, "v1", &["v1"]).await.unwrap();
-    assert_eq!(back.resolve_sync(Some("v1")).unwrap().digest, mdesc.digest);
+    assert_eq!(back.resolve_sync(Some(&"v1".into())).unwrap().digest, mdesc.digest);
     assert!(back.fsck().await.unwrap().is_empty());
 }
 
@@ -223,7 +223,7 @@ async fn docker_archive_is_read_by_skopeo_and_hoist() {
     // hoist reads its own docker-archive through index.json: digests round-trip.
     let ar = DockerArchive::open(&file).unwrap();
     assert!(ar.is_oci());
-    assert_eq!(ar.resolve(Some("v1")).await.unwrap().digest, mdesc.digest);
+    assert_eq!(ar.resolve(Some(&"v1".into())).await.unwrap().digest, mdesc.digest);
 }
 
 /// podman in a private vfs store; containerd is not tried (it needs root and a daemon).
@@ -272,13 +272,13 @@ async fn docker_archive_from_skopeo_reads_into_a_layout() {
     let roots = ar.roots().await.unwrap();
     assert_eq!(roots.len(), 1);
     assert_eq!(roots[0].1.as_deref(), Some("example.com/hoist/test:v1"));
-    let root = ar.resolve(Some("v1")).await.unwrap();
+    let root = ar.resolve(Some(&"v1".into())).await.unwrap();
     assert_eq!(root.media_type, media::DOCKER_MANIFEST);
 
     let dst = Layout::create(t.path().join("dst")).unwrap();
     copy_tagged(&ar, &dst, "example.com/hoist/test:v1", &["v1"]).await.unwrap();
     assert!(dst.fsck().await.unwrap().is_empty());
-    let got = dst.resolve_sync(Some("v1")).unwrap();
+    let got = dst.resolve_sync(Some(&"v1".into())).unwrap();
     assert_eq!(got.digest, root.digest);
 
     // The layer in the layout holds our files.
@@ -362,7 +362,7 @@ async fn artifact_to_docker_archive_is_refused() {
     let w = OciArchiveWriter::create(out.join("oci.tar")).await.unwrap();
     copy_tagged(&src, &w, "art", &["art"]).await.unwrap();
     let ar = OciArchive::open(out.join("oci.tar")).unwrap();
-    assert!(ar.resolve(Some("art")).await.is_ok());
+    assert!(ar.resolve(Some(&"art".into())).await.is_ok());
 }
 
 #[tokio::test]
@@ -550,7 +550,7 @@ async fn legacy_docker_save_layout_is_read() {
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
 
     let ar = DockerArchive::open(&path).unwrap();
-    let root = ar.resolve(Some("1")).await.unwrap();
+    let root = ar.resolve(Some(&"1".into())).await.unwrap();
     let doc = ar.fetch_document(&root).await.unwrap();
     let children = doc.children();
     assert_eq!(children.len(), 3);

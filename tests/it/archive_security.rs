@@ -119,7 +119,7 @@ async fn long_names_and_pax_paths_are_applied_and_checked() {
         let path = t.path().join(format!("{format}.tar"));
         fs::write(&path, b.into_inner().unwrap()).unwrap();
         let ar = OciArchive::open(&path).unwrap_or_else(|e| panic!("{format}: {e}"));
-        let root = ar.resolve(Some("v1")).await.unwrap();
+        let root = ar.resolve(Some(&"v1".into())).await.unwrap();
         assert_eq!(ar.fetch_document(&root).await.unwrap().children().len(), 2, "{format}");
 
         // The same names with `../` are refused, naming the entry and the archive.

@@ -94,7 +94,7 @@ impl Source for MemRef {
     fn location(&self) -> String {
         Source::location(self.0.as_ref())
     }
-    async fn resolve(&self, r: Option<&str>) -> hoist::Result<Descriptor> {
+    async fn resolve(&self, r: Option<&hoist::TagOrDigest>) -> hoist::Result<Descriptor> {
         self.0.as_ref().resolve(r).await
     }
     async fn fetch_manifest_bytes(&self, d: &Descriptor) -> hoist::Result<Bytes> {

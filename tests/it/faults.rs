@@ -378,7 +378,7 @@ async fn progress_stays_correct_across_retries_and_jobs_bound_concurrency() {
     let reference: hoist::model::reference::Reference = format!("{}/prog/img:v1", proxy.host()).parse().unwrap();
     let dst = client.repository(&reference);
     let layout = hoist::transport::layout::Layout::open(src.path()).unwrap();
-    let root = layout.resolve_sync(Some("v1")).unwrap();
+    let root = layout.resolve_sync(Some(&"v1".into())).unwrap();
     let rec = Arc::new(Rec::default());
     let opts = hoist::copy::CopyOptions { jobs: 2, ..Default::default() };
     hoist::copy::graph(&layout, &dst, &root, &["v1".to_string()], &opts, rec.as_ref()).await.unwrap();

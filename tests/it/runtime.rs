@@ -121,7 +121,7 @@ fn digests_under(store: &Path, root: &str) -> Vec<String> {
     let layout = hoist::transport::layout::Layout::open(store).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
-        let desc = hoist::transport::Source::resolve(&layout, Some(root)).await.unwrap();
+        let desc = hoist::transport::Source::resolve(&layout, Some(&root.into())).await.unwrap();
         let (mut docs, mut blobs) = (Vec::new(), Vec::new());
         hoist_testkit::conformance::walk(&layout, &desc, &mut docs, &mut blobs).await;
         let mut all: Vec<String> = docs.iter().map(|(d, _)| d.to_string()).collect();
@@ -394,7 +394,7 @@ mod conformance {
         fn location(&self) -> String {
             Source::location(&self.inner)
         }
-        async fn resolve(&self, r: Option<&str>) -> hoist::Result<Descriptor> {
+        async fn resolve(&self, r: Option<&hoist::TagOrDigest>) -> hoist::Result<Descriptor> {
             self.inner.resolve(r).await
         }
         async fn fetch_manifest_bytes(&self, d: &Descriptor) -> hoist::Result<bytes::Bytes> {

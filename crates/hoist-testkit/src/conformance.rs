@@ -67,7 +67,7 @@ impl Source for Corrupting {
     fn location(&self) -> String {
         Source::location(&self.inner)
     }
-    async fn resolve(&self, r: Option<&str>) -> hoist::Result<Descriptor> {
+    async fn resolve(&self, r: Option<&hoist::TagOrDigest>) -> hoist::Result<Descriptor> {
         self.inner.resolve(r).await
     }
     async fn fetch_manifest_bytes(&self, d: &Descriptor) -> hoist::Result<Bytes> {
@@ -87,7 +87,7 @@ impl Source for Corrupting {
 
 /// The root descriptor `tag` names in `src`.
 pub async fn root(src: &dyn Source, tag: &str) -> Descriptor {
-    src.resolve(Some(tag)).await.unwrap()
+    src.resolve(Some(&tag.into())).await.unwrap()
 }
 
 /// Every document and blob digest under `desc`, documents with their bytes.
@@ -122,7 +122,7 @@ pub async fn round_trip(h: &dyn Harness) {
     let back = h.reopen().await;
     for tag in h.tags() {
         let want = root(&src, tag).await;
-        let got = back.resolve(Some(tag)).await.unwrap_or_else(|e| panic!("{}: resolve {tag}: {e}", h.name()));
+        let got = back.resolve(Some(&tag.into())).await.unwrap_or_else(|e| panic!("{}: resolve {tag}: {e}", h.name()));
         assert_eq!(got.digest, want.digest, "{}: tag {tag}", h.name());
         let (mut want_docs, mut want_blobs) = (Vec::new(), Vec::new());
         walk(&src, &want, &mut want_docs, &mut want_blobs).await;

@@ -688,7 +688,7 @@ impl DockerArchive {
 }
 
 impl DockerImages {
-    fn resolve(&self, reference: Option<&str>, location: &str) -> Result<Descriptor> {
+    fn resolve(&self, reference: Option<&TagOrDigest>, location: &str) -> Result<Descriptor> {
         let found = match reference {
             None => match self.images.as_slice() {
                 [one] => Some(one),
@@ -704,12 +704,10 @@ impl DockerImages {
                     })
                 }
             },
-            Some(r) if TagOrDigest::parse(r).digest().is_some() => {
-                self.images.iter().find(|i| i.desc.digest.to_string() == r)
-            }
+            Some(TagOrDigest::Digest(d)) => self.images.iter().find(|i| i.desc.digest == *d),
             // As written, then the same name normalized (`alpine` finds
             // `docker.io/library/alpine:latest`), then a bare tag.
-            Some(name) => self
+            Some(TagOrDigest::Tag(name)) => self
                 .images
                 .iter()
                 .find(|i| i.repo_tags.iter().any(|t| t == name))
@@ -720,9 +718,9 @@ impl DockerImages {
                         .find(|i| i.repo_tags.iter().any(|t| split_repo_tag(t).is_some_and(|(_, x)| x == name)))
                 }),
         };
-        found
-            .map(|i| i.desc.clone())
-            .ok_or_else(|| Error::not_found(format!("image {:?}", reference.unwrap_or("")), location))
+        found.map(|i| i.desc.clone()).ok_or_else(|| {
+            Error::not_found(format!("image {:?}", reference.map(|r| r.to_string()).unwrap_or_default()), location)
+        })
     }
 }
 
@@ -732,7 +730,7 @@ impl Source for DockerArchive {
         self.location.clone()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         match &self.inner {
             Inner::Oci(o) => o.resolve(reference).await,
             Inner::Docker(d) => d.resolve(reference, &self.location),

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 use crate::transport::archive::check_stored_name;
 use crate::transport::archive::tar::{blob_name, TarEntry, TarIndex};
 use crate::transport::archive::writer::WriterCore;
@@ -73,7 +74,7 @@ impl Source for OciArchive {
         self.index.location.clone()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         crate::transport::roots::resolve_in_entries(&self.roots, reference, &self.index.location, |d| {
             if self.entry_of(d).is_none() {
                 return Ok(None);

@@ -134,15 +134,15 @@ impl Source for Containerd {
         self.location.clone()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         let target = match reference {
-            Some(r) => r.to_string(),
-            None => self.target.reference.target(),
+            Some(r) => r.clone(),
+            None => TagOrDigest::parse(&self.target.reference.target()),
         };
-        if let TagOrDigest::Digest(d) = TagOrDigest::parse(&target) {
-            return self.describe(&d).await;
-        }
-        let name = self.target.image_name(&target)?;
+        let name = match &target {
+            TagOrDigest::Digest(d) => return self.describe(d).await,
+            TagOrDigest::Tag(t) => self.target.image_name(t)?,
+        };
         let Some(image) = self.image(&name).await? else {
             self.check_namespace().await?;
             return Err(Error::not_found(

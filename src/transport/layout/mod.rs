@@ -27,6 +27,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 use crate::transport::layout::blobfile::{BlobFile, IoBlock};
 use crate::transport::{unwrap_io_error, BlobOutcome, BlobStream, Destination, Progress, Source, VerifyReader};
 
@@ -226,7 +227,7 @@ impl Layout {
     }
 
     /// Resolve a tag (`ref.name`), a digest, or the only root when `reference` is None.
-    pub fn resolve_sync(&self, reference: Option<&str>) -> Result<Descriptor> {
+    pub fn resolve_sync(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         self.root_index()?.resolve(reference, &self.loc(), |digest| {
             match self.read_blob(digest, media::MAX_MANIFEST_SIZE) {
                 Ok(b) => Ok(Some(Bytes::from(b))),
@@ -574,7 +575,7 @@ impl Source for Layout {
         self.loc()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
         self.resolve_sync(reference)
     }
 
@@ -720,9 +721,9 @@ mod tests {
         let b = Descriptor::of_bytes(media::OCI_MANIFEST, b"b");
         l.set_tag(&a, "docker.io/library/app:v1").unwrap();
         l.set_tag(&b, "v2").unwrap();
-        assert_eq!(l.resolve_sync(Some("v1")).unwrap().digest, a.digest);
+        assert_eq!(l.resolve_sync(Some(&"v1".into())).unwrap().digest, a.digest);
         l.set_tag(&a, "v2").unwrap();
-        assert_eq!(l.resolve_sync(Some("v2")).unwrap().digest, a.digest);
+        assert_eq!(l.resolve_sync(Some(&"v2".into())).unwrap().digest, a.digest);
         assert_eq!(l.index_entries().unwrap().len(), 2);
         l.add_untagged(&a).unwrap();
         assert_eq!(l.index_entries().unwrap().len(), 2, "untagged root not duplicated");

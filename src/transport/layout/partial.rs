@@ -491,7 +491,7 @@ mod tests {
         fn location(&self) -> String {
             "ranges:test".into()
         }
-        async fn resolve(&self, _r: Option<&str>) -> Result<Descriptor> {
+        async fn resolve(&self, _r: Option<&crate::model::reference::TagOrDigest>) -> Result<Descriptor> {
             Err(Error::not_found("any root", "ranges:test"))
         }
         async fn fetch_manifest_bytes(&self, _d: &Descriptor) -> Result<bytes::Bytes> {

@@ -71,10 +71,10 @@ impl Repository {
     }
 
     /// Resolve `target` (tag or digest) to the manifest's descriptor, keeping its bytes.
-    pub(super) async fn resolve_manifest(&self, target: &str) -> Result<Descriptor> {
-        let (mt, bytes) = self.get_manifest(target).await?;
-        let digest = match TagOrDigest::parse(target) {
-            TagOrDigest::Digest(d) => d,
+    pub(super) async fn resolve_manifest(&self, target: &TagOrDigest) -> Result<Descriptor> {
+        let (mt, bytes) = self.get_manifest(&target.to_string()).await?;
+        let digest = match target {
+            TagOrDigest::Digest(d) => d.clone(),
             TagOrDigest::Tag(_) => Digest::sha256_of(&bytes),
         };
         let doc = crate::model::document::Document::parse(bytes.clone(), digest.clone(), Some(&mt), &self.loc())?;

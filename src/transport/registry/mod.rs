@@ -355,16 +355,16 @@ impl Repository {
     /// Resolve `reference` at the first mirror that has it (in order, when the mirror
     /// serves pulls of that kind), else at the primary; the one that answered serves the
     /// reads that follow.
-    async fn resolve_routed(&self, reference: &str) -> Result<Descriptor> {
+    async fn resolve_routed(&self, reference: &TagOrDigest) -> Result<Descriptor> {
         self.check_blocked()?;
-        let by_digest = TagOrDigest::parse(reference).digest().is_some();
+        let by_digest = reference.digest().is_some();
         for (m, pull_from) in self.mirrors.iter() {
             if !pull_from.allows(by_digest) {
                 continue;
             }
             match m.resolve_manifest(reference).await {
                 Ok(d) => {
-                    tracing::info!(name = %self.loc(), mirror = %m.loc(), reference, "served by mirror");
+                    tracing::info!(name = %self.loc(), mirror = %m.loc(), %reference, "served by mirror");
                     if let Ok(mut s) = self.served_by.lock() {
                         *s = Some(m.clone());
                     }
@@ -456,8 +456,11 @@ impl Source for Repository {
         self.loc()
     }
 
-    async fn resolve(&self, reference: Option<&str>) -> Result<Descriptor> {
-        self.resolve_routed(reference.unwrap_or(crate::model::reference::DEFAULT_TAG)).await
+    async fn resolve(&self, reference: Option<&TagOrDigest>) -> Result<Descriptor> {
+        match reference {
+            Some(r) => self.resolve_routed(r).await,
+            None => self.resolve_routed(&TagOrDigest::Tag(crate::model::reference::DEFAULT_TAG.into())).await,
+        }
     }
 
     async fn fetch_manifest_bytes(&self, desc: &Descriptor) -> Result<Bytes> {

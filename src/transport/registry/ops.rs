@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::media;
+use crate::model::reference::TagOrDigest;
 use crate::transport::memory::Memory;
 use crate::transport::NoProgress;
 
@@ -67,7 +68,7 @@ impl Repository {
                 Ok(Some(Descriptor::new(mt, d, size)))
             }
             // no digest (or an odd answer): the GET tells, and verifies
-            _ => match self.resolve_manifest(target).await {
+            _ => match self.resolve_manifest(&TagOrDigest::parse(target)).await {
                 Ok(d) => Ok(Some(d)),
                 Err(Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -81,7 +82,7 @@ impl Repository {
         for t in tags {
             crate::model::reference::check_tag(t, t)?;
         }
-        let desc = self.resolve_manifest(target).await?;
+        let desc = self.resolve_manifest(&TagOrDigest::parse(target)).await?;
         let bytes = self.manifest_bytes(&desc).await?;
         for t in tags {
             self.put_manifest(&desc, bytes.clone(), Some(t)).await?;
