@@ -1055,7 +1055,12 @@ async fn copy(
     let chmod = match ins.flag("chmod") {
         Some(m) => {
             let m = word(m, &get, esc).map_err(|e| ctx.e(ins, e))?;
-            Some(u32::from_str_radix(&m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?)
+            // BuildKit: a --chmod that expands to nothing is no --chmod
+            if m.is_empty() {
+                None
+            } else {
+                Some(u32::from_str_radix(&m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?)
+            }
         }
         None => None,
     };

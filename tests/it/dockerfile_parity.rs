@@ -37,7 +37,8 @@ fn refused(t: &Path, ctx: &Path, dockerfile: &str, needles: &[&str]) {
 /// to a source that matches, one wildcard match copied to the destination name itself,
 /// `COPY . dir/` and a missing directory destination made 0755, the legacy `LABEL key value`,
 /// heredoc names with dots, `WorkingDir` `/` on scratch, `<Dockerfile>.dockerignore` before
-/// `.dockerignore`, and a symlinked `.dockerignore` never followed.
+/// `.dockerignore`, a symlinked `.dockerignore` never followed, and a `--chmod` that expands
+/// to nothing (no chmod: BuildKit's testCopyChmod).
 #[test]
 fn accepted_and_written_as_buildkit_does() {
     hoist_testkit::require!("umoci");
@@ -55,7 +56,8 @@ fn accepted_and_written_as_buildkit_does() {
     fs::write(
         t.join("df/Dockerfile"),
         "FROM scratch\nCOPY --chown=: foo.go /owned\nCOPY foo.go nomatch* /any/\nCOPY f*.go /single.go\n\
-         COPY . /all/\nCOPY sub/dir1 /d6\nLABEL legacy some value\nCOPY <<robots.txt <<b.c /h/\nUser-agent: *\nrobots.txt\nb\nb.c\n",
+         COPY . /all/\nCOPY sub/dir1 /d6\nLABEL legacy some value\nCOPY <<robots.txt <<b.c /h/\nUser-agent: *\nrobots.txt\nb\nb.c\n\
+         ARG MODE\nCOPY --chmod=${MODE} foo.go /plainmode\n",
     )
     .unwrap();
     // beside the Dockerfile: wins over the context's (which would drop `kept`)
@@ -72,6 +74,8 @@ fn accepted_and_written_as_buildkit_does() {
     assert_eq!(m("all").mode() & 0o7777, 0o755, "the context root's mode is not copied");
     assert_eq!(m("d6").mode() & 0o7777, 0o755, "a missing destination directory is 0755");
     assert_eq!(m("all/sub/dir1").mode() & 0o7777, 0o700, "directories inside keep theirs");
+    let ctx_mode = fs::metadata(ctx.join("foo.go")).unwrap().mode() & 0o7777;
+    assert_eq!(m("plainmode").mode() & 0o7777, ctx_mode, "an empty --chmod keeps the file's mode");
     assert!(root.join("all/kept").is_file() && !root.join("all/dropped").exists());
     assert_eq!(fs::read_to_string(root.join("h/robots.txt")).unwrap(), "User-agent: *\n");
     assert_eq!(fs::read_to_string(root.join("h/b.c")).unwrap(), "b\n");
@@ -106,6 +110,7 @@ fn refused_as_buildkit_refuses() {
     refused(t, &ctx, "ARG VAR=x\nFROM scratch AS ${VAR}\nCOPY f /f\n", &["invalid name for build stage"]);
     refused(t, &ctx, "FROM scratch AS a\nCOPY --from f /f\n", &["--from needs a value"]);
     refused(t, &ctx, "FROM scratch AS a\nCOPY --from=a /f /g\n", &["circular dependency"]);
+    refused(t, &ctx, "FROM scratch\nCOPY --chmod=64a f /f\n", &["--chmod=64a"]);
     // `FROM 0` is the image `0` (which cannot be pulled here), never stage 0
     refused(t, &ctx, "FROM scratch\nCOPY f /f\nFROM 0\n", &["docker.io"]);
 }

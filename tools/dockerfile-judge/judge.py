@@ -120,6 +120,29 @@ def dockerd_alive():
     return run([DOCKER, "version"], timeout=20)[0] == 0
 
 
+def remove_stale_pidfile(pidfile):
+    """A panicking 20.10 dockerd leaves its pid file behind, and a new dockerd refuses to start
+    ("pid file found"): remove it once that process is gone (reaped, zombie or no longer there)."""
+    import time
+    try:
+        pid = int(open(pidfile).read().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    for _ in range(100):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "X"
+        if state in ("Z", "X"):
+            os.remove(pidfile)
+            return
+        time.sleep(0.1)
+
+
 def ensure_dockerd(args):
     """(Re)start the judge's own dockerd when it is not answering: 20.10's frontend panics
     (and takes the daemon down) on some Dockerfiles."""
@@ -127,6 +150,7 @@ def ensure_dockerd(args):
         return
     d = args.dockerd_dir
     os.makedirs(d, exist_ok=True)
+    remove_stale_pidfile(os.path.join(d, "pid"))
     sock = os.path.join(d, "d.sock")
     os.environ["DOCKER_HOST"] = f"unix://{sock}"
     log = open(os.path.join(d, "log"), "a")
