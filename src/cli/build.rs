@@ -347,7 +347,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     let mut opts = opts;
     for s in &args.cache_to {
         match cache_to_spec(s)? {
-            CacheTo::Export(out, mode) => cache_to.push((out, mode)),
+            CacheTo::Export(out, mode) => cache_to.push((*out, mode)),
             CacheTo::Inline => opts.cache_inline = true,
         }
     }
@@ -455,7 +455,7 @@ fn cache_from(s: &str) -> Result<String> {
 /// What one `--cache-to` asks for.
 enum CacheTo {
     /// A cache manifest written there, holding what the mode says.
-    Export(OutputSpec, CacheMode),
+    Export(Box<OutputSpec>, CacheMode),
     /// The step table in the image's config.
     Inline,
 }
@@ -470,7 +470,7 @@ fn cache_to_spec(s: &str) -> Result<CacheTo> {
         }
         _ => parse_output(&format!("type=registry,name={t}"))?,
     };
-    Ok(CacheTo::Export(out, mode))
+    Ok(CacheTo::Export(Box::new(out), mode))
 }
 
 /// The tag of a `type=local` cache in its OCI layout.
