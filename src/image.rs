@@ -175,17 +175,6 @@ impl<'a> BaseImage<'a> {
     }
 }
 
-/// The `org.opencontainers.image.base.name` value for a base named `name` as the user typed
-/// it: a plain, normalized distribution reference (`docker://alpine:3` ->
-/// `docker.io/library/alpine:3`), as BuildKit writes it; none for a local base (a layout or
-/// archive path says nothing to whoever reads the image elsewhere).
-pub(crate) fn base_name_annotation(name: &str) -> Option<String> {
-    match crate::transport::Endpoint::from_user_input(name) {
-        Ok(crate::transport::Endpoint::Registry(r)) => Some(r.normalized()),
-        _ => None,
-    }
-}
-
 pub(crate) struct Base {
     pub(crate) manifest: Descriptor,
     pub(crate) config: ImageConfig,
@@ -304,7 +293,7 @@ pub(crate) fn write_manifest(
     manifest.annotations = parts.annotations.clone();
     if let Some((digest, name)) = parts.base {
         manifest.annotations.insert(media::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
-        if let Some(n) = name.and_then(base_name_annotation) {
+        if let Some(n) = name.and_then(crate::transport::endpoint::base_name_annotation) {
             manifest.annotations.insert(media::ANNOTATION_BASE_NAME.into(), n);
         }
     }

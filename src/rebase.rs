@@ -189,7 +189,7 @@ pub async fn load_base(client: &Arc<Client>, reference: &str) -> Result<(Base, A
     let src: Arc<dyn Source> = Arc::from(open_source(&ep, client)?);
     let root = crate::copy::plan::resolve(&ep, src.as_ref()).await?;
     let images = base_images(src.as_ref(), &root).await?;
-    let name = crate::image::base_name_annotation(reference);
+    let name = crate::transport::endpoint::base_name_annotation(reference);
     Ok((Base { images, name, digest: root.digest.clone() }, src))
 }
 

@@ -295,6 +295,17 @@ fn open_containerd<T: ?Sized>(t: &crate::transport::containerd::ContainerdTarget
     Err(Error::Unsupported(format!("{}: hoist was built without the containerd feature", t.spec())))
 }
 
+/// The `org.opencontainers.image.base.name` value for a base named `name` as the user typed
+/// it: a plain, normalized distribution reference (`docker://alpine:3` ->
+/// `docker.io/library/alpine:3`), as BuildKit writes it; none for a local base (a layout or
+/// archive path says nothing to whoever reads the image elsewhere).
+pub(crate) fn base_name_annotation(name: &str) -> Option<String> {
+    match Endpoint::from_user_input(name) {
+        Ok(Endpoint::Registry(r)) => Some(r.normalized()),
+        _ => None,
+    }
+}
+
 /// `repo[:tag]` as docker-archive `RepoTags` hold it: normalized as docker and containerd
 /// store it (`me/app` -> `docker.io/me/app:latest`), so `ctr import` and Kubernetes find it.
 fn docker_repo_tag(r: &str, whole: &str) -> Result<String> {
