@@ -55,6 +55,14 @@ pub(crate) struct BuildArgs {
     /// Dockerfile builds: do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Dockerfile builds: run this stage's steps without the build cache (repeatable; a stage
+    /// name, or its index).
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// Resolve base images at their registry on every build. hoist always does: a tag is
+    /// never taken from the store (accepted for docker and buildx scripts).
+    #[arg(long)]
+    pub pull: bool,
     /// Dockerfile builds: a label on the image (repeatable), as `docker build --label`.
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
@@ -67,12 +75,13 @@ pub(crate) struct BuildArgs {
     /// `NAME=DIR`, a local directory read as the build context is.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
-    /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`
-    /// or `type=local,dest=DIR[,mode=min|max]` (an OCI layout).
+    /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,dest=DIR[,mode=min|max]` (an OCI layout), or `type=inline` (in the image's
+    /// config; read it back with `--cache-from IMAGE`).
     #[arg(long, value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Dockerfile builds: read a step cache (repeatable): `type=registry,ref=REF`, a bare REF,
-    /// or `type=local,src=DIR`.
+    /// or `type=local,src=DIR`; REF may also be an image built with `--cache-to type=inline`.
     #[arg(long, value_name = "SPEC")]
     pub cache_from: Vec<String>,
     /// How RUN sees the stage's filesystem: auto (overlayfs, else a copy), overlay, copy.
@@ -316,6 +325,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         source_date_epoch: None,
         tag: args.tag.clone(),
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         labels: args.labels.iter().map(|l| key_value("--label", l)).collect::<Result<_>>()?,
         annotations: BTreeMap::new(),
         index_annotations: BTreeMap::new(),
@@ -324,6 +334,7 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         })?,
         cache_from: args.cache_from.iter().map(|s| cache_from(s)).collect::<Result<_>>()?,
         cache_export: Vec::new(),
+        cache_inline: false,
         build_contexts: args
             .build_contexts
             .iter()
@@ -332,9 +343,15 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         keep_stages: false,
         jobs: Some(ctx.settings.copy.jobs),
     };
-    let cache_to: Vec<(OutputSpec, CacheMode)> = args.cache_to.iter().map(|s| cache_to(s)).collect::<Result<_>>()?;
-    let mut outputs = args.out.parse()?;
+    let mut cache_to: Vec<(OutputSpec, CacheMode)> = Vec::new();
     let mut opts = opts;
+    for s in &args.cache_to {
+        match cache_to_spec(s)? {
+            CacheTo::Export(out, mode) => cache_to.push((*out, mode)),
+            CacheTo::Inline => opts.cache_inline = true,
+        }
+    }
+    let mut outputs = args.out.parse()?;
     opts.cache_export = cache_to.iter().map(|(_, m)| *m).collect();
     apply_dockerfile_keys(&mut opts, &outputs, args.compression.is_some())?;
     apply_default_tag(&mut outputs, args.tag.as_deref());
@@ -387,20 +404,23 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
 }
 
-/// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`.
+/// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`
+/// (`type=inline` has no value).
 fn cache_spec(flag: &str, s: &str, path_key: &str) -> Result<(String, String, CacheMode)> {
     if !s.contains('=') {
         return Ok(("registry".into(), s.to_string(), CacheMode::Min));
     }
-    let (mut ty, mut target, mut mode) = (None, None, CacheMode::Min);
+    let (mut ty, mut target, mut mode) = (None, None, None);
     for part in s.split(',') {
         let (k, v) = key_value(flag, part)?;
         match k.as_str() {
             "type" => ty = Some(v),
             k if k == "ref" || k == path_key => target = Some(v),
             "mode" if flag == "--cache-to" => {
-                mode = CacheMode::parse(&v)
-                    .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: mode={v}: expected min or max")))?
+                mode = Some(
+                    CacheMode::parse(&v)
+                        .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: mode={v}: expected min or max")))?,
+                )
             }
             _ => return Err(Error::Usage(format!("{flag} {s:?}: unknown key {k:?}"))),
         }
@@ -408,11 +428,21 @@ fn cache_spec(flag: &str, s: &str, path_key: &str) -> Result<(String, String, Ca
     let ty = ty.unwrap_or_else(|| "registry".into());
     let want = if ty == "local" { path_key } else { "ref" };
     match (ty.as_str(), target) {
-        ("registry" | "local", Some(t)) => Ok((ty, t, mode)),
+        ("registry" | "local", Some(t)) => Ok((ty, t, mode.unwrap_or_default())),
         ("registry" | "local", None) => Err(Error::Usage(format!("{flag} {s:?}: type={ty} needs {want}="))),
-        _ => Err(Error::Usage(format!(
-            "{flag} {s:?}: type={ty} is not supported (registry or local; the cache is an OCI artifact, not inline)"
+        ("inline", None) if flag == "--cache-to" => match mode {
+            Some(CacheMode::Max) => Err(Error::Usage(format!(
+                "{flag} {s:?}: an inline cache holds the image's own steps only (mode=min); use type=registry for mode=max"
+            ))),
+            _ => Ok((ty, String::new(), CacheMode::Min)),
+        },
+        ("inline", Some(_)) if flag == "--cache-to" => {
+            Err(Error::Usage(format!("{flag} {s:?}: type=inline goes into the image: it takes no ref")))
+        }
+        ("inline", _) => Err(Error::Usage(format!(
+            "{flag} {s:?}: an image's inline cache is read with --cache-from type=registry,ref=IMAGE"
         ))),
+        _ => Err(Error::Usage(format!("{flag} {s:?}: type={ty} is not supported (registry, local or inline)"))),
     }
 }
 
@@ -422,15 +452,25 @@ fn cache_from(s: &str) -> Result<String> {
     Ok(if ty == "local" { format!("oci:{t}:{CACHE_TAG}") } else { t })
 }
 
-/// `--cache-to`: where the cache manifest goes, and what it holds.
-fn cache_to(s: &str) -> Result<(OutputSpec, CacheMode)> {
+/// What one `--cache-to` asks for.
+enum CacheTo {
+    /// A cache manifest written there, holding what the mode says.
+    Export(Box<OutputSpec>, CacheMode),
+    /// The step table in the image's config.
+    Inline,
+}
+
+/// `--cache-to`: where the cache goes, and what it holds.
+fn cache_to_spec(s: &str) -> Result<CacheTo> {
     let (ty, t, mode) = cache_spec("--cache-to", s, "dest")?;
-    let out = if ty == "local" {
-        OutputSpec::new(Endpoint::Layout { path: t.into(), reference: None }, vec![CACHE_TAG.into()], vec![])
-    } else {
-        parse_output(&format!("type=registry,name={t}"))?
+    let out = match ty.as_str() {
+        "inline" => return Ok(CacheTo::Inline),
+        "local" => {
+            OutputSpec::new(Endpoint::Layout { path: t.into(), reference: None }, vec![CACHE_TAG.into()], vec![])
+        }
+        _ => parse_output(&format!("type=registry,name={t}"))?,
     };
-    Ok((out, mode))
+    Ok(CacheTo::Export(Box::new(out), mode))
 }
 
 /// The tag of a `type=local` cache in its OCI layout.
@@ -499,9 +539,10 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
         || !args.cache_to.is_empty()
         || !args.cache_from.is_empty()
         || !args.build_contexts.is_empty()
+        || !args.no_cache_filter.is_empty()
     {
         return Err(Error::Usage(
-            "CONTEXT, --build-arg, --target, --secret, --ssh, --label, --iidfile, --build-context and --cache-to/--cache-from are for Dockerfile builds".into(),
+            "CONTEXT, --build-arg, --target, --secret, --ssh, --label, --iidfile, --build-context, --no-cache-filter and --cache-to/--cache-from are for Dockerfile builds".into(),
         ));
     }
     let mut spec = BuildFile::load(&file)?;

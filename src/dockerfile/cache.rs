@@ -11,11 +11,17 @@
 //!   images', so a registry keeps and mounts them like any layer.
 //!
 //! `mode=min` exports the steps whose layers are in the built image (and the steps that made
-//! no layer); `mode=max` every step of every stage the build went through. On import, a
+//! no layer); `mode=max` every step of every stage the build went through.
+//!
+//! `--cache-to type=inline` puts the `mode=min` table in the image config itself, under
+//! [`INLINE_CACHE_KEY`] (as BuildKit's inline cache does with its own key): the layers are
+//! the image's. `--cache-from` of such an image (a manifest, or an index of them) reads the
+//! tables of its configs. On import, a
 //! step found in a cache is taken only when its layer can be fetched into the store: an
 //! entry naming a blob the registry no longer has is a miss (logged), never an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,7 @@ use crate::model::descriptor::Descriptor;
 use crate::model::digest::Digest;
 use crate::model::document::View;
 use crate::model::media;
+use crate::model::platform::is_attestation;
 use crate::model::write::ImageManifest;
 use crate::transport::layout::Layout;
 use crate::transport::{Destination, NoProgress, RangeRead, Source};
@@ -35,6 +42,8 @@ use crate::transport::{Destination, NoProgress, RangeRead, Source};
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.hoist.build-cache.v1";
 /// Media type of its config, the step table.
 pub const CACHE_CONFIG_TYPE: &str = "application/vnd.hoist.build-cache.steps.v1+json";
+/// The field of an image config holding an inline cache (`--cache-to type=inline`).
+pub const INLINE_CACHE_KEY: &str = "hoist.build-cache.v1";
 /// Largest step table read from a cache.
 const MAX_TABLE: u64 = 64 << 20;
 
@@ -81,34 +90,102 @@ impl CacheEntry {
 #[derive(Default, Serialize, Deserialize)]
 struct StepTable {
     steps: BTreeMap<String, CacheEntry>,
+    /// The layers of the image(s) the cache was exported with, in digest order (a cache
+    /// manifest's table; an inline table's layers are all the image's): what an unchanged
+    /// build will need, fetched from the start of a build that reads the cache.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    image: Vec<Digest>,
 }
 
 /// A cache imported with `--cache-from`: where its blobs are and its step table.
 pub(crate) struct ImportedCache {
     name: String,
-    source: Box<dyn Source>,
+    source: Arc<dyn Source>,
     steps: BTreeMap<String, CacheEntry>,
+    /// The layers of the image(s) the cache was exported with.
+    image: Vec<Descriptor>,
 }
 
 impl ImportedCache {
-    /// Read the cache manifest `root` of `source` (named `name` in messages).
+    /// Read the cache `root` of `source` (named `name` in messages): a cache manifest, or an
+    /// image (a manifest, or an index of them) whose configs carry an inline cache.
     pub async fn load(name: &str, source: Box<dyn Source>, root: &Descriptor) -> Result<ImportedCache> {
         let loc = source.location();
+        let what = || format!("build cache {name}");
         let doc = source.fetch_document(root).await?;
-        let View::Manifest(m) = &doc.view else {
-            return Err(Error::malformed(format!("build cache {name}"), loc, "expected an image manifest"));
+        let manifests = match &doc.view {
+            View::Manifest(m) => vec![m.clone()],
+            View::Index(i) => {
+                let mut out = Vec::new();
+                for d in i.manifests.iter().filter(|d| media::is_manifest(&d.media_type) && !is_attestation(d)) {
+                    if let View::Manifest(m) = source.fetch_document(d).await?.view {
+                        out.push(m);
+                    }
+                }
+                out
+            }
         };
-        if m.config.media_type != CACHE_CONFIG_TYPE {
+        let mut steps = BTreeMap::new();
+        let mut image: BTreeSet<Digest> = BTreeSet::new();
+        let mut found = false;
+        for m in &manifests {
+            let raw = crate::copy::plan::read_small_blob(source.as_ref(), &m.config, MAX_TABLE).await?;
+            let table: Option<StepTable> = if m.config.media_type == CACHE_CONFIG_TYPE {
+                Some(serde_json::from_slice(&raw).map_err(|e| Error::malformed(what(), loc.clone(), e))?)
+            } else {
+                // an image: its config's inline cache, if any
+                let mut config: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&raw).map_err(|e| Error::malformed(what(), loc.clone(), e))?;
+                match config.remove(INLINE_CACHE_KEY) {
+                    Some(v) => Some(
+                        serde_json::from_value(v)
+                            .map_err(|e| Error::malformed(format!("{} (inline)", what()), loc.clone(), e))?,
+                    ),
+                    None => None,
+                }
+            };
+            if let Some(t) = table {
+                found = true;
+                if m.config.media_type == CACHE_CONFIG_TYPE {
+                    image.extend(t.image);
+                } else {
+                    image.extend(m.layers.iter().map(|l| l.digest.clone()));
+                }
+                steps.extend(t.steps);
+            }
+        }
+        if !found {
             return Err(Error::malformed(
-                format!("build cache {name}"),
+                what(),
                 loc,
-                format!("config media type {:?} is not a hoist build cache ({CACHE_CONFIG_TYPE})", m.config.media_type),
+                format!("neither a hoist build cache ({CACHE_CONFIG_TYPE}) nor an image with an inline cache"),
             ));
         }
-        let raw = crate::copy::plan::read_small_blob(source.as_ref(), &m.config, MAX_TABLE).await?;
-        let table: StepTable = serde_json::from_slice(&raw)
-            .map_err(|e| Error::malformed(format!("build cache {name} step table"), loc.clone(), e))?;
-        Ok(ImportedCache { name: name.to_string(), source, steps: table.steps })
+        let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+        for l in steps.values().filter_map(|e| e.layer.as_ref().filter(|_| e.diff_id.is_some())) {
+            if image.contains(&l.digest) {
+                layers.entry(l.digest.clone()).or_insert_with(|| l.clone());
+            }
+        }
+        Ok(ImportedCache {
+            name: name.to_string(),
+            source: Arc::from(source),
+            steps,
+            image: layers.into_values().collect(),
+        })
+    }
+
+    /// The layers of the image(s) this cache was exported with (the steps' layers an
+    /// unchanged build puts in its image), largest first.
+    pub fn image_layers(&self) -> Vec<Descriptor> {
+        let mut v = self.image.clone();
+        v.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+        v
+    }
+
+    /// Where its blobs are read.
+    pub fn source(&self) -> Arc<dyn Source> {
+        self.source.clone()
     }
 
     /// Number of steps the cache holds.
@@ -175,19 +252,40 @@ impl ImportedCache {
     }
 }
 
+/// The entries of `steps` that `mode` keeps, `image_layers` being the layers of the built
+/// image(s): `min`, those of the image's layers and those without a layer.
+fn kept(
+    steps: &BTreeMap<String, CacheEntry>,
+    mode: CacheMode,
+    image_layers: &BTreeSet<Digest>,
+) -> BTreeMap<String, CacheEntry> {
+    steps
+        .iter()
+        .filter(|(_, e)| mode == CacheMode::Max || e.layer.as_ref().is_none_or(|l| image_layers.contains(&l.digest)))
+        .map(|(k, e)| (k.clone(), e.clone()))
+        .collect()
+}
+
+/// The inline cache of an image (`--cache-to type=inline`): the `mode=min` table of
+/// `steps` for an image of `image_layers`, the value of [`INLINE_CACHE_KEY`] in its config.
+/// The layer descriptors are the image's, as they are.
+pub(crate) fn inline_table(
+    steps: &BTreeMap<String, CacheEntry>,
+    image_layers: &BTreeSet<Digest>,
+) -> Result<serde_json::Value> {
+    serde_json::to_value(StepTable { steps: kept(steps, CacheMode::Min, image_layers), image: vec![] })
+        .map_err(|e| Error::serialize("inline build cache", e))
+}
+
 /// Write the cache manifest of `steps` into `layout` (blobs are already there): the entries
 /// `mode` keeps, `image_layers` being the layers of the built image(s).
 pub(crate) fn write_cache(
     layout: &Layout,
     steps: &BTreeMap<String, CacheEntry>,
     mode: CacheMode,
-    image_layers: &std::collections::BTreeSet<Digest>,
+    image_layers: &BTreeSet<Digest>,
 ) -> Result<Descriptor> {
-    let kept: BTreeMap<String, CacheEntry> = steps
-        .iter()
-        .filter(|(_, e)| mode == CacheMode::Max || e.layer.as_ref().is_none_or(|l| image_layers.contains(&l.digest)))
-        .map(|(k, e)| (k.clone(), e.clone()))
-        .collect();
+    let kept = kept(steps, mode, image_layers);
     let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for e in kept.values() {
         if let Some(l) = &e.layer {
@@ -197,8 +295,9 @@ pub(crate) fn write_cache(
             layers.entry(l.digest.clone()).or_insert(l);
         }
     }
-    let table =
-        serde_json::to_vec(&StepTable { steps: kept }).map_err(|e| Error::serialize("build cache step table", e))?;
+    let image = image_layers.iter().filter(|d| layers.contains_key(d)).cloned().collect();
+    let table = serde_json::to_vec(&StepTable { steps: kept, image })
+        .map_err(|e| Error::serialize("build cache step table", e))?;
     let config = store_bytes(layout, CACHE_CONFIG_TYPE, &table)?;
     let mut manifest = ImageManifest::new(config, layers.into_values().collect());
     manifest.artifact_type = Some(CACHE_ARTIFACT_TYPE.into());

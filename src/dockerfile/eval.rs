@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use super::cache::{write_cache, CacheEntry, ImportedCache};
+use super::cache::{inline_table, write_cache, CacheEntry, ImportedCache, INLINE_CACHE_KEY};
 use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
@@ -75,7 +75,6 @@ pub async fn build_dockerfile(
     let ignore = Arc::new(load_dockerignore(&opts.dockerfile, &opts.context)?);
     let context = fs::canonicalize(&opts.context).at(&opts.context)?;
     let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
-    let imported = import_caches(opts, resolver, log).await;
     let mut ctx = Ctx {
         layout,
         opts,
@@ -89,15 +88,23 @@ pub async fn build_dockerfile(
         ignore,
         context,
         stat,
-        imported,
+        imported: Vec::new(),
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
         named_dirs: named_dirs(opts)?,
+        stage_no_cache: false,
+        prefetch: Default::default(),
+        prehash: Default::default(),
         client: resolver.client(),
     };
     let platforms = if opts.platforms.is_empty() { vec![Platform::host()] } else { opts.platforms.clone() };
     crate::image::check_index_annotations(&opts.index_annotations, platforms.len())?;
     let plan = plan_stages(&ctx)?;
+    for f in &opts.no_cache_filter {
+        if no_cache_stage(&plan, f).is_none() {
+            return Err(Error::Usage(format!("--no-cache-filter {f}: no such stage in {}", ctx.file)));
+        }
+    }
     // Refuse RUN we cannot run before building anything: each stage runs on its own
     // platform (`FROM --platform=$BUILDPLATFORM` runs natively whatever the target).
     for p in &platforms {
@@ -108,21 +115,44 @@ pub async fn build_dockerfile(
             }
         }
     }
+    // The context files of the COPY steps are hashed from here on, beside the reading of the
+    // caches and the fetching of their layers.
+    start_prehash(&mut ctx, &plan);
+    ctx.imported = import_caches(opts, resolver, log).await;
+    ctx.start_prefetch();
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
     let mut stages = Vec::new();
-    for p in &platforms {
+    let mut stat_saved = None;
+    for (n, p) in platforms.iter().enumerate() {
+        let before: BTreeSet<String> = ctx.seen.lock().expect("cache record lock").keys().cloned().collect();
         let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
+        if n + 1 == platforms.len() {
+            // every context file is hashed now: the stat cache is written beside the image
+            let stat = ctx.stat.clone();
+            stat_saved = Some(tokio::task::spawn_blocking(move || stat.save()));
+        }
         image_layers.extend(stage.layers.iter().map(|l| l.digest.clone()));
         ctx.ensure_layers(&stage.layers).await?;
-        let desc = write_image(&ctx, &stage, p)?;
+        // `--cache-to type=inline`: the steps of this platform's build, in its config
+        let inline = if opts.cache_inline {
+            let seen = ctx.seen.lock().expect("cache record lock");
+            let mine: BTreeMap<String, CacheEntry> =
+                seen.iter().filter(|(k, _)| !before.contains(*k)).map(|(k, e)| (k.clone(), e.clone())).collect();
+            Some(inline_table(&mine, &stage.layers.iter().map(|l| l.digest.clone()).collect())?)
+        } else {
+            None
+        };
+        let desc = write_image(&ctx, &stage, p, inline)?;
         manifests.push(desc);
         if opts.keep_stages {
             stages.extend(stage_images(&ctx, &plan, others, p).await?);
         }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
-    ctx.stat.save()?;
+    if let Some(saved) = stat_saved {
+        saved.await.map_err(|e| Error::task("writing the stat cache", e))??;
+    }
     let seen = ctx.seen.lock().expect("cache record lock").clone();
     if !opts.cache_export.is_empty() {
         // an exported cache holds its layers
@@ -140,6 +170,85 @@ pub async fn build_dockerfile(
         caches,
         stages,
     })
+}
+
+/// Hash, from the start of the build and beside it, the context files of the COPY steps of
+/// the stages the target needs whose sources are literal (no variable, no `--from`, no
+/// heredoc), in the order the build meets them, into the stat cache ([`super::stage::Prehash`]):
+/// the work their cache keys need anyway, done while the caches are read and their layers
+/// fetched. A COPY it cannot read is left to its step, which reports the error.
+fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
+    let none = |_: &str| -> Option<String> { None };
+    let esc = ctx.df.escape;
+    let mut specs = Vec::new();
+    for &s in &plan.needed {
+        for &i in &plan.stages[s][1..] {
+            let ins = &ctx.df.instructions[i];
+            if ins.keyword != Keyword::Copy
+                || ins.flag("from").is_some()
+                || ins.flag("parents").is_some()
+                || !ins.heredocs.is_empty()
+                || ins.text().contains('$')
+                || ins.flag_all("exclude").any(|e| e.contains('$'))
+            {
+                continue;
+            }
+            let args = match &ins.args {
+                Args::Exec(v) => v.iter().map(|a| word(a, &none, esc)).collect::<std::result::Result<Vec<_>, _>>(),
+                Args::Shell(t) => words(t, &none, esc),
+            };
+            let (Ok(mut args), Ok(excludes)) = (
+                args,
+                ins.flag_all("exclude").map(|e| word(e, &none, esc)).collect::<std::result::Result<Vec<_>, _>>(),
+            ) else {
+                continue;
+            };
+            if args.len() < 2 {
+                continue;
+            }
+            args.pop();
+            specs.push(CopySpec {
+                args,
+                dest: "/".into(),
+                dest_is_dir: true,
+                is_add: false,
+                chmod: None,
+                exclude: parse_ignore(&excludes.join("\n")),
+                ignore: ctx.ignore.clone(),
+                heredoc_dir: None,
+                heredoc_names: vec![],
+                root_dir: ctx.context.clone(),
+                from_context: true,
+                file: ctx.file.clone(),
+                line: ins.line,
+                remote: BTreeMap::new(),
+                parents: false,
+            });
+        }
+    }
+    if specs.is_empty() {
+        return;
+    }
+    let (tx, rx) = tokio::sync::watch::channel(0usize);
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    ctx.prehash = super::stage::Prehash {
+        order: specs.iter().enumerate().map(|(n, s)| (s.line, n)).collect(),
+        done: Some(rx),
+        cancel: cancel.clone(),
+    };
+    let (stat, context) = (ctx.stat.clone(), ctx.context.clone());
+    tokio::task::spawn_blocking(move || {
+        for (n, spec) in specs.iter().enumerate() {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let mut ex = Extracted::new();
+            if let Ok(items) = copy_items(spec, &[], "", (None, None), &mut ex) {
+                let _ = context_digests(&items, &stat, &context);
+            }
+            let _ = tx.send(n + 1);
+        }
+    });
 }
 
 /// [`DockerfileBuild::keep_stages`]: the image of each stage built besides the target (its
@@ -186,9 +295,12 @@ async fn import_caches(opts: &DockerfileBuild, resolver: &dyn ImageResolver, log
     out
 }
 
-fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform) -> Result<Descriptor> {
+fn write_image(ctx: &Ctx<'_>, stage: &Stage, p: &Platform, inline: Option<serde_json::Value>) -> Result<Descriptor> {
     let mut config = stage.config.clone();
     config.config.labels.extend(ctx.opts.labels.clone());
+    if let Some(table) = inline {
+        config.extra.insert(INLINE_CACHE_KEY.into(), table);
+    }
     let parts = ImageParts {
         config,
         layers: stage.layers.clone(),
@@ -370,6 +482,14 @@ async fn build_platform(
     Ok((target, done))
 }
 
+/// The stage `--no-cache-filter NAME` names: by name (as BuildKit), else by index.
+fn no_cache_stage(plan: &Plan, f: &str) -> Option<usize> {
+    let f = f.to_ascii_lowercase();
+    (0..plan.stages.len())
+        .find(|&j| plan.names[j].as_deref() == Some(f.as_str()))
+        .or_else(|| f.parse::<usize>().ok().filter(|&j| j < plan.stages.len()))
+}
+
 /// `--from=NAME` naming the stage it is in: BuildKit's circular dependency.
 pub(crate) fn check_not_self(ctx: &Ctx<'_>, plan: &Plan, s: usize, ins: &Instruction, r: &str) -> Result<()> {
     let lower = r.to_ascii_lowercase();
@@ -397,6 +517,8 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
     st.config = base.config;
+    // a base's inline cache describes the base's build, not this one
+    st.config.extra.remove(INLINE_CACHE_KEY);
     if st.config.rootfs.kind.is_empty() {
         st.config.rootfs = RootFs::layers(vec![]);
     }
@@ -513,7 +635,10 @@ async fn build_stage(
     from.check_flags(&["platform"], &ctx.file)?;
     let (image, name) = from_parts(ctx, from, gvars)?;
     let platform = stage_platform(ctx, plan, s, gvars, target_platform)?;
-    ctx.log.line(&format!("[{}] FROM {image}", name.as_deref().unwrap_or(&s.to_string())));
+    // `--no-cache-filter`: this stage's steps (its ONBUILD triggers too) run
+    ctx.stage_no_cache = ctx.opts.no_cache_filter.iter().any(|f| no_cache_stage(plan, f) == Some(s));
+    let uncached = if ctx.stage_no_cache { " (no cache: --no-cache-filter)" } else { "" };
+    ctx.log.line(&format!("[{}] FROM {image}{uncached}", name.as_deref().unwrap_or(&s.to_string())));
     let mut st = match find_stage(plan, done, &image, s, false) {
         Some(prev) => {
             let mut st = prev.clone();
@@ -546,6 +671,7 @@ async fn build_stage(
         let ins = ctx.df.instructions[i].clone();
         step(ctx, plan, s, &mut st, &ins, gvars, done, resolver, &label).await?;
     }
+    ctx.stage_no_cache = false;
     Ok(st)
 }
 
@@ -1044,6 +1170,8 @@ async fn copy(
         // a COPY --from whose key missed above
         Some(k) => (k, None),
         None => {
+            // its files may be being hashed ahead: wait for them rather than hash them twice
+            ctx.prehash.wait(ins.line).await;
             let (spec2, extracted2, stat, context_dir) =
                 (spec.clone(), extracted.clone(), ctx.stat.clone(), ctx.context.clone());
             let parent = format!("{}\0{}", st.key, st.chain().unwrap_or_default());
@@ -1548,45 +1676,54 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
     Ok(cur.into_iter().filter(|m| !ignored(ignore, m)).collect())
 }
 
+/// The content digests of the regular files of `items` under `under`, from the stat cache
+/// `sc` (or hashed, and remembered there), on every core (the stat cache is shared): a warm
+/// build from a registry cache spends its time here.
+fn context_digests<'i>(
+    items: &'i BTreeMap<String, Item>,
+    sc: &StatCache,
+    under: &Path,
+) -> Result<HashMap<&'i Path, [u8; 32]>> {
+    let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
+    let files: Vec<&Path> = items
+        .values()
+        .filter_map(|it| match &it.kind {
+            Kind::File { src, .. } if src.starts_with(under) => Some(src.as_path()),
+            _ => None,
+        })
+        .collect();
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(files.len().div_ceil(64).max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { return Ok(out) };
+                        out.push((*f, sc.digest(f, &mut buf)?));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            digests.extend(w.join().expect("hashing thread")?);
+        }
+        Ok(())
+    })?;
+    Ok(digests)
+}
+
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
 /// Files under `stat.1` take their content digest from the stat cache `stat.0`.
 fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)>) -> Result<String> {
-    // The content digests of context files first, on every core (the stat cache is shared):
-    // a warm build from a registry cache spends its time here.
-    let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
-    if let Some((sc, under)) = stat {
-        let files: Vec<&Path> = items
-            .values()
-            .filter_map(|it| match &it.kind {
-                Kind::File { src, .. } if src.starts_with(under) => Some(src.as_path()),
-                _ => None,
-            })
-            .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-            .min(files.len().div_ceil(64).max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| -> Result<()> {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut buf = vec![0u8; 1 << 16];
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(f) = files.get(i) else { return Ok(out) };
-                            out.push((*f, sc.digest(f, &mut buf)?));
-                        }
-                    })
-                })
-                .collect();
-            for w in workers {
-                digests.extend(w.join().expect("hashing thread")?);
-            }
-            Ok(())
-        })?;
-    }
+    let digests = match stat {
+        Some((sc, under)) => context_digests(items, sc, under)?,
+        None => HashMap::new(),
+    };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for (p, it) in items {

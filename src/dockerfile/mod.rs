@@ -59,6 +59,10 @@ pub struct DockerfileBuild {
     pub tag: Option<String>,
     /// Ignore the build cache (results are still stored in it).
     pub no_cache: bool,
+    /// `--no-cache-filter STAGE` (repeatable): the steps of these stages (by name, or by
+    /// index) run without the cache, as `no_cache` runs every stage; their results are still
+    /// stored. A name no stage has is refused.
+    pub no_cache_filter: Vec<String>,
     /// `--label K=V`: labels of the image config, set after the Dockerfile's own.
     pub labels: BTreeMap<String, String>,
     /// Annotations of each manifest (and of the index a multi-platform build makes).
@@ -72,6 +76,9 @@ pub struct DockerfileBuild {
     pub cache_from: Vec<String>,
     /// `--cache-to`: one exported cache per mode, returned in [`BuildOutcome::caches`].
     pub cache_export: Vec<CacheMode>,
+    /// `--cache-to type=inline`: each image's config carries the `mode=min` step table of its
+    /// build (docs/build-cache.md), read back by `--cache-from` of the image.
+    pub cache_inline: bool,
     /// `--build-context NAME=VALUE` (buildx's named contexts): an image `FROM NAME` or
     /// `--from=NAME` means instead.
     pub build_contexts: BTreeMap<String, NamedContext>,

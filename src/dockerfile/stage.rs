@@ -22,6 +22,7 @@ use crate::layer::LayerBlob;
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{History, ImageConfig};
 use crate::transport::layout::Layout;
+use crate::transport::{Destination, NoProgress};
 
 /// Default PATH of RUN when the image sets none (BuildKit's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -124,8 +125,60 @@ pub(crate) struct Ctx<'a> {
     pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
     /// Directories named by `--build-context NAME=DIR`.
     pub named_dirs: BTreeMap<String, NamedDir>,
+    /// The stage being built is named by `--no-cache-filter`: no step of it is looked up.
+    pub stage_no_cache: bool,
+    /// Layers fetched in the background from the start ([`Ctx::start_prefetch`]).
+    pub prefetch: Prefetch,
+    /// Context files of COPY steps hashed ahead, from the start of the build.
+    pub prehash: Prehash,
     /// The resolver's registry client, for `ADD <url>` (see [`Ctx::http`]).
     pub client: Option<Arc<crate::transport::registry::Client>>,
+}
+
+/// The context COPY steps whose files are hashed ahead (into the stat cache, from the start
+/// of the build, while the caches are read and the layers fetched): the step's line → its
+/// place in the order they are hashed, and how many are done. A step waits for its own
+/// files, then finds every digest in the stat cache.
+#[derive(Default)]
+pub(crate) struct Prehash {
+    pub order: HashMap<usize, usize>,
+    pub done: Option<tokio::sync::watch::Receiver<usize>>,
+    /// Set when the build ends: the hashing stops at the next step.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Prehash {
+    fn drop(&mut self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Prehash {
+    /// Wait until the files of the COPY at `line` are hashed (at once when it is not one
+    /// hashed ahead, or when the hashing ended).
+    pub(crate) async fn wait(&self, line: usize) {
+        if let (Some(&pos), Some(rx)) = (self.order.get(&line), &self.done) {
+            let _ = rx.clone().wait_for(|n| *n > pos).await;
+        }
+    }
+}
+
+/// The background fetches of the layers the imported caches' images had: digest → a future
+/// that ends when its fetch has (ok or not). Dropped with the build: a fetch still running
+/// then (a layer no step took) is aborted.
+#[derive(Default)]
+pub(crate) struct Prefetch {
+    running:
+        Mutex<BTreeMap<crate::model::digest::Digest, futures::future::Shared<futures::future::BoxFuture<'static, ()>>>>,
+    handles: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        for h in self.handles.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            h.abort();
+        }
+    }
 }
 
 /// A directory named by `--build-context NAME=DIR` (buildx's named local context): `FROM
@@ -162,7 +215,7 @@ impl Ctx<'_> {
 
     /// The cached result of `key`, when its layer blob is still in the store.
     fn cache_get(&self, key: &str) -> Option<CacheEntry> {
-        if self.opts.no_cache {
+        if self.opts.no_cache || self.stage_no_cache {
             return None;
         }
         let raw = fs::read(self.cache_path(key)).ok()?;
@@ -179,7 +232,7 @@ impl Ctx<'_> {
     /// The cached result of `key`: the local cache, else the first `--cache-from` cache
     /// holding it whose layer can be fetched into the store (then recorded locally too).
     pub(crate) async fn cache_lookup(&self, key: &str) -> Result<Option<CacheEntry>> {
-        if self.opts.no_cache {
+        if self.opts.no_cache || self.stage_no_cache {
             return Ok(None);
         }
         if let Some(e) = self.cache_get(key) {
@@ -197,9 +250,42 @@ impl Ctx<'_> {
         Ok(None)
     }
 
+    /// Start fetching, in the background and 4 at once (largest first), the layers of the
+    /// images the `--cache-from` caches were exported with: an unchanged build puts them all
+    /// in its image, and fetching them while the keys are computed (the context hashed) hides
+    /// the download behind that work. A fetch that fails is forgotten: the step's lookup
+    /// decides whether the cache still has the layer ([`ImportedCache::take`]), and
+    /// [`Ctx::ensure_layers`] fetches again and reports.
+    pub(crate) fn start_prefetch(&self) {
+        use futures::FutureExt;
+        let sem = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut running = self.prefetch.running.lock().expect("prefetch lock");
+        let mut handles = self.prefetch.handles.lock().expect("prefetch lock");
+        for c in &self.imported {
+            for l in c.image_layers() {
+                if running.contains_key(&l.digest) || self.layout.blob_path_of(&l.digest).is_file() {
+                    continue;
+                }
+                let (sem, source, root) = (sem.clone(), c.source(), self.layout.root().to_path_buf());
+                let task = tokio::spawn({
+                    let l = l.clone();
+                    async move {
+                        let Ok(_permit) = sem.acquire_owned().await else { return };
+                        let Ok(layout) = Layout::open(&root) else { return };
+                        if let Err(e) = layout.push_blob(&l, source.as_ref(), &NoProgress).await {
+                            tracing::debug!("prefetch of {} failed: {e}", l.digest);
+                        }
+                    }
+                });
+                handles.push(task.abort_handle());
+                running.insert(l.digest.clone(), task.map(|_| ()).boxed().shared());
+            }
+        }
+    }
+
     /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
     /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
-    /// before the image is written.
+    /// before the image is written. A layer being prefetched is waited for first.
     pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
         use futures::{StreamExt, TryStreamExt};
         let wanted: Vec<(usize, Descriptor)> = {
@@ -209,6 +295,11 @@ impl Ctx<'_> {
         if wanted.is_empty() {
             return Ok(());
         }
+        let prefetched: Vec<_> = {
+            let running = self.prefetch.running.lock().expect("prefetch lock");
+            wanted.iter().filter_map(|(_, l)| running.get(&l.digest).cloned()).collect()
+        };
+        futures::future::join_all(prefetched).await;
         futures::stream::iter(wanted.iter().map(|(i, l)| async move {
             let cache = &self.imported[*i];
             // the error names the cache's source and the layer; its kind is kept

@@ -69,6 +69,8 @@ pub struct StatCache {
     skew: i128,
     old: HashMap<String, Entry>,
     new: Mutex<HashMap<String, Entry>>,
+    /// Entries of `old` this build took (their digests).
+    taken: Mutex<HashMap<String, [u8; 32]>>,
     hits: AtomicUsize,
     hashed: AtomicUsize,
 }
@@ -90,6 +92,7 @@ impl StatCache {
             skew: 0,
             old,
             new: Mutex::new(HashMap::new()),
+            taken: Mutex::new(HashMap::new()),
             hits: AtomicUsize::new(0),
             hashed: AtomicUsize::new(0),
         }
@@ -106,21 +109,41 @@ impl StatCache {
     }
 
     /// SHA-256 of the contents of the regular file `src`, from the cache when its stat is
-    /// unchanged. The stat is taken before the read, so a change during the read is seen
-    /// by the next build.
+    /// unchanged (or from this build's own earlier look at it, counted once). The stat is
+    /// taken before the read, so a change during the read is seen by the next build.
     pub fn digest(&self, src: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
-        let at = now_ns() + self.skew;
-        let meta = src.symlink_metadata().at(src)?;
-        let stat = Stat::of(&meta);
         let key = src.to_string_lossy().into_owned();
-        if let Some(e) = self.old.get(&key) {
-            if e.stat == stat && e.stat.ctime_ns + RACY_MARGIN_NS <= e.hashed_at {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(e.digest);
-            }
+        // hashed or taken from the cache earlier in this build (its files hashed ahead of a
+        // COPY step): as it was then, counted once
+        if let Some(e) = self.new.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(e.digest);
         }
+        if let Some(d) = self.taken.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(*d);
+        }
+        let at = now_ns() + self.skew;
+        let (stat, opened) = match self.old.get(&key) {
+            Some(e) => {
+                let stat = Stat::of(&src.symlink_metadata().at(src)?);
+                if e.stat == stat && e.stat.ctime_ns + RACY_MARGIN_NS <= e.hashed_at {
+                    if self.taken.lock().unwrap_or_else(|p| p.into_inner()).insert(key, e.digest).is_none() {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(e.digest);
+                }
+                (stat, None)
+            }
+            // not in the cache: the stat of the open file (one path lookup, not two)
+            None => {
+                let f = open_nofollow(src)?;
+                (Stat::of(&f.metadata().at(src)?), Some(f))
+            }
+        };
         let mut h = Sha256::new();
-        let mut f = fs::File::open(src).at(src)?;
+        let mut f = match opened {
+            Some(f) => f,
+            None => open_nofollow(src)?,
+        };
         loop {
             let n = f.read(buf).at(src)?;
             if n == 0 {
@@ -178,6 +201,12 @@ impl StatCache {
         tmp.persist(&self.path).map_err(|e| crate::error::Error::io(&self.path, e.error))?;
         Ok(())
     }
+}
+
+/// `src` opened for reading, never through a symlink (it was listed as a regular file).
+fn open_nofollow(src: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src).at(src)
 }
 
 fn read_entries(path: &Path) -> Option<HashMap<String, Entry>> {

@@ -244,3 +244,201 @@ fn registry_cache_takes_context_copies_and_a_changed_file_invalidates_from_its_c
     assert_eq!(l1[..3], l3[..3], "the layers before the changed COPY are the cached ones");
     assert_ne!(l1[3], l3[3]);
 }
+
+/// The RUN steps a build executed, by their log lines (`[stage] RUN ...`; a cached one is
+/// logged as `  RUN ... CACHED`).
+fn ran(log: &str) -> Vec<String> {
+    log.lines().filter(|l| l.starts_with('[') && l.contains("] RUN ")).map(str::to_string).collect()
+}
+
+/// The config of the image `reference` (any hoist reference), as JSON.
+fn config_of(reference: &str) -> Value {
+    serde_json::from_str(&ok("inspect --config", hoist(["inspect", "--config", reference]))).unwrap()
+}
+
+/// `--cache-to type=inline` puts the image's steps in its config; a fresh store with
+/// `--cache-from IMAGE` runs no RUN, and with `--cache-to type=inline` again gets the same
+/// digest (without it, the same image minus the table). An image built FROM it does not
+/// inherit the table.
+#[test]
+fn inline_cache_in_the_image_config_runs_nothing_on_a_fresh_store() {
+    hoist_testkit::require!("runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::write(ctx.join("a"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS base\nCOPY root/ /\nRUN echo one > /one\nFROM base\nCOPY a /a\nRUN cat /one /a > /both\n",
+    )
+    .unwrap();
+    let image = format!("{}/app:inline", reg.host());
+    let push = format!("type=registry,name={image}");
+
+    let (d1, log) = build(&t.join("store1"), &t.join("out1"), &ctx, &["--cache-to", "type=inline", "-o", &push]);
+    assert!(log.contains("2 RUN executed"), "{log}");
+    let config = config_of(&format!("docker://{image}"));
+    let table =
+        config["hoist.build-cache.v1"]["steps"].as_object().unwrap_or_else(|| panic!("no inline cache: {config}"));
+    let layers = image_layers(&t.join("out1"));
+    let named: Vec<&str> = table.values().filter_map(|e| e["layer"]["digest"].as_str()).collect();
+    assert!(layers.iter().all(|l| named.contains(&l.as_str())), "every layer's step is in the table: {config}");
+
+    // Machine 2: a fresh store and a fresh copy of the context.
+    let ctx2 = t.join("ctx2");
+    let cp = std::process::Command::new("cp").args(["-r", "--preserve=mode"]).arg(&ctx).arg(&ctx2).status().unwrap();
+    assert!(cp.success());
+    let (d2, log) =
+        build(&t.join("store2"), &t.join("out2"), &ctx2, &["--cache-from", &image, "--cache-to", "type=inline"]);
+    assert!(log.contains("0 RUN executed"), "{log}");
+    assert!(ran(&log).is_empty(), "{log}");
+    assert_eq!(
+        steps(&log, "RUN"),
+        [("RUN echo one > /one".to_string(), true), ("RUN cat /one /a > /both".to_string(), true)]
+    );
+    assert_eq!(d2, d1, "the same image, its inline cache included");
+
+    // Without --cache-to type=inline: nothing runs either; the config has no table.
+    let (d3, log) =
+        build(&t.join("store3"), &t.join("out3"), &ctx2, &["--cache-from", &format!("type=registry,ref={image}")]);
+    assert!(log.contains("0 RUN executed"), "{log}");
+    assert_ne!(d3, d1);
+    assert_eq!(image_layers(&t.join("out3")), layers);
+    assert!(config_of(&format!("oci:{}", t.join("out3").display())).get("hoist.build-cache.v1").is_none());
+
+    // An image built FROM the inline-cached image does not carry its table.
+    let ctx4 = t.join("ctx4");
+    fs::create_dir_all(&ctx4).unwrap();
+    fs::write(ctx4.join("Dockerfile"), format!("FROM {image}\nLABEL derived=yes\n")).unwrap();
+    build(&t.join("store4"), &t.join("out4"), &ctx4, &[]);
+    let derived = config_of(&format!("oci:{}", t.join("out4").display()));
+    assert_eq!(derived["config"]["Labels"]["derived"], "yes", "{derived}");
+    assert!(derived.get("hoist.build-cache.v1").is_none(), "{derived}");
+
+    // mode=max does not fit in an image; a ref does not either.
+    for bad in ["type=inline,mode=max", "type=inline,ref=x"] {
+        let r = hoist_in(&t.join("store5"), &["build", "--cache-to", bad, ctx.to_str().unwrap()]);
+        assert_eq!(r.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+}
+
+/// `--no-cache-filter STAGE` runs exactly that stage's steps; the other stages' steps come
+/// from the cache (the local one, and a `--cache-from` one on a fresh store).
+#[test]
+fn no_cache_filter_runs_exactly_that_stage() {
+    hoist_testkit::require!("runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    busybox_root(&ctx.join("root"));
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS tools\nCOPY root/ /\nRUN echo tool > /tool\n\
+         FROM tools AS data\nRUN echo data > /data\nRUN echo more >> /data\n\
+         FROM tools\nCOPY --from=data /data /data\nRUN cat /data > /final\n",
+    )
+    .unwrap();
+    let cache = format!("{}/cache:filter", reg.host());
+    let (d1, log) = build(
+        &t.join("store1"),
+        &t.join("out1"),
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert!(log.contains("4 RUN executed"), "{log}");
+
+    // The same store: only the data stage's two RUNs run; the layers they make are the same,
+    // so the COPY --from and the last RUN stay cached.
+    let (d2, log) = build(&t.join("store1"), &t.join("out2"), &ctx, &["--no-cache-filter", "data"]);
+    assert_eq!(ran(&log), ["[data] RUN echo data > /data", "[data] RUN echo more >> /data"], "{log}");
+    assert!(log.contains("2 RUN executed"), "{log}");
+    assert!(log.contains("[data] FROM tools (no cache: --no-cache-filter)"), "{log}");
+    assert_eq!(d2, d1);
+
+    // A fresh store reading the registry cache, the first stage by index: only its RUN runs.
+    let (d3, log) = build(
+        &t.join("store3"),
+        &t.join("out3"),
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}"), "--no-cache-filter", "0"],
+    );
+    assert_eq!(ran(&log), ["[tools] RUN echo tool > /tool"], "{log}");
+    assert_eq!(d3, d1);
+
+    // Two filters.
+    let (_, log) =
+        build(&t.join("store1"), &t.join("out4"), &ctx, &["--no-cache-filter", "tools", "--no-cache-filter", "data"]);
+    assert_eq!(ran(&log).len(), 3, "{log}");
+
+    // A stage the Dockerfile does not have is bad input.
+    let r = hoist_in(&t.join("store1"), &["build", "--no-cache-filter", "nosuch", ctx.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("nosuch"));
+}
+
+/// Base images are resolved at the registry on every build: a base tag moved in the registry
+/// is picked up with `--pull`, and without it too (what hoist always does; the store keeps no
+/// base tags), and the steps after its FROM run again.
+#[test]
+fn a_retagged_base_is_picked_up_with_and_without_pull() {
+    hoist_testkit::require!("runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base_ctx = t.join("base");
+    busybox_root(&base_ctx.join("root"));
+    fs::write(base_ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\nCOPY v /v\n").unwrap();
+    let base = format!("{}/base:latest", reg.host());
+    let push_base = |v: &str, n: usize| -> String {
+        fs::write(base_ctx.join("v"), v).unwrap();
+        let (d, _) = build(
+            &t.join("base-store"),
+            &t.join(format!("base-out{n}")),
+            &base_ctx,
+            &["-o", &format!("type=registry,name={base}")],
+        );
+        d
+    };
+    let app = t.join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("Dockerfile"), format!("FROM {base}\nRUN cat /v > /seen\n")).unwrap();
+    let store = t.join("store");
+    let seen = |out: &Path| -> String {
+        let layers = image_layers(out);
+        let blob =
+            fs::read(out.join("blobs/sha256").join(layers.last().unwrap().trim_start_matches("sha256:"))).unwrap();
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..]).read_to_end(&mut tar).unwrap();
+        let text = String::from_utf8_lossy(&tar).into_owned();
+        ["one", "two", "three"].iter().find(|v| text.contains(&format!("{v}\n"))).unwrap().to_string()
+    };
+
+    let b1 = push_base("one\n", 1);
+    let (a1, log) = build(&store, &t.join("out1"), &app, &[]);
+    assert!(log.contains(&format!("image {base}: {b1}")) && log.contains("1 RUN executed"), "{log}");
+    assert_eq!(seen(&t.join("out1")), "one");
+
+    // The tag moves: --pull takes the new base, and the RUN after it runs again.
+    let b2 = push_base("two\n", 2);
+    assert_ne!(b2, b1);
+    let (a2, log) = build(&store, &t.join("out2"), &app, &["--pull"]);
+    assert!(log.contains(&format!("image {base}: {b2}")) && log.contains("1 RUN executed"), "{log}");
+    assert_ne!(a2, a1);
+    assert_eq!(seen(&t.join("out2")), "two");
+    // Unchanged: --pull still takes the cache.
+    let (a2b, log) = build(&store, &t.join("out2b"), &app, &["--pull"]);
+    assert!(log.contains("0 RUN executed"), "{log}");
+    assert_eq!(a2b, a2);
+
+    // Without --pull the same: the registry is asked, not the store.
+    let b3 = push_base("three\n", 3);
+    let (_, log) = build(&store, &t.join("out3"), &app, &[]);
+    assert!(log.contains(&format!("image {base}: {b3}")) && log.contains("1 RUN executed"), "{log}");
+    assert_eq!(seen(&t.join("out3")), "three");
+}
