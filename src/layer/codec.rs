@@ -489,6 +489,43 @@ impl<W: Write> Write for WriteDecoder<W> {
     }
 }
 
+/// A reader that fails once more than `limit` bytes come out of `inner` (the bound on what a
+/// compressed archive may expand to); its `exceeded` flag tells that io error apart from
+/// others (the tar reader turns it into its own).
+pub(crate) struct Bounded<R> {
+    inner: R,
+    left: u64,
+    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R> Bounded<R> {
+    /// `inner`, cut off after `limit` bytes; `exceeded` turns true when the bound is hit.
+    pub(crate) fn new(inner: R, limit: u64, exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Bounded { inner, left: limit, exceeded }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the bound: only the end of the stream is fine.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(io::Error::other("expands beyond its bound"));
+        }
+        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..n])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,42 +600,5 @@ mod tests {
         mid.flush().unwrap();
         mid.write_all(&data[1000..]).unwrap();
         assert_eq!(ours, mid.finish().unwrap());
-    }
-}
-
-/// A reader that fails once more than `limit` bytes come out of `inner` (the bound on what a
-/// compressed archive may expand to); its `exceeded` flag tells that io error apart from
-/// others (the tar reader turns it into its own).
-pub(crate) struct Bounded<R> {
-    inner: R,
-    left: u64,
-    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<R> Bounded<R> {
-    /// `inner`, cut off after `limit` bytes; `exceeded` turns true when the bound is hit.
-    pub(crate) fn new(inner: R, limit: u64, exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Bounded { inner, left: limit, exceeded }
-    }
-}
-
-impl<R: Read> Read for Bounded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            // At the bound: only the end of the stream is fine.
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe)? == 0 {
-                return Ok(0);
-            }
-            self.exceeded.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(io::Error::other("expands beyond its bound"));
-        }
-        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..n])?;
-        self.left -= n as u64;
-        Ok(n)
     }
 }
