@@ -23,7 +23,8 @@ use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
 use super::stage::{
-    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, SourceRoot, Stage, DEFAULT_PATH,
+    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, Selection, SourceRoot, Stage,
+    DEFAULT_PATH,
 };
 use super::statcache::StatCache;
 use super::user::resolve_user;
@@ -181,6 +182,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
     let none = |_: &str| -> Option<String> { None };
     let esc = ctx.df.escape;
     let mut specs = Vec::new();
+    let mut selections = Vec::new();
     for &s in &plan.needed {
         for &i in &plan.stages[s][1..] {
             let ins = &ctx.df.instructions[i];
@@ -190,6 +192,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
                 || !ins.heredocs.is_empty()
                 || ins.text().contains('$')
                 || ins.flag_all("exclude").any(|e| e.contains('$'))
+                || ins.flag("chmod").is_some_and(|m| m.contains('$'))
             {
                 continue;
             }
@@ -203,16 +206,39 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
             ) else {
                 continue;
             };
+            // --chmod as the step reads it (a malformed one is the step's error)
+            let chmod = match ins.flag("chmod").map(|m| word(m, &none, esc)) {
+                None => None,
+                Some(Ok(m)) if m.is_empty() => None,
+                Some(Ok(m)) => match u32::from_str_radix(&m, 8) {
+                    Ok(m) => Some(m),
+                    Err(_) => continue,
+                },
+                Some(Err(_)) => continue,
+            };
             if args.len() < 2 {
                 continue;
             }
-            args.pop();
+            let dest_word = args.pop().expect("two or more");
+            // An absolute destination is the step's own (a relative one depends on WORKDIR,
+            // known only when the stage is built): its entries, and their digest, are then
+            // the ones the step's key takes. Otherwise only the files are hashed.
+            let selection = dest_word.starts_with('/').then(|| Selection {
+                dest: join_abs("/", &dest_word),
+                dest_is_dir: dest_word.ends_with('/') || args.len() > 1,
+                args: args.clone(),
+                chmod,
+                excludes: excludes.clone(),
+            });
+            let (dest, dest_is_dir) =
+                selection.as_ref().map_or(("/".into(), true), |s| (s.dest.clone(), s.dest_is_dir));
+            selections.push(selection);
             specs.push(CopySpec {
                 args,
-                dest: "/".into(),
-                dest_is_dir: true,
+                dest,
+                dest_is_dir,
                 is_add: false,
-                chmod: None,
+                chmod,
                 exclude: parse_ignore(&excludes.join("\n")),
                 ignore: ctx.ignore.clone(),
                 heredoc_dir: None,
@@ -223,6 +249,7 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
                 line: ins.line,
                 remote: BTreeMap::new(),
                 parents: false,
+                found: None,
             });
         }
     }
@@ -231,20 +258,30 @@ fn start_prehash(ctx: &mut Ctx<'_>, plan: &Plan) {
     }
     let (tx, rx) = tokio::sync::watch::channel(0usize);
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let entries: Arc<Mutex<HashMap<usize, (Selection, String)>>> = Arc::default();
     ctx.prehash = super::stage::Prehash {
         order: specs.iter().enumerate().map(|(n, s)| (s.line, n)).collect(),
         done: Some(rx),
         cancel: cancel.clone(),
+        entries: entries.clone(),
     };
     let (stat, context) = (ctx.stat.clone(), ctx.context.clone());
     tokio::task::spawn_blocking(move || {
-        for (n, spec) in specs.iter().enumerate() {
+        for (n, (spec, selection)) in specs.into_iter().zip(selections).enumerate() {
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return;
             }
-            let mut ex = Extracted::new();
-            if let Ok(items) = copy_items(spec, &[], "", (None, None), &mut ex) {
-                let _ = context_digests(&items, &stat, &context);
+            let line = spec.line;
+            // the walk tells the hashing threads each file it finds
+            let (items, known) = hash_while_walking(&stat, |found| {
+                let spec = CopySpec { found: Some(found), ..spec };
+                let mut ex = Extracted::new();
+                normalize_target(&spec.dest)
+                    .and_then(|dest_rel| copy_items(&spec, &[], &dest_rel, (None, None), &mut ex))
+            });
+            let digest = items.and_then(|items| digest_items(&items, Some((&stat, &context, &known))));
+            if let (Some(selection), Ok(digest)) = (selection, digest) {
+                entries.lock().unwrap_or_else(|p| p.into_inner()).insert(line, (selection, digest));
             }
             let _ = tx.send(n + 1);
         }
@@ -551,8 +588,13 @@ async fn local_stage(ctx: &Ctx<'_>, name: &str, platform: &Platform) -> Result<S
     let (stat, context) = (ctx.stat.clone(), ctx.context.clone());
     let (key, items) = blocking(move || {
         let mut items = BTreeMap::new();
-        add_tree(&n.dir, "", &mut items, None, None, None, false, (&n.ignore, ""), &[])?;
-        let key = hash(&["hoist-dockerfile-v1", &pf, "local", &digest_items(&items, Some((&stat, &context)))?]);
+        add_tree(&n.dir, "", &mut items, None, None, None, false, (&n.ignore, ""), &[], None)?;
+        let key = hash(&[
+            "hoist-dockerfile-v1",
+            &pf,
+            "local",
+            &digest_items(&items, Some((&stat, &context, &HashMap::new())))?,
+        ]);
         Ok((key, items))
     })
     .await?;
@@ -1156,6 +1198,7 @@ async fn copy(
         remote,
         file: ctx.file.clone(),
         line: ins.line,
+        found: None,
     });
     let (epoch, compression) = (ctx.epoch, ctx.opts.compression);
     let by = format!("{} {} exclude={excludes:?} parents={parents}", ins.keyword, ins.text());
@@ -1170,19 +1213,35 @@ async fn copy(
         // a COPY --from whose key missed above
         Some(k) => (k, None),
         None => {
-            // its files may be being hashed ahead: wait for them rather than hash them twice
+            // its files may be being hashed ahead: wait for them rather than hash them twice,
+            // and take the digest of its entries when they were selected as here
             ctx.prehash.wait(ins.line).await;
             let (spec2, extracted2, stat, context_dir) =
                 (spec.clone(), extracted.clone(), ctx.stat.clone(), ctx.context.clone());
             let parent = format!("{}\0{}", st.key, st.chain().unwrap_or_default());
             let owners = format!("{chown:?}\0{chmod:?}");
-            let key = blocking(move || {
-                let dest_rel = normalize_target(&spec2.dest)?;
-                let mut ex = extracted2.lock().expect("extract lock");
-                let items = copy_items(&spec2, &[], &dest_rel, (None, None), &mut ex)?;
-                Ok(hash(&[&parent, &by, &owners, &digest_items(&items, Some((&stat, &context_dir)))?]))
-            })
-            .await?;
+            let ahead = (from.is_none() && !is_add && !parents && ins.heredocs.is_empty())
+                .then(|| Selection {
+                    args: spec.args.clone(),
+                    dest: spec.dest.clone(),
+                    dest_is_dir: spec.dest_is_dir,
+                    chmod,
+                    excludes: excludes.clone(),
+                })
+                .and_then(|sel| ctx.prehash.take(ins.line, &sel));
+            let key = match ahead {
+                Some(entries) => hash(&[&parent, &by, &owners, &entries]),
+                None => {
+                    blocking(move || {
+                        let dest_rel = normalize_target(&spec2.dest)?;
+                        let mut ex = extracted2.lock().expect("extract lock");
+                        let items = copy_items(&spec2, &[], &dest_rel, (None, None), &mut ex)?;
+                        let stat = Some((&*stat, context_dir.as_path(), &HashMap::new()));
+                        Ok(hash(&[&parent, &by, &owners, &digest_items(&items, stat)?]))
+                    })
+                    .await?
+                }
+            };
             let hit = ctx.cache_lookup(&key).await?;
             (key, hit)
         }
@@ -1329,6 +1388,9 @@ struct CopySpec {
     remote: BTreeMap<String, Fetched>,
     file: String,
     line: usize,
+    /// Told each regular file of the context the walk selects, as it is found: the hashing
+    /// ahead ([`start_prehash`]) hashes them while the walk goes on.
+    found: Option<std::sync::mpsc::Sender<PathBuf>>,
 }
 
 /// Archives ADD extracted, by path (None: not an archive), kept from the key to the layer.
@@ -1397,7 +1459,7 @@ fn copy_items(
                     items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
                 }
                 let before: BTreeSet<String> = items.keys().cloned().collect();
-                add_tree(dir, &dest_rel, &mut items, uid, gid, chmod, false, (&[], ""), exclude)?;
+                add_tree(dir, &dest_rel, &mut items, uid, gid, chmod, false, (&[], ""), exclude, None)?;
                 for (k, it) in items.iter_mut() {
                     if !before.contains(k) {
                         it.mtime = Some(*mtime);
@@ -1433,7 +1495,7 @@ fn copy_items(
                     extracted.insert(src.clone(), try_extract(&src)?);
                 }
                 if let Some(dir) = &extracted[&src] {
-                    add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), exclude)?;
+                    add_tree(dir.path(), &dest_rel, &mut items, uid, gid, chmod, true, (&[], ""), exclude, None)?;
                     continue;
                 }
             }
@@ -1446,7 +1508,8 @@ fn copy_items(
                     let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
                     items.insert(dest_rel.clone(), Item { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, mtime: None });
                 }
-                add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), exclude)?;
+                let found = spec.found.as_ref().filter(|_| ctxfile);
+                add_tree(&src, &dest_rel, &mut items, uid, gid, chmod, !ctxfile, (rules, &m), exclude, found)?;
             } else {
                 let target =
                     if dest_is_dir || dest_rel.is_empty() || lookup(dirs, &dest_rel).is_some_and(|m| m.is_dir()) {
@@ -1456,6 +1519,9 @@ fn copy_items(
                     };
                 let (u, g) = owner(&meta, uid, gid, ctxfile);
                 let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                if let Some(found) = spec.found.as_ref().filter(|_| ctxfile && meta.is_file()) {
+                    let _ = found.send(src.clone());
+                }
                 items.insert(
                     target,
                     Item {
@@ -1496,7 +1562,8 @@ fn join_rel(a: &str, b: &str) -> String {
     }
 }
 
-/// The contents of directory `src` under `dest` (the directory itself is not added).
+/// The contents of directory `src` under `dest` (the directory itself is not added); each
+/// regular file told to `found` as it is found.
 #[allow(clippy::too_many_arguments)]
 fn add_tree(
     src: &Path,
@@ -1508,6 +1575,7 @@ fn add_tree(
     keep_owner: bool,
     (ignore, ctx_prefix): (&[IgnoreRule], &str),
     exclude: &[IgnoreRule],
+    found: Option<&std::sync::mpsc::Sender<PathBuf>>,
 ) -> Result<()> {
     let mut it = walkdir::WalkDir::new(src).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
     while let Some(w) = it.next() {
@@ -1527,7 +1595,11 @@ fn add_tree(
             }
             continue;
         }
-        items.insert(join_rel(dest, rel), item_of(w.path(), (uid, gid), chmod, keep_owner)?);
+        let item = item_of(w.path(), (uid, gid), chmod, keep_owner)?;
+        if let (Some(found), Kind::File { src, .. }) = (found, &item.kind) {
+            let _ = found.send(src.clone());
+        }
+        items.insert(join_rel(dest, rel), item);
     }
     Ok(())
 }
@@ -1678,22 +1750,28 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
 
 /// The content digests of the regular files of `items` under `under`, from the stat cache
 /// `sc` (or hashed, and remembered there), on every core (the stat cache is shared): a warm
-/// build from a registry cache spends its time here.
+/// build from a registry cache spends its time here. Those in `known` (hashed while their
+/// walk went on, [`hash_while_walking`]) are taken from there.
 fn context_digests<'i>(
     items: &'i BTreeMap<String, Item>,
     sc: &StatCache,
     under: &Path,
+    known: &HashMap<PathBuf, [u8; 32]>,
 ) -> Result<HashMap<&'i Path, [u8; 32]>> {
     let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
-    let files: Vec<&Path> = items
-        .values()
-        .filter_map(|it| match &it.kind {
-            Kind::File { src, .. } if src.starts_with(under) => Some(src.as_path()),
-            _ => None,
-        })
-        .collect();
-    let threads =
-        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(files.len().div_ceil(64).max(1));
+    let mut files: Vec<&Path> = Vec::new();
+    for it in items.values() {
+        if let Kind::File { src, .. } = &it.kind {
+            match known.get(src) {
+                Some(d) => {
+                    digests.insert(src.as_path(), *d);
+                }
+                None if src.starts_with(under) => files.push(src.as_path()),
+                None => {}
+            }
+        }
+    }
+    let threads = hashing_threads(files.len().div_ceil(64).max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..threads)
@@ -1717,11 +1795,55 @@ fn context_digests<'i>(
     Ok(digests)
 }
 
+/// Threads that hash context files: one a core, at most 8 and at most `wanted`.
+fn hashing_threads(wanted: usize) -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(wanted.max(1))
+}
+
+/// Run `walk`, which tells each context file it finds to the sender it is given, while
+/// hashing threads hash those files into the stat cache `sc`: the walk's result and the
+/// digests (a file that cannot be read is left out, for the caller's own pass to report).
+/// The hashing ends when the walk has returned and dropped its sender.
+fn hash_while_walking<T>(
+    sc: &StatCache,
+    walk: impl FnOnce(std::sync::mpsc::Sender<PathBuf>) -> T,
+) -> (T, HashMap<PathBuf, [u8; 32]>) {
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    let rx = Mutex::new(rx);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..hashing_threads(usize::MAX))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut out = Vec::new();
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(p) = next else { return out };
+                        if let Ok(d) = sc.digest(&p, &mut buf) {
+                            out.push((p, d));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let r = walk(tx);
+        let mut known = HashMap::new();
+        for w in workers {
+            known.extend(w.join().expect("hashing thread"));
+        }
+        (r, known)
+    })
+}
+
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
-/// Files under `stat.1` take their content digest from the stat cache `stat.0`.
-fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path)>) -> Result<String> {
+/// Files under `stat.1` take their content digest from the stat cache `stat.0`, those in
+/// `stat.2` (hashed already) from there.
+fn digest_items(
+    items: &BTreeMap<String, Item>,
+    stat: Option<(&StatCache, &Path, &HashMap<PathBuf, [u8; 32]>)>,
+) -> Result<String> {
     let digests = match stat {
-        Some((sc, under)) => context_digests(items, sc, under)?,
+        Some((sc, under, known)) => context_digests(items, sc, under, known)?,
         None => HashMap::new(),
     };
     let mut h = Sha256::new();

@@ -138,13 +138,30 @@ pub(crate) struct Ctx<'a> {
 /// The context COPY steps whose files are hashed ahead (into the stat cache, from the start
 /// of the build, while the caches are read and the layers fetched): the step's line → its
 /// place in the order they are hashed, and how many are done. A step waits for its own
-/// files, then finds every digest in the stat cache.
+/// files, then finds every digest in the stat cache; a step whose selection was known ahead
+/// (an absolute destination) takes the digest of its entries as is ([`Prehash::take`]), so
+/// the context is walked once.
 #[derive(Default)]
 pub(crate) struct Prehash {
     pub order: HashMap<usize, usize>,
     pub done: Option<tokio::sync::watch::Receiver<usize>>,
     /// Set when the build ends: the hashing stops at the next step.
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// The step's line → what it selects and the digest of its entries (as the step's key
+    /// takes it).
+    pub entries: Arc<Mutex<HashMap<usize, (Selection, String)>>>,
+}
+
+/// What decides the entries of a context COPY's cache key, besides the context itself: the
+/// sources and the destination as expanded, and the options that change the entries. The
+/// step takes a digest hashed ahead only for the same selection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Selection {
+    pub args: Vec<String>,
+    pub dest: String,
+    pub dest_is_dir: bool,
+    pub chmod: Option<u32>,
+    pub excludes: Vec<String>,
 }
 
 impl Drop for Prehash {
@@ -160,6 +177,13 @@ impl Prehash {
         if let (Some(&pos), Some(rx)) = (self.order.get(&line), &self.done) {
             let _ = rx.clone().wait_for(|n| *n > pos).await;
         }
+    }
+
+    /// The digest of the entries of the COPY at `line` hashed ahead, when it selected `sel`
+    /// (each platform of a multi-platform build takes it).
+    pub(crate) fn take(&self, line: usize, sel: &Selection) -> Option<String> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&line).filter(|(s, _)| s == sel).map(|(_, d)| d.clone())
     }
 }
 
