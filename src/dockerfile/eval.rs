@@ -10,6 +10,7 @@
 //! cached step never fetches or unpacks the layers below it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1577,29 +1578,42 @@ fn add_tree(
     exclude: &[IgnoreRule],
     found: Option<&std::sync::mpsc::Sender<PathBuf>>,
 ) -> Result<()> {
-    let mut it = walkdir::WalkDir::new(src).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
-    while let Some(w) = it.next() {
-        let w = w.map_err(|e| Error::io(e.path().unwrap_or(src).to_path_buf(), e.into()))?;
-        let rel = w.path().strip_prefix(src).expect("under src");
+    walk_sorted(src, &mut |p, m| {
+        let rel = p.strip_prefix(src).expect("under src");
         let rel =
             rel.to_str().ok_or_else(|| Error::Unsupported(format!("{}: file names must be UTF-8", rel.display())))?;
         let dropped = (!ignore.is_empty() && ignored(ignore, &join_rel(ctx_prefix, rel)))
             .then_some(ignore)
             .or_else(|| (!exclude.is_empty() && ignored(exclude, rel)).then_some(exclude));
         if let Some(rules) = dropped {
-            if w.file_type().is_dir() {
-                // a negated rule may re-include something below: only skip when none could
-                if !rules.iter().any(|r| r.negate) {
-                    it.skip_current_dir();
-                }
-            }
-            continue;
+            // a directory: a negated rule may re-include something below, only skip it
+            // when none could
+            return Ok(rules.iter().any(|r| r.negate));
         }
-        let item = item_of(w.path(), (uid, gid), chmod, keep_owner)?;
+        let item = item_of_meta(p, m, (uid, gid), chmod, keep_owner)?;
         if let (Some(found), Kind::File { src, .. }) = (found, &item.kind) {
             let _ = found.send(src.clone());
         }
         items.insert(join_rel(dest, rel), item);
+        Ok(true)
+    })
+}
+
+/// Every entry below the directory `dir` (not `dir` itself), depth first and by name
+/// within a directory (as `walkdir` sorted by file name, links not followed), told to
+/// `visit` with its lstat, taken by its name in its open directory (one path component
+/// looked up, not the whole path: the walk of a large context spends its time there);
+/// `visit` says whether to go into a directory.
+fn walk_sorted(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<bool>) -> Result<()> {
+    let mut entries: Vec<(OsString, fs::DirEntry)> =
+        fs::read_dir(dir).at(dir)?.map(|e| e.map(|e| (e.file_name(), e))).collect::<std::io::Result<_>>().at(dir)?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, e) in entries {
+        let p = dir.join(name);
+        let m = e.metadata().at(&p)?;
+        if visit(&p, &m)? && m.is_dir() {
+            walk_sorted(&p, visit)?;
+        }
     }
     Ok(())
 }
@@ -1607,9 +1621,19 @@ fn add_tree(
 /// The layer entry of the file, directory or symlink `p` (not followed): owned by `uid`/`gid`
 /// where given, else by its own owner when `keep_owner` (a stage's file), else by root (a
 /// context file); `chmod` replaces its mode.
-fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>, keep_owner: bool) -> Result<Item> {
-    let m = p.symlink_metadata().at(p)?;
-    let (u, g) = owner(&m, uid, gid, !keep_owner);
+fn item_of(p: &Path, owner: (Option<u64>, Option<u64>), chmod: Option<u32>, keep_owner: bool) -> Result<Item> {
+    item_of_meta(p, &p.symlink_metadata().at(p)?, owner, chmod, keep_owner)
+}
+
+/// [`item_of`] with `p`'s lstat `m`, taken already.
+fn item_of_meta(
+    p: &Path,
+    m: &fs::Metadata,
+    (uid, gid): (Option<u64>, Option<u64>),
+    chmod: Option<u32>,
+    keep_owner: bool,
+) -> Result<Item> {
+    let (u, g) = owner(m, uid, gid, !keep_owner);
     let mode = m.permissions().mode() & 0o7777;
     let ft = m.file_type();
     let kind = if ft.is_dir() {
@@ -1752,21 +1776,20 @@ fn glob_in(base: &Path, pattern: &str, ignore: &[IgnoreRule]) -> Result<Vec<Stri
 /// `sc` (or hashed, and remembered there), on every core (the stat cache is shared): a warm
 /// build from a registry cache spends its time here. Those in `known` (hashed while their
 /// walk went on, [`hash_while_walking`]) are taken from there.
-fn context_digests<'i>(
-    items: &'i BTreeMap<String, Item>,
+fn context_digests(
+    items: &BTreeMap<String, Item>,
     sc: &StatCache,
     under: &Path,
-    known: &HashMap<PathBuf, [u8; 32]>,
-) -> Result<HashMap<&'i Path, [u8; 32]>> {
-    let mut digests: HashMap<&Path, [u8; 32]> = HashMap::new();
-    let mut files: Vec<&Path> = Vec::new();
-    for it in items.values() {
+    known: &HashMap<OsString, [u8; 32]>,
+) -> Result<Vec<Option<[u8; 32]>>> {
+    // by the item's place in `items` (a path-keyed map costs as much as the hashing here)
+    let mut digests: Vec<Option<[u8; 32]>> = vec![None; items.len()];
+    let mut files: Vec<(usize, &Path)> = Vec::new();
+    for (i, it) in items.values().enumerate() {
         if let Kind::File { src, .. } = &it.kind {
-            match known.get(src) {
-                Some(d) => {
-                    digests.insert(src.as_path(), *d);
-                }
-                None if src.starts_with(under) => files.push(src.as_path()),
+            match known.get(src.as_os_str()) {
+                Some(d) => digests[i] = Some(*d),
+                None if src.starts_with(under) => files.push((i, src.as_path())),
                 None => {}
             }
         }
@@ -1777,18 +1800,20 @@ fn context_digests<'i>(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut buf = vec![0u8; 1 << 16];
+                    let mut hasher = sc.hasher();
                     let mut out = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(f) = files.get(i) else { return Ok(out) };
-                        out.push((*f, sc.digest(f, &mut buf)?));
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(i, f)) = files.get(n) else { return Ok(out) };
+                        out.push((i, hasher.digest(f)?));
                     }
                 })
             })
             .collect();
         for w in workers {
-            digests.extend(w.join().expect("hashing thread")?);
+            for (i, d) in w.join().expect("hashing thread")? {
+                digests[i] = Some(d);
+            }
         }
         Ok(())
     })?;
@@ -1807,20 +1832,20 @@ fn hashing_threads(wanted: usize) -> usize {
 fn hash_while_walking<T>(
     sc: &StatCache,
     walk: impl FnOnce(std::sync::mpsc::Sender<PathBuf>) -> T,
-) -> (T, HashMap<PathBuf, [u8; 32]>) {
+) -> (T, HashMap<OsString, [u8; 32]>) {
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..hashing_threads(usize::MAX))
             .map(|_| {
                 scope.spawn(|| {
-                    let mut buf = vec![0u8; 1 << 16];
+                    let mut hasher = sc.hasher();
                     let mut out = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(p) = next else { return out };
-                        if let Ok(d) = sc.digest(&p, &mut buf) {
-                            out.push((p, d));
+                        if let Ok(d) = hasher.digest(&p) {
+                            out.push((p.into_os_string(), d));
                         }
                     }
                 })
@@ -1840,15 +1865,15 @@ fn hash_while_walking<T>(
 /// `stat.2` (hashed already) from there.
 fn digest_items(
     items: &BTreeMap<String, Item>,
-    stat: Option<(&StatCache, &Path, &HashMap<PathBuf, [u8; 32]>)>,
+    stat: Option<(&StatCache, &Path, &HashMap<OsString, [u8; 32]>)>,
 ) -> Result<String> {
     let digests = match stat {
         Some((sc, under, known)) => context_digests(items, sc, under, known)?,
-        None => HashMap::new(),
+        None => vec![None; items.len()],
     };
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
-    for (p, it) in items {
+    for ((p, it), digest) in items.iter().zip(&digests) {
         h.update(format!("{p}\0{:o}\0{}\0{}\0{:?}\0", it.mode, it.uid, it.gid, it.mtime).as_bytes());
         match &it.kind {
             Kind::Dir => h.update(b"d"),
@@ -1857,7 +1882,7 @@ fn digest_items(
             Kind::Hardlink { target } => h.update(format!("h{target}").as_bytes()),
             Kind::File { src, size, link_key } => {
                 h.update(format!("f{size}\0{}", link_key.is_some()).as_bytes());
-                if let Some(d) = digests.get(src.as_path()) {
+                if let Some(d) = digest {
                     h.update(d);
                     continue;
                 }

@@ -43,6 +43,16 @@ struct Stat {
 }
 
 impl Stat {
+    fn of_raw(st: &libc::stat) -> Stat {
+        Stat {
+            size: st.st_size as u64,
+            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+            ino: st.st_ino,
+            mode: st.st_mode,
+        }
+    }
+
     fn of(m: &fs::Metadata) -> Stat {
         Stat {
             size: m.size(),
@@ -112,6 +122,19 @@ impl StatCache {
     /// unchanged (or from this build's own earlier look at it, counted once). The stat is
     /// taken before the read, so a change during the read is seen by the next build.
     pub fn digest(&self, src: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+        self.digest_in(None, src, buf)
+    }
+
+    /// A [`Hasher`] of this cache: files hashed one after another, each opened by its name in
+    /// its directory.
+    pub fn hasher(&self) -> Hasher<'_> {
+        Hasher { cache: self, dir: None, buf: vec![0u8; 1 << 16] }
+    }
+
+    /// [`StatCache::digest`], `src` looked up by its name in `dir` (its parent, open) when
+    /// given: one path component, not every one of `src`'s.
+    fn digest_in(&self, dir: Option<&fs::File>, src: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+        let by_name = dir.zip(src.file_name());
         let key = src.to_string_lossy().into_owned();
         // hashed or taken from the cache earlier in this build (its files hashed ahead of a
         // COPY step): as it was then, counted once
@@ -124,7 +147,10 @@ impl StatCache {
         let at = now_ns() + self.skew;
         let (stat, opened) = match self.old.get(&key) {
             Some(e) => {
-                let stat = Stat::of(&src.symlink_metadata().at(src)?);
+                let stat = match by_name {
+                    Some((d, name)) => Stat::of_raw(&lstat_at(d, name).at(src)?),
+                    None => Stat::of(&src.symlink_metadata().at(src)?),
+                };
                 if e.stat == stat && e.stat.ctime_ns + RACY_MARGIN_NS <= e.hashed_at {
                     if self.taken.lock().unwrap_or_else(|p| p.into_inner()).insert(key, e.digest).is_none() {
                         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -135,14 +161,14 @@ impl StatCache {
             }
             // not in the cache: the stat of the open file (one path lookup, not two)
             None => {
-                let f = open_nofollow(src)?;
+                let f = open_nofollow(by_name, src)?;
                 (Stat::of(&f.metadata().at(src)?), Some(f))
             }
         };
         let mut h = Sha256::new();
         let mut f = match opened {
             Some(f) => f,
-            None => open_nofollow(src)?,
+            None => open_nofollow(by_name, src)?,
         };
         loop {
             let n = f.read(buf).at(src)?;
@@ -203,10 +229,74 @@ impl StatCache {
     }
 }
 
-/// `src` opened for reading, never through a symlink (it was listed as a regular file).
-fn open_nofollow(src: &Path) -> Result<fs::File> {
+/// Context files hashed one after another by one thread ([`StatCache::hasher`]): each is
+/// opened by its name in its directory, the directory opened once for the run of its files
+/// that come in a row (a walk's order), so a file costs one path component, not a path.
+pub struct Hasher<'c> {
+    cache: &'c StatCache,
+    dir: Option<(PathBuf, fs::File)>,
+    buf: Vec<u8>,
+}
+
+impl Hasher<'_> {
+    /// [`StatCache::digest`] of `src`.
+    pub fn digest(&mut self, src: &Path) -> Result<[u8; 32]> {
+        let Some(parent) = src.parent().filter(|_| src.file_name().is_some()) else {
+            return self.cache.digest_in(None, src, &mut self.buf);
+        };
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            // a directory that cannot be opened: each file looked up by its path, which
+            // reports the error
+            self.dir = open_dir(parent).ok().map(|d| (parent.to_path_buf(), d));
+        }
+        self.cache.digest_in(self.dir.as_ref().map(|(_, d)| d), src, &mut self.buf)
+    }
+}
+
+/// The directory `dir`, opened for looking up names in it (O_PATH).
+fn open_dir(dir: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src).at(src)
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir)
+}
+
+fn cstr(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+}
+
+/// lstat of `name` in the open directory `dir`.
+fn lstat_at(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<libc::stat> {
+    use std::os::fd::AsRawFd;
+    let name = cstr(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is a NUL-terminated string and `st` a writable stat buffer, both alive
+    // for the call; `dir` is an open descriptor.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `src` opened for reading, never through a symlink (it was listed as a regular file); by
+/// its name in its open directory when `at` gives them.
+fn open_nofollow(at: Option<(&fs::File, &std::ffi::OsStr)>, src: &Path) -> Result<fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some((dir, name)) = at else {
+        return fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src).at(src);
+    };
+    let name = cstr(name).at(src)?;
+    // SAFETY: `name` is a NUL-terminated string alive for the call; `dir` is an open
+    // descriptor.
+    let fd =
+        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).at(src);
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
 }
 
 fn read_entries(path: &Path) -> Option<HashMap<String, Entry>> {
@@ -271,5 +361,36 @@ mod tests {
         let c = StatCache::load(&dir, &ctx, true);
         c.digest(&f, &mut buf).unwrap();
         assert_eq!(c.hashed(), 1);
+    }
+
+    #[test]
+    fn the_hasher_opens_by_name_in_the_directory_as_digest_does_by_path() {
+        let t = tempfile::tempdir().unwrap();
+        let (ctx, dir) = (t.path().join("ctx"), t.path().join("cache"));
+        for d in ["a", "b"] {
+            fs::create_dir_all(ctx.join(d)).unwrap();
+            fs::write(ctx.join(d).join("f"), format!("in {d}")).unwrap();
+        }
+        std::os::unix::fs::symlink("f", ctx.join("a/link")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let by_path = StatCache::load(&dir, &ctx, true);
+        let by_name = StatCache::load(&dir, &ctx, true);
+        let mut h = by_name.hasher();
+        for f in ["a/f", "b/f", "a/f"] {
+            let p = ctx.join(f);
+            assert_eq!(h.digest(&p).unwrap(), by_path.digest(&p, &mut buf).unwrap(), "{f}");
+            assert_eq!(h.digest(&p).unwrap(), Sha256::digest(fs::read(&p).unwrap()).as_slice(), "{f}");
+        }
+        // never through a symlink, nor a missing file
+        assert!(h.digest(&ctx.join("a/link")).is_err());
+        assert!(h.digest(&ctx.join("b/missing")).is_err());
+        // an entry of an earlier build is checked by its name too
+        let mut c = StatCache::load(&dir, &ctx, false);
+        c.skew = 2 * RACY_MARGIN_NS;
+        c.digest(&ctx.join("a/f"), &mut buf).unwrap();
+        c.save().unwrap();
+        let c = StatCache::load(&dir, &ctx, false);
+        c.hasher().digest(&ctx.join("a/f")).unwrap();
+        assert_eq!((c.hits(), c.hashed()), (1, 0));
     }
 }
