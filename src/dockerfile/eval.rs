@@ -1257,7 +1257,7 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote};
+    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote, MAX_CONTEXT_SIZE};
     let checksum = match checksum {
         Some(c) => {
             let d: crate::model::digest::Digest =
@@ -1295,7 +1295,7 @@ async fn fetch_remote(
             }
             Remote::Git(g) => {
                 let base = cache_root(ctx.layout).join("git-tmp");
-                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir)).await?;
+                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir, MAX_CONTEXT_SIZE)).await?;
                 ctx.log.line(&format!("  {}: commit {}", super::remote::redact(a), co.commit));
                 out.insert(a.clone(), Fetched::Tree { dir: co.dir.clone(), mtime: co.time });
                 keep.push(co._tmp);
