@@ -387,30 +387,85 @@ fn run_git(dir: &Path, args: &[&str], what: &str, bound: Option<&GitBound<'_>>) 
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
+/// How a git source is fetched (BuildKit's git source options).
+#[derive(Clone)]
+pub struct GitFetch {
+    /// Keep `.git` in the checkout (`ADD --keep-git-dir`, the build arg
+    /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR` of a git context).
+    pub keep_git_dir: bool,
+    /// `ADD --checksum=HEX` of a git source: the commit the reference resolves to (or the
+    /// annotated tag it names) must start with these hex digits, as in BuildKit.
+    pub checksum: Option<String>,
+    /// The most bytes the fetch and checkout may put on disk ([`MAX_CONTEXT_SIZE`]).
+    pub max_bytes: u64,
+    /// Where the source is named, for errors (`Dockerfile:3`).
+    pub location: String,
+}
+
+impl Default for GitFetch {
+    fn default() -> Self {
+        GitFetch { keep_git_dir: false, checksum: None, max_bytes: MAX_CONTEXT_SIZE, location: "git source".into() }
+    }
+}
+
+/// Whether `s` is hex digits only (a commit id or a prefix of one).
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// Fetch `r` shallowly (one commit) with the system `git` into a temp dir under `tmp_in`,
-/// check it out with its submodules, and drop `.git` unless `keep_git_dir`. The temp dir
-/// holds at most `max_bytes` (callers pass [`MAX_CONTEXT_SIZE`]) while git fetches and
-/// checks out, else the fetch is stopped with an error naming the URL and the bound.
-/// Blocking.
-pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: bool, max_bytes: u64) -> Result<GitCheckout> {
+/// check it out with its submodules, and drop `.git` unless `opts.keep_git_dir`. With
+/// `opts.checksum` the fetched commit is checked before it is checked out. The temp dir holds
+/// at most `opts.max_bytes` while git fetches and checks out, else the fetch is stopped with
+/// an error naming the URL and the bound. Blocking.
+pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Result<GitCheckout> {
     let what = redact(&r.remote);
+    let want = r.reference.as_deref().unwrap_or("HEAD");
+    let checksum = match &opts.checksum {
+        Some(c) if !is_hex(c) => {
+            return Err(Error::Usage(format!(
+                "{}: --checksum={c}: expected a hex commit hash for the git source {what}",
+                opts.location
+            )))
+        }
+        c => c.as_ref().map(|c| c.to_ascii_lowercase()),
+    };
+    let mismatch = |actual: &str| Error::DigestMismatch {
+        what: format!("git {what}#{want}"),
+        location: opts.location.clone(),
+        expected: checksum.clone().unwrap_or_default(),
+        actual: actual.to_string(),
+    };
+    // a full commit id as the reference disagrees before anything is fetched
+    if let Some(c) = &checksum {
+        if matches!(want.len(), 40 | 64) && is_hex(want) && !want.to_ascii_lowercase().starts_with(c.as_str()) {
+            return Err(mismatch(want));
+        }
+    }
     std::fs::create_dir_all(tmp_in).at(tmp_in)?;
     let tmp = tempfile::Builder::new().prefix("git").tempdir_in(tmp_in).at(tmp_in)?;
-    let bound = GitBound { root: tmp.path(), max: max_bytes };
+    let bound = GitBound { root: tmp.path(), max: opts.max_bytes };
     let repo = tmp.path().join("checkout");
     std::fs::create_dir_all(&repo).at(&repo)?;
     git(&repo, &["init", "-q"], &what)?;
     git(&repo, &["remote", "add", "origin", &r.remote], &what)?;
-    let want = r.reference.as_deref().unwrap_or("HEAD");
     let shallow = run_git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what, Some(&bound));
     if let Err(e) = shallow {
         // a commit id a server will not serve by itself: the whole history, then the commit
-        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
-        if !is_commit || disk_bytes(tmp.path()) > max_bytes {
+        let is_commit = want.len() >= 7 && is_hex(want);
+        if !is_commit || disk_bytes(tmp.path()) > opts.max_bytes {
             return Err(e);
         }
         run_git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what, Some(&bound))?;
         git(&repo, &["update-ref", "FETCH_HEAD", want], &what)?;
+    }
+    if let Some(c) = &checksum {
+        // BuildKit's rule: the commit, or the annotated tag object the reference names
+        let fetched = git(&repo, &["rev-parse", "FETCH_HEAD"], &what)?;
+        let commit = git(&repo, &["rev-parse", "FETCH_HEAD^{commit}"], &what)?;
+        if !commit.starts_with(c.as_str()) && !fetched.starts_with(c.as_str()) {
+            return Err(mismatch(&commit));
+        }
     }
     run_git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what, Some(&bound))?;
     if repo.join(".gitmodules").exists() {
@@ -419,7 +474,7 @@ pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: bool, max_
     }
     let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
     let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
-    if !keep_git_dir {
+    if !opts.keep_git_dir {
         let g = repo.join(".git");
         std::fs::remove_dir_all(&g).at(&g)?;
     }
@@ -459,7 +514,8 @@ pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_
     match classify(spec) {
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
-            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, keep_git_dir, MAX_CONTEXT_SIZE))
+            let opts = GitFetch { keep_git_dir, location: "build context".into(), ..GitFetch::default() };
+            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;
             Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })

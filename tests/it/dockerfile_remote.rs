@@ -442,7 +442,7 @@ fn add_url_and_git_context_agree_with_buildkit() {
 /// URL and the bound; the same repositories under a larger bound check out.
 #[test]
 fn git_fetch_is_bounded_by_bytes_on_disk() {
-    use hoist::dockerfile::remote::{git_checkout_blocking, GitRef};
+    use hoist::dockerfile::remote::{git_checkout_blocking, GitFetch, GitRef};
     hoist_testkit::require!("git");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -461,12 +461,14 @@ fn git_fetch_is_bounded_by_bytes_on_disk() {
     for (name, bound) in [("noise", 256u64 << 10), ("zeros", 1 << 20)] {
         let url = web.url(&format!("/git/{name}.git"));
         let r = GitRef::parse(&format!("{url}#main")).unwrap();
-        let err = match git_checkout_blocking(&r, &work, false, bound) {
+        let small = GitFetch { max_bytes: bound, ..GitFetch::default() };
+        let err = match git_checkout_blocking(&r, &work, &small) {
             Ok(_) => panic!("{name}: checked out past a bound of {bound} bytes"),
             Err(e) => e.to_string(),
         };
         assert!(err.contains(&url) && err.contains(&bound.to_string()), "{name}: {err}");
-        let co = git_checkout_blocking(&r, &work, false, 16 << 20).unwrap();
+        let large = GitFetch { max_bytes: 16 << 20, ..GitFetch::default() };
+        let co = git_checkout_blocking(&r, &work, &large).unwrap();
         assert!(co.dir.join(format!("{name}.bin")).is_file());
     }
     // nothing is left of the refused fetches
@@ -477,4 +479,53 @@ fn git_fetch_is_bounded_by_bytes_on_disk() {
 /// `hex` (ASCII hex digits) as bytes.
 fn hex_bytes(hex: &[u8]) -> Vec<u8> {
     hex.chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap()).collect()
+}
+
+/// `ADD --checksum=<commit> <git url>#ref` (BuildKit's): the commit the reference resolves
+/// to must start with the given hex digits (all 40, or a prefix); another commit fails the
+/// build naming both, and a reference that is itself another commit id fails before any
+/// fetch. A checksum that is not hex, or on a context file, is refused.
+#[test]
+fn add_git_checksum_pins_the_commit() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    let commit = bare_repo(t, &t.join("git"), "pinned", &[("p.txt", b"pinned\n")]);
+    web.serve_git(&t.join("git"));
+    let repo = web.url("/git/pinned.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("local.txt"), "l\n").unwrap();
+    let store = t.join("store");
+    let build = |df: String, out: &str| {
+        fs::write(ctx.join("Dockerfile"), df).unwrap();
+        build_with(&store, &t.join(out), &[ctx.to_str().unwrap()], None)
+    };
+    let out = build(format!("FROM scratch\nADD --checksum={commit} {repo}#v1 /src/\n"), "oci1");
+    assert_success("ADD --checksum=COMMIT GIT", &out);
+    assert_eq!(image_entries(&t.join("oci1"))["src/p.txt"].data, b"pinned\n");
+    let out = build(format!("FROM scratch\nADD --checksum={} {repo}#main /src/\n", &commit[..12]), "oci2");
+    assert_success("ADD --checksum=PREFIX GIT", &out);
+
+    let wrong = "0123456789abcdef0123456789abcdef01234567";
+    let out = build(format!("FROM scratch\nADD --checksum={wrong} {repo}#main /src/\n"), "oci3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(wrong) && err.contains(&commit) && err.contains(&repo), "{err}");
+    assert!(!t.join("oci3").exists());
+
+    // a commit id as the reference that the checksum does not match: no request at all
+    let before = web.requests().len();
+    let out = build(format!("FROM scratch\nADD --checksum={wrong} {repo}#{commit} /src/\n"), "oci4");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(wrong) && err.contains(&commit), "{err}");
+    assert_eq!(web.requests().len(), before, "fetched despite a mismatch known before");
+
+    let out = build(format!("FROM scratch\nADD --checksum=v1 {repo}#main /src/\n"), "oci5");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("hex commit"), "{err}");
+    let out = build(format!("FROM scratch\nADD --checksum={commit} local.txt /l\n"), "oci6");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP(S) or Git"), "{err}");
 }
