@@ -1269,28 +1269,21 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote};
-    let checksum = match checksum {
-        Some(c) => {
-            let d: crate::model::digest::Digest =
-                c.parse().map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
-            if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
-                return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
-            }
-            Some(d)
-        }
-        None => None,
-    };
+    use super::remote::{classify, download, git_checkout_blocking, url_file_name, GitFetch, Remote};
+    if checksum.is_some() && args.len() != 1 {
+        return Err(ctx.e(ins, "checksum can't be specified for multiple sources"));
+    }
     let keep_git_dir = match ins.flag("keep-git-dir") {
         None | Some("false") => false,
         Some("" | "true") => true,
         Some(v) => return Err(ctx.e(ins, format!("--keep-git-dir={v}: expected true or false"))),
     };
     let (mut out, mut keep) = (BTreeMap::new(), Vec::new());
+    let location = format!("{}:{}", ctx.file, ins.line);
     for a in args {
         let r = classify(a);
-        if checksum.is_some() && !matches!(r, Some(Remote::Http(_))) {
-            return Err(ctx.e(ins, format!("--checksum: {a}: checksum can't be specified for non-HTTP(S) sources")));
+        if checksum.is_some() && r.is_none() {
+            return Err(ctx.e(ins, format!("--checksum: {a}: checksum requires HTTP(S) or Git sources")));
         }
         let Some(r) = r else { continue };
         if !is_add {
@@ -1298,16 +1291,33 @@ async fn fetch_remote(
         }
         match r {
             Remote::Http(url) => {
-                let what = format!("{}:{}", ctx.file, ins.line);
+                let checksum = match &checksum {
+                    Some(c) => {
+                        let d: crate::model::digest::Digest = c
+                            .parse()
+                            .map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
+                        if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
+                            return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
+                        }
+                        Some(d)
+                    }
+                    None => None,
+                };
                 let client = ctx.http()?;
-                let d =
-                    download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log).await?;
+                let d = download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &location, ctx.log)
+                    .await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }
             Remote::Git(g) => {
                 let base = cache_root(ctx.layout).join("git-tmp");
-                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir)).await?;
+                let opts = GitFetch {
+                    keep_git_dir,
+                    checksum: checksum.clone(),
+                    location: location.clone(),
+                    ..GitFetch::default()
+                };
+                let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;
                 ctx.log.line(&format!("  {}: commit {}", super::remote::redact(a), co.commit));
                 out.insert(a.clone(), Fetched::Tree { dir: co.dir.clone(), mtime: co.time });
                 keep.push(co._tmp);
