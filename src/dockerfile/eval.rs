@@ -23,7 +23,8 @@ use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
 use super::stage::{
-    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, SourceRoot, Stage, DEFAULT_PATH,
+    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, Prefetch, SourceRoot, Stage,
+    DEFAULT_PATH,
 };
 use super::statcache::StatCache;
 use super::user::resolve_user;
@@ -93,7 +94,7 @@ pub async fn build_dockerfile(
         pending: Mutex::new(BTreeMap::new()),
         named_dirs: named_dirs(opts)?,
         stage_no_cache: false,
-        prefetch: Default::default(),
+        prefetch: Prefetch::new(opts.jobs.unwrap_or(crate::copy::DEFAULT_JOBS)),
         prehash: Default::default(),
         client: resolver.client(),
     };
@@ -119,14 +120,26 @@ pub async fn build_dockerfile(
     // caches and the fetching of their layers.
     start_prehash(&mut ctx, &plan);
     ctx.imported = import_caches(opts, resolver, log).await;
-    ctx.start_prefetch();
+    // the caches' layers are fetched from here on too, reported beside the build
+    let prefetch = ctx.start_prefetch();
+    prefetch.beside(build_platforms(&mut ctx, &plan, &platforms, resolver), log.transfers()).await
+}
+
+/// Build the image of every platform, write its root and the exported caches.
+async fn build_platforms(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    platforms: &[Platform],
+    resolver: &dyn ImageResolver,
+) -> Result<BuildOutcome> {
+    let (opts, layout) = (ctx.opts, ctx.layout);
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
     let mut stages = Vec::new();
     let mut stat_saved = None;
     for (n, p) in platforms.iter().enumerate() {
         let before: BTreeSet<String> = ctx.seen.lock().expect("cache record lock").keys().cloned().collect();
-        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(ctx, plan, p, resolver).await?;
         if n + 1 == platforms.len() {
             // every context file is hashed now: the stat cache is written beside the image
             let stat = ctx.stat.clone();
@@ -143,10 +156,10 @@ pub async fn build_dockerfile(
         } else {
             None
         };
-        let desc = write_image(&ctx, &stage, p, inline)?;
+        let desc = write_image(ctx, &stage, p, inline)?;
         manifests.push(desc);
         if opts.keep_stages {
-            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+            stages.extend(stage_images(ctx, plan, others, p).await?);
         }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
