@@ -90,6 +90,7 @@ pub async fn build_dockerfile(
         context,
         stat,
         imported: Vec::new(),
+        origins: Default::default(),
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
         named_dirs: named_dirs(opts)?,
@@ -120,6 +121,9 @@ pub async fn build_dockerfile(
     // caches and the fetching of their layers.
     start_prehash(&mut ctx, &plan);
     ctx.imported = import_caches(opts, resolver, log).await;
+    for c in &ctx.imported {
+        c.note_origins(&mut ctx.origins.lock().expect("origins lock"));
+    }
     // the caches' layers are fetched from here on too, reported beside the build
     let prefetch = ctx.start_prefetch();
     prefetch.beside(build_platforms(&mut ctx, &plan, &platforms, resolver), log.transfers()).await
@@ -174,6 +178,7 @@ async fn build_platforms(
     }
     let caches =
         opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
+    let origins = std::mem::take(&mut *ctx.origins.lock().expect("origins lock"));
     Ok(BuildOutcome {
         root,
         runs: ctx.runs,
@@ -182,6 +187,7 @@ async fn build_platforms(
         stat_hits: ctx.stat.hits(),
         caches,
         stages,
+        origins,
     })
 }
 
@@ -529,6 +535,12 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     b.jobs = ctx.opts.jobs.unwrap_or(b.jobs);
     b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
+    {
+        let mut origins = ctx.origins.lock().expect("origins lock");
+        for l in &base.layers {
+            origins.note(l, source.as_ref());
+        }
+    }
     st.config = base.config;
     // a base's inline cache describes the base's build, not this one
     st.config.extra.remove(INLINE_CACHE_KEY);
@@ -1270,28 +1282,21 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote};
-    let checksum = match checksum {
-        Some(c) => {
-            let d: crate::model::digest::Digest =
-                c.parse().map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
-            if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
-                return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
-            }
-            Some(d)
-        }
-        None => None,
-    };
+    use super::remote::{classify, download, git_checkout_blocking, url_file_name, GitFetch, Remote};
+    if checksum.is_some() && args.len() != 1 {
+        return Err(ctx.e(ins, "checksum can't be specified for multiple sources"));
+    }
     let keep_git_dir = match ins.flag("keep-git-dir") {
         None | Some("false") => false,
         Some("" | "true") => true,
         Some(v) => return Err(ctx.e(ins, format!("--keep-git-dir={v}: expected true or false"))),
     };
     let (mut out, mut keep) = (BTreeMap::new(), Vec::new());
+    let location = format!("{}:{}", ctx.file, ins.line);
     for a in args {
         let r = classify(a);
-        if checksum.is_some() && !matches!(r, Some(Remote::Http(_))) {
-            return Err(ctx.e(ins, format!("--checksum: {a}: checksum can't be specified for non-HTTP(S) sources")));
+        if checksum.is_some() && r.is_none() {
+            return Err(ctx.e(ins, format!("--checksum: {a}: checksum requires HTTP(S) or Git sources")));
         }
         let Some(r) = r else { continue };
         if !is_add {
@@ -1299,16 +1304,33 @@ async fn fetch_remote(
         }
         match r {
             Remote::Http(url) => {
-                let what = format!("{}:{}", ctx.file, ins.line);
+                let checksum = match &checksum {
+                    Some(c) => {
+                        let d: crate::model::digest::Digest = c
+                            .parse()
+                            .map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
+                        if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
+                            return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
+                        }
+                        Some(d)
+                    }
+                    None => None,
+                };
                 let client = ctx.http()?;
-                let d =
-                    download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log).await?;
+                let d = download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &location, ctx.log)
+                    .await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }
             Remote::Git(g) => {
                 let base = cache_root(ctx.layout).join("git-tmp");
-                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir)).await?;
+                let opts = GitFetch {
+                    keep_git_dir,
+                    checksum: checksum.clone(),
+                    location: location.clone(),
+                    ..GitFetch::default()
+                };
+                let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;
                 ctx.log.line(&format!("  {}: commit {}", super::remote::redact(a), co.commit));
                 out.insert(a.clone(), Fetched::Tree { dir: co.dir.clone(), mtime: co.time });
                 keep.push(co._tmp);

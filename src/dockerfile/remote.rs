@@ -29,9 +29,15 @@ use crate::transport::registry::Client;
 pub const MAX_DOWNLOAD_SIZE: u64 = 16 << 30;
 
 /// The most bytes of a remote or stdin build context: the download (or stdin) and the tar
-/// stream unpacked from it, each. The docker CLI sends a context of any size to the daemon;
-/// hoist unpacks it on the build host, so a gzip bomb is cut off here.
+/// stream unpacked from it, each; and the bytes on disk of a git fetch with its checkout
+/// (`ADD <git url>`, a git build context), measured while git runs. The docker CLI sends a
+/// context of any size to the daemon and BuildKit bounds no git fetch; hoist unpacks and
+/// checks out on the build host, so a gzip bomb or a repository that expands without end is
+/// cut off here.
 pub const MAX_CONTEXT_SIZE: u64 = 8 << 30;
+
+/// How often the bytes of a running git fetch or checkout are measured against its bound.
+const GIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A source that is not in the build context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,7 +285,7 @@ fn percent_decode(s: &str) -> String {
 // ------------------------------------------------------------------ git
 
 /// A checkout of a [`GitRef`].
-pub(crate) struct GitCheckout {
+pub struct GitCheckout {
     /// Keeps the checkout.
     pub _tmp: tempfile::TempDir,
     /// The directory used: the checkout, or its subdirectory.
@@ -291,52 +297,184 @@ pub(crate) struct GitCheckout {
 }
 
 fn git(dir: &Path, args: &[&str], what: &str) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
+    run_git(dir, args, what, None)
+}
+
+/// The directory a git fetch and checkout write in, and the most bytes it may hold.
+struct GitBound<'a> {
+    root: &'a Path,
+    max: u64,
+}
+
+impl GitBound<'_> {
+    /// An error when the directory holds more than the bound.
+    fn check(&self, what: &str) -> Result<()> {
+        let n = disk_bytes(self.root);
+        if n > self.max {
+            return Err(Error::Unsupported(format!(
+                "git repository {what}: the fetch and checkout take more than {} bytes on disk (hoist's bound for a git source, as for a build context)",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of the regular files below `root` (links not followed); what cannot be read
+/// counts nothing (git may be renaming it).
+fn disk_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `git ARGS` in `dir`; its stdout. With `bound`, the bound's directory is measured while
+/// git runs and after: over the bound, git is killed and the error names the repository and
+/// the bound.
+fn run_git(dir: &Path, args: &[&str], what: &str, bound: Option<&GitBound<'_>>) -> Result<String> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
         .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .map_err(|e| Error::Daemon { location: what.to_string(), reason: format!("git: {e} (is git installed?)") })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let io = |e: std::io::Error| Error::Daemon { location: what.to_string(), reason: format!("git: {e}") };
+    let status = loop {
+        let Some(b) = bound else { break child.wait().map_err(io)? };
+        if let Some(s) = child.try_wait().map_err(io)? {
+            break s;
+        }
+        if let Err(e) = b.check(what) {
+            // its helpers (remote-https, index-pack) end on the closed pipes
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        std::thread::sleep(GIT_WATCH_INTERVAL);
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if let Some(b) = bound {
+        b.check(what)?;
+    }
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
         return Err(Error::Daemon {
             location: what.to_string(),
             reason: format!("git {}: {}", args.first().copied().unwrap_or(""), err.trim()),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// How a git source is fetched (BuildKit's git source options).
+#[derive(Clone)]
+pub struct GitFetch {
+    /// Keep `.git` in the checkout (`ADD --keep-git-dir`, the build arg
+    /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR` of a git context).
+    pub keep_git_dir: bool,
+    /// `ADD --checksum=HEX` of a git source: the commit the reference resolves to (or the
+    /// annotated tag it names) must start with these hex digits, as in BuildKit.
+    pub checksum: Option<String>,
+    /// The most bytes the fetch and checkout may put on disk ([`MAX_CONTEXT_SIZE`]).
+    pub max_bytes: u64,
+    /// Where the source is named, for errors (`Dockerfile:3`).
+    pub location: String,
+}
+
+impl Default for GitFetch {
+    fn default() -> Self {
+        GitFetch { keep_git_dir: false, checksum: None, max_bytes: MAX_CONTEXT_SIZE, location: "git source".into() }
+    }
+}
+
+/// Whether `s` is hex digits only (a commit id or a prefix of one).
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Fetch `r` shallowly (one commit) with the system `git` into a temp dir under `tmp_in`,
-/// check it out with its submodules, and drop `.git` unless `keep_git_dir`. Blocking.
-pub(crate) fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: bool) -> Result<GitCheckout> {
+/// check it out with its submodules, and drop `.git` unless `opts.keep_git_dir`. With
+/// `opts.checksum` the fetched commit is checked before it is checked out. The temp dir holds
+/// at most `opts.max_bytes` while git fetches and checks out, else the fetch is stopped with
+/// an error naming the URL and the bound. Blocking.
+pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Result<GitCheckout> {
     let what = redact(&r.remote);
+    let want = r.reference.as_deref().unwrap_or("HEAD");
+    let checksum = match &opts.checksum {
+        Some(c) if !is_hex(c) => {
+            return Err(Error::Usage(format!(
+                "{}: --checksum={c}: expected a hex commit hash for the git source {what}",
+                opts.location
+            )))
+        }
+        c => c.as_ref().map(|c| c.to_ascii_lowercase()),
+    };
+    let mismatch = |actual: &str| Error::DigestMismatch {
+        what: format!("git {what}#{want}"),
+        location: opts.location.clone(),
+        expected: checksum.clone().unwrap_or_default(),
+        actual: actual.to_string(),
+    };
+    // a full commit id as the reference disagrees before anything is fetched
+    if let Some(c) = &checksum {
+        if matches!(want.len(), 40 | 64) && is_hex(want) && !want.to_ascii_lowercase().starts_with(c.as_str()) {
+            return Err(mismatch(want));
+        }
+    }
     std::fs::create_dir_all(tmp_in).at(tmp_in)?;
     let tmp = tempfile::Builder::new().prefix("git").tempdir_in(tmp_in).at(tmp_in)?;
+    let bound = GitBound { root: tmp.path(), max: opts.max_bytes };
     let repo = tmp.path().join("checkout");
     std::fs::create_dir_all(&repo).at(&repo)?;
     git(&repo, &["init", "-q"], &what)?;
     git(&repo, &["remote", "add", "origin", &r.remote], &what)?;
-    let want = r.reference.as_deref().unwrap_or("HEAD");
-    let shallow = git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what);
+    let shallow = run_git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what, Some(&bound));
     if let Err(e) = shallow {
         // a commit id a server will not serve by itself: the whole history, then the commit
-        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
-        if !is_commit {
+        let is_commit = want.len() >= 7 && is_hex(want);
+        if !is_commit || disk_bytes(tmp.path()) > opts.max_bytes {
             return Err(e);
         }
-        git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what)?;
+        run_git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what, Some(&bound))?;
         git(&repo, &["update-ref", "FETCH_HEAD", want], &what)?;
     }
-    git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what)?;
+    if let Some(c) = &checksum {
+        // BuildKit's rule: the commit, or the annotated tag object the reference names
+        let fetched = git(&repo, &["rev-parse", "FETCH_HEAD"], &what)?;
+        let commit = git(&repo, &["rev-parse", "FETCH_HEAD^{commit}"], &what)?;
+        if !commit.starts_with(c.as_str()) && !fetched.starts_with(c.as_str()) {
+            return Err(mismatch(&commit));
+        }
+    }
+    run_git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what, Some(&bound))?;
     if repo.join(".gitmodules").exists() {
-        git(&repo, &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"], &what)?;
+        let args = ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"];
+        run_git(&repo, &args, &what, Some(&bound))?;
     }
     let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
     let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
-    if !keep_git_dir {
+    if !opts.keep_git_dir {
         let g = repo.join(".git");
         std::fs::remove_dir_all(&g).at(&g)?;
     }
@@ -376,7 +514,8 @@ pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_
     match classify(spec) {
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
-            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, keep_git_dir))
+            let opts = GitFetch { keep_git_dir, location: "build context".into(), ..GitFetch::default() };
+            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;
             Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })
