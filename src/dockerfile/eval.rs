@@ -1257,7 +1257,10 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, GitFetch, Remote};
+    use super::remote::{
+        classify, download, git_authorization, git_checkout_blocking, http_authorization, url_file_name, GitFetch,
+        Remote, UrlRequest,
+    };
     if checksum.is_some() && args.len() != 1 {
         return Err(ctx.e(ins, "checksum can't be specified for multiple sources"));
     }
@@ -1292,8 +1295,13 @@ async fn fetch_remote(
                     None => None,
                 };
                 let client = ctx.http()?;
-                let d = download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &location, ctx.log)
-                    .await?;
+                let authorization = http_authorization(&ctx.opts.secrets, &url)?;
+                let req = UrlRequest {
+                    checksum: checksum.as_ref(),
+                    fresh: ctx.opts.no_cache,
+                    authorization: authorization.as_deref(),
+                };
+                let d = download(ctx.layout, &client, &url, req, &location, ctx.log).await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }
@@ -1303,6 +1311,7 @@ async fn fetch_remote(
                     keep_git_dir,
                     checksum: checksum.clone(),
                     location: location.clone(),
+                    authorization: git_authorization(&ctx.opts.secrets, &g.remote)?,
                     ..GitFetch::default()
                 };
                 let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;
