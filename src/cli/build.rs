@@ -72,7 +72,9 @@ pub(crate) struct BuildArgs {
     pub iidfile: Option<PathBuf>,
     /// Dockerfile builds: a named context (repeatable), `NAME=docker-image://REF` or
     /// `NAME=oci-layout://DIR[:TAG]` (the image `FROM NAME` and `--from=NAME` use), or
-    /// `NAME=DIR`, a local directory read as the build context is.
+    /// `NAME=DIR`, a local directory read as the build context is, or a git URL
+    /// (`URL#REF[:SUBDIR]`, its checkout read so), or an http(s) URL (a directory holding the
+    /// download as the file `context`, as BuildKit).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`,

@@ -613,3 +613,63 @@ fn fetch_credentials_go_only_to_their_host() {
     assert_eq!((sent[0].path.as_str(), sent[0].authorization.as_deref()), ("/files/b.txt", Some(hdr)));
     assert_eq!(log.iter().filter(|r| r.path == "/files/b.txt").count(), 2, "{log:?}");
 }
+
+/// buildx's named contexts from URLs (BuildKit's rules): `NAME=GIT-URL#REF[:SUBDIR]` is the
+/// checkout, read as a local named context is (`COPY --from=NAME`, `FROM NAME`);
+/// `NAME=https://…/x.tar.gz` is a directory holding the download as the one file `context`
+/// (mode 0600, never extracted), fetched with the credentials for its host. The image's
+/// history names the URL, not a temp dir, so a second build gives the same digest.
+#[test]
+fn named_contexts_from_urls() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let archive = tar_gz(&[("in.txt", b"in\n")]);
+    web.put("/x.tar.gz", archive.clone(), Some("\"x1\""), Some(LAST_MODIFIED));
+    let repo = web.url("/git/repo.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM sub AS fromsub\nFROM scratch\nCOPY --from=src a.txt /from-git/a.txt\nCOPY --from=fromsub /s.txt /from-sub/\nCOPY --from=tarball context /x.tar.gz\n",
+    )
+    .unwrap();
+    let tok = t.join("tok");
+    fs::write(&tok, "ctx-token").unwrap();
+    let (src, sub, tarball) =
+        (format!("src={repo}#v1"), format!("sub={repo}#main:sub"), format!("tarball={}", web.url("/x.tar.gz")));
+    let secret = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={}", tok.display());
+    let args = [
+        "--build-context",
+        &src,
+        "--build-context",
+        &sub,
+        "--build-context",
+        &tarball,
+        "--secret",
+        &secret,
+        ctx.to_str().unwrap(),
+    ];
+    let store = t.join("store");
+    let out = build_with(&store, &t.join("oci1"), &args, None);
+    let d1 = assert_success("hoist build --build-context NAME=URL", &out).trim().to_string();
+    let img = image_entries(&t.join("oci1"));
+    assert_eq!(img["from-git/a.txt"].data, b"a\n");
+    assert_eq!(img["from-sub/s.txt"].data, b"s\n");
+    assert!(!img.contains_key("from-sub/a.txt"));
+    let x = &img["x.tar.gz"];
+    assert_eq!((x.mode, &x.data), (0o600, &archive), "the download as it is");
+    assert!(!img.contains_key("in.txt"));
+    let got = web.requests_for("/x.tar.gz");
+    assert!(!got.is_empty() && got.iter().all(|r| r.authorization.as_deref() == Some("Bearer ctx-token")), "{got:?}");
+    assert!(web.requests().iter().any(|r| r.path.contains("git-upload-pack")));
+
+    let out = build_with(&store, &t.join("oci2"), &args, None);
+    let d2 = assert_success("hoist build --build-context NAME=URL (again)", &out).trim().to_string();
+    assert_eq!(d1, d2, "fetched contexts give the same image again");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not modified (304)"), "{err}");
+}
