@@ -393,8 +393,10 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         info.context = Some((dir.display().to_string(), digest));
         info.stages = outcome.stages.clone();
     }
+    // a cache exported to another repository of the registry it was read from mounts too
+    let src = outcome.origins.over(&store);
     for ((out, _), cache) in cache_to.iter().zip(&outcome.caches) {
-        for r in export(&store, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
+        for r in export(&src, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
             .await?
         {
             ctx.progress.line(&format!(
@@ -409,7 +411,9 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     if let Some(p) = &args.iidfile {
         std::fs::write(p, root.digest.to_string()).map_err(|e| Error::io(p, e))?;
     }
-    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
+    let origins = &outcome.origins;
+    let metadata = args.out.metadata_file.as_deref();
+    deliver_with(ctx, &store, &root, &outputs, metadata, referrers, origins, out_signer.as_ref()).await
 }
 
 /// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`
@@ -594,7 +598,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     };
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
     let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
-    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
+    let metadata = args.out.metadata_file.as_deref();
+    deliver_with(ctx, &store, &root, &outputs, metadata, referrers, &Default::default(), out_signer.as_ref()).await
 }
 
 /// What a fetched context or a Dockerfile from stdin keeps on disk until the build ends.

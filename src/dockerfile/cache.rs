@@ -36,6 +36,7 @@ use crate::model::media;
 use crate::model::platform::is_attestation;
 use crate::model::write::ImageManifest;
 use crate::transport::layout::Layout;
+use crate::transport::origins::BlobOrigins;
 use crate::transport::{Destination, NoProgress, RangeRead, Source};
 
 /// `artifactType` of an exported build cache.
@@ -186,6 +187,15 @@ impl ImportedCache {
     /// Where its blobs are read.
     pub fn source(&self) -> Arc<dyn Source> {
         self.source.clone()
+    }
+
+    /// Record, in `origins`, every layer the cache's table names as readable from its
+    /// source (a registry repository a push of the image mounts it from). A layer the
+    /// registry lost since is answered with an upload session, and uploaded.
+    pub fn note_origins(&self, origins: &mut BlobOrigins) {
+        for l in self.steps.values().filter_map(|e| e.layer.as_ref()) {
+            origins.note(l, self.source.as_ref());
+        }
     }
 
     /// Number of steps the cache holds.

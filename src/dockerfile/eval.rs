@@ -155,6 +155,7 @@ pub async fn build_dockerfile(
         context,
         stat,
         imported: Vec::new(),
+        origins: Default::default(),
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
         named_dirs: named_dirs(opts, &fetched)?,
@@ -185,6 +186,9 @@ pub async fn build_dockerfile(
     // caches and the fetching of their layers.
     start_prehash(&mut ctx, &plan);
     ctx.imported = import_caches(opts, resolver, log).await;
+    for c in &ctx.imported {
+        c.note_origins(&mut ctx.origins.lock().expect("origins lock"));
+    }
     ctx.start_prefetch();
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
@@ -227,6 +231,7 @@ pub async fn build_dockerfile(
     }
     let caches =
         opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
+    let origins = std::mem::take(&mut *ctx.origins.lock().expect("origins lock"));
     Ok(BuildOutcome {
         root,
         runs: ctx.runs,
@@ -235,6 +240,7 @@ pub async fn build_dockerfile(
         stat_hits: ctx.stat.hits(),
         caches,
         stages,
+        origins,
     })
 }
 
@@ -582,6 +588,12 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     b.jobs = ctx.opts.jobs.unwrap_or(b.jobs);
     b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
+    {
+        let mut origins = ctx.origins.lock().expect("origins lock");
+        for l in &base.layers {
+            origins.note(l, source.as_ref());
+        }
+    }
     st.config = base.config;
     // a base's inline cache describes the base's build, not this one
     st.config.extra.remove(INLINE_CACHE_KEY);

@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
+use crate::transport::origins::BlobOrigins;
 use crate::transport::{NoProgress, Progress, Source};
 
 pub use cache::CacheMode;
@@ -139,6 +140,11 @@ pub struct BuildOutcome {
     /// With [`DockerfileBuild::keep_stages`]: (stage name or index, its image manifest in the
     /// layout, whose descriptor's platform is the target platform it was built for).
     pub stages: Vec<(String, Descriptor)>,
+    /// Where the build read its base images' layers and its `--cache-from` caches' layers
+    /// from (registry repositories): push the image through [`BlobOrigins::over`] the store
+    /// and a push to another repository of the same registry mounts them instead of
+    /// uploading.
+    pub origins: BlobOrigins,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.

@@ -123,6 +123,9 @@ pub(crate) struct Ctx<'a> {
     /// Layers of steps taken from an imported cache and not fetched yet: digest → (index in
     /// `imported`, descriptor). [`Ctx::ensure_layers`] fetches them when they are read.
     pub pending: Mutex<BTreeMap<crate::model::digest::Digest, (usize, Descriptor)>>,
+    /// The registry repository each blob of a base image or of an imported cache can be
+    /// mounted from: what a push of the image reads ([`super::BuildOutcome::origins`]).
+    pub origins: Mutex<crate::transport::origins::BlobOrigins>,
     /// Directories named by `--build-context NAME=DIR`.
     pub named_dirs: BTreeMap<String, NamedDir>,
     /// The stage being built is named by `--no-cache-filter`: no step of it is looked up.

@@ -7,6 +7,7 @@ pub mod containerd;
 pub mod endpoint;
 pub mod layout;
 pub mod memory;
+pub mod origins;
 pub(crate) mod podman;
 pub mod registry;
 pub mod roots;

@@ -442,3 +442,90 @@ fn a_retagged_base_is_picked_up_with_and_without_pull() {
     assert!(log.contains(&format!("image {base}: {b3}")) && log.contains("1 RUN executed"), "{log}");
     assert_eq!(seen(&t.join("out3")), "three");
 }
+
+/// A second machine's build with `--cache-from` that pushes its image to another repository
+/// of the registry holding the cache and the base image mounts every layer there (`POST
+/// .../blobs/uploads/?mount=DIGEST&from=REPO` answered 201: the base's layer from the base's
+/// repository, the cached steps' layers from the cache's) and uploads none; the image is the
+/// first machine's. Read from the registry's own request log.
+#[test]
+fn a_pushed_build_mounts_the_layers_of_its_cache_and_base() {
+    hoist_testkit::require!("runc", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let host = reg.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base_ctx = t.join("base");
+    busybox_root(&base_ctx.join("root"));
+    fs::write(base_ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
+    let push = |name: &str| format!("type=registry,name={host}/{name}");
+    build(&t.join("store0"), &t.join("out0"), &base_ctx, &["-o", &push("base:1")]);
+
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f"), "file\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("FROM {host}/base:1\nRUN echo app > /app\nCOPY f /f\n")).unwrap();
+    let cache = format!("{host}/cache:app");
+    let (d1, log) = build(
+        &t.join("store1"),
+        &t.join("out1"),
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache}"), "-o", &push("app:1")],
+    );
+    assert!(log.contains("1 RUN executed"), "{log}");
+    let layers = image_layers(&t.join("out1"));
+    assert_eq!(layers.len(), 3, "base, RUN, COPY: {layers:?}");
+
+    // Machine 2: a fresh store, the cache, a push to another repository.
+    let before = reg.requests().len();
+    let (d2, log) = build(
+        &t.join("store2"),
+        &t.join("out2"),
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}"), "-o", &push("app2:1")],
+    );
+    assert!(log.contains("0 RUN executed"), "{log}");
+    assert_eq!(d2, d1, "the same image");
+    assert_eq!(registry_manifest_digest(&reg, "app2:1"), d1);
+    let reqs: Vec<LoggedRequest> = reg.requests().into_iter().skip(before).collect();
+    for (l, from) in layers.iter().zip(["base", "cache", "cache"]) {
+        let mounted = reqs.iter().any(|r| {
+            r.method == "POST"
+                && r.path.starts_with("/v2/app2/blobs/uploads/")
+                && r.path.contains(&format!("mount={l}"))
+                && r.path.contains(&format!("from={from}"))
+                && r.status == 201
+        });
+        assert!(mounted, "layer {l} is mounted from {from}: {reqs:#?}");
+        let sent = reqs.iter().any(|r| {
+            (r.method == "PUT" || r.method == "PATCH") && r.path.contains("/blobs/") && r.path.contains(&l[7..])
+        });
+        assert!(!sent, "layer {l} was uploaded: {reqs:#?}");
+    }
+    assert!(!reqs.iter().any(|r| r.method == "PATCH"), "{reqs:#?}");
+
+    // To another registry nothing can be mounted: the layers are uploaded, the image is the same.
+    let other = TestRegistry::start(RegistryOpts::plain());
+    let (d3, log) = build(
+        &t.join("store3"),
+        &t.join("out3"),
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+            "-o",
+            &format!("type=registry,name={}/app:1", other.host()),
+        ],
+    );
+    assert!(log.contains("0 RUN executed"), "{log}");
+    assert_eq!(d3, d1);
+    let reqs = other.requests();
+    assert!(!reqs.iter().any(|r| r.path.contains("mount=")), "{reqs:#?}");
+    for l in &layers {
+        assert!(
+            reqs.iter().any(|r| r.method == "PUT" && r.path.contains(&l[7..]) && r.status == 201),
+            "{l}: {reqs:#?}"
+        );
+    }
+}
