@@ -24,7 +24,8 @@ use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
 use super::stage::{
-    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, SourceRoot, Stage, DEFAULT_PATH,
+    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, Prefetch, SourceRoot, Stage,
+    DEFAULT_PATH,
 };
 use super::statcache::StatCache;
 use super::user::resolve_user;
@@ -38,11 +39,76 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{Empty, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
 
-/// The named directory contexts of `opts`, checked before anything is built.
-fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
+/// The named contexts of `opts` that are URLs ([`NamedContext::Remote`]), fetched into temp
+/// dirs under the store's build cache with the build's credentials for their hosts: each
+/// one's directory, and the temp dirs to keep until the build ends.
+async fn fetch_named_contexts(
+    layout: &Layout,
+    opts: &DockerfileBuild,
+    client: Option<Arc<crate::transport::registry::Client>>,
+    log: &dyn BuildLog,
+) -> Result<(BTreeMap<String, PathBuf>, Vec<tempfile::TempDir>)> {
+    use super::remote::{
+        classify, download, git_authorization, git_checkout_blocking, http_authorization, redact, GitFetch, Remote,
+        UrlRequest,
+    };
+    let (mut dirs, mut keep) = (BTreeMap::new(), Vec::new());
+    let base = cache_root(layout).join("git-tmp");
+    for (name, c) in &opts.build_contexts {
+        let NamedContext::Remote(spec) = c else { continue };
+        let (shown, location) = (redact(spec), format!("--build-context {name}"));
+        log.line(&format!("fetching build context {name}={shown}"));
+        match classify(spec) {
+            Some(Remote::Git(g)) => {
+                let fetch = GitFetch {
+                    location,
+                    authorization: git_authorization(&opts.secrets, &g.remote)?,
+                    ..GitFetch::default()
+                };
+                let b = base.clone();
+                let co = blocking(move || git_checkout_blocking(&g, &b, &fetch)).await?;
+                log.line(&format!("  {shown}: commit {}", co.commit));
+                dirs.insert(name.clone(), co.dir.clone());
+                keep.push(co._tmp);
+            }
+            Some(Remote::Http(url)) => {
+                let client = match &client {
+                    Some(c) => c.clone(),
+                    None => crate::transport::registry::Client::new(Default::default())?,
+                };
+                let authorization = http_authorization(&opts.secrets, &url)?;
+                let req = UrlRequest { fresh: opts.no_cache, authorization: authorization.as_deref(), checksum: None };
+                let d = download(layout, &client, &url, req, &location, log).await?;
+                fs::create_dir_all(&base).at(&base)?;
+                let tmp = tempfile::Builder::new().prefix("ctx").tempdir_in(&base).at(&base)?;
+                // BuildKit's http source: the file `context`, 0600, its mtime Last-Modified
+                let f = tmp.path().join("context");
+                fs::copy(&d.path, &f).at(&f)?;
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).at(&f)?;
+                let mtime = filetime::FileTime::from_unix_time(d.mtime.unwrap_or(0) as i64, 0);
+                filetime::set_file_mtime(&f, mtime).at(&f)?;
+                dirs.insert(name.clone(), tmp.path().to_path_buf());
+                keep.push(tmp);
+            }
+            None => return Err(Error::Usage(format!("--build-context {name}={shown}: not a git or http(s) URL"))),
+        }
+    }
+    Ok((dirs, keep))
+}
+
+/// The named directory contexts of `opts` (a URL's: its directory in `fetched`), checked
+/// before anything is built.
+fn named_dirs(opts: &DockerfileBuild, fetched: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, NamedDir>> {
     let mut out = BTreeMap::new();
     for (name, c) in &opts.build_contexts {
-        let NamedContext::Dir(d) = c else { continue };
+        let d = match c {
+            NamedContext::Dir(d) => d,
+            NamedContext::Remote(_) => match fetched.get(name) {
+                Some(d) => d,
+                None => continue,
+            },
+            NamedContext::Image(_) => continue,
+        };
         let bad = |why: String| Error::Usage(format!("--build-context {name}={}: {why}", d.display()));
         let dir = fs::canonicalize(d).map_err(|e| bad(e.to_string()))?;
         if !dir.is_dir() {
@@ -76,6 +142,7 @@ pub async fn build_dockerfile(
     let ignore = Arc::new(load_dockerignore(&opts.dockerfile, &opts.context)?);
     let context = fs::canonicalize(&opts.context).at(&opts.context)?;
     let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
+    let (fetched, _fetched_dirs) = fetch_named_contexts(layout, opts, resolver.client(), log).await?;
     let mut ctx = Ctx {
         layout,
         opts,
@@ -93,9 +160,9 @@ pub async fn build_dockerfile(
         origins: Default::default(),
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
-        named_dirs: named_dirs(opts)?,
+        named_dirs: named_dirs(opts, &fetched)?,
         stage_no_cache: false,
-        prefetch: Default::default(),
+        prefetch: Prefetch::new(opts.jobs.unwrap_or(crate::copy::DEFAULT_JOBS)),
         prehash: Default::default(),
         client: resolver.client(),
     };
@@ -124,14 +191,26 @@ pub async fn build_dockerfile(
     for c in &ctx.imported {
         c.note_origins(&mut ctx.origins.lock().expect("origins lock"));
     }
-    ctx.start_prefetch();
+    // the caches' layers are fetched from here on too, reported beside the build
+    let prefetch = ctx.start_prefetch();
+    prefetch.beside(build_platforms(&mut ctx, &plan, &platforms, resolver), log.transfers()).await
+}
+
+/// Build the image of every platform, write its root and the exported caches.
+async fn build_platforms(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    platforms: &[Platform],
+    resolver: &dyn ImageResolver,
+) -> Result<BuildOutcome> {
+    let (opts, layout) = (ctx.opts, ctx.layout);
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
     let mut stages = Vec::new();
     let mut stat_saved = None;
     for (n, p) in platforms.iter().enumerate() {
         let before: BTreeSet<String> = ctx.seen.lock().expect("cache record lock").keys().cloned().collect();
-        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(ctx, plan, p, resolver).await?;
         if n + 1 == platforms.len() {
             // every context file is hashed now: the stat cache is written beside the image
             let stat = ctx.stat.clone();
@@ -148,10 +227,10 @@ pub async fn build_dockerfile(
         } else {
             None
         };
-        let desc = write_image(&ctx, &stage, p, inline)?;
+        let desc = write_image(ctx, &stage, p, inline)?;
         manifests.push(desc);
         if opts.keep_stages {
-            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+            stages.extend(stage_images(ctx, plan, others, p).await?);
         }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
@@ -510,7 +589,7 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     // A named context (`--build-context NAME=...`) stands for the image NAME.
     let image = match ctx.opts.build_contexts.get(image) {
         Some(NamedContext::Image(r)) => r.as_str(),
-        Some(NamedContext::Dir(_)) => return local_stage(ctx, image, platform).await,
+        Some(NamedContext::Dir(_) | NamedContext::Remote(_)) => return local_stage(ctx, image, platform).await,
         None => image,
     };
     let mut st = scratch_stage(platform);
@@ -570,7 +649,12 @@ async fn local_stage(ctx: &Ctx<'_>, name: &str, platform: &Platform) -> Result<S
     })
     .await?;
     let created = ctx.created.clone();
-    let by = format!("FROM {name} (build context {})", ctx.named_dirs[name].dir.display());
+    // a fetched context is named by its URL, not by the temp dir it was fetched into
+    let shown = match ctx.opts.build_contexts.get(name) {
+        Some(NamedContext::Remote(spec)) => super::remote::redact(spec),
+        _ => ctx.named_dirs[name].dir.display().to_string(),
+    };
+    let by = format!("FROM {name} (build context {shown})");
     let blob = match ctx.cache_lookup(&key).await? {
         Some(hit) => hit.blob(),
         None => {
@@ -1270,7 +1354,10 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, GitFetch, Remote};
+    use super::remote::{
+        classify, download, git_authorization, git_checkout_blocking, http_authorization, url_file_name, GitFetch,
+        Remote, UrlRequest,
+    };
     if checksum.is_some() && args.len() != 1 {
         return Err(ctx.e(ins, "checksum can't be specified for multiple sources"));
     }
@@ -1305,8 +1392,13 @@ async fn fetch_remote(
                     None => None,
                 };
                 let client = ctx.http()?;
-                let d = download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &location, ctx.log)
-                    .await?;
+                let authorization = http_authorization(&ctx.opts.secrets, &url)?;
+                let req = UrlRequest {
+                    checksum: checksum.as_ref(),
+                    fresh: ctx.opts.no_cache,
+                    authorization: authorization.as_deref(),
+                };
+                let d = download(ctx.layout, &client, &url, req, &location, ctx.log).await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }
@@ -1316,6 +1408,7 @@ async fn fetch_remote(
                     keep_git_dir,
                     checksum: checksum.clone(),
                     location: location.clone(),
+                    authorization: git_authorization(&ctx.opts.secrets, &g.remote)?,
                     ..GitFetch::default()
                 };
                 let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;

@@ -100,16 +100,23 @@ pub enum NamedContext {
     /// A local directory, read as the build context is (`COPY --from=NAME`,
     /// `RUN --mount=from=NAME`, and `FROM NAME` as a stage whose filesystem it is).
     Dir(PathBuf),
+    /// A URL, fetched when the build starts and then read as a directory (BuildKit's named
+    /// contexts): a git repository (`URL#REF[:SUBDIR]`, as [`remote::classify`] tells) is
+    /// its checkout; another http(s) URL is a directory holding the download as the one file
+    /// `context` (BuildKit's `llb.HTTP` with that name: never extracted).
+    Remote(String),
 }
 
 impl NamedContext {
-    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, else a
-    /// directory.
+    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, a git
+    /// or http(s) URL, else a directory.
     pub fn parse(value: &str) -> NamedContext {
         if let Some(r) = value.strip_prefix("docker-image://") {
             NamedContext::Image(r.to_string())
         } else if let Some(d) = value.strip_prefix("oci-layout://") {
             NamedContext::Image(format!("oci:{d}"))
+        } else if remote::classify(value).is_some() {
+            NamedContext::Remote(value.to_string())
         } else {
             NamedContext::Dir(PathBuf::from(value))
         }

@@ -7,6 +7,7 @@
 //! Downloads go through the registry client's network layer ([`Client::get_url`]): the same
 //! TLS trust, certs.d, proxy rules, read timeout and retries as registry requests.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -156,21 +157,33 @@ fn save_record(layout: &Layout, r: &Record) -> Result<()> {
     Ok(())
 }
 
+/// What `ADD <url>` asks of a download.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UrlRequest<'a> {
+    /// `--checksum`: the digest the body must have.
+    pub checksum: Option<&'a Digest>,
+    /// `--no-cache`: no validators are sent.
+    pub fresh: bool,
+    /// The `Authorization` header for the URL's host ([`http_authorization`]).
+    pub authorization: Option<&'a str>,
+}
+
 /// The file at `url` for `ADD` (what `what` names in errors: `ADD URL in Dockerfile:N`):
-/// with `checksum` already in the store, no request at all; else a GET that sends the last
-/// download's `ETag` (`If-None-Match`) and `Last-Modified` (`If-Modified-Since`), reusing
-/// that download on `304`; else the body streamed into the store (bounded by
-/// [`MAX_DOWNLOAD_SIZE`], hashed on the way, checked against `checksum` before it is
-/// kept). `fresh` (`--no-cache`) sends no validators.
+/// with `req.checksum` already in the store, no request at all; else a GET that sends the
+/// last download's `ETag` (`If-None-Match`) and `Last-Modified` (`If-Modified-Since`),
+/// reusing that download on `304`; else the body streamed into the store (bounded by
+/// [`MAX_DOWNLOAD_SIZE`], hashed on the way, checked against the checksum before it is
+/// kept). `req.fresh` (`--no-cache`) sends no validators; `req.authorization` goes to the
+/// URL's host only (a redirect to another host drops it).
 pub(crate) async fn download(
     layout: &Layout,
     client: &Client,
     url: &str,
-    checksum: Option<&Digest>,
-    fresh: bool,
+    req: UrlRequest<'_>,
     what: &str,
     log: &dyn BuildLog,
 ) -> Result<Downloaded> {
+    let (checksum, fresh) = (req.checksum, req.fresh);
     let shown = redact(url);
     let mismatch = |actual: &Digest, expected: &Digest| Error::DigestMismatch {
         what: format!("ADD {shown}"),
@@ -186,6 +199,9 @@ pub(crate) async fn download(
         }
     }
     let mut headers = Vec::new();
+    if let Some(a) = req.authorization {
+        headers.push(("Authorization", a.to_string()));
+    }
     if let Some((r, _)) = &known {
         if let Some(e) = &r.etag {
             headers.push(("If-None-Match", e.clone()));
@@ -282,6 +298,78 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// ------------------------------------------------------------------ credentials
+
+/// BuildKit's secret id of the `Authorization` header value `ADD <url>` sends to one host:
+/// `HTTP_AUTH_HEADER_<hostname>` (the host without its port).
+pub const HTTP_AUTH_HEADER_PREFIX: &str = "HTTP_AUTH_HEADER_";
+/// BuildKit's secret id of a bearer token for one host: `HTTP_AUTH_TOKEN_<hostname>` is
+/// sent as `Authorization: Bearer TOKEN`, and wins over the header secret.
+pub const HTTP_AUTH_TOKEN_PREFIX: &str = "HTTP_AUTH_TOKEN_";
+/// BuildKit's git secrets: `GIT_AUTH_HEADER.<host>` (host and port as in the URL), then
+/// `GIT_AUTH_TOKEN.<host>`, then the same without a host; the first one given is used. A
+/// header is the `Authorization` value as it is; a token is sent as `basic
+/// base64(x-access-token:TOKEN)`.
+pub const GIT_AUTH_HEADER: &str = "GIT_AUTH_HEADER";
+/// See [`GIT_AUTH_HEADER`].
+pub const GIT_AUTH_TOKEN: &str = "GIT_AUTH_TOKEN";
+
+/// A build's secrets: id to the file holding it (`--secret id=ID,src=FILE`).
+pub type Secrets = BTreeMap<String, PathBuf>;
+
+/// The secret `id`, without its final line break; `None` when not given. Errors name the
+/// id and its file, never its value.
+fn read_secret(secrets: &Secrets, id: &str) -> Result<Option<String>> {
+    let Some(p) = secrets.get(id) else { return Ok(None) };
+    let v = std::fs::read_to_string(p).map_err(|e| Error::Usage(format!("secret {id} ({}): {e}", p.display())))?;
+    let v = v.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&v);
+    if v.contains(['\r', '\n']) {
+        return Err(Error::Usage(format!("secret {id} ({}): an HTTP header value is one line", p.display())));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// The `Authorization` value `ADD <url>` sends to `url`'s host, from the secrets named for
+/// that host ([`HTTP_AUTH_HEADER_PREFIX`], [`HTTP_AUTH_TOKEN_PREFIX`]); none for any other.
+pub fn http_authorization(secrets: &Secrets, url: &str) -> Result<Option<String>> {
+    let Some(host) = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)) else {
+        return Ok(None);
+    };
+    // Go's `URL.Hostname()`: an IPv6 address without its brackets
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut auth = read_secret(secrets, &format!("{HTTP_AUTH_HEADER_PREFIX}{host}"))?;
+    if let Some(t) = read_secret(secrets, &format!("{HTTP_AUTH_TOKEN_PREFIX}{host}"))? {
+        auth = Some(format!("Bearer {t}"));
+    }
+    Ok(auth)
+}
+
+/// The `Authorization` value git sends to the http(s) repository `remote` (and only to it:
+/// git's `http.<remote>.extraHeader`), from BuildKit's git secrets ([`GIT_AUTH_HEADER`]).
+pub fn git_authorization(secrets: &Secrets, remote: &str) -> Result<Option<String>> {
+    use base64::Engine;
+    let Ok(u) = url::Url::parse(remote) else { return Ok(None) };
+    let (Some(host), true) = (u.host_str(), matches!(u.scheme(), "http" | "https")) else { return Ok(None) };
+    // Go's `URL.Host`: with the port the URL names
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let ids = [
+        (format!("{GIT_AUTH_HEADER}.{host}"), false),
+        (format!("{GIT_AUTH_TOKEN}.{host}"), true),
+        (GIT_AUTH_HEADER.to_string(), false),
+        (GIT_AUTH_TOKEN.to_string(), true),
+    ];
+    for (id, token) in ids {
+        if let Some(v) = read_secret(secrets, &id)? {
+            let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
+            return Ok(Some(if token { format!("basic {}", b64(&v)) } else { v }));
+        }
+    }
+    Ok(None)
+}
+
 // ------------------------------------------------------------------ git
 
 /// A checkout of a [`GitRef`].
@@ -297,7 +385,7 @@ pub struct GitCheckout {
 }
 
 fn git(dir: &Path, args: &[&str], what: &str) -> Result<String> {
-    run_git(dir, args, what, None)
+    run_git(dir, args, what, None, &[])
 }
 
 /// The directory a git fetch and checkout write in, and the most bytes it may hold.
@@ -335,8 +423,15 @@ fn disk_bytes(root: &Path) -> u64 {
 
 /// `git ARGS` in `dir`; its stdout. With `bound`, the bound's directory is measured while
 /// git runs and after: over the bound, git is killed and the error names the repository and
-/// the bound.
-fn run_git(dir: &Path, args: &[&str], what: &str, bound: Option<&GitBound<'_>>) -> Result<String> {
+/// the bound. `config` is given to git in its environment (`GIT_CONFIG_KEY_n`), never on
+/// its command line, where other users could read it.
+fn run_git(
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    bound: Option<&GitBound<'_>>,
+    config: &[(String, String)],
+) -> Result<String> {
     let mut cmd = Command::new("git");
     cmd.current_dir(dir)
         .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"])
@@ -345,6 +440,13 @@ fn run_git(dir: &Path, args: &[&str], what: &str, bound: Option<&GitBound<'_>>) 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if !config.is_empty() {
+        let first = std::env::var("GIT_CONFIG_COUNT").ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        for (i, (k, v)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{}", first + i), k).env(format!("GIT_CONFIG_VALUE_{}", first + i), v);
+        }
+        cmd.env("GIT_CONFIG_COUNT", (first + config.len()).to_string());
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Daemon { location: what.to_string(), reason: format!("git: {e} (is git installed?)") })?;
@@ -400,11 +502,20 @@ pub struct GitFetch {
     pub max_bytes: u64,
     /// Where the source is named, for errors (`Dockerfile:3`).
     pub location: String,
+    /// The `Authorization` value for the repository ([`git_authorization`]), sent to its
+    /// URL only.
+    pub authorization: Option<String>,
 }
 
 impl Default for GitFetch {
     fn default() -> Self {
-        GitFetch { keep_git_dir: false, checksum: None, max_bytes: MAX_CONTEXT_SIZE, location: "git source".into() }
+        GitFetch {
+            keep_git_dir: false,
+            checksum: None,
+            max_bytes: MAX_CONTEXT_SIZE,
+            location: "git source".into(),
+            authorization: None,
+        }
     }
 }
 
@@ -449,14 +560,20 @@ pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Resu
     std::fs::create_dir_all(&repo).at(&repo)?;
     git(&repo, &["init", "-q"], &what)?;
     git(&repo, &["remote", "add", "origin", &r.remote], &what)?;
-    let shallow = run_git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what, Some(&bound));
+    // BuildKit's scope: the remote's URL (git matches it as a prefix of each request's)
+    let config: Vec<(String, String)> = match &opts.authorization {
+        Some(a) => vec![(format!("http.{}.extraHeader", r.remote), format!("Authorization: {a}"))],
+        None => Vec::new(),
+    };
+    let fetch = ["fetch", "-q", "--depth=1", "--no-tags", "origin", want];
+    let shallow = run_git(&repo, &fetch, &what, Some(&bound), &config);
     if let Err(e) = shallow {
         // a commit id a server will not serve by itself: the whole history, then the commit
         let is_commit = want.len() >= 7 && is_hex(want);
         if !is_commit || disk_bytes(tmp.path()) > opts.max_bytes {
             return Err(e);
         }
-        run_git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what, Some(&bound))?;
+        run_git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what, Some(&bound), &config)?;
         git(&repo, &["update-ref", "FETCH_HEAD", want], &what)?;
     }
     if let Some(c) = &checksum {
@@ -467,10 +584,10 @@ pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Resu
             return Err(mismatch(&commit));
         }
     }
-    run_git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what, Some(&bound))?;
+    run_git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what, Some(&bound), &[])?;
     if repo.join(".gitmodules").exists() {
         let args = ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"];
-        run_git(&repo, &args, &what, Some(&bound))?;
+        run_git(&repo, &args, &what, Some(&bound), &config)?;
     }
     let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
     let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
@@ -508,13 +625,23 @@ pub struct FetchedContext {
 }
 
 /// `hoist build` of a git URL (`URL#REF:SUBDIR`) or an http(s) URL (a tar, plain or
-/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`. A git checkout keeps
-/// its `.git` with `keep_git_dir` (BuildKit's build arg `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
-pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_dir: bool) -> Result<FetchedContext> {
+/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`, with the
+/// credentials `secrets` hold for its host ([`http_authorization`], [`git_authorization`]).
+/// A git checkout keeps its `.git` with `keep_git_dir` (BuildKit's build arg
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+pub async fn fetch_context(
+    spec: &str,
+    client: &Client,
+    tmp_in: &Path,
+    keep_git_dir: bool,
+    secrets: &Secrets,
+) -> Result<FetchedContext> {
     match classify(spec) {
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
-            let opts = GitFetch { keep_git_dir, location: "build context".into(), ..GitFetch::default() };
+            let authorization = git_authorization(secrets, &r.remote)?;
+            let opts =
+                GitFetch { keep_git_dir, location: "build context".into(), authorization, ..GitFetch::default() };
             let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;
@@ -522,7 +649,9 @@ pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_
         }
         Some(Remote::Http(url)) => {
             let shown = redact(&url);
-            let resp = client.get_url(&url, &[]).await?;
+            let headers: Vec<_> =
+                http_authorization(secrets, &url)?.map(|a| ("Authorization", a)).into_iter().collect();
+            let resp = client.get_url(&url, &headers).await?;
             if !resp.status.is_success() {
                 return Err(Error::HttpStatus { url: shown, status: resp.status, detail: " (build context)".into() });
             }

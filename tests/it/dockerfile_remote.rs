@@ -529,3 +529,147 @@ fn add_git_checksum_pins_the_commit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("HTTP(S) or Git"), "{err}");
 }
+
+/// BuildKit's pre-flight secrets for what a build fetches go to their host only:
+/// `HTTP_AUTH_TOKEN_<hostname>` as `Authorization: Bearer …` and `HTTP_AUTH_HEADER_<hostname>`
+/// as it is, for `ADD <url>`; `GIT_AUTH_TOKEN.<host:port>` as `basic
+/// base64(x-access-token:…)` for a git source. The same server reached as `localhost` is
+/// another host and sees none of them, nor does a redirect from the right host to it; the
+/// values never reach the build's output.
+#[test]
+fn fetch_credentials_go_only_to_their_host() {
+    use base64::Engine;
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    let other = |p: &str| web.url(p).replacen("127.0.0.1", "localhost", 1);
+    let port = web.url("").rsplit(':').next().unwrap().to_string();
+    web.put("/files/a.txt", "a\n", None, None);
+    web.put("/files/b.txt", "b\n", None, None);
+    web.put_redirect("/files/away.txt", &other("/files/b.txt"));
+    bare_repo(t, &t.join("git"), "private", &[("p.txt", b"p\n")]);
+    bare_repo(t, &t.join("git"), "public", &[("q.txt", b"q\n")]);
+    web.serve_git(&t.join("git"));
+    let secret = |name: &str, v: &str| {
+        let p = t.join(name);
+        fs::write(&p, v).unwrap();
+        p.display().to_string()
+    };
+    let (tok, hdr, gtok) = ("s3cr3t-token", "Basic aGVsbG86d29ybGQ=", "g1t-token");
+    let tok_file = secret("tok", &format!("{tok}\n"));
+    let hdr_file = secret("hdr", &format!("{hdr}\n"));
+    let gtok_file = secret("gtok", gtok);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD {} /a\nADD {} /b\nADD {} /away\nADD {}#main /private/\nADD {}#main /public/\n",
+            web.url("/files/a.txt"),
+            other("/files/b.txt"),
+            web.url("/files/away.txt"),
+            web.url("/git/private.git"),
+            other("/git/public.git"),
+        ),
+    )
+    .unwrap();
+    let store = t.join("store");
+    let ctx_s = ctx.to_str().unwrap();
+    let s1 = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={tok_file}");
+    let s2 = format!("id=GIT_AUTH_TOKEN.127.0.0.1:{port},src={gtok_file}");
+    let out = build_with(&store, &t.join("oci1"), &["--secret", &s1, "--secret", &s2, ctx_s], None);
+    assert_success("hoist build with fetch secrets", &out);
+    let img = image_entries(&t.join("oci1"));
+    assert_eq!((&img["a"].data[..], &img["away"].data[..]), (&b"a\n"[..], &b"b\n"[..]));
+    assert!(img.contains_key("private/p.txt") && img.contains_key("public/q.txt"));
+    let log = web.requests();
+    let auth_of = |pfx: &str| -> Vec<Option<String>> {
+        log.iter().filter(|r| r.path.starts_with(pfx)).map(|r| r.authorization.clone()).collect()
+    };
+    let bearer = Some(format!("Bearer {tok}"));
+    let git_basic =
+        Some(format!("basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{gtok}"))));
+    assert!(auth_of("/files/a.txt").iter().all(|a| *a == bearer) && !auth_of("/files/a.txt").is_empty());
+    assert!(auth_of("/files/away.txt").iter().all(|a| *a == bearer), "{log:?}");
+    // b.txt: asked directly at localhost, and reached by the redirect
+    assert_eq!(auth_of("/files/b.txt"), vec![None, None], "{log:?}");
+    let private = auth_of("/git/private.git");
+    assert!(!private.is_empty() && private.iter().all(|a| *a == git_basic), "{private:?}");
+    let public = auth_of("/git/public.git");
+    assert!(!public.is_empty() && public.iter().all(Option::is_none), "{public:?}");
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!shown.contains(tok) && !shown.contains(gtok), "{shown}");
+
+    // The header secret, for the other host: sent there as it is, and nowhere else.
+    let before = web.requests().len();
+    let s3 = format!("id=HTTP_AUTH_HEADER_localhost,src={hdr_file}");
+    let out = build_with(&store, &t.join("oci2"), &["--no-cache", "--secret", &s3, ctx_s], None);
+    assert_success("hoist build with a header secret", &out);
+    let log: Vec<_> = web.requests().into_iter().skip(before).collect();
+    // b.txt asked at localhost gets it; the redirect from 127.0.0.1 adds none
+    let sent: Vec<_> = log.iter().filter(|r| r.authorization.is_some()).collect();
+    assert_eq!(sent.len(), 1, "{log:?}");
+    assert_eq!((sent[0].path.as_str(), sent[0].authorization.as_deref()), ("/files/b.txt", Some(hdr)));
+    assert_eq!(log.iter().filter(|r| r.path == "/files/b.txt").count(), 2, "{log:?}");
+}
+
+/// buildx's named contexts from URLs (BuildKit's rules): `NAME=GIT-URL#REF[:SUBDIR]` is the
+/// checkout, read as a local named context is (`COPY --from=NAME`, `FROM NAME`);
+/// `NAME=https://…/x.tar.gz` is a directory holding the download as the one file `context`
+/// (mode 0600, never extracted), fetched with the credentials for its host. The image's
+/// history names the URL, not a temp dir, so a second build gives the same digest.
+#[test]
+fn named_contexts_from_urls() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let archive = tar_gz(&[("in.txt", b"in\n")]);
+    web.put("/x.tar.gz", archive.clone(), Some("\"x1\""), Some(LAST_MODIFIED));
+    let repo = web.url("/git/repo.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM sub AS fromsub\nFROM scratch\nCOPY --from=src a.txt /from-git/a.txt\nCOPY --from=fromsub /s.txt /from-sub/\nCOPY --from=tarball context /x.tar.gz\n",
+    )
+    .unwrap();
+    let tok = t.join("tok");
+    fs::write(&tok, "ctx-token").unwrap();
+    let (src, sub, tarball) =
+        (format!("src={repo}#v1"), format!("sub={repo}#main:sub"), format!("tarball={}", web.url("/x.tar.gz")));
+    let secret = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={}", tok.display());
+    let args = [
+        "--build-context",
+        &src,
+        "--build-context",
+        &sub,
+        "--build-context",
+        &tarball,
+        "--secret",
+        &secret,
+        ctx.to_str().unwrap(),
+    ];
+    let store = t.join("store");
+    let out = build_with(&store, &t.join("oci1"), &args, None);
+    let d1 = assert_success("hoist build --build-context NAME=URL", &out).trim().to_string();
+    let img = image_entries(&t.join("oci1"));
+    assert_eq!(img["from-git/a.txt"].data, b"a\n");
+    assert_eq!(img["from-sub/s.txt"].data, b"s\n");
+    assert!(!img.contains_key("from-sub/a.txt"));
+    let x = &img["x.tar.gz"];
+    assert_eq!((x.mode, &x.data), (0o600, &archive), "the download as it is");
+    assert!(!img.contains_key("in.txt"));
+    let got = web.requests_for("/x.tar.gz");
+    assert!(!got.is_empty() && got.iter().all(|r| r.authorization.as_deref() == Some("Bearer ctx-token")), "{got:?}");
+    assert!(web.requests().iter().any(|r| r.path.contains("git-upload-pack")));
+
+    let out = build_with(&store, &t.join("oci2"), &args, None);
+    let d2 = assert_success("hoist build --build-context NAME=URL (again)", &out).trim().to_string();
+    assert_eq!(d1, d2, "fetched contexts give the same image again");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not modified (304)"), "{err}");
+}
