@@ -14,7 +14,6 @@
 //! ([`WebFiles::requests`]).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +23,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 /// A file the server holds.
 #[derive(Clone, Debug)]
@@ -70,28 +68,10 @@ impl WebFiles {
     /// Start serving on 127.0.0.1 (nothing yet: [`WebFiles::put`], [`WebFiles::serve_git`]).
     pub fn start() -> WebFiles {
         let state = Arc::new(State::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
         let st = state.clone();
-        std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((sock, _)) = l.accept().await else { continue };
-                    let st = st.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let st = st.clone();
-                            async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                        });
-                        let _ =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
-                    });
-                }
-            });
+        let port = crate::hostile::serve_http(move |req| {
+            let st = st.clone();
+            async move { handle(&st, req).await }
         });
         WebFiles { port, state }
     }
