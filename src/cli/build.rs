@@ -72,7 +72,9 @@ pub(crate) struct BuildArgs {
     pub iidfile: Option<PathBuf>,
     /// Dockerfile builds: a named context (repeatable), `NAME=docker-image://REF` or
     /// `NAME=oci-layout://DIR[:TAG]` (the image `FROM NAME` and `--from=NAME` use), or
-    /// `NAME=DIR`, a local directory read as the build context is.
+    /// `NAME=DIR`, a local directory read as the build context is, or a git URL
+    /// (`URL#REF[:SUBDIR]`, its checkout read so), or an http(s) URL (a directory holding the
+    /// download as the file `context`, as BuildKit).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Dockerfile builds: export the step cache (repeatable): `type=registry,ref=REF[,mode=min|max]`,
@@ -255,16 +257,8 @@ fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
         .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: expected KEY=VALUE")))
 }
 
-async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: PathBuf) -> Result<i32> {
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        let (k, v) = match a.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            // docker: `--build-arg K` takes K from the environment
-            None => (a.clone(), std::env::var(a).unwrap_or_default()),
-        };
-        build_args.insert(k, v);
-    }
+/// `--secret id=ID,src=FILE` (repeatable): the build's secrets, by id.
+fn secrets(args: &BuildArgs) -> Result<BTreeMap<String, PathBuf>> {
     let mut secrets = BTreeMap::new();
     for s in &args.secret {
         let mut id = None;
@@ -283,6 +277,20 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         };
         secrets.insert(id, src);
     }
+    Ok(secrets)
+}
+
+async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: PathBuf) -> Result<i32> {
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // docker: `--build-arg K` takes K from the environment
+            None => (a.clone(), std::env::var(a).unwrap_or_default()),
+        };
+        build_args.insert(k, v);
+    }
+    let secrets = secrets(args)?;
     let mut ssh = BTreeMap::new();
     for s in &args.ssh {
         let (id, sock) = match s.split_once('=') {
@@ -385,8 +393,10 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
         info.context = Some((dir.display().to_string(), digest));
         info.stages = outcome.stages.clone();
     }
+    // a cache exported to another repository of the registry it was read from mounts too
+    let src = outcome.origins.over(&store);
     for ((out, _), cache) in cache_to.iter().zip(&outcome.caches) {
-        for r in export(&store, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
+        for r in export(&src, cache, std::slice::from_ref(out), &ctx.client, None, &ctx.copy_options(), &ctx.progress)
             .await?
         {
             ctx.progress.line(&format!(
@@ -401,7 +411,9 @@ async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: Pat
     if let Some(p) = &args.iidfile {
         std::fs::write(p, root.digest.to_string()).map_err(|e| Error::io(p, e))?;
     }
-    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
+    let origins = &outcome.origins;
+    let metadata = args.out.metadata_file.as_deref();
+    deliver_with(ctx, &store, &root, &outputs, metadata, referrers, origins, out_signer.as_ref()).await
 }
 
 /// buildx's cache spec (`type=registry,ref=R,...`) as `(type, value of ref/src/dest, mode)`
@@ -586,7 +598,8 @@ pub(crate) async fn run(ctx: &Ctx, args: BuildArgs) -> Result<i32> {
     };
     ctx.progress.line(&format!("built {} ({}) in oci:{}", root.digest, root.media_type, store.root().display()));
     let (root, referrers) = attest_build(ctx, &store, root, spec.tag.as_deref(), &req, info, signer.as_ref()).await?;
-    deliver_with(ctx, &store, &root, &outputs, args.out.metadata_file.as_deref(), referrers, out_signer.as_ref()).await
+    let metadata = args.out.metadata_file.as_deref();
+    deliver_with(ctx, &store, &root, &outputs, metadata, referrers, &Default::default(), out_signer.as_ref()).await
 }
 
 /// What a fetched context or a Dockerfile from stdin keeps on disk until the build ends.
@@ -613,7 +626,7 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
             let keep_git_dir = args.build_args.iter().any(|a| {
                 matches!(a.as_str(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1" | "BUILDKIT_CONTEXT_KEEP_GIT_DIR=true")
             });
-            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir).await?)
+            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir, &secrets(args)?).await?)
         }
         _ => None,
     };

@@ -10,6 +10,7 @@ use hoist::error::{Error, Result};
 use hoist::output::{export, parse_output, write_metadata, OutputSpec};
 use hoist::store::{age_of, default_store, prune, remove_roots, total_size, KEEP_UNTAGGED};
 use hoist::transport::layout::Layout;
+use hoist::transport::origins::BlobOrigins;
 use hoist::transport::Endpoint;
 use hoist::Descriptor;
 
@@ -103,11 +104,13 @@ pub(crate) async fn deliver(
     metadata_file: Option<&Path>,
     signer: Option<&hoist::trust::sign::Signer>,
 ) -> Result<i32> {
-    deliver_with(ctx, store, root, outputs, metadata_file, false, signer).await
+    deliver_with(ctx, store, root, outputs, metadata_file, false, &BlobOrigins::default(), signer).await
 }
 
 /// [`deliver`], with `referrers`: the root's referrers in the store (attestations stored as
-/// OCI 1.1 referrers) travel with it to every output.
+/// OCI 1.1 referrers) travel with it to every output; and `origins`: the registry
+/// repositories a build read blobs from, which a registry output mounts them from.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn deliver_with(
     ctx: &Ctx,
     store: &Layout,
@@ -115,6 +118,7 @@ pub(crate) async fn deliver_with(
     outputs: &[OutputSpec],
     metadata_file: Option<&Path>,
     referrers: bool,
+    origins: &BlobOrigins,
     signer: Option<&hoist::trust::sign::Signer>,
 ) -> Result<i32> {
     if outputs.iter().filter(|o| writes_stdout(o)).count() > 1 {
@@ -133,7 +137,8 @@ pub(crate) async fn deliver_with(
     };
     let mut copy_options = ctx.copy_options();
     copy_options.referrers |= referrers;
-    let results = export(store, root, outputs, &ctx.client, platform, &copy_options, &ctx.progress).await?;
+    let src = origins.over(store);
+    let results = export(&src, root, outputs, &ctx.client, platform, &copy_options, &ctx.progress).await?;
     for r in &results {
         ctx.progress.line(&format!(
             "{} -> {}: {} blob(s) written, {} existed",

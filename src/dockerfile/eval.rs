@@ -19,11 +19,13 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 
 use super::cache::{inline_table, write_cache, CacheEntry, ImportedCache, INLINE_CACHE_KEY};
+use super::chmod::Chmod;
 use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
 use super::stage::{
-    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, SourceRoot, Stage, DEFAULT_PATH,
+    blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, Prefetch, SourceRoot, Stage,
+    DEFAULT_PATH,
 };
 use super::statcache::StatCache;
 use super::user::resolve_user;
@@ -37,11 +39,76 @@ use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{Empty, ImageConfig, RootFs};
 use crate::transport::layout::Layout;
 
-/// The named directory contexts of `opts`, checked before anything is built.
-fn named_dirs(opts: &DockerfileBuild) -> Result<BTreeMap<String, NamedDir>> {
+/// The named contexts of `opts` that are URLs ([`NamedContext::Remote`]), fetched into temp
+/// dirs under the store's build cache with the build's credentials for their hosts: each
+/// one's directory, and the temp dirs to keep until the build ends.
+async fn fetch_named_contexts(
+    layout: &Layout,
+    opts: &DockerfileBuild,
+    client: Option<Arc<crate::transport::registry::Client>>,
+    log: &dyn BuildLog,
+) -> Result<(BTreeMap<String, PathBuf>, Vec<tempfile::TempDir>)> {
+    use super::remote::{
+        classify, download, git_authorization, git_checkout_blocking, http_authorization, redact, GitFetch, Remote,
+        UrlRequest,
+    };
+    let (mut dirs, mut keep) = (BTreeMap::new(), Vec::new());
+    let base = cache_root(layout).join("git-tmp");
+    for (name, c) in &opts.build_contexts {
+        let NamedContext::Remote(spec) = c else { continue };
+        let (shown, location) = (redact(spec), format!("--build-context {name}"));
+        log.line(&format!("fetching build context {name}={shown}"));
+        match classify(spec) {
+            Some(Remote::Git(g)) => {
+                let fetch = GitFetch {
+                    location,
+                    authorization: git_authorization(&opts.secrets, &g.remote)?,
+                    ..GitFetch::default()
+                };
+                let b = base.clone();
+                let co = blocking(move || git_checkout_blocking(&g, &b, &fetch)).await?;
+                log.line(&format!("  {shown}: commit {}", co.commit));
+                dirs.insert(name.clone(), co.dir.clone());
+                keep.push(co._tmp);
+            }
+            Some(Remote::Http(url)) => {
+                let client = match &client {
+                    Some(c) => c.clone(),
+                    None => crate::transport::registry::Client::new(Default::default())?,
+                };
+                let authorization = http_authorization(&opts.secrets, &url)?;
+                let req = UrlRequest { fresh: opts.no_cache, authorization: authorization.as_deref(), checksum: None };
+                let d = download(layout, &client, &url, req, &location, log).await?;
+                fs::create_dir_all(&base).at(&base)?;
+                let tmp = tempfile::Builder::new().prefix("ctx").tempdir_in(&base).at(&base)?;
+                // BuildKit's http source: the file `context`, 0600, its mtime Last-Modified
+                let f = tmp.path().join("context");
+                fs::copy(&d.path, &f).at(&f)?;
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).at(&f)?;
+                let mtime = filetime::FileTime::from_unix_time(d.mtime.unwrap_or(0) as i64, 0);
+                filetime::set_file_mtime(&f, mtime).at(&f)?;
+                dirs.insert(name.clone(), tmp.path().to_path_buf());
+                keep.push(tmp);
+            }
+            None => return Err(Error::Usage(format!("--build-context {name}={shown}: not a git or http(s) URL"))),
+        }
+    }
+    Ok((dirs, keep))
+}
+
+/// The named directory contexts of `opts` (a URL's: its directory in `fetched`), checked
+/// before anything is built.
+fn named_dirs(opts: &DockerfileBuild, fetched: &BTreeMap<String, PathBuf>) -> Result<BTreeMap<String, NamedDir>> {
     let mut out = BTreeMap::new();
     for (name, c) in &opts.build_contexts {
-        let NamedContext::Dir(d) = c else { continue };
+        let d = match c {
+            NamedContext::Dir(d) => d,
+            NamedContext::Remote(_) => match fetched.get(name) {
+                Some(d) => d,
+                None => continue,
+            },
+            NamedContext::Image(_) => continue,
+        };
         let bad = |why: String| Error::Usage(format!("--build-context {name}={}: {why}", d.display()));
         let dir = fs::canonicalize(d).map_err(|e| bad(e.to_string()))?;
         if !dir.is_dir() {
@@ -75,6 +142,7 @@ pub async fn build_dockerfile(
     let ignore = Arc::new(load_dockerignore(&opts.dockerfile, &opts.context)?);
     let context = fs::canonicalize(&opts.context).at(&opts.context)?;
     let stat = Arc::new(StatCache::load(&cache_root(layout).join("stat-cache"), &context, opts.no_cache));
+    let (fetched, _fetched_dirs) = fetch_named_contexts(layout, opts, resolver.client(), log).await?;
     let mut ctx = Ctx {
         layout,
         opts,
@@ -89,11 +157,12 @@ pub async fn build_dockerfile(
         context,
         stat,
         imported: Vec::new(),
+        origins: Default::default(),
         seen: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
-        named_dirs: named_dirs(opts)?,
+        named_dirs: named_dirs(opts, &fetched)?,
         stage_no_cache: false,
-        prefetch: Default::default(),
+        prefetch: Prefetch::new(opts.jobs.unwrap_or(crate::copy::DEFAULT_JOBS)),
         prehash: Default::default(),
         client: resolver.client(),
     };
@@ -119,14 +188,29 @@ pub async fn build_dockerfile(
     // caches and the fetching of their layers.
     start_prehash(&mut ctx, &plan);
     ctx.imported = import_caches(opts, resolver, log).await;
-    ctx.start_prefetch();
+    for c in &ctx.imported {
+        c.note_origins(&mut ctx.origins.lock().expect("origins lock"));
+    }
+    // the caches' layers are fetched from here on too, reported beside the build
+    let prefetch = ctx.start_prefetch();
+    prefetch.beside(build_platforms(&mut ctx, &plan, &platforms, resolver), log.transfers()).await
+}
+
+/// Build the image of every platform, write its root and the exported caches.
+async fn build_platforms(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    platforms: &[Platform],
+    resolver: &dyn ImageResolver,
+) -> Result<BuildOutcome> {
+    let (opts, layout) = (ctx.opts, ctx.layout);
     let mut manifests = Vec::new();
     let mut image_layers = BTreeSet::new();
     let mut stages = Vec::new();
     let mut stat_saved = None;
     for (n, p) in platforms.iter().enumerate() {
         let before: BTreeSet<String> = ctx.seen.lock().expect("cache record lock").keys().cloned().collect();
-        let (stage, others) = build_platform(&mut ctx, &plan, p, resolver).await?;
+        let (stage, others) = build_platform(ctx, plan, p, resolver).await?;
         if n + 1 == platforms.len() {
             // every context file is hashed now: the stat cache is written beside the image
             let stat = ctx.stat.clone();
@@ -143,10 +227,10 @@ pub async fn build_dockerfile(
         } else {
             None
         };
-        let desc = write_image(&ctx, &stage, p, inline)?;
+        let desc = write_image(ctx, &stage, p, inline)?;
         manifests.push(desc);
         if opts.keep_stages {
-            stages.extend(stage_images(&ctx, &plan, others, p).await?);
+            stages.extend(stage_images(ctx, plan, others, p).await?);
         }
     }
     let root = write_root(layout, manifests, &opts.annotations, &opts.index_annotations, opts.tag.as_deref())?;
@@ -161,6 +245,7 @@ pub async fn build_dockerfile(
     }
     let caches =
         opts.cache_export.iter().map(|m| write_cache(layout, &seen, *m, &image_layers)).collect::<Result<Vec<_>>>()?;
+    let origins = std::mem::take(&mut *ctx.origins.lock().expect("origins lock"));
     Ok(BuildOutcome {
         root,
         runs: ctx.runs,
@@ -169,6 +254,7 @@ pub async fn build_dockerfile(
         stat_hits: ctx.stat.hits(),
         caches,
         stages,
+        origins,
     })
 }
 
@@ -503,7 +589,7 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     // A named context (`--build-context NAME=...`) stands for the image NAME.
     let image = match ctx.opts.build_contexts.get(image) {
         Some(NamedContext::Image(r)) => r.as_str(),
-        Some(NamedContext::Dir(_)) => return local_stage(ctx, image, platform).await,
+        Some(NamedContext::Dir(_) | NamedContext::Remote(_)) => return local_stage(ctx, image, platform).await,
         None => image,
     };
     let mut st = scratch_stage(platform);
@@ -516,6 +602,12 @@ async fn image_stage(ctx: &Ctx<'_>, image: &str, platform: &Platform, resolver: 
     b.jobs = ctx.opts.jobs.unwrap_or(b.jobs);
     b.progress = ctx.log.transfers();
     let base = load_base(ctx.layout, &b, platform).await?;
+    {
+        let mut origins = ctx.origins.lock().expect("origins lock");
+        for l in &base.layers {
+            origins.note(l, source.as_ref());
+        }
+    }
     st.config = base.config;
     // a base's inline cache describes the base's build, not this one
     st.config.extra.remove(INLINE_CACHE_KEY);
@@ -557,7 +649,12 @@ async fn local_stage(ctx: &Ctx<'_>, name: &str, platform: &Platform) -> Result<S
     })
     .await?;
     let created = ctx.created.clone();
-    let by = format!("FROM {name} (build context {})", ctx.named_dirs[name].dir.display());
+    // a fetched context is named by its URL, not by the temp dir it was fetched into
+    let shown = match ctx.opts.build_contexts.get(name) {
+        Some(NamedContext::Remote(spec)) => super::remote::redact(spec),
+        _ => ctx.named_dirs[name].dir.display().to_string(),
+    };
+    let by = format!("FROM {name} (build context {shown})");
     let blob = match ctx.cache_lookup(&key).await? {
         Some(hit) => hit.blob(),
         None => {
@@ -1056,7 +1153,7 @@ async fn copy(
             if m.is_empty() {
                 None
             } else {
-                Some(u32::from_str_radix(&m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?)
+                Some(Chmod::parse(&m).map_err(|why| ctx.e(ins, format!("--chmod={m}: {why}")))?)
             }
         }
         None => None,
@@ -1146,7 +1243,7 @@ async fn copy(
         dest_is_dir: dest_is_dir || parents,
         parents,
         is_add,
-        chmod,
+        chmod: chmod.clone(),
         exclude,
         ignore: named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone()),
         heredoc_dir: heredoc_dir.as_ref().map(|t| t.path().to_path_buf()),
@@ -1257,28 +1354,24 @@ async fn fetch_remote(
     is_add: bool,
     checksum: Option<String>,
 ) -> Result<(BTreeMap<String, Fetched>, Vec<tempfile::TempDir>)> {
-    use super::remote::{classify, download, git_checkout_blocking, url_file_name, Remote};
-    let checksum = match checksum {
-        Some(c) => {
-            let d: crate::model::digest::Digest =
-                c.parse().map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
-            if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
-                return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
-            }
-            Some(d)
-        }
-        None => None,
+    use super::remote::{
+        classify, download, git_authorization, git_checkout_blocking, http_authorization, url_file_name, GitFetch,
+        Remote, UrlRequest,
     };
+    if checksum.is_some() && args.len() != 1 {
+        return Err(ctx.e(ins, "checksum can't be specified for multiple sources"));
+    }
     let keep_git_dir = match ins.flag("keep-git-dir") {
         None | Some("false") => false,
         Some("" | "true") => true,
         Some(v) => return Err(ctx.e(ins, format!("--keep-git-dir={v}: expected true or false"))),
     };
     let (mut out, mut keep) = (BTreeMap::new(), Vec::new());
+    let location = format!("{}:{}", ctx.file, ins.line);
     for a in args {
         let r = classify(a);
-        if checksum.is_some() && !matches!(r, Some(Remote::Http(_))) {
-            return Err(ctx.e(ins, format!("--checksum: {a}: checksum can't be specified for non-HTTP(S) sources")));
+        if checksum.is_some() && r.is_none() {
+            return Err(ctx.e(ins, format!("--checksum: {a}: checksum requires HTTP(S) or Git sources")));
         }
         let Some(r) = r else { continue };
         if !is_add {
@@ -1286,16 +1379,39 @@ async fn fetch_remote(
         }
         match r {
             Remote::Http(url) => {
-                let what = format!("{}:{}", ctx.file, ins.line);
+                let checksum = match &checksum {
+                    Some(c) => {
+                        let d: crate::model::digest::Digest = c
+                            .parse()
+                            .map_err(|_| ctx.e(ins, format!("--checksum={c}: expected sha256:<64 hex digits>")))?;
+                        if d.algorithm() != crate::model::digest::Algorithm::Sha256 {
+                            return Err(ctx.e(ins, format!("--checksum={c}: only sha256 is supported")));
+                        }
+                        Some(d)
+                    }
+                    None => None,
+                };
                 let client = ctx.http()?;
-                let d =
-                    download(ctx.layout, &client, &url, checksum.as_ref(), ctx.opts.no_cache, &what, ctx.log).await?;
+                let authorization = http_authorization(&ctx.opts.secrets, &url)?;
+                let req = UrlRequest {
+                    checksum: checksum.as_ref(),
+                    fresh: ctx.opts.no_cache,
+                    authorization: authorization.as_deref(),
+                };
+                let d = download(ctx.layout, &client, &url, req, &location, ctx.log).await?;
                 let f = Fetched::File { path: d.path, size: d.size, name: url_file_name(&url), mtime: d.mtime };
                 out.insert(a.clone(), f);
             }
             Remote::Git(g) => {
                 let base = cache_root(ctx.layout).join("git-tmp");
-                let co = blocking(move || git_checkout_blocking(&g, &base, keep_git_dir)).await?;
+                let opts = GitFetch {
+                    keep_git_dir,
+                    checksum: checksum.clone(),
+                    location: location.clone(),
+                    authorization: git_authorization(&ctx.opts.secrets, &g.remote)?,
+                    ..GitFetch::default()
+                };
+                let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;
                 ctx.log.line(&format!("  {}: commit {}", super::remote::redact(a), co.commit));
                 out.insert(a.clone(), Fetched::Tree { dir: co.dir.clone(), mtime: co.time });
                 keep.push(co._tmp);
@@ -1316,7 +1432,7 @@ struct CopySpec {
     /// `COPY --parents`: each source keeps its path below its root.
     parents: bool,
     is_add: bool,
-    chmod: Option<u32>,
+    chmod: Option<Chmod>,
     exclude: Vec<IgnoreRule>,
     ignore: Arc<Vec<IgnoreRule>>,
     heredoc_dir: Option<PathBuf>,
@@ -1344,7 +1460,7 @@ fn copy_items(
     extracted: &mut Extracted,
 ) -> Result<BTreeMap<String, Item>> {
     let e = |r: String| err(&spec.file, spec.line, r);
-    let (exclude, chmod) = (&spec.exclude, spec.chmod);
+    let (exclude, chmod) = (&spec.exclude, spec.chmod.as_ref());
     let dest_rel = dest_rel.to_string();
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut unmatched: Vec<String> = Vec::new();
@@ -1390,7 +1506,10 @@ fn copy_items(
                     dest_rel.clone()
                 };
                 let kind = Kind::File { src: path.clone(), size: *size, link_key: None };
-                items.insert(target, Item { kind, mode: chmod.unwrap_or(0o600), uid: u, gid: g, mtime: *mtime });
+                items.insert(
+                    target,
+                    Item { kind, mode: chmod.map_or(0o600, |c| c.apply(0o600, false)), uid: u, gid: g, mtime: *mtime },
+                );
             }
             Fetched::Tree { dir, mtime } => {
                 if lookup(dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
@@ -1455,7 +1574,8 @@ fn copy_items(
                         dest_rel.clone()
                     };
                 let (u, g) = owner(&meta, uid, gid, ctxfile);
-                let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                let own = meta.permissions().mode() & 0o7777;
+                let mode = chmod.map_or(own, |c| c.apply(own, meta.is_dir()));
                 items.insert(
                     target,
                     Item {
@@ -1504,7 +1624,7 @@ fn add_tree(
     items: &mut BTreeMap<String, Item>,
     uid: Option<u64>,
     gid: Option<u64>,
-    chmod: Option<u32>,
+    chmod: Option<&Chmod>,
     keep_owner: bool,
     (ignore, ctx_prefix): (&[IgnoreRule], &str),
     exclude: &[IgnoreRule],
@@ -1534,8 +1654,8 @@ fn add_tree(
 
 /// The layer entry of the file, directory or symlink `p` (not followed): owned by `uid`/`gid`
 /// where given, else by its own owner when `keep_owner` (a stage's file), else by root (a
-/// context file); `chmod` replaces its mode.
-fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>, keep_owner: bool) -> Result<Item> {
+/// context file); `chmod` sets its mode.
+fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<&Chmod>, keep_owner: bool) -> Result<Item> {
     let m = p.symlink_metadata().at(p)?;
     let (u, g) = owner(&m, uid, gid, !keep_owner);
     let mode = m.permissions().mode() & 0o7777;
@@ -1551,7 +1671,11 @@ fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>,
     } else {
         return Err(Error::Unsupported(format!("{}: devices, sockets and fifos cannot be copied", p.display())));
     };
-    let mode = if matches!(kind, Kind::Symlink { .. }) { 0o777 } else { chmod.unwrap_or(mode) };
+    let mode = match (&kind, chmod) {
+        (Kind::Symlink { .. }, _) => 0o777,
+        (_, Some(c)) => c.apply(mode, matches!(kind, Kind::Dir)),
+        (_, None) => mode,
+    };
     Ok(Item { kind, mode, uid: u, gid: g, mtime: None })
 }
 
@@ -1634,11 +1758,11 @@ fn parents_source(
                 let up = comps[..n].join("/");
                 if parents_done.insert(up.clone()) {
                     if let Some(p) = resolve(&join_rel(&root, &up))? {
-                        items.insert(join_rel(dest_rel, &up), item_of(&p, owner, spec.chmod, keep_owner)?);
+                        items.insert(join_rel(dest_rel, &up), item_of(&p, owner, spec.chmod.as_ref(), keep_owner)?);
                     }
                 }
             }
-            items.insert(join_rel(dest_rel, &rel), item_of(w.path(), owner, spec.chmod, keep_owner)?);
+            items.insert(join_rel(dest_rel, &rel), item_of(w.path(), owner, spec.chmod.as_ref(), keep_owner)?);
         }
     }
     Ok(())

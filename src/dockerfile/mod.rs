@@ -7,6 +7,7 @@
 
 pub(crate) mod agent;
 pub mod cache;
+pub(crate) mod chmod;
 pub mod eval;
 pub mod fs;
 pub(crate) mod ignore;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::layer::Compression;
 use crate::model::descriptor::{Descriptor, Platform};
+use crate::transport::origins::BlobOrigins;
 use crate::transport::{NoProgress, Progress, Source};
 
 pub use cache::CacheMode;
@@ -98,16 +100,23 @@ pub enum NamedContext {
     /// A local directory, read as the build context is (`COPY --from=NAME`,
     /// `RUN --mount=from=NAME`, and `FROM NAME` as a stage whose filesystem it is).
     Dir(PathBuf),
+    /// A URL, fetched when the build starts and then read as a directory (BuildKit's named
+    /// contexts): a git repository (`URL#REF[:SUBDIR]`, as [`remote::classify`] tells) is
+    /// its checkout; another http(s) URL is a directory holding the download as the one file
+    /// `context` (BuildKit's `llb.HTTP` with that name: never extracted).
+    Remote(String),
 }
 
 impl NamedContext {
-    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, else a
-    /// directory.
+    /// buildx's value syntax: `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]`, a git
+    /// or http(s) URL, else a directory.
     pub fn parse(value: &str) -> NamedContext {
         if let Some(r) = value.strip_prefix("docker-image://") {
             NamedContext::Image(r.to_string())
         } else if let Some(d) = value.strip_prefix("oci-layout://") {
             NamedContext::Image(format!("oci:{d}"))
+        } else if remote::classify(value).is_some() {
+            NamedContext::Remote(value.to_string())
         } else {
             NamedContext::Dir(PathBuf::from(value))
         }
@@ -132,6 +141,11 @@ pub struct BuildOutcome {
     /// With [`DockerfileBuild::keep_stages`]: (stage name or index, its image manifest in the
     /// layout, whose descriptor's platform is the target platform it was built for).
     pub stages: Vec<(String, Descriptor)>,
+    /// Where the build read its base images' layers and its `--cache-from` caches' layers
+    /// from (registry repositories): push the image through [`BlobOrigins::over`] the store
+    /// and a push to another repository of the same registry mounts them instead of
+    /// uploading.
+    pub origins: BlobOrigins,
 }
 
 /// Finds the images `FROM` and `COPY --from` name (any hoist transport); the CLI's resolver.

@@ -7,6 +7,7 @@
 //! Downloads go through the registry client's network layer ([`Client::get_url`]): the same
 //! TLS trust, certs.d, proxy rules, read timeout and retries as registry requests.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,9 +30,15 @@ use crate::transport::registry::Client;
 pub const MAX_DOWNLOAD_SIZE: u64 = 16 << 30;
 
 /// The most bytes of a remote or stdin build context: the download (or stdin) and the tar
-/// stream unpacked from it, each. The docker CLI sends a context of any size to the daemon;
-/// hoist unpacks it on the build host, so a gzip bomb is cut off here.
+/// stream unpacked from it, each; and the bytes on disk of a git fetch with its checkout
+/// (`ADD <git url>`, a git build context), measured while git runs. The docker CLI sends a
+/// context of any size to the daemon and BuildKit bounds no git fetch; hoist unpacks and
+/// checks out on the build host, so a gzip bomb or a repository that expands without end is
+/// cut off here.
 pub const MAX_CONTEXT_SIZE: u64 = 8 << 30;
+
+/// How often the bytes of a running git fetch or checkout are measured against its bound.
+const GIT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A source that is not in the build context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,21 +157,33 @@ fn save_record(layout: &Layout, r: &Record) -> Result<()> {
     Ok(())
 }
 
+/// What `ADD <url>` asks of a download.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UrlRequest<'a> {
+    /// `--checksum`: the digest the body must have.
+    pub checksum: Option<&'a Digest>,
+    /// `--no-cache`: no validators are sent.
+    pub fresh: bool,
+    /// The `Authorization` header for the URL's host ([`http_authorization`]).
+    pub authorization: Option<&'a str>,
+}
+
 /// The file at `url` for `ADD` (what `what` names in errors: `ADD URL in Dockerfile:N`):
-/// with `checksum` already in the store, no request at all; else a GET that sends the last
-/// download's `ETag` (`If-None-Match`) and `Last-Modified` (`If-Modified-Since`), reusing
-/// that download on `304`; else the body streamed into the store (bounded by
-/// [`MAX_DOWNLOAD_SIZE`], hashed on the way, checked against `checksum` before it is
-/// kept). `fresh` (`--no-cache`) sends no validators.
+/// with `req.checksum` already in the store, no request at all; else a GET that sends the
+/// last download's `ETag` (`If-None-Match`) and `Last-Modified` (`If-Modified-Since`),
+/// reusing that download on `304`; else the body streamed into the store (bounded by
+/// [`MAX_DOWNLOAD_SIZE`], hashed on the way, checked against the checksum before it is
+/// kept). `req.fresh` (`--no-cache`) sends no validators; `req.authorization` goes to the
+/// URL's host only (a redirect to another host drops it).
 pub(crate) async fn download(
     layout: &Layout,
     client: &Client,
     url: &str,
-    checksum: Option<&Digest>,
-    fresh: bool,
+    req: UrlRequest<'_>,
     what: &str,
     log: &dyn BuildLog,
 ) -> Result<Downloaded> {
+    let (checksum, fresh) = (req.checksum, req.fresh);
     let shown = redact(url);
     let mismatch = |actual: &Digest, expected: &Digest| Error::DigestMismatch {
         what: format!("ADD {shown}"),
@@ -180,6 +199,9 @@ pub(crate) async fn download(
         }
     }
     let mut headers = Vec::new();
+    if let Some(a) = req.authorization {
+        headers.push(("Authorization", a.to_string()));
+    }
     if let Some((r, _)) = &known {
         if let Some(e) = &r.etag {
             headers.push(("If-None-Match", e.clone()));
@@ -276,10 +298,82 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// ------------------------------------------------------------------ credentials
+
+/// BuildKit's secret id of the `Authorization` header value `ADD <url>` sends to one host:
+/// `HTTP_AUTH_HEADER_<hostname>` (the host without its port).
+pub const HTTP_AUTH_HEADER_PREFIX: &str = "HTTP_AUTH_HEADER_";
+/// BuildKit's secret id of a bearer token for one host: `HTTP_AUTH_TOKEN_<hostname>` is
+/// sent as `Authorization: Bearer TOKEN`, and wins over the header secret.
+pub const HTTP_AUTH_TOKEN_PREFIX: &str = "HTTP_AUTH_TOKEN_";
+/// BuildKit's git secrets: `GIT_AUTH_HEADER.<host>` (host and port as in the URL), then
+/// `GIT_AUTH_TOKEN.<host>`, then the same without a host; the first one given is used. A
+/// header is the `Authorization` value as it is; a token is sent as `basic
+/// base64(x-access-token:TOKEN)`.
+pub const GIT_AUTH_HEADER: &str = "GIT_AUTH_HEADER";
+/// See [`GIT_AUTH_HEADER`].
+pub const GIT_AUTH_TOKEN: &str = "GIT_AUTH_TOKEN";
+
+/// A build's secrets: id to the file holding it (`--secret id=ID,src=FILE`).
+pub type Secrets = BTreeMap<String, PathBuf>;
+
+/// The secret `id`, without its final line break; `None` when not given. Errors name the
+/// id and its file, never its value.
+fn read_secret(secrets: &Secrets, id: &str) -> Result<Option<String>> {
+    let Some(p) = secrets.get(id) else { return Ok(None) };
+    let v = std::fs::read_to_string(p).map_err(|e| Error::Usage(format!("secret {id} ({}): {e}", p.display())))?;
+    let v = v.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&v);
+    if v.contains(['\r', '\n']) {
+        return Err(Error::Usage(format!("secret {id} ({}): an HTTP header value is one line", p.display())));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// The `Authorization` value `ADD <url>` sends to `url`'s host, from the secrets named for
+/// that host ([`HTTP_AUTH_HEADER_PREFIX`], [`HTTP_AUTH_TOKEN_PREFIX`]); none for any other.
+pub fn http_authorization(secrets: &Secrets, url: &str) -> Result<Option<String>> {
+    let Some(host) = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)) else {
+        return Ok(None);
+    };
+    // Go's `URL.Hostname()`: an IPv6 address without its brackets
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut auth = read_secret(secrets, &format!("{HTTP_AUTH_HEADER_PREFIX}{host}"))?;
+    if let Some(t) = read_secret(secrets, &format!("{HTTP_AUTH_TOKEN_PREFIX}{host}"))? {
+        auth = Some(format!("Bearer {t}"));
+    }
+    Ok(auth)
+}
+
+/// The `Authorization` value git sends to the http(s) repository `remote` (and only to it:
+/// git's `http.<remote>.extraHeader`), from BuildKit's git secrets ([`GIT_AUTH_HEADER`]).
+pub fn git_authorization(secrets: &Secrets, remote: &str) -> Result<Option<String>> {
+    use base64::Engine;
+    let Ok(u) = url::Url::parse(remote) else { return Ok(None) };
+    let (Some(host), true) = (u.host_str(), matches!(u.scheme(), "http" | "https")) else { return Ok(None) };
+    // Go's `URL.Host`: with the port the URL names
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let ids = [
+        (format!("{GIT_AUTH_HEADER}.{host}"), false),
+        (format!("{GIT_AUTH_TOKEN}.{host}"), true),
+        (GIT_AUTH_HEADER.to_string(), false),
+        (GIT_AUTH_TOKEN.to_string(), true),
+    ];
+    for (id, token) in ids {
+        if let Some(v) = read_secret(secrets, &id)? {
+            let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
+            return Ok(Some(if token { format!("basic {}", b64(&v)) } else { v }));
+        }
+    }
+    Ok(None)
+}
+
 // ------------------------------------------------------------------ git
 
 /// A checkout of a [`GitRef`].
-pub(crate) struct GitCheckout {
+pub struct GitCheckout {
     /// Keeps the checkout.
     pub _tmp: tempfile::TempDir,
     /// The directory used: the checkout, or its subdirectory.
@@ -291,52 +385,213 @@ pub(crate) struct GitCheckout {
 }
 
 fn git(dir: &Path, args: &[&str], what: &str) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
+    run_git(dir, args, what, None, &[])
+}
+
+/// The directory a git fetch and checkout write in, and the most bytes it may hold.
+struct GitBound<'a> {
+    root: &'a Path,
+    max: u64,
+}
+
+impl GitBound<'_> {
+    /// An error when the directory holds more than the bound.
+    fn check(&self, what: &str) -> Result<()> {
+        let n = disk_bytes(self.root);
+        if n > self.max {
+            return Err(Error::Unsupported(format!(
+                "git repository {what}: the fetch and checkout take more than {} bytes on disk (hoist's bound for a git source, as for a build context)",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of the regular files below `root` (links not followed); what cannot be read
+/// counts nothing (git may be renaming it).
+fn disk_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `git ARGS` in `dir`; its stdout. With `bound`, the bound's directory is measured while
+/// git runs and after: over the bound, git is killed and the error names the repository and
+/// the bound. `config` is given to git in its environment (`GIT_CONFIG_KEY_n`), never on
+/// its command line, where other users could read it.
+fn run_git(
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    bound: Option<&GitBound<'_>>,
+    config: &[(String, String)],
+) -> Result<String> {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
         .args(["-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main"])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !config.is_empty() {
+        let first = std::env::var("GIT_CONFIG_COUNT").ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        for (i, (k, v)) in config.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{}", first + i), k).env(format!("GIT_CONFIG_VALUE_{}", first + i), v);
+        }
+        cmd.env("GIT_CONFIG_COUNT", (first + config.len()).to_string());
+    }
+    let mut child = cmd
+        .spawn()
         .map_err(|e| Error::Daemon { location: what.to_string(), reason: format!("git: {e} (is git installed?)") })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let io = |e: std::io::Error| Error::Daemon { location: what.to_string(), reason: format!("git: {e}") };
+    let status = loop {
+        let Some(b) = bound else { break child.wait().map_err(io)? };
+        if let Some(s) = child.try_wait().map_err(io)? {
+            break s;
+        }
+        if let Err(e) = b.check(what) {
+            // its helpers (remote-https, index-pack) end on the closed pipes
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        std::thread::sleep(GIT_WATCH_INTERVAL);
+    };
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if let Some(b) = bound {
+        b.check(what)?;
+    }
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
         return Err(Error::Daemon {
             location: what.to_string(),
             reason: format!("git {}: {}", args.first().copied().unwrap_or(""), err.trim()),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// How a git source is fetched (BuildKit's git source options).
+#[derive(Clone)]
+pub struct GitFetch {
+    /// Keep `.git` in the checkout (`ADD --keep-git-dir`, the build arg
+    /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR` of a git context).
+    pub keep_git_dir: bool,
+    /// `ADD --checksum=HEX` of a git source: the commit the reference resolves to (or the
+    /// annotated tag it names) must start with these hex digits, as in BuildKit.
+    pub checksum: Option<String>,
+    /// The most bytes the fetch and checkout may put on disk ([`MAX_CONTEXT_SIZE`]).
+    pub max_bytes: u64,
+    /// Where the source is named, for errors (`Dockerfile:3`).
+    pub location: String,
+    /// The `Authorization` value for the repository ([`git_authorization`]), sent to its
+    /// URL only.
+    pub authorization: Option<String>,
+}
+
+impl Default for GitFetch {
+    fn default() -> Self {
+        GitFetch {
+            keep_git_dir: false,
+            checksum: None,
+            max_bytes: MAX_CONTEXT_SIZE,
+            location: "git source".into(),
+            authorization: None,
+        }
+    }
+}
+
+/// Whether `s` is hex digits only (a commit id or a prefix of one).
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Fetch `r` shallowly (one commit) with the system `git` into a temp dir under `tmp_in`,
-/// check it out with its submodules, and drop `.git` unless `keep_git_dir`. Blocking.
-pub(crate) fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, keep_git_dir: bool) -> Result<GitCheckout> {
+/// check it out with its submodules, and drop `.git` unless `opts.keep_git_dir`. With
+/// `opts.checksum` the fetched commit is checked before it is checked out. The temp dir holds
+/// at most `opts.max_bytes` while git fetches and checks out, else the fetch is stopped with
+/// an error naming the URL and the bound. Blocking.
+pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Result<GitCheckout> {
     let what = redact(&r.remote);
+    let want = r.reference.as_deref().unwrap_or("HEAD");
+    let checksum = match &opts.checksum {
+        Some(c) if !is_hex(c) => {
+            return Err(Error::Usage(format!(
+                "{}: --checksum={c}: expected a hex commit hash for the git source {what}",
+                opts.location
+            )))
+        }
+        c => c.as_ref().map(|c| c.to_ascii_lowercase()),
+    };
+    let mismatch = |actual: &str| Error::DigestMismatch {
+        what: format!("git {what}#{want}"),
+        location: opts.location.clone(),
+        expected: checksum.clone().unwrap_or_default(),
+        actual: actual.to_string(),
+    };
+    // a full commit id as the reference disagrees before anything is fetched
+    if let Some(c) = &checksum {
+        if matches!(want.len(), 40 | 64) && is_hex(want) && !want.to_ascii_lowercase().starts_with(c.as_str()) {
+            return Err(mismatch(want));
+        }
+    }
     std::fs::create_dir_all(tmp_in).at(tmp_in)?;
     let tmp = tempfile::Builder::new().prefix("git").tempdir_in(tmp_in).at(tmp_in)?;
+    let bound = GitBound { root: tmp.path(), max: opts.max_bytes };
     let repo = tmp.path().join("checkout");
     std::fs::create_dir_all(&repo).at(&repo)?;
     git(&repo, &["init", "-q"], &what)?;
     git(&repo, &["remote", "add", "origin", &r.remote], &what)?;
-    let want = r.reference.as_deref().unwrap_or("HEAD");
-    let shallow = git(&repo, &["fetch", "-q", "--depth=1", "--no-tags", "origin", want], &what);
+    // BuildKit's scope: the remote's URL (git matches it as a prefix of each request's)
+    let config: Vec<(String, String)> = match &opts.authorization {
+        Some(a) => vec![(format!("http.{}.extraHeader", r.remote), format!("Authorization: {a}"))],
+        None => Vec::new(),
+    };
+    let fetch = ["fetch", "-q", "--depth=1", "--no-tags", "origin", want];
+    let shallow = run_git(&repo, &fetch, &what, Some(&bound), &config);
     if let Err(e) = shallow {
         // a commit id a server will not serve by itself: the whole history, then the commit
-        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
-        if !is_commit {
+        let is_commit = want.len() >= 7 && is_hex(want);
+        if !is_commit || disk_bytes(tmp.path()) > opts.max_bytes {
             return Err(e);
         }
-        git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what)?;
+        run_git(&repo, &["fetch", "-q", "--no-tags", "origin"], &what, Some(&bound), &config)?;
         git(&repo, &["update-ref", "FETCH_HEAD", want], &what)?;
     }
-    git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what)?;
+    if let Some(c) = &checksum {
+        // BuildKit's rule: the commit, or the annotated tag object the reference names
+        let fetched = git(&repo, &["rev-parse", "FETCH_HEAD"], &what)?;
+        let commit = git(&repo, &["rev-parse", "FETCH_HEAD^{commit}"], &what)?;
+        if !commit.starts_with(c.as_str()) && !fetched.starts_with(c.as_str()) {
+            return Err(mismatch(&commit));
+        }
+    }
+    run_git(&repo, &["checkout", "-q", "FETCH_HEAD"], &what, Some(&bound), &[])?;
     if repo.join(".gitmodules").exists() {
-        git(&repo, &["submodule", "update", "-q", "--init", "--recursive", "--depth=1"], &what)?;
+        let args = ["submodule", "update", "-q", "--init", "--recursive", "--depth=1"];
+        run_git(&repo, &args, &what, Some(&bound), &config)?;
     }
     let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
     let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
-    if !keep_git_dir {
+    if !opts.keep_git_dir {
         let g = repo.join(".git");
         std::fs::remove_dir_all(&g).at(&g)?;
     }
@@ -370,20 +625,33 @@ pub struct FetchedContext {
 }
 
 /// `hoist build` of a git URL (`URL#REF:SUBDIR`) or an http(s) URL (a tar, plain or
-/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`. A git checkout keeps
-/// its `.git` with `keep_git_dir` (BuildKit's build arg `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
-pub async fn fetch_context(spec: &str, client: &Client, tmp_in: &Path, keep_git_dir: bool) -> Result<FetchedContext> {
+/// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`, with the
+/// credentials `secrets` hold for its host ([`http_authorization`], [`git_authorization`]).
+/// A git checkout keeps its `.git` with `keep_git_dir` (BuildKit's build arg
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+pub async fn fetch_context(
+    spec: &str,
+    client: &Client,
+    tmp_in: &Path,
+    keep_git_dir: bool,
+    secrets: &Secrets,
+) -> Result<FetchedContext> {
     match classify(spec) {
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
-            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, keep_git_dir))
+            let authorization = git_authorization(secrets, &r.remote)?;
+            let opts =
+                GitFetch { keep_git_dir, location: "build context".into(), authorization, ..GitFetch::default() };
+            let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;
             Ok(FetchedContext { dir: co.dir, _tmp: co._tmp, dockerfile: None })
         }
         Some(Remote::Http(url)) => {
             let shown = redact(&url);
-            let resp = client.get_url(&url, &[]).await?;
+            let headers: Vec<_> =
+                http_authorization(secrets, &url)?.map(|a| ("Authorization", a)).into_iter().collect();
+            let resp = client.get_url(&url, &headers).await?;
             if !resp.status.is_success() {
                 return Err(Error::HttpStatus { url: shown, status: resp.status, detail: " (build context)".into() });
             }

@@ -216,33 +216,48 @@ fn add_url_is_streamed_checked_and_revalidated() {
 /// A git repository with a committed tree, a tag and a fixed commit time, cloned bare as
 /// `root/repo.git` for the server. Returns the commit time.
 fn git_repo(t: &Path, root: &Path) -> u64 {
-    let work = t.join("work");
-    fs::create_dir_all(work.join("sub/deep")).unwrap();
-    fs::create_dir_all(work.join("ctxdir")).unwrap();
-    fs::write(work.join("a.txt"), "a\n").unwrap();
-    fs::write(work.join("sub/s.txt"), "s\n").unwrap();
-    fs::write(work.join("sub/deep/d.txt"), "d\n").unwrap();
-    fs::write(work.join("ctxdir/Dockerfile"), "FROM scratch\nCOPY f.txt /from-git\n").unwrap();
-    fs::write(work.join("ctxdir/f.txt"), "git context\n").unwrap();
-    fs::write(work.join("Dockerfile.root"), "FROM scratch\nCOPY ctxdir/f.txt /from-git\nCOPY sub /sub\n").unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .env("GIT_COMMITTER_DATE", "1500000000 +0000")
-            .env("GIT_AUTHOR_DATE", "1500000000 +0000")
-            .output()
-            .unwrap();
-        assert_success(&format!("git {args:?}"), &out);
-    };
-    git(&work, &["init", "-q"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "one"]);
-    git(&work, &["tag", "v1"]);
-    fs::create_dir_all(root).unwrap();
-    git(t, &["clone", "-q", "--bare", work.to_str().unwrap(), root.join("repo.git").to_str().unwrap()]);
+    let files: &[(&str, &[u8])] = &[
+        ("a.txt", b"a\n"),
+        ("sub/s.txt", b"s\n"),
+        ("sub/deep/d.txt", b"d\n"),
+        ("ctxdir/Dockerfile", b"FROM scratch\nCOPY f.txt /from-git\n"),
+        ("ctxdir/f.txt", b"git context\n"),
+        ("Dockerfile.root", b"FROM scratch\nCOPY ctxdir/f.txt /from-git\nCOPY sub /sub\n"),
+    ];
+    bare_repo(t, root, "repo", files);
     1_500_000_000
+}
+
+/// `git` in `dir` with a fixed identity and commit time; its stdout.
+fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .env("GIT_COMMITTER_DATE", "1500000000 +0000")
+        .env("GIT_AUTHOR_DATE", "1500000000 +0000")
+        .output()
+        .unwrap();
+    assert_success(&format!("git {args:?}"), &out).trim().to_string()
+}
+
+/// A repository of `files` (one commit on `main`, tagged `v1`), cloned bare as
+/// `root/NAME.git` for the server. Returns the commit id.
+fn bare_repo(t: &Path, root: &Path, name: &str, files: &[(&str, &[u8])]) -> String {
+    let work = t.join(format!("work-{name}"));
+    for (p, c) in files {
+        let f = work.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, c).unwrap();
+    }
+    run_git(&work, &["init", "-q"]);
+    run_git(&work, &["add", "."]);
+    run_git(&work, &["commit", "-q", "-m", "one"]);
+    run_git(&work, &["tag", "v1"]);
+    fs::create_dir_all(root).unwrap();
+    let bare = root.join(format!("{name}.git"));
+    run_git(t, &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    run_git(&work, &["rev-parse", "HEAD"])
 }
 
 /// `ADD <git url>#ref[:subdir]` over smart HTTP: the tree at the ref, owned by root, every
@@ -419,4 +434,242 @@ fn add_url_and_git_context_agree_with_buildkit() {
         }
     }
     assert!(diffs.is_empty(), "hoist differs from BuildKit:\n{}", diffs.join("\n"));
+}
+
+/// A git fetch is bounded by the bytes it puts on disk (the build context's bound, given
+/// smaller here): a repository whose pack is larger than the bound, and one whose pack is
+/// small but whose checkout expands past it (4 MiB of zeros), are both refused, naming the
+/// URL and the bound; the same repositories under a larger bound check out.
+#[test]
+fn git_fetch_is_bounded_by_bytes_on_disk() {
+    use hoist::dockerfile::remote::{git_checkout_blocking, GitFetch, GitRef};
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    // bytes that do not compress: a chain of digests
+    let mut noise = Vec::new();
+    let mut h = b"seed".to_vec();
+    while noise.len() < 512 << 10 {
+        h = hoist_testkit::tools::sha256_hex(&h).into_bytes();
+        noise.extend(hex_bytes(&h));
+    }
+    bare_repo(t, &t.join("git"), "noise", &[("noise.bin", &noise)]);
+    bare_repo(t, &t.join("git"), "zeros", &[("zeros.bin", &vec![0u8; 4 << 20])]);
+    web.serve_git(&t.join("git"));
+    let work = t.join("checkouts");
+    for (name, bound) in [("noise", 256u64 << 10), ("zeros", 1 << 20)] {
+        let url = web.url(&format!("/git/{name}.git"));
+        let r = GitRef::parse(&format!("{url}#main")).unwrap();
+        let small = GitFetch { max_bytes: bound, ..GitFetch::default() };
+        let err = match git_checkout_blocking(&r, &work, &small) {
+            Ok(_) => panic!("{name}: checked out past a bound of {bound} bytes"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&url) && err.contains(&bound.to_string()), "{name}: {err}");
+        let large = GitFetch { max_bytes: 16 << 20, ..GitFetch::default() };
+        let co = git_checkout_blocking(&r, &work, &large).unwrap();
+        assert!(co.dir.join(format!("{name}.bin")).is_file());
+    }
+    // nothing is left of the refused fetches
+    let left: Vec<_> = fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `hex` (ASCII hex digits) as bytes.
+fn hex_bytes(hex: &[u8]) -> Vec<u8> {
+    hex.chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap()).collect()
+}
+
+/// `ADD --checksum=<commit> <git url>#ref` (BuildKit's): the commit the reference resolves
+/// to must start with the given hex digits (all 40, or a prefix); another commit fails the
+/// build naming both, and a reference that is itself another commit id fails before any
+/// fetch. A checksum that is not hex, or on a context file, is refused.
+#[test]
+fn add_git_checksum_pins_the_commit() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    let commit = bare_repo(t, &t.join("git"), "pinned", &[("p.txt", b"pinned\n")]);
+    web.serve_git(&t.join("git"));
+    let repo = web.url("/git/pinned.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("local.txt"), "l\n").unwrap();
+    let store = t.join("store");
+    let build = |df: String, out: &str| {
+        fs::write(ctx.join("Dockerfile"), df).unwrap();
+        build_with(&store, &t.join(out), &[ctx.to_str().unwrap()], None)
+    };
+    let out = build(format!("FROM scratch\nADD --checksum={commit} {repo}#v1 /src/\n"), "oci1");
+    assert_success("ADD --checksum=COMMIT GIT", &out);
+    assert_eq!(image_entries(&t.join("oci1"))["src/p.txt"].data, b"pinned\n");
+    let out = build(format!("FROM scratch\nADD --checksum={} {repo}#main /src/\n", &commit[..12]), "oci2");
+    assert_success("ADD --checksum=PREFIX GIT", &out);
+
+    let wrong = "0123456789abcdef0123456789abcdef01234567";
+    let out = build(format!("FROM scratch\nADD --checksum={wrong} {repo}#main /src/\n"), "oci3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(wrong) && err.contains(&commit) && err.contains(&repo), "{err}");
+    assert!(!t.join("oci3").exists());
+
+    // a commit id as the reference that the checksum does not match: no request at all
+    let before = web.requests().len();
+    let out = build(format!("FROM scratch\nADD --checksum={wrong} {repo}#{commit} /src/\n"), "oci4");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(wrong) && err.contains(&commit), "{err}");
+    assert_eq!(web.requests().len(), before, "fetched despite a mismatch known before");
+
+    let out = build(format!("FROM scratch\nADD --checksum=v1 {repo}#main /src/\n"), "oci5");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("hex commit"), "{err}");
+    let out = build(format!("FROM scratch\nADD --checksum={commit} local.txt /l\n"), "oci6");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP(S) or Git"), "{err}");
+}
+
+/// BuildKit's pre-flight secrets for what a build fetches go to their host only:
+/// `HTTP_AUTH_TOKEN_<hostname>` as `Authorization: Bearer …` and `HTTP_AUTH_HEADER_<hostname>`
+/// as it is, for `ADD <url>`; `GIT_AUTH_TOKEN.<host:port>` as `basic
+/// base64(x-access-token:…)` for a git source. The same server reached as `localhost` is
+/// another host and sees none of them, nor does a redirect from the right host to it; the
+/// values never reach the build's output.
+#[test]
+fn fetch_credentials_go_only_to_their_host() {
+    use base64::Engine;
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    let other = |p: &str| web.url(p).replacen("127.0.0.1", "localhost", 1);
+    let port = web.url("").rsplit(':').next().unwrap().to_string();
+    web.put("/files/a.txt", "a\n", None, None);
+    web.put("/files/b.txt", "b\n", None, None);
+    web.put_redirect("/files/away.txt", &other("/files/b.txt"));
+    bare_repo(t, &t.join("git"), "private", &[("p.txt", b"p\n")]);
+    bare_repo(t, &t.join("git"), "public", &[("q.txt", b"q\n")]);
+    web.serve_git(&t.join("git"));
+    let secret = |name: &str, v: &str| {
+        let p = t.join(name);
+        fs::write(&p, v).unwrap();
+        p.display().to_string()
+    };
+    let (tok, hdr, gtok) = ("s3cr3t-token", "Basic aGVsbG86d29ybGQ=", "g1t-token");
+    let tok_file = secret("tok", &format!("{tok}\n"));
+    let hdr_file = secret("hdr", &format!("{hdr}\n"));
+    let gtok_file = secret("gtok", gtok);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD {} /a\nADD {} /b\nADD {} /away\nADD {}#main /private/\nADD {}#main /public/\n",
+            web.url("/files/a.txt"),
+            other("/files/b.txt"),
+            web.url("/files/away.txt"),
+            web.url("/git/private.git"),
+            other("/git/public.git"),
+        ),
+    )
+    .unwrap();
+    let store = t.join("store");
+    let ctx_s = ctx.to_str().unwrap();
+    let s1 = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={tok_file}");
+    let s2 = format!("id=GIT_AUTH_TOKEN.127.0.0.1:{port},src={gtok_file}");
+    let out = build_with(&store, &t.join("oci1"), &["--secret", &s1, "--secret", &s2, ctx_s], None);
+    assert_success("hoist build with fetch secrets", &out);
+    let img = image_entries(&t.join("oci1"));
+    assert_eq!((&img["a"].data[..], &img["away"].data[..]), (&b"a\n"[..], &b"b\n"[..]));
+    assert!(img.contains_key("private/p.txt") && img.contains_key("public/q.txt"));
+    let log = web.requests();
+    let auth_of = |pfx: &str| -> Vec<Option<String>> {
+        log.iter().filter(|r| r.path.starts_with(pfx)).map(|r| r.authorization.clone()).collect()
+    };
+    let bearer = Some(format!("Bearer {tok}"));
+    let git_basic =
+        Some(format!("basic {}", base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{gtok}"))));
+    assert!(auth_of("/files/a.txt").iter().all(|a| *a == bearer) && !auth_of("/files/a.txt").is_empty());
+    assert!(auth_of("/files/away.txt").iter().all(|a| *a == bearer), "{log:?}");
+    // b.txt: asked directly at localhost, and reached by the redirect
+    assert_eq!(auth_of("/files/b.txt"), vec![None, None], "{log:?}");
+    let private = auth_of("/git/private.git");
+    assert!(!private.is_empty() && private.iter().all(|a| *a == git_basic), "{private:?}");
+    let public = auth_of("/git/public.git");
+    assert!(!public.is_empty() && public.iter().all(Option::is_none), "{public:?}");
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!shown.contains(tok) && !shown.contains(gtok), "{shown}");
+
+    // The header secret, for the other host: sent there as it is, and nowhere else.
+    let before = web.requests().len();
+    let s3 = format!("id=HTTP_AUTH_HEADER_localhost,src={hdr_file}");
+    let out = build_with(&store, &t.join("oci2"), &["--no-cache", "--secret", &s3, ctx_s], None);
+    assert_success("hoist build with a header secret", &out);
+    let log: Vec<_> = web.requests().into_iter().skip(before).collect();
+    // b.txt asked at localhost gets it; the redirect from 127.0.0.1 adds none
+    let sent: Vec<_> = log.iter().filter(|r| r.authorization.is_some()).collect();
+    assert_eq!(sent.len(), 1, "{log:?}");
+    assert_eq!((sent[0].path.as_str(), sent[0].authorization.as_deref()), ("/files/b.txt", Some(hdr)));
+    assert_eq!(log.iter().filter(|r| r.path == "/files/b.txt").count(), 2, "{log:?}");
+}
+
+/// buildx's named contexts from URLs (BuildKit's rules): `NAME=GIT-URL#REF[:SUBDIR]` is the
+/// checkout, read as a local named context is (`COPY --from=NAME`, `FROM NAME`);
+/// `NAME=https://…/x.tar.gz` is a directory holding the download as the one file `context`
+/// (mode 0600, never extracted), fetched with the credentials for its host. The image's
+/// history names the URL, not a temp dir, so a second build gives the same digest.
+#[test]
+fn named_contexts_from_urls() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    git_repo(t, &t.join("git"));
+    web.serve_git(&t.join("git"));
+    let archive = tar_gz(&[("in.txt", b"in\n")]);
+    web.put("/x.tar.gz", archive.clone(), Some("\"x1\""), Some(LAST_MODIFIED));
+    let repo = web.url("/git/repo.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM sub AS fromsub\nFROM scratch\nCOPY --from=src a.txt /from-git/a.txt\nCOPY --from=fromsub /s.txt /from-sub/\nCOPY --from=tarball context /x.tar.gz\n",
+    )
+    .unwrap();
+    let tok = t.join("tok");
+    fs::write(&tok, "ctx-token").unwrap();
+    let (src, sub, tarball) =
+        (format!("src={repo}#v1"), format!("sub={repo}#main:sub"), format!("tarball={}", web.url("/x.tar.gz")));
+    let secret = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={}", tok.display());
+    let args = [
+        "--build-context",
+        &src,
+        "--build-context",
+        &sub,
+        "--build-context",
+        &tarball,
+        "--secret",
+        &secret,
+        ctx.to_str().unwrap(),
+    ];
+    let store = t.join("store");
+    let out = build_with(&store, &t.join("oci1"), &args, None);
+    let d1 = assert_success("hoist build --build-context NAME=URL", &out).trim().to_string();
+    let img = image_entries(&t.join("oci1"));
+    assert_eq!(img["from-git/a.txt"].data, b"a\n");
+    assert_eq!(img["from-sub/s.txt"].data, b"s\n");
+    assert!(!img.contains_key("from-sub/a.txt"));
+    let x = &img["x.tar.gz"];
+    assert_eq!((x.mode, &x.data), (0o600, &archive), "the download as it is");
+    assert!(!img.contains_key("in.txt"));
+    let got = web.requests_for("/x.tar.gz");
+    assert!(!got.is_empty() && got.iter().all(|r| r.authorization.as_deref() == Some("Bearer ctx-token")), "{got:?}");
+    assert!(web.requests().iter().any(|r| r.path.contains("git-upload-pack")));
+
+    let out = build_with(&store, &t.join("oci2"), &args, None);
+    let d2 = assert_success("hoist build --build-context NAME=URL (again)", &out).trim().to_string();
+    assert_eq!(d1, d2, "fetched contexts give the same image again");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not modified (304)"), "{err}");
 }

@@ -8,7 +8,10 @@
 //! - git repositories under `/git/` served by `git http-backend` (CGI, smart HTTP: shallow
 //!   fetches work) from the directory [`WebFiles::serve_git`] names.
 //!
-//! Every request is logged with its status and conditional headers ([`WebFiles::requests`]).
+//! - redirects ([`WebFiles::put_redirect`]): `302 Found` to another URL.
+//!
+//! Every request is logged with its status, conditional headers and `Authorization`
+//! ([`WebFiles::requests`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -29,6 +32,8 @@ struct WebFile {
     body: Bytes,
     etag: Option<String>,
     last_modified: Option<String>,
+    /// `302 Found` to this URL instead of the body.
+    redirect: Option<String>,
 }
 
 /// One request the server answered.
@@ -44,6 +49,8 @@ pub struct WebRequest {
     pub if_none_match: Option<String>,
     /// The request's `If-Modified-Since`.
     pub if_modified_since: Option<String>,
+    /// The request's `Authorization`.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -100,7 +107,14 @@ impl WebFiles {
             body: body.into(),
             etag: etag.map(str::to_string),
             last_modified: last_modified.map(str::to_string),
+            redirect: None,
         };
+        self.state.files.lock().expect("lock").insert(path.to_string(), f);
+    }
+
+    /// Answer `path` with `302 Found` to `location`.
+    pub fn put_redirect(&self, path: &str, location: &str) {
+        let f = WebFile { body: Bytes::new(), etag: None, last_modified: None, redirect: Some(location.to_string()) };
         self.state.files.lock().expect("lock").insert(path.to_string(), f);
     }
 
@@ -123,6 +137,7 @@ impl WebFiles {
 async fn handle(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (inm, ims) = (header("if-none-match"), header("if-modified-since"));
+    let authorization = header("authorization");
     let method = req.method().as_str().to_string();
     let full = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let resp = match req.uri().path().strip_prefix("/git/") {
@@ -135,8 +150,14 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         None => serve_file(st, req.uri().path(), &method, inm.as_deref(), ims.as_deref()),
     };
-    let log =
-        WebRequest { method, path: full, status: resp.status().as_u16(), if_none_match: inm, if_modified_since: ims };
+    let log = WebRequest {
+        method,
+        path: full,
+        status: resp.status().as_u16(),
+        if_none_match: inm,
+        if_modified_since: ims,
+        authorization,
+    };
     st.log.lock().expect("lock").push(log);
     resp
 }
@@ -149,6 +170,13 @@ fn serve_file(st: &State, path: &str, method: &str, inm: Option<&str>, ims: Opti
     let Some(f) = st.files.lock().expect("lock").get(path).cloned() else {
         return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"));
     };
+    if let Some(to) = &f.redirect {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", to)
+            .body(Full::new(Bytes::new()))
+            .expect("response");
+    }
     let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
     let etag_matches = match (inm, &f.etag) {
         (Some(list), Some(e)) => list.split(',').any(|t| t.trim() == "*" || strip(t) == strip(e)),
