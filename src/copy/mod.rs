@@ -55,6 +55,22 @@ pub struct CopyOptions {
     /// Also copy the manifests tagged by cosign's conventions for each copied manifest
     /// (`sha256-<hex>.sig`, `.att`, `.sbom`), with those tags, recursively (`--digest-tags`).
     pub digest_tags: bool,
+    /// Transfer slots shared with other copies running at the same time (a Dockerfile
+    /// build's background prefetch and its fetches): blob transfers of all of them together
+    /// stay within the slots' count. `None`: this copy has `jobs` slots of its own.
+    pub slots: Option<Slots>,
+}
+
+/// Blob transfer slots several copies share (see [`CopyOptions::slots`]): `n` transfers in
+/// flight among all of them, handed out in the order they are asked for.
+#[derive(Clone, Debug)]
+pub struct Slots(Arc<Semaphore>);
+
+impl Slots {
+    /// `n` shared transfer slots (at least one).
+    pub fn new(n: usize) -> Slots {
+        Slots(Arc::new(Semaphore::new(n.max(1))))
+    }
 }
 
 impl Default for CopyOptions {
@@ -65,6 +81,7 @@ impl Default for CopyOptions {
             convert: convert::Conversion::default(),
             referrers: false,
             digest_tags: false,
+            slots: None,
         }
     }
 }
@@ -163,8 +180,8 @@ struct Ctx<'a> {
     src: &'a dyn Source,
     dst: &'a dyn Destination,
     progress: &'a dyn Progress,
-    /// Blob transfers in flight.
-    sem: Semaphore,
+    /// Blob transfers in flight (shared with other copies when [`CopyOptions::slots`] says so).
+    sem: Arc<Semaphore>,
     /// Manifest fetches in flight (held for the fetch only, never while children copy).
     doc_sem: Semaphore,
     /// Existence checks of blobs run ahead of the transfers (a HEAD at a registry): this
@@ -185,7 +202,11 @@ impl<'a> Ctx<'a> {
             src,
             dst,
             progress,
-            sem: Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1)),
+            // a destination taking one blob at a time (an archive) keeps its own bound
+            sem: match (&opts.slots, dst.max_jobs()) {
+                (Some(Slots(shared)), None) => shared.clone(),
+                _ => Arc::new(Semaphore::new(dst.max_jobs().map_or(opts.jobs, |m| m.min(opts.jobs)).max(1))),
+            },
             doc_sem: Semaphore::new(opts.jobs.max(1)),
             check_sem: dst.max_jobs().is_none().then(|| Semaphore::new(opts.jobs.max(1))),
             blobs: Mutex::new(HashMap::new()),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::BuildLog;
+use crate::copy::CopyOptions;
 use crate::error::{Error, Result};
 use crate::ingest::store_bytes;
 use crate::layer::LayerBlob;
@@ -37,7 +38,7 @@ use crate::model::platform::is_attestation;
 use crate::model::write::ImageManifest;
 use crate::transport::layout::Layout;
 use crate::transport::origins::BlobOrigins;
-use crate::transport::{Destination, NoProgress, RangeRead, Source};
+use crate::transport::{Progress, RangeRead, Source};
 
 /// `artifactType` of an exported build cache.
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.hoist.build-cache.v1";
@@ -209,7 +210,13 @@ impl ImportedCache {
     /// image needs it, so a step whose layer nothing reads (an intermediate stage a cached
     /// `COPY --from` replaces) is never downloaded. Where no cheap check exists the layer is
     /// fetched now. A layer the cache no longer has is a miss.
-    pub async fn take(&self, key: &str, layout: &Layout, log: &dyn BuildLog) -> Option<(CacheEntry, bool)> {
+    pub async fn take(
+        &self,
+        key: &str,
+        layout: &Layout,
+        log: &dyn BuildLog,
+        opts: &CopyOptions,
+    ) -> Option<(CacheEntry, bool)> {
         let e = self.steps.get(key)?;
         let Some(l) = &e.layer else {
             return Some((e.clone(), false));
@@ -233,7 +240,7 @@ impl ImportedCache {
         };
         let later = match check {
             Ok(true) => true,
-            Ok(false) => match self.fetch(l, layout).await {
+            Ok(false) => match self.fetch(std::slice::from_ref(l), layout, opts, log.transfers()).await {
                 Ok(()) => false,
                 Err(err) => {
                     miss(err);
@@ -248,12 +255,17 @@ impl ImportedCache {
         Some((e.clone(), later))
     }
 
-    /// Fetch the layer `l` of this cache into `layout` (verified), unless it is there.
-    pub async fn fetch(&self, l: &Descriptor, layout: &Layout) -> Result<()> {
-        if layout.blob_path_of(&l.digest).is_file() {
-            return Ok(());
-        }
-        layout.push_blob(l, self.source.as_ref(), &NoProgress).await.map(|_| ())
+    /// Fetch the layers `layers` of this cache into `layout` (verified) through the graph copy
+    /// ([`crate::copy::children`]: `opts`' bounds, largest first, each reported to
+    /// `progress`), skipping those it has.
+    pub async fn fetch(
+        &self,
+        layers: &[Descriptor],
+        layout: &Layout,
+        opts: &CopyOptions,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        crate::copy::children(self.source.as_ref(), layout, layers, opts, progress).await.map(|_| ())
     }
 
     /// The name the cache was given (`--cache-from`), for messages.

@@ -17,12 +17,13 @@ use super::ignore::IgnoreRule;
 use super::parse::{err, Dockerfile, Instruction};
 use super::statcache::StatCache;
 use super::{BuildLog, DockerfileBuild};
+use crate::copy::CopyOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::LayerBlob;
 use crate::model::descriptor::{Descriptor, Platform};
 use crate::model::write::{History, ImageConfig};
 use crate::transport::layout::Layout;
-use crate::transport::{Destination, NoProgress};
+use crate::transport::{Relay, RelayEnd};
 
 /// Default PATH of RUN when the image sets none (BuildKit's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -167,13 +168,21 @@ impl Prehash {
 }
 
 /// The background fetches of the layers the imported caches' images had: digest → a future
-/// that ends when its fetch has (ok or not). Dropped with the build: a fetch still running
-/// then (a layer no step took) is aborted.
-#[derive(Default)]
+/// that ends when its fetch has (ok or not), and the transfer slots (`--jobs`) every layer
+/// fetch of the build shares, background or not. Dropped with the build: a fetch still
+/// running then (a layer no step took) is aborted.
 pub(crate) struct Prefetch {
     running:
         Mutex<BTreeMap<crate::model::digest::Digest, futures::future::Shared<futures::future::BoxFuture<'static, ()>>>>,
     handles: Mutex<Vec<tokio::task::AbortHandle>>,
+    slots: crate::copy::Slots,
+}
+
+impl Prefetch {
+    /// No fetch yet; `jobs` layer transfers at once among all of them.
+    pub(crate) fn new(jobs: usize) -> Prefetch {
+        Prefetch { running: Default::default(), handles: Default::default(), slots: crate::copy::Slots::new(jobs) }
+    }
 }
 
 impl Drop for Prefetch {
@@ -242,7 +251,7 @@ impl Ctx<'_> {
             return Ok(Some(e));
         }
         for (i, c) in self.imported.iter().enumerate() {
-            if let Some((e, later)) = c.take(key, self.layout, self.log).await {
+            if let Some((e, later)) = c.take(key, self.layout, self.log, &self.copy_options()).await {
                 if let Some(l) = e.layer.as_ref().filter(|_| later) {
                     self.pending.lock().expect("pending lock").insert(l.digest.clone(), (i, l.clone()));
                 }
@@ -253,44 +262,63 @@ impl Ctx<'_> {
         Ok(None)
     }
 
-    /// Start fetching, in the background and 4 at once (largest first), the layers of the
-    /// images the `--cache-from` caches were exported with: an unchanged build puts them all
-    /// in its image, and fetching them while the keys are computed (the context hashed) hides
-    /// the download behind that work. A fetch that fails is forgotten: the step's lookup
-    /// decides whether the cache still has the layer ([`ImportedCache::take`]), and
-    /// [`Ctx::ensure_layers`] fetches again and reports.
-    pub(crate) fn start_prefetch(&self) {
-        use futures::FutureExt;
-        let sem = Arc::new(tokio::sync::Semaphore::new(4));
-        let mut running = self.prefetch.running.lock().expect("prefetch lock");
-        let mut handles = self.prefetch.handles.lock().expect("prefetch lock");
-        for c in &self.imported {
-            for l in c.image_layers() {
-                if running.contains_key(&l.digest) || self.layout.blob_path_of(&l.digest).is_file() {
-                    continue;
-                }
-                let (sem, source, root) = (sem.clone(), c.source(), self.layout.root().to_path_buf());
-                let task = tokio::spawn({
-                    let l = l.clone();
-                    async move {
-                        let Ok(_permit) = sem.acquire_owned().await else { return };
-                        let Ok(layout) = Layout::open(&root) else { return };
-                        if let Err(e) = layout.push_blob(&l, source.as_ref(), &NoProgress).await {
-                            tracing::debug!("prefetch of {} failed: {e}", l.digest);
-                        }
-                    }
-                });
-                handles.push(task.abort_handle());
-                running.insert(l.digest.clone(), task.map(|_| ()).boxed().shared());
-            }
+    /// How the build's layer fetches copy: the graph copy's options with `--jobs` transfer
+    /// slots shared by all of them (the background prefetch and [`Ctx::ensure_layers`]).
+    pub(crate) fn copy_options(&self) -> CopyOptions {
+        CopyOptions {
+            jobs: self.opts.jobs.unwrap_or(crate::copy::DEFAULT_JOBS),
+            slots: Some(self.prefetch.slots.clone()),
+            ..Default::default()
         }
     }
 
-    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`), 4 at
-    /// once: before a stage's files are read (RUN, COPY, WORKDIR, a mount, `COPY --from`) and
-    /// before the image is written. A layer being prefetched is waited for first.
+    /// Start fetching in the background, through the graph copy (largest first, within the
+    /// build's `--jobs`), the layers of the images the `--cache-from` caches were exported
+    /// with: an unchanged build puts them all in its image, and fetching them while the keys
+    /// are computed (the context hashed) hides the download behind that work. Their progress
+    /// goes to the returned [`RelayEnd`], which the build runs beside it. A fetch that fails
+    /// is forgotten: the step's lookup decides whether the cache still has the layer
+    /// ([`ImportedCache::take`]), and [`Ctx::ensure_layers`] fetches again and reports.
+    pub(crate) fn start_prefetch(&self) -> RelayEnd {
+        use futures::FutureExt;
+        let (relay, end) = Relay::new();
+        let mut running = self.prefetch.running.lock().expect("prefetch lock");
+        let mut handles = self.prefetch.handles.lock().expect("prefetch lock");
+        let mut layers: Vec<(Descriptor, Arc<dyn crate::transport::Source>)> = Vec::new();
+        for c in &self.imported {
+            for l in c.image_layers() {
+                if !running.contains_key(&l.digest)
+                    && !layers.iter().any(|(m, _)| m.digest == l.digest)
+                    && !self.layout.blob_path_of(&l.digest).is_file()
+                {
+                    layers.push((l, c.source()));
+                }
+            }
+        }
+        layers.sort_by(|(a, _), (b, _)| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+        for (l, source) in layers {
+            let (opts, relay, root) = (self.copy_options(), relay.clone(), self.layout.root().to_path_buf());
+            let digest = l.digest.clone();
+            let task = tokio::spawn(async move {
+                let Ok(layout) = Layout::open(&root) else { return };
+                let layers = [l];
+                if let Err(e) = crate::copy::children(source.as_ref(), &layout, &layers, &opts, &relay).await {
+                    tracing::debug!("prefetch of {} failed: {e}", layers[0].digest);
+                }
+            });
+            handles.push(task.abort_handle());
+            running.insert(digest, task.map(|_| ()).boxed().shared());
+        }
+        end
+    }
+
+    /// Fetch the layers of `layers` that a cache hit left in its cache (see `pending`)
+    /// through the graph copy, each cache's layers in one copy, all within the build's
+    /// `--jobs` and reported: before a stage's files are read (RUN, COPY, WORKDIR, a mount,
+    /// `COPY --from`) and before the image is written. A layer being prefetched is waited
+    /// for, not fetched twice; one whose prefetch failed is fetched again.
     pub(crate) async fn ensure_layers(&self, layers: &[Descriptor]) -> Result<()> {
-        use futures::{StreamExt, TryStreamExt};
+        use futures::TryFutureExt;
         let wanted: Vec<(usize, Descriptor)> = {
             let pending = self.pending.lock().expect("pending lock");
             layers.iter().filter_map(|l| pending.get(&l.digest).cloned()).collect()
@@ -303,15 +331,22 @@ impl Ctx<'_> {
             wanted.iter().filter_map(|(_, l)| running.get(&l.digest).cloned()).collect()
         };
         futures::future::join_all(prefetched).await;
-        futures::stream::iter(wanted.iter().map(|(i, l)| async move {
+        // by cache, those still missing (each layer is copied, and reported, once)
+        let mut groups: BTreeMap<usize, Vec<Descriptor>> = BTreeMap::new();
+        for (i, l) in &wanted {
+            let group = groups.entry(*i).or_default();
+            if !self.layout.blob_path_of(&l.digest).is_file() && !group.iter().any(|g| g.digest == l.digest) {
+                group.push(l.clone());
+            }
+        }
+        let opts = self.copy_options();
+        futures::future::try_join_all(groups.iter().filter(|(_, g)| !g.is_empty()).map(|(i, g)| {
             let cache = &self.imported[*i];
-            // the error names the cache's source and the layer; its kind is kept
-            cache.fetch(l, self.layout).await.inspect_err(|e| {
-                tracing::warn!(cache = cache.name(), layer = %l.digest, error = %e, "build cache layer not fetched")
-            })
+            // the error names the layer and where it was read; its kind is kept
+            cache
+                .fetch(g, self.layout, &opts, self.log.transfers())
+                .inspect_err(|e| tracing::warn!(cache = cache.name(), error = %e, "build cache layers not fetched"))
         }))
-        .buffer_unordered(4)
-        .try_collect::<Vec<()>>()
         .await?;
         let mut pending = self.pending.lock().expect("pending lock");
         for (_, l) in &wanted {

@@ -274,6 +274,82 @@ impl Progress for NoProgress {}
 /// Shared handle to a progress sink.
 pub type SharedProgress = Arc<dyn Progress>;
 
+/// One [`Progress`] call, sent through a [`Relay`].
+enum ProgressEvent {
+    Start(Descriptor),
+    Advance(Descriptor, u64),
+    Reset(Descriptor, u64),
+    Done(Descriptor, BlobOutcome),
+    Message(String),
+}
+
+/// Progress of spawned (`'static`) tasks for a sink they cannot borrow: each call is sent to
+/// the [`RelayEnd`] made with it, which hands it to the sink on the task that owns the sink.
+#[derive(Clone)]
+pub struct Relay(tokio::sync::mpsc::UnboundedSender<ProgressEvent>);
+
+/// Where a [`Relay`]'s calls arrive.
+pub struct RelayEnd(tokio::sync::mpsc::UnboundedReceiver<ProgressEvent>);
+
+impl Relay {
+    /// A relay and the end its calls arrive at.
+    pub fn new() -> (Relay, RelayEnd) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Relay(tx), RelayEnd(rx))
+    }
+}
+
+impl Progress for Relay {
+    fn start(&self, d: &Descriptor) {
+        let _ = self.0.send(ProgressEvent::Start(d.clone()));
+    }
+    fn advance(&self, d: &Descriptor, n: u64) {
+        let _ = self.0.send(ProgressEvent::Advance(d.clone(), n));
+    }
+    fn reset(&self, d: &Descriptor, offset: u64) {
+        let _ = self.0.send(ProgressEvent::Reset(d.clone(), offset));
+    }
+    fn done(&self, d: &Descriptor, outcome: BlobOutcome) {
+        let _ = self.0.send(ProgressEvent::Done(d.clone(), outcome));
+    }
+    fn message(&self, msg: &str) {
+        let _ = self.0.send(ProgressEvent::Message(msg.to_string()));
+    }
+}
+
+impl RelayEnd {
+    fn deliver(e: ProgressEvent, to: &dyn Progress) {
+        match e {
+            ProgressEvent::Start(d) => to.start(&d),
+            ProgressEvent::Advance(d, n) => to.advance(&d, n),
+            ProgressEvent::Reset(d, o) => to.reset(&d, o),
+            ProgressEvent::Done(d, o) => to.done(&d, o),
+            ProgressEvent::Message(m) => to.message(&m),
+        }
+    }
+
+    /// Run `body`, handing the relayed calls to `to` while it runs; every call made before
+    /// `body` ends is handed over before this returns. Calls made after are dropped.
+    pub async fn beside<T>(mut self, body: impl std::future::Future<Output = T>, to: &dyn Progress) -> T {
+        let out = {
+            let body = std::pin::pin!(body);
+            let relay = std::pin::pin!(async {
+                while let Some(e) = self.0.recv().await {
+                    Self::deliver(e, to);
+                }
+            });
+            match futures::future::select(body, relay).await {
+                futures::future::Either::Left((out, _)) => out,
+                futures::future::Either::Right(((), body)) => body.await,
+            }
+        };
+        while let Ok(e) = self.0.try_recv() {
+            Self::deliver(e, to);
+        }
+        out
+    }
+}
+
 /// `&T`, `Box<T>` and `Arc<T>` of a source or destination are one too, so a caller can hand
 /// over whatever handle it holds.
 macro_rules! forward {

@@ -529,3 +529,102 @@ fn a_pushed_build_mounts_the_layers_of_its_cache_and_base() {
         );
     }
 }
+
+/// A build's cache layers reach the store through the graph copy, as a base image's do:
+/// the layers a `--cache-from` cache holds for the image are fetched (in the background from
+/// the start, then awaited) with no more than `--jobs` transfers at once, each reported once
+/// to the build's progress; a second build into that store fetches and reports nothing.
+/// COPY steps only, from an OCI layout cache: no runtime, no registry.
+#[tokio::test]
+async fn cache_layers_come_through_the_graph_copy_with_progress_and_jobs() {
+    use hoist::dockerfile::{build_dockerfile, BuildLog, CacheMode, DockerfileBuild, ImageResolver};
+    use hoist::model::descriptor::Descriptor;
+    use hoist::model::digest::Digest;
+    use hoist::transport::layout::Layout;
+    use hoist::transport::{BlobOutcome, Progress, Source};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Rec {
+        active: AtomicUsize,
+        max_active: AtomicUsize,
+        done: Mutex<Vec<(Digest, BlobOutcome)>>,
+    }
+    impl Progress for Rec {
+        fn start(&self, _d: &Descriptor) {
+            let n = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_active.fetch_max(n, Ordering::SeqCst);
+        }
+        fn done(&self, d: &Descriptor, o: BlobOutcome) {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.done.lock().unwrap().push((d.digest.clone(), o));
+        }
+    }
+    impl BuildLog for Rec {
+        fn line(&self, _s: &str) {}
+        fn transfers(&self) -> &dyn Progress {
+            self
+        }
+    }
+    /// `cache` names the cache manifest `1` in the layout `0`; nothing else resolves.
+    struct CacheIn(Option<(std::path::PathBuf, Descriptor)>);
+    #[async_trait::async_trait]
+    impl ImageResolver for CacheIn {
+        async fn resolve(&self, r: &str) -> hoist::Result<(Box<dyn Source>, Descriptor)> {
+            let (Some((dir, root)), "cache") = (&self.0, r) else { panic!("the build resolves only its cache: {r}") };
+            Ok((Box::new(Layout::open(dir)?), root.clone()))
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let mut dockerfile = String::from("FROM scratch\n");
+    for i in 0..5 {
+        fs::write(ctx.join(format!("f{i}")), format!("layer {i}\n").repeat(20_000 * (i + 1))).unwrap();
+        dockerfile.push_str(&format!("COPY f{i} /f{i}\n"));
+    }
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let opts = DockerfileBuild { dockerfile: ctx.join("Dockerfile"), context: ctx.clone(), ..Default::default() };
+    let quiet = |_: &str| {};
+
+    // Machine 1 builds and exports its cache into its own store.
+    let store1 = Layout::create(t.join("store1")).unwrap();
+    let first = DockerfileBuild { cache_export: vec![CacheMode::Max], ..opts.clone() };
+    let out1 = build_dockerfile(&store1, &first, &CacheIn(None), &quiet).await.unwrap();
+    let cache = out1.caches[0].clone();
+    let image: Vec<Digest> = {
+        let m: Value = serde_json::from_slice(&fs::read(blob(&t.join("store1"), &out1.root.digest)).unwrap()).unwrap();
+        m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().parse().unwrap()).collect()
+    };
+    assert_eq!(image.len(), 5);
+
+    // Machine 2: a fresh store, the cache, --jobs 2.
+    let store2 = Layout::create(t.join("store2")).unwrap();
+    let second = DockerfileBuild { cache_from: vec!["cache".into()], jobs: Some(2), ..opts.clone() };
+    let resolver = CacheIn(Some((t.join("store1"), cache)));
+    let rec = Rec::default();
+    let out2 = build_dockerfile(&store2, &second, &resolver, &rec).await.unwrap();
+    assert_eq!(out2.root.digest, out1.root.digest);
+    assert_eq!(out2.cached, 5, "every step from the cache");
+    let mut done = rec.done.lock().unwrap().clone();
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want: Vec<(Digest, BlobOutcome)> = image.iter().map(|d| (d.clone(), BlobOutcome::Uploaded)).collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(done, want, "each cache layer fetched once, and reported once");
+    let max = rec.max_active.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&max), "at most jobs=2 layers in flight, saw {max}");
+    assert!(store2.fsck().await.unwrap().is_empty());
+
+    // The same build again into that store: every layer is there; nothing moves or is reported.
+    let rec = Rec::default();
+    let out3 = build_dockerfile(&store2, &second, &resolver, &rec).await.unwrap();
+    assert_eq!(out3.root.digest, out1.root.digest);
+    assert!(rec.done.lock().unwrap().is_empty(), "{:?}", rec.done.lock().unwrap());
+}
+
+/// The path of the blob `d` in the OCI layout `dir`.
+fn blob(dir: &Path, d: &hoist::model::digest::Digest) -> std::path::PathBuf {
+    dir.join("blobs/sha256").join(d.to_string().trim_start_matches("sha256:"))
+}
