@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 
 use super::cache::{inline_table, write_cache, CacheEntry, ImportedCache, INLINE_CACHE_KEY};
+use super::chmod::Chmod;
 use super::fs::{cache_root, lookup, resolve_in_dir, resolve_in_stack};
 use super::ignore::{fnmatch, ignored, load_dockerignore, parse_ignore, read_ignore_file, IgnoreRule};
 use super::parse::{err, parse, Args, Instruction, Keyword};
@@ -62,6 +63,7 @@ async fn fetch_named_contexts(
                 let fetch = GitFetch {
                     location,
                     authorization: git_authorization(&opts.secrets, &g.remote)?,
+                    cache: Some(cache_root(layout).join(super::remote::GIT_CACHE_DIR)),
                     ..GitFetch::default()
                 };
                 let b = base.clone();
@@ -1152,7 +1154,7 @@ async fn copy(
             if m.is_empty() {
                 None
             } else {
-                Some(u32::from_str_radix(&m, 8).map_err(|_| ctx.e(ins, format!("--chmod={m}: octal modes only")))?)
+                Some(Chmod::parse(&m).map_err(|why| ctx.e(ins, format!("--chmod={m}: {why}")))?)
             }
         }
         None => None,
@@ -1242,7 +1244,7 @@ async fn copy(
         dest_is_dir: dest_is_dir || parents,
         parents,
         is_add,
-        chmod,
+        chmod: chmod.clone(),
         exclude,
         ignore: named.as_ref().map_or_else(|| ctx.ignore.clone(), |n| n.ignore.clone()),
         heredoc_dir: heredoc_dir.as_ref().map(|t| t.path().to_path_buf()),
@@ -1408,6 +1410,7 @@ async fn fetch_remote(
                     checksum: checksum.clone(),
                     location: location.clone(),
                     authorization: git_authorization(&ctx.opts.secrets, &g.remote)?,
+                    cache: Some(cache_root(ctx.layout).join(super::remote::GIT_CACHE_DIR)),
                     ..GitFetch::default()
                 };
                 let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;
@@ -1431,7 +1434,7 @@ struct CopySpec {
     /// `COPY --parents`: each source keeps its path below its root.
     parents: bool,
     is_add: bool,
-    chmod: Option<u32>,
+    chmod: Option<Chmod>,
     exclude: Vec<IgnoreRule>,
     ignore: Arc<Vec<IgnoreRule>>,
     heredoc_dir: Option<PathBuf>,
@@ -1459,7 +1462,7 @@ fn copy_items(
     extracted: &mut Extracted,
 ) -> Result<BTreeMap<String, Item>> {
     let e = |r: String| err(&spec.file, spec.line, r);
-    let (exclude, chmod) = (&spec.exclude, spec.chmod);
+    let (exclude, chmod) = (&spec.exclude, spec.chmod.as_ref());
     let dest_rel = dest_rel.to_string();
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut unmatched: Vec<String> = Vec::new();
@@ -1505,7 +1508,10 @@ fn copy_items(
                     dest_rel.clone()
                 };
                 let kind = Kind::File { src: path.clone(), size: *size, link_key: None };
-                items.insert(target, Item { kind, mode: chmod.unwrap_or(0o600), uid: u, gid: g, mtime: *mtime });
+                items.insert(
+                    target,
+                    Item { kind, mode: chmod.map_or(0o600, |c| c.apply(0o600, false)), uid: u, gid: g, mtime: *mtime },
+                );
             }
             Fetched::Tree { dir, mtime } => {
                 if lookup(dirs, &dest_rel).is_none() && !dest_rel.is_empty() {
@@ -1570,7 +1576,8 @@ fn copy_items(
                         dest_rel.clone()
                     };
                 let (u, g) = owner(&meta, uid, gid, ctxfile);
-                let mode = chmod.unwrap_or(meta.permissions().mode() & 0o7777);
+                let own = meta.permissions().mode() & 0o7777;
+                let mode = chmod.map_or(own, |c| c.apply(own, meta.is_dir()));
                 items.insert(
                     target,
                     Item {
@@ -1619,7 +1626,7 @@ fn add_tree(
     items: &mut BTreeMap<String, Item>,
     uid: Option<u64>,
     gid: Option<u64>,
-    chmod: Option<u32>,
+    chmod: Option<&Chmod>,
     keep_owner: bool,
     (ignore, ctx_prefix): (&[IgnoreRule], &str),
     exclude: &[IgnoreRule],
@@ -1649,8 +1656,8 @@ fn add_tree(
 
 /// The layer entry of the file, directory or symlink `p` (not followed): owned by `uid`/`gid`
 /// where given, else by its own owner when `keep_owner` (a stage's file), else by root (a
-/// context file); `chmod` replaces its mode.
-fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>, keep_owner: bool) -> Result<Item> {
+/// context file); `chmod` sets its mode.
+fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<&Chmod>, keep_owner: bool) -> Result<Item> {
     let m = p.symlink_metadata().at(p)?;
     let (u, g) = owner(&m, uid, gid, !keep_owner);
     let mode = m.permissions().mode() & 0o7777;
@@ -1666,7 +1673,11 @@ fn item_of(p: &Path, (uid, gid): (Option<u64>, Option<u64>), chmod: Option<u32>,
     } else {
         return Err(Error::Unsupported(format!("{}: devices, sockets and fifos cannot be copied", p.display())));
     };
-    let mode = if matches!(kind, Kind::Symlink { .. }) { 0o777 } else { chmod.unwrap_or(mode) };
+    let mode = match (&kind, chmod) {
+        (Kind::Symlink { .. }, _) => 0o777,
+        (_, Some(c)) => c.apply(mode, matches!(kind, Kind::Dir)),
+        (_, None) => mode,
+    };
     Ok(Item { kind, mode, uid: u, gid: g, mtime: None })
 }
 
@@ -1749,11 +1760,11 @@ fn parents_source(
                 let up = comps[..n].join("/");
                 if parents_done.insert(up.clone()) {
                     if let Some(p) = resolve(&join_rel(&root, &up))? {
-                        items.insert(join_rel(dest_rel, &up), item_of(&p, owner, spec.chmod, keep_owner)?);
+                        items.insert(join_rel(dest_rel, &up), item_of(&p, owner, spec.chmod.as_ref(), keep_owner)?);
                     }
                 }
             }
-            items.insert(join_rel(dest_rel, &rel), item_of(w.path(), owner, spec.chmod, keep_owner)?);
+            items.insert(join_rel(dest_rel, &rel), item_of(w.path(), owner, spec.chmod.as_ref(), keep_owner)?);
         }
     }
     Ok(())

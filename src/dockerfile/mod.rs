@@ -7,6 +7,7 @@
 
 pub(crate) mod agent;
 pub mod cache;
+pub(crate) mod chmod;
 pub mod eval;
 pub mod fs;
 pub(crate) mod ignore;

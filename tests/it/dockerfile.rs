@@ -705,3 +705,82 @@ fn build_from_an_image_with_empty_owner_fields() {
     let m = fs::symlink_metadata(out_dir.join("var/lib/dpkg/status")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o644));
 }
+
+/// `RUN --mount=type=cache,sharing=private` under contention: while one build's step holds
+/// the cache `contended`, another build's step with the same id (same store) gets a fresh,
+/// empty directory of its own, and what it writes there never reaches the cache. The steps
+/// meet through FIFOs in a second, shared cache (no sleeps, no timing): step A writes its
+/// mark into the cache, tells the test it is inside, and waits; the test runs build B to its
+/// end, then lets A finish. (Were `private` to wait for the cache as `locked` does, B would
+/// wait for A and this test would hang.)
+#[test]
+fn private_cache_mount_in_use_gives_another_step_its_own_directory() {
+    use std::io::Read;
+    hoist_testkit::require!("runc", "mkfifo", BUSYBOX);
+    hoist_testkit::require_root!("RUN steps mount and chroot");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (store, ctx) = (t.join("store"), t.join("ctx"));
+    busybox_root(&ctx.join("root"));
+    let dockerfile = |name: &str, run: &str| {
+        let p = t.join(name);
+        fs::write(&p, format!("FROM scratch\nCOPY root/ /\nRUN {run}\n")).unwrap();
+        p
+    };
+    let build = |df: &Path, out: &Path| -> Command {
+        let mut c = hoist_cmd();
+        let o = format!("type=local,dest={}", out.display());
+        c.env("HOIST_STORE", &store).args(["build", "-f", df.to_str().unwrap(), "-o", &o, ctx.to_str().unwrap()]);
+        c
+    };
+    let sync = "--mount=type=cache,id=hoist-sync,target=/s";
+    let private = "--mount=type=cache,id=contended,target=/c,sharing=private";
+
+    // The meeting point: two FIFOs in the cache `hoist-sync`, found in the store by a mark.
+    let setup = dockerfile("Dockerfile.setup", &format!("{sync} touch /s/hoist-sync-mark"));
+    assert_success("setup build", &build(&setup, &t.join("out0")).output().unwrap());
+    let mark = walkdir::WalkDir::new(&store)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name() == "hoist-sync-mark")
+        .expect("the sync cache in the store");
+    let dir = mark.path().parent().unwrap().to_path_buf();
+    let (f1, f2) = (dir.join("f1"), dir.join("f2"));
+    assert!(Command::new("mkfifo").arg(&f1).arg(&f2).status().unwrap().success());
+
+    let a = dockerfile(
+        "Dockerfile.a",
+        &format!("{private} {sync} echo a > /c/owner && echo in > /s/f1 && read x < /s/f2 && cat /c/owner > /a-saw"),
+    );
+    let a_err = fs::File::create(t.join("a.err")).unwrap();
+    let mut child = build(&a, &t.join("out-a")).stdout(std::process::Stdio::null()).stderr(a_err).spawn().unwrap();
+    // If A ends before it writes to f1, open f1 for writing so the read below sees the end.
+    let watch = {
+        let f1 = f1.clone();
+        std::thread::spawn(move || {
+            let status = child.wait().unwrap();
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&f1);
+            status
+        })
+    };
+    let mut said = String::new();
+    fs::File::open(&f1).unwrap().read_to_string(&mut said).unwrap();
+    assert_eq!(said, "in\n", "step A did not get inside: {}", fs::read_to_string(t.join("a.err")).unwrap());
+
+    // A holds the cache: B's step gets an empty directory, and its write stays there.
+    let b = dockerfile("Dockerfile.b", &format!("{private} ls -A /c > /b-saw && echo b > /c/owner"));
+    let out = build(&b, &t.join("out-b")).output().unwrap();
+    assert_success("build B", &out);
+    assert_eq!(fs::read_to_string(t.join("out-b/b-saw")).unwrap(), "", "B saw A's cache");
+
+    fs::write(&f2, "go\n").unwrap();
+    let status = watch.join().unwrap();
+    assert!(status.success(), "build A: {}", fs::read_to_string(t.join("a.err")).unwrap());
+    assert_eq!(fs::read_to_string(t.join("out-a/a-saw")).unwrap(), "a\n", "B's write reached A's cache");
+
+    // The cache is A's: B's directory was thrown away.
+    let c = dockerfile("Dockerfile.c", &format!("{private} cat /c/owner > /c-saw"));
+    assert_success("build C", &build(&c, &t.join("out-c")).output().unwrap());
+    assert_eq!(fs::read_to_string(t.join("out-c/c-saw")).unwrap(), "a\n");
+}

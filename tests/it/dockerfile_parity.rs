@@ -93,6 +93,52 @@ fn accepted_and_written_as_buildkit_does() {
     assert_success("hoist build (symlinked .dockerignore)", &build(&t.join("store"), &ctx2, &t.join("oci2"), &[]));
 }
 
+/// Symbolic `--chmod` modes (BuildKit's Dockerfile frontend 1.14+, chmod(1)'s grammar with
+/// BSD `setmode` semantics and no umask) apply to each copied file's own mode, directories
+/// included (`X`: execute for directories and files that have one); octal modes replace it;
+/// a value that looks numeric but is not octal, or is not the grammar, is refused.
+#[test]
+fn symbolic_chmod_applies_to_each_copied_file() {
+    hoist_testkit::require!("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(ctx.join("d/sub")).unwrap();
+    let file = |p: &str, mode: u32| {
+        let p = ctx.join(p);
+        if !p.exists() {
+            fs::write(&p, "x").unwrap();
+        }
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    file("exe", 0o644);
+    file("w", 0o666);
+    file("d/f", 0o600);
+    file("d/x", 0o700);
+    file("d/sub", 0o700);
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY --chmod=u+x exe /a\nCOPY --chmod=go-w w /b\nCOPY --chmod=a=rX d /c/\n\
+         ADD --chmod=u=rw,g=r,o= w /e\nCOPY --chmod=g=u,o-rwx d/x /g\nCOPY --chmod=+t,a+rwx d /s/\n\
+         COPY --chmod=0750 exe /oct\n",
+    )
+    .unwrap();
+    let dest = t.join("oci");
+    assert_success("hoist build", &build(&t.join("store"), &ctx, &dest, &[]));
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("a"), 0o744, "u+x");
+    assert_eq!(mode("b"), 0o644, "go-w");
+    assert_eq!((mode("c/f"), mode("c/x"), mode("c/sub")), (0o444, 0o555, 0o555), "a=rX");
+    assert_eq!(mode("e"), 0o640, "u=rw,g=r,o=");
+    assert_eq!(mode("g"), 0o770, "g=u,o-rwx");
+    assert_eq!((mode("s/sub"), mode("s/f")), (0o1777, 0o1777), "+t,a+rwx");
+    assert_eq!(mode("oct"), 0o750, "octal replaces");
+
+    refused(t, &ctx, "FROM scratch\nCOPY --chmod=u+z exe /f\n", &["--chmod=u+z", "invalid chmod parameter"]);
+    refused(t, &ctx, "FROM scratch\nCOPY --chmod=17777 exe /f\n", &["between 0 and 07777"]);
+}
+
 /// What BuildKit refuses, hoist refuses with BuildKit's reason: a variable in `--from`
 /// (COPY and RUN --mount), a stage name with symbols or a variable, `--from` without a
 /// value or naming its own stage; `FROM 0` names an image, not stage 0.
@@ -110,7 +156,7 @@ fn refused_as_buildkit_refuses() {
     refused(t, &ctx, "ARG VAR=x\nFROM scratch AS ${VAR}\nCOPY f /f\n", &["invalid name for build stage"]);
     refused(t, &ctx, "FROM scratch AS a\nCOPY --from f /f\n", &["--from needs a value"]);
     refused(t, &ctx, "FROM scratch AS a\nCOPY --from=a /f /g\n", &["circular dependency"]);
-    refused(t, &ctx, "FROM scratch\nCOPY --chmod=64a f /f\n", &["--chmod=64a"]);
+    refused(t, &ctx, "FROM scratch\nCOPY --chmod=64a f /f\n", &["--chmod=64a", "it should be octal string"]);
     // `FROM 0` is the image `0` (which cannot be pulled here), never stage 0
     refused(t, &ctx, "FROM scratch\nCOPY f /f\nFROM 0\n", &["docker.io"]);
 }
