@@ -505,6 +505,106 @@ pub struct GitFetch {
     /// The `Authorization` value for the repository ([`git_authorization`]), sent to its
     /// URL only.
     pub authorization: Option<String>,
+    /// Where checkouts are kept between builds, by URL and commit ([`GIT_CACHE_DIR`] in the
+    /// store's build cache); `None`: none kept.
+    pub cache: Option<PathBuf>,
+}
+
+/// The directory under the store's build cache that keeps git checkouts between builds:
+/// `KEY/tree` (the checkout with its `.git`) and `KEY/commit.json`, KEY the SHA-256 of the
+/// URL and the commit. An entry is written in a temp dir and renamed into place, so a reader
+/// sees all of it or nothing.
+pub const GIT_CACHE_DIR: &str = "git-checkouts";
+
+/// What a kept checkout records beside its tree.
+#[derive(Serialize, Deserialize)]
+struct CachedCommit {
+    url: String,
+    commit: String,
+    time: u64,
+}
+
+fn git_cache_key(url: &str, commit: &str) -> String {
+    Digest::sha256_of(format!("{url}\0{commit}").as_bytes()).hex().to_string()
+}
+
+/// The commit `want` names on the remote, asked with `git ls-remote` (refs only, no
+/// objects): `want` itself when it is a full commit id; BuildKit's preference otherwise (the
+/// ref as written, a branch, a tag, whose `^{}` is the commit of an annotated tag). `None`
+/// when the remote has no such ref (the fetch then says so).
+fn resolve_commit(repo: &Path, want: &str, what: &str, config: &[(String, String)]) -> Result<Option<String>> {
+    if matches!(want.len(), 40 | 64) && is_hex(want) {
+        return Ok(Some(want.to_ascii_lowercase()));
+    }
+    let peeled = format!("{want}^{{}}");
+    let out = run_git(repo, &["ls-remote", "origin", want, &peeled], what, None, config)?;
+    let refs: Vec<(&str, &str)> = out.lines().filter_map(|l| l.split_once('\t')).collect();
+    let find = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(sha, _)| sha.to_string());
+    let tail = want.trim_start_matches("refs/").trim_start_matches("heads/").trim_start_matches("tags/");
+    let exact = if want == "HEAD" { find("HEAD") } else { find(&format!("refs/{}", want.trim_start_matches("refs/"))) };
+    let found = exact
+        .or_else(|| find(&format!("refs/heads/{tail}")))
+        .or_else(|| find(&format!("refs/tags/{tail}^{{}}")))
+        .or_else(|| find(&format!("refs/tags/{tail}")));
+    Ok(found.filter(|c| is_hex(c)))
+}
+
+/// A kept checkout of `url` at `commit` under `cache`, copied into `to` (without `.git`
+/// unless `keep_git_dir`); its commit time. `None` when none is kept.
+fn from_git_cache(cache: &Path, url: &str, commit: &str, to: &Path, keep_git_dir: bool) -> Result<Option<u64>> {
+    let entry = cache.join(git_cache_key(url, commit));
+    let Ok(raw) = std::fs::read(entry.join("commit.json")) else { return Ok(None) };
+    let Ok(meta) = serde_json::from_slice::<CachedCommit>(&raw) else { return Ok(None) };
+    if meta.url != url || meta.commit != commit {
+        return Ok(None);
+    }
+    copy_tree(&entry.join("tree"), to, keep_git_dir)?;
+    Ok(Some(meta.time))
+}
+
+/// Keep the checkout `repo` (with its `.git`) of `url` at `commit` under `cache`: copied
+/// into a temp dir there and renamed into place; an entry already there is kept. Failing
+/// to keep it costs the next build a fetch, so errors are not the build's.
+fn into_git_cache(cache: &Path, url: &str, commit: &str, time: u64, repo: &Path) {
+    let entry = cache.join(git_cache_key(url, commit));
+    if entry.exists() || std::fs::create_dir_all(cache).is_err() {
+        return;
+    }
+    let Ok(tmp) = tempfile::Builder::new().prefix(".new").tempdir_in(cache) else { return };
+    let meta = CachedCommit { url: url.to_string(), commit: commit.to_string(), time };
+    let written = copy_tree(repo, &tmp.path().join("tree"), true).is_ok()
+        && serde_json::to_vec(&meta).ok().is_some_and(|b| std::fs::write(tmp.path().join("commit.json"), b).is_ok());
+    if written && std::fs::rename(tmp.path(), &entry).is_ok() {
+        // renamed: nothing left for the temp dir to remove
+        let _ = tmp.keep();
+    }
+}
+
+/// Copy the tree `from` into the new directory `to`: directories, files (with their
+/// modes) and symlinks as they are; the top `.git` only with `with_git`.
+fn copy_tree(from: &Path, to: &Path, with_git: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let walk = walkdir::WalkDir::new(from)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| with_git || e.depth() != 1 || e.file_name() != ".git");
+    for e in walk {
+        let e = e.map_err(|e| Error::Other(format!("{}: {e}", from.display())))?;
+        let rel = e.path().strip_prefix(from).unwrap_or(e.path());
+        let dst = to.join(rel);
+        let ft = e.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&dst).at(&dst)?;
+            let mode = e.metadata().map(|m| m.permissions().mode()).unwrap_or(0o755);
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode | 0o700)).at(&dst)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(e.path()).at(e.path())?;
+            std::os::unix::fs::symlink(&target, &dst).at(&dst)?;
+        } else if ft.is_file() {
+            std::fs::copy(e.path(), &dst).at(&dst)?;
+        }
+    }
+    Ok(())
 }
 
 impl Default for GitFetch {
@@ -515,6 +615,7 @@ impl Default for GitFetch {
             max_bytes: MAX_CONTEXT_SIZE,
             location: "git source".into(),
             authorization: None,
+            cache: None,
         }
     }
 }
@@ -565,6 +666,20 @@ pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Resu
         Some(a) => vec![(format!("http.{}.extraHeader", r.remote), format!("Authorization: {a}"))],
         None => Vec::new(),
     };
+    // a checkout kept by an earlier build: no objects fetched
+    if let Some(cache) = &opts.cache {
+        if let Some(commit) = resolve_commit(&repo, want, &what, &config)? {
+            // (a checksum naming an annotated tag's object is checked by the fetch below)
+            let agrees = checksum.as_ref().is_none_or(|c| commit.starts_with(c.as_str()));
+            let out = tmp.path().join("cached");
+            let kept = if agrees { from_git_cache(cache, &r.remote, &commit, &out, opts.keep_git_dir)? } else { None };
+            if let Some(time) = kept {
+                bound.check(&what)?;
+                let dir = checkout_subdir(r, out, &what, want)?;
+                return Ok(GitCheckout { _tmp: tmp, dir, commit, time });
+            }
+        }
+    }
     let fetch = ["fetch", "-q", "--depth=1", "--no-tags", "origin", want];
     let shallow = run_git(&repo, &fetch, &what, Some(&bound), &config);
     if let Err(e) = shallow {
@@ -591,24 +706,27 @@ pub fn git_checkout_blocking(r: &GitRef, tmp_in: &Path, opts: &GitFetch) -> Resu
     }
     let commit = git(&repo, &["rev-parse", "HEAD"], &what)?;
     let time = git(&repo, &["log", "-1", "--format=%ct", "HEAD"], &what)?.parse::<u64>().unwrap_or(0);
+    if let Some(cache) = &opts.cache {
+        into_git_cache(cache, &r.remote, &commit, time, &repo);
+    }
     if !opts.keep_git_dir {
         let g = repo.join(".git");
         std::fs::remove_dir_all(&g).at(&g)?;
     }
-    let dir = match &r.subdir {
-        None => repo,
-        Some(s) => {
-            // inside the checkout, whatever its symlinks say
-            let rel =
-                resolve_in_dir(&repo, s, true).map_err(|e| Error::Usage(format!("{what}: subdirectory {s:?}: {e}")))?;
-            let d = repo.join(rel);
-            if !d.is_dir() {
-                return Err(Error::Usage(format!("{what}#{want}: no directory {s:?} in the repository")));
-            }
-            d
-        }
-    };
+    let dir = checkout_subdir(r, repo, &what, want)?;
     Ok(GitCheckout { _tmp: tmp, dir, commit, time })
+}
+
+/// The directory of the checkout `repo` that `r` uses: its `:SUBDIR`, inside the checkout
+/// whatever its symlinks say, or the checkout.
+fn checkout_subdir(r: &GitRef, repo: PathBuf, what: &str, want: &str) -> Result<PathBuf> {
+    let Some(s) = &r.subdir else { return Ok(repo) };
+    let rel = resolve_in_dir(&repo, s, true).map_err(|e| Error::Usage(format!("{what}: subdirectory {s:?}: {e}")))?;
+    let d = repo.join(rel);
+    if !d.is_dir() {
+        return Err(Error::Usage(format!("{what}#{want}: no directory {s:?} in the repository")));
+    }
+    Ok(d)
 }
 
 // ------------------------------------------------------------------ contexts

@@ -310,10 +310,8 @@ pub(crate) fn extract_archive_file(src: &Path, dir: &Path, max: Option<u64>) -> 
     }
     let f = std::io::BufReader::new(fs::File::open(src).at(src)?);
     let reader = codec::archive_decoder(&head[..n], f).at(src)?;
-    let reader: Box<dyn Read + Send> = match max {
-        Some(m) => Box::new(codec::Bounded::new(reader, m, Default::default())),
-        None => reader,
-    };
+    // no bound: one so large it is never reached (as model unpack does)
+    let reader = codec::Bounded::new(reader, max.unwrap_or(u64::MAX), Default::default());
     // The one safe extraction: nothing written through a symlink of the archive, no hard
     // link out of it.
     let location = src.display().to_string();

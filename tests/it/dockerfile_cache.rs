@@ -628,3 +628,71 @@ async fn cache_layers_come_through_the_graph_copy_with_progress_and_jobs() {
 fn blob(dir: &Path, d: &hoist::model::digest::Digest) -> std::path::PathBuf {
     dir.join("blobs/sha256").join(d.to_string().trim_start_matches("sha256:"))
 }
+
+/// A layer the build prefetched from a `--cache-from` cache but did not use (its step's key
+/// changed) is held by nothing in the store: no root, no step-cache entry, just a blob that
+/// nothing reachable names, which the store's gc (`store prune`) removes while the image's
+/// layers stay. The build deletes nothing itself: another build in the same store (a shared
+/// session lock, as gc's is exclusive) may be reading that blob. The prefetch is cut off when
+/// the build ends, so the test puts the layer in the store as the prefetch does (the graph
+/// copy from the cache) rather than race it.
+#[tokio::test]
+async fn a_prefetched_layer_the_build_did_not_use_is_left_to_gc() {
+    use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver};
+    use hoist::model::descriptor::Descriptor;
+    use hoist::transport::layout::Layout;
+    use hoist::transport::{NoProgress, Source};
+    struct CacheIn(Option<(std::path::PathBuf, Descriptor)>);
+    #[async_trait::async_trait]
+    impl ImageResolver for CacheIn {
+        async fn resolve(&self, r: &str) -> hoist::Result<(Box<dyn Source>, Descriptor)> {
+            let (Some((dir, root)), "cache") = (&self.0, r) else { panic!("the build resolves only its cache: {r}") };
+            Ok((Box::new(Layout::open(dir)?), root.clone()))
+        }
+    }
+    let layers_of = |store: &Path, root: &Descriptor| -> Vec<Descriptor> {
+        let m: Value = serde_json::from_slice(&fs::read(blob(store, &root.digest)).unwrap()).unwrap();
+        m["layers"].as_array().unwrap().iter().map(|l| serde_json::from_value(l.clone()).unwrap()).collect()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    for i in 0..3 {
+        fs::write(ctx.join(format!("f{i}")), format!("file {i}\n").repeat(10_000)).unwrap();
+    }
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f0 /f0\nCOPY f1 /f1\nCOPY f2 /f2\n").unwrap();
+    let opts = DockerfileBuild { dockerfile: ctx.join("Dockerfile"), context: ctx.clone(), ..Default::default() };
+    let quiet = |_: &str| {};
+    let (s1, s2) = (t.join("store1"), t.join("store2"));
+    let store1 = Layout::create(&s1).unwrap();
+    let first = DockerfileBuild { cache_export: vec![CacheMode::Max], ..opts.clone() };
+    let out1 = build_dockerfile(&store1, &first, &CacheIn(None), &quiet).await.unwrap();
+    let old = layers_of(&s1, &out1.root);
+    let unused = old[2].clone();
+
+    // f2 changes: its COPY is a miss, the cache's f2 layer is not used.
+    fs::write(ctx.join("f2"), "changed\n").unwrap();
+    let store2 = Layout::create(&s2).unwrap();
+    hoist::copy::children(&store1, &store2, std::slice::from_ref(&unused), &Default::default(), &NoProgress)
+        .await
+        .unwrap();
+    let second = DockerfileBuild { cache_from: vec!["cache".into()], ..opts.clone() };
+    let out2 =
+        build_dockerfile(&store2, &second, &CacheIn(Some((s1.clone(), out1.caches[0].clone()))), &quiet).await.unwrap();
+    assert_eq!(out2.cached, 2, "f0 and f1 from the cache, f2 built");
+    let new = layers_of(&s2, &out2.root);
+    let digests = |v: &[Descriptor]| v.iter().map(|d| d.digest.clone()).collect::<Vec<_>>();
+    assert_eq!(digests(&new[..2]), digests(&old[..2]));
+    assert_ne!(new[2].digest, unused.digest);
+    assert!(blob(&s2, &unused.digest).is_file(), "the prefetched layer is in the store until gc");
+    drop(store2);
+
+    let report = Layout::open_for_gc(&s2).unwrap().gc(false).await.unwrap();
+    assert!(report.removed.contains(&unused.digest), "{:?}", report.removed);
+    assert!(!blob(&s2, &unused.digest).exists());
+    for l in &new {
+        assert!(blob(&s2, &l.digest).is_file(), "image layer {} kept", l.digest);
+    }
+    assert!(Layout::open(&s2).unwrap().fsck().await.unwrap().is_empty());
+}

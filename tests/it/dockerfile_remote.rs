@@ -673,3 +673,49 @@ fn named_contexts_from_urls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not modified (304)"), "{err}");
 }
+
+/// Git checkouts are kept between builds, by URL and commit, in the store's build cache: a
+/// second build of the same commit asks the server which commit the ref names (`ls-refs`)
+/// and fetches no objects; the image is the same. A new commit on the ref is fetched.
+#[test]
+fn git_checkouts_are_kept_between_builds() {
+    hoist_testkit::require!("git");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let web = WebFiles::start();
+    bare_repo(t, &t.join("git"), "kept", &[("k.txt", b"k\n")]);
+    web.serve_git(&t.join("git"));
+    let repo = web.url("/git/kept.git");
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD {repo}#main /src/\n")).unwrap();
+    let store = t.join("store");
+    let fetches = |from: usize| {
+        web.requests()
+            .into_iter()
+            .skip(from)
+            .filter(|r| matches!(r.git_command.as_deref(), Some("fetch" | "want")))
+            .count()
+    };
+    let out = build_with(&store, &t.join("oci1"), &[ctx.to_str().unwrap()], None);
+    let d1 = assert_success("hoist build (first)", &out).trim().to_string();
+    assert!(fetches(0) > 0, "{:?}", web.requests());
+    let before = web.requests().len();
+    let out = build_with(&store, &t.join("oci2"), &["--no-cache", ctx.to_str().unwrap()], None);
+    let d2 = assert_success("hoist build (again)", &out).trim().to_string();
+    assert_eq!(d1, d2);
+    assert_eq!(fetches(before), 0, "objects fetched again: {:?}", &web.requests()[before..]);
+    assert!(web.requests().len() > before, "the ref is still asked for");
+    assert_eq!(image_entries(&t.join("oci2"))["src/k.txt"].data, b"k\n");
+
+    // a new commit on main: fetched
+    let work = t.join("work-kept");
+    fs::write(work.join("k.txt"), "k2\n").unwrap();
+    run_git(&work, &["commit", "-qam", "two"]);
+    run_git(&work, &["push", "-q", t.join("git/kept.git").to_str().unwrap(), "main"]);
+    let before = web.requests().len();
+    let out = build_with(&store, &t.join("oci3"), &[ctx.to_str().unwrap()], None);
+    assert_success("hoist build (new commit)", &out);
+    assert!(fetches(before) > 0);
+    assert_eq!(image_entries(&t.join("oci3"))["src/k.txt"].data, b"k2\n");
+}

@@ -15,7 +15,6 @@
 //! is logged ([`HfHub::requests`]).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -25,7 +24,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use sha2::{Digest as _, Sha256};
 
 /// Where a file's bytes are.
@@ -157,29 +155,8 @@ impl HfHub {
             token: token.map(str::to_string),
             log: Mutex::new(Vec::new()),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind hub");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
         let st = state.clone();
-        std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((sock, _)) = l.accept().await else { continue };
-                    let st = st.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let st = st.clone();
-                            async move { Ok::<_, Infallible>(handle(&st, req)) }
-                        });
-                        let _ =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
-                    });
-                }
-            });
-        });
+        let port = crate::hostile::serve_http(move |req| std::future::ready(handle(&st, req)));
         HfHub { port, state }
     }
 

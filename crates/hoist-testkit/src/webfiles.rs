@@ -14,7 +14,6 @@
 //! ([`WebFiles::requests`]).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +23,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 /// A file the server holds.
 #[derive(Clone, Debug)]
@@ -51,6 +49,9 @@ pub struct WebRequest {
     pub if_modified_since: Option<String>,
     /// The request's `Authorization`.
     pub authorization: Option<String>,
+    /// For a POST to `git-upload-pack`: what it asks, `ls-refs` or `fetch` (protocol v2's
+    /// `command=`), or `want` (protocol v0's object request).
+    pub git_command: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,28 +71,10 @@ impl WebFiles {
     /// Start serving on 127.0.0.1 (nothing yet: [`WebFiles::put`], [`WebFiles::serve_git`]).
     pub fn start() -> WebFiles {
         let state = Arc::new(State::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
         let st = state.clone();
-        std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    let Ok((sock, _)) = l.accept().await else { continue };
-                    let st = st.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let st = st.clone();
-                            async move { Ok::<_, Infallible>(handle(&st, req).await) }
-                        });
-                        let _ =
-                            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
-                    });
-                }
-            });
+        let port = crate::hostile::serve_http(move |req| {
+            let st = st.clone();
+            async move { handle(&st, req).await }
         });
         WebFiles { port, state }
     }
@@ -138,13 +121,14 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (inm, ims) = (header("if-none-match"), header("if-modified-since"));
     let authorization = header("authorization");
+    let git_command = std::sync::Arc::new(Mutex::new(None::<String>));
     let method = req.method().as_str().to_string();
     let full = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let resp = match req.uri().path().strip_prefix("/git/") {
         Some(rest) => {
             let root = st.git_root.lock().expect("lock").clone();
             match root {
-                Some(root) => git_cgi(root, rest.to_string(), req).await,
+                Some(root) => git_cgi(root, rest.to_string(), req, git_command.clone()).await,
                 None => reply(StatusCode::NOT_FOUND, Bytes::from_static(b"no git here\n")),
             }
         }
@@ -157,6 +141,7 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if_none_match: inm,
         if_modified_since: ims,
         authorization,
+        git_command: git_command.lock().expect("lock").clone(),
     };
     st.log.lock().expect("lock").push(log);
     resp
@@ -204,7 +189,12 @@ fn serve_file(st: &State, path: &str, method: &str, inm: Option<&str>, ims: Opti
 
 /// `git http-backend` for one request: the CGI environment from the request, its body on
 /// stdin, the CGI headers (`Status:`, the others) and body of its answer.
-async fn git_cgi(root: PathBuf, path_info: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn git_cgi(
+    root: PathBuf,
+    path_info: String,
+    req: Request<Incoming>,
+    command: Arc<Mutex<Option<String>>>,
+) -> Response<Full<Bytes>> {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let env: Vec<(&str, String)> = vec![
         ("GIT_PROJECT_ROOT", root.display().to_string()),
@@ -221,6 +211,7 @@ async fn git_cgi(root: PathBuf, path_info: String, req: Request<Incoming>) -> Re
         Ok(b) => b.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST, Bytes::from_static(b"body\n")),
     };
+    *command.lock().expect("lock") = git_command_of(&body);
     let out = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut child = Command::new("git")
             .arg("http-backend")
@@ -261,4 +252,16 @@ async fn git_cgi(root: PathBuf, path_info: String, req: Request<Incoming>) -> Re
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What an upload-pack request body asks (uncompressed bodies; git compresses only large
+/// ones): v2's `command=NAME`, or v0's `want`.
+fn git_command_of(body: &[u8]) -> Option<String> {
+    if let Some(i) = find(body, b"command=") {
+        let rest = &body[i + 8..];
+        // a pkt-line's command: lowercase letters and dashes, the next pkt-line's length after
+        let end = rest.iter().position(|b| !(b.is_ascii_lowercase() || *b == b'-')).unwrap_or(rest.len());
+        return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+    }
+    find(body, b"want ").map(|_| "want".to_string())
 }

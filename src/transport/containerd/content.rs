@@ -266,6 +266,22 @@ impl Containerd {
             }
             Ok(())
         };
+        // the one write request (data, then the commit) and the one size check of this ingest
+        let request = |action: WriteAction, offset: u64, data: Vec<u8>, labels| WriteContentRequest {
+            action: action as i32,
+            r#ref: ingest_ref(&desc.digest),
+            total: desc.size as i64,
+            expected: desc.digest.to_string(),
+            offset: offset as i64,
+            data,
+            labels,
+        };
+        let size_mismatch = |actual: u64| Error::SizeMismatch {
+            what: format!("blob {}", desc.digest),
+            location: src_location.to_string(),
+            expected: desc.size,
+            actual,
+        };
         let mut first = true;
         loop {
             let mut buf = vec![0u8; chunk];
@@ -278,25 +294,12 @@ impl Containerd {
                 filled += n;
             }
             if offset + filled as u64 > desc.size {
-                return Err(Error::SizeMismatch {
-                    what: format!("blob {}", desc.digest),
-                    location: src_location.to_string(),
-                    expected: desc.size,
-                    actual: offset + filled as u64,
-                });
+                return Err(size_mismatch(offset + filled as u64));
             }
             let last = filled < chunk || offset + filled as u64 == desc.size;
             if filled > 0 || first {
                 buf.truncate(filled);
-                let req = WriteContentRequest {
-                    action: WriteAction::Write as i32,
-                    r#ref: ingest_ref(&desc.digest),
-                    total: desc.size as i64,
-                    expected: desc.digest.to_string(),
-                    offset: offset as i64,
-                    data: buf,
-                    labels: Default::default(),
-                };
+                let req = request(WriteAction::Write, offset, buf, Default::default());
                 s.send(req).await.map_err(|st| self.status(&what, st))?;
                 offset += filled as u64;
                 pending.push_back(offset);
@@ -315,22 +318,9 @@ impl Containerd {
             check(s.recv().await.map_err(|st| self.status(&what, st))?, want)?;
         }
         if offset != desc.size {
-            return Err(Error::SizeMismatch {
-                what: format!("blob {}", desc.digest),
-                location: src_location.to_string(),
-                expected: desc.size,
-                actual: offset,
-            });
+            return Err(size_mismatch(offset));
         }
-        let commit = WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            r#ref: ingest_ref(&desc.digest),
-            total: desc.size as i64,
-            expected: desc.digest.to_string(),
-            offset: offset as i64,
-            data: Vec::new(),
-            labels: labels.into_iter().collect(),
-        };
+        let commit = request(WriteAction::Commit, offset, Vec::new(), labels.into_iter().collect());
         match s.call(commit).await {
             Ok(_) => Ok(()),
             Err(st) if st.code() == Code::AlreadyExists => Ok(()),

@@ -41,12 +41,19 @@ fn kind_of(ft: &fs::FileType) -> &'static str {
 /// The directory `root/rel` (`rel` of `/`-separated names), each component created when
 /// missing and refused when it is a symlink or not a directory.
 pub(crate) fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf> {
+    Ok(walk_dirs(root, rel, true)?.expect("every missing directory is created"))
+}
+
+/// The one walk of [`ensure_dir`] and [`dir_exists`]: `root/rel` component by component, a
+/// symlink or a non-directory refused; a missing one created (`create`) or the end (`None`).
+fn walk_dirs(root: &Path, rel: &str, create: bool) -> Result<Option<PathBuf>> {
     let mut path = root.to_path_buf();
     for name in rel.split('/').filter(|n| !n.is_empty()) {
         path.push(name);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) => return Err(not_a_dir(root, &path, &m.file_type())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&path) {
                 Ok(()) => {}
                 // Another writer made it in between: check what it made.
@@ -61,7 +68,7 @@ pub(crate) fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf> {
             Err(e) => return Err(Error::io(&path, e)),
         }
     }
-    Ok(path)
+    Ok(Some(path))
 }
 
 fn not_a_dir(root: &Path, path: &Path, ft: &fs::FileType) -> Error {
@@ -75,17 +82,7 @@ fn not_a_dir(root: &Path, path: &Path, ft: &fs::FileType) -> Error {
 /// Whether the directory `root/rel` exists; an error when a component is a symlink or not a
 /// directory. Creates nothing.
 pub(crate) fn dir_exists(root: &Path, rel: &str) -> Result<bool> {
-    let mut path = root.to_path_buf();
-    for name in rel.split('/').filter(|n| !n.is_empty()) {
-        path.push(name);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(m) => return Err(not_a_dir(root, &path, &m.file_type())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-    }
-    Ok(true)
+    Ok(walk_dirs(root, rel, false)?.is_some())
 }
 
 /// Open (creating unless `create` is false) a lock file without following a symlink.

@@ -425,11 +425,7 @@ impl Repository {
         scopes: &[String],
         configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response> {
-        let host = self.host().await?;
-        let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
-        let http = &self.client.http;
-        let m = method.clone();
-        self.client.send(&host, scopes, &method, path, &|| configure(http.request(m.clone(), &url))).await
+        self.send_on(false, method, path, scopes, configure).await
     }
 
     /// [`Repository::request`] for a blob body (see [`tls::Clients::blob_request`]: a
@@ -440,13 +436,25 @@ impl Repository {
         path: &str,
         configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response> {
+        self.send_on(true, method, path, &self.scopes_pull(), configure).await
+    }
+
+    /// The one send of [`Repository::request_scoped`] and [`Repository::request_blob`]: on a
+    /// blob connection (`blob`) or the shared ones.
+    async fn send_on(
+        &self,
+        blob: bool,
+        method: Method,
+        path: &str,
+        scopes: &[String],
+        configure: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+    ) -> Result<reqwest::Response> {
         let host = self.host().await?;
         let url = format!("{}/v2/{}/{}", host.base, self.repo, path);
         let http = &self.client.http;
         let m = method.clone();
-        self.client
-            .send(&host, &self.scopes_pull(), &method, path, &|| configure(http.blob_request(m.clone(), &url)))
-            .await
+        let build = || if blob { http.blob_request(m.clone(), &url) } else { http.request(m.clone(), &url) };
+        self.client.send(&host, scopes, &method, path, &|| configure(build())).await
     }
 }
 
