@@ -1905,7 +1905,7 @@ fn context_digests(
     items: &BTreeMap<String, Item>,
     sc: &StatCache,
     under: &Path,
-    known: &HashMap<OsString, [u8; 32]>,
+    known: &Known,
 ) -> Result<Vec<Option<[u8; 32]>>> {
     // by the item's place in `items` (a path-keyed map costs as much as the hashing here)
     let mut digests: Vec<Option<[u8; 32]>> = vec![None; items.len()];
@@ -1945,6 +1945,9 @@ fn context_digests(
     Ok(digests)
 }
 
+/// Content digests of context files hashed already, by path.
+type Known = HashMap<OsString, [u8; 32]>;
+
 /// Threads that hash context files: one a core, at most 8 and at most `wanted`.
 fn hashing_threads(wanted: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(wanted.max(1))
@@ -1954,10 +1957,7 @@ fn hashing_threads(wanted: usize) -> usize {
 /// hashing threads hash those files into the stat cache `sc`: the walk's result and the
 /// digests (a file that cannot be read is left out, for the caller's own pass to report).
 /// The hashing ends when the walk has returned and dropped its sender.
-fn hash_while_walking<T>(
-    sc: &StatCache,
-    walk: impl FnOnce(std::sync::mpsc::Sender<PathBuf>) -> T,
-) -> (T, HashMap<OsString, [u8; 32]>) {
+fn hash_while_walking<T>(sc: &StatCache, walk: impl FnOnce(std::sync::mpsc::Sender<PathBuf>) -> T) -> (T, Known) {
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
@@ -1988,10 +1988,7 @@ fn hash_while_walking<T>(
 /// A digest of everything a layer would hold: paths, kinds, modes, owners, file contents.
 /// Files under `stat.1` take their content digest from the stat cache `stat.0`, those in
 /// `stat.2` (hashed already) from there.
-fn digest_items(
-    items: &BTreeMap<String, Item>,
-    stat: Option<(&StatCache, &Path, &HashMap<OsString, [u8; 32]>)>,
-) -> Result<String> {
+fn digest_items(items: &BTreeMap<String, Item>, stat: Option<(&StatCache, &Path, &Known)>) -> Result<String> {
     let digests = match stat {
         Some((sc, under, known)) => context_digests(items, sc, under, known)?,
         None => vec![None; items.len()],
