@@ -132,7 +132,8 @@ fn remove_any(p: &Path) {
     }
 }
 
-fn cpath(p: &Path) -> io::Result<CString> {
+/// `p` as a C string for a system call (an error when it holds a NUL).
+pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))
 }
 

@@ -259,15 +259,10 @@ fn open_dir(dir: &Path) -> std::io::Result<fs::File> {
     fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir)
 }
 
-fn cstr(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(name.as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput.into())
-}
-
 /// lstat of `name` in the open directory `dir`.
 fn lstat_at(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<libc::stat> {
     use std::os::fd::AsRawFd;
-    let name = cstr(name)?;
+    let name = super::fs::cpath(Path::new(name))?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `name` is a NUL-terminated string and `st` a writable stat buffer, both alive
     // for the call; `dir` is an open descriptor.
@@ -287,7 +282,7 @@ fn open_nofollow(at: Option<(&fs::File, &std::ffi::OsStr)>, src: &Path) -> Resul
     let Some((dir, name)) = at else {
         return fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src).at(src);
     };
-    let name = cstr(name).at(src)?;
+    let name = super::fs::cpath(Path::new(name)).at(src)?;
     // SAFETY: `name` is a NUL-terminated string alive for the call; `dir` is an open
     // descriptor.
     let fd =
