@@ -75,7 +75,7 @@ impl Secret {
     pub fn read(&self, id: &str) -> Result<Vec<u8>> {
         match self {
             Secret::File(p) => std::fs::read(p).map_err(|e| Error::Usage(format!("secret {id} ({self}): {e}"))),
-            Secret::Env(var) => env_value(id, var).map(|v| std::os::unix::ffi::OsStringExt::into_vec(v)),
+            Secret::Env(var) => env_value(id, var).map(std::os::unix::ffi::OsStringExt::into_vec),
         }
     }
 }
