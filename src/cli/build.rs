@@ -610,7 +610,8 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
             let keep_git_dir = args.build_args.iter().any(|a| {
                 matches!(a.as_str(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1" | "BUILDKIT_CONTEXT_KEEP_GIT_DIR=true")
             });
-            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir, &secrets(args)?).await?)
+            let store = args.out.open_store()?;
+            Some(remote::fetch_context(spec, &ctx.client, &store, &tmp, keep_git_dir, &secrets(args)?).await?)
         }
         _ => None,
     };

@@ -513,6 +513,13 @@ pub struct GitFetch {
 /// sees all of it or nothing.
 pub const GIT_CACHE_DIR: &str = "git-checkouts";
 
+/// Where `store` keeps git checkouts between builds ([`GIT_CACHE_DIR`] in its build cache),
+/// shared by every git source of a build: `ADD <git url>`, a git build context and a git
+/// `--build-context`.
+pub fn git_cache_dir(store: &Layout) -> PathBuf {
+    cache_root(store).join(GIT_CACHE_DIR)
+}
+
 /// What a kept checkout records beside its tree.
 #[derive(Serialize, Deserialize)]
 struct CachedCommit {
@@ -743,10 +750,12 @@ pub struct FetchedContext {
 /// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`, with the
 /// credentials `secrets` hold for its host ([`http_authorization`], [`git_authorization`]).
 /// A git checkout keeps its `.git` with `keep_git_dir` (BuildKit's build arg
-/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`), and goes through `store`'s checkouts kept between
+/// builds ([`git_cache_dir`]), as `ADD <git url>` does.
 pub async fn fetch_context(
     spec: &str,
     client: &Client,
+    store: &Layout,
     tmp_in: &Path,
     keep_git_dir: bool,
     secrets: &Secrets,
@@ -755,8 +764,13 @@ pub async fn fetch_context(
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
             let authorization = git_authorization(secrets, &r.remote)?;
-            let opts =
-                GitFetch { keep_git_dir, location: "build context".into(), authorization, ..GitFetch::default() };
+            let opts = GitFetch {
+                keep_git_dir,
+                location: "build context".into(),
+                authorization,
+                cache: Some(git_cache_dir(store)),
+                ..GitFetch::default()
+            };
             let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;
