@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use clap::Args;
 use hoist::attest;
 use hoist::dockerfile::{
-    build_dockerfile, remote, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Snapshotter,
+    build_dockerfile, remote, CacheMode, DockerfileBuild, ImageResolver, NamedContext, Secret, Secrets, Snapshotter,
 };
 use hoist::error::{Error, Result};
 use hoist::image::{build_image, BaseImage, BuildFile};
@@ -42,8 +42,10 @@ pub(crate) struct BuildArgs {
     /// Dockerfile stage to build (default: the last).
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// Secret for `RUN --mount=type=secret` (repeatable): `id=ID,src=FILE`.
-    #[arg(long, value_name = "id=ID,src=FILE")]
+    /// Secret for `RUN --mount=type=secret` (repeatable): `id=ID,src=FILE` (a file),
+    /// `id=ID,env=VAR` (an environment variable of hoist), or `id=ID` (the variable ID if
+    /// set, else the file ID); `type=file|env` says which (`src=` then names either).
+    #[arg(long, value_name = "[type=file|env,]id=ID[,src=FILE|,env=VAR]")]
     pub secret: Vec<String>,
     /// ssh agent for `RUN --mount=type=ssh` (repeatable): `default` or `ID`, with the agent's
     /// socket after `=` (default: $SSH_AUTH_SOCK).
@@ -257,27 +259,9 @@ fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
         .ok_or_else(|| Error::Usage(format!("{flag} {s:?}: expected KEY=VALUE")))
 }
 
-/// `--secret id=ID,src=FILE` (repeatable): the build's secrets, by id.
-fn secrets(args: &BuildArgs) -> Result<BTreeMap<String, PathBuf>> {
-    let mut secrets = BTreeMap::new();
-    for s in &args.secret {
-        let mut id = None;
-        let mut src = None;
-        for part in s.split(',') {
-            let (k, v) = key_value("--secret", part)?;
-            match k.as_str() {
-                "id" => id = Some(v),
-                "src" | "source" => src = Some(PathBuf::from(v)),
-                "type" if v == "file" => {}
-                _ => return Err(Error::Usage(format!("--secret {s:?}: expected id=ID,src=FILE"))),
-            }
-        }
-        let (Some(id), Some(src)) = (id, src) else {
-            return Err(Error::Usage(format!("--secret {s:?}: expected id=ID,src=FILE")));
-        };
-        secrets.insert(id, src);
-    }
-    Ok(secrets)
+/// `--secret` (repeatable, buildx's syntax): the build's secrets, by id.
+fn secrets(args: &BuildArgs) -> Result<Secrets> {
+    args.secret.iter().map(|s| Secret::parse(s)).collect()
 }
 
 async fn run_dockerfile(ctx: &Ctx, args: &BuildArgs, file: PathBuf, context: PathBuf) -> Result<i32> {
@@ -626,7 +610,8 @@ async fn dockerfile_inputs(ctx: &Ctx, args: &BuildArgs) -> Result<(PathBuf, Path
             let keep_git_dir = args.build_args.iter().any(|a| {
                 matches!(a.as_str(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1" | "BUILDKIT_CONTEXT_KEEP_GIT_DIR=true")
             });
-            Some(remote::fetch_context(spec, &ctx.client, &tmp, keep_git_dir, &secrets(args)?).await?)
+            let store = args.out.open_store()?;
+            Some(remote::fetch_context(spec, &ctx.client, &store, &tmp, keep_git_dir, &secrets(args)?).await?)
         }
         _ => None,
     };

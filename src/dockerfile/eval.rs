@@ -64,7 +64,7 @@ async fn fetch_named_contexts(
                 let fetch = GitFetch {
                     location,
                     authorization: git_authorization(&opts.secrets, &g.remote)?,
-                    cache: Some(cache_root(layout).join(super::remote::GIT_CACHE_DIR)),
+                    cache: Some(super::remote::git_cache_dir(layout)),
                     ..GitFetch::default()
                 };
                 let b = base.clone();
@@ -1469,7 +1469,7 @@ async fn fetch_remote(
                     checksum: checksum.clone(),
                     location: location.clone(),
                     authorization: git_authorization(&ctx.opts.secrets, &g.remote)?,
-                    cache: Some(cache_root(ctx.layout).join(super::remote::GIT_CACHE_DIR)),
+                    cache: Some(super::remote::git_cache_dir(ctx.layout)),
                     ..GitFetch::default()
                 };
                 let co = blocking(move || git_checkout_blocking(&g, &base, &opts)).await?;

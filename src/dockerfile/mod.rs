@@ -14,6 +14,7 @@ pub(crate) mod ignore;
 pub mod parse;
 pub mod remote;
 pub mod run;
+pub mod secret;
 pub(crate) mod stage;
 pub mod statcache;
 pub(crate) mod user;
@@ -33,6 +34,7 @@ use crate::transport::{NoProgress, Progress, Source};
 pub use cache::CacheMode;
 pub use eval::build_dockerfile;
 pub use fs::Snapshotter;
+pub use secret::{Secret, Secrets};
 
 /// What to build: `hoist build [-f Dockerfile] CONTEXT` and its flags.
 #[derive(Clone, Debug, Default)]
@@ -47,8 +49,8 @@ pub struct DockerfileBuild {
     pub target: Option<String>,
     /// Target platforms (default: the host's, `linux/amd64` on x86-64).
     pub platforms: Vec<Platform>,
-    /// `--secret id=ID,src=PATH`: secret id → file.
-    pub secrets: BTreeMap<String, PathBuf>,
+    /// `--secret id=ID,src=FILE|env=VAR`: secret id → where its value comes from.
+    pub secrets: Secrets,
     /// `--ssh ID[=SOCKET]`: ssh agent id → its socket, for `RUN --mount=type=ssh`.
     pub ssh: BTreeMap<String, PathBuf>,
     /// OCI runtime for RUN (default: `runc`, then `crun`, on PATH).

@@ -7,7 +7,6 @@
 //! Downloads go through the registry client's network layer ([`Client::get_url`]): the same
 //! TLS trust, certs.d, proxy rules, read timeout and retries as registry requests.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::fs::{cache_root, resolve_in_dir};
+use super::secret::Secrets;
 use super::BuildLog;
 use crate::error::{Error, IoContext, Result};
 use crate::model::digest::{Algorithm, Digest};
@@ -314,17 +314,14 @@ pub const GIT_AUTH_HEADER: &str = "GIT_AUTH_HEADER";
 /// See [`GIT_AUTH_HEADER`].
 pub const GIT_AUTH_TOKEN: &str = "GIT_AUTH_TOKEN";
 
-/// A build's secrets: id to the file holding it (`--secret id=ID,src=FILE`).
-pub type Secrets = BTreeMap<String, PathBuf>;
-
 /// The secret `id`, without its final line break; `None` when not given. Errors name the
-/// id and its file, never its value.
+/// id and where it comes from, never its value.
 fn read_secret(secrets: &Secrets, id: &str) -> Result<Option<String>> {
-    let Some(p) = secrets.get(id) else { return Ok(None) };
-    let v = std::fs::read_to_string(p).map_err(|e| Error::Usage(format!("secret {id} ({}): {e}", p.display())))?;
+    let Some(s) = secrets.get(id) else { return Ok(None) };
+    let v = String::from_utf8(s.read(id)?).map_err(|_| Error::Usage(format!("secret {id} ({s}): not UTF-8")))?;
     let v = v.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&v);
     if v.contains(['\r', '\n']) {
-        return Err(Error::Usage(format!("secret {id} ({}): an HTTP header value is one line", p.display())));
+        return Err(Error::Usage(format!("secret {id} ({s}): an HTTP header value is one line")));
     }
     Ok(Some(v.to_string()))
 }
@@ -515,6 +512,13 @@ pub struct GitFetch {
 /// URL and the commit. An entry is written in a temp dir and renamed into place, so a reader
 /// sees all of it or nothing.
 pub const GIT_CACHE_DIR: &str = "git-checkouts";
+
+/// Where `store` keeps git checkouts between builds ([`GIT_CACHE_DIR`] in its build cache),
+/// shared by every git source of a build: `ADD <git url>`, a git build context and a git
+/// `--build-context`.
+pub fn git_cache_dir(store: &Layout) -> PathBuf {
+    cache_root(store).join(GIT_CACHE_DIR)
+}
 
 /// What a kept checkout records beside its tree.
 #[derive(Serialize, Deserialize)]
@@ -746,10 +750,12 @@ pub struct FetchedContext {
 /// compressed, or a Dockerfile), fetched into a temp dir under `tmp_in`, with the
 /// credentials `secrets` hold for its host ([`http_authorization`], [`git_authorization`]).
 /// A git checkout keeps its `.git` with `keep_git_dir` (BuildKit's build arg
-/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`), and goes through `store`'s checkouts kept between
+/// builds ([`git_cache_dir`]), as `ADD <git url>` does.
 pub async fn fetch_context(
     spec: &str,
     client: &Client,
+    store: &Layout,
     tmp_in: &Path,
     keep_git_dir: bool,
     secrets: &Secrets,
@@ -758,8 +764,13 @@ pub async fn fetch_context(
         Some(Remote::Git(r)) => {
             let t = tmp_in.to_path_buf();
             let authorization = git_authorization(secrets, &r.remote)?;
-            let opts =
-                GitFetch { keep_git_dir, location: "build context".into(), authorization, ..GitFetch::default() };
+            let opts = GitFetch {
+                keep_git_dir,
+                location: "build context".into(),
+                authorization,
+                cache: Some(git_cache_dir(store)),
+                ..GitFetch::default()
+            };
             let co = tokio::task::spawn_blocking(move || git_checkout_blocking(&r, &t, &opts))
                 .await
                 .map_err(|e| Error::task("git checkout", e))??;

@@ -596,9 +596,9 @@ pub(crate) async fn run_step(
                 binds.push((join_abs(&cwd, target), src, *rw, false));
             }
             RunMount::Secret { target, id, required, env: as_env, owner, mode } => match ctx.opts.secrets.get(id) {
-                Some(p) => {
+                Some(secret) => {
+                    let v = secret.read(id)?;
                     if let Some(name) = as_env {
-                        let v = fs::read(p).at(p)?;
                         secret_env.push(format!("{name}={}", String::from_utf8_lossy(&v)));
                     }
                     // with env= and no target, only the variable (BuildKit)
@@ -622,13 +622,17 @@ pub(crate) async fn run_step(
                             });
                         }
                         let f = secret_files.as_ref().expect("made above").path().join(i.to_string());
-                        fs::copy(p, &f).at(p)?;
+                        fs::write(&f, &v).at(&f)?;
                         set_owner_mode(&f, (Some(owner.0), Some(owner.1)), Some(*mode))?;
                         binds.push((join_abs(&cwd, &dest), f, false, true));
                     }
                 }
                 None if *required => {
-                    return Err(ctx_err(ctx, ins, format!("secret {id} is required: pass --secret id={id},src=FILE")))
+                    return Err(ctx_err(
+                        ctx,
+                        ins,
+                        format!("secret {id} is required: pass --secret id={id},src=FILE (or env=VAR)"),
+                    ))
                 }
                 None => {}
             },

@@ -2,7 +2,8 @@
 //! a blob is hashed on the way, by one of these three.
 //! - [`VerifyReader`]: a reader checked against a descriptor; fails at the first byte too
 //!   many, or instead of the last bytes when the digest differs (no consumer sees a whole body
-//!   that does not match).
+//!   that does not match). `size_only` checks the size alone, for an upload whose digest the
+//!   registry checks.
 //! - [`HashingReader`]: a reader that only hashes (an upload chunk whose digest is checked by
 //!   the registry, a resumed download's prefix).
 //! - [`HashWriter`]: a blocking writer that hashes and counts (layers being built).
@@ -39,6 +40,13 @@ impl<R> VerifyReader<R> {
             location: location.into(),
             seen: 0,
         }
+    }
+
+    /// Check only the size of `inner`, the bytes of `desc` from `offset` on: for bytes whose
+    /// digest the reader's consumer has checked elsewhere (a registry checks it at the final
+    /// PUT of an upload; see `Source::hashed_itself`). Nothing is hashed.
+    pub fn size_only(inner: R, desc: &Descriptor, location: impl Into<String>, offset: u64) -> Self {
+        VerifyReader { inner, hasher: None, desc: desc.clone(), location: location.into(), seen: offset }
     }
 
     /// Continue verifying from `offset` with a hasher already holding the bytes before it.
@@ -196,5 +204,18 @@ mod tests {
         assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
         let e = VerifyReader::new(&b"hello"[..], &desc, "t").read_to_end(&mut Vec::new()).await.unwrap_err();
         assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
+    }
+
+    #[tokio::test]
+    async fn size_only_checks_the_size_and_hashes_nothing() {
+        let desc = Descriptor::of_bytes("x", b"hello world");
+        let mut out = Vec::new();
+        VerifyReader::size_only(&b"hello WORLD"[..], &desc, "t", 0).read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"hello WORLD", "the digest is the consumer's to check");
+        VerifyReader::size_only(&b"WORLD"[..], &desc, "t", 6).read_to_end(&mut Vec::new()).await.unwrap();
+        for (bytes, offset) in [(&b"hello world!"[..], 0), (&b"hello"[..], 0), (&b"WORLD!"[..], 6)] {
+            let e = VerifyReader::size_only(bytes, &desc, "t", offset).read_to_end(&mut Vec::new()).await.unwrap_err();
+            assert!(matches!(unwrap_io_error(e, "t"), Error::SizeMismatch { .. }));
+        }
     }
 }

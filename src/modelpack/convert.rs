@@ -157,6 +157,10 @@ impl Source for ConvertedModel<'_> {
         self.inner.open_blob_range(desc, offset, len).await
     }
 
+    fn hashed_itself(&self, desc: &Descriptor) -> bool {
+        desc.digest == self.config_desc.digest || self.inner.hashed_itself(desc)
+    }
+
     fn registry_repo(&self) -> Option<(String, String)> {
         self.inner.registry_repo()
     }

@@ -2,7 +2,9 @@
 //! layer where its bytes already are (a local file, a Hugging Face file, or memory). It is a
 //! [`Source`], so the one graph copy moves it to any destination: blobs the destination has
 //! are skipped before anything is read, the rest stream from where they are straight into the
-//! destination (which verifies them). Nothing is written locally on the way.
+//! destination (which verifies them). Nothing is written locally on the way. Local files and
+//! bytes in memory were hashed by the planner to be named ([`Source::hashed_itself`]), so a
+//! registry need not hash them a second time on the way up: it checks the digest itself.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,6 +94,12 @@ impl Source for PlannedModel {
             }
             Origin::Remote(r, path) => r.open_file(path, offset).await,
         }
+    }
+
+    /// Local files (hashed by the planner, read again by the upload) and bytes in memory; not
+    /// remote files, whose digests may come from the hub or an earlier run.
+    fn hashed_itself(&self, desc: &Descriptor) -> bool {
+        matches!(self.blobs.get(&desc.digest), Some(Origin::File(_) | Origin::Bytes(_)))
     }
 
     fn blob_path(&self, desc: &Descriptor) -> Option<PathBuf> {

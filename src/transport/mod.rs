@@ -73,6 +73,16 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Whether this source computed `desc`'s digest itself, in this run, from the very bytes
+    /// `open_blob` serves (a model planned from local files: `model pack` hashed each file to
+    /// name its layer). A destination that has the digest checked anyway (a registry checks it
+    /// at the final PUT) may then skip hashing the blob a second time; it still checks the
+    /// size, and a refusal must still name the blob. It is no claim that the bytes are right:
+    /// a file that changed since it was hashed is caught by that check. Default: false.
+    fn hashed_itself(&self, _desc: &Descriptor) -> bool {
+        false
+    }
+
     /// A directory where a destination may keep what it needs to resume transfers from this
     /// source after a restart (a registry keeps upload sessions there). A layout answers its
     /// `.hoist/`.
@@ -376,6 +386,9 @@ macro_rules! forward {
             }
             fn range_lanes(&self, desc: &Descriptor) -> usize {
                 (**self).range_lanes(desc)
+            }
+            fn hashed_itself(&self, desc: &Descriptor) -> bool {
+                (**self).hashed_itself(desc)
             }
             fn state_dir(&self) -> Option<PathBuf> {
                 (**self).state_dir()

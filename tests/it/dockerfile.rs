@@ -422,6 +422,75 @@ fn heredocs_secrets_and_arg_scoping() {
     }
 }
 
+/// `--secret id=ID,env=VAR` and the short `--secret id=ID` (the variable ID, as buildx
+/// finds it) give a RUN the value of hoist's environment variable: the image holds its
+/// hash, written by the RUN, and no output of hoist holds the value.
+#[test]
+fn secret_from_env_reaches_run() {
+    require_all!();
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = push_base(t, &reg);
+    let ctx = t.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN --mount=type=secret,id=tok --mount=type=secret,id=HOIST_IT_SHORT,env=S,required \
+             busybox sha256sum /run/secrets/tok > /tok.sha && printf %s \"$S\" | busybox sha256sum > /short.sha\n"
+        ),
+    )
+    .unwrap();
+    let (tok, short) = ("env-given tok 41d7", "short-form 9c2e");
+    let dest = t.join("oci");
+    let o = format!("type=oci,dest={},tar=false", dest.display());
+    let out = hoist_cmd()
+        .env("HOIST_STORE", t.join("store"))
+        .env("HOIST_IT_TOK", tok)
+        .env("HOIST_IT_SHORT", short)
+        .args(["build", "-t", "img:latest", "--output", &o, "--secret", "id=tok,env=HOIST_IT_TOK"])
+        .args(["--secret", "id=HOIST_IT_SHORT", "--progress", "plain"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success("hoist build --secret env", &out);
+    for v in [tok, short] {
+        let seen = [&out.stdout, &out.stderr].iter().any(|o| String::from_utf8_lossy(o).contains(v));
+        assert!(!seen, "the secret's value is in hoist's output");
+    }
+    let root = unpack(&dest, &t.join("bundle")).join("rootfs");
+    let hash = |f: &str| fs::read_to_string(root.join(f)).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(hash("tok.sha"), hoist_testkit::tools::sha256_hex(tok.as_bytes()));
+    assert_eq!(hash("short.sha"), hoist_testkit::tools::sha256_hex(short.as_bytes()));
+}
+
+/// `--secret` naming an environment variable that is not set, or a key buildx does not
+/// know, fails before anything is built, naming the variable or the key.
+#[test]
+fn secret_env_unset_or_unknown_key_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    for (spec, says) in [
+        ("id=tok,env=HOIST_IT_UNSET", "secret tok: the environment variable HOIST_IT_UNSET is not set"),
+        ("type=env,id=HOIST_IT_UNSET", "the environment variable HOIST_IT_UNSET is not set"),
+        ("id=tok,src=f,mode=0400", "unknown key \"mode\""),
+    ] {
+        let out = hoist_cmd()
+            .env("HOIST_STORE", tmp.path().join("store"))
+            .env_remove("HOIST_IT_UNSET")
+            .args(["build", "--output", "type=oci,dest=never", "--secret", spec])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {err}");
+        assert!(err.contains(says), "{spec}: {err}");
+    }
+}
+
 /// `--platform a,b` builds every platform of a Dockerfile without RUN into one index;
 /// RUN for a foreign architecture without binfmt is refused before anything is built.
 #[test]

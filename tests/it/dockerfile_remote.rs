@@ -676,14 +676,16 @@ fn named_contexts_from_urls() {
 
 /// Git checkouts are kept between builds, by URL and commit, in the store's build cache: a
 /// second build of the same commit asks the server which commit the ref names (`ls-refs`)
-/// and fetches no objects; the image is the same. A new commit on the ref is fetched.
+/// and fetches no objects; the image is the same. A new commit on the ref is fetched. A git
+/// build context goes through the same kept checkouts: its second build fetches no objects
+/// and gives the same image, and a store where `ADD` kept the commit fetches none at all.
 #[test]
 fn git_checkouts_are_kept_between_builds() {
     hoist_testkit::require!("git");
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let web = WebFiles::start();
-    bare_repo(t, &t.join("git"), "kept", &[("k.txt", b"k\n")]);
+    bare_repo(t, &t.join("git"), "kept", &[("k.txt", b"k\n"), ("Dockerfile", b"FROM scratch\nCOPY k.txt /ctx-k\n")]);
     web.serve_git(&t.join("git"));
     let repo = web.url("/git/kept.git");
     let ctx = t.join("ctx");
@@ -718,4 +720,22 @@ fn git_checkouts_are_kept_between_builds() {
     assert_success("hoist build (new commit)", &out);
     assert!(fetches(before) > 0);
     assert_eq!(image_entries(&t.join("oci3"))["src/k.txt"].data, b"k2\n");
+
+    // the repository as the build context: fetched once into a new store, then kept
+    let git_ctx = format!("{repo}#main");
+    let (store2, before) = (t.join("store2"), web.requests().len());
+    let out = build_with(&store2, &t.join("oci4"), &[&git_ctx], None);
+    let c1 = assert_success("hoist build GIT-CONTEXT (first)", &out).trim().to_string();
+    assert!(fetches(before) > 0, "{:?}", &web.requests()[before..]);
+    let before = web.requests().len();
+    let out = build_with(&store2, &t.join("oci5"), &["--no-cache", &git_ctx], None);
+    let c2 = assert_success("hoist build GIT-CONTEXT (again)", &out).trim().to_string();
+    assert_eq!(c1, c2);
+    assert_eq!(fetches(before), 0, "objects fetched again: {:?}", &web.requests()[before..]);
+    assert_eq!(image_entries(&t.join("oci5"))["ctx-k"].data, b"k2\n");
+    // the store whose ADD kept this commit: one cache for both
+    let before = web.requests().len();
+    let out = build_with(&store, &t.join("oci6"), &[&git_ctx], None);
+    assert_eq!(assert_success("hoist build GIT-CONTEXT (ADD's store)", &out).trim(), c1);
+    assert_eq!(fetches(before), 0, "objects fetched again: {:?}", &web.requests()[before..]);
 }

@@ -497,3 +497,79 @@ fn modelpack_client_pulls_identical_files() {
         assert_eq!(file_digests(&dest), file_digests(&model), "{fmt}");
     }
 }
+
+/// `model pack` straight to a registry hashes each local file once, when it plans the model;
+/// the upload does not hash it again but lets the registry check the digest at the final PUT
+/// (`Source::hashed_itself`). A file that changes between the two is still refused, as a
+/// digest mismatch naming the blob (the registry's refusal: were it hoist's own check, the
+/// file would be hashed twice), and one that shrinks by its size; nothing of either is left
+/// in the registry. Both upload modes (chunked: three PATCHes of 256 KiB and less).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_after_planning_is_refused_at_the_push() {
+    use hoist::model::document::View;
+    use hoist::transport::registry::{Client, RegistryOptions, UploadMode};
+    use hoist::{CopyOptions, Destination, Error, NoProgress};
+
+    let reg = tokio::task::spawn_blocking(TestRegistry::plain).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, upload) in [("monolithic", UploadMode::Monolithic), ("chunked", UploadMode::Chunked)] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights = dir.join("model.safetensors");
+        write_safetensors(&weights, &[("w", "F16", &[512, 640])]);
+        std::fs::write(dir.join("config.json"), r#"{"model_type":"t"}"#).unwrap();
+        let opts = RegistryOptions {
+            upload,
+            upload_set: true,
+            chunk_size: 256 << 10,
+            chunk_size_set: true,
+            ..Default::default()
+        };
+        let client = Client::new(opts).unwrap();
+        let repo = |r: &str| client.repository(&format!("{}/m/{name}-{r}", reg.host()).parse().unwrap());
+        let push = |plan, r: &'static str| {
+            let dst = repo(r);
+            async move {
+                let plan: &dyn Source = plan;
+                let root = plan.resolve(None).await.unwrap();
+                hoist::copy::graph(plan, &dst, &root, &["v1".into()], &CopyOptions::default(), &NoProgress).await
+            }
+        };
+
+        let plan = hoist::modelpack::plan_dir_model(&ModelSpec::new(&dir)).await.unwrap();
+        let doc = plan.fetch_document(plan.root()).await.unwrap();
+        let View::Manifest(m) = &doc.view else { panic!("a model is a manifest") };
+        let layer = m
+            .layers
+            .iter()
+            .find(|l| {
+                l.annotations.get(hoist::model::media::ANNOTATION_MODEL_FILEPATH).map(String::as_str)
+                    == Some("model.safetensors")
+            })
+            .unwrap()
+            .clone();
+        assert!(layer.size > 512 << 10, "{name}: more than two chunks");
+        push(&plan, "ok").await.unwrap_or_else(|e| panic!("{name}: unchanged file: {e}"));
+        assert!(repo("ok").has_blob(&layer).await.unwrap(), "{name}");
+
+        // The same size, one byte different: only a digest tells.
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&weights, &bytes).unwrap();
+        let e = push(&plan, "changed").await.expect_err("a changed file was pushed");
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{name}: {e}");
+        assert!(e.to_string().contains(&layer.digest.to_string()), "{name}: names the blob: {e}");
+        assert!(e.to_string().contains("refused the upload"), "{name}: the registry's check, not a second hash: {e}");
+        assert!(!repo("changed").has_blob(&layer).await.unwrap(), "{name}: changed bytes stored");
+        assert!(repo("changed").tags().await.map(|t| t.is_empty()).unwrap_or(true), "{name}: tagged");
+
+        // One byte shorter: the size check on the way.
+        std::fs::write(&weights, &bytes[..last]).unwrap();
+        let e = push(&plan, "short").await.expect_err("a shortened file was pushed");
+        assert!(matches!(e, Error::SizeMismatch { .. }), "{name}: {e}");
+        assert!(e.to_string().contains(&layer.digest.to_string()), "{name}: names the blob: {e}");
+        assert!(!repo("short").has_blob(&layer).await.unwrap(), "{name}: short bytes stored");
+    }
+    tokio::task::spawn_blocking(move || drop(reg)).await.unwrap();
+}

@@ -30,6 +30,8 @@ impl ErrorCode {
     pub const BLOB_UPLOAD_INVALID: ErrorCode = ErrorCode::known("BLOB_UPLOAD_INVALID");
     /// Blob upload unknown to registry (expired or cancelled session).
     pub const BLOB_UPLOAD_UNKNOWN: ErrorCode = ErrorCode::known("BLOB_UPLOAD_UNKNOWN");
+    /// The digest given does not match the content uploaded (a blob's final PUT).
+    pub const DIGEST_INVALID: ErrorCode = ErrorCode::known("DIGEST_INVALID");
     /// Manifest unknown.
     pub const MANIFEST_UNKNOWN: ErrorCode = ErrorCode::known("MANIFEST_UNKNOWN");
     /// The operation is unsupported.

@@ -333,7 +333,16 @@ impl Repository {
         let host = self.host().await?;
         let stream = src.open_blob(desc, 0).await?;
         let counter = Arc::new(AtomicU64::new(0));
-        let body = counting_body(VerifyReader::new(stream, desc, src.location()), counter.clone());
+        // A blob the source hashed itself (`model pack` of local files) is not hashed a second
+        // time: the registry checks the digest at this PUT and refuses other bytes (a file
+        // changed since it was hashed), which `put_refused` reports naming the blob. Its size
+        // is still checked on the way.
+        let reader = if src.hashed_itself(desc) {
+            VerifyReader::size_only(stream, desc, src.location(), 0)
+        } else {
+            VerifyReader::new(stream, desc, src.location())
+        };
+        let body = counting_body(reader, counter.clone());
         let mut req = self
             .client
             .http
@@ -353,8 +362,7 @@ impl Repository {
                 let retry = retriable_status(status)
                     || status == StatusCode::PAYLOAD_TOO_LARGE
                     || status == StatusCode::UNAUTHORIZED;
-                let error =
-                    self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, &body);
+                let error = self.put_refused(desc, src, status, &body);
                 Ok(Err(UploadFailure { retry, error, cut_after: None, too_large: status.as_u16() == 413, wait }))
             }
             Err(e) => {
@@ -420,7 +428,10 @@ impl Repository {
         // The source is verified as it goes out, as in the monolithic PUT: `verified` is the
         // hash state of bytes [0, n) that the registry holds; the last chunk goes through a
         // `VerifyReader`, which fails before handing out its last byte when the digest is
-        // wrong, so a blob hoist did not verify never completes.
+        // wrong, so a blob hoist did not verify never completes. A blob the source hashed
+        // itself is not hashed again (as in the monolithic PUT): the registry checks the
+        // digest at the final PUT, and the last chunk's size is checked on the way.
+        let hashed = src.hashed_itself(desc);
         let mut verified: (u64, Hasher) = (0, desc.digest.algorithm().hasher());
         // The Authorization the registry last answered 401 to: the next chunk asks for a
         // token other than that one.
@@ -429,7 +440,7 @@ impl Repository {
             if offset >= desc.size {
                 break;
             }
-            if verified.0 != offset {
+            if !hashed && verified.0 != offset {
                 verified = self.hash_prefix(src, desc, verified, offset).await?;
             }
             let len = chunk.min(desc.size - offset);
@@ -439,7 +450,11 @@ impl Repository {
             progress.reset(desc, offset);
             let counter = Arc::new(AtomicU64::new(0));
             let chunk_hash = Arc::new(Mutex::new(verified.1.clone()));
-            let body = if end == desc.size {
+            let body = if hashed && end == desc.size {
+                counting_body(VerifyReader::size_only(limited, desc, src.location(), offset), counter.clone())
+            } else if hashed {
+                counting_body(limited, counter.clone())
+            } else if end == desc.size {
                 let v = VerifyReader::resume(limited, desc, src.location(), verified.1.clone(), offset);
                 counting_body(v, counter.clone())
             } else {
@@ -465,7 +480,7 @@ impl Repository {
                     let before = offset;
                     // `0-0` after a 1-byte chunk from 0 means 1 byte; otherwise trust the Range.
                     offset = upload_range_len(resp.headers(), end.min(1)).unwrap_or(end);
-                    if offset == end {
+                    if offset == end && !hashed {
                         verified = (end, chunk_hash.lock().expect("lock").clone());
                     }
                     if let Some(min) = resp
@@ -572,8 +587,23 @@ impl Repository {
         } else {
             let s = resp.status();
             let body = ErrorBody::read(resp).await;
-            Err(self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), s, &body))
+            Err(self.put_refused(desc, src, s, &body))
         }
+    }
+
+    /// The error for a final PUT of `desc` the registry answered with `status`: a refused
+    /// digest (`DIGEST_INVALID`: the bytes it received hash to something else, e.g. a local
+    /// file changed since the source hashed it) is a digest mismatch of that blob in `src`.
+    fn put_refused(&self, desc: &Descriptor, src: &dyn Source, status: StatusCode, body: &ErrorBody) -> Error {
+        if body.has(&ErrorCode::DIGEST_INVALID) {
+            return Error::DigestMismatch {
+                what: format!("blob {}", desc.digest),
+                location: src.location(),
+                expected: desc.digest.to_string(),
+                actual: format!("other bytes (registry {} refused the upload{})", self.registry, body.detail()),
+            };
+        }
+        self.registry_error(&Method::PUT, &format!("blobs/uploads ({})", desc.digest), status, body)
     }
 
     /// Hash state of the source's bytes [0, upto), continuing from `from` when it is behind
