@@ -415,6 +415,44 @@ mod tests {
     }
 
     #[test]
+    fn a_file_hashed_with_the_walks_stat_is_hashed_again_when_it_changed_after_that_stat() {
+        let t = tempfile::tempdir().unwrap();
+        let (ctx, dir) = (t.path().join("ctx"), t.path().join("cache"));
+        fs::create_dir_all(&ctx).unwrap();
+        let f = ctx.join("f");
+        fs::write(&f, "one").unwrap();
+        let listed = |p: &Path| Listed::new(p.to_path_buf(), &p.symlink_metadata().unwrap());
+        let mut c = StatCache::load(&dir, &ctx, false);
+        c.skew = 2 * RACY_MARGIN_NS;
+        // listed, then rewritten before it is hashed: the new bytes are hashed, under the
+        // listed (older) stat
+        let l = listed(&f);
+        fs::write(&f, "two, longer").unwrap();
+        let d = c.hasher().digest_listed(&l, now_ns()).unwrap();
+        assert_eq!(d, *blake3::hash(b"two, longer").as_bytes());
+        c.save().unwrap();
+        // so the next build does not trust that entry: its stat differs
+        let c = StatCache::load(&dir, &ctx, false);
+        assert_eq!(c.hasher().digest_listed(&listed(&f), now_ns()).unwrap(), d);
+        assert_eq!((c.hits(), c.hashed()), (0, 1));
+        // an unchanged file listed again is a hit, read from no file
+        let mut c = StatCache::load(&dir, &ctx, false);
+        c.skew = 2 * RACY_MARGIN_NS;
+        c.hasher().digest_listed(&listed(&f), now_ns()).unwrap();
+        c.save().unwrap();
+        let c = StatCache::load(&dir, &ctx, false);
+        assert_eq!(c.hasher().digest_listed(&listed(&f), now_ns()).unwrap(), d);
+        assert_eq!((c.hits(), c.hashed()), (1, 0));
+        // a file that grew after its listing is read to its end
+        let g = ctx.join("g");
+        fs::write(&g, vec![7u8; 100]).unwrap();
+        let l = listed(&g);
+        fs::write(&g, vec![7u8; 200_000]).unwrap();
+        let c = StatCache::load(&dir, &ctx, true);
+        assert_eq!(c.hasher().digest_listed(&l, now_ns()).unwrap(), *blake3::hash(&[7u8; 200_000]).as_bytes());
+    }
+
+    #[test]
     fn the_hasher_opens_by_name_in_the_directory_as_digest_does_by_path() {
         let t = tempfile::tempdir().unwrap();
         let (ctx, dir) = (t.path().join("ctx"), t.path().join("cache"));
