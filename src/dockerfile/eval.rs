@@ -28,7 +28,7 @@ use super::stage::{
     blocking, find_stage, hash, join_abs, mount_stage, truncate, Ctx, NamedDir, Plan, Prefetch, Selection, SourceRoot,
     Stage, DEFAULT_PATH,
 };
-use super::statcache::StatCache;
+use super::statcache::{Listed, StatCache};
 use super::user::resolve_user;
 use super::words::{word, words};
 use super::{BuildLog, BuildOutcome, DockerfileBuild, ImageResolver, NamedContext};
@@ -1508,7 +1508,7 @@ struct CopySpec {
     line: usize,
     /// Told each regular file of the context the walk selects, as it is found: the hashing
     /// ahead ([`start_prehash`]) hashes them while the walk goes on.
-    found: Option<std::sync::mpsc::Sender<PathBuf>>,
+    found: Option<std::sync::mpsc::Sender<Listed>>,
 }
 
 /// Archives ADD extracted, by path (None: not an archive), kept from the key to the layer.
@@ -1642,7 +1642,7 @@ fn copy_items(
                 let own = meta.permissions().mode() & 0o7777;
                 let mode = chmod.map_or(own, |c| c.apply(own, meta.is_dir()));
                 if let Some(found) = spec.found.as_ref().filter(|_| ctxfile && meta.is_file()) {
-                    let _ = found.send(src.clone());
+                    let _ = found.send(Listed::new(src.clone(), &meta));
                 }
                 items.insert(
                     target,
@@ -1697,7 +1697,7 @@ fn add_tree(
     keep_owner: bool,
     (ignore, ctx_prefix): (&[IgnoreRule], &str),
     exclude: &[IgnoreRule],
-    found: Option<&std::sync::mpsc::Sender<PathBuf>>,
+    found: Option<&std::sync::mpsc::Sender<Listed>>,
 ) -> Result<()> {
     walk_sorted(src, &mut |p, m| {
         let rel = p.strip_prefix(src).expect("under src");
@@ -1713,7 +1713,7 @@ fn add_tree(
         }
         let item = item_of_meta(p, m, (uid, gid), chmod, keep_owner)?;
         if let (Some(found), Kind::File { src, .. }) = (found, &item.kind) {
-            let _ = found.send(src.clone());
+            let _ = found.send(Listed::new(src.clone(), m));
         }
         items.insert(join_rel(dest, rel), item);
         Ok(true)
@@ -1953,13 +1953,15 @@ fn hashing_threads(wanted: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(wanted.max(1))
 }
 
-/// Run `walk`, which tells each context file it finds to the sender it is given, while
-/// hashing threads hash those files into the stat cache `sc`: the walk's result and the
-/// digests (a file that cannot be read is left out, for the caller's own pass to report).
-/// The hashing ends when the walk has returned and dropped its sender.
-fn hash_while_walking<T>(sc: &StatCache, walk: impl FnOnce(std::sync::mpsc::Sender<PathBuf>) -> T) -> (T, Known) {
-    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+/// Run `walk`, which tells each context file it finds (with the stat it took) to the
+/// sender it is given, while hashing threads hash those files into the stat cache `sc`: the
+/// walk's result and the digests (a file that cannot be read is left out, for the caller's
+/// own pass to report). The hashing ends when the walk has returned and dropped its sender.
+fn hash_while_walking<T>(sc: &StatCache, walk: impl FnOnce(std::sync::mpsc::Sender<Listed>) -> T) -> (T, Known) {
+    let (tx, rx) = std::sync::mpsc::channel::<Listed>();
     let rx = Mutex::new(rx);
+    // before any of the walk's stats
+    let at = super::statcache::now_ns();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..hashing_threads(usize::MAX))
             .map(|_| {
@@ -1968,9 +1970,9 @@ fn hash_while_walking<T>(sc: &StatCache, walk: impl FnOnce(std::sync::mpsc::Send
                     let mut out = Vec::new();
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(p) = next else { return out };
-                        if let Ok(d) = hasher.digest(&p) {
-                            out.push((p.into_os_string(), d));
+                        let Ok(l) = next else { return out };
+                        if let Ok(d) = hasher.digest_listed(&l, at) {
+                            out.push((l.path.into_os_string(), d));
                         }
                     }
                 })

@@ -1,6 +1,8 @@
 //! Content digests of build-context files remembered by their stat, so a second build of an
 //! unchanged context reads no file contents (the cache key of a COPY needs the digest of
-//! every file it copies).
+//! every file it copies). The digests are BLAKE3: they only ever go into step keys (never
+//! into an OCI descriptor), and a fresh store, a second machine taking its steps from a
+//! registry cache, spends its time hashing the context.
 //!
 //! The rule, git's index and BuildKit's fsutil stat checks in one: an entry is keyed by the
 //! file's absolute path and holds its size, mtime and ctime (nanoseconds), inode and mode;
@@ -10,7 +12,9 @@
 //! kernel clock tick) older than the moment its stat was taken: a file written in the same
 //! clock tick as its hashing ("racily clean" in git's words) is hashed again next time.
 //!
-//! One file per context directory, `build-cache/stat-cache/HASH` in the store, written
+//! One file per context directory, `build-cache/stat-cache/HASH` in the store (HASH: of the
+//! directory's absolute path and the digest algorithm, so a cache of SHA-256 digests written
+//! by an earlier hoist is never read as BLAKE3), written
 //! atomically (temp, fsync, rename) and only when something was hashed; at most
 //! [`MAX_STAT_CACHE_BYTES`] are read, a larger or malformed file is ignored.
 
@@ -34,7 +38,7 @@ pub const MAX_STAT_CACHE_ENTRIES: usize = 2_000_000;
 pub const RACY_MARGIN_NS: i128 = 100_000_000;
 
 #[derive(Clone, PartialEq, Eq)]
-struct Stat {
+pub(crate) struct Stat {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -72,6 +76,21 @@ struct Entry {
     digest: [u8; 32],
 }
 
+/// A context file as a walk listed it: its path and its lstat, taken by the walk (the
+/// hashing then needs no stat of its own: a change after the walk's stat shows in the next
+/// build's stat, as a change after a stat of its own would).
+pub(crate) struct Listed {
+    pub path: PathBuf,
+    stat: Stat,
+}
+
+impl Listed {
+    /// `path` with the lstat `m` the walk took of it.
+    pub(crate) fn new(path: PathBuf, m: &fs::Metadata) -> Listed {
+        Listed { path, stat: Stat::of(m) }
+    }
+}
+
 /// The stat cache of one build context.
 pub struct StatCache {
     path: PathBuf,
@@ -85,7 +104,9 @@ pub struct StatCache {
     hashed: AtomicUsize,
 }
 
-fn now_ns() -> i128 {
+/// The clock the cache compares ctimes with (ns since the epoch): taken before a walk's
+/// stats, it is the `at` of [`Hasher::digest_listed`].
+pub(crate) fn now_ns() -> i128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
 }
 
@@ -94,7 +115,10 @@ impl StatCache {
     /// empty cache; `disabled` gives an empty one too, for `--no-cache`).
     pub fn load(dir: &Path, context: &Path, disabled: bool) -> StatCache {
         let abs = fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
-        let name = hex::encode(Sha256::digest(abs.as_os_str().as_encoded_bytes()));
+        let mut name = Sha256::new();
+        name.update(b"blake3\0");
+        name.update(abs.as_os_str().as_encoded_bytes());
+        let name = hex::encode(name.finalize());
         let path = dir.join(name);
         let old = if disabled { HashMap::new() } else { read_entries(&path).unwrap_or_default() };
         StatCache {
@@ -118,11 +142,11 @@ impl StatCache {
         self.hashed.load(Ordering::Relaxed)
     }
 
-    /// SHA-256 of the contents of the regular file `src`, from the cache when its stat is
+    /// BLAKE3 of the contents of the regular file `src`, from the cache when its stat is
     /// unchanged (or from this build's own earlier look at it, counted once). The stat is
     /// taken before the read, so a change during the read is seen by the next build.
     pub fn digest(&self, src: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
-        self.digest_in(None, src, buf)
+        self.digest_in(None, src, None, buf)
     }
 
     /// A [`Hasher`] of this cache: files hashed one after another, each opened by its name in
@@ -132,8 +156,15 @@ impl StatCache {
     }
 
     /// [`StatCache::digest`], `src` looked up by its name in `dir` (its parent, open) when
-    /// given: one path component, not every one of `src`'s.
-    fn digest_in(&self, dir: Option<&fs::File>, src: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+    /// given: one path component, not every one of `src`'s. With `listed` (the stat a walk
+    /// took of `src`, and a clock reading from before it), no stat is taken here.
+    fn digest_in(
+        &self,
+        dir: Option<&fs::File>,
+        src: &Path,
+        listed: Option<(&Stat, i128)>,
+        buf: &mut [u8],
+    ) -> Result<[u8; 32]> {
         let by_name = dir.zip(src.file_name());
         let key = src.to_string_lossy().into_owned();
         // hashed or taken from the cache earlier in this build (its files hashed ahead of a
@@ -144,12 +175,13 @@ impl StatCache {
         if let Some(d) = self.taken.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(*d);
         }
-        let at = now_ns() + self.skew;
-        let (stat, opened) = match self.old.get(&key) {
-            Some(e) => {
-                let stat = match by_name {
-                    Some((d, name)) => Stat::of_raw(&lstat_at(d, name).at(src)?),
-                    None => Stat::of(&src.symlink_metadata().at(src)?),
+        let at = listed.map_or_else(now_ns, |(_, at)| at) + self.skew;
+        let (stat, opened) = match (self.old.get(&key), listed) {
+            (Some(e), _) => {
+                let stat = match (listed, by_name) {
+                    (Some((s, _)), _) => s.clone(),
+                    (None, Some((d, name))) => Stat::of_raw(&lstat_at(d, name).at(src)?),
+                    (None, None) => Stat::of(&src.symlink_metadata().at(src)?),
                 };
                 if e.stat == stat && e.stat.ctime_ns + RACY_MARGIN_NS <= e.hashed_at {
                     if self.taken.lock().unwrap_or_else(|p| p.into_inner()).insert(key, e.digest).is_none() {
@@ -159,23 +191,31 @@ impl StatCache {
                 }
                 (stat, None)
             }
+            (None, Some((s, _))) => (s.clone(), None),
             // not in the cache: the stat of the open file (one path lookup, not two)
-            None => {
+            (None, None) => {
                 let f = open_nofollow(by_name, src)?;
                 (Stat::of(&f.metadata().at(src)?), Some(f))
             }
         };
-        let mut h = Sha256::new();
+        let mut h = blake3::Hasher::new();
         let mut f = match opened {
             Some(f) => f,
             None => open_nofollow(by_name, src)?,
         };
+        let mut total = 0u64;
         loop {
             let n = f.read(buf).at(src)?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
+            total += n as u64;
+            // a short read ending at the size the stat gave is the end of the file (no
+            // second read to see 0); a file that grew goes on to its end
+            if n < buf.len() && total == stat.size {
+                break;
+            }
         }
         let digest: [u8; 32] = h.finalize().into();
         self.hashed.fetch_add(1, Ordering::Relaxed);
@@ -241,15 +281,25 @@ pub struct Hasher<'c> {
 impl Hasher<'_> {
     /// [`StatCache::digest`] of `src`.
     pub fn digest(&mut self, src: &Path) -> Result<[u8; 32]> {
+        self.digest_at(src, None)
+    }
+
+    /// [`StatCache::digest`] of a file a walk listed, with the walk's stat of it; `at` is
+    /// the clock ([`now_ns`]) read before the walk began.
+    pub(crate) fn digest_listed(&mut self, listed: &Listed, at: i128) -> Result<[u8; 32]> {
+        self.digest_at(&listed.path, Some((&listed.stat, at)))
+    }
+
+    fn digest_at(&mut self, src: &Path, listed: Option<(&Stat, i128)>) -> Result<[u8; 32]> {
         let Some(parent) = src.parent().filter(|_| src.file_name().is_some()) else {
-            return self.cache.digest_in(None, src, &mut self.buf);
+            return self.cache.digest_in(None, src, listed, &mut self.buf);
         };
         if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
             // a directory that cannot be opened: each file looked up by its path, which
             // reports the error
             self.dir = open_dir(parent).ok().map(|d| (parent.to_path_buf(), d));
         }
-        self.cache.digest_in(self.dir.as_ref().map(|(_, d)| d), src, &mut self.buf)
+        self.cache.digest_in(self.dir.as_ref().map(|(_, d)| d), src, listed, &mut self.buf)
     }
 }
 
@@ -275,18 +325,24 @@ fn lstat_at(dir: &fs::File, name: &std::ffi::OsStr) -> std::io::Result<libc::sta
 }
 
 /// `src` opened for reading, never through a symlink (it was listed as a regular file); by
-/// its name in its open directory when `at` gives them.
+/// its name in its open directory when `at` gives them. Non-blocking: a file replaced by a
+/// FIFO since it was listed is not waited on (reads of a regular file are not affected).
 fn open_nofollow(at: Option<(&fs::File, &std::ffi::OsStr)>, src: &Path) -> Result<fs::File> {
     use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::fs::OpenOptionsExt;
     let Some((dir, name)) = at else {
-        return fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src).at(src);
+        return fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(src).at(src);
     };
     let name = super::fs::cpath(Path::new(name)).at(src)?;
     // SAFETY: `name` is a NUL-terminated string alive for the call; `dir` is an open
     // descriptor.
-    let fd =
-        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()).at(src);
     }
@@ -374,7 +430,7 @@ mod tests {
         for f in ["a/f", "b/f", "a/f"] {
             let p = ctx.join(f);
             assert_eq!(h.digest(&p).unwrap(), by_path.digest(&p, &mut buf).unwrap(), "{f}");
-            assert_eq!(h.digest(&p).unwrap(), Sha256::digest(fs::read(&p).unwrap()).as_slice(), "{f}");
+            assert_eq!(h.digest(&p).unwrap(), *blake3::hash(&fs::read(&p).unwrap()).as_bytes(), "{f}");
         }
         // never through a symlink, nor a missing file
         assert!(h.digest(&ctx.join("a/link")).is_err());
