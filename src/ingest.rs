@@ -43,22 +43,31 @@ impl Reporting<'_> {
     pub(crate) const NONE: Reporting<'static> = Reporting { name: "", progress: &NoFileProgress };
 }
 
+/// Files at least this large are hashed with reading and hashing on two threads
+/// ([`read_hashing`]); smaller ones on the caller's thread (two threads per small file would
+/// cost more than they save).
+const OVERLAP_MIN: u64 = 8 << 20;
+
 /// Hash `path` (a file of `size` bytes) reporting to `to` as it goes: start, advance per
 /// buffer, done.
 pub(crate) fn hash_file_reporting(path: &Path, size: u64, to: Reporting<'_>) -> Result<Digest> {
     let mut f = File::open(path).at(path)?;
     to.progress.file_start(to.name, size);
-    let mut h = Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
+    let d = if size >= OVERLAP_MIN {
+        read_hashing(&mut f, None, path, to)?.0
+    } else {
+        let mut h = Algorithm::Sha256.hasher();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = f.read(&mut buf).at(path)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            to.progress.file_advance(to.name, n as u64);
         }
-        h.update(&buf[..n]);
-        to.progress.file_advance(to.name, n as u64);
-    }
-    let d = h.finish();
+        h.finish()
+    };
     to.progress.file_done(to.name, &d);
     Ok(d)
 }
@@ -185,7 +194,7 @@ pub(crate) fn store_file_reporting(
         let out = tmp.blob_file_for_size(len)?;
         let path = tmp.path().to_path_buf();
         to.progress.file_start(to.name, len);
-        let (digest, size) = copy_hashing(&mut input, out, src, &path, to)?;
+        let (digest, size) = read_hashing(&mut input, Some((out, &path)), src, to)?;
         to.progress.file_done(to.name, &digest);
         (digest, size)
     };
@@ -194,16 +203,28 @@ pub(crate) fn store_file_reporting(
     Ok(Descriptor::new(media_type, digest, size))
 }
 
-/// Copy `input` into `out` and hash it, touching each byte once in user space: this thread
+/// Read `input` (the file `src`) and hash it, touching each byte once in user space, and copy
+/// it into `out` (a blob file at the path given with it) when there is one: this thread
 /// reads straight into aligned `IoBlock`s, a second thread hashes them, a third writes them
 /// as they are (direct writes need no copy of their own). Reading, hashing and the device
-/// overlap, so the copy costs about what hashing alone does. Blocks come back for reuse.
-fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Reporting<'_>) -> Result<(Digest, u64)> {
+/// overlap, so the copy (or the hash of a large file) costs about what hashing alone does.
+/// Blocks come back for reuse.
+fn read_hashing(
+    input: &mut File,
+    out: Option<(BlobFile, &Path)>,
+    src: &Path,
+    to: Reporting<'_>,
+) -> Result<(Digest, u64)> {
     const BLOCKS: usize = 4;
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
     let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
     let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<IoBlock>(BLOCKS);
     let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+    // Without a writer, the hasher hands blocks back for reuse itself.
+    let (after_hash, hashed_tx) = match out {
+        Some(_) => (None, Some(hashed_tx)),
+        None => (Some(spare_tx.clone()), None),
+    };
     let hasher = spawn("hoist-hash")
         .spawn(move || {
             let mut hasher = Algorithm::Sha256.hasher();
@@ -211,23 +232,28 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Rep
             for block in read_rx {
                 hasher.update(block.filled());
                 total += block.filled().len() as u64;
-                if hashed_tx.send(block).is_err() {
+                if let Some(spare) = &after_hash {
+                    let _ = spare.try_send(block);
+                } else if hashed_tx.as_ref().is_some_and(|tx| tx.send(block).is_err()) {
                     break; // writer failed; its error is reported
                 }
             }
             (hasher.finish(), total)
         })
         .expect("spawn hash thread");
-    let writer = spawn("hoist-write")
-        .spawn(move || -> io::Result<File> {
-            let mut out = out;
-            for block in hashed_rx {
-                out.write_block(&block)?;
-                let _ = spare_tx.try_send(block);
-            }
-            out.finish()
-        })
-        .expect("spawn writer thread");
+    let writer = out.map(|(out, dst)| {
+        let thread = spawn("hoist-write")
+            .spawn(move || -> io::Result<File> {
+                let mut out = out;
+                for block in hashed_rx {
+                    out.write_block(&block)?;
+                    let _ = spare_tx.try_send(block);
+                }
+                out.finish()
+            })
+            .expect("spawn writer thread");
+        (thread, dst)
+    });
     let mut allocated = 0;
     let read_result = (|| -> Result<()> {
         loop {
@@ -267,9 +293,14 @@ fn copy_hashing(input: &mut File, out: BlobFile, src: &Path, dst: &Path, to: Rep
     drop(read_tx);
     let panicked = |what: &str| Error::Panicked { what: what.into() };
     let (digest, total) = hasher.join().map_err(|_| panicked("hash"))?;
-    let written = writer.join().map_err(|_| panicked("blob writer"))?;
+    let written = match writer {
+        Some((thread, dst)) => Some((thread.join().map_err(|_| panicked("blob writer"))?, dst)),
+        None => None,
+    };
     read_result?;
-    written.at(dst)?;
+    if let Some((written, dst)) = written {
+        written.at(dst)?;
+    }
     Ok((digest, total))
 }
 
@@ -311,6 +342,29 @@ fn reflink(_src: &File, _dst: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts what a hash reports.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicU64);
+    impl FileProgress for Count {
+        fn file_advance(&self, _name: &str, n: u64) {
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn files_hash_alike_on_one_thread_and_on_two() {
+        let t = tempfile::tempdir().unwrap();
+        for size in [0, 5, OVERLAP_MIN - 1, OVERLAP_MIN, OVERLAP_MIN + 4096 + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            let path = t.path().join(format!("f{size}"));
+            std::fs::write(&path, &data).unwrap();
+            let count = Count::default();
+            let d = hash_file_reporting(&path, size, Reporting { name: "f", progress: &count }).unwrap();
+            assert_eq!(d, Digest::sha256_of(&data), "{size} bytes");
+            assert_eq!(count.0.into_inner(), size, "{size} bytes reported");
+        }
+    }
 
     #[test]
     fn rfc3339_dates() {
