@@ -29,13 +29,14 @@ export -f model_curl_put
 
 # model_writes NAME CMD...: run CMD (untimed) with an empty HOIST_STORE, then record the bytes
 # it caused to be written (write_bytes of this shell, which a reaped child adds to) and what
-# the store holds. One line "NAME WRITE_BYTES STORE_BYTES" in $WORK/model-writes.
+# the store holds. One line "NAME WRITE_BYTES STORE_BYTES" in $WORK/model-writes. CMD's stderr
+# is read through a pipe, not redirected to a file: the file's page would count as CMD's writes.
 model_writes() {
   local name=$1 store=$OUT/model-store
   shift
   rm -rf "$store"
-  bash -c 'HOIST_STORE=$1 "${@:2}" >/dev/null 2>"$0.err" || { cat "$0.err" >&2; exit 1; }
-    awk "/^write_bytes/ {print \$2}" /proc/$$/io' "$WORK/model-writes-$name" "$store" "$@" > "$WORK/model-writes-$name.n" ||
+  bash -c 'err=$(HOIST_STORE=$1 "${@:2}" 2>&1 >/dev/null) || { printf "%s\n" "$err" >&2; exit 1; }
+    awk "/^write_bytes/ {print \$2}" /proc/$$/io' "$name" "$store" "$@" > "$WORK/model-writes-$name.n" ||
     { log "model: $name failed"; return 0; }
   local w s
   w=$(cat "$WORK/model-writes-$name.n")
