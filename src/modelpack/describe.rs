@@ -86,13 +86,40 @@ impl SafetensorsInfo {
     }
 }
 
+/// One file [`describe_files`] reads: a file on disk, or the first bytes of a file that is
+/// not here (a hub's file, fetched with `Range`) with the whole file's length. Bytes past
+/// `head` read as zeros, as they would from a sparse copy padded to `len`.
+#[derive(Clone, Copy, Debug)]
+pub enum FileBytes<'a> {
+    /// A file on disk.
+    Path(&'a Path),
+    /// The first bytes of a file of `len` bytes; `what` names it in errors.
+    Head { head: &'a [u8], len: u64, what: &'a str },
+}
+
+impl FileBytes<'_> {
+    /// A reader of the file from its start, its length, and its name for errors.
+    fn open(&self) -> Result<(Box<dyn Read + '_>, u64, String)> {
+        match *self {
+            FileBytes::Path(path) => {
+                let f = File::open(path).at(path)?;
+                let len = f.metadata().at(path)?.len();
+                Ok((Box::new(BufReader::new(f)), len, path.display().to_string()))
+            }
+            FileBytes::Head { head, len, what } => {
+                let pad = len.saturating_sub(head.len() as u64);
+                Ok((Box::new(head.chain(io::repeat(0).take(pad))), len.max(head.len() as u64), what.to_string()))
+            }
+        }
+    }
+}
+
 /// Read the header of a safetensors file: an 8-byte little-endian length, then that many
 /// bytes of JSON mapping tensor names to `{dtype, shape, data_offsets}` (and an optional
 /// `__metadata__`).
-pub fn read_safetensors(path: &Path) -> Result<SafetensorsInfo> {
-    let mut f = File::open(path).at(path)?;
-    let file_len = f.metadata().at(path)?.len();
-    let bad = |reason: String| Error::malformed("safetensors header", path.display().to_string(), reason);
+pub fn read_safetensors(file: FileBytes<'_>) -> Result<SafetensorsInfo> {
+    let (mut f, file_len, what) = file.open()?;
+    let bad = |reason: String| Error::malformed("safetensors header", what.clone(), reason);
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|e| bad(format!("no length: {e}")))?;
     let n = u64::from_le_bytes(len);
@@ -103,7 +130,7 @@ pub fn read_safetensors(path: &Path) -> Result<SafetensorsInfo> {
         return Err(bad(format!("header of {n} bytes is longer than the file ({file_len} bytes)")));
     }
     let mut buf = Vec::with_capacity(n as usize);
-    f.take(n).read_to_end(&mut buf).at(path)?;
+    f.take(n).read_to_end(&mut buf).map_err(|e| bad(format!("header: {e}")))?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&buf).map_err(|e| bad(format!("not a JSON object: {e}")))?;
     let mut info = SafetensorsInfo::default();
@@ -261,9 +288,9 @@ impl<R: Read> GgufReader<R> {
 /// Read the header of a GGUF file (<https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>):
 /// magic `GGUF`, version, tensor count, metadata count, the metadata key/value pairs, then one
 /// tensor info (name, dimensions, type, offset) per tensor.
-pub fn read_gguf(path: &Path) -> Result<GgufInfo> {
-    let f = File::open(path).at(path)?;
-    read_gguf_from(BufReader::new(f).take(MAX_GGUF_HEADER), &path.display().to_string())
+pub fn read_gguf(file: FileBytes<'_>) -> Result<GgufInfo> {
+    let (f, _, what) = file.open()?;
+    read_gguf_from(f.take(MAX_GGUF_HEADER), &what)
 }
 
 /// [`read_gguf`] from any reader (`what` names it in errors).
@@ -395,15 +422,15 @@ fn ext_of(rel: &str) -> String {
     name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
 }
 
-/// Describe a model from its files (`(relative path, path on disk)`, weights as classified by
+/// Describe a model from its files (`(relative path, its bytes)`, weights as classified by
 /// the caller in `weights`). A weight file whose header does not parse is reported on the log
 /// and left out of the description, never a reason to refuse the pack.
-pub fn describe_files(files: &[(String, &Path)], weights: &[&str]) -> Described {
+pub fn describe_files(files: &[(String, FileBytes<'_>)], weights: &[&str]) -> Described {
     let mut d = Described::default();
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     let mut params = 0u64;
     let mut formats: Vec<&'static str> = Vec::new();
-    for (rel, path) in files {
+    for (rel, file) in files {
         if !weights.contains(&rel.as_str()) {
             continue;
         }
@@ -411,7 +438,7 @@ pub fn describe_files(files: &[(String, &Path)], weights: &[&str]) -> Described 
         match ext.as_str() {
             "safetensors" => {
                 formats.push("safetensors");
-                match read_safetensors(path) {
+                match read_safetensors(*file) {
                     Ok(info) => {
                         params = params.saturating_add(info.params());
                         for (k, v) in info.params_by_dtype {
@@ -424,7 +451,7 @@ pub fn describe_files(files: &[(String, &Path)], weights: &[&str]) -> Described 
             }
             "gguf" => {
                 formats.push("gguf");
-                match read_gguf(path) {
+                match read_gguf(*file) {
                     Ok(info) => {
                         params = params.saturating_add(info.params);
                         if d.architecture.is_none() {
@@ -467,8 +494,8 @@ pub fn describe_files(files: &[(String, &Path)], weights: &[&str]) -> Described 
         d.precision = by_dtype.iter().max_by_key(|(_, n)| **n).map(|(k, _)| precision_of_dtype(k));
     }
     // config.json at the top level (the one Hugging Face loaders read).
-    if let Some((_, path)) = files.iter().find(|(rel, _)| rel == "config.json") {
-        match read_config_json(path) {
+    if let Some((_, file)) = files.iter().find(|(rel, _)| rel == "config.json") {
+        match read_config_json(*file) {
             Ok(c) => {
                 if let Some(a) = c.architecture {
                     d.architecture = Some(a);
@@ -497,11 +524,11 @@ struct ConfigJson {
     torch_dtype: Option<String>,
 }
 
-fn read_config_json(path: &Path) -> Result<ConfigJson> {
-    let f = File::open(path).at(path)?;
+fn read_config_json(file: FileBytes<'_>) -> Result<ConfigJson> {
+    let (f, _, what) = file.open()?;
+    let bad = |r: String| Error::malformed("config.json", what.clone(), r);
     let mut buf = Vec::new();
-    f.take(MAX_CONFIG_JSON + 1).read_to_end(&mut buf).at(path)?;
-    let bad = |r: String| Error::malformed("config.json", path.display().to_string(), r);
+    f.take(MAX_CONFIG_JSON + 1).read_to_end(&mut buf).map_err(|e| bad(e.to_string()))?;
     if buf.len() as u64 > MAX_CONFIG_JSON {
         return Err(bad(format!("larger than {MAX_CONFIG_JSON} bytes")));
     }

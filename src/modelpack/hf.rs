@@ -336,15 +336,11 @@ fn tokio_stream_from(
 
 /// Describe the model from the hub without downloading the weights: safetensors headers
 /// with two `Range` requests each, GGUF headers from the first [`MAX_REMOTE_GGUF_HEADER`]
-/// bytes, `config.json` from memory.
+/// bytes, `config.json` from memory. Nothing is written locally: the readers take the
+/// fetched bytes with the file's length ([`describe::FileBytes::Head`]).
 async fn describe_remote(repo: &HfRepo, weights: &[&HfFile], inline: &HashMap<String, Bytes>) -> Described {
-    let tmp = match tempfile::tempdir() {
-        Ok(t) => t,
-        Err(_) => return Described::default(),
-    };
-    // Header bytes go to small temp files so the local readers (and their bounds) apply as they are.
-    let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for (i, f) in weights.iter().enumerate() {
+    let mut heads: Vec<(&HfFile, Bytes)> = Vec::new();
+    for f in weights {
         let ext = f.path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
         let bytes = match ext.as_str() {
             "safetensors" if f.size >= 8 => {
@@ -354,7 +350,6 @@ async fn describe_remote(repo: &HfRepo, weights: &[&HfFile], inline: &HashMap<St
                     continue;
                 }
                 let Ok(b) = repo.fetch_range(&f.path, 0, Some(7 + n), 8 + n).await else { continue };
-                // The reader checks the header against the file's length: pad to it sparsely.
                 b
             }
             "gguf" => {
@@ -364,27 +359,23 @@ async fn describe_remote(repo: &HfRepo, weights: &[&HfFile], inline: &HashMap<St
             }
             _ => Bytes::new(),
         };
-        let p = tmp.path().join(format!("{i}.{ext}"));
-        let ok = std::fs::File::create(&p)
-            .and_then(|mut fh| {
-                use std::io::Write;
-                fh.write_all(&bytes)?;
-                fh.set_len(f.size.max(bytes.len() as u64))
-            })
-            .is_ok();
-        if ok {
-            files.push((f.path.clone(), p));
-        }
+        heads.push((f, bytes));
     }
+    let names: Vec<String> = heads.iter().map(|(f, _)| format!("{}/{}", repo.location(), f.path)).collect();
+    let mut listed: Vec<(String, describe::FileBytes<'_>)> = heads
+        .iter()
+        .zip(&names)
+        .map(|((f, b), what)| (f.path.clone(), describe::FileBytes::Head { head: b, len: f.size, what }))
+        .collect();
+    let config_what = format!("{}/config.json", repo.location());
     if let Some(c) = inline.get("config.json") {
-        let p = tmp.path().join("config.json");
-        if std::fs::write(&p, c).is_ok() {
-            files.push(("config.json".into(), p));
-        }
+        listed.push((
+            "config.json".into(),
+            describe::FileBytes::Head { head: c, len: c.len() as u64, what: &config_what },
+        ));
     }
-    let listed: Vec<(String, &std::path::Path)> = files.iter().map(|(r, p)| (r.clone(), p.as_path())).collect();
-    let names: Vec<&str> = weights.iter().map(|f| f.path.as_str()).collect();
-    describe::describe_files(&listed, &names)
+    let weight_names: Vec<&str> = weights.iter().map(|f| f.path.as_str()).collect();
+    describe::describe_files(&listed, &weight_names)
 }
 
 /// Plan a ModelPack artifact of `hf` (files chosen by `select`; the config described from

@@ -665,7 +665,8 @@ fn describe_listed(
         .filter(|(_, k)| **k == ModelFileKind::Weight)
         .map(|((rel, _), _)| rel.as_str())
         .collect();
-    let listed: Vec<(String, &Path)> = files.iter().map(|(r, p)| (r.clone(), p.as_path())).collect();
+    let listed: Vec<(String, describe::FileBytes<'_>)> =
+        files.iter().map(|(r, p)| (r.clone(), describe::FileBytes::Path(p))).collect();
     let described = describe::describe_files(&listed, &weights);
     Ok((ModelMeta::resolve(&described, mf, kf, spec), kinds))
 }

@@ -101,6 +101,62 @@ fn hf_pack_into_registry_unpacks_identical_and_a_rerun_moves_nothing() {
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The config blob `target` names in `reg`, as JSON.
+fn model_config(reg: &TestRegistry, target: &str) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&run("raw", hoist_cmd().args(["inspect", "--raw", target]))).unwrap();
+    let cd = m["config"]["digest"].as_str().unwrap();
+    let repo = target.split_once('/').unwrap().1.split_once(':').unwrap().0;
+    let blob = reqwest::blocking::get(format!("{}/v2/{repo}/blobs/{cd}", reg.url())).unwrap().bytes().unwrap();
+    serde_json::from_slice(&blob).unwrap()
+}
+
+#[test]
+fn no_store_pack_writes_no_local_file() {
+    // A pack into a registry without a store (from a directory and from the hub) creates no
+    // file: TMPDIR names a directory that does not exist (a temp file would fail), and HOME
+    // and the XDG directories are empty before and after. The model is still described
+    // (the hub's headers are read from memory).
+    let reg = TestRegistry::start(RegistryOpts::plain());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let hub = HfHub::start(vec![repo(&t.join("src"))], None);
+    let homes = ["home", "config", "cache", "state", "data", "runtime"].map(|d| t.join("env").join(d));
+    for d in &homes {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let pack = |from: &str, target: &str| {
+        let mut c = hoist_cmd();
+        c.env("HF_ENDPOINT", hub.url())
+            .env("HOIST_STORE", t.join("store"))
+            .env("TMPDIR", t.join("no-such-tmp"))
+            .env("HOME", &homes[0])
+            .env("XDG_CONFIG_HOME", &homes[1])
+            .env("XDG_CACHE_HOME", &homes[2])
+            .env("XDG_STATE_HOME", &homes[3])
+            .env("XDG_DATA_HOME", &homes[4])
+            .env("XDG_RUNTIME_DIR", &homes[5])
+            .args(["model", "pack", from, "--output", &format!("type=registry,name={target}")]);
+        run(&format!("pack {from}"), &mut c);
+    };
+    let from_hub = format!("{}/hf/nostore:v1", reg.host());
+    let from_dir = format!("{}/dir/nostore:v1", reg.host());
+    pack("hf://org/tiny", &from_hub);
+    pack(t.join("src").to_str().unwrap(), &from_dir);
+    assert!(!t.join("store").exists(), "no store without --store");
+    assert!(!t.join("no-such-tmp").exists());
+    for d in &homes {
+        let left: Vec<_> = walkdir::WalkDir::new(d).min_depth(1).into_iter().map(|e| e.unwrap().into_path()).collect();
+        assert!(left.is_empty(), "pack left {left:?}");
+    }
+    for target in [&from_hub, &from_dir] {
+        let c = model_config(&reg, target);
+        assert_eq!(c["config"]["precision"], "bf16", "{target}: {c}");
+        assert_eq!(c["config"]["paramSize"], "1.6M", "{target}: {c}");
+        assert_eq!(c["config"]["architecture"], "TinyForCausalLM", "{target}: {c}");
+    }
+}
+
 #[test]
 fn hf_pack_resumes_a_cut_download_into_a_layout() {
     let tmp = tempfile::tempdir().unwrap();
