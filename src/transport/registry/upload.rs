@@ -766,6 +766,15 @@ impl SessionFile {
         url::Url::parse(&s.location).ok()
     }
 
+    /// The temp file a save writes before its rename: one name per session, so a push killed
+    /// mid-save leaves at most this one, which the next save renames and [`SessionFile::remove`]
+    /// deletes (a random temp name would be left behind by every such kill).
+    fn tmp_path(&self) -> std::path::PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".tmp");
+        p.into()
+    }
+
     /// Keep `url` as the session's newest Location (write to a temp file, rename).
     fn save(&self, url: &url::Url) {
         let mut s = self.saved.clone();
@@ -773,9 +782,9 @@ impl SessionFile {
         let result = (|| -> std::io::Result<()> {
             let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
             std::fs::create_dir_all(dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &serde_json::to_vec(&s).unwrap_or_default())?;
-            tmp.persist(&self.path).map_err(|e| e.error)?;
+            let tmp = self.tmp_path();
+            std::fs::write(&tmp, serde_json::to_vec(&s).unwrap_or_default())?;
+            std::fs::rename(&tmp, &self.path)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -785,6 +794,7 @@ impl SessionFile {
 
     fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.tmp_path());
     }
 }
 
