@@ -537,11 +537,11 @@ fn a_pushed_build_mounts_the_layers_of_its_cache_and_base() {
 /// COPY steps only, from an OCI layout cache: no runtime, no registry.
 #[tokio::test]
 async fn cache_layers_come_through_the_graph_copy_with_progress_and_jobs() {
-    use hoist::dockerfile::{build_dockerfile, BuildLog, CacheMode, DockerfileBuild, ImageResolver};
+    use hoist::dockerfile::{build_dockerfile, BuildLog, CacheMode, DockerfileBuild};
     use hoist::model::descriptor::Descriptor;
     use hoist::model::digest::Digest;
     use hoist::transport::layout::Layout;
-    use hoist::transport::{BlobOutcome, Progress, Source};
+    use hoist::transport::{BlobOutcome, Progress};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     #[derive(Default)]
@@ -564,15 +564,6 @@ async fn cache_layers_come_through_the_graph_copy_with_progress_and_jobs() {
         fn line(&self, _s: &str) {}
         fn transfers(&self) -> &dyn Progress {
             self
-        }
-    }
-    /// `cache` names the cache manifest `1` in the layout `0`; nothing else resolves.
-    struct CacheIn(Option<(std::path::PathBuf, Descriptor)>);
-    #[async_trait::async_trait]
-    impl ImageResolver for CacheIn {
-        async fn resolve(&self, r: &str) -> hoist::Result<(Box<dyn Source>, Descriptor)> {
-            let (Some((dir, root)), "cache") = (&self.0, r) else { panic!("the build resolves only its cache: {r}") };
-            Ok((Box::new(Layout::open(dir)?), root.clone()))
         }
     }
 
@@ -638,18 +629,10 @@ fn blob(dir: &Path, d: &hoist::model::digest::Digest) -> std::path::PathBuf {
 /// copy from the cache) rather than race it.
 #[tokio::test]
 async fn a_prefetched_layer_the_build_did_not_use_is_left_to_gc() {
-    use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild, ImageResolver};
+    use hoist::dockerfile::{build_dockerfile, CacheMode, DockerfileBuild};
     use hoist::model::descriptor::Descriptor;
     use hoist::transport::layout::Layout;
-    use hoist::transport::{NoProgress, Source};
-    struct CacheIn(Option<(std::path::PathBuf, Descriptor)>);
-    #[async_trait::async_trait]
-    impl ImageResolver for CacheIn {
-        async fn resolve(&self, r: &str) -> hoist::Result<(Box<dyn Source>, Descriptor)> {
-            let (Some((dir, root)), "cache") = (&self.0, r) else { panic!("the build resolves only its cache: {r}") };
-            Ok((Box::new(Layout::open(dir)?), root.clone()))
-        }
-    }
+    use hoist::transport::NoProgress;
     let layers_of = |store: &Path, root: &Descriptor| -> Vec<Descriptor> {
         let m: Value = serde_json::from_slice(&fs::read(blob(store, &root.digest)).unwrap()).unwrap();
         m["layers"].as_array().unwrap().iter().map(|l| serde_json::from_value(l.clone()).unwrap()).collect()
@@ -695,4 +678,19 @@ async fn a_prefetched_layer_the_build_did_not_use_is_left_to_gc() {
         assert!(blob(&s2, &l.digest).is_file(), "image layer {} kept", l.digest);
     }
     assert!(Layout::open(&s2).unwrap().fsck().await.unwrap().is_empty());
+}
+
+/// The resolver of the library-level cache tests: `cache` names the cache manifest `1` in the
+/// layout `0`; nothing else resolves.
+struct CacheIn(Option<(std::path::PathBuf, hoist::model::descriptor::Descriptor)>);
+
+#[async_trait::async_trait]
+impl hoist::dockerfile::ImageResolver for CacheIn {
+    async fn resolve(
+        &self,
+        r: &str,
+    ) -> hoist::Result<(Box<dyn hoist::transport::Source>, hoist::model::descriptor::Descriptor)> {
+        let (Some((dir, root)), "cache") = (&self.0, r) else { panic!("the build resolves only its cache: {r}") };
+        Ok((Box::new(hoist::transport::layout::Layout::open(dir)?), root.clone()))
+    }
 }
